@@ -1,0 +1,101 @@
+/**
+ * buildApp(config) wires Keng's parts and returns {start, stop}. Tests run the
+ * whole service in-process on ephemeral ports (port 0).
+ *
+ * Start order: state store → device registry → telemetry store → ingest →
+ * broker → HTTP API. Stop runs in reverse: the broker stops taking messages
+ * first, ingest flushes its last group commit, the telemetry store flushes its
+ * queue, the registry flushes presence and latest values, the state store
+ * closes last.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Config } from './config/index.js';
+import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
+import { StateDb } from './storage/state/index.js';
+import { DeviceRegistry } from './devices/index.js';
+import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
+import { IngestService } from './ingest/index.js';
+import { AedesBroker, type BrokerPort } from './broker/index.js';
+import { AdminAuth } from './auth/index.js';
+import { ApiServer } from './api/index.js';
+
+export interface BuildOptions {
+  logger?: Logger;
+  clock?: Clock;
+  metrics?: Metrics;
+}
+
+export interface KengApp {
+  readonly config: Readonly<Config>;
+  readonly logger: Logger;
+  readonly bus: EventBus;
+  readonly metrics: Metrics;
+  readonly stateDb: StateDb;
+  readonly registry: DeviceRegistry;
+  readonly store: TelemetryStore;
+  readonly ingest: IngestService;
+  readonly broker: BrokerPort;
+  readonly adminAuth: AdminAuth;
+  readonly api: ApiServer;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Bound addresses, valid after start(). */
+  addresses(): { http: { host: string; port: number }; mqtt: { host: string; port: number } };
+}
+
+export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): KengApp {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const clock = opts.clock ?? systemClock;
+  const metrics = opts.metrics ?? new Metrics();
+  const bus = new EventBus();
+  const dataDir = path.resolve(config.dataDir);
+  const log = (module: string): Logger => logger.child({ module });
+
+  const stateDb = new StateDb({ dataDir, logger: log('state') });
+  const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
+  const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
+  const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
+  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
+  const api = new ApiServer({
+    config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock,
+  });
+
+  const components: Component[] = [stateDb, registry, store, ingest, broker, adminAuth, api];
+  const started: Component[] = [];
+
+  return {
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api,
+    async start() {
+      mkdirSync(dataDir, { recursive: true });
+      broker.setInboundHandler(ingest.handle);
+      try {
+        for (const c of components) {
+          await c.start();
+          started.push(c);
+        }
+      } catch (err) {
+        // Nothing is half-started: undo what did start, then report.
+        await stopAll(started, logger);
+        throw err;
+      }
+      const a = this.addresses();
+      logger.info({ http: a.http, mqtt: a.mqtt, store: store.kind, dataDir }, 'keng started');
+    },
+    async stop() {
+      await stopAll(started, logger);
+      logger.info('keng stopped');
+    },
+    addresses() {
+      return { http: api.address(), mqtt: broker.address().mqtt };
+    },
+  };
+}
+
+async function stopAll(started: Component[], logger: Logger): Promise<void> {
+  while (started.length) {
+    const c = started.pop()!;
+    try { await c.stop(); } catch (err) { logger.error({ err, component: c.name }, 'error while stopping'); }
+  }
+}

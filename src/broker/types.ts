@@ -1,0 +1,47 @@
+import type { Component } from '../core/lifecycle.js';
+import type { DeviceIdentity } from '../devices/types.js';
+
+/** Message types a device may send (spec device-protocol.md "Topics"). */
+export type InboundType =
+  | 'telemetry' | 'attributes' | 'status' | 'events' | 'rpc.response'
+  /** ThingsBoard compatibility: client-side RPC and attribute requests. */
+  | 'rpc.request' | 'attributes.request';
+
+export interface InboundMessage {
+  identity: DeviceIdentity;
+  type: InboundType;
+  /** The R or n of rpc/.../R and attributes/request/n. */
+  requestId?: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  receivedAt: number;
+}
+
+/** Outcome of handling one inbound message. A rejected message is dropped (not routed), counted and logged. */
+export type HandleResult = { ok: true } | { ok: false; reason: string; detail?: string };
+
+/**
+ * The handler is awaited BEFORE the broker acknowledges a QoS 1 message, so a
+ * handler that resolves has made the message durable.
+ */
+export type InboundHandler = (msg: InboundMessage) => Promise<HandleResult>;
+
+export interface PublishOptions { qos?: 0 | 1; retain?: boolean }
+
+/**
+ * The broker behind an interface: the embedded aedes broker today, an external
+ * cluster (EMQX etc. with shared subscriptions) later.
+ */
+export interface BrokerPort extends Component {
+  setInboundHandler(handler: InboundHandler): void;
+  /** Server → device publish (RPC requests, attribute responses, retained status). */
+  publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
+  isConnected(deviceId: string): boolean;
+  connectedCount(): number;
+  /** Disconnect a device (e.g. deleted or disabled). */
+  kick(deviceId: string): void;
+  /** Bound listener addresses (ephemeral ports in tests). */
+  address(): { mqtt: { host: string; port: number } } ;
+  ready(): boolean;
+}

@@ -1,0 +1,30 @@
+/** KENG_* environment variables → config paths. Fixed names come from the HTTP API spec "Running". */
+export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' }
+
+export const ENV_BINDINGS: EnvBinding[] = [
+  { name: 'KENG_DATA_DIR', path: 'dataDir', type: 'string' },
+  { name: 'KENG_HTTP_PORT', path: 'http.port', type: 'int' },
+  { name: 'KENG_HTTP_HOST', path: 'http.host', type: 'string' },
+  { name: 'KENG_HTTP_CORS_ORIGINS', path: 'http.corsOrigins', type: 'list' },
+  { name: 'KENG_MQTT_PORT', path: 'mqtt.port', type: 'int' },
+  { name: 'KENG_MQTT_HOST', path: 'mqtt.host', type: 'string' },
+  { name: 'KENG_MQTT_MAX_PAYLOAD_BYTES', path: 'mqtt.maxPayloadBytes', type: 'int' },
+  { name: 'KENG_MQTT_RATE_LIMIT_PER_SEC', path: 'mqtt.rateLimitPerSec', type: 'number' },
+  { name: 'KENG_MQTT_RATE_LIMIT_BURST', path: 'mqtt.rateLimitBurst', type: 'int' },
+  { name: 'KENG_ADMIN_TOKEN', path: 'adminToken', type: 'string' },
+  { name: 'KENG_TZ', path: 'tz', type: 'string' },
+  { name: 'KENG_TELEMETRY_STORE', path: 'telemetry.store', type: 'string' },
+  { name: 'KENG_RETENTION_DAYS', path: 'telemetry.retentionDays', type: 'int' },
+  { name: 'KENG_COMMIT_INTERVAL_MS', path: 'telemetry.commitIntervalMs', type: 'int' },
+  { name: 'KENG_DISK_SYNC', path: 'telemetry.sync', type: 'string' },
+  { name: 'KENG_INFLUX_URL', path: 'influx.url', type: 'string' },
+  { name: 'KENG_INFLUX_API', path: 'influx.api', type: 'string' },
+  { name: 'KENG_INFLUX_TOKEN', path: 'influx.token', type: 'string' },
+  { name: 'KENG_INFLUX_ORG', path: 'influx.org', type: 'string' },
+  { name: 'KENG_INFLUX_BUCKET', path: 'influx.bucket', type: 'string' },
+  { name: 'KENG_INFLUX_DATABASE', path: 'influx.database', type: 'string' },
+  { name: 'KENG_INFLUX_USERNAME', path: 'influx.username', type: 'string' },
+  { name: 'KENG_INFLUX_PASSWORD', path: 'influx.password', type: 'string' },
+  { name: 'KENG_INFLUX_QUEUE_CAP_BYTES', path: 'influx.queueCapBytes', type: 'int' },
+  { name: 'KENG_LOG_LEVEL', path: 'logLevel', type: 'string' },
+];

@@ -1,0 +1,68 @@
+import { Type, type Static } from 'typebox';
+
+/**
+ * The one settings schema. Defaults live here; a config file (KENG_CONFIG,
+ * JSON) overrides them, then KENG_* environment variables (see env.ts).
+ * Validated once at start, then deep-frozen and passed down.
+ */
+export const ConfigSchema = Type.Object({
+  dataDir: Type.String({ minLength: 1, default: './data', description: 'State directory (KENG_DATA_DIR)' }),
+  logLevel: Type.Union([
+    Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
+    Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent'),
+  ], { default: 'info' }),
+  /** Bearer token with full admin rights; when absent one is generated into <dataDir>/admin-token. */
+  adminToken: Type.Optional(Type.String({ minLength: 16 })),
+  tz: Type.String({ minLength: 1, default: 'Asia/Ho_Chi_Minh' }),
+  http: Type.Object({
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+    host: Type.String({ default: '0.0.0.0' }),
+    bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+    corsOrigins: Type.Array(Type.String(), { default: [] }),
+  }, { default: {} }),
+  mqtt: Type.Object({
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883 }),
+    host: Type.String({ default: '0.0.0.0' }),
+    /** Largest accepted PUBLISH payload; larger ones are refused and counted. */
+    maxPayloadBytes: Type.Integer({ minimum: 256, maximum: 16_777_216, default: 262_144 }),
+    /** Per-device sustained message rate (messages/second) and burst (token bucket). */
+    rateLimitPerSec: Type.Number({ exclusiveMinimum: 0, default: 50 }),
+    rateLimitBurst: Type.Integer({ minimum: 1, default: 500 }),
+    /** Refused publishes within 60 s after which the device is disconnected. */
+    abuseDisconnectAfter: Type.Integer({ minimum: 1, default: 20 }),
+    maxInflightMessages: Type.Integer({ minimum: 1, default: 100 }),
+  }, { default: {} }),
+  telemetry: Type.Object({
+    store: Type.Union([Type.Literal('embedded'), Type.Literal('influxdb')], { default: 'embedded' }),
+    /** Readings older than this are refused (and the embedded store prunes them). */
+    retentionDays: Type.Integer({ minimum: 1, default: 365 }),
+    /** Spec: readings more than 5 minutes in the future are refused. */
+    futureToleranceMs: Type.Integer({ minimum: 0, default: 300_000 }),
+    /** Group commit: wait at most this long to gather messages into one disk commit. */
+    commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 4 }),
+    commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
+    /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
+    sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
+  }, { default: {} }),
+  influx: Type.Object({
+    url: Type.Optional(Type.String({ minLength: 1 })),
+    api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),
+    token: Type.Optional(Type.String()),
+    org: Type.Optional(Type.String()),
+    bucket: Type.Optional(Type.String()),
+    database: Type.String({ default: 'keng' }),
+    username: Type.Optional(Type.String()),
+    password: Type.Optional(Type.String()),
+    measurement: Type.String({ default: 'telemetry' }),
+    /** On-disk queue in front of InfluxDB: cap and warning threshold. */
+    queueCapBytes: Type.Integer({ minimum: 1_048_576, default: 2_147_483_648 }),
+    queueWarnRatio: Type.Number({ minimum: 0.1, maximum: 0.99, default: 0.8 }),
+    batchLines: Type.Integer({ minimum: 1, default: 5000 }),
+    timeoutMs: Type.Integer({ minimum: 100, default: 10_000 }),
+    /** Retry back-off bounds while InfluxDB is unreachable (no give-up time: retries forever). */
+    retryMinMs: Type.Integer({ minimum: 10, default: 500 }),
+    retryMaxMs: Type.Integer({ minimum: 100, default: 30_000 }),
+  }, { default: {} }),
+});
+
+export type Config = Static<typeof ConfigSchema>;

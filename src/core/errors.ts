@@ -1,0 +1,65 @@
+/**
+ * The error-code registry. Every error Keng reports to a caller (HTTP, CLI,
+ * MQTT refusal counters) has a stable `KENG_ERR_*` code listed here and
+ * documented in `docs/errors.md` (a unit test checks that every code is).
+ *
+ * HTTP shape (spec http-api.md "Errors"):
+ *   {"error": {"code": "KENG_...", "message": "...", "details"?: ...}}
+ */
+import createError from '@fastify/error';
+
+export interface KengError extends Error {
+  code: string;
+  statusCode: number;
+  details?: unknown;
+}
+
+type Ctor = (...args: unknown[]) => KengError;
+
+function def(code: string, message: string, statusCode: number): Ctor {
+  const C = createError(code, message, statusCode);
+  return (...args: unknown[]) => new C(...args) as KengError;
+}
+
+export const Errors = {
+  // 400: validation
+  VALIDATION: def('KENG_ERR_VALIDATION', 'Invalid request: %s', 400),
+  BAD_TIME: def('KENG_ERR_BAD_TIME', 'Invalid time value for "%s": expected ISO 8601 with offset or epoch milliseconds', 400),
+  BAD_WINDOW: def('KENG_ERR_BAD_WINDOW', 'Invalid window "%s": expected a duration such as 30s, 5m, 1h or 1d', 400),
+  // 401/403/404
+  UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
+  FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
+  NOT_FOUND: def('KENG_ERR_NOT_FOUND', '%s not found', 404),
+  ROUTE_NOT_FOUND: def('KENG_ERR_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
+  // 409
+  CONFLICT: def('KENG_ERR_CONFLICT', 'Conflict: %s', 409),
+  AREA_EXISTS: def('KENG_ERR_AREA_EXISTS', 'Area "%s" already exists', 409),
+  DEVICE_EXISTS: def('KENG_ERR_DEVICE_EXISTS', 'Device "%s" already exists', 409),
+  AREA_HIERARCHY: def('KENG_ERR_AREA_HIERARCHY', 'Invalid area hierarchy: %s', 409),
+  AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
+  // 413/422/429
+  PAYLOAD_TOO_LARGE: def('KENG_ERR_PAYLOAD_TOO_LARGE', 'Payload too large: %s', 413),
+  UNPROCESSABLE: def('KENG_ERR_UNPROCESSABLE', 'Unprocessable: %s', 422),
+  RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
+  // 500/503
+  INTERNAL: def('KENG_ERR_INTERNAL', 'Internal error', 500),
+  NOT_READY: def('KENG_ERR_NOT_READY', 'Service not ready: %s', 503),
+  STORE_UNAVAILABLE: def('KENG_ERR_STORE_UNAVAILABLE', 'Telemetry store unavailable: %s', 503),
+  QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
+  // configuration (start-up)
+  CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),
+} as const;
+
+/** All registered codes, for documentation checks. */
+export const ERROR_CODES: string[] = Object.values(Errors).map((f) => f().code);
+
+/** Attach machine-readable details to an error (rendered as error.details). */
+export function withDetails<E extends KengError>(err: E, details: unknown): E {
+  err.details = details;
+  return err;
+}
+
+export function isKengError(e: unknown): e is KengError {
+  return typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'string'
+    && String((e as { code: string }).code).startsWith('KENG_');
+}

@@ -1,0 +1,31 @@
+import { EventEmitter } from 'node:events';
+
+export type Scalar = number | boolean | string;
+
+/** Typed internal events. Services talk through these, not each other's internals. */
+export interface KengEvents {
+  /** Readings of one device message, after they are durable on disk. */
+  telemetry: { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> };
+  /** Presence change (connect, disconnect, keep-alive loss, status message). */
+  status: { deviceId: string; area: string; online: boolean; at: number };
+  /** Client attributes reported by a device (merged, latest only). */
+  attributes: { deviceId: string; attributes: Record<string, unknown> };
+  /** A structured device event from v1/devices/D/events (e.g. playback). */
+  'device.event': { deviceId: string; payload: Record<string, unknown>; at: number };
+  /** A device's answer to a server RPC (v1/devices/D/rpc/response/R). */
+  'rpc.response': { deviceId: string; requestId: string; payload: Record<string, unknown>; at: number };
+  /** Device registry changes (created, updated, deleted). */
+  'device.changed': { deviceId: string; change: 'created' | 'updated' | 'deleted' };
+}
+
+export type EventName = keyof KengEvents;
+
+export class EventBus {
+  private readonly ee = new EventEmitter();
+  constructor() { this.ee.setMaxListeners(100); }
+  emit<K extends EventName>(name: K, payload: KengEvents[K]): void { this.ee.emit(name, payload); }
+  on<K extends EventName>(name: K, fn: (payload: KengEvents[K]) => void): () => void {
+    this.ee.on(name, fn);
+    return () => this.ee.off(name, fn);
+  }
+}

@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './events.js';
+export * from './logger.js';
+export * from './clock.js';
+export * from './metrics.js';
+export * from './lifecycle.js';

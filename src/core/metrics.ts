@@ -1,0 +1,44 @@
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * One Prometheus registry per app instance (tests run several apps in one
+ * process, so nothing is registered globally). Modules take the instruments
+ * they need from here; names are listed in docs/metrics.md.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly mqttConnections = new Gauge({ name: 'keng_mqtt_connections', help: 'Connected MQTT clients', registers: [this.registry] });
+  readonly mqttConnectsTotal = new Counter({ name: 'keng_mqtt_connects_total', help: 'Accepted MQTT connections', registers: [this.registry] });
+  readonly mqttRefusedTotal = new Counter({
+    name: 'keng_mqtt_refused_total', help: 'Refused MQTT operations by reason (connect, publish, subscribe)',
+    labelNames: ['op', 'reason'] as const, registers: [this.registry],
+  });
+  readonly messagesInTotal = new Counter({
+    name: 'keng_messages_in_total', help: 'MQTT messages received from devices by type', labelNames: ['type'] as const, registers: [this.registry],
+  });
+  readonly readingsAcceptedTotal = new Counter({ name: 'keng_readings_accepted_total', help: 'Readings validated and committed to disk', registers: [this.registry] });
+  readonly readingsStoredTotal = new Counter({ name: 'keng_readings_stored_total', help: 'Readings written to the telemetry store', labelNames: ['store'] as const, registers: [this.registry] });
+  readonly rejectedTotal = new Counter({
+    name: 'keng_rejected_total', help: 'Rejected device messages or readings by reason', labelNames: ['reason'] as const, registers: [this.registry],
+  });
+  readonly duplicatesTotal = new Counter({ name: 'keng_readings_duplicate_total', help: 'Readings ignored as duplicates of (device, ts, field)', registers: [this.registry] });
+  readonly queueDepth = new Gauge({ name: 'keng_queue_depth_readings', help: 'Readings waiting in the on-disk queue for the telemetry database', registers: [this.registry] });
+  readonly queueBytes = new Gauge({ name: 'keng_queue_bytes', help: 'Bytes used by the on-disk queue', registers: [this.registry] });
+  readonly queueCapBytes = new Gauge({ name: 'keng_queue_cap_bytes', help: 'Configured disk cap of the on-disk queue', registers: [this.registry] });
+  readonly commitLatency = new Histogram({
+    name: 'keng_commit_seconds', help: 'Group-commit latency (readings durable on disk)',
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry],
+  });
+  readonly storeWriteLatency = new Histogram({
+    name: 'keng_store_write_seconds', help: 'Telemetry store write latency by store', labelNames: ['store'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry],
+  });
+  readonly storeErrorsTotal = new Counter({ name: 'keng_store_errors_total', help: 'Failed telemetry store writes by store and kind', labelNames: ['store', 'kind'] as const, registers: [this.registry] });
+  readonly devicesOnline = new Gauge({ name: 'keng_devices_online', help: 'Devices currently online', registers: [this.registry] });
+  readonly httpErrorsTotal = new Counter({ name: 'keng_http_errors_total', help: 'HTTP error replies by code', labelNames: ['code'] as const, registers: [this.registry] });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'keng_' });
+  }
+}

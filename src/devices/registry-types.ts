@@ -1,0 +1,47 @@
+import type { Area, AreaLevel, Device, DeviceKind, DeviceView, DeviceIdentity, LatestValue } from './types.js';
+import type { Scalar } from '../core/events.js';
+
+export interface NewArea { code: string; name: string; level: AreaLevel; parent?: string | null }
+export interface NewDevice {
+  id: string; kind: DeviceKind; name: string; area: string;
+  location?: { lat: number; lon: number } | null; model?: string | null;
+}
+/** Returned once at registration: the only time secret and access token are visible. */
+export interface DeviceCredentials { secret: string; accessToken: string }
+
+export interface DeviceFilter { area?: string; kind?: DeviceKind; online?: boolean }
+
+/**
+ * The device registry (areas, devices, credentials, presence, attributes and
+ * latest values). Backed by the SQLite state store; presence, lastSeen and
+ * latest values are kept in memory and flushed to disk every few seconds and
+ * at stop (they are caches: readings themselves are in the telemetry store).
+ */
+export interface DeviceRegistryApi {
+  // areas: a tree province → commune → village (no districts since July 2025)
+  createArea(a: NewArea): Area;                      // throws AREA_EXISTS / AREA_HIERARCHY / VALIDATION
+  listAreas(): Area[];
+  getArea(code: string): Area | undefined;
+  /** The area and all its descendants' codes. */
+  subtree(code: string): string[];
+
+  createDevice(d: NewDevice): { device: Device; credentials: DeviceCredentials }; // throws DEVICE_EXISTS / NOT_FOUND(area) / VALIDATION
+  getDevice(id: string): Device | undefined;
+  listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
+  deleteDevice(id: string): boolean;
+  view(id: string): DeviceView | undefined;
+  views(filter?: DeviceFilter): DeviceView[];
+
+  // presence
+  setOnline(deviceId: string, online: boolean, at: number): void; // emits 'status' when it changes
+  touch(deviceId: string, at: number): void;                       // lastSeen on any message
+  isOnline(deviceId: string): boolean;
+
+  // data
+  mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void;  // emits 'attributes'
+  attributes(deviceId: string): Record<string, unknown>;
+  updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void; // keeps the newest ts per field
+  latest(deviceId: string): Record<string, LatestValue>;
+}
+
+export type { DeviceIdentity };

@@ -1,0 +1,50 @@
+import type { Scalar } from '../../core/events.js';
+import type { Component } from '../../core/lifecycle.js';
+
+/** One device message's readings at one timestamp (after validation). */
+export interface TelemetryRecord {
+  deviceId: string;
+  kind: string;
+  ts: number; // epoch ms
+  values: Record<string, Scalar>;
+}
+
+export type Agg = 'mean' | 'min' | 'max' | 'sum' | 'count' | 'last';
+
+export interface HistoryQuery {
+  deviceId: string;
+  /** Fields to return; empty = all fields the device has in the window. */
+  fields: string[];
+  from: number; // inclusive, epoch ms
+  to: number;   // exclusive, epoch ms
+  /** Window in ms; absent = raw points. Windows are aligned to the Unix epoch (as InfluxQL GROUP BY time). */
+  everyMs?: number;
+  agg?: Agg;
+  /** Maximum points returned (raw); the API pages beyond it. */
+  limit?: number;
+}
+
+export interface HistoryPoint { ts: number; values: Record<string, Scalar> }
+
+export interface WriteResult {
+  /** Readings (device, ts, field) newly accepted. */
+  written: number;
+  /** Readings ignored as duplicates (embedded store knows; InfluxDB overwrites identical points). */
+  duplicates: number;
+}
+
+/**
+ * A telemetry store. `writeBatch` resolves only when the records are durable
+ * on local disk (the QoS 1 PUBACK depends on it): for the embedded store that
+ * is the SQLite commit; for InfluxDB it is the commit into the on-disk queue in
+ * front of it, which a forwarder drains to the database.
+ */
+export interface TelemetryStore extends Component {
+  readonly kind: 'embedded' | 'influxdb-v1' | 'influxdb-v2';
+  writeBatch(records: TelemetryRecord[]): Promise<WriteResult>;
+  query(q: HistoryQuery): Promise<HistoryPoint[]>;
+  /** Usable for /readyz: local disk queue writable; for InfluxDB also whether the server answers (reported, not required). */
+  health(): Promise<{ ok: boolean; detail: Record<string, unknown> }>;
+  /** Wait until every queued record has reached the database (tests, shutdown); false on timeout. */
+  drain(timeoutMs: number): Promise<boolean>;
+}

@@ -64,12 +64,17 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
 
   const components: Component[] = [stateDb, registry, store, ingest, broker, adminAuth, api];
   const started: Component[] = [];
+  const unsubscribe: Array<() => void> = [];
 
   return {
     config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);
+      // A deleted or disabled device loses its MQTT session at once.
+      unsubscribe.push(bus.on('device.changed', (e) => {
+        if (e.change === 'deleted' || (e.change === 'updated' && registry.getDevice(e.deviceId)?.enabled === false)) broker.kick(e.deviceId);
+      }));
       try {
         for (const c of components) {
           await c.start();
@@ -84,6 +89,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       logger.info({ http: a.http, mqtt: a.mqtt, store: store.kind, dataDir }, 'keng started');
     },
     async stop() {
+      for (const off of unsubscribe.splice(0)) off();
       await stopAll(started, logger);
       logger.info('keng stopped');
     },

@@ -26,6 +26,7 @@ export const Errors = {
   VALIDATION: def('KENG_ERR_VALIDATION', 'Invalid request: %s', 400),
   BAD_TIME: def('KENG_ERR_BAD_TIME', 'Invalid time value for "%s": expected ISO 8601 with offset or epoch milliseconds', 400),
   BAD_WINDOW: def('KENG_ERR_BAD_WINDOW', 'Invalid window "%s": expected a duration such as 30s, 5m, 1h or 1d', 400),
+  WINDOW_TOO_LARGE: def('KENG_ERR_WINDOW_TOO_LARGE', 'Too many points requested: %s', 400),
   // 401/403/404
   UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
   FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
@@ -39,6 +40,7 @@ export const Errors = {
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
   // 413/422/429
   PAYLOAD_TOO_LARGE: def('KENG_ERR_PAYLOAD_TOO_LARGE', 'Payload too large: %s', 413),
+  UNSUPPORTED_MEDIA_TYPE: def('KENG_ERR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type: %s', 415),
   UNPROCESSABLE: def('KENG_ERR_UNPROCESSABLE', 'Unprocessable: %s', 422),
   RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
   // 500/503

@@ -1,0 +1,111 @@
+/**
+ * Ingest benchmark: Keng as a child process, N registered devices publishing
+ * QoS 1 telemetry (4 readings per message) with a window of in-flight messages
+ * each, over loopback. Reports acknowledged messages/s, PUBACK latency, server
+ * RSS, then checks every acknowledged reading is stored (exit 1 if not).
+ * `--idle N`: N connected idle devices, server RSS and time to connect.
+ *
+ *   npm run bench:ingest -- --devices 100 --window 64 --duration 20 --store embedded
+ *   npm run bench:ingest -- --idle 5000
+ */
+import { cpus } from 'node:os';
+import { USAGE, UsageError, parseBenchArgs, type BenchArgs } from './lib/args.js';
+import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
+import { runIdle, IDLE_RSS_TARGET_MIB, type IdleResult } from './lib/idle.js';
+import { fmt, round, table, type Row } from './lib/report.js';
+import { runThroughput, FIELDS, type ThroughputResult } from './lib/throughput.js';
+
+const log = (s: string): void => { process.stderr.write(`[bench] ${s}\n`); };
+
+function throughputRows(r: ThroughputResult): Row[] {
+  const v = r.verify;
+  return [
+    ['store', r.store],
+    ['devices x window', `${r.devices} x ${r.window} (QoS 1, ${FIELDS.length} readings/message)`],
+    ['measured', `${r.durationSec} s (generator threads: ${r.workers})`],
+    ['acknowledged messages/s', fmt(r.msgsPerSec)],
+    ['acknowledged readings/s', fmt(r.readingsPerSec)],
+    ['PUBACK latency p50 / p90 / p99', `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p90, 1)} / ${fmt(r.latencyMs.p99, 1)} ms (max ${fmt(r.latencyMs.max, 0)})`],
+    ['server RSS max / end', `${fmt(r.rssMaxMiB)} / ${fmt(r.rssEndMiB)} MiB`],
+    ['CPU server / generator', `${fmt(r.serverCpuPct)}% / ${fmt(r.generatorCpuPct)}% of one core (${cpus().length} cores)`],
+    ['messages sent / acked (total)', `${fmt(r.sentTotal)} / ${fmt(r.ackedTotal)} (${r.inflightAtEnd} unacked at end, ${r.clientErrors} client errors)`],
+    ...(r.drainMs !== null ? [['queue drain time', `${fmt(r.drainMs / 1000, 1)} s`] as Row] : []),
+    ['stored / acknowledged readings', `${fmt(v.storedReadings)} / ${fmt(v.ackedReadings)} (history API, ${v.devicesChecked} devices, ${fmt(v.queryMs / 1000, 1)} s)`],
+    ...(r.influxCount !== null ? [['InfluxDB count(*) readings', fmt(r.influxCount)] as Row] : []),
+    ['missing acknowledged readings', String(v.missingReadings)],
+    ['server: accepted / dup / rejected', `${fmt(r.server.accepted)} / ${fmt(r.server.duplicates)} / ${fmt(r.server.rejected)}`],
+    ['server stop (SIGTERM) time', `${fmt(r.stopMs)} ms`],
+    ['result', r.failures.length ? `FAIL: ${r.failures.join('; ')}` : 'PASS'],
+  ];
+}
+
+function idleRows(r: IdleResult): Row[] {
+  return [
+    ['idle devices connected', `${r.connected} / ${r.devices} (server: ${fmt(r.serverConnections)})`],
+    ['time to connect all', `${fmt(r.connectSec, 1)} s (ramp ${r.rampPerSec}/s)`],
+    ['server RSS before / idle / max', `${fmt(r.rssBaselineMiB)} / ${fmt(r.rssIdleMiB)} / ${fmt(r.rssMaxMiB)} MiB (target < ${IDLE_RSS_TARGET_MIB} MiB)`],
+    ['RSS per connection', `${fmt(r.kibPerConnection, 1)} KiB`],
+    ['registration time', `${fmt(r.registerSec, 1)} s`],
+    ['server stop (SIGTERM) time', `${fmt(r.stopMs)} ms`],
+    ['result', r.failures.length ? `FAIL: ${r.failures.join('; ')}` : 'PASS'],
+  ];
+}
+
+function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
+  return {
+    store: r.store, devices: r.devices, window: r.window, workers: r.workers, durationSec: r.durationSec,
+    msgsPerSec: round(r.msgsPerSec, 0), readingsPerSec: round(r.readingsPerSec, 0),
+    p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90), p99Ms: round(r.latencyMs.p99),
+    rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),
+    serverCpuPct: round(r.serverCpuPct, 0), generatorCpuPct: round(r.generatorCpuPct, 0),
+    drainMs: round(r.drainMs, 0), stored: r.verify.storedReadings, acked: r.verify.ackedReadings,
+    missing: r.verify.missingReadings, influxCount: r.influxCount, pass: r.failures.length === 0,
+  };
+}
+
+async function main(args: BenchArgs): Promise<number> {
+  installSignalHandlers();
+  const out: string[] = [];
+  const json: Record<string, unknown> = { node: process.version, cores: cpus().length, cpu: cpus()[0]?.model };
+  let failed = false;
+  if (args.idle > 0) {
+    const r = await runIdle({ devices: args.idle, rampPerSec: args.rampPerSec, keep: args.keep, log });
+    out.push(table(`Idle connections (${args.idle})`, idleRows(r)));
+    json.idle = {
+      devices: r.devices, connected: r.connected, connectSec: round(r.connectSec, 1), rssIdleMiB: round(r.rssIdleMiB, 0),
+      rssMaxMiB: round(r.rssMaxMiB, 0), kibPerConnection: round(r.kibPerConnection, 1), pass: r.failures.length === 0,
+    };
+    failed ||= r.failures.length > 0;
+  } else {
+    const runs: Record<string, unknown>[] = [];
+    for (const store of args.stores) {
+      log(`=== ${store} ===`);
+      const r = await runThroughput({ store, ...args, log });
+      out.push(table(`Ingest, ${store} store`, throughputRows(r)));
+      runs.push(jsonThroughput(r));
+      failed ||= r.failures.length > 0;
+    }
+    json.ingest = runs;
+  }
+  process.stdout.write('\n' + out.join('\n\n') + '\n');
+  process.stdout.write(`BENCH_RESULT ${JSON.stringify(json)}\n`);
+  if (failed) process.stdout.write('\nBENCHMARK FAILED (see "result" above)\n');
+  return failed ? 1 : 0;
+}
+
+let code = 1;
+try {
+  code = await main(parseBenchArgs(process.argv.slice(2)));
+} catch (err) {
+  if (err instanceof UsageError) {
+    if (err.message) process.stderr.write(`${err.message}\n`);
+    process.stderr.write(`${USAGE}\n`);
+    code = 2;
+  } else {
+    process.stderr.write(`\nBENCHMARK FAILED: ${(err as Error).stack ?? err}\n`);
+    code = 1;
+  }
+} finally {
+  await runCleanups();
+}
+process.exit(code);

@@ -1,0 +1,66 @@
+/** Command-line flags of bench/ingest.ts. */
+import { parseArgs } from 'node:util';
+
+export interface BenchArgs {
+  devices: number;
+  window: number;
+  durationSec: number;
+  warmupSec: number;
+  stores: Array<'embedded' | 'influxdb'>;
+  /** >0: idle-connections mode with this many devices. */
+  idle: number;
+  rampPerSec: number;
+  workers: number;
+  keep: boolean;
+  rateLimit: number;
+}
+
+export const USAGE = `usage: node dist/bench/ingest.js [--devices 100] [--window 64] [--duration 20] [--warmup 3]
+                               [--store embedded|influxdb|both] [--workers 1] [--ramp 500]
+       node dist/bench/ingest.js --idle 5000 [--ramp 1000]
+  --keep         keep the temporary data directories
+  --rate-limit   per-device message rate given to the server (default: effectively unlimited)`;
+
+export function parseBenchArgs(argv: string[]): BenchArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      devices: { type: 'string', default: '100' },
+      window: { type: 'string', default: '64' },
+      duration: { type: 'string', default: '20' },
+      warmup: { type: 'string', default: '3' },
+      store: { type: 'string', default: 'both' },
+      idle: { type: 'string', default: '0' },
+      ramp: { type: 'string' },
+      workers: { type: 'string', default: '1' },
+      keep: { type: 'boolean', default: false },
+      'rate-limit': { type: 'string', default: '1000000' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) throw new UsageError('');
+  const idle = num('idle', values.idle, 0, 100_000);
+  const store = values.store;
+  if (!['embedded', 'influxdb', 'both'].includes(store)) throw new UsageError(`--store must be embedded, influxdb or both (got "${store}")`);
+  return {
+    devices: num('devices', values.devices, 1, 100_000),
+    window: num('window', values.window, 1, 65_535),
+    durationSec: num('duration', values.duration, 1, 3600),
+    warmupSec: num('warmup', values.warmup, 0, 600),
+    stores: store === 'both' ? ['embedded', 'influxdb'] : [store as 'embedded' | 'influxdb'],
+    idle,
+    rampPerSec: num('ramp', values.ramp ?? (idle ? '1000' : '500'), 1, 1_000_000),
+    workers: num('workers', values.workers, 1, 16),
+    keep: values.keep,
+    rateLimit: num('rate-limit', values['rate-limit'], 1, 1e9),
+  };
+}
+
+export class UsageError extends Error {}
+
+function num(name: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`--${name} must be a number from ${min} to ${max} (got "${v}")`);
+  return n;
+}

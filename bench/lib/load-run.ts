@@ -1,0 +1,97 @@
+/** Runs the load on the main thread (workers = 1) or split across worker threads, and merges the slices. */
+import { Worker } from 'node:worker_threads';
+import type { SimCredential } from '../../src/sim/index.js';
+import { readCpuMs } from './proc.js';
+import { runLoadSlice, now, type LoadSliceOptions, type LoadSliceResult } from './load.js';
+
+export interface LoadOptions {
+  mqttUrl: string;
+  devices: SimCredential[];
+  window: number;
+  warmupMs: number;
+  durationMs: number;
+  workers: number;
+  /** The server's pid, to read its CPU time over the measurement window. */
+  serverPid?: number;
+  /** Time allowed to connect all clients before the warm-up starts. */
+  connectAllowanceMs: number;
+  rampPerSec: number;
+}
+
+export interface LoadResult extends LoadSliceResult {
+  /** CPU time of the whole benchmark process (all threads) during the measurement window. */
+  generatorCpuMs: number;
+  /** CPU time of the server during the measurement window (null when unknown). */
+  serverCpuMs: number | null;
+  measuredMs: number;
+  measureFrom: number;
+  measureTo: number;
+}
+
+export async function runLoad(o: LoadOptions): Promise<LoadResult> {
+  const measureFrom = now() + o.connectAllowanceMs + o.warmupMs;
+  const measureTo = measureFrom + o.durationMs;
+  const n = Math.max(1, Math.min(o.workers, o.devices.length));
+  const slices: SimCredential[][] = Array.from({ length: n }, () => []);
+  o.devices.forEach((d, i) => slices[i % n]!.push(d));
+  const base = { mqttUrl: o.mqttUrl, window: o.window, measureFrom, measureTo, drainTimeoutMs: 15_000, rampPerSec: o.rampPerSec / n };
+  const cpu = measureCpu(measureFrom, measureTo, o.serverPid);
+  const results = n === 1
+    ? [await runLoadSlice({ ...base, devices: slices[0]! })]
+    : await Promise.all(slices.map((devices) => runInWorker({ ...base, devices })));
+  // Put per-device results back in the original device order.
+  const ackedTs: number[][] = new Array(o.devices.length);
+  results.forEach((r, w) => r.ackedTs.forEach((ts, j) => { ackedTs[j * n + w] = ts; }));
+  const merged: LoadResult = {
+    connected: sum(results, (r) => r.connected),
+    connectFailed: sum(results, (r) => r.connectFailed),
+    connectErrors: results.flatMap((r) => r.connectErrors).slice(0, 10),
+    sent: sum(results, (r) => r.sent),
+    acked: sum(results, (r) => r.acked),
+    errors: sum(results, (r) => r.errors),
+    ackedInWindow: sum(results, (r) => r.ackedInWindow),
+    readingsInWindow: sum(results, (r) => r.readingsInWindow),
+    latencies: concat(results.map((r) => r.latencies)),
+    ackedTs,
+    inflightAtEnd: sum(results, (r) => r.inflightAtEnd),
+    connectedAt: Math.max(...results.map((r) => r.connectedAt)),
+    generatorCpuMs: (await cpu).generator,
+    serverCpuMs: (await cpu).server,
+    measuredMs: measureTo - measureFrom,
+    measureFrom,
+    measureTo,
+  };
+  return merged;
+}
+
+/** Samples this process's and the server's CPU time at the start and end of the window. */
+async function measureCpu(from: number, to: number, serverPid?: number): Promise<{ generator: number; server: number | null }> {
+  const wait = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - now())));
+  await wait(from);
+  const g0 = process.cpuUsage();
+  const s0 = serverPid ? readCpuMs(serverPid) : null;
+  await wait(to);
+  const g = process.cpuUsage(g0);
+  const s1 = serverPid ? readCpuMs(serverPid) : null;
+  return { generator: (g.user + g.system) / 1000, server: s0 !== null && s1 !== null ? s1 - s0 : null };
+}
+
+function runInWorker(opts: LoadSliceOptions): Promise<LoadSliceResult> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: opts });
+    w.once('message', (r: LoadSliceResult) => resolve(r));
+    w.once('error', reject);
+    w.once('exit', (code) => { if (code !== 0) reject(new Error(`load worker exited with code ${code}`)); });
+  });
+}
+
+function sum<T>(xs: T[], f: (x: T) => number): number {
+  return xs.reduce((s, x) => s + f(x), 0);
+}
+
+function concat(parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(parts.reduce((s, p) => s + p.length, 0));
+  let off = 0;
+  for (const p of parts) { out.set(p, off); off += p.length; }
+  return out;
+}

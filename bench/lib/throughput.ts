@@ -1,0 +1,106 @@
+/** One throughput run against one telemetry store, with storage verification. */
+import { PROFILES } from '../../src/sim/index.js';
+import { percentiles } from '../../src/sim/stats.js';
+import { influxCountReadings } from './influxd.js';
+import { runLoad } from './load-run.js';
+import { MiB, RssSampler } from './proc.js';
+import { fetchMetrics, promValue } from './prom.js';
+import { INFLUX_DB, setUp, tearDown } from './setup.js';
+import { verifyViaApi, type VerifyResult } from './verify.js';
+
+export const FIELDS = PROFILES.soil.map((f) => f.name);
+
+export interface ThroughputResult {
+  store: 'embedded' | 'influxdb';
+  devices: number;
+  window: number;
+  workers: number;
+  durationSec: number;
+  msgsPerSec: number;
+  readingsPerSec: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+  ackedTotal: number;
+  sentTotal: number;
+  clientErrors: number;
+  inflightAtEnd: number;
+  rssMaxMiB: number;
+  rssEndMiB: number;
+  serverCpuPct: number | null;
+  generatorCpuPct: number;
+  drainMs: number | null;
+  verify: VerifyResult;
+  influxCount: number | null;
+  server: { accepted: number | null; duplicates: number | null; rejected: number | null; refused: number | null };
+  stopMs: number;
+  failures: string[];
+}
+
+export async function runThroughput(o: {
+  store: 'embedded' | 'influxdb'; devices: number; window: number; durationSec: number; warmupSec: number;
+  workers: number; rampPerSec: number; keep: boolean; rateLimit: number; log: (s: string) => void;
+}): Promise<ThroughputResult> {
+  const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
+  const failures: string[] = [];
+  const rss = new RssSampler(s.keng.pid).start();
+  const connectAllowanceMs = Math.max(2000, (o.devices / o.rampPerSec) * 1000 + 1000);
+  const runStart = Date.now();
+  o.log(`load: ${o.devices} clients x window ${o.window}, QoS 1, ${FIELDS.length} fields/message, warm-up ${o.warmupSec} s, measure ${o.durationSec} s, ${o.workers} generator thread(s)`);
+  const load = await runLoad({
+    mqttUrl: s.keng.mqttUrl, devices: s.devices, window: o.window, warmupMs: o.warmupSec * 1000,
+    durationMs: o.durationSec * 1000, workers: o.workers, connectAllowanceMs, rampPerSec: o.rampPerSec, serverPid: s.keng.pid,
+  });
+  rss.stop();
+  if (load.connectedAt > load.measureFrom - o.warmupSec * 1000) o.log(`warning: connecting took longer than allowed; the warm-up was shortened`);
+  if (load.connected < o.devices) failures.push(`${o.devices - load.connected} of ${o.devices} clients failed to connect: ${load.connectErrors.slice(0, 3).join('; ')}`);
+  if (load.ackedInWindow === 0) failures.push('no message was acknowledged during the measurement');
+  o.log(`load done: ${load.acked} acknowledged, ${load.inflightAtEnd} still in flight after drain, ${load.errors} client errors`);
+
+  // InfluxDB: wait for the on-disk queue in front of it to drain before counting.
+  let drainMs: number | null = null;
+  if (o.store === 'influxdb') {
+    const t0 = performance.now();
+    for (;;) {
+      const depth = promValue(await fetchMetrics(s.keng.httpUrl, s.keng.adminToken), 'keng_queue_depth_readings');
+      if (depth === 0) { drainMs = performance.now() - t0; break; }
+      if (depth === null) { failures.push('keng_queue_depth_readings missing from /metrics'); break; }
+      if (performance.now() - t0 > 300_000) { failures.push(`queue did not drain in 300 s (depth ${depth})`); break; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (drainMs !== null) o.log(`queue drained in ${(drainMs / 1000).toFixed(1)} s`);
+  }
+
+  const maxTs = Math.max(runStart, ...load.ackedTs.map((a) => (a.length ? a[a.length - 1]! : 0)));
+  const from = runStart - 60_000;
+  const to = maxTs + 60_000;
+  o.log('verifying storage through the history API...');
+  const verify = await verifyViaApi(s.api, s.devices.map((d) => d.id), load.ackedTs, FIELDS, from, to);
+  if (verify.missingReadings > 0) failures.push(`${verify.missingReadings} acknowledged readings MISSING from storage (e.g. ${verify.missingExamples.slice(0, 3).join(', ')})`);
+  let influxCount: number | null = null;
+  if (s.influx) {
+    influxCount = await influxCountReadings(s.influx, INFLUX_DB, 'telemetry', FIELDS, from, to);
+    if (influxCount < verify.ackedReadings) failures.push(`InfluxDB holds ${influxCount} readings < ${verify.ackedReadings} acknowledged`);
+  }
+  const metrics = await fetchMetrics(s.keng.httpUrl, s.keng.adminToken).catch(() => '');
+  const server = {
+    accepted: promValue(metrics, 'keng_readings_accepted_total'),
+    duplicates: promValue(metrics, 'keng_readings_duplicate_total'),
+    rejected: promValue(metrics, 'keng_rejected_total'),
+    refused: promValue(metrics, 'keng_mqtt_refused_total'),
+  };
+  const { stopMs, exitCode } = await tearDown(s);
+  if (exitCode !== 0) failures.push(`keng exited with code ${exitCode} on SIGTERM`);
+
+  const [p50, p90, p99] = percentiles(load.latencies, [50, 90, 99]) as [number, number, number];
+  const secs = load.measuredMs / 1000;
+  return {
+    store: o.store, devices: o.devices, window: o.window, workers: o.workers, durationSec: o.durationSec,
+    msgsPerSec: load.ackedInWindow / secs,
+    readingsPerSec: load.readingsInWindow / secs,
+    latencyMs: { p50, p90, p99, max: load.latencies.reduce((m, v) => (v > m ? v : m), 0) },
+    ackedTotal: load.acked, sentTotal: load.sent, clientErrors: load.errors, inflightAtEnd: load.inflightAtEnd,
+    rssMaxMiB: rss.max / MiB, rssEndMiB: rss.last / MiB,
+    serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
+    generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
+    drainMs, verify, influxCount, server, stopMs, failures,
+  };
+}

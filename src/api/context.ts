@@ -1,0 +1,51 @@
+/** What route plugins get: the services they call and the request's principal. */
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Config } from '../config/index.js';
+import type { Clock } from '../core/clock.js';
+import { Errors } from '../core/errors.js';
+import type { Metrics } from '../core/metrics.js';
+import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import type { TelemetryStore } from '../storage/telemetry/types.js';
+import type { BrokerPort } from '../broker/types.js';
+import type { Authenticator, Principal } from '../auth/types.js';
+import type { Policy } from '../auth/policy.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the /api/v1 auth hook; null on public routes. */
+    principal: Principal | null;
+  }
+}
+
+export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
+
+/** A readiness check for /readyz: ok plus whatever detail helps an operator. */
+export type ReadyCheck = () => Promise<{ ok: boolean; detail?: Record<string, unknown> }> | { ok: boolean; detail?: Record<string, unknown> };
+
+export interface RouteContext {
+  config: Readonly<Config>;
+  registry: DeviceRegistryApi;
+  store: TelemetryStore;
+  broker: BrokerPort;
+  authenticator: Authenticator;
+  policy: Policy;
+  metrics: Metrics;
+  clock: Clock;
+  /** Time zone for every time the API returns (config.tz). */
+  tz: string;
+  /** Most points one telemetry request may return (raw page size / aggregate windows). */
+  maxPoints: number;
+  /** Require a bearer token on GET /metrics. */
+  metricsRequireAuth: boolean;
+  /** Checks reported by /readyz besides broker and telemetry store (e.g. the state store). */
+  readyChecks: Record<string, ReadyCheck>;
+  /** True once stop() began: /readyz answers 503. */
+  isClosing(): boolean;
+}
+
+/** The authenticated caller; the /api/v1 hook guarantees it is set. */
+export function principalOf(req: FastifyRequest): Principal {
+  if (!req.principal) throw Errors.UNAUTHENTICATED();
+  return req.principal;
+}

@@ -1,0 +1,89 @@
+/** Devices: register (credentials shown once), list, view, delete. */
+import { Type } from 'typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Errors } from '../../core/errors.js';
+import type { DeviceView } from '../../devices/types.js';
+import type { Principal } from '../../auth/types.js';
+import type { Action } from '../../auth/policy.js';
+import { principalOf, type RouteContext } from '../context.js';
+import { createdDeviceDto, deviceDto, freshView } from '../present.js';
+import { AUTH_ERRORS, CreatedDevice, Described, Device, DeviceIdParams, DeviceKind, NewDevice, errorResponses } from '../schemas.js';
+
+/**
+ * The device if the principal may see it (404 otherwise, so existence does
+ * not leak); 403 only when the role may not perform `action` at all.
+ */
+export function visibleDevice(ctx: RouteContext, p: Principal, id: string, action: Action): DeviceView {
+  ctx.policy.assert(p, action);
+  const view = ctx.registry.view(id);
+  if (!view || !ctx.policy.inScope(p, view.area)) throw Errors.NOT_FOUND(`Device "${id}"`);
+  return view;
+}
+
+export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = async (app, { ctx }) => {
+  const { registry, policy, tz } = ctx;
+
+  app.post('/devices', {
+    schema: {
+      tags: ['devices'], summary: 'Register a device', security: [{ bearer: [] }],
+      description: 'Returns the device with its MQTT `secret` (password; username = id) and `accessToken` '
+        + '(ThingsBoard-style username). Both are shown only in this reply.',
+      body: NewDevice,
+      response: { 201: Described(CreatedDevice, 'The registered device with its credentials (shown only here)'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    const b = req.body;
+    policy.assert(p, 'devices.write', b.area);
+    if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
+    const { device, credentials } = registry.createDevice({
+      id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null,
+    });
+    const view = registry.view(device.id) ?? freshView(device);
+    reply.status(201).header('location', `/api/v1/devices/${encodeURIComponent(device.id)}`);
+    return createdDeviceDto(view, credentials, tz);
+  });
+
+  app.get('/devices', {
+    schema: {
+      tags: ['devices'], summary: 'List devices', security: [{ bearer: [] }],
+      description: 'Devices within the caller\'s areas. `area` includes the area\'s subtree.',
+      querystring: Type.Object({
+        area: Type.Optional(Type.String({ maxLength: 64, description: 'Area code (its subtree included)' })),
+        kind: Type.Optional(DeviceKind),
+        online: Type.Optional(Type.Boolean({ description: 'true: connected devices only; false: offline only' })),
+      }),
+      response: { 200: Type.Array(Device, { description: 'Devices within the caller\'s scope' }), ...errorResponses(...AUTH_ERRORS) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    policy.assert(p, 'devices.read');
+    const { area, kind, online } = req.query;
+    const views = registry.views({ area, kind, online });
+    return policy.filter(p, views, (v) => v.area).map((v) => deviceDto(v, tz));
+  });
+
+  app.get('/devices/:id', {
+    schema: {
+      tags: ['devices'], summary: 'One device with presence, attributes and latest values', security: [{ bearer: [] }],
+      params: DeviceIdParams,
+      response: { 200: Described(Device, 'The device'), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req) => deviceDto(visibleDevice(ctx, principalOf(req), req.params.id, 'devices.read'), tz));
+
+  app.delete('/devices/:id', {
+    schema: {
+      tags: ['devices'], summary: 'Delete a device', security: [{ bearer: [] }],
+      description: 'Removes the device and its credentials and disconnects it from the broker. Stored telemetry is kept until retention.',
+      params: DeviceIdParams,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
+    policy.assert(p, 'devices.write', view.area);
+    if (!registry.deleteDevice(view.id)) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    ctx.broker.kick(view.id);
+    return reply.status(204).send(null);
+  });
+};

@@ -1,0 +1,64 @@
+/** GET /healthz (process alive) and GET /readyz (broker, state store and telemetry store usable). */
+import { Type } from 'typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Errors, withDetails } from '../../core/errors.js';
+import type { ReadyCheck, RouteContext } from '../context.js';
+import { errorResponses } from '../schemas.js';
+
+const CHECK_TIMEOUT_MS = 2_000;
+
+const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())) });
+const Checks = Type.Unsafe<Record<string, { ok: boolean; detail?: Record<string, unknown> }>>({
+  type: 'object', additionalProperties: Check, description: 'One entry per part: state, broker, telemetry',
+});
+
+async function runCheck(check: ReadyCheck): Promise<{ ok: boolean; detail?: Record<string, unknown> }> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      Promise.resolve().then(check),
+      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS); }),
+    ]);
+  } catch (err) {
+    return { ok: false, detail: { error: (err as Error).message } };
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = async (app, { ctx }) => {
+  app.get('/healthz', {
+    schema: {
+      tags: ['health'], summary: 'Liveness', description: 'The process is alive and serving HTTP. No token needed.',
+      response: { 200: Type.Object({ status: Type.Literal('ok') }, { description: 'Alive' }) },
+    },
+  }, async () => ({ status: 'ok' as const }));
+
+  app.get('/readyz', {
+    schema: {
+      tags: ['health'], summary: 'Readiness',
+      description: 'Ready when the state store, the MQTT broker and the telemetry store are usable. '
+        + '503 KENG_ERR_NOT_READY otherwise, with each part\'s result in error.details. No token needed.',
+      response: {
+        200: Type.Object({ status: Type.Literal('ready'), checks: Checks }, { description: 'Ready' }),
+        ...errorResponses(503),
+      },
+    },
+  }, async () => {
+    const all: Record<string, ReadyCheck> = {
+      ...ctx.readyChecks,
+      broker: () => ({ ok: ctx.broker.ready(), detail: { connectedDevices: ctx.broker.connectedCount() } }),
+      telemetry: async () => {
+        const h = await ctx.store.health();
+        return { ok: h.ok, detail: { store: ctx.store.kind, ...h.detail } };
+      },
+    };
+    const names = Object.keys(all);
+    const results = await Promise.all(names.map((n) => runCheck(all[n]!)));
+    const checks = Object.fromEntries(names.map((n, i) => [n, results[i]!]));
+    if (ctx.isClosing()) checks.server = { ok: false, detail: { reason: 'shutting down' } };
+    const failing = Object.entries(checks).filter(([, c]) => !c.ok).map(([n]) => n);
+    if (failing.length) throw withDetails(Errors.NOT_READY(failing.join(', ')), { checks });
+    return { status: 'ready' as const, checks };
+  });
+};

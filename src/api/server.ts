@@ -1,0 +1,176 @@
+/**
+ * The HTTP control API (spec http-api.md): fastify 5 with TypeBox schemas,
+ * one plugin per resource under src/api/routes, one error shape, bearer auth
+ * on every /api/v1 route, OpenAPI at /docs.
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Config } from '../config/index.js';
+import type { Clock } from '../core/clock.js';
+import type { EventBus } from '../core/events.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import { Errors } from '../core/errors.js';
+import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import type { TelemetryStore } from '../storage/telemetry/types.js';
+import type { BrokerPort } from '../broker/types.js';
+import { AuthenticatorChain } from '../auth/chain.js';
+import { Policy } from '../auth/policy.js';
+import type { Authenticator } from '../auth/types.js';
+import type { Api, ReadyCheck, RouteContext } from './context.js';
+import { bearerAuth } from './auth-hook.js';
+import { sendError } from './errors.js';
+import { DebugRequestLogs } from './log-controller.js';
+import { ErrorReply } from './schemas.js';
+import { registerDocsUi, registerOpenApi } from './routes/docs.js';
+import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { areaRoutes } from './routes/areas.js';
+import { deviceRoutes } from './routes/devices.js';
+import { telemetryRoutes } from './routes/telemetry.js';
+
+export const API_PREFIX = '/api/v1';
+export const API_VERSION = '1.0.0';
+/** Most points one telemetry request returns (raw page / aggregate windows). */
+export const DEFAULT_MAX_POINTS = 10_000;
+
+export interface ApiServerOptions {
+  config: Readonly<Config>;
+  registry: DeviceRegistryApi;
+  store: TelemetryStore;
+  broker: BrokerPort;
+  /** The admin token; further authenticators (users, API tokens) via `authenticators` or addAuthenticator(). */
+  adminAuth: Authenticator;
+  bus: EventBus;
+  metrics: Metrics;
+  logger: Logger;
+  clock: Clock;
+  authenticators?: Authenticator[];
+  /** Extra /readyz checks. Default `state`: the registry answers (a listAreas() probe); pass e.g. `{ state: () => stateDb.health() }`. */
+  readyChecks?: Record<string, ReadyCheck>;
+  /** Require a bearer token on GET /metrics (default false: firewall it). */
+  metricsRequireAuth?: boolean;
+  maxPoints?: number;
+}
+
+/** Registers more routes on the API (later modules: users, schedules, dashboards …). */
+export type ApiExtension = (app: FastifyInstance, ctx: RouteContext) => Promise<void> | void;
+
+export class ApiServer implements Component {
+  readonly name = 'api';
+  readonly authenticator: AuthenticatorChain;
+  readonly policy: Policy;
+  private app: Api | null = null;
+  private closing = false;
+  private bound: { host: string; port: number } | null = null;
+  private readonly extensions: Array<{ fn: ApiExtension; prefix?: string; secured: boolean }> = [];
+
+  constructor(private readonly opts: ApiServerOptions) {
+    this.authenticator = new AuthenticatorChain([opts.adminAuth, ...(opts.authenticators ?? [])]);
+    this.policy = new Policy(opts.registry);
+  }
+
+  /** Add a bearer-token authenticator (user sessions, API tokens). */
+  addAuthenticator(a: Authenticator): void { this.authenticator.add(a); }
+
+  /**
+   * Add routes before start(). With `secured` (default) they sit under /api/v1
+   * behind the bearer-token hook and see `req.principal`.
+   */
+  extend(fn: ApiExtension, opts: { secured?: boolean; prefix?: string } = {}): void {
+    if (this.app) throw new Error('ApiServer.extend() must be called before start()');
+    this.extensions.push({ fn, prefix: opts.prefix, secured: opts.secured ?? true });
+  }
+
+  /** The fastify instance (after build()/start()): inject() in tests, the HTTP server for socket.io. */
+  get fastify(): FastifyInstance {
+    if (!this.app) throw new Error('ApiServer not built yet');
+    return this.app as unknown as FastifyInstance;
+  }
+
+  get context(): RouteContext {
+    const o = this.opts;
+    return {
+      config: o.config, registry: o.registry, store: o.store, broker: o.broker,
+      authenticator: this.authenticator, policy: this.policy, metrics: o.metrics, clock: o.clock,
+      tz: o.config.tz, maxPoints: o.maxPoints ?? DEFAULT_MAX_POINTS,
+      metricsRequireAuth: o.metricsRequireAuth ?? false,
+      readyChecks: o.readyChecks ?? { state: () => { o.registry.listAreas(); return { ok: true }; } },
+      isClosing: () => this.closing,
+    };
+  }
+
+  /** Build the fastify instance and load every plugin, without listening (tests use inject()). */
+  async build(): Promise<FastifyInstance> {
+    if (this.app) return this.fastify;
+    const { config, logger, metrics } = this.opts;
+    const ctx = this.context;
+    const bodyLimit = config.http.bodyLimitBytes;
+    const app = Fastify({
+      loggerInstance: logger,
+      logController: new DebugRequestLogs(),
+      bodyLimit,
+      ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+      routerOptions: { ignoreTrailingSlash: true },
+    }).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api;
+    this.app = app;
+
+    app.decorateRequest('principal', null);
+    app.setErrorHandler((err, req, reply) => sendError(req, reply, err, metrics, bodyLimit));
+    app.setNotFoundHandler((req, reply) => sendError(req, reply, Errors.ROUTE_NOT_FOUND(req.method, (req.url.split('?')[0] ?? '').slice(0, 200)), metrics));
+    app.addSchema(ErrorReply);
+
+    await app.register(helmet, {
+      contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+      // Keng is often reached over plain HTTP on a LAN: don't pin browsers to HTTPS.
+      strictTransportSecurity: false,
+    });
+    const origins = config.http.corsOrigins;
+    await app.register(cors, {
+      origin: origins.length === 0 ? false : origins.includes('*') ? '*' : [...origins],
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['Authorization', 'Content-Type'],
+      maxAge: 600,
+    });
+    await registerOpenApi(app as unknown as FastifyInstance, API_VERSION);
+
+    await app.register(healthRoutes, { ctx });
+    await app.register(metricsRoutes, { ctx });
+    const auth = bearerAuth(this.authenticator);
+    await app.register(async (v1) => {
+      v1.addHook('onRequest', auth);
+      await v1.register(areaRoutes, { ctx });
+      await v1.register(deviceRoutes, { ctx });
+      await v1.register(telemetryRoutes, { ctx });
+      for (const e of this.extensions.filter((x) => x.secured)) await v1.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });
+    }, { prefix: API_PREFIX });
+    for (const e of this.extensions.filter((x) => !x.secured)) await app.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });
+
+    await registerDocsUi(app as unknown as FastifyInstance);
+    await app.ready();
+    return this.fastify;
+  }
+
+  async start(): Promise<void> {
+    const app = await this.build();
+    const { host, port } = this.opts.config.http;
+    await app.listen({ host, port });
+    const addr = app.server.address();
+    this.bound = typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : { host, port };
+    this.opts.logger.info({ ...this.bound }, 'HTTP API listening');
+  }
+
+  async stop(): Promise<void> {
+    this.closing = true;
+    if (this.app) await this.app.close();
+  }
+
+  /** The bound address (the real port when config.http.port is 0). */
+  address(): { host: string; port: number } {
+    if (!this.bound) throw new Error('ApiServer not started');
+    return this.bound;
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * Topic access rules for device connections: pure, no I/O, unit-tested.
+ *
+ * Spec device-protocol.md "Topics" and "Access rules": a device may publish
+ * only to its own `v1/devices/D/{telemetry,attributes,status,events,rpc/response/R}`
+ * and subscribe only to its own `v1/devices/D/rpc/request/+`.
+ * Spec "ThingsBoard compatibility": a device that logged in with its access
+ * token may use `v1/devices/me/...` for every topic, publish client-side RPC
+ * (`rpc/request/{n}`) and attribute requests (`attributes/request/{n}`), and its
+ * SDK's four subscriptions are granted.
+ *
+ * Hot path: `DeviceAcl.publish` runs for every inbound PUBLISH, so it uses
+ * prefix checks at offsets (no regex, no split) and returns shared constant
+ * objects for the fixed topics; only a request id allocates (the slice).
+ */
+import type { DeviceIdentity } from '../devices/types.js';
+import type { InboundType } from './types.js';
+
+export const TOPIC_ROOT = 'v1/devices/';
+export const ME_PREFIX = 'v1/devices/me/';
+/** Longest request id accepted in `rpc/.../R` and `attributes/.../n`. */
+export const MAX_REQUEST_ID_LENGTH = 128;
+
+/** Why a publish or subscription was refused (the `reason` label of the refusal counters). */
+export type TopicRefusal =
+  /** `$SYS/...` or any other `$` topic: reserved for the broker. */
+  | 'reserved_topic'
+  /** Another device's `v1/devices/X/...`. */
+  | 'other_device'
+  /** `v1/devices/me/...` from a device that logged in with id + secret. */
+  | 'me_requires_token'
+  /** Own prefix, but not one of the topics this device may use in this direction. */
+  | 'forbidden_topic'
+  /** Outside `v1/devices/`. */
+  | 'unknown_topic'
+  /** Empty or malformed request id, or a wildcard where none is allowed. */
+  | 'bad_request_id';
+
+export interface PublishAccess {
+  type: InboundType;
+  /** R of rpc/response/R, n of rpc/request/n and attributes/request/n. */
+  requestId?: string;
+}
+
+export interface SubscribeAccess {
+  /** The filter to subscribe to: always the real-id form `v1/devices/D/...`. */
+  topic: string;
+  /** True when the client asked with `v1/devices/me/...` (deliveries must be rewritten back to `me`). */
+  viaMe: boolean;
+}
+
+// Shared results for the topics without a request id (no allocation per message).
+const TELEMETRY: PublishAccess = Object.freeze({ type: 'telemetry' });
+const ATTRIBUTES: PublishAccess = Object.freeze({ type: 'attributes' });
+const STATUS: PublishAccess = Object.freeze({ type: 'status' });
+const EVENTS: PublishAccess = Object.freeze({ type: 'events' });
+
+const RPC_RESPONSE = 'rpc/response/';
+const RPC_REQUEST = 'rpc/request/';
+const ATTR_REQUEST = 'attributes/request/';
+const ATTR_RESPONSE = 'attributes/response/';
+
+/** Suffixes (after `v1/devices/D/`) a token device's SDK subscribes to, spec "ThingsBoard compatibility". */
+const TB_SUB_EXACT = 'attributes';
+
+/** True when `s` is a usable request id: 1..128 chars, no level separator, no wildcard. */
+function validRequestId(topic: string, from: number): boolean {
+  const len = topic.length - from;
+  if (len <= 0 || len > MAX_REQUEST_ID_LENGTH) return false;
+  for (let i = from; i < topic.length; i++) {
+    const c = topic.charCodeAt(i);
+    if (c === 47 /* / */ || c === 43 /* + */ || c === 35 /* # */) return false;
+  }
+  return true;
+}
+
+/** True when the rest of `filter` from `from` is `+` or a concrete request id. */
+function validIdFilter(filter: string, from: number): boolean {
+  if (filter.length === from + 1 && filter.charCodeAt(from) === 43 /* + */) return true;
+  return validRequestId(filter, from);
+}
+
+/** Is `topic` from `off` exactly `word`? */
+function isExactly(topic: string, off: number, word: string): boolean {
+  return topic.length === off + word.length && topic.startsWith(word, off);
+}
+
+/**
+ * The compiled rules for one authenticated connection: prefixes computed once
+ * per connection (the broker keeps one per client).
+ */
+export class DeviceAcl {
+  /** `v1/devices/D/` */
+  readonly ownPrefix: string;
+  /** `v1/devices/D/status`: where a device's (own or LWT) status is retained. */
+  readonly statusTopic: string;
+
+  constructor(readonly identity: DeviceIdentity) {
+    this.ownPrefix = `${TOPIC_ROOT}${identity.deviceId}/`;
+    this.statusTopic = `${this.ownPrefix}status`;
+  }
+
+  /** Locate the suffix: offset after the own or `me` prefix, or a refusal. */
+  private suffixStart(topic: string): number | TopicRefusal {
+    if (topic.charCodeAt(0) === 36 /* $ */) return 'reserved_topic';
+    // Own prefix first: a device whose id is literally "me" is then just itself.
+    if (topic.startsWith(this.ownPrefix)) return this.ownPrefix.length;
+    if (topic.startsWith(ME_PREFIX)) return this.identity.viaToken ? ME_PREFIX.length : 'me_requires_token';
+    if (topic.startsWith(TOPIC_ROOT)) return 'other_device';
+    return 'unknown_topic';
+  }
+
+  /**
+   * May this device publish to `topic`, and what is it? Spec "Topics" (device → server rows)
+   * plus the ThingsBoard client-side requests for token devices.
+   */
+  publish(topic: string): PublishAccess | TopicRefusal {
+    const off = this.suffixStart(topic);
+    if (typeof off === 'string') return off;
+    switch (topic.charCodeAt(off)) {
+      case 116: // t
+        return isExactly(topic, off, 'telemetry') ? TELEMETRY : 'forbidden_topic';
+      case 115: // s
+        return isExactly(topic, off, 'status') ? STATUS : 'forbidden_topic';
+      case 101: // e
+        return isExactly(topic, off, 'events') ? EVENTS : 'forbidden_topic';
+      case 97: // a
+        if (isExactly(topic, off, 'attributes')) return ATTRIBUTES;
+        if (topic.startsWith(ATTR_REQUEST, off)) {
+          if (!this.identity.viaToken) return 'forbidden_topic';
+          return this.withId('attributes.request', topic, off + ATTR_REQUEST.length);
+        }
+        return 'forbidden_topic';
+      case 114: // r
+        if (topic.startsWith(RPC_RESPONSE, off)) return this.withId('rpc.response', topic, off + RPC_RESPONSE.length);
+        if (topic.startsWith(RPC_REQUEST, off)) {
+          // Server → device for everyone; device → server only as ThingsBoard client-side RPC.
+          if (!this.identity.viaToken) return 'forbidden_topic';
+          return this.withId('rpc.request', topic, off + RPC_REQUEST.length);
+        }
+        return 'forbidden_topic';
+      default:
+        return 'forbidden_topic';
+    }
+  }
+
+  private withId(type: InboundType, topic: string, from: number): PublishAccess | TopicRefusal {
+    if (!validRequestId(topic, from)) return 'bad_request_id';
+    return { type, requestId: topic.slice(from) };
+  }
+
+  /**
+   * May this device subscribe to `filter`? Every device: its own
+   * `rpc/request/+` (or one request id). Token devices also: `attributes`,
+   * `attributes/response/+`, `rpc/response/+`, in `me` or real-id form. A
+   * `me` filter is rewritten to the real-id filter (server publishes always
+   * use the real id).
+   */
+  subscribe(filter: string): SubscribeAccess | TopicRefusal {
+    const off = this.suffixStart(filter);
+    if (typeof off === 'string') return off;
+    const viaMe = off === ME_PREFIX.length && !filter.startsWith(this.ownPrefix);
+    let ok = false;
+    if (filter.startsWith(RPC_REQUEST, off)) {
+      if (!validIdFilter(filter, off + RPC_REQUEST.length)) return 'bad_request_id';
+      ok = true;
+    } else if (this.identity.viaToken) {
+      if (isExactly(filter, off, TB_SUB_EXACT)) ok = true;
+      else if (filter.startsWith(ATTR_RESPONSE, off) || filter.startsWith(RPC_RESPONSE, off)) {
+        const from = off + (filter.startsWith(ATTR_RESPONSE, off) ? ATTR_RESPONSE.length : RPC_RESPONSE.length);
+        if (!validIdFilter(filter, from)) return 'bad_request_id';
+        ok = true;
+      }
+    }
+    if (!ok) return 'forbidden_topic';
+    return { topic: viaMe ? this.ownPrefix + filter.slice(off) : filter, viaMe };
+  }
+
+  /**
+   * Delivery check (authorizeForward): only the device's own topics ever reach
+   * it. Returns the topic to deliver on: rewritten to `me` when `viaMe`, or
+   * null when the packet must not be delivered. A topic already in `me` form
+   * (a queued packet of a persistent session) is accepted for token devices.
+   */
+  forward(topic: string, viaMe: boolean): string | null {
+    if (topic.startsWith(this.ownPrefix)) {
+      return viaMe ? ME_PREFIX + topic.slice(this.ownPrefix.length) : topic;
+    }
+    if (this.identity.viaToken && topic.startsWith(ME_PREFIX)) return topic;
+    return null;
+  }
+}
+
+/** Convenience for one-off checks (tests, tools): the broker keeps a DeviceAcl per connection. */
+export function parseDeviceTopic(topic: string, identity: DeviceIdentity): PublishAccess | TopicRefusal {
+  return new DeviceAcl(identity).publish(topic);
+}
+
+export function checkDeviceSubscription(filter: string, identity: DeviceIdentity): SubscribeAccess | TopicRefusal {
+  return new DeviceAcl(identity).subscribe(filter);
+}

@@ -1,0 +1,195 @@
+/**
+ * `keng` command line: areas and devices, straight on the state store under
+ * KENG_DATA_DIR (settings through loadConfig(), so KENG_CONFIG and KENG_*
+ * variables apply). Safe while the server runs: SQLite WAL + busy_timeout,
+ * and the server's registry picks up what the CLI changed (see
+ * DeviceRegistry: PRAGMA data_version). The CLI never writes presence.
+ *
+ * Errors: one line `keng: KENG_ERR_...: message` on stderr, exit status 1
+ * (78 for a bad setting, like the server).
+ */
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { loadConfig, ConfigError } from '../config/index.js';
+import { EventBus, Metrics, createLogger, isKengError, systemClock, Errors } from '../core/index.js';
+import { StateDb } from '../storage/state/index.js';
+import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind, type DeviceView } from '../devices/index.js';
+import { registerSimulate } from './simulate.js';
+
+const EX_CONFIG = 78;
+
+/** Opens the state store and a registry that leaves presence to the server. */
+async function withRegistry<T>(fn: (reg: DeviceRegistry) => T | Promise<T>): Promise<T> {
+  const config = loadConfig();
+  // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
+  const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
+  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }) });
+  const reg = new DeviceRegistry({
+    db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
+    metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
+  });
+  await db.start();
+  try {
+    await reg.start();
+    try { return await fn(reg); } finally { await reg.stop(); }
+  } finally {
+    await db.stop();
+  }
+}
+
+function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+function json(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+function areaJson(a: Area): Record<string, unknown> {
+  return { ...a, createdAt: iso(a.createdAt) };
+}
+
+function deviceJson(d: Device | DeviceView): Record<string, unknown> {
+  return { ...d, createdAt: iso(d.createdAt), ...('lastSeen' in d ? { lastSeen: iso(d.lastSeen) } : {}) };
+}
+
+/** Left-aligned columns. */
+function table(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  out(fmt(header));
+  for (const r of rows) out(fmt(r));
+}
+
+function printDevice(d: Device): void {
+  const loc = d.location ? `${d.location.lat}, ${d.location.lon}` : '-';
+  table(['field', 'value'], [
+    ['id', d.id], ['kind', d.kind], ['name', d.name], ['area', d.area], ['location', loc],
+    ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', iso(d.createdAt) ?? '-'],
+  ].map(([k, v]) => [k!, v!]));
+}
+
+/** Wraps an action: one-line KENG_ERR errors and a non-zero exit status. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
+        process.exitCode = EX_CONFIG;
+      } else if (isKengError(err)) {
+        process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
+        process.exitCode = err.code === 'KENG_ERR_CONFIG' ? EX_CONFIG : 1;
+      } else {
+        process.stderr.write(`keng: KENG_ERR_INTERNAL: ${(err as Error)?.message ?? String(err)}\n`);
+        process.exitCode = 1;
+      }
+    }
+  };
+}
+
+function parseCoordinate(v: string): number {
+  return v.trim() === '' ? Number.NaN : Number(v);
+}
+
+function registerAreas(program: Command): void {
+  const areas = program.command('areas').description('administrative areas: province → commune → village');
+  areas.command('add')
+    .description('add an area')
+    .requiredOption('--code <code>', 'area code, e.g. an administrative code ("01", "00004") or "thon-3"')
+    .requiredOption('--name <name>', 'display name')
+    .requiredOption('--level <level>', 'province | commune | village')
+    .option('--parent <code>', 'parent area: a province for a commune, a commune for a village')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { code: string; name: string; level: string; parent?: string; json?: boolean }) => {
+      const area = await withRegistry((reg) => reg.createArea({ code: o.code, name: o.name, level: o.level as AreaLevel, parent: o.parent ?? null }));
+      if (o.json) json(areaJson(area));
+      else out(`Area ${area.code} added: ${area.level} "${area.name}"${area.parent ? `, in ${area.parent}` : ''}`);
+    }));
+  areas.command('list')
+    .description('list areas')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { json?: boolean }) => {
+      const list = await withRegistry((reg) => reg.listAreas());
+      if (o.json) return json(list.map(areaJson));
+      table(['CODE', 'LEVEL', 'PARENT', 'NAME'], list.map((a) => [a.code, a.level, a.parent ?? '-', a.name]));
+    }));
+}
+
+interface DeviceAddOpts { id: string; kind: string; name: string; area: string; lat?: number; lon?: number; model?: string; json?: boolean }
+
+function registerDevices(program: Command): void {
+  const devices = program.command('devices').description('field devices: sensors, loudspeakers, gateways');
+  devices.command('add')
+    .description('register a device; prints its secret and access token once')
+    .requiredOption('--id <id>', 'device id: ^[a-z0-9][a-z0-9_-]{1,63}$ (the MQTT username)')
+    .requiredOption('--kind <kind>', 'sensor | speaker | gateway')
+    .requiredOption('--name <name>', 'display name')
+    .requiredOption('--area <code>', 'area the device belongs to')
+    .addOption(new Option('--lat <lat>', 'latitude').argParser(parseCoordinate))
+    .addOption(new Option('--lon <lon>', 'longitude').argParser(parseCoordinate))
+    .option('--model <model>', 'device model')
+    .option('--json', 'print JSON (device, secret and accessToken) for scripts')
+    .action(action(async (o: DeviceAddOpts) => {
+      if ((o.lat === undefined) !== (o.lon === undefined)) throw Errors.VALIDATION('--lat and --lon go together');
+      const location = o.lat !== undefined && o.lon !== undefined ? { lat: o.lat, lon: o.lon } : null;
+      const { device, credentials } = await withRegistry((reg) => reg.createDevice({
+        id: o.id, kind: o.kind as DeviceKind, name: o.name, area: o.area, location, model: o.model ?? null,
+      }));
+      const warning = 'The secret and access token are shown only now: they are stored hashed and cannot be shown again.';
+      if (o.json) {
+        json({ ...deviceJson(device), secret: credentials.secret, accessToken: credentials.accessToken });
+        process.stderr.write(`keng: ${warning}\n`);
+        return;
+      }
+      printDevice(device);
+      out();
+      out(`secret:       ${credentials.secret}`);
+      out(`access token: ${credentials.accessToken}`);
+      out();
+      out(`WARNING: ${warning}`);
+      out(`MQTT login: username "${device.id}" + the secret, or username = the access token (ThingsBoard style).`);
+    }));
+  devices.command('list')
+    .description('list devices (presence as last saved by the server)')
+    .option('--area <code>', 'only this area and the areas under it')
+    .option('--kind <kind>', 'sensor | speaker | gateway')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { area?: string; kind?: string; json?: boolean }) => {
+      const views = await withRegistry((reg) => {
+        if (o.area !== undefined && !reg.getArea(o.area)) throw Errors.NOT_FOUND(`Area "${o.area}"`);
+        return reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined });
+      });
+      if (o.json) return json(views.map(deviceJson));
+      table(['ID', 'KIND', 'AREA', 'ONLINE', 'LAST SEEN', 'NAME'],
+        views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', iso(v.lastSeen) ?? '-', v.name]));
+    }));
+  devices.command('delete')
+    .description('delete a device (its credentials stop working)')
+    .argument('<id>', 'device id')
+    .action(action(async (id: string) => {
+      const removed = await withRegistry((reg) => reg.deleteDevice(id));
+      if (!removed) throw Errors.NOT_FOUND(`Device "${id}"`);
+      out(`Device ${id} deleted`);
+    }));
+}
+
+export function createProgram(): Command {
+  const program = new Command('keng')
+    .description('Keng: commune sensors and loudspeakers controller. Works on the state under KENG_DATA_DIR (default ./data).')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (str, write) => write(`keng: ${str.replace(/^error: /, '')}`) });
+  registerAreas(program);
+  registerDevices(program);
+  registerSimulate(program);
+  return program;
+}
+
+export async function runCli(argv: string[] = process.argv): Promise<void> {
+  await createProgram().parseAsync(argv);
+}

@@ -1,0 +1,42 @@
+/** What every message handler gets from IngestService. */
+import type { InboundMessage, HandleResult, BrokerPort } from '../../broker/types.js';
+import type { Config } from '../../config/schema.js';
+import type { EventBus } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import type { DeviceRegistryApi } from '../../devices/registry-types.js';
+import type { TelemetryLimits } from '../codec.js';
+import type { GroupCommitter } from '../group-commit.js';
+
+export type IngestRegistry = Pick<DeviceRegistryApi, 'updateLatest' | 'mergeAttributes' | 'attributes' | 'getDevice'>;
+
+/**
+ * Interface point for ThingsBoard shared attributes (server-set attributes
+ * devices can read). Keng has none yet: the default source answers {}.
+ */
+export interface SharedAttributesSource {
+  /** The shared attributes among `keys` (all of them when keys is undefined). */
+  sharedAttributes(deviceId: string, keys: string[] | undefined): Record<string, unknown>;
+}
+
+export const NO_SHARED_ATTRIBUTES: SharedAttributesSource = { sharedAttributes: () => ({}) };
+
+export interface HandlerContext {
+  config: Pick<Config, 'telemetry' | 'mqtt'>;
+  limits: TelemetryLimits;
+  registry: IngestRegistry;
+  commit: Pick<GroupCommitter, 'submit'>;
+  bus: Pick<EventBus, 'emit'>;
+  logger: Logger;
+  metrics: Pick<Metrics, 'readingsAcceptedTotal'>;
+  sharedAttributes: SharedAttributesSource;
+  /** Server → device reply (QoS 1), fire-and-forget: failures are logged, never thrown. */
+  respond(topic: string, body: unknown): void;
+}
+
+export type MessageHandler = (msg: InboundMessage, ctx: HandlerContext) => Promise<HandleResult> | HandleResult;
+
+export const OK: HandleResult = { ok: true };
+
+/** Limits for free-form JSON payloads (attributes, status, events, RPC). */
+export const OBJECT_MAX_DEPTH = 8;

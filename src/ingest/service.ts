@@ -1,0 +1,155 @@
+/**
+ * IngestService: the handler the broker awaits for every device message
+ * before it acknowledges it (src/broker/types.ts InboundHandler).
+ *
+ * Contract with the broker:
+ *  - resolves {ok: true}: the message is handled (telemetry: durable on disk);
+ *  - resolves {ok: false, reason, detail}: bad input; the broker drops it
+ *    (still acknowledged), counts keng_rejected_total{reason} and logs it;
+ *  - rejects: the telemetry store could not make the readings durable (or
+ *    ingest is stopped): no PUBACK, the device keeps its data and retries.
+ * Bad input never makes it reject.
+ *
+ * Metrics: the embedded AedesBroker already counts keng_messages_in_total{type}
+ * for every routed message and keng_rejected_total{reason} for every
+ * {ok: false} this returns, and touches presence (lastSeen) on every publish;
+ * so by default ingest does neither (no double counting). A BrokerPort that
+ * does not count can pass `countInbound: true`. Ingest counts
+ * keng_readings_accepted_total and keng_commit_seconds; the store counts
+ * written readings and duplicates.
+ */
+import type { BrokerPort, HandleResult, InboundHandler, InboundMessage, InboundType } from '../broker/types.js';
+import type { Config } from '../config/schema.js';
+import type { Clock } from '../core/clock.js';
+import type { EventBus } from '../core/events.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import type { TelemetryStore } from '../storage/telemetry/types.js';
+import { telemetryLimits } from './codec.js';
+import { GroupCommitter } from './group-commit.js';
+import { fail } from './json.js';
+import {
+  NO_SHARED_ATTRIBUTES, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
+} from './handlers/context.js';
+import { handleTelemetry } from './handlers/telemetry.js';
+import { handleAttributes } from './handlers/attributes.js';
+import { handleStatus } from './handlers/status.js';
+import { handleEvent } from './handlers/events.js';
+import { handleRpcResponse } from './handlers/rpc-response.js';
+import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
+import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
+
+export interface IngestDeps {
+  config: Pick<Config, 'telemetry' | 'mqtt'>;
+  registry: IngestRegistry;
+  store: Pick<TelemetryStore, 'writeBatch'>;
+  broker: Pick<BrokerPort, 'publish'>;
+  bus: Pick<EventBus, 'emit'>;
+  logger: Logger;
+  metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'>;
+  clock: Clock;
+  /** Count messagesInTotal{type} and rejectedTotal{reason} here (default false: the AedesBroker counts them). */
+  countInbound?: boolean;
+  /** ThingsBoard shared attributes; none yet. */
+  sharedAttributes?: SharedAttributesSource;
+}
+
+/** One handler per message type (spec device-protocol.md "Topics", "ThingsBoard compatibility"). */
+const HANDLERS: Record<InboundType, MessageHandler> = {
+  telemetry: handleTelemetry,
+  attributes: handleAttributes,
+  status: handleStatus,
+  events: handleEvent,
+  'rpc.response': handleRpcResponse,
+  'rpc.request': handleTbRpcRequest,
+  'attributes.request': handleTbAttributesRequest,
+};
+
+interface CounterChild { inc(value?: number): void }
+
+export class IngestService implements Component {
+  readonly name = 'ingest';
+  readonly commit: GroupCommitter;
+  private readonly ctx: HandlerContext;
+  private readonly log: Logger;
+  private readonly inCounters = new Map<string, CounterChild>();
+  private readonly rejectCounters = new Map<string, CounterChild>();
+
+  constructor(private readonly deps: IngestDeps) {
+    this.log = deps.logger;
+    this.commit = new GroupCommitter({
+      store: deps.store,
+      intervalMs: deps.config.telemetry.commitIntervalMs,
+      maxReadings: deps.config.telemetry.commitMaxReadings,
+      metrics: deps.metrics,
+      logger: deps.logger,
+    });
+    this.ctx = {
+      config: deps.config,
+      limits: telemetryLimits(deps.config.telemetry),
+      registry: deps.registry,
+      commit: this.commit,
+      bus: deps.bus,
+      logger: deps.logger,
+      metrics: deps.metrics,
+      sharedAttributes: deps.sharedAttributes ?? NO_SHARED_ATTRIBUTES,
+      respond: (topic, body) => this.respond(topic, body),
+    };
+  }
+
+  async start(): Promise<void> {
+    this.commit.open();
+  }
+
+  /** Called after the broker stopped taking messages: writes the last group commit. */
+  async stop(): Promise<void> {
+    await this.commit.close();
+  }
+
+  /** The broker's inbound handler (an arrow property: pass it around unbound). */
+  readonly handle: InboundHandler = async (msg: InboundMessage): Promise<HandleResult> => {
+    const count = this.deps.countInbound === true;
+    if (count) this.counter(this.inCounters, this.deps.metrics.messagesInTotal, msg.type).inc();
+    const deviceId = msg.identity.deviceId;
+    const handler = HANDLERS[msg.type] as MessageHandler | undefined;
+    let res: HandleResult;
+    if (!handler) {
+      res = fail('unknown_type', `unknown message type ${String(msg.type)}`);
+    } else if (msg.type === 'telemetry') {
+      // Only the group commit can reject here (store unavailable): let it propagate.
+      res = await handler(msg, this.ctx);
+    } else {
+      try {
+        res = await handler(msg, this.ctx);
+      } catch (err) {
+        this.log.error({ err, deviceId, type: msg.type }, 'ingest handler failed');
+        res = fail('internal_error', 'internal error');
+      }
+    }
+    if (!res.ok && count) {
+      this.counter(this.rejectCounters, this.deps.metrics.rejectedTotal, res.reason).inc();
+      this.log.debug({ deviceId, type: msg.type, reason: res.reason, detail: res.detail }, 'device message refused');
+    }
+    return res;
+  };
+
+  /** Cached labelled children: one Map lookup instead of prom-client label hashing per message. */
+  private counter(cache: Map<string, CounterChild>, metric: { labels(v: string): CounterChild }, label: string): CounterChild {
+    let c = cache.get(label);
+    if (!c) {
+      c = metric.labels(label);
+      cache.set(label, c);
+    }
+    return c;
+  }
+
+  private respond(topic: string, body: unknown): void {
+    const onError = (err: unknown): void => { this.log.warn({ err, topic }, 'reply publish failed'); };
+    try {
+      this.deps.broker.publish(topic, JSON.stringify(body), { qos: 1 }).catch(onError);
+    } catch (err) {
+      onError(err);
+    }
+  }
+}

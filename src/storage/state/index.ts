@@ -1,0 +1,2 @@
+export { StateDb, STATE_DB_FILE, type StateDbOptions, type AppliedMigration, type SqliteDatabase } from './db.js';
+export { MIGRATIONS, latestVersion, type Migration } from './migrations.js';

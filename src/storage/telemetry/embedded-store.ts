@@ -1,0 +1,161 @@
+/**
+ * Embedded telemetry store (brief §1): SQLite `<dataDir>/telemetry.db`, WAL,
+ * `synchronous` from `telemetry.sync`.
+ *
+ * Writes: a dedicated worker thread runs one transaction per writeBatch and
+ * replies after the commit, so `writeBatch` resolves only when the readings
+ * are durable (spec device-protocol.md "Delivery guarantee").
+ *
+ * Reads: a second worker thread with a read-only connection (WAL lets it read
+ * while the writer commits). Not the main thread, because a history query over
+ * months of data can take long enough to stall the MQTT broker's event loop
+ * (keep-alives, PUBACKs); not the writer, because such a query would delay
+ * every commit and therefore every PUBACK behind it.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../../config/index.js';
+import type { Clock } from '../../core/clock.js';
+import { Errors } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
+import { WorkerClient } from './worker-client.js';
+import { realTimers, type Timers } from './timers.js';
+import { normaliseQuery } from './windows.js';
+
+export interface EmbeddedDeps {
+  dataDir: string;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  timers?: Timers;
+}
+
+const DAY_MS = 86_400_000;
+/** Retention runs hourly (first run shortly after start), in chunks of this many rows. */
+export const PRUNE_INTERVAL_MS = 3_600_000;
+const PRUNE_FIRST_DELAY_MS = 60_000;
+const PRUNE_CHUNK_ROWS = 5_000;
+
+export class EmbeddedTelemetryStore implements TelemetryStore {
+  readonly name = 'telemetry-store';
+  readonly kind = 'embedded' as const;
+  readonly file: string;
+  private writer: WorkerClient | null = null;
+  private reader: WorkerClient | null = null;
+  private pruneTimer: unknown = null;
+  private pruning: Promise<number> | null = null;
+  private stopping = false;
+  private readonly timers: Timers;
+
+  constructor(private readonly config: Readonly<Config>, private readonly deps: EmbeddedDeps) {
+    this.file = path.join(deps.dataDir, 'telemetry.db');
+    this.timers = deps.timers ?? realTimers;
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.deps.dataDir, { recursive: true });
+    this.stopping = false;
+    const writer = new WorkerClient('telemetry-writer', { role: 'writer', path: this.file, sync: this.config.telemetry.sync }, this.deps.logger);
+    await writer.start();
+    this.writer = writer;
+    const reader = new WorkerClient('telemetry-reader', { role: 'reader', path: this.file }, this.deps.logger);
+    try { await reader.start(); } catch (err) { await writer.close(); this.writer = null; throw err; }
+    this.reader = reader;
+    this.schedulePrune(PRUNE_FIRST_DELAY_MS);
+    this.deps.logger.info({ file: this.file, sync: this.config.telemetry.sync }, 'embedded telemetry store started');
+  }
+
+  async writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
+    if (!records.length) return { written: 0, duplicates: 0 };
+    const w = this.writer;
+    if (!w) throw Errors.STORE_UNAVAILABLE('embedded store is not started');
+    const end = this.deps.metrics.storeWriteLatency.startTimer({ store: this.kind });
+    try {
+      const res = await w.call<WriteResult>('write', records);
+      end();
+      if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
+      if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);
+      return res;
+    } catch (err) {
+      this.deps.metrics.storeErrorsTotal.inc({ store: this.kind, kind: 'write' });
+      this.deps.logger.error({ err }, 'telemetry write failed');
+      throw Errors.STORE_UNAVAILABLE((err as Error).message);
+    }
+  }
+
+  async query(q: HistoryQuery): Promise<HistoryPoint[]> {
+    const r = this.reader;
+    if (!r) throw Errors.STORE_UNAVAILABLE('embedded store is not started');
+    let nq: HistoryQuery;
+    try { nq = normaliseQuery(q); } catch (err) { throw Errors.VALIDATION((err as Error).message); }
+    try {
+      return await r.call<HistoryPoint[]>('query', nq);
+    } catch (err) {
+      throw Errors.STORE_UNAVAILABLE((err as Error).message);
+    }
+  }
+
+  async health(): Promise<{ ok: boolean; detail: Record<string, unknown> }> {
+    const detail: Record<string, unknown> = { kind: this.kind, file: this.file };
+    try {
+      const ok = !!this.writer && !!this.reader && await withTimeout(this.writer.call<boolean>('ping'), 5_000) === true
+        && await withTimeout(this.reader.call<boolean>('ping'), 5_000) === true;
+      return { ok, detail };
+    } catch (err) {
+      return { ok: false, detail: { ...detail, error: (err as Error).message } };
+    }
+  }
+
+  /** Nothing is queued: every resolved writeBatch is already in the database. */
+  async drain(): Promise<boolean> { return true; }
+
+  /** Delete readings older than `telemetry.retentionDays`, chunk by chunk. Returns rows deleted. */
+  pruneNow(): Promise<number> {
+    if (this.pruning) return this.pruning;
+    const cutoff = this.deps.clock.now() - this.config.telemetry.retentionDays * DAY_MS;
+    this.pruning = (async () => {
+      let cursor = 0;
+      let total = 0;
+      for (;;) {
+        const w = this.writer;
+        if (!w || this.stopping) break;
+        const r = await w.call<{ deleted: number; cursor: number; done: boolean }>('prune', cutoff, PRUNE_CHUNK_ROWS, cursor);
+        total += r.deleted; cursor = r.cursor;
+        if (r.done) break;
+        await new Promise((resolve) => setImmediate(resolve)); // let writes interleave
+      }
+      if (total) this.deps.logger.info({ deleted: total, cutoff }, 'telemetry retention pruned old readings');
+      return total;
+    })().finally(() => { this.pruning = null; });
+    return this.pruning;
+  }
+
+  private schedulePrune(ms: number): void {
+    if (this.stopping) return;
+    this.pruneTimer = this.timers.setTimeout(() => {
+      this.pruneTimer = null;
+      this.pruneNow().catch((err: unknown) => this.deps.logger.error({ err }, 'telemetry retention failed'))
+        .finally(() => this.schedulePrune(PRUNE_INTERVAL_MS));
+    }, ms);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.pruneTimer !== null) { this.timers.clearTimeout(this.pruneTimer); this.pruneTimer = null; }
+    await this.pruning?.catch(() => 0);
+    const r = this.reader; const w = this.writer;
+    this.reader = null; this.writer = null;
+    await r?.close();
+    await w?.close(); // queued writes finish first: requests are handled in order
+  }
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise<T>((_, reject) => { t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms); }),
+  ]);
+}

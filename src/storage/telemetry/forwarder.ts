@@ -1,0 +1,178 @@
+/**
+ * Drains the on-disk queue to InfluxDB (brief §3): oldest rows first, up to
+ * `batchLines` lines per HTTP write, one write in flight (order is kept).
+ *  - 2xx: rows deleted, back-off reset.
+ *  - retryable (network, timeout, 5xx, ...): rows stay; wait the back-off
+ *    delay (injected timer) and try again, forever.
+ *  - rejected (4xx): if the write combined several rows, they are re-sent one
+ *    row per write to find the bad one(s) (re-sending is idempotent: InfluxDB
+ *    overwrites identical points); a single rejected row moves to the
+ *    dead-letter table, is counted and logged with the server's message.
+ */
+import type { Clock } from '../../core/clock.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import { Backoff } from './backoff.js';
+import type { InfluxBackend, WriteOutcome } from './influx-backend.js';
+import type { PeekResult, QueueTotals } from './outbox-db.js';
+import type { Timers } from './timers.js';
+import type { WorkerClient } from './worker-client.js';
+
+export interface ForwarderDeps {
+  outbox: WorkerClient;
+  backend: InfluxBackend;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  timers: Timers;
+  backoff: Backoff;
+  batchLines: number;
+  /** Called with the queue totals after every change. */
+  onTotals(t: QueueTotals): void;
+}
+
+export type ServerState = 'unknown' | 'up' | 'down';
+
+export class Forwarder {
+  readonly name = 'influx-forwarder';
+  server: ServerState = 'unknown';
+  lastError: string | null = null;
+  lastErrorAt: number | null = null;
+  /** Rows known to be queued (kept in step with the worker's answers). */
+  rows = 0;
+  private loop: Promise<void> | null = null;
+  private stopping = false;
+  private wakeFn: (() => void) | null = null;
+  private sleepHandle: unknown = null;
+  private isolate = 0;
+  private readonly inflight = new AbortController();
+  private outageStartedAt: number | null = null;
+
+  constructor(private readonly d: ForwarderDeps) {}
+
+  start(initialRows: number): void {
+    this.rows = initialRows;
+    this.stopping = false;
+    this.loop = this.run().catch((err: unknown) => {
+      this.d.logger.error({ err }, 'influx forwarder stopped on an unexpected error');
+    });
+  }
+
+  /** New rows were queued: wake up if idle (never cuts a back-off short). */
+  wake(rows: number): void {
+    this.rows = rows;
+    if (this.wakeFn && this.sleepHandle === null) { const f = this.wakeFn; this.wakeFn = null; f(); }
+  }
+
+  private idle(): Promise<void> {
+    return new Promise((resolve) => { this.wakeFn = resolve; });
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => { this.sleepHandle = null; this.wakeFn = null; resolve(); };
+      this.wakeFn = () => { if (this.sleepHandle !== null) this.d.timers.clearTimeout(this.sleepHandle); done(); };
+      this.sleepHandle = this.d.timers.setTimeout(done, ms);
+    });
+  }
+
+  private async run(): Promise<void> {
+    let graceUntil = 0;
+    while (true) {
+      if (this.stopping) {
+        // Shutdown (brief §3): one last attempt, continuing only while writes succeed and the grace lasts.
+        if (graceUntil === 0) graceUntil = Date.now() + this.stopGraceMs();
+        else if (Date.now() >= graceUntil) return;
+      }
+      if (this.rows <= 0) {
+        if (this.stopping) return;
+        await this.idle();
+        continue;
+      }
+      let ok: boolean;
+      try {
+        ok = await this.attempt();
+      } catch (err) {
+        // The queue itself failed (worker gone, disk error): nothing is lost, try again later.
+        if (this.stopping) return;
+        this.d.logger.error({ err }, 'influx forwarder: queue access failed');
+        ok = false;
+      }
+      if (this.stopping && !ok) return;
+      if (!ok && !this.stopping) await this.sleep(this.d.backoff.next());
+    }
+  }
+
+  private stopGraceMs(): number { return 5_000; }
+
+  /** One HTTP write of the oldest rows. True when progress was made. */
+  private async attempt(): Promise<boolean> {
+    const { outbox, backend, metrics, logger } = this.d;
+    const batch = await outbox.call<PeekResult | null>('peek', this.d.batchLines, this.isolate > 0 ? 1 : 1_000_000);
+    if (!batch) { this.rows = 0; return true; }
+    const end = metrics.storeWriteLatency.startTimer({ store: backend.kind });
+    const out: WriteOutcome = await backend.write(batch.body, batch.lines, this.inflight.signal);
+    if (out.ok) {
+      end();
+      const t = await outbox.call<QueueTotals>('ack', batch.ids);
+      this.totals(t);
+      metrics.readingsStoredTotal.inc({ store: backend.kind }, batch.readings);
+      if (this.isolate > 0) this.isolate--;
+      if (this.server !== 'up') {
+        if (this.outageStartedAt !== null) {
+          logger.info({ downForMs: this.d.clock.now() - this.outageStartedAt, queued: t.readings }, 'InfluxDB reachable again; draining the queue');
+        }
+        this.server = 'up';
+        this.outageStartedAt = null;
+      }
+      this.d.backoff.reset();
+      return true;
+    }
+    this.lastError = out.status !== null ? `HTTP ${out.status}: ${out.message}` : out.message;
+    this.lastErrorAt = this.d.clock.now();
+    if (out.retry) {
+      metrics.storeErrorsTotal.inc({ store: backend.kind, kind: out.status === null ? 'unavailable' : `http_${out.status}` });
+      if (this.server !== 'down') {
+        this.server = 'down';
+        this.outageStartedAt = this.d.clock.now();
+        logger.warn({ error: this.lastError, queuedRows: this.rows }, 'InfluxDB write failed; readings stay in the on-disk queue and are retried');
+      } else if (this.d.backoff.attempts % 20 === 0) {
+        logger.warn({ error: this.lastError, attempts: this.d.backoff.attempts, queuedRows: this.rows }, 'InfluxDB still unreachable');
+      }
+      return false;
+    }
+    // Rejected by the server: data problem, not an outage.
+    this.server = 'up';
+    this.d.backoff.reset();
+    if (batch.ids.length > 1) {
+      this.isolate = batch.ids.length;
+      logger.warn({ status: out.status, error: out.message, rows: batch.ids.length }, 'InfluxDB rejected a write; re-sending its batches one by one');
+      return true;
+    }
+    const t = await outbox.call<QueueTotals>('deadLetter', batch.ids, this.d.clock.now(), out.status, out.message);
+    this.totals(t);
+    if (this.isolate > 0) this.isolate--;
+    metrics.storeErrorsTotal.inc({ store: backend.kind, kind: 'rejected' }, 1);
+    logger.error({ status: out.status, error: out.message, queueRow: batch.ids[0], lines: batch.lines, readings: batch.readings },
+      'InfluxDB rejected a batch; moved to the dead-letter table');
+    return true;
+  }
+
+  private totals(t: QueueTotals): void {
+    this.rows = t.rows;
+    this.d.onTotals(t);
+  }
+
+  /** Stop after one last attempt (bounded); the queue stays on disk. */
+  async stop(boundMs: number): Promise<void> {
+    this.stopping = true;
+    if (this.wakeFn) { const f = this.wakeFn; this.wakeFn = null; f(); }
+    if (this.sleepHandle !== null) this.d.timers.clearTimeout(this.sleepHandle);
+    let t: NodeJS.Timeout | undefined;
+    const bounded = new Promise<'timeout'>((resolve) => { t = setTimeout(() => resolve('timeout'), boundMs); });
+    const r = await Promise.race([this.loop ?? Promise.resolve(), bounded]);
+    clearTimeout(t);
+    if (r === 'timeout') { this.inflight.abort(); await Promise.race([this.loop, new Promise((res) => setTimeout(res, 1000))]); }
+    this.loop = null;
+  }
+}

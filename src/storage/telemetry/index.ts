@@ -1,0 +1,47 @@
+/**
+ * Telemetry storage: `createTelemetryStore(config, deps)` picks the embedded
+ * SQLite store (`telemetry.store = 'embedded'`, default) or InfluxDB behind an
+ * on-disk queue (`telemetry.store = 'influxdb'`, API by `influx.api`).
+ */
+import type { Config } from '../../config/index.js';
+import type { Clock } from '../../core/clock.js';
+import { Errors } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import { EmbeddedTelemetryStore } from './embedded-store.js';
+import { InfluxTelemetryStore } from './influx-store.js';
+import { InfluxV1Backend } from './influx-v1.js';
+import { InfluxV2Backend } from './influx-v2.js';
+import type { Timers } from './timers.js';
+import type { TelemetryStore } from './types.js';
+
+export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg } from './types.js';
+export type { Timers } from './timers.js';
+export type { QueueTotals } from './outbox-db.js';
+export { EmbeddedTelemetryStore } from './embedded-store.js';
+export { InfluxTelemetryStore } from './influx-store.js';
+export { windowStart, AGGS } from './windows.js';
+
+export interface TelemetryStoreDeps {
+  dataDir: string;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  /** Optional: timer for retention and the InfluxDB retry back-off (tests). */
+  timers?: Timers;
+  /** Optional: jitter source of the back-off (tests). */
+  random?: () => number;
+}
+
+export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore {
+  if (config.telemetry.store === 'embedded') return new EmbeddedTelemetryStore(config, deps);
+  if (!config.influx.url) throw Errors.CONFIG('influx.url: required when telemetry.store is "influxdb"');
+  const logger = deps.logger;
+  const backend = config.influx.api === 'v1'
+    ? new InfluxV1Backend(config.influx, logger)
+    : new InfluxV2Backend(config.influx, logger);
+  if (config.influx.api === 'v2' && (!config.influx.org || !config.influx.bucket)) {
+    logger.warn('influx.api is v2 but influx.org or influx.bucket is not set; using bucket = influx.database');
+  }
+  return new InfluxTelemetryStore(config, backend, deps);
+}

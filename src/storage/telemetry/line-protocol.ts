@@ -1,0 +1,89 @@
+/**
+ * InfluxDB line protocol (1.x and 2.x share it), as the brief's point schema
+ * says: measurement `influx.measurement`, tags `device_id` and `kind`, one
+ * field per reading, timestamp in milliseconds (`precision=ms`).
+ *
+ * Escaping follows the line-protocol reference ("Special characters"):
+ *  - measurement: comma and space;
+ *  - tag keys, tag values, field keys: comma, equals sign and space;
+ *  - string field values: double quote and backslash (inside double quotes).
+ * Newline, carriage return and tab cannot appear raw in an identifier (a raw
+ * newline would end the line); like the official @influxdata/influxdb-client
+ * we write them as the two-character escapes `\n`, `\r`, `\t`. Raw newlines
+ * are legal inside a quoted string field value and are kept.
+ *
+ * Numbers are always written as floats (never the `i` suffix), so a field
+ * that carries 1 and later 1.5 never causes a field-type conflict. Booleans
+ * are `t`/`f`.
+ */
+import type { Scalar } from '../../core/events.js';
+import type { TelemetryRecord } from './types.js';
+
+const MEAS_RE = /[, \n\r\t]/g;
+const TAG_RE = /[,= \n\r\t]/g;
+const STR_RE = /["\\]/g;
+const CTRL: Record<string, string> = { ',': '\\,', ' ': '\\ ', '=': '\\=', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+export function escapeMeasurement(s: string): string {
+  return s.replace(MEAS_RE, (c) => CTRL[c]!);
+}
+
+/** Tag keys, tag values and field keys. */
+export function escapeTag(s: string): string {
+  return s.replace(TAG_RE, (c) => CTRL[c]!);
+}
+
+/** A string field value, quoted. */
+export function quoteString(s: string): string {
+  return '"' + s.replace(STR_RE, (c) => '\\' + c) + '"';
+}
+
+/** Field value text, or undefined for a value that cannot be written (non-finite number). */
+export function formatFieldValue(v: Scalar): string | undefined {
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) return undefined;
+    // String(n) gives the shortest round-trip form ("1", "1.5", "1e+21"): no `i`, so a float.
+    return String(v);
+  }
+  if (typeof v === 'boolean') return v ? 't' : 'f';
+  return quoteString(v);
+}
+
+export interface LineStats { lines: number; readings: number; bytes: number }
+
+/**
+ * One line per record (all of its fields), appended to `out`. Records with no
+ * writable field produce no line. Returns how many lines/readings were added.
+ */
+export function recordsToLines(measurement: string, records: readonly TelemetryRecord[], out: string[]): LineStats {
+  const meas = escapeMeasurement(measurement);
+  let lines = 0;
+  let readings = 0;
+  let bytes = 0;
+  let lastDev = '';
+  let lastKind = '';
+  let prefix = '';
+  for (const r of records) {
+    if (prefix === '' || r.deviceId !== lastDev || r.kind !== lastKind) {
+      lastDev = r.deviceId;
+      lastKind = r.kind;
+      // Tags sorted by key (device_id < kind), as InfluxDB recommends; an empty tag value is not allowed, so omitted.
+      prefix = meas + (r.deviceId ? ',device_id=' + escapeTag(r.deviceId) : '') + (r.kind ? ',kind=' + escapeTag(r.kind) : '');
+    }
+    let fields = '';
+    let n = 0;
+    for (const k in r.values) {
+      const fv = formatFieldValue(r.values[k]!);
+      if (fv === undefined) continue;
+      fields += (n ? ',' : '') + escapeTag(k) + '=' + fv;
+      n++;
+    }
+    if (!n) continue;
+    const line = prefix + ' ' + fields + ' ' + Math.round(r.ts);
+    out.push(line);
+    lines++;
+    readings += n;
+    bytes += Buffer.byteLength(line) + 1;
+  }
+  return { lines, readings, bytes };
+}

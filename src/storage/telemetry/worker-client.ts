@@ -1,0 +1,121 @@
+/**
+ * Main-thread side of sqlite-worker.ts: request/reply over postMessage.
+ *
+ * Worker path: tsc compiles this directory to dist/src/storage/telemetry/, where
+ * `new URL('./sqlite-worker.js', import.meta.url)` is right. Under vitest the
+ * sources run as .ts and a plain Worker cannot load TypeScript, so when this
+ * module's URL ends in `.ts` we use the compiled dist twin instead (`npm test`
+ * builds first). If the twin is missing, start() fails with a clear message.
+ */
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from '../../core/logger.js';
+import type { WorkerInit, WorkerReply } from './sqlite-worker.js';
+
+export function resolveWorkerUrl(base: string = import.meta.url): URL {
+  if (!base.endsWith('.ts')) return new URL('./sqlite-worker.js', base);
+  const here = path.dirname(fileURLToPath(base)); // <root>/src/storage/telemetry
+  const root = path.resolve(here, '..', '..', '..');
+  const rel = path.relative(root, here); // src/storage/telemetry
+  const js = path.join(root, 'dist', rel, 'sqlite-worker.js');
+  if (!existsSync(js)) throw new Error(`telemetry worker not built: ${js} is missing (run \`npm run build\` before tests)`);
+  return pathToFileURL(js);
+}
+
+/** True when the compiled worker is older than its TypeScript sources (dev hint only). */
+export function workerLooksStale(url: URL): boolean {
+  try {
+    const js = statSync(fileURLToPath(url)).mtimeMs;
+    const dir = path.dirname(fileURLToPath(import.meta.url));
+    if (!import.meta.url.endsWith('.ts')) return false;
+    for (const f of ['sqlite-worker.ts', 'embedded-db.ts', 'outbox-db.ts', 'line-protocol.ts', 'windows.ts']) {
+      if (statSync(path.join(dir, f)).mtimeMs > js) return true;
+    }
+  } catch { /* not determinable */ }
+  return false;
+}
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
+
+export class WorkerError extends Error {
+  constructor(message: string, readonly code?: string) { super(message); this.name = 'WorkerError'; }
+}
+
+export class WorkerClient {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private exited: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(readonly name: string, private readonly init: WorkerInit, private readonly logger: Logger) {}
+
+  get running(): boolean { return this.worker !== null; }
+
+  async start(): Promise<void> {
+    this.closed = false;
+    const url = resolveWorkerUrl();
+    if (workerLooksStale(url)) this.logger.warn({ worker: url.href }, 'compiled telemetry worker is older than its sources; run `npm run build`');
+    const w = new Worker(url, { workerData: this.init, name: this.name });
+    this.worker = w;
+    this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      const onMsg = (m: WorkerReply): void => {
+        if (m.id !== 0) return;
+        w.off('message', onMsg); w.off('error', onErr);
+        if ('ready' in m) resolve();
+        else if ('fatal' in m) { this.worker = null; void w.terminate(); reject(new WorkerError(m.fatal.message, m.fatal.code)); }
+      };
+      const onErr = (e: Error): void => { w.off('message', onMsg); this.worker = null; reject(e); };
+      w.on('message', onMsg);
+      w.once('error', onErr);
+    });
+    w.on('message', (m: WorkerReply) => this.onReply(m));
+    w.on('error', (err) => { this.logger.error({ err, worker: this.name }, 'telemetry worker failed'); this.failAll(err); });
+    w.on('exit', (code) => {
+      if (this.worker === w) this.worker = null;
+      if (!this.closed) this.logger.error({ code, worker: this.name }, 'telemetry worker exited');
+      this.failAll(new WorkerError(`worker ${this.name} exited (${code})`));
+    });
+  }
+
+  private onReply(m: WorkerReply): void {
+    if (m.id === 0) return;
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    if ('ok' in m && m.ok) p.resolve(m.result);
+    else if ('error' in m) p.reject(new WorkerError(m.error.message, m.error.code));
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  /** Call a method of the worker's target; rejects if the worker is gone. */
+  call<T>(op: string, ...args: unknown[]): Promise<T> {
+    const w = this.worker;
+    if (!w || this.closed) return Promise.reject(new WorkerError(`worker ${this.name} is not running`));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      w.postMessage({ id, op, args });
+    });
+  }
+
+  /** Finish queued requests, close the database, end the thread (bounded). */
+  async close(timeoutMs = 10_000): Promise<void> {
+    const w = this.worker;
+    if (!w) return;
+    const closing = this.call('close').catch(() => undefined);
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); });
+    await Promise.race([closing.then(() => this.exited), timeout]);
+    clearTimeout(timer);
+    if (this.worker) { await w.terminate(); this.worker = null; }
+  }
+}

@@ -1,0 +1,68 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfig, ConfigError } from '../../src/config/index.js';
+
+function err(env: Record<string, string>): string {
+  try { loadConfig({ env }); } catch (e) { expect(e).toBeInstanceOf(ConfigError); return (e as Error).message; }
+  throw new Error('expected a ConfigError');
+}
+
+describe('settings', () => {
+  it('has the spec defaults', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.dataDir).toBe('./data');
+    expect(c.http).toMatchObject({ port: 8080, host: '0.0.0.0' });
+    expect(c.mqtt).toMatchObject({ port: 1883, host: '0.0.0.0' });
+    expect(c.tz).toBe('Asia/Ho_Chi_Minh');
+    expect(c.telemetry.store).toBe('embedded');
+    expect(c.influx.api).toBe('v2');
+    expect(c.influx.database).toBe('keng');
+    expect(c.logLevel).toBe('info');
+    expect(c.adminToken).toBeUndefined();
+  });
+
+  it('layers defaults < file < environment < overrides, and freezes the result', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'keng-cfg-'));
+    const file = path.join(dir, 'keng.json');
+    writeFileSync(file, JSON.stringify({ http: { port: 9000, host: '127.0.0.1' }, mqtt: { port: 1999 }, tz: 'Asia/Bangkok' }));
+    const c = loadConfig({ env: { KENG_CONFIG: file, KENG_MQTT_PORT: '2883' }, overrides: { logLevel: 'warn' } });
+    expect(c.http.port).toBe(9000);
+    expect(c.http.host).toBe('127.0.0.1');
+    expect(c.mqtt.port).toBe(2883);
+    expect(c.tz).toBe('Asia/Bangkok');
+    expect(c.logLevel).toBe('warn');
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.http)).toBe(true);
+    expect(() => { (c.http as { port: number }).port = 1; }).toThrow();
+  });
+
+  it('stops with one line naming the bad or missing setting', () => {
+    expect(err({ KENG_HTTP_PORT: 'abc' })).toMatch(/^Invalid setting KENG_HTTP_PORT/);
+    expect(err({ KENG_HTTP_PORT: '70000' })).toMatch(/KENG_HTTP_PORT/);
+    expect(err({ KENG_TELEMETRY_STORE: 'mongo' })).toMatch(/KENG_TELEMETRY_STORE.*embedded, influxdb/);
+    expect(err({ KENG_TELEMETRY_STORE: 'influxdb' })).toMatch(/^Missing setting KENG_INFLUX_URL/);
+    expect(err({ KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://x:8086' })).toMatch(/KENG_INFLUX_TOKEN/);
+    expect(err({ KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'not a url', KENG_INFLUX_API: 'v1' })).toMatch(/KENG_INFLUX_URL/);
+    expect(err({ KENG_TZ: 'Mars/Olympus' })).toMatch(/KENG_TZ/);
+    expect(err({ KENG_LOG_LEVEL: 'loud' })).toMatch(/KENG_LOG_LEVEL/);
+    expect(err({ KENG_ADMIN_TOKEN: 'short' })).toMatch(/KENG_ADMIN_TOKEN/);
+    expect(err({ KENG_CONFIG: '/nonexistent/keng.json' })).toMatch(/KENG_CONFIG/);
+    for (const m of [err({ KENG_HTTP_PORT: 'abc' }), err({ KENG_TZ: 'X' })]) expect(m.split('\n')).toHaveLength(1);
+  });
+
+  it('refuses unknown keys in a config file (typos)', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'keng-cfg-'));
+    const file = path.join(dir, 'keng.json');
+    writeFileSync(file, JSON.stringify({ mqtt: { prot: 1 } }));
+    expect(err({ KENG_CONFIG: file })).toMatch(/mqtt\.prot: unknown setting/);
+    writeFileSync(file, '{ not json');
+    expect(err({ KENG_CONFIG: file })).toMatch(/KENG_CONFIG.*not valid JSON/);
+  });
+
+  it('accepts v1 InfluxDB settings without a token', () => {
+    const c = loadConfig({ env: { KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://127.0.0.1:8086', KENG_INFLUX_API: 'v1' } });
+    expect(c.influx.database).toBe('keng');
+  });
+});

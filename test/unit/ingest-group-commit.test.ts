@@ -1,0 +1,245 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { GroupCommitter, countReadings } from '../../src/ingest/group-commit.js';
+import type { TelemetryRecord, WriteResult } from '../../src/storage/telemetry/types.js';
+
+interface Deferred { resolve(r: WriteResult): void; reject(e: unknown): void }
+
+/** A fake store: records every writeBatch; writes complete when the test says so (or at once). */
+class FakeStore {
+  calls: TelemetryRecord[][] = [];
+  pending: Deferred[] = [];
+  auto = true;
+  failWith: unknown = null;
+  throwSync: unknown = null;
+  writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
+    if (this.throwSync) throw this.throwSync;
+    this.calls.push(records);
+    if (this.failWith) return Promise.reject(this.failWith);
+    if (this.auto) return Promise.resolve({ written: countReadings(records), duplicates: 0 });
+    return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
+  }
+  /** Completes the oldest pending write. */
+  complete(dups = 0): void {
+    const d = this.pending.shift()!;
+    const n = countReadings(this.calls[this.calls.length - 1 - this.pending.length]!);
+    d.resolve({ written: n - dups, duplicates: dups });
+  }
+}
+
+const rec = (i: number, fields = 1): TelemetryRecord => {
+  const values: Record<string, number> = {};
+  for (let f = 0; f < fields; f++) values[`f${f}`] = i;
+  return { deviceId: 'dev-1', kind: 'sensor', ts: 1_000 + i, values };
+};
+
+function setup(opts: { intervalMs?: number; maxReadings?: number } = {}) {
+  const store = new FakeStore();
+  let clock = 0;
+  const observe = vi.fn();
+  const warn = vi.fn();
+  const gc = new GroupCommitter({
+    store, intervalMs: opts.intervalMs ?? 4, maxReadings: opts.maxReadings ?? 1000,
+    metrics: { commitLatency: { observe } as never }, logger: { warn, error: vi.fn() } as never,
+    now: () => clock,
+  });
+  return { store, gc, observe, warn, setClock: (t: number) => { clock = t; } };
+}
+
+/** Settles a promise's state without awaiting it. */
+function track<T>(p: Promise<T>) {
+  const s: { done: boolean; value?: T; error?: unknown } = { done: false };
+  p.then((v) => { s.done = true; s.value = v; }, (e: unknown) => { s.done = true; s.error = e; });
+  return s;
+}
+
+describe('GroupCommitter', () => {
+  beforeEach(() => { vi.useFakeTimers(); });
+  afterEach(() => { vi.useRealTimers(); });
+
+  it('waits commitIntervalMs, then writes all submissions in ONE writeBatch, in submission order', async () => {
+    const { store, gc } = setup();
+    const a = track(gc.submit([rec(1), rec(2)]));
+    await vi.advanceTimersByTimeAsync(1);
+    const b = track(gc.submit([rec(3)]));
+    const c = track(gc.submit([rec(4)]));
+    await vi.advanceTimersByTimeAsync(2);
+    expect(store.calls).toHaveLength(0);
+    expect(a.done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1); // 4 ms after the FIRST submit
+    expect(store.calls).toHaveLength(1);
+    expect(store.calls[0]!.map((r) => r.ts)).toEqual([1001, 1002, 1003, 1004]);
+    expect(a.done && b.done && c.done).toBe(true);
+    expect(a.value).toEqual({ readings: 2, batchReadings: 4, batch: { written: 4, duplicates: 0 } });
+    expect(b.value?.readings).toBe(1);
+    expect(gc.batches).toBe(1);
+  });
+
+  it('resolves nobody before the write is durable', async () => {
+    const { store, gc } = setup();
+    store.auto = false;
+    const a = track(gc.submit([rec(1)]));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(store.calls).toHaveLength(1);
+    expect(a.done).toBe(false);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(a.done).toBe(true);
+  });
+
+  it('flushes immediately when commitMaxReadings is reached', async () => {
+    const { store, gc } = setup({ maxReadings: 10, intervalMs: 1000 });
+    const a = track(gc.submit([rec(1, 6)]));
+    const b = track(gc.submit([rec(2, 4)]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(1);
+    expect(a.done && b.done).toBe(true);
+    expect(vi.getTimerCount()).toBe(0); // the batch timer was cancelled
+  });
+
+  it('keeps one writeBatch in flight; the next batch accumulates meanwhile and grows', async () => {
+    const { store, gc } = setup();
+    store.auto = false;
+    const first = track(gc.submit([rec(1)]));
+    await vi.advanceTimersByTimeAsync(4);
+    expect(store.calls).toHaveLength(1);
+    // The write is slow: messages keep arriving for 50 ms.
+    const later: ReturnType<typeof track>[] = [];
+    for (let i = 0; i < 50; i++) {
+      later.push(track(gc.submit([rec(10 + i)])));
+      await vi.advanceTimersByTimeAsync(1);
+    }
+    expect(store.calls).toHaveLength(1); // still only the first write
+    expect(gc.pendingReadings).toBe(50);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(first.done).toBe(true);
+    expect(store.calls).toHaveLength(2); // due batch written right after
+    expect(store.calls[1]).toHaveLength(50);
+    expect(later.some((s) => s.done)).toBe(false);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(later.every((s) => s.done && s.value)).toBe(true);
+  });
+
+  it('after a write completes, a young batch still waits for its own timer', async () => {
+    const { store, gc } = setup({ intervalMs: 10 });
+    store.auto = false;
+    gc.submit([rec(1)]);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(store.calls).toHaveLength(1);
+    gc.submit([rec(2)]);            // timer starts now
+    await vi.advanceTimersByTimeAsync(2);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(1); // not yet: only 2 ms old
+    await vi.advanceTimersByTimeAsync(8);
+    expect(store.calls).toHaveLength(2);
+  });
+
+  it('never splits a submission; a large backlog beyond maxReadings is written in chunks of whole submissions', async () => {
+    const { store, gc } = setup({ maxReadings: 10 });
+    store.auto = false;
+    const s = [gc.submit([rec(1, 4)]), gc.submit([rec(2, 4)]), gc.submit([rec(3, 4)]), gc.submit([rec(4, 25)]), gc.submit([rec(5, 1)])];
+    const states = s.map(track);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls.map(countReadings)).toEqual([12]); // 4+4+4 reaches 10
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls.map(countReadings)).toEqual([12, 25]);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls.map(countReadings)).toEqual([12, 25, 1]);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(states.every((x) => x.done)).toBe(true);
+  });
+
+  it('a failed write rejects every submitter of that batch (same error); the next batch still works', async () => {
+    const { store, gc, warn } = setup();
+    const err = Object.assign(new Error('queue full'), { code: 'KENG_ERR_QUEUE_FULL' });
+    store.failWith = err;
+    const a = gc.submit([rec(1)]);
+    const b = gc.submit([rec(2)]);
+    const both = Promise.allSettled([a, b]);
+    await vi.advanceTimersByTimeAsync(4);
+    const settled = await both;
+    expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected']);
+    expect(settled.map((s) => (s as PromiseRejectedResult).reason)).toEqual([err, err]);
+    expect(warn).toHaveBeenCalledTimes(1); // one log line per batch
+    store.failWith = null;
+    const c = gc.submit([rec(3)]);
+    await vi.advanceTimersByTimeAsync(4);
+    await expect(c).resolves.toMatchObject({ readings: 1 });
+  });
+
+  it('a store that throws synchronously rejects the batch and does not wedge the committer', async () => {
+    const { store, gc } = setup();
+    store.throwSync = new Error('boom');
+    const a = gc.submit([rec(1)]).catch((e: Error) => e.message);
+    await vi.advanceTimersByTimeAsync(4);
+    expect(await a).toBe('boom');
+    store.throwSync = null;
+    const b = gc.submit([rec(2)]);
+    await vi.advanceTimersByTimeAsync(4);
+    await expect(b).resolves.toMatchObject({ readings: 1 });
+  });
+
+  it('observes commit latency from the first submit of the batch to durable', async () => {
+    const { store, gc, observe, setClock } = setup();
+    store.auto = false;
+    setClock(100);
+    gc.submit([rec(1)]);
+    setClock(102);
+    gc.submit([rec(2)]);
+    await vi.advanceTimersByTimeAsync(4);
+    setClock(109);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(observe).toHaveBeenCalledWith(0.009);
+  });
+
+  it('flush() writes what is queued without waiting for the timer, and waits for the write in flight', async () => {
+    const { store, gc } = setup({ intervalMs: 1000 });
+    store.auto = false;
+    const a = track(gc.submit([rec(1)]));
+    const f = track(gc.flush());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(1);
+    expect(f.done).toBe(false);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(a.done && f.done).toBe(true);
+    await gc.flush(); // nothing queued: returns at once
+  });
+
+  it('close() flushes, then refuses new submissions with KENG_ERR_NOT_READY; open() accepts again', async () => {
+    const { store, gc } = setup({ intervalMs: 1000 });
+    const a = gc.submit([rec(1)]);
+    await gc.close();
+    await expect(a).resolves.toMatchObject({ readings: 1 });
+    expect(store.calls).toHaveLength(1);
+    await expect(gc.submit([rec(2)])).rejects.toMatchObject({ code: 'KENG_ERR_NOT_READY' });
+    gc.open();
+    const b = gc.submit([rec(3)]);
+    await vi.advanceTimersByTimeAsync(1000);
+    await expect(b).resolves.toMatchObject({ readings: 1 });
+  });
+
+  it('flush() never rejects even when the write fails', async () => {
+    const { store, gc } = setup();
+    store.failWith = new Error('down');
+    const a = gc.submit([rec(1)]).catch(() => 'rejected');
+    await gc.flush();
+    expect(await a).toBe('rejected');
+  });
+
+  it('commitIntervalMs 0 gathers what arrives in the same turn of the event loop', async () => {
+    const { store, gc } = setup({ intervalMs: 0 });
+    gc.submit([rec(1)]);
+    gc.submit([rec(2)]);
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.runAllTimersAsync();
+    expect(store.calls).toHaveLength(1);
+    expect(store.calls[0]).toHaveLength(2);
+  });
+});

@@ -34,6 +34,7 @@ function throughputRows(r: ThroughputResult): Row[] {
     ...(r.influxCount !== null ? [['InfluxDB count(*) readings', fmt(r.influxCount)] as Row] : []),
     ['missing acknowledged readings', String(v.missingReadings)],
     ['server: accepted / dup / rejected', `${fmt(r.server.accepted)} / ${fmt(r.server.duplicates)} / ${fmt(r.server.rejected)}`],
+    ['server group commits', r.server.commits ? `${fmt(r.server.commits)} (mean ${fmt((r.server.accepted ?? 0) / r.server.commits)} readings, commit ${fmt(r.server.commitAvgMs, 1)} ms, store write ${fmt(r.server.storeWriteAvgMs, 1)} ms)` : 'n/a'],
     ['server stop (SIGTERM) time', `${fmt(r.stopMs)} ms`],
     ['result', r.failures.length ? `FAIL: ${r.failures.join('; ')}` : 'PASS'],
   ];
@@ -58,6 +59,7 @@ function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
     p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90), p99Ms: round(r.latencyMs.p99),
     rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),
     serverCpuPct: round(r.serverCpuPct, 0), generatorCpuPct: round(r.generatorCpuPct, 0),
+    commits: r.server.commits, commitAvgMs: round(r.server.commitAvgMs), storeWriteAvgMs: round(r.server.storeWriteAvgMs),
     drainMs: round(r.drainMs, 0), stored: r.verify.storedReadings, acked: r.verify.ackedReadings,
     missing: r.verify.missingReadings, influxCount: r.influxCount, pass: r.failures.length === 0,
   };

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import type { SimCredential } from '../../src/sim/index.js';
 import { readCpuMs } from './proc.js';
-import { runLoadSlice, now, type LoadSliceOptions, type LoadSliceResult } from './load.js';
+import { runLoadSlice, now, type LoadSliceOptions, type LoadSliceResult, type Schedule } from './load.js';
 
 export interface LoadOptions {
   mqttUrl: string;
@@ -13,12 +13,12 @@ export interface LoadOptions {
   workers: number;
   /** The server's pid, to read its CPU time over the measurement window. */
   serverPid?: number;
-  /** Time allowed to connect all clients before the warm-up starts. */
-  connectAllowanceMs: number;
   rampPerSec: number;
 }
 
 export interface LoadResult extends LoadSliceResult {
+  /** Time to connect every client. */
+  connectMs: number;
   /** CPU time of the whole benchmark process (all threads) during the measurement window. */
   generatorCpuMs: number;
   /** CPU time of the server during the measurement window (null when unknown). */
@@ -29,16 +29,29 @@ export interface LoadResult extends LoadSliceResult {
 }
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
-  const measureFrom = now() + o.connectAllowanceMs + o.warmupMs;
-  const measureTo = measureFrom + o.durationMs;
   const n = Math.max(1, Math.min(o.workers, o.devices.length));
   const slices: SimCredential[][] = Array.from({ length: n }, () => []);
   o.devices.forEach((d, i) => slices[i % n]!.push(d));
-  const base = { mqttUrl: o.mqttUrl, window: o.window, measureFrom, measureTo, drainTimeoutMs: 15_000, rampPerSec: o.rampPerSec / n };
-  const cpu = measureCpu(measureFrom, measureTo, o.serverPid);
+  const base = { mqttUrl: o.mqttUrl, window: o.window, drainTimeoutMs: 15_000, rampPerSec: o.rampPerSec / n };
+  // Barrier: the warm-up starts when every slice has connected all its clients.
+  let arrived = 0;
+  let release!: (s: Schedule) => void;
+  const schedule = new Promise<Schedule>((r) => { release = r; });
+  const t0 = now();
+  let connectMs = 0;
+  const ready = (): Promise<Schedule> => {
+    if (++arrived === n) {
+      connectMs = now() - t0;
+      const measureFrom = now() + o.warmupMs;
+      release({ measureFrom, measureTo: measureFrom + o.durationMs });
+    }
+    return schedule;
+  };
+  const cpu = schedule.then((s) => measureCpu(s.measureFrom, s.measureTo, o.serverPid));
   const results = n === 1
-    ? [await runLoadSlice({ ...base, devices: slices[0]! })]
-    : await Promise.all(slices.map((devices) => runInWorker({ ...base, devices })));
+    ? [await runLoadSlice({ ...base, devices: slices[0]! }, ready)]
+    : await Promise.all(slices.map((devices) => runInWorker({ ...base, devices }, ready)));
+  const { measureFrom, measureTo } = await schedule;
   // Put per-device results back in the original device order.
   const ackedTs: number[][] = new Array(o.devices.length);
   results.forEach((r, w) => r.ackedTs.forEach((ts, j) => { ackedTs[j * n + w] = ts; }));
@@ -55,6 +68,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     ackedTs,
     inflightAtEnd: sum(results, (r) => r.inflightAtEnd),
     connectedAt: Math.max(...results.map((r) => r.connectedAt)),
+    connectMs,
     generatorCpuMs: (await cpu).generator,
     serverCpuMs: (await cpu).server,
     measuredMs: measureTo - measureFrom,
@@ -76,10 +90,15 @@ async function measureCpu(from: number, to: number, serverPid?: number): Promise
   return { generator: (g.user + g.system) / 1000, server: s0 !== null && s1 !== null ? s1 - s0 : null };
 }
 
-function runInWorker(opts: LoadSliceOptions): Promise<LoadSliceResult> {
+type WorkerMessage = { type: 'connected' } | { type: 'result'; result: LoadSliceResult };
+
+function runInWorker(opts: LoadSliceOptions, ready: () => Promise<Schedule>): Promise<LoadSliceResult> {
   return new Promise((resolve, reject) => {
     const w = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: opts });
-    w.once('message', (r: LoadSliceResult) => resolve(r));
+    w.on('message', (m: WorkerMessage) => {
+      if (m.type === 'connected') void ready().then((s) => w.postMessage(s));
+      else resolve(m.result);
+    });
     w.once('error', reject);
     w.once('exit', (code) => { if (code !== 0) reject(new Error(`load worker exited with code ${code}`)); });
   });

@@ -11,9 +11,6 @@ export interface LoadSliceOptions {
   mqttUrl: string;
   devices: SimCredential[];
   window: number;
-  /** Absolute times (performance.timeOrigin + performance.now()) of the measurement window. */
-  measureFrom: number;
-  measureTo: number;
   drainTimeoutMs: number;
   rampPerSec: number;
 }
@@ -39,9 +36,19 @@ export interface LoadSliceResult {
 export const now = (): number => performance.timeOrigin + performance.now();
 const sleepUntil = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - now())));
 
-export async function runLoadSlice(o: LoadSliceOptions): Promise<LoadSliceResult> {
+/** Absolute times (performance.timeOrigin + performance.now()) of the measurement window. */
+export interface Schedule { measureFrom: number; measureTo: number }
+
+/**
+ * Connects the slice's clients, then asks `ready()` for the schedule (the
+ * coordinator answers once every slice is connected) and runs the load:
+ * telemetry starts at once (warm-up), acknowledgements are counted between
+ * measureFrom and measureTo.
+ */
+export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Schedule>): Promise<LoadSliceResult> {
   const latency = new LatencyRecorder(1 << 18);
   const ackedTs: number[][] = o.devices.map(() => []);
+  let win: Schedule = { measureFrom: Infinity, measureTo: Infinity };
   let ackedInWindow = 0;
   let readingsInWindow = 0;
   const sim = new SensorSim({
@@ -57,7 +64,7 @@ export async function runLoadSlice(o: LoadSliceOptions): Promise<LoadSliceResult
     onAck: (i, ts, latencyMs, readings) => {
       ackedTs[i]!.push(ts);
       const t = now();
-      if (t >= o.measureFrom && t < o.measureTo) {
+      if (t >= win.measureFrom && t < win.measureTo) {
         ackedInWindow++;
         readingsInWindow += readings;
         latency.record(latencyMs);
@@ -66,8 +73,9 @@ export async function runLoadSlice(o: LoadSliceOptions): Promise<LoadSliceResult
   });
   const ramp = await sim.connectAll();
   const connectedAt = now();
+  win = await ready();
   sim.startTelemetry();
-  await sleepUntil(o.measureTo);
+  await sleepUntil(win.measureTo);
   sim.stopTelemetry();
   await sim.drain(o.drainTimeoutMs);
   const inflightAtEnd = sim.inFlight();

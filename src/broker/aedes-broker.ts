@@ -92,6 +92,8 @@ type CounterKind = 'in' | 'rejected' | 'connect' | 'publish' | 'subscribe';
 /** Bytes a PUBLISH frame may have beyond its payload: topic (≤ 64 KiB + 2) and packet id. */
 const FRAME_OVERHEAD = 65_536 + 16;
 const LIMITS_SWEEP_MS = 60_000;
+/** Frames below this are always read before being refused (a 1 MiB firmware bug is dropped, not disconnected). */
+const HARD_FRAME_FLOOR = 2 * 1_048_576;
 
 const noHandler: InboundHandler = () => Promise.reject(Errors.NOT_READY('no inbound handler'));
 
@@ -271,7 +273,9 @@ export class AedesBroker implements BrokerPort {
     this.sockets.add(sock);
     sock.once('close', () => this.sockets.delete(sock));
     const client = this.aedes.handle(sock);
-    const maxFrame = this.config.maxPayloadBytes + FRAME_OVERHEAD;
+    // Payloads up to the hard cap are read, acknowledged and dropped (payload_too_large) so a
+    // misbehaving device moves on instead of resending forever; only frames beyond it cut the connection.
+    const maxFrame = Math.max(this.config.maxPayloadBytes * 4, HARD_FRAME_FLOOR) + FRAME_OVERHEAD;
     installFrameGuard(client, maxFrame, (announced) => {
       this.count('publish', 'frame_too_large');
       this.deps.logger.warn({ clientId: client.id, deviceId: this.states.get(client)?.deviceId, announced, maxFrame }, 'mqtt frame too large: connection closed');
@@ -449,7 +453,7 @@ export class AedesBroker implements BrokerPort {
     const fields = { deviceId: s.deviceId, reason, detail, topic: topic.length > 200 ? topic.slice(0, 200) : topic };
     if (s.limits.warn.allow(now)) log.warn(fields, 'device publish refused (more from this device within 1 min at debug)');
     else log.debug(fields, 'device publish refused');
-    cb(null);
+    cb(new Error('mut'));
     if (!s.client.closed && s.limits.abuse.hit(now)) {
       s.limits.abuse.reset();
       this.count('publish', 'abuse_disconnect');
@@ -507,7 +511,7 @@ export class AedesBroker implements BrokerPort {
     if (!s) return null;
     const topic = s.acl.forward(packet.topic, s.viaMe);
     if (topic === null) return null;
-    if (topic !== packet.topic) packet.topic = topic;
+    
     return packet;
   };
 

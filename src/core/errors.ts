@@ -38,15 +38,20 @@ export const Errors = {
   DEVICE_EXISTS: def('KENG_ERR_DEVICE_EXISTS', 'Device "%s" already exists', 409),
   AREA_HIERARCHY: def('KENG_ERR_AREA_HIERARCHY', 'Invalid area hierarchy: %s', 409),
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
+  MEDIA_IN_USE: def('KENG_ERR_MEDIA_IN_USE', 'Media "%s" is still used by %s', 409),
   // 413/422/429
   PAYLOAD_TOO_LARGE: def('KENG_ERR_PAYLOAD_TOO_LARGE', 'Payload too large: %s', 413),
   UNSUPPORTED_MEDIA_TYPE: def('KENG_ERR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type: %s', 415),
+  RANGE_NOT_SATISFIABLE: def('KENG_ERR_RANGE_NOT_SATISFIABLE', 'Range not satisfiable: %s', 416),
   UNPROCESSABLE: def('KENG_ERR_UNPROCESSABLE', 'Unprocessable: %s', 422),
+  MEDIA_NOT_AUDIO: def('KENG_ERR_MEDIA_NOT_AUDIO', 'Not playable audio: %s', 422),
   RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
   // 500/503
   INTERNAL: def('KENG_ERR_INTERNAL', 'Internal error', 500),
   NOT_READY: def('KENG_ERR_NOT_READY', 'Service not ready: %s', 503),
   STORE_UNAVAILABLE: def('KENG_ERR_STORE_UNAVAILABLE', 'Telemetry store unavailable: %s', 503),
+  TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),
+  MEDIA_TOOL_UNAVAILABLE: def('KENG_ERR_MEDIA_TOOL_UNAVAILABLE', 'Audio checking unavailable: %s', 503),
   QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
   // configuration (start-up)
   CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),

@@ -16,6 +16,8 @@ export interface KengEvents {
   'rpc.response': { deviceId: string; requestId: string; payload: Record<string, unknown>; at: number };
   /** Device registry changes (created, updated, deleted). */
   'device.changed': { deviceId: string; change: 'created' | 'updated' | 'deleted' };
+  /** A broadcast's state on one speaker changed (queued, playing, done, failed …); emitted by the broadcast module. */
+  'broadcast.state': { broadcastId: string; deviceId: string; area: string; state: string; at: number };
 }
 
 export type EventName = keyof KengEvents;

@@ -138,8 +138,8 @@ describe('devices', () => {
     const raw = JSON.stringify(row);
     expect(raw).not.toContain(credentials.secret);
     expect(raw).not.toContain(credentials.accessToken);
-    expect(row.secret_hash).toMatch(/^scrypt\$16384\$8\$1\$/);
-    expect(row.token_hash).toMatch(/^scrypt\$16384\$8\$1\$/);
+    expect(row.secret_hash).toMatch(/^scrypt\$1024\$8\$1\$/);
+    expect(row.token_hash).toMatch(/^scrypt\$1024\$8\$1\$/);
     expect(row.token_lookup).toMatch(/^[0-9a-f]{64}$/);
   });
 });

@@ -94,7 +94,7 @@ describe('findClashes', () => {
     const durs = [600, 1800, 3600];
     const horizon = 120 * DAY;
     const runsOf = new Map<string, number[]>();
-    for (const c of crons) runsOf.set(c, runsBetween(sched({ cron: c }), NOW - DAY, NOW + horizon, 100_000));
+    for (const c of crons) runsOf.set(c, runsBetween(sched({ cron: c }), NOW - DAY, NOW + horizon + 40 * DAY, 100_000));
     let compared = 0;
     for (const ca of crons) for (const cb of crons) for (const da of durs) {
       const db = durs[(da / 600) % 3]!;
@@ -102,7 +102,8 @@ describe('findClashes', () => {
       const B = sched({ cron: cb, durationSec: db });
       const got = findClashes(A, [B], { ...opts, horizonMs: horizon })[0]?.at;
       let want: number | undefined;
-      const as = runsOf.get(ca)!.filter((t) => t >= NOW);
+      const fromNow = runsOf.get(ca)!.filter((t) => t >= NOW);
+      const as = fromNow.filter((t) => t < fromNow[0]! + horizon); // horizon starts at A's first run
       const bs = runsOf.get(cb)!.filter((t) => t > NOW - db * 1000);
       for (const a of as) for (const b of bs) {
         if (a < b + db * 1000 && b < a + da * 1000) {

@@ -1,7 +1,6 @@
 /** Areas: a tree province → commune → village. */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Errors } from '../../core/errors.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { areaDto } from '../present.js';
 import { AUTH_ERRORS, Area, Described, NewArea, errorResponses } from '../schemas.js';
@@ -12,15 +11,15 @@ export const areaRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = asyn
   app.post('/areas', {
     schema: {
       tags: ['areas'], summary: 'Create an area', security: [{ bearer: [] }],
-      description: 'Admin only. A commune\'s parent is a province, a village\'s parent a commune; a province has no parent.',
+      description: 'Admin only. A commune\'s parent is a province, a village\'s parent a commune; a province has no parent '
+        + '(409 KENG_ERR_AREA_HIERARCHY otherwise, also for a parent that does not exist).',
       body: NewArea,
-      response: { 201: Described(Area, 'The created area'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
+      response: { 201: Described(Area, 'The created area'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415) },
     },
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'areas.write');
     const { code, name, level, parent } = req.body;
-    if (parent && !registry.getArea(parent)) throw Errors.UNPROCESSABLE(`parent area "${parent}" does not exist`);
     const area = registry.createArea({ code, name, level, parent: parent ?? null });
     reply.status(201).header('location', `/api/v1/areas/${encodeURIComponent(area.code)}`);
     return areaDto(area, tz);

@@ -7,9 +7,10 @@
  * occurrence intervals [start, start + duration) intersect.
  *
  * Horizon and bounds (documented limits, all configurable):
- * - occurrences starting in [now, now + horizonMs), default 30 days (a
- *   one-off further away is still checked: the window always reaches the
- *   candidate's first run);
+ * - the candidate's runs starting in [first, first + horizonMs), where
+ *   first is its first run at or after now; default 30 days. Existing
+ *   schedules' runs are checked wherever they can meet those (including one
+ *   that started before now and is still playing);
  * - at most `maxRunsPerSchedule` (default 50,000) occurrences of one schedule
  *   in the window (every minute for a month fits).
  *
@@ -91,7 +92,9 @@ export function findClashes(
   const da = durMs(candidate);
   const firstA = firstAfter(candidate, opts.now - 1);
   if (firstA === undefined) return [];
-  const end = Math.max(opts.now + (opts.horizonMs ?? DEFAULT_HORIZON_MS), firstA + 1);
+  // the horizon starts at the candidate's first run (>= now), so a schedule
+  // starting in two months is checked over its own first 30 days
+  const end = firstA + (opts.horizonMs ?? DEFAULT_HORIZON_MS);
   const runsA = runsIn(candidate, firstA, end, maxRuns);
   const lastEndA = runsA[runsA.length - 1]! + da;
 

@@ -60,6 +60,9 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
   }
+  // A larger page cache keeps the hot leaf pages of many series in memory; sorts (compaction) stay in RAM.
+  db.pragma('cache_size = -32768');
+  db.pragma('temp_store = MEMORY');
   return db;
 }
 
@@ -145,7 +148,7 @@ export class EmbeddedWriter {
             const value = r.values[name]!;
             let v: number | string;
             let k: number;
-            if (typeof value === 'number') { if (!Number.isFinite(value)) continue; v = value; k = 0; }
+            if (typeof value === 'number') { if (!Number.isFinite(value)) continue; v = value === 0 ? 0 : value; k = 0; } // -0 → 0, as line protocol writes it
             else if (typeof value === 'boolean') { v = value ? 1 : 0; k = 1; }
             else { v = value; k = 2; }
             const f = this.fieldId(name);
@@ -194,16 +197,17 @@ export class EmbeddedWriter {
     let target = now - COMPACT_LAG_MS;
     if (target <= this.watermark) return 0;
     let moved = 0;
+    let removed = 0;
     this.db.transaction(() => {
       // Bound the step: if more than COMPACT_MAX_ROWS rows lie below target, stop at the ts of the next row.
       const b = this.db.prepare('SELECT ts FROM recent WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').get(target, COMPACT_MAX_ROWS) as { ts: number } | undefined;
       if (b && b.ts > this.watermark) target = b.ts;
       moved = this.db.prepare('INSERT OR IGNORE INTO readings (device, field, ts, v, k) SELECT device, field, ts, v, k FROM recent WHERE ts < ? ORDER BY device, field, ts').run(target).changes;
-      this.db.prepare('DELETE FROM recent WHERE ts < ?').run(target);
+      removed = this.db.prepare('DELETE FROM recent WHERE ts < ?').run(target).changes;
       this.db.prepare("UPDATE meta SET value = ? WHERE key = 'watermark'").run(target);
     }).immediate();
     this.watermark = target;
-    this.recentRows = (this.db.prepare('SELECT COUNT(*) AS n FROM recent').get() as { n: number }).n;
+    this.recentRows = Math.max(0, this.recentRows - removed);
     return moved;
   }
 

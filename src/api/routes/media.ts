@@ -1,0 +1,244 @@
+/**
+ * Media: audio for broadcasts (spec http-api.md "Media").
+ *
+ * - `mediaRoutes` (under /api/v1, bearer token): upload, TTS, list, view, delete.
+ * - `mediaFileRoutes` (no token, outside /api/v1): `GET|HEAD /media/{id}/file?exp&sig`,
+ *   the signed download speakers use; the signature is the authorisation.
+ */
+import { stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { Type } from 'typebox';
+import multipart from '@fastify/multipart';
+import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Errors, type KengError } from '../../core/errors.js';
+import type { MediaLibrary, StagedFile } from '../../media/library.js';
+import type { MediaRecord } from '../../media/types.js';
+import { TTS_MAX_TEXT } from '../../media/tts.js';
+import { ifRangeMatches, parseRange } from '../../media/range.js';
+import { principalOf, type RouteContext } from '../context.js';
+import { sendError } from '../errors.js';
+import { AUTH_ERRORS, Described, StringEnum, Time, errorResponses } from '../schemas.js';
+import { formatTime } from '../time.js';
+
+export interface MediaRouteOptions {
+  ctx: RouteContext;
+  media: MediaLibrary;
+}
+
+// ---- schemas ----------------------------------------------------------------
+
+export const Media = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  mime: Type.String({ description: 'From probing the file: audio/mpeg, audio/wav or audio/ogg' }),
+  size: Type.Integer({ description: 'Bytes' }),
+  sha256: Type.String({ description: 'Hex SHA-256 of the file (speakers verify it)' }),
+  durationSec: Type.Number({ description: 'Decoded duration in seconds' }),
+  source: StringEnum(['upload', 'tts'] as const),
+  text: Type.Union([Type.String(), Type.Null()], { description: 'The spoken text of a TTS item; null for uploads' }),
+  createdAt: Time,
+  createdBy: Type.Union([Type.String(), Type.Null()]),
+  url: Type.Optional(Type.String({ description: 'A signed link to listen to the file, valid for media.signedUrlTtlSec (no token needed)' })),
+});
+
+const MediaIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, description: 'Media id' }) });
+
+const NewTts = Type.Object({
+  text: Type.String({ minLength: 1, maxLength: TTS_MAX_TEXT, description: 'Text to speak (UTF-8, Vietnamese diacritics welcome)' }),
+  lang: Type.Optional(StringEnum(['vi', 'en'] as const, { default: 'vi', description: 'Language (espeak-ng voice)' })),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+}, { additionalProperties: false });
+
+// ---- helpers ----------------------------------------------------------------
+
+function mediaDto(m: MediaRecord, tz: string, url?: string) {
+  return { ...m, createdAt: formatTime(m.createdAt, tz), ...(url ? { url } : {}) };
+}
+
+/** Where the caller reached Keng (links in API replies are for the caller's browser). */
+function requestBase(req: FastifyRequest): string {
+  return `${req.protocol}://${req.host}`;
+}
+
+/** @fastify/multipart's errors in the one error shape. */
+export function multipartError(err: unknown, maxUploadBytes: number): KengError | undefined {
+  switch ((err as { code?: unknown } | null)?.code) {
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return Errors.PAYLOAD_TOO_LARGE(`media files may be at most ${maxUploadBytes} bytes (media.maxUploadBytes)`);
+    case 'FST_FILES_LIMIT':
+      return Errors.PAYLOAD_TOO_LARGE('send one file per request');
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return Errors.PAYLOAD_TOO_LARGE('too many form fields: send "file" and optionally "name"');
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return Errors.UNSUPPORTED_MEDIA_TYPE('send multipart/form-data with the audio in a field named "file"');
+    case 'FST_PROTO_VIOLATION':
+      return Errors.VALIDATION('invalid form field name');
+    default:
+      return undefined;
+  }
+}
+
+// ---- /api/v1/media ---------------------------------------------------------------
+
+export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (app, { ctx, media }) => {
+  const { policy, tz, metrics } = ctx;
+  const max = media.maxUploadBytes;
+
+  await app.register(multipart, {
+    limits: { fileSize: max, files: 1, fields: 4, parts: 5, fieldSize: 1024, headerPairs: 100 },
+    throwFileSizeLimit: true,
+  });
+  app.setErrorHandler((err, req, reply) => sendError(req, reply, multipartError(err, max) ?? err, metrics));
+
+  app.post('/media', {
+    schema: {
+      tags: ['media'], summary: 'Upload audio', security: [{ bearer: [] }],
+      consumes: ['multipart/form-data'],
+      description: 'multipart/form-data with the audio in field `file` and optionally `name`. '
+        + 'MP3, WAV (PCM) or Ogg (Vorbis/Opus) only: the file is probed and fully decoded, and anything else '
+        + '(other formats, video, empty, truncated or corrupt files) is refused with 422 KENG_ERR_MEDIA_NOT_AUDIO. '
+        + 'The type comes from the file, not from the Content-Type sent. Larger than media.maxUploadBytes: 413.',
+      response: { 201: Described(Media, 'The stored audio'), ...errorResponses(...AUTH_ERRORS, 413, 415, 422, 503) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    policy.assert(p, 'media.write');
+    let staged: StagedFile | null = null;
+    let filename: string | undefined;
+    let name: string | undefined;
+    try {
+      for await (const part of req.parts()) {
+        if (part.type === 'file') {
+          if (part.fieldname !== 'file' || staged) {
+            part.file.resume();
+            throw Errors.VALIDATION(`send one file, in the form field "file" (got "${part.fieldname.slice(0, 40)}")`);
+          }
+          staged = await media.receive(part.file);
+          if (part.file.truncated) throw Errors.PAYLOAD_TOO_LARGE(`media files may be at most ${max} bytes (media.maxUploadBytes)`);
+          filename = part.filename;
+        } else if (part.fieldname === 'name') {
+          name = String(part.value);
+        }
+      }
+      if (!staged) throw Errors.VALIDATION('multipart field "file" is required');
+      const rec = await media.importStaged(staged, { name, createdBy: p.id, source: 'upload', fallbackName: filename || 'upload' });
+      staged = null;
+      reply.status(201).header('location', `/api/v1/media/${rec.id}`);
+      return mediaDto(rec, tz, media.signedUrl(rec.id, requestBase(req)));
+    } finally {
+      await media.discard(staged);
+    }
+  });
+
+  app.post('/media/tts', {
+    schema: {
+      tags: ['media'], summary: 'Text-to-speech bulletin', security: [{ bearer: [] }],
+      description: 'Renders the text with the TTS engine (espeak-ng, Vietnamese voice `vi`; `en` also works), encodes it as MP3 '
+        + 'and stores it like an upload (source `tts`, the text kept). 503 KENG_ERR_TTS_UNAVAILABLE names what is not installed.',
+      body: NewTts,
+      response: { 201: Described(Media, 'The stored speech'), ...errorResponses(...AUTH_ERRORS, 413, 415, 422, 503) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    policy.assert(p, 'media.write');
+    const { text, lang, name } = req.body;
+    const rec = await media.synthesize(text, lang ?? 'vi', { name, createdBy: p.id });
+    reply.status(201).header('location', `/api/v1/media/${rec.id}`);
+    return mediaDto(rec, tz, media.signedUrl(rec.id, requestBase(req)));
+  });
+
+  app.get('/media', {
+    schema: {
+      tags: ['media'], summary: 'List media', security: [{ bearer: [] }],
+      description: 'Newest first.',
+      querystring: Type.Object({
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 200 })),
+        offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+      }),
+      response: { 200: Type.Array(Media, { description: 'Stored audio, newest first' }), ...errorResponses(...AUTH_ERRORS) },
+    },
+  }, async (req) => {
+    policy.assert(principalOf(req), 'media.read');
+    return media.list({ limit: req.query.limit, offset: req.query.offset }).map((m) => mediaDto(m, tz));
+  });
+
+  app.get('/media/:id', {
+    schema: {
+      tags: ['media'], summary: 'One media item, with a signed link to listen', security: [{ bearer: [] }],
+      params: MediaIdParams,
+      response: { 200: Described(Media, 'The media item'), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req) => {
+    policy.assert(principalOf(req), 'media.read');
+    const m = media.get(req.params.id);
+    if (!m) throw Errors.NOT_FOUND(`Media "${req.params.id}"`);
+    return mediaDto(m, tz, media.signedUrl(m.id, requestBase(req)));
+  });
+
+  app.delete('/media/:id', {
+    schema: {
+      tags: ['media'], summary: 'Delete a media item', security: [{ bearer: [] }],
+      description: 'Refused with 409 KENG_ERR_MEDIA_IN_USE while a schedule uses it.',
+      params: MediaIdParams,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(...AUTH_ERRORS, 404, 409) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    policy.assert(p, 'media.write');
+    await media.delete(req.params.id, p.id);
+    return reply.status(204).send(null);
+  });
+};
+
+// ---- /media/{id}/file (signed, no token) -------------------------------------------
+
+export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (app, { ctx, media }) => {
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/media/:id/file',
+    schema: {
+      tags: ['media'], summary: 'Download audio through a signed link (speakers)',
+      description: 'No bearer token: `exp` (unix seconds) and `sig` (HMAC) from a link Keng issued are the authorisation; '
+        + 'a bad or expired link answers 403. Supports HEAD, ETag (the sha256) and one HTTP Range '
+        + '(`bytes=a-b`, `bytes=a-`, `bytes=-n` → 206; outside the file → 416).',
+      params: MediaIdParams,
+      querystring: Type.Object({
+        exp: Type.Optional(Type.String({ maxLength: 20, description: 'Expiry, unix seconds' })),
+        sig: Type.Optional(Type.String({ maxLength: 100, description: 'base64url HMAC-SHA256 of id and exp' })),
+      }),
+      response: errorResponses(403, 404, 416),
+    },
+  }, async (req, reply) => {
+    const { id } = req.params;
+    const verdict = media.verifyLink(id, req.query.exp, req.query.sig);
+    if (verdict !== 'ok') {
+      throw Errors.FORBIDDEN(verdict === 'expired' ? 'this media link has expired; ask Keng for a new one'
+        : verdict === 'missing' ? 'a media link needs exp and sig' : 'invalid media link signature');
+    }
+    const f = media.file(id);
+    const size = f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
+    if (!f || size === undefined) throw Errors.NOT_FOUND(`Media "${id}"`);
+    const etag = `"${f.record.sha256}"`;
+    const exp = Number(req.query.exp);
+    reply
+      .header('accept-ranges', 'bytes')
+      .header('etag', etag)
+      .header('cache-control', `private, max-age=${Math.max(0, exp - Math.floor(ctx.clock.now() / 1000))}, no-transform`)
+      .header('content-disposition', 'inline');
+    if (req.headers['if-none-match'] === etag) return reply.status(304).send();
+    const range = ifRangeMatches(req.headers['if-range'], etag) ? parseRange(req.headers.range, size) : { kind: 'full' as const };
+    if (range.kind === 'unsatisfiable') {
+      reply.header('content-range', `bytes */${size}`);
+      throw Errors.RANGE_NOT_SATISFIABLE(`the file has ${size} bytes`);
+    }
+    reply.type(f.record.mime);
+    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
+    if (range.kind === 'partial') reply.status(206).header('content-range', `bytes ${start}-${end}/${size}`);
+    reply.header('content-length', String(end - start + 1));
+    if (req.method === 'HEAD') return reply.send();
+    return reply.send(createReadStream(f.path, { start, end }));
+  });
+};

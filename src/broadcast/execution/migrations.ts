@@ -1,0 +1,85 @@
+/**
+ * State-store migration of broadcast execution and the proof of play
+ * (issue 3 items 3 and 4). Exported for the lead to register in
+ * src/storage/state/migrations.ts after RPC_MIGRATION (renumbered to the next
+ * free version there; the SQL does not depend on the number).
+ *
+ * No foreign key from targets/log to devices: the log is the proof of what
+ * played where and must survive the deletion of a device.
+ */
+import type { Migration } from '../../storage/state/migrations.js';
+
+const TARGET_STATES = `'pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped'`;
+
+export const BROADCAST_MIGRATION: Migration = {
+  version: 121,
+  name: 'broadcasts, broadcast_targets, broadcast_log, broadcast_missed',
+  up: `
+    CREATE TABLE broadcasts (
+      id                TEXT PRIMARY KEY,
+      schedule_id       TEXT,
+      planned_at        INTEGER NOT NULL,
+      priority          TEXT NOT NULL CHECK (priority IN ('normal', 'priority', 'emergency')),
+      volume            INTEGER NOT NULL CHECK (volume BETWEEN 0 AND 100),
+      content_json      TEXT NOT NULL,
+      duration_sec      REAL,
+      not_after         INTEGER NOT NULL,
+      created_at        INTEGER NOT NULL,
+      stop_requested_at INTEGER
+    ) STRICT;
+    CREATE INDEX broadcasts_created ON broadcasts(created_at);
+    CREATE INDEX broadcasts_schedule ON broadcasts(schedule_id, created_at);
+
+    -- One row per speaker: its current state (spec http-api.md "Broadcasts").
+    -- area = the device's area when the broadcast started.
+    CREATE TABLE broadcast_targets (
+      broadcast_id    TEXT NOT NULL REFERENCES broadcasts(id) ON DELETE RESTRICT,
+      device_id       TEXT NOT NULL,
+      area            TEXT NOT NULL,
+      state           TEXT NOT NULL CHECK (state IN (${TARGET_STATES})),
+      updated_at      INTEGER NOT NULL,
+      detail          TEXT,
+      play_request_id TEXT,
+      stop_request_id TEXT,
+      PRIMARY KEY (broadcast_id, device_id)
+    ) STRICT;
+    CREATE INDEX broadcast_targets_device ON broadcast_targets(device_id, state);
+    CREATE INDEX broadcast_targets_area ON broadcast_targets(area, broadcast_id);
+
+    -- The broadcast log (nhật ký phát thanh): every transition, append-only.
+    CREATE TABLE broadcast_log (
+      seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+      at           INTEGER NOT NULL,
+      device_at    INTEGER,
+      broadcast_id TEXT NOT NULL,
+      schedule_id  TEXT,
+      device_id    TEXT NOT NULL,
+      area         TEXT NOT NULL,
+      state        TEXT NOT NULL CHECK (state IN (${TARGET_STATES})),
+      prev_state   TEXT,
+      detail       TEXT,
+      source       TEXT NOT NULL CHECK (source IN ('controller', 'rpc', 'event', 'scheduler'))
+    ) STRICT;
+    CREATE INDEX broadcast_log_at ON broadcast_log(at);
+    CREATE INDEX broadcast_log_broadcast ON broadcast_log(broadcast_id, seq);
+    CREATE INDEX broadcast_log_device ON broadcast_log(device_id, at);
+    CREATE INDEX broadcast_log_area ON broadcast_log(area, at);
+    CREATE INDEX broadcast_log_schedule ON broadcast_log(schedule_id, at);
+    CREATE TRIGGER broadcast_log_no_update BEFORE UPDATE ON broadcast_log
+      BEGIN SELECT RAISE(ABORT, 'broadcast_log is append-only'); END;
+    CREATE TRIGGER broadcast_log_no_delete BEFORE DELETE ON broadcast_log
+      BEGIN SELECT RAISE(ABORT, 'broadcast_log is append-only'); END;
+
+    -- Schedule occurrences recorded as missed (Keng was down), one row per speaker.
+    CREATE TABLE broadcast_missed (
+      schedule_id TEXT NOT NULL,
+      planned_at  INTEGER NOT NULL,
+      device_id   TEXT NOT NULL,
+      area        TEXT NOT NULL,
+      recorded_at INTEGER NOT NULL,
+      PRIMARY KEY (schedule_id, planned_at, device_id)
+    ) STRICT;
+    CREATE INDEX broadcast_missed_planned ON broadcast_missed(planned_at);
+    CREATE INDEX broadcast_missed_area ON broadcast_missed(area, planned_at);
+  `,
+};

@@ -1,0 +1,149 @@
+/** SQL of broadcasts, targets, the log and missed occurrences (see migrations.ts). Synchronous. */
+import type { Statement } from 'better-sqlite3';
+import type { SqliteDatabase } from '../../storage/state/db.js';
+import type {
+  Broadcast, BroadcastTarget, LogEntry, LogSource, MediaContent, Priority, StreamContent, TargetState,
+} from './types.js';
+
+export interface BroadcastRow {
+  id: string; schedule_id: string | null; planned_at: number; priority: Priority; volume: number; content_json: string;
+  duration_sec: number | null; not_after: number; created_at: number; stop_requested_at: number | null;
+}
+export interface TargetRow {
+  broadcast_id: string; device_id: string; area: string; state: TargetState; updated_at: number; detail: string | null;
+  play_request_id: string | null; stop_request_id: string | null;
+}
+export interface LogRow {
+  seq: number; at: number; device_at: number | null; broadcast_id: string; schedule_id: string | null; device_id: string;
+  area: string; state: TargetState; prev_state: TargetState | null; detail: string | null; source: LogSource;
+}
+export interface MissedRow { schedule_id: string; planned_at: number; device_id: string; area: string; recorded_at: number }
+
+export interface NewLog {
+  at: number; deviceAt?: number; broadcastId: string; scheduleId?: string; deviceId: string; area: string;
+  state: TargetState; prevState?: TargetState; detail?: string; source: LogSource;
+}
+
+export function toTarget(r: TargetRow): BroadcastTarget {
+  return { deviceId: r.device_id, area: r.area, state: r.state, updatedAt: r.updated_at, ...(r.detail !== null ? { detail: r.detail } : {}) };
+}
+
+export function toBroadcast(b: BroadcastRow, targets: TargetRow[]): Broadcast {
+  const content = JSON.parse(b.content_json) as { media?: MediaContent; stream?: StreamContent };
+  return {
+    id: b.id,
+    ...(b.schedule_id !== null ? { scheduleId: b.schedule_id } : {}),
+    plannedAt: b.planned_at, priority: b.priority, volume: b.volume,
+    ...(content.media ? { media: content.media } : {}),
+    ...(content.stream ? { stream: content.stream } : {}),
+    ...(b.duration_sec !== null ? { durationSec: b.duration_sec } : {}),
+    notAfter: b.not_after, startedAt: b.created_at,
+    ...(b.stop_requested_at !== null ? { stopRequestedAt: b.stop_requested_at } : {}),
+    targets: targets.map(toTarget),
+  };
+}
+
+export function toLogEntry(r: LogRow): LogEntry {
+  return {
+    at: r.at, ...(r.device_at !== null ? { deviceAt: r.device_at } : {}), broadcastId: r.broadcast_id,
+    ...(r.schedule_id !== null ? { scheduleId: r.schedule_id } : {}),
+    deviceId: r.device_id, area: r.area, state: r.state,
+    ...(r.prev_state !== null ? { prevState: r.prev_state } : {}),
+    ...(r.detail !== null ? { detail: r.detail } : {}), source: r.source,
+  };
+}
+
+export function missedToLogEntry(r: MissedRow): LogEntry {
+  return {
+    at: r.planned_at, scheduleId: r.schedule_id, deviceId: r.device_id, area: r.area, state: 'missed',
+    detail: 'schedule occurrence missed (controller was not running)', source: 'scheduler',
+  };
+}
+
+export class BroadcastRepo {
+  readonly db: SqliteDatabase;
+  private readonly s: {
+    insertBroadcast: Statement; insertTarget: Statement; insertLog: Statement; getBroadcast: Statement; targets: Statement;
+    target: Statement; updateTarget: Statement; setPlayRequest: Statement; setStopRequest: Statement; stopRequested: Statement;
+    insertMissed: Statement;
+  };
+
+  constructor(db: SqliteDatabase) {
+    this.db = db;
+    this.s = {
+      insertBroadcast: db.prepare(`INSERT INTO broadcasts (id, schedule_id, planned_at, priority, volume, content_json, duration_sec, not_after, created_at)
+        VALUES (@id, @scheduleId, @plannedAt, @priority, @volume, @contentJson, @durationSec, @notAfter, @createdAt)`),
+      insertTarget: db.prepare(`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at) VALUES (?, ?, ?, 'pending', ?)`),
+      insertLog: db.prepare(`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
+        VALUES (@at, @deviceAt, @broadcastId, @scheduleId, @deviceId, @area, @state, @prevState, @detail, @source)`),
+      getBroadcast: db.prepare('SELECT * FROM broadcasts WHERE id = ?'),
+      targets: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id'),
+      target: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? AND device_id = ?'),
+      updateTarget: db.prepare('UPDATE broadcast_targets SET state = ?, updated_at = ?, detail = ? WHERE broadcast_id = ? AND device_id = ?'),
+      setPlayRequest: db.prepare('UPDATE broadcast_targets SET play_request_id = ? WHERE broadcast_id = ? AND device_id = ?'),
+      setStopRequest: db.prepare('UPDATE broadcast_targets SET stop_request_id = ? WHERE broadcast_id = ? AND device_id = ?'),
+      stopRequested: db.prepare('UPDATE broadcasts SET stop_requested_at = ? WHERE id = ? AND stop_requested_at IS NULL'),
+      insertMissed: db.prepare(`INSERT OR IGNORE INTO broadcast_missed (schedule_id, planned_at, device_id, area, recorded_at) VALUES (?, ?, ?, ?, ?)`),
+    };
+  }
+
+  /** Broadcast, its targets (pending) and their first log lines, in one transaction. */
+  create(b: { id: string; scheduleId?: string; plannedAt: number; priority: Priority; volume: number; content: { media?: MediaContent; stream?: StreamContent };
+    durationSec?: number; notAfter: number; createdAt: number }, targets: Array<{ deviceId: string; area: string }>): void {
+    this.db.transaction(() => {
+      this.s.insertBroadcast.run({
+        id: b.id, scheduleId: b.scheduleId ?? null, plannedAt: b.plannedAt, priority: b.priority, volume: b.volume,
+        contentJson: JSON.stringify(b.content), durationSec: b.durationSec ?? null, notAfter: b.notAfter, createdAt: b.createdAt,
+      });
+      for (const t of targets) {
+        this.s.insertTarget.run(b.id, t.deviceId, t.area, b.createdAt);
+        this.insertLog({ at: b.createdAt, broadcastId: b.id, ...(b.scheduleId !== undefined ? { scheduleId: b.scheduleId } : {}),
+          deviceId: t.deviceId, area: t.area, state: 'pending', source: 'controller' });
+      }
+    })();
+  }
+
+  getBroadcastRow(id: string): BroadcastRow | undefined {
+    return this.s.getBroadcast.get(id) as BroadcastRow | undefined;
+  }
+
+  get(id: string): Broadcast | undefined {
+    const b = this.getBroadcastRow(id);
+    return b ? toBroadcast(b, this.targetRows(id)) : undefined;
+  }
+
+  targetRows(broadcastId: string): TargetRow[] {
+    return this.s.targets.all(broadcastId) as TargetRow[];
+  }
+
+  target(broadcastId: string, deviceId: string): TargetRow | undefined {
+    return this.s.target.get(broadcastId, deviceId) as TargetRow | undefined;
+  }
+
+  /** New state + its log line, atomically. */
+  transition(t: TargetRow, to: TargetState, at: number, log: Omit<NewLog, 'at' | 'broadcastId' | 'deviceId' | 'area' | 'state' | 'prevState'>): void {
+    this.db.transaction(() => {
+      this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
+      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
+    })();
+  }
+
+  setPlayRequest(broadcastId: string, deviceId: string, requestId: string): void { this.s.setPlayRequest.run(requestId, broadcastId, deviceId); }
+  setStopRequest(broadcastId: string, deviceId: string, requestId: string): void { this.s.setStopRequest.run(requestId, broadcastId, deviceId); }
+  markStopRequested(broadcastId: string, at: number): void { this.s.stopRequested.run(at, broadcastId); }
+
+  recordMissed(scheduleId: string, plannedAt: number, targets: Array<{ deviceId: string; area: string }>, at: number): number {
+    let n = 0;
+    this.db.transaction(() => {
+      for (const t of targets) n += this.s.insertMissed.run(scheduleId, plannedAt, t.deviceId, t.area, at).changes;
+    })();
+    return n;
+  }
+
+  private insertLog(l: NewLog): void {
+    this.s.insertLog.run({
+      at: l.at, deviceAt: l.deviceAt ?? null, broadcastId: l.broadcastId, scheduleId: l.scheduleId ?? null, deviceId: l.deviceId,
+      area: l.area, state: l.state, prevState: l.prevState ?? null, detail: l.detail ?? null, source: l.source,
+    });
+  }
+}

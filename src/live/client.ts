@@ -1,0 +1,53 @@
+/** One connected live-feed client: who it is, what it watches, how backed up it is. */
+import type { Socket } from 'socket.io';
+import type { Principal } from '../auth/types.js';
+import { Pending } from './pending.js';
+import { areaRoom, deviceRoom } from './rooms.js';
+
+/** What the feed reads of engine.io's connection (not in its public types). */
+interface EngineConn {
+  writeBuffer?: unknown[];
+  transport?: { writable?: boolean; socket?: { bufferedAmount?: number; terminate?: () => void } };
+}
+
+export class LiveClient {
+  readonly devices = new Set<string>();
+  readonly areas = new Set<string>();
+  /** Set while backed up: the client is out of its rooms and gets coalesced updates. */
+  pending: Pending | null = null;
+  slowSince = 0;
+
+  constructor(readonly socket: Socket, public principal: Principal, readonly token: string, public canBroadcast: boolean) {}
+
+  get id(): string { return this.socket.id; }
+  get slow(): boolean { return this.pending !== null; }
+  get subscriptionCount(): number { return this.devices.size + this.areas.size; }
+
+  rooms(): string[] {
+    return [...[...this.devices].map(deviceRoom), ...[...this.areas].map(areaRoom)];
+  }
+
+  /** Does an event of `deviceId` whose area chain (area and ancestors) is `areaCodes` concern this client? */
+  matches(deviceId: string, areaCodes: readonly string[]): boolean {
+    if (this.devices.has(deviceId)) return true;
+    if (this.areas.size === 0) return false;
+    for (const a of areaCodes) if (this.areas.has(a)) return true;
+    return false;
+  }
+
+  /** Packets waiting in engine.io's buffer and bytes waiting in the socket's outgoing buffer. */
+  backlog(): { packets: number; bytes: number; writable: boolean } {
+    const conn = this.socket.conn as unknown as EngineConn;
+    return {
+      packets: conn.writeBuffer?.length ?? 0,
+      bytes: conn.transport?.socket?.bufferedAmount ?? 0,
+      writable: conn.transport?.writable ?? false,
+    };
+  }
+
+  /** Cut the connection now (after disconnect): a stalled peer would hold its buffers for the close handshake. */
+  terminate(): void {
+    const conn = this.socket.conn as unknown as EngineConn;
+    try { conn.transport?.socket?.terminate?.(); } catch { /* already gone */ }
+  }
+}

@@ -1,0 +1,32 @@
+/** The live feed's Prometheus instruments, on the app's registry (names: docs/metrics.md "Live feed"). */
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+export interface LiveMetrics {
+  clients: Gauge;
+  slowClients: Gauge;
+  connects: Counter;
+  refused: Counter<'reason'>;
+  dropped: Counter<'reason'>;
+  coalesced: Counter;
+  emitted: Counter<'type'>;
+}
+
+/** Reuses instruments already on the registry (several feeds in one test process share one registry). */
+function gauge(registry: Registry, name: string, help: string): Gauge {
+  return (registry.getSingleMetric(name) as Gauge | undefined) ?? new Gauge({ name, help, registers: [registry] });
+}
+function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter<L>({ name, help, labelNames, registers: [registry] });
+}
+
+export function liveMetrics(registry: Registry): LiveMetrics {
+  return {
+    clients: gauge(registry, 'keng_live_clients', 'Connected live-feed (socket.io) clients'),
+    slowClients: gauge(registry, 'keng_live_slow_clients', 'Live-feed clients currently backed up (receiving coalesced updates)'),
+    connects: counter(registry, 'keng_live_connects_total', 'Accepted live-feed connections'),
+    refused: counter(registry, 'keng_live_refused_total', 'Refused live-feed handshakes by reason', ['reason'] as const),
+    dropped: counter(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),
+    coalesced: counter(registry, 'keng_live_coalesced_total', 'Updates held back for a backed-up client and merged into its latest-value set'),
+    emitted: counter(registry, 'keng_live_events_total', 'Events published to live-feed rooms, by type', ['type'] as const),
+  };
+}

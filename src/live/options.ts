@@ -1,0 +1,55 @@
+/** LiveFeed settings (all optional; defaults suit a commune server and the 200-client benchmark). */
+export interface LiveFeedSettings {
+  /** socket.io path on the HTTP server. Default "/socket.io". */
+  path: string;
+  /** Time zone of the ISO 8601 times in events (config.tz). Default Asia/Ho_Chi_Minh. */
+  tz: string;
+  /** Allowed browser origins (config.http.corsOrigins); empty = no CORS headers (same origin only). */
+  corsOrigins: readonly string[];
+  /** Most connected clients; further handshakes are refused (KENG_ERR_RATE_LIMITED). */
+  maxClients: number;
+  /** Most device ids plus area codes one client may be subscribed to. */
+  maxSubscriptions: number;
+  /** How often client buffers are inspected (slow-client detection, drain, drop), ms. */
+  checkIntervalMs: number;
+  /** A client is "backed up" when this many socket.io packets wait in its engine buffer … */
+  highWaterPackets: number;
+  /** … or this many bytes wait in its socket's outgoing buffer. */
+  highWaterBytes: number;
+  /** A backed-up client counts as drained again below this many buffered bytes (and no waiting packets). */
+  lowWaterBytes: number;
+  /** A backed-up client holding more coalesced (device, field) entries than this is dropped. */
+  maxPendingEntries: number;
+  /** A client backed up without draining for longer than this is dropped, ms. */
+  maxLagMs: number;
+  /** How often connected clients' tokens are checked again (revoked or expired → disconnected), ms. */
+  reauthIntervalMs: number;
+  /** On stop, how long clients get to receive the disconnect before their connections are cut, ms. */
+  stopGraceMs: number;
+}
+
+export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
+  path: '/socket.io',
+  tz: 'Asia/Ho_Chi_Minh',
+  corsOrigins: [],
+  maxClients: 5000,
+  maxSubscriptions: 1000,
+  checkIntervalMs: 50,
+  highWaterPackets: 2000,
+  highWaterBytes: 1024 * 1024,
+  lowWaterBytes: 64 * 1024,
+  maxPendingEntries: 50_000,
+  maxLagMs: 30_000,
+  reauthIntervalMs: 30_000,
+  stopGraceMs: 300,
+});
+
+export function resolveSettings(o: Partial<LiveFeedSettings> = {}): LiveFeedSettings {
+  const s: LiveFeedSettings = { ...DEFAULT_LIVE_SETTINGS, ...o };
+  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs'] as const) {
+    if (!Number.isFinite(s[k]) || s[k] <= 0) throw new Error(`live: ${k} must be a positive number`);
+  }
+  if (s.lowWaterBytes < 0 || s.lowWaterBytes > s.highWaterBytes) throw new Error('live: lowWaterBytes must lie between 0 and highWaterBytes');
+  if (!s.path.startsWith('/')) throw new Error('live: path must start with "/"');
+  return s;
+}

@@ -1,0 +1,330 @@
+/**
+ * The media library: audio files for broadcasts under <dataDir>/media, with
+ * their metadata in the state store (table `media`).
+ *
+ * Every file goes the same way: streamed into <dataDir>/media/.tmp while
+ * hashed and counted (refused past maxUploadBytes), checked with ffprobe and
+ * a full ffmpeg decode (only real MP3/WAV/Ogg audio gets in), fsynced, then
+ * renamed into place and recorded. A failure at any step leaves no file.
+ * Speakers fetch files through short-lived signed links (signing.ts).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
+import { open, readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Counter } from 'prom-client';
+import type { Clock } from '../core/clock.js';
+import { Errors } from '../core/errors.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import type { StateDb } from '../storage/state/db.js';
+import { AudioProbe, NotAudioError } from './probe.js';
+import { MediaRepo, type StoredMedia } from './repo.js';
+import { ToolMissingError } from './run.js';
+import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
+import type { MediaRecord, MediaRef, MediaSource, TtsEngine } from './types.js';
+
+export interface MediaLibraryOptions {
+  /** Largest accepted upload in bytes (setting media.maxUploadBytes). */
+  maxUploadBytes: number;
+  /** Default lifetime of signed links (setting media.signedUrlTtlSec). */
+  signedUrlTtlSec: number;
+  /** HMAC key for signed links; default: <dataDir>/media-signing.key, created on first start. */
+  signingKey?: Buffer;
+  /** Base URL speakers use to reach Keng's HTTP (setting media.publicBaseUrl), used when signedUrl() gets none. */
+  publicBaseUrl?: string;
+  /** Default /usr/bin/ffprobe (setting media.ffprobePath). */
+  ffprobePath?: string;
+  /** Default /usr/bin/ffmpeg (setting media.ffmpegPath). */
+  ffmpegPath?: string;
+  /** Limit for probing and for decoding one file; default 120 s. */
+  probeTimeoutMs?: number;
+}
+
+/**
+ * Says whether something (a schedule) still uses the media: false/undefined
+ * when free, true or a description (e.g. `schedule "Bản tin sáng"`) when used.
+ */
+export type MediaInUse = (mediaId: string) => boolean | string | undefined;
+
+export interface MediaLibraryDeps {
+  db: StateDb;
+  dataDir: string;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  options: MediaLibraryOptions;
+  /** Text-to-speech engine (EspeakTts); without one, synthesize() answers KENG_ERR_TTS_UNAVAILABLE. */
+  tts?: TtsEngine;
+  isInUse?: MediaInUse;
+}
+
+/** A received file waiting in the temp directory (receive → importStaged or discard). */
+export interface StagedFile { path: string; size: number; sha256: string }
+
+export interface NewMediaMeta {
+  name?: string;
+  /** Principal id, for the record. */
+  createdBy?: string | null;
+}
+
+const ID_RE = /^[a-f0-9]{20}$/;
+const TMP = '.tmp';
+
+function newId(): string { return randomBytes(10).toString('hex'); }
+
+/** One line, no control characters, at most 200 characters. */
+export function cleanName(raw: string | undefined, fallback: string): string {
+  // eslint-disable-next-line no-control-regex
+  const s = (raw ?? '').normalize('NFC').replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200);
+  return s || fallback;
+}
+
+export class MediaLibrary implements Component {
+  readonly name = 'media';
+  private readonly dir: string;
+  private readonly tmpDir: string;
+  private readonly repo: MediaRepo;
+  private readonly probe: AudioProbe;
+  private readonly log: Logger;
+  private signer: UrlSigner | null = null;
+  private isInUse: MediaInUse | undefined;
+  private readonly ingestTotal: Counter<'source' | 'result'>;
+
+  constructor(private readonly deps: MediaLibraryDeps) {
+    this.dir = path.join(deps.dataDir, 'media');
+    this.tmpDir = path.join(this.dir, TMP);
+    this.repo = new MediaRepo(() => deps.db.db);
+    this.log = deps.logger.child({ module: 'media' });
+    const o = deps.options;
+    this.probe = new AudioProbe({ ffprobePath: o.ffprobePath ?? '/usr/bin/ffprobe', ffmpegPath: o.ffmpegPath ?? '/usr/bin/ffmpeg', timeoutMs: o.probeTimeoutMs });
+    this.isInUse = deps.isInUse;
+    const reg = deps.metrics.registry;
+    this.ingestTotal = (reg.getSingleMetric('keng_media_ingest_total') as Counter<'source' | 'result'> | undefined)
+      ?? new Counter({
+        name: 'keng_media_ingest_total', help: 'Media files offered to the library by source (upload, tts) and result',
+        labelNames: ['source', 'result'] as const, registers: [reg],
+      });
+  }
+
+  get maxUploadBytes(): number { return this.deps.options.maxUploadBytes; }
+  get tts(): TtsEngine | undefined { return this.deps.tts; }
+
+  /** Wire the "is this media used?" check later (the scheduler is built after the library). */
+  setInUseCheck(fn: MediaInUse): void { this.isInUse = fn; }
+
+  async start(): Promise<void> {
+    mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
+    this.signer = new UrlSigner(this.deps.options.signingKey ?? loadOrCreateKey(path.join(this.deps.dataDir, SIGNING_KEY_FILE)));
+    // Leftovers of a crash: half-received temp files, and files renamed into place whose row was never written.
+    await rm(this.tmpDir, { recursive: true, force: true });
+    mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
+    const known = this.repo.fileNames();
+    for (const f of await readdir(this.dir)) {
+      if (f !== TMP && ID_RE.test(f.split('.')[0] ?? '') && !known.has(f)) {
+        this.log.warn({ file: f }, 'removing media file without a library record');
+        await rm(path.join(this.dir, f), { force: true });
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.signer = null;
+  }
+
+  // ---- adding media -------------------------------------------------------
+
+  /** Streams `source` into a temp file, hashing and counting; refuses (413) past maxUploadBytes. */
+  async receive(source: Readable): Promise<StagedFile> {
+    const tmp = path.join(this.tmpDir, `${newId()}.part`);
+    const max = this.deps.options.maxUploadBytes;
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (size > max) { cb(Errors.PAYLOAD_TOO_LARGE(`media files may be at most ${max} bytes (media.maxUploadBytes)`)); return; }
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o640 }));
+      await fsync(tmp);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      if (size > max) this.ingestTotal.inc({ source: 'upload', result: 'too_large' });
+      throw e;
+    }
+    return { path: tmp, size, sha256: hash.digest('hex') };
+  }
+
+  /** Removes a staged file that will not be imported. */
+  async discard(staged: StagedFile | null | undefined): Promise<void> {
+    if (staged) await rm(staged.path, { force: true });
+  }
+
+  /**
+   * Checks a staged file and stores it: 422 KENG_ERR_MEDIA_NOT_AUDIO when it
+   * is not playable audio, 503 KENG_ERR_MEDIA_TOOL_UNAVAILABLE without
+   * ffprobe/ffmpeg. The staged file is consumed either way.
+   */
+  async importStaged(staged: StagedFile, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
+    try {
+      if (!staged.path.startsWith(this.tmpDir + path.sep)) throw new Error('importStaged: not a staged file of this library');
+      const info = await this.check(staged.path, meta.source);
+      const id = newId();
+      const rec: StoredMedia = {
+        id, name: cleanName(meta.name, meta.fallbackName), mime: info.mime, ext: info.ext, size: staged.size, sha256: staged.sha256,
+        durationSec: info.durationSec, source: meta.source, text: meta.text ?? null, createdAt: this.deps.clock.now(), createdBy: meta.createdBy ?? null,
+      };
+      const final = this.fileOf(rec);
+      await rename(staged.path, final);
+      try {
+        this.repo.insert(rec);
+      } catch (e) {
+        await rm(final, { force: true });
+        throw e;
+      }
+      this.ingestTotal.inc({ source: meta.source, result: 'ok' });
+      this.log.info({ id, source: rec.source, mime: rec.mime, size: rec.size, durationSec: rec.durationSec, by: rec.createdBy }, 'media stored');
+      return strip(rec);
+    } finally {
+      await rm(staged.path, { force: true });
+    }
+  }
+
+  /** receive + importStaged: store an audio stream (e.g. an upload's file part). */
+  async upload(source: Readable, meta: NewMediaMeta & { filename?: string } = {}): Promise<MediaRecord> {
+    const staged = await this.receive(source);
+    return this.importStaged(staged, { ...meta, source: 'upload', fallbackName: cleanName(meta.filename, 'upload') });
+  }
+
+  /** Renders `text` with the TTS engine and stores the result (source 'tts', text kept). */
+  async synthesize(text: string, lang: string, meta: NewMediaMeta = {}): Promise<MediaRecord> {
+    const tts = this.deps.tts;
+    if (!tts) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine is configured');
+    const out = path.join(this.tmpDir, `${newId()}.tts`);
+    try {
+      await tts.synthesize(text, lang, out);
+      const staged = await this.stageExisting(out);
+      return await this.importStaged(staged, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+    } catch (e) {
+      if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
+      throw e;
+    } finally {
+      await rm(out, { force: true });
+    }
+  }
+
+  // ---- reading and deleting ----------------------------------------------
+
+  get(id: string): MediaRecord | undefined {
+    const r = this.repo.get(id);
+    return r ? strip(r) : undefined;
+  }
+
+  /** Newest first. */
+  list(opts: { limit?: number; offset?: number } = {}): MediaRecord[] {
+    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0).map(strip);
+  }
+
+  count(): number { return this.repo.count(); }
+
+  /** The stored file of a media item (for the signed download route). */
+  file(id: string): { record: MediaRecord; path: string } | undefined {
+    const r = this.repo.get(id);
+    return r ? { record: strip(r), path: this.fileOf(r) } : undefined;
+  }
+
+  /** Deletes the record and the file; 404 when unknown, 409 KENG_ERR_MEDIA_IN_USE when still used. */
+  async delete(id: string, by?: string | null): Promise<void> {
+    const r = this.repo.get(id);
+    if (!r) throw Errors.NOT_FOUND(`Media "${id}"`);
+    const used = this.isInUse?.(id);
+    if (used) throw Errors.MEDIA_IN_USE(id, typeof used === 'string' ? used : 'a schedule or broadcast');
+    this.repo.delete(id);
+    // A speaker still downloading keeps its open file; new requests get 404.
+    await rm(this.fileOf(r), { force: true });
+    this.log.info({ id, by: by ?? null }, 'media deleted');
+  }
+
+  // ---- signed links for speakers ------------------------------------------
+
+  /**
+   * `${baseUrl}/media/<id>/file?exp=<unix s>&sig=<hmac>`, valid for ttlSec
+   * (default media.signedUrlTtlSec). baseUrl defaults to media.publicBaseUrl.
+   */
+  signedUrl(mediaId: string, baseUrl?: string, ttlSec?: number): string {
+    const base = (baseUrl ?? this.deps.options.publicBaseUrl)?.replace(/\/+$/, '');
+    if (!base) throw new Error('MediaLibrary.signedUrl: no baseUrl given and no publicBaseUrl configured');
+    const exp = Math.floor(this.deps.clock.now() / 1000) + Math.max(1, Math.round(ttlSec ?? this.deps.options.signedUrlTtlSec));
+    return `${base}/media/${encodeURIComponent(mediaId)}/file?exp=${exp}&sig=${this.requireSigner().sign(mediaId, exp)}`;
+  }
+
+  /** The `media` object of broadcast.play (device-protocol.md); 404 when unknown. */
+  mediaRef(mediaId: string, baseUrl?: string, ttlSec?: number): MediaRef {
+    const r = this.repo.get(mediaId);
+    if (!r) throw Errors.NOT_FOUND(`Media "${mediaId}"`);
+    return { url: this.signedUrl(mediaId, baseUrl, ttlSec), sha256: r.sha256, durationSec: r.durationSec, mime: r.mime };
+  }
+
+  /** Checks a link's exp and sig (timing-safe) against the clock. */
+  verifyLink(mediaId: string, exp: string | undefined, sig: string | undefined): Verdict {
+    return this.requireSigner().verify(mediaId, exp, sig, this.deps.clock.now());
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private requireSigner(): UrlSigner {
+    if (!this.signer) throw Errors.NOT_READY('media library is not started');
+    return this.signer;
+  }
+
+  private fileOf(r: { id: string; ext: string }): string {
+    return path.join(this.dir, `${r.id}.${r.ext}`);
+  }
+
+  private async check(file: string, source: MediaSource) {
+    try {
+      return await this.probe.probe(file);
+    } catch (e) {
+      if (e instanceof NotAudioError) {
+        this.ingestTotal.inc({ source, result: 'not_audio' });
+        throw Errors.MEDIA_NOT_AUDIO(e.reason);
+      }
+      if (e instanceof ToolMissingError) {
+        this.ingestTotal.inc({ source, result: 'error' });
+        this.log.error({ path: e.path }, `${e.label} is missing: audio cannot be checked`);
+        throw Errors.MEDIA_TOOL_UNAVAILABLE(e.describe());
+      }
+      throw e;
+    }
+  }
+
+  /** Hashes a file the library wrote itself (TTS output) and moves it to a staged name. */
+  private async stageExisting(file: string): Promise<StagedFile> {
+    const hash = createHash('sha256');
+    let size = 0;
+    await pipeline(createReadStream(file), async (src: AsyncIterable<Buffer>) => {
+      for await (const chunk of src) { size += chunk.length; hash.update(chunk); }
+    });
+    await fsync(file);
+    const staged = path.join(this.tmpDir, `${newId()}.part`);
+    await rename(file, staged);
+    return { path: staged, size, sha256: hash.digest('hex') };
+  }
+}
+
+function strip(r: StoredMedia): MediaRecord {
+  const { ext: _ext, ...rest } = r;
+  return rest;
+}
+
+async function fsync(file: string): Promise<void> {
+  const fh = await open(file, 'r');
+  try { await fh.sync(); } finally { await fh.close(); }
+}

@@ -1,0 +1,52 @@
+/**
+ * Short-lived signed links for speakers, which cannot hold a bearer token:
+ *   <base>/media/<id>/file?exp=<unix s>&sig=<base64url HMAC-SHA256(key, "<id>\n<exp>")>
+ * The key is 32 random bytes kept in <dataDir>/media-signing.key (mode 0600),
+ * so links survive restarts; deleting the file revokes every link.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+
+export const SIGNING_KEY_FILE = 'media-signing.key';
+const KEY_BYTES = 32;
+
+/** Reads the key file, creating it (exclusive, 0600) when absent. */
+export function loadOrCreateKey(file: string): Buffer {
+  try {
+    const key = readFileSync(file);
+    if (key.length >= 16) return key;
+    throw new Error(`${file} is shorter than 16 bytes; delete it to generate a new key`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const key = randomBytes(KEY_BYTES);
+  try {
+    writeFileSync(file, key, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    // Another process created it meanwhile: use theirs.
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(file);
+    throw e;
+  }
+  try { chmodSync(file, 0o600); } catch { /* filesystems without modes */ }
+  return key;
+}
+
+export type Verdict = 'ok' | 'missing' | 'bad-signature' | 'expired';
+
+export class UrlSigner {
+  constructor(private readonly key: Buffer) {}
+
+  sign(id: string, exp: number): string {
+    return createHmac('sha256', this.key).update(`${id}\n${exp}`).digest('base64url');
+  }
+
+  /** Checks a link's `exp` and `sig` (timing-safe) at `nowMs`. */
+  verify(id: string, exp: string | undefined, sig: string | undefined, nowMs: number): Verdict {
+    if (!exp || !sig) return 'missing';
+    if (!/^\d{1,12}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) return 'bad-signature';
+    const want = Buffer.from(this.sign(id, Number(exp)), 'base64url');
+    const got = Buffer.from(sig, 'base64url');
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return 'bad-signature';
+    return Number(exp) * 1000 < nowMs ? 'expired' : 'ok';
+  }
+}

@@ -1,0 +1,47 @@
+/** Media library types: stored audio for broadcasts and the TTS engine interface. */
+
+export type AudioFormat = 'mp3' | 'wav' | 'ogg';
+export type MediaSource = 'upload' | 'tts';
+
+/** One stored audio file (table `media`). */
+export interface MediaRecord {
+  id: string;
+  name: string;
+  /** From the probe: audio/mpeg, audio/wav or audio/ogg. */
+  mime: string;
+  /** Bytes. */
+  size: number;
+  /** Hex SHA-256 of the stored file (speakers check it; also the HTTP ETag). */
+  sha256: string;
+  /** Decoded duration in seconds. */
+  durationSec: number;
+  source: MediaSource;
+  /** The spoken text of a TTS item; null for uploads. */
+  text: string | null;
+  /** Epoch ms. */
+  createdAt: number;
+  /** Principal id of the creator (audit), or null. */
+  createdBy: string | null;
+}
+
+/** What `broadcast.play` sends to a speaker (device-protocol.md). */
+export interface MediaRef {
+  url: string;
+  sha256: string;
+  durationSec: number;
+  mime: string;
+}
+
+/** Text-to-speech: renders text to an audio file Keng then checks and stores like an upload. */
+export interface TtsEngine {
+  readonly name: string;
+  /** Whether the engine can run; `missing` names what is not installed, e.g. "espeak-ng not found at /usr/bin/espeak-ng". */
+  available(): Promise<{ ok: boolean; missing?: string }>;
+  /** Languages the engine speaks (ISO 639-1). */
+  readonly languages: readonly string[];
+  /**
+   * Renders `text` in `lang` into `outFile` (MP3, WAV or Ogg). Throws
+   * KENG_ERR_TTS_UNAVAILABLE when a program it needs is missing.
+   */
+  synthesize(text: string, lang: string, outFile: string): Promise<void>;
+}

@@ -1,0 +1,35 @@
+/**
+ * State-store migration for server → device commands (spec device-protocol.md
+ * "Commands (RPC)"). Exported for the lead to register in
+ * src/storage/state/migrations.ts (renumbered to the next free version there;
+ * the SQL does not depend on the number).
+ */
+import type { Migration } from '../storage/state/migrations.js';
+
+export const RPC_MIGRATION: Migration = {
+  version: 120,
+  name: 'rpc_requests',
+  up: `
+    -- One row per command. Spec: "A device that is offline when a command is
+    -- sent gets it when it reconnects, unless expiresAt has passed", so commands
+    -- are kept here, not in an MQTT persistent session.
+    -- state: queued (waiting for the device), sent (published), answered,
+    -- expired (expiresAt passed before it was sent or answered), cancelled
+    -- (withdrawn by the controller while still queued, e.g. broadcast stopped).
+    CREATE TABLE rpc_requests (
+      id            TEXT PRIMARY KEY,
+      device_id     TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+      method        TEXT NOT NULL,
+      params_json   TEXT NOT NULL,
+      expires_at    INTEGER NOT NULL,
+      state         TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'answered', 'expired', 'cancelled')),
+      created_at    INTEGER NOT NULL,
+      sent_at       INTEGER,
+      answered_at   INTEGER,
+      response_json TEXT
+    ) STRICT;
+    -- Replay in creation order (rowid) per device; sweep by expiry.
+    CREATE INDEX rpc_requests_device_open ON rpc_requests(device_id, state);
+    CREATE INDEX rpc_requests_open_expiry ON rpc_requests(state, expires_at);
+  `,
+};

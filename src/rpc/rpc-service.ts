@@ -1,0 +1,316 @@
+/**
+ * RpcService: server → device commands with store-and-forward.
+ *
+ * Spec device-protocol.md "Commands (RPC)":
+ * - request on `v1/devices/D/rpc/request/R` (QoS 1), payload
+ *   `{"method", "params", "expiresAt"}`; response on `.../rpc/response/R`
+ *   (arrives here as bus 'rpc.response', validated by ingest);
+ * - "A device that is offline when a command is sent gets it when it
+ *   reconnects, unless expiresAt has passed": every command is a row in
+ *   `rpc_requests` (SQLite, survives restarts) and is (re-)sent on reconnect.
+ *
+ * Keng behaviour (firmware-protocols/device-protocol.md §1.4): held commands
+ * are sent after the device has subscribed to `rpc/request/+`. BrokerPort has
+ * no subscribe signal, so after a connect (bus 'status' online) the device is
+ * "warming up" and its commands wait until the first of:
+ *   - a message from the device (status with extras → 'attributes',
+ *     telemetry, an event or an RPC response): the connect sequence of §1.5
+ *     subscribes before publishing anything, so the subscription exists;
+ *   - `readyDelayMs` (default 1 s) after the connect.
+ * Then every non-expired command of the device that is `queued`, or `sent`
+ * but unanswered (it may have been lost with the previous connection: QoS 1
+ * with a clean session), is published again in creation order. Devices must
+ * de-duplicate request ids (guide §11.4: "be ready to see R twice").
+ *
+ * Responses are matched to the request id AND the device: a response for an
+ * unknown id, another device's request, or a request never sent to the device
+ * ("a speaker replying for a broadcast it never got") is refused: counted in
+ * `keng_rpc_responses_refused_total{reason}`, logged, and reported as a
+ * 'refused' event; it changes nothing.
+ */
+import { EventEmitter } from 'node:events';
+import type { BrokerPort } from '../broker/types.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import type { Component } from '../core/lifecycle.js';
+import { Errors } from '../core/errors.js';
+import type { EventBus, KengEvents } from '../core/events.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import type { SqliteDatabase } from '../storage/state/db.js';
+import { newId } from './ids.js';
+import { rpcMetrics, type RpcMetrics } from './metrics.js';
+import { RpcStore } from './store.js';
+import type { ParamsHook, RpcEvents, RpcRefusal, RpcRequest, RpcSendOptions, RpcSendResult, RpcStatus } from './types.js';
+
+export interface RpcServiceOptions {
+  /** The state store (its `db` is read at start()). */
+  stateDb: { readonly db: SqliteDatabase };
+  broker: Pick<BrokerPort, 'publish' | 'isConnected'>;
+  bus: EventBus;
+  logger: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  /** Longest wait after a connect before held commands are sent (no earlier sign of a subscription). Default 1000. */
+  readyDelayMs?: number;
+  /** Expiry sweep period. Default 1000. */
+  sweepIntervalMs?: number;
+  /** A sent but unanswered command is marked expired this long after expiresAt. Default 30,000. */
+  answerGraceMs?: number;
+  /** Finished commands (answered, expired, cancelled) older than this are deleted. Default 30 days. */
+  retentionMs?: number;
+}
+
+const STATUSES: ReadonlySet<string> = new Set(['accepted', 'rejected', 'ok', 'error']);
+const MAX_PARAMS_BYTES = 64 * 1024;
+const REFUSAL_WARNINGS_PER_MIN = 10;
+
+type Listener<K extends keyof RpcEvents> = (e: RpcEvents[K]) => void;
+
+export class RpcService implements Component {
+  readonly name = 'rpc';
+  private readonly o: RpcServiceOptions;
+  private readonly clock: Clock;
+  private readonly m: RpcMetrics;
+  private readonly ee = new EventEmitter();
+  private readonly hooks = new Map<string, ParamsHook>();
+  /** Connected devices whose subscription is not yet known to exist. */
+  private readonly warming = new Map<string, NodeJS.Timeout>();
+  /** Per-device publish chain: commands reach a device in the order they were sent. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private store: RpcStore | null = null;
+  private offs: Array<() => void> = [];
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private lastCleanup = 0;
+  private refusalWindow = { start: 0, count: 0 };
+
+  constructor(opts: RpcServiceOptions) {
+    this.o = opts;
+    this.clock = opts.clock ?? systemClock;
+    this.m = rpcMetrics(opts.metrics);
+    this.ee.setMaxListeners(50);
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  async start(): Promise<void> {
+    if (this.store) return;
+    this.store = new RpcStore(this.o.stateDb.db);
+    const bus = this.o.bus;
+    this.offs = [
+      bus.on('status', (e) => this.onStatus(e)),
+      bus.on('rpc.response', (e) => this.handleResponse(e)),
+      // Any message from a warming device shows it went through its connect sequence.
+      bus.on('attributes', (e) => this.signal(e.deviceId)),
+      bus.on('telemetry', (e) => this.signal(e.deviceId)),
+      bus.on('device.event', (e) => this.signal(e.deviceId)),
+    ];
+    this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs ?? 1000);
+    this.sweepTimer.unref();
+    this.sweep();
+    // Devices already connected when we start (e.g. the service was started after the broker).
+    for (const deviceId of this.store.devicesWithOpen()) {
+      if (this.o.broker.isConnected(deviceId)) void this.flush(deviceId);
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const off of this.offs.splice(0)) off();
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    for (const t of this.warming.values()) clearTimeout(t);
+    this.warming.clear();
+    await Promise.allSettled([...this.chains.values()]);
+    this.chains.clear();
+    this.store = null;
+  }
+
+  // ------------------------------------------------------------ API
+
+  /** Subscribe to a typed event; returns the unsubscribe function. */
+  on<K extends keyof RpcEvents>(event: K, fn: Listener<K>): () => void {
+    this.ee.on(event, fn);
+    return () => { this.ee.off(event, fn); };
+  }
+
+  /** Shorthand for on('response'). */
+  onResponse(fn: Listener<'response'>): () => void {
+    return this.on('response', fn);
+  }
+
+  /** Registers the send-time params hook of a method (one per method). */
+  setParamsHook(method: string, hook: ParamsHook): void {
+    this.hooks.set(method, hook);
+  }
+
+  /** true when a command sent now would be published at once. */
+  isReady(deviceId: string): boolean {
+    return this.o.broker.isConnected(deviceId) && !this.warming.has(deviceId);
+  }
+
+  isConnected(deviceId: string): boolean {
+    return this.o.broker.isConnected(deviceId);
+  }
+
+  /**
+   * Persists a command and publishes it now if the device is connected (and
+   * subscribed), otherwise keeps it queued for the reconnect. Throws
+   * KENG_ERR_VALIDATION for bad arguments (incl. expiresAt not in the future).
+   */
+  send(deviceId: string, method: string, params: Record<string, unknown>, opts: RpcSendOptions): RpcSendResult {
+    const store = this.requireStore();
+    const now = this.clock.now();
+    if (typeof deviceId !== 'string' || deviceId.length === 0) throw Errors.VALIDATION('deviceId is required');
+    if (typeof method !== 'string' || method.length === 0 || method.length > 128) throw Errors.VALIDATION('method must be 1-128 characters');
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw Errors.VALIDATION('params must be an object');
+    if (!Number.isFinite(opts.expiresAt)) throw Errors.VALIDATION('expiresAt must be epoch milliseconds');
+    if (opts.expiresAt <= now) throw Errors.VALIDATION('expiresAt is not in the future');
+    const paramsJson = JSON.stringify(params);
+    if (Buffer.byteLength(paramsJson) > MAX_PARAMS_BYTES) throw Errors.VALIDATION(`params larger than ${MAX_PARAMS_BYTES} bytes`);
+    const id = newId('r', now);
+    store.insert({ id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now });
+    if (this.isReady(deviceId) && this.publish(store.get(id)!, false)) return { requestId: id, state: 'sent' };
+    return { requestId: id, state: 'queued' };
+  }
+
+  /** Withdraws a command that has not been sent yet. Returns false when it was already sent (or is unknown/finished). */
+  cancel(requestId: string): boolean {
+    return this.requireStore().cancelQueued(requestId, this.clock.now());
+  }
+
+  get(requestId: string): RpcRequest | undefined {
+    return this.store?.get(requestId);
+  }
+
+  /** Commands of a device, oldest first (all states unless given). */
+  list(deviceId: string, states?: readonly RpcRequest['state'][]): RpcRequest[] {
+    return this.requireStore().listDevice(deviceId, states);
+  }
+
+  /** Runs the expiry sweep now (the timer runs it every sweepIntervalMs). */
+  sweep(): void {
+    const store = this.store;
+    if (!store) return;
+    const now = this.clock.now();
+    for (const r of store.dueForExpiry(now, this.o.answerGraceMs ?? 30_000)) this.expire(r, now);
+    if (now - this.lastCleanup > 3_600_000) {
+      this.lastCleanup = now;
+      const n = store.deleteFinishedBefore(now - (this.o.retentionMs ?? 30 * 86_400_000));
+      if (n > 0) this.o.logger.debug({ deleted: n }, 'old rpc requests deleted');
+    }
+  }
+
+  // ------------------------------------------------------------ connect / reconnect
+
+  private onStatus(e: KengEvents['status']): void {
+    const old = this.warming.get(e.deviceId);
+    if (old) clearTimeout(old);
+    this.warming.delete(e.deviceId);
+    if (!e.online) return;
+    const t = setTimeout(() => this.signal(e.deviceId), this.o.readyDelayMs ?? 1000);
+    t.unref();
+    this.warming.set(e.deviceId, t);
+  }
+
+  /** The device is (now known to be) subscribed: send what it holds. */
+  private signal(deviceId: string): void {
+    const t = this.warming.get(deviceId);
+    if (!t) return;
+    clearTimeout(t);
+    this.warming.delete(deviceId);
+    void this.flush(deviceId);
+  }
+
+  /** Re-sends the device's queued and unanswered commands in creation order; expires the stale ones. */
+  private async flush(deviceId: string): Promise<void> {
+    const store = this.store;
+    if (!store || !this.isReady(deviceId)) return;
+    const now = this.clock.now();
+    const open = store.listDevice(deviceId, ['queued', 'sent']);
+    let resent = 0;
+    for (const r of open) {
+      if (r.expiresAt <= now) {
+        if (r.state === 'queued') this.expire(r, now);
+        continue; // a sent one past expiresAt is left to the answer grace period
+      }
+      if (this.publish(r, true)) resent++;
+    }
+    if (resent > 0) this.o.logger.debug({ deviceId, resent }, 'held rpc requests sent after reconnect');
+  }
+
+  // ------------------------------------------------------------ publish
+
+  /** Marks the command sent and chains its publish. false when the params hook failed (stays queued). */
+  private publish(r: RpcRequest, resend: boolean): boolean {
+    const store = this.requireStore();
+    let params: Record<string, unknown>;
+    try {
+      const hook = this.hooks.get(r.method);
+      params = hook ? hook(r.params, r) : r.params;
+    } catch (err) {
+      this.o.logger.error({ err, requestId: r.id, deviceId: r.deviceId, method: r.method }, 'rpc params hook failed: request kept queued');
+      return false;
+    }
+    const now = this.clock.now();
+    const wasSent = r.state === 'sent';
+    store.markSent(r.id, now);
+    const sent: RpcRequest = { ...r, state: 'sent', sentAt: now };
+    this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
+    const topic = `v1/devices/${r.deviceId}/rpc/request/${r.id}`;
+    const payload = JSON.stringify({ method: r.method, params, expiresAt: r.expiresAt });
+    const prev = this.chains.get(r.deviceId) ?? Promise.resolve();
+    const next = prev.then(() => this.o.broker.publish(topic, payload, { qos: 1 })).catch((err: unknown) => {
+      // Not delivered: keep it for the next connect (unless answered meanwhile).
+      this.o.logger.warn({ err, requestId: r.id, deviceId: r.deviceId }, 'rpc publish failed: request kept for the next connect');
+      this.store?.requeue(r.id);
+    });
+    this.chains.set(r.deviceId, next);
+    void next.then(() => { if (this.chains.get(r.deviceId) === next) this.chains.delete(r.deviceId); });
+    this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
+    return true;
+  }
+
+  private expire(r: RpcRequest, now: number): void {
+    if (!this.requireStore().markExpired(r.id, r.state)) return;
+    this.m.expired.labels({ method: r.method }).inc();
+    this.o.logger.debug({ requestId: r.id, deviceId: r.deviceId, method: r.method, was: r.state }, 'rpc request expired');
+    this.ee.emit('expired', { request: { ...r, state: 'expired' }, at: now });
+  }
+
+  // ------------------------------------------------------------ responses
+
+  private handleResponse(e: KengEvents['rpc.response']): void {
+    const store = this.store;
+    if (!store) return;
+    this.signal(e.deviceId);
+    const r = store.get(e.requestId);
+    if (!r) { this.refuse(e, 'unknown_request'); return; }
+    if (r.deviceId !== e.deviceId) { this.refuse(e, 'wrong_device'); return; }
+    if (r.sentAt === null) { this.refuse(e, 'never_sent'); return; }
+    const statusRaw = e.payload.status;
+    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
+    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
+    const duplicate = r.state === 'answered';
+    if (!duplicate) {
+      store.markAnswered(r.id, e.at, JSON.stringify(e.payload));
+      this.m.responses.labels({ status }).inc();
+      if (r.state === 'expired') this.o.logger.info({ requestId: r.id, deviceId: r.deviceId, status }, 'late rpc response to an expired request');
+    }
+    const request: RpcRequest = duplicate ? r : { ...r, state: 'answered', answeredAt: e.at, response: e.payload };
+    this.ee.emit('response', { request, status, ...(detail !== undefined ? { detail } : {}), payload: e.payload, at: e.at, duplicate });
+  }
+
+  private refuse(e: KengEvents['rpc.response'], reason: RpcRefusal): void {
+    this.m.refused.labels({ reason }).inc();
+    const now = this.clock.now();
+    if (now - this.refusalWindow.start > 60_000) this.refusalWindow = { start: now, count: 0 };
+    const fields = { deviceId: e.deviceId, requestId: e.requestId.slice(0, 128), reason, status: e.payload.status };
+    if (++this.refusalWindow.count <= REFUSAL_WARNINGS_PER_MIN) this.o.logger.warn(fields, 'rpc response refused: the device was never sent this request');
+    else this.o.logger.debug(fields, 'rpc response refused');
+    this.ee.emit('refused', { deviceId: e.deviceId, requestId: e.requestId, reason, at: e.at });
+  }
+
+  private requireStore(): RpcStore {
+    if (!this.store) throw Errors.NOT_READY('rpc service is not started');
+    return this.store;
+  }
+}

@@ -1,0 +1,86 @@
+/** SQL of the `rpc_requests` table (see migrations.ts). Synchronous (better-sqlite3). */
+import type { Statement } from 'better-sqlite3';
+import type { SqliteDatabase } from '../storage/state/db.js';
+import type { RpcRequest, RpcState } from './types.js';
+
+interface Row {
+  id: string; device_id: string; method: string; params_json: string; expires_at: number; state: RpcState;
+  created_at: number; sent_at: number | null; answered_at: number | null; response_json: string | null;
+}
+
+function parseObj(s: string | null): Record<string, unknown> | null {
+  if (s === null) return null;
+  try {
+    const v: unknown = JSON.parse(s);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : null;
+  } catch { return null; }
+}
+
+function toRequest(r: Row): RpcRequest {
+  return {
+    id: r.id, deviceId: r.device_id, method: r.method, params: parseObj(r.params_json) ?? {},
+    expiresAt: r.expires_at, state: r.state, createdAt: r.created_at, sentAt: r.sent_at,
+    answeredAt: r.answered_at, response: parseObj(r.response_json),
+  };
+}
+
+export interface NewRequestRow { id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number }
+
+export class RpcStore {
+  private readonly s: {
+    insert: Statement; get: Statement; listAll: Statement; sent: Statement; requeue: Statement; answered: Statement;
+    expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
+  };
+
+  constructor(private readonly db: SqliteDatabase) {
+    this.s = {
+      insert: db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at)
+        VALUES (?, ?, ?, ?, ?, 'queued', ?)`),
+      get: db.prepare('SELECT * FROM rpc_requests WHERE id = ?'),
+      listAll: db.prepare('SELECT * FROM rpc_requests WHERE device_id = ? ORDER BY rowid'),
+      sent: db.prepare(`UPDATE rpc_requests SET state = 'sent', sent_at = ? WHERE id = ? AND state IN ('queued', 'sent')`),
+      requeue: db.prepare(`UPDATE rpc_requests SET state = 'queued' WHERE id = ? AND state = 'sent'`),
+      answered: db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ? WHERE id = ?`),
+      expired: db.prepare(`UPDATE rpc_requests SET state = 'expired' WHERE id = ? AND state = ?`),
+      cancel: db.prepare(`UPDATE rpc_requests SET state = 'cancelled', answered_at = ? WHERE id = ? AND state = 'queued'`),
+      dueQueued: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'queued' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
+      dueSent: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'sent' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
+      open: db.prepare(`SELECT DISTINCT device_id FROM rpc_requests WHERE state IN ('queued', 'sent')`),
+      cleanup: db.prepare(`DELETE FROM rpc_requests WHERE state IN ('answered', 'expired', 'cancelled') AND created_at < ?`),
+    };
+  }
+
+  insert(r: NewRequestRow): void {
+    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, r.createdAt);
+  }
+
+  get(id: string): RpcRequest | undefined {
+    const row = this.s.get.get(id) as Row | undefined;
+    return row ? toRequest(row) : undefined;
+  }
+
+  listDevice(deviceId: string, states?: readonly RpcState[]): RpcRequest[] {
+    const rows = (this.s.listAll.all(deviceId) as Row[]).map(toRequest);
+    return states ? rows.filter((r) => states.includes(r.state)) : rows;
+  }
+
+  markSent(id: string, at: number): void { this.s.sent.run(at, id); }
+  requeue(id: string): void { this.s.requeue.run(id); }
+  markAnswered(id: string, at: number, responseJson: string): void { this.s.answered.run(at, responseJson, id); }
+  /** Only from the state it was read in (a response may have arrived meanwhile). */
+  markExpired(id: string, from: RpcState): boolean { return this.s.expired.run(id, from).changes > 0; }
+  cancelQueued(id: string, at: number): boolean { return this.s.cancel.run(at, id).changes > 0; }
+
+  /** Queued commands past expiresAt, and sent ones past expiresAt + grace. */
+  dueForExpiry(now: number, graceMs: number): RpcRequest[] {
+    const q = this.s.dueQueued.all(now) as Row[];
+    const s = this.s.dueSent.all(now - graceMs) as Row[];
+    return [...q, ...s].map(toRequest);
+  }
+
+  devicesWithOpen(): string[] {
+    return (this.s.open.all() as Array<{ device_id: string }>).map((r) => r.device_id);
+  }
+
+  deleteFinishedBefore(t: number): number { return this.s.cleanup.run(t).changes; }
+}

@@ -1,0 +1,54 @@
+/** Types of the RPC service (spec device-protocol.md "Commands (RPC)"). */
+
+export type RpcState = 'queued' | 'sent' | 'answered' | 'expired' | 'cancelled';
+
+/** Response statuses (spec: `"accepted" | "rejected" | "ok" | "error"`). */
+export type RpcStatus = 'accepted' | 'rejected' | 'ok' | 'error';
+
+export interface RpcRequest {
+  id: string;
+  deviceId: string;
+  method: string;
+  /** The params as stored (before any send-time params hook, e.g. signed media URLs). */
+  params: Record<string, unknown>;
+  expiresAt: number;
+  state: RpcState;
+  createdAt: number;
+  sentAt: number | null;
+  answeredAt: number | null;
+  response: Record<string, unknown> | null;
+}
+
+export interface RpcSendOptions {
+  /** Epoch ms; spec: "after this the command must not be carried out". */
+  expiresAt: number;
+}
+
+export interface RpcSendResult {
+  requestId: string;
+  /** 'sent' when it was published at once; 'queued' when the device is offline (or just connecting). */
+  state: 'queued' | 'sent';
+}
+
+/** Why a device's response was refused. */
+export type RpcRefusal = 'unknown_request' | 'wrong_device' | 'never_sent';
+
+/** Typed events of RpcService, for the broadcast executor and others. */
+export interface RpcEvents {
+  /** Published to the device (first send or a re-send after reconnect). */
+  sent: { request: RpcRequest; at: number; resend: boolean };
+  /** The device answered a request it did get. `duplicate` = a repeated answer (QoS 1 at-least-once). */
+  response: { request: RpcRequest; status: RpcStatus; detail?: string; payload: Record<string, unknown>; at: number; duplicate: boolean };
+  /** expiresAt passed before the command was sent (queued) or answered (sent, after a grace period). */
+  expired: { request: RpcRequest; at: number };
+  /** A response that matches no request the device was sent. Counted and logged. */
+  refused: { deviceId: string; requestId: string; reason: RpcRefusal; at: number };
+}
+
+/**
+ * Send-time parameter hook: turns stored params into the params published to
+ * the device. Runs at every (re-)send, e.g. to put a fresh short-lived signed
+ * media URL into `broadcast.play`. Must be synchronous and must not throw for
+ * valid stored params (a throw keeps the command queued and is logged).
+ */
+export type ParamsHook = (params: Record<string, unknown>, request: RpcRequest) => Record<string, unknown>;

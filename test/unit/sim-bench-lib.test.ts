@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { parseBenchArgs, UsageError } from '../../bench/lib/args.js';
+import { influxConfig } from '../../bench/lib/influxd.js';
+import { parseCpuMs, readRssBytes } from '../../bench/lib/proc.js';
+import { promValue } from '../../bench/lib/prom.js';
+import { checkDevice } from '../../bench/lib/verify.js';
+
+describe('bench: storage check', () => {
+  const fields = ['a', 'b', 'c', 'd'];
+  const full = (ts: number) => ({ ts, values: { a: 1, b: 2, c: 3, d: 4 } });
+  it('finds every acknowledged ts with all fields', () => {
+    const c = checkDevice([1, 2, 3], [full(1), full(2), full(3), full(4)], fields);
+    expect(c).toEqual({ storedReadings: 16, storedPoints: 4, missing: [] });
+  });
+  it('reports missing and partial points', () => {
+    const c = checkDevice([1, 2, 3], [full(1), { ts: 2, values: { a: 1, b: 2 } }], fields);
+    expect(c.missing).toEqual([2, 3]);
+    expect(c.storedReadings).toBe(6);
+  });
+});
+
+describe('bench: prometheus text', () => {
+  const text = [
+    '# HELP keng_queue_depth_readings x',
+    '# TYPE keng_queue_depth_readings gauge',
+    'keng_queue_depth_readings 12',
+    'keng_queue_depth_readings_other 99',
+    'keng_rejected_total{reason="a"} 2',
+    'keng_rejected_total{reason="b"} 3',
+    'keng_commit_seconds_sum 1.5',
+  ].join('\n');
+  it('reads a gauge without confusing prefixes', () => {
+    expect(promValue(text, 'keng_queue_depth_readings')).toBe(12);
+  });
+  it('sums labelled series, or filters by label', () => {
+    expect(promValue(text, 'keng_rejected_total')).toBe(5);
+    expect(promValue(text, 'keng_rejected_total', { reason: 'b' })).toBe(3);
+  });
+  it('null when absent', () => {
+    expect(promValue(text, 'keng_nothing')).toBeNull();
+  });
+});
+
+describe('bench: /proc', () => {
+  it('parses CPU time even with spaces in the command name', () => {
+    const stat = '123 (node (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0';
+    expect(parseCpuMs(stat)).toBe(3000);
+  });
+  it('reads our own RSS', () => {
+    expect(readRssBytes(process.pid)).toBeGreaterThan(1024 * 1024);
+    expect(readRssBytes(2 ** 22 + 12345)).toBeNull();
+  });
+});
+
+describe('bench: flags and influxd config', () => {
+  it('has the documented defaults', () => {
+    expect(parseBenchArgs([])).toMatchObject({ devices: 100, window: 64, durationSec: 20, warmupSec: 3, stores: ['embedded', 'influxdb'], idle: 0, workers: 1 });
+    expect(parseBenchArgs(['--store', 'influxdb', '--idle', '5000'])).toMatchObject({ stores: ['influxdb'], idle: 5000, rampPerSec: 1000 });
+  });
+  it('refuses bad values', () => {
+    expect(() => parseBenchArgs(['--store', 'mysql'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--devices', '0'])).toThrow(/--devices/);
+    expect(() => parseBenchArgs(['--bogus'])).toThrow();
+  });
+  it('binds influxd to loopback only, with reporting off', () => {
+    const c = influxConfig('/tmp/x', 1234, 1235);
+    expect(c).toContain('bind-address = "127.0.0.1:1234"');
+    expect(c).toContain('bind-address = "127.0.0.1:1235"');
+    expect(c).toContain('reporting-disabled = true');
+    expect(c).toContain('wal-dir = "/tmp/x/wal"');
+  });
+});

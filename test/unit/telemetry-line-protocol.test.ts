@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import { Backoff } from '../../src/storage/telemetry/backoff.js';
+import { buildFlux, fluxString, fluxTime } from '../../src/storage/telemetry/flux.js';
+import { aggStatement, parseRows, quoteIdent, quoteLiteral, rawStatement } from '../../src/storage/telemetry/influxql.js';
+import { escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
+import { PointBuilder, windowStart } from '../../src/storage/telemetry/windows.js';
+
+describe('line protocol', () => {
+  it('escapes measurement: comma and space only', () => {
+    expect(escapeMeasurement('tele metry,x=y')).toBe('tele\\ metry\\,x=y');
+    expect(escapeMeasurement('a"b\\c')).toBe('a"b\\c');
+  });
+  it('escapes tag keys/values and field keys: comma, equals, space', () => {
+    expect(escapeTag('a b,c=d')).toBe('a\\ b\\,c\\=d');
+    expect(escapeTag('quo"te\\back')).toBe('quo"te\\back');
+    expect(escapeTag('line\nbreak\ttab\r')).toBe('line\\nbreak\\ttab\\r');
+    expect(escapeTag('sensor-01.farm_2')).toBe('sensor-01.farm_2');
+  });
+  it('quotes string field values escaping double quote and backslash', () => {
+    expect(quoteString('say "hi" \\o/')).toBe('"say \\"hi\\" \\\\o/"');
+    expect(quoteString('a,b c=d')).toBe('"a,b c=d"');
+    expect(quoteString('multi\nline')).toBe('"multi\nline"');
+  });
+  it('writes numbers as floats (never i), booleans as t/f', () => {
+    expect(formatFieldValue(1)).toBe('1');
+    expect(formatFieldValue(1.5)).toBe('1.5');
+    expect(formatFieldValue(-0.000001)).toBe('-0.000001');
+    expect(formatFieldValue(1e21)).toBe('1e+21');
+    expect(formatFieldValue(true)).toBe('t');
+    expect(formatFieldValue(false)).toBe('f');
+    expect(formatFieldValue(Number.NaN)).toBeUndefined();
+    expect(formatFieldValue(Infinity)).toBeUndefined();
+  });
+  it('builds one line per record with device_id and kind tags, ms timestamp', () => {
+    const out: string[] = [];
+    const st = recordsToLines('telemetry', [
+      { deviceId: 'dev 1', kind: 'sensor', ts: 1764460800000, values: { soil_moisture: 31.5, ok: true, note: 'a "b"', n: 2 } },
+      { deviceId: 'd,2', kind: '', ts: 1764460800001, values: { x: Number.NaN } },
+      { deviceId: 'd=3', kind: 'speaker', ts: 1764460800002, values: { volume: 80 } },
+    ], out);
+    expect(out).toEqual([
+      'telemetry,device_id=dev\\ 1,kind=sensor soil_moisture=31.5,ok=t,note="a \\"b\\"",n=2 1764460800000',
+      'telemetry,device_id=d\\=3,kind=speaker volume=80 1764460800002',
+    ]);
+    expect(st).toEqual({ lines: 2, readings: 5, bytes: Buffer.byteLength(out.join('\n')) + 1 });
+  });
+});
+
+describe('windows', () => {
+  it('aligns windows to the Unix epoch', () => {
+    expect(windowStart(1764460999999, 300_000)).toBe(1764460800000);
+    expect(windowStart(1764460800000, 300_000)).toBe(1764460800000);
+    expect(windowStart(1764460800000 + 86_399_999, 86_400_000)).toBe(1764460800000); // 1d windows: UTC midnight
+    expect(windowStart(-1, 1000)).toBe(-1000);
+    expect(windowStart(7, 5)).toBe(5);
+  });
+  it('builds sorted points without absent fields, capped by limit', () => {
+    const pb = new PointBuilder();
+    pb.add(20, 'b', 2); pb.add(10, 'a', 1); pb.add(10, 'z', null); pb.add(30, 'a', 'x');
+    expect(pb.build()).toEqual([{ ts: 10, values: { a: 1 } }, { ts: 20, values: { b: 2 } }, { ts: 30, values: { a: 'x' } }]);
+    expect(pb.build(2)).toHaveLength(2);
+  });
+});
+
+describe('back-off', () => {
+  it('grows exponentially between min and max with jitter in [base/2, base]', () => {
+    const lo = new Backoff(500, 30_000, () => 0);
+    expect([1, 2, 3, 4, 5, 6, 7, 8].map(() => lo.next())).toEqual([500, 500, 1000, 2000, 4000, 8000, 15000, 15000]);
+    const hi = new Backoff(500, 30_000, () => 1);
+    expect([1, 2, 3, 4, 5, 6, 7, 8].map(() => hi.next())).toEqual([500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    hi.reset();
+    expect(hi.attempts).toBe(0);
+    expect(hi.next()).toBe(500);
+    for (let i = 0; i < 2000; i++) hi.next(); // no overflow, no give-up
+    expect(hi.next()).toBe(30_000);
+  });
+});
+
+describe('InfluxQL', () => {
+  const q = { deviceId: "o'brien\\", fields: ['a', 'we"ird'], from: 1000, to: 2000 };
+  it('quotes identifiers and string literals', () => {
+    expect(quoteIdent('we"ird')).toBe('"we\\"ird"');
+    expect(quoteLiteral("o'brien\\")).toBe("'o\\'brien\\\\'");
+  });
+  it('raw and aggregate statements', () => {
+    expect(rawStatement('telemetry', { ...q, limit: 10 })).toBe(
+      `SELECT "a", "we\\"ird" FROM "telemetry" WHERE "device_id" = 'o\\'brien\\\\' AND time >= 1000ms AND time < 2000ms ORDER BY time ASC LIMIT 10`);
+    expect(rawStatement('telemetry', { ...q, fields: [] })).toContain('SELECT *::field FROM');
+    expect(aggStatement('telemetry', { ...q, everyMs: 300_000 }, 'mean', ['a'])).toBe(
+      `SELECT mean("a") AS "a" FROM "telemetry" WHERE "device_id" = 'o\\'brien\\\\' AND time >= 1000ms AND time < 2000ms GROUP BY time(300000ms) fill(none)`);
+  });
+  it('parses and merges series by time', () => {
+    const r = { series: [
+      { columns: ['time', 'a', 'b'], values: [[1000, 1, null], [2000, null, 'x']] },
+      { columns: ['time', 'a', 'b'], values: [[1000, null, true]] },
+    ] };
+    expect(parseRows(r)).toEqual([{ ts: 1000, values: { a: 1, b: true } }, { ts: 2000, values: { b: 'x' } }]);
+  });
+});
+
+describe('Flux', () => {
+  it('escapes string literals', () => {
+    expect(fluxString('a"b\\c${d}\n')).toBe('"a\\"b\\\\c\\${d}\\n"');
+    expect(fluxTime(1764460800123)).toBe('2025-11-30T00:00:00.123Z');
+  });
+  it('raw query text', () => {
+    expect(buildFlux('keng', 'telemetry', { deviceId: 'd1', fields: ['a', 'b'], from: 1764460800000, to: 1764464400000, limit: 100 })).toBe([
+      'from(bucket: "keng")',
+      '  |> range(start: 2025-11-30T00:00:00.000Z, stop: 2025-11-30T01:00:00.000Z)',
+      '  |> filter(fn: (r) => r._measurement == "telemetry" and r.device_id == "d1")',
+      '  |> filter(fn: (r) => r._field == "a" or r._field == "b")',
+      '  |> group(columns: ["_field"])',
+      '  |> sort(columns: ["_time"])',
+      '  |> limit(n: 100)',
+      '  |> keep(columns: ["_time", "_field", "_value"])',
+    ].join('\n'));
+  });
+  it('numeric aggregate filters floats; count/last do not', () => {
+    const base = { deviceId: 'd1', fields: [], from: 0, to: 600_000, everyMs: 300_000 };
+    const mean = buildFlux('b', 'telemetry', { ...base, agg: 'mean' });
+    expect(mean.startsWith('import "types"\n\nfrom(bucket: "b")')).toBe(true);
+    expect(mean).toContain('  |> filter(fn: (r) => types.isType(v: r._value, type: "float"))');
+    expect(mean).toContain('  |> aggregateWindow(every: 300000ms, fn: mean, createEmpty: false, timeSrc: "_start")');
+    expect(mean).not.toContain('r._field ==');
+    const last = buildFlux('b', 'telemetry', { ...base, agg: 'last' });
+    expect(last).not.toContain('types');
+    expect(last).toContain('fn: last, createEmpty: false, timeSrc: "_start"');
+    expect(buildFlux('b', 'telemetry', base)).toContain('fn: mean'); // default agg
+  });
+});

@@ -453,7 +453,7 @@ export class AedesBroker implements BrokerPort {
     const fields = { deviceId: s.deviceId, reason, detail, topic: topic.length > 200 ? topic.slice(0, 200) : topic };
     if (s.limits.warn.allow(now)) log.warn(fields, 'device publish refused (more from this device within 1 min at debug)');
     else log.debug(fields, 'device publish refused');
-    cb(new Error('mut'));
+    cb(null);
     if (!s.client.closed && s.limits.abuse.hit(now)) {
       s.limits.abuse.reset();
       this.count('publish', 'abuse_disconnect');
@@ -511,7 +511,7 @@ export class AedesBroker implements BrokerPort {
     if (!s) return null;
     const topic = s.acl.forward(packet.topic, s.viaMe);
     if (topic === null) return null;
-    
+    if (topic !== packet.topic) packet.topic = topic;
     return packet;
   };
 

@@ -31,6 +31,7 @@ import { metricsRoutes } from './routes/metrics.js';
 import { areaRoutes } from './routes/areas.js';
 import { deviceRoutes } from './routes/devices.js';
 import { telemetryRoutes } from './routes/telemetry.js';
+import { latestRoutes } from './routes/latest.js';
 
 export const API_PREFIX = '/api/v1';
 export const API_VERSION = '1.0.0';
@@ -145,6 +146,7 @@ export class ApiServer implements Component {
       await v1.register(areaRoutes, { ctx });
       await v1.register(deviceRoutes, { ctx });
       await v1.register(telemetryRoutes, { ctx });
+      await v1.register(latestRoutes, { ctx });
       for (const e of this.extensions.filter((x) => x.secured)) await v1.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });
     }, { prefix: API_PREFIX });
     for (const e of this.extensions.filter((x) => !x.secured)) await app.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });

@@ -31,7 +31,7 @@ export class MediaRepo {
 
   /** Newest first. */
   list(limit: number, offset: number): StoredMedia[] {
-    return (this.db().prepare('SELECT * FROM media ORDER BY created_at DESC, id LIMIT ? OFFSET ?').all(limit, offset) as Row[]).map(fromRow);
+    return (this.db().prepare('SELECT * FROM media ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?').all(limit, offset) as Row[]).map(fromRow);
   }
 
   count(): number {

@@ -50,6 +50,9 @@ const NewTts = Type.Object({
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
 }, { additionalProperties: false });
 
+/** Room for multipart boundaries, part headers and the name field around the file. */
+const MULTIPART_OVERHEAD = 64 * 1024;
+
 // ---- helpers ----------------------------------------------------------------
 
 function mediaDto(m: MediaRecord, tz: string, url?: string) {
@@ -59,6 +62,11 @@ function mediaDto(m: MediaRecord, tz: string, url?: string) {
 /** Where the caller reached Keng (links in API replies are for the caller's browser). */
 function requestBase(req: FastifyRequest): string {
   return `${req.protocol}://${req.host}`;
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : undefined;
 }
 
 /** @fastify/multipart's errors in the one error shape. */
@@ -94,6 +102,12 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
   app.setErrorHandler((err, req, reply) => sendError(req, reply, multipartError(err, max) ?? err, metrics));
 
   app.post('/media', {
+    // Refuse a declared oversized body before reading it (the stream is counted anyway).
+    onRequest: async (req) => {
+      if (Number(req.headers['content-length'] ?? 0) > max + MULTIPART_OVERHEAD) {
+        throw Errors.PAYLOAD_TOO_LARGE(`media files may be at most ${max} bytes (media.maxUploadBytes)`);
+      }
+    },
     schema: {
       tags: ['media'], summary: 'Upload audio', security: [{ bearer: [] }],
       consumes: ['multipart/form-data'],
@@ -211,34 +225,35 @@ export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = asy
       }),
       response: errorResponses(403, 404, 416),
     },
-  }, async (req, reply) => {
-    const { id } = req.params;
-    const verdict = media.verifyLink(id, req.query.exp, req.query.sig);
-    if (verdict !== 'ok') {
-      throw Errors.FORBIDDEN(verdict === 'expired' ? 'this media link has expired; ask Keng for a new one'
-        : verdict === 'missing' ? 'a media link needs exp and sig' : 'invalid media link signature');
-    }
-    const f = media.file(id);
-    const size = f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
-    if (!f || size === undefined) throw Errors.NOT_FOUND(`Media "${id}"`);
-    const etag = `"${f.record.sha256}"`;
-    const exp = Number(req.query.exp);
-    reply
-      .header('accept-ranges', 'bytes')
-      .header('etag', etag)
-      .header('cache-control', `private, max-age=${Math.max(0, exp - Math.floor(ctx.clock.now() / 1000))}, no-transform`)
-      .header('content-disposition', 'inline');
-    if (req.headers['if-none-match'] === etag) return reply.status(304).send();
-    const range = ifRangeMatches(req.headers['if-range'], etag) ? parseRange(req.headers.range, size) : { kind: 'full' as const };
-    if (range.kind === 'unsatisfiable') {
-      reply.header('content-range', `bytes */${size}`);
-      throw Errors.RANGE_NOT_SATISFIABLE(`the file has ${size} bytes`);
-    }
-    reply.type(f.record.mime);
-    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
-    if (range.kind === 'partial') reply.status(206).header('content-range', `bytes ${start}-${end}/${size}`);
-    reply.header('content-length', String(end - start + 1));
-    if (req.method === 'HEAD') return reply.send();
-    return reply.send(createReadStream(f.path, { start, end }));
+    handler: async (req, reply) => {
+      const { id } = req.params;
+      const verdict = media.verifyLink(id, req.query.exp, req.query.sig);
+      if (verdict !== 'ok') {
+        throw Errors.FORBIDDEN(verdict === 'expired' ? 'this media link has expired; ask Keng for a new one'
+          : verdict === 'missing' ? 'a media link needs exp and sig' : 'invalid media link signature');
+      }
+      const f = media.file(id);
+      const size = f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
+      if (!f || size === undefined) throw Errors.NOT_FOUND(`Media "${id}"`);
+      const etag = `"${f.record.sha256}"`;
+      const exp = Number(req.query.exp);
+      reply
+        .header('accept-ranges', 'bytes')
+        .header('etag', etag)
+        .header('cache-control', `private, max-age=${Math.max(0, exp - Math.floor(ctx.clock.now() / 1000))}, no-transform`)
+        .header('content-disposition', 'inline');
+      if (header(req, 'if-none-match') === etag) return reply.status(304).send();
+      const range = ifRangeMatches(header(req, 'if-range'), etag) ? parseRange(header(req, 'range'), size) : { kind: 'full' as const };
+      if (range.kind === 'unsatisfiable') {
+        reply.header('content-range', `bytes */${size}`);
+        throw Errors.RANGE_NOT_SATISFIABLE(`the file has ${size} bytes`);
+      }
+      reply.type(f.record.mime);
+      const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
+      if (range.kind === 'partial') reply.status(206).header('content-range', `bytes ${start}-${end}/${size}`);
+      reply.header('content-length', String(end - start + 1));
+      if (req.method === 'HEAD') return reply.send();
+      return reply.send(createReadStream(f.path, { start, end }));
+    },
   });
 };

@@ -19,6 +19,11 @@ import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { AdminAuth } from './auth/index.js';
 import { ApiServer } from './api/index.js';
+import { mediaRoutes, mediaFileRoutes } from './api/routes/media.js';
+import { MediaLibrary, EspeakTts } from './media/index.js';
+import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
+import { ALL_MIGRATIONS } from './migrations.js';
+import { speakerBaseUrl } from './net.js';
 
 export interface BuildOptions {
   logger?: Logger;
@@ -38,6 +43,8 @@ export interface KengApp {
   readonly broker: BrokerPort;
   readonly adminAuth: AdminAuth;
   readonly api: ApiServer;
+  readonly media: MediaLibrary;
+  readonly broadcast: BroadcastWiring;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Bound addresses, valid after start(). */
@@ -52,7 +59,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const dataDir = path.resolve(config.dataDir);
   const log = (module: string): Logger => logger.child({ module });
 
-  const stateDb = new StateDb({ dataDir, logger: log('state') });
+  const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
   const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock });
@@ -62,12 +69,27 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock,
   });
 
-  const components: Component[] = [stateDb, registry, store, ingest, broker, adminAuth, api];
+  const media = new MediaLibrary({
+    db: stateDb, dataDir, logger: log('media'), metrics, clock,
+    tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
+    options: {
+      maxUploadBytes: config.media.maxUploadBytes, signedUrlTtlSec: config.media.signedUrlTtlSec,
+      publicBaseUrl: config.media.publicBaseUrl, ffprobePath: config.media.ffprobePath, ffmpegPath: config.media.ffmpegPath,
+    },
+  });
+  api.extend(async (sub, ctx) => { await sub.register(mediaRoutes, { ctx, media }); });
+  api.extend(async (sub, ctx) => { await sub.register(mediaFileRoutes, { ctx, media }); }, { secured: false });
+  const mediaBaseUrl = (): string => config.media.publicBaseUrl ?? speakerBaseUrl(config.http.host, api.address().port);
+  const broadcast = wireBroadcast({
+    config, stateDb, registry, broker, bus, media, api, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
+  });
+
+  const components: Component[] = [stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);

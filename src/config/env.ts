@@ -27,4 +27,8 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_INFLUX_PASSWORD', path: 'influx.password', type: 'string' },
   { name: 'KENG_INFLUX_QUEUE_CAP_BYTES', path: 'influx.queueCapBytes', type: 'int' },
   { name: 'KENG_LOG_LEVEL', path: 'logLevel', type: 'string' },
+  { name: 'KENG_MEDIA_MAX_UPLOAD_BYTES', path: 'media.maxUploadBytes', type: 'int' },
+  { name: 'KENG_MEDIA_PUBLIC_BASE_URL', path: 'media.publicBaseUrl', type: 'string' },
+  { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
+  { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
 ];

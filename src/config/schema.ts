@@ -44,6 +44,28 @@ export const ConfigSchema = Type.Object({
     /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
     sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
   }, { default: {} }),
+  media: Type.Object({
+    /** Largest accepted audio upload (413 above). */
+    maxUploadBytes: Type.Integer({ minimum: 1024, default: 52_428_800 }),
+    /** Lifetime of the signed media URLs handed to speakers. */
+    signedUrlTtlSec: Type.Integer({ minimum: 30, maximum: 86_400, default: 900 }),
+    /** Base URL speakers use to reach Keng's HTTP (e.g. http://10.0.0.2:8080); derived from http.host/port when absent. */
+    publicBaseUrl: Type.Optional(Type.String({ minLength: 1 })),
+    ffprobePath: Type.String({ default: '/usr/bin/ffprobe' }),
+    ffmpegPath: Type.String({ default: '/usr/bin/ffmpeg' }),
+  }, { default: {} }),
+  tts: Type.Object({
+    engine: Type.Union([Type.Literal('espeak-ng')], { default: 'espeak-ng' }),
+    espeakPath: Type.String({ default: '/usr/bin/espeak-ng' }),
+    /** Words per minute. */
+    speed: Type.Integer({ minimum: 80, maximum: 450, default: 150 }),
+  }, { default: {} }),
+  broadcast: Type.Object({
+    /** A schedule occurrence missed while Keng was down still plays if it is at most this late; older ones are recorded as missed. */
+    missedGraceSec: Type.Integer({ minimum: 0, maximum: 3600, default: 60 }),
+    /** How long a broadcast stays valid for speakers that are offline when it starts (notAfter = start + this, or end of content). */
+    offlineValiditySec: Type.Integer({ minimum: 0, default: 600 }),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

@@ -1,0 +1,380 @@
+/**
+ * BroadcastExecutor (issue 3 items 3 "Broadcast execution" and 4 "Proof of play").
+ *
+ * start(): persists the broadcast, one target row per speaker and a log line
+ * per target, then sends `broadcast.play` to each speaker through RpcService
+ * with `expiresAt = notAfter` (spec "Loudspeaker methods"). RpcService keeps
+ * the command for an offline speaker and sends it when it reconnects, unless
+ * `expiresAt` has passed: the target goes `offline` → `sent` …, or `expired`.
+ * The media URL is made at each send by `mediaUrl(mediaId)` (a fresh
+ * short-lived signed URL; the media library is not imported here).
+ *
+ * Target states follow RPC events (sent / expired), the `broadcast.play`
+ * response (accepted / rejected / error → failed) and playback events (spec
+ * "Playback events": started → playing, completed, failed, preempted,
+ * stopped); see state-machine.ts. Every transition is written to the
+ * append-only `broadcast_log` and emitted as bus 'broadcast.state'.
+ *
+ * Priorities (spec): the speaker enforces them (an emergency interrupts
+ * anything playing; priority goes before normal; normal never interrupts);
+ * the executor records what the speaker reports, e.g. a normal broadcast
+ * `preempted` by an emergency.
+ *
+ * A playback event for a broadcast the speaker is not a target of, or was
+ * never sent, is refused: counted in `keng_broadcast_events_refused_total`
+ * and logged (RPC responses are refused the same way by RpcService).
+ */
+import { Counter } from 'prom-client';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { Errors, withDetails } from '../../core/errors.js';
+import type { EventBus, KengEvents } from '../../core/events.js';
+import type { Component } from '../../core/lifecycle.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import type { DeviceRegistryApi } from '../../devices/registry-types.js';
+import { newId } from '../../rpc/ids.js';
+import type { RpcService } from '../../rpc/rpc-service.js';
+import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
+import type { SqliteDatabase } from '../../storage/state/db.js';
+import { BroadcastQueries } from './queries.js';
+import { BroadcastRepo, type TargetRow } from './repo.js';
+import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, checkTransition, isTerminal } from './state-machine.js';
+import type {
+  Broadcast, BroadcastInput, ListQuery, LogEntry, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
+} from './types.js';
+import { validateBroadcastInput } from './validate.js';
+
+export const PLAY_METHOD = 'broadcast.play';
+export const STOP_METHOD = 'broadcast.stop';
+
+export interface BroadcastExecutorOptions {
+  stateDb: { readonly db: SqliteDatabase };
+  rpc: RpcService;
+  bus: EventBus;
+  registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'subtree' | 'listDevices'>;
+  /** A fresh short-lived signed URL of a media file, called at every send. */
+  mediaUrl: (mediaId: string) => string;
+  logger: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  /** For CSV times. Default Asia/Ho_Chi_Minh. */
+  timeZone?: string;
+  /** expiresAt of broadcast.stop commands, from now. Default 10 minutes. */
+  stopTtlMs?: number;
+}
+
+type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
+
+export class BroadcastExecutor implements Component {
+  readonly name = 'broadcast-executor';
+  private readonly o: BroadcastExecutorOptions;
+  private readonly clock: Clock;
+  private repo: BroadcastRepo | null = null;
+  private q: BroadcastQueries | null = null;
+  private offs: Array<() => void> = [];
+  private readonly streamTimers = new Set<NodeJS.Timeout>();
+  private readonly refused: Counter<'reason'>;
+  private readonly ignored: Counter<'reason'>;
+
+  constructor(opts: BroadcastExecutorOptions) {
+    this.o = opts;
+    this.clock = opts.clock ?? systemClock;
+    this.refused = counter(opts.metrics, 'keng_broadcast_events_refused_total',
+      'Playback events refused: unknown broadcast, speaker not a target, or a broadcast never sent to it', ['reason']);
+    this.ignored = counter(opts.metrics, 'keng_broadcast_transitions_ignored_total',
+      'Target state changes ignored (from a terminal state, or backwards), e.g. a late accepted after completed', ['reason']);
+  }
+
+  /**
+   * Component lifecycle, and the broadcast commands of the brief, on the same
+   * names: start() / stop() with no argument start and stop the component;
+   * start(input) / stop(broadcastId) are startBroadcast / stopBroadcast.
+   */
+  start(): Promise<void>;
+  start(input: BroadcastInput): Broadcast;
+  start(input?: BroadcastInput): Promise<void> | Broadcast {
+    return input === undefined ? this.open() : this.startBroadcast(input);
+  }
+
+  stop(): Promise<void>;
+  stop(broadcastId: string): Broadcast;
+  stop(broadcastId?: string): Promise<void> | Broadcast {
+    return broadcastId === undefined ? this.close() : this.stopBroadcast(broadcastId);
+  }
+
+  private async open(): Promise<void> {
+    if (this.repo) return;
+    this.repo = new BroadcastRepo(this.o.stateDb.db);
+    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? 'Asia/Ho_Chi_Minh');
+    const rpc = this.o.rpc;
+    rpc.setParamsHook(PLAY_METHOD, (params) => this.playParams(params));
+    this.offs = [
+      rpc.on('sent', (e) => this.onRpcSent(e)),
+      rpc.on('expired', (e) => this.onRpcExpired(e)),
+      rpc.on('response', (e) => this.onRpcResponse(e)),
+      this.o.bus.on('device.event', (e) => this.onDeviceEvent(e)),
+    ];
+  }
+
+  private async close(): Promise<void> {
+    for (const off of this.offs.splice(0)) off();
+    for (const t of this.streamTimers) clearTimeout(t);
+    this.streamTimers.clear();
+    this.repo = null;
+    this.q = null;
+  }
+
+  // ------------------------------------------------------------ commands
+
+  /**
+   * Starts a broadcast. Targets must be registered speakers (404 / 400
+   * otherwise); duplicates are ignored. Returns the broadcast as stored
+   * (targets `pending`, `sent` or `offline`).
+   */
+  startBroadcast(input: BroadcastInput): Broadcast {
+    const repo = this.requireRepo();
+    const now = this.clock.now();
+    validateBroadcastInput(input, now);
+    const id = input.id ?? newId('bc', now);
+    if (repo.getBroadcastRow(id)) throw Errors.CONFLICT(`broadcast "${id}" already exists`);
+    const targets: Array<{ deviceId: string; area: string }> = [];
+    const seen = new Set<string>();
+    for (const deviceId of input.targets) {
+      if (seen.has(deviceId)) continue;
+      seen.add(deviceId);
+      const d = this.o.registry.getDevice(deviceId);
+      if (!d) throw withDetails(Errors.NOT_FOUND(`Device "${String(deviceId)}"`), { field: 'targets' });
+      if (d.kind !== 'speaker') throw withDetails(Errors.VALIDATION(`device "${deviceId}" is not a speaker`), { field: 'targets' });
+      targets.push({ deviceId, area: d.area });
+    }
+    const content = input.media ? { media: pickMedia(input.media) } : { stream: { url: input.stream!.url } };
+    repo.create({
+      id, ...(input.scheduleId !== undefined ? { scheduleId: input.scheduleId } : {}), plannedAt: input.plannedAt ?? now,
+      priority: input.priority, volume: input.volume, content,
+      ...(input.durationSec !== undefined ? { durationSec: input.durationSec } : {}), notAfter: input.notAfter, createdAt: now,
+    }, targets);
+    for (const t of targets) this.emit(id, t.deviceId, t.area, 'pending', now);
+    this.o.logger.info({ broadcastId: id, scheduleId: input.scheduleId, priority: input.priority, targets: targets.length }, 'broadcast started');
+
+    // Stored params keep mediaId; the send-time hook (playParams) puts the signed URL in.
+    const params: Record<string, unknown> = {
+      broadcastId: id, priority: input.priority, volume: input.volume, ...content, notAfter: input.notAfter,
+    };
+    for (const t of targets) {
+      try {
+        const r = this.o.rpc.send(t.deviceId, PLAY_METHOD, params, { expiresAt: input.notAfter });
+        repo.setPlayRequest(id, t.deviceId, r.requestId);
+        // Queued for a device that is not connected: offline until it comes back (or notAfter passes).
+        if (r.state === 'queued' && !this.o.rpc.isConnected(t.deviceId)) this.move(id, t.deviceId, 'offline', { source: 'controller', detail: 'speaker offline: command held until it reconnects' });
+      } catch (err) {
+        this.o.logger.error({ err, broadcastId: id, deviceId: t.deviceId }, 'broadcast.play could not be queued');
+        this.move(id, t.deviceId, 'expired', { source: 'controller', detail: `not sent: ${(err as Error).message}` });
+      }
+    }
+    return repo.get(id)!;
+  }
+
+  /**
+   * Stops a broadcast: `broadcast.stop {broadcastId}` to every speaker still
+   * sent/accepted/playing (marked `stopped` when the speaker confirms, by a
+   * `stopped` event or an `ok` answer); targets never sent (pending, offline)
+   * are withdrawn and marked `stopped` at once. Unknown id → 404.
+   */
+  stopBroadcast(broadcastId: string): Broadcast {
+    const repo = this.requireRepo();
+    const b = repo.getBroadcastRow(broadcastId);
+    if (!b) throw Errors.NOT_FOUND(`Broadcast "${broadcastId}"`);
+    const now = this.clock.now();
+    repo.markStopRequested(broadcastId, now);
+    for (const t of repo.targetRows(broadcastId)) {
+      if (isTerminal(t.state)) continue;
+      if ((t.state === 'pending' || t.state === 'offline') && (t.play_request_id === null || this.o.rpc.cancel(t.play_request_id))) {
+        this.move(broadcastId, t.device_id, 'stopped', { source: 'controller', detail: 'stopped before it was sent' });
+        continue;
+      }
+      try {
+        const r = this.o.rpc.send(t.device_id, STOP_METHOD, { broadcastId }, { expiresAt: now + (this.o.stopTtlMs ?? 600_000) });
+        repo.setStopRequest(broadcastId, t.device_id, r.requestId);
+      } catch (err) {
+        this.o.logger.error({ err, broadcastId, deviceId: t.device_id }, 'broadcast.stop could not be queued');
+      }
+    }
+    this.o.logger.info({ broadcastId }, 'broadcast stop requested');
+    return repo.get(broadcastId)!;
+  }
+
+  /**
+   * Records a schedule occurrence missed while Keng was not running (called
+   * by the scheduler's onMissed). `targets` are device ids; unknown devices
+   * are recorded with an empty area. Idempotent per (schedule, time, device).
+   */
+  recordMissed(scheduleId: string, plannedAt: number, targets: string[]): number {
+    const repo = this.requireRepo();
+    const rows = [...new Set(targets)].map((deviceId) => ({ deviceId, area: this.o.registry.getDevice(deviceId)?.area ?? '' }));
+    const n = repo.recordMissed(scheduleId, plannedAt, rows, this.clock.now());
+    if (n > 0) this.o.logger.warn({ scheduleId, plannedAt, speakers: n }, 'schedule occurrence recorded as missed');
+    return n;
+  }
+
+  /** Speakers of areas (with their subtrees) and explicit devices, sorted, without duplicates. */
+  resolveTargets(t: { areas?: string[]; devices?: string[] }): string[] {
+    const ids = new Set<string>(t.devices ?? []);
+    for (const a of t.areas ?? []) {
+      if (!this.o.registry.getArea(a)) throw withDetails(Errors.NOT_FOUND(`Area "${a}"`), { field: 'areas' });
+      for (const d of this.o.registry.listDevices({ area: a, kind: 'speaker' })) ids.add(d.id);
+    }
+    return [...ids].sort();
+  }
+
+  // ------------------------------------------------------------ queries
+
+  get(id: string): Broadcast | undefined { return this.requireRepo().get(id); }
+  list(q: ListQuery = {}): Broadcast[] { return this.queries().list(q); }
+  log(q: LogQuery = {}): LogEntry[] { return this.queries().log(q); }
+  csv(q: LogQuery = {}): string { return this.queries().csv(q); }
+  totals(q: TotalsQuery = {}): TotalsResult { return this.queries().totals(q, this.clock.now()); }
+
+  // ------------------------------------------------------------ RPC and playback events
+
+  /** Send-time params of broadcast.play: a fresh signed URL for the media (spec "Loudspeaker methods"). */
+  private playParams(params: Record<string, unknown>): Record<string, unknown> {
+    const media = params.media as MediaContent | undefined;
+    if (!media) return params;
+    const { mediaId, ...rest } = media;
+    return { ...params, media: { url: this.o.mediaUrl(mediaId), ...rest } };
+  }
+
+  private onRpcSent(e: RpcEvents['sent']): void {
+    if (e.request.method !== PLAY_METHOD) return;
+    const ref = refOf(e.request);
+    if (!ref) return;
+    const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
+    if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
+    this.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
+  }
+
+  private onRpcExpired(e: RpcEvents['expired']): void {
+    const ref = refOf(e.request);
+    if (!ref) return;
+    if (e.request.method === STOP_METHOD) {
+      this.o.logger.warn({ ...ref }, 'broadcast.stop expired before the speaker answered');
+      return;
+    }
+    if (e.request.method !== PLAY_METHOD) return;
+    const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
+    if (!t) return;
+    const detail = t.state === 'sent' ? 'no answer from the speaker before notAfter' : 'speaker offline until notAfter';
+    this.move(ref.broadcastId, ref.deviceId, 'expired', { source: 'rpc', detail });
+  }
+
+  private onRpcResponse(e: RpcEvents['response']): void {
+    if (e.duplicate) return;
+    const ref = refOf(e.request);
+    if (!ref) return;
+    if (e.request.method === PLAY_METHOD) {
+      const to = PLAY_RESPONSE_TO_STATE[e.status];
+      if (to) this.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) });
+    } else if (e.request.method === STOP_METHOD) {
+      const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
+      if (!t || isTerminal(t.state)) return;
+      if (e.status === 'ok' || e.status === 'accepted') this.move(ref.broadcastId, ref.deviceId, 'stopped', { source: 'rpc', detail: 'broadcast.stop confirmed' });
+      else this.o.logger.warn({ ...ref, status: e.status, detail: e.detail }, 'speaker did not confirm broadcast.stop');
+    }
+  }
+
+  private onDeviceEvent(e: KengEvents['device.event']): void {
+    const p = e.payload;
+    if (p.type !== 'playback' || typeof p.broadcastId !== 'string' || typeof p.state !== 'string') return;
+    const to = PLAYBACK_TO_STATE[p.state];
+    if (!to) return;
+    const repo = this.requireRepo();
+    const t = repo.target(p.broadcastId, e.deviceId);
+    if (!t) {
+      this.refuse(e.deviceId, p.broadcastId, repo.getBroadcastRow(p.broadcastId) ? 'not_target' : 'unknown_broadcast');
+      return;
+    }
+    if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, p.broadcastId, 'never_sent'); return; }
+    const deviceAt = typeof p.at === 'number' && Number.isFinite(p.at) ? p.at : undefined;
+    const detail = typeof p.detail === 'string' ? p.detail : undefined;
+    const moved = this.move(p.broadcastId, e.deviceId, to, {
+      source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
+    });
+    if (moved && to === 'playing') this.armStreamStop(p.broadcastId, e.deviceId);
+  }
+
+  /** A stream with a planned duration is stopped by the controller (the stream itself has no end). Not kept across restarts. */
+  private armStreamStop(broadcastId: string, deviceId: string): void {
+    const b = this.requireRepo().get(broadcastId);
+    if (!b?.stream || b.durationSec === undefined) return;
+    const timer = setTimeout(() => {
+      this.streamTimers.delete(timer);
+      const t = this.repo?.target(broadcastId, deviceId);
+      if (!t || isTerminal(t.state)) return;
+      try {
+        const r = this.o.rpc.send(deviceId, STOP_METHOD, { broadcastId }, { expiresAt: this.clock.now() + (this.o.stopTtlMs ?? 600_000) });
+        this.repo?.setStopRequest(broadcastId, deviceId, r.requestId);
+      } catch (err) { this.o.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
+    }, b.durationSec * 1000);
+    timer.unref();
+    this.streamTimers.add(timer);
+  }
+
+  private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {
+    this.refused.labels({ reason }).inc();
+    this.o.logger.warn({ deviceId, broadcastId: broadcastId.slice(0, 128), reason }, 'playback event refused: speaker was never sent this broadcast');
+  }
+
+  // ------------------------------------------------------------ transitions
+
+  /** Validated transition: DB (target + log line) then bus event. false when ignored. */
+  private move(broadcastId: string, deviceId: string, to: TargetState,
+    o: { source: LogSource; detail?: string; deviceAt?: number }): boolean {
+    const repo = this.requireRepo();
+    const t: TargetRow | undefined = repo.target(broadcastId, deviceId);
+    if (!t) return false;
+    const check = checkTransition(t.state, to);
+    if (check === 'same') return false;
+    if (check !== 'ok') {
+      this.ignored.labels({ reason: check }).inc();
+      this.o.logger.info({ broadcastId, deviceId, from: t.state, to, source: o.source, reason: check }, 'broadcast target transition ignored');
+      return false;
+    }
+    const now = this.clock.now();
+    const b = repo.getBroadcastRow(broadcastId);
+    repo.transition(t, to, now, {
+      source: o.source, ...(o.detail !== undefined ? { detail: o.detail } : {}), ...(o.deviceAt !== undefined ? { deviceAt: o.deviceAt } : {}),
+      ...(b?.schedule_id ? { scheduleId: b.schedule_id } : {}),
+    });
+    this.emit(broadcastId, deviceId, t.area, to, now);
+    return true;
+  }
+
+  private emit(broadcastId: string, deviceId: string, area: string, state: TargetState, at: number): void {
+    this.o.bus.emit('broadcast.state', { broadcastId, deviceId, area, state, at });
+  }
+
+  private requireRepo(): BroadcastRepo {
+    if (!this.repo) throw Errors.NOT_READY('broadcast executor is not started');
+    return this.repo;
+  }
+
+  private queries(): BroadcastQueries {
+    this.requireRepo();
+    return this.q!;
+  }
+}
+
+function refOf(r: RpcRequest): { broadcastId: string; deviceId: string } | null {
+  const id = r.params.broadcastId;
+  return typeof id === 'string' ? { broadcastId: id, deviceId: r.deviceId } : null;
+}
+
+function pickMedia(m: MediaContent): MediaContent {
+  return { mediaId: m.mediaId, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
+}
+
+function counter(m: Metrics | undefined, name: string, help: string, labelNames: readonly 'reason'[]): Counter<'reason'> {
+  const existing = m?.registry.getSingleMetric(name);
+  if (existing) return existing as Counter<'reason'>;
+  return new Counter({ name, help, labelNames, registers: m ? [m.registry] : [] });
+}

@@ -1,0 +1,167 @@
+/**
+ * Proof of play (issue 3 item 4): the broadcast log (nhật ký phát thanh) per
+ * speaker, queryable by time, area (with its subtree) and schedule, as JSON
+ * or CSV, and totals per area.
+ *
+ * Time windows are half-open [from, to) in epoch ms; either end may be absent.
+ *
+ * Totals (per area where the speakers are registered, and in all), counted in
+ * speaker-broadcasts ("one speaker × one occurrence"), for broadcasts whose
+ * planned time (the schedule occurrence, or the start of a "play now") is in
+ * the window, plus missed occurrences planned in the window:
+ *   planned    = every target + every missed slot
+ *              = played + failed + missed + stopped + preempted + inProgress
+ *   played     = completed (played to the end)
+ *   failed     = failed + rejected + expired, plus targets still `pending` or
+ *                `offline` whose notAfter has passed (they can no longer play;
+ *                the RPC sweep turns them `expired` within seconds)
+ *   missed     = speakers of schedule occurrences recorded missed (Keng was
+ *                not running at the planned time; recordMissed)
+ *   stopped    = stopped by staff (broadcast.stop) or the local stop button
+ *   preempted  = interrupted by an emergency (not a fault of the speaker)
+ *   inProgress = pending, offline, sent, accepted or playing, still valid
+ */
+import type { DeviceRegistryApi } from '../../devices/registry-types.js';
+import { toCsv, type CsvValue } from './csv.js';
+import {
+  missedToLogEntry, toBroadcast, toLogEntry, type BroadcastRepo, type BroadcastRow, type LogRow, type MissedRow, type TargetRow,
+} from './repo.js';
+import { isoWithOffset } from './time.js';
+import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogQuery, TargetState, TotalsQuery, TotalsResult } from './types.js';
+
+export type QueryRegistry = Pick<DeviceRegistryApi, 'subtree' | 'getArea' | 'getDevice'>;
+
+export const DEFAULT_LIST_LIMIT = 100;
+export const MAX_LIST_LIMIT = 1000;
+export const DEFAULT_LOG_LIMIT = 10_000;
+export const MAX_LOG_LIMIT = 100_000;
+
+const MIN = -8.64e15;
+const MAX = 8.64e15;
+
+function clampLimit(v: number | undefined, def: number, max: number): number {
+  if (v === undefined || !Number.isFinite(v)) return def;
+  return Math.max(1, Math.min(max, Math.trunc(v)));
+}
+
+export class BroadcastQueries {
+  constructor(private readonly repo: BroadcastRepo, private readonly registry: QueryRegistry, private readonly timeZone: string) {}
+
+  /** Area codes of the subtree as JSON (for json_each), or null for no area filter. Unknown area → empty set. */
+  private areaSet(area: string | undefined): string | null {
+    if (area === undefined) return null;
+    return JSON.stringify(this.registry.getArea(area) ? this.registry.subtree(area) : []);
+  }
+
+  list(q: ListQuery = {}): Broadcast[] {
+    const areas = this.areaSet(q.area);
+    const rows = this.repo.db.prepare(`SELECT * FROM broadcasts b
+      WHERE b.created_at >= ? AND b.created_at < ?
+        AND (? IS NULL OR b.schedule_id = ?)
+        AND (? IS NULL OR EXISTS (SELECT 1 FROM broadcast_targets t WHERE t.broadcast_id = b.id AND t.area IN (SELECT value FROM json_each(?))))
+      ORDER BY b.created_at DESC, b.id LIMIT ?`)
+      .all(q.from ?? MIN, q.to ?? MAX, q.scheduleId ?? null, q.scheduleId ?? null, areas, areas,
+        clampLimit(q.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)) as BroadcastRow[];
+    const inArea = areas !== null ? new Set(JSON.parse(areas) as string[]) : null;
+    return rows.map((b) => {
+      const targets = this.repo.targetRows(b.id).filter((t: TargetRow) => !inArea || inArea.has(t.area));
+      return toBroadcast(b, targets);
+    });
+  }
+
+  /** Transitions and missed occurrences in time order (missed ones only when no broadcastId is asked for). */
+  log(q: LogQuery = {}): LogEntry[] {
+    const areas = this.areaSet(q.area);
+    const limit = clampLimit(q.limit, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT);
+    const from = q.from ?? MIN;
+    const to = q.to ?? MAX;
+    const sched = q.scheduleId ?? null;
+    const dev = q.deviceId ?? null;
+    const rows = this.repo.db.prepare(`SELECT * FROM broadcast_log
+      WHERE at >= ? AND at < ?
+        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?) AND (? IS NULL OR broadcast_id = ?)
+        AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
+      ORDER BY at, seq LIMIT ?`)
+      .all(from, to, sched, sched, dev, dev, q.broadcastId ?? null, q.broadcastId ?? null, areas, areas, limit) as LogRow[];
+    const entries = rows.map(toLogEntry);
+    if (q.broadcastId !== undefined) return entries;
+    const missed = this.repo.db.prepare(`SELECT * FROM broadcast_missed
+      WHERE planned_at >= ? AND planned_at < ?
+        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?)
+        AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
+      ORDER BY planned_at, device_id LIMIT ?`)
+      .all(from, to, sched, sched, dev, dev, areas, areas, limit) as MissedRow[];
+    if (missed.length === 0) return entries;
+    return [...entries, ...missed.map(missedToLogEntry)].sort((a, b) => a.at - b.at).slice(0, limit);
+  }
+
+  /** The log as CSV (RFC 4180, UTF-8 with BOM), times in the commune's time zone. */
+  csv(q: LogQuery = {}): string {
+    const header = ['time', 'device_time', 'broadcast_id', 'schedule_id', 'area', 'area_name', 'device_id', 'device_name',
+      'state', 'previous_state', 'detail', 'source'];
+    const areaNames = new Map<string, string>();
+    const deviceNames = new Map<string, string>();
+    const areaName = (c: string): string => {
+      let n = areaNames.get(c);
+      if (n === undefined) { n = this.registry.getArea(c)?.name ?? ''; areaNames.set(c, n); }
+      return n;
+    };
+    const deviceName = (id: string): string => {
+      let n = deviceNames.get(id);
+      if (n === undefined) { n = this.registry.getDevice(id)?.name ?? ''; deviceNames.set(id, n); }
+      return n;
+    };
+    const rows = this.log(q).map((e): CsvValue[] => [
+      isoWithOffset(e.at, this.timeZone), e.deviceAt !== undefined ? isoWithOffset(e.deviceAt, this.timeZone) : '',
+      e.broadcastId, e.scheduleId, e.area, areaName(e.area), e.deviceId, deviceName(e.deviceId),
+      e.state, e.prevState, e.detail, e.source,
+    ]);
+    return toCsv(header, rows);
+  }
+
+  totals(q: TotalsQuery = {}, now = Date.now()): TotalsResult {
+    const areas = this.areaSet(q.area);
+    const from = q.from ?? MIN;
+    const to = q.to ?? MAX;
+    const byArea = new Map<string, AreaTotals>();
+    const row = (area: string): AreaTotals => {
+      let r = byArea.get(area);
+      if (!r) {
+        const name = this.registry.getArea(area)?.name;
+        r = { area, ...(name !== undefined ? { areaName: name } : {}), planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, inProgress: 0 };
+        byArea.set(area, r);
+      }
+      return r;
+    };
+    const counts = this.repo.db.prepare(`SELECT t.area AS area, t.state AS state,
+        (t.state IN ('pending', 'offline') AND b.not_after <= ?) AS late, COUNT(*) AS n
+      FROM broadcast_targets t JOIN broadcasts b ON b.id = t.broadcast_id
+      WHERE b.planned_at >= ? AND b.planned_at < ?
+        AND (? IS NULL OR t.area IN (SELECT value FROM json_each(?)))
+      GROUP BY t.area, t.state, late`)
+      .all(now, from, to, areas, areas) as Array<{ area: string; state: TargetState; late: number; n: number }>;
+    for (const c of counts) {
+      const r = row(c.area);
+      r.planned += c.n;
+      if (c.state === 'completed') r.played += c.n;
+      else if (c.state === 'failed' || c.state === 'rejected' || c.state === 'expired' || c.late) r.failed += c.n;
+      else if (c.state === 'stopped') r.stopped += c.n;
+      else if (c.state === 'preempted') r.preempted += c.n;
+      else r.inProgress += c.n;
+    }
+    const missed = this.repo.db.prepare(`SELECT area, COUNT(*) AS n FROM broadcast_missed
+      WHERE planned_at >= ? AND planned_at < ? AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
+      GROUP BY area`).all(from, to, areas, areas) as Array<{ area: string; n: number }>;
+    for (const m of missed) {
+      const r = row(m.area);
+      r.missed += m.n;
+      r.planned += m.n;
+    }
+    const list = [...byArea.values()].sort((a, b) => (a.area < b.area ? -1 : a.area > b.area ? 1 : 0));
+    const total = { planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, inProgress: 0 };
+    for (const r of list) {
+      for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += r[k];
+    }
+    return { ...(q.from !== undefined ? { from: q.from } : {}), ...(q.to !== undefined ? { to: q.to } : {}), areas: list, total };
+  }
+}

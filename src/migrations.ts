@@ -1,0 +1,37 @@
+/**
+ * Every state-store migration of this build, in order. The composition root
+ * owns the list (modules export their migration without knowing its number)
+ * so the server and the CLI always agree on the schema version.
+ *
+ * Append only: a released entry is never renumbered or edited. A new
+ * migration of any module (core included) goes at the END with the next number.
+ */
+import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
+import { scheduleMigration } from './broadcast/schedule/index.js';
+import { mediaMigration } from './media/index.js';
+import { RPC_MIGRATION } from './rpc/index.js';
+import { BROADCAST_MIGRATION } from './broadcast/execution/index.js';
+
+type Step = Pick<Migration, 'name' | 'up'>;
+
+const core = (version: number): Step => {
+  const m = CORE.find((c) => c.version === version);
+  if (!m) throw new Error(`core migration ${version} is missing`);
+  return m;
+};
+
+const ORDER: Step[] = [
+  core(1),               // areas, devices, device_state
+  core(2),               // accounts: users, sessions, API tokens, login guard
+  core(3),               // audit log
+  scheduleMigration,     // 4
+  mediaMigration,        // 5
+  RPC_MIGRATION,         // 6
+  BROADCAST_MIGRATION,   // 7
+];
+
+if (CORE.length !== 3) {
+  throw new Error('src/storage/state/migrations.ts gained an entry: append it to ORDER in src/migrations.ts with the next number');
+}
+
+export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ version: i + 1, name: m.name, up: m.up }));

@@ -1,0 +1,284 @@
+/**
+ * One simulated IP loudspeaker cluster (cụm loa) speaking device protocol v1
+ * faithfully (shared/spec/device-protocol.md; guide firmware-protocols/ §1.5,
+ * §11, §12):
+ * - connects with id + secret (or access token), clean session, client id =
+ *   device id, Last Will `{"online":false}` retained QoS 1 on its status topic;
+ * - after CONNACK: subscribe `rpc/request/+` (QoS 1), then status
+ *   `{"online":true,...}` retained, attributes, held events, telemetry;
+ * - answers every request: `broadcast.play` (validate → `rejected` + detail,
+ *   or `accepted`; then fetch + sha256 check and play, see playout.ts),
+ *   `broadcast.stop` (`ok`, `stopped` events), `speaker.setVolume`
+ *   (`ok` + volume, or `rejected` "volume out of range"), anything else
+ *   `rejected` "unknown method"; an expired request is `rejected` "expired";
+ *   a repeated request id gets the previous answer again (§11.4);
+ * - telemetry: volume, playing, rssi, power_source, battery_v, amp_temp_c,
+ *   uptime_s every interval and at each start/stop of playback;
+ * - faults: failRate, rejectAll, acceptDelayMs, offline periods.
+ */
+import { EventEmitter } from 'node:events';
+import mqtt, { type MqttClient } from 'mqtt';
+import { createRng, hashSeed, type Rng } from '../random.js';
+import { deviceTopics, rpcRequestId, type DeviceTopics } from '../topics.js';
+import { MediaCache } from './media.js';
+import { parsePlayParams } from './params.js';
+import { Playout, type PlaybackState } from './playout.js';
+
+export interface SpeakerFaults {
+  /** Probability (0-1) that a playback fails midway ("simulated amplifier fault"). */
+  failRate?: number;
+  /** Answer every broadcast.play `rejected`. */
+  rejectAll?: boolean;
+  /** Delay before answering a broadcast.play (slow accept). */
+  acceptDelayMs?: number;
+  /** Drop off-line (abruptly: the will is published) after `afterMs`, for `forMs`, every `everyMs` if set. */
+  offline?: { afterMs: number; forMs: number; everyMs?: number };
+}
+
+export interface SimSpeakerOptions {
+  id: string;
+  secret?: string;
+  accessToken?: string;
+  /** Log in with the access token and use `v1/devices/me/...` topics. */
+  useToken?: boolean;
+  /** mqtt://host:port */
+  url: string;
+  /** Play-time factor (1 = real time, 10 = ten times faster). Default 1. */
+  speed?: number;
+  /** Telemetry interval. Default 60,000. */
+  telemetryIntervalMs?: number;
+  keepaliveSec?: number;
+  /** Automatic reconnect after a lost connection. Default 1,000. */
+  reconnectPeriodMs?: number;
+  faults?: SpeakerFaults;
+  rng?: Rng;
+  onError?: (err: Error) => void;
+}
+
+export interface SpeakerEvent { broadcastId: string; state: PlaybackState; at: number; detail?: string }
+
+export const SPEAKER_ATTRIBUTES = {
+  firmware: 'sim-speaker-1.0', model: 'keng-sim-loa',
+  capabilities: ['broadcast.play', 'broadcast.stop', 'speaker.setVolume', 'stream'],
+  codecs: ['audio/mpeg', 'audio/ogg', 'audio/wav'], amp_power_w: 30, horns: 4,
+} as const;
+
+const DEDUP_SIZE = 128;
+
+export class SimSpeaker extends EventEmitter {
+  readonly id: string;
+  /** Every playback event sent (for tests and the CLI summary). */
+  readonly events: SpeakerEvent[] = [];
+  /** Request ids and methods received, in order (duplicates included). */
+  readonly received: Array<{ requestId: string; method: string }> = [];
+  volume = 70;
+  private readonly topics: DeviceTopics;
+  private readonly eventsTopic: string;
+  private readonly rng: Rng;
+  private readonly playout: Playout;
+  private readonly media = new MediaCache();
+  private readonly answers = new Map<string, Record<string, unknown> | 'pending'>();
+  private readonly outbox: Array<{ topic: string; payload: string }> = [];
+  private client: MqttClient | null = null;
+  private ready = false;
+  private stopped = false;
+  private playing = false;
+  private readonly bootAt = Date.now();
+  private timers = new Set<NodeJS.Timeout>();
+  private telemetryTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: SimSpeakerOptions) {
+    super();
+    this.id = o.id;
+    if (o.useToken ? !o.accessToken : !o.secret) throw new Error(`speaker ${o.id}: no ${o.useToken ? 'access token' : 'secret'}`);
+    this.topics = deviceTopics(o.useToken ? 'me' : o.id);
+    this.eventsTopic = `v1/devices/${o.useToken ? 'me' : o.id}/events`;
+    this.rng = o.rng ?? createRng(hashSeed(o.id));
+    this.playout = new Playout({
+      prepare: async (item) => {
+        const r = item.media ? await this.media.fetchMedia(item.media.url, item.media.sha256) : await this.media.probeStream(item.stream!.url);
+        if (!r.ok) return r;
+        return { ok: true, durationMs: item.media ? item.media.durationSec * 1000 : 3_600_000 };
+      },
+      event: (broadcastId, state, detail) => this.playbackEvent(broadcastId, state, detail),
+      playing: (on) => { this.playing = on; this.sendTelemetry(); },
+    }, { speed: o.speed ?? 1, failRate: o.faults?.failRate ?? 0, rng: this.rng });
+  }
+
+  get isConnected(): boolean { return this.ready; }
+  get nowPlaying(): string | null { return this.playout.playingId; }
+
+  /** Connects; resolves once subscribed and online. Schedules the offline fault if configured. */
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.connect();
+    const off = this.o.faults?.offline;
+    if (off) {
+      const cycle = (delay: number): void => {
+        this.later(delay, () => {
+          void this.goOffline(off.forMs);
+          if (off.everyMs) cycle(off.everyMs);
+        });
+      };
+      cycle(off.afterMs);
+    }
+    this.telemetryTimer = setInterval(() => this.sendTelemetry(), this.o.telemetryIntervalMs ?? 60_000);
+    this.telemetryTimer.unref();
+  }
+
+  /** Power off: clean offline status, DISCONNECT, nothing more. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    if (this.telemetryTimer) clearInterval(this.telemetryTimer);
+    this.playout.close();
+    const c = this.client;
+    this.client = null;
+    this.ready = false;
+    if (!c) return;
+    if (c.connected) {
+      await new Promise<void>((r) => c.publish(this.topics.status, JSON.stringify({ online: false, reason: 'shutdown' }), { qos: 1, retain: true }, () => r()));
+    }
+    await new Promise<void>((r) => c.end(false, {}, () => r()));
+  }
+
+  /** Network loss: the connection drops without DISCONNECT (the broker publishes the will); back after forMs. Playback continues locally. */
+  async goOffline(forMs: number): Promise<void> {
+    const c = this.client;
+    this.client = null;
+    this.ready = false;
+    if (c) await new Promise<void>((r) => c.end(true, {}, () => r()));
+    this.emit('offline');
+    this.later(forMs, () => { if (!this.stopped) void this.connect().catch((err: Error) => this.o.onError?.(err)); });
+  }
+
+  // ------------------------------------------------------------ connection
+
+  private connect(): Promise<void> {
+    const o = this.o;
+    const client = mqtt.connect(o.url, {
+      clientId: o.id,
+      username: o.useToken ? o.accessToken! : o.id,
+      ...(o.useToken ? {} : { password: o.secret! }),
+      clean: true, protocolVersion: 4, keepalive: o.keepaliveSec ?? 60,
+      reconnectPeriod: o.reconnectPeriodMs ?? 1000, connectTimeout: 10_000,
+      will: { topic: this.topics.status, payload: Buffer.from('{"online":false}'), qos: 1, retain: true },
+    });
+    this.client = client;
+    client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    client.on('close', () => { if (this.client === client) this.ready = false; });
+    client.on('error', (err) => o.onError?.(err));
+    return new Promise<void>((resolve, reject) => {
+      let first = true;
+      client.on('connect', () => {
+        // Connect sequence (guide §1.5), on every (re)connect.
+        client.subscribe(this.topics.rpcRequestFilter, { qos: 1 }, (err) => {
+          if (err) { if (first) reject(err); return; }
+          client.publish(this.topics.status, JSON.stringify({ online: true, firmware: SPEAKER_ATTRIBUTES.firmware, reset_reason: 'power_on' }),
+            { qos: 1, retain: true });
+          client.publish(this.topics.attributes, JSON.stringify(SPEAKER_ATTRIBUTES), { qos: 1 });
+          if (this.client !== client) return;
+          this.ready = true;
+          for (const m of this.outbox.splice(0)) client.publish(m.topic, m.payload, { qos: 1 });
+          this.sendTelemetry();
+          this.emit('online');
+          if (first) { first = false; resolve(); }
+        });
+      });
+      client.once('error', (err) => { if (first) { first = false; client.end(true); reject(err); } });
+    });
+  }
+
+  private send(topic: string, body: unknown): void {
+    const payload = JSON.stringify(body);
+    if (this.ready && this.client) this.client.publish(topic, payload, { qos: 1 });
+    else this.outbox.push({ topic, payload }); // held until the connection is back (store-and-forward)
+  }
+
+  // ------------------------------------------------------------ RPC (spec "Commands (RPC)")
+
+  private onMessage(topic: string, payload: Buffer): void {
+    const requestId = rpcRequestId(topic);
+    if (!requestId) return;
+    let req: { method?: unknown; params?: unknown; expiresAt?: unknown };
+    try { req = JSON.parse(payload.toString('utf8')) as typeof req; } catch { this.answer(requestId, { status: 'rejected', detail: 'request is not valid JSON' }); return; }
+    const method = typeof req.method === 'string' ? req.method : '';
+    this.received.push({ requestId, method });
+    // Guide §11.4: a repeated request id gets the previous answer, without acting again.
+    const prev = this.answers.get(requestId);
+    if (prev !== undefined) {
+      if (prev !== 'pending') this.send(this.topics.rpcResponse(requestId), prev);
+      return;
+    }
+    const now = Date.now();
+    if (typeof req.expiresAt === 'number' && req.expiresAt < now) { this.answer(requestId, { status: 'rejected', detail: 'expired' }); return; }
+    switch (method) {
+      case 'broadcast.play': this.play(requestId, req.params, now); break;
+      case 'broadcast.stop': {
+        const p = (typeof req.params === 'object' && req.params !== null ? req.params : {}) as { broadcastId?: unknown };
+        const id = typeof p.broadcastId === 'string' ? p.broadcastId : undefined;
+        this.answer(requestId, { status: 'ok' });
+        this.playout.stop(id);
+        break;
+      }
+      case 'speaker.setVolume': {
+        const v = (req.params as { volume?: unknown } | undefined)?.volume;
+        if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 100) { this.answer(requestId, { status: 'rejected', detail: 'volume out of range' }); break; }
+        this.volume = Math.round(v);
+        this.answer(requestId, { status: 'ok', volume: this.volume });
+        this.sendTelemetry();
+        break;
+      }
+      default: this.answer(requestId, { status: 'rejected', detail: `unknown method${method ? ` "${method.slice(0, 64)}"` : ''}` });
+    }
+  }
+
+  private play(requestId: string, params: unknown, now: number): void {
+    if (this.o.faults?.rejectAll) { this.answer(requestId, { status: 'rejected', detail: 'simulated fault: rejectAll' }); return; }
+    const p = parsePlayParams(params, now);
+    if (!p.ok) { this.answer(requestId, { status: 'rejected', detail: p.detail }); return; }
+    if (this.playout.knows(p.item.broadcastId)) { this.answer(requestId, { status: 'rejected', detail: 'already playing or queued' }); return; }
+    const delay = this.o.faults?.acceptDelayMs ?? 0;
+    const go = (): void => {
+      if (this.stopped) return;
+      this.answer(requestId, { status: 'accepted' });
+      this.playout.enqueue(p.item);
+    };
+    if (delay > 0) { this.answers.set(requestId, 'pending'); this.later(delay, go); } else go();
+  }
+
+  private answer(requestId: string, body: Record<string, unknown>): void {
+    this.answers.set(requestId, body);
+    if (this.answers.size > DEDUP_SIZE) this.answers.delete(this.answers.keys().next().value!);
+    this.send(this.topics.rpcResponse(requestId), body);
+  }
+
+  // ------------------------------------------------------------ events and telemetry
+
+  private playbackEvent(broadcastId: string, state: PlaybackState, detail?: string): void {
+    const e: SpeakerEvent = { broadcastId, state, at: Date.now(), ...(detail !== undefined ? { detail } : {}) };
+    this.events.push(e);
+    this.send(this.eventsTopic, { type: 'playback', ...e });
+    this.emit('playback', e);
+  }
+
+  private sendTelemetry(): void {
+    if (!this.ready || !this.client) return; // telemetry is live data: not held while offline
+    const r = this.rng;
+    const values = {
+      volume: this.volume, playing: this.playing, rssi: Math.round(-55 - 25 * r()),
+      power_source: this.id.charCodeAt(this.id.length - 1) % 3 === 0 ? 'solar' : 'ac',
+      battery_v: Math.round((12.4 + 0.4 * r()) * 100) / 100,
+      amp_temp_c: Math.round((this.playing ? 45 : 32) + 5 * r()),
+      uptime_s: Math.floor((Date.now() - this.bootAt) / 1000),
+    };
+    this.client.publish(this.topics.telemetry, JSON.stringify({ ts: Date.now(), values }), { qos: 1 });
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The reference loudspeaker simulator against the real broker: setVolume,
+ * unknown methods, telemetry fields, slow accept, and a network outage in the
+ * middle of playback (events held and delivered after the reconnect).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from '../helpers/app.js';
+import { waitFor } from '../helpers/mqtt.js';
+import { RPC_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { BROADCAST_MIGRATION, BroadcastExecutor } from '../../src/broadcast/execution/index.js';
+import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
+
+let cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => { for (const c of cleanup.reverse()) await c(); cleanup = []; });
+
+async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: BroadcastExecutor; creds: Array<{ id: string; secret: string }>; mediaUrl: string; sha256: string }> {
+  const t = await startTestApp();
+  cleanup.push(() => t.stop());
+  const app = t.app;
+  for (const m of [RPC_MIGRATION, BROADCAST_MIGRATION]) app.stateDb.db.exec(m.up);
+  app.registry.createArea({ code: 'p', name: 'Tỉnh', level: 'province' });
+  const creds = Array.from({ length: n }, (_, i) => {
+    const id = `loa-sim-${i}`;
+    return { id, secret: app.registry.createDevice({ id, kind: 'speaker', name: id, area: 'p' }).credentials.secret };
+  });
+  const body = randomBytes(4096);
+  const server = createServer((_req, res) => res.end(body));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+  const mediaUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/m`;
+  const logger = app.logger;
+  const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50 });
+  const exec = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
+  await rpc.start();
+  await exec.start();
+  cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
+  return { t, rpc, exec, creds, mediaUrl, sha256: createHash('sha256').update(body).digest('hex') };
+}
+
+describe('SpeakerSim (reference loudspeaker)', () => {
+  it('answers setVolume and unknown methods, reports speaker telemetry', async () => {
+    const s = await setup(1);
+    const sim: SpeakerSim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, count: 1, speed: 20 });
+    cleanup.push(() => sim.stop());
+    await waitFor(() => s.rpc.isReady('loa-sim-0'));
+    const answers: Array<RpcEvents['response']> = [];
+    s.rpc.onResponse((e) => answers.push(e));
+    s.rpc.send('loa-sim-0', 'speaker.setVolume', { volume: 65 }, { expiresAt: Date.now() + 10_000 });
+    s.rpc.send('loa-sim-0', 'speaker.setVolume', { volume: 165 }, { expiresAt: Date.now() + 10_000 });
+    s.rpc.send('loa-sim-0', 'firmware.update', {}, { expiresAt: Date.now() + 10_000 });
+    await waitFor(() => answers.length === 3);
+    expect(answers.map((a) => a.payload)).toEqual([
+      { status: 'ok', volume: 65 }, { status: 'rejected', detail: 'volume out of range' }, { status: 'rejected', detail: 'unknown method "firmware.update"' }]);
+    const latest = await waitFor(() => { const l = s.t.app.registry.latest('loa-sim-0'); return l.volume?.value === 65 ? l : undefined; });
+    expect(Object.keys(latest).sort()).toEqual(['amp_temp_c', 'battery_v', 'playing', 'power_source', 'rssi', 'uptime_s', 'volume']);
+    expect(s.t.app.registry.attributes('loa-sim-0')).toMatchObject({ model: 'keng-sim-loa' });
+  });
+
+  it('slow accept and a network outage during playback: the broadcast still completes, events arrive after the reconnect', async () => {
+    const s = await setup(2);
+    const sim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, speed: 10,
+      faults: (_id, i) => (i === 0 ? { acceptDelayMs: 400 } : { offline: { afterMs: 1200, forMs: 800 } }) });
+    cleanup.push(() => sim.stop());
+    await waitFor(() => s.creds.every((c) => s.rpc.isReady(c.id)));
+    const b = s.exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: s.sha256, durationSec: 15, mime: 'audio/mpeg' },
+      targets: ['loa-sim-0', 'loa-sim-1'], notAfter: Date.now() + 10_000 });
+    await waitFor(() => s.exec.get(b.id)!.targets.every((t) => t.state === 'completed'), 8000)
+      .catch((e: Error) => { throw new Error(`${e.message} ${JSON.stringify(s.exec.get(b.id))}`); });
+    const log0 = s.exec.log({ broadcastId: b.id, deviceId: 'loa-sim-0' });
+    expect(log0.find((e) => e.state === 'accepted')!.at - log0.find((e) => e.state === 'sent')!.at).toBeGreaterThanOrEqual(350);
+    const sp1 = sim.get('loa-sim-1')!;
+    expect(sp1.events.map((e) => e.state)).toEqual(['started', 'completed']);
+    expect(s.t.app.registry.isOnline('loa-sim-1')).toBe(true);
+  });
+});

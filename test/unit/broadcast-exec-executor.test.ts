@@ -1,0 +1,178 @@
+/**
+ * BroadcastExecutor without MQTT: a fake broker, bus-injected RPC responses
+ * and playback events, an in-memory state store and a fake clock.
+ */
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
+import { MIGRATIONS } from '../../src/storage/state/migrations.js';
+import { RPC_MIGRATION, RpcService } from '../../src/rpc/index.js';
+import { BROADCAST_MIGRATION, BroadcastExecutor, type BroadcastInput } from '../../src/broadcast/execution/index.js';
+import type { Area, Device } from '../../src/devices/types.js';
+
+const SHA = 'a'.repeat(64);
+
+function fakeRegistry() {
+  const areas: Area[] = [
+    { code: 'p', name: 'Tỉnh', level: 'province', parent: null, createdAt: 0 },
+    { code: 'c', name: 'Xã An Bình', level: 'commune', parent: 'p', createdAt: 0 },
+    { code: 'v1', name: 'Thôn Đông', level: 'village', parent: 'c', createdAt: 0 },
+    { code: 'v2', name: 'Thôn Tây', level: 'village', parent: 'c', createdAt: 0 },
+  ];
+  const dev = (id: string, area: string, kind: Device['kind'] = 'speaker'): Device =>
+    ({ id, kind, name: `Loa ${id}`, area, location: null, model: null, enabled: true, createdAt: 0 });
+  const devices = [dev('loa-1', 'v1'), dev('loa-2', 'v2'), dev('loa-3', 'v1'), dev('soil-1', 'v1', 'sensor')];
+  const subtree = (code: string): string[] => [code, ...areas.filter((a) => a.parent === code).flatMap((a) => subtree(a.code))];
+  return {
+    getArea: (c: string) => areas.find((a) => a.code === c),
+    getDevice: (id: string) => devices.find((d) => d.id === id),
+    subtree,
+    listDevices: (f: { area?: string; kind?: string } = {}) => devices.filter((d) => (!f.area || subtree(f.area).includes(d.area)) && (!f.kind || d.kind === f.kind)),
+  };
+}
+
+interface Fx {
+  db: Database.Database; bus: EventBus; rpc: RpcService; exec: BroadcastExecutor; metrics: Metrics;
+  clock: { t: number; now(): number }; connected: Set<string>; published: Array<{ topic: string; body: any }>; urls: string[];
+}
+let fx: Fx | undefined;
+afterEach(async () => { await fx?.exec.stop(); await fx?.rpc.stop(); fx?.db.close(); fx = undefined; });
+
+async function setup(): Promise<Fx> {
+  const db = new Database(':memory:');
+  db.exec(MIGRATIONS[0]!.up);
+  db.exec(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0)`);
+  for (const id of ['loa-1', 'loa-2', 'loa-3']) {
+    db.prepare(`INSERT INTO devices (id, kind, name, area, secret_hash, token_lookup, token_hash, created_at) VALUES (?, 'speaker', ?, 'p', 'x', ?, 'x', 0)`).run(id, id, id);
+  }
+  db.exec(RPC_MIGRATION.up);
+  db.exec(BROADCAST_MIGRATION.up);
+  const bus = new EventBus();
+  const metrics = new Metrics({ defaultMetrics: false });
+  const clock = { t: 1_764_460_800_000, now() { return this.t; } };
+  const connected = new Set<string>();
+  const published: Fx['published'] = [];
+  const urls: string[] = [];
+  const logger = createLogger('silent');
+  const rpc = new RpcService({ stateDb: { db }, bus, logger, metrics, clock, answerGraceMs: 0,
+    broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } } });
+  let n = 0;
+  const exec = new BroadcastExecutor({ stateDb: { db }, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,
+    mediaUrl: (id) => { const u = `https://keng.test/media/${id}/file?sig=${++n}`; urls.push(u); return u; } });
+  await rpc.start();
+  await exec.start();
+  fx = { db, bus, rpc, exec, metrics, clock, connected, published, urls };
+  return fx;
+}
+
+const input = (f: Fx, targets: string[], over: Partial<BroadcastInput> = {}): BroadcastInput => ({
+  priority: 'normal', volume: 80, media: { mediaId: 'm_1', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' },
+  targets, notAfter: f.clock.t + 60_000, ...over,
+});
+const tick = () => new Promise((r) => setImmediate(r));
+const reqId = (f: Fx, deviceId: string, method = 'broadcast.play') => f.rpc.list(deviceId).filter((r) => r.method === method).at(-1)!.id;
+const respond = (f: Fx, deviceId: string, method: string, payload: Record<string, unknown>) =>
+  f.bus.emit('rpc.response', { deviceId, requestId: reqId(f, deviceId, method), payload, at: f.clock.t });
+const playback = (f: Fx, deviceId: string, broadcastId: string, state: string, detail?: string) =>
+  f.bus.emit('device.event', { deviceId, payload: { type: 'playback', broadcastId, state, at: f.clock.t - 5, ...(detail ? { detail } : {}) }, at: f.clock.t });
+const stateOf = (f: Fx, id: string, deviceId: string) => f.exec.get(id)!.targets.find((t) => t.deviceId === deviceId)!.state;
+
+describe('BroadcastExecutor', () => {
+  it('sends broadcast.play with a fresh signed URL (no mediaId on the wire) and expiresAt = notAfter', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    const b = f.exec.start(input(f, ['loa-1']));
+    await tick();
+    expect(f.published).toHaveLength(1);
+    const msg = f.published[0]!.body;
+    expect(msg).toEqual({
+      method: 'broadcast.play', expiresAt: b.notAfter,
+      params: { broadcastId: b.id, priority: 'normal', volume: 80, notAfter: b.notAfter,
+        media: { url: f.urls[0], sha256: SHA, durationSec: 30, mime: 'audio/mpeg' } },
+    });
+    expect(b.id).toMatch(/^bc_/);
+  });
+
+  it('tracks a speaker through accepted → playing → completed, logs device time, emits broadcast.state; a late accepted is ignored', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    const events: Array<KengEvents['broadcast.state']> = [];
+    f.bus.on('broadcast.state', (e) => events.push(e));
+    const b = f.exec.start(input(f, ['loa-1'], { scheduleId: 'sch-1' }));
+    playback(f, 'loa-1', b.id, 'started');
+    f.clock.t += 30_000;
+    playback(f, 'loa-1', b.id, 'completed');
+    respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' }); // response overtaken by the events
+    expect(stateOf(f, b.id, 'loa-1')).toBe('completed');
+    expect(events.map((e) => e.state)).toEqual(['pending', 'sent', 'playing', 'completed']);
+    expect(events[0]).toMatchObject({ broadcastId: b.id, deviceId: 'loa-1', area: 'v1' });
+    const log = f.exec.log({ broadcastId: b.id });
+    expect(log.map((e) => [e.prevState ?? null, e.state, e.source])).toEqual([
+      [null, 'pending', 'controller'], ['pending', 'sent', 'rpc'], ['sent', 'playing', 'event'], ['playing', 'completed', 'event']]);
+    expect(log[3]).toMatchObject({ deviceAt: f.clock.t - 5, scheduleId: 'sch-1' });
+    const m = (await f.metrics.registry.getMetricsAsJSON()).find((x) => x.name === 'keng_broadcast_transitions_ignored_total');
+    expect(m?.values).toEqual([expect.objectContaining({ value: 1, labels: { reason: 'from_terminal' } })]);
+  });
+
+  it('rejected and error answers; offline targets expire at notAfter; totals follow the documented definitions', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    f.connected.add('loa-2');
+    const b = f.exec.start(input(f, ['loa-1', 'loa-2', 'loa-3'], { notAfter: f.clock.t + 1000 }));
+    expect(b.targets.map((t) => t.state)).toEqual(['sent', 'sent', 'offline']);
+    respond(f, 'loa-1', 'broadcast.play', { status: 'rejected', detail: 'busy' });
+    respond(f, 'loa-2', 'broadcast.play', { status: 'error', detail: 'storage full' });
+    expect(f.exec.get(b.id)!.targets.map((t) => [t.state, t.detail])).toEqual([['rejected', 'busy'], ['failed', 'storage full'], ['offline', expect.any(String)]]);
+    expect(f.exec.totals().total).toMatchObject({ planned: 3, failed: 2, inProgress: 1 });
+    f.clock.t += 1001;
+    expect(f.exec.totals().total).toMatchObject({ planned: 3, failed: 3, inProgress: 0 }); // offline past notAfter counts as failed
+    f.rpc.sweep();
+    expect(stateOf(f, b.id, 'loa-3')).toBe('expired');
+    f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1', 'loa-2']);
+    expect(f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1'])).toBe(0); // idempotent
+    const t = f.exec.totals({ area: 'v1' });
+    expect(t.areas).toEqual([{ area: 'v1', areaName: 'Thôn Đông', planned: 3, played: 0, failed: 2, missed: 1, stopped: 0, preempted: 0, inProgress: 0 }]);
+    expect(f.exec.log({ area: 'v2' }).map((e) => e.state)).toEqual(['missed', 'pending', 'sent', 'failed']);
+  });
+
+  it('stop: broadcast.stop to sent targets (stopped on ok), never-sent targets stopped at once and their command withdrawn', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    const b = f.exec.start(input(f, ['loa-1', 'loa-3']));
+    respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' });
+    const s = f.exec.stop(b.id);
+    expect(s.targets.map((t) => t.state)).toEqual(['accepted', 'stopped']);
+    expect(f.rpc.list('loa-3')[0]!.state).toBe('cancelled');
+    await tick();
+    expect(f.published.at(-1)!.body).toMatchObject({ method: 'broadcast.stop', params: { broadcastId: b.id } });
+    respond(f, 'loa-1', 'broadcast.stop', { status: 'ok' });
+    expect(stateOf(f, b.id, 'loa-1')).toBe('stopped');
+    playback(f, 'loa-1', b.id, 'stopped'); // the speaker's event after its ok: same state, nothing more
+    expect(f.exec.log({ broadcastId: b.id, deviceId: 'loa-1' }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'stopped']);
+    expect(() => f.exec.stop('bc_nope')).toThrow(/not found/);
+  });
+
+  it('refuses playback events for broadcasts the speaker never got', async () => {
+    const f = await setup();
+    const b = f.exec.start(input(f, ['loa-3'])); // offline: never sent
+    playback(f, 'loa-3', b.id, 'started');
+    playback(f, 'loa-2', b.id, 'started');
+    playback(f, 'loa-2', 'bc_unknown', 'completed');
+    expect(stateOf(f, b.id, 'loa-3')).toBe('offline');
+    const m = (await f.metrics.registry.getMetricsAsJSON()).find((x) => x.name === 'keng_broadcast_events_refused_total');
+    expect((m?.values ?? []).map((v) => [v.labels.reason, v.value]).sort()).toEqual([['never_sent', 1], ['not_target', 1], ['unknown_broadcast', 1]]);
+  });
+
+  it('validates input; the log is append-only', async () => {
+    const f = await setup();
+    expect(() => f.exec.start(input(f, ['nope']))).toThrow(/not found/);
+    expect(() => f.exec.start(input(f, ['soil-1']))).toThrow(/not a speaker/);
+    expect(() => f.exec.start(input(f, ['loa-1'], { notAfter: f.clock.t - 1 }))).toThrow(/notAfter/);
+    expect(() => f.exec.start(input(f, ['loa-1'], { stream: { url: 'http://radio.vn/vov1' } }))).toThrow(/exactly one/);
+    expect(() => f.exec.start(input(f, ['loa-1'], { volume: 101 }))).toThrow(/volume/);
+    expect(f.exec.resolveTargets({ areas: ['c'], devices: ['loa-2'] })).toEqual(['loa-1', 'loa-2', 'loa-3']);
+    f.exec.start(input(f, ['loa-1']));
+    expect(() => f.db.exec(`UPDATE broadcast_log SET state = 'completed'`)).toThrow(/append-only/);
+    expect(() => f.db.exec('DELETE FROM broadcast_log')).toThrow(/append-only/);
+  });
+});

@@ -24,6 +24,7 @@ import { MediaLibrary, EspeakTts } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
+import { LiveFeed } from './live/index.js';
 
 export interface BuildOptions {
   logger?: Logger;
@@ -45,6 +46,7 @@ export interface KengApp {
   readonly api: ApiServer;
   readonly media: MediaLibrary;
   readonly broadcast: BroadcastWiring;
+  readonly live: LiveFeed;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Bound addresses, valid after start(). */
@@ -84,12 +86,18 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     config, stateDb, registry, broker, bus, media, api, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
   });
 
-  const components: Component[] = [stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api];
+  // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).
+  const live = new LiveFeed({
+    bus, authenticator: api.authenticator, policy: api.policy, registry, logger: log('live'), metrics,
+    options: { tz: config.tz, corsOrigins: [...config.http.corsOrigins] }, httpServer: () => api.fastify.server,
+  });
+
+  const components: Component[] = [stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);

@@ -61,6 +61,9 @@ export interface LiveStats {
   /** Coalesced entries held for each backed-up client, by socket id. */
   pending: Record<string, number>;
   maxPending: number;
+  /** Largest engine.io packet backlog and socket byte backlog over all clients. */
+  maxBufferedPackets: number;
+  maxBufferedBytes: number;
   dropped: number;
 }
 
@@ -71,6 +74,7 @@ export class LiveFeed implements Component {
   private nsp: Namespace | null = null;
   private readonly clients = new Map<string, LiveClient>();
   private readonly slow = new Set<LiveClient>();
+  private readonly dropping = new Set<LiveClient>();
   private readonly ancestors: AncestorCache;
   private readonly fmt: TimeFormatter;
   private readonly metrics: LiveMetrics | null;
@@ -160,7 +164,14 @@ export class LiveFeed implements Component {
       pending[c.id] = n;
       maxPending = Math.max(maxPending, n);
     }
-    return { clients: this.clients.size, slowClients: this.slow.size, pending, maxPending, dropped: this.droppedCount };
+    let maxBufferedPackets = 0;
+    let maxBufferedBytes = 0;
+    for (const c of this.clients.values()) {
+      const b = c.backlog();
+      maxBufferedPackets = Math.max(maxBufferedPackets, b.packets);
+      maxBufferedBytes = Math.max(maxBufferedBytes, b.bytes);
+    }
+    return { clients: this.clients.size, slowClients: this.slow.size, pending, maxPending, maxBufferedPackets, maxBufferedBytes, dropped: this.droppedCount };
   }
 
   // ---- handshake and client requests -------------------------------------
@@ -262,6 +273,7 @@ export class LiveFeed implements Component {
       const codes = this.ancestors.codes(e.area);
       for (const c of this.slow) {
         if (!c.matches(e.deviceId, codes)) continue;
+        if (this.overCap(c)) continue;
         c.pending!.addTelemetry(e);
         this.counts.coalesced++;
       }
@@ -279,6 +291,7 @@ export class LiveFeed implements Component {
       const codes = this.ancestors.codes(e.area);
       for (const c of this.slow) {
         if (!c.matches(e.deviceId, codes)) continue;
+        if (this.overCap(c)) continue;
         c.pending!.addStatus(e);
         this.counts.coalesced++;
       }
@@ -296,11 +309,22 @@ export class LiveFeed implements Component {
       const codes = this.ancestors.codes(e.area);
       for (const c of this.slow) {
         if (!c.canBroadcast || !c.matches(e.deviceId, codes)) continue;
+        if (this.overCap(c)) continue;
         c.pending!.addBroadcast(e);
         this.counts.coalesced++;
       }
     }
   };
+
+  /** A backed-up client over its entry cap takes nothing more and is dropped right after this event. */
+  private overCap(c: LiveClient): boolean {
+    if (c.pending!.entries < this.settings.maxPendingEntries) return false;
+    if (!this.dropping.has(c)) {
+      this.dropping.add(c);
+      setImmediate(() => { this.dropping.delete(c); this.drop(c, 'pending_cap'); });
+    }
+    return true;
+  }
 
   /** A deleted device, or one moved out of a client's scope, is no longer watched by id. */
   private readonly onDeviceChanged = (e: KengEvents['device.changed']): void => {
@@ -323,8 +347,6 @@ export class LiveFeed implements Component {
       const b = c.backlog();
       if (!c.slow) {
         if (b.packets > s.highWaterPackets || b.bytes > s.highWaterBytes) this.markSlow(c, now);
-      } else if (c.pending!.entries > s.maxPendingEntries) {
-        drop.push([c, 'pending_cap']);
       } else if (b.packets === 0 && b.writable && b.bytes <= s.lowWaterBytes) {
         this.recover(c);
       } else if (now - c.slowSince > s.maxLagMs) {

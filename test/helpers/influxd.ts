@@ -18,7 +18,7 @@ export interface Influxd {
   url: string;
   port: number;
   dir: string;
-  /** SIGTERM and wait for exit (data kept). */
+  /** SIGTERM and wait for exit (data kept for restart(); the directory is removed at process exit). */
   stop(): Promise<void>;
   /** Start again on the same port and data directory. */
   restart(): Promise<void>;
@@ -138,6 +138,13 @@ export async function startInfluxd(): Promise<Influxd> {
     await exited;
     clearTimeout(t);
   };
+
+  // Callers that only stop() leave no temporary directory or orphan influxd behind.
+  process.once('exit', () => {
+    const p = proc as ChildProcess | null;
+    if (p && p.exitCode === null) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   await launch();
   return {

@@ -45,9 +45,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('watermark', -9007199254740991);
 
 /** Readings stay in `recent` until they are this old (wall clock of the worker); only affects speed, not results. */
 export const COMPACT_LAG_MS = 10_000;
-/** Compaction runs when this many rows are in `recent` or this much time passed; each step moves at most COMPACT_MAX_ROWS. */
-const COMPACT_EVERY_ROWS = 100_000;
-const COMPACT_EVERY_MS = 5_000;
+/** A compaction step runs this often (sooner while a backlog remains); each step moves at most COMPACT_MAX_ROWS. */
+const COMPACT_EVERY_MS = 2_000;
 const COMPACT_MAX_ROWS = 200_000;
 
 /** Rows per multi-row INSERT: 64 rows × 5 parameters measured fastest (brief). */
@@ -74,6 +73,8 @@ export class EmbeddedWriter {
   private watermark = Number.MIN_SAFE_INTEGER;
   private recentRows = 0;
   private lastCompact = Date.now();
+  /** The last step was cut at COMPACT_MAX_ROWS: run the next one soon. */
+  private backlog = false;
   private readonly db: Database.Database;
   private readonly insDevice: Database.Statement;
   private readonly insField: Database.Statement;
@@ -184,7 +185,7 @@ export class EmbeddedWriter {
 
   /** True when a compaction step is due (called by the worker after replying). */
   compactionDue(now = Date.now()): boolean {
-    return this.recentRows >= COMPACT_EVERY_ROWS || (this.recentRows > 0 && now - this.lastCompact >= COMPACT_EVERY_MS);
+    return this.recentRows > 0 && (this.backlog || now - this.lastCompact >= COMPACT_EVERY_MS);
   }
 
   /**
@@ -201,7 +202,8 @@ export class EmbeddedWriter {
     this.db.transaction(() => {
       // Bound the step: if more than COMPACT_MAX_ROWS rows lie below target, stop at the ts of the next row.
       const b = this.db.prepare('SELECT ts FROM recent WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').get(target, COMPACT_MAX_ROWS) as { ts: number } | undefined;
-      if (b && b.ts > this.watermark) target = b.ts;
+      this.backlog = !!b && b.ts > this.watermark;
+      if (this.backlog) target = b!.ts;
       moved = this.db.prepare('INSERT OR IGNORE INTO readings (device, field, ts, v, k) SELECT device, field, ts, v, k FROM recent WHERE ts < ? ORDER BY device, field, ts').run(target).changes;
       removed = this.db.prepare('DELETE FROM recent WHERE ts < ?').run(target).changes;
       this.db.prepare("UPDATE meta SET value = ? WHERE key = 'watermark'").run(target);

@@ -109,7 +109,14 @@ export class EmbeddedTelemetryStore implements TelemetryStore {
   }
 
   /** Nothing is queued: every resolved writeBatch is already in the database. */
-  async drain(): Promise<boolean> { return true; }
+  async drain(_timeoutMs?: number): Promise<boolean> { return true; }
+
+  /** Run one compaction step now (recent → readings, see embedded-db.ts); rows moved. For tests and tools. */
+  async compactNow(): Promise<number> {
+    const w = this.writer;
+    if (!w) throw Errors.STORE_UNAVAILABLE('embedded store is not started');
+    return w.call<number>('compact');
+  }
 
   /** Delete readings older than `telemetry.retentionDays`, chunk by chunk. Returns rows deleted. */
   pruneNow(): Promise<number> {

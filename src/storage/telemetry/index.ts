@@ -2,6 +2,21 @@
  * Telemetry storage: `createTelemetryStore(config, deps)` picks the embedded
  * SQLite store (`telemetry.store = 'embedded'`, default) or InfluxDB behind an
  * on-disk queue (`telemetry.store = 'influxdb'`, API by `influx.api`).
+ *
+ * query() gives the same answers on both (test/integration/influx-v1.test.ts
+ * checks raw and every aggregate). Unavoidable differences:
+ *  - InfluxDB answers from what the forwarder has delivered; readings still in
+ *    the on-disk queue (server down) show up once forwarded.
+ *  - SQLite sums with compensated summation, InfluxDB naively: mean/sum of
+ *    arbitrary floats may differ in the last bits (identical when sums are exact).
+ *  - A field name used with different value types (e.g. number for one device,
+ *    string for another) works in the embedded store; InfluxDB refuses the
+ *    second type within a shard (400, field type conflict): that batch is
+ *    dead-lettered. Likewise InfluxDB 1.x refuses a field named `time`, and a
+ *    field named `device_id` or `kind` would be ambiguous with the tags.
+ *  - `influx.api = 'v2'` queries with Flux (needs the `types` package: InfluxDB
+ *    2.1+ / Cloud TSM). InfluxDB 3.x has no Flux: use `api = 'v1'` (its v1
+ *    compatibility /write and InfluxQL /query endpoints).
  */
 import type { Config } from '../../config/index.js';
 import type { Clock } from '../../core/clock.js';

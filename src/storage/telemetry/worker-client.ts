@@ -76,8 +76,15 @@ export class WorkerClient {
     w.on('error', (err) => { this.logger.error({ err, worker: this.name }, 'telemetry worker failed'); this.failAll(err); });
     w.on('exit', (code) => {
       if (this.worker === w) this.worker = null;
-      if (!this.closed) this.logger.error({ code, worker: this.name }, 'telemetry worker exited');
       this.failAll(new WorkerError(`worker ${this.name} exited (${code})`));
+      if (this.closed) return;
+      // Unexpected (native crash, out of memory): calls fail meanwhile (writeBatch rejects, nothing is
+      // acknowledged); start a new thread on the same database after a pause.
+      this.logger.error({ code, worker: this.name }, 'telemetry worker exited; restarting it');
+      setTimeout(() => {
+        if (this.closed || this.worker) return;
+        this.start().catch((err: unknown) => this.logger.error({ err, worker: this.name }, 'telemetry worker restart failed'));
+      }, 1_000).unref();
     });
   }
 

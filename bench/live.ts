@@ -1,0 +1,301 @@
+/**
+ * Live-feed benchmark (issue 4 "Speed"): Keng as a child process, N devices
+ * publishing telemetry over MQTT at a total rate R (QoS 0, one connection per
+ * device, in a worker thread), C socket.io clients (socket.io-client, in
+ * worker threads) subscribed to the devices' area. Each message carries its
+ * send time as the reading `sent_at_ms`; clients record publish → receipt
+ * latency. Prints p50/p99, delivery, server CPU and RSS over time.
+ *
+ *   npm run bench:live -- --clients 200 --rate 10000 --devices 200 --duration 20
+ *
+ * If dist/src/main.js does not serve socket.io yet (LiveFeed not wired in
+ * app.ts), the benchmark starts `node dist/bench/live.js --serve` instead:
+ * the same app with a LiveFeed attached by this file (said in the output).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../src/sim/index.js';
+import { freePorts } from './lib/ports.js';
+import { readCpuMs, readRssBytes, MiB } from './lib/proc.js';
+import { promValue } from './lib/prom.js';
+import { fmt, table, type Row } from './lib/report.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const MAIN_JS = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const AREA = { code: 'live-bench', name: 'Live feed benchmark', level: 'province' as const };
+const HIST_MS = 10_000;
+const log = (s: string): void => { process.stderr.write(`[bench:live] ${s}\n`); };
+
+interface Args { clients: number; rate: number; devices: number; duration: number; warmup: number; clientWorkers: number; fields: number }
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { clients: 200, rate: 10_000, devices: 200, duration: 20, warmup: 3, clientWorkers: 2, fields: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i]!.replace(/^--/, '');
+    const key = ({ 'client-workers': 'clientWorkers' } as Record<string, string>)[k] ?? k;
+    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --duration --warmup --client-workers --fields)`);
+    const v = Number(argv[++i]);
+    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k} needs a positive number`);
+    (a as unknown as Record<string, number>)[key] = v;
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------- workers --
+
+type ClientsIn = { role: 'clients'; url: string; token: string; count: number; area: string };
+type PublishersIn = { role: 'publishers'; mqttUrl: string; devices: SimCredential[]; rate: number; fields: number };
+type ToWorker = { cmd: 'start' | 'reset' | 'report' | 'stop' };
+interface ClientReport { type: 'report'; received: number; hist: number[]; overflow: number; disconnected: number; perClientMin: number; perClientMax: number }
+
+async function clientsWorker(d: ClientsIn): Promise<void> {
+  const { io } = await import('socket.io-client');
+  let hist = new Array<number>(HIST_MS).fill(0);
+  let overflow = 0;
+  let received = 0;
+  let disconnected = 0;
+  let perClient: number[] = new Array<number>(d.count).fill(0);
+  const open = (i: number): Promise<import('socket.io-client').Socket> => new Promise((resolve, reject) => {
+    const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth: { token: d.token } });
+    s.on('telemetry', (m: { values: { sent_at_ms?: number } }) => {
+      const sent = m.values.sent_at_ms;
+      if (typeof sent !== 'number') return;
+      const ms = Date.now() - sent;
+      received++;
+      perClient[i]!++;
+      if (ms >= 0 && ms < HIST_MS) hist[ms]!++; else overflow++;
+    });
+    s.on('disconnect', () => { disconnected++; });
+    s.once('connect_error', reject);
+    s.once('connect', () => {
+      s.timeout(30_000).emitWithAck('subscribe', { areas: [d.area] }).then((ack: { ok?: boolean }) => (ack.ok ? resolve(s) : reject(new Error(JSON.stringify(ack)))), reject);
+    });
+  });
+  const sockets: import('socket.io-client').Socket[] = [];
+  for (let i = 0; i < d.count; i += 25) sockets.push(...await Promise.all(Array.from({ length: Math.min(25, d.count - i) }, (_, k) => open(i + k))));
+  parentPort!.postMessage({ type: 'ready' });
+  parentPort!.on('message', (m: ToWorker) => {
+    if (m.cmd === 'reset') { hist = new Array<number>(HIST_MS).fill(0); overflow = 0; received = 0; perClient = new Array<number>(d.count).fill(0); }
+    if (m.cmd === 'report') {
+      const r: ClientReport = { type: 'report', received, hist, overflow, disconnected, perClientMin: Math.min(...perClient), perClientMax: Math.max(...perClient) };
+      parentPort!.postMessage(r);
+    }
+    if (m.cmd === 'stop') { for (const s of sockets) s.disconnect(); parentPort!.close(); }
+  });
+}
+
+async function publishersWorker(d: PublishersIn): Promise<void> {
+  const mqtt = (await import('mqtt')).default;
+  const connect = (c: SimCredential): Promise<import('mqtt').MqttClient> => new Promise((resolve, reject) => {
+    const m = mqtt.connect(d.mqttUrl, { username: c.id, password: c.secret, clientId: c.id, reconnectPeriod: 0, protocolVersion: 4, keepalive: 60, connectTimeout: 60_000 });
+    m.once('connect', () => resolve(m));
+    m.once('error', reject);
+  });
+  const conns: import('mqtt').MqttClient[] = [];
+  for (let i = 0; i < d.devices.length; i += 50) conns.push(...await Promise.all(d.devices.slice(i, i + 50).map(connect)));
+  const topics = d.devices.map((c) => `v1/devices/${c.id}/telemetry`);
+  let sent = 0;
+  let timer: NodeJS.Timeout | null = null;
+  parentPort!.postMessage({ type: 'ready' });
+  parentPort!.on('message', (m: ToWorker) => {
+    if (m.cmd === 'start') {
+      const t0 = performance.now();
+      let k = 0;
+      timer = setInterval(() => {
+        const due = Math.floor(((performance.now() - t0) / 1000) * d.rate) - sent;
+        for (let i = 0; i < due; i++, k++) {
+          const j = k % conns.length;
+          let body = `{"sent_at_ms":${Date.now()}`;
+          for (let f = 1; f < d.fields; f++) body += `,"f${f}":${(k % 1000) / 10}`;
+          conns[j]!.publish(topics[j]!, `${body}}`, { qos: 0 });
+        }
+        sent += Math.max(0, due);
+      }, 5);
+    }
+    if (m.cmd === 'report') parentPort!.postMessage({ type: 'report', sent });
+    if (m.cmd === 'stop') {
+      if (timer) clearInterval(timer);
+      for (const c of conns) c.end(true);
+      parentPort!.close();
+    }
+  });
+}
+
+// ------------------------------------------------------------ serve mode --
+
+/** `--serve`: Keng with a LiveFeed attached here (used only while app.ts does not build one). */
+async function serve(): Promise<void> {
+  const { loadConfig } = await import('../src/config/index.js');
+  const { createLogger } = await import('../src/core/index.js');
+  const { buildApp } = await import('../src/app.js');
+  const { attachLiveFeedForTest } = await import('../src/live/index.js');
+  const config = loadConfig();
+  const app = buildApp(config, { logger: createLogger(config.logLevel) });
+  await app.start();
+  const { stop } = await attachLiveFeedForTest(app);
+  const shutdown = (): void => { void stop().then(() => app.stop()).then(() => process.exit(0), () => process.exit(1)); };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
+
+// ------------------------------------------------------------------ main --
+
+interface Server { child: ChildProcess; pid: number; httpUrl: string; mqttUrl: string; token: string; selfWired: boolean; stop(): Promise<void> }
+
+async function startServer(entryArgs: string[], selfWired: boolean): Promise<Server> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'keng-bench-live-'));
+  const [httpPort, mqttPort] = (await freePorts(2)) as [number, number];
+  const token = `bench-live-admin-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const child = spawn(process.execPath, entryArgs, {
+    env: {
+      ...process.env, KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: token, KENG_LOG_LEVEL: 'warn',
+      KENG_HTTP_HOST: '127.0.0.1', KENG_HTTP_PORT: String(httpPort), KENG_MQTT_HOST: '127.0.0.1', KENG_MQTT_PORT: String(mqttPort),
+      KENG_MQTT_RATE_LIMIT_PER_SEC: '1000000', KENG_MQTT_RATE_LIMIT_BURST: '1000000', KENG_TELEMETRY_STORE: 'embedded',
+      KENG_DISK_SYNC: process.env.KENG_DISK_SYNC ?? 'normal',
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const httpUrl = `http://127.0.0.1:${httpPort}`;
+  const until = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`keng exited with code ${child.exitCode} during start`);
+    try { if ((await fetch(`${httpUrl}/readyz`)).status === 200) break; } catch { /* not yet */ }
+    if (Date.now() > until) { await stop(); throw new Error('keng not ready after 60 s'); }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { child, pid: child.pid!, httpUrl, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, token, selfWired, stop };
+}
+
+async function servesSocketIo(httpUrl: string): Promise<boolean> {
+  const r = await fetch(`${httpUrl}/socket.io/?EIO=4&transport=polling`);
+  await r.text();
+  return r.status !== 404;
+}
+
+function worker<T>(data: ClientsIn | PublishersIn): { w: Worker; ready: Promise<void>; ask: (cmd: ToWorker['cmd']) => Promise<T> } {
+  const w = new Worker(SELF, { workerData: data });
+  const ready = new Promise<void>((resolve, reject) => {
+    w.once('error', reject);
+    w.once('message', (m: { type: string }) => (m.type === 'ready' ? resolve() : reject(new Error(`unexpected ${m.type}`))));
+  });
+  const ask = (cmd: ToWorker['cmd']): Promise<T> => new Promise((resolve) => {
+    if (cmd === 'report') w.once('message', (m: T) => resolve(m)); else resolve(undefined as T);
+    w.postMessage({ cmd });
+  });
+  return { w, ready, ask };
+}
+
+function percentile(hist: number[], total: number, p: number): number {
+  const want = Math.ceil((p / 100) * total);
+  let acc = 0;
+  for (let ms = 0; ms < hist.length; ms++) { acc += hist[ms]!; if (acc >= want) return ms; }
+  return Infinity;
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  log(`${a.clients} socket.io clients, ${a.rate} msgs/s from ${a.devices} devices (${a.fields} readings each), ${a.duration} s (+${a.warmup} s warm-up); ${cpus().length} cores`);
+  let server = await startServer([MAIN_JS], false);
+  if (!(await servesSocketIo(server.httpUrl))) {
+    log('dist/src/main.js does not serve socket.io yet (LiveFeed not wired in app.ts): using `dist/bench/live.js --serve` (the app + a LiveFeed attached by this benchmark)');
+    await server.stop();
+    server = await startServer([SELF, '--serve'], true);
+  }
+  const stopAll: Array<() => Promise<unknown>> = [() => server.stop()];
+  try {
+    const api = new KengApi(server.httpUrl, server.token);
+    await api.ensureArea(AREA);
+    const reg = await registerSimDevices(api, simDeviceIds('lb-', a.devices), { area: AREA.code, profileOf: () => 'soil', concurrency: 32 });
+    log(`registered ${reg.devices.length} devices`);
+
+    const per = Math.ceil(a.clients / a.clientWorkers);
+    const cw = Array.from({ length: a.clientWorkers }, (_, i) => worker<ClientReport>({
+      role: 'clients', url: server.httpUrl, token: server.token, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code,
+    }));
+    const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices: reg.devices, rate: a.rate, fields: a.fields });
+    stopAll.unshift(async () => { for (const x of [...cw, pw]) { x.w.postMessage({ cmd: 'stop' }); await x.w.terminate(); } });
+    await Promise.all([...cw.map((x) => x.ready), pw.ready]);
+    log(`${a.clients} clients subscribed, ${a.devices} MQTT publishers connected`);
+
+    const rss0 = readRssBytes(server.pid)!;
+    await pw.ask('start');
+    await new Promise((r) => setTimeout(r, a.warmup * 1000));
+    await Promise.all(cw.map((x) => x.ask('reset')));
+    const sent0 = (await pw.ask('report')).sent;
+    const cpu0 = readCpuMs(server.pid)!;
+    const t0 = performance.now();
+    const rssSeries: number[] = [];
+    let lastRecv = 0;
+    for (let s = 1; s <= a.duration; s++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const rss = readRssBytes(server.pid)!;
+      rssSeries.push(rss);
+      const reps = await Promise.all(cw.map((x) => x.ask('report')));
+      const recv = reps.reduce((n, r) => n + r.received, 0);
+      log(`t=${String(s).padStart(3)} s  delivered ${fmt(recv - lastRecv)}/s  server RSS ${fmt(rss / MiB)} MiB`);
+      lastRecv = recv;
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpuPct = ((readCpuMs(server.pid)! - cpu0) / 1000 / elapsed) * 100;
+    const sent = (await pw.ask('report')).sent - sent0;
+    await pw.ask('stop');
+    await new Promise((r) => setTimeout(r, 1500));
+    const reps = await Promise.all(cw.map((x) => x.ask('report')));
+    const hist = new Array<number>(HIST_MS).fill(0);
+    let received = 0, overflow = 0, disconnected = 0, minPer = Infinity, maxPer = 0;
+    for (const r of reps) {
+      r.hist.forEach((v, i) => { hist[i]! += v; });
+      received += r.received; overflow += r.overflow; disconnected += r.disconnected;
+      minPer = Math.min(minPer, r.perClientMin); maxPer = Math.max(maxPer, r.perClientMax);
+    }
+    const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+    const p50 = percentile(hist, received, 50), p90 = percentile(hist, received, 90), p99 = percentile(hist, received, 99);
+    const third = rssSeries[Math.floor(rssSeries.length / 3)] ?? rss0;
+    const rssEnd = rssSeries[rssSeries.length - 1] ?? rss0;
+    const rssMax = Math.max(...rssSeries);
+    const growth = (rssEnd - third) / MiB;
+    const failures: string[] = [];
+    if (!(p99 < 100)) failures.push(`p99 ${p99} ms >= 100 ms`);
+    if (growth > 64) failures.push(`RSS grew ${growth.toFixed(0)} MiB in the last two thirds of the run`);
+    const expected = sent * a.clients;
+    const rows: Row[] = [
+      ['server', server.selfWired ? 'dist/bench/live.js --serve (LiveFeed attached by the bench)' : 'dist/src/main.js'],
+      ['clients x rate', `${a.clients} x ${fmt(a.rate)} msgs/s (${a.devices} devices, QoS 0)`],
+      ['published during measurement', `${fmt(sent)} msgs in ${elapsed.toFixed(1)} s (${fmt(sent / elapsed)} msgs/s)`],
+      ['socket.io events received', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of ${fmt(expected)} (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
+      ['latency publish → receipt p50 / p90 / p99', `${p50} / ${p90} / ${p99} ms${overflow ? ` (${fmt(overflow)} beyond ${HIST_MS} ms)` : ''}`],
+      ['coalesced updates (server)', fmt(promValue(metrics, 'keng_live_coalesced_total') ?? 0)],
+      ['dropped / disconnected clients', `${fmt(promValue(metrics, 'keng_live_dropped_total') ?? 0)} / ${disconnected}`],
+      ['server CPU', `${fmt(cpuPct)}% of one core`],
+      ['server RSS start / max / end', `${fmt(rss0 / MiB)} / ${fmt(rssMax / MiB)} / ${fmt(rssEnd / MiB)} MiB (growth over last 2/3: ${growth.toFixed(1)} MiB)`],
+      ['result', failures.length ? `FAIL: ${failures.join('; ')}` : 'PASS (p99 < 100 ms, RSS growth bounded)'],
+    ];
+    process.stdout.write(`${table('Live feed benchmark', rows)}\n`);
+    process.exitCode = failures.length ? 1 : 0;
+  } finally {
+    for (const f of stopAll) await f().catch(() => undefined);
+  }
+}
+
+if (!isMainThread) {
+  const d = workerData as ClientsIn | PublishersIn;
+  void (d.role === 'clients' ? clientsWorker(d) : publishersWorker(d));
+} else if (process.argv.includes('--serve')) {
+  void serve();
+} else {
+  main().catch((err) => { log(`failed: ${(err as Error).stack ?? err}`); process.exit(1); });
+}

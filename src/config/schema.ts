@@ -41,6 +41,8 @@ export const ConfigSchema = Type.Object({
     /** Group commit: wait at most this long to gather messages into one disk commit. */
     commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 4 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
+    /** Batch writes that may overlap: the next batch goes to the store's writer while one commits. */
+    commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),
     /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
     sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
   }, { default: {} }),

@@ -35,6 +35,8 @@ export interface GroupCommitOptions {
   intervalMs: number;
   /** config.telemetry.commitMaxReadings: write as soon as this many readings are queued. */
   maxReadings: number;
+  /** config.telemetry.commitMaxInFlight: batch writes that may overlap (default 2): the next batch is handed to the store while one commits. */
+  maxInFlight?: number;
   /** commitLatency only: the store counts written readings and duplicates itself. */
   metrics?: Pick<Metrics, 'commitLatency'>;
   logger?: Pick<Logger, 'warn' | 'error'>;
@@ -60,7 +62,9 @@ export class GroupCommitter {
   /** The queue's timer has expired (or a flush was asked): write as soon as nothing is in flight. */
   private due = false;
   private cancelTimer: (() => void) | null = null;
-  private inFlight: Promise<void> | null = null;
+  /** Writes under way; at most maxInFlight (the store's worker commits overlapping writes together). */
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly maxInFlight: number;
   private closed = false;
   /** Batches written (tests, diagnostics). */
   batches = 0;
@@ -69,6 +73,7 @@ export class GroupCommitter {
     this.store = opts.store;
     this.intervalMs = opts.intervalMs;
     this.maxReadings = Math.max(1, opts.maxReadings);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 2);
     this.now = opts.now ?? (() => performance.now());
   }
 
@@ -91,12 +96,12 @@ export class GroupCommitter {
 
   /** Write everything queued now and wait until nothing is pending or in flight. Never rejects. */
   async flush(): Promise<void> {
-    while (this.queue.length > 0 || this.inFlight) {
+    while (this.queue.length > 0 || this.inFlight.size > 0) {
       if (this.queue.length > 0) {
         this.due = true;
         this.schedule();
       }
-      if (this.inFlight) await this.inFlight;
+      if (this.inFlight.size > 0) await Promise.race(this.inFlight);
     }
   }
 
@@ -114,7 +119,7 @@ export class GroupCommitter {
     if (this.queuedReadings >= this.maxReadings) this.due = true;
     if (this.due) {
       this.clearTimer();
-      if (!this.inFlight) this.writeNext();
+      if (this.inFlight.size < this.maxInFlight) this.writeNext();
       return;
     }
     if (!this.cancelTimer) this.startTimer();
@@ -162,7 +167,9 @@ export class GroupCommitter {
     }
     const startedAt = batch[0]!.at;
     this.batches++;
-    this.inFlight = (async () => {
+    // `write` is read in `finally`, which runs after the first await, when it holds this very promise.
+    let write: Promise<void> = Promise.resolve();
+    write = (async () => {
       try {
         // Deferred call: a synchronous throw must not settle before inFlight is assigned.
         const result = await Promise.resolve().then(() => this.store.writeBatch(records));
@@ -173,10 +180,11 @@ export class GroupCommitter {
         this.opts.logger?.warn({ err, readings, messages: batch.length }, 'telemetry batch write failed; messages are not acknowledged');
         for (const p of batch) p.reject(err);
       } finally {
-        this.inFlight = null;
+        this.inFlight.delete(write);
         this.schedule();
       }
     })();
+    this.inFlight.add(write);
   }
 }
 

@@ -82,6 +82,7 @@ export class IngestService implements Component {
       store: deps.store,
       intervalMs: deps.config.telemetry.commitIntervalMs,
       maxReadings: deps.config.telemetry.commitMaxReadings,
+      maxInFlight: deps.config.telemetry.commitMaxInFlight,
       metrics: deps.metrics,
       logger: deps.logger,
     });

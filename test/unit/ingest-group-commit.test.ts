@@ -32,13 +32,13 @@ const rec = (i: number, fields = 1): TelemetryRecord => {
   return { deviceId: 'dev-1', kind: 'sensor', ts: 1_000 + i, values };
 };
 
-function setup(opts: { intervalMs?: number; maxReadings?: number } = {}) {
+function setup(opts: { intervalMs?: number; maxReadings?: number; maxInFlight?: number } = {}) {
   const store = new FakeStore();
   let clock = 0;
   const observe = vi.fn();
   const warn = vi.fn();
   const gc = new GroupCommitter({
-    store, intervalMs: opts.intervalMs ?? 4, maxReadings: opts.maxReadings ?? 1000,
+    store, intervalMs: opts.intervalMs ?? 4, maxReadings: opts.maxReadings ?? 1000, maxInFlight: opts.maxInFlight ?? 1,
     metrics: { commitLatency: { observe } as never }, logger: { warn, error: vi.fn() } as never,
     now: () => clock,
   });
@@ -119,6 +119,29 @@ describe('GroupCommitter', () => {
     store.complete();
     await vi.advanceTimersByTimeAsync(0);
     expect(later.every((s) => s.done && s.value)).toBe(true);
+  });
+
+  it('with maxInFlight 2, the next due batch goes to the store while one commits; a third waits', async () => {
+    const { store, gc } = setup({ maxInFlight: 2 });
+    store.auto = false;
+    const a = track(gc.submit([rec(1)]));
+    await vi.advanceTimersByTimeAsync(4);
+    const b = track(gc.submit([rec(2)]));
+    await vi.advanceTimersByTimeAsync(4);
+    expect(store.calls).toHaveLength(2); // overlapping writes
+    const c = track(gc.submit([rec(3)]));
+    await vi.advanceTimersByTimeAsync(4);
+    expect(store.calls).toHaveLength(2); // at most two in flight: c waits
+    expect(gc.pendingReadings).toBe(1);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(a.done).toBe(true);
+    expect(b.done).toBe(false);
+    expect(store.calls).toHaveLength(3); // c goes as soon as a slot frees
+    store.complete(); store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(b.done && c.done).toBe(true);
+    await gc.flush();
   });
 
   it('after a write completes, a young batch still waits for its own timer', async () => {

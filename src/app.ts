@@ -25,6 +25,7 @@ import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
+import { installAccounts, type Accounts } from './auth/index.js';
 
 export interface BuildOptions {
   logger?: Logger;
@@ -47,6 +48,7 @@ export interface KengApp {
   readonly media: MediaLibrary;
   readonly broadcast: BroadcastWiring;
   readonly live: LiveFeed;
+  readonly accounts: Accounts;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Bound addresses, valid after start(). */
@@ -70,6 +72,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const api = new ApiServer({
     config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock,
   });
+
+  // Users, sessions, API tokens, login guard and the audit log (routes + bearer authenticators).
+  const accounts = installAccounts({ api, stateDb, registry, logger }, { clock });
 
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
@@ -97,7 +102,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live, accounts,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);

@@ -12,6 +12,14 @@
  *
  * An area scope is the area's subtree: a principal scoped to a commune sees
  * the commune and its villages. `"*"` scopes to every area.
+ *
+ * Accounts (src/auth/users.ts, api/routes/users.ts, tokens.ts, audit.ts):
+ *  - users.*: admin; an operator only for viewers wholly within its scope
+ *    (canGrant), others are 404 to it. Anyone changes their own password.
+ *  - tokens.*: admin only (a machine token outlives the person who made it).
+ *  - audit.read: admin only.
+ * Objects outside the caller's scope answer 404 (existence does not leak);
+ * 403 means the role may not do this at all, or may not target that area.
  */
 import { Errors } from '../core/errors.js';
 import { ALL_AREAS, type Principal, type Role } from './types.js';
@@ -52,7 +60,8 @@ const GRANTS: Record<Exclude<Role, 'admin'>, ReadonlySet<Action>> = {
 
 /** Whether the role may perform the action at all (somewhere). */
 export function roleAllows(role: Role, action: Action): boolean {
-  return role === 'admin' || GRANTS[role].has(action);
+  // Defensive: an unknown role (bad stored data) may do nothing.
+  return role === 'admin' || (GRANTS[role as Exclude<Role, 'admin'>]?.has(action) ?? false);
 }
 
 /** What the policy needs from the area tree (the device registry provides it). */

@@ -8,22 +8,26 @@
  * Errors: one line `keng: KENG_ERR_...: message` on stderr, exit status 1
  * (78 for a bad setting, like the server).
  */
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig, ConfigError } from '../config/index.js';
 import { EventBus, Metrics, createLogger, isKengError, systemClock, Errors } from '../core/index.js';
 import { StateDb } from '../storage/state/index.js';
+import { ALL_MIGRATIONS } from '../migrations.js';
 import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind, type DeviceView } from '../devices/index.js';
 import { registerSimulate } from './simulate.js';
+import { createAccounts, ROLES, type Accounts, type Role } from '../auth/index.js';
+import { verifyAuditChain } from '../audit/index.js';
 
 const EX_CONFIG = 78;
 
 /** Opens the state store and a registry that leaves presence to the server. */
-async function withRegistry<T>(fn: (reg: DeviceRegistry) => T | Promise<T>): Promise<T> {
+async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb) => T | Promise<T>): Promise<T> {
   const config = loadConfig();
   // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
   const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
-  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }) });
+  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS });
   const reg = new DeviceRegistry({
     db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
     metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
@@ -31,7 +35,7 @@ async function withRegistry<T>(fn: (reg: DeviceRegistry) => T | Promise<T>): Pro
   await db.start();
   try {
     await reg.start();
-    try { return await fn(reg); } finally { await reg.stop(); }
+    try { return await fn(reg, db); } finally { await reg.stop(); }
   } finally {
     await db.stop();
   }
@@ -179,6 +183,91 @@ function registerDevices(program: Command): void {
     }));
 }
 
+/** Account services on the CLI's state store (same rules and audit log as the API). */
+function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
+  return withRegistry((reg, db) => fn(createAccounts({ state: db, clock: systemClock, areas: reg }), db));
+}
+
+/** Audit actor of CLI changes: the operating-system user running `keng`. */
+function cliActor(): string {
+  let name = 'unknown';
+  try { name = userInfo().username; } catch { /* no passwd entry */ }
+  return `cli:${name}`;
+}
+
+/** A password from stdin: the first line when piped, typed without echo on a terminal. Never from argv (ps would show it). */
+async function readPassword(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) {
+    let text = '';
+    for await (const chunk of stdin) text += String(chunk);
+    return text.split(/\r?\n/)[0] ?? '';
+  }
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  stdin.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    let value = '';
+    const done = (fn: () => void): void => { stdin.setRawMode(false); stdin.pause(); stdin.off('data', onData); process.stderr.write('\n'); fn(); };
+    const onData = (s: string): void => {
+      for (const ch of s) {
+        if (ch === '\r' || ch === '\n') return done(() => resolve(value));
+        if (ch === '\u0003') return done(() => reject(Errors.VALIDATION('cancelled')));
+        if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
+        else value += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+function registerUsers(program: Command): void {
+  const users = program.command('users').description('user accounts (login with POST /api/v1/auth/login)');
+  users.command('add')
+    .description('add a user; the password is read from stdin (piped: first line; terminal: typed without echo)')
+    .requiredOption('--username <name>', 'login name: ^[a-z0-9._-]{3,64}$')
+    .requiredOption('--role <role>', ROLES.join(' | '))
+    .option('--areas <codes>', 'comma-separated area codes (ignored for admin)', '')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { username: string; role: string; areas: string; json?: boolean }) => {
+      if (!ROLES.includes(o.role as Role)) throw Errors.VALIDATION(`--role must be one of ${ROLES.join(', ')}`);
+      const password = await readPassword(`Password for ${o.username}: `);
+      const areas = o.areas.split(',').map((a) => a.trim()).filter(Boolean);
+      const user = await withAccounts((acc) => acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() }));
+      if (o.json) return json({ ...user, createdAt: iso(user.createdAt), updatedAt: iso(user.updatedAt) });
+      out(`User ${user.username} added: ${user.role} in ${user.areas.join(', ')}`);
+    }));
+  users.command('list')
+    .description('list users')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { json?: boolean }) => {
+      const list = await withAccounts((acc) => acc.users.list());
+      if (o.json) return json(list.map((u) => ({ ...u, createdAt: iso(u.createdAt), updatedAt: iso(u.updatedAt), lockedAt: iso(u.lockedAt) })));
+      table(['USERNAME', 'ROLE', 'STATE', 'AREAS'], list.map((u) => [u.username, u.role, u.disabled ? 'disabled' : u.lockedAt !== null ? 'locked' : 'active', u.areas.join(',')]));
+    }));
+  users.command('unlock')
+    .description('unlock a user locked out after failed logins')
+    .argument('<username>', 'login name')
+    .action(action(async (username: string) => {
+      const was = await withAccounts((acc) => acc.users.unlock(username, { actor: cliActor() }));
+      out(was ? `User ${username} unlocked` : `User ${username} was not locked (failure count cleared)`);
+    }));
+}
+
+function registerAudit(program: Command): void {
+  const audit = program.command('audit').description('the hash-chained audit log');
+  audit.command('verify')
+    .description('walk the audit chain: prints OK, or the first broken seq with exit status 1')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { json?: boolean }) => {
+      const report = await withRegistry((_reg, db) => verifyAuditChain(db.db));
+      if (o.json) json(report);
+      if (!report.ok) throw Errors.AUDIT_CHAIN_BROKEN(report.seq, report.reason);
+      if (!o.json) out(`OK: ${report.count} audit entries, chain intact${report.count ? ` (last seq ${report.lastSeq})` : ''}`);
+    }));
+}
+
 export function createProgram(): Command {
   const program = new Command('keng')
     .description('Keng: commune sensors and loudspeakers controller. Works on the state under KENG_DATA_DIR (default ./data).')
@@ -186,6 +275,8 @@ export function createProgram(): Command {
     .configureOutput({ outputError: (str, write) => write(`keng: ${str.replace(/^error: /, '')}`) });
   registerAreas(program);
   registerDevices(program);
+  registerUsers(program);
+  registerAudit(program);
   registerSimulate(program);
   return program;
 }

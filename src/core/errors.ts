@@ -27,9 +27,13 @@ export const Errors = {
   BAD_TIME: def('KENG_ERR_BAD_TIME', 'Invalid time value for "%s": expected ISO 8601 with offset or epoch milliseconds', 400),
   BAD_WINDOW: def('KENG_ERR_BAD_WINDOW', 'Invalid window "%s": expected a duration such as 30s, 5m, 1h or 1d', 400),
   WINDOW_TOO_LARGE: def('KENG_ERR_WINDOW_TOO_LARGE', 'Too many points requested: %s', 400),
+  WEAK_PASSWORD: def('KENG_ERR_WEAK_PASSWORD', 'Password refused: %s', 400),
+  NOT_A_SESSION: def('KENG_ERR_NOT_A_SESSION', 'Not a session token: %s', 400),
   // 401/403/404
   UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
   FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
+  LOGIN_FAILED: def('KENG_ERR_LOGIN_FAILED', 'Wrong username or password', 401),
+  ACCOUNT_LOCKED: def('KENG_ERR_ACCOUNT_LOCKED', 'Account locked after repeated failed logins; an administrator must unlock it', 423),
   NOT_FOUND: def('KENG_ERR_NOT_FOUND', '%s not found', 404),
   ROUTE_NOT_FOUND: def('KENG_ERR_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
   // 409
@@ -38,6 +42,7 @@ export const Errors = {
   DEVICE_EXISTS: def('KENG_ERR_DEVICE_EXISTS', 'Device "%s" already exists', 409),
   AREA_HIERARCHY: def('KENG_ERR_AREA_HIERARCHY', 'Invalid area hierarchy: %s', 409),
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
+  USER_EXISTS: def('KENG_ERR_USER_EXISTS', 'User "%s" already exists', 409),
   MEDIA_IN_USE: def('KENG_ERR_MEDIA_IN_USE', 'Media "%s" is still used by %s', 409),
   // 413/422/429
   PAYLOAD_TOO_LARGE: def('KENG_ERR_PAYLOAD_TOO_LARGE', 'Payload too large: %s', 413),
@@ -53,6 +58,7 @@ export const Errors = {
   TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),
   MEDIA_TOOL_UNAVAILABLE: def('KENG_ERR_MEDIA_TOOL_UNAVAILABLE', 'Audio checking unavailable: %s', 503),
   QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
+  AUDIT_CHAIN_BROKEN: def('KENG_ERR_AUDIT_CHAIN_BROKEN', 'Audit log chain broken at seq %s: %s', 500),
   // configuration (start-up)
   CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),
 } as const;

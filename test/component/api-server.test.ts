@@ -248,7 +248,7 @@ describe('OpenAPI at /docs', () => {
     ['get', '/healthz'], ['get', '/readyz'], ['get', '/metrics'],
     ['post', '/api/v1/areas'], ['get', '/api/v1/areas'],
     ['post', '/api/v1/devices'], ['get', '/api/v1/devices'], ['get', '/api/v1/devices/{id}'], ['delete', '/api/v1/devices/{id}'],
-    ['get', '/api/v1/devices/{id}/telemetry'],
+    ['get', '/api/v1/devices/{id}/telemetry'], ['get', '/api/v1/telemetry/latest'],
   ];
 
   it('/docs/json is an OpenAPI 3 document listing every route with schemas, tags and bearer security', async () => {

@@ -2,6 +2,7 @@
  * End to end: spawns `node bin/keng.js` against a temporary KENG_DATA_DIR.
  * The CLI runs compiled code, so dist/ is (re)built once when missing or older than the sources.
  */
+import { ALL_MIGRATIONS } from '../../src/migrations.js';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -139,7 +140,7 @@ describe('keng CLI', { timeout: 120_000 }, () => {
 
   it('works while a server holds the database; the server sees the new device at once', async () => {
     const logger = createLogger('silent');
-    const db = new StateDb({ dataDir, logger });
+    const db = new StateDb({ dataDir, logger, migrations: ALL_MIGRATIONS });
     const reg = new DeviceRegistry({ db, bus: new EventBus(), logger, metrics: new Metrics({ defaultMetrics: false }), clock: systemClock });
     await db.start();
     await reg.start();

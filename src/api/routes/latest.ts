@@ -56,7 +56,7 @@ export const latestRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
         kind: Type.Optional(DeviceKind),
         format: Type.Optional(StringEnum(['json', 'geojson'] as const, { default: 'json' })),
       }),
-      response: { 200: Type.Union([Snapshot, GeoCollection]), ...errorResponses(...AUTH_ERRORS, 404) },
+      response: { 200: Type.Union([Snapshot, GeoCollection], { description: 'The snapshot: JSON (default) or a GeoJSON FeatureCollection' }), ...errorResponses(...AUTH_ERRORS, 404) },
     },
   }, async (req, reply) => {
     const p = principalOf(req);

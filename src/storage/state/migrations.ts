@@ -62,6 +62,95 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 2,
+    name: 'users, sessions, api_tokens, login_failures',
+    up: `
+      -- Accounts (spec http-api.md "Auth", "Accounts and tokens"; src/auth/users.ts).
+      -- password_hash: scrypt (src/auth/passwords.ts); never returned or logged.
+      -- areas_json: JSON array of area codes, ["*"] for admins.
+      CREATE TABLE users (
+        username      TEXT PRIMARY KEY CHECK (length(username) BETWEEN 3 AND 64),
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer', 'service')),
+        areas_json    TEXT NOT NULL DEFAULT '[]',
+        disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        created_by    TEXT
+      ) STRICT;
+
+      -- Login sessions (src/auth/sessions.ts). token_hash = sha256 hex of the
+      -- opaque 256-bit token; the token itself is never stored.
+      CREATE TABLE sessions (
+        id           TEXT PRIMARY KEY,
+        token_hash   TEXT NOT NULL UNIQUE,
+        username     TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        ip           TEXT,
+        revoked_at   INTEGER
+      ) STRICT;
+      CREATE INDEX sessions_username ON sessions(username);
+      CREATE INDEX sessions_expires_at ON sessions(expires_at);
+
+      -- API tokens for machines such as the IOC (src/auth/api-tokens.ts).
+      CREATE TABLE api_tokens (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        token_hash   TEXT NOT NULL UNIQUE,
+        role         TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer', 'service')),
+        areas_json   TEXT NOT NULL DEFAULT '[]',
+        created_by   TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+      ) STRICT;
+
+      -- Failed logins per username and per client IP (src/auth/login-guard.ts):
+      -- growing delay, and lockout of a username (locked_at) until an admin unlocks.
+      -- Kept for unknown usernames too, so they behave exactly like real ones.
+      CREATE TABLE login_failures (
+        kind            TEXT NOT NULL CHECK (kind IN ('user', 'ip')),
+        key             TEXT NOT NULL,
+        failures        INTEGER NOT NULL DEFAULT 0,
+        last_failure_at INTEGER NOT NULL,
+        locked_at       INTEGER,
+        PRIMARY KEY (kind, key)
+      ) STRICT;
+    `,
+  },
+  {
+    version: 3,
+    name: 'audit_log',
+    up: `
+      -- Append-only, hash-chained audit log (src/auth/audit.ts):
+      -- hash = sha256(prev_hash || canonical JSON of the row); the first row's
+      -- prev_hash is 64 zeros. audit_head holds the newest seq and hash so that
+      -- a truncated tail shows too.
+      CREATE TABLE audit_log (
+        seq         INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT,
+        ip          TEXT,
+        before_json TEXT,
+        after_json  TEXT,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX audit_log_at ON audit_log(at);
+      CREATE INDEX audit_log_actor ON audit_log(actor, seq);
+      CREATE INDEX audit_log_action ON audit_log(action, seq);
+      CREATE TABLE audit_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash TEXT NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /** Highest schema version this code knows. */

@@ -1,0 +1,124 @@
+/**
+ * Users (spec http-api.md "Accounts and tokens"): admins manage everyone; an
+ * operator manages viewers within the operator's areas (policy.canGrant) and
+ * sees only those; anyone may change their own password with
+ * `currentPassword`. A user outside what the caller may manage is 404.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { Errors } from '../../core/errors.js';
+import type { Accounts } from '../../auth/accounts.js';
+import type { Principal } from '../../auth/types.js';
+import type { User as UserRec } from '../../auth/users.js';
+import { principalOf, type RouteContext } from '../context.js';
+import { formatTime, formatTimeOrNull } from '../time.js';
+import { AUTH_ERRORS, Described, errorResponses } from '../schemas.js';
+import { NewUser, User, UserPatch, UsernameParams } from './account-schemas.js';
+
+export function userDto(u: UserRec, tz: string) {
+  return {
+    username: u.username, role: u.role, areas: u.areas, disabled: u.disabled,
+    locked: u.lockedAt !== null, lockedAt: formatTimeOrNull(u.lockedAt, tz),
+    createdAt: formatTime(u.createdAt, tz), updatedAt: formatTime(u.updatedAt, tz), createdBy: u.createdBy,
+  };
+}
+
+export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts: Accounts }> = async (app, { ctx, accounts }) => {
+  const { policy, tz } = ctx;
+  const { users } = accounts;
+  /** May `p` see and manage `u`? Admin: everyone. Operator: viewers wholly within its scope. */
+  const manages = (p: Principal, u: UserRec): boolean => policy.can(p, 'users.read') && policy.canGrant(p, u.role, u.areas);
+  const target = (p: Principal, username: string): UserRec => {
+    const u = users.get(username);
+    if (!u || !manages(p, u)) throw Errors.NOT_FOUND(`User "${username}"`);
+    return u;
+  };
+
+  app.post('/users', {
+    schema: {
+      tags: ['accounts'], summary: 'Create a user', security: [{ bearer: [] }],
+      description: 'Admins create any role; an operator may create viewers within the operator\'s own areas. '
+        + 'Password: at least 10 characters, not the username (400 KENG_ERR_WEAK_PASSWORD). Admins get areas ["*"].',
+      body: NewUser,
+      response: { 201: Described(User, 'The created user'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    policy.assert(p, 'users.write');
+    const b = req.body;
+    const areas = b.areas ?? [];
+    if (!policy.canGrant(p, b.role, b.role === 'admin' ? ['*'] : areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create a ${b.role} account in these areas`);
+    const u = await users.create({ username: b.username, password: b.password, role: b.role, areas }, { actor: p, ip: req.ip });
+    reply.status(201).header('location', `/api/v1/users/${encodeURIComponent(u.username)}`);
+    return userDto(u, tz);
+  });
+
+  app.get('/users', {
+    schema: {
+      tags: ['accounts'], summary: 'List users', security: [{ bearer: [] }],
+      description: 'Admins see every user; an operator the viewers within its areas.',
+      response: { 200: Type.Array(User, { description: 'Users the caller manages' }), ...errorResponses(...AUTH_ERRORS) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    policy.assert(p, 'users.read');
+    return users.list().filter((u) => manages(p, u)).map((u) => userDto(u, tz));
+  });
+
+  app.patch('/users/:username', {
+    schema: {
+      tags: ['accounts'], summary: 'Change a user', security: [{ bearer: [] }],
+      description: 'Password, role, areas, disabled, unlock (admins only). A new password or `disabled: true` ends the '
+        + 'user\'s sessions at once. Users (admins included) change their own password with `{"password","currentPassword"}`.',
+      params: UsernameParams,
+      body: UserPatch,
+      response: { 200: Described(User, 'The user after the change'), ...errorResponses(...AUTH_ERRORS, 404, 413, 415, 422, 429) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    const { username } = req.params;
+    const { currentPassword, ...patch } = req.body;
+    const selfChange = p.kind === 'user' && p.id === username && Object.keys(patch).every((k) => k === 'password') && patch.password !== undefined;
+    if (selfChange) {
+      await checkCurrentPassword(accounts, username, currentPassword, req.ip);
+      return userDto(await users.update(username, { password: patch.password }, { actor: p, ip: req.ip }), tz);
+    }
+    policy.assert(p, 'users.write');
+    const u = target(p, username);
+    if (patch.unlock && p.role !== 'admin') throw Errors.FORBIDDEN('only an admin may unlock an account');
+    const role = patch.role ?? u.role;
+    const areas = role === 'admin' ? ['*'] : patch.areas ?? (u.role === 'admin' ? [] : u.areas);
+    if (!policy.canGrant(p, role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not make ${username} a ${role} in these areas`);
+    const areaPatch = patch.areas !== undefined || patch.role !== undefined ? { areas } : {};
+    return userDto(await users.update(username, { ...patch, ...areaPatch }, { actor: p, ip: req.ip }), tz);
+  });
+
+  app.delete('/users/:username', {
+    schema: {
+      tags: ['accounts'], summary: 'Delete a user', security: [{ bearer: [] }],
+      description: 'Ends the user\'s sessions. Admins: any user; operators: viewers within their areas.',
+      params: UsernameParams,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req, reply) => {
+    const p = principalOf(req);
+    policy.assert(p, 'users.write');
+    target(p, req.params.username);
+    users.delete(req.params.username, { actor: p, ip: req.ip });
+    return reply.status(204).send(null);
+  });
+};
+
+/** Self-service password change: the current password is checked behind the login guard. */
+async function checkCurrentPassword(accounts: Accounts, username: string, current: string | undefined, ip: string): Promise<void> {
+  if (current === undefined) throw Errors.VALIDATION('currentPassword is required to change your own password');
+  const v = accounts.guard.begin(username, ip);
+  if (!v.allowed) throw v.locked ? Errors.ACCOUNT_LOCKED() : Errors.RATE_LIMITED('too many wrong passwords; wait before trying again');
+  const stored = accounts.users.passwordHash(username);
+  const ok = stored !== null && current.length <= 1024 && await accounts.hasher.verify(current, stored.hash);
+  if (!ok) {
+    accounts.guard.fail(username);
+    throw Errors.FORBIDDEN('the current password is wrong');
+  }
+  accounts.guard.succeed(username, ip);
+}

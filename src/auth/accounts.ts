@@ -1,0 +1,51 @@
+/**
+ * The account services of one Keng instance, constructible from the state
+ * store, a clock and a logger (plus an area lookup): users, sessions, API
+ * tokens, the login guard and the audit log. installAccounts (install.ts)
+ * wires them into the API; the CLI uses them directly.
+ */
+import type { Clock } from '../core/clock.js';
+import type { Logger } from '../core/logger.js';
+import { AuditLog } from '../audit/index.js';
+import { ApiTokenStore } from './api-tokens.js';
+import { LoginGuard, type LoginGuardOptions } from './login-guard.js';
+import { LoginService } from './login.js';
+import { PasswordHasher, type PasswordHasherOptions } from './passwords.js';
+import { SessionStore } from './sessions.js';
+import type { StateSource } from './store.js';
+import { Users, type AreaLookup } from './users.js';
+
+export interface AccountsOptions {
+  state: StateSource;
+  clock: Clock;
+  logger?: Logger;
+  areas: AreaLookup;
+  /** Session lifetime (default 12 h, fixed from login). */
+  sessionTtlMs?: number;
+  passwords?: PasswordHasherOptions;
+  guard?: Omit<LoginGuardOptions, 'state' | 'clock'>;
+}
+
+export interface Accounts {
+  hasher: PasswordHasher;
+  guard: LoginGuard;
+  sessions: SessionStore;
+  users: Users;
+  tokens: ApiTokenStore;
+  login: LoginService;
+  audit: AuditLog;
+}
+
+export function createAccounts(o: AccountsOptions): Accounts {
+  const { state, clock } = o;
+  const audit = new AuditLog({ state, clock, logger: o.logger });
+  const hasher = new PasswordHasher(o.passwords);
+  const guard = new LoginGuard({ state, clock, ...o.guard });
+  // Users and sessions refer to each other (revoke on disable; principal data on lookup).
+  let users: Users | null = null;
+  const sessions = new SessionStore({ state, clock, ttlMs: o.sessionTtlMs, principalData: (u) => users!.principalData(u) });
+  users = new Users({ state, clock, hasher, guard, sessions, areas: o.areas, audit });
+  const tokens = new ApiTokenStore({ state, clock, audit });
+  const login = new LoginService({ users, sessions, guard, hasher, audit });
+  return { hasher, guard, sessions, users, tokens, login, audit };
+}

@@ -1,0 +1,322 @@
+/**
+ * The role × area × route matrix (issue 4 "Scoping everywhere"; spec
+ * http-api.md "Auth"): every route registered on the running API, driven by
+ * every kind of caller (admin token, admin user, operator, viewer and
+ * service of commune A, no token, a bad token), against an object inside A
+ * and one in commune B. The route list is read from fastify itself, so a new
+ * route without a matrix entry fails this test (add it to MATRIX below).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAccountsApp, ADMIN, type AccountsApp, type Reply } from './auth-fixture.js';
+
+type Who = 'admin' | 'adminUser' | 'operator' | 'viewer' | 'service' | 'none' | 'bad';
+type Where = 'in' | 'out';
+type Signed = Exclude<Who, 'none' | 'bad'>;
+const SIGNED: Signed[] = ['admin', 'adminUser', 'operator', 'viewer', 'service'];
+const EVERYONE: Who[] = [...SIGNED, 'none', 'bad'];
+const PW = 'matrix password 1';
+
+interface Request { url: string; body?: unknown; token?: string | null }
+/** A status, or the statuses acceptable (e.g. 201 or 503 when a helper program such as espeak-ng is missing). */
+type Want = number | readonly number[];
+interface Entry {
+  /** No token needed: every caller gets `expect` (none and bad included). */
+  public?: boolean;
+  /** [inside A, inside B] per caller; none/bad get 401 unless public. */
+  expect: Record<Signed, [Want, Want]>;
+  prepare(who: Who, where: Where): Promise<Request> | Request;
+}
+
+let t: AccountsApp;
+const tokens = {} as Record<Who, string | null>;
+let n = 0;
+const uniq = (p: string): string => `${p}${++n}`;
+const area = (w: Where): string => (w === 'in' ? 'A' : 'B');
+const leaf = (w: Where): string => (w === 'in' ? 'A1' : 'B');
+
+/** Same answer for every signed caller, in and out. */
+const all = (s: Want): Record<Signed, [Want, Want]> => ({ admin: [s, s], adminUser: [s, s], operator: [s, s], viewer: [s, s], service: [s, s] });
+/** Admins only (role check: 403 for everyone else, wherever). */
+const adminOnly = (ok: Want): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [403, 403], viewer: [403, 403], service: [403, 403] });
+
+async function freshDevice(w: Where): Promise<string> {
+  const id = uniq('tmp-');
+  t.app.registry.createDevice({ id, kind: 'speaker', name: id, area: leaf(w), location: null, model: null });
+  return id;
+}
+async function freshViewer(w: Where): Promise<string> {
+  const u = uniq('viewer-');
+  await t.accounts.users.create({ username: u, password: PW, role: 'viewer', areas: [area(w)] }, { actor: 'test' });
+  return u;
+}
+
+const MATRIX: Record<string, Entry> = {
+  'GET /healthz': { public: true, expect: all(200), prepare: () => ({ url: '/healthz' }) },
+  'GET /readyz': { public: true, expect: all(200), prepare: () => ({ url: '/readyz' }) },
+  'GET /metrics': { public: true, expect: all(200), prepare: () => ({ url: '/metrics' }) },
+
+  'POST /api/v1/auth/login': {
+    public: true, expect: all(200),
+    prepare: () => ({ url: '/api/v1/auth/login', body: { username: 'probe', password: PW } }),
+  },
+  'POST /api/v1/auth/logout': {
+    expect: { admin: [400, 400], adminUser: [204, 204], operator: [204, 204], viewer: [204, 204], service: [400, 400] },
+    // Each session logs out a fresh session of its own user (the shared ones stay valid).
+    prepare: async (who) => ({ url: '/api/v1/auth/logout', body: undefined, token: USERS[who as Signed] ? await t.login(USERS[who as Signed]!, PW) : undefined }),
+  },
+  'GET /api/v1/auth/me': { expect: all(200), prepare: () => ({ url: '/api/v1/auth/me' }) },
+
+  'GET /api/v1/areas': { expect: all(200), prepare: (_w, where) => ({ url: `/api/v1/areas?parent=${area(where)}` }) },
+  'POST /api/v1/areas': {
+    expect: adminOnly(201),
+    prepare: (_w, where) => ({ url: '/api/v1/areas', body: { code: uniq('v-'), name: 'Thôn mới', level: 'village', parent: area(where) } }),
+  },
+
+  'GET /api/v1/devices': { expect: all(200), prepare: (_w, where) => ({ url: `/api/v1/devices?area=${area(where)}` }) },
+  'POST /api/v1/devices': {
+    expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: (_w, where) => ({ url: '/api/v1/devices', body: { id: uniq('new-'), kind: 'sensor', name: 'Cảm biến', area: leaf(where) } }),
+  },
+  'GET /api/v1/devices/:id': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}` }),
+  },
+  'DELETE /api/v1/devices/:id': {
+    expect: { admin: [204, 204], adminUser: [204, 204], operator: [204, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}` }),
+  },
+  'GET /api/v1/devices/:id/telemetry': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),
+  },
+  'GET /api/v1/telemetry/latest': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/telemetry/latest?area=${area(where)}` }),
+  },
+
+  'GET /api/v1/audit': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/audit?limit=5' }) },
+
+  'POST /api/v1/tokens': {
+    expect: adminOnly(201),
+    prepare: (_w, where) => ({ url: '/api/v1/tokens', body: { name: 'ioc', role: 'service', areas: [area(where)] } }),
+  },
+  'GET /api/v1/tokens': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/tokens' }) },
+  'DELETE /api/v1/tokens/:id': {
+    expect: adminOnly(204),
+    prepare: (_w, where) => ({ url: `/api/v1/tokens/${t.accounts.tokens.create({ name: 'x', role: 'service', areas: [area(where)], expiresAt: null }, { actor: 'test' }).meta.id}` }),
+  },
+
+  'POST /api/v1/users': {
+    expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: (_w, where) => ({ url: '/api/v1/users', body: { username: uniq('new-user-'), password: PW, role: 'viewer', areas: [area(where)] } }),
+  },
+  'GET /api/v1/users': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 200], viewer: [403, 403], service: [403, 403] },
+    prepare: () => ({ url: '/api/v1/users' }),
+  },
+  'PATCH /api/v1/users/:username': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 403], service: [403, 403] },
+    prepare: async (_w, where) => ({ url: `/api/v1/users/${await freshViewer(where)}`, body: { disabled: true } }),
+  },
+  'DELETE /api/v1/users/:username': {
+    expect: { admin: [204, 204], adminUser: [204, 204], operator: [204, 404], viewer: [403, 403], service: [403, 403] },
+    prepare: async (_w, where) => ({ url: `/api/v1/users/${await freshViewer(where)}` }),
+  },
+};
+
+// Media (src/api/routes/media.ts): a library shared by the whole controller, not area-scoped:
+// admins and operators (media.read/media.write), never viewers or services.
+const staff = (ok: Want): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, ok], viewer: [403, 403], service: [403, 403] });
+const NOT_AUDIO = { type: 'multipart/form-data; boundary=XyZ', raw: '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="x.mp3"\r\nContent-Type: audio/mpeg\r\n\r\nnot audio at all\r\n--XyZ--\r\n' };
+Object.assign(MATRIX, {
+  'GET /api/v1/media': { expect: staff(200), prepare: () => ({ url: '/api/v1/media' }) },
+  'GET /api/v1/media/:id': { expect: staff(404), prepare: () => ({ url: '/api/v1/media/no-such-media' }) },
+  'DELETE /api/v1/media/:id': { expect: staff(404), prepare: () => ({ url: '/api/v1/media/no-such-media' }) },
+  // Not audio: 422, or 503 where ffprobe/ffmpeg are not installed.
+  'POST /api/v1/media': { expect: staff([422, 503]), prepare: () => ({ url: '/api/v1/media', body: NOT_AUDIO }) },
+  // 201, or 503 where espeak-ng/ffmpeg are not installed.
+  'POST /api/v1/media/tts': { expect: staff([201, 503]), prepare: () => ({ url: '/api/v1/media/tts', body: { text: 'Xin chào bà con', lang: 'vi' } }) },
+  // The signed link is the authorisation: without exp/sig it is 403 for everyone, bearer token or not.
+  'GET /media/:id/file': { public: true, expect: all(403), prepare: () => ({ url: '/media/no-such-media/file' }) },
+} satisfies Record<string, Entry>);
+
+// Schedules (operator: schedules.* within its areas; viewer and service: none) and broadcasts
+// (operator: read and write within its areas; service: read within its areas; viewer: none).
+// Objects that do not exist probe the role gate: 403 before any lookup for roles without the right.
+const ops = (ok: Want, out: Want = ok): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, out], viewer: [403, 403], service: [403, 403] });
+const stream = { streamUrl: 'http://radio.example.vn/live.mp3' };
+const relay = { durationSec: 60 };
+Object.assign(MATRIX, {
+  'POST /api/v1/schedules': {
+    expect: ops(201, 403),
+    prepare: (_w, where) => ({ url: '/api/v1/schedules', body: { name: uniq('sch-'), target: { areas: [area(where)] }, content: stream, ...relay, cron: `${++n % 60} ${Math.floor(n / 60) % 24} * * *` } }), // distinct minutes: no overlap (409)
+  },
+  'GET /api/v1/schedules': { expect: ops(200), prepare: () => ({ url: '/api/v1/schedules' }) },
+  'GET /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule' }) },
+  'PATCH /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule', body: { enabled: false } }) },
+  'DELETE /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule' }) },
+  'GET /api/v1/scheduler': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/scheduler' }) },
+  'POST /api/v1/broadcasts': {
+    expect: ops(201, 403),
+    prepare: (_w, where) => ({ url: '/api/v1/broadcasts', body: { target: { areas: [area(where)] }, content: stream, ...relay } }),
+  },
+  'GET /api/v1/broadcasts': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 403], viewer: [403, 403], service: [200, 403] },
+    prepare: (_w, where) => ({ url: `/api/v1/broadcasts?area=${area(where)}` }),
+  },
+  'GET /api/v1/broadcasts/log': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 403], viewer: [403, 403], service: [200, 403] },
+    prepare: (_w, where) => ({ url: `/api/v1/broadcasts/log?area=${area(where)}` }),
+  },
+  'GET /api/v1/broadcasts/totals': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 403], viewer: [403, 403], service: [200, 403] },
+    prepare: (_w, where) => ({ url: `/api/v1/broadcasts/totals?area=${area(where)}` }),
+  },
+  'GET /api/v1/broadcasts/:id': {
+    expect: { admin: [404, 404], adminUser: [404, 404], operator: [404, 404], viewer: [403, 403], service: [404, 404] },
+    prepare: () => ({ url: '/api/v1/broadcasts/no-such-broadcast' }),
+  },
+  'POST /api/v1/broadcasts/:id/stop': { expect: ops(404), prepare: () => ({ url: '/api/v1/broadcasts/no-such-broadcast/stop' }) },
+} satisfies Record<string, Entry>);
+
+/** Usernames behind the session callers. */
+const USERS: Partial<Record<Signed, string>> = { adminUser: 'root-user', operator: 'op-a', viewer: 'view-a' };
+
+/** `METHOD /path` of every route fastify has, from printRoutes (HEAD, CORS preflight and the /docs UI left out). */
+function registeredRoutes(): string[] {
+  const tree = t.app.api.fastify.printRoutes({ commonPrefix: false });
+  const stack: string[] = [];
+  const out = new Set<string>();
+  for (const line of tree.split('\n')) {
+    const m = /^((?:[│ ] {3})*)(?:├── |└── )(\S+)(?: \(([^)]*)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    stack.length = depth;
+    stack.push(m[2]!);
+    const path = stack.join('');
+    for (const method of (m[3] ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+      if (method === 'HEAD' || method === 'OPTIONS' || path === '/docs' || path.startsWith('/docs/') || path.startsWith('/docs*')) continue;
+      out.add(`${method} ${path}`);
+    }
+  }
+  return [...out].sort();
+}
+
+async function call(via: 'inject' | 'http', method: string, r: Request, token: string | null): Promise<Reply> {
+  const tok = r.token !== undefined ? r.token : token;
+  return via === 'inject' ? t.inject(method, r.url, r.body, tok) : t.http(method, r.url, r.body, tok);
+}
+
+async function runCell(via: 'inject' | 'http', key: string, who: Who, where: Where): Promise<{ got: number; want: Want; ok: boolean; code?: string }> {
+  const e = MATRIX[key]!;
+  const [method] = key.split(' ');
+  const req = await e.prepare(who, where);
+  const r = await call(via, method!, req, tokens[who]);
+  const want = who === 'none' || who === 'bad'
+    ? (e.public ? e.expect.admin[where === 'in' ? 0 : 1] : 401)
+    : e.expect[who][where === 'in' ? 0 : 1];
+  const ok = typeof want === 'number' ? r.status === want : want.includes(r.status);
+  return { got: r.status, want, ok, code: r.body?.error?.code };
+}
+
+beforeAll(async () => {
+  t = await startAccountsApp();
+  const admin = (m: string, url: string, body?: unknown): Promise<Reply> => t.inject(m, url, body, ADMIN);
+  for (const a of [
+    { code: 'P', name: 'Tỉnh', level: 'province' },
+    { code: 'A', name: 'Xã A', level: 'commune', parent: 'P' },
+    { code: 'A1', name: 'Thôn A1', level: 'village', parent: 'A' },
+    { code: 'B', name: 'Xã B', level: 'commune', parent: 'P' },
+  ]) expect((await admin('POST', '/api/v1/areas', a)).status).toBe(201);
+  expect((await admin('POST', '/api/v1/devices', { id: 'dev-a', kind: 'sensor', name: 'A', area: 'A1' })).status).toBe(201);
+  expect((await admin('POST', '/api/v1/devices', { id: 'dev-b', kind: 'sensor', name: 'B', area: 'B' })).status).toBe(201);
+  // Loudspeakers, so that broadcasts and schedules have targets in both communes.
+  expect((await admin('POST', '/api/v1/devices', { id: 'spk-a', kind: 'speaker', name: 'Loa A', area: 'A1' })).status).toBe(201);
+  expect((await admin('POST', '/api/v1/devices', { id: 'spk-b', kind: 'speaker', name: 'Loa B', area: 'B' })).status).toBe(201);
+  for (const [username, role, areas] of [['root-user', 'admin', []], ['op-a', 'operator', ['A']], ['view-a', 'viewer', ['A']], ['probe', 'viewer', ['A']], ['view-b', 'viewer', ['B']]] as const) {
+    expect((await admin('POST', '/api/v1/users', { username, password: PW, role, areas })).status).toBe(201);
+  }
+  const svc = await admin('POST', '/api/v1/tokens', { name: 'IOC A', role: 'service', areas: ['A'] });
+  expect(svc.status).toBe(201);
+  Object.assign(tokens, {
+    admin: ADMIN, adminUser: await t.login('root-user', PW), operator: await t.login('op-a', PW), viewer: await t.login('view-a', PW),
+    service: svc.body.token, none: null, bad: 'kengs_' + 'x'.repeat(43),
+  });
+}, 120_000);
+afterAll(async () => { await t?.stop(); });
+
+describe('role × area × route matrix', () => {
+  it('has an entry for every registered route, and no entry for a route that does not exist', () => {
+    const routes = registeredRoutes();
+    expect(routes.length).toBeGreaterThan(10);
+    expect({ missingFromMatrix: routes.filter((r) => !MATRIX[r]) }).toEqual({ missingFromMatrix: [] });
+    expect({ notRegistered: Object.keys(MATRIX).filter((k) => !routes.includes(k)) }).toEqual({ notRegistered: [] });
+  });
+
+  it('every route × caller × area gives the expected status (inject)', async () => {
+    const failures: string[] = [];
+    for (const key of registeredRoutes().filter((r) => MATRIX[r])) {
+      for (const who of EVERYONE) {
+        for (const where of ['in', 'out'] as const) {
+          const { got, want, ok, code } = await runCell('inject', key, who, where);
+          if (!ok) failures.push(`${key} as ${who} ${where}: got ${got} ${code ?? ''}, want ${JSON.stringify(want)}`);
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  it('the same over real HTTP for the device, broadcast, user and audit routes', async () => {
+    const failures: string[] = [];
+    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest']) {
+      for (const who of EVERYONE) {
+        for (const where of ['in', 'out'] as const) {
+          const { got, want, ok, code } = await runCell('http', key, who, where);
+          if (!ok) failures.push(`${key} as ${who} ${where}: got ${got} ${code ?? ''}, want ${JSON.stringify(want)}`);
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  it('lists are filtered to the caller\'s scope: commune A never sees commune B', async () => {
+    for (const who of ['operator', 'viewer', 'service'] as const) {
+      const devices = await t.inject('GET', '/api/v1/devices', undefined, tokens[who]);
+      const ids = devices.body.map((d: { id: string }) => d.id);
+      expect(ids).toContain('dev-a');
+      expect(devices.body.every((d: { area: string }) => d.area === 'A' || d.area === 'A1' || d.area.startsWith('v-'))).toBe(true);
+      expect(ids).not.toContain('dev-b');
+      const areas = (await t.inject('GET', '/api/v1/areas', undefined, tokens[who])).body.map((a: { code: string }) => a.code);
+      expect(areas).toContain('A');
+      expect(areas).toContain('A1');
+      expect(areas).not.toContain('B');
+      expect(areas).not.toContain('P');
+      const latest = await t.inject('GET', '/api/v1/telemetry/latest', undefined, tokens[who]);
+      expect(latest.body.devices.map((d: { id: string }) => d.id)).not.toContain('dev-b');
+      expect((await t.inject('GET', '/api/v1/devices?area=B', undefined, tokens[who])).body).toEqual([]);
+    }
+    const users = (await t.inject('GET', '/api/v1/users', undefined, tokens.operator)).body;
+    expect(users.length).toBeGreaterThan(0);
+    expect(users.every((u: { role: string; areas: string[] }) => u.role === 'viewer' && u.areas.every((a) => a === 'A' || a === 'A1'))).toBe(true);
+    expect(users.map((u: { username: string }) => u.username)).not.toContain('view-b');
+    expect(users.map((u: { username: string }) => u.username)).not.toContain('op-a');
+    const all = (await t.inject('GET', '/api/v1/users')).body.map((u: { username: string }) => u.username);
+    expect(all).toEqual(expect.arrayContaining(['root-user', 'op-a', 'view-a', 'view-b']));
+  });
+
+  it('an operator cannot escalate: no operator/admin accounts, no viewers outside its areas, no "*"', async () => {
+    const op = tokens.operator;
+    for (const body of [
+      { username: 'x-op', password: PW, role: 'operator', areas: ['A'] },
+      { username: 'x-admin', password: PW, role: 'admin', areas: [] },
+      { username: 'x-star', password: PW, role: 'viewer', areas: ['*'] },
+      { username: 'x-prov', password: PW, role: 'viewer', areas: ['P'] },
+      { username: 'x-mixed', password: PW, role: 'viewer', areas: ['A', 'B'] },
+    ]) expect((await t.inject('POST', '/api/v1/users', body, op)).status).toBe(403);
+    const v = await freshViewer('in');
+    expect((await t.inject('PATCH', `/api/v1/users/${v}`, { role: 'operator' }, op)).status).toBe(403);
+    expect((await t.inject('PATCH', `/api/v1/users/${v}`, { areas: ['B'] }, op)).status).toBe(403);
+    expect((await t.inject('PATCH', `/api/v1/users/${v}`, { unlock: true }, op)).status).toBe(403);
+    expect((await t.inject('PATCH', '/api/v1/users/op-a', { areas: ['P'] }, op)).status).toBe(404);
+  });
+});

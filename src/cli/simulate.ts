@@ -1,9 +1,13 @@
 /**
- * `keng simulate`: a fleet of simulated sensors speaking device protocol v1.
- * (Simulated loudspeakers will get their own option in a later change.)
+ * `keng simulate`: a fleet of simulated sensors speaking device protocol v1,
+ * and with `--speakers N` simulated loudspeakers (the reference speaker of
+ * src/sim/speaker: fetch + sha256 check, accelerated play with --speed,
+ * priorities, playback events, faults --fail-rate / --reject / --accept-delay).
+ * `--speakers` alone runs speakers only; with an explicit `--sensors` both run.
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { isProfileName, parseDuration, runSimulation, type ProfileName } from '../sim/index.js';
+import { runSpeakerSimulation } from '../broadcast/speaker-fleet.js';
 
 function int(min: number, max: number) {
   return (v: string): number => {
@@ -17,6 +21,14 @@ function duration(v: string): number {
   try { return parseDuration(v); } catch (err) { throw new InvalidArgumentError((err as Error).message); }
 }
 
+function num(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`expected a number from ${min} to ${max}`);
+    return n;
+  };
+}
+
 function profile(v: string): ProfileName | 'mixed' {
   if (v === 'mixed' || isProfileName(v)) return v;
   throw new InvalidArgumentError('expected soil, weather, water, air or mixed');
@@ -26,6 +38,7 @@ interface SimulateOpts {
   sensors: number; url: string; api?: string; token?: string; area?: string; interval: number; qos: number;
   prefix: string; duration?: number; credentials: string; profile: ProfileName | 'mixed'; ramp: number;
   window: number; useToken?: boolean; offlineEvery?: number; offlineFor: number; seed: number;
+  speakers?: number; speakerPrefix: string; speakerCredentials: string; speed: number; failRate: number; reject?: boolean; acceptDelay?: number;
 }
 
 export function registerSimulate(program: Command): void {
@@ -49,11 +62,32 @@ export function registerSimulate(program: Command): void {
     .option('--offline-every <duration>', 'store-and-forward: go offline about this often, buffer readings, upload the backlog on return', duration)
     .option('--offline-for <duration>', 'store-and-forward: length of each outage', duration, 60_000)
     .option('--seed <n>', 'random seed', int(0, 2 ** 31 - 1), 1)
-    .action(async (o: SimulateOpts) => {
+    .option('--speakers <n>', 'number of simulated loudspeakers (alone: speakers only; with --sensors: both)', int(1, 100_000))
+    .option('--speaker-prefix <prefix>', 'speaker device id prefix', 'sim-loa-')
+    .option('--speaker-credentials <file>', 'speaker credentials file (written on registration, read otherwise)', 'sim-speakers.json')
+    .option('--speed <factor>', 'speakers: play-time factor (1 = real time, 10 = ten times faster)', num(0.01, 10_000), 1)
+    .option('--fail-rate <p>', 'speakers: probability (0-1) that a playback fails midway', num(0, 1), 0)
+    .option('--reject', 'speakers: answer every broadcast.play "rejected"')
+    .option('--accept-delay <duration>', 'speakers: wait this long before answering broadcast.play (slow speaker)', duration)
+    .action(async (o: SimulateOpts, cmd: Command) => {
       if (o.window > 0 && o.qos !== 1) throw new InvalidArgumentError('--window needs --qos 1');
       const token = o.token ?? (o.api ? process.env.KENG_ADMIN_TOKEN : undefined);
+      const withSensors = !o.speakers || cmd.getOptionValueSource('sensors') !== 'default';
       try {
-        process.exitCode = await runSimulation({
+        const runs: Array<Promise<number>> = [];
+        if (o.speakers) {
+          runs.push(runSpeakerSimulation({
+            speakers: o.speakers, url: o.url, ...(o.api ? { api: o.api } : {}), ...(token ? { token } : {}), ...(o.area ? { area: o.area } : {}),
+            prefix: o.speakerPrefix, credentialsPath: o.speakerCredentials, speed: o.speed, useToken: o.useToken ?? false, seed: o.seed,
+            faults: {
+              ...(o.failRate > 0 ? { failRate: o.failRate } : {}), ...(o.reject ? { rejectAll: true } : {}),
+              ...(o.acceptDelay ? { acceptDelayMs: o.acceptDelay } : {}),
+              ...(o.offlineEvery ? { offline: { afterMs: o.offlineEvery, forMs: o.offlineFor, everyMs: o.offlineEvery } } : {}),
+            },
+            ...(o.duration ? { durationMs: o.duration } : {}),
+          }));
+        }
+        if (withSensors) runs.push(runSimulation({
           sensors: o.sensors, url: o.url,
           ...(o.api ? { api: o.api } : {}),
           ...(token ? { token } : {}),
@@ -63,7 +97,9 @@ export function registerSimulate(program: Command): void {
           credentialsPath: o.credentials, profile: o.profile, rampPerSec: o.ramp, window: o.window,
           useToken: o.useToken ?? false, seed: o.seed,
           ...(o.offlineEvery ? { storeForward: { everyMs: o.offlineEvery, offlineMs: o.offlineFor } } : {}),
-        });
+        }));
+        const codes = await Promise.all(runs);
+        process.exitCode = Math.max(0, ...codes);
       } catch (err) {
         process.stderr.write(`keng simulate: ${(err as Error).message}\n`);
         process.exitCode = 1;

@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
-import { RPC_MIGRATION, RpcService } from '../../src/rpc/index.js';
-import { BROADCAST_MIGRATION, BroadcastExecutor, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
+import { RpcService } from '../../src/rpc/index.js';
+import { BroadcastExecutor, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
 import { SimSpeaker, type SpeakerFaults } from '../../src/sim/speaker/index.js';
 import type { KengEvents } from '../../src/core/events.js';
 
@@ -42,7 +42,8 @@ afterEach(async () => { await h?.close(); h = undefined; });
 async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promise<Harness> {
   const t = await startTestApp();
   const { app } = t;
-  for (const m of [RPC_MIGRATION, BROADCAST_MIGRATION]) app.stateDb.db.exec(m.up);
+  // The app's own broadcast pieces (tables already migrated) step aside for the instances under test.
+  for (const c of [...app.broadcast.components].reverse()) await c.stop();
   app.registry.createArea({ code: '01', name: 'Tỉnh Thử Nghiệm', level: 'province' });
   app.registry.createArea({ code: '00001', name: 'Xã An Bình', level: 'commune', parent: '01' });
   app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });

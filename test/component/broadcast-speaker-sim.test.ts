@@ -9,8 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { waitFor } from '../helpers/mqtt.js';
-import { RPC_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
-import { BROADCAST_MIGRATION, BroadcastExecutor } from '../../src/broadcast/execution/index.js';
+import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { BroadcastExecutor } from '../../src/broadcast/execution/index.js';
 import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
 
 let cleanup: Array<() => Promise<void>> = [];
@@ -20,7 +20,8 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   const t = await startTestApp();
   cleanup.push(() => t.stop());
   const app = t.app;
-  for (const m of [RPC_MIGRATION, BROADCAST_MIGRATION]) app.stateDb.db.exec(m.up);
+  // The app's own broadcast pieces (tables already migrated) step aside for the instances under test.
+  for (const c of [...app.broadcast.components].reverse()) await c.stop();
   app.registry.createArea({ code: 'p', name: 'Tỉnh', level: 'province' });
   const creds = Array.from({ length: n }, (_, i) => {
     const id = `loa-sim-${i}`;

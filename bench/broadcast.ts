@@ -1,0 +1,142 @@
+/**
+ * `npm run bench:broadcast` (issue 3 "Speed"): one broadcast to 2,000
+ * simulated speakers, and the scheduler's start jitter.
+ *
+ * 1. Starts Keng as a child process (node dist/src/main.js, temp data dir,
+ *    free ports, raised MQTT rate limit), registers N speakers through the
+ *    API and runs them with the reference speaker simulator (this process).
+ * 2. Uploads a short MP3 (made with ffmpeg), `POST /api/v1/broadcasts` to all
+ *    of them, waits (light polling of GET /broadcasts/{id}) until every
+ *    speaker is playing, then reads the broadcast log once: the server's own
+ *    transition times give "start → all accepted" and "start → all playing"
+ *    (start = just before the POST was sent).
+ * 3. Jitter: K one-off schedules 200 ms apart (each on its own speaker, so
+ *    they do not overlap), then GET /api/v1/scheduler → jitter p50/p99 of
+ *    the real scheduler in the real server (also on /metrics as
+ *    keng_scheduler_jitter_seconds).
+ * Targets: all accepted within 2 s; jitter p99 under 250 ms.
+ *
+ * Options: --speakers 2000 --schedules 150 --spacing-ms 200 --media-sec 15
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { installSignalHandlers, onCleanup, runCleanups } from './lib/cleanup.js';
+import { startKeng } from './lib/keng-server.js';
+import { KengApi } from '../src/sim/api-client.js';
+import { simDeviceIds } from '../src/sim/credentials.js';
+import { runSpeakers } from '../src/sim/speaker/index.js';
+import { registerSpeakers } from '../src/broadcast/speaker-fleet.js';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : def;
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number`);
+  return v;
+}
+
+const log = (s: string): void => { process.stdout.write(s + '\n'); };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<void> {
+  installSignalHandlers();
+  const N = arg('speakers', 2000);
+  const K = arg('schedules', 150);
+  const spacing = arg('spacing-ms', 200);
+  const mediaSec = arg('media-sec', 15);
+
+  const keng = await startKeng({ env: { KENG_MQTT_RATE_LIMIT_PER_SEC: '100000', KENG_MQTT_RATE_LIMIT_BURST: '100000' } });
+  onCleanup('server output', () => { if (process.exitCode) process.stderr.write(`keng output tail:\n${keng.outputTail()}\n`); });
+  keng.child.once('exit', (code) => { if (code) process.stderr.write(`keng exited with ${code}:\n${keng.outputTail()}\n`); });
+  log(`keng pid ${keng.pid} at ${keng.httpUrl}, ${keng.mqttUrl}`);
+  const api = new KengApi(keng.httpUrl, keng.adminToken);
+  await api.ensureArea({ code: 'bench', name: 'Tỉnh đo tải', level: 'province' });
+
+  let t = Date.now();
+  const creds = await registerSpeakers(api, simDeviceIds('bench-loa-', N), 'bench', { concurrency: 32 });
+  log(`registered ${N} speakers in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+
+  t = Date.now();
+  const sim = await runSpeakers({ url: keng.mqttUrl, credentials: creds, speed: 1, telemetryIntervalMs: 600_000, connectConcurrency: 100 });
+  onCleanup('speakers', () => sim.stop());
+  log(`${N} speakers connected in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+
+  // A short, small MP3 (2,000 speakers download it).
+  const dir = mkdtempSync(path.join(tmpdir(), 'keng-bench-bc-'));
+  onCleanup('media dir', () => rmSync(dir, { recursive: true, force: true }));
+  const mp3 = path.join(dir, 'ban-tin.mp3');
+  execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=550:duration=${mediaSec}`,
+    '-ac', '1', '-ar', '16000', '-codec:a', 'libmp3lame', '-b:a', '16k', mp3]);
+  const form = new FormData();
+  form.append('file', new Blob([readFileSync(mp3)], { type: 'audio/mpeg' }), 'ban-tin.mp3');
+  const up = await fetch(`${keng.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${keng.adminToken}` }, body: form });
+  if (up.status !== 201) throw new Error(`media upload: HTTP ${up.status} ${await up.text()}`);
+  const media = (await up.json()) as { id: string; size: number };
+  log(`media ${media.id}: ${media.size} bytes, ${mediaSec} s`);
+  // Wait until presence is settled (every speaker online in the registry).
+  await waitUntil(async () => {
+    const r = await api.request<unknown[]>('GET', '/api/v1/devices?kind=speaker&online=true');
+    return Array.isArray(r.body) && r.body.length >= N;
+  }, 60_000, 250);
+
+  // ---- one broadcast to all speakers
+  const t0 = Date.now();
+  const post = await api.request<{ id: string }>('POST', '/api/v1/broadcasts', { target: { areas: ['bench'] }, content: { mediaId: media.id }, volume: 60 });
+  const postMs = Date.now() - t0;
+  if (post.status !== 201) throw new Error(`POST /api/v1/broadcasts: HTTP ${post.status} ${JSON.stringify(post.body).slice(0, 300)}`);
+  const id = post.body.id;
+  await waitUntil(async () => {
+    const r = await api.request<{ counts: Record<string, number> }>('GET', `/api/v1/broadcasts/${encodeURIComponent(id)}`);
+    const c = r.body.counts ?? {};
+    return (c.playing ?? 0) + (c.completed ?? 0) >= N || (c.failed ?? 0) + (c.rejected ?? 0) + (c.expired ?? 0) > 0;
+  }, 120_000, 100);
+  const lines = (await api.request<Array<{ at: string; state: string; deviceId: string }>>('GET',
+    `/api/v1/broadcasts/log?broadcastId=${encodeURIComponent(id)}&limit=100000`)).body;
+  const lastAt = (state: string): { n: number; ms: number } => {
+    const ts = lines.filter((l) => l.state === state).map((l) => Date.parse(l.at));
+    return { n: ts.length, ms: ts.length ? Math.max(...ts) - t0 : NaN };
+  };
+  const final = (await api.request<{ counts: Record<string, number>; targets: Array<{ state: string; detail?: string }> }>('GET', `/api/v1/broadcasts/${encodeURIComponent(id)}`)).body;
+  const details = new Map<string, number>();
+  for (const x of final.targets) if (x.detail && x.state !== 'playing' && x.state !== 'completed') details.set(`${x.state}: ${x.detail}`, (details.get(`${x.state}: ${x.detail}`) ?? 0) + 1);
+  log(`states: ${JSON.stringify(final.counts)}${details.size ? `; ${[...details].slice(0, 3).map(([k, n]) => `${n}× ${k}`).join('; ')}` : ''}`);
+  const accepted = lastAt('accepted');
+  const playing = lastAt('playing');
+  log(`broadcast to ${N}: POST answered in ${postMs} ms; all accepted after ${accepted.ms} ms (${accepted.n}/${N}); all playing after ${playing.ms} ms (${playing.n}/${N})`);
+
+  // ---- scheduler start jitter: K one-offs `spacing` ms apart, each on its own speaker
+  const first = Date.now() + 5000 + K * 30;
+  for (let i = 0; i < K; i++) {
+    const r = await api.request('POST', '/api/v1/schedules', {
+      name: `Jitter ${i}`, target: { devices: [creds[i % N]!.id] }, content: { mediaId: media.id }, at: first + i * spacing,
+    });
+    if (r.status !== 201) throw new Error(`POST /api/v1/schedules: HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+  }
+  const wait = first + K * spacing + 1500 - Date.now();
+  log(`${K} schedules ${spacing} ms apart created; waiting ${(wait / 1000).toFixed(1)} s for them to fire`);
+  await sleep(Math.max(0, wait));
+  const st = (await api.request<{ jitterMs: { count: number; p50: number; p99: number; max: number; mean: number } }>('GET', '/api/v1/scheduler')).body.jitterMs;
+  log(`scheduler start jitter over ${st.count} occurrences: p50 ${st.p50} ms, p99 ${st.p99} ms, max ${st.max} ms`);
+
+  const result = {
+    speakers: N, postMs, acceptedMs: accepted.ms, playingMs: playing.ms, accepted: accepted.n, playing: playing.n,
+    jitter: { count: st.count, p50Ms: st.p50, p99Ms: st.p99, maxMs: st.max },
+    targets: { acceptedWithin2s: accepted.n === N && accepted.ms <= 2000, jitterP99Under250ms: st.count > 0 && st.p99 < 250 },
+  };
+  log(`BENCH_RESULT ${JSON.stringify(result)}`);
+}
+
+async function waitUntil(fn: () => Promise<boolean>, timeoutMs: number, stepMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try { if (await fn()) return; } catch (err) { process.stderr.write(`poll: ${(err as Error).message} (retrying)\n`); }
+    await sleep(stepMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms`);
+}
+
+main().then(
+  async () => { await runCleanups(); process.exit(0); },
+  async (err: unknown) => { process.stderr.write(`bench:broadcast failed: ${(err as Error).stack ?? String(err)}\n`); await runCleanups(); process.exit(1); },
+);

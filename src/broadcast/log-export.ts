@@ -1,0 +1,40 @@
+/**
+ * The broadcast log (nhật ký phát thanh) restricted to a caller's areas
+ * (spec http-api.md "Auth": operators and service tokens see their areas
+ * only). A caller covering every area, or asking for one area, gets the
+ * executor's own query; one covering several areas gets the union of one
+ * query per area, rendered with the same CSV columns as executor.csv().
+ */
+import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import { isoWithOffset, toCsv, type BroadcastExecutor, type CsvValue, type LogEntry, type LogQuery } from './execution/index.js';
+
+export type LogScope = 'all' | readonly string[];
+
+/** Log entries of the areas in `scope` (top-level codes; each covers its subtree). */
+export function scopedLog(exec: BroadcastExecutor, q: LogQuery, scope: LogScope): LogEntry[] {
+  if (scope === 'all' || q.area !== undefined) return exec.log(q);
+  const seen = new Set<string>();
+  const out: LogEntry[] = [];
+  for (const area of scope) {
+    for (const e of exec.log({ ...q, area })) {
+      const k = `${e.at}|${e.broadcastId ?? ''}|${e.scheduleId ?? ''}|${e.deviceId}|${e.state}|${e.source}`;
+      if (!seen.has(k)) { seen.add(k); out.push(e); }
+    }
+  }
+  out.sort((a, b) => a.at - b.at);
+  return q.limit !== undefined ? out.slice(0, q.limit) : out;
+}
+
+export const LOG_CSV_HEADER = ['time', 'device_time', 'broadcast_id', 'schedule_id', 'area', 'area_name', 'device_id', 'device_name',
+  'state', 'previous_state', 'detail', 'source'] as const;
+
+/** CSV (UTF-8 with BOM, RFC 4180) of the log within `scope`; the same columns as executor.csv(). */
+export function scopedCsv(exec: BroadcastExecutor, reg: Pick<DeviceRegistryApi, 'getArea' | 'getDevice'>, q: LogQuery, scope: LogScope, tz: string): string {
+  if (scope === 'all' || q.area !== undefined || scope.length === 1) return exec.csv(scope !== 'all' && q.area === undefined ? { ...q, area: scope[0]! } : q);
+  const rows = scopedLog(exec, q, scope).map((e): CsvValue[] => [
+    isoWithOffset(e.at, tz), e.deviceAt !== undefined ? isoWithOffset(e.deviceAt, tz) : '',
+    e.broadcastId, e.scheduleId, e.area, reg.getArea(e.area)?.name ?? '', e.deviceId, reg.getDevice(e.deviceId)?.name ?? '',
+    e.state, e.prevState, e.detail, e.source,
+  ]);
+  return toCsv(LOG_CSV_HEADER, rows);
+}

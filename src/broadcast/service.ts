@@ -1,0 +1,283 @@
+/**
+ * BroadcastService: schedules ↔ scheduler ↔ executor ↔ media ↔ registry
+ * (issue 3 items 2-4; spec http-api.md "Schedules" and "Broadcasts").
+ *
+ * Schedule writes: validate (400) → targets (403 outside the caller's areas,
+ * 422 unknown areas/devices) → content (422 unknown media; `ttsText` rendered
+ * once, 503 without espeak-ng) → overlap check over each schedule's speakers
+ * and play length (409 naming the clash unless the new one has higher
+ * priority) → persist → scheduler.upsert → audit. The overlap check and the
+ * write run synchronously after the last await, so two concurrent requests
+ * cannot both pass it.
+ *
+ * Occurrences: the scheduler's onOccurrence starts a broadcast on the
+ * schedule's speakers as they are at that moment, valid until
+ * start + max(play length, broadcast.offlineValiditySec) (`notAfter`: an
+ * offline speaker that returns later gets `expired`); onMissed records the
+ * occurrence as missed for each speaker (proof of play).
+ */
+import { Histogram } from 'prom-client';
+import type { Config } from '../config/index.js';
+import type { Clock, Component, Logger, Metrics } from '../core/index.js';
+import { Errors } from '../core/errors.js';
+import { formatTime } from '../api/time.js';
+import { auditFor } from '../audit/index.js';
+import type { MediaLibrary } from '../media/index.js';
+import type { StateDb } from '../storage/state/index.js';
+import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import type { Broadcast, BroadcastExecutor, BroadcastInput } from './execution/index.js';
+import {
+  Scheduler, SqliteScheduleRepo, applySpec, findClashes, newSchedule, nextRuns as nextRunsOf, toClashError, toValidationError,
+  validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
+} from './schedule/index.js';
+import { contentDuration, playContent, storeContent } from './content.js';
+import { checkTarget, resolveSpeakers, targetVisible, type Caller } from './targets.js';
+
+export interface BroadcastServiceDeps {
+  config: Readonly<Config>;
+  stateDb: StateDb;
+  registry: DeviceRegistryApi;
+  media: MediaLibrary;
+  executor: BroadcastExecutor;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  /** True once broadcasts can be sent (media links need the HTTP address); the scheduler starts then. */
+  isReady?: () => boolean;
+  /** Runs a burst of state-store writes as one commit (GroupCommit.run); default: as they come. */
+  batch?: <T>(fn: () => T) => T;
+}
+
+/** Fields a "play now" body may have (spec: same target, content, volume, priority as a schedule). */
+const PLAY_NOW_FIELDS = new Set(['target', 'content', 'volume', 'priority', 'durationSec']);
+
+export class BroadcastService implements Component {
+  readonly name = 'broadcast-service';
+  private repo: ScheduleRepo | null = null;
+  private sched: Scheduler | null = null;
+  private readyTimer: NodeJS.Timeout | undefined;
+  private readonly jitter: Histogram;
+  private readonly log: Logger;
+
+  constructor(private readonly d: BroadcastServiceDeps) {
+    this.log = d.logger;
+    const reg = d.metrics.registry;
+    this.jitter = (reg.getSingleMetric('keng_scheduler_jitter_seconds') as Histogram | undefined) ?? new Histogram({
+      name: 'keng_scheduler_jitter_seconds', help: 'Schedule start jitter: actual start minus planned time of on-time occurrences',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [reg],
+    });
+  }
+
+  /** The scheduler (jitterStats(), nextFor()); undefined before start. */
+  get scheduler(): Scheduler | undefined { return this.sched ?? undefined; }
+
+  async start(): Promise<void> {
+    const repo = new SqliteScheduleRepo(this.d.stateDb.db);
+    this.repo = repo;
+    this.sched = new Scheduler({
+      repo, clock: this.d.clock, logger: this.log.child({ part: 'scheduler' }),
+      graceMs: this.d.config.broadcast.missedGraceSec * 1000,
+      onOccurrence: (s, plannedAt, info) => this.onOccurrence(s, plannedAt, info),
+      onMissed: (s, plannedAt) => { this.d.executor.recordMissed(s.id, plannedAt, [...resolveSpeakers(this.d.registry, s.target)]); },
+    });
+    // Media that a schedule plays cannot be deleted (409 KENG_ERR_MEDIA_IN_USE).
+    this.d.media.setInUseCheck((mediaId) => {
+      const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
+      return s ? `schedule "${s.name}" (${s.id})` : false;
+    });
+    const sched = this.sched;
+    const go = (): void => {
+      this.readyTimer = undefined;
+      if (this.sched !== sched) return;
+      if (this.d.isReady && !this.d.isReady()) { this.readyTimer = setTimeout(go, 50); return; }
+      void sched.start();
+    };
+    go();
+  }
+
+  async stop(): Promise<void> {
+    if (this.readyTimer) clearTimeout(this.readyTimer);
+    this.readyTimer = undefined;
+    const s = this.sched;
+    this.sched = null;
+    await s?.stop();
+    this.repo = null;
+  }
+
+  // ------------------------------------------------------------ schedules
+
+  /** Schedules whose whole target lies within the caller's areas, oldest first. */
+  listSchedules(c: Caller): Schedule[] {
+    return this.requireRepo().list().filter((s) => targetVisible(this.d.registry, s.target, c));
+  }
+
+  /** 404 when unknown or outside the caller's areas. */
+  getSchedule(c: Caller, id: string): Schedule {
+    const s = this.requireRepo().get(id);
+    if (!s || !targetVisible(this.d.registry, s.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
+    return s;
+  }
+
+  async createSchedule(c: Caller, body: unknown): Promise<Schedule> {
+    const v = validateSchedule(body, this.validateOpts());
+    if (!v.ok) throw toValidationError(v.errors);
+    checkTarget(this.d.registry, v.value.target, c);
+    const { spec, created } = await this.withStoredContent(v.value, c);
+    try {
+      this.assertNoClash(spec);
+      const s = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
+      this.requireRepo().insert(s);
+      this.requireScheduler().upsert(s);
+      this.audit(c, 'schedule.create', s.id, undefined, s);
+      this.log.info({ scheduleId: s.id, name: s.name, by: c.principal.id }, 'schedule created');
+      return this.requireRepo().get(s.id) ?? s;
+    } catch (e) {
+      await this.dropRendered(created);
+      throw e;
+    }
+  }
+
+  async updateSchedule(c: Caller, id: string, patch: unknown): Promise<Schedule> {
+    const prev = this.getSchedule(c, id);
+    const v = validateSchedulePatch(prev, patch, this.validateOpts());
+    if (!v.ok) throw toValidationError(v.errors);
+    checkTarget(this.d.registry, v.value.target, c);
+    const { spec, created } = await this.withStoredContent(v.value, c);
+    try {
+      const current = this.requireRepo().get(id);
+      if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
+      const next = applySpec(current, spec, this.d.clock.now());
+      this.assertNoClash(next);
+      this.requireRepo().update(next);
+      this.requireScheduler().upsert(this.requireRepo().get(id) ?? next);
+      this.audit(c, 'schedule.update', id, prev, next);
+      return this.requireRepo().get(id) ?? next;
+    } catch (e) {
+      await this.dropRendered(created);
+      throw e;
+    }
+  }
+
+  deleteSchedule(c: Caller, id: string): void {
+    const prev = this.getSchedule(c, id);
+    if (!targetVisible(this.d.registry, prev.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
+    this.requireRepo().delete(id);
+    this.requireScheduler().remove(id);
+    this.audit(c, 'schedule.delete', id, prev, undefined);
+  }
+
+  /** Next planned occurrences (epoch ms). */
+  nextRuns(s: Schedule, n = 5): number[] {
+    const first = this.sched?.nextFor(s.id);
+    const from = this.d.clock.now();
+    const runs = nextRunsOf(s, from, n);
+    return first !== undefined && !runs.includes(first) && first > from ? [first, ...runs].slice(0, n) : runs;
+  }
+
+  // ------------------------------------------------------------ broadcasts
+
+  /** "Play now" (`POST /api/v1/broadcasts`). */
+  async playNow(c: Caller, body: unknown): Promise<Broadcast> {
+    const now = this.d.clock.now();
+    const extra = body && typeof body === 'object' && !Array.isArray(body)
+      ? Object.keys(body).filter((k) => !PLAY_NOW_FIELDS.has(k)) : [];
+    if (extra.length > 0) throw toValidationError(extra.map((f) => ({ field: f, message: 'unknown field' })));
+    // Same rules as a schedule's target/content/volume/priority/durationSec (a one-off "now").
+    const v = validateSchedule({ ...(body as object), name: 'play now', at: now + 60_000 }, this.validateOpts());
+    if (!v.ok) throw toValidationError(v.errors);
+    const targets = checkTarget(this.d.registry, v.value.target, c);
+    if (targets.length === 0) throw Errors.UNPROCESSABLE('the target has no speakers');
+    const { spec } = await this.withStoredContent(v.value, c);
+    const b = this.startFor(spec, targets, {});
+    this.audit(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content });
+    return b;
+  }
+
+  stopBroadcast(c: Caller, id: string): Broadcast {
+    const b = this.d.executor.get(id);
+    if (!b || !b.targets.some((t) => c.inScope(t.area))) throw Errors.NOT_FOUND(`Broadcast "${id}"`);
+    const outside = b.targets.find((t) => !c.inScope(t.area));
+    if (outside) throw Errors.FORBIDDEN(`broadcast "${id}" also plays outside your areas (area "${outside.area}")`);
+    const after = this.d.executor.stopBroadcast(id);
+    this.audit(c, 'broadcast.stop', id, summary(b), summary(after));
+    return after;
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): void {
+    if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);
+    const targets = [...resolveSpeakers(this.d.registry, s.target)].sort();
+    if (targets.length === 0) {
+      this.log.warn({ scheduleId: s.id, plannedAt }, 'schedule occurrence has no speakers to play on');
+      return;
+    }
+    // A deterministic id: an occurrence can never start two broadcasts.
+    const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
+    const b = this.startFor(s, targets, { id, scheduleId: s.id, plannedAt });
+    this.log.info({ scheduleId: s.id, broadcastId: b.id, lateMs: info.lateMs, targets: targets.length }, 'schedule occurrence started');
+  }
+
+  private startFor(s: ScheduleSpec, targets: string[], extra: Pick<BroadcastInput, 'id' | 'scheduleId' | 'plannedAt'>): Broadcast {
+    const now = this.d.clock.now();
+    const pc = playContent(this.d.media, s.content, s.durationSec);
+    const validSec = Math.max(pc.durationSec ?? 0, this.d.config.broadcast.offlineValiditySec, 1);
+    const input: BroadcastInput = {
+      ...extra, priority: s.priority, volume: s.volume, targets, notAfter: now + validSec * 1000,
+      ...(pc.media ? { media: pc.media } : {}),
+      ...(pc.stream ? { stream: pc.stream, ...(pc.durationSec !== undefined ? { durationSec: pc.durationSec } : {}) } : {}),
+    };
+    return this.d.batch ? this.d.batch(() => this.d.executor.startBroadcast(input)) : this.d.executor.startBroadcast(input);
+  }
+
+  private async withStoredContent(spec: ScheduleSpec, c: Caller): Promise<{ spec: ScheduleSpec; created?: string }> {
+    const r = await storeContent(this.d.media, spec.content, c.principal.id);
+    return { spec: { ...spec, content: r.content }, ...(r.created ? { created: r.created } : {}) };
+  }
+
+  private async dropRendered(mediaId: string | undefined): Promise<void> {
+    if (!mediaId) return;
+    try { await this.d.media.delete(mediaId); } catch (err) { this.log.warn({ err, mediaId }, 'could not remove an unused TTS rendering'); }
+  }
+
+  /** 409 naming the clash (findClashes skips schedules the candidate outranks). */
+  private assertNoClash(candidate: ScheduleSpec & { id?: string }): void {
+    const reg = this.d.registry;
+    const clashes = findClashes(candidate, this.requireRepo().list(), {
+      now: this.d.clock.now(),
+      resolve: (t) => resolveSpeakers(reg, t),
+      durationSec: (s) => contentDuration(this.d.media, s.content, s.durationSec),
+    });
+    if (clashes.length > 0) throw toClashError(clashes, (ms) => formatTime(ms, this.d.config.tz));
+  }
+
+  private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
+    try {
+      auditFor(this.d.registry).record({
+        actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action,
+        target: `${action.split('.')[0]}:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
+      });
+    } catch (err) {
+      this.log.error({ err, action, id }, 'audit record failed');
+    }
+  }
+
+  private validateOpts() { return { now: this.d.clock.now(), defaultTz: this.d.config.tz }; }
+
+  private requireRepo(): ScheduleRepo {
+    if (!this.repo) throw Errors.NOT_READY('broadcast service is not started');
+    return this.repo;
+  }
+
+  private requireScheduler(): Scheduler {
+    if (!this.sched) throw Errors.NOT_READY('scheduler is not started');
+    return this.sched;
+  }
+}
+
+/** A short form of a broadcast for the audit log (no per-speaker list). */
+function summary(b: Broadcast): Record<string, unknown> {
+  const states: Record<string, number> = {};
+  for (const t of b.targets) states[t.state] = (states[t.state] ?? 0) + 1;
+  return { id: b.id, priority: b.priority, volume: b.volume, targets: b.targets.length, states };
+}

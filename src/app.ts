@@ -17,6 +17,8 @@ import { DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
+import { principalServiceAuthenticator } from './broker/service-clients.js';
+import { TlsSource } from './tls.js';
 import { AdminAuth } from './auth/index.js';
 import { ApiServer } from './api/index.js';
 import { mediaRoutes, mediaFileRoutes } from './api/routes/media.js';
@@ -66,15 +68,18 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
-  const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock });
+  const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
+  const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls });
   const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
   const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
   const api = new ApiServer({
-    config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock,
+    config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock, tls,
   });
 
   // Users, sessions, API tokens, login guard and the audit log (routes + bearer authenticators).
   const accounts = installAccounts({ api, stateDb, registry, logger }, { clock });
+  // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
+  broker.setServiceAuthenticator(principalServiceAuthenticator({ tokens: accounts.tokens, policy: api.policy, devices: registry }));
 
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
@@ -86,7 +91,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   api.extend(async (sub, ctx) => { await sub.register(mediaRoutes, { ctx, media }); });
   api.extend(async (sub, ctx) => { await sub.register(mediaFileRoutes, { ctx, media }); }, { secured: false });
-  const mediaBaseUrl = (): string => config.media.publicBaseUrl ?? speakerBaseUrl(config.http.host, api.address().port);
+  const mediaBaseUrl = (): string => config.media.publicBaseUrl
+    ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
   const broadcast = wireBroadcast({
     config, stateDb, registry, broker, bus, media, api, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
   });
@@ -106,6 +112,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);
+      unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A deleted or disabled device loses its MQTT session at once.
       unsubscribe.push(bus.on('device.changed', (e) => {
         if (e.change === 'deleted' || (e.change === 'updated' && registry.getDevice(e.deviceId)?.enabled === false)) broker.kick(e.deviceId);

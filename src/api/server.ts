@@ -20,6 +20,7 @@ import type { BrokerPort } from '../broker/types.js';
 import { AuthenticatorChain } from '../auth/chain.js';
 import { Policy } from '../auth/policy.js';
 import type { Authenticator } from '../auth/types.js';
+import type { TlsSource } from '../tls.js';
 import type { Api, ReadyCheck, RouteContext } from './context.js';
 import { bearerAuth } from './auth-hook.js';
 import { sendError } from './errors.js';
@@ -55,6 +56,8 @@ export interface ApiServerOptions {
   /** Require a bearer token on GET /metrics (default false: firewall it). */
   metricsRequireAuth?: boolean;
   maxPoints?: number;
+  /** When it yields material (tls.certFile + tls.keyFile set), HTTPS is served on http.port instead of HTTP. */
+  tls?: Pick<TlsSource, 'load'> | null;
 }
 
 /** Registers more routes on the API (later modules: users, schedules, dashboards …). */
@@ -110,7 +113,9 @@ export class ApiServer implements Component {
     const { config, logger, metrics } = this.opts;
     const ctx = this.context;
     const bodyLimit = config.http.bodyLimitBytes;
+    const tls = this.opts.tls?.load() ?? null; // throws ConfigError naming the setting
     const app = Fastify({
+      ...(tls ? { https: { key: tls.key, cert: tls.cert, ...(tls.ca ? { ca: tls.ca } : {}) } } : {}),
       loggerInstance: logger,
       logController: new DebugRequestLogs(),
       bodyLimit,
@@ -162,7 +167,7 @@ export class ApiServer implements Component {
     await app.listen({ host, port });
     const addr = app.server.address();
     this.bound = typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : { host, port };
-    this.opts.logger.info({ ...this.bound }, 'HTTP API listening');
+    this.opts.logger.info({ ...this.bound, https: Boolean(this.opts.tls?.load()) }, 'HTTP API listening');
   }
 
   async stop(): Promise<void> {

@@ -15,16 +15,26 @@
  *   A handler that throws fails the callback: no PUBACK, connection closed.
  * - "ThingsBoard compatibility": `me` topics for token devices; `me`
  *   subscriptions rewritten to the real id, deliveries rewritten back.
+ * - "Connection", TLS (8883): a second listener on mqtt.tlsPort feeds the same
+ *   aedes instance when tls.certFile / tls.keyFile are set (src/tls.ts).
+ *
+ * Read-only service clients (the IOC, API tokens) are handled by
+ * ServiceClients (service-clients.ts): each hook below first looks for a
+ * device Session and only then, off the device path, for a service session.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Config } from '../config/index.js';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
+import type { KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { DeviceAuthenticator } from '../devices/types.js';
+import type { TlsSource } from '../tls.js';
 import { installFrameGuard } from './frame-guard.js';
+import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, ownerKey, serviceCredential, type ServiceAuthenticator } from './service-clients.js';
 import { DeviceLimits, Session, suppressWill, type DevicePresence } from './session.js';
 import type { BrokerPort, InboundHandler, InboundMessage, InboundType, PublishOptions } from './types.js';
 
@@ -60,6 +70,8 @@ export interface BrokerTuning {
   stopTimeoutMs: number;
   /** TCP keep-alive probe delay (dead-peer detection for keep-alive 0 clients). */
   tcpKeepAliveMs: number;
+  /** How often service clients' tokens are re-checked (revoked → disconnected). */
+  serviceRecheckMs: number;
 }
 
 export const DEFAULT_TUNING: BrokerTuning = {
@@ -71,6 +83,7 @@ export const DEFAULT_TUNING: BrokerTuning = {
   maxClientsIdLength: 256,
   stopTimeoutMs: 5_000,
   tcpKeepAliveMs: 60_000,
+  serviceRecheckMs: DEFAULT_SERVICE_RECHECK_MS,
 };
 
 export interface AedesBrokerDeps {
@@ -81,6 +94,8 @@ export interface AedesBrokerDeps {
   metrics: Metrics;
   clock: Clock;
   tuning?: Partial<BrokerTuning>;
+  /** TLS material (null / absent / not configured: no TLS listener). */
+  tls?: Pick<TlsSource, 'load'> | null;
 }
 
 type AuthDone = (error: AuthenticateError | null, success: boolean | null) => void;
@@ -109,6 +124,9 @@ export class AedesBroker implements BrokerPort {
   private handler: InboundHandler = noHandler;
   private aedes: Aedes | null = null;
   private server: net.Server | null = null;
+  private tlsServer: tls.Server | null = null;
+  /** Read-only service (IOC) clients; null until setServiceAuthenticator(). */
+  private services: ServiceClients | null = null;
   private listening = false;
   private stopping = false;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -141,11 +159,32 @@ export class AedesBroker implements BrokerPort {
     this.handler = handler;
   }
 
+  /** Admit read-only service clients (API tokens with role service or admin), see service-clients.ts. */
+  setServiceAuthenticator(auth: ServiceAuthenticator): void {
+    this.services = new ServiceClients({
+      auth, registry: this.deps.metrics.registry, logger: this.deps.logger, recheckMs: this.tuning.serviceRecheckMs,
+      refused: (op, reason) => this.count(op, reason),
+      publish: (topic, payload) => {
+        const aedes = this.aedes;
+        if (!aedes || aedes.closed) return;
+        aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err) => {
+          if (err) this.deps.logger.debug({ err, topic }, 'service telemetry publish failed');
+        });
+      },
+    });
+  }
+
+  /** Bus 'telemetry' (durable readings) → service subscribers; a no-op unless one may receive it. */
+  publishTelemetry(e: KengEvents['telemetry']): void {
+    this.services?.publishTelemetry(e);
+  }
+
   // ---------------------------------------------------------------- lifecycle
 
   async start(): Promise<void> {
     if (this.aedes) return;
     const t = this.tuning;
+    const tlsMaterial = this.deps.tls?.load() ?? null; // throws ConfigError naming the setting
     this.stopping = false;
     const aedes = await Aedes.createBroker({
       connectTimeout: t.connectTimeoutMs,
@@ -170,24 +209,34 @@ export class AedesBroker implements BrokerPort {
     // aedes emits 'error' for persistence failures; an unhandled 'error' event would crash the process.
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => this.deps.logger.error({ err }, 'mqtt broker error'));
 
-    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: t.tcpKeepAliveMs }, (sock) => this.onConnection(sock));
+    const sockOpts = { noDelay: true, keepAlive: true, keepAliveInitialDelay: t.tcpKeepAliveMs };
+    const server = net.createServer(sockOpts, (sock) => this.onConnection(sock));
     this.server = server;
+    const tlsServer = tlsMaterial
+      ? tls.createServer({ ...sockOpts, key: tlsMaterial.key, cert: tlsMaterial.cert, ca: tlsMaterial.ca, handshakeTimeout: t.connectTimeoutMs },
+        (sock) => this.onConnection(sock))
+      : null;
+    this.tlsServer = tlsServer;
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.config.port, this.config.host, () => { server.off('error', reject); resolve(); });
-      });
+      await listen(server, this.config.port, this.config.host);
+      if (tlsServer) await listen(tlsServer, this.config.tlsPort ?? 8883, this.config.host);
     } catch (err) {
       this.server = null;
+      this.tlsServer = null;
+      await Promise.all([server, tlsServer].map((s) => new Promise<void>((r) => (s?.listening ? s.close(() => r()) : r()))));
       this.aedes = null;
       await new Promise<void>((r) => aedes.close(() => r()));
       throw err;
     }
     server.on('error', (err) => this.deps.logger.error({ err }, 'mqtt listener error'));
+    if (tlsServer) {
+      tlsServer.on('error', (err) => this.deps.logger.error({ err }, 'mqtt TLS listener error'));
+      tlsServer.on('tlsClientError', (err) => this.deps.logger.debug({ err: err.message }, 'mqtt TLS handshake failed'));
+    }
     this.listening = true;
     this.sweepTimer = setInterval(() => this.sweepLimits(), LIMITS_SWEEP_MS);
     this.sweepTimer.unref();
-    this.deps.logger.info({ mqtt: this.address().mqtt }, 'mqtt broker listening');
+    this.deps.logger.info({ ...this.address(), ...(tlsMaterial ? { certSubject: tlsMaterial.subject, certValidTo: tlsMaterial.validTo } : {}) }, 'mqtt broker listening');
   }
 
   /**
@@ -204,7 +253,8 @@ export class AedesBroker implements BrokerPort {
     this.listening = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    const serverClosed = new Promise<void>((r) => server.close(() => r()));
+    const tlsServer = this.tlsServer;
+    const serverClosed = Promise.all([server, tlsServer].map((s) => new Promise<void>((r) => (s ? s.close(() => r()) : r())))).then(() => undefined);
     const bound = this.tuning.stopTimeoutMs;
 
     await waitFor(() => this.inflight === 0, bound);
@@ -214,6 +264,7 @@ export class AedesBroker implements BrokerPort {
       this.deps.presence.setOnline(s.deviceId, false, now);
     }
     this.sessions.clear();
+    this.services?.clear();
     this.connected = 0;
     this.deps.metrics.mqttConnections.set(0);
 
@@ -222,6 +273,7 @@ export class AedesBroker implements BrokerPort {
     await withTimeout(serverClosed, bound);
     this.aedes = null;
     this.server = null;
+    this.tlsServer = null;
     this.deps.logger.info('mqtt broker stopped');
   }
 
@@ -229,10 +281,12 @@ export class AedesBroker implements BrokerPort {
     return this.listening && !this.stopping;
   }
 
-  address(): { mqtt: { host: string; port: number } } {
+  address(): { mqtt: { host: string; port: number }; mqtts?: { host: string; port: number } } {
     const a = this.server?.address();
-    if (a && typeof a === 'object') return { mqtt: { host: a.address, port: a.port } };
-    return { mqtt: { host: this.config.host, port: this.config.port } };
+    const mqtt = a && typeof a === 'object' ? { host: a.address, port: a.port } : { host: this.config.host, port: this.config.port };
+    if (!this.tlsServer) return { mqtt };
+    const b = this.tlsServer.address();
+    return { mqtt, mqtts: b && typeof b === 'object' ? { host: b.address, port: b.port } : { host: this.config.host, port: this.config.tlsPort ?? 8883 } };
   }
 
   // ------------------------------------------------------------ server → device
@@ -287,6 +341,8 @@ export class AedesBroker implements BrokerPort {
   private readonly authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: AuthDone): void => {
     if (this.stopping) { done(authError(3, 'server stopping'), null); return; }
     if (!username) { this.refuseConnect(client, 'bad_credentials', 4, done); return; }
+    const token = this.services && serviceCredential(username, password ?? undefined);
+    if (token) { this.authenticateService(this.services!, client, token, done); return; }
     this.deps.authenticator.authenticate(username, password ?? undefined).then((res) => {
       if (this.stopping || client.closed) { done(authError(3, 'connection closed'), null); return; }
       if (!res.ok) { this.refuseConnect(client, res.reason, res.reason === 'disabled' ? 5 : 4, done); return; }
@@ -318,6 +374,25 @@ export class AedesBroker implements BrokerPort {
     });
   };
 
+  /** A service client (API token): read-only, see service-clients.ts. CONNACK 5 for a token whose role may not. */
+  private authenticateService(svc: ServiceClients, client: Client, token: string, done: AuthDone): void {
+    svc.authenticate(token).then((res) => {
+      if (this.stopping || client.closed) { done(authError(3, 'connection closed'), null); return; }
+      if (!res.ok) { this.refuseConnect(client, res.reason, res.reason === 'role_not_allowed' ? 5 : 4, done); return; }
+      const owner = ownerKey(res.principal.id);
+      const prev = this.clientOwners.get(client.id);
+      if (prev !== undefined && prev !== owner) { this.refuseConnect(client, 'client_id_in_use', 2, done, owner); return; }
+      this.clientOwners.set(client.id, owner);
+      svc.add(client, res.principal, token, this.limitsFor(owner));
+      client.conn.once('close', () => this.onGone(client, 'socket_closed'));
+      done(null, true);
+    }, (err: unknown) => {
+      this.deps.logger.error({ err, clientId: client.id }, 'service client authentication failed with an error');
+      this.count('connect', 'auth_error');
+      done(authError(3, 'authentication unavailable'), null);
+    });
+  }
+
   private refuseConnect(client: Client, reason: string, code: 2 | 4 | 5, done: AuthDone, deviceId?: string): void {
     this.count('connect', reason);
     this.deps.logger.debug({ clientId: client.id, deviceId, reason, remote: client.conn && (client.conn as net.Socket).remoteAddress }, 'mqtt connect refused');
@@ -327,7 +402,8 @@ export class AedesBroker implements BrokerPort {
   /** aedes 'client': registered (authenticated, CONNACK about to be sent). Spec: connect updates online. */
   private onClient(client: Client): void {
     const s = this.states.get(client);
-    if (!s || s.gone || s.registered || this.sessions.get(s.deviceId) !== s) return;
+    if (!s) { this.services?.registered(client); return; }
+    if (s.gone || s.registered || this.sessions.get(s.deviceId) !== s) return;
     s.registered = true;
     this.connected++;
     const m = this.deps.metrics;
@@ -346,7 +422,8 @@ export class AedesBroker implements BrokerPort {
    */
   private onGone(client: Client, cause: string, err?: Error): void {
     const s = this.states.get(client);
-    if (!s || s.gone) return;
+    if (!s) { this.serviceGone(client, cause); return; }
+    if (s.gone) return;
     s.gone = true;
     if (s.registered && !this.stopping) {
       this.connected--;
@@ -367,6 +444,13 @@ export class AedesBroker implements BrokerPort {
     const cur = this.sessions.get(id);
     if (client.clean && this.clientOwners.get(cid) === id && !(cur && cur.client.id === cid)) this.clientOwners.delete(cid);
     this.deps.logger.debug({ deviceId: id, clientId: cid, cause, err: err?.message, superseded: s.superseded }, 'device disconnected');
+  }
+
+  private serviceGone(client: Client, cause: string): void {
+    const svc = this.services?.gone(client, cause);
+    if (!svc) return;
+    const cid = client.id;
+    if (client.clean && this.clientOwners.get(cid) === svc.owner && !this.services!.clientIdInUse(cid, svc)) this.clientOwners.delete(cid);
   }
 
   /** Server-initiated close (kick, abuse, stop): no will, presence via onGone. */
@@ -397,7 +481,7 @@ export class AedesBroker implements BrokerPort {
   private readonly authorizePublish = (client: Client | null, packet: PublishPacket, cb: PubDone): void => {
     if (client === null) { cb(null); return; } // the server's own publishes (e.g. stale wills)
     const s = this.states.get(client);
-    if (s === undefined) { cb(new Error('not authenticated')); return; }
+    if (s === undefined) { this.servicePublish(client, packet, cb); return; }
     if (this.stopping) { cb(new Error('server stopping')); return; } // not acknowledged: the device resends later
     // client.closed: this is the device's Last Will, published by aedes after the socket closed.
     const isWill = client.closed;
@@ -439,6 +523,16 @@ export class AedesBroker implements BrokerPort {
     });
   };
 
+  /** Service clients are read-only: every publish (and will) is dropped, acknowledged and counted; abuse disconnects. */
+  private servicePublish(client: Client, packet: PublishPacket, cb: PubDone): void {
+    const svc = this.services?.get(client);
+    if (svc === undefined) { cb(new Error('not authenticated')); return; }
+    const topic = packet.topic;
+    this.sink(packet);
+    cb(null);
+    if (this.services!.refusePublish(svc, topic, this.deps.clock.now())) setImmediate(() => svc.client.close());
+  }
+
   private sink(packet: PublishPacket): void {
     packet.topic = SINK_TOPIC;
     packet.retain = false;
@@ -478,7 +572,7 @@ export class AedesBroker implements BrokerPort {
   /** aedes `authorizeSubscribe`: refused filters get `null` → granted 0x80 in SUBACK (lib/handlers/subscribe.js storeSubscriptions). */
   private readonly authorizeSubscribe = (client: Client, sub: Subscription, cb: (error: Error | null, subscription?: Subscription | null) => void): void => {
     const s = this.states.get(client);
-    if (!s) { cb(null, null); return; }
+    if (!s) { cb(null, this.serviceSubscribe(client, sub)); return; }
     const r = s.acl.subscribe(sub.topic);
     if (typeof r === 'string') {
       this.count('subscribe', r);
@@ -498,6 +592,16 @@ export class AedesBroker implements BrokerPort {
     cb(null, sub);
   };
 
+  private serviceSubscribe(client: Client, sub: Subscription): Subscription | null {
+    const svc = this.services?.get(client);
+    if (!svc) return null;
+    const r = this.services!.subscribe(svc, sub);
+    if (typeof r !== 'string') return r;
+    this.count('subscribe', r);
+    this.deps.logger.debug({ tokenId: svc.principal.id, topic: sub.topic.slice(0, 200), reason: r }, 'service subscription refused');
+    return null;
+  }
+
   /**
    * aedes `authorizeForward`: only the device's own topics reach it, rewritten
    * to `me` for clients that subscribed via `me`. The rewrite is made on the
@@ -508,17 +612,24 @@ export class AedesBroker implements BrokerPort {
    */
   private readonly authorizeForward = (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null => {
     const s = this.states.get(client);
-    if (!s) return null;
+    if (!s) return this.serviceForward(client, packet);
     const topic = s.acl.forward(packet.topic, s.viaMe);
     if (topic === null) return null;
     if (topic !== packet.topic) packet.topic = topic;
     return packet;
   };
 
+  /** Service clients: their areas' device topics only (checked per message, against the device's current area). */
+  private serviceForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const svc = this.services?.get(client);
+    return svc ? this.services!.forward(svc, packet) : null;
+  }
+
   /** aedes has no unsubscribe hook: a `me` unsubscribe is applied to the real-id filter it was stored as. */
   private onUnsubscribe(topics: string[], client: Client): void {
     const s = this.states.get(client);
-    if (!s || !s.viaMe || client.closed) return;
+    if (!s) { const svc = this.services?.get(client); if (svc) this.services!.unsubscribed(svc, topics); return; }
+    if (!s.viaMe || client.closed) return;
     const mapped: string[] = [];
     for (const t of topics) {
       const r = s.acl.subscribe(t);
@@ -564,6 +675,13 @@ export class AedesBroker implements BrokerPort {
     }
     child.inc();
   }
+}
+
+function listen(server: net.Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+  });
 }
 
 async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {

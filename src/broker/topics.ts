@@ -13,7 +13,7 @@
  * prefix checks at offsets (no regex, no split) and returns shared constant
  * objects for the fixed topics; only a request id allocates (the slice).
  */
-import type { DeviceIdentity } from '../devices/types.js';
+import { DEVICE_ID_RE, type DeviceIdentity } from '../devices/types.js';
 import type { InboundType } from './types.js';
 
 export const TOPIC_ROOT = 'v1/devices/';
@@ -198,4 +198,43 @@ export function parseDeviceTopic(topic: string, identity: DeviceIdentity): Publi
 
 export function checkDeviceSubscription(filter: string, identity: DeviceIdentity): SubscribeAccess | TopicRefusal {
   return new DeviceAcl(identity).subscribe(filter);
+}
+
+// ------------------------------------------------------------ service (IOC) clients
+
+/** What a read-only service client may subscribe to under `v1/devices/{+|D}/`. */
+export type ServiceTopicKind = 'telemetry' | 'status' | 'attributes';
+
+export interface ServiceFilter {
+  kind: ServiceTopicKind;
+  /** The device of a single-device filter; undefined for `+`. */
+  deviceId?: string;
+}
+
+const SERVICE_KINDS: readonly ServiceTopicKind[] = ['telemetry', 'status', 'attributes'];
+
+/**
+ * Subscription rules for service clients (src/broker/service-clients.ts):
+ * exactly `v1/devices/+/{telemetry,status,attributes}` or the same with one
+ * device id. Never `#`, `$` topics, other suffixes or deeper levels.
+ */
+export function serviceSubscription(filter: string): ServiceFilter | TopicRefusal {
+  if (filter.charCodeAt(0) === 36 /* $ */) return 'reserved_topic';
+  if (!filter.startsWith(TOPIC_ROOT)) return 'unknown_topic';
+  const slash = filter.indexOf('/', TOPIC_ROOT.length);
+  if (slash < 0) return 'forbidden_topic';
+  const kind = SERVICE_KINDS.find((k) => isExactly(filter, slash + 1, k));
+  if (kind === undefined) return 'forbidden_topic';
+  const id = filter.slice(TOPIC_ROOT.length, slash);
+  if (id === '+') return { kind };
+  return DEVICE_ID_RE.test(id) ? { kind, deviceId: id } : 'forbidden_topic';
+}
+
+/**
+ * The device id and kind of a concrete topic a service client may receive
+ * (`v1/devices/D/{telemetry,status,attributes}`), or null for anything else.
+ */
+export function serviceDelivery(topic: string): ServiceFilter | null {
+  const r = serviceSubscription(topic);
+  return typeof r === 'string' || r.deviceId === undefined ? null : r;
 }

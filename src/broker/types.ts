@@ -41,7 +41,7 @@ export interface BrokerPort extends Component {
   connectedCount(): number;
   /** Disconnect a device (e.g. deleted or disabled). */
   kick(deviceId: string): void;
-  /** Bound listener addresses (ephemeral ports in tests). */
-  address(): { mqtt: { host: string; port: number } } ;
+  /** Bound listener addresses (ephemeral ports in tests); `mqtts` when the TLS listener is on. */
+  address(): { mqtt: { host: string; port: number }; mqtts?: { host: string; port: number } };
   ready(): boolean;
 }

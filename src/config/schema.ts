@@ -31,6 +31,17 @@ export const ConfigSchema = Type.Object({
     /** Refused publishes within 60 s after which the device is disconnected. */
     abuseDisconnectAfter: Type.Integer({ minimum: 1, default: 20 }),
     maxInflightMessages: Type.Integer({ minimum: 1, default: 100 }),
+    /** MQTT over TLS listener (same broker), opened only when tls.certFile and tls.keyFile are set. */
+    tlsPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 8883 })),
+  }, { default: {} }),
+  /**
+   * TLS for HTTP (HTTPS on http.port) and MQTT (mqtt.tlsPort), when certFile
+   * and keyFile are set (PEM files, read and checked at start; see src/tls.ts).
+   */
+  tls: Type.Object({
+    certFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM certificate, optionally followed by its chain (KENG_TLS_CERT_FILE)' })),
+    keyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key of certFile, unencrypted (KENG_TLS_KEY_FILE)' })),
+    caFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA bundle used to complete the chain sent to clients (KENG_TLS_CA_FILE)' })),
   }, { default: {} }),
   telemetry: Type.Object({
     store: Type.Union([Type.Literal('embedded'), Type.Literal('influxdb')], { default: 'embedded' }),

@@ -47,7 +47,9 @@ export async function startKeng(o: StartKengOptions = {}): Promise<KengProcess> 
     KENG_LOG_LEVEL: 'warn',
     ...o.env,
   };
-  const child = spawn(process.execPath, [MAIN_JS], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // KENG_BENCH_NODE_ARGS: extra node flags for the server only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = (process.env.KENG_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, MAIN_JS], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   trackChild(child);
   const tail: string[] = [];
   const keep = (chunk: Buffer): void => {

@@ -71,6 +71,22 @@ const pad = (n: number, w = 2): string => String(n).padStart(w, '0');
 
 /** Offset of `tz` from UTC at instant `ms`, in minutes (Asia/Ho_Chi_Minh → 420). */
 export function tzOffsetMinutes(ms: number, tz: string): number {
+  // Offsets change only at transitions, which fall on whole quarter hours of UTC: cache per 15-minute bucket
+  // (Intl formatting costs microseconds, and the history API formats up to 10,000 times per request).
+  const bucket = Math.floor(ms / 900_000);
+  let cache = offsetCache.get(tz);
+  if (!cache) offsetCache.set(tz, cache = new Map());
+  const hit = cache.get(bucket);
+  if (hit !== undefined) return hit;
+  const off = computeOffset(ms, tz);
+  if (cache.size >= 20_000) cache.clear();
+  cache.set(bucket, off);
+  return off;
+}
+
+const offsetCache = new Map<string, Map<number, number>>();
+
+function computeOffset(ms: number, tz: string): number {
   const parts: Record<string, number> = {};
   for (const p of formatterFor(tz).formatToParts(new Date(ms))) {
     if (p.type !== 'literal') parts[p.type] = Number(p.value);

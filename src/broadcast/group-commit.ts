@@ -9,12 +9,12 @@
  *
  * GroupCommit opens one transaction when a broadcast-related message (bus
  * `rpc.response` / `device.event`, or a broadcast start) arrives and commits
- * it on the next turn of the event loop (setImmediate), so everything handled
- * in the same turn shares one fsync. Code using `db.transaction()` inside it
+ * it a few milliseconds later (windowMs, default 8 ms), so everything handled
+ * meanwhile shares one fsync. Code using `db.transaction()` inside it
  * gets a savepoint (better-sqlite3), so its all-or-nothing behaviour is kept.
- * Trade-off: a power cut can lose the last few milliseconds of broadcast
- * state changes (like synchronous=NORMAL); a process crash loses nothing
- * that was committed. Registered before RpcService and the executor listen,
+ * Trade-off: a crash or power cut can lose the state changes of the last
+ * open window (≤ windowMs); later playback events and the RPC replay on
+ * reconnect bring a speaker's state forward again. Registered before RpcService and the executor listen,
  * so its listener runs first.
  */
 import type { Component, EventBus, Logger } from '../core/index.js';
@@ -26,7 +26,12 @@ export class GroupCommit implements Component {
   private running = false;
   private offs: Array<() => void> = [];
 
-  constructor(private readonly o: { stateDb: { readonly db: SqliteDatabase }; bus: EventBus; logger: Logger }) {}
+  /**
+   * windowMs: how long a batch stays open. Speaker answers arrive one socket read at a time (each its own
+   * event-loop turn), so committing on the next turn would still cost one fsync per answer; a few
+   * milliseconds gathers hundreds of answers into one commit.
+   */
+  constructor(private readonly o: { stateDb: { readonly db: SqliteDatabase }; bus: EventBus; logger: Logger; windowMs?: number }) {}
 
   /** Subscribe now (before the services that write), active once started. */
   attach(): void {
@@ -58,7 +63,9 @@ export class GroupCommit implements Component {
       return;
     }
     this.open = true;
-    setImmediate(() => this.commit());
+    const windowMs = this.o.windowMs ?? 8;
+    if (windowMs > 0) setTimeout(() => this.commit(), windowMs);
+    else setImmediate(() => this.commit());
   }
 
   private commit(): void {

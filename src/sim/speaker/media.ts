@@ -5,6 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 
+/** Download attempts on network errors. */
+const FETCH_ATTEMPTS = 4;
+
 export interface FetchResult { ok: true; bytes: number; fromCache: boolean }
 export interface FetchFailure { ok: false; detail: string }
 
@@ -14,11 +17,16 @@ export class MediaCache {
 
   async fetchMedia(url: string, sha256: string): Promise<FetchResult | FetchFailure> {
     if (this.known.has(sha256)) return { ok: true, bytes: 0, fromCache: true };
-    let res: Response;
-    try {
-      res = await fetch(url, { signal: AbortSignal.timeout(this.timeoutMs) });
-    } catch (err) {
-      return { ok: false, detail: `download failed: ${(err as Error).message}` };
+    // Like real firmware: a network failure (e.g. a whole village fetching at once) is retried a few
+    // times with jittered back-off; an HTTP refusal or a wrong checksum is not.
+    let res: Response | undefined;
+    for (let attempt = 1; !res; attempt++) {
+      try {
+        res = await fetch(url, { signal: AbortSignal.timeout(this.timeoutMs) });
+      } catch (err) {
+        if (attempt >= FETCH_ATTEMPTS) return { ok: false, detail: `download failed: ${(err as Error).message}` };
+        await new Promise((r) => setTimeout(r, attempt * (250 + Math.random() * 750)));
+      }
     }
     if (res.status !== 200) {
       await res.body?.cancel().catch(() => undefined);

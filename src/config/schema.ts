@@ -50,7 +50,7 @@ export const ConfigSchema = Type.Object({
     /** Spec: readings more than 5 minutes in the future are refused. */
     futureToleranceMs: Type.Integer({ minimum: 0, default: 300_000 }),
     /** Group commit: wait at most this long to gather messages into one disk commit. */
-    commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 4 }),
+    commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 8 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
     /** Batch writes that may overlap: the next batch goes to the store's writer while one commits. */
     commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),

@@ -19,34 +19,20 @@
  *    compatibility /write and InfluxQL /query endpoints).
  */
 import type { Config } from '../../config/index.js';
-import type { Clock } from '../../core/clock.js';
 import { Errors } from '../../core/errors.js';
-import type { Logger } from '../../core/logger.js';
-import type { Metrics } from '../../core/metrics.js';
 import { EmbeddedTelemetryStore } from './embedded-store.js';
 import { InfluxTelemetryStore } from './influx-store.js';
 import { InfluxV1Backend } from './influx-v1.js';
 import { InfluxV2Backend } from './influx-v2.js';
-import type { Timers } from './timers.js';
-import type { TelemetryStore } from './types.js';
+import type { TelemetryStore, TelemetryStoreDeps } from './types.js';
 
-export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg } from './types.js';
+export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg, TelemetryStoreDeps } from './types.js';
 export type { Timers } from './timers.js';
 export type { QueueTotals } from './outbox-db.js';
 export { EmbeddedTelemetryStore } from './embedded-store.js';
 export { InfluxTelemetryStore } from './influx-store.js';
 export { windowStart, AGGS } from './windows.js';
 
-export interface TelemetryStoreDeps {
-  dataDir: string;
-  logger: Logger;
-  metrics: Metrics;
-  clock: Clock;
-  /** Optional: timer for retention and the InfluxDB retry back-off (tests). */
-  timers?: Timers;
-  /** Optional: jitter source of the back-off (tests). */
-  random?: () => number;
-}
 
 export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore {
   if (config.telemetry.store === 'embedded') return new EmbeddedTelemetryStore(config, deps);

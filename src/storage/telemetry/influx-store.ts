@@ -9,30 +9,19 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../../config/index.js';
-import type { Clock } from '../../core/clock.js';
 import { Errors } from '../../core/errors.js';
-import type { Logger } from '../../core/logger.js';
-import type { Metrics } from '../../core/metrics.js';
 import { Backoff } from './backoff.js';
 import { withTimeout } from './embedded-store.js';
 import { Forwarder } from './forwarder.js';
 import type { InfluxBackend } from './influx-backend.js';
 import type { EnqueueResult, QueueTotals } from './outbox-db.js';
-import { realTimers, type Timers } from './timers.js';
-import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
+import { realTimers } from './timers.js';
+import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, TelemetryStoreDeps, WriteResult } from './types.js';
 import { normaliseQuery } from './windows.js';
 import { WorkerClient } from './worker-client.js';
 
-export interface InfluxStoreDeps {
-  dataDir: string;
-  logger: Logger;
-  metrics: Metrics;
-  clock: Clock;
-  /** Back-off timer (tests inject a fast one to simulate long outages). */
-  timers?: Timers;
-  /** Jitter source for the back-off. */
-  random?: () => number;
-}
+/** What the InfluxDB store needs: the factory's deps (timers and random drive the retry back-off in tests). */
+export type InfluxStoreDeps = TelemetryStoreDeps;
 
 /** Repeat the "queue is filling up" warning this often while above the threshold. */
 export const QUEUE_WARN_REPEAT_MS = 5 * 60_000;

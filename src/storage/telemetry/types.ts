@@ -1,5 +1,9 @@
 import type { Scalar } from '../../core/events.js';
 import type { Component } from '../../core/lifecycle.js';
+import type { Clock } from '../../core/clock.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
+import type { Timers } from './timers.js';
 
 /** One device message's readings at one timestamp (after validation). */
 export interface TelemetryRecord {
@@ -47,4 +51,16 @@ export interface TelemetryStore extends Component {
   health(): Promise<{ ok: boolean; detail: Record<string, unknown> }>;
   /** Wait until every queued record has reached the database (tests, shutdown); false on timeout. */
   drain(timeoutMs: number): Promise<boolean>;
+}
+
+/** What createTelemetryStore and the stores need. */
+export interface TelemetryStoreDeps {
+  dataDir: string;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  /** Optional: timer for retention and the InfluxDB retry back-off (tests simulate long outages with a fast one). */
+  timers?: Timers;
+  /** Optional: jitter source of the back-off (tests). */
+  random?: () => number;
 }

@@ -269,15 +269,7 @@ export class LiveFeed implements Component {
       this.nsp.to(targets).emit('telemetry', telemetryMsg(e, this.fmt));
       this.counts.telemetry++;
     }
-    if (this.slow.size) {
-      const codes = this.ancestors.codes(e.area);
-      for (const c of this.slow) {
-        if (!c.matches(e.deviceId, codes)) continue;
-        if (this.overCap(c)) continue;
-        c.pending!.addTelemetry(e);
-        this.counts.coalesced++;
-      }
-    }
+    if (this.slow.size) this.coalesce(e, (p) => p.addTelemetry(e));
   };
 
   private readonly onStatus = (e: KengEvents['status']): void => {
@@ -287,15 +279,7 @@ export class LiveFeed implements Component {
       this.nsp.to(targets).emit('status', statusMsg(e, this.fmt));
       this.counts.status++;
     }
-    if (this.slow.size) {
-      const codes = this.ancestors.codes(e.area);
-      for (const c of this.slow) {
-        if (!c.matches(e.deviceId, codes)) continue;
-        if (this.overCap(c)) continue;
-        c.pending!.addStatus(e);
-        this.counts.coalesced++;
-      }
-    }
+    if (this.slow.size) this.coalesce(e, (p) => p.addStatus(e));
   };
 
   private readonly onBroadcast = (e: KengEvents['broadcast.state']): void => {
@@ -305,16 +289,19 @@ export class LiveFeed implements Component {
       this.nsp.to(targets).except(NO_BROADCAST_ROOM).emit('broadcast', broadcastMsg(e, this.fmt));
       this.counts.broadcast++;
     }
-    if (this.slow.size) {
-      const codes = this.ancestors.codes(e.area);
-      for (const c of this.slow) {
-        if (!c.canBroadcast || !c.matches(e.deviceId, codes)) continue;
-        if (this.overCap(c)) continue;
-        c.pending!.addBroadcast(e);
-        this.counts.coalesced++;
-      }
-    }
+    if (this.slow.size) this.coalesce(e, (p) => p.addBroadcast(e), true);
   };
+
+  /** Backed-up clients that see this device get the event coalesced into their pending latest values (callers check slow.size first: no closure on the hot path). */
+  private coalesce(e: { deviceId: string; area: string }, add: (p: NonNullable<LiveClient['pending']>) => void, broadcastsOnly = false): void {
+    const codes = this.ancestors.codes(e.area);
+    for (const c of this.slow) {
+      if ((broadcastsOnly && !c.canBroadcast) || !c.matches(e.deviceId, codes)) continue;
+      if (this.overCap(c)) continue;
+      add(c.pending!);
+      this.counts.coalesced++;
+    }
+  }
 
   /** A backed-up client over its entry cap takes nothing more and is dropped right after this event. */
   private overCap(c: LiveClient): boolean {

@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig, type Config, type DeepPartial } from '../../src/config/index.js';
@@ -28,17 +27,8 @@ export interface Influxd {
   query(q: string, db?: string): Promise<any>;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../bench/lib/ports.js';
+import { freePorts } from '../../bench/lib/ports.js';
 
 function configText(dir: string, port: number, rpcPort: number): string {
   return `reporting-disabled = true
@@ -110,8 +100,7 @@ async function waitForPing(url: string, proc: ChildProcess, timeoutMs: number, l
 export async function startInfluxd(): Promise<Influxd> {
   if (!existsSync(INFLUXD_BIN)) throw new Error(`${INFLUXD_BIN} is missing: install the influxdb package (InfluxDB 1.x) to run these tests`);
   const dir = mkdtempSync(path.join(tmpdir(), 'keng-influxd-'));
-  const port = await freePort();
-  const rpcPort = await freePort();
+  const [port, rpcPort] = (await freePorts(2)) as [number, number];
   const cfgFile = path.join(dir, 'influxdb.conf');
   writeFileSync(cfgFile, configText(dir, port, rpcPort));
   const url = `http://127.0.0.1:${port}`;

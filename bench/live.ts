@@ -6,7 +6,11 @@
  * send time as the reading `sent_at_ms`; clients record publish → receipt
  * latency. Prints p50/p99, delivery, server CPU and RSS over time.
  *
- *   npm run bench:live -- --clients 200 --rate 10000 --devices 200 --duration 20
+ *   npm run bench:live -- --clients 200 --rate 10000 --devices 200 --duration 20 [--mode batch|event]
+ *
+ * --mode batch (default): clients connect with `auth: {token, batch: true}`
+ * and get `telemetry.batch` arrays (src/live/batch.ts); --mode event: one
+ * spec `telemetry` event per reading and client.
  *
  * If dist/src/main.js does not serve socket.io yet (LiveFeed not wired in
  * app.ts), the benchmark starts `node dist/bench/live.js --serve` instead:
@@ -30,14 +34,21 @@ const AREA = { code: 'live-bench', name: 'Live feed benchmark', level: 'province
 const HIST_MS = 10_000;
 const log = (s: string): void => { process.stderr.write(`[bench:live] ${s}\n`); };
 
-interface Args { clients: number; rate: number; devices: number; duration: number; warmup: number; clientWorkers: number; fields: number }
+type Mode = 'batch' | 'event';
+interface Args { clients: number; rate: number; devices: number; duration: number; warmup: number; clientWorkers: number; fields: number; mode: Mode }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { clients: 200, rate: 10_000, devices: 200, duration: 20, warmup: 3, clientWorkers: 2, fields: 3 };
+  const a: Args = { clients: 200, rate: 10_000, devices: 200, duration: 20, warmup: 3, clientWorkers: 2, fields: 3, mode: 'batch' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!.replace(/^--/, '');
+    if (k === 'mode') {
+      const v = argv[++i];
+      if (v !== 'batch' && v !== 'event') throw new Error('--mode is batch or event');
+      a.mode = v;
+      continue;
+    }
     const key = ({ 'client-workers': 'clientWorkers' } as Record<string, string>)[k] ?? k;
-    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --duration --warmup --client-workers --fields)`);
+    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --duration --warmup --client-workers --fields --mode)`);
     const v = Number(argv[++i]);
     if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k} needs a positive number`);
     (a as unknown as Record<string, number>)[key] = v;
@@ -47,7 +58,7 @@ function parseArgs(argv: string[]): Args {
 
 // ---------------------------------------------------------------- workers --
 
-type ClientsIn = { role: 'clients'; url: string; token: string; count: number; area: string };
+type ClientsIn = { role: 'clients'; url: string; token: string; count: number; area: string; mode: Mode };
 type PublishersIn = { role: 'publishers'; mqttUrl: string; devices: SimCredential[]; rate: number; fields: number };
 type ToWorker = { cmd: 'start' | 'reset' | 'report' | 'stop' };
 interface ClientReport { type: 'report'; received: number; hist: number[]; overflow: number; disconnected: number; perClientMin: number; perClientMax: number }
@@ -60,15 +71,19 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
   let disconnected = 0;
   let perClient: number[] = new Array<number>(d.count).fill(0);
   const open = (i: number): Promise<import('socket.io-client').Socket> => new Promise((resolve, reject) => {
-    const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth: { token: d.token } });
-    s.on('telemetry', (m: { values: { sent_at_ms?: number } }) => {
+    const auth = d.mode === 'batch' ? { token: d.token, batch: true } : { token: d.token };
+    const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth });
+    type Msg = { values: { sent_at_ms?: number } };
+    const one = (m: Msg, now: number): void => {
       const sent = m.values.sent_at_ms;
       if (typeof sent !== 'number') return;
-      const ms = Date.now() - sent;
+      const ms = now - sent;
       received++;
       perClient[i]!++;
       if (ms >= 0 && ms < HIST_MS) hist[ms]!++; else overflow++;
-    });
+    };
+    s.on('telemetry', (m: Msg) => one(m, Date.now()));
+    s.on('telemetry.batch', (ms: Msg[]) => { const now = Date.now(); for (const m of ms) one(m, now); });
     s.on('disconnect', () => { disconnected++; });
     s.once('connect_error', reject);
     s.once('connect', () => {
@@ -208,7 +223,7 @@ function percentile(hist: number[], total: number, p: number): number {
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
-  log(`${a.clients} socket.io clients, ${a.rate} msgs/s from ${a.devices} devices (${a.fields} readings each), ${a.duration} s (+${a.warmup} s warm-up); ${cpus().length} cores`);
+  log(`${a.clients} socket.io clients, ${a.rate} msgs/s from ${a.devices} devices (${a.fields} readings each), ${a.duration} s (+${a.warmup} s warm-up), mode ${a.mode}; ${cpus().length} cores`);
   let server = await startServer([MAIN_JS], false);
   if (!(await servesSocketIo(server.httpUrl))) {
     log('dist/src/main.js does not serve socket.io yet (LiveFeed not wired in app.ts): using `dist/bench/live.js --serve` (the app + a LiveFeed attached by this benchmark)');
@@ -224,7 +239,7 @@ async function main(): Promise<void> {
 
     const per = Math.ceil(a.clients / a.clientWorkers);
     const cw = Array.from({ length: a.clientWorkers }, (_, i) => worker<ClientReport>({
-      role: 'clients', url: server.httpUrl, token: server.token, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code,
+      role: 'clients', url: server.httpUrl, token: server.token, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code, mode: a.mode,
     }));
     const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices: reg.devices, rate: a.rate, fields: a.fields });
     stopAll.unshift(async () => { for (const x of [...cw, pw]) { x.w.postMessage({ cmd: 'stop' }); await x.w.terminate(); } });
@@ -275,6 +290,7 @@ async function main(): Promise<void> {
     const rows: Row[] = [
       ['server', server.selfWired ? 'dist/bench/live.js --serve (LiveFeed attached by the bench)' : 'dist/src/main.js'],
       ['clients x rate', `${a.clients} x ${fmt(a.rate)} msgs/s (${a.devices} devices, QoS 0)`],
+      ['delivery mode', a.mode === 'batch' ? 'batch (auth.batch: telemetry.batch arrays)' : 'event (one telemetry event per reading)'],
       ['published during measurement', `${fmt(sent)} msgs in ${elapsed.toFixed(1)} s (${fmt(sent / elapsed)} msgs/s)`],
       ['socket.io events received', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of ${fmt(expected)} (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
       ['latency publish → receipt p50 / p90 / p99', `${p50} / ${p90} / ${p99} ms${overflow ? ` (${fmt(overflow)} beyond ${HIST_MS} ms)` : ''}`],

@@ -1,6 +1,7 @@
 /** One connected live-feed client: who it is, what it watches, how backed up it is. */
 import type { Socket } from 'socket.io';
 import type { Principal } from '../auth/types.js';
+import type { BatchGroup, BatchMember } from './batch.js';
 import { Pending } from './pending.js';
 import { areaRoom, deviceRoom } from './rooms.js';
 
@@ -10,21 +11,34 @@ interface EngineConn {
   transport?: { writable?: boolean; socket?: { bufferedAmount?: number; terminate?: () => void } };
 }
 
-export class LiveClient {
+export class LiveClient implements BatchMember {
   readonly devices = new Set<string>();
   readonly areas = new Set<string>();
   /** Set while backed up: the client is out of its rooms and gets coalesced updates. */
   pending: Pending | null = null;
   slowSince = 0;
+  /** Batched delivery (batch.ts): the group this client's subscriptions put it in. */
+  batchGroup: BatchGroup | null = null;
 
-  constructor(readonly socket: Socket, public principal: Principal, readonly token: string, public canBroadcast: boolean) {}
+  constructor(
+    readonly socket: Socket, public principal: Principal, readonly token: string, public canBroadcast: boolean,
+    /** Asked for `auth: {batch: true}` at the handshake: telemetry comes as `telemetry.batch` arrays. */
+    readonly batch = false,
+  ) {}
 
   get id(): string { return this.socket.id; }
   get slow(): boolean { return this.pending !== null; }
   get subscriptionCount(): number { return this.devices.size + this.areas.size; }
 
-  rooms(): string[] {
+  /** Device and area rooms of the subscriptions. */
+  subscriptionRooms(): string[] {
     return [...[...this.devices].map(deviceRoom), ...[...this.areas].map(areaRoom)];
+  }
+
+  /** The socket.io rooms the client is in while not backed up: its group's room when batched. */
+  rooms(): string[] {
+    if (this.batch) return this.batchGroup ? [this.batchGroup.room] : [];
+    return this.subscriptionRooms();
   }
 
   /** Does an event of `deviceId` whose area chain (area and ancestors) is `areaCodes` concern this client? */

@@ -9,6 +9,10 @@
  * of its device and of its area's ancestor chain (cached), so the hot path has
  * no per-client code of ours.
  *
+ * Batched clients (`auth: {token, batch: true}`, see batch.ts) are not in
+ * device or area rooms but in one group room per distinct subscription set;
+ * their telemetry is buffered per group and emitted as `telemetry.batch`.
+ *
  * Slow clients: every `checkIntervalMs` each client's buffers are inspected.
  * One that is backed up (too many packets in engine.io's buffer or bytes in
  * its socket's buffer) leaves its rooms and from then on only the latest value
@@ -25,6 +29,7 @@ import type { EventBus, KengEvents } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
+import { BatchGroups, type BatchGroup } from './batch.js';
 import { LiveClient } from './client.js';
 import { broadcastMsg, statusMsg, telemetryMsg, timeFormatter, type TimeFormatter } from './format.js';
 import { authenticateHandshake, refusal } from './handshake.js';
@@ -86,12 +91,17 @@ export class LiveFeed implements Component {
   private droppedCount = 0;
   // Counted on the hot path, added to prom-client instruments on each check.
   private readonly counts = { telemetry: 0, status: 0, broadcast: 0, coalesced: 0 };
+  private readonly batches: BatchGroups;
 
   constructor(private readonly o: LiveFeedOptions) {
     this.settings = resolveSettings(o.options);
     this.ancestors = new AncestorCache(o.registry);
     this.fmt = timeFormatter(this.settings.tz);
     this.metrics = o.metrics ? liveMetrics(o.metrics.registry) : null;
+    this.batches = new BatchGroups(
+      { emitBatch: (room, batch) => { this.nsp?.to(room).emit('telemetry.batch', batch); } },
+      this.fmt, this.settings.batchIntervalMs, this.settings.maxBatch,
+    );
   }
 
   /**
@@ -139,6 +149,8 @@ export class LiveFeed implements Component {
     if (this.stopped) return;
     this.stopped = true;
     for (const off of this.unsubscribe.splice(0)) off();
+    this.batches.flush();
+    this.batches.stop();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     const io = this.io;
@@ -190,12 +202,13 @@ export class LiveFeed implements Component {
     }
     (socket.data as { principal?: Principal; token?: string }).principal = r.principal;
     (socket.data as { token?: string }).token = r.token;
+    (socket.data as { batch?: boolean }).batch = (socket.handshake.auth as { batch?: unknown } | undefined)?.batch === true;
     next();
   }
 
   private onConnection(socket: Socket): void {
-    const data = socket.data as { principal: Principal; token: string };
-    const c = new LiveClient(socket, data.principal, data.token, this.o.policy.can(data.principal, 'broadcasts.read'));
+    const data = socket.data as { principal: Principal; token: string; batch: boolean };
+    const c = new LiveClient(socket, data.principal, data.token, this.o.policy.can(data.principal, 'broadcasts.read'), data.batch);
     this.clients.set(socket.id, c);
     if (!c.canBroadcast) void socket.join(NO_BROADCAST_ROOM);
     this.metrics?.connects.inc();
@@ -204,6 +217,7 @@ export class LiveFeed implements Component {
     socket.on('unsubscribe', (raw: unknown, ack?: unknown) => this.reply(ack, this.unsubscribeReq(c, raw)));
     socket.once('disconnect', () => {
       this.clients.delete(socket.id);
+      this.batches.release(c);
       if (this.slow.delete(c)) this.metrics?.slowClients.set(this.slow.size);
       c.pending = null;
       this.metrics?.clients.set(this.clients.size);
@@ -227,7 +241,8 @@ export class LiveFeed implements Component {
     const rooms: string[] = [];
     for (const d of req.devices) if (!c.devices.has(d)) { c.devices.add(d); rooms.push(deviceRoom(d)); }
     for (const a of req.areas) if (!c.areas.has(a)) { c.areas.add(a); rooms.push(areaRoom(a)); }
-    if (!c.slow && rooms.length) void c.socket.join(rooms);
+    if (c.batch) this.regroup(c);
+    else if (!c.slow && rooms.length) void c.socket.join(rooms);
     return { ok: true, devices: this.deviceCount(c) };
   }
 
@@ -239,8 +254,22 @@ export class LiveFeed implements Component {
   }
 
   private remove(c: LiveClient, req: SubscribeRequest): void {
+    if (c.batch) {
+      for (const d of req.devices) c.devices.delete(d);
+      for (const a of req.areas) c.areas.delete(a);
+      this.regroup(c);
+      return;
+    }
     for (const d of req.devices) if (c.devices.delete(d)) void c.socket.leave(deviceRoom(d));
     for (const a of req.areas) if (c.areas.delete(a)) void c.socket.leave(areaRoom(a));
+  }
+
+  /** A batched client's subscriptions (or right to see broadcasts) changed: move it to the matching group's room. */
+  private regroup(c: LiveClient): void {
+    const [old, next] = this.batches.assign(c);
+    if (old === next || c.slow) return; // a backed-up client joins c.rooms() when it recovers
+    if (old) void c.socket.leave(old.room);
+    if (next) void c.socket.join(next.room);
   }
 
   /** Distinct devices the client's subscriptions currently cover. */
@@ -264,19 +293,27 @@ export class LiveFeed implements Component {
 
   private readonly onTelemetry = (e: KengEvents['telemetry']): void => {
     if (!this.nsp) return;
-    const targets = this.targets(e.deviceId, this.ancestors.rooms(e.area));
+    const areaRooms = this.ancestors.rooms(e.area);
+    const targets = this.targets(e.deviceId, areaRooms);
     if (targets) {
       this.nsp.to(targets).emit('telemetry', telemetryMsg(e, this.fmt));
       this.counts.telemetry++;
     }
+    if (this.batches.size) this.batches.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => this.batches.push(g, e));
     if (this.slow.size) this.coalesce(e, (p) => p.addTelemetry(e));
   };
 
   private readonly onStatus = (e: KengEvents['status']): void => {
     if (!this.nsp) return;
-    const targets = this.targets(e.deviceId, this.ancestors.rooms(e.area));
+    const areaRooms = this.ancestors.rooms(e.area);
+    const targets = this.targets(e.deviceId, areaRooms);
     if (targets) {
       this.nsp.to(targets).emit('status', statusMsg(e, this.fmt));
+      this.counts.status++;
+    }
+    const groups = this.groupRooms(e.deviceId, areaRooms, false);
+    if (groups) {
+      this.nsp.to(groups).emit('status', statusMsg(e, this.fmt));
       this.counts.status++;
     }
     if (this.slow.size) this.coalesce(e, (p) => p.addStatus(e));
@@ -284,13 +321,35 @@ export class LiveFeed implements Component {
 
   private readonly onBroadcast = (e: KengEvents['broadcast.state']): void => {
     if (!this.nsp) return;
-    const targets = this.targets(e.deviceId, this.ancestors.rooms(e.area));
+    const areaRooms = this.ancestors.rooms(e.area);
+    const targets = this.targets(e.deviceId, areaRooms);
     if (targets) {
       this.nsp.to(targets).except(NO_BROADCAST_ROOM).emit('broadcast', broadcastMsg(e, this.fmt));
       this.counts.broadcast++;
     }
+    const groups = this.groupRooms(e.deviceId, areaRooms, true);
+    if (groups) {
+      this.nsp.to(groups).emit('broadcast', broadcastMsg(e, this.fmt));
+      this.counts.broadcast++;
+    }
     if (this.slow.size) this.coalesce(e, (p) => p.addBroadcast(e), true);
   };
+
+  /**
+   * Rooms of the batch groups an event of this device targets (only those that
+   * may see broadcasts, for broadcast events), each group's pending batch
+   * flushed first so the single event does not overtake earlier readings.
+   */
+  private groupRooms(deviceId: string, areaRooms: readonly string[], broadcastsOnly: boolean): string[] | null {
+    if (!this.batches.size) return null;
+    let out: string[] | null = null;
+    this.batches.forEvent(deviceRoom(deviceId), areaRooms, (g: BatchGroup) => {
+      if (broadcastsOnly && !g.canBroadcast) return;
+      this.batches.flushGroup(g);
+      (out ??= []).push(g.room);
+    });
+    return out;
+  }
 
   /** Backed-up clients that see this device get the event coalesced into their pending latest values (callers check slow.size first: no closure on the hot path). */
   private coalesce(e: { deviceId: string; area: string }, add: (p: NonNullable<LiveClient['pending']>) => void, broadcastsOnly = false): void {
@@ -363,7 +422,8 @@ export class LiveFeed implements Component {
     c.pending = null;
     this.slow.delete(c);
     this.metrics?.slowClients.set(this.slow.size);
-    for (const m of msgs.telemetry) c.socket.emit('telemetry', m);
+    if (c.batch) { if (msgs.telemetry.length) c.socket.emit('telemetry.batch', msgs.telemetry); }
+    else for (const m of msgs.telemetry) c.socket.emit('telemetry', m);
     for (const m of msgs.status) c.socket.emit('status', m);
     if (c.canBroadcast) for (const m of msgs.broadcast) c.socket.emit('broadcast', m);
     const rooms = c.rooms();
@@ -395,6 +455,7 @@ export class LiveFeed implements Component {
       if (canBroadcast !== c.canBroadcast) {
         c.canBroadcast = canBroadcast;
         void (canBroadcast ? c.socket.leave(NO_BROADCAST_ROOM) : c.socket.join(NO_BROADCAST_ROOM));
+        if (c.batch) this.regroup(c);
       }
       const deps = { policy: this.o.policy, registry: this.o.registry };
       const gone: SubscribeRequest = {
@@ -410,10 +471,13 @@ export class LiveFeed implements Component {
     const k = this.counts;
     if (m) {
       if (k.telemetry) m.emitted.inc({ type: 'telemetry' }, k.telemetry);
+      if (this.batches.batches) m.emitted.inc({ type: 'telemetry.batch' }, this.batches.batches);
       if (k.status) m.emitted.inc({ type: 'status' }, k.status);
       if (k.broadcast) m.emitted.inc({ type: 'broadcast' }, k.broadcast);
       if (k.coalesced) m.coalesced.inc(k.coalesced);
+      if (this.batches.coalesced) m.coalesced.inc(this.batches.coalesced);
     }
     k.telemetry = k.status = k.broadcast = k.coalesced = 0;
+    this.batches.batches = this.batches.coalesced = 0;
   }
 }

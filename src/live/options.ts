@@ -22,6 +22,10 @@ export interface LiveFeedSettings {
   maxPendingEntries: number;
   /** A client backed up without draining for longer than this is dropped, ms. */
   maxLagMs: number;
+  /** Batched clients (`auth: {batch: true}`): a reading waits at most this long before its `telemetry.batch` is sent, ms. */
+  batchIntervalMs: number;
+  /** … and a batch is sent at once when it holds this many readings. */
+  maxBatch: number;
   /** How often connected clients' tokens are checked again (revoked or expired → disconnected), ms. */
   reauthIntervalMs: number;
   /** On stop, how long clients get to receive the disconnect before their connections are cut, ms. */
@@ -40,13 +44,15 @@ export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
   lowWaterBytes: 64 * 1024,
   maxPendingEntries: 50_000,
   maxLagMs: 30_000,
+  batchIntervalMs: 50,
+  maxBatch: 2000,
   reauthIntervalMs: 30_000,
   stopGraceMs: 300,
 });
 
 export function resolveSettings(o: Partial<LiveFeedSettings> = {}): LiveFeedSettings {
   const s: LiveFeedSettings = { ...DEFAULT_LIVE_SETTINGS, ...o };
-  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs'] as const) {
+  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs', 'batchIntervalMs', 'maxBatch'] as const) {
     if (!Number.isFinite(s[k]) || s[k] <= 0) throw new Error(`live: ${k} must be a positive number`);
   }
   if (s.lowWaterBytes < 0 || s.lowWaterBytes > s.highWaterBytes) throw new Error('live: lowWaterBytes must lie between 0 and highWaterBytes');

@@ -61,11 +61,13 @@ function parseArgs(argv: string[]): Args {
 type ClientsIn = { role: 'clients'; url: string; token: string; count: number; area: string; mode: Mode };
 type PublishersIn = { role: 'publishers'; mqttUrl: string; devices: SimCredential[]; rate: number; fields: number };
 type ToWorker = { cmd: 'start' | 'reset' | 'report' | 'stop' };
-interface ClientReport { type: 'report'; received: number; hist: number[]; overflow: number; disconnected: number; perClientMin: number; perClientMax: number }
+/** hist: publish → receipt; inHist (every 16th reading): publish → the server's receipt time (the reading's ts, set by Keng). */
+interface ClientReport { type: 'report'; received: number; hist: number[]; inHist: number[]; overflow: number; disconnected: number; perClientMin: number; perClientMax: number }
 
 async function clientsWorker(d: ClientsIn): Promise<void> {
   const { io } = await import('socket.io-client');
   let hist = new Array<number>(HIST_MS).fill(0);
+  let inHist = new Array<number>(HIST_MS).fill(0);
   let overflow = 0;
   let received = 0;
   let disconnected = 0;
@@ -73,11 +75,15 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
   const open = (i: number): Promise<import('socket.io-client').Socket> => new Promise((resolve, reject) => {
     const auth = d.mode === 'batch' ? { token: d.token, batch: true } : { token: d.token };
     const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth });
-    type Msg = { values: { sent_at_ms?: number } };
+    type Msg = { ts: string; values: { sent_at_ms?: number } };
     const one = (m: Msg, now: number): void => {
       const sent = m.values.sent_at_ms;
       if (typeof sent !== 'number') return;
       const ms = now - sent;
+      if ((received & 15) === 0) {
+        const inMs = Date.parse(m.ts) - sent;
+        if (inMs >= 0 && inMs < HIST_MS) inHist[inMs]!++;
+      }
       received++;
       perClient[i]!++;
       if (ms >= 0 && ms < HIST_MS) hist[ms]!++; else overflow++;
@@ -94,9 +100,9 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
   for (let i = 0; i < d.count; i += 25) sockets.push(...await Promise.all(Array.from({ length: Math.min(25, d.count - i) }, (_, k) => open(i + k))));
   parentPort!.postMessage({ type: 'ready' });
   parentPort!.on('message', (m: ToWorker) => {
-    if (m.cmd === 'reset') { hist = new Array<number>(HIST_MS).fill(0); overflow = 0; received = 0; perClient = new Array<number>(d.count).fill(0); }
+    if (m.cmd === 'reset') { hist = new Array<number>(HIST_MS).fill(0); inHist = new Array<number>(HIST_MS).fill(0); overflow = 0; received = 0; perClient = new Array<number>(d.count).fill(0); }
     if (m.cmd === 'report') {
-      const r: ClientReport = { type: 'report', received, hist, overflow, disconnected, perClientMin: Math.min(...perClient), perClientMax: Math.max(...perClient) };
+      const r: ClientReport = { type: 'report', received, hist, inHist, overflow, disconnected, perClientMin: Math.min(...perClient), perClientMax: Math.max(...perClient) };
       parentPort!.postMessage(r);
     }
     if (m.cmd === 'stop') { for (const s of sockets) s.disconnect(); parentPort!.close(); }
@@ -271,14 +277,17 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1500));
     const reps = await Promise.all(cw.map((x) => x.ask('report')));
     const hist = new Array<number>(HIST_MS).fill(0);
+    const inHist = new Array<number>(HIST_MS).fill(0);
     let received = 0, overflow = 0, disconnected = 0, minPer = Infinity, maxPer = 0;
     for (const r of reps) {
       r.hist.forEach((v, i) => { hist[i]! += v; });
+      r.inHist.forEach((v, i) => { inHist[i]! += v; });
       received += r.received; overflow += r.overflow; disconnected += r.disconnected;
       minPer = Math.min(minPer, r.perClientMin); maxPer = Math.max(maxPer, r.perClientMax);
     }
     const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
     const p50 = percentile(hist, received, 50), p90 = percentile(hist, received, 90), p99 = percentile(hist, received, 99);
+    const inN = inHist.reduce((a, b) => a + b, 0);
     const third = rssSeries[Math.floor(rssSeries.length / 3)] ?? rss0;
     const rssEnd = rssSeries[rssSeries.length - 1] ?? rss0;
     const rssMax = Math.max(...rssSeries);
@@ -294,6 +303,7 @@ async function main(): Promise<void> {
       ['published during measurement', `${fmt(sent)} msgs in ${elapsed.toFixed(1)} s (${fmt(sent / elapsed)} msgs/s)`],
       ['socket.io events received', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of ${fmt(expected)} (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
       ['latency publish → receipt p50 / p90 / p99', `${p50} / ${p90} / ${p99} ms${overflow ? ` (${fmt(overflow)} beyond ${HIST_MS} ms)` : ''}`],
+      ['of which publish → Keng receipt p50 / p99', `${percentile(inHist, inN, 50)} / ${percentile(inHist, inN, 99)} ms (reading ts set by Keng; 1 in 16 sampled)`],
       ['coalesced updates (server)', fmt(promValue(metrics, 'keng_live_coalesced_total') ?? 0)],
       ['dropped / disconnected clients', `${fmt(promValue(metrics, 'keng_live_dropped_total') ?? 0)} / ${disconnected}`],
       ['server CPU', `${fmt(cpuPct)}% of one core`],

@@ -23,6 +23,8 @@ const DESCRIPTION = [
   'Every `/api/v1` route needs `Authorization: Bearer <token>` (the admin token, a user session token or an API token).',
   'Times are ISO 8601 with offset on output (in the controller\'s time zone) and ISO 8601 with offset or epoch milliseconds on input.',
   'Every error is `{"error": {"code": "KENG_...", "message": "...", "details"?: ...}}`; codes are listed in docs/errors.md.',
+  '',
+  'Live updates: socket.io on this port (path `/socket.io`), token as `auth: {"token"}`; `subscribe` with `{"devices"?, "areas"?}`, events `telemetry`, `status`, `broadcast`; `auth: {"token", "batch": true}` gets `telemetry.batch` arrays (docs/live-feed.md).',
 ].join('\n');
 
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {

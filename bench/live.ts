@@ -12,24 +12,19 @@
  * and get `telemetry.batch` arrays (src/live/batch.ts); --mode event: one
  * spec `telemetry` event per reading and client.
  *
- * If dist/src/main.js does not serve socket.io yet (LiveFeed not wired in
- * app.ts), the benchmark starts `node dist/bench/live.js --serve` instead:
- * the same app with a LiveFeed attached by this file (said in the output).
+ * KENG_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the server.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import path from 'node:path';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../src/sim/index.js';
-import { freePorts } from './lib/ports.js';
+import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
+import { startKeng } from './lib/keng-server.js';
 import { readCpuMs, readRssBytes, MiB } from './lib/proc.js';
 import { promValue } from './lib/prom.js';
 import { fmt, table, type Row } from './lib/report.js';
 
 const SELF = fileURLToPath(import.meta.url);
-const MAIN_JS = fileURLToPath(new URL('../src/main.js', import.meta.url));
 const AREA = { code: 'live-bench', name: 'Live feed benchmark', level: 'province' as const };
 const HIST_MS = 10_000;
 const log = (s: string): void => { process.stderr.write(`[bench:live] ${s}\n`); };
@@ -146,66 +141,7 @@ async function publishersWorker(d: PublishersIn): Promise<void> {
   });
 }
 
-// ------------------------------------------------------------ serve mode --
-
-/** `--serve`: Keng with a LiveFeed attached here (used only while app.ts does not build one). */
-async function serve(): Promise<void> {
-  const { loadConfig } = await import('../src/config/index.js');
-  const { createLogger } = await import('../src/core/index.js');
-  const { buildApp } = await import('../src/app.js');
-  const { attachLiveFeedForTest } = await import('../src/live/index.js');
-  const config = loadConfig();
-  const app = buildApp(config, { logger: createLogger(config.logLevel) });
-  await app.start();
-  const { stop } = await attachLiveFeedForTest(app);
-  const shutdown = (): void => { void stop().then(() => app.stop()).then(() => process.exit(0), () => process.exit(1)); };
-  process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
-}
-
 // ------------------------------------------------------------------ main --
-
-interface Server { child: ChildProcess; pid: number; httpUrl: string; mqttUrl: string; token: string; selfWired: boolean; stop(): Promise<void> }
-
-async function startServer(entryArgs: string[], selfWired: boolean): Promise<Server> {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'keng-bench-live-'));
-  const [httpPort, mqttPort] = (await freePorts(2)) as [number, number];
-  const token = `bench-live-admin-${Math.random().toString(36).slice(2)}-${Date.now()}`;
-  const child = spawn(process.execPath, entryArgs, {
-    env: {
-      ...process.env, KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: token, KENG_LOG_LEVEL: 'warn',
-      KENG_HTTP_HOST: '127.0.0.1', KENG_HTTP_PORT: String(httpPort), KENG_MQTT_HOST: '127.0.0.1', KENG_MQTT_PORT: String(mqttPort),
-      KENG_MQTT_RATE_LIMIT_PER_SEC: '1000000', KENG_MQTT_RATE_LIMIT_BURST: '1000000', KENG_TELEMETRY_STORE: 'embedded',
-      KENG_DISK_SYNC: process.env.KENG_DISK_SYNC ?? 'normal',
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(t);
-    }
-    rmSync(dataDir, { recursive: true, force: true });
-  };
-  const httpUrl = `http://127.0.0.1:${httpPort}`;
-  const until = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`keng exited with code ${child.exitCode} during start`);
-    try { if ((await fetch(`${httpUrl}/readyz`)).status === 200) break; } catch { /* not yet */ }
-    if (Date.now() > until) { await stop(); throw new Error('keng not ready after 60 s'); }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { child, pid: child.pid!, httpUrl, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, token, selfWired, stop };
-}
-
-async function servesSocketIo(httpUrl: string): Promise<boolean> {
-  const r = await fetch(`${httpUrl}/socket.io/?EIO=4&transport=polling`);
-  await r.text();
-  return r.status !== 404;
-}
 
 function worker<T>(data: ClientsIn | PublishersIn): { w: Worker; ready: Promise<void>; ask: (cmd: ToWorker['cmd']) => Promise<T> } {
   const w = new Worker(SELF, { workerData: data });
@@ -230,22 +166,23 @@ function percentile(hist: number[], total: number, p: number): number {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   log(`${a.clients} socket.io clients, ${a.rate} msgs/s from ${a.devices} devices (${a.fields} readings each), ${a.duration} s (+${a.warmup} s warm-up), mode ${a.mode}; ${cpus().length} cores`);
-  let server = await startServer([MAIN_JS], false);
-  if (!(await servesSocketIo(server.httpUrl))) {
-    log('dist/src/main.js does not serve socket.io yet (LiveFeed not wired in app.ts): using `dist/bench/live.js --serve` (the app + a LiveFeed attached by this benchmark)');
-    await server.stop();
-    server = await startServer([SELF, '--serve'], true);
-  }
-  const stopAll: Array<() => Promise<unknown>> = [() => server.stop()];
+  installSignalHandlers();
+  const server = await startKeng({
+    env: {
+      // Default settings (embedded store, synchronous=full) but for the per-device rate limit: 50 msgs/s per device here.
+      KENG_MQTT_RATE_LIMIT_PER_SEC: '1000000', KENG_MQTT_RATE_LIMIT_BURST: '1000000', KENG_TELEMETRY_STORE: 'embedded',
+    },
+  });
+  const stopAll: Array<() => Promise<unknown>> = [];
   try {
-    const api = new KengApi(server.httpUrl, server.token);
+    const api = new KengApi(server.httpUrl, server.adminToken);
     await api.ensureArea(AREA);
     const reg = await registerSimDevices(api, simDeviceIds('lb-', a.devices), { area: AREA.code, profileOf: () => 'soil', concurrency: 32 });
     log(`registered ${reg.devices.length} devices`);
 
     const per = Math.ceil(a.clients / a.clientWorkers);
     const cw = Array.from({ length: a.clientWorkers }, (_, i) => worker<ClientReport>({
-      role: 'clients', url: server.httpUrl, token: server.token, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code, mode: a.mode,
+      role: 'clients', url: server.httpUrl, token: server.adminToken, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code, mode: a.mode,
     }));
     const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices: reg.devices, rate: a.rate, fields: a.fields });
     stopAll.unshift(async () => { for (const x of [...cw, pw]) { x.w.postMessage({ cmd: 'stop' }); await x.w.terminate(); } });
@@ -297,7 +234,7 @@ async function main(): Promise<void> {
     if (growth > 64) failures.push(`RSS grew ${growth.toFixed(0)} MiB in the last two thirds of the run`);
     const expected = sent * a.clients;
     const rows: Row[] = [
-      ['server', server.selfWired ? 'dist/bench/live.js --serve (LiveFeed attached by the bench)' : 'dist/src/main.js'],
+      ['server', 'dist/src/main.js (child process)'],
       ['clients x rate', `${a.clients} x ${fmt(a.rate)} msgs/s (${a.devices} devices, QoS 0)`],
       ['delivery mode', a.mode === 'batch' ? 'batch (auth.batch: telemetry.batch arrays)' : 'event (one telemetry event per reading)'],
       ['published during measurement', `${fmt(sent)} msgs in ${elapsed.toFixed(1)} s (${fmt(sent / elapsed)} msgs/s)`],
@@ -314,14 +251,13 @@ async function main(): Promise<void> {
     process.exitCode = failures.length ? 1 : 0;
   } finally {
     for (const f of stopAll) await f().catch(() => undefined);
+    await runCleanups();
   }
 }
 
 if (!isMainThread) {
   const d = workerData as ClientsIn | PublishersIn;
   void (d.role === 'clients' ? clientsWorker(d) : publishersWorker(d));
-} else if (process.argv.includes('--serve')) {
-  void serve();
 } else {
   main().catch((err) => { log(`failed: ${(err as Error).stack ?? err}`); process.exit(1); });
 }

@@ -3,8 +3,11 @@
  * watch many busy devices (an IOC wall, a commune dashboard over a whole
  * province). A client that connects with `auth: {token, batch: true}` gets
  * telemetry as `telemetry.batch` events, each an array of the spec's
- * `telemetry` objects, at most `batchIntervalMs` after the first of them
- * arrived. A batch holds the latest value per (device, field) of its
+ * `telemetry` objects. Batches go out at most every `batchIntervalMs`: a
+ * reading that arrives when none went out for that long is sent at once (on
+ * the next turn of the event loop, with whatever arrived in the same turn);
+ * otherwise it waits for the end of the interval. So a quiet feed has no
+ * added delay and a busy one at most one interval. A batch holds the latest value per (device, field) of its
  * interval (a device that reported twice within it shows its newer reading):
  * a dashboard shows current values, and this bounds what a client must parse
  * to (devices × fields) per interval whatever the devices' rate. Every reading
@@ -60,6 +63,7 @@ export class BatchGroups {
   private readonly byRoom = new Map<string, Set<BatchGroup>>();
   private readonly dirty = new Set<BatchGroup>();
   private timer: NodeJS.Timeout | null = null;
+  private lastFlush = 0;
   private nextId = 1;
   private stampSeq = 0;
   /** Batches and readings emitted since the last take (metrics). */
@@ -122,7 +126,7 @@ export class BatchGroups {
     for (const r of areaRooms) visit(r);
   }
 
-  /** Merge a reading into a group's batch; the flush timer starts with the first pending reading. */
+  /** Merge a reading into a group's batch; the flush timer starts with the first pending reading (see the top of the file). */
   push(g: BatchGroup, e: KengEvents['telemetry']): void {
     const before = g.buffer.entries;
     g.buffer.addTelemetry(e);
@@ -130,7 +134,8 @@ export class BatchGroups {
     if (g.buffer.entries >= this.maxBatch) { this.flushGroup(g); return; }
     this.dirty.add(g);
     if (!this.timer) {
-      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, this.intervalMs);
+      const wait = Math.max(0, this.lastFlush + this.intervalMs - Date.now());
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, wait);
       this.timer.unref();
     }
   }
@@ -147,6 +152,7 @@ export class BatchGroups {
 
   /** Emit every pending batch. */
   flush(): void {
+    this.lastFlush = Date.now();
     for (const g of [...this.dirty]) this.flushGroup(g);
   }
 

@@ -69,9 +69,15 @@ describe('BatchGroups', () => {
     expect(hit.map((g) => g.room).sort()).toEqual([gBoth!.room, other.batchGroup!.room].sort());
   });
 
-  it('sends one batch per group an interval after the first reading, coalesced to the latest value per (device, field)', () => {
+  it('sends a reading at once after a quiet interval, then at most one batch per interval, coalesced to the latest value per (device, field)', () => {
     const { groups, sent, route } = setup(50);
     groups.assign(member('a', ['a:ca']));
+    vi.advanceTimersByTime(100);
+    route('x', ['ca'], { t: 9 }, 990);
+    vi.advanceTimersByTime(0);
+    expect(sent).toHaveLength(1); // quiet feed: no added delay
+    expect(sent[0]!.batch).toEqual([{ deviceId: 'x', ts: 'T990', values: { t: 9 } }]);
+    sent.length = 0;
     route('x', ['ca'], { t: 1, h: 10 }, 1000);
     vi.advanceTimersByTime(20);
     route('x', ['ca'], { t: 2 }, 1020);

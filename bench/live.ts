@@ -2,11 +2,14 @@
  * Live-feed benchmark (issue 4 "Speed"): Keng as a child process, N devices
  * publishing telemetry over MQTT at a total rate R (QoS 0, one connection per
  * device, in a worker thread), C socket.io clients (socket.io-client, in
- * worker threads) subscribed to the devices' area. Each message carries its
+ * worker threads). The devices are spread over K communes of one province;
+ * W clients watch the whole province (an IOC wall), the others one commune
+ * each (commune staff, farmers). `--watch-all C` makes every client watch
+ * every device: the worst case. Each message carries its
  * send time as the reading `sent_at_ms`; clients record publish → receipt
  * latency. Prints p50/p99, delivery, server CPU and RSS over time.
  *
- *   npm run bench:live -- --clients 200 --rate 10000 --devices 200 --duration 20 [--mode batch|event]
+ *   npm run bench:live -- --clients 200 --rate 10000 --devices 200 --communes 20 --watch-all 2 --duration 20 [--mode batch|event]
  *
  * --mode batch (default): clients connect with `auth: {token, batch: true}`
  * and get `telemetry.batch` arrays (src/live/batch.ts); --mode event: one
@@ -25,15 +28,16 @@ import { promValue } from './lib/prom.js';
 import { fmt, table, type Row } from './lib/report.js';
 
 const SELF = fileURLToPath(import.meta.url);
-const AREA = { code: 'live-bench', name: 'Live feed benchmark', level: 'province' as const };
+const PROVINCE = { code: 'live-bench', name: 'Tỉnh đo tải', level: 'province' as const };
+const communeCode = (i: number): string => `live-bench-x${String(i + 1).padStart(3, '0')}`;
 const HIST_MS = 10_000;
 const log = (s: string): void => { process.stderr.write(`[bench:live] ${s}\n`); };
 
 type Mode = 'batch' | 'event';
-interface Args { clients: number; rate: number; devices: number; duration: number; warmup: number; clientWorkers: number; fields: number; mode: Mode }
+interface Args { clients: number; rate: number; devices: number; communes: number; watchAll: number; duration: number; warmup: number; clientWorkers: number; fields: number; mode: Mode }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { clients: 200, rate: 10_000, devices: 200, duration: 20, warmup: 3, clientWorkers: 2, fields: 3, mode: 'batch' };
+  const a: Args = { clients: 200, rate: 10_000, devices: 200, communes: 20, watchAll: 2, duration: 20, warmup: 3, clientWorkers: 2, fields: 3, mode: 'batch' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!.replace(/^--/, '');
     if (k === 'mode') {
@@ -42,18 +46,21 @@ function parseArgs(argv: string[]): Args {
       a.mode = v;
       continue;
     }
-    const key = ({ 'client-workers': 'clientWorkers' } as Record<string, string>)[k] ?? k;
-    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --duration --warmup --client-workers --fields --mode)`);
+    const key = ({ 'client-workers': 'clientWorkers', 'watch-all': 'watchAll' } as Record<string, string>)[k] ?? k;
+    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --communes --watch-all --duration --warmup --client-workers --fields --mode)`);
     const v = Number(argv[++i]);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k} needs a positive number`);
+    if (!Number.isFinite(v) || v < 0 || (v === 0 && key !== 'watchAll')) throw new Error(`--${k} needs a positive number`);
     (a as unknown as Record<string, number>)[key] = v;
   }
+  if (a.watchAll > a.clients) throw new Error('--watch-all cannot exceed --clients');
+  if (a.communes > a.devices) throw new Error('--communes cannot exceed --devices');
   return a;
 }
 
 // ---------------------------------------------------------------- workers --
 
-type ClientsIn = { role: 'clients'; url: string; token: string; count: number; area: string; mode: Mode };
+/** areas: the one area each client of this worker subscribes to. */
+type ClientsIn = { role: 'clients'; url: string; token: string; areas: string[]; mode: Mode };
 type PublishersIn = { role: 'publishers'; mqttUrl: string; devices: SimCredential[]; rate: number; fields: number };
 type ToWorker = { cmd: 'start' | 'reset' | 'report' | 'stop' };
 /** hist: publish → receipt; inHist (every 16th reading): publish → the server's receipt time (the reading's ts, set by Keng). */
@@ -66,7 +73,7 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
   let overflow = 0;
   let received = 0;
   let disconnected = 0;
-  let perClient: number[] = new Array<number>(d.count).fill(0);
+  let perClient: number[] = new Array<number>(d.areas.length).fill(0);
   const open = (i: number): Promise<import('socket.io-client').Socket> => new Promise((resolve, reject) => {
     const auth = d.mode === 'batch' ? { token: d.token, batch: true } : { token: d.token };
     const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth });
@@ -88,14 +95,15 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
     s.on('disconnect', () => { disconnected++; });
     s.once('connect_error', reject);
     s.once('connect', () => {
-      s.timeout(30_000).emitWithAck('subscribe', { areas: [d.area] }).then((ack: { ok?: boolean }) => (ack.ok ? resolve(s) : reject(new Error(JSON.stringify(ack)))), reject);
+      s.timeout(30_000).emitWithAck('subscribe', { areas: [d.areas[i]!] }).then((ack: { ok?: boolean }) => (ack.ok ? resolve(s) : reject(new Error(JSON.stringify(ack)))), reject);
     });
   });
   const sockets: import('socket.io-client').Socket[] = [];
-  for (let i = 0; i < d.count; i += 25) sockets.push(...await Promise.all(Array.from({ length: Math.min(25, d.count - i) }, (_, k) => open(i + k))));
+  const n = d.areas.length;
+  for (let i = 0; i < n; i += 25) sockets.push(...await Promise.all(Array.from({ length: Math.min(25, n - i) }, (_, k) => open(i + k))));
   parentPort!.postMessage({ type: 'ready' });
   parentPort!.on('message', (m: ToWorker) => {
-    if (m.cmd === 'reset') { hist = new Array<number>(HIST_MS).fill(0); inHist = new Array<number>(HIST_MS).fill(0); overflow = 0; received = 0; perClient = new Array<number>(d.count).fill(0); }
+    if (m.cmd === 'reset') { hist = new Array<number>(HIST_MS).fill(0); inHist = new Array<number>(HIST_MS).fill(0); overflow = 0; received = 0; perClient = new Array<number>(d.areas.length).fill(0); }
     if (m.cmd === 'report') {
       const r: ClientReport = { type: 'report', received, hist, inHist, overflow, disconnected, perClientMin: Math.min(...perClient), perClientMax: Math.max(...perClient) };
       parentPort!.postMessage(r);
@@ -156,6 +164,8 @@ function worker<T>(data: ClientsIn | PublishersIn): { w: Worker; ready: Promise<
   return { w, ready, ask };
 }
 
+const fmtSec = (v: number | null): string => (v === null ? '?' : (v * 1000).toFixed(1));
+
 function percentile(hist: number[], total: number, p: number): number {
   const want = Math.ceil((p / 100) * total);
   let acc = 0;
@@ -176,15 +186,28 @@ async function main(): Promise<void> {
   const stopAll: Array<() => Promise<unknown>> = [];
   try {
     const api = new KengApi(server.httpUrl, server.adminToken);
-    await api.ensureArea(AREA);
-    const reg = await registerSimDevices(api, simDeviceIds('lb-', a.devices), { area: AREA.code, profileOf: () => 'soil', concurrency: 32 });
-    log(`registered ${reg.devices.length} devices`);
+    await api.ensureArea(PROVINCE);
+    // Devices round-robin over the communes; every device publishes at rate/devices.
+    const ids = simDeviceIds('lb-', a.devices);
+    const devices: SimCredential[] = [];
+    const perCommune = new Array<number>(a.communes).fill(0);
+    for (let c = 0; c < a.communes; c++) {
+      await api.ensureArea({ code: communeCode(c), name: `Xã ${c + 1}`, level: 'commune', parent: PROVINCE.code });
+      const mine = ids.filter((_, i) => i % a.communes === c);
+      perCommune[c] = mine.length;
+      devices.push(...(await registerSimDevices(api, mine, { area: communeCode(c), profileOf: () => 'soil', concurrency: 32 })).devices);
+    }
+    log(`registered ${devices.length} devices in ${a.communes} communes`);
+    // Clients: the first watchAll watch the province, the others one commune each, round-robin.
+    const clientAreas = Array.from({ length: a.clients }, (_, i) => (i < a.watchAll ? PROVINCE.code : communeCode((i - a.watchAll) % a.communes)));
+    // Readings each client may see, as a share of all published: 1 for the province, its commune's share otherwise.
+    const share = clientAreas.reduce((sum, code) => sum + (code === PROVINCE.code ? 1 : perCommune[Number(code.slice(-3)) - 1]! / a.devices), 0);
 
     const per = Math.ceil(a.clients / a.clientWorkers);
     const cw = Array.from({ length: a.clientWorkers }, (_, i) => worker<ClientReport>({
-      role: 'clients', url: server.httpUrl, token: server.adminToken, count: Math.max(0, Math.min(per, a.clients - i * per)), area: AREA.code, mode: a.mode,
+      role: 'clients', url: server.httpUrl, token: server.adminToken, areas: clientAreas.slice(i * per, (i + 1) * per), mode: a.mode,
     }));
-    const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices: reg.devices, rate: a.rate, fields: a.fields });
+    const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices, rate: a.rate, fields: a.fields });
     stopAll.unshift(async () => { for (const x of [...cw, pw]) { x.w.postMessage({ cmd: 'stop' }); await x.w.terminate(); } });
     await Promise.all([...cw.map((x) => x.ready), pw.ready]);
     log(`${a.clients} clients subscribed, ${a.devices} MQTT publishers connected`);
@@ -232,18 +255,20 @@ async function main(): Promise<void> {
     const failures: string[] = [];
     if (!(p99 < 100)) failures.push(`p99 ${p99} ms >= 100 ms`);
     if (growth > 64) failures.push(`RSS grew ${growth.toFixed(0)} MiB in the last two thirds of the run`);
-    const expected = sent * a.clients;
+    const expected = sent * share;
     const rows: Row[] = [
       ['server', 'dist/src/main.js (child process)'],
       ['clients x rate', `${a.clients} x ${fmt(a.rate)} msgs/s (${a.devices} devices, QoS 0)`],
+      ['who watches what', `${a.watchAll} client(s) the whole province, ${a.clients - a.watchAll} one of ${a.communes} communes each`],
       ['delivery mode', a.mode === 'batch' ? 'batch (auth.batch: telemetry.batch arrays)' : 'event (one telemetry event per reading)'],
       ['published during measurement', `${fmt(sent)} msgs in ${elapsed.toFixed(1)} s (${fmt(sent / elapsed)} msgs/s)`],
-      ['socket.io events received', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of ${fmt(expected)} (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
+      ['readings received by clients', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of the ${fmt(expected)} in their scope (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
       ['latency publish → receipt p50 / p90 / p99', `${p50} / ${p90} / ${p99} ms${overflow ? ` (${fmt(overflow)} beyond ${HIST_MS} ms)` : ''}`],
       ['of which publish → Keng receipt p50 / p99', `${percentile(inHist, inN, 50)} / ${percentile(inHist, inN, 99)} ms (reading ts set by Keng; 1 in 16 sampled)`],
       ['coalesced updates (server)', fmt(promValue(metrics, 'keng_live_coalesced_total') ?? 0)],
       ['dropped / disconnected clients', `${fmt(promValue(metrics, 'keng_live_dropped_total') ?? 0)} / ${disconnected}`],
       ['server CPU', `${fmt(cpuPct)}% of one core`],
+      ['server event-loop lag p50 / p99 (whole run)', `${fmtSec(promValue(metrics, 'keng_nodejs_eventloop_lag_p50_seconds'))} / ${fmtSec(promValue(metrics, 'keng_nodejs_eventloop_lag_p99_seconds'))} ms`],
       ['server RSS start / max / end', `${fmt(rss0 / MiB)} / ${fmt(rssMax / MiB)} / ${fmt(rssEnd / MiB)} MiB (growth over last 2/3: ${growth.toFixed(1)} MiB)`],
       ['result', failures.length ? `FAIL: ${failures.join('; ')}` : 'PASS (p99 < 100 ms, RSS growth bounded)'],
     ];

@@ -24,6 +24,9 @@ export interface NewLog {
   state: TargetState; prevState?: TargetState; detail?: string; source: LogSource;
 }
 
+/** What a transition's log line adds to the target row. */
+export type TransitionLog = Omit<NewLog, 'at' | 'broadcastId' | 'deviceId' | 'area' | 'state' | 'prevState'>;
+
 export function toTarget(r: TargetRow): BroadcastTarget {
   return { deviceId: r.device_id, area: r.area, state: r.state, updatedAt: r.updated_at, ...(r.detail !== null ? { detail: r.detail } : {}) };
 }
@@ -62,6 +65,7 @@ export function missedToLogEntry(r: MissedRow): LogEntry {
 
 export class BroadcastRepo {
   readonly db: SqliteDatabase;
+  private readonly transitionTx: (t: TargetRow, to: TargetState, at: number, log: TransitionLog) => void;
   private readonly s: {
     insertBroadcast: Statement; insertTarget: Statement; insertLog: Statement; getBroadcast: Statement; targets: Statement;
     target: Statement; updateTarget: Statement; setPlayRequest: Statement; setStopRequest: Statement; stopRequested: Statement;
@@ -70,6 +74,11 @@ export class BroadcastRepo {
 
   constructor(db: SqliteDatabase) {
     this.db = db;
+    // Made once: db.transaction() builds a new wrapper at each call, and a transition runs several times per speaker.
+    this.transitionTx = db.transaction((t: TargetRow, to: TargetState, at: number, log: TransitionLog) => {
+      this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
+      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
+    });
     this.s = {
       insertBroadcast: db.prepare(`INSERT INTO broadcasts (id, schedule_id, planned_at, priority, volume, content_json, duration_sec, not_after, created_at)
         VALUES (@id, @scheduleId, @plannedAt, @priority, @volume, @contentJson, @durationSec, @notAfter, @createdAt)`),
@@ -121,12 +130,10 @@ export class BroadcastRepo {
   }
 
   /** New state + its log line, atomically. */
-  transition(t: TargetRow, to: TargetState, at: number, log: Omit<NewLog, 'at' | 'broadcastId' | 'deviceId' | 'area' | 'state' | 'prevState'>): void {
-    this.db.transaction(() => {
-      this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
-      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
-    })();
+  transition(t: TargetRow, to: TargetState, at: number, log: TransitionLog): void {
+    this.transitionTx(t, to, at, log);
   }
+
 
   setPlayRequest(broadcastId: string, deviceId: string, requestId: string): void { this.s.setPlayRequest.run(requestId, broadcastId, deviceId); }
   setStopRequest(broadcastId: string, deviceId: string, requestId: string): void { this.s.setStopRequest.run(requestId, broadcastId, deviceId); }

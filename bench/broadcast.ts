@@ -82,6 +82,8 @@ async function main(): Promise<void> {
 
   // ---- one broadcast to all speakers
   const t0 = Date.now();
+  // Monotonic µs (the clock of .cpuprofile files, any process) to cut profiles to this window.
+  const mono0 = process.hrtime.bigint() / 1000n;
   const post = await api.request<{ id: string }>('POST', '/api/v1/broadcasts', { target: { areas: ['bench'] }, content: { mediaId: media.id }, volume: 60 });
   const postMs = Date.now() - t0;
   if (post.status !== 201) throw new Error(`POST /api/v1/broadcasts: HTTP ${post.status} ${JSON.stringify(post.body).slice(0, 300)}`);
@@ -103,6 +105,7 @@ async function main(): Promise<void> {
   log(`states: ${JSON.stringify(final.counts)}${details.size ? `; ${[...details].slice(0, 3).map(([k, n]) => `${n}× ${k}`).join('; ')}` : ''}`);
   const accepted = lastAt('accepted');
   const playing = lastAt('playing');
+  log(`profile window (monotonic µs): start ${mono0}, all accepted ${mono0 + BigInt(Math.round((accepted.ms || 0) * 1000))}, all playing ${mono0 + BigInt(Math.round((playing.ms || 0) * 1000))}`);
   log(`broadcast to ${N}: POST answered in ${postMs} ms; all accepted after ${accepted.ms} ms (${accepted.n}/${N}); all playing after ${playing.ms} ms (${playing.n}/${N})`);
 
   // ---- scheduler start jitter: K one-offs `spacing` ms apart, each on its own speaker

@@ -129,9 +129,24 @@ export class BroadcastRepo {
     return this.s.target.get(broadcastId, deviceId) as TargetRow | undefined;
   }
 
-  /** New state + its log line, atomically. */
+  /**
+   * New state + its log line, atomically.
+   *
+   * Inside an open transaction (the broadcast group commit, see group-commit.ts) no savepoint is
+   * taken: a savepoint makes SQLite copy every page the two writes touch (the target row, the log
+   * row and their seven indexes) into a sub-journal first, which doubled the cost of a transition
+   * (bench:broadcast, ~6,000 transitions per broadcast to 2,000 speakers). Atomicity is kept by hand:
+   * if the log line cannot be written, the target row gets its previous values back.
+   */
   transition(t: TargetRow, to: TargetState, at: number, log: TransitionLog): void {
-    this.transitionTx(t, to, at, log);
+    if (!this.db.inTransaction) { this.transitionTx(t, to, at, log); return; }
+    this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
+    try {
+      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
+    } catch (err) {
+      if (this.db.inTransaction) this.s.updateTarget.run(t.state, t.updated_at, t.detail, t.broadcast_id, t.device_id);
+      throw err;
+    }
   }
 
 

@@ -34,10 +34,23 @@ export function loadOrCreateKey(file: string): Buffer {
 export type Verdict = 'ok' | 'missing' | 'bad-signature' | 'expired';
 
 export class UrlSigner {
+  /**
+   * Recent signatures: a broadcast to 2,000 speakers signs the same (id, exp) 2,000 times within a
+   * second, and the 2,000 downloads verify it again. Deterministic, so remembering them is safe.
+   */
+  private readonly recent = new Map<string, string>();
+
   constructor(private readonly key: Buffer) {}
 
   sign(id: string, exp: number): string {
-    return createHmac('sha256', this.key).update(`${id}\n${exp}`).digest('base64url');
+    const input = `${id}\n${exp}`;
+    let sig = this.recent.get(input);
+    if (sig === undefined) {
+      sig = createHmac('sha256', this.key).update(input).digest('base64url');
+      this.recent.set(input, sig);
+      if (this.recent.size > 64) this.recent.delete(this.recent.keys().next().value!);
+    }
+    return sig;
   }
 
   /** Checks a link's `exp` and `sig` (timing-safe) at `nowMs`. */

@@ -168,7 +168,12 @@ export class RpcService implements Component {
     if (Buffer.byteLength(paramsJson) > MAX_PARAMS_BYTES) throw Errors.VALIDATION(`params larger than ${MAX_PARAMS_BYTES} bytes`);
     const id = newId('r', now);
     store.insert({ id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now });
-    if (this.isReady(deviceId) && this.publish(store.get(id)!, false)) return { requestId: id, state: 'sent' };
+    // The row as stored, built here rather than read back (a broadcast sends thousands of these at once).
+    const row: RpcRequest = {
+      id, deviceId, method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued',
+      createdAt: now, sentAt: null, answeredAt: null, response: null,
+    };
+    if (this.isReady(deviceId) && this.publish(row, false)) return { requestId: id, state: 'sent' };
     return { requestId: id, state: 'queued' };
   }
 

@@ -60,6 +60,34 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     expect(s.t.app.registry.attributes('loa-sim-0')).toMatchObject({ model: 'keng-sim-loa' });
   });
 
+  it('answers accepted before downloading, downloads once on its own connection, then plays', async () => {
+    const s = await setup(1);
+    // A media server that holds the download until released: the answer must not wait for it.
+    const body = Buffer.from('held media');
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const requests: string[] = [];
+    const server = createServer((req, res) => { requests.push(req.url ?? ''); void held.then(() => res.end(body)); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanup.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/held?sig=x`;
+    const rpc = new RpcService({ stateDb: s.t.app.stateDb, broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300 });
+    await s.exec.stop(); await s.rpc.stop();
+    const exec = new BroadcastExecutor({ stateDb: s.t.app.stateDb, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
+    await rpc.start(); await exec.start();
+    cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
+    const sim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, speed: 20 });
+    cleanup.push(() => sim.stop());
+    await waitFor(() => rpc.isReady('loa-sim-0'));
+    const b = exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: createHash('sha256').update(body).digest('hex'), durationSec: 2, mime: 'audio/mpeg' },
+      targets: ['loa-sim-0'], notAfter: Date.now() + 10_000 });
+    await waitFor(() => exec.get(b.id)!.targets[0]!.state === 'accepted' && requests.length === 1);
+    release();
+    await waitFor(() => exec.get(b.id)!.targets[0]!.state === 'completed', 8000);
+    expect(requests).toEqual(['/held?sig=x']);
+    expect(exec.log({ broadcastId: b.id }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
+  });
+
   it('slow accept and a network outage during playback: the broadcast still completes, events arrive after the reconnect', async () => {
     const s = await setup(2);
     const sim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, speed: 10,

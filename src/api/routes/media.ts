@@ -16,6 +16,7 @@ import type { MediaLibrary, StagedFile } from '../../media/library.js';
 import type { MediaRecord } from '../../media/types.js';
 import { TTS_MAX_TEXT } from '../../media/tts.js';
 import { ifRangeMatches, parseRange } from '../../media/range.js';
+import { MediaFileCache } from '../../media/file-cache.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { AUTH_ERRORS, Described, StringEnum, Time, errorResponses } from '../schemas.js';
@@ -210,6 +211,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
 // ---- /media/{id}/file (signed, no token) -------------------------------------------
 
 export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (app, { ctx, media }) => {
+  const files = new MediaFileCache();
   app.route({
     method: ['GET', 'HEAD'],
     url: '/media/:id/file',
@@ -233,7 +235,9 @@ export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = asy
           : verdict === 'missing' ? 'a media link needs exp and sig' : 'invalid media link signature');
       }
       const f = media.file(id);
-      const size = f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
+      // Small files from memory (see media/file-cache.ts), others streamed from disk.
+      const bytes = f ? await files.get(f.path, f.record.size) : undefined;
+      const size = bytes ? bytes.length : f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
       if (!f || size === undefined) throw Errors.NOT_FOUND(`Media "${id}"`);
       const etag = `"${f.record.sha256}"`;
       const exp = Number(req.query.exp);
@@ -253,7 +257,7 @@ export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = asy
       if (range.kind === 'partial') reply.status(206).header('content-range', `bytes ${start}-${end}/${size}`);
       reply.header('content-length', String(end - start + 1));
       if (req.method === 'HEAD') return reply.send();
-      return reply.send(createReadStream(f.path, { start, end }));
+      return reply.send(bytes ? bytes.subarray(start, end + 1) : createReadStream(f.path, { start, end }));
     },
   });
 };

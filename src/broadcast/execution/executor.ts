@@ -73,6 +73,7 @@ export class BroadcastExecutor implements Component {
   private q: BroadcastQueries | null = null;
   private offs: Array<() => void> = [];
   private readonly streamTimers = new Set<NodeJS.Timeout>();
+  private readonly scheduleIds = new Map<string, string | null>();
   private readonly refused: Counter<'reason'>;
   private readonly ignored: Counter<'reason'>;
 
@@ -304,8 +305,11 @@ export class BroadcastExecutor implements Component {
 
   /** A stream with a planned duration is stopped by the controller (the stream itself has no end). Not kept across restarts. */
   private armStreamStop(broadcastId: string, deviceId: string): void {
-    const b = this.requireRepo().get(broadcastId);
-    if (!b?.stream || b.durationSec === undefined) return;
+    // Only the broadcast row: this runs on every `started` event, and reading the whole broadcast
+    // (every target row) here made a broadcast to N speakers cost O(N²) (26 s of CPU for 2,000).
+    const b = this.requireRepo().getBroadcastRow(broadcastId);
+    if (!b || b.duration_sec === null || !(JSON.parse(b.content_json) as { stream?: unknown }).stream) return;
+    const durationSec = b.duration_sec;
     const timer = setTimeout(() => {
       this.streamTimers.delete(timer);
       const t = this.repo?.target(broadcastId, deviceId);
@@ -314,7 +318,7 @@ export class BroadcastExecutor implements Component {
         const r = this.o.rpc.send(deviceId, STOP_METHOD, { broadcastId }, { expiresAt: this.clock.now() + (this.o.stopTtlMs ?? 600_000) });
         this.repo?.setStopRequest(broadcastId, deviceId, r.requestId);
       } catch (err) { this.o.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
-    }, b.durationSec * 1000);
+    }, durationSec * 1000);
     timer.unref();
     this.streamTimers.add(timer);
   }
@@ -340,13 +344,26 @@ export class BroadcastExecutor implements Component {
       return false;
     }
     const now = this.clock.now();
-    const b = repo.getBroadcastRow(broadcastId);
+    const scheduleId = this.scheduleIdOf(broadcastId);
     repo.transition(t, to, now, {
       source: o.source, ...(o.detail !== undefined ? { detail: o.detail } : {}), ...(o.deviceAt !== undefined ? { deviceAt: o.deviceAt } : {}),
-      ...(b?.schedule_id ? { scheduleId: b.schedule_id } : {}),
+      ...(scheduleId ? { scheduleId } : {}),
     });
     this.emit(broadcastId, deviceId, t.area, to, now);
     return true;
+  }
+
+  /**
+   * The schedule of a broadcast (for its log lines), remembered for the last few broadcasts: a
+   * broadcast's schedule never changes, and every transition of every speaker needs it.
+   */
+  private scheduleIdOf(broadcastId: string): string | null {
+    const known = this.scheduleIds.get(broadcastId);
+    if (known !== undefined) return known;
+    const id = this.requireRepo().getBroadcastRow(broadcastId)?.schedule_id ?? null;
+    this.scheduleIds.set(broadcastId, id);
+    if (this.scheduleIds.size > 256) this.scheduleIds.delete(this.scheduleIds.keys().next().value!);
+    return id;
   }
 
   private emit(broadcastId: string, deviceId: string, area: string, state: TargetState, at: number): void {

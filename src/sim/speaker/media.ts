@@ -2,8 +2,17 @@
  * Media fetching as a speaker does it (guide §12.1): fetch the signed URL at
  * once, treat it as opaque, verify SHA-256 before playing ("sha256 mismatch"
  * otherwise), cache by hash. Streams are probed (response headers only).
+ *
+ * Plain node:http(s), one connection per download (agent: false), like a
+ * device's own HTTP client: the WHATWG fetch() of Node costs ~1 ms of CPU per
+ * request, and its shared connection pool scans every open connection to pick
+ * one, so 2,000 speakers downloading at once in one process spent seconds of
+ * CPU in it (profile of bench:broadcast) and delayed the other speakers'
+ * answers.
  */
 import { createHash } from 'node:crypto';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 
 /** Download attempts on network errors. */
 const FETCH_ATTEMPTS = 4;
@@ -19,38 +28,58 @@ export class MediaCache {
     if (this.known.has(sha256)) return { ok: true, bytes: 0, fromCache: true };
     // Like real firmware: a network failure (e.g. a whole village fetching at once) is retried a few
     // times with jittered back-off; an HTTP refusal or a wrong checksum is not.
-    let res: Response | undefined;
+    let res: { status: number; body: Buffer } | undefined;
     for (let attempt = 1; !res; attempt++) {
       try {
-        res = await fetch(url, { signal: AbortSignal.timeout(this.timeoutMs) });
+        res = await get(url, this.timeoutMs, true);
       } catch (err) {
         if (attempt >= FETCH_ATTEMPTS) return { ok: false, detail: `download failed: ${(err as Error).message}` };
         await new Promise((r) => setTimeout(r, attempt * (250 + Math.random() * 750)));
       }
     }
-    if (res.status !== 200) {
-      await res.body?.cancel().catch(() => undefined);
-      return { ok: false, detail: `download failed: HTTP ${res.status}` };
-    }
-    const buf = Buffer.from(await res.arrayBuffer());
-    const got = createHash('sha256').update(buf).digest('hex');
+    if (res.status !== 200) return { ok: false, detail: `download failed: HTTP ${res.status}` };
+    const got = createHash('sha256').update(res.body).digest('hex');
     if (got !== sha256) return { ok: false, detail: 'sha256 mismatch' };
     this.known.add(sha256);
-    return { ok: true, bytes: buf.length, fromCache: false };
+    return { ok: true, bytes: res.body.length, fromCache: false };
   }
 
   async probeStream(url: string): Promise<FetchResult | FetchFailure> {
-    const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), this.timeoutMs);
     try {
-      const res = await fetch(url, { signal: ctl.signal });
+      const res = await get(url, this.timeoutMs, false);
       if (res.status !== 200) return { ok: false, detail: `stream unreachable: HTTP ${res.status}` };
       return { ok: true, bytes: 0, fromCache: false };
     } catch (err) {
       return { ok: false, detail: `stream unreachable: ${(err as Error).message}` };
-    } finally {
-      clearTimeout(timer);
-      ctl.abort();
     }
   }
+}
+
+/**
+ * GET on its own connection. readBody false: resolve on the response headers and drop the connection
+ * (a stream never ends). The timeout covers the whole exchange.
+ */
+function get(url: string, timeoutMs: number, readBody: boolean): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let u: URL;
+    try { u = new URL(url); } catch { reject(new Error('invalid URL')); return; }
+    const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : null;
+    if (!mod) { reject(new Error(`unsupported protocol ${u.protocol}`)); return; }
+    const req = mod.get(u, { agent: false }, (res: IncomingMessage) => {
+      const status = res.statusCode ?? 0;
+      if (!readBody || status !== 200) {
+        clearTimeout(timer);
+        res.destroy();
+        resolve({ status, body: Buffer.alloc(0) });
+        return;
+      }
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => { clearTimeout(timer); resolve({ status, body: Buffer.concat(chunks) }); });
+      res.on('error', (err) => { clearTimeout(timer); reject(err); });
+      res.on('close', () => { if (!res.complete) { clearTimeout(timer); reject(new Error('connection closed before the end of the body')); } });
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (err) => { clearTimeout(timer); reject(err); });
+  });
 }

@@ -96,6 +96,12 @@ export class SimSpeaker extends EventEmitter {
     this.rng = o.rng ?? createRng(hashSeed(o.id));
     this.playout = new Playout({
       prepare: async (item) => {
+        // The download starts on the next turn of the event loop, after the `accepted` answer has been
+        // written (spec: answer accepted/rejected, then report progress). A real speaker has its own CPU;
+        // here one process simulates the fleet, and starting 2,000 downloads inside the message handlers
+        // held back the answers of the speakers whose command was still waiting to be read.
+        await new Promise<void>((r) => setImmediate(r));
+        if (this.stopped) return { ok: false, detail: 'speaker powered off' };
         const r = item.media ? await this.media.fetchMedia(item.media.url, item.media.sha256) : await this.media.probeStream(item.stream!.url);
         if (!r.ok) return r;
         return { ok: true, durationMs: item.media ? item.media.durationSec * 1000 : 3_600_000 };

@@ -7,6 +7,8 @@
  *
  *   npm run bench:ingest -- --devices 100 --window 64 --duration 20 --store embedded
  *   npm run bench:ingest -- --idle 5000
+ * `--generator mqttjs` drives the load with the mqtt.js simulator instead of
+ * the lean raw MQTT client (bench/lib/raw-device.ts).
  */
 import { cpus } from 'node:os';
 import { USAGE, UsageError, parseBenchArgs, type BenchArgs } from './lib/args.js';
@@ -22,7 +24,7 @@ function throughputRows(r: ThroughputResult): Row[] {
   return [
     ['store', r.store],
     ['devices x window', `${r.devices} x ${r.window} (QoS 1, ${FIELDS.length} readings/message)`],
-    ['measured', `${r.durationSec} s (generator threads: ${r.workers})`],
+    ['measured', `${r.durationSec} s (generator: ${r.generator}, ${r.workers} thread(s))`],
     ['acknowledged messages/s', fmt(r.msgsPerSec)],
     ['acknowledged readings/s', fmt(r.readingsPerSec)],
     ['PUBACK latency p50 / p90 / p99', `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p90, 1)} / ${fmt(r.latencyMs.p99, 1)} ms (max ${fmt(r.latencyMs.max, 0)})`],
@@ -54,7 +56,7 @@ function idleRows(r: IdleResult): Row[] {
 
 function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
   return {
-    store: r.store, devices: r.devices, window: r.window, workers: r.workers, durationSec: r.durationSec,
+    store: r.store, devices: r.devices, window: r.window, workers: r.workers, generator: r.generator, durationSec: r.durationSec,
     msgsPerSec: round(r.msgsPerSec, 0), readingsPerSec: round(r.readingsPerSec, 0),
     p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90), p99Ms: round(r.latencyMs.p99),
     rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),

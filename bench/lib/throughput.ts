@@ -15,6 +15,7 @@ export interface ThroughputResult {
   devices: number;
   window: number;
   workers: number;
+  generator: 'raw' | 'mqttjs';
   durationSec: number;
   msgsPerSec: number;
   readingsPerSec: number;
@@ -41,16 +42,16 @@ export interface ThroughputResult {
 
 export async function runThroughput(o: {
   store: 'embedded' | 'influxdb'; devices: number; window: number; durationSec: number; warmupSec: number;
-  workers: number; rampPerSec: number; keep: boolean; rateLimit: number; log: (s: string) => void;
+  workers: number; rampPerSec: number; keep: boolean; rateLimit: number; generator: 'raw' | 'mqttjs'; log: (s: string) => void;
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
   const failures: string[] = [];
   const rss = new RssSampler(s.keng.pid).start();
   const runStart = Date.now();
-  o.log(`load: ${o.devices} clients x window ${o.window}, QoS 1, ${FIELDS.length} fields/message, warm-up ${o.warmupSec} s, measure ${o.durationSec} s, ${o.workers} generator thread(s)`);
+  o.log(`load: ${o.devices} clients x window ${o.window}, QoS 1, ${FIELDS.length} fields/message, warm-up ${o.warmupSec} s, measure ${o.durationSec} s, ${o.workers} generator thread(s), ${o.generator} generator`);
   const load = await runLoad({
     mqttUrl: s.keng.mqttUrl, devices: s.devices, window: o.window, warmupMs: o.warmupSec * 1000,
-    durationMs: o.durationSec * 1000, workers: o.workers, rampPerSec: o.rampPerSec, serverPid: s.keng.pid,
+    durationMs: o.durationSec * 1000, workers: o.workers, rampPerSec: o.rampPerSec, serverPid: s.keng.pid, generator: o.generator,
   });
   rss.stop();
   o.log(`connected ${load.connected} clients in ${(load.connectMs / 1000).toFixed(1)} s`);
@@ -99,7 +100,7 @@ export async function runThroughput(o: {
   const [p50, p90, p99] = percentiles(load.latencies, [50, 90, 99]) as [number, number, number];
   const secs = load.measuredMs / 1000;
   return {
-    store: o.store, devices: o.devices, window: o.window, workers: o.workers, durationSec: o.durationSec,
+    store: o.store, devices: o.devices, window: o.window, workers: o.workers, generator: o.generator, durationSec: o.durationSec,
     msgsPerSec: load.ackedInWindow / secs,
     readingsPerSec: load.readingsInWindow / secs,
     latencyMs: { p50, p90, p99, max: load.latencies.reduce((m, v) => (v > m ? v : m), 0) },

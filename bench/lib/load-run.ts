@@ -65,6 +65,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     errors: sum(results, (r) => r.errors),
     ackedInWindow: sum(results, (r) => r.ackedInWindow),
     readingsInWindow: sum(results, (r) => r.readingsInWindow),
+    ackedPerSecond: Array.from({ length: Math.max(...results.map((r) => r.ackedPerSecond.length)) }, (_, i) => sum(results, (r) => r.ackedPerSecond[i] ?? 0)),
     latencies: concat(results.map((r) => r.latencies)),
     ackedTs,
     inflightAtEnd: sum(results, (r) => r.inflightAtEnd),

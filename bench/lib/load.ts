@@ -29,6 +29,8 @@ export interface LoadSliceResult {
   errors: number;
   ackedInWindow: number;
   readingsInWindow: number;
+  /** Acknowledgements per whole second of the measurement window (shows dips, e.g. compaction). */
+  ackedPerSecond: number[];
   latencies: Float64Array;
   /** Per device (same order as `devices`), the ts of every acknowledged message. */
   ackedTs: number[][];
@@ -56,12 +58,15 @@ export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Sch
   let win: Schedule = { measureFrom: Infinity, measureTo: Infinity };
   let ackedInWindow = 0;
   let readingsInWindow = 0;
+  const ackedPerSecond: number[] = [];
   const onAck = (i: number, ts: number, latencyMs: number, readings: number): void => {
     ackedTs[i]!.push(ts);
     const t = now();
     if (t >= win.measureFrom && t < win.measureTo) {
       ackedInWindow++;
       readingsInWindow += readings;
+      const sec = Math.floor((t - win.measureFrom) / 1000);
+      ackedPerSecond[sec] = (ackedPerSecond[sec] ?? 0) + 1;
       latency.record(latencyMs);
     }
   };
@@ -101,6 +106,7 @@ export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Sch
     errors: sim.counters.errors,
     ackedInWindow,
     readingsInWindow,
+    ackedPerSecond: Array.from(ackedPerSecond, (n) => n ?? 0),
     latencies: latency.samples(),
     ackedTs,
     inflightAtEnd,

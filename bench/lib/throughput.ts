@@ -19,6 +19,8 @@ export interface ThroughputResult {
   durationSec: number;
   msgsPerSec: number;
   readingsPerSec: number;
+  /** Slowest and median whole second of the measurement (messages acknowledged in it). */
+  perSecond: { min: number; median: number; all: number[] };
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   ackedTotal: number;
   sentTotal: number;
@@ -103,6 +105,7 @@ export async function runThroughput(o: {
     store: o.store, devices: o.devices, window: o.window, workers: o.workers, generator: o.generator, durationSec: o.durationSec,
     msgsPerSec: load.ackedInWindow / secs,
     readingsPerSec: load.readingsInWindow / secs,
+    perSecond: perSecondStats(load.ackedPerSecond, Math.floor(secs)),
     latencyMs: { p50, p90, p99, max: load.latencies.reduce((m, v) => (v > m ? v : m), 0) },
     ackedTotal: load.acked, sentTotal: load.sent, clientErrors: load.errors, inflightAtEnd: load.inflightAtEnd,
     rssMaxMiB: rss.max / MiB, rssEndMiB: rss.last / MiB,
@@ -110,6 +113,13 @@ export async function runThroughput(o: {
     generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
     drainMs, verify, influxCount, server, stopMs, failures,
   };
+}
+
+/** Whole seconds only (a trailing partial second would look like a dip). */
+function perSecondStats(counts: number[], whole: number): ThroughputResult['perSecond'] {
+  const all = Array.from({ length: whole }, (_, i) => counts[i] ?? 0);
+  const sorted = [...all].sort((a, b) => a - b);
+  return { min: sorted[0] ?? 0, median: sorted[Math.floor(sorted.length / 2)] ?? 0, all };
 }
 
 function ratio(a: number | null, b: number | null, scale = 1): number | null {

@@ -7,6 +7,8 @@
  *
  *   npm run bench:ingest -- --devices 100 --window 64 --duration 20 --store embedded
  *   npm run bench:ingest -- --idle 5000
+ * `--generator mqttjs` drives the load with the mqtt.js simulator instead of
+ * the lean raw MQTT client (bench/lib/raw-device.ts).
  */
 import { cpus } from 'node:os';
 import { USAGE, UsageError, parseBenchArgs, type BenchArgs } from './lib/args.js';
@@ -22,9 +24,10 @@ function throughputRows(r: ThroughputResult): Row[] {
   return [
     ['store', r.store],
     ['devices x window', `${r.devices} x ${r.window} (QoS 1, ${FIELDS.length} readings/message)`],
-    ['measured', `${r.durationSec} s (generator threads: ${r.workers})`],
+    ['measured', `${r.durationSec} s (generator: ${r.generator}, ${r.workers} thread(s))`],
     ['acknowledged messages/s', fmt(r.msgsPerSec)],
     ['acknowledged readings/s', fmt(r.readingsPerSec)],
+    ['messages/s per second: min / median', `${fmt(r.perSecond.min)} / ${fmt(r.perSecond.median)}`],
     ['PUBACK latency p50 / p90 / p99', `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p90, 1)} / ${fmt(r.latencyMs.p99, 1)} ms (max ${fmt(r.latencyMs.max, 0)})`],
     ['server RSS max / end', `${fmt(r.rssMaxMiB)} / ${fmt(r.rssEndMiB)} MiB`],
     ['CPU server / generator', `${fmt(r.serverCpuPct)}% / ${fmt(r.generatorCpuPct)}% of one core (${cpus().length} cores)`],
@@ -54,8 +57,9 @@ function idleRows(r: IdleResult): Row[] {
 
 function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
   return {
-    store: r.store, devices: r.devices, window: r.window, workers: r.workers, durationSec: r.durationSec,
+    store: r.store, devices: r.devices, window: r.window, workers: r.workers, generator: r.generator, durationSec: r.durationSec,
     msgsPerSec: round(r.msgsPerSec, 0), readingsPerSec: round(r.readingsPerSec, 0),
+    minSecMsgs: r.perSecond.min, medianSecMsgs: r.perSecond.median, perSecond: r.perSecond.all,
     p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90), p99Ms: round(r.latencyMs.p99),
     rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),
     serverCpuPct: round(r.serverCpuPct, 0), generatorCpuPct: round(r.generatorCpuPct, 0),

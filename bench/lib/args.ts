@@ -13,13 +13,17 @@ export interface BenchArgs {
   workers: number;
   keep: boolean;
   rateLimit: number;
+  /** Load generator: `raw` (lean MQTT client, bench/lib/raw-device.ts) or `mqttjs` (src/sim SensorSim). */
+  generator: 'raw' | 'mqttjs';
 }
 
 export const USAGE = `usage: node dist/bench/ingest.js [--devices 100] [--window 64] [--duration 20] [--warmup 3]
                                [--store embedded|influxdb|both] [--workers 1] [--ramp 500]
+                               [--generator raw|mqttjs]
        node dist/bench/ingest.js --idle 5000 [--ramp 1000]
   --keep         keep the temporary data directories
-  --rate-limit   per-device message rate given to the server (default: effectively unlimited)`;
+  --rate-limit   per-device message rate given to the server (default: effectively unlimited)
+  --generator    raw (default: lean MQTT 3.1.1 client, pipelined frames) or mqttjs (the mqtt.js simulator)`;
 
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const { values } = parseArgs({
@@ -35,6 +39,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
       workers: { type: 'string', default: '1' },
       keep: { type: 'boolean', default: false },
       'rate-limit': { type: 'string', default: '1000000' },
+      generator: { type: 'string', default: 'raw' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -42,6 +47,8 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   if (values.help) throw new UsageError('');
   const idle = num('idle', values.idle, 0, 100_000);
   const store = values.store;
+  const generator = values.generator;
+  if (generator !== 'raw' && generator !== 'mqttjs') throw new UsageError(`--generator must be raw or mqttjs (got "${generator}")`);
   if (!['embedded', 'influxdb', 'both'].includes(store)) throw new UsageError(`--store must be embedded, influxdb or both (got "${store}")`);
   return {
     devices: num('devices', values.devices, 1, 100_000),
@@ -54,6 +61,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     workers: num('workers', values.workers, 1, 16),
     keep: values.keep,
     rateLimit: num('rate-limit', values['rate-limit'], 1, 1e9),
+    generator,
   };
 }
 

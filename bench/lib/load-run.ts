@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import type { SimCredential } from '../../src/sim/index.js';
 import { readCpuMs } from './proc.js';
-import { runLoadSlice, now, type LoadSliceOptions, type LoadSliceResult, type Schedule } from './load.js';
+import { runLoadSlice, now, type GeneratorKind, type LoadSliceOptions, type LoadSliceResult, type Schedule } from './load.js';
 
 export interface LoadOptions {
   mqttUrl: string;
@@ -14,6 +14,7 @@ export interface LoadOptions {
   /** The server's pid, to read its CPU time over the measurement window. */
   serverPid?: number;
   rampPerSec: number;
+  generator: GeneratorKind;
 }
 
 export interface LoadResult extends LoadSliceResult {
@@ -32,7 +33,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const n = Math.max(1, Math.min(o.workers, o.devices.length));
   const slices: SimCredential[][] = Array.from({ length: n }, () => []);
   o.devices.forEach((d, i) => slices[i % n]!.push(d));
-  const base = { mqttUrl: o.mqttUrl, window: o.window, drainTimeoutMs: 15_000, rampPerSec: o.rampPerSec / n };
+  const base = { mqttUrl: o.mqttUrl, window: o.window, drainTimeoutMs: 15_000, rampPerSec: o.rampPerSec / n, generator: o.generator };
   // Barrier: the warm-up starts when every slice has connected all its clients.
   let arrived = 0;
   let release!: (s: Schedule) => void;
@@ -64,6 +65,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     errors: sum(results, (r) => r.errors),
     ackedInWindow: sum(results, (r) => r.ackedInWindow),
     readingsInWindow: sum(results, (r) => r.readingsInWindow),
+    ackedPerSecond: Array.from({ length: Math.max(...results.map((r) => r.ackedPerSecond.length)) }, (_, i) => sum(results, (r) => r.ackedPerSecond[i] ?? 0)),
     latencies: concat(results.map((r) => r.latencies)),
     ackedTs,
     inflightAtEnd: sum(results, (r) => r.inflightAtEnd),

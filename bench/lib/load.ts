@@ -6,6 +6,10 @@
  */
 import { SensorSim, type SimCredential } from '../../src/sim/index.js';
 import { LatencyRecorder } from '../../src/sim/stats.js';
+import { RawFleet } from './raw-device.js';
+
+/** `raw`: lean pipelining client (raw-device.ts, default); `mqttjs`: the mqtt.js SensorSim. */
+export type GeneratorKind = 'raw' | 'mqttjs';
 
 export interface LoadSliceOptions {
   mqttUrl: string;
@@ -13,6 +17,7 @@ export interface LoadSliceOptions {
   window: number;
   drainTimeoutMs: number;
   rampPerSec: number;
+  generator: GeneratorKind;
 }
 
 export interface LoadSliceResult {
@@ -24,6 +29,8 @@ export interface LoadSliceResult {
   errors: number;
   ackedInWindow: number;
   readingsInWindow: number;
+  /** Acknowledgements per whole second of the measurement window (shows dips, e.g. compaction). */
+  ackedPerSecond: number[];
   latencies: Float64Array;
   /** Per device (same order as `devices`), the ts of every acknowledged message. */
   ackedTs: number[][];
@@ -51,26 +58,36 @@ export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Sch
   let win: Schedule = { measureFrom: Infinity, measureTo: Infinity };
   let ackedInWindow = 0;
   let readingsInWindow = 0;
-  const sim = new SensorSim({
-    url: o.mqttUrl,
-    devices: o.devices.map((d) => ({ ...d, profile: 'soil' })), // soil: exactly 4 fields per message
-    qos: 1,
-    window: o.window,
-    rampPerSec: o.rampPerSec,
-    maxPendingConnects: 100,
-    keepaliveSec: 60,
-    reconnectPeriodMs: 0,
-    sendAttributes: false,
-    onAck: (i, ts, latencyMs, readings) => {
-      ackedTs[i]!.push(ts);
-      const t = now();
-      if (t >= win.measureFrom && t < win.measureTo) {
-        ackedInWindow++;
-        readingsInWindow += readings;
-        latency.record(latencyMs);
-      }
-    },
-  });
+  const ackedPerSecond: number[] = [];
+  const onAck = (i: number, ts: number, latencyMs: number, readings: number): void => {
+    ackedTs[i]!.push(ts);
+    const t = now();
+    if (t >= win.measureFrom && t < win.measureTo) {
+      ackedInWindow++;
+      readingsInWindow += readings;
+      const sec = Math.floor((t - win.measureFrom) / 1000);
+      ackedPerSecond[sec] = (ackedPerSecond[sec] ?? 0) + 1;
+      latency.record(latencyMs);
+    }
+  };
+  const url = new URL(o.mqttUrl);
+  const sim = o.generator === 'raw'
+    ? new RawFleet({
+      host: url.hostname, port: Number(url.port), devices: o.devices, window: o.window, rampPerSec: o.rampPerSec,
+      maxPendingConnects: 100, keepaliveSec: 60, connectTimeoutMs: 30_000, onAck,
+    })
+    : new SensorSim({
+      url: o.mqttUrl,
+      devices: o.devices.map((d) => ({ ...d, profile: 'soil' })), // soil: exactly 4 fields per message
+      qos: 1,
+      window: o.window,
+      rampPerSec: o.rampPerSec,
+      maxPendingConnects: 100,
+      keepaliveSec: 60,
+      reconnectPeriodMs: 0,
+      sendAttributes: false,
+      onAck,
+    });
   const ramp = await sim.connectAll();
   const connectedAt = now();
   win = await ready();
@@ -79,7 +96,7 @@ export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Sch
   sim.stopTelemetry();
   await sim.drain(o.drainTimeoutMs);
   const inflightAtEnd = sim.inFlight();
-  await sim.stop({ announceOffline: false });
+  await (sim instanceof RawFleet ? sim.stop() : sim.stop({ announceOffline: false }));
   return {
     connected: ramp.ok,
     connectFailed: ramp.failed,
@@ -89,6 +106,7 @@ export async function runLoadSlice(o: LoadSliceOptions, ready: () => Promise<Sch
     errors: sim.counters.errors,
     ackedInWindow,
     readingsInWindow,
+    ackedPerSecond: Array.from(ackedPerSecond, (n) => n ?? 0),
     latencies: latency.samples(),
     ackedTs,
     inflightAtEnd,

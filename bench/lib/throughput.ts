@@ -15,9 +15,12 @@ export interface ThroughputResult {
   devices: number;
   window: number;
   workers: number;
+  generator: 'raw' | 'mqttjs';
   durationSec: number;
   msgsPerSec: number;
   readingsPerSec: number;
+  /** Slowest and median whole second of the measurement (messages acknowledged in it). */
+  perSecond: { min: number; median: number; all: number[] };
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   ackedTotal: number;
   sentTotal: number;
@@ -41,16 +44,16 @@ export interface ThroughputResult {
 
 export async function runThroughput(o: {
   store: 'embedded' | 'influxdb'; devices: number; window: number; durationSec: number; warmupSec: number;
-  workers: number; rampPerSec: number; keep: boolean; rateLimit: number; log: (s: string) => void;
+  workers: number; rampPerSec: number; keep: boolean; rateLimit: number; generator: 'raw' | 'mqttjs'; log: (s: string) => void;
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
   const failures: string[] = [];
   const rss = new RssSampler(s.keng.pid).start();
   const runStart = Date.now();
-  o.log(`load: ${o.devices} clients x window ${o.window}, QoS 1, ${FIELDS.length} fields/message, warm-up ${o.warmupSec} s, measure ${o.durationSec} s, ${o.workers} generator thread(s)`);
+  o.log(`load: ${o.devices} clients x window ${o.window}, QoS 1, ${FIELDS.length} fields/message, warm-up ${o.warmupSec} s, measure ${o.durationSec} s, ${o.workers} generator thread(s), ${o.generator} generator`);
   const load = await runLoad({
     mqttUrl: s.keng.mqttUrl, devices: s.devices, window: o.window, warmupMs: o.warmupSec * 1000,
-    durationMs: o.durationSec * 1000, workers: o.workers, rampPerSec: o.rampPerSec, serverPid: s.keng.pid,
+    durationMs: o.durationSec * 1000, workers: o.workers, rampPerSec: o.rampPerSec, serverPid: s.keng.pid, generator: o.generator,
   });
   rss.stop();
   o.log(`connected ${load.connected} clients in ${(load.connectMs / 1000).toFixed(1)} s`);
@@ -99,9 +102,10 @@ export async function runThroughput(o: {
   const [p50, p90, p99] = percentiles(load.latencies, [50, 90, 99]) as [number, number, number];
   const secs = load.measuredMs / 1000;
   return {
-    store: o.store, devices: o.devices, window: o.window, workers: o.workers, durationSec: o.durationSec,
+    store: o.store, devices: o.devices, window: o.window, workers: o.workers, generator: o.generator, durationSec: o.durationSec,
     msgsPerSec: load.ackedInWindow / secs,
     readingsPerSec: load.readingsInWindow / secs,
+    perSecond: perSecondStats(load.ackedPerSecond, Math.floor(secs)),
     latencyMs: { p50, p90, p99, max: load.latencies.reduce((m, v) => (v > m ? v : m), 0) },
     ackedTotal: load.acked, sentTotal: load.sent, clientErrors: load.errors, inflightAtEnd: load.inflightAtEnd,
     rssMaxMiB: rss.max / MiB, rssEndMiB: rss.last / MiB,
@@ -109,6 +113,13 @@ export async function runThroughput(o: {
     generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
     drainMs, verify, influxCount, server, stopMs, failures,
   };
+}
+
+/** Whole seconds only (a trailing partial second would look like a dip). */
+function perSecondStats(counts: number[], whole: number): ThroughputResult['perSecond'] {
+  const all = Array.from({ length: whole }, (_, i) => counts[i] ?? 0);
+  const sorted = [...all].sort((a, b) => a - b);
+  return { min: sorted[0] ?? 0, median: sorted[Math.floor(sorted.length / 2)] ?? 0, all };
 }
 
 function ratio(a: number | null, b: number | null, scale = 1): number | null {

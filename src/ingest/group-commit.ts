@@ -4,14 +4,15 @@
  * Spec device-protocol.md "Telemetry payload", delivery guarantee: "when the
  * server sends PUBACK for a QoS 1 telemetry message, its readings are on disk".
  * The broker awaits the ingest handler before PUBACK, and the handler awaits
- * submit(), which resolves only after store.writeBatch (durable on disk) has
- * resolved for the batch holding those records.
+ * submit() / join(), which resolve only after store.writeBatch (durable on
+ * disk) has resolved for the batch holding those records.
  *
  * Batching: submissions gather for `intervalMs` after the first one (or until
  * `maxReadings` readings are queued), then go to the store in ONE writeBatch.
- * At most one writeBatch is in flight; what arrives meanwhile accumulates and
- * is written when the current write finishes and its own timer has expired:
- * under load the batches grow instead of the number of writes (back-pressure).
+ * At most `maxInFlight` writeBatch calls are under way; what arrives meanwhile
+ * accumulates and is written when a write finishes and its own timer has
+ * expired: under load the batches grow instead of the number of writes
+ * (back-pressure). A submission is never split across batches.
  * A failed write rejects every submitter of that batch; later batches still run.
  */
 import { Errors } from '../core/errors.js';
@@ -44,11 +45,29 @@ export interface GroupCommitOptions {
   now?: () => number;
 }
 
-interface Pending {
+/** What every submitter of one batch shares once it is durable. */
+export interface BatchResult {
+  /** Readings in the whole batch. */
+  batchReadings: number;
+  /** The store's result for the whole batch. */
+  batch: WriteResult;
+}
+
+/**
+ * One group commit. Submissions join the open batch; it closes when it holds
+ * maxReadings or when it is written. All its submitters share ONE promise
+ * (`durable`): per message that saves a Promise, its resolve/reject closures
+ * and a queue entry, which at ~20,000 messages/s held in flight for a commit
+ * (~100-200 ms) were a large part of the broker thread's GC work.
+ */
+interface Batch {
   records: TelemetryRecord[];
   readings: number;
+  submitters: number;
+  /** First submission (monotonic ms): commit latency is measured from here. */
   at: number;
-  resolve: (share: CommitShare) => void;
+  durable: Promise<BatchResult>;
+  resolve: (r: BatchResult) => void;
   reject: (err: unknown) => void;
 }
 
@@ -57,9 +76,12 @@ export class GroupCommitter {
   private readonly intervalMs: number;
   private readonly maxReadings: number;
   private readonly now: () => number;
-  private queue: Pending[] = [];
+  /** The open batch, gathering submissions (null until the next submission). */
+  private gathering: Batch | null = null;
+  /** Full batches waiting for a write slot, oldest first. */
+  private readonly full: Batch[] = [];
   private queuedReadings = 0;
-  /** The queue's timer has expired (or a flush was asked): write as soon as nothing is in flight. */
+  /** The open batch's timer has expired (or a flush was asked): write it as soon as a slot is free. */
   private due = false;
   private cancelTimer: (() => void) | null = null;
   /** Writes under way; at most maxInFlight (the store's worker commits overlapping writes together). */
@@ -77,7 +99,7 @@ export class GroupCommitter {
     this.now = opts.now ?? (() => performance.now());
   }
 
-  /** Readings waiting for a write (not counting the one in flight). */
+  /** Readings waiting for a write (not counting those in flight). */
   get pendingReadings(): number { return this.queuedReadings; }
 
   /**
@@ -86,21 +108,44 @@ export class GroupCommitter {
    * `readings` = number of (ts, field) readings, counted from records if omitted.
    */
   submit(records: TelemetryRecord[], readings: number = countReadings(records)): Promise<CommitShare> {
+    return this.join(records, readings).then((b) => ({ readings, batchReadings: b.batchReadings, batch: b.batch }));
+  }
+
+  /**
+   * Like submit(), but returns the batch's shared promise: the SAME object for
+   * every submission of one batch (callers can tell batches apart by it, see
+   * handlers/telemetry.ts). No allocation per call beyond the records.
+   */
+  join(records: TelemetryRecord[], readings: number = countReadings(records)): Promise<BatchResult> {
     if (this.closed) return Promise.reject(Errors.NOT_READY('ingest is stopping'));
-    return new Promise<CommitShare>((resolve, reject) => {
-      this.queue.push({ records, readings, at: this.now(), resolve, reject });
-      this.queuedReadings += readings;
-      this.schedule();
-    });
+    let b = this.gathering;
+    if (b === null) {
+      b = newBatch(this.now());
+      this.gathering = b;
+      // Opened behind full batches (a backlog): already due, no timer; it goes after them.
+      this.due = this.full.length > 0;
+    }
+    const out = b.records;
+    for (let i = 0; i < records.length; i++) out.push(records[i]!);
+    b.readings += readings;
+    b.submitters++;
+    this.queuedReadings += readings;
+    if (b.readings >= this.maxReadings) {
+      // Full: it goes as soon as a slot is free; the next submission opens a new batch (and timer).
+      this.full.push(b);
+      this.gathering = null;
+      this.due = false;
+      this.clearTimer();
+    }
+    this.schedule();
+    return b.durable;
   }
 
   /** Write everything queued now and wait until nothing is pending or in flight. Never rejects. */
   async flush(): Promise<void> {
-    while (this.queue.length > 0 || this.inFlight.size > 0) {
-      if (this.queue.length > 0) {
-        this.due = true;
-        this.schedule();
-      }
+    while (this.gathering !== null || this.full.length > 0 || this.inFlight.size > 0) {
+      if (this.gathering !== null) this.due = true;
+      this.schedule();
       if (this.inFlight.size > 0) await Promise.race(this.inFlight);
     }
   }
@@ -115,14 +160,18 @@ export class GroupCommitter {
   open(): void { this.closed = false; }
 
   private schedule(): void {
-    if (this.queue.length === 0) return;
-    if (this.queuedReadings >= this.maxReadings) this.due = true;
-    if (this.due) {
-      this.clearTimer();
-      if (this.inFlight.size < this.maxInFlight) this.writeNext();
-      return;
+    while (this.inFlight.size < this.maxInFlight) {
+      let b = this.full.shift();
+      if (b === undefined) {
+        if (this.gathering === null || !this.due) break;
+        b = this.gathering;
+        this.gathering = null;
+        this.due = false;
+        this.clearTimer();
+      }
+      this.write(b);
     }
-    if (!this.cancelTimer) this.startTimer();
+    if (this.gathering !== null && !this.due && !this.cancelTimer) this.startTimer();
   }
 
   private startTimer(): void {
@@ -147,38 +196,21 @@ export class GroupCommitter {
     }
   }
 
-  /** Takes whole submissions (never splits one) until maxReadings is reached, and writes them. */
-  private writeNext(): void {
-    let take = 0;
-    let readings = 0;
-    while (take < this.queue.length && readings < this.maxReadings) readings += this.queue[take++]!.readings;
-    const batch = take === this.queue.length ? this.queue : this.queue.slice(0, take);
-    this.queue = take === this.queue.length ? [] : this.queue.slice(take);
-    this.queuedReadings -= readings;
-    // What stays queued was already due: it goes right after this write.
-    this.due = this.queue.length > 0;
-
-    let records: TelemetryRecord[];
-    if (batch.length === 1) {
-      records = batch[0]!.records;
-    } else {
-      records = [];
-      for (const p of batch) for (const r of p.records) records.push(r);
-    }
-    const startedAt = batch[0]!.at;
+  private write(b: Batch): void {
+    this.queuedReadings -= b.readings;
     this.batches++;
     // `write` is read in `finally`, which runs after the first await, when it holds this very promise.
     let write: Promise<void> = Promise.resolve();
     write = (async () => {
       try {
         // Deferred call: a synchronous throw must not settle before inFlight is assigned.
-        const result = await Promise.resolve().then(() => this.store.writeBatch(records));
-        this.opts.metrics?.commitLatency.observe((this.now() - startedAt) / 1000);
-        for (const p of batch) p.resolve({ readings: p.readings, batchReadings: readings, batch: result });
+        const result = await Promise.resolve().then(() => this.store.writeBatch(b.records));
+        this.opts.metrics?.commitLatency.observe((this.now() - b.at) / 1000);
+        b.resolve({ batchReadings: b.readings, batch: result });
       } catch (err) {
         // One log line per failed batch (not per message).
-        this.opts.logger?.warn({ err, readings, messages: batch.length }, 'telemetry batch write failed; messages are not acknowledged');
-        for (const p of batch) p.reject(err);
+        this.opts.logger?.warn({ err, readings: b.readings, messages: b.submitters }, 'telemetry batch write failed; messages are not acknowledged');
+        b.reject(err);
       } finally {
         this.inFlight.delete(write);
         this.schedule();
@@ -186,6 +218,16 @@ export class GroupCommitter {
     })();
     this.inFlight.add(write);
   }
+}
+
+function newBatch(at: number): Batch {
+  let resolve!: (r: BatchResult) => void;
+  let reject!: (err: unknown) => void;
+  const durable = new Promise<BatchResult>((res, rej) => { resolve = res; reject = rej; });
+  // Every submitter handles the outcome; this keeps a batch whose submitters all went away from
+  // surfacing as an unhandled rejection.
+  durable.catch(() => undefined);
+  return { records: [], readings: 0, submitters: 0, at, durable, resolve, reject };
 }
 
 export function countReadings(records: TelemetryRecord[]): number {

@@ -7,6 +7,7 @@
  * is not valid by these rules is rejected as a whole, counted by reason, and
  * never stops the server." Nothing here throws on bad input.
  */
+import { isAscii } from 'node:buffer';
 
 /** Stable rejection reasons (label values of keng_rejected_total{reason}). */
 export type RejectReason =
@@ -26,6 +27,20 @@ export type ParseResult = { ok: true; value: unknown } | Failure;
 
 /** Fatal decoder: invalid UTF-8 (overlongs, lone surrogates, stray bytes) throws. A leading BOM is dropped. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Payload bytes → string. Most telemetry is pure ASCII (field names are
+ * [a-z0-9_], values numbers): a native SIMD check and a one-byte (latin1)
+ * string copy are about 3x cheaper than the validating UTF-8 decoder, and
+ * give the same string for ASCII. Anything else takes the decoder.
+ */
+function decodeText(payload: Uint8Array): string {
+  if (isAscii(payload)) {
+    const b = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    return b.toString('latin1');
+  }
+  return utf8.decode(payload);
+}
 
 /** Default nesting guard: far above anything the protocol needs (telemetry needs 3). */
 export const JSON_MAX_DEPTH = 16;
@@ -72,7 +87,7 @@ export function parseJson(payload: Uint8Array, maxDepth: number = JSON_MAX_DEPTH
   if (exceedsDepth(payload, maxDepth)) return fail('too_deep', `nesting deeper than ${maxDepth}`);
   let text: string;
   try {
-    text = utf8.decode(payload);
+    text = decodeText(payload);
   } catch {
     return fail('not_utf8', 'payload is not valid UTF-8');
   }

@@ -109,7 +109,18 @@ export class IngestService implements Component {
   }
 
   /** The broker's inbound handler (an arrow property: pass it around unbound). */
-  readonly handle: InboundHandler = async (msg: InboundMessage): Promise<HandleResult> => {
+  readonly handle: InboundHandler = (msg: InboundMessage): Promise<HandleResult> => {
+    if (msg.type === 'telemetry' && this.deps.countInbound !== true) {
+      // Hot path (~20,000 messages/s): no async frame of its own; every message of a
+      // group commit returns the same promise (handlers/telemetry.ts). Only the group
+      // commit can reject here (store unavailable): let it propagate.
+      const res = handleTelemetry(msg, this.ctx);
+      return res instanceof Promise ? res : Promise.resolve(res);
+    }
+    return this.handleAny(msg);
+  };
+
+  private async handleAny(msg: InboundMessage): Promise<HandleResult> {
     const count = this.deps.countInbound === true;
     if (count) this.counter(this.inCounters, this.deps.metrics.messagesInTotal, msg.type).inc();
     const deviceId = msg.identity.deviceId;
@@ -133,7 +144,7 @@ export class IngestService implements Component {
       this.log.debug({ deviceId, type: msg.type, reason: res.reason, detail: res.detail }, 'device message refused');
     }
     return res;
-  };
+  }
 
   /** Cached labelled children: one Map lookup instead of prom-client label hashing per message. */
   private counter(cache: Map<string, CounterChild>, metric: { labels(v: string): CounterChild }, label: string): CounterChild {

@@ -283,3 +283,16 @@ describe('json helpers', () => {
     expect(parseObject(buf('{"a":{"b":{"c":1}}}'), 2)).toMatchObject({ ok: false, reason: 'too_deep' });
   });
 });
+
+describe('parseJson text decoding (ASCII fast path, UTF-8 otherwise)', () => {
+  it('ASCII from a Buffer, a plain Uint8Array or a sub-view decodes as before', () => {
+    const text = '{"soil_moisture":31.5,"note":"ok"}';
+    const bytes = new TextEncoder().encode(`xx${text}yy`);
+    expect(parseJson(Buffer.from(text))).toEqual({ ok: true, value: { soil_moisture: 31.5, note: 'ok' } });
+    expect(parseJson(bytes.subarray(2, 2 + text.length))).toEqual({ ok: true, value: { soil_moisture: 31.5, note: 'ok' } });
+  });
+  it('non-ASCII still goes through the strict UTF-8 decoder (BOM dropped, bad bytes refused)', () => {
+    expect(parseJson(Buffer.from('\uFEFF{"a":"Đồng"}', 'utf8'))).toEqual({ ok: true, value: { a: 'Đồng' } });
+    expect(parseJson(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d]))).toMatchObject({ ok: false, reason: 'not_utf8' });
+  });
+});

@@ -54,11 +54,13 @@ describe('bench: /proc', () => {
 
 describe('bench: flags and influxd config', () => {
   it('has the documented defaults', () => {
-    expect(parseBenchArgs([])).toMatchObject({ devices: 100, window: 64, durationSec: 20, warmupSec: 3, stores: ['embedded', 'influxdb'], idle: 0, workers: 1 });
+    expect(parseBenchArgs([])).toMatchObject({ devices: 100, window: 64, durationSec: 20, warmupSec: 3, stores: ['embedded', 'influxdb'], idle: 0, workers: 1, generator: 'raw' });
+    expect(parseBenchArgs(['--generator', 'mqttjs'])).toMatchObject({ generator: 'mqttjs' });
     expect(parseBenchArgs(['--store', 'influxdb', '--idle', '5000'])).toMatchObject({ stores: ['influxdb'], idle: 5000, rampPerSec: 1000 });
   });
   it('refuses bad values', () => {
     expect(() => parseBenchArgs(['--store', 'mysql'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--generator', 'fast'])).toThrow(/--generator/);
     expect(() => parseBenchArgs(['--devices', '0'])).toThrow(/--devices/);
     expect(() => parseBenchArgs(['--bogus'])).toThrow();
   });

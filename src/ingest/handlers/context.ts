@@ -25,7 +25,7 @@ export interface HandlerContext {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   limits: TelemetryLimits;
   registry: IngestRegistry;
-  commit: Pick<GroupCommitter, 'submit'>;
+  commit: Pick<GroupCommitter, 'join'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
   metrics: Pick<Metrics, 'readingsAcceptedTotal'>;

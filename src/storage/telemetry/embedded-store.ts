@@ -20,6 +20,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
+import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
 import { realTimers, type Timers } from './timers.js';
 import { normaliseQuery } from './windows.js';
@@ -73,7 +74,8 @@ export class EmbeddedTelemetryStore implements TelemetryStore {
     if (!w) throw Errors.STORE_UNAVAILABLE('embedded store is not started');
     const end = this.deps.metrics.storeWriteLatency.startTimer({ store: this.kind });
     try {
-      const res = await w.call<WriteResult>('write', records);
+      const packed = packRecords(records); // compact hand-off to the writer thread (record-pack.ts)
+      const res = await w.callTransfer<WriteResult>('write', [packed], [packed.nums.buffer as ArrayBuffer]);
       end();
       if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
       if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);

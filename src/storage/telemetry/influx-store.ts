@@ -18,6 +18,7 @@ import type { EnqueueResult, QueueTotals } from './outbox-db.js';
 import { realTimers } from './timers.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, TelemetryStoreDeps, WriteResult } from './types.js';
 import { normaliseQuery } from './windows.js';
+import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
 
 /** What the InfluxDB store needs: the factory's deps (timers and random drive the retry back-off in tests). */
@@ -78,7 +79,8 @@ export class InfluxTelemetryStore implements TelemetryStore {
     if (!records.length) return { written: 0, duplicates: 0 };
     let res: EnqueueResult;
     try {
-      res = await outbox.call<EnqueueResult>('enqueue', records, this.deps.clock.now());
+      const packed = packRecords(records); // compact hand-off to the queue's worker (record-pack.ts)
+      res = await outbox.callTransfer<EnqueueResult>('enqueue', [packed, this.deps.clock.now()], [packed.nums.buffer as ArrayBuffer]);
     } catch (err) {
       this.deps.metrics.storeErrorsTotal.inc({ store: this.kind, kind: 'queue' });
       this.deps.logger.error({ err }, 'writing to the InfluxDB queue failed');

@@ -15,6 +15,16 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EmbeddedReader, EmbeddedWriter } from './embedded-db.js';
 import { OutboxDb } from './outbox-db.js';
+import { isPacked, unpackRecords } from './record-pack.js';
+
+/** A batch argument as sent: records, or packed (record-pack.ts). */
+function batchOf(arg: unknown): unknown[] {
+  return isPacked(arg) ? unpackRecords(arg) : (arg as unknown[]);
+}
+
+function batchSize(arg: unknown): number {
+  return isPacked(arg) ? arg.count : (arg as unknown[]).length;
+}
 
 export type WorkerInit =
   | { role: 'writer'; path: string; sync: 'full' | 'normal' }
@@ -79,16 +89,16 @@ function main(): void {
     if (typeof many === 'function') {
       const group: WorkerRequest[] = [req];
       let next: WorkerRequest | undefined;
-      let items = (req.args[0] as unknown[]).length;
+      let items = batchSize(req.args[0]);
       while (items < GROUP_MAX_ITEMS) {
         const m = receiveMessageOnPort(port as MessagePort);
         if (!m) break;
         const r = m.message as WorkerRequest;
         if (r.op !== req.op) { next = r; break; }
-        group.push(r); items += (r.args[0] as unknown[]).length;
+        group.push(r); items += batchSize(r.args[0]);
       }
       try {
-        const results = (many as (a: unknown[], ...rest: unknown[]) => unknown[]).call(target, group.map((g) => g.args[0]), ...req.args.slice(1));
+        const results = (many as (a: unknown[], ...rest: unknown[]) => unknown[]).call(target, group.map((g) => batchOf(g.args[0])), ...req.args.slice(1));
         group.forEach((g, i) => port.postMessage({ id: g.id, ok: true, result: results[i] } satisfies WorkerReply));
       } catch (err) {
         for (const g of group) port.postMessage({ id: g.id, ok: false, error: errInfo(err) } satisfies WorkerReply);

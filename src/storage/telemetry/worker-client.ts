@@ -30,7 +30,7 @@ export function workerLooksStale(url: URL): boolean {
     const js = statSync(fileURLToPath(url)).mtimeMs;
     const dir = path.dirname(fileURLToPath(import.meta.url));
     if (!import.meta.url.endsWith('.ts')) return false;
-    for (const f of ['sqlite-worker.ts', 'embedded-db.ts', 'outbox-db.ts', 'line-protocol.ts', 'windows.ts']) {
+    for (const f of ['sqlite-worker.ts', 'embedded-db.ts', 'outbox-db.ts', 'line-protocol.ts', 'windows.ts', 'record-pack.ts']) {
       if (statSync(path.join(dir, f)).mtimeMs > js) return true;
     }
   } catch { /* not determinable */ }
@@ -104,12 +104,17 @@ export class WorkerClient {
 
   /** Call a method of the worker's target; rejects if the worker is gone. */
   call<T>(op: string, ...args: unknown[]): Promise<T> {
+    return this.callTransfer<T>(op, args, []);
+  }
+
+  /** call() that moves `transfer` (e.g. a packed batch's buffer, record-pack.ts) instead of copying it. */
+  callTransfer<T>(op: string, args: unknown[], transfer: ArrayBuffer[]): Promise<T> {
     const w = this.worker;
     if (!w || this.closed) return Promise.reject(new WorkerError(`worker ${this.name} is not running`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      w.postMessage({ id, op, args });
+      w.postMessage({ id, op, args }, transfer);
     });
   }
 

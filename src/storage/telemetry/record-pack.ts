@@ -1,0 +1,91 @@
+/**
+ * Compact hand-off of a telemetry batch to a SQLite worker thread.
+ *
+ * postMessage structured-clones its argument on the sending thread, which is
+ * the broker's event loop. Cloning ~3,000 record objects per group commit
+ * (every device id, kind and field name written out again for each record)
+ * cost ~4% of that thread at 20,000 messages/s. Packed, a batch is one
+ * Float64Array (transferred, not copied) plus a short table of the distinct
+ * strings in it: device ids, kinds, field names and string values.
+ *
+ * Layout of `nums`, per record:
+ *   device string index, kind string index, ts, field count n,
+ *   then n × (field string index, value kind, value)
+ * value kind 0 = number (the value), 1 = boolean (0/1), 2 = string (string index).
+ */
+import type { Scalar } from '../../core/events.js';
+import type { TelemetryRecord } from './types.js';
+
+export interface PackedRecords {
+  packed: 1;
+  /** Records in the batch. */
+  count: number;
+  strings: string[];
+  nums: Float64Array;
+}
+
+export function isPacked(x: unknown): x is PackedRecords {
+  return typeof x === 'object' && x !== null && (x as { packed?: unknown }).packed === 1;
+}
+
+export function packRecords(records: readonly TelemetryRecord[]): PackedRecords {
+  const ids = new Map<string, number>();
+  const strings: string[] = [];
+  const intern = (s: string): number => {
+    let i = ids.get(s);
+    if (i === undefined) { i = strings.length; strings.push(s); ids.set(s, i); }
+    return i;
+  };
+  // Typical record: 4 fields → 4 + 4 × 3 = 16 slots; grown if a batch has more.
+  let nums = new Float64Array(Math.max(64, records.length * 16));
+  let o = 0;
+  for (const r of records) {
+    let n = 0;
+    for (const _ in r.values) n++;
+    const need = o + 4 + n * 3;
+    if (need > nums.length) {
+      const bigger = new Float64Array(Math.max(need, nums.length * 2));
+      bigger.set(nums.subarray(0, o));
+      nums = bigger;
+    }
+    nums[o++] = intern(r.deviceId);
+    nums[o++] = intern(r.kind);
+    nums[o++] = r.ts;
+    nums[o++] = n;
+    const values = r.values;
+    for (const k in values) {
+      const v = values[k]!;
+      nums[o++] = intern(k);
+      if (typeof v === 'number') { nums[o++] = 0; nums[o++] = v; }
+      else if (typeof v === 'boolean') { nums[o++] = 1; nums[o++] = v ? 1 : 0; }
+      else { nums[o++] = 2; nums[o++] = intern(v); }
+    }
+  }
+  // A copy of the used part: the transfer then moves exactly what is needed.
+  return { packed: 1, count: records.length, strings, nums: o === nums.length ? nums : nums.slice(0, o) };
+}
+
+export function unpackRecords(p: PackedRecords): TelemetryRecord[] {
+  const { nums, strings } = p;
+  const out: TelemetryRecord[] = new Array<TelemetryRecord>(p.count);
+  let o = 0;
+  for (let i = 0; i < p.count; i++) {
+    const deviceId = strings[nums[o++]!]!;
+    const kind = strings[nums[o++]!]!;
+    const ts = nums[o++]!;
+    const n = nums[o++]!;
+    const values: Record<string, Scalar> = {};
+    for (let j = 0; j < n; j++) {
+      const name = strings[nums[o++]!]!;
+      const k = nums[o++]!;
+      const v = nums[o++]!;
+      const value = k === 0 ? v : k === 1 ? v !== 0 : strings[v]!;
+      // A plain assignment to "__proto__" would set the prototype instead of a field (codec.ts
+      // never lets such a name through, but this layer does not rely on it).
+      if (name === '__proto__') Object.defineProperty(values, name, { value, enumerable: true, writable: true, configurable: true });
+      else values[name] = value;
+    }
+    out[i] = { deviceId, kind, ts, values };
+  }
+  return out;
+}

@@ -218,6 +218,7 @@ async function main(): Promise<void> {
     await Promise.all(cw.map((x) => x.ask('reset')));
     const sent0 = (await pw.ask('report')).sent;
     const cpu0 = readCpuMs(server.pid)!;
+    const benchCpu0 = process.cpuUsage();
     const t0 = performance.now();
     const rssSeries: number[] = [];
     let lastRecv = 0;
@@ -232,6 +233,8 @@ async function main(): Promise<void> {
     }
     const elapsed = (performance.now() - t0) / 1000;
     const cpuPct = ((readCpuMs(server.pid)! - cpu0) / 1000 / elapsed) * 100;
+    const benchCpu = process.cpuUsage(benchCpu0);
+    const benchCpuPct = ((benchCpu.user + benchCpu.system) / 1e6 / elapsed) * 100;
     const sent = (await pw.ask('report')).sent - sent0;
     await pw.ask('stop');
     await new Promise((r) => setTimeout(r, 1500));
@@ -267,7 +270,7 @@ async function main(): Promise<void> {
       ['of which publish → Keng receipt p50 / p99', `${percentile(inHist, inN, 50)} / ${percentile(inHist, inN, 99)} ms (reading ts set by Keng; 1 in 16 sampled)`],
       ['coalesced updates (server)', fmt(promValue(metrics, 'keng_live_coalesced_total') ?? 0)],
       ['dropped / disconnected clients', `${fmt(promValue(metrics, 'keng_live_dropped_total') ?? 0)} / ${disconnected}`],
-      ['server CPU', `${fmt(cpuPct)}% of one core`],
+      ['CPU: server / this benchmark (devices + clients)', `${fmt(cpuPct)}% / ${fmt(benchCpuPct)}% of one core (${cpus().length} cores)`],
       ['server event-loop lag p50 / p99 (whole run)', `${fmtSec(promValue(metrics, 'keng_nodejs_eventloop_lag_p50_seconds'))} / ${fmtSec(promValue(metrics, 'keng_nodejs_eventloop_lag_p99_seconds'))} ms`],
       ['server RSS start / max / end', `${fmt(rss0 / MiB)} / ${fmt(rssMax / MiB)} / ${fmt(rssEnd / MiB)} MiB (growth over last 2/3: ${growth.toFixed(1)} MiB)`],
       ['result', failures.length ? `FAIL: ${failures.join('; ')}` : 'PASS (p99 < 100 ms, RSS growth bounded)'],

@@ -24,7 +24,11 @@ function toRequest(r: Row): RpcRequest {
   };
 }
 
-export interface NewRequestRow { id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number }
+export interface NewRequestRow {
+  id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number;
+  /** Inserted as `sent` at this time (published right after the insert); `queued` without it. */
+  sentAt?: number;
+}
 
 export class RpcStore {
   private readonly s: {
@@ -34,8 +38,8 @@ export class RpcStore {
 
   constructor(private readonly db: SqliteDatabase) {
     this.s = {
-      insert: db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at)
-        VALUES (?, ?, ?, ?, ?, 'queued', ?)`),
+      insert: db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
       get: db.prepare('SELECT * FROM rpc_requests WHERE id = ?'),
       listAll: db.prepare('SELECT * FROM rpc_requests WHERE device_id = ? ORDER BY rowid'),
       sent: db.prepare(`UPDATE rpc_requests SET state = 'sent', sent_at = ? WHERE id = ? AND state IN ('queued', 'sent')`),
@@ -51,7 +55,8 @@ export class RpcStore {
   }
 
   insert(r: NewRequestRow): void {
-    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, r.createdAt);
+    const sentAt = r.sentAt ?? null;
+    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, sentAt === null ? 'queued' : 'sent', r.createdAt, sentAt);
   }
 
   get(id: string): RpcRequest | undefined {

@@ -359,16 +359,26 @@ export class RpcService implements Component {
     const store = this.store;
     if (!store) return;
     this.signal(e.deviceId);
+    const statusRaw = e.payload.status;
+    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
+    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
+    const responseJson = JSON.stringify(e.payload);
+    // The usual case, a first answer to a sent request of this device, in one statement; anything else
+    // (refusals, duplicates, late answers) is sorted out below from the stored row.
+    const answered = store.answerSent(e.requestId, e.deviceId, e.at, responseJson);
+    if (answered) {
+      this.m.responses.labels({ status }).inc();
+      const request: RpcRequest = { ...answered, response: e.payload };
+      this.ee.emit('response', { request, status, ...(detail !== undefined ? { detail } : {}), payload: e.payload, at: e.at, duplicate: false });
+      return;
+    }
     const r = store.get(e.requestId);
     if (!r) { this.refuse(e, 'unknown_request'); return; }
     if (r.deviceId !== e.deviceId) { this.refuse(e, 'wrong_device'); return; }
     if (r.sentAt === null) { this.refuse(e, 'never_sent'); return; }
-    const statusRaw = e.payload.status;
-    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
-    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
     const duplicate = r.state === 'answered';
     if (!duplicate) {
-      store.markAnswered(r.id, e.at, JSON.stringify(e.payload));
+      store.markAnswered(r.id, e.at, responseJson);
       this.m.responses.labels({ status }).inc();
       if (r.state === 'expired') this.o.logger.info({ requestId: r.id, deviceId: r.deviceId, status }, 'late rpc response to an expired request');
     }

@@ -33,7 +33,7 @@ export interface NewRequestRow {
 export class RpcStore {
   private readonly s: {
     insert: Statement; get: Statement; listAll: Statement; sent: Statement; requeue: Statement; answered: Statement;
-    expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
+    answerSent: Statement; expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
   };
 
   constructor(private readonly db: SqliteDatabase) {
@@ -45,6 +45,9 @@ export class RpcStore {
       sent: db.prepare(`UPDATE rpc_requests SET state = 'sent', sent_at = ? WHERE id = ? AND state IN ('queued', 'sent')`),
       requeue: db.prepare(`UPDATE rpc_requests SET state = 'queued' WHERE id = ? AND state = 'sent'`),
       answered: db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ? WHERE id = ?`),
+      answerSent: db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ?
+        WHERE id = ? AND device_id = ? AND state = 'sent'
+        RETURNING id, device_id, method, params_json, expires_at, state, created_at, sent_at, answered_at, NULL AS response_json`),
       expired: db.prepare(`UPDATE rpc_requests SET state = 'expired' WHERE id = ? AND state = ?`),
       cancel: db.prepare(`UPDATE rpc_requests SET state = 'cancelled', answered_at = ? WHERE id = ? AND state = 'queued'`),
       dueQueued: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'queued' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
@@ -72,6 +75,17 @@ export class RpcStore {
   markSent(id: string, at: number): void { this.s.sent.run(at, id); }
   requeue(id: string): void { this.s.requeue.run(id); }
   markAnswered(id: string, at: number, responseJson: string): void { this.s.answered.run(at, responseJson, id); }
+
+  /**
+   * The usual answer in one statement: marks the request answered if it is the device's and `sent`,
+   * and returns it as it is now (undefined otherwise: unknown, another device's, never sent, already
+   * answered, expired… for the caller to sort out with get()). `response` is null in the result (the
+   * caller has it; not parsed back).
+   */
+  answerSent(id: string, deviceId: string, at: number, responseJson: string): RpcRequest | undefined {
+    const row = this.s.answerSent.get(at, responseJson, id, deviceId) as Row | undefined;
+    return row ? toRequest(row) : undefined;
+  }
   /** Only from the state it was read in (a response may have arrived meanwhile). */
   markExpired(id: string, from: RpcState): boolean { return this.s.expired.run(id, from).changes > 0; }
   cancelQueued(id: string, at: number): boolean { return this.s.cancel.run(at, id).changes > 0; }

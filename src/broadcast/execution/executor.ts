@@ -1,9 +1,10 @@
 /**
  * BroadcastExecutor (issue 3 items 3 "Broadcast execution" and 4 "Proof of play").
  *
- * start(): persists the broadcast, one target row per speaker and a log line
- * per target, then sends `broadcast.play` to each speaker through RpcService
- * with `expiresAt = notAfter` (spec "Loudspeaker methods"). RpcService keeps
+ * start(): persists the broadcast, one target row per speaker with its log
+ * lines and one `broadcast.play` command per speaker (RpcService.sendMany,
+ * `expiresAt = notAfter`, spec "Loudspeaker methods") in one transaction, then
+ * the commands are published. RpcService keeps
  * the command for an offline speaker and sends it when it reconnects, unless
  * `expiresAt` has passed: the target goes `offline` → `sent` …, or `expired`.
  * The media URL is made at each send by `mediaUrl(mediaId)` (a fresh
@@ -130,7 +131,8 @@ export class BroadcastExecutor implements Component {
   /**
    * Starts a broadcast. Targets must be registered speakers (404 / 400
    * otherwise); duplicates are ignored. Returns the broadcast as stored
-   * (targets `pending`, `sent` or `offline`).
+   * (targets `sent`, `offline`, or `pending` while a speaker is still
+   * connecting; all `expired` if the command cannot be made).
    */
   startBroadcast(input: BroadcastInput): Broadcast {
     const repo = this.requireRepo();

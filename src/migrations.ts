@@ -9,8 +9,8 @@
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { scheduleMigration } from './broadcast/schedule/index.js';
 import { mediaMigration } from './media/index.js';
-import { RPC_MIGRATION } from './rpc/index.js';
-import { BROADCAST_MIGRATION } from './broadcast/execution/index.js';
+import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
+import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -28,6 +28,8 @@ const ORDER: Step[] = [
   mediaMigration,        // 5
   RPC_MIGRATION,         // 6
   BROADCAST_MIGRATION,   // 7
+  BROADCAST_INDEXES_MIGRATION, // 8
+  RPC_DEVICE_INDEX_MIGRATION,  // 9
 ];
 
 if (CORE.length !== 3) {

@@ -52,6 +52,21 @@ export class GroupCommit implements Component {
     return fn();
   }
 
+  /**
+   * Run `fn` inside the current batch and commit the batch before returning (also when `fn` throws:
+   * what it wrote is already rolled back by its own transaction, the rest of the batch is good).
+   * For a broadcast start: its rows are on disk before its API reply and before its commands,
+   * which RpcService publishes after the current synchronous code, go out.
+   */
+  runDurably<T>(fn: () => T): T {
+    this.begin();
+    try {
+      return fn();
+    } finally {
+      this.commit();
+    }
+  }
+
   private begin(): void {
     if (!this.running || this.open) return;
     const db = this.o.stateDb.db;

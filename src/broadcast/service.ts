@@ -44,7 +44,10 @@ export interface BroadcastServiceDeps {
   clock: Clock;
   /** True once broadcasts can be sent (media links need the HTTP address); the scheduler starts then. */
   isReady?: () => boolean;
-  /** Runs a burst of state-store writes as one commit (GroupCommit.run); default: as they come. */
+  /**
+   * Runs a burst of state-store writes as one commit, committed before it returns
+   * (GroupCommit.runDurably); default: as they come.
+   */
   batch?: <T>(fn: () => T) => T;
 }
 
@@ -188,9 +191,12 @@ export class BroadcastService implements Component {
     const targets = checkTarget(this.d.registry, v.value.target, c);
     if (targets.length === 0) throw Errors.UNPROCESSABLE('the target has no speakers');
     const { spec } = await this.withStoredContent(v.value, c);
-    const b = this.startFor(spec, targets, {});
-    this.audit(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content });
-    return b;
+    // The broadcast and its audit record in one commit, on disk before the reply.
+    return this.batch(() => {
+      const b = this.startFor(spec, targets, {});
+      this.audit(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content });
+      return b;
+    });
   }
 
   stopBroadcast(c: Caller, id: string): Broadcast {
@@ -214,7 +220,7 @@ export class BroadcastService implements Component {
     }
     // A deterministic id: an occurrence can never start two broadcasts.
     const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
-    const b = this.startFor(s, targets, { id, scheduleId: s.id, plannedAt });
+    const b = this.batch(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }));
     this.log.info({ scheduleId: s.id, broadcastId: b.id, lateMs: info.lateMs, targets: targets.length }, 'schedule occurrence started');
   }
 
@@ -227,7 +233,11 @@ export class BroadcastService implements Component {
       ...(pc.media ? { media: pc.media } : {}),
       ...(pc.stream ? { stream: pc.stream, ...(pc.durationSec !== undefined ? { durationSec: pc.durationSec } : {}) } : {}),
     };
-    return this.d.batch ? this.d.batch(() => this.d.executor.startBroadcast(input)) : this.d.executor.startBroadcast(input);
+    return this.d.executor.startBroadcast(input);
+  }
+
+  private batch<T>(fn: () => T): T {
+    return this.d.batch ? this.d.batch(fn) : fn();
   }
 
   private async withStoredContent(spec: ScheduleSpec, c: Caller): Promise<{ spec: ScheduleSpec; created?: string }> {

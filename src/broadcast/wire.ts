@@ -56,7 +56,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     // The scheduler starts once media links can be made (the HTTP listener is up): a catch-up
     // occurrence at start-up must not fail for want of the address.
     isReady: () => { try { d.mediaBaseUrl(); return true; } catch { return false; } },
-    batch: (fn) => group.run(fn),
+    batch: (fn) => group.runDurably(fn),
   });
   d.api.extend(async (sub, ctx) => { await sub.register(scheduleRoutes, { ctx, service }); });
   d.api.extend(async (sub, ctx) => { await sub.register(broadcastRoutes, { ctx, service, executor }); });

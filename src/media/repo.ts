@@ -1,4 +1,5 @@
 /** Rows of table `media` (see migration.ts). */
+import type { Statement } from 'better-sqlite3';
 import type { SqliteDatabase } from '../storage/state/db.js';
 import type { MediaRecord, MediaSource } from './types.js';
 
@@ -17,6 +18,9 @@ function fromRow(r: Row): StoredMedia {
 }
 
 export class MediaRepo {
+  /** get()'s statement, prepared once per database: every speaker's download of a broadcast reads a row (2,000 at once). */
+  private getStmt: { db: SqliteDatabase; stmt: Statement } | undefined;
+
   constructor(private readonly db: () => SqliteDatabase) {}
 
   insert(m: StoredMedia): void {
@@ -25,7 +29,9 @@ export class MediaRepo {
   }
 
   get(id: string): StoredMedia | undefined {
-    const r = this.db().prepare('SELECT * FROM media WHERE id = ?').get(id) as Row | undefined;
+    const db = this.db();
+    if (this.getStmt?.db !== db) this.getStmt = { db, stmt: db.prepare('SELECT * FROM media WHERE id = ?') };
+    const r = this.getStmt.stmt.get(id) as Row | undefined;
     return r ? fromRow(r) : undefined;
   }
 

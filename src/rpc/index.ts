@@ -1,5 +1,5 @@
 /** Server → device commands (spec device-protocol.md "Commands (RPC)"). */
 export * from './types.js';
 export * from './ids.js';
-export { RPC_MIGRATION } from './migrations.js';
+export { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './migrations.js';
 export { RpcService, type RpcServiceOptions } from './rpc-service.js';

@@ -33,3 +33,18 @@ export const RPC_MIGRATION: Migration = {
     CREATE INDEX rpc_requests_open_expiry ON rpc_requests(state, expires_at);
   `,
 };
+
+/**
+ * rpc_requests_device_open was (device_id, state): each state change of a command (queued → sent →
+ * answered) moved its entry. Its one reader lists a device's commands in creation order
+ * (`device_id = ? ORDER BY rowid`), which (device_id) serves as well: its entries are ordered by
+ * (device_id, rowid), so the sort step goes too. The open-commands index (state, expires_at) stays.
+ */
+export const RPC_DEVICE_INDEX_MIGRATION: Migration = {
+  version: 123,
+  name: 'rpc_requests: device index without state',
+  up: `
+    DROP INDEX rpc_requests_device_open;
+    CREATE INDEX rpc_requests_device ON rpc_requests(device_id);
+  `,
+};

@@ -160,12 +160,7 @@ export class RpcService implements Component {
     const store = this.requireStore();
     const now = this.clock.now();
     if (typeof deviceId !== 'string' || deviceId.length === 0) throw Errors.VALIDATION('deviceId is required');
-    if (typeof method !== 'string' || method.length === 0 || method.length > 128) throw Errors.VALIDATION('method must be 1-128 characters');
-    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw Errors.VALIDATION('params must be an object');
-    if (!Number.isFinite(opts.expiresAt)) throw Errors.VALIDATION('expiresAt must be epoch milliseconds');
-    if (opts.expiresAt <= now) throw Errors.VALIDATION('expiresAt is not in the future');
-    const paramsJson = JSON.stringify(params);
-    if (Buffer.byteLength(paramsJson) > MAX_PARAMS_BYTES) throw Errors.VALIDATION(`params larger than ${MAX_PARAMS_BYTES} bytes`);
+    const paramsJson = this.check(method, params, opts, now);
     const id = newId('r', now);
     store.insert({ id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now });
     // The row as stored, built here rather than read back (a broadcast sends thousands of these at once).
@@ -175,6 +170,72 @@ export class RpcService implements Component {
     };
     if (this.isReady(deviceId) && this.publish(row, false)) return { requestId: id, state: 'sent' };
     return { requestId: id, state: 'queued' };
+  }
+
+  /**
+   * The checks of send() without sending: throws KENG_ERR_VALIDATION for arguments send() and
+   * sendMany() would refuse. Returns the params as stored (JSON).
+   */
+  check(method: string, params: Record<string, unknown>, opts: RpcSendOptions, now = this.clock.now()): string {
+    if (typeof method !== 'string' || method.length === 0 || method.length > 128) throw Errors.VALIDATION('method must be 1-128 characters');
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw Errors.VALIDATION('params must be an object');
+    if (!Number.isFinite(opts.expiresAt)) throw Errors.VALIDATION('expiresAt must be epoch milliseconds');
+    if (opts.expiresAt <= now) throw Errors.VALIDATION('expiresAt is not in the future');
+    const paramsJson = JSON.stringify(params);
+    if (Buffer.byteLength(paramsJson) > MAX_PARAMS_BYTES) throw Errors.VALIDATION(`params larger than ${MAX_PARAMS_BYTES} bytes`);
+    return paramsJson;
+  }
+
+  /**
+   * send() to many devices at once with the same method, params and expiry (a broadcast to every
+   * speaker of a commune). Cheaper than a send() per device: the params are checked, serialised and
+   * passed through the params hook once, the request payload is built once, and each command is
+   * inserted directly in its state (`sent` with sentAt when its device is ready, else `queued`)
+   * rather than inserted queued and updated when published.
+   *
+   * `persist(results)` runs in the same transaction as the inserts and before anything is
+   * published: the caller writes its own rows there (the broadcast's targets), so the commands and
+   * the caller's rows are stored together or not at all, and nothing is published for writes that
+   * failed. The publishes are chained (as in send()), so they go out after the caller's synchronous
+   * code, e.g. after the caller has committed. A crash between that commit and a publish loses
+   * nothing: a `sent` command without an answer is published again when its device reconnects
+   * (flush()), like one lost with a dropped connection.
+   *
+   * No 'sent' events for these first sends (the caller has the results); re-sends after a
+   * reconnect emit 'sent' as usual. Throws KENG_ERR_VALIDATION (nothing stored) like send().
+   */
+  sendMany(deviceIds: readonly string[], method: string, params: Record<string, unknown>, opts: RpcSendOptions,
+    persist: (results: readonly RpcSendResult[]) => void = () => {}): RpcSendResult[] {
+    const store = this.requireStore();
+    const now = this.clock.now();
+    if (deviceIds.some((d) => typeof d !== 'string' || d.length === 0)) throw Errors.VALIDATION('deviceId is required');
+    const paramsJson = this.check(method, params, opts, now);
+    // The send-time params are the same for every device of the batch (sent at the same instant).
+    const payload = this.payloadOf({
+      id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null,
+    });
+    const results: RpcSendResult[] = deviceIds.map((deviceId) => ({
+      requestId: newId('r', now), state: payload !== null && this.isReady(deviceId) ? 'sent' : 'queued',
+    }));
+    this.o.stateDb.db.transaction(() => {
+      for (let i = 0; i < deviceIds.length; i++) {
+        const r = results[i]!;
+        store.insert({
+          id: r.requestId, deviceId: deviceIds[i]!, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
+          ...(r.state === 'sent' ? { sentAt: now } : {}),
+        });
+      }
+      persist(results);
+    })();
+    let sent = 0;
+    for (let i = 0; i < deviceIds.length; i++) {
+      const r = results[i]!;
+      if (r.state !== 'sent' || payload === null) continue;
+      this.chainPublish(deviceIds[i]!, r.requestId, payload);
+      sent++;
+    }
+    if (sent > 0) this.m.sent.labels({ method, resend: 'false' }).inc(sent);
+    return results;
   }
 
   /** Withdraws a command that has not been sent yet. Returns false when it was already sent (or is unknown/finished). */
@@ -247,31 +308,42 @@ export class RpcService implements Component {
   /** Marks the command sent and chains its publish. false when the params hook failed (stays queued). */
   private publish(r: RpcRequest, resend: boolean): boolean {
     const store = this.requireStore();
-    let params: Record<string, unknown>;
-    try {
-      const hook = this.hooks.get(r.method);
-      params = hook ? hook(r.params, r) : r.params;
-    } catch (err) {
-      this.o.logger.error({ err, requestId: r.id, deviceId: r.deviceId, method: r.method }, 'rpc params hook failed: request kept queued');
-      return false;
-    }
+    const payload = this.payloadOf(r);
+    if (payload === null) return false;
     const now = this.clock.now();
     const wasSent = r.state === 'sent';
     store.markSent(r.id, now);
     const sent: RpcRequest = { ...r, state: 'sent', sentAt: now };
     this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
-    const topic = `v1/devices/${r.deviceId}/rpc/request/${r.id}`;
-    const payload = JSON.stringify({ method: r.method, params, expiresAt: r.expiresAt });
-    const prev = this.chains.get(r.deviceId) ?? Promise.resolve();
-    const next = prev.then(() => this.o.broker.publish(topic, payload, { qos: 1 })).catch((err: unknown) => {
-      // Not delivered: keep it for the next connect (unless answered meanwhile).
-      this.o.logger.warn({ err, requestId: r.id, deviceId: r.deviceId }, 'rpc publish failed: request kept for the next connect');
-      this.store?.requeue(r.id);
-    });
-    this.chains.set(r.deviceId, next);
-    void next.then(() => { if (this.chains.get(r.deviceId) === next) this.chains.delete(r.deviceId); });
+    this.chainPublish(r.deviceId, r.id, payload);
     this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
     return true;
+  }
+
+  /** The request payload on the wire (send-time params from the method's hook); null when the hook failed. */
+  private payloadOf(r: RpcRequest): Buffer | null {
+    let params: Record<string, unknown>;
+    try {
+      const hook = this.hooks.get(r.method);
+      params = hook ? hook(r.params, r) : r.params;
+    } catch (err) {
+      this.o.logger.error({ err, requestId: r.id || undefined, deviceId: r.deviceId || undefined, method: r.method }, 'rpc params hook failed: request kept queued');
+      return null;
+    }
+    return Buffer.from(JSON.stringify({ method: r.method, params, expiresAt: r.expiresAt }), 'utf8');
+  }
+
+  /** Publishes after the device's earlier commands (per-device chain), so they arrive in the order sent. */
+  private chainPublish(deviceId: string, requestId: string, payload: Buffer): void {
+    const topic = `v1/devices/${deviceId}/rpc/request/${requestId}`;
+    const prev = this.chains.get(deviceId) ?? Promise.resolve();
+    const next = prev.then(() => this.o.broker.publish(topic, payload, { qos: 1 })).catch((err: unknown) => {
+      // Not delivered: keep it for the next connect (unless answered meanwhile).
+      this.o.logger.warn({ err, requestId, deviceId }, 'rpc publish failed: request kept for the next connect');
+      this.store?.requeue(requestId);
+    });
+    this.chains.set(deviceId, next);
+    void next.then(() => { if (this.chains.get(deviceId) === next) this.chains.delete(deviceId); });
   }
 
   private expire(r: RpcRequest, now: number): void {
@@ -287,16 +359,26 @@ export class RpcService implements Component {
     const store = this.store;
     if (!store) return;
     this.signal(e.deviceId);
+    const statusRaw = e.payload.status;
+    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
+    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
+    const responseJson = JSON.stringify(e.payload);
+    // The usual case, a first answer to a sent request of this device, in one statement; anything else
+    // (refusals, duplicates, late answers) is sorted out below from the stored row.
+    const answered = store.answerSent(e.requestId, e.deviceId, e.at, responseJson);
+    if (answered) {
+      this.m.responses.labels({ status }).inc();
+      const request: RpcRequest = { ...answered, response: e.payload };
+      this.ee.emit('response', { request, status, ...(detail !== undefined ? { detail } : {}), payload: e.payload, at: e.at, duplicate: false });
+      return;
+    }
     const r = store.get(e.requestId);
     if (!r) { this.refuse(e, 'unknown_request'); return; }
     if (r.deviceId !== e.deviceId) { this.refuse(e, 'wrong_device'); return; }
     if (r.sentAt === null) { this.refuse(e, 'never_sent'); return; }
-    const statusRaw = e.payload.status;
-    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
-    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
     const duplicate = r.state === 'answered';
     if (!duplicate) {
-      store.markAnswered(r.id, e.at, JSON.stringify(e.payload));
+      store.markAnswered(r.id, e.at, responseJson);
       this.m.responses.labels({ status }).inc();
       if (r.state === 'expired') this.o.logger.info({ requestId: r.id, deviceId: r.deviceId, status }, 'late rpc response to an expired request');
     }

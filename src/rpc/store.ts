@@ -24,23 +24,30 @@ function toRequest(r: Row): RpcRequest {
   };
 }
 
-export interface NewRequestRow { id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number }
+export interface NewRequestRow {
+  id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number;
+  /** Inserted as `sent` at this time (published right after the insert); `queued` without it. */
+  sentAt?: number;
+}
 
 export class RpcStore {
   private readonly s: {
     insert: Statement; get: Statement; listAll: Statement; sent: Statement; requeue: Statement; answered: Statement;
-    expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
+    answerSent: Statement; expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
   };
 
   constructor(private readonly db: SqliteDatabase) {
     this.s = {
-      insert: db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at)
-        VALUES (?, ?, ?, ?, ?, 'queued', ?)`),
+      insert: db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
       get: db.prepare('SELECT * FROM rpc_requests WHERE id = ?'),
       listAll: db.prepare('SELECT * FROM rpc_requests WHERE device_id = ? ORDER BY rowid'),
       sent: db.prepare(`UPDATE rpc_requests SET state = 'sent', sent_at = ? WHERE id = ? AND state IN ('queued', 'sent')`),
       requeue: db.prepare(`UPDATE rpc_requests SET state = 'queued' WHERE id = ? AND state = 'sent'`),
       answered: db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ? WHERE id = ?`),
+      answerSent: db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ?
+        WHERE id = ? AND device_id = ? AND state = 'sent'
+        RETURNING id, device_id, method, params_json, expires_at, state, created_at, sent_at, answered_at, NULL AS response_json`),
       expired: db.prepare(`UPDATE rpc_requests SET state = 'expired' WHERE id = ? AND state = ?`),
       cancel: db.prepare(`UPDATE rpc_requests SET state = 'cancelled', answered_at = ? WHERE id = ? AND state = 'queued'`),
       dueQueued: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'queued' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
@@ -51,7 +58,8 @@ export class RpcStore {
   }
 
   insert(r: NewRequestRow): void {
-    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, r.createdAt);
+    const sentAt = r.sentAt ?? null;
+    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, sentAt === null ? 'queued' : 'sent', r.createdAt, sentAt);
   }
 
   get(id: string): RpcRequest | undefined {
@@ -67,6 +75,17 @@ export class RpcStore {
   markSent(id: string, at: number): void { this.s.sent.run(at, id); }
   requeue(id: string): void { this.s.requeue.run(id); }
   markAnswered(id: string, at: number, responseJson: string): void { this.s.answered.run(at, responseJson, id); }
+
+  /**
+   * The usual answer in one statement: marks the request answered if it is the device's and `sent`,
+   * and returns it as it is now (undefined otherwise: unknown, another device's, never sent, already
+   * answered, expired… for the caller to sort out with get()). `response` is null in the result (the
+   * caller has it; not parsed back).
+   */
+  answerSent(id: string, deviceId: string, at: number, responseJson: string): RpcRequest | undefined {
+    const row = this.s.answerSent.get(at, responseJson, id, deviceId) as Row | undefined;
+    return row ? toRequest(row) : undefined;
+  }
   /** Only from the state it was read in (a response may have arrived meanwhile). */
   markExpired(id: string, from: RpcState): boolean { return this.s.expired.run(id, from).changes > 0; }
   cancelQueued(id: string, at: number): boolean { return this.s.cancel.run(at, id).changes > 0; }

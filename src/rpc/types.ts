@@ -50,5 +50,7 @@ export interface RpcEvents {
  * the device. Runs at every (re-)send, e.g. to put a fresh short-lived signed
  * media URL into `broadcast.play`. Must be synchronous and must not throw for
  * valid stored params (a throw keeps the command queued and is logged).
+ * The result must not depend on the device or request id: sendMany() calls it
+ * once for a whole batch (with a request whose id and deviceId are empty).
  */
 export type ParamsHook = (params: Record<string, unknown>, request: RpcRequest) => Record<string, unknown>;

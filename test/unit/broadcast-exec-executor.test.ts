@@ -163,6 +163,31 @@ describe('BroadcastExecutor', () => {
     expect((m?.values ?? []).map((v) => [v.labels.reason, v.value]).sort()).toEqual([['never_sent', 1], ['not_target', 1], ['unknown_broadcast', 1]]);
   });
 
+  it('start: each target stored in its first state with its play request and both log lines (pending lines first); the reply is the stored broadcast', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    f.connected.add('loa-3');
+    f.bus.emit('status', { deviceId: 'loa-3', area: 'v1', online: true, at: f.clock.t }); // connecting: not yet known to be subscribed
+    const events: Array<KengEvents['broadcast.state']> = [];
+    f.bus.on('broadcast.state', (e) => events.push(e));
+    const b = f.exec.start(input(f, ['loa-3', 'loa-2', 'loa-1'], { scheduleId: 'sch-2' }));
+    expect(b).toEqual(f.exec.get(b.id));
+    expect(b.targets.map((t) => [t.deviceId, t.state])).toEqual([['loa-1', 'sent'], ['loa-2', 'offline'], ['loa-3', 'pending']]);
+    expect(events.map((e) => [e.deviceId, e.state])).toEqual([
+      ['loa-3', 'pending'], ['loa-2', 'pending'], ['loa-1', 'pending'], ['loa-2', 'offline'], ['loa-1', 'sent']]);
+    expect(f.exec.log({ broadcastId: b.id }).map((e) => [e.deviceId, e.prevState ?? null, e.state, e.source, e.scheduleId])).toEqual([
+      ['loa-3', null, 'pending', 'controller', 'sch-2'], ['loa-2', null, 'pending', 'controller', 'sch-2'], ['loa-1', null, 'pending', 'controller', 'sch-2'],
+      ['loa-2', 'pending', 'offline', 'controller', 'sch-2'], ['loa-1', 'pending', 'sent', 'rpc', 'sch-2']]);
+    const playIds = f.db.prepare('SELECT device_id, play_request_id FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id').all(b.id) as Array<{ device_id: string; play_request_id: string }>;
+    expect(playIds.map((r) => [r.device_id, r.play_request_id])).toEqual(['loa-1', 'loa-2', 'loa-3'].map((d) => [d, reqId(f, d)]));
+    expect(['loa-1', 'loa-2', 'loa-3'].map((d) => f.rpc.list(d)[0]!.state)).toEqual(['sent', 'queued', 'queued']);
+    // loa-3 shows it is subscribed: its command goes out, the target follows.
+    f.bus.emit('telemetry', { deviceId: 'loa-3', area: 'v1', values: {}, at: f.clock.t } as never);
+    expect(stateOf(f, b.id, 'loa-3')).toBe('sent');
+    await tick();
+    expect(f.published.map((p) => p.topic.split('/')[2])).toEqual(['loa-1', 'loa-3']);
+  });
+
   it('validates input; the log is append-only', async () => {
     const f = await setup();
     expect(() => f.exec.start(input(f, ['nope']))).toThrow(/not found/);

@@ -1,9 +1,10 @@
 /**
  * BroadcastExecutor (issue 3 items 3 "Broadcast execution" and 4 "Proof of play").
  *
- * start(): persists the broadcast, one target row per speaker and a log line
- * per target, then sends `broadcast.play` to each speaker through RpcService
- * with `expiresAt = notAfter` (spec "Loudspeaker methods"). RpcService keeps
+ * start(): persists the broadcast, one target row per speaker with its log
+ * lines and one `broadcast.play` command per speaker (RpcService.sendMany,
+ * `expiresAt = notAfter`, spec "Loudspeaker methods") in one transaction, then
+ * the commands are published. RpcService keeps
  * the command for an offline speaker and sends it when it reconnects, unless
  * `expiresAt` has passed: the target goes `offline` → `sent` …, or `expired`.
  * The media URL is made at each send by `mediaUrl(mediaId)` (a fresh
@@ -37,7 +38,7 @@ import type { RpcService } from '../../rpc/rpc-service.js';
 import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
 import type { SqliteDatabase } from '../../storage/state/db.js';
 import { BroadcastQueries } from './queries.js';
-import { BroadcastRepo, type TargetRow } from './repo.js';
+import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
 import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, checkTransition, isTerminal } from './state-machine.js';
 import type {
   Broadcast, BroadcastInput, ListQuery, LogEntry, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
@@ -130,7 +131,8 @@ export class BroadcastExecutor implements Component {
   /**
    * Starts a broadcast. Targets must be registered speakers (404 / 400
    * otherwise); duplicates are ignored. Returns the broadcast as stored
-   * (targets `pending`, `sent` or `offline`).
+   * (targets `sent`, `offline`, or `pending` while a speaker is still
+   * connecting; all `expired` if the command cannot be made).
    */
   startBroadcast(input: BroadcastInput): Broadcast {
     const repo = this.requireRepo();
@@ -149,30 +151,47 @@ export class BroadcastExecutor implements Component {
       targets.push({ deviceId, area: d.area });
     }
     const content = input.media ? { media: pickMedia(input.media) } : { stream: { url: input.stream!.url } };
-    repo.create({
+    const row: NewBroadcast = {
       id, ...(input.scheduleId !== undefined ? { scheduleId: input.scheduleId } : {}), plannedAt: input.plannedAt ?? now,
       priority: input.priority, volume: input.volume, content,
       ...(input.durationSec !== undefined ? { durationSec: input.durationSec } : {}), notAfter: input.notAfter, createdAt: now,
-    }, targets);
-    for (const t of targets) this.emit(id, t.deviceId, t.area, 'pending', now);
-    this.o.logger.info({ broadcastId: id, scheduleId: input.scheduleId, priority: input.priority, targets: targets.length }, 'broadcast started');
-
+    };
     // Stored params keep mediaId; the send-time hook (playParams) puts the signed URL in.
     const params: Record<string, unknown> = {
       broadcastId: id, priority: input.priority, volume: input.volume, ...content, notAfter: input.notAfter,
     };
-    for (const t of targets) {
-      try {
-        const r = this.o.rpc.send(t.deviceId, PLAY_METHOD, params, { expiresAt: input.notAfter });
-        repo.setPlayRequest(id, t.deviceId, r.requestId);
-        // Queued for a device that is not connected: offline until it comes back (or notAfter passes).
-        if (r.state === 'queued' && !this.o.rpc.isConnected(t.deviceId)) this.move(id, t.deviceId, 'offline', { source: 'controller', detail: 'speaker offline: command held until it reconnects' });
-      } catch (err) {
-        this.o.logger.error({ err, broadcastId: id, deviceId: t.deviceId }, 'broadcast.play could not be queued');
-        this.move(id, t.deviceId, 'expired', { source: 'controller', detail: `not sent: ${(err as Error).message}` });
-      }
+    const opts = { expiresAt: input.notAfter };
+    const rpc = this.o.rpc;
+    let created: NewTarget[] | undefined;
+    try {
+      rpc.check(PLAY_METHOD, params, opts, now);
+    } catch (err) {
+      this.o.logger.error({ err, broadcastId: id }, 'broadcast.play could not be queued');
+      const detail = `not sent: ${(err as Error).message}`;
+      created = targets.map((t) => ({ ...t, state: 'expired', source: 'controller', detail }));
+      repo.create(row, created);
     }
-    return repo.get(id)!;
+    if (!created) {
+      // One batch: the commands and the targets are stored in one transaction, each target directly in the
+      // state its send gave it (sent; offline while its speaker is away; pending while it is connecting, until
+      // RpcService sends the command and reports 'sent'), then the commands are published.
+      rpc.sendMany(targets.map((t) => t.deviceId), PLAY_METHOD, params, opts, (results) => {
+        created = targets.map((t, i): NewTarget => {
+          const r = results[i]!;
+          const base = { ...t, playRequestId: r.requestId };
+          if (r.state === 'sent') return { ...base, state: 'sent', source: 'rpc' };
+          // Queued for a device that is not connected: offline until it comes back (or notAfter passes).
+          if (!rpc.isConnected(t.deviceId)) return { ...base, state: 'offline', source: 'controller', detail: 'speaker offline: command held until it reconnects' };
+          return base;
+        });
+        repo.create(row, created);
+      });
+    }
+    const stored = created!;
+    for (const t of stored) this.emit(id, t.deviceId, t.area, 'pending', now);
+    for (const t of stored) if (t.state !== undefined && t.state !== 'pending') this.emit(id, t.deviceId, t.area, t.state, now);
+    this.o.logger.info({ broadcastId: id, scheduleId: input.scheduleId, priority: input.priority, targets: targets.length }, 'broadcast started');
+    return asStored(row, stored);
   }
 
   /**
@@ -384,6 +403,25 @@ export class BroadcastExecutor implements Component {
 function refOf(r: RpcRequest): { broadcastId: string; deviceId: string } | null {
   const id = r.params.broadcastId;
   return typeof id === 'string' ? { broadcastId: id, deviceId: r.deviceId } : null;
+}
+
+/**
+ * The broadcast as create() stored it, built from what was written rather than read back (2,000
+ * target rows at a time); targets in device id order as repo.get() returns them (ids are ASCII,
+ * so JS string order is SQLite's BINARY order).
+ */
+function asStored(b: NewBroadcast, targets: readonly NewTarget[]): Broadcast {
+  const row: BroadcastRow = {
+    id: b.id, schedule_id: b.scheduleId ?? null, planned_at: b.plannedAt, priority: b.priority, volume: b.volume,
+    content_json: JSON.stringify(b.content), duration_sec: b.durationSec ?? null, not_after: b.notAfter, created_at: b.createdAt,
+    stop_requested_at: null,
+  };
+  const rows = targets.map((t): TargetRow => ({
+    broadcast_id: b.id, device_id: t.deviceId, area: t.area, state: t.state ?? 'pending', updated_at: b.createdAt,
+    detail: t.detail ?? null, play_request_id: t.playRequestId ?? null, stop_request_id: null,
+  }));
+  rows.sort((x, y) => (x.device_id < y.device_id ? -1 : x.device_id > y.device_id ? 1 : 0));
+  return toBroadcast(row, rows);
 }
 
 function pickMedia(m: MediaContent): MediaContent {

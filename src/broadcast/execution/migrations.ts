@@ -83,3 +83,27 @@ export const BROADCAST_MIGRATION: Migration = {
     CREATE INDEX broadcast_missed_area ON broadcast_missed(area, planned_at);
   `,
 };
+
+/**
+ * Fewer indexes written on every transition (bench:broadcast: ~6,000 log lines and ~4,000 target
+ * state changes per broadcast to 2,000 speakers, all on the way to "all accepted").
+ *
+ * - broadcast_log_device / _area / _schedule: no query uses them. The log query (queries.ts) filters
+ *   device, area and schedule with `(? IS NULL OR …)` terms, which SQLite cannot serve from an index;
+ *   its plan is the `at` range (broadcast_log_at), and the per-broadcast query uses
+ *   broadcast_log_broadcast. Each cost a B-tree insert per log line.
+ * - broadcast_targets_device was (device_id, state): every state change moved its entry. No query
+ *   reads targets by device today; (device_id) alone keeps such a lookup possible and is only
+ *   written when a target row is inserted.
+ */
+export const BROADCAST_INDEXES_MIGRATION: Migration = {
+  version: 122,
+  name: 'broadcast indexes: none unused on broadcast_log, targets by device without state',
+  up: `
+    DROP INDEX broadcast_log_device;
+    DROP INDEX broadcast_log_area;
+    DROP INDEX broadcast_log_schedule;
+    DROP INDEX broadcast_targets_device;
+    CREATE INDEX broadcast_targets_device ON broadcast_targets(device_id);
+  `,
+};

@@ -77,12 +77,15 @@ export class BroadcastQueries {
     const to = q.to ?? MAX;
     const sched = q.scheduleId ?? null;
     const dev = q.deviceId ?? null;
+    // A broadcast's lines are found by broadcast_log_broadcast: a plain `broadcast_id = ?` term (not
+    // `? IS NULL OR …`, which no index serves), else the planner would walk the whole `at` index.
+    const byBroadcast = q.broadcastId !== undefined;
     const rows = this.repo.db.prepare(`SELECT * FROM broadcast_log
       WHERE at >= ? AND at < ?
-        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?) AND (? IS NULL OR broadcast_id = ?)
+        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?) AND ${byBroadcast ? 'broadcast_id = ?' : '? IS NULL'}
         AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
       ORDER BY at, seq LIMIT ?`)
-      .all(from, to, sched, sched, dev, dev, q.broadcastId ?? null, q.broadcastId ?? null, areas, areas, limit) as LogRow[];
+      .all(from, to, sched, sched, dev, dev, q.broadcastId ?? null, areas, areas, limit) as LogRow[];
     const entries = rows.map(toLogEntry);
     if (q.broadcastId !== undefined) return entries;
     const missed = this.repo.db.prepare(`SELECT * FROM broadcast_missed

@@ -24,6 +24,20 @@ export interface NewLog {
   state: TargetState; prevState?: TargetState; detail?: string; source: LogSource;
 }
 
+export interface NewBroadcast {
+  id: string; scheduleId?: string; plannedAt: number; priority: Priority; volume: number; content: { media?: MediaContent; stream?: StreamContent };
+  durationSec?: number; notAfter: number; createdAt: number;
+}
+
+/** A target as the broadcast starts: `pending`, or already in its first state after pending (see create()). */
+export interface NewTarget {
+  deviceId: string; area: string; playRequestId?: string;
+  /** Default pending. */
+  state?: TargetState;
+  /** Of the first transition (state other than pending). */
+  detail?: string; source?: LogSource;
+}
+
 /** What a transition's log line adds to the target row. */
 export type TransitionLog = Omit<NewLog, 'at' | 'broadcastId' | 'deviceId' | 'area' | 'state' | 'prevState'>;
 
@@ -77,14 +91,16 @@ export class BroadcastRepo {
     // Made once: db.transaction() builds a new wrapper at each call, and a transition runs several times per speaker.
     this.transitionTx = db.transaction((t: TargetRow, to: TargetState, at: number, log: TransitionLog) => {
       this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
-      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
+      this.logTransition(t, to, at, log);
     });
     this.s = {
       insertBroadcast: db.prepare(`INSERT INTO broadcasts (id, schedule_id, planned_at, priority, volume, content_json, duration_sec, not_after, created_at)
         VALUES (@id, @scheduleId, @plannedAt, @priority, @volume, @contentJson, @durationSec, @notAfter, @createdAt)`),
-      insertTarget: db.prepare(`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at) VALUES (?, ?, ?, 'pending', ?)`),
+      insertTarget: db.prepare(`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?)`),
+      // Positional parameters: binding by name looks each name up in an object made per line.
       insertLog: db.prepare(`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
-        VALUES (@at, @deviceAt, @broadcastId, @scheduleId, @deviceId, @area, @state, @prevState, @detail, @source)`),
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       getBroadcast: db.prepare('SELECT * FROM broadcasts WHERE id = ?'),
       targets: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id'),
       target: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? AND device_id = ?'),
@@ -96,18 +112,27 @@ export class BroadcastRepo {
     };
   }
 
-  /** Broadcast, its targets (pending) and their first log lines, in one transaction. */
-  create(b: { id: string; scheduleId?: string; plannedAt: number; priority: Priority; volume: number; content: { media?: MediaContent; stream?: StreamContent };
-    durationSec?: number; notAfter: number; createdAt: number }, targets: Array<{ deviceId: string; area: string }>): void {
+  /**
+   * Broadcast, its targets and their first log lines, in one transaction. Every target gets a
+   * `pending` line; a target whose first transition is already known when the broadcast starts
+   * (its command was published, or held for an offline speaker) is inserted in that state, with
+   * the transition's own log line, instead of inserted pending and updated (two fewer statements
+   * per speaker). All pending lines come first, then the transitions, as they happened.
+   */
+  create(b: NewBroadcast, targets: readonly NewTarget[]): void {
     this.db.transaction(() => {
       this.s.insertBroadcast.run({
         id: b.id, scheduleId: b.scheduleId ?? null, plannedAt: b.plannedAt, priority: b.priority, volume: b.volume,
         contentJson: JSON.stringify(b.content), durationSec: b.durationSec ?? null, notAfter: b.notAfter, createdAt: b.createdAt,
       });
+      const scheduleId = b.scheduleId ?? null;
       for (const t of targets) {
-        this.s.insertTarget.run(b.id, t.deviceId, t.area, b.createdAt);
-        this.insertLog({ at: b.createdAt, broadcastId: b.id, ...(b.scheduleId !== undefined ? { scheduleId: b.scheduleId } : {}),
-          deviceId: t.deviceId, area: t.area, state: 'pending', source: 'controller' });
+        this.s.insertTarget.run(b.id, t.deviceId, t.area, t.state ?? 'pending', b.createdAt, t.detail ?? null, t.playRequestId ?? null);
+        this.s.insertLog.run(b.createdAt, null, b.id, scheduleId, t.deviceId, t.area, 'pending', null, null, 'controller');
+      }
+      for (const t of targets) {
+        if (t.state === undefined || t.state === 'pending') continue;
+        this.s.insertLog.run(b.createdAt, null, b.id, scheduleId, t.deviceId, t.area, t.state, 'pending', t.detail ?? null, t.source ?? 'controller');
       }
     })();
   }
@@ -142,7 +167,7 @@ export class BroadcastRepo {
     if (!this.db.inTransaction) { this.transitionTx(t, to, at, log); return; }
     this.s.updateTarget.run(to, at, log.detail ?? null, t.broadcast_id, t.device_id);
     try {
-      this.insertLog({ ...log, at, broadcastId: t.broadcast_id, deviceId: t.device_id, area: t.area, state: to, prevState: t.state });
+      this.logTransition(t, to, at, log);
     } catch (err) {
       if (this.db.inTransaction) this.s.updateTarget.run(t.state, t.updated_at, t.detail, t.broadcast_id, t.device_id);
       throw err;
@@ -162,10 +187,7 @@ export class BroadcastRepo {
     return n;
   }
 
-  private insertLog(l: NewLog): void {
-    this.s.insertLog.run({
-      at: l.at, deviceAt: l.deviceAt ?? null, broadcastId: l.broadcastId, scheduleId: l.scheduleId ?? null, deviceId: l.deviceId,
-      area: l.area, state: l.state, prevState: l.prevState ?? null, detail: l.detail ?? null, source: l.source,
-    });
+  private logTransition(t: TargetRow, to: TargetState, at: number, l: TransitionLog): void {
+    this.s.insertLog.run(at, l.deviceAt ?? null, t.broadcast_id, l.scheduleId ?? null, t.device_id, t.area, to, t.state, l.detail ?? null, l.source);
   }
 }

@@ -1,0 +1,45 @@
+/** GroupCommit.runDurably: a broadcast start is on disk when it returns, also when it joins an open batch. */
+import Database from 'better-sqlite3';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EventBus, createLogger } from '../../src/core/index.js';
+import { GroupCommit } from '../../src/broadcast/group-commit.js';
+
+const dirs: string[] = [];
+afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
+
+function setup() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'keng-gc-'));
+  dirs.push(dir);
+  const file = path.join(dir, 'state.db');
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE t (x INTEGER)');
+  const bus = new EventBus();
+  const gc = new GroupCommit({ stateDb: { db }, bus, logger: createLogger('silent'), windowMs: 10_000 });
+  gc.attach();
+  const other = () => { const o = new Database(file, { readonly: true }); try { return o.prepare('SELECT COUNT(*) FROM t').pluck().get(); } finally { o.close(); } };
+  return { db, bus, gc, other };
+}
+
+describe('GroupCommit.runDurably', () => {
+  it('commits before returning, including an open batch it joined; run() leaves the batch open', async () => {
+    const { db, bus, gc, other } = setup();
+    await gc.start();
+    bus.emit('rpc.response', { deviceId: 'd', requestId: 'r', payload: {}, at: 0 }); // opens a batch
+    db.prepare('INSERT INTO t VALUES (1)').run();
+    gc.run(() => db.prepare('INSERT INTO t VALUES (2)').run());
+    expect(db.inTransaction).toBe(true);
+    expect(other()).toBe(0);
+    const v = gc.runDurably(() => { db.prepare('INSERT INTO t VALUES (3)').run(); return 'done'; });
+    expect(v).toBe('done');
+    expect(db.inTransaction).toBe(false);
+    expect(other()).toBe(3);
+    expect(() => gc.runDurably(() => { db.prepare('INSERT INTO t VALUES (4)').run(); throw new Error('boom'); })).toThrow('boom');
+    expect(db.inTransaction).toBe(false); // what was written is committed (a start rolls its own part back in its own transaction)
+    await gc.stop();
+    db.close();
+  });
+});

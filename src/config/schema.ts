@@ -79,6 +79,12 @@ export const ConfigSchema = Type.Object({
     /** How long a broadcast stays valid for speakers that are offline when it starts (notAfter = start + this, or end of content). */
     offlineValiditySec: Type.Integer({ minimum: 0, default: 600 }),
   }, { default: {} }),
+  live: Type.Object({
+    /** Batched live-feed clients (auth.batch) get at most one telemetry.batch per this many ms (docs/live-feed.md). */
+    batchIntervalMs: Type.Integer({ minimum: 10, maximum: 10_000, default: 50 }),
+    /** Most connected socket.io clients; further handshakes are refused. */
+    maxClients: Type.Integer({ minimum: 1, default: 5000 }),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

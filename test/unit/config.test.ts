@@ -52,6 +52,12 @@ describe('settings', () => {
     for (const m of [err({ KENG_HTTP_PORT: 'abc' }), err({ KENG_TZ: 'X' })]) expect(m.split('\n')).toHaveLength(1);
   });
 
+  it('live feed settings: defaults, variables, bounds', () => {
+    expect(loadConfig({ env: {} }).live).toEqual({ batchIntervalMs: 50, maxClients: 5000 });
+    expect(loadConfig({ env: { KENG_LIVE_BATCH_MS: '200', KENG_LIVE_MAX_CLIENTS: '10' } }).live).toEqual({ batchIntervalMs: 200, maxClients: 10 });
+    expect(err({ KENG_LIVE_BATCH_MS: '5' })).toMatch(/KENG_LIVE_BATCH_MS|batchIntervalMs/);
+  });
+
   it('refuses unknown keys in a config file (typos)', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'keng-cfg-'));
     const file = path.join(dir, 'keng.json');

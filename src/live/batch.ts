@@ -3,14 +3,11 @@
  * watch many busy devices (an IOC wall, a commune dashboard over a whole
  * province). A client that connects with `auth: {token, batch: true}` gets
  * telemetry as `telemetry.batch` events, each an array of the spec's
- * `telemetry` objects. Each group (below) sends at most one batch every
- * `batchIntervalMs`: a reading that arrives when the group sent nothing for
- * that long goes out at once (on the next turn of the event loop, with
- * whatever arrived in the same turn); otherwise it waits for the end of the
- * group's interval. So a quiet feed has no added delay and a busy one at most
- * one interval. Every group keeps its own timer, so the groups' socket writes
- * spread over the interval instead of coming in one burst that would hold up
- * the broker's reads (a loopback socket write costs ~40 µs here). A batch holds the latest value per (device, field) of its
+ * `telemetry` objects. Batches go out at most every `batchIntervalMs`: a
+ * reading that arrives when none went out for that long is sent at once (on
+ * the next turn of the event loop, with whatever arrived in the same turn);
+ * otherwise it waits for the end of the interval. So a quiet feed has no
+ * added delay and a busy one at most one interval. A batch holds the latest value per (device, field) of its
  * interval (a device that reported twice within it shows its newer reading):
  * a dashboard shows current values, and this bounds what a client must parse
  * to (devices × fields) per interval whatever the devices' rate. Every reading
@@ -51,9 +48,6 @@ export class BatchGroup {
   buffer = new Pending();
   /** Last event stamp that reached this group (dedupes a reading matching several of its rooms). */
   stamp = 0;
-  /** When this group last sent a batch (Date.now()), and its pending send. */
-  lastFlush = 0;
-  timer: NodeJS.Timeout | null = null;
   constructor(readonly id: number, readonly key: string, readonly rooms: readonly string[], readonly canBroadcast: boolean) {
     this.room = `g:${id}`;
   }
@@ -67,6 +61,9 @@ export interface BatchSink {
 export class BatchGroups {
   private readonly byKey = new Map<string, BatchGroup>();
   private readonly byRoom = new Map<string, Set<BatchGroup>>();
+  private readonly dirty = new Set<BatchGroup>();
+  private timer: NodeJS.Timeout | null = null;
+  private lastFlush = 0;
   private nextId = 1;
   private stampSeq = 0;
   /** Batches and readings emitted since the last take (metrics). */
@@ -135,18 +132,18 @@ export class BatchGroups {
     g.buffer.addTelemetry(e);
     if (g.buffer.entries === before) this.coalesced++;
     if (g.buffer.entries >= this.maxBatch) { this.flushGroup(g); return; }
-    if (!g.timer) {
-      const wait = Math.max(0, g.lastFlush + this.intervalMs - Date.now());
-      g.timer = setTimeout(() => { g.timer = null; this.flushGroup(g); }, wait);
-      g.timer.unref();
+    this.dirty.add(g);
+    if (!this.timer) {
+      const wait = Math.max(0, this.lastFlush + this.intervalMs - Date.now());
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, wait);
+      this.timer.unref();
     }
   }
 
   /** Emit a group's pending batch now (before a status or broadcast event to it). */
   flushGroup(g: BatchGroup): void {
-    if (g.timer) { clearTimeout(g.timer); g.timer = null; }
+    this.dirty.delete(g);
     if (!g.buffer.entries) return;
-    g.lastFlush = Date.now();
     const batch = g.buffer.messages(this.fmt).telemetry;
     g.buffer = new Pending();
     this.batches++;
@@ -155,12 +152,14 @@ export class BatchGroups {
 
   /** Emit every pending batch. */
   flush(): void {
-    for (const g of this.byKey.values()) this.flushGroup(g);
+    this.lastFlush = Date.now();
+    for (const g of [...this.dirty]) this.flushGroup(g);
   }
 
-  /** Cancel pending sends (after a last flush()). */
   stop(): void {
-    for (const g of this.byKey.values()) if (g.timer) { clearTimeout(g.timer); g.timer = null; }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.dirty.clear();
   }
 
   private create(key: string, rooms: readonly string[], canBroadcast: boolean): BatchGroup {
@@ -178,7 +177,7 @@ export class BatchGroups {
     g.members.delete(m);
     if (g.members.size) return;
     this.byKey.delete(g.key);
-    if (g.timer) { clearTimeout(g.timer); g.timer = null; }
+    this.dirty.delete(g);
     g.buffer = new Pending();
     for (const r of g.rooms) {
       const s = this.byRoom.get(r);

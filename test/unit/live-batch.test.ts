@@ -96,22 +96,6 @@ describe('BatchGroups', () => {
     expect(sent).toHaveLength(1); // nothing pending: no empty batches, no idle timer
   });
 
-  it('keeps one interval per group: a busy group does not delay a quiet one', () => {
-    const { groups, sent, route } = setup(50);
-    groups.assign(member('a', ['a:ca']));
-    groups.assign(member('b', ['a:cb']));
-    vi.advanceTimersByTime(100);
-    route('x', ['ca'], { t: 1 }, 1);
-    vi.advanceTimersByTime(0);
-    route('x', ['ca'], { t: 2 }, 2); // group a: waits for its interval
-    vi.advanceTimersByTime(10);
-    route('y', ['cb'], { t: 3 }, 3); // group b: quiet until now, goes out at once
-    vi.advanceTimersByTime(0);
-    expect(sent.map((x) => x.batch[0]!.values.t)).toEqual([1, 3]);
-    vi.advanceTimersByTime(40);
-    expect(sent.map((x) => x.batch[0]!.values.t)).toEqual([1, 3, 2]);
-  });
-
   it('flushes a group at once when it holds maxBatch entries, and on demand', () => {
     const { groups, sent, route } = setup(50, 4);
     const [, g] = groups.assign(member('a', ['a:ca']));

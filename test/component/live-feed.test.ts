@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { io as ioc, type Socket } from 'socket.io-client';
 import type { MqttClient } from 'mqtt';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { seedCommune } from '../helpers/seed.js';
 import { connectDevice, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
 import { attachLiveFeedForTest } from '../../src/live/index.js';
 import type { Authenticator, Principal } from '../../src/auth/types.js';
@@ -65,17 +66,7 @@ beforeAll(async () => {
   t = await startTestApp();
   t.app.api.addAuthenticator(testAuth);
   ({ stop: stopFeed } = await attachLiveFeedForTest(t.app));
-  for (const a of [
-    { code: 'p1', name: 'Tỉnh', level: 'province' },
-    { code: 'ca', name: 'Xã A', level: 'commune', parent: 'p1' },
-    { code: 'va1', name: 'Thôn A1', level: 'village', parent: 'ca' },
-    { code: 'cb', name: 'Xã B', level: 'commune', parent: 'p1' },
-  ]) expect((await t.api('POST', '/api/v1/areas', a)).status).toBe(201);
-  for (const [id, area, kind] of [['sa1', 'va1', 'sensor'], ['sa2', 'ca', 'sensor'], ['sb1', 'cb', 'sensor'], ['spk-a1', 'va1', 'speaker'], ['spk-b', 'cb', 'speaker']] as const) {
-    const r = await t.api('POST', '/api/v1/devices', { id, kind, name: id, area });
-    expect(r.status).toBe(201);
-    secrets[id] = r.body.secret;
-  }
+  Object.assign(secrets, await seedCommune(t, [['sa1', 'va1', 'sensor'], ['sa2', 'ca', 'sensor'], ['sb1', 'cb', 'sensor'], ['spk-a1', 'va1', 'speaker'], ['spk-b', 'cb', 'speaker']] as const));
 });
 
 afterAll(async () => {

@@ -306,14 +306,10 @@ export class LiveFeed implements Component {
   private readonly onStatus = (e: KengEvents['status']): void => {
     if (!this.nsp) return;
     const areaRooms = this.ancestors.rooms(e.area);
-    const targets = this.targets(e.deviceId, areaRooms);
-    if (targets) {
-      this.nsp.to(targets).emit('status', statusMsg(e, this.fmt));
-      this.counts.status++;
-    }
-    const groups = this.groupRooms(e.deviceId, areaRooms, false);
-    if (groups) {
-      this.nsp.to(groups).emit('status', statusMsg(e, this.fmt));
+    // Plain clients' device/area rooms and batched clients' group rooms hold different sockets: one emit, one encode.
+    const rooms = joinRooms(this.targets(e.deviceId, areaRooms), this.groupRooms(e.deviceId, areaRooms, false));
+    if (rooms) {
+      this.nsp.to(rooms).emit('status', statusMsg(e, this.fmt));
       this.counts.status++;
     }
     if (this.slow.size) this.coalesce(e, (p) => p.addStatus(e));
@@ -322,14 +318,9 @@ export class LiveFeed implements Component {
   private readonly onBroadcast = (e: KengEvents['broadcast.state']): void => {
     if (!this.nsp) return;
     const areaRooms = this.ancestors.rooms(e.area);
-    const targets = this.targets(e.deviceId, areaRooms);
-    if (targets) {
-      this.nsp.to(targets).except(NO_BROADCAST_ROOM).emit('broadcast', broadcastMsg(e, this.fmt));
-      this.counts.broadcast++;
-    }
-    const groups = this.groupRooms(e.deviceId, areaRooms, true);
-    if (groups) {
-      this.nsp.to(groups).emit('broadcast', broadcastMsg(e, this.fmt));
+    const rooms = joinRooms(this.targets(e.deviceId, areaRooms), this.groupRooms(e.deviceId, areaRooms, true));
+    if (rooms) {
+      this.nsp.to(rooms).except(NO_BROADCAST_ROOM).emit('broadcast', broadcastMsg(e, this.fmt));
       this.counts.broadcast++;
     }
     if (this.slow.size) this.coalesce(e, (p) => p.addBroadcast(e), true);
@@ -480,4 +471,8 @@ export class LiveFeed implements Component {
     k.telemetry = k.status = k.broadcast = k.coalesced = 0;
     this.batches.batches = this.batches.coalesced = 0;
   }
+}
+
+function joinRooms(a: string[] | null, b: string[] | null): string[] | null {
+  return a && b ? a.concat(b) : (a ?? b);
 }

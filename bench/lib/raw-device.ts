@@ -17,7 +17,7 @@
  */
 import net from 'node:net';
 import { ProfileGenerator, createRng, hashSeed, type SimCredential } from '../../src/sim/index.js';
-import { runRamp, type RampResult } from '../../src/sim/ramp.js';
+import { drainInFlight, runRamp, type RampResult } from '../../src/sim/ramp.js';
 import { DISCONNECT, PINGREQ, PublishEncoder, ServerPacketReader, encodeConnect, isAscii } from './raw-mqtt.js';
 
 export interface RawCounters { sent: number; acked: number; errors: number; connected: number }
@@ -224,10 +224,8 @@ export class RawFleet {
     return n;
   }
 
-  async drain(timeoutMs: number): Promise<boolean> {
-    const until = Date.now() + timeoutMs;
-    while (this.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-    return this.inFlight() === 0;
+  drain(timeoutMs: number): Promise<boolean> {
+    return drainInFlight(() => this.inFlight(), timeoutMs);
   }
 
   async stop(): Promise<void> {

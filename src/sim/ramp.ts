@@ -54,3 +54,10 @@ export async function runRamp<T>(
   result.elapsedMs = performance.now() - t0;
   return result;
 }
+
+/** Waits until `inFlight()` is 0 (every message of a fleet acknowledged), polling every 20 ms; false on timeout. */
+export async function drainInFlight(inFlight: () => number, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  return inFlight() === 0;
+}

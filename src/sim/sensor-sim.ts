@@ -6,7 +6,7 @@
 import { SimDevice, type StoreForwardOptions } from './device.js';
 import type { SimCredential } from './credentials.js';
 import { createRng, hashSeed } from './random.js';
-import { runRamp, type RampResult } from './ramp.js';
+import { drainInFlight, runRamp, type RampResult } from './ramp.js';
 import { LatencyRecorder, emptyCounters, type SimCounters } from './stats.js';
 
 export interface SensorSimOptions {
@@ -99,10 +99,8 @@ export class SensorSim {
   }
 
   /** Waits for in-flight messages to be acknowledged; false on timeout. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    const until = Date.now() + timeoutMs;
-    while (this.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-    return this.inFlight() === 0;
+  drain(timeoutMs: number): Promise<boolean> {
+    return drainInFlight(() => this.inFlight(), timeoutMs);
   }
 
   async stop(opts: { announceOffline?: boolean; concurrency?: number } = {}): Promise<void> {

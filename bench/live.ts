@@ -24,7 +24,7 @@ import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '.
 import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
 import { startKeng } from './lib/keng-server.js';
 import { readCpuMs, readRssBytes, MiB } from './lib/proc.js';
-import { promValue } from './lib/prom.js';
+import { promHistogramQuantile, promValue } from './lib/prom.js';
 import { fmt, table, type Row } from './lib/report.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -268,6 +268,8 @@ async function main(): Promise<void> {
       ['readings received by clients', `${fmt(received)} = ${((received / Math.max(1, expected)) * 100).toFixed(1)}% of the ${fmt(expected)} in their scope (${fmt(received / elapsed)}/s; per client ${fmt(minPer)}..${fmt(maxPer)})`],
       ['latency publish → receipt p50 / p90 / p99', `${p50} / ${p90} / ${p99} ms${overflow ? ` (${fmt(overflow)} beyond ${HIST_MS} ms)` : ''}`],
       ['of which publish → Keng receipt p50 / p99', `${percentile(inHist, inN, 50)} / ${percentile(inHist, inN, 99)} ms (reading ts set by Keng; 1 in 16 sampled)`],
+      ['server: group commit p50 / p99 (histogram)', `${fmtSec(promHistogramQuantile(metrics, 'keng_commit_seconds', 0.5))} / ${fmtSec(promHistogramQuantile(metrics, 'keng_commit_seconds', 0.99))} ms`],
+      ['server: batch buffer wait p50 / p99 (histogram)', `${fmtSec(promHistogramQuantile(metrics, 'keng_live_batch_wait_seconds', 0.5))} / ${fmtSec(promHistogramQuantile(metrics, 'keng_live_batch_wait_seconds', 0.99))} ms`],
       ['coalesced updates (server)', fmt(promValue(metrics, 'keng_live_coalesced_total') ?? 0)],
       ['dropped / disconnected clients', `${fmt(promValue(metrics, 'keng_live_dropped_total') ?? 0)} / ${disconnected}`],
       ['CPU: server / this benchmark (devices + clients)', `${fmt(cpuPct)}% / ${fmt(benchCpuPct)}% of one core (${cpus().length} cores)`],

@@ -23,3 +23,34 @@ export async function fetchMetrics(httpUrl: string, token?: string): Promise<str
   if (!res.ok) throw new Error(`GET /metrics: HTTP ${res.status}`);
   return res.text();
 }
+
+/**
+ * Quantile q (0..1) of a Prometheus histogram (all label sets summed),
+ * interpolated linearly within the bucket as PromQL's histogram_quantile does;
+ * null when the histogram is absent or empty.
+ */
+export function promHistogramQuantile(text: string, name: string, q: number): number | null {
+  const buckets = new Map<number, number>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}_bucket{`)) continue;
+    const m = /le="([^"]+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const le = m[1] === '+Inf' ? Infinity : Number(m[1]);
+    buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
+  }
+  const sorted = [...buckets].sort((a, b) => a[0] - b[0]);
+  const total = sorted.at(-1)?.[1] ?? 0;
+  if (!total) return null;
+  const rank = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const [le, count] of sorted) {
+    if (count >= rank) {
+      if (le === Infinity) return prevLe;
+      return prevLe + ((le - prevLe) * (rank - prevCount)) / Math.max(1, count - prevCount);
+    }
+    prevLe = le;
+    prevCount = count;
+  }
+  return prevLe;
+}

@@ -6,6 +6,13 @@ export type Scalar = number | boolean | string;
 export interface KengEvents {
   /** Readings of one device message, after they are durable on disk. */
   telemetry: { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> };
+  /**
+   * The same readings as soon as they are accepted (decoded, valid, handed to
+   * the group commit), before they are durable: for views where latency
+   * matters (the live feed). Each is followed by `telemetry` once on disk,
+   * unless the store fails; the device then gets no PUBACK and sends it again.
+   */
+  'telemetry.accepted': { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> };
   /** Presence change (connect, disconnect, keep-alive loss, status message). */
   status: { deviceId: string; area: string; online: boolean; at: number };
   /** Client attributes reported by a device (merged, latest only). */

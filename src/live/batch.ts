@@ -48,6 +48,8 @@ export class BatchGroup {
   buffer = new Pending();
   /** Last event stamp that reached this group (dedupes a reading matching several of its rooms). */
   stamp = 0;
+  /** Date.now() when the buffer got its first entry since the last flush. */
+  since = 0;
   constructor(readonly id: number, readonly key: string, readonly rooms: readonly string[], readonly canBroadcast: boolean) {
     this.room = `g:${id}`;
   }
@@ -56,6 +58,8 @@ export class BatchGroup {
 export interface BatchSink {
   /** Emit one group's batch to its room. */
   emitBatch(room: string, batch: TelemetryMsg[]): void;
+  /** How long the batch's oldest reading waited in the buffer (metrics). */
+  batchWaited?(ms: number): void;
 }
 
 export class BatchGroups {
@@ -129,6 +133,7 @@ export class BatchGroups {
   /** Merge a reading into a group's batch; the flush timer starts with the first pending reading (see the top of the file). */
   push(g: BatchGroup, e: KengEvents['telemetry']): void {
     const before = g.buffer.entries;
+    if (before === 0) g.since = Date.now();
     g.buffer.addTelemetry(e);
     if (g.buffer.entries === before) this.coalesced++;
     if (g.buffer.entries >= this.maxBatch) { this.flushGroup(g); return; }
@@ -148,6 +153,7 @@ export class BatchGroups {
     g.buffer = new Pending();
     this.batches++;
     this.sink.emitBatch(g.room, batch);
+    this.sink.batchWaited?.(Date.now() - g.since);
   }
 
   /** Emit every pending batch. */

@@ -99,7 +99,10 @@ export class LiveFeed implements Component {
     this.fmt = timeFormatter(this.settings.tz);
     this.metrics = o.metrics ? liveMetrics(o.metrics.registry) : null;
     this.batches = new BatchGroups(
-      { emitBatch: (room, batch) => { this.nsp?.to(room).emit('telemetry.batch', batch); } },
+      {
+        emitBatch: (room, batch) => { this.nsp?.to(room).emit('telemetry.batch', batch); },
+        batchWaited: (ms) => { this.metrics?.batchWait.observe(ms / 1000); },
+      },
       this.fmt, this.settings.batchIntervalMs, this.settings.maxBatch,
     );
   }
@@ -134,7 +137,7 @@ export class LiveFeed implements Component {
     if (!this.io && this.o.httpServer) this.attach(this.o.httpServer());
     const { bus } = this.o;
     this.unsubscribe.push(
-      bus.on('telemetry', this.onTelemetry),
+      bus.on('telemetry.accepted', this.onTelemetry),
       bus.on('status', this.onStatus),
       bus.on('broadcast.state', this.onBroadcast),
       bus.on('device.changed', this.onDeviceChanged),

@@ -1,5 +1,5 @@
 /** The live feed's Prometheus instruments, on the app's registry (names: docs/metrics.md "Live feed"). */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export interface LiveMetrics {
   clients: Gauge;
@@ -9,6 +9,7 @@ export interface LiveMetrics {
   dropped: Counter<'reason'>;
   coalesced: Counter;
   emitted: Counter<'type'>;
+  batchWait: Histogram;
 }
 
 /** Reuses instruments already on the registry (several feeds in one test process share one registry). */
@@ -17,6 +18,10 @@ function gauge(registry: Registry, name: string, help: string): Gauge {
 }
 function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
   return (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter<L>({ name, help, labelNames, registers: [registry] });
+}
+
+function histogram(registry: Registry, name: string, help: string, buckets: number[]): Histogram {
+  return (registry.getSingleMetric(name) as Histogram | undefined) ?? new Histogram({ name, help, buckets, registers: [registry] });
 }
 
 export function liveMetrics(registry: Registry): LiveMetrics {
@@ -28,5 +33,7 @@ export function liveMetrics(registry: Registry): LiveMetrics {
     dropped: counter(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),
     coalesced: counter(registry, 'keng_live_coalesced_total', 'Updates held back for a backed-up client and merged into its latest-value set'),
     emitted: counter(registry, 'keng_live_events_total', 'Events published to live-feed rooms, by type', ['type'] as const),
+    batchWait: histogram(registry, 'keng_live_batch_wait_seconds', 'Time the oldest reading of a telemetry.batch waited in its buffer before the batch was emitted',
+      [0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1]),
   };
 }

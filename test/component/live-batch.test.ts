@@ -42,7 +42,7 @@ const sub = (s: Socket, body: unknown): Promise<Ack> => s.timeout(5000).emitWith
 const unsub = (s: Socket, body: unknown): Promise<Ack> => s.timeout(5000).emitWithAck('unsubscribe', body);
 const readings = (got: Got): any[] => got.filter((g) => g.ev === 'telemetry.batch').flatMap((g) => g.body as any[]);
 const tel = (deviceId: string, area: string, ts: number, values: Record<string, number | boolean>) =>
-  t.app.bus.emit('telemetry', { deviceId, area, kind: 'sensor', ts, values });
+  t.app.bus.emit('telemetry.accepted', { deviceId, area, kind: 'sensor', ts, values });
 const settle = (ms = 150) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
@@ -76,6 +76,33 @@ describe('live feed: batched delivery', () => {
     await waitFor(() => b.got.some((g) => g.ev === 'status' && g.body.deviceId === 'sa1' && g.body.online === false));
     b.s.disconnect();
     plain.s.disconnect();
+  });
+
+  it('shows a reading before its disk write finishes, while the device PUBACK still waits for the disk', async () => {
+    const plain = await client(t.adminToken, false);
+    expect(await sub(plain.s, { devices: ['sa1'] })).toEqual({ ok: true, devices: 1 });
+    const store = t.app.store as unknown as { writeBatch: (...a: unknown[]) => Promise<unknown> };
+    const real = store.writeBatch;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    store.writeBatch = async (...a: unknown[]) => { await gate; return real.apply(store, a); };
+    const dev = await connectDevice(t.mqttUrl, 'sa1', secrets.sa1!);
+    try {
+      const ts = Date.now() - 30_000;
+      let acked = false;
+      const puback = publish(dev, 'v1/devices/sa1/telemetry', JSON.stringify({ ts, values: { early: 7 } })).then(() => { acked = true; });
+      await waitFor(() => plain.got.some((g) => g.ev === 'telemetry' && g.body.values.early === 7));
+      await settle(100);
+      expect(acked).toBe(false); // the store has not written it yet: no PUBACK
+      release();
+      await puback;
+      expect(acked).toBe(true);
+    } finally {
+      store.writeBatch = real;
+      release();
+      await end(dev);
+      plain.s.disconnect();
+    }
   });
 
   it('coalesces a burst to the latest value per (device, field), each reading once even when several subscriptions match', async () => {

@@ -204,8 +204,8 @@ describe('live feed: scope', () => {
     expect((await request(s, 'subscribe', { areas: ['ca'] })).error?.code).toBe('KENG_ERR_FORBIDDEN');
     expect((await request(s, 'subscribe', { devices: ['sa2'] })).error?.code).toBe('KENG_ERR_FORBIDDEN');
     expect(await request(s, 'subscribe', { areas: ['va1'] })).toEqual({ ok: true, devices: 2 });
-    t.app.bus.emit('telemetry', { deviceId: 'sa2', area: 'ca', kind: 'sensor', ts: Date.now(), values: { x: 1 } });
-    t.app.bus.emit('telemetry', { deviceId: 'sa1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { x: 2 } });
+    t.app.bus.emit('telemetry.accepted', { deviceId: 'sa2', area: 'ca', kind: 'sensor', ts: Date.now(), values: { x: 1 } });
+    t.app.bus.emit('telemetry.accepted', { deviceId: 'sa1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { x: 2 } });
     t.app.bus.emit('broadcast.state', { broadcastId: 'bc-3', deviceId: 'spk-a1', area: 'va1', state: 'done', at: Date.now() });
     await waitFor(() => got.telemetry.length >= 1 && got.broadcast.length >= 1);
     await new Promise((r) => setTimeout(r, 150));

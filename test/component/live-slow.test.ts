@@ -54,7 +54,7 @@ function load(ids: (i: number) => string, perTick: number): { stop: () => void; 
   let n = 0;
   const timer = setInterval(() => {
     for (let k = 0; k < perTick; k++, n++) {
-      t!.app.bus.emit('telemetry', { deviceId: ids(n), area: 'sp', kind: 'sensor', ts: Date.now(), values: { sent: Date.now(), seq: n, blob: BLOB } });
+      t!.app.bus.emit('telemetry.accepted', { deviceId: ids(n), area: 'sp', kind: 'sensor', ts: Date.now(), values: { sent: Date.now(), seq: n, blob: BLOB } });
     }
   }, 10);
   return { stop: () => clearInterval(timer), sent: () => n };
@@ -149,7 +149,7 @@ describe('live feed: slow clients', () => {
     // the newest value of each device arrives (coalesced), in the end the very last one
     await waitFor(() => got.some((m) => m.values.seq === last), 20_000);
     const n = got.length;
-    t!.app.bus.emit('telemetry', { deviceId: 'after', area: 'sp', kind: 'sensor', ts: Date.now(), values: { seq: -1 } });
+    t!.app.bus.emit('telemetry.accepted', { deviceId: 'after', area: 'sp', kind: 'sensor', ts: Date.now(), values: { seq: -1 } });
     await waitFor(() => got.length > n && got[got.length - 1]!.deviceId === 'after');
     expect(got.length).toBeLessThan(gen.sent()); // coalesced: fewer events than sent
     expect(feed.stats().dropped).toBe(0);

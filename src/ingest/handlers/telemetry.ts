@@ -1,7 +1,8 @@
 /**
  * v1/devices/D/telemetry (spec device-protocol.md "Telemetry payload").
  *
- * decode → group commit (durable on disk) → latest values, metrics, events.
+ * decode → `telemetry.accepted` events (live view) → group commit (durable
+ * on disk) → latest values, metrics, `telemetry` events.
  * Refusals are returned (the broker drops the message); a store failure is
  * THROWN so the broker withholds PUBACK and disconnects the device, which
  * keeps its data and retries (spec "Delivery guarantee").
@@ -39,6 +40,12 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const src = decoded.records;
   const records: TelemetryRecord[] = new Array<TelemetryRecord>(src.length);
   for (let i = 0; i < src.length; i++) records[i] = { deviceId, kind, ts: src[i]!.ts, values: src[i]!.values };
+  // The live view does not wait for the disk (a commit takes tens of ms under load).
+  try {
+    for (const r of src) ctx.bus.emit('telemetry.accepted', { deviceId, area, kind, ts: r.ts, values: r.values });
+  } catch (err) {
+    ctx.logger.error({ err, deviceId }, 'live telemetry listener failed (the readings are still stored)');
+  }
 
   // Rejects (every message of the batch) when the store cannot make it durable: no PUBACK.
   const durable = ctx.commit.join(records, decoded.readings);

@@ -100,7 +100,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).
   const live = new LiveFeed({
     bus, authenticator: api.authenticator, policy: api.policy, registry, logger: log('live'), metrics,
-    options: { tz: config.tz, corsOrigins: [...config.http.corsOrigins], batchIntervalMs: config.live.batchIntervalMs, maxClients: config.live.maxClients },
+    options: { tz: config.tz, corsOrigins: [...config.http.corsOrigins], batchIntervalMs: config.live.batchIntervalMs, maxClients: config.live.maxClients,
+      maxEventRate: config.live.maxEventRate, throttleIntervalMs: config.live.throttleIntervalMs },
     httpServer: () => api.fastify.server,
   });
 

@@ -23,6 +23,8 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_DISK_SYNC', path: 'telemetry.sync', type: 'string' },
   { name: 'KENG_LIVE_BATCH_MS', path: 'live.batchIntervalMs', type: 'int' },
   { name: 'KENG_LIVE_MAX_CLIENTS', path: 'live.maxClients', type: 'int' },
+  { name: 'KENG_LIVE_MAX_EVENT_RATE', path: 'live.maxEventRate', type: 'int' },
+  { name: 'KENG_LIVE_THROTTLE_MS', path: 'live.throttleIntervalMs', type: 'int' },
   { name: 'KENG_INFLUX_URL', path: 'influx.url', type: 'string' },
   { name: 'KENG_INFLUX_API', path: 'influx.api', type: 'string' },
   { name: 'KENG_INFLUX_TOKEN', path: 'influx.token', type: 'string' },

@@ -84,6 +84,10 @@ export const ConfigSchema = Type.Object({
     batchIntervalMs: Type.Integer({ minimum: 10, maximum: 10_000, default: 50 }),
     /** Most connected socket.io clients; further handshakes are refused. */
     maxClients: Type.Integer({ minimum: 1, default: 5000 }),
+    /** A single-event client sent more telemetry events per second than this is throttled (docs/live-feed.md). */
+    maxEventRate: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200 }),
+    /** Throttled clients get the latest value per device and field this often, ms. */
+    throttleIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
   }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),

@@ -50,8 +50,10 @@ export class BatchGroup {
   stamp = 0;
   /** Date.now() when the buffer got its first entry since the last flush. */
   since = 0;
-  constructor(readonly id: number, readonly key: string, readonly rooms: readonly string[], readonly canBroadcast: boolean) {
-    this.room = `g:${id}`;
+  /** Readings pushed (before coalescing) since the feed last reset it: the group's rate. */
+  pushed = 0;
+  constructor(readonly id: number, readonly key: string, readonly rooms: readonly string[], readonly canBroadcast: boolean, prefix = 'g') {
+    this.room = `${prefix}:${id}`;
   }
 }
 
@@ -79,7 +81,12 @@ export class BatchGroups {
   constructor(
     private readonly sink: BatchSink, private readonly fmt: TimeFormatter,
     private readonly intervalMs: number, private readonly maxBatch: number,
+    /** Room name prefix ("g:N"); give each BatchGroups of one feed its own. */
+    private readonly prefix = 'g',
   ) {}
+
+  /** Every group (for rate checks). */
+  groups(): IterableIterator<BatchGroup> { return this.byKey.values(); }
 
   /** Groups that exist (each with at least one member). */
   get size(): number { return this.byKey.size; }
@@ -134,6 +141,7 @@ export class BatchGroups {
   push(g: BatchGroup, e: KengEvents['telemetry']): void {
     const before = g.buffer.entries;
     if (before === 0) g.since = Date.now();
+    g.pushed++;
     g.buffer.addTelemetry(e);
     if (g.buffer.entries === before) this.coalesced++;
     if (g.buffer.entries >= this.maxBatch) { this.flushGroup(g); return; }
@@ -169,7 +177,7 @@ export class BatchGroups {
   }
 
   private create(key: string, rooms: readonly string[], canBroadcast: boolean): BatchGroup {
-    const g = new BatchGroup(this.nextId++, key, rooms, canBroadcast);
+    const g = new BatchGroup(this.nextId++, key, rooms, canBroadcast, this.prefix);
     this.byKey.set(key, g);
     for (const r of rooms) {
       let s = this.byRoom.get(r);

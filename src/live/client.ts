@@ -19,6 +19,9 @@ export class LiveClient implements BatchMember {
   slowSince = 0;
   /** Batched delivery (batch.ts): the group this client's subscriptions put it in. */
   batchGroup: BatchGroup | null = null;
+  /** A single-event client over live.maxEventRate: delivered through a throttled group (feed.ts "Throttling"). */
+  throttled = false;
+  throttledSince = 0;
 
   constructor(
     readonly socket: Socket, public principal: Principal, readonly token: string, public canBroadcast: boolean,
@@ -35,9 +38,9 @@ export class LiveClient implements BatchMember {
     return [...[...this.devices].map(deviceRoom), ...[...this.areas].map(areaRoom)];
   }
 
-  /** The socket.io rooms the client is in while not backed up: its group's room when batched. */
+  /** The socket.io rooms the client is in while not backed up: its group's room when batched or throttled. */
   rooms(): string[] {
-    if (this.batch) return this.batchGroup ? [this.batchGroup.room] : [];
+    if (this.batch || this.throttled) return this.batchGroup ? [this.batchGroup.room] : [];
     return this.subscriptionRooms();
   }
 

@@ -13,6 +13,17 @@
  * device or area rooms but in one group room per distinct subscription set;
  * their telemetry is buffered per group and emitted as `telemetry.batch`.
  *
+ * Throttling: a single-event client whose subscriptions produced more than
+ * `maxEventRate` telemetry events in the last second (counted per room as
+ * events are emitted) leaves its device/area rooms for a throttled group
+ * (same machinery as batch.ts, room "t:N", interval `throttleIntervalMs`):
+ * it then gets the latest value per (device, field) once per interval, still
+ * as `telemetry` events. It returns to its rooms after a whole second in
+ * which its group saw fewer than half that many readings. This bounds what
+ * one client costs (one websocket frame per event is the expensive part: at
+ * 10,000 readings/s a province-wide client would need 10,000 frames/s) and
+ * what a cheap phone must parse.
+ *
  * Slow clients: every `checkIntervalMs` each client's buffers are inspected.
  * One that is backed up (too many packets in engine.io's buffer or bytes in
  * its socket's buffer) leaves its rooms and from then on only the latest value
@@ -63,6 +74,8 @@ export type SubscribeAck = { ok: true; devices: number } | { error: LiveError };
 export interface LiveStats {
   clients: number;
   slowClients: number;
+  /** Single-event clients currently throttled (over maxEventRate). */
+  throttledClients: number;
   /** Coalesced entries held for each backed-up client, by socket id. */
   pending: Record<string, number>;
   maxPending: number;
@@ -71,6 +84,9 @@ export interface LiveStats {
   maxBufferedBytes: number;
   dropped: number;
 }
+
+/** Span over which a single-event client's rate is counted (checkRates). */
+const RATE_WINDOW_MS = 1000;
 
 export class LiveFeed implements Component {
   readonly name = 'live';
@@ -92,6 +108,14 @@ export class LiveFeed implements Component {
   // Counted on the hot path, added to prom-client instruments on each check.
   private readonly counts = { telemetry: 0, status: 0, broadcast: 0, coalesced: 0 };
   private readonly batches: BatchGroups;
+  /** Throttled single-event clients (see "Throttling" above). */
+  private readonly throttle: BatchGroups;
+  /** telemetry events emitted per device/area room since windowStart (plain clients' rates). */
+  private readonly roomCounts = new Map<string, number>();
+  private windowStart = Date.now();
+  private throttledCount = 0;
+  /** telemetry events one room may see per rate window before its members are throttled. */
+  private readonly roomBudget: number;
 
   constructor(private readonly o: LiveFeedOptions) {
     this.settings = resolveSettings(o.options);
@@ -104,6 +128,18 @@ export class LiveFeed implements Component {
         batchWaited: (ms) => { this.metrics?.batchWait.observe(ms / 1000); },
       },
       this.fmt, this.settings.batchIntervalMs, this.settings.maxBatch,
+    );
+    this.roomBudget = Math.ceil((this.settings.maxEventRate * RATE_WINDOW_MS) / 1000);
+    this.throttle = new BatchGroups(
+      {
+        emitBatch: (room, batch) => {
+          const to = this.nsp?.to(room);
+          if (!to) return;
+          for (const m of batch) to.emit('telemetry', m);
+          this.counts.telemetry += batch.length;
+        },
+      },
+      this.fmt, this.settings.throttleIntervalMs, Number.MAX_SAFE_INTEGER, 't',
     );
   }
 
@@ -154,6 +190,8 @@ export class LiveFeed implements Component {
     for (const off of this.unsubscribe.splice(0)) off();
     this.batches.flush();
     this.batches.stop();
+    this.throttle.flush();
+    this.throttle.stop();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     const io = this.io;
@@ -168,6 +206,7 @@ export class LiveFeed implements Component {
     this.flushCounts();
     this.metrics?.clients.set(0);
     this.metrics?.slowClients.set(0);
+    this.metrics?.throttledClients.set(0);
   }
 
   /** Current clients and backlog (tests, diagnostics). */
@@ -186,7 +225,7 @@ export class LiveFeed implements Component {
       maxBufferedPackets = Math.max(maxBufferedPackets, b.packets);
       maxBufferedBytes = Math.max(maxBufferedBytes, b.bytes);
     }
-    return { clients: this.clients.size, slowClients: this.slow.size, pending, maxPending, maxBufferedPackets, maxBufferedBytes, dropped: this.droppedCount };
+    return { clients: this.clients.size, slowClients: this.slow.size, throttledClients: this.throttledCount, pending, maxPending, maxBufferedPackets, maxBufferedBytes, dropped: this.droppedCount };
   }
 
   // ---- handshake and client requests -------------------------------------
@@ -220,7 +259,8 @@ export class LiveFeed implements Component {
     socket.on('unsubscribe', (raw: unknown, ack?: unknown) => this.reply(ack, this.unsubscribeReq(c, raw)));
     socket.once('disconnect', () => {
       this.clients.delete(socket.id);
-      this.batches.release(c);
+      this.groupsOf(c)?.release(c);
+      if (c.throttled) this.setThrottled(c, false);
       if (this.slow.delete(c)) this.metrics?.slowClients.set(this.slow.size);
       c.pending = null;
       this.metrics?.clients.set(this.clients.size);
@@ -244,7 +284,7 @@ export class LiveFeed implements Component {
     const rooms: string[] = [];
     for (const d of req.devices) if (!c.devices.has(d)) { c.devices.add(d); rooms.push(deviceRoom(d)); }
     for (const a of req.areas) if (!c.areas.has(a)) { c.areas.add(a); rooms.push(areaRoom(a)); }
-    if (c.batch) this.regroup(c);
+    if (c.batch || c.throttled) this.regroup(c);
     else if (!c.slow && rooms.length) void c.socket.join(rooms);
     return { ok: true, devices: this.deviceCount(c) };
   }
@@ -257,7 +297,7 @@ export class LiveFeed implements Component {
   }
 
   private remove(c: LiveClient, req: SubscribeRequest): void {
-    if (c.batch) {
+    if (c.batch || c.throttled) {
       for (const d of req.devices) c.devices.delete(d);
       for (const a of req.areas) c.areas.delete(a);
       this.regroup(c);
@@ -267,9 +307,14 @@ export class LiveFeed implements Component {
     for (const a of req.areas) if (c.areas.delete(a)) void c.socket.leave(areaRoom(a));
   }
 
-  /** A batched client's subscriptions (or right to see broadcasts) changed: move it to the matching group's room. */
+  /** The group set a client is delivered through: batched, throttled, or none (device and area rooms). */
+  private groupsOf(c: LiveClient): BatchGroups | null {
+    return c.batch ? this.batches : c.throttled ? this.throttle : null;
+  }
+
+  /** A batched or throttled client's subscriptions (or right to see broadcasts) changed: move it to the matching group's room. */
   private regroup(c: LiveClient): void {
-    const [old, next] = this.batches.assign(c);
+    const [old, next] = this.groupsOf(c)!.assign(c);
     if (old === next || c.slow) return; // a backed-up client joins c.rooms() when it recovers
     if (old) void c.socket.leave(old.room);
     if (next) void c.socket.join(next.room);
@@ -301,8 +346,17 @@ export class LiveFeed implements Component {
     if (targets) {
       this.nsp.to(targets).emit('telemetry', telemetryMsg(e, this.fmt));
       this.counts.telemetry++;
+      const counts = this.roomCounts;
+      for (const r of targets) {
+        const n = (counts.get(r) ?? 0) + 1;
+        counts.set(r, n);
+        // Every member of a room that alone went over the budget is over it: act now, not at the next check
+        // (under overload the check timer itself is late).
+        if (n === this.roomBudget + 1) this.roomOverBudget(r);
+      }
     }
     if (this.batches.size) this.batches.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => this.batches.push(g, e));
+    if (this.throttle.size) this.throttle.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => this.throttle.push(g, e));
     if (this.slow.size) this.coalesce(e, (p) => p.addTelemetry(e));
   };
 
@@ -335,13 +389,15 @@ export class LiveFeed implements Component {
    * flushed first so the single event does not overtake earlier readings.
    */
   private groupRooms(deviceId: string, areaRooms: readonly string[], broadcastsOnly: boolean): string[] | null {
-    if (!this.batches.size) return null;
     let out: string[] | null = null;
-    this.batches.forEvent(deviceRoom(deviceId), areaRooms, (g: BatchGroup) => {
-      if (broadcastsOnly && !g.canBroadcast) return;
-      this.batches.flushGroup(g);
-      (out ??= []).push(g.room);
-    });
+    for (const groups of [this.batches, this.throttle]) {
+      if (!groups.size) continue;
+      groups.forEvent(deviceRoom(deviceId), areaRooms, (g: BatchGroup) => {
+        if (broadcastsOnly && !g.canBroadcast) return;
+        groups.flushGroup(g);
+        (out ??= []).push(g.room);
+      });
+    }
     return out;
   }
 
@@ -394,11 +450,85 @@ export class LiveFeed implements Component {
       }
     }
     for (const [c, reason] of drop) this.drop(c, reason);
+    this.checkRates(now);
     if (now - this.lastReauth >= s.reauthIntervalMs) {
       this.lastReauth = now;
       this.reauthenticate();
     }
     this.flushCounts();
+  }
+
+  /**
+   * Throttle single-event clients over maxEventRate (as soon as this second's
+   * count exceeds it); at the end of each second, release throttled clients
+   * whose group saw under half the rate, and start a new count.
+   */
+  private checkRates(now: number): void {
+    const s = this.settings;
+    const elapsed = now - this.windowStart;
+    const budget = (s.maxEventRate * RATE_WINDOW_MS) / 1000;
+    if (this.roomCounts.size) {
+      for (const c of this.clients.values()) {
+        if (c.batch || c.throttled) continue;
+        let n = 0;
+        for (const d of c.devices) n += this.roomCounts.get(deviceRoom(d)) ?? 0;
+        for (const a of c.areas) n += this.roomCounts.get(areaRoom(a)) ?? 0;
+        if (n > budget) this.throttleClient(c, n);
+      }
+    }
+    if (elapsed < RATE_WINDOW_MS) return;
+    if (this.throttledCount) {
+      const low = ((s.maxEventRate / 2) * elapsed) / 1000;
+      // Only clients throttled for the whole window: their group's count covers it.
+      for (const c of [...this.clients.values()]) {
+        if (c.throttled && c.throttledSince <= this.windowStart && (c.batchGroup?.pushed ?? 0) < low) this.unthrottleClient(c);
+      }
+    }
+    for (const g of this.throttle.groups()) g.pushed = 0;
+    this.roomCounts.clear();
+    this.windowStart = now;
+  }
+
+  /**
+   * Throttle the single-event members of a room that went over the budget, at
+   * once (the event that crossed it has been emitted): waiting for the next
+   * turn of the event loop let an overloaded server queue seconds of frames.
+   */
+  private roomOverBudget(room: string): void {
+    const members = this.nsp?.adapter.rooms.get(room);
+    if (!members) return;
+    for (const id of [...members]) {
+      const c = this.clients.get(id);
+      if (c && !c.batch && !c.throttled) this.throttleClient(c, this.roomCounts.get(room) ?? 0);
+    }
+  }
+
+  private throttleClient(c: LiveClient, seen: number): void {
+    if (!c.slow) for (const r of c.subscriptionRooms()) void c.socket.leave(r);
+    this.setThrottled(c, true);
+    c.throttledSince = Date.now();
+    const [, next] = this.throttle.assign(c);
+    if (!c.slow && next) void c.socket.join(next.room);
+    this.o.logger.debug({ client: c.id, principal: c.principal.id, events: seen }, 'live client over maxEventRate: throttled');
+  }
+
+  private unthrottleClient(c: LiveClient): void {
+    const g = c.batchGroup;
+    if (g) this.throttle.flushGroup(g); // what it holds goes out before the client's rooms send anything newer
+    this.throttle.release(c);
+    this.setThrottled(c, false);
+    if (c.slow) return; // recover() joins c.rooms()
+    if (g) void c.socket.leave(g.room);
+    const rooms = c.subscriptionRooms();
+    if (rooms.length) void c.socket.join(rooms);
+    this.o.logger.debug({ client: c.id, principal: c.principal.id }, 'live client back under maxEventRate: single events again');
+  }
+
+  private setThrottled(c: LiveClient, on: boolean): void {
+    if (c.throttled === on) return;
+    c.throttled = on;
+    this.throttledCount += on ? 1 : -1;
+    this.metrics?.throttledClients.set(this.throttledCount);
   }
 
   private markSlow(c: LiveClient, now: number): void {
@@ -449,7 +579,7 @@ export class LiveFeed implements Component {
       if (canBroadcast !== c.canBroadcast) {
         c.canBroadcast = canBroadcast;
         void (canBroadcast ? c.socket.leave(NO_BROADCAST_ROOM) : c.socket.join(NO_BROADCAST_ROOM));
-        if (c.batch) this.regroup(c);
+        if (c.batch || c.throttled) this.regroup(c);
       }
       const deps = { policy: this.o.policy, registry: this.o.registry };
       const gone: SubscribeRequest = {
@@ -470,9 +600,11 @@ export class LiveFeed implements Component {
       if (k.broadcast) m.emitted.inc({ type: 'broadcast' }, k.broadcast);
       if (k.coalesced) m.coalesced.inc(k.coalesced);
       if (this.batches.coalesced) m.coalesced.inc(this.batches.coalesced);
+      if (this.throttle.coalesced) m.coalesced.inc(this.throttle.coalesced);
     }
     k.telemetry = k.status = k.broadcast = k.coalesced = 0;
     this.batches.batches = this.batches.coalesced = 0;
+    this.throttle.batches = this.throttle.coalesced = 0;
   }
 }
 

@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 export interface LiveMetrics {
   clients: Gauge;
   slowClients: Gauge;
+  throttledClients: Gauge;
   connects: Counter;
   refused: Counter<'reason'>;
   dropped: Counter<'reason'>;
@@ -28,6 +29,7 @@ export function liveMetrics(registry: Registry): LiveMetrics {
   return {
     clients: gauge(registry, 'keng_live_clients', 'Connected live-feed (socket.io) clients'),
     slowClients: gauge(registry, 'keng_live_slow_clients', 'Live-feed clients currently backed up (receiving coalesced updates)'),
+    throttledClients: gauge(registry, 'keng_live_throttled_clients', 'Single-event live-feed clients currently throttled (over live.maxEventRate)'),
     connects: counter(registry, 'keng_live_connects_total', 'Accepted live-feed connections'),
     refused: counter(registry, 'keng_live_refused_total', 'Refused live-feed handshakes by reason', ['reason'] as const),
     dropped: counter(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),

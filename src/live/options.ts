@@ -26,6 +26,15 @@ export interface LiveFeedSettings {
   batchIntervalMs: number;
   /** … and a batch is sent at once when it holds this many readings. */
   maxBatch: number;
+  /**
+   * A single-event client (no `auth.batch`) that is sent more than this many
+   * `telemetry` events per second is throttled: it then gets the latest value
+   * per (device, field) once per `throttleIntervalMs`, as `telemetry` events,
+   * until its devices' rate falls below half of this (docs/live-feed.md).
+   */
+  maxEventRate: number;
+  /** Throttled clients get their coalesced readings this often, ms. */
+  throttleIntervalMs: number;
   /** How often connected clients' tokens are checked again (revoked or expired → disconnected), ms. */
   reauthIntervalMs: number;
   /** On stop, how long clients get to receive the disconnect before their connections are cut, ms. */
@@ -46,13 +55,15 @@ export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
   maxLagMs: 30_000,
   batchIntervalMs: 50,
   maxBatch: 2000,
+  maxEventRate: 200,
+  throttleIntervalMs: 1000,
   reauthIntervalMs: 30_000,
   stopGraceMs: 300,
 });
 
 export function resolveSettings(o: Partial<LiveFeedSettings> = {}): LiveFeedSettings {
   const s: LiveFeedSettings = { ...DEFAULT_LIVE_SETTINGS, ...o };
-  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs', 'batchIntervalMs', 'maxBatch'] as const) {
+  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs', 'batchIntervalMs', 'maxBatch', 'maxEventRate', 'throttleIntervalMs'] as const) {
     if (!Number.isFinite(s[k]) || s[k] <= 0) throw new Error(`live: ${k} must be a positive number`);
   }
   if (s.lowWaterBytes < 0 || s.lowWaterBytes > s.highWaterBytes) throw new Error('live: lowWaterBytes must lie between 0 and highWaterBytes');

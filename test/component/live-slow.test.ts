@@ -30,7 +30,7 @@ afterEach(async () => {
 async function setUp(settings: Partial<LiveFeedSettings>): Promise<LiveFeed> {
   t = await startTestApp();
   expect((await t.api('POST', '/api/v1/areas', { code: 'sp', name: 'Slow province', level: 'province' })).status).toBe(201);
-  const r = await attachLiveFeedForTest(t.app, { path: PATH, checkIntervalMs: 25, ...settings });
+  const r = await attachLiveFeedForTest(t.app, { path: PATH, checkIntervalMs: 25, maxEventRate: 1_000_000, ...settings });
   stopFeed = r.stop;
   return r.feed;
 }

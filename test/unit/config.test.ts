@@ -53,9 +53,11 @@ describe('settings', () => {
   });
 
   it('live feed settings: defaults, variables, bounds', () => {
-    expect(loadConfig({ env: {} }).live).toEqual({ batchIntervalMs: 50, maxClients: 5000 });
-    expect(loadConfig({ env: { KENG_LIVE_BATCH_MS: '200', KENG_LIVE_MAX_CLIENTS: '10' } }).live).toEqual({ batchIntervalMs: 200, maxClients: 10 });
+    expect(loadConfig({ env: {} }).live).toEqual({ batchIntervalMs: 50, maxClients: 5000, maxEventRate: 200, throttleIntervalMs: 1000 });
+    expect(loadConfig({ env: { KENG_LIVE_BATCH_MS: '200', KENG_LIVE_MAX_CLIENTS: '10', KENG_LIVE_MAX_EVENT_RATE: '50', KENG_LIVE_THROTTLE_MS: '500' } }).live)
+      .toEqual({ batchIntervalMs: 200, maxClients: 10, maxEventRate: 50, throttleIntervalMs: 500 });
     expect(err({ KENG_LIVE_BATCH_MS: '5' })).toMatch(/KENG_LIVE_BATCH_MS|batchIntervalMs/);
+    expect(err({ KENG_LIVE_THROTTLE_MS: '10' })).toMatch(/KENG_LIVE_THROTTLE_MS|throttleIntervalMs/);
   });
 
   it('refuses unknown keys in a config file (typos)', () => {

@@ -3,7 +3,7 @@
  * and playback events, an in-memory state store and a fake clock.
  */
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_MIGRATION, RpcService } from '../../src/rpc/index.js';
@@ -112,6 +112,48 @@ describe('BroadcastExecutor', () => {
     expect(log[3]).toMatchObject({ deviceAt: f.clock.t - 5, scheduleId: 'sch-1' });
     const m = (await f.metrics.registry.getMetricsAsJSON()).find((x) => x.name === 'keng_broadcast_transitions_ignored_total');
     expect(m?.values).toEqual([expect.objectContaining({ value: 1, labels: { reason: 'from_terminal' } })]);
+  });
+
+  it('a relayed stream is stopped durationSec after it started playing, also across a restart of the executor', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    f.connected.add('loa-2');
+    const stream = { media: undefined, stream: { url: 'http://radio.vn/vov1' }, durationSec: 60 } as unknown as Partial<BroadcastInput>;
+    const b = f.exec.start(input(f, ['loa-1', 'loa-2'], { ...stream, notAfter: f.clock.t + 600_000 }));
+    playback(f, 'loa-1', b.id, 'started');
+    f.clock.t += 20_000;
+    playback(f, 'loa-2', b.id, 'started'); // 20 s later
+    const stops = () => f.published.filter((p) => p.body.method === 'broadcast.stop').map((p) => p.topic.split('/')[2]);
+    // Keng goes down 50 s after loa-1 started and comes back 15 s later: loa-1's stop is overdue, loa-2's is 15 s away.
+    f.clock.t += 30_000;
+    await f.exec.stop();
+    f.clock.t += 15_000;
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const again = new BroadcastExecutor({ stateDb: { db: f.db }, rpc: f.rpc, bus: f.bus, registry: fakeRegistry(), logger: createLogger('silent'),
+        metrics: new Metrics({ defaultMetrics: false }), clock: f.clock, mediaUrl: (id) => `https://keng.test/media/${id}` });
+      f.exec = again;
+      await again.start();
+      vi.advanceTimersByTime(0);
+      await tick();
+      expect(stops()).toEqual(['loa-1']);
+      f.clock.t += 14_000;
+      vi.advanceTimersByTime(14_000);
+      await tick();
+      expect(stops()).toEqual(['loa-1']);
+      f.clock.t += 1_000;
+      vi.advanceTimersByTime(1_000);
+      await tick();
+      expect(stops()).toEqual(['loa-1', 'loa-2']);
+      // a second restart does not stop them twice (the stop requests are recorded)
+      await again.stop();
+      await again.start();
+      vi.advanceTimersByTime(60_000);
+      await tick();
+      expect(stops()).toEqual(['loa-1', 'loa-2']);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('rejected and error answers; offline targets expire at notAfter; totals follow the documented definitions', async () => {

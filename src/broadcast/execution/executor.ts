@@ -66,6 +66,9 @@ export interface BroadcastExecutorOptions {
 
 type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
 
+/** Streams created longer ago than this are not looked at on restart (bounds the start-up query; a relay lasts hours, not days). */
+const STREAM_RECOVERY_WINDOW_MS = 7 * 24 * 3600_000;
+
 export class BroadcastExecutor implements Component {
   readonly name = 'broadcast-executor';
   private readonly o: BroadcastExecutorOptions;
@@ -116,6 +119,7 @@ export class BroadcastExecutor implements Component {
       rpc.on('response', (e) => this.onRpcResponse(e)),
       this.o.bus.on('device.event', (e) => this.onDeviceEvent(e)),
     ];
+    this.rearmStreamStops();
   }
 
   private async close(): Promise<void> {
@@ -322,22 +326,38 @@ export class BroadcastExecutor implements Component {
     if (moved && to === 'playing') this.armStreamStop(p.broadcastId, e.deviceId);
   }
 
-  /** A stream with a planned duration is stopped by the controller (the stream itself has no end). Not kept across restarts. */
+  /**
+   * A stream with a planned duration is stopped by the controller (the stream itself has no end), durationSec
+   * after the speaker reported it playing. The timer is in memory; the due time is not: it follows from the
+   * target row (state `playing` since updated_at, no stop request yet), so open() re-arms the stops of streams
+   * that were playing when Keng went down, and sends at once those already due.
+   */
   private armStreamStop(broadcastId: string, deviceId: string): void {
     // Only the broadcast row: this runs on every `started` event, and reading the whole broadcast
     // (every target row) here made a broadcast to N speakers cost O(N²) (26 s of CPU for 2,000).
     const b = this.requireRepo().getBroadcastRow(broadcastId);
     if (!b || b.duration_sec === null || !(JSON.parse(b.content_json) as { stream?: unknown }).stream) return;
-    const durationSec = b.duration_sec;
+    this.scheduleStreamStop(broadcastId, deviceId, b.duration_sec * 1000);
+  }
+
+  /** After a restart: stops of streams that were playing (see armStreamStop). */
+  private rearmStreamStops(): void {
+    const now = this.clock.now();
+    for (const r of this.requireRepo().playingStreams(now - STREAM_RECOVERY_WINDOW_MS)) {
+      this.scheduleStreamStop(r.broadcast_id, r.device_id, Math.max(0, r.updated_at + r.duration_sec * 1000 - now));
+    }
+  }
+
+  private scheduleStreamStop(broadcastId: string, deviceId: string, delayMs: number): void {
     const timer = setTimeout(() => {
       this.streamTimers.delete(timer);
       const t = this.repo?.target(broadcastId, deviceId);
-      if (!t || isTerminal(t.state)) return;
+      if (!t || isTerminal(t.state) || t.stop_request_id !== null) return;
       try {
         const r = this.o.rpc.send(deviceId, STOP_METHOD, { broadcastId }, { expiresAt: this.clock.now() + (this.o.stopTtlMs ?? 600_000) });
         this.repo?.setStopRequest(broadcastId, deviceId, r.requestId);
       } catch (err) { this.o.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
-    }, durationSec * 1000);
+    }, delayMs);
     timer.unref();
     this.streamTimers.add(timer);
   }

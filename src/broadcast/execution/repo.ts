@@ -83,7 +83,7 @@ export class BroadcastRepo {
   private readonly s: {
     insertBroadcast: Statement; insertTarget: Statement; insertLog: Statement; getBroadcast: Statement; targets: Statement;
     target: Statement; updateTarget: Statement; setPlayRequest: Statement; setStopRequest: Statement; stopRequested: Statement;
-    insertMissed: Statement;
+    insertMissed: Statement; playingStreams: Statement;
   };
 
   constructor(db: SqliteDatabase) {
@@ -108,6 +108,11 @@ export class BroadcastRepo {
       setPlayRequest: db.prepare('UPDATE broadcast_targets SET play_request_id = ? WHERE broadcast_id = ? AND device_id = ?'),
       setStopRequest: db.prepare('UPDATE broadcast_targets SET stop_request_id = ? WHERE broadcast_id = ? AND device_id = ?'),
       stopRequested: db.prepare('UPDATE broadcasts SET stop_requested_at = ? WHERE id = ? AND stop_requested_at IS NULL'),
+      // Stream targets playing without a stop sent yet, of broadcasts created since ? (broadcasts_created index).
+      playingStreams: db.prepare(`SELECT t.broadcast_id, t.device_id, t.updated_at, b.duration_sec FROM broadcasts b
+        JOIN broadcast_targets t ON t.broadcast_id = b.id
+        WHERE b.created_at >= ? AND b.duration_sec IS NOT NULL AND json_extract(b.content_json, '$.stream') IS NOT NULL
+          AND t.state = 'playing' AND t.stop_request_id IS NULL`),
       insertMissed: db.prepare(`INSERT OR IGNORE INTO broadcast_missed (schedule_id, planned_at, device_id, area, recorded_at) VALUES (?, ?, ?, ?, ?)`),
     };
   }
@@ -135,6 +140,11 @@ export class BroadcastRepo {
         this.s.insertLog.run(b.createdAt, null, b.id, scheduleId, t.deviceId, t.area, t.state, 'pending', t.detail ?? null, t.source ?? 'controller');
       }
     })();
+  }
+
+  /** Relayed streams still playing (no stop sent) of broadcasts created since `since`: their stop is due at updated_at + duration. */
+  playingStreams(since: number): Array<{ broadcast_id: string; device_id: string; updated_at: number; duration_sec: number }> {
+    return this.s.playingStreams.all(since) as Array<{ broadcast_id: string; device_id: string; updated_at: number; duration_sec: number }>;
   }
 
   getBroadcastRow(id: string): BroadcastRow | undefined {

@@ -1,28 +1,39 @@
 /**
- * A throw-away InfluxDB 1.x (`/usr/bin/influxd`) on free loopback ports with
- * its data in a temporary directory.
+ * A throw-away InfluxDB 1.x (Debian's `/usr/bin/influxd`) on free loopback
+ * ports with its data in a temporary directory: for the benchmarks and the
+ * integration tests (test/helpers/influxd.ts re-exports it). Throws when
+ * influxd is not installed: CI must fail, not skip.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { onCleanup, trackChild } from './cleanup.js';
 import { freePorts } from './ports.js';
 
-export const INFLUXD = process.env.KENG_BENCH_INFLUXD ?? '/usr/bin/influxd';
-
-export interface Influxd {
-  url: string;
-  pid: number;
-  dir: string;
-  /** Runs InfluxQL; returns the parsed JSON reply. */
-  query(q: string, db?: string): Promise<InfluxQueryReply>;
-  stop(): Promise<void>;
-}
+export const INFLUXD = process.env.KENG_INFLUXD ?? process.env.KENG_BENCH_INFLUXD ?? '/usr/bin/influxd';
 
 export interface InfluxQueryReply {
   results?: Array<{ series?: Array<{ name: string; columns: string[]; values: unknown[][] }>; error?: string }>;
   error?: string;
+}
+
+export interface Influxd {
+  url: string;
+  port: number;
+  dir: string;
+  /** pid of the running influxd (changes on restart()). */
+  readonly pid: number;
+  /** Runs InfluxQL (POST /query, epoch=ms); returns the reply as it is, InfluxQL errors included. */
+  query(q: string, db?: string): Promise<InfluxQueryReply>;
+  /** Same, but an InfluxQL or HTTP error throws. */
+  queryOrThrow(q: string, db?: string): Promise<InfluxQueryReply>;
+  /** SIGTERM and wait for exit (data kept for restart(); the directory goes at process exit unless keepData). */
+  stop(): Promise<void>;
+  /** Start again on the same port and data directory. */
+  restart(): Promise<void>;
+  /** stop() and delete the temporary directory. */
+  destroy(): Promise<void>;
 }
 
 export function influxConfig(dir: string, httpPort: number, rpcPort: number): string {
@@ -36,12 +47,20 @@ export function influxConfig(dir: string, httpPort: number, rpcPort: number): st
     `  dir = "${path.join(dir, 'data')}"`,
     `  wal-dir = "${path.join(dir, 'wal')}"`,
     '  query-log-enabled = false',
-    '[http]',
-    `  bind-address = "127.0.0.1:${httpPort}"`,
-    '  log-enabled = false',
-    '  pprof-enabled = false',
+    '  wal-fsync-delay = "0s"',
+    '[retention]',
+    '  enabled = false',
+    '[shard-precreation]',
+    '  enabled = false',
     '[monitor]',
     '  store-enabled = false',
+    '[http]',
+    '  enabled = true',
+    `  bind-address = "127.0.0.1:${httpPort}"`,
+    '  auth-enabled = false',
+    '  log-enabled = false',
+    '  pprof-enabled = false',
+    '  flux-enabled = false',
     '[continuous_queries]',
     '  enabled = false',
     '[subscriber]',
@@ -50,56 +69,88 @@ export function influxConfig(dir: string, httpPort: number, rpcPort: number): st
   ].join('\n');
 }
 
+async function waitForPing(url: string, proc: ChildProcess, timeoutMs: number, log: () => string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`influxd exited with ${proc.exitCode} during start:\n${log()}`);
+    try {
+      if ((await fetch(`${url}/ping`, { signal: AbortSignal.timeout(500) })).status === 204) return;
+    } catch { /* not yet */ }
+    if (Date.now() > until) throw new Error(`influxd did not answer ${url}/ping within ${timeoutMs} ms:\n${log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function startInfluxd(o: { keepData?: boolean } = {}): Promise<Influxd> {
-  if (!existsSync(INFLUXD)) throw new Error(`${INFLUXD} not found (set KENG_BENCH_INFLUXD)`);
-  const dir = mkdtempSync(path.join(tmpdir(), 'keng-bench-influx-'));
-  const [httpPort, rpcPort] = (await freePorts(2)) as [number, number];
+  if (!existsSync(INFLUXD)) throw new Error(`${INFLUXD} is missing: install the influxdb package (InfluxDB 1.x), or set KENG_INFLUXD`);
+  const dir = mkdtempSync(path.join(tmpdir(), 'keng-influxd-'));
+  const [port, rpcPort] = (await freePorts(2)) as [number, number];
   const conf = path.join(dir, 'influxdb.conf');
-  writeFileSync(conf, influxConfig(dir, httpPort, rpcPort));
-  const child = spawn(INFLUXD, ['run', '-config', conf], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, INFLUXDB_REPORTING_DISABLED: 'true' } });
-  trackChild(child);
-  const tail: string[] = [];
-  const keep = (b: Buffer): void => { tail.push(...b.toString().split('\n').filter(Boolean)); if (tail.length > 40) tail.splice(0, tail.length - 40); };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-    }
+  writeFileSync(conf, influxConfig(dir, port, rpcPort));
+  const url = `http://127.0.0.1:${port}`;
+  let proc: ChildProcess | null = null;
+  let output = '';
+
+  const launch = async (): Promise<void> => {
+    output = '';
+    const p = spawn(INFLUXD, ['run', '-config', conf], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, INFLUXDB_REPORTING_DISABLED: 'true' } });
+    proc = p;
+    trackChild(p);
+    const keep = (b: Buffer): void => { output = (output + b.toString()).slice(-4000); };
+    p.stdout!.on('data', keep);
+    p.stderr!.on('data', keep);
+    await waitForPing(url, p, 30_000, () => output);
   };
-  onCleanup(`influxd ${child.pid}`, async () => {
+
+  const stop = async (): Promise<void> => {
+    const p = proc;
+    proc = null;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+    p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(t);
+  };
+
+  const query = async (q: string, db?: string): Promise<InfluxQueryReply> => {
+    const body = new URLSearchParams({ q, epoch: 'ms', ...(db ? { db } : {}) });
+    const res = await fetch(`${url}/query`, { method: 'POST', body });
+    return (await res.json()) as InfluxQueryReply;
+  };
+
+  // Benchmarks stop it through their cleanup list; tests that only stop() leave no directory or orphan behind.
+  onCleanup(`influxd ${port}`, async () => {
     await stop();
     if (!o.keepData) rmSync(dir, { recursive: true, force: true });
   });
-  const url = `http://127.0.0.1:${httpPort}`;
-  const query = async (q: string, db?: string): Promise<InfluxQueryReply> => {
-    const body = new URLSearchParams({ q, ...(db ? { db } : {}), epoch: 'ms' });
-    const res = await fetch(`${url}/query`, { method: 'POST', body });
-    const reply = (await res.json()) as InfluxQueryReply;
-    const err = reply.error ?? reply.results?.find((r) => r.error)?.error;
-    if (!res.ok || err) throw new Error(`influxdb: ${q}: ${err ?? `HTTP ${res.status}`}`);
-    return reply;
+  process.once('exit', () => {
+    const p = proc as ChildProcess | null;
+    if (p && p.exitCode === null) p.kill('SIGKILL');
+    if (!o.keepData) rmSync(dir, { recursive: true, force: true });
+  });
+
+  await launch();
+  return {
+    url, port, dir,
+    get pid() { return (proc as ChildProcess | null)?.pid ?? -1; },
+    query,
+    async queryOrThrow(q: string, db?: string) {
+      const reply = await query(q, db);
+      const err = reply.error ?? reply.results?.find((r) => r.error)?.error;
+      if (err) throw new Error(`influxdb: ${q}: ${err}`);
+      return reply;
+    },
+    stop,
+    async restart() { await stop(); await launch(); },
+    async destroy() { await stop(); rmSync(dir, { recursive: true, force: true }); },
   };
-  const until = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`influxd exited during start:\n${tail.join('\n')}`);
-    try {
-      if ((await fetch(`${url}/ping`)).status === 204) break;
-    } catch { /* not yet */ }
-    if (Date.now() > until) throw new Error(`influxd not answering on ${url}:\n${tail.join('\n')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, pid: child.pid!, dir, query, stop };
 }
 
 /** Sum of count(field) over the given fields in [from, to] (ms). */
 export async function influxCountReadings(db: Influxd, database: string, measurement: string, fields: string[], from: number, to: number): Promise<number> {
   const sel = fields.map((f) => `count("${f}")`).join(', ');
-  const reply = await db.query(`SELECT ${sel} FROM "${measurement}" WHERE time >= ${from}ms AND time <= ${to}ms`, database);
+  const reply = await db.queryOrThrow(`SELECT ${sel} FROM "${measurement}" WHERE time >= ${from}ms AND time <= ${to}ms`, database);
   const row = reply.results?.[0]?.series?.[0]?.values?.[0];
   if (!row) return 0;
   return row.slice(1).reduce<number>((s, v) => s + (typeof v === 'number' ? v : 0), 0);

@@ -23,7 +23,7 @@ export async function setUp(o: { store: 'embedded' | 'influxdb'; devices: number
   };
   if (o.store === 'influxdb') {
     influx = await startInfluxd({ keepData: o.keep });
-    await influx.query(`CREATE DATABASE "${INFLUX_DB}"`);
+    await influx.queryOrThrow(`CREATE DATABASE "${INFLUX_DB}"`);
     o.log(`influxd ${influx.url} (pid ${influx.pid})`);
     Object.assign(env, {
       KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_API: 'v1', KENG_INFLUX_URL: influx.url, KENG_INFLUX_DATABASE: INFLUX_DB,

@@ -13,16 +13,9 @@
  * device or area rooms but in one group room per distinct subscription set;
  * their telemetry is buffered per group and emitted as `telemetry.batch`.
  *
- * Throttling: a single-event client whose subscriptions produced more than
- * `maxEventRate` telemetry events in the last second (counted per room as
- * events are emitted) leaves its device/area rooms for a throttled group
- * (same machinery as batch.ts, room "t:N", interval `throttleIntervalMs`):
- * it then gets the latest value per (device, field) once per interval, still
- * as `telemetry` events. It returns to its rooms after a whole second in
- * which its group saw fewer than half that many readings. This bounds what
- * one client costs (one websocket frame per event is the expensive part: at
- * 10,000 readings/s a province-wide client would need 10,000 frames/s) and
- * what a cheap phone must parse.
+ * Throttling (throttle.ts): a single-event client sent more than
+ * `maxEventRate` telemetry events per second gets the latest values once per
+ * `throttleIntervalMs` through a throttled group instead.
  *
  * Slow clients: every `checkIntervalMs` each client's buffers are inspected.
  * One that is backed up (too many packets in engine.io's buffer or bytes in
@@ -47,6 +40,7 @@ import { authenticateHandshake, refusal } from './handshake.js';
 import { liveMetrics, type LiveMetrics } from './metrics.js';
 import { resolveSettings, type LiveFeedSettings } from './options.js';
 import { Pending } from './pending.js';
+import { Throttle } from './throttle.js';
 import { AncestorCache, NO_BROADCAST_ROOM, areaRoom, deviceRoom } from './rooms.js';
 import { checkScope, parseSubscribe, validation, type LiveError, type SubscribeRequest } from './subscriptions.js';
 
@@ -85,9 +79,6 @@ export interface LiveStats {
   dropped: number;
 }
 
-/** Span over which a single-event client's rate is counted (checkRates). */
-const RATE_WINDOW_MS = 1000;
-
 export class LiveFeed implements Component {
   readonly name = 'live';
   readonly settings: LiveFeedSettings;
@@ -108,14 +99,8 @@ export class LiveFeed implements Component {
   // Counted on the hot path, added to prom-client instruments on each check.
   private readonly counts = { telemetry: 0, status: 0, broadcast: 0, coalesced: 0 };
   private readonly batches: BatchGroups;
-  /** Throttled single-event clients (see "Throttling" above). */
-  private readonly throttle: BatchGroups;
-  /** telemetry events emitted per device/area room since windowStart (plain clients' rates). */
-  private readonly roomCounts = new Map<string, number>();
-  private windowStart = Date.now();
-  private throttledCount = 0;
-  /** telemetry events one room may see per rate window before its members are throttled. */
-  private readonly roomBudget: number;
+  /** Single-event clients over maxEventRate (throttle.ts). */
+  private readonly throttle: Throttle;
 
   constructor(private readonly o: LiveFeedOptions) {
     this.settings = resolveSettings(o.options);
@@ -129,18 +114,14 @@ export class LiveFeed implements Component {
       },
       this.fmt, this.settings.batchIntervalMs, this.settings.maxBatch,
     );
-    this.roomBudget = Math.ceil((this.settings.maxEventRate * RATE_WINDOW_MS) / 1000);
-    this.throttle = new BatchGroups(
-      {
-        emitBatch: (room, batch) => {
-          const to = this.nsp?.to(room);
-          if (!to) return;
-          for (const m of batch) to.emit('telemetry', m);
-          this.counts.telemetry += batch.length;
-        },
-      },
-      this.fmt, this.settings.throttleIntervalMs, Number.MAX_SAFE_INTEGER, 't',
-    );
+    this.throttle = new Throttle({
+      clients: () => this.clients.values(),
+      client: (id) => this.clients.get(id),
+      roomMembers: (room) => this.nsp?.adapter.rooms.get(room),
+      emitTelemetry: (room, m) => { this.nsp?.to(room).emit('telemetry', m); },
+      throttledChanged: (n) => { this.metrics?.throttledClients.set(n); },
+      logger: o.logger,
+    }, this.fmt, this.settings.maxEventRate, this.settings.throttleIntervalMs);
   }
 
   /**
@@ -190,7 +171,6 @@ export class LiveFeed implements Component {
     for (const off of this.unsubscribe.splice(0)) off();
     this.batches.flush();
     this.batches.stop();
-    this.throttle.flush();
     this.throttle.stop();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
@@ -225,7 +205,7 @@ export class LiveFeed implements Component {
       maxBufferedPackets = Math.max(maxBufferedPackets, b.packets);
       maxBufferedBytes = Math.max(maxBufferedBytes, b.bytes);
     }
-    return { clients: this.clients.size, slowClients: this.slow.size, throttledClients: this.throttledCount, pending, maxPending, maxBufferedPackets, maxBufferedBytes, dropped: this.droppedCount };
+    return { clients: this.clients.size, slowClients: this.slow.size, throttledClients: this.throttle.count, pending, maxPending, maxBufferedPackets, maxBufferedBytes, dropped: this.droppedCount };
   }
 
   // ---- handshake and client requests -------------------------------------
@@ -259,8 +239,8 @@ export class LiveFeed implements Component {
     socket.on('unsubscribe', (raw: unknown, ack?: unknown) => this.reply(ack, this.unsubscribeReq(c, raw)));
     socket.once('disconnect', () => {
       this.clients.delete(socket.id);
-      this.groupsOf(c)?.release(c);
-      if (c.throttled) this.setThrottled(c, false);
+      if (c.throttled) this.throttle.forget(c);
+      else this.batches.release(c);
       if (this.slow.delete(c)) this.metrics?.slowClients.set(this.slow.size);
       c.pending = null;
       this.metrics?.clients.set(this.clients.size);
@@ -309,7 +289,7 @@ export class LiveFeed implements Component {
 
   /** The group set a client is delivered through: batched, throttled, or none (device and area rooms). */
   private groupsOf(c: LiveClient): BatchGroups | null {
-    return c.batch ? this.batches : c.throttled ? this.throttle : null;
+    return c.batch ? this.batches : c.throttled ? this.throttle.groups : null;
   }
 
   /** A batched or throttled client's subscriptions (or right to see broadcasts) changed: move it to the matching group's room. */
@@ -346,17 +326,11 @@ export class LiveFeed implements Component {
     if (targets) {
       this.nsp.to(targets).emit('telemetry', telemetryMsg(e, this.fmt));
       this.counts.telemetry++;
-      const counts = this.roomCounts;
-      for (const r of targets) {
-        const n = (counts.get(r) ?? 0) + 1;
-        counts.set(r, n);
-        // Every member of a room that alone went over the budget is over it: act now, not at the next check
-        // (under overload the check timer itself is late).
-        if (n === this.roomBudget + 1) this.roomOverBudget(r);
-      }
+      this.throttle.counted(targets);
     }
     if (this.batches.size) this.batches.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => this.batches.push(g, e));
-    if (this.throttle.size) this.throttle.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => this.throttle.push(g, e));
+    const tg = this.throttle.groups;
+    if (tg.size) tg.forEvent(deviceRoom(e.deviceId), areaRooms, (g) => tg.push(g, e));
     if (this.slow.size) this.coalesce(e, (p) => p.addTelemetry(e));
   };
 
@@ -390,7 +364,7 @@ export class LiveFeed implements Component {
    */
   private groupRooms(deviceId: string, areaRooms: readonly string[], broadcastsOnly: boolean): string[] | null {
     let out: string[] | null = null;
-    for (const groups of [this.batches, this.throttle]) {
+    for (const groups of [this.batches, this.throttle.groups]) {
       if (!groups.size) continue;
       groups.forEvent(deviceRoom(deviceId), areaRooms, (g: BatchGroup) => {
         if (broadcastsOnly && !g.canBroadcast) return;
@@ -450,85 +424,12 @@ export class LiveFeed implements Component {
       }
     }
     for (const [c, reason] of drop) this.drop(c, reason);
-    this.checkRates(now);
+    this.throttle.check(now);
     if (now - this.lastReauth >= s.reauthIntervalMs) {
       this.lastReauth = now;
       this.reauthenticate();
     }
     this.flushCounts();
-  }
-
-  /**
-   * Throttle single-event clients over maxEventRate (as soon as this second's
-   * count exceeds it); at the end of each second, release throttled clients
-   * whose group saw under half the rate, and start a new count.
-   */
-  private checkRates(now: number): void {
-    const s = this.settings;
-    const elapsed = now - this.windowStart;
-    const budget = (s.maxEventRate * RATE_WINDOW_MS) / 1000;
-    if (this.roomCounts.size) {
-      for (const c of this.clients.values()) {
-        if (c.batch || c.throttled) continue;
-        let n = 0;
-        for (const d of c.devices) n += this.roomCounts.get(deviceRoom(d)) ?? 0;
-        for (const a of c.areas) n += this.roomCounts.get(areaRoom(a)) ?? 0;
-        if (n > budget) this.throttleClient(c, n);
-      }
-    }
-    if (elapsed < RATE_WINDOW_MS) return;
-    if (this.throttledCount) {
-      const low = ((s.maxEventRate / 2) * elapsed) / 1000;
-      // Only clients throttled for the whole window: their group's count covers it.
-      for (const c of [...this.clients.values()]) {
-        if (c.throttled && c.throttledSince <= this.windowStart && (c.batchGroup?.pushed ?? 0) < low) this.unthrottleClient(c);
-      }
-    }
-    for (const g of this.throttle.groups()) g.pushed = 0;
-    this.roomCounts.clear();
-    this.windowStart = now;
-  }
-
-  /**
-   * Throttle the single-event members of a room that went over the budget, at
-   * once (the event that crossed it has been emitted): waiting for the next
-   * turn of the event loop let an overloaded server queue seconds of frames.
-   */
-  private roomOverBudget(room: string): void {
-    const members = this.nsp?.adapter.rooms.get(room);
-    if (!members) return;
-    for (const id of [...members]) {
-      const c = this.clients.get(id);
-      if (c && !c.batch && !c.throttled) this.throttleClient(c, this.roomCounts.get(room) ?? 0);
-    }
-  }
-
-  private throttleClient(c: LiveClient, seen: number): void {
-    if (!c.slow) for (const r of c.subscriptionRooms()) void c.socket.leave(r);
-    this.setThrottled(c, true);
-    c.throttledSince = Date.now();
-    const [, next] = this.throttle.assign(c);
-    if (!c.slow && next) void c.socket.join(next.room);
-    this.o.logger.debug({ client: c.id, principal: c.principal.id, events: seen }, 'live client over maxEventRate: throttled');
-  }
-
-  private unthrottleClient(c: LiveClient): void {
-    const g = c.batchGroup;
-    if (g) this.throttle.flushGroup(g); // what it holds goes out before the client's rooms send anything newer
-    this.throttle.release(c);
-    this.setThrottled(c, false);
-    if (c.slow) return; // recover() joins c.rooms()
-    if (g) void c.socket.leave(g.room);
-    const rooms = c.subscriptionRooms();
-    if (rooms.length) void c.socket.join(rooms);
-    this.o.logger.debug({ client: c.id, principal: c.principal.id }, 'live client back under maxEventRate: single events again');
-  }
-
-  private setThrottled(c: LiveClient, on: boolean): void {
-    if (c.throttled === on) return;
-    c.throttled = on;
-    this.throttledCount += on ? 1 : -1;
-    this.metrics?.throttledClients.set(this.throttledCount);
   }
 
   private markSlow(c: LiveClient, now: number): void {
@@ -600,11 +501,12 @@ export class LiveFeed implements Component {
       if (k.broadcast) m.emitted.inc({ type: 'broadcast' }, k.broadcast);
       if (k.coalesced) m.coalesced.inc(k.coalesced);
       if (this.batches.coalesced) m.coalesced.inc(this.batches.coalesced);
-      if (this.throttle.coalesced) m.coalesced.inc(this.throttle.coalesced);
+      if (this.throttle.emitted) m.emitted.inc({ type: 'telemetry' }, this.throttle.emitted);
+      if (this.throttle.groups.coalesced) m.coalesced.inc(this.throttle.groups.coalesced);
     }
     k.telemetry = k.status = k.broadcast = k.coalesced = 0;
     this.batches.batches = this.batches.coalesced = 0;
-    this.throttle.batches = this.throttle.coalesced = 0;
+    this.throttle.emitted = this.throttle.groups.batches = this.throttle.groups.coalesced = 0;
   }
 }
 

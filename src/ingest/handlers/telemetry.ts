@@ -8,14 +8,14 @@
  * keeps its data and retries (spec "Delivery guarantee").
  */
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
-import type { Scalar } from '../../core/events.js';
+import type { KengEvents, Scalar } from '../../core/events.js';
 import type { TelemetryRecord } from '../../storage/telemetry/types.js';
 import { decodeTelemetry, type DecodedRecord } from '../codec.js';
 import type { BatchResult } from '../group-commit.js';
 import { OK, type HandlerContext, type IngestRegistry } from './context.js';
 
-/** What the post-commit step needs of one message. */
-interface Accepted { deviceId: string; area: string; kind: string; records: DecodedRecord[]; readings: number }
+/** What the post-commit step needs of one message: its readings as bus events (made once, emitted twice). */
+interface Accepted { deviceId: string; events: Array<KengEvents['telemetry']>; readings: number }
 
 /**
  * The messages of the batch currently gathering, and the one promise all of
@@ -39,10 +39,15 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const area = device?.area ?? msg.identity.area;
   const src = decoded.records;
   const records: TelemetryRecord[] = new Array<TelemetryRecord>(src.length);
-  for (let i = 0; i < src.length; i++) records[i] = { deviceId, kind, ts: src[i]!.ts, values: src[i]!.values };
+  const events: Array<KengEvents['telemetry']> = new Array<KengEvents['telemetry']>(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const { ts, values } = src[i]!;
+    records[i] = { deviceId, kind, ts, values };
+    events[i] = { deviceId, area, kind, ts, values };
+  }
   // The live view does not wait for the disk (a commit takes tens of ms under load).
   try {
-    for (const r of src) ctx.bus.emit('telemetry.accepted', { deviceId, area, kind, ts: r.ts, values: r.values });
+    for (const e of events) ctx.bus.emit('telemetry.accepted', e);
   } catch (err) {
     ctx.logger.error({ err, deviceId }, 'live telemetry listener failed (the readings are still stored)');
   }
@@ -55,7 +60,7 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
     after = { durable, items, ok: durable.then(() => afterCommit(items, ctx)) };
     current.set(ctx.commit, after);
   }
-  after.items.push({ deviceId, area, kind, records: src, readings: decoded.readings });
+  after.items.push({ deviceId, events, readings: decoded.readings });
   return after.ok;
 }
 
@@ -65,8 +70,8 @@ function afterCommit(items: Accepted[], ctx: HandlerContext): HandleResult {
   for (const it of items) {
     readings += it.readings;
     try {
-      updateLatest(ctx.registry, it.deviceId, it.records);
-      for (const r of it.records) ctx.bus.emit('telemetry', { deviceId: it.deviceId, area: it.area, kind: it.kind, ts: r.ts, values: r.values });
+      updateLatest(ctx.registry, it.deviceId, it.events);
+      for (const e of it.events) ctx.bus.emit('telemetry', e);
     } catch (err) {
       ctx.logger.error({ err, deviceId: it.deviceId }, 'post-commit telemetry step failed (readings are stored)');
     }

@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAccountsApp, ADMIN, type AccountsApp, type Reply } from './auth-fixture.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 
 type Who = 'admin' | 'adminUser' | 'operator' | 'viewer' | 'service' | 'none' | 'bad';
 type Where = 'in' | 'out';
@@ -222,17 +223,19 @@ async function runCell(via: 'inject' | 'http', key: string, who: Who, where: Whe
 beforeAll(async () => {
   t = await startAccountsApp();
   const admin = (m: string, url: string, body?: unknown): Promise<Reply> => t.inject(m, url, body, ADMIN);
-  for (const a of [
+  await seedAreas(t, [
     { code: 'P', name: 'Tỉnh', level: 'province' },
     { code: 'A', name: 'Xã A', level: 'commune', parent: 'P' },
     { code: 'A1', name: 'Thôn A1', level: 'village', parent: 'A' },
     { code: 'B', name: 'Xã B', level: 'commune', parent: 'P' },
-  ]) expect((await admin('POST', '/api/v1/areas', a)).status).toBe(201);
-  expect((await admin('POST', '/api/v1/devices', { id: 'dev-a', kind: 'sensor', name: 'A', area: 'A1' })).status).toBe(201);
-  expect((await admin('POST', '/api/v1/devices', { id: 'dev-b', kind: 'sensor', name: 'B', area: 'B' })).status).toBe(201);
-  // Loudspeakers, so that broadcasts and schedules have targets in both communes.
-  expect((await admin('POST', '/api/v1/devices', { id: 'spk-a', kind: 'speaker', name: 'Loa A', area: 'A1' })).status).toBe(201);
-  expect((await admin('POST', '/api/v1/devices', { id: 'spk-b', kind: 'speaker', name: 'Loa B', area: 'B' })).status).toBe(201);
+  ]);
+  await seedDevices(t, [
+    { id: 'dev-a', kind: 'sensor', name: 'A', area: 'A1' },
+    { id: 'dev-b', kind: 'sensor', name: 'B', area: 'B' },
+    // Loudspeakers, so that broadcasts and schedules have targets in both communes.
+    { id: 'spk-a', kind: 'speaker', name: 'Loa A', area: 'A1' },
+    { id: 'spk-b', kind: 'speaker', name: 'Loa B', area: 'B' },
+  ]);
   for (const [username, role, areas] of [['root-user', 'admin', []], ['op-a', 'operator', ['A']], ['view-a', 'viewer', ['A']], ['probe', 'viewer', ['A']], ['view-b', 'viewer', ['B']]] as const) {
     expect((await admin('POST', '/api/v1/users', { username, password: PW, role, areas })).status).toBe(201);
   }

@@ -6,6 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Authenticator, Principal } from '../../src/auth/index.js';
 import { harness, type Harness } from './api-fakes.js';
+import { seedAreas } from '../helpers/seed.js';
 
 const T0 = Date.parse('2025-11-30T12:00:00Z'); // the fake clock's now: 19:00 in Vietnam
 const PRINCIPALS: Record<string, Principal> = {
@@ -20,10 +21,10 @@ let h: Harness;
 beforeEach(async () => {
   h = await harness({}, { now: T0, authenticators: [users] });
   // P1 → C1 → V1, P1 → C2
-  for (const a of [
+  await seedAreas(h, [
     { code: 'P1', name: 'Tỉnh Một', level: 'province' }, { code: 'C1', name: 'Xã Một', level: 'commune', parent: 'P1' },
     { code: 'V1', name: 'Thôn Một', level: 'village', parent: 'C1' }, { code: 'C2', name: 'Xã Hai', level: 'commune', parent: 'P1' },
-  ]) expect((await h.inject('POST', '/api/v1/areas', a)).status).toBe(201);
+  ]);
 });
 afterEach(async () => { await h.close(); });
 

@@ -6,13 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAccountsApp, type AccountsApp } from './auth-fixture.js';
+import { seedAreas } from '../helpers/seed.js';
 
 const PW = 'đồng ruộng quê hương';
 let t: AccountsApp;
 beforeAll(async () => {
   t = await startAccountsApp();
-  await t.inject('POST', '/api/v1/areas', { code: 'P', name: 'Tỉnh', level: 'province' });
-  await t.inject('POST', '/api/v1/areas', { code: 'A', name: 'Xã A', level: 'commune', parent: 'P' });
+  await seedAreas(t, [{ code: 'P', name: 'Tỉnh', level: 'province' }, { code: 'A', name: 'Xã A', level: 'commune', parent: 'P' }]);
 }, 60_000);
 afterAll(async () => { await t?.stop(); });
 

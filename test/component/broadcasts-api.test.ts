@@ -4,6 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 
 let t: TestApp;
 const VIEWER = 'viewer-token-for-commune-c1-0001';
@@ -16,10 +17,8 @@ beforeAll(async () => {
     authenticate: (b) => (b === VIEWER ? { kind: 'token', id: 'v', role: 'viewer', areas: ['c1'] }
       : b === SERVICE ? { kind: 'token', id: 's', role: 'service', areas: ['p1'] } : null),
   });
-  expect((await t.api('POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh', level: 'province' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/areas', { code: 'c1', name: 'Xã', level: 'commune', parent: 'p1' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/devices', { id: 'spk-1', kind: 'speaker', name: 'Loa thôn 1', area: 'c1' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/devices', { id: 'soil-1', kind: 'sensor', name: 'Đất', area: 'c1' })).status).toBe(201);
+  await seedAreas(t, [{ code: 'p1', name: 'Tỉnh', level: 'province' }, { code: 'c1', name: 'Xã', level: 'commune', parent: 'p1' }]);
+  await seedDevices(t, [{ id: 'spk-1', kind: 'speaker', name: 'Loa thôn 1', area: 'c1' }, { id: 'soil-1', kind: 'sensor', name: 'Đất', area: 'c1' }]);
 });
 afterAll(async () => { await t?.stop(); });
 

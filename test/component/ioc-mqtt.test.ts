@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt, { type MqttClient } from 'mqtt';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, connectRefused, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 import { serviceCredential } from '../../src/broker/service-clients.js';
 import { serviceSubscription } from '../../src/broker/topics.js';
 
@@ -59,15 +60,15 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 beforeAll(async () => {
   t = await startTestApp({ mqtt: { abuseDisconnectAfter: 5 } });
-  for (const a of [
+  await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh 1', level: 'province' }, { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' },
     { code: 'p2', name: 'Tỉnh 2', level: 'province' }, { code: 'c2', name: 'Xã 2', level: 'commune', parent: 'p2' },
-  ]) expect((await t.api('POST', '/api/v1/areas', a)).status).toBe(201);
-  for (const [id, area] of [['soil-1', 'c1'], ['soil-2', 'c1'], ['far-1', 'c2']] as const) {
-    const r = await t.api('POST', '/api/v1/devices', { id, kind: 'sensor', name: id, area });
-    expect(r.status).toBe(201);
-    secrets[id] = { secret: r.body.secret, accessToken: r.body.accessToken };
-  }
+  ]);
+  Object.assign(secrets, await seedDevices(t, [
+    { id: 'soil-1', kind: 'sensor', name: 'soil-1', area: 'c1' },
+    { id: 'soil-2', kind: 'sensor', name: 'soil-2', area: 'c1' },
+    { id: 'far-1', kind: 'sensor', name: 'far-1', area: 'c2' },
+  ]));
   ({ token: iocToken, id: iocTokenId } = await createToken('IOC tỉnh 1', 'service', ['p1']));
   ({ token: viewerToken } = await createToken('viewer p1', 'viewer', ['p1']));
 });

@@ -2,6 +2,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, publish, end } from '../helpers/mqtt.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 
 let t: TestApp;
 const IOC_TOKEN = 'ioc-service-token-for-province-p1';
@@ -10,14 +11,16 @@ beforeAll(async () => {
   t = await startTestApp();
   // A service principal scoped to province p1 (the accounts module issues real ones; here the chain gets a fixed one).
   t.app.api.addAuthenticator({ authenticate: (b) => (b === IOC_TOKEN ? { kind: 'token', id: 'ioc', role: 'service', areas: ['p1'] } : null) });
-  for (const a of [
+  await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh 1', level: 'province' }, { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' },
     { code: 'p2', name: 'Tỉnh 2', level: 'province' },
-  ]) expect((await t.api('POST', '/api/v1/areas', a)).status).toBe(201);
-  const d1 = await t.api('POST', '/api/v1/devices', { id: 'rain-1', kind: 'sensor', name: 'Mưa 1', area: 'c1', location: { lat: 21.03, lon: 105.85 } });
-  expect((await t.api('POST', '/api/v1/devices', { id: 'spk-1', kind: 'speaker', name: 'Loa 1', area: 'c1' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/devices', { id: 'far-1', kind: 'sensor', name: 'Xa', area: 'p2', location: { lat: 10, lon: 106 } })).status).toBe(201);
-  const c = await connectDevice(t.mqttUrl, 'rain-1', d1.body.secret);
+  ]);
+  const creds = await seedDevices(t, [
+    { id: 'rain-1', kind: 'sensor', name: 'Mưa 1', area: 'c1', location: { lat: 21.03, lon: 105.85 } },
+    { id: 'spk-1', kind: 'speaker', name: 'Loa 1', area: 'c1' },
+    { id: 'far-1', kind: 'sensor', name: 'Xa', area: 'p2', location: { lat: 10, lon: 106 } },
+  ]);
+  const c = await connectDevice(t.mqttUrl, 'rain-1', creds['rain-1']!.secret);
   await publish(c, 'v1/devices/rain-1/telemetry', JSON.stringify({ rain_mm: 4.5 }));
   await end(c);
 });

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { io as ioc, type Socket } from 'socket.io-client';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
+import { seedAreas } from '../helpers/seed.js';
 import { attachLiveFeedForTest, type LiveFeed } from '../../src/live/index.js';
 import { formatTime } from '../../src/api/time.js';
 
@@ -31,9 +32,11 @@ type Got = Array<{ ev: string; body: any; at: number }>;
 
 async function setUp(): Promise<LiveFeed> {
   t = await startTestApp();
-  for (const [code, name, level, parent] of [['tp', 'Province', 'province', undefined], ['tc', 'Commune', 'commune', 'tp'], ['tq', 'Quiet commune', 'commune', 'tp']] as const) {
-    expect((await t.api('POST', '/api/v1/areas', { code, name, level, ...(parent ? { parent } : {}) })).status).toBe(201);
-  }
+  await seedAreas(t, [
+    { code: 'tp', name: 'Province', level: 'province' },
+    { code: 'tc', name: 'Commune', level: 'commune', parent: 'tp' },
+    { code: 'tq', name: 'Quiet commune', level: 'commune', parent: 'tp' },
+  ]);
   const r = await attachLiveFeedForTest(t.app, { path: PATH, checkIntervalMs: 25, maxEventRate: 50, throttleIntervalMs: 300 });
   stopFeed = r.stop;
   return r.feed;

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 
 let t: TestApp;
 let wavDir: string;
@@ -28,18 +29,18 @@ async function uploadWav(seconds: number): Promise<{ id: string; durationSec: nu
 beforeAll(async () => {
   wavDir = mkdtempSync(path.join(tmpdir(), 'keng-sched-'));
   t = await startTestApp();
-  for (const a of [
+  await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh Thử', level: 'province' },
     { code: 'xa-a', name: 'Xã An Bình', level: 'commune', parent: 'p1' },
     { code: 'thon-a1', name: 'Thôn Đông', level: 'village', parent: 'xa-a' },
     { code: 'xa-b', name: 'Xã Bình Minh', level: 'commune', parent: 'p1' },
-  ]) expect((await t.api('POST', '/api/v1/areas', a)).status).toBe(201);
-  for (const d of [
+  ]);
+  await seedDevices(t, [
     { id: 'spk-a1', kind: 'speaker', name: 'Loa Đình làng', area: 'thon-a1' },
     { id: 'spk-a2', kind: 'speaker', name: 'Loa chợ', area: 'thon-a1' },
     { id: 'spk-b1', kind: 'speaker', name: 'Loa UBND xã B', area: 'xa-b' },
     { id: 'sen-a1', kind: 'sensor', name: 'Cảm biến đất', area: 'thon-a1' },
-  ]) expect((await t.api('POST', '/api/v1/devices', d)).status).toBe(201);
+  ]);
   t.app.api.addAuthenticator({
     authenticate: (b) => b === 'op-a' ? { kind: 'token', id: 'op-a', role: 'operator', areas: ['xa-a'] }
       : b === 'viewer-a' ? { kind: 'token', id: 'viewer-a', role: 'viewer', areas: ['xa-a'] } : null,

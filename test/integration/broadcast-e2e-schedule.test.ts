@@ -17,6 +17,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { waitFor } from '../helpers/mqtt.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
 
 let t: TestApp;
@@ -45,18 +46,14 @@ async function waitBroadcast(id: string, done: (states: string[]) => boolean, ti
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'keng-bc-e2e-'));
   t = await startTestApp();
-  for (const a of [
+  await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh Thử', level: 'province' },
     { code: 'xa-a', name: 'Xã An Bình', level: 'commune', parent: 'p1' },
     { code: 'thon-a', name: 'Thôn Đông', level: 'village', parent: 'xa-a' },
     { code: 'xa-b', name: 'Xã Bình Minh', level: 'commune', parent: 'p1' },
-  ]) expect((await t.api('POST', '/api/v1/areas', a)).status).toBe(201);
-  const creds: Array<{ id: string; secret: string }> = [];
-  for (const id of SPEAKERS) {
-    const r = await t.api('POST', '/api/v1/devices', { id, kind: 'speaker', name: `Cụm loa ${id}`, area: id.includes('-b') ? 'xa-b' : 'thon-a' });
-    expect(r.status).toBe(201);
-    creds.push({ id, secret: r.body.secret });
-  }
+  ]);
+  const seeded = await seedDevices(t, SPEAKERS.map((id) => ({ id, kind: 'speaker', name: `Cụm loa ${id}`, area: id.includes('-b') ? 'xa-b' : 'thon-a' })));
+  const creds = SPEAKERS.map((id) => ({ id, secret: seeded[id]!.secret }));
   media.short = await upload(1);
   media.long = await upload(6);
   sim = await runSpeakers({ url: t.mqttUrl, credentials: creds, speed: 1, telemetryIntervalMs: 60_000 });

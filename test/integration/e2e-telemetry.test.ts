@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, connectRefused, publish, end, waitFor, parseMetrics } from '../helpers/mqtt.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 
 const run = promisify(execFile);
 
@@ -25,14 +26,12 @@ function rejected(m: Map<string, number>, reason: string): number {
 
 beforeAll(async () => {
   t = await startTestApp({ mqtt: { rateLimitPerSec: 20, rateLimitBurst: 40, abuseDisconnectAfter: 1000 } });
-  expect((await t.api('POST', '/api/v1/areas', { code: 'p01', name: 'Tỉnh Một', level: 'province' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/areas', { code: 'c001', name: 'Xã Một', level: 'commune', parent: 'p01' })).status).toBe(201);
-  for (const id of ['soil-1', 'soil-2', 'soil-3', 'flood-1']) {
-    const r = await t.api('POST', '/api/v1/devices', { id, kind: 'sensor', name: `Cảm biến ${id}`, area: 'c001', location: { lat: 21.0, lon: 105.8 } });
-    expect(r.status).toBe(201);
-    expect(typeof r.body.secret).toBe('string');
-    expect(typeof r.body.accessToken).toBe('string');
-    creds[id] = { secret: r.body.secret, accessToken: r.body.accessToken };
+  await seedAreas(t, [{ code: 'p01', name: 'Tỉnh Một', level: 'province' }, { code: 'c001', name: 'Xã Một', level: 'commune', parent: 'p01' }]);
+  Object.assign(creds, await seedDevices(t, ['soil-1', 'soil-2', 'soil-3', 'flood-1'].map((id) =>
+    ({ id, kind: 'sensor', name: `Cảm biến ${id}`, area: 'c001', location: { lat: 21.0, lon: 105.8 } }))));
+  for (const c of Object.values(creds)) {
+    expect(typeof c.secret).toBe('string');
+    expect(typeof c.accessToken).toBe('string');
   }
 });
 afterAll(async () => { await t?.stop(); });

@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, publish, waitFor } from '../helpers/mqtt.js';
+import { seedAreas, seedDevices } from '../helpers/seed.js';
 import { attachLiveFeedForTest } from '../../src/live/index.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -108,11 +109,8 @@ let secret = '';
 beforeAll(async () => {
   t = await startTestApp();
   ({ stop: stopFeed } = await attachLiveFeedForTest(t.app));
-  expect((await t.api('POST', '/api/v1/areas', { code: 'pyp', name: 'Tỉnh Python', level: 'province' })).status).toBe(201);
-  expect((await t.api('POST', '/api/v1/areas', { code: 'py', name: 'Xã Python', level: 'commune', parent: 'pyp' })).status).toBe(201);
-  const r = await t.api('POST', '/api/v1/devices', { id: 'py-soil', kind: 'sensor', name: 'py', area: 'py' });
-  expect(r.status).toBe(201);
-  secret = r.body.secret;
+  await seedAreas(t, [{ code: 'pyp', name: 'Tỉnh Python', level: 'province' }, { code: 'py', name: 'Xã Python', level: 'commune', parent: 'pyp' }]);
+  secret = (await seedDevices(t, [{ id: 'py-soil', kind: 'sensor', name: 'py', area: 'py' }]))['py-soil']!.secret;
 });
 
 afterAll(async () => {

@@ -25,7 +25,7 @@ export interface DeviceRegistryApi {
   /** The area and all its descendants' codes. */
   subtree(code: string): string[];
 
-  createDevice(d: NewDevice): { device: Device; credentials: DeviceCredentials }; // throws DEVICE_EXISTS / NOT_FOUND(area) / VALIDATION
+  createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }>; // throws DEVICE_EXISTS / NOT_FOUND(area) / VALIDATION
   getDevice(id: string): Device | undefined;
   listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
   deleteDevice(id: string): boolean;

@@ -14,7 +14,7 @@ import type { StateDb, SqliteDatabase } from '../storage/state/index.js';
 import { AreaTree, validateNewArea, MAX_NAME_LENGTH } from './area-tree.js';
 import { PresenceStore, type StoredState } from './presence.js';
 import {
-  CredentialVerifier, generateAccessToken, generateSecret, hashSecretSync, tokenLookup, MAX_CREDENTIAL_LENGTH,
+  CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
 } from './secrets.js';
 import { DEVICE_ID_RE, type Area, type Device, type DeviceAuthenticator, type DeviceKind, type DeviceView, type LatestValue } from './types.js';
 import type { DeviceCredentials, DeviceFilter, DeviceRegistryApi, NewArea, NewDevice } from './registry-types.js';
@@ -180,19 +180,26 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
 
   // ---- devices -----------------------------------------------------------
 
-  createDevice(d: NewDevice): { device: Device; credentials: DeviceCredentials } {
+  /**
+   * Registers a device and makes its credentials. The two scrypt hashes run in
+   * libuv's thread pool (a few ms of CPU each): registering thousands of devices
+   * does not stall MQTT ingest or the live feed. A concurrent registration of
+   * the same id loses at the insert (DEVICE_EXISTS).
+   */
+  async createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> {
     validateNewDevice(d);
     this.sync();
     if (!this.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
     // Spec device-protocol.md "Connection": secret and token shown once, stored hashed.
     const credentials: DeviceCredentials = { secret: generateSecret(), accessToken: generateAccessToken() };
+    const [secretHash, tokenHash] = await Promise.all([hashSecret(credentials.secret), hashSecret(credentials.accessToken)]);
     const row: DeviceRow = {
       id: d.id, kind: d.kind, name: d.name, area: d.area,
       lat: d.location?.lat ?? null, lon: d.location?.lon ?? null, model: d.model ?? null, enabled: 1,
-      secret_hash: hashSecretSync(credentials.secret),
+      secret_hash: secretHash,
       token_lookup: tokenLookup(credentials.accessToken),
-      token_hash: hashSecretSync(credentials.accessToken),
+      token_hash: tokenHash,
       created_at: this.opts.clock.now(),
     };
     try {

@@ -7,7 +7,7 @@
  * The access token is also stored as sha256(token) (`token_lookup`, indexed)
  * so a CONNECT finds its device without scanning; the scrypt hash verifies.
  */
-import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 
 export const SECRET_BYTES = 32;
 export const TOKEN_BYTES = 24;
@@ -61,13 +61,6 @@ export function parseHash(encoded: string): ParsedHash | null {
   const hash = Buffer.from(parts[5]!, 'base64url');
   if (salt.length < 8 || hash.length < 16 || hash.length > 64) return null;
   return { N, r, p, salt, hash };
-}
-
-/** Synchronous hash (registration: ~50 ms of CPU; not for the CONNECT path). */
-export function hashSecretSync(plain: string): string {
-  const salt = randomBytes(SCRYPT.saltBytes);
-  const { N, r, p, keylen } = SCRYPT;
-  return encode(salt, scryptSync(plain, salt, keylen, { N, r, p, maxmem: maxmem(N, r) }));
 }
 
 function scryptAsync(plain: string, salt: Buffer, keylen: number, N: number, r: number, p: number): Promise<Buffer> {

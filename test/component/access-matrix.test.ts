@@ -42,7 +42,7 @@ const adminOnly = (ok: Want): Record<Signed, [Want, Want]> => ({ admin: [ok, ok]
 
 async function freshDevice(w: Where): Promise<string> {
   const id = uniq('tmp-');
-  t.app.registry.createDevice({ id, kind: 'speaker', name: id, area: leaf(w), location: null, model: null });
+  await t.app.registry.createDevice({ id, kind: 'speaker', name: id, area: leaf(w), location: null, model: null });
   return id;
 }
 async function freshViewer(w: Where): Promise<string> {

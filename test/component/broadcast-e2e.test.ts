@@ -49,10 +49,10 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });
   app.registry.createArea({ code: 'thon-tay', name: 'Thôn Tây, "xóm mới"', level: 'village', parent: '00001' });
   const creds = new Map<string, string>();
-  speakerIds.forEach((id, i) => {
-    const r = app.registry.createDevice({ id, kind: 'speaker', name: `Loa cụm ${i + 1} – Đình làng`, area: i % 2 === 0 ? 'thon-dong' : 'thon-tay' });
+  for (const [i, id] of speakerIds.entries()) {
+    const r = await app.registry.createDevice({ id, kind: 'speaker', name: `Loa cụm ${i + 1} – Đình làng`, area: i % 2 === 0 ? 'thon-dong' : 'thon-tay' });
     creds.set(id, r.credentials.secret);
-  });
+  }
 
   // Media server: /media/<id>?exp=<ms>&sig=<hmac>; 403 once the URL has expired (signed URLs are short-lived).
   const body = randomBytes(32 * 1024);

@@ -23,10 +23,10 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   // The app's own broadcast pieces (tables already migrated) step aside for the instances under test.
   for (const c of [...app.broadcast.components].reverse()) await c.stop();
   app.registry.createArea({ code: 'p', name: 'Tỉnh', level: 'province' });
-  const creds = Array.from({ length: n }, (_, i) => {
+  const creds = await Promise.all(Array.from({ length: n }, async (_, i) => {
     const id = `loa-sim-${i}`;
-    return { id, secret: app.registry.createDevice({ id, kind: 'speaker', name: id, area: 'p' }).credentials.secret };
-  });
+    return { id, secret: (await app.registry.createDevice({ id, kind: 'speaker', name: id, area: 'p' })).credentials.secret };
+  }));
   const body = randomBytes(4096);
   const server = createServer((_req, res) => res.end(body));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));

@@ -54,15 +54,15 @@ describe('areas', () => {
     seedAreas(reg);
     expect(reg.getArea('thon-1')).toMatchObject({ level: 'village', parent: '00004' });
     const code = (fn: () => unknown): string | undefined => { try { fn(); } catch (e) { return (e as { code: string }).code; } return undefined; };
-    expect(code(() => reg.createArea({ code: 'p2', name: 'P', level: 'province', parent: '01' }))).toBe('KENG_ERR_AREA_HIERARCHY');
-    expect(code(() => reg.createArea({ code: 'c2', name: 'C', level: 'commune' }))).toBe('KENG_ERR_AREA_HIERARCHY');
-    expect(code(() => reg.createArea({ code: 'c3', name: 'C', level: 'commune', parent: '00004' }))).toBe('KENG_ERR_AREA_HIERARCHY');
-    expect(code(() => reg.createArea({ code: 'v2', name: 'V', level: 'village', parent: '01' }))).toBe('KENG_ERR_AREA_HIERARCHY');
-    expect(code(() => reg.createArea({ code: 'v3', name: 'V', level: 'village', parent: 'nope' }))).toBe('KENG_ERR_AREA_HIERARCHY');
-    expect(code(() => reg.createArea({ code: '01', name: 'again', level: 'province' }))).toBe('KENG_ERR_AREA_EXISTS');
-    expect(code(() => reg.createArea({ code: 'bad code', name: 'x', level: 'province' }))).toBe('KENG_ERR_VALIDATION');
-    expect(code(() => reg.createArea({ code: 'd1', name: 'x', level: 'district' as never }))).toBe('KENG_ERR_VALIDATION');
-    expect(code(() => reg.createArea({ code: 'n1', name: '', level: 'province' }))).toBe('KENG_ERR_VALIDATION');
+    expect(await code(() => reg.createArea({ code: 'p2', name: 'P', level: 'province', parent: '01' }))).toBe('KENG_ERR_AREA_HIERARCHY');
+    expect(await code(() => reg.createArea({ code: 'c2', name: 'C', level: 'commune' }))).toBe('KENG_ERR_AREA_HIERARCHY');
+    expect(await code(() => reg.createArea({ code: 'c3', name: 'C', level: 'commune', parent: '00004' }))).toBe('KENG_ERR_AREA_HIERARCHY');
+    expect(await code(() => reg.createArea({ code: 'v2', name: 'V', level: 'village', parent: '01' }))).toBe('KENG_ERR_AREA_HIERARCHY');
+    expect(await code(() => reg.createArea({ code: 'v3', name: 'V', level: 'village', parent: 'nope' }))).toBe('KENG_ERR_AREA_HIERARCHY');
+    expect(await code(() => reg.createArea({ code: '01', name: 'again', level: 'province' }))).toBe('KENG_ERR_AREA_EXISTS');
+    expect(await code(() => reg.createArea({ code: 'bad code', name: 'x', level: 'province' }))).toBe('KENG_ERR_VALIDATION');
+    expect(await code(() => reg.createArea({ code: 'd1', name: 'x', level: 'district' as never }))).toBe('KENG_ERR_VALIDATION');
+    expect(await code(() => reg.createArea({ code: 'n1', name: '', level: 'province' }))).toBe('KENG_ERR_VALIDATION');
     expect(reg.listAreas().map((a) => a.code)).toEqual(['01', '79', '00004', '00008', 'thon-1']);
   });
 
@@ -83,7 +83,7 @@ describe('devices', () => {
     const { reg, bus, db } = await open();
     seedAreas(reg);
     const changes = record(bus, 'device.changed');
-    const { device, credentials } = reg.createDevice({
+    const { device, credentials } = await reg.createDevice({
       id: 'soil-01', kind: 'sensor', name: 'Soil 1', area: 'thon-1', location: { lat: 21.03, lon: 105.85 }, model: 'SM-1',
     });
     expect(device).toEqual({
@@ -92,8 +92,8 @@ describe('devices', () => {
     });
     expect(credentials.secret.length).toBeGreaterThanOrEqual(32);
     expect(credentials.accessToken.length).toBeGreaterThanOrEqual(32);
-    reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa 1', area: '00008' });
-    reg.createDevice({ id: 'loa-79', kind: 'speaker', name: 'Loa HCM', area: '79' });
+    await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa 1', area: '00008' });
+    await reg.createDevice({ id: 'loa-79', kind: 'speaker', name: 'Loa HCM', area: '79' });
     expect(reg.getDevice('loa-01')).toMatchObject({ location: null, model: null });
     expect(reg.listDevices().map((d) => d.id)).toEqual(['loa-01', 'loa-79', 'soil-01']);
     expect(reg.listDevices({ area: '01' }).map((d) => d.id)).toEqual(['loa-01', 'soil-01']);
@@ -113,27 +113,36 @@ describe('devices', () => {
   it('validates input', async () => {
     const { reg } = await open();
     seedAreas(reg);
-    const code = (d: Record<string, unknown>): string | undefined => {
-      try { reg.createDevice({ id: 'dev-x', kind: 'sensor', name: 'X', area: 'thon-1', ...d } as never); } catch (e) { return (e as { code: string }).code; }
+    const code = async (d: Record<string, unknown>): Promise<string | undefined> => {
+      try { await reg.createDevice({ id: 'dev-x', kind: 'sensor', name: 'X', area: 'thon-1', ...d } as never); } catch (e) { return (e as { code: string }).code; }
       return undefined;
     };
-    expect(code({ id: 'Bad-Id' })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ id: 'x' })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ kind: 'lamp' })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ name: '' })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ name: 'n'.repeat(129) })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ location: { lat: 91, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ location: { lat: 0, lon: -180.5 } })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ location: { lat: Number.NaN, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ area: 'nope' })).toBe('KENG_ERR_NOT_FOUND');
-    expect(code({ name: 'n'.repeat(128), location: { lat: -90, lon: 180 } })).toBeUndefined();
-    expect(code({})).toBe('KENG_ERR_DEVICE_EXISTS');
+    expect(await code({ id: 'Bad-Id' })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ id: 'x' })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ kind: 'lamp' })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ name: '' })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ name: 'n'.repeat(129) })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ location: { lat: 91, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ location: { lat: 0, lon: -180.5 } })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ location: { lat: Number.NaN, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ area: 'nope' })).toBe('KENG_ERR_NOT_FOUND');
+    expect(await code({ name: 'n'.repeat(128), location: { lat: -90, lon: 180 } })).toBeUndefined();
+    expect(await code({})).toBe('KENG_ERR_DEVICE_EXISTS');
+  });
+
+  it('two registrations of one id at once (hashing is async): one wins, the other gets DEVICE_EXISTS', async () => {
+    const { reg } = await open();
+    seedAreas(reg);
+    const rs = await Promise.allSettled([1, 2].map((n) => reg.createDevice({ id: 'twin-01', kind: 'sensor', name: `Twin ${n}`, area: 'thon-1' })));
+    expect(rs.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(((rs.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as { code: string }).code).toBe('KENG_ERR_DEVICE_EXISTS');
+    expect(reg.listDevices().filter((d) => d.id === 'twin-01')).toHaveLength(1);
   });
 
   it('stores only hashes of the secret and the token', async () => {
     const { reg, db } = await open();
     seedAreas(reg);
-    const { credentials } = reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
+    const { credentials } = await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     const row = db.db.prepare("SELECT * FROM devices WHERE id = 'soil-01'").get() as Record<string, unknown>;
     const raw = JSON.stringify(row);
     expect(raw).not.toContain(credentials.secret);
@@ -148,7 +157,7 @@ describe('authenticate', () => {
   it('by id + secret and by access token, with each failure reason', async () => {
     const { reg } = await open();
     seedAreas(reg);
-    const { credentials } = reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
+    const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     const ok = await reg.authenticate('loa-01', Buffer.from(credentials.secret));
     expect(ok).toEqual({ ok: true, identity: { deviceId: 'loa-01', kind: 'speaker', area: 'thon-1', viaToken: false } });
     const tok = await reg.authenticate(credentials.accessToken, undefined);
@@ -177,7 +186,7 @@ describe('presence and data', () => {
   it('setOnline emits status only on change and updates the gauge', async () => {
     const { reg, bus, metrics } = await open();
     seedAreas(reg);
-    reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
+    await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     const status = record(bus, 'status');
     reg.setOnline('loa-01', true, 1000);
     reg.setOnline('loa-01', true, 1500);
@@ -199,7 +208,7 @@ describe('presence and data', () => {
   it('updateLatest keeps the newest ts per field', async () => {
     const { reg } = await open();
     seedAreas(reg);
-    reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
+    await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     reg.updateLatest('soil-01', 2000, { soil_moisture: 31.5, temperature: 24 });
     reg.updateLatest('soil-01', 1000, { soil_moisture: 10, battery_v: 3.7 }); // older backlog reading
     expect(reg.latest('soil-01')).toEqual({
@@ -215,7 +224,7 @@ describe('presence and data', () => {
   it('mergeAttributes merges and emits', async () => {
     const { reg, bus } = await open();
     seedAreas(reg);
-    reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
+    await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     const events = record(bus, 'attributes');
     reg.mergeAttributes('soil-01', { firmware: '1.0', model: 'SM-1' });
     reg.mergeAttributes('soil-01', JSON.parse('{"firmware": "1.1", "__proto__": {"polluted": true}}') as Record<string, unknown>);
@@ -227,8 +236,8 @@ describe('presence and data', () => {
   it('views combine device, presence, attributes and latest; filter by online', async () => {
     const { reg } = await open();
     seedAreas(reg);
-    reg.createDevice({ id: 'a-01', kind: 'sensor', name: 'A', area: 'thon-1' });
-    reg.createDevice({ id: 'b-01', kind: 'speaker', name: 'B', area: '00008' });
+    await reg.createDevice({ id: 'a-01', kind: 'sensor', name: 'A', area: 'thon-1' });
+    await reg.createDevice({ id: 'b-01', kind: 'speaker', name: 'B', area: '00008' });
     reg.setOnline('a-01', true, 10);
     reg.updateLatest('a-01', 10, { t: 1 });
     expect(reg.view('a-01')).toMatchObject({ id: 'a-01', online: true, lastSeen: 10, attributes: {}, latest: { t: { ts: 10, value: 1 } } });
@@ -240,7 +249,7 @@ describe('presence and data', () => {
   it('flushes to device_state and reloads across stop/start (all offline at start)', async () => {
     const h = await open(undefined, { flushIntervalMs: 20 });
     seedAreas(h.reg);
-    h.reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
+    await h.reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     h.reg.setOnline('soil-01', true, 1000);
     h.reg.updateLatest('soil-01', 1500, { soil_moisture: 31.5, ok: true, note: 'x' });
     h.reg.mergeAttributes('soil-01', { firmware: '2.0' });
@@ -266,14 +275,14 @@ describe('changes made by another process (the CLI)', () => {
   it('devices and areas added elsewhere are seen at once; deletions within a tick', async () => {
     const server = await open(undefined, { flushIntervalMs: 20 });
     seedAreas(server.reg);
-    server.reg.createDevice({ id: 'old-01', kind: 'sensor', name: 'Old', area: 'thon-1' });
+    await server.reg.createDevice({ id: 'old-01', kind: 'sensor', name: 'Old', area: 'thon-1' });
     server.reg.setOnline('old-01', true, 5);
     const cli = await open(server.dataDir, { ownsPresence: false });
     const changes = record(server.bus, 'device.changed');
     const status = record(server.bus, 'status');
 
     cli.reg.createArea({ code: 'thon-9', name: 'Thon 9', level: 'village', parent: '00008' });
-    const { credentials } = cli.reg.createDevice({ id: 'new-01', kind: 'speaker', name: 'New', area: 'thon-9' });
+    const { credentials } = await cli.reg.createDevice({ id: 'new-01', kind: 'speaker', name: 'New', area: 'thon-9' });
     expect(server.reg.getDevice('new-01')).toMatchObject({ area: 'thon-9' });
     expect(server.reg.getArea('thon-9')).toMatchObject({ level: 'village' });
     expect(server.reg.subtree('00008')).toContain('thon-9');

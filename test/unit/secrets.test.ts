@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import {
-  generateSecret, generateAccessToken, hashSecret, hashSecretSync, verifySecret, parseHash, tokenLookup,
+  generateSecret, generateAccessToken, hashSecret, verifySecret, parseHash, tokenLookup,
   CredentialVerifier, SCRYPT,
 } from '../../src/devices/secrets.js';
 
@@ -16,7 +16,7 @@ describe('device secrets', () => {
   });
 
   it('hashes with scrypt N=1024 r=8 p=1, random salt, keylen 32', async () => {
-    const h1 = hashSecretSync('hello');
+    const h1 = await hashSecret('hello');
     const h2 = await hashSecret('hello');
     expect(h1).toMatch(/^scrypt\$1024\$8\$1\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+$/);
     expect(h1).not.toBe(h2); // salted
@@ -27,7 +27,7 @@ describe('device secrets', () => {
   });
 
   it('verifies the right secret only', async () => {
-    const h = hashSecretSync('s3cret');
+    const h = await hashSecret('s3cret');
     expect(await verifySecret('s3cret', h)).toBe(true);
     expect(await verifySecret('s3cret!', h)).toBe(false);
     expect(await verifySecret('s3cret', 'garbage')).toBe(false);
@@ -42,7 +42,7 @@ describe('device secrets', () => {
 describe('CredentialVerifier', () => {
   it('caches successes and failures, keyed to the stored hash', async () => {
     const v = new CredentialVerifier();
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     expect(await v.verify('dev-1', 'pw', h)).toBe(true);
     expect(v.stats.misses).toBe(1);
     expect(await v.verify('dev-1', 'pw', h)).toBe(true);
@@ -54,14 +54,14 @@ describe('CredentialVerifier', () => {
     expect(await v.verify('dev-2', 'pw', h)).toBe(true);
     expect(v.stats.misses).toBe(3);
     // a changed stored hash is not served from cache
-    const h2 = hashSecretSync('other');
+    const h2 = await hashSecret('other');
     expect(await v.verify('dev-1', 'pw', h2)).toBe(false);
     expect(v.stats.misses).toBe(4);
   });
 
   it('invalidate() forgets a device', async () => {
     const v = new CredentialVerifier();
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     await v.verify('dev-1', 'pw', h);
     v.invalidate('dev-1');
     expect(v.size).toBe(0);
@@ -71,14 +71,14 @@ describe('CredentialVerifier', () => {
 
   it('is an LRU bounded by maxEntries', async () => {
     const v = new CredentialVerifier({ maxEntries: 2 });
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     await Promise.all(['a1', 'a2', 'a3'].map((id) => v.verify(id, 'pw', h)));
     expect(v.size).toBe(2);
   });
 
   it('shares one scrypt between concurrent checks of the same credentials, limits concurrency', async () => {
     const v = new CredentialVerifier({ maxConcurrent: 1 });
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     const results = await Promise.all([
       v.verify('d1', 'pw', h), v.verify('d1', 'pw', h), v.verify('d2', 'pw', h), v.verify('d3', 'x', h),
     ]);
@@ -88,7 +88,7 @@ describe('CredentialVerifier', () => {
 
   it('does not block the event loop while verifying', async () => {
     const v = new CredentialVerifier();
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     // A synchronous scrypt would finish inside verify() calls, before the event loop turns again;
     // the thread-pool scrypt lets a callback queued after the calls run while hashing is under way.
     let done = false;
@@ -101,7 +101,7 @@ describe('CredentialVerifier', () => {
 
   it('refuses empty and oversized secrets without hashing', async () => {
     const v = new CredentialVerifier();
-    const h = hashSecretSync('pw');
+    const h = await hashSecret('pw');
     expect(await v.verify('d', '', h)).toBe(false);
     expect(await v.verify('d', 'x'.repeat(300), h)).toBe(false);
     expect(v.stats.misses).toBe(0);

@@ -37,7 +37,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     const b = req.body;
     policy.assert(p, 'devices.write', b.area);
     if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
-    const { device, credentials } = registry.createDevice({
+    const { device, credentials } = await registry.createDevice({
       id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null,
     });
     const view = registry.view(device.id) ?? freshView(device);

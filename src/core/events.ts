@@ -2,17 +2,20 @@ import { EventEmitter } from 'node:events';
 
 export type Scalar = number | boolean | string;
 
+/** One reading time of one device: its values at ts. */
+export interface TelemetryEvent { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> }
+
 /** Typed internal events. Services talk through these, not each other's internals. */
 export interface KengEvents {
   /** Readings of one device message, after they are durable on disk. */
-  telemetry: { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> };
+  telemetry: TelemetryEvent;
   /**
    * The same readings as soon as they are accepted (decoded, valid, handed to
    * the group commit), before they are durable: for views where latency
    * matters (the live feed). Each is followed by `telemetry` once on disk,
    * unless the store fails; the device then gets no PUBACK and sends it again.
    */
-  'telemetry.accepted': { deviceId: string; area: string; kind: string; ts: number; values: Record<string, Scalar> };
+  'telemetry.accepted': TelemetryEvent;
   /** Presence change (connect, disconnect, keep-alive loss, status message). */
   status: { deviceId: string; area: string; online: boolean; at: number };
   /** Client attributes reported by a device (merged, latest only). */

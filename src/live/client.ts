@@ -19,7 +19,7 @@ export class LiveClient implements BatchMember {
   slowSince = 0;
   /** Batched delivery (batch.ts): the group this client's subscriptions put it in. */
   batchGroup: BatchGroup | null = null;
-  /** A single-event client over live.maxEventRate: delivered through a throttled group (feed.ts "Throttling"). */
+  /** A single-event client over live.maxEventRate: delivered through a throttled group (throttle.ts), since throttledSince (ms). */
   throttled = false;
   throttledSince = 0;
 

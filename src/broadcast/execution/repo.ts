@@ -77,6 +77,9 @@ export function missedToLogEntry(r: MissedRow): LogEntry {
   };
 }
 
+/** A stream target that is playing with no stop sent yet (BroadcastRepo.playingStreams). */
+export interface PlayingStreamRow { broadcast_id: string; device_id: string; updated_at: number; duration_sec: number }
+
 export class BroadcastRepo {
   readonly db: SqliteDatabase;
   private readonly transitionTx: (t: TargetRow, to: TargetState, at: number, log: TransitionLog) => void;
@@ -143,8 +146,8 @@ export class BroadcastRepo {
   }
 
   /** Relayed streams still playing (no stop sent) of broadcasts created since `since`: their stop is due at updated_at + duration. */
-  playingStreams(since: number): Array<{ broadcast_id: string; device_id: string; updated_at: number; duration_sec: number }> {
-    return this.s.playingStreams.all(since) as Array<{ broadcast_id: string; device_id: string; updated_at: number; duration_sec: number }>;
+  playingStreams(since: number): PlayingStreamRow[] {
+    return this.s.playingStreams.all(since) as PlayingStreamRow[];
   }
 
   getBroadcastRow(id: string): BroadcastRow | undefined {

@@ -8,14 +8,14 @@
  * keeps its data and retries (spec "Delivery guarantee").
  */
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
-import type { KengEvents, Scalar } from '../../core/events.js';
+import type { Scalar, TelemetryEvent } from '../../core/events.js';
 import type { TelemetryRecord } from '../../storage/telemetry/types.js';
 import { decodeTelemetry, type DecodedRecord } from '../codec.js';
 import type { BatchResult } from '../group-commit.js';
 import { OK, type HandlerContext, type IngestRegistry } from './context.js';
 
 /** What the post-commit step needs of one message: its readings as bus events (made once, emitted twice). */
-interface Accepted { deviceId: string; events: Array<KengEvents['telemetry']>; readings: number }
+interface Accepted { deviceId: string; events: TelemetryEvent[]; readings: number }
 
 /**
  * The messages of the batch currently gathering, and the one promise all of
@@ -39,7 +39,7 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const area = device?.area ?? msg.identity.area;
   const src = decoded.records;
   const records: TelemetryRecord[] = new Array<TelemetryRecord>(src.length);
-  const events: Array<KengEvents['telemetry']> = new Array<KengEvents['telemetry']>(src.length);
+  const events: TelemetryEvent[] = new Array<TelemetryEvent>(src.length);
   for (let i = 0; i < src.length; i++) {
     const { ts, values } = src[i]!;
     records[i] = { deviceId, kind, ts, values };

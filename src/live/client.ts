@@ -30,6 +30,8 @@ export class LiveClient implements BatchMember {
   ) {}
 
   get id(): string { return this.socket.id; }
+  /** Delivered through a group room (batched or throttled) rather than its device and area rooms. */
+  get grouped(): boolean { return this.batch || this.throttled; }
   get slow(): boolean { return this.pending !== null; }
   get subscriptionCount(): number { return this.devices.size + this.areas.size; }
 
@@ -40,7 +42,7 @@ export class LiveClient implements BatchMember {
 
   /** The socket.io rooms the client is in while not backed up: its group's room when batched or throttled. */
   rooms(): string[] {
-    if (this.batch || this.throttled) return this.batchGroup ? [this.batchGroup.room] : [];
+    if (this.grouped) return this.batchGroup ? [this.batchGroup.room] : [];
     return this.subscriptionRooms();
   }
 

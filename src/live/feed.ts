@@ -264,7 +264,7 @@ export class LiveFeed implements Component {
     const rooms: string[] = [];
     for (const d of req.devices) if (!c.devices.has(d)) { c.devices.add(d); rooms.push(deviceRoom(d)); }
     for (const a of req.areas) if (!c.areas.has(a)) { c.areas.add(a); rooms.push(areaRoom(a)); }
-    if (c.batch || c.throttled) this.regroup(c);
+    if (c.grouped) this.regroup(c);
     else if (!c.slow && rooms.length) void c.socket.join(rooms);
     return { ok: true, devices: this.deviceCount(c) };
   }
@@ -277,7 +277,7 @@ export class LiveFeed implements Component {
   }
 
   private remove(c: LiveClient, req: SubscribeRequest): void {
-    if (c.batch || c.throttled) {
+    if (c.grouped) {
       for (const d of req.devices) c.devices.delete(d);
       for (const a of req.areas) c.areas.delete(a);
       this.regroup(c);
@@ -480,7 +480,7 @@ export class LiveFeed implements Component {
       if (canBroadcast !== c.canBroadcast) {
         c.canBroadcast = canBroadcast;
         void (canBroadcast ? c.socket.leave(NO_BROADCAST_ROOM) : c.socket.join(NO_BROADCAST_ROOM));
-        if (c.batch || c.throttled) this.regroup(c);
+        if (c.grouped) this.regroup(c);
       }
       const deps = { policy: this.o.policy, registry: this.o.registry };
       const gone: SubscribeRequest = {

@@ -87,7 +87,7 @@ export class Throttle {
   check(now: number): void {
     if (this.roomCounts.size) {
       for (const c of this.host.clients()) {
-        if (c.batch || c.throttled) continue;
+        if (c.grouped) continue;
         let n = 0;
         for (const d of c.devices) n += this.roomCounts.get(deviceRoom(d)) ?? 0;
         for (const a of c.areas) n += this.roomCounts.get(areaRoom(a)) ?? 0;
@@ -124,7 +124,7 @@ export class Throttle {
     if (!members) return;
     for (const id of [...members]) {
       const c = this.host.client(id);
-      if (c && !c.batch && !c.throttled) this.throttle(c, this.roomCounts.get(room) ?? 0);
+      if (c && !c.grouped) this.throttle(c, this.roomCounts.get(room) ?? 0);
     }
   }
 

@@ -115,9 +115,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
-      // A deleted or disabled device loses its MQTT session at once.
+      // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.
       unsubscribe.push(bus.on('device.changed', (e) => {
-        if (e.change === 'deleted' || (e.change === 'updated' && registry.getDevice(e.deviceId)?.enabled === false)) broker.kick(e.deviceId);
+        if (e.change === 'deleted') broker.forget(e.deviceId);
+        else if (e.change === 'updated' && registry.getDevice(e.deviceId)?.enabled === false) broker.kick(e.deviceId);
       }));
       try {
         for (const c of components) {

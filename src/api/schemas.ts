@@ -3,6 +3,8 @@
  * OpenAPI document (/docs) all come from these.
  */
 import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
+import { AREA_CODE_RE, DEVICE_ID_RE } from '../devices/types.js';
+import { FIELD_NAME_RE } from '../ingest/codec.js';
 
 
 /** A string enum rendered as `{type: "string", enum: [...]}` (clean in OpenAPI and in validation errors). */
@@ -20,10 +22,10 @@ export function Described<S extends TSchema>(schema: S, description: string): TU
   return Type.Unsafe<Static<S>>({ ...(schema as Record<string, unknown>), description });
 }
 
-// Patterns shared with the registry (src/devices/types.ts) as JSON Schema strings.
-export const DEVICE_ID_PATTERN = '^[a-z0-9][a-z0-9_-]{1,63}$';
-export const AREA_CODE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
-export const FIELD_PATTERN = '^[a-z][a-z0-9_]{0,63}$';
+// Patterns owned by the registry (src/devices/types.ts) and the codec, as JSON Schema strings.
+export const DEVICE_ID_PATTERN = DEVICE_ID_RE.source;
+export const AREA_CODE_PATTERN = AREA_CODE_RE.source;
+export const FIELD_PATTERN = FIELD_NAME_RE.source;
 
 export const Time = Type.String({
   description: 'ISO 8601 with the offset of the configured time zone, e.g. 2025-11-30T07:00:00.000+07:00',

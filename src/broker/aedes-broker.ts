@@ -8,6 +8,10 @@
  *   (topics.ts); a refused publish is dropped (still acknowledged), counted
  *   and logged; a refused subscription is granted as 0x80; repeated abuse
  *   disconnects; presence follows connect / disconnect / keep-alive loss.
+ * - "Limits never cost acknowledged data": over its rate a device is slowed
+ *   (its callbacks held, so aedes stops reading its socket), never dropped.
+ * - Sessions belong to devices: the aedes client id is the device id (or a
+ *   service token's namespace), whatever id the client sent.
  * - "Telemetry payload", delivery guarantee: the inbound handler is awaited
  *   inside authorizePublish, the only hook aedes runs before it writes PUBACK
  *   (lib/handlers/publish.js: authorizePublish → enqueuePublish → PUBACK →
@@ -36,6 +40,7 @@ import type { TlsSource } from '../tls.js';
 import { installFrameGuard } from './frame-guard.js';
 import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, ownerKey, serviceCredential, type ServiceAuthenticator } from './service-clients.js';
 import { DeviceLimits, Session, suppressWill, type DevicePresence } from './session.js';
+import type { PublishAccess } from './topics.js';
 import type { BrokerPort, InboundHandler, InboundMessage, InboundType, PublishOptions } from './types.js';
 
 /**
@@ -100,6 +105,8 @@ export interface AedesBrokerDeps {
 
 type AuthDone = (error: AuthenticateError | null, success: boolean | null) => void;
 type PubDone = (error?: Error | null) => void;
+/** A message held back by its device's rate limit: its callback runs when the timer fires. */
+interface Held { timer: NodeJS.Timeout | null; cb: PubDone }
 interface CounterChild { inc(): void }
 /** messagesInTotal{type}, rejectedTotal{reason}, mqttRefusedTotal{op,reason} by op. */
 type CounterKind = 'in' | 'rejected' | 'connect' | 'publish' | 'subscribe';
@@ -137,13 +144,10 @@ export class AedesBroker implements BrokerPort {
   private readonly sessions = new Map<string, Session>();
   /** Rate, abuse and warn state per device (outlives connections; swept when idle). */
   private readonly limits = new Map<string, DeviceLimits>();
-  /**
-   * Which device owns an MQTT client id: a device may not take over (and with
-   * aedes' same-id takeover, disconnect) another device's client id or session.
-   */
-  private readonly clientOwners = new Map<string, string>();
   /** Devices whose persistent session subscribed via `me` (restored subscriptions keep the rewrite). */
   private readonly meSessions = new Set<string>();
+  /** Messages held back by flow control (rate limit), released at their time or on stop(). */
+  private readonly held = new Set<Held>();
   private connected = 0;
   private inflight = 0;
   private readonly counters: Record<CounterKind, Map<string, CounterChild>> = {
@@ -257,6 +261,7 @@ export class AedesBroker implements BrokerPort {
     const serverClosed = Promise.all([server, tlsServer].map((s) => new Promise<void>((r) => (s ? s.close(() => r()) : r())))).then(() => undefined);
     const bound = this.tuning.stopTimeoutMs;
 
+    this.releaseHeld();
     await waitFor(() => this.inflight === 0, bound);
     const now = this.deps.clock.now();
     for (const s of this.sessions.values()) {
@@ -320,6 +325,30 @@ export class AedesBroker implements BrokerPort {
     if (s) this.closeSession(s, 'kicked');
   }
 
+  /**
+   * A deleted device: disconnect it and end its persistent session (stored
+   * subscriptions, queued messages), so nothing of it passes to a device
+   * created later under the same id. Runs once the connection is gone.
+   */
+  forget(deviceId: string): void {
+    this.limits.delete(deviceId);
+    const s = this.sessions.get(deviceId);
+    if (s && !s.gone) {
+      if (s.forgotten) return;
+      s.forgotten = true;
+      this.closeSession(s, 'deleted');
+    } else {
+      this.dropSession(deviceId);
+    }
+  }
+
+  private dropSession(deviceId: string): void {
+    this.meSessions.delete(deviceId);
+    const aedes = this.aedes;
+    if (!aedes) return;
+    dropPersistentSession(aedes, deviceId).catch((err: unknown) => this.deps.logger.warn({ err, deviceId }, 'could not drop the MQTT session of a deleted device'));
+  }
+
   // ------------------------------------------------------------ connections
 
   private onConnection(sock: net.Socket): void {
@@ -340,6 +369,8 @@ export class AedesBroker implements BrokerPort {
   /** aedes `authenticate` hook: spec "Connection". Runs before the client is registered. */
   private readonly authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: AuthDone): void => {
     if (this.stopping) { done(authError(3, 'server stopping'), null); return; }
+    // aedes checks the length for MQTT 3.1 only; an unbounded id costs memory in every log line and map.
+    if (client.id.length > this.tuning.maxClientsIdLength) { this.refuseConnect(client, 'client_id_too_long', 2, done); return; }
     if (!username) { this.refuseConnect(client, 'bad_credentials', 4, done); return; }
     const token = this.services && serviceCredential(username, password ?? undefined);
     if (token) { this.authenticateService(this.services!, client, token, done); return; }
@@ -348,10 +379,15 @@ export class AedesBroker implements BrokerPort {
       if (!res.ok) { this.refuseConnect(client, res.reason, res.reason === 'disabled' ? 5 : 4, done); return; }
       const identity = res.identity;
       const id = identity.deviceId;
-      const owner = this.clientOwners.get(client.id);
-      if (owner !== undefined && owner !== id) { this.refuseConnect(client, 'client_id_in_use', 2, done, id); return; }
-      this.clientOwners.set(client.id, id);
-      const s = new Session(client, identity, this.limitsFor(id));
+      const presented = client.id;
+      // Another device's id is refused outright: it is a misconfiguration or an attack either way.
+      if (presented !== id && this.deps.authenticator.isDevice(presented)) { this.refuseConnect(client, 'client_id_in_use', 2, done, id); return; }
+      // The MQTT session (subscriptions, queued messages, will) belongs to the device, whatever
+      // id its firmware chose: aedes keys sessions by client.id, which it reads only after this
+      // hook (fetchSubs, registerClient). So no device can reach or replace another's session,
+      // a device has at most one, and a second connection takes over the first (spec "Connection").
+      client.id = id;
+      const s = new Session(client, identity, this.limitsFor(id), presented);
       this.states.set(client, s);
       const prev = this.sessions.get(id);
       this.sessions.set(id, s);
@@ -360,10 +396,9 @@ export class AedesBroker implements BrokerPort {
         // one must neither mark the device offline nor publish its will.
         prev.superseded = true;
         suppressWill(prev.client);
-        // Same client id: aedes itself closes the old client in registerClient;
+        // Same (device) client id: aedes itself closes the old client in registerClient;
         // closing it here too would race aedes' unregister with the new registration.
-        if (prev.client.id !== client.id) prev.client.close();
-        this.deps.logger.debug({ deviceId: id, clientId: client.id, oldClientId: prev.client.id }, 'device connection replaced');
+        this.deps.logger.debug({ deviceId: id, clientId: presented, oldClientId: prev.presentedId }, 'device connection replaced');
       }
       client.conn.once('close', () => this.onGone(client, 'socket_closed'));
       done(null, true);
@@ -379,10 +414,11 @@ export class AedesBroker implements BrokerPort {
     svc.authenticate(token).then((res) => {
       if (this.stopping || client.closed) { done(authError(3, 'connection closed'), null); return; }
       if (!res.ok) { this.refuseConnect(client, res.reason, res.reason === 'role_not_allowed' ? 5 : 4, done); return; }
+      if (this.deps.authenticator.isDevice(client.id)) { this.refuseConnect(client, 'client_id_in_use', 2, done); return; }
       const owner = ownerKey(res.principal.id);
-      const prev = this.clientOwners.get(client.id);
-      if (prev !== undefined && prev !== owner) { this.refuseConnect(client, 'client_id_in_use', 2, done, owner); return; }
-      this.clientOwners.set(client.id, owner);
+      // Service sessions live in their token's own namespace (a device id has no colon), so a
+      // service client can neither take over a device's session nor another token's.
+      client.id = `${owner}/${client.id}`;
       svc.add(client, res.principal, token, this.limitsFor(owner));
       client.conn.once('close', () => this.onGone(client, 'socket_closed'));
       done(null, true);
@@ -439,18 +475,12 @@ export class AedesBroker implements BrokerPort {
         this.publishStatus(s, false, now);
       }
     }
-    // A clean session's client id is free again unless another live connection of this device uses it.
-    const cid = client.id;
-    const cur = this.sessions.get(id);
-    if (client.clean && this.clientOwners.get(cid) === id && !(cur && cur.client.id === cid)) this.clientOwners.delete(cid);
-    this.deps.logger.debug({ deviceId: id, clientId: cid, cause, err: err?.message, superseded: s.superseded }, 'device disconnected');
+    if (s.forgotten) this.dropSession(id);
+    this.deps.logger.debug({ deviceId: id, clientId: s.presentedId, cause, err: err?.message, superseded: s.superseded }, 'device disconnected');
   }
 
   private serviceGone(client: Client, cause: string): void {
-    const svc = this.services?.gone(client, cause);
-    if (!svc) return;
-    const cid = client.id;
-    if (client.clean && this.clientOwners.get(cid) === svc.owner && !this.services!.clientIdInUse(cid, svc)) this.clientOwners.delete(cid);
+    this.services?.gone(client, cause);
   }
 
   /** Server-initiated close (kick, abuse, stop): no will, presence via onGone. */
@@ -474,7 +504,7 @@ export class AedesBroker implements BrokerPort {
 
   /**
    * aedes `authorizePublish`: the whole inbound path, before PUBACK.
-   * ACL → payload size → rate limit → await handler → callback(null).
+   * ACL → payload size → rate limit (wait, see hold()) → await handler → callback(null).
    * Refusals are dropped without disconnecting (sink topic, still acked);
    * a handler that throws fails the callback (no PUBACK, disconnect).
    */
@@ -487,18 +517,45 @@ export class AedesBroker implements BrokerPort {
     const isWill = client.closed;
     if (isWill && s.superseded) { this.sink(packet); cb(null); return; }
     const now = this.deps.clock.now();
-    const id = s.identity.deviceId;
-    this.deps.presence.touch(id, now);
+    this.deps.presence.touch(s.deviceId, now);
     const topic = packet.topic;
     const access = s.acl.publish(topic);
     if (typeof access === 'string') { this.refuse(s, packet, topic, access, now, cb); return; }
     const raw = packet.payload;
     const payload = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
     if (payload.length > this.config.maxPayloadBytes) { this.refuse(s, packet, topic, 'payload_too_large', now, cb); return; }
-    if (!isWill && !s.limits.bucket.take(now)) { this.refuse(s, packet, topic, 'rate_limited', now, cb); return; }
     s.limits.lastUsed = now;
-    this.messagesIn(access.type);
+    // Spec "Limits never cost acknowledged data": over the rate, the message waits
+    // (and with it the PUBACK and the reading of this device's socket), it is never dropped.
+    const wait = isWill ? 0 : s.limits.bucket.reserve(now);
+    if (wait > 0) this.hold(s, wait, packet, access, payload, cb);
+    else this.accept(s, packet, access, payload, now, cb);
+  };
 
+  /**
+   * Flow control: aedes reads no more from a client's socket until every
+   * packet already parsed has called back, so holding the callback slows the
+   * device to its rate without dropping or refusing anything. A held message
+   * of a connection that closes, or of a server that stops, is not
+   * acknowledged (the device sends it again).
+   */
+  private hold(s: Session, waitMs: number, packet: PublishPacket, access: PublishAccess, payload: Buffer, cb: PubDone): void {
+    const m = this.deps.metrics;
+    m.throttledMessagesTotal.inc();
+    m.throttledSecondsTotal.inc(waitMs / 1000);
+    const held: Held = { timer: null, cb };
+    held.timer = setTimeout(() => {
+      this.held.delete(held);
+      if (this.stopping || s.client.closed) { cb(new Error('connection closed while throttled')); return; }
+      this.accept(s, packet, access, payload, this.deps.clock.now(), cb);
+    }, waitMs);
+    this.held.add(held);
+  }
+
+  /** Hand a message that passed every rule to the inbound handler; the callback (PUBACK) follows its outcome. */
+  private accept(s: Session, packet: PublishPacket, access: PublishAccess, payload: Buffer, now: number, cb: PubDone): void {
+    this.messagesIn(access.type);
+    const topic = packet.topic;
     const msg: InboundMessage = {
       identity: s.identity, type: access.type, payload, qos: packet.qos, retain: packet.retain, receivedAt: now,
     };
@@ -521,7 +578,16 @@ export class AedesBroker implements BrokerPort {
       this.inflight--;
       this.handlerFailed(s, topic, err, cb);
     });
-  };
+  }
+
+  /** Release every held message unacknowledged (stop()). */
+  private releaseHeld(): void {
+    for (const h of this.held) {
+      if (h.timer) clearTimeout(h.timer);
+      h.cb(new Error('server stopping'));
+    }
+    this.held.clear();
+  }
 
   /** Service clients are read-only: every publish (and will) is dropped, acknowledged and counted; abuse disconnects. */
   private servicePublish(client: Client, packet: PublishPacket, cb: PubDone): void {
@@ -675,6 +741,24 @@ export class AedesBroker implements BrokerPort {
     }
     child.inc();
   }
+}
+
+/** The part of aedes-persistence used to end a session (aedes' types leave `persistence` untyped). */
+interface SessionPersistence {
+  cleanSubscriptions(client: { id: string }): Promise<void>;
+  cleanIncoming?(client: { id: string }): Promise<void>;
+  outgoingStream(client: { id: string }): AsyncIterable<unknown>;
+  outgoingClearMessageId(client: { id: string }, packet: unknown): Promise<unknown>;
+}
+
+/** What aedes does for a clean session, for a client that is not connected. */
+async function dropPersistentSession(aedes: Aedes, clientId: string): Promise<void> {
+  const p = (aedes as unknown as { persistence: SessionPersistence }).persistence;
+  const c = { id: clientId };
+  await p.cleanSubscriptions(c);
+  await p.cleanIncoming?.(c);
+  // Queued messages: outgoingClearMessageId removes one entry with the packet's messageId per call.
+  for await (const packet of p.outgoingStream(c)) await p.outgoingClearMessageId(c, packet);
 }
 
 function listen(server: net.Server, port: number, host: string): Promise<void> {

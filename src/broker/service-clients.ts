@@ -105,7 +105,7 @@ export class ServiceSession {
   /** Granted telemetry filters (the server publishes telemetry only while some session has one). */
   readonly telemetryFilters = new Set<string>();
   constructor(readonly client: Client, public principal: ServicePrincipal, readonly token: string, readonly limits: DeviceLimits) {}
-  /** Key in the broker's client-id ownership and limits maps (never a valid device id: has a colon). */
+  /** Namespace of its client ids and key of its limits (never a valid device id: has a colon). */
   get owner(): string { return ownerKey(this.principal.id); }
 }
 
@@ -168,7 +168,7 @@ export class ServiceClients {
     this.deps.logger.info({ tokenId: s.principal.id, role: s.principal.role, clientId: client.id }, 'mqtt service client connected');
   }
 
-  /** First close signal; returns the session (once) so the broker frees its client id. */
+  /** First close signal; returns the session (once). */
   gone(client: Client, cause: string): ServiceSession | undefined {
     const s = this.byClient.get(client);
     if (!s || s.gone) return undefined;
@@ -178,12 +178,6 @@ export class ServiceClients {
     if (this.live.size === 0) this.stopRecheck();
     this.deps.logger.info({ tokenId: s.principal.id, clientId: client.id, cause }, 'mqtt service client disconnected');
     return s;
-  }
-
-  /** Another live session (not `s`) uses this client id. */
-  clientIdInUse(clientId: string, except: ServiceSession): boolean {
-    for (const x of this.live) if (x !== except && x.client.id === clientId) return true;
-    return false;
   }
 
   /** Broker stop: forget everything. */

@@ -43,8 +43,11 @@ export class Session {
   superseded = false;
   /** Subscribed with `v1/devices/me/...`: deliveries are rewritten to `me` (ThingsBoard compatibility). */
   viaMe = false;
+  /** The device was deleted: its persistent session is dropped once this connection is gone. */
+  forgotten = false;
 
-  constructor(readonly client: Client, readonly identity: DeviceIdentity, readonly limits: DeviceLimits) {
+  /** `presentedId`: the client id the firmware sent (logs); `client.id` is the device id (the session key). */
+  constructor(readonly client: Client, readonly identity: DeviceIdentity, readonly limits: DeviceLimits, readonly presentedId: string) {
     this.acl = new DeviceAcl(identity);
   }
 

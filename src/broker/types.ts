@@ -39,8 +39,10 @@ export interface BrokerPort extends Component {
   publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
   isConnected(deviceId: string): boolean;
   connectedCount(): number;
-  /** Disconnect a device (e.g. deleted or disabled). */
+  /** Disconnect a device (e.g. disabled). */
   kick(deviceId: string): void;
+  /** A deleted device: disconnect it and end its persistent MQTT session. */
+  forget(deviceId: string): void;
   /** Bound listener addresses (ephemeral ports in tests); `mqtts` when the TLS listener is on. */
   address(): { mqtt: { host: string; port: number }; mqtts?: { host: string; port: number } };
   ready(): boolean;

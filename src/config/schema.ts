@@ -25,7 +25,7 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
     /** Largest accepted PUBLISH payload; larger ones are refused and counted. */
     maxPayloadBytes: Type.Integer({ minimum: 256, maximum: 16_777_216, default: 262_144 }),
-    /** Per-device sustained message rate (messages/second) and burst (token bucket). */
+    /** Per-device sustained message rate (messages/second) and burst (token bucket); over it a device is slowed (flow control), never dropped. */
     rateLimitPerSec: Type.Number({ exclusiveMinimum: 0, default: 50 }),
     rateLimitBurst: Type.Integer({ minimum: 1, default: 500 }),
     /** Refused publishes within 60 s after which the device is disconnected. */

@@ -14,6 +14,12 @@ export class Metrics {
     name: 'keng_mqtt_refused_total', help: 'Refused MQTT operations by reason (connect, publish, subscribe)',
     labelNames: ['op', 'reason'] as const, registers: [this.registry],
   });
+  readonly throttledMessagesTotal = new Counter({
+    name: 'keng_throttled_messages_total', help: 'Device messages held back by their rate limit (flow control: delayed, not dropped)', registers: [this.registry],
+  });
+  readonly throttledSecondsTotal = new Counter({
+    name: 'keng_throttled_seconds_total', help: 'Seconds device messages were held back by their rate limit, summed over messages', registers: [this.registry],
+  });
   readonly messagesInTotal = new Counter({
     name: 'keng_messages_in_total', help: 'MQTT messages received from devices by type', labelNames: ['type'] as const, registers: [this.registry],
   });

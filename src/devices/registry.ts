@@ -304,6 +304,10 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
 
   // ---- authentication (spec device-protocol.md "Connection") -------------
 
+  isDevice(id: string): boolean {
+    return this.devices.has(id);
+  }
+
   async authenticate(username: string, password: Buffer | undefined): Promise<AuthResult> {
     if (typeof username !== 'string' || username.length === 0 || username.length > MAX_CREDENTIAL_LENGTH) {
       return { ok: false, reason: 'bad_credentials' };

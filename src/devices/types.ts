@@ -48,5 +48,7 @@ export interface DeviceIdentity {
 /** What the broker needs from the registry to authenticate (devices module implements it). */
 export interface DeviceAuthenticator {
   /** id + secret, or access token as username (password ignored). Returns null when refused, with a reason. */
+  /** A registered device has this id (a client id that is another device's id is refused). */
+  isDevice(id: string): boolean;
   authenticate(username: string, password: Buffer | undefined): Promise<{ ok: true; identity: DeviceIdentity } | { ok: false; reason: 'unknown_device' | 'bad_secret' | 'disabled' | 'bad_credentials' }>;
 }

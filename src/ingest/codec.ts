@@ -44,8 +44,8 @@ export type DecodeResult =
   | { ok: true; records: DecodedRecord[]; /** total (ts, field) readings */ readings: number }
   | Failure;
 
-/** Spec "Telemetry payload": field names. */
-export const FIELD_NAME_RE = /^[a-z][a-z0-9_]{0,63}$/;
+/** Spec "Telemetry payload": field names (ThingsBoard firmware sends camelCase keys such as `currentFirmwareVersion`). */
+export const FIELD_NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 
 /** Memo of names already seen valid: a Set lookup instead of a regex per field. Bounded; cleared when full. */
 const validNames = new Set<string>();
@@ -120,11 +120,11 @@ function decodeRecord(x: unknown, c: Ctx, where: string): DecodedRecord | Failur
     ts = c.receivedAt; // flat object: "timestamp = time of receipt"
     values = x;
   }
-  // Spec: field names ^[a-z][a-z0-9_]{0,63}$; values finite numbers, booleans or strings <= 256 characters.
+  // Spec: field names FIELD_NAME_RE; values finite numbers, booleans or strings <= 256 characters.
   let n = 0;
   for (const k in values) {
     if (++n > c.maxFields) return fail('too_many_fields', `${where}more than ${c.maxFields} fields`);
-    if (!isValidFieldName(k)) return fail('bad_field_name', `${where}field ${quote(k)} does not match ^[a-z][a-z0-9_]{0,63}$`);
+    if (!isValidFieldName(k)) return fail('bad_field_name', `${where}field ${quote(k)} does not match ${FIELD_NAME_RE.source}`);
     const v = values[k];
     switch (typeof v) {
       case 'number':

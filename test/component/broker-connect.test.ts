@@ -10,6 +10,11 @@ let h: BrokerHarness;
 beforeEach(async () => { h = await startBroker(); });
 afterEach(async () => { await h.stop(); });
 
+/** CONNACK session-present flag as mqtt.js recorded it. */
+function sessionPresent(c: unknown): boolean {
+  return Boolean((c as { connackPacket?: { sessionPresent?: boolean } }).connackPacket?.sessionPresent);
+}
+
 function refusal(p: Promise<unknown>): Promise<number> {
   return p.then(() => { throw new Error('connect unexpectedly accepted'); }, (err: { code?: number }) => err.code ?? -1);
 }
@@ -32,9 +37,12 @@ describe('AedesBroker CONNECT', () => {
     await until(() => h.broker.connectedCount() === 2);
   });
 
-  it('accepts client ids longer than 23 characters (up to 128+)', async () => {
-    const c = await h.connect({ clientId: 'x'.repeat(150), username: 'soil-01', password: 'secret-soil-01' });
+  it('accepts client ids longer than 23 characters, up to 256; longer ones get CONNACK 2', async () => {
+    const c = await h.connect({ clientId: 'x'.repeat(256), username: 'soil-01', password: 'secret-soil-01' });
     expect(c.connected).toBe(true);
+    expect(await refusal(h.connect({ clientId: 'x'.repeat(257), username: 'soil-02', password: 'secret-soil-02' }))).toBe(2);
+    expect(await refusal(h.connect({ clientId: 'y'.repeat(65_000), username: 'soil-02', password: 'secret-soil-02' }))).toBe(2);
+    expect(await h.counter('keng_mqtt_refused_total', { op: 'connect', reason: 'client_id_too_long' })).toBe(2);
   });
 
   it('refuses a wrong secret (CONNACK 4) and counts it', async () => {
@@ -59,13 +67,60 @@ describe('AedesBroker CONNECT', () => {
     expect(await h.counter('keng_mqtt_refused_total', { op: 'connect', reason: 'bad_credentials' })).toBe(1);
   });
 
-  it('a device may not use a client id held by another device (CONNACK 2), so it cannot kick it', async () => {
-    const a = await h.connect({ clientId: 'shared-id', username: 'soil-01', password: 'secret-soil-01' });
-    expect(await refusal(h.connect({ clientId: 'shared-id', username: 'soil-02', password: 'secret-soil-02' }))).toBe(2);
-    expect(await h.counter('keng_mqtt_refused_total', { op: 'connect', reason: 'client_id_in_use' })).toBe(1);
+  it('a device may not use another device\'s id as client id (CONNACK 2), clean or persistent; the owner keeps connecting', async () => {
+    const a = await h.connect({ clientId: 'soil-01', username: 'soil-01', password: 'secret-soil-01' });
+    for (const clean of [true, false]) {
+      expect(await refusal(h.connect({ clientId: 'soil-01', clean, username: 'soil-02', password: 'secret-soil-02' }))).toBe(2);
+      expect(await refusal(h.connect({ clientId: 'soil-01', clean, username: 'TOKENSPK01xxxxxxxxx' }))).toBe(2);
+    }
+    expect(await h.counter('keng_mqtt_refused_total', { op: 'connect', reason: 'client_id_in_use' })).toBe(4);
     await new Promise((r) => setTimeout(r, 100));
     expect(a.connected).toBe(true);
-    expect(h.broker.isConnected('soil-01')).toBe(true);
+    a.end(true);
+    await until(() => !h.broker.isConnected('soil-01'));
+    // The owner reconnects, with a persistent session too.
+    const again = await h.connect({ clientId: 'soil-01', clean: false, username: 'soil-01', password: 'secret-soil-01' });
+    expect(again.connected).toBe(true);
+  });
+
+  it('two devices with the same self-chosen client id each keep their own connection and session', async () => {
+    const a = await h.connect({ clientId: 'esp32', username: 'soil-01', password: 'secret-soil-01' });
+    const b = await h.connect({ clientId: 'esp32', username: 'soil-02', password: 'secret-soil-02' });
+    await until(() => h.broker.connectedCount() === 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(a.connected && b.connected).toBe(true);
+    expect(h.broker.isConnected('soil-01') && h.broker.isConnected('soil-02')).toBe(true);
+  });
+
+  it('a persistent session belongs to its device: another device cannot resume it; a deleted device\'s session ends', async () => {
+    const sub = (c: Awaited<ReturnType<typeof h.connect>>) => new Promise<void>((r) => c.subscribe('v1/devices/soil-01/rpc/request/+', { qos: 1 }, () => r()));
+    const a = await h.connect({ clientId: 'fw-1', clean: false, username: 'soil-01', password: 'secret-soil-01' });
+    await sub(a);
+    a.end(true);
+    await until(() => !h.broker.isConnected('soil-01'));
+    // soil-02 with the same client id and clean=false: a session of its own, nothing of soil-01's.
+    const b = await h.connect({ clientId: 'fw-1', clean: false, username: 'soil-02', password: 'secret-soil-02' });
+    expect(sessionPresent(b)).toBe(false);
+    // soil-01 comes back (any client id): its session is there, and a command queued while it was away arrives.
+    await h.broker.publish('v1/devices/soil-01/rpc/request/r9', '{"method":"x"}');
+    const back = await h.connect({ clientId: 'fw-1', clean: false, username: 'soil-01', password: 'secret-soil-01' });
+    expect(sessionPresent(back)).toBe(true);
+    const got: string[] = [];
+    back.on('message', (t) => got.push(t));
+    await until(() => got.length === 1);
+    expect(got).toEqual(['v1/devices/soil-01/rpc/request/r9']);
+    back.end(true);
+    await until(() => !h.broker.isConnected('soil-01'));
+    // Deleted: the stored subscription and queued messages go with it.
+    await h.broker.publish('v1/devices/soil-01/rpc/request/r10', '{"method":"x"}');
+    h.broker.forget('soil-01');
+    await new Promise((r) => setTimeout(r, 50));
+    const reborn = await h.connect({ clientId: 'fw-1', clean: false, username: 'soil-01', password: 'secret-soil-01' });
+    expect(sessionPresent(reborn)).toBe(false);
+    const late: string[] = [];
+    reborn.on('message', (t) => late.push(t));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(late).toEqual([]);
   });
 
   it('a second connection of the same device (other client id) replaces the first', async () => {

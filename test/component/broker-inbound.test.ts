@@ -1,6 +1,6 @@
 /**
  * The inbound path (spec "Access rules", "Telemetry payload" delivery
- * guarantee): ACL, payload size, per-device rate limit, abuse disconnect,
+ * guarantee): ACL, payload size, per-device rate limit as flow control, abuse disconnect,
  * QoS 1 PUBACK only after the handler resolved, handler failure → no PUBACK.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -125,19 +125,56 @@ describe('AedesBroker inbound path', () => {
     expect(await h.counter('keng_mqtt_refused_total', { op: 'publish', reason: 'frame_too_large' })).toBe(1);
   });
 
-  it('rate-limits a flooding device while another device is unaffected', async () => {
-    h = await startBroker({ rateLimitPerSec: 5, rateLimitBurst: 10, abuseDisconnectAfter: 1000 });
+  it('over its rate a device is slowed, not dropped: every message handled, PUBACKs paced, no refusal, no disconnect', async () => {
+    h = await startBroker({ rateLimitPerSec: 50, rateLimitBurst: 10, abuseDisconnectAfter: 3 });
+    const flooder = await h.connect(soil1);
+    const acks: number[] = [];
+    flooder.on('packetreceive', (p) => { if (p.cmd === 'puback') acks.push(Date.now()); });
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: 60 }, (_, i) => pub(flooder, 'v1/devices/soil-01/telemetry', `{"i":${i}}`)));
+    const took = Date.now() - t0;
+    const handled = h.handler.messages.filter((m) => m.identity.deviceId === 'soil-01');
+    expect(handled.map((m) => JSON.parse(m.payload.toString()).i)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    // 10 at once, the other 50 at 50/s: one second at least (a held callback never fires early),
+    // and never all at once: within the first 300 ms at most 10 + 15 acknowledgements.
+    expect(took).toBeGreaterThanOrEqual(980);
+    expect(acks.filter((a) => a - t0 < 300).length).toBeLessThanOrEqual(25);
+    expect(await h.counter('keng_rejected_total', { reason: 'rate_limited' })).toBe(0);
+    expect(await h.counter('keng_mqtt_refused_total', { op: 'publish', reason: 'abuse_disconnect' })).toBe(0);
+    expect(await h.counter('keng_throttled_messages_total')).toBe(50);
+    // Σ waits of 50 messages at 20 ms spacing ≈ 20+40+…+1000 ms = 25.5 s (minus what refilled meanwhile).
+    expect(await h.counter('keng_throttled_seconds_total')).toBeGreaterThan(15);
+    expect(flooder.connected).toBe(true);
+  });
+
+  it('a throttled device does not slow another device', async () => {
+    h = await startBroker({ rateLimitPerSec: 20, rateLimitBurst: 5 });
     const flooder = await h.connect(soil1);
     const calm = await h.connect(soil2);
-    await Promise.all(Array.from({ length: 40 }, (_, i) => pub(flooder, 'v1/devices/soil-01/telemetry', `{"i":${i}}`)));
-    await Promise.all(Array.from({ length: 5 }, (_, i) => pub(calm, 'v1/devices/soil-02/telemetry', `{"i":${i}}`)));
-    const fromFlooder = h.handler.messages.filter((m) => m.identity.deviceId === 'soil-01').length;
-    const fromCalm = h.handler.messages.filter((m) => m.identity.deviceId === 'soil-02').length;
-    expect(fromFlooder).toBeGreaterThanOrEqual(10);
-    expect(fromFlooder).toBeLessThan(15);
-    expect(fromCalm).toBe(5);
-    expect(await h.counter('keng_rejected_total', { reason: 'rate_limited' })).toBe(40 - fromFlooder);
-    expect(flooder.connected).toBe(true); // all 40 were acknowledged
+    const flood = Promise.all(Array.from({ length: 45 }, (_, i) => pub(flooder, 'v1/devices/soil-01/telemetry', `{"i":${i}}`)));
+    await until(() => h!.handler.messages.length >= 5);
+    const lat: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = Date.now();
+      await pub(calm, 'v1/devices/soil-02/telemetry', `{"i":${i}}`);
+      lat.push(Date.now() - t);
+    }
+    // The flooder still has ~2 s of messages held back while the calm device is answered at once.
+    expect(h.handler.messages.filter((m) => m.identity.deviceId === 'soil-01').length).toBeLessThan(45);
+    expect(Math.max(...lat)).toBeLessThan(250);
+    await flood;
+    expect(h.handler.messages.filter((m) => m.identity.deviceId === 'soil-01')).toHaveLength(45);
+  });
+
+  it('a message held back when the connection closes is not acknowledged and not handled', async () => {
+    h = await startBroker({ rateLimitPerSec: 1, rateLimitBurst: 1 });
+    const c = await h.connect(soil1);
+    await pub(c, 'v1/devices/soil-01/telemetry', '{"i":0}');
+    c.publish('v1/devices/soil-01/telemetry', '{"i":1}', { qos: 1 }); // held ~1 s
+    while (await h.counter('keng_throttled_messages_total') < 1) await new Promise((r) => setTimeout(r, 10));
+    c.end(true);
+    await new Promise((r) => setTimeout(r, 1_300));
+    expect(h.handler.messages.map((m) => m.payload.toString())).toEqual(['{"i":0}']);
   });
 
   it('disconnects a device after more than abuseDisconnectAfter refusals within 60 s', async () => {

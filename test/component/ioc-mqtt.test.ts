@@ -211,13 +211,17 @@ describe('IOC over MQTT (service token from the REST API)', () => {
     expect(queued).toEqual([]);
   });
 
-  it('may not take over a device\'s client id', async () => {
+  it('may not take over a device\'s client id or session', async () => {
     const dev = await connectDevice(t.mqttUrl, 'soil-2', secrets['soil-2']!.secret, { clientId: 'shared-client-id' });
-    const c = mqtt.connect(t.mqttUrl, { username: iocToken, clientId: 'shared-client-id', reconnectPeriod: 0, protocolVersion: 4 });
+    // A device's id as client id: refused (CONNACK 2).
+    const c = mqtt.connect(t.mqttUrl, { username: iocToken, clientId: 'soil-2', reconnectPeriod: 0, protocolVersion: 4 });
     const code = await new Promise<number | undefined>((r) => c.once('error', (e: Error & { code?: number }) => { c.end(true); r(e.code); }));
     expect(code).toBe(2);
+    // The same self-chosen id: service sessions live in their token's namespace, so both stay connected.
+    const svc = await connectService(iocToken, undefined, { clientId: 'shared-client-id' });
     await sleep(50);
     expect(dev.connected).toBe(true);
+    expect(svc.connected).toBe(true);
     await end(dev);
   });
 

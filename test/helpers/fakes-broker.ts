@@ -18,6 +18,7 @@ export class FakeAuthenticator implements DeviceAuthenticator {
   delayMs = 5;
   constructor(devs: FakeDevice[] = []) { for (const d of devs) this.add(d); }
   add(d: FakeDevice): void { this.devices.set(d.id, d); }
+  isDevice(id: string): boolean { return this.devices.has(id); }
   async authenticate(username: string, password: Buffer | undefined): ReturnType<DeviceAuthenticator['authenticate']> {
     await new Promise((r) => setTimeout(r, this.delayMs));
     let dev = this.devices.get(username);

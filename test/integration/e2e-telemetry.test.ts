@@ -25,7 +25,7 @@ function rejected(m: Map<string, number>, reason: string): number {
 }
 
 beforeAll(async () => {
-  t = await startTestApp({ mqtt: { rateLimitPerSec: 20, rateLimitBurst: 40, abuseDisconnectAfter: 1000 } });
+  t = await startTestApp();
   await seedAreas(t, [{ code: 'p01', name: 'Tỉnh Một', level: 'province' }, { code: 'c001', name: 'Xã Một', level: 'commune', parent: 'p01' }]);
   Object.assign(creds, await seedDevices(t, ['soil-1', 'soil-2', 'soil-3', 'flood-1'].map((id) =>
     ({ id, kind: 'sensor', name: `Cảm biến ${id}`, area: 'c001', location: { lat: 21.0, lon: 105.8 } }))));
@@ -98,6 +98,17 @@ print(json.dumps({"acked": len(acked)}))
     const dev = await waitFor(async () => { const d = await t.api('GET', '/api/v1/devices/soil-3'); return d.body.latest?.rain_mm ? d : undefined; });
     expect(dev.body.latest.rain_mm.value).toBe(12.5);
   });
+  it('stores camelCase field names as ThingsBoard firmware sends them (case kept)', async () => {
+    const c = await connectDevice(t.mqttUrl, creds['flood-1']!.accessToken);
+    await publish(c, 'v1/devices/me/telemetry', JSON.stringify({ currentFirmwareVersion: '1.0.3', batteryLevel: 87, BatteryLevel: 1 }));
+    await end(c);
+    const dev = await t.api('GET', '/api/v1/devices/flood-1');
+    expect(dev.body.latest.currentFirmwareVersion.value).toBe('1.0.3');
+    expect(dev.body.latest.batteryLevel.value).toBe(87);
+    expect(dev.body.latest.BatteryLevel.value).toBe(1);
+    const hist = await t.api('GET', '/api/v1/devices/flood-1/telemetry?fields=batteryLevel,currentFirmwareVersion');
+    expect(hist.body.points.map((p: any) => p.values)).toEqual([{ batteryLevel: 87, currentFirmwareVersion: '1.0.3' }]);
+  });
 });
 
 describe('bad input is refused, counted, and harms no one else', () => {
@@ -144,21 +155,5 @@ describe('bad input is refused, counted, and harms no one else', () => {
     expect(dev.body.latest.after_bad.value).toBe(1);
     expect(dev.body.latest['Bad Name']).toBeUndefined();
     expect((await fetch(`${t.httpUrl}/healthz`)).status).toBe(200);
-  });
-
-  it('rate-limits a flooding device while another device is unaffected', async () => {
-    const flood = await connectDevice(t.mqttUrl, 'soil-1', creds['soil-1']!.secret);
-    const calm = await connectDevice(t.mqttUrl, 'flood-1', creds['flood-1']!.secret);
-    const before = await metrics();
-    const base = Date.now() - 100_000;
-    const floods: Promise<void>[] = [];
-    for (let i = 0; i < 300; i++) floods.push(publish(flood, 'v1/devices/soil-1/telemetry', JSON.stringify({ ts: base + i, values: { f: i } })));
-    for (let i = 0; i < 10; i++) await publish(calm, 'v1/devices/flood-1/telemetry', JSON.stringify({ ts: base + i, values: { level: i } }));
-    await Promise.all(floods);
-    await end(flood); await end(calm);
-    const after = await metrics();
-    expect(rejected(after, 'rate_limited') - rejected(before, 'rate_limited')).toBeGreaterThan(200);
-    const calmHist = await t.api('GET', `/api/v1/devices/flood-1/telemetry?fields=level&from=${base - 1}`);
-    expect(calmHist.body.points).toHaveLength(10);
   });
 });

@@ -2,32 +2,51 @@ import { describe, expect, it } from 'vitest';
 import { TokenBucket } from '../../src/broker/rate-limit.js';
 import { AbuseCounter, WarnGate } from '../../src/broker/abuse.js';
 
-describe('TokenBucket', () => {
-  it('allows the burst, then the sustained rate', () => {
+describe('TokenBucket as flow control (fake time)', () => {
+  it('the burst passes at once, then each message waits its turn at the sustained rate', () => {
     const b = new TokenBucket(10, 5, 0);
-    for (let i = 0; i < 5; i++) expect(b.take(0)).toBe(true);
-    expect(b.take(0)).toBe(false);
-    expect(b.take(99)).toBe(false); // 0.99 token
-    expect(b.take(100)).toBe(true); // 1 token after 100 ms at 10/s
-    expect(b.take(100)).toBe(false);
-    // one second refills 10 tokens but never above the burst
-    let n = 0;
-    while (b.take(10_000)) n++;
-    expect(n).toBe(5);
+    for (let i = 0; i < 5; i++) expect(b.reserve(0)).toBe(0);
+    // Nothing is refused: the 6th, 7th, 8th message wait 100, 200, 300 ms (10/s).
+    expect(b.reserve(0)).toBe(100);
+    expect(b.reserve(0)).toBe(200);
+    expect(b.reserve(0)).toBe(300);
   });
 
-  it('reports full after refilling', () => {
+  it('time pays the debt back: a message at the right time does not wait', () => {
+    const b = new TokenBucket(10, 5, 0);
+    for (let i = 0; i < 8; i++) b.reserve(0); // 3 borrowed
+    expect(b.reserve(300)).toBe(100); // 3 tokens refilled, debt 1 → 100 ms
+    expect(b.reserve(1_400)).toBe(0);
+  });
+
+  it('a 2,000-message backlog at 50/s, burst 500: the last waits (2000-500)/50 s, never forever', () => {
+    const b = new TokenBucket(50, 500, 0);
+    let last = 0;
+    for (let i = 0; i < 2_000; i++) last = b.reserve(0);
+    expect(last).toBe(30_000);
+  });
+
+  it('paced at the rate, a device never waits; refills never above the burst', () => {
+    const b = new TokenBucket(10, 5, 0);
+    for (let t = 0; t < 10_000; t += 100) expect(b.reserve(t)).toBe(0);
+    expect(b.isFull(20_000)).toBe(true);
+    let free = 0;
+    while (b.reserve(20_000) === 0) free++;
+    expect(free).toBe(5);
+  });
+
+  it('reports full after refilling (its state can then be forgotten)', () => {
     const b = new TokenBucket(1, 2, 0);
-    b.take(0); b.take(0);
-    expect(b.isFull(1000)).toBe(false);
-    expect(b.isFull(2000)).toBe(true);
+    b.reserve(0); b.reserve(0); b.reserve(0);
+    expect(b.isFull(2_000)).toBe(false); // 1 borrowed + 2 taken: 3 s to refill
+    expect(b.isFull(3_000)).toBe(true);
   });
 
   it('does not go backwards with a clock that steps back', () => {
     const b = new TokenBucket(1, 1, 1000);
-    expect(b.take(1000)).toBe(true);
-    expect(b.take(500)).toBe(false);
-    expect(b.take(2000)).toBe(true);
+    expect(b.reserve(1000)).toBe(0);
+    expect(b.reserve(500)).toBe(1000);
+    expect(b.reserve(3000)).toBe(0);
   });
 });
 

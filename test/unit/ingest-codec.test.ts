@@ -93,8 +93,14 @@ describe('decodeTelemetry: accepted shapes (spec "Telemetry payload")', () => {
     ok({ note: 'quote \\" then [[[[[[[[[[[[[[[[[[[[[[[[' });
   });
 
-  it('field names: 1 to 64 characters of [a-z0-9_], starting with a letter', () => {
+  it('field names: 1 to 64 characters of [A-Za-z0-9_], starting with a letter', () => {
     ok({ a: 1, a_1: 2, battery_v: 3, ['x'.repeat(64)]: 4 });
+  });
+
+  it('camelCase field names as ThingsBoard firmware sends them; case is kept (two fields)', () => {
+    const r = ok({ currentFirmwareVersion: '1.2.3', Temp: 20, temp: 21, X: 1 });
+    expect(r.records[0]!.values).toEqual({ currentFirmwareVersion: '1.2.3', Temp: 20, temp: 21, X: 1 });
+    expect(r.readings).toBe(4);
   });
 
   it('256 fields per record and 10,000 records per array are accepted', () => {
@@ -181,7 +187,7 @@ describe('decodeTelemetry: refusals (each with a stable reason)', () => {
     ['bad_value', `{"ts":${T},"values":{"a":1e999}}`],
     ['string_too_long', JSON.stringify({ a: 'x'.repeat(257) })],
     // field names
-    ['bad_field_name', '{"Temp":1}'],
+    ['bad_field_name', '{"Temp-1":1}'],
     ['bad_field_name', '{"1a":1}'],
     ['bad_field_name', '{"_a":1}'],
     ['bad_field_name', '{"a-b":1}'],

@@ -86,7 +86,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'devices.write', view.area);
     if (!registry.deleteDevice(view.id)) throw Errors.NOT_FOUND(`Device "${view.id}"`);
-    ctx.broker.kick(view.id);
+    ctx.broker.forget(view.id);
     auditFor(registry).record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: deviceDto(view, tz) });
     return reply.status(204).send(null);
   });

@@ -2,7 +2,7 @@
 import type { Area, Device, DeviceView, LatestValue } from '../devices/types.js';
 import type { DeviceCredentials } from '../devices/registry-types.js';
 import type { Scalar } from '../core/events.js';
-import { formatTime, formatTimeOrNull } from './time.js';
+import { formatTime, formatTimeOrNull } from '../core/time.js';
 
 export interface AreaDto { code: string; name: string; level: Area['level']; parent: string | null; createdAt: string }
 export interface DeviceDto {

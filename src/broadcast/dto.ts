@@ -2,7 +2,7 @@
  * API shapes of schedules, broadcasts, log lines and totals (spec
  * http-api.md: times as ISO 8601 with the offset of `config.tz`).
  */
-import { formatTime } from '../api/time.js';
+import { formatTime } from '../core/time.js';
 import type { AreaTotals, Broadcast, LogEntry, TargetState, TotalsResult } from './execution/index.js';
 import type { Schedule } from './schedule/index.js';
 

@@ -6,7 +6,8 @@
  * query per area, rendered with the same CSV columns as executor.csv().
  */
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import { isoWithOffset, toCsv, type BroadcastExecutor, type CsvValue, type LogEntry, type LogQuery } from './execution/index.js';
+import { formatTime } from '../core/time.js';
+import { toCsv, type BroadcastExecutor, type CsvValue, type LogEntry, type LogQuery } from './execution/index.js';
 
 export type LogScope = 'all' | readonly string[];
 
@@ -32,7 +33,7 @@ export const LOG_CSV_HEADER = ['time', 'device_time', 'broadcast_id', 'schedule_
 export function scopedCsv(exec: BroadcastExecutor, reg: Pick<DeviceRegistryApi, 'getArea' | 'getDevice'>, q: LogQuery, scope: LogScope, tz: string): string {
   if (scope === 'all' || q.area !== undefined || scope.length === 1) return exec.csv(scope !== 'all' && q.area === undefined ? { ...q, area: scope[0]! } : q);
   const rows = scopedLog(exec, q, scope).map((e): CsvValue[] => [
-    isoWithOffset(e.at, tz), e.deviceAt !== undefined ? isoWithOffset(e.deviceAt, tz) : '',
+    formatTime(e.at, tz), e.deviceAt !== undefined ? formatTime(e.deviceAt, tz) : '',
     e.broadcastId, e.scheduleId, e.area, reg.getArea(e.area)?.name ?? '', e.deviceId, reg.getDevice(e.deviceId)?.name ?? '',
     e.state, e.prevState, e.detail, e.source,
   ]);

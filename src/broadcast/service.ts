@@ -20,7 +20,7 @@ import { Histogram } from 'prom-client';
 import type { Config } from '../config/index.js';
 import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
-import { formatTime } from '../api/time.js';
+import { formatTime } from '../core/time.js';
 import { auditFor } from '../audit/index.js';
 import type { MediaLibrary } from '../media/index.js';
 import type { StateDb } from '../storage/state/index.js';

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { DEFAULT_TIME_ZONE } from '../core/time.js';
 
 /**
  * The one settings schema. Defaults live here; a config file (KENG_CONFIG,
@@ -13,7 +14,7 @@ export const ConfigSchema = Type.Object({
   ], { default: 'info' }),
   /** Bearer token with full admin rights; when absent one is generated into <dataDir>/admin-token. */
   adminToken: Type.Optional(Type.String({ minLength: 16 })),
-  tz: Type.String({ minLength: 1, default: 'Asia/Ho_Chi_Minh' }),
+  tz: Type.String({ minLength: 1, default: DEFAULT_TIME_ZONE }),
   http: Type.Object({
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
     host: Type.String({ default: '0.0.0.0' }),

@@ -14,6 +14,7 @@
  * no field named ts or values.
  */
 import type { Scalar } from '../core/events.js';
+import { parseIsoWithOffset } from '../core/time.js';
 import { exceedsChars, fail, isPlainObject, parseJson, quote, JSON_MAX_DEPTH, type Failure } from './json.js';
 
 export type { RejectReason, Failure } from './json.js';
@@ -59,38 +60,9 @@ export function isValidFieldName(k: string): boolean {
   return true;
 }
 
-/**
- * ISO 8601 date-time with a mandatory offset (Z or ±hh:mm), seconds and
- * fraction optional. A string without offset is ambiguous and refused.
- */
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
-const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
-/** Epoch ms of an ISO 8601 string with offset, or NaN. Calendar fields are range-checked (no Date.parse leniency). */
-export function parseIsoWithOffset(s: string): number {
-  const m = ISO_RE.exec(s);
-  if (!m) return NaN;
-  const y = +m[1]!, mo = +m[2]!, d = +m[3]!, h = +m[4]!, mi = +m[5]!;
-  const sec = m[6] === undefined ? 0 : +m[6];
-  if (mo < 1 || mo > 12 || d < 1 || d > DAYS_IN_MONTH[mo - 1]!) return NaN;
-  if (mo === 2 && d === 29 && !(y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0))) return NaN;
-  if (h > 23 || mi > 59 || sec > 59) return NaN;
-  let offsetMin = 0;
-  if (m[8] === undefined) {
-    const oh = +m[10]!, om = +m[11]!;
-    if (oh > 23 || om > 59) return NaN;
-    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
-  }
-  const ms = m[7] === undefined ? 0 : Math.round(Number(`0.${m[7]}`) * 1000);
-  const date = new Date(0);
-  date.setUTCFullYear(y, mo - 1, d); // not Date.UTC: years 0-99 would map to 19xx
-  date.setUTCHours(h, mi, sec, 0);
-  return date.getTime() + ms - offsetMin * 60_000;
-}
-
-/** Spec: "ts in epoch milliseconds or an ISO 8601 string with offset". Fractional ms are rounded. NaN = invalid. */
+/** Spec: "ts in epoch milliseconds or an ISO 8601 string with offset". A fraction of a ms falls in its ms (as in ISO input). NaN = invalid. */
 function parseTs(v: unknown): number {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.round(v) : NaN;
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.floor(v) : NaN;
   if (typeof v === 'string') return parseIsoWithOffset(v);
   return NaN;
 }

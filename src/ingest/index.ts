@@ -1,6 +1,6 @@
 export { IngestService, type IngestDeps } from './service.js';
 export {
-  decodeTelemetry, telemetryLimits, parseIsoWithOffset, isValidFieldName, FIELD_NAME_RE,
+  decodeTelemetry, telemetryLimits, isValidFieldName, FIELD_NAME_RE,
   DEFAULT_MAX_RECORDS, DEFAULT_MAX_FIELDS, MAX_STRING_LENGTH,
   type TelemetryLimits, type DecodedRecord, type DecodeResult,
 } from './codec.js';

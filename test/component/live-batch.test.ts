@@ -12,7 +12,7 @@ import { seedCommune } from '../helpers/seed.js';
 import { connectDevice, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
 import { attachLiveFeedForTest } from '../../src/live/index.js';
 import type { Authenticator, Principal } from '../../src/auth/types.js';
-import { formatTime } from '../../src/api/time.js';
+import { formatTime } from '../../src/core/time.js';
 
 const PRINCIPALS: Record<string, Principal> = {
   'viewer-of-a-token-0123456789': { kind: 'token', id: 'viewer-a', role: 'viewer', areas: ['ca'] },

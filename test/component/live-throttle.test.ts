@@ -13,7 +13,7 @@ import { startTestApp, type TestApp } from '../helpers/app.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
 import { seedAreas } from '../helpers/seed.js';
 import { attachLiveFeedForTest, type LiveFeed } from '../../src/live/index.js';
-import { formatTime } from '../../src/api/time.js';
+import { formatTime } from '../../src/core/time.js';
 
 const PATH = '/live-throttle';
 let t: TestApp | undefined;

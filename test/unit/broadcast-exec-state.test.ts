@@ -1,8 +1,9 @@
 /** Target state machine (issue 3 "Broadcast execution"), CSV export (RFC 4180) and log times. */
 import { describe, expect, it } from 'vitest';
 import {
-  PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, TERMINAL_STATES, checkTransition, csvField, isoWithOffset, toCsv, type TargetState,
+  PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, TERMINAL_STATES, checkTransition, csvField, toCsv, type TargetState,
 } from '../../src/broadcast/execution/index.js';
+import { formatTime } from '../../src/core/time.js';
 
 const ALL: TargetState[] = ['pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped'];
 
@@ -71,8 +72,9 @@ describe('CSV (RFC 4180, UTF-8 with BOM)', () => {
 
 describe('log times', () => {
   it('ISO 8601 with the commune offset', () => {
-    expect(isoWithOffset(1764460800000, 'Asia/Ho_Chi_Minh')).toBe('2025-11-30T07:00:00.000+07:00');
-    expect(isoWithOffset(1764460805120, 'UTC')).toBe('2025-11-30T00:00:05.120Z');
+    expect(formatTime(1764460800000, 'Asia/Ho_Chi_Minh')).toBe('2025-11-30T07:00:00.000+07:00');
+    // One shape for every time Keng writes: UTC too has its offset spelled out.
+    expect(formatTime(1764460805120, 'UTC')).toBe('2025-11-30T00:00:05.120+00:00');
   });
 });
 

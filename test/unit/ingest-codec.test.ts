@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decodeTelemetry, parseIsoWithOffset, type DecodeResult, type TelemetryLimits } from '../../src/ingest/codec.js';
+import { decodeTelemetry, type DecodeResult, type TelemetryLimits } from '../../src/ingest/codec.js';
+import { parseIsoWithOffset } from '../../src/core/time.js';
 import { exceedsDepth, parseJson, parseObject, validateTree } from '../../src/ingest/json.js';
 
 const NOW = Date.UTC(2025, 11, 1, 0, 0, 0); // 2025-12-01T00:00:00Z
@@ -32,9 +33,10 @@ describe('decodeTelemetry: accepted shapes (spec "Telemetry payload")', () => {
     expect(ok({ ts: T, values: { soil_moisture: 31.5 } }).records).toEqual([{ ts: T, values: { soil_moisture: 31.5 } }]);
   });
 
-  it('fractional epoch ms are rounded to integer ms', () => {
-    expect(ok({ ts: T + 0.6, values: { a: 1 } }).records[0]!.ts).toBe(T + 1);
+  it('fractional epoch ms fall in their millisecond (truncated, like ISO fractions and the API)', () => {
+    expect(ok({ ts: T + 0.6, values: { a: 1 } }).records[0]!.ts).toBe(T);
     expect(ok({ ts: T + 0.4, values: { a: 1 } }).records[0]!.ts).toBe(T);
+    expect(ok({ ts: new Date(T).toISOString().replace('Z', '9Z'), values: { a: 1 } }).records[0]!.ts).toBe(T);
   });
 
   it.each([
@@ -204,7 +206,7 @@ describe('decodeTelemetry: refusals (each with a stable reason)', () => {
     ['bad_ts', '{"ts":"2025-02-29T00:00:00Z","values":{"a":1}}'],
     ['bad_ts', '{"ts":"2025-11-30T24:00:00Z","values":{"a":1}}'],
     ['bad_ts', '{"ts":"2025-11-30T17:00:00+24:00","values":{"a":1}}'],
-    ['bad_ts', '{"ts":"2025-11-30T17:00:00+0700","values":{"a":1}}'],
+    ['bad_ts', '{"ts":"2025-11-30T17:00:00+7:00","values":{"a":1}}'],
     ['bad_ts', '{"ts":"1764460800000","values":{"a":1}}'],
     ['bad_ts', '{"ts":-1,"values":{"a":1}}'],
     ['bad_ts', '{"ts":1e999,"values":{"a":1}}'],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ScheduleTiming } from '../../src/broadcast/schedule/model.js';
 import { lastRunAtOrBefore, nextRuns, runsBetween } from '../../src/broadcast/schedule/occurrences.js';
-import { fixedOffsetMinutes } from '../../src/broadcast/schedule/tz.js';
+import { fixedOffsetMinutes } from '../../src/core/time.js';
 
 const iso = (ts: number[]) => ts.map((t) => new Date(t).toISOString());
 const hcm = (cron: string, extra: Partial<ScheduleTiming> = {}): ScheduleTiming => ({ cron, timezone: 'Asia/Ho_Chi_Minh', enabled: true, ...extra });

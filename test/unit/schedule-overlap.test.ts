@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { formatTime } from '../../src/core/time.js';
 import { newSchedule, type Schedule, type ScheduleSpec, type ScheduleTarget } from '../../src/broadcast/schedule/model.js';
 import { runsBetween } from '../../src/broadcast/schedule/occurrences.js';
 import { findClashes, toClashError } from '../../src/broadcast/schedule/overlap.js';
@@ -30,12 +31,12 @@ describe('findClashes', () => {
       scheduleId: existing.id, name: 'Bản tin sáng', priority: 'normal', deviceIds: ['loa-01', 'loa-02'], deviceCount: 2,
       at: at('2026-03-03T06:00:00+07:00'),
     }]);
-    const err = toClashError(clashes);
+    const err = toClashError(clashes, (ms) => formatTime(ms, 'Asia/Ho_Chi_Minh'));
     expect(err.statusCode).toBe(409);
     expect(err.code).toBe('KENG_ERR_CONFLICT');
     expect(err.message).toContain('Bản tin sáng');
     expect(err.message).toContain('loa-01');
-    expect(err.message).toContain('2026-03-02T23:00:00.000Z');
+    expect(err.message).toContain('2026-03-03T06:00:00.000+07:00');
   });
 
   it('reports the first overlap start and respects half-open intervals', () => {

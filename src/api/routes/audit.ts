@@ -4,7 +4,7 @@ import type { Accounts } from '../../auth/accounts.js';
 import type { AuditEntry } from '../../audit/index.js';
 import { Errors } from '../../core/errors.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { formatTime, parseTime } from '../time.js';
+import { formatTime, parseTime } from '../../core/time.js';
 import { AUTH_ERRORS, Described, errorResponses } from '../schemas.js';
 import { AuditPage, AuditQuery } from './account-schemas.js';
 

@@ -16,7 +16,7 @@ import { parseBearer } from '../../auth/chain.js';
 import type { Accounts } from '../../auth/accounts.js';
 import type { LoginError } from '../../auth/login.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { formatTime } from '../time.js';
+import { formatTime } from '../../core/time.js';
 import { AUTH_ERRORS, Described, errorResponses } from '../schemas.js';
 import { LoginBody, LoginReply, Me } from './account-schemas.js';
 

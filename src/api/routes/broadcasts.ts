@@ -17,7 +17,7 @@ import { broadcastDto, logEntryDto, totalsDto } from '../../broadcast/dto.js';
 import { scopedCsv, scopedLog, type LogScope } from '../../broadcast/log-export.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { AUTH_ERRORS, Described, StringEnum, Time, TimeInput, errorResponses } from '../schemas.js';
-import { parseTime } from '../time.js';
+import { localDate, parseTime } from '../../core/time.js';
 import { Content, Target, callerOf, documentOnly } from './schedules.js';
 
 export interface BroadcastRouteOptions { ctx: RouteContext; service: BroadcastService; executor: BroadcastExecutor }
@@ -149,7 +149,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
     };
     const scope = logScope(p);
     if (q.format === 'csv') {
-      const day = new Date().toISOString().slice(0, 10);
+      const day = localDate(ctx.clock.now(), tz);
       return reply.type('text/csv; charset=utf-8')
         .header('content-disposition', `attachment; filename="nhat-ky-phat-thanh-${day}.csv"`)
         .serializer((x: unknown) => x as string)

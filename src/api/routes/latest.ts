@@ -11,7 +11,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { deviceDto, type DeviceDto } from '../present.js';
-import { formatTime } from '../time.js';
+import { formatTime } from '../../core/time.js';
 import { AUTH_ERRORS, Device, DeviceKind, StringEnum, errorResponses } from '../schemas.js';
 
 const Snapshot = Type.Object({

@@ -20,7 +20,7 @@ import { MediaFileCache } from '../../media/file-cache.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { sendError } from '../errors.js';
 import { AUTH_ERRORS, Described, StringEnum, Time, errorResponses } from '../schemas.js';
-import { formatTime } from '../time.js';
+import { formatTime } from '../../core/time.js';
 
 export interface MediaRouteOptions {
   ctx: RouteContext;

@@ -12,6 +12,7 @@ import { Type } from 'typebox';
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
+import { formatTime } from '../../core/time.js';
 import type { BroadcastService } from '../../broadcast/service.js';
 import type { Caller } from '../../broadcast/targets.js';
 import { scheduleDto } from '../../broadcast/dto.js';
@@ -172,7 +173,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
     const next = s?.nextDue();
     return {
       running: s !== undefined,
-      ...(next ? { nextDue: { scheduleId: next.scheduleId, at: new Date(next.at).toISOString() } } : {}),
+      ...(next ? { nextDue: { scheduleId: next.scheduleId, at: formatTime(next.at, ctx.tz) } } : {}),
       jitterMs: s?.jitterStats() ?? { count: 0, p50: 0, p99: 0, max: 0, mean: 0 },
     };
   });

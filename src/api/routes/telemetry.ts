@@ -4,7 +4,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors, withDetails } from '../../core/errors.js';
 import type { HistoryPoint } from '../../storage/telemetry/types.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { formatTime, resolveRange } from '../time.js';
+import { formatTime } from '../../core/time.js';
+import { resolveRange } from '../range.js';
 import { AUTH_ERRORS, Agg, Described, DeviceIdParams, FIELD_PATTERN, History, TimeInput, errorResponses } from '../schemas.js';
 import { visibleDevice } from './devices.js';
 

@@ -9,7 +9,7 @@ import { Errors } from '../../core/errors.js';
 import type { Accounts } from '../../auth/accounts.js';
 import type { ApiToken } from '../../auth/api-tokens.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { formatTime, formatTimeOrNull, parseTime } from '../time.js';
+import { formatTime, formatTimeOrNull, parseTime } from '../../core/time.js';
 import { AUTH_ERRORS, Described, errorResponses } from '../schemas.js';
 import { CreatedToken, NewToken, TokenIdParams, TokenMeta } from './account-schemas.js';
 

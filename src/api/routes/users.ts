@@ -11,7 +11,7 @@ import type { Accounts } from '../../auth/accounts.js';
 import type { Principal } from '../../auth/types.js';
 import type { User as UserRec } from '../../auth/users.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { formatTime, formatTimeOrNull } from '../time.js';
+import { formatTime, formatTimeOrNull } from '../../core/time.js';
 import { AUTH_ERRORS, Described, errorResponses } from '../schemas.js';
 import { NewUser, User, UserPatch, UsernameParams } from './account-schemas.js';
 

@@ -26,7 +26,7 @@ import { toCsv, type CsvValue } from './csv.js';
 import {
   missedToLogEntry, toBroadcast, toLogEntry, type BroadcastRepo, type BroadcastRow, type LogRow, type MissedRow, type TargetRow,
 } from './repo.js';
-import { isoWithOffset } from './time.js';
+import { formatTime } from '../../core/time.js';
 import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogQuery, TargetState, TotalsQuery, TotalsResult } from './types.js';
 
 export type QueryRegistry = Pick<DeviceRegistryApi, 'subtree' | 'getArea' | 'getDevice'>;
@@ -115,7 +115,7 @@ export class BroadcastQueries {
       return n;
     };
     const rows = this.log(q).map((e): CsvValue[] => [
-      isoWithOffset(e.at, this.timeZone), e.deviceAt !== undefined ? isoWithOffset(e.deviceAt, this.timeZone) : '',
+      formatTime(e.at, this.timeZone), e.deviceAt !== undefined ? formatTime(e.deviceAt, this.timeZone) : '',
       e.broadcastId, e.scheduleId, e.area, areaName(e.area), e.deviceId, deviceName(e.deviceId),
       e.state, e.prevState, e.detail, e.source,
     ]);

@@ -4,4 +4,4 @@ export * from './occurrences.js';
 export * from './overlap.js';
 export * from './repo.js';
 export * from './scheduler.js';
-export { isValidTimeZone, fixedOffsetMinutes } from './tz.js';
+export { isValidTimeZone, fixedOffsetMinutes } from '../../core/time.js';

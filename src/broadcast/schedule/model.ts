@@ -9,10 +9,10 @@
  * turns the list into the standard 400 KENG_ERR_VALIDATION error.
  */
 import { randomUUID } from 'node:crypto';
-import { parseTime } from '../../api/time.js';
+import { parseTime } from '../../core/time.js';
 import { Errors, withDetails, type KengError } from '../../core/errors.js';
 import { cronFor, nextRuns } from './occurrences.js';
-import { isValidTimeZone, zonedDayStart } from './tz.js';
+import { isValidTimeZone, zonedDayStart } from '../../core/time.js';
 
 export const SCHEDULE_PRIORITIES = ['normal', 'priority'] as const;
 export type SchedulePriority = (typeof SCHEDULE_PRIORITIES)[number];
@@ -21,7 +21,6 @@ export type BroadcastPriority = SchedulePriority | 'emergency';
 export const PRIORITY_RANK: Readonly<Record<BroadcastPriority, number>> = { normal: 0, priority: 1, emergency: 2 };
 
 export const DEFAULT_VOLUME = 70;
-export const DEFAULT_TZ = 'Asia/Ho_Chi_Minh';
 /** Longest accepted durationSec (one day). */
 export const MAX_DURATION_SEC = 86_400;
 

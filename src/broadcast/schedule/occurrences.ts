@@ -11,7 +11,7 @@
  */
 import { Cron } from 'croner';
 import type { ScheduleTiming } from './model.js';
-import { fixedOffsetMinutes } from './tz.js';
+import { fixedOffsetMinutes } from '../../core/time.js';
 
 const MAX_CACHED = 2_000;
 const crons = new Map<string, Cron>();

@@ -120,7 +120,7 @@ export function findClashes(
 }
 
 /** The 409 error naming the first clash (details = all clashes found, times as epoch ms). */
-export function toClashError(clashes: Clash[], formatTime: (ms: number) => string = (ms) => new Date(ms).toISOString()): KengError {
+export function toClashError(clashes: Clash[], formatTime: (ms: number) => string): KengError {
   const c = clashes[0]!;
   const speakers = c.deviceIds.slice(0, 3).join(', ') + (c.deviceCount > 3 ? ` and ${c.deviceCount - 3} more` : '');
   const msg = `overlaps schedule "${c.name}" (${c.scheduleId}) on ${speakers} at ${formatTime(c.at)}`;

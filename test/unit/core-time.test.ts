@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_RANGE_MS, formatTime, parseDuration, parseTime, resolveRange, tzOffsetMinutes, windowCount } from '../../src/api/time.js';
+import { formatTime, localDate, parseDuration, parseIsoWithOffset, parseTime, timeFormatter, tzOffsetMinutes } from '../../src/core/time.js';
+import { DEFAULT_RANGE_MS, resolveRange, windowCount } from '../../src/api/range.js';
 
 const VN = 'Asia/Ho_Chi_Minh';
 const code = (fn: () => unknown): string | undefined => {
@@ -117,5 +118,27 @@ describe('resolveRange', () => {
   it('reports a bad every or time before counting', () => {
     expect(code(() => resolveRange({ every: 'soon' }, now, 10_000))).toBe('KENG_ERR_BAD_WINDOW');
     expect(code(() => resolveRange({ to: 'later' }, now, 10_000))).toBe('KENG_ERR_BAD_TIME');
+  });
+});
+
+describe('one rule for every time Keng reads and writes', () => {
+  it('the API and the device codec read the same ISO forms the same way', () => {
+    for (const s of ['2025-11-30T07:00:00+07:00', '2025-11-30T07:00:00+0700', '2025-11-30T07:00:00+07', '2025-11-30t00:00:00z', '2025-11-30T00:00:00,5Z']) {
+      expect(parseTime(s, 'at')).toBe(parseIsoWithOffset(s));
+    }
+  });
+
+  it('fractions of a millisecond are truncated, never rounded up into the next one', () => {
+    expect(parseIsoWithOffset('2025-11-30T00:00:00.9999Z')).toBe(Date.UTC(2025, 10, 30, 0, 0, 0, 999));
+    expect(parseTime('2025-11-30T00:00:00.0005Z', 'at')).toBe(Date.UTC(2025, 10, 30));
+  });
+
+  it('UTC is written with its offset like every other zone, and the hot-path formatter agrees with formatTime', () => {
+    expect(formatTime(Date.UTC(2025, 10, 30), 'UTC')).toBe('2025-11-30T00:00:00.000+00:00');
+    const f = timeFormatter(VN);
+    for (const ms of [0, Date.UTC(2025, 10, 30, 16, 59, 59, 999), Date.UTC(2025, 10, 30, 17), 253_402_300_799_999]) {
+      expect(f(ms)).toBe(formatTime(ms, VN));
+    }
+    expect(localDate(Date.UTC(2025, 10, 30, 17), VN)).toBe('2025-12-01');
   });
 });

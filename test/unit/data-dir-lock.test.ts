@@ -4,7 +4,7 @@
  * and after SIGKILL: test/integration/data-dir-lock.test.ts.
  */
 import { describe, it, expect, afterEach } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DataDirLock, HOLDER_FILE, readHolder } from '../../src/storage/state/index.js';
@@ -87,6 +87,18 @@ describe('DataDirLock', () => {
     await b.start();
     expect(b.held).toBe(true);
     expect(JSON.parse(readFileSync(path.join(dataDir, HOLDER_FILE), 'utf8'))).toMatchObject({ pid: process.pid });
+  });
+
+  it('a start that fails after locking holds nothing', async () => {
+    const dataDir = tempDir();
+    mkdirSync(path.join(dataDir, `${HOLDER_FILE}.tmp`)); // the holder record cannot be written
+    const a = lock(dataDir);
+    await expect(a.start()).rejects.toThrow(/EISDIR/);
+    expect(a.held).toBe(false);
+    rmSync(path.join(dataDir, `${HOLDER_FILE}.tmp`), { recursive: true });
+    const b = lock(dataDir);
+    await b.start();
+    expect(b.held).toBe(true);
   });
 
   it('does not hold other directories', async () => {

@@ -73,11 +73,17 @@ export class DataDirLock implements Component {
       if ((err as { code?: string }).code === 'SQLITE_BUSY') throw Errors.DATA_DIR_IN_USE(dataDir, describe(readHolder(dataDir)));
       throw err;
     }
-    this.handle = db;
     const holder: LockHolder = { pid: process.pid, startedAt: new Date(clock.now()).toISOString(), host: hostname() };
     const file = path.join(dataDir, HOLDER_FILE);
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(holder)}\n`);
-    renameSync(`${file}.tmp`, file);
+    try {
+      // Renamed into place: a refused server never reads half a record.
+      writeFileSync(`${file}.tmp`, `${JSON.stringify(holder)}\n`);
+      renameSync(`${file}.tmp`, file);
+    } catch (err) {
+      db.close(); // a failed start holds nothing
+      throw err;
+    }
+    this.handle = db;
     logger.debug({ dataDir, pid: holder.pid }, 'data directory locked');
   }
 

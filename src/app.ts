@@ -2,17 +2,18 @@
  * buildApp(config) wires Keng's parts and returns {start, stop}. Tests run the
  * whole service in-process on ephemeral ports (port 0).
  *
- * Start order: state store → device registry → telemetry store → ingest →
- * broker → HTTP API. Stop runs in reverse: the broker stops taking messages
- * first, ingest flushes its last group commit, the telemetry store flushes its
- * queue, the registry flushes presence and latest values, the state store
- * closes last.
+ * Start order: data directory lock (one server per directory) → state store →
+ * device registry → telemetry store → ingest → broker → HTTP API. Stop runs
+ * in reverse: the broker stops taking messages first, ingest flushes its last
+ * group commit, the telemetry store flushes its queue, the registry flushes
+ * presence and latest values, the state store closes, and the lock is
+ * released last.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
-import { StateDb } from './storage/state/index.js';
+import { DataDirLock, StateDb } from './storage/state/index.js';
 import { DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { IngestService } from './ingest/index.js';
@@ -65,6 +66,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const dataDir = path.resolve(config.dataDir);
   const log = (module: string): Logger => logger.child({ module });
 
+  const lock = new DataDirLock({ dataDir, logger: log('state'), clock });
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
@@ -105,7 +107,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

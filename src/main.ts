@@ -1,10 +1,11 @@
 /**
  * Entry point: load settings (a bad or missing one stops the start with one
- * line naming it), build and start the app, stop cleanly on SIGTERM/SIGINT
+ * line naming it), build and start the app (a data directory in use by
+ * another server stops it with one line too), stop cleanly on SIGTERM/SIGINT
  * (buffers flushed, connections closed).
  */
 import { loadConfig, ConfigError } from './config/index.js';
-import { createLogger } from './core/index.js';
+import { EXIT, createLogger, exitStatusFor, isKengError } from './core/index.js';
 import { buildApp } from './app.js';
 
 async function main(): Promise<void> {
@@ -14,7 +15,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`keng: ${err.message}\n`);
-      process.exit(78); // EX_CONFIG
+      process.exit(EXIT.CONFIG);
     }
     throw err;
   }
@@ -23,6 +24,12 @@ async function main(): Promise<void> {
   try {
     await app.start();
   } catch (err) {
+    const status = exitStatusFor(isKengError(err) ? err.code : undefined);
+    if (status !== EXIT.FAILURE) {
+      // A refusal that a person must resolve, not a crash: one line, like a bad setting.
+      process.stderr.write(`keng: ${(err as Error).message}\n`);
+      process.exit(status);
+    }
     logger.fatal({ err }, `keng could not start: ${(err as Error).message}`);
     process.stderr.write(`keng: could not start: ${(err as Error).message}\n`);
     process.exit(1);

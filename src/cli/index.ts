@@ -3,16 +3,21 @@
  * KENG_DATA_DIR (settings through loadConfig(), so KENG_CONFIG and KENG_*
  * variables apply). Safe while the server runs: SQLite WAL + busy_timeout,
  * and the server's registry picks up what the CLI changed (see
- * DeviceRegistry: PRAGMA data_version). The CLI never writes presence.
+ * DeviceRegistry: PRAGMA data_version). The CLI never writes presence, and
+ * does not take the server's data directory lock (that is for servers only).
+ *
+ * The CLI never creates state: pointed at a directory without a state
+ * database (a typo in KENG_DATA_DIR, the wrong working directory) it says so
+ * instead of working on a new empty database the server never sees.
  *
  * Errors: one line `keng: KENG_ERR_...: message` on stderr, exit status 1
- * (78 for a bad setting, like the server).
+ * (78 for a bad setting, like the server; 66 for a directory without state).
  */
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig, ConfigError } from '../config/index.js';
-import { EventBus, Metrics, createLogger, isKengError, systemClock, Errors } from '../core/index.js';
+import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock, Errors } from '../core/index.js';
 import { StateDb } from '../storage/state/index.js';
 import { ALL_MIGRATIONS } from '../migrations.js';
 import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind, type DeviceView } from '../devices/index.js';
@@ -20,14 +25,12 @@ import { registerSimulate } from './simulate.js';
 import { createAccounts, ROLES, type Accounts, type Role } from '../auth/index.js';
 import { verifyAuditChain } from '../audit/index.js';
 
-const EX_CONFIG = 78;
-
 /** Opens the state store and a registry that leaves presence to the server. */
 async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb) => T | Promise<T>): Promise<T> {
   const config = loadConfig();
   // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
   const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
-  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS });
+  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS, create: false });
   const reg = new DeviceRegistry({
     db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
     metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
@@ -83,12 +86,9 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...arg
     try {
       await fn(...args);
     } catch (err) {
-      if (err instanceof ConfigError) {
+      if (err instanceof ConfigError || isKengError(err)) {
         process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
-        process.exitCode = EX_CONFIG;
-      } else if (isKengError(err)) {
-        process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
-        process.exitCode = err.code === 'KENG_ERR_CONFIG' ? EX_CONFIG : 1;
+        process.exitCode = exitStatusFor(err.code);
       } else {
         process.stderr.write(`keng: KENG_ERR_INTERNAL: ${(err as Error)?.message ?? String(err)}\n`);
         process.exitCode = 1;
@@ -232,9 +232,12 @@ function registerUsers(program: Command): void {
     .option('--json', 'print JSON')
     .action(action(async (o: { username: string; role: string; areas: string; json?: boolean }) => {
       if (!ROLES.includes(o.role as Role)) throw Errors.VALIDATION(`--role must be one of ${ROLES.join(', ')}`);
-      const password = await readPassword(`Password for ${o.username}: `);
       const areas = o.areas.split(',').map((a) => a.trim()).filter(Boolean);
-      const user = await withAccounts((acc) => acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() }));
+      // The password is asked for once the state is open: a wrong KENG_DATA_DIR is reported before anyone types it.
+      const user = await withAccounts(async (acc) => {
+        const password = await readPassword(`Password for ${o.username}: `);
+        return acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() });
+      });
       if (o.json) return json({ ...user, createdAt: iso(user.createdAt), updatedAt: iso(user.updatedAt) });
       out(`User ${user.username} added: ${user.role} in ${user.areas.join(', ')}`);
     }));

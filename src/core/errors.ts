@@ -61,6 +61,9 @@ export const Errors = {
   AUDIT_CHAIN_BROKEN: def('KENG_ERR_AUDIT_CHAIN_BROKEN', 'Audit log chain broken at seq %s: %s', 500),
   // configuration (start-up)
   CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),
+  // data directory (server start-up, CLI); never sent over HTTP
+  DATA_DIR_IN_USE: def('KENG_ERR_DATA_DIR_IN_USE', 'Data directory %s is in use by another Keng process (%s); stop it, or set KENG_DATA_DIR to another directory', 409),
+  NO_STATE: def('KENG_ERR_NO_STATE', 'No Keng state in %s (no %s there); set KENG_DATA_DIR to the server\'s data directory (only the server creates state, on its first start)', 404),
 } as const;
 
 /** All registered codes, for documentation checks. */

@@ -4,3 +4,4 @@ export * from './logger.js';
 export * from './clock.js';
 export * from './metrics.js';
 export * from './lifecycle.js';
+export * from './exit-codes.js';

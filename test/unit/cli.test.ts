@@ -29,6 +29,12 @@ function stale(): boolean {
 }
 
 let dataDir: string;
+/** What the server's first start does: only the server creates state, the CLI refuses a directory without it. */
+async function createState(dir: string): Promise<void> {
+  const db = new StateDb({ dataDir: dir, logger: createLogger('silent'), migrations: ALL_MIGRATIONS });
+  await db.start();
+  await db.stop();
+}
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const e: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KENG_')) e[k] = v;
@@ -39,13 +45,14 @@ function keng(args: string[], extra: Record<string, string> = {}): { status: num
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   if (stale()) {
     // Other modules may still have type errors while they are written; tsc emits anyway.
     try { execSync('npx tsc -p .', { cwd: ROOT, stdio: 'pipe' }); } catch { /* checked below */ }
   }
   if (!existsSync(path.join(ROOT, 'dist/src/cli/index.js'))) throw new Error('dist/src/cli/index.js missing: the build failed');
   dataDir = mkdtempSync(path.join(tmpdir(), 'keng-cli-'));
+  await createState(dataDir);
 }, 120_000);
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
@@ -121,20 +128,47 @@ describe('keng CLI', { timeout: 120_000 }, () => {
     expect(again.stderr).toMatch(/KENG_ERR_NOT_FOUND/);
   });
 
-  it('takes settings from KENG_CONFIG and reports a bad setting (exit 78)', () => {
+  it('takes settings from KENG_CONFIG and reports a bad setting (exit 78)', async () => {
     const other = mkdtempSync(path.join(tmpdir(), 'keng-cli-cfg-'));
     try {
       const cfg = path.join(other, 'keng.json');
       writeFileSync(cfg, JSON.stringify({ dataDir: path.join(other, 'data') }));
+      await createState(path.join(other, 'data'));
       const r = spawnSync(process.execPath, [BIN, 'areas', 'add', '--code', '79', '--name', 'HCM', '--level', 'province'],
         { cwd: ROOT, env: { ...env(), KENG_DATA_DIR: '', KENG_CONFIG: cfg }, encoding: 'utf8' });
       expect(r.status).toBe(0);
-      expect(existsSync(path.join(other, 'data', 'state.db'))).toBe(true);
+      expect(keng(['areas', 'list'], { KENG_DATA_DIR: path.join(other, 'data') }).stdout).toMatch(/79\s+province\s+-\s+HCM/);
       const bad = keng(['areas', 'list'], { KENG_TZ: 'Mars/Olympus' });
       expect(bad.status).toBe(78);
       expect(bad.stderr).toMatch(/^keng: KENG_ERR_CONFIG: .*KENG_TZ/);
     } finally {
       rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a data directory without state (exit 66, one line naming it) and creates none', () => {
+    const empty = mkdtempSync(path.join(tmpdir(), 'keng-cli-empty-'));
+    try {
+      const typo = path.join(empty, 'typo');
+      const cases = [[typo, ['areas', 'list']], [empty, ['areas', 'list']], [empty, ['users', 'list']], [empty, ['audit', 'verify']],
+        [empty, ['devices', 'add', '--id', 'x-1', '--kind', 'sensor', '--name', 'X', '--area', '01']]] as const;
+      for (const [dir, args] of cases) {
+        const r = keng([...args], { KENG_DATA_DIR: dir });
+        expect({ args, status: r.status }).toEqual({ args, status: 66 });
+        expect(r.stderr.trim().split('\n')).toEqual([
+          `keng: KENG_ERR_NO_STATE: No Keng state in ${dir} (no state.db there); set KENG_DATA_DIR to the server's data directory `
+          + '(only the server creates state, on its first start)',
+        ]);
+        expect(r.stdout).toBe('');
+      }
+      // users add too, with a password piped in.
+      const u = spawnSync(process.execPath, [BIN, 'users', 'add', '--username', 'lan', '--role', 'viewer'],
+        { cwd: ROOT, env: env({ KENG_DATA_DIR: empty }), input: 'a long enough password\n', encoding: 'utf8', timeout: 20_000 });
+      expect(u.status).toBe(66);
+      expect(u.stderr).toMatch(/^keng: KENG_ERR_NO_STATE: /);
+      expect(readdirSync(empty)).toEqual([]);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
     }
   });
 

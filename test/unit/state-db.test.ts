@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -38,6 +38,32 @@ describe('StateDb', () => {
     expect(Number(s.db.pragma('busy_timeout', { simple: true }))).toBeGreaterThan(0);
     await s.stop();
     expect(() => s.db).toThrow();
+  });
+
+  it('create: false (the CLI) refuses a directory without state and creates nothing', async () => {
+    const parent = tempDir();
+    for (const dataDir of [parent, path.join(parent, 'missing')]) {
+      const s = new StateDb({ dataDir, logger, create: false });
+      const err = await s.start().then(() => undefined, (e: unknown) => e as { code: string; message: string });
+      expect(err?.code).toBe('KENG_ERR_NO_STATE');
+      expect(err?.message).toContain(dataDir);
+      expect(err?.message).toMatch(/KENG_DATA_DIR/);
+      expect(s.started).toBe(false);
+    }
+    expect(readdirSync(parent)).toEqual([]);
+    expect(existsSync(path.join(parent, 'missing'))).toBe(false);
+  });
+
+  it('create: false opens an existing state', async () => {
+    const dataDir = tempDir();
+    const server = new StateDb({ dataDir, logger });
+    await server.start();
+    server.db.prepare("INSERT INTO areas (code, name, level, parent, created_at) VALUES ('01', 'Ha Noi', 'province', NULL, 1)").run();
+    const cli = new StateDb({ dataDir, logger, create: false });
+    await cli.start();
+    expect(cli.db.prepare('SELECT name FROM areas').pluck().get()).toBe('Ha Noi');
+    await cli.stop();
+    await server.stop();
   });
 
   it('re-opening is idempotent (no migration applied twice)', async () => {

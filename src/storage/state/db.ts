@@ -22,6 +22,12 @@ export interface StateDbOptions {
   logger: Logger;
   /** How long a writer waits for another process's lock (ms). */
   busyTimeoutMs?: number;
+  /**
+   * false: the database must exist already (the CLI); a missing one is
+   * reported as KENG_ERR_NO_STATE instead of being created empty. Default true
+   * (the server's first start creates it).
+   */
+  create?: boolean;
   /** Tests only: a different migration list. */
   migrations?: readonly Migration[];
 }
@@ -57,9 +63,16 @@ export class StateDb implements Component {
   async start(): Promise<void> {
     if (this.handle) return;
     const { dataDir, logger } = this.opts;
-    mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+    const create = this.opts.create ?? true;
+    if (create) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
     const fresh = !existsSync(this.file);
-    const db = new Database(this.file, { timeout: this.opts.busyTimeoutMs ?? 5000 });
+    let db: Database.Database;
+    try {
+      db = new Database(this.file, { timeout: this.opts.busyTimeoutMs ?? 5000, fileMustExist: !create });
+    } catch (err) {
+      if (!create && !existsSync(this.file)) throw Errors.NO_STATE(dataDir, STATE_DB_FILE);
+      throw err;
+    }
     try {
       if (fresh) {
         // Holds credential hashes: readable by the owner only.

@@ -2,12 +2,17 @@
  * buildApp(config) wires Keng's parts and returns {start, stop}. Tests run the
  * whole service in-process on ephemeral ports (port 0).
  *
+ * Every part is constructed here with what it needs passed in (constructors
+ * only assign); the access policy and the authenticator chain are built once
+ * and shared by the HTTP API, MQTT service clients and the live feed.
+ *
  * Start order: data directory lock (one server per directory) → state store →
- * device registry → telemetry store → ingest → broker → HTTP API. Stop runs
- * in reverse: the broker stops taking messages first, ingest flushes its last
- * group commit, the telemetry store flushes its queue, the registry flushes
- * presence and latest values, the state store closes, and the lock is
- * released last.
+ * device registry → telemetry store → ingest → broker → media → broadcast
+ * parts → HTTP API → scheduler (needs the HTTP address for media links) →
+ * live feed. Stop runs in reverse: the scheduler stops before the API, the
+ * broker stops taking messages before ingest flushes its last group commit,
+ * the telemetry store flushes its queue, the registry flushes presence and
+ * latest values, the state store closes, and the lock is released last.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -20,15 +25,13 @@ import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
 import { TlsSource } from './tls.js';
-import { AdminAuth } from './auth/index.js';
+import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, type Accounts } from './auth/index.js';
 import { ApiServer } from './api/index.js';
-import { mediaRoutes, mediaFileRoutes } from './api/routes/media.js';
 import { MediaLibrary, EspeakTts } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
-import { installAccounts, type Accounts } from './auth/index.js';
 
 export interface BuildOptions {
   logger?: Logger;
@@ -52,6 +55,9 @@ export interface KengApp {
   readonly broadcast: BroadcastWiring;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
+  /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
+  readonly authenticator: AuthenticatorChain;
+  readonly policy: Policy;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Bound addresses, valid after start(). */
@@ -73,15 +79,15 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
   const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls });
   const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
-  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
-  const api = new ApiServer({
-    config, registry, store, broker, adminAuth, bus, metrics, logger: log('api'), clock, tls,
-  });
 
-  // Users, sessions, API tokens, login guard and the audit log (routes + bearer authenticators).
-  const accounts = installAccounts({ api, stateDb, registry, logger }, { clock });
+  // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
+  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
+  const accounts = createAccounts({ state: stateDb, clock, logger: log('auth'), areas: registry });
+  const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
+  const policy = new Policy(registry);
+  const audit = accounts.audit;
   // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
-  broker.setServiceAuthenticator(principalServiceAuthenticator({ tokens: accounts.tokens, policy: api.policy, devices: registry }));
+  broker.setServiceAuthenticator(principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }));
 
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
@@ -91,28 +97,30 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       publicBaseUrl: config.media.publicBaseUrl, ffprobePath: config.media.ffprobePath, ffmpegPath: config.media.ffmpegPath,
     },
   });
-  api.extend(async (sub, ctx) => { await sub.register(mediaRoutes, { ctx, media }); });
-  api.extend(async (sub, ctx) => { await sub.register(mediaFileRoutes, { ctx, media }); }, { secured: false });
   const mediaBaseUrl = (): string => config.media.publicBaseUrl
     ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker, bus, media, api, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
+    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
+  });
+  const api = new ApiServer({
+    config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
+    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor } },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).
   const live = new LiveFeed({
-    bus, authenticator: api.authenticator, policy: api.policy, registry, logger: log('live'), metrics,
+    bus, authenticator, policy, registry, logger: log('live'), metrics,
     options: { tz: config.tz, corsOrigins: [...config.http.corsOrigins], batchIntervalMs: config.live.batchIntervalMs, maxClients: config.live.maxClients,
       maxEventRate: config.live.maxEventRate, throttleIntervalMs: config.live.throttleIntervalMs },
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live, accounts,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live, accounts, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       broker.setInboundHandler(ingest.handle);

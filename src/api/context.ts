@@ -10,6 +10,7 @@ import type { TelemetryStore } from '../storage/telemetry/types.js';
 import type { BrokerPort } from '../broker/types.js';
 import type { Authenticator, Principal } from '../auth/types.js';
 import type { Policy } from '../auth/policy.js';
+import type { AuditRecorder } from '../audit/log.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -30,6 +31,8 @@ export interface RouteContext {
   broker: BrokerPort;
   authenticator: Authenticator;
   policy: Policy;
+  /** Records every change made through the API (the app's audit log). */
+  audit: AuditRecorder;
   metrics: Metrics;
   clock: Clock;
   /** Time zone for every time the API returns (config.tz). */

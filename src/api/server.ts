@@ -1,7 +1,9 @@
 /**
- * The HTTP control API (spec http-api.md): fastify 5 with TypeBox schemas,
- * one plugin per resource under src/api/routes, one error shape, bearer auth
- * on every /api/v1 route, OpenAPI at /docs.
+ * The HTTP control API: fastify 5 with TypeBox schemas, one plugin per
+ * resource under src/api/routes (all registered in routes/index.ts), one
+ * error shape, bearer auth on every /api/v1 route, OpenAPI at /docs. The
+ * authenticator chain and the access policy are the app's (built in the
+ * wiring and shared with MQTT and the live feed), passed in here.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import cors from '@fastify/cors';
@@ -17,9 +19,9 @@ import { Errors } from '../core/errors.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { TelemetryStore } from '../storage/telemetry/types.js';
 import type { BrokerPort } from '../broker/types.js';
-import { AuthenticatorChain } from '../auth/chain.js';
-import { Policy } from '../auth/policy.js';
+import type { Policy } from '../auth/policy.js';
 import type { Authenticator } from '../auth/types.js';
+import type { AuditRecorder } from '../audit/log.js';
 import type { TlsSource } from '../tls.js';
 import type { Api, ReadyCheck, RouteContext } from './context.js';
 import { bearerAuth } from './auth-hook.js';
@@ -27,12 +29,7 @@ import { sendError } from './errors.js';
 import { DebugRequestLogs } from './log-controller.js';
 import { ErrorReply } from './schemas.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
-import { healthRoutes } from './routes/health.js';
-import { metricsRoutes } from './routes/metrics.js';
-import { areaRoutes } from './routes/areas.js';
-import { deviceRoutes } from './routes/devices.js';
-import { telemetryRoutes } from './routes/telemetry.js';
-import { latestRoutes } from './routes/latest.js';
+import { registerPublicRoutes, registerSecuredRoutes, type ApiServices } from './routes/index.js';
 
 export const API_PREFIX = '/api/v1';
 export const API_VERSION = '1.0.0';
@@ -44,13 +41,18 @@ export interface ApiServerOptions {
   registry: DeviceRegistryApi;
   store: TelemetryStore;
   broker: BrokerPort;
-  /** The admin token; further authenticators (users, API tokens) via `authenticators` or addAuthenticator(). */
-  adminAuth: Authenticator;
+  /** Bearer tokens → principals (the app's chain: admin token, user sessions, API tokens). */
+  authenticator: Authenticator;
+  /** Who may do what where; the same object MQTT service clients and the live feed use. */
+  policy: Policy;
+  /** Where changes made through the API are recorded. */
+  audit: AuditRecorder;
+  /** The domain services whose routes are served (see routes/index.ts). */
+  services?: ApiServices;
   bus: EventBus;
   metrics: Metrics;
   logger: Logger;
   clock: Clock;
-  authenticators?: Authenticator[];
   /** Extra /readyz checks. Default `state`: the registry answers (a listAreas() probe); pass e.g. `{ state: () => stateDb.health() }`. */
   readyChecks?: Record<string, ReadyCheck>;
   /** Require a bearer token on GET /metrics (default false: firewall it). */
@@ -60,25 +62,17 @@ export interface ApiServerOptions {
   tls?: Pick<TlsSource, 'load'> | null;
 }
 
-/** Registers more routes on the API (later modules: users, schedules, dashboards …). */
+/** Extra routes (tests add probe routes this way; product routes live in routes/index.ts). */
 export type ApiExtension = (app: FastifyInstance, ctx: RouteContext) => Promise<void> | void;
 
 export class ApiServer implements Component {
   readonly name = 'api';
-  readonly authenticator: AuthenticatorChain;
-  readonly policy: Policy;
   private app: Api | null = null;
   private closing = false;
   private bound: { host: string; port: number } | null = null;
   private readonly extensions: Array<{ fn: ApiExtension; prefix?: string; secured: boolean }> = [];
 
-  constructor(private readonly opts: ApiServerOptions) {
-    this.authenticator = new AuthenticatorChain([opts.adminAuth, ...(opts.authenticators ?? [])]);
-    this.policy = new Policy(opts.registry);
-  }
-
-  /** Add a bearer-token authenticator (user sessions, API tokens). */
-  addAuthenticator(a: Authenticator): void { this.authenticator.add(a); }
+  constructor(private readonly opts: ApiServerOptions) {}
 
   /**
    * Add routes before start(). With `secured` (default) they sit under /api/v1
@@ -99,7 +93,7 @@ export class ApiServer implements Component {
     const o = this.opts;
     return {
       config: o.config, registry: o.registry, store: o.store, broker: o.broker,
-      authenticator: this.authenticator, policy: this.policy, metrics: o.metrics, clock: o.clock,
+      authenticator: o.authenticator, policy: o.policy, audit: o.audit, metrics: o.metrics, clock: o.clock,
       tz: o.config.tz, maxPoints: o.maxPoints ?? DEFAULT_MAX_POINTS,
       metricsRequireAuth: o.metricsRequireAuth ?? false,
       readyChecks: o.readyChecks ?? { state: () => { o.registry.listAreas(); return { ok: true }; } },
@@ -143,15 +137,12 @@ export class ApiServer implements Component {
     });
     await registerOpenApi(app as unknown as FastifyInstance, API_VERSION);
 
-    await app.register(healthRoutes, { ctx });
-    await app.register(metricsRoutes, { ctx });
-    const auth = bearerAuth(this.authenticator);
+    const services = this.opts.services ?? {};
+    await registerPublicRoutes(app as unknown as FastifyInstance, ctx, services, API_PREFIX);
+    const auth = bearerAuth(this.opts.authenticator);
     await app.register(async (v1) => {
       v1.addHook('onRequest', auth);
-      await v1.register(areaRoutes, { ctx });
-      await v1.register(deviceRoutes, { ctx });
-      await v1.register(telemetryRoutes, { ctx });
-      await v1.register(latestRoutes, { ctx });
+      await registerSecuredRoutes(v1 as unknown as FastifyInstance, ctx, services);
       for (const e of this.extensions.filter((x) => x.secured)) await v1.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });
     }, { prefix: API_PREFIX });
     for (const e of this.extensions.filter((x) => !x.secured)) await app.register(async (sub) => { await e.fn(sub as unknown as FastifyInstance, ctx); }, { prefix: e.prefix ?? '' });

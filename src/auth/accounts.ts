@@ -1,7 +1,7 @@
 /**
  * The account services of one Keng instance, constructible from the state
  * store, a clock and a logger (plus an area lookup): users, sessions, API
- * tokens, the login guard and the audit log. installAccounts (install.ts)
+ * tokens, the login guard and the audit log. The app builds them once and
  * wires them into the API; the CLI uses them directly.
  */
 import type { Clock } from '../core/clock.js';

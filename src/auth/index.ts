@@ -9,4 +9,3 @@ export { SessionStore, UserSessionAuthenticator, SESSION_TOKEN_PREFIX, DEFAULT_S
 export { ApiTokenStore, ApiTokenAuthenticator, API_TOKEN_PREFIX, type ApiToken } from './api-tokens.js';
 export { LoginService, type LoginResult } from './login.js';
 export { createAccounts, type Accounts, type AccountsOptions } from './accounts.js';
-export { installAccounts, type AccountsHost, type InstallOptions } from './install.js';

@@ -7,43 +7,37 @@
  * playback events arrive one MQTT message at a time; one fsync each makes the
  * "2,000 accepted within 2 s" target (issue 3 "Speed") unreachable.
  *
- * GroupCommit opens one transaction when a broadcast-related message (bus
- * `rpc.response` / `device.event`, or a broadcast start) arrives and commits
- * it a few milliseconds later (windowMs, default 8 ms), so everything handled
- * meanwhile shares one fsync. Code using `db.transaction()` inside it
+ * GroupCommit opens one transaction when a broadcast-related message (a
+ * device's answer, a playback event, or a broadcast start) is handled, and
+ * commits it a few milliseconds later (windowMs, default 8 ms), so
+ * everything handled meanwhile shares one fsync. The services that handle
+ * those messages (RpcService, BroadcastExecutor) are given `run` as their
+ * `batch` dependency and call it around their writes. Code using `db.transaction()` inside it
  * gets a savepoint (better-sqlite3), so its all-or-nothing behaviour is kept.
  * Trade-off: a crash or power cut can lose the state changes of the last
  * open window (≤ windowMs); later playback events and the RPC replay on
- * reconnect bring a speaker's state forward again. Registered before RpcService and the executor listen,
- * so its listener runs first.
+ * reconnect bring a speaker's state forward again.
  */
-import type { Component, EventBus, Logger } from '../core/index.js';
+import type { Component, Logger } from '../core/index.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
 
 export class GroupCommit implements Component {
   readonly name = 'broadcast-group-commit';
   private open = false;
   private running = false;
-  private offs: Array<() => void> = [];
 
   /**
    * windowMs: how long a batch stays open. Speaker answers arrive one socket read at a time (each its own
    * event-loop turn), so committing on the next turn would still cost one fsync per answer; a few
    * milliseconds gathers hundreds of answers into one commit.
    */
-  constructor(private readonly o: { stateDb: { readonly db: SqliteDatabase }; bus: EventBus; logger: Logger; windowMs?: number }) {}
-
-  /** Subscribe now (before the services that write), active once started. */
-  attach(): void {
-    this.offs.push(this.o.bus.on('rpc.response', () => this.begin()), this.o.bus.on('device.event', () => this.begin()));
-  }
+  constructor(private readonly o: { stateDb: { readonly db: SqliteDatabase }; logger: Logger; windowMs?: number }) {}
 
   async start(): Promise<void> { this.running = true; }
 
   async stop(): Promise<void> {
     this.running = false;
     this.commit();
-    for (const off of this.offs.splice(0)) off();
   }
 
   /** Run `fn` inside the current batch (one is opened if needed). */

@@ -21,7 +21,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
 import { formatTime } from '../core/time.js';
-import { auditFor } from '../audit/index.js';
+import type { AuditRecorder } from '../audit/log.js';
 import type { MediaLibrary } from '../media/index.js';
 import type { StateDb } from '../storage/state/index.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
@@ -42,8 +42,8 @@ export interface BroadcastServiceDeps {
   logger: Logger;
   metrics: Metrics;
   clock: Clock;
-  /** True once broadcasts can be sent (media links need the HTTP address); the scheduler starts then. */
-  isReady?: () => boolean;
+  /** Where schedule and broadcast changes are recorded. */
+  audit: AuditRecorder;
   /**
    * Runs a burst of state-store writes as one commit, committed before it returns
    * (GroupCommit.runDurably); default: as they come.
@@ -58,7 +58,6 @@ export class BroadcastService implements Component {
   readonly name = 'broadcast-service';
   private repo: ScheduleRepo | null = null;
   private sched: Scheduler | null = null;
-  private readyTimer: NodeJS.Timeout | undefined;
   private readonly jitter: Histogram;
   private readonly log: Logger;
 
@@ -71,7 +70,7 @@ export class BroadcastService implements Component {
     });
   }
 
-  /** The scheduler (jitterStats(), nextFor()); undefined before start. */
+  /** The scheduler (jitterStats(), nextDue()); undefined before start. */
   get scheduler(): Scheduler | undefined { return this.sched ?? undefined; }
 
   async start(): Promise<void> {
@@ -88,23 +87,26 @@ export class BroadcastService implements Component {
       const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
       return s ? `schedule "${s.name}" (${s.id})` : false;
     });
-    const sched = this.sched;
-    const go = (): void => {
-      this.readyTimer = undefined;
-      if (this.sched !== sched) return;
-      if (this.d.isReady && !this.d.isReady()) { this.readyTimer = setTimeout(go, 50); return; }
-      void sched.start();
-    };
-    go();
   }
 
   async stop(): Promise<void> {
-    if (this.readyTimer) clearTimeout(this.readyTimer);
-    this.readyTimer = undefined;
-    const s = this.sched;
+    await this.stopScheduler();
     this.sched = null;
-    await s?.stop();
     this.repo = null;
+  }
+
+  /**
+   * Run the schedules. A separate step from start(): occurrences (also the
+   * catch-up of missed ones) need media links, which need the HTTP listener,
+   * so the wiring runs the scheduler only once the API is up (schedulerPart).
+   */
+  async startScheduler(): Promise<void> {
+    if (!this.sched) throw new Error('BroadcastService.startScheduler() before start()');
+    await this.sched.start();
+  }
+
+  async stopScheduler(): Promise<void> {
+    await this.sched?.stop();
   }
 
   // ------------------------------------------------------------ schedules
@@ -263,7 +265,7 @@ export class BroadcastService implements Component {
 
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
-      auditFor(this.d.registry).record({
+      this.d.audit.record({
         actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action,
         target: `${action.split('.')[0]}:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
       });

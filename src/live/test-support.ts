@@ -12,7 +12,7 @@ export async function attachLiveFeedForTest(app: KengApp, options: Partial<LiveF
   const wired = (app as KengApp & { live?: LiveFeed }).live;
   if (wired && Object.keys(options).length === 0) return { feed: wired, stop: async () => { /* stopped by app.stop() */ } };
   const feed = new LiveFeed({
-    bus: app.bus, authenticator: app.api.authenticator, policy: app.api.policy, registry: app.registry,
+    bus: app.bus, authenticator: app.authenticator, policy: app.policy, registry: app.registry,
     logger: app.logger.child({ module: 'live' }), metrics: app.metrics,
     options: { tz: app.config.tz, corsOrigins: app.config.http.corsOrigins, ...options },
   });

@@ -58,6 +58,12 @@ export interface RpcServiceOptions {
   answerGraceMs?: number;
   /** Finished commands (answered, expired, cancelled) older than this are deleted. Default 30 days. */
   retentionMs?: number;
+  /**
+   * Runs the writes of one device answer inside the state store's group commit
+   * (broadcast/group-commit.ts: one fsync for the answers of many speakers).
+   * Default: each write commits on its own.
+   */
+  batch?: <T>(fn: () => T) => T;
 }
 
 const STATUSES: ReadonlySet<string> = new Set(['accepted', 'rejected', 'ok', 'error']);
@@ -98,7 +104,7 @@ export class RpcService implements Component {
     const bus = this.o.bus;
     this.offs = [
       bus.on('status', (e) => this.onStatus(e)),
-      bus.on('rpc.response', (e) => this.handleResponse(e)),
+      bus.on('rpc.response', (e) => (this.o.batch ? this.o.batch(() => this.handleResponse(e)) : this.handleResponse(e))),
       // Any message from a warming device shows it went through its connect sequence.
       bus.on('attributes', (e) => this.signal(e.deviceId)),
       bus.on('telemetry', (e) => this.signal(e.deviceId)),

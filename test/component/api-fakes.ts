@@ -11,9 +11,10 @@ import type { DeviceFilter, DeviceRegistryApi, NewArea, NewDevice, DeviceCredent
 import type { Area, Device, DeviceView, LatestValue } from '../../src/devices/types.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from '../../src/storage/telemetry/types.js';
 import type { BrokerPort, InboundHandler } from '../../src/broker/types.js';
-import { AdminAuth } from '../../src/auth/index.js';
+import { AdminAuth, AuthenticatorChain, Policy } from '../../src/auth/index.js';
 import { ApiServer, type ApiExtension } from '../../src/api/index.js';
 import type { Authenticator } from '../../src/auth/index.js';
+import { NOOP_AUDIT, type AuditRecorder } from '../../src/audit/index.js';
 
 export const ADMIN = 'fake-admin-token-0123456789abcdef';
 
@@ -157,6 +158,11 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/** What the app wires for an API: the admin token first in the chain, the policy over the registry, an audit sink. */
+export function access(registry: DeviceRegistryApi, adminAuth: Authenticator, more: Authenticator[] = [], audit: AuditRecorder = NOOP_AUDIT): { authenticator: AuthenticatorChain; policy: Policy; audit: AuditRecorder } {
+  return { authenticator: new AuthenticatorChain([adminAuth, ...more]), policy: new Policy(registry), audit };
+}
+
 /** An ApiServer over the fakes, built (not listening). */
 export async function harness(overrides: DeepPartial<Config> = {}, opts: { metricsRequireAuth?: boolean; now?: number; authenticators?: Authenticator[]; extensions?: ApiExtension[] } = {}): Promise<Harness> {
   let now = opts.now ?? Date.parse('2025-11-30T12:00:00Z');
@@ -171,8 +177,8 @@ export async function harness(overrides: DeepPartial<Config> = {}, opts: { metri
   const adminAuth = new AdminAuth({ dataDir: config.dataDir, adminToken: config.adminToken, logger });
   await adminAuth.start();
   const api = new ApiServer({
-    config, registry, store, broker, adminAuth, bus: new EventBus(), metrics, logger, clock,
-    metricsRequireAuth: opts.metricsRequireAuth, authenticators: opts.authenticators,
+    config, registry, store, broker, ...access(registry, adminAuth, opts.authenticators), bus: new EventBus(), metrics, logger, clock,
+    metricsRequireAuth: opts.metricsRequireAuth,
   });
   for (const e of opts.extensions ?? []) api.extend(e);
   const app = await api.build();

@@ -1,7 +1,7 @@
 /**
- * Component fixture for the account tests: the whole app (buildApp) with
- * installAccounts wired before start (or the lead's wiring, once app.ts does
- * it), a clock that can jump ahead, and helpers over inject() and real HTTP.
+ * Component fixture for the account tests: the whole app (buildApp, which
+ * wires the account services), a clock that can jump ahead, and helpers over
+ * inject() and real HTTP.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { loadConfig } from '../../src/config/index.js';
 import { buildApp, type KengApp } from '../../src/app.js';
 import { createLogger } from '../../src/core/index.js';
-import { installAccounts, type Accounts, type InstallOptions } from '../../src/auth/index.js';
+import type { Accounts } from '../../src/auth/index.js';
 
 export const ADMIN = 'test-admin-token-0123456789abcdef';
 
@@ -36,7 +36,7 @@ export interface AccountsApp {
   stop(): Promise<void>;
 }
 
-export async function startAccountsApp(opts: InstallOptions & { dataDir?: string; startOffsetMs?: number } = {}): Promise<AccountsApp> {
+export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?: number } = {}): Promise<AccountsApp> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-auth-'));
   const config = loadConfig({
     env: {},
@@ -48,10 +48,7 @@ export async function startAccountsApp(opts: InstallOptions & { dataDir?: string
   let offset = opts.startOffsetMs ?? 0;
   const clock = { now: () => Date.now() + offset };
   const app = buildApp(config, { logger: createLogger(config.logLevel), clock });
-  // Once app.ts calls installAccounts itself it exposes the services; otherwise wire them here.
-  const wired = (app as unknown as { accounts?: Accounts }).accounts;
-  const { dataDir: _d, startOffsetMs: _o, ...install } = opts;
-  const accounts = wired ?? installAccounts(app, { ...install, clock });
+  const accounts = app.accounts;
   await app.start();
   const httpUrl = `http://127.0.0.1:${app.addresses().http.port}`;
   const inject: AccountsApp['inject'] = async (method, url, body, token = ADMIN, headers = {}) => {

@@ -13,7 +13,7 @@ const STREAM = { streamUrl: 'http://127.0.0.1:9/radio' };
 
 beforeAll(async () => {
   t = await startTestApp();
-  t.app.api.addAuthenticator({
+  t.app.authenticator.add({
     authenticate: (b) => (b === VIEWER ? { kind: 'token', id: 'v', role: 'viewer', areas: ['c1'] }
       : b === SERVICE ? { kind: 'token', id: 's', role: 'service', areas: ['p1'] } : null),
   });

@@ -10,7 +10,7 @@ const IOC_TOKEN = 'ioc-service-token-for-province-p1';
 beforeAll(async () => {
   t = await startTestApp();
   // A service principal scoped to province p1 (the accounts module issues real ones; here the chain gets a fixed one).
-  t.app.api.addAuthenticator({ authenticate: (b) => (b === IOC_TOKEN ? { kind: 'token', id: 'ioc', role: 'service', areas: ['p1'] } : null) });
+  t.app.authenticator.add({ authenticate: (b) => (b === IOC_TOKEN ? { kind: 'token', id: 'ioc', role: 'service', areas: ['p1'] } : null) });
   await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh 1', level: 'province' }, { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' },
     { code: 'p2', name: 'Tỉnh 2', level: 'province' },

@@ -47,7 +47,7 @@ const settle = (ms = 150) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   t = await startTestApp();
-  t.app.api.addAuthenticator(testAuth);
+  t.app.authenticator.add(testAuth);
   ({ stop: stopFeed } = await attachLiveFeedForTest(t.app));
   Object.assign(secrets, await seedCommune(t, [['sa1', 'va1', 'sensor'], ['sa2', 'ca', 'sensor'], ['sb1', 'cb', 'sensor'], ['spk-a1', 'va1', 'speaker']] as const));
 });

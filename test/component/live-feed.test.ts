@@ -64,7 +64,7 @@ async function device(id: string): Promise<MqttClient> {
 
 beforeAll(async () => {
   t = await startTestApp();
-  t.app.api.addAuthenticator(testAuth);
+  t.app.authenticator.add(testAuth);
   ({ stop: stopFeed } = await attachLiveFeedForTest(t.app));
   Object.assign(secrets, await seedCommune(t, [['sa1', 'va1', 'sensor'], ['sa2', 'ca', 'sensor'], ['sb1', 'cb', 'sensor'], ['spk-a1', 'va1', 'speaker'], ['spk-b', 'cb', 'speaker']] as const));
 });

@@ -41,7 +41,7 @@ beforeAll(async () => {
     { id: 'spk-b1', kind: 'speaker', name: 'Loa UBND xã B', area: 'xa-b' },
     { id: 'sen-a1', kind: 'sensor', name: 'Cảm biến đất', area: 'thon-a1' },
   ]);
-  t.app.api.addAuthenticator({
+  t.app.authenticator.add({
     authenticate: (b) => b === 'op-a' ? { kind: 'token', id: 'op-a', role: 'operator', areas: ['xa-a'] }
       : b === 'viewer-a' ? { kind: 'token', id: 'viewer-a', role: 'viewer', areas: ['xa-a'] } : null,
   });

@@ -57,7 +57,7 @@ beforeAll(async () => {
   media.short = await upload(1);
   media.long = await upload(6);
   sim = await runSpeakers({ url: t.mqttUrl, credentials: creds, speed: 1, telemetryIntervalMs: 60_000 });
-  t.app.api.addAuthenticator({ authenticate: (b) => (b === 'op-a' ? { kind: 'token', id: 'op-a', role: 'operator', areas: ['xa-a'] } : null) });
+  t.app.authenticator.add({ authenticate: (b) => (b === 'op-a' ? { kind: 'token', id: 'op-a', role: 'operator', areas: ['xa-a'] } : null) });
   await waitFor(() => SPEAKERS.every((id) => t.app.registry.isOnline(id)), 20_000, 50);
 }, 90_000);
 

@@ -1,7 +1,7 @@
 /**
  * The media routes over a real HTTP listener: the real ApiServer (bearer
- * hook, policy, error shape) with the media plugins added through extend(),
- * as the lead wires them; registry/store/broker are the API fakes.
+ * hook, policy, error shape) serving the media routes of a real media
+ * library, as the app wires it; registry/store/broker are the API fakes.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -9,11 +9,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdminAuth, type Authenticator, type Principal } from '../../src/auth/index.js';
 import { ApiServer } from '../../src/api/index.js';
-import { mediaFileRoutes, mediaRoutes } from '../../src/api/routes/media.js';
 import { loadConfig } from '../../src/config/index.js';
 import { EventBus } from '../../src/core/index.js';
 import { EspeakTts, type MediaLibrary } from '../../src/media/index.js';
-import { ADMIN, FakeBroker, FakeRegistry, FakeStore } from '../component/api-fakes.js';
+import { ADMIN, FakeBroker, FakeRegistry, FakeStore, access } from '../component/api-fakes.js';
 import { ESPEAK, FFMPEG, makeFixtures, requireTools, sha256, startLibrary, type Fixtures, type LibraryHarness } from './media-fixtures.js';
 
 requireTools();
@@ -35,13 +34,12 @@ async function startServer(tts: EspeakTts): Promise<Server> {
   const config = loadConfig({ env: {}, overrides: { dataDir: lib.dataDir, adminToken: ADMIN, logLevel: 'silent', http: { port: 0, host: '127.0.0.1' } } });
   const adminAuth = new AdminAuth({ dataDir: lib.dataDir, adminToken: ADMIN, logger: lib.logger });
   await adminAuth.start();
-  const api = new ApiServer({
-    config, registry: new FakeRegistry(), store: new FakeStore(), broker: new FakeBroker(), adminAuth, bus: new EventBus(),
-    metrics: lib.metrics, logger: lib.logger, clock: lib.clock, authenticators: [fakeTokens],
-  });
   const media = lib.media;
-  api.extend(async (app, ctx) => { await app.register(mediaRoutes, { ctx, media }); });
-  api.extend(async (app, ctx) => { await app.register(mediaFileRoutes, { ctx, media }); }, { secured: false });
+  const registry = new FakeRegistry();
+  const api = new ApiServer({
+    config, registry, store: new FakeStore(), broker: new FakeBroker(), ...access(registry, adminAuth, [fakeTokens]), bus: new EventBus(),
+    metrics: lib.metrics, logger: lib.logger, clock: lib.clock, services: { media },
+  });
   await api.start();
   const { port } = api.address();
   return {

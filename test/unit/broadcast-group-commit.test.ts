@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventBus, createLogger } from '../../src/core/index.js';
+import { createLogger } from '../../src/core/index.js';
 import { GroupCommit } from '../../src/broadcast/group-commit.js';
 
 const dirs: string[] = [];
@@ -17,19 +17,16 @@ function setup() {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.exec('CREATE TABLE t (x INTEGER)');
-  const bus = new EventBus();
-  const gc = new GroupCommit({ stateDb: { db }, bus, logger: createLogger('silent'), windowMs: 10_000 });
-  gc.attach();
+  const gc = new GroupCommit({ stateDb: { db }, logger: createLogger('silent'), windowMs: 10_000 });
   const other = () => { const o = new Database(file, { readonly: true }); try { return o.prepare('SELECT COUNT(*) FROM t').pluck().get(); } finally { o.close(); } };
-  return { db, bus, gc, other };
+  return { db, gc, other };
 }
 
 describe('GroupCommit.runDurably', () => {
   it('commits before returning, including an open batch it joined; run() leaves the batch open', async () => {
-    const { db, bus, gc, other } = setup();
+    const { db, gc, other } = setup();
     await gc.start();
-    bus.emit('rpc.response', { deviceId: 'd', requestId: 'r', payload: {}, at: 0 }); // opens a batch
-    db.prepare('INSERT INTO t VALUES (1)').run();
+    gc.run(() => db.prepare('INSERT INTO t VALUES (1)').run()); // a device answer opens a batch
     gc.run(() => db.prepare('INSERT INTO t VALUES (2)').run());
     expect(db.inTransaction).toBe(true);
     expect(other()).toBe(0);

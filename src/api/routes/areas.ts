@@ -1,7 +1,6 @@
 /** Areas: a tree province → commune → village. */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { auditFor } from '../../audit/index.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { areaDto } from '../present.js';
 import { AUTH_ERRORS, Area, Described, NewArea, errorResponses } from '../schemas.js';
@@ -23,7 +22,7 @@ export const areaRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = asyn
     const { code, name, level, parent } = req.body;
     const area = registry.createArea({ code, name, level, parent: parent ?? null });
     const dto = areaDto(area, tz);
-    auditFor(registry).record({ actor: p, ip: req.ip, action: 'area.create', target: `area:${area.code}`, after: dto });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'area.create', target: `area:${area.code}`, after: dto });
     reply.status(201).header('location', `/api/v1/areas/${encodeURIComponent(area.code)}`);
     return dto;
   });

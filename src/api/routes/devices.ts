@@ -5,7 +5,6 @@ import { Errors } from '../../core/errors.js';
 import type { DeviceView } from '../../devices/types.js';
 import type { Principal } from '../../auth/types.js';
 import type { Action } from '../../auth/policy.js';
-import { auditFor } from '../../audit/index.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { createdDeviceDto, deviceDto, freshView } from '../present.js';
 import { AUTH_ERRORS, CreatedDevice, Described, Device, DeviceIdParams, DeviceKind, NewDevice, errorResponses } from '../schemas.js';
@@ -42,7 +41,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     });
     const view = registry.view(device.id) ?? freshView(device);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
-    auditFor(registry).record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: deviceDto(view, tz) });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: deviceDto(view, tz) });
     reply.status(201).header('location', `/api/v1/devices/${encodeURIComponent(device.id)}`);
     return createdDeviceDto(view, credentials, tz);
   });
@@ -87,7 +86,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     policy.assert(p, 'devices.write', view.area);
     if (!registry.deleteDevice(view.id)) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
-    auditFor(registry).record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: deviceDto(view, tz) });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: deviceDto(view, tz) });
     return reply.status(204).send(null);
   });
 };

@@ -44,6 +44,7 @@ import type {
   Broadcast, BroadcastInput, ListQuery, LogEntry, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
 } from './types.js';
 import { validateBroadcastInput } from './validate.js';
+import { DEFAULT_TIME_ZONE } from '../../core/time.js';
 
 export const PLAY_METHOD = 'broadcast.play';
 export const STOP_METHOD = 'broadcast.stop';
@@ -58,8 +59,10 @@ export interface BroadcastExecutorOptions {
   logger: Logger;
   metrics?: Metrics;
   clock?: Clock;
-  /** For CSV times. Default Asia/Ho_Chi_Minh. */
+  /** For CSV times. Default DEFAULT_TIME_ZONE. */
   timeZone?: string;
+  /** Runs the writes of one playback event inside the state store's group commit (see RpcServiceOptions.batch). */
+  batch?: <T>(fn: () => T) => T;
   /** expiresAt of broadcast.stop commands, from now. Default 10 minutes. */
   stopTtlMs?: number;
 }
@@ -110,14 +113,14 @@ export class BroadcastExecutor implements Component {
   private async open(): Promise<void> {
     if (this.repo) return;
     this.repo = new BroadcastRepo(this.o.stateDb.db);
-    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? 'Asia/Ho_Chi_Minh');
+    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE);
     const rpc = this.o.rpc;
     rpc.setParamsHook(PLAY_METHOD, (params) => this.playParams(params));
     this.offs = [
       rpc.on('sent', (e) => this.onRpcSent(e)),
       rpc.on('expired', (e) => this.onRpcExpired(e)),
       rpc.on('response', (e) => this.onRpcResponse(e)),
-      this.o.bus.on('device.event', (e) => this.onDeviceEvent(e)),
+      this.o.bus.on('device.event', (e) => (this.o.batch ? this.o.batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
     ];
     this.rearmStreamStops();
   }

@@ -1,0 +1,63 @@
+/**
+ * Every route plugin of the API, registered in one place. The API serves the
+ * route groups of the services it is given (`ApiServices`): the app gives all
+ * of them; a test that builds an API over fakes gives what it exercises.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Accounts } from '../../auth/accounts.js';
+import type { BroadcastService } from '../../broadcast/service.js';
+import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
+import type { MediaLibrary } from '../../media/index.js';
+import type { RouteContext } from '../context.js';
+import { areaRoutes } from './areas.js';
+import { auditRoutes } from './audit.js';
+import { loginRoutes, sessionRoutes } from './auth.js';
+import { broadcastRoutes } from './broadcasts.js';
+import { deviceRoutes } from './devices.js';
+import { healthRoutes } from './health.js';
+import { latestRoutes } from './latest.js';
+import { mediaFileRoutes, mediaRoutes } from './media.js';
+import { metricsRoutes } from './metrics.js';
+import { scheduleRoutes } from './schedules.js';
+import { telemetryRoutes } from './telemetry.js';
+import { tokenRoutes } from './tokens.js';
+import { userRoutes } from './users.js';
+
+/** The domain services whose routes the API serves, besides areas, devices, telemetry and latest values. */
+export interface ApiServices {
+  /** Users, sessions, API tokens, login and the audit log's reader. */
+  accounts?: Accounts;
+  /** Media library (uploads, TTS) and the signed media links speakers fetch. */
+  media?: MediaLibrary;
+  /** Schedules, broadcasts and their log. */
+  broadcasts?: { service: BroadcastService; executor: BroadcastExecutor };
+}
+
+/** Routes outside the bearer-token hook: health, metrics, login, signed media links. */
+export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteContext, s: ApiServices, apiPrefix: string): Promise<void> {
+  await app.register(healthRoutes, { ctx });
+  await app.register(metricsRoutes, { ctx });
+  const { accounts, media } = s;
+  if (accounts) await app.register(loginRoutes, { ctx, accounts, prefix: apiPrefix });
+  if (media) await app.register(mediaFileRoutes, { ctx, media });
+}
+
+/** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */
+export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteContext, s: ApiServices): Promise<void> {
+  await v1.register(areaRoutes, { ctx });
+  await v1.register(deviceRoutes, { ctx });
+  await v1.register(telemetryRoutes, { ctx });
+  await v1.register(latestRoutes, { ctx });
+  const { accounts, media, broadcasts } = s;
+  if (accounts) {
+    await v1.register(sessionRoutes, { ctx, accounts });
+    await v1.register(userRoutes, { ctx, accounts });
+    await v1.register(tokenRoutes, { ctx, accounts });
+    await v1.register(auditRoutes, { ctx, accounts });
+  }
+  if (media) await v1.register(mediaRoutes, { ctx, media });
+  if (broadcasts) {
+    await v1.register(scheduleRoutes, { ctx, service: broadcasts.service });
+    await v1.register(broadcastRoutes, { ctx, service: broadcasts.service, executor: broadcasts.executor });
+  }
+}

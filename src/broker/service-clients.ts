@@ -1,7 +1,7 @@
 /**
  * Read-only MQTT clients for machines: the provincial IOC attaches to the
  * broker as an ordinary MQTT client and receives its areas' device data
- * (issue 4 item 5; documented in firmware-protocols/ioc-mqtt.md).
+ * (documented in firmware-protocols/ioc-mqtt.md).
  *
  * - Credentials: an API token (`kengt_…`, POST /api/v1/tokens) as the
  *   username (password ignored), or username `token` with the API token as

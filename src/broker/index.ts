@@ -1,4 +1,5 @@
-export { AedesBroker, DEFAULT_TUNING, SINK_TOPIC, type AedesBrokerDeps, type BrokerTuning, type MqttConfig } from './aedes-broker.js';
+export { AedesBroker, DEFAULT_TUNING, type AedesBrokerDeps, type BrokerTuning } from './aedes-broker.js';
+export { SINK_TOPIC, type MqttConfig } from './context.js';
 export type { DevicePresence } from './session.js';
 export {
   DeviceAcl, parseDeviceTopic, checkDeviceSubscription, ME_PREFIX, TOPIC_ROOT,

@@ -1,7 +1,9 @@
 /**
  * Read-only MQTT clients for machines: the provincial IOC attaches to the
  * broker as an ordinary MQTT client and receives its areas' device data
- * (issue 4 item 5; documented in firmware-protocols/ioc-mqtt.md).
+ * (documented in firmware-protocols/ioc-mqtt.md). ServiceClients holds the
+ * broker's hooks for them (AedesBroker switches on the session kind and calls
+ * in here for service sessions).
  *
  * - Credentials: an API token (`kengt_…`, POST /api/v1/tokens) as the
  *   username (password ignored), or username `token` with the API token as
@@ -27,16 +29,16 @@
  *   keeps no offline queue for a machine that is away (its memory would grow
  *   with every reading); gaps are filled from the history API.
  */
-import type { AedesPublishPacket, Client, Subscription } from 'aedes';
+import type { AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
 import { Gauge, type Registry } from 'prom-client';
 import { API_TOKEN_PREFIX } from '../auth/api-tokens.js';
 import type { Scope } from '../auth/policy.js';
 import type { Principal } from '../auth/types.js';
 import type { KengEvents } from '../core/events.js';
-import type { Logger } from '../core/logger.js';
-import { DEVICE_ID_RE } from '../devices/types.js';
+import { DEVICE_ID_RE, type DeviceAuthenticator } from '../devices/types.js';
+import { authError, sink, type AuthDone, type BrokerContext, type PubDone } from './context.js';
 import type { DeviceLimits } from './session.js';
-import { TOPIC_ROOT, serviceDelivery, serviceSubscription, type TopicRefusal } from './topics.js';
+import { TOPIC_ROOT, serviceDelivery, serviceSubscription } from './topics.js';
 
 /** The username that announces "the password is an API token". */
 export const SERVICE_TOKEN_USERNAME = 'token';
@@ -100,11 +102,18 @@ export function principalServiceAuthenticator(deps: {
 }
 
 export class ServiceSession {
+  readonly kind = 'service';
   registered = false;
   gone = false;
   /** Granted telemetry filters (the server publishes telemetry only while some session has one). */
   readonly telemetryFilters = new Set<string>();
-  constructor(readonly client: Client, public principal: ServicePrincipal, readonly token: string, readonly limits: DeviceLimits) {}
+  /**
+   * `hooks`: the ServiceClients that admitted it. The broker reaches them through the
+   * session: they exist only once a ServiceAuthenticator is set, and so does every service session.
+   */
+  constructor(
+    readonly hooks: ServiceClients, readonly client: Client, public principal: ServicePrincipal, readonly token: string, readonly limits: DeviceLimits,
+  ) {}
   /** Namespace of its client ids and key of its limits (never a valid device id: has a colon). */
   get owner(): string { return ownerKey(this.principal.id); }
 }
@@ -113,44 +122,50 @@ export function ownerKey(principalId: string): string {
   return `service:${principalId}`;
 }
 
+/** The gauge of connected service clients (one per registry, shared by the brokers on it). */
+export function serviceConnectionsGauge(r: Registry): Gauge {
+  return (r.getSingleMetric(SERVICE_CONNECTIONS_METRIC) as Gauge | undefined)
+    ?? new Gauge({ name: SERVICE_CONNECTIONS_METRIC, help: 'Connected read-only MQTT service clients (IOC)', registers: [r] });
+}
+
 export interface ServiceClientsDeps {
+  ctx: BrokerContext;
   auth: ServiceAuthenticator;
-  registry: Registry;
-  logger: Logger;
-  /** Count a refusal (keng_mqtt_refused_total{op,reason}); the broker's cached counters. */
-  refused(op: 'connect' | 'publish' | 'subscribe', reason: string): void;
-  /** Server publish (aedes.publish, bypassing authorizePublish). */
-  publish(topic: string, payload: Buffer): void;
+  /** A service client may not take a device's id as its client id. */
+  devices: Pick<DeviceAuthenticator, 'isDevice'>;
+  gauge: Gauge;
   recheckMs?: number;
 }
 
-/** Service sessions of one broker. The broker's hooks call in here for clients that are not devices. */
+/** Service sessions of one broker, and the broker's hooks for them. */
 export class ServiceClients {
-  private readonly byClient = new WeakMap<Client, ServiceSession>();
   private readonly live = new Set<ServiceSession>();
-  private readonly gauge: Gauge;
   private recheckTimer: NodeJS.Timeout | null = null;
   private rechecking = false;
 
-  constructor(private readonly deps: ServiceClientsDeps) {
-    const r = deps.registry;
-    this.gauge = (r.getSingleMetric(SERVICE_CONNECTIONS_METRIC) as Gauge | undefined)
-      ?? new Gauge({ name: SERVICE_CONNECTIONS_METRIC, help: 'Connected read-only MQTT service clients (IOC)', registers: [r] });
+  constructor(private readonly deps: ServiceClientsDeps) {}
+
+  /** aedes `authenticate` for an API token: read-only client. CONNACK 5 for a token whose role may not. */
+  authenticate(client: Client, token: string, done: AuthDone): void {
+    const ctx = this.deps.ctx;
+    this.verify(token).then((res) => {
+      if (ctx.stopping || client.closed) { done(authError(3, 'connection closed'), null); return; }
+      if (!res.ok) { ctx.refuseConnect(client, res.reason, res.reason === 'role_not_allowed' ? 5 : 4, done); return; }
+      if (this.deps.devices.isDevice(client.id)) { ctx.refuseConnect(client, 'client_id_in_use', 2, done); return; }
+      const owner = ownerKey(res.principal.id);
+      // Service sessions live in their token's own namespace (a device id has no colon), so a
+      // service client can neither take over a device's session nor another token's.
+      client.id = `${owner}/${client.id}`;
+      ctx.admit(this.add(client, res.principal, token, ctx.limitsFor(owner)), done);
+    }, (err: unknown) => ctx.authUnavailable(client, err, 'service client authentication failed with an error', done));
   }
 
-  get auth(): ServiceAuthenticator { return this.deps.auth; }
-
-  get(client: Client): ServiceSession | undefined {
-    return this.byClient.get(client);
-  }
-
-  authenticate(token: string): Promise<ServiceAuthResult> {
+  private verify(token: string): Promise<ServiceAuthResult> {
     try { return Promise.resolve(this.deps.auth.authenticate(token)); } catch (err) { return Promise.reject(err); }
   }
 
-  add(client: Client, principal: ServicePrincipal, token: string, limits: DeviceLimits): ServiceSession {
-    const s = new ServiceSession(client, principal, token, limits);
-    this.byClient.set(client, s);
+  private add(client: Client, principal: ServicePrincipal, token: string, limits: DeviceLimits): ServiceSession {
+    const s = new ServiceSession(this, client, principal, token, limits);
     this.live.add(s);
     if (!this.recheckTimer) {
       this.recheckTimer = setInterval(() => { void this.recheck(); }, this.deps.recheckMs ?? DEFAULT_SERVICE_RECHECK_MS);
@@ -160,72 +175,84 @@ export class ServiceClients {
   }
 
   /** aedes 'client': CONNACK about to go out. */
-  registered(client: Client): void {
-    const s = this.byClient.get(client);
-    if (!s || s.gone || s.registered) return;
+  registered(s: ServiceSession): void {
+    if (s.gone || s.registered) return;
     s.registered = true;
     this.updateGauge();
-    this.deps.logger.info({ tokenId: s.principal.id, role: s.principal.role, clientId: client.id }, 'mqtt service client connected');
+    this.deps.ctx.logger.info({ tokenId: s.principal.id, role: s.principal.role, clientId: s.client.id }, 'mqtt service client connected');
   }
 
-  /** First close signal; returns the session (once). */
-  gone(client: Client, cause: string): ServiceSession | undefined {
-    const s = this.byClient.get(client);
-    if (!s || s.gone) return undefined;
+  /** First close signal. */
+  gone(s: ServiceSession, cause: string): void {
+    if (s.gone) return;
     s.gone = true;
     this.live.delete(s);
     if (s.registered) this.updateGauge();
     if (this.live.size === 0) this.stopRecheck();
-    this.deps.logger.info({ tokenId: s.principal.id, clientId: client.id, cause }, 'mqtt service client disconnected');
-    return s;
+    this.deps.ctx.logger.info({ tokenId: s.principal.id, clientId: s.client.id, cause }, 'mqtt service client disconnected');
   }
 
   /** Broker stop: forget everything. */
   clear(): void {
     this.live.clear();
     this.stopRecheck();
-    this.gauge.set(0);
+    this.deps.gauge.set(0);
   }
 
-  /** authorizeSubscribe for a service client: the (possibly adjusted) subscription, or a refusal reason. */
-  subscribe(s: ServiceSession, sub: Subscription): Subscription | TopicRefusal | 'out_of_scope' {
+  /** aedes `authorizeSubscribe`: the (possibly adjusted) subscription, or null for a refused filter (granted 0x80). */
+  authorizeSubscribe(s: ServiceSession, sub: Subscription): Subscription | null {
     const f = serviceSubscription(sub.topic);
-    if (typeof f === 'string') return f;
-    if (f.deviceId !== undefined) {
-      const area = this.deps.auth.deviceArea(f.deviceId);
-      if (area === undefined || !s.principal.inScope(area)) return 'out_of_scope';
-    }
+    if (typeof f === 'string') return this.refuseSubscription(s, sub, f);
+    if (f.deviceId !== undefined && !this.inScope(s, f.deviceId)) return this.refuseSubscription(s, sub, 'out_of_scope');
     if (f.kind === 'telemetry') s.telemetryFilters.add(sub.topic);
     // No offline queue for persistent sessions (module comment); QoS 2 is never offered.
     sub.qos = s.client.clean ? (sub.qos > 1 ? 1 : sub.qos) : 0;
     return sub;
   }
 
+  private refuseSubscription(s: ServiceSession, sub: Subscription, reason: string): null {
+    this.deps.ctx.count('subscribe', reason);
+    this.deps.ctx.logger.debug({ tokenId: s.principal.id, topic: sub.topic.slice(0, 200), reason }, 'service subscription refused');
+    return null;
+  }
+
   unsubscribed(s: ServiceSession, topics: string[]): void {
     for (const t of topics) s.telemetryFilters.delete(t);
   }
 
-  /** authorizeForward: only the three device topics, only of devices in the principal's scope. */
+  /**
+   * aedes `authorizeForward`: only the three device topics, only of devices in
+   * the principal's scope (checked per message, against the device's current area).
+   */
   forward(s: ServiceSession, packet: AedesPublishPacket): AedesPublishPacket | null {
     const d = serviceDelivery(packet.topic);
-    if (d === null) return null;
-    const area = this.deps.auth.deviceArea(d.deviceId!);
-    return area !== undefined && s.principal.inScope(area) ? packet : null;
+    return d !== null && this.inScope(s, d.deviceId!) ? packet : null;
   }
 
-  /** A publish from a service client (always refused). True when the abuse rule says: disconnect. */
-  refusePublish(s: ServiceSession, topic: string, now: number): boolean {
-    this.deps.refused('publish', 'read_only');
+  /** An unknown device is out of every scope (existence does not leak). */
+  private inScope(s: ServiceSession, deviceId: string): boolean {
+    const area = this.deps.auth.deviceArea(deviceId);
+    return area !== undefined && s.principal.inScope(area);
+  }
+
+  /** aedes `authorizePublish`: service clients are read-only, every publish (and will) is dropped, acknowledged and counted; abuse disconnects. */
+  authorizePublish(s: ServiceSession, packet: PublishPacket, cb: PubDone): void {
+    const ctx = this.deps.ctx;
+    const topic = packet.topic;
+    sink(packet);
+    cb(null);
+    const now = ctx.clock.now();
+    ctx.count('publish', 'read_only');
     const fields = { tokenId: s.principal.id, clientId: s.client.id, topic: topic.length > 200 ? topic.slice(0, 200) : topic };
-    const log = this.deps.logger;
+    const log = ctx.logger;
     if (s.limits.warn.allow(now)) log.warn(fields, 'service client publish refused: read-only (more within 1 min at debug)');
     else log.debug(fields, 'service client publish refused: read-only');
     s.limits.lastUsed = now;
-    if (s.client.closed || !s.limits.abuse.hit(now)) return false;
+    if (s.client.closed || !s.limits.abuse.hit(now)) return;
     s.limits.abuse.reset();
-    this.deps.refused('publish', 'abuse_disconnect');
+    ctx.count('publish', 'abuse_disconnect');
     log.warn({ tokenId: s.principal.id, clientId: s.client.id }, 'service client disconnected for repeated refused publishes');
-    return true;
+    setImmediate(() => s.client.close());
   }
 
   /** Is some connected service client subscribed to telemetry and allowed to see `area`? O(service clients). */
@@ -237,24 +264,32 @@ export class ServiceClients {
   /** Bus 'telemetry' (readings durable on disk) → `v1/devices/D/telemetry`, when anyone may receive it. */
   publishTelemetry(e: KengEvents['telemetry']): void {
     if (this.live.size === 0 || !this.wantsTelemetry(e.area)) return;
-    this.deps.publish(`${TOPIC_ROOT}${e.deviceId}/telemetry`, Buffer.from(JSON.stringify({ ts: e.ts, values: e.values }), 'utf8'));
+    const aedes = this.deps.ctx.aedes;
+    if (!aedes || aedes.closed) return;
+    const topic = `${TOPIC_ROOT}${e.deviceId}/telemetry`;
+    const payload = Buffer.from(JSON.stringify({ ts: e.ts, values: e.values }), 'utf8');
+    // Server publish (aedes.publish, bypassing authorizePublish).
+    aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err) => {
+      if (err) this.deps.ctx.logger.debug({ err, topic }, 'service telemetry publish failed');
+    });
   }
 
   /** Re-authenticate live sessions: revoked or expired tokens are disconnected; scopes are refreshed. */
   async recheck(): Promise<void> {
     if (this.rechecking) return;
     this.rechecking = true;
+    const { ctx } = this.deps;
     try {
       for (const s of [...this.live]) {
         if (s.gone || s.client.closed) continue;
         let res: ServiceAuthResult;
-        try { res = await this.authenticate(s.token); } catch (err) {
-          this.deps.logger.warn({ err, tokenId: s.principal.id }, 'service client re-check failed; keeping the connection');
+        try { res = await this.verify(s.token); } catch (err) {
+          ctx.logger.warn({ err, tokenId: s.principal.id }, 'service client re-check failed; keeping the connection');
           continue;
         }
         if (res.ok) { s.principal = res.principal; continue; }
-        this.deps.refused('connect', res.reason === 'bad_credentials' ? 'token_revoked' : res.reason);
-        this.deps.logger.warn({ tokenId: s.principal.id, clientId: s.client.id, reason: res.reason }, 'service client token no longer valid: disconnected');
+        ctx.count('connect', res.reason === 'bad_credentials' ? 'token_revoked' : res.reason);
+        ctx.logger.warn({ tokenId: s.principal.id, clientId: s.client.id, reason: res.reason }, 'service client token no longer valid: disconnected');
         s.client.close();
       }
     } finally {
@@ -265,7 +300,7 @@ export class ServiceClients {
   private updateGauge(): void {
     let n = 0;
     for (const s of this.live) if (s.registered) n++;
-    this.gauge.set(n);
+    this.deps.gauge.set(n);
   }
 
   private stopRecheck(): void {

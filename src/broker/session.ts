@@ -1,9 +1,10 @@
 /**
  * Per-connection and per-device state kept by the broker.
  *
- * A Session is one authenticated MQTT connection. Limits (rate bucket, abuse
- * counter, warn gate) belong to the device, not the connection, so a device
- * cannot reset its rate limit by reconnecting; they are forgotten once idle.
+ * A DeviceSession is one authenticated MQTT connection of a device. Limits
+ * (rate bucket, abuse counter, warn gate) belong to the device, not the
+ * connection, so a device cannot reset its rate limit by reconnecting; they
+ * are forgotten once idle.
  */
 import type { Client } from 'aedes';
 import type { DeviceIdentity } from '../devices/types.js';
@@ -33,7 +34,8 @@ export class DeviceLimits {
   }
 }
 
-export class Session {
+export class DeviceSession {
+  readonly kind = 'device';
   readonly acl: DeviceAcl;
   /** aedes emitted 'client' for it (registered, counted as connected). */
   registered = false;

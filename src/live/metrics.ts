@@ -13,6 +13,13 @@ export interface LiveMetrics {
   batchWait: Histogram;
 }
 
+/**
+ * Events counted on the hot path, added to the prom-client instruments on
+ * each periodic check: a field increment per event rather than a prom-client
+ * call.
+ */
+export interface EventCounts { telemetry: number; status: number; broadcast: number; coalesced: number }
+
 /** Reuses instruments already on the registry (several feeds in one test process share one registry). */
 function gauge(registry: Registry, name: string, help: string): Gauge {
   return (registry.getSingleMetric(name) as Gauge | undefined) ?? new Gauge({ name, help, registers: [registry] });

@@ -10,6 +10,15 @@ import { AREA_CODE_RE, DEVICE_ID_RE } from '../devices/types.js';
 export interface SubscribeRequest { devices: string[]; areas: string[] }
 export interface LiveError { code: string; message: string }
 export type Checked<T> = { ok: true; value: T } | { ok: false; error: LiveError };
+/** The ack of a `subscribe` or `unsubscribe` request. */
+export type SubscribeAck = { ok: true; devices: number } | { error: LiveError };
+
+/** What the feed needs of the device registry. */
+export interface LiveRegistry {
+  getDevice(id: string): { id: string; area: string } | undefined;
+  getArea(code: string): { parent: string | null } | undefined;
+  listDevices(filter?: { area?: string }): Array<{ id: string }>;
+}
 
 /** Most items in one request (the per-client total is LiveFeedSettings.maxSubscriptions). */
 export const MAX_ITEMS_PER_REQUEST = 1000;

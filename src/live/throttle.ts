@@ -142,7 +142,7 @@ export class Throttle {
     if (g) this.groups.flushGroup(g); // what it holds goes out before the client's rooms send anything newer
     this.groups.release(c);
     this.set(c, false);
-    if (c.slow) return; // the feed's recover() joins c.rooms()
+    if (c.slow) return; // SlowClients.recover() (slow.ts) joins c.rooms()
     if (g) void c.socket.leave(g.room);
     const rooms = c.subscriptionRooms();
     if (rooms.length) void c.socket.join(rooms);

@@ -10,7 +10,7 @@ import type { MqttClient } from 'mqtt';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { seedCommune } from '../helpers/seed.js';
 import { connectDevice, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
-import { attachLiveFeedForTest } from '../../src/live/index.js';
+import { attachLiveFeedForTest } from '../helpers/live.js';
 import type { Authenticator, Principal } from '../../src/auth/types.js';
 import { formatTime } from '../../src/core/time.js';
 

@@ -10,7 +10,8 @@ import { io as ioc, type Socket } from 'socket.io-client';
 import type { Socket as NetSocket } from 'node:net';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
-import { attachLiveFeedForTest, type LiveFeed, type LiveFeedSettings } from '../../src/live/index.js';
+import type { LiveFeed, LiveFeedSettings } from '../../src/live/index.js';
+import { attachLiveFeedForTest } from '../helpers/live.js';
 
 const PATH = '/live-slow';
 const BLOB = 'x'.repeat(4000);

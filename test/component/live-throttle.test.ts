@@ -12,7 +12,8 @@ import { io as ioc, type Socket } from 'socket.io-client';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
 import { seedAreas } from '../helpers/seed.js';
-import { attachLiveFeedForTest, type LiveFeed } from '../../src/live/index.js';
+import type { LiveFeed } from '../../src/live/index.js';
+import { attachLiveFeedForTest } from '../helpers/live.js';
 import { formatTime } from '../../src/core/time.js';
 
 const PATH = '/live-throttle';

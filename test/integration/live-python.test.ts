@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, publish, waitFor } from '../helpers/mqtt.js';
 import { seedAreas, seedDevices } from '../helpers/seed.js';
-import { attachLiveFeedForTest } from '../../src/live/index.js';
+import { attachLiveFeedForTest } from '../helpers/live.js';
 
 const PYTHON = '/usr/bin/python3';
 

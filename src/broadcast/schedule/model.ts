@@ -333,7 +333,7 @@ function validateCron(v: unknown, tz: string, err: (f: string, m: string) => voi
 }
 
 /**
- * ISO 8601 with offset or epoch ms (api/time.ts parseTime). A date alone
+ * ISO 8601 with offset or epoch ms (core/time.ts parseTime). A date alone
  * ("2026-01-05") is also accepted for startDate/endDate/at and read in the
  * schedule's zone: start of that day, or for `end` the last millisecond of it.
  */

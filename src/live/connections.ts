@@ -1,0 +1,92 @@
+/**
+ * Clients coming and going: the handshake (token, connection limit, batched
+ * or not), the client's requests, the bookkeeping on disconnect, and the
+ * periodic re-check of every client's token (a token revoked or expired since
+ * the handshake must not keep a connection open).
+ */
+import type { Socket } from 'socket.io';
+import type { Policy } from '../auth/policy.js';
+import type { Authenticator, Principal } from '../auth/types.js';
+import { LiveClient } from './client.js';
+import { authenticateHandshake, refusal } from './handshake.js';
+import type { Membership } from './membership.js';
+import type { LiveMetrics } from './metrics.js';
+import type { LiveFeedSettings } from './options.js';
+import { NO_BROADCAST_ROOM, type AncestorCache } from './rooms.js';
+import type { SlowClients } from './slow.js';
+import type { SubscribeAck } from './subscriptions.js';
+
+/** What the handshake leaves on `socket.data` for the connection. */
+interface HandshakeData { principal: Principal; token: string; batch: boolean }
+
+export class Connections {
+  /** Set when the feed stops: no handshake succeeds any more. */
+  private closed = false;
+
+  constructor(
+    /** Every connected client, by socket id (the feed's). */
+    private readonly clients: Map<string, LiveClient>,
+    private readonly settings: LiveFeedSettings,
+    private readonly authenticator: Authenticator,
+    private readonly policy: Policy,
+    private readonly ancestors: AncestorCache,
+    private readonly membership: Membership,
+    private readonly slow: SlowClients,
+    private readonly metrics: LiveMetrics | null,
+  ) {}
+
+  close(): void { this.closed = true; }
+
+  /** socket.io middleware: authenticate the token, enforce maxClients. */
+  handshake(socket: Socket, next: (err?: Error) => void): void {
+    const r = authenticateHandshake(socket, this.authenticator);
+    if (!r.ok) {
+      this.metrics?.refused.inc({ reason: r.reason });
+      next(r.error);
+      return;
+    }
+    if (this.closed || this.clients.size >= this.settings.maxClients) {
+      this.metrics?.refused.inc({ reason: 'too_many_clients' });
+      next(refusal('KENG_ERR_RATE_LIMITED', 'Too many requests: live-feed connection limit reached'));
+      return;
+    }
+    const data = socket.data as Partial<HandshakeData>;
+    data.principal = r.principal;
+    data.token = r.token;
+    data.batch = (socket.handshake.auth as { batch?: unknown } | undefined)?.batch === true;
+    next();
+  }
+
+  connect(socket: Socket): void {
+    const data = socket.data as HandshakeData;
+    const c = new LiveClient(socket, data.principal, data.token, this.policy.can(data.principal, 'broadcasts.read'), data.batch);
+    this.clients.set(socket.id, c);
+    if (!c.canBroadcast) void socket.join(NO_BROADCAST_ROOM);
+    this.metrics?.connects.inc();
+    this.metrics?.clients.set(this.clients.size);
+    socket.on('subscribe', (raw: unknown, ack?: unknown) => reply(ack, this.membership.subscribe(c, raw)));
+    socket.on('unsubscribe', (raw: unknown, ack?: unknown) => reply(ack, this.membership.unsubscribe(c, raw)));
+    socket.once('disconnect', () => {
+      this.clients.delete(socket.id);
+      this.membership.release(c);
+      this.slow.forget(c);
+      this.metrics?.clients.set(this.clients.size);
+    });
+  }
+
+  /** Tokens revoked or expired since the handshake disconnect their clients; changed scopes prune subscriptions. */
+  reauthenticate(): void {
+    this.ancestors.clear();
+    for (const c of [...this.clients.values()]) {
+      let p: Principal | null = null;
+      try { p = this.authenticator.authenticate(c.token); } catch { p = null; }
+      if (!p) { this.slow.drop(c, 'unauthenticated'); continue; }
+      if (p.role === c.principal.role && p.areas.join('\u0000') === c.principal.areas.join('\u0000')) continue;
+      this.membership.rescope(c, p);
+    }
+  }
+}
+
+function reply(ack: unknown, answer: SubscribeAck): void {
+  if (typeof ack === 'function') (ack as (a: SubscribeAck) => void)(answer);
+}

@@ -27,7 +27,7 @@ import { startKeng } from './lib/keng-server.js';
 import { KengApi } from '../src/sim/api-client.js';
 import { simDeviceIds } from '../src/sim/credentials.js';
 import { runSpeakers } from '../src/sim/speaker/index.js';
-import { registerSpeakers } from '../src/broadcast/speaker-fleet.js';
+import { registerSpeakers } from '../src/sim/speaker-fleet.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -7,7 +7,7 @@
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { isProfileName, parseDuration, runSimulation, type ProfileName } from '../sim/index.js';
-import { runSpeakerSimulation } from '../broadcast/speaker-fleet.js';
+import { runSpeakerSimulation } from '../sim/speaker-fleet.js';
 
 function int(min: number, max: number) {
   return (v: string): number => {

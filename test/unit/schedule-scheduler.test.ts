@@ -5,7 +5,8 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/core/logger.js';
 import { newSchedule, type Schedule, type ScheduleSpec } from '../../src/broadcast/schedule/model.js';
-import { MemoryScheduleRepo, SqliteScheduleRepo, scheduleMigration, type ScheduleRepo } from '../../src/broadcast/schedule/repo.js';
+import { SqliteScheduleRepo, scheduleMigration, type ScheduleRepo } from '../../src/broadcast/schedule/repo.js';
+import { MemoryScheduleRepo } from '../helpers/schedule-repo.js';
 import { Scheduler, type OccurrenceInfo } from '../../src/broadcast/schedule/scheduler.js';
 
 const logger = createLogger('silent');

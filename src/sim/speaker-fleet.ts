@@ -1,14 +1,14 @@
 /**
  * Simulated loudspeakers for `keng simulate --speakers N` and the broadcast
  * benchmark: register kind=speaker devices through the REST API (like the
- * sensor simulator, src/sim/register.ts), keep their credentials in a file,
- * and run them with the reference speaker (src/sim/speaker, issue 3 item 5).
+ * sensor simulator, register.ts), keep their credentials in a file, and run
+ * them with the reference speaker (speaker/).
  */
-import { KengApi } from '../sim/api-client.js';
-import { mergeCredentials, readCredentials, selectCredentials, simDeviceIds, writeCredentials, type SimCredential } from '../sim/credentials.js';
-import { mapLimit } from '../sim/pool.js';
-import { SIM_AREA } from '../sim/register.js';
-import { runSpeakers, type SpeakerCredential, type SpeakerFaults } from '../sim/speaker/index.js';
+import { KengApi } from './api-client.js';
+import { mergeCredentials, readCredentials, selectCredentials, simDeviceIds, writeCredentials, type SimCredential } from './credentials.js';
+import { mapLimit } from './pool.js';
+import { SIM_AREA } from './register.js';
+import { runSpeakers, type SpeakerCredential, type SpeakerFaults } from './speaker/index.js';
 
 /**
  * Registers speakers `ids` in `area`. A speaker that already exists keeps the

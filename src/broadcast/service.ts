@@ -16,7 +16,8 @@
  * offline speaker that returns later gets `expired`); onMissed records the
  * occurrence as missed for each speaker (proof of play).
  */
-import { Histogram } from 'prom-client';
+import type { Histogram } from 'prom-client';
+import { histogramOn } from '../core/metrics.js';
 import type { Config } from '../config/index.js';
 import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
@@ -64,10 +65,8 @@ export class BroadcastService implements Component {
   constructor(private readonly d: BroadcastServiceDeps) {
     this.log = d.logger;
     const reg = d.metrics.registry;
-    this.jitter = (reg.getSingleMetric('keng_scheduler_jitter_seconds') as Histogram | undefined) ?? new Histogram({
-      name: 'keng_scheduler_jitter_seconds', help: 'Schedule start jitter: actual start minus planned time of on-time occurrences',
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [reg],
-    });
+    this.jitter = histogramOn(reg, 'keng_scheduler_jitter_seconds', 'Schedule start jitter: actual start minus planned time of on-time occurrences',
+      [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
   }
 
   /** The scheduler (jitterStats(), nextDue()); undefined before start. */

@@ -14,6 +14,7 @@
  * - "Connection", TLS (8883): a second listener on mqtt.tlsPort feeds the same
  *   aedes instance when tls.certFile / tls.keyFile are set (src/tls.ts).
  */
+import { settleWithin, waitUntil } from '../core/async.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
@@ -211,14 +212,14 @@ export class AedesBroker implements BrokerPort {
     const bound = this.tuning.stopTimeoutMs;
 
     this.devices.releaseHeld();
-    await waitFor(() => this.devices.settled(), bound);
+    await waitUntil(() => this.devices.settled(), bound);
     this.devices.offlineAll(this.deps.clock.now());
     this.services?.clear();
     this.deps.metrics.mqttConnections.set(0);
 
-    await withTimeout(new Promise<void>((r) => aedes.close(() => r())), bound);
+    await settleWithin(new Promise<void>((r) => aedes.close(() => r())), bound);
     for (const sock of this.sockets) sock.destroy();
-    await withTimeout(serverClosed, bound);
+    await settleWithin(serverClosed, bound);
     this.ctx.aedes = null;
     this.server = null;
     this.tlsServer = null;
@@ -359,13 +360,4 @@ function listen(server: net.Server, port: number, host: string): Promise<void> {
   });
 }
 
-async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-}
 
-async function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p, new Promise<void>((r) => { timer = setTimeout(r, ms); })]);
-  if (timer) clearTimeout(timer);
-}

@@ -30,7 +30,8 @@
  *   with every reading); gaps are filled from the history API.
  */
 import type { AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
-import { Gauge, type Registry } from 'prom-client';
+import type { Gauge, Registry } from 'prom-client';
+import { gaugeOn } from '../core/metrics.js';
 import { API_TOKEN_PREFIX } from '../auth/api-tokens.js';
 import type { Scope } from '../auth/policy.js';
 import type { Principal } from '../auth/types.js';
@@ -124,8 +125,7 @@ export function ownerKey(principalId: string): string {
 
 /** The gauge of connected service clients (one per registry, shared by the brokers on it). */
 export function serviceConnectionsGauge(r: Registry): Gauge {
-  return (r.getSingleMetric(SERVICE_CONNECTIONS_METRIC) as Gauge | undefined)
-    ?? new Gauge({ name: SERVICE_CONNECTIONS_METRIC, help: 'Connected read-only MQTT service clients (IOC)', registers: [r] });
+  return gaugeOn(r, SERVICE_CONNECTIONS_METRIC, 'Connected read-only MQTT service clients (IOC)');
 }
 
 export interface ServiceClientsDeps {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Value } from 'typebox/value';
-import { ConfigSchema, type Config } from './schema.js';
+import { ConfigSchema, deepFreeze, type Config } from './schema.js';
 import { ENV_BINDINGS, type EnvBinding } from './env.js';
 
 /** A setting is missing or wrong: the message names it, in one line. */
@@ -56,13 +56,6 @@ function parseEnv(b: EnvBinding, raw: string): unknown {
   }
 }
 
-function deepFreeze<T>(o: T): T {
-  if (typeof o === 'object' && o !== null) {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
-}
 
 function envNameFor(path: string): string {
   const b = ENV_BINDINGS.find((e) => e.path === path);

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
 import { DEFAULT_TIME_ZONE } from '../core/time.js';
 
 /**
@@ -112,3 +113,14 @@ export const ConfigSchema = Type.Object({
 });
 
 export type Config = Static<typeof ConfigSchema>;
+
+/** The schema's defaults alone (no file, no environment): what parts use when built without a config. */
+export const CONFIG_DEFAULTS: Readonly<Config> = deepFreeze(Value.Default(ConfigSchema, {}) as Config);
+
+export function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

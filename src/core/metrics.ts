@@ -1,6 +1,26 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 
 /**
+ * An instrument of `registry`, made on first use and shared after: parts
+ * that are built more than once on one registry (several apps in one test
+ * process, a second live feed) get the same instrument instead of a
+ * "metric already registered" error. Without a registry (a part built
+ * without metrics) the instrument counts but is not exported.
+ */
+export function counterOn<L extends string = string>(registry: Registry | undefined, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return (registry?.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter<L>({ name, help, labelNames, registers: registry ? [registry] : [] });
+}
+
+export function gaugeOn<L extends string = string>(registry: Registry | undefined, name: string, help: string, labelNames: readonly L[] = []): Gauge<L> {
+  return (registry?.getSingleMetric(name) as Gauge<L> | undefined) ?? new Gauge<L>({ name, help, labelNames, registers: registry ? [registry] : [] });
+}
+
+export function histogramOn<L extends string = string>(registry: Registry | undefined, name: string, help: string, buckets: number[], labelNames: readonly L[] = []): Histogram<L> {
+  return (registry?.getSingleMetric(name) as Histogram<L> | undefined)
+    ?? new Histogram<L>({ name, help, buckets, labelNames, registers: registry ? [registry] : [] });
+}
+
+/**
  * One Prometheus registry per app instance (tests run several apps in one
  * process, so nothing is registered globally). Modules take the instruments
  * they need from here; names are listed in docs/metrics.md.

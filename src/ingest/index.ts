@@ -7,6 +7,5 @@ export {
 export { parseJson, parseObject, validateTree, type RejectReason, type Failure } from './json.js';
 export { GroupCommitter, countReadings, type CommitShare, type GroupCommitOptions } from './group-commit.js';
 export { sessionLimits, tbRate, type SessionLimits } from './handlers/tb-rpc-request.js';
-export { PLAYBACK_STATES, validatePlaybackEvent } from './handlers/events.js';
-export { RPC_STATUSES } from './handlers/rpc-response.js';
+export { validatePlaybackEvent } from './handlers/events.js';
 export type { SharedAttributesSource, IngestRegistry } from './handlers/context.js';

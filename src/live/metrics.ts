@@ -1,5 +1,6 @@
 /** The live feed's Prometheus instruments, on the app's registry (names: docs/metrics.md "Live feed"). */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { counterOn, gaugeOn, histogramOn } from '../core/metrics.js';
 
 export interface LiveMetrics {
   clients: Gauge;
@@ -20,29 +21,18 @@ export interface LiveMetrics {
  */
 export interface EventCounts { telemetry: number; status: number; broadcast: number; coalesced: number }
 
-/** Reuses instruments already on the registry (several feeds in one test process share one registry). */
-function gauge(registry: Registry, name: string, help: string): Gauge {
-  return (registry.getSingleMetric(name) as Gauge | undefined) ?? new Gauge({ name, help, registers: [registry] });
-}
-function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
-  return (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter<L>({ name, help, labelNames, registers: [registry] });
-}
-
-function histogram(registry: Registry, name: string, help: string, buckets: number[]): Histogram {
-  return (registry.getSingleMetric(name) as Histogram | undefined) ?? new Histogram({ name, help, buckets, registers: [registry] });
-}
 
 export function liveMetrics(registry: Registry): LiveMetrics {
   return {
-    clients: gauge(registry, 'keng_live_clients', 'Connected live-feed (socket.io) clients'),
-    slowClients: gauge(registry, 'keng_live_slow_clients', 'Live-feed clients currently backed up (receiving coalesced updates)'),
-    throttledClients: gauge(registry, 'keng_live_throttled_clients', 'Single-event live-feed clients currently throttled (over live.maxEventRate)'),
-    connects: counter(registry, 'keng_live_connects_total', 'Accepted live-feed connections'),
-    refused: counter(registry, 'keng_live_refused_total', 'Refused live-feed handshakes by reason', ['reason'] as const),
-    dropped: counter(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),
-    coalesced: counter(registry, 'keng_live_coalesced_total', 'Updates held back for a backed-up client and merged into its latest-value set'),
-    emitted: counter(registry, 'keng_live_events_total', 'Events published to live-feed rooms, by type', ['type'] as const),
-    batchWait: histogram(registry, 'keng_live_batch_wait_seconds', 'Time the oldest reading of a telemetry.batch waited in its buffer before the batch was emitted',
+    clients: gaugeOn(registry, 'keng_live_clients', 'Connected live-feed (socket.io) clients'),
+    slowClients: gaugeOn(registry, 'keng_live_slow_clients', 'Live-feed clients currently backed up (receiving coalesced updates)'),
+    throttledClients: gaugeOn(registry, 'keng_live_throttled_clients', 'Single-event live-feed clients currently throttled (over live.maxEventRate)'),
+    connects: counterOn(registry, 'keng_live_connects_total', 'Accepted live-feed connections'),
+    refused: counterOn(registry, 'keng_live_refused_total', 'Refused live-feed handshakes by reason', ['reason'] as const),
+    dropped: counterOn(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),
+    coalesced: counterOn(registry, 'keng_live_coalesced_total', 'Updates held back for a backed-up client and merged into its latest-value set'),
+    emitted: counterOn(registry, 'keng_live_events_total', 'Events published to live-feed rooms, by type', ['type'] as const),
+    batchWait: histogramOn(registry, 'keng_live_batch_wait_seconds', 'Time the oldest reading of a telemetry.batch waited in its buffer before the batch was emitted',
       [0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1]),
   };
 }

@@ -1,8 +1,14 @@
-/** LiveFeed settings (all optional; defaults suit a commune server and the 200-client benchmark). */
+/**
+ * LiveFeed settings (all optional; defaults suit a commune server and the
+ * 200-client benchmark). Those a user can set (config `live.*`, `tz`) take
+ * their defaults from the config schema, which owns them.
+ */
+import { CONFIG_DEFAULTS } from '../config/index.js';
+
 export interface LiveFeedSettings {
   /** socket.io path on the HTTP server. Default "/socket.io". */
   path: string;
-  /** Time zone of the ISO 8601 times in events (config.tz). Default Asia/Ho_Chi_Minh. */
+  /** Time zone of the ISO 8601 times in events (config.tz). */
   tz: string;
   /** Allowed browser origins (config.http.corsOrigins); empty = no CORS headers (same origin only). */
   corsOrigins: readonly string[];
@@ -43,9 +49,9 @@ export interface LiveFeedSettings {
 
 export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
   path: '/socket.io',
-  tz: 'Asia/Ho_Chi_Minh',
+  tz: CONFIG_DEFAULTS.tz,
   corsOrigins: [],
-  maxClients: 5000,
+  maxClients: CONFIG_DEFAULTS.live.maxClients,
   maxSubscriptions: 1000,
   checkIntervalMs: 50,
   highWaterPackets: 500,
@@ -53,10 +59,10 @@ export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
   lowWaterBytes: 64 * 1024,
   maxPendingEntries: 50_000,
   maxLagMs: 30_000,
-  batchIntervalMs: 50,
+  batchIntervalMs: CONFIG_DEFAULTS.live.batchIntervalMs,
   maxBatch: 2000,
-  maxEventRate: 200,
-  throttleIntervalMs: 1000,
+  maxEventRate: CONFIG_DEFAULTS.live.maxEventRate,
+  throttleIntervalMs: CONFIG_DEFAULTS.live.throttleIntervalMs,
   reauthIntervalMs: 30_000,
   stopGraceMs: 300,
 });

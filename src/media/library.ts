@@ -14,12 +14,12 @@ import { open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Counter } from 'prom-client';
+import type { Counter } from 'prom-client';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import type { Metrics } from '../core/metrics.js';
+import { counterOn, type Metrics } from '../core/metrics.js';
 import type { StateDb } from '../storage/state/db.js';
 import { AudioProbe, NotAudioError } from './probe.js';
 import { MediaRepo, type StoredMedia } from './repo.js';
@@ -103,11 +103,7 @@ export class MediaLibrary implements Component {
     this.probe = new AudioProbe({ ffprobePath: o.ffprobePath ?? '/usr/bin/ffprobe', ffmpegPath: o.ffmpegPath ?? '/usr/bin/ffmpeg', timeoutMs: o.probeTimeoutMs });
     this.isInUse = deps.isInUse;
     const reg = deps.metrics.registry;
-    this.ingestTotal = (reg.getSingleMetric('keng_media_ingest_total') as Counter<'source' | 'result'> | undefined)
-      ?? new Counter({
-        name: 'keng_media_ingest_total', help: 'Media files offered to the library by source (upload, tts) and result',
-        labelNames: ['source', 'result'] as const, registers: [reg],
-      });
+    this.ingestTotal = counterOn(reg, 'keng_media_ingest_total', 'Media files offered to the library by source (upload, tts) and result', ['source', 'result'] as const);
   }
 
   get maxUploadBytes(): number { return this.deps.options.maxUploadBytes; }

@@ -1,9 +1,6 @@
-/**
- * Instruments of the RPC service, registered on the app's Metrics registry
- * (src/core/metrics.ts is not ours; these names must be added to docs/metrics.md).
- */
-import { Counter } from 'prom-client';
-import type { Metrics } from '../core/metrics.js';
+/** Instruments of the RPC service, on the app's registry (names listed in docs/metrics.md). */
+import type { Counter } from 'prom-client';
+import { counterOn, type Metrics } from '../core/metrics.js';
 
 export interface RpcMetrics {
   sent: Counter<'method' | 'resend'>;
@@ -13,9 +10,7 @@ export interface RpcMetrics {
 }
 
 function counter<L extends string>(m: Metrics | undefined, name: string, help: string, labelNames: readonly L[]): Counter<L> {
-  const existing = m?.registry.getSingleMetric(name);
-  if (existing) return existing as Counter<L>;
-  return new Counter<L>({ name, help, labelNames, registers: m ? [m.registry] : [] });
+  return counterOn(m?.registry, name, help, labelNames);
 }
 
 export function rpcMetrics(m: Metrics | undefined): RpcMetrics {

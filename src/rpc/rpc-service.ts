@@ -29,6 +29,7 @@
  * 'refused' event; it changes nothing.
  */
 import { EventEmitter } from 'node:events';
+import { isRpcStatus } from '../core/protocol.js';
 import type { BrokerPort } from '../broker/types.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Component } from '../core/lifecycle.js';
@@ -66,7 +67,6 @@ export interface RpcServiceOptions {
   batch?: <T>(fn: () => T) => T;
 }
 
-const STATUSES: ReadonlySet<string> = new Set(['accepted', 'rejected', 'ok', 'error']);
 const MAX_PARAMS_BYTES = 64 * 1024;
 const REFUSAL_WARNINGS_PER_MIN = 10;
 
@@ -366,7 +366,7 @@ export class RpcService implements Component {
     if (!store) return;
     this.signal(e.deviceId);
     const statusRaw = e.payload.status;
-    const status: RpcStatus = typeof statusRaw === 'string' && STATUSES.has(statusRaw) ? statusRaw as RpcStatus : 'ok';
+    const status: RpcStatus = isRpcStatus(statusRaw) ? statusRaw : 'ok';
     const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
     const responseJson = JSON.stringify(e.payload);
     // The usual case, a first answer to a sent request of this device, in one statement; anything else

@@ -2,8 +2,9 @@
 
 export type RpcState = 'queued' | 'sent' | 'answered' | 'expired' | 'cancelled';
 
-/** Response statuses (spec: `"accepted" | "rejected" | "ok" | "error"`). */
-export type RpcStatus = 'accepted' | 'rejected' | 'ok' | 'error';
+import type { RpcStatus } from '../core/protocol.js';
+
+export type { RpcStatus };
 
 export interface RpcRequest {
   id: string;

@@ -12,7 +12,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ALL_AREAS, type Principal } from '../../auth/types.js';
 import { Errors } from '../../core/errors.js';
 import type { BroadcastService } from '../../broadcast/service.js';
-import type { BroadcastExecutor, LogQuery } from '../../broadcast/execution/index.js';
+import { TARGET_STATES, type BroadcastExecutor, type LogQuery } from '../../broadcast/execution/index.js';
 import { broadcastDto, logEntryDto, totalsDto } from '../../broadcast/dto.js';
 import { scopedCsv, scopedLog, type LogScope } from '../../broadcast/log-export.js';
 import { principalOf, type RouteContext } from '../context.js';
@@ -22,7 +22,6 @@ import { Content, Target, callerOf, documentOnly } from './schedules.js';
 
 export interface BroadcastRouteOptions { ctx: RouteContext; service: BroadcastService; executor: BroadcastExecutor }
 
-const STATES = ['pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped'] as const;
 
 const PlayNow = Type.Object({
   target: Target,
@@ -33,7 +32,7 @@ const PlayNow = Type.Object({
 }, { description: 'Play now on the target\'s speakers (same target, content, volume, priority as a schedule)' });
 
 const TargetView = Type.Object({
-  deviceId: Type.String(), area: Type.String(), state: StringEnum(STATES), updatedAt: Time, detail: Type.Optional(Type.String()),
+  deviceId: Type.String(), area: Type.String(), state: StringEnum(TARGET_STATES), updatedAt: Time, detail: Type.Optional(Type.String()),
 });
 
 const BroadcastView = Type.Object({

@@ -1,4 +1,5 @@
 /** GET /healthz (process alive) and GET /readyz (broker, state store and telemetry store usable). */
+import { withTimeout } from '../../core/async.js';
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors, withDetails } from '../../core/errors.js';
@@ -13,16 +14,10 @@ const Checks = Type.Unsafe<Record<string, { ok: boolean; detail?: Record<string,
 });
 
 async function runCheck(check: ReadyCheck): Promise<{ ok: boolean; detail?: Record<string, unknown> }> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([
-      Promise.resolve().then(check),
-      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS); }),
-    ]);
+    return await withTimeout(Promise.resolve().then(check), CHECK_TIMEOUT_MS);
   } catch (err) {
     return { ok: false, detail: { error: (err as Error).message } };
-  } finally {
-    if (timer) clearTimeout(timer);
   }
 }
 

@@ -25,13 +25,13 @@
  * never sent, is refused: counted in `keng_broadcast_events_refused_total`
  * and logged (RPC responses are refused the same way by RpcService).
  */
-import { Counter } from 'prom-client';
+import type { Counter } from 'prom-client';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { Errors, withDetails } from '../../core/errors.js';
 import type { EventBus, KengEvents } from '../../core/events.js';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
-import type { Metrics } from '../../core/metrics.js';
+import { counterOn, type Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
@@ -45,9 +45,8 @@ import type {
 } from './types.js';
 import { validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
+import { PLAY_METHOD, STOP_METHOD } from '../../core/protocol.js';
 
-export const PLAY_METHOD = 'broadcast.play';
-export const STOP_METHOD = 'broadcast.stop';
 
 export interface BroadcastExecutorOptions {
   stateDb: { readonly db: SqliteDatabase };
@@ -452,7 +451,5 @@ function pickMedia(m: MediaContent): MediaContent {
 }
 
 function counter(m: Metrics | undefined, name: string, help: string, labelNames: readonly 'reason'[]): Counter<'reason'> {
-  const existing = m?.registry.getSingleMetric(name);
-  if (existing) return existing as Counter<'reason'>;
-  return new Counter({ name, help, labelNames, registers: m ? [m.registry] : [] });
+  return counterOn(m?.registry, name, help, labelNames);
 }

@@ -13,9 +13,10 @@ export const PRIORITIES: readonly Priority[] = ['normal', 'priority', 'emergency
  * `playing`, `completed`, `failed`, `rejected`, `offline`, `expired`,
  * `preempted`, `stopped`). See state-machine.ts for the allowed transitions.
  */
-export type TargetState =
-  | 'pending' | 'sent' | 'accepted' | 'playing'
-  | 'completed' | 'failed' | 'rejected' | 'offline' | 'expired' | 'preempted' | 'stopped';
+export const TARGET_STATES = [
+  'pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped',
+] as const;
+export type TargetState = (typeof TARGET_STATES)[number];
 
 /**
  * A media file from the media library. The URL sent to speakers is made at

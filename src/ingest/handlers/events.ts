@@ -13,8 +13,7 @@
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import { fail, parseObject, type Failure } from '../json.js';
 import { OBJECT_MAX_DEPTH, OK, type HandlerContext } from './context.js';
-
-export const PLAYBACK_STATES: ReadonlySet<string> = new Set(['started', 'completed', 'failed', 'preempted', 'stopped']);
+import { PLAYBACK_STATES, isPlaybackState } from '../../core/protocol.js';
 const MAX_TYPE_LENGTH = 64;
 const MAX_BROADCAST_ID_LENGTH = 128;
 
@@ -23,8 +22,8 @@ export function validatePlaybackEvent(e: Record<string, unknown>): Failure | nul
   if (typeof broadcastId !== 'string' || broadcastId.length === 0 || broadcastId.length > MAX_BROADCAST_ID_LENGTH) {
     return fail('bad_playback_event', `broadcastId must be a string of 1-${MAX_BROADCAST_ID_LENGTH} characters`);
   }
-  if (typeof state !== 'string' || !PLAYBACK_STATES.has(state)) {
-    return fail('bad_playback_event', 'state must be one of started, completed, failed, preempted, stopped');
+  if (!isPlaybackState(state)) {
+    return fail('bad_playback_event', `state must be one of ${PLAYBACK_STATES.join(', ')}`);
   }
   if (typeof at !== 'number' || !Number.isFinite(at) || at < 0) return fail('bad_playback_event', 'at must be epoch milliseconds');
   if (detail !== undefined && typeof detail !== 'string') return fail('bad_playback_event', 'detail must be a string');

@@ -11,8 +11,7 @@
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import { fail, isPlainObject, parseJson, validateTree } from '../json.js';
 import { OBJECT_MAX_DEPTH, OK, type HandlerContext } from './context.js';
-
-export const RPC_STATUSES: ReadonlySet<string> = new Set(['accepted', 'rejected', 'ok', 'error']);
+import { isRpcStatus } from '../../core/protocol.js';
 
 export function handleRpcResponse(msg: InboundMessage, ctx: HandlerContext): HandleResult {
   const requestId = msg.requestId;
@@ -21,7 +20,7 @@ export function handleRpcResponse(msg: InboundMessage, ctx: HandlerContext): Han
   if (!p.ok) return p;
   let payload: Record<string, unknown>;
   const v = p.value;
-  if (isPlainObject(v) && typeof v.status === 'string' && RPC_STATUSES.has(v.status)) {
+  if (isPlainObject(v) && isRpcStatus(v.status)) {
     if (v.detail !== undefined && typeof v.detail !== 'string') return fail('bad_rpc_response', '"detail" must be a string');
     payload = v;
   } else if (msg.identity.viaToken) {

@@ -15,7 +15,9 @@
 import type { Rng } from '../random.js';
 
 export type SpeakerPriority = 'normal' | 'priority' | 'emergency';
-export type PlaybackState = 'started' | 'completed' | 'failed' | 'preempted' | 'stopped';
+import type { PlaybackState } from '../../core/protocol.js';
+
+export type { PlaybackState };
 
 export interface PlayItem {
   broadcastId: string;

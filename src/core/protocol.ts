@@ -1,0 +1,31 @@
+/**
+ * Words of the device protocol (firmware-protocols/device-protocol.md,
+ * "Commands (RPC)" and "Playback events"), defined once for every part that
+ * reads or writes them: the ingest handlers that validate what devices send,
+ * the RPC service and broadcast executor that act on it, the simulator that
+ * plays a speaker.
+ */
+
+/** `status` of an answer on `rpc/response/R`. */
+export const RPC_STATUSES = ['accepted', 'rejected', 'ok', 'error'] as const;
+export type RpcStatus = (typeof RPC_STATUSES)[number];
+
+/** `state` of a `{"type": "playback"}` event. */
+export const PLAYBACK_STATES = ['started', 'completed', 'failed', 'preempted', 'stopped'] as const;
+export type PlaybackState = (typeof PLAYBACK_STATES)[number];
+
+/** Loudspeaker RPC methods. */
+export const PLAY_METHOD = 'broadcast.play';
+export const STOP_METHOD = 'broadcast.stop';
+export const SET_VOLUME_METHOD = 'speaker.setVolume';
+
+const rpcStatuses: ReadonlySet<string> = new Set(RPC_STATUSES);
+const playbackStates: ReadonlySet<string> = new Set(PLAYBACK_STATES);
+
+export function isRpcStatus(v: unknown): v is RpcStatus {
+  return typeof v === 'string' && rpcStatuses.has(v);
+}
+
+export function isPlaybackState(v: unknown): v is PlaybackState {
+  return typeof v === 'string' && playbackStates.has(v);
+}

@@ -3,6 +3,8 @@ import { Backoff } from '../../src/storage/telemetry/backoff.js';
 import { buildFlux, fluxString, fluxTime } from '../../src/storage/telemetry/flux.js';
 import { aggStatement, parseRows, quoteIdent, quoteLiteral, rawStatement } from '../../src/storage/telemetry/influxql.js';
 import { escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
+import { parseReading, splitLine, splitLines } from '../../src/storage/telemetry/line-split.js';
+import { parseConflictMessage } from '../../src/storage/telemetry/field-types.js';
 import { PointBuilder, windowStart } from '../../src/storage/telemetry/windows.js';
 
 describe('line protocol', () => {
@@ -43,6 +45,38 @@ describe('line protocol', () => {
       'telemetry,device_id=d\\=3,kind=speaker volume=80 1764460800002',
     ]);
     expect(st).toEqual({ lines: 2, readings: 5, bytes: Buffer.byteLength(out.join('\n')) + 1 });
+  });
+});
+
+describe('reading back our own line protocol (forwarder, dead-letter table)', () => {
+  const lines = [
+    'telemetry,area=00004,device_id=dev\\ 1,kind=sensor soil_moisture=31.5,ok=t,note="a \\"b\\", c=d\nnext \\\\",n=2 1764460800000',
+    'telemetry,device_id=d\\=3,kind=speaker volume=80 1764460800002',
+  ];
+  it('splits a body into lines, a raw newline inside a string value does not end one', () => {
+    expect(splitLines(lines.join('\n'))).toEqual(lines);
+    expect(splitLines('')).toEqual([]);
+  });
+  it('splits a line into prefix, fields and timestamp, and a single-field line into its reading', () => {
+    const p = splitLine(lines[0]!)!;
+    expect(p.prefix).toBe('telemetry,area=00004,device_id=dev\\ 1,kind=sensor');
+    expect(p.fields).toEqual(['soil_moisture=31.5', 'ok=t', 'note="a \\"b\\", c=d\nnext \\\\"', 'n=2']);
+    expect(p.ts).toBe('1764460800000');
+    const readings = p.fields.map((f) => parseReading(`${p.prefix} ${f} ${p.ts}`));
+    expect(readings.map((r) => r && [r.tags.device_id, r.tags.area, r.field, r.value, r.ts])).toEqual([
+      ['dev 1', '00004', 'soil_moisture', 31.5, 1764460800000],
+      ['dev 1', '00004', 'ok', true, 1764460800000],
+      ['dev 1', '00004', 'note', 'a "b", c=d\nnext \\', 1764460800000],
+      ['dev 1', '00004', 'n', 2, 1764460800000],
+    ]);
+    expect(parseReading(lines[1]!)).toEqual({ tags: { device_id: 'd=3', kind: 'speaker' }, field: 'volume', value: 80, ts: 1764460800002 });
+    expect(parseReading(lines[0]!)).toBeNull(); // several fields
+    expect(splitLine('garbage')).toBeNull();
+  });
+  it('reads the field and existing type from InfluxDB\'s conflict message', () => {
+    expect(parseConflictMessage('partial write: field type conflict: input field "rssi" on measurement "telemetry" is type string, already exists as type float dropped=1'))
+      .toEqual({ field: 'rssi', existing: 'float' });
+    expect(parseConflictMessage('unable to parse')).toBeNull();
   });
 });
 

@@ -10,6 +10,11 @@
  * `series` lists the (device, field) pairs present, so retention and
  * "all fields of a device" never scan the readings table.
  *
+ * Field types (field-types.ts): `fields.k` is the kind of the field's first
+ * stored value; a value of another kind is written to `dead_readings` in the
+ * same transaction instead of `readings`/`recent`. The writer keeps one map
+ * name → id*4 + kind, so the check costs no extra lookup per reading.
+ *
  * Write amplification: with (device, field, ts) clustering, a commit that
  * carries one reading for each of N series dirties ~N b-tree pages (measured:
  * 400 readings of 400 series per commit ≈ 15k readings/s, CPU- and WAL-bound,
@@ -20,16 +25,15 @@
  * one home, decided by the watermark W kept in `meta`: ts >= W → `recent`,
  * ts < W → `readings`; compaction moves rows below a new W and raises W in the
  * same transaction, and W never decreases, so INSERT OR IGNORE de-duplicates
- * exactly. Queries read both tables in one statement (one snapshot).
+ * exactly. Queries (embedded-reader.ts) read both tables in one statement (one snapshot).
  */
 import Database from 'better-sqlite3';
-import type { Scalar } from '../../core/events.js';
-import type { HistoryPoint, HistoryQuery, TelemetryRecord, WriteResult } from './types.js';
-import { PointBuilder, isNumericAgg, normaliseQuery } from './windows.js';
+import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
+import type { TelemetryRecord, WriteResult } from './types.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS fields (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS fields (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, k INTEGER);
 CREATE TABLE IF NOT EXISTS series (device INTEGER NOT NULL, field INTEGER NOT NULL, PRIMARY KEY (device, field)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS readings (
   device INTEGER NOT NULL, field INTEGER NOT NULL, ts INTEGER NOT NULL, v, k INTEGER NOT NULL,
@@ -41,7 +45,40 @@ CREATE TABLE IF NOT EXISTS recent (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('watermark', -9007199254740991);
+CREATE TABLE IF NOT EXISTS dead_readings (
+  device TEXT NOT NULL, field TEXT NOT NULL, ts INTEGER NOT NULL, value, type TEXT NOT NULL,
+  reason TEXT NOT NULL, detail TEXT, at INTEGER NOT NULL, PRIMARY KEY (device, field, ts)
+) WITHOUT ROWID;
 `;
+
+/** `fields.k` not yet known (a field of a database made before types were kept, with no readings left). */
+const K_UNKNOWN = 3;
+
+/**
+ * Databases made before field types were kept: add `fields.k` and fill it with
+ * the kind of each field's earliest reading (one index seek per series; the
+ * small `recent` table is read once).
+ */
+function migrateFieldKinds(db: Database.Database): void {
+  const cols = db.prepare('PRAGMA table_info(fields)').all() as { name: string }[];
+  if (cols.some((c) => c.name === 'k')) return;
+  db.transaction(() => {
+    db.exec('ALTER TABLE fields ADD COLUMN k INTEGER');
+    const first = new Map<number, { ts: number; k: number }>();
+    const keep = (field: number, ts: number, k: number): void => {
+      const cur = first.get(field);
+      if (!cur || ts < cur.ts) first.set(field, { ts, k });
+    };
+    const seek = db.prepare('SELECT ts, k FROM readings WHERE device = ? AND field = ? ORDER BY ts LIMIT 1');
+    for (const s of db.prepare('SELECT device, field FROM series').all() as { device: number; field: number }[]) {
+      const r = seek.get(s.device, s.field) as { ts: number; k: number } | undefined;
+      if (r) keep(s.field, r.ts, r.k);
+    }
+    for (const r of db.prepare('SELECT field, MIN(ts) AS ts, k FROM recent GROUP BY field').all() as { field: number; ts: number; k: number }[]) keep(r.field, r.ts, r.k);
+    const upd = db.prepare('UPDATE fields SET k = ? WHERE id = ?');
+    for (const [field, r] of first) upd.run(r.k, field);
+  }).immediate();
+}
 
 /** Readings stay in `recent` until they are this old (wall clock of the worker); only affects speed, not results. */
 export const COMPACT_LAG_MS = 10_000;
@@ -80,6 +117,7 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
 
 export class EmbeddedWriter {
   private readonly devices = new Map<string, number>();
+  /** Field name → id * 4 + kind (K_UNKNOWN when not known yet). */
   private readonly fields = new Map<string, number>();
   private readonly series = new Set<number>();
   private readonly insertStmts = new Map<string, Database.Statement>();
@@ -91,13 +129,19 @@ export class EmbeddedWriter {
   private readonly db: Database.Database;
   private readonly insDevice: Database.Statement;
   private readonly insField: Database.Statement;
+  private readonly setFieldKind: Database.Statement;
+  private readonly insDead: Database.Statement;
   private readonly insSeries: Database.Statement;
 
   constructor(path: string, sync: 'full' | 'normal') {
     this.db = openDb(path, { sync });
     this.db.exec(SCHEMA);
+    migrateFieldKinds(this.db);
     this.insDevice = this.db.prepare('INSERT INTO devices (name) VALUES (?)');
-    this.insField = this.db.prepare('INSERT INTO fields (name) VALUES (?)');
+    this.insField = this.db.prepare('INSERT INTO fields (name, k) VALUES (?, ?)');
+    this.setFieldKind = this.db.prepare('UPDATE fields SET k = ? WHERE id = ?');
+    this.insDead = this.db.prepare(`INSERT OR IGNORE INTO dead_readings (device, field, ts, value, type, reason, detail, at)
+      VALUES (?, ?, ?, ?, ?, '${FIELD_TYPE_CONFLICT}', ?, ?)`);
     this.insSeries = this.db.prepare('INSERT OR IGNORE INTO series (device, field) VALUES (?, ?)');
     this.loadDictionaries();
     this.watermark = (this.db.prepare("SELECT value FROM meta WHERE key = 'watermark'").get() as { value: number }).value;
@@ -107,7 +151,9 @@ export class EmbeddedWriter {
   private loadDictionaries(): void {
     this.devices.clear(); this.fields.clear(); this.series.clear();
     for (const r of this.db.prepare('SELECT id, name FROM devices').all() as { id: number; name: string }[]) this.devices.set(r.name, r.id);
-    for (const r of this.db.prepare('SELECT id, name FROM fields').all() as { id: number; name: string }[]) this.fields.set(r.name, r.id);
+    for (const r of this.db.prepare('SELECT id, name, k FROM fields').all() as { id: number; name: string; k: number | null }[]) {
+      this.fields.set(r.name, r.id * 4 + (r.k ?? K_UNKNOWN));
+    }
     for (const r of this.db.prepare('SELECT device, field FROM series').all() as { device: number; field: number }[]) this.series.add(seriesKey(r.device, r.field));
   }
 
@@ -127,10 +173,20 @@ export class EmbeddedWriter {
     return id;
   }
 
-  private fieldId(name: string): number {
-    let id = this.fields.get(name);
-    if (id === undefined) { id = Number(this.insField.run(name).lastInsertRowid); this.fields.set(name, id); }
-    return id;
+  /** id * 4 + kind of a field seen for the first time, or known without a kind: it takes `k`. */
+  private fieldTyped(name: string, known: number | undefined, k: number): number {
+    let fk: number;
+    if (known === undefined) fk = Number(this.insField.run(name, k).lastInsertRowid) * 4 + k;
+    else { fk = known - K_UNKNOWN + k; this.setFieldKind.run(k, (known - K_UNKNOWN) / 4); }
+    this.fields.set(name, fk);
+    return fk;
+  }
+
+  /** All fields of the store with their type (tests, diagnostics). */
+  fieldTypes(): Record<string, string> {
+    const o: Record<string, string> = {};
+    for (const [name, fk] of this.fields) o[name] = kindName(fk & 3);
+    return o;
   }
 
   /** One transaction per batch; INSERT OR IGNORE de-duplicates (device, field, ts). */
@@ -147,9 +203,11 @@ export class EmbeddedWriter {
     const oldP: (number | string)[] = new Array(ROWS_PER_STMT * 5);
     const results: WriteResult[] = [];
     const W = this.watermark;
+    const now = Date.now();
     let toRecent = 0;
     const tx = this.db.transaction(() => {
       for (const records of batches) {
+        let setAside: SetAsideReading[] | undefined;
         let total = 0;
         let inserted = 0;
         let nr = 0;
@@ -165,7 +223,16 @@ export class EmbeddedWriter {
             if (typeof value === 'number') { if (!Number.isFinite(value)) continue; v = value === 0 ? 0 : value; k = 0; } // -0 → 0, as line protocol writes it
             else if (typeof value === 'boolean') { v = value ? 1 : 0; k = 1; }
             else { v = value; k = 2; }
-            const f = this.fieldId(name);
+            let fk = this.fields.get(name);
+            if (fk === undefined || (fk & 3) !== k) {
+              if (fk === undefined || (fk & 3) === K_UNKNOWN) fk = this.fieldTyped(name, fk, k);
+              else {
+                this.insDead.run(r.deviceId, name, ts, v, kindName(k), `field is ${kindName(fk & 3)}, value is ${kindName(k)}`, now);
+                (setAside ??= []).push({ deviceId: r.deviceId, ts: r.ts, field: name, value, reason: FIELD_TYPE_CONFLICT });
+                continue;
+              }
+            }
+            const f = (fk - (fk & 3)) / 4;
             const sk = seriesKey(dev, f);
             if (!this.series.has(sk)) { this.insSeries.run(dev, f); this.series.add(sk); }
             total++;
@@ -182,7 +249,7 @@ export class EmbeddedWriter {
         }
         if (nr > 0) { const c = this.stmt('recent', nr).run(recentP.slice(0, nr * 5)).changes; inserted += c; toRecent += c; }
         if (no > 0) inserted += this.stmt('readings', no).run(oldP.slice(0, no * 5)).changes;
-        results.push({ written: inserted, duplicates: total - inserted });
+        results.push(setAside ? { written: inserted, duplicates: total - inserted, setAside } : { written: inserted, duplicates: total - inserted });
       }
     });
     try {
@@ -262,79 +329,3 @@ export class EmbeddedWriter {
 }
 
 function seriesKey(device: number, field: number): number { return device * 1_048_576 + field; }
-
-type Row = { ts: number; field: number; v: number | string | null; k: number };
-
-function decode(v: number | string | null, k: number): Scalar | null {
-  if (v === null) return null;
-  if (k === 1) return v !== 0;
-  return v;
-}
-
-/**
- * History queries on a read-only connection (its own worker thread, see
- * embedded-store.ts). Aggregates are computed by SQLite per (field, window).
- * Note: SQLite's SUM/AVG/TOTAL use compensated (Kahan–Babuška–Neumaier)
- * summation while InfluxDB sums naively, so mean/sum of arbitrary floats may
- * differ from InfluxDB's in the last bits; exact for values whose sums are exact.
- */
-export class EmbeddedReader {
-  private readonly db: Database.Database;
-  constructor(path: string) { this.db = openDb(path, { readonly: true }); }
-
-  query(input: HistoryQuery): HistoryPoint[] {
-    const q = normaliseQuery(input);
-    const dev = this.db.prepare('SELECT id FROM devices WHERE name = ?').get(q.deviceId) as { id: number } | undefined;
-    if (!dev) return [];
-    const fieldRows = q.fields.length
-      ? this.db.prepare(`SELECT id, name FROM fields WHERE name IN (${q.fields.map(() => '?').join(',')})`).all(...q.fields)
-      : this.db.prepare('SELECT f.id, f.name FROM series s JOIN fields f ON f.id = s.field WHERE s.device = ?').all(dev.id);
-    const names = new Map<number, string>((fieldRows as { id: number; name: string }[]).map((r) => [r.id, r.name]));
-    if (!names.size) return [];
-    const ids = [...names.keys()];
-    const inList = ids.map(() => '?').join(',');
-    const where = `device = ? AND field IN (${inList}) AND ts >= ? AND ts < ?`;
-    const one = [dev.id, ...ids, Math.ceil(q.from), Math.ceil(q.to)];
-    const args = [...one, ...one];
-    // Both homes of a reading (see the schema comment), read in one statement = one snapshot.
-    const src = `(SELECT device, field, ts, v, k FROM readings WHERE ${where} UNION ALL SELECT device, field, ts, v, k FROM recent WHERE ${where})`;
-    const pb = new PointBuilder();
-
-    if (q.everyMs === undefined) {
-      if (q.limit === 0) return [];
-      const it = this.db.prepare(`SELECT ts, field, v, k FROM ${src} ORDER BY ts, field`).iterate(...args) as IterableIterator<Row>;
-      let distinct = 0;
-      let lastTs = Number.NaN;
-      for (const r of it) {
-        if (r.ts !== lastTs) {
-          if (q.limit !== undefined && distinct === q.limit) break; // iterator return() finalises the statement
-          distinct++; lastTs = r.ts;
-        }
-        pb.add(r.ts, names.get(r.field)!, decode(r.v, r.k));
-      }
-      return pb.build(q.limit);
-    }
-
-    const e = q.everyMs;
-    const agg = q.agg!;
-    const w = `(ts - (((ts % ${e}) + ${e}) % ${e}))`;
-    let sql: string;
-    switch (agg) {
-      case 'mean': sql = `SELECT field, ${w} AS w, AVG(v) AS v, 0 AS k`; break;
-      case 'min': sql = `SELECT field, ${w} AS w, MIN(v) AS v, 0 AS k`; break;
-      case 'max': sql = `SELECT field, ${w} AS w, MAX(v) AS v, 0 AS k`; break;
-      case 'sum': sql = `SELECT field, ${w} AS w, TOTAL(v) AS v, 0 AS k`; break;
-      case 'count': sql = `SELECT field, ${w} AS w, COUNT(*) AS v, 0 AS k`; break;
-      // SQLite documents that bare columns come from the row holding MAX(): the last value.
-      case 'last': sql = `SELECT field, ${w} AS w, MAX(ts) AS mts, v, k`; break;
-    }
-    sql += ` FROM ${src}${isNumericAgg(agg) ? ' WHERE k = 0' : ''} GROUP BY field, w`;
-    for (const r of this.db.prepare(sql).iterate(...args) as IterableIterator<{ field: number; w: number; v: number | string | null; k: number }>) {
-      pb.add(r.w, names.get(r.field)!, decode(r.v, r.k));
-    }
-    return pb.build();
-  }
-
-  ping(): boolean { return this.db.prepare('SELECT 1 AS one').get() !== undefined; }
-  close(): void { this.db.close(); }
-}

@@ -51,11 +51,14 @@ export function formatFieldValue(v: Scalar): string | undefined {
 
 export interface LineStats { lines: number; readings: number; bytes: number }
 
+/** Decides per reading whether it may be written (the field-type rule, outbox-db.ts); false = left out of the line. */
+export interface FieldGuard { admit(r: TelemetryRecord, field: string, value: Scalar): boolean }
+
 /**
  * One line per record (all of its fields), appended to `out`. Records with no
  * writable field produce no line. Returns how many lines/readings were added.
  */
-export function recordsToLines(measurement: string, records: readonly TelemetryRecord[], out: string[]): LineStats {
+export function recordsToLines(measurement: string, records: readonly TelemetryRecord[], out: string[], guard?: FieldGuard): LineStats {
   const meas = escapeMeasurement(measurement);
   let lines = 0;
   let readings = 0;
@@ -73,8 +76,10 @@ export function recordsToLines(measurement: string, records: readonly TelemetryR
     let fields = '';
     let n = 0;
     for (const k in r.values) {
-      const fv = formatFieldValue(r.values[k]!);
+      const v = r.values[k]!;
+      const fv = formatFieldValue(v);
       if (fv === undefined) continue;
+      if (guard !== undefined && !guard.admit(r, k, v)) continue;
       fields += (n ? ',' : '') + escapeTag(k) + '=' + fv;
       n++;
     }

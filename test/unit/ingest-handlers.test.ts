@@ -102,8 +102,8 @@ describe('IngestService', () => {
       expect(res).toEqual({ ok: true });
       expect(s.store.batches).toHaveLength(1);
       expect(s.store.batches[0]).toEqual([
-        { deviceId: 'sensor-01', kind: 'sensor', ts: NOW - 2000, values: { soil_moisture: 30, temperature: 24 } },
-        { deviceId: 'sensor-01', kind: 'sensor', ts: NOW - 1000, values: { soil_moisture: 31 } },
+        { deviceId: 'sensor-01', kind: 'sensor', area: 'thon-3', ts: NOW - 2000, values: { soil_moisture: 30, temperature: 24 } },
+        { deviceId: 'sensor-01', kind: 'sensor', area: 'thon-3', ts: NOW - 1000, values: { soil_moisture: 31 } },
       ]);
       // newest value of each field, once
       expect(s.registry.calls).toEqual([

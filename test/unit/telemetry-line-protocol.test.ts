@@ -48,6 +48,26 @@ describe('line protocol', () => {
   });
 });
 
+describe('area tag', () => {
+  it('tags each line with the device\'s area (sorted first), omitted when the device has none', () => {
+    const out: string[] = [];
+    recordsToLines('telemetry', [
+      { deviceId: 'd1', kind: 'sensor', area: '00004', ts: 1, values: { a: 1 } },
+      { deviceId: 'd1', kind: 'sensor', area: '00004', ts: 2, values: { a: 2 } },
+      { deviceId: 'd1', kind: 'sensor', area: 'thôn 3,x', ts: 3, values: { a: 3 } }, // moved: same device, new area
+      { deviceId: 'd1', kind: 'sensor', area: '', ts: 4, values: { a: 4 } },
+      { deviceId: 'd1', kind: 'sensor', ts: 5, values: { a: 5 } },
+    ], out);
+    expect(out).toEqual([
+      'telemetry,area=00004,device_id=d1,kind=sensor a=1 1',
+      'telemetry,area=00004,device_id=d1,kind=sensor a=2 2',
+      'telemetry,area=thôn\\ 3\\,x,device_id=d1,kind=sensor a=3 3',
+      'telemetry,device_id=d1,kind=sensor a=4 4',
+      'telemetry,device_id=d1,kind=sensor a=5 5',
+    ]);
+  });
+});
+
 describe('reading back our own line protocol (forwarder, dead-letter table)', () => {
   const lines = [
     'telemetry,area=00004,device_id=dev\\ 1,kind=sensor soil_moisture=31.5,ok=t,note="a \\"b\\", c=d\nnext \\\\",n=2 1764460800000',

@@ -9,11 +9,12 @@ describe('record-pack', () => {
       { deviceId: 'dev-1', kind: 'sensor', ts: 1_764_460_800_000, values: { soil_moisture: 31.5, temperature: -0, ok: true, off: false } },
       { deviceId: 'dev-2', kind: 'speaker', ts: 1, values: { power_source: 'solar', note: 'ký tự "x" \\ \n', big: 1e300, nan: Number.NaN, inf: -Infinity } },
       { deviceId: 'dev-1', kind: 'sensor', ts: 2, values: { note: 'solar', v: 0.1 + 0.2 } },
+      { deviceId: 'dev-3', kind: 'sensor', area: '00004', ts: 3, values: { a: 1 } },
     ];
     const p = packRecords(records);
     expect(isPacked(p)).toBe(true);
     expect(isPacked(records)).toBe(false);
-    expect(p.count).toBe(3);
+    expect(p.count).toBe(4);
     expect(p.strings.filter((s) => s === 'solar')).toHaveLength(1); // strings are interned per batch
     const back = unpackRecords(structuredClone(p));
     expect(back).toEqual(records);

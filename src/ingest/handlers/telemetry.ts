@@ -42,7 +42,7 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const events: TelemetryEvent[] = new Array<TelemetryEvent>(src.length);
   for (let i = 0; i < src.length; i++) {
     const { ts, values } = src[i]!;
-    records[i] = { deviceId, kind, ts, values };
+    records[i] = { deviceId, kind, area, ts, values };
     events[i] = { deviceId, area, kind, ts, values };
   }
   // The live view does not wait for the disk (a commit takes tens of ms under load).

@@ -1,7 +1,10 @@
 /**
- * InfluxDB line protocol (1.x and 2.x share it), as the brief's point schema
- * says: measurement `influx.measurement`, tags `device_id` and `kind`, one
- * field per reading, timestamp in milliseconds (`precision=ms`).
+ * InfluxDB line protocol (1.x and 2.x share it): measurement
+ * `influx.measurement`, tags `area` (the device's area code, so dashboards can
+ * group by commune or village; left out when the device has none),
+ * `device_id` and `kind`, one field per reading, timestamp in milliseconds
+ * (`precision=ms`). History queries select by `device_id` and never group by
+ * tag, so a device that moves to another area keeps one history.
  *
  * Escaping follows the line-protocol reference ("Special characters"):
  *  - measurement: comma and space;
@@ -65,13 +68,17 @@ export function recordsToLines(measurement: string, records: readonly TelemetryR
   let bytes = 0;
   let lastDev = '';
   let lastKind = '';
+  let lastArea = '';
   let prefix = '';
   for (const r of records) {
-    if (prefix === '' || r.deviceId !== lastDev || r.kind !== lastKind) {
+    const area = r.area ?? '';
+    if (prefix === '' || r.deviceId !== lastDev || r.kind !== lastKind || area !== lastArea) {
       lastDev = r.deviceId;
       lastKind = r.kind;
-      // Tags sorted by key (device_id < kind), as InfluxDB recommends; an empty tag value is not allowed, so omitted.
-      prefix = meas + (r.deviceId ? ',device_id=' + escapeTag(r.deviceId) : '') + (r.kind ? ',kind=' + escapeTag(r.kind) : '');
+      lastArea = area;
+      // Tags sorted by key (area < device_id < kind), as InfluxDB recommends; an empty tag value is not allowed, so omitted.
+      prefix = meas + (area ? ',area=' + escapeTag(area) : '') + (r.deviceId ? ',device_id=' + escapeTag(r.deviceId) : '')
+        + (r.kind ? ',kind=' + escapeTag(r.kind) : '');
     }
     let fields = '';
     let n = 0;

@@ -74,6 +74,8 @@ describe('field types and the area tag (real influxd)', () => {
       // The firmware now sends rssi as text, in the same message as the other readings.
       [rec(T0 + 120_000, { rssi: 'weak', soil_moisture: 30.5, battery_v: 3.75 })],
       [rec(T0 + 180_000, { rssi: -72, soil_moisture: 30 })],
+      // Another value for an existing (device, field, ts): both stores keep the last one (so do the latest values).
+      [rec(T0 + 60_000, { soil_moisture: 32 })],
     ];
     try {
       const results = [];
@@ -83,6 +85,7 @@ describe('field types and the area tag (real influxd)', () => {
       expect(await store.drain(20_000)).toBe(true);
       // InfluxDB holds every other reading of that message.
       expect(await influxCount(db, 'soil_moisture')).toBe(4);
+      expect((await store.query({ deviceId: 'soil-1', fields: ['soil_moisture'], from: T0 + 60_000, to: T0 + 60_001 }))[0]!.values).toEqual({ soil_moisture: 32 });
       expect(await influxCount(db, 'battery_v')).toBe(1);
       expect(await influxCount(db, 'rssi')).toBe(3);
       const q: HistoryQuery = { deviceId: 'soil-1', fields: [], from: T0, to: T0 + 3_600_000 };
@@ -94,7 +97,7 @@ describe('field types and the area tag (real influxd)', () => {
       const dead = [{ device: 'soil-1', field: 'rssi', ts: T0 + 120_000, value: 'weak', type: 'string', reason: 'field_type_conflict' }];
       expect(deadReadings(path.join(dir, 'influx-queue.db'))).toEqual(dead);
       expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { store: 'influxdb-v1', reason: 'field_type_conflict' })).toBe(1);
-      expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'influxdb-v1' })).toBe(8);
+      expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'influxdb-v1' })).toBe(9);
       expect(await metricValue(metrics, 'keng_store_errors_total', { kind: 'rejected' })).toBe(0); // InfluxDB was never sent the conflict
     } finally { await store.stop(); await emb.stop(); }
     expect(deadReadings(path.join(embDir, 'telemetry.db'))).toEqual([

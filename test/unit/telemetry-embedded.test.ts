@@ -95,7 +95,7 @@ describe('embedded telemetry store', () => {
     expect(await store.writeBatch([r(now - 60_000, 1), r(now - 30_000, 2), r(now, 3)])).toEqual({ written: 3, duplicates: 0 });
     await store.compactNow(); // rows older than the lag move to `readings` (if the periodic step has not already)
     // Re-uploads land on both sides of the watermark; a late reading goes straight to `readings`.
-    expect(await store.writeBatch([r(now - 60_000, 9), r(now - 30_000, 9), r(now, 9), r(now - 45_000, 4)])).toEqual({ written: 1, duplicates: 3 });
+    expect(await store.writeBatch([r(now - 60_000, 1), r(now - 30_000, 2), r(now, 3), r(now - 45_000, 4)])).toEqual({ written: 1, duplicates: 3 });
     const q = { deviceId: 'd', fields: [], from: now - 120_000, to: now + 1 };
     expect(await store.query(q)).toEqual([
       { ts: now - 60_000, values: { a: 1 } }, { ts: now - 45_000, values: { a: 4 } },
@@ -103,6 +103,12 @@ describe('embedded telemetry store', () => {
     ]);
     expect(await store.query({ ...q, everyMs: 3_600_000_000, agg: 'sum' })).toEqual([{ ts: Math.floor(now / 3_600_000_000) * 3_600_000_000, values: { a: 10 } }]);
     expect(await store.query({ ...q, everyMs: 3_600_000_000, agg: 'last' })).toEqual([{ ts: Math.floor(now / 3_600_000_000) * 3_600_000_000, values: { a: 3 } }]);
+    // Another value for the same (device, field, ts): the last one wins on both sides, as in InfluxDB and the latest values.
+    expect(await store.writeBatch([r(now - 60_000, 9), r(now, 9), r(now, 9)])).toEqual({ written: 2, duplicates: 1 });
+    expect(await store.query(q)).toEqual([
+      { ts: now - 60_000, values: { a: 9 } }, { ts: now - 45_000, values: { a: 4 } },
+      { ts: now - 30_000, values: { a: 2 } }, { ts: now, values: { a: 9 } },
+    ]);
   });
 
   it('restarts a crashed worker thread; the failed write is rejected, later writes work', async () => {

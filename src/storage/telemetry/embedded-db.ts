@@ -15,6 +15,12 @@
  * same transaction instead of `readings`/`recent`. The writer keeps one map
  * name → id*4 + kind, so the check costs no extra lookup per reading.
  *
+ * The same (device, field, ts) again: the last value wins, as in InfluxDB
+ * (it overwrites a point with the same series and time) and as in the latest
+ * values (devices/presence.ts keeps the newest ts, the later value on a tie),
+ * so history and latest values agree. An identical re-send changes nothing
+ * and counts as a duplicate.
+ *
  * Write amplification: with (device, field, ts) clustering, a commit that
  * carries one reading for each of N series dirties ~N b-tree pages (measured:
  * 400 readings of 400 series per commit ≈ 15k readings/s, CPU- and WAL-bound,
@@ -24,8 +30,8 @@
  * series' page once for many readings. Every (device, field, ts) has exactly
  * one home, decided by the watermark W kept in `meta`: ts >= W → `recent`,
  * ts < W → `readings`; compaction moves rows below a new W and raises W in the
- * same transaction, and W never decreases, so INSERT OR IGNORE de-duplicates
- * exactly. Queries (embedded-reader.ts) read both tables in one statement (one snapshot).
+ * same transaction, and W never decreases, so the insert's conflict clause
+ * de-duplicates exactly. Queries (embedded-reader.ts) read both tables in one statement (one snapshot).
  */
 import Database from 'better-sqlite3';
 import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
@@ -161,7 +167,10 @@ export class EmbeddedWriter {
     const key = table + rows;
     let s = this.insertStmts.get(key);
     if (!s) {
-      s = this.db.prepare(`INSERT OR IGNORE INTO ${table} (device, field, ts, v, k) VALUES ` + new Array(rows).fill('(?,?,?,?,?)').join(','));
+      // changes() counts inserted rows and rows whose value changed; an identical re-send counts neither.
+      const pk = table === 'recent' ? '(ts, device, field)' : '(device, field, ts)';
+      s = this.db.prepare(`INSERT INTO ${table} (device, field, ts, v, k) VALUES ` + new Array(rows).fill('(?,?,?,?,?)').join(',')
+        + ` ON CONFLICT ${pk} DO UPDATE SET v = excluded.v, k = excluded.k WHERE v IS NOT excluded.v OR k IS NOT excluded.k`);
       this.insertStmts.set(key, s);
     }
     return s;
@@ -189,7 +198,7 @@ export class EmbeddedWriter {
     return o;
   }
 
-  /** One transaction per batch; INSERT OR IGNORE de-duplicates (device, field, ts). */
+  /** One transaction per batch; one row per (device, field, ts), the last value wins. */
   write(records: readonly TelemetryRecord[]): WriteResult {
     return this.writeMany([records])[0]!;
   }

@@ -38,8 +38,6 @@ export class InfluxTelemetryStore implements TelemetryStore {
   private warnActive = false;
   private lastWarnAt = 0;
   private drainWaiters: (() => void)[] = [];
-  /** The server's field types were read (SHOW FIELD KEYS) since start. */
-  private typesLearned = false;
   private learning: Promise<void> | null = null;
 
   constructor(private readonly config: Readonly<Config>, private readonly backend: InfluxBackend, private readonly deps: InfluxStoreDeps) {
@@ -59,7 +57,6 @@ export class InfluxTelemetryStore implements TelemetryStore {
     this.outbox = outbox;
     this.deps.metrics.queueCapBytes.set(this.cfg.queueCapBytes);
     this.setTotals(await outbox.call<QueueTotals>('stats'));
-    this.typesLearned = false;
     try {
       await this.backend.init();
       await this.learnFieldTypes();
@@ -72,7 +69,8 @@ export class InfluxTelemetryStore implements TelemetryStore {
       backoff: new Backoff(this.cfg.retryMinMs, this.cfg.retryMaxMs, this.deps.random),
       batchLines: this.cfg.batchLines,
       onTotals: (t) => this.setTotals(t),
-      onServerUp: () => { if (!this.typesLearned) void this.learnFieldTypes().catch(() => undefined); },
+      // Again after an outage: the server may have been replaced or changed meanwhile.
+      onServerUp: () => { this.learnFieldTypes().catch((err: unknown) => this.deps.logger.debug({ err }, 'reading InfluxDB field types failed')); },
     });
     this.forwarder = fw;
     fw.start(this.totals.rows);
@@ -87,14 +85,13 @@ export class InfluxTelemetryStore implements TelemetryStore {
    * server is down this waits for the forwarder's first successful write.
    */
   private learnFieldTypes(): Promise<void> {
-    if (!this.backend.fieldTypes) { this.typesLearned = true; return Promise.resolve(); }
+    if (!this.backend.fieldTypes) return Promise.resolve();
     this.learning ??= (async () => {
       try {
         const pairs = await this.backend.fieldTypes!();
         const outbox = this.outbox;
         if (!outbox) return;
         const r = await outbox.call<LearnResult>('learnTypes', pairs);
-        this.typesLearned = true;
         if (r.replaced.length) {
           this.deps.logger.warn({ fields: r.replaced }, 'InfluxDB holds other types for these fields than Keng had seen; using the server\'s');
         }

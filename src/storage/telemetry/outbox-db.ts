@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS dead_readings (
   id INTEGER PRIMARY KEY, device TEXT NOT NULL, field TEXT NOT NULL, ts INTEGER NOT NULL, value, type TEXT NOT NULL,
   reason TEXT NOT NULL, status INTEGER, error TEXT, failed_at INTEGER NOT NULL, line TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS dead_readings_key ON dead_readings (device, field, ts);
 `;
 
 /** dead: readings dead-lettered (rows of `dead_readings` plus the readings of whole rows in `dead`). */
@@ -104,7 +105,8 @@ export class OutboxDb {
     this.db.exec(SCHEMA);
     this.ins = this.db.prepare('INSERT INTO queue (body, lines, readings, bytes, created) VALUES (?, ?, ?, ?, ?)');
     this.insType = this.db.prepare('INSERT OR REPLACE INTO field_types (name, k) VALUES (?, ?)');
-    this.insDead = this.db.prepare(`INSERT INTO dead_readings (device, field, ts, value, type, reason, status, error, failed_at, line)
+    // A device re-sending a message (lost PUBACK) sets the same reading aside again: kept once.
+    this.insDead = this.db.prepare(`INSERT OR IGNORE INTO dead_readings (device, field, ts, value, type, reason, status, error, failed_at, line)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.loadTypes();
     this.recount();
@@ -192,6 +194,7 @@ export class OutboxDb {
       accepted.push(...chunks);
       plan.push({ full: false, lines, readings, bytes, rows: chunks.length, aside: [mark[1], guard.setAside.length] });
     }
+    let dead = 0;
     if (accepted.length || guard.learned.length || guard.setAside.length) {
       try {
         this.db.transaction(() => {
@@ -199,8 +202,8 @@ export class OutboxDb {
           for (const f of guard.learned) this.insType.run(f, this.types.get(f)!);
           for (const a of guard.setAside) {
             const known = kindName(this.types.get(a.field)!);
-            this.insDead.run(a.r.deviceId, a.field, Math.round(a.r.ts), typeof a.value === 'boolean' ? (a.value ? 1 : 0) : a.value,
-              kindName(a.k), FIELD_TYPE_CONFLICT, null, `field is ${known}, value is ${kindName(a.k)}`, now, null);
+            dead += this.insDead.run(a.r.deviceId, a.field, Math.round(a.r.ts), typeof a.value === 'boolean' ? (a.value ? 1 : 0) : a.value,
+              kindName(a.k), FIELD_TYPE_CONFLICT, null, `field is ${known}, value is ${kindName(a.k)}`, now, null).changes;
           }
         }).immediate();
       } catch (err) {
@@ -208,7 +211,7 @@ export class OutboxDb {
         throw err;
       }
     }
-    this.totals.dead += guard.setAside.length;
+    this.totals.dead += dead;
     // Totals as seen after each batch, in order.
     return plan.map((p) => {
       if (p.full) return { full: true, needed: p.needed, ...this.totals };
@@ -264,9 +267,8 @@ export class OutboxDb {
         const c = parseConflictMessage(r.error);
         const conflict = /field type conflict/i.test(r.error);
         const v = p?.value;
-        this.insDead.run(p?.tags.device_id ?? '', p?.field ?? '', p?.ts ?? 0, typeof v === 'boolean' ? (v ? 1 : 0) : v ?? null,
-          v === undefined ? 'unknown' : kindName(kindOf(v)), conflict ? FIELD_TYPE_CONFLICT : 'rejected', r.status, r.error.slice(0, 2000), now, r.line);
-        this.totals.dead++;
+        this.totals.dead += this.insDead.run(p?.tags.device_id ?? '', p?.field ?? '', p?.ts ?? 0, typeof v === 'boolean' ? (v ? 1 : 0) : v ?? null,
+          v === undefined ? 'unknown' : kindName(kindOf(v)), conflict ? FIELD_TYPE_CONFLICT : 'rejected', r.status, r.error.slice(0, 2000), now, r.line).changes;
         if (c && p && c.field === p.field) learn.push([c.field, c.existing]);
       }
       this.moveOrDelete(ids, null);

@@ -138,6 +138,10 @@ export class EmbeddedWriter {
   private readonly setFieldKind: Database.Statement;
   private readonly insDead: Database.Statement;
   private readonly insSeries: Database.Statement;
+  private readonly updRecent: Database.Statement;
+  /** Existing readings that took a new value (see insert()), counted as written. */
+  private overwritten = 0;
+  private readonly updReadings: Database.Statement;
 
   constructor(path: string, sync: 'full' | 'normal') {
     this.db = openDb(path, { sync });
@@ -149,6 +153,9 @@ export class EmbeddedWriter {
     this.insDead = this.db.prepare(`INSERT OR IGNORE INTO dead_readings (device, field, ts, value, type, reason, detail, at)
       VALUES (?, ?, ?, ?, ?, '${FIELD_TYPE_CONFLICT}', ?, ?)`);
     this.insSeries = this.db.prepare('INSERT OR IGNORE INTO series (device, field) VALUES (?, ?)');
+    const upd = (t: string): string => `UPDATE ${t} SET v = ?, k = ? WHERE device = ? AND field = ? AND ts = ? AND (v IS NOT ? OR k IS NOT ?)`;
+    this.updRecent = this.db.prepare(upd('recent'));
+    this.updReadings = this.db.prepare(upd('readings'));
     this.loadDictionaries();
     this.watermark = (this.db.prepare("SELECT value FROM meta WHERE key = 'watermark'").get() as { value: number }).value;
     this.recentRows = (this.db.prepare('SELECT COUNT(*) AS n FROM recent').get() as { n: number }).n;
@@ -167,13 +174,28 @@ export class EmbeddedWriter {
     const key = table + rows;
     let s = this.insertStmts.get(key);
     if (!s) {
-      // changes() counts inserted rows and rows whose value changed; an identical re-send counts neither.
-      const pk = table === 'recent' ? '(ts, device, field)' : '(device, field, ts)';
-      s = this.db.prepare(`INSERT INTO ${table} (device, field, ts, v, k) VALUES ` + new Array(rows).fill('(?,?,?,?,?)').join(',')
-        + ` ON CONFLICT ${pk} DO UPDATE SET v = excluded.v, k = excluded.k WHERE v IS NOT excluded.v OR k IS NOT excluded.k`);
+      s = this.db.prepare(`INSERT OR IGNORE INTO ${table} (device, field, ts, v, k) VALUES ` + new Array(rows).fill('(?,?,?,?,?)').join(','));
       this.insertStmts.set(key, s);
     }
     return s;
+  }
+
+  /**
+   * Insert `rows` rows of `p` (5 parameters each); a row whose (device, field,
+   * ts) exists takes the new value (the last one wins). Returns rows inserted;
+   * rows changed are added to `overwritten` (an identical re-send counts in
+   * neither). The plain INSERT OR IGNORE is the common path: an upsert clause
+   * on the multi-row insert cost ~20% of the writer's throughput; the per-row
+   * UPDATE runs only for a chunk that held duplicates (re-sends).
+   */
+  private insert(table: 'readings' | 'recent', rows: number, p: (number | string)[]): number {
+    const inserted = this.stmt(table, rows).run(rows * 5 === p.length ? p : p.slice(0, rows * 5)).changes;
+    if (inserted === rows) return inserted;
+    const upd = table === 'recent' ? this.updRecent : this.updReadings;
+    let changed = 0;
+    for (let i = 0; i < rows * 5; i += 5) changed += upd.run(p[i + 3], p[i + 4], p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4]).changes;
+    this.overwritten += changed;
+    return inserted;
   }
 
   private deviceId(name: string): number {
@@ -248,23 +270,26 @@ export class EmbeddedWriter {
             if (recent) {
               const o = nr * 5;
               recentP[o] = dev; recentP[o + 1] = f; recentP[o + 2] = ts; recentP[o + 3] = v; recentP[o + 4] = k;
-              if (++nr === ROWS_PER_STMT) { const c = this.stmt('recent', nr).run(recentP).changes; inserted += c; toRecent += c; nr = 0; }
+              if (++nr === ROWS_PER_STMT) { const c = this.insert('recent', nr, recentP); inserted += c; toRecent += c; nr = 0; }
             } else {
               const o = no * 5;
               oldP[o] = dev; oldP[o + 1] = f; oldP[o + 2] = ts; oldP[o + 3] = v; oldP[o + 4] = k;
-              if (++no === ROWS_PER_STMT) { inserted += this.stmt('readings', no).run(oldP).changes; no = 0; }
+              if (++no === ROWS_PER_STMT) { inserted += this.insert('readings', no, oldP); no = 0; }
             }
           }
         }
-        if (nr > 0) { const c = this.stmt('recent', nr).run(recentP.slice(0, nr * 5)).changes; inserted += c; toRecent += c; }
-        if (no > 0) inserted += this.stmt('readings', no).run(oldP.slice(0, no * 5)).changes;
-        results.push(setAside ? { written: inserted, duplicates: total - inserted, setAside } : { written: inserted, duplicates: total - inserted });
+        if (nr > 0) { const c = this.insert('recent', nr, recentP); inserted += c; toRecent += c; }
+        if (no > 0) inserted += this.insert('readings', no, oldP);
+        const written = inserted + this.overwritten;
+        this.overwritten = 0;
+        results.push(setAside ? { written, duplicates: total - written, setAside } : { written, duplicates: total - written });
       }
     });
     try {
       tx.immediate();
     } catch (err) {
       // Rolled back: ids handed out inside the transaction do not exist; reload the caches.
+      this.overwritten = 0;
       this.loadDictionaries();
       throw err;
     }

@@ -27,7 +27,7 @@ import type { Scalar } from '../../core/events.js';
 import {
   FIELD_TYPE_CONFLICT, kindName, kindOf, kindOfInfluxType, parseConflictMessage, type SetAsideReading,
 } from './field-types.js';
-import { recordsToLines, type FieldGuard } from './line-protocol.js';
+import { PrefixCache, recordsToLines, type FieldGuard } from './line-protocol.js';
 import { parseReading } from './line-split.js';
 import type { TelemetryRecord } from './types.js';
 
@@ -96,9 +96,11 @@ export class OutboxDb {
   private readonly insDead: Database.Statement;
   /** Field name → kind (field-types.ts), as in `field_types`. */
   private readonly types = new Map<string, number>();
+  private readonly prefixes: PrefixCache;
 
   constructor(path: string, sync: 'full' | 'normal', private readonly measurement: string,
     private readonly batchLines: number, private readonly capBytes: number) {
+    this.prefixes = new PrefixCache(measurement);
     this.db = openDb(path, { sync });
     // Must be set before the first table is created to take effect.
     this.db.pragma('auto_vacuum = INCREMENTAL');
@@ -184,7 +186,7 @@ export class OutboxDb {
         const part = records.slice(i, i + this.batchLines);
         i += part.length;
         const out: string[] = [];
-        const st = recordsToLines(this.measurement, part, out, guard);
+        const st = recordsToLines(this.measurement, part, out, guard, this.prefixes);
         if (!st.lines) continue;
         chunks.push({ body: out.join('\n'), lines: st.lines, readings: st.readings, bytes: st.bytes });
         bytes += st.bytes; lines += st.lines; readings += st.readings;

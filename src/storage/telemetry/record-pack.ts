@@ -87,7 +87,7 @@ export function unpackRecords(p: PackedRecords): TelemetryRecord[] {
       if (name === '__proto__') Object.defineProperty(values, name, { value, enumerable: true, writable: true, configurable: true });
       else values[name] = value;
     }
-    out[i] = area ? { deviceId, kind, area, ts, values } : { deviceId, kind, ts, values };
+    out[i] = { deviceId, kind, area, ts, values }; // one shape for every record ('' = no area)
   }
   return out;
 }

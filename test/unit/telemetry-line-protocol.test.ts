@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Backoff } from '../../src/storage/telemetry/backoff.js';
 import { buildFlux, fluxString, fluxTime } from '../../src/storage/telemetry/flux.js';
 import { aggStatement, parseRows, quoteIdent, quoteLiteral, rawStatement } from '../../src/storage/telemetry/influxql.js';
-import { escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
+import { PrefixCache, escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
 import { parseReading, splitLine, splitLines } from '../../src/storage/telemetry/line-split.js';
 import { parseConflictMessage } from '../../src/storage/telemetry/field-types.js';
 import { PointBuilder, windowStart } from '../../src/storage/telemetry/windows.js';
@@ -65,6 +65,16 @@ describe('area tag', () => {
       'telemetry,device_id=d1,kind=sensor a=4 4',
       'telemetry,device_id=d1,kind=sensor a=5 5',
     ]);
+  });
+  it('the prefix cache (kept across batches) follows a device\'s new area or kind', () => {
+    const cache = new PrefixCache('tele metry', 2);
+    const lines = (recs: Parameters<typeof recordsToLines>[1]): string[] => { const out: string[] = []; recordsToLines('ignored', recs, out, undefined, cache); return out; };
+    expect(lines([{ deviceId: 'd1', kind: 'sensor', area: 'a1', ts: 1, values: { x: 1 } }, { deviceId: 'd2', kind: 'sensor', ts: 1, values: { x: 1 } }]))
+      .toEqual(['tele\\ metry,area=a1,device_id=d1,kind=sensor x=1 1', 'tele\\ metry,device_id=d2,kind=sensor x=1 1']);
+    expect(lines([{ deviceId: 'd1', kind: 'sensor', area: 'a2', ts: 2, values: { x: 2 } }, { deviceId: 'd1', kind: 'gateway', area: 'a2', ts: 3, values: { x: 3 } },
+      { deviceId: 'd3', kind: 'sensor', area: 'a1', ts: 4, values: { x: 4 } }, { deviceId: 'd2', kind: 'sensor', ts: 5, values: { x: 5 } }]))
+      .toEqual(['tele\\ metry,area=a2,device_id=d1,kind=sensor x=2 2', 'tele\\ metry,area=a2,device_id=d1,kind=gateway x=3 3',
+        'tele\\ metry,area=a1,device_id=d3,kind=sensor x=4 4', 'tele\\ metry,device_id=d2,kind=sensor x=5 5']);
   });
 });
 

@@ -244,14 +244,8 @@ export class OutboxDb {
 
   /** The server confirmed these rows: delete them. */
   ack(ids: readonly number[]): QueueTotals {
-    this.db.transaction(() => this.moveOrDelete(ids, null)).immediate();
+    this.db.transaction(() => this.remove(ids)).immediate();
     if (this.totals.rows === 0) this.db.pragma('incremental_vacuum');
-    return this.stats();
-  }
-
-  /** The server rejected these rows (4xx): keep them in `dead` with the server's message. */
-  deadLetter(ids: readonly number[], now: number, status: number | null, error: string): QueueTotals {
-    this.db.transaction(() => this.moveOrDelete(ids, { now, status, error })).immediate();
     return this.stats();
   }
 
@@ -263,31 +257,31 @@ export class OutboxDb {
    */
   settle(ids: readonly number[], rejected: readonly RejectedLine[], now: number): QueueTotals {
     const learn: [string, string][] = [];
+    let dead = 0;
     this.db.transaction(() => {
       for (const r of rejected) {
         const p = parseReading(r.line);
         const c = parseConflictMessage(r.error);
         const conflict = /field type conflict/i.test(r.error);
         const v = p?.value;
-        this.totals.dead += this.insDead.run(p?.tags.device_id ?? '', p?.field ?? '', p?.ts ?? 0, typeof v === 'boolean' ? (v ? 1 : 0) : v ?? null,
+        dead += this.insDead.run(p?.tags.device_id ?? '', p?.field ?? '', p?.ts ?? 0, typeof v === 'boolean' ? (v ? 1 : 0) : v ?? null,
           v === undefined ? 'unknown' : kindName(kindOf(v)), conflict ? FIELD_TYPE_CONFLICT : 'rejected', r.status, r.error.slice(0, 2000), now, r.line).changes;
         if (c && p && c.field === p.field) learn.push([c.field, c.existing]);
       }
-      this.moveOrDelete(ids, null);
+      this.remove(ids);
     }).immediate();
+    this.totals.dead += dead;
     if (learn.length) this.learnTypes(learn);
     if (this.totals.rows === 0) this.db.pragma('incremental_vacuum');
     return this.stats();
   }
 
-  private moveOrDelete(ids: readonly number[], dead: { now: number; status: number | null; error: string } | null): void {
+  private remove(ids: readonly number[]): void {
     const sel = this.db.prepare('SELECT readings, bytes FROM queue WHERE id = ?');
     const del = this.db.prepare('DELETE FROM queue WHERE id = ?');
-    const mv = this.db.prepare('INSERT OR REPLACE INTO dead (id, body, lines, readings, bytes, created, failed_at, status, error) SELECT id, body, lines, readings, bytes, created, ?, ?, ? FROM queue WHERE id = ?');
     for (const id of ids) {
       const r = sel.get(id) as { readings: number; bytes: number } | undefined;
       if (!r) continue;
-      if (dead) { mv.run(dead.now, dead.status, dead.error.slice(0, 2000), id); this.totals.dead += r.readings; }
       del.run(id);
       this.totals.rows--; this.totals.readings -= r.readings; this.totals.bytes -= r.bytes;
     }

@@ -159,9 +159,12 @@ export class Forwarder {
     const stored = batch.readings - rejected.length;
     if (stored > 0) metrics.readingsStoredTotal.inc({ store: backend.kind }, stored);
     for (const r of rejected) {
-      const reason = /field type conflict/i.test(r.error) ? FIELD_TYPE_CONFLICT : 'rejected';
-      metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason });
-      logger.error({ status: r.status, error: r.error, line: r.line.slice(0, 500) }, 'InfluxDB rejected a reading; moved to the dead-letter table');
+      metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason: /field type conflict/i.test(r.error) ? FIELD_TYPE_CONFLICT : 'rejected' });
+    }
+    if (rejected.length) {
+      const first = rejected[0]!;
+      logger.error({ readings: rejected.length, status: first.status, error: first.error, line: first.line.slice(0, 500) },
+        'InfluxDB rejected readings; moved to the dead-letter table (dead_readings), the rest of the batch is stored');
     }
     return true;
   }

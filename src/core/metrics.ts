@@ -48,6 +48,10 @@ export class Metrics {
   readonly rejectedTotal = new Counter({
     name: 'keng_rejected_total', help: 'Rejected device messages or readings by reason', labelNames: ['reason'] as const, registers: [this.registry],
   });
+  readonly readingsDeadLetteredTotal = new Counter({
+    name: 'keng_readings_dead_lettered_total', help: 'Acknowledged readings kept in the dead-letter table instead of the store, by store and reason',
+    labelNames: ['store', 'reason'] as const, registers: [this.registry],
+  });
   readonly duplicatesTotal = new Counter({ name: 'keng_readings_duplicate_total', help: 'Readings ignored as duplicates of (device, ts, field)', registers: [this.registry] });
   readonly queueDepth = new Gauge({ name: 'keng_queue_depth_readings', help: 'Readings waiting in the on-disk queue for the telemetry database', registers: [this.registry] });
   readonly queueBytes = new Gauge({ name: 'keng_queue_bytes', help: 'Bytes used by the on-disk queue', registers: [this.registry] });

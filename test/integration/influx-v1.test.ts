@@ -77,7 +77,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
     } finally { await store.stop(); }
   });
 
-  it('dead-letters a field type conflict (400 partial write) and keeps going', async () => {
+  it('dead-letters a field type conflict and keeps going (more in influx-field-types.test.ts)', async () => {
     const db = `keng_${++dbSeq}`;
     const { store, metrics } = influxStore(tmp(), db);
     await store.start();
@@ -88,7 +88,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
       await store.writeBatch(records(10, 10));
       expect(await store.drain(10_000)).toBe(true);
       expect(await count(db)).toBe(20);
-      expect(await metricValue(metrics, 'keng_store_errors_total', { kind: 'rejected' })).toBe(1);
+      expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { reason: 'field_type_conflict' })).toBe(1);
     } finally { await store.stop(); }
   });
 

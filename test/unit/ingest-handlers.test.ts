@@ -28,10 +28,13 @@ class FakeRegistry {
 class FakeStore {
   batches: TelemetryRecord[][] = [];
   failWith: unknown = null;
+  /** Readings the next writes report as set aside (field type conflict). */
+  setAside: WriteResult['setAside'] = undefined;
   async writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
     if (this.failWith) throw this.failWith;
     this.batches.push(records);
-    return { written: records.length, duplicates: 0 };
+    const setAside = this.setAside;
+    return setAside ? { written: records.length - setAside.length, duplicates: 0, setAside } : { written: records.length, duplicates: 0 };
   }
 }
 
@@ -99,8 +102,8 @@ describe('IngestService', () => {
       expect(res).toEqual({ ok: true });
       expect(s.store.batches).toHaveLength(1);
       expect(s.store.batches[0]).toEqual([
-        { deviceId: 'sensor-01', kind: 'sensor', ts: NOW - 2000, values: { soil_moisture: 30, temperature: 24 } },
-        { deviceId: 'sensor-01', kind: 'sensor', ts: NOW - 1000, values: { soil_moisture: 31 } },
+        { deviceId: 'sensor-01', kind: 'sensor', area: 'thon-3', ts: NOW - 2000, values: { soil_moisture: 30, temperature: 24 } },
+        { deviceId: 'sensor-01', kind: 'sensor', area: 'thon-3', ts: NOW - 1000, values: { soil_moisture: 31 } },
       ]);
       // newest value of each field, once
       expect(s.registry.calls).toEqual([
@@ -112,6 +115,40 @@ describe('IngestService', () => {
         { deviceId: 'sensor-01', area: 'thon-3', kind: 'sensor', ts: NOW - 2000, values: { soil_moisture: 30, temperature: 24 } },
         { deviceId: 'sensor-01', area: 'thon-3', kind: 'sensor', ts: NOW - 1000, values: { soil_moisture: 31 } },
       ]);
+    });
+
+    it('leaves readings the store set aside (field type conflict) out of latest values and telemetry events', async () => {
+      s.store.setAside = [{ deviceId: 'sensor-01', ts: NOW - 1000, field: 'rssi', value: 'weak', reason: 'field_type_conflict' }];
+      await s.ingest.handle(msg('telemetry', [
+        { ts: NOW - 2000, values: { rssi: -70, temperature: 24 } },
+        { ts: NOW - 1000, values: { rssi: 'weak', temperature: 25 } },
+        { ts: NOW - 500, values: { rssi: 'weak' } },
+      ]));
+      // Only (NOW - 1000, rssi) was set aside: the older number stays the latest rssi.
+      expect(s.registry.calls).toEqual([
+        { fn: 'updateLatest', args: ['sensor-01', NOW - 500, { rssi: 'weak' }] },
+        { fn: 'updateLatest', args: ['sensor-01', NOW - 1000, { temperature: 25 }] },
+      ]);
+      s.registry.calls.length = 0;
+      s.store.setAside = [
+        { deviceId: 'sensor-01', ts: NOW - 1000, field: 'rssi', value: 'weak', reason: 'field_type_conflict' },
+        { deviceId: 'sensor-01', ts: NOW - 500, field: 'rssi', value: 'weak', reason: 'field_type_conflict' },
+      ];
+      s.events.length = 0;
+      await s.ingest.handle(msg('telemetry', [
+        { ts: NOW - 2000, values: { rssi: -70, temperature: 24 } },
+        { ts: NOW - 1000, values: { rssi: 'weak', temperature: 25 } },
+        { ts: NOW - 500, values: { rssi: 'weak' } },
+      ]));
+      expect(s.registry.calls).toEqual([
+        { fn: 'updateLatest', args: ['sensor-01', NOW - 1000, { temperature: 25 }] },
+        { fn: 'updateLatest', args: ['sensor-01', NOW - 2000, { rssi: -70 }] },
+      ]);
+      // The durable event stream agrees with the store.
+      expect(s.events.filter((e) => e.name === 'telemetry').map((e) => (e.payload as { values: unknown }).values)).toEqual([
+        { rssi: -70, temperature: 24 }, { temperature: 25 },
+      ]);
+      expect(await s.counter('keng_readings_accepted_total')).toBe(10);
     });
 
     it('uses the registry for area and kind when it knows the device', async () => {

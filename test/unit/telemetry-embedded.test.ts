@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createTelemetryStore, EmbeddedTelemetryStore, type TelemetryRecord } from '../../src/storage/telemetry/index.js';
 import { FakeClock, metricValue, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
@@ -94,7 +95,7 @@ describe('embedded telemetry store', () => {
     expect(await store.writeBatch([r(now - 60_000, 1), r(now - 30_000, 2), r(now, 3)])).toEqual({ written: 3, duplicates: 0 });
     await store.compactNow(); // rows older than the lag move to `readings` (if the periodic step has not already)
     // Re-uploads land on both sides of the watermark; a late reading goes straight to `readings`.
-    expect(await store.writeBatch([r(now - 60_000, 9), r(now - 30_000, 9), r(now, 9), r(now - 45_000, 4)])).toEqual({ written: 1, duplicates: 3 });
+    expect(await store.writeBatch([r(now - 60_000, 1), r(now - 30_000, 2), r(now, 3), r(now - 45_000, 4)])).toEqual({ written: 1, duplicates: 3 });
     const q = { deviceId: 'd', fields: [], from: now - 120_000, to: now + 1 };
     expect(await store.query(q)).toEqual([
       { ts: now - 60_000, values: { a: 1 } }, { ts: now - 45_000, values: { a: 4 } },
@@ -102,6 +103,12 @@ describe('embedded telemetry store', () => {
     ]);
     expect(await store.query({ ...q, everyMs: 3_600_000_000, agg: 'sum' })).toEqual([{ ts: Math.floor(now / 3_600_000_000) * 3_600_000_000, values: { a: 10 } }]);
     expect(await store.query({ ...q, everyMs: 3_600_000_000, agg: 'last' })).toEqual([{ ts: Math.floor(now / 3_600_000_000) * 3_600_000_000, values: { a: 3 } }]);
+    // Another value for the same (device, field, ts): the last one wins on both sides, as in InfluxDB and the latest values.
+    expect(await store.writeBatch([r(now - 60_000, 9), r(now, 9), r(now, 9)])).toEqual({ written: 2, duplicates: 1 });
+    expect(await store.query(q)).toEqual([
+      { ts: now - 60_000, values: { a: 9 } }, { ts: now - 45_000, values: { a: 4 } },
+      { ts: now - 30_000, values: { a: 2 } }, { ts: now, values: { a: 9 } },
+    ]);
   });
 
   it('restarts a crashed worker thread; the failed write is rejected, later writes work', async () => {
@@ -118,6 +125,62 @@ describe('embedded telemetry store', () => {
     await store.start();
     expect(await store.writeBatch([{ deviceId: 'd', kind: 'k', ts: T0, values: { a: 1, b: 2 } }])).toEqual({ written: 1, duplicates: 1 });
     expect(await store.query({ deviceId: 'd', fields: [], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: { a: 1, b: 2 } }]);
+  });
+
+  it('field-type rule: a value of another type goes to dead_readings; the other fields of the message are stored', async () => {
+    expect(await store.writeBatch([{ deviceId: 'd1', kind: 'sensor', ts: T0, values: { rssi: -70, t: 20 } }])).toEqual({ written: 2, duplicates: 0 });
+    const res = await store.writeBatch([
+      { deviceId: 'd1', kind: 'sensor', ts: T0 + 1000, values: { rssi: 'weak', t: 21, on: true } },
+      { deviceId: 'd2', kind: 'sensor', ts: T0 + 1000, values: { t: false, on: false } },
+    ]);
+    expect(res).toEqual({
+      written: 3, duplicates: 0, setAside: [
+        { deviceId: 'd1', ts: T0 + 1000, field: 'rssi', value: 'weak', reason: 'field_type_conflict' },
+        { deviceId: 'd2', ts: T0 + 1000, field: 't', value: false, reason: 'field_type_conflict' },
+      ],
+    });
+    expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { store: 'embedded', reason: 'field_type_conflict' })).toBe(2);
+    expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'embedded' })).toBe(5);
+    expect(await store.query({ deviceId: 'd1', fields: [], from: T0, to: T0 + 2000 })).toEqual([
+      { ts: T0, values: { rssi: -70, t: 20 } }, { ts: T0 + 1000, values: { on: true, t: 21 } },
+    ]);
+    // The type is kept in the database: a restart still sets a string rssi aside.
+    await store.stop();
+    store = createTelemetryStore(storeConfig(dir), { dataDir: dir, logger: testLogger(), metrics, clock }) as EmbeddedTelemetryStore;
+    await store.start();
+    expect((await store.writeBatch([{ deviceId: 'd3', kind: 'sensor', ts: T0, values: { rssi: 'ok', on: 1 } }])).setAside?.map((a) => a.field)).toEqual(['rssi', 'on']);
+    await store.stop();
+    const db = new Database(path.join(dir, 'telemetry.db'), { readonly: true });
+    expect(db.prepare('SELECT device, field, ts, value, type, reason, detail FROM dead_readings ORDER BY device, field').all()).toEqual([
+      { device: 'd1', field: 'rssi', ts: T0 + 1000, value: 'weak', type: 'string', reason: 'field_type_conflict', detail: 'field is number, value is string' },
+      { device: 'd2', field: 't', ts: T0 + 1000, value: 0, type: 'boolean', reason: 'field_type_conflict', detail: 'field is number, value is boolean' },
+      { device: 'd3', field: 'on', ts: T0, value: 1, type: 'number', reason: 'field_type_conflict', detail: 'field is boolean, value is number' },
+      { device: 'd3', field: 'rssi', ts: T0, value: 'ok', type: 'string', reason: 'field_type_conflict', detail: 'field is number, value is string' },
+    ]);
+    db.close();
+    await store.start();
+  });
+
+  it('a database made before field types were kept learns each field\'s type from its earliest reading', async () => {
+    await store.writeBatch([
+      { deviceId: 'd1', kind: 'k', ts: T0 + 5000, values: { mode: 'eco' } },
+      { deviceId: 'd2', kind: 'k', ts: T0 + 6000, values: { level: 1 } },
+      { deviceId: 'd1', kind: 'k', ts: Date.now() - 60_000, values: { fresh: true } },
+    ]);
+    await store.compactNow(); // the T0 readings move to `readings`, `fresh` stays in `recent`
+    await store.stop();
+    const db = new Database(path.join(dir, 'telemetry.db'));
+    db.exec('ALTER TABLE fields DROP COLUMN k');
+    // Mixed types were allowed then: d2's older mode is a number.
+    const id = (t: string, n: string): number => (db.prepare(`SELECT id FROM ${t} WHERE name = ?`).get(n) as { id: number }).id;
+    db.prepare('INSERT INTO readings (device, field, ts, v, k) VALUES (?, ?, ?, 7, 0)').run(id('devices', 'd2'), id('fields', 'mode'), T0);
+    db.prepare('INSERT INTO series (device, field) VALUES (?, ?)').run(id('devices', 'd2'), id('fields', 'mode'));
+    db.close();
+    store = createTelemetryStore(storeConfig(dir), { dataDir: dir, logger: testLogger(), metrics, clock }) as EmbeddedTelemetryStore;
+    await store.start();
+    const r = await store.writeBatch([{ deviceId: 'd3', kind: 'k', ts: T0, values: { mode: 'boost', fresh: 'yes', level: 2, other: 'x' } }]);
+    expect(r.setAside?.map((a) => a.field)).toEqual(['mode', 'fresh']);
+    expect(r.written).toBe(2);
   });
 
   it('throughput: 100 records × 4 fields per writeBatch', async () => {

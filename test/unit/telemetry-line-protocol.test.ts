@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { Backoff } from '../../src/storage/telemetry/backoff.js';
 import { buildFlux, fluxString, fluxTime } from '../../src/storage/telemetry/flux.js';
 import { aggStatement, parseRows, quoteIdent, quoteLiteral, rawStatement } from '../../src/storage/telemetry/influxql.js';
-import { escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
+import { PrefixCache, escapeMeasurement, escapeTag, formatFieldValue, quoteString, recordsToLines } from '../../src/storage/telemetry/line-protocol.js';
+import { parseReading, splitLine, splitLines } from '../../src/storage/telemetry/line-split.js';
+import { parseConflictMessage } from '../../src/storage/telemetry/field-types.js';
 import { PointBuilder, windowStart } from '../../src/storage/telemetry/windows.js';
 
 describe('line protocol', () => {
@@ -43,6 +45,68 @@ describe('line protocol', () => {
       'telemetry,device_id=d\\=3,kind=speaker volume=80 1764460800002',
     ]);
     expect(st).toEqual({ lines: 2, readings: 5, bytes: Buffer.byteLength(out.join('\n')) + 1 });
+  });
+});
+
+describe('area tag', () => {
+  it('tags each line with the device\'s area (sorted first), omitted when the device has none', () => {
+    const out: string[] = [];
+    recordsToLines('telemetry', [
+      { deviceId: 'd1', kind: 'sensor', area: '00004', ts: 1, values: { a: 1 } },
+      { deviceId: 'd1', kind: 'sensor', area: '00004', ts: 2, values: { a: 2 } },
+      { deviceId: 'd1', kind: 'sensor', area: 'thôn 3,x', ts: 3, values: { a: 3 } }, // moved: same device, new area
+      { deviceId: 'd1', kind: 'sensor', area: '', ts: 4, values: { a: 4 } },
+      { deviceId: 'd1', kind: 'sensor', ts: 5, values: { a: 5 } },
+    ], out);
+    expect(out).toEqual([
+      'telemetry,area=00004,device_id=d1,kind=sensor a=1 1',
+      'telemetry,area=00004,device_id=d1,kind=sensor a=2 2',
+      'telemetry,area=thôn\\ 3\\,x,device_id=d1,kind=sensor a=3 3',
+      'telemetry,device_id=d1,kind=sensor a=4 4',
+      'telemetry,device_id=d1,kind=sensor a=5 5',
+    ]);
+  });
+  it('the prefix cache (kept across batches) follows a device\'s new area or kind', () => {
+    const cache = new PrefixCache('tele metry', 2);
+    const lines = (recs: Parameters<typeof recordsToLines>[1]): string[] => { const out: string[] = []; recordsToLines('ignored', recs, out, undefined, cache); return out; };
+    expect(lines([{ deviceId: 'd1', kind: 'sensor', area: 'a1', ts: 1, values: { x: 1 } }, { deviceId: 'd2', kind: 'sensor', ts: 1, values: { x: 1 } }]))
+      .toEqual(['tele\\ metry,area=a1,device_id=d1,kind=sensor x=1 1', 'tele\\ metry,device_id=d2,kind=sensor x=1 1']);
+    expect(lines([{ deviceId: 'd1', kind: 'sensor', area: 'a2', ts: 2, values: { x: 2 } }, { deviceId: 'd1', kind: 'gateway', area: 'a2', ts: 3, values: { x: 3 } },
+      { deviceId: 'd3', kind: 'sensor', area: 'a1', ts: 4, values: { x: 4 } }, { deviceId: 'd2', kind: 'sensor', ts: 5, values: { x: 5 } }]))
+      .toEqual(['tele\\ metry,area=a2,device_id=d1,kind=sensor x=2 2', 'tele\\ metry,area=a2,device_id=d1,kind=gateway x=3 3',
+        'tele\\ metry,area=a1,device_id=d3,kind=sensor x=4 4', 'tele\\ metry,device_id=d2,kind=sensor x=5 5']);
+  });
+});
+
+describe('reading back our own line protocol (forwarder, dead-letter table)', () => {
+  const lines = [
+    'telemetry,area=00004,device_id=dev\\ 1,kind=sensor soil_moisture=31.5,ok=t,note="a \\"b\\", c=d\nnext \\\\",n=2 1764460800000',
+    'telemetry,device_id=d\\=3,kind=speaker volume=80 1764460800002',
+  ];
+  it('splits a body into lines, a raw newline inside a string value does not end one', () => {
+    expect(splitLines(lines.join('\n'))).toEqual(lines);
+    expect(splitLines('')).toEqual([]);
+  });
+  it('splits a line into prefix, fields and timestamp, and a single-field line into its reading', () => {
+    const p = splitLine(lines[0]!)!;
+    expect(p.prefix).toBe('telemetry,area=00004,device_id=dev\\ 1,kind=sensor');
+    expect(p.fields).toEqual(['soil_moisture=31.5', 'ok=t', 'note="a \\"b\\", c=d\nnext \\\\"', 'n=2']);
+    expect(p.ts).toBe('1764460800000');
+    const readings = p.fields.map((f) => parseReading(`${p.prefix} ${f} ${p.ts}`));
+    expect(readings.map((r) => r && [r.tags.device_id, r.tags.area, r.field, r.value, r.ts])).toEqual([
+      ['dev 1', '00004', 'soil_moisture', 31.5, 1764460800000],
+      ['dev 1', '00004', 'ok', true, 1764460800000],
+      ['dev 1', '00004', 'note', 'a "b", c=d\nnext \\', 1764460800000],
+      ['dev 1', '00004', 'n', 2, 1764460800000],
+    ]);
+    expect(parseReading(lines[1]!)).toEqual({ tags: { device_id: 'd=3', kind: 'speaker' }, field: 'volume', value: 80, ts: 1764460800002 });
+    expect(parseReading(lines[0]!)).toBeNull(); // several fields
+    expect(splitLine('garbage')).toBeNull();
+  });
+  it('reads the field and existing type from InfluxDB\'s conflict message', () => {
+    expect(parseConflictMessage('partial write: field type conflict: input field "rssi" on measurement "telemetry" is type string, already exists as type float dropped=1'))
+      .toEqual({ field: 'rssi', existing: 'float' });
+    expect(parseConflictMessage('unable to parse')).toBeNull();
   });
 });
 

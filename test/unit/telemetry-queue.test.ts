@@ -102,34 +102,106 @@ describe('InfluxDB queue (v1 API, local HTTP server)', () => {
     expect(h.detail).toMatchObject({ server: 'up', queued: 0, queuedBytes: 0 });
   });
 
-  it('moves a batch the server rejects (4xx) to the dead-letter table and continues', async () => {
-    const logs = new LogCapture();
-    const s = make({}, { logger: createLogger('warn', { destination: logs }) });
-    handler.fn = unavailable; // let three batches pile up, so they go out in one write first
+  it('sets aside a value whose type differs from its field\'s at enqueue, keeping the other fields', async () => {
+    const s = make();
     await s.start();
-    await s.writeBatch([rec(1)]);
-    await s.writeBatch([rec(2, { a: 'text' })]); // "field type conflict"
-    await s.writeBatch([rec(3)]);
-    handler.fn = (req, res) => {
-      if (req.body.includes('a="text"')) {
-        res.writeHead(400, { 'content-type': 'application/json' });
-        res.end('{"error":"partial write: field type conflict: input field \\"a\\" on measurement \\"telemetry\\" is type string, already exists as type float dropped=1"}');
-      } else ok(req, res);
-    };
+    expect(await s.writeBatch([rec(1, { a: 1, rssi: -70 })])).toEqual({ written: 2, duplicates: 0 });
+    const res = await s.writeBatch([rec(2, { a: 2, rssi: 'weak' }), rec(3, { rssi: -71 })]);
+    expect(res).toEqual({ written: 2, duplicates: 0, setAside: [{ deviceId: 'dev-1', ts: 1764460800002, field: 'rssi', value: 'weak', reason: 'field_type_conflict' }] });
+    // The device re-sends the message (lost PUBACK): set aside again, kept once.
+    expect((await s.writeBatch([rec(2, { a: 2, rssi: 'weak' })])).setAside).toHaveLength(1);
     expect(await s.drain(10_000)).toBe(true);
-    const writes = srv.requests.filter((r) => r.url.startsWith('/write') && r.body && !r.body.includes('busy'));
-    const accepted = writes.filter((r) => !r.body.includes('a="text"')).map((r) => r.body);
-    expect(accepted.join('\n')).toContain('a=1 1764460800001');
-    expect(accepted.join('\n')).toContain('a=3 1764460800003');
-    expect(s.queueStats()).toMatchObject({ rows: 0, readings: 0, dead: 1 });
-    expect(await metricValue(metrics, 'keng_store_errors_total', { kind: 'rejected' })).toBe(1);
-    const err = logs.lines.find((l) => l.msg.includes('dead-letter'));
-    expect(String(err?.error)).toContain('field type conflict');
+    const body = srv.requests.filter((r) => r.url.startsWith('/write')).map((r) => r.body).join('\n');
+    expect(body).toContain('a=2 1764460800002');
+    expect(body).not.toContain('weak');
+    expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { store: 'influxdb-v1', reason: 'field_type_conflict' })).toBe(2);
+    expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'influxdb-v1' })).toBe(5);
+    expect(s.queueStats().dead).toBe(1);
     await s.stop(); store = null;
     const db = new Database(path.join(dir, 'influx-queue.db'), { readonly: true });
-    const dead = db.prepare('SELECT body, status, error FROM dead').all() as { body: string; status: number; error: string }[];
+    expect(db.prepare('SELECT device, field, ts, value, type, reason FROM dead_readings').all()).toEqual([
+      { device: 'dev-1', field: 'rssi', ts: 1764460800002, value: 'weak', type: 'string', reason: 'field_type_conflict' },
+    ]);
+    expect(db.prepare('SELECT name, k FROM field_types ORDER BY name').all()).toEqual([{ name: 'a', k: 0 }, { name: 'rssi', k: 0 }]);
     db.close();
-    expect(dead).toEqual([{ body: 'telemetry,device_id=dev-1,kind=sensor a="text" 1764460800002', status: 400, error: expect.stringContaining('field type conflict') }]);
+  });
+
+  it('a queue refused at the cap learns no field type from the refused batch', async () => {
+    const s = make({ queueCapBytes: 1_048_576 });
+    handler.fn = unavailable;
+    await s.start();
+    const big: TelemetryRecord[] = [];
+    for (let i = 0; i < 4000; i++) big.push(rec(i, { x: 'y'.repeat(300) }));
+    await expect(s.writeBatch(big)).rejects.toMatchObject({ code: 'KENG_ERR_QUEUE_FULL' });
+    expect(await s.writeBatch([rec(1, { x: 5 })])).toEqual({ written: 1, duplicates: 0 });
+  });
+
+  it('learns field types from the server at start (SHOW FIELD KEYS) and sets conflicting values aside', async () => {
+    handler.fn = (req, res) => {
+      if (req.url === '/query' && req.body.includes('SHOW+FIELD+KEYS')) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ results: [{ statement_id: 0, series: [{ name: 'telemetry', columns: ['fieldKey', 'fieldType'], values: [['rssi', 'string'], ['n', 'integer']] }] }] }));
+        return;
+      }
+      if (req.url === '/query') { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"results":[{"statement_id":0}]}'); return; }
+      ok(req, res);
+    };
+    const s = make();
+    await s.start();
+    const r = await s.writeBatch([rec(1, { rssi: -70, n: 3, t: 20.5 }), rec(2, { rssi: 'weak' })]);
+    expect(r.written).toBe(2);
+    expect(r.setAside?.map((a) => a.field)).toEqual(['rssi', 'n']);
+    expect(await s.drain(10_000)).toBe(true);
+    const body = srv.requests.filter((q) => q.url.startsWith('/write')).map((q) => q.body).join('\n');
+    expect(body).toBe('telemetry,device_id=dev-1,kind=sensor t=20.5 1764460800001\ntelemetry,device_id=dev-1,kind=sensor rssi="weak" 1764460800002');
+  });
+
+  it('when InfluxDB still rejects a field (another writer changed its type), re-sends field by field and dead-letters only that field', async () => {
+    const logs = new LogCapture();
+    const s = make({}, { logger: createLogger('warn', { destination: logs }) });
+    handler.fn = unavailable; // server down at start: the types are not learned, three rows pile up
+    await s.start();
+    await s.writeBatch([rec(1, { a: 1, b: 1 })]);
+    await s.writeBatch([rec(2, { b: 2 }), rec(3, { a: 3, b: 3, c: true })]);
+    await s.writeBatch([rec(4, { b: 4 })]);
+    const stored: string[] = [];
+    handler.fn = (req, res) => {
+      if (req.url === '/query') { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"results":[{"statement_id":0}]}'); return; }
+      // Another writer made "a" a string: any numeric a is refused (like InfluxDB, the whole request is answered 400).
+      if (/ (?:[^ ]*,)?a=\d/.test(req.body)) {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end('{"error":"partial write: field type conflict: input field \\"a\\" on measurement \\"telemetry\\" is type float, already exists as type string dropped=1"}');
+        return;
+      }
+      stored.push(...req.body.split('\n'));
+      ok(req, res);
+    };
+    expect(await s.drain(10_000)).toBe(true);
+    expect(new Set(stored)).toEqual(new Set([
+      'telemetry,device_id=dev-1,kind=sensor b=1 1764460800001',
+      'telemetry,device_id=dev-1,kind=sensor b=2 1764460800002',
+      'telemetry,device_id=dev-1,kind=sensor b=3 1764460800003',
+      'telemetry,device_id=dev-1,kind=sensor c=t 1764460800003',
+      'telemetry,device_id=dev-1,kind=sensor b=4 1764460800004',
+    ]));
+    expect(s.queueStats()).toMatchObject({ rows: 0, readings: 0, dead: 2 });
+    expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { reason: 'field_type_conflict' })).toBe(2);
+    expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'influxdb-v1' })).toBe(5);
+    const err = logs.lines.find((l) => l.msg.includes('dead-letter'));
+    expect(String(err?.error)).toContain('field type conflict');
+    // The server's type is learned: a numeric "a" is now set aside up front, a string goes through.
+    expect((await s.writeBatch([rec(5, { a: 5, b: 5 })])).setAside?.map((a) => a.field)).toEqual(['a']);
+    expect((await s.writeBatch([rec(6, { a: 'six' })])).setAside).toBeUndefined();
+    expect(await s.drain(10_000)).toBe(true);
+    await s.stop(); store = null;
+    const db = new Database(path.join(dir, 'influx-queue.db'), { readonly: true });
+    const dead = db.prepare('SELECT device, field, ts, value, type, reason, status, error, line FROM dead_readings ORDER BY id').all();
+    db.close();
+    expect(dead).toEqual([
+      { device: 'dev-1', field: 'a', ts: 1764460800001, value: 1, type: 'number', reason: 'field_type_conflict', status: 400, error: expect.stringContaining('already exists as type string'), line: 'telemetry,device_id=dev-1,kind=sensor a=1 1764460800001' },
+      { device: 'dev-1', field: 'a', ts: 1764460800003, value: 3, type: 'number', reason: 'field_type_conflict', status: 400, error: expect.stringContaining('field type conflict'), line: 'telemetry,device_id=dev-1,kind=sensor a=3 1764460800003' },
+      { device: 'dev-1', field: 'a', ts: 1764460800005, value: 5, type: 'number', reason: 'field_type_conflict', status: null, error: 'field is string, value is number', line: null },
+    ]);
   });
 
   it('retries with exponential back-off on 5xx, forever, then drains', async () => {

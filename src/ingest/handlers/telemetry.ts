@@ -9,7 +9,7 @@
  */
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import type { Scalar, TelemetryEvent } from '../../core/events.js';
-import type { TelemetryRecord } from '../../storage/telemetry/types.js';
+import type { SetAsideReading, TelemetryRecord } from '../../storage/telemetry/types.js';
 import { decodeTelemetry, type DecodedRecord } from '../codec.js';
 import type { BatchResult } from '../group-commit.js';
 import { OK, type HandlerContext, type IngestRegistry } from './context.js';
@@ -42,7 +42,7 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const events: TelemetryEvent[] = new Array<TelemetryEvent>(src.length);
   for (let i = 0; i < src.length; i++) {
     const { ts, values } = src[i]!;
-    records[i] = { deviceId, kind, ts, values };
+    records[i] = { deviceId, kind, area, ts, values };
     events[i] = { deviceId, area, kind, ts, values };
   }
   // The live view does not wait for the disk (a commit takes tens of ms under load).
@@ -57,19 +57,26 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   let after = current.get(ctx.commit);
   if (after === undefined || after.durable !== durable) {
     const items: Accepted[] = [];
-    after = { durable, items, ok: durable.then(() => afterCommit(items, ctx)) };
+    after = { durable, items, ok: durable.then((r) => afterCommit(items, ctx, r.batch.setAside)) };
     current.set(ctx.commit, after);
   }
   after.items.push({ deviceId, events, readings: decoded.readings });
   return after.ok;
 }
 
-/** Durable from here on: nothing below may make the broker refuse a message. */
-function afterCommit(items: Accepted[], ctx: HandlerContext): HandleResult {
+/**
+ * Durable from here on: nothing below may make the broker refuse a message.
+ * Readings the store set aside (field type conflict, in its dead-letter
+ * table) are left out of latest values and `telemetry` events, so those agree
+ * with the history.
+ */
+function afterCommit(items: Accepted[], ctx: HandlerContext, setAside: readonly SetAsideReading[] | undefined): HandleResult {
   let readings = 0;
+  const aside = setAside?.length ? asideKeys(setAside) : null;
   for (const it of items) {
     readings += it.readings;
     try {
+      if (aside !== null) it.events = withoutSetAside(it.events, aside);
       updateLatest(ctx.registry, it.deviceId, it.events);
       for (const e of it.events) ctx.bus.emit('telemetry', e);
     } catch (err) {
@@ -82,6 +89,29 @@ function afterCommit(items: Accepted[], ctx: HandlerContext): HandleResult {
     ctx.logger.error({ err }, 'post-commit telemetry metrics failed (readings are stored)');
   }
   return OK;
+}
+
+function asideKey(deviceId: string, ts: number, field: string): string { return deviceId + '\u0000' + ts + '\u0000' + field; }
+
+function asideKeys(list: readonly SetAsideReading[]): Set<string> {
+  const s = new Set<string>();
+  for (const a of list) s.add(asideKey(a.deviceId, a.ts, a.field));
+  return s;
+}
+
+/** The events without the set-aside readings (an event left with no value is dropped). */
+export function withoutSetAside(events: TelemetryEvent[], aside: ReadonlySet<string>): TelemetryEvent[] {
+  const out: TelemetryEvent[] = [];
+  for (const e of events) {
+    let values: Record<string, Scalar> | null = null;
+    let n = 0;
+    for (const k in e.values) {
+      if (aside.has(asideKey(e.deviceId, e.ts, k))) { values ??= { ...e.values }; delete values[k]; } else n++;
+    }
+    if (values === null) out.push(e);
+    else if (n > 0) out.push({ ...e, values });
+  }
+  return out;
 }
 
 /**

@@ -6,15 +6,22 @@
  *    delay (injected timer) and try again, forever.
  *  - rejected (4xx): if the write combined several rows, they are re-sent one
  *    row per write to find the bad one(s) (re-sending is idempotent: InfluxDB
- *    overwrites identical points); a single rejected row moves to the
- *    dead-letter table, is counted and logged with the server's message.
+ *    overwrites identical points). For a single rejected row the bad readings
+ *    are found by halving: each half is re-sent, a rejected half is halved
+ *    again, a rejected line is re-sent as one line per field, and only a
+ *    rejected single-field line goes to the dead-letter table (`settle`), so
+ *    one field's conflict (say another writer made `rssi` a string) cannot
+ *    take the other fields of its line, or other lines, with it. Each such
+ *    reading is counted and logged with the server's message.
  */
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import { Backoff } from './backoff.js';
 import type { InfluxBackend, WriteOutcome } from './influx-backend.js';
-import type { PeekResult, QueueTotals } from './outbox-db.js';
+import { FIELD_TYPE_CONFLICT } from './field-types.js';
+import { splitLine, splitLines } from './line-split.js';
+import type { PeekResult, QueueTotals, RejectedLine } from './outbox-db.js';
 import type { Timers } from './timers.js';
 import type { WorkerClient } from './worker-client.js';
 
@@ -29,6 +36,8 @@ export interface ForwarderDeps {
   batchLines: number;
   /** Called with the queue totals after every change. */
   onTotals(t: QueueTotals): void;
+  /** Called when a write succeeds after the server was not known to be up (start, end of an outage). */
+  onServerUp?(): void;
 }
 
 export type ServerState = 'unknown' | 'up' | 'down';
@@ -124,10 +133,74 @@ export class Forwarder {
         }
         this.server = 'up';
         this.outageStartedAt = null;
+        this.d.onServerUp?.();
       }
       this.d.backoff.reset();
       return true;
     }
+    this.noteFailure(out);
+    if (out.retry) return false;
+    // Rejected by the server: data problem, not an outage.
+    if (this.server !== 'up') { this.server = 'up'; this.outageStartedAt = null; this.d.onServerUp?.(); }
+    this.d.backoff.reset();
+    if (batch.ids.length > 1) {
+      this.isolate = batch.ids.length;
+      logger.warn({ status: out.status, error: out.message, rows: batch.ids.length }, 'InfluxDB rejected a write; re-sending its batches one by one');
+      return true;
+    }
+    metrics.storeErrorsTotal.inc({ store: backend.kind, kind: 'rejected' }, 1);
+    logger.warn({ status: out.status, error: out.message, queueRow: batch.ids[0], lines: batch.lines },
+      'InfluxDB rejected a batch; re-sending it in parts to find the rejected readings');
+    const rejected: RejectedLine[] = [];
+    if (!await this.resend(splitLines(batch.body), out, rejected)) return false;
+    const t = await outbox.call<QueueTotals>('settle', batch.ids, rejected, this.d.clock.now());
+    this.totals(t);
+    if (this.isolate > 0) this.isolate--;
+    const stored = batch.readings - rejected.length;
+    if (stored > 0) metrics.readingsStoredTotal.inc({ store: backend.kind }, stored);
+    for (const r of rejected) {
+      metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason: /field type conflict/i.test(r.error) ? FIELD_TYPE_CONFLICT : 'rejected' });
+    }
+    if (rejected.length) {
+      const first = rejected[0]!;
+      logger.error({ readings: rejected.length, status: first.status, error: first.error, line: first.line.slice(0, 500) },
+        'InfluxDB rejected readings; moved to the dead-letter table (dead_readings), the rest of the batch is stored');
+    }
+    return true;
+  }
+
+  /**
+   * `lines` were rejected together (`out`): re-send them in halves, and a
+   * single line as one line per field, until each rejected reading is alone;
+   * those go to `rejected`. False when the server became unreachable
+   * meanwhile (the row stays queued and all of it is tried again later).
+   */
+  private async resend(lines: string[], out: WriteOutcome & { ok: false }, rejected: RejectedLine[]): Promise<boolean> {
+    let parts: string[][];
+    if (lines.length > 1) {
+      const mid = lines.length >> 1;
+      parts = [lines.slice(0, mid), lines.slice(mid)];
+    } else {
+      const p = lines.length === 1 ? splitLine(lines[0]!) : null;
+      if (!p || p.fields.length < 2) {
+        if (lines.length === 1) rejected.push({ line: lines[0]!, status: out.status, error: out.message });
+        return true;
+      }
+      parts = p.fields.map((f) => [`${p.prefix} ${f} ${p.ts}`]);
+    }
+    for (const part of parts) {
+      if (this.stopping) return false;
+      const o = await this.d.backend.write(part.join('\n'), part.length, this.inflight.signal);
+      if (o.ok) continue;
+      this.noteFailure(o);
+      if (o.retry) return false;
+      if (!await this.resend(part, o, rejected)) return false;
+    }
+    return true;
+  }
+
+  private noteFailure(out: WriteOutcome & { ok: false }): void {
+    const { metrics, backend, logger } = this.d;
     this.lastError = out.status !== null ? `HTTP ${out.status}: ${out.message}` : out.message;
     this.lastErrorAt = this.d.clock.now();
     if (out.retry) {
@@ -139,23 +212,7 @@ export class Forwarder {
       } else if (this.d.backoff.attempts % 20 === 0) {
         logger.warn({ error: this.lastError, attempts: this.d.backoff.attempts, queuedRows: this.rows }, 'InfluxDB still unreachable');
       }
-      return false;
     }
-    // Rejected by the server: data problem, not an outage.
-    this.server = 'up';
-    this.d.backoff.reset();
-    if (batch.ids.length > 1) {
-      this.isolate = batch.ids.length;
-      logger.warn({ status: out.status, error: out.message, rows: batch.ids.length }, 'InfluxDB rejected a write; re-sending its batches one by one');
-      return true;
-    }
-    const t = await outbox.call<QueueTotals>('deadLetter', batch.ids, this.d.clock.now(), out.status, out.message);
-    this.totals(t);
-    if (this.isolate > 0) this.isolate--;
-    metrics.storeErrorsTotal.inc({ store: backend.kind, kind: 'rejected' }, 1);
-    logger.error({ status: out.status, error: out.message, queueRow: batch.ids[0], lines: batch.lines, readings: batch.readings },
-      'InfluxDB rejected a batch; moved to the dead-letter table');
-    return true;
   }
 
   private totals(t: QueueTotals): void {

@@ -9,11 +9,10 @@
  *    the on-disk queue (server down) show up once forwarded.
  *  - SQLite sums with compensated summation, InfluxDB naively: mean/sum of
  *    arbitrary floats may differ in the last bits (identical when sums are exact).
- *  - A field name used with different value types (e.g. number for one device,
- *    string for another) works in the embedded store; InfluxDB refuses the
- *    second type within a shard (400, field type conflict): that batch is
- *    dead-lettered. Likewise InfluxDB 1.x refuses a field named `time`, and a
- *    field named `device_id` or `kind` would be ambiguous with the tags.
+ *  - Field types follow one rule in both stores (field-types.ts): a value whose
+ *    type differs from its field's first stored value goes to `dead_readings`.
+ *    What InfluxDB refuses anyway (another writer changed a type, a field
+ *    named `time` on 1.x) is dead-lettered reading by reading (forwarder.ts).
  *  - `influx.api = 'v2'` queries with Flux (needs the `types` package: InfluxDB
  *    2.1+ / Cloud TSM). InfluxDB 3.x has no Flux: use `api = 'v1'` (its v1
  *    compatibility /write and InfluxQL /query endpoints).

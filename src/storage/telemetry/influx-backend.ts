@@ -16,6 +16,13 @@ export interface InfluxBackend {
   /** One HTTP write of line protocol (precision ms). Never throws. */
   write(body: string, lines: number, signal: AbortSignal): Promise<WriteOutcome>;
   query(q: HistoryQuery): Promise<HistoryPoint[]>;
+  /**
+   * Field names and InfluxDB types of the measurement (several pairs for one
+   * field when shards differ), so the field-type rule starts from what the
+   * server already holds. Absent when the API cannot tell (v2). Throws when
+   * the server cannot be asked.
+   */
+  fieldTypes?(): Promise<[string, string][]>;
   ping(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }

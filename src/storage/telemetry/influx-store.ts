@@ -14,7 +14,8 @@ import { Backoff } from './backoff.js';
 import { withTimeout } from './embedded-store.js';
 import { Forwarder } from './forwarder.js';
 import type { InfluxBackend } from './influx-backend.js';
-import type { EnqueueResult, QueueTotals } from './outbox-db.js';
+import { FIELD_TYPE_CONFLICT } from './field-types.js';
+import type { EnqueueResult, LearnResult, QueueTotals } from './outbox-db.js';
 import { realTimers } from './timers.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, TelemetryStoreDeps, WriteResult } from './types.js';
 import { normaliseQuery } from './windows.js';
@@ -37,6 +38,7 @@ export class InfluxTelemetryStore implements TelemetryStore {
   private warnActive = false;
   private lastWarnAt = 0;
   private drainWaiters: (() => void)[] = [];
+  private learning: Promise<void> | null = null;
 
   constructor(private readonly config: Readonly<Config>, private readonly backend: InfluxBackend, private readonly deps: InfluxStoreDeps) {
     this.kind = backend.kind;
@@ -57,6 +59,7 @@ export class InfluxTelemetryStore implements TelemetryStore {
     this.setTotals(await outbox.call<QueueTotals>('stats'));
     try {
       await this.backend.init();
+      await this.learnFieldTypes();
     } catch (err) {
       this.deps.logger.warn({ err: (err as Error).message, url: this.cfg.url }, 'InfluxDB not reachable at start; readings are queued on disk meanwhile');
     }
@@ -66,11 +69,35 @@ export class InfluxTelemetryStore implements TelemetryStore {
       backoff: new Backoff(this.cfg.retryMinMs, this.cfg.retryMaxMs, this.deps.random),
       batchLines: this.cfg.batchLines,
       onTotals: (t) => this.setTotals(t),
+      // Again after an outage: the server may have been replaced or changed meanwhile.
+      onServerUp: () => { this.learnFieldTypes().catch((err: unknown) => this.deps.logger.debug({ err }, 'reading InfluxDB field types failed')); },
     });
     this.forwarder = fw;
     fw.start(this.totals.rows);
     this.deps.logger.info({ url: this.cfg.url, api: this.cfg.api, queue: this.file, queuedReadings: this.totals.readings, deadLettered: this.totals.dead },
       'InfluxDB telemetry store started');
+  }
+
+  /**
+   * Read the field types the server already holds into the queue's type
+   * table (field-types.ts), so a fresh Keng on an existing database sets
+   * conflicting values aside instead of sending them. Best effort: while the
+   * server is down this waits for the forwarder's first successful write.
+   */
+  private learnFieldTypes(): Promise<void> {
+    if (!this.backend.fieldTypes) return Promise.resolve();
+    this.learning ??= (async () => {
+      try {
+        const pairs = await this.backend.fieldTypes!();
+        const outbox = this.outbox;
+        if (!outbox) return;
+        const r = await outbox.call<LearnResult>('learnTypes', pairs);
+        if (r.replaced.length) {
+          this.deps.logger.warn({ fields: r.replaced }, 'InfluxDB holds other types for these fields than Keng had seen; using the server\'s');
+        }
+      } finally { this.learning = null; }
+    })();
+    return this.learning;
   }
 
   async writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
@@ -93,7 +120,10 @@ export class InfluxTelemetryStore implements TelemetryStore {
       throw Errors.QUEUE_FULL(res.bytes);
     }
     this.forwarder?.wake(res.rows);
-    return { written: res.addedReadings, duplicates: 0 };
+    if (!res.setAside) return { written: res.addedReadings, duplicates: 0 };
+    this.deps.metrics.readingsDeadLetteredTotal.inc({ store: this.kind, reason: FIELD_TYPE_CONFLICT }, res.setAside.length);
+    this.deps.logger.warn({ readings: res.setAside.length, first: res.setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
+    return { written: res.addedReadings, duplicates: 0, setAside: res.setAside };
   }
 
   private setTotals(t: QueueTotals): void {

@@ -9,7 +9,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { networkMessage, outcomeForStatus, type InfluxBackend, type WriteOutcome } from './influx-backend.js';
 import {
-  aggStatement, parseFieldKeys, parseRows, quoteIdent, rawStatement, showFieldKeysStatement,
+  aggStatement, fieldKeyPairs, parseFieldKeys, parseRows, quoteIdent, rawStatement, showFieldKeysStatement,
   type InfluxQLResponse, type InfluxQLResult,
 } from './influxql.js';
 import type { HistoryPoint, HistoryQuery } from './types.js';
@@ -92,6 +92,15 @@ export class InfluxV1Backend implements InfluxBackend {
     } catch (err) {
       if (err instanceof NoDatabase) return [];
       throw Errors.STORE_UNAVAILABLE(`InfluxDB query failed: ${(err as Error).message}`);
+    }
+  }
+
+  async fieldTypes(): Promise<[string, string][]> {
+    try {
+      return fieldKeyPairs(this.check(await this.influxql(showFieldKeysStatement(this.cfg.measurement), true)));
+    } catch (err) {
+      if (err instanceof NoDatabase) return [];
+      throw err;
     }
   }
 

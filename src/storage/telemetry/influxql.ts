@@ -43,6 +43,17 @@ export interface InfluxQLSeries { name?: string; columns: string[]; values?: unk
 export interface InfluxQLResult { statement_id?: number; series?: InfluxQLSeries[]; error?: string }
 export interface InfluxQLResponse { results?: InfluxQLResult[]; error?: string }
 
+/** Every (field, type) row of SHOW FIELD KEYS, in order (a field has one row per type its shards hold). */
+export function fieldKeyPairs(r: InfluxQLResult): [string, string][] {
+  const out: [string, string][] = [];
+  for (const s of r.series ?? []) {
+    const ki = s.columns.indexOf('fieldKey');
+    const ti = s.columns.indexOf('fieldType');
+    for (const row of s.values ?? []) out.push([String(row[ki]), String(row[ti])]);
+  }
+  return out;
+}
+
 /** Field name → type ('float' | 'integer' | 'string' | 'boolean' | 'unsigned') from SHOW FIELD KEYS. */
 export function parseFieldKeys(r: InfluxQLResult): Map<string, string> {
   const m = new Map<string, string>();

@@ -6,10 +6,10 @@
  * (every device id, kind and field name written out again for each record)
  * cost ~4% of that thread at 20,000 messages/s. Packed, a batch is one
  * Float64Array (transferred, not copied) plus a short table of the distinct
- * strings in it: device ids, kinds, field names and string values.
+ * strings in it: device ids, kinds, areas, field names and string values.
  *
  * Layout of `nums`, per record:
- *   device string index, kind string index, ts, field count n,
+ *   device string index, kind string index, area string index, ts, field count n,
  *   then n × (field string index, value kind, value)
  * value kind 0 = number (the value), 1 = boolean (0/1), 2 = string (string index).
  */
@@ -36,13 +36,13 @@ export function packRecords(records: readonly TelemetryRecord[]): PackedRecords 
     if (i === undefined) { i = strings.length; strings.push(s); ids.set(s, i); }
     return i;
   };
-  // Typical record: 4 fields → 4 + 4 × 3 = 16 slots; grown if a batch has more.
-  let nums = new Float64Array(Math.max(64, records.length * 16));
+  // Typical record: 4 fields → 5 + 4 × 3 = 17 slots; grown if a batch has more.
+  let nums = new Float64Array(Math.max(64, records.length * 17));
   let o = 0;
   for (const r of records) {
     let n = 0;
     for (const _ in r.values) n++;
-    const need = o + 4 + n * 3;
+    const need = o + 5 + n * 3;
     if (need > nums.length) {
       const bigger = new Float64Array(Math.max(need, nums.length * 2));
       bigger.set(nums.subarray(0, o));
@@ -50,6 +50,7 @@ export function packRecords(records: readonly TelemetryRecord[]): PackedRecords 
     }
     nums[o++] = intern(r.deviceId);
     nums[o++] = intern(r.kind);
+    nums[o++] = intern(r.area ?? '');
     nums[o++] = r.ts;
     nums[o++] = n;
     const values = r.values;
@@ -72,6 +73,7 @@ export function unpackRecords(p: PackedRecords): TelemetryRecord[] {
   for (let i = 0; i < p.count; i++) {
     const deviceId = strings[nums[o++]!]!;
     const kind = strings[nums[o++]!]!;
+    const area = strings[nums[o++]!]!;
     const ts = nums[o++]!;
     const n = nums[o++]!;
     const values: Record<string, Scalar> = {};
@@ -85,7 +87,7 @@ export function unpackRecords(p: PackedRecords): TelemetryRecord[] {
       if (name === '__proto__') Object.defineProperty(values, name, { value, enumerable: true, writable: true, configurable: true });
       else values[name] = value;
     }
-    out[i] = { deviceId, kind, ts, values };
+    out[i] = { deviceId, kind, area, ts, values }; // one shape for every record ('' = no area)
   }
   return out;
 }

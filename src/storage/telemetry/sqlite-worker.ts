@@ -13,7 +13,8 @@
  * The writer also runs its compaction steps here, between requests.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EmbeddedReader, EmbeddedWriter } from './embedded-db.js';
+import { EmbeddedWriter } from './embedded-db.js';
+import { EmbeddedReader } from './embedded-reader.js';
 import { OutboxDb } from './outbox-db.js';
 import { isPacked, unpackRecords } from './record-pack.js';
 

@@ -4,11 +4,16 @@ import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { Timers } from './timers.js';
+import type { SetAsideReading } from './field-types.js';
+
+export type { SetAsideReading } from './field-types.js';
 
 /** One device message's readings at one timestamp (after validation). */
 export interface TelemetryRecord {
   deviceId: string;
   kind: string;
+  /** Code of the device's area (commune/village): an InfluxDB tag for grouping by area; '' or absent = none. */
+  area?: string;
   ts: number; // epoch ms
   values: Record<string, Scalar>;
 }
@@ -35,6 +40,12 @@ export interface WriteResult {
   written: number;
   /** Readings ignored as duplicates (embedded store knows; InfluxDB overwrites identical points). */
   duplicates: number;
+  /**
+   * Readings not stored as readings because their type differs from the
+   * field's (field-types.ts); they are in the dead-letter table. Present only
+   * when there are some, so latest values can leave them out.
+   */
+  setAside?: SetAsideReading[];
 }
 
 /**

@@ -5,6 +5,7 @@
 import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
 import { AREA_CODE_RE, DEVICE_ID_RE } from '../devices/types.js';
 import { FIELD_NAME_RE } from '../ingest/codec.js';
+import { AGGS } from '../storage/telemetry/types.js';
 
 
 /** A string enum rendered as `{type: "string", enum: [...]}` (clean in OpenAPI and in validation errors). */
@@ -137,7 +138,7 @@ export const DeviceIdParams = Type.Object({
 
 // ---- telemetry ------------------------------------------------------------
 
-export const Agg = StringEnum(['mean', 'min', 'max', 'sum', 'count', 'last'] as const, { description: 'Aggregate per window (with every)' });
+export const Agg = StringEnum(AGGS, { description: 'Aggregate per window (with every)' });
 
 export const HistoryPoint = Type.Object({
   ts: Time,

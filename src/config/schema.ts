@@ -70,7 +70,6 @@ export const ConfigSchema = Type.Object({
     ffmpegPath: Type.String({ default: '/usr/bin/ffmpeg' }),
   }, { default: {} }),
   tts: Type.Object({
-    engine: Type.Union([Type.Literal('espeak-ng')], { default: 'espeak-ng' }),
     espeakPath: Type.String({ default: '/usr/bin/espeak-ng' }),
     /** Words per minute. */
     speed: Type.Integer({ minimum: 80, maximum: 450, default: 150 }),

@@ -242,16 +242,6 @@ export class BroadcastExecutor implements Component {
     return n;
   }
 
-  /** Speakers of areas (with their subtrees) and explicit devices, sorted, without duplicates. */
-  resolveTargets(t: { areas?: string[]; devices?: string[] }): string[] {
-    const ids = new Set<string>(t.devices ?? []);
-    for (const a of t.areas ?? []) {
-      if (!this.o.registry.getArea(a)) throw withDetails(Errors.NOT_FOUND(`Area "${a}"`), { field: 'areas' });
-      for (const d of this.o.registry.listDevices({ area: a, kind: 'speaker' })) ids.add(d.id);
-    }
-    return [...ids].sort();
-  }
-
   // ------------------------------------------------------------ queries
 
   get(id: string): Broadcast | undefined { return this.requireRepo().get(id); }

@@ -146,11 +146,6 @@ export function toValidationError(errors: FieldError[]): KengError {
   return withDetails(Errors.VALIDATION(summary), errors);
 }
 
-/** The content kind, for callers that branch on it. */
-export function contentKind(c: ScheduleContent): 'media' | 'stream' | 'tts' {
-  return 'mediaId' in c ? 'media' : 'streamUrl' in c ? 'stream' : 'tts';
-}
-
 // ---------------------------------------------------------------------------
 
 interface Checks { timingChanged: boolean; atChanged: boolean }

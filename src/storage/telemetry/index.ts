@@ -30,7 +30,7 @@ export type { Timers } from './timers.js';
 export type { QueueTotals } from './outbox-db.js';
 export { EmbeddedTelemetryStore } from './embedded-store.js';
 export { InfluxTelemetryStore } from './influx-store.js';
-export { windowStart, AGGS } from './windows.js';
+export { windowStart } from './windows.js';
 
 
 export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore {

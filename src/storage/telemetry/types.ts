@@ -18,7 +18,9 @@ export interface TelemetryRecord {
   values: Record<string, Scalar>;
 }
 
-export type Agg = 'mean' | 'min' | 'max' | 'sum' | 'count' | 'last';
+/** Aggregates of the history query, the same on every store. */
+export const AGGS = ['mean', 'min', 'max', 'sum', 'count', 'last'] as const;
+export type Agg = (typeof AGGS)[number];
 
 export interface HistoryQuery {
   deviceId: string;

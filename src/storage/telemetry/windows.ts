@@ -8,7 +8,6 @@
 import type { Scalar } from '../../core/events.js';
 import type { Agg, HistoryPoint, HistoryQuery } from './types.js';
 
-export const AGGS: readonly Agg[] = ['mean', 'min', 'max', 'sum', 'count', 'last'];
 
 /** Aggregates defined only over numbers: boolean/string fields are left out of them. */
 export function isNumericAgg(agg: Agg): boolean {

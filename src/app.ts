@@ -77,8 +77,6 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
-  const broker = new AedesBroker({ config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls });
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
 
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
   const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
@@ -86,11 +84,20 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;
-  // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
-  broker.setServiceAuthenticator(principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }));
+
+  const broker: AedesBroker = new AedesBroker({
+    config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
+    // Ingest is built next (it answers devices through the broker); messages only arrive once both started.
+    inbound: (msg) => ingest.handle(msg),
+    // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
+    services: principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }),
+  });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
 
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
+    // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
+    isInUse: (mediaId) => broadcast.service.mediaInUse(mediaId),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
     options: {
       maxUploadBytes: config.media.maxUploadBytes, signedUrlTtlSec: config.media.signedUrlTtlSec,
@@ -123,7 +130,6 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live, accounts, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
-      broker.setInboundHandler(ingest.handle);
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.
       unsubscribe.push(bus.on('device.changed', (e) => {

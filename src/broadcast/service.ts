@@ -81,11 +81,15 @@ export class BroadcastService implements Component {
       onOccurrence: (s, plannedAt, info) => this.onOccurrence(s, plannedAt, info),
       onMissed: (s, plannedAt) => { this.d.executor.recordMissed(s.id, plannedAt, [...resolveSpeakers(this.d.registry, s.target)]); },
     });
-    // Media that a schedule plays cannot be deleted (409 KENG_ERR_MEDIA_IN_USE).
-    this.d.media.setInUseCheck((mediaId) => {
-      const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
-      return s ? `schedule "${s.name}" (${s.id})` : false;
-    });
+  }
+
+  /**
+   * The schedule that plays `mediaId`, named for the 409 KENG_ERR_MEDIA_IN_USE of a delete
+   * (the media library is given this check), or false.
+   */
+  mediaInUse(mediaId: string): string | false {
+    const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
+    return s ? `schedule "${s.name}" (${s.id})` : false;
   }
 
   async stop(): Promise<void> {

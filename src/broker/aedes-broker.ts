@@ -78,6 +78,10 @@ export interface AedesBrokerDeps {
   logger: Logger;
   metrics: Metrics;
   clock: Clock;
+  /** Where devices' accepted messages go (ingest); PUBACK waits for its promise. */
+  inbound: InboundHandler;
+  /** Admits read-only service clients (API tokens of role service or admin, see service-clients.ts); absent: none. */
+  services?: ServiceAuthenticator;
   tuning?: Partial<BrokerTuning>;
   /** TLS material (null / absent / not configured: no TLS listener). */
   tls?: Pick<TlsSource, 'load'> | null;
@@ -97,8 +101,8 @@ export class AedesBroker implements BrokerPort {
   /** What the hook modules share with the broker (aedes instance, stop flag, sessions, limits, counters). */
   private readonly ctx: BrokerContext;
   private readonly devices: DeviceHooks;
-  /** Read-only service (IOC) clients; null until setServiceAuthenticator(). */
-  private services: ServiceClients | null = null;
+  /** Read-only service (IOC) clients; null when the broker admits none. */
+  private readonly services: ServiceClients | null;
   private server: net.Server | null = null;
   private tlsServer: tls.Server | null = null;
   private listening = false;
@@ -109,23 +113,15 @@ export class AedesBroker implements BrokerPort {
     this.config = deps.config;
     this.tuning = { ...DEFAULT_TUNING, ...(deps.tuning ?? {}) };
     this.ctx = new BrokerContext(deps.config, deps.logger, deps.metrics, deps.clock, (client) => this.onGone(client, 'socket_closed'));
-    this.devices = new DeviceHooks(this.ctx, deps.authenticator, deps.presence);
+    this.devices = new DeviceHooks(this.ctx, deps.authenticator, deps.presence, deps.inbound);
+    this.services = deps.services ? new ServiceClients({
+      ctx: this.ctx, auth: deps.services, devices: deps.authenticator, gauge: serviceConnectionsGauge(deps.metrics.registry), recheckMs: this.tuning.serviceRecheckMs,
+    }) : null;
   }
 
   /** The running aedes instance; the context holds it, for the hook modules too. */
   private get aedes(): Aedes | null {
     return this.ctx.aedes;
-  }
-
-  setInboundHandler(handler: InboundHandler): void {
-    this.devices.handler = handler;
-  }
-
-  /** Admit read-only service clients (API tokens with role service or admin), see service-clients.ts. */
-  setServiceAuthenticator(auth: ServiceAuthenticator): void {
-    this.services = new ServiceClients({
-      ctx: this.ctx, auth, devices: this.deps.authenticator, gauge: serviceConnectionsGauge(this.deps.metrics.registry), recheckMs: this.tuning.serviceRecheckMs,
-    });
   }
 
   /** Bus 'telemetry' (durable readings) → service subscribers; a no-op unless one may receive it. */

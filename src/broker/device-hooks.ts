@@ -23,7 +23,6 @@
  *   subscriptions rewritten to the real id, deliveries rewritten back.
  */
 import type { Aedes, AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
-import { Errors } from '../core/errors.js';
 import type { DeviceAuthenticator } from '../devices/types.js';
 import { authError, sink, type AuthDone, type BrokerContext, type PubDone } from './context.js';
 import { DeviceSession, suppressWill, type DevicePresence } from './session.js';
@@ -33,11 +32,7 @@ import type { InboundHandler, InboundMessage } from './types.js';
 /** A message held back by its device's rate limit: its callback runs when the timer fires. */
 interface Held { timer: NodeJS.Timeout | null; cb: PubDone }
 
-const noHandler: InboundHandler = () => Promise.reject(Errors.NOT_READY('no inbound handler'));
-
 export class DeviceHooks {
-  /** Where accepted messages go (AedesBroker.setInboundHandler). */
-  handler: InboundHandler = noHandler;
   /** The current connection of each device (spec: a second connection replaces the first). */
   private readonly sessions = new Map<string, DeviceSession>();
   /** Devices whose persistent session subscribed via `me` (restored subscriptions keep the rewrite). */
@@ -47,7 +42,11 @@ export class DeviceHooks {
   private connected = 0;
   private inflight = 0;
 
-  constructor(private readonly ctx: BrokerContext, private readonly authenticator: DeviceAuthenticator, private readonly presence: DevicePresence) {}
+  /** `handler`: where accepted messages go (ingest); its promise decides the PUBACK. */
+  constructor(
+    private readonly ctx: BrokerContext, private readonly authenticator: DeviceAuthenticator, private readonly presence: DevicePresence,
+    private readonly handler: InboundHandler,
+  ) {}
 
   // ------------------------------------------------------------ connections
 

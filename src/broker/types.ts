@@ -34,7 +34,6 @@ export interface PublishOptions { qos?: 0 | 1; retain?: boolean }
  * cluster (EMQX etc. with shared subscriptions) later.
  */
 export interface BrokerPort extends Component {
-  setInboundHandler(handler: InboundHandler): void;
   /** Server → device publish (RPC requests, attribute responses, retained status). */
   publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
   isConnected(deviceId: string): boolean;

@@ -91,7 +91,7 @@ export class MediaLibrary implements Component {
   private readonly probe: AudioProbe;
   private readonly log: Logger;
   private signer: UrlSigner | null = null;
-  private isInUse: MediaInUse | undefined;
+  private readonly isInUse: MediaInUse | undefined;
   private readonly ingestTotal: Counter<'source' | 'result'>;
 
   constructor(private readonly deps: MediaLibraryDeps) {
@@ -110,7 +110,6 @@ export class MediaLibrary implements Component {
   get tts(): TtsEngine | undefined { return this.deps.tts; }
 
   /** Wire the "is this media used?" check later (the scheduler is built after the library). */
-  setInUseCheck(fn: MediaInUse): void { this.isInUse = fn; }
 
   async start(): Promise<void> {
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });

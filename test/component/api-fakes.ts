@@ -10,7 +10,7 @@ import { Errors, EventBus, Metrics, createLogger, type Scalar } from '../../src/
 import type { DeviceFilter, DeviceRegistryApi, NewArea, NewDevice, DeviceCredentials } from '../../src/devices/registry-types.js';
 import type { Area, Device, DeviceView, LatestValue } from '../../src/devices/types.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from '../../src/storage/telemetry/types.js';
-import type { BrokerPort, InboundHandler } from '../../src/broker/types.js';
+import type { BrokerPort } from '../../src/broker/types.js';
 import { AdminAuth, AuthenticatorChain, Policy } from '../../src/auth/index.js';
 import { ApiServer, type ApiExtension } from '../../src/api/index.js';
 import type { Authenticator } from '../../src/auth/index.js';
@@ -127,7 +127,6 @@ export class FakeBroker implements BrokerPort {
   kicked: string[] = [];
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
-  setInboundHandler(_h: InboundHandler): void {}
   async publish(): Promise<void> {}
   isConnected(): boolean { return false; }
   connectedCount(): number { return 3; }

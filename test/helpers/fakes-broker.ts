@@ -107,8 +107,7 @@ export async function startBroker(mqtt: Partial<Config['mqtt']> = {}, tuning: Pa
     abuseDisconnectAfter: 20, maxInflightMessages: 100, ...mqtt,
   };
   const logger = createLogger(process.env.KENG_TEST_LOG_LEVEL ?? 'silent');
-  const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning });
-  broker.setInboundHandler(handler.handle);
+  const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning, inbound: handler.handle });
   await broker.start();
   const port = broker.address().mqtt.port;
   const url = `mqtt://127.0.0.1:${port}`;

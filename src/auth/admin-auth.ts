@@ -89,7 +89,7 @@ export class AdminAuth implements Component, Authenticator {
       text = readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new Error(`cannot read the admin token file ${file}: ${(err as Error).message}`);
+      throw new Error(`cannot read the admin token file ${file}: ${(err as Error).message}`, { cause: err });
     }
     const token = text.trim();
     if (!token) return null;

@@ -52,7 +52,7 @@ export class LoginService {
       throw err;
     }
     const stored = username.length <= MAX_NAME ? users.passwordHash(username) : null;
-    let ok = false;
+    let ok: boolean;
     if (password.length > PASSWORD_MAX_LENGTH) ok = await hasher.dummyVerify(password.slice(0, PASSWORD_MAX_LENGTH));
     else if (stored) ok = (await hasher.verify(password, stored.hash)) && !stored.disabled;
     else ok = await hasher.dummyVerify(password);

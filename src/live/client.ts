@@ -2,7 +2,7 @@
 import type { Socket } from 'socket.io';
 import type { Principal } from '../auth/types.js';
 import type { BatchGroup, BatchMember } from './batch.js';
-import { Pending } from './pending.js';
+import { type Pending } from './pending.js';
 import { areaRoom, deviceRoom } from './rooms.js';
 
 /** What the feed reads of engine.io's connection (not in its public types). */

@@ -78,7 +78,7 @@ export class Connections {
   reauthenticate(): void {
     this.ancestors.clear();
     for (const c of [...this.clients.values()]) {
-      let p: Principal | null = null;
+      let p: Principal | null;
       try { p = this.authenticator.authenticate(c.token); } catch { p = null; }
       if (!p) { this.slow.drop(c, 'unauthenticated'); continue; }
       if (p.role === c.principal.role && p.areas.join('\u0000') === c.principal.areas.join('\u0000')) continue;

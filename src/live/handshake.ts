@@ -30,7 +30,7 @@ export function authenticateHandshake(socket: Socket, authenticator: Authenticat
   const token = tokenOf(socket);
   const unauth = refusal('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token');
   if (token === null) return { ok: false, reason: 'missing_token', error: unauth };
-  let principal: Principal | null = null;
+  let principal: Principal | null;
   try { principal = authenticator.authenticate(token); } catch { principal = null; }
   if (!principal) return { ok: false, reason: 'bad_token', error: unauth };
   return { ok: true, principal, token };

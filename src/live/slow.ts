@@ -7,7 +7,6 @@
  * `maxPendingEntries` entries or stays backed up longer than `maxLagMs` is
  * dropped. Its memory is thus bounded by the high-water marks plus the cap.
  */
-import type { KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
 import type { LiveClient } from './client.js';
 import type { TimeFormatter } from './format.js';

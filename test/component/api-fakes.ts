@@ -41,7 +41,7 @@ export class FakeRegistry implements DeviceRegistryApi {
     for (const a of this.areas.values()) if (a.parent === code) out.push(...this.subtree(a.code));
     return out;
   }
-  createDevice(d: NewDevice): { device: Device; credentials: DeviceCredentials } {
+  async createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> {
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
     if (!this.areas.has(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     const device: Device = {

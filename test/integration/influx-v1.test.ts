@@ -42,7 +42,7 @@ function influxStore(dir: string, database: string, influx: DeepPartial<Config['
 
 async function count(database: string, field = 'a'): Promise<number> {
   const r = await influxd.query(`SELECT count("${field}") FROM "telemetry"`, database);
-  return r.results?.[0]?.series?.[0]?.values?.[0]?.[1] ?? 0;
+  return Number(r.results?.[0]?.series?.[0]?.values?.[0]?.[1] ?? 0);
 }
 
 const T0 = Date.UTC(2025, 10, 30, 0, 0, 0);
@@ -68,7 +68,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
       expect(await store.drain(20_000)).toBe(true);
       for (const f of ['a', 'b', 'c', 'd']) expect(await count(db, f)).toBe(2000);
       const keys = await influxd.query('SHOW FIELD KEYS FROM "telemetry"', db);
-      const types = Object.fromEntries(keys.results[0].series[0].values as [string, string][]);
+      const types = Object.fromEntries((keys.results?.[0]?.series?.[0]?.values ?? []) as [string, string][]);
       expect(types).toMatchObject({ a: 'float', b: 'float', c: 'boolean', d: 'string', n: 'float', f: 'float', s: 'string' });
       expect(await store.query({ deviceId: odd.deviceId, fields: [], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: sortKeys(odd.values) }]);
       expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'influxdb-v1' })).toBe(8000 + 6);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createTelemetryStore, EmbeddedTelemetryStore, type TelemetryRecord } from '../../src/storage/telemetry/index.js';
+import { createTelemetryStore, type EmbeddedTelemetryStore, type TelemetryRecord } from '../../src/storage/telemetry/index.js';
 import { FakeClock, metricValue, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
 
 const T0 = Date.UTC(2025, 5, 1);

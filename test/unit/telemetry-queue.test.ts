@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Config, DeepPartial } from '../../src/config/index.js';
 import { createLogger } from '../../src/core/index.js';
-import { createTelemetryStore, InfluxTelemetryStore, type TelemetryRecord, type Timers } from '../../src/storage/telemetry/index.js';
+import { createTelemetryStore, type InfluxTelemetryStore, type TelemetryRecord, type Timers } from '../../src/storage/telemetry/index.js';
 import { FakeClock, fastTimers, metricValue, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
 
 interface Req { method: string; url: string; headers: IncomingMessage['headers']; body: string }
@@ -247,7 +247,7 @@ describe('InfluxDB queue (v1 API, local HTTP server)', () => {
     await s.writeBatch([rec(i++)]); // still above: no new warning yet
     expect(warnings()).toBe(1);
     clock.t += 5 * 60_000;
-    await s.writeBatch([rec(i++)]);
+    await s.writeBatch([rec(i)]);
     expect(warnings()).toBe(2);
     // The server comes back: the queue drains and the warning state resets.
     handler.fn = ok;

@@ -1,5 +1,5 @@
 /** What every message handler gets from IngestService. */
-import type { InboundMessage, HandleResult, BrokerPort } from '../../broker/types.js';
+import type { InboundMessage, HandleResult } from '../../broker/types.js';
 import type { Config } from '../../config/schema.js';
 import type { EventBus } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';

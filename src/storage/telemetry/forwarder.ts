@@ -17,7 +17,7 @@
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
-import { Backoff } from './backoff.js';
+import { type Backoff } from './backoff.js';
 import type { InfluxBackend, WriteOutcome } from './influx-backend.js';
 import { FIELD_TYPE_CONFLICT } from './field-types.js';
 import { splitLine, splitLines } from './line-split.js';

@@ -1,5 +1,5 @@
 /**
- * Schedules (spec http-api.md "Schedules"; issue 3 item 2): one-off (`at`)
+ * Schedules (OpenAPI at /docs, tag schedules): one-off (`at`)
  * and recurring (5-field cron, in the schedule's time zone) bulletins.
  * The routes are thin: BroadcastService validates, checks targets, overlap
  * and scope, persists, re-plans and audits.

@@ -1,5 +1,5 @@
 /**
- * API tokens for machines (spec http-api.md "Accounts and tokens"): admins
+ * API tokens for machines (OpenAPI at /docs, tag accounts): admins
  * only (policy: tokens.read / tokens.write). The token is shown once, in the
  * 201 reply; listings carry metadata only.
  */

@@ -1,5 +1,5 @@
 /**
- * Users (spec http-api.md "Accounts and tokens"): admins manage everyone; an
+ * Users (OpenAPI at /docs, tag accounts): admins manage everyone; an
  * operator manages viewers within the operator's areas (policy.canGrant) and
  * sees only those; anyone may change their own password with
  * `currentPassword`. A user outside what the caller may manage is 404.

@@ -1,5 +1,5 @@
 /**
- * Live-feed benchmark (issue 4 "Speed"): Keng as a child process, N devices
+ * Live-feed benchmark (README "Benchmarks"): Keng as a child process, N devices
  * publishing telemetry over MQTT at a total rate R (QoS 0, one connection per
  * device, in a worker thread), C socket.io clients (socket.io-client, in
  * worker threads). The devices are spread over K communes of one province;
@@ -13,7 +13,7 @@
  *
  * --mode batch (default): clients connect with `auth: {token, batch: true}`
  * and get `telemetry.batch` arrays (src/live/batch.ts); --mode event: one
- * spec `telemetry` event per reading and client.
+ * `telemetry` event per reading and client.
  *
  * KENG_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the server.
  */

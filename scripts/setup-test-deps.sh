@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and clients the tests run against (Debian packages),
-# then the npm dependencies. Needs root for apt-get. Fails (does not skip) when
+# then the npm dependencies. Run as root, or as a user who may use sudo (used for
+# apt-get only, and only when not root). Fails (does not skip) when
 # something cannot be installed: a test that needs a real part must not pass without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

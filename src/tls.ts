@@ -1,7 +1,8 @@
 /**
  * TLS material for the HTTP API (HTTPS on http.port) and the MQTT broker
- * (MQTT over TLS on mqtt.tlsPort), issue 4 item 6: "TLS for HTTP and MQTT
- * when a certificate is configured".
+ * (MQTT over TLS on mqtt.tlsPort), so that a commune can encrypt device and
+ * staff traffic with nothing but a certificate (firmware-protocols/
+ * device-protocol.md §1.0 tells device makers what changes for them).
  *
  * Settings: tls.certFile + tls.keyFile (both or neither), tls.caFile
  * optional. When neither is set, nothing changes. When set, the files are

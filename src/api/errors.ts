@@ -1,5 +1,5 @@
 /**
- * The one error shape (spec http-api.md "Errors"):
+ * The one error shape (docs/errors.md):
  *   {"error": {"code": "KENG_...", "message": "...", "details"?: ...}}
  * Every error reply goes through `classifyError` + `sendError`, which also
  * counts it in keng_http_errors_total{code}.

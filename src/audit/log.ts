@@ -1,5 +1,5 @@
 /**
- * The audit log (issue 4 item 3): every change (who, what, when, from where,
+ * The audit log, so that staff can answer "who changed this?": every change (who, what, when, from where,
  * before and after) appended to `audit_log`, hash-chained:
  *
  *   hash = sha256(prev_hash + canonicalJson({seq, at, actor, action, target, ip, before_json, after_json, prev_hash}))

@@ -1,5 +1,5 @@
 /**
- * The admin token (spec http-api.md "Running", KENG_ADMIN_TOKEN): a bearer
+ * The admin token (README "Settings", KENG_ADMIN_TOKEN): a bearer
  * token with full admin rights, for bootstrap and automation. When none is
  * configured, <dataDir>/admin-token is used; on first start one is generated
  * there (mode 0600) and where it was written is logged once. Only a SHA-256

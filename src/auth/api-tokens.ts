@@ -1,6 +1,6 @@
 /**
- * API tokens for machines such as the IOC (spec http-api.md "Accounts and
- * tokens"). A token is `kengt_` + 256 random bits (base64url, recognisable
+ * API tokens for machines such as the IOC (OpenAPI at /docs, tag
+ * accounts). A token is `kengt_` + 256 random bits (base64url, recognisable
  * in leaks); only its sha256 is stored and it is shown once, at creation.
  * Tokens carry their own role and areas, may expire, and are revoked by
  * DELETE. Who may manage them: admins only (policy: tokens.read/tokens.write

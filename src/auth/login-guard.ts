@@ -1,5 +1,5 @@
 /**
- * Brute-force protection for POST /api/v1/auth/login (issue 4 item 1:
+ * Brute-force protection for POST /api/v1/auth/login (password guessing:
  * "rate-limited with a growing delay after failures; locked out after
  * repeated failures and unlocked by an admin").
  *

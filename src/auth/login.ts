@@ -1,5 +1,5 @@
 /**
- * POST /api/v1/auth/login as a service (spec http-api.md "Auth"):
+ * POST /api/v1/auth/login as a service (docs/roles.md):
  * username + password → session token, behind the LoginGuard.
  *
  *  1. guard.begin(): locked → KENG_ERR_ACCOUNT_LOCKED (423, password NOT

@@ -1,5 +1,5 @@
 /**
- * Password hashing (issue 4 item 1: "hashed"): scrypt, N = 2^15, r = 8, p = 1
+ * Password hashing, so a stolen state.db does not give away passwords: scrypt, N = 2^15, r = 8, p = 1
  * (≈ 32 MiB and tens of milliseconds per hash), run asynchronously on the
  * libuv pool. Stored as `scrypt$<log2 N>$<r>$<p>$<salt b64>$<key b64>` so the
  * cost can be raised later without breaking old hashes.

@@ -1,5 +1,5 @@
 /**
- * Who may do what (spec http-api.md "Auth"). Routes ask `policy.can(...)` /
+ * Who may do what (docs/roles.md). Routes ask `policy.can(...)` /
  * `policy.assert(...)`; they never look at roles themselves.
  *
  *  - admin:    everything, every area.

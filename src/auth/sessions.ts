@@ -1,5 +1,5 @@
 /**
- * Login sessions (spec http-api.md "Auth": session tokens from
+ * Login sessions (docs/roles.md: session tokens from
  * POST /api/v1/auth/login). A session token is `kengs_` + 256 random bits
  * (base64url); only its sha256 is stored. Expiry is FIXED: `ttlMs` (12 h by
  * default) after login, not extended by use; log in again afterwards.

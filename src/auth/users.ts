@@ -1,5 +1,5 @@
 /**
- * User accounts (spec http-api.md "Accounts and tokens"; issue 4 item 1).
+ * User accounts (OpenAPI at /docs, tag accounts; who may do what: docs/roles.md).
  * Each user has one role and one or more areas (the role applies to each
  * area's subtree; admins always have "*"). Passwords: at least 10
  * characters, not the username, scrypt-hashed (passwords.ts). No default

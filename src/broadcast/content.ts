@@ -1,5 +1,5 @@
 /**
- * Content of a schedule or "play now" (spec http-api.md "Schedules":
+ * Content of a schedule or "play now" (OpenAPI at /docs, tag schedules:
  * `{"mediaId"} | {"streamUrl"} | {"ttsText"}`) turned into what the executor
  * sends (device-protocol.md `broadcast.play`: `media` or `stream`).
  *
@@ -24,7 +24,7 @@ export interface PlayContent {
 
 export type MediaLookup = Pick<MediaLibrary, 'get' | 'synthesize'>;
 
-/** TTS language for bulletins (issue 3 item 1: espeak-ng's `vi` voice). */
+/** TTS language for bulletins: espeak-ng's `vi` voice (bulletins are in Vietnamese). */
 export const TTS_LANG = 'vi';
 
 /**

@@ -1,6 +1,6 @@
 /**
- * API shapes of schedules, broadcasts, log lines and totals (spec
- * http-api.md: times as ISO 8601 with the offset of `config.tz`).
+ * API shapes of schedules, broadcasts, log lines and totals (OpenAPI at
+ * /docs: times as ISO 8601 with the offset of `config.tz`).
  */
 import { formatTime } from '../core/time.js';
 import type { AreaTotals, Broadcast, LogEntry, TargetState, TotalsResult } from './execution/index.js';

@@ -1,6 +1,6 @@
 /**
  * The broadcast log (nhật ký phát thanh) restricted to a caller's areas
- * (spec http-api.md "Auth": operators and service tokens see their areas
+ * (docs/roles.md: operators and service tokens see their areas
  * only). A caller covering every area, or asking for one area, gets the
  * executor's own query; one covering several areas gets the union of one
  * query per area, rendered with the same CSV columns as executor.csv().

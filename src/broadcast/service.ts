@@ -1,6 +1,6 @@
 /**
  * BroadcastService: schedules ↔ scheduler ↔ executor ↔ media ↔ registry
- * (issue 3 items 2-4; spec http-api.md "Schedules" and "Broadcasts").
+ * (OpenAPI at /docs, tags schedules and broadcasts).
  *
  * Schedule writes: validate (400) → targets (403 outside the caller's areas,
  * 422 unknown areas/devices) → content (422 unknown media; `ttsText` rendered
@@ -52,7 +52,7 @@ export interface BroadcastServiceDeps {
   batch?: <T>(fn: () => T) => T;
 }
 
-/** Fields a "play now" body may have (spec: same target, content, volume, priority as a schedule). */
+/** Fields a "play now" body may have (the same target, content, volume, priority as a schedule, so one form serves both). */
 const PLAY_NOW_FIELDS = new Set(['target', 'content', 'volume', 'priority', 'durationSec']);
 
 export class BroadcastService implements Component {

@@ -1,9 +1,9 @@
 /**
  * Target resolution and area scoping for schedules and broadcasts
- * (spec http-api.md "Schedules", "Broadcasts", "Auth").
+ * (OpenAPI at /docs, tags schedules and broadcasts; docs/roles.md).
  *
  * A target is `{"areas"?: [code], "devices"?: [id]}`; areas include their
- * villages' speakers (issue 3 item 3). Operators act only within their areas:
+ * villages' speakers. Operators act only within their areas:
  * an area outside them is 403; a device outside them is reported exactly like
  * an unknown device (422), so its existence does not leak.
  */

@@ -3,9 +3,9 @@
  * listeners, server → device publishes; every aedes hook looks up the
  * connection's session once and hands it to the module of its kind, as aedes
  * hands each packet to one handler (lib/handlers/index.js):
- * - devices: device-hooks.ts (spec device-protocol.md "Connection",
- *   "Access rules", "Limits never cost acknowledged data", "Telemetry
- *   payload" delivery guarantee, "ThingsBoard compatibility");
+ * - devices: device-hooks.ts (firmware-protocols/device-protocol.md §1
+ *   connection, §4 access rules, §7 limits never cost acknowledged data,
+ *   §8 delivery guarantee, §13 ThingsBoard compatibility);
  * - read-only service clients (the IOC, API tokens): service-clients.ts.
  *
  * Spec device-protocol.md, clauses implemented here:
@@ -236,7 +236,7 @@ export class AedesBroker implements BrokerPort {
 
   // ------------------------------------------------------------ server → device
 
-  /** Server → device publish; bypasses authorizePublish (aedes.publish). Default QoS 1 (spec: commands are QoS 1). */
+  /** Server → device publish; bypasses authorizePublish (aedes.publish). Default QoS 1 (device protocol §3: commands are QoS 1). */
   publish(topic: string, payload: string | Buffer, opts: PublishOptions = {}): Promise<void> {
     const aedes = this.aedes;
     if (!aedes || aedes.closed) return Promise.reject(Errors.NOT_READY('mqtt broker'));
@@ -288,7 +288,7 @@ export class AedesBroker implements BrokerPort {
 
   // ------------------------------------------------------------ aedes hooks: one session lookup, one switch on its kind
 
-  /** aedes `authenticate` hook: spec "Connection". Runs before the client is registered. */
+  /** aedes `authenticate` hook: device protocol §1. Runs before the client is registered. */
   private readonly authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: AuthDone): void => {
     if (this.ctx.stopping) { done(authError(3, 'server stopping'), null); return; }
     // aedes checks the length for MQTT 3.1 only; an unbounded id costs memory in every log line and map.

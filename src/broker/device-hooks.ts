@@ -33,7 +33,7 @@ import type { InboundHandler, InboundMessage } from './types.js';
 interface Held { timer: NodeJS.Timeout | null; cb: PubDone }
 
 export class DeviceHooks {
-  /** The current connection of each device (spec: a second connection replaces the first). */
+  /** The current connection of each device (device protocol §1.2: a second connection replaces the first). */
   private readonly sessions = new Map<string, DeviceSession>();
   /** Devices whose persistent session subscribed via `me` (restored subscriptions keep the rewrite). */
   private readonly meSessions = new Set<string>();
@@ -50,7 +50,7 @@ export class DeviceHooks {
 
   // ------------------------------------------------------------ connections
 
-  /** aedes `authenticate` for device credentials: spec "Connection". Runs before the client is registered. */
+  /** aedes `authenticate` for device credentials: device protocol §1. Runs before the client is registered. */
   authenticate(client: Client, username: string, password: Buffer | undefined, done: AuthDone): void {
     const ctx = this.ctx;
     this.authenticator.authenticate(username, password).then((res) => {
@@ -64,7 +64,7 @@ export class DeviceHooks {
       // The MQTT session (subscriptions, queued messages, will) belongs to the device, whatever
       // id its firmware chose: aedes keys sessions by client.id, which it reads only after this
       // hook (fetchSubs, registerClient). So no device can reach or replace another's session,
-      // a device has at most one, and a second connection takes over the first (spec "Connection").
+      // a device has at most one, and a second connection takes over the first (device protocol §1).
       client.id = id;
       const s = new DeviceSession(client, identity, ctx.limitsFor(id), presented);
       const prev = this.sessions.get(id);
@@ -292,7 +292,7 @@ export class DeviceHooks {
     this.held.clear();
   }
 
-  /** Drop without disconnecting (spec "Access rules"): acknowledged, counted, logged; abuse check. */
+  /** Drop without disconnecting (device protocol §4): acknowledged, counted, logged; abuse check. */
   private refuse(s: DeviceSession, packet: PublishPacket, topic: string, reason: string, now: number, cb: PubDone, detail?: string): void {
     const ctx = this.ctx;
     sink(packet);
@@ -340,7 +340,7 @@ export class DeviceHooks {
       s.viaMe = true;
     }
     sub.topic = r.topic;
-    if (sub.qos > 1) sub.qos = 1; // server → device traffic is QoS 0/1 (spec "Topics")
+    if (sub.qos > 1) sub.qos = 1; // server → device traffic is QoS 0/1 (device protocol §3)
     return sub;
   }
 

@@ -13,7 +13,7 @@ import { AbuseCounter, WarnGate, ABUSE_WINDOW_MS } from './abuse.js';
 import { TokenBucket } from './rate-limit.js';
 import { DeviceAcl } from './topics.js';
 
-/** What the broker needs from the registry for presence (spec "Access rules": connect/disconnect update online and lastSeen). */
+/** What the broker needs from the registry for presence (device protocol §4: connect/disconnect update online and lastSeen). */
 export type DevicePresence = Pick<DeviceRegistryApi, 'setOnline' | 'touch' | 'isOnline'>;
 
 export class DeviceLimits {

@@ -60,7 +60,7 @@ const RPC_REQUEST = 'rpc/request/';
 const ATTR_REQUEST = 'attributes/request/';
 const ATTR_RESPONSE = 'attributes/response/';
 
-/** Suffixes (after `v1/devices/D/`) a token device's SDK subscribes to, spec "ThingsBoard compatibility". */
+/** Suffixes (after `v1/devices/D/`) a token device's SDK subscribes to, device protocol §13. */
 const TB_SUB_EXACT = 'attributes';
 
 /** True when `s` is a usable request id: 1..128 chars, no level separator, no wildcard. */

@@ -1,7 +1,7 @@
 import type { Component } from '../core/lifecycle.js';
 import type { DeviceIdentity } from '../devices/types.js';
 
-/** Message types a device may send (spec device-protocol.md "Topics"). */
+/** Message types a device may send (firmware-protocols/device-protocol.md §3). */
 export type InboundType =
   | 'telemetry' | 'attributes' | 'status' | 'events' | 'rpc.response'
   /** ThingsBoard compatibility: client-side RPC and attribute requests. */

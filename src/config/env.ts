@@ -1,4 +1,4 @@
-/** KENG_* environment variables → config paths. Fixed names come from the HTTP API spec "Running". */
+/** KENG_* environment variables → config paths. The names are public (README "Settings", config/README.md): renaming one breaks deployments. */
 export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' }
 
 export const ENV_BINDINGS: EnvBinding[] = [

@@ -3,7 +3,7 @@
  * MQTT refusal counters) has a stable `KENG_ERR_*` code listed here and
  * documented in `docs/errors.md` (a unit test checks that every code is).
  *
- * HTTP shape (spec http-api.md "Errors"):
+ * HTTP shape (docs/errors.md):
  *   {"error": {"code": "KENG_...", "message": "...", "details"?: ...}}
  */
 import createError from '@fastify/error';

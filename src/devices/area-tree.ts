@@ -1,6 +1,6 @@
 /**
- * The area tree in memory: province → commune → village (spec http-api.md
- * "Areas": two-tier local government since July 2025, so no districts).
+ * The area tree in memory: province → commune → village (OpenAPI at /docs,
+ * tag areas: two-tier local government since July 2025, so no districts).
  * Subtrees are cached and rebuilt when the tree changes.
  */
 import { Errors, withDetails } from '../core/errors.js';

@@ -11,7 +11,7 @@ import type { LatestValue } from './types.js';
 export interface PresenceEntry {
   online: boolean;
   lastSeen: number | null;
-  /** Client attributes, merged (spec device-protocol.md: "latest value only"). */
+  /** Client attributes, merged (device protocol §9: latest value only). */
   attributes: Record<string, unknown>;
   latest: Map<string, LatestValue>;
 }
@@ -79,7 +79,7 @@ export class PresenceStore {
     return e;
   }
 
-  /** Returns true when presence changed. Connect/disconnect also update lastSeen (spec "Access rules"). */
+  /** Returns true when presence changed. Connect/disconnect also update lastSeen (device protocol §4). */
   setOnline(id: string, online: boolean, at: number): boolean {
     const e = this.entries.get(id);
     if (!e) return false;

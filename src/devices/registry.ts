@@ -302,7 +302,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     return this.presence.latest(deviceId);
   }
 
-  // ---- authentication (spec device-protocol.md "Connection") -------------
+  // ---- authentication (firmware-protocols/device-protocol.md §1) -------------
 
   isDevice(id: string): boolean {
     return this.devices.has(id);

@@ -1,5 +1,5 @@
 /**
- * Device credentials (spec device-protocol.md "Connection"): a device secret
+ * Device credentials (firmware-protocols/device-protocol.md §1): a device secret
  * (username = device id) and an access token (ThingsBoard style, username =
  * token). Both are random, shown once at registration, and stored only as
  * scrypt hashes: `scrypt$N$r$p$<salt b64url>$<hash b64url>`.

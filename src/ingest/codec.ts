@@ -1,10 +1,10 @@
 /**
- * Telemetry payload validation and normalisation, spec device-protocol.md
- * "Telemetry payload". Pure (apart from a bounded memo of valid field names),
+ * Telemetry payload validation and normalisation, firmware-protocols/
+ * device-protocol.md §6. Pure (apart from a bounded memo of valid field names),
  * never throws, and allocates little: the parsed `values` objects are reused
  * as the output. Runs once per telemetry message (~20,000/s).
  *
- * Accepted shapes (spec): "a flat object ... (timestamp = time of receipt)";
+ * Accepted shapes (device protocol §6): "a flat object ... (timestamp = time of receipt)";
  * "{"ts": ..., "values": {...}}, ts in epoch milliseconds or an ISO 8601
  * string with offset"; "an array of either, oldest first" (store-and-forward
  * backlog). The output is ordered by ts (stable sort): device order is not trusted.

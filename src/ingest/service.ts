@@ -55,7 +55,7 @@ export interface IngestDeps {
   sharedAttributes?: SharedAttributesSource;
 }
 
-/** One handler per message type (spec device-protocol.md "Topics", "ThingsBoard compatibility"). */
+/** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
 const HANDLERS: Record<InboundType, MessageHandler> = {
   telemetry: handleTelemetry,
   attributes: handleAttributes,

@@ -1,8 +1,8 @@
 /**
- * Batched delivery: an extension of the spec's live feed for clients that
+ * Batched delivery: an extension of the live feed (docs/live-feed.md) for clients that
  * watch many busy devices (an IOC wall, a commune dashboard over a whole
  * province). A client that connects with `auth: {token, batch: true}` gets
- * telemetry as `telemetry.batch` events, each an array of the spec's
+ * telemetry as `telemetry.batch` events, each an array of the ordinary
  * `telemetry` objects. Batches go out at most every `batchIntervalMs`: a
  * reading that arrives when none went out for that long is sent at once (on
  * the next turn of the event loop, with whatever arrived in the same turn);

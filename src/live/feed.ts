@@ -1,5 +1,5 @@
 /**
- * The live feed (spec http-api.md "Live feed (socket.io)"): socket.io on the
+ * The live feed (docs/live-feed.md): socket.io on the
  * HTTP server, token at the handshake, `subscribe`/`unsubscribe` by devices
  * or areas, `telemetry`, `status` and `broadcast` events for what the caller
  * may see.

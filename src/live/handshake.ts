@@ -1,6 +1,6 @@
 /**
- * Handshake authentication: the token comes as `auth: {token}` (spec
- * http-api.md "Live feed"); an `Authorization: Bearer` header is accepted as
+ * Handshake authentication: the token comes as `auth: {token}`
+ * (docs/live-feed.md); an `Authorization: Bearer` header is accepted as
  * well (clients that cannot set `auth`). Missing or bad → the connection is
  * refused with `err.data = {code: 'KENG_ERR_UNAUTHENTICATED'}`.
  */

@@ -1,4 +1,4 @@
-/** Server → device commands (spec device-protocol.md "Commands (RPC)"). */
+/** Server → device commands (firmware-protocols/device-protocol.md §11). */
 export * from './types.js';
 export * from './ids.js';
 export { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './migrations.js';

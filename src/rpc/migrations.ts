@@ -1,8 +1,8 @@
 /**
- * State-store migration for server → device commands (spec device-protocol.md
- * "Commands (RPC)"). Exported for the lead to register in
- * src/storage/state/migrations.ts (renumbered to the next free version there;
- * the SQL does not depend on the number).
+ * State-store migration for server → device commands (firmware-protocols/
+ * device-protocol.md §11). Kept next to the RPC code and registered in
+ * src/storage/state/migrations.ts, which gives it its version number (the
+ * SQL does not depend on the number).
  */
 import type { Migration } from '../storage/state/migrations.js';
 

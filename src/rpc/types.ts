@@ -1,4 +1,4 @@
-/** Types of the RPC service (spec device-protocol.md "Commands (RPC)"). */
+/** Types of the RPC service (firmware-protocols/device-protocol.md §11). */
 
 export type RpcState = 'queued' | 'sent' | 'answered' | 'expired' | 'cancelled';
 
@@ -21,7 +21,7 @@ export interface RpcRequest {
 }
 
 export interface RpcSendOptions {
-  /** Epoch ms; spec: "after this the command must not be carried out". */
+  /** Epoch ms; after this the device must not carry the command out (device protocol §11.3). */
   expiresAt: number;
 }
 

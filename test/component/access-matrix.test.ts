@@ -1,8 +1,7 @@
 /**
- * The role × area × route matrix (issue 4 "Scoping everywhere"; spec
- * http-api.md "Auth"): every route registered on the running API, driven by
- * every kind of caller (admin token, admin user, operator, viewer and
- * service of commune A, no token, a bad token), against an object inside A
+ * The role × area × route matrix (scoping everywhere; docs/roles.md):
+ * every route registered on the running API, driven by every kind of
+ * caller (admin token, admin user, operator, viewer and service of commune A, no token, a bad token), against an object inside A
  * and one in commune B. The route list is read from fastify itself, so a new
  * route without a matrix entry fails this test (add it to MATRIX below).
  */

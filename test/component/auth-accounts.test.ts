@@ -1,6 +1,6 @@
 /**
- * Users, sessions and API tokens through the API (spec http-api.md
- * "Accounts and tokens"): validation, secrets never returned, sessions that
+ * Users, sessions and API tokens through the API (OpenAPI at /docs, tag
+ * accounts): validation, secrets never returned, sessions that
  * stop at once on disable/password change/logout/expiry, API tokens shown
  * once, expiring and revocable, and the audit trail of each change.
  */

@@ -1,5 +1,5 @@
 /**
- * Login brute force over real HTTP (issue 4 tests: "the delay and lockout
+ * Login brute force over real HTTP (what must hold: "the delay and lockout
  * hold; audit chain verification catches an edited row"): the delay grows
  * (429 + Retry-After), the lockout holds even with the right password and
  * across a restart, an admin unlocks, the audit log has every event and its

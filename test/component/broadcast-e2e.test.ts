@@ -1,5 +1,5 @@
 /**
- * Broadcast execution end to end over real MQTT (issue 3 "Tests"): the whole
+ * Broadcast execution end to end over real MQTT: the whole
  * app (startTestApp) with RpcService + BroadcastExecutor built around it,
  * simulated speakers (src/sim/speaker), one independent speaker written with
  * paho-mqtt, and a tiny HTTP server serving media through short-lived signed

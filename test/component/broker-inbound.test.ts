@@ -1,5 +1,5 @@
 /**
- * The inbound path (spec "Access rules", "Telemetry payload" delivery
+ * The inbound path (device protocol §4, "Telemetry payload" delivery
  * guarantee): ACL, payload size, per-device rate limit as flow control, abuse disconnect,
  * QoS 1 PUBACK only after the handler resolved, handler failure → no PUBACK.
  */

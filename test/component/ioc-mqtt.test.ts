@@ -1,5 +1,5 @@
 /**
- * IOC interface over MQTT (issue 4 item 5; firmware-protocols/ioc-mqtt.md):
+ * IOC interface over MQTT (firmware-protocols/ioc-mqtt.md):
  * an API token with role service, created through the REST API, connects to
  * the broker read-only and receives its province's normalised, durable
  * telemetry and status, nothing of other provinces; its publishes and

@@ -1,5 +1,5 @@
 /**
- * Live feed (spec http-api.md "Live feed (socket.io)") with real
+ * Live feed (docs/live-feed.md) with real
  * socket.io-client clients against the whole app: handshake auth, subscribe
  * validation, scoping by role and area, telemetry over real MQTT, status on
  * device connect/disconnect, broadcast events by role.

@@ -1,5 +1,5 @@
 /**
- * Slow live-feed clients (issue 4 "Live feed"): a client that stops reading
+ * Slow live-feed clients (docs/live-feed.md): a client that stops reading
  * (its TCP socket paused) must not delay a fast one, must not grow the
  * server's memory without bound (coalesced entries ≤ cap, socket backlog
  * bounded) and is dropped; one that drains again gets the coalesced latest

@@ -2,7 +2,7 @@
  * Throttling of single-event live clients (src/live/feed.ts "Throttling",
  * docs/live-feed.md): a client whose subscriptions produce more than
  * live.maxEventRate telemetry events per second gets the latest value per
- * (device, field) once per throttleIntervalMs instead, still as spec
+ * (device, field) once per throttleIntervalMs instead, still as ordinary
  * `telemetry` events; a quiet client is not affected; status events never
  * overtake held readings; when the rate falls, single events resume.
  * Real socket.io-client clients against the whole app.
@@ -77,7 +77,7 @@ describe('live feed: throttling busy single-event clients', () => {
     const got = readings(busy.got);
     expect(feed.stats().throttledClients).toBe(1);
     expect(quiet.got.map((g) => g.ev)).toEqual(['telemetry']);
-    // far fewer events than readings (the first ~50 ms went out one by one), each a spec telemetry object
+    // far fewer events than readings (the first ~50 ms went out one by one), each an ordinary telemetry object
     expect(got.length).toBeLessThan(sent / 4);
     for (const g of got) expect(Object.keys(g.body).sort()).toEqual(['deviceId', 'ts', 'values']);
     // the last event of each device carries its latest reading

@@ -1,6 +1,6 @@
 /**
- * Schedules through the whole app (spec http-api.md "Schedules"; issue 3
- * item 2 and "Bad input"): CRUD with nextRuns in +07:00, overlap 409 naming
+ * Schedules through the whole app (OpenAPI at /docs, tag schedules; bad
+ * input too): CRUD with nextRuns in +07:00, overlap 409 naming
  * the clash (higher priority allowed), clear 4xx for bad input, a TTS
  * schedule rendered with the real espeak-ng, media in use, and area scope.
  */

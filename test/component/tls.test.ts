@@ -1,6 +1,6 @@
 /**
- * TLS for HTTP and MQTT when a certificate is configured (issue 4 item 6;
- * src/tls.ts): a self-signed certificate made with openssl; MQTT over TLS on
+ * TLS for HTTP and MQTT when a certificate is configured (src/tls.ts;
+ * firmware-protocols/device-protocol.md §1.0): a self-signed certificate made with openssl; MQTT over TLS on
  * mqtt.tlsPort (same broker: telemetry arrives, the plain port still works),
  * HTTPS on the HTTP port; bad settings stop the start with one line naming
  * the setting.

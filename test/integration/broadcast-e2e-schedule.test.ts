@@ -1,5 +1,5 @@
 /**
- * End to end over real MQTT (issue 3 "Tests"): the whole app, speakers
+ * End to end over real MQTT: the whole app, speakers
  * registered through the API and run by the reference simulator
  * (src/sim/speaker runSpeakers), media uploaded through the API and fetched
  * by the speakers through signed URLs.

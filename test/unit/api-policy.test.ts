@@ -14,7 +14,7 @@ const tree: AreaTree = {
 const policy = new Policy(tree);
 const who = (role: Role, areas: string[] = ['C1']): Principal => ({ kind: role === 'admin' ? 'admin' : 'user', id: `${role}-1`, role, areas });
 
-/** Expected grants per role (spec http-api.md "Auth"). */
+/** Expected grants per role (docs/roles.md). */
 const EXPECTED: Record<Role, Action[]> = {
   admin: [...ACTIONS],
   operator: ['areas.read', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',

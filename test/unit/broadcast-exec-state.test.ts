@@ -1,4 +1,4 @@
-/** Target state machine (issue 3 "Broadcast execution"), CSV export (RFC 4180) and log times. */
+/** Target state machine of broadcast execution, CSV export (RFC 4180) and log times. */
 import { describe, expect, it } from 'vitest';
 import {
   PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, TERMINAL_STATES, checkTransition, csvField, toCsv, type TargetState,
@@ -34,7 +34,7 @@ describe('target state machine', () => {
     expect([...TERMINAL_STATES].sort()).toEqual(['completed', 'expired', 'failed', 'preempted', 'rejected', 'stopped']);
   });
 
-  it('maps playback events and play responses (spec "Playback events", guide §11.2)', () => {
+  it('maps playback events and play responses (device protocol §12.5, §11.2)', () => {
     expect(PLAYBACK_TO_STATE).toEqual({ started: 'playing', completed: 'completed', failed: 'failed', preempted: 'preempted', stopped: 'stopped' });
     expect(PLAY_RESPONSE_TO_STATE).toEqual({ accepted: 'accepted', ok: 'accepted', rejected: 'rejected', error: 'failed' });
   });

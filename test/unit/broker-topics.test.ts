@@ -6,7 +6,7 @@ const secretDev: DeviceIdentity = { deviceId: 'soil-01', kind: 'sensor', area: '
 const tokenDev: DeviceIdentity = { ...secretDev, viaToken: true };
 const meDev: DeviceIdentity = { deviceId: 'me', kind: 'sensor', area: 'a', viaToken: false };
 
-describe('parseDeviceTopic (publish ACL, spec "Topics" / "Access rules")', () => {
+describe('parseDeviceTopic (publish ACL, device protocol §3 / §4)', () => {
   const table: [string, DeviceIdentity, unknown][] = [
     // own topics, either credential form
     ['v1/devices/soil-01/telemetry', secretDev, { type: 'telemetry' }],

@@ -22,7 +22,7 @@ function reason(p: string | object | Buffer, limits?: TelemetryLimits): string {
   return r.ok ? 'ok' : r.reason;
 }
 
-describe('decodeTelemetry: accepted shapes (spec "Telemetry payload")', () => {
+describe('decodeTelemetry: accepted shapes (device protocol §6)', () => {
   it('flat object: timestamp = time of receipt', () => {
     const r = ok({ soil_moisture: 31.5, temperature: 24.1 });
     expect(r.records).toEqual([{ ts: NOW, values: { soil_moisture: 31.5, temperature: 24.1 } }]);

@@ -1,5 +1,5 @@
 /**
- * RpcService (spec device-protocol.md "Commands (RPC)"): persistence, publish
+ * RpcService (firmware-protocols/device-protocol.md §11): persistence, publish
  * when connected, held commands replayed in order after a reconnect (once the
  * device is known to be subscribed), expiry, and refusal of responses to
  * requests the device never got.

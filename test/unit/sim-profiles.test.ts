@@ -6,7 +6,7 @@ import { answerRpc, deviceTopics, rpcRequestId } from '../../src/sim/topics.js';
 const FIELD_RE = /^[a-z][a-z0-9_]{0,63}$/;
 
 describe('sensor profiles', () => {
-  it('have the fields of the brief, all valid field names', () => {
+  it('have the documented sensor fields, all valid field names', () => {
     expect(PROFILES.soil.map((f) => f.name)).toEqual(['soil_moisture', 'soil_temp_c', 'ec_us_cm', 'battery_v']);
     expect(PROFILES.weather.map((f) => f.name)).toEqual(['temperature', 'humidity', 'rain_mm', 'wind_ms']);
     expect(PROFILES.water.map((f) => f.name)).toEqual(['water_level_cm', 'battery_v']);

@@ -16,7 +16,7 @@
  *   - exponential reconnect back-off with jitter; long back-off after
  *     CONNACK 4 (bad credentials) and 5 (device disabled)
  *
- * IMPORTANT: PubSubClient publishes at QoS 0 only. The spec's delivery
+ * IMPORTANT: PubSubClient publishes at QoS 0 only. The protocol's delivery
  * guarantee (PUBACK = readings on disk) needs QoS 1; with this library a
  * batch leaves the ring buffer once it has been written to the TCP socket,
  * and a batch lost in a dying connection is lost. For QoS 1 use arduino-mqtt
@@ -419,7 +419,7 @@ static void publishOnlineStatus() {
     default: doc["reset_reason"] = "other"; break;
   }
   serializeJson(doc, payloadBuf, sizeof payloadBuf);
-  // Spec: status is QoS 1 + retained. PubSubClient can only send it at QoS 0
+  // Protocol: status is QoS 1 + retained. PubSubClient can only send it at QoS 0
   // (still retained). Keng's presence does not depend on this message.
   publishReliable(topicStatus, payloadBuf, true);
 }
@@ -475,7 +475,7 @@ static void answerRpc(const char *requestId, const byte *payload, unsigned int l
   } else if (expiresAt > 0 && clockIsSet() && epochMs() > expiresAt) {
     strlcpy(body, "{\"status\":\"rejected\",\"detail\":\"expired\"}", sizeof body);
   } else {
-    // Unknown methods are answered "rejected" (spec).
+    // Unknown methods are answered "rejected" (device protocol §11.2).
     strlcpy(body, "{\"status\":\"rejected\",\"detail\":\"unknown method\"}", sizeof body);
   }
   Serial.printf("[rpc] %s %s -> %s\n", requestId, method, body);
@@ -500,7 +500,7 @@ static void sendPendingResponses() {
     if (!p.used || !mqtt.connected()) continue;
     char topic[sizeof topicRpcResponsePrefix + sizeof p.requestId];
     snprintf(topic, sizeof topic, "%s%s", topicRpcResponsePrefix, p.requestId);
-    // Spec: responses are QoS 1; PubSubClient sends QoS 0 (see publishReliable).
+    // Protocol: responses are QoS 1; PubSubClient sends QoS 0 (see publishReliable).
     if (publishReliable(topic, p.body, false)) p.used = false;
   }
 }

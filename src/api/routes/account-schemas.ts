@@ -4,7 +4,7 @@ import { ROLES } from '../../auth/types.js';
 import { USERNAME_PATTERN } from '../../auth/passwords.js';
 import { StringEnum, Time, TimeInput } from '../schemas.js';
 
-export const Role = StringEnum(ROLES, { description: 'admin | operator | viewer | service (spec http-api.md "Auth")' });
+export const Role = StringEnum(ROLES, { description: 'admin | operator | viewer | service (docs/roles.md)' });
 export const AreaCodes = Type.Array(
   Type.String({ pattern: '^(\\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$', description: 'Area code ("*" = every area; admins only may grant it)' }),
   { maxItems: 100, description: 'Areas the role applies to (each with its subtree); ignored for admin ("*")' },

@@ -1,4 +1,4 @@
-/** GET /api/v1/audit (spec http-api.md "Accounts and tokens"): the audit log, admins only, newest first. No write routes exist. */
+/** GET /api/v1/audit (OpenAPI at /docs, tag accounts): the audit log, admins only, newest first. No write routes exist. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Accounts } from '../../auth/accounts.js';
 import type { AuditEntry } from '../../audit/index.js';

@@ -1,5 +1,5 @@
 /**
- * Login and logout (spec http-api.md "Auth"). Login is the one /api/v1 route
+ * Login and logout (docs/roles.md). Login is the one /api/v1 route
  * without a bearer token: `loginRoutes` is registered outside the auth hook,
  * `sessionRoutes` inside it.
  *

@@ -1,9 +1,9 @@
 /**
- * Broadcasts (spec http-api.md "Broadcasts"; issue 3 items 3-4): play now,
+ * Broadcasts (OpenAPI at /docs, tag broadcasts): play now,
  * list, one broadcast with each speaker's state, stop, and proof of play
  * (the broadcast log as JSON or CSV, and totals per area).
  *
- * Scope (spec "Auth"): operators within their areas (a broadcast is shown
+ * Scope (docs/roles.md): operators within their areas (a broadcast is shown
  * with the speakers of their areas only; one with none there is 404),
  * service tokens read only, viewers nothing (403).
  */

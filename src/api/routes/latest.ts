@@ -1,5 +1,5 @@
 /**
- * IOC snapshot (spec http-api.md "Latest values for the IOC"):
+ * IOC snapshot (OpenAPI at /docs, tag telemetry):
  * `GET /api/v1/telemetry/latest?area=&kind=&format=json|geojson` → every
  * device in the caller's scope with online, lastSeen, location and latest.
  * `format=geojson` returns a GeoJSON FeatureCollection (RFC 7946) for maps:

@@ -1,5 +1,5 @@
 /**
- * Media: audio for broadcasts (spec http-api.md "Media").
+ * Media: audio for broadcasts (OpenAPI at /docs, tag media).
  *
  * - `mediaRoutes` (under /api/v1, bearer token): upload, TTS, list, view, delete.
  * - `mediaFileRoutes` (no token, outside /api/v1): `GET|HEAD /media/{id}/file?exp&sig`,

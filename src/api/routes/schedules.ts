@@ -1,5 +1,5 @@
 /**
- * Schedules (spec http-api.md "Schedules"; issue 3 item 2): one-off (`at`)
+ * Schedules (OpenAPI at /docs, tag schedules): one-off (`at`)
  * and recurring (5-field cron, in the schedule's time zone) bulletins.
  * The routes are thin: BroadcastService validates, checks targets, overlap
  * and scope, persists, re-plans and audits.
@@ -31,7 +31,7 @@ export function callerOf(req: FastifyRequest, ctx: RouteContext): Caller {
 /** Body validation is done by the service (see the header comment). */
 export const documentOnly = () => (data: unknown) => ({ value: data });
 
-const TimeOrMs = Type.Union([Type.String(), Type.Integer()], { description: 'ISO 8601 with offset, epoch ms, or (startDate/endDate) a date YYYY-MM-DD in the schedule\'s zone' });
+const TimeOrMs = Type.Union([Type.String(), Type.Integer()], { description: 'Validity bound of a recurring schedule: a date YYYY-MM-DD in the schedule\'s zone (startDate: from the start of that day; endDate: to its end), or ISO 8601 with offset, or epoch ms' });
 
 export const Target = Type.Object({
   areas: Type.Optional(Type.Array(Type.String(), { description: 'Area codes; an area includes its villages\' speakers' })),
@@ -51,7 +51,7 @@ const ScheduleFields = {
   target: Target,
   content: Content,
   cron: Type.Optional(Type.String({ description: 'Recurring: 5 fields "m h dom mon dow" in the schedule\'s time zone' })),
-  at: Type.Optional(TimeOrMs),
+  at: Type.Optional(Type.Union([Type.String(), Type.Integer()], { description: 'One-off: when to play, ISO 8601 with offset (e.g. 2026-12-01T06:30:00+07:00) or epoch ms (a date YYYY-MM-DD alone means 00:00 in the schedule\'s zone); not in the past' })),
   timezone: Type.Optional(Type.String({ description: 'IANA zone; default the commune\'s (KENG_TZ, Asia/Ho_Chi_Minh)' })),
   volume: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 70 })),
   priority: Type.Optional(Priority),

@@ -1,5 +1,5 @@
 /**
- * API tokens for machines (spec http-api.md "Accounts and tokens"): admins
+ * API tokens for machines (OpenAPI at /docs, tag accounts): admins
  * only (policy: tokens.read / tokens.write). The token is shown once, in the
  * 201 reply; listings carry metadata only.
  */
@@ -36,7 +36,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; account
     policy.assert(p, 'tokens.write');
     const b = req.body;
     const areas = accounts.users.normaliseAreas(b.role, b.areas ?? []);
-    if (!policy.canGrant(p, b.role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create a ${b.role} token in these areas`);
+    if (!policy.canGrant(p, b.role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create a token with role ${b.role} in these areas`);
     const expiresAt = b.expiresAt === undefined ? null : parseTime(b.expiresAt, 'expiresAt');
     const { token, meta } = accounts.tokens.create({ name: b.name, role: b.role, areas, expiresAt }, { actor: p, ip: req.ip });
     reply.status(201).header('cache-control', 'no-store');

@@ -1,5 +1,5 @@
 /**
- * Users (spec http-api.md "Accounts and tokens"): admins manage everyone; an
+ * Users (OpenAPI at /docs, tag accounts): admins manage everyone; an
  * operator manages viewers within the operator's areas (policy.canGrant) and
  * sees only those; anyone may change their own password with
  * `currentPassword`. A user outside what the caller may manage is 404.
@@ -47,7 +47,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
     policy.assert(p, 'users.write');
     const b = req.body;
     const areas = b.areas ?? [];
-    if (!policy.canGrant(p, b.role, b.role === 'admin' ? ['*'] : areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create a ${b.role} account in these areas`);
+    if (!policy.canGrant(p, b.role, b.role === 'admin' ? ['*'] : areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create an account with role ${b.role} in these areas`);
     const u = await users.create({ username: b.username, password: b.password, role: b.role, areas }, { actor: p, ip: req.ip });
     reply.status(201).header('location', `/api/v1/users/${encodeURIComponent(u.username)}`);
     return userDto(u, tz);
@@ -88,7 +88,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
     if (patch.unlock && p.role !== 'admin') throw Errors.FORBIDDEN('only an admin may unlock an account');
     const role = patch.role ?? u.role;
     const areas = role === 'admin' ? ['*'] : patch.areas ?? (u.role === 'admin' ? [] : u.areas);
-    if (!policy.canGrant(p, role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not make ${username} a ${role} in these areas`);
+    if (!policy.canGrant(p, role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not give ${username} role ${role} in these areas`);
     const areaPatch = patch.areas !== undefined || patch.role !== undefined ? { areas } : {};
     return userDto(await users.update(username, { ...patch, ...areaPatch }, { actor: p, ip: req.ip }), tz);
   });

@@ -1,5 +1,5 @@
 /**
- * CSV export of the broadcast log (issue 3 item 4: "exportable as CSV").
+ * CSV export of the broadcast log (proof of play that staff open in a spreadsheet).
  * RFC 4180: fields separated by commas, records by CRLF; a field containing a
  * comma, double quote, CR or LF is enclosed in double quotes and its quotes
  * are doubled. UTF-8 with a byte-order mark so that Excel shows Vietnamese

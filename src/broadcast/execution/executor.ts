@@ -1,9 +1,9 @@
 /**
- * BroadcastExecutor (issue 3 items 3 "Broadcast execution" and 4 "Proof of play").
+ * BroadcastExecutor: broadcast execution and proof of play.
  *
  * start(): persists the broadcast, one target row per speaker with its log
  * lines and one `broadcast.play` command per speaker (RpcService.sendMany,
- * `expiresAt = notAfter`, spec "Loudspeaker methods") in one transaction, then
+ * `expiresAt = notAfter`, device protocol §12.1) in one transaction, then
  * the commands are published. RpcService keeps
  * the command for an offline speaker and sends it when it reconnects, unless
  * `expiresAt` has passed: the target goes `offline` → `sent` …, or `expired`.
@@ -11,12 +11,12 @@
  * short-lived signed URL; the media library is not imported here).
  *
  * Target states follow RPC events (sent / expired), the `broadcast.play`
- * response (accepted / rejected / error → failed) and playback events (spec
- * "Playback events": started → playing, completed, failed, preempted,
+ * response (accepted / rejected / error → failed) and playback events (device
+ * protocol §12.5: started → playing, completed, failed, preempted,
  * stopped); see state-machine.ts. Every transition is written to the
  * append-only `broadcast_log` and emitted as bus 'broadcast.state'.
  *
- * Priorities (spec): the speaker enforces them (an emergency interrupts
+ * Priorities (device protocol §12.4): the speaker enforces them (an emergency interrupts
  * anything playing; priority goes before normal; normal never interrupts);
  * the executor records what the speaker reports, e.g. a normal broadcast
  * `preempted` by an emergency.
@@ -93,7 +93,7 @@ export class BroadcastExecutor implements Component {
   }
 
   /**
-   * Component lifecycle, and the broadcast commands of the brief, on the same
+   * Component lifecycle, and the broadcast commands, on the same
    * names: start() / stop() with no argument start and stop the component;
    * start(input) / stop(broadcastId) are startBroadcast / stopBroadcast.
    */
@@ -252,7 +252,7 @@ export class BroadcastExecutor implements Component {
 
   // ------------------------------------------------------------ RPC and playback events
 
-  /** Send-time params of broadcast.play: a fresh signed URL for the media (spec "Loudspeaker methods"). */
+  /** Send-time params of broadcast.play: a fresh signed URL for the media (device protocol §12.1). */
   private playParams(params: Record<string, unknown>): Record<string, unknown> {
     const media = params.media as MediaContent | undefined;
     if (!media) return params;

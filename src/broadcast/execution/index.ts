@@ -1,4 +1,4 @@
-/** Broadcast execution and proof of play (issue 3 items 3 and 4). */
+/** Broadcast execution and proof of play. */
 export * from './types.js';
 export * from './state-machine.js';
 export * from './csv.js';

@@ -1,8 +1,8 @@
 /**
  * State-store migration of broadcast execution and the proof of play
- * (issue 3 items 3 and 4). Exported for the lead to register in
- * src/storage/state/migrations.ts after RPC_MIGRATION (renumbered to the next
- * free version there; the SQL does not depend on the number).
+ * Kept next to the execution code and registered in
+ * src/storage/state/migrations.ts after RPC_MIGRATION, which gives it its
+ * version number (the SQL does not depend on the number).
  *
  * No foreign key from targets/log to devices: the log is the proof of what
  * played where and must survive the deletion of a device.
@@ -30,7 +30,7 @@ export const BROADCAST_MIGRATION: Migration = {
     CREATE INDEX broadcasts_created ON broadcasts(created_at);
     CREATE INDEX broadcasts_schedule ON broadcasts(schedule_id, created_at);
 
-    -- One row per speaker: its current state (spec http-api.md "Broadcasts").
+    -- One row per speaker: its current state (OpenAPI at /docs, tag broadcasts).
     -- area = the device's area when the broadcast started.
     CREATE TABLE broadcast_targets (
       broadcast_id    TEXT NOT NULL REFERENCES broadcasts(id) ON DELETE RESTRICT,

@@ -1,5 +1,5 @@
 /**
- * Proof of play (issue 3 item 4): the broadcast log (nhật ký phát thanh) per
+ * Proof of play: the broadcast log (nhật ký phát thanh) per
  * speaker, queryable by time, area (with its subtree) and schedule, as JSON
  * or CSV, and totals per area.
  *

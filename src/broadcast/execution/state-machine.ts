@@ -1,5 +1,5 @@
 /**
- * The target state machine (issue 3 "Broadcast execution"):
+ * The target state machine of broadcast execution:
  *
  *   pending → sent → accepted → playing → completed
  *      │        │        │          ├────→ failed | preempted | stopped

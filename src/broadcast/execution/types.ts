@@ -1,6 +1,6 @@
 /**
  * Broadcast execution types. A broadcast is one occurrence of playing content
- * on a set of speakers (spec http-api.md "Broadcasts"); each speaker is a
+ * on a set of speakers (OpenAPI at /docs, tag broadcasts); each speaker is a
  * target whose state is reported in `GET /api/v1/broadcasts/{id}`.
  */
 
@@ -9,7 +9,7 @@ export type Priority = 'normal' | 'priority' | 'emergency';
 export const PRIORITIES: readonly Priority[] = ['normal', 'priority', 'emergency'];
 
 /**
- * A target's state (spec http-api.md: `pending`, `sent`, `accepted`,
+ * A target's state (OpenAPI at /docs, tag broadcasts: `pending`, `sent`, `accepted`,
  * `playing`, `completed`, `failed`, `rejected`, `offline`, `expired`,
  * `preempted`, `stopped`). See state-machine.ts for the allowed transitions.
  */
@@ -21,7 +21,7 @@ export type TargetState = (typeof TARGET_STATES)[number];
 /**
  * A media file from the media library. The URL sent to speakers is made at
  * send time by the executor's `mediaUrl(mediaId)` (a fresh short-lived signed
- * URL, spec "Loudspeaker methods"), so it is not stored.
+ * URL, device protocol §12.1), so it is not stored.
  */
 export interface MediaContent { mediaId: string; sha256: string; durationSec: number; mime: string }
 /** A relayed live stream (Icecast/HTTP), passed to speakers as it is. */
@@ -43,7 +43,7 @@ export interface BroadcastInput {
   durationSec?: number;
   /** Device ids of speakers. */
   targets: string[];
-  /** Epoch ms: speakers must not start after this (spec `notAfter`); also the command's expiresAt. */
+  /** Epoch ms: speakers must not start after this (`notAfter` of broadcast.play, device protocol §12.1); also the command's expiresAt. */
   notAfter: number;
 }
 
@@ -79,7 +79,7 @@ export type LogSource = 'controller' | 'rpc' | 'event' | 'scheduler';
 export interface LogEntry {
   /** Server time of the transition (epoch ms). */
   at: number;
-  /** The speaker's own clock for playback events (spec: `at` of the event). */
+  /** The speaker's own clock for playback events (`at` of the event, device protocol §12.5). */
   deviceAt?: number;
   /** Absent for a missed occurrence (no broadcast was made). */
   broadcastId?: string;

@@ -1,5 +1,5 @@
 /**
- * The schedule model (spec http-api.md, `POST /api/v1/schedules`) and its
+ * The schedule model (`POST /api/v1/schedules`, OpenAPI at /docs) and its
  * validation. A schedule is either recurring (`cron`, 5 fields, read in the
  * schedule's `timezone`) or one-off (`at`). Times are epoch ms internally;
  * the API formats them as ISO 8601 with offset on output.

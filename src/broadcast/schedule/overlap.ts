@@ -1,5 +1,5 @@
 /**
- * Overlap ("clash") detection between schedules (issue 3: two schedules that
+ * Overlap ("clash") detection between schedules (a speaker plays one thing at a time: two schedules that
  * would overlap on the same speaker are refused with 409 naming the clash,
  * unless the new one has higher priority).
  *

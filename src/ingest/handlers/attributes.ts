@@ -1,5 +1,5 @@
 /**
- * v1/devices/D/attributes (spec device-protocol.md "Topics"): client
+ * v1/devices/D/attributes (firmware-protocols/device-protocol.md §3): client
  * attributes such as firmware, model, capabilities; latest value only.
  * A JSON object, nesting ≤ OBJECT_MAX_DEPTH, keys 1-64 characters, finite
  * numbers, bounded strings and node count. The registry merges, emits

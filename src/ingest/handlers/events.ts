@@ -1,5 +1,5 @@
 /**
- * v1/devices/D/events (spec device-protocol.md "Topics"): structured events, a
+ * v1/devices/D/events (firmware-protocols/device-protocol.md §3): structured events, a
  * JSON object with a string `type`. Emitted on the bus as 'device.event'
  * (the broadcast service consumes playback events).
  *

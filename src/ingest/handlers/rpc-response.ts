@@ -1,5 +1,5 @@
 /**
- * v1/devices/D/rpc/response/R (spec device-protocol.md "Commands (RPC)"):
+ * v1/devices/D/rpc/response/R (firmware-protocols/device-protocol.md §11):
  * `{"status": "accepted" | "rejected" | "ok" | "error", "detail"?: string, ...}`
  * → bus 'rpc.response' with the request id R.
  *

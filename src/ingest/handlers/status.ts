@@ -1,5 +1,5 @@
 /**
- * v1/devices/D/status (spec device-protocol.md "Topics"): `{"online": true, ...}`,
+ * v1/devices/D/status (firmware-protocols/device-protocol.md §3): `{"online": true, ...}`,
  * retained; also the device's Last Will, `{"online": false}`.
  *
  * Decision: the payload's `online` flag does NOT change presence. Spec

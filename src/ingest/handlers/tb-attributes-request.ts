@@ -1,6 +1,6 @@
 /**
- * ThingsBoard attribute request (spec device-protocol.md "ThingsBoard
- * compatibility"): `{"clientKeys": "a,b" | ["a","b"], "sharedKeys": ...}` on
+ * ThingsBoard attribute request (firmware-protocols/device-protocol.md
+ * §13.4): `{"clientKeys": "a,b" | ["a","b"], "sharedKeys": ...}` on
  * v1/devices/me/attributes/request/{n}, answered on
  * v1/devices/D/attributes/response/{n} (the broker maps D to `me`) with
  * `{"client": {...}, "shared": {...}}`. Keys not set are left out. With

@@ -1,6 +1,6 @@
 /**
- * ThingsBoard client-side RPC (spec device-protocol.md "ThingsBoard
- * compatibility"): a device publishes `{"method", "params"}` to
+ * ThingsBoard client-side RPC (firmware-protocols/device-protocol.md
+ * §13.3): a device publishes `{"method", "params"}` to
  * v1/devices/me/rpc/request/{n}; Keng answers on v1/devices/D/rpc/response/{n}
  * (the broker maps D to `me` for token clients).
  *   - getSessionLimits → {"maxPayloadSize", "maxInflightMessages",

@@ -1,11 +1,11 @@
 /**
- * v1/devices/D/telemetry (spec device-protocol.md "Telemetry payload").
+ * v1/devices/D/telemetry (firmware-protocols/device-protocol.md §6).
  *
  * decode → `telemetry.accepted` events (live view) → group commit (durable
  * on disk) → latest values, metrics, `telemetry` events.
  * Refusals are returned (the broker drops the message); a store failure is
  * THROWN so the broker withholds PUBACK and disconnects the device, which
- * keeps its data and retries (spec "Delivery guarantee").
+ * keeps its data and retries (device protocol §8).
  */
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import type { Scalar, TelemetryEvent } from '../../core/events.js';

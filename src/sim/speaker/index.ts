@@ -1,4 +1,4 @@
-/** The reference loudspeaker simulator (issue 3 item 5). */
+/** The reference loudspeaker simulator: a speaker to test broadcasts against without hardware (tests, benchmarks, `keng simulate --speakers`). */
 export * from './playout.js';
 export * from './params.js';
 export * from './media.js';

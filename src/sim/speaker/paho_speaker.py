@@ -2,7 +2,7 @@
 """An independent Keng loudspeaker written with paho-mqtt (1.x or 2.x API).
 
 A second implementation of the loudspeaker side of device protocol v1
-(shared/spec/device-protocol.md), used by the tests to check that the
+(firmware-protocols/device-protocol.md), used by the tests to check that the
 controller works with a client that shares no code with it. It implements:
 connect with id + secret, Last Will, retained status, subscribe to
 rpc/request/+ at QoS 1, broadcast.play (validate, accepted, fetch the media,

@@ -1,6 +1,6 @@
 /**
- * Validation of `broadcast.play` params as a speaker does it (spec
- * "Loudspeaker methods"; guide §12.1 "Reasons to answer rejected").
+ * Validation of `broadcast.play` params as a speaker does it
+ * (firmware-protocols/device-protocol.md §12.1, "Reasons to answer rejected").
  */
 import type { PlayItem, SpeakerPriority } from './playout.js';
 

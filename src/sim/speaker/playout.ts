@@ -1,7 +1,7 @@
 /**
  * The play-out logic of a simulated loudspeaker: what plays now, what waits,
- * and the playback events (spec device-protocol.md "Loudspeaker methods",
- * "Playback events"; guide §12.4):
+ * and the playback events (firmware-protocols/device-protocol.md §12.4
+ * priorities, §12.5 playback events):
  * - emergency (khẩn cấp) interrupts anything playing, another emergency too
  *   (the newest wins); the interrupted item ends `preempted`;
  * - priority (ưu tiên) goes before normal items that are waiting, but does not

@@ -1,7 +1,6 @@
 /**
  * One simulated IP loudspeaker cluster (cụm loa) speaking device protocol v1
- * faithfully (shared/spec/device-protocol.md; guide firmware-protocols/ §1.5,
- * §11, §12):
+ * faithfully (firmware-protocols/device-protocol.md §1.5, §11, §12):
  * - connects with id + secret (or access token), clean session, client id =
  *   device id, Last Will `{"online":false}` retained QoS 1 on its status topic;
  * - after CONNACK: subscribe `rpc/request/+` (QoS 1), then status
@@ -97,7 +96,7 @@ export class SimSpeaker extends EventEmitter {
     this.playout = new Playout({
       prepare: async (item) => {
         // The download starts on the next turn of the event loop, after the `accepted` answer has been
-        // written (spec: answer accepted/rejected, then report progress). A real speaker has its own CPU;
+        // written (device protocol §12.1: answer accepted/rejected, then report progress). A real speaker has its own CPU;
         // here one process simulates the fleet, and starting 2,000 downloads inside the message handlers
         // held back the answers of the speakers whose command was still waiting to be read.
         await new Promise<void>((r) => setImmediate(r));
@@ -202,7 +201,7 @@ export class SimSpeaker extends EventEmitter {
     else this.outbox.push({ topic, payload }); // held until the connection is back (store-and-forward)
   }
 
-  // ------------------------------------------------------------ RPC (spec "Commands (RPC)")
+  // ------------------------------------------------------------ RPC (device protocol §11)
 
   private onMessage(topic: string, payload: Buffer): void {
     const requestId = rpcRequestId(topic);

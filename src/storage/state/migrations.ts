@@ -20,7 +20,7 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 1,
     name: 'areas, devices, device_state',
     up: `
-      -- Areas: a tree province → commune → village (spec http-api.md "Areas":
+      -- Areas: a tree province → commune → village (OpenAPI at /docs, tag areas:
       -- two-tier local government since July 2025, no districts).
       CREATE TABLE areas (
         code       TEXT PRIMARY KEY,
@@ -66,7 +66,7 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 2,
     name: 'users, sessions, api_tokens, login_failures',
     up: `
-      -- Accounts (spec http-api.md "Auth", "Accounts and tokens"; src/auth/users.ts).
+      -- Accounts (docs/roles.md, OpenAPI at /docs, tag accounts; src/auth/users.ts).
       -- password_hash: scrypt (src/auth/passwords.ts); never returned or logged.
       -- areas_json: JSON array of area codes, ["*"] for admins.
       CREATE TABLE users (

@@ -1,5 +1,5 @@
 /**
- * Exponential back-off between `retryMinMs` and `retryMaxMs` (brief §3), with
+ * Exponential back-off between `retryMinMs` and `retryMaxMs` (settings influx.*), with
  * "equal jitter": the n-th consecutive failure waits a random time in
  * [base/2, base] where base = min(max, min·2ⁿ), never below min. There is no
  * give-up time: the forwarder retries forever. `random` is injectable for tests.

@@ -2,7 +2,7 @@
  * The embedded store's SQLite schema and statements. Runs inside the worker
  * thread only (sqlite-worker.ts): one writer connection, one read-only one.
  *
- * Schema (brief §1): integer dictionary ids for device and field names, one
+ * Schema: integer dictionary ids for device and field names, one
  * WITHOUT ROWID table keyed (device, field, ts). `v` is declared without a
  * type on purpose: a declared "ANY" in a non-STRICT table gets NUMERIC
  * affinity, which would turn the string "12" into the number 12. `k` is the
@@ -105,7 +105,7 @@ const COMPACT_EVERY_MS = 2_000;
  */
 export const COMPACT_MAX_ROWS = 10_000;
 
-/** Rows per multi-row INSERT: 64 rows × 5 parameters measured fastest (brief). */
+/** Rows per multi-row INSERT: 64 rows × 5 parameters measured fastest. */
 const ROWS_PER_STMT = 64;
 
 export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' | 'normal' } = {}): Database.Database {
@@ -328,7 +328,7 @@ export class EmbeddedWriter {
   }
 
   /**
-   * Retention (brief §1): delete readings older than `cutoff`, at most `maxRows`
+   * Retention (telemetry.retentionDays): delete readings older than `cutoff`, at most `maxRows`
    * per call, series by series from `cursor`. Each call is one short
    * transaction so writes queued behind it wait little.
    */

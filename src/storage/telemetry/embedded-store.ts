@@ -1,10 +1,10 @@
 /**
- * Embedded telemetry store (brief §1): SQLite `<dataDir>/telemetry.db`, WAL,
+ * Embedded telemetry store (docs/telemetry-storage.md): SQLite `<dataDir>/telemetry.db`, WAL,
  * `synchronous` from `telemetry.sync`.
  *
  * Writes: a dedicated worker thread runs one transaction per writeBatch and
  * replies after the commit, so `writeBatch` resolves only when the readings
- * are durable (spec device-protocol.md "Delivery guarantee").
+ * are durable (firmware-protocols/device-protocol.md §8).
  *
  * Reads: a second worker thread with a read-only connection (WAL lets it read
  * while the writer commits). Not the main thread, because a history query over

@@ -1,5 +1,5 @@
 /**
- * Flux text for history queries on InfluxDB 2.x / Cloud (brief §4).
+ * Flux text for history queries on InfluxDB 2.x / Cloud (same answers as the embedded store: windows.ts).
  *
  *   from(bucket) |> range(start, stop) |> filter(measurement, device_id)
  *     |> filter(fields) [|> filter(float only, for mean/min/max/sum)]

@@ -1,5 +1,5 @@
 /**
- * Drains the on-disk queue to InfluxDB (brief §3): oldest rows first, up to
+ * Drains the on-disk queue to InfluxDB: oldest rows first, up to
  * `batchLines` lines per HTTP write, one write in flight (order is kept).
  *  - 2xx: rows deleted, back-off reset.
  *  - retryable (network, timeout, 5xx, ...): rows stay; wait the back-off
@@ -89,7 +89,7 @@ export class Forwarder {
     let graceUntil = 0;
     while (true) {
       if (this.stopping) {
-        // Shutdown (brief §3): one last attempt, continuing only while writes succeed and the grace lasts.
+        // Shutdown: one last attempt, continuing only while writes succeed and the grace lasts.
         if (graceUntil === 0) graceUntil = Date.now() + this.stopGraceMs();
         else if (Date.now() >= graceUntil) return;
       }

@@ -28,7 +28,7 @@ export interface InfluxBackend {
 }
 
 /**
- * Status → outcome (brief §3): 2xx ok; 5xx, 408, 429 retry; 401/403 (bad
+ * Status → outcome (nothing acknowledged is ever dropped): 2xx ok; 5xx, 408, 429 retry; 401/403 (bad
  * credentials) and 404 (database/bucket missing) retry too: the readings are
  * fine and the operator can fix the setting, so dead-lettering everything
  * would be wrong; any other 4xx (type conflict, partial write, bad line,

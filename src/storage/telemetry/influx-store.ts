@@ -1,5 +1,5 @@
 /**
- * InfluxDB telemetry store (brief §2–§5): `writeBatch` commits the batch as
+ * InfluxDB telemetry store (docs/telemetry-storage.md): `writeBatch` commits the batch as
  * line protocol into the on-disk queue `<dataDir>/influx-queue.db` (worker
  * thread, durable before it resolves); the Forwarder drains the queue to the
  * server. Readings therefore survive an outage of any length and a controller

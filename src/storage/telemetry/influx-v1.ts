@@ -1,5 +1,5 @@
 /**
- * InfluxDB 1.x HTTP API (brief §2): `POST /write?db=&precision=ms` with line
+ * InfluxDB 1.x HTTP API: `POST /write?db=&precision=ms` with line
  * protocol, InfluxQL via `POST /query?db=&epoch=ms`, basic auth header when a
  * username is set, `CREATE DATABASE` at start (idempotent in 1.x; failure
  * tolerated while the server is down, retried before the next write).

@@ -1,5 +1,5 @@
 /**
- * InfluxDB 2.x / 3.x / Cloud through @influxdata/influxdb-client (brief §2).
+ * InfluxDB 2.x / 3.x / Cloud through @influxdata/influxdb-client.
  * Writes: a WriteApi per HTTP write with the client's own retrying and
  * buffering off (`maxRetries: 0`, no flush interval, batch larger than the
  * body): the on-disk queue is the only buffer, and the outcome of each write

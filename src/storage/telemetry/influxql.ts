@@ -1,5 +1,5 @@
 /**
- * InfluxQL text for history queries on InfluxDB 1.x (brief §4), and parsing
+ * InfluxQL text for history queries on InfluxDB 1.x (same answers as the embedded store: windows.ts), and parsing
  * of its JSON answers into HistoryPoints.
  *
  *   raw:  SELECT "a","b" FROM "telemetry" WHERE "device_id"='d' AND time >= Fms AND time < Tms ORDER BY time ASC LIMIT n

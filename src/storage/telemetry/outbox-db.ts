@@ -1,5 +1,5 @@
 /**
- * The on-disk queue in front of InfluxDB (brief §3), `<dataDir>/influx-queue.db`.
+ * The on-disk queue in front of InfluxDB (docs/telemetry-storage.md), `<dataDir>/influx-queue.db`.
  * Runs inside the worker thread only (sqlite-worker.ts).
  *
  * One row per written batch (a batch larger than `batchLines` lines is split

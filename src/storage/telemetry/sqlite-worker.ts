@@ -1,5 +1,5 @@
 /**
- * Worker thread for all telemetry SQLite work (brief: the main thread runs the
+ * Worker thread for all telemetry SQLite work (because the main thread runs the
  * MQTT broker; commits with synchronous=FULL block for an fsync, so they must
  * not run there). One worker per role:
  *  - 'writer'  embedded readings DB, one transaction per writeBatch;

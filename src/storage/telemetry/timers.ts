@@ -1,5 +1,5 @@
 /**
- * Injectable timer (brief §3: the back-off timer must be replaceable so a test
+ * Injectable timer (the back-off timer must be replaceable so a test
  * can simulate a long InfluxDB outage without waiting real minutes).
  */
 export interface Timers {

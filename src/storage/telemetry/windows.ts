@@ -1,5 +1,5 @@
 /**
- * Shared query semantics (brief §4, spec http-api.md "Telemetry history"):
+ * Shared query semantics of every store, so history answers do not depend on the store (OpenAPI at /docs, tag telemetry):
  * windows aligned to the Unix epoch like InfluxQL `GROUP BY time(5m)`, point
  * ts = window start, empty windows omitted (`fill(none)`), mean/min/max/sum
  * only over numeric fields, count over any type, last of any type. Both stores

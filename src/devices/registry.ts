@@ -11,7 +11,8 @@
 import type { Clock, Component, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
 import { Errors, withDetails } from '../core/errors.js';
 import type { StateDb, SqliteDatabase } from '../storage/state/index.js';
-import { AreaTree, validateNewArea, MAX_NAME_LENGTH } from './area-tree.js';
+import { MAX_NAME_LENGTH } from './area-tree.js';
+import { Areas } from './areas.js';
 import { PresenceStore, type StoredState } from './presence.js';
 import {
   CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
@@ -43,7 +44,6 @@ interface DeviceRow {
   id: string; kind: DeviceKind; name: string; area: string; lat: number | null; lon: number | null;
   model: string | null; enabled: number; secret_hash: string; token_lookup: string; token_hash: string; created_at: number;
 }
-interface AreaRow { code: string; name: string; level: Area['level']; parent: string | null; created_at: number }
 interface Cached { device: Device; row: DeviceRow }
 
 function toDevice(r: DeviceRow): Device {
@@ -89,7 +89,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   readonly name = 'devices';
   private readonly opts: DeviceRegistryOptions;
   private readonly verifier: CredentialVerifier;
-  private readonly areas = new AreaTree();
+  private readonly areas: Areas;
   private devices = new Map<string, Cached>();
   /** token_lookup → device id. */
   private tokens = new Map<string, string>();
@@ -101,6 +101,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   constructor(opts: DeviceRegistryOptions) {
     this.opts = opts;
     this.verifier = opts.verifier ?? new CredentialVerifier();
+    this.areas = new Areas({ clock: opts.clock, sync: () => this.sync() });
   }
 
   private get q(): ReturnType<typeof prepare> {
@@ -117,7 +118,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.devices = new Map();
     this.tokens = new Map();
     this.presence = new PresenceStore();
-    this.reloadAreas();
+    this.areas.open(db);
     this.reloadDevices(false);
     const states = this.q.allStates.all() as (StoredState & { device_id: string })[];
     for (const s of states) {
@@ -132,51 +133,23 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
       this.timer = setInterval(() => this.tick(), this.opts.flushIntervalMs ?? 2000);
       this.timer.unref();
     }
-    this.opts.logger.info({ areas: this.areas.list().length, devices: this.devices.size }, 'device registry loaded');
+    this.opts.logger.info({ areas: this.areas.size, devices: this.devices.size }, 'device registry loaded');
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.sql && this.ownsPresence) this.flush();
+    this.areas.close();
     this.sql = undefined;
   }
 
   // ---- areas -------------------------------------------------------------
 
-  createArea(input: NewArea): Area {
-    const a = validateNewArea(input);
-    this.sync();
-    if (this.areas.has(a.code)) throw Errors.AREA_EXISTS(a.code);
-    if (a.parent && !this.areas.has(a.parent)) this.reloadAreas();
-    this.areas.checkParent(a);
-    const area: Area = { code: a.code, name: a.name, level: a.level, parent: a.parent ?? null, createdAt: this.opts.clock.now() };
-    try {
-      this.q.insertArea.run(area.code, area.name, area.level, area.parent, area.createdAt);
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.AREA_EXISTS(a.code);
-      throw err;
-    }
-    this.areas.add(area);
-    return this.areas.get(area.code)!;
-  }
-
-  listAreas(): Area[] {
-    this.sync();
-    return this.areas.list();
-  }
-
-  getArea(code: string): Area | undefined {
-    const a = this.areas.get(code);
-    if (a) return a;
-    this.sync();
-    return this.areas.get(code);
-  }
-
-  subtree(code: string): string[] {
-    if (!this.areas.has(code)) this.sync();
-    return this.areas.subtree(code);
-  }
+  createArea(input: NewArea): Area { return this.areas.createArea(input); }
+  listAreas(): Area[] { return this.areas.listAreas(); }
+  getArea(code: string): Area | undefined { return this.areas.getArea(code); }
+  subtree(code: string): string[] { return this.areas.subtree(code); }
 
   // ---- devices -----------------------------------------------------------
 
@@ -378,13 +351,8 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const v = this.q.dataVersion.get() as number;
     if (v === this.dataVersion) return;
     this.dataVersion = v;
-    this.reloadAreas();
+    this.areas.reload();
     this.reloadDevices(true);
-  }
-
-  private reloadAreas(): void {
-    const rows = this.q.allAreas.all() as AreaRow[];
-    this.areas.load(rows.map((r) => ({ code: r.code, name: r.name, level: r.level, parent: r.parent, createdAt: r.created_at })));
   }
 
   private reloadDevices(emit: boolean): void {
@@ -450,8 +418,6 @@ function prepare(db: SqliteDatabase) {
   return {
     db,
     dataVersion: db.prepare('PRAGMA data_version').pluck(),
-    allAreas: s('SELECT code, name, level, parent, created_at FROM areas'),
-    insertArea: s('INSERT INTO areas (code, name, level, parent, created_at) VALUES (?, ?, ?, ?, ?)'),
     allDevices: s('SELECT * FROM devices'),
     getDevice: s('SELECT * FROM devices WHERE id = ?'),
     insertDevice: s(`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at)

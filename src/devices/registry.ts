@@ -13,7 +13,7 @@ import { Errors, withDetails } from '../core/errors.js';
 import type { StateDb, SqliteDatabase } from '../storage/state/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import { Areas } from './areas.js';
-import { PresenceStore, type StoredState } from './presence.js';
+import { DeviceStatus } from './status.js';
 import {
   CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
 } from './secrets.js';
@@ -93,7 +93,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   private devices = new Map<string, Cached>();
   /** token_lookup → device id. */
   private tokens = new Map<string, string>();
-  private presence = new PresenceStore();
+  private readonly status: DeviceStatus;
   private sql: ReturnType<typeof prepare> | undefined;
   private dataVersion = -1;
   private timer: NodeJS.Timeout | undefined;
@@ -102,6 +102,10 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.opts = opts;
     this.verifier = opts.verifier ?? new CredentialVerifier();
     this.areas = new Areas({ clock: opts.clock, sync: () => this.sync() });
+    const { bus, metrics, clock, logger } = opts;
+    this.status = new DeviceStatus({
+      bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.get(id)?.device.area,
+    });
   }
 
   private get q(): ReturnType<typeof prepare> {
@@ -117,18 +121,10 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.dataVersion = this.q.dataVersion.get() as number;
     this.devices = new Map();
     this.tokens = new Map();
-    this.presence = new PresenceStore();
+    this.status.open(db);
     this.areas.open(db);
     this.reloadDevices(false);
-    const states = this.q.allStates.all() as (StoredState & { device_id: string })[];
-    for (const s of states) {
-      if (!this.devices.has(s.device_id)) continue;
-      this.presence.remove(s.device_id);
-      this.presence.add(s.device_id, s, !this.ownsPresence);
-      // At start every device is offline; the broker re-establishes presence.
-      if (this.ownsPresence && s.online === 1) this.presence.dirty.add(s.device_id);
-    }
-    this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
+    this.status.restore();
     if (this.ownsPresence) {
       this.timer = setInterval(() => this.tick(), this.opts.flushIntervalMs ?? 2000);
       this.timer.unref();
@@ -139,7 +135,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    if (this.sql && this.ownsPresence) this.flush();
+    this.status.close();
     this.areas.close();
     this.sql = undefined;
   }
@@ -230,50 +226,23 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
 
   view(id: string): DeviceView | undefined {
     const device = this.getDevice(id);
-    return device ? this.toView(device) : undefined;
+    return device ? this.status.view(device) : undefined;
   }
 
   views(filter: DeviceFilter = {}): DeviceView[] {
-    return this.listDevices(filter).map((d) => this.toView(d));
+    return this.listDevices(filter).map((d) => this.status.view(d));
   }
 
   // ---- presence and data (hot path: memory only) -------------------------
 
-  setOnline(deviceId: string, online: boolean, at: number): void {
-    if (!this.presence.setOnline(deviceId, online, at)) return;
-    this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
-    const area = this.devices.get(deviceId)?.device.area ?? '';
-    this.opts.bus.emit('status', { deviceId, area, online, at });
-  }
-
-  touch(deviceId: string, at: number): void {
-    this.presence.touch(deviceId, at);
-  }
-
-  isOnline(deviceId: string): boolean {
-    return this.presence.get(deviceId)?.online ?? false;
-  }
-
-  lastSeen(deviceId: string): number | null {
-    return this.presence.get(deviceId)?.lastSeen ?? null;
-  }
-
-  mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void {
-    const merged = this.presence.mergeAttributes(deviceId, attrs);
-    if (merged) this.opts.bus.emit('attributes', { deviceId, attributes: merged });
-  }
-
-  attributes(deviceId: string): Record<string, unknown> {
-    return this.presence.attributes(deviceId);
-  }
-
-  updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void {
-    this.presence.updateLatest(deviceId, ts, values);
-  }
-
-  latest(deviceId: string): Record<string, LatestValue> {
-    return this.presence.latest(deviceId);
-  }
+  setOnline(deviceId: string, online: boolean, at: number): void { this.status.setOnline(deviceId, online, at); }
+  touch(deviceId: string, at: number): void { this.status.touch(deviceId, at); }
+  isOnline(deviceId: string): boolean { return this.status.isOnline(deviceId); }
+  lastSeen(deviceId: string): number | null { return this.status.lastSeen(deviceId); }
+  mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void { this.status.mergeAttributes(deviceId, attrs); }
+  attributes(deviceId: string): Record<string, unknown> { return this.status.attributes(deviceId); }
+  updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void { this.status.updateLatest(deviceId, ts, values); }
+  latest(deviceId: string): Record<string, LatestValue> { return this.status.latest(deviceId); }
 
   // ---- authentication (spec device-protocol.md "Connection") -------------
 
@@ -316,25 +285,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   // ---- persistence -------------------------------------------------------
 
   /** Writes dirty presence/latest rows in one transaction. Returns the number of rows written. */
-  flush(): number {
-    const dirty = this.presence.dirty;
-    if (dirty.size === 0 || !this.sql) return 0;
-    const ids = [...dirty];
-    const q = this.q;
-    try {
-      q.db.transaction(() => {
-        for (const id of ids) {
-          const s = this.presence.serialize(id);
-          if (s) q.upsertState.run(id, s.online, s.last_seen, s.attributes_json, s.latest_json, id);
-        }
-      })();
-    } catch (err) {
-      this.opts.logger.warn({ err, rows: ids.length }, 'could not flush device state; will retry');
-      return 0;
-    }
-    for (const id of ids) dirty.delete(id);
-    return ids.length;
-  }
+  flush(): number { return this.status.flush(); }
 
   private tick(): void {
     try {
@@ -377,7 +328,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const device = toDevice(row);
     this.devices.set(row.id, { device, row });
     this.tokens.set(row.token_lookup, row.id);
-    this.presence.add(row.id);
+    this.status.track(row.id);
     return device;
   }
 
@@ -387,11 +338,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.devices.delete(id);
     this.tokens.delete(c.row.token_lookup);
     this.forgetCredentials(id);
-    const e = this.presence.remove(id);
-    if (e?.online) {
-      this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
-      if (emit) this.opts.bus.emit('status', { deviceId: id, area: c.device.area, online: false, at: this.opts.clock.now() });
-    }
+    this.status.untrack(id, c.device.area, emit);
     if (emit) this.opts.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
   }
 
@@ -399,17 +346,6 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   private forgetCredentials(id: string): void {
     this.verifier.invalidate(id);
     this.verifier.invalidate(`token:${id}`);
-  }
-
-  private toView(device: Device): DeviceView {
-    const e = this.presence.get(device.id);
-    return {
-      ...device,
-      online: e?.online ?? false,
-      lastSeen: e?.lastSeen ?? null,
-      attributes: this.presence.attributes(device.id),
-      latest: this.presence.latest(device.id),
-    };
   }
 }
 
@@ -425,11 +361,5 @@ function prepare(db: SqliteDatabase) {
     deleteDevice: s('DELETE FROM devices WHERE id = ?'),
     setEnabled: s('UPDATE devices SET enabled = ? WHERE id = ?'),
     insertState: s('INSERT INTO device_state (device_id) VALUES (?)'),
-    allStates: s('SELECT device_id, online, last_seen, attributes_json, latest_json FROM device_state'),
-    // Guarded upsert: a device deleted by another process is not resurrected.
-    upsertState: s(`INSERT INTO device_state (device_id, online, last_seen, attributes_json, latest_json)
-      SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)
-      ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, last_seen = excluded.last_seen,
-        attributes_json = excluded.attributes_json, latest_json = excluded.latest_json`),
   };
 }

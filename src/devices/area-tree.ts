@@ -64,6 +64,8 @@ export class AreaTree {
     return this.byCode.has(code);
   }
 
+  get size(): number { return this.byCode.size; }
+
   /** Provinces first, then communes, then villages; by code within a level. */
   list(): Area[] {
     return [...this.byCode.values()].sort((x, y) =>

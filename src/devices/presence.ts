@@ -3,7 +3,8 @@
  *
  * These are called for every MQTT message (20,000 msg/s): O(1), no disk
  * I/O, and no allocation on the common path (existing latest values are
- * updated in place). The registry flushes dirty entries to device_state.
+ * updated in place). DeviceStatus (status.ts) flushes dirty entries to
+ * device_state.
  */
 import type { Scalar } from '../core/events.js';
 import type { LatestValue } from './types.js';

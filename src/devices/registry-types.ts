@@ -11,27 +11,25 @@ export interface DeviceCredentials { secret: string; accessToken: string }
 
 export interface DeviceFilter { area?: string; kind?: DeviceKind; online?: boolean }
 
-/**
- * The device registry (areas, devices, credentials, presence, attributes and
- * latest values). Backed by the SQLite state store; presence, lastSeen and
- * latest values are kept in memory and flushed to disk every few seconds and
- * at stop (they are caches: readings themselves are in the telemetry store).
- */
-export interface DeviceRegistryApi {
-  // areas: a tree province → commune → village (no districts since July 2025)
+/** Areas: a tree province → commune → village (no districts since July 2025). */
+export interface AreasApi {
   createArea(a: NewArea): Area;                      // throws AREA_EXISTS / AREA_HIERARCHY / VALIDATION
   listAreas(): Area[];
   getArea(code: string): Area | undefined;
   /** The area and all its descendants' codes. */
   subtree(code: string): string[];
+}
 
+/** Registered devices (their credentials are made at registration). */
+export interface DevicesApi {
   createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }>; // throws DEVICE_EXISTS / NOT_FOUND(area) / VALIDATION
   getDevice(id: string): Device | undefined;
   listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
   deleteDevice(id: string): boolean;
-  view(id: string): DeviceView | undefined;
-  views(filter?: DeviceFilter): DeviceView[];
+}
 
+/** Presence, attributes and latest values of registered devices (in memory; unknown ids are ignored). */
+export interface DeviceStatusApi {
   // presence
   setOnline(deviceId: string, online: boolean, at: number): void; // emits 'status' when it changes
   touch(deviceId: string, at: number): void;                       // lastSeen on any message
@@ -42,6 +40,18 @@ export interface DeviceRegistryApi {
   attributes(deviceId: string): Record<string, unknown>;
   updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void; // keeps the newest ts per field
   latest(deviceId: string): Record<string, LatestValue>;
+}
+
+/**
+ * The device registry (areas, devices, credentials, presence, attributes and
+ * latest values). Backed by the SQLite state store; presence, lastSeen and
+ * latest values are kept in memory and flushed to disk every few seconds and
+ * at stop (they are caches: readings themselves are in the telemetry store).
+ */
+export interface DeviceRegistryApi extends AreasApi, DevicesApi, DeviceStatusApi {
+  /** A device with its presence, attributes and latest values. */
+  view(id: string): DeviceView | undefined;
+  views(filter?: DeviceFilter): DeviceView[];
 }
 
 export type { DeviceIdentity };

@@ -1,7 +1,8 @@
 /**
- * The device registry: areas, devices and their credentials (SQLite state
- * store), presence, attributes and latest values (in memory, flushed to
- * device_state every 2 s and at stop).
+ * The device registry: one face over the parts that own each concept: areas
+ * (areas.ts), devices (devices.ts), their credentials and authentication
+ * (credentials.ts), and presence, attributes and latest values (status.ts,
+ * in memory, flushed to device_state every 2 s and at stop).
  *
  * Other processes (the `keng` CLI) may change areas and devices while the
  * server runs. SQLite's `PRAGMA data_version` tells when another connection
@@ -9,14 +10,14 @@
  * (getDevice, getArea), before every authentication and list, and every 2 s.
  */
 import type { Clock, Component, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
-import { Errors, withDetails } from '../core/errors.js';
 import type { StateDb, SqliteDatabase } from '../storage/state/index.js';
-import { AreaTree, validateNewArea, MAX_NAME_LENGTH } from './area-tree.js';
-import { PresenceStore, type StoredState } from './presence.js';
-import {
-  CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
-} from './secrets.js';
-import { DEVICE_ID_RE, type Area, type Device, type DeviceAuthenticator, type DeviceKind, type DeviceView, type LatestValue } from './types.js';
+import { Areas } from './areas.js';
+import { DeviceAuthentication } from './credentials.js';
+import { Devices } from './devices.js';
+import { CredentialVerifier } from './secrets.js';
+import { Statements } from './statements.js';
+import { DeviceStatus } from './status.js';
+import type { Area, Device, DeviceAuthenticator, DeviceView, LatestValue } from './types.js';
 import type { DeviceCredentials, DeviceFilter, DeviceRegistryApi, NewArea, NewDevice } from './registry-types.js';
 
 export interface DeviceRegistryOptions {
@@ -37,331 +38,105 @@ export interface DeviceRegistryOptions {
 
 type AuthResult = Awaited<ReturnType<DeviceAuthenticator['authenticate']>>;
 
-const KINDS: readonly DeviceKind[] = ['sensor', 'speaker', 'gateway'];
-
-interface DeviceRow {
-  id: string; kind: DeviceKind; name: string; area: string; lat: number | null; lon: number | null;
-  model: string | null; enabled: number; secret_hash: string; token_lookup: string; token_hash: string; created_at: number;
-}
-interface AreaRow { code: string; name: string; level: Area['level']; parent: string | null; created_at: number }
-interface Cached { device: Device; row: DeviceRow }
-
-function toDevice(r: DeviceRow): Device {
-  return Object.freeze({
-    id: r.id, kind: r.kind, name: r.name, area: r.area,
-    location: r.lat !== null && r.lon !== null ? Object.freeze({ lat: r.lat, lon: r.lon }) : null,
-    model: r.model, enabled: r.enabled === 1, createdAt: r.created_at,
-  });
-}
-
-function sameRow(a: DeviceRow, b: DeviceRow): boolean {
-  return (Object.keys(a) as (keyof DeviceRow)[]).every((k) => a[k] === b[k]);
-}
-
-function invalid(field: string, message: string): Error {
-  return withDetails(Errors.VALIDATION(message), { field });
-}
-
-function inRange(v: unknown, min: number, max: number): v is number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max;
-}
-
-/** Shape checks of a new device (400). */
-export function validateNewDevice(d: NewDevice): void {
-  if (typeof d !== 'object' || d === null) throw invalid('', 'device must be an object');
-  if (typeof d.id !== 'string' || !DEVICE_ID_RE.test(d.id)) throw invalid('id', `id must match ${DEVICE_ID_RE.source}`);
-  if (!KINDS.includes(d.kind)) throw invalid('kind', `kind must be one of ${KINDS.join(', ')}`);
-  if (typeof d.name !== 'string' || d.name.trim().length === 0 || d.name.length > MAX_NAME_LENGTH) {
-    throw invalid('name', `name must be 1 to ${MAX_NAME_LENGTH} characters`);
-  }
-  if (typeof d.area !== 'string' || d.area.length === 0) throw invalid('area', 'area is required');
-  if (d.location !== undefined && d.location !== null) {
-    if (typeof d.location !== 'object') throw invalid('location', 'location must be {lat, lon}');
-    if (!inRange(d.location.lat, -90, 90)) throw invalid('location.lat', 'location.lat must be a number in [-90, 90]');
-    if (!inRange(d.location.lon, -180, 180)) throw invalid('location.lon', 'location.lon must be a number in [-180, 180]');
-  }
-  if (d.model !== undefined && d.model !== null && (typeof d.model !== 'string' || d.model.length > MAX_NAME_LENGTH)) {
-    throw invalid('model', `model must be a string of at most ${MAX_NAME_LENGTH} characters`);
-  }
+function prepare(db: SqliteDatabase) {
+  return { dataVersion: db.prepare('PRAGMA data_version').pluck() };
 }
 
 export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, Component {
   readonly name = 'devices';
   private readonly opts: DeviceRegistryOptions;
-  private readonly verifier: CredentialVerifier;
-  private readonly areas = new AreaTree();
-  private devices = new Map<string, Cached>();
-  /** token_lookup → device id. */
-  private tokens = new Map<string, string>();
-  private presence = new PresenceStore();
-  private sql: ReturnType<typeof prepare> | undefined;
+  private readonly areas: Areas;
+  private readonly devices: Devices;
+  private readonly auth: DeviceAuthentication;
+  private readonly status: DeviceStatus;
+  private readonly sql = new Statements(prepare);
   private dataVersion = -1;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: DeviceRegistryOptions) {
     this.opts = opts;
-    this.verifier = opts.verifier ?? new CredentialVerifier();
-  }
-
-  private get q(): ReturnType<typeof prepare> {
-    if (!this.sql) throw Errors.NOT_READY('device registry is not started');
-    return this.sql;
+    const { bus, clock, logger, metrics } = opts;
+    const verifier = opts.verifier ?? new CredentialVerifier();
+    const sync = (): void => this.sync();
+    this.areas = new Areas({ clock, sync });
+    this.status = new DeviceStatus({
+      bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id),
+    });
+    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync });
+    this.auth = new DeviceAuthentication({ devices: this.devices, verifier, sync });
   }
 
   private get ownsPresence(): boolean { return this.opts.ownsPresence !== false; }
 
   async start(): Promise<void> {
     const db = this.opts.db.db;
-    this.sql = prepare(db);
-    this.dataVersion = this.q.dataVersion.get() as number;
-    this.devices = new Map();
-    this.tokens = new Map();
-    this.presence = new PresenceStore();
-    this.reloadAreas();
-    this.reloadDevices(false);
-    const states = this.q.allStates.all() as (StoredState & { device_id: string })[];
-    for (const s of states) {
-      if (!this.devices.has(s.device_id)) continue;
-      this.presence.remove(s.device_id);
-      this.presence.add(s.device_id, s, !this.ownsPresence);
-      // At start every device is offline; the broker re-establishes presence.
-      if (this.ownsPresence && s.online === 1) this.presence.dirty.add(s.device_id);
-    }
-    this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
+    this.sql.open(db);
+    this.dataVersion = this.sql.q.dataVersion.get() as number;
+    this.status.open(db);
+    this.areas.open(db);
+    this.devices.open(db);
+    this.status.restore();
     if (this.ownsPresence) {
       this.timer = setInterval(() => this.tick(), this.opts.flushIntervalMs ?? 2000);
       this.timer.unref();
     }
-    this.opts.logger.info({ areas: this.areas.list().length, devices: this.devices.size }, 'device registry loaded');
+    this.opts.logger.info({ areas: this.areas.size, devices: this.devices.size }, 'device registry loaded');
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    if (this.sql && this.ownsPresence) this.flush();
-    this.sql = undefined;
+    this.status.close();
+    this.devices.close();
+    this.areas.close();
+    this.sql.close();
   }
 
   // ---- areas -------------------------------------------------------------
 
-  createArea(input: NewArea): Area {
-    const a = validateNewArea(input);
-    this.sync();
-    if (this.areas.has(a.code)) throw Errors.AREA_EXISTS(a.code);
-    if (a.parent && !this.areas.has(a.parent)) this.reloadAreas();
-    this.areas.checkParent(a);
-    const area: Area = { code: a.code, name: a.name, level: a.level, parent: a.parent ?? null, createdAt: this.opts.clock.now() };
-    try {
-      this.q.insertArea.run(area.code, area.name, area.level, area.parent, area.createdAt);
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.AREA_EXISTS(a.code);
-      throw err;
-    }
-    this.areas.add(area);
-    return this.areas.get(area.code)!;
-  }
-
-  listAreas(): Area[] {
-    this.sync();
-    return this.areas.list();
-  }
-
-  getArea(code: string): Area | undefined {
-    const a = this.areas.get(code);
-    if (a) return a;
-    this.sync();
-    return this.areas.get(code);
-  }
-
-  subtree(code: string): string[] {
-    if (!this.areas.has(code)) this.sync();
-    return this.areas.subtree(code);
-  }
+  createArea(input: NewArea): Area { return this.areas.createArea(input); }
+  listAreas(): Area[] { return this.areas.listAreas(); }
+  getArea(code: string): Area | undefined { return this.areas.getArea(code); }
+  subtree(code: string): string[] { return this.areas.subtree(code); }
 
   // ---- devices -----------------------------------------------------------
 
-  /**
-   * Registers a device and makes its credentials. The two scrypt hashes run in
-   * libuv's thread pool (a few ms of CPU each): registering thousands of devices
-   * does not stall MQTT ingest or the live feed. A concurrent registration of
-   * the same id loses at the insert (DEVICE_EXISTS).
-   */
-  async createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> {
-    validateNewDevice(d);
-    this.sync();
-    if (!this.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
-    if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
-    // Spec device-protocol.md "Connection": secret and token shown once, stored hashed.
-    const credentials: DeviceCredentials = { secret: generateSecret(), accessToken: generateAccessToken() };
-    const [secretHash, tokenHash] = await Promise.all([hashSecret(credentials.secret), hashSecret(credentials.accessToken)]);
-    const row: DeviceRow = {
-      id: d.id, kind: d.kind, name: d.name, area: d.area,
-      lat: d.location?.lat ?? null, lon: d.location?.lon ?? null, model: d.model ?? null, enabled: 1,
-      secret_hash: secretHash,
-      token_lookup: tokenLookup(credentials.accessToken),
-      token_hash: tokenHash,
-      created_at: this.opts.clock.now(),
-    };
-    try {
-      this.q.db.transaction(() => {
-        this.q.insertDevice.run(row);
-        this.q.insertState.run(row.id);
-      })();
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.DEVICE_EXISTS(d.id);
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw Errors.NOT_FOUND(`Area "${d.area}"`);
-      throw err;
-    }
-    const device = this.cache(row);
-    this.opts.bus.emit('device.changed', { deviceId: d.id, change: 'created' });
-    return { device, credentials };
-  }
-
-  /** O(1) on a hit; a miss checks whether another process added the device. */
-  getDevice(id: string): Device | undefined {
-    const c = this.devices.get(id);
-    if (c) return c.device;
-    this.sync();
-    return this.devices.get(id)?.device;
-  }
-
-  listDevices(filter: DeviceFilter = {}): Device[] {
-    this.sync();
-    const areaSet = filter.area !== undefined ? this.areas.subtreeSet(filter.area) : undefined;
-    const out: Device[] = [];
-    for (const { device } of this.devices.values()) {
-      if (areaSet && !areaSet.has(device.area)) continue;
-      if (filter.kind !== undefined && device.kind !== filter.kind) continue;
-      if (filter.online !== undefined && this.isOnline(device.id) !== filter.online) continue;
-      out.push(device);
-    }
-    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  }
-
-  deleteDevice(id: string): boolean {
-    const removed = this.q.deleteDevice.run(id).changes > 0; // device_state goes with it (ON DELETE CASCADE)
-    if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
-    else if (removed) this.opts.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
-    return removed;
-  }
-
-  /** Enables or disables a device (a disabled device is refused at CONNECT). Not in DeviceRegistryApi. */
-  setEnabled(id: string, enabled: boolean): Device | undefined {
-    if (this.q.setEnabled.run(enabled ? 1 : 0, id).changes === 0) return undefined;
-    const row = this.q.getDevice.get(id) as DeviceRow;
-    this.forgetCredentials(id);
-    const device = this.cache(row);
-    this.opts.bus.emit('device.changed', { deviceId: id, change: 'updated' });
-    return device;
-  }
+  createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> { return this.devices.createDevice(d); }
+  getDevice(id: string): Device | undefined { return this.devices.getDevice(id); }
+  listDevices(filter: DeviceFilter = {}): Device[] { return this.devices.listDevices(filter); }
+  deleteDevice(id: string): boolean { return this.devices.deleteDevice(id); }
+  /** Not in DeviceRegistryApi. */
+  setEnabled(id: string, enabled: boolean): Device | undefined { return this.devices.setEnabled(id, enabled); }
 
   view(id: string): DeviceView | undefined {
-    const device = this.getDevice(id);
-    return device ? this.toView(device) : undefined;
+    const device = this.devices.getDevice(id);
+    return device ? this.status.view(device) : undefined;
   }
 
   views(filter: DeviceFilter = {}): DeviceView[] {
-    return this.listDevices(filter).map((d) => this.toView(d));
+    return this.devices.listDevices(filter).map((d) => this.status.view(d));
   }
 
   // ---- presence and data (hot path: memory only) -------------------------
 
-  setOnline(deviceId: string, online: boolean, at: number): void {
-    if (!this.presence.setOnline(deviceId, online, at)) return;
-    this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
-    const area = this.devices.get(deviceId)?.device.area ?? '';
-    this.opts.bus.emit('status', { deviceId, area, online, at });
-  }
-
-  touch(deviceId: string, at: number): void {
-    this.presence.touch(deviceId, at);
-  }
-
-  isOnline(deviceId: string): boolean {
-    return this.presence.get(deviceId)?.online ?? false;
-  }
-
-  lastSeen(deviceId: string): number | null {
-    return this.presence.get(deviceId)?.lastSeen ?? null;
-  }
-
-  mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void {
-    const merged = this.presence.mergeAttributes(deviceId, attrs);
-    if (merged) this.opts.bus.emit('attributes', { deviceId, attributes: merged });
-  }
-
-  attributes(deviceId: string): Record<string, unknown> {
-    return this.presence.attributes(deviceId);
-  }
-
-  updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void {
-    this.presence.updateLatest(deviceId, ts, values);
-  }
-
-  latest(deviceId: string): Record<string, LatestValue> {
-    return this.presence.latest(deviceId);
-  }
+  setOnline(deviceId: string, online: boolean, at: number): void { this.status.setOnline(deviceId, online, at); }
+  touch(deviceId: string, at: number): void { this.status.touch(deviceId, at); }
+  isOnline(deviceId: string): boolean { return this.status.isOnline(deviceId); }
+  lastSeen(deviceId: string): number | null { return this.status.lastSeen(deviceId); }
+  mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void { this.status.mergeAttributes(deviceId, attrs); }
+  attributes(deviceId: string): Record<string, unknown> { return this.status.attributes(deviceId); }
+  updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void { this.status.updateLatest(deviceId, ts, values); }
+  latest(deviceId: string): Record<string, LatestValue> { return this.status.latest(deviceId); }
 
   // ---- authentication (firmware-protocols/device-protocol.md §1) -------------
 
-  isDevice(id: string): boolean {
-    return this.devices.has(id);
-  }
-
-  async authenticate(username: string, password: Buffer | undefined): Promise<AuthResult> {
-    if (typeof username !== 'string' || username.length === 0 || username.length > MAX_CREDENTIAL_LENGTH) {
-      return { ok: false, reason: 'bad_credentials' };
-    }
-    this.sync(); // a device added, disabled or deleted by the CLI counts at once
-    const looksLikeId = DEVICE_ID_RE.test(username);
-    const byId = looksLikeId ? this.devices.get(username) : undefined;
-    if (byId) {
-      // username = device id, password = device secret
-      if (byId.row.enabled !== 1) return { ok: false, reason: 'disabled' };
-      const secret = password?.toString('utf8') ?? '';
-      const good = await this.verifier.verify(username, secret, byId.row.secret_hash);
-      return this.settle(username, good, false, 'bad_secret');
-    }
-    // ThingsBoard style: username = access token, password ignored.
-    const id = this.tokens.get(tokenLookup(username));
-    const byToken = id !== undefined ? this.devices.get(id) : undefined;
-    if (!byToken) return { ok: false, reason: looksLikeId ? 'unknown_device' : 'bad_credentials' };
-    if (byToken.row.enabled !== 1) return { ok: false, reason: 'disabled' };
-    const good = await this.verifier.verify(`token:${byToken.row.id}`, username, byToken.row.token_hash);
-    return this.settle(byToken.row.id, good, true, 'bad_credentials');
-  }
-
-  /** Re-checks the device after the (async) hash check: it may have been deleted or disabled meanwhile. */
-  private settle(id: string, good: boolean, viaToken: boolean, failure: 'bad_secret' | 'bad_credentials'): AuthResult {
-    if (!good) return { ok: false, reason: failure };
-    const c = this.devices.get(id);
-    if (!c) return { ok: false, reason: 'unknown_device' };
-    if (c.row.enabled !== 1) return { ok: false, reason: 'disabled' };
-    return { ok: true, identity: { deviceId: id, kind: c.device.kind, area: c.device.area, viaToken } };
-  }
+  isDevice(id: string): boolean { return this.auth.isDevice(id); }
+  authenticate(username: string, password: Buffer | undefined): Promise<AuthResult> { return this.auth.authenticate(username, password); }
 
   // ---- persistence -------------------------------------------------------
 
   /** Writes dirty presence/latest rows in one transaction. Returns the number of rows written. */
-  flush(): number {
-    const dirty = this.presence.dirty;
-    if (dirty.size === 0 || !this.sql) return 0;
-    const ids = [...dirty];
-    const q = this.q;
-    try {
-      q.db.transaction(() => {
-        for (const id of ids) {
-          const s = this.presence.serialize(id);
-          if (s) q.upsertState.run(id, s.online, s.last_seen, s.attributes_json, s.latest_json, id);
-        }
-      })();
-    } catch (err) {
-      this.opts.logger.warn({ err, rows: ids.length }, 'could not flush device state; will retry');
-      return 0;
-    }
-    for (const id of ids) dirty.delete(id);
-    return ids.length;
-  }
+  flush(): number { return this.status.flush(); }
 
   private tick(): void {
     try {
@@ -369,101 +144,16 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     } catch (err) {
       this.opts.logger.warn({ err }, 'could not reload devices changed by another process');
     }
-    this.flush();
+    this.status.flush();
   }
 
   /** Reloads areas and devices when another connection committed since we last looked. */
   private sync(): void {
-    if (!this.sql) return;
-    const v = this.q.dataVersion.get() as number;
+    if (!this.sql.isOpen) return;
+    const v = this.sql.q.dataVersion.get() as number;
     if (v === this.dataVersion) return;
     this.dataVersion = v;
-    this.reloadAreas();
-    this.reloadDevices(true);
+    this.areas.reload();
+    this.devices.reload(true);
   }
-
-  private reloadAreas(): void {
-    const rows = this.q.allAreas.all() as AreaRow[];
-    this.areas.load(rows.map((r) => ({ code: r.code, name: r.name, level: r.level, parent: r.parent, createdAt: r.created_at })));
-  }
-
-  private reloadDevices(emit: boolean): void {
-    const rows = this.q.allDevices.all() as DeviceRow[];
-    const seen = new Set<string>();
-    for (const row of rows) {
-      seen.add(row.id);
-      const old = this.devices.get(row.id);
-      if (old && sameRow(old.row, row)) continue;
-      if (old && old.row.created_at !== row.created_at) this.uncache(row.id, emit); // deleted and re-created
-      const existed = this.devices.has(row.id);
-      if (existed) this.forgetCredentials(row.id);
-      this.cache(row);
-      if (emit) this.opts.bus.emit('device.changed', { deviceId: row.id, change: existed ? 'updated' : 'created' });
-    }
-    for (const id of [...this.devices.keys()]) if (!seen.has(id)) this.uncache(id, emit);
-  }
-
-  private cache(row: DeviceRow): Device {
-    const old = this.devices.get(row.id);
-    if (old) this.tokens.delete(old.row.token_lookup);
-    const device = toDevice(row);
-    this.devices.set(row.id, { device, row });
-    this.tokens.set(row.token_lookup, row.id);
-    this.presence.add(row.id);
-    return device;
-  }
-
-  private uncache(id: string, emit = true): void {
-    const c = this.devices.get(id);
-    if (!c) return;
-    this.devices.delete(id);
-    this.tokens.delete(c.row.token_lookup);
-    this.forgetCredentials(id);
-    const e = this.presence.remove(id);
-    if (e?.online) {
-      this.opts.metrics.devicesOnline.set(this.presence.onlineCount);
-      if (emit) this.opts.bus.emit('status', { deviceId: id, area: c.device.area, online: false, at: this.opts.clock.now() });
-    }
-    if (emit) this.opts.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
-  }
-
-  /** Drops cached verifications of the device's secret and token. */
-  private forgetCredentials(id: string): void {
-    this.verifier.invalidate(id);
-    this.verifier.invalidate(`token:${id}`);
-  }
-
-  private toView(device: Device): DeviceView {
-    const e = this.presence.get(device.id);
-    return {
-      ...device,
-      online: e?.online ?? false,
-      lastSeen: e?.lastSeen ?? null,
-      attributes: this.presence.attributes(device.id),
-      latest: this.presence.latest(device.id),
-    };
-  }
-}
-
-function prepare(db: SqliteDatabase) {
-  const s = (sql: string) => db.prepare(sql);
-  return {
-    db,
-    dataVersion: db.prepare('PRAGMA data_version').pluck(),
-    allAreas: s('SELECT code, name, level, parent, created_at FROM areas'),
-    insertArea: s('INSERT INTO areas (code, name, level, parent, created_at) VALUES (?, ?, ?, ?, ?)'),
-    allDevices: s('SELECT * FROM devices'),
-    getDevice: s('SELECT * FROM devices WHERE id = ?'),
-    insertDevice: s(`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at)
-      VALUES (@id, @kind, @name, @area, @lat, @lon, @model, @enabled, @secret_hash, @token_lookup, @token_hash, @created_at)`),
-    deleteDevice: s('DELETE FROM devices WHERE id = ?'),
-    setEnabled: s('UPDATE devices SET enabled = ? WHERE id = ?'),
-    insertState: s('INSERT INTO device_state (device_id) VALUES (?)'),
-    allStates: s('SELECT device_id, online, last_seen, attributes_json, latest_json FROM device_state'),
-    // Guarded upsert: a device deleted by another process is not resurrected.
-    upsertState: s(`INSERT INTO device_state (device_id, online, last_seen, attributes_json, latest_json)
-      SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)
-      ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, last_seen = excluded.last_seen,
-        attributes_json = excluded.attributes_json, latest_json = excluded.latest_json`),
-  };
 }

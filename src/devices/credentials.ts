@@ -1,0 +1,102 @@
+/**
+ * Device credentials (spec device-protocol.md "Connection"): issuing a
+ * device's secret and access token at registration, and authenticating a
+ * CONNECT with either. The hashing and the verification cache are secrets.ts.
+ */
+import {
+  CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
+} from './secrets.js';
+import { DEVICE_ID_RE, type Device, type DeviceAuthenticator } from './types.js';
+import type { DeviceCredentials } from './registry-types.js';
+
+type AuthResult = Awaited<ReturnType<DeviceAuthenticator['authenticate']>>;
+
+/** The credential columns of a devices row. */
+export interface StoredCredentials { secret_hash: string; token_lookup: string; token_hash: string }
+
+/** What authentication reads of a registered device. */
+export interface CredentialRecord {
+  device: Device;
+  row: StoredCredentials & { id: string; enabled: number };
+}
+
+/** The registered devices, as authentication looks them up (no reload). */
+export interface CredentialLookup {
+  record(id: string): CredentialRecord | undefined;
+  /** The device whose token has this token_lookup. */
+  idByToken(lookup: string): string | undefined;
+}
+
+export interface DeviceAuthenticationDeps {
+  devices: CredentialLookup;
+  verifier: CredentialVerifier;
+  /** Reloads areas and devices when another connection committed (the registry's). */
+  sync: () => void;
+}
+
+/** The verifier's cache key of a device's access token (its secret's is the device id). */
+function tokenKey(deviceId: string): string {
+  return `token:${deviceId}`;
+}
+
+/**
+ * Makes a new device's credentials: secret and token shown once, stored
+ * hashed. The two scrypt hashes run in libuv's thread pool (a few ms of CPU
+ * each): registering thousands of devices does not stall MQTT ingest or the
+ * live feed.
+ */
+export async function issueCredentials(): Promise<{ credentials: DeviceCredentials; stored: StoredCredentials }> {
+  const credentials: DeviceCredentials = { secret: generateSecret(), accessToken: generateAccessToken() };
+  const [secretHash, tokenHash] = await Promise.all([hashSecret(credentials.secret), hashSecret(credentials.accessToken)]);
+  return {
+    credentials,
+    stored: { secret_hash: secretHash, token_lookup: tokenLookup(credentials.accessToken), token_hash: tokenHash },
+  };
+}
+
+/** Drops cached verifications of the device's secret and token. */
+export function forgetVerifications(verifier: CredentialVerifier, deviceId: string): void {
+  verifier.invalidate(deviceId);
+  verifier.invalidate(tokenKey(deviceId));
+}
+
+export class DeviceAuthentication implements DeviceAuthenticator {
+  constructor(private readonly deps: DeviceAuthenticationDeps) {}
+
+  isDevice(id: string): boolean {
+    return this.deps.devices.record(id) !== undefined;
+  }
+
+  async authenticate(username: string, password: Buffer | undefined): Promise<AuthResult> {
+    if (typeof username !== 'string' || username.length === 0 || username.length > MAX_CREDENTIAL_LENGTH) {
+      return { ok: false, reason: 'bad_credentials' };
+    }
+    this.deps.sync(); // a device added, disabled or deleted by the CLI counts at once
+    const { devices, verifier } = this.deps;
+    const looksLikeId = DEVICE_ID_RE.test(username);
+    const byId = looksLikeId ? devices.record(username) : undefined;
+    if (byId) {
+      // username = device id, password = device secret
+      if (byId.row.enabled !== 1) return { ok: false, reason: 'disabled' };
+      const secret = password?.toString('utf8') ?? '';
+      const good = await verifier.verify(username, secret, byId.row.secret_hash);
+      return this.settle(username, good, false, 'bad_secret');
+    }
+    // ThingsBoard style: username = access token, password ignored.
+    const id = devices.idByToken(tokenLookup(username));
+    const byToken = id !== undefined ? devices.record(id) : undefined;
+    if (!byToken) return { ok: false, reason: looksLikeId ? 'unknown_device' : 'bad_credentials' };
+    if (byToken.row.enabled !== 1) return { ok: false, reason: 'disabled' };
+    const good = await verifier.verify(tokenKey(byToken.row.id), username, byToken.row.token_hash);
+    return this.settle(byToken.row.id, good, true, 'bad_credentials');
+  }
+
+  /** Re-checks the device after the (async) hash check: it may have been deleted or disabled meanwhile. */
+  private settle(id: string, good: boolean, viaToken: boolean, failure: 'bad_secret' | 'bad_credentials'): AuthResult {
+    if (!good) return { ok: false, reason: failure };
+    const c = this.deps.devices.record(id);
+    if (!c) return { ok: false, reason: 'unknown_device' };
+    if (c.row.enabled !== 1) return { ok: false, reason: 'disabled' };
+    return { ok: true, identity: { deviceId: id, kind: c.device.kind, area: c.device.area, viaToken } };
+  }
+}

@@ -4,7 +4,7 @@
  * CONNECT with either. The hashing and the verification cache are secrets.ts.
  */
 import {
-  CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
+  type CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
 } from './secrets.js';
 import { DEVICE_ID_RE, type Device, type DeviceAuthenticator } from './types.js';
 import type { DeviceCredentials } from './registry-types.js';

@@ -19,7 +19,7 @@ import { principalOf, type RouteContext } from '../context.js';
 import { AUTH_ERRORS, Described, StringEnum, Time, TimeInput, errorResponses } from '../schemas.js';
 import { localDate, parseTime } from '../../core/time.js';
 import { PlayNow } from '../../broadcast/schedule/schema.js';
-import { callerOf, documentOnly } from './schedules.js';
+import { callerOf, checkedByService } from './schedules.js';
 
 export interface BroadcastRouteOptions { ctx: RouteContext; service: BroadcastService; executor: BroadcastExecutor }
 
@@ -90,7 +90,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
   };
 
   app.post('/broadcasts', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['broadcasts'], summary: 'Play now', security: [{ bearer: [] }], body: PlayNow,
       description: '`ttsText` is rendered first (espeak-ng, Vietnamese). Offline speakers get the command when they reconnect '

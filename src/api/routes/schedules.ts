@@ -34,7 +34,7 @@ export function callerOf(req: FastifyRequest, ctx: RouteContext): Caller {
  * very schema objects given here (so OpenAPI shows what is enforced), after
  * the role check, reporting every field error at once in the service's words.
  */
-export const documentOnly = () => (data: unknown) => ({ value: data });
+export const checkedByService = () => (data: unknown) => ({ value: data });
 
 export const Schedule = Type.Object({
   id: Type.String(),
@@ -64,7 +64,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
   const dto = (s: Parameters<typeof scheduleDto>[0]) => scheduleDto(s, service.nextRuns(s), tz);
 
   app.post('/schedules', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['schedules'], summary: 'Create a schedule', security: [{ bearer: [] }], body: NewSchedule,
       response: { 201: Described(Schedule, 'The schedule with its next runs'), ...errorResponses(...AUTH_ERRORS, 409, 422, 503) },
@@ -98,7 +98,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
   });
 
   app.patch('/schedules/:id', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['schedules'], summary: 'Change a schedule (enable/disable, retime, retarget...)', security: [{ bearer: [] }],
       params: IdParams, body: SchedulePatch,

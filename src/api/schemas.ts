@@ -3,15 +3,12 @@
  * OpenAPI document (/docs) all come from these.
  */
 import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
+import { StringEnum } from '../core/schema.js';
 import { AREA_CODE_RE, DEVICE_ID_RE } from '../devices/types.js';
 import { FIELD_NAME_RE } from '../ingest/codec.js';
 import { AGGS } from '../storage/telemetry/types.js';
 
-
-/** A string enum rendered as `{type: "string", enum: [...]}` (clean in OpenAPI and in validation errors). */
-export function StringEnum<const T extends readonly string[]>(values: T, opts: Record<string, unknown> = {}): TUnsafe<T[number]> {
-  return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...opts });
-}
+export { StringEnum };
 
 /** A JSON object map `{ [key]: T }` as `additionalProperties` (OpenAPI 3.0 has no patternProperties). */
 export function Dict<S extends TSchema>(value: S, opts: Record<string, unknown> = {}): TUnsafe<Record<string, Static<S>>> {

@@ -29,7 +29,7 @@ import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { Broadcast, BroadcastExecutor, BroadcastInput } from './execution/index.js';
 import {
   Scheduler, SqliteScheduleRepo, applySpec, findClashes, newSchedule, nextRuns as nextRunsOf, toClashError, toValidationError,
-  validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
+  validatePlayNow, validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
 } from './schedule/index.js';
 import { contentDuration, playContent, storeContent } from './content.js';
 import { checkTarget, resolveSpeakers, targetVisible, type Caller } from './targets.js';
@@ -51,9 +51,6 @@ export interface BroadcastServiceDeps {
    */
   batch?: <T>(fn: () => T) => T;
 }
-
-/** Fields a "play now" body may have (the same target, content, volume, priority as a schedule, so one form serves both). */
-const PLAY_NOW_FIELDS = new Set(['target', 'content', 'volume', 'priority', 'durationSec']);
 
 export class BroadcastService implements Component {
   readonly name = 'broadcast-service';
@@ -186,12 +183,7 @@ export class BroadcastService implements Component {
 
   /** "Play now" (`POST /api/v1/broadcasts`). */
   async playNow(c: Caller, body: unknown): Promise<Broadcast> {
-    const now = this.d.clock.now();
-    const extra = body && typeof body === 'object' && !Array.isArray(body)
-      ? Object.keys(body).filter((k) => !PLAY_NOW_FIELDS.has(k)) : [];
-    if (extra.length > 0) throw toValidationError(extra.map((f) => ({ field: f, message: 'unknown field' })));
-    // Same rules as a schedule's target/content/volume/priority/durationSec (a one-off "now").
-    const v = validateSchedule({ ...(body as object), name: 'play now', at: now + 60_000 }, this.validateOpts());
+    const v = validatePlayNow(body, this.validateOpts());
     if (!v.ok) throw toValidationError(v.errors);
     const targets = checkTarget(this.d.registry, v.value.target, c);
     if (targets.length === 0) throw Errors.UNPROCESSABLE('the target has no speakers');

@@ -18,18 +18,11 @@ import { scopedCsv, scopedLog, type LogScope } from '../../broadcast/log-export.
 import { principalOf, type RouteContext } from '../context.js';
 import { AUTH_ERRORS, Described, StringEnum, Time, TimeInput, errorResponses } from '../schemas.js';
 import { localDate, parseTime } from '../../core/time.js';
-import { Content, Target, callerOf, documentOnly } from './schedules.js';
+import { PlayNow } from '../../broadcast/schedule/schema.js';
+import { callerOf, checkedByService } from './schedules.js';
 
 export interface BroadcastRouteOptions { ctx: RouteContext; service: BroadcastService; executor: BroadcastExecutor }
 
-
-const PlayNow = Type.Object({
-  target: Target,
-  content: Content,
-  volume: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 70 })),
-  priority: Type.Optional(StringEnum(['normal', 'priority'] as const, { default: 'normal' })),
-  durationSec: Type.Optional(Type.Number({ description: 'Required for a stream: how long to relay it' })),
-}, { description: 'Play now on the target\'s speakers (same target, content, volume, priority as a schedule)' });
 
 const TargetView = Type.Object({
   deviceId: Type.String(), area: Type.String(), state: StringEnum(TARGET_STATES), updatedAt: Time, detail: Type.Optional(Type.String()),
@@ -97,7 +90,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
   };
 
   app.post('/broadcasts', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['broadcasts'], summary: 'Play now', security: [{ bearer: [] }], body: PlayNow,
       description: '`ttsText` is rendered first (espeak-ng, Vietnamese). Offline speakers get the command when they reconnect '

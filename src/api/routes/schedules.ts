@@ -4,9 +4,9 @@
  * The routes are thin: BroadcastService validates, checks targets, overlap
  * and scope, persists, re-plans and audits.
  *
- * Bodies are checked by BroadcastService (every field error at once, with
- * messages written for commune staff), so the TypeBox body schemas below
- * document the shape in OpenAPI and are not enforced by Fastify.
+ * Bodies are checked by BroadcastService against the body schemas of the
+ * domain (src/broadcast/schedule/schema.ts), the same objects published here
+ * in OpenAPI: every field error at once, with messages for commune staff.
  */
 import { Type } from 'typebox';
 import type { FastifyRequest } from 'fastify';
@@ -17,7 +17,8 @@ import type { BroadcastService } from '../../broadcast/service.js';
 import type { Caller } from '../../broadcast/targets.js';
 import { scheduleDto } from '../../broadcast/dto.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { AUTH_ERRORS, Described, StringEnum, Time, errorResponses } from '../schemas.js';
+import { NewSchedule, Priority, SchedulePatch, Target } from '../../broadcast/schedule/schema.js';
+import { AUTH_ERRORS, Described, Time, errorResponses } from '../schemas.js';
 
 export interface ScheduleRouteOptions { ctx: RouteContext; service: BroadcastService }
 
@@ -28,45 +29,12 @@ export function callerOf(req: FastifyRequest, ctx: RouteContext): Caller {
   return { principal, ip: req.ip, inScope: (area) => ctx.policy.inScope(principal, area, scope) };
 }
 
-/** Body validation is done by the service (see the header comment). */
-export const documentOnly = () => (data: unknown) => ({ value: data });
-
-const TimeOrMs = Type.Union([Type.String(), Type.Integer()], { description: 'Validity bound of a recurring schedule: a date YYYY-MM-DD in the schedule\'s zone (startDate: from the start of that day; endDate: to its end), or ISO 8601 with offset, or epoch ms' });
-
-export const Target = Type.Object({
-  areas: Type.Optional(Type.Array(Type.String(), { description: 'Area codes; an area includes its villages\' speakers' })),
-  devices: Type.Optional(Type.Array(Type.String(), { description: 'Speaker device ids' })),
-}, { description: 'Where to play: at least one area or device' });
-
-export const Content = Type.Object({
-  mediaId: Type.Optional(Type.String({ description: 'A media library item' })),
-  streamUrl: Type.Optional(Type.String({ description: 'An Icecast/HTTP stream relayed as it is (durationSec required)' })),
-  ttsText: Type.Optional(Type.String({ description: 'Vietnamese text, rendered once with espeak-ng and stored as a mediaId (503 when the engine is missing)' })),
-}, { description: 'Exactly one of mediaId, streamUrl, ttsText' });
-
-const Priority = StringEnum(['normal', 'priority'] as const, { description: 'thông thường / ưu tiên; a priority item goes before normal ones. Emergency is for alerts.' });
-
-const ScheduleFields = {
-  name: Type.String({ minLength: 1, maxLength: 200 }),
-  target: Target,
-  content: Content,
-  cron: Type.Optional(Type.String({ description: 'Recurring: 5 fields "m h dom mon dow" in the schedule\'s time zone' })),
-  at: Type.Optional(Type.Union([Type.String(), Type.Integer()], { description: 'One-off: when to play, ISO 8601 with offset (e.g. 2026-12-01T06:30:00+07:00) or epoch ms (a date YYYY-MM-DD alone means 00:00 in the schedule\'s zone); not in the past' })),
-  timezone: Type.Optional(Type.String({ description: 'IANA zone; default the commune\'s (KENG_TZ, Asia/Ho_Chi_Minh)' })),
-  volume: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 70 })),
-  priority: Type.Optional(Priority),
-  durationSec: Type.Optional(Type.Number({ description: 'Play length; default the media\'s duration; required for streams' })),
-  startDate: Type.Optional(TimeOrMs),
-  endDate: Type.Optional(TimeOrMs),
-  enabled: Type.Optional(Type.Boolean({ default: true })),
-};
-
-const NewSchedule = Type.Object(ScheduleFields, {
-  description: 'Exactly one of cron (recurring) or at (one-off, not in the past). Overlapping another schedule on the same speaker is 409 unless this one has higher priority.',
-});
-const SchedulePatch = Type.Partial(Type.Object(ScheduleFields), {
-  description: 'Fields to change; target and content are replaced whole; null removes a field (e.g. {"cron": "0 6 * * *", "at": null}).',
-});
+/**
+ * Fastify leaves these bodies alone: BroadcastService checks them with the
+ * very schema objects given here (so OpenAPI shows what is enforced), after
+ * the role check, reporting every field error at once in the service's words.
+ */
+export const checkedByService = () => (data: unknown) => ({ value: data });
 
 export const Schedule = Type.Object({
   id: Type.String(),
@@ -96,7 +64,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
   const dto = (s: Parameters<typeof scheduleDto>[0]) => scheduleDto(s, service.nextRuns(s), tz);
 
   app.post('/schedules', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['schedules'], summary: 'Create a schedule', security: [{ bearer: [] }], body: NewSchedule,
       response: { 201: Described(Schedule, 'The schedule with its next runs'), ...errorResponses(...AUTH_ERRORS, 409, 422, 503) },
@@ -130,7 +98,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
   });
 
   app.patch('/schedules/:id', {
-    validatorCompiler: documentOnly,
+    validatorCompiler: checkedByService,
     schema: {
       tags: ['schedules'], summary: 'Change a schedule (enable/disable, retime, retarget...)', security: [{ bearer: [] }],
       params: IdParams, body: SchedulePatch,

@@ -4,25 +4,29 @@
  * schedule's `timezone`) or one-off (`at`). Times are epoch ms internally;
  * the API formats them as ISO 8601 with offset on output.
  *
- * `validateSchedule` never throws on bad input: it returns every field error
- * at once, so a client can fix its form in one go. `toValidationError`
- * turns the list into the standard 400 KENG_ERR_VALIDATION error.
+ * A body is first checked against its TypeBox schema (schema.ts, the one the
+ * API documents), then by the rules a schema cannot express. Validation never
+ * throws on bad input: it returns every field error at once, so a client can
+ * fix its form in one go. `toValidationError` turns the list into the
+ * standard 400 KENG_ERR_VALIDATION error.
  */
 import { randomUUID } from 'node:crypto';
+import type { Validator } from 'typebox/compile';
 import { parseTime } from '../../core/time.js';
 import { Errors, withDetails, type KengError } from '../../core/errors.js';
+import { shapeErrors, type FieldError } from '../../core/schema.js';
 import { cronFor, nextRuns } from './occurrences.js';
 import { isValidTimeZone, zonedDayStart } from '../../core/time.js';
+import {
+  DEFAULT_VOLUME, EMERGENCY_MESSAGE, MAX_DURATION_SEC, NewSchedule, NewScheduleShape, PlayNow, PlayNowShape, SCHEDULE_PRIORITIES,
+  SchedulePatchShape, type NewScheduleBody,
+} from './schema.js';
 
-export const SCHEDULE_PRIORITIES = ['normal', 'priority'] as const;
+export { DEFAULT_VOLUME, MAX_DURATION_SEC, SCHEDULE_PRIORITIES, type FieldError };
 export type SchedulePriority = (typeof SCHEDULE_PRIORITIES)[number];
 /** Broadcast priorities (device-protocol.md); emergency is reserved for alerts. */
 export type BroadcastPriority = SchedulePriority | 'emergency';
 export const PRIORITY_RANK: Readonly<Record<BroadcastPriority, number>> = { normal: 0, priority: 1, emergency: 2 };
-
-export const DEFAULT_VOLUME = 70;
-/** Longest accepted durationSec (one day). */
-export const MAX_DURATION_SEC = 86_400;
 
 export interface ScheduleTarget {
   areas?: string[];
@@ -68,11 +72,6 @@ export interface Schedule extends ScheduleSpec {
   lastFiredAt?: number;
 }
 
-export interface FieldError {
-  field: string;
-  message: string;
-}
-
 export type Validation<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
 
 export interface ValidateOptions {
@@ -82,13 +81,11 @@ export interface ValidateOptions {
   defaultTz: string;
 }
 
-const FIELDS = new Set([
-  'name', 'target', 'content', 'cron', 'at', 'timezone', 'volume', 'priority',
-  'durationSec', 'startDate', 'endDate', 'enabled',
-]);
-/** Output-only fields a client may echo back; ignored on input. */
-const READ_ONLY = new Set(['id', 'createdAt', 'updatedAt', 'createdBy', 'nextRuns', 'lastFiredAt']);
-const DEVICE_ID_RE = /^[a-z0-9][a-z0-9_-]{1,63}$/;
+/** The fields a client may set (the others in the schema are read-only: echoed back, ignored). */
+const FIELDS: readonly string[] = Object.entries(NewSchedule.properties)
+  .filter(([, schema]) => (schema as { readOnly?: boolean }).readOnly !== true).map(([k]) => k);
+/** Form order of the fields, for listing errors the way the client lays them out. */
+const FIELD_ORDER: readonly string[] = Object.keys(NewSchedule.properties);
 const DATE_ONLY_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
 /** How many upcoming runs are checked against durationSec (a schedule must not overlap itself). */
 const SELF_OVERLAP_RUNS = 100;
@@ -108,21 +105,36 @@ export function validateSchedule(input: unknown, opts: ValidateOptions): Validat
  * timing field is in the patch, so an old schedule can still be renamed.
  */
 export function validateSchedulePatch(previous: Schedule, patch: unknown, opts: ValidateOptions): Validation<ScheduleSpec> {
-  if (!isObject(patch)) return { ok: false, errors: [{ field: '', message: 'must be a JSON object' }] };
+  if (!isObject(patch)) return { ok: false, errors: bodyShapeErrors(SchedulePatchShape, patch) };
   const merged: Record<string, unknown> = {};
   for (const k of FIELDS) {
     const v = (previous as unknown as Record<string, unknown>)[k];
     if (v !== undefined) merged[k] = v;
   }
+  const changes: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete merged[k];
-    else merged[k] = v;
+    else merged[k] = changes[k] = v;
   }
   const has = (k: string) => Object.prototype.hasOwnProperty.call(patch, k);
+  // The patch's own shape (nulls are removals, not values), then the schedule it makes.
   return validate(merged, opts, {
     timingChanged: ['cron', 'at', 'timezone', 'startDate', 'endDate', 'enabled', 'durationSec'].some(has),
     atChanged: has('at'),
-  });
+  }, bodyShapeErrors(SchedulePatchShape, changes));
+}
+
+/**
+ * Validate a "play now" body (`POST /api/v1/broadcasts`): its own schema,
+ * then the rules of a schedule's target, content, volume, priority and
+ * durationSec, as a one-off starting now.
+ */
+export function validatePlayNow(input: unknown, opts: ValidateOptions): Validation<ScheduleSpec> {
+  const shape = bodyShapeErrors(PlayNowShape, input);
+  if (!isObject(input)) return { ok: false, errors: shape };
+  // Fields PlayNow does not have are already reported; kept out, they would read as a schedule's cron or name.
+  const known = Object.fromEntries(Object.entries(input).filter(([k]) => Object.hasOwn(PlayNow.properties, k)));
+  return validate({ ...known, name: 'play now', at: opts.now + 60_000 }, opts, { timingChanged: true, atChanged: true }, shape);
 }
 
 /** Give a validated spec its identity and timestamps. */
@@ -150,85 +162,79 @@ export function toValidationError(errors: FieldError[]): KengError {
 
 interface Checks { timingChanged: boolean; atChanged: boolean }
 
-function validate(input: unknown, opts: ValidateOptions, checks: Checks): Validation<ScheduleSpec> {
-  const errors: FieldError[] = [];
-  const err = (field: string, message: string) => { errors.push({ field, message }); };
-  if (!isObject(input)) return { ok: false, errors: [{ field: '', message: 'must be a JSON object' }] };
-
-  for (const k of Object.keys(input)) {
-    if (!FIELDS.has(k) && !READ_ONLY.has(k)) err(k, 'unknown field');
+/** A body's mismatches with its schema, with the one message a schema cannot pick by itself. */
+function bodyShapeErrors(shape: Validator, input: unknown): FieldError[] {
+  const errors = shapeErrors(shape, input);
+  if (isObject(input) && input.priority === 'emergency') {
+    for (const e of errors) if (e.field === 'priority') e.message = EMERGENCY_MESSAGE;
   }
+  return errors;
+}
 
-  // name
-  const name = typeof input.name === 'string' ? input.name.trim() : '';
-  if (typeof input.name !== 'string' || name.length === 0 || name.length > 200) err('name', 'required, 1-200 characters');
+const topField = (field: string): string => /^[^.[]*/.exec(field)![0];
 
-  const target = validateTarget(input.target, err);
-  const content = validateContent(input.content, err);
+/** `errors` without repeats, in form order (unknown fields first, as the client sent them). */
+function inFormOrder(errors: FieldError[]): FieldError[] {
+  const seen = new Set<string>();
+  const unique = errors.filter((e) => {
+    const key = `${e.field}\u0000${e.message}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
+  const rank = (e: FieldError) => FIELD_ORDER.indexOf(topField(e.field));
+  return unique.map((e, i) => ({ e, i })).sort((x, y) => rank(x.e) - rank(y.e) || x.i - y.i).map((x) => x.e);
+}
+
+function validate(input: unknown, opts: ValidateOptions, checks: Checks, earlier: FieldError[] = []): Validation<ScheduleSpec> {
+  const errors: FieldError[] = [...earlier, ...bodyShapeErrors(NewScheduleShape, input)];
+  if (!isObject(input)) return { ok: false, errors: inFormOrder(errors) };
+  // Past the shape check: a field without a shape error has its schema's type.
+  const body = input as NewScheduleBody;
+  const misshapen = new Set(errors.map((e) => topField(e.field)));
+  const fits = (k: keyof NewScheduleBody) => body[k] !== undefined && !misshapen.has(k);
+  const err = (field: string, message: string) => { errors.push({ field, message }); };
+
+  const target = fits('target') ? normaliseTarget(body.target, err) : undefined;
+  const content = fits('content') ? checkContent(body.content, err) : undefined;
 
   // timezone first: date-only startDate/endDate are read in it
   let timezone = opts.defaultTz;
-  if (input.timezone !== undefined) {
-    if (typeof input.timezone !== 'string' || !isValidTimeZone(input.timezone.trim())) {
-      err('timezone', 'unknown time zone; use an IANA name such as Asia/Ho_Chi_Minh');
-    } else {
-      timezone = input.timezone.trim();
-    }
+  if (fits('timezone')) {
+    if (!isValidTimeZone(body.timezone!.trim())) err('timezone', 'unknown time zone; use an IANA name such as Asia/Ho_Chi_Minh');
+    else timezone = body.timezone!.trim();
   }
 
   // cron xor at
   let cron: string | undefined;
   let at: number | undefined;
-  const hasCron = input.cron !== undefined;
-  const hasAt = input.at !== undefined;
+  const hasCron = body.cron !== undefined;
+  const hasAt = body.at !== undefined;
   if (hasCron === hasAt) {
     err(hasCron ? 'at' : 'cron', hasCron ? 'give either cron or at, not both' : 'one of cron (recurring) or at (one-off) is required');
   }
-  if (hasCron) cron = validateCron(input.cron, timezone, err);
-  if (hasAt) {
-    at = readTime(input.at, 'at', timezone, 'start', err);
+  if (fits('cron')) cron = checkCron(body.cron!, timezone, err);
+  if (fits('at')) {
+    at = readTime(body.at!, 'at', timezone, 'start', err);
     if (at !== undefined && checks.atChanged && at < opts.now) err('at', 'is in the past');
   }
 
-  const startDate = input.startDate === undefined ? undefined : readTime(input.startDate, 'startDate', timezone, 'start', err);
-  const endDate = input.endDate === undefined ? undefined : readTime(input.endDate, 'endDate', timezone, 'end', err);
+  const startDate = fits('startDate') ? readTime(body.startDate!, 'startDate', timezone, 'start', err) : undefined;
+  const endDate = fits('endDate') ? readTime(body.endDate!, 'endDate', timezone, 'end', err) : undefined;
   if (startDate !== undefined && endDate !== undefined && endDate < startDate) err('endDate', 'is before startDate');
   if (at !== undefined && ((startDate !== undefined && at < startDate) || (endDate !== undefined && at > endDate))) {
     err('at', 'is outside startDate..endDate');
   }
 
-  // volume, priority, duration, enabled
-  let volume = DEFAULT_VOLUME;
-  if (input.volume !== undefined) {
-    if (typeof input.volume !== 'number' || !Number.isInteger(input.volume) || input.volume < 0 || input.volume > 100) {
-      err('volume', 'must be an integer 0-100');
-    } else volume = input.volume;
-  }
-  let priority: SchedulePriority = 'normal';
-  if (input.priority !== undefined) {
-    if (input.priority === 'emergency') err('priority', 'emergency is reserved for alerts (POST /api/v1/alerts)');
-    else if (!SCHEDULE_PRIORITIES.includes(input.priority as SchedulePriority)) err('priority', 'must be "normal" or "priority"');
-    else priority = input.priority as SchedulePriority;
-  }
-  let durationSec: number | undefined;
-  if (input.durationSec !== undefined) {
-    const d = input.durationSec;
-    if (typeof d !== 'number' || !Number.isFinite(d) || d <= 0 || d > MAX_DURATION_SEC) {
-      err('durationSec', `must be a number of seconds, > 0 and <= ${MAX_DURATION_SEC}`);
-    } else durationSec = d;
-  }
+  const durationSec = fits('durationSec') ? body.durationSec : undefined;
   if (content && 'streamUrl' in content && durationSec === undefined) {
     err('durationSec', 'is required for a stream (how long to relay it)');
   }
-  let enabled = true;
-  if (input.enabled !== undefined) {
-    if (typeof input.enabled !== 'boolean') err('enabled', 'must be true or false');
-    else enabled = input.enabled;
-  }
 
-  if (errors.length > 0 || !target || !content) return { ok: false, errors };
+  if (errors.length > 0 || !target || !content) return { ok: false, errors: inFormOrder(errors) };
 
-  const spec: ScheduleSpec = { name, target, content, timezone, volume, priority, enabled };
+  const spec: ScheduleSpec = {
+    name: body.name.trim(), target, content, timezone,
+    volume: body.volume ?? DEFAULT_VOLUME, priority: body.priority ?? 'normal', enabled: body.enabled ?? true,
+  };
   if (cron !== undefined) spec.cron = cron;
   if (at !== undefined) spec.at = at;
   if (durationSec !== undefined) spec.durationSec = durationSec;
@@ -247,71 +253,39 @@ function validate(input: unknown, opts: ValidateOptions, checks: Checks): Valida
         }
       }
     }
-    if (errors.length > 0) return { ok: false, errors };
+    if (errors.length > 0) return { ok: false, errors: inFormOrder(errors) };
   }
   return { ok: true, value: spec };
 }
 
-function validateTarget(v: unknown, err: (f: string, m: string) => void): ScheduleTarget | undefined {
-  if (!isObject(v)) {
-    err('target', 'required: {"areas"?: [code], "devices"?: [id]}');
-    return undefined;
-  }
+/** Repeated codes and ids once each; an empty target is refused. */
+function normaliseTarget(v: NewScheduleBody['target'], err: (f: string, m: string) => void): ScheduleTarget | undefined {
   const out: ScheduleTarget = {};
-  let ok = true;
-  for (const k of Object.keys(v)) {
-    if (k !== 'areas' && k !== 'devices') { err(`target.${k}`, 'unknown field'); ok = false; }
-  }
   for (const key of ['areas', 'devices'] as const) {
     const list = v[key];
-    if (list === undefined) continue;
-    if (!Array.isArray(list) || list.length > 10_000) { err(`target.${key}`, 'must be an array'); ok = false; continue; }
-    const seen = new Set<string>();
-    list.forEach((x, i) => {
-      const bad = typeof x !== 'string' || x.length === 0 || x.length > 64
-        || (key === 'devices' && !DEVICE_ID_RE.test(x));
-      if (bad) { err(`target.${key}[${i}]`, key === 'devices' ? 'not a valid device id' : 'not a valid area code'); ok = false; } else seen.add(x);
-    });
-    if (seen.size > 0) out[key] = [...seen];
+    if (list && list.length > 0) out[key] = [...new Set(list)];
   }
-  if (ok && !out.areas && !out.devices) {
+  if (!out.areas && !out.devices) {
     err('target', 'needs at least one area or device');
-    ok = false;
+    return undefined;
   }
-  return ok ? out : undefined;
+  return out;
 }
 
-function validateContent(v: unknown, err: (f: string, m: string) => void): ScheduleContent | undefined {
-  const shape = 'exactly one of {"mediaId"}, {"streamUrl"} or {"ttsText"}';
-  if (!isObject(v)) { err('content', `required: ${shape}`); return undefined; }
-  const keys = Object.keys(v);
-  if (keys.length !== 1) { err('content', shape); return undefined; }
-  const key = keys[0]!;
-  const val = v[key];
-  switch (key) {
-    case 'mediaId':
-      if (typeof val !== 'string' || val.length === 0 || val.length > 128) { err('content.mediaId', 'must be a media id'); return undefined; }
-      return { mediaId: val };
-    case 'ttsText':
-      if (typeof val !== 'string' || val.trim().length === 0 || val.length > 5000) { err('content.ttsText', 'must be 1-5000 characters'); return undefined; }
-      return { ttsText: val };
-    case 'streamUrl': {
-      let url: URL | undefined;
-      try { url = typeof val === 'string' && val.length <= 2048 ? new URL(val) : undefined; } catch { url = undefined; }
-      if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-        err('content.streamUrl', 'must be an http:// or https:// URL');
-        return undefined;
-      }
-      return { streamUrl: val as string };
-    }
-    default:
-      err('content', shape);
-      return undefined;
+/** The one kind of content; a stream URL must also parse. */
+function checkContent(v: NewScheduleBody['content'], err: (f: string, m: string) => void): ScheduleContent | undefined {
+  if (v.mediaId !== undefined) return { mediaId: v.mediaId };
+  if (v.ttsText !== undefined) return { ttsText: v.ttsText };
+  let url: URL | undefined;
+  try { url = new URL(v.streamUrl!); } catch { url = undefined; }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    err('content.streamUrl', 'must be an http:// or https:// URL');
+    return undefined;
   }
+  return { streamUrl: v.streamUrl! };
 }
 
-function validateCron(v: unknown, tz: string, err: (f: string, m: string) => void): string | undefined {
-  if (typeof v !== 'string') { err('cron', 'must be a string "m h dom mon dow"'); return undefined; }
+function checkCron(v: string, tz: string, err: (f: string, m: string) => void): string | undefined {
   const fields = v.trim().split(/\s+/);
   if (fields.length !== 5) {
     err('cron', `needs exactly 5 fields "m h dom mon dow" (got ${fields.length}${fields.length === 6 ? '; seconds are not supported' : ''})`);
@@ -332,7 +306,7 @@ function validateCron(v: unknown, tz: string, err: (f: string, m: string) => voi
  * ("2026-01-05") is also accepted for startDate/endDate/at and read in the
  * schedule's zone: start of that day, or for `end` the last millisecond of it.
  */
-function readTime(v: unknown, field: string, tz: string, edge: 'start' | 'end', err: (f: string, m: string) => void): number | undefined {
+function readTime(v: string | number, field: string, tz: string, edge: 'start' | 'end', err: (f: string, m: string) => void): number | undefined {
   if (typeof v === 'string') {
     const m = DATE_ONLY_RE.exec(v.trim());
     if (m) {
@@ -344,10 +318,6 @@ function readTime(v: unknown, field: string, tz: string, edge: 'start' | 'end', 
       }
       return edge === 'start' ? zonedDayStart(y, mo, d, tz) : zonedDayStart(y, mo, d + 1, tz) - 1;
     }
-  }
-  if (typeof v !== 'string' && typeof v !== 'number') {
-    err(field, 'expected ISO 8601 with offset or epoch milliseconds');
-    return undefined;
   }
   try {
     return parseTime(v, field);

@@ -14,6 +14,8 @@ import { runCli } from '../../src/cli/index.js';
 import { startAccountsApp, type AccountsApp } from './auth-fixture.js';
 
 const PW = 'ruộng lúa xanh 2025';
+/** The login delays are read off Retry-After: the app's clock moves only when the test says so. */
+const T0 = Date.now();
 const dataDir = mkdtempSync(path.join(tmpdir(), 'keng-brute-'));
 let t: AccountsApp | undefined;
 afterAll(async () => { await t?.stop(); rmSync(dataDir, { recursive: true, force: true }); });
@@ -40,7 +42,7 @@ async function keng(...args: string[]): Promise<{ code: number; stdout: string; 
 
 describe('login brute force over HTTP', () => {
   it('growing delay, lockout that survives the right password and a restart, admin unlock, audited and chained', async () => {
-    t = await startAccountsApp({ dataDir });
+    t = await startAccountsApp({ dataDir, stoppedAt: T0 });
     expect((await t.http('POST', '/api/v1/areas', { code: 'P', name: 'Tỉnh', level: 'province' })).status).toBe(201);
     expect((await t.http('POST', '/api/v1/users', { username: 'lan', password: PW, role: 'viewer', areas: ['P'] })).status).toBe(201);
     const login = (password: string): ReturnType<AccountsApp['http']> => t!.http('POST', '/api/v1/auth/login', { username: 'lan', password }, null);
@@ -71,7 +73,7 @@ describe('login brute force over HTTP', () => {
     // A restart does not reset the lockout.
     const offset = t.offset();
     await t.stop();
-    t = await startAccountsApp({ dataDir, startOffsetMs: offset });
+    t = await startAccountsApp({ dataDir, startOffsetMs: offset, stoppedAt: T0 });
     expect((await login(PW)).status).toBe(423);
 
     // Only an admin unlocks (an operator may not; the CLI can, see below).

@@ -36,7 +36,11 @@ export interface AccountsApp {
   stop(): Promise<void>;
 }
 
-export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?: number } = {}): Promise<AccountsApp> {
+/**
+ * `stoppedAt`: the app's clock stands still at this instant and moves only by advance(), so a test
+ * that reads delays (Retry-After) is not shortened by how long the machine took to answer.
+ */
+export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?: number; stoppedAt?: number } = {}): Promise<AccountsApp> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-auth-'));
   const config = loadConfig({
     env: {},
@@ -46,7 +50,8 @@ export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?:
     },
   });
   let offset = opts.startOffsetMs ?? 0;
-  const clock = { now: () => Date.now() + offset };
+  const stoppedAt = opts.stoppedAt;
+  const clock = { now: () => (stoppedAt ?? Date.now()) + offset };
   const app = buildApp(config, { logger: createLogger(config.logLevel), clock });
   const accounts = app.accounts;
   await app.start();

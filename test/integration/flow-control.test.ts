@@ -105,10 +105,12 @@ describe('rate limits as flow control (default settings, independent clients)', 
     expect(await metric('keng_rejected_total{reason="rate_limited"}')).toBe(0);
     expect(await metric('keng_mqtt_refused_total{op="publish",reason="abuse_disconnect"}')).toBe(0);
     expect(await metric('keng_throttled_messages_total') - throttledBefore).toBeGreaterThan(1_000);
-    // The calm device published ~100 times while the backlog was throttled: none waited for it.
+    // The calm device published ~100 times while the backlog was held back by up to 30 s: none of its
+    // messages waited for that (the bounds leave room for a loaded CI machine, not for a throttle wait).
     expect(calmLatency.length).toBeGreaterThan(80);
     const sorted = [...calmLatency].sort((a, b) => a - b);
-    expect(sorted[Math.floor(sorted.length * 0.99)]!).toBeLessThan(250);
+    expect(sorted[Math.floor(sorted.length / 2)]!).toBeLessThan(150);
+    expect(sorted[sorted.length - 1]!).toBeLessThan(1_000);
   }, 150_000);
 
   it('a flood of invalid payloads is dropped, counted, and disconnects the device; a good device is untouched', async () => {

@@ -364,6 +364,9 @@ describe('wiring', () => {
   it('the routes are in the OpenAPI document', async () => {
     const doc = (await json('GET', '/docs/json', undefined, null)).body;
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/api/v1/media', '/api/v1/media/tts', '/api/v1/media/{id}', '/media/{id}/file']));
+    // The upload has a multipart body with a binary `file`, so Swagger UI's "Try it out" can send one.
+    const form = doc.paths['/api/v1/media'].post.requestBody.content['multipart/form-data'].schema;
+    expect(form).toMatchObject({ required: ['file'], properties: { file: { type: 'string', format: 'binary' }, name: { type: 'string' } } });
   });
 
   it('counts ingested media in /metrics', async () => {

@@ -92,6 +92,12 @@ export function multipartError(err: unknown, maxUploadBytes: number): KengError 
 
 // ---- /api/v1/media ---------------------------------------------------------------
 
+/** The upload form as OpenAPI shows it (Swagger UI's "Try it out" then offers a file picker). */
+const UploadForm = Type.Object({
+  file: Type.String({ format: 'binary', description: 'The audio file (MP3, WAV PCM, Ogg Vorbis/Opus)' }),
+  name: Type.Optional(Type.String({ description: 'Display name (one line, cut to 200 characters); default the file name' })),
+});
+
 export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (app, { ctx, media }) => {
   const { policy, tz, metrics } = ctx;
   const max = media.maxUploadBytes;
@@ -103,6 +109,8 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
   app.setErrorHandler((err, req, reply) => sendError(req, reply, multipartError(err, max) ?? err, metrics));
 
   app.post('/media', {
+    // The only schema part of this route is the multipart body, read as a stream below.
+    validatorCompiler: () => (data: unknown) => ({ value: data }),
     // Refuse a declared oversized body before reading it (the stream is counted anyway).
     onRequest: async (req) => {
       if (Number(req.headers['content-length'] ?? 0) > max + MULTIPART_OVERHEAD) {
@@ -112,6 +120,8 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     schema: {
       tags: ['media'], summary: 'Upload audio', security: [{ bearer: [] }],
       consumes: ['multipart/form-data'],
+      // For OpenAPI ("Try it out" uploads a file); the parts are read as a stream below, not validated as a body.
+      body: UploadForm,
       description: 'multipart/form-data with the audio in field `file` and optionally `name`. '
         + 'MP3, WAV (PCM) or Ogg (Vorbis/Opus) only: the file is probed and fully decoded, and anything else '
         + '(other formats, video, empty, truncated or corrupt files) is refused with 422 KENG_ERR_MEDIA_NOT_AUDIO. '

@@ -7,14 +7,21 @@
  * submit() / join(), which resolve only after store.writeBatch (durable on
  * disk) has resolved for the batch holding those records.
  *
- * Batching adapts to the writer (group commit as PostgreSQL and InnoDB do it):
- * - writer idle: the open batch goes to the store at the next turn of the
- *   event loop (setImmediate), so the messages parsed from the same socket
- *   reads share it, and a lone message waits for nothing but its own write;
- * - a write under way: submissions gather, and the batch goes the moment a
- *   write completes; while a second write slot is free (`maxInFlight`), it goes
- *   at the latest `intervalMs` after its first submission, so under heavy load
- *   the next batch is already queued at the writer when one commits;
+ * Batching adapts to the writer; nothing waits for a timer while the writer
+ * could take it (group commit as PostgreSQL and InnoDB do it: whatever queued
+ * during one disk sync goes in the next):
+ * - a write slot free: the open batch goes at the next turn of the event loop
+ *   (setImmediate), so the messages parsed from the same socket reads share
+ *   it; a lone message waits for nothing but its own write. With writes
+ *   already under way, `intervalMs` (default 0) may hold it back a little
+ *   longer to gather more;
+ * - the store's writer thread commits every write queued behind the one it is
+ *   committing in ONE transaction (sqlite-worker.ts), so under load the
+ *   batching happens there, without waiting for a round trip through this
+ *   thread (measured: with 2 slots and an 8 ms gathering window, 20 devices ×
+ *   20 messages in flight reached a quarter of a bare aedes broker's rate);
+ * - all `maxInFlight` slots busy: submissions gather, and the batch goes the
+ *   moment a write completes;
  * - `maxReadings` readings queued: the batch goes as soon as a slot is free.
  * At most `maxInFlight` writeBatch calls are under way; what arrives meanwhile
  * accumulates: under load the batches grow instead of the number of writes
@@ -46,7 +53,7 @@ export interface GroupCommitOptions {
   intervalMs: number;
   /** config.telemetry.commitMaxReadings: write as soon as this many readings are queued. */
   maxReadings: number;
-  /** config.telemetry.commitMaxInFlight: batch writes that may overlap (default 2): the next batch is handed to the store while one commits. */
+  /** config.telemetry.commitMaxInFlight: batch writes that may be under way at once (default 8). */
   maxInFlight?: number;
   /** commitLatency only: the store counts written readings and duplicates itself. */
   metrics?: Pick<Metrics, 'commitLatency'>;
@@ -108,7 +115,7 @@ export class GroupCommitter {
     this.store = opts.store;
     this.intervalMs = opts.intervalMs;
     this.maxReadings = Math.max(1, opts.maxReadings);
-    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 2);
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 8);
     this.now = opts.now ?? (() => performance.now());
   }
 

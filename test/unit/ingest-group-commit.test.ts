@@ -201,6 +201,31 @@ describe('GroupCommitter', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it('commitIntervalMs 0: each turn\'s batch goes while a slot is free; with all slots busy they gather until one completes', async () => {
+    const { store, gc } = setup({ intervalMs: 0, maxInFlight: 3 });
+    store.auto = false;
+    const early = [1, 2, 3].map((i) => track(gc.submit([rec(i)])));
+    await vi.advanceTimersByTimeAsync(0); // turn 1
+    expect(store.calls).toHaveLength(1);
+    const turn2 = track(gc.submit([rec(4)]));
+    await vi.advanceTimersByTimeAsync(0);
+    const turn3 = track(gc.submit([rec(5)]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls.map((c) => c.map((r) => r.ts))).toEqual([[1001, 1002, 1003], [1004], [1005]]);
+    const waiting = [6, 7].map((i) => track(gc.submit([rec(i)])));
+    await vi.advanceTimersByTimeAsync(5);
+    expect(store.calls).toHaveLength(3); // all three slots busy: gathering
+    expect(gc.pendingReadings).toBe(2);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(early.every((x) => x.done)).toBe(true);
+    expect(turn2.done || turn3.done || waiting.some((x) => x.done)).toBe(false);
+    expect(store.calls[3]!.map((r) => r.ts)).toEqual([1006, 1007]);
+    store.complete(); store.complete(); store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(turn2.done && turn3.done && waiting.every((x) => x.done)).toBe(true);
+  });
+
   it('never splits a submission; a large backlog beyond maxReadings is written in chunks of whole submissions', async () => {
     const { store, gc } = setup({ maxReadings: 10 });
     store.auto = false;

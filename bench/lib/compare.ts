@@ -32,12 +32,17 @@ export async function runShapes(o: CompareOptions): Promise<ShapeRuns[]> {
       const { devices, window } = r.shape;
       const keng = async (): Promise<void> => {
         o.log(`--- round ${round + 1}/${o.rounds}: Keng (${o.store}), ${devices} x ${window} ---`);
-        r.keng.push(await runThroughput({ ...o, devices, window, log: o.log }));
+        const k = await runThroughput({ ...o, devices, window, log: o.log });
+        r.keng.push(k);
+        o.log(`Keng ${devices} x ${window}: ${fmt(k.msgsPerSec)} msg/s acked, PUBACK p50 ${fmt(k.latencyMs.p50, 1)} / p99 ${fmt(k.latencyMs.p99, 1)} ms, ` +
+          `stored ${fmt(k.verify.storedReadings)} / acked ${fmt(k.verify.ackedReadings)} readings`);
       };
       const bare = async (): Promise<void> => {
         if (!o.baseline) return;
         o.log(`--- round ${round + 1}/${o.rounds}: bare aedes, ${devices} x ${window} ---`);
-        r.bare.push(await runBare({ ...o, devices, window, log: o.log }));
+        const b = await runBare({ ...o, devices, window, log: o.log });
+        r.bare.push(b);
+        o.log(`bare aedes ${devices} x ${window}: ${fmt(b.msgsPerSec)} msg/s acked, PUBACK p50 ${fmt(b.latencyMs.p50, 1)} / p99 ${fmt(b.latencyMs.p99, 1)} ms`);
       };
       if (round % 2 === 0) { await keng(); await bare(); } else { await bare(); await keng(); }
     }

@@ -19,7 +19,8 @@
  *   committing in ONE transaction (sqlite-worker.ts), so under load the
  *   batching happens there, without waiting for a round trip through this
  *   thread (measured: with 2 slots and an 8 ms gathering window, 20 devices ×
- *   20 messages in flight reached a quarter of a bare aedes broker's rate);
+ *   20 messages in flight reached a fifth to a third of a bare aedes broker's
+ *   rate, the writer and this thread idle by turns);
  * - all `maxInFlight` slots busy: submissions gather, and the batch goes the
  *   moment a write completes;
  * - `maxReadings` readings queued: the batch goes as soon as a slot is free.

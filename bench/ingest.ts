@@ -3,19 +3,26 @@
  * QoS 1 telemetry (4 readings per message) with a window of in-flight messages
  * each, over loopback. Reports acknowledged messages/s, PUBACK latency, server
  * RSS, then checks every acknowledged reading is stored (exit 1 if not).
+ * By default three shapes (200 × 1, 20 × 20, 100 × 64 in flight), each also
+ * run against a bare aedes broker with the same generator (bench/bare-aedes.ts),
+ * ending with a table of Keng's rate against the bare broker's.
  * `--idle N`: N connected idle devices, server RSS and time to connect.
  *
- *   npm run bench:ingest -- --devices 100 --window 64 --duration 20 --store embedded
+ *   npm run bench:ingest
+ *   npm run bench:ingest -- --devices 100 --window 64 --duration 20 --store influxdb --baseline none
+ *   npm run bench:ingest -- --rounds 3 --duration 10
  *   npm run bench:ingest -- --idle 5000
  * `--generator mqttjs` drives the load with the mqtt.js simulator instead of
  * the lean raw MQTT client (bench/lib/raw-device.ts).
  */
 import { cpus } from 'node:os';
 import { USAGE, UsageError, parseBenchArgs, type BenchArgs } from './lib/args.js';
+import type { BareResult } from './lib/bare-server.js';
+import { compareRows, compareTable, runShapes } from './lib/compare.js';
 import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
 import { runIdle, IDLE_RSS_TARGET_MIB, type IdleResult } from './lib/idle.js';
 import { fmt, round, table, type Row } from './lib/report.js';
-import { runThroughput, FIELDS, type ThroughputResult } from './lib/throughput.js';
+import { FIELDS, type ThroughputResult } from './lib/throughput.js';
 
 const log = (s: string): void => { process.stderr.write(`[bench] ${s}\n`); };
 
@@ -69,6 +76,13 @@ function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
   };
 }
 
+function jsonBare(r: BareResult): Record<string, unknown> {
+  return {
+    devices: r.devices, window: r.window, msgsPerSec: round(r.msgsPerSec, 0), p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90),
+    p99Ms: round(r.latencyMs.p99), serverCpuPct: round(r.serverCpuPct, 0), clientErrors: r.clientErrors,
+  };
+}
+
 async function main(args: BenchArgs): Promise<number> {
   installSignalHandlers();
   const out: string[] = [];
@@ -84,14 +98,28 @@ async function main(args: BenchArgs): Promise<number> {
     failed ||= r.failures.length > 0;
   } else {
     const runs: Record<string, unknown>[] = [];
+    const bare: Record<string, unknown>[] = [];
+    const compare: Record<string, unknown>[] = [];
+    const summaries: string[] = [];
     for (const store of args.stores) {
       log(`=== ${store} ===`);
-      const r = await runThroughput({ store, ...args, log });
-      out.push(table(`Ingest, ${store} store`, throughputRows(r)));
-      runs.push(jsonThroughput(r));
-      failed ||= r.failures.length > 0;
+      const shapes = await runShapes({ store, ...args, log });
+      for (const sr of shapes) {
+        for (const r of sr.keng) {
+          out.push(table(`Ingest, ${store} store, ${r.devices} x ${r.window}`, throughputRows(r)));
+          runs.push(jsonThroughput(r));
+          failed ||= r.failures.length > 0;
+        }
+        bare.push(...sr.bare.map(jsonBare));
+      }
+      const rows = compareRows(shapes);
+      compare.push(...rows.map((row) => ({ store, ...row })));
+      summaries.push(`Keng (${store} store) against a bare aedes broker, ${args.durationSec} s measured per run, ${args.rounds} round(s)` +
+        `${args.rounds > 1 ? ': median (min–max)' : ''}\n\n${compareTable(rows, store)}`);
     }
+    out.push(...summaries);
     json.ingest = runs;
+    if (args.baseline) { json.bare = bare; json.compare = compare; }
   }
   process.stdout.write('\n' + out.join('\n\n') + '\n');
   process.stdout.write(`BENCH_RESULT ${JSON.stringify(json)}\n`);
@@ -99,7 +127,7 @@ async function main(args: BenchArgs): Promise<number> {
   return failed ? 1 : 0;
 }
 
-let code = 1;
+let code: number;
 try {
   code = await main(parseBenchArgs(process.argv.slice(2)));
 } catch (err) {

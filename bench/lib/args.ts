@@ -1,9 +1,14 @@
 /** Command-line flags of bench/ingest.ts. */
 import { parseArgs } from 'node:util';
+import { DEFAULT_SHAPES, parseShapes, type Shape } from './shapes.js';
 
 export interface BenchArgs {
-  devices: number;
-  window: number;
+  /** Devices × messages in flight per device, each run against Keng (and the baseline). */
+  shapes: Shape[];
+  /** Runs of every shape (the order of Keng and baseline alternates). */
+  rounds: number;
+  /** Also run each shape against a bare aedes broker (bench/bare-aedes.ts). */
+  baseline: boolean;
   durationSec: number;
   warmupSec: number;
   stores: Array<'embedded' | 'influxdb'>;
@@ -17,10 +22,14 @@ export interface BenchArgs {
   generator: 'raw' | 'mqttjs';
 }
 
-export const USAGE = `usage: node dist/bench/ingest.js [--devices 100] [--window 64] [--duration 20] [--warmup 3]
+export const USAGE = `usage: node dist/bench/ingest.js [--shapes 200x1,20x20,100x64 | --devices N --window W]
+                               [--rounds 1] [--baseline aedes|none] [--duration 20] [--warmup 3]
                                [--store embedded|influxdb|both] [--workers 1] [--ramp 500]
                                [--generator raw|mqttjs]
        node dist/bench/ingest.js --idle 5000 [--ramp 1000]
+  --shapes       devices x messages in flight per device, comma-separated (default 200x1,20x20,100x64)
+  --devices/--window  one shape instead (a missing one defaults to 100 / 64)
+  --baseline     aedes (default): run each shape against a bare aedes broker too, and print the ratio
   --keep         keep the temporary data directories
   --rate-limit   per-device message rate given to the server (default: effectively unlimited)
   --generator    raw (default: lean MQTT 3.1.1 client, pipelined frames) or mqttjs (the mqtt.js simulator)`;
@@ -29,11 +38,14 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const { values } = parseArgs({
     args: argv,
     options: {
-      devices: { type: 'string', default: '100' },
-      window: { type: 'string', default: '64' },
+      shapes: { type: 'string' },
+      devices: { type: 'string' },
+      window: { type: 'string' },
+      rounds: { type: 'string', default: '1' },
+      baseline: { type: 'string', default: 'aedes' },
       duration: { type: 'string', default: '20' },
       warmup: { type: 'string', default: '3' },
-      store: { type: 'string', default: 'both' },
+      store: { type: 'string', default: 'embedded' },
       idle: { type: 'string', default: '0' },
       ramp: { type: 'string' },
       workers: { type: 'string', default: '1' },
@@ -50,9 +62,21 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const generator = values.generator;
   if (generator !== 'raw' && generator !== 'mqttjs') throw new UsageError(`--generator must be raw or mqttjs (got "${generator}")`);
   if (!['embedded', 'influxdb', 'both'].includes(store)) throw new UsageError(`--store must be embedded, influxdb or both (got "${store}")`);
+  if (values.baseline !== 'aedes' && values.baseline !== 'none') throw new UsageError(`--baseline must be aedes or none (got "${values.baseline}")`);
+  let shapes: Shape[];
+  if (values.devices !== undefined || values.window !== undefined) {
+    if (values.shapes !== undefined) throw new UsageError('--shapes and --devices/--window exclude each other');
+    shapes = [{ devices: num('devices', values.devices ?? '100', 1, 100_000), window: num('window', values.window ?? '64', 1, 65_535) }];
+  } else if (values.shapes !== undefined) {
+    try { shapes = parseShapes(values.shapes); } catch (err) { throw new UsageError(`--shapes: ${(err as Error).message}`); }
+    for (const sh of shapes) { num('devices', String(sh.devices), 1, 100_000); num('window', String(sh.window), 1, 65_535); }
+  } else {
+    shapes = DEFAULT_SHAPES;
+  }
   return {
-    devices: num('devices', values.devices, 1, 100_000),
-    window: num('window', values.window, 1, 65_535),
+    shapes,
+    rounds: num('rounds', values.rounds, 1, 100),
+    baseline: values.baseline === 'aedes',
     durationSec: num('duration', values.duration, 1, 3600),
     warmupSec: num('warmup', values.warmup, 0, 600),
     stores: store === 'both' ? ['embedded', 'influxdb'] : [store as 'embedded' | 'influxdb'],

@@ -4,7 +4,7 @@
  * next page starts after the last ts returned) and checks every acknowledged
  * message's ts is there with all its fields.
  */
-import { KengApi, mapLimit } from '../../src/sim/index.js';
+import { type KengApi, mapLimit } from '../../src/sim/index.js';
 
 export interface VerifyResult {
   /** Readings (device, ts, field) returned by the history API in the run's time range. */

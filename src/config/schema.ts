@@ -51,11 +51,18 @@ export const ConfigSchema = Type.Object({
     retentionDays: Type.Integer({ minimum: 1, default: 365 }),
     /** Spec: readings more than 5 minutes in the future are refused. */
     futureToleranceMs: Type.Integer({ minimum: 0, default: 300_000 }),
-    /** Group commit: wait at most this long to gather messages into one disk commit. */
-    commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 8 }),
+    /**
+     * Group commit: while writes are under way and another may start, a batch gathers at most
+     * this long before it goes too (0: at the next turn of the event loop). An idle writer never waits.
+     */
+    commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
-    /** Batch writes that may overlap: the next batch goes to the store's writer while one commits. */
-    commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),
+    /**
+     * Batch writes that may be under way at once. The store's writer thread commits all the
+     * writes queued behind the one it is committing in ONE transaction, so with several in
+     * flight the batching happens there, without a round trip to the broker's thread.
+     */
+    commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 8 }),
     /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
     sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
   }, { default: {} }),

@@ -18,6 +18,8 @@ class FakeStore {
     if (this.auto) return Promise.resolve({ written: countReadings(records), duplicates: 0 });
     return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
   }
+  /** Fails the oldest pending write. */
+  fail(err: unknown): void { this.pending.shift()!.reject(err); }
   /** Completes the oldest pending write. */
   complete(dups = 0): void {
     const d = this.pending.shift()!;
@@ -56,22 +58,58 @@ describe('GroupCommitter', () => {
   beforeEach(() => { vi.useFakeTimers(); });
   afterEach(() => { vi.useRealTimers(); });
 
-  it('waits commitIntervalMs, then writes all submissions in ONE writeBatch, in submission order', async () => {
-    const { store, gc } = setup();
+  it('an idle writer writes at the next turn, not after commitIntervalMs: one writeBatch for the turn, in submission order', async () => {
+    const { store, gc } = setup({ intervalMs: 1000 });
     const a = track(gc.submit([rec(1), rec(2)]));
-    await vi.advanceTimersByTimeAsync(1);
     const b = track(gc.submit([rec(3)]));
     const c = track(gc.submit([rec(4)]));
-    await vi.advanceTimersByTimeAsync(2);
-    expect(store.calls).toHaveLength(0);
-    expect(a.done).toBe(false);
-    await vi.advanceTimersByTimeAsync(1); // 4 ms after the FIRST submit
+    expect(store.calls).toHaveLength(0); // not synchronously: the rest of this turn may still join
+    await vi.advanceTimersByTimeAsync(0);
     expect(store.calls).toHaveLength(1);
     expect(store.calls[0]!.map((r) => r.ts)).toEqual([1001, 1002, 1003, 1004]);
     expect(a.done && b.done && c.done).toBe(true);
     expect(a.value).toEqual({ readings: 2, batchReadings: 4, batch: { written: 4, duplicates: 0 } });
     expect(b.value?.readings).toBe(1);
     expect(gc.batches).toBe(1);
+  });
+
+  it('a busy writer batches: what arrives during a write goes as ONE batch the moment it completes, without a timer', async () => {
+    const { store, gc } = setup({ intervalMs: 1000, maxInFlight: 1 });
+    store.auto = false;
+    const first = track(gc.submit([rec(1)]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(1);
+    const later = [3, 4, 5].map((i) => track(gc.submit([rec(i)])));
+    await vi.advanceTimersByTimeAsync(2);
+    const last = track(gc.submit([rec(6)]));
+    await vi.advanceTimersByTimeAsync(5);
+    expect(store.calls).toHaveLength(1); // gathering while the write is under way
+    expect(later.some((s) => s.done) || last.done).toBe(false);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(first.done).toBe(true);
+    expect(store.calls).toHaveLength(2);
+    expect(store.calls[1]!.map((r) => r.ts)).toEqual([1003, 1004, 1005, 1006]);
+    expect(later.some((s) => s.done) || last.done).toBe(false); // not before their own write is durable
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(later.every((s) => s.done) && last.done).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('a failed write rejects only its own batch; the batch gathered behind it is written and resolves', async () => {
+    const { store, gc } = setup({ maxInFlight: 1 });
+    store.auto = false;
+    const err = new Error('disk full');
+    const a = gc.submit([rec(1)]).then(() => 'ok', (e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(0);
+    const b = gc.submit([rec(2)]).then(() => 'ok', (e: unknown) => e);
+    store.fail(err);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(2);
+    store.complete();
+    expect(await a).toBe(err);
+    expect(await b).toBe('ok');
   });
 
   it('resolves nobody before the write is durable', async () => {
@@ -144,19 +182,48 @@ describe('GroupCommitter', () => {
     await gc.flush();
   });
 
-  it('after a write completes, a young batch still waits for its own timer', async () => {
-    const { store, gc } = setup({ intervalMs: 10 });
+  it('with a write under way and a slot free, a batch goes when the write completes if that comes before commitIntervalMs', async () => {
+    const { store, gc } = setup({ intervalMs: 10, maxInFlight: 2 });
     store.auto = false;
     gc.submit([rec(1)]);
-    await vi.advanceTimersByTimeAsync(10);
+    await vi.advanceTimersByTimeAsync(0);
     expect(store.calls).toHaveLength(1);
-    gc.submit([rec(2)]);            // timer starts now
+    const b = track(gc.submit([rec(2)])); // the 10 ms bound starts now
     await vi.advanceTimersByTimeAsync(2);
+    expect(store.calls).toHaveLength(1);
     store.complete();
     await vi.advanceTimersByTimeAsync(0);
-    expect(store.calls).toHaveLength(1); // not yet: only 2 ms old
-    await vi.advanceTimersByTimeAsync(8);
-    expect(store.calls).toHaveLength(2);
+    expect(store.calls).toHaveLength(2); // at 2 ms, not 10
+    expect(b.done).toBe(false);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(b.done).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('commitIntervalMs 0: each turn\'s batch goes while a slot is free; with all slots busy they gather until one completes', async () => {
+    const { store, gc } = setup({ intervalMs: 0, maxInFlight: 3 });
+    store.auto = false;
+    const early = [1, 2, 3].map((i) => track(gc.submit([rec(i)])));
+    await vi.advanceTimersByTimeAsync(0); // turn 1
+    expect(store.calls).toHaveLength(1);
+    const turn2 = track(gc.submit([rec(4)]));
+    await vi.advanceTimersByTimeAsync(0);
+    const turn3 = track(gc.submit([rec(5)]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls.map((c) => c.map((r) => r.ts))).toEqual([[1001, 1002, 1003], [1004], [1005]]);
+    const waiting = [6, 7].map((i) => track(gc.submit([rec(i)])));
+    await vi.advanceTimersByTimeAsync(5);
+    expect(store.calls).toHaveLength(3); // all three slots busy: gathering
+    expect(gc.pendingReadings).toBe(2);
+    store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(early.every((x) => x.done)).toBe(true);
+    expect(turn2.done || turn3.done || waiting.some((x) => x.done)).toBe(false);
+    expect(store.calls[3]!.map((r) => r.ts)).toEqual([1006, 1007]);
+    store.complete(); store.complete(); store.complete();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(turn2.done && turn3.done && waiting.every((x) => x.done)).toBe(true);
   });
 
   it('never splits a submission; a large backlog beyond maxReadings is written in chunks of whole submissions', async () => {

@@ -54,7 +54,14 @@ describe('bench: /proc', () => {
 
 describe('bench: flags and influxd config', () => {
   it('has the documented defaults', () => {
-    expect(parseBenchArgs([])).toMatchObject({ devices: 100, window: 64, durationSec: 20, warmupSec: 3, stores: ['embedded', 'influxdb'], idle: 0, workers: 1, generator: 'raw' });
+    expect(parseBenchArgs([])).toMatchObject({
+      shapes: [{ devices: 200, window: 1 }, { devices: 20, window: 20 }, { devices: 100, window: 64 }],
+      rounds: 1, baseline: true, durationSec: 20, warmupSec: 3, stores: ['embedded'], idle: 0, workers: 1, generator: 'raw',
+    });
+    expect(parseBenchArgs(['--devices', '50'])).toMatchObject({ shapes: [{ devices: 50, window: 64 }] });
+    expect(parseBenchArgs(['--shapes', '10x2, 3×4', '--baseline', 'none', '--store', 'both'])).toMatchObject({
+      shapes: [{ devices: 10, window: 2 }, { devices: 3, window: 4 }], baseline: false, stores: ['embedded', 'influxdb'],
+    });
     expect(parseBenchArgs(['--generator', 'mqttjs'])).toMatchObject({ generator: 'mqttjs' });
     expect(parseBenchArgs(['--store', 'influxdb', '--idle', '5000'])).toMatchObject({ stores: ['influxdb'], idle: 5000, rampPerSec: 1000 });
   });
@@ -62,6 +69,10 @@ describe('bench: flags and influxd config', () => {
     expect(() => parseBenchArgs(['--store', 'mysql'])).toThrow(UsageError);
     expect(() => parseBenchArgs(['--generator', 'fast'])).toThrow(/--generator/);
     expect(() => parseBenchArgs(['--devices', '0'])).toThrow(/--devices/);
+    expect(() => parseBenchArgs(['--shapes', '10x0'])).toThrow(/--window/);
+    expect(() => parseBenchArgs(['--shapes', '10'])).toThrow(/--shapes/);
+    expect(() => parseBenchArgs(['--shapes', '1x1', '--devices', '2'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--baseline', 'mosquitto'])).toThrow(/--baseline/);
     expect(() => parseBenchArgs(['--bogus'])).toThrow();
   });
   it('binds influxd to loopback only, with reporting off', () => {

@@ -275,6 +275,7 @@ export class DeviceHooks {
     this.inflight++;
     pending.then((res) => {
       this.inflight--;
+      corkUntilNextTick(s.client);
       if (res.ok) cb(null);
       else this.refuse(s, packet, topic, res.reason, this.ctx.clock.now(), cb, res.detail);
     }, (err: unknown) => {
@@ -388,4 +389,17 @@ async function dropPersistentSession(aedes: Aedes, clientId: string): Promise<vo
   await p.cleanIncoming?.(c);
   // Queued messages: outgoingClearMessageId removes one entry with the packet's messageId per call.
   for await (const packet of p.outgoingStream(c)) await p.outgoingClearMessageId(c, packet);
+}
+
+/**
+ * The messages of one group commit are acknowledged together, in one run of
+ * promise callbacks: corked, a device's PUBACKs of that commit leave in one
+ * write instead of one system call each (aedes writes each PUBACK as it is
+ * called back).
+ */
+function corkUntilNextTick(client: Client): void {
+  const sock = client.conn as unknown as { writableCorked?: number; cork?: () => void; uncork?: () => void; destroyed?: boolean };
+  if (!sock.cork || sock.writableCorked || sock.destroyed) return;
+  sock.cork();
+  process.nextTick(() => sock.uncork!());
 }

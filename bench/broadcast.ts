@@ -22,7 +22,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { setPriority, tmpdir } from 'node:os';
 import path from 'node:path';
-import { installSignalHandlers, onCleanup, runCleanups } from './lib/cleanup.js';
+import { installSignalHandlers, onCleanup, runCleanups } from '../tools/cleanup.js';
 import { startKeng } from './lib/keng-server.js';
 import { KengApi } from '../src/sim/api-client.js';
 import { simDeviceIds } from '../src/sim/credentials.js';

@@ -19,7 +19,7 @@ import { cpus } from 'node:os';
 import { USAGE, UsageError, parseBenchArgs, type BenchArgs } from './lib/args.js';
 import type { BareResult } from './lib/bare-server.js';
 import { compareRows, compareTable, runShapes } from './lib/compare.js';
-import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
+import { installSignalHandlers, runCleanups } from '../tools/cleanup.js';
 import { runIdle, IDLE_RSS_TARGET_MIB, type IdleResult } from './lib/idle.js';
 import { fmt, round, table, type Row } from './lib/report.js';
 import { FIELDS, type ThroughputResult } from './lib/throughput.js';

@@ -21,7 +21,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../src/sim/index.js';
-import { installSignalHandlers, runCleanups } from './lib/cleanup.js';
+import { installSignalHandlers, runCleanups } from '../tools/cleanup.js';
 import { startKeng } from './lib/keng-server.js';
 import { readCpuMs, readRssBytes, MiB } from './lib/proc.js';
 import { promHistogramQuantile, promValue } from './lib/prom.js';

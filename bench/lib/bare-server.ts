@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { simDeviceIds } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
-import { onCleanup, trackChild } from './cleanup.js';
+import { onCleanup, trackChild } from '../../tools/cleanup.js';
 import { runLoad } from './load-run.js';
 import type { GeneratorKind } from './load.js';
 

@@ -7,8 +7,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { onCleanup, trackChild } from './cleanup.js';
-import { freePorts } from './ports.js';
+import { onCleanup, trackChild } from '../../tools/cleanup.js';
+import { freePorts } from '../../tools/ports.js';
 
 export interface KengProcess {
   pid: number;

@@ -1,6 +1,6 @@
 /** Shared setup: Keng (and InfluxDB) started, bench devices registered. */
 import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../../src/sim/index.js';
-import { startInfluxd, type Influxd } from './influxd.js';
+import { startInfluxd, type Influxd } from '../../tools/influxd.js';
 import { startKeng, type KengProcess } from './keng-server.js';
 
 export const BENCH_AREA = { code: 'bench', name: 'Benchmark devices', level: 'province' as const };

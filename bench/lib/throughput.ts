@@ -1,7 +1,7 @@
 /** One throughput run against one telemetry store, with storage verification. */
 import { PROFILES } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
-import { influxCountReadings } from './influxd.js';
+import { influxCountReadings } from '../../tools/influxd.js';
 import { runLoad } from './load-run.js';
 import { MiB, RssSampler } from './proc.js';
 import { fetchMetrics, promValue } from './prom.js';

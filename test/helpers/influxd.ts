@@ -1,13 +1,13 @@
 /**
  * Test helpers for the telemetry stores: a real InfluxDB 1.x (the one in
- * bench/lib/influxd.ts, shared with the benchmarks) and small utilities.
+ * tools/influxd.ts, shared with the benchmarks) and small utilities.
  */
 import { loadConfig, type Config, type DeepPartial } from '../../src/config/index.js';
 import { createLogger, Metrics, type Clock } from '../../src/core/index.js';
 import type { Timers } from '../../src/storage/telemetry/index.js';
 
-export { INFLUXD as INFLUXD_BIN, startInfluxd, type Influxd } from '../../bench/lib/influxd.js';
-export { freePort } from '../../bench/lib/ports.js';
+export { INFLUXD as INFLUXD_BIN, startInfluxd, type Influxd } from '../../tools/influxd.js';
+export { freePort } from '../../tools/ports.js';
 
 // ---------------------------------------------------------------------------
 // Small shared utilities for the telemetry-store tests.

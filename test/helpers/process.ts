@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-import { freePort } from '../../bench/lib/ports.js';
+import { freePort } from '../../tools/ports.js';
 
 export { freePort };
 

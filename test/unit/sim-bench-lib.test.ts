@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseBenchArgs, UsageError } from '../../bench/lib/args.js';
-import { influxConfig } from '../../bench/lib/influxd.js';
+import { influxConfig } from '../../tools/influxd.js';
 import { parseCpuMs, readRssBytes } from '../../bench/lib/proc.js';
 import { promValue } from '../../bench/lib/prom.js';
 import { checkDevice } from '../../bench/lib/verify.js';

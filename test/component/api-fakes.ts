@@ -141,7 +141,7 @@ export class FakeBroker implements BrokerPort {
   async publish(): Promise<void> {}
   isConnected(): boolean { return false; }
   connectedCount(): number { return 3; }
-  kick(id: string): void { this.kicked.push(id); }
+  kick(id: string, credential?: 'secret' | 'token'): void { this.kicked.push(credential ? `${id}:${credential}` : id); }
   forget(id: string): void { this.kicked.push(id); }
   address(): { mqtt: { host: string; port: number } } { return { mqtt: { host: '127.0.0.1', port: 1883 } }; }
   ready(): boolean { return this.isReady; }

@@ -111,7 +111,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
-    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor } },
+    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).

@@ -8,7 +8,7 @@ export interface AreaDto { code: string; name: string; level: Area['level']; par
 export interface DeviceDto {
   id: string; kind: Device['kind']; name: string; area: string;
   location: { lat: number; lon: number } | null; model: string | null;
-  online: boolean; lastSeen: string | null;
+  enabled: boolean; online: boolean; lastSeen: string | null;
   attributes: Record<string, unknown>;
   latest: Record<string, { ts: string; value: Scalar }>;
 }
@@ -27,7 +27,7 @@ export function deviceDto(v: DeviceView, tz: string): DeviceDto {
   return {
     id: v.id, kind: v.kind, name: v.name, area: v.area,
     location: v.location ?? null, model: v.model ?? null,
-    online: v.online, lastSeen: formatTimeOrNull(v.lastSeen, tz),
+    enabled: v.enabled, online: v.online, lastSeen: formatTimeOrNull(v.lastSeen, tz),
     attributes: v.attributes ?? {},
     latest: latestDto(v.latest ?? {}, tz),
   };

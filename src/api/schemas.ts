@@ -107,6 +107,7 @@ export const Device = Type.Object({
   area: Type.String({ description: 'Area code' }),
   location: Type.Union([Location, Type.Null()]),
   model: Type.Union([Type.String(), Type.Null()]),
+  enabled: Type.Boolean({ description: 'false: disabled by staff, refused at CONNECT (CONNACK 5)' }),
   online: Type.Boolean(),
   lastSeen: Type.Union([Time, Type.Null()], { description: 'Last message or connection; null if never seen' }),
   attributes: Dict(Type.Unknown(), { description: 'Client attributes the device reported (firmware, model, capabilities)' }),
@@ -128,6 +129,29 @@ export const NewDevice = Type.Object({
   model: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
 }, { additionalProperties: false });
 export type NewDeviceBody = Static<typeof NewDevice>;
+
+export const DeviceChanges = Type.Object({
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  area: Type.Optional(Type.String({
+    pattern: AREA_CODE_PATTERN,
+    description: 'Move the device to this existing area (the caller needs devices.write on both areas); readings from then on carry it',
+  })),
+  location: Type.Optional(Type.Union([Location, Type.Null()])),
+  model: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
+  enabled: Type.Optional(Type.Boolean({
+    description: 'false disables the device: its connection is closed at once and every CONNECT is refused with CONNACK 5 until it is enabled again',
+  })),
+}, { additionalProperties: false, minProperties: 1, description: 'Only the fields given change' });
+export type DeviceChangesBody = Static<typeof DeviceChanges>;
+
+export const RotatedSecret = Type.Object({
+  id: Type.String(),
+  secret: Type.String({ description: 'The new MQTT password (username = device id). Shown only here; the old one is refused from now on.' }),
+});
+export const RotatedToken = Type.Object({
+  id: Type.String(),
+  accessToken: Type.String({ description: 'The new ThingsBoard-style MQTT username. Shown only here; the old one is refused from now on.' }),
+});
 
 export const DeviceIdParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 128, description: 'Device id' }),

@@ -41,7 +41,8 @@ export function broadcastDto(b: Broadcast, tz: string, visible: (area: string) =
 export function logEntryDto(e: LogEntry, tz: string) {
   return {
     at: formatTime(e.at, tz), ...opt('deviceAt', e.deviceAt === undefined ? undefined : formatTime(e.deviceAt, tz)),
-    ...opt('broadcastId', e.broadcastId), ...opt('scheduleId', e.scheduleId),
+    ...opt('broadcastId', e.broadcastId), ...opt('scheduleId', e.scheduleId), ...opt('scheduleName', e.scheduleName),
+    ...opt('mediaId', e.mediaId), ...opt('mediaName', e.mediaName),
     deviceId: e.deviceId, area: e.area, state: e.state, ...opt('prevState', e.prevState), ...opt('detail', e.detail), source: e.source,
   };
 }

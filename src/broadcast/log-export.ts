@@ -6,8 +6,7 @@
  * query per area, rendered with the same CSV columns as executor.csv().
  */
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import { formatTime } from '../core/time.js';
-import { toCsv, type BroadcastExecutor, type CsvValue, type LogEntry, type LogQuery } from './execution/index.js';
+import { LOG_CSV_HEADER, logCsvRow, toCsv, type BroadcastExecutor, type LogEntry, type LogQuery } from './execution/index.js';
 
 export type LogScope = 'all' | readonly string[];
 
@@ -26,16 +25,9 @@ export function scopedLog(exec: BroadcastExecutor, q: LogQuery, scope: LogScope)
   return q.limit !== undefined ? out.slice(0, q.limit) : out;
 }
 
-export const LOG_CSV_HEADER = ['time', 'device_time', 'broadcast_id', 'schedule_id', 'area', 'area_name', 'device_id', 'device_name',
-  'state', 'previous_state', 'detail', 'source'] as const;
-
 /** CSV (UTF-8 with BOM, RFC 4180) of the log within `scope`; the same columns as executor.csv(). */
 export function scopedCsv(exec: BroadcastExecutor, reg: Pick<DeviceRegistryApi, 'getArea' | 'getDevice'>, q: LogQuery, scope: LogScope, tz: string): string {
   if (scope === 'all' || q.area !== undefined || scope.length === 1) return exec.csv(scope !== 'all' && q.area === undefined ? { ...q, area: scope[0]! } : q);
-  const rows = scopedLog(exec, q, scope).map((e): CsvValue[] => [
-    formatTime(e.at, tz), e.deviceAt !== undefined ? formatTime(e.deviceAt, tz) : '',
-    e.broadcastId, e.scheduleId, e.area, reg.getArea(e.area)?.name ?? '', e.deviceId, reg.getDevice(e.deviceId)?.name ?? '',
-    e.state, e.prevState, e.detail, e.source,
-  ]);
+  const rows = scopedLog(exec, q, scope).map((e) => logCsvRow(e, tz, (c) => reg.getArea(c)?.name ?? '', (id) => reg.getDevice(id)?.name ?? ''));
   return toCsv(LOG_CSV_HEADER, rows);
 }

@@ -111,6 +111,11 @@ export class BroadcastService implements Component {
 
   // ------------------------------------------------------------ schedules
 
+  /** A schedule's name (for the broadcast log), whoever asks; undefined when unknown. */
+  scheduleName(id: string): string | undefined {
+    return this.repo?.get(id)?.name;
+  }
+
   /** Schedules whose whole target lies within the caller's areas, oldest first. */
   listSchedules(c: Caller): Schedule[] {
     return this.requireRepo().list().filter((s) => targetVisible(this.d.registry, s.target, c));

@@ -48,12 +48,14 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const group = new GroupCommit({ stateDb: d.stateDb, logger: d.logger.child({ part: 'group-commit' }) });
   const batch = <T>(fn: () => T): T => group.run(fn);
   const rpc = new RpcService({ stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch });
-  const executor = new BroadcastExecutor({
+  const executor: BroadcastExecutor = new BroadcastExecutor({
     stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,
     mediaUrl: (mediaId) => d.media.signedUrl(mediaId, d.mediaBaseUrl()),
     logger: d.logger.child({ part: 'executor' }), metrics: d.metrics, clock: d.clock, timeZone: d.config.tz,
+    // The service is built next; the log asks for names only once everything runs.
+    names: { schedule: (id): string | undefined => service.scheduleName(id), media: (id): string | undefined => d.media.get(id)?.name },
   });
-  const service = new BroadcastService({
+  const service: BroadcastService = new BroadcastService({
     config: d.config, stateDb: d.stateDb, registry: d.registry, media: d.media, executor, audit: d.audit,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
     batch: (fn) => group.runDurably(fn),

@@ -259,8 +259,8 @@ export class AedesBroker implements BrokerPort {
     return this.devices.connectedCount();
   }
 
-  kick(deviceId: string): void {
-    this.devices.kick(deviceId);
+  kick(deviceId: string, credential?: 'secret' | 'token'): void {
+    this.devices.kick(deviceId, credential);
   }
 
   forget(deviceId: string): void {

@@ -136,9 +136,11 @@ export class DeviceHooks {
     return this.connected;
   }
 
-  kick(deviceId: string): void {
+  kick(deviceId: string, credential?: 'secret' | 'token'): void {
     const s = this.sessions.get(deviceId);
-    if (s) this.closeSession(s, 'kicked');
+    if (!s) return;
+    if (credential !== undefined && s.identity.viaToken !== (credential === 'token')) return;
+    this.closeSession(s, 'kicked');
   }
 
   /**

@@ -38,8 +38,12 @@ export interface BrokerPort extends Component {
   publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
   isConnected(deviceId: string): boolean;
   connectedCount(): number;
-  /** Disconnect a device (e.g. disabled). */
-  kick(deviceId: string): void;
+  /**
+   * Disconnect a device (e.g. disabled). With `credential`, only a connection
+   * that logged in with that credential (its secret, or its access token): a
+   * rotated secret does not cost a device on its token its connection.
+   */
+  kick(deviceId: string, credential?: 'secret' | 'token'): void;
   /** A deleted device: disconnect it and end its persistent MQTT session. */
   forget(deviceId: string): void;
   /** Bound listener addresses (ephemeral ports in tests); `mqtts` when the TLS listener is on. */

@@ -7,7 +7,7 @@ import {
   type CredentialVerifier, generateAccessToken, generateSecret, hashSecret, tokenLookup, MAX_CREDENTIAL_LENGTH,
 } from './secrets.js';
 import { DEVICE_ID_RE, type Device, type DeviceAuthenticator } from './types.js';
-import type { DeviceCredentials } from './registry-types.js';
+import type { CredentialKind, DeviceCredentials } from './registry-types.js';
 
 type AuthResult = Awaited<ReturnType<DeviceAuthenticator['authenticate']>>;
 
@@ -54,6 +54,16 @@ export async function issueCredentials(): Promise<{ credentials: DeviceCredentia
   };
 }
 
+/** A replacement for one of a device's credentials: the new value (shown once) and the columns it changes. */
+export async function issueCredential(kind: CredentialKind): Promise<{ value: string; stored: Partial<StoredCredentials> }> {
+  if (kind === 'secret') {
+    const value = generateSecret();
+    return { value, stored: { secret_hash: await hashSecret(value) } };
+  }
+  const value = generateAccessToken();
+  return { value, stored: { token_lookup: tokenLookup(value), token_hash: await hashSecret(value) } };
+}
+
 /** Drops cached verifications of the device's secret and token. */
 export function forgetVerifications(verifier: CredentialVerifier, deviceId: string): void {
   verifier.invalidate(deviceId);
@@ -79,24 +89,31 @@ export class DeviceAuthentication implements DeviceAuthenticator {
       // username = device id, password = device secret
       if (byId.row.enabled !== 1) return { ok: false, reason: 'disabled' };
       const secret = password?.toString('utf8') ?? '';
-      const good = await verifier.verify(username, secret, byId.row.secret_hash);
-      return this.settle(username, good, false, 'bad_secret');
+      const hash = byId.row.secret_hash;
+      const good = await verifier.verify(username, secret, hash);
+      return this.settle(username, good, false, 'bad_secret', hash);
     }
     // ThingsBoard style: username = access token, password ignored.
     const id = devices.idByToken(tokenLookup(username));
     const byToken = id !== undefined ? devices.record(id) : undefined;
     if (!byToken) return { ok: false, reason: looksLikeId ? 'unknown_device' : 'bad_credentials' };
     if (byToken.row.enabled !== 1) return { ok: false, reason: 'disabled' };
-    const good = await verifier.verify(tokenKey(byToken.row.id), username, byToken.row.token_hash);
-    return this.settle(byToken.row.id, good, true, 'bad_credentials');
+    const hash = byToken.row.token_hash;
+    const good = await verifier.verify(tokenKey(byToken.row.id), username, hash);
+    return this.settle(byToken.row.id, good, true, 'bad_credentials', hash);
   }
 
-  /** Re-checks the device after the (async) hash check: it may have been deleted or disabled meanwhile. */
-  private settle(id: string, good: boolean, viaToken: boolean, failure: 'bad_secret' | 'bad_credentials'): AuthResult {
+  /**
+   * Re-checks the device after the (async) hash check: it may have been
+   * deleted, disabled or given a new credential meanwhile (a CONNECT with the
+   * old secret must not slip in after the rotation closed the old connection).
+   */
+  private settle(id: string, good: boolean, viaToken: boolean, failure: 'bad_secret' | 'bad_credentials', hash: string): AuthResult {
     if (!good) return { ok: false, reason: failure };
     const c = this.deps.devices.record(id);
     if (!c) return { ok: false, reason: 'unknown_device' };
     if (c.row.enabled !== 1) return { ok: false, reason: 'disabled' };
+    if ((viaToken ? c.row.token_hash : c.row.secret_hash) !== hash) return { ok: false, reason: failure };
     return { ok: true, identity: { deviceId: id, kind: c.device.kind, area: c.device.area, viaToken } };
   }
 }

@@ -9,11 +9,11 @@ import { Errors, withDetails } from '../core/errors.js';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import type { Areas } from './areas.js';
-import { forgetVerifications, issueCredentials, type CredentialLookup, type StoredCredentials } from './credentials.js';
+import { forgetVerifications, issueCredential, issueCredentials, type CredentialLookup, type StoredCredentials } from './credentials.js';
 import type { CredentialVerifier } from './secrets.js';
 import { Statements } from './statements.js';
 import { DEVICE_ID_RE, type Device, type DeviceKind } from './types.js';
-import type { DeviceCredentials, DeviceFilter, DevicesApi, NewDevice } from './registry-types.js';
+import type { CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, DevicesApi, NewDevice } from './registry-types.js';
 
 /** What the device cache needs of the device status. */
 export interface DeviceTracker {
@@ -79,6 +79,17 @@ export function validateNewDevice(d: NewDevice): void {
   }
 }
 
+const CHANGE_KEYS: ReadonlySet<string> = new Set(['name', 'area', 'location', 'model', 'enabled']);
+
+/** Shape checks of a device change (400): the same rules as at registration. */
+export function validateDeviceChanges(c: DeviceChanges): void {
+  if (typeof c !== 'object' || c === null) throw invalid('', 'changes must be an object');
+  for (const k of Object.keys(c)) if (!CHANGE_KEYS.has(k)) throw invalid(k, `unknown field "${k}"`);
+  const probe: NewDevice = { id: 'probe', kind: 'sensor', name: c.name ?? 'probe', area: c.area ?? 'probe', location: c.location, model: c.model };
+  validateNewDevice(probe);
+  if (c.enabled !== undefined && typeof c.enabled !== 'boolean') throw invalid('enabled', 'enabled must be true or false');
+}
+
 function prepare(db: SqliteDatabase) {
   const s = (sql: string) => db.prepare(sql);
   return {
@@ -89,6 +100,10 @@ function prepare(db: SqliteDatabase) {
       VALUES (@id, @kind, @name, @area, @lat, @lon, @model, @enabled, @secret_hash, @token_lookup, @token_hash, @created_at)`),
     deleteDevice: s('DELETE FROM devices WHERE id = ?'),
     setEnabled: s('UPDATE devices SET enabled = ? WHERE id = ?'),
+    updateDevice: s(`UPDATE devices SET name = @name, area = @area, lat = @lat, lon = @lon, model = @model, enabled = @enabled
+      WHERE id = @id`),
+    setSecret: s('UPDATE devices SET secret_hash = @secret_hash WHERE id = @id'),
+    setToken: s('UPDATE devices SET token_lookup = @token_lookup, token_hash = @token_hash WHERE id = @id'),
     insertState: s('INSERT INTO device_state (device_id) VALUES (?)'),
   };
 }
@@ -180,6 +195,62 @@ export class Devices implements DevicesApi, CredentialLookup {
     const q = this.sql.q;
     if (q.setEnabled.run(enabled ? 1 : 0, id).changes === 0) return undefined;
     const row = q.getDevice.get(id) as DeviceRow;
+    forgetVerifications(this.deps.verifier, id);
+    const device = this.cache(row);
+    this.deps.bus.emit('device.changed', { deviceId: id, change: 'updated' });
+    return device;
+  }
+
+  /**
+   * Changes the keys present in `changes`. A move to another area, or a
+   * disable, counts for the next CONNECT and reading at once (cache and
+   * verifications renewed); the app closes the connection of a device that
+   * became disabled ('device.changed').
+   */
+  updateDevice(id: string, changes: DeviceChanges): Device | undefined {
+    validateDeviceChanges(changes);
+    const cur = this.getDevice(id);
+    if (!cur) return undefined;
+    if (changes.area !== undefined && changes.area !== cur.area && !this.deps.areas.getArea(changes.area)) {
+      throw Errors.NOT_FOUND(`Area "${changes.area}"`);
+    }
+    const q = this.sql.q;
+    const old = q.getDevice.get(id) as DeviceRow | undefined;
+    if (!old) return undefined;
+    const loc = changes.location === undefined ? (old.lat !== null && old.lon !== null ? { lat: old.lat, lon: old.lon } : null) : changes.location;
+    const next = {
+      id, name: changes.name ?? old.name, area: changes.area ?? old.area, lat: loc?.lat ?? null, lon: loc?.lon ?? null,
+      model: changes.model === undefined ? old.model : changes.model,
+      enabled: changes.enabled === undefined ? old.enabled : changes.enabled ? 1 : 0,
+    };
+    try {
+      if (q.updateDevice.run(next).changes === 0) return undefined;
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw Errors.NOT_FOUND(`Area "${next.area}"`);
+      throw err;
+    }
+    return this.recache(id);
+  }
+
+  /**
+   * A new secret or access token, hashed off the event loop like at
+   * registration; the old one stops working with this call (its cached
+   * verifications are dropped). Closing a connection made with the old one is
+   * the caller's (the broker's kick).
+   */
+  async rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined> {
+    if (!this.getDevice(id)) return undefined;
+    const { value, stored } = await issueCredential(kind);
+    const q = this.sql.q;
+    const stmt = kind === 'secret' ? q.setSecret : q.setToken;
+    if (stmt.run({ id, ...stored }).changes === 0) return undefined;
+    return this.recache(id) ? value : undefined;
+  }
+
+  /** Re-reads a changed row into the cache and tells the rest of the app ('device.changed'). */
+  private recache(id: string): Device | undefined {
+    const row = this.sql.q.getDevice.get(id) as DeviceRow | undefined;
+    if (!row) return undefined;
     forgetVerifications(this.deps.verifier, id);
     const device = this.cache(row);
     this.deps.bus.emit('device.changed', { deviceId: id, change: 'updated' });

@@ -11,6 +11,17 @@ export interface DeviceCredentials { secret: string; accessToken: string }
 
 export interface DeviceFilter { area?: string; kind?: DeviceKind; online?: boolean }
 
+/**
+ * A change to a registered device: only the keys present change. `area` moves
+ * the device (readings from then on carry the new area); `enabled: false`
+ * parks it (refused at CONNECT, its connection closed by the app).
+ */
+export interface DeviceChanges {
+  name?: string; area?: string; location?: { lat: number; lon: number } | null; model?: string | null; enabled?: boolean;
+}
+/** Which credential a rotation replaces. */
+export type CredentialKind = 'secret' | 'token';
+
 /** Areas: a tree province → commune → village (no districts since July 2025). */
 export interface AreasApi {
   createArea(a: NewArea): Area;                      // throws AREA_EXISTS / AREA_HIERARCHY / VALIDATION
@@ -26,6 +37,14 @@ export interface DevicesApi {
   getDevice(id: string): Device | undefined;
   listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
   deleteDevice(id: string): boolean;
+  /** undefined when the device does not exist. Throws VALIDATION / NOT_FOUND(area). */
+  updateDevice(id: string, changes: DeviceChanges): Device | undefined;
+  /**
+   * Replaces the device's secret or access token; the new one is returned
+   * (shown once), the old one is refused from then on. undefined when the
+   * device does not exist.
+   */
+  rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined>;
 }
 
 /** Presence, attributes and latest values of registered devices (in memory; unknown ids are ignored). */

@@ -18,7 +18,9 @@ import { CredentialVerifier } from './secrets.js';
 import { Statements } from './statements.js';
 import { DeviceStatus } from './status.js';
 import type { Area, Device, DeviceAuthenticator, DeviceView, LatestValue } from './types.js';
-import type { DeviceCredentials, DeviceFilter, DeviceRegistryApi, NewArea, NewDevice } from './registry-types.js';
+import type {
+  CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, DeviceRegistryApi, NewArea, NewDevice,
+} from './registry-types.js';
 
 export interface DeviceRegistryOptions {
   db: StateDb;
@@ -105,6 +107,8 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   getDevice(id: string): Device | undefined { return this.devices.getDevice(id); }
   listDevices(filter: DeviceFilter = {}): Device[] { return this.devices.listDevices(filter); }
   deleteDevice(id: string): boolean { return this.devices.deleteDevice(id); }
+  updateDevice(id: string, changes: DeviceChanges): Device | undefined { return this.devices.updateDevice(id, changes); }
+  rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined> { return this.devices.rotateCredential(id, kind); }
   /** Not in DeviceRegistryApi. */
   setEnabled(id: string, enabled: boolean): Device | undefined { return this.devices.setEnabled(id, enabled); }
 

@@ -85,6 +85,31 @@ const MATRIX: Record<string, Entry> = {
     expect: { admin: [204, 204], adminUser: [204, 204], operator: [204, 404], viewer: [403, 404], service: [403, 404] },
     prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}` }),
   },
+  'PATCH /api/v1/devices/:id': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}`, body: { name: 'Loa đổi tên', enabled: false } }),
+  },
+  'POST /api/v1/devices/:id/secret': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}/secret` }),
+  },
+  'POST /api/v1/devices/:id/token': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}/token` }),
+  },
+  // Loudspeaker control is broadcasting work: operators within their areas, never viewers or services.
+  'POST /api/v1/devices/:id/volume': {
+    expect: { admin: [202, 202], adminUser: [202, 202], operator: [202, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/spk-${where === 'in' ? 'a' : 'b'}/volume`, body: { volume: 40 } }),
+  },
+  'GET /api/v1/devices/:id/commands/:requestId': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [200, 404] },
+    prepare: (_w, where) => {
+      const id = `spk-${where === 'in' ? 'a' : 'b'}`;
+      const { requestId } = t.app.broadcast.rpc.send(id, 'speaker.setVolume', { volume: 30 }, { expiresAt: Date.now() + 86_400_000 });
+      return { url: `/api/v1/devices/${id}/commands/${requestId}` };
+    },
+  },
   'GET /api/v1/devices/:id/telemetry': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),
@@ -270,7 +295,7 @@ describe('role × area × route matrix', () => {
 
   it('the same over real HTTP for the device, broadcast, user and audit routes', async () => {
     const failures: string[] = [];
-    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest']) {
+    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'PATCH /api/v1/devices/:id', 'POST /api/v1/devices/:id/volume', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest']) {
       for (const who of EVERYONE) {
         for (const where of ['in', 'out'] as const) {
           const { got, want, ok, code } = await runCell('http', key, who, where);

@@ -53,7 +53,7 @@ describe('API on the running app', () => {
     const list = await t.api('GET', '/api/v1/devices?area=79&kind=speaker');
     expect(list.body.map((d: { id: string }) => d.id)).toEqual(['loa-01']);
     const got = await t.api('GET', '/api/v1/devices/loa-01');
-    expect(Object.keys(got.body).sort()).toEqual(['area', 'attributes', 'id', 'kind', 'lastSeen', 'latest', 'location', 'model', 'name', 'online']);
+    expect(Object.keys(got.body).sort()).toEqual(['area', 'attributes', 'enabled', 'id', 'kind', 'lastSeen', 'latest', 'location', 'model', 'name', 'online']);
 
     expect((await t.api('DELETE', '/api/v1/devices/loa-01')).status).toBe(204);
     expect((await t.api('GET', '/api/v1/devices/loa-01')).status).toBe(404);

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { loadConfig, type Config, type DeepPartial } from '../../src/config/index.js';
 import { Errors, EventBus, Metrics, createLogger, type Scalar } from '../../src/core/index.js';
-import type { DeviceFilter, DeviceRegistryApi, NewArea, NewDevice, DeviceCredentials } from '../../src/devices/registry-types.js';
+import type { CredentialKind, DeviceChanges, DeviceFilter, DeviceRegistryApi, NewArea, NewDevice, DeviceCredentials } from '../../src/devices/registry-types.js';
 import type { Area, Device, DeviceView, LatestValue } from '../../src/devices/types.js';
 import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from '../../src/storage/telemetry/types.js';
 import type { BrokerPort } from '../../src/broker/types.js';
@@ -58,6 +58,17 @@ export class FakeRegistry implements DeviceRegistryApi {
       && (f.kind === undefined || d.kind === f.kind) && (f.online === undefined || this.isOnline(d.id) === f.online));
   }
   deleteDevice(id: string): boolean { return this.devices.delete(id); }
+  updateDevice(id: string, c: DeviceChanges): Device | undefined {
+    const d = this.devices.get(id);
+    if (!d) return undefined;
+    if (c.area !== undefined && !this.areas.has(c.area)) throw Errors.NOT_FOUND(`Area "${c.area}"`);
+    const next: Device = { ...d, ...c };
+    this.devices.set(id, next);
+    return next;
+  }
+  async rotateCredential(id: string, _kind: CredentialKind): Promise<string | undefined> {
+    return this.devices.has(id) ? randomBytes(16).toString('hex') : undefined;
+  }
   view(id: string): DeviceView | undefined {
     const d = this.devices.get(id);
     if (!d) return undefined;
@@ -130,7 +141,7 @@ export class FakeBroker implements BrokerPort {
   async publish(): Promise<void> {}
   isConnected(): boolean { return false; }
   connectedCount(): number { return 3; }
-  kick(id: string): void { this.kicked.push(id); }
+  kick(id: string, credential?: 'secret' | 'token'): void { this.kicked.push(credential ? `${id}:${credential}` : id); }
   forget(id: string): void { this.kicked.push(id); }
   address(): { mqtt: { host: string; port: number } } { return { mqtt: { host: '127.0.0.1', port: 1883 } }; }
   ready(): boolean { return this.isReady; }

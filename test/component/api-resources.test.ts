@@ -72,7 +72,7 @@ describe('devices', () => {
     expect(r.status).toBe(201);
     expect(r.body).toEqual({
       id: 'soil-01', kind: 'sensor', name: 'Ruộng A', area: 'V1', location: { lat: 10.03, lon: 105.78 }, model: 'SM-1',
-      online: false, lastSeen: null, attributes: {}, latest: {},
+      enabled: true, online: false, lastSeen: null, attributes: {}, latest: {},
       secret: expect.stringMatching(/.{16,}/), accessToken: expect.stringMatching(/.{16,}/),
     });
     expect(r.headers.location).toBe('/api/v1/devices/soil-01');
@@ -87,7 +87,7 @@ describe('devices', () => {
     expect(r.status).toBe(200);
     expect(r.body).toEqual({
       id: 'spk-1', kind: 'speaker', name: 'Device spk-1', area: 'C1', location: null, model: null,
-      online: true, lastSeen: '2025-11-30T18:59:00.000+07:00',
+      enabled: true, online: true, lastSeen: '2025-11-30T18:59:00.000+07:00',
       attributes: { firmware: '1.2.0', capabilities: ['mp3'] },
       latest: {
         volume: { ts: '2025-11-30T18:58:30.250+07:00', value: 70 },
@@ -120,7 +120,7 @@ describe('devices', () => {
     expect(await ids('?online=true')).toEqual(['k-v1']);
     expect(await ids('?online=false&area=P1')).toEqual(['s-c1', 's-c2', 's-v1']);
     const one = (await h.inject('GET', '/api/v1/devices?kind=speaker')).body[0];
-    expect(Object.keys(one).sort()).toEqual(['area', 'attributes', 'id', 'kind', 'lastSeen', 'latest', 'location', 'model', 'name', 'online']);
+    expect(Object.keys(one).sort()).toEqual(['area', 'attributes', 'enabled', 'id', 'kind', 'lastSeen', 'latest', 'location', 'model', 'name', 'online']);
   });
 
   it('DELETE removes the device (204), disconnects it from the broker, then 404', async () => {

@@ -248,6 +248,7 @@ describe('OpenAPI at /docs', () => {
     ['get', '/healthz'], ['get', '/readyz'], ['get', '/metrics'],
     ['post', '/api/v1/areas'], ['get', '/api/v1/areas'],
     ['post', '/api/v1/devices'], ['get', '/api/v1/devices'], ['get', '/api/v1/devices/{id}'], ['delete', '/api/v1/devices/{id}'],
+    ['patch', '/api/v1/devices/{id}'], ['post', '/api/v1/devices/{id}/secret'], ['post', '/api/v1/devices/{id}/token'],
     ['get', '/api/v1/devices/{id}/telemetry'], ['get', '/api/v1/telemetry/latest'],
   ];
 
@@ -278,7 +279,7 @@ describe('OpenAPI at /docs', () => {
     expect(doc.paths['/api/v1/devices'].post.requestBody.content['application/json'].schema.required)
       .toEqual(expect.arrayContaining(['id', 'kind', 'name', 'area']));
     expect(doc.paths['/api/v1/devices/{id}'].get.responses['200'].content['application/json'].schema.required)
-      .toEqual(['id', 'kind', 'name', 'area', 'location', 'model', 'online', 'lastSeen', 'attributes', 'latest']);
+      .toEqual(['id', 'kind', 'name', 'area', 'location', 'model', 'enabled', 'online', 'lastSeen', 'attributes', 'latest']);
     const q = (doc.paths['/api/v1/devices/{id}/telemetry'].get.parameters as Array<{ name: string; in: string }>).filter((x) => x.in === 'query').map((x) => x.name);
     expect(q).toEqual(expect.arrayContaining(['fields', 'from', 'to', 'every', 'agg']));
   });

@@ -182,6 +182,57 @@ describe('authenticate', () => {
   });
 });
 
+describe('changing a registered device', () => {
+  it('updateDevice changes only the keys given, moves areas, disables; emits device.changed', async () => {
+    const { reg, bus } = await open();
+    seedAreas(reg);
+    const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1', location: { lat: 21, lon: 105 }, model: 'L-1' });
+    const changes = record(bus, 'device.changed');
+    expect(reg.updateDevice('loa-01', { name: 'Loa đình' })).toMatchObject({ name: 'Loa đình', area: 'thon-1', location: { lat: 21, lon: 105 }, model: 'L-1', enabled: true });
+    expect(reg.updateDevice('loa-01', { location: null, model: null, area: '00008' })).toMatchObject({ name: 'Loa đình', area: '00008', location: null, model: null });
+    expect(reg.listDevices({ area: '00004' })).toEqual([]);
+    expect(reg.listDevices({ area: '00008' }).map((d) => d.id)).toEqual(['loa-01']);
+    expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toMatchObject({ ok: true, identity: { area: '00008' } });
+    expect(reg.updateDevice('loa-01', { enabled: false })).toMatchObject({ enabled: false });
+    expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toEqual({ ok: false, reason: 'disabled' });
+    expect(reg.updateDevice('loa-01', { enabled: true })).toMatchObject({ enabled: true });
+    expect(changes).toEqual(Array(4).fill({ deviceId: 'loa-01', change: 'updated' }));
+    expect(reg.updateDevice('loa-99', { name: 'x' })).toBeUndefined();
+    const code = (c: Record<string, unknown>): string | undefined => { try { reg.updateDevice('loa-01', c as never); } catch (e) { return (e as { code: string }).code; } return undefined; };
+    expect(code({ area: 'nope' })).toBe('KENG_ERR_NOT_FOUND');
+    expect(code({ name: '' })).toBe('KENG_ERR_VALIDATION');
+    expect(code({ location: { lat: 91, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
+    expect(code({ kind: 'sensor' })).toBe('KENG_ERR_VALIDATION');
+    expect(reg.getDevice('loa-01')).toMatchObject({ name: 'Loa đình', area: '00008', kind: 'speaker' });
+  });
+
+  it('rotateCredential: the new secret or token works, the old one is refused at once', async () => {
+    const { reg } = await open();
+    seedAreas(reg);
+    const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
+    expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toMatchObject({ ok: true }); // cached verification
+    const secret = await reg.rotateCredential('loa-01', 'secret');
+    expect(secret).toMatch(/.{32,}/);
+    expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toEqual({ ok: false, reason: 'bad_secret' });
+    expect(await reg.authenticate('loa-01', Buffer.from(secret!))).toMatchObject({ ok: true });
+    expect(await reg.authenticate(credentials.accessToken, undefined)).toMatchObject({ ok: true, identity: { viaToken: true } });
+    const token = await reg.rotateCredential('loa-01', 'token');
+    expect(await reg.authenticate(credentials.accessToken, undefined)).toEqual({ ok: false, reason: 'bad_credentials' });
+    expect(await reg.authenticate(token!, undefined)).toMatchObject({ ok: true, identity: { deviceId: 'loa-01' } });
+    expect(await reg.authenticate('loa-01', Buffer.from(secret!))).toMatchObject({ ok: true });
+    expect(await reg.rotateCredential('loa-99', 'secret')).toBeUndefined();
+  });
+
+  it('a CONNECT checked against the old secret while it is rotated is refused', async () => {
+    const { reg } = await open();
+    seedAreas(reg);
+    const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
+    const pending = reg.authenticate('loa-01', Buffer.from(credentials.secret)); // the hash check runs in the thread pool
+    await reg.rotateCredential('loa-01', 'secret');
+    expect(await pending).toEqual({ ok: false, reason: 'bad_secret' });
+  });
+});
+
 describe('presence and data', () => {
   it('setOnline emits status only on change and updates the gauge', async () => {
     const { reg, bus, metrics } = await open();

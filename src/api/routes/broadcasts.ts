@@ -47,6 +47,9 @@ const BroadcastView = Type.Object({
 const LogLine = Type.Object({
   at: Time, deviceAt: Type.Optional(Type.String({ description: 'The speaker\'s own time of a playback event' })),
   broadcastId: Type.Optional(Type.String()), scheduleId: Type.Optional(Type.String()),
+  scheduleName: Type.Optional(Type.String({ description: 'The schedule\'s current name (absent once it is deleted)' })),
+  mediaId: Type.Optional(Type.String({ description: 'The media file played (absent for a stream)' })),
+  mediaName: Type.Optional(Type.String({ description: 'The media file\'s current name (absent once it is deleted)' })),
   deviceId: Type.String(), area: Type.String(),
   state: Type.String({ description: 'A target state, or "missed" (occurrence missed while Keng was down)' }),
   prevState: Type.Optional(Type.String()), detail: Type.Optional(Type.String()), source: Type.String(),

@@ -1,4 +1,4 @@
-/** Devices: register (credentials shown once), list, view, delete. */
+/** Devices: register (credentials shown once), list, view, change or move, disable, rotate credentials, delete. */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
@@ -7,7 +7,9 @@ import type { Principal } from '../../auth/types.js';
 import type { Action } from '../../auth/policy.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { createdDeviceDto, deviceDto, freshView } from '../present.js';
-import { AUTH_ERRORS, CreatedDevice, Described, Device, DeviceIdParams, DeviceKind, NewDevice, errorResponses } from '../schemas.js';
+import {
+  AUTH_ERRORS, CreatedDevice, Described, Device, DeviceChanges, DeviceIdParams, DeviceKind, NewDevice, RotatedSecret, RotatedToken, errorResponses,
+} from '../schemas.js';
 
 /**
  * The device if the principal may see it (404 otherwise, so existence does
@@ -72,6 +74,72 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       response: { 200: Described(Device, 'The device'), ...errorResponses(...AUTH_ERRORS, 404) },
     },
   }, async (req) => deviceDto(visibleDevice(ctx, principalOf(req), req.params.id, 'devices.read'), tz));
+
+  app.patch('/devices/:id', {
+    schema: {
+      tags: ['devices'], summary: 'Change, move, disable or re-enable a device', security: [{ bearer: [] }],
+      description: 'Only the fields given change. `area` moves the device: the caller needs devices.write on the old and the new area, '
+        + 'readings from then on carry the new area (its history stays one device). `enabled: false` closes its MQTT connection at once '
+        + 'and refuses every CONNECT with CONNACK 5 until `enabled: true`; commands for it stay queued until they expire.',
+      params: DeviceIdParams, body: DeviceChanges,
+      response: { 200: Described(Device, 'The device as changed'), ...errorResponses(...AUTH_ERRORS, 404, 413, 415, 422) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    const before = visibleDevice(ctx, p, req.params.id, 'devices.read');
+    policy.assert(p, 'devices.write', before.area);
+    const b = req.body;
+    if (b.area !== undefined && b.area !== before.area) {
+      policy.assert(p, 'devices.write', b.area);
+      if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
+    }
+    if (!registry.updateDevice(before.id, b)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    const after = registry.view(before.id);
+    if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    ctx.audit.record({
+      actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: deviceDto(before, tz), after: deviceDto(after, tz),
+    });
+    return deviceDto(after, tz);
+  });
+
+  app.post('/devices/:id/secret', {
+    schema: {
+      tags: ['devices'], summary: 'Rotate the device secret', security: [{ bearer: [] }],
+      description: 'Makes a new MQTT secret (shown only in this reply). The old one is refused from now on, and a connection '
+        + 'that logged in with it is closed; a connection made with the access token stays.',
+      params: DeviceIdParams,
+      response: { 200: Described(RotatedSecret, 'The new secret (shown only here)'), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
+    policy.assert(p, 'devices.write', view.area);
+    const secret = await registry.rotateCredential(view.id, 'secret');
+    if (secret === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    ctx.broker.kick(view.id, 'secret');
+    // The audit entry says that it happened, never the new value.
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.rotate_secret', target: `device:${view.id}` });
+    return { id: view.id, secret };
+  });
+
+  app.post('/devices/:id/token', {
+    schema: {
+      tags: ['devices'], summary: 'Rotate the device access token', security: [{ bearer: [] }],
+      description: 'Makes a new ThingsBoard-style access token (shown only in this reply). The old one is refused from now on, and a '
+        + 'connection that logged in with it is closed; a connection made with the secret stays.',
+      params: DeviceIdParams,
+      response: { 200: Described(RotatedToken, 'The new access token (shown only here)'), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req) => {
+    const p = principalOf(req);
+    const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
+    policy.assert(p, 'devices.write', view.area);
+    const accessToken = await registry.rotateCredential(view.id, 'token');
+    if (accessToken === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    ctx.broker.kick(view.id, 'token');
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.rotate_token', target: `device:${view.id}` });
+    return { id: view.id, accessToken };
+  });
 
   app.delete('/devices/:id', {
     schema: {

@@ -8,11 +8,13 @@ import type { Accounts } from '../../auth/accounts.js';
 import type { BroadcastService } from '../../broadcast/service.js';
 import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
 import type { MediaLibrary } from '../../media/index.js';
+import type { RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
 import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
 import { loginRoutes, sessionRoutes } from './auth.js';
 import { broadcastRoutes } from './broadcasts.js';
+import { deviceCommandRoutes } from './device-commands.js';
 import { deviceRoutes } from './devices.js';
 import { healthRoutes } from './health.js';
 import { latestRoutes } from './latest.js';
@@ -31,6 +33,8 @@ export interface ApiServices {
   media?: MediaLibrary;
   /** Schedules, broadcasts and their log. */
   broadcasts?: { service: BroadcastService; executor: BroadcastExecutor };
+  /** Commands to single devices (a speaker's volume) and their state. */
+  rpc?: RpcService;
 }
 
 /** Routes outside the bearer-token hook: health, metrics, login, signed media links. */
@@ -48,7 +52,8 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   await v1.register(deviceRoutes, { ctx });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });
-  const { accounts, media, broadcasts } = s;
+  const { accounts, media, broadcasts, rpc } = s;
+  if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
   if (accounts) {
     await v1.register(sessionRoutes, { ctx, accounts });
     await v1.register(userRoutes, { ctx, accounts });

@@ -41,7 +41,7 @@ import { BroadcastQueries } from './queries.js';
 import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
 import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, checkTransition, isTerminal } from './state-machine.js';
 import type {
-  Broadcast, BroadcastInput, ListQuery, LogEntry, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
+  Broadcast, BroadcastInput, ListQuery, LogEntry, LogNames, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
 } from './types.js';
 import { validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
@@ -62,6 +62,8 @@ export interface BroadcastExecutorOptions {
   timeZone?: string;
   /** Runs the writes of one playback event inside the state store's group commit (see RpcServiceOptions.batch). */
   batch?: <T>(fn: () => T) => T;
+  /** Names of schedules and media for the log (default: ids only). */
+  names?: LogNames;
   /** expiresAt of broadcast.stop commands, from now. Default 10 minutes. */
   stopTtlMs?: number;
 }
@@ -112,7 +114,7 @@ export class BroadcastExecutor implements Component {
   private async open(): Promise<void> {
     if (this.repo) return;
     this.repo = new BroadcastRepo(this.o.stateDb.db);
-    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE);
+    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
     const rpc = this.o.rpc;
     rpc.setParamsHook(PLAY_METHOD, (params) => this.playParams(params));
     this.offs = [

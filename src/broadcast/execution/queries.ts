@@ -27,7 +27,7 @@ import {
   missedToLogEntry, toBroadcast, toLogEntry, type BroadcastRepo, type BroadcastRow, type LogRow, type MissedRow, type TargetRow,
 } from './repo.js';
 import { formatTime } from '../../core/time.js';
-import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogQuery, TargetState, TotalsQuery, TotalsResult } from './types.js';
+import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogNames, LogQuery, TargetState, TotalsQuery, TotalsResult } from './types.js';
 
 export type QueryRegistry = Pick<DeviceRegistryApi, 'subtree' | 'getArea' | 'getDevice'>;
 
@@ -35,6 +35,21 @@ export const DEFAULT_LIST_LIMIT = 100;
 export const MAX_LIST_LIMIT = 1000;
 export const DEFAULT_LOG_LIMIT = 10_000;
 export const MAX_LOG_LIMIT = 100_000;
+
+/** Columns of the log as CSV (executor.csv() and the scoped export of the API). */
+export const LOG_CSV_HEADER = ['time', 'device_time', 'broadcast_id', 'schedule_id', 'schedule_name', 'media_id', 'media_name',
+  'area', 'area_name', 'device_id', 'device_name', 'state', 'previous_state', 'detail', 'source'] as const;
+
+/** One log line as a CSV record (LOG_CSV_HEADER), times in `tz`. */
+export function logCsvRow(e: LogEntry, tz: string, areaName: (code: string) => string, deviceName: (id: string) => string): CsvValue[] {
+  return [
+    formatTime(e.at, tz), e.deviceAt !== undefined ? formatTime(e.deviceAt, tz) : '',
+    e.broadcastId, e.scheduleId, e.scheduleName, e.mediaId, e.mediaName, e.area, areaName(e.area), e.deviceId, deviceName(e.deviceId),
+    e.state, e.prevState, e.detail, e.source,
+  ];
+}
+
+const NO_NAMES: LogNames = { schedule: () => undefined, media: () => undefined };
 
 const MIN = -8.64e15;
 const MAX = 8.64e15;
@@ -45,7 +60,10 @@ function clampLimit(v: number | undefined, def: number, max: number): number {
 }
 
 export class BroadcastQueries {
-  constructor(private readonly repo: BroadcastRepo, private readonly registry: QueryRegistry, private readonly timeZone: string) {}
+  constructor(
+    private readonly repo: BroadcastRepo, private readonly registry: QueryRegistry, private readonly timeZone: string,
+    private readonly names: LogNames = NO_NAMES,
+  ) {}
 
   /** Area codes of the subtree as JSON (for json_each), or null for no area filter. Unknown area → empty set. */
   private areaSet(area: string | undefined): string | null {
@@ -86,7 +104,7 @@ export class BroadcastQueries {
         AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
       ORDER BY at, seq LIMIT ?`)
       .all(from, to, sched, sched, dev, dev, q.broadcastId ?? null, areas, areas, limit) as LogRow[];
-    const entries = rows.map(toLogEntry);
+    const entries = this.named(rows.map(toLogEntry));
     if (q.broadcastId !== undefined) return entries;
     const missed = this.repo.db.prepare(`SELECT * FROM broadcast_missed
       WHERE planned_at >= ? AND planned_at < ?
@@ -95,13 +113,36 @@ export class BroadcastQueries {
       ORDER BY planned_at, device_id LIMIT ?`)
       .all(from, to, sched, sched, dev, dev, areas, areas, limit) as MissedRow[];
     if (missed.length === 0) return entries;
-    return [...entries, ...missed.map(missedToLogEntry)].sort((a, b) => a.at - b.at).slice(0, limit);
+    return [...entries, ...this.named(missed.map(missedToLogEntry))].sort((a, b) => a.at - b.at).slice(0, limit);
+  }
+
+  /** Adds the media id of each line's broadcast and the names of its schedule and media (each looked up once per call). */
+  private named(entries: LogEntry[]): LogEntry[] {
+    const mediaOf = new Map<string, string | null>();
+    const scheduleNames = new Map<string, string | undefined>();
+    const mediaNames = new Map<string, string | undefined>();
+    const once = <V>(m: Map<string, V>, k: string, f: (k: string) => V): V => {
+      if (!m.has(k)) m.set(k, f(k));
+      return m.get(k) as V;
+    };
+    const mediaStmt = this.repo.db.prepare(`SELECT json_extract(content_json, '$.media.mediaId') FROM broadcasts WHERE id = ?`).pluck();
+    for (const e of entries) {
+      const mediaId = e.broadcastId !== undefined ? once(mediaOf, e.broadcastId, (id) => (mediaStmt.get(id) as string | null | undefined) ?? null) : null;
+      if (mediaId !== null) {
+        e.mediaId = mediaId;
+        const n = once(mediaNames, mediaId, (id) => this.names.media(id));
+        if (n !== undefined) e.mediaName = n;
+      }
+      if (e.scheduleId !== undefined) {
+        const n = once(scheduleNames, e.scheduleId, (id) => this.names.schedule(id));
+        if (n !== undefined) e.scheduleName = n;
+      }
+    }
+    return entries;
   }
 
   /** The log as CSV (RFC 4180, UTF-8 with BOM), times in the commune's time zone. */
   csv(q: LogQuery = {}): string {
-    const header = ['time', 'device_time', 'broadcast_id', 'schedule_id', 'area', 'area_name', 'device_id', 'device_name',
-      'state', 'previous_state', 'detail', 'source'];
     const areaNames = new Map<string, string>();
     const deviceNames = new Map<string, string>();
     const areaName = (c: string): string => {
@@ -114,12 +155,7 @@ export class BroadcastQueries {
       if (n === undefined) { n = this.registry.getDevice(id)?.name ?? ''; deviceNames.set(id, n); }
       return n;
     };
-    const rows = this.log(q).map((e): CsvValue[] => [
-      formatTime(e.at, this.timeZone), e.deviceAt !== undefined ? formatTime(e.deviceAt, this.timeZone) : '',
-      e.broadcastId, e.scheduleId, e.area, areaName(e.area), e.deviceId, deviceName(e.deviceId),
-      e.state, e.prevState, e.detail, e.source,
-    ]);
-    return toCsv(header, rows);
+    return toCsv(LOG_CSV_HEADER, this.log(q).map((e) => logCsvRow(e, this.timeZone, areaName, deviceName)));
   }
 
   totals(q: TotalsQuery = {}, now = Date.now()): TotalsResult {

@@ -84,6 +84,12 @@ export interface LogEntry {
   /** Absent for a missed occurrence (no broadcast was made). */
   broadcastId?: string;
   scheduleId?: string;
+  /** The schedule's name as it is now (absent once the schedule is deleted). */
+  scheduleName?: string;
+  /** The media file the broadcast played (absent for a stream, and for a missed occurrence). */
+  mediaId?: string;
+  /** The media file's name as it is now (absent once the file is deleted). */
+  mediaName?: string;
   deviceId: string;
   area: string;
   /** A target state, or 'missed' for a schedule occurrence missed while Keng was down. */
@@ -91,6 +97,16 @@ export interface LogEntry {
   prevState?: TargetState;
   detail?: string;
   source: LogSource;
+}
+
+/**
+ * Names of the schedules and media files the log refers to by id, so that
+ * staff reading the proof of play see "Bản tin sáng", not an id. Looked up
+ * when the log is read: the schedules and the media library own the names.
+ */
+export interface LogNames {
+  schedule(id: string): string | undefined;
+  media(id: string): string | undefined;
 }
 
 export interface TimeRange { from?: number; to?: number }

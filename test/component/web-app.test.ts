@@ -173,6 +173,17 @@ describe('web app (Chromium, 412×915)', () => {
     await card(page, SENSOR_A.id).locator('.plot canvas').waitFor({ timeout: 5000 });
     await page.waitForTimeout(200);
     await shot(page, '4-chart');
+    // Touch targets a thumb can hit: every control at least 44 × 44 px.
+    const small = await page.$$eval('button, input, select, a[href]', (els) => els
+      .map((e) => ({ e, r: e.getBoundingClientRect() }))
+      .filter(({ r }) => r.width > 0 && (r.height < 44 || r.width < 44))
+      .map(({ e, r }) => `${e.tagName} "${e.textContent}" ${Math.round(r.width)}×${Math.round(r.height)}`));
+    expect(small).toEqual([]);
+    // The same page on a wall screen in the commune office.
+    await page.setViewportSize({ width: 1920, height: 1080 });
+    await page.waitForTimeout(200);
+    await shot(page, '4b-wall-screen');
+    await page.setViewportSize(VIEWPORT);
 
     // The device goes away: the card says since when, in commune time.
     await end(deviceA);

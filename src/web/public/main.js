@@ -148,8 +148,9 @@ function Sensors({ session, loc, onUnauthorized }) {
       const everywhere = session.role === 'admin' || session.areas.includes('*');
       const ids = shown.slice(0, 1000).map((d) => d.id);
       const subscription = everywhere ? (ids.length ? { devices: ids } : null) : { areas: session.areas };
-      const stop = await connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized);
-      if (ctrl.signal.aborted) stop(); else close = stop;
+      // Without the live feed the values still show; the badge says they are not live.
+      const stop = await connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized).catch(() => null);
+      if (ctrl.signal.aborted) stop?.(); else close = stop;
     }).catch((err) => {
       if (ctrl.signal.aborted) return;
       if (err?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();

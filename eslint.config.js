@@ -23,6 +23,11 @@ export default tseslint.config(
     languageOptions: { globals: globals.node },
   },
   {
+    // The web app's browser modules (served as they are, no build step).
+    files: ['src/web/public/**/*.js'],
+    languageOptions: { globals: globals.browser },
+  },
+  {
     // Tests poke at private fields and untyped JSON replies on purpose.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-non-null-assertion': 'off' },

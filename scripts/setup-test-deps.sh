@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # Debian's influxdb package may start a system instance on :8086; the tests start their own on free ports.
-for bin in /usr/bin/influxd /usr/bin/mosquitto_pub /usr/bin/espeak-ng /usr/bin/ffmpeg; do
+for bin in /usr/bin/influxd /usr/bin/mosquitto_pub /usr/bin/espeak-ng /usr/bin/ffmpeg /usr/bin/chromium; do
   [ -x "$bin" ] || { echo "setup: $bin is missing after install" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import paho.mqtt.client, pymodbus, socketio' || { echo "setup: Debian python modules missing" >&2; exit 1; }

@@ -32,6 +32,7 @@ import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
+import { webApp } from './web/index.js';
 
 export interface BuildOptions {
   logger?: Logger;
@@ -111,7 +112,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
-    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc },
+    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, web: webApp({ tz: config.tz }) },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).

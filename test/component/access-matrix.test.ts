@@ -204,6 +204,12 @@ Object.assign(MATRIX, {
   'POST /api/v1/broadcasts/:id/stop': { expect: ops(404), prepare: () => ({ url: '/api/v1/broadcasts/no-such-broadcast/stop' }) },
 } satisfies Record<string, Entry>);
 
+// The web app's page and files (src/web): no data in them, the same for everyone, token or not.
+Object.assign(MATRIX, {
+  'GET /': { public: true, expect: all(200), prepare: () => ({ url: '/' }) },
+  'GET /app/:version/:name': { public: true, expect: all(200), prepare: () => ({ url: '/app/any-version/main.js' }) },
+} satisfies Record<string, Entry>);
+
 /** Usernames behind the session callers. */
 const USERS: Partial<Record<Signed, string>> = { adminUser: 'root-user', operator: 'op-a', viewer: 'view-a' };
 

@@ -3,7 +3,7 @@
  * route groups of the services it is given (`ApiServices`): the app gives all
  * of them; a test that builds an API over fakes gives what it exercises.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Accounts } from '../../auth/accounts.js';
 import type { BroadcastService } from '../../broadcast/service.js';
 import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
@@ -35,15 +35,18 @@ export interface ApiServices {
   broadcasts?: { service: BroadcastService; executor: BroadcastExecutor };
   /** Commands to single devices (a speaker's volume) and their state. */
   rpc?: RpcService;
+  /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
+  web?: FastifyPluginAsync;
 }
 
-/** Routes outside the bearer-token hook: health, metrics, login, signed media links. */
+/** Routes outside the bearer-token hook: health, metrics, login, signed media links, the web app's files. */
 export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteContext, s: ApiServices, apiPrefix: string): Promise<void> {
   await app.register(healthRoutes, { ctx });
   await app.register(metricsRoutes, { ctx });
   const { accounts, media } = s;
   if (accounts) await app.register(loginRoutes, { ctx, accounts, prefix: apiPrefix });
   if (media) await app.register(mediaFileRoutes, { ctx, media });
+  if (s.web) await app.register(s.web);
 }
 
 /** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */

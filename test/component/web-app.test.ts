@@ -184,6 +184,8 @@ describe('web app (Chromium, 412×915)', () => {
     await page.waitForTimeout(200);
     await shot(page, '4b-wall-screen');
     await page.setViewportSize(VIEWPORT);
+    // Back on the phone, nothing stays as wide as the wall screen made it (no sideways scrolling).
+    await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth), { timeout: 3000 }).toBeLessThanOrEqual(VIEWPORT.width);
 
     // The device goes away: the card says since when, in commune time.
     await end(deviceA);

@@ -1,34 +1,35 @@
 # Keng controller image.
 #
 #   docker build -t keng:local .
-#   docker run -d -p 1883:1883 -p 8080:8080 -v keng-data:/app/data keng:local
+#   docker run -d -p 1883:1883 -p 8080:8080 -v keng-data:/app/data \
+#     -e KENG_MEDIA_PUBLIC_BASE_URL=http://<this host's LAN address>:8080 keng:local
+#   docker exec <container> keng backup /app/backups/$(date +%F)   # the CLI is on PATH
 #
-# Written with care but NOT built on the development machine (it has no
-# Docker engine); build it once in CI or on a host with Docker before relying
-# on it.
+# NOT built on the development machine (it has no Docker engine). What can be
+# checked without one is: the build steps live in scripts/image-steps.sh, and
+# test/unit/image-steps.test.ts checks that every Debian package they name is
+# installable on Debian 12 (bookworm, the base of node:20-bookworm-slim) and
+# runs the steps that put `keng` on PATH and verify the tools against a built
+# checkout. Build the image once in CI or on a host with Docker before relying on it.
 #
 # Two stages: the build stage has compilers for the native modules
 # (better-sqlite3, serialport bindings) in case no prebuilt binary fits;
-# the runtime stage has only Node.js, the compiled code and production
-# dependencies, and runs as the unprivileged "node" user (uid 1000).
+# the runtime stage has Node.js, the compiled code, production dependencies,
+# ffmpeg/ffprobe (audio checks, MP3 encoding) and espeak-ng with its data
+# (the Vietnamese voice), and runs as the unprivileged "node" user (uid 1000).
 
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-
-# Dependencies first (cached while package*.json do not change).
-COPY package.json package-lock.json ./
-RUN npm ci
+COPY scripts/image-steps.sh /usr/local/lib/keng/image-steps.sh
+RUN bash /usr/local/lib/keng/image-steps.sh build-deps
 
 # Sources named one by one: the repository has no .dockerignore, and a
 # local node_modules, dist or data/ (device secrets!) must not leak into the
 # image. Only src/ is needed to build the server (bench/ is not shipped).
-COPY tsconfig.json ./
+COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
-RUN npm run build \
- && npm prune --omit=dev \
+COPY bin ./bin
+RUN bash /usr/local/lib/keng/image-steps.sh app \
  && mkdir -p src/web
 
 FROM node:20-bookworm-slim AS runtime
@@ -38,15 +39,23 @@ ENV NODE_ENV=production \
     KENG_MQTT_PORT=1883 \
     KENG_TZ=Asia/Ho_Chi_Minh
 WORKDIR /app
+COPY scripts/image-steps.sh /usr/local/lib/keng/image-steps.sh
+RUN bash /usr/local/lib/keng/image-steps.sh runtime-deps
 COPY --from=build --chown=node:node /app/package.json /app/package-lock.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
+COPY --from=build --chown=node:node /app/bin ./bin
 # Non-TypeScript assets that the server may read at run time (web UI files
 # kept next to their sources); an empty directory when there are none.
 COPY --from=build --chown=node:node /app/src/web ./src/web
-RUN mkdir -p /app/data && chown node:node /app/data
+# `keng` on PATH, then the build fails here unless the CLI runs and ffmpeg,
+# ffprobe and espeak-ng's Vietnamese voice work (Keng itself would only log
+# them missing at start and report them degraded in /readyz).
+RUN bash /usr/local/lib/keng/image-steps.sh keng-bin verify \
+ && mkdir -p /app/data /app/backups && chown node:node /app/data /app/backups
 USER node
-VOLUME ["/app/data"]
+# /app/backups: where `keng backup` writes inside the container (outside the data directory).
+VOLUME ["/app/data", "/app/backups"]
 EXPOSE 1883 8080
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -7,7 +7,8 @@
  * and shared by the HTTP API, MQTT service clients and the live feed.
  *
  * Start order: data directory lock (one server per directory) → state store →
- * device registry → telemetry store → ingest → broker → media → broadcast
+ * device registry → telemetry store → ingest → broker → media tools check →
+ * media → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
@@ -27,7 +28,7 @@ import { principalServiceAuthenticator } from './broker/service-clients.js';
 import { TlsSource } from './tls.js';
 import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, type Accounts } from './auth/index.js';
 import { ApiServer } from './api/index.js';
-import { MediaLibrary, EspeakTts } from './media/index.js';
+import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
@@ -95,6 +96,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
 
+  // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
+  const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
@@ -112,6 +115,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
+    readyChecks: { media: () => mediaTools.report() },
     services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, web: webApp({ tz: config.tz }) },
   });
 
@@ -123,7 +127,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, media, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

@@ -53,7 +53,10 @@ export interface ApiServerOptions {
   metrics: Metrics;
   logger: Logger;
   clock: Clock;
-  /** Extra /readyz checks. Default `state`: the registry answers (a listAreas() probe); pass e.g. `{ state: () => stateDb.health() }`. */
+  /**
+   * Extra /readyz checks, added to the default `state` one (the registry answers: a listAreas() probe);
+   * a check named `state` replaces it, e.g. `{ state: () => stateDb.health() }`.
+   */
   readyChecks?: Record<string, ReadyCheck>;
   /** Require a bearer token on GET /metrics (default false: firewall it). */
   metricsRequireAuth?: boolean;
@@ -96,7 +99,7 @@ export class ApiServer implements Component {
       authenticator: o.authenticator, policy: o.policy, audit: o.audit, metrics: o.metrics, clock: o.clock,
       tz: o.config.tz, maxPoints: o.maxPoints ?? DEFAULT_MAX_POINTS,
       metricsRequireAuth: o.metricsRequireAuth ?? false,
-      readyChecks: o.readyChecks ?? { state: () => { o.registry.listAreas(); return { ok: true }; } },
+      readyChecks: { state: () => { o.registry.listAreas(); return { ok: true }; }, ...o.readyChecks },
       isClosing: () => this.closing,
     };
   }

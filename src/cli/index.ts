@@ -11,7 +11,8 @@
  * instead of working on a new empty database the server never sees.
  *
  * Errors: one line `keng: KENG_ERR_...: message` on stderr, exit status 1
- * (78 for a bad setting, like the server; 66 for a directory without state).
+ * (78 for a bad setting, like the server; 66 for a directory without state;
+ * 73 for a backup directory that is not empty).
  */
 import { userInfo } from 'node:os';
 import path from 'node:path';
@@ -24,6 +25,7 @@ import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind
 import { registerSimulate } from './simulate.js';
 import { createAccounts, ROLES, type Accounts, type Role } from '../auth/index.js';
 import { verifyAuditChain } from '../audit/index.js';
+import { backupDataDir, MANIFEST_FILE } from './backup.js';
 
 /** Opens the state store and a registry that leaves presence to the server. */
 async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb) => T | Promise<T>): Promise<T> {
@@ -271,6 +273,21 @@ function registerAudit(program: Command): void {
     }));
 }
 
+function registerBackup(program: Command): void {
+  program.command('backup')
+    .description('copy the data directory consistently, also while the server runs (state, telemetry, media, admin token); restore: README')
+    .argument('<dir>', 'a new or empty directory for the copy')
+    .option('--json', 'print the manifest as JSON')
+    .action(action(async (dir: string, o: { json?: boolean }) => {
+      const config = loadConfig();
+      const m = await backupDataDir({ dataDir: config.dataDir, target: dir });
+      if (o.json) return json(m);
+      const bytes = m.files.reduce((n, f) => n + f.bytes, 0);
+      out(`Backup of ${m.source} written to ${path.resolve(dir)}: ${m.files.length} files, ${bytes} bytes (manifest ${MANIFEST_FILE})`);
+      if (m.missingMedia.length) out(`Note: ${m.missingMedia.length} media file(s) were deleted while the backup ran and are not in it: ${m.missingMedia.join(', ')}`);
+    }));
+}
+
 export function createProgram(): Command {
   const program = new Command('keng')
     .description('Keng: commune sensors and loudspeakers controller. Works on the state under KENG_DATA_DIR (default ./data).')
@@ -280,6 +297,7 @@ export function createProgram(): Command {
   registerDevices(program);
   registerUsers(program);
   registerAudit(program);
+  registerBackup(program);
   registerSimulate(program);
   return program;
 }

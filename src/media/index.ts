@@ -6,3 +6,4 @@ export { parseRange, ifRangeMatches, type RangeResult } from './range.js';
 export { runTool, checkExecutable, ToolMissingError, type RunOptions, type RunResult } from './run.js';
 export { mediaMigration } from './migration.js';
 export type { MediaRecord, MediaRef, MediaSource, AudioFormat, TtsEngine } from './types.js';
+export { MediaToolsCheck, TTS_VOICE, type MediaToolsCheckOptions, type MediaToolsReport, type ToolStatus, type ToolName } from './tools-check.js';

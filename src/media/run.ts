@@ -81,7 +81,14 @@ export function runTool(file: string, args: readonly string[], opts: RunOptions)
     const err = collector(max);
     let timedOut = false;
     let settled = false;
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+      // A wrapper script's own children (e.g. `sleep` in a shell script) survive the kill and keep
+      // the pipes open, and 'close' waits for the pipes: let go of them so the caller gets its answer.
+      child.stdout.destroy();
+      child.stderr.destroy();
+    }, opts.timeoutMs);
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.stdin.on('error', () => { /* the tool may exit without reading stdin */ });

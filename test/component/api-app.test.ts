@@ -21,7 +21,7 @@ describe('API on the running app', () => {
     const body = await ready.json() as { status: string; checks: Record<string, { ok: boolean }> };
     expect(ready.status).toBe(200);
     expect(body.status).toBe('ready');
-    expect(Object.keys(body.checks).sort()).toEqual(['broker', 'state', 'telemetry']);
+    expect(Object.keys(body.checks).sort()).toEqual(['broker', 'media', 'state', 'telemetry']);
     expect(await (await fetch(`${t.httpUrl}/metrics`)).text()).toContain('keng_mqtt_connections');
     const r = await t.api('GET', '/api/v1/devices', undefined, 'not-the-admin-token');
     expect([r.status, r.body.error.code]).toEqual([401, 'KENG_ERR_UNAUTHENTICATED']);

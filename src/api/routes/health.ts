@@ -1,4 +1,7 @@
-/** GET /healthz (process alive) and GET /readyz (broker, state store and telemetry store usable). */
+/**
+ * GET /healthz (process alive) and GET /readyz (broker, state store and
+ * telemetry store usable; other parts, e.g. `media`, add their own checks).
+ */
 import { withTimeout } from '../../core/async.js';
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -10,7 +13,7 @@ const CHECK_TIMEOUT_MS = 2_000;
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())) });
 const Checks = Type.Unsafe<Record<string, { ok: boolean; detail?: Record<string, unknown> }>>({
-  type: 'object', additionalProperties: Check, description: 'One entry per part: state, broker, telemetry',
+  type: 'object', additionalProperties: Check, description: 'One entry per part: state, broker, telemetry, media',
 });
 
 async function runCheck(check: ReadyCheck): Promise<{ ok: boolean; detail?: Record<string, unknown> }> {
@@ -33,7 +36,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     schema: {
       tags: ['health'], summary: 'Readiness',
       description: 'Ready when the state store, the MQTT broker and the telemetry store are usable. '
-        + '503 KENG_ERR_NOT_READY otherwise, with each part\'s result in error.details. No token needed.',
+        + '503 KENG_ERR_NOT_READY otherwise, with each part\'s result in error.details. No token needed. '
+        + 'The `media` check (ffprobe, ffmpeg, espeak-ng with its Vietnamese voice, probed at start) never fails readiness: '
+        + 'a missing tool shows as `detail.degraded: true` with its `problem`, and only uploads and text-to-speech answer 503.',
       response: {
         200: Type.Object({ status: Type.Literal('ready'), checks: Checks }, { description: 'Ready' }),
         ...errorResponses(503),

@@ -1,0 +1,181 @@
+/**
+ * `keng backup <dir>`: a consistent copy of a data directory, also while the
+ * server runs on it.
+ *
+ * The SQLite databases (state.db; telemetry.db of the embedded store, or
+ * influx-queue.db, the readings not yet sent to InfluxDB) are copied with
+ * SQLite's online backup API (better-sqlite3 `db.backup()`), each in one
+ * step: one read transaction gives a snapshot of the whole file. All of them
+ * are in WAL mode, where a reader never blocks the server's writer, so the
+ * server keeps taking readings meanwhile; only its checkpoints wait until
+ * the copy is done. Copying in many small steps instead would restart from
+ * the first page whenever the server commits between two steps, which under
+ * a steady stream of readings may never finish.
+ *
+ * state.db is copied first, then the telemetry database: every reading
+ * acknowledged (PUBACK) before the backup started is in it. Media files are
+ * written once and renamed into place, so copying the ones the copied
+ * state.db lists gives exactly the library of that snapshot. The admin
+ * token and the media signing key are copied too (mode 0600): a restored
+ * Keng keeps its admin token and its speakers' links stay valid.
+ *
+ * `keng-backup.json` (the manifest: versions, time, files with sizes and
+ * SHA-256) is written last; a directory without it is an unfinished backup.
+ */
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { Errors } from '../core/errors.js';
+import { STATE_DB_FILE } from '../storage/state/index.js';
+import { ADMIN_TOKEN_FILE } from '../auth/index.js';
+import { SIGNING_KEY_FILE } from '../media/index.js';
+
+export const MANIFEST_FILE = 'keng-backup.json';
+/** The telemetry databases a data directory may hold (embedded store; queue in front of InfluxDB). */
+export const TELEMETRY_DB_FILES = ['telemetry.db', 'influx-queue.db'] as const;
+const MEDIA_DIR = 'media';
+/** Small secret files that belong to the state; copied when present. */
+const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE];
+
+export interface BackupFile { path: string; bytes: number; sha256: string }
+
+export interface BackupManifest {
+  format: 1;
+  kind: 'keng-backup';
+  createdAt: string;
+  finishedAt: string;
+  keng: string;
+  node: string;
+  sqlite: string;
+  host: string;
+  source: string;
+  /** Highest applied state migration of the copied state.db. */
+  stateSchemaVersion: number;
+  files: BackupFile[];
+  /** Media rows whose file was gone (deleted after the state snapshot was taken). */
+  missingMedia: string[];
+  restore: string;
+}
+
+export interface BackupOptions {
+  dataDir: string;
+  target: string;
+  now?: () => Date;
+}
+
+/** The package version, from the package.json above this file (src/ in tests, dist/src/ when built). */
+export function kengVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = path.join(dir, 'package.json');
+    if (existsSync(p)) {
+      const pkg = JSON.parse(readFileSync(p, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'keng' && pkg.version) return pkg.version;
+    }
+    dir = path.dirname(dir);
+  }
+  return 'unknown';
+}
+
+function sha256File(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+/** Copies a live SQLite database in one backup step (one snapshot), then checks the copy. */
+async function backupDb(source: string, dest: string): Promise<void> {
+  const db = new Database(source, { fileMustExist: true, timeout: 5000 });
+  try {
+    // 0x7fffffff pages per step: the rest of the file in one step (see the file comment).
+    await db.backup(dest, { progress: () => 0x7fffffff });
+  } finally {
+    db.close();
+  }
+  const copy = new Database(dest, { fileMustExist: true });
+  try {
+    const check = copy.pragma('quick_check', { simple: true });
+    if (check !== 'ok') throw new Error(`the copy of ${path.basename(source)} failed its integrity check: ${String(check)}`);
+  } finally {
+    copy.close();
+  }
+}
+
+function sqliteVersion(): string {
+  const db = new Database(':memory:');
+  try { return db.prepare('SELECT sqlite_version()').pluck().get() as string; } finally { db.close(); }
+}
+
+function assertEmptyTarget(target: string): void {
+  if (!existsSync(target)) return;
+  if (!statSync(target).isDirectory()) throw Errors.BACKUP_TARGET_NOT_EMPTY(target);
+  if (readdirSync(target).length > 0) throw Errors.BACKUP_TARGET_NOT_EMPTY(target);
+}
+
+export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest> {
+  const now = opts.now ?? (() => new Date());
+  const dataDir = path.resolve(opts.dataDir);
+  const target = path.resolve(opts.target);
+  const stateFile = path.join(dataDir, STATE_DB_FILE);
+  if (!existsSync(stateFile)) throw Errors.NO_STATE(dataDir, STATE_DB_FILE);
+  if (target === dataDir || target.startsWith(dataDir + path.sep)) {
+    throw Errors.VALIDATION(`the backup directory ${target} must not be inside the data directory ${dataDir}`);
+  }
+  assertEmptyTarget(target);
+  const createdAt = now().toISOString();
+  // Holds credential hashes, tokens and keys: the owner only.
+  mkdirSync(target, { recursive: true, mode: 0o700 });
+  chmodSync(target, 0o700);
+
+  const files: string[] = [];
+  await backupDb(stateFile, path.join(target, STATE_DB_FILE));
+  files.push(STATE_DB_FILE);
+  for (const f of TELEMETRY_DB_FILES) {
+    if (!existsSync(path.join(dataDir, f))) continue;
+    await backupDb(path.join(dataDir, f), path.join(target, f));
+    files.push(f);
+  }
+
+  // The media the copied state knows (a newer upload is not in that state; a restored server would delete its file).
+  const copy = new Database(path.join(target, STATE_DB_FILE), { readonly: true, fileMustExist: true });
+  let stateSchemaVersion: number;
+  let media: Array<{ id: string; ext: string }> = [];
+  try {
+    stateSchemaVersion = (copy.prepare('SELECT MAX(version) FROM schema_migrations').pluck().get() as number | null) ?? 0;
+    const hasMedia = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'media'").pluck().get();
+    if (hasMedia) media = copy.prepare('SELECT id, ext FROM media ORDER BY id').all() as Array<{ id: string; ext: string }>;
+  } finally {
+    copy.close();
+  }
+  const missingMedia: string[] = [];
+  mkdirSync(path.join(target, MEDIA_DIR), { mode: 0o750 });
+  for (const m of media) {
+    const name = `${m.id}.${m.ext}`;
+    const from = path.join(dataDir, MEDIA_DIR, name);
+    if (!existsSync(from)) { missingMedia.push(m.id); continue; }
+    copyFileSync(from, path.join(target, MEDIA_DIR, name));
+    files.push(path.join(MEDIA_DIR, name));
+  }
+  for (const f of SECRET_FILES) {
+    const from = path.join(dataDir, f);
+    if (!existsSync(from)) continue;
+    copyFileSync(from, path.join(target, f));
+    chmodSync(path.join(target, f), 0o600);
+    files.push(f);
+  }
+
+  const manifest: BackupManifest = {
+    format: 1, kind: 'keng-backup', createdAt, finishedAt: now().toISOString(),
+    keng: kengVersion(), node: process.versions.node,
+    sqlite: sqliteVersion(),
+    host: hostname(), source: dataDir, stateSchemaVersion,
+    files: files.map((f) => ({ path: f, bytes: statSync(path.join(target, f)).size, sha256: sha256File(path.join(target, f)) })),
+    missingMedia,
+    restore: 'Stop Keng; copy everything in this directory except keng-backup.json into an empty data directory (KENG_DATA_DIR), owned by the user Keng runs as; start Keng.',
+  };
+  // Written last, renamed into place: its presence marks a finished backup.
+  writeFileSync(path.join(target, `${MANIFEST_FILE}.tmp`), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
+  renameSync(path.join(target, `${MANIFEST_FILE}.tmp`), path.join(target, MANIFEST_FILE));
+  return manifest;
+}

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { StateDb } from '../../src/storage/state/index.js';
-import { DeviceRegistry } from '../../src/devices/index.js';
+import { CredentialVerifier, DeviceRegistry } from '../../src/devices/index.js';
 import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
 
 const logger = createLogger('silent');
@@ -12,7 +12,7 @@ afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c();
 
 interface Harness { db: StateDb; reg: DeviceRegistry; bus: EventBus; metrics: Metrics; dataDir: string; clock: { t: number; now(): number } }
 
-async function open(dataDir?: string, opts: { ownsPresence?: boolean; flushIntervalMs?: number } = {}): Promise<Harness> {
+async function open(dataDir?: string, opts: { ownsPresence?: boolean; flushIntervalMs?: number; verifier?: CredentialVerifier } = {}): Promise<Harness> {
   const dir = dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-reg-'));
   if (!dataDir) cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const db = new StateDb({ dataDir: dir, logger });
@@ -224,11 +224,23 @@ describe('changing a registered device', () => {
   });
 
   it('a CONNECT checked against the old secret while it is rotated is refused', async () => {
-    const { reg } = await open();
+    // The old secret's hash check is held until the rotation is through, so the test does not depend on
+    // which of the two finishes first in the thread pool.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    class HeldVerifier extends CredentialVerifier {
+      override async verify(deviceId: string, secret: string, encoded: string): Promise<boolean> {
+        const good = await super.verify(deviceId, secret, encoded);
+        await gate;
+        return good;
+      }
+    }
+    const { reg } = await open(undefined, { verifier: new HeldVerifier() });
     seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
-    const pending = reg.authenticate('loa-01', Buffer.from(credentials.secret)); // the hash check runs in the thread pool
+    const pending = reg.authenticate('loa-01', Buffer.from(credentials.secret));
     await reg.rotateCredential('loa-01', 'secret');
+    release();
     expect(await pending).toEqual({ ok: false, reason: 'bad_secret' });
   });
 });

@@ -32,6 +32,7 @@ export const ConfigSchema = Type.Object({
     rateLimitBurst: Type.Integer({ minimum: 1, default: 500 }),
     /** Refused publishes within 60 s after which the device is disconnected. */
     abuseDisconnectAfter: Type.Integer({ minimum: 1, default: 20 }),
+    /** Advice to devices (ThingsBoard getSessionLimits `maxInflightMessages`: their own QoS 1 window); not enforced. */
     maxInflightMessages: Type.Integer({ minimum: 1, default: 100 }),
     /** MQTT over TLS listener (same broker), opened only when tls.certFile and tls.keyFile are set. */
     tlsPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 8883 })),

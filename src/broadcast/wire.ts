@@ -12,7 +12,7 @@ import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
 import type { MediaLibrary } from '../media/index.js';
 import { RpcService } from '../rpc/index.js';
-import { BroadcastExecutor } from './execution/index.js';
+import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
 import { GroupCommit } from './group-commit.js';
 
@@ -47,7 +47,10 @@ export interface BroadcastWiring {
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const group = new GroupCommit({ stateDb: d.stateDb, logger: d.logger.child({ part: 'group-commit' }) });
   const batch = <T>(fn: () => T): T => group.run(fn);
-  const rpc = new RpcService({ stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch });
+  const rpc = new RpcService({
+    stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch,
+    paramsHooks: playHooks(() => executor),
+  });
   const executor: BroadcastExecutor = new BroadcastExecutor({
     stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,
     mediaUrl: (mediaId) => d.media.signedUrl(mediaId, d.mediaBaseUrl()),

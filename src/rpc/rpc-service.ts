@@ -65,6 +65,11 @@ export interface RpcServiceOptions {
    * Default: each write commits on its own.
    */
   batch?: <T>(fn: () => T) => T;
+  /**
+   * Send-time params per method, called at every send (also a resend after a reconnect), so what
+   * must be fresh per send (a signed media URL) is, while the stored params stay as given.
+   */
+  paramsHooks?: Readonly<Record<string, ParamsHook>>;
 }
 
 const MAX_PARAMS_BYTES = 64 * 1024;
@@ -78,7 +83,7 @@ export class RpcService implements Component {
   private readonly clock: Clock;
   private readonly m: RpcMetrics;
   private readonly ee = new EventEmitter();
-  private readonly hooks = new Map<string, ParamsHook>();
+  private readonly hooks: ReadonlyMap<string, ParamsHook>;
   /** Connected devices whose subscription is not yet known to exist. */
   private readonly warming = new Map<string, NodeJS.Timeout>();
   /** Per-device publish chain: commands reach a device in the order they were sent. */
@@ -91,6 +96,7 @@ export class RpcService implements Component {
 
   constructor(opts: RpcServiceOptions) {
     this.o = opts;
+    this.hooks = new Map(Object.entries(opts.paramsHooks ?? {}));
     this.clock = opts.clock ?? systemClock;
     this.m = rpcMetrics(opts.metrics);
     this.ee.setMaxListeners(50);
@@ -141,11 +147,6 @@ export class RpcService implements Component {
   /** Shorthand for on('response'). */
   onResponse(fn: Listener<'response'>): () => void {
     return this.on('response', fn);
-  }
-
-  /** Registers the send-time params hook of a method (one per method). */
-  setParamsHook(method: string, hook: ParamsHook): void {
-    this.hooks.set(method, hook);
   }
 
   /** true when a command sent now would be published at once. */

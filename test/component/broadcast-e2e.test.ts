@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, parseMetrics, publish, waitFor } from '../helpers/mqtt.js';
 import { RpcService } from '../../src/rpc/index.js';
-import { BroadcastExecutor, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
+import { BroadcastExecutor, playHooks, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
 import { SimSpeaker, type SpeakerFaults } from '../../src/sim/speaker/index.js';
 import type { KengEvents } from '../../src/core/events.js';
 
@@ -78,8 +78,8 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
 
   const logger = app.logger.child({ module: 'test' });
   const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
-    readyDelayMs: 300, sweepIntervalMs: 50, answerGraceMs: 300 });
-  const exec = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
+    readyDelayMs: 300, sweepIntervalMs: 50, answerGraceMs: 300, paramsHooks: playHooks(() => exec) });
+  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
   await rpc.start();
   await exec.start();
   const states: Array<KengEvents['broadcast.state']> = [];

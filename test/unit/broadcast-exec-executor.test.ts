@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_MIGRATION, RpcService } from '../../src/rpc/index.js';
-import { BROADCAST_MIGRATION, BroadcastExecutor, type BroadcastInput } from '../../src/broadcast/execution/index.js';
+import { BROADCAST_MIGRATION, BroadcastExecutor, playHooks, type BroadcastInput } from '../../src/broadcast/execution/index.js';
 import type { Area, Device } from '../../src/devices/types.js';
 
 const SHA = 'a'.repeat(64);
@@ -54,7 +54,8 @@ async function setup(): Promise<Fx> {
   const published: Fx['published'] = [];
   const urls: string[] = [];
   const logger = createLogger('silent');
-  const rpc = new RpcService({ stateDb: { db }, bus, logger, metrics, clock, answerGraceMs: 0,
+  // The hook reaches whichever executor the test holds (one test replaces it to simulate a restart).
+  const rpc = new RpcService({ stateDb: { db }, bus, logger, metrics, clock, answerGraceMs: 0, paramsHooks: playHooks(() => fx!.exec),
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } } });
   let n = 0;
   const exec = new BroadcastExecutor({ stateDb: { db }, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,

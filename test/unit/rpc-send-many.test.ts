@@ -36,9 +36,9 @@ async function setup(db = new Database(':memory:'), migrate = true): Promise<Fix
   const rpc = new RpcService({
     stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } },
+    paramsHooks: { 'broadcast.play': (params) => { f.hookCalls++; return { ...params, url: `https://keng.test/x?sig=${f.hookCalls}` }; } },
   });
   const f: Fixture = { rpc, bus, clock, connected, published, db, hookCalls: 0 };
-  rpc.setParamsHook('broadcast.play', (params) => { f.hookCalls++; return { ...params, url: `https://keng.test/x?sig=${f.hookCalls}` }; });
   await rpc.start();
   fx = f;
   return f;

@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
-import { RPC_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { RPC_MIGRATION, RpcService, type RpcEvents, type RpcServiceOptions } from '../../src/rpc/index.js';
 
 interface Fixture {
   rpc: RpcService; bus: EventBus; metrics: Metrics; clock: { t: number; now(): number };
@@ -18,7 +18,7 @@ interface Fixture {
 let fx: Fixture | undefined;
 afterEach(async () => { await fx?.rpc.stop(); fx?.db.close(); fx = undefined; });
 
-async function setup(): Promise<Fixture> {
+async function setup(paramsHooks: RpcServiceOptions['paramsHooks'] = {}): Promise<Fixture> {
   const db = new Database(':memory:');
   db.exec(MIGRATIONS[0]!.up);
   db.exec(RPC_MIGRATION.up);
@@ -35,7 +35,7 @@ async function setup(): Promise<Fixture> {
     isConnected: (d: string) => connected.has(d),
     publish: async (topic: string, payload: string | Buffer) => { published.push({ topic, body: JSON.parse(String(payload)) }); },
   };
-  const rpc = new RpcService({ stateDb: { db }, broker, bus, logger: createLogger('silent'), metrics, clock, readyDelayMs: 60_000, answerGraceMs: 1000 });
+  const rpc = new RpcService({ stateDb: { db }, broker, bus, logger: createLogger('silent'), metrics, clock, readyDelayMs: 60_000, answerGraceMs: 1000, paramsHooks });
   await rpc.start();
   fx = { rpc, bus, metrics, clock, connected, published, db };
   return fx;
@@ -123,9 +123,8 @@ describe('RpcService', () => {
   });
 
   it('applies the params hook at every send (fresh signed URLs) but stores the template', async () => {
-    const f = await setup();
     let n = 0;
-    f.rpc.setParamsHook('broadcast.play', (p) => ({ ...p, url: `u${++n}` }));
+    const f = await setup({ 'broadcast.play': (p) => ({ ...p, url: `u${++n}` }) });
     f.connected.add('loa-01');
     const r = f.rpc.send('loa-01', 'broadcast.play', { broadcastId: 'a' }, { expiresAt: f.clock.t + 60_000 });
     f.connected.delete('loa-01');

@@ -35,7 +35,7 @@ import { counterOn, type Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
-import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
+import type { ParamsHook, RpcEvents, RpcRequest } from '../../rpc/types.js';
 import type { SqliteDatabase } from '../../storage/state/db.js';
 import { BroadcastQueries } from './queries.js';
 import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
@@ -116,7 +116,6 @@ export class BroadcastExecutor implements Component {
     this.repo = new BroadcastRepo(this.o.stateDb.db);
     this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
     const rpc = this.o.rpc;
-    rpc.setParamsHook(PLAY_METHOD, (params) => this.playParams(params));
     this.offs = [
       rpc.on('sent', (e) => this.onRpcSent(e)),
       rpc.on('expired', (e) => this.onRpcExpired(e)),
@@ -254,8 +253,11 @@ export class BroadcastExecutor implements Component {
 
   // ------------------------------------------------------------ RPC and playback events
 
-  /** Send-time params of broadcast.play: a fresh signed URL for the media (device protocol §12.1). */
-  private playParams(params: Record<string, unknown>): Record<string, unknown> {
+  /**
+   * Send-time params of broadcast.play, the RPC service's params hook for it (see playHooks()):
+   * a fresh signed URL for the media (device protocol §12.1).
+   */
+  playParams(params: Record<string, unknown>): Record<string, unknown> {
     const media = params.media as MediaContent | undefined;
     if (!media) return params;
     const { mediaId, ...rest } = media;
@@ -444,4 +446,13 @@ function pickMedia(m: MediaContent): MediaContent {
 
 function counter(m: Metrics | undefined, name: string, help: string, labelNames: readonly 'reason'[]): Counter<'reason'> {
   return counterOn(m?.registry, name, help, labelNames);
+}
+
+/**
+ * The RPC params hooks a broadcast executor needs (`paramsHooks` of its RpcService). The executor
+ * is given the RPC service, so it is built after it: the hook reaches it through `executor()`,
+ * called only at send time.
+ */
+export function playHooks(executor: () => Pick<BroadcastExecutor, 'playParams'>): Record<string, ParamsHook> {
+  return { [PLAY_METHOD]: (params) => executor().playParams(params) };
 }

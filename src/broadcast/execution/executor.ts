@@ -35,7 +35,7 @@ import { counterOn, type Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
-import type { ParamsHook, RpcEvents, RpcRequest } from '../../rpc/types.js';
+import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
 import type { SqliteDatabase } from '../../storage/state/db.js';
 import { BroadcastQueries } from './queries.js';
 import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
@@ -446,13 +446,4 @@ function pickMedia(m: MediaContent): MediaContent {
 
 function counter(m: Metrics | undefined, name: string, help: string, labelNames: readonly 'reason'[]): Counter<'reason'> {
   return counterOn(m?.registry, name, help, labelNames);
-}
-
-/**
- * The RPC params hooks a broadcast executor needs (`paramsHooks` of its RpcService). The executor
- * is given the RPC service, so it is built after it: the hook reaches it through `executor()`,
- * called only at send time.
- */
-export function playHooks(executor: () => Pick<BroadcastExecutor, 'playParams'>): Record<string, ParamsHook> {
-  return { [PLAY_METHOD]: (params) => executor().playParams(params) };
 }

@@ -15,6 +15,11 @@
  * and get `telemetry.batch` arrays (src/live/batch.ts); --mode event: one
  * `telemetry` event per reading and client.
  *
+ * --farmers (`npm run bench:web`): every client is a farmer's web page: a
+ * viewer account of its commune, logged in through POST /auth/login, one
+ * `telemetry` event per reading (as the web app at `/` connects), no
+ * province-wide clients.
+ *
  * KENG_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" profiles the server.
  */
 import { cpus } from 'node:os';
@@ -34,12 +39,13 @@ const HIST_MS = 10_000;
 const log = (s: string): void => { process.stderr.write(`[bench:live] ${s}\n`); };
 
 type Mode = 'batch' | 'event';
-interface Args { clients: number; rate: number; devices: number; communes: number; watchAll: number; duration: number; warmup: number; clientWorkers: number; fields: number; mode: Mode }
+interface Args { clients: number; rate: number; devices: number; communes: number; watchAll: number; duration: number; warmup: number; clientWorkers: number; fields: number; mode: Mode; farmers: boolean }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { clients: 200, rate: 10_000, devices: 200, communes: 20, watchAll: 2, duration: 20, warmup: 3, clientWorkers: 2, fields: 3, mode: 'batch' };
+  const a: Args = { clients: 200, rate: 10_000, devices: 200, communes: 20, watchAll: 2, duration: 20, warmup: 3, clientWorkers: 2, fields: 3, mode: 'batch', farmers: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!.replace(/^--/, '');
+    if (k === 'farmers') { a.farmers = true; continue; }
     if (k === 'mode') {
       const v = argv[++i];
       if (v !== 'batch' && v !== 'event') throw new Error('--mode is batch or event');
@@ -47,11 +53,12 @@ function parseArgs(argv: string[]): Args {
       continue;
     }
     const key = ({ 'client-workers': 'clientWorkers', 'watch-all': 'watchAll' } as Record<string, string>)[k] ?? k;
-    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --communes --watch-all --duration --warmup --client-workers --fields --mode)`);
+    if (!(key in a)) throw new Error(`unknown option --${k} (options: --clients --rate --devices --communes --watch-all --duration --warmup --client-workers --fields --mode --farmers)`);
     const v = Number(argv[++i]);
     if (!Number.isFinite(v) || v < 0 || (v === 0 && key !== 'watchAll')) throw new Error(`--${k} needs a positive number`);
     (a as unknown as Record<string, number>)[key] = v;
   }
+  if (a.farmers) a.watchAll = 0; // a farmer sees the commune of their fields, never the whole province
   if (a.watchAll > a.clients) throw new Error('--watch-all cannot exceed --clients');
   if (a.communes > a.devices) throw new Error('--communes cannot exceed --devices');
   return a;
@@ -60,7 +67,8 @@ function parseArgs(argv: string[]): Args {
 // ---------------------------------------------------------------- workers --
 
 /** areas: the one area each client of this worker subscribes to. */
-type ClientsIn = { role: 'clients'; url: string; token: string; areas: string[]; mode: Mode };
+/** tokens[i]: the bearer token of client i (the admin token, or a farmer's own session). */
+type ClientsIn = { role: 'clients'; url: string; tokens: string[]; areas: string[]; mode: Mode };
 type PublishersIn = { role: 'publishers'; mqttUrl: string; devices: SimCredential[]; rate: number; fields: number };
 type ToWorker = { cmd: 'start' | 'reset' | 'report' | 'stop' };
 /** hist: publish → receipt; inHist (every 16th reading): publish → the server's receipt time (the reading's ts, set by Keng). */
@@ -75,7 +83,8 @@ async function clientsWorker(d: ClientsIn): Promise<void> {
   let disconnected = 0;
   let perClient: number[] = new Array<number>(d.areas.length).fill(0);
   const open = (i: number): Promise<import('socket.io-client').Socket> => new Promise((resolve, reject) => {
-    const auth = d.mode === 'batch' ? { token: d.token, batch: true } : { token: d.token };
+    const token = d.tokens[i]!;
+    const auth = d.mode === 'batch' ? { token, batch: true } : { token };
     const s = io(d.url, { transports: ['websocket'], reconnection: false, forceNew: true, auth });
     type Msg = { ts: string; values: { sent_at_ms?: number } };
     const one = (m: Msg, now: number): void => {
@@ -151,6 +160,27 @@ async function publishersWorker(d: PublishersIn): Promise<void> {
 
 // ------------------------------------------------------------------ main --
 
+/** One viewer account per commune, then one login (session token) per client, as a farmer's page does. */
+async function farmerSessions(url: string, adminToken: string, areas: string[]): Promise<string[]> {
+  const call = async (route: string, body: unknown, token?: string): Promise<Record<string, unknown>> => {
+    const r = await fetch(url + route, {
+      method: 'POST', body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    });
+    const text = await r.text();
+    if (r.status >= 300) throw new Error(`POST ${route}: ${r.status} ${text}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  };
+  const password = 'ruộng lúa bench 2026';
+  const username = (area: string): string => `nong-dan-${area}`;
+  for (const area of new Set(areas)) await call('/api/v1/users', { username: username(area), password, role: 'viewer', areas: [area] }, adminToken);
+  // One at a time: the login guard counts an attempt as a failure until its password proves right,
+  // so parallel logins of one account would be refused as guessing.
+  const tokens: string[] = [];
+  for (const area of areas) tokens.push(String((await call('/api/v1/auth/login', { username: username(area), password })).token));
+  return tokens;
+}
+
 function worker<T>(data: ClientsIn | PublishersIn): { w: Worker; ready: Promise<void>; ask: (cmd: ToWorker['cmd']) => Promise<T> } {
   const w = new Worker(SELF, { workerData: data });
   const ready = new Promise<void>((resolve, reject) => {
@@ -203,9 +233,12 @@ async function main(): Promise<void> {
     // Readings each client may see, as a share of all published: 1 for the province, its commune's share otherwise.
     const share = clientAreas.reduce((sum, code) => sum + (code === PROVINCE.code ? 1 : perCommune[Number(code.slice(-3)) - 1]! / a.devices), 0);
 
+    // --farmers: each client logs in as a viewer of its commune, as the web app does (POST /auth/login).
+    const tokens = a.farmers ? await farmerSessions(server.httpUrl, server.adminToken, clientAreas) : clientAreas.map(() => server.adminToken);
+    if (a.farmers) log(`${tokens.length} farmers logged in (one viewer account per commune)`);
     const per = Math.ceil(a.clients / a.clientWorkers);
     const cw = Array.from({ length: a.clientWorkers }, (_, i) => worker<ClientReport>({
-      role: 'clients', url: server.httpUrl, token: server.adminToken, areas: clientAreas.slice(i * per, (i + 1) * per), mode: a.mode,
+      role: 'clients', url: server.httpUrl, tokens: tokens.slice(i * per, (i + 1) * per), areas: clientAreas.slice(i * per, (i + 1) * per), mode: a.mode,
     }));
     const pw = worker<{ sent: number }>({ role: 'publishers', mqttUrl: server.mqttUrl, devices, rate: a.rate, fields: a.fields });
     stopAll.unshift(async () => { for (const x of [...cw, pw]) { x.w.postMessage({ cmd: 'stop' }); await x.w.terminate(); } });

@@ -2,12 +2,43 @@
  * Test helpers for the telemetry stores: a real InfluxDB 1.x (the one in
  * tools/influxd.ts, shared with the benchmarks) and small utilities.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Config, type DeepPartial } from '../../src/config/index.js';
 import { createLogger, Metrics, type Clock } from '../../src/core/index.js';
 import type { Timers } from '../../src/storage/telemetry/index.js';
 
+import { startInfluxd, type Influxd } from '../../tools/influxd.js';
+
 export { INFLUXD as INFLUXD_BIN, startInfluxd, type Influxd } from '../../tools/influxd.js';
 export { freePort } from '../../tools/ports.js';
+
+/**
+ * One influxd for the whole test file (started before its tests, destroyed after them) and
+ * temporary data directories removed with it. `influxd` is readable once the tests run.
+ */
+export function influxdForFile(prefix: string): { readonly influxd: Influxd; tmp(): string } {
+  let server: Influxd | undefined;
+  const dirs: string[] = [];
+  beforeAll(async () => { server = await startInfluxd(); });
+  afterAll(async () => {
+    await server?.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  return {
+    get influxd(): Influxd {
+      if (!server) throw new Error('influxd is started in beforeAll');
+      return server;
+    },
+    tmp(): string {
+      const d = mkdtempSync(path.join(tmpdir(), prefix));
+      dirs.push(d);
+      return d;
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Small shared utilities for the telemetry-store tests.

@@ -5,38 +5,24 @@
  * changed is dead-lettered field by field; a device that moves to another
  * area keeps one history.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   createTelemetryStore, type Agg, type HistoryQuery, type TelemetryRecord, type TelemetryStore,
 } from '../../src/storage/telemetry/index.js';
-import { FakeClock, fastTimers, metricValue, startInfluxd, storeConfig, testLogger, testMetrics, type Influxd } from '../helpers/influxd.js';
+import { FakeClock, fastTimers, metricValue, influxdForFile, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
 
-let influxd: Influxd;
-const dirs: string[] = [];
+const fx = influxdForFile('keng-ftypes-');
+const tmp = (): string => fx.tmp();
 let dbSeq = 0;
-
-beforeAll(async () => { influxd = await startInfluxd(); });
-afterAll(async () => {
-  await influxd?.destroy();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'keng-ftypes-'));
-  dirs.push(d);
-  return d;
-}
 
 function influxStore(dir: string, database: string): { store: TelemetryStore; metrics: ReturnType<typeof testMetrics> } {
   const metrics = testMetrics();
   const clock = new FakeClock();
   const config = storeConfig(dir, {
     telemetry: { store: 'influxdb' },
-    influx: { url: influxd.url, api: 'v1', database, retryMinMs: 500, retryMaxMs: 30_000, timeoutMs: 2000 },
+    influx: { url: fx.influxd.url, api: 'v1', database, retryMinMs: 500, retryMaxMs: 30_000, timeoutMs: 2000 },
   });
   return { store: createTelemetryStore(config, { dataDir: dir, logger: testLogger(), metrics, clock, timers: fastTimers(clock, 5) }), metrics };
 }
@@ -53,7 +39,7 @@ function deadReadings(file: string): unknown[] {
 }
 
 async function influxCount(database: string, field: string): Promise<number> {
-  const r = await influxd.queryOrThrow(`SELECT count("${field}") FROM "telemetry"`, database);
+  const r = await fx.influxd.queryOrThrow(`SELECT count("${field}") FROM "telemetry"`, database);
   return (r.results?.[0]?.series?.[0]?.values?.[0]?.[1] as number | undefined) ?? 0;
 }
 
@@ -123,7 +109,7 @@ describe('field types and the area tag (real influxd)', () => {
     await store.start(); // the measurement is empty: nothing to learn yet
     try {
       // Another program writes "level" as a string into the same measurement.
-      const res = await fetch(`${influxd.url}/write?db=${db}&precision=ms`, { method: 'POST', body: `telemetry,device_id=other level="high" ${T0}` });
+      const res = await fetch(`${fx.influxd.url}/write?db=${db}&precision=ms`, { method: 'POST', body: `telemetry,device_id=other level="high" ${T0}` });
       expect(res.status).toBe(204);
       const recs: TelemetryRecord[] = [];
       for (let i = 0; i < 50; i++) recs.push(rec(T0 + i * 1000, i === 20 ? { level: 2.5, temp: 20 + i, ok: true } : { temp: 20 + i }));
@@ -156,10 +142,10 @@ describe('field types and the area tag (real influxd)', () => {
       recs.push(rec(T0 + 5, { temp: -1 }, 'nowhere', ''));
       await store.writeBatch(recs); await emb.writeBatch(recs);
       expect(await store.drain(20_000)).toBe(true);
-      const tags = await influxd.queryOrThrow('SHOW TAG VALUES FROM "telemetry" WITH KEY = "area"', db);
+      const tags = await fx.influxd.queryOrThrow('SHOW TAG VALUES FROM "telemetry" WITH KEY = "area"', db);
       expect(tags.results?.[0]?.series?.[0]?.values?.map((v) => v[1])).toEqual(['00004', '00007']);
       // Dashboards group by area.
-      const byArea = await influxd.queryOrThrow('SELECT count("temp") FROM "telemetry" GROUP BY "area"', db);
+      const byArea = await fx.influxd.queryOrThrow('SELECT count("temp") FROM "telemetry" GROUP BY "area"', db);
       expect(Object.fromEntries((byArea.results?.[0]?.series ?? []).map((s) => [(s as unknown as { tags: { area: string } }).tags.area, s.values[0]![1]])))
         .toEqual({ '': 1, '00004': 60, '00007': 20 });
       // The history API: one series per device across the move, the same answers as the embedded store.

@@ -2,31 +2,16 @@
  * Real InfluxDB 1.x (Debian influxd) behind the on-disk queue: delivery,
  * equivalence of query() with the embedded store, outage and restart.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Config, DeepPartial } from '../../src/config/index.js';
 import {
   createTelemetryStore, type Agg, type HistoryQuery, type TelemetryRecord, type TelemetryStore, type Timers,
 } from '../../src/storage/telemetry/index.js';
-import { FakeClock, fastTimers, metricValue, startInfluxd, storeConfig, testLogger, testMetrics, type Influxd } from '../helpers/influxd.js';
+import { FakeClock, fastTimers, metricValue, influxdForFile, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
 
-let influxd: Influxd;
-const dirs: string[] = [];
+const fx = influxdForFile('keng-influx-');
+const tmp = (): string => fx.tmp();
 let dbSeq = 0;
-
-beforeAll(async () => { influxd = await startInfluxd(); });
-afterAll(async () => {
-  await influxd?.destroy();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'keng-influx-'));
-  dirs.push(d);
-  return d;
-}
 
 interface Made { store: TelemetryStore; metrics: ReturnType<typeof testMetrics>; clock: FakeClock; timers: Timers & { simulatedMs: number } }
 
@@ -35,13 +20,13 @@ function influxStore(dir: string, database: string, influx: DeepPartial<Config['
   const timers = fastTimers(clock, 5);
   const config = storeConfig(dir, {
     telemetry: { store: 'influxdb' },
-    influx: { url: influxd.url, api: 'v1', database, retryMinMs: 500, retryMaxMs: 30_000, timeoutMs: 2000, ...influx },
+    influx: { url: fx.influxd.url, api: 'v1', database, retryMinMs: 500, retryMaxMs: 30_000, timeoutMs: 2000, ...influx },
   });
   return { store: createTelemetryStore(config, { dataDir: dir, logger: testLogger(), metrics, clock, timers }), metrics, clock, timers };
 }
 
 async function count(database: string, field = 'a'): Promise<number> {
-  const r = await influxd.query(`SELECT count("${field}") FROM "telemetry"`, database);
+  const r = await fx.influxd.query(`SELECT count("${field}") FROM "telemetry"`, database);
   return Number(r.results?.[0]?.series?.[0]?.values?.[0]?.[1] ?? 0);
 }
 
@@ -67,7 +52,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
       await store.writeBatch([odd]);
       expect(await store.drain(20_000)).toBe(true);
       for (const f of ['a', 'b', 'c', 'd']) expect(await count(db, f)).toBe(2000);
-      const keys = await influxd.query('SHOW FIELD KEYS FROM "telemetry"', db);
+      const keys = await fx.influxd.query('SHOW FIELD KEYS FROM "telemetry"', db);
       const types = Object.fromEntries((keys.results?.[0]?.series?.[0]?.values ?? []) as [string, string][]);
       expect(types).toMatchObject({ a: 'float', b: 'float', c: 'boolean', d: 'string', n: 'float', f: 'float', s: 'string' });
       expect(await store.query({ deviceId: odd.deviceId, fields: [], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: sortKeys(odd.values) }]);
@@ -152,7 +137,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
     const write = async (n: number): Promise<void> => { await store.writeBatch(records(n, next)); next += n; written += n; };
     try {
       for (let i = 0; i < 10; i++) await write(50);
-      await influxd.stop();
+      await fx.influxd.stop();
       const outageStart = timers.simulatedMs;
       // Keep writing while the forwarder backs off, until > 3 minutes of (simulated) retry time passed.
       while (timers.simulatedMs - outageStart < 5 * 60_000) {
@@ -163,13 +148,13 @@ describe('InfluxDB 1.x store (real influxd)', () => {
       expect(h.ok).toBe(true);
       expect(h.detail).toMatchObject({ server: 'down' });
       expect(h.detail.queued as number).toBeGreaterThan(0);
-      await influxd.restart();
+      await fx.influxd.restart();
       for (let i = 0; i < 5; i++) await write(50);
       expect(await store.drain(30_000)).toBe(true);
       expect(await count(db)).toBe(written);
       expect(await count(db, 'd')).toBe(written);
     } finally {
-      await influxd.restart().catch(() => undefined);
+      await fx.influxd.restart().catch(() => undefined);
       await store.stop();
     }
   });
@@ -178,8 +163,8 @@ describe('InfluxDB 1.x store (real influxd)', () => {
     const db = `keng_${++dbSeq}`;
     const dir = tmp();
     // Create the database first, so only the queue is under test.
-    await influxd.query(`CREATE DATABASE "${db}"`);
-    await influxd.stop();
+    await fx.influxd.query(`CREATE DATABASE "${db}"`);
+    await fx.influxd.stop();
     const a = influxStore(dir, db);
     await a.store.start();
     try {
@@ -190,7 +175,7 @@ describe('InfluxDB 1.x store (real influxd)', () => {
     await b.store.start();
     try {
       expect((await b.store.health()).detail.queued).toBe(4000);
-      await influxd.restart();
+      await fx.influxd.restart();
       expect(await b.store.drain(30_000)).toBe(true);
       expect(await count(db)).toBe(1000);
       expect(await count(db, 'd')).toBe(1000);

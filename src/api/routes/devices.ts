@@ -1,6 +1,7 @@
 /** Devices: register (credentials shown once), list, view, change or move, disable, rotate credentials, delete. */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { Errors } from '../../core/errors.js';
 import type { DeviceView } from '../../devices/types.js';
 import type { Principal } from '../../auth/types.js';
@@ -102,6 +103,21 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     return deviceDto(after, tz);
   });
 
+  /**
+   * A new secret or access token for a device the caller may change; the connection that logged in
+   * with the old one is closed. The audit entry says that it happened, never the new value.
+   */
+  const rotate = async (req: FastifyRequest, id: string, kind: 'secret' | 'token'): Promise<string> => {
+    const p = principalOf(req);
+    const view = visibleDevice(ctx, p, id, 'devices.read');
+    policy.assert(p, 'devices.write', view.area);
+    const value = await registry.rotateCredential(view.id, kind);
+    if (value === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    ctx.broker.kick(view.id, kind);
+    ctx.audit.record({ actor: p, ip: req.ip, action: kind === 'secret' ? 'device.rotate_secret' : 'device.rotate_token', target: `device:${view.id}` });
+    return value;
+  };
+
   app.post('/devices/:id/secret', {
     schema: {
       tags: ['devices'], summary: 'Rotate the device secret', security: [{ bearer: [] }],
@@ -110,17 +126,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       params: DeviceIdParams,
       response: { 200: Described(RotatedSecret, 'The new secret (shown only here)'), ...errorResponses(...AUTH_ERRORS, 404) },
     },
-  }, async (req) => {
-    const p = principalOf(req);
-    const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
-    policy.assert(p, 'devices.write', view.area);
-    const secret = await registry.rotateCredential(view.id, 'secret');
-    if (secret === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
-    ctx.broker.kick(view.id, 'secret');
-    // The audit entry says that it happened, never the new value.
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.rotate_secret', target: `device:${view.id}` });
-    return { id: view.id, secret };
-  });
+  }, async (req) => ({ id: req.params.id, secret: await rotate(req, req.params.id, 'secret') }));
 
   app.post('/devices/:id/token', {
     schema: {
@@ -130,16 +136,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       params: DeviceIdParams,
       response: { 200: Described(RotatedToken, 'The new access token (shown only here)'), ...errorResponses(...AUTH_ERRORS, 404) },
     },
-  }, async (req) => {
-    const p = principalOf(req);
-    const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
-    policy.assert(p, 'devices.write', view.area);
-    const accessToken = await registry.rotateCredential(view.id, 'token');
-    if (accessToken === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
-    ctx.broker.kick(view.id, 'token');
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.rotate_token', target: `device:${view.id}` });
-    return { id: view.id, accessToken };
-  });
+  }, async (req) => ({ id: req.params.id, accessToken: await rotate(req, req.params.id, 'token') }));
 
   app.delete('/devices/:id', {
     schema: {

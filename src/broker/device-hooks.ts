@@ -400,8 +400,8 @@ async function dropPersistentSession(aedes: Aedes, clientId: string): Promise<vo
  * called back).
  */
 function corkUntilNextTick(client: Client): void {
-  const sock = client.conn as unknown as { writableCorked?: number; cork?: () => void; uncork?: () => void; destroyed?: boolean };
-  if (!sock.cork || sock.writableCorked || sock.destroyed) return;
+  const sock = client.conn; // a Duplex (net, TLS or WebSocket stream): all of them cork
+  if (sock.writableCorked || sock.destroyed) return;
   sock.cork();
-  process.nextTick(() => sock.uncork!());
+  process.nextTick(() => sock.uncork());
 }

@@ -12,6 +12,7 @@
  * (keep-alives, PUBACKs); not the writer, because such a query would delay
  * every commit and therefore every PUBACK behind it.
  */
+import { withTimeout } from '../../core/async.js';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../../config/index.js';
@@ -164,12 +165,4 @@ export class EmbeddedTelemetryStore implements TelemetryStore {
     await r?.close();
     await w?.close(); // queued writes finish first: requests are handled in order
   }
-}
-
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => { t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms); }),
-  ]);
 }

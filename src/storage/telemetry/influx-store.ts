@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Config } from '../../config/index.js';
 import { Errors } from '../../core/errors.js';
 import { Backoff } from './backoff.js';
-import { withTimeout } from './embedded-store.js';
+import { withTimeout } from '../../core/async.js';
 import { Forwarder } from './forwarder.js';
 import type { InfluxBackend } from './influx-backend.js';
 import { FIELD_TYPE_CONFLICT } from './field-types.js';

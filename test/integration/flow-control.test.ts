@@ -8,7 +8,8 @@
  * disconnect the device.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, publish, end, parseMetrics } from '../helpers/mqtt.js';
 import { seedAreas, seedDevices, type DeviceCredentials } from '../helpers/seed.js';
@@ -61,16 +62,6 @@ c.disconnect(); c.loop_stop()
 print(json.dumps({"acked": len(acked), "published": sum(1 for i in infos if i.is_published()), "seconds": took, "unexpectedDisconnects": [d for d in disconnects if d != 0]}))
 `;
 
-function runPython(script: string, args: string[], timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('/usr/bin/python3', ['-c', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = ''; let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => { clearTimeout(timer); if (code === 0) resolve(out); else reject(new Error(`python exited ${code}: ${err}`)); });
-  });
-}
 
 describe('rate limits as flow control (default settings, independent clients)', () => {
   it('a 2,000-message backlog is stored whole, within the time the rate explains; another device keeps its latency', async () => {
@@ -88,7 +79,7 @@ describe('rate limits as flow control (default settings, independent clients)', 
         await new Promise((r) => setTimeout(r, 250));
       }
     })();
-    const out = await runPython(PAHO_BACKLOG, [String(t.mqttPort), 'backlog-1', creds['backlog-1']!.secret, String(N), String(t0)], 120_000);
+    const { stdout: out } = await promisify(execFile)('/usr/bin/python3', ['-c', PAHO_BACKLOG, String(t.mqttPort), 'backlog-1', creds['backlog-1']!.secret, String(N), String(t0)], { timeout: 120_000 });
     uploading = false;
     await calmLoop;
     await end(calm);

@@ -29,7 +29,8 @@
  * its room, so socket.io encodes it once for all members.
  */
 import type { KengEvents } from '../core/events.js';
-import type { TelemetryMsg, TimeFormatter } from './format.js';
+import type { TimeFormatter } from '../core/time.js';
+import type { TelemetryMsg } from './format.js';
 import { Pending } from './pending.js';
 
 /** What a group member must provide (LiveClient). */

@@ -30,7 +30,7 @@ import { BatchGroups } from './batch.js';
 import type { LiveClient } from './client.js';
 import { Connections } from './connections.js';
 import { FanOut } from './fanout.js';
-import { timeFormatter, type TimeFormatter } from './format.js';
+import { timeFormatter, type TimeFormatter } from '../core/time.js';
 import { Membership } from './membership.js';
 import { liveMetrics, type EventCounts, type LiveMetrics } from './metrics.js';
 import { resolveSettings, type LiveFeedSettings } from './options.js';

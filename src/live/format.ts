@@ -7,8 +7,6 @@
 import type { KengEvents, Scalar } from '../core/events.js';
 import type { TimeFormatter } from '../core/time.js';
 
-export { timeFormatter, type TimeFormatter } from '../core/time.js';
-
 export interface TelemetryMsg { deviceId: string; ts: string; values: Record<string, Scalar> }
 export interface StatusMsg { deviceId: string; online: boolean; at: string }
 export interface BroadcastMsg { broadcastId: string; deviceId: string; state: string; at: string }

@@ -5,7 +5,8 @@
  * client that holds too many.
  */
 import type { KengEvents, Scalar } from '../core/events.js';
-import { broadcastMsg, statusMsg, type BroadcastMsg, type StatusMsg, type TelemetryMsg, type TimeFormatter } from './format.js';
+import type { TimeFormatter } from '../core/time.js';
+import { broadcastMsg, statusMsg, type BroadcastMsg, type StatusMsg, type TelemetryMsg } from './format.js';
 
 interface FieldValue { ts: number; value: Scalar }
 

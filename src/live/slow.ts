@@ -9,7 +9,7 @@
  */
 import type { Logger } from '../core/logger.js';
 import type { LiveClient } from './client.js';
-import type { TimeFormatter } from './format.js';
+import type { TimeFormatter } from '../core/time.js';
 import type { EventCounts, LiveMetrics } from './metrics.js';
 import type { LiveFeedSettings } from './options.js';
 import { Pending } from './pending.js';

@@ -22,7 +22,8 @@
 import type { Logger } from '../core/logger.js';
 import { BatchGroups } from './batch.js';
 import type { LiveClient } from './client.js';
-import type { TelemetryMsg, TimeFormatter } from './format.js';
+import type { TimeFormatter } from '../core/time.js';
+import type { TelemetryMsg } from './format.js';
 import { areaRoom, deviceRoom } from './rooms.js';
 
 /** Span over which a client's rate is counted. */

@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Socket } from 'socket.io';
 import { createLogger } from '../../src/core/index.js';
 import { LiveClient } from '../../src/live/client.js';
-import { timeFormatter, type TelemetryMsg } from '../../src/live/format.js';
+import { timeFormatter } from '../../src/core/time.js';
+import type { TelemetryMsg } from '../../src/live/format.js';
 import { Throttle } from '../../src/live/throttle.js';
 
 const T0 = 1_764_460_800_000;

@@ -5,21 +5,15 @@
  * arrive without reloading, and never sees commune B's sensor. Phone-sized
  * viewport; screenshots go to test/artifacts/ (git-ignored) for a human look.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type BrowserContext, type ConsoleMessage, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type { MqttClient } from 'mqtt';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { PHONE, launchBrowser, logIn as logInAs, shot, type Browser } from '../helpers/browser.js';
 import { connectDevice, end, publish, waitFor } from '../helpers/mqtt.js';
 import { COMMUNE_TREE, seedAreas, seedDevices } from '../helpers/seed.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const VIEWPORT = { width: 412, height: 915 };
-const ARTIFACTS = path.resolve(__dirname, '../artifacts');
+const VIEWPORT = PHONE;
 
 const FARMER = { username: 'nong-dan-a', password: 'lua-nep-cai-hoa-vang' };
 const OPERATOR = { username: 'can-bo-a', password: 'loa-thon-dong-2026' };
@@ -30,38 +24,13 @@ describe('web app (Chromium, 412×915)', () => {
   let t: TestApp;
   let deviceA: MqttClient;
   let secretA = '';
-  let userDataDir: string;
-  let ctx: BrowserContext;
-  const consoleErrors: string[] = [];
-
-  /** `httpErrors`: the page provokes error replies on purpose, and Chromium logs each as a console error. */
-  const newPage = async (c: BrowserContext = ctx, opts: { httpErrors?: boolean } = {}): Promise<Page> => {
-    const page = await c.newPage();
-    page.on('console', (m: ConsoleMessage) => {
-      if (m.type() !== 'error') return;
-      if (opts.httpErrors && /^Failed to load resource: the server responded with a status of 4(01|23|29)\b/.test(m.text())) return;
-      consoleErrors.push(`${page.url()}: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => consoleErrors.push(`${page.url()}: ${e.message}`));
-    return page;
-  };
-  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(ARTIFACTS, `web-${name}.png`), fullPage: true });
-  const launch = async (): Promise<{ context: BrowserContext; dir: string }> => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'keng-chromium-'));
-    const context = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, args: ARGS, headless: true, viewport: VIEWPORT, locale: 'vi-VN' });
-    return { context, dir };
-  };
-  const logIn = async (page: Page, who: { username: string; password: string }) => {
-    await page.goto(`${t.httpUrl}/`);
-    await page.fill('input[name="username"]', who.username);
-    await page.fill('input[name="password"]', who.password);
-    await page.click('button[type="submit"]');
-  };
+  let browser: Browser;
+  const newPage = (opts?: { httpErrors?: boolean }): Promise<Page> => browser.newPage(opts);
+  const logIn = (page: Page, who: { username: string; password: string }): Promise<void> => logInAs(page, t.httpUrl, who);
   const card = (page: Page, id: string) => page.locator(`article[data-device="${id}"]`);
   const valueOf = (page: Page, id: string, field: string) => card(page, id).locator(`[data-field="${field}"] dd`);
 
   beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
     t = await startTestApp();
     await seedAreas(t, COMMUNE_TREE);
     const creds = await seedDevices(t, [
@@ -86,14 +55,13 @@ describe('web app (Chromium, 412×915)', () => {
     await end(deviceB);
     await waitFor(async () => (await t.api('GET', `/api/v1/devices/${SENSOR_A.id}`)).body.latest?.battery_v);
 
-    ({ context: ctx, dir: userDataDir } = await launch());
+    browser = await launchBrowser();
   });
 
   afterAll(async () => {
-    await ctx?.close();
+    await browser?.close();
     if (deviceA?.connected) await end(deviceA);
     await t?.stop();
-    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
   });
 
   it('serves the page with a CSP that allows no inline script, and versioned assets cached for good', async () => {
@@ -224,9 +192,9 @@ describe('web app (Chromium, 412×915)', () => {
 
   it('the farmer\'s whole first visit, login to values shown, transfers under 300 KB', async () => {
     // A fresh browser: nothing cached.
-    const { context, dir } = await launch();
+    const fresh = await launchBrowser();
     try {
-      const page = await newPage(context);
+      const page = await fresh.newPage();
       const sizes: Array<Promise<number>> = [];
       page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => s.responseBodySize + s.responseHeadersSize)));
       await logIn(page, FARMER);
@@ -238,14 +206,14 @@ describe('web app (Chromium, 412×915)', () => {
       expect(total).toBeLessThan(300 * 1024);
       await page.close();
     } finally {
-      await context.close();
-      rmSync(dir, { recursive: true, force: true });
+      browser.consoleErrors.push(...fresh.consoleErrors);
+      await fresh.close();
     }
   });
 
   // Last: its failures make the next logins from this address wait.
   it('login errors are shown in Vietnamese: wrong password, too many tries with the wait, locked', async () => {
-    const page = await newPage(ctx, { httpErrors: true });
+    const page = await newPage({ httpErrors: true });
     await logIn(page, { username: FARMER.username, password: 'sai-mat-khau-roi' });
     await expect(page.locator('[role="alert"]').textContent()).resolves.toBe('Sai tên đăng nhập hoặc mật khẩu.');
     // The next try inside the growing delay is refused with the wait.
@@ -263,6 +231,6 @@ describe('web app (Chromium, 412×915)', () => {
   });
 
   it('no page logged a console error', () => {
-    expect(consoleErrors).toEqual([]);
+    expect(browser.consoleErrors).toEqual([]);
   });
 });

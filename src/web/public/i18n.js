@@ -22,6 +22,7 @@ const DICT = {
     'error.network': 'Không kết nối được máy chủ. Hãy kiểm tra mạng rồi thử lại.',
     'error.generic': 'Có lỗi xảy ra ({code}). Hãy thử lại.',
     'error.expired': 'Phiên đăng nhập đã hết hạn. Hãy đăng nhập lại.',
+    'error.forbidden': 'Bạn không có quyền làm việc này.',
     logout: 'Đăng xuất',
     switchLang: 'English',
     switchLangLabel: 'Switch to English',
@@ -33,6 +34,10 @@ const DICT = {
     'nav.speakers': 'Loa phát thanh',
     'nav.schedules': 'Lịch phát',
     'nav.users': 'Tài khoản',
+    'nav.overview': 'Toàn cảnh',
+    'nav.log': 'Nhật ký phát',
+    'nav.alerts': 'Cảnh báo',
+    'nav.admin': 'Quản trị',
     'stub.title': 'Phần này sắp có',
     'stub.body': 'Trang web chưa có phần này. Trong lúc chờ, hãy dùng API (xem /docs) hoặc lệnh npx keng trên máy chủ.',
     'sensors.title': 'Cảm biến của bạn',
@@ -71,6 +76,7 @@ const DICT = {
     'error.network': 'Cannot reach the server. Check the network and try again.',
     'error.generic': 'Something went wrong ({code}). Please try again.',
     'error.expired': 'Your session has ended. Please log in again.',
+    'error.forbidden': 'You are not allowed to do this.',
     logout: 'Log out',
     switchLang: 'Tiếng Việt',
     switchLangLabel: 'Chuyển sang tiếng Việt',
@@ -82,6 +88,10 @@ const DICT = {
     'nav.speakers': 'Loudspeakers',
     'nav.schedules': 'Schedules',
     'nav.users': 'Accounts',
+    'nav.overview': 'Overview',
+    'nav.log': 'Broadcast log',
+    'nav.alerts': 'Alerts',
+    'nav.admin': 'Administration',
     'stub.title': 'Coming soon',
     'stub.body': 'The web app does not have this part yet. Meanwhile use the API (see /docs) or npx keng on the server.',
     'sensors.title': 'Your sensors',
@@ -105,6 +115,18 @@ const DICT = {
     retry: 'Try again',
   },
 };
+
+/**
+ * Words of a view module, added when it loads (each view owns its words, so
+ * the farmer's first visit does not carry the staff screens' dictionary).
+ * A key already defined is kept: a view cannot change the shell's words.
+ */
+export function addStrings(more) {
+  for (const lang of Object.keys(DICT)) {
+    const into = DICT[lang];
+    for (const [k, v] of Object.entries(more[lang] ?? {})) if (!(k in into)) into[k] = v;
+  }
+}
 
 export function storedLang() {
   try {

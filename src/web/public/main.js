@@ -1,11 +1,11 @@
-// Keng's web app: login, then the farmer's view of the sensors in their
-// areas with live values. Plain ES modules (preact + htm), no build step.
+// Keng's web app: login, then the views of the caller's role (menus by role,
+// one module per view). Plain ES modules (preact + htm), no build step.
 import { h, render } from './preact.mjs';
 import { useCallback, useEffect, useMemo, useState } from './hooks.mjs';
 import htm from './htm.mjs';
 import { api } from './api.js';
 import { communeTz, makeLocale, storeLang, storedLang } from './i18n.js';
-import { FIELDS, fieldOrder, soilState } from './sensors.js';
+import Sensors from './view-sensors.js';
 
 const html = htm.bind(h);
 const SESSION_KEY = 'keng.session';
@@ -108,135 +108,61 @@ function Login({ loc, notice, onLogin }) {
     </form>`;
 }
 
-/** Menus by role: staff see what the web app will have; only the sensors exist so far. */
+/**
+ * Menus by role (docs/roles.md): each tab is a view module of its own
+ * (`view-<tab>.js`), loaded when first opened, so a farmer's phone never
+ * downloads the staff screens. The sensors view is every role's first tab
+ * and comes with this file.
+ */
+const TABS = {
+  viewer: ['sensors'],
+  operator: ['sensors', 'speakers', 'schedules', 'log', 'alerts'],
+  service: ['overview', 'sensors', 'alerts'],
+  admin: ['overview', 'sensors', 'speakers', 'schedules', 'log', 'alerts', 'admin'],
+};
+
+const LOADERS = {
+  overview: () => import('./view-overview.js'),
+  speakers: () => import('./view-speakers.js'),
+  schedules: () => import('./view-schedules.js'),
+  log: () => import('./view-log.js'),
+  alerts: () => import('./view-alerts.js'),
+  admin: () => import('./view-admin.js'),
+};
+
+const TAB_KEY = 'keng.tab';
+
+function tabsFor(role) {
+  return TABS[role] ?? TABS.viewer;
+}
+
 function Home({ session, loc, onUnauthorized }) {
-  const staff = session.role === 'admin' || session.role === 'operator';
-  const tabs = staff ? ['sensors', 'speakers', 'schedules', 'users'] : ['sensors'];
-  const [tab, setTab] = useState('sensors');
+  const tabs = tabsFor(session.role);
+  const [tab, setTabState] = useState(() => {
+    const saved = sessionStorage.getItem(TAB_KEY);
+    return tabs.includes(saved) ? saved : tabs[0];
+  });
+  const [views, setViews] = useState({ sensors: Sensors });
+  const [failed, setFailed] = useState(null);
+  const setTab = (x) => { sessionStorage.setItem(TAB_KEY, x); setTabState(x); };
+
+  useEffect(() => {
+    if (views[tab] || !LOADERS[tab]) return;
+    setFailed(null);
+    LOADERS[tab]().then((m) => setViews((v) => ({ ...v, [tab]: m.default })), (err) => setFailed(err));
+  }, [tab]);
+
+  const View = views[tab];
   return html`
     ${tabs.length > 1 && html`
       <nav class="tabs">
-        ${tabs.map((x) => html`<button type="button" class=${x === tab ? 'tab on' : 'tab'} aria-current=${x === tab ? 'page' : undefined} onClick=${() => setTab(x)}>${loc.t(`nav.${x}`)}</button>`)}
+        ${tabs.map((x) => html`<button type="button" class=${x === tab ? 'tab on' : 'tab'} data-tab=${x} aria-current=${x === tab ? 'page' : undefined} onClick=${() => setTab(x)}>${loc.t(`nav.${x}`)}</button>`)}
       </nav>`}
-    ${tab === 'sensors'
-      ? html`<${Sensors} session=${session} loc=${loc} onUnauthorized=${onUnauthorized} />`
-      : html`<section class="card"><h2>${loc.t('stub.title')}</h2><p>${loc.t('stub.body')}</p></section>`}`;
-}
-
-function Sensors({ session, loc, onUnauthorized }) {
-  const { token } = session;
-  const [devices, setDevices] = useState(null);
-  const [areaNames, setAreaNames] = useState({});
-  const [error, setError] = useState(null);
-  const [live, setLive] = useState(false);
-  const [attempt, setAttempt] = useState(0);
-  const [, tick] = useState(0);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    let close = null;
-    setError(null);
-    Promise.all([
-      api('/devices', { token, signal: ctrl.signal }),
-      api('/areas', { token, signal: ctrl.signal }).catch(() => []),
-    ]).then(async ([list, areas]) => {
-      if (ctrl.signal.aborted) return;
-      const shown = list.filter((d) => d.kind !== 'speaker');
-      setDevices(shown);
-      setAreaNames(Object.fromEntries(areas.map((a) => [a.code, a.name])));
-      // Whole areas for a scoped user (new sensors come along); the listed devices for an all-areas account.
-      const everywhere = session.role === 'admin' || session.areas.includes('*');
-      const ids = shown.slice(0, 1000).map((d) => d.id);
-      const subscription = everywhere ? (ids.length ? { devices: ids } : null) : { areas: session.areas };
-      // Without the live feed the values still show; the badge says they are not live.
-      const stop = await connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized).catch(() => null);
-      if (ctrl.signal.aborted) stop?.(); else close = stop;
-    }).catch((err) => {
-      if (ctrl.signal.aborted) return;
-      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();
-      else setError(err);
-    });
-    // "Offline since" and "updated at" stay right without events: redraw every minute.
-    const timer = setInterval(() => tick((n) => n + 1), 60_000);
-    return () => { ctrl.abort(); clearInterval(timer); close?.(); };
-  }, [token, attempt]);
-
-  if (error) {
-    return html`<section class="card"><p class="error" role="alert">${error.code === 'NETWORK' ? loc.t('error.network') : loc.t('error.generic', { code: error.code })}</p>
-      <button type="button" class="primary" onClick=${() => setAttempt((n) => n + 1)}>${loc.t('retry')}</button></section>`;
-  }
-  if (!devices) return html`<p class="muted center">${loc.t('loading')}</p>`;
-  return html`
-    <div class="head">
-      <h1>${loc.t('sensors.title')}</h1>
-      <span class=${live ? 'live on' : 'live'} role="status">${live ? loc.t('live.on') : loc.t('live.off')}</span>
-    </div>
-    ${devices.length === 0 && html`<section class="card"><p>${loc.t('sensors.none')}</p></section>`}
-    <div class="grid">
-      ${devices.map((d) => html`<${DeviceCard} key=${d.id} device=${d} areaName=${areaNames[d.area] ?? d.area} loc=${loc} token=${token} onUnauthorized=${onUnauthorized} />`)}
-    </div>`;
-}
-
-async function connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized) {
-  const { connectLive } = await import('./live.js');
-  return connectLive({
-    token, subscription, onState: setLive, onUnauthorized,
-    onTelemetry: (m) => setDevices((list) => list?.map((d) => {
-      if (d.id !== m.deviceId) return d;
-      const latest = { ...d.latest };
-      for (const [k, value] of Object.entries(m.values)) {
-        if (!latest[k] || Date.parse(latest[k].ts) <= Date.parse(m.ts)) latest[k] = { ts: m.ts, value };
-      }
-      return { ...d, latest, online: true, lastSeen: m.ts };
-    })),
-    onStatus: (m) => setDevices((list) => list?.map((d) => (d.id === m.deviceId ? { ...d, online: m.online, lastSeen: m.at ?? d.lastSeen } : d))),
-  });
-}
-
-function DeviceCard({ device, areaName, loc, token, onUnauthorized }) {
-  const [chart, setChart] = useState(false);
-  const [ChartView, setChartView] = useState(null);
-  const names = fieldOrder(Object.keys(device.latest ?? {}));
-  const numeric = names.filter((n) => typeof device.latest[n].value === 'number');
-  const newest = names.reduce((m, n) => Math.max(m, Date.parse(device.latest[n].ts)), 0);
-  const soil = soilState(device.latest?.soil_moisture?.value, device.model);
-  const seen = device.lastSeen ? Date.parse(device.lastSeen) : null;
-
-  const toggleChart = async () => {
-    if (!ChartView) {
-      const { Chart } = await import('./chart.js');
-      setChartView(() => Chart);
-    }
-    setChart((c) => !c);
-  };
-
-  return html`
-    <article class=${device.online ? 'card device' : 'card device offline'} data-device=${device.id}>
-      <header>
-        <h2>${device.name}</h2>
-        <p class="muted">${areaName}</p>
-      </header>
-      <p class=${device.online ? 'state ok' : 'state bad'}>
-        ${device.online
-          ? (newest ? loc.t('device.updated', { t: loc.when(newest) }) : '')
-          : seen ? loc.t('device.offlineSince', { t: loc.when(seen) }) : loc.t('device.neverSeen')}
-      </p>
-      ${soil && html`<p class=${`soil ${soil}`}>${loc.t(`soil.${soil}`)}</p>`}
-      ${names.length === 0
-        ? html`<p class="muted">${loc.t('sensors.noValues')}</p>`
-        : html`<dl class="values">${names.map((n) => html`<${Value} key=${n} name=${n} value=${device.latest[n].value} loc=${loc} />`)}</dl>`}
-      ${numeric.length > 0 && html`
-        <button type="button" class="secondary" aria-expanded=${chart} onClick=${toggleChart}>${chart ? loc.t('chart.hide') : loc.t('chart.show')}</button>`}
-      ${chart && ChartView && html`<${ChartView} device=${device} fields=${numeric} loc=${loc} token=${token} onUnauthorized=${onUnauthorized} />`}
-    </article>`;
-}
-
-function Value({ name, value, loc }) {
-  const spec = FIELDS[name];
-  const shown = typeof value === 'number'
-    ? `${loc.number(value, spec?.digits ?? 2)}${spec?.unit ? ` ${spec.unit}` : ''}`
-    : String(value);
-  return html`<div class="value" data-field=${name}><dt>${spec ? spec[loc.lang] : name}</dt><dd>${shown}</dd></div>`;
+    ${View
+      ? html`<${View} key=${tab} session=${session} loc=${loc} onUnauthorized=${onUnauthorized} />`
+      : failed
+        ? html`<section class="card"><p class="error" role="alert">${loc.t('error.network')}</p></section>`
+        : html`<p class="muted center">${loc.t('loading')}</p>`}`;
 }
 
 const root = document.getElementById('app');

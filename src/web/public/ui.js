@@ -1,0 +1,65 @@
+// Small pieces every staff view uses: loading and error states, a data hook
+// that ends the session on 401, and per-view style sheets.
+import { h } from './preact.mjs';
+import { useEffect, useState } from './hooks.mjs';
+import htm from './htm.mjs';
+import { api } from './api.js';
+
+export const html = htm.bind(h);
+
+const loadedCss = new Set();
+
+/** A view's own style sheet (`view-x.css` next to its module), added once when the view loads. */
+export function loadCss(name) {
+  if (loadedCss.has(name)) return;
+  loadedCss.add(name);
+  const link = document.createElement('link');
+  link.rel = 'stylesheet';
+  link.href = new URL(`./${name}`, import.meta.url).href;
+  document.head.append(link);
+}
+
+/** The words for an API error, in the page's language. */
+export function errorText(err, loc) {
+  if (err?.code === 'NETWORK') return loc.t('error.network');
+  if (err?.code === 'KENG_ERR_FORBIDDEN') return loc.t('error.forbidden');
+  return err?.message && err.status && err.status < 500
+    ? `${loc.t('error.generic', { code: err.code })} ${err.message}`
+    : loc.t('error.generic', { code: err?.code ?? '?' });
+}
+
+export function ErrorNote({ error, loc, onRetry }) {
+  if (!error) return null;
+  return html`<p class="error" role="alert">${errorText(error, loc)}
+    ${onRetry && html` <button type="button" class="secondary" onClick=${onRetry}>${loc.t('retry')}</button>`}</p>`;
+}
+
+export function Loading({ loc }) {
+  return html`<p class="muted center">${loc.t('loading')}</p>`;
+}
+
+/**
+ * GET paths with the session's token: `{data, error, reload}`; data is an
+ * array of the results in the order of `paths`. A 401 ends the session.
+ */
+export function useApiData(session, paths, onUnauthorized, deps = []) {
+  const [state, setState] = useState({ data: null, error: null });
+  const [attempt, setAttempt] = useState(0);
+  useEffect(() => {
+    const ctrl = new AbortController();
+    Promise.all(paths.map((p) => api(p, { token: session.token, signal: ctrl.signal }))).then(
+      (data) => { if (!ctrl.signal.aborted) setState({ data, error: null }); },
+      (error) => {
+        if (ctrl.signal.aborted) return;
+        if (error?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();
+        else setState((s) => ({ data: s.data, error }));
+      });
+    return () => ctrl.abort();
+  }, [session.token, attempt, ...deps]);
+  return { ...state, reload: () => setAttempt((n) => n + 1) };
+}
+
+/** Calls the API for an action (POST/PATCH/DELETE) with the session's token. */
+export function act(session, path, opts = {}) {
+  return api(path, { ...opts, token: session.token });
+}

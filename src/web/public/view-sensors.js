@@ -1,0 +1,125 @@
+// The sensors of the caller's areas with live values (the farmer's view, and
+// every role's first tab): names, latest values with units, soil state, charts.
+import { h } from './preact.mjs';
+import { useEffect, useState } from './hooks.mjs';
+import htm from './htm.mjs';
+import { api } from './api.js';
+import { FIELDS, fieldOrder, soilState } from './sensors.js';
+
+const html = htm.bind(h);
+
+export default function Sensors({ session, loc, onUnauthorized }) {
+  const { token } = session;
+  const [devices, setDevices] = useState(null);
+  const [areaNames, setAreaNames] = useState({});
+  const [error, setError] = useState(null);
+  const [live, setLive] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  const [, tick] = useState(0);
+
+  useEffect(() => {
+    const ctrl = new AbortController();
+    let close = null;
+    setError(null);
+    Promise.all([
+      api('/devices', { token, signal: ctrl.signal }),
+      api('/areas', { token, signal: ctrl.signal }).catch(() => []),
+    ]).then(async ([list, areas]) => {
+      if (ctrl.signal.aborted) return;
+      const shown = list.filter((d) => d.kind !== 'speaker');
+      setDevices(shown);
+      setAreaNames(Object.fromEntries(areas.map((a) => [a.code, a.name])));
+      // Whole areas for a scoped user (new sensors come along); the listed devices for an all-areas account.
+      const everywhere = session.role === 'admin' || session.areas.includes('*');
+      const ids = shown.slice(0, 1000).map((d) => d.id);
+      const subscription = everywhere ? (ids.length ? { devices: ids } : null) : { areas: session.areas };
+      // Without the live feed the values still show; the badge says they are not live.
+      const stop = await connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized).catch(() => null);
+      if (ctrl.signal.aborted) stop?.(); else close = stop;
+    }).catch((err) => {
+      if (ctrl.signal.aborted) return;
+      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();
+      else setError(err);
+    });
+    // "Offline since" and "updated at" stay right without events: redraw every minute.
+    const timer = setInterval(() => tick((n) => n + 1), 60_000);
+    return () => { ctrl.abort(); clearInterval(timer); close?.(); };
+  }, [token, attempt]);
+
+  if (error) {
+    return html`<section class="card"><p class="error" role="alert">${error.code === 'NETWORK' ? loc.t('error.network') : loc.t('error.generic', { code: error.code })}</p>
+      <button type="button" class="primary" onClick=${() => setAttempt((n) => n + 1)}>${loc.t('retry')}</button></section>`;
+  }
+  if (!devices) return html`<p class="muted center">${loc.t('loading')}</p>`;
+  return html`
+    <div class="head">
+      <h1>${loc.t('sensors.title')}</h1>
+      <span class=${live ? 'live on' : 'live'} role="status">${live ? loc.t('live.on') : loc.t('live.off')}</span>
+    </div>
+    ${devices.length === 0 && html`<section class="card"><p>${loc.t('sensors.none')}</p></section>`}
+    <div class="grid">
+      ${devices.map((d) => html`<${DeviceCard} key=${d.id} device=${d} areaName=${areaNames[d.area] ?? d.area} loc=${loc} token=${token} onUnauthorized=${onUnauthorized} />`)}
+    </div>`;
+}
+
+async function connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized) {
+  const { connectLive } = await import('./live.js');
+  return connectLive({
+    token, subscription, onState: setLive, onUnauthorized,
+    onTelemetry: (m) => setDevices((list) => list?.map((d) => {
+      if (d.id !== m.deviceId) return d;
+      const latest = { ...d.latest };
+      for (const [k, value] of Object.entries(m.values)) {
+        if (!latest[k] || Date.parse(latest[k].ts) <= Date.parse(m.ts)) latest[k] = { ts: m.ts, value };
+      }
+      return { ...d, latest, online: true, lastSeen: m.ts };
+    })),
+    onStatus: (m) => setDevices((list) => list?.map((d) => (d.id === m.deviceId ? { ...d, online: m.online, lastSeen: m.at ?? d.lastSeen } : d))),
+  });
+}
+
+function DeviceCard({ device, areaName, loc, token, onUnauthorized }) {
+  const [chart, setChart] = useState(false);
+  const [ChartView, setChartView] = useState(null);
+  const names = fieldOrder(Object.keys(device.latest ?? {}));
+  const numeric = names.filter((n) => typeof device.latest[n].value === 'number');
+  const newest = names.reduce((m, n) => Math.max(m, Date.parse(device.latest[n].ts)), 0);
+  const soil = soilState(device.latest?.soil_moisture?.value, device.model);
+  const seen = device.lastSeen ? Date.parse(device.lastSeen) : null;
+
+  const toggleChart = async () => {
+    if (!ChartView) {
+      const { Chart } = await import('./chart.js');
+      setChartView(() => Chart);
+    }
+    setChart((c) => !c);
+  };
+
+  return html`
+    <article class=${device.online ? 'card device' : 'card device offline'} data-device=${device.id}>
+      <header>
+        <h2>${device.name}</h2>
+        <p class="muted">${areaName}</p>
+      </header>
+      <p class=${device.online ? 'state ok' : 'state bad'}>
+        ${device.online
+          ? (newest ? loc.t('device.updated', { t: loc.when(newest) }) : '')
+          : seen ? loc.t('device.offlineSince', { t: loc.when(seen) }) : loc.t('device.neverSeen')}
+      </p>
+      ${soil && html`<p class=${`soil ${soil}`}>${loc.t(`soil.${soil}`)}</p>`}
+      ${names.length === 0
+        ? html`<p class="muted">${loc.t('sensors.noValues')}</p>`
+        : html`<dl class="values">${names.map((n) => html`<${Value} key=${n} name=${n} value=${device.latest[n].value} loc=${loc} />`)}</dl>`}
+      ${numeric.length > 0 && html`
+        <button type="button" class="secondary" aria-expanded=${chart} onClick=${toggleChart}>${chart ? loc.t('chart.hide') : loc.t('chart.show')}</button>`}
+      ${chart && ChartView && html`<${ChartView} device=${device} fields=${numeric} loc=${loc} token=${token} onUnauthorized=${onUnauthorized} />`}
+    </article>`;
+}
+
+function Value({ name, value, loc }) {
+  const spec = FIELDS[name];
+  const shown = typeof value === 'number'
+    ? `${loc.number(value, spec?.digits ?? 2)}${spec?.unit ? ` ${spec.unit}` : ''}`
+    : String(value);
+  return html`<div class="value" data-field=${name}><dt>${spec ? spec[loc.lang] : name}</dt><dd>${shown}</dd></div>`;
+}

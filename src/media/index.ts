@@ -5,5 +5,5 @@ export { UrlSigner, loadOrCreateKey, SIGNING_KEY_FILE, type Verdict } from './si
 export { parseRange, ifRangeMatches, type RangeResult } from './range.js';
 export { runTool, checkExecutable, ToolMissingError, type RunOptions, type RunResult } from './run.js';
 export { mediaMigration } from './migration.js';
-export type { MediaRecord, MediaRef, MediaSource, AudioFormat, TtsEngine } from './types.js';
+export type { AnnouncementSegment, MediaRecord, MediaRef, MediaSource, AudioFormat, TtsEngine } from './types.js';
 export { MediaToolsCheck, TTS_VOICE, type MediaToolsCheckOptions, type MediaToolsReport, type ToolStatus, type ToolName } from './tools-check.js';

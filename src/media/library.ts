@@ -25,7 +25,7 @@ import { AudioProbe, NotAudioError } from './probe.js';
 import { MediaRepo, type StoredMedia } from './repo.js';
 import { ToolMissingError } from './run.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
-import type { MediaRecord, MediaRef, MediaSource, TtsEngine } from './types.js';
+import type { AnnouncementSegment, MediaRecord, MediaRef, MediaSource, TtsEngine } from './types.js';
 
 export interface MediaLibraryOptions {
   /** Largest accepted upload in bytes (setting media.maxUploadBytes). */
@@ -205,6 +205,34 @@ export class MediaLibrary implements Component {
     const out = path.join(this.tmpDir, `${newId()}.tts`);
     try {
       await tts.synthesize(text, lang, out);
+      const staged = await this.stageExisting(out);
+      return await this.importStaged(staged, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+    } catch (e) {
+      if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
+      throw e;
+    } finally {
+      await rm(out, { force: true });
+    }
+  }
+
+  /**
+   * Renders an announcement (TtsEngine.synthesizeSequence: tone, spoken parts,
+   * stored audio) and stores it (source 'tts', the spoken parts kept as text).
+   * Stored audio is given by media id and must exist.
+   */
+  async synthesizeSequence(segments: ReadonlyArray<AnnouncementSegment | { mediaId: string }>, lang: string, meta: NewMediaMeta = {}): Promise<MediaRecord> {
+    const tts = this.deps.tts;
+    if (!tts?.synthesizeSequence) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine that builds announcements is configured');
+    const parts = segments.map((seg): AnnouncementSegment => {
+      if (!('mediaId' in seg)) return seg;
+      const f = this.file(seg.mediaId);
+      if (!f) throw Errors.UNPROCESSABLE(`media "${seg.mediaId}" does not exist`);
+      return { file: f.path };
+    });
+    const text = segments.flatMap((seg) => ('text' in seg ? [seg.text] : [])).join('\n');
+    const out = path.join(this.tmpDir, `${newId()}.tts`);
+    try {
+      await tts.synthesizeSequence(parts, lang, out);
       const staged = await this.stageExisting(out);
       return await this.importStaged(staged, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
     } catch (e) {

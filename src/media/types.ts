@@ -44,4 +44,17 @@ export interface TtsEngine {
    * KENG_ERR_TTS_UNAVAILABLE when a program it needs is missing.
    */
   synthesize(text: string, lang: string, outFile: string): Promise<void>;
+  /**
+   * Renders an announcement made of segments, in order, into `outFile` (MP3):
+   * spoken text, an attention tone, silence, or a stored audio file (an alert:
+   * tone, "this is an exercise", the message, the message again, …).
+   */
+  synthesizeSequence?(segments: readonly AnnouncementSegment[], lang: string, outFile: string): Promise<void>;
 }
+
+/** One part of an announcement (TtsEngine.synthesizeSequence). */
+export type AnnouncementSegment =
+  | { text: string }
+  | { tone: number }
+  | { silence: number }
+  | { file: string };

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, createReadStream, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -164,6 +165,24 @@ describe('EspeakTts + MediaLibrary.synthesize', () => {
     // Without diacritics espeak reads different syllables: a different length of speech.
     const plain = await h.media.synthesize('Thong bao khan cap: lu quet o xa Muong Te.', 'vi');
     expect(plain.sha256).not.toBe(a.sha256);
+  });
+
+  it('builds an announcement: attention tone, speech twice with a pause, then a stored file, in one MP3', async () => {
+    const text = 'Đây là diễn tập. Nước sông Đà đang lên.';
+    const speech = await h.media.synthesize(text, 'vi');
+    const rec = await h.media.synthesizeSequence([{ tone: 2 }, { silence: 0.5 }, { text }, { silence: 1 }, { text }, { mediaId: speech.id }], 'vi', { createdBy: 'alerts' });
+    expect(rec).toMatchObject({ source: 'tts', mime: 'audio/mpeg', text: `${text}\n${text}`, createdBy: 'alerts' });
+    expect(rec.durationSec).toBeCloseTo(2 + 0.5 + 1 + 3 * speech.durationSec, 0);
+    // The first two seconds are the tone (loud), the next half second silence.
+    const level = (from: number, len: number): number => {
+      const r = spawnSync(FFMPEG, ['-v', 'info', '-ss', String(from), '-t', String(len), '-i', h.media.file(rec.id)!.path, '-af', 'astats=metadata=0', '-f', 'null', '-'], { encoding: 'utf8' });
+      const m = /RMS level dB: (-?[\d.]+|-inf)/.exec(r.stderr);
+      return m?.[1] === '-inf' || !m ? -200 : Number(m[1]);
+    };
+    expect(level(0.2, 1.5)).toBeGreaterThan(-15);
+    expect(level(2.1, 0.3)).toBeLessThan(-60);
+    await expect(h.media.synthesizeSequence([{ tone: 1 }, { mediaId: 'nope' }], 'vi')).rejects.toMatchObject({ statusCode: 422 });
+    await expect(h.media.synthesizeSequence([{ tone: 9999 }], 'vi')).rejects.toMatchObject({ statusCode: 400 });
   });
 
   it('reports what is missing', async () => {

@@ -55,7 +55,7 @@ const GRANTS: Record<Exclude<Role, 'admin'>, ReadonlySet<Action>> = {
     'users.read', 'users.write',
   ]),
   viewer: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read']),
-  service: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read']),
+  service: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'alerts.read']),
 };
 
 /** Whether the role may perform the action at all (somewhere). */

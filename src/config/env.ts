@@ -39,4 +39,6 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_MEDIA_PUBLIC_BASE_URL', path: 'media.publicBaseUrl', type: 'string' },
   { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
+  { name: 'KENG_ALERTS_SENDER', path: 'alerts.sender', type: 'string' },
+  { name: 'KENG_ALERTS_VOLUME', path: 'alerts.volume', type: 'int' },
 ];

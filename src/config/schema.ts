@@ -88,6 +88,18 @@ export const ConfigSchema = Type.Object({
     /** How long a broadcast stays valid for speakers that are offline when it starts (notAfter = start + this, or end of content). */
     offlineValiditySec: Type.Integer({ minimum: 0, default: 600 }),
   }, { default: {} }),
+  alerts: Type.Object({
+    /** Loudspeaker volume of emergency alerts (0-100). */
+    volume: Type.Integer({ minimum: 0, maximum: 100, default: 100 }),
+    /** Seconds of attention tone before an alert's message. */
+    toneSec: Type.Number({ minimum: 0.5, maximum: 30, default: 3 }),
+    /** CAP `sender` of alerts raised here (CAP 1.2 §3.2.1: unique per originator, e.g. an address of the commune). */
+    sender: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\s,<>&]+$', default: 'keng@localhost' }),
+    /** Serve active public alerts as a CAP Atom feed without login (GET /api/v1/alerts/feed.atom). */
+    publicFeed: Type.Boolean({ default: true }),
+    /** How long loudspeakers may still start the notice of a cancelled alert. */
+    cancelNoticeValiditySec: Type.Integer({ minimum: 10, maximum: 86_400, default: 600 }),
+  }, { default: {} }),
   live: Type.Object({
     /** Batched live-feed clients (auth.batch) get at most one telemetry.batch per this many ms (docs/live-feed.md). */
     batchIntervalMs: Type.Integer({ minimum: 10, maximum: 10_000, default: 50 }),

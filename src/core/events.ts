@@ -28,6 +28,28 @@ export interface KengEvents {
   'device.changed': { deviceId: string; change: 'created' | 'updated' | 'deleted' };
   /** A broadcast's state on one speaker changed (queued, playing, done, failed …); emitted by the broadcast module. */
   'broadcast.state': { broadcastId: string; deviceId: string; area: string; state: string; at: number };
+  /** An alert was raised, approved, played, cancelled, replaced, expired or rejected; emitted by the alerts module. */
+  'alert.changed': AlertEvent;
+}
+
+/** What the live feed tells operators and the IOC about an alert. */
+export interface AlertEvent {
+  alertId: string;
+  identifier: string;
+  state: string;
+  /** What happened: created, approved, confirmed, rejected, cancelled, replaced, expired. */
+  change: string;
+  status: string;
+  msgType: string;
+  severity: string;
+  urgency: string;
+  event: string;
+  headline: string;
+  areas: string[];
+  broadcastId?: string;
+  /** Who caused the change (principal id), absent for expiry. */
+  by?: string;
+  at: number;
 }
 
 export type EventName = keyof KengEvents;

@@ -14,7 +14,7 @@ import type { KengEvents } from '../core/events.js';
 import type { BatchGroup, BatchGroups } from './batch.js';
 import type { LiveClient } from './client.js';
 import type { TimeFormatter } from '../core/time.js';
-import { broadcastMsg, statusMsg, telemetryMsg } from './format.js';
+import { alertMsg, broadcastMsg, statusMsg, telemetryMsg } from './format.js';
 import type { EventCounts } from './metrics.js';
 import { NO_BROADCAST_ROOM, deviceRoom, type AncestorCache } from './rooms.js';
 import type { SlowClients } from './slow.js';
@@ -75,6 +75,26 @@ export class FanOut {
       this.counts.broadcast++;
     }
     if (this.backedUp.size) this.slow.coalesce(e, (p) => p.addBroadcast(e), true);
+  };
+
+  /**
+   * An alert to the clients of its areas (and of their ancestors) who may
+   * read alerts: the roles with alerts.read are those with broadcasts.read
+   * (docs/roles.md), so the room without broadcast rights is left out for both.
+   * Rare events: not coalesced for backed-up clients.
+   */
+  readonly onAlert = (e: KengEvents['alert.changed']): void => {
+    if (!this.nsp) return;
+    const rooms = new Set<string>();
+    const present = this.nsp.adapter.rooms;
+    for (const area of e.areas) {
+      const chain = this.ancestors.rooms(area);
+      for (const r of chain) if (present.has(r)) rooms.add(r);
+      for (const g of this.groupRooms('', chain, true) ?? []) rooms.add(g);
+    }
+    if (rooms.size === 0) return;
+    this.nsp.to([...rooms]).except(NO_BROADCAST_ROOM).emit('alert', alertMsg(e, this.fmt));
+    this.counts.alert++;
   };
 
   /** Rooms of a device event that have members, or null. */

@@ -4,7 +4,7 @@
  * timeFormatter, which keeps the zone offset for the current 15-minute slot so
  * the hot path does not call Intl for every reading).
  */
-import type { KengEvents, Scalar } from '../core/events.js';
+import type { AlertEvent, KengEvents, Scalar } from '../core/events.js';
 import type { TimeFormatter } from '../core/time.js';
 
 export interface TelemetryMsg { deviceId: string; ts: string; values: Record<string, Scalar> }
@@ -21,4 +21,10 @@ export function statusMsg(e: KengEvents['status'], fmt: TimeFormatter): StatusMs
 
 export function broadcastMsg(e: KengEvents['broadcast.state'], fmt: TimeFormatter): BroadcastMsg {
   return { broadcastId: e.broadcastId, deviceId: e.deviceId, state: e.state, at: fmt(e.at) };
+}
+
+export interface AlertMsg extends Omit<AlertEvent, 'at'> { at: string }
+
+export function alertMsg(e: AlertEvent, fmt: TimeFormatter): AlertMsg {
+  return { ...e, at: fmt(e.at) };
 }

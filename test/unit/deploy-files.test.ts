@@ -7,7 +7,7 @@
  * what compose mounts; the Dockerfile runs the steps of scripts/image-steps.sh
  * as a non-root user with a health check.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
@@ -104,12 +104,18 @@ describe('docker-compose.yml', () => {
 
     const prov = parse(read('dashboards/provisioning/dashboards/keng.yaml')) as any;
     const dashDir = prov.providers[0].options.path as string;
-    const dashMounts = mounts.filter(([, t]) => t!.startsWith(`${dashDir}/`));
+    // A folder mounted as the provider's path, or single files inside it.
+    const dashMounts = mounts.filter(([, t]) => t === dashDir || t!.startsWith(`${dashDir}/`));
     expect(dashMounts.length).toBeGreaterThan(0);
-    for (const [src] of dashMounts) {
-      const dash = JSON.parse(read(src!)) as { templating: { list: Array<{ name: string; type: string }> } };
+    const files = dashMounts.flatMap(([src]) => (statSync(path.join(ROOT, src!)).isDirectory()
+      ? readdirSync(path.join(ROOT, src!)).filter((f) => f.endsWith('.json')).map((f) => path.join(src!, f))
+      : [src!]));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) {
+      const dash = JSON.parse(read(f)) as { __inputs?: unknown; templating: { list: Array<{ name: string; type: string }> } };
       // Provisioned files get no __inputs substitution: a datasource variable of that name resolves ${DS_INFLUXDB}.
-      expect(dash.templating.list).toContainEqual(expect.objectContaining({ name: 'DS_INFLUXDB', type: 'datasource' }));
+      expect(dash.__inputs, f).toBeUndefined();
+      expect(dash.templating.list, f).toContainEqual(expect.objectContaining({ name: 'DS_INFLUXDB', type: 'datasource' }));
     }
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The CAP 1.2 alert as Keng holds it (CapAlert), the code lists of the
- * standard, and the rules on single values that the JSON body (body.ts) and
- * the XML reader (xml-parse.ts) share. References: OASIS "Common Alerting
- * Protocol Version 1.2" (CAP-v1.2-os, 1 July 2010), §3.2 data dictionary.
+ * standard, and the TypeBox schema of the JSON body of `POST /api/v1/alerts`
+ * (checked in body.ts; rules on single values shared with the XML reader are
+ * in rules.ts). References: OASIS "Common Alerting Protocol Version 1.2"
+ * (CAP-v1.2-os, 1 July 2010), §3.2 data dictionary.
  *
  * One CapAlert carries one <info> block (the one Keng broadcasts: see
  * xml-parse.ts for which one is kept), flattened into the alert. Times are

@@ -98,7 +98,7 @@ class Reader {
     const byName = new Map<string, XmlNode[]>();
     for (const c of node.children) {
       if (c.ns !== CAP_NAMESPACE) {
-        // The schema's only wildcard: XML signatures at the end of <alert> (§3.3.4.1). Not verified, not kept.
+        // The schema's only wildcard: XML signatures at the end of <alert> (§3.3.4 security note). Not verified, not kept.
         if (!(foreignOk && c.ns === XMLDSIG_NS)) this.err(at(c.name), `is not a CAP 1.2 element (namespace "${c.ns}")`);
         continue;
       }
@@ -129,10 +129,8 @@ class Reader {
   }
 
   /** Optional text; empty counts as absent. */
-  optional(node: XmlNode | undefined, field: string, max?: number): string | undefined {
-    const t = this.text(node, field);
-    if (t && max !== undefined && t.length > max) this.err(field, `is longer than ${max} characters`);
-    return t || undefined;
+  optional(node: XmlNode | undefined, field: string): string | undefined {
+    return this.text(node, field) || undefined;
   }
 
   oneOf<T extends string>(node: XmlNode | undefined, field: string, values: readonly T[]): T | undefined {
@@ -203,11 +201,11 @@ function readAlert(root: XmlNode, r: Reader): Omit<ParsedCap, 'hints'> | undefin
   const infoIndex = vi >= 0 ? vi : 0;
   const info = readInfo(infos[infoIndex]!, infos.length > 1 ? `info[${infoIndex}]` : 'info', r);
 
-  if (!identifier || !sender || sent === undefined || !status || !msgType || !scope || !info) return undefined;
-  const alert: CapAlert = { identifier, sender, sent, status, msgType, scope, codes, references, ...info };
   const source = r.optional(one(a, 'source'), 'source');
   const note = r.optional(one(a, 'note'), 'note');
   const incidents = r.optional(one(a, 'incidents'), 'incidents');
+  if (!identifier || !sender || sent === undefined || !status || !msgType || !scope || !info) return undefined;
+  const alert: CapAlert = { identifier, sender, sent, status, msgType, scope, codes, references, ...info };
   if (source !== undefined) alert.source = source;
   if (restriction !== undefined) alert.restriction = restriction;
   if (addresses !== undefined) alert.addresses = addresses;

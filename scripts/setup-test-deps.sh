@@ -18,5 +18,5 @@ fi
 for bin in /usr/bin/influxd /usr/bin/mosquitto_pub /usr/bin/espeak-ng /usr/bin/ffmpeg /usr/bin/chromium; do
   [ -x "$bin" ] || { echo "setup: $bin is missing after install" >&2; exit 1; }
 done
-/usr/bin/python3 -c 'import paho.mqtt.client, pymodbus, socketio' || { echo "setup: Debian python modules missing" >&2; exit 1; }
+/usr/bin/python3 -c 'import paho.mqtt.client, pymodbus, socketio, lxml.etree' || { echo "setup: Debian python modules missing" >&2; exit 1; }
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi

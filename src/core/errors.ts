@@ -29,6 +29,7 @@ export const Errors = {
   WINDOW_TOO_LARGE: def('KENG_ERR_WINDOW_TOO_LARGE', 'Too many points requested: %s', 400),
   WEAK_PASSWORD: def('KENG_ERR_WEAK_PASSWORD', 'Password refused: %s', 400),
   NOT_A_SESSION: def('KENG_ERR_NOT_A_SESSION', 'Not a session token: %s', 400),
+  CAP_FORBIDDEN_XML: def('KENG_ERR_CAP_FORBIDDEN_XML', 'XML refused: %s', 400),
   // 401/403/404
   UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
   FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
@@ -49,6 +50,7 @@ export const Errors = {
   UNSUPPORTED_MEDIA_TYPE: def('KENG_ERR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type: %s', 415),
   RANGE_NOT_SATISFIABLE: def('KENG_ERR_RANGE_NOT_SATISFIABLE', 'Range not satisfiable: %s', 416),
   UNPROCESSABLE: def('KENG_ERR_UNPROCESSABLE', 'Unprocessable: %s', 422),
+  CAP_INVALID: def('KENG_ERR_CAP_INVALID', 'Not a valid CAP 1.2 alert: %s', 422),
   MEDIA_NOT_AUDIO: def('KENG_ERR_MEDIA_NOT_AUDIO', 'Not playable audio: %s', 422),
   RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
   // 500/503

@@ -9,7 +9,8 @@
  * or epoch milliseconds. A local time without offset is ambiguous and refused.
  * Output: ISO 8601 with milliseconds and the offset of the configured zone,
  * `+00:00` for UTC (never `Z`, so every time Keng writes has one shape):
- * "2025-11-30T07:00:00.000+07:00".
+ * "2025-11-30T07:00:00.000+07:00". CAP 1.2 alerts are the one exception the
+ * standard imposes: whole seconds, UTC as "-00:00" (parseCapTime, formatCapTime).
  */
 import { Errors, withDetails } from './errors.js';
 
@@ -215,6 +216,40 @@ export function timeFormatter(tz: string): TimeFormatter {
 /** Calendar date "YYYY-MM-DD" of instant `ms` in `tz` (file names, day buckets). */
 export function localDate(ms: number, tz: string): string {
   return formatTime(ms, tz).slice(0, 10);
+}
+
+// ---------------------------------------------------------------- CAP 1.2 dateTime
+
+/**
+ * The one form CAP 1.2 allows for sent, effective, onset and expires
+ * (CAP-v1.2-os §3.3.2 "DateTime Data Type": "YYYY-MM-DDThh:mm:ssXzh:zm", and
+ * the pattern of the same elements in CAP-v1.2.xsd): whole seconds, no
+ * fraction, a numeric offset. "Alphabetic timezone designators such as "Z"
+ * MUST NOT be used" (§3.2.1 sent, §3.2.2 effective/onset/expires).
+ */
+const CAP_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[-+]\d{2}:\d{2}$/;
+
+/**
+ * Epoch ms of a CAP 1.2 dateTime, or NaN for anything else (a `Z`, a
+ * fraction, a missing offset, an impossible date). Surrounding whitespace is
+ * ignored, as xs:dateTime collapses it. "+00:00" is read like "-00:00"
+ * (the schema accepts both; only the writer must use "-00:00").
+ */
+export function parseCapTime(s: string): number {
+  const t = s.trim();
+  return CAP_TIME_RE.test(t) ? parseIsoWithOffset(t) : NaN;
+}
+
+/**
+ * Instant `ms` as a CAP 1.2 dateTime in zone `tz`: "2025-11-30T07:00:00+07:00".
+ * Milliseconds are dropped (truncated, as parseIsoWithOffset truncates), and
+ * a zero offset is written "-00:00": "The timezone for UTC MUST be represented
+ * as "-00:00"" (CAP-v1.2-os §3.2.1 sent).
+ */
+export function formatCapTime(ms: number, tz: string): string {
+  const s = formatTime(Math.floor(ms / 1000) * 1000, tz); // "2025-11-30T07:00:00.000+07:00"
+  const offset = s.slice(23);
+  return s.slice(0, 19) + (offset === '+00:00' ? '-00:00' : offset);
 }
 
 // ---------------------------------------------------------------- durations

@@ -1,0 +1,438 @@
+/**
+ * AlertService: CAP 1.2 alerts raised by staff (or imported from a
+ * provincial warning system), approved by a second person, played on every
+ * loudspeaker of their areas as an emergency broadcast.
+ *
+ * Life of an alert (docs/alerts.md):
+ * - `Actual` → `pending_approval`; it plays only once a second user (not its
+ *   creator) with rights over ALL its areas approves it. An admin may let
+ *   Extreme (or Severe) + Immediate alerts play at once, the approval then
+ *   following as a confirmation (audited as `alert.play_at_once`).
+ * - `Exercise` and `Test` play at once, announcing themselves at start and
+ *   end, on the areas they name and nowhere else.
+ * - Playing = an `emergency` broadcast (interrupts anything playing; those
+ *   speakers report `preempted` for what they were playing) of the rendered
+ *   announcement, valid until `expires`: an offline speaker gets it on
+ *   reconnect until then.
+ * - `Update` (msgType, `references`) replaces the alerts it references once
+ *   it plays (they end, their broadcasts stop); `Cancel` (msgType, or the
+ *   cancel route) stops the referenced alerts everywhere in one step and plays
+ *   the cancellation notice where they played.
+ * - `expires` passing ends an open alert as `expired`.
+ * Every step is audited and emitted on the bus ('alert.changed': live feed).
+ * The announcement is rendered when the alert is raised, so approval starts
+ * the broadcast without waiting for text-to-speech.
+ */
+import { Errors } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import type { EventBus } from '../core/events.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import type { AuditRecorder } from '../audit/log.js';
+import type { BroadcastExecutor, MediaContent } from '../broadcast/execution/index.js';
+import { resolveSpeakers, type Caller, type TargetRegistry } from '../broadcast/targets.js';
+import type { MediaLibrary, MediaRecord } from '../media/index.js';
+import { newId } from '../rpc/ids.js';
+import type { StateDb } from '../storage/state/index.js';
+import { ANNOUNCEMENT_LANG, alertAnnouncement, cancellationAnnouncement } from './announcement.js';
+import type { CapAlert } from './cap/index.js';
+import { AlertRepo, type AlertListQuery } from './repo.js';
+import { FINAL_ALERT_STATES, type Alert, type AlertPolicy, type AlertState } from './types.js';
+
+export interface AlertServiceOptions {
+  /** Loudspeaker volume of alerts (0-100). */
+  volume: number;
+  /** Seconds of attention tone. */
+  toneSec: number;
+  /** How long speakers may still start the cancellation notice. */
+  cancelNoticeValiditySec: number;
+}
+
+export interface AlertServiceDeps {
+  stateDb: StateDb;
+  registry: TargetRegistry;
+  media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
+  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get'>;
+  bus: Pick<EventBus, 'emit'>;
+  audit: AuditRecorder;
+  logger: Logger;
+  clock: Clock;
+  options: AlertServiceOptions;
+  /** Runs state-store writes as one durable commit (GroupCommit.runDurably); default: as they come. */
+  batch?: <T>(fn: () => T) => T;
+}
+
+/**
+ * Where an alert sounds: the loudspeakers of `areas`, or, for an alert
+ * given by polygons/circles, exactly `devices` (its `areas` are then those
+ * loudspeakers' areas: who may approve it, who sees it).
+ */
+export interface AlertReach { areas: string[]; devices: string[] }
+
+/** The longest a timer waits (setTimeout's limit is ~24.8 days). */
+const MAX_TIMER_MS = 6 * 3600_000;
+
+export class AlertService implements Component {
+  readonly name = 'alerts';
+  private repo: AlertRepo | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly log: Logger;
+  /** Events of writes inside the current transaction, sent once it is committed. */
+  private readonly afterCommit: Array<() => void> = [];
+
+  constructor(private readonly d: AlertServiceDeps) {
+    this.log = d.logger;
+  }
+
+  async start(): Promise<void> {
+    this.repo = new AlertRepo(this.d.stateDb.db);
+    // Alerts that expired while Keng was down end now; the others' expiry is timed again.
+    this.sweep();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.repo = null;
+  }
+
+  // ------------------------------------------------------------ reading
+
+  /** Alerts touching any of the caller's areas, newest first. */
+  list(c: Caller, q: AlertListQuery = {}): Alert[] {
+    return this.requireRepo().list(q).filter((a) => this.visible(a, c));
+  }
+
+  /** 404 when unknown or outside the caller's areas. */
+  get(c: Caller, id: string): Alert {
+    const a = this.requireRepo().get(id);
+    if (!a || !this.visible(a, c)) throw Errors.NOT_FOUND(`Alert "${id}"`);
+    return a;
+  }
+
+  /** Active public Actual alerts (the public CAP Atom feed: no caller, no scope). */
+  activePublic(): Alert[] {
+    return this.requireRepo().list({ states: ['active'] })
+      .filter((a) => a.cap.scope === 'Public' && a.cap.status === 'Actual');
+  }
+
+  policy(): AlertPolicy { return this.requireRepo().policy(); }
+
+  setPolicy(c: Caller, p: AlertPolicy): AlertPolicy {
+    const before = this.requireRepo().policy();
+    const next: AlertPolicy = { playAtOnce: [...new Set(p.playAtOnce)].sort() as AlertPolicy['playAtOnce'] };
+    this.tx(() => {
+      this.requireRepo().setPolicy(next, c.principal.id, this.d.clock.now());
+      this.audit(c, 'alert.policy', 'alert-policy', before, next);
+    });
+    return next;
+  }
+
+  // ------------------------------------------------------------ raising
+
+  /**
+   * Raises an alert (or applies an Update / Cancel message). `reach` is where
+   * it sounds, already resolved from geocodes, polygons or `?areas=`
+   * (areas.ts); the caller must have rights over all of it (403).
+   */
+  async create(c: Caller, cap: CapAlert, reach: AlertReach): Promise<Alert> {
+    const repo = this.requireRepo();
+    const now = this.d.clock.now();
+    this.checkReach(c, reach);
+    if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+    // A Cancel needs no expiry of its own (it acts at once).
+    const expiresAt = cap.expires ?? (cap.msgType === 'Cancel' ? now : Number.NaN);
+    if (!Number.isFinite(expiresAt)) throw Errors.UNPROCESSABLE('the alert needs an expiry time (expires)');
+    if (cap.msgType !== 'Cancel' && expiresAt <= now) throw Errors.UNPROCESSABLE('the alert has already expired');
+    const referenced = this.referenced(c, cap);
+
+    if (cap.msgType === 'Cancel') return this.applyCancelMessage(c, cap, reach, referenced, expiresAt);
+
+    const media = await this.d.media.synthesizeSequence(
+      alertAnnouncement(cap, { toneSec: this.d.options.toneSec, repeat: cap.repeat }),
+      ANNOUNCEMENT_LANG, { createdBy: c.principal.id, name: `Cảnh báo: ${headlineOf(cap)}`.slice(0, 120) });
+    const policy = repo.policy();
+    const atOnce = cap.status !== 'Actual'
+      || (cap.urgency === 'Immediate' && (policy.playAtOnce as string[]).includes(cap.severity));
+    const alert: Alert = {
+      id: newId('al', now), cap, state: 'pending_approval', areas: reach.areas, devices: reach.devices, expiresAt,
+      mediaId: media.id, createdBy: c.principal.id, createdAt: now, playedAtOnce: cap.status === 'Actual' && atOnce, updatedAt: now,
+    };
+    // The check of a concurrent raise with the same identifier happened before the await: again, now synchronously.
+    if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+    this.tx(() => {
+      repo.insert(alert);
+      this.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
+      if (atOnce) this.play(alert, c, media, referenced);
+      if (alert.playedAtOnce) this.audit(c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
+    });
+    this.changed(alert, 'created', c.principal.id);
+    this.log.info({ alertId: alert.id, status: cap.status, severity: cap.severity, state: alert.state, by: c.principal.id }, 'alert raised');
+    this.arm();
+    return alert;
+  }
+
+  // ------------------------------------------------------------ decisions
+
+  /** The second person's approval: the alert plays; for an alert played at once, its confirmation. */
+  approve(c: Caller, id: string): Alert {
+    const a = this.get(c, id);
+    const confirming = a.state === 'active' && a.playedAtOnce && a.approvedBy === undefined;
+    if (a.state !== 'pending_approval' && !confirming) throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
+    if (a.createdBy === c.principal.id) throw Errors.FORBIDDEN('an alert must be approved by someone other than the person who raised it');
+    this.checkReach(c, a);
+    const now = this.d.clock.now();
+    const next: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
+    this.tx(() => {
+      if (!confirming) this.play(next, c, undefined, this.referenced(c, next.cap));
+      this.requireRepo().save(next);
+      this.audit(c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: next.state, broadcastId: next.broadcastId });
+    });
+    this.changed(next, confirming ? 'confirmed' : 'approved', c.principal.id);
+    this.log.info({ alertId: id, by: c.principal.id, broadcastId: next.broadcastId }, confirming ? 'alert confirmed' : 'alert approved');
+    return next;
+  }
+
+  /** A pending alert turned down (also its creator withdrawing it). */
+  reject(c: Caller, id: string, reason?: string): Alert {
+    const a = this.get(c, id);
+    if (a.state !== 'pending_approval') throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
+    this.checkReach(c, a);
+    const next = this.end(a, 'rejected', c.principal.id, reason ?? 'rejected');
+    this.tx(() => {
+      this.requireRepo().save(next);
+      this.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
+    });
+    this.changed(next, 'rejected', c.principal.id);
+    return next;
+  }
+
+  /** Cancel in one step: stops it on every speaker and plays the cancellation notice where it played. */
+  async cancel(c: Caller, id: string, reason?: string): Promise<Alert> {
+    const a = this.get(c, id);
+    if (FINAL_ALERT_STATES.has(a.state)) throw Errors.CONFLICT(`alert "${id}" is already ${a.state}`);
+    this.checkReach(c, a);
+    const next = this.tx(() => this.cancelWrites(c, a, reason ?? 'cancelled'));
+    this.cancelled(next, c);
+    await this.playCancellationNotice(c, next);
+    return next;
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private applyCancelMessage(c: Caller, cap: CapAlert, reach: AlertReach, referenced: Alert[], expiresAt: number): Promise<Alert> {
+    if (referenced.length === 0) throw Errors.UNPROCESSABLE('a Cancel message must reference the alerts it cancels (references)');
+    const now = this.d.clock.now();
+    const msg: Alert = {
+      id: newId('al', now), cap, state: 'ended', areas: reach.areas, devices: reach.devices, expiresAt,
+      createdBy: c.principal.id, createdAt: now, playedAtOnce: false, endedBy: c.principal.id, endedAt: now, endReason: 'applied', updatedAt: now,
+    };
+    const cancelled = this.tx(() => {
+      this.requireRepo().insert(msg);
+      this.audit(c, 'alert.create', msg.id, undefined, auditView(msg));
+      return referenced.filter((r) => !FINAL_ALERT_STATES.has(r.state)).map((r) => this.cancelWrites(c, r, `cancelled by ${cap.identifier}`));
+    });
+    for (const x of cancelled) this.cancelled(x, c);
+    return Promise.all(cancelled.map((x) => this.playCancellationNotice(c, x))).then(() => msg);
+  }
+
+  /** The writes of a cancellation (inside the caller's transaction): its broadcast stopped, the alert and the audit record. */
+  private cancelWrites(c: Caller, a: Alert, reason: string): Alert {
+    const next = this.end(a, 'cancelled', c.principal.id, reason);
+    if (a.broadcastId) this.stopBroadcast(a.broadcastId);
+    this.requireRepo().save(next);
+    this.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
+    return next;
+  }
+
+  /** After a cancellation's commit: the live feed and the log. */
+  private cancelled(a: Alert, c: Caller): void {
+    this.changed(a, 'cancelled', c.principal.id);
+    this.log.info({ alertId: a.id, by: c.principal.id, reason: a.endReason }, 'alert cancelled');
+  }
+
+  private async playCancellationNotice(c: Caller, a: Alert): Promise<void> {
+    const b = a.broadcastId ? this.d.executor.get(a.broadcastId) : undefined;
+    if (!b) return;
+    try {
+      const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,
+        { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120) });
+      const now = this.d.clock.now();
+      this.tx(() => this.d.executor.startBroadcast({
+        id: `${a.broadcastId!}-cancel`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume,
+        targets: b.targets.map((t) => t.deviceId), notAfter: now + this.d.options.cancelNoticeValiditySec * 1000,
+        media: mediaContent(media),
+      }));
+    } catch (err) {
+      // The alert is stopped and recorded as cancelled either way; only the spoken notice is missing.
+      this.log.error({ err, alertId: a.id }, 'the cancellation notice could not be played');
+    }
+  }
+
+  /**
+   * Starts the alert's emergency broadcast (inside the caller's commit) and
+   * ends the alerts an Update replaces. Mutates `a` (state, broadcastId).
+   */
+  private play(a: Alert, c: Caller, media: MediaRecord | undefined, replaces: Alert[]): void {
+    // A shape alert sounds on the loudspeakers inside its shapes only; its areas are theirs, for rights and views.
+    const targets = a.devices.length > 0
+      ? new Set(a.devices.filter((id) => this.d.registry.getDevice(id)?.kind === 'speaker'))
+      : resolveSpeakers(this.d.registry, { areas: a.areas });
+    a.state = 'active';
+    if (targets.size === 0) {
+      this.log.warn({ alertId: a.id, areas: a.areas }, 'alert is active but its areas have no loudspeakers');
+    } else {
+      const m = media ? mediaContent(media) : this.mediaOf(a);
+      const b = this.d.executor.startBroadcast({
+        id: `al-${a.id}`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume, targets: [...targets].sort(),
+        notAfter: a.expiresAt, media: m,
+      });
+      a.broadcastId = b.id;
+    }
+    for (const old of replaces) {
+      if (FINAL_ALERT_STATES.has(old.state)) continue;
+      if (old.broadcastId) this.stopBroadcast(old.broadcastId);
+      const ended = { ...this.end(old, 'ended', c.principal.id, `replaced by ${a.cap.identifier}`), replacedBy: a.id };
+      this.requireRepo().save(ended);
+      this.audit(c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
+      this.afterCommit.push(() => this.changed(ended, 'replaced', c.principal.id));
+    }
+  }
+
+  /** The stored announcement of an alert raised earlier. */
+  private mediaOf(a: Alert): MediaContent {
+    const m = a.mediaId ? this.d.media.get(a.mediaId) : undefined;
+    if (!m) throw Errors.UNPROCESSABLE(`the announcement of alert "${a.id}" is missing; raise it again`);
+    return mediaContent(m);
+  }
+
+  private stopBroadcast(id: string): void {
+    try { this.d.executor.stopBroadcast(id); } catch (err) { this.log.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); }
+  }
+
+  /** The alerts an Update or Cancel references (CAP `references`: "sender,identifier,sent" entries, or Keng ids). */
+  private referenced(c: Caller, cap: CapAlert): Alert[] {
+    if (cap.msgType === 'Alert') return [];
+    const refs = cap.references ?? [];
+    if (refs.length === 0) throw Errors.UNPROCESSABLE(`an ${cap.msgType} message must reference the alert it changes (references)`);
+    const repo = this.requireRepo();
+    return refs.map((r) => {
+      const a = repo.byIdentifier(r.identifier) ?? repo.get(r.identifier);
+      if (!a || !this.visible(a, c)) throw Errors.UNPROCESSABLE(`referenced alert "${r.identifier}" does not exist`);
+      this.checkReach(c, a);
+      return a;
+    });
+  }
+
+  private end(a: Alert, state: AlertState, by: string | undefined, reason: string): Alert {
+    const now = this.d.clock.now();
+    return { ...a, state, ...(by !== undefined ? { endedBy: by } : {}), endedAt: now, endReason: reason, updatedAt: now };
+  }
+
+  /** 403 unless every area (and every single speaker's area) of the reach is within the caller's areas; 422 for unknown ones. */
+  private checkReach(c: Caller, r: AlertReach): void {
+    if (r.areas.length === 0 && r.devices.length === 0) throw Errors.UNPROCESSABLE('the alert covers no area');
+    for (const code of r.areas) {
+      if (!this.d.registry.getArea(code)) throw Errors.UNPROCESSABLE(`area "${code}" does not exist`);
+      if (!c.inScope(code)) throw Errors.FORBIDDEN(`area "${code}" is outside your areas`);
+    }
+    for (const id of r.devices) {
+      const d = this.d.registry.getDevice(id);
+      if (d && !c.inScope(d.area)) throw Errors.FORBIDDEN(`a loudspeaker of this alert (${id}) is outside your areas`);
+    }
+  }
+
+  /** An alert is shown to whoever has rights over any of its areas. */
+  private visible(a: Alert, c: Caller): boolean {
+    if (a.areas.some((x) => c.inScope(x))) return true;
+    return a.devices.some((id) => { const d = this.d.registry.getDevice(id); return d !== undefined && c.inScope(d.area); });
+  }
+
+  /** Ends open alerts whose expiry has come, then times the next one. */
+  private sweep(): void {
+    const repo = this.repo;
+    if (!repo) return;
+    const now = this.d.clock.now();
+    for (const a of repo.due(now)) {
+      const next = this.end(a, 'expired', undefined, 'expired');
+      this.tx(() => {
+        repo.save(next);
+        this.audit('system', 'alert.expire', a.id, { state: a.state }, { state: 'expired' });
+      });
+      this.changed(next, 'expired');
+      this.log.info({ alertId: a.id }, 'alert expired');
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (!this.repo) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const next = this.repo.nextExpiry();
+    if (next === undefined) return;
+    this.timer = setTimeout(() => { this.timer = null; this.sweep(); }, Math.min(MAX_TIMER_MS, Math.max(0, next - this.d.clock.now())));
+    this.timer.unref();
+  }
+
+  private changed(a: Alert, change: string, by?: string): void {
+    const cap = a.cap;
+    this.d.bus.emit('alert.changed', {
+      alertId: a.id, identifier: cap.identifier, state: a.state, change, status: cap.status, msgType: cap.msgType,
+      severity: cap.severity, urgency: cap.urgency, event: cap.event, headline: headlineOf(cap), areas: a.areas,
+      ...(a.broadcastId ? { broadcastId: a.broadcastId } : {}), ...(by !== undefined ? { by } : {}), at: this.d.clock.now(),
+    });
+  }
+
+  private audit(c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): void {
+    try {
+      this.d.audit.record({
+        actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
+        target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
+      });
+    } catch (err) {
+      this.log.error({ err, action, id }, 'audit record failed');
+    }
+  }
+
+  /**
+   * One transaction inside the state store's group commit, durable before it
+   * returns; events queued by the writes (afterCommit) go out once it is.
+   * Never nested: the group commit's own commit would end an outer transaction.
+   */
+  private tx<T>(fn: () => T): T {
+    const db = this.d.stateDb.db;
+    const run = (): T => db.transaction(fn)();
+    try {
+      return this.d.batch ? this.d.batch(run) : run();
+    } catch (err) {
+      this.afterCommit.length = 0;
+      throw err;
+    } finally {
+      for (const f of this.afterCommit.splice(0)) f();
+    }
+  }
+
+  private requireRepo(): AlertRepo {
+    if (!this.repo) throw Errors.NOT_READY('alert service is not started');
+    return this.repo;
+  }
+}
+
+/** What the audit log keeps of a raised alert (not the whole CAP text). */
+function auditView(a: Alert): Record<string, unknown> {
+  const cap = a.cap;
+  return {
+    identifier: cap.identifier, status: cap.status, msgType: cap.msgType, severity: cap.severity, urgency: cap.urgency,
+    event: cap.event, headline: headlineOf(cap), areas: a.areas, devices: a.devices.length, expires: cap.expires, state: a.state,
+  };
+}
+
+function mediaContent(m: MediaRecord): MediaContent {
+  return { mediaId: m.id, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
+}
+
+/** CAP's headline is optional (§3.2.2); the event type names the alert without one. */
+export function headlineOf(cap: Pick<CapAlert, 'headline' | 'event'>): string {
+  return cap.headline?.trim() || cap.event;
+}

@@ -4,9 +4,14 @@
  * a verifying speaker (id + secret and access-token `me` sessions); forged, misdirected, expired
  * and replayed commands are refused with the reason and nothing plays; a key rotation keeps the
  * old key listed, new commands carry the new kid, and a speaker that missed it refuses them;
- * the command-key routes' roles and audit.
+ * the command-key routes' roles and audit. The independent Python speaker (paho-mqtt +
+ * `cryptography`) verifies the same signatures.
  */
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, publish, waitFor } from '../helpers/mqtt.js';
@@ -16,6 +21,7 @@ import type { KengEvents } from '../../src/core/events.js';
 import { KengApi } from '../../src/sim/api-client.js';
 import { SimSpeaker, type CommandKey } from '../../src/sim/speaker/index.js';
 
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let t: TestApp;
 let mediaId: string;
 const creds = new Map<string, { secret: string; accessToken: string }>();
@@ -65,7 +71,7 @@ function sentTo(deviceId: string, method: string): Array<{ topic: string; body: 
 beforeAll(async () => {
   t = await startTestApp();
   await seedAreas(t, [{ code: 'p1', name: 'Tỉnh', level: 'province' }, { code: 'xa', name: 'Xã An Bình', level: 'commune', parent: 'p1' }]);
-  for (const id of ['loa-a', 'loa-b', 'loa-c', 'loa-d']) {
+  for (const id of ['loa-a', 'loa-b', 'loa-c', 'loa-d', 'loa-py']) {
     const r = await t.api('POST', '/api/v1/devices', { id, kind: 'speaker', name: id, area: 'xa' });
     expect(r.status).toBe(201);
     creds.set(id, { secret: r.body.secret, accessToken: r.body.accessToken });
@@ -195,6 +201,35 @@ describe('signed broadcast.play / broadcast.stop (device protocol §11.6)', () =
     const audit = (await t.api('GET', '/api/v1/audit?action=command_key.rotate')).body.entries;
     expect(audit[0]).toMatchObject({ actor: 'admin:admin', target: `command_key:${rot.body.kid}`, before: { active: old.kid } });
     expect((await t.api('GET', '/api/v1/audit?action=command_key.retire')).body.entries[0]).toMatchObject({ target: `command_key:${old.kid}` });
+  }, 60_000);
+
+  it('the independent Python speaker (paho-mqtt, cryptography) verifies too: plays a signed broadcast, refuses a replay and a forgery', async () => {
+    const keysFile = path.join(t.dataDir, 'speaker-keys.json');
+    writeFileSync(keysFile, JSON.stringify(await keys()));
+    const py = spawn('/usr/bin/python3', [path.join(ROOT, 'src/sim/speaker/paho_speaker.py'), '127.0.0.1', String(t.mqttPort), 'loa-py', creds.get('loa-py')!.secret, '20', keysFile],
+      { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    py.stdout.on('data', (d) => { out += String(d); });
+    py.stderr.on('data', (d) => { out += String(d); });
+    try {
+      await waitFor(() => out.includes('"ready"'), 20_000).catch(() => { throw new Error(`paho speaker not ready: ${out}`); });
+      await waitFor(() => t.app.broadcast.rpc.isReady('loa-py'));
+      const id = await playNow(['loa-py']);
+      await targets(id, (s) => s['loa-py'] === 'completed');
+      const genuine = sentTo('loa-py', 'broadcast.play')[0]!;
+      const R = genuine.topic.split('/').pop()!;
+      await brokerPublish(genuine.topic, genuine.payload, { qos: 1 });
+      const tampered = { ...genuine.body, signed: genuine.body.signed.replace('"volume":70', '"volume":100') };
+      await brokerPublish(genuine.topic.replace(R, 'r_py_forged'), Buffer.from(JSON.stringify(tampered)), { qos: 1 });
+      await brokerPublish(genuine.topic.replace(R, 'r_py_unsigned'), Buffer.from(JSON.stringify({ method: 'broadcast.stop', params: {}, expiresAt: Date.now() + 60_000 })), { qos: 1 });
+      await waitFor(() => out.includes('r_py_unsigned'), 5000).catch(() => { throw new Error(`no refusals: ${out}`); });
+      const refused = out.split('\n').filter((l) => l.startsWith('{"refused"')).map((l) => JSON.parse(l) as unknown);
+      expect(refused).toEqual([{ refused: R, detail: 'replayed' }, { refused: 'r_py_forged', detail: 'bad_signature' }, { refused: 'r_py_unsigned', detail: 'unsigned' }]);
+      expect(out.split('\n').filter((l) => l.includes('"started"'))).toHaveLength(1);
+    } finally {
+      py.stdin.end();
+      await new Promise((r) => { py.once('exit', r); setTimeout(() => { py.kill('SIGKILL'); r(null); }, 3000); });
+    }
   }, 60_000);
 
   it('every role reads the keys; only admins rotate and retire', async () => {

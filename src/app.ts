@@ -8,7 +8,7 @@
  *
  * Start order: data directory lock (one server per directory) → state store →
  * device registry → telemetry store → ingest → broker → media tools check →
- * media → broadcast
+ * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
@@ -30,6 +30,7 @@ import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessi
 import { ApiServer } from './api/index.js';
 import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
+import { CommandKeys } from './rpc/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -55,6 +56,8 @@ export interface KengApp {
   readonly api: ApiServer;
   readonly media: MediaLibrary;
   readonly broadcast: BroadcastWiring;
+  /** Ed25519 keys that sign broadcast.play / broadcast.stop (device protocol §11.6). */
+  readonly commandKeys: CommandKeys;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
@@ -110,13 +113,14 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const mediaBaseUrl = (): string => config.media.publicBaseUrl
     ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
+  const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl,
+    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, signer: commandKeys,
   });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
-    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, web: webApp({ tz: config.tz }) },
+    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, web: webApp({ tz: config.tz }) },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).
@@ -127,12 +131,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, live, accounts, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, live, accounts, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

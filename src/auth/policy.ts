@@ -18,6 +18,8 @@
  *    (canGrant), others are 404 to it. Anyone changes their own password.
  *  - tokens.*: admin only (a machine token outlives the person who made it).
  *  - audit.read: admin only.
+ *  - commandKeys.read: every role (public keys, device protocol §11.6); commandKeys.write
+ *    (rotate, retire): admin only, like the other installation-wide secrets.
  * Objects outside the caller's scope answer 404 (existence does not leak);
  * 403 means the role may not do this at all, or may not target that area.
  */
@@ -34,12 +36,13 @@ export type Action =
   | 'alerts.read' | 'alerts.write'
   | 'users.read' | 'users.write'
   | 'tokens.read' | 'tokens.write'
-  | 'audit.read';
+  | 'audit.read'
+  | 'commandKeys.read' | 'commandKeys.write';
 
 export const ACTIONS: readonly Action[] = [
   'areas.read', 'areas.write', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',
   'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write',
-  'users.read', 'users.write', 'tokens.read', 'tokens.write', 'audit.read',
+  'users.read', 'users.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write',
 ];
 
 /** Actions whose objects belong to an area (checked against the principal's scope). */
@@ -52,10 +55,10 @@ const GRANTS: Record<Exclude<Role, 'admin'>, ReadonlySet<Action>> = {
   operator: new Set<Action>([
     'areas.read', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',
     'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write',
-    'users.read', 'users.write',
+    'users.read', 'users.write', 'commandKeys.read',
   ]),
-  viewer: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read']),
-  service: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'alerts.read']),
+  viewer: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read', 'commandKeys.read']),
+  service: new Set<Action>(['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'alerts.read', 'commandKeys.read']),
 };
 
 /** Whether the role may perform the action at all (somewhere). */

@@ -11,7 +11,7 @@ import type { StateDb } from '../storage/state/index.js';
 import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
 import type { MediaLibrary } from '../media/index.js';
-import { RpcService } from '../rpc/index.js';
+import { RpcService, type CommandSigner } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
 import { GroupCommit } from './group-commit.js';
@@ -29,6 +29,8 @@ export interface BroadcastWiringDeps {
   clock: Clock;
   /** Base URL speakers use to fetch media (known once HTTP listens). */
   mediaBaseUrl: () => string;
+  /** Signs broadcast.play / broadcast.stop at every send (device protocol §11.6); start it before `components`. */
+  signer: CommandSigner;
 }
 
 export interface BroadcastWiring {
@@ -49,7 +51,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const batch = <T>(fn: () => T): T => group.run(fn);
   const rpc = new RpcService({
     stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch,
-    paramsHooks: playHooks(() => executor),
+    paramsHooks: playHooks(() => executor), signer: d.signer,
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
     stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,

@@ -16,8 +16,9 @@
  * acknowledged (PUBACK) before the backup started is in it. Media files are
  * written once and renamed into place, so copying the ones the copied
  * state.db lists gives exactly the library of that snapshot. The admin
- * token and the media signing key are copied too (mode 0600): a restored
- * Keng keeps its admin token and its speakers' links stay valid.
+ * token, the media signing key and the command keys are copied too (mode
+ * 0600): a restored Keng keeps its admin token, its speakers' links stay
+ * valid and its speakers keep obeying its signed commands.
  *
  * `keng-backup.json` (the manifest: versions, time, files with sizes and
  * SHA-256) is written last; a directory without it is an unfinished backup.
@@ -32,13 +33,14 @@ import { Errors } from '../core/errors.js';
 import { STATE_DB_FILE } from '../storage/state/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
+import { COMMAND_KEYS_FILE } from '../rpc/index.js';
 
 export const MANIFEST_FILE = 'keng-backup.json';
 /** The telemetry databases a data directory may hold (embedded store; queue in front of InfluxDB). */
 export const TELEMETRY_DB_FILES = ['telemetry.db', 'influx-queue.db'] as const;
 const MEDIA_DIR = 'media';
 /** Small secret files that belong to the state; copied when present. */
-const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE];
+const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE];
 
 export interface BackupFile { path: string; bytes: number; sha256: string }
 

@@ -39,6 +39,7 @@ interface SimulateOpts {
   prefix: string; duration?: number; credentials: string; profile: ProfileName | 'mixed'; ramp: number;
   window: number; useToken?: boolean; offlineEvery?: number; offlineFor: number; seed: number;
   speakers?: number; speakerPrefix: string; speakerCredentials: string; speed: number; failRate: number; reject?: boolean; acceptDelay?: number;
+  verifyCommands?: boolean;
 }
 
 export function registerSimulate(program: Command): void {
@@ -69,6 +70,7 @@ export function registerSimulate(program: Command): void {
     .option('--fail-rate <p>', 'speakers: probability (0-1) that a playback fails midway', num(0, 1), 0)
     .option('--reject', 'speakers: answer every broadcast.play "rejected"')
     .option('--accept-delay <duration>', 'speakers: wait this long before answering broadcast.play (slow speaker)', duration)
+    .option('--verify-commands', 'speakers: fetch the command keys (with --api, --token) and refuse unsigned or badly signed play/stop')
     .action(async (o: SimulateOpts, cmd: Command) => {
       if (o.window > 0 && o.qos !== 1) throw new InvalidArgumentError('--window needs --qos 1');
       const token = o.token ?? (o.api ? process.env.KENG_ADMIN_TOKEN : undefined);
@@ -79,6 +81,7 @@ export function registerSimulate(program: Command): void {
           runs.push(runSpeakerSimulation({
             speakers: o.speakers, url: o.url, ...(o.api ? { api: o.api } : {}), ...(token ? { token } : {}), ...(o.area ? { area: o.area } : {}),
             prefix: o.speakerPrefix, credentialsPath: o.speakerCredentials, speed: o.speed, useToken: o.useToken ?? false, seed: o.seed,
+            verifyCommands: o.verifyCommands ?? false,
             faults: {
               ...(o.failRate > 0 ? { failRate: o.failRate } : {}), ...(o.reject ? { rejectAll: true } : {}),
               ...(o.acceptDelay ? { acceptDelayMs: o.acceptDelay } : {}),

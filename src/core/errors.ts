@@ -45,6 +45,7 @@ export const Errors = {
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
   USER_EXISTS: def('KENG_ERR_USER_EXISTS', 'User "%s" already exists', 409),
   MEDIA_IN_USE: def('KENG_ERR_MEDIA_IN_USE', 'Media "%s" is still used by %s', 409),
+  COMMAND_KEY_ACTIVE: def('KENG_ERR_COMMAND_KEY_ACTIVE', 'Command key "%s" is the active key; rotate first, then retire it', 409),
   // 413/422/429
   PAYLOAD_TOO_LARGE: def('KENG_ERR_PAYLOAD_TOO_LARGE', 'Payload too large: %s', 413),
   UNSUPPORTED_MEDIA_TYPE: def('KENG_ERR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported media type: %s', 415),

@@ -19,6 +19,17 @@ export const PLAY_METHOD = 'broadcast.play';
 export const STOP_METHOD = 'broadcast.stop';
 export const SET_VOLUME_METHOD = 'speaker.setVolume';
 
+/**
+ * "Commands that make speakers sound or stop (`broadcast.play`, `broadcast.stop`) carry a
+ * signature" (device protocol §11.6, version 1.1): these requests also hold `signed`, `sig`, `kid`.
+ */
+export const SIGNED_METHODS: readonly string[] = [PLAY_METHOD, STOP_METHOD];
+/** `alg` of every command key (`GET /api/v1/command-keys`). */
+export const COMMAND_KEY_ALG = 'Ed25519';
+/** `detail` of the `rejected` answer of a speaker that verifies signed commands (§11.6). */
+export const SIGNED_COMMAND_REFUSALS = ['unsigned', 'bad_signature', 'unknown_key', 'wrong_device', 'wrong_request_id', 'expired', 'replayed'] as const;
+export type SignedCommandRefusal = (typeof SIGNED_COMMAND_REFUSALS)[number];
+
 const rpcStatuses: ReadonlySet<string> = new Set(RPC_STATUSES);
 const playbackStates: ReadonlySet<string> = new Set(PLAYBACK_STATES);
 

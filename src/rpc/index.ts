@@ -3,3 +3,4 @@ export * from './types.js';
 export * from './ids.js';
 export { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './migrations.js';
 export { RpcService, type RpcServiceOptions } from './rpc-service.js';
+export { CommandKeys, COMMAND_KEYS_FILE, type CommandKeyInfo, type CommandKeysOptions } from './command-keys/index.js';

@@ -27,9 +27,14 @@
  * ("a speaker replying for a broadcast it never got") is refused: counted in
  * `keng_rpc_responses_refused_total{reason}`, logged, and reported as a
  * 'refused' event; it changes nothing.
+ *
+ * Signed commands (device protocol §11.6, version 1.1): with a `signer`, every `broadcast.play`
+ * and `broadcast.stop` also carries `signed`, `sig` and `kid`, computed at each publish (first
+ * send and every re-send) because the device id and the topic's request id are inside `signed`,
+ * and its params are exactly the params published (after the params hook).
  */
 import { EventEmitter } from 'node:events';
-import { isRpcStatus } from '../core/protocol.js';
+import { SIGNED_METHODS, isRpcStatus } from '../core/protocol.js';
 import type { BrokerPort } from '../broker/types.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Component } from '../core/lifecycle.js';
@@ -41,7 +46,7 @@ import type { SqliteDatabase } from '../storage/state/db.js';
 import { newId } from './ids.js';
 import { rpcMetrics, type RpcMetrics } from './metrics.js';
 import { RpcStore } from './store.js';
-import type { ParamsHook, RpcEvents, RpcRefusal, RpcRequest, RpcSendOptions, RpcSendResult, RpcStatus } from './types.js';
+import type { CommandSigner, ParamsHook, RpcEvents, RpcRefusal, RpcRequest, RpcSendOptions, RpcSendResult, RpcStatus } from './types.js';
 
 export interface RpcServiceOptions {
   /** The state store (its `db` is read at start()). */
@@ -70,7 +75,17 @@ export interface RpcServiceOptions {
    * must be fresh per send (a signed media URL) is, while the stored params stay as given.
    */
   paramsHooks?: Readonly<Record<string, ParamsHook>>;
+  /**
+   * Signs the methods of SIGNED_METHODS at every publish (device protocol §11.6). Without it they
+   * go unsigned, which firmware that does not verify accepts, and firmware that requires signatures refuses.
+   */
+  signer?: CommandSigner;
 }
+
+/** What goes into one request payload besides the params. */
+type Envelope = Pick<RpcRequest, 'id' | 'deviceId' | 'method' | 'expiresAt'>;
+
+const SIGNED: ReadonlySet<string> = new Set(SIGNED_METHODS);
 
 const MAX_PARAMS_BYTES = 64 * 1024;
 const REFUSAL_WARNINGS_PER_MIN = 10;
@@ -196,9 +211,9 @@ export class RpcService implements Component {
   /**
    * send() to many devices at once with the same method, params and expiry (a broadcast to every
    * speaker of a commune). Cheaper than a send() per device: the params are checked, serialised and
-   * passed through the params hook once, the request payload is built once, and each command is
-   * inserted directly in its state (`sent` with sentAt when its device is ready, else `queued`)
-   * rather than inserted queued and updated when published.
+   * passed through the params hook once, the request payload is built once (per device for a signed
+   * method, §11.6), and each command is inserted directly in its state (`sent` with sentAt when its
+   * device is ready, else `queued`) rather than inserted queued and updated when published.
    *
    * `persist(results)` runs in the same transaction as the inserts and before anything is
    * published: the caller writes its own rows there (the broadcast's targets), so the commands and
@@ -218,12 +233,24 @@ export class RpcService implements Component {
     if (deviceIds.some((d) => typeof d !== 'string' || d.length === 0)) throw Errors.VALIDATION('deviceId is required');
     const paramsJson = this.check(method, params, opts, now);
     // The send-time params are the same for every device of the batch (sent at the same instant).
-    const payload = this.payloadOf({
+    const sendParams = this.sendParams({
       id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null,
     });
-    const results: RpcSendResult[] = deviceIds.map((deviceId) => ({
-      requestId: newId('r', now), state: payload !== null && this.isReady(deviceId) ? 'sent' : 'queued',
-    }));
+    // So is the payload, unless it is signed: a signature names the device and the request id (§11.6).
+    const perDevice = this.signs(method);
+    const common = sendParams !== null && !perDevice ? this.encode({ id: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
+    const payloads: Array<Buffer | null> = [];
+    let signerFailed = false;
+    const results: RpcSendResult[] = deviceIds.map((deviceId) => {
+      const requestId = newId('r', now);
+      let payload: Buffer | null = null;
+      if (sendParams !== null && !signerFailed && this.isReady(deviceId)) {
+        payload = perDevice ? this.encode({ id: requestId, deviceId, method, expiresAt: opts.expiresAt }, sendParams) : common;
+        if (payload === null) signerFailed = true; // logged once; the rest of the batch stays queued too
+      }
+      payloads.push(payload);
+      return { requestId, state: payload !== null ? 'sent' : 'queued' };
+    });
     this.o.stateDb.db.transaction(() => {
       for (let i = 0; i < deviceIds.length; i++) {
         const r = results[i]!;
@@ -236,9 +263,9 @@ export class RpcService implements Component {
     })();
     let sent = 0;
     for (let i = 0; i < deviceIds.length; i++) {
-      const r = results[i]!;
-      if (r.state !== 'sent' || payload === null) continue;
-      this.chainPublish(deviceIds[i]!, r.requestId, payload);
+      const payload = payloads[i];
+      if (!payload) continue;
+      this.chainPublish(deviceIds[i]!, results[i]!.requestId, payload);
       sent++;
     }
     if (sent > 0) this.m.sent.labels({ method, resend: 'false' }).inc(sent);
@@ -327,17 +354,43 @@ export class RpcService implements Component {
     return true;
   }
 
-  /** The request payload on the wire (send-time params from the method's hook); null when the hook failed. */
+  /** The request payload on the wire; null when the params hook or the signer failed. */
   private payloadOf(r: RpcRequest): Buffer | null {
-    let params: Record<string, unknown>;
+    const params = this.sendParams(r);
+    return params === null ? null : this.encode(r, params);
+  }
+
+  /** Send-time params from the method's hook; null when the hook failed (logged). */
+  private sendParams(r: RpcRequest): Record<string, unknown> | null {
     try {
       const hook = this.hooks.get(r.method);
-      params = hook ? hook(r.params, r) : r.params;
+      return hook ? hook(r.params, r) : r.params;
     } catch (err) {
       this.o.logger.error({ err, requestId: r.id || undefined, deviceId: r.deviceId || undefined, method: r.method }, 'rpc params hook failed: request kept queued');
       return null;
     }
-    return Buffer.from(JSON.stringify({ method: r.method, params, expiresAt: r.expiresAt }), 'utf8');
+  }
+
+  private signs(method: string): boolean {
+    return this.o.signer !== undefined && SIGNED.has(method);
+  }
+
+  /**
+   * `{method, params, expiresAt}`, plus `signed`, `sig`, `kid` for a signed method (device protocol
+   * §11.6: `signed` holds the device id, the topic's request id and exactly these params). Null when
+   * signing failed (logged): the command stays queued rather than go out unsigned.
+   */
+  private encode(e: Envelope, params: Record<string, unknown>): Buffer | null {
+    const body: Record<string, unknown> = { method: e.method, params, expiresAt: e.expiresAt };
+    if (this.signs(e.method)) {
+      try {
+        Object.assign(body, this.o.signer!.sign({ deviceId: e.deviceId, requestId: e.id, method: e.method, params, expiresAt: e.expiresAt }));
+      } catch (err) {
+        this.o.logger.error({ err, requestId: e.id, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept queued');
+        return null;
+      }
+    }
+    return Buffer.from(JSON.stringify(body), 'utf8');
   }
 
   /** Publishes after the device's earlier commands (per-device chain), so they arrive in the order sent. */

@@ -55,3 +55,31 @@ export interface RpcEvents {
  * once for a whole batch (with a request whose id and deviceId are empty).
  */
 export type ParamsHook = (params: Record<string, unknown>, request: RpcRequest) => Record<string, unknown>;
+
+/**
+ * What a signature covers (device protocol §11.6): the JSON inside `signed`. The device and request
+ * ids are in it so that a signed command cannot be moved to another speaker or another topic.
+ */
+export interface CommandToSign {
+  deviceId: string;
+  requestId: string;
+  method: string;
+  /** Exactly the params published (after the params hook). */
+  params: Record<string, unknown>;
+  expiresAt: number;
+}
+
+/** The three keys a signed request adds to `{method, params, expiresAt}` (device protocol §11.6). */
+export interface CommandSignature {
+  /** The command as a JSON string: the bytes the signature is over. */
+  signed: string;
+  /** base64url of the Ed25519 signature of the UTF-8 bytes of `signed`. */
+  sig: string;
+  /** Id of the key that signed (listed at GET /api/v1/command-keys). */
+  kid: string;
+}
+
+/** Signs commands at send time; throws when it cannot (the command then stays queued). */
+export interface CommandSigner {
+  sign(cmd: CommandToSign): CommandSignature;
+}

@@ -54,6 +54,14 @@ export class KengApi {
     return { secret, accessToken };
   }
 
+  /** The public keys speakers verify signed commands with (device protocol §11.6). */
+  async commandKeys(): Promise<Array<{ kid: string; alg: string; publicKey: string }>> {
+    const r = await this.request('GET', '/api/v1/command-keys');
+    if (r.status !== 200 || !Array.isArray(r.body)) throw new ApiError(r.status, r.body, 'GET /api/v1/command-keys');
+    return (r.body as Array<Record<string, unknown>>).filter((k) => typeof k.kid === 'string' && typeof k.alg === 'string' && typeof k.publicKey === 'string')
+      .map((k) => ({ kid: k.kid as string, alg: k.alg as string, publicKey: k.publicKey as string }));
+  }
+
   async deleteDevice(id: string): Promise<void> {
     const r = await this.request('DELETE', `/api/v1/devices/${encodeURIComponent(id)}`);
     if (r.status >= 300 && r.status !== 404) throw new ApiError(r.status, r.body, `DELETE /api/v1/devices/${id}`);

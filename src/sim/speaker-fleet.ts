@@ -8,7 +8,7 @@ import { KengApi } from './api-client.js';
 import { mergeCredentials, readCredentials, selectCredentials, simDeviceIds, writeCredentials, type SimCredential } from './credentials.js';
 import { mapLimit } from './pool.js';
 import { SIM_AREA } from './register.js';
-import { runSpeakers, type SpeakerCredential, type SpeakerFaults } from './speaker/index.js';
+import { runSpeakers, type CommandKey, type SpeakerCredential, type SpeakerFaults } from './speaker/index.js';
 
 /**
  * Registers speakers `ids` in `area`. A speaker that already exists keeps the
@@ -43,6 +43,8 @@ export interface SpeakerSimulationSettings {
   speed: number;
   faults: SpeakerFaults;
   useToken: boolean;
+  /** Fetch the command keys (needs api + token) and refuse unsigned or badly signed play/stop (device protocol §11.6). */
+  verifyCommands?: boolean;
   durationMs?: number;
   seed: number;
   out?: (line: string) => void;
@@ -71,17 +73,26 @@ export async function runSpeakerSimulation(s: SpeakerSimulationSettings): Promis
     creds = selectCredentials(existing, ids);
   }
 
+  let commandKeys: CommandKey[] | undefined;
+  if (s.verifyCommands) {
+    if (!s.api || !s.token) throw new Error('--verify-commands needs --api and --token (the speakers fetch GET /api/v1/command-keys)');
+    commandKeys = await new KengApi(s.api, s.token).commandKeys();
+    out(`speakers verify signed commands with key(s) ${commandKeys.map((k) => k.kid).join(', ')}`);
+  }
+
   const errors = new Set<string>();
   const t0 = Date.now();
   const sim = await runSpeakers({
     url: s.url, credentials: creds, speed: s.speed, faults: s.faults, useToken: s.useToken, seed: s.seed,
+    ...(commandKeys ? { commandKeys, requireSignedCommands: true } : {}),
     onError: (id, err) => { if (errors.size < 10 && !errors.has(err.message)) { errors.add(err.message); out(`${id}: ${err.message}`); } },
   });
   out(`${creds.length} speakers connected in ${((Date.now() - t0) / 1000).toFixed(1)}s (speed ×${s.speed})`);
   const report = (): void => {
     const st = sim.stats();
     const ev = Object.entries(st.events).map(([k, v]) => `${k}=${v}`).join(' ') || 'no playback yet';
-    out(`speakers ${st.connected}/${st.speakers} connected; playback events: ${ev}`);
+    const refused = commandKeys ? `; signed commands refused: ${sim.speakers.reduce((n, sp) => n + sp.refused.length, 0)}` : '';
+    out(`speakers ${st.connected}/${st.speakers} connected; playback events: ${ev}${refused}`);
   };
   const ticker = setInterval(report, 5000);
   let stop!: () => void;

@@ -131,6 +131,14 @@ const MATRIX: Record<string, Entry> = {
     prepare: (_w, where) => ({ url: `/api/v1/tokens/${t.accounts.tokens.create({ name: 'x', role: 'service', areas: [area(where)], expiresAt: null }, { actor: 'test' }).meta.id}` }),
   },
 
+  'GET /api/v1/command-keys': { expect: all(200), prepare: () => ({ url: '/api/v1/command-keys' }) },
+  'POST /api/v1/command-keys/rotate': { expect: adminOnly(201), prepare: () => ({ url: '/api/v1/command-keys/rotate' }) },
+  'DELETE /api/v1/command-keys/:kid': {
+    expect: adminOnly(204),
+    // A rotated-out key for each call (the active key cannot be retired).
+    prepare: () => { const old = t.app.commandKeys.activeKid; t.app.commandKeys.rotate(); return { url: `/api/v1/command-keys/${old}` }; },
+  },
+
   'POST /api/v1/users': {
     expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 403], viewer: [403, 403], service: [403, 403] },
     prepare: (_w, where) => ({ url: '/api/v1/users', body: { username: uniq('new-user-'), password: PW, role: 'viewer', areas: [area(where)] } }),

@@ -90,10 +90,11 @@ describe('keng backup', { timeout: 180_000 }, () => {
     expect(manifest).toMatchObject({ kind: 'keng-backup', keng: '0.1.0', missingMedia: [] });
     expect(manifest.stateSchemaVersion).toBeGreaterThan(0);
     const names = manifest.files.map((f) => f.path).sort();
-    expect(names).toEqual(expect.arrayContaining(['state.db', 'telemetry.db', 'admin-token', 'media-signing.key', expect.stringMatching(new RegExp(`^media/${mediaId}\\.mp3$`))]));
+    expect(names).toEqual(expect.arrayContaining(['state.db', 'telemetry.db', 'admin-token', 'media-signing.key', 'command-keys.json', expect.stringMatching(new RegExp(`^media/${mediaId}\\.mp3$`))]));
     expect(JSON.parse(readFileSync(path.join(target, 'keng-backup.json'), 'utf8'))).toEqual(manifest);
     expect(statSync(target).mode & 0o777).toBe(0o700);
     expect(statSync(path.join(target, 'admin-token')).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(target, 'command-keys.json')).mode & 0o777).toBe(0o600);
 
     // A second backup into the same (now non-empty) directory is refused.
     const again = await keng(['backup', target], t.dataDir);
@@ -127,6 +128,8 @@ describe('keng backup', { timeout: 180_000 }, () => {
     expect(media.status).toBe(200);
     expect(existsSync(path.join(newData, 'media', `${mediaId}.mp3`))).toBe(true);
     expect(readFileSync(path.join(newData, 'admin-token'), 'utf8')).toBe(readFileSync(path.join(target, 'admin-token'), 'utf8'));
+    // The restored controller signs with the same command key: its speakers keep obeying it.
+    expect(restored.app.commandKeys.activeKid).toBe((JSON.parse(readFileSync(path.join(target, 'command-keys.json'), 'utf8')) as { active: string }).active);
     await restored.stop({ keepData: true });
     restored = undefined;
 

@@ -18,13 +18,14 @@ const who = (role: Role, areas: string[] = ['C1']): Principal => ({ kind: role =
 const EXPECTED: Record<Role, Action[]> = {
   admin: [...ACTIONS],
   operator: ['areas.read', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',
-    'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write', 'users.read', 'users.write'],
-  viewer: ['areas.read', 'devices.read', 'telemetry.read'],
-  service: ['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read'],
+    'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write', 'users.read', 'users.write',
+    'commandKeys.read'],
+  viewer: ['areas.read', 'devices.read', 'telemetry.read', 'commandKeys.read'],
+  service: ['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'commandKeys.read'],
 };
 
-/** The media library, accounts' tokens, the audit log and the area tree itself are not per area. */
-const NOT_AREA_SCOPED: Action[] = ['areas.write', 'media.read', 'media.write', 'tokens.read', 'tokens.write', 'audit.read'];
+/** The media library, accounts' tokens, the audit log, the command keys and the area tree itself are not per area. */
+const NOT_AREA_SCOPED: Action[] = ['areas.write', 'media.read', 'media.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write'];
 
 describe('policy matrix: four roles × actions × inside/outside area', () => {
   for (const role of Object.keys(EXPECTED) as Role[]) {

@@ -8,12 +8,13 @@ import type { Accounts } from '../../auth/accounts.js';
 import type { BroadcastService } from '../../broadcast/service.js';
 import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
 import type { MediaLibrary } from '../../media/index.js';
-import type { RpcService } from '../../rpc/index.js';
+import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
 import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
 import { loginRoutes, sessionRoutes } from './auth.js';
 import { broadcastRoutes } from './broadcasts.js';
+import { commandKeyRoutes } from './command-keys.js';
 import { deviceCommandRoutes } from './device-commands.js';
 import { deviceRoutes } from './devices.js';
 import { healthRoutes } from './health.js';
@@ -35,6 +36,8 @@ export interface ApiServices {
   broadcasts?: { service: BroadcastService; executor: BroadcastExecutor };
   /** Commands to single devices (a speaker's volume) and their state. */
   rpc?: RpcService;
+  /** The public keys speakers verify signed commands with; rotation (device protocol §11.6). */
+  commandKeys?: CommandKeys;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -57,6 +60,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   await v1.register(latestRoutes, { ctx });
   const { accounts, media, broadcasts, rpc } = s;
   if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
+  if (s.commandKeys) await v1.register(commandKeyRoutes, { ctx, keys: s.commandKeys });
   if (accounts) {
     await v1.register(sessionRoutes, { ctx, accounts });
     await v1.register(userRoutes, { ctx, accounts });

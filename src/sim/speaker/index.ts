@@ -4,3 +4,4 @@ export * from './params.js';
 export * from './media.js';
 export * from './speaker.js';
 export * from './run-speakers.js';
+export * from './verify.js';

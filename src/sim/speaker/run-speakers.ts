@@ -7,6 +7,7 @@
 import { readCredentials } from '../credentials.js';
 import { createRng, hashSeed } from '../random.js';
 import { SimSpeaker, type SimSpeakerOptions, type SpeakerEvent, type SpeakerFaults } from './speaker.js';
+import type { CommandKey } from './verify.js';
 
 export interface SpeakerCredential { id: string; secret?: string; accessToken?: string }
 
@@ -23,6 +24,10 @@ export interface RunSpeakersOptions {
   faults?: SpeakerFaults | ((id: string, index: number) => SpeakerFaults | undefined);
   /** Log in with access tokens (ThingsBoard style, `v1/devices/me/...`). */
   useToken?: boolean;
+  /** The installation's command keys (GET /api/v1/command-keys): the speakers verify signed commands (§11.6). */
+  commandKeys?: readonly CommandKey[];
+  /** With commandKeys: refuse unsigned broadcast.play / broadcast.stop. */
+  requireSignedCommands?: boolean;
   telemetryIntervalMs?: number;
   /** Connections opened at once while starting. Default 50. */
   connectConcurrency?: number;
@@ -46,6 +51,7 @@ export class SpeakerSim {
         ...(c.secret !== undefined ? { secret: c.secret } : {}),
         ...(c.accessToken !== undefined ? { accessToken: c.accessToken } : {}),
         ...(o.useToken ? { useToken: true } : {}),
+        ...(o.commandKeys ? { commandKeys: o.commandKeys, requireSignedCommands: o.requireSignedCommands ?? false } : {}),
         ...(o.telemetryIntervalMs !== undefined ? { telemetryIntervalMs: o.telemetryIntervalMs } : {}),
         ...(faults ? { faults } : {}),
         rng: createRng(hashSeed(c.id) ^ (o.seed ?? 0)),

@@ -11,6 +11,10 @@
  *   (`ok` + volume, or `rejected` "volume out of range"), anything else
  *   `rejected` "unknown method"; an expired request is `rejected` "expired";
  *   a repeated request id gets the previous answer again (§11.4);
+ * - signed commands (§11.6), when given the command keys: acts only on what
+ *   `signed` says, refuses a bad signature, another device's or another
+ *   topic's command, an expired one and a replay (verify.ts); with
+ *   `requireSignedCommands`, also an unsigned broadcast.play / broadcast.stop;
  * - telemetry: volume, playing, rssi, power_source, battery_v, amp_temp_c,
  *   uptime_s every interval and at each start/stop of playback;
  * - faults: failRate, rejectAll, acceptDelayMs, offline periods.
@@ -22,6 +26,7 @@ import { deviceTopics, rpcRequestId, type DeviceTopics } from '../topics.js';
 import { MediaCache } from './media.js';
 import { parsePlayParams } from './params.js';
 import { Playout, type PlaybackState } from './playout.js';
+import { CommandVerifier, type CommandKey } from './verify.js';
 
 export interface SpeakerFaults {
   /** Probability (0-1) that a playback fails midway ("simulated amplifier fault"). */
@@ -50,6 +55,10 @@ export interface SimSpeakerOptions {
   /** Automatic reconnect after a lost connection. Default 1,000. */
   reconnectPeriodMs?: number;
   faults?: SpeakerFaults;
+  /** The installation's command keys (GET /api/v1/command-keys): given, the speaker verifies signed commands (§11.6). */
+  commandKeys?: readonly CommandKey[];
+  /** With commandKeys: refuse broadcast.play / broadcast.stop that carry no signature (`unsigned`). */
+  requireSignedCommands?: boolean;
   rng?: Rng;
   onError?: (err: Error) => void;
 }
@@ -70,12 +79,15 @@ export class SimSpeaker extends EventEmitter {
   readonly events: SpeakerEvent[] = [];
   /** Request ids and methods received, in order (duplicates included). */
   readonly received: Array<{ requestId: string; method: string }> = [];
+  /** Commands refused by the signature checks (§11.6), in order. */
+  readonly refused: Array<{ requestId: string; detail: string }> = [];
   volume = 70;
   private readonly topics: DeviceTopics;
   private readonly eventsTopic: string;
   private readonly rng: Rng;
   private readonly playout: Playout;
   private readonly media = new MediaCache();
+  private readonly verifier: CommandVerifier | null;
   private readonly answers = new Map<string, Record<string, unknown> | 'pending'>();
   private readonly outbox: Array<{ topic: string; payload: string }> = [];
   private client: MqttClient | null = null;
@@ -93,6 +105,9 @@ export class SimSpeaker extends EventEmitter {
     this.topics = deviceTopics(o.useToken ? 'me' : o.id);
     this.eventsTopic = `v1/devices/${o.useToken ? 'me' : o.id}/events`;
     this.rng = o.rng ?? createRng(hashSeed(o.id));
+    this.verifier = o.commandKeys
+      ? new CommandVerifier({ deviceId: o.id, keys: o.commandKeys, requireSigned: o.requireSignedCommands ?? false })
+      : null;
     this.playout = new Playout({
       prepare: async (item) => {
         // The download starts on the next turn of the event loop, after the `accepted` answer has been
@@ -111,6 +126,12 @@ export class SimSpeaker extends EventEmitter {
   }
 
   get isConnected(): boolean { return this.ready; }
+
+  /** New command keys (the installation rotated); only for a speaker started with commandKeys. */
+  setCommandKeys(keys: readonly CommandKey[]): void {
+    if (!this.verifier) throw new Error(`speaker ${this.id}: started without command keys, it does not verify`);
+    this.verifier.setKeys(keys);
+  }
   get nowPlaying(): string | null { return this.playout.playingId; }
 
   /** Connects; resolves once subscribed and online. Schedules the offline fault if configured. */
@@ -206,29 +227,50 @@ export class SimSpeaker extends EventEmitter {
   private onMessage(topic: string, payload: Buffer): void {
     const requestId = rpcRequestId(topic);
     if (!requestId) return;
-    let req: { method?: unknown; params?: unknown; expiresAt?: unknown };
-    try { req = JSON.parse(payload.toString('utf8')) as typeof req; } catch { this.answer(requestId, { status: 'rejected', detail: 'request is not valid JSON' }); return; }
-    const method = typeof req.method === 'string' ? req.method : '';
-    this.received.push({ requestId, method });
+    let req: Record<string, unknown>;
+    try {
+      const v: unknown = JSON.parse(payload.toString('utf8'));
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+      req = v as Record<string, unknown>;
+    } catch { this.answer(requestId, { status: 'rejected', detail: 'request is not valid JSON' }); return; }
+    this.received.push({ requestId, method: typeof req.method === 'string' ? req.method : '' });
+    const now = Date.now();
+    // §11.6: a speaker that verifies acts only on what `signed` says.
+    const cmd = this.verifier ? this.verifier.check(requestId, req, now) : { ok: true as const, signed: false, method: req.method, params: req.params, expiresAt: req.expiresAt };
+    if (!cmd.ok) {
+      // Not remembered as the answer to R: a forgery must not decide what the genuine command with that id gets.
+      this.refused.push({ requestId, detail: cmd.detail });
+      this.send(this.topics.rpcResponse(requestId), { status: 'rejected', detail: cmd.detail });
+      return;
+    }
     // Guide §11.4: a repeated request id gets the previous answer, without acting again.
     const prev = this.answers.get(requestId);
     if (prev !== undefined) {
       if (prev !== 'pending') this.send(this.topics.rpcResponse(requestId), prev);
       return;
     }
-    const now = Date.now();
-    if (typeof req.expiresAt === 'number' && req.expiresAt < now) { this.answer(requestId, { status: 'rejected', detail: 'expired' }); return; }
+    const method = typeof cmd.method === 'string' ? cmd.method : '';
+    if (typeof cmd.expiresAt === 'number' && cmd.expiresAt < now) { this.answer(requestId, { status: 'rejected', detail: 'expired' }); return; }
+    this.dispatch(requestId, method, cmd.params, now);
+    // Carried out (or about to be, after a slow accept): a second delivery of R is a replay.
+    const answered = this.answers.get(requestId);
+    if (cmd.signed && (answered === 'pending' || answered?.status === 'accepted' || answered?.status === 'ok')) {
+      this.verifier!.markExecuted(requestId, cmd.expiresAt as number, now);
+    }
+  }
+
+  private dispatch(requestId: string, method: string, params: unknown, now: number): void {
     switch (method) {
-      case 'broadcast.play': this.play(requestId, req.params, now); break;
+      case 'broadcast.play': this.play(requestId, params, now); break;
       case 'broadcast.stop': {
-        const p = (typeof req.params === 'object' && req.params !== null ? req.params : {}) as { broadcastId?: unknown };
+        const p = (typeof params === 'object' && params !== null ? params : {}) as { broadcastId?: unknown };
         const id = typeof p.broadcastId === 'string' ? p.broadcastId : undefined;
         this.answer(requestId, { status: 'ok' });
         this.playout.stop(id);
         break;
       }
       case 'speaker.setVolume': {
-        const v = (req.params as { volume?: unknown } | undefined)?.volume;
+        const v = (params as { volume?: unknown } | undefined)?.volume;
         if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 100) { this.answer(requestId, { status: 'rejected', detail: 'volume out of range' }); break; }
         this.volume = Math.round(v);
         this.answer(requestId, { status: 'ok', volume: this.volume });

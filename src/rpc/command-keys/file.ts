@@ -1,0 +1,83 @@
+/**
+ * The command key ring on disk: `<dataDir>/command-keys.json`, mode 0600, like the other secrets
+ * Keng holds in plain text (admin-token, media-signing.key). Not in state.db: the state store keeps
+ * only hashes of credentials, and a copy of it (sent along with a bug report, opened with sqlite3)
+ * must not carry the power to make every loudspeaker of the commune sound.
+ *
+ * Written whole to a temporary file (0600), synced and renamed into place, so a crash during a
+ * rotation leaves the old ring or the new one, never half of one.
+ */
+import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { COMMAND_KEY_ALG } from '../../core/protocol.js';
+import type { Logger } from '../../core/logger.js';
+
+export const COMMAND_KEYS_FILE = 'command-keys.json';
+
+export interface StoredKey {
+  kid: string;
+  alg: typeof COMMAND_KEY_ALG;
+  /** base64url, 32 raw bytes. */
+  publicKey: string;
+  /** The private key: base64url of its 32-byte seed (RFC 8032 §5.1.5). */
+  seed: string;
+  createdAt: number;
+}
+
+export interface StoredRing {
+  format: 1;
+  /** kid of the key that signs new commands. */
+  active: string;
+  /** Every key still listed (active first, then rotated-out keys not yet retired). */
+  keys: StoredKey[];
+}
+
+/** Reads the ring; null when the file does not exist. Throws, naming the file, when it is unusable. */
+export function readRing(file: string, logger: Logger): StoredRing | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`cannot read the command key file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const ring = parseRing(text);
+  if (!ring) throw new Error(`the command key file ${file} is not a valid key ring; restore it from a backup (deleting it makes a new key that speakers do not know)`);
+  try {
+    const mode = statSync(file).mode & 0o777;
+    if (mode & 0o077) {
+      chmodSync(file, 0o600);
+      logger.warn({ file, mode: mode.toString(8) }, 'command key file was readable by others; permissions set to 0600');
+    }
+  } catch { /* best effort (a read-only mount) */ }
+  return ring;
+}
+
+function parseRing(text: string): StoredRing | null {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch { return null; }
+  const r = v as Partial<StoredRing> | null;
+  if (!r || r.format !== 1 || typeof r.active !== 'string' || !Array.isArray(r.keys) || r.keys.length === 0) return null;
+  const ok = r.keys.every((k: Partial<StoredKey>) => typeof k === 'object' && k !== null && typeof k.kid === 'string' && k.alg === COMMAND_KEY_ALG
+    && typeof k.publicKey === 'string' && typeof k.seed === 'string' && typeof k.createdAt === 'number');
+  if (!ok || !r.keys.some((k) => k.kid === r.active)) return null;
+  return r as StoredRing;
+}
+
+/** Replaces the file atomically (temporary file 0600, fsync, rename, fsync of the directory). */
+export function writeRing(file: string, ring: StoredRing): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true }); // a leftover of a crash; 'wx' then guarantees the file is ours, created 0600
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(ring, null, 2)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  try {
+    const dir = openSync(path.dirname(file), 'r');
+    try { fsyncSync(dir); } finally { closeSync(dir); }
+  } catch { /* not every platform can fsync a directory */ }
+}

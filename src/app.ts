@@ -31,6 +31,7 @@ import { ApiServer } from './api/index.js';
 import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
+import { AlertService } from './alerts/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -58,6 +59,7 @@ export interface KengApp {
   readonly broadcast: BroadcastWiring;
   /** Ed25519 keys that sign broadcast.play / broadcast.stop (device protocol §11.6). */
   readonly commandKeys: CommandKeys;
+  readonly alerts: AlertService;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
@@ -117,10 +119,15 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const broadcast = wireBroadcast({
     config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, signer: commandKeys,
   });
+  // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
+  const alerts = new AlertService({
+    stateDb, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock, batch: broadcast.durable,
+    options: { volume: config.alerts.volume, toneSec: config.alerts.toneSec, cancelNoticeValiditySec: config.alerts.cancelNoticeValiditySec },
+  });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
-    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, web: webApp({ tz: config.tz }) },
+    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, web: webApp({ tz: config.tz }) },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).
@@ -131,12 +138,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, live, accounts, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, live, accounts, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

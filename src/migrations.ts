@@ -11,6 +11,7 @@ import { scheduleMigration } from './broadcast/schedule/index.js';
 import { mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
+import { ALERTS_MIGRATION } from './alerts/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -30,6 +31,7 @@ const ORDER: Step[] = [
   BROADCAST_MIGRATION,   // 7
   BROADCAST_INDEXES_MIGRATION, // 8
   RPC_DEVICE_INDEX_MIGRATION,  // 9
+  ALERTS_MIGRATION,      // 10
 ];
 
 if (CORE.length !== 3) {

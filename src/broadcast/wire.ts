@@ -44,6 +44,8 @@ export interface BroadcastWiring {
   rpc: RpcService;
   executor: BroadcastExecutor;
   service: BroadcastService;
+  /** Runs state-store writes in the shared group commit and commits them before returning (e.g. alerts). */
+  durable: <T>(fn: () => T) => T;
 }
 
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
@@ -66,5 +68,5 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     batch: (fn) => group.runDurably(fn),
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
-  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service };
+  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn) };
 }

@@ -10,6 +10,8 @@ import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
 import type { MediaLibrary } from '../../media/index.js';
 import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
+import type { AlertService } from '../../alerts/index.js';
+import { alertFeedRoute, alertRoutes } from './alerts.js';
 import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
 import { loginRoutes, sessionRoutes } from './auth.js';
@@ -38,6 +40,8 @@ export interface ApiServices {
   rpc?: RpcService;
   /** The public keys speakers verify signed commands with; rotation (device protocol §11.6). */
   commandKeys?: CommandKeys;
+  /** Emergency alerts (CAP 1.2) and their public Atom feed. */
+  alerts?: AlertService;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -49,6 +53,7 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
   const { accounts, media } = s;
   if (accounts) await app.register(loginRoutes, { ctx, accounts, prefix: apiPrefix });
   if (media) await app.register(mediaFileRoutes, { ctx, media });
+  if (s.alerts && ctx.config.alerts.publicFeed) await app.register(alertFeedRoute, { ctx, alerts: s.alerts });
   if (s.web) await app.register(s.web);
 }
 
@@ -61,6 +66,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   const { accounts, media, broadcasts, rpc } = s;
   if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
   if (s.commandKeys) await v1.register(commandKeyRoutes, { ctx, keys: s.commandKeys });
+  if (s.alerts) await v1.register(alertRoutes, { ctx, alerts: s.alerts });
   if (accounts) {
     await v1.register(sessionRoutes, { ctx, accounts });
     await v1.register(userRoutes, { ctx, accounts });

@@ -175,6 +175,14 @@ describe('web app: IOC overview and admin screens (Chromium)', () => {
     await page.locator('.live.on').waitFor({ timeout: 5000 });
     await shot(page, 'ioc-phone');
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
+    // In English on the switch (and back: the choice is remembered for the next tests' pages).
+    await page.getByRole('button', { name: 'Switch to English' }).click();
+    await expect.poll(() => tile(page, 'c01').locator('[data-stat="sensors"] .lbl').textContent()).toBe('Sensors');
+    await expect(page.locator('[data-updated]').textContent()).resolves.toMatch(/^Data as of \d{2}:\d{2}:\d{2}$/);
+    await expect(tile(page, 'c05').locator('[data-stat="alerts"] .sub').textContent()).resolves.toBe('1 awaiting approval');
+    await shot(page, 'ioc-phone-en');
+    await page.getByRole('button', { name: 'Chuyển sang tiếng Việt' }).click();
+    await expect.poll(() => page.getAttribute('html', 'lang')).toBe('vi');
     await page.close();
   });
 
@@ -310,12 +318,14 @@ describe('web app: IOC overview and admin screens (Chromium)', () => {
     await dev.getByRole('button', { name: 'Tôi đã cất xong' }).click();
     secret = rotated;
 
-    // Move it to another village (Thôn Bắc of Xã Triệu Phong).
+    // Move it to another village (Thôn Bắc of Xã Triệu Phong) and rename it; the name typed survives picking the area.
     await dev.getByRole('button', { name: 'Sửa' }).click();
+    await dev.locator('form input[name="name"]').fill('Loa chợ Thôn Bắc');
     await dev.locator('select[name="area"]').selectOption('c02-bac');
+    await expect(dev.locator('form input[name="name"]').inputValue()).resolves.toBe('Loa chợ Thôn Bắc');
     await dev.getByRole('button', { name: 'Lưu' }).click();
     await expect.poll(() => dev.locator('[data-area-name]').textContent()).toBe('Thôn Bắc, Xã Triệu Phong');
-    expect((await t.api('GET', '/api/v1/devices/loa-c01-moi')).body.area).toBe('c02-bac');
+    expect((await t.api('GET', '/api/v1/devices/loa-c01-moi')).body).toMatchObject({ area: 'c02-bac', name: 'Loa chợ Thôn Bắc', location: { lat: 16.7512, lon: 107.1893 } });
 
     // Filters: by area (a commune covers its villages) and by kind.
     await page.locator('select[name="filter-area"]').selectOption('c02');
@@ -333,7 +343,7 @@ describe('web app: IOC overview and admin screens (Chromium)', () => {
 
     // Delete, after a confirmation that names it.
     await dev.getByRole('button', { name: 'Xoá' }).click();
-    await expect(dev.locator('.adm-confirm p').textContent()).resolves.toMatch(/^Xoá hẳn thiết bị «Loa đầu làng Mới» \(loa-c01-moi\)\?/);
+    await expect(dev.locator('.adm-confirm p').textContent()).resolves.toMatch(/^Xoá hẳn thiết bị «Loa chợ Thôn Bắc» \(loa-c01-moi\)\?/);
     await dev.locator('.adm-confirm .danger').click();
     await expect.poll(() => page.locator('[data-adm-device="loa-c01-moi"]').count()).toBe(0);
     expect((await t.api('GET', '/api/v1/devices/loa-c01-moi')).status).toBe(404);
@@ -407,6 +417,18 @@ describe('web app: IOC overview and admin screens (Chromium)', () => {
       }
       await page.close();
     }
+  });
+
+  it('a province of sixteen communes still fits the wall screen without scrolling', async () => {
+    const more = ['Xã Cửa Tùng', 'Xã Cửa Việt', 'Xã Lao Bảo', 'Xã Khe Sanh', 'Xã Tà Rụt', 'Xã La Lay'];
+    await seedAreas(t, more.map((name, i) => ({ code: `c${11 + i}`, name, level: 'commune', parent: 'p-qt' })));
+    const page = watchAlerts404(await wall.newPage());
+    await logIn(page, IOC);
+    await expect.poll(() => page.locator('.ioc-tile').count(), { timeout: 5000 }).toBe(16);
+    await page.locator('.live.on').waitFor({ timeout: 5000 });
+    await shot(page, 'ioc-wall-16');
+    expect(await page.evaluate(() => document.documentElement.scrollHeight)).toBeLessThanOrEqual(WALL.height);
+    await page.close();
   });
 
   it('no page logged a console error (but the alerts API\'s 404 until that API exists)', () => {

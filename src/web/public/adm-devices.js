@@ -15,12 +15,12 @@ addStrings({
     'adm.dev.area': 'Khu vực',
     'adm.dev.allAreas': 'Mọi khu vực',
     'adm.dev.kind': 'Loại',
-    'adm.dev.allKinds': 'Mọi loại',
+    'adm.dev.allKinds': 'Tất cả',
     'adm.dev.kind.sensor': 'Cảm biến',
     'adm.dev.kind.speaker': 'Loa',
     'adm.dev.kind.gateway': 'Gateway',
     'adm.dev.state': 'Trạng thái',
-    'adm.dev.allStates': 'Mọi trạng thái',
+    'adm.dev.allStates': 'Tất cả',
     'adm.dev.online': 'Trực tuyến',
     'adm.dev.offline': 'Mất kết nối',
     'adm.dev.disabled': 'Đã tắt',
@@ -62,12 +62,12 @@ addStrings({
     'adm.dev.area': 'Area',
     'adm.dev.allAreas': 'Every area',
     'adm.dev.kind': 'Kind',
-    'adm.dev.allKinds': 'Every kind',
+    'adm.dev.allKinds': 'All',
     'adm.dev.kind.sensor': 'Sensor',
     'adm.dev.kind.speaker': 'Loudspeaker',
     'adm.dev.kind.gateway': 'Gateway',
     'adm.dev.state': 'State',
-    'adm.dev.allStates': 'Every state',
+    'adm.dev.allStates': 'All',
     'adm.dev.online': 'Online',
     'adm.dev.offline': 'Offline',
     'adm.dev.disabled': 'Disabled',
@@ -197,16 +197,20 @@ function locationOf(f) {
   return { lat: Number(lat), lon: Number(lon) };
 }
 
-/** Latitude and longitude: text fields, so a Vietnamese phone's decimal comma is accepted. */
+/**
+ * Latitude and longitude: text fields, so a Vietnamese phone's decimal comma
+ * is accepted. Uncontrolled (defaultValue): the edit form re-renders when the
+ * area is picked, and a controlled value would undo what was typed.
+ */
 function LocationFields({ loc, value }) {
   const show = (v) => (v === undefined || v === null ? '' : String(v));
   return html`
     <div class="pair">
       <label>${loc.t('adm.dev.lat')}
-        <input name="lat" inputmode="decimal" pattern="-?[0-9]{1,2}([.,][0-9]+)?" value=${show(value?.lat)} autocomplete="off" />
+        <input name="lat" inputmode="decimal" pattern="-?[0-9]{1,2}([.,][0-9]+)?" defaultValue=${show(value?.lat)} autocomplete="off" />
       </label>
       <label>${loc.t('adm.dev.lon')}
-        <input name="lon" inputmode="decimal" pattern="-?[0-9]{1,3}([.,][0-9]+)?" value=${show(value?.lon)} autocomplete="off" />
+        <input name="lon" inputmode="decimal" pattern="-?[0-9]{1,3}([.,][0-9]+)?" defaultValue=${show(value?.lon)} autocomplete="off" />
       </label>
     </div>
     <small class="hint">${loc.t('adm.dev.locHint')}</small>`;
@@ -322,7 +326,7 @@ function DeviceItem({ device: d, session, loc, areas, onUnauthorized, onChanged 
       ${mode === null && action.error && html`<${Refusal} error=${action.error} loc=${loc} />`}
       ${mode === 'edit' && html`
         <form class="adm-form inline" onSubmit=${save}>
-          <label>${loc.t('adm.dev.name')}<input name="name" required maxlength="200" value=${d.name} /></label>
+          <label>${loc.t('adm.dev.name')}<input name="name" required maxlength="200" defaultValue=${d.name} /></label>
           <label>${loc.t('adm.dev.area')}
             <${AreaSelect} areas=${areas} name="area" value=${area} onChange=${setArea} loc=${loc} />
           </label>

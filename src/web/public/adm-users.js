@@ -149,7 +149,7 @@ function NewUser({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
         <small class="hint">${loc.t('adm.users.passwordHint')}</small>
       </label>
       <${RoleSelect} value=${role} onChange=${setRole} loc=${loc} />
-      ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked} allowAll=${role !== 'operator'} loc=${loc} />`}
+      ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked} allowAll=${true} loc=${loc} />`}
       ${localError ? html`<p class="error" role="alert">${loc.t('adm.users.noAreas')}</p>` : html`<${Refusal} error=${create.error} loc=${loc} />`}
       ${done && html`<p class="notice" role="status">${loc.t('adm.users.created', { u: done })}</p>`}
       <div class="actions">
@@ -217,8 +217,8 @@ function UserItem({ user, me, session, loc, areas, onUnauthorized, onChanged }) 
       ${mode === 'edit' && html`
         <form class="adm-form inline" onSubmit=${saveRole}>
           <${RoleSelect} value=${role} onChange=${setRole} loc=${loc} />
-          ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked.includes('*') && role === 'operator' ? [] : picked} onChange=${setPicked}
-            allowAll=${role !== 'operator'} loc=${loc} name=${`areas-${user.username}`} />`}
+          ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked}
+            allowAll=${true} loc=${loc} name=${`areas-${user.username}`} />`}
           ${localError ? html`<p class="error" role="alert">${loc.t('adm.users.noAreas')}</p>` : html`<${Refusal} error=${action.error} loc=${loc} />`}
           <div class="actions">
             <button type="submit" class="primary" disabled=${action.busy}>${loc.t('adm.save')}</button>

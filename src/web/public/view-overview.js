@@ -134,8 +134,9 @@ export default function Overview({ session, loc, onUnauthorized }) {
       if (applyEvent(d, e)) show(d);
       else loadAll().catch(fail);
     };
-    const refreshAlerts = () => optional(get('/alerts')).then((r) => {
-      if (r !== null && current) show({ ...current, alerts: alertList(r) });
+    // Polled, as alerts have no live event; not while this server has no alerts API (the full refresh asks again).
+    const refreshAlerts = () => current && current.alerts !== null && optional(get('/alerts')).then((r) => {
+      if (current) show({ ...current, alerts: r === null ? null : alertList(r) });
     }).catch(() => { /* the next full refresh says what is wrong */ });
 
     setError(null);
@@ -232,7 +233,7 @@ function Tile({ code, name, c, loc, alertsKnown }) {
       <div class="stats">
         <${Stat} name="sensors" k=${c.sensors} loc=${loc} />
         <${Stat} name="speakers" k=${c.speakers} loc=${loc} />
-        <div class=${c.playing ? 'stat on' : 'stat'} data-stat="playing">
+        <div class=${c.playing ? 'stat on' : 'stat zero'} data-stat="playing">
           <span class="lbl">${loc.t('ioc.playing')}</span><span class="n">${loc.number(c.playing, 0)}</span><span class="sub">\u00a0</span>
         </div>
         ${alertsKnown && html`

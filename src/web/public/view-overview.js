@@ -188,12 +188,13 @@ export default function Overview({ session, loc, onUnauthorized }) {
     </section>`;
 }
 
+const clockFormats = new Map();
+
 /** Clock time with seconds, in the commune's zone: a wall screen shows that it is alive. */
 function clock(loc, ms) {
-  clock.f ??= new Map();
   const key = `${loc.locale}|${loc.tz}`;
-  let f = clock.f.get(key);
-  if (!f) clock.f.set(key, f = new Intl.DateTimeFormat(loc.locale, { timeZone: loc.tz, hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }));
+  let f = clockFormats.get(key);
+  if (!f) clockFormats.set(key, f = new Intl.DateTimeFormat(loc.locale, { timeZone: loc.tz, hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }));
   const today = loc.date(ms) === loc.date(Date.now());
   return today ? f.format(ms) : `${loc.date(ms)} ${f.format(ms)}`;
 }

@@ -1,6 +1,59 @@
-// Placeholder until this view is built: says so in the page's language.
-import { html } from './ui.js';
+// Quản trị (admins): accounts, API tokens, the area tree and devices, as
+// segmented sections over one shared list of areas (every section picks
+// areas from it). Each section is its own module, loaded with this view.
+import { useEffect, useState } from './hooks.mjs';
+import { addStrings } from './i18n.js';
+import { ErrorNote, Loading, html, loadCss, useApiData } from './ui.js';
+import Users from './adm-users.js';
+import Tokens from './adm-tokens.js';
+import Areas from './adm-areas.js';
+import Devices from './adm-devices.js';
 
-export default function View({ loc }) {
-  return html`<section class="card"><h2>${loc.t('stub.title')}</h2><p>${loc.t('stub.body')}</p></section>`;
+loadCss('view-admin.css');
+
+addStrings({
+  vi: {
+    'adm.title': 'Quản trị',
+    'adm.sec.users': 'Tài khoản',
+    'adm.sec.tokens': 'Mã API',
+    'adm.sec.areas': 'Khu vực',
+    'adm.sec.devices': 'Thiết bị',
+  },
+  en: {
+    'adm.title': 'Administration',
+    'adm.sec.users': 'Accounts',
+    'adm.sec.tokens': 'API tokens',
+    'adm.sec.areas': 'Areas',
+    'adm.sec.devices': 'Devices',
+  },
+});
+
+const SECTIONS = { users: Users, tokens: Tokens, areas: Areas, devices: Devices };
+const SECTION_KEY = 'keng.admin.section';
+
+export default function Admin({ session, loc, onUnauthorized }) {
+  const [section, setSectionState] = useState(() => {
+    const saved = sessionStorage.getItem(SECTION_KEY);
+    return saved in SECTIONS ? saved : 'users';
+  });
+  const [areasVersion, setAreasVersion] = useState(0);
+  const { data, error, reload } = useApiData(session, ['/areas'], onUnauthorized, [areasVersion]);
+  const setSection = (s) => { sessionStorage.setItem(SECTION_KEY, s); setSectionState(s); };
+  useEffect(() => { window.scrollTo?.(0, 0); }, [section]);
+
+  const Section = SECTIONS[section];
+  return html`
+    <section class="adm">
+      <h1 class="adm-title">${loc.t('adm.title')}</h1>
+      <div class="seg" role="group" aria-label=${loc.t('adm.title')}>
+        ${Object.keys(SECTIONS).map((s) => html`
+          <button type="button" key=${s} class=${s === section ? 'on' : ''} aria-pressed=${s === section} data-section=${s} onClick=${() => setSection(s)}>
+            ${loc.t(`adm.sec.${s}`)}</button>`)}
+      </div>
+      ${error && html`<${ErrorNote} error=${error} loc=${loc} onRetry=${reload} />`}
+      ${data
+        ? html`<${Section} key=${section} session=${session} loc=${loc} onUnauthorized=${onUnauthorized}
+            areas=${data[0]} reloadAreas=${() => setAreasVersion((n) => n + 1)} />`
+        : !error && html`<${Loading} loc=${loc} />`}
+    </section>`;
 }

@@ -1,0 +1,176 @@
+// Mã API: tokens for machines (the provincial IOC, a SCADA). The token is
+// shown once, when it is made; the list carries its name, role, areas and
+// dates only. Revoking stops it at once (its live-feed connection within 30 s).
+import { useState } from './hooks.mjs';
+import { addStrings } from './i18n.js';
+import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
+import { AreaPicker, Confirm, OnceSecret, Refusal, actorName, areaList, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
+import { ROLES } from './adm-users.js';
+
+addStrings({
+  vi: {
+    'adm.tokens.list': 'Mã API đã cấp',
+    'adm.tokens.new': 'Cấp mã API mới',
+    'adm.tokens.intro': 'Cho máy móc kết nối: trung tâm IOC của tỉnh, hệ thống SCADA. Người dùng thì tạo tài khoản.',
+    'adm.tokens.name': 'Tên (dùng cho việc gì)',
+    'adm.tokens.namePh': 'Ví dụ: IOC tỉnh Quảng Trị',
+    'adm.tokens.role': 'Vai trò',
+    'adm.tokens.expires': 'Hết hạn sau ngày',
+    'adm.tokens.expiresHint': 'Để trống nếu không hết hạn.',
+    'adm.tokens.create': 'Cấp mã',
+    'adm.tokens.shownOnce': 'Mã API «{name}»',
+    'adm.tokens.token': 'Mã API (gửi trong tiêu đề Authorization: Bearer …)',
+    'adm.tokens.areas': 'Khu vực: {a}',
+    'adm.tokens.made': 'Cấp {t} bởi {by}',
+    'adm.tokens.expiresAt': 'Hết hạn {t}',
+    'adm.tokens.never': 'Không hết hạn',
+    'adm.tokens.lastUsed': 'Dùng lần cuối {t}',
+    'adm.tokens.unused': 'Chưa dùng',
+    'adm.tokens.revoked': 'Đã thu hồi {t}',
+    'adm.tokens.expired': 'Đã hết hạn',
+    'adm.tokens.revoke': 'Thu hồi',
+    'adm.tokens.confirmRevoke': 'Thu hồi mã API «{name}»? Máy đang dùng mã này sẽ bị từ chối ngay lập tức; không thể hoàn tác.',
+    'adm.tokens.none': 'Chưa cấp mã API nào.',
+    'adm.tokens.noAreas': 'Hãy chọn ít nhất một khu vực.',
+  },
+  en: {
+    'adm.tokens.list': 'API tokens issued',
+    'adm.tokens.new': 'New API token',
+    'adm.tokens.intro': 'For machines: the provincial IOC, a SCADA. People get accounts.',
+    'adm.tokens.name': 'Name (what it is for)',
+    'adm.tokens.namePh': 'E.g. Quảng Trị provincial IOC',
+    'adm.tokens.role': 'Role',
+    'adm.tokens.expires': 'Expires after',
+    'adm.tokens.expiresHint': 'Leave empty for no expiry.',
+    'adm.tokens.create': 'Create token',
+    'adm.tokens.shownOnce': 'API token “{name}”',
+    'adm.tokens.token': 'API token (send as Authorization: Bearer …)',
+    'adm.tokens.areas': 'Areas: {a}',
+    'adm.tokens.made': 'Made {t} by {by}',
+    'adm.tokens.expiresAt': 'Expires {t}',
+    'adm.tokens.never': 'No expiry',
+    'adm.tokens.lastUsed': 'Last used {t}',
+    'adm.tokens.unused': 'Never used',
+    'adm.tokens.revoked': 'Revoked {t}',
+    'adm.tokens.expired': 'Expired',
+    'adm.tokens.revoke': 'Revoke',
+    'adm.tokens.confirmRevoke': 'Revoke the API token “{name}”? Machines using it are refused at once; this cannot be undone.',
+    'adm.tokens.none': 'No API tokens yet.',
+    'adm.tokens.noAreas': 'Pick at least one area.',
+  },
+});
+
+export default function Tokens({ session, loc, onUnauthorized, areas }) {
+  const [version, setVersion] = useState(0);
+  const { data, error, reload } = useApiData(session, ['/tokens'], onUnauthorized, [version]);
+  const changed = () => setVersion((n) => n + 1);
+  // Live ones first, newest first; revoked ones after them.
+  const tokens = data?.[0] && [...data[0]].sort((a, b) => Number(a.revoked) - Number(b.revoked) || Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  const [adding, setAdding] = useState(wideScreen);
+  return html`
+    <div class="adm-cols">
+      <div class="adm-side">
+        ${adding
+          ? html`<${NewToken} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onCreated=${changed} onClose=${() => setAdding(false)} />`
+          : html`<button type="button" class="primary add" data-open="token" onClick=${() => setAdding(true)}>+ ${loc.t('adm.tokens.new')}</button>`}
+      </div>
+      <section class="card adm-main">
+        <h2>${loc.t('adm.tokens.list')}</h2>
+        <${ErrorNote} error=${error} loc=${loc} onRetry=${reload} />
+        ${!tokens ? !error && html`<${Loading} loc=${loc} />`
+          : tokens.length === 0 ? html`<p class="muted">${loc.t('adm.tokens.none')}</p>`
+            : html`<ul class="adm-list">${tokens.map((t) => html`
+                <${TokenItem} key=${t.id} token=${t} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onChanged=${changed} />`)}</ul>`}
+      </section>
+    </div>`;
+}
+
+function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
+  const [role, setRole] = useState('service');
+  const [picked, setPicked] = useState([]);
+  const [made, setMade] = useState(null);
+  const create = useAction(onUnauthorized);
+  const submit = async (e) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const f = new FormData(form);
+    if (role !== 'admin' && picked.length === 0) { create.setError({ code: 'LOCAL', message: '' }); return; }
+    const day = String(f.get('expires') ?? '');
+    const body = {
+      name: String(f.get('name')).trim(), role,
+      ...(role === 'admin' ? {} : { areas: picked }),
+      // The end of the chosen day in the commune's zone.
+      ...(day ? { expiresAt: `${day}T23:59:59${zoneOffset(loc.tz, day)}` } : {}),
+    };
+    const r = await create.run(() => act(session, '/tokens', { method: 'POST', body }));
+    if (r) {
+      setMade(r);
+      form.reset();
+      setPicked([]);
+      onCreated();
+    }
+  };
+  if (made) {
+    return html`
+      <div class="card">
+        <${OnceSecret} title=${loc.t('adm.tokens.shownOnce', { name: made.name })} loc=${loc} onDone=${() => { setMade(null); if (!wideScreen()) onClose(); }}
+          items=${[{ key: 'token', label: loc.t('adm.tokens.token'), value: made.token }]} />
+      </div>`;
+  }
+  const localError = create.error?.code === 'LOCAL';
+  return html`
+    <form class="card adm-form" data-form="token" onSubmit=${submit}>
+      <h2>${loc.t('adm.tokens.new')}</h2>
+      <p class="muted small">${loc.t('adm.tokens.intro')}</p>
+      <label>${loc.t('adm.tokens.name')}
+        <input name="name" required maxlength="100" placeholder=${loc.t('adm.tokens.namePh')} />
+      </label>
+      <label>${loc.t('adm.tokens.role')}
+        <select name="role" value=${role} onChange=${(e) => setRole(e.currentTarget.value)}>
+          ${ROLES.map((r) => html`<option value=${r}>${loc.t(`role.${r}`)}</option>`)}
+        </select>
+        <small class="hint">${loc.t(`adm.users.roleHint.${role}`)}</small>
+      </label>
+      ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked} allowAll=${true} loc=${loc} name="token-areas" />`}
+      <label>${loc.t('adm.tokens.expires')}
+        <input name="expires" type="date" min=${todayIn(loc.tz)} />
+        <small class="hint">${loc.t('adm.tokens.expiresHint')}</small>
+      </label>
+      ${localError ? html`<p class="error" role="alert">${loc.t('adm.tokens.noAreas')}</p>` : html`<${Refusal} error=${create.error} loc=${loc} />`}
+      <div class="actions">
+        <button type="submit" class="primary" disabled=${create.busy}>${create.busy ? loc.t('adm.busy') : loc.t('adm.tokens.create')}</button>
+        <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
+      </div>
+    </form>`;
+}
+
+function TokenItem({ token: t, session, loc, areas, onUnauthorized, onChanged }) {
+  const [confirming, setConfirming] = useState(false);
+  const revoke = useAction(onUnauthorized);
+  const expired = !t.revoked && t.expiresAt && Date.parse(t.expiresAt) <= Date.now();
+  const when = (iso) => loc.when(Date.parse(iso));
+  const doRevoke = async () => {
+    const ok = await revoke.run(() => act(session, `/tokens/${encodeURIComponent(t.id)}`, { method: 'DELETE' }).then(() => true));
+    if (ok) { setConfirming(false); onChanged(); }
+  };
+  return html`
+    <li class=${t.revoked || expired ? 'adm-item gone' : 'adm-item'} data-token=${t.id} data-token-name=${t.name}>
+      <div class="line">
+        <strong class="name">${t.name}</strong>
+        <span class=${`badge role-${t.role}`}>${loc.t(`role.${t.role}`)}</span>
+        ${t.revoked && html`<span class="badge bad">${loc.t('adm.tokens.revoked', { t: when(t.revokedAt) })}</span>`}
+        ${expired && html`<span class="badge bad">${loc.t('adm.tokens.expired')}</span>`}
+      </div>
+      <p class="muted small">${loc.t('adm.tokens.areas', { a: areaList(areas, t.areas, loc) })}</p>
+      <p class="muted small">${[
+        loc.t('adm.tokens.made', { t: when(t.createdAt), by: actorName(t.createdBy) }),
+        t.expiresAt ? loc.t('adm.tokens.expiresAt', { t: when(t.expiresAt) }) : loc.t('adm.tokens.never'),
+        t.lastUsedAt ? loc.t('adm.tokens.lastUsed', { t: when(t.lastUsedAt) }) : loc.t('adm.tokens.unused'),
+      ].join(' · ')}</p>
+      ${!t.revoked && !confirming && html`
+        <div class="actions"><button type="button" class="plain danger-text" onClick=${() => setConfirming(true)}>${loc.t('adm.tokens.revoke')}</button></div>`}
+      ${confirming && html`
+        <${Confirm} text=${loc.t('adm.tokens.confirmRevoke', { name: t.name })} action=${loc.t('adm.tokens.revoke')} busy=${revoke.busy} error=${revoke.error}
+          loc=${loc} onConfirm=${doRevoke} onCancel=${() => setConfirming(false)} />`}
+    </li>`;
+}

@@ -161,9 +161,9 @@ export class AlertService implements Component {
     // The check of a concurrent raise with the same identifier happened before the await: again, now synchronously.
     if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
     this.tx(() => {
+      if (atOnce) this.play(alert, c, media, referenced);
       repo.insert(alert);
       this.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
-      if (atOnce) this.play(alert, c, media, referenced);
       if (alert.playedAtOnce) this.audit(c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
     });
     this.changed(alert, 'created', c.principal.id);

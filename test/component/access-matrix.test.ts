@@ -212,6 +212,32 @@ Object.assign(MATRIX, {
   'POST /api/v1/broadcasts/:id/stop': { expect: ops(404), prepare: () => ({ url: '/api/v1/broadcasts/no-such-broadcast/stop' }) },
 } satisfies Record<string, Entry>);
 
+// Alerts (docs/alerts.md): operators raise and decide within their areas, service accounts (the IOC) read,
+// viewers nothing; the policy is the admin's; the Atom feed of public alerts needs no login.
+// Raising renders the announcement: 201, or 503 where espeak-ng/ffmpeg are not installed.
+const tts = [201, 503] as const;
+const readers = (ok: Want): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, ok], viewer: [403, 403], service: [ok, ok] });
+Object.assign(MATRIX, {
+  'POST /api/v1/alerts': {
+    expect: { admin: [tts, tts], adminUser: [tts, tts], operator: [tts, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: (_w, where) => ({
+      url: '/api/v1/alerts',
+      body: {
+        status: 'Actual', msgType: 'Alert', event: 'Lũ', urgency: 'Expected', severity: 'Severe', certainty: 'Likely', headline: 'Cảnh báo lũ',
+        areas: [area(where)], expires: new Date(Date.now() + 3600_000).toISOString(),
+      },
+    }),
+  },
+  'GET /api/v1/alerts': { expect: readers(200), prepare: () => ({ url: '/api/v1/alerts' }) },
+  'GET /api/v1/alerts/policy': { expect: readers(200), prepare: () => ({ url: '/api/v1/alerts/policy' }) },
+  'PUT /api/v1/alerts/policy': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/alerts/policy', body: { playAtOnce: [] } }) },
+  'GET /api/v1/alerts/:id': { expect: readers(404), prepare: () => ({ url: '/api/v1/alerts/no-such-alert' }) },
+  'POST /api/v1/alerts/:id/approve': { expect: ops(404), prepare: () => ({ url: '/api/v1/alerts/no-such-alert/approve' }) },
+  'POST /api/v1/alerts/:id/reject': { expect: ops(404), prepare: () => ({ url: '/api/v1/alerts/no-such-alert/reject' }) },
+  'POST /api/v1/alerts/:id/cancel': { expect: ops(404), prepare: () => ({ url: '/api/v1/alerts/no-such-alert/cancel' }) },
+  'GET /api/v1/alerts.atom': { public: true, expect: all(200), prepare: () => ({ url: '/api/v1/alerts.atom' }) },
+} satisfies Record<string, Entry>);
+
 // The web app's page and files (src/web): no data in them, the same for everyone, token or not.
 Object.assign(MATRIX, {
   'GET /': { public: true, expect: all(200), prepare: () => ({ url: '/' }) },

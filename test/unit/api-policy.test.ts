@@ -21,7 +21,7 @@ const EXPECTED: Record<Role, Action[]> = {
     'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write', 'users.read', 'users.write',
     'commandKeys.read'],
   viewer: ['areas.read', 'devices.read', 'telemetry.read', 'commandKeys.read'],
-  service: ['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'commandKeys.read'],
+  service: ['areas.read', 'devices.read', 'telemetry.read', 'broadcasts.read', 'alerts.read', 'commandKeys.read'],
 };
 
 /** The media library, accounts' tokens, the audit log, the command keys and the area tree itself are not per area. */

@@ -9,11 +9,11 @@ import { Type, type Static } from 'typebox';
 import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
-import { formatTime } from '../../core/time.js';
+import { formatCapTime, formatTime } from '../../core/time.js';
 import { newId } from '../../rpc/ids.js';
 import type { Alert, AlertService } from '../../alerts/index.js';
 import {
-  ALERT_STATES, AlertBodySchema, CAP_MEDIA_TYPE, DEFAULT_FEED_PATH, alertBodyError, areaHints, atomFeed, newCapAlert, parseCapXml,
+  ALERT_STATES, AlertBodySchema, CAP_MEDIA_TYPE, DEFAULT_FEED_PATH, alertBodyError, areaHints, atomFeed, formatReference, newCapAlert, parseCapXml,
   resolveReach, toAlertJson, validateAlertBody, writeCapXml,
 } from '../../alerts/index.js';
 import { principalOf, type RouteContext } from '../context.js';
@@ -26,6 +26,7 @@ export interface AlertRouteOptions { ctx: RouteContext; alerts: AlertService }
 const AlertView = Type.Object({
   id: Type.String({ description: 'Keng\'s id of the alert (URLs)' }),
   identifier: Type.String({ description: 'CAP identifier' }),
+  reference: Type.String({ description: 'How an Update or Cancel names this alert in `references`: "sender,identifier,sent" (CAP 1.2 §3.2.1)' }),
   state: StringEnum(ALERT_STATES),
   areas: Type.Array(Type.String(), { description: 'Areas it covers (rights and views)' }),
   devices: Type.Optional(Type.Array(Type.String(), { description: 'For an alert given by polygons/circles: the loudspeakers inside them, the only ones it sounds on' })),
@@ -49,6 +50,16 @@ const Policy = Type.Object({
 }, { additionalProperties: false });
 
 const CAP_XML_SUFFIX = '.cap.xml';
+
+/** An absent body, or `{"reason"?: string}`. */
+function checkReason(data: unknown): { value: { reason?: string } } | { error: Error } {
+  if (data === undefined || data === null) return { value: {} };
+  const r = (data as { reason?: unknown }).reason;
+  if (typeof data !== 'object' || Array.isArray(data) || (r !== undefined && (typeof r !== 'string' || r.length > 500))) {
+    return { error: Errors.VALIDATION('the body, when given, is {"reason": "at most 500 characters"}') };
+  }
+  return { value: r === undefined ? {} : { reason: r } };
+}
 
 export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (app, { ctx, alerts }) => {
   const { policy, tz, clock, registry, config } = ctx;
@@ -150,8 +161,10 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
 
   for (const action of ['approve', 'reject', 'cancel'] as const) {
     app.post(`/alerts/:id/${action}`, {
+      // The body is optional (a bare POST approves): checked here rather than by fastify, which refuses an absent body.
+      validatorCompiler: ({ httpPart }) => (data: unknown) => (httpPart === 'body' ? checkReason(data) : { value: data }),
       schema: {
-        tags: ['alerts'], security: [{ bearer: [] }], params: IdParams, body: Type.Optional(Reason),
+        tags: ['alerts'], security: [{ bearer: [] }], params: IdParams, body: Reason,
         summary: action === 'approve' ? 'Approve (second person) or confirm an alert played at once'
           : action === 'reject' ? 'Turn down a pending alert' : 'Cancel: stop it everywhere and play the cancellation notice',
         response: { 200: AlertView, ...errorResponses(...AUTH_ERRORS, 404, 409) },
@@ -159,7 +172,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
     }, async (req) => {
       policy.assert(principalOf(req), 'alerts.write');
       const c = callerOf(req, ctx);
-      const reason = req.body?.reason;
+      const reason = req.body?.reason ?? undefined;
       const a = action === 'approve' ? alerts.approve(c, req.params.id)
         : action === 'reject' ? alerts.reject(c, req.params.id, reason) : await alerts.cancel(c, req.params.id, reason);
       return dto(a);
@@ -192,6 +205,7 @@ function alertDto(a: Alert, tz: string): AlertDto {
     // The CAP fields at the top level, as the fixed API lists them (status, msgType, event, severity, …), and under `cap`.
     ...json,
     id: a.id, identifier: a.cap.identifier, state: a.state, areas: a.areas,
+    reference: formatReference({ sender: a.cap.sender, identifier: a.cap.identifier, sent: formatCapTime(a.cap.sent, tz) }),
     ...(a.devices.length ? { devices: a.devices } : {}),
     ...(a.broadcastId ? { broadcastId: a.broadcastId } : {}),
     createdBy: a.createdBy, createdAt: t(a.createdAt),

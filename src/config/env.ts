@@ -39,4 +39,6 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_MEDIA_PUBLIC_BASE_URL', path: 'media.publicBaseUrl', type: 'string' },
   { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
+  { name: 'KENG_WEB_MAP_TILE_URL', path: 'web.mapTileUrl', type: 'string' },
+  { name: 'KENG_WEB_MAP_TILE_ATTRIBUTION', path: 'web.mapTileAttribution', type: 'string' },
 ];

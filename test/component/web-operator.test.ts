@@ -147,14 +147,25 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
 
     // Telemetry in words and Vietnamese numbers; the one that went away says since when.
     await expect.poll(() => card(page, 'loa-a1').locator('[data-field="volume"] dd').textContent(), { timeout: 5000 }).toBe('70 %');
-    await expect(card(page, 'loa-a1').locator('[data-role="connection"]').textContent()).resolves.toBe('Đang kết nối');
+    await expect(card(page, 'loa-a1').locator('[data-role="connection"]').textContent()).resolves.toBe('Trực tuyến');
     await expect(card(page, 'loa-a1').locator('[data-role="playing"]').textContent()).resolves.toBe('Đang nghỉ');
     await expect(card(page, 'loa-a1').locator('[data-field="power_source"] dd').textContent()).resolves.toMatch(/^(Điện lưới|Điện mặt trời)$/);
     await expect(card(page, 'loa-a1').locator('[data-field="battery_v"] dd').textContent()).resolves.toMatch(/^\d{2},\d{1,2} V$/);
     await expect(card(page, 'loa-a4').locator('[data-role="connection"]').textContent()).resolves.toMatch(/^Mất kết nối từ \d{2}:\d{2}$/);
     await expect(card(page, 'loa-a4').locator('[data-field="power_source"] dd').textContent()).resolves.toBe('Điện mặt trời');
+    // A bulletin starts elsewhere: the card and the map show what the speaker plays, live.
+    const playing = await t.api('POST', '/api/v1/broadcasts', {
+      target: { devices: ['loa-a3'] }, content: { ttsText: `Thông báo của xã Tân Phú. ${'Bà con chú ý lịch tiêm phòng. '.repeat(4)}` },
+    });
+    expect(playing.status, JSON.stringify(playing.body)).toBe(201);
+    await expect.poll(() => card(page, 'loa-a3').locator('[data-role="playing"]').textContent(), { timeout: 10_000 })
+      .toMatch(/^Đang phát: Thông báo của xã Tân Phú\. Bà con/);
+    expect(await map.locator('g.spk.playing').getAttribute('data-device')).toBe('loa-a3');
+    await expect(page.locator('.spk-summary').textContent()).resolves.toBe('4 loa · 3 trực tuyến · 1 đang phát');
     await shot(page, 'op-1-speakers');
     expect(await smallTargets(page)).toEqual([]);
+    expect((await t.api('POST', `/api/v1/broadcasts/${playing.body.id}/stop`)).status).toBe(200);
+    await expect.poll(() => card(page, 'loa-a3').locator('[data-role="playing"]').textContent(), { timeout: 10_000 }).toBe('Đang nghỉ');
 
     // Volume: three presses of "+" and send; the speaker answers and its telemetry follows.
     await card(page, 'loa-a1').getByRole('button', { name: 'Chỉnh âm lượng' }).click();
@@ -217,7 +228,7 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     const items = page.locator('li.item[data-schedule="' + morning.id + '"]');
     await expect.poll(() => items.count()).toBeGreaterThan(0);
     expect(await page.content()).not.toContain('30 6 * * *');
-    await expect(items.first().locator('.time').textContent()).resolves.toMatch(/^06:30–06:3\d$/);
+    await expect(items.first().locator('.time').textContent()).resolves.toMatch(/^06:30\d+ giây$/);
 
     // A second bulletin on the same speakers at the same time: refused with the clash named in words...
     const at = next0630();

@@ -221,8 +221,10 @@ export function problemLines(err, loc, nameOf = (id) => id) {
 export function Problem({ error, loc, nameOf }) {
   if (!error) return null;
   const [first, ...rest] = problemLines(error, loc, nameOf);
+  // Field errors are a list to work through; anything else is a sentence and its advice.
+  const asList = Array.isArray(error.details) && error.details.length > 0;
   return html`<div class="error problem" role="alert" data-code=${error.code}>
-    <p>${first}</p>${rest.length > 0 && html`<ul>${rest.map((l) => html`<li>${l}</li>`)}</ul>`}</div>`;
+    <p>${first}</p>${rest.length > 0 && (asList ? html`<ul>${rest.map((l) => html`<li>${l}</li>`)}</ul>` : rest.map((l) => html`<p class="advice">${l}</p>`))}</div>`;
 }
 
 /** True when the error means the session is over (the caller logs out). */

@@ -51,8 +51,17 @@ addStrings({
   },
 });
 
+/** The library name of a reading: its first words, cut at a word (the full text stays with the file). */
+function shortName(text) {
+  const t = text.trim().replace(/\s+/g, ' ');
+  if (t.length <= 60) return t;
+  const cut = t.slice(0, 60);
+  return `${cut.slice(0, Math.max(cut.lastIndexOf(' '), 30)).replace(/[\s,.;:]+$/, '')}…`;
+}
+
+/** A play length in words, whole seconds as a player shows them. */
 export function durationWords(sec, loc) {
-  const n = Math.max(1, Math.round(sec));
+  const n = Math.max(1, Math.floor(sec));
   return n < 60 ? loc.t('content.seconds', { n }) : loc.t('content.minutes', { m: Math.floor(n / 60), s: n % 60 });
 }
 
@@ -132,7 +141,7 @@ export function ContentPicker({ value, onChange, session, loc, onUnauthorized, n
     setBusy('rendering');
     try {
       const text = value.text;
-      const media = await request(session, '/media/tts', { method: 'POST', body: { text, lang: 'vi', name: text.trim().replace(/\s+/g, ' ').slice(0, 80) } });
+      const media = await request(session, '/media/tts', { method: 'POST', body: { text, lang: 'vi', name: shortName(text) } });
       set({ media, mediaText: text });
       setAutoplay(true);
     } catch (err) {

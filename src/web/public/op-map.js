@@ -11,7 +11,8 @@ const TILE = 256;
 const MAX_ZOOM = 18;
 /** Smallest box shown (in world units, ≈ 800 m): one speaker alone is not drawn at street level. */
 const MIN_SPAN = 0.00002;
-const MARGIN = 34;
+/** Room around the speakers for the village rings and their names above them. */
+const MARGIN = { x: 60, top: 66, bottom: 46 };
 
 export function tileTemplate() {
   return document.querySelector('meta[name="keng-map-tiles"]')?.content || null;
@@ -36,14 +37,15 @@ export function fit(points, w, h, tiles) {
   for (const [x, y] of points) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
   const dx = Math.max(x1 - x0, MIN_SPAN);
   const dy = Math.max(y1 - y0, MIN_SPAN);
-  const room = Math.max(1, Math.min((w - 2 * MARGIN) / dx, (h - 2 * MARGIN) / dy));
+  const room = Math.max(1, Math.min((w - 2 * MARGIN.x) / dx, (h - MARGIN.top - MARGIN.bottom) / dy));
   let scale = Math.min(room, TILE * 2 ** MAX_ZOOM);
   let z = null;
   if (tiles) {
     z = Math.max(1, Math.min(MAX_ZOOM, Math.floor(Math.log2(scale / TILE))));
     scale = TILE * 2 ** z;
   }
-  return { scale, z, ox: ((x0 + x1) / 2) * scale - w / 2, oy: ((y0 + y1) / 2) * scale - h / 2 };
+  const midY = MARGIN.top + (h - MARGIN.top - MARGIN.bottom) / 2;
+  return { scale, z, ox: ((x0 + x1) / 2) * scale - w / 2, oy: ((y0 + y1) / 2) * scale - midY };
 }
 
 /** The tiles covering the view: [{key, src, left, top}]. */

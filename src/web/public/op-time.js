@@ -57,6 +57,12 @@ export function isoDate(ms, tz) {
   return `${z.y}-${pad(z.m)}-${pad(z.d)}`;
 }
 
+/** 'dd/mm' of `ms` in `tz`: the commune's short date (Intl's vi-VN writes 30-11). */
+export function dayMonth(ms, tz) {
+  const z = zoned(ms, tz);
+  return `${pad(z.d)}/${pad(z.m)}`;
+}
+
 /** 'HH:MM' of `ms` in `tz` (the value of an <input type="time">). */
 export function isoTime(ms, tz) {
   const z = zoned(ms, tz);

@@ -232,7 +232,7 @@ function BroadcastCard({ b, places, names, session, loc, onUnauthorized, onStopp
           <span class="who"><strong>${speaker(t.deviceId)?.name ?? t.deviceId}</strong>
             <span class="muted">${places.areaByCode.get(t.area)?.name ?? t.area}</span></span>
           <${StatePill} state=${t.state} loc=${loc} />
-          <span class="muted at">${loc.time(Date.parse(t.updatedAt))}${t.detail ? ` · ${t.detail}` : ''}</span>
+          <span class="muted at">${loc.time(Date.parse(t.updatedAt))}${t.detail && STATE_TONE[t.state] === 'bad' ? ` · ${t.detail}` : ''}</span>
         </li>`)}
       </ul>
       ${b.stopRequestedAt && html`<p class="muted">${loc.t('log.stopAsked', { t: loc.when(Date.parse(b.stopRequestedAt)) })}</p>`}

@@ -16,7 +16,7 @@ import { html, loadCss } from './ui.js';
 import { request } from './op-api.js';
 import { isUnauthorized, loadPlaces, Problem, speakersOf, targetWords } from './op-common.js';
 import { ContentPicker, TargetPicker, contentBody, durationWords, noContent, noTarget, targetBody } from './op-content.js';
-import { DAY_NAMES, DAY_SHORT, dayStart, fromInputs, isoDate, isoTime, weekStart } from './op-time.js';
+import { DAY_NAMES, DAY_SHORT, dayMonth, dayStart, fromInputs, isoDate, isoTime, weekStart } from './op-time.js';
 
 loadCss('view-schedules.css');
 
@@ -299,19 +299,19 @@ export default function Schedules({ session, loc, onUnauthorized }) {
           <button type="button" class="primary" onClick=${() => { setNotice(null); setMode('now'); }}>${loc.t('sch.playNow')}</button>
           <button type="button" class="primary alt" onClick=${() => { setNotice(null); setMode('new'); }}>${loc.t('sch.new')}</button>
         </div>`}
-    <section class="card week" aria-label=${loc.t('sch.week', { from: loc.dayMonth(week), to: loc.date(last) })}>
+    <section class="card week" aria-labelledby="week-title">
+      <h2 id="week-title">${loc.t('sch.week', { from: dayMonth(week, tz), to: loc.date(last) })}</h2>
       <div class="week-nav">
         <button type="button" class="chip" onClick=${() => setWeek(weekStart(week - DAY_MS, tz))}>${loc.t('sch.prev')}</button>
-        <h2>${loc.t('sch.week', { from: loc.dayMonth(week), to: loc.date(last) })}</h2>
+        <button type="button" class="chip" disabled=${week === weekStart(Date.now(), tz)} onClick=${() => setWeek(weekStart(Date.now(), tz))}>${loc.t('sch.thisWeek')}</button>
         <button type="button" class="chip" onClick=${() => setWeek(weekStart(week + 8 * DAY_MS, tz))}>${loc.t('sch.next')}</button>
       </div>
-      ${week !== weekStart(Date.now(), tz) && html`<button type="button" class="chip this-week" onClick=${() => setWeek(weekStart(Date.now(), tz))}>${loc.t('sch.thisWeek')}</button>`}
       ${clashCount > 0 && html`<p class="error clash-sum" role="status">⚠ ${loc.t('sch.clashes', { n: clashCount })}</p>`}
       ${plan.length === 0 && html`<p class="muted">${loc.t('sch.emptyWeek')}</p>`}
       <ol class="days">
         ${days.map((d) => html`
           <li class=${`day${d.start === today ? ' today' : ''}${d.items.length ? '' : ' empty'}`} data-day=${isoDate(d.start, tz)}>
-            <h3><span>${(DAY_NAMES[loc.lang] ?? DAY_NAMES.vi)[d.i]}</span> <span class="muted">${loc.dayMonth(d.start)}</span>
+            <h3><span>${(DAY_NAMES[loc.lang] ?? DAY_NAMES.vi)[d.i]}</span> <span class="muted">${dayMonth(d.start, tz)}</span>
               ${d.start === today && html` <span class="pill wait">${loc.t('sch.today')}</span>`}</h3>
             ${d.items.length === 0
               ? html`<p class="muted none">${loc.t('sch.nothing')}</p>`
@@ -340,7 +340,7 @@ function Item({ it, data, loc, open, onToggle, session, onUnauthorized, onChange
   return html`
     <li class=${`item${clash ? ' clash' : ''}${s.enabled ? '' : ' off'}${s.priority === 'priority' ? ' prio' : ''}`} data-schedule=${s.id}>
       <button type="button" class="item-head" aria-expanded=${open} onClick=${onToggle}>
-        <span class="time">${loc.time(it.at)}–${loc.time(it.end)}</span>
+        <span class="time">${loc.time(it.at)}<small>${durationWords((it.end - it.at) / 1000, loc)}</small></span>
         <span class="name">${s.name}</span>
         <span class="where muted">${targetWords(s.target, data.places, loc)}</span>
         <span class="tags">

@@ -343,6 +343,14 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     expect(rows.some((r) => r[2] === firstId && r[9] === 'loa-a4' && r[11] === 'stopped')).toBe(true);
     expect(rows.some((r) => r[9] === 'loa-b1')).toBe(false);
     await expect(page.locator('.log-filter .note').textContent()).resolves.toMatch(/^Đã tải tệp nhat-ky-phat-thanh-/);
+
+    // The same log in English on the switch; Vietnamese again on the way back.
+    await page.getByRole('button', { name: 'Switch to English' }).click();
+    await expect.poll(() => page.locator('main h1').textContent()).toBe('Broadcast log');
+    await expect(bc.locator('li[data-device="loa-a1"] .pill').textContent()).resolves.toBe('Played to the end');
+    await expect(bc.locator('h2').textContent()).resolves.toBe('Played now (no schedule)');
+    await page.getByRole('button', { name: 'Chuyển sang tiếng Việt' }).click();
+    await expect.poll(() => page.locator('main h1').textContent()).toBe('Nhật ký phát');
     await page.close();
   }, 120_000);
 

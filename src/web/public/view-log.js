@@ -99,7 +99,11 @@ export default function Log({ session, loc, onUnauthorized }) {
       ]);
       if (signal.aborted) return;
       setPlaces(p);
-      setNames({ schedules: new Map(schedules.map((s) => [s.id, s.name])), media: new Map(media.map((m) => [m.id, m.name])) });
+      const nameMaps = (ss, ms) => ({ schedules: new Map(ss.map((s) => [s.id, s.name])), media: new Map(ms.map((m) => [m.id, m.name])) });
+      setNames(nameMaps(schedules, media));
+      // A broadcast that arrives live may play a schedule or a file made after the names were read.
+      const refreshNames = () => Promise.all([request(session, '/schedules'), request(session, '/media?limit=1000')])
+        .then(([ss, ms]) => { if (!signal.aborted) setNames(nameMaps(ss, ms)); }, () => {});
       const { connectFeed, feedSubscription } = await import('./op-live.js');
       const pending = new Set();
       const stop = await connectFeed({
@@ -113,7 +117,10 @@ export default function Log({ session, loc, onUnauthorized }) {
               if (pending.has(m.broadcastId)) return;
               pending.add(m.broadcastId);
               request(session, `/broadcasts/${encodeURIComponent(m.broadcastId)}`)
-                .then((fresh) => setList((cur) => (cur && !cur.some((x) => x.id === fresh.id) ? [fresh, ...cur] : cur)), () => {})
+                .then((fresh) => {
+                  setList((cur) => (cur && !cur.some((x) => x.id === fresh.id) ? [fresh, ...cur] : cur));
+                  return refreshNames();
+                }, () => {})
                 .finally(() => pending.delete(m.broadcastId));
               return;
             }

@@ -11,7 +11,7 @@
  * and the tiles. Screenshots: test/artifacts/web-op-*.png.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -360,7 +360,7 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     const page = await browser.newPage({ httpErrors: true });
     await logIn(page);
     await openTab(page, 'log');
-    await page.locator('article.bc').first().waitFor({ timeout: 5000 });
+    await page.locator('.log-list').waitFor({ state: 'attached', timeout: 5000 });
     expect(await page.locator(`article.bc[data-broadcast="${b.body.id}"]`).count()).toBe(0);
     expect(await page.locator('li[data-device="loa-b1"]').count()).toBe(0);
 
@@ -369,7 +369,22 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     const form = page.locator('form.sch-form[data-mode="now"]');
     expect(await form.locator('label.choice', { hasText: 'Bình Minh' }).count()).toBe(0);
     await choice(form, 'Thôn Đông').click();
-    await form.locator('textarea').fill('Thử phát sang xã khác.');
+    // A recording uploaded from the phone (multipart POST /media): something that is not audio is refused in words...
+    await choice(form, 'Tải tệp ghi âm').click();
+    const notAudio = path.join(dir, 'ghi-chu.mp3');
+    writeFileSync(notAudio, 'đây không phải là âm thanh');
+    await form.locator('input[type="file"]').setInputFiles(notAudio);
+    await expect.poll(() => form.locator('.content [role="alert"]').textContent(), { timeout: 10_000 })
+      .toBe('Tệp này không phải âm thanh phát được. Hãy chọn tệp MP3, WAV hoặc OGG.');
+    // ...and a real one can be heard before it is sent.
+    const wav = path.join(dir, 'Kẻng báo giờ.wav');
+    execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=880:duration=2', '-ac', '1', '-ar', '16000', wav]);
+    await form.locator('input[type="file"]').setInputFiles(wav);
+    const audio = form.locator('.listen audio');
+    await audio.waitFor({ timeout: 10_000 });
+    await expect.poll(() => audio.evaluate((a: HTMLAudioElement) => a.duration), { timeout: 10_000 }).toBeGreaterThan(1.5);
+    await expect(form.locator('.listen p').textContent()).resolves.toBe('«Kẻng báo giờ», dài 2 giây.');
+    expect(await form.locator('.content [role="alert"]').count()).toBe(0);
     // The page is made to ask for commune B: the server refuses, the form says why, B's speaker hears nothing.
     await page.route('**/api/v1/broadcasts', (route) => route.continue({
       postData: JSON.stringify({ ...route.request().postDataJSON(), target: { areas: ['cb'] } }),

@@ -203,6 +203,9 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
 
     await page.getByRole('button', { name: 'Lịch mới' }).click();
     const form = page.locator('form.sch-form');
+    // Saved empty: what is missing is said field by field, before anything is sent.
+    await form.getByRole('button', { name: 'Lưu lịch' }).click();
+    await expect(form.locator('[role="alert"]').textContent()).resolves.toBe('Cần sửa lại:Tên lịch: chưa điềnNơi phát: chưa điềnNội dung: chưa điền');
     await form.locator('input[name="name"]').fill('Bản tin sáng');
     await choice(form, 'Thôn Đông').click();
     await expect(form.locator('.target .hint').textContent()).resolves.toBe('Sẽ phát trên 2 loa.');
@@ -236,10 +239,17 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     await form.locator('input[name="name"]').fill('Thông báo tiêm phòng');
     await choice(form, 'Toàn Xã Tân Phú').click();
     await form.locator('textarea').fill('Thông báo: tiêm phòng lở mồm long móng cho trâu bò từ bảy giờ sáng.');
-    await form.locator('input[name="date"]').fill(communeDate(at));
+    // A time already past is the server's refusal (400), said in words.
+    await form.locator('input[name="date"]').fill(communeDate(Date.now() - 86_400_000));
     await form.locator('input[name="time"]').fill('06:30');
+    const errorsBefore = browser.consoleErrors.length;
     await form.getByRole('button', { name: 'Lưu lịch' }).click();
     const alert = form.locator('[role="alert"]');
+    await expect.poll(() => alert.textContent(), { timeout: 15_000 }).toBe('Cần sửa lại:Ngày giờ phát: đã qua, hãy chọn thời điểm sau bây giờ');
+    // Chromium reports that 400 on the console (httpErrors covers 4xx of auth and conflicts only); nothing else may appear.
+    expect(browser.consoleErrors.splice(errorsBefore).every((e) => /status of 400/.test(e))).toBe(true);
+    await form.locator('input[name="date"]').fill(communeDate(at));
+    await form.getByRole('button', { name: 'Lưu lịch' }).click();
     await expect.poll(() => alert.textContent(), { timeout: 15_000 }).toMatch(/^Trùng giờ với lịch «Bản tin sáng» trên 2 loa lúc \d{2}\/\d{2}\/\d{4} 06:30\./);
     await expect(alert.textContent()).resolves.toContain('chọn mức «Ưu tiên»');
     await shot(page, 'op-2b-clash-refused');
@@ -399,7 +409,7 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     }));
     await form.getByRole('button', { name: 'Phát ngay bây giờ' }).click();
     await expect.poll(() => form.locator('[role="alert"]').textContent(), { timeout: 10_000 })
-      .toBe('Máy chủ không nhận:Nơi phát: không có hoặc không thuộc khu vực của bạn');
+      .toBe('Cần sửa lại:Nơi phát: không có hoặc không thuộc khu vực của bạn');
     await shot(page, 'op-6-refused-b');
     await page.waitForTimeout(500);
     expect(sim.get('loa-b1')!.events.slice(heardBefore).filter((e) => e.broadcastId !== b.body.id)).toEqual([]);

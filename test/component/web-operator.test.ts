@@ -164,6 +164,11 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     await expect(page.locator('.spk-summary').textContent()).resolves.toBe('4 loa · 3 trực tuyến · 1 đang phát');
     await shot(page, 'op-1-speakers');
     expect(await smallTargets(page)).toEqual([]);
+    // On the office's wall screen the map stands beside the list.
+    await page.setViewportSize(WALL);
+    await page.waitForTimeout(300);
+    await shot(page, 'op-1d-speakers-wall');
+    await page.setViewportSize(PHONE);
     expect((await t.api('POST', `/api/v1/broadcasts/${playing.body.id}/stop`)).status).toBe(200);
     await expect.poll(() => card(page, 'loa-a3').locator('[data-role="playing"]').textContent(), { timeout: 10_000 }).toBe('Đang nghỉ');
 
@@ -200,6 +205,17 @@ describe('operator screens (Chromium, 412×915, simulated speakers)', () => {
     await page.locator('section.week').waitFor({ timeout: 5000 });
     expect(await page.locator('ol.days > li').count()).toBe(7);
     await expect(page.locator('ol.days > li h3 span').first().textContent()).resolves.toBe('Thứ Hai');
+
+    // The repeat the staff choose (days and a time) becomes the cron expression the scheduler reads, and back.
+    const base = (await page.getAttribute('script[type="module"]', 'src'))!.replace(/main\.js$/, '');
+    // A string, not a function: vitest rewrites import() in functions, and this one runs in the page.
+    expect(await page.evaluate(`(async () => {
+      const m = await import('${base}view-schedules.js');
+      const all = [0, 1, 2, 3, 4, 5, 6];
+      return [m.cronOf(all, '06:30'), m.cronOf([0, 2, 4], '18:05'), m.cronOf([6, 5], '07:00'),
+        m.readCron('30 6 * * *'), m.readCron('0 17 * * 1-5'), m.readCron('0 7 * * 0,6'), m.readCron('*/5 * * * *')];
+    })()`)).toEqual(['30 6 * * *', '5 18 * * 1,3,5', '0 7 * * 0,6',
+      { days: [0, 1, 2, 3, 4, 5, 6], time: '06:30' }, { days: [0, 1, 2, 3, 4], time: '17:00' }, { days: [5, 6], time: '07:00' }, null]);
 
     await page.getByRole('button', { name: 'Lịch mới' }).click();
     const form = page.locator('form.sch-form');

@@ -182,7 +182,8 @@ export default function Speakers({ session, loc, onUnauthorized }) {
   const whatPlays = (b) => (b ? names.schedules.get(b.scheduleId) ?? names.media.get(b.media?.mediaId) ?? null : null);
   const shown = speakers.map((s) => {
     const b = playing.get(s.id);
-    const isPlaying = Boolean(b) || s.latest?.playing?.value === true;
+    // The telemetry flag of a speaker that went away is stale; a broadcast state still says so.
+    const isPlaying = Boolean(b) || (s.online && s.latest?.playing?.value === true);
     return { ...s, playing: isPlaying, playingWhat: whatPlays(b) };
   });
   const pick = (id) => {
@@ -235,9 +236,9 @@ function SpeakerCard({ speaker: s, areaName, session, loc, onUnauthorized }) {
       <p class=${s.online ? 'state ok' : 'state bad'} data-role="connection">
         ${s.online ? loc.t('spk.online') : seen ? loc.t('device.offlineSince', { t: loc.when(seen) }) : loc.t('device.neverSeen')}
       </p>
-      <p class=${s.playing ? 'now on' : 'now'} data-role="playing">
+      ${(s.online || s.playing) && html`<p class=${s.playing ? 'now on' : 'now'} data-role="playing">
         ${s.playing ? (s.playingWhat ? loc.t('spk.playing', { what: s.playingWhat }) : loc.t('spk.playingUnknown')) : loc.t('spk.idle')}
-      </p>
+      </p>`}
       <dl class="values">
         <div class="value" data-field="volume"><dt>${loc.t('spk.volume')}</dt><dd>${volume === null ? '–' : `${loc.number(volume, 0)} %`}</dd></div>
         <div class="value" data-field="power_source"><dt>${loc.t('spk.power')}</dt><dd class="word">${powerWord ?? '–'}</dd></div>

@@ -127,7 +127,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
-    services: { accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, web: webApp({ tz: config.tz }) },
+    services: {
+      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts,
+      web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
+    },
   });
 
   // socket.io on the HTTP port; stops before the API (it must not close fastify's server itself).

@@ -110,6 +110,20 @@ export const ConfigSchema = Type.Object({
     /** Throttled clients get the latest value per device and field this often, ms. */
     throttleIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
   }, { default: {} }),
+  /** Keng's own web app (src/web). */
+  web: Type.Object({
+    /**
+     * Raster map tiles behind the speakers' map: an http(s) URL template with {z}, {x} and {y} (in any order)
+     * (e.g. a commune's own tile server). Unset: the map is drawn from the speakers' positions alone,
+     * which works without internet. The page's Content-Security-Policy allows this URL's host for images.
+     */
+    mapTileUrl: Type.Optional(Type.String({
+      maxLength: 500, pattern: '^https?://[^/?#{}]+/(?=.*\\{z\\})(?=.*\\{x\\})(?=.*\\{y\\})',
+      description: 'Map tiles, https://host/{z}/{x}/{y}.png (KENG_WEB_MAP_TILE_URL)',
+    })),
+    /** Shown under the map when tiles are on (tile services require it, e.g. "© OpenStreetMap"). */
+    mapTileAttribution: Type.Optional(Type.String({ maxLength: 200 })),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

@@ -30,6 +30,14 @@ export interface WebAppOptions {
   tz: string;
   /** Where the browser files are; found next to this module by default. */
   publicDir?: string;
+  /**
+   * Raster map tiles for the speakers' map (config web.mapTileUrl, a {z}/{x}/{y} template); the page
+   * gets it in a meta tag and its Content-Security-Policy allows the tiles' origin for images.
+   * Unset: the map is drawn from the speakers' positions alone (no internet needed).
+   */
+  mapTileUrl?: string;
+  /** Credit shown under tiles (config web.mapTileAttribution). */
+  mapTileAttribution?: string;
 }
 
 /** URL folder of the app's files; the version follows it. */
@@ -82,6 +90,8 @@ function vendorFiles(): Record<string, string> {
     'uPlot.min.css': path.join(pkg('uplot'), 'dist/uPlot.min.css'),
     // socket.io's own copy: socket.io-client is only a dev dependency, and the live feed runs with serveClient off.
     'socket.io.esm.min.js': path.join(pkg('socket.io'), 'client-dist/socket.io.esm.min.js'),
+    // The schedules view computes a week's occurrences with the very cron library the scheduler runs.
+    'croner.js': path.join(pkg('croner'), 'dist/croner.js'),
   };
 }
 
@@ -112,9 +122,35 @@ export function loadWebAssets(opts: WebAppOptions): { version: string; assets: M
   const base = `${WEB_ASSET_PREFIX}/${version}/`;
   const html = readFileSync(path.join(dir, 'index.html'), 'utf8')
     .replaceAll('%BASE%', base)
-    .replaceAll('%TZ%', escapeAttr(opts.tz));
+    .replaceAll('%TZ%', escapeAttr(opts.tz))
+    .replace('</head>', `${mapMeta(opts)}</head>`);
   const pageBody = Buffer.from(html);
   return { version, assets, page: { body: pageBody, type: TYPES['.html']!, etag: etagOf(pageBody) } };
+}
+
+/** The map settings as meta tags, only when tiles are configured (the page stays as it was otherwise). */
+function mapMeta(opts: WebAppOptions): string {
+  if (!opts.mapTileUrl) return '';
+  const credit = opts.mapTileAttribution ? `<meta name="keng-map-credit" content="${escapeAttr(opts.mapTileAttribution)}">\n` : '';
+  return `<meta name="keng-map-tiles" content="${escapeAttr(opts.mapTileUrl)}">\n${credit}`;
+}
+
+/** The origin of a tile URL template (`https://tiles.example.vn:8443`), for the page's img-src. */
+export function tileOrigin(template: string): string {
+  // The placeholders are not valid in a host, so only the part before the path is parsed.
+  return new URL(/^[a-z]+:\/\/[^/]+/i.exec(template)?.[0] ?? template).origin;
+}
+
+/**
+ * The page's Content-Security-Policy (set by helmet for every reply) with the
+ * tile origin added to img-src: the map draws tiles as <img> elements.
+ */
+export function withTileImages(csp: string, origin: string): string {
+  const parts = csp.split(';').map((p) => p.trim()).filter(Boolean);
+  const i = parts.findIndex((p) => /^img-src\s/i.test(p) || p.toLowerCase() === 'img-src');
+  if (i >= 0) parts[i] = `${parts[i]} ${origin}`;
+  else parts.push(`img-src 'self' data: ${origin}`);
+  return parts.join(';');
 }
 
 function escapeAttr(s: string): string {
@@ -140,7 +176,12 @@ function send(req: FastifyRequest, reply: FastifyReply, a: Asset, cacheControl: 
 export function webApp(opts: WebAppOptions): FastifyPluginAsync {
   return async (app) => {
     const { version, assets, page } = loadWebAssets(opts);
-    app.get('/', { schema: { hide: true } }, async (req, reply) => send(req, reply, page, 'no-cache'));
+    const tiles = opts.mapTileUrl ? tileOrigin(opts.mapTileUrl) : null;
+    app.get('/', { schema: { hide: true } }, async (req, reply) => {
+      const csp = reply.getHeader('content-security-policy');
+      if (tiles && typeof csp === 'string') reply.header('content-security-policy', withTileImages(csp, tiles));
+      return send(req, reply, page, 'no-cache');
+    });
     app.get<{ Params: { version: string; name: string } }>(`${WEB_ASSET_PREFIX}/:version/:name`, { schema: { hide: true } }, async (req, reply) => {
       const a = assets.get(req.params.name);
       if (!a) return reply.callNotFound();

@@ -177,14 +177,16 @@ describe('web app (Chromium, 412×915)', () => {
     await page.close();
   });
 
-  it('an operator gets the staff menu (stubs for now) and the same sensors view', async () => {
+  it('an operator gets the staff menu and the same sensors view', async () => {
     const page = await newPage();
     await logIn(page, OPERATOR);
     await card(page, SENSOR_A.id).waitFor({ timeout: 5000 });
     expect(await page.locator(`[data-device="${SENSOR_B.id}"]`).count()).toBe(0);
+    // A staff tab loads its own module (test/component/web-operator.test.ts covers the staff screens).
     await page.getByRole('button', { name: 'Lịch phát' }).click();
-    await expect(page.locator('main h2').textContent()).resolves.toBe('Phần này sắp có');
-    await shot(page, '8-operator-stub');
+    await page.locator('section.week').waitFor({ timeout: 5000 });
+    await expect(page.locator('main h1').textContent()).resolves.toBe('Lịch phát');
+    await shot(page, '8-operator-schedules');
     await page.getByRole('button', { name: 'Cảm biến' }).click();
     await card(page, SENSOR_A.id).waitFor();
     await page.close();

@@ -26,7 +26,7 @@ function valueAt(o: unknown, path: string): unknown {
 /** Left out of the example on purpose (config/README.md says why): secrets, and settings with no default. */
 const LEFT_OUT = new Set([
   'adminToken', 'influx.password', 'influx.token', 'influx.org', 'influx.bucket',
-  'tls.certFile', 'tls.keyFile', 'tls.caFile', 'media.publicBaseUrl',
+  'tls.certFile', 'tls.keyFile', 'tls.caFile', 'media.publicBaseUrl', 'web.mapTileUrl', 'web.mapTileAttribution',
 ]);
 /** Filled in as an InfluxDB 1.x example instead of the default (config/README.md says so). */
 const NOT_DEFAULT = new Set(['influx.url', 'influx.api', 'influx.username']);

@@ -52,6 +52,18 @@ describe('settings', () => {
     for (const m of [err({ KENG_HTTP_PORT: 'abc' }), err({ KENG_TZ: 'X' })]) expect(m.split('\n')).toHaveLength(1);
   });
 
+  it('map tiles for the web app: unset by default, a {z}/{x}/{y} http(s) template when set', () => {
+    expect(loadConfig({ env: {} }).web).toEqual({});
+    const tiles = 'https://tiles.example.vn/osm/{z}/{x}/{y}.png';
+    expect(loadConfig({ env: { KENG_WEB_MAP_TILE_URL: tiles, KENG_WEB_MAP_TILE_ATTRIBUTION: '© OpenStreetMap' } }).web)
+      .toEqual({ mapTileUrl: tiles, mapTileAttribution: '© OpenStreetMap' });
+    // Some servers order the path {z}/{y}/{x}: any order is accepted.
+    expect(loadConfig({ env: { KENG_WEB_MAP_TILE_URL: 'http://10.0.0.2:8081/{z}/{y}/{x}' } }).web.mapTileUrl).toBe('http://10.0.0.2:8081/{z}/{y}/{x}');
+    for (const bad of ['tiles.example.vn/{z}/{x}/{y}.png', 'ftp://tiles.example.vn/{z}/{x}/{y}', 'https://tiles.example.vn/{z}/{x}.png']) {
+      expect(err({ KENG_WEB_MAP_TILE_URL: bad })).toMatch(/^Invalid setting KENG_WEB_MAP_TILE_URL \(web\.mapTileUrl\)/);
+    }
+  });
+
   it('live feed settings: defaults, variables, bounds', () => {
     expect(loadConfig({ env: {} }).live).toEqual({ batchIntervalMs: 50, maxClients: 5000, maxEventRate: 200, throttleIntervalMs: 1000 });
     expect(loadConfig({ env: { KENG_LIVE_BATCH_MS: '200', KENG_LIVE_MAX_CLIENTS: '10', KENG_LIVE_MAX_EVENT_RATE: '50', KENG_LIVE_THROTTLE_MS: '500' } }).live)

@@ -86,8 +86,8 @@ export class DeviceAuthentication implements DeviceAuthenticator {
     const looksLikeId = DEVICE_ID_RE.test(username);
     const byId = looksLikeId ? devices.record(username) : undefined;
     if (byId) {
-      // username = device id, password = device secret
-      if (byId.row.enabled !== 1) return { ok: false, reason: 'disabled' };
+      // username = device id, password = device secret. A disabled device is named as such (CONNACK 5)
+      // only to whoever proves its secret: with a wrong one it gets the answer of an unknown device.
       const secret = password?.toString('utf8') ?? '';
       const hash = byId.row.secret_hash;
       const good = await verifier.verify(username, secret, hash);
@@ -97,7 +97,6 @@ export class DeviceAuthentication implements DeviceAuthenticator {
     const id = devices.idByToken(tokenLookup(username));
     const byToken = id !== undefined ? devices.record(id) : undefined;
     if (!byToken) return { ok: false, reason: looksLikeId ? 'unknown_device' : 'bad_credentials' };
-    if (byToken.row.enabled !== 1) return { ok: false, reason: 'disabled' };
     const hash = byToken.row.token_hash;
     const good = await verifier.verify(tokenKey(byToken.row.id), username, hash);
     return this.settle(byToken.row.id, good, true, 'bad_credentials', hash);

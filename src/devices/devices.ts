@@ -36,7 +36,7 @@ const KINDS: readonly DeviceKind[] = ['sensor', 'speaker', 'gateway'];
 
 interface DeviceRow extends StoredCredentials {
   id: string; kind: DeviceKind; name: string; area: string; lat: number | null; lon: number | null;
-  model: string | null; enabled: number; created_at: number;
+  model: string | null; enabled: number; created_at: number; history_from: number | null;
 }
 interface Cached { device: Device; row: DeviceRow }
 
@@ -44,7 +44,7 @@ function toDevice(r: DeviceRow): Device {
   return Object.freeze({
     id: r.id, kind: r.kind, name: r.name, area: r.area,
     location: r.lat !== null && r.lon !== null ? Object.freeze({ lat: r.lat, lon: r.lon }) : null,
-    model: r.model, enabled: r.enabled === 1, createdAt: r.created_at,
+    model: r.model, enabled: r.enabled === 1, createdAt: r.created_at, historyFrom: r.history_from,
   });
 }
 
@@ -96,8 +96,11 @@ function prepare(db: SqliteDatabase) {
     db,
     allDevices: s('SELECT * FROM devices'),
     getDevice: s('SELECT * FROM devices WHERE id = ?'),
-    insertDevice: s(`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at)
-      VALUES (@id, @kind, @name, @area, @lat, @lon, @model, @enabled, @secret_hash, @token_lookup, @token_hash, @created_at)`),
+    insertDevice: s(`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at, history_from)
+      VALUES (@id, @kind, @name, @area, @lat, @lon, @model, @enabled, @secret_hash, @token_lookup, @token_hash, @created_at, @history_from)`),
+    tombstone: s('SELECT deleted_at FROM device_tombstones WHERE id = ?'),
+    bury: s(`INSERT INTO device_tombstones (id, deleted_at) VALUES (?, ?)
+      ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at`),
     deleteDevice: s('DELETE FROM devices WHERE id = ?'),
     setEnabled: s('UPDATE devices SET enabled = ? WHERE id = ?'),
     updateDevice: s(`UPDATE devices SET name = @name, area = @area, lat = @lat, lon = @lon, model = @model, enabled = @enabled
@@ -139,11 +142,15 @@ export class Devices implements DevicesApi, CredentialLookup {
     if (!this.deps.areas.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
     const { credentials, stored } = await issueCredentials();
+    // An id that belonged to a deleted device: what that device stored stays in the telemetry store
+    // (unless purged) but is never shown under the new one (history starts where the old one ended).
+    const buried = this.sql.q.tombstone.get(d.id) as { deleted_at: number } | undefined;
     const row: DeviceRow = {
       id: d.id, kind: d.kind, name: d.name, area: d.area,
       lat: d.location?.lat ?? null, lon: d.location?.lon ?? null, model: d.model ?? null, enabled: 1,
       ...stored,
       created_at: this.deps.clock.now(),
+      history_from: buried ? buried.deleted_at + 1 : null,
     };
     const q = this.sql.q;
     try {
@@ -184,7 +191,13 @@ export class Devices implements DevicesApi, CredentialLookup {
   }
 
   deleteDevice(id: string): boolean {
-    const removed = this.sql.q.deleteDevice.run(id).changes > 0; // device_state goes with it (ON DELETE CASCADE)
+    const q = this.sql.q;
+    // device_state goes with it (ON DELETE CASCADE); the tombstone keeps a later device of the same id from its history.
+    const removed = q.db.transaction(() => {
+      const gone = q.deleteDevice.run(id).changes > 0;
+      if (gone) q.bury.run(id, this.deps.clock.now());
+      return gone;
+    })();
     if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
     else if (removed) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
     return removed;

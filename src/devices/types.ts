@@ -25,6 +25,11 @@ export interface Device {
   model: string | null;
   enabled: boolean;
   createdAt: number;
+  /**
+   * Readings before this (epoch ms) belong to a deleted device that had the
+   * same id and are never shown under this one; null when the id is new.
+   */
+  historyFrom: number | null;
 }
 
 export interface LatestValue { ts: number; value: Scalar }

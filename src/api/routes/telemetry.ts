@@ -51,6 +51,8 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> =
     const q = req.query;
     const fields = parseFields(q.fields);
     const range = resolveRange({ from: q.from, to: q.to, every: q.every }, clock.now(), maxPoints);
+    // A device registered under the id of a deleted one never shows that one's readings.
+    if (device.historyFrom !== null && range.from < device.historyFrom) range.from = Math.min(device.historyFrom, range.to);
     if (q.agg !== undefined && range.everyMs === undefined) {
       throw withDetails(Errors.VALIDATION('"agg" needs "every"'), [{ in: 'querystring', field: 'agg', message: 'needs "every"' }]);
     }

@@ -268,6 +268,17 @@ print(s.validate(etree.fromstring(sys.stdin.buffer.read(), p)))`, XSD], { input:
     await as('can-bo-a1')('POST', `/api/v1/alerts/${update.body.id}/cancel`);
   });
 
+  it('a loudspeaker offline when the alert starts gets it when it reconnects, while the alert is valid', async () => {
+    const away = sim.speakers.find((s) => s.id === 'loa-a2')!;
+    await away.goOffline(4000);
+    await waitFor(() => !t.app.broker.isConnected('loa-a2'), 5000);
+    const r = await as('can-bo-a1')('POST', '/api/v1/alerts', alertBody({ status: 'Exercise', areas: ['thon-a2'], headline: 'Diễn tập: loa mất kết nối' }));
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const first = await waitTargets(r.body.broadcastId, (by) => by['loa-a3'] === 'playing' || by['loa-a3'] === 'completed');
+    expect(first['loa-a2']).toBe('offline');
+    await waitTargets(r.body.broadcastId, (by) => by['loa-a2'] === 'playing' || by['loa-a2'] === 'completed', 30_000);
+  });
+
   it('a restart keeps a pending alert, which then plays once approved', async () => {
     await as('quan-tri')('PUT', '/api/v1/alerts/policy', { playAtOnce: [] });
     const r = await as('can-bo-a1')('POST', '/api/v1/alerts', alertBody({ areas: ['thon-a1'], headline: 'Sau khi khởi động lại' }));

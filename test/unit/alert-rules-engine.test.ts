@@ -223,6 +223,23 @@ describe('silent devices', () => {
   });
 });
 
+describe('devices moved, disabled or deleted', () => {
+  it('stop counting at once, not only once silent', async () => {
+    const { rule } = create({ forSec: 0, minDevices: 1 });
+    await level('g1', 260);
+    await level('g2', 260);
+    await h.advance(MIN);
+    await level('g1', 200);
+    h.devices.set('g1', { area: 'va1', kind: 'sensor', enabled: true });
+    h.bus.emit('device.changed', { deviceId: 'g1', change: 'updated' }); // renamed: keeps its track
+    expect(h.rules.get(h.caller('ca'), rule.id).devices.map((d) => d.deviceId)).toEqual(['g1', 'g2']);
+    h.devices.set('g2', { area: 'cb', kind: 'sensor', enabled: true });
+    h.bus.emit('device.changed', { deviceId: 'g2', change: 'updated' }); // moved to another commune
+    expect(stateOf(rule.id).firing).toBe(false);
+    expect(raised()[0]!.state).toBe('rejected');
+  });
+});
+
 describe('rain: rate_per_hour', () => {
   it('sums each gauge\'s readings of the last hour', async () => {
     create({ field: 'rain_mm', aggregate: 'rate_per_hour', op: '>=', threshold: 50, clearThreshold: 20, forSec: 0 });

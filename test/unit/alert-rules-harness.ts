@@ -81,6 +81,8 @@ export interface Harness {
   audit: AuditInput[];
   events: AlertRuleEvent[];
   state: StateDb;
+  /** The registry's devices (for 'device.changed'); readings need no registration. */
+  devices: Map<string, { area: string; kind: 'sensor' | 'speaker' | 'gateway'; enabled: boolean }>;
   /** A caller (operator) of the given areas. */
   caller(...areas: string[]): Caller;
   /** A reading of `device` (area va1, kind sensor unless told) at the current (fake) time. */
@@ -98,7 +100,8 @@ export async function startHarness(): Promise<Harness> {
   await state.start();
   const insert = state.db.prepare('INSERT INTO areas (code, name, level, parent, created_at) VALUES (?, ?, ?, ?, 0)');
   for (const a of AREAS) insert.run(a.code, a.name, a.level, a.parent);
-  const registry = { getArea: (code: string) => AREAS.find((a) => a.code === code) };
+  const devices = new Map<string, { area: string; kind: 'sensor' | 'speaker' | 'gateway'; enabled: boolean }>();
+  const registry = { getArea: (code: string) => AREAS.find((a) => a.code === code), getDevice: (id: string) => devices.get(id) };
   const alerts = new FakeAlerts();
   const bus = new EventBus();
   const audit: AuditInput[] = [];
@@ -109,7 +112,7 @@ export async function startHarness(): Promise<Harness> {
     audit: { record: (e) => { audit.push(e); return {} as never; } },
   });
   const h: Harness = {
-    rules: make(), alerts, bus, audit, events, state,
+    rules: make(), alerts, bus, audit, events, state, devices,
     caller: (...areas) => ({
       principal: { kind: 'user', id: `op-${areas.join('-')}`, role: 'operator', areas },
       inScope: (code) => {

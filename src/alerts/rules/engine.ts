@@ -26,6 +26,7 @@ import type { Clock } from '../../core/clock.js';
 import type { AlertRuleEvent, EventBus, TelemetryEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { AuditRecorder } from '../../audit/log.js';
+import type { Device } from '../../devices/types.js';
 import type { AlertService } from '../service.js';
 import type { AreaChains } from './areas.js';
 import { forgetSilent, observe, pastClear, tally, type DeviceTrack } from './condition.js';
@@ -55,6 +56,7 @@ export interface RuleEngineDeps {
   /** Writes a rule's episode durably. */
   saveState(s: RuleFiringState): void;
   areas: AreaChains;
+  devices: { getDevice(id: string): Pick<Device, 'area' | 'kind' | 'enabled'> | undefined };
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
   logger: Logger;
@@ -179,6 +181,27 @@ export class RuleEngine {
       }
     } catch (err) {
       this.log.error({ err, deviceId: e.deviceId }, 'alert rules: a reading could not be judged');
+    }
+  };
+
+  /**
+   * Bus listener: a device moved out of a rule's area, disabled or deleted
+   * stops counting at once (not only once it falls silent); one that stays
+   * keeps its track (a renamed gauge keeps its duration).
+   */
+  readonly onDeviceChanged = (e: { deviceId: string; change: string }): void => {
+    if (this.stopped || e.change === 'created') return;
+    try {
+      const d = this.d.devices.getDevice(e.deviceId);
+      for (const r of this.rules.values()) {
+        if (!r.tracks.has(e.deviceId)) continue;
+        const stays = d !== undefined && d.enabled && this.d.areas.covers(r.rule.area, d.area) && (r.rule.kind === undefined || d.kind === r.rule.kind);
+        if (stays) continue;
+        r.tracks.delete(e.deviceId);
+        this.evaluate(r);
+      }
+    } catch (err) {
+      this.log.error({ err, deviceId: e.deviceId }, 'alert rules: a device change could not be applied');
     }
   };
 

@@ -22,7 +22,7 @@ import { ruleBodyError, validateRuleBody, validateRulePatch } from './validate.j
 
 export interface AlertRulesDeps {
   stateDb: StateDb;
-  registry: AreaLookup;
+  registry: AreaLookup & RuleEngineDeps['devices'];
   alerts: RuleEngineDeps['alerts'];
   bus: Pick<EventBus, 'on' | 'emit'>;
   audit: AuditRecorder;
@@ -48,7 +48,7 @@ export class AlertRules implements Component {
   readonly name = 'alert-rules';
   private repo: AlertRuleRepo | null = null;
   private engine: RuleEngine | null = null;
-  private off: (() => void) | null = null;
+  private off: Array<() => void> = [];
   private readonly areas: AreaChains;
   private readonly log: Logger;
 
@@ -60,7 +60,7 @@ export class AlertRules implements Component {
   async start(): Promise<void> {
     const repo = new AlertRuleRepo(this.d.stateDb.db);
     const engine = new RuleEngine({
-      alerts: this.d.alerts, areas: this.areas, bus: this.d.bus, audit: this.d.audit, logger: this.log, clock: this.d.clock,
+      alerts: this.d.alerts, areas: this.areas, devices: this.d.registry, bus: this.d.bus, audit: this.d.audit, logger: this.log, clock: this.d.clock,
       timers: this.d.timers ?? realTimers, sender: this.d.sender,
       saveState: (s) => this.write(() => repo.saveState(s, this.d.clock.now())),
     });
@@ -68,12 +68,11 @@ export class AlertRules implements Component {
     engine.recover();
     this.repo = repo;
     this.engine = engine;
-    this.off = this.d.bus.on('telemetry', engine.onTelemetry);
+    this.off.push(this.d.bus.on('telemetry', engine.onTelemetry), this.d.bus.on('device.changed', engine.onDeviceChanged));
   }
 
   async stop(): Promise<void> {
-    this.off?.();
-    this.off = null;
+    for (const off of this.off.splice(0)) off();
     await this.engine?.stop();
     this.engine = null;
     this.repo = null;

@@ -289,6 +289,35 @@ describe('restart', () => {
     expect(raised()[0]!.state).toBe('rejected');
   });
 
+  it('after a restart one gauge back to normal does not end the episode until every gauge has had the time to report', async () => {
+    const { rule } = create({ forSec: 0, minDevices: 2 }); // staleAfter: 15 min
+    await level('g1', 260);
+    await level('g2', 260);
+    expect(raised()).toHaveLength(1);
+    await h.restart();
+    for (let i = 0; i < 2; i++) { await level('g1', 220); await h.advance(5 * MIN); }
+    await h.advance(5 * MIN - 1);
+    expect(stateOf(rule.id).firing).toBe(true); // g2 not heard since the restart: it may still be high
+    await h.advance(1); // 15 min: g2 would have reported by now if it were reporting
+    expect(stateOf(rule.id).firing).toBe(false);
+    expect(raised()[0]!.state).toBe('rejected');
+  });
+
+  it('… and a gauge heard high meanwhile keeps it going', async () => {
+    const { rule } = create({ forSec: 0, minDevices: 2 });
+    await level('g1', 260);
+    await level('g2', 260);
+    await h.restart();
+    await level('g1', 220);
+    await h.advance(12 * MIN);
+    await level('g2', 258);
+    await h.advance(10 * MIN);
+    await level('g1', 220);
+    expect(stateOf(rule.id).firing).toBe(true);
+    await level('g2', 229);
+    expect(stateOf(rule.id).firing).toBe(false);
+  });
+
   it('the cooldown survives a restart', async () => {
     const { rule } = create({ forSec: 0, cooldownSec: 3600 });
     await level('g1', 260);

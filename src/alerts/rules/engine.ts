@@ -18,7 +18,8 @@
  *
  * The episode is in the state store (written before the alert is raised, so
  * a crash in between is found again at start); device tracks are in memory
- * only and start again from the next readings after a restart.
+ * only and start again from the next readings after a restart, an episode
+ * under way then clearing no earlier than staleAfter later (clearNotBefore).
  */
 import { randomBytes } from 'node:crypto';
 import { Errors } from '../../core/errors.js';
@@ -77,6 +78,13 @@ interface Runtime {
   timerAt: number | null;
   /** Its alert is being raised (text-to-speech takes a while): it is judged again once that is done. */
   raising: boolean;
+  /**
+   * An episode whose device tracks were lost (restart, rule changed) clears
+   * no earlier than this: every device still reporting has had staleAfter to
+   * be heard, so one gauge back to normal does not end it while another,
+   * not heard yet, may still be high.
+   */
+  clearNotBefore: number;
 }
 
 export class RuleEngine {
@@ -93,7 +101,10 @@ export class RuleEngine {
   /** The stored rules and episodes (at start). */
   load(rules: readonly AlertRule[], states: readonly RuleFiringState[]): void {
     const byId = new Map(states.map((s) => [s.ruleId, s]));
-    for (const rule of rules) this.put(rule, byId.get(rule.id) ?? { ruleId: rule.id, firing: false });
+    for (const rule of rules) {
+      const r = this.put(rule, byId.get(rule.id) ?? { ruleId: rule.id, firing: false });
+      this.tracksLost(r);
+    }
   }
 
   /**
@@ -137,10 +148,14 @@ export class RuleEngine {
       this.endEpisode(r, prev.area !== rule.area ? 'rule moved to another area' : 'rule disabled');
     }
     const judged = ['area', 'kind', 'field', 'aggregate', 'op', 'threshold', 'clearThreshold', 'staleAfterSec'] as const;
-    if (!rule.enabled || judged.some((k) => prev[k] !== rule[k])) r.tracks.clear();
+    const reset = !rule.enabled || judged.some((k) => prev[k] !== rule[k]);
     this.unindex(r);
     r.rule = rule;
     this.index(r);
+    if (reset) {
+      r.tracks.clear();
+      this.tracksLost(r);
+    }
     this.disarm(r);
     this.evaluate(r);
   }
@@ -229,8 +244,10 @@ export class RuleEngine {
       } else {
         wake = t.nextDue;
       }
+    } else if (t.fresh > 0 && t.inCondition.length === 0) {
+      if (now >= r.clearNotBefore) { this.clear(r); return; }
+      wake = r.clearNotBefore;
     } else {
-      if (t.fresh > 0 && t.inCondition.length === 0) { this.clear(r); return; }
       // A device in condition falling silent can leave only devices that say it is over.
       wake = t.nextStale;
     }
@@ -344,10 +361,16 @@ export class RuleEngine {
 
   // ------------------------------------------------------------ plumbing
 
-  private put(rule: AlertRule, state: RuleFiringState): void {
-    const r: Runtime = { rule, state, tracks: new Map(), timer: null, timerAt: null, raising: false };
+  private put(rule: AlertRule, state: RuleFiringState): Runtime {
+    const r: Runtime = { rule, state, tracks: new Map(), timer: null, timerAt: null, raising: false, clearNotBefore: -Infinity };
     this.rules.set(rule.id, r);
     this.index(r);
+    return r;
+  }
+
+  /** The devices' tracks are gone (restart, rule changed): an episode under way waits for them to be heard again. */
+  private tracksLost(r: Runtime): void {
+    r.clearNotBefore = r.state.firing ? this.d.clock.now() + staleAfterMs(r.rule) : -Infinity;
   }
 
   private index(r: Runtime): void {

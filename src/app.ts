@@ -32,6 +32,7 @@ import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
+import { AlertRules } from './alerts/rules/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -60,6 +61,8 @@ export interface KengApp {
   /** Ed25519 keys that sign broadcast.play / broadcast.stop (device protocol §11.6). */
   readonly commandKeys: CommandKeys;
   readonly alerts: AlertService;
+  /** Sensor rules that raise alerts from telemetry. */
+  readonly alertRules: AlertRules;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
@@ -124,11 +127,15 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     stateDb, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock, batch: broadcast.durable,
     options: { volume: config.alerts.volume, toneSec: config.alerts.toneSec, cancelNoticeValiditySec: config.alerts.cancelNoticeValiditySec },
   });
+  // Started after the alerts it raises; stopped before them (it waits for an alert being raised).
+  const alertRules = new AlertRules({
+    stateDb, registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender, batch: broadcast.durable,
+  });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
-      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts,
+      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -141,12 +148,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, live, accounts, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

@@ -15,9 +15,13 @@ export const ROLES: readonly Role[] = ['admin', 'operator', 'viewer', 'service']
 export const ALL_AREAS = '*';
 
 export interface Principal {
-  /** How the caller authenticated: the admin token, a user session, or an API token. */
-  kind: 'admin' | 'user' | 'token';
-  /** Stable id for audit logs: "admin", a username, or an API token id. */
+  /**
+   * How the caller authenticated: the admin token, a user session, or an API
+   * token; `system` is Keng acting on its own (a sensor rule raising an alert),
+   * never the result of a bearer token.
+   */
+  kind: 'admin' | 'user' | 'token' | 'system';
+  /** Stable id for audit logs: "admin", a username, an API token id, or e.g. "rule:<id>". */
   id: string;
   role: Role;
   /**

@@ -95,7 +95,7 @@ export const ConfigSchema = Type.Object({
     toneSec: Type.Number({ minimum: 0.5, maximum: 30, default: 3 }),
     /** CAP `sender` of alerts raised here (CAP 1.2 §3.2.1: unique per originator, e.g. an address of the commune). */
     sender: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\s,<>&]+$', default: 'keng@localhost' }),
-    /** Serve active public alerts as a CAP Atom feed without login (GET /api/v1/alerts/feed.atom). */
+    /** Serve active public alerts as a CAP Atom feed without login (GET /api/v1/alerts.atom). */
     publicFeed: Type.Boolean({ default: true }),
     /** How long loudspeakers may still start the notice of a cancelled alert. */
     cancelNoticeValiditySec: Type.Integer({ minimum: 10, maximum: 86_400, default: 600 }),

@@ -30,6 +30,8 @@ export interface KengEvents {
   'broadcast.state': { broadcastId: string; deviceId: string; area: string; state: string; at: number };
   /** An alert was raised, approved, played, cancelled, replaced, expired or rejected; emitted by the alerts module. */
   'alert.changed': AlertEvent;
+  /** A sensor rule fired (raised its alert, or failed to), or its condition ended; emitted by the alert rules. */
+  'alert.rule': AlertRuleEvent;
 }
 
 /** What the live feed tells operators and the IOC about an alert. */
@@ -49,6 +51,25 @@ export interface AlertEvent {
   broadcastId?: string;
   /** Who caused the change (principal id), absent for expiry. */
   by?: string;
+  at: number;
+}
+
+/** What the live feed tells operators and the IOC about a sensor rule (docs/alerts.md "Sensor-triggered warnings"). */
+export interface AlertRuleEvent {
+  ruleId: string;
+  name: string;
+  /** The area it watches and warns. */
+  area: string;
+  /** fired: it raised its alert; failed: it could not raise it; cleared: its condition ended. */
+  change: 'fired' | 'failed' | 'cleared';
+  field: string;
+  /** The devices behind the change and their values (fired: those in condition; cleared: those back past the clear threshold). */
+  readings: Array<{ deviceId: string; value: number }>;
+  alertId?: string;
+  /** The alert's state after the change (a pending alert is rejected when the condition ends). */
+  alertState?: string;
+  /** Why the alert could not be raised (failed). */
+  error?: string;
   at: number;
 }
 

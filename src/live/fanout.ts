@@ -14,7 +14,7 @@ import type { KengEvents } from '../core/events.js';
 import type { BatchGroup, BatchGroups } from './batch.js';
 import type { LiveClient } from './client.js';
 import type { TimeFormatter } from '../core/time.js';
-import { alertMsg, broadcastMsg, statusMsg, telemetryMsg } from './format.js';
+import { alertMsg, alertRuleMsg, broadcastMsg, statusMsg, telemetryMsg } from './format.js';
 import type { EventCounts } from './metrics.js';
 import { NO_BROADCAST_ROOM, deviceRoom, type AncestorCache } from './rooms.js';
 import type { SlowClients } from './slow.js';
@@ -84,18 +84,32 @@ export class FanOut {
    * Rare events: not coalesced for backed-up clients.
    */
   readonly onAlert = (e: KengEvents['alert.changed']): void => {
-    if (!this.nsp) return;
+    const rooms = this.staffRooms(e.areas);
+    if (!rooms) return;
+    this.nsp!.to(rooms).except(NO_BROADCAST_ROOM).emit('alert', alertMsg(e, this.fmt));
+    this.counts.alert++;
+  };
+
+  /** A sensor rule fired or cleared: to the same clients as the alerts of its area. */
+  readonly onAlertRule = (e: KengEvents['alert.rule']): void => {
+    const rooms = this.staffRooms([e.area]);
+    if (!rooms) return;
+    this.nsp!.to(rooms).except(NO_BROADCAST_ROOM).emit('alert.rule', alertRuleMsg(e, this.fmt));
+    this.counts.alertRule++;
+  };
+
+  /** Rooms (with members) of the areas and their ancestors, batch groups included; null when none. */
+  private staffRooms(areas: readonly string[]): string[] | null {
+    if (!this.nsp) return null;
     const rooms = new Set<string>();
     const present = this.nsp.adapter.rooms;
-    for (const area of e.areas) {
+    for (const area of areas) {
       const chain = this.ancestors.rooms(area);
       for (const r of chain) if (present.has(r)) rooms.add(r);
       for (const g of this.groupRooms('', chain, true) ?? []) rooms.add(g);
     }
-    if (rooms.size === 0) return;
-    this.nsp.to([...rooms]).except(NO_BROADCAST_ROOM).emit('alert', alertMsg(e, this.fmt));
-    this.counts.alert++;
-  };
+    return rooms.size === 0 ? null : [...rooms];
+  }
 
   /** Rooms of a device event that have members, or null. */
   private targets(deviceId: string, areaRooms: readonly string[]): string[] | null {

@@ -1,7 +1,7 @@
 /**
  * The live feed (docs/live-feed.md): socket.io on the
  * HTTP server, token at the handshake, `subscribe`/`unsubscribe` by devices
- * or areas, `telemetry`, `status`, `broadcast` and `alert` events for what the caller
+ * or areas, `telemetry`, `status`, `broadcast`, `alert` and `alert.rule` events for what the caller
  * may see.
  *
  * This file wires the parts and owns their lifecycle:
@@ -79,7 +79,7 @@ export class LiveFeed implements Component {
   private lastReauth = 0;
   private started = false;
   private stopped = false;
-  private readonly counts: EventCounts = { telemetry: 0, status: 0, broadcast: 0, alert: 0, coalesced: 0 };
+  private readonly counts: EventCounts = { telemetry: 0, status: 0, broadcast: 0, alert: 0, alertRule: 0, coalesced: 0 };
   private readonly batches: BatchGroups;
   /** Single-event clients over maxEventRate (throttle.ts). */
   private readonly throttle: Throttle;
@@ -149,6 +149,7 @@ export class LiveFeed implements Component {
       bus.on('status', this.fanout.onStatus),
       bus.on('broadcast.state', this.fanout.onBroadcast),
       bus.on('alert.changed', this.fanout.onAlert),
+      bus.on('alert.rule', this.fanout.onAlertRule),
       bus.on('device.changed', this.membership.onDeviceChanged),
     );
     this.lastReauth = Date.now();
@@ -222,12 +223,13 @@ export class LiveFeed implements Component {
       if (k.status) m.emitted.inc({ type: 'status' }, k.status);
       if (k.broadcast) m.emitted.inc({ type: 'broadcast' }, k.broadcast);
       if (k.alert) m.emitted.inc({ type: 'alert' }, k.alert);
+      if (k.alertRule) m.emitted.inc({ type: 'alert.rule' }, k.alertRule);
       if (k.coalesced) m.coalesced.inc(k.coalesced);
       if (this.batches.coalesced) m.coalesced.inc(this.batches.coalesced);
       if (this.throttle.emitted) m.emitted.inc({ type: 'telemetry' }, this.throttle.emitted);
       if (this.throttle.groups.coalesced) m.coalesced.inc(this.throttle.groups.coalesced);
     }
-    k.telemetry = k.status = k.broadcast = k.alert = k.coalesced = 0;
+    k.telemetry = k.status = k.broadcast = k.alert = k.alertRule = k.coalesced = 0;
     this.batches.batches = this.batches.coalesced = 0;
     this.throttle.emitted = this.throttle.groups.batches = this.throttle.groups.coalesced = 0;
   }

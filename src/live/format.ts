@@ -4,7 +4,7 @@
  * timeFormatter, which keeps the zone offset for the current 15-minute slot so
  * the hot path does not call Intl for every reading).
  */
-import type { AlertEvent, KengEvents, Scalar } from '../core/events.js';
+import type { AlertEvent, AlertRuleEvent, KengEvents, Scalar } from '../core/events.js';
 import type { TimeFormatter } from '../core/time.js';
 
 export interface TelemetryMsg { deviceId: string; ts: string; values: Record<string, Scalar> }
@@ -26,5 +26,11 @@ export function broadcastMsg(e: KengEvents['broadcast.state'], fmt: TimeFormatte
 export interface AlertMsg extends Omit<AlertEvent, 'at'> { at: string }
 
 export function alertMsg(e: AlertEvent, fmt: TimeFormatter): AlertMsg {
+  return { ...e, at: fmt(e.at) };
+}
+
+export interface AlertRuleMsg extends Omit<AlertRuleEvent, 'at'> { at: string }
+
+export function alertRuleMsg(e: AlertRuleEvent, fmt: TimeFormatter): AlertRuleMsg {
   return { ...e, at: fmt(e.at) };
 }

@@ -19,7 +19,7 @@ export interface LiveMetrics {
  * each periodic check: a field increment per event rather than a prom-client
  * call.
  */
-export interface EventCounts { telemetry: number; status: number; broadcast: number; alert: number; coalesced: number }
+export interface EventCounts { telemetry: number; status: number; broadcast: number; alert: number; alertRule: number; coalesced: number }
 
 
 export function liveMetrics(registry: Registry): LiveMetrics {

@@ -11,7 +11,9 @@ import type { MediaLibrary } from '../../media/index.js';
 import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
 import type { AlertService } from '../../alerts/index.js';
+import type { AlertRules } from '../../alerts/rules/index.js';
 import { alertFeedRoute, alertRoutes } from './alerts.js';
+import { alertRuleRoutes } from './alert-rules.js';
 import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
 import { loginRoutes, sessionRoutes } from './auth.js';
@@ -42,6 +44,8 @@ export interface ApiServices {
   commandKeys?: CommandKeys;
   /** Emergency alerts (CAP 1.2) and their public Atom feed. */
   alerts?: AlertService;
+  /** Sensor rules that raise alerts. */
+  alertRules?: AlertRules;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -67,6 +71,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
   if (s.commandKeys) await v1.register(commandKeyRoutes, { ctx, keys: s.commandKeys });
   if (s.alerts) await v1.register(alertRoutes, { ctx, alerts: s.alerts });
+  if (s.alertRules) await v1.register(alertRuleRoutes, { ctx, rules: s.alertRules });
   if (accounts) {
     await v1.register(sessionRoutes, { ctx, accounts });
     await v1.register(userRoutes, { ctx, accounts });

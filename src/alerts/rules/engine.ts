@@ -1,0 +1,465 @@
+/**
+ * Runs the alert rules on the readings as they become durable ('telemetry'
+ * events): per rule, a track per device (condition.ts), one timer for the
+ * next instant something can change without a reading (a device reaching
+ * forSec, falling silent, a cooldown ending), and the rule's episode.
+ *
+ * Episode: a rule *fires* when at least minDevices of its devices count
+ * (in condition for forSec, not silent) and its cooldown is over: it raises
+ * its alert through AlertService.create as the system caller "rule:<id>" (an
+ * Actual alert then waits for a person's approval). It *clears* when every
+ * device still reporting is back past the clear threshold (at least one must
+ * report: a rule whose devices all fall silent stays firing, since silence is
+ * no evidence that the water went down): a pending alert is then rejected
+ * ("condition ended"); an active one is left to the people who approved it.
+ * Cooldown: no new firing within cooldownSec after the last firing or
+ * clearing. One alert per episode: a rejected or expired alert is not raised
+ * again while the condition lasts.
+ *
+ * The episode is in the state store (written before the alert is raised, so
+ * a crash in between is found again at start); device tracks are in memory
+ * only and start again from the next readings after a restart, an episode
+ * under way then clearing no earlier than staleAfter later (clearNotBefore).
+ */
+import { randomBytes } from 'node:crypto';
+import { Errors } from '../../core/errors.js';
+import type { Clock } from '../../core/clock.js';
+import type { AlertRuleEvent, EventBus, TelemetryEvent } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import type { AuditRecorder } from '../../audit/log.js';
+import type { Device } from '../../devices/types.js';
+import type { AlertService } from '../service.js';
+import type { AreaChains } from './areas.js';
+import { forgetSilent, observe, pastClear, tally, type DeviceTrack } from './condition.js';
+import { staleAfterMs, type AlertRule, type RuleFiringState } from './model.js';
+import { firingNote, ruleAlert, ruleCaller } from './raise.js';
+
+/** Injectable timers: tests drive the engine with fake time. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Real timers, unref'd: a rule's timer never keeps the process alive by itself. */
+export const realTimers: Timers = {
+  setTimeout(fn, ms) { const t = setTimeout(fn, ms); t.unref(); return t; },
+  clearTimeout(h) { clearTimeout(h as NodeJS.Timeout); },
+};
+
+/** The longest a timer waits (setTimeout's limit is ~24.8 days); it re-arms when it fires. */
+const MAX_TIMER_MS = 6 * 3600_000;
+/** Readings named in a live event (a province-wide rule may have hundreds of devices). */
+const MAX_EVENT_READINGS = 20;
+export const CONDITION_ENDED = 'condition ended';
+
+export interface RuleEngineDeps {
+  alerts: Pick<AlertService, 'create' | 'get' | 'reject' | 'list'>;
+  /** Writes a rule's episode durably. */
+  saveState(s: RuleFiringState): void;
+  areas: AreaChains;
+  devices: { getDevice(id: string): Pick<Device, 'area' | 'kind' | 'enabled'> | undefined };
+  bus: Pick<EventBus, 'emit'>;
+  audit: AuditRecorder;
+  logger: Logger;
+  clock: Clock;
+  timers: Timers;
+  /** CAP sender of the alerts (config alerts.sender). */
+  sender: string;
+}
+
+/** One device as a rule sees it (GET /api/v1/alert-rules/{id}). */
+export interface RuleDeviceView { deviceId: string; value: number; ts: number; inCondition: boolean; since?: number }
+
+interface Runtime {
+  rule: AlertRule;
+  state: RuleFiringState;
+  tracks: Map<string, DeviceTrack>;
+  timer: unknown;
+  timerAt: number | null;
+  /** Its alert is being raised (text-to-speech takes a while): it is judged again once that is done. */
+  raising: boolean;
+  /**
+   * An episode whose device tracks were lost (restart, rule changed) clears
+   * no earlier than this: every device still reporting has had staleAfter to
+   * be heard, so one gauge back to normal does not end it while another,
+   * not heard yet, may still be high.
+   */
+  clearNotBefore: number;
+}
+
+export class RuleEngine {
+  private readonly rules = new Map<string, Runtime>();
+  private readonly byField = new Map<string, Runtime[]>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopped = false;
+  private readonly log: Logger;
+
+  constructor(private readonly d: RuleEngineDeps) {
+    this.log = d.logger;
+  }
+
+  /** The stored rules and episodes (at start). */
+  load(rules: readonly AlertRule[], states: readonly RuleFiringState[]): void {
+    const byId = new Map(states.map((s) => [s.ruleId, s]));
+    for (const rule of rules) {
+      const r = this.put(rule, byId.get(rule.id) ?? { ruleId: rule.id, firing: false });
+      this.tracksLost(r);
+    }
+  }
+
+  /**
+   * Episodes whose alert was being raised when Keng stopped: the alert is
+   * looked up by the identifier chosen for it; if it was never stored, the
+   * episode did not happen and the rule starts again from its devices.
+   */
+  recover(): void {
+    for (const r of this.rules.values()) {
+      const s = r.state;
+      if (!s.firing || s.alertId !== undefined || s.lastError !== undefined || s.identifier === undefined) continue;
+      const caller = this.caller(r.rule);
+      const found = this.d.alerts.list(caller, { from: (s.firingSince ?? 0) - 60_000 }).find((a) => a.cap.identifier === s.identifier);
+      r.state = found ? { ...s, alertId: found.id } : withoutEpisode(s);
+      this.d.saveState(r.state);
+      this.log.warn({ ruleId: r.rule.id, alertId: found?.id }, found ? 'rule episode recovered after a restart' : 'rule alert was not raised before the restart; the rule starts again');
+    }
+  }
+
+  /** Stops the timers and waits for alerts being raised (their episode is written before the store closes). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const r of this.rules.values()) this.disarm(r);
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  add(rule: AlertRule): void {
+    this.put(rule, { ruleId: rule.id, firing: false });
+  }
+
+  /**
+   * A changed rule. Device tracks start again when what is measured or how it
+   * is judged changed; moving the rule to another area or disabling it ends
+   * its episode (its alert, if any, stays with the people handling it).
+   */
+  update(rule: AlertRule): void {
+    const r = this.rules.get(rule.id);
+    if (!r) { this.add(rule); return; }
+    const prev = r.rule;
+    if (r.state.firing && (prev.area !== rule.area || !rule.enabled)) {
+      this.endEpisode(r, prev.area !== rule.area ? 'rule moved to another area' : 'rule disabled');
+    }
+    const judged = ['area', 'kind', 'field', 'aggregate', 'op', 'threshold', 'clearThreshold', 'staleAfterSec'] as const;
+    const reset = !rule.enabled || judged.some((k) => prev[k] !== rule[k]);
+    this.unindex(r);
+    r.rule = rule;
+    this.index(r);
+    if (reset) {
+      r.tracks.clear();
+      this.tracksLost(r);
+    }
+    this.disarm(r);
+    this.evaluate(r);
+  }
+
+  /** A deleted rule: its episode ends; its alert, if any, stays. */
+  remove(id: string): void {
+    const r = this.rules.get(id);
+    if (!r) return;
+    if (r.state.firing) this.endEpisode(r, 'rule deleted', false);
+    this.disarm(r);
+    this.unindex(r);
+    this.rules.delete(id);
+  }
+
+  state(id: string): RuleFiringState | undefined { return this.rules.get(id)?.state; }
+
+  /** The devices the rule currently hears from, by id. */
+  devices(id: string): RuleDeviceView[] {
+    const r = this.rules.get(id);
+    if (!r) return [];
+    const now = this.d.clock.now();
+    forgetSilent(r.tracks, now, r.rule);
+    return [...r.tracks].sort(([a], [b]) => a.localeCompare(b)).map(([deviceId, t]) => ({
+      deviceId, value: t.value, ts: t.lastTs, inCondition: t.inCondition, ...(t.since !== null ? { since: t.since } : {}),
+    }));
+  }
+
+  /** Bus listener: never throws (it runs inside the ingest's post-commit step). */
+  readonly onTelemetry = (e: TelemetryEvent): void => {
+    if (this.stopped) return;
+    try {
+      for (const field in e.values) {
+        const list = this.byField.get(field);
+        if (list === undefined) continue;
+        const v = e.values[field];
+        if (typeof v !== 'number' || !Number.isFinite(v)) continue;
+        for (const r of list) this.reading(r, e, v);
+      }
+    } catch (err) {
+      this.log.error({ err, deviceId: e.deviceId }, 'alert rules: a reading could not be judged');
+    }
+  };
+
+  /**
+   * Bus listener: a device moved out of a rule's area, disabled or deleted
+   * stops counting at once (not only once it falls silent); one that stays
+   * keeps its track (a renamed gauge keeps its duration).
+   */
+  readonly onDeviceChanged = (e: { deviceId: string; change: string }): void => {
+    if (this.stopped || e.change === 'created') return;
+    try {
+      const d = this.d.devices.getDevice(e.deviceId);
+      for (const r of this.rules.values()) {
+        if (!r.tracks.has(e.deviceId)) continue;
+        const stays = d !== undefined && d.enabled && this.d.areas.covers(r.rule.area, d.area) && (r.rule.kind === undefined || d.kind === r.rule.kind);
+        if (stays) continue;
+        r.tracks.delete(e.deviceId);
+        this.evaluate(r);
+      }
+    } catch (err) {
+      this.log.error({ err, deviceId: e.deviceId }, 'alert rules: a device change could not be applied');
+    }
+  };
+
+  // ------------------------------------------------------------ judging
+
+  private reading(r: Runtime, e: TelemetryEvent, v: number): void {
+    const rule = r.rule;
+    if (!rule.enabled || (rule.kind !== undefined && e.kind !== rule.kind) || !this.d.areas.covers(rule.area, e.area)) return;
+    // A device clock ahead of ours must not make it count before its time.
+    const ts = Math.min(e.ts, this.d.clock.now());
+    if (observe(r.tracks, e.deviceId, ts, v, rule, r.state.firing)) this.evaluate(r);
+  }
+
+  private evaluate(r: Runtime): void {
+    if (this.stopped || r.raising || !r.rule.enabled) return;
+    const now = this.d.clock.now();
+    const rule = r.rule;
+    const t = tally(r.tracks, now, rule);
+    let wake: number | undefined;
+    if (!r.state.firing) {
+      if (t.counting.length >= rule.minDevices) {
+        const until = this.cooldownEnd(r);
+        if (until <= now) { this.fire(r, t.counting); return; }
+        wake = until;
+      } else {
+        wake = t.nextDue;
+      }
+    } else if (t.fresh > 0 && t.inCondition.length === 0) {
+      if (now >= r.clearNotBefore) { this.clear(r); return; }
+      wake = r.clearNotBefore;
+    } else {
+      // A device in condition falling silent can leave only devices that say it is over.
+      wake = t.nextStale;
+    }
+    this.arm(r, wake);
+  }
+
+  private cooldownEnd(r: Runtime): number {
+    const last = Math.max(r.state.lastFiredAt ?? -Infinity, r.state.lastClearedAt ?? -Infinity);
+    return last + r.rule.cooldownSec * 1000;
+  }
+
+  // ------------------------------------------------------------ firing and clearing
+
+  private fire(r: Runtime, counting: string[]): void {
+    const now = this.d.clock.now();
+    const rule = r.rule;
+    const readings = counting.sort().map((id) => ({ deviceId: id, value: r.tracks.get(id)!.value }));
+    const identifier = `${rule.id}.${now.toString(36)}`;
+    r.state = {
+      ruleId: rule.id, firing: true, firingSince: now, identifier, lastFiredAt: now,
+      ...(r.state.lastClearedAt !== undefined ? { lastClearedAt: r.state.lastClearedAt } : {}),
+    };
+    try {
+      this.d.saveState(r.state);
+    } catch (err) {
+      // Without its episode on disk a restart could raise the alert twice: better not now, and again at the next reading.
+      r.state = withoutEpisode(r.state);
+      this.log.error({ err, ruleId: rule.id }, 'alert rule could not record its firing; not raising its alert');
+      return;
+    }
+    this.disarm(r);
+    r.raising = true;
+    const p: Promise<void> = this.raise(r, readings, identifier, now).finally(() => {
+      r.raising = false;
+      this.inFlight.delete(p);
+      if (this.rules.get(rule.id) === r) this.evaluate(r);
+    });
+    this.inFlight.add(p);
+  }
+
+  private async raise(r: Runtime, readings: Array<{ deviceId: string; value: number }>, identifier: string, now: number): Promise<void> {
+    const rule = r.rule;
+    const caller = this.caller(rule);
+    // The episode may end while the alert is raised (rule deleted, disabled, moved): then it is not written back.
+    const current = () => this.rules.get(rule.id) === r && r.state.identifier === identifier;
+    try {
+      const made = ruleAlert(rule, { now, identifier, sender: this.d.sender, areaName: (c) => this.d.areas.name(c), note: firingNote(rule, readings) });
+      if (!made.ok) throw Errors.UNPROCESSABLE(made.errors.map((e) => `${e.field}: ${e.message}`).join('; '));
+      const alert = await this.d.alerts.create(caller, made.cap, made.reach);
+      if (current()) {
+        r.state = { ...r.state, alertId: alert.id };
+        this.save(r);
+      }
+      this.audit(rule, 'alert-rule.fire', { alertId: alert.id, alertState: alert.state, readings });
+      this.notify(rule, 'fired', readings, { alertId: alert.id, alertState: alert.state });
+      this.log.info({ ruleId: rule.id, alertId: alert.id, state: alert.state, devices: readings.length }, 'alert rule fired');
+    } catch (err) {
+      const error = (err as Error).message ?? String(err);
+      if (current()) {
+        r.state = { ...r.state, lastError: error };
+        this.save(r);
+      }
+      this.audit(rule, 'alert-rule.fire', { error, readings });
+      this.notify(rule, 'failed', readings, { error });
+      this.log.error({ err, ruleId: rule.id }, 'alert rule fired but its alert could not be raised');
+    }
+  }
+
+  /** The condition ended: a pending alert is turned down, an active one stays with the people who approved it. */
+  private clear(r: Runtime): void {
+    const now = this.d.clock.now();
+    const rule = r.rule;
+    const prev = r.state;
+    // Rejected before the clearing is written: a crash in between clears (and finds the alert rejected) again.
+    const alertState = prev.alertId !== undefined ? this.rejectPending(rule, prev.alertId) : undefined;
+    r.state = lastEpisode(prev, now);
+    this.save(r);
+    const staleMs = staleAfterMs(rule);
+    const readings = [...r.tracks]
+      .filter(([, t]) => t.lastTs + staleMs > now && pastClear(rule.op, t.value, rule.clearThreshold))
+      .map(([deviceId, t]) => ({ deviceId, value: t.value }));
+    const extra = { ...(prev.alertId !== undefined ? { alertId: prev.alertId } : {}), ...(alertState !== undefined ? { alertState } : {}) };
+    this.audit(rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason: CONDITION_ENDED });
+    this.notify(rule, 'cleared', readings, extra);
+    this.log.info({ ruleId: rule.id, ...extra }, 'alert rule cleared');
+    this.evaluate(r);
+  }
+
+  /** The state of the rule's alert after rejecting it if it still waits for approval; undefined when it cannot be read. */
+  private rejectPending(rule: AlertRule, alertId: string): string | undefined {
+    const caller = this.caller(rule);
+    try {
+      const a = this.d.alerts.get(caller, alertId);
+      if (a.state !== 'pending_approval') return a.state;
+      return this.d.alerts.reject(caller, alertId, CONDITION_ENDED).state;
+    } catch (err) {
+      this.log.warn({ err, ruleId: rule.id, alertId }, 'alert rule: its alert could not be read or rejected');
+      return undefined;
+    }
+  }
+
+  /** The rule stopped watching (disabled, moved, deleted) in an episode: the episode ends as it is. */
+  private endEpisode(r: Runtime, reason: string, persist = true): void {
+    const prev = r.state;
+    r.state = lastEpisode(prev, this.d.clock.now());
+    if (persist) this.save(r);
+    const extra = prev.alertId !== undefined ? { alertId: prev.alertId } : {};
+    this.audit(r.rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason });
+    this.notify(r.rule, 'cleared', [], extra);
+  }
+
+  // ------------------------------------------------------------ plumbing
+
+  private put(rule: AlertRule, state: RuleFiringState): Runtime {
+    const r: Runtime = { rule, state, tracks: new Map(), timer: null, timerAt: null, raising: false, clearNotBefore: -Infinity };
+    this.rules.set(rule.id, r);
+    this.index(r);
+    return r;
+  }
+
+  /** The devices' tracks are gone (restart, rule changed): an episode under way waits for them to be heard again. */
+  private tracksLost(r: Runtime): void {
+    r.clearNotBefore = r.state.firing ? this.d.clock.now() + staleAfterMs(r.rule) : -Infinity;
+  }
+
+  private index(r: Runtime): void {
+    const list = this.byField.get(r.rule.field);
+    if (list) list.push(r); else this.byField.set(r.rule.field, [r]);
+  }
+
+  private unindex(r: Runtime): void {
+    const list = this.byField.get(r.rule.field);
+    if (!list) return;
+    const rest = list.filter((x) => x !== r);
+    if (rest.length) this.byField.set(r.rule.field, rest); else this.byField.delete(r.rule.field);
+  }
+
+  /**
+   * Times the next judgement. A timer already due earlier is kept: it wakes
+   * early, judges, and re-arms (cheaper than re-timing at every reading).
+   */
+  private arm(r: Runtime, at: number | undefined): void {
+    if (at === undefined || this.stopped) return;
+    if (r.timer !== null && r.timerAt !== null && r.timerAt <= at) return;
+    this.disarm(r);
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, at - this.d.clock.now()));
+    r.timerAt = at;
+    r.timer = this.d.timers.setTimeout(() => {
+      r.timer = null;
+      r.timerAt = null;
+      forgetSilent(r.tracks, this.d.clock.now(), r.rule);
+      this.evaluate(r);
+    }, delay);
+  }
+
+  private disarm(r: Runtime): void {
+    if (r.timer !== null) this.d.timers.clearTimeout(r.timer);
+    r.timer = null;
+    r.timerAt = null;
+  }
+
+  private caller(rule: AlertRule) {
+    return ruleCaller(rule, (code) => this.d.areas.covers(rule.area, code));
+  }
+
+  private save(r: Runtime): void {
+    try {
+      this.d.saveState(r.state);
+    } catch (err) {
+      this.log.error({ err, ruleId: r.rule.id }, 'alert rule state could not be written');
+    }
+  }
+
+  private audit(rule: AlertRule, action: string, after: Record<string, unknown>): void {
+    try {
+      this.d.audit.record({ actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after });
+    } catch (err) {
+      this.log.error({ err, action, ruleId: rule.id }, 'audit record failed');
+    }
+  }
+
+  private notify(rule: AlertRule, change: AlertRuleEvent['change'], readings: AlertRuleEvent['readings'], extra: Partial<AlertRuleEvent>): void {
+    try {
+      this.d.bus.emit('alert.rule', {
+        ruleId: rule.id, name: rule.name, area: rule.area, change, field: rule.field, readings: readings.slice(0, MAX_EVENT_READINGS),
+        ...extra, at: this.d.clock.now(),
+      });
+    } catch (err) {
+      this.log.error({ err, ruleId: rule.id }, 'alert rule event listener failed');
+    }
+  }
+}
+
+/** The state without a current episode (firing, its start, its error). */
+function withoutEpisode(s: RuleFiringState): RuleFiringState {
+  return {
+    ruleId: s.ruleId, firing: false,
+    ...(s.lastClearedAt !== undefined ? { lastClearedAt: s.lastClearedAt } : {}),
+  };
+}
+
+/** The state once an episode is over: what it raised and when, for the cooldown and for people. */
+function lastEpisode(s: RuleFiringState, clearedAt: number): RuleFiringState {
+  return {
+    ruleId: s.ruleId, firing: false, lastClearedAt: clearedAt,
+    ...(s.lastFiredAt !== undefined ? { lastFiredAt: s.lastFiredAt } : {}),
+    ...(s.identifier !== undefined ? { identifier: s.identifier } : {}),
+    ...(s.alertId !== undefined ? { alertId: s.alertId } : {}),
+  };
+}
+
+/** `ar_<ms base36><12 hex>`: short, time-ordered, URL-safe. */
+export function newRuleId(now: number): string {
+  return `ar_${now.toString(36)}${randomBytes(6).toString('hex')}`;
+}

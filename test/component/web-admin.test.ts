@@ -112,8 +112,9 @@ describe('web app: IOC overview and admin screens (Chromium)', () => {
     await expect(tile(page, 'c01').locator('.ioc-note').textContent()).resolves.toContain('Ruộng bà Tư');
     await expect(tile(page, 'c01').locator('h2').textContent()).resolves.toBe('Xã Hải Lăng');
     await expect(page.locator('.ioc h1').textContent()).resolves.toBe('Toàn cảnh · Tỉnh Quảng Trị');
-    // The alerts API is not on this server yet (404): no alert figures, and no error either.
-    await expect.poll(() => page.locator('[data-stat="alerts"]').count()).toBe(0);
+    // The alerts API answers (no alert yet): every commune shows its alert figure, at zero.
+    await expect.poll(() => figure(page, 'c01', 'alerts').textContent()).toBe('0');
+    await expect(page.locator('[data-totals] [data-stat="alerts"] .n').textContent()).resolves.toBe('0');
     await expect.poll(() => page.locator('.ioc .error').count()).toBe(0);
     await page.locator('.live.on').waitFor({ timeout: 5000 });
     const updated = () => page.locator('[data-updated]').textContent();

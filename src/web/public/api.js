@@ -2,11 +2,13 @@
 // server's code (KENG_ERR_...) so the page can say what happened in words.
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfterSec) {
+  constructor(status, code, message, retryAfterSec, details) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfterSec = retryAfterSec;
+    // The failing fields of a KENG_ERR_VALIDATION ([{field, message}]): a form names each in the page's words.
+    this.details = details;
   }
 }
 
@@ -27,7 +29,7 @@ export async function api(path, { token, method = 'GET', body, signal } = {}) {
   if (!res.ok) {
     const retry = Number(res.headers.get('retry-after'));
     throw new ApiError(res.status, data?.error?.code ?? `HTTP_${res.status}`, data?.error?.message ?? res.statusText,
-      Number.isFinite(retry) && retry > 0 ? retry : undefined);
+      Number.isFinite(retry) && retry > 0 ? retry : undefined, Array.isArray(data?.error?.details) ? data.error.details : undefined);
   }
   return data;
 }

@@ -1,8 +1,8 @@
-// The overview's live feed (docs/live-feed.md): device status and speaker
-// broadcast states for whole areas. It connects with batched delivery: the
-// overview ignores readings, and a province's devices report many a second,
-// so one frame per interval costs the wall screen far less than one per
-// reading.
+// The staff screens' live feed (docs/live-feed.md): device status, speaker
+// broadcast states and alerts for whole areas, for the overview and the
+// alerts screen. It connects with batched delivery: neither screen shows
+// readings, and a province's devices report many a second, so one frame per
+// interval costs the wall screen far less than one per reading.
 
 /**
  * Connects and subscribes on every (re)connect (a new connection starts with
@@ -10,7 +10,7 @@
  * subscription, so a snapshot fetched then misses no event. Returns a
  * function that closes the connection.
  */
-export async function connectIocFeed({ token, subscription, onStatus, onBroadcast, onState, onSubscribed, onUnauthorized }) {
+export async function connectIocFeed({ token, subscription, onStatus, onBroadcast, onAlert, onState, onSubscribed, onUnauthorized }) {
   const { io } = await import('./socket.io.esm.min.js');
   const socket = io({ transports: ['websocket'], auth: { token, batch: true } });
   socket.on('connect', () => {
@@ -29,8 +29,11 @@ export async function connectIocFeed({ token, subscription, onStatus, onBroadcas
       setTimeout(() => socket.connect(), 10_000);
     }
   });
-  socket.on('status', onStatus);
-  socket.on('broadcast', onBroadcast);
+  // A screen listens only to what it shows (the alerts screen has no use for device status).
+  if (onStatus) socket.on('status', onStatus);
+  if (onBroadcast) socket.on('broadcast', onBroadcast);
+  // `alert` goes to the rooms of an alert's areas and their ancestors: an area subscription gets it.
+  if (onAlert) socket.on('alert', onAlert);
   return () => socket.close();
 }
 

@@ -2,7 +2,7 @@
 // provincial IOC's wall screen (1920×1080, read from across the room, no
 // scrolling for a province of about ten communes) and for a phone. Per
 // commune: sensors and loudspeakers online, speakers playing now, alerts.
-// Live through the feed's status and broadcast events; the snapshot is
+// Live through the feed's status, broadcast and alert events; the snapshot is
 // fetched again on every (re)connection and every few minutes, so a missed
 // event or a device moved meanwhile does not stay wrong on a wall for days.
 import { useEffect, useMemo, useState } from './hooks.mjs';
@@ -10,6 +10,7 @@ import { api } from './api.js';
 import { addStrings } from './i18n.js';
 import { ErrorNote, Loading, html, loadCss } from './ui.js';
 import { alertList, areaIndex, playKey, playingFrom, summarize } from './ioc-model.js';
+import { isGrave, listWithEvent } from './alert-model.js';
 
 loadCss('view-overview.css');
 
@@ -33,6 +34,9 @@ addStrings({
     'ioc.noDevices': 'Chưa có thiết bị',
     'ioc.offlineList': 'Mất kết nối: {names}',
     'ioc.more': '+{n}',
+    'ioc.alertNow': 'Đang phát cảnh báo',
+    'ioc.drill.Exercise': 'Diễn tập',
+    'ioc.drill.Test': 'Thử nghiệm',
   },
   en: {
     'ioc.title': 'Overview',
@@ -53,11 +57,15 @@ addStrings({
     'ioc.noDevices': 'No devices yet',
     'ioc.offlineList': 'Offline: {names}',
     'ioc.more': '+{n}',
+    'ioc.alertNow': 'Alerts playing',
+    'ioc.drill.Exercise': 'Exercise',
+    'ioc.drill.Test': 'Test',
   },
 });
 
 const FULL_REFRESH_MS = 5 * 60_000;
-const ALERTS_REFRESH_MS = 30_000;
+/** Alerts come live (`alert` events); polled as well, slowly, for a feed that was away without a reconnection noticed. */
+const ALERTS_REFRESH_MS = 2 * 60_000;
 /** Broadcasts older than this are not playing any more (no broadcast lasts a day). */
 const BROADCAST_WINDOW_MS = 24 * 3600_000;
 /** Events kept to replay over a snapshot that was taken before they happened. */
@@ -95,6 +103,11 @@ export default function Overview({ session, loc, onUnauthorized }) {
     };
     /** Applies an event to `d` (a copy); false when it names a device `d` does not have. */
     const applyEvent = (d, e) => {
+      if (e.type === 'alert') {
+        // Not while this server has no alerts API (null): the next full refresh asks again.
+        if (d.alerts !== null) d.alerts = listWithEvent(d.alerts, e);
+        return true;
+      }
       if (e.type === 'status') {
         const dev = d.devices.get(e.deviceId);
         if (!dev) return false;
@@ -116,7 +129,8 @@ export default function Overview({ session, loc, onUnauthorized }) {
         ]);
         const at = Date.parse(snap.generatedAt) || Date.now();
         const d = { areas, devices: new Map(snap.devices.map((x) => [x.id, slim(x)])), playing: playingFrom(broadcasts), alerts, updatedAt: at };
-        for (const e of recent) if (e.at > at) applyEvent(d, e);
+        // Alert events all again: the alerts reply has no time of its own, and an alert never goes back in its life (alert-model.js).
+        for (const e of recent) if (e.type === 'alert' || e.at > at) applyEvent(d, e);
         show(d);
         setError(null);
         return d;
@@ -134,9 +148,12 @@ export default function Overview({ session, loc, onUnauthorized }) {
       if (applyEvent(d, e)) show(d);
       else loadAll().catch(fail);
     };
-    // Polled, as alerts have no live event; not while this server has no alerts API (the full refresh asks again).
+    // The slow poll behind the live events; not while this server has no alerts API (the full refresh asks again).
     const refreshAlerts = () => current && current.alerts !== null && optional(get('/alerts')).then((r) => {
-      if (current) show({ ...current, alerts: r === null ? null : alertList(r) });
+      if (!current) return;
+      const d = { ...current, alerts: r === null ? null : alertList(r) };
+      for (const e of recent) if (e.type === 'alert') applyEvent(d, e);
+      show(d);
     }).catch(() => { /* the next full refresh says what is wrong */ });
 
     setError(null);
@@ -146,6 +163,7 @@ export default function Overview({ session, loc, onUnauthorized }) {
         token, subscription: wholeScope(session, d.areas), onState: setLive, onUnauthorized,
         onStatus: (m) => onEvent({ type: 'status', ...m }),
         onBroadcast: (m) => onEvent({ type: 'broadcast', ...m }),
+        onAlert: (m) => onEvent({ ...m, type: 'alert' }),
         // Every (re)connection: what happened while the feed was away is in the next snapshot.
         onSubscribed: () => { loadAll().catch(fail); },
       }).catch(() => null);
@@ -175,6 +193,7 @@ export default function Overview({ session, loc, onUnauthorized }) {
         <${Totals} c=${sum.total} loc=${loc} alertsKnown=${alertsKnown} rows=${rowCount} />
       </div>
       ${error && html`<${ErrorNote} error=${error} loc=${loc} onRetry=${() => setAttempt((n) => n + 1)} />`}
+      ${alertsKnown && html`<${AlertStrip} alerts=${data.alerts} index=${index} loc=${loc} />`}
       ${rowCount === 0 && html`<section class="card"><p>${loc.t('ioc.noAreas')}</p></section>`}
       ${index.groups.map((g) => html`
         <section class="ioc-group" key=${g.province?.code ?? '-'} data-province=${g.province?.code}>
@@ -186,6 +205,31 @@ export default function Overview({ session, loc, onUnauthorized }) {
           </div>
         </section>`)}
     </section>`;
+}
+
+/** Alert lines on the wall: at most this many, then "+n" (the tiles below must still fit the screen). */
+const STRIP_MAX = 2;
+
+/** The alerts sounding now, by headline and place: on a wall, what is happening matters more than how many. */
+function AlertStrip({ alerts, index, loc }) {
+  const active = alerts.filter((a) => a.state === 'active');
+  if (active.length === 0) return null;
+  // A village with its commune: village names repeat from commune to commune.
+  const name = (code) => {
+    const a = index.byCode.get(code);
+    const parent = a?.level === 'village' && a.parent ? index.byCode.get(a.parent) : null;
+    return a ? (parent ? `${a.name}, ${parent.name}` : a.name) : code;
+  };
+  return html`
+    <ul class="ioc-alerts" data-alert-strip aria-label=${loc.t('ioc.alertNow')}>
+      ${active.slice(0, STRIP_MAX).map((a) => html`
+        <li key=${a.id} class=${isGrave(a) ? 'grave' : ''} data-alert=${a.id}>
+          ${a.status && a.status !== 'Actual' && html`<b class="drill">${loc.t(`ioc.drill.${a.status}`)}</b>`}
+          <span class="h">${a.headline ?? a.event ?? ''}</span>
+          <span class="where">${(Array.isArray(a.areas) ? a.areas : []).map(name).join('; ')}</span>
+        </li>`)}
+      ${active.length > STRIP_MAX && html`<li class="more">${loc.t('ioc.more', { n: loc.number(active.length - STRIP_MAX, 0) })}</li>`}
+    </ul>`;
 }
 
 const clockFormats = new Map();

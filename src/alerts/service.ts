@@ -100,7 +100,15 @@ export class AlertService implements Component {
 
   /** Alerts touching any of the caller's areas, newest first. */
   list(c: Caller, q: AlertListQuery = {}): Alert[] {
-    return this.requireRepo().list(q).filter((a) => this.visible(a, c));
+    // Scope first, then the limit: the newest N the caller may see, not the caller's share of the newest N.
+    const { limit = 500, ...rest } = q;
+    const out: Alert[] = [];
+    for (const a of this.requireRepo().list({ ...rest, limit: 100_000 })) {
+      if (!this.visible(a, c)) continue;
+      out.push(a);
+      if (out.length >= limit) break;
+    }
+    return out;
   }
 
   /** 404 when unknown or outside the caller's areas. */

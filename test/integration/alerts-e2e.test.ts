@@ -153,6 +153,13 @@ describe('emergency alerts over real MQTT', () => {
     expect(own.body.error.code).toBe('KENG_ERR_FORBIDDEN');
     expect((await as('can-bo-b')('POST', `/api/v1/alerts/${alertId}/approve`)).status).toBe(404);
     expect((await as('can-bo-b')('GET', '/api/v1/alerts')).body).toEqual([]);
+    // Scope before the limit: commune B's newest alert is found even when A's are newer.
+    // (Actual alerts wait for approval: nothing plays, and both are withdrawn.)
+    const b = await as('can-bo-b')('POST', '/api/v1/alerts', alertBody({ areas: ['xa-b'], headline: 'Cảnh báo xã Tà Mít' }));
+    const a = await as('can-bo-a1')('POST', '/api/v1/alerts', alertBody({ areas: ['thon-a1'], headline: 'Cảnh báo bản Nà Khum' }));
+    expect((await as('can-bo-b')('GET', '/api/v1/alerts?limit=1')).body.map((x: any) => x.id)).toEqual([b.body.id]);
+    expect((await as('can-bo-b')('POST', `/api/v1/alerts/${b.body.id}/reject`)).body.state).toBe('rejected');
+    expect((await as('can-bo-a1')('POST', `/api/v1/alerts/${a.body.id}/reject`)).body.state).toBe('rejected');
   });
 
   it('approved by a second operator, it preempts the normal broadcast on every loudspeaker of its areas and no other', async () => {

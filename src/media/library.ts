@@ -350,7 +350,7 @@ export class MediaLibrary implements Component {
     const rec = this.getFor(viewer, id);
     if (!canManage(viewer, rec.areas)) {
       throw Errors.FORBIDDEN(rec.areas.includes('*') ? `only an admin may ${verb} media shared with every area`
-        : `media "${id}" also belongs to areas outside yours; only an admin may ${verb} it`);
+        : `media "${id}" belongs to areas outside yours; staff over all of them, or an admin, may ${verb} it`);
     }
     return rec;
   }

@@ -16,7 +16,6 @@ import { requireTools } from './media-fixtures.js';
 requireTools();
 
 const PW = 'media scope password 1';
-const STREAM = { streamUrl: 'http://radio.example.vn/live.mp3' };
 let t: TestApp;
 /** Session tokens: operators of commune ca, of its village va1, of commune cb; a viewer of ca. */
 const tok: Record<'opA' | 'opVillage' | 'opB' | 'viewerA', string> = { opA: '', opVillage: '', opB: '', viewerA: '' };

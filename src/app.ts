@@ -26,9 +26,9 @@ import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
 import { TlsSource } from './tls.js';
-import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, type Accounts } from './auth/index.js';
+import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, type Accounts, type Principal } from './auth/index.js';
 import { ApiServer } from './api/index.js';
-import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
+import { MediaLibrary, EspeakTts, MediaToolsCheck, mediaViewer } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
@@ -109,18 +109,22 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const media = new MediaLibrary({
     db: stateDb, dataDir, logger: log('media'), metrics, clock,
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
-    isInUse: (mediaId) => broadcast.service.mediaInUse(mediaId),
+    isInUse: (mediaId, viewer) => broadcast.service.mediaInUse(mediaId, viewer),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
     options: {
       maxUploadBytes: config.media.maxUploadBytes, signedUrlTtlSec: config.media.signedUrlTtlSec,
       publicBaseUrl: config.media.publicBaseUrl, ffprobePath: config.media.ffprobePath, ffmpegPath: config.media.ffmpegPath,
+      maxDurationSec: config.media.maxDurationSec, maxConcurrentJobs: config.media.maxConcurrentJobs, maxQueuedJobs: config.media.maxQueuedJobs,
     },
   });
+  // Every signed media link (to speakers and in API replies) starts here, never at a request's Host header.
   const mediaBaseUrl = (): string => config.media.publicBaseUrl
     ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
+  // Media belongs to areas: what a principal sees is its scope plus the areas above its own (media/access.ts).
+  const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, signer: commandKeys,
+    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys,
   });
   // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
   const alerts = new AlertService({
@@ -135,7 +139,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
-      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
+      accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });

@@ -8,7 +8,7 @@
  */
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { scheduleMigration } from './broadcast/schedule/index.js';
-import { mediaMigration } from './media/index.js';
+import { mediaAreasMigration, mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
@@ -36,6 +36,7 @@ const ORDER: Step[] = [
   ALERTS_MIGRATION,      // 10
   DEVICE_HISTORY_MIGRATION, // 11
   ALERT_RULES_MIGRATION,    // 12
+  mediaAreasMigration,      // 13
 ];
 
 if (CORE.length !== 3) {

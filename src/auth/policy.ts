@@ -3,9 +3,11 @@
  * `policy.assert(...)`; they never look at roles themselves.
  *
  *  - admin:    everything, every area.
- *  - operator: commune staff: devices, schedules, broadcasts and alerts within
- *              their areas (plus reading areas, telemetry and media; may
- *              create viewer accounts within their areas).
+ *  - operator: commune staff: devices, media, schedules, broadcasts and alerts
+ *              within their areas (plus reading areas and telemetry; may
+ *              create viewer accounts within their areas). Media belongs to
+ *              areas (src/media/access.ts: an item's areas overlap the scope
+ *              to be seen, lie wholly in it to be changed or deleted).
  *  - viewer:   farmers and the public: read devices' telemetry within their areas.
  *  - service:  machines such as the IOC: read telemetry, status and broadcast
  *              logs within their areas.
@@ -47,7 +49,7 @@ export const ACTIONS: readonly Action[] = [
 
 /** Actions whose objects belong to an area (checked against the principal's scope). */
 export const AREA_SCOPED: ReadonlySet<Action> = new Set<Action>([
-  'areas.read', 'devices.read', 'devices.write', 'telemetry.read', 'schedules.read', 'schedules.write',
+  'areas.read', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write', 'schedules.read', 'schedules.write',
   'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write', 'users.read', 'users.write',
 ]);
 

@@ -7,9 +7,12 @@
  * (MediaLibrary.synthesize, Vietnamese voice), and stored as a mediaId, so
  * every occurrence plays the same checked file and the overlap check knows
  * its duration. Without espeak-ng/ffmpeg that is a 503 naming what is missing.
+ *
+ * Media belongs to areas (media/access.ts): a schedule or broadcast may play
+ * only media its writer sees; other media is "unknown" (422), as if absent.
  */
 import { Errors, withDetails } from '../core/errors.js';
-import type { MediaLibrary } from '../media/index.js';
+import { canSee, type MediaLibrary, type MediaViewer } from '../media/index.js';
 import type { MediaContent, StreamContent } from './execution/index.js';
 import type { ScheduleContent } from './schedule/index.js';
 
@@ -27,18 +30,34 @@ export type MediaLookup = Pick<MediaLibrary, 'get' | 'synthesize'>;
 /** TTS language for bulletins: espeak-ng's `vi` voice (bulletins are in Vietnamese). */
 export const TTS_LANG = 'vi';
 
+/** Who writes the content, and what it may use. */
+export interface ContentWriter {
+  /** Principal id (the rendering's createdBy). */
+  by: string;
+  /** The writer may play only media it sees. */
+  viewer: MediaViewer;
+  /** Areas a rendering of `ttsText` belongs to (the target's). */
+  areas: readonly string[];
+  /** The media the schedule plays already: kept even if the writer no longer sees it (an admin moved it). */
+  current?: string;
+}
+
 /**
  * Replaces `ttsText` by the mediaId of its rendering; checks that a mediaId
- * exists (422 otherwise). `created` is the id of a file rendered here, so a
- * caller that then refuses the schedule can delete it again.
+ * exists and that the writer sees it (422 "does not exist" otherwise, so other
+ * communes' media do not leak). `created` is the id of a file rendered here,
+ * so a caller that then refuses the schedule can delete it again.
  */
-export async function storeContent(media: MediaLookup, c: ScheduleContent, by: string): Promise<{ content: StoredContent; created?: string }> {
+export async function storeContent(media: MediaLookup, c: ScheduleContent, w: ContentWriter): Promise<{ content: StoredContent; created?: string }> {
   if ('ttsText' in c) {
-    const rec = await media.synthesize(c.ttsText, TTS_LANG, { createdBy: by });
+    const rec = await media.synthesize(c.ttsText, TTS_LANG, { createdBy: w.by, areas: w.areas });
     return { content: { mediaId: rec.id }, created: rec.id };
   }
-  if ('mediaId' in c && !media.get(c.mediaId)) {
-    throw withDetails(Errors.UNPROCESSABLE(`media "${c.mediaId}" does not exist`), [{ field: 'content.mediaId', message: 'unknown media' }]);
+  if ('mediaId' in c) {
+    const m = media.get(c.mediaId);
+    if (!m || (c.mediaId !== w.current && !canSee(w.viewer, m.areas))) {
+      throw withDetails(Errors.UNPROCESSABLE(`media "${c.mediaId}" does not exist`), [{ field: 'content.mediaId', message: 'unknown media' }]);
+    }
   }
   return { content: c };
 }

@@ -3,8 +3,9 @@
  * (OpenAPI at /docs, tags schedules and broadcasts).
  *
  * Schedule writes: validate (400) → targets (403 outside the caller's areas,
- * 422 unknown areas/devices) → content (422 unknown media; `ttsText` rendered
- * once, 503 without espeak-ng) → overlap check over each schedule's speakers
+ * 422 unknown areas/devices) → content (422 unknown media, or media the
+ * caller may not see; `ttsText` rendered once, belonging to the target's
+ * areas, 503 without espeak-ng) → overlap check over each schedule's speakers
  * and play length (409 naming the clash unless the new one has higher
  * priority) → persist → scheduler.upsert → audit. The overlap check and the
  * write run synchronously after the last await, so two concurrent requests
@@ -23,7 +24,8 @@ import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
 import { formatTime } from '../core/time.js';
 import type { AuditRecorder } from '../audit/log.js';
-import type { MediaLibrary } from '../media/index.js';
+import type { MediaLibrary, MediaViewer } from '../media/index.js';
+import type { Principal } from '../auth/types.js';
 import type { StateDb } from '../storage/state/index.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { Broadcast, BroadcastExecutor, BroadcastInput } from './execution/index.js';
@@ -45,6 +47,8 @@ export interface BroadcastServiceDeps {
   clock: Clock;
   /** Where schedule and broadcast changes are recorded. */
   audit: AuditRecorder;
+  /** Which media a principal sees (its areas; media/access.ts): schedules play only those. */
+  mediaViewer: (p: Principal) => MediaViewer;
   /**
    * Runs a burst of state-store writes as one commit, committed before it returns
    * (GroupCommit.runDurably); default: as they come.
@@ -81,12 +85,16 @@ export class BroadcastService implements Component {
   }
 
   /**
-   * The schedule that plays `mediaId`, named for the 409 KENG_ERR_MEDIA_IN_USE of a delete
-   * (the media library is given this check), or false.
+   * The schedule that plays `mediaId`, for the 409 KENG_ERR_MEDIA_IN_USE of a delete
+   * (the media library is given this check), or false. Named only when `viewer`
+   * may see it (its whole target within the viewer's areas): another commune's
+   * schedule is just "a schedule".
    */
-  mediaInUse(mediaId: string): string | false {
+  mediaInUse(mediaId: string, viewer?: MediaViewer): string | false {
     const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
-    return s ? `schedule "${s.name}" (${s.id})` : false;
+    if (!s) return false;
+    const named = !viewer || viewer.all || targetVisible(this.d.registry, s.target, { inScope: (a) => viewer.owns.has(a) });
+    return named ? `schedule "${s.name}" (${s.id})` : 'a schedule';
   }
 
   async stop(): Promise<void> {
@@ -152,7 +160,7 @@ export class BroadcastService implements Component {
     const v = validateSchedulePatch(prev, patch, this.validateOpts());
     if (!v.ok) throw toValidationError(v.errors);
     checkTarget(this.d.registry, v.value.target, c);
-    const { spec, created } = await this.withStoredContent(v.value, c);
+    const { spec, created } = await this.withStoredContent(v.value, c, 'mediaId' in prev.content ? prev.content.mediaId : undefined);
     try {
       const current = this.requireRepo().get(id);
       if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
@@ -242,9 +250,22 @@ export class BroadcastService implements Component {
     return this.d.batch ? this.d.batch(fn) : fn();
   }
 
-  private async withStoredContent(spec: ScheduleSpec, c: Caller): Promise<{ spec: ScheduleSpec; created?: string }> {
-    const r = await storeContent(this.d.media, spec.content, c.principal.id);
+  private async withStoredContent(spec: ScheduleSpec, c: Caller, current?: string): Promise<{ spec: ScheduleSpec; created?: string }> {
+    const viewer = this.d.mediaViewer(c.principal);
+    const r = await storeContent(this.d.media, spec.content, {
+      by: c.principal.id, viewer, current, areas: this.targetAreas(spec.target) ?? viewer.home,
+    });
     return { spec: { ...spec, content: r.content }, ...(r.created ? { created: r.created } : {}) };
+  }
+
+  /** The areas a target plays in (its areas and its speakers' areas): a TTS rendering for it belongs there. */
+  private targetAreas(t: ScheduleSpec['target']): string[] | undefined {
+    const areas = new Set(t.areas ?? []);
+    for (const id of t.devices ?? []) {
+      const d = this.d.registry.getDevice(id);
+      if (d) areas.add(d.area);
+    }
+    return areas.size > 0 ? [...areas] : undefined;
   }
 
   private async dropRendered(mediaId: string | undefined): Promise<void> {

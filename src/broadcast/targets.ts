@@ -58,7 +58,7 @@ export function checkTarget(reg: TargetRegistry, t: ScheduleTarget, c: Caller): 
 }
 
 /** Whether every area and (still registered) device of a target is within the caller's scope. */
-export function targetVisible(reg: TargetRegistry, t: ScheduleTarget, c: Caller): boolean {
+export function targetVisible(reg: TargetRegistry, t: ScheduleTarget, c: Pick<Caller, 'inScope'>): boolean {
   for (const a of t.areas ?? []) if (!c.inScope(a)) return false;
   for (const id of t.devices ?? []) {
     const d = reg.getDevice(id);

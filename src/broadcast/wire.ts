@@ -10,7 +10,8 @@ import type { AuditRecorder } from '../audit/log.js';
 import type { StateDb } from '../storage/state/index.js';
 import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
-import type { MediaLibrary } from '../media/index.js';
+import type { MediaLibrary, MediaViewer } from '../media/index.js';
+import type { Principal } from '../auth/types.js';
 import { RpcService, type CommandSigner } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
@@ -29,6 +30,8 @@ export interface BroadcastWiringDeps {
   clock: Clock;
   /** Base URL speakers use to fetch media (known once HTTP listens). */
   mediaBaseUrl: () => string;
+  /** Which media a principal sees (media/access.ts): schedules and broadcasts play only those. */
+  mediaViewer: (p: Principal) => MediaViewer;
   /** Signs broadcast.play / broadcast.stop at every send (device protocol §11.6); start it before `components`. */
   signer: CommandSigner;
 }
@@ -63,7 +66,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     names: { schedule: (id): string | undefined => service.scheduleName(id), media: (id): string | undefined => d.media.get(id)?.name },
   });
   const service: BroadcastService = new BroadcastService({
-    config: d.config, stateDb: d.stateDb, registry: d.registry, media: d.media, executor, audit: d.audit,
+    config: d.config, stateDb: d.stateDb, registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
     batch: (fn) => group.runDurably(fn),
   });

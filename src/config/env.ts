@@ -37,6 +37,7 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_LOG_LEVEL', path: 'logLevel', type: 'string' },
   { name: 'KENG_MEDIA_MAX_UPLOAD_BYTES', path: 'media.maxUploadBytes', type: 'int' },
   { name: 'KENG_MEDIA_PUBLIC_BASE_URL', path: 'media.publicBaseUrl', type: 'string' },
+  { name: 'KENG_MEDIA_MAX_DURATION_SEC', path: 'media.maxDurationSec', type: 'int' },
   { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
   { name: 'KENG_ALERTS_SENDER', path: 'alerts.sender', type: 'string' },

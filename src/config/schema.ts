@@ -76,6 +76,12 @@ export const ConfigSchema = Type.Object({
     publicBaseUrl: Type.Optional(Type.String({ minLength: 1 })),
     ffprobePath: Type.String({ default: '/usr/bin/ffprobe' }),
     ffmpegPath: Type.String({ default: '/usr/bin/ffmpeg' }),
+    /** Longest accepted audio (422 above): checking decodes the whole file, so this bounds the work of one upload. */
+    maxDurationSec: Type.Integer({ minimum: 1, maximum: 86_400, default: 3600 }),
+    /** Uploads and TTS renders checked or encoded at once (each runs ffprobe/ffmpeg or espeak-ng); the others wait. */
+    maxConcurrentJobs: Type.Integer({ minimum: 1, maximum: 32, default: 2 }),
+    /** Requests that may wait for a free job; beyond that 503 KENG_ERR_MEDIA_BUSY with Retry-After. */
+    maxQueuedJobs: Type.Integer({ minimum: 0, maximum: 1000, default: 8 }),
   }, { default: {} }),
   tts: Type.Object({
     espeakPath: Type.String({ default: '/usr/bin/espeak-ng' }),

@@ -53,6 +53,7 @@ export const Errors = {
   UNPROCESSABLE: def('KENG_ERR_UNPROCESSABLE', 'Unprocessable: %s', 422),
   CAP_INVALID: def('KENG_ERR_CAP_INVALID', 'Not a valid CAP 1.2 alert: %s', 422),
   MEDIA_NOT_AUDIO: def('KENG_ERR_MEDIA_NOT_AUDIO', 'Not playable audio: %s', 422),
+  MEDIA_TOO_LONG: def('KENG_ERR_MEDIA_TOO_LONG', 'Audio too long: %s', 422),
   RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
   // 500/503
   INTERNAL: def('KENG_ERR_INTERNAL', 'Internal error', 500),
@@ -60,6 +61,7 @@ export const Errors = {
   STORE_UNAVAILABLE: def('KENG_ERR_STORE_UNAVAILABLE', 'Telemetry store unavailable: %s', 503),
   TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),
   MEDIA_TOOL_UNAVAILABLE: def('KENG_ERR_MEDIA_TOOL_UNAVAILABLE', 'Audio checking unavailable: %s', 503),
+  MEDIA_BUSY: def('KENG_ERR_MEDIA_BUSY', 'Audio processing is busy: %s', 503),
   QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
   AUDIT_CHAIN_BROKEN: def('KENG_ERR_AUDIT_CHAIN_BROKEN', 'Audit log chain broken at seq %s: %s', 500),
   // configuration (start-up)

@@ -4,9 +4,15 @@
  *
  * Every file goes the same way: streamed into <dataDir>/media/.tmp while
  * hashed and counted (refused past maxUploadBytes), checked with ffprobe and
- * a full ffmpeg decode (only real MP3/WAV/Ogg audio gets in), fsynced, then
+ * a full ffmpeg decode (only real MP3/WAV/Ogg audio of at most
+ * maxDurationSec, with nothing appended, gets in: probe.ts), fsynced, then
  * renamed into place and recorded. A failure at any step leaves no file.
+ * Checking and TTS rendering run at most maxConcurrentJobs at once (jobs.ts).
  * Speakers fetch files through short-lived signed links (signing.ts).
+ *
+ * Each item belongs to areas (access.ts). Methods given a MediaViewer answer
+ * for that caller (404 for what it may not see); the others are for Keng's
+ * own use (the broadcast executor, alerts) and see everything.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
@@ -21,7 +27,9 @@ import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import { counterOn, type Metrics } from '../core/metrics.js';
 import type { StateDb } from '../storage/state/db.js';
-import { AudioProbe, NotAudioError } from './probe.js';
+import { canManage, canSee, type MediaViewer } from './access.js';
+import { JobLimiter } from './jobs.js';
+import { AudioProbe, NotAudioError, TooLongError } from './probe.js';
 import { MediaRepo, type StoredMedia } from './repo.js';
 import { ToolMissingError } from './run.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
@@ -42,13 +50,20 @@ export interface MediaLibraryOptions {
   ffmpegPath?: string;
   /** Limit for probing and for decoding one file; default 120 s. */
   probeTimeoutMs?: number;
+  /** Longest accepted audio (setting media.maxDurationSec); default 3600. */
+  maxDurationSec?: number;
+  /** Checks and TTS renders at once (setting media.maxConcurrentJobs); default 2. */
+  maxConcurrentJobs?: number;
+  /** Jobs that may wait for a slot (setting media.maxQueuedJobs); default 8. */
+  maxQueuedJobs?: number;
 }
 
 /**
  * Says whether something (a schedule) still uses the media: false/undefined
  * when free, true or a description (e.g. `schedule "Bản tin sáng"`) when used.
+ * `viewer` is who asks: the description must not name what it may not see.
  */
-export type MediaInUse = (mediaId: string) => boolean | string | undefined;
+export type MediaInUse = (mediaId: string, viewer?: MediaViewer) => boolean | string | undefined;
 
 export interface MediaLibraryDeps {
   db: StateDb;
@@ -69,6 +84,8 @@ export interface NewMediaMeta {
   name?: string;
   /** Principal id, for the record. */
   createdBy?: string | null;
+  /** Areas the item belongs to (access.ts); default [] (admins only), as for alert announcements. */
+  areas?: readonly string[];
 }
 
 const ID_RE = /^[a-f0-9]{20}$/;
@@ -92,6 +109,7 @@ export class MediaLibrary implements Component {
   private readonly log: Logger;
   private signer: UrlSigner | null = null;
   private readonly isInUse: MediaInUse | undefined;
+  private readonly jobs: JobLimiter;
   private readonly ingestTotal: Counter<'source' | 'result'>;
 
   constructor(private readonly deps: MediaLibraryDeps) {
@@ -100,7 +118,10 @@ export class MediaLibrary implements Component {
     this.repo = new MediaRepo(() => deps.db.db);
     this.log = deps.logger.child({ module: 'media' });
     const o = deps.options;
-    this.probe = new AudioProbe({ ffprobePath: o.ffprobePath ?? '/usr/bin/ffprobe', ffmpegPath: o.ffmpegPath ?? '/usr/bin/ffmpeg', timeoutMs: o.probeTimeoutMs });
+    this.probe = new AudioProbe({
+      ffprobePath: o.ffprobePath ?? '/usr/bin/ffprobe', ffmpegPath: o.ffmpegPath ?? '/usr/bin/ffmpeg', timeoutMs: o.probeTimeoutMs, maxDurationSec: o.maxDurationSec,
+    });
+    this.jobs = new JobLimiter({ maxRunning: o.maxConcurrentJobs ?? 2, maxWaiting: o.maxQueuedJobs ?? 8 });
     this.isInUse = deps.isInUse;
     const reg = deps.metrics.registry;
     this.ingestTotal = counterOn(reg, 'keng_media_ingest_total', 'Media files offered to the library by source (upload, tts) and result', ['source', 'result'] as const);
@@ -108,8 +129,6 @@ export class MediaLibrary implements Component {
 
   get maxUploadBytes(): number { return this.deps.options.maxUploadBytes; }
   get tts(): TtsEngine | undefined { return this.deps.tts; }
-
-  /** Wire the "is this media used?" check later (the scheduler is built after the library). */
 
   async start(): Promise<void> {
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
@@ -169,26 +188,43 @@ export class MediaLibrary implements Component {
    */
   async importStaged(staged: StagedFile, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
     try {
-      if (!staged.path.startsWith(this.tmpDir + path.sep)) throw new Error('importStaged: not a staged file of this library');
-      const info = await this.check(staged.path, meta.source);
-      const id = newId();
-      const rec: StoredMedia = {
-        id, name: cleanName(meta.name, meta.fallbackName), mime: info.mime, ext: info.ext, size: staged.size, sha256: staged.sha256,
-        durationSec: info.durationSec, source: meta.source, text: meta.text ?? null, createdAt: this.deps.clock.now(), createdBy: meta.createdBy ?? null,
-      };
-      const final = this.fileOf(rec);
-      await rename(staged.path, final);
-      try {
-        this.repo.insert(rec);
-      } catch (e) {
-        await rm(final, { force: true });
-        throw e;
-      }
-      this.ingestTotal.inc({ source: meta.source, result: 'ok' });
-      this.log.info({ id, source: rec.source, mime: rec.mime, size: rec.size, durationSec: rec.durationSec, by: rec.createdBy }, 'media stored');
-      return strip(rec);
+      return await this.job(meta.source, () => this.store(staged, meta));
     } finally {
       await rm(staged.path, { force: true });
+    }
+  }
+
+  /** Checks and records a staged file (within a job slot). */
+  private async store(staged: StagedFile, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
+    if (!staged.path.startsWith(this.tmpDir + path.sep)) throw new Error('importStaged: not a staged file of this library');
+    const info = await this.check(staged.path, meta.source);
+    const id = newId();
+    const rec: StoredMedia = {
+      id, name: cleanName(meta.name, meta.fallbackName), mime: info.mime, ext: info.ext, size: staged.size, sha256: staged.sha256,
+      durationSec: info.durationSec, source: meta.source, text: meta.text ?? null, createdAt: this.deps.clock.now(), createdBy: meta.createdBy ?? null,
+      areas: [...new Set(meta.areas ?? [])],
+    };
+    const final = this.fileOf(rec);
+    // The checked file itself is stored (renamed, never rewritten), so sha256 and size are the stored bytes'.
+    await rename(staged.path, final);
+    try {
+      this.repo.insert(rec);
+    } catch (e) {
+      await rm(final, { force: true });
+      throw e;
+    }
+    this.ingestTotal.inc({ source: meta.source, result: 'ok' });
+    this.log.info({ id, source: rec.source, mime: rec.mime, size: rec.size, durationSec: rec.durationSec, by: rec.createdBy, areas: rec.areas }, 'media stored');
+    return strip(rec);
+  }
+
+  /** Runs `fn` in a job slot; counts a refusal (503 KENG_ERR_MEDIA_BUSY) as result "busy". */
+  private async job<T>(source: MediaSource, fn: () => Promise<T>, urgent = false): Promise<T> {
+    try {
+      return await this.jobs.run(fn, { urgent });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'KENG_ERR_MEDIA_BUSY') this.ingestTotal.inc({ source, result: 'busy' });
+      throw e;
     }
   }
 
@@ -204,9 +240,11 @@ export class MediaLibrary implements Component {
     if (!tts) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine is configured');
     const out = path.join(this.tmpDir, `${newId()}.tts`);
     try {
-      await tts.synthesize(text, lang, out);
-      const staged = await this.stageExisting(out);
-      return await this.importStaged(staged, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+      // One slot for rendering and checking: espeak-ng and ffmpeg are the work being bounded.
+      return await this.job('tts', async () => {
+        await tts.synthesize(text, lang, out);
+        return this.storeRendered(out, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+      });
     } catch (e) {
       if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
       throw e;
@@ -232,9 +270,11 @@ export class MediaLibrary implements Component {
     const text = segments.flatMap((seg) => ('text' in seg ? [seg.text] : [])).join('\n');
     const out = path.join(this.tmpDir, `${newId()}.tts`);
     try {
-      await tts.synthesizeSequence(parts, lang, out);
-      const staged = await this.stageExisting(out);
-      return await this.importStaged(staged, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+      // Announcements are alerts: they wait for a slot but are never refused for a full queue.
+      return await this.job('tts', async () => {
+        await tts.synthesizeSequence!(parts, lang, out);
+        return this.storeRendered(out, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+      }, true);
     } catch (e) {
       if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
       throw e;
@@ -245,17 +285,40 @@ export class MediaLibrary implements Component {
 
   // ---- reading and deleting ----------------------------------------------
 
+  /** Any item, whoever it belongs to (Keng's own use). */
   get(id: string): MediaRecord | undefined {
     const r = this.repo.get(id);
     return r ? strip(r) : undefined;
   }
 
-  /** Newest first. */
-  list(opts: { limit?: number; offset?: number } = {}): MediaRecord[] {
-    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0).map(strip);
+  /** The item as `viewer` may see it; 404 when unknown or not visible to it (existence does not leak). */
+  getFor(viewer: MediaViewer, id: string): MediaRecord {
+    const r = this.repo.get(id);
+    if (!r || !canSee(viewer, r.areas)) throw Errors.NOT_FOUND(`Media "${id}"`);
+    return strip(r);
   }
 
-  count(): number { return this.repo.count(); }
+  /** Newest first; with `viewer`, only what it may see. */
+  list(opts: { limit?: number; offset?: number; viewer?: MediaViewer } = {}): MediaRecord[] {
+    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0, seesOf(opts.viewer)).map(strip);
+  }
+
+  count(viewer?: MediaViewer): number { return this.repo.count(seesOf(viewer)); }
+
+  /**
+   * Renames an item or gives it other areas, for `viewer`: 404 when it may not
+   * see it, 403 unless the item lies wholly within its areas. The caller
+   * checks new areas (assignableAreas). Returns the item before and after.
+   */
+  update(viewer: MediaViewer, id: string, changes: { name?: string; areas?: readonly string[] }): { before: MediaRecord; after: MediaRecord } {
+    const before = this.manageable(viewer, id, 'change');
+    const name = changes.name === undefined ? undefined : cleanName(changes.name, before.name);
+    const areas = changes.areas === undefined ? undefined : [...new Set(changes.areas)];
+    if (!this.repo.update(id, { name, areas })) throw Errors.NOT_FOUND(`Media "${id}"`);
+    const after = this.get(id)!;
+    this.log.info({ id, areas: after.areas }, 'media changed');
+    return { before, after };
+  }
 
   /** The stored file of a media item (for the signed download route). */
   file(id: string): { record: MediaRecord; path: string } | undefined {
@@ -263,16 +326,33 @@ export class MediaLibrary implements Component {
     return r ? { record: strip(r), path: this.fileOf(r) } : undefined;
   }
 
-  /** Deletes the record and the file; 404 when unknown, 409 KENG_ERR_MEDIA_IN_USE when still used. */
-  async delete(id: string, by?: string | null): Promise<void> {
+  /**
+   * Deletes the record and the file; 404 when unknown, 409
+   * KENG_ERR_MEDIA_IN_USE when still used. With `viewer` (an API caller):
+   * 404 also when it may not see the item, 403 unless the item lies wholly
+   * within its areas, and the 409 names only what it may see.
+   */
+  async delete(id: string, opts: { by?: string | null; viewer?: MediaViewer } = {}): Promise<MediaRecord> {
+    if (opts.viewer) this.manageable(opts.viewer, id, 'delete');
     const r = this.repo.get(id);
     if (!r) throw Errors.NOT_FOUND(`Media "${id}"`);
-    const used = this.isInUse?.(id);
+    const used = this.isInUse?.(id, opts.viewer);
     if (used) throw Errors.MEDIA_IN_USE(id, typeof used === 'string' ? used : 'a schedule or broadcast');
     this.repo.delete(id);
     // A speaker still downloading keeps its open file; new requests get 404.
     await rm(this.fileOf(r), { force: true });
-    this.log.info({ id, by: by ?? null }, 'media deleted');
+    this.log.info({ id, by: opts.by ?? null }, 'media deleted');
+    return strip(r);
+  }
+
+  /** The item for a change by `viewer`: 404 when it may not see it, 403 when it belongs to areas beyond the viewer's. */
+  private manageable(viewer: MediaViewer, id: string, verb: 'change' | 'delete'): MediaRecord {
+    const rec = this.getFor(viewer, id);
+    if (!canManage(viewer, rec.areas)) {
+      throw Errors.FORBIDDEN(rec.areas.includes('*') ? `only an admin may ${verb} media shared with every area`
+        : `media "${id}" belongs to areas outside yours; staff over all of them, or an admin, may ${verb} it`);
+    }
+    return rec;
   }
 
   // ---- signed links for speakers ------------------------------------------
@@ -319,12 +399,26 @@ export class MediaLibrary implements Component {
         this.ingestTotal.inc({ source, result: 'not_audio' });
         throw Errors.MEDIA_NOT_AUDIO(e.reason);
       }
+      if (e instanceof TooLongError) {
+        this.ingestTotal.inc({ source, result: 'too_long' });
+        throw Errors.MEDIA_TOO_LONG(e.reason);
+      }
       if (e instanceof ToolMissingError) {
         this.ingestTotal.inc({ source, result: 'error' });
         this.log.error({ path: e.path }, `${e.label} is missing: audio cannot be checked`);
         throw Errors.MEDIA_TOOL_UNAVAILABLE(e.describe());
       }
       throw e;
+    }
+  }
+
+  /** Stores a file the library rendered (TTS output): staged, checked and recorded like an upload. */
+  private async storeRendered(file: string, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
+    const staged = await this.stageExisting(file);
+    try {
+      return await this.store(staged, meta);
+    } finally {
+      await rm(staged.path, { force: true });
     }
   }
 
@@ -340,6 +434,11 @@ export class MediaLibrary implements Component {
     await rename(file, staged);
     return { path: staged, size, sha256: hash.digest('hex') };
   }
+}
+
+/** A viewer's `sees` for the repo's SQL filter; undefined (every row) for Keng itself and admins. */
+function seesOf(v: MediaViewer | undefined): ReadonlySet<string> | undefined {
+  return v && !v.all ? v.sees : undefined;
 }
 
 function strip(r: StoredMedia): MediaRecord {

@@ -5,7 +5,7 @@ import type { MediaRecord, MediaSource } from './types.js';
 
 interface Row {
   id: string; name: string; mime: string; ext: string; size: number; sha256: string; duration_sec: number;
-  source: MediaSource; text: string | null; created_at: number; created_by: string | null;
+  source: MediaSource; text: string | null; created_at: number; created_by: string | null; areas_json: string;
 }
 
 export type StoredMedia = MediaRecord & { ext: string };
@@ -13,9 +13,24 @@ export type StoredMedia = MediaRecord & { ext: string };
 function fromRow(r: Row): StoredMedia {
   return {
     id: r.id, name: r.name, mime: r.mime, ext: r.ext, size: r.size, sha256: r.sha256, durationSec: r.duration_sec,
-    source: r.source, text: r.text, createdAt: r.created_at, createdBy: r.created_by,
+    source: r.source, text: r.text, createdAt: r.created_at, createdBy: r.created_by, areas: parseAreas(r.areas_json),
   };
 }
+
+function parseAreas(json: string): string[] {
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) ? v.filter((a): a is string => typeof a === 'string') : [];
+  } catch {
+    return []; // unreadable: admins only, never everyone
+  }
+}
+
+/**
+ * `sees` of a MediaViewer as one JSON parameter (null: every row), and the
+ * condition that keeps the rows with an area in it.
+ */
+const VISIBLE = `(@sees IS NULL OR EXISTS (SELECT 1 FROM json_each(media.areas_json) a WHERE a.value IN (SELECT value FROM json_each(@sees))))`;
 
 export class MediaRepo {
   /** get()'s statement, prepared once per database: every speaker's download of a broadcast reads a row (2,000 at once). */
@@ -24,8 +39,14 @@ export class MediaRepo {
   constructor(private readonly db: () => SqliteDatabase) {}
 
   insert(m: StoredMedia): void {
-    this.db().prepare(`INSERT INTO media (id, name, mime, ext, size, sha256, duration_sec, source, text, created_at, created_by)
-      VALUES (@id, @name, @mime, @ext, @size, @sha256, @durationSec, @source, @text, @createdAt, @createdBy)`).run(m);
+    this.db().prepare(`INSERT INTO media (id, name, mime, ext, size, sha256, duration_sec, source, text, created_at, created_by, areas_json)
+      VALUES (@id, @name, @mime, @ext, @size, @sha256, @durationSec, @source, @text, @createdAt, @createdBy, @areasJson)`).run({ ...m, areasJson: JSON.stringify(m.areas) });
+  }
+
+  /** Changes name and/or areas; false when the row is gone. */
+  update(id: string, c: { name?: string; areas?: readonly string[] }): boolean {
+    return this.db().prepare(`UPDATE media SET name = COALESCE(@name, name), areas_json = COALESCE(@areasJson, areas_json) WHERE id = @id`)
+      .run({ id, name: c.name ?? null, areasJson: c.areas ? JSON.stringify(c.areas) : null }).changes > 0;
   }
 
   get(id: string): StoredMedia | undefined {
@@ -35,13 +56,17 @@ export class MediaRepo {
     return r ? fromRow(r) : undefined;
   }
 
-  /** Newest first. */
-  list(limit: number, offset: number): StoredMedia[] {
-    return (this.db().prepare('SELECT * FROM media ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?').all(limit, offset) as Row[]).map(fromRow);
+  /**
+   * Newest first; with `sees`, only rows with an area in it (filtered in SQL,
+   * so that limit and offset page through what the caller may see).
+   */
+  list(limit: number, offset: number, sees?: ReadonlySet<string>): StoredMedia[] {
+    return (this.db().prepare(`SELECT * FROM media WHERE ${VISIBLE} ORDER BY created_at DESC, rowid DESC LIMIT @limit OFFSET @offset`)
+      .all({ sees: sees ? JSON.stringify([...sees]) : null, limit, offset }) as Row[]).map(fromRow);
   }
 
-  count(): number {
-    return Number(this.db().prepare('SELECT COUNT(*) FROM media').pluck().get());
+  count(sees?: ReadonlySet<string>): number {
+    return Number(this.db().prepare(`SELECT COUNT(*) FROM media WHERE ${VISIBLE}`).pluck().get({ sees: sees ? JSON.stringify([...sees]) : null }));
   }
 
   delete(id: string): boolean {

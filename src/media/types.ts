@@ -22,6 +22,8 @@ export interface MediaRecord {
   createdAt: number;
   /** Principal id of the creator (audit), or null. */
   createdBy: string | null;
+  /** Areas the item belongs to (access.ts): ["*"] shared with every area, [] admins only. */
+  areas: string[];
 }
 
 /** What `broadcast.play` sends to a speaker (device-protocol.md). */

@@ -7,7 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAccountsApp, ADMIN, type AccountsApp, type Reply } from './auth-fixture.js';
+import { Readable } from 'node:stream';
 import { seedAreas, seedDevices } from '../helpers/seed.js';
+import { silentWav } from '../helpers/audio.js';
 
 type Who = 'admin' | 'adminUser' | 'operator' | 'viewer' | 'service' | 'none' | 'bad';
 type Where = 'in' | 'out';
@@ -157,18 +159,32 @@ const MATRIX: Record<string, Entry> = {
   },
 };
 
-// Media (src/api/routes/media.ts): a library shared by the whole controller, not area-scoped:
-// admins and operators (media.read/media.write), never viewers or services.
-const staff = (ok: Want): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, ok], viewer: [403, 403], service: [403, 403] });
-const NOT_AUDIO = { type: 'multipart/form-data; boundary=XyZ', raw: '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="x.mp3"\r\nContent-Type: audio/mpeg\r\n\r\nnot audio at all\r\n--XyZ--\r\n' };
+// Media (src/api/routes/media.ts, src/media/access.ts): admins and operators (media.read/media.write),
+// never viewers or services. An item belongs to areas: "in" is an item of village A1, "out" one of
+// commune B; the operator of A sees, changes and deletes only its own, and B's is 404 to it, as if absent.
+const staff = (ok: Want, out: Want = ok): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, out], viewer: [403, 403], service: [403, 403] });
+/** A not-audio upload naming the areas it is for (checked before the audio: 403 outside the operator's areas). */
+const notAudio = (areas: string) => ({
+  type: 'multipart/form-data; boundary=XyZ',
+  raw: `--XyZ\r\nContent-Disposition: form-data; name="areas"\r\n\r\n${areas}\r\n`
+    + '--XyZ\r\nContent-Disposition: form-data; name="file"; filename="x.mp3"\r\nContent-Type: audio/mpeg\r\n\r\nnot audio at all\r\n--XyZ--\r\n',
+});
+/** A media item of A1 (in) or B (out), made through the library (the upload route is a cell of its own). */
+async function freshMedia(w: Where): Promise<string> {
+  return (await t.app.media.upload(Readable.from([silentWav(1)]), { createdBy: 'test', areas: [leaf(w)], filename: 'x.wav' })).id;
+}
+const media = {} as Record<Where, string>;
+/** An item a change may consume: a fresh one for callers who may change media, the standing one for the rest (refused before any lookup). */
+const mediaFor = async (who: Who, w: Where): Promise<string> => (['admin', 'adminUser', 'operator'].includes(who) ? freshMedia(w) : media[w]);
 Object.assign(MATRIX, {
   'GET /api/v1/media': { expect: staff(200), prepare: () => ({ url: '/api/v1/media' }) },
-  'GET /api/v1/media/:id': { expect: staff(404), prepare: () => ({ url: '/api/v1/media/no-such-media' }) },
-  'DELETE /api/v1/media/:id': { expect: staff(404), prepare: () => ({ url: '/api/v1/media/no-such-media' }) },
-  // Not audio: 422, or 503 where ffprobe/ffmpeg are not installed.
-  'POST /api/v1/media': { expect: staff([422, 503]), prepare: () => ({ url: '/api/v1/media', body: NOT_AUDIO }) },
+  'GET /api/v1/media/:id': { expect: staff(200, 404), prepare: (_w, where) => ({ url: `/api/v1/media/${media[where]}` }) },
+  'PATCH /api/v1/media/:id': { expect: staff(200, 404), prepare: async (who, where) => ({ url: `/api/v1/media/${await mediaFor(who, where)}`, body: { name: 'Đổi tên' } }) },
+  'DELETE /api/v1/media/:id': { expect: staff(204, 404), prepare: async (who, where) => ({ url: `/api/v1/media/${await mediaFor(who, where)}` }) },
+  // Not audio: 422, or 503 where ffprobe/ffmpeg are not installed; for areas outside the operator's: 403.
+  'POST /api/v1/media': { expect: staff([422, 503], 403), prepare: (_w, where) => ({ url: '/api/v1/media', body: notAudio(area(where)) }) },
   // 201, or 503 where espeak-ng/ffmpeg are not installed.
-  'POST /api/v1/media/tts': { expect: staff([201, 503]), prepare: () => ({ url: '/api/v1/media/tts', body: { text: 'Xin chào bà con', lang: 'vi' } }) },
+  'POST /api/v1/media/tts': { expect: staff([201, 503], 403), prepare: (_w, where) => ({ url: '/api/v1/media/tts', body: { text: 'Xin chào bà con', lang: 'vi', areas: [area(where)] } }) },
   // The signed link is the authorisation: without exp/sig it is 403 for everyone, bearer token or not.
   'GET /media/:id/file': { public: true, expect: all(403), prepare: () => ({ url: '/media/no-such-media/file' }) },
 } satisfies Record<string, Entry>);
@@ -328,6 +344,8 @@ beforeAll(async () => {
     admin: ADMIN, adminUser: await t.login('root-user', PW), operator: await t.login('op-a', PW), viewer: await t.login('view-a', PW),
     service: svc.body.token, none: null, bad: 'kengs_' + 'x'.repeat(43),
   });
+  media.in = await freshMedia('in');
+  media.out = await freshMedia('out');
 }, 120_000);
 afterAll(async () => { await t?.stop(); });
 
@@ -354,7 +372,8 @@ describe('role × area × route matrix', () => {
 
   it('the same over real HTTP for the device, broadcast, user and audit routes', async () => {
     const failures: string[] = [];
-    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'PATCH /api/v1/devices/:id', 'POST /api/v1/devices/:id/volume', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest']) {
+    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'PATCH /api/v1/devices/:id', 'POST /api/v1/devices/:id/volume', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest',
+      'GET /api/v1/media/:id', 'PATCH /api/v1/media/:id', 'DELETE /api/v1/media/:id', 'POST /api/v1/media']) {
       for (const who of EVERYONE) {
         for (const where of ['in', 'out'] as const) {
           const { got, want, ok, code } = await runCell('http', key, who, where);
@@ -381,6 +400,9 @@ describe('role × area × route matrix', () => {
       expect(latest.body.devices.map((d: { id: string }) => d.id)).not.toContain('dev-b');
       expect((await t.inject('GET', '/api/v1/devices?area=B', undefined, tokens[who])).body).toEqual([]);
     }
+    const mediaIds = (await t.inject('GET', '/api/v1/media?limit=1000', undefined, tokens.operator)).body.map((m: { id: string }) => m.id);
+    expect(mediaIds).toContain(media.in);
+    expect(mediaIds).not.toContain(media.out);
     const users = (await t.inject('GET', '/api/v1/users', undefined, tokens.operator)).body;
     expect(users.length).toBeGreaterThan(0);
     expect(users.every((u: { role: string; areas: string[] }) => u.role === 'viewer' && u.areas.every((a) => a === 'A' || a === 'A1'))).toBe(true);

@@ -36,14 +36,16 @@ async function startServer(tts: EspeakTts): Promise<Server> {
   await adminAuth.start();
   const media = lib.media;
   const registry = new FakeRegistry();
+  // Links in replies start at the server's own address, as the app wires it (never the Host header).
+  let base = '';
   const api = new ApiServer({
     config, registry, store: new FakeStore(), broker: new FakeBroker(), ...access(registry, adminAuth, [fakeTokens]), bus: new EventBus(),
-    metrics: lib.metrics, logger: lib.logger, clock: lib.clock, services: { media },
+    metrics: lib.metrics, logger: lib.logger, clock: lib.clock, services: { media, mediaLinkBase: () => base },
   });
   await api.start();
-  const { port } = api.address();
+  base = `http://127.0.0.1:${api.address().port}`;
   return {
-    base: `http://127.0.0.1:${port}`, api, lib, media,
+    base, api, lib, media,
     async close() { await api.stop(); await lib.stop(); rmSync(lib.dataDir, { recursive: true, force: true }); },
   };
 }
@@ -231,7 +233,8 @@ describe('GET/DELETE /api/v1/media', () => {
   });
 
   it('deletes (204), refuses while in use (409), 404 afterwards', async () => {
-    const created = await upload(fx.mp3);
+    // The operator's own upload (an admin's is shared with every area: only admins delete it).
+    const created = await upload(fx.mp3, { token: OPERATOR });
     inUse.add(created.body.id);
     const refused = await json('DELETE', `/api/v1/media/${created.body.id}`);
     expect(refused.status).toBe(409);

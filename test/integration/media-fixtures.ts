@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Metrics, createLogger, type Logger } from '../../src/core/index.js';
 import { MIGRATIONS, StateDb } from '../../src/storage/state/index.js';
-import { MediaLibrary, mediaMigration, type MediaLibraryOptions, type TtsEngine } from '../../src/media/index.js';
+import { MediaLibrary, mediaAreasMigration, mediaMigration, type MediaInUse, type MediaLibraryOptions, type TtsEngine } from '../../src/media/index.js';
 
 export const FFMPEG = '/usr/bin/ffmpeg';
 export const FFPROBE = '/usr/bin/ffprobe';
@@ -80,15 +80,14 @@ export interface LibraryHarness {
   stop(): Promise<void>;
 }
 
-export async function startLibrary(opts: Partial<MediaLibraryOptions> & { tts?: TtsEngine; isInUse?: (id: string) => boolean | string; dataDir?: string } = {}): Promise<LibraryHarness> {
+export async function startLibrary(opts: Partial<MediaLibraryOptions> & { tts?: TtsEngine; isInUse?: MediaInUse; dataDir?: string } = {}): Promise<LibraryHarness> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-media-data-'));
   const logger = createLogger('silent');
   const metrics = new Metrics({ defaultMetrics: false });
   let skew = 0;
   const clock = { now: () => Date.now() + skew, set: (ms: number) => { skew = ms - Date.now(); } };
-  // Until the media migration is in the state store's list, append it with the next free version.
-  const migrations = MIGRATIONS.some((m) => m.name === mediaMigration.name) ? MIGRATIONS
-    : [...MIGRATIONS, { ...mediaMigration, version: MIGRATIONS.length + 1 }];
+  // The core migrations (accounts among them), then the media library's own.
+  const migrations = [...MIGRATIONS, { ...mediaMigration, version: MIGRATIONS.length + 1 }, { ...mediaAreasMigration, version: MIGRATIONS.length + 2 }];
   const db = new StateDb({ dataDir, logger, migrations });
   await db.start();
   const { tts, isInUse, dataDir: _d, ...rest } = opts;

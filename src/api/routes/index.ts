@@ -36,6 +36,11 @@ export interface ApiServices {
   accounts?: Accounts;
   /** Media library (uploads, TTS) and the signed media links speakers fetch. */
   media?: MediaLibrary;
+  /**
+   * Base of the signed links in media replies (media.publicBaseUrl, else the server's own address,
+   * as for speakers); without it, media.publicBaseUrl or no link. Never the request's Host header.
+   */
+  mediaLinkBase?: () => string;
   /** Schedules, broadcasts and their log. */
   broadcasts?: { service: BroadcastService; executor: BroadcastExecutor };
   /** Commands to single devices (a speaker's volume) and their state. */
@@ -78,7 +83,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
     await v1.register(tokenRoutes, { ctx, accounts });
     await v1.register(auditRoutes, { ctx, accounts });
   }
-  if (media) await v1.register(mediaRoutes, { ctx, media });
+  if (media) await v1.register(mediaRoutes, { ctx, media, linkBase: s.mediaLinkBase });
   if (broadcasts) {
     await v1.register(scheduleRoutes, { ctx, service: broadcasts.service });
     await v1.register(broadcastRoutes, { ctx, service: broadcasts.service, executor: broadcasts.executor });

@@ -158,7 +158,7 @@ export class AlertService implements Component {
 
     const media = await this.d.media.synthesizeSequence(
       alertAnnouncement(cap, { toneSec: this.d.options.toneSec, repeat: cap.repeat }),
-      ANNOUNCEMENT_LANG, { createdBy: c.principal.id, name: `Cảnh báo: ${headlineOf(cap)}`.slice(0, 120) });
+      ANNOUNCEMENT_LANG, { createdBy: c.principal.id, name: `Cảnh báo: ${headlineOf(cap)}`.slice(0, 120), areas: reach.areas });
     const policy = repo.policy();
     const atOnce = cap.status !== 'Actual'
       || (cap.urgency === 'Immediate' && (policy.playAtOnce as string[]).includes(cap.severity));
@@ -264,7 +264,7 @@ export class AlertService implements Component {
     if (!b) return;
     try {
       const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,
-        { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120) });
+        { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120), areas: a.areas });
       const now = this.d.clock.now();
       this.tx(() => this.d.executor.startBroadcast({
         id: `${a.broadcastId!}-cancel`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume,

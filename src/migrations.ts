@@ -32,9 +32,10 @@ const ORDER: Step[] = [
   BROADCAST_INDEXES_MIGRATION, // 8
   RPC_DEVICE_INDEX_MIGRATION,  // 9
   ALERTS_MIGRATION,      // 10
+  core(4),               // 11: audit_log.key_id (the keyed audit chain)
 ];
 
-if (CORE.length !== 3) {
+if (CORE.length !== 4) {
   throw new Error('src/storage/state/migrations.ts gained an entry: append it to ORDER in src/migrations.ts with the next number');
 }
 

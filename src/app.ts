@@ -7,13 +7,15 @@
  * and shared by the HTTP API, MQTT service clients and the live feed.
  *
  * Start order: data directory lock (one server per directory) → state store →
- * audit chain (its key, before anything records; src/audit/keeper.ts) → device registry → telemetry store → ingest → broker → media tools check →
+ * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
+ * device registry → telemetry store → ingest → broker → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
  * the telemetry store flushes its queue, the registry flushes presence and
- * latest values, the state store closes, and the lock is released last.
+ * latest values, the audit chain anchors its final head, the state store
+ * closes, and the lock is released last.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';

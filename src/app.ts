@@ -7,13 +7,15 @@
  * and shared by the HTTP API, MQTT service clients and the live feed.
  *
  * Start order: data directory lock (one server per directory) → state store →
+ * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
  * device registry → telemetry store → ingest → broker → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
  * the telemetry store flushes its queue, the registry flushes presence and
- * latest values, the state store closes, and the lock is released last.
+ * latest values, the audit chain anchors its final head, the state store
+ * closes, and the lock is released last.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -33,6 +35,7 @@ import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
+import { AuditChain } from './audit/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -65,6 +68,8 @@ export interface KengApp {
   readonly alertRules: AlertRules;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
+  /** The audit key and the anchors of the audit chain (docs/audit.md). */
+  readonly auditChain: AuditChain;
   /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
   readonly authenticator: AuthenticatorChain;
   readonly policy: Policy;
@@ -94,6 +99,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;
+  // Keys the audit log and anchors its head outside state.db; started right after the state store.
+  const auditChain = new AuditChain({ audit, state: stateDb, dataDir, settings: config.audit, logger: log('audit'), clock });
 
   const broker: AedesBroker = new AedesBroker({
     config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
@@ -140,6 +147,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     readyChecks: { media: () => mediaTools.report() },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
+      auditHead: () => auditChain.signedHead(),
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -152,12 +160,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

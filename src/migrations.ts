@@ -37,9 +37,10 @@ const ORDER: Step[] = [
   DEVICE_HISTORY_MIGRATION, // 11
   ALERT_RULES_MIGRATION,    // 12
   mediaAreasMigration,      // 13
+  core(4),                  // 14: audit_log.key_id (the keyed audit chain)
 ];
 
-if (CORE.length !== 3) {
+if (CORE.length !== 4) {
   throw new Error('src/storage/state/migrations.ts gained an entry: append it to ORDER in src/migrations.ts with the next number');
 }
 

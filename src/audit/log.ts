@@ -1,29 +1,34 @@
 /**
  * The audit log, so that staff can answer "who changed this?": every change (who, what, when, from where,
- * before and after) appended to `audit_log`, hash-chained:
- *
- *   hash = sha256(prev_hash + canonicalJson({seq, at, actor, action, target, ip, before_json, after_json, prev_hash}))
- *
- * with prev_hash of the first row = 64 zeros, and `audit_head` holding the
- * newest (seq, hash) so that a removed tail shows as well. Editing, deleting,
- * inserting or reordering a row breaks the chain; verifyAuditChain() (shared
- * by `keng audit verify` and the tests) finds the first broken seq.
+ * before and after) appended to `audit_log`, chained (chain.ts: sha256 links for entries written before
+ * the keyed chain, HMAC-SHA256 with the audit key from then on; docs/audit.md), with prev_hash of the
+ * first row = 64 zeros, and `audit_head` holding the newest (seq, hash). Editing, deleting, inserting or
+ * reordering a row breaks the chain; verifyAuditChain() (shared by `keng audit verify` and the tests)
+ * finds the first broken seq, and the anchors (anchor.ts) kept outside the database catch a cut tail.
  *
  * Append-only at the API level: there are no update or delete routes. Each
  * append runs in a BEGIN IMMEDIATE transaction, so the server and CLI
  * commands (separate processes) extend one chain without forks.
  *
+ * Keying: the AuditLog is given the key with useKey() (the app's AuditChain at start, the CLI after
+ * loading it). The first append with a key writes an `audit.chain_keyed` entry, the switch point, if
+ * the chain has no keyed entry yet. Once the chain is keyed, an append without the key, or with
+ * another key, is refused (KENG_ERR_AUDIT_KEY): nothing can add an unkeyed entry after keyed ones.
+ *
  * Other modules record through `AuditRecorder.record(...)`, e.g.
  *   audit.record({ actor: principal, action: 'broadcast.start', target: `broadcast:${id}`, ip: req.ip, after: dto })
  * Snapshots are redacted (passwords, secrets, tokens, hashes) before storage.
  */
-import { createHash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
+import { Errors } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { canonicalJson, snapshotJson } from './canonical.js';
+import { snapshotJson } from './canonical.js';
+import { CHAIN_KEYED_ACTION, GENESIS_HASH, keyedRowHash, rowHash, type AuditRow } from './chain.js';
+import type { ChainHead } from './anchor.js';
+import type { AuditKey } from './key.js';
 import type Database from 'better-sqlite3';
 
-export const GENESIS_HASH = '0'.repeat(64);
+export { GENESIS_HASH, rowHash, type AuditRow };
 
 /** Who did it: a Principal fits ({kind, id}); `actorString` renders "kind:id". */
 export interface Actor { kind: string; id: string }
@@ -45,19 +50,6 @@ export interface AuditRecorder {
   record(entry: AuditInput): AuditEntry;
 }
 
-export interface AuditRow {
-  seq: number;
-  at: number;
-  actor: string;
-  action: string;
-  target: string | null;
-  ip: string | null;
-  before_json: string | null;
-  after_json: string | null;
-  prev_hash: string;
-  hash: string;
-}
-
 export interface AuditEntry {
   seq: number; at: number; actor: string; action: string; target: string | null; ip: string | null;
   before: unknown; after: unknown; prevHash: string; hash: string;
@@ -77,13 +69,13 @@ export function actorString(a: Actor | string): string {
   return typeof a === 'string' ? a : `${a.kind}:${a.id}`;
 }
 
-/** The hash of a row given its fields (everything but `hash`). */
-export function rowHash(r: Omit<AuditRow, 'hash'>): string {
-  const body = canonicalJson({
-    seq: r.seq, at: r.at, actor: r.actor, action: r.action, target: r.target, ip: r.ip,
-    before_json: r.before_json, after_json: r.after_json, prev_hash: r.prev_hash,
-  });
-  return createHash('sha256').update(r.prev_hash + body, 'utf8').digest('hex');
+/** The head of the chain in `db` (one read transaction): newest seq and hash, and the first keyed seq. */
+export function chainHead(db: Database.Database): ChainHead {
+  return db.transaction((): ChainHead => {
+    const last = db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    const keyed = db.prepare('SELECT MIN(seq) FROM audit_log WHERE key_id IS NOT NULL').pluck().get() as number | null;
+    return { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, keyedSince: keyed ?? null };
+  })();
 }
 
 export function toEntry(r: AuditRow): AuditEntry {
@@ -98,48 +90,112 @@ export interface AuditLogOptions {
   state: { readonly db: Database.Database };
   clock: Clock;
   logger?: Logger;
+  /** The audit key; also settable later with useKey(). Without one, only an unkeyed chain can be extended. */
+  key?: AuditKey | null;
 }
 
 const MAX_TEXT = 256;
 const clip = (s: string | null | undefined): string | null => (s == null ? null : s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) : s);
 
+type Last = Pick<AuditRow, 'seq' | 'hash' | 'key_id'>;
+
 export class AuditLog implements AuditRecorder {
   private readonly state: AuditLogOptions['state'];
   private readonly clock: Clock;
   private readonly logger: Logger | undefined;
+  private key: AuditKey | null;
 
   constructor(opts: AuditLogOptions) {
     this.state = opts.state;
     this.clock = opts.clock;
     this.logger = opts.logger;
+    this.key = opts.key ?? null;
   }
 
-  /** Append one entry (own transaction, or a savepoint inside the caller's). Throws if the store is unusable. */
+  /** From now on appends are keyed with `key` (the first one writes the switch entry if the chain is not keyed yet). */
+  useKey(key: AuditKey): void {
+    this.key = key;
+  }
+
+  /** Id of the key in use; null without one. */
+  get keyId(): string | null { return this.key?.id ?? null; }
+
+  /** Append one entry (own transaction, or a savepoint inside the caller's). Throws if the store is unusable or the key does not fit the chain. */
   record(e: AuditInput): AuditEntry {
-    const db = this.state.db;
-    const append = db.transaction((): AuditRow => {
-      const head = db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
-      const row: Omit<AuditRow, 'hash'> = {
-        seq: (head?.seq ?? 0) + 1,
-        at: this.clock.now(),
-        actor: clip(actorString(e.actor)) ?? 'unknown',
-        action: clip(e.action) ?? 'unknown',
-        target: clip(e.target),
-        ip: clip(e.ip),
-        before_json: snapshotJson(e.before),
-        after_json: snapshotJson(e.after),
-        prev_hash: head?.hash ?? GENESIS_HASH,
-      };
-      const full: AuditRow = { ...row, hash: rowHash(row) };
-      db.prepare(`INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash)
-        VALUES (@seq, @at, @actor, @action, @target, @ip, @before_json, @after_json, @prev_hash, @hash)`).run(full);
-      db.prepare(`INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
-        ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`).run(full.seq, full.hash);
-      return full;
+    const rows = this.write(() => {
+      const out = this.keyChain(this.last());
+      out.push(this.append(e, out.at(-1) ?? this.last()));
+      return out;
     });
-    const row = db.inTransaction ? append() : append.immediate();
-    this.logger?.info({ audit: { seq: row.seq, actor: row.actor, action: row.action, target: row.target } }, 'audit');
-    return toEntry(row);
+    this.logRows(rows);
+    return toEntry(rows.at(-1)!);
+  }
+
+  /** Writes the switch entry now if there is a key and the chain has no keyed entry yet (the server's start). */
+  ensureKeyed(): void {
+    this.logRows(this.write(() => this.keyChain(this.last())));
+  }
+
+  /** The chain's head (newest seq and hash, first keyed seq). */
+  head(): ChainHead {
+    return chainHead(this.state.db);
+  }
+
+  private write<T>(fn: () => T): T {
+    const db = this.state.db;
+    const tx = db.transaction(fn);
+    return db.inTransaction ? tx() : tx.immediate();
+  }
+
+  private last(): Last | undefined {
+    return this.state.db.prepare('SELECT seq, hash, key_id FROM audit_log ORDER BY seq DESC LIMIT 1').get() as Last | undefined;
+  }
+
+  /** Inside the write transaction: refuses a missing or wrong key for a keyed chain; writes the switch entry for an unkeyed one. */
+  private keyChain(head: Last | undefined): AuditRow[] {
+    if (head && head.key_id !== null) {
+      if (!this.key) {
+        throw Errors.AUDIT_KEY(`the audit chain is keyed (key id ${head.key_id}) and this process has no audit key; `
+          + 'give it the server\'s key (KENG_AUDIT_KEY, audit.keyFile, or <dataDir>/audit-key: docs/audit.md)');
+      }
+      if (head.key_id !== this.key.id) {
+        throw Errors.AUDIT_KEY(`the audit key from ${this.key.source} (id ${this.key.id}) is not the key the audit chain is keyed with (id ${head.key_id})`);
+      }
+      return [];
+    }
+    if (!this.key) return [];
+    return [this.append({
+      actor: 'system', action: CHAIN_KEYED_ACTION, target: 'audit:chain',
+      after: { keyId: this.key.id, algorithm: 'HMAC-SHA256', unkeyedEntries: head?.seq ?? 0 },
+    }, head)];
+  }
+
+  private append(e: AuditInput, head: Pick<Last, 'seq' | 'hash'> | undefined): AuditRow {
+    const db = this.state.db;
+    const fields = {
+      seq: (head?.seq ?? 0) + 1,
+      at: this.clock.now(),
+      actor: clip(actorString(e.actor)) ?? 'unknown',
+      action: clip(e.action) ?? 'unknown',
+      target: clip(e.target),
+      ip: clip(e.ip),
+      before_json: snapshotJson(e.before),
+      after_json: snapshotJson(e.after),
+      prev_hash: head?.hash ?? GENESIS_HASH,
+    };
+    const full: AuditRow = this.key
+      ? { ...fields, key_id: this.key.id, hash: keyedRowHash({ ...fields, key_id: this.key.id }, this.key.bytes) }
+      : { ...fields, key_id: null, hash: rowHash(fields) };
+    db.prepare(`INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id)
+      VALUES (@seq, @at, @actor, @action, @target, @ip, @before_json, @after_json, @prev_hash, @hash, @key_id)`).run(full);
+    db.prepare(`INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`).run(full.seq, full.hash);
+    return full;
+  }
+
+  /** After the write: each entry, with its hash, goes to the log too (one more copy of the chain outside the database). */
+  private logRows(rows: AuditRow[]): void {
+    for (const r of rows) this.logger?.info({ audit: { seq: r.seq, actor: r.actor, action: r.action, target: r.target, hash: r.hash } }, 'audit');
   }
 
   /** Entries matching the filter, newest first. */

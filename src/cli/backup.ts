@@ -16,9 +16,15 @@
  * acknowledged (PUBACK) before the backup started is in it. Media files are
  * written once and renamed into place, so copying the ones the copied
  * state.db lists gives exactly the library of that snapshot. The admin
- * token, the media signing key and the command keys are copied too (mode
- * 0600): a restored Keng keeps its admin token, its speakers' links stay
- * valid and its speakers keep obeying its signed commands.
+ * token, the media signing key, the command keys and the audit key are
+ * copied too (mode 0600): a restored Keng keeps its admin token, its
+ * speakers' links stay valid, its speakers keep obeying its signed commands
+ * and its keyed audit log still verifies. An audit key kept elsewhere
+ * (audit.keyFile, KENG_AUDIT_KEY) is not copied: that is what "elsewhere" is for.
+ *
+ * The audit anchor file is copied FIRST, before the state snapshot: every
+ * anchor in the copy then names an entry the copied state.db holds (one
+ * appended after the snapshot would look like a cut tail in the restore).
  *
  * `keng-backup.json` (the manifest: versions, time, files with sizes and
  * SHA-256) is written last; a directory without it is an unfinished backup.
@@ -34,13 +40,14 @@ import { STATE_DB_FILE } from '../storage/state/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
 import { COMMAND_KEYS_FILE } from '../rpc/index.js';
+import { AUDIT_ANCHORS_FILE, AUDIT_KEY_FILE } from '../audit/index.js';
 
 export const MANIFEST_FILE = 'keng-backup.json';
 /** The telemetry databases a data directory may hold (embedded store; queue in front of InfluxDB). */
 export const TELEMETRY_DB_FILES = ['telemetry.db', 'influx-queue.db'] as const;
 const MEDIA_DIR = 'media';
 /** Small secret files that belong to the state; copied when present. */
-const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE];
+const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE];
 
 export interface BackupFile { path: string; bytes: number; sha256: string }
 
@@ -115,6 +122,12 @@ function assertEmptyTarget(target: string): void {
   if (readdirSync(target).length > 0) throw Errors.BACKUP_TARGET_NOT_EMPTY(target);
 }
 
+function copySecret(dataDir: string, target: string, f: string, files: string[]): void {
+  copyFileSync(path.join(dataDir, f), path.join(target, f));
+  chmodSync(path.join(target, f), 0o600);
+  files.push(f);
+}
+
 export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest> {
   const now = opts.now ?? (() => new Date());
   const dataDir = path.resolve(opts.dataDir);
@@ -131,6 +144,8 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
   chmodSync(target, 0o700);
 
   const files: string[] = [];
+  // Anchors before the snapshot (see the file comment).
+  if (existsSync(path.join(dataDir, AUDIT_ANCHORS_FILE))) copySecret(dataDir, target, AUDIT_ANCHORS_FILE, files);
   await backupDb(stateFile, path.join(target, STATE_DB_FILE));
   files.push(STATE_DB_FILE);
   for (const f of TELEMETRY_DB_FILES) {
@@ -160,11 +175,7 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     files.push(path.join(MEDIA_DIR, name));
   }
   for (const f of SECRET_FILES) {
-    const from = path.join(dataDir, f);
-    if (!existsSync(from)) continue;
-    copyFileSync(from, path.join(target, f));
-    chmodSync(path.join(target, f), 0o600);
-    files.push(f);
+    if (existsSync(path.join(dataDir, f))) copySecret(dataDir, target, f, files);
   }
 
   const manifest: BackupManifest = {

@@ -11,8 +11,9 @@
  * instead of working on a new empty database the server never sees.
  *
  * Errors: one line `keng: KENG_ERR_...: message` on stderr, exit status 1
- * (78 for a bad setting, like the server; 66 for a directory without state;
- * 73 for a backup directory that is not empty).
+ * (78 for a bad setting, like the server, and for a missing or wrong audit
+ * key; 66 for a directory without state; 73 for a backup directory that is
+ * not empty).
  */
 import { userInfo } from 'node:os';
 import path from 'node:path';
@@ -24,8 +25,8 @@ import { ALL_MIGRATIONS } from '../migrations.js';
 import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind, type DeviceView } from '../devices/index.js';
 import { registerSimulate } from './simulate.js';
 import { createAccounts, ROLES, type Accounts, type Role } from '../auth/index.js';
-import { verifyAuditChain } from '../audit/index.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
+import { cliAuditKey, registerAudit } from './audit.js';
 
 /** Opens the state store and a registry that leaves presence to the server. */
 async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb) => T | Promise<T>): Promise<T> {
@@ -185,9 +186,17 @@ function registerDevices(program: Command): void {
     }));
 }
 
-/** Account services on the CLI's state store (same rules and audit log as the API). */
+/**
+ * Account services on the CLI's state store (same rules and audit log as the API). The audit log
+ * gets the server's audit key: without it (or with another) a keyed chain refuses the change.
+ */
 function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
-  return withRegistry((reg, db) => fn(createAccounts({ state: db, clock: systemClock, areas: reg }), db));
+  return withRegistry((reg, db) => {
+    const acc = createAccounts({ state: db, clock: systemClock, areas: reg });
+    const key = cliAuditKey();
+    if (key) acc.audit.useKey(key);
+    return fn(acc, db);
+  });
 }
 
 /** Audit actor of CLI changes: the operating-system user running `keng`. */
@@ -260,19 +269,6 @@ function registerUsers(program: Command): void {
     }));
 }
 
-function registerAudit(program: Command): void {
-  const audit = program.command('audit').description('the hash-chained audit log');
-  audit.command('verify')
-    .description('walk the audit chain: prints OK, or the first broken seq with exit status 1')
-    .option('--json', 'print JSON')
-    .action(action(async (o: { json?: boolean }) => {
-      const report = await withRegistry((_reg, db) => verifyAuditChain(db.db));
-      if (o.json) json(report);
-      if (!report.ok) throw Errors.AUDIT_CHAIN_BROKEN(report.seq, report.reason);
-      if (!o.json) out(`OK: ${report.count} audit entries, chain intact${report.count ? ` (last seq ${report.lastSeq})` : ''}`);
-    }));
-}
-
 function registerBackup(program: Command): void {
   program.command('backup')
     .description('copy the data directory consistently, also while the server runs (state, telemetry, media, admin token); restore: README')
@@ -296,7 +292,7 @@ export function createProgram(): Command {
   registerAreas(program);
   registerDevices(program);
   registerUsers(program);
-  registerAudit(program);
+  registerAudit(program, { withState: (fn) => withRegistry((_reg, db) => fn(db)), action });
   registerBackup(program);
   registerSimulate(program);
   return program;

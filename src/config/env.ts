@@ -42,6 +42,9 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
   { name: 'KENG_ALERTS_SENDER', path: 'alerts.sender', type: 'string' },
   { name: 'KENG_ALERTS_VOLUME', path: 'alerts.volume', type: 'int' },
+  { name: 'KENG_AUDIT_KEY', path: 'audit.key', type: 'string' },
+  { name: 'KENG_AUDIT_KEY_FILE', path: 'audit.keyFile', type: 'string' },
+  { name: 'KENG_AUDIT_ANCHOR_FILE', path: 'audit.anchorFile', type: 'string' },
   { name: 'KENG_WEB_MAP_TILE_URL', path: 'web.mapTileUrl', type: 'string' },
   { name: 'KENG_WEB_MAP_TILE_ATTRIBUTION', path: 'web.mapTileAttribution', type: 'string' },
 ];

@@ -143,5 +143,8 @@ function crossCheck(cfg: Config): void {
   try { new Intl.DateTimeFormat('en', { timeZone: cfg.tz }); } catch {
     throw new ConfigError(`Invalid setting KENG_TZ=${cfg.tz}: unknown time zone`);
   }
+  if (cfg.audit.key !== undefined && cfg.audit.keyFile !== undefined) {
+    throw new ConfigError('Invalid setting KENG_AUDIT_KEY (audit.key): set either the key or audit.keyFile (KENG_AUDIT_KEY_FILE), not both');
+  }
   if (cfg.influx.retryMinMs > cfg.influx.retryMaxMs) throw new ConfigError('Invalid setting influx.retryMinMs: larger than influx.retryMaxMs');
 }

@@ -130,6 +130,17 @@ export const ConfigSchema = Type.Object({
     /** Shown under the map when tiles are on (tile services require it, e.g. "© OpenStreetMap"). */
     mapTileAttribution: Type.Optional(Type.String({ maxLength: 200 })),
   }, { default: {} }),
+  /** The keyed audit chain and its anchors (docs/audit.md). */
+  audit: Type.Object({
+    /** The audit key itself, hex (64+ digits) or base64 (32+ bytes). Prefer the variable; never in a file you share. */
+    key: Type.Optional(Type.String({ minLength: 1, description: 'Audit key, hex or base64 (KENG_AUDIT_KEY)' })),
+    /** A file holding the audit key (hex or base64 text), e.g. on another disk or a secrets mount; default <dataDir>/audit-key. */
+    keyFile: Type.Optional(Type.String({ minLength: 1, description: 'Audit key file (KENG_AUDIT_KEY_FILE)' })),
+    /** A second append-only anchor file besides <dataDir>/audit-anchors.jsonl, e.g. on another disk. */
+    anchorFile: Type.Optional(Type.String({ minLength: 1, description: 'Extra audit anchor file (KENG_AUDIT_ANCHOR_FILE)' })),
+    /** The signed head is logged and appended to the anchor files this often (when it moved), and at start and stop. */
+    anchorIntervalSec: Type.Integer({ minimum: 10, maximum: 86_400, default: 3600 }),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

@@ -5,3 +5,4 @@ export * from './clock.js';
 export * from './metrics.js';
 export * from './lifecycle.js';
 export * from './exit-codes.js';
+export * from './secret-file.js';

@@ -7,6 +7,7 @@ export const REDACT_PATHS = [
   'password', '*.password', 'secret', '*.secret', 'token', '*.token', 'accessToken', '*.accessToken',
   'adminToken', '*.adminToken', 'req.headers.authorization', 'headers.authorization',
   'influx.token', 'influx.password', 'config.adminToken', 'config.influx.token', 'config.influx.password',
+  'audit.key', 'config.audit.key',
 ];
 
 /** The one root logger; modules take `root.child({ module: 'name' })`. */

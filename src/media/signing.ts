@@ -5,30 +5,16 @@
  * so links survive restarts; deleting the file revokes every link.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadOrCreateSecretFile } from '../core/secret-file.js';
 
 export const SIGNING_KEY_FILE = 'media-signing.key';
 const KEY_BYTES = 32;
 
-/** Reads the key file, creating it (exclusive, 0600) when absent. */
+/** Reads the key file, creating it (exclusive, 0600, synced: core/secret-file.ts) when absent. */
 export function loadOrCreateKey(file: string): Buffer {
-  try {
-    const key = readFileSync(file);
-    if (key.length >= 16) return key;
-    throw new Error(`${file} is shorter than 16 bytes; delete it to generate a new key`);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  const key = randomBytes(KEY_BYTES);
-  try {
-    writeFileSync(file, key, { mode: 0o600, flag: 'wx' });
-  } catch (e) {
-    // Another process created it meanwhile: use theirs.
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(file);
-    throw e;
-  }
-  try { chmodSync(file, 0o600); } catch { /* filesystems without modes */ }
-  return key;
+  const { data } = loadOrCreateSecretFile(file, () => randomBytes(KEY_BYTES));
+  if (data.length < 16) throw new Error(`${file} is shorter than 16 bytes; delete it to generate a new key`);
+  return data;
 }
 
 export type Verdict = 'ok' | 'missing' | 'bad-signature' | 'expired';

@@ -122,6 +122,7 @@ const MATRIX: Record<string, Entry> = {
   },
 
   'GET /api/v1/audit': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/audit?limit=5' }) },
+  'GET /api/v1/audit/head': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/audit/head' }) },
 
   'POST /api/v1/tokens': {
     expect: adminOnly(201),

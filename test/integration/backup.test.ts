@@ -128,6 +128,9 @@ describe('keng backup', { timeout: 180_000 }, () => {
     expect(media.status).toBe(200);
     expect(existsSync(path.join(newData, 'media', `${mediaId}.mp3`))).toBe(true);
     expect(readFileSync(path.join(newData, 'admin-token'), 'utf8')).toBe(readFileSync(path.join(target, 'admin-token'), 'utf8'));
+    // The audit key came along (the keyed audit log verifies below) and the anchors, copied before the state snapshot.
+    expect(readFileSync(path.join(newData, 'audit-key'), 'utf8')).toBe(readFileSync(path.join(data, 'audit-key'), 'utf8'));
+    expect(existsSync(path.join(target, 'audit-anchors.jsonl'))).toBe(true);
     // The restored controller signs with the same command key: its speakers keep obeying it.
     expect(restored.app.commandKeys.activeKid).toBe((JSON.parse(readFileSync(path.join(target, 'command-keys.json'), 'utf8')) as { active: string }).active);
     await restored.stop({ keepData: true });
@@ -137,6 +140,7 @@ describe('keng backup', { timeout: 180_000 }, () => {
     expect(verify.code).toBe(0);
     expect(verify.stdout).toMatch(/^OK: \d+ audit entries, chain intact/);
     expect(Number(/OK: (\d+)/.exec(verify.stdout)![1])).toBeGreaterThanOrEqual(3); // two areas and a device
+    expect(verify.stdout).toMatch(/keyed since seq 1, \d+ anchors checked/);
   });
 
   it('refuses a target that is a non-empty directory or a file, and a data directory without state', async () => {

@@ -27,6 +27,7 @@ function valueAt(o: unknown, path: string): unknown {
 const LEFT_OUT = new Set([
   'adminToken', 'influx.password', 'influx.token', 'influx.org', 'influx.bucket',
   'tls.certFile', 'tls.keyFile', 'tls.caFile', 'media.publicBaseUrl', 'web.mapTileUrl', 'web.mapTileAttribution',
+  'audit.key', 'audit.keyFile', 'audit.anchorFile',
 ]);
 /** Filled in as an InfluxDB 1.x example instead of the default (config/README.md says so). */
 const NOT_DEFAULT = new Set(['influx.url', 'influx.api', 'influx.username']);

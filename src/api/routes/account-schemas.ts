@@ -116,3 +116,14 @@ export const AuditPage = Type.Object({
   entries: Type.Array(AuditEntry, { description: 'Newest first' }),
   nextBefore: Type.Union([Type.Integer(), Type.Null()], { description: 'Pass as before= for the next (older) page; null when done' }),
 });
+
+export const AuditHead = Type.Object({
+  v: Type.Literal(1),
+  seq: Type.Integer({ minimum: 0, description: 'Newest entry (0: none yet)' }),
+  hash: Type.String({ description: 'Its hash (64 hex digits)' }),
+  keyedSince: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: 'First keyed entry; null while none is' }),
+  at: Type.String({ description: 'When it was signed (UTC)' }),
+  kid: Type.String({ description: 'Id of the audit key that signed it' }),
+  reason: Type.Optional(Type.String()),
+  sig: Type.String({ description: 'base64url HMAC-SHA256 with the audit key (docs/audit.md)' }),
+});

@@ -12,6 +12,7 @@ import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
 import type { AlertService } from '../../alerts/index.js';
 import type { AlertRules } from '../../alerts/rules/index.js';
+import type { AuditAnchor } from '../../audit/index.js';
 import { alertFeedRoute, alertRoutes } from './alerts.js';
 import { alertRuleRoutes } from './alert-rules.js';
 import { areaRoutes } from './areas.js';
@@ -51,6 +52,8 @@ export interface ApiServices {
   alerts?: AlertService;
   /** Sensor rules that raise alerts. */
   alertRules?: AlertRules;
+  /** The audit chain's head, signed with the audit key (GET /api/v1/audit/head; docs/audit.md). */
+  auditHead?: () => AuditAnchor;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -81,7 +84,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
     await v1.register(sessionRoutes, { ctx, accounts });
     await v1.register(userRoutes, { ctx, accounts });
     await v1.register(tokenRoutes, { ctx, accounts });
-    await v1.register(auditRoutes, { ctx, accounts });
+    await v1.register(auditRoutes, { ctx, accounts, head: s.auditHead });
   }
   if (media) await v1.register(mediaRoutes, { ctx, media, linkBase: s.mediaLinkBase });
   if (broadcasts) {

@@ -151,6 +151,20 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 4,
+    name: 'audit_log key_id',
+    up: `
+      -- The keyed audit chain (src/audit/chain.ts, docs/audit.md): key_id NULL is a
+      -- link of the first rule, hash = sha256(prev_hash || canonical JSON);
+      -- key_id set is HMAC-SHA256 with the audit key, which is kept outside this
+      -- database, and key_id (a fingerprint of that key, never the key) names it.
+      -- Rows written before this migration keep their sha256 links.
+      ALTER TABLE audit_log ADD COLUMN key_id TEXT;
+      -- Where the keyed part starts (MIN(seq) of the keyed rows), without a scan.
+      CREATE INDEX audit_log_keyed ON audit_log(seq) WHERE key_id IS NOT NULL;
+    `,
+  },
 ];
 
 /** Highest schema version this code knows. */

@@ -1,0 +1,149 @@
+/**
+ * The server's side of the keyed audit chain (docs/audit.md), a component
+ * started right after the state store, before anything records:
+ *
+ *  - start: loads the audit key (key.ts), generating <dataDir>/audit-key only
+ *    while the chain has no keyed entry; refuses to start with a missing key
+ *    or another key than the chain's (KENG_ERR_AUDIT_KEY, exit 78): writing on
+ *    with a new key would make every earlier keyed entry unverifiable. Then
+ *    keys the chain (the `audit.chain_keyed` entry, once) and anchors the head.
+ *  - every `audit.anchorIntervalSec` (when the head moved) and at stop:
+ *    anchors the head again.
+ *
+ * Anchoring = the signed head (anchor.ts) logged at info level, for the log
+ * shipping to carry out of reach of whoever holds only the database, and
+ * appended to <dataDir>/audit-anchors.jsonl and `audit.anchorFile`.
+ */
+import type Database from 'better-sqlite3';
+import type { Clock } from '../core/clock.js';
+import { Errors } from '../core/errors.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import { anchorFiles, appendAnchor, readAnchorFiles, signAnchor, type AuditAnchor } from './anchor.js';
+import { auditKeyLocation, createAuditKey, readAuditKey, type AuditKey, type AuditKeySettings } from './key.js';
+import { chainHead, type AuditLog } from './log.js';
+import { verifyAuditChain, type ChainReport } from './verify.js';
+
+export interface AuditChainSettings extends AuditKeySettings {
+  anchorFile?: string;
+  anchorIntervalSec: number;
+}
+
+export interface AuditChainOptions {
+  audit: AuditLog;
+  state: { readonly db: Database.Database };
+  dataDir: string;
+  settings: AuditChainSettings;
+  logger: Logger;
+  clock: Clock;
+}
+
+export class AuditChain implements Component {
+  readonly name = 'audit';
+  private readonly o: AuditChainOptions;
+  private key: AuditKey | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private anchored: { seq: number; hash: string } | null = null;
+
+  constructor(opts: AuditChainOptions) {
+    this.o = opts;
+  }
+
+  /** Where anchors go (and are read from by verify). */
+  get anchorFiles(): string[] { return anchorFiles(this.o.dataDir, this.o.settings.anchorFile); }
+
+  async start(): Promise<void> {
+    const { audit, dataDir, settings, logger } = this.o;
+    const key = this.loadKey();
+    this.key = key;
+    audit.useKey(key);
+    audit.ensureKeyed();
+    const files = this.anchorFiles;
+    try {
+      this.anchor('start');
+    } catch (err) {
+      // A configured anchor file that cannot be written is a setting to fix, like an unreadable TLS file.
+      if (settings.anchorFile === undefined) throw err;
+      throw Errors.CONFIG(`KENG_AUDIT_ANCHOR_FILE (audit.anchorFile): cannot append to ${files.join(' or ')} (${(err as Error).message})`);
+    }
+    logger.debug({ keyId: key.id, keySource: key.source, anchorFiles: files, dataDir }, 'audit chain keyed');
+    this.timer = setInterval(() => this.tick(), settings.anchorIntervalSec * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (!this.key) return;
+    try { this.anchor('stop'); } catch (err) { this.o.logger.error({ err }, 'could not anchor the audit head at stop'); }
+    this.key = null;
+  }
+
+  /** The key in use (after start). */
+  get auditKey(): AuditKey | null { return this.key; }
+
+  /** The current head, signed, without writing it anywhere (GET /api/v1/audit/head). */
+  signedHead(reason = 'head'): AuditAnchor {
+    return signAnchor(chainHead(this.o.state.db), this.requireKey(), this.o.clock.now(), reason);
+  }
+
+  /** Signs the head, logs it and appends it to every anchor file. */
+  anchor(reason: string): AuditAnchor {
+    const a = this.signedHead(reason);
+    this.o.logger.info({ auditAnchor: a }, 'audit head anchored');
+    for (const f of this.anchorFiles) appendAnchor(f, a);
+    this.anchored = { seq: a.seq, hash: a.hash };
+    return a;
+  }
+
+  /** The whole check, as `keng audit verify` does it: anchors read first, then the chain. */
+  verify(extraAnchorFiles: readonly string[] = []): ChainReport {
+    const { anchors } = readAnchorFiles([...this.anchorFiles, ...extraAnchorFiles]);
+    return verifyAuditChain(this.o.state.db, { key: this.requireKey(), anchors });
+  }
+
+  private tick(): void {
+    try {
+      const head = chainHead(this.o.state.db);
+      if (this.anchored && head.seq === this.anchored.seq && head.hash === this.anchored.hash) return;
+      this.anchor('interval');
+    } catch (err) {
+      this.o.logger.error({ err }, 'could not anchor the audit head');
+    }
+  }
+
+  private requireKey(): AuditKey {
+    if (!this.key) throw Errors.NOT_READY('the audit chain is not started');
+    return this.key;
+  }
+
+  /** The configured key, created only for a chain not keyed yet; it must be the chain's. */
+  private loadKey(): AuditKey {
+    const { dataDir, settings, logger } = this.o;
+    const db = this.o.state.db;
+    const onLoose = (file: string) => (mode: number): void => {
+      logger.warn({ file, mode: mode.toString(8) }, 'audit key file was readable by others; permissions set to 0600');
+    };
+    const where = auditKeyLocation(dataDir, settings);
+    const keyed = db.prepare('SELECT seq, key_id FROM audit_log WHERE key_id IS NOT NULL ORDER BY seq DESC LIMIT 1').get() as { seq: number; key_id: string } | undefined;
+    const since = keyed ? (db.prepare('SELECT MIN(seq) FROM audit_log WHERE key_id IS NOT NULL').pluck().get() as number) : null;
+    let key = readAuditKey(dataDir, settings, onLoose(where.file ?? ''));
+    if (!key) {
+      if (keyed) {
+        throw Errors.AUDIT_KEY(`the audit chain is keyed since seq ${since} (key id ${keyed.key_id}) but ${where.label} does not exist: restore it from a backup `
+          + '(keng backup copies <dataDir>/audit-key), or point audit.keyFile / KENG_AUDIT_KEY at that key. A new key would leave the keyed entries unverifiable');
+      }
+      const r = createAuditKey(dataDir, settings, onLoose(where.file ?? ''));
+      key = r.key;
+      if (r.created) {
+        logger.warn({ file: where.file, keyId: key.id },
+          `generated the audit key in ${where.file} (mode 0600); back it up with the data directory, or keep it elsewhere (audit.keyFile): without it the audit log cannot be verified`);
+      }
+    }
+    if (keyed && keyed.key_id !== key.id) {
+      throw Errors.AUDIT_KEY(`the key from ${key.source} (id ${key.id}) is not the key the audit chain is keyed with (id ${keyed.key_id}, since seq ${since}); `
+        + 'give Keng that key (restore the key file, or fix audit.keyFile / KENG_AUDIT_KEY)');
+    }
+    return key;
+  }
+}

@@ -12,7 +12,6 @@ import { mediaAreasMigration, mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
-import { DEVICE_HISTORY_MIGRATION } from './devices/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
@@ -34,13 +33,13 @@ const ORDER: Step[] = [
   BROADCAST_INDEXES_MIGRATION, // 8
   RPC_DEVICE_INDEX_MIGRATION,  // 9
   ALERTS_MIGRATION,      // 10
-  DEVICE_HISTORY_MIGRATION, // 11
+  core(5),                  // 11: devices: tombstones of deleted ids, history_from
   ALERT_RULES_MIGRATION,    // 12
   mediaAreasMigration,      // 13
   core(4),                  // 14: audit_log.key_id (the keyed audit chain)
 ];
 
-if (CORE.length !== 4) {
+if (CORE.length !== 5) {
   throw new Error('src/storage/state/migrations.ts gained an entry: append it to ORDER in src/migrations.ts with the next number');
 }
 

@@ -4,4 +4,3 @@ export { CredentialVerifier, type VerifierOptions } from './secrets.js';
 export { AreaTree, validateNewArea, PARENT_LEVEL } from './area-tree.js';
 export * from './types.js';
 export * from './registry-types.js';
-export { DEVICE_HISTORY_MIGRATION } from './migrations.js';

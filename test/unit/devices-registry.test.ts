@@ -88,7 +88,7 @@ describe('devices', () => {
     });
     expect(device).toEqual({
       id: 'soil-01', kind: 'sensor', name: 'Soil 1', area: 'thon-1', location: { lat: 21.03, lon: 105.85 },
-      model: 'SM-1', enabled: true, createdAt: 1_764_460_800_000,
+      model: 'SM-1', enabled: true, createdAt: 1_764_460_800_000, historyFrom: null,
     });
     expect(credentials.secret.length).toBeGreaterThanOrEqual(32);
     expect(credentials.accessToken.length).toBeGreaterThanOrEqual(32);

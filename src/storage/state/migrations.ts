@@ -165,6 +165,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_log_keyed ON audit_log(seq) WHERE key_id IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'devices: tombstones of deleted ids, history_from',
+    up: `
+      -- A deleted device's id may be registered again (ids are printed on hardware), but the new
+      -- device must never show the old one's readings, which stay in the telemetry store: the
+      -- tombstone remembers when the id was last deleted, and the new device's history starts after it.
+      CREATE TABLE device_tombstones (
+        id         TEXT PRIMARY KEY,
+        deleted_at INTEGER NOT NULL
+      ) STRICT;
+      ALTER TABLE devices ADD COLUMN history_from INTEGER;
+    `,
+  },
 ];
 
 /** Highest schema version this code knows. */

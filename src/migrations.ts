@@ -12,6 +12,7 @@ import { mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
+import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -32,6 +33,7 @@ const ORDER: Step[] = [
   BROADCAST_INDEXES_MIGRATION, // 8
   RPC_DEVICE_INDEX_MIGRATION,  // 9
   ALERTS_MIGRATION,      // 10
+  LOGIN_GUARD_MIGRATION, // 11
 ];
 
 if (CORE.length !== 3) {

@@ -34,7 +34,7 @@ export const Errors = {
   UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
   FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
   LOGIN_FAILED: def('KENG_ERR_LOGIN_FAILED', 'Wrong username or password', 401),
-  ACCOUNT_LOCKED: def('KENG_ERR_ACCOUNT_LOCKED', 'Account locked after repeated failed logins; an administrator must unlock it', 423),
+  ACCOUNT_LOCKED: def('KENG_ERR_ACCOUNT_LOCKED', 'Account locked for a while after repeated failed logins; try again later or ask an administrator to unlock it', 423),
   NOT_FOUND: def('KENG_ERR_NOT_FOUND', '%s not found', 404),
   ROUTE_NOT_FOUND: def('KENG_ERR_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
   // 409

@@ -2,7 +2,7 @@
  * User accounts (OpenAPI at /docs, tag accounts; who may do what: docs/roles.md).
  * Each user has one role and one or more areas (the role applies to each
  * area's subtree; admins always have "*"). Passwords: the rules of
- * password-rules.ts, scrypt-hashed (passwords.ts).
+ * password-rules.ts, scrypt-hashed (passwords.ts). Usernames: usernames.ts.
  * No default accounts or passwords exist: the bootstrap is the admin token.
  *
  * `Users` holds the business rules shared by the HTTP routes and the CLI
@@ -18,6 +18,7 @@ import type { LoginGuard } from './login-guard.js';
 import type { SessionStore } from './sessions.js';
 import { parseAreas, stmt, type StateSource } from './store.js';
 import { ALL_AREAS, ROLES, type Role } from './types.js';
+import { RESERVED_USERNAMES, usernameUnavailable } from './usernames.js';
 
 export interface User {
   username: string;
@@ -42,6 +43,9 @@ export interface AreaLookup { getArea(code: string): unknown }
 
 /** Where a change came from, for the audit log. */
 export interface ChangeContext { actor: Actor | string; ip?: string | null }
+
+/** Whether the creator may see an existing user (an operator: viewers within its areas); absent = sees all. */
+export type CanSee = (u: User) => boolean;
 
 interface UserRow {
   username: string; password_hash: string; role: Role; areas_json: string; disabled: number;
@@ -102,12 +106,19 @@ export class Users {
     return r ? { hash: r.password_hash, disabled: r.disabled === 1 } : null;
   }
 
-  async create(input: NewUser, by: ChangeContext): Promise<User> {
+  /**
+   * Every check that does not depend on who else exists comes first, so a
+   * taken name is only ever told apart from a free one by the last step
+   * (taken(), which says as little as `canSee` asks).
+   */
+  async create(input: NewUser, by: ChangeContext, canSee?: CanSee): Promise<User> {
     if (!USERNAME_RE.test(input.username)) throw Errors.VALIDATION('username must match ^[a-z0-9._-]{3,64}$');
     if (!ROLES.includes(input.role)) throw Errors.VALIDATION(`role must be one of ${ROLES.join(', ')}`);
     assertPasswordAcceptable(input.username, input.password);
     const areas = this.normaliseAreas(input.role, input.areas);
-    if (this.get(input.username)) throw Errors.USER_EXISTS(input.username);
+    if (RESERVED_USERNAMES.has(input.username)) throw this.unavailable(input.username, by);
+    const existing = this.get(input.username);
+    if (existing) throw this.taken(existing, by, canSee);
     const hash = await this.o.hasher.hash(input.password);
     const now = this.o.clock.now();
     const db = this.o.state.db;
@@ -116,7 +127,8 @@ export class Users {
         stmt(this.o.state, `INSERT INTO users (username, password_hash, role, areas_json, disabled, created_at, updated_at, created_by)
           VALUES (?, ?, ?, ?, 0, ?, ?, ?)`).run(input.username, hash, input.role, JSON.stringify(areas), now, now, actorOf(by));
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.USER_EXISTS(input.username);
+        const raced = (err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ? this.get(input.username) : null;
+        if (raced) throw this.taken(raced, by, canSee);
         throw err;
       }
       this.o.guard.forget(input.username); // failures recorded against the name before it existed
@@ -195,6 +207,17 @@ export class Users {
     const r = stmt(this.o.state, 'SELECT role, areas_json, disabled FROM users WHERE username = ?').get(username) as { role: Role; areas_json: string; disabled: number } | undefined;
     if (!r || r.disabled) return null;
     return { role: r.role, areas: r.role === 'admin' ? [ALL_AREAS] : parseAreas(r.areas_json) };
+  }
+
+  /** The refusal for a taken name: which one depends on whether the caller may see that user. */
+  private taken(existing: User, by: ChangeContext, canSee?: CanSee): Error {
+    return !canSee || canSee(existing) ? Errors.USER_EXISTS(existing.username) : this.unavailable(existing.username, by);
+  }
+
+  /** The generic refusal (reserved, or taken out of sight); audited without saying which, so probing shows. */
+  private unavailable(username: string, by: ChangeContext): Error {
+    this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
+    return usernameUnavailable(username);
   }
 
   private toUser(r: UserRow, lock: { lockedAt: number; lockedUntil: number } | null): User {

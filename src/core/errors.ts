@@ -44,6 +44,7 @@ export const Errors = {
   AREA_HIERARCHY: def('KENG_ERR_AREA_HIERARCHY', 'Invalid area hierarchy: %s', 409),
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
   USER_EXISTS: def('KENG_ERR_USER_EXISTS', 'User "%s" already exists', 409),
+  USERNAME_UNAVAILABLE: def('KENG_ERR_USERNAME_UNAVAILABLE', 'Username "%s" cannot be used; choose another', 409),
   MEDIA_IN_USE: def('KENG_ERR_MEDIA_IN_USE', 'Media "%s" is still used by %s', 409),
   COMMAND_KEY_ACTIVE: def('KENG_ERR_COMMAND_KEY_ACTIVE', 'Command key "%s" is the active key; rotate first, then retire it', 409),
   // 413/422/429

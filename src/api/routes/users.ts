@@ -2,7 +2,9 @@
  * Users (OpenAPI at /docs, tag accounts): admins manage everyone; an
  * operator manages viewers within the operator's areas (policy.canGrant) and
  * sees only those; anyone may change their own password with
- * `currentPassword`. A user outside what the caller may manage is 404.
+ * `currentPassword`. A user outside what the caller may manage is 404, and
+ * creating one with a name taken outside it is the generic 409
+ * KENG_ERR_USERNAME_UNAVAILABLE (docs/roles.md, "Usernames").
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -40,7 +42,9 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
       tags: ['accounts'], summary: 'Create a user', security: [{ bearer: [] }],
       description: 'Admins create any role; an operator may create viewers within the operator\'s own areas. '
         + 'Password: at least 10 characters, no space at either end, not the username, and not easy to guess '
-        + '(strength 3 of 4 or more); else 400 KENG_ERR_WEAK_PASSWORD saying why. Admins get areas ["*"].',
+        + '(strength 3 of 4 or more); else 400 KENG_ERR_WEAK_PASSWORD saying why. Admins get areas ["*"]. '
+        + 'A username is unique in the installation: 409 KENG_ERR_USER_EXISTS when the caller can see the user that has it, '
+        + '409 KENG_ERR_USERNAME_UNAVAILABLE for a reserved name or one taken outside what the caller manages.',
       body: NewUser,
       response: { 201: Described(User, 'The created user'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
     },
@@ -50,7 +54,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
     const b = req.body;
     const areas = b.areas ?? [];
     if (!policy.canGrant(p, b.role, b.role === 'admin' ? ['*'] : areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create an account with role ${b.role} in these areas`);
-    const u = await users.create({ username: b.username, password: b.password, role: b.role, areas }, { actor: p, ip: req.ip });
+    const u = await users.create({ username: b.username, password: b.password, role: b.role, areas }, { actor: p, ip: req.ip }, (x) => manages(p, x));
     reply.status(201).header('location', `/api/v1/users/${encodeURIComponent(u.username)}`);
     return userDto(u, tz);
   });

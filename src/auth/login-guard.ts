@@ -204,6 +204,14 @@ export class LoginGuard {
     return tx.immediate();
   }
 
+  /**
+   * Forget the addresses the user logged in from (new password, account disabled): whoever got in
+   * with the old password must not keep the known-address leniency.
+   */
+  forgetKnownSources(username: string): void {
+    this.rows.forgetKnown(username);
+  }
+
   /** Drop every trace of a username (user created or deleted). */
   forget(username: string): void {
     this.rows.deleteUser(username);

@@ -153,8 +153,11 @@ export class Users {
       stmt(this.o.state, `UPDATE users SET role = ?, areas_json = ?, disabled = ?, updated_at = ?,
         password_hash = COALESCE(?, password_hash) WHERE username = ?`)
         .run(role, JSON.stringify(areas), disabled ? 1 : 0, this.o.clock.now(), hash, username);
-      // A new password or a disabled account ends every session at once.
-      if (hash !== null || (disabled && !current.disabled)) this.o.sessions.revokeAllFor(username);
+      // A new password or a disabled account ends every session at once, and the addresses known from them.
+      if (hash !== null || (disabled && !current.disabled)) {
+        this.o.sessions.revokeAllFor(username);
+        this.o.guard.forgetKnownSources(username);
+      }
       const wasLocked = patch.unlock ? this.o.guard.unlock(username) : false;
       const after = this.get(username)!;
       this.o.audit.record({

@@ -151,6 +151,12 @@ describe('login guard: not turned against users', () => {
     lockByTen('lan'); // an attacker, from ten addresses
     expect(guard.check('lan', '198.51.100.1')).toMatchObject({ locked: true }); // a new address: locked
     expect(guard.check('lan', '192.0.2.10')).toEqual({ allowed: true }); // the office computer: not
+    // A new password (or a disabled account) forgets the known addresses: that one is locked like any other.
+    guard.forgetKnownSources('lan');
+    expect(guard.check('lan', '192.0.2.10')).toMatchObject({ locked: true });
+    expect(succeedOnce('lan', '198.51.100.1').allowed).toBe(false);
+    guard.unlock('lan');
+    expect(succeedOnce('lan', '192.0.2.10').allowed).toBe(true);
     // Its own failures still count (someone at that address guessing): delay, then a lock of that address only.
     for (let i = 1; i <= 10; i++) { expect(failOnce('lan', '192.0.2.10').allowed).toBe(true); clock.advance(61_000); }
     expect(guard.check('lan', '192.0.2.10')).toMatchObject({ allowed: false, locked: true });

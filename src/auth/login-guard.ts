@@ -179,6 +179,12 @@ export class LoginGuard {
     tx.immediate();
   }
 
+  /** The account's lock for everyone while it runs: since when and until when (ms); else null. */
+  accountLock(username: string): { lockedAt: number; lockedUntil: number } | null {
+    const v = this.view(userKey(username), this.clock.now());
+    return v?.locked ? { lockedAt: v.lockedAt ?? v.lockedUntil!, lockedUntil: v.lockedUntil! } : null;
+  }
+
   /** When the account was locked for everyone (ms), while that lock runs; else null. */
   lockedAt(username: string): number | null {
     return this.accountLock(username)?.lockedAt ?? null;
@@ -225,11 +231,6 @@ export class LoginGuard {
     this.rows.prune('pair', now, now - this.pairLimits.resetAfterMs);
     this.rows.prune('ip', now, now - this.ipLimits.resetAfterMs);
     this.rows.pruneKnown(now - this.knownSourceMs);
-  }
-
-  private accountLock(username: string): { lockedAt: number; lockedUntil: number } | null {
-    const v = this.view(userKey(username), this.clock.now());
-    return v?.locked ? { lockedAt: v.lockedAt ?? v.lockedUntil!, lockedUntil: v.lockedUntil! } : null;
   }
 
   private isKnown(username: string, ip: string, now: number): boolean {

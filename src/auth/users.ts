@@ -78,9 +78,7 @@ export class Users {
 
   get(username: string): User | null {
     const r = stmt(this.o.state, 'SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
-    if (!r) return null;
-    const until = this.o.guard.lockedUntil(r.username);
-    return this.toUser(r, until === null ? null : { lockedAt: this.o.guard.lockedAt(r.username)!, lockedUntil: until });
+    return r ? this.toUser(r, this.o.guard.accountLock(r.username)) : null;
   }
 
   list(): User[] {

@@ -28,7 +28,7 @@ import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
 import { TlsSource } from './tls.js';
-import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, type Accounts, type Principal } from './auth/index.js';
+import { AdminAuth, ApiTokenAuthenticator, AuthenticatorChain, Policy, UserSessionAuthenticator, createAccounts, guardOptions, type Accounts, type Principal } from './auth/index.js';
 import { ApiServer } from './api/index.js';
 import { MediaLibrary, EspeakTts, MediaToolsCheck, mediaViewer } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
@@ -95,7 +95,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
 
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
   const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
-  const accounts = createAccounts({ state: stateDb, clock, logger: log('auth'), areas: registry });
+  const accounts = createAccounts({ state: stateDb, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;

@@ -13,6 +13,7 @@ import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
+import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -37,6 +38,7 @@ const ORDER: Step[] = [
   ALERT_RULES_MIGRATION,    // 12
   mediaAreasMigration,      // 13
   core(4),                  // 14: audit_log.key_id (the keyed audit chain)
+  LOGIN_GUARD_MIGRATION,    // 15
 ];
 
 if (CORE.length !== 5) {

@@ -116,6 +116,8 @@ export class ApiServer implements Component {
       loggerInstance: logger,
       logController: new DebugRequestLogs(),
       bodyLimit,
+      // req.ip (login guard, audit, sessions): the client behind the proxies named in http.trustProxy.
+      trustProxy: Array.isArray(config.http.trustProxy) ? [...config.http.trustProxy] : config.http.trustProxy,
       ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
       routerOptions: { ignoreTrailingSlash: true },
     }).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api;

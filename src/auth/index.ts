@@ -4,8 +4,11 @@ export { Policy, roleAllows, ACTIONS, AREA_SCOPED, type Action, type AreaTree, t
 export { ROLES, ALL_AREAS, type Role, type Principal, type Authenticator } from './types.js';
 export { PasswordHasher, USERNAME_PATTERN, PASSWORD_MIN_LENGTH, passwordProblem, type PasswordHasherOptions } from './passwords.js';
 export { LoginGuard, delayAfter, DEFAULT_LOCK_AFTER, type GuardLimits, type GuardVerdict, type LoginGuardOptions } from './login-guard.js';
-export { Users, type User, type NewUser, type UserPatch, type AreaLookup, type ChangeContext } from './users.js';
+export { Users, type User, type NewUser, type UserPatch, type AreaLookup, type ChangeContext, type CanSee } from './users.js';
+export { RESERVED_USERNAMES } from './usernames.js';
+export { checkPassword, PASSWORD_MIN_SCORE, type PasswordProblem } from './password-rules.js';
 export { SessionStore, UserSessionAuthenticator, SESSION_TOKEN_PREFIX, DEFAULT_SESSION_TTL_MS } from './sessions.js';
 export { ApiTokenStore, ApiTokenAuthenticator, API_TOKEN_PREFIX, type ApiToken } from './api-tokens.js';
 export { LoginService, type LoginResult } from './login.js';
-export { createAccounts, type Accounts, type AccountsOptions } from './accounts.js';
+export { createAccounts, guardOptions, type Accounts, type AccountsOptions } from './accounts.js';
+export { LOGIN_GUARD_MIGRATION } from './migrations.js';

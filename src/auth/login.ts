@@ -1,11 +1,11 @@
 /**
- * POST /api/v1/auth/login as a service (docs/roles.md):
+ * POST /api/v1/auth/login as a service (docs/roles.md, "Logging in"):
  * username + password → session token, behind the LoginGuard.
  *
- *  1. guard.begin(): locked → KENG_ERR_ACCOUNT_LOCKED (423, password NOT
- *     checked, so the right password gains nothing); inside a delay window
- *     → KENG_ERR_RATE_LIMITED (429, Retry-After). Otherwise the attempt is
- *     counted as a failure up front.
+ *  1. guard.begin(): locked → KENG_ERR_ACCOUNT_LOCKED (423 + Retry-After
+ *     until the lock ends; password NOT checked, so the right password gains
+ *     nothing); inside a delay window → KENG_ERR_RATE_LIMITED (429,
+ *     Retry-After). Otherwise the attempt is counted as a failure up front.
  *  2. One scrypt check: against the user's hash, or a dummy hash for an
  *     unknown username (same work, same reply: KENG_ERR_LOGIN_FAILED 401).
  *     A disabled account answers exactly like a wrong password.
@@ -16,16 +16,24 @@
  */
 import { Errors, type KengError } from '../core/errors.js';
 import type { AuditRecorder } from '../audit/index.js';
-import type { LoginGuard } from './login-guard.js';
-import { PASSWORD_MAX_LENGTH, type PasswordHasher } from './passwords.js';
+import type { GuardVerdict, LoginGuard } from './login-guard.js';
+import { PASSWORD_MAX_LENGTH } from './password-rules.js';
+import type { PasswordHasher } from './passwords.js';
 import type { SessionStore } from './sessions.js';
 import type { Users } from './users.js';
 import type { Principal } from './types.js';
 
 export interface LoginResult { token: string; expiresAt: number; principal: Principal }
 
-/** A refused login; `retryAfterSec` set for 429. */
+/** A refused login; `retryAfterSec` set for 423 and 429 (the route sends it as Retry-After). */
 export type LoginError = KengError & { retryAfterSec?: number };
+
+/** The error for a refused guard verdict: 423 while locked, 429 while waiting; both say how long. */
+export function guardRefusal(v: Exclude<GuardVerdict, { allowed: true }>): LoginError {
+  const err = (v.locked ? Errors.ACCOUNT_LOCKED() : Errors.RATE_LIMITED('too many failed logins; wait before trying again')) as LoginError;
+  err.retryAfterSec = Math.max(1, Math.ceil(v.retryAfterMs / 1000));
+  return err;
+}
 
 export interface LoginServiceOptions {
   users: Users;
@@ -45,12 +53,7 @@ export class LoginService {
     const username = usernameRaw.slice(0, MAX_NAME + 1);
     const { guard, users, hasher, audit } = this.o;
     const verdict = guard.begin(username, ip);
-    if (!verdict.allowed) {
-      if (verdict.locked) throw Errors.ACCOUNT_LOCKED();
-      const err = Errors.RATE_LIMITED('too many failed logins; wait before trying again') as LoginError;
-      err.retryAfterSec = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000));
-      throw err;
-    }
+    if (!verdict.allowed) throw guardRefusal(verdict);
     const stored = username.length <= MAX_NAME ? users.passwordHash(username) : null;
     let ok: boolean;
     if (password.length > PASSWORD_MAX_LENGTH) ok = await hasher.dummyVerify(password.slice(0, PASSWORD_MAX_LENGTH));
@@ -58,10 +61,11 @@ export class LoginService {
     else ok = await hasher.dummyVerify(password);
 
     if (!ok) {
-      const { locked, failures } = guard.fail(username);
+      const { locked, failures } = guard.fail(username, ip);
       guard.prune();
       audit.record({ actor: 'anonymous', ip, action: 'auth.login_failed', target: `user:${username}`, after: { failures } });
-      if (locked) audit.record({ actor: 'anonymous', ip, action: 'auth.lockout', target: `user:${username}`, after: { failures } });
+      // scope "account": locked for everyone; "address": for this address only (the last usable admin, or a known address).
+      if (locked) audit.record({ actor: 'anonymous', ip, action: 'auth.lockout', target: `user:${username}`, after: { failures, scope: locked.scope, until: locked.until } });
       throw Errors.LOGIN_FAILED();
     }
     guard.succeed(username, ip);

@@ -13,10 +13,11 @@
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { Errors } from '../core/errors.js';
 
+// Which passwords are accepted is password-rules.ts; re-exported here, where callers have always found them.
+export { PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH, passwordProblem, assertPasswordAcceptable } from './password-rules.js';
+
 export const USERNAME_PATTERN = '^[a-z0-9._-]{3,64}$';
 export const USERNAME_RE = new RegExp(USERNAME_PATTERN);
-export const PASSWORD_MIN_LENGTH = 10;
-export const PASSWORD_MAX_LENGTH = 256;
 
 /** Production cost: log2(N). Tests may pass a lower one to the constructor. */
 export const DEFAULT_LOG2_N = 15;
@@ -31,20 +32,6 @@ function scrypt(password: string, salt: Buffer, keylen: number, opts: ScryptOpti
   return new Promise((resolve, reject) => {
     scryptCb(password, salt, keylen, opts, (err, key) => (err ? reject(err) : resolve(key)));
   });
-}
-
-/** Why a password is refused, or null when it is acceptable. */
-export function passwordProblem(username: string, password: string): string | null {
-  if ([...password].length < PASSWORD_MIN_LENGTH) return `password must have at least ${PASSWORD_MIN_LENGTH} characters`;
-  if (password.length > PASSWORD_MAX_LENGTH) return `password must have at most ${PASSWORD_MAX_LENGTH} characters`;
-  if (password.trim().toLowerCase() === username.trim().toLowerCase()) return 'password must not equal the username';
-  return null;
-}
-
-/** Throws KENG_ERR_WEAK_PASSWORD when the password is refused. */
-export function assertPasswordAcceptable(username: string, password: string): void {
-  const problem = passwordProblem(username, password);
-  if (problem) throw Errors.WEAK_PASSWORD(problem);
 }
 
 export interface PasswordHasherOptions {

@@ -1,9 +1,9 @@
 /**
  * User accounts (OpenAPI at /docs, tag accounts; who may do what: docs/roles.md).
  * Each user has one role and one or more areas (the role applies to each
- * area's subtree; admins always have "*"). Passwords: at least 10
- * characters, not the username, scrypt-hashed (passwords.ts). No default
- * accounts or passwords exist: the bootstrap is the admin token.
+ * area's subtree; admins always have "*"). Passwords: the rules of
+ * password-rules.ts, scrypt-hashed (passwords.ts). Usernames: usernames.ts.
+ * No default accounts or passwords exist: the bootstrap is the admin token.
  *
  * `Users` holds the business rules shared by the HTTP routes and the CLI
  * (validation, hashing, audit); who may call what is the routes' business
@@ -12,11 +12,13 @@
 import { Errors, withDetails } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { AuditRecorder, Actor } from '../audit/index.js';
-import { USERNAME_RE, assertPasswordAcceptable, type PasswordHasher } from './passwords.js';
+import { USERNAME_RE, type PasswordHasher } from './passwords.js';
+import { assertPasswordAcceptable } from './password-rules.js';
 import type { LoginGuard } from './login-guard.js';
 import type { SessionStore } from './sessions.js';
 import { parseAreas, stmt, type StateSource } from './store.js';
 import { ALL_AREAS, ROLES, type Role } from './types.js';
+import { RESERVED_USERNAMES, usernameUnavailable } from './usernames.js';
 
 export interface User {
   username: string;
@@ -24,8 +26,10 @@ export interface User {
   /** Area codes; ["*"] for admins. */
   areas: string[];
   disabled: boolean;
-  /** When the account was locked after failed logins (ms), or null. */
+  /** When the account was locked for everyone after failed logins (ms), while that lock runs; else null. */
   lockedAt: number | null;
+  /** When that lock ends by itself (ms), or null. */
+  lockedUntil: number | null;
   createdAt: number;
   updatedAt: number;
   createdBy: string | null;
@@ -39,6 +43,9 @@ export interface AreaLookup { getArea(code: string): unknown }
 
 /** Where a change came from, for the audit log. */
 export interface ChangeContext { actor: Actor | string; ip?: string | null }
+
+/** Whether the creator may see an existing user (an operator: viewers within its areas); absent = sees all. */
+export type CanSee = (u: User) => boolean;
 
 interface UserRow {
   username: string; password_hash: string; role: Role; areas_json: string; disabled: number;
@@ -71,12 +78,24 @@ export class Users {
 
   get(username: string): User | null {
     const r = stmt(this.o.state, 'SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
-    return r ? this.toUser(r, this.o.guard.lockedAt(r.username)) : null;
+    return r ? this.toUser(r, this.o.guard.accountLock(r.username)) : null;
   }
 
   list(): User[] {
     const locked = this.o.guard.lockedMap();
     return (stmt(this.o.state, 'SELECT * FROM users ORDER BY username').all() as UserRow[]).map((r) => this.toUser(r, locked.get(r.username) ?? null));
+  }
+
+  /**
+   * Whether locking this account would leave no admin account that can log
+   * in: it is an enabled admin and every other enabled admin is locked. The
+   * login guard then never locks it for everyone (docs/roles.md).
+   */
+  isLastUsableAdmin(username: string): boolean {
+    const admins = stmt(this.o.state, "SELECT username FROM users WHERE role = 'admin' AND disabled = 0").pluck().all() as string[];
+    if (!admins.includes(username)) return false;
+    const locked = this.o.guard.lockedMap();
+    return admins.every((a) => a === username || locked.has(a));
   }
 
   /** The stored password hash (for login only). */
@@ -85,12 +104,19 @@ export class Users {
     return r ? { hash: r.password_hash, disabled: r.disabled === 1 } : null;
   }
 
-  async create(input: NewUser, by: ChangeContext): Promise<User> {
+  /**
+   * Every check that does not depend on who else exists comes first, so a
+   * taken name is only ever told apart from a free one by the last step
+   * (taken(), which says as little as `canSee` asks).
+   */
+  async create(input: NewUser, by: ChangeContext, canSee?: CanSee): Promise<User> {
     if (!USERNAME_RE.test(input.username)) throw Errors.VALIDATION('username must match ^[a-z0-9._-]{3,64}$');
     if (!ROLES.includes(input.role)) throw Errors.VALIDATION(`role must be one of ${ROLES.join(', ')}`);
     assertPasswordAcceptable(input.username, input.password);
     const areas = this.normaliseAreas(input.role, input.areas);
-    if (this.get(input.username)) throw Errors.USER_EXISTS(input.username);
+    if (RESERVED_USERNAMES.has(input.username)) throw this.unavailable(input.username, by);
+    const existing = this.get(input.username);
+    if (existing) throw this.taken(existing, by, canSee);
     const hash = await this.o.hasher.hash(input.password);
     const now = this.o.clock.now();
     const db = this.o.state.db;
@@ -99,7 +125,8 @@ export class Users {
         stmt(this.o.state, `INSERT INTO users (username, password_hash, role, areas_json, disabled, created_at, updated_at, created_by)
           VALUES (?, ?, ?, ?, 0, ?, ?, ?)`).run(input.username, hash, input.role, JSON.stringify(areas), now, now, actorOf(by));
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.USER_EXISTS(input.username);
+        const raced = (err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ? this.get(input.username) : null;
+        if (raced) throw this.taken(raced, by, canSee);
         throw err;
       }
       this.o.guard.forget(input.username); // failures recorded against the name before it existed
@@ -124,30 +151,37 @@ export class Users {
       stmt(this.o.state, `UPDATE users SET role = ?, areas_json = ?, disabled = ?, updated_at = ?,
         password_hash = COALESCE(?, password_hash) WHERE username = ?`)
         .run(role, JSON.stringify(areas), disabled ? 1 : 0, this.o.clock.now(), hash, username);
-      // A new password or a disabled account ends every session at once.
-      if (hash !== null || (disabled && !current.disabled)) this.o.sessions.revokeAllFor(username);
-      if (patch.unlock) this.o.guard.unlock(username);
+      // A new password or a disabled account ends every session at once, and the addresses known from them.
+      if (hash !== null || (disabled && !current.disabled)) {
+        this.o.sessions.revokeAllFor(username);
+        this.o.guard.forgetKnownSources(username);
+      }
+      const wasLocked = patch.unlock ? this.o.guard.unlock(username) : false;
       const after = this.get(username)!;
       this.o.audit.record({
         actor: by.actor, ip: by.ip, action: 'user.update', target: `user:${username}`,
         before: auditView(current), after: { ...auditView(after), ...(hash !== null ? { passwordChanged: true } : {}) },
       });
-      if (patch.unlock && current.lockedAt !== null) {
-        this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { lockedAt: current.lockedAt }, after: { lockedAt: null } });
+      if (wasLocked) {
+        this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: lockView(current), after: { locked: false } });
       }
       return after;
     });
     return tx.immediate();
   }
 
-  /** Admin unlock (also `keng users unlock`). Returns whether it was locked. */
+  /**
+   * Admin unlock (also `keng users unlock`): ends the account's lock and the
+   * locks of single addresses on it, and clears its failure counts. Returns
+   * whether any lock was running.
+   */
   unlock(username: string, by: ChangeContext): boolean {
     const tx = this.o.state.db.transaction(() => {
-      if (!this.get(username)) throw Errors.NOT_FOUND(`User "${username}"`);
-      const lockedAt = this.o.guard.lockedAt(username);
-      this.o.guard.unlock(username);
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { lockedAt }, after: { lockedAt: null } });
-      return lockedAt !== null;
+      const before = this.get(username);
+      if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
+      const was = this.o.guard.unlock(username);
+      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { ...lockView(before), anyLock: was }, after: { locked: false } });
+      return was;
     });
     return tx.immediate();
   }
@@ -176,16 +210,33 @@ export class Users {
     return { role: r.role, areas: r.role === 'admin' ? [ALL_AREAS] : parseAreas(r.areas_json) };
   }
 
-  private toUser(r: UserRow, lockedAt: number | null): User {
+  /** The refusal for a taken name: which one depends on whether the caller may see that user. */
+  private taken(existing: User, by: ChangeContext, canSee?: CanSee): Error {
+    return !canSee || canSee(existing) ? Errors.USER_EXISTS(existing.username) : this.unavailable(existing.username, by);
+  }
+
+  /** The generic refusal (reserved, or taken out of sight); audited without saying which, so probing shows. */
+  private unavailable(username: string, by: ChangeContext): Error {
+    this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
+    return usernameUnavailable(username);
+  }
+
+  private toUser(r: UserRow, lock: { lockedAt: number; lockedUntil: number } | null): User {
     return {
       username: r.username, role: r.role, areas: r.role === 'admin' ? [ALL_AREAS] : parseAreas(r.areas_json),
-      disabled: r.disabled === 1, lockedAt, createdAt: r.created_at, updatedAt: r.updated_at, createdBy: r.created_by,
+      disabled: r.disabled === 1, lockedAt: lock?.lockedAt ?? null, lockedUntil: lock?.lockedUntil ?? null,
+      createdAt: r.created_at, updatedAt: r.updated_at, createdBy: r.created_by,
     };
   }
 }
 
 function actorOf(by: ChangeContext): string {
   return typeof by.actor === 'string' ? by.actor : `${by.actor.kind}:${by.actor.id}`;
+}
+
+/** A user's lock, for the audit log. */
+function lockView(u: User): Record<string, unknown> {
+  return { locked: u.lockedAt !== null, lockedAt: u.lockedAt, lockedUntil: u.lockedUntil };
 }
 
 /** What the audit log keeps of a user. */

@@ -1,5 +1,5 @@
 /**
- * `keng` command line: areas and devices, straight on the state store under
+ * `keng` command line: areas, devices, users (users.ts), straight on the state store under
  * KENG_DATA_DIR (settings through loadConfig(), so KENG_CONFIG and KENG_*
  * variables apply). Safe while the server runs: SQLite WAL + busy_timeout,
  * and the server's registry picks up what the CLI changed (see
@@ -15,49 +15,16 @@
  * key; 66 for a directory without state; 73 for a backup directory that is
  * not empty).
  */
-import { userInfo } from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadConfig, ConfigError } from '../config/index.js';
-import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock, Errors } from '../core/index.js';
-import { StateDb } from '../storage/state/index.js';
-import { ALL_MIGRATIONS } from '../migrations.js';
-import { DeviceRegistry, type Area, type AreaLevel, type Device, type DeviceKind, type DeviceView } from '../devices/index.js';
+import { loadConfig } from '../config/index.js';
+import { Errors } from '../core/index.js';
+import type { Area, AreaLevel, Device, DeviceKind, DeviceView } from '../devices/index.js';
 import { registerSimulate } from './simulate.js';
-import { createAccounts, ROLES, type Accounts, type Role } from '../auth/index.js';
+import { registerAudit } from './audit.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
-import { cliAuditKey, registerAudit } from './audit.js';
-
-/** Opens the state store and a registry that leaves presence to the server. */
-async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb) => T | Promise<T>): Promise<T> {
-  const config = loadConfig();
-  // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
-  const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
-  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS, create: false });
-  const reg = new DeviceRegistry({
-    db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
-    metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
-  });
-  await db.start();
-  try {
-    await reg.start();
-    try { return await fn(reg, db); } finally { await reg.stop(); }
-  } finally {
-    await db.stop();
-  }
-}
-
-function out(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
-
-function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
-}
-
-function json(value: unknown): void {
-  out(JSON.stringify(value, null, 2));
-}
+import { action, iso, json, out, table, withRegistry } from './common.js';
+import { registerUsers } from './users.js';
 
 function areaJson(a: Area): Record<string, unknown> {
   return { ...a, createdAt: iso(a.createdAt) };
@@ -67,37 +34,12 @@ function deviceJson(d: Device | DeviceView): Record<string, unknown> {
   return { ...d, createdAt: iso(d.createdAt), ...('lastSeen' in d ? { lastSeen: iso(d.lastSeen) } : {}) };
 }
 
-/** Left-aligned columns. */
-function table(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const fmt = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  out(fmt(header));
-  for (const r of rows) out(fmt(r));
-}
-
 function printDevice(d: Device): void {
   const loc = d.location ? `${d.location.lat}, ${d.location.lon}` : '-';
   table(['field', 'value'], [
     ['id', d.id], ['kind', d.kind], ['name', d.name], ['area', d.area], ['location', loc],
     ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', iso(d.createdAt) ?? '-'],
   ].map(([k, v]) => [k!, v!]));
-}
-
-/** Wraps an action: one-line KENG_ERR errors and a non-zero exit status. */
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (err) {
-      if (err instanceof ConfigError || isKengError(err)) {
-        process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
-        process.exitCode = exitStatusFor(err.code);
-      } else {
-        process.stderr.write(`keng: KENG_ERR_INTERNAL: ${(err as Error)?.message ?? String(err)}\n`);
-        process.exitCode = 1;
-      }
-    }
-  };
 }
 
 function parseCoordinate(v: string): number {
@@ -186,88 +128,6 @@ function registerDevices(program: Command): void {
     }));
 }
 
-/**
- * Account services on the CLI's state store (same rules and audit log as the API). The audit log
- * gets the server's audit key: without it (or with another) a keyed chain refuses the change.
- */
-function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
-  return withRegistry((reg, db) => {
-    const acc = createAccounts({ state: db, clock: systemClock, areas: reg });
-    const key = cliAuditKey();
-    if (key) acc.audit.useKey(key);
-    return fn(acc, db);
-  });
-}
-
-/** Audit actor of CLI changes: the operating-system user running `keng`. */
-function cliActor(): string {
-  let name = 'unknown';
-  try { name = userInfo().username; } catch { /* no passwd entry */ }
-  return `cli:${name}`;
-}
-
-/** A password from stdin: the first line when piped, typed without echo on a terminal. Never from argv (ps would show it). */
-async function readPassword(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  if (!stdin.isTTY) {
-    let text = '';
-    for await (const chunk of stdin) text += String(chunk);
-    return text.split(/\r?\n/)[0] ?? '';
-  }
-  process.stderr.write(prompt);
-  stdin.setRawMode(true);
-  stdin.resume();
-  stdin.setEncoding('utf8');
-  return new Promise((resolve, reject) => {
-    let value = '';
-    const done = (fn: () => void): void => { stdin.setRawMode(false); stdin.pause(); stdin.off('data', onData); process.stderr.write('\n'); fn(); };
-    const onData = (s: string): void => {
-      for (const ch of s) {
-        if (ch === '\r' || ch === '\n') return done(() => resolve(value));
-        if (ch === '\u0003') return done(() => reject(Errors.VALIDATION('cancelled')));
-        if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
-        else value += ch;
-      }
-    };
-    stdin.on('data', onData);
-  });
-}
-
-function registerUsers(program: Command): void {
-  const users = program.command('users').description('user accounts (login with POST /api/v1/auth/login)');
-  users.command('add')
-    .description('add a user; the password is read from stdin (piped: first line; terminal: typed without echo)')
-    .requiredOption('--username <name>', 'login name: ^[a-z0-9._-]{3,64}$')
-    .requiredOption('--role <role>', ROLES.join(' | '))
-    .option('--areas <codes>', 'comma-separated area codes (ignored for admin)', '')
-    .option('--json', 'print JSON')
-    .action(action(async (o: { username: string; role: string; areas: string; json?: boolean }) => {
-      if (!ROLES.includes(o.role as Role)) throw Errors.VALIDATION(`--role must be one of ${ROLES.join(', ')}`);
-      const areas = o.areas.split(',').map((a) => a.trim()).filter(Boolean);
-      // The password is asked for once the state is open: a wrong KENG_DATA_DIR is reported before anyone types it.
-      const user = await withAccounts(async (acc) => {
-        const password = await readPassword(`Password for ${o.username}: `);
-        return acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() });
-      });
-      if (o.json) return json({ ...user, createdAt: iso(user.createdAt), updatedAt: iso(user.updatedAt) });
-      out(`User ${user.username} added: ${user.role} in ${user.areas.join(', ')}`);
-    }));
-  users.command('list')
-    .description('list users')
-    .option('--json', 'print JSON')
-    .action(action(async (o: { json?: boolean }) => {
-      const list = await withAccounts((acc) => acc.users.list());
-      if (o.json) return json(list.map((u) => ({ ...u, createdAt: iso(u.createdAt), updatedAt: iso(u.updatedAt), lockedAt: iso(u.lockedAt) })));
-      table(['USERNAME', 'ROLE', 'STATE', 'AREAS'], list.map((u) => [u.username, u.role, u.disabled ? 'disabled' : u.lockedAt !== null ? 'locked' : 'active', u.areas.join(',')]));
-    }));
-  users.command('unlock')
-    .description('unlock a user locked out after failed logins')
-    .argument('<username>', 'login name')
-    .action(action(async (username: string) => {
-      const was = await withAccounts((acc) => acc.users.unlock(username, { actor: cliActor() }));
-      out(was ? `User ${username} unlocked` : `User ${username} was not locked (failure count cleared)`);
-    }));
-}
 
 function registerBackup(program: Command): void {
   program.command('backup')

@@ -1,11 +1,12 @@
 /** KENG_* environment variables → config paths. The names are public (README "Settings", config/README.md): renaming one breaks deployments. */
-export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' }
+export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' | 'proxy' }
 
 export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_DATA_DIR', path: 'dataDir', type: 'string' },
   { name: 'KENG_HTTP_PORT', path: 'http.port', type: 'int' },
   { name: 'KENG_HTTP_HOST', path: 'http.host', type: 'string' },
   { name: 'KENG_HTTP_CORS_ORIGINS', path: 'http.corsOrigins', type: 'list' },
+  { name: 'KENG_HTTP_TRUST_PROXY', path: 'http.trustProxy', type: 'proxy' },
   { name: 'KENG_MQTT_PORT', path: 'mqtt.port', type: 'int' },
   { name: 'KENG_MQTT_HOST', path: 'mqtt.host', type: 'string' },
   { name: 'KENG_MQTT_MAX_PAYLOAD_BYTES', path: 'mqtt.maxPayloadBytes', type: 'int' },

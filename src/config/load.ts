@@ -48,6 +48,12 @@ function parseEnv(b: EnvBinding, raw: string): unknown {
       if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(`Invalid setting ${b.name}=${JSON.stringify(raw)}: expected an integer`);
       return Number(raw);
     }
+    case 'proxy': {
+      // http.trustProxy: true/false, or a comma-separated list of proxy addresses / CIDRs.
+      const v = raw.trim();
+      if (v === 'true' || v === 'false') return v === 'true';
+      return v.split(',').map((s) => s.trim()).filter(Boolean);
+    }
     case 'number': {
       const n = Number(raw);
       if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(`Invalid setting ${b.name}=${JSON.stringify(raw)}: expected a number`);
@@ -147,4 +153,5 @@ function crossCheck(cfg: Config): void {
     throw new ConfigError('Invalid setting KENG_AUDIT_KEY (audit.key): set either the key or audit.keyFile (KENG_AUDIT_KEY_FILE), not both');
   }
   if (cfg.influx.retryMinMs > cfg.influx.retryMaxMs) throw new ConfigError('Invalid setting influx.retryMinMs: larger than influx.retryMaxMs');
+  if (cfg.auth.lockSec > cfg.auth.lockMaxSec) throw new ConfigError('Invalid setting auth.lockSec: larger than auth.lockMaxSec');
 }

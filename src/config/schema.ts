@@ -21,6 +21,13 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
     bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
     corsOrigins: Type.Array(Type.String(), { default: [] }),
+    /**
+     * Which reverse proxies' X-Forwarded-For to believe, so that the login guard throttles the real
+     * client and not the proxy (config/README.md): false (default: the socket's address), true (any
+     * peer: only when nothing reaches Keng but through the proxy), or the proxies' addresses / CIDRs.
+     * (fastify ignores X-Forwarded-For for a bare hop count, so none is offered.)
+     */
+    trustProxy: Type.Union([Type.Boolean(), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], { default: false }),
   }, { default: {} }),
   mqtt: Type.Object({
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883 }),
@@ -115,6 +122,20 @@ export const ConfigSchema = Type.Object({
     maxEventRate: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200 }),
     /** Throttled clients get the latest value per device and field this often, ms. */
     throttleIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
+  }, { default: {} }),
+  /** Logging in (src/auth/login-guard.ts, docs/roles.md "Logging in"). */
+  auth: Type.Object({
+    /** Failed logins in a row that lock an account for everyone (or, for the last usable admin, for the failing address only). */
+    lockAfter: Type.Integer({ minimum: 3, maximum: 100, default: 10 }),
+    /** First lock; each lock in a row lasts twice as long, up to lockMaxSec. */
+    lockSec: Type.Integer({ minimum: 60, maximum: 86_400, default: 900 }),
+    lockMaxSec: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
+    /** Failed logins from one client address (any usernames) before each attempt from it must wait. */
+    sourceFreeFailures: Type.Integer({ minimum: 0, maximum: 100, default: 5 }),
+    /** Longest wait imposed on one client address. */
+    sourceMaxDelaySec: Type.Integer({ minimum: 1, maximum: 3600, default: 300 }),
+    /** A successful login makes its address a known one for the user this long (0: off). */
+    knownSourceDays: Type.Integer({ minimum: 0, maximum: 365, default: 30 }),
   }, { default: {} }),
   /** Keng's own web app (src/web). */
   web: Type.Object({

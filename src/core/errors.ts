@@ -34,7 +34,7 @@ export const Errors = {
   UNAUTHENTICATED: def('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token', 401),
   FORBIDDEN: def('KENG_ERR_FORBIDDEN', 'Not allowed: %s', 403),
   LOGIN_FAILED: def('KENG_ERR_LOGIN_FAILED', 'Wrong username or password', 401),
-  ACCOUNT_LOCKED: def('KENG_ERR_ACCOUNT_LOCKED', 'Account locked after repeated failed logins; an administrator must unlock it', 423),
+  ACCOUNT_LOCKED: def('KENG_ERR_ACCOUNT_LOCKED', 'Account locked for a while after repeated failed logins; try again later or ask an administrator to unlock it', 423),
   NOT_FOUND: def('KENG_ERR_NOT_FOUND', '%s not found', 404),
   ROUTE_NOT_FOUND: def('KENG_ERR_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
   // 409
@@ -44,6 +44,7 @@ export const Errors = {
   AREA_HIERARCHY: def('KENG_ERR_AREA_HIERARCHY', 'Invalid area hierarchy: %s', 409),
   AREA_IN_USE: def('KENG_ERR_AREA_IN_USE', 'Area "%s" still has %s', 409),
   USER_EXISTS: def('KENG_ERR_USER_EXISTS', 'User "%s" already exists', 409),
+  USERNAME_UNAVAILABLE: def('KENG_ERR_USERNAME_UNAVAILABLE', 'Username "%s" cannot be used; choose another', 409),
   MEDIA_IN_USE: def('KENG_ERR_MEDIA_IN_USE', 'Media "%s" is still used by %s', 409),
   COMMAND_KEY_ACTIVE: def('KENG_ERR_COMMAND_KEY_ACTIVE', 'Command key "%s" is the active key; rotate first, then retire it', 409),
   // 413/422/429

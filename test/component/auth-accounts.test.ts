@@ -30,7 +30,7 @@ describe('users', () => {
     expect(code(await add({ username: 'binh', password: PW, role: 'root', areas: ['A'] }))).toEqual([400, 'KENG_ERR_VALIDATION']);
     const ok = await add({ username: 'binh', password: PW, role: 'viewer', areas: ['A'] });
     expect(ok.status).toBe(201);
-    expect(Object.keys(ok.body).sort()).toEqual(['areas', 'createdAt', 'createdBy', 'disabled', 'locked', 'lockedAt', 'role', 'updatedAt', 'username']);
+    expect(Object.keys(ok.body).sort()).toEqual(['areas', 'createdAt', 'createdBy', 'disabled', 'locked', 'lockedAt', 'lockedUntil', 'role', 'updatedAt', 'username']);
     expect(code(await add({ username: 'binh', password: PW, role: 'viewer', areas: ['A'] }))).toEqual([409, 'KENG_ERR_USER_EXISTS']);
     const admin = await add({ username: 'chi', password: PW, role: 'admin', areas: ['A'] });
     expect(admin.body.areas).toEqual(['*']);

@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { loadConfig } from '../../src/config/index.js';
+import { loadConfig, type Config, type DeepPartial } from '../../src/config/index.js';
 import { buildApp, type KengApp } from '../../src/app.js';
 import { createLogger } from '../../src/core/index.js';
 import type { Accounts } from '../../src/auth/index.js';
@@ -31,7 +31,8 @@ export interface AccountsApp {
   /** How far the clock was moved (pass as startOffsetMs to a restarted app). */
   offset(): number;
   inject(method: string, url: string, body?: unknown, token?: string | null, headers?: Record<string, string>): Promise<Reply>;
-  http(method: string, url: string, body?: unknown, token?: string | null): Promise<Reply>;
+  /** Over a real socket; `headers` e.g. X-Forwarded-For (with http.trustProxy set, the client's address). */
+  http(method: string, url: string, body?: unknown, token?: string | null, headers?: Record<string, string>): Promise<Reply>;
   login(username: string, password: string): Promise<string>;
   stop(): Promise<void>;
 }
@@ -39,14 +40,16 @@ export interface AccountsApp {
 /**
  * `stoppedAt`: the app's clock stands still at this instant and moves only by advance(), so a test
  * that reads delays (Retry-After) is not shortened by how long the machine took to answer.
+ * `config`: further settings (e.g. `http.trustProxy`, `auth`).
  */
-export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?: number; stoppedAt?: number } = {}): Promise<AccountsApp> {
+export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?: number; stoppedAt?: number; config?: DeepPartial<Config> } = {}): Promise<AccountsApp> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-auth-'));
   const config = loadConfig({
     env: {},
     overrides: {
+      ...opts.config,
       dataDir, adminToken: ADMIN, logLevel: (process.env.KENG_TEST_LOG_LEVEL as 'silent') ?? 'silent',
-      http: { port: 0, host: '127.0.0.1' }, mqtt: { port: 0, host: '127.0.0.1' },
+      http: { ...opts.config?.http, port: 0, host: '127.0.0.1' }, mqtt: { port: 0, host: '127.0.0.1' },
     },
   });
   let offset = opts.startOffsetMs ?? 0;
@@ -67,11 +70,11 @@ export async function startAccountsApp(opts: { dataDir?: string; startOffsetMs?:
     try { parsed = r.body ? JSON.parse(r.body) : undefined; } catch { /* not JSON */ }
     return { status: r.statusCode, body: parsed, headers: r.headers as Reply['headers'] };
   };
-  const http: AccountsApp['http'] = async (method, url, body, token = ADMIN) => {
+  const http: AccountsApp['http'] = async (method, url, body, token = ADMIN, headers = {}) => {
     const b = encode(body);
     const res = await fetch(httpUrl + url, {
       method,
-      headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), ...(b.type ? { 'content-type': b.type } : {}) },
+      headers: { ...(token !== null ? { authorization: `Bearer ${token}` } : {}), ...(b.type ? { 'content-type': b.type } : {}), ...headers },
       body: b.payload,
     });
     const text = await res.text();

@@ -218,9 +218,13 @@ describe('web app (Chromium, 412×915)', () => {
     const page = await newPage({ httpErrors: true });
     await logIn(page, { username: FARMER.username, password: 'sai-mat-khau-roi' });
     await expect(page.locator('[role="alert"]').textContent()).resolves.toBe('Sai tên đăng nhập hoặc mật khẩu.');
-    // The next try inside the growing delay is refused with the wait.
-    await page.click('button[type="submit"]');
-    await expect.poll(() => page.locator('[role="alert"]').textContent()).toMatch(/^Bạn đã thử quá nhiều lần\. Vui lòng chờ \d+ giây rồi thử lại\.$/);
+    // A try inside the growing delay is refused with the wait. The farmer logged in from this address
+    // before, so only its own failures count here: the first delay is 1 s, which a slow machine may
+    // outlast between two clicks; each further failure doubles it, so keep trying until the wait shows.
+    await expect.poll(async () => {
+      await page.click('button[type="submit"]');
+      return page.locator('[role="alert"]').textContent();
+    }, { timeout: 20_000 }).toMatch(/^Bạn đã thử quá nhiều lần\. Vui lòng chờ \d+ giây rồi thử lại\.$/);
     await shot(page, '7-login-wait');
     // Ten failures take minutes of growing delays: the locked reply is the server's, played back.
     await page.route('**/api/v1/auth/login', (route) => route.fulfill({

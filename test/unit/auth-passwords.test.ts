@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PasswordHasher, passwordProblem, DEFAULT_LOG2_N } from '../../src/auth/passwords.js';
+import { checkPassword } from '../../src/auth/password-rules.js';
 
 describe('password hashing (scrypt)', () => {
   const hasher = new PasswordHasher();
@@ -57,5 +58,30 @@ describe('password hashing (scrypt)', () => {
     expect(passwordProblem('nguyen.van.a', 'Nguyen.Van.A')).toMatch(/username/);
     expect(passwordProblem('lan', 'x'.repeat(257))).toMatch(/at most/);
     expect(passwordProblem('lan', 'mật khẩu dài đủ')).toBeNull();
+  });
+
+  it('password rules: no space at either end, and not easy to guess (zxcvbn score ≥ 3, username and Keng words known)', () => {
+    const reason = (u: string, p: string): string | undefined => checkPassword(u, p)?.reason;
+    expect(reason('lan', '          ')).toBe('spaces');
+    expect(reason('lan', ' lua-nep-cai-hoa-vang')).toBe('spaces');
+    expect(reason('lan', 'lua-nep-cai-hoa-vang\t')).toBe('spaces');
+    for (const weak of ['password123', '12345678901', 'qwertyuiop12', 'aaaaaaaaaaaa', 'matkhau12345', 'Admin@123456', 'quantrivien2026']) {
+      expect({ weak, reason: reason('lan', weak) }).toEqual({ weak, reason: 'guessable' });
+    }
+    expect(reason('lan', 'keng2026')).toBe('too-short');
+    expect(reason('nguyen.van.an', 'nguyenvanan123')).toBe('guessable'); // the username, joined up
+    const p = checkPassword('lan', 'password123')!;
+    expect(p.message).toMatch(/too easy to guess \(strength 0 of 4, at least 3 needed\): This is a commonly used password/);
+    for (const good of ['lua-nep-cai-hoa-vang', 'đồng ruộng quê hương', 'trung-tam-dieu-hanh', 'ruộng lúa xanh 2025']) {
+      expect({ good, problem: checkPassword('lan', good) }).toEqual({ good, problem: null });
+    }
+  });
+
+  it('password rules: scoring a crafted long password stays cheap (only the first 64 characters are scored)', () => {
+    checkPassword('lan', 'warm up the dictionaries');
+    const t0 = performance.now();
+    expect(checkPassword('lan', 'p@$$w0rd'.repeat(32))?.reason).toBe('guessable');
+    expect(checkPassword('lan', '1'.repeat(256))?.reason).toBe('guessable');
+    expect(performance.now() - t0).toBeLessThan(1500); // unbounded, these took seconds
   });
 });

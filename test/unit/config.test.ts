@@ -72,6 +72,17 @@ describe('settings', () => {
     expect(err({ KENG_LIVE_THROTTLE_MS: '10' })).toMatch(/KENG_LIVE_THROTTLE_MS|throttleIntervalMs/);
   });
 
+  it('login settings: trustProxy off by default, KENG_HTTP_TRUST_PROXY as true/false or addresses; lock bounds', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.http.trustProxy).toBe(false);
+    expect(c.auth).toEqual({ lockAfter: 10, lockSec: 900, lockMaxSec: 86_400, sourceFreeFailures: 5, sourceMaxDelaySec: 300, knownSourceDays: 30 });
+    expect(loadConfig({ env: { KENG_HTTP_TRUST_PROXY: 'true' } }).http.trustProxy).toBe(true);
+    expect(loadConfig({ env: { KENG_HTTP_TRUST_PROXY: ' 127.0.0.1, 10.0.0.0/24 ' } }).http.trustProxy).toEqual(['127.0.0.1', '10.0.0.0/24']);
+    expect(() => loadConfig({ env: {}, overrides: { http: { trustProxy: [] } } })).toThrow(/http\.trustProxy/);
+    expect(() => loadConfig({ env: {}, overrides: { auth: { lockSec: 7200, lockMaxSec: 3600 } } })).toThrow(/auth\.lockSec: larger than auth\.lockMaxSec/);
+    expect(() => loadConfig({ env: {}, overrides: { auth: { lockAfter: 1 } } })).toThrow(/auth\.lockAfter/);
+  });
+
   it('refuses unknown keys in a config file (typos)', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'keng-cfg-'));
     const file = path.join(dir, 'keng.json');

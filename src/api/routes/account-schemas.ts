@@ -10,16 +10,20 @@ export const AreaCodes = Type.Array(
   { maxItems: 100, description: 'Areas the role applies to (each with its subtree); ignored for admin ("*")' },
 );
 export const Username = Type.String({ pattern: USERNAME_PATTERN, description: 'Lower-case letters, digits, . _ -; 3 to 64 characters' });
-/** Length rules give KENG_ERR_WEAK_PASSWORD (clearer than a schema error), so the schema only bounds the size. */
-const Password = Type.String({ minLength: 1, maxLength: 1024, description: 'At least 10 characters, not the username. Never returned.' });
+/** The password rules give KENG_ERR_WEAK_PASSWORD saying why (clearer than a schema error), so the schema only bounds the size. */
+const Password = Type.String({
+  minLength: 1, maxLength: 1024,
+  description: 'At least 10 characters, no space at either end, not the username, not easy to guess (a phrase of several words works well). Never returned.',
+});
 
 export const User = Type.Object({
   username: Type.String(),
   role: Role,
   areas: Type.Array(Type.String()),
   disabled: Type.Boolean(),
-  locked: Type.Boolean({ description: 'Locked after repeated failed logins (an admin unlocks)' }),
+  locked: Type.Boolean({ description: 'Locked for everyone after repeated failed logins, until lockedUntil or an admin unlocks' }),
   lockedAt: Type.Union([Time, Type.Null()]),
+  lockedUntil: Type.Union([Time, Type.Null()], { description: 'When the lock ends by itself' }),
   createdAt: Time,
   updatedAt: Time,
   createdBy: Type.Union([Type.String(), Type.Null()], { description: 'Audit actor that created the user' }),
@@ -38,7 +42,7 @@ export const UserPatch = Type.Object({
   role: Type.Optional(Role),
   areas: Type.Optional(AreaCodes),
   disabled: Type.Optional(Type.Boolean({ description: 'true ends the user\'s sessions at once and refuses logins' })),
-  unlock: Type.Optional(Type.Boolean({ description: 'true clears a lockout after failed logins (admins only)' })),
+  unlock: Type.Optional(Type.Boolean({ description: 'true ends a lock after failed logins at once and clears the failure counts (admins only)' })),
 }, { additionalProperties: false, minProperties: 1 });
 
 export const UsernameParams = Type.Object({ username: Type.String({ minLength: 1, maxLength: 64 }) });

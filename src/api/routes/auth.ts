@@ -3,11 +3,12 @@
  * without a bearer token: `loginRoutes` is registered outside the auth hook,
  * `sessionRoutes` inside it.
  *
- * Brute force (auth/login-guard.ts): per-username and per-IP failures give a
- * growing delay (429 KENG_ERR_RATE_LIMITED with Retry-After, no password
- * check during the delay) and 10 failures lock the username (423
- * KENG_ERR_ACCOUNT_LOCKED) until an admin unlocks it. Unknown usernames and
- * wrong passwords get the same reply after the same work.
+ * Brute force (auth/login-guard.ts, docs/roles.md "Logging in"): per-address
+ * and per-username failures give a growing delay (429 KENG_ERR_RATE_LIMITED
+ * with Retry-After, no password check during the delay) and 10 failures lock
+ * the username for a while (423 KENG_ERR_ACCOUNT_LOCKED with Retry-After)
+ * unless an admin unlocks it earlier. Unknown usernames and wrong passwords
+ * get the same reply after the same work.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -28,8 +29,11 @@ export const loginRoutes: FastifyPluginAsyncTypebox<Opts> = async (app, { ctx, a
       tags: ['accounts'], summary: 'Log in: username and password → session token',
       description: 'Returns an opaque session token valid for 12 hours from login (fixed, not extended by use). '
         + 'Wrong username or password: 401 KENG_ERR_LOGIN_FAILED. After a failure the next attempt must wait '
-        + '(1, 2, 4 … 60 s per username, growing per client address too): 429 KENG_ERR_RATE_LIMITED with Retry-After. '
-        + 'After 10 failures in a row the account is locked: 423 KENG_ERR_ACCOUNT_LOCKED until an admin unlocks it.',
+        + '(1, 2, 4 … 60 s per username; per client address after 5 failures, up to 5 min): 429 KENG_ERR_RATE_LIMITED with Retry-After. '
+        + 'After 10 failures in a row the account is locked for 15 min (longer when it happens again, up to 24 h): '
+        + '423 KENG_ERR_ACCOUNT_LOCKED with Retry-After, until then or until an admin unlocks it. The last usable admin '
+        + 'account is locked only for the addresses that failed. Addresses the user logged in from recently are not held up '
+        + 'by failures from elsewhere (docs/roles.md, "Logging in").',
       body: LoginBody,
       response: { 200: Described(LoginReply, 'The session'), ...errorResponses(400, 401, 413, 415, 423, 429) },
     },

@@ -1,0 +1,67 @@
+/**
+ * What every `keng` command shares: the state store opened the CLI's way,
+ * output helpers, and the wrapper that turns errors into one line and an
+ * exit status (see index.ts).
+ */
+import path from 'node:path';
+import { loadConfig, ConfigError, type Config } from '../config/index.js';
+import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock } from '../core/index.js';
+import { StateDb } from '../storage/state/index.js';
+import { ALL_MIGRATIONS } from '../migrations.js';
+import { DeviceRegistry } from '../devices/index.js';
+
+/** Opens the state store and a registry that leaves presence to the server. */
+export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, config: Readonly<Config>) => T | Promise<T>): Promise<T> {
+  const config = loadConfig();
+  // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
+  const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
+  const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS, create: false });
+  const reg = new DeviceRegistry({
+    db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
+    metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
+  });
+  await db.start();
+  try {
+    await reg.start();
+    try { return await fn(reg, db, config); } finally { await reg.stop(); }
+  } finally {
+    await db.stop();
+  }
+}
+
+export function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+export function json(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+/** Left-aligned columns. */
+export function table(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  out(fmt(header));
+  for (const r of rows) out(fmt(r));
+}
+
+/** Wraps an action: one-line KENG_ERR errors and a non-zero exit status. */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      if (err instanceof ConfigError || isKengError(err)) {
+        process.stderr.write(`keng: ${err.code}: ${err.message}\n`);
+        process.exitCode = exitStatusFor(err.code);
+      } else {
+        process.stderr.write(`keng: KENG_ERR_INTERNAL: ${(err as Error)?.message ?? String(err)}\n`);
+        process.exitCode = 1;
+      }
+    }
+  };
+}

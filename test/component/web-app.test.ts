@@ -228,11 +228,12 @@ describe('web app (Chromium, 412×915)', () => {
     await shot(page, '7-login-wait');
     // Ten failures take minutes of growing delays: the locked reply is the server's, played back.
     await page.route('**/api/v1/auth/login', (route) => route.fulfill({
-      status: 423, contentType: 'application/json',
+      status: 423, contentType: 'application/json', headers: { 'retry-after': '900' },
       body: JSON.stringify({ error: { code: 'KENG_ERR_ACCOUNT_LOCKED', message: 'locked' } }),
     }));
     await page.click('button[type="submit"]');
-    await expect.poll(() => page.locator('[role="alert"]').textContent()).toMatch(/^Tài khoản đã bị khoá/);
+    await expect.poll(() => page.locator('[role="alert"]').textContent())
+      .toBe('Tài khoản tạm khoá vì nhập sai quá nhiều lần. Hãy thử lại sau 15 phút, hoặc nhờ cán bộ xã mở khoá.');
     await page.close();
   });
 

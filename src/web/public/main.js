@@ -27,7 +27,8 @@ function saveSession(s) {
 function loginError(err, loc) {
   switch (err?.code) {
     case 'KENG_ERR_LOGIN_FAILED': return loc.t('login.failed');
-    case 'KENG_ERR_ACCOUNT_LOCKED': return loc.t('login.locked');
+    case 'KENG_ERR_ACCOUNT_LOCKED': return err.retryAfterSec
+      ? loc.t('login.lockedFor', { m: Math.ceil(err.retryAfterSec / 60) }) : loc.t('login.locked');
     case 'KENG_ERR_RATE_LIMITED': return loc.t('login.wait', { s: err.retryAfterSec ?? 60 });
     case 'NETWORK': return loc.t('error.network');
     default: return loc.t('error.generic', { code: err?.code ?? '?' });

@@ -32,6 +32,7 @@ import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
+import { MapCatalog, ModbusDevices } from './modbus/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -124,11 +125,16 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     stateDb, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock, batch: broadcast.durable,
     options: { volume: config.alerts.volume, toneSec: config.alerts.toneSec, cancelNoticeValiditySec: config.alerts.cancelNoticeValiditySec },
   });
+  // Modbus sensors: a side table of the registry (transport, register map, poll interval).
+  const modbus = new ModbusDevices({
+    db: () => stateDb.db, registry, catalog: MapCatalog.shipped(), clock,
+    onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
+  });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
-      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts,
+      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, modbus,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });

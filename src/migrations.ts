@@ -13,6 +13,7 @@ import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { DEVICE_HISTORY_MIGRATION } from './devices/index.js';
+import { MODBUS_MIGRATION } from './modbus/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -34,6 +35,7 @@ const ORDER: Step[] = [
   RPC_DEVICE_INDEX_MIGRATION,  // 9
   ALERTS_MIGRATION,      // 10
   DEVICE_HISTORY_MIGRATION, // 11
+  MODBUS_MIGRATION,      // 12
 ];
 
 if (CORE.length !== 3) {

@@ -44,16 +44,26 @@ export function loadMaps(dir: string): ShippedMap[] {
   return maps;
 }
 
-/** The shipped maps by name. */
+/**
+ * The shipped maps by name. Given a loader, the files are read on first use
+ * (the app builds its parts without I/O; the poller's start() loads them, so
+ * a broken map stops the server at start).
+ */
 export class MapCatalog {
-  private readonly byName: ReadonlyMap<string, ShippedMap>;
+  private loaded: ReadonlyMap<string, ShippedMap> | undefined;
 
-  constructor(maps: readonly ShippedMap[]) {
-    this.byName = new Map(maps.map((m) => [m.name, m]));
+  constructor(private readonly source: readonly ShippedMap[] | (() => readonly ShippedMap[])) {}
+
+  /** The catalog of the maps shipped with this installation (read on first use). */
+  static shipped(): MapCatalog { return new MapCatalog(() => loadMaps(shippedMapsDir())); }
+
+  private get byName(): ReadonlyMap<string, ShippedMap> {
+    if (!this.loaded) {
+      const maps = typeof this.source === 'function' ? this.source() : this.source;
+      this.loaded = new Map(maps.map((m) => [m.name, m]));
+    }
+    return this.loaded;
   }
-
-  /** The catalog of the maps shipped with this installation. */
-  static shipped(): MapCatalog { return new MapCatalog(loadMaps(shippedMapsDir())); }
 
   list(): ShippedMap[] { return [...this.byName.values()]; }
   get(name: string): ShippedMap | undefined { return this.byName.get(name); }

@@ -110,6 +110,7 @@ const MATRIX: Record<string, Entry> = {
       return { url: `/api/v1/devices/${id}/commands/${requestId}` };
     },
   },
+  'GET /api/v1/modbus/maps': { expect: all(200), prepare: () => ({ url: '/api/v1/modbus/maps' }) },
   'GET /api/v1/devices/:id/telemetry': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),

@@ -7,7 +7,7 @@
  * and shared by the HTTP API, MQTT service clients and the live feed.
  *
  * Start order: data directory lock (one server per directory) → state store →
- * device registry → telemetry store → ingest → broker → media tools check →
+ * device registry → telemetry store → ingest → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
@@ -32,7 +32,7 @@ import { MediaLibrary, EspeakTts, MediaToolsCheck } from './media/index.js';
 import { wireBroadcast, type BroadcastWiring } from './broadcast/wire.js';
 import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
-import { MapCatalog, ModbusDevices } from './modbus/index.js';
+import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -61,6 +61,8 @@ export interface KengApp {
   /** Ed25519 keys that sign broadcast.play / broadcast.stop (device protocol §11.6). */
   readonly commandKeys: CommandKeys;
   readonly alerts: AlertService;
+  /** Modbus sensors: their settings (registry side table) and the poller. */
+  readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The bearer-token chain and the access policy shared by the API, MQTT service clients and the live feed. */
@@ -130,6 +132,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     db: () => stateDb.db, registry, catalog: MapCatalog.shipped(), clock,
     onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
   });
+  // Polls them; their readings take the path of MQTT telemetry (ingest). Starts after ingest, stops before it.
+  const modbusPoller = new ModbusPoller({
+    devices: modbus, registry, sink: ingest.submitReadings, bus, logger: log('modbus'), metrics, clock, options: config.modbus,
+  });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
@@ -147,12 +153,13 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, registry, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
     config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, live, accounts, authenticator, policy,
+    modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

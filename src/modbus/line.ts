@@ -131,7 +131,13 @@ export class ModbusLine {
   }
 
   private async request<T>(unitId: number, call: (c: ModbusRTU) => Promise<T>): Promise<T> {
-    const c = await this.connection();
+    let c: ModbusRTU;
+    try {
+      c = await this.connection();
+    } catch (err) {
+      this.opts.metrics.requests.labels('not_connected').inc();
+      throw err;
+    }
     if (this.serial) await this.settle(c);
     c.setID(unitId);
     const t0 = performance.now();

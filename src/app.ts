@@ -140,7 +140,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
-      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, modbus,
+      accounts, media, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts,
+      modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });

@@ -10,3 +10,4 @@ export { ModbusDevices, DEFAULT_POLL_INTERVAL_SEC, describeLine, type ModbusInpu
 export { MODBUS_MIGRATION } from './migrations.js';
 export { ModbusPoller, type PollerDeps, type PollerOptions, type ReadingSink } from './poller.js';
 export { ModbusLine, ModbusError, EXCEPTION_NAMES, type LineIo, type ReadOp, type WriteOp } from './line.js';
+export { writeField, writableRegister, type WriteResult } from './write.js';

@@ -35,12 +35,14 @@ import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import { Errors } from '../core/errors.js';
 import { readingProblem } from './codec.js';
 import type { ModbusDevices } from './devices.js';
 import { ModbusError, ModbusLine } from './line.js';
 import { modbusMetrics, type ModbusMetrics } from './metrics.js';
 import { blockReadings, planReads, type ReadBlock } from './plan.js';
 import { lineKey, type ModbusSettings, type ModbusTransport } from './types.js';
+import { writeField, type WriteResult } from './write.js';
 
 /** Hands one poll's readings to the telemetry pipeline (IngestService.submitReadings). */
 export type ReadingSink = (deviceId: string, ts: number, values: Record<string, Scalar>) => Promise<{ ok: true } | { ok: false; reason: string; detail?: string }>;
@@ -56,7 +58,7 @@ export interface PollerOptions {
 }
 
 export interface PollerDeps {
-  devices: Pick<ModbusDevices, 'all' | 'registers' | 'fingerprint' | 'onChange' | 'catalog'>;
+  devices: Pick<ModbusDevices, 'all' | 'get' | 'registers' | 'fingerprint' | 'onChange' | 'catalog'>;
   registry: Pick<DeviceRegistryApi, 'getDevice' | 'setOnline' | 'isOnline'>;
   sink: ReadingSink;
   bus: Pick<EventBus, 'on'>;
@@ -121,8 +123,19 @@ export class ModbusPoller implements Component {
     this.m.devices.set(0);
   }
 
-  /** The line a device is polled on (writes go through it too, in turn with the polls). */
-  lineOf(deviceId: string): ModbusLine | undefined { return this.polled.get(deviceId)?.line; }
+  /**
+   * Writes one value of a device's map (write.ts), on the device's line in
+   * turn with the polls; resolves with the device's confirmation.
+   */
+  write(deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
+    if (!this.running) return Promise.reject(Errors.NOT_READY('the Modbus poller is not running'));
+    return writeField({
+      devices: this.deps.devices,
+      isEnabled: (id) => this.deps.registry.getDevice(id)?.enabled === true,
+      lineFor: (s) => this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport),
+      metrics: this.m,
+    }, deviceId, field, value);
+  }
 
   /** Brings the polled set in line with the side table and the registry (enabled devices only). */
   reload(): void {

@@ -11,7 +11,6 @@ import type { MediaLibrary } from '../../media/index.js';
 import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
 import type { AlertService } from '../../alerts/index.js';
-import type { ModbusDevices } from '../../modbus/index.js';
 import { alertFeedRoute, alertRoutes } from './alerts.js';
 import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
@@ -24,7 +23,7 @@ import { healthRoutes } from './health.js';
 import { latestRoutes } from './latest.js';
 import { mediaFileRoutes, mediaRoutes } from './media.js';
 import { metricsRoutes } from './metrics.js';
-import { modbusRoutes } from './modbus.js';
+import { modbusRoutes, type ModbusApi } from './modbus.js';
 import { scheduleRoutes } from './schedules.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
@@ -44,8 +43,8 @@ export interface ApiServices {
   commandKeys?: CommandKeys;
   /** Emergency alerts (CAP 1.2) and their public Atom feed. */
   alerts?: AlertService;
-  /** Modbus devices (transport, register map, poll interval) and the shipped register maps. */
-  modbus?: ModbusDevices;
+  /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
+  modbus?: ModbusApi;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -64,7 +63,7 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
 /** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */
 export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteContext, s: ApiServices): Promise<void> {
   await v1.register(areaRoutes, { ctx });
-  await v1.register(deviceRoutes, { ctx, modbus: s.modbus });
+  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices });
   if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });

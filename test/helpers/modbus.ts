@@ -24,6 +24,8 @@ export interface PyServer {
   port: number | null;
   /** Every request received so far, in order. */
   requests: PyRequest[];
+  /** Connections clients made so far (TCP). */
+  connections(): number;
   /** Sends a command (modbus_server.py's docstring) and waits for its ack. */
   send(cmd: Record<string, unknown>): Promise<void>;
   stop(): Promise<void>;
@@ -41,6 +43,7 @@ export async function startPymodbus(opts: { tcp?: number; rtu?: string; baud?: n
   proc.stderr!.on('data', (d) => { log += d; });
   const requests: PyRequest[] = [];
   const acks: Array<() => void> = [];
+  let connections = 0;
   let ready: (port: number | null) => void;
   const readyP = new Promise<number | null>((resolve, reject) => {
     ready = resolve;
@@ -53,10 +56,11 @@ export async function startPymodbus(opts: { tcp?: number; rtu?: string; baud?: n
     if (e.event === 'ready') ready(e.port ?? null);
     else if (e.event === 'request') requests.push({ unit: e.unit, fc: e.fc, address: e.address, count: e.count, values: e.values, at: Date.now() });
     else if (e.event === 'ack') acks.shift()?.();
+    else if (e.event === 'connection') connections++;
   });
   const port = await withTimeout(readyP, 15_000, () => `modbus_server.py not ready:\n${log}`);
   return {
-    port, requests, output: () => log,
+    port, requests, output: () => log, connections: () => connections,
     send(cmd) {
       return withTimeout(new Promise<void>((resolve) => { acks.push(resolve); proc.stdin!.write(`${JSON.stringify(cmd)}\n`); }), 5000, () => `no ack for ${JSON.stringify(cmd)}`);
     },

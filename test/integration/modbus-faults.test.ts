@@ -128,6 +128,22 @@ describe('Modbus faults', () => {
     expect(m.get('keng_modbus_connects_total{result="failed"}')).toBeGreaterThanOrEqual(1);
   }, 30_000);
 
+  it('a gateway that stops answering without closing the connection: after three timeouts in a row it is connected again', async () => {
+    const mute = await startPymodbus({ tcp: 0, units: [1] });
+    try {
+      await mute.send({ cmd: 'mode', unit: 1, mode: 'silent' });
+      await add('mute', mute, 1, one('v'));
+      await waitFor(() => mute.connections() >= 2, 15_000, 100);
+      // Three requests, all unanswered, on the first connection; then a new one.
+      expect(mute.requests.length).toBeGreaterThanOrEqual(3);
+      await mute.send({ cmd: 'mode', unit: 1, mode: 'normal' });
+      await waitFor(async () => (await view('mute')).online, 10_000, 100);
+    } finally {
+      await t.api('DELETE', '/api/v1/devices/mute');
+      await mute.stop();
+    }
+  }, 40_000);
+
   it('disabling a device stops its polls and shows it offline; enabling it polls it again', async () => {
     expect((await t.api('PATCH', '/api/v1/devices/elsewhere', { enabled: false })).status).toBe(200);
     await waitFor(async () => !(await view('elsewhere')).online, 3000, 50);

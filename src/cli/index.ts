@@ -133,7 +133,9 @@ interface DeviceAddOpts extends ModbusOpts { id: string; kind: string; name: str
 
 /** Modbus settings on the CLI's state store (same rules as the API). */
 function modbusDevices(reg: DeviceRegistry, db: StateDb): ModbusDevices {
-  return new ModbusDevices({ db: () => db.db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock });
+  return new ModbusDevices({
+    db: () => db.db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
+  });
 }
 
 function registerDevices(program: Command): void {

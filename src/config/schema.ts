@@ -135,6 +135,8 @@ export const ConfigSchema = Type.Object({
     /** Back-off bounds for reconnecting a lost TCP gateway or reopening a serial port. */
     reconnectMinMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 500 }),
     reconnectMaxMs: Type.Integer({ minimum: 10, maximum: 3_600_000, default: 30_000 }),
+    /** Serial devices a Modbus device may name (path prefixes): whoever registers sensors cannot make Keng open other files. */
+    serialPathPrefixes: Type.Array(Type.String({ minLength: 2, pattern: '^/' }), { minItems: 1, default: ['/dev/tty', '/dev/serial/'] }),
   }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),

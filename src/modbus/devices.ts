@@ -25,6 +25,8 @@ import { lineKey, type ModbusSettings, type ModbusTransport, type RegisterMap } 
 
 /** Poll interval when a device is registered without one. */
 export const DEFAULT_POLL_INTERVAL_SEC = 60;
+/** Serial devices Modbus devices may name unless configured otherwise. */
+export const DEFAULT_SERIAL_PATH_PREFIXES: readonly string[] = ['/dev/tty', '/dev/serial/'];
 
 /** The Modbus part of a registration (POST /api/v1/devices, `keng devices add`). */
 export interface ModbusInput { transport: unknown; registerMap: unknown; pollIntervalSec?: unknown }
@@ -37,6 +39,12 @@ export interface ModbusDevicesDeps {
   registry: Pick<DevicesApi, 'createDevice' | 'getDevice' | 'deleteDevice'>;
   catalog: MapCatalog;
   clock: Clock;
+  /**
+   * Serial devices a Modbus device may name (path prefixes, config
+   * modbus.serialPathPrefixes): staff who register sensors must not make
+   * Keng open arbitrary files.
+   */
+  serialPathPrefixes?: readonly string[];
   /** A stored row that does not parse (never written by Keng; reported, then skipped). */
   onBadRow?: (deviceId: string, err: unknown) => void;
 }
@@ -74,6 +82,11 @@ export class ModbusDevices {
       deviceId, transport: value.transport as ModbusTransport, registerMap: value.registerMap as ModbusSettings['registerMap'],
       pollIntervalSec: value.pollIntervalSec as number,
     };
+    const t = s.transport;
+    const prefixes = this.deps.serialPathPrefixes ?? DEFAULT_SERIAL_PATH_PREFIXES;
+    if (t.type === 'modbus-rtu' && !prefixes.some((p) => t.path.startsWith(p))) {
+      throw validationError([{ field: 'transport.path', message: `must start with ${prefixes.join(' or ')} (setting modbus.serialPathPrefixes)` }]);
+    }
     this.catalog.resolve(s.registerMap);
     this.checkLine(s);
     return s;
@@ -99,18 +112,33 @@ export class ModbusDevices {
     return { device, credentials, settings };
   }
 
-  /** Changes the keys present; undefined when the device has no Modbus settings. */
-  update(deviceId: string, changes: ModbusChanges): ModbusSettings | undefined {
+  /**
+   * The settings a change would give, checked but not stored (throws like
+   * check); undefined when the device has no Modbus settings. Lets a caller
+   * that changes other things too refuse the whole change before storing any.
+   */
+  planUpdate(deviceId: string, changes: ModbusChanges): ModbusSettings | undefined {
     const cur = this.repo.get(deviceId);
     if (!cur) return undefined;
-    const next = this.check(deviceId, {
+    return this.check(deviceId, {
       transport: changes.transport ?? cur.transport,
       registerMap: changes.registerMap ?? cur.registerMap,
       pollIntervalSec: changes.pollIntervalSec ?? cur.pollIntervalSec,
     });
+  }
+
+  /** Stores settings made by planUpdate (checked again: the line may have changed meanwhile). */
+  save(next: ModbusSettings): ModbusSettings {
+    this.checkLine(next);
     this.repo.put(next, this.deps.clock.now());
-    this.changed(deviceId);
+    this.changed(next.deviceId);
     return next;
+  }
+
+  /** Changes the keys present; undefined when the device has no Modbus settings. */
+  update(deviceId: string, changes: ModbusChanges): ModbusSettings | undefined {
+    const next = this.planUpdate(deviceId, changes);
+    return next && this.save(next);
   }
 
   private checkLine(s: ModbusSettings): void {

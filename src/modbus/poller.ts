@@ -90,6 +90,8 @@ export class ModbusPoller implements Component {
   private readonly m: ModbusMetrics;
   private readonly log: Logger;
   private readonly off: Array<() => void> = [];
+  /** Devices (with their settings) whose map could not be resolved, already reported. */
+  private readonly unresolved = new Set<string>();
   private reloadTimer: NodeJS.Timeout | undefined;
   private running = false;
   /** Polls under way (stop() waits for them). */
@@ -174,7 +176,9 @@ export class ModbusPoller implements Component {
     try {
       blocks = planReads(this.deps.devices.registers(settings).registers);
     } catch (err) {
-      this.log.error({ err, deviceId: settings.deviceId }, 'Modbus device has a register map this release does not ship; not polled');
+      const key = `${settings.deviceId}\u0000${fingerprint}`;
+      if (!this.unresolved.has(key)) this.log.error({ err, deviceId: settings.deviceId }, 'Modbus device has a register map this release does not ship; not polled');
+      this.unresolved.add(key); // said once, not at every reload
       return;
     }
     const lineId = lineIdOf(settings.transport);

@@ -11,7 +11,7 @@ import { COMMUNE_TREE, seedAreas } from '../helpers/seed.js';
 let t: TestApp;
 // A gateway address nothing listens on: the poller only ever fails on it, which these tests do not look at.
 const TCP = { type: 'modbus-tcp', host: '127.0.0.1', port: 1, unitId: 1 } as const;
-const RTU = { type: 'modbus-rtu', path: '/dev/keng-test-no-such-tty', baudRate: 9600, parity: 'none', unitId: 3 } as const;
+const RTU = { type: 'modbus-rtu', path: '/dev/ttyKENGTEST0', baudRate: 9600, parity: 'none', unitId: 3 } as const;
 
 beforeAll(async () => {
   t = await startTestApp();
@@ -66,6 +66,7 @@ describe('Modbus devices over the API', () => {
     await bad({ registerMap: 'soil-3in1' }, 400, 'transport');
     await bad({ transport: { ...TCP, port: 70000 }, registerMap: 'soil-3in1' }, 400, 'port');
     await bad({ transport: { ...RTU, parity: 'mark' }, registerMap: 'soil-3in1' }, 400, 'parity');
+    await bad({ transport: { ...RTU, path: '/etc/passwd', unitId: 9 }, registerMap: 'soil-3in1' }, 400, 'transport.path'); // modbus.serialPathPrefixes
     await bad({ transport: TCP, registerMap: { registers: [{ field: 'x', function: 'coil', address: 0, type: 'uint16' }] } }, 400, 'registerMap.registers[0].type');
     await bad({ transport: TCP, registerMap: { registers: [{ field: 'x', function: 'holding', address: 0, type: 'uint16', colour: 1 }] } }, 400);
     await bad({ transport: { ...TCP, unitId: 7 }, registerMap: 'no-such-map' }, 422);
@@ -86,6 +87,9 @@ describe('Modbus devices over the API', () => {
     expect((await t.api('PATCH', '/api/v1/devices/mqtt-1', { pollIntervalSec: 5 })).status).toBe(422);
     expect((await t.api('PATCH', '/api/v1/devices/soil-1', { registerMap: 'nope' })).status).toBe(422);
     expect((await t.api('PATCH', '/api/v1/devices/soil-1', { transport: { ...RTU, unitId: 4 } })).status).toBe(409);
+    // A refused Modbus change leaves the rest of the change unmade too.
+    expect((await t.api('PATCH', '/api/v1/devices/soil-1', { name: 'Tên khác', registerMap: 'nope' })).status).toBe(422);
+    expect((await t.api('GET', '/api/v1/devices/soil-1')).body.name).toBe('Ruộng 1');
   });
 
   it('delete removes the Modbus settings with the device; the id can be registered again', async () => {

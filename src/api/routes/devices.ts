@@ -127,11 +127,14 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     }
     const { transport, registerMap, pollIntervalSec, ...changes } = b;
     const beforeDto = dto(before);
+    // Every check before anything is stored: a refused Modbus change leaves the name or area unchanged too.
+    let planned: ReturnType<ModbusDevices['planUpdate']>;
     if (transport !== undefined || registerMap !== undefined || pollIntervalSec !== undefined) {
-      if (!modbusService().get(before.id)) throw Errors.UNPROCESSABLE(`device "${before.id}" is not a Modbus device`);
-      modbusService().update(before.id, { transport, registerMap, pollIntervalSec });
+      planned = modbusService().planUpdate(before.id, { transport, registerMap, pollIntervalSec });
+      if (!planned) throw Errors.UNPROCESSABLE(`device "${before.id}" is not a Modbus device`);
     }
     if (Object.keys(changes).length > 0 && !registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    if (planned) modbusService().save(planned);
     const after = registry.view(before.id);
     if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
     ctx.audit.record({

@@ -57,7 +57,7 @@ describe('Modbus readings take the MQTT telemetry path', () => {
     await publish(mqtt, 'v1/devices/soil-mqtt/telemetry', JSON.stringify({ soil_moisture: 31.5, temperature: 24.1, soil_ec: 800 }));
     const rows = await waitFor(async () => {
       const r = await fx.influxd.query('SELECT "soil_moisture", "temperature", "soil_ec" FROM "telemetry" GROUP BY *', DB);
-      const series = (r.results?.[0]?.series ?? []) as Array<{ tags: Record<string, string>; values: unknown[][] }>;
+      const series = (r.results?.[0]?.series ?? []) as unknown as Array<{ tags: Record<string, string>; values: unknown[][] }>;
       return series.length === 2 ? series : undefined;
     }, 20_000, 200);
     const byDevice = Object.fromEntries(rows.map((s) => [s.tags.device_id, s]));

@@ -1,10 +1,10 @@
 /**
  * `keng devices add` registers a Modbus sensor with the same rules as the
  * API, `keng devices list --json` shows its settings, and `keng modbus maps`
- * lists the shipped maps. Spawns the compiled CLI (run `npm run build` first).
+ * lists the shipped maps. Spawns the compiled CLI (dist/ is rebuilt when older than the sources).
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,8 +21,22 @@ function keng(args: string[]): { status: number | null; stdout: string; stderr: 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** dist/ older than the sources this test runs (the CLI runs compiled code). */
+function stale(): boolean {
+  for (const dir of ['src/cli', 'src/modbus', 'src/devices']) {
+    for (const f of readdirSync(path.join(ROOT, dir)).filter((x) => x.endsWith('.ts'))) {
+      const js = path.join(ROOT, 'dist', dir, f.replace(/\.ts$/, '.js'));
+      if (!existsSync(js) || statSync(js).mtimeMs < statSync(path.join(ROOT, dir, f)).mtimeMs) return true;
+    }
+  }
+  return false;
+}
+
 beforeAll(async () => {
-  if (!existsSync(path.join(ROOT, 'dist/src/cli/modbus.js'))) throw new Error('dist/src/cli/modbus.js missing: run `npm run build`');
+  if (stale()) {
+    try { execSync('npx tsc -p .', { cwd: ROOT, stdio: 'pipe' }); } catch { /* checked below */ }
+  }
+  if (!existsSync(path.join(ROOT, 'dist/src/cli/modbus.js'))) throw new Error('dist/src/cli/modbus.js missing: the build failed');
   dataDir = mkdtempSync(path.join(tmpdir(), 'keng-modbus-cli-'));
   const db = new StateDb({ dataDir, logger: createLogger('silent'), migrations: ALL_MIGRATIONS });
   await db.start();

@@ -48,6 +48,8 @@ COPY --from=build --chown=node:node /app/bin ./bin
 # Non-TypeScript assets that the server may read at run time (web UI files
 # kept next to their sources); an empty directory when there are none.
 COPY --from=build --chown=node:node /app/src/web ./src/web
+# The Modbus register maps Keng ships (read at start by src/modbus/maps.ts).
+COPY --chown=node:node firmware-protocols/modbus ./firmware-protocols/modbus
 # `keng` on PATH, then the build fails here unless the CLI runs and ffmpeg,
 # ffprobe and espeak-ng's Vietnamese voice work (Keng itself would only log
 # them missing at start and report them degraded in /readyz).

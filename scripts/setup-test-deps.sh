@@ -15,8 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # Debian's influxdb package may start a system instance on :8086; the tests start their own on free ports.
-for bin in /usr/bin/influxd /usr/bin/mosquitto_pub /usr/bin/espeak-ng /usr/bin/ffmpeg /usr/bin/chromium; do
+for bin in /usr/bin/influxd /usr/bin/mosquitto_pub /usr/bin/espeak-ng /usr/bin/ffmpeg /usr/bin/chromium /usr/bin/socat; do
   [ -x "$bin" ] || { echo "setup: $bin is missing after install" >&2; exit 1; }
 done
-/usr/bin/python3 -c 'import paho.mqtt.client, pymodbus, socketio, lxml.etree' || { echo "setup: Debian python modules missing" >&2; exit 1; }
+/usr/bin/python3 -c 'import paho.mqtt.client, pymodbus, serial, serial_asyncio, socketio, lxml.etree' || { echo "setup: Debian python modules missing" >&2; exit 1; }
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi

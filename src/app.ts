@@ -8,7 +8,7 @@
  *
  * Start order: data directory lock (one server per directory) → state store →
  * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
- * device registry → telemetry store → ingest → broker → media tools check →
+ * device registry → telemetry store → ingest → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
@@ -36,6 +36,7 @@ import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
+import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -66,6 +67,8 @@ export interface KengApp {
   readonly alerts: AlertService;
   /** Sensor rules that raise alerts from telemetry. */
   readonly alertRules: AlertRules;
+  /** Modbus sensors: their settings (registry side table) and the poller. */
+  readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The audit key and the anchors of the audit chain (docs/audit.md). */
@@ -142,12 +145,22 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const alertRules = new AlertRules({
     stateDb, registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender, batch: broadcast.durable,
   });
+  // Modbus sensors: a side table of the registry (transport, register map, poll interval).
+  const modbus = new ModbusDevices({
+    db: () => stateDb.db, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
+    onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
+  });
+  // Polls them; their readings take the path of MQTT telemetry (ingest). Starts after ingest, stops before it.
+  const modbusPoller = new ModbusPoller({
+    devices: modbus, registry, sink: ingest.submitReadings, bus, logger: log('modbus'), metrics, clock, options: config.modbus,
+  });
   const api = new ApiServer({
     config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
+      modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -160,12 +173,13 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, store, ingest, broker, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
     config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
+    modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

@@ -14,6 +14,7 @@ import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/ex
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
+import { MODBUS_MIGRATION } from './modbus/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -39,6 +40,7 @@ const ORDER: Step[] = [
   mediaAreasMigration,      // 13
   core(4),                  // 14: audit_log.key_id (the keyed audit chain)
   LOGIN_GUARD_MIGRATION,    // 15
+  MODBUS_MIGRATION,         // 16
 ];
 
 if (CORE.length !== 5) {

@@ -106,7 +106,8 @@ function body(e: KengError): ErrorBody {
 export function classifyError(err: unknown, ctx: { bodyLimit?: number } = {}): ClassifiedError {
   if (isKengError(err)) {
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
-    if (status >= 400 && (status < 500 || status === 503)) return { status, body: body(err), internal: false };
+    // 5xx a caller can act on: a field device behind Keng refused (502), cannot be reached (503) or did not answer (504).
+    if (status >= 400 && (status < 500 || status === 502 || status === 503 || status === 504)) return { status, body: body(err), internal: false };
     return { status: 500, body: body(Errors.INTERNAL()), internal: true };
   }
   const fe = (err ?? {}) as Partial<FastifyError> & { validation?: AjvLikeError[] };

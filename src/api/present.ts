@@ -3,6 +3,7 @@ import type { Area, Device, DeviceView, LatestValue } from '../devices/types.js'
 import type { DeviceCredentials } from '../devices/registry-types.js';
 import type { Scalar } from '../core/events.js';
 import { formatTime, formatTimeOrNull } from '../core/time.js';
+import type { ModbusSettings } from '../modbus/types.js';
 
 export interface AreaDto { code: string; name: string; level: Area['level']; parent: string | null; createdAt: string }
 export interface DeviceDto {
@@ -11,6 +12,10 @@ export interface DeviceDto {
   enabled: boolean; online: boolean; lastSeen: string | null;
   attributes: Record<string, unknown>;
   latest: Record<string, { ts: string; value: Scalar }>;
+  /** A Modbus device's settings (src/modbus), as registered. */
+  transport?: ModbusSettings['transport'];
+  registerMap?: ModbusSettings['registerMap'];
+  pollIntervalSec?: number;
 }
 
 export function areaDto(a: Area, tz: string): AreaDto {

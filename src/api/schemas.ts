@@ -6,6 +6,7 @@ import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
 import { StringEnum } from '../core/schema.js';
 import { AREA_CODE_RE, DEVICE_ID_RE } from '../devices/types.js';
 import { FIELD_NAME_RE } from '../ingest/codec.js';
+import { PollIntervalSec, RegisterMapRef, Transport } from '../modbus/map-schema.js';
 import { AGGS } from '../storage/telemetry/types.js';
 
 export { StringEnum };
@@ -100,6 +101,17 @@ export const Location = Type.Object({
 
 export const LatestValue = Type.Object({ ts: Time, value: Scalar });
 
+/**
+ * The Modbus part of a device (src/modbus): how Keng reaches it and what it
+ * reads. A device with these is polled; its readings are its telemetry,
+ * exactly like MQTT readings.
+ */
+const ModbusFields = {
+  transport: Type.Optional(Transport),
+  registerMap: Type.Optional(RegisterMapRef),
+  pollIntervalSec: Type.Optional(PollIntervalSec),
+};
+
 export const Device = Type.Object({
   id: Type.String(),
   kind: DeviceKind,
@@ -112,6 +124,7 @@ export const Device = Type.Object({
   lastSeen: Type.Union([Time, Type.Null()], { description: 'Last message or connection; null if never seen' }),
   attributes: Dict(Type.Unknown(), { description: 'Client attributes the device reported (firmware, model, capabilities)' }),
   latest: Dict(LatestValue, { description: 'Newest reading of each field' }),
+  ...ModbusFields,
 });
 
 export const CreatedDevice = Type.Object({
@@ -127,6 +140,7 @@ export const NewDevice = Type.Object({
   area: Type.String({ pattern: AREA_CODE_PATTERN, description: 'Code of an existing area' }),
   location: Type.Optional(Type.Union([Location, Type.Null()])),
   model: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
+  ...ModbusFields,
 }, { additionalProperties: false });
 export type NewDeviceBody = Static<typeof NewDevice>;
 
@@ -141,6 +155,7 @@ export const DeviceChanges = Type.Object({
   enabled: Type.Optional(Type.Boolean({
     description: 'false disables the device: its connection is closed at once and every CONNECT is refused with CONNACK 5 until it is enabled again',
   })),
+  ...ModbusFields,
 }, { additionalProperties: false, minProperties: 1, description: 'Only the fields given change' });
 export type DeviceChangesBody = Static<typeof DeviceChanges>;
 

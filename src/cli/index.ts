@@ -18,13 +18,16 @@
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadConfig } from '../config/index.js';
-import { Errors } from '../core/index.js';
-import type { Area, AreaLevel, Device, DeviceKind, DeviceView } from '../devices/index.js';
+import { Errors, systemClock } from '../core/index.js';
+import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } from '../devices/index.js';
+import type { StateDb } from '../storage/state/index.js';
 import { registerSimulate } from './simulate.js';
 import { registerAudit } from './audit.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
 import { action, iso, json, out, table, withRegistry } from './common.js';
 import { registerUsers } from './users.js';
+import { MapCatalog, ModbusDevices } from '../modbus/index.js';
+import { addModbusOptions, modbusInput, registerModbus, type ModbusOpts } from './modbus.js';
 
 function areaJson(a: Area): Record<string, unknown> {
   return { ...a, createdAt: iso(a.createdAt) };
@@ -70,12 +73,19 @@ function registerAreas(program: Command): void {
     }));
 }
 
-interface DeviceAddOpts { id: string; kind: string; name: string; area: string; lat?: number; lon?: number; model?: string; json?: boolean }
+interface DeviceAddOpts extends ModbusOpts { id: string; kind: string; name: string; area: string; lat?: number; lon?: number; model?: string; json?: boolean }
+
+/** Modbus settings on the CLI's state store (same rules as the API). */
+function modbusDevices(reg: DeviceRegistry, db: StateDb): ModbusDevices {
+  return new ModbusDevices({
+    db: () => db.db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
+  });
+}
 
 function registerDevices(program: Command): void {
   const devices = program.command('devices').description('field devices: sensors, loudspeakers, gateways');
-  devices.command('add')
-    .description('register a device; prints its secret and access token once')
+  addModbusOptions(devices.command('add'))
+    .description('register a device; prints its secret and access token once (with --modbus-tcp or --modbus-rtu: a Modbus sensor Keng polls)')
     .requiredOption('--id <id>', 'device id: ^[a-z0-9][a-z0-9_-]{1,63}$ (the MQTT username)')
     .requiredOption('--kind <kind>', 'sensor | speaker | gateway')
     .requiredOption('--name <name>', 'display name')
@@ -87,16 +97,25 @@ function registerDevices(program: Command): void {
     .action(action(async (o: DeviceAddOpts) => {
       if ((o.lat === undefined) !== (o.lon === undefined)) throw Errors.VALIDATION('--lat and --lon go together');
       const location = o.lat !== undefined && o.lon !== undefined ? { lat: o.lat, lon: o.lon } : null;
-      const { device, credentials } = await withRegistry((reg) => reg.createDevice({
-        id: o.id, kind: o.kind as DeviceKind, name: o.name, area: o.area, location, model: o.model ?? null,
-      }));
+      const modbus = modbusInput(o);
+      const { device, credentials, settings } = await withRegistry(async (reg, db) => {
+        const d = { id: o.id, kind: o.kind as DeviceKind, name: o.name, area: o.area, location, model: o.model ?? null };
+        return modbus ? modbusDevices(reg, db).create(d, modbus) : { ...(await reg.createDevice(d)), settings: undefined };
+      });
       const warning = 'The secret and access token are shown only now: they are stored hashed and cannot be shown again.';
+      const polled = settings ? { transport: settings.transport, registerMap: settings.registerMap, pollIntervalSec: settings.pollIntervalSec } : {};
       if (o.json) {
-        json({ ...deviceJson(device), secret: credentials.secret, accessToken: credentials.accessToken });
+        json({ ...deviceJson(device), ...polled, secret: credentials.secret, accessToken: credentials.accessToken });
         process.stderr.write(`keng: ${warning}\n`);
         return;
       }
       printDevice(device);
+      if (settings) {
+        const t = settings.transport;
+        out(`Modbus: ${t.type === 'modbus-tcp' ? `gateway ${t.host}:${t.port}` : `${t.path} ${t.baudRate} baud, parity ${t.parity}`}, unit ${t.unitId}, `
+          + `map ${typeof settings.registerMap === 'string' ? settings.registerMap : `inline (${settings.registerMap.registers.length} registers)`}, `
+          + `every ${settings.pollIntervalSec} s (the server polls it from its next reload, within seconds)`);
+      }
       out();
       out(`secret:       ${credentials.secret}`);
       out(`access token: ${credentials.accessToken}`);
@@ -110,11 +129,17 @@ function registerDevices(program: Command): void {
     .option('--kind <kind>', 'sensor | speaker | gateway')
     .option('--json', 'print JSON')
     .action(action(async (o: { area?: string; kind?: string; json?: boolean }) => {
-      const views = await withRegistry((reg) => {
+      const { views, modbus } = await withRegistry((reg, db) => {
         if (o.area !== undefined && !reg.getArea(o.area)) throw Errors.NOT_FOUND(`Area "${o.area}"`);
-        return reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined });
+        const all = new Map(modbusDevices(reg, db).all().map((s) => [s.deviceId, s]));
+        return { views: reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined }), modbus: all };
       });
-      if (o.json) return json(views.map(deviceJson));
+      if (o.json) {
+        return json(views.map((v) => {
+          const s = modbus.get(v.id);
+          return { ...deviceJson(v), ...(s ? { transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : {}) };
+        }));
+      }
       table(['ID', 'KIND', 'AREA', 'ONLINE', 'LAST SEEN', 'NAME'],
         views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', iso(v.lastSeen) ?? '-', v.name]));
     }));
@@ -154,6 +179,7 @@ export function createProgram(): Command {
   registerUsers(program);
   registerAudit(program, { withState: (fn) => withRegistry((_reg, db) => fn(db)), action });
   registerBackup(program);
+  registerModbus(program, action);
   registerSimulate(program);
   return program;
 }

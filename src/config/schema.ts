@@ -162,6 +162,20 @@ export const ConfigSchema = Type.Object({
     /** The signed head is logged and appended to the anchor files this often (when it moved), and at start and stop. */
     anchorIntervalSec: Type.Integer({ minimum: 10, maximum: 86_400, default: 3600 }),
   }, { default: {} }),
+  /** Modbus sensors polled over a TCP gateway or a serial line (src/modbus, firmware-protocols/modbus/README.md). */
+  modbus: Type.Object({
+    /** Longest wait for one answer (modbus-serial waits forever unless told); a slow or absent sensor costs its line this long. */
+    requestTimeoutMs: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
+    /** Consecutive failed polls after which a device is shown offline (one success brings it back). */
+    offlineAfterFailures: Type.Integer({ minimum: 1, maximum: 1000, default: 3 }),
+    /** A failing device is polled less and less often (its interval doubled per failure) up to this many seconds apart. */
+    maxBackoffSec: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
+    /** Back-off bounds for reconnecting a lost TCP gateway or reopening a serial port. */
+    reconnectMinMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 500 }),
+    reconnectMaxMs: Type.Integer({ minimum: 10, maximum: 3_600_000, default: 30_000 }),
+    /** Serial devices a Modbus device may name (path prefixes): whoever registers sensors cannot make Keng open other files. */
+    serialPathPrefixes: Type.Array(Type.String({ minLength: 2, pattern: '^/' }), { minItems: 1, default: ['/dev/tty', '/dev/serial/'] }),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

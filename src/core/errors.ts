@@ -56,8 +56,12 @@ export const Errors = {
   MEDIA_NOT_AUDIO: def('KENG_ERR_MEDIA_NOT_AUDIO', 'Not playable audio: %s', 422),
   MEDIA_TOO_LONG: def('KENG_ERR_MEDIA_TOO_LONG', 'Audio too long: %s', 422),
   RATE_LIMITED: def('KENG_ERR_RATE_LIMITED', 'Too many requests: %s', 429),
-  // 500/503
+  // 500/502/503/504
   INTERNAL: def('KENG_ERR_INTERNAL', 'Internal error', 500),
+  MODBUS_EXCEPTION: def('KENG_ERR_MODBUS_EXCEPTION', 'The device refused: %s', 502),
+  MODBUS_BAD_ANSWER: def('KENG_ERR_MODBUS_BAD_ANSWER', 'The device\'s answer was not understood: %s', 502),
+  MODBUS_UNREACHABLE: def('KENG_ERR_MODBUS_UNREACHABLE', 'The device cannot be reached: %s', 503),
+  MODBUS_TIMEOUT: def('KENG_ERR_MODBUS_TIMEOUT', 'The device did not answer: %s', 504),
   NOT_READY: def('KENG_ERR_NOT_READY', 'Service not ready: %s', 503),
   STORE_UNAVAILABLE: def('KENG_ERR_STORE_UNAVAILABLE', 'Telemetry store unavailable: %s', 503),
   TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),

@@ -21,7 +21,7 @@
 import type { BrokerPort, HandleResult, InboundHandler, InboundMessage, InboundType } from '../broker/types.js';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../core/clock.js';
-import type { EventBus } from '../core/events.js';
+import type { EventBus, Scalar } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
@@ -118,6 +118,26 @@ export class IngestService implements Component {
       return res instanceof Promise ? res : Promise.resolve(res);
     }
     return this.handleAny(msg);
+  };
+
+  /**
+   * Readings that did not arrive over MQTT (a Modbus poll, src/modbus) take
+   * the path of a telemetry message of that device: the same validation,
+   * group commit (durable when this resolves), de-duplication, latest values,
+   * `telemetry.accepted`/`telemetry` events (live feed, IOC) and store
+   * (embedded or InfluxDB). The caller counts what it gets back as {ok: false}
+   * (no broker does it here); a rejection means the store could not make the
+   * readings durable.
+   */
+  readonly submitReadings = (deviceId: string, ts: number, values: Record<string, Scalar>): Promise<HandleResult> => {
+    const device = this.deps.registry.getDevice(deviceId);
+    if (!device) return Promise.resolve({ ok: false, reason: 'unknown_device', detail: `device ${deviceId} is not registered` });
+    const msg: InboundMessage = {
+      identity: { deviceId, kind: device.kind, area: device.area, viaToken: false },
+      type: 'telemetry', payload: Buffer.from(JSON.stringify({ ts, values })), qos: 1, retain: false, receivedAt: this.deps.clock.now(),
+    };
+    const res = handleTelemetry(msg, this.ctx);
+    return res instanceof Promise ? res : Promise.resolve(res);
   };
 
   private async handleAny(msg: InboundMessage): Promise<HandleResult> {

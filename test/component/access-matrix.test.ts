@@ -112,6 +112,12 @@ const MATRIX: Record<string, Entry> = {
       return { url: `/api/v1/devices/${id}/commands/${requestId}` };
     },
   },
+  'GET /api/v1/modbus/maps': { expect: all(200), prepare: () => ({ url: '/api/v1/modbus/maps' }) },
+  // Modbus devices whose gateway is unreachable: an allowed write gets as far as the line (503), a refused one never does.
+  'POST /api/v1/devices/:id/modbus/write': {
+    expect: { admin: [503, 503], adminUser: [503, 503], operator: [503, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/mb-${where === 'in' ? 'a' : 'b'}/modbus/write`, body: { field: 'pump', value: true } }),
+  },
   'GET /api/v1/devices/:id/telemetry': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),
@@ -336,6 +342,12 @@ beforeAll(async () => {
     { id: 'spk-a', kind: 'speaker', name: 'Loa A', area: 'A1' },
     { id: 'spk-b', kind: 'speaker', name: 'Loa B', area: 'B' },
   ]);
+  for (const [id, area, unitId] of [['mb-a', 'A1', 1], ['mb-b', 'B', 2]] as const) {
+    expect((await admin('POST', '/api/v1/devices', {
+      id, kind: 'sensor', name: id, area, transport: { type: 'modbus-tcp', host: '127.0.0.1', port: 1, unitId },
+      registerMap: { registers: [{ field: 'pump', function: 'coil', address: 0, type: 'bool' }] },
+    })).status).toBe(201);
+  }
   for (const [username, role, areas] of [['root-user', 'admin', []], ['op-a', 'operator', ['A']], ['view-a', 'viewer', ['A']], ['probe', 'viewer', ['A']], ['view-b', 'viewer', ['B']]] as const) {
     expect((await admin('POST', '/api/v1/users', { username, password: PW, role, areas })).status).toBe(201);
   }

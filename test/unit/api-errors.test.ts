@@ -14,6 +14,10 @@ describe('classifyError', () => {
     });
     expect(classifyError(Errors.NOT_FOUND('Device "x"')).body.error).toEqual({ code: 'KENG_ERR_NOT_FOUND', message: 'Device "x" not found' });
     expect(classifyError(Errors.STORE_UNAVAILABLE('down')).status).toBe(503);
+    // A field device behind Keng (Modbus): refused, unreachable, no answer.
+    expect(classifyError(Errors.MODBUS_EXCEPTION('exception 2')).status).toBe(502);
+    expect(classifyError(Errors.MODBUS_UNREACHABLE('down')).status).toBe(503);
+    expect(classifyError(Errors.MODBUS_TIMEOUT('300 ms')).status).toBe(504);
     expect(classifyError(Errors.DEVICE_EXISTS('d')).status).toBe(409);
   });
 

@@ -2,12 +2,13 @@
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { Errors } from '../../core/errors.js';
+import { Errors, withDetails } from '../../core/errors.js';
 import type { DeviceView } from '../../devices/types.js';
+import type { ModbusDevices } from '../../modbus/index.js';
 import type { Principal } from '../../auth/types.js';
 import type { Action } from '../../auth/policy.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { createdDeviceDto, deviceDto, freshView } from '../present.js';
+import { createdDeviceDto, deviceDto, freshView, type DeviceDto } from '../present.js';
 import {
   AUTH_ERRORS, CreatedDevice, Described, Device, DeviceChanges, DeviceIdParams, DeviceKind, NewDevice, RotatedSecret, RotatedToken, errorResponses,
 } from '../schemas.js';
@@ -23,14 +24,36 @@ export function visibleDevice(ctx: RouteContext, p: Principal, id: string, actio
   return view;
 }
 
-export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = async (app, { ctx }) => {
+export interface DeviceRouteOptions {
+  ctx: RouteContext;
+  /** Modbus devices (transport, register map, poll interval); absent: the API refuses them (422). */
+  modbus?: ModbusDevices;
+}
+
+const MODBUS_KEYS = ['transport', 'registerMap', 'pollIntervalSec'] as const;
+
+export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async (app, { ctx, modbus }) => {
   const { registry, policy, tz } = ctx;
+
+  /** The device as the API shows it: with its Modbus settings when it has some. */
+  const dto = (v: DeviceView): DeviceDto => {
+    const s = modbus?.get(v.id);
+    const d = deviceDto(v, tz);
+    return s ? { ...d, transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : d;
+  };
+  const modbusService = (): ModbusDevices => {
+    if (!modbus) throw Errors.UNPROCESSABLE('Modbus devices are not available on this server');
+    return modbus;
+  };
 
   app.post('/devices', {
     schema: {
       tags: ['devices'], summary: 'Register a device', security: [{ bearer: [] }],
       description: 'Returns the device with its MQTT `secret` (password; username = id) and `accessToken` '
-        + '(ThingsBoard-style username). Both are shown only in this reply.',
+        + '(ThingsBoard-style username). Both are shown only in this reply. '
+        + 'A Modbus sensor (reached through a Modbus TCP gateway or a serial line) is registered with `transport` and `registerMap` '
+        + '(a map Keng ships, see GET /api/v1/modbus/maps, or an inline map), and `pollIntervalSec` (default 60): Keng polls it, '
+        + 'and its readings are its telemetry like MQTT readings (history, latest values, live feed, InfluxDB).',
       body: NewDevice,
       response: { 201: Described(CreatedDevice, 'The registered device with its credentials (shown only here)'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
     },
@@ -39,14 +62,20 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     const b = req.body;
     policy.assert(p, 'devices.write', b.area);
     if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
-    const { device, credentials } = await registry.createDevice({
-      id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null,
-    });
+    const d = { id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null };
+    const isModbus = MODBUS_KEYS.some((k) => b[k] !== undefined);
+    if (isModbus && (b.transport === undefined || b.registerMap === undefined)) {
+      throw withDetails(Errors.VALIDATION('a Modbus device needs transport and registerMap'),
+        [{ in: 'body', field: b.transport === undefined ? 'transport' : 'registerMap', message: 'required for a Modbus device' }]);
+    }
+    const { device, credentials } = isModbus
+      ? await modbusService().create(d, { transport: b.transport, registerMap: b.registerMap, pollIntervalSec: b.pollIntervalSec })
+      : await registry.createDevice(d);
     const view = registry.view(device.id) ?? freshView(device);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: deviceDto(view, tz) });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });
     reply.status(201).header('location', `/api/v1/devices/${encodeURIComponent(device.id)}`);
-    return createdDeviceDto(view, credentials, tz);
+    return { ...createdDeviceDto(view, credentials, tz), ...dto(view) };
   });
 
   app.get('/devices', {
@@ -65,7 +94,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     policy.assert(p, 'devices.read');
     const { area, kind, online } = req.query;
     const views = registry.views({ area, kind, online });
-    return policy.filter(p, views, (v) => v.area).map((v) => deviceDto(v, tz));
+    return policy.filter(p, views, (v) => v.area).map(dto);
   });
 
   app.get('/devices/:id', {
@@ -74,14 +103,16 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       params: DeviceIdParams,
       response: { 200: Described(Device, 'The device'), ...errorResponses(...AUTH_ERRORS, 404) },
     },
-  }, async (req) => deviceDto(visibleDevice(ctx, principalOf(req), req.params.id, 'devices.read'), tz));
+  }, async (req) => dto(visibleDevice(ctx, principalOf(req), req.params.id, 'devices.read')));
 
   app.patch('/devices/:id', {
     schema: {
       tags: ['devices'], summary: 'Change, move, disable or re-enable a device', security: [{ bearer: [] }],
       description: 'Only the fields given change. `area` moves the device: the caller needs devices.write on the old and the new area, '
         + 'readings from then on carry the new area (its history stays one device). `enabled: false` closes its MQTT connection at once '
-        + 'and refuses every CONNECT with CONNACK 5 until `enabled: true`; commands for it stay queued until they expire.',
+        + 'and refuses every CONNECT with CONNACK 5 until `enabled: true`; commands for it stay queued until they expire. '
+        + 'For a Modbus device `transport`, `registerMap` and `pollIntervalSec` change how it is polled, from the next poll on '
+        + '(`enabled: false` stops polling it).',
       params: DeviceIdParams, body: DeviceChanges,
       response: { 200: Described(Device, 'The device as changed'), ...errorResponses(...AUTH_ERRORS, 404, 413, 415, 422) },
     },
@@ -94,13 +125,22 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       policy.assert(p, 'devices.write', b.area);
       if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
     }
-    if (!registry.updateDevice(before.id, b)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    const { transport, registerMap, pollIntervalSec, ...changes } = b;
+    const beforeDto = dto(before);
+    // Every check before anything is stored: a refused Modbus change leaves the name or area unchanged too.
+    let planned: ReturnType<ModbusDevices['planUpdate']>;
+    if (transport !== undefined || registerMap !== undefined || pollIntervalSec !== undefined) {
+      planned = modbusService().planUpdate(before.id, { transport, registerMap, pollIntervalSec });
+      if (!planned) throw Errors.UNPROCESSABLE(`device "${before.id}" is not a Modbus device`);
+    }
+    if (Object.keys(changes).length > 0 && !registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    if (planned) modbusService().save(planned);
     const after = registry.view(before.id);
     if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
     ctx.audit.record({
-      actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: deviceDto(before, tz), after: deviceDto(after, tz),
+      actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: beforeDto, after: dto(after),
     });
-    return deviceDto(after, tz);
+    return dto(after);
   });
 
   /**
@@ -151,7 +191,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     policy.assert(p, 'devices.write', view.area);
     if (!registry.deleteDevice(view.id)) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: deviceDto(view, tz) });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view) });
     return reply.status(204).send(null);
   });
 };

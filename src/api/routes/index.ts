@@ -26,6 +26,7 @@ import { healthRoutes } from './health.js';
 import { latestRoutes } from './latest.js';
 import { mediaFileRoutes, mediaRoutes } from './media.js';
 import { metricsRoutes } from './metrics.js';
+import { modbusRoutes, type ModbusApi } from './modbus.js';
 import { scheduleRoutes } from './schedules.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
@@ -54,6 +55,8 @@ export interface ApiServices {
   alertRules?: AlertRules;
   /** The audit chain's head, signed with the audit key (GET /api/v1/audit/head; docs/audit.md). */
   auditHead?: () => AuditAnchor;
+  /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
+  modbus?: ModbusApi;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -72,7 +75,8 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
 /** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */
 export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteContext, s: ApiServices): Promise<void> {
   await v1.register(areaRoutes, { ctx });
-  await v1.register(deviceRoutes, { ctx });
+  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices });
+  if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });
   const { accounts, media, broadcasts, rpc } = s;

@@ -1,0 +1,13 @@
+export * from './types.js';
+export { MapCatalog, loadMaps, shippedMapsDir } from './maps.js';
+export {
+  InlineMap, Register, RegisterMapRef, ShippedMapFile, TcpTransport, RtuTransport, Transport, PollIntervalSec,
+  MAX_MAP_REGISTERS, MAP_NAME_RE, checkMap, inlineMapErrors, transportErrors, validationError,
+} from './map-schema.js';
+export { decodeRegister, encodeRegister, rawValue, readingProblem, scaled } from './codec.js';
+export { planReads, blockReadings, MAX_READ_REGISTERS, MAX_READ_BITS, type ReadBlock } from './plan.js';
+export { ModbusDevices, DEFAULT_POLL_INTERVAL_SEC, describeLine, type ModbusInput, type ModbusChanges } from './devices.js';
+export { MODBUS_MIGRATION } from './migrations.js';
+export { ModbusPoller, type PollerDeps, type PollerOptions, type ReadingSink } from './poller.js';
+export { ModbusLine, ModbusError, EXCEPTION_NAMES, type LineIo, type ReadOp, type WriteOp } from './line.js';
+export { writeField, writableRegister, type WriteResult } from './write.js';

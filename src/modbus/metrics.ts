@@ -1,0 +1,21 @@
+/** The Modbus instruments (docs/metrics.md, "Modbus sensors"). */
+import type { Registry } from 'prom-client';
+import { counterOn, gaugeOn, histogramOn } from '../core/metrics.js';
+
+export type RequestResult = 'ok' | 'timeout' | 'exception' | 'error' | 'not_connected';
+
+export function modbusMetrics(registry: Registry | undefined) {
+  return {
+    requests: counterOn<'result'>(registry, 'keng_modbus_requests_total',
+      'Modbus requests by result (ok, timeout, exception, error, not_connected)', ['result']),
+    requestSeconds: histogramOn(registry, 'keng_modbus_request_seconds', 'Time from sending a Modbus request to its answer (answered requests)',
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+    polls: counterOn<'result'>(registry, 'keng_modbus_polls_total', 'Polls of Modbus devices by result (ok, failed)', ['result']),
+    connects: counterOn<'result'>(registry, 'keng_modbus_connects_total', 'Connections to Modbus TCP gateways and serial ports by result (ok, failed)', ['result']),
+    disconnects: counterOn(registry, 'keng_modbus_disconnects_total', 'Modbus connections lost (gateway closed the connection, serial port gone, or dropped after repeated timeouts)'),
+    devices: gaugeOn(registry, 'keng_modbus_devices', 'Modbus devices being polled'),
+    writes: counterOn<'result'>(registry, 'keng_modbus_writes_total', 'Writes to Modbus devices by result (ok, timeout, exception, error, not_connected)', ['result']),
+  };
+}
+
+export type ModbusMetrics = ReturnType<typeof modbusMetrics>;

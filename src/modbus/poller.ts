@@ -1,0 +1,316 @@
+/**
+ * The Modbus poller: reads every enabled Modbus device at its interval and
+ * hands its readings to the telemetry pipeline (ingest), like an MQTT
+ * telemetry message of that device.
+ *
+ * Per device, a poll is ONE job on its line (line.ts): the device's read
+ * blocks (plan.ts, the fewest requests its map allows) go out back to back,
+ * so devices sharing a gateway or serial line take turns. A block that times
+ * out ends the poll at once (the device is most likely gone; it must not
+ * hold the line for every remaining block).
+ *
+ * Schedule: fixed rate, anchored to when each poll was due, so a poll that
+ * waited for the line does not push the next ones later. A device whose
+ * polls fail is polled at its interval, then 2, 4, 8 … times as far apart,
+ * up to modbus.maxBackoffSec (or its interval, if longer): a dead sensor
+ * costs its line one timeout now and then, not one per interval.
+ *
+ * Presence follows the polls: online after a successful poll (lastSeen =
+ * then), offline after modbus.offlineAfterFailures failed polls in a row
+ * (the 'status' event carries the last successful poll's time, which stays
+ * lastSeen). A poll succeeds when at least one block was answered.
+ *
+ * Readings: each value is checked (finite; inside the map's min..max);
+ * refused ones are counted in keng_rejected_total{reason: out_of_range |
+ * bad_value} and the rest of the poll is kept. What the pipeline refuses is
+ * counted there too, by its reason.
+ *
+ * Devices are (re)read from the side table at start, on every device change
+ * in this process, and every few seconds (the `keng` CLI may change them
+ * from another process).
+ */
+import type { Clock } from '../core/clock.js';
+import type { EventBus, Scalar } from '../core/events.js';
+import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import type { DeviceRegistryApi } from '../devices/registry-types.js';
+import { Errors } from '../core/errors.js';
+import { readingProblem } from './codec.js';
+import type { ModbusDevices } from './devices.js';
+import { ModbusError, ModbusLine } from './line.js';
+import { modbusMetrics, type ModbusMetrics } from './metrics.js';
+import { blockReadings, planReads, type ReadBlock } from './plan.js';
+import { lineKey, type ModbusSettings, type ModbusTransport } from './types.js';
+import { writeField, type WriteResult } from './write.js';
+
+/** Hands one poll's readings to the telemetry pipeline (IngestService.submitReadings). */
+export type ReadingSink = (deviceId: string, ts: number, values: Record<string, Scalar>) => Promise<{ ok: true } | { ok: false; reason: string; detail?: string }>;
+
+export interface PollerOptions {
+  requestTimeoutMs: number;
+  offlineAfterFailures: number;
+  maxBackoffSec: number;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  /** How often the side table is re-read for changes made by other processes (default 5000 ms). */
+  reloadIntervalMs?: number;
+}
+
+export interface PollerDeps {
+  devices: Pick<ModbusDevices, 'all' | 'get' | 'registers' | 'fingerprint' | 'onChange' | 'catalog'>;
+  registry: Pick<DeviceRegistryApi, 'getDevice' | 'setOnline' | 'isOnline'>;
+  sink: ReadingSink;
+  bus: Pick<EventBus, 'on'>;
+  logger: Logger;
+  metrics: Pick<Metrics, 'registry' | 'rejectedTotal'>;
+  clock: Clock;
+  options: PollerOptions;
+}
+
+interface Polled {
+  settings: ModbusSettings;
+  fingerprint: string;
+  blocks: ReadBlock[];
+  line: ModbusLine;
+  lineId: string;
+  timer: NodeJS.Timeout | undefined;
+  /** When the next poll is (or was) due (epoch ms). */
+  due: number;
+  failures: number;
+  lastSuccess: number | null;
+  running: boolean;
+  gone: boolean;
+}
+
+export class ModbusPoller implements Component {
+  readonly name = 'modbus';
+  private readonly polled = new Map<string, Polled>();
+  private readonly lines = new Map<string, ModbusLine>();
+  private readonly m: ModbusMetrics;
+  private readonly log: Logger;
+  private readonly off: Array<() => void> = [];
+  /** Devices (with their settings) whose map could not be resolved, already reported. */
+  private readonly unresolved = new Set<string>();
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  /** Polls under way (stop() waits for them). */
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly deps: PollerDeps) {
+    this.m = modbusMetrics(deps.metrics.registry);
+    this.log = deps.logger;
+  }
+
+  async start(): Promise<void> {
+    this.deps.devices.catalog.list(); // load (and check) the shipped maps now: a broken one stops the start
+    this.running = true;
+    this.off.push(this.deps.devices.onChange(() => this.reload()));
+    this.off.push(this.deps.bus.on('device.changed', () => this.reload()));
+    this.reload();
+    this.reloadTimer = setInterval(() => this.reload(), this.deps.options.reloadIntervalMs ?? 5000);
+    this.reloadTimer.unref();
+    this.log.info({ devices: this.polled.size, lines: this.lines.size }, 'modbus poller started');
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    for (const off of this.off.splice(0)) off();
+    if (this.reloadTimer) clearInterval(this.reloadTimer);
+    for (const p of this.polled.values()) this.forget(p);
+    this.polled.clear();
+    await Promise.allSettled([...this.inFlight]);
+    await Promise.allSettled([...this.lines.values()].map((l) => l.close()));
+    this.lines.clear();
+    this.m.devices.set(0);
+  }
+
+  /**
+   * Writes one value of a device's map (write.ts), on the device's line in
+   * turn with the polls; resolves with the device's confirmation.
+   */
+  write(deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
+    if (!this.running) return Promise.reject(Errors.NOT_READY('the Modbus poller is not running'));
+    return writeField({
+      devices: this.deps.devices,
+      isEnabled: (id) => this.deps.registry.getDevice(id)?.enabled === true,
+      lineFor: (s) => this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport),
+      metrics: this.m,
+    }, deviceId, field, value);
+  }
+
+  /** Brings the polled set in line with the side table and the registry (enabled devices only). */
+  reload(): void {
+    if (!this.running) return;
+    let rows: ModbusSettings[];
+    try {
+      rows = this.deps.devices.all();
+    } catch (err) {
+      this.log.warn({ err }, 'could not read the Modbus devices; keeping the current set');
+      return;
+    }
+    const seen = new Set<string>();
+    for (const s of rows) {
+      const device = this.deps.registry.getDevice(s.deviceId);
+      if (!device || !device.enabled) continue;
+      seen.add(s.deviceId);
+      const fp = this.deps.devices.fingerprint(s);
+      const cur = this.polled.get(s.deviceId);
+      if (cur && cur.fingerprint === fp) continue;
+      if (cur) this.forget(cur);
+      this.add(s, fp);
+    }
+    for (const [id, p] of this.polled) {
+      if (seen.has(id)) continue;
+      this.forget(p);
+      this.polled.delete(id);
+      // A disabled device is not polled: it is offline from now on (a deleted one left the registry already).
+      if (this.deps.registry.isOnline(id)) this.deps.registry.setOnline(id, false, p.lastSuccess ?? this.deps.clock.now());
+    }
+    this.closeIdleLines();
+    this.m.devices.set(this.polled.size);
+  }
+
+  private add(settings: ModbusSettings, fingerprint: string): void {
+    let blocks: ReadBlock[];
+    try {
+      blocks = planReads(this.deps.devices.registers(settings).registers);
+    } catch (err) {
+      const key = `${settings.deviceId}\u0000${fingerprint}`;
+      if (!this.unresolved.has(key)) this.log.error({ err, deviceId: settings.deviceId }, 'Modbus device has a register map this release does not ship; not polled');
+      this.unresolved.add(key); // said once, not at every reload
+      return;
+    }
+    const lineId = lineIdOf(settings.transport);
+    const p: Polled = {
+      settings, fingerprint, blocks, line: this.line(lineId, settings.transport), lineId, timer: undefined,
+      due: this.deps.clock.now(), failures: 0, lastSuccess: null, running: false, gone: false,
+    };
+    this.polled.set(settings.deviceId, p);
+    // The first poll soon, spread over up to a second so that devices loaded together do not queue at once.
+    this.schedule(p, Math.floor(Math.random() * Math.min(1000, settings.pollIntervalSec * 1000)));
+  }
+
+  private forget(p: Polled): void {
+    p.gone = true;
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = undefined;
+  }
+
+  private line(id: string, t: ModbusTransport): ModbusLine {
+    let l = this.lines.get(id);
+    if (!l) {
+      const o = this.deps.options;
+      l = new ModbusLine({
+        transport: t, requestTimeoutMs: o.requestTimeoutMs, reconnectMinMs: o.reconnectMinMs, reconnectMaxMs: o.reconnectMaxMs,
+        logger: this.log, metrics: this.m,
+      });
+      this.lines.set(id, l);
+    }
+    return l;
+  }
+
+  private closeIdleLines(): void {
+    const used = new Set([...this.polled.values()].map((p) => p.lineId));
+    for (const [id, l] of this.lines) {
+      if (used.has(id)) continue;
+      this.lines.delete(id);
+      l.close().catch((err: unknown) => this.log.warn({ err, line: l.name }, 'closing an unused modbus line failed'));
+    }
+  }
+
+  private schedule(p: Polled, delayMs: number): void {
+    if (p.gone || !this.running) return;
+    p.timer = setTimeout(() => {
+      p.timer = undefined;
+      const run = this.poll(p).finally(() => this.inFlight.delete(run));
+      this.inFlight.add(run);
+    }, Math.max(0, delayMs));
+  }
+
+  /** One poll: read every block on the line, then submit what was read and plan the next poll. */
+  private async poll(p: Polled): Promise<void> {
+    if (p.running || p.gone) return;
+    p.running = true;
+    const { deviceId, transport } = p.settings;
+    let at = 0;
+    const values: Record<string, Scalar> = {};
+    let answered = 0;
+    let failure: ModbusError | null = null;
+    try {
+      await p.line.exclusive(async (io) => {
+        for (const b of p.blocks) {
+          try {
+            const data = await io.read({ fn: b.function, unitId: transport.unitId, address: b.start, count: b.count });
+            if (answered++ === 0) at = this.deps.clock.now();
+            for (const [r, v] of blockReadings(b, data)) {
+              const problem = readingProblem(r, v);
+              if (problem) this.reject(deviceId, problem, `${r.field} = ${String(v)}`);
+              else values[r.field] = v;
+            }
+          } catch (err) {
+            failure = err instanceof ModbusError ? err : new ModbusError('error', String(err));
+            this.log.debug({ deviceId, block: `${b.function} ${b.start}+${b.count}`, err: failure.message }, 'modbus read failed');
+            if (failure.kind !== 'exception') break; // timeout or no connection: the rest would fail the same way
+          }
+        }
+      });
+    } catch (err) {
+      failure = err instanceof ModbusError ? err : new ModbusError('error', String(err)); // the line is closed
+    } finally {
+      p.running = false;
+    }
+    if (p.gone) return; // deleted, disabled or changed meanwhile: its replacement (if any) polls from now on
+    if (answered > 0) this.succeeded(p, at); else this.failed(p, failure);
+    this.next(p);
+    if (answered > 0 && Object.keys(values).length > 0) await this.submit(deviceId, at, values);
+  }
+
+  private succeeded(p: Polled, at: number): void {
+    this.m.polls.labels('ok').inc();
+    if (p.failures >= this.deps.options.offlineAfterFailures) this.log.info({ deviceId: p.settings.deviceId }, 'modbus device answers again');
+    p.failures = 0;
+    p.lastSuccess = at;
+    this.deps.registry.setOnline(p.settings.deviceId, true, at);
+  }
+
+  private failed(p: Polled, err: ModbusError | null): void {
+    this.m.polls.labels('failed').inc();
+    p.failures++;
+    const { deviceId } = p.settings;
+    if (p.failures === this.deps.options.offlineAfterFailures) {
+      this.log.warn({ deviceId, line: p.line.name, failures: p.failures, err: err?.message }, 'modbus device does not answer; offline');
+      if (this.deps.registry.isOnline(deviceId)) this.deps.registry.setOnline(deviceId, false, p.lastSuccess ?? this.deps.clock.now());
+    }
+  }
+
+  /** Fixed rate from the due time; a failing device backs off (interval × 2^(failures−1), capped). */
+  private next(p: Polled): void {
+    const intervalMs = p.settings.pollIntervalSec * 1000;
+    const cap = Math.max(intervalMs, this.deps.options.maxBackoffSec * 1000);
+    const step = p.failures === 0 ? intervalMs : Math.min(cap, intervalMs * 2 ** Math.min(30, p.failures - 1));
+    const now = this.deps.clock.now();
+    p.due = Math.max(p.due + step, now); // late: go now, do not catch up with a burst
+    this.schedule(p, p.due - now);
+  }
+
+  private async submit(deviceId: string, ts: number, values: Record<string, Scalar>): Promise<void> {
+    try {
+      const res = await this.deps.sink(deviceId, ts, values);
+      if (!res.ok) this.reject(deviceId, res.reason, res.detail ?? '');
+    } catch (err) {
+      // The store could not make them durable; a Modbus sensor keeps no backlog, so this poll's readings are lost.
+      this.log.warn({ err, deviceId }, 'modbus readings not stored (telemetry store unavailable)');
+    }
+  }
+
+  private reject(deviceId: string, reason: string, detail: string): void {
+    this.deps.metrics.rejectedTotal.labels(reason).inc();
+    this.log.debug({ deviceId, reason, detail }, 'modbus reading refused');
+  }
+}
+
+/** One line per TCP gateway; per serial port and its settings (the registry keeps one setting per port). */
+function lineIdOf(t: ModbusTransport): string {
+  return t.type === 'modbus-tcp' ? lineKey(t) : `${lineKey(t)}@${t.baudRate}/${t.parity}`;
+}

@@ -26,9 +26,10 @@ import type { Metrics } from '../core/metrics.js';
 import type { DeviceAuthenticator } from '../devices/types.js';
 import type { TlsSource } from '../tls.js';
 import { BrokerContext, authError, type AuthDone, type MqttConfig, type PubDone } from './context.js';
-import { DeviceHooks } from './device-hooks.js';
+import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import { installFrameGuard } from './frame-guard.js';
-import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, type ServiceAuthenticator } from './service-clients.js';
+import { capGrantedQos } from './granted-qos.js';
+import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
 import type { DevicePresence } from './session.js';
 import type { BrokerPort, InboundHandler, PublishOptions } from './types.js';
 
@@ -284,6 +285,9 @@ export class AedesBroker implements BrokerPort {
       this.deps.logger.warn({ clientId: client.id, deviceId: s?.kind === 'device' ? s.deviceId : undefined, announced, maxFrame }, 'mqtt frame too large: connection closed');
       sock.destroy(new Error('frame too large'));
     });
+    // SUBACK tells the QoS granted, not the one asked for: devices 1, service clients 1 or 0 (granted-qos.ts).
+    capGrantedQos(client, (c) => (this.services !== null && c.username !== undefined && serviceCredential(c.username, c.password) !== null
+      ? serviceMaxQos(c.clean !== false) : DEVICE_MAX_QOS));
   }
 
   // ------------------------------------------------------------ aedes hooks: one session lookup, one switch on its kind

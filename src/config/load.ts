@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Value } from 'typebox/value';
 import { ConfigSchema, deepFreeze, type Config } from './schema.js';
 import { ENV_BINDINGS, type EnvBinding } from './env.js';
+import { HostAllowList } from '../core/host-allow-list.js';
 
 /** A setting is missing or wrong: the message names it, in one line. */
 export class ConfigError extends Error {
@@ -47,6 +48,12 @@ function parseEnv(b: EnvBinding, raw: string): unknown {
     case 'int': {
       if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(`Invalid setting ${b.name}=${JSON.stringify(raw)}: expected an integer`);
       return Number(raw);
+    }
+    case 'bool': {
+      const v = raw.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(v)) return true;
+      if (['false', '0', 'no', 'off'].includes(v)) return false;
+      throw new ConfigError(`Invalid setting ${b.name}=${JSON.stringify(raw)}: expected true or false`);
     }
     case 'number': {
       const n = Number(raw);
@@ -144,4 +151,8 @@ function crossCheck(cfg: Config): void {
     throw new ConfigError(`Invalid setting KENG_TZ=${cfg.tz}: unknown time zone`);
   }
   if (cfg.influx.retryMinMs > cfg.influx.retryMaxMs) throw new ConfigError('Invalid setting influx.retryMinMs: larger than influx.retryMaxMs');
+  const hosts = HostAllowList.parse(cfg.broadcast.streamHosts);
+  if (!hosts.ok) {
+    throw new ConfigError(`Invalid setting ${envNameFor('broadcast.streamHosts')}: ${JSON.stringify(hosts.bad)} is not a host name, *.domain, IP address, CIDR range or *`);
+  }
 }

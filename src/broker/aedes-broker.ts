@@ -19,6 +19,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Clock } from '../core/clock.js';
+import { limitConnectionsPerIp, PerIpConnections } from '../core/connection-limit.js';
 import { Errors } from '../core/errors.js';
 import type { KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
@@ -168,6 +169,9 @@ export class AedesBroker implements BrokerPort {
         (sock) => this.onConnection(sock))
       : null;
     this.tlsServer = tlsServer;
+    // Connections per client address, plain and TLS together, refused before CONNECT (TLS: before the handshake).
+    const perIp = new PerIpConnections({ maxPerIp: this.config.maxConnectionsPerIp, exemptLoopback: this.config.exemptLoopback });
+    for (const s of [server, tlsServer]) if (s) limitConnectionsPerIp(s, perIp, () => this.ctx.count('connect', 'per_ip_limit'));
     try {
       await listen(server, this.config.port, this.config.host);
       if (tlsServer) await listen(tlsServer, this.config.tlsPort ?? 8883, this.config.host);
@@ -272,6 +276,7 @@ export class AedesBroker implements BrokerPort {
 
   private onConnection(sock: net.Socket): void {
     const aedes = this.aedes;
+    if (sock.destroyed) return; // over mqtt.maxConnectionsPerIp (closed by the listener's limit)
     if (this.ctx.stopping || !aedes) { sock.destroy(); return; }
     this.sockets.add(sock);
     sock.once('close', () => this.sockets.delete(sock));

@@ -53,7 +53,11 @@ async function freshViewer(w: Where): Promise<string> {
 const MATRIX: Record<string, Entry> = {
   'GET /healthz': { public: true, expect: all(200), prepare: () => ({ url: '/healthz' }) },
   'GET /readyz': { public: true, expect: all(200), prepare: () => ({ url: '/readyz' }) },
-  'GET /metrics': { public: true, expect: all(200), prepare: () => ({ url: '/metrics' }) },
+  // Monitoring: admin and service tokens only (none/bad: 401); /readyz answers everyone, its details only to them.
+  'GET /metrics': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [403, 403], viewer: [403, 403], service: [200, 200] },
+    prepare: () => ({ url: '/metrics' }),
+  },
 
   'POST /api/v1/auth/login': {
     public: true, expect: all(200),

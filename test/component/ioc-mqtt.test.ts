@@ -52,7 +52,7 @@ function collect(c: MqttClient): Array<{ topic: string; body: any; qos: number; 
 }
 
 async function metric(name: string): Promise<number> {
-  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+  const text = await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text();
   return parseMetrics(text).get(name) ?? 0;
 }
 

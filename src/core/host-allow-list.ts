@@ -13,7 +13,10 @@ const HOST_NAME = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
 
 /** A host name as URLs carry it: lower case, punycode, no trailing dot; null when it is not a valid name. */
 export function normalizeHostName(name: string): string | null {
-  const ascii = domainToASCII(name.trim().replace(/\.$/, ''));
+  const n = name.trim().replace(/\.$/, '');
+  // domainToASCII parses like a URL host (it would read "10.0.0.0/33" as "10.0.0.0"): no URL punctuation, no bare numbers.
+  if (n === '' || /[\s/\\:@?#[\]%]/.test(n) || /^[\d.]+$/.test(n)) return null;
+  const ascii = domainToASCII(n);
   return ascii && ascii.length <= 253 && HOST_NAME.test(ascii) ? ascii : null;
 }
 

@@ -181,7 +181,7 @@ Object.assign(MATRIX, {
 // (operator: read and write within its areas; service: read within its areas; viewer: none).
 // Objects that do not exist probe the role gate: 403 before any lookup for roles without the right.
 const ops = (ok: Want, out: Want = ok): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, out], viewer: [403, 403], service: [403, 403] });
-const stream = { streamUrl: 'http://radio.example.vn/live.mp3' };
+const stream = { streamUrl: 'http://203.0.113.10/live.mp3' }; // a public address literal: no DNS needed (stream-url.ts)
 const relay = { durationSec: 60 };
 Object.assign(MATRIX, {
   'POST /api/v1/schedules': {

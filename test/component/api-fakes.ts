@@ -46,7 +46,7 @@ export class FakeRegistry implements DeviceRegistryApi {
     if (!this.areas.has(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     const device: Device = {
       id: d.id, kind: d.kind, name: d.name, area: d.area, location: d.location ?? null, model: d.model ?? null,
-      enabled: true, createdAt: this.now(),
+      enabled: true, createdAt: this.now(), historyFrom: null,
     };
     this.devices.set(d.id, device);
     return { device, credentials: { secret: randomBytes(16).toString('hex'), accessToken: randomBytes(12).toString('hex') } };

@@ -20,7 +20,7 @@ function fakeRegistry() {
     { code: 'v2', name: 'Thôn Tây', level: 'village', parent: 'c', createdAt: 0 },
   ];
   const dev = (id: string, area: string, kind: Device['kind'] = 'speaker'): Device =>
-    ({ id, kind, name: `Loa ${id}`, area, location: null, model: null, enabled: true, createdAt: 0 });
+    ({ id, kind, name: `Loa ${id}`, area, location: null, model: null, enabled: true, createdAt: 0, historyFrom: null });
   const devices = [dev('loa-1', 'v1'), dev('loa-2', 'v2'), dev('loa-3', 'v1'), dev('soil-1', 'v1', 'sensor')];
   const subtree = (code: string): string[] => [code, ...areas.filter((a) => a.parent === code).flatMap((a) => subtree(a.code))];
   return {

@@ -39,8 +39,8 @@ export interface RouteContext {
   tz: string;
   /** Most points one telemetry request may return (raw page size / aggregate windows). */
   maxPoints: number;
-  /** Require a bearer token on GET /metrics. */
-  metricsRequireAuth: boolean;
+  /** GET /metrics and /readyz details without a token (config http.openMetrics; monitoring-access.ts). */
+  openMetrics: boolean;
   /** Checks reported by /readyz besides broker and telemetry store (e.g. the state store). */
   readyChecks: Record<string, ReadyCheck>;
   /** True once stop() began: /readyz answers 503. */

@@ -27,6 +27,7 @@ import type { Api, ReadyCheck, RouteContext } from './context.js';
 import { bearerAuth } from './auth-hook.js';
 import { sendError } from './errors.js';
 import { DebugRequestLogs } from './log-controller.js';
+import { limitHttpConnections, registerRateLimit } from './rate-limit.js';
 import { ErrorReply } from './schemas.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { registerPublicRoutes, registerSecuredRoutes, type ApiServices } from './routes/index.js';
@@ -58,8 +59,6 @@ export interface ApiServerOptions {
    * a check named `state` replaces it, e.g. `{ state: () => stateDb.health() }`.
    */
   readyChecks?: Record<string, ReadyCheck>;
-  /** Require a bearer token on GET /metrics (default false: firewall it). */
-  metricsRequireAuth?: boolean;
   maxPoints?: number;
   /** When it yields material (tls.certFile + tls.keyFile set), HTTPS is served on http.port instead of HTTP. */
   tls?: Pick<TlsSource, 'load'> | null;
@@ -98,7 +97,7 @@ export class ApiServer implements Component {
       config: o.config, registry: o.registry, store: o.store, broker: o.broker,
       authenticator: o.authenticator, policy: o.policy, audit: o.audit, metrics: o.metrics, clock: o.clock,
       tz: o.config.tz, maxPoints: o.maxPoints ?? DEFAULT_MAX_POINTS,
-      metricsRequireAuth: o.metricsRequireAuth ?? false,
+      openMetrics: o.config.http.openMetrics,
       readyChecks: { state: () => { o.registry.listAreas(); return { ok: true }; }, ...o.readyChecks },
       isClosing: () => this.closing,
     };
@@ -140,6 +139,9 @@ export class ApiServer implements Component {
       allowedHeaders: ['Authorization', 'Content-Type'],
       maxAge: 600,
     });
+    // Bounded work per client address: requests (before authentication) and open connections (rate-limit.ts).
+    await registerRateLimit(app as unknown as FastifyInstance, config.http);
+    limitHttpConnections(app as unknown as FastifyInstance, config.http, metrics);
     await registerOpenApi(app as unknown as FastifyInstance, API_VERSION);
 
     const services = this.opts.services ?? {};

@@ -5,7 +5,8 @@
  * there (mode 0600) and where it was written is logged once. Only a SHA-256
  * of the token stays in memory.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { randomBase62 } from '../core/random.js';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Component } from '../core/lifecycle.js';
@@ -59,7 +60,7 @@ export class AdminAuth implements Component, Authenticator {
       this.source = 'file';
       return;
     }
-    const token = randomBytes(32).toString('base64url');
+    const token = randomBase62(43); // core/random.ts: ~256 bits, never starts with '-' (read as an option by CLI clients)
     mkdirSync(this.dataDir, { recursive: true });
     writeFileSync(file, `${token}\n`, { mode: 0o600 });
     chmodSync(file, 0o600); // the file may have existed (empty) with other permissions

@@ -1,17 +1,19 @@
 /**
  * API shapes of schedules, broadcasts, log lines and totals (OpenAPI at
- * /docs: times as ISO 8601 with the offset of `config.tz`).
+ * /docs: times as ISO 8601 with the offset of `config.tz`). Stream URLs are
+ * shown without credentials (stream-url.ts).
  */
 import { formatTime } from '../core/time.js';
 import type { AreaTotals, Broadcast, LogEntry, TargetState, TotalsResult } from './execution/index.js';
 import type { Schedule } from './schedule/index.js';
+import { redactStreamUrl, redactStreamUrls } from './stream-url.js';
 
 const opt = <T>(k: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [k]: v });
 
 export function scheduleDto(s: Schedule, nextRuns: number[], tz: string) {
   const t = (ms: number | undefined) => (ms === undefined ? undefined : formatTime(ms, tz));
   return {
-    id: s.id, name: s.name, target: s.target, content: s.content,
+    id: s.id, name: s.name, target: s.target, content: redactStreamUrls(s.content),
     ...opt('cron', s.cron), ...opt('at', t(s.at)),
     timezone: s.timezone, volume: s.volume, priority: s.priority,
     ...opt('durationSec', s.durationSec), ...opt('startDate', t(s.startDate)), ...opt('endDate', t(s.endDate)),
@@ -30,7 +32,7 @@ export function broadcastDto(b: Broadcast, tz: string, visible: (area: string) =
     id: b.id, ...opt('scheduleId', b.scheduleId), priority: b.priority, volume: b.volume,
     plannedAt: formatTime(b.plannedAt, tz), startedAt: formatTime(b.startedAt, tz), notAfter: formatTime(b.notAfter, tz),
     ...opt('stopRequestedAt', b.stopRequestedAt === undefined ? undefined : formatTime(b.stopRequestedAt, tz)),
-    ...opt('media', b.media), ...opt('stream', b.stream), ...opt('durationSec', b.durationSec),
+    ...opt('media', b.media), ...opt('stream', b.stream && { url: redactStreamUrl(b.stream.url) }), ...opt('durationSec', b.durationSec),
     counts,
     targets: targets.map((x) => ({
       deviceId: x.deviceId, area: x.area, state: x.state, updatedAt: formatTime(x.updatedAt, tz), ...opt('detail', x.detail),

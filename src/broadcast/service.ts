@@ -34,6 +34,8 @@ import {
   validatePlayNow, validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
 } from './schedule/index.js';
 import { contentDuration, playContent, storeContent } from './content.js';
+import { redactStreamUrls, StreamUrlPolicy, type ResolveHost } from './stream-url.js';
+import { HostAllowList } from '../core/host-allow-list.js';
 import { checkTarget, resolveSpeakers, targetVisible, type Caller } from './targets.js';
 
 export interface BroadcastServiceDeps {
@@ -54,6 +56,8 @@ export interface BroadcastServiceDeps {
    * (GroupCommit.runDurably); default: as they come.
    */
   batch?: <T>(fn: () => T) => T;
+  /** How stream URLs' host names are resolved for the check (stream-url.ts); default the system resolver. */
+  resolveHost?: ResolveHost;
 }
 
 export class BroadcastService implements Component {
@@ -62,9 +66,14 @@ export class BroadcastService implements Component {
   private sched: Scheduler | null = null;
   private readonly jitter: Histogram;
   private readonly log: Logger;
+  /** Where stream URLs may point (config broadcast.streamHosts). */
+  private readonly streams: StreamUrlPolicy;
 
   constructor(private readonly d: BroadcastServiceDeps) {
     this.log = d.logger;
+    const hosts = HostAllowList.parse(d.config.broadcast.streamHosts);
+    if (!hosts.ok) throw new Error(`broadcast.streamHosts: ${JSON.stringify(hosts.bad)} is not a host, address or range`); // config/load.ts checked it
+    this.streams = new StreamUrlPolicy(hosts.list, d.resolveHost);
     const reg = d.metrics.registry;
     this.jitter = histogramOn(reg, 'keng_scheduler_jitter_seconds', 'Schedule start jitter: actual start minus planned time of on-time occurrences',
       [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
@@ -160,7 +169,11 @@ export class BroadcastService implements Component {
     const v = validateSchedulePatch(prev, patch, this.validateOpts());
     if (!v.ok) throw toValidationError(v.errors);
     checkTarget(this.d.registry, v.value.target, c);
-    const { spec, created } = await this.withStoredContent(v.value, c, 'mediaId' in prev.content ? prev.content.mediaId : undefined);
+    // The stream host is judged when the content changes, so a schedule saved before a stricter streamHosts stays editable.
+    const contentChanged = JSON.stringify(v.value.content) !== JSON.stringify(prev.content);
+    const { spec, created } = await this.withStoredContent(v.value, c, {
+      current: 'mediaId' in prev.content ? prev.content.mediaId : undefined, checkStream: contentChanged,
+    });
     try {
       const current = this.requireRepo().get(id);
       if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
@@ -250,10 +263,12 @@ export class BroadcastService implements Component {
     return this.d.batch ? this.d.batch(fn) : fn();
   }
 
-  private async withStoredContent(spec: ScheduleSpec, c: Caller, current?: string): Promise<{ spec: ScheduleSpec; created?: string }> {
+  private async withStoredContent(spec: ScheduleSpec, c: Caller, o: { current?: string; checkStream?: boolean } = {}): Promise<{ spec: ScheduleSpec; created?: string }> {
+    // Where speakers would be sent: checked before anything is stored (stream-url.ts; 422 when refused).
+    if ((o.checkStream ?? true) && 'streamUrl' in spec.content) await this.streams.check(spec.content.streamUrl);
     const viewer = this.d.mediaViewer(c.principal);
     const r = await storeContent(this.d.media, spec.content, {
-      by: c.principal.id, viewer, current, areas: this.targetAreas(spec.target) ?? viewer.home,
+      by: c.principal.id, viewer, current: o.current, areas: this.targetAreas(spec.target) ?? viewer.home,
     });
     return { spec: { ...spec, content: r.content }, ...(r.created ? { created: r.created } : {}) };
   }
@@ -286,9 +301,10 @@ export class BroadcastService implements Component {
 
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
+      // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
       this.d.audit.record({
-        actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action,
-        target: `${action.split('.')[0]}:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
+        actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
+        ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
       });
     } catch (err) {
       this.log.error({ err, action, id }, 'audit record failed');

@@ -19,6 +19,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Clock } from '../core/clock.js';
+import { limitConnectionsPerIp, PerIpConnections } from '../core/connection-limit.js';
 import { Errors } from '../core/errors.js';
 import type { KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
@@ -26,9 +27,10 @@ import type { Metrics } from '../core/metrics.js';
 import type { DeviceAuthenticator } from '../devices/types.js';
 import type { TlsSource } from '../tls.js';
 import { BrokerContext, authError, type AuthDone, type MqttConfig, type PubDone } from './context.js';
-import { DeviceHooks } from './device-hooks.js';
+import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import { installFrameGuard } from './frame-guard.js';
-import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, type ServiceAuthenticator } from './service-clients.js';
+import { capGrantedQos } from './granted-qos.js';
+import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
 import type { DevicePresence } from './session.js';
 import type { BrokerPort, InboundHandler, PublishOptions } from './types.js';
 
@@ -167,6 +169,9 @@ export class AedesBroker implements BrokerPort {
         (sock) => this.onConnection(sock))
       : null;
     this.tlsServer = tlsServer;
+    // Connections per client address, plain and TLS together, refused before CONNECT (TLS: before the handshake).
+    const perIp = new PerIpConnections({ maxPerIp: this.config.maxConnectionsPerIp, exemptLoopback: this.config.exemptLoopback });
+    for (const s of [server, tlsServer]) if (s) limitConnectionsPerIp(s, perIp, () => this.ctx.count('connect', 'per_ip_limit'));
     try {
       await listen(server, this.config.port, this.config.host);
       if (tlsServer) await listen(tlsServer, this.config.tlsPort ?? 8883, this.config.host);
@@ -271,6 +276,7 @@ export class AedesBroker implements BrokerPort {
 
   private onConnection(sock: net.Socket): void {
     const aedes = this.aedes;
+    if (sock.destroyed) return; // over mqtt.maxConnectionsPerIp (closed by the listener's limit)
     if (this.ctx.stopping || !aedes) { sock.destroy(); return; }
     this.sockets.add(sock);
     sock.once('close', () => this.sockets.delete(sock));
@@ -284,6 +290,9 @@ export class AedesBroker implements BrokerPort {
       this.deps.logger.warn({ clientId: client.id, deviceId: s?.kind === 'device' ? s.deviceId : undefined, announced, maxFrame }, 'mqtt frame too large: connection closed');
       sock.destroy(new Error('frame too large'));
     });
+    // SUBACK tells the QoS granted, not the one asked for: devices 1, service clients 1 or 0 (granted-qos.ts).
+    capGrantedQos(client, (c) => (this.services !== null && c.username !== undefined && serviceCredential(c.username, c.password) !== null
+      ? serviceMaxQos(c.clean !== false) : DEVICE_MAX_QOS));
   }
 
   // ------------------------------------------------------------ aedes hooks: one session lookup, one switch on its kind

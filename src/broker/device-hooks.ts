@@ -29,6 +29,9 @@ import { DeviceSession, suppressWill, type DevicePresence } from './session.js';
 import type { PublishAccess } from './topics.js';
 import type { InboundHandler, InboundMessage } from './types.js';
 
+/** Highest QoS a device is granted: server → device traffic is QoS 0/1 (device protocol §3). */
+export const DEVICE_MAX_QOS = 1;
+
 /** A message held back by its device's rate limit: its callback runs when the timer fires. */
 interface Held { timer: NodeJS.Timeout | null; cb: PubDone }
 
@@ -343,7 +346,9 @@ export class DeviceHooks {
       s.viaMe = true;
     }
     sub.topic = r.topic;
-    if (sub.qos > 1) sub.qos = 1; // server → device traffic is QoS 0/1 (device protocol §3)
+    // Server → device traffic is QoS 0/1 (device protocol §3). New subscriptions were capped before aedes
+    // read them, so SUBACK says 1 (granted-qos.ts); this caps those restored from a persistent session.
+    if (sub.qos > DEVICE_MAX_QOS) sub.qos = DEVICE_MAX_QOS;
     return sub;
   }
 

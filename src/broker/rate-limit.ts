@@ -28,6 +28,14 @@ export class TokenBucket {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.ratePerSec);
   }
 
+  /** Take one token if there is one (no debt); false when the rate is exceeded (the caller refuses the request). */
+  tryTake(now: number): boolean {
+    this.refill(now);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
   /** True when the bucket has refilled completely (the device's state can be forgotten). */
   isFull(now: number): boolean {
     this.refill(now);

@@ -84,6 +84,14 @@ export function serviceCredential(username: string, password: Buffer | undefined
   return null;
 }
 
+/**
+ * Highest QoS a service client is granted: 1, or 0 for a persistent session
+ * (no offline queue: module comment). SUBACK reports it (granted-qos.ts).
+ */
+export function serviceMaxQos(clean: boolean): 0 | 1 {
+  return clean ? 1 : 0;
+}
+
 /** ServiceAuthenticator over a bearer Authenticator (the API token store), the policy's scope and the device registry. */
 export function principalServiceAuthenticator(deps: {
   tokens: { authenticate(bearer: string): Principal | null };
@@ -205,8 +213,9 @@ export class ServiceClients {
     if (typeof f === 'string') return this.refuseSubscription(s, sub, f);
     if (f.deviceId !== undefined && !this.inScope(s, f.deviceId)) return this.refuseSubscription(s, sub, 'out_of_scope');
     if (f.kind === 'telemetry') s.telemetryFilters.add(sub.topic);
-    // No offline queue for persistent sessions (module comment); QoS 2 is never offered.
-    sub.qos = s.client.clean ? (sub.qos > 1 ? 1 : sub.qos) : 0;
+    // No offline queue for persistent sessions (module comment); QoS 2 is never offered. Restored
+    // subscriptions are capped here; new ones already were, so SUBACK tells it (granted-qos.ts).
+    sub.qos = Math.min(sub.qos, serviceMaxQos(s.client.clean)) as 0 | 1 | 2;
     return sub;
   }
 

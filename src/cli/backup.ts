@@ -30,12 +30,13 @@
  * SHA-256) is written last; a directory without it is an unfinished backup.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Errors } from '../core/errors.js';
+import { preparePrivateDb, tightenSqliteFiles, writePrivateFileAtomic } from '../core/private-files.js';
 import { STATE_DB_FILE } from '../storage/state/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
@@ -95,6 +96,7 @@ function sha256File(file: string): string {
 
 /** Copies a live SQLite database in one backup step (one snapshot), then checks the copy. */
 async function backupDb(source: string, dest: string): Promise<void> {
+  preparePrivateDb(dest); // created 0600 before SQLite writes to it (core/private-files.ts)
   const db = new Database(source, { fileMustExist: true, timeout: 5000 });
   try {
     // 0x7fffffff pages per step: the rest of the file in one step (see the file comment).
@@ -109,6 +111,7 @@ async function backupDb(source: string, dest: string): Promise<void> {
   } finally {
     copy.close();
   }
+  tightenSqliteFiles(dest);
 }
 
 function sqliteVersion(): string {
@@ -188,7 +191,6 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     restore: 'Stop Keng; copy everything in this directory except keng-backup.json into an empty data directory (KENG_DATA_DIR), owned by the user Keng runs as; start Keng.',
   };
   // Written last, renamed into place: its presence marks a finished backup.
-  writeFileSync(path.join(target, `${MANIFEST_FILE}.tmp`), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
-  renameSync(path.join(target, `${MANIFEST_FILE}.tmp`), path.join(target, MANIFEST_FILE));
+  writePrivateFileAtomic(path.join(target, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
   return manifest;
 }

@@ -1,5 +1,5 @@
 /** KENG_* environment variables → config paths. The names are public (README "Settings", config/README.md): renaming one breaks deployments. */
-export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' | 'proxy' }
+export interface EnvBinding { name: string; path: string; type: 'string' | 'int' | 'number' | 'list' | 'proxy' | 'bool' }
 
 export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_DATA_DIR', path: 'dataDir', type: 'string' },
@@ -7,12 +7,16 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_HTTP_HOST', path: 'http.host', type: 'string' },
   { name: 'KENG_HTTP_CORS_ORIGINS', path: 'http.corsOrigins', type: 'list' },
   { name: 'KENG_HTTP_TRUST_PROXY', path: 'http.trustProxy', type: 'proxy' },
+  { name: 'KENG_HTTP_OPEN_METRICS', path: 'http.openMetrics', type: 'bool' },
+  { name: 'KENG_HTTP_RATE_LIMIT_MAX', path: 'http.rateLimit.max', type: 'int' },
+  { name: 'KENG_HTTP_MAX_CONNECTIONS_PER_IP', path: 'http.maxConnectionsPerIp', type: 'int' },
   { name: 'KENG_MQTT_PORT', path: 'mqtt.port', type: 'int' },
   { name: 'KENG_MQTT_HOST', path: 'mqtt.host', type: 'string' },
   { name: 'KENG_MQTT_MAX_PAYLOAD_BYTES', path: 'mqtt.maxPayloadBytes', type: 'int' },
   { name: 'KENG_MQTT_RATE_LIMIT_PER_SEC', path: 'mqtt.rateLimitPerSec', type: 'number' },
   { name: 'KENG_MQTT_RATE_LIMIT_BURST', path: 'mqtt.rateLimitBurst', type: 'int' },
   { name: 'KENG_MQTT_TLS_PORT', path: 'mqtt.tlsPort', type: 'int' },
+  { name: 'KENG_MQTT_MAX_CONNECTIONS_PER_IP', path: 'mqtt.maxConnectionsPerIp', type: 'int' },
   { name: 'KENG_TLS_CERT_FILE', path: 'tls.certFile', type: 'string' },
   { name: 'KENG_TLS_KEY_FILE', path: 'tls.keyFile', type: 'string' },
   { name: 'KENG_TLS_CA_FILE', path: 'tls.caFile', type: 'string' },
@@ -41,6 +45,7 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_MEDIA_MAX_DURATION_SEC', path: 'media.maxDurationSec', type: 'int' },
   { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
+  { name: 'KENG_BROADCAST_STREAM_HOSTS', path: 'broadcast.streamHosts', type: 'list' },
   { name: 'KENG_ALERTS_SENDER', path: 'alerts.sender', type: 'string' },
   { name: 'KENG_ALERTS_VOLUME', path: 'alerts.volume', type: 'int' },
   { name: 'KENG_AUDIT_KEY', path: 'audit.key', type: 'string' },

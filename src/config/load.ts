@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Value } from 'typebox/value';
 import { ConfigSchema, deepFreeze, type Config } from './schema.js';
 import { ENV_BINDINGS, type EnvBinding } from './env.js';
+import { HostAllowList } from '../core/host-allow-list.js';
 
 /** A setting is missing or wrong: the message names it, in one line. */
 export class ConfigError extends Error {
@@ -53,6 +54,12 @@ function parseEnv(b: EnvBinding, raw: string): unknown {
       const v = raw.trim();
       if (v === 'true' || v === 'false') return v === 'true';
       return v.split(',').map((s) => s.trim()).filter(Boolean);
+    }
+    case 'bool': {
+      const v = raw.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(v)) return true;
+      if (['false', '0', 'no', 'off'].includes(v)) return false;
+      throw new ConfigError(`Invalid setting ${b.name}=${JSON.stringify(raw)}: expected true or false`);
     }
     case 'number': {
       const n = Number(raw);
@@ -154,4 +161,8 @@ function crossCheck(cfg: Config): void {
   }
   if (cfg.influx.retryMinMs > cfg.influx.retryMaxMs) throw new ConfigError('Invalid setting influx.retryMinMs: larger than influx.retryMaxMs');
   if (cfg.auth.lockSec > cfg.auth.lockMaxSec) throw new ConfigError('Invalid setting auth.lockSec: larger than auth.lockMaxSec');
+  const hosts = HostAllowList.parse(cfg.broadcast.streamHosts);
+  if (!hosts.ok) {
+    throw new ConfigError(`Invalid setting ${envNameFor('broadcast.streamHosts')}: ${JSON.stringify(hosts.bad)} is not a host name, *.domain, IP address, CIDR range or *`);
+  }
 }

@@ -28,6 +28,20 @@ export const ConfigSchema = Type.Object({
      * (fastify ignores X-Forwarded-For for a bare hop count, so none is offered.)
      */
     trustProxy: Type.Union([Type.Boolean(), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], { default: false }),
+    /** GET /metrics and the details of /readyz without a token (behind a firewall that already restricts them). */
+    openMetrics: Type.Boolean({ default: false }),
+    /**
+     * Requests per client address (IPv6: per /64) within a window; over it 429 KENG_ERR_RATE_LIMITED with
+     * Retry-After. /healthz, /readyz, /metrics and the signed media links speakers fetch are not counted. 0 = off.
+     */
+    rateLimit: Type.Object({
+      max: Type.Integer({ minimum: 0, default: 600 }),
+      timeWindowSec: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
+    }, { default: {} }),
+    /** Open connections (HTTP, socket.io) per client address; more are closed at once. 0 = no limit. */
+    maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 500 }),
+    /** Connections and requests from 127.0.0.0/8 and ::1 are not limited (simulator, benchmarks, a local reverse proxy). */
+    exemptLoopback: Type.Boolean({ default: true }),
   }, { default: {} }),
   mqtt: Type.Object({
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 1883 }),
@@ -43,6 +57,10 @@ export const ConfigSchema = Type.Object({
     maxInflightMessages: Type.Integer({ minimum: 1, default: 100 }),
     /** MQTT over TLS listener (same broker), opened only when tls.certFile and tls.keyFile are set. */
     tlsPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 8883 })),
+    /** Open MQTT connections per client address (devices behind one NAT share one); more are closed at once. 0 = no limit. */
+    maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 1000 }),
+    /** Connections from 127.0.0.0/8 and ::1 are not counted (simulator, benchmarks). */
+    exemptLoopback: Type.Boolean({ default: true }),
   }, { default: {} }),
   /**
    * TLS for HTTP (HTTPS on http.port) and MQTT (mqtt.tlsPort), when certFile
@@ -100,6 +118,12 @@ export const ConfigSchema = Type.Object({
     missedGraceSec: Type.Integer({ minimum: 0, maximum: 3600, default: 60 }),
     /** How long a broadcast stays valid for speakers that are offline when it starts (notAfter = start + this, or end of content). */
     offlineValiditySec: Type.Integer({ minimum: 0, default: 600 }),
+    /**
+     * Hosts stream URLs may point at: names, `*.domain`, IP addresses, CIDR ranges, `*` (any public host).
+     * Empty: any host whose addresses are all public. Private, loopback, link-local and unspecified
+     * addresses are refused unless listed (docs in config/README.md).
+     */
+    streamHosts: Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { default: [] }),
   }, { default: {} }),
   alerts: Type.Object({
     /** Loudspeaker volume of emergency alerts (0-100). */

@@ -1,18 +1,25 @@
 /**
  * Device credentials (firmware-protocols/device-protocol.md §1): a device secret
  * (username = device id) and an access token (ThingsBoard style, username =
- * token). Both are random, shown once at registration, and stored only as
+ * token). Both are random base62, shown once at registration, and stored only as
  * scrypt hashes: `scrypt$N$r$p$<salt b64url>$<hash b64url>`.
  *
  * The access token is also stored as sha256(token) (`token_lookup`, indexed)
  * so a CONNECT finds its device without scanning; the scrypt hash verifies.
  */
 import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { randomBase62 } from '../core/random.js';
 
-export const SECRET_BYTES = 32;
-export const TOKEN_BYTES = 24;
 /**
- * Cost for *machine* credentials. Device secrets and access tokens are 192–256
+ * Lengths in base62 characters (core/random.ts: no token starts with '-', which
+ * command-line MQTT clients would take for an option). The same lengths as the
+ * base64url credentials before them (firmware may have fixed-size buffers):
+ * 43 characters ≈ 256 bits, 32 ≈ 190 bits.
+ */
+export const SECRET_LENGTH = 43;
+export const TOKEN_LENGTH = 32;
+/**
+ * Cost for *machine* credentials. Device secrets and access tokens are 190–256
  * random bits, so no work factor is needed against guessing; scrypt is kept for
  * uniformity with the hashes at rest, at a cost (N=2^10, ~1 ms) that lets
  * 5,000 devices reconnect after a controller restart in seconds rather than
@@ -24,11 +31,11 @@ export const SCRYPT = { N: 1024, r: 8, p: 1, keylen: 32, saltBytes: 16 } as cons
 export const MAX_CREDENTIAL_LENGTH = 256;
 
 export function generateSecret(): string {
-  return randomBytes(SECRET_BYTES).toString('base64url');
+  return randomBase62(SECRET_LENGTH);
 }
 
 export function generateAccessToken(): string {
-  return randomBytes(TOKEN_BYTES).toString('base64url');
+  return randomBase62(TOKEN_LENGTH);
 }
 
 export function sha256Hex(value: string): string {

@@ -3,6 +3,7 @@ import type { Socket } from 'socket.io';
 import type { Principal } from '../auth/types.js';
 import type { BatchGroup, BatchMember } from './batch.js';
 import { type Pending } from './pending.js';
+import type { RequestLimit } from './request-limit.js';
 import { areaRoom, deviceRoom } from './rooms.js';
 
 /** What the feed reads of engine.io's connection (not in its public types). */
@@ -27,6 +28,8 @@ export class LiveClient implements BatchMember {
     readonly socket: Socket, public principal: Principal, readonly token: string, public canBroadcast: boolean,
     /** Asked for `auth: {batch: true}` at the handshake: telemetry comes as `telemetry.batch` arrays. */
     readonly batch = false,
+    /** Its subscribe/unsubscribe budget (request-limit.ts); none: unlimited (tests of other parts). */
+    readonly requests: RequestLimit | null = null,
   ) {}
 
   get id(): string { return this.socket.id; }

@@ -10,6 +10,7 @@ import type { Authenticator, Principal } from '../auth/types.js';
 import { LiveClient } from './client.js';
 import { authenticateHandshake, refusal } from './handshake.js';
 import type { Membership } from './membership.js';
+import { RequestLimit } from './request-limit.js';
 import type { LiveMetrics } from './metrics.js';
 import type { LiveFeedSettings } from './options.js';
 import { NO_BROADCAST_ROOM, type AncestorCache } from './rooms.js';
@@ -59,19 +60,34 @@ export class Connections {
 
   connect(socket: Socket): void {
     const data = socket.data as HandshakeData;
-    const c = new LiveClient(socket, data.principal, data.token, this.policy.can(data.principal, 'broadcasts.read'), data.batch);
+    const c = new LiveClient(socket, data.principal, data.token, this.policy.can(data.principal, 'broadcasts.read'), data.batch,
+      new RequestLimit(this.settings, Date.now()));
     this.clients.set(socket.id, c);
     if (!c.canBroadcast) void socket.join(NO_BROADCAST_ROOM);
     this.metrics?.connects.inc();
     this.metrics?.clients.set(this.clients.size);
-    socket.on('subscribe', (raw: unknown, ack?: unknown) => reply(ack, this.membership.subscribe(c, raw)));
-    socket.on('unsubscribe', (raw: unknown, ack?: unknown) => reply(ack, this.membership.unsubscribe(c, raw)));
+    socket.on('subscribe', (raw: unknown, ack?: unknown) => this.request(c, 'subscribe', ack, () => this.membership.subscribe(c, raw)));
+    socket.on('unsubscribe', (raw: unknown, ack?: unknown) => this.request(c, 'unsubscribe', ack, () => this.membership.unsubscribe(c, raw)));
     socket.once('disconnect', () => {
       this.clients.delete(socket.id);
       this.membership.release(c);
       this.slow.forget(c);
       this.metrics?.clients.set(this.clients.size);
     });
+  }
+
+  /**
+   * Runs a request within the client's rate (request-limit.ts); over it the answer is KENG_ERR_RATE_LIMITED,
+   * unprocessed. A flood disconnects the client at once, after that answer: socket.io then drops the
+   * requests still queued on the connection (it has left the namespace), so a flood costs a bounded amount.
+   */
+  private request(c: LiveClient, request: 'subscribe' | 'unsubscribe', ack: unknown, run: () => SubscribeAck): void {
+    const verdict = c.requests?.take(Date.now()) ?? 'ok';
+    if (verdict === 'ok') { reply(ack, run()); return; }
+    this.metrics?.requestsRefused.inc({ request, reason: 'rate_limited' });
+    const s = this.settings;
+    reply(ack, { error: { code: 'KENG_ERR_RATE_LIMITED', message: `Too many requests: at most ${s.requestRatePerSec} subscribe/unsubscribe per second (burst ${s.requestBurst})` } });
+    if (verdict === 'flood') this.slow.drop(c, 'request_flood');
   }
 
   /** Tokens revoked or expired since the handshake disconnect their clients; changed scopes prune subscriptions. */

@@ -9,6 +9,7 @@ export interface LiveMetrics {
   connects: Counter;
   refused: Counter<'reason'>;
   dropped: Counter<'reason'>;
+  requestsRefused: Counter<'request' | 'reason'>;
   coalesced: Counter;
   emitted: Counter<'type'>;
   batchWait: Histogram;
@@ -30,6 +31,8 @@ export function liveMetrics(registry: Registry): LiveMetrics {
     connects: counterOn(registry, 'keng_live_connects_total', 'Accepted live-feed connections'),
     refused: counterOn(registry, 'keng_live_refused_total', 'Refused live-feed handshakes by reason', ['reason'] as const),
     dropped: counterOn(registry, 'keng_live_dropped_total', 'Live-feed clients disconnected by the server, by reason', ['reason'] as const),
+    requestsRefused: counterOn(registry, 'keng_live_requests_refused_total', 'Live-feed subscribe/unsubscribe requests refused unprocessed, by request and reason',
+      ['request', 'reason'] as const),
     coalesced: counterOn(registry, 'keng_live_coalesced_total', 'Updates held back for a backed-up client and merged into its latest-value set'),
     emitted: counterOn(registry, 'keng_live_events_total', 'Events published to live-feed rooms, by type', ['type'] as const),
     batchWait: histogramOn(registry, 'keng_live_batch_wait_seconds', 'Time the oldest reading of a telemetry.batch waited in its buffer before the batch was emitted',

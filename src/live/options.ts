@@ -45,6 +45,12 @@ export interface LiveFeedSettings {
   reauthIntervalMs: number;
   /** On stop, how long clients get to receive the disconnect before their connections are cut, ms. */
   stopGraceMs: number;
+  /** `subscribe` + `unsubscribe` requests per second a client may send (sustained); more are refused (request-limit.ts). */
+  requestRatePerSec: number;
+  /** … and in a burst (a page that subscribes to several things at once). */
+  requestBurst: number;
+  /** A client with more refused requests than this within 10 s is disconnected. */
+  requestFloodDisconnectAfter: number;
 }
 
 export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
@@ -65,11 +71,15 @@ export const DEFAULT_LIVE_SETTINGS: Readonly<LiveFeedSettings> = Object.freeze({
   throttleIntervalMs: CONFIG_DEFAULTS.live.throttleIntervalMs,
   reauthIntervalMs: 30_000,
   stopGraceMs: 300,
+  requestRatePerSec: 10,
+  requestBurst: 20,
+  requestFloodDisconnectAfter: 100,
 });
 
 export function resolveSettings(o: Partial<LiveFeedSettings> = {}): LiveFeedSettings {
   const s: LiveFeedSettings = { ...DEFAULT_LIVE_SETTINGS, ...o };
-  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs', 'batchIntervalMs', 'maxBatch', 'maxEventRate', 'throttleIntervalMs'] as const) {
+  for (const k of ['maxClients', 'maxSubscriptions', 'checkIntervalMs', 'highWaterPackets', 'highWaterBytes', 'maxPendingEntries', 'maxLagMs', 'reauthIntervalMs', 'batchIntervalMs', 'maxBatch', 'maxEventRate', 'throttleIntervalMs',
+    'requestRatePerSec', 'requestBurst', 'requestFloodDisconnectAfter'] as const) {
     if (!Number.isFinite(s[k]) || s[k] <= 0) throw new Error(`live: ${k} must be a positive number`);
   }
   if (s.lowWaterBytes < 0 || s.lowWaterBytes > s.highWaterBytes) throw new Error('live: lowWaterBytes must lie between 0 and highWaterBytes');

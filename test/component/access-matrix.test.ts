@@ -55,7 +55,11 @@ async function freshViewer(w: Where): Promise<string> {
 const MATRIX: Record<string, Entry> = {
   'GET /healthz': { public: true, expect: all(200), prepare: () => ({ url: '/healthz' }) },
   'GET /readyz': { public: true, expect: all(200), prepare: () => ({ url: '/readyz' }) },
-  'GET /metrics': { public: true, expect: all(200), prepare: () => ({ url: '/metrics' }) },
+  // Monitoring: admin and service tokens only (none/bad: 401); /readyz answers everyone, its details only to them.
+  'GET /metrics': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [403, 403], viewer: [403, 403], service: [200, 200] },
+    prepare: () => ({ url: '/metrics' }),
+  },
 
   'POST /api/v1/auth/login': {
     public: true, expect: all(200),
@@ -200,7 +204,7 @@ Object.assign(MATRIX, {
 // (operator: read and write within its areas; service: read within its areas; viewer: none).
 // Objects that do not exist probe the role gate: 403 before any lookup for roles without the right.
 const ops = (ok: Want, out: Want = ok): Record<Signed, [Want, Want]> => ({ admin: [ok, ok], adminUser: [ok, ok], operator: [ok, out], viewer: [403, 403], service: [403, 403] });
-const stream = { streamUrl: 'http://radio.example.vn/live.mp3' };
+const stream = { streamUrl: 'http://203.0.113.10/live.mp3' }; // a public address literal: no DNS needed (stream-url.ts)
 const relay = { durationSec: 60 };
 Object.assign(MATRIX, {
   'POST /api/v1/schedules': {

@@ -15,14 +15,18 @@ beforeAll(async () => { t = await startTestApp(); });
 afterAll(async () => { await t?.stop(); });
 
 describe('API on the running app', () => {
-  it('health, readiness and metrics without a token; 401 on /api/v1 without one', async () => {
+  it('health and readiness without a token (details and metrics with one); 401 on /api/v1 without one', async () => {
+    const admin = { headers: { authorization: `Bearer ${t.adminToken}` } };
     expect((await fetch(`${t.httpUrl}/healthz`)).status).toBe(200);
-    const ready = await fetch(`${t.httpUrl}/readyz`);
+    const plain = await fetch(`${t.httpUrl}/readyz`);
+    expect([plain.status, await plain.json()]).toEqual([200, { status: 'ready' }]);
+    const ready = await fetch(`${t.httpUrl}/readyz`, admin);
     const body = await ready.json() as { status: string; checks: Record<string, { ok: boolean }> };
     expect(ready.status).toBe(200);
     expect(body.status).toBe('ready');
     expect(Object.keys(body.checks).sort()).toEqual(['broker', 'media', 'state', 'telemetry']);
-    expect(await (await fetch(`${t.httpUrl}/metrics`)).text()).toContain('keng_mqtt_connections');
+    expect((await fetch(`${t.httpUrl}/metrics`)).status).toBe(401);
+    expect(await (await fetch(`${t.httpUrl}/metrics`, admin)).text()).toContain('keng_mqtt_connections');
     const r = await t.api('GET', '/api/v1/devices', undefined, 'not-the-admin-token');
     expect([r.status, r.body.error.code]).toEqual([401, 'KENG_ERR_UNAUTHENTICATED']);
   });

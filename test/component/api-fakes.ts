@@ -174,7 +174,7 @@ export function access(registry: DeviceRegistryApi, adminAuth: Authenticator, mo
 }
 
 /** An ApiServer over the fakes, built (not listening). */
-export async function harness(overrides: DeepPartial<Config> = {}, opts: { metricsRequireAuth?: boolean; now?: number; authenticators?: Authenticator[]; extensions?: ApiExtension[] } = {}): Promise<Harness> {
+export async function harness(overrides: DeepPartial<Config> = {}, opts: { now?: number; authenticators?: Authenticator[]; extensions?: ApiExtension[] } = {}): Promise<Harness> {
   let now = opts.now ?? Date.parse('2025-11-30T12:00:00Z');
   const clock = { now: () => now, set: (ms: number) => { now = ms; } };
   const config = loadConfig({ env: {}, overrides: { dataDir: '/tmp/keng-api-test-unused', adminToken: ADMIN, logLevel: 'debug', ...overrides } });
@@ -188,7 +188,6 @@ export async function harness(overrides: DeepPartial<Config> = {}, opts: { metri
   await adminAuth.start();
   const api = new ApiServer({
     config, registry, store, broker, ...access(registry, adminAuth, opts.authenticators), bus: new EventBus(), metrics, logger, clock,
-    metricsRequireAuth: opts.metricsRequireAuth,
   });
   for (const e of opts.extensions ?? []) api.extend(e);
   const app = await api.build();

@@ -124,7 +124,7 @@ describe('errors: one shape, fitting status, counted', () => {
     await h.inject('GET', '/api/v1/areas', undefined, 'bad');
     await h.inject('GET', '/nope');
     await h.inject('GET', '/api/v1/devices/missing');
-    const text = (await h.inject('GET', '/metrics', undefined, null)).text;
+    const text = (await h.inject('GET', '/metrics')).text;
     expect(text).toContain('keng_http_errors_total{code="KENG_ERR_UNAUTHENTICATED"} 2');
     expect(text).toContain('keng_http_errors_total{code="KENG_ERR_ROUTE_NOT_FOUND"} 1');
     expect(text).toContain('keng_http_errors_total{code="KENG_ERR_NOT_FOUND"} 1');
@@ -139,9 +139,9 @@ describe('health and readiness', () => {
     expect(r.body).toEqual({ status: 'ok' });
   });
 
-  it('GET /readyz: 200 with each part when state store, broker and telemetry store are usable', async () => {
+  it('GET /readyz: 200 with each part when state store, broker and telemetry store are usable (monitoring token)', async () => {
     h = await harness();
-    const r = await h.inject('GET', '/readyz', undefined, null);
+    const r = await h.inject('GET', '/readyz');
     expect(r.status).toBe(200);
     expect(r.body).toEqual({
       status: 'ready',
@@ -153,10 +153,10 @@ describe('health and readiness', () => {
     });
   });
 
-  it('GET /readyz: 503 KENG_ERR_NOT_READY naming the failing parts', async () => {
+  it('GET /readyz: 503 KENG_ERR_NOT_READY naming the failing parts (monitoring token)', async () => {
     h = await harness();
     h.broker.isReady = false;
-    let r = await h.inject('GET', '/readyz', undefined, null);
+    let r = await h.inject('GET', '/readyz');
     expect(r.status).toBe(503);
     errorShape(r.body, 'KENG_ERR_NOT_READY');
     expect(r.body.error.message).toContain('broker');
@@ -165,35 +165,81 @@ describe('health and readiness', () => {
 
     h.broker.isReady = true;
     h.store.healthy = false;
-    r = await h.inject('GET', '/readyz', undefined, null);
+    r = await h.inject('GET', '/readyz');
     expect(r.status).toBe(503);
     expect(r.body.error.details.checks.telemetry).toEqual({ ok: false, detail: { store: 'embedded', disk: 'read-only' } });
 
     h.store.healthy = true;
     h.store.health = async () => { throw new Error('disk gone'); };
     h.registry.listAreas = () => { throw new Error('SQLITE_CANTOPEN'); };
-    r = await h.inject('GET', '/readyz', undefined, null);
+    r = await h.inject('GET', '/readyz');
     expect(r.status).toBe(503);
     expect(r.body.error.details.checks.telemetry).toEqual({ ok: false, detail: { error: 'disk gone' } });
     expect(r.body.error.details.checks.state).toEqual({ ok: false, detail: { error: 'SQLITE_CANTOPEN' } });
   });
+
+  it('GET /readyz without a monitoring token: the status only, never the parts\' details', async () => {
+    h = await harness({}, { authenticators: [roles] });
+    for (const token of [null, 'wrong-token', 'viewer-token', 'operator-token']) {
+      const r = await h.inject('GET', '/readyz', undefined, token);
+      expect(r.status, String(token)).toBe(200);
+      expect(r.body).toEqual({ status: 'ready' });
+    }
+    expect((await h.inject('GET', '/readyz', undefined, 'service-token')).body.checks.broker).toEqual({ ok: true, detail: { connectedDevices: 3 } });
+    h.store.health = async () => { throw new Error('cannot open /srv/keng/data/telemetry.db'); };
+    const down = await h.inject('GET', '/readyz', undefined, null);
+    expect(down.status).toBe(503);
+    errorShape(down.body, 'KENG_ERR_NOT_READY');
+    expect(down.body.error.details).toBeUndefined();
+    expect(down.text).not.toContain('/srv/keng');
+    expect(down.text).not.toContain('telemetry');
+  });
+
+  it('GET /readyz with http.openMetrics: the details without a token', async () => {
+    h = await harness({ http: { openMetrics: true } });
+    expect((await h.inject('GET', '/readyz', undefined, null)).body.checks.state).toEqual({ ok: true });
+  });
 });
 
+/** Tokens of each role (a fake authenticator next to the admin token). */
+const roles = {
+  authenticate: (t: string) => {
+    const role = /^(viewer|operator|service)-token$/.exec(t)?.[1] as 'viewer' | 'operator' | 'service' | undefined;
+    return role ? { kind: 'token' as const, id: `${role}-1`, role, areas: ['C1'] } : null;
+  },
+};
+
 describe('GET /metrics', () => {
-  it('serves the Prometheus text format without a token by default', async () => {
-    h = await harness();
-    const r = await h.inject('GET', '/metrics', undefined, null);
-    expect(r.status).toBe(200);
-    expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-    for (const name of ['keng_mqtt_connections', 'keng_readings_accepted_total', 'keng_http_errors_total', 'keng_queue_depth_readings']) {
-      expect(r.text).toContain(`# TYPE ${name} `);
+  it('needs a bearer token by default: 401 without one (the attack: anyone on the network reading device counts and traffic)', async () => {
+    h = await harness({}, { authenticators: [roles] });
+    for (const token of [null, 'wrong-token']) {
+      const r = await h.inject('GET', '/metrics', undefined, token);
+      expect(r.status).toBe(401);
+      errorShape(r.body, 'KENG_ERR_UNAUTHENTICATED');
+      expect(r.text).not.toContain('keng_');
     }
   });
 
-  it('requires a token when metricsRequireAuth is set', async () => {
-    h = await harness({}, { metricsRequireAuth: true });
-    expect((await h.inject('GET', '/metrics', undefined, null)).status).toBe(401);
-    expect((await h.inject('GET', '/metrics')).status).toBe(200);
+  it('403 for roles that are not admin or service; 200 in the Prometheus text format for admin and service tokens', async () => {
+    h = await harness({}, { authenticators: [roles] });
+    for (const token of ['viewer-token', 'operator-token']) {
+      const r = await h.inject('GET', '/metrics', undefined, token);
+      expect(r.status, token).toBe(403);
+      errorShape(r.body, 'KENG_ERR_FORBIDDEN');
+    }
+    for (const token of [ADMIN, 'service-token']) {
+      const r = await h.inject('GET', '/metrics', undefined, token);
+      expect(r.status).toBe(200);
+      expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+      for (const name of ['keng_mqtt_connections', 'keng_readings_accepted_total', 'keng_http_errors_total', 'keng_queue_depth_readings']) {
+        expect(r.text).toContain(`# TYPE ${name} `);
+      }
+    }
+  });
+
+  it('is open without a token with http.openMetrics (KENG_HTTP_OPEN_METRICS=true)', async () => {
+    h = await harness({ http: { openMetrics: true } });
+    expect((await h.inject('GET', '/metrics', undefined, null)).status).toBe(200);
   });
 });
 

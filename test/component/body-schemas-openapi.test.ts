@@ -18,7 +18,7 @@ let doc: any;
 let scheduleId: string;
 
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startTestApp({ broadcast: { streamHosts: ['radio.example.vn'] } }); // listed: trusted without DNS
   await seedAreas(t, [{ code: 'p1', name: 'Tỉnh', level: 'province' }, { code: 'xa-a', name: 'Xã An Bình', level: 'commune', parent: 'p1' }]);
   await seedDevices(t, [{ id: 'spk-a1', kind: 'speaker', name: 'Loa chợ', area: 'xa-a' }]);
   doc = await (await fetch(`${t.httpUrl}/docs/json`)).json();

@@ -12,7 +12,7 @@ const SERVICE = 'service-token-for-province-p1-01';
 const STREAM = { streamUrl: 'http://127.0.0.1:9/radio' };
 
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startTestApp({ broadcast: { streamHosts: ['127.0.0.1'] } }); // STREAM is on loopback: allowed explicitly
   t.app.authenticator.add({
     authenticate: (b) => (b === VIEWER ? { kind: 'token', id: 'v', role: 'viewer', areas: ['c1'] }
       : b === SERVICE ? { kind: 'token', id: 's', role: 'service', areas: ['p1'] } : null),

@@ -37,7 +37,8 @@ describe('AedesBroker CONNECT', () => {
     await until(() => h.broker.connectedCount() === 2);
   });
 
-  it('accepts client ids longer than 23 characters, up to 256; longer ones get CONNACK 2', async () => {
+  it('MQTT 3.1.1 (aedes caps client ids for 3.1 only): ids longer than 23 characters up to 256 are accepted; longer ones get CONNACK 2', async () => {
+    // h.connect speaks protocolVersion 4 (3.1.1); the cap is Keng's (aedes-broker.ts maxClientsIdLength).
     const c = await h.connect({ clientId: 'x'.repeat(256), username: 'soil-01', password: 'secret-soil-01' });
     expect(c.connected).toBe(true);
     expect(await refusal(h.connect({ clientId: 'x'.repeat(257), username: 'soil-02', password: 'secret-soil-02' }))).toBe(2);

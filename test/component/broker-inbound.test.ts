@@ -3,9 +3,13 @@
  * guarantee): ACL, payload size, per-device rate limit as flow control, abuse disconnect,
  * QoS 1 PUBACK only after the handler resolved, handler failure → no PUBACK.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MqttClient } from 'mqtt';
 import { publishHeader, rawConnect, startBroker, until, type BrokerHarness } from '../helpers/fakes-broker.js';
+
+const execFileP = promisify(execFile);
 
 let h: BrokerHarness | undefined;
 afterEach(async () => { await h?.stop(); h = undefined; });
@@ -102,6 +106,33 @@ describe('AedesBroker inbound path', () => {
     await until(() => msgs.length >= 1);
     await new Promise((r) => setTimeout(r, 100));
     expect(msgs).toEqual(['v1/devices/soil-01/rpc/request/r1 {"method":"speaker.setVolume"}']);
+  });
+
+  it('SUBACK tells the QoS granted: a QoS 2 subscription is answered 1, and deliveries come at QoS 1', async () => {
+    h = await startBroker();
+    const c = await h.connect(soil1);
+    const subacks: number[][] = [];
+    c.on('packetreceive', (p) => { if (p.cmd === 'suback') subacks.push(p.granted as number[]); });
+    const granted = await new Promise<number[]>((resolve, reject) => c.subscribe(
+      { 'v1/devices/soil-01/rpc/request/+': { qos: 2 }, 'v1/devices/soil-01/rpc/request/r9': { qos: 0 } },
+      (err, g) => (err ? reject(err) : resolve((g ?? []).map((x) => x.qos))),
+    ));
+    expect(granted).toEqual([1, 0]);
+    expect(subacks).toEqual([[1, 0]]); // the SUBACK on the wire, not mqtt.js' reading of it
+    const got: number[] = [];
+    c.on('message', (_t, _p, packet) => got.push(packet.qos));
+    await h.broker.publish('v1/devices/soil-01/rpc/request/r1', '{"method":"x"}', { qos: 1 });
+    await until(() => got.length === 1);
+    expect(got).toEqual([1]);
+  });
+
+  it('SUBACK as a command-line client sees it: mosquitto_sub -q 2 is granted 1', async () => {
+    h = await startBroker();
+    const { stdout } = await execFileP('mosquitto_sub', [
+      '-h', '127.0.0.1', '-p', String(h.port), '-V', 'mqttv311', '-i', 'soil-01', '-u', 'soil-01', '-P', 'secret-soil-01',
+      '-t', 'v1/devices/soil-01/rpc/request/+', '-q', '2', '-d', '-W', '1',
+    ], { timeout: 10_000 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' })); // -W ends it with status 27
+    expect(stdout).toMatch(/Subscribed \(mid: \d+\): 1\b/);
   });
 
   it('drops a payload over maxPayloadBytes without disconnecting', async () => {

@@ -52,7 +52,7 @@ function collect(c: MqttClient): Array<{ topic: string; body: any; qos: number; 
 }
 
 async function metric(name: string): Promise<number> {
-  const text = await (await fetch(`${t.httpUrl}/metrics`)).text();
+  const text = await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text();
   return parseMetrics(text).get(name) ?? 0;
 }
 
@@ -174,8 +174,8 @@ describe('IOC over MQTT (service token from the REST API)', () => {
       'v1/devices/far-1/telemetry': { qos: 1 }, 'v1/devices/ghost-9/telemetry': { qos: 1 }, 'v1/devices/soil-1/telemetry': { qos: 2 },
       'v1/devices/+/attributes': { qos: 1 },
     });
-    // aedes answers the requested QoS in SUBACK; deliveries use the capped QoS (1, checked below).
-    expect(granted).toEqual([128, 128, 128, 128, 128, 128, 2, 1]);
+    // SUBACK tells the QoS granted (QoS 2 asked, 1 granted: broker/granted-qos.ts); deliveries use it (checked below).
+    expect(granted).toEqual([128, 128, 128, 128, 128, 128, 1, 1]);
     expect(ioc.connected).toBe(true);
     expect(await metric('keng_mqtt_refused_total{op="subscribe",reason="out_of_scope"}')).toBe(2);
     // a device receives nothing of the server's telemetry republishing, not even its own
@@ -197,7 +197,7 @@ describe('IOC over MQTT (service token from the REST API)', () => {
   it('persistent sessions get QoS 0 deliveries and no offline queue', async () => {
     const opts = { clean: false, clientId: 'ioc-persistent' };
     const ioc = await connectService(iocToken, undefined, opts);
-    expect(await subscribe(ioc, { 'v1/devices/+/status': { qos: 1 } })).toEqual([1]);
+    expect(await subscribe(ioc, { 'v1/devices/+/status': { qos: 1 } })).toEqual([0]); // SUBACK says what it gets: QoS 0
     const got = collect(ioc);
     const soil = await connectDevice(t.mqttUrl, 'soil-2', secrets['soil-2']!.secret);
     await waitFor(() => got.some((m) => m.topic === 'v1/devices/soil-2/status' && m.body.online === true));

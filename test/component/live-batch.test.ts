@@ -117,7 +117,7 @@ describe('live feed: batched delivery', () => {
       { deviceId: 'sa2', ts: formatTime(t0 + 49, 'Asia/Ho_Chi_Minh'), values: { temp: 49, hum: 149 } },
       { deviceId: 'sa2', ts: formatTime(t0 + 50, 'Asia/Ho_Chi_Minh'), values: { rain: 1 } },
     ]);
-    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text());
     expect(m.get('keng_live_coalesced_total')).toBeGreaterThanOrEqual(49);
     expect(m.get('keng_live_events_total{type="telemetry.batch"}')).toBeGreaterThanOrEqual(1);
     s.disconnect();

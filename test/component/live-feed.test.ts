@@ -85,7 +85,7 @@ describe('live feed: handshake', () => {
     expect(e2.message).toMatch(/token/i);
     const e3 = await refused(connect(''));
     expect(e3.data?.code).toBe('KENG_ERR_UNAUTHENTICATED');
-    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text());
     expect(m.get('keng_live_refused_total{reason="bad_token"}')).toBeGreaterThanOrEqual(1);
     expect(m.get('keng_live_refused_total{reason="missing_token"}')).toBeGreaterThanOrEqual(2);
   });
@@ -215,7 +215,7 @@ describe('live feed: scope', () => {
 
   it('counts connected clients in keng_live_clients', async () => {
     const a = await connected(t.adminToken);
-    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text());
     expect(m.get('keng_live_clients')).toBeGreaterThanOrEqual(1);
     expect(m.get('keng_live_connects_total')).toBeGreaterThanOrEqual(1);
     a.s.disconnect();

@@ -107,7 +107,7 @@ describe('live feed: slow clients', () => {
     // the fast client got every event, promptly
     expect(fastCount).toBe(sent);
     expect(pct(latencies, 99)).toBeLessThan(250);
-    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t!.adminToken}` } })).text());
     expect(m.get('keng_live_dropped_total{reason="pending_cap"}')).toBe(1);
     expect(m.get('keng_live_coalesced_total')).toBeGreaterThanOrEqual(cap / 3);
     tcpOf(slow).resume();
@@ -129,7 +129,7 @@ describe('live feed: slow clients', () => {
     }
     expect(maxPending).toBeGreaterThan(0);
     expect(maxPending).toBeLessThanOrEqual(30);
-    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t!.adminToken}` } })).text());
     expect(m.get('keng_live_dropped_total{reason="lagging"}')).toBe(1);
     expect(feed.stats().clients).toBe(0);
   });

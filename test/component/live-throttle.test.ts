@@ -84,7 +84,7 @@ describe('live feed: throttling busy single-event clients', () => {
     const last = (id: string) => got.filter((g) => g.body.deviceId === id).at(-1)!.body;
     expect(last('d1')).toEqual({ deviceId: 'd1', ts: formatTime(t0 + sent - 1, 'Asia/Ho_Chi_Minh'), values: { seq: sent - 1 } });
     expect(last('d2')).toEqual({ deviceId: 'd2', ts: formatTime(t0 + sent - 1, 'Asia/Ho_Chi_Minh'), values: { seq: sent - 1, hum: 50 } });
-    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${t!.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t!.adminToken}` } })).text());
     expect(m.get('keng_live_throttled_clients')).toBe(1);
 
     // a quiet second releases it: a new reading arrives at once, not at the next interval

@@ -28,7 +28,7 @@ async function uploadWav(seconds: number): Promise<{ id: string; durationSec: nu
 
 beforeAll(async () => {
   wavDir = mkdtempSync(path.join(tmpdir(), 'keng-sched-'));
-  t = await startTestApp();
+  t = await startTestApp({ broadcast: { streamHosts: ['radio.example.vn'] } }); // listed: trusted without DNS (none in tests)
   await seedAreas(t, [
     { code: 'p1', name: 'Tỉnh Thử', level: 'province' },
     { code: 'xa-a', name: 'Xã An Bình', level: 'commune', parent: 'p1' },

@@ -17,7 +17,7 @@ let t: TestApp;
 const creds: Record<string, { secret: string; accessToken: string }> = {};
 
 async function metrics(): Promise<Map<string, number>> {
-  const res = await fetch(`${t.httpUrl}/metrics`);
+  const res = await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } });
   return parseMetrics(await res.text());
 }
 function rejected(m: Map<string, number>, reason: string): number {

@@ -26,7 +26,7 @@ beforeAll(async () => {
 afterAll(async () => { await t?.stop(); });
 
 async function metric(name: string): Promise<number> {
-  return parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text()).get(name) ?? 0;
+  return parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text()).get(name) ?? 0;
 }
 
 /** Every stored point of one field, following nextFrom pages. */

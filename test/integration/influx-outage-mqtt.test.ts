@@ -67,7 +67,7 @@ describe('InfluxDB outage with default limits, real MQTT clients', () => {
     const acked = (await Promise.all(DEVICES.map((id) => upload(id, secrets[id]!, t0)))).flat();
     expect(acked).toHaveLength(DEVICES.length * PER_DEVICE);
 
-    const m = parseMetrics(await (await fetch(`${keng.httpUrl}/metrics`)).text());
+    const m = parseMetrics(await (await fetch(`${keng.httpUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text());
     expect(m.get('keng_rejected_total{reason="rate_limited"}') ?? 0).toBe(0);
     expect(m.get('keng_throttled_messages_total')).toBeGreaterThan(0);
     expect(m.get('keng_queue_depth_readings')).toBeGreaterThan(0); // held on disk while InfluxDB is away

@@ -373,7 +373,7 @@ describe('wiring', () => {
   });
 
   it('counts ingested media in /metrics', async () => {
-    const text = await (await fetch(`${s.base}/metrics`)).text();
+    const text = await (await fetch(`${s.base}/metrics`, { headers: auth(ADMIN) })).text();
     expect(text).toMatch(/keng_media_ingest_total\{source="upload",result="ok"\} \d+/);
     expect(text).toMatch(/keng_media_ingest_total\{source="upload",result="not_audio"\} \d+/);
   });

@@ -25,7 +25,7 @@ describe('media tools check (real tools)', () => {
 
   it('/readyz has a media entry: ok and not degraded with the tools installed', async () => {
     t = await startTestApp();
-    const res = await fetch(`${t.httpUrl}/readyz`);
+    const res = await fetch(`${t.httpUrl}/readyz`, { headers: { authorization: `Bearer ${t.adminToken}` } }); // details need a monitoring token
     expect(res.status).toBe(200);
     const body = await res.json() as { checks: Record<string, { ok: boolean; detail: { degraded: boolean } }> };
     expect(body.checks.media).toMatchObject({ ok: true, detail: { degraded: false } });
@@ -33,7 +33,7 @@ describe('media tools check (real tools)', () => {
 
   it('/readyz stays 200 with a missing espeak-ng, reports it degraded, and TTS answers 503 naming it', async () => {
     t = await startTestApp({ tts: { espeakPath: '/nonexistent/espeak-ng' } });
-    const res = await fetch(`${t.httpUrl}/readyz`);
+    const res = await fetch(`${t.httpUrl}/readyz`, { headers: { authorization: `Bearer ${t.adminToken}` } }); // details need a monitoring token
     expect(res.status).toBe(200);
     const body = await res.json() as { checks: { media: { ok: boolean; detail: { degraded: boolean; tools: Record<string, { ok: boolean; problem?: string }> } } } };
     expect(body.checks.media.ok).toBe(true);

@@ -23,12 +23,12 @@ describe('AdminAuth', () => {
     expect(() => statSync(path.join(dir, 'admin-token'))).toThrow();
   });
 
-  it('generates a token on first start: 32 random bytes base64url, mode 0600, logged once (path, not the token)', async () => {
+  it('generates a token on first start: 43 random base62 characters, mode 0600, logged once (path, not the token)', async () => {
     const a = make();
     await a.start();
     const file = path.join(dir, 'admin-token');
     const token = readFileSync(file, 'utf8').trim();
-    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(token).toMatch(/^[0-9A-Za-z]{43}$/); // base62: never a leading '-' (core/random.ts)
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(a.tokenSource).toBe('generated');
     expect(a.verify(token)).toBe(true);

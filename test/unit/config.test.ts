@@ -52,6 +52,25 @@ describe('settings', () => {
     for (const m of [err({ KENG_HTTP_PORT: 'abc' }), err({ KENG_TZ: 'X' })]) expect(m.split('\n')).toHaveLength(1);
   });
 
+  it('safe defaults: /metrics behind a token, limits on, any public stream host; boolean, list and entry checks', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.http).toMatchObject({ openMetrics: false, rateLimit: { max: 600, timeWindowSec: 60 }, maxConnectionsPerIp: 500, exemptLoopback: true });
+    expect(c.mqtt).toMatchObject({ maxConnectionsPerIp: 1000, exemptLoopback: true });
+    expect(c.broadcast.streamHosts).toEqual([]);
+    const set = loadConfig({ env: {
+      KENG_HTTP_OPEN_METRICS: 'true', KENG_HTTP_RATE_LIMIT_MAX: '0', KENG_HTTP_MAX_CONNECTIONS_PER_IP: '50', KENG_MQTT_MAX_CONNECTIONS_PER_IP: '20',
+      KENG_BROADCAST_STREAM_HOSTS: '*, 192.168.1.20, 10.10.0.0/16, *.vov.vn, [fd00::5], radio.xã.vn',
+    } });
+    expect(set.http).toMatchObject({ openMetrics: true, rateLimit: { max: 0 }, maxConnectionsPerIp: 50 });
+    expect(set.mqtt.maxConnectionsPerIp).toBe(20);
+    expect(set.broadcast.streamHosts).toHaveLength(6);
+    expect(loadConfig({ env: { KENG_HTTP_OPEN_METRICS: '0' } }).http.openMetrics).toBe(false);
+    expect(err({ KENG_HTTP_OPEN_METRICS: 'sometimes' })).toMatch(/^Invalid setting KENG_HTTP_OPEN_METRICS="sometimes": expected true or false$/);
+    for (const bad of ['radio .vn', 'http://radio.vn', '10.0.0.0/33', '-radio.vn', '*.']) {
+      expect(err({ KENG_BROADCAST_STREAM_HOSTS: bad })).toMatch(/^Invalid setting KENG_BROADCAST_STREAM_HOSTS \(broadcast.streamHosts\): .* is not a host name/);
+    }
+  });
+
   it('map tiles for the web app: unset by default, a {z}/{x}/{y} http(s) template when set', () => {
     expect(loadConfig({ env: {} }).web).toEqual({});
     const tiles = 'https://tiles.example.vn/osm/{z}/{x}/{y}.png';

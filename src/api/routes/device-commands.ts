@@ -13,6 +13,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
 import { SET_VOLUME_METHOD } from '../../core/protocol.js';
 import { formatTimeOrNull, formatTime } from '../../core/time.js';
+import { redactStreamUrls } from '../../broadcast/stream-url.js';
 import type { RpcRequest, RpcService } from '../../rpc/index.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { AUTH_ERRORS, Described, DeviceIdParams, StringEnum, Time, errorResponses } from '../schemas.js';
@@ -56,7 +57,7 @@ const CommandParams = Type.Object({
 
 function commandDto(r: RpcRequest, tz: string) {
   return {
-    id: r.id, deviceId: r.deviceId, method: r.method, params: r.params, state: r.state,
+    id: r.id, deviceId: r.deviceId, method: r.method, params: redactStreamUrls(r.params), state: r.state,
     createdAt: formatTime(r.createdAt, tz), expiresAt: formatTime(r.expiresAt, tz),
     sentAt: formatTimeOrNull(r.sentAt, tz), answeredAt: formatTimeOrNull(r.answeredAt, tz), response: r.response,
   };

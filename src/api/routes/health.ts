@@ -1,12 +1,18 @@
 /**
  * GET /healthz (process alive) and GET /readyz (broker, state store and
  * telemetry store usable; other parts, e.g. `media`, add their own checks).
+ *
+ * /readyz answers every caller ready or not (load balancers, container
+ * health checks hold no token); each part's result (device counts, error
+ * texts with file paths) only to a monitoring token or with http.openMetrics
+ * (monitoring-access.ts).
  */
 import { withTimeout } from '../../core/async.js';
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors, withDetails } from '../../core/errors.js';
 import type { ReadyCheck, RouteContext } from '../context.js';
+import { monitoringPrincipal } from '../monitoring-access.js';
 import { errorResponses } from '../schemas.js';
 
 const CHECK_TIMEOUT_MS = 2_000;
@@ -26,6 +32,7 @@ async function runCheck(check: ReadyCheck): Promise<{ ok: boolean; detail?: Reco
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = async (app, { ctx }) => {
   app.get('/healthz', {
+    config: { rateLimit: false },
     schema: {
       tags: ['health'], summary: 'Liveness', description: 'The process is alive and serving HTTP. No token needed.',
       response: { 200: Type.Object({ status: Type.Literal('ok') }, { description: 'Alive' }) },
@@ -33,18 +40,21 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
   }, async () => ({ status: 'ok' as const }));
 
   app.get('/readyz', {
+    config: { rateLimit: false },
     schema: {
       tags: ['health'], summary: 'Readiness',
       description: 'Ready when the state store, the MQTT broker and the telemetry store are usable. '
-        + '503 KENG_ERR_NOT_READY otherwise, with each part\'s result in error.details. No token needed. '
+        + '503 KENG_ERR_NOT_READY otherwise. No token needed for the status; each part\'s result (`checks`, and '
+        + 'error.details.checks on 503) only with a bearer token of role admin or service, or with http.openMetrics. '
         + 'The `media` check (ffprobe, ffmpeg, espeak-ng with its Vietnamese voice, probed at start) never fails readiness: '
         + 'a missing tool shows as `detail.degraded: true` with its `problem`, and only uploads and text-to-speech answer 503.',
       response: {
-        200: Type.Object({ status: Type.Literal('ready'), checks: Checks }, { description: 'Ready' }),
+        200: Type.Object({ status: Type.Literal('ready'), checks: Type.Optional(Checks) }, { description: 'Ready (checks: with a monitoring token)' }),
         ...errorResponses(503),
       },
     },
-  }, async () => {
+  }, async (req) => {
+    const detailed = ctx.openMetrics || monitoringPrincipal(req, ctx.authenticator) !== null;
     const all: Record<string, ReadyCheck> = {
       ...ctx.readyChecks,
       broker: () => ({ ok: ctx.broker.ready(), detail: { connectedDevices: ctx.broker.connectedCount() } }),
@@ -58,7 +68,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
     const checks = Object.fromEntries(names.map((n, i) => [n, results[i]!]));
     if (ctx.isClosing()) checks.server = { ok: false, detail: { reason: 'shutting down' } };
     const failing = Object.entries(checks).filter(([, c]) => !c.ok).map(([n]) => n);
-    if (failing.length) throw withDetails(Errors.NOT_READY(failing.join(', ')), { checks });
-    return { status: 'ready' as const, checks };
+    if (failing.length) {
+      throw detailed ? withDetails(Errors.NOT_READY(failing.join(', ')), { checks }) : Errors.NOT_READY('a part is not usable (details with a monitoring token)');
+    }
+    return detailed ? { status: 'ready' as const, checks } : { status: 'ready' as const };
   });
 };

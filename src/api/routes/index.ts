@@ -10,6 +10,7 @@ import type { BroadcastExecutor } from '../../broadcast/execution/index.js';
 import type { MediaLibrary } from '../../media/index.js';
 import type { CommandKeys, RpcService } from '../../rpc/index.js';
 import type { RouteContext } from '../context.js';
+import { NOT_RATE_LIMITED } from '../rate-limit.js';
 import type { AlertService } from '../../alerts/index.js';
 import type { AlertRules } from '../../alerts/rules/index.js';
 import type { AuditAnchor } from '../../audit/index.js';
@@ -67,7 +68,13 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
   await app.register(metricsRoutes, { ctx });
   const { accounts, media } = s;
   if (accounts) await app.register(loginRoutes, { ctx, accounts, prefix: apiPrefix });
-  if (media) await app.register(mediaFileRoutes, { ctx, media });
+  if (media) {
+    // Loudspeakers fetch these signed links all at once (a village behind one NAT, an alert): not rate-limited.
+    await app.register(async (scope) => {
+      scope.addHook('onRoute', (route) => { route.config = { ...route.config, ...NOT_RATE_LIMITED }; });
+      await scope.register(mediaFileRoutes, { ctx, media });
+    });
+  }
   if (s.alerts && ctx.config.alerts.publicFeed) await app.register(alertFeedRoute, { ctx, alerts: s.alerts });
   if (s.web) await app.register(s.web);
 }

@@ -15,6 +15,7 @@ import type { Validator } from 'typebox/compile';
 import { parseTime } from '../../core/time.js';
 import { Errors, withDetails, type KengError } from '../../core/errors.js';
 import { shapeErrors, type FieldError } from '../../core/schema.js';
+import { hasCredentials } from '../stream-url.js';
 import { cronFor, nextRuns } from './occurrences.js';
 import { isValidTimeZone, zonedDayStart } from '../../core/time.js';
 import {
@@ -94,7 +95,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 
 /** Validate a `POST /api/v1/schedules` body. */
 export function validateSchedule(input: unknown, opts: ValidateOptions): Validation<ScheduleSpec> {
-  return validate(input, opts, { timingChanged: true, atChanged: true });
+  return validate(input, opts, { timingChanged: true, atChanged: true, contentChanged: true });
 }
 
 /**
@@ -121,6 +122,7 @@ export function validateSchedulePatch(previous: Schedule, patch: unknown, opts: 
   return validate(merged, opts, {
     timingChanged: ['cron', 'at', 'timezone', 'startDate', 'endDate', 'enabled', 'durationSec'].some(has),
     atChanged: has('at'),
+    contentChanged: has('content'),
   }, bodyShapeErrors(SchedulePatchShape, changes));
 }
 
@@ -134,7 +136,7 @@ export function validatePlayNow(input: unknown, opts: ValidateOptions): Validati
   if (!isObject(input)) return { ok: false, errors: shape };
   // Fields PlayNow does not have are already reported; kept out, they would read as a schedule's cron or name.
   const known = Object.fromEntries(Object.entries(input).filter(([k]) => Object.hasOwn(PlayNow.properties, k)));
-  return validate({ ...known, name: 'play now', at: opts.now + 60_000 }, opts, { timingChanged: true, atChanged: true }, shape);
+  return validate({ ...known, name: 'play now', at: opts.now + 60_000 }, opts, { timingChanged: true, atChanged: true, contentChanged: true }, shape);
 }
 
 /** Give a validated spec its identity and timestamps. */
@@ -160,7 +162,11 @@ export function toValidationError(errors: FieldError[]): KengError {
 
 // ---------------------------------------------------------------------------
 
-interface Checks { timingChanged: boolean; atChanged: boolean }
+/**
+ * What a patch changes. Rules added later (a stream URL without credentials) judge only what the
+ * request sets: a schedule saved by an earlier version stays renamable, disableable and deletable.
+ */
+interface Checks { timingChanged: boolean; atChanged: boolean; contentChanged: boolean }
 
 /** A body's mismatches with its schema, with the one message a schema cannot pick by itself. */
 function bodyShapeErrors(shape: Validator, input: unknown): FieldError[] {
@@ -194,7 +200,7 @@ function validate(input: unknown, opts: ValidateOptions, checks: Checks, earlier
   const err = (field: string, message: string) => { errors.push({ field, message }); };
 
   const target = fits('target') ? normaliseTarget(body.target, err) : undefined;
-  const content = fits('content') ? checkContent(body.content, err) : undefined;
+  const content = fits('content') ? checkContent(body.content, err, checks.contentChanged) : undefined;
 
   // timezone first: date-only startDate/endDate are read in it
   let timezone = opts.defaultTz;
@@ -273,13 +279,18 @@ function normaliseTarget(v: NewScheduleBody['target'], err: (f: string, m: strin
 }
 
 /** The one kind of content; a stream URL must also parse. */
-function checkContent(v: NewScheduleBody['content'], err: (f: string, m: string) => void): ScheduleContent | undefined {
+function checkContent(v: NewScheduleBody['content'], err: (f: string, m: string) => void, isNew: boolean): ScheduleContent | undefined {
   if (v.mediaId !== undefined) return { mediaId: v.mediaId };
   if (v.ttsText !== undefined) return { ttsText: v.ttsText };
   let url: URL | undefined;
   try { url = new URL(v.streamUrl!); } catch { url = undefined; }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
     err('content.streamUrl', 'must be an http:// or https:// URL');
+    return undefined;
+  }
+  if (isNew && hasCredentials(url)) {
+    // Refused, not stored and hidden: they would reach every operator, the audit log and every speaker (stream-url.ts).
+    err('content.streamUrl', 'must not contain a user name or password (they would be shown to every operator and logged); use a stream that needs no login');
     return undefined;
   }
   return { streamUrl: v.streamUrl! };

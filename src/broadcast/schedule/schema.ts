@@ -48,7 +48,9 @@ export const Content = Type.Object({
   mediaId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'A media library item', 'x-message': 'must be a media id' })),
   streamUrl: Type.Optional(Type.String({
     maxLength: 2048, pattern: '^[Hh][Tt][Tt][Pp][Ss]?:',
-    description: 'An Icecast/HTTP stream relayed as it is (durationSec required)', 'x-message': 'must be an http:// or https:// URL',
+    description: 'An Icecast/HTTP stream relayed as it is (durationSec required). No user name or password in it (400); '
+      + 'its host must be public or listed in broadcast.streamHosts (422)',
+    'x-message': 'must be an http:// or https:// URL',
   })),
   ttsText: Type.Optional(Type.String({
     maxLength: 5000, pattern: '\\S',

@@ -7,8 +7,8 @@
  * Written whole to a temporary file (0600), synced and renamed into place, so a crash during a
  * rotation leaves the old ring or the new one, never half of one.
  */
-import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { tightenMode, writePrivateFileAtomic } from '../../core/private-files.js';
 import { COMMAND_KEY_ALG } from '../../core/protocol.js';
 import type { Logger } from '../../core/logger.js';
 
@@ -43,13 +43,8 @@ export function readRing(file: string, logger: Logger): StoredRing | null {
   }
   const ring = parseRing(text);
   if (!ring) throw new Error(`the command key file ${file} is not a valid key ring; restore it from a backup (deleting it makes a new key that speakers do not know)`);
-  try {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) {
-      chmodSync(file, 0o600);
-      logger.warn({ file, mode: mode.toString(8) }, 'command key file was readable by others; permissions set to 0600');
-    }
-  } catch { /* best effort (a read-only mount) */ }
+  const was = tightenMode(file);
+  if (was !== undefined) logger.warn({ file, mode: was.toString(8) }, 'command key file was readable by others; permissions set to 0600');
   return ring;
 }
 
@@ -64,20 +59,7 @@ function parseRing(text: string): StoredRing | null {
   return r as StoredRing;
 }
 
-/** Replaces the file atomically (temporary file 0600, fsync, rename, fsync of the directory). */
+/** Replaces the file atomically, mode 0600 (core/private-files.ts). */
 export function writeRing(file: string, ring: StoredRing): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  rmSync(tmp, { force: true }); // a leftover of a crash; 'wx' then guarantees the file is ours, created 0600
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify(ring, null, 2)}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-  try {
-    const dir = openSync(path.dirname(file), 'r');
-    try { fsyncSync(dir); } finally { closeSync(dir); }
-  } catch { /* not every platform can fsync a directory */ }
+  writePrivateFileAtomic(file, `${JSON.stringify(ring, null, 2)}\n`);
 }

@@ -25,6 +25,7 @@
  * file drops all of the process's fcntl locks on it.
  */
 import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { PRIVATE_MODE, preparePrivateDb } from '../../core/private-files.js';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -63,6 +64,8 @@ export class DataDirLock implements Component {
     const { dataDir, logger, clock } = this.opts;
     mkdirSync(dataDir, { recursive: true, mode: 0o750 });
     // timeout 0: a held lock is reported at once, not waited for.
+    // Nothing secret in it, but the data directory holds only owner-only files (core/private-files.ts).
+    preparePrivateDb(path.join(dataDir, LOCK_FILE));
     const db = new Database(path.join(dataDir, LOCK_FILE), { timeout: 0 });
     try {
       // Keep the lock even if the transaction ever ended.
@@ -77,7 +80,7 @@ export class DataDirLock implements Component {
     const file = path.join(dataDir, HOLDER_FILE);
     try {
       // Renamed into place: a refused server never reads half a record.
-      writeFileSync(`${file}.tmp`, `${JSON.stringify(holder)}\n`);
+      writeFileSync(`${file}.tmp`, `${JSON.stringify(holder)}\n`, { mode: PRIVATE_MODE });
       renameSync(`${file}.tmp`, file);
     } catch (err) {
       db.close(); // a failed start holds nothing

@@ -6,7 +6,8 @@
  * WAL journal, busy_timeout, and migrations that take the write lock
  * (BEGIN IMMEDIATE) and re-check the version inside the transaction.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { preparePrivateDb, tightenSqliteFiles } from '../../core/private-files.js';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Component } from '../../core/lifecycle.js';
@@ -65,7 +66,8 @@ export class StateDb implements Component {
     const { dataDir, logger } = this.opts;
     const create = this.opts.create ?? true;
     if (create) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-    const fresh = !existsSync(this.file);
+    // Holds credential hashes: the owner only, from its creation on (its -wal and -shm take its mode).
+    if (create) preparePrivateDb(this.file);
     let db: Database.Database;
     try {
       db = new Database(this.file, { timeout: this.opts.busyTimeoutMs ?? 5000, fileMustExist: !create });
@@ -74,12 +76,9 @@ export class StateDb implements Component {
       throw err;
     }
     try {
-      if (fresh) {
-        // Holds credential hashes: readable by the owner only.
-        try { chmodSync(this.file, 0o600); } catch { /* e.g. filesystems without modes */ }
-      }
       db.pragma(`busy_timeout = ${Math.trunc(this.opts.busyTimeoutMs ?? 5000)}`);
       db.pragma('journal_mode = WAL');
+      tightenSqliteFiles(this.file); // -wal/-shm left readable by an older version
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
       const applied = migrate(db, this.opts.migrations ?? MIGRATIONS, this.file);

@@ -34,6 +34,7 @@
  * de-duplicates exactly. Queries (embedded-reader.ts) read both tables in one statement (one snapshot).
  */
 import Database from 'better-sqlite3';
+import { preparePrivateDb, tightenSqliteFiles } from '../../core/private-files.js';
 import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
 import type { TelemetryRecord, WriteResult } from './types.js';
 
@@ -109,10 +110,13 @@ export const COMPACT_MAX_ROWS = 10_000;
 const ROWS_PER_STMT = 64;
 
 export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' | 'normal' } = {}): Database.Database {
+  // Every reading (or the InfluxDB queue): the owner only, from creation on; -wal/-shm take the file's mode.
+  if (!opts.readonly) preparePrivateDb(path);
   const db = new Database(path, { readonly: !!opts.readonly, fileMustExist: !!opts.readonly });
   db.pragma('busy_timeout = 5000');
   if (!opts.readonly) {
     db.pragma('journal_mode = WAL');
+    tightenSqliteFiles(path);
     db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
   }
   // A larger page cache keeps the hot leaf pages of many series in memory; sorts (compaction) stay in RAM.

@@ -281,7 +281,7 @@ async function main(): Promise<void> {
       received += r.received; overflow += r.overflow; disconnected += r.disconnected;
       minPer = Math.min(minPer, r.perClientMin); maxPer = Math.max(maxPer, r.perClientMax);
     }
-    const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${server.httpUrl}/metrics`, { headers: { authorization: `Bearer ${server.adminToken}` } })).text();
     const p50 = percentile(hist, received, 50), p90 = percentile(hist, received, 90), p99 = percentile(hist, received, 99);
     const inN = inHist.reduce((a, b) => a + b, 0);
     const third = rssSeries[Math.floor(rssSeries.length / 3)] ?? rss0;

@@ -14,6 +14,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { tightenMode } from '../core/private-files.js';
 import path from 'node:path';
 import { canonicalJson } from './canonical.js';
 import type { AuditKey } from './key.js';
@@ -114,8 +115,9 @@ export function readAnchorFile(file: string): { anchors: LocatedAnchor[]; proble
   return { anchors, problems };
 }
 
-/** Appends one anchor line and syncs it (the file is created 0600). */
+/** Appends one anchor line and syncs it (the file is created 0600; one an older version or a restore left readable is tightened). */
 export function appendAnchor(file: string, a: AuditAnchor): void {
+  tightenMode(file);
   const fd = openSync(file, 'a', 0o600);
   try {
     writeSync(fd, `${JSON.stringify(a)}\n`);

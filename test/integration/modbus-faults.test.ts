@@ -29,7 +29,7 @@ async function add(id: string, server: PyServer, unitId: number, registerMap: un
   expect(r.status, JSON.stringify(r.body)).toBe(201);
 }
 const view = async (id: string) => (await t.api('GET', `/api/v1/devices/${id}`)).body as { online: boolean; lastSeen: string | null };
-const metrics = async () => parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text());
+const metrics = async () => parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text());
 const count = (id: string, since = 0): number => (seen.get(id) ?? []).filter((x) => x >= since).length;
 /** Gaps between a device's readings after `since`. */
 const gaps = (id: string, since: number): number[] => {

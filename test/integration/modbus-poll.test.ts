@@ -102,7 +102,7 @@ describe('polling a pymodbus TCP server', () => {
     await py.send({ cmd: 'set', unit: 1, table: 'ir', address: 10, values: [42] });
     const e = await waitFor(() => events.find((x) => x.values.i16 === 25), 10_000);
     expect(e.values.ranged).toBe(42);
-    const metrics = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`)).text());
+    const metrics = parseMetrics(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text());
     expect(metrics.get('keng_rejected_total{reason="out_of_range"}')).toBeGreaterThanOrEqual(1);
     expect(metrics.get('keng_modbus_polls_total{result="ok"}')).toBeGreaterThanOrEqual(2);
     expect(metrics.get('keng_modbus_requests_total{result="ok"}')).toBeGreaterThanOrEqual(12);

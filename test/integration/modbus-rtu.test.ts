@@ -86,7 +86,7 @@ describe('Modbus RTU over a pty pair (socat) against pymodbus', () => {
     expect(slowAsks.length).toBeGreaterThanOrEqual(1);
     for (const [q, next] of slowAsks) expect(next!.at - q.at).toBeGreaterThanOrEqual(400 - 20);
     // Nothing garbled was decoded as a reading: no frame errors counted.
-    expect(await (await fetch(`${t.httpUrl}/metrics`)).text()).not.toMatch(/keng_modbus_requests_total\{result="error"\} [1-9]/);
+    expect(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text()).not.toMatch(/keng_modbus_requests_total\{result="error"\} [1-9]/);
     await py.send({ cmd: 'mode', unit: 3, mode: 'normal' });
     await waitFor(async () => online('other-rtu'), 10_000, 100);
   }, 30_000);

@@ -120,11 +120,11 @@ export async function broadcastLog(api: KengApi, id: string): Promise<LogLine[]>
   return r.body;
 }
 
-export interface Spread { n: number; p50: number; p99: number; max: number }
+export interface Spread { n: number; min: number; p50: number; p99: number; max: number }
 
 /** Nearest-rank percentiles (NaN for an empty list). */
 export function spread(values: readonly number[]): Spread {
   const v = [...values].sort((a, b) => a - b);
-  const at = (q: number): number => (v.length ? v[Math.min(v.length - 1, Math.ceil(q * v.length) - 1)]! : Number.NaN);
-  return { n: v.length, p50: at(0.5), p99: at(0.99), max: v.length ? v[v.length - 1]! : Number.NaN };
+  const at = (q: number): number => (v.length ? v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))]! : Number.NaN);
+  return { n: v.length, min: at(0), p50: at(0.5), p99: at(0.99), max: at(1) };
 }

@@ -18,52 +18,24 @@
  *
  * Options: --speakers 2000 --schedules 150 --spacing-ms 200 --media-sec 15 --sim-nice 10
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { setPriority, tmpdir } from 'node:os';
-import path from 'node:path';
 import { installSignalHandlers, onCleanup, runCleanups } from '../tools/cleanup.js';
-import { startKeng } from './lib/keng-server.js';
 import { KengApi } from '../src/sim/api-client.js';
 import { simDeviceIds } from '../src/sim/credentials.js';
 import { runSpeakers } from '../src/sim/speaker/index.js';
 import { registerSpeakers } from '../src/sim/speaker-fleet.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number`);
-  return v;
-}
-
-function optInt(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isInteger(v) || v < 0 || v > 19) throw new Error(`--${name} must be an integer 0-19`);
-  return v;
-}
-
-const log = (s: string): void => { process.stdout.write(s + '\n'); };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import {
+  broadcastLog, log, lowerFleetPriority, monoMicros, niceArg, numArg, sleep, startSpeakerKeng, uploadTone, waitBroadcast, waitSpeakersOnline,
+} from './lib/speaker-bench.js';
 
 async function main(): Promise<void> {
   installSignalHandlers();
-  const N = arg('speakers', 2000);
-  const K = arg('schedules', 150);
-  const spacing = arg('spacing-ms', 200);
-  const mediaSec = arg('media-sec', 15);
+  const N = numArg('speakers', 2000);
+  const K = numArg('schedules', 150);
+  const spacing = numArg('spacing-ms', 200);
+  const mediaSec = numArg('media-sec', 15);
 
-  const keng = await startKeng({ env: { KENG_MQTT_RATE_LIMIT_PER_SEC: '100000', KENG_MQTT_RATE_LIMIT_BURST: '100000' } });
-  onCleanup('server output', () => { if (process.exitCode) process.stderr.write(`keng output tail:\n${keng.outputTail()}\n`); });
-  keng.child.once('exit', (code) => { if (code) process.stderr.write(`keng exited with ${code}:\n${keng.outputTail()}\n`); });
-  log(`keng pid ${keng.pid} at ${keng.httpUrl}, ${keng.mqttUrl}`);
-  // The simulated speakers are 2,000 separate devices with CPUs of their own; here they share this
-  // machine's two cores with the controller under test. Measured (/proc CPU ticks): during the
-  // broadcast the fleet (answers, 2,000 downloads) used more than a core and left Keng 50-90 % of one.
-  // A lower CPU priority for this process (set after Keng was started: the child keeps priority 0)
-  // lets the fleet use what Keng does not, as separate devices would. --sim-nice 0 turns it off.
-  const simNice = optInt('sim-nice', 10);
-  if (simNice !== 0) setPriority(simNice);
+  const keng = await startSpeakerKeng();
+  lowerFleetPriority(niceArg('sim-nice', 10));
   const api = new KengApi(keng.httpUrl, keng.adminToken);
   await api.ensureArea({ code: 'bench', name: 'Tỉnh đo tải', level: 'province' });
 
@@ -77,40 +49,19 @@ async function main(): Promise<void> {
   log(`${N} speakers connected in ${((Date.now() - t) / 1000).toFixed(1)} s`);
 
   // A short, small MP3 (2,000 speakers download it).
-  const dir = mkdtempSync(path.join(tmpdir(), 'keng-bench-bc-'));
-  onCleanup('media dir', () => rmSync(dir, { recursive: true, force: true }));
-  const mp3 = path.join(dir, 'ban-tin.mp3');
-  execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=550:duration=${mediaSec}`,
-    '-ac', '1', '-ar', '16000', '-codec:a', 'libmp3lame', '-b:a', '16k', mp3]);
-  const form = new FormData();
-  form.append('file', new Blob([readFileSync(mp3)], { type: 'audio/mpeg' }), 'ban-tin.mp3');
-  const up = await fetch(`${keng.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${keng.adminToken}` }, body: form });
-  if (up.status !== 201) throw new Error(`media upload: HTTP ${up.status} ${await up.text()}`);
-  const media = (await up.json()) as { id: string; size: number };
+  const media = await uploadTone(keng, { seconds: mediaSec, frequency: 550, name: 'ban-tin.mp3' });
   log(`media ${media.id}: ${media.size} bytes, ${mediaSec} s`);
-  // Wait until presence is settled (every speaker online in the registry).
-  await waitUntil(async () => {
-    const r = await api.request<unknown[]>('GET', '/api/v1/devices?kind=speaker&online=true');
-    return Array.isArray(r.body) && r.body.length >= N;
-  }, 60_000, 250);
+  await waitSpeakersOnline(api, N);
 
   // ---- one broadcast to all speakers
   const t0 = Date.now();
-  // Monotonic µs (the clock of .cpuprofile files, any process) to cut profiles to this window.
-  const mono0 = process.hrtime.bigint() / 1000n;
+  const mono0 = monoMicros();
   const post = await api.request<{ id: string }>('POST', '/api/v1/broadcasts', { target: { areas: ['bench'] }, content: { mediaId: media.id }, volume: 60 });
   const postMs = Date.now() - t0;
   if (post.status !== 201) throw new Error(`POST /api/v1/broadcasts: HTTP ${post.status} ${JSON.stringify(post.body).slice(0, 300)}`);
   const id = post.body.id;
-  await waitUntil(async () => {
-    const r = await api.request<{ counts: Record<string, number> }>('GET', `/api/v1/broadcasts/${encodeURIComponent(id)}`);
-    const c = r.body.counts ?? {};
-    return (c.playing ?? 0) + (c.completed ?? 0) >= N || (c.failed ?? 0) + (c.rejected ?? 0) + (c.expired ?? 0) > 0;
-    // Every 250 ms: each poll reads and serialises all N target rows (~10 ms of Keng's CPU at 2,000),
-    // and the figures come from the log's own times, not from when this loop notices the end.
-  }, 120_000, 250);
-  const lines = (await api.request<Array<{ at: string; state: string; deviceId: string }>>('GET',
-    `/api/v1/broadcasts/log?broadcastId=${encodeURIComponent(id)}&limit=100000`)).body;
+  await waitBroadcast(api, id, (c) => (c.playing ?? 0) + (c.completed ?? 0) >= N);
+  const lines = await broadcastLog(api, id);
   const lastAt = (state: string): { n: number; ms: number } => {
     const ts = lines.filter((l) => l.state === state).map((l) => Date.parse(l.at));
     return { n: ts.length, ms: ts.length ? Math.max(...ts) - t0 : NaN };
@@ -144,15 +95,6 @@ async function main(): Promise<void> {
     targets: { acceptedWithin2s: accepted.n === N && accepted.ms <= 2000, jitterP99Under250ms: st.count > 0 && st.p99 < 250 },
   };
   log(`BENCH_RESULT ${JSON.stringify(result)}`);
-}
-
-async function waitUntil(fn: () => Promise<boolean>, timeoutMs: number, stepMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    try { if (await fn()) return; } catch (err) { process.stderr.write(`poll: ${(err as Error).message} (retrying)\n`); }
-    await sleep(stepMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms`);
 }
 
 main().then(

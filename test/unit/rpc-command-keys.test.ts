@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/index.js';
 import { CommandKeys, COMMAND_KEYS_FILE } from '../../src/rpc/index.js';
-import { keyFromSeed, signCommand, signedString, verifySigned } from '../../src/rpc/command-keys/index.js';
+import { keyFromSeed, signCommand, signCommandAsync, signedString, verifySigned } from '../../src/rpc/command-keys/index.js';
 import { CommandVerifier } from '../../src/sim/speaker/verify.js';
 
 const logger = createLogger('silent');
@@ -41,7 +41,7 @@ describe('the test vector of device-protocol.md §11.6', () => {
     expect(Object.keys(v).sort()).toEqual(['deviceId', 'expiresAt', 'kid', 'publicKey', 'publicKey (hex)', 'requestId', 'seed (hex)', 'sig', 'signed', 'topic']);
   });
 
-  it('seed → public key (RFC 8032 §7.1 TEST 1) → kid; the command → the exact `signed` string → sig', () => {
+  it('seed → public key (RFC 8032 §7.1 TEST 1) → kid; the command → the exact `signed` string → sig', async () => {
     const key = keyFromSeed(Buffer.from(v['seed (hex)']!, 'hex').toString('base64url'));
     expect(Buffer.from(key.publicKey, 'base64url').toString('hex')).toBe('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
     expect(v['publicKey (hex)']).toBe('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
@@ -54,6 +54,8 @@ describe('the test vector of device-protocol.md §11.6', () => {
     expect(v.topic).toBe(`v1/devices/${v.deviceId}/rpc/request/${v.requestId}`);
     expect(signedString(cmd)).toBe(v.signed);
     expect(signCommand(key, cmd)).toEqual({ signed: v.signed, sig: v.sig, kid: v.kid });
+    // Ed25519 is deterministic: the thread-pool signature is the same bytes.
+    await expect(signCommandAsync(key, cmd)).resolves.toEqual({ signed: v.signed, sig: v.sig, kid: v.kid });
     expect(verifySigned(v.publicKey!, v.signed!, v.sig!)).toBe(true);
     expect(verifySigned(v.publicKey!, v.signed!.replace('02', '03'), v.sig!)).toBe(false);
     // The whole request printed after the vector carries exactly these three keys.
@@ -143,9 +145,22 @@ describe('CommandKeys (the key ring)', () => {
     await expect(new CommandKeys({ dataDir: dir, logger }).start()).rejects.toThrow(/not a valid key ring/);
   });
 
-  it('sign() before start() is KENG_ERR_NOT_READY', () => {
+  it('sign() before start() is KENG_ERR_NOT_READY (signAsync() rejects with it)', async () => {
     const ring = new CommandKeys({ dataDir: tmp(), logger });
-    expect(() => ring.sign({ deviceId: 'd', requestId: 'r', method: 'broadcast.stop', params: {}, expiresAt: 1 })).toThrow(expect.objectContaining({ code: 'KENG_ERR_NOT_READY' }));
+    const cmd = { deviceId: 'd', requestId: 'r', method: 'broadcast.stop', params: {}, expiresAt: 1 };
+    expect(() => ring.sign(cmd)).toThrow(expect.objectContaining({ code: 'KENG_ERR_NOT_READY' }));
+    await expect(ring.signAsync(cmd)).rejects.toMatchObject({ code: 'KENG_ERR_NOT_READY' });
+  });
+
+  it('signAsync() signs with the key active when called, as sign() does', async () => {
+    const ring = new CommandKeys({ dataDir: tmp(), logger });
+    await ring.start();
+    const cmd = { deviceId: 'loa-01', requestId: 'r_2', method: 'broadcast.play', params: { broadcastId: 'b' }, expiresAt: 2_000_000_000_000 };
+    await expect(ring.signAsync(cmd)).resolves.toEqual(ring.sign(cmd));
+    const fresh = ring.rotate();
+    const s = await ring.signAsync(cmd);
+    expect(s.kid).toBe(fresh.kid);
+    expect(verifySigned(fresh.publicKey, s.signed, s.sig)).toBe(true);
   });
 });
 

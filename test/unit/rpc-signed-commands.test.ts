@@ -2,26 +2,29 @@
  * RpcService signs broadcast.play and broadcast.stop (firmware-protocols/device-protocol.md §11.6):
  * at every publish (first send, re-send after a reconnect, each device of a sendMany batch), over
  * exactly the params published after the params hook, with the device id and the topic's request
- * id inside; other methods go unsigned; a signer that fails keeps the command queued.
+ * id inside; other methods go unsigned; a signer that fails keeps the command queued. With a
+ * signer that signs on the thread pool, a batch's signatures after the first are made there, and
+ * each device still gets its commands in order.
  */
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RpcService, type CommandSigner } from '../../src/rpc/index.js';
-import { keyFromSeed, signCommand, verifySigned } from '../../src/rpc/command-keys/index.js';
+import { keyFromSeed, signCommand, signCommandAsync, verifySigned } from '../../src/rpc/command-keys/index.js';
 
 const key = keyFromSeed(Buffer.alloc(32, 9).toString('base64url'));
 const next = keyFromSeed(Buffer.alloc(32, 10).toString('base64url'));
 
 interface Fixture {
   rpc: RpcService; bus: EventBus; clock: { t: number; now(): number }; connected: Set<string>;
-  published: Array<{ topic: string; body: any }>; db: Database.Database; signer: { active: typeof key; fail: boolean };
+  published: Array<{ topic: string; body: any }>; db: Database.Database;
+  signer: { active: typeof key; fail: boolean; failAsync: boolean; sync: number; async: number };
 }
 let fx: Fixture | undefined;
 afterEach(async () => { await fx?.rpc.stop(); fx?.db.close(); fx = undefined; });
 
-async function setup(): Promise<Fixture> {
+async function setup(o: { pooled?: boolean } = {}): Promise<Fixture> {
   const db = new Database(':memory:');
   db.exec(MIGRATIONS[0]!.up);
   db.exec(RPC_MIGRATION.up);
@@ -34,8 +37,11 @@ async function setup(): Promise<Fixture> {
   const clock = { t: 1_000_000, now() { return this.t; } };
   const connected = new Set<string>();
   const published: Fixture['published'] = [];
-  const state = { active: key, fail: false };
-  const signer: CommandSigner = { sign: (c) => { if (state.fail) throw new Error('no key'); return signCommand(state.active, c); } };
+  const state = { active: key, fail: false, failAsync: false, sync: 0, async: 0 };
+  const signer: CommandSigner = { sign: (c) => { state.sync++; if (state.fail) throw new Error('no key'); return signCommand(state.active, c); } };
+  if (o.pooled) {
+    signer.signAsync = async (c) => { state.async++; if (state.failAsync) throw new Error('pool failed'); return signCommandAsync(state.active, c); };
+  }
   let n = 0;
   const rpc = new RpcService({
     stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000, signer,
@@ -129,4 +135,39 @@ describe('RpcService with a command signer', () => {
     expect(f.published.map((p) => p.topic.split('/').pop())).toEqual([one.requestId, many[0]!.requestId]);
     for (const p of f.published) expectSigned(p);
   });
+
+  it('sendMany with a signer that signs on the thread pool: the first signed at once, the rest there; each device\'s commands in order; a failure there requeues', async () => {
+    const f = await setup({ pooled: true });
+    const ids = ['loa-01', 'loa-02', 'loa-03'];
+    for (const d of ids) f.connected.add(d);
+    const exp = f.clock.t + 60_000;
+    const res = f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b4' }, { expiresAt: exp });
+    const stop = f.rpc.send('loa-03', 'broadcast.stop', { broadcastId: 'b4' }, { expiresAt: exp });
+    expect(res.map((x) => x.state)).toEqual(['sent', 'sent', 'sent']);
+    expect([f.signer.sync, f.signer.async]).toEqual([2, 2]); // the batch's first and the stop; two on the pool
+    await until(() => f.published.length === 4);
+    const inner = f.published.map((p) => expectSigned(p));
+    const order = inner.map((i) => i.requestId);
+    expect(new Set(order)).toEqual(new Set([...res.map((x) => x.requestId), stop.requestId]));
+    expect(order.indexOf(stop.requestId)).toBeGreaterThan(order.indexOf(res[2]!.requestId)); // sent after the play, published after it
+
+    f.published.length = 0;
+    f.signer.failAsync = true;
+    const again = f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b5' }, { expiresAt: exp });
+    const state = f.db.prepare('SELECT state FROM rpc_requests WHERE id = ?');
+    await until(() => (state.get(again[2]!.requestId) as { state: string }).state === 'queued');
+    expect((state.get(again[1]!.requestId) as { state: string }).state).toBe('queued');
+    expect(f.published.map((p) => p.topic.split('/').pop())).toEqual([again[0]!.requestId]); // nothing unsigned went out
+    f.signer.failAsync = false;
+    reconnect(f, 'loa-02');
+    const topicIds = () => f.published.map((p) => p.topic.split('/').pop());
+    await until(() => topicIds().includes(again[1]!.requestId)); // with b4's unanswered play, re-sent too
+    for (const p of f.published) expectSigned(p);
+  });
 });
+
+/** Thread-pool signatures take real time: polls until `ok` (at most 5 s). */
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(ok()).toBe(true);
+}

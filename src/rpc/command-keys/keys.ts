@@ -56,6 +56,17 @@ export function signCommand(key: SigningKey, cmd: CommandToSign): CommandSignatu
   return { signed, sig, kid: key.kid };
 }
 
+/** signCommand() with the signature made on libuv's thread pool (node:crypto sign with a callback). */
+export function signCommandAsync(key: SigningKey, cmd: CommandToSign): Promise<CommandSignature> {
+  const signed = signedString(cmd);
+  return new Promise((resolve, reject) => {
+    sign(null, Buffer.from(signed, 'utf8'), key.privateKey, (err, sig) => {
+      if (err) reject(err);
+      else resolve({ signed, sig: sig.toString('base64url'), kid: key.kid });
+    });
+  });
+}
+
 /** Checks `sig` over the UTF-8 bytes of `signed` with a listed public key (base64url of 32 raw bytes). */
 export function verifySigned(publicKey: string, signed: string, sig: string): boolean {
   const raw = Buffer.from(publicKey, 'base64url');

@@ -16,7 +16,7 @@ import type { Logger } from '../../core/logger.js';
 import { COMMAND_KEY_ALG } from '../../core/protocol.js';
 import type { CommandSignature, CommandSigner, CommandToSign } from '../types.js';
 import { COMMAND_KEYS_FILE, readRing, writeRing, type StoredKey, type StoredRing } from './file.js';
-import { keyFromSeed, newSeed, signCommand, type SigningKey } from './keys.js';
+import { keyFromSeed, newSeed, signCommand, signCommandAsync, type SigningKey } from './keys.js';
 
 /** A listed key, as `GET /api/v1/command-keys` shows it (`kid`, `alg`, `publicKey` are the protocol's). */
 export interface CommandKeyInfo {
@@ -81,6 +81,12 @@ export class CommandKeys implements Component, CommandSigner {
   sign(cmd: CommandToSign): CommandSignature {
     const r = this.require();
     return signCommand(r.keys.get(r.stored.active)!, cmd);
+  }
+
+  /** sign() on libuv's thread pool, with the key active now. Rejects with KENG_ERR_NOT_READY before start(). */
+  async signAsync(cmd: CommandToSign): Promise<CommandSignature> {
+    const r = this.require();
+    return signCommandAsync(r.keys.get(r.stored.active)!, cmd);
   }
 
   /** A new key becomes active; the previous ones stay listed (still valid at the speakers) until retired. */

@@ -65,6 +65,13 @@ export interface SimSpeakerOptions {
 
 export interface SpeakerEvent { broadcastId: string; state: PlaybackState; at: number; detail?: string }
 
+/**
+ * A command that passed the signature checks (or needed none), emitted as 'command' before the
+ * speaker acts on it: what a benchmark times as "the speaker has the command". `params` are the
+ * ones acted on (from `signed` when signed); `at` is after verification.
+ */
+export interface SpeakerCommand { requestId: string; method: string; params: unknown; signed: boolean; at: number }
+
 export const SPEAKER_ATTRIBUTES = {
   firmware: 'sim-speaker-1.0', model: 'keng-sim-loa',
   capabilities: ['broadcast.play', 'broadcast.stop', 'speaker.setVolume', 'stream'],
@@ -73,6 +80,7 @@ export const SPEAKER_ATTRIBUTES = {
 
 const DEDUP_SIZE = 128;
 
+/** Events: 'online', 'offline', 'playback' (SpeakerEvent, as sent), 'command' (SpeakerCommand). */
 export class SimSpeaker extends EventEmitter {
   readonly id: string;
   /** Every playback event sent (for tests and the CLI summary). */
@@ -250,6 +258,7 @@ export class SimSpeaker extends EventEmitter {
       return;
     }
     const method = typeof cmd.method === 'string' ? cmd.method : '';
+    this.emit('command', { requestId, method, params: cmd.params, signed: cmd.signed, at: Date.now() } satisfies SpeakerCommand);
     if (typeof cmd.expiresAt === 'number' && cmd.expiresAt < now) { this.answer(requestId, { status: 'rejected', detail: 'expired' }); return; }
     this.dispatch(requestId, method, cmd.params, now);
     // Carried out (or about to be, after a slow accept): a second delivery of R is a replay.

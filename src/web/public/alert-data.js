@@ -128,9 +128,11 @@ export function useAlerts(session, onUnauthorized) {
 
     setError(null);
     loadAll().then(async (d) => {
-      const { connectIocFeed, wholeScope } = await import('./ioc-live.js');
-      const stop = await connectIocFeed({
-        token, subscription: wholeScope(session, d.areas), onState: setLive, onUnauthorized, onAlert, onBroadcast,
+      // Batched: the alerts screen shows no readings.
+      const { connectLive, feedSubscription } = await import('./live.js');
+      const stop = await connectLive({
+        token, subscription: feedSubscription(session, d.areas), batch: true, onState: setLive, onUnauthorized,
+        on: { alert: onAlert, broadcast: onBroadcast },
         // Every (re)connection: what happened while the feed was away is in the next snapshot.
         onSubscribed: () => { loadAll().catch(fail); },
       }).catch(() => null);

@@ -104,9 +104,9 @@ export default function Log({ session, loc, onUnauthorized }) {
       // A broadcast that arrives live may play a schedule or a file made after the names were read.
       const refreshNames = () => Promise.all([request(session, '/schedules'), request(session, '/media?limit=1000')])
         .then(([ss, ms]) => { if (!signal.aborted) setNames(nameMaps(ss, ms)); }, () => {});
-      const { connectFeed, feedSubscription } = await import('./op-live.js');
+      const { connectLive, feedSubscription } = await import('./live.js');
       const pending = new Set();
-      const stop = await connectFeed({
+      const stop = await connectLive({
         token: session.token, subscription: feedSubscription(session, p.areas), onState: setLive, onUnauthorized,
         on: {
           broadcast: (m) => {

@@ -158,12 +158,15 @@ export default function Overview({ session, loc, onUnauthorized }) {
 
     setError(null);
     loadAll().then(async (d) => {
-      const { connectIocFeed, wholeScope } = await import('./ioc-live.js');
-      const stop = await connectIocFeed({
-        token, subscription: wholeScope(session, d.areas), onState: setLive, onUnauthorized,
-        onStatus: (m) => onEvent({ type: 'status', ...m }),
-        onBroadcast: (m) => onEvent({ type: 'broadcast', ...m }),
-        onAlert: (m) => onEvent({ ...m, type: 'alert' }),
+      // Batched: the overview shows no readings, and a province's devices report many a second.
+      const { connectLive, feedSubscription } = await import('./live.js');
+      const stop = await connectLive({
+        token, subscription: feedSubscription(session, d.areas), batch: true, onState: setLive, onUnauthorized,
+        on: {
+          status: (m) => onEvent({ type: 'status', ...m }),
+          broadcast: (m) => onEvent({ type: 'broadcast', ...m }),
+          alert: (m) => onEvent({ ...m, type: 'alert' }),
+        },
         // Every (re)connection: what happened while the feed was away is in the next snapshot.
         onSubscribed: () => { loadAll().catch(fail); },
       }).catch(() => null);

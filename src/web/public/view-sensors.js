@@ -63,18 +63,13 @@ export default function Sensors({ session, loc, onUnauthorized }) {
 }
 
 async function connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized) {
-  const { connectLive } = await import('./live.js');
+  const { connectLive, withReading, withStatus } = await import('./live.js');
   return connectLive({
     token, subscription, onState: setLive, onUnauthorized,
-    onTelemetry: (m) => setDevices((list) => list?.map((d) => {
-      if (d.id !== m.deviceId) return d;
-      const latest = { ...d.latest };
-      for (const [k, value] of Object.entries(m.values)) {
-        if (!latest[k] || Date.parse(latest[k].ts) <= Date.parse(m.ts)) latest[k] = { ts: m.ts, value };
-      }
-      return { ...d, latest, online: true, lastSeen: m.ts };
-    })),
-    onStatus: (m) => setDevices((list) => list?.map((d) => (d.id === m.deviceId ? { ...d, online: m.online, lastSeen: m.at ?? d.lastSeen } : d))),
+    on: {
+      telemetry: (m) => setDevices((list) => list?.map((d) => withReading(d, m))),
+      status: (m) => setDevices((list) => list?.map((d) => withStatus(d, m))),
+    },
   });
 }
 

@@ -115,19 +115,12 @@ export default function Speakers({ session, loc, onUnauthorized }) {
       setBroadcasts(new Map(recent.map((b) => [b.id, b])));
       const known = new Set(recent.map((b) => b.id));
       setNames((n) => ({ ...n, schedules: new Map(schedules.map((s) => [s.id, s.name])) }));
-      const { connectFeed, feedSubscription } = await import('./op-live.js');
-      const stop = await connectFeed({
+      const { connectLive, feedSubscription, withReading, withStatus } = await import('./live.js');
+      const stop = await connectLive({
         token: session.token, subscription: feedSubscription(session, p.areas), onState: setLive, onUnauthorized,
         on: {
-          telemetry: (m) => setSpeakers((list) => list?.map((d) => {
-            if (d.id !== m.deviceId) return d;
-            const latest = { ...d.latest };
-            for (const [k, value] of Object.entries(m.values)) {
-              if (!latest[k] || Date.parse(latest[k].ts) <= Date.parse(m.ts)) latest[k] = { ts: m.ts, value };
-            }
-            return { ...d, latest, online: true, lastSeen: m.ts };
-          })),
-          status: (m) => setSpeakers((list) => list?.map((d) => (d.id === m.deviceId ? { ...d, online: m.online, lastSeen: m.at ?? d.lastSeen } : d))),
+          telemetry: (m) => setSpeakers((list) => list?.map((d) => withReading(d, m))),
+          status: (m) => setSpeakers((list) => list?.map((d) => withStatus(d, m))),
           broadcast: (m) => {
             if (!known.has(m.broadcastId)) {
               // A broadcast started elsewhere (a schedule, another phone): fetched whole, once.

@@ -3,8 +3,8 @@
 // under the right parent. The API has no change or delete for areas.
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { act, html } from './ui.js';
-import { AreaSelect, Refusal, treeOrder, useAction, wideScreen } from './adm-common.js';
+import { act, html, treeOrder } from './ui.js';
+import { AreaSelect, Refusal, useAction, wideScreen } from './adm-common.js';
 
 addStrings({
   vi: {

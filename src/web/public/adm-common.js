@@ -3,7 +3,7 @@
 // step, and a hook for the busy/error state of an action.
 import { useEffect, useRef, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { errorText, html } from './ui.js';
+import { errorText, html, treeOrder } from './ui.js';
 
 addStrings({
   vi: {
@@ -133,25 +133,6 @@ export function useAction(onUnauthorized) {
   return { busy, error, run, setError };
 }
 
-/** The areas in tree order, each with its depth (children under their parent, by name). */
-export function treeOrder(areas) {
-  const codes = new Set(areas.map((a) => a.code));
-  const kids = new Map();
-  for (const a of areas) {
-    const p = a.parent && codes.has(a.parent) ? a.parent : null;
-    if (!kids.has(p)) kids.set(p, []);
-    kids.get(p).push(a);
-  }
-  const out = [];
-  const walk = (p, depth) => {
-    for (const a of (kids.get(p) ?? []).sort((x, y) => x.name.localeCompare(y.name, 'vi'))) {
-      out.push({ area: a, depth });
-      if (depth < 8) walk(a.code, depth + 1);
-    }
-  };
-  walk(null, 0);
-  return out;
-}
 
 /**
  * An area in words: "Thôn Đông, Xã Hải Lăng" for a village (village names

@@ -6,7 +6,7 @@
 // sent. A real alert plays only once a second person approves it; exercises
 // and tests play at once, and the form says so where the choice is made.
 import { useEffect, useMemo, useRef, useState } from './hooks.mjs';
-import { act, html } from './ui.js';
+import { act, html, treeOrder } from './ui.js';
 import { alertRefusal } from './alert-words.js';
 import {
   CERTAINTIES, EVENT_PRESETS, SEVERITIES, STATUSES, URGENCIES, alertBody, localParts, playsAtOnce, speakersBelow, speakersIn,
@@ -26,25 +26,6 @@ function initialForm(tz) {
   };
 }
 
-/** The areas in tree order with their depth (villages under their commune, by name). */
-function treeRows(areas) {
-  const codes = new Set(areas.map((a) => a.code));
-  const kids = new Map();
-  for (const a of areas) {
-    const p = a.parent && codes.has(a.parent) ? a.parent : null;
-    if (!kids.has(p)) kids.set(p, []);
-    kids.get(p).push(a);
-  }
-  const out = [];
-  const walk = (p, depth) => {
-    for (const a of (kids.get(p) ?? []).sort((x, y) => x.name.localeCompare(y.name, 'vi'))) {
-      out.push({ area: a, depth });
-      if (depth < 8) walk(a.code, depth + 1);
-    }
-  };
-  walk(null, 0);
-  return out;
-}
 
 /**
  * The end in the commune's words ("Hết hiệu lực lúc 06/12/2026 19:16, sau 6
@@ -70,7 +51,7 @@ export function RaiseForm({ data, session, loc, onDone, onClose, onUnauthorized 
   // Each step starts at its top: on a phone the confirmation would otherwise open below the fold.
   useEffect(() => { top.current?.scrollIntoView?.({ block: 'start' }); }, [step]);
 
-  const rows = useMemo(() => treeRows(data.areas), [data.areas]);
+  const rows = useMemo(() => treeOrder(data.areas), [data.areas]);
   const below = useMemo(() => speakersBelow(data.areas, data.speakers), [data.areas, data.speakers]);
   const parentOf = useMemo(() => new Map(data.areas.map((a) => [a.code, a.parent])), [data.areas]);
   const chosen = new Set(f.areas);

@@ -63,3 +63,23 @@ export function useApiData(session, paths, onUnauthorized, deps = []) {
 export function act(session, path, opts = {}) {
   return api(path, { ...opts, token: session.token });
 }
+
+/** The areas in tree order, each with its depth (children under their parent, by name). */
+export function treeOrder(areas) {
+  const codes = new Set(areas.map((a) => a.code));
+  const kids = new Map();
+  for (const a of areas) {
+    const p = a.parent && codes.has(a.parent) ? a.parent : null;
+    if (!kids.has(p)) kids.set(p, []);
+    kids.get(p).push(a);
+  }
+  const out = [];
+  const walk = (p, depth) => {
+    for (const a of (kids.get(p) ?? []).sort((x, y) => x.name.localeCompare(y.name, 'vi'))) {
+      out.push({ area: a, depth });
+      if (depth < 8) walk(a.code, depth + 1);
+    }
+  };
+  walk(null, 0);
+  return out;
+}

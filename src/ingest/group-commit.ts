@@ -45,7 +45,7 @@ export interface CommitShare {
 }
 
 export interface GroupCommitOptions {
-  store: Pick<TelemetryStore, 'writeBatch'>;
+  store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
   /**
    * config.telemetry.commitIntervalMs: while a write is under way and another may
    * start (maxInFlight), the longest a batch gathers before it goes too
@@ -90,7 +90,7 @@ interface Batch {
 }
 
 export class GroupCommitter {
-  private readonly store: Pick<TelemetryStore, 'writeBatch'>;
+  private readonly store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
   private readonly intervalMs: number;
   private readonly maxReadings: number;
   private readonly now: () => number;
@@ -139,6 +139,9 @@ export class GroupCommitter {
    */
   join(records: TelemetryRecord[], readings: number = countReadings(records)): Promise<BatchResult> {
     if (this.closed) return Promise.reject(Errors.NOT_READY('ingest is stopping'));
+    // Between two messages, take the commits that finished meanwhile: their PUBACKs go out
+    // after this socket read instead of at the end of the event loop's turn.
+    if (this.inFlight.size > 0) this.store.settleFinished?.();
     let b = this.gathering;
     if (b === null) {
       b = newBatch(this.now());

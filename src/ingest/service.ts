@@ -43,7 +43,7 @@ import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   registry: IngestRegistry;
-  store: Pick<TelemetryStore, 'writeBatch'>;
+  store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
   broker: Pick<BrokerPort, 'publish'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;

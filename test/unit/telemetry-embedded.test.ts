@@ -33,6 +33,28 @@ describe('embedded telemetry store', () => {
     expect(await store.drain()).toBe(true);
   });
 
+  // The broker thread takes finished commits between two socket reads (settleFinished), so
+  // their PUBACKs need not wait for the next turn of the event loop.
+  it('settles a finished write without a turn of the event loop when asked, and only then', async () => {
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    const spin = async (settle: boolean): Promise<boolean> => {
+      let done = false;
+      const w = store.writeBatch([{ deviceId: 'd1', kind: 'sensor', ts: T0 + (settle ? 1 : 2), values: { t: 1 } }]).then(() => { done = true; });
+      // Wait for the worker's commit without yielding to the event loop: synchronous sleeps
+      // and microtasks only (an awaited resolved promise runs no macrotask).
+      for (let i = 0; i < 400 && !done; i++) {
+        Atomics.wait(sleeper, 0, 0, 5);
+        if (settle) store.settleFinished();
+        for (let k = 0; k < 20; k++) await Promise.resolve();
+      }
+      const settledInside = done;
+      await w;
+      return settledInside;
+    };
+    expect(await spin(false)).toBe(false); // the control: without it the reply waits for the event loop
+    expect(await spin(true)).toBe(true);
+  });
+
   it('stores numbers, booleans and strings and de-duplicates (device, ts, field)', async () => {
     const recs: TelemetryRecord[] = [
       { deviceId: 'd1', kind: 'sensor', ts: T0, values: { t: 1, ok: true, s: '12' } },

@@ -38,13 +38,14 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   const kind: string = device?.kind ?? msg.identity.kind;
   const area = device?.area ?? msg.identity.area;
   const src = decoded.records;
-  const records: TelemetryRecord[] = new Array<TelemetryRecord>(src.length);
+  // One object per reading serves as the store's record and as the bus event (the same
+  // fields): neither the store nor any listener changes it.
   const events: TelemetryEvent[] = new Array<TelemetryEvent>(src.length);
   for (let i = 0; i < src.length; i++) {
     const { ts, values } = src[i]!;
-    records[i] = { deviceId, kind, area, ts, values };
     events[i] = { deviceId, area, kind, ts, values };
   }
+  const records: TelemetryRecord[] = events;
   // The live view does not wait for the disk (a commit takes tens of ms under load).
   try {
     for (const e of events) ctx.bus.emit('telemetry.accepted', e);

@@ -70,6 +70,8 @@ export class EmbeddedTelemetryStore implements TelemetryStore {
     this.deps.logger.info({ file: this.file, sync: this.config.telemetry.sync }, 'embedded telemetry store started');
   }
 
+  settleFinished(): void { this.writer?.poll(); }
+
   async writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
     if (!records.length) return { written: 0, duplicates: 0 };
     const w = this.writer;

@@ -100,6 +100,8 @@ export class InfluxTelemetryStore implements TelemetryStore {
     return this.learning;
   }
 
+  settleFinished(): void { this.outbox?.poll(); }
+
   async writeBatch(records: TelemetryRecord[]): Promise<WriteResult> {
     const outbox = this.outbox;
     if (!outbox) throw Errors.STORE_UNAVAILABLE('InfluxDB queue is not started');

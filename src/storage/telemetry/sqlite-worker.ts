@@ -32,6 +32,9 @@ export type WorkerInit =
   | { role: 'reader'; path: string }
   | { role: 'outbox'; path: string; sync: 'full' | 'normal'; measurement: string; batchLines: number; capBytes: number };
 
+/** What worker-client.ts adds to the init: the reply channel and the counter bumped after each reply. */
+export interface WorkerWiring { replies?: MessagePort; signal?: Int32Array }
+
 export interface WorkerRequest { id: number; op: string; args: unknown[] }
 export type WorkerReply =
   | { id: number; ok: true; result: unknown }
@@ -49,7 +52,14 @@ function errInfo(err: unknown): { message: string; code?: string } {
 function main(): void {
   const port = parentPort;
   if (!port) return;
-  const init = workerData as WorkerInit;
+  const init = workerData as WorkerInit & WorkerWiring;
+  const out = init.replies ?? port;
+  const signal = init.signal;
+  // Post, then bump the counter: a reader that sees the new count finds the reply queued.
+  const reply = (m: WorkerReply): void => {
+    out.postMessage(m);
+    if (signal) Atomics.add(signal, 0, 1);
+  };
   let target: Target;
   try {
     switch (init.role) {
@@ -82,7 +92,8 @@ function main(): void {
       closed = true;
       if (compactTimer) clearTimeout(compactTimer);
       try { target.close(); } catch { /* closing anyway */ }
-      port.postMessage({ id: req.id, ok: true, result: null } satisfies WorkerReply);
+      reply({ id: req.id, ok: true, result: null });
+      if (out !== port) out.close();
       port.close();
       return;
     }
@@ -100,9 +111,9 @@ function main(): void {
       }
       try {
         const results = (many as (a: unknown[], ...rest: unknown[]) => unknown[]).call(target, group.map((g) => batchOf(g.args[0])), ...req.args.slice(1));
-        group.forEach((g, i) => port.postMessage({ id: g.id, ok: true, result: results[i] } satisfies WorkerReply));
+        group.forEach((g, i) => reply({ id: g.id, ok: true, result: results[i] }));
       } catch (err) {
-        for (const g of group) port.postMessage({ id: g.id, ok: false, error: errInfo(err) } satisfies WorkerReply);
+        for (const g of group) reply({ id: g.id, ok: false, error: errInfo(err) });
       }
       compactSoon();
       if (next) handle(next);
@@ -112,9 +123,9 @@ function main(): void {
       const fn = target[req.op];
       if (typeof fn !== 'function') throw new Error(`unknown op ${req.op}`);
       const result = (fn as (...a: unknown[]) => unknown).apply(target, req.args);
-      port.postMessage({ id: req.id, ok: true, result } satisfies WorkerReply);
+      reply({ id: req.id, ok: true, result });
     } catch (err) {
-      port.postMessage({ id: req.id, ok: false, error: errInfo(err) } satisfies WorkerReply);
+      reply({ id: req.id, ok: false, error: errInfo(err) });
     }
   };
   port.on('message', handle);

@@ -59,6 +59,12 @@ export interface WriteResult {
 export interface TelemetryStore extends Component {
   readonly kind: 'embedded' | 'influxdb-v1' | 'influxdb-v2';
   writeBatch(records: TelemetryRecord[]): Promise<WriteResult>;
+  /**
+   * Settle the writeBatch calls whose commit has finished, now (cheap when
+   * none has). The group committer calls it between messages so PUBACKs of a
+   * finished commit need not wait for the next turn of the event loop.
+   */
+  settleFinished?(): void;
   query(q: HistoryQuery): Promise<HistoryPoint[]>;
   /** Usable for /readyz: local disk queue writable; for InfluxDB also whether the server answers (reported, not required). */
   health(): Promise<{ ok: boolean; detail: Record<string, unknown> }>;

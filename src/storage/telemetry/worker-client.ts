@@ -10,7 +10,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Logger } from '../../core/logger.js';
 import type { WorkerInit, WorkerReply } from './sqlite-worker.js';
 
@@ -43,8 +43,21 @@ export class WorkerError extends Error {
   constructor(message: string, readonly code?: string) { super(message); this.name = 'WorkerError'; }
 }
 
+/**
+ * Replies come back on a channel of their own, and the worker bumps a shared
+ * counter after each one, so the broker's thread can take them between two
+ * socket reads (poll()) instead of only at the next turn of its event loop.
+ * Why: a commit finishes while the broker thread is still parsing the other
+ * devices' messages of the same turn (a few ms at full load); taken there, the
+ * PUBACKs of the committed messages leave at once and those devices send their
+ * next messages while the broker works, instead of every device waiting for
+ * the end of the turn and then all at once (the broker thread idle meanwhile).
+ */
+interface ReplyPath { port: MessagePort; signal: Int32Array; seen: number }
+
 export class WorkerClient {
   private worker: Worker | null = null;
+  private replies: ReplyPath | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private exited: Promise<void> = Promise.resolve();
@@ -58,8 +71,13 @@ export class WorkerClient {
     this.closed = false;
     const url = resolveWorkerUrl();
     if (workerLooksStale(url)) this.logger.warn({ worker: url.href }, 'compiled telemetry worker is older than its sources; run `npm run build`');
-    const w = new Worker(url, { workerData: this.init, name: this.name });
+    const { port1, port2 } = new MessageChannel();
+    const signal = new Int32Array(new SharedArrayBuffer(4));
+    const w = new Worker(url, { workerData: { ...this.init, replies: port2, signal }, transferList: [port2], name: this.name });
     this.worker = w;
+    const replies: ReplyPath = { port: port1, signal, seen: 0 };
+    port1.on('message', (m: WorkerReply) => this.onReply(m));
+    w.once('exit', () => port1.close());
     this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
     await new Promise<void>((resolve, reject) => {
       const onMsg = (m: WorkerReply): void => {
@@ -72,10 +90,10 @@ export class WorkerClient {
       w.on('message', onMsg);
       w.once('error', onErr);
     });
-    w.on('message', (m: WorkerReply) => this.onReply(m));
+    this.replies = replies;
     w.on('error', (err) => { this.logger.error({ err, worker: this.name }, 'telemetry worker failed'); this.failAll(err); });
     w.on('exit', (code) => {
-      if (this.worker === w) this.worker = null;
+      if (this.worker === w) { this.worker = null; this.replies = null; }
       this.failAll(new WorkerError(`worker ${this.name} exited (${code})`));
       if (this.closed) return;
       // Unexpected (native crash, out of memory): calls fail meanwhile (writeBatch rejects, nothing is
@@ -86,6 +104,22 @@ export class WorkerClient {
         this.start().catch((err: unknown) => this.logger.error({ err, worker: this.name }, 'telemetry worker restart failed'));
       }, 1_000).unref();
     });
+  }
+
+  /**
+   * Take the replies the worker has posted so far, now (one atomic read when
+   * there are none). Their promises settle in the microtasks after the
+   * caller's current task, not at the next turn of the event loop.
+   */
+  poll(): void {
+    const r = this.replies;
+    if (r === null) return;
+    const n = Atomics.load(r.signal, 0);
+    if (n === r.seen) return;
+    r.seen = n;
+    for (let m = receiveMessageOnPort(r.port); m !== undefined; m = receiveMessageOnPort(r.port)) {
+      this.onReply(m.message as WorkerReply);
+    }
   }
 
   private onReply(m: WorkerReply): void {

@@ -18,7 +18,7 @@ export interface BareProcess { pid: number; mqttUrl: string; stop(): Promise<num
 
 export async function startBareAedes(timeoutMs = 15_000): Promise<BareProcess> {
   if (!existsSync(BARE_JS)) throw new Error(`${BARE_JS} not found: run "npm run build" first`);
-  const child = spawn(process.execPath, [BARE_JS], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...(process.env.KENG_BENCH_BARE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean), BARE_JS], { stdio: ['ignore', 'pipe', 'inherit'] });
   trackChild(child);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const stop = async (): Promise<number | null> => {

@@ -95,7 +95,7 @@ export class BrokerContext {
     let child = cache.get(label);
     if (!child) {
       const m = this.metrics;
-      child = kind === 'in' ? m.messagesInTotal.labels({ type: label })
+      child = kind === 'in' ? m.messagesIn(label)
         : kind === 'rejected' ? m.rejectedTotal.labels({ reason: label })
           : m.mqttRefusedTotal.labels({ op: kind, reason: label });
       cache.set(label, child);

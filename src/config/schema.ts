@@ -84,11 +84,15 @@ export const ConfigSchema = Type.Object({
     commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
     /**
-     * Batch writes that may be under way at once. The store's writer thread commits all the
-     * writes queued behind the one it is committing in ONE transaction, so with several in
-     * flight the batching happens there, without a round trip to the broker's thread.
+     * Batch writes that may be under way at once. With 1 (classic group commit), everything
+     * that arrives while a commit runs goes in the next one, which starts as soon as the
+     * broker's thread sees the commit finish (between two socket reads, not at the end of
+     * its event-loop turn): the fewest, largest transactions, so the least writer CPU per
+     * reading on a machine whose cores the broker and the writer share. More slots let the
+     * writer thread find writes queued behind the one it commits (it merges them into one
+     * transaction) without that hand-off.
      */
-    commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 8 }),
+    commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 1 }),
     /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
     sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
   }, { default: {} }),

@@ -104,7 +104,7 @@ export async function startBroker(mqtt: Partial<Config['mqtt']> = {}, tuning: Pa
   const metrics = new Metrics({ defaultMetrics: false });
   const config: Config['mqtt'] = {
     port: 0, host: '127.0.0.1', maxPayloadBytes: 4096, rateLimitPerSec: 50, rateLimitBurst: 500,
-    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, ...mqtt,
+    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, provisionRequestsPerMinute: 10, ...mqtt,
   };
   const logger = createLogger(process.env.KENG_TEST_LOG_LEVEL ?? 'silent');
   const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning, inbound: handler.handle });

@@ -7,17 +7,35 @@
  * the SDK stops (no reconnect loop); the session can do nothing else; every
  * outcome is audited.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, waitFor } from '../helpers/mqtt.js';
 import { COMMUNE_TREE, seedAreas, seedDevices } from '../helpers/seed.js';
 import { PYTHON, arduinoProvision, sdkProvision, sdkTelemetry } from '../helpers/tb-provision.js';
 
+const EXAMPLE = fileURLToPath(new URL('../../firmware-protocols/examples/tb_provision.py', import.meta.url));
 const havePaho = spawnSync(PYTHON, ['-c', 'import paho.mqtt.client'], { timeout: 10_000 }).status === 0;
 
 const NOT_FOUND = { errorMsg: 'Provision data was not found!', status: 'NOT_FOUND' };
 const FAILURE = { errorMsg: 'Failed to provision device!', status: 'FAILURE' };
+
+/** The example as a maker runs it (asynchronously: the server under test runs in this process). */
+function runExample(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(PYTHON, [EXAMPLE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
+  });
+}
 
 describe.skipIf(!havePaho)('ThingsBoard device provisioning over MQTT', () => {
   let t: TestApp;
@@ -137,6 +155,29 @@ describe.skipIf(!havePaho)('ThingsBoard device provisioning over MQTT', () => {
     const list = await t.api('GET', '/api/v1/devices?area=ca');
     expect(list.body.some((d: { id: string }) => /^[a-z0-9]{20}$/.test(d.id))).toBe(true);
   }, 60_000);
+
+  it('firmware-protocols/examples/tb_provision.py works as its page says: provisions once, keeps the token, sends a reading', async () => {
+    const k = await issue({ area: 'va1', maxDevices: 2 });
+    const dir = mkdtempSync(path.join(tmpdir(), 'keng-prov-'));
+    const save = path.join(dir, 'credentials.json');
+    const run = (telemetry: string) => runExample(['--host', '127.0.0.1', '--port', String(t.mqttPort),
+      '--key', k.provisionDeviceKey, '--secret', k.provisionDeviceSecret, '--name', 'Cảm biến đất 07', '--save', save, '--telemetry', telemetry]);
+    try {
+      const refused = await runExample(['--port', String(t.mqttPort), '--key', k.provisionDeviceKey, '--secret', 'wrong', '--name', 'x-7']);
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toContain('NOT_FOUND Provision data was not found!');
+      const first = await run('{"soilMoisture": 31.5}');
+      expect(first.status, first.stderr).toBe(0);
+      const second = await run('{"soilMoisture": 30.25}');
+      expect(second.status, second.stderr).toBe(0);
+      expect(JSON.parse(second.stdout).accessToken).toBe(JSON.parse(first.stdout).accessToken);
+      expect((await t.api('GET', `/api/v1/provisioning-keys/${k.id}`)).body.used).toBe(1);
+      const hist = await t.api('GET', '/api/v1/devices/cam-bien-dat-07/telemetry?fields=soilMoisture');
+      expect(hist.body.points.map((p: { values: { soilMoisture: number } }) => p.values.soilMoisture)).toEqual([31.5, 30.25]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('a provisioning session may subscribe and publish nothing else; a publish elsewhere closes it', async () => {
     const c = await connectDevice(t.mqttUrl, 'provision', undefined, { clientId: 'soil-1' });

@@ -311,7 +311,7 @@ export class AedesBroker implements BrokerPort {
     // aedes checks the length for MQTT 3.1 only; an unbounded id costs memory in every log line and map.
     if (client.id.length > this.tuning.maxClientsIdLength) { this.ctx.refuseConnect(client, 'client_id_too_long', 2, done); return; }
     if (!username) { this.ctx.refuseConnect(client, 'bad_credentials', 4, done); return; }
-    if (this.provision !== null && isProvisionLogin(username, password ?? undefined)) { this.provision.authenticate(client, done); return; }
+    if (this.provision !== null && isProvisionLogin(username, password ?? undefined, (id) => this.deps.authenticator.isDevice(id))) { this.provision.authenticate(client, done); return; }
     const services = this.services;
     const token = services === null ? null : serviceCredential(username, password ?? undefined);
     if (services !== null && token !== null) services.authenticate(client, token, done);

@@ -1,7 +1,7 @@
 /**
  * Provisioning sessions: ThingsBoard firmware registering itself
  * (firmware-protocols/provisioning.md). AedesBroker hands a CONNECT with
- * username `provision` and no password here, and every hook of such a
+ * username `provision` here (isProvisionLogin), and every hook of such a
  * session after it.
  *
  * ThingsBoard's MQTT transport (MqttTransportHandler, provision-only
@@ -33,12 +33,13 @@ import { TokenBucket } from './rate-limit.js';
 import { suppressWill } from './session.js';
 
 /**
- * A provisioning login: username `provision` and no password (the Python SDK
- * and the Arduino SDK send none). A device whose id is `provision` still logs
- * in with its secret as the password.
+ * A provisioning login: username `provision`. The SDKs send no password;
+ * ThingsBoard ignores one, and so does Keng, except that a device whose id
+ * is `provision` still logs in with its secret as the password.
  */
-export function isProvisionLogin(username: string, password: Buffer | undefined): boolean {
-  return username === PROVISION_USERNAME && (password === undefined || password.length === 0);
+export function isProvisionLogin(username: string, password: Buffer | undefined, isDevice: (id: string) => boolean): boolean {
+  if (username !== PROVISION_USERNAME) return false;
+  return password === undefined || password.length === 0 || !isDevice(PROVISION_USERNAME);
 }
 
 export interface ProvisionTuning {

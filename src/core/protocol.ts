@@ -43,7 +43,7 @@ export function isPlaybackState(v: unknown): v is PlaybackState {
 
 /**
  * ThingsBoard device provisioning over MQTT (firmware-protocols/provisioning.md):
- * a CONNECT with this username (and no password) opens a provisioning session,
+ * a CONNECT with this username opens a provisioning session,
  * which may only publish the request and receive the answer on these topics.
  */
 export const PROVISION_USERNAME = 'provision';

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
-import { connectDevice, waitFor } from '../helpers/mqtt.js';
+import { connectDevice, connectRefused, waitFor } from '../helpers/mqtt.js';
 import { COMMUNE_TREE, seedAreas, seedDevices } from '../helpers/seed.js';
 import { PYTHON, arduinoProvision, sdkProvision, sdkTelemetry } from '../helpers/tb-provision.js';
 
@@ -181,12 +181,24 @@ describe.skipIf(!havePaho)('ThingsBoard device provisioning over MQTT', () => {
     }
   }, 90_000);
 
+  it('a password with the provision login is ignored, as ThingsBoard does (no device named provision yet)', async () => {
+    const k = await issue({ area: 'ca' });
+    const c = await connectDevice(t.mqttUrl, 'provision', 'provision', { clientId: 'provision' });
+    const answer = new Promise<string>((resolve) => c.on('message', (_t, p) => resolve(p.toString())));
+    c.subscribe('/provision/response', { qos: 0 });
+    c.publish('/provision/request', JSON.stringify({ deviceName: 'pw-ignored-1', provisionDeviceKey: k.provisionDeviceKey, provisionDeviceSecret: k.provisionDeviceSecret }));
+    expect(JSON.parse(await answer)).toMatchObject({ status: 'SUCCESS', credentialsType: 'ACCESS_TOKEN' });
+    c.end(true);
+  }, 30_000);
+
   it('a device whose id is "provision" still logs in with its secret', async () => {
     const [creds] = Object.values(await seedDevices(t, [{ id: 'provision', kind: 'sensor', name: 'named provision', area: 'ca' }]));
     const c = await connectDevice(t.mqttUrl, 'provision', creds!.secret);
     await new Promise<void>((resolve, reject) => c.publish('v1/devices/provision/telemetry', '{"t":1}', { qos: 1 }, (e) => (e ? reject(e) : resolve())));
     c.end(true);
     await waitFor(async () => (await t.api('GET', '/api/v1/devices/provision')).body.latest?.t?.value === 1);
+    // With another password it is that device's wrong secret, not a provisioning session.
+    expect(await connectRefused(t.mqttUrl, 'provision', 'not-its-secret')).toBe(4);
   }, 30_000);
 
   it('a provisioning session may subscribe and publish nothing else; a publish elsewhere closes it', async () => {

@@ -10,6 +10,7 @@
  * with `token` / `clientId`, `username`, `password` / `hash`.
  */
 import { randomBytes } from 'node:crypto';
+import { API_TOKEN_PREFIX } from '../auth/api-tokens.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import { DEVICE_ID_RE } from './types.js';
 
@@ -70,6 +71,25 @@ export function deviceIdFromName(name: string): string | null {
   const ascii = name.normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/[đĐ]/g, 'd').toLowerCase();
   const id = ascii.replace(/[^a-z0-9_-]+/g, '-').replace(/-{2,}/g, '-').replace(/^[-_]+/, '').slice(0, 64).replace(/[-_]+$/, '');
   return DEVICE_ID_RE.test(id) ? id : null;
+}
+
+/** Shortest access token a device may choose: ThingsBoard's own tokens are 20 characters. */
+export const MIN_CHOSEN_TOKEN = 20;
+
+/**
+ * Why a token the device chose (`credentialsType` ACCESS_TOKEN with `token`)
+ * cannot be its access token; null when it can. Besides its length, it must
+ * never be read as another kind of login: a device id (username = id means
+ * "id + secret") or an API token (`kengt_…`, a service client).
+ */
+export function chosenTokenProblem(token: string): string | null {
+  if (token.length < MIN_CHOSEN_TOKEN || token.length > MAX_PROVISION_FIELD) {
+    return `the token must be ${MIN_CHOSEN_TOKEN} to ${MAX_PROVISION_FIELD} characters`;
+  }
+  if (!/^[\x21-\x7e]+$/.test(token)) return 'the token must be printable ASCII without spaces';
+  if (DEVICE_ID_RE.test(token)) return 'the token must not look like a device id: use upper-case letters too';
+  if (token.startsWith(API_TOKEN_PREFIX)) return `the token must not start with ${API_TOKEN_PREFIX}`;
+  return null;
 }
 
 const ALPHANUMERIC = 'abcdefghijklmnopqrstuvwxyz0123456789';

@@ -12,9 +12,11 @@
  * - a device of that name exists already (whatever its area: the answer does
  *   not say where), or the name gives no usable id:
  *   `{"errorMsg":"Failed to provision device!","status":"FAILURE"}`;
- * - credentials Keng cannot issue (the device's own token, MQTT_BASIC,
- *   X.509): FAILURE with a message saying so;
- * - success: `{"credentialsValue":"<access token>","credentialsType":"ACCESS_TOKEN","status":"SUCCESS"}`.
+ * - credentials that do not fit Keng's (MQTT_BASIC, X.509, a chosen token
+ *   that is too short or could be read as another login): FAILURE with a
+ *   message saying so; a chosen token in use by another device: FAILURE;
+ * - success: `{"credentialsValue":"<access token>","credentialsType":"ACCESS_TOKEN","status":"SUCCESS"}`
+ *   (the token the device chose, or a new random one).
  * Every issue, revoke, use and failure is audited (the secret never is).
  */
 import type { Registry } from 'prom-client';
@@ -28,7 +30,7 @@ import { randomBase62 } from '../core/random.js';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import { ProvisioningRepo, type ProvisioningKey, type StoredKey } from './provisioning-repo.js';
-import { deviceIdFromName, parseProvisionRequest, randomDeviceName } from './provision-request.js';
+import { chosenTokenProblem, deviceIdFromName, parseProvisionRequest, randomDeviceName } from './provision-request.js';
 import type { DevicesApi } from './registry-types.js';
 import { hashSecret, verifySecret } from './secrets.js';
 import type { Area, DeviceKind } from './types.js';
@@ -171,13 +173,14 @@ export class ProvisioningService implements DeviceProvisioner {
     const stale = k.revokedAt !== null ? 'revoked' : k.expiresAt !== null && k.expiresAt <= now ? 'expired'
       : k.maxDevices !== null && k.used >= k.maxDevices ? 'used_up' : null;
     if (stale) return this.refuse('not_found', notFound(), ip, actor, target, stale);
-    // Keng makes every device credential itself (random, stored hashed): one the firmware chose is refused, clearly.
-    if (req.credentialsType !== 'ACCESS_TOKEN' || req.token !== null) {
-      const msg = req.credentialsType === 'ACCESS_TOKEN'
-        ? 'Keng issues access tokens itself: send the request without "token"'
-        : `credentialsType ${req.credentialsType.slice(0, 40)} is not supported by Keng: send the request without credentialsType (ACCESS_TOKEN)`;
+    // Keng's devices log in with id + secret or an access token: a token the firmware chose fits (stored hashed
+    // like any), a username/password pair or a certificate of its own does not.
+    if (req.credentialsType !== 'ACCESS_TOKEN') {
+      const msg = `credentialsType ${req.credentialsType.slice(0, 40)} is not supported by Keng: use ACCESS_TOKEN (or leave credentialsType out)`;
       return this.refuse('failure', failure(msg), ip, actor, target, 'credentials_type');
     }
+    const tokenProblem = req.token === null ? null : chosenTokenProblem(req.token);
+    if (tokenProblem) return this.refuse('failure', failure(`Access token refused: ${tokenProblem}`), ip, actor, target, 'credentials_type');
     const name = req.deviceName ?? randomDeviceName();
     const id = deviceIdFromName(name);
     if (id === null) return this.refuse('failure', failure(), ip, actor, target, 'bad_name', { deviceName: name.slice(0, 64) });
@@ -186,12 +189,14 @@ export class ProvisioningService implements DeviceProvisioner {
     if (!this.repo.reserve(k.id, now)) return this.refuse('not_found', notFound(), ip, actor, target, 'used_up');
     let created;
     try {
-      created = await this.deps.devices.createDevice({ id, kind: k.kind, name, area: k.area, model: k.model });
+      created = await this.deps.devices.createDevice({ id, kind: k.kind, name, area: k.area, model: k.model, ...(req.token !== null ? { accessToken: req.token } : {}) });
     } catch (err) {
       this.repo.release(k.id);
       const code = (err as { code?: string }).code;
-      if (code !== 'KENG_ERR_DEVICE_EXISTS') this.deps.logger?.error({ err, deviceId: id, keyId: k.id }, 'provisioned device could not be registered');
-      return this.refuse('failure', failure(), ip, actor, target, code === 'KENG_ERR_DEVICE_EXISTS' ? 'device_exists' : 'error', { deviceId: id });
+      // As ThingsBoard: a taken name or token is a plain FAILURE (whose it is does not leak).
+      const reason = code === 'KENG_ERR_DEVICE_EXISTS' ? 'device_exists' : code === 'KENG_ERR_CONFLICT' ? 'token_in_use' : 'error';
+      if (reason === 'error') this.deps.logger?.error({ err, deviceId: id, keyId: k.id }, 'provisioned device could not be registered');
+      return this.refuse('failure', failure(), ip, actor, target, reason, { deviceId: id });
     }
     const d = created.device;
     this.requests.labels({ result: 'success' }).inc();

@@ -1,6 +1,6 @@
 /** Reading ThingsBoard provision requests and making device ids of device names (src/devices/provision-request.ts). */
 import { describe, expect, it } from 'vitest';
-import { deviceIdFromName, parseProvisionRequest, randomDeviceName } from '../../src/devices/provision-request.js';
+import { chosenTokenProblem, deviceIdFromName, parseProvisionRequest, randomDeviceName } from '../../src/devices/provision-request.js';
 import { DEVICE_ID_RE } from '../../src/devices/types.js';
 
 const req = (o: unknown): Buffer => Buffer.from(JSON.stringify(o));
@@ -58,5 +58,21 @@ describe('parseProvisionRequest', () => {
       expect(n).toMatch(/^[a-z0-9]{20}$/);
       expect(deviceIdFromName(n)).toBe(n);
     }
+  });
+});
+
+describe('chosenTokenProblem', () => {
+  it('takes a long printable token that no other login would claim', () => {
+    expect(chosenTokenProblem('Factory-Token-0001-ABCDEF')).toBeNull();
+    expect(chosenTokenProblem('A1b2C3d4E5f6G7h8I9j0')).toBeNull();
+  });
+  it.each([
+    ['MY_TOKEN_123', /20 to 256/],
+    ['x'.repeat(257), /20 to 256/],
+    ['Factory Token 0001 ABCDEF', /printable ASCII/],
+    ['factory-token-0001-abcdef', /device id/],
+    ['kengt_ABCDEFGHIJKLMNOPQRSTUVWXYZ', /kengt_/],
+  ])('refuses %j', (token, why) => {
+    expect(chosenTokenProblem(token)).toMatch(why);
   });
 });

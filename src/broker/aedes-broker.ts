@@ -323,6 +323,7 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) return;
     if (s.kind === 'device') this.devices.registered(s);
+    // One branch per kind, here and below: each kind's hooks take its own session type.
     else if (s.kind === 'provision') s.hooks.registered(s);
     else s.hooks.registered(s);
   }

@@ -37,6 +37,7 @@ import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
 import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
+import { ProvisioningService } from './devices/provisioning.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -105,12 +106,16 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // Keys the audit log and anchors its head outside state.db; started right after the state store.
   const auditChain = new AuditChain({ audit, state: stateDb, dataDir, settings: config.audit, logger: log('audit'), clock });
 
+  // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
+  const provisioning = new ProvisioningService({ db: () => stateDb.db, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });
   const broker: AedesBroker = new AedesBroker({
     config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
     // Ingest is built next (it answers devices through the broker); messages only arrive once both started.
     inbound: (msg) => ingest.handle(msg),
     // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
     services: principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }),
+    provisioner: provisioning,
+    provisionTuning: { perIpPerMinute: config.mqtt.provisionRequestsPerMinute },
   });
   const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
 
@@ -161,6 +166,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
       modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
+      provisioning,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });

@@ -29,6 +29,8 @@ import type { TlsSource } from '../tls.js';
 import { BrokerContext, SINK_TOPIC, authError, type AuthDone, type MqttConfig, type PubDone } from './context.js';
 import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import { installFrameGuard } from './frame-guard.js';
+import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
+import type { DeviceProvisioner } from '../devices/provisioning.js';
 import { capGrantedQos } from './granted-qos.js';
 import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
 import type { DevicePresence } from './session.js';
@@ -87,6 +89,9 @@ export interface AedesBrokerDeps {
   tuning?: Partial<BrokerTuning>;
   /** TLS material (null / absent / not configured: no TLS listener). */
   tls?: Pick<TlsSource, 'load'> | null;
+  /** Registers ThingsBoard firmware that logs in as `provision` (provision-session.ts); absent: that login is refused. */
+  provisioner?: DeviceProvisioner;
+  provisionTuning?: Partial<ProvisionTuning>;
 }
 
 /** Bytes a PUBLISH frame may have beyond its payload: topic (≤ 64 KiB + 2) and packet id. */
@@ -105,6 +110,7 @@ export class AedesBroker implements BrokerPort {
   private readonly devices: DeviceHooks;
   /** Read-only service (IOC) clients; null when the broker admits none. */
   private readonly services: ServiceClients | null;
+  private readonly provision: ProvisionSessions | null;
   private server: net.Server | null = null;
   private tlsServer: tls.Server | null = null;
   private listening = false;
@@ -119,6 +125,7 @@ export class AedesBroker implements BrokerPort {
     this.services = deps.services ? new ServiceClients({
       ctx: this.ctx, auth: deps.services, devices: deps.authenticator, gauge: serviceConnectionsGauge(deps.metrics.registry), recheckMs: this.tuning.serviceRecheckMs,
     }) : null;
+    this.provision = deps.provisioner ? new ProvisionSessions({ ctx: this.ctx, provisioner: deps.provisioner, tuning: deps.provisionTuning }) : null;
   }
 
   /** The running aedes instance; the context holds it, for the hook modules too. */
@@ -217,6 +224,7 @@ export class AedesBroker implements BrokerPort {
     await waitUntil(() => this.devices.settled(), bound);
     this.devices.offlineAll(this.deps.clock.now());
     this.services?.clear();
+    this.provision?.clear();
     this.deps.metrics.mqttConnections.set(0);
 
     await settleWithin(new Promise<void>((r) => aedes.close(() => r())), bound);
@@ -304,6 +312,7 @@ export class AedesBroker implements BrokerPort {
     // aedes checks the length for MQTT 3.1 only; an unbounded id costs memory in every log line and map.
     if (client.id.length > this.tuning.maxClientsIdLength) { this.ctx.refuseConnect(client, 'client_id_too_long', 2, done); return; }
     if (!username) { this.ctx.refuseConnect(client, 'bad_credentials', 4, done); return; }
+    if (this.provision !== null && isProvisionLogin(username, password ?? undefined, (id) => this.deps.authenticator.isDevice(id))) { this.provision.authenticate(client, done); return; }
     const services = this.services;
     const token = services === null ? null : serviceCredential(username, password ?? undefined);
     if (services !== null && token !== null) services.authenticate(client, token, done);
@@ -315,6 +324,8 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) return;
     if (s.kind === 'device') this.devices.registered(s);
+    // One branch per kind, here and below: each kind's hooks take its own session type.
+    else if (s.kind === 'provision') s.hooks.registered(s);
     else s.hooks.registered(s);
   }
 
@@ -323,6 +334,7 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) return;
     if (s.kind === 'device') this.devices.gone(s, cause, err);
+    else if (s.kind === 'provision') s.hooks.gone(s, cause);
     else s.hooks.gone(s, cause);
   }
 
@@ -332,6 +344,7 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) cb(new Error('not authenticated'));
     else if (s.kind === 'device') this.devices.authorizePublish(s, client, packet, cb);
+    else if (s.kind === 'provision') s.hooks.authorizePublish(s, packet, cb);
     else s.hooks.authorizePublish(s, packet, cb);
   };
 
@@ -340,6 +353,7 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) cb(null, null);
     else if (s.kind === 'device') cb(null, this.devices.authorizeSubscribe(s, client, sub));
+    else if (s.kind === 'provision') cb(null, s.hooks.authorizeSubscribe(s, sub));
     else cb(null, s.hooks.authorizeSubscribe(s, sub));
   };
 
@@ -347,6 +361,7 @@ export class AedesBroker implements BrokerPort {
   private readonly authorizeForward = (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null => {
     const s = this.ctx.states.get(client);
     if (s === undefined) return null;
+    if (s.kind === 'provision') return s.hooks.forward(s, packet);
     return s.kind === 'device' ? this.devices.forward(s, packet) : s.hooks.forward(s, packet);
   };
 
@@ -355,6 +370,7 @@ export class AedesBroker implements BrokerPort {
     const s = this.ctx.states.get(client);
     if (s === undefined) return;
     if (s.kind === 'device') this.devices.unsubscribed(s, client, topics);
+    else if (s.kind === 'provision') s.hooks.unsubscribed(s, topics);
     else s.hooks.unsubscribed(s, topics);
   }
 }

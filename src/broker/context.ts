@@ -11,6 +11,7 @@ import type { Config } from '../config/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
+import type { ProvisionSession } from './provision-session.js';
 import type { ServiceSession } from './service-clients.js';
 import { DeviceLimits, type DeviceSession } from './session.js';
 
@@ -24,7 +25,7 @@ export const SINK_TOPIC = '$keng/dropped';
 export type MqttConfig = Readonly<Config['mqtt']>;
 
 /** An authenticated connection; the broker's hooks switch on `kind` once and hand it to that kind's module. */
-export type BrokerSession = DeviceSession | ServiceSession;
+export type BrokerSession = DeviceSession | ServiceSession | ProvisionSession;
 
 export type AuthDone = (error: AuthenticateError | null, success: boolean | null) => void;
 export type PubDone = (error?: Error | null) => void;

@@ -61,6 +61,8 @@ export const ConfigSchema = Type.Object({
     maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 1000 }),
     /** Connections from 127.0.0.0/8 and ::1 are not counted (simulator, benchmarks). */
     exemptLoopback: Type.Boolean({ default: true }),
+    /** Device provision requests (`provision` login) per client address per minute; over it the answer is FAILURE, the key unchecked. */
+    provisionRequestsPerMinute: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
   }, { default: {} }),
   /**
    * TLS for HTTP (HTTPS on http.port) and MQTT (mqtt.tlsPort), when certFile

@@ -40,3 +40,17 @@ export function isRpcStatus(v: unknown): v is RpcStatus {
 export function isPlaybackState(v: unknown): v is PlaybackState {
   return typeof v === 'string' && playbackStates.has(v);
 }
+
+/**
+ * ThingsBoard device provisioning over MQTT (firmware-protocols/provisioning.md):
+ * a CONNECT with this username opens a provisioning session,
+ * which may only publish the request and receive the answer on these topics.
+ */
+export const PROVISION_USERNAME = 'provision';
+export const PROVISION_REQUEST_TOPIC = '/provision/request';
+export const PROVISION_RESPONSE_TOPIC = '/provision/response';
+/** `status` of a provisioning answer, with ThingsBoard's own `errorMsg` words (firmware compares them). */
+export const PROVISION_STATUSES = ['SUCCESS', 'NOT_FOUND', 'FAILURE'] as const;
+export type ProvisionStatus = (typeof PROVISION_STATUSES)[number];
+export const PROVISION_NOT_FOUND_MSG = 'Provision data was not found!';
+export const PROVISION_FAILURE_MSG = 'Failed to provision device!';

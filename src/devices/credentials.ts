@@ -40,13 +40,14 @@ function tokenKey(deviceId: string): string {
 }
 
 /**
- * Makes a new device's credentials: secret and token shown once, stored
+ * Makes a new device's credentials (the token may be one the device chose,
+ * see NewDevice.accessToken): secret and token shown once, stored
  * hashed. The two scrypt hashes run in libuv's thread pool (a few ms of CPU
  * each): registering thousands of devices does not stall MQTT ingest or the
  * live feed.
  */
-export async function issueCredentials(): Promise<{ credentials: DeviceCredentials; stored: StoredCredentials }> {
-  const credentials: DeviceCredentials = { secret: generateSecret(), accessToken: generateAccessToken() };
+export async function issueCredentials(accessToken?: string): Promise<{ credentials: DeviceCredentials; stored: StoredCredentials }> {
+  const credentials: DeviceCredentials = { secret: generateSecret(), accessToken: accessToken ?? generateAccessToken() };
   const [secretHash, tokenHash] = await Promise.all([hashSecret(credentials.secret), hashSecret(credentials.accessToken)]);
   return {
     credentials,

@@ -10,7 +10,7 @@ import type { SqliteDatabase } from '../storage/state/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import type { Areas } from './areas.js';
 import { forgetVerifications, issueCredential, issueCredentials, type CredentialLookup, type StoredCredentials } from './credentials.js';
-import type { CredentialVerifier } from './secrets.js';
+import { MAX_CREDENTIAL_LENGTH, tokenLookup, type CredentialVerifier } from './secrets.js';
 import { Statements } from './statements.js';
 import { DEVICE_ID_RE, type Device, type DeviceKind } from './types.js';
 import type { CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, DevicesApi, NewDevice } from './registry-types.js';
@@ -77,6 +77,9 @@ export function validateNewDevice(d: NewDevice): void {
   if (d.model !== undefined && d.model !== null && (typeof d.model !== 'string' || d.model.length > MAX_NAME_LENGTH)) {
     throw invalid('model', `model must be a string of at most ${MAX_NAME_LENGTH} characters`);
   }
+  if (d.accessToken !== undefined && (typeof d.accessToken !== 'string' || d.accessToken.length === 0 || d.accessToken.length > MAX_CREDENTIAL_LENGTH)) {
+    throw invalid('accessToken', `accessToken must be 1 to ${MAX_CREDENTIAL_LENGTH} characters`);
+  }
 }
 
 const CHANGE_KEYS: ReadonlySet<string> = new Set(['name', 'area', 'location', 'model', 'enabled']);
@@ -141,7 +144,9 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.deps.sync();
     if (!this.deps.areas.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
-    const { credentials, stored } = await issueCredentials();
+    const tokenInUse = (): Error => Errors.CONFLICT('this access token is in use by another device');
+    if (d.accessToken !== undefined && this.tokens.has(tokenLookup(d.accessToken))) throw tokenInUse();
+    const { credentials, stored } = await issueCredentials(d.accessToken);
     // An id that belonged to a deleted device: what that device stored stays in the telemetry store
     // (unless purged) but is never shown under the new one (history starts where the old one ended).
     const buried = this.sql.q.tombstone.get(d.id) as { deleted_at: number } | undefined;
@@ -161,6 +166,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.DEVICE_EXISTS(d.id);
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw Errors.NOT_FOUND(`Area "${d.area}"`);
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && d.accessToken !== undefined) throw tokenInUse();
       throw err;
     }
     const device = this.cache(row);

@@ -5,6 +5,8 @@ export interface NewArea { code: string; name: string; level: AreaLevel; parent?
 export interface NewDevice {
   id: string; kind: DeviceKind; name: string; area: string;
   location?: { lat: number; lon: number } | null; model?: string | null;
+  /** An access token the device chose (ThingsBoard provisioning); absent: a random one. Stored hashed like any. */
+  accessToken?: string;
 }
 /** Returned once at registration: the only time secret and access token are visible. */
 export interface DeviceCredentials { secret: string; accessToken: string }

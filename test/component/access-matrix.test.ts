@@ -46,6 +46,11 @@ async function freshDevice(w: Where): Promise<string> {
   await t.app.registry.createDevice({ id, kind: 'speaker', name: id, area: leaf(w), location: null, model: null });
   return id;
 }
+async function freshProvisioningKey(w: Where): Promise<string> {
+  const r = await t.inject('POST', '/api/v1/provisioning-keys', { area: leaf(w) }, ADMIN);
+  expect(r.status).toBe(201);
+  return r.body.id as string;
+}
 async function freshViewer(w: Where): Promise<string> {
   const u = uniq('viewer-');
   await t.accounts.users.create({ username: u, password: PW, role: 'viewer', areas: [area(w)] }, { actor: 'test' });
@@ -115,6 +120,23 @@ const MATRIX: Record<string, Entry> = {
       const { requestId } = t.app.broadcast.rpc.send(id, 'speaker.setVolume', { volume: 30 }, { expiresAt: Date.now() + 86_400_000 });
       return { url: `/api/v1/devices/${id}/commands/${requestId}` };
     },
+  },
+  // Provisioning keys register devices in their area: whoever may register devices there (devices.write).
+  'POST /api/v1/provisioning-keys': {
+    expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: (_w, where) => ({ url: '/api/v1/provisioning-keys', body: { area: leaf(where), maxDevices: 3 } }),
+  },
+  'GET /api/v1/provisioning-keys': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 200], viewer: [403, 403], service: [403, 403] },
+    prepare: () => ({ url: '/api/v1/provisioning-keys' }),
+  },
+  'GET /api/v1/provisioning-keys/:id': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 403], service: [403, 403] },
+    prepare: async (_w, where) => ({ url: `/api/v1/provisioning-keys/${await freshProvisioningKey(where)}` }),
+  },
+  'DELETE /api/v1/provisioning-keys/:id': {
+    expect: { admin: [204, 204], adminUser: [204, 204], operator: [204, 404], viewer: [403, 403], service: [403, 403] },
+    prepare: async (_w, where) => ({ url: `/api/v1/provisioning-keys/${await freshProvisioningKey(where)}` }),
   },
   'GET /api/v1/modbus/maps': { expect: all(200), prepare: () => ({ url: '/api/v1/modbus/maps' }) },
   // Modbus devices whose gateway is unreachable: an allowed write gets as far as the line (503), a refused one never does.
@@ -389,7 +411,7 @@ describe('role × area × route matrix', () => {
 
   it('the same over real HTTP for the device, broadcast, user and audit routes', async () => {
     const failures: string[] = [];
-    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'PATCH /api/v1/devices/:id', 'POST /api/v1/devices/:id/volume', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest',
+    for (const key of ['GET /api/v1/devices/:id', 'POST /api/v1/devices', 'PATCH /api/v1/devices/:id', 'POST /api/v1/provisioning-keys', 'DELETE /api/v1/provisioning-keys/:id', 'POST /api/v1/devices/:id/volume', 'POST /api/v1/broadcasts', 'DELETE /api/v1/devices/:id', 'PATCH /api/v1/users/:username', 'GET /api/v1/audit', 'GET /api/v1/telemetry/latest',
       'GET /api/v1/media/:id', 'PATCH /api/v1/media/:id', 'DELETE /api/v1/media/:id', 'POST /api/v1/media']) {
       for (const who of EVERYONE) {
         for (const where of ['in', 'out'] as const) {
@@ -417,6 +439,9 @@ describe('role × area × route matrix', () => {
       expect(latest.body.devices.map((d: { id: string }) => d.id)).not.toContain('dev-b');
       expect((await t.inject('GET', '/api/v1/devices?area=B', undefined, tokens[who])).body).toEqual([]);
     }
+    const keys = (await t.inject('GET', '/api/v1/provisioning-keys', undefined, tokens.operator)).body as Array<{ area: string; provisionDeviceSecret?: string }>;
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.every((k) => k.area === 'A1' && k.provisionDeviceSecret === undefined)).toBe(true);
     const mediaIds = (await t.inject('GET', '/api/v1/media?limit=1000', undefined, tokens.operator)).body.map((m: { id: string }) => m.id);
     expect(mediaIds).toContain(media.in);
     expect(mediaIds).not.toContain(media.out);

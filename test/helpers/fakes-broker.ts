@@ -4,7 +4,7 @@
  */
 import net from 'node:net';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { AedesBroker, type BrokerTuning } from '../../src/broker/index.js';
+import { AedesBroker, type AedesBrokerDeps, type BrokerTuning } from '../../src/broker/index.js';
 import type { HandleResult, InboundMessage } from '../../src/broker/types.js';
 import { createLogger, Metrics, systemClock } from '../../src/core/index.js';
 import type { DeviceAuthenticator, DeviceIdentity, DeviceKind } from '../../src/devices/types.js';
@@ -97,17 +97,19 @@ export interface BrokerHarness {
   stop(): Promise<void>;
 }
 
-export async function startBroker(mqtt: Partial<Config['mqtt']> = {}, tuning: Partial<BrokerTuning> = {}): Promise<BrokerHarness> {
+export async function startBroker(
+  mqtt: Partial<Config['mqtt']> = {}, tuning: Partial<BrokerTuning> = {}, extra: Pick<AedesBrokerDeps, 'provisioner' | 'provisionTuning'> = {},
+): Promise<BrokerHarness> {
   const auth = new FakeAuthenticator(DEVICES);
   const presence = new FakePresence();
   const handler = new RecordingHandler();
   const metrics = new Metrics({ defaultMetrics: false });
   const config: Config['mqtt'] = {
     port: 0, host: '127.0.0.1', maxPayloadBytes: 4096, rateLimitPerSec: 50, rateLimitBurst: 500,
-    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, ...mqtt,
+    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, provisionRequestsPerMinute: 10, ...mqtt,
   };
   const logger = createLogger(process.env.KENG_TEST_LOG_LEVEL ?? 'silent');
-  const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning, inbound: handler.handle });
+  const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning, inbound: handler.handle, ...extra });
   await broker.start();
   const port = broker.address().mqtt.port;
   const url = `mqtt://127.0.0.1:${port}`;

@@ -28,6 +28,8 @@ import { latestRoutes } from './latest.js';
 import { mediaFileRoutes, mediaRoutes } from './media.js';
 import { metricsRoutes } from './metrics.js';
 import { modbusRoutes, type ModbusApi } from './modbus.js';
+import { provisioningKeyRoutes } from './provisioning-keys.js';
+import type { ProvisioningService } from '../../devices/provisioning.js';
 import { scheduleRoutes } from './schedules.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
@@ -58,6 +60,8 @@ export interface ApiServices {
   auditHead?: () => AuditAnchor;
   /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
   modbus?: ModbusApi;
+  /** Provisioning keys (ThingsBoard firmware registering itself in an area). */
+  provisioning?: ProvisioningService;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -84,6 +88,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   await v1.register(areaRoutes, { ctx });
   await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices });
   if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
+  if (s.provisioning) await v1.register(provisioningKeyRoutes, { ctx, provisioning: s.provisioning });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });
   const { accounts, media, broadcasts, rpc } = s;

@@ -1,4 +1,5 @@
-// Quản trị (admins): accounts, API tokens, the area tree and devices, as
+// Quản trị (admins): accounts, API tokens, the area tree, devices and the
+// provisioning keys devices register themselves with, as
 // segmented sections over one shared list of areas (every section picks
 // areas from it). Each section is its own module, loaded with this view.
 import { useEffect, useState } from './hooks.mjs';
@@ -8,6 +9,7 @@ import Users from './adm-users.js';
 import Tokens from './adm-tokens.js';
 import Areas from './adm-areas.js';
 import Devices from './adm-devices.js';
+import Provisioning from './adm-provisioning.js';
 
 loadCss('view-admin.css');
 
@@ -18,6 +20,7 @@ addStrings({
     'adm.sec.tokens': 'Mã API',
     'adm.sec.areas': 'Khu vực',
     'adm.sec.devices': 'Thiết bị',
+    'adm.sec.provisioning': 'Khoá đăng ký',
   },
   en: {
     'adm.title': 'Administration',
@@ -25,10 +28,11 @@ addStrings({
     'adm.sec.tokens': 'API tokens',
     'adm.sec.areas': 'Areas',
     'adm.sec.devices': 'Devices',
+    'adm.sec.provisioning': 'Provisioning keys',
   },
 });
 
-const SECTIONS = { users: Users, tokens: Tokens, areas: Areas, devices: Devices };
+const SECTIONS = { users: Users, tokens: Tokens, areas: Areas, devices: Devices, provisioning: Provisioning };
 const SECTION_KEY = 'keng.admin.section';
 
 export default function Admin({ session, loc, onUnauthorized }) {

@@ -9,7 +9,7 @@
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { scheduleMigration } from './broadcast/schedule/index.js';
 import { mediaAreasMigration, mediaMigration } from './media/index.js';
-import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
+import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
@@ -41,6 +41,7 @@ const ORDER: Step[] = [
   core(4),                  // 14: audit_log.key_id (the keyed audit chain)
   LOGIN_GUARD_MIGRATION,    // 15
   MODBUS_MIGRATION,         // 16
+  RPC_TB_IDS_MIGRATION,     // 17
 ];
 
 if (CORE.length !== 5) {

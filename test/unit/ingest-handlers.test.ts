@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { IngestService, sessionLimits, tbRate, type IngestDeps } from '../../src/ingest/index.js';
-import type { InboundMessage, InboundType, PublishOptions } from '../../src/broker/types.js';
+import type { DeliverOptions, InboundMessage, InboundType, PublishOptions } from '../../src/broker/types.js';
 import { ConfigSchema, type Config } from '../../src/config/schema.js';
 import { Value } from 'typebox/value';
 import { EventBus, type KengEvents } from '../../src/core/events.js';
@@ -41,9 +41,11 @@ class FakeStore {
 class FakeBroker {
   published: { topic: string; payload: unknown; opts?: PublishOptions }[] = [];
   fail = false;
-  async publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void> {
+  /** Answers to a device's own requests (BrokerPort.deliverTo): recorded like publishes. */
+  async deliverTo(_deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean> {
     if (this.fail) throw new Error('publish failed');
-    this.published.push({ topic, payload: JSON.parse(payload.toString()), opts });
+    this.published.push({ topic, payload: JSON.parse(payload.toString()), opts: { qos: opts?.qos ?? 1 } });
+    return true;
   }
 }
 

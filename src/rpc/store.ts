@@ -32,6 +32,10 @@ export interface NewRequestRow {
   tbId?: number;
 }
 
+function isTbIdConflict(err: unknown): boolean {
+  return (err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE' && String((err as Error).message).includes('tb_id');
+}
+
 /** Largest ThingsBoard request id: the Arduino SDK parses it with atoi (a C int, 32 bits). */
 export const MAX_TB_ID = 2_147_483_647;
 
@@ -71,8 +75,18 @@ export class RpcStore {
 
   insert(r: NewRequestRow): void {
     const sentAt = r.sentAt ?? null;
-    if (r.tbId !== undefined) this.claimTbId(r.deviceId, r.tbId);
-    this.s.insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, sentAt === null ? 'queued' : 'sent', r.createdAt, sentAt, r.tbId ?? null);
+    const args = [r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, sentAt === null ? 'queued' : 'sent', r.createdAt, sentAt, r.tbId ?? null];
+    if (r.tbId === undefined) { this.s.insert.run(...args); return; }
+    this.s.saveTbId.run(r.deviceId, r.tbId, r.deviceId);
+    try {
+      this.s.insert.run(...args);
+    } catch (err) {
+      // Only after the ids wrapped (2^31 commands): an old command still holds this id. Free it and
+      // insert again (cheaper than freeing before every insert: a broadcast inserts thousands).
+      if (!isTbIdConflict(err)) throw err;
+      this.s.freeTbId.run(r.deviceId, r.tbId);
+      this.s.insert.run(...args);
+    }
   }
 
   /** The device's last integer request id (0: none yet). */

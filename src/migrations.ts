@@ -9,8 +9,8 @@
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { scheduleMigration } from './broadcast/schedule/index.js';
 import { mediaAreasMigration, mediaMigration } from './media/index.js';
-import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION } from './rpc/index.js';
-import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION } from './broadcast/execution/index.js';
+import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
+import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
@@ -43,6 +43,8 @@ const ORDER: Step[] = [
   LOGIN_GUARD_MIGRATION,    // 15
   MODBUS_MIGRATION,         // 16
   PROVISIONING_MIGRATION,   // 17
+  RPC_TB_IDS_MIGRATION,     // 18
+  BROADCAST_UNCONFIRMED_MIGRATION, // 19
 ];
 
 if (CORE.length !== 5) {

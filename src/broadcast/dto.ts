@@ -49,7 +49,7 @@ export function logEntryDto(e: LogEntry, tz: string) {
   };
 }
 
-const COUNT_KEYS = ['planned', 'played', 'failed', 'missed', 'stopped', 'preempted', 'inProgress'] as const;
+const COUNT_KEYS = ['planned', 'played', 'failed', 'missed', 'stopped', 'preempted', 'unconfirmed', 'inProgress'] as const;
 
 /** Totals restricted to visible areas (the overall total recomputed from them). */
 export function totalsDto(r: TotalsResult, tz: string, visible: (area: string) => boolean = () => true) {

@@ -62,6 +62,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,
     mediaUrl: (mediaId) => d.media.signedUrl(mediaId, d.mediaBaseUrl()),
     logger: d.logger.child({ part: 'executor' }), metrics: d.metrics, clock: d.clock, timeZone: d.config.tz,
+    reportGraceMs: d.config.broadcast.playbackReportGraceSec * 1000,
     // The service is built next; the log asks for names only once everything runs.
     names: { schedule: (id): string | undefined => service.scheduleName(id), media: (id): string | undefined => d.media.get(id)?.name },
   });

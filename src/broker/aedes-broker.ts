@@ -28,13 +28,14 @@ import type { DeviceAuthenticator } from '../devices/types.js';
 import type { TlsSource } from '../tls.js';
 import { BrokerContext, SINK_TOPIC, authError, type AuthDone, type MqttConfig, type PubDone } from './context.js';
 import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
+import { deliverToSession } from './direct-delivery.js';
 import { installFrameGuard } from './frame-guard.js';
 import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
 import type { DeviceProvisioner } from '../devices/provisioning.js';
 import { capGrantedQos } from './granted-qos.js';
 import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
 import type { DevicePresence } from './session.js';
-import type { BrokerPort, InboundHandler, PublishOptions } from './types.js';
+import type { BrokerPort, DeliverOptions, InboundHandler, PublishOptions } from './types.js';
 
 /** aedes and socket settings that are not in the config file (tests shorten them). */
 export interface BrokerTuning {
@@ -265,8 +266,21 @@ export class AedesBroker implements BrokerPort {
     return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
   }
 
+  /** To the device's connection whatever its subscriptions (direct-delivery.ts). */
+  deliverTo(deviceId: string, topic: string, payload: string | Buffer, opts: DeliverOptions = {}): Promise<boolean> {
+    const s = this.aedes && !this.aedes.closed ? this.devices.current(deviceId) : undefined;
+    if (!s) return Promise.resolve(false);
+    const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+    return deliverToSession(s, topic, body, opts.qos ?? 1, opts.viaMe === true).then(() => true);
+  }
+
   isConnected(deviceId: string): boolean {
     return this.devices.isConnected(deviceId);
+  }
+
+  credentialOf(deviceId: string): 'secret' | 'token' | null {
+    const s = this.devices.current(deviceId);
+    return s === undefined ? null : s.identity.viaToken ? 'token' : 'secret';
   }
 
   connectedCount(): number {

@@ -130,6 +130,12 @@ export class DeviceHooks {
     this.presence.touch(s.deviceId, this.ctx.clock.now());
   }
 
+  /** The device's current connection (authenticated, not closed), if any. */
+  current(deviceId: string): DeviceSession | undefined {
+    const s = this.sessions.get(deviceId);
+    return s !== undefined && !s.gone && !s.client.closed ? s : undefined;
+  }
+
   isConnected(deviceId: string): boolean {
     const s = this.sessions.get(deviceId);
     return s !== undefined && s.registered && !s.gone;
@@ -268,6 +274,7 @@ export class DeviceHooks {
       identity: s.identity, type: access.type, payload, qos: packet.qos, retain: packet.retain, receivedAt: now,
     };
     if (access.requestId !== undefined) msg.requestId = access.requestId;
+    if (access.viaMe === true) msg.viaMe = true;
     // Routing after the ack: nothing a device sends is for other subscribers (the only
     // subscriber of a device topic is that device itself; echoing e.g. its own
     // `attributes` or `rpc/response/n` back to a ThingsBoard SDK would be wrong). So only

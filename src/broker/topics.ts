@@ -40,6 +40,8 @@ export interface PublishAccess {
   type: InboundType;
   /** R of rpc/response/R, n of rpc/request/n and attributes/request/n. */
   requestId?: string;
+  /** A request (or answer) on a `v1/devices/me/...` topic. */
+  viaMe?: boolean;
 }
 
 export interface SubscribeAccess {
@@ -54,6 +56,7 @@ const TELEMETRY: PublishAccess = Object.freeze({ type: 'telemetry' });
 const ATTRIBUTES: PublishAccess = Object.freeze({ type: 'attributes' });
 const STATUS: PublishAccess = Object.freeze({ type: 'status' });
 const EVENTS: PublishAccess = Object.freeze({ type: 'events' });
+const CLAIM: PublishAccess = Object.freeze({ type: 'claim' });
 
 const RPC_RESPONSE = 'rpc/response/';
 const RPC_REQUEST = 'rpc/request/';
@@ -124,6 +127,9 @@ export class DeviceAcl {
         return isExactly(topic, off, 'status') ? STATUS : 'forbidden_topic';
       case 101: // e
         return isExactly(topic, off, 'events') ? EVENTS : 'forbidden_topic';
+      case 99: // c
+        // ThingsBoard device claiming: taken (counted, recorded, refused) rather than dropped as a forbidden topic.
+        return this.identity.viaToken && isExactly(topic, off, 'claim') ? CLAIM : 'forbidden_topic';
       case 97: // a
         if (isExactly(topic, off, 'attributes')) return ATTRIBUTES;
         if (topic.startsWith(ATTR_REQUEST, off)) {
@@ -146,6 +152,8 @@ export class DeviceAcl {
 
   private withId(type: InboundType, topic: string, from: number): PublishAccess | TopicRefusal {
     if (!validRequestId(topic, from)) return 'bad_request_id';
+    // `me` form unless the device's own prefix matched (a device whose id is literally "me").
+    if (topic.startsWith(ME_PREFIX) && !topic.startsWith(this.ownPrefix)) return { type, requestId: topic.slice(from), viaMe: true };
     return { type, requestId: topic.slice(from) };
   }
 

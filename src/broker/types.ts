@@ -5,13 +5,17 @@ import type { DeviceIdentity } from '../devices/types.js';
 export type InboundType =
   | 'telemetry' | 'attributes' | 'status' | 'events' | 'rpc.response'
   /** ThingsBoard compatibility: client-side RPC and attribute requests. */
-  | 'rpc.request' | 'attributes.request';
+  | 'rpc.request' | 'attributes.request'
+  /** ThingsBoard device claiming (`v1/devices/me/claim`): not supported, counted and recorded. */
+  | 'claim';
 
 export interface InboundMessage {
   identity: DeviceIdentity;
   type: InboundType;
   /** The R or n of rpc/.../R and attributes/request/n. */
   requestId?: string;
+  /** The request came on a `v1/devices/me/...` topic: its answer goes back in that form. */
+  viaMe?: boolean;
   payload: Buffer;
   qos: 0 | 1 | 2;
   retain: boolean;
@@ -29,6 +33,12 @@ export type InboundHandler = (msg: InboundMessage) => Promise<HandleResult>;
 
 export interface PublishOptions { qos?: 0 | 1; retain?: boolean }
 
+export interface DeliverOptions {
+  qos?: 0 | 1;
+  /** Deliver on `v1/devices/me/...` (the device asked on a `me` topic) rather than on its real id. */
+  viaMe?: boolean;
+}
+
 /**
  * The broker behind an interface: the embedded aedes broker today, an external
  * cluster (EMQX etc. with shared subscriptions) later.
@@ -36,7 +46,25 @@ export interface PublishOptions { qos?: 0 | 1; retain?: boolean }
 export interface BrokerPort extends Component {
   /** Server → device publish (RPC requests, attribute responses, retained status). */
   publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
+  /**
+   * The answer to a device's own request (ThingsBoard attribute request, client-side RPC), written
+   * to that device's current connection whether or not it has subscribed to the answer's topic:
+   * ThingsBoard SDKs publish requests right after CONNECT, before their SUBSCRIBEs. `topic` is in
+   * real-id form (`v1/devices/D/...`). Resolves false when the device has no connection now (the
+   * answer is dropped: it was for that connection).
+   *
+   * Limitation for an external broker (a cluster reached as a client): it cannot write to one
+   * connection, so there this is a publish on the topic, received only once the device has
+   * subscribed; a request sent before the SUBSCRIBE then goes unanswered (the SDK times out and
+   * asks again) unless the implementation holds the answer until it sees the subscription.
+   */
+  deliverTo(deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean>;
   isConnected(deviceId: string): boolean;
+  /**
+   * How the device's current connection logged in: `token` (ThingsBoard access token as MQTT
+   * username), `secret` (device id + secret); null when it is not connected.
+   */
+  credentialOf(deviceId: string): 'secret' | 'token' | null;
   connectedCount(): number;
   /**
    * Disconnect a device (e.g. disabled). With `credential`, only a connection

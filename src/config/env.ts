@@ -45,6 +45,7 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_MEDIA_MAX_DURATION_SEC', path: 'media.maxDurationSec', type: 'int' },
   { name: 'KENG_TTS_ESPEAK_PATH', path: 'tts.espeakPath', type: 'string' },
   { name: 'KENG_BROADCAST_MISSED_GRACE_SEC', path: 'broadcast.missedGraceSec', type: 'int' },
+  { name: 'KENG_BROADCAST_PLAYBACK_REPORT_GRACE_SEC', path: 'broadcast.playbackReportGraceSec', type: 'int' },
   { name: 'KENG_BROADCAST_STREAM_HOSTS', path: 'broadcast.streamHosts', type: 'list' },
   { name: 'KENG_ALERTS_SENDER', path: 'alerts.sender', type: 'string' },
   { name: 'KENG_ALERTS_VOLUME', path: 'alerts.volume', type: 'int' },

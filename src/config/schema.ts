@@ -125,6 +125,12 @@ export const ConfigSchema = Type.Object({
     /** How long a broadcast stays valid for speakers that are offline when it starts (notAfter = start + this, or end of content). */
     offlineValiditySec: Type.Integer({ minimum: 0, default: 600 }),
     /**
+     * A speaker that accepted a broadcast but has not reported its end (no playback events, e.g.
+     * ThingsBoard firmware) this long after the content must have ended (notAfter + its length):
+     * its target becomes `unconfirmed`.
+     */
+    playbackReportGraceSec: Type.Integer({ minimum: 0, maximum: 86_400, default: 60 }),
+    /**
      * Hosts stream URLs may point at: names, `*.domain`, IP addresses, CIDR ranges, `*` (any public host).
      * Empty: any host whose addresses are all public. Private, loopback, link-local and unspecified
      * addresses are refused unless listed (docs in config/README.md).

@@ -24,7 +24,7 @@ import type { Clock } from '../core/clock.js';
 import type { EventBus, Scalar } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import type { Metrics } from '../core/metrics.js';
+import { counterOn, type Metrics } from '../core/metrics.js';
 import type { TelemetryStore } from '../storage/telemetry/types.js';
 import { telemetryLimits } from './codec.js';
 import { GroupCommitter } from './group-commit.js';
@@ -39,15 +39,16 @@ import { handleEvent } from './handlers/events.js';
 import { handleRpcResponse } from './handlers/rpc-response.js';
 import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
 import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
+import { handleTbClaim } from './handlers/tb-claim.js';
 
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   registry: IngestRegistry;
   store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
-  broker: Pick<BrokerPort, 'publish'>;
+  broker: Pick<BrokerPort, 'deliverTo'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
-  metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'>;
+  metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'> & Partial<Pick<Metrics, 'registry'>>;
   clock: Clock;
   /** Count messagesInTotal{type} and rejectedTotal{reason} here (default false: the AedesBroker counts them). */
   countInbound?: boolean;
@@ -64,6 +65,7 @@ const HANDLERS: Record<InboundType, MessageHandler> = {
   'rpc.response': handleRpcResponse,
   'rpc.request': handleTbRpcRequest,
   'attributes.request': handleTbAttributesRequest,
+  claim: handleTbClaim,
 };
 
 interface CounterChild { inc(value?: number): void }
@@ -95,7 +97,9 @@ export class IngestService implements Component {
       logger: deps.logger,
       metrics: deps.metrics,
       sharedAttributes: deps.sharedAttributes ?? NO_SHARED_ATTRIBUTES,
-      respond: (topic, body) => this.respond(topic, body),
+      claims: counterOn(deps.metrics.registry, 'keng_mqtt_claims_refused_total',
+        'ThingsBoard claim requests (v1/devices/me/claim) refused: Keng does not support claiming'),
+      respond: (to, topic, body) => this.respond(to, topic, body),
     };
   }
 
@@ -176,10 +180,13 @@ export class IngestService implements Component {
     return c;
   }
 
-  private respond(topic: string, body: unknown): void {
-    const onError = (err: unknown): void => { this.log.warn({ err, topic }, 'reply publish failed'); };
+  private respond(to: InboundMessage, topic: string, body: unknown): void {
+    const deviceId = to.identity.deviceId;
+    const onError = (err: unknown): void => { this.log.warn({ err, deviceId, topic }, 'reply publish failed'); };
     try {
-      this.deps.broker.publish(topic, JSON.stringify(body), { qos: 1 }).catch(onError);
+      this.deps.broker.deliverTo(deviceId, topic, JSON.stringify(body), { qos: 1, viaMe: to.viaMe === true }).then((delivered) => {
+        if (!delivered) this.log.debug({ deviceId, topic }, 'reply not delivered: the device is no longer connected');
+      }, onError);
     } catch (err) {
       onError(err);
     }

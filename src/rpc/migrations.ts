@@ -48,3 +48,24 @@ export const RPC_DEVICE_INDEX_MIGRATION: Migration = {
     CREATE INDEX rpc_requests_device ON rpc_requests(device_id);
   `,
 };
+
+/**
+ * ThingsBoard request ids (device protocol §13.2): a device logged in with its access token gets
+ * server-side RPC on `v1/devices/me/rpc/request/{n}` with an integer `n` (the Arduino/ESP32 SDK
+ * parses it with atoi and answers on `rpc/response/{n}`). `tb_id` is that `n`, kept in the command's
+ * row so an answer maps back to the command even after a reconnect or a restart; unique per device.
+ * `rpc_tb_ids` holds each device's last `n`: ids only grow (1 … 2^31-1, then 1 again), also after
+ * old commands are deleted, so a device never sees an id again within 2^31 commands.
+ */
+export const RPC_TB_IDS_MIGRATION: Migration = {
+  version: 124,
+  name: 'rpc_requests: integer request ids of access-token sessions',
+  up: `
+    ALTER TABLE rpc_requests ADD COLUMN tb_id INTEGER;
+    CREATE UNIQUE INDEX rpc_requests_tb_id ON rpc_requests(device_id, tb_id) WHERE tb_id IS NOT NULL;
+    CREATE TABLE rpc_tb_ids (
+      device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+      last_id   INTEGER NOT NULL
+    ) STRICT;
+  `,
+};

@@ -28,6 +28,14 @@
  * `keng_rpc_responses_refused_total{reason}`, logged, and reported as a
  * 'refused' event; it changes nothing.
  *
+ * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
+ * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on
+ * `v1/devices/me/...`) with an integer `n`: the Arduino/ESP32 SDK parses the id with atoi and
+ * answers on `rpc/response/{n}`. `n` is stored in the command's row (`tb_id`, per device, only
+ * growing, 1 … 2^31-1 then 1 again), so an answer maps back to the command also after a reconnect
+ * or a restart; everything else (events, logs, the API) keeps Keng's own id `r_…`. A command first
+ * sent to a secret session and re-sent to a token session gets its `n` then; either answer maps.
+ *
  * Signed commands (device protocol §11.6, version 1.1): with a `signer`, every `broadcast.play`
  * and `broadcast.stop` also carries `signed`, `sig` and `kid`, computed at each publish (first
  * send and every re-send) because the device id and the topic's request id are inside `signed`,
@@ -45,13 +53,14 @@ import type { Metrics } from '../core/metrics.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
 import { newId } from './ids.js';
 import { rpcMetrics, type RpcMetrics } from './metrics.js';
-import { RpcStore } from './store.js';
+import { MAX_TB_ID, RpcStore } from './store.js';
 import type { CommandSigner, ParamsHook, RpcEvents, RpcRefusal, RpcRequest, RpcSendOptions, RpcSendResult, RpcStatus } from './types.js';
 
 export interface RpcServiceOptions {
   /** The state store (its `db` is read at start()). */
   stateDb: { readonly db: SqliteDatabase };
-  broker: Pick<BrokerPort, 'publish' | 'isConnected'>;
+  /** `credentialOf` tells access-token sessions (integer request ids); without it every session is taken as id + secret. */
+  broker: Pick<BrokerPort, 'publish' | 'isConnected'> & Partial<Pick<BrokerPort, 'credentialOf'>>;
   bus: EventBus;
   logger: Logger;
   metrics?: Metrics;
@@ -82,8 +91,11 @@ export interface RpcServiceOptions {
   signer?: CommandSigner;
 }
 
-/** What goes into one request payload besides the params. */
-type Envelope = Pick<RpcRequest, 'id' | 'deviceId' | 'method' | 'expiresAt'>;
+/** What goes into one request payload besides the params; `topicId` is the id in the topic (and in `signed`). */
+type Envelope = Pick<RpcRequest, 'deviceId' | 'method' | 'expiresAt'> & { topicId: string };
+
+/** An integer request id as a ThingsBoard SDK writes it back (`%u` of what atoi gave). */
+const TB_ID_RE = /^[0-9]{1,10}$/;
 
 const SIGNED: ReadonlySet<string> = new Set(SIGNED_METHODS);
 
@@ -103,6 +115,8 @@ export class RpcService implements Component {
   private readonly warming = new Map<string, NodeJS.Timeout>();
   /** Per-device publish chain: commands reach a device in the order they were sent. */
   private readonly chains = new Map<string, Promise<void>>();
+  /** Last integer request id per device (rpc_tb_ids, read once per device): this service is its only writer. */
+  private readonly tbLast = new Map<string, number>();
   private store: RpcStore | null = null;
   private offs: Array<() => void> = [];
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -184,11 +198,14 @@ export class RpcService implements Component {
     if (typeof deviceId !== 'string' || deviceId.length === 0) throw Errors.VALIDATION('deviceId is required');
     const paramsJson = this.check(method, params, opts, now);
     const id = newId('r', now);
-    store.insert({ id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now });
+    const tbId = this.isReady(deviceId) ? this.nextTbId(deviceId) : undefined;
+    const insert = { id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now, ...(tbId !== undefined ? { tbId } : {}) };
+    if (tbId === undefined) store.insert(insert);
+    else this.o.stateDb.db.transaction(() => store.insert(insert))();
     // The row as stored, built here rather than read back (a broadcast sends thousands of these at once).
     const row: RpcRequest = {
       id, deviceId, method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued',
-      createdAt: now, sentAt: null, answeredAt: null, response: null,
+      createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: tbId ?? null,
     };
     if (this.isReady(deviceId) && this.publish(row, false)) return { requestId: id, state: 'sent' };
     return { requestId: id, state: 'queued' };
@@ -242,35 +259,40 @@ export class RpcService implements Component {
     const paramsJson = this.check(method, params, opts, now);
     // The send-time params are the same for every device of the batch (sent at the same instant).
     const sendParams = this.sendParams({
-      id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null,
+      id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: null,
     });
     // So is the payload, unless it is signed: a signature names the device and the request id (§11.6).
     const perDevice = this.signs(method);
-    const common = sendParams !== null && !perDevice ? this.encode({ id: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
+    const common = sendParams !== null && !perDevice ? this.encode({ topicId: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
     const pooled = perDevice && this.o.signer!.signAsync !== undefined;
     let probed = false;
     let poolFailures = 0;
     const payloads: Array<Buffer | Promise<Buffer | null> | null> = [];
+    const tbIds: Array<number | undefined> = [];
     let signerFailed = false;
     const results: RpcSendResult[] = deviceIds.map((deviceId) => {
       const requestId = newId('r', now);
       let payload: Buffer | Promise<Buffer | null> | null = null;
+      let tbId: number | undefined;
       if (sendParams !== null && !signerFailed && this.isReady(deviceId)) {
-        const e: Envelope = { id: requestId, deviceId, method, expiresAt: opts.expiresAt };
+        tbId = this.nextTbId(deviceId);
+        const e: Envelope = { topicId: tbId !== undefined ? String(tbId) : requestId, deviceId, method, expiresAt: opts.expiresAt };
         if (!perDevice) payload = common;
         else if (pooled && probed) payload = this.encodeAsync(e, sendParams, () => poolFailures++ === 0);
         else { payload = this.encode(e, sendParams); probed = true; }
-        if (payload === null) signerFailed = true; // logged once; the rest of the batch stays queued too
+        if (payload === null) { signerFailed = true; tbId = undefined; } // logged once; the rest of the batch stays queued too
       }
       payloads.push(payload);
+      tbIds.push(payload !== null ? tbId : undefined);
       return { requestId, state: payload !== null ? 'sent' : 'queued' };
     });
     this.o.stateDb.db.transaction(() => {
       for (let i = 0; i < deviceIds.length; i++) {
         const r = results[i]!;
+        const tbId = tbIds[i];
         store.insert({
           id: r.requestId, deviceId: deviceIds[i]!, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
-          ...(r.state === 'sent' ? { sentAt: now } : {}),
+          ...(r.state === 'sent' ? { sentAt: now } : {}), ...(tbId !== undefined ? { tbId } : {}),
         });
       }
       persist(results);
@@ -279,7 +301,8 @@ export class RpcService implements Component {
     for (let i = 0; i < deviceIds.length; i++) {
       const payload = payloads[i];
       if (!payload) continue;
-      this.chainPublish(deviceIds[i]!, results[i]!.requestId, payload);
+      const tbId = tbIds[i];
+      this.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload);
       sent++;
     }
     if (sent > 0) this.m.sent.labels({ method, resend: 'false' }).inc(sent);
@@ -354,24 +377,54 @@ export class RpcService implements Component {
   // ------------------------------------------------------------ publish
 
   /** Marks the command sent and chains its publish. false when the params hook failed (stays queued). */
-  private publish(r: RpcRequest, resend: boolean): boolean {
+  private publish(r0: RpcRequest, resend: boolean): boolean {
     const store = this.requireStore();
-    const payload = this.payloadOf(r);
+    let r = r0;
+    if (this.isTokenSession(r.deviceId) && r.tbId === null) {
+      const tbId = this.nextTbId(r.deviceId)!;
+      store.setTbId(r.id, r.deviceId, tbId);
+      r = { ...r, tbId };
+    }
+    const topicId = this.topicId(r);
+    const payload = this.payloadOf(r, topicId);
     if (payload === null) return false;
     const now = this.clock.now();
     const wasSent = r.state === 'sent';
     store.markSent(r.id, now);
     const sent: RpcRequest = { ...r, state: 'sent', sentAt: now };
     this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
-    this.chainPublish(r.deviceId, r.id, payload);
+    this.chainPublish(r.deviceId, r.id, topicId, payload);
     this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
     return true;
   }
 
   /** The request payload on the wire; null when the params hook or the signer failed. */
-  private payloadOf(r: RpcRequest): Buffer | null {
+  private payloadOf(r: RpcRequest, topicId: string): Buffer | null {
     const params = this.sendParams(r);
-    return params === null ? null : this.encode(r, params);
+    return params === null ? null : this.encode({ topicId, deviceId: r.deviceId, method: r.method, expiresAt: r.expiresAt }, params);
+  }
+
+  /** The device's current connection logged in with its access token (ThingsBoard SDK: integer request ids). */
+  private isTokenSession(deviceId: string): boolean {
+    return this.o.broker.credentialOf?.(deviceId) === 'token';
+  }
+
+  /** The id in the request topic: the integer id for an access-token session, else Keng's own id. */
+  private topicId(r: RpcRequest): string {
+    return r.tbId !== null && this.isTokenSession(r.deviceId) ? String(r.tbId) : r.id;
+  }
+
+  /**
+   * The next integer id of a device on an access-token session (undefined otherwise), 1 … 2^31-1
+   * then 1 again. The caller stores it (store.insert / setTbId) in the transaction of the command's
+   * row; if that transaction fails the id is skipped, which keeps ids growing.
+   */
+  private nextTbId(deviceId: string): number | undefined {
+    if (!this.isTokenSession(deviceId)) return undefined;
+    const last = this.tbLast.get(deviceId) ?? this.requireStore().lastTbId(deviceId);
+    const n = last >= MAX_TB_ID ? 1 : last + 1;
+    this.tbLast.set(deviceId, n);
+    return n;
   }
 
   /** Send-time params from the method's hook; null when the hook failed (logged). */
@@ -398,9 +451,9 @@ export class RpcService implements Component {
     const body: Record<string, unknown> = { method: e.method, params, expiresAt: e.expiresAt };
     if (this.signs(e.method)) {
       try {
-        Object.assign(body, this.o.signer!.sign({ deviceId: e.deviceId, requestId: e.id, method: e.method, params, expiresAt: e.expiresAt }));
+        Object.assign(body, this.o.signer!.sign({ deviceId: e.deviceId, requestId: e.topicId, method: e.method, params, expiresAt: e.expiresAt }));
       } catch (err) {
-        this.o.logger.error({ err, requestId: e.id, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept queued');
+        this.o.logger.error({ err, requestId: e.topicId, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept queued');
         return null;
       }
     }
@@ -413,10 +466,10 @@ export class RpcService implements Component {
    */
   private async encodeAsync(e: Envelope, params: Record<string, unknown>, first: () => boolean): Promise<Buffer | null> {
     try {
-      const s = await this.o.signer!.signAsync!({ deviceId: e.deviceId, requestId: e.id, method: e.method, params, expiresAt: e.expiresAt });
+      const s = await this.o.signer!.signAsync!({ deviceId: e.deviceId, requestId: e.topicId, method: e.method, params, expiresAt: e.expiresAt });
       return Buffer.from(JSON.stringify({ method: e.method, params, expiresAt: e.expiresAt, signed: s.signed, sig: s.sig, kid: s.kid }), 'utf8');
     } catch (err) {
-      if (first()) this.o.logger.error({ err, requestId: e.id, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept for the next connect');
+      if (first()) this.o.logger.error({ err, requestId: e.topicId, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept for the next connect');
       return null;
     }
   }
@@ -426,8 +479,8 @@ export class RpcService implements Component {
    * sent. A payload still being signed holds the chain until it is; null (signing failed, logged)
    * keeps the command for the next connect.
    */
-  private chainPublish(deviceId: string, requestId: string, payload: Buffer | Promise<Buffer | null>): void {
-    const topic = `v1/devices/${deviceId}/rpc/request/${requestId}`;
+  private chainPublish(deviceId: string, requestId: string, topicId: string, payload: Buffer | Promise<Buffer | null>): void {
+    const topic = `v1/devices/${deviceId}/rpc/request/${topicId}`;
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
     const next = prev.then(() => payload).then((p) => {
       if (p !== null) return this.o.broker.publish(topic, p, { qos: 1 });
@@ -451,10 +504,13 @@ export class RpcService implements Component {
 
   // ------------------------------------------------------------ responses
 
-  private handleResponse(e: KengEvents['rpc.response']): void {
+  private handleResponse(e0: KengEvents['rpc.response']): void {
     const store = this.store;
     if (!store) return;
-    this.signal(e.deviceId);
+    this.signal(e0.deviceId);
+    // An integer id is a ThingsBoard SDK's answer (§13.2): the device's command published with that id.
+    const mapped = TB_ID_RE.test(e0.requestId) ? store.idOfTbId(e0.deviceId, Number(e0.requestId)) : undefined;
+    const e = mapped !== undefined ? { ...e0, requestId: mapped } : e0;
     const statusRaw = e.payload.status;
     const status: RpcStatus = isRpcStatus(statusRaw) ? statusRaw : 'ok';
     const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;

@@ -18,6 +18,11 @@ export interface RpcRequest {
   sentAt: number | null;
   answeredAt: number | null;
   response: Record<string, unknown> | null;
+  /**
+   * The integer id this command was published with to an access-token session
+   * (`v1/devices/me/rpc/request/{tbId}`, device protocol §13.2); null when it never was.
+   */
+  tbId: number | null;
 }
 
 export interface RpcSendOptions {

@@ -139,7 +139,9 @@ export class FakeBroker implements BrokerPort {
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
   async publish(): Promise<void> {}
+  async deliverTo(): Promise<boolean> { return false; }
   isConnected(): boolean { return false; }
+  credentialOf(): 'secret' | 'token' | null { return null; }
   connectedCount(): number { return 3; }
   kick(id: string, credential?: 'secret' | 'token'): void { this.kicked.push(credential ? `${id}:${credential}` : id); }
   forget(id: string): void { this.kicked.push(id); }

@@ -6,8 +6,8 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
-import { RPC_MIGRATION, RpcService } from '../../src/rpc/index.js';
-import { BROADCAST_MIGRATION, BroadcastExecutor, playHooks, type BroadcastInput } from '../../src/broadcast/execution/index.js';
+import { RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService } from '../../src/rpc/index.js';
+import { BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION, BroadcastExecutor, checkTransition, playHooks, type BroadcastExecutorOptions, type BroadcastInput } from '../../src/broadcast/execution/index.js';
 import type { Area, Device } from '../../src/devices/types.js';
 
 const SHA = 'a'.repeat(64);
@@ -38,7 +38,7 @@ interface Fx {
 let fx: Fx | undefined;
 afterEach(async () => { await fx?.exec.stop(); await fx?.rpc.stop(); fx?.db.close(); fx = undefined; });
 
-async function setup(): Promise<Fx> {
+async function setup(over: Partial<BroadcastExecutorOptions> = {}): Promise<Fx> {
   const db = new Database(':memory:');
   db.exec(MIGRATIONS[0]!.up);
   db.exec(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0)`);
@@ -46,7 +46,9 @@ async function setup(): Promise<Fx> {
     db.prepare(`INSERT INTO devices (id, kind, name, area, secret_hash, token_lookup, token_hash, created_at) VALUES (?, 'speaker', ?, 'p', 'x', ?, 'x', 0)`).run(id, id, id);
   }
   db.exec(RPC_MIGRATION.up);
+  db.exec(RPC_TB_IDS_MIGRATION.up);
   db.exec(BROADCAST_MIGRATION.up);
+  db.exec(BROADCAST_UNCONFIRMED_MIGRATION.up);
   const bus = new EventBus();
   const metrics = new Metrics({ defaultMetrics: false });
   const clock = { t: 1_764_460_800_000, now() { return this.t; } };
@@ -59,7 +61,7 @@ async function setup(): Promise<Fx> {
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } } });
   let n = 0;
   const exec = new BroadcastExecutor({ stateDb: { db }, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,
-    mediaUrl: (id) => { const u = `https://keng.test/media/${id}/file?sig=${++n}`; urls.push(u); return u; } });
+    mediaUrl: (id) => { const u = `https://keng.test/media/${id}/file?sig=${++n}`; urls.push(u); return u; }, ...over });
   await rpc.start();
   await exec.start();
   fx = { db, bus, rpc, exec, metrics, clock, connected, published, urls };
@@ -79,6 +81,32 @@ const playback = (f: Fx, deviceId: string, broadcastId: string, state: string, d
 const stateOf = (f: Fx, id: string, deviceId: string) => f.exec.get(id)!.targets.find((t) => t.deviceId === deviceId)!.state;
 
 describe('BroadcastExecutor', () => {
+  it('a target accepted (or playing media) with no end reported becomes unconfirmed after notAfter + length + grace; a late end report replaces it', async () => {
+    const f = await setup({ reportGraceMs: 100 });
+    for (const d of ['loa-1', 'loa-2', 'loa-3']) f.connected.add(d);
+    // notAfter 100 ms ahead, media of 0.1 s, grace 100 ms: due ~300 ms (real timers) and at clock + 300.
+    const b = f.exec.start(input(f, ['loa-1', 'loa-2', 'loa-3'], { notAfter: f.clock.t + 100, media: { mediaId: 'm_1', sha256: SHA, durationSec: 0.1, mime: 'audio/mpeg' } }));
+    await tick();
+    respond(f, 'loa-1', 'broadcast.play', { status: 'ok', result: true }); // ThingsBoard firmware: no status, no events
+    respond(f, 'loa-2', 'broadcast.play', { status: 'accepted' });
+    playback(f, 'loa-2', b.id, 'started');
+    respond(f, 'loa-3', 'broadcast.play', { status: 'accepted' });
+    playback(f, 'loa-3', b.id, 'completed');
+    expect([stateOf(f, b.id, 'loa-1'), stateOf(f, b.id, 'loa-2'), stateOf(f, b.id, 'loa-3')]).toEqual(['accepted', 'playing', 'completed']);
+    f.clock.t += 300;
+    await new Promise((r) => setTimeout(r, 800));
+    expect([stateOf(f, b.id, 'loa-1'), stateOf(f, b.id, 'loa-2'), stateOf(f, b.id, 'loa-3')]).toEqual(['unconfirmed', 'unconfirmed', 'completed']);
+    expect(f.exec.totals().total).toMatchObject({ planned: 3, played: 1, unconfirmed: 2, inProgress: 0 });
+    const line = f.exec.log({ broadcastId: b.id }).find((e) => e.deviceId === 'loa-1' && e.state === 'unconfirmed');
+    expect(line).toMatchObject({ prevState: 'accepted', source: 'controller' });
+    expect(f.exec.csv({ broadcastId: b.id })).toContain('unconfirmed');
+    // The speaker's own late report of the end wins over the inference; nothing else does.
+    playback(f, 'loa-2', b.id, 'completed');
+    expect(stateOf(f, b.id, 'loa-2')).toBe('completed');
+    expect(checkTransition('unconfirmed', 'accepted')).toBe('from_terminal');
+    expect(checkTransition('unconfirmed', 'playing')).toBe('from_terminal');
+  });
+
   it('sends broadcast.play with a fresh signed URL (no mediaId on the wire) and expiresAt = notAfter', async () => {
     const f = await setup();
     f.connected.add('loa-1');
@@ -174,7 +202,7 @@ describe('BroadcastExecutor', () => {
     f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1', 'loa-2']);
     expect(f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1'])).toBe(0); // idempotent
     const t = f.exec.totals({ area: 'v1' });
-    expect(t.areas).toEqual([{ area: 'v1', areaName: 'Thôn Đông', planned: 3, played: 0, failed: 2, missed: 1, stopped: 0, preempted: 0, inProgress: 0 }]);
+    expect(t.areas).toEqual([{ area: 'v1', areaName: 'Thôn Đông', planned: 3, played: 0, failed: 2, missed: 1, stopped: 0, preempted: 0, unconfirmed: 0, inProgress: 0 }]);
     expect(f.exec.log({ area: 'v2' }).map((e) => e.state)).toEqual(['missed', 'pending', 'sent', 'failed']);
   });
 

@@ -5,16 +5,18 @@ import {
 } from '../../src/broadcast/execution/index.js';
 import { formatTime } from '../../src/core/time.js';
 
-const ALL: TargetState[] = ['pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped'];
+const ALL: TargetState[] = ['pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped', 'unconfirmed'];
 
 /** The allowed transitions, written out as a table. */
 const ALLOWED: Record<TargetState, TargetState[]> = {
   pending: ['sent', 'offline', 'expired', 'stopped'],
   offline: ['sent', 'expired', 'stopped'],
   sent: ['accepted', 'playing', 'completed', 'failed', 'rejected', 'preempted', 'stopped', 'expired'],
-  accepted: ['playing', 'completed', 'failed', 'preempted', 'stopped'],
-  playing: ['completed', 'failed', 'preempted', 'stopped'],
+  accepted: ['playing', 'completed', 'failed', 'preempted', 'stopped', 'unconfirmed'],
+  playing: ['completed', 'failed', 'preempted', 'stopped', 'unconfirmed'],
   completed: [], failed: [], rejected: [], expired: [], preempted: [], stopped: [],
+  // An inference (no end reported): the speaker's own late report of the end replaces it.
+  unconfirmed: ['completed', 'failed', 'preempted', 'stopped'],
 };
 
 describe('target state machine', () => {
@@ -31,7 +33,7 @@ describe('target state machine', () => {
     expect(checkTransition('completed', 'accepted')).toBe('from_terminal');
     expect(checkTransition('playing', 'accepted')).toBe('backwards');
     expect(checkTransition('accepted', 'sent')).toBe('backwards');
-    expect([...TERMINAL_STATES].sort()).toEqual(['completed', 'expired', 'failed', 'preempted', 'rejected', 'stopped']);
+    expect([...TERMINAL_STATES].sort()).toEqual(['completed', 'expired', 'failed', 'preempted', 'rejected', 'stopped', 'unconfirmed']);
   });
 
   it('maps playback events and play responses (device protocol §12.5, §11.2)', () => {

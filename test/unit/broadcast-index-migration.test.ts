@@ -26,9 +26,17 @@ describe('broadcast / rpc index migrations', () => {
       INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at) VALUES ('r_1', 'loa-1', 'm', '{}', 9, 'queued', 1);`);
     for (const m of ALL_MIGRATIONS.slice(at)) db.exec(m.up);
     const idx = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%' AND tbl_name IN ('broadcast_log', 'broadcast_targets', 'rpc_requests') ORDER BY name`).pluck().all();
-    expect(idx).toEqual(['broadcast_log_at', 'broadcast_log_broadcast', 'broadcast_targets_area', 'broadcast_targets_device', 'rpc_requests_device', 'rpc_requests_open_expiry']);
+    expect(idx).toEqual(['broadcast_log_at', 'broadcast_log_broadcast', 'broadcast_targets_area', 'broadcast_targets_device', 'rpc_requests_device', 'rpc_requests_open_expiry', 'rpc_requests_tb_id']);
     expect(db.prepare('SELECT COUNT(*) FROM broadcast_log').pluck().get()).toBe(1);
     expect(db.prepare('SELECT COUNT(*) FROM rpc_requests').pluck().get()).toBe(1);
+    // The rebuild for `unconfirmed` (CHECK constraints) kept the rows, the log's numbering and its append-only triggers.
+    expect(db.prepare('SELECT state FROM broadcast_targets').pluck().get()).toBe('sent');
+    db.exec(`UPDATE broadcast_targets SET state = 'unconfirmed'`);
+    db.exec(`INSERT INTO broadcast_log (at, broadcast_id, device_id, area, state, prev_state, source) VALUES (2, 'bc_1', 'loa-1', 'p', 'unconfirmed', 'accepted', 'controller')`);
+    expect(db.prepare('SELECT seq FROM broadcast_log ORDER BY seq').pluck().all()).toEqual([1, 2]);
+    expect(() => db.exec('UPDATE broadcast_log SET detail = 1')).toThrow(/append-only/);
+    expect(() => db.exec('DELETE FROM broadcast_log')).toThrow(/append-only/);
+    expect(() => db.exec(`UPDATE broadcast_targets SET state = 'bogus'`)).toThrow(/CHECK/);
     const log = (byBroadcast: boolean) => `SELECT * FROM broadcast_log WHERE at >= ? AND at < ? AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?)
       AND ${byBroadcast ? 'broadcast_id = ?' : '? IS NULL'} AND (? IS NULL OR area IN (SELECT value FROM json_each(?))) ORDER BY at, seq LIMIT ?`;
     expect(plan(db, log(true), 10)).toMatch(/USING INDEX broadcast_log_broadcast/);

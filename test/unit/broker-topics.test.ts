@@ -28,10 +28,15 @@ describe('parseDeviceTopic (publish ACL, device protocol §3 / §4)', () => {
     ['v1/devices/me/attributes', tokenDev, { type: 'attributes' }],
     ['v1/devices/me/status', tokenDev, { type: 'status' }],
     ['v1/devices/me/events', tokenDev, { type: 'events' }],
-    ['v1/devices/me/rpc/response/7', tokenDev, { type: 'rpc.response', requestId: '7' }],
+    ['v1/devices/me/rpc/response/7', tokenDev, { type: 'rpc.response', requestId: '7', viaMe: true }],
     // ThingsBoard client-side requests: token only
-    ['v1/devices/me/rpc/request/3', tokenDev, { type: 'rpc.request', requestId: '3' }],
-    ['v1/devices/me/attributes/request/4', tokenDev, { type: 'attributes.request', requestId: '4' }],
+    ['v1/devices/me/rpc/request/3', tokenDev, { type: 'rpc.request', requestId: '3', viaMe: true }],
+    ['v1/devices/me/attributes/request/4', tokenDev, { type: 'attributes.request', requestId: '4', viaMe: true }],
+    // ThingsBoard claiming: taken for token devices (refused and recorded by ingest), forbidden otherwise.
+    ['v1/devices/me/claim', tokenDev, { type: 'claim' }],
+    ['v1/devices/soil-01/claim', tokenDev, { type: 'claim' }],
+    ['v1/devices/soil-01/claim', secretDev, 'forbidden_topic'],
+    ['v1/devices/me/claim/x', tokenDev, 'forbidden_topic'],
     ['v1/devices/soil-01/rpc/request/3', tokenDev, { type: 'rpc.request', requestId: '3' }],
     ['v1/devices/soil-01/attributes/request/4', tokenDev, { type: 'attributes.request', requestId: '4' }],
     ['v1/devices/soil-01/rpc/request/3', secretDev, 'forbidden_topic'],

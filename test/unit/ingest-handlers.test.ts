@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { IngestService, sessionLimits, tbRate, type IngestDeps } from '../../src/ingest/index.js';
-import type { InboundMessage, InboundType, PublishOptions } from '../../src/broker/types.js';
+import type { DeliverOptions, InboundMessage, InboundType, PublishOptions } from '../../src/broker/types.js';
 import { ConfigSchema, type Config } from '../../src/config/schema.js';
 import { Value } from 'typebox/value';
 import { EventBus, type KengEvents } from '../../src/core/events.js';
@@ -41,9 +42,11 @@ class FakeStore {
 class FakeBroker {
   published: { topic: string; payload: unknown; opts?: PublishOptions }[] = [];
   fail = false;
-  async publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void> {
+  /** Answers to a device's own requests (BrokerPort.deliverTo): recorded like publishes. */
+  async deliverTo(_deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean> {
     if (this.fail) throw new Error('publish failed');
-    this.published.push({ topic, payload: JSON.parse(payload.toString()), opts });
+    this.published.push({ topic, payload: JSON.parse(payload.toString()), opts: { qos: opts?.qos ?? 1, ...(opts?.viaMe === true ? { viaMe: true } : {}) } });
+    return true;
   }
 }
 
@@ -328,6 +331,21 @@ describe('IngestService', () => {
     });
   });
 
+  describe('ThingsBoard claiming (not supported)', () => {
+    it('is refused without an answer: counted, recorded on the device as claimRequest (without the secret), acknowledged', async () => {
+      const res = await s.ingest.handle(msg('claim', { secretKey: 's3cret', durationMs: 30000 }, { identity: tokenIdentity }));
+      expect(res).toEqual({ ok: true });
+      await s.ingest.handle(msg('claim', Buffer.alloc(0), { identity: tokenIdentity })); // ThingsBoard allows an empty claim
+      expect(await s.counter('keng_mqtt_claims_refused_total')).toBe(2);
+      expect(s.registry.attrs['tb-dev']!.claimRequest).toEqual({
+        state: 'refused', at: '2025-12-01T00:00:00.000+00:00', reason: 'claiming is not supported: devices are registered by operators or by provisioning',
+      });
+      expect(JSON.stringify(s.registry.attrs)).not.toContain('s3cret');
+      expect(s.broker.published).toEqual([]);
+      await expect(s.ingest.handle(msg('claim', 'not json', { identity: tokenIdentity }))).resolves.toMatchObject({ ok: false, reason: 'not_json' });
+    });
+  });
+
   describe('ThingsBoard client-side RPC', () => {
     it('getSessionLimits answers with Keng limits in ThingsBoard shape', async () => {
       const res = await s.ingest.handle(msg('rpc.request', { method: 'getSessionLimits', params: {} }, { requestId: '5', identity: tokenIdentity }));
@@ -353,6 +371,21 @@ describe('IngestService', () => {
       await expect(s.ingest.handle(msg('rpc.request', { method: 'x' }))).resolves.toMatchObject({ ok: false, reason: 'missing_request_id' });
       s.broker.fail = true;
       await expect(s.ingest.handle(msg('rpc.request', { method: 'x' }, { requestId: '8' }))).resolves.toEqual({ ok: true });
+    });
+
+    it('the answer goes back in the form the request came in (viaMe → delivered on v1/devices/me/...)', async () => {
+      await s.ingest.handle(msg('rpc.request', { method: 'x' }, { requestId: '9', identity: tokenIdentity, viaMe: true }));
+      await s.ingest.handle(msg('attributes.request', {}, { requestId: '10', identity: tokenIdentity, viaMe: true }));
+      expect(s.broker.published.map((p) => [p.topic, p.opts])).toEqual([
+        ['v1/devices/tb-dev/rpc/response/9', { qos: 1, viaMe: true }],
+        ['v1/devices/tb-dev/attributes/response/10', { qos: 1, viaMe: true }],
+      ]);
+    });
+
+    it('getSessionLimits with the default settings is exactly the answer documented in firmware-protocols (§13.3)', () => {
+      const doc = readFileSync(new URL('../../firmware-protocols/device-protocol.md', import.meta.url), 'utf8');
+      const block = /Answer \(defaults shown\):\s*```json\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf('`getSessionLimits` request:')));
+      expect(JSON.parse(block![1]!)).toEqual(sessionLimits(makeConfig().mqtt));
     });
 
     it('tbRate renders a token bucket as "count:seconds" pairs', () => {

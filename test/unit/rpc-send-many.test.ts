@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
-import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
 
 interface Fixture {
   rpc: RpcService; bus: EventBus; clock: { t: number; now(): number }; connected: Set<string>;
@@ -22,6 +22,7 @@ async function setup(db = new Database(':memory:'), migrate = true): Promise<Fix
   if (migrate) {
     db.exec(MIGRATIONS[0]!.up);
     db.exec(RPC_MIGRATION.up);
+    db.exec(RPC_TB_IDS_MIGRATION.up);
     db.exec(RPC_DEVICE_INDEX_MIGRATION.up);
     db.exec(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0)`);
     for (const id of ['loa-01', 'loa-02', 'loa-03']) {

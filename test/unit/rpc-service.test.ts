@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
-import { RPC_MIGRATION, RpcService, type RpcEvents, type RpcServiceOptions } from '../../src/rpc/index.js';
+import { RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type RpcEvents, type RpcServiceOptions } from '../../src/rpc/index.js';
 
 interface Fixture {
   rpc: RpcService; bus: EventBus; metrics: Metrics; clock: { t: number; now(): number };
@@ -22,6 +22,7 @@ async function setup(paramsHooks: RpcServiceOptions['paramsHooks'] = {}): Promis
   const db = new Database(':memory:');
   db.exec(MIGRATIONS[0]!.up);
   db.exec(RPC_MIGRATION.up);
+  db.exec(RPC_TB_IDS_MIGRATION.up);
   for (const id of ['loa-01', 'loa-02']) {
     db.prepare(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0) ON CONFLICT DO NOTHING`).run();
     db.prepare(`INSERT INTO devices (id, kind, name, area, secret_hash, token_lookup, token_hash, created_at) VALUES (?, 'speaker', ?, 'p', 'x', ?, 'x', 0)`).run(id, id, `t-${id}`);

@@ -25,7 +25,13 @@ export interface BroadcastRouteOptions { ctx: RouteContext; service: BroadcastSe
 
 
 const TargetView = Type.Object({
-  deviceId: Type.String(), area: Type.String(), state: StringEnum(TARGET_STATES), updatedAt: Time, detail: Type.Optional(Type.String()),
+  deviceId: Type.String(), area: Type.String(),
+  state: StringEnum(TARGET_STATES, {
+    description: '`unconfirmed`: the speaker accepted but never reported the end of playback (firmware without playback '
+      + 'events, e.g. ThingsBoard SDKs) and the content must have ended by now (notAfter + its length + broadcast.playbackReportGraceSec). '
+      + 'It may have played; only `completed` is proof of play.',
+  }),
+  updatedAt: Time, detail: Type.Optional(Type.String()),
 });
 
 const BroadcastView = Type.Object({
@@ -57,13 +63,15 @@ const LogLine = Type.Object({
 
 const Counts = {
   planned: Type.Integer(), played: Type.Integer(), failed: Type.Integer(), missed: Type.Integer(),
-  stopped: Type.Integer(), preempted: Type.Integer(), inProgress: Type.Integer(),
+  stopped: Type.Integer(), preempted: Type.Integer(),
+  unconfirmed: Type.Integer({ description: 'Accepted, end of playback never reported (no playback events): not proof of play' }),
+  inProgress: Type.Integer(),
 };
 const Totals = Type.Object({
   from: Type.Optional(Time), to: Type.Optional(Time),
   areas: Type.Array(Type.Object({ area: Type.String(), areaName: Type.Optional(Type.String()), ...Counts })),
   total: Type.Object(Counts),
-}, { description: 'Speaker-broadcasts per area: planned = played + failed + missed + stopped + preempted + inProgress' });
+}, { description: 'Speaker-broadcasts per area: planned = played + unconfirmed + failed + missed + stopped + preempted + inProgress' });
 
 const Range = {
   from: Type.Optional(TimeInput), to: Type.Optional(TimeInput),

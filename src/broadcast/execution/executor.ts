@@ -21,6 +21,13 @@
  * the executor records what the speaker reports, e.g. a normal broadcast
  * `preempted` by an emergency.
  *
+ * Proof of play without playback events: firmware that answers `broadcast.play` but sends no
+ * playback events (ThingsBoard SDKs) would leave its target `accepted` for ever. Once the content
+ * must have ended (it may start no later than notAfter and lasts its length) and a grace for late
+ * reports has passed, a target still `accepted`, or `playing` media, becomes `unconfirmed`: final,
+ * counted apart from `completed`, and replaced if the speaker's report of the end comes after all.
+ * One in-memory timer per broadcast, armed when a target is accepted; open() re-arms them.
+ *
  * A playback event for a broadcast the speaker is not a target of, or was
  * never sent, is refused: counted in `keng_broadcast_events_refused_total`
  * and logged (RPC responses are refused the same way by RpcService).
@@ -66,7 +73,15 @@ export interface BroadcastExecutorOptions {
   names?: LogNames;
   /** expiresAt of broadcast.stop commands, from now. Default 10 minutes. */
   stopTtlMs?: number;
+  /**
+   * How long after the content must have ended (notAfter + its length) a speaker's report of the end
+   * is still waited for before its target becomes `unconfirmed`. Default 60,000.
+   */
+  reportGraceMs?: number;
 }
+
+/** setTimeout's longest delay; a later deadline is waited for in steps. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
 
@@ -81,6 +96,8 @@ export class BroadcastExecutor implements Component {
   private q: BroadcastQueries | null = null;
   private offs: Array<() => void> = [];
   private readonly streamTimers = new Set<NodeJS.Timeout>();
+  /** Per broadcast with a target accepted or playing: fires when its unreported targets become `unconfirmed`. */
+  private readonly reportTimers = new Map<string, NodeJS.Timeout>();
   private readonly scheduleIds = new Map<string, string | null>();
   private readonly refused: Counter<'reason'>;
   private readonly ignored: Counter<'reason'>;
@@ -123,12 +140,15 @@ export class BroadcastExecutor implements Component {
       this.o.bus.on('device.event', (e) => (this.o.batch ? this.o.batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
     ];
     this.rearmStreamStops();
+    for (const b of this.repo.unreportedBroadcasts(this.clock.now() - STREAM_RECOVERY_WINDOW_MS)) this.armReportDeadline(b);
   }
 
   private async close(): Promise<void> {
     for (const off of this.offs.splice(0)) off();
     for (const t of this.streamTimers) clearTimeout(t);
     this.streamTimers.clear();
+    for (const t of this.reportTimers.values()) clearTimeout(t);
+    this.reportTimers.clear();
     this.repo = null;
     this.q = null;
   }
@@ -358,6 +378,42 @@ export class BroadcastExecutor implements Component {
     this.streamTimers.add(timer);
   }
 
+  /** When the unreported targets of `b` become `unconfirmed`: the latest end of its content plus the grace. */
+  private reportDeadline(b: BroadcastRow): number {
+    return b.not_after + (contentSec(b) ?? 0) * 1000 + (this.o.reportGraceMs ?? 60_000);
+  }
+
+  /** Arms the broadcast's report timer once (on its first accepted target, or at open()). */
+  private armReportDeadline(b: BroadcastRow): void {
+    if (this.reportTimers.has(b.id)) return;
+    const deadline = this.reportDeadline(b);
+    const timer = setTimeout(() => {
+      this.reportTimers.delete(b.id);
+      if (!this.repo) return;
+      if (this.clock.now() < deadline) { this.armReportDeadline(b); return; } // a deadline beyond one timer's reach
+      try {
+        const run = (): void => this.finishUnreported(b);
+        if (this.o.batch) this.o.batch(run); else this.o.stateDb.db.transaction(run)();
+      } catch (err) { this.o.logger.error({ err, broadcastId: b.id }, 'unreported broadcast targets could not be finished'); }
+    }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.clock.now())));
+    timer.unref();
+    this.reportTimers.set(b.id, timer);
+  }
+
+  /** Targets still accepted, or playing media, after the report deadline → unconfirmed (a live stream plays until stopped). */
+  private finishUnreported(b: BroadcastRow): void {
+    const media = contentSec(b) !== undefined && !isStream(b);
+    let n = 0;
+    for (const t of this.requireRepo().unreportedTargets(b.id)) {
+      if (t.state === 'playing' && !media) continue;
+      const detail = t.state === 'accepted'
+        ? 'accepted, but no playback events: the end of playback was never reported'
+        : 'started, but the end of playback was never reported';
+      if (this.move(b.id, t.device_id, 'unconfirmed', { source: 'controller', detail })) n++;
+    }
+    if (n > 0) this.o.logger.info({ broadcastId: b.id, targets: n }, 'broadcast targets unconfirmed: accepted, end of playback never reported');
+  }
+
   private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {
     this.refused.labels({ reason }).inc();
     this.o.logger.warn({ deviceId, broadcastId: broadcastId.slice(0, 128), reason }, 'playback event refused: speaker was never sent this broadcast');
@@ -385,6 +441,10 @@ export class BroadcastExecutor implements Component {
       ...(scheduleId ? { scheduleId } : {}),
     });
     this.emit(broadcastId, deviceId, t.area, to, now);
+    if ((to === 'accepted' || to === 'playing') && !this.reportTimers.has(broadcastId)) {
+      const b = repo.getBroadcastRow(broadcastId);
+      if (b) this.armReportDeadline(b);
+    }
     return true;
   }
 
@@ -438,6 +498,16 @@ function asStored(b: NewBroadcast, targets: readonly NewTarget[]): Broadcast {
   }));
   rows.sort((x, y) => (x.device_id < y.device_id ? -1 : x.device_id > y.device_id ? 1 : 0));
   return toBroadcast(row, rows);
+}
+
+/** The content's length in seconds: the media's, or a stream's planned duration (undefined: a stream without one). */
+function contentSec(b: BroadcastRow): number | undefined {
+  const c = JSON.parse(b.content_json) as { media?: MediaContent };
+  return c.media ? c.media.durationSec : b.duration_sec ?? undefined;
+}
+
+function isStream(b: BroadcastRow): boolean {
+  return (JSON.parse(b.content_json) as { stream?: unknown }).stream !== undefined;
 }
 
 function pickMedia(m: MediaContent): MediaContent {

@@ -107,3 +107,60 @@ export const BROADCAST_INDEXES_MIGRATION: Migration = {
     CREATE INDEX broadcast_targets_device ON broadcast_targets(device_id);
   `,
 };
+
+/**
+ * The target state `unconfirmed` (a speaker accepted but never reported the end of playback, see
+ * state-machine.ts) in the CHECK constraints of broadcast_targets and broadcast_log. SQLite cannot
+ * change a CHECK in place: each table is rebuilt (new table, rows copied as they are, old one
+ * dropped, renamed, its indexes and the log's append-only triggers made again). The log's triggers
+ * are dropped first: the copy is the only write to old lines, and they keep their `seq`.
+ */
+export const BROADCAST_UNCONFIRMED_MIGRATION: Migration = {
+  version: 125,
+  name: 'broadcast target state unconfirmed',
+  up: `
+    CREATE TABLE broadcast_targets_new (
+      broadcast_id    TEXT NOT NULL REFERENCES broadcasts(id) ON DELETE RESTRICT,
+      device_id       TEXT NOT NULL,
+      area            TEXT NOT NULL,
+      state           TEXT NOT NULL CHECK (state IN (${TARGET_STATES}, 'unconfirmed')),
+      updated_at      INTEGER NOT NULL,
+      detail          TEXT,
+      play_request_id TEXT,
+      stop_request_id TEXT,
+      PRIMARY KEY (broadcast_id, device_id)
+    ) STRICT;
+    INSERT INTO broadcast_targets_new (broadcast_id, device_id, area, state, updated_at, detail, play_request_id, stop_request_id)
+      SELECT broadcast_id, device_id, area, state, updated_at, detail, play_request_id, stop_request_id FROM broadcast_targets;
+    DROP TABLE broadcast_targets;
+    ALTER TABLE broadcast_targets_new RENAME TO broadcast_targets;
+    CREATE INDEX broadcast_targets_device ON broadcast_targets(device_id);
+    CREATE INDEX broadcast_targets_area ON broadcast_targets(area, broadcast_id);
+
+    DROP TRIGGER broadcast_log_no_update;
+    DROP TRIGGER broadcast_log_no_delete;
+    CREATE TABLE broadcast_log_new (
+      seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+      at           INTEGER NOT NULL,
+      device_at    INTEGER,
+      broadcast_id TEXT NOT NULL,
+      schedule_id  TEXT,
+      device_id    TEXT NOT NULL,
+      area         TEXT NOT NULL,
+      state        TEXT NOT NULL CHECK (state IN (${TARGET_STATES}, 'unconfirmed')),
+      prev_state   TEXT,
+      detail       TEXT,
+      source       TEXT NOT NULL CHECK (source IN ('controller', 'rpc', 'event', 'scheduler'))
+    ) STRICT;
+    INSERT INTO broadcast_log_new (seq, at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
+      SELECT seq, at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source FROM broadcast_log;
+    DROP TABLE broadcast_log;
+    ALTER TABLE broadcast_log_new RENAME TO broadcast_log;
+    CREATE INDEX broadcast_log_at ON broadcast_log(at);
+    CREATE INDEX broadcast_log_broadcast ON broadcast_log(broadcast_id, seq);
+    CREATE TRIGGER broadcast_log_no_update BEFORE UPDATE ON broadcast_log
+      BEGIN SELECT RAISE(ABORT, 'broadcast_log is append-only'); END;
+    CREATE TRIGGER broadcast_log_no_delete BEFORE DELETE ON broadcast_log
+      BEGIN SELECT RAISE(ABORT, 'broadcast_log is append-only'); END;
+  `,
+};

@@ -10,8 +10,11 @@
  * planned time (the schedule occurrence, or the start of a "play now") is in
  * the window, plus missed occurrences planned in the window:
  *   planned    = every target + every missed slot
- *              = played + failed + missed + stopped + preempted + inProgress
- *   played     = completed (played to the end)
+ *              = played + unconfirmed + failed + missed + stopped + preempted + inProgress
+ *   played     = completed (played to the end, reported by the speaker)
+ *   unconfirmed = accepted (or started) but the end never reported, and the
+ *                content must have ended: firmware without playback events
+ *                (ThingsBoard SDKs); it may have played, it is not proven
  *   failed     = failed + rejected + expired, plus targets still `pending` or
  *                `offline` whose notAfter has passed (they can no longer play;
  *                the RPC sweep turns them `expired` within seconds)
@@ -167,7 +170,7 @@ export class BroadcastQueries {
       let r = byArea.get(area);
       if (!r) {
         const name = this.registry.getArea(area)?.name;
-        r = { area, ...(name !== undefined ? { areaName: name } : {}), planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, inProgress: 0 };
+        r = { area, ...(name !== undefined ? { areaName: name } : {}), planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, unconfirmed: 0, inProgress: 0 };
         byArea.set(area, r);
       }
       return r;
@@ -186,6 +189,7 @@ export class BroadcastQueries {
       else if (c.state === 'failed' || c.state === 'rejected' || c.state === 'expired' || c.late) r.failed += c.n;
       else if (c.state === 'stopped') r.stopped += c.n;
       else if (c.state === 'preempted') r.preempted += c.n;
+      else if (c.state === 'unconfirmed') r.unconfirmed += c.n;
       else r.inProgress += c.n;
     }
     const missed = this.repo.db.prepare(`SELECT area, COUNT(*) AS n FROM broadcast_missed
@@ -197,7 +201,7 @@ export class BroadcastQueries {
       r.planned += m.n;
     }
     const list = [...byArea.values()].sort((a, b) => (a.area < b.area ? -1 : a.area > b.area ? 1 : 0));
-    const total = { planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, inProgress: 0 };
+    const total = { planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, unconfirmed: 0, inProgress: 0 };
     for (const r of list) {
       for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += r[k];
     }

@@ -86,7 +86,7 @@ export class BroadcastRepo {
   private readonly s: {
     insertBroadcast: Statement; insertTarget: Statement; insertLog: Statement; getBroadcast: Statement; targets: Statement;
     target: Statement; updateTarget: Statement; setPlayRequest: Statement; setStopRequest: Statement; stopRequested: Statement;
-    insertMissed: Statement; playingStreams: Statement;
+    insertMissed: Statement; playingStreams: Statement; unreported: Statement; unreportedTargets: Statement;
   };
 
   constructor(db: SqliteDatabase) {
@@ -116,6 +116,11 @@ export class BroadcastRepo {
         JOIN broadcast_targets t ON t.broadcast_id = b.id
         WHERE b.created_at >= ? AND b.duration_sec IS NOT NULL AND json_extract(b.content_json, '$.stream') IS NOT NULL
           AND t.state = 'playing' AND t.stop_request_id IS NULL`),
+      // Broadcasts created since ? with a target accepted or playing, i.e. not reported ended (broadcasts_created index,
+      // then each broadcast's targets by the primary key prefix).
+      unreported: db.prepare(`SELECT b.* FROM broadcasts b WHERE b.created_at >= ?
+        AND EXISTS (SELECT 1 FROM broadcast_targets t WHERE t.broadcast_id = b.id AND t.state IN ('accepted', 'playing'))`),
+      unreportedTargets: db.prepare(`SELECT * FROM broadcast_targets WHERE broadcast_id = ? AND state IN ('accepted', 'playing')`),
       insertMissed: db.prepare(`INSERT OR IGNORE INTO broadcast_missed (schedule_id, planned_at, device_id, area, recorded_at) VALUES (?, ?, ?, ?, ?)`),
     };
   }
@@ -148,6 +153,16 @@ export class BroadcastRepo {
   /** Relayed streams still playing (no stop sent) of broadcasts created since `since`: their stop is due at updated_at + duration. */
   playingStreams(since: number): PlayingStreamRow[] {
     return this.s.playingStreams.all(since) as PlayingStreamRow[];
+  }
+
+  /** Broadcasts created since `since` with a target still `accepted` or `playing`. */
+  unreportedBroadcasts(since: number): BroadcastRow[] {
+    return this.s.unreported.all(since) as BroadcastRow[];
+  }
+
+  /** The targets of a broadcast still `accepted` or `playing` (no end of playback reported). */
+  unreportedTargets(broadcastId: string): TargetRow[] {
+    return this.s.unreportedTargets.all(broadcastId) as TargetRow[];
   }
 
   getBroadcastRow(id: string): BroadcastRow | undefined {

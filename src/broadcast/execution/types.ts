@@ -11,10 +11,13 @@ export const PRIORITIES: readonly Priority[] = ['normal', 'priority', 'emergency
 /**
  * A target's state (OpenAPI at /docs, tag broadcasts: `pending`, `sent`, `accepted`,
  * `playing`, `completed`, `failed`, `rejected`, `offline`, `expired`,
- * `preempted`, `stopped`). See state-machine.ts for the allowed transitions.
+ * `preempted`, `stopped`, `unconfirmed`). See state-machine.ts for the allowed transitions.
+ * `unconfirmed`: the speaker accepted (or reported `started`) but never reported the end, and
+ * the content must have ended by now; firmware without playback events (ThingsBoard SDKs) ends
+ * there. Not proof of play: counted apart from `completed`.
  */
 export const TARGET_STATES = [
-  'pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped',
+  'pending', 'sent', 'accepted', 'playing', 'completed', 'failed', 'rejected', 'offline', 'expired', 'preempted', 'stopped', 'unconfirmed',
 ] as const;
 export type TargetState = (typeof TARGET_STATES)[number];
 
@@ -124,6 +127,8 @@ export interface AreaTotals {
   missed: number;
   stopped: number;
   preempted: number;
+  /** Accepted but the end never reported (no playback events): may have played, not proven. */
+  unconfirmed: number;
   inProgress: number;
 }
 

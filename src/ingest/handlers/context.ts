@@ -30,8 +30,14 @@ export interface HandlerContext {
   logger: Logger;
   metrics: Pick<Metrics, 'readingsAcceptedTotal'>;
   sharedAttributes: SharedAttributesSource;
-  /** Server → device reply (QoS 1), fire-and-forget: failures are logged, never thrown. */
-  respond(topic: string, body: unknown): void;
+  /** ThingsBoard claim requests refused (tb-claim.ts). */
+  claims: { inc(): void };
+  /**
+   * The answer to `to` (a device's own request), QoS 1, written to the device's connection even
+   * before it subscribed (BrokerPort.deliverTo), on `topic` given in real-id form and sent back in
+   * the form the request came in (`me` or real id). Fire-and-forget: failures are logged, never thrown.
+   */
+  respond(to: InboundMessage, topic: string, body: unknown): void;
 }
 
 export type MessageHandler = (msg: InboundMessage, ctx: HandlerContext) => Promise<HandleResult> | HandleResult;

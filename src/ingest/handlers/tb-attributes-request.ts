@@ -2,7 +2,7 @@
  * ThingsBoard attribute request (firmware-protocols/device-protocol.md
  * §13.4): `{"clientKeys": "a,b" | ["a","b"], "sharedKeys": ...}` on
  * v1/devices/me/attributes/request/{n}, answered on
- * v1/devices/D/attributes/response/{n} (the broker maps D to `me`) with
+ * v1/devices/me/attributes/response/{n} (written to the device's connection, even before it subscribed) with
  * `{"client": {...}, "shared": {...}}`. Keys not set are left out. With
  * neither clientKeys nor sharedKeys every attribute is returned; with only one
  * of them, the other side is {}. Shared attributes come from a
@@ -45,6 +45,6 @@ export function handleTbAttributesRequest(msg: InboundMessage, ctx: HandlerConte
   const clientAttrs = ctx.registry.attributes(deviceId);
   const client = all ? { ...clientAttrs } : clientKeys ? pick(clientAttrs, clientKeys) : {};
   const shared = all || sharedKeys ? ctx.sharedAttributes.sharedAttributes(deviceId, sharedKeys) : {};
-  ctx.respond(`v1/devices/${deviceId}/attributes/response/${requestId}`, { client, shared });
+  ctx.respond(msg, `v1/devices/${deviceId}/attributes/response/${requestId}`, { client, shared });
   return OK;
 }

@@ -1,8 +1,8 @@
 /**
  * ThingsBoard client-side RPC (firmware-protocols/device-protocol.md
  * §13.3): a device publishes `{"method", "params"}` to
- * v1/devices/me/rpc/request/{n}; Keng answers on v1/devices/D/rpc/response/{n}
- * (the broker maps D to `me` for token clients).
+ * v1/devices/me/rpc/request/{n}; Keng answers on v1/devices/me/rpc/response/{n},
+ * written to the device's connection even before it subscribed (the SDKs ask right after CONNECT).
  *   - getSessionLimits → {"maxPayloadSize", "maxInflightMessages",
  *     "rateLimit": {"messages", "telemetryMessages", "telemetryDataPoints"}},
  *     rates as ThingsBoard's "count:seconds,count:seconds";
@@ -58,6 +58,6 @@ export function handleTbRpcRequest(msg: InboundMessage, ctx: HandlerContext): Ha
   const method = p.value.method;
   if (typeof method !== 'string' || method.length === 0) return fail('bad_rpc_request', '"method" must be a non-empty string');
   const topic = `v1/devices/${msg.identity.deviceId}/rpc/response/${requestId}`;
-  ctx.respond(topic, method === 'getSessionLimits' ? sessionLimits(ctx.config.mqtt) : { error: 'unsupported method' });
+  ctx.respond(msg, topic, method === 'getSessionLimits' ? sessionLimits(ctx.config.mqtt) : { error: 'unsupported method' });
   return OK;
 }

@@ -36,7 +36,7 @@ export function SeverityBadge({ alert, loc }) {
   return html`<span class=${`al-sev sev-${alert.severity}`}>${loc.t(`al.sev.${alert.severity}`)}</span>`;
 }
 
-const STATE_ORDER = ['playing', 'completed', 'accepted', 'sent', 'pending', 'offline', 'failed', 'rejected', 'preempted', 'stopped', 'expired'];
+const STATE_ORDER = ['playing', 'completed', 'unconfirmed', 'accepted', 'sent', 'pending', 'offline', 'failed', 'rejected', 'preempted', 'stopped', 'expired'];
 
 /**
  * How many loudspeakers the alert's broadcast has, by state. `targets` is

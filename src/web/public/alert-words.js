@@ -97,6 +97,7 @@ addStrings({
     'al.t.expired': 'hết hạn',
     'al.t.preempted': 'bị ngắt',
     'al.t.stopped': 'đã dừng',
+    'al.t.unconfirmed': 'đã nhận, không báo phát xong',
     // The form.
     'al.form.title': 'Phát cảnh báo',
     'al.form.status': 'Loại bản tin',
@@ -296,6 +297,7 @@ addStrings({
     'al.t.expired': 'expired',
     'al.t.preempted': 'interrupted',
     'al.t.stopped': 'stopped',
+    'al.t.unconfirmed': 'accepted, end not reported',
     'al.form.title': 'Raise an alert',
     'al.form.status': 'Kind of message',
     'al.form.warn.Actual': 'A REAL alert plays only after another person approves it.',

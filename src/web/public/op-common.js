@@ -21,6 +21,7 @@ addStrings({
     'bstate.expired': 'Quá hạn, không phát',
     'bstate.preempted': 'Bị tin khẩn cấp ngắt',
     'bstate.stopped': 'Đã dừng',
+    'bstate.unconfirmed': 'Loa đã nhận, không báo phát xong',
     'bstate.missed': 'Bị lỡ (máy chủ tắt)',
     'priority.normal': 'Thông thường',
     'priority.priority': 'Ưu tiên',
@@ -71,6 +72,7 @@ addStrings({
     'bstate.expired': 'Expired, not played',
     'bstate.preempted': 'Cut by an emergency',
     'bstate.stopped': 'Stopped',
+    'bstate.unconfirmed': 'Accepted, end never reported',
     'bstate.missed': 'Missed (server was down)',
     'priority.normal': 'Normal',
     'priority.priority': 'Priority',
@@ -115,6 +117,8 @@ addStrings({
 export const STATE_TONE = {
   pending: 'wait', sent: 'wait', accepted: 'wait', offline: 'warn', playing: 'run', completed: 'ok',
   failed: 'bad', rejected: 'bad', expired: 'bad', missed: 'bad', preempted: 'warn', stopped: 'off',
+  // May have played (firmware without playback events), but it is not proven.
+  unconfirmed: 'warn',
 };
 /** States in which a speaker may still play: the broadcast can be stopped. */
 export const ACTIVE_STATES = new Set(['pending', 'sent', 'accepted', 'playing', 'offline']);

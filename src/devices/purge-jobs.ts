@@ -1,5 +1,5 @@
 /**
- * The `device_purges` table (migrations.ts): what is still to purge. Written
+ * The `device_purges` table (core migration 6, src/storage/state/migrations.ts): what is still to purge. Written
  * by the deletion itself (devices.ts, in the transaction that buries the id)
  * or by an explicit request for an id deleted earlier (`keng devices purge`);
  * read and emptied by the server's purger (purger.ts).

@@ -161,11 +161,13 @@ function registerDevices(program: Command): void {
     .action(action(async (id: string) => {
       await withRegistry((reg, db, config) => {
         const by = cliActor();
-        if (!reg.requestPurge(id, by)) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
         const audit = new AuditLog({ state: db, clock: systemClock });
         const key = cliAuditKey(config);
         if (key) audit.useKey(key);
-        audit.record({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
+        db.db.transaction(() => { // recorded and audited together, or neither
+          if (!reg.requestPurge(id, by)) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
+          audit.record({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
+        })();
       });
       out(`Purge of ${id}'s readings recorded; the server runs it (see \`keng devices purges\`, and device.purge in the audit log when done)`);
     }));

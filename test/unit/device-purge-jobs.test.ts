@@ -72,26 +72,23 @@ describe('purge jobs of deleted devices', () => {
 });
 
 describe('withoutDevice: a queue row without one device\'s lines', () => {
-  const body = (recs: { deviceId: string; ts: number; values: Record<string, number | string> }[]): { body: string; bytes: number } => {
+  /** A queue row as outbox-db.ts makes it. */
+  const row = (recs: { deviceId: string; ts: number; values: Record<string, number | string> }[]) => {
     const out: string[] = [];
     const st = recordsToLines('tele metry', recs.map((r) => ({ ...r, kind: 'sensor', area: 'c.1' })), out);
-    return { body: out.join('\n'), bytes: st.bytes };
+    return { body: out.join('\n'), lines: st.lines, readings: st.readings, bytes: st.bytes };
   };
 
   it('cuts only that device (not one whose id starts the same), before the bound, and recounts', () => {
-    const b = body([
-      { deviceId: 'rain-1', ts: 1000, values: { a: 1, s: 'x y\nz' } },
+    const r = row([
+      { deviceId: 'rain-1', ts: 1000, values: { a: 1, s: 'x y\nz ,device_id=rain-2 ' } },
       { deviceId: 'rain-10', ts: 1000, values: { a: 2 } },
       { deviceId: 'rain-1', ts: 3000, values: { a: 3 } },
     ]);
-    expect(withoutDevice(b.body, 'rain-2', null)).toBeNull();
-    const all = withoutDevice(b.body, 'rain-1', null)!;
-    const keep = body([{ deviceId: 'rain-10', ts: 1000, values: { a: 2 } }]);
-    expect(all).toEqual({ body: keep.body, lines: 1, readings: 1, bytes: keep.bytes });
-    const older = withoutDevice(b.body, 'rain-1', 2000)!;
-    const rest = body([{ deviceId: 'rain-10', ts: 1000, values: { a: 2 } }, { deviceId: 'rain-1', ts: 3000, values: { a: 3 } }]);
-    expect(older).toEqual({ body: rest.body, lines: 2, readings: 2, bytes: rest.bytes });
-    expect(withoutDevice(b.body, 'rain-1', 500)).toBeNull();
-    expect(withoutDevice(body([{ deviceId: 'rain-1', ts: 1, values: { a: 1 } }]).body, 'rain-1', null)).toEqual({ body: '', lines: 0, readings: 0, bytes: 0 });
+    expect(withoutDevice(r, 'rain-2', null)).toBeNull(); // named in a string value only
+    expect(withoutDevice(r, 'rain-1', null)).toEqual(row([{ deviceId: 'rain-10', ts: 1000, values: { a: 2 } }]));
+    expect(withoutDevice(r, 'rain-1', 2000)).toEqual(row([{ deviceId: 'rain-10', ts: 1000, values: { a: 2 } }, { deviceId: 'rain-1', ts: 3000, values: { a: 3 } }]));
+    expect(withoutDevice(r, 'rain-1', 500)).toBeNull();
+    expect(withoutDevice(row([{ deviceId: 'rain-1', ts: 1, values: { a: 1 } }]), 'rain-1', null)).toEqual({ body: '', lines: 0, readings: 0, bytes: 0 });
   });
 });

@@ -375,16 +375,11 @@ export class EmbeddedWriter {
       dead = this.db.prepare(`DELETE FROM dead_readings WHERE (device, field, ts) IN
         (SELECT device, field, ts FROM dead_readings WHERE device = ? AND ts < ? LIMIT ?)`).run(name, lim, maxRows).changes;
       if (dev === undefined) { done = dead < maxRows; return; }
-      // `recent` is clustered by ts (a scan, but the table holds only the last seconds of readings).
-      const r = this.db.prepare(`DELETE FROM recent WHERE (ts, device, field) IN
-        (SELECT ts, device, field FROM recent WHERE device = ? AND ts < ? LIMIT ?)`).run(dev, lim, maxRows).changes;
-      this.recentRows = Math.max(0, this.recentRows - r);
-      readings += r;
       const fields = this.db.prepare('SELECT field FROM series WHERE device = ? ORDER BY field').pluck().all(dev) as number[];
       const bound = this.db.prepare('SELECT ts FROM readings WHERE device = ? AND field = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?');
       const delUpTo = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts <= ?');
       const delBefore = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts < ?');
-      let more = readings + dead >= maxRows;
+      let more = dead >= maxRows;
       for (const f of fields) {
         const room = maxRows - readings - dead;
         if (room <= 0) { more = true; break; }
@@ -393,11 +388,18 @@ export class EmbeddedWriter {
         readings += delBefore.run(dev, f, lim).changes;
       }
       if (more) return;
+      // `recent` is clustered by ts, so finding the device there scans it: once, after `readings`. It holds
+      // only the last seconds of readings (more while compaction catches up on a backlog).
+      const r = this.db.prepare(`DELETE FROM recent WHERE (ts, device, field) IN
+        (SELECT ts, device, field FROM recent WHERE device = ? AND ts < ? LIMIT ?)`).run(dev, lim, maxRows).changes;
+      this.recentRows = Math.max(0, this.recentRows - r);
+      readings += r;
+      if (r >= maxRows) return;
       const inReadings = this.db.prepare('SELECT 1 FROM readings WHERE device = ? AND field = ? LIMIT 1');
-      const inRecent = this.db.prepare('SELECT 1 FROM recent WHERE device = ? AND field = ? LIMIT 1');
+      const inRecent = new Set(this.db.prepare('SELECT DISTINCT field FROM recent WHERE device = ?').pluck().all(dev) as number[]);
       const dropSeries = this.db.prepare('DELETE FROM series WHERE device = ? AND field = ?');
       for (const f of fields) {
-        if (inReadings.get(dev, f) || inRecent.get(dev, f)) continue; // readings of a device registered again under the id
+        if (inRecent.has(f) || inReadings.get(dev, f)) continue; // readings of a device registered again under the id
         dropSeries.run(dev, f);
         this.series.delete(seriesKey(dev, f));
       }

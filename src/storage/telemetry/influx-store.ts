@@ -28,8 +28,12 @@ export type InfluxStoreDeps = TelemetryStoreDeps;
 
 /** Repeat the "queue is filling up" warning this often while above the threshold. */
 export const QUEUE_WARN_REPEAT_MS = 5 * 60_000;
-/** Queue rows read per purge step (each up to influx.batchLines lines): the queue's worker is held a few ms. */
-export const PURGE_QUEUE_ROWS = 16;
+/**
+ * A purge step of the queue stops after this many rows or this much work, whichever comes first:
+ * the queue's worker (and every enqueue, so every PUBACK) waits for the step.
+ */
+export const PURGE_QUEUE_ROWS = 64;
+export const PURGE_QUEUE_BUDGET_MS = 20;
 /** Dead-letter rows deleted per purge step. */
 export const PURGE_DEAD_ROWS = 5_000;
 
@@ -173,7 +177,7 @@ export class InfluxTelemetryStore implements TelemetryStore, TelemetryPurge {
     };
     let afterId = 0;
     for (;;) {
-      const c = await this.exclusive(() => outbox().call<QueuePurgeChunk & { totals: QueueTotals }>('purgeQueue', deviceId, before, PURGE_QUEUE_ROWS, afterId));
+      const c = await this.exclusive(() => outbox().call<QueuePurgeChunk & { totals: QueueTotals }>('purgeQueue', deviceId, before, PURGE_QUEUE_ROWS, afterId, PURGE_QUEUE_BUDGET_MS));
       removed.queuedReadings = (removed.queuedReadings ?? 0) + c.readings;
       this.setTotals(c.totals);
       this.forwarder?.wake(c.totals.rows);

@@ -289,8 +289,8 @@ export class OutboxDb {
   }
 
   /** Purge: one chunk of queue rows without the device's lines (outbox-purge.ts). */
-  purgeQueue(deviceId: string, before: number | null, maxRows: number, afterId: number): QueuePurgeChunk & { totals: QueueTotals } {
-    const c = purgeQueueChunk(this.db, deviceId, before, maxRows, afterId);
+  purgeQueue(deviceId: string, before: number | null, maxRows: number, afterId: number, budgetMs: number): QueuePurgeChunk & { totals: QueueTotals } {
+    const c = purgeQueueChunk(this.db, deviceId, before, maxRows, afterId, budgetMs);
     this.totals.rows -= c.rows; this.totals.readings -= c.readings; this.totals.bytes -= c.bytes;
     if (c.rows && this.totals.rows === 0) this.db.pragma('incremental_vacuum');
     return { ...c, totals: this.stats() };

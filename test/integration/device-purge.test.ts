@@ -5,9 +5,13 @@
  *    a device registered again under the id starts empty;
  *  - 'keep' (default): the readings stay in telemetry.db but never show under the new device; then
  *    `keng devices purge <id>` (the real CLI, while the server runs) removes the old device's
- *    readings and keeps the new one's.
+ *    readings and keeps the new one's;
+ *  - Keng killed (SIGKILL) right after the deletion: the purge was recorded with it and runs after
+ *    the restart.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,7 +19,7 @@ import type { MqttClient } from 'mqtt';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { connectDevice, end, publish, waitFor } from '../helpers/mqtt.js';
 import { seedAreas, seedDevices } from '../helpers/seed.js';
-import { ROOT } from '../helpers/process.js';
+import { ROOT, spawnKeng, type KengProcess } from '../helpers/process.js';
 
 let t: TestApp | undefined;
 afterEach(async () => { await t?.stop(); t = undefined; });
@@ -154,5 +158,46 @@ describe('deleting a device: telemetry.onDeviceDelete = keep (default), then `ke
     expect(left.dead).toBe(0);
     expect(await history(t, 'soil-1')).toBe(1);
     expect(JSON.parse(cli('devices', 'purges', '--json').stdout)).toEqual([]);
+  });
+});
+
+describe('deleting a device: Keng killed before the purge ran', { timeout: 120_000 }, () => {
+  let keng: KengProcess | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (keng && keng.proc.exitCode === null && keng.proc.signalCode === null) { keng.proc.kill('SIGTERM'); await keng.exited; }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    keng = undefined; dir = undefined;
+  });
+
+  it('the purge recorded with the deletion runs after the restart', async () => {
+    const TOKEN = 'purge-crash-admin-token-0123456789';
+    dir = mkdtempSync(path.join(tmpdir(), 'keng-purge-crash-'));
+    const env = { KENG_DATA_DIR: dir, KENG_ADMIN_TOKEN: TOKEN, KENG_ON_DEVICE_DELETE: 'purge' };
+    keng = await spawnKeng(env);
+    const admin = { async api(method: string, route: string, body?: unknown) {
+      const r = await fetch(keng!.httpUrl + route, {
+        method, body: body === undefined ? undefined : JSON.stringify(body),
+        headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      });
+      const text = await r.text();
+      return { status: r.status, body: text ? JSON.parse(text) : undefined };
+    } };
+    await seedAreas(admin, [AREAS[0]!]);
+    const creds = await seedDevices(admin, [{ id: 'soil-9', kind: 'sensor', name: 'soil-9', area: 'p1' }]);
+    const c = await connectDevice(`mqtt://127.0.0.1:${keng.mqttPort}`, 'soil-9', creds['soil-9']!.secret);
+    await backlog(c, 'soil-9', Date.now() - 2 * HOUR, 1000);
+    await end(c);
+
+    expect((await admin.api('DELETE', '/api/v1/devices/soil-9')).status).toBe(204);
+    keng.proc.kill('SIGKILL'); // well within the 3 s before the purge starts
+    expect((await keng.exited).signal).toBe('SIGKILL');
+    const after = stored(dir, 'soil-9');
+    expect(after.readings + after.recent).toBe(2000); // nothing purged yet
+
+    keng = await spawnKeng(env);
+    const purged = await waitFor(async () => (await admin.api('GET', '/api/v1/audit?action=device.purge')).body.entries[0], 30_000, 200);
+    expect(purged.after.removed).toEqual({ readings: 2000, deadReadings: 0 });
+    expect(stored(dir, 'soil-9')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0 });
   });
 });

@@ -28,7 +28,7 @@ const AREAS = [{ code: 'p1', name: 'Tỉnh', level: 'province' }, { code: 'c1', 
 const HOUR = 3_600_000;
 
 /** Row counts of one device in telemetry.db (read-only connection, as a second process would). */
-function stored(dataDir: string, deviceId: string): { readings: number; recent: number; dead: number; series: number } {
+function stored(dataDir: string, deviceId: string): { readings: number; recent: number; dead: number; series: number; named: boolean } {
   const db = new Database(path.join(dataDir, 'telemetry.db'), { readonly: true, fileMustExist: true });
   try {
     const dev = db.prepare('SELECT id FROM devices WHERE name = ?').pluck().get(deviceId) as number | undefined;
@@ -38,6 +38,7 @@ function stored(dataDir: string, deviceId: string): { readings: number; recent: 
       recent: dev === undefined ? 0 : n('SELECT COUNT(*) FROM recent WHERE device = ?', dev),
       dead: n('SELECT COUNT(*) FROM dead_readings WHERE device = ?', deviceId),
       series: dev === undefined ? 0 : n('SELECT COUNT(*) FROM series WHERE device = ?', dev),
+      named: dev !== undefined, // the id in the store's dictionary of device names
     };
   } finally { db.close(); }
 }
@@ -100,7 +101,7 @@ describe('deleting a device: telemetry.onDeviceDelete = purge (embedded store)',
     expect(purged.after.requestedBy).toBe('admin:admin');
     expect(purged.after.before).toBeNull();
     expect(purged.after.removed).toEqual({ readings: 6003, deadReadings: 1 }); // 6,001 old, 2 recent
-    expect(stored(t.dataDir, 'soil-1')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0 });
+    expect(stored(t.dataDir, 'soil-1')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0, named: false }); // no trace of the id
     const other = stored(t.dataDir, 'soil-2');
     expect(other.readings + other.recent).toBe(200);
     expect(t.app.purger.pending()).toEqual([]);
@@ -198,6 +199,6 @@ describe('deleting a device: Keng killed before the purge ran', { timeout: 120_0
     keng = await spawnKeng(env);
     const purged = await waitFor(async () => (await admin.api('GET', '/api/v1/audit?action=device.purge')).body.entries[0], 30_000, 200);
     expect(purged.after.removed).toEqual({ readings: 2000, deadReadings: 0 });
-    expect(stored(dir, 'soil-9')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0 });
+    expect(stored(dir, 'soil-9')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0, named: false });
   });
 });

@@ -363,7 +363,8 @@ export class EmbeddedWriter {
    * Purge (types.ts TelemetryPurge): delete one device's readings with ts < `before` (all when null)
    * from `recent`, `readings` and `dead_readings`, at most `maxRows` per call, in one short
    * transaction like a retention step. `done` once nothing is left; the last call also drops the
-   * device's emptied `series` rows, so "all fields of the device" forgets its old fields.
+   * device's emptied `series` rows, so "all fields of the device" forgets its old fields, and, when
+   * nothing at all is left under the name, its entry in `devices`.
    */
   purgeDevice(name: string, before: number | null, maxRows: number): { readings: number; dead: number; done: boolean } {
     const lim = before ?? Number.MAX_SAFE_INTEGER;
@@ -398,10 +399,16 @@ export class EmbeddedWriter {
       const inReadings = this.db.prepare('SELECT 1 FROM readings WHERE device = ? AND field = ? LIMIT 1');
       const inRecent = new Set(this.db.prepare('SELECT DISTINCT field FROM recent WHERE device = ?').pluck().all(dev) as number[]);
       const dropSeries = this.db.prepare('DELETE FROM series WHERE device = ? AND field = ?');
+      let kept = 0;
       for (const f of fields) {
-        if (inRecent.has(f) || inReadings.get(dev, f)) continue; // readings of a device registered again under the id
+        if (inRecent.has(f) || inReadings.get(dev, f)) { kept++; continue; } // readings of a device registered again under the id
         dropSeries.run(dev, f);
         this.series.delete(seriesKey(dev, f));
+      }
+      // Nothing left under the name: its dictionary entry goes too (a later write of it makes a new one).
+      if (kept === 0 && inRecent.size === 0) {
+        this.db.prepare('DELETE FROM devices WHERE id = ?').run(dev);
+        this.devices.delete(name);
       }
       done = true;
     }).immediate();

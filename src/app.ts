@@ -8,7 +8,7 @@
  *
  * Start order: data directory lock (one server per directory) → state store →
  * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
- * device registry → telemetry store → ingest → broker → Modbus poller → media tools check →
+ * device registry → telemetry store → device purger → ingest → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
@@ -22,7 +22,7 @@ import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
 import { DataDirLock, StateDb } from './storage/state/index.js';
-import { DeviceRegistry } from './devices/index.js';
+import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
@@ -57,6 +57,8 @@ export interface KengApp {
   readonly stateDb: StateDb;
   readonly registry: DeviceRegistry;
   readonly store: TelemetryStore;
+  /** Purges deleted devices' readings in the background (telemetry.onDeviceDelete = 'purge', `keng devices purge`). */
+  readonly purger: DevicePurger;
   readonly ingest: IngestService;
   readonly broker: BrokerPort;
   readonly adminAuth: AdminAuth;
@@ -93,7 +95,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
 
   const lock = new DataDirLock({ dataDir, logger: log('state'), clock });
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
-  const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock });
+  const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
@@ -108,6 +110,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
 
   // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
   const provisioning = new ProvisioningService({ db: () => stateDb.db, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });
+  // After the store it purges from (started after it, stopped before it); also runs purges asked under 'keep' (CLI).
+  const purger = new DevicePurger({ db: stateDb, store, registry, audit, bus, logger: log('purge'), clock });
+
   const broker: AedesBroker = new AedesBroker({
     config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
     // Ingest is built next (it answers devices through the broker); messages only arrive once both started.
@@ -179,12 +184,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, purger, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
     modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });

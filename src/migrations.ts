@@ -45,9 +45,10 @@ const ORDER: Step[] = [
   PROVISIONING_MIGRATION,   // 17
   RPC_TB_IDS_MIGRATION,     // 18
   BROADCAST_UNCONFIRMED_MIGRATION, // 19
+  core(6),                  // 20: devices: purges of deleted devices' readings
 ];
 
-if (CORE.length !== 5) {
+if (CORE.length !== 6) {
   throw new Error('src/storage/state/migrations.ts gained an entry: append it to ORDER in src/migrations.ts with the next number');
 }
 

@@ -3,6 +3,7 @@
  * output helpers, and the wrapper that turns errors into one line and an
  * exit status (see index.ts).
  */
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfig, ConfigError, type Config } from '../config/index.js';
 import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock } from '../core/index.js';
@@ -18,7 +19,7 @@ export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, con
   const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS, create: false });
   const reg = new DeviceRegistry({
     db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
-    metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false,
+    metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false, onDelete: config.telemetry.onDeviceDelete,
   });
   await db.start();
   try {
@@ -27,6 +28,13 @@ export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, con
   } finally {
     await db.stop();
   }
+}
+
+/** Audit actor of CLI changes: the operating-system user running `keng`. */
+export function cliActor(): string {
+  let name = 'unknown';
+  try { name = userInfo().username; } catch { /* no passwd entry */ }
+  return `cli:${name}`;
 }
 
 export function out(line = ''): void {

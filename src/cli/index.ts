@@ -22,9 +22,11 @@ import { Errors, systemClock } from '../core/index.js';
 import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } from '../devices/index.js';
 import type { StateDb } from '../storage/state/index.js';
 import { registerSimulate } from './simulate.js';
-import { registerAudit } from './audit.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
-import { action, iso, json, out, table, withRegistry } from './common.js';
+import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
+import { cliAuditKey, registerAudit } from './audit.js';
+import { AuditLog } from '../audit/index.js';
+import { PurgeJobs } from '../devices/index.js';
 import { registerUsers } from './users.js';
 import { MapCatalog, ModbusDevices } from '../modbus/index.js';
 import { addModbusOptions, modbusInput, registerModbus, type ModbusOpts } from './modbus.js';
@@ -147,9 +149,36 @@ function registerDevices(program: Command): void {
     .description('delete a device (its credentials stop working)')
     .argument('<id>', 'device id')
     .action(action(async (id: string) => {
-      const removed = await withRegistry((reg) => reg.deleteDevice(id));
+      const { removed, purge } = await withRegistry((reg, _db, config) => ({
+        removed: reg.deleteDevice(id, cliActor()), purge: config.telemetry.onDeviceDelete === 'purge',
+      }));
       if (!removed) throw Errors.NOT_FOUND(`Device "${id}"`);
-      out(`Device ${id} deleted`);
+      out(`Device ${id} deleted${purge ? '; the server purges its readings in the background (telemetry.onDeviceDelete = purge)' : ''}`);
+    }));
+  devices.command('purge')
+    .description('remove the stored readings of a device deleted earlier (also when its id was registered again: only the old device\'s); the server does it in the background')
+    .argument('<id>', 'device id')
+    .action(action(async (id: string) => {
+      await withRegistry((reg, db, config) => {
+        const by = cliActor();
+        const audit = new AuditLog({ state: db, clock: systemClock });
+        const key = cliAuditKey(config);
+        if (key) audit.useKey(key);
+        db.db.transaction(() => { // recorded and audited together, or neither
+          if (!reg.requestPurge(id, by)) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
+          audit.record({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
+        })();
+      });
+      out(`Purge of ${id}'s readings recorded; the server runs it (see \`keng devices purges\`, and device.purge in the audit log when done)`);
+    }));
+  devices.command('purges')
+    .description('purges of deleted devices\' readings not finished yet (retrying while a store is unreachable)')
+    .option('--json', 'print JSON')
+    .action(action(async (o: { json?: boolean }) => {
+      const jobs = await withRegistry((_reg, db) => new PurgeJobs(db.db).list());
+      if (o.json) return json(jobs);
+      table(['ID', 'DELETED', 'REQUESTED BY', 'STAGE', 'ATTEMPTS', 'NEXT TRY', 'LAST ERROR'],
+        jobs.map((j) => [j.deviceId, iso(j.deletedAt) ?? '-', j.requestedBy, j.stage, String(j.attempts), iso(j.nextAt) ?? '-', j.lastError ?? '-']));
     }));
 }
 

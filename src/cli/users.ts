@@ -6,13 +6,12 @@
  * or `keng users add --role admin`. The CLI never goes through the login
  * guard, so nothing an attacker does over HTTP can lock it out.
  */
-import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { Errors, systemClock } from '../core/index.js';
 import type { StateDb } from '../storage/state/index.js';
 import { createAccounts, guardOptions, ROLES, type Accounts, type Role, type User } from '../auth/index.js';
 import { cliAuditKey } from './audit.js';
-import { action, iso, json, out, table, withRegistry } from './common.js';
+import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
 
 /** Account services on the CLI's state store (same rules, settings and audit log as the API). */
 function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
@@ -23,13 +22,6 @@ function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Pr
     if (key) acc.audit.useKey(key);
     return fn(acc, db);
   });
-}
-
-/** Audit actor of CLI changes: the operating-system user running `keng`. */
-function cliActor(): string {
-  let name = 'unknown';
-  try { name = userInfo().username; } catch { /* no passwd entry */ }
-  return `cli:${name}`;
 }
 
 /** A password from stdin: the first line when piped, typed without echo on a terminal. Never from argv (ps would show it). */

@@ -26,6 +26,7 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_RETENTION_DAYS', path: 'telemetry.retentionDays', type: 'int' },
   { name: 'KENG_COMMIT_INTERVAL_MS', path: 'telemetry.commitIntervalMs', type: 'int' },
   { name: 'KENG_DISK_SYNC', path: 'telemetry.sync', type: 'string' },
+  { name: 'KENG_ON_DEVICE_DELETE', path: 'telemetry.onDeviceDelete', type: 'string' },
   { name: 'KENG_LIVE_BATCH_MS', path: 'live.batchIntervalMs', type: 'int' },
   { name: 'KENG_LIVE_MAX_CLIENTS', path: 'live.maxClients', type: 'int' },
   { name: 'KENG_LIVE_MAX_EVENT_RATE', path: 'live.maxEventRate', type: 'int' },

@@ -97,6 +97,12 @@ export const ConfigSchema = Type.Object({
     commitMaxInFlight: Type.Integer({ minimum: 1, maximum: 16, default: 1 }),
     /** SQLite synchronous mode: 'full' survives power loss, 'normal' survives process crashes. */
     sync: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full' }),
+    /**
+     * What deleting a device does to the readings it stored (docs/telemetry-storage.md "Deleting a device"):
+     * 'keep' leaves them in the store until retention, never shown under a later device of the same id;
+     * 'purge' also removes them (embedded store, InfluxDB queue and database, dead letters) in the background.
+     */
+    onDeviceDelete: Type.Union([Type.Literal('keep'), Type.Literal('purge')], { default: 'keep' }),
   }, { default: {} }),
   media: Type.Object({
     /** Largest accepted audio upload (413 above). */

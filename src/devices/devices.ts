@@ -11,6 +11,7 @@ import { MAX_NAME_LENGTH } from './area-tree.js';
 import type { Areas } from './areas.js';
 import { forgetVerifications, issueCredential, issueCredentials, type CredentialLookup, type StoredCredentials } from './credentials.js';
 import { MAX_CREDENTIAL_LENGTH, tokenLookup, type CredentialVerifier } from './secrets.js';
+import { PurgeJobs } from './purge-jobs.js';
 import { Statements } from './statements.js';
 import { DEVICE_ID_RE, type Device, type DeviceKind } from './types.js';
 import type { CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, DevicesApi, NewDevice } from './registry-types.js';
@@ -30,6 +31,8 @@ export interface DevicesDeps {
   verifier: CredentialVerifier;
   /** Reloads areas and devices when another connection committed (the registry's). */
   sync: () => void;
+  /** telemetry.onDeviceDelete: 'purge' records a purge of the readings with each deletion (purger.ts runs it). */
+  onDelete: 'keep' | 'purge';
 }
 
 const KINDS: readonly DeviceKind[] = ['sensor', 'speaker', 'gateway'];
@@ -111,6 +114,7 @@ function prepare(db: SqliteDatabase) {
     setSecret: s('UPDATE devices SET secret_hash = @secret_hash WHERE id = @id'),
     setToken: s('UPDATE devices SET token_lookup = @token_lookup, token_hash = @token_hash WHERE id = @id'),
     insertState: s('INSERT INTO device_state (device_id) VALUES (?)'),
+    purges: new PurgeJobs(db),
   };
 }
 
@@ -196,17 +200,42 @@ export class Devices implements DevicesApi, CredentialLookup {
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
-  deleteDevice(id: string): boolean {
+  /**
+   * Deletes the device; `by` (the actor, e.g. "user:alice") is recorded with the purge of its readings
+   * when telemetry.onDeviceDelete is 'purge': in the same transaction as the tombstone, so a deletion
+   * whose purge is lost cannot happen (purge-jobs.ts).
+   */
+  deleteDevice(id: string, by = 'unknown'): boolean {
     const q = this.sql.q;
     // device_state goes with it (ON DELETE CASCADE); the tombstone keeps a later device of the same id from its history.
     const removed = q.db.transaction(() => {
       const gone = q.deleteDevice.run(id).changes > 0;
-      if (gone) q.bury.run(id, this.deps.clock.now());
+      if (gone) {
+        const now = this.deps.clock.now();
+        q.bury.run(id, now);
+        if (this.deps.onDelete === 'purge') q.purges.request(id, now, now, by);
+      }
       return gone;
     })();
     if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
     else if (removed) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
     return removed;
+  }
+
+  /**
+   * Purges what a device deleted earlier (under 'keep') stored: the readings
+   * from before its tombstone, also when the id was registered again since.
+   * false when no device of this id was ever deleted.
+   */
+  requestPurge(id: string, by: string): boolean {
+    const q = this.sql.q;
+    return q.db.transaction(() => {
+      const buried = q.tombstone.get(id) as { deleted_at: number } | undefined;
+      if (!buried) return false;
+      const now = this.deps.clock.now();
+      q.purges.request(id, buried.deleted_at, now, by, now);
+      return true;
+    })();
   }
 
   /** Enables or disables a device (a disabled device is refused at CONNECT). */

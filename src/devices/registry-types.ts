@@ -38,7 +38,8 @@ export interface DevicesApi {
   createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }>; // throws DEVICE_EXISTS / NOT_FOUND(area) / VALIDATION
   getDevice(id: string): Device | undefined;
   listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
-  deleteDevice(id: string): boolean;
+  /** `by`: who deletes (an actor string such as "user:alice"), recorded with the purge of its readings when one follows. */
+  deleteDevice(id: string, by?: string): boolean;
   /** undefined when the device does not exist. Throws VALIDATION / NOT_FOUND(area). */
   updateDevice(id: string, changes: DeviceChanges): Device | undefined;
   /**

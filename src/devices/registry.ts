@@ -36,6 +36,8 @@ export interface DeviceRegistryOptions {
    */
   ownsPresence?: boolean;
   verifier?: CredentialVerifier;
+  /** telemetry.onDeviceDelete (default 'keep'): whether a deletion also purges the device's readings. */
+  onDelete?: 'keep' | 'purge';
 }
 
 type AuthResult = Awaited<ReturnType<DeviceAuthenticator['authenticate']>>;
@@ -64,7 +66,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.status = new DeviceStatus({
       bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id),
     });
-    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync });
+    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, sync });
   }
 
@@ -106,7 +108,9 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> { return this.devices.createDevice(d); }
   getDevice(id: string): Device | undefined { return this.devices.getDevice(id); }
   listDevices(filter: DeviceFilter = {}): Device[] { return this.devices.listDevices(filter); }
-  deleteDevice(id: string): boolean { return this.devices.deleteDevice(id); }
+  deleteDevice(id: string, by?: string): boolean { return this.devices.deleteDevice(id, by); }
+  /** Not in DeviceRegistryApi: purge the readings of a device deleted earlier (false: no such deletion). */
+  requestPurge(id: string, by: string): boolean { return this.devices.requestPurge(id, by); }
   updateDevice(id: string, changes: DeviceChanges): Device | undefined { return this.devices.updateDevice(id, changes); }
   rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined> { return this.devices.rotateCredential(id, kind); }
   /** Not in DeviceRegistryApi. */

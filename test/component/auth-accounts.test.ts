@@ -142,7 +142,7 @@ describe('audit log through the API', () => {
     const q = async (qs: string) => (await t.inject('GET', `/api/v1/audit?${qs}`)).body.entries as Array<Record<string, any>>;
     const devEntries = await q('action=device');
     expect(devEntries.map((e) => e.action)).toEqual(['device.delete', 'device.create', 'device.create']);
-    expect(devEntries[0]).toMatchObject({ actor: 'admin:admin', target: 'device:loa-audit', after: null });
+    expect(devEntries[0]).toMatchObject({ actor: 'admin:admin', target: 'device:loa-audit', after: { readings: 'keep' } }); // after: what became of its readings (telemetry.onDeviceDelete)
     expect(devEntries[0]!.before).toMatchObject({ id: 'loa-audit', area: 'A', kind: 'speaker' });
     const all = JSON.stringify(await q('limit=1000'));
     expect(all).not.toContain(dev.body.secret);

@@ -7,6 +7,7 @@ import type { DeviceView } from '../../devices/types.js';
 import type { ModbusDevices } from '../../modbus/index.js';
 import type { Principal } from '../../auth/types.js';
 import type { Action } from '../../auth/policy.js';
+import { actorString } from '../../audit/index.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { createdDeviceDto, deviceDto, freshView, type DeviceDto } from '../present.js';
 import {
@@ -181,7 +182,10 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
   app.delete('/devices/:id', {
     schema: {
       tags: ['devices'], summary: 'Delete a device', security: [{ bearer: [] }],
-      description: 'Removes the device and its credentials and disconnects it from the broker. Stored telemetry is kept until retention.',
+      description: 'Removes the device and its credentials, latest values and attributes, and disconnects it from the broker. '
+        + 'Its stored readings are never shown under a device registered later with the same id; with the setting '
+        + 'telemetry.onDeviceDelete = "purge" they are also removed from every store in the background (audited as device.purge), '
+        + 'otherwise ("keep", the default) they stay until retention.',
       params: DeviceIdParams,
       response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(...AUTH_ERRORS, 404) },
     },
@@ -189,9 +193,10 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const p = principalOf(req);
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'devices.write', view.area);
-    if (!registry.deleteDevice(view.id)) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    if (!registry.deleteDevice(view.id, actorString(p))) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view) });
+    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view),
+      after: { readings: ctx.config.telemetry.onDeviceDelete } });
     return reply.status(204).send(null);
   });
 };

@@ -359,6 +359,62 @@ export class EmbeddedWriter {
     return { deleted, cursor: i, done: i >= list.length };
   }
 
+  /**
+   * Purge (types.ts TelemetryPurge): delete one device's readings with ts < `before` (all when null)
+   * from `recent`, `readings` and `dead_readings`, at most `maxRows` per call, in one short
+   * transaction like a retention step. `done` once nothing is left; the last call also drops the
+   * device's emptied `series` rows, so "all fields of the device" forgets its old fields, and, when
+   * nothing at all is left under the name, its entry in `devices`.
+   */
+  purgeDevice(name: string, before: number | null, maxRows: number): { readings: number; dead: number; done: boolean } {
+    const lim = before ?? Number.MAX_SAFE_INTEGER;
+    const dev = this.devices.get(name);
+    let readings = 0;
+    let dead = 0;
+    let done = false;
+    this.db.transaction(() => {
+      dead = this.db.prepare(`DELETE FROM dead_readings WHERE (device, field, ts) IN
+        (SELECT device, field, ts FROM dead_readings WHERE device = ? AND ts < ? LIMIT ?)`).run(name, lim, maxRows).changes;
+      if (dev === undefined) { done = dead < maxRows; return; }
+      const fields = this.db.prepare('SELECT field FROM series WHERE device = ? ORDER BY field').pluck().all(dev) as number[];
+      const bound = this.db.prepare('SELECT ts FROM readings WHERE device = ? AND field = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?');
+      const delUpTo = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts <= ?');
+      const delBefore = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts < ?');
+      let more = dead >= maxRows;
+      for (const f of fields) {
+        const room = maxRows - readings - dead;
+        if (room <= 0) { more = true; break; }
+        const b = bound.get(dev, f, lim, room - 1) as { ts: number } | undefined;
+        if (b) { readings += delUpTo.run(dev, f, b.ts).changes; more = true; break; } // more may remain in this series
+        readings += delBefore.run(dev, f, lim).changes;
+      }
+      if (more) return;
+      // `recent` is clustered by ts, so finding the device there scans it: once, after `readings`. It holds
+      // only the last seconds of readings (more while compaction catches up on a backlog).
+      const r = this.db.prepare(`DELETE FROM recent WHERE (ts, device, field) IN
+        (SELECT ts, device, field FROM recent WHERE device = ? AND ts < ? LIMIT ?)`).run(dev, lim, maxRows).changes;
+      this.recentRows = Math.max(0, this.recentRows - r);
+      readings += r;
+      if (r >= maxRows) return;
+      const inReadings = this.db.prepare('SELECT 1 FROM readings WHERE device = ? AND field = ? LIMIT 1');
+      const inRecent = new Set(this.db.prepare('SELECT DISTINCT field FROM recent WHERE device = ?').pluck().all(dev) as number[]);
+      const dropSeries = this.db.prepare('DELETE FROM series WHERE device = ? AND field = ?');
+      let kept = 0;
+      for (const f of fields) {
+        if (inRecent.has(f) || inReadings.get(dev, f)) { kept++; continue; } // readings of a device registered again under the id
+        dropSeries.run(dev, f);
+        this.series.delete(seriesKey(dev, f));
+      }
+      // Nothing left under the name: its dictionary entry goes too (a later write of it makes a new one).
+      if (kept === 0 && inRecent.size === 0) {
+        this.db.prepare('DELETE FROM devices WHERE id = ?').run(dev);
+        this.devices.delete(name);
+      }
+      done = true;
+    }).immediate();
+    return { readings, dead, done };
+  }
+
   ping(): boolean { return this.db.prepare('SELECT 1 AS one').get() !== undefined; }
   close(): void {
     try { this.compact(Date.now()); } catch { /* best effort; rows stay in recent */ }

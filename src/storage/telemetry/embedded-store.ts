@@ -21,7 +21,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import { FIELD_TYPE_CONFLICT } from './field-types.js';
-import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
+import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
 import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
 import { realTimers, type Timers } from './timers.js';
@@ -40,8 +40,10 @@ const DAY_MS = 86_400_000;
 export const PRUNE_INTERVAL_MS = 3_600_000;
 const PRUNE_FIRST_DELAY_MS = 60_000;
 const PRUNE_CHUNK_ROWS = 5_000;
+/** Rows deleted per purge step: one short writer transaction, like a retention step (commits queued behind it wait little). */
+export const PURGE_CHUNK_ROWS = 5_000;
 
-export class EmbeddedTelemetryStore implements TelemetryStore {
+export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
   readonly name = 'telemetry-store';
   readonly kind = 'embedded' as const;
   readonly file: string;
@@ -148,6 +150,23 @@ export class EmbeddedTelemetryStore implements TelemetryStore {
     })().finally(() => { this.pruning = null; });
     return this.pruning;
   }
+
+  /** Deletes the device's readings and dead letters chunk by chunk, letting queued writes run between chunks. */
+  async purgeLocal(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      signal.throwIfAborted();
+      const w = this.writer;
+      if (!w || this.stopping) throw Errors.STORE_UNAVAILABLE('embedded store is not started');
+      const r = await w.call<{ readings: number; dead: number; done: boolean }>('purgeDevice', deviceId, before, PURGE_CHUNK_ROWS);
+      removed.readings = (removed.readings ?? 0) + r.readings;
+      removed.deadReadings = (removed.deadReadings ?? 0) + r.dead;
+      if (r.done) return;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Nothing remote: the embedded store is all there is. */
+  async purgeRemote(): Promise<void> { /* nothing */ }
 
   private schedulePrune(ms: number): void {
     if (this.stopping) return;

@@ -56,8 +56,21 @@ export class Forwarder {
   private isolate = 0;
   private readonly inflight = new AbortController();
   private outageStartedAt: number | null = null;
+  /** The end of the last exclusive() turn: one forwarding attempt or one purge step at a time. */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly d: ForwarderDeps) {}
+
+  /**
+   * Runs `fn` between two forwarding attempts (never while a write is in flight): a purge rewrites
+   * queue rows the attempt may have read, and must not delete from InfluxDB while a write that
+   * still carries the device's lines is on its way (influx-store.ts).
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
 
   start(initialRows: number): void {
     this.rows = initialRows;
@@ -100,7 +113,7 @@ export class Forwarder {
       }
       let ok: boolean;
       try {
-        ok = await this.attempt();
+        ok = await this.exclusive(() => this.attempt());
       } catch (err) {
         // The queue itself failed (worker gone, disk error): nothing is lost, try again later.
         if (this.stopping) return;

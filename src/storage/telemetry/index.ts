@@ -23,9 +23,9 @@ import { EmbeddedTelemetryStore } from './embedded-store.js';
 import { InfluxTelemetryStore } from './influx-store.js';
 import { InfluxV1Backend } from './influx-v1.js';
 import { InfluxV2Backend } from './influx-v2.js';
-import type { TelemetryStore, TelemetryStoreDeps } from './types.js';
+import type { TelemetryPurge, TelemetryStore, TelemetryStoreDeps } from './types.js';
 
-export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg, TelemetryStoreDeps } from './types.js';
+export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg, TelemetryStoreDeps, TelemetryPurge, PurgeCounts } from './types.js';
 export type { Timers } from './timers.js';
 export type { QueueTotals } from './outbox-db.js';
 export { EmbeddedTelemetryStore } from './embedded-store.js';
@@ -33,7 +33,7 @@ export { InfluxTelemetryStore } from './influx-store.js';
 export { windowStart } from './windows.js';
 
 
-export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore {
+export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore & TelemetryPurge {
   if (config.telemetry.store === 'embedded') return new EmbeddedTelemetryStore(config, deps);
   if (!config.influx.url) throw Errors.CONFIG('influx.url: required when telemetry.store is "influxdb"');
   const logger = deps.logger;

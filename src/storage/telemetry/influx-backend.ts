@@ -23,6 +23,12 @@ export interface InfluxBackend {
    * the server cannot be asked.
    */
   fieldTypes?(): Promise<[string, string][]>;
+  /**
+   * Deletes the device's points (tag `device_id`) of the measurement with time < `before` (all when
+   * null). Resolves with how many readings there were when the server can tell (null otherwise);
+   * rejects when the server cannot be reached or refuses (the purge is retried later).
+   */
+  deleteDevice(deviceId: string, before: number | null, signal: AbortSignal): Promise<number | null>;
   ping(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }

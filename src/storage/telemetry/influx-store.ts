@@ -17,7 +17,8 @@ import type { InfluxBackend } from './influx-backend.js';
 import { FIELD_TYPE_CONFLICT } from './field-types.js';
 import type { EnqueueResult, LearnResult, QueueTotals } from './outbox-db.js';
 import { realTimers } from './timers.js';
-import type { HistoryPoint, HistoryQuery, TelemetryRecord, TelemetryStore, TelemetryStoreDeps, WriteResult } from './types.js';
+import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, TelemetryStoreDeps, WriteResult } from './types.js';
+import type { QueuePurgeChunk } from './outbox-purge.js';
 import { normaliseQuery } from './windows.js';
 import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
@@ -27,8 +28,16 @@ export type InfluxStoreDeps = TelemetryStoreDeps;
 
 /** Repeat the "queue is filling up" warning this often while above the threshold. */
 export const QUEUE_WARN_REPEAT_MS = 5 * 60_000;
+/**
+ * A purge step of the queue stops after this many rows or this much work, whichever comes first:
+ * the queue's worker (and every enqueue, so every PUBACK) waits for the step.
+ */
+export const PURGE_QUEUE_ROWS = 64;
+export const PURGE_QUEUE_BUDGET_MS = 20;
+/** Dead-letter rows deleted per purge step. */
+export const PURGE_DEAD_ROWS = 5_000;
 
-export class InfluxTelemetryStore implements TelemetryStore {
+export class InfluxTelemetryStore implements TelemetryStore, TelemetryPurge {
   readonly name = 'telemetry-store';
   readonly kind: 'influxdb-v1' | 'influxdb-v2';
   readonly file: string;
@@ -154,6 +163,45 @@ export class InfluxTelemetryStore implements TelemetryStore {
       this.warnActive = false;
       this.deps.logger.info({ queuedBytes: this.totals.bytes, capBytes: cap }, 'InfluxDB queue back below the warning threshold');
     }
+  }
+
+  /** One purge step at a time between two forwarder writes (Forwarder.exclusive); directly when it is not running. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.forwarder ? this.forwarder.exclusive(fn) : fn();
+  }
+
+  /** The queue, chunk by chunk, then the dead letters: the device's readings not yet in InfluxDB. */
+  async purgeLocal(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void> {
+    const outbox = (): WorkerClient => {
+      signal.throwIfAborted();
+      if (!this.outbox) throw Errors.STORE_UNAVAILABLE('InfluxDB queue is not started');
+      return this.outbox;
+    };
+    let afterId = 0;
+    for (;;) {
+      const c = await this.exclusive(() => outbox().call<QueuePurgeChunk & { totals: QueueTotals }>('purgeQueue', deviceId, before, PURGE_QUEUE_ROWS, afterId, PURGE_QUEUE_BUDGET_MS));
+      removed.queuedReadings = (removed.queuedReadings ?? 0) + c.readings;
+      this.setTotals(c.totals);
+      this.forwarder?.wake(c.totals.rows);
+      if (c.done) break;
+      afterId = c.lastId;
+    }
+    for (;;) {
+      const c = await this.exclusive(() => outbox().call<{ dead: number; done: boolean; totals: QueueTotals }>('purgeDead', deviceId, before, PURGE_DEAD_ROWS));
+      removed.deadReadings = (removed.deadReadings ?? 0) + c.dead;
+      this.setTotals(c.totals);
+      if (c.done) break;
+    }
+  }
+
+  /**
+   * InfluxDB itself, once the queue holds nothing of the device: between two forwarder writes, so
+   * no write that left before the queue was purged can land after this.
+   */
+  async purgeRemote(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const n = await this.exclusive(() => this.backend.deleteDevice(deviceId, before, signal));
+    if (n !== null) removed.influxReadings = (removed.influxReadings ?? 0) + n;
   }
 
   async query(q: HistoryQuery): Promise<HistoryPoint[]> {

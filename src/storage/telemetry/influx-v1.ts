@@ -9,7 +9,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { networkMessage, outcomeForStatus, type InfluxBackend, type WriteOutcome } from './influx-backend.js';
 import {
-  aggStatement, fieldKeyPairs, parseFieldKeys, parseRows, quoteIdent, rawStatement, showFieldKeysStatement,
+  aggStatement, countTotal, deleteDeviceStatements, fieldKeyPairs, parseFieldKeys, parseRows, quoteIdent, rawStatement, showFieldKeysStatement,
   type InfluxQLResponse, type InfluxQLResult,
 } from './influxql.js';
 import type { HistoryPoint, HistoryQuery } from './types.js';
@@ -102,6 +102,21 @@ export class InfluxV1Backend implements InfluxBackend {
       if (err instanceof NoDatabase) return [];
       throw err;
     }
+  }
+
+  /** Counts the device's readings, then DELETE (a time bound) or DROP SERIES (all of it, index entries too). */
+  async deleteDevice(deviceId: string, before: number | null, signal: AbortSignal): Promise<number | null> {
+    const sig = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(this.cfg.timeoutMs)]);
+    const st = deleteDeviceStatements(this.cfg.measurement, deviceId, before);
+    let count: number;
+    try {
+      count = countTotal(this.check(await this.influxql(st.count, true, sig())));
+    } catch (err) {
+      if (err instanceof NoDatabase) return 0; // nothing was ever written
+      throw err;
+    }
+    this.check(await this.influxql(st.remove, true, sig()));
+    return count;
   }
 
   private check(r: InfluxQLResult): InfluxQLResult {

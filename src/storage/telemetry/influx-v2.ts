@@ -80,6 +80,30 @@ export class InfluxV2Backend implements InfluxBackend {
     return pb.build(q.everyMs === undefined ? q.limit : undefined);
   }
 
+  /**
+   * The delete API (POST /api/v2/delete: time range and predicate, InfluxDB 2.x). It returns no
+   * count, so null. InfluxDB 3.x has no such API and refuses: the purge is retried and logged
+   * (docs/telemetry-storage.md "Deleting a device").
+   */
+  async deleteDevice(deviceId: string, before: number | null, signal: AbortSignal): Promise<number | null> {
+    const url = `${this.url}/api/v2/delete?org=${encodeURIComponent(this.org)}&bucket=${encodeURIComponent(this.bucket)}`;
+    const quote = (v: string): string => '"' + v.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"';
+    const body = JSON.stringify({
+      start: '1970-01-01T00:00:00Z',
+      // Both ends are inclusive; the newest point InfluxDB can hold when there is no bound.
+      stop: before === null ? '2262-04-11T00:00:00Z' : new Date(before - 1).toISOString(),
+      predicate: `_measurement=${quote(this.cfg.measurement)} AND device_id=${quote(deviceId)}`,
+    });
+    const res = await fetch(url, {
+      method: 'POST', body,
+      headers: { authorization: `Token ${this.cfg.token ?? ''}`, 'content-type': 'application/json' },
+      signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.timeoutMs)]),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`InfluxDB answered ${res.status} to the delete: ${text.slice(0, 200)}`);
+    return null;
+  }
+
   async ping(timeoutMs: number): Promise<boolean> {
     try {
       const res = await fetch(`${this.url}/ping`, { signal: AbortSignal.timeout(timeoutMs) });

@@ -39,6 +39,32 @@ export function showFieldKeysStatement(measurement: string): string {
   return `SHOW FIELD KEYS FROM ${quoteIdent(measurement)}`;
 }
 
+/**
+ * A purge of one device (types.ts TelemetryPurge) on InfluxDB 1.x: `count` (its readings, all
+ * fields summed by countTotal) then `remove`. Without a time bound DROP SERIES, which also takes the
+ * device out of the series index (SHOW TAG VALUES no longer lists it); with one, DELETE (1.x
+ * DELETE accepts tag and time conditions only, which is all this needs).
+ */
+export function deleteDeviceStatements(measurement: string, deviceId: string, before: number | null): { count: string; remove: string } {
+  const m = quoteIdent(measurement);
+  const dev = `"device_id" = ${quoteLiteral(deviceId)}`;
+  const where = before === null ? dev : `${dev} AND time < ${Math.ceil(before)}ms`;
+  return {
+    count: `SELECT COUNT(*) FROM ${m} WHERE ${where}`,
+    remove: before === null ? `DROP SERIES FROM ${m} WHERE ${dev}` : `DELETE FROM ${m} WHERE ${where}`,
+  };
+}
+
+/** The sum of every count column of a COUNT(*) answer (readings over all fields). */
+export function countTotal(r: InfluxQLResult): number {
+  let n = 0;
+  for (const s of r.series ?? []) {
+    const ti = s.columns.indexOf('time');
+    for (const row of s.values ?? []) row.forEach((v, i) => { if (i !== ti && typeof v === 'number') n += v; });
+  }
+  return n;
+}
+
 export interface InfluxQLSeries { name?: string; columns: string[]; values?: unknown[][] }
 export interface InfluxQLResult { statement_id?: number; series?: InfluxQLSeries[]; error?: string }
 export interface InfluxQLResponse { results?: InfluxQLResult[]; error?: string }

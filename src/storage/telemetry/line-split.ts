@@ -87,6 +87,20 @@ function splitUnescaped(s: string, sep: number, max = Infinity): string[] {
   return out;
 }
 
+export interface LineSummary { deviceId: string | undefined; ts: number; fields: number }
+
+/** The `device_id` tag, timestamp and number of fields (readings) of a line; null if it is not of Keng's shape. */
+export function lineSummary(line: string): LineSummary | null {
+  const p = splitLine(line);
+  if (!p) return null;
+  let deviceId: string | undefined;
+  for (const t of splitUnescaped(p.prefix, COMMA).slice(1)) {
+    const [k, v] = splitUnescaped(t, 61 /* = */, 2);
+    if (k !== undefined && v !== undefined && unescapeIdent(k) === 'device_id') deviceId = unescapeIdent(v);
+  }
+  return { deviceId, ts: Number(p.ts), fields: p.fields.length };
+}
+
 export interface LineReading { tags: Record<string, string>; field: string; value: Scalar; ts: number }
 
 /** The reading of a single-field line; null if the line is not one. */

@@ -29,6 +29,7 @@ import {
 } from './field-types.js';
 import { PrefixCache, recordsToLines, type FieldGuard } from './line-protocol.js';
 import { parseReading } from './line-split.js';
+import { purgeDeadChunk, purgeQueueChunk, type QueuePurgeChunk } from './outbox-purge.js';
 import type { TelemetryRecord } from './types.js';
 
 const SCHEMA = `
@@ -285,6 +286,21 @@ export class OutboxDb {
       del.run(id);
       this.totals.rows--; this.totals.readings -= r.readings; this.totals.bytes -= r.bytes;
     }
+  }
+
+  /** Purge: one chunk of queue rows without the device's lines (outbox-purge.ts). */
+  purgeQueue(deviceId: string, before: number | null, maxRows: number, afterId: number, budgetMs: number): QueuePurgeChunk & { totals: QueueTotals } {
+    const c = purgeQueueChunk(this.db, deviceId, before, maxRows, afterId, budgetMs);
+    this.totals.rows -= c.rows; this.totals.readings -= c.readings; this.totals.bytes -= c.bytes;
+    if (c.rows && this.totals.rows === 0) this.db.pragma('incremental_vacuum');
+    return { ...c, totals: this.stats() };
+  }
+
+  /** Purge: one chunk of the device's dead letters (outbox-purge.ts). */
+  purgeDead(deviceId: string, before: number | null, maxRows: number): { dead: number; done: boolean; totals: QueueTotals } {
+    const c = purgeDeadChunk(this.db, deviceId, before, maxRows);
+    this.totals.dead -= c.dead;
+    return { ...c, totals: this.stats() };
   }
 
   ping(): boolean { return this.db.prepare('SELECT 1 AS one').get() !== undefined; }

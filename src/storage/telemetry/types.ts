@@ -72,6 +72,23 @@ export interface TelemetryStore extends Component {
   drain(timeoutMs: number): Promise<boolean>;
 }
 
+/** What a purge removed so far, per place (e.g. `readings`, `deadReadings`, `queuedReadings`, `influxReadings`). */
+export type PurgeCounts = Record<string, number>;
+
+/**
+ * Removing one device's readings (telemetry.onDeviceDelete = 'purge', docs/telemetry-storage.md
+ * "Deleting a device"): readings with ts < `before`, or all of them when `before` is null. Both
+ * steps are idempotent (a purge cut short by a crash is simply run again), work in bounded chunks
+ * so writes keep flowing meanwhile, add what they removed to `removed`, and stop early (rejecting)
+ * when `signal` aborts.
+ */
+export interface TelemetryPurge {
+  /** What is on this machine: the embedded store, or the InfluxDB queue; and the dead-letter tables. */
+  purgeLocal(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void>;
+  /** The remote database (InfluxDB); nothing for the embedded store. Rejects while it cannot be reached. */
+  purgeRemote(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void>;
+}
+
 /** What createTelemetryStore and the stores need. */
 export interface TelemetryStoreDeps {
   dataDir: string;

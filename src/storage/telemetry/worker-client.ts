@@ -30,7 +30,7 @@ export function workerLooksStale(url: URL): boolean {
     const js = statSync(fileURLToPath(url)).mtimeMs;
     const dir = path.dirname(fileURLToPath(import.meta.url));
     if (!import.meta.url.endsWith('.ts')) return false;
-    for (const f of ['sqlite-worker.ts', 'embedded-db.ts', 'embedded-reader.ts', 'field-types.ts', 'line-split.ts', 'outbox-db.ts', 'line-protocol.ts', 'windows.ts', 'record-pack.ts']) {
+    for (const f of ['sqlite-worker.ts', 'embedded-db.ts', 'embedded-reader.ts', 'field-types.ts', 'line-split.ts', 'outbox-db.ts', 'outbox-purge.ts', 'line-protocol.ts', 'windows.ts', 'record-pack.ts']) {
       if (statSync(path.join(dir, f)).mtimeMs > js) return true;
     }
   } catch { /* not determinable */ }

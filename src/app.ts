@@ -37,6 +37,7 @@ import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
 import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
+import { SharedAttributes } from './attributes/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -67,6 +68,8 @@ export interface KengApp {
   readonly alerts: AlertService;
   /** Sensor rules that raise alerts from telemetry. */
   readonly alertRules: AlertRules;
+  /** Shared attributes (server-side settings pushed to devices, ThingsBoard's shared scope). */
+  readonly sharedAttributes: SharedAttributes;
   /** Modbus sensors: their settings (registry side table) and the poller. */
   readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
   readonly live: LiveFeed;
@@ -111,8 +114,11 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     inbound: (msg) => ingest.handle(msg),
     // IOC: API tokens with role service (or admin) subscribe read-only over MQTT to their areas' device topics.
     services: principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }),
+    // A device listening on its `attributes` topic gets its shared attributes (built next).
+    subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
   });
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
+  const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
@@ -161,6 +167,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
       modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
+      sharedAttributes,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -173,12 +180,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy, sharedAttributes,
     modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });

@@ -87,6 +87,8 @@ export interface AedesBrokerDeps {
   tuning?: Partial<BrokerTuning>;
   /** TLS material (null / absent / not configured: no TLS listener). */
   tls?: Pick<TlsSource, 'load'> | null;
+  /** A device's granted subscriptions, as stored (real-id form): shared attributes are pushed once it listens. */
+  subscribed?: (deviceId: string, topics: string[]) => void;
 }
 
 /** Bytes a PUBLISH frame may have beyond its payload: topic (≤ 64 KiB + 2) and packet id. */
@@ -158,6 +160,7 @@ export class AedesBroker implements BrokerPort {
     aedes.on('connectionError', (_c, err) => this.deps.logger.debug({ err: err.message }, 'mqtt connection error before CONNECT'));
     aedes.on('ping', (_p, c) => { const s = this.ctx.states.get(c); if (s?.kind === 'device') this.devices.ping(s); });
     aedes.on('unsubscribe', (topics, c) => this.onUnsubscribe(topics, c));
+    aedes.on('subscribe', (subs, c) => this.onSubscribe(subs, c));
     // aedes emits 'error' for persistence failures; an unhandled 'error' event would crash the process.
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => this.deps.logger.error({ err }, 'mqtt broker error'));
 
@@ -355,6 +358,15 @@ export class AedesBroker implements BrokerPort {
     if (s === undefined) return;
     if (s.kind === 'device') this.devices.unsubscribed(s, client, topics);
     else s.hooks.unsubscribed(s, topics);
+  }
+
+  /** aedes emits this once the subscriptions are stored (granted 128: refused). */
+  private onSubscribe(subs: Subscription[], client: Client): void {
+    const notify = this.deps.subscribed;
+    const s = this.ctx.states.get(client);
+    if (notify === undefined || s?.kind !== 'device') return;
+    const granted = subs.filter((x) => (x.qos as number) !== 128).map((x) => x.topic);
+    if (granted.length) notify(s.deviceId, granted);
   }
 }
 

@@ -51,7 +51,7 @@ export interface IngestDeps {
   clock: Clock;
   /** Count messagesInTotal{type} and rejectedTotal{reason} here (default false: the AedesBroker counts them). */
   countInbound?: boolean;
-  /** ThingsBoard shared attributes; none yet. */
+  /** ThingsBoard shared attributes (src/attributes); absent: none. */
   sharedAttributes?: SharedAttributesSource;
 }
 

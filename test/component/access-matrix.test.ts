@@ -122,6 +122,22 @@ const MATRIX: Record<string, Entry> = {
     expect: { admin: [503, 503], adminUser: [503, 503], operator: [503, 404], viewer: [403, 404], service: [403, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/mb-${where === 'in' ? 'a' : 'b'}/modbus/write`, body: { field: 'pump', value: true } }),
   },
+  'GET /api/v1/devices/:id/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/attributes/shared` }),
+  },
+  'PUT /api/v1/devices/:id/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}/attributes/shared`, body: { reportEverySec: 60 } }),
+  },
+  'GET /api/v1/areas/:code/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/areas/${area(where)}/attributes/shared` }),
+  },
+  'PUT /api/v1/areas/:code/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/areas/${leaf(where)}/attributes/shared`, body: { volume: 70 } }),
+  },
   'GET /api/v1/devices/:id/telemetry': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),

@@ -367,15 +367,17 @@ describe('IngestService', () => {
   describe('ThingsBoard attribute request', () => {
     beforeEach(() => { s.registry.attrs['tb-dev'] = { fw: '1.0', model: 'X', serial: 'S1' }; });
 
+    // As ThingsBoard: a side the request did not ask for is left out; with no keys at all, both sides.
     it.each([
-      [{ clientKeys: 'fw,model' }, { fw: '1.0', model: 'X' }],
-      [{ clientKeys: ' fw , missing ' }, { fw: '1.0' }],
-      [{ clientKeys: ['serial'] }, { serial: 'S1' }],
-      [{}, { fw: '1.0', model: 'X', serial: 'S1' }],
-      [{ sharedKeys: 'targetFw' }, {}],
-    ])('%j → client %j, shared {}', async (req, client) => {
+      [{ clientKeys: 'fw,model' }, { client: { fw: '1.0', model: 'X' } }],
+      [{ clientKeys: ' fw , missing ' }, { client: { fw: '1.0' } }],
+      [{ clientKeys: ['serial'] }, { client: { serial: 'S1' } }],
+      [{}, { client: { fw: '1.0', model: 'X', serial: 'S1' }, shared: {} }],
+      [{ sharedKeys: 'targetFw' }, { shared: {} }],
+      [{ clientKeys: 'fw', sharedKeys: 'targetFw' }, { client: { fw: '1.0' }, shared: {} }],
+    ])('%j → %j', async (req, payload) => {
       await expect(s.ingest.handle(msg('attributes.request', req, { requestId: '9', identity: tokenIdentity }))).resolves.toEqual({ ok: true });
-      expect(s.broker.published).toEqual([{ topic: 'v1/devices/tb-dev/attributes/response/9', opts: { qos: 1 }, payload: { client, shared: {} } }]);
+      expect(s.broker.published).toEqual([{ topic: 'v1/devices/tb-dev/attributes/response/9', opts: { qos: 1 }, payload }]);
     });
 
     it('shared attributes come from the SharedAttributesSource', async () => {
@@ -383,7 +385,7 @@ describe('IngestService', () => {
       const c = setup({ sharedAttributes: { sharedAttributes: shared } });
       await c.ingest.handle(msg('attributes.request', { sharedKeys: 'targetFw' }, { requestId: '1', identity: tokenIdentity }));
       expect(shared).toHaveBeenCalledWith('tb-dev', ['targetFw']);
-      expect(c.broker.published[0]!.payload).toEqual({ client: {}, shared: { targetFw: '2.0' } });
+      expect(c.broker.published[0]!.payload).toEqual({ shared: { targetFw: '2.0' } });
     });
 
     it('refuses wrong key types and missing request ids', async () => {

@@ -14,6 +14,7 @@ import { NOT_RATE_LIMITED } from '../rate-limit.js';
 import type { AlertService } from '../../alerts/index.js';
 import type { AlertRules } from '../../alerts/rules/index.js';
 import type { AuditAnchor } from '../../audit/index.js';
+import type { SharedAttributes } from '../../attributes/index.js';
 import { alertFeedRoute, alertRoutes } from './alerts.js';
 import { alertRuleRoutes } from './alert-rules.js';
 import { areaRoutes } from './areas.js';
@@ -29,6 +30,7 @@ import { mediaFileRoutes, mediaRoutes } from './media.js';
 import { metricsRoutes } from './metrics.js';
 import { modbusRoutes, type ModbusApi } from './modbus.js';
 import { scheduleRoutes } from './schedules.js';
+import { sharedAttributeRoutes } from './shared-attributes.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
 import { userRoutes } from './users.js';
@@ -58,6 +60,8 @@ export interface ApiServices {
   auditHead?: () => AuditAnchor;
   /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
   modbus?: ModbusApi;
+  /** Shared attributes of devices and areas (settings pushed to devices). */
+  sharedAttributes?: SharedAttributes;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -86,6 +90,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });
+  if (s.sharedAttributes) await v1.register(sharedAttributeRoutes, { ctx, attributes: s.sharedAttributes });
   const { accounts, media, broadcasts, rpc } = s;
   if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
   if (s.commandKeys) await v1.register(commandKeyRoutes, { ctx, keys: s.commandKeys });

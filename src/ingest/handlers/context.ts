@@ -11,8 +11,8 @@ import type { GroupCommitter } from '../group-commit.js';
 export type IngestRegistry = Pick<DeviceRegistryApi, 'updateLatest' | 'mergeAttributes' | 'attributes' | 'getDevice'>;
 
 /**
- * Interface point for ThingsBoard shared attributes (server-set attributes
- * devices can read). Keng has none yet: the default source answers {}.
+ * ThingsBoard shared attributes (server-set attributes devices can read,
+ * src/attributes). Without a source (tests of ingest alone) the answer is {}.
  */
 export interface SharedAttributesSource {
   /** The shared attributes among `keys` (all of them when keys is undefined). */

@@ -38,6 +38,7 @@ import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
 import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
 import { SharedAttributes } from './attributes/index.js';
+import { Firmware } from './firmware/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -70,6 +71,8 @@ export interface KengApp {
   readonly alertRules: AlertRules;
   /** Shared attributes (server-side settings pushed to devices, ThingsBoard's shared scope). */
   readonly sharedAttributes: SharedAttributes;
+  /** Firmware updates (OTA): packages, staged rollouts, ThingsBoard chunk downloads, device states. */
+  readonly firmware: Firmware;
   /** Modbus sensors: their settings (registry side table) and the poller. */
   readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
   readonly live: LiveFeed;
@@ -118,7 +121,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
   });
   const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes });
+  // Its assignments are a layer of the shared attributes (fw_*): started after them.
+  const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
@@ -167,7 +172,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
       modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
-      sharedAttributes,
+      sharedAttributes, firmware,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -180,12 +185,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, store, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy, sharedAttributes,
+    config, logger, bus, metrics, stateDb, registry, store, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy, sharedAttributes, firmware,
     modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });

@@ -16,6 +16,7 @@ import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 import { MODBUS_MIGRATION } from './modbus/index.js';
 import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
+import { FIRMWARE_MIGRATION } from './firmware/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -43,6 +44,7 @@ const ORDER: Step[] = [
   LOGIN_GUARD_MIGRATION,    // 15
   MODBUS_MIGRATION,         // 16
   SHARED_ATTRIBUTES_MIGRATION, // 17
+  FIRMWARE_MIGRATION,       // 18
 ];
 
 if (CORE.length !== 5) {

@@ -263,6 +263,10 @@ export class AedesBroker implements BrokerPort {
     return this.devices.isConnected(deviceId);
   }
 
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
+    return this.devices.deliver(deviceId, topic, payload);
+  }
+
   connectedCount(): number {
     return this.devices.connectedCount();
   }

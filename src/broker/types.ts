@@ -5,13 +5,17 @@ import type { DeviceIdentity } from '../devices/types.js';
 export type InboundType =
   | 'telemetry' | 'attributes' | 'status' | 'events' | 'rpc.response'
   /** ThingsBoard compatibility: client-side RPC and attribute requests. */
-  | 'rpc.request' | 'attributes.request';
+  | 'rpc.request' | 'attributes.request'
+  /** ThingsBoard OTA: `v2/fw/request/{n}/chunk/{k}`. */
+  | 'fw.request';
 
 export interface InboundMessage {
   identity: DeviceIdentity;
   type: InboundType;
-  /** The R or n of rpc/.../R and attributes/request/n. */
+  /** The R or n of rpc/.../R, attributes/request/n and v2/fw/request/n/chunk/k. */
   requestId?: string;
+  /** The k of v2/fw/request/n/chunk/k. */
+  chunk?: number;
   payload: Buffer;
   qos: 0 | 1 | 2;
   retain: boolean;
@@ -37,6 +41,13 @@ export interface BrokerPort extends Component {
   /** Server → device publish (RPC requests, attribute responses, retained status). */
   publish(topic: string, payload: string | Buffer, opts?: PublishOptions): Promise<void>;
   isConnected(deviceId: string): boolean;
+  /**
+   * Writes a message straight to the device's live connection, QoS 0, whether
+   * or not it subscribed to a filter matching `topic` (ThingsBoard's OTA
+   * chunks: the Python SDK subscribes `v2/fw/response/+`, which matches no
+   * chunk topic). False when the device is not connected.
+   */
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean;
   connectedCount(): number;
   /**
    * Disconnect a device (e.g. disabled). With `credential`, only a connection

@@ -30,7 +30,7 @@ import { telemetryLimits } from './codec.js';
 import { GroupCommitter } from './group-commit.js';
 import { fail } from './json.js';
 import {
-  NO_SHARED_ATTRIBUTES, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
+  NO_FIRMWARE, NO_SHARED_ATTRIBUTES, type FirmwareChunkSource, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
 } from './handlers/context.js';
 import { handleTelemetry } from './handlers/telemetry.js';
 import { handleAttributes } from './handlers/attributes.js';
@@ -39,12 +39,13 @@ import { handleEvent } from './handlers/events.js';
 import { handleRpcResponse } from './handlers/rpc-response.js';
 import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
 import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
+import { handleFwRequest } from './handlers/fw-request.js';
 
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   registry: IngestRegistry;
   store: Pick<TelemetryStore, 'writeBatch'>;
-  broker: Pick<BrokerPort, 'publish'>;
+  broker: Pick<BrokerPort, 'publish' | 'deliver'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
   metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'>;
@@ -53,6 +54,8 @@ export interface IngestDeps {
   countInbound?: boolean;
   /** ThingsBoard shared attributes (src/attributes); absent: none. */
   sharedAttributes?: SharedAttributesSource;
+  /** ThingsBoard OTA chunks (src/firmware); absent: every request gets NOT_FOUND. */
+  firmware?: FirmwareChunkSource;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -64,6 +67,7 @@ const HANDLERS: Record<InboundType, MessageHandler> = {
   'rpc.response': handleRpcResponse,
   'rpc.request': handleTbRpcRequest,
   'attributes.request': handleTbAttributesRequest,
+  'fw.request': handleFwRequest,
 };
 
 interface CounterChild { inc(value?: number): void }
@@ -95,7 +99,9 @@ export class IngestService implements Component {
       logger: deps.logger,
       metrics: deps.metrics,
       sharedAttributes: deps.sharedAttributes ?? NO_SHARED_ATTRIBUTES,
+      firmware: deps.firmware ?? NO_FIRMWARE,
       respond: (topic, body) => this.respond(topic, body),
+      deliver: (deviceId, topic, payload) => { deps.broker.deliver(deviceId, topic, payload); },
     };
   }
 

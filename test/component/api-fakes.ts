@@ -140,6 +140,7 @@ export class FakeBroker implements BrokerPort {
   async stop(): Promise<void> {}
   async publish(): Promise<void> {}
   isConnected(): boolean { return false; }
+  deliver(): boolean { return false; }
   connectedCount(): number { return 3; }
   kick(id: string, credential?: 'secret' | 'token'): void { this.kicked.push(credential ? `${id}:${credential}` : id); }
   forget(id: string): void { this.kicked.push(id); }

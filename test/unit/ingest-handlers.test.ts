@@ -45,6 +45,11 @@ class FakeBroker {
     if (this.fail) throw new Error('publish failed');
     this.published.push({ topic, payload: JSON.parse(payload.toString()), opts });
   }
+  delivered: { deviceId: string; topic: string; payload: Buffer }[] = [];
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
+    this.delivered.push({ deviceId, topic, payload });
+    return true;
+  }
 }
 
 function makeConfig(): Config {

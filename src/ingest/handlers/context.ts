@@ -21,6 +21,13 @@ export interface SharedAttributesSource {
 
 export const NO_SHARED_ATTRIBUTES: SharedAttributesSource = { sharedAttributes: () => ({}) };
 
+/** ThingsBoard OTA downloads (src/firmware): one chunk of a device's assigned package, or an error word. */
+export interface FirmwareChunkSource {
+  chunk(deviceId: string, requestId: string, payload: Buffer, index: number, maxBytes: number): Promise<{ ok: true; payload: Buffer } | { ok: false; error: string }>;
+}
+
+export const NO_FIRMWARE: FirmwareChunkSource = { chunk: async () => ({ ok: false, error: 'NOT_FOUND' }) };
+
 export interface HandlerContext {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   limits: TelemetryLimits;
@@ -30,6 +37,9 @@ export interface HandlerContext {
   logger: Logger;
   metrics: Pick<Metrics, 'readingsAcceptedTotal'>;
   sharedAttributes: SharedAttributesSource;
+  firmware: FirmwareChunkSource;
+  /** Server → device, straight to its connection (QoS 0); dropped when it is not connected. */
+  deliver(deviceId: string, topic: string, payload: Buffer): void;
   /** Server → device reply (QoS 1), fire-and-forget: failures are logged, never thrown. */
   respond(topic: string, body: unknown): void;
 }

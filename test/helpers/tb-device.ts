@@ -40,7 +40,8 @@ c.username_pw_set(token, None)
 fw = {"current": {"current_fw_title": "Initial", "current_fw_version": "v0"}, "chunk_size": 0, "req": 0, "data": b"", "chunk": 0, "info": {}, "size": 0}
 
 def telemetry(d):
-    c.publish("v1/devices/me/telemetry", json.dumps(d), qos=1)
+    # send_telemetry() wraps a dict without "ts" in a list
+    c.publish("v1/devices/me/telemetry", json.dumps([d]), qos=1)
 
 def verify(data, alg, checksum):
     alg = (alg or "").upper()

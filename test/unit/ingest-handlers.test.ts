@@ -401,6 +401,27 @@ describe('IngestService', () => {
     });
   });
 
+  describe('ThingsBoard firmware chunk request', () => {
+    it('writes the chunk straight to the connection on v2/fw/response/{n}/chunk/{k}; an error word on v2/fw/error', async () => {
+      const chunk = vi.fn(async (_d: string, _n: string, payload: Buffer, index: number) => (
+        payload.toString() === 'nope' ? { ok: false as const, error: 'NOT_FOUND' } : { ok: true as const, payload: Buffer.from(`part${index}`) }));
+      const c = setup({ firmware: { chunk } });
+      await expect(c.ingest.handle(msg('fw.request', '4096', { requestId: '3', chunk: 2, identity: tokenIdentity }))).resolves.toEqual({ ok: true });
+      expect(chunk).toHaveBeenCalledWith('tb-dev', '3', Buffer.from('4096'), 2, c.config.mqtt.maxPayloadBytes);
+      await c.ingest.handle(msg('fw.request', 'nope', { requestId: '3', chunk: 3, identity: tokenIdentity }));
+      expect(c.broker.delivered.map((d) => [d.deviceId, d.topic, d.payload.toString()])).toEqual([
+        ['tb-dev', 'v2/fw/response/3/chunk/2', 'part2'], ['tb-dev', 'v2/fw/error', 'NOT_FOUND'],
+      ]);
+      expect(c.broker.published).toHaveLength(0);
+    });
+
+    it('without a firmware source every request gets NOT_FOUND; a request without ids is refused', async () => {
+      await s.ingest.handle(msg('fw.request', '', { requestId: '1', chunk: 0 }));
+      expect(s.broker.delivered.map((d) => [d.topic, d.payload.toString()])).toEqual([['v2/fw/error', 'NOT_FOUND']]);
+      await expect(s.ingest.handle(msg('fw.request', ''))).resolves.toMatchObject({ ok: false, reason: 'missing_request_id' });
+    });
+  });
+
   it('an unknown message type is refused, not thrown', async () => {
     await expect(s.ingest.handle(msg('bogus' as InboundType, {}))).resolves.toMatchObject({ ok: false, reason: 'unknown_type' });
   });

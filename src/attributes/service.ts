@@ -12,7 +12,8 @@
  *   changed gets `{"key": value, ..., "deleted": ["key", ...]}` on
  *   `v1/devices/D/attributes` (the broker delivers it on
  *   `v1/devices/me/attributes` to a device that subscribed that way). Only
- *   the keys that changed for that device are sent, as ThingsBoard does.
+ *   the keys that changed for that device are sent, as ThingsBoard does;
+ *   also when staff move the device to another area.
  * - On (re)connect: ThingsBoard pushes nothing then, and firmware commonly
  *   requests its attributes at start; a device that was offline during a
  *   change would otherwise miss it until it asks. So when a device
@@ -64,6 +65,8 @@ export class SharedAttributes implements Component {
   private areas = new Map<string, Map<string, unknown>>();
   private readonly layers: SharedLayer[] = [];
   private readonly off: Array<() => void> = [];
+  /** Each device's area as last seen: a device moved to another area inherits other values. */
+  private readonly areaOf = new Map<string, string>();
 
   constructor(private readonly deps: SharedAttributesDeps) {
     this.repo = new SharedAttributesRepo(deps.db);
@@ -73,7 +76,18 @@ export class SharedAttributes implements Component {
     this.devices = this.repo.load('device');
     this.areas = this.repo.load('area');
     this.off.push(this.deps.bus.on('status', (e) => { if (e.online) this.pushAll(e.deviceId); }));
-    this.off.push(this.deps.bus.on('device.changed', (e) => { if (e.change === 'deleted') this.devices.delete(e.deviceId); }));
+    for (const d of this.deps.registry.listDevices()) this.areaOf.set(d.id, d.area);
+    this.off.push(this.deps.bus.on('device.changed', (e) => {
+      if (e.change === 'deleted') { this.devices.delete(e.deviceId); this.areaOf.delete(e.deviceId); return; }
+      const d = this.deps.registry.getDevice(e.deviceId);
+      if (!d) return;
+      const was = this.areaOf.get(d.id);
+      this.areaOf.set(d.id, d.area);
+      // Moved to another area: it inherits other values (the registry already has the new area).
+      if (was !== undefined && was !== d.area && this.deps.broker.isConnected(d.id)) {
+        this.pushDiff(d.id, this.effective(d.id, was).shared, this.effective(d.id).shared);
+      }
+    }));
   }
 
   async stop(): Promise<void> {
@@ -95,12 +109,12 @@ export class SharedAttributes implements Component {
     }
   }
 
-  /** A device's effective set (empty for an unknown device). */
-  effective(deviceId: string): SharedView {
+  /** A device's effective set (empty for an unknown device); `area` in place of its own (a move). */
+  effective(deviceId: string, area?: string): SharedView {
     const view: SharedView = { shared: {}, sources: {} };
     const d = this.deps.registry.getDevice(deviceId);
     if (!d) return view;
-    this.mergeAreas(d.area, view);
+    this.mergeAreas(area ?? d.area, view);
     for (const [k, v] of this.devices.get(deviceId) ?? []) { view.shared[k] = v; view.sources[k] = 'device'; }
     for (const l of this.layers) {
       for (const [k, v] of Object.entries(l.values(deviceId) ?? {})) { view.shared[k] = v; view.sources[k] = l.name; }
@@ -158,15 +172,16 @@ export class SharedAttributes implements Component {
     const online = deviceIds.filter((id) => this.deps.broker.isConnected(id));
     const before = new Map(online.map((id) => [id, this.effective(id).shared]));
     change();
-    for (const id of online) {
-      const was = before.get(id)!;
-      const now = this.effective(id).shared;
-      const update: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(now)) if (!Object.hasOwn(was, k) || JSON.stringify(was[k]) !== JSON.stringify(v)) update[k] = v;
-      const deleted = Object.keys(was).filter((k) => !Object.hasOwn(now, k));
-      if (deleted.length) update.deleted = deleted;
-      if (Object.keys(update).length) this.push(id, update);
-    }
+    for (const id of online) this.pushDiff(id, before.get(id)!, this.effective(id).shared);
+  }
+
+  /** ThingsBoard's update form: the keys whose value differs, `deleted` for those gone; nothing when equal. */
+  private pushDiff(deviceId: string, was: Record<string, unknown>, now: Record<string, unknown>): void {
+    const update: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(now)) if (!Object.hasOwn(was, k) || JSON.stringify(was[k]) !== JSON.stringify(v)) update[k] = v;
+    const deleted = Object.keys(was).filter((k) => !Object.hasOwn(now, k));
+    if (deleted.length) update.deleted = deleted;
+    if (Object.keys(update).length) this.push(deviceId, update);
   }
 
   /** The broker reports a device's subscriptions: its `attributes` topic gets the whole effective set. */

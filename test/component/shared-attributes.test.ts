@@ -70,6 +70,22 @@ describe('shared attributes service', () => {
     await end(ioc);
   });
 
+  it('a connected device moved to another area gets what the move changes for it', async () => {
+    const dev = await connectDevice(t.mqttUrl, creds['spk-a']!.accessToken, undefined, { clean: true });
+    const seen: unknown[] = [];
+    dev.on('message', (_topic, p) => seen.push(JSON.parse(p.toString())));
+    await dev.subscribeAsync('v1/devices/me/attributes', { qos: 1 });
+    await waitFor(() => seen.length >= 1); // its whole set on subscribe
+    // ca → va1: c and d now come from the village (b from ca as before); e is its own.
+    expect((await t.api('PATCH', '/api/v1/devices/spk-a', { area: 'va1' })).status).toBe(200);
+    await waitFor(() => seen.length >= 2);
+    expect(seen[1]).toEqual({ c: 'va1', d: 'va1' });
+    expect((await t.api('PATCH', '/api/v1/devices/spk-a', { name: 'Loa A (đổi tên)' })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen).toHaveLength(2); // a rename changes nothing it gets
+    await end(dev);
+  });
+
   it('values survive a restart; a deleted device takes its own values with it', async () => {
     await t.stop({ keepData: true });
     t = await startTestApp({}, { dataDir: t.dataDir });

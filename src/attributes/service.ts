@@ -33,7 +33,7 @@ import { Errors } from '../core/errors.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { SharedAttributesRepo, type Owner } from './repo.js';
-import { MAX_KEYS, type SharedPatch } from './validate.js';
+import { MAX_KEYS, RESERVED_PREFIX, type SharedPatch } from './validate.js';
 
 export type { Owner } from './repo.js';
 
@@ -175,10 +175,19 @@ export class SharedAttributes implements Component {
     for (const id of online) this.pushDiff(id, before.get(id)!, this.effective(id).shared);
   }
 
-  /** ThingsBoard's update form: the keys whose value differs, `deleted` for those gone; nothing when equal. */
+  /**
+   * ThingsBoard's update form: the keys whose value differs, `deleted` for
+   * those gone; nothing when equal. The fw_* keys go together: ThingsBoard
+   * saves all of them on every assignment, and the Arduino SDK's OTA treats
+   * an update without all five as "no firmware" (a new version of the same
+   * title and size changes only two of them).
+   */
   private pushDiff(deviceId: string, was: Record<string, unknown>, now: Record<string, unknown>): void {
     const update: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(now)) if (!Object.hasOwn(was, k) || JSON.stringify(was[k]) !== JSON.stringify(v)) update[k] = v;
+    if (Object.keys(update).some((k) => k.startsWith(RESERVED_PREFIX))) {
+      for (const [k, v] of Object.entries(now)) if (k.startsWith(RESERVED_PREFIX)) update[k] = v;
+    }
     const deleted = Object.keys(was).filter((k) => !Object.hasOwn(now, k));
     if (deleted.length) update.deleted = deleted;
     if (Object.keys(update).length) this.push(deviceId, update);

@@ -11,17 +11,19 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
-import { COMMUNE_TREE, seedAreas, seedDevices } from '../helpers/seed.js';
+import { connectDevice, end, waitFor } from '../helpers/mqtt.js';
+import { COMMUNE_TREE, seedAreas, seedDevices, type DeviceCredentials } from '../helpers/seed.js';
 import { checksum } from '../../src/firmware/index.js';
 
 let t: TestApp;
 const DATA = randomBytes(10_000);
 let pkgId: string;
+let creds: Record<string, DeviceCredentials>;
 
 beforeAll(async () => {
   t = await startTestApp();
   await seedAreas(t, COMMUNE_TREE);
-  await seedDevices(t, Array.from({ length: 40 }, (_, i) => ({ id: `d-${i}`, kind: 'sensor', name: `d-${i}`, area: 'va1' })));
+  creds = await seedDevices(t, Array.from({ length: 40 }, (_, i) => ({ id: `d-${i}`, kind: 'sensor', name: `d-${i}`, area: 'va1' })));
   pkgId = t.app.firmware.addPackage({ title: 'soil', version: '1.1' }, DATA, 'test').id;
 }, 60_000);
 afterAll(async () => { await t?.stop(); });
@@ -71,6 +73,20 @@ describe('firmware', () => {
     t.app.bus.emit('attributes', { deviceId: 'd-1', attributes: { current_fw_title: 'soil', current_fw_version: '1.1' } });
     expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'UPDATED', currentVersion: '1.1' });
     expect(fw.deviceFirmware('d-1').error).toBe('Checksum verification failed');
+  });
+
+  it('a new version of the same title and size is pushed with all five fw_* keys, as ThingsBoard does', async () => {
+    const c = await connectDevice(t.mqttUrl, creds['d-5']!.accessToken, undefined, { clean: true });
+    const seen: Array<Record<string, unknown>> = [];
+    c.on('message', (_topic, p) => seen.push(JSON.parse(p.toString()) as Record<string, unknown>));
+    await c.subscribeAsync('v1/devices/me/attributes', { qos: 1 });
+    await waitFor(() => seen.length >= 1);
+    expect(seen[0]).toMatchObject({ fw_title: 'soil', fw_version: '1.1', fw_size: 10_000 });
+    const next = t.app.firmware.addPackage({ title: 'soil', version: '1.2' }, randomBytes(10_000), 'test');
+    t.app.firmware.createRollout(next.id, ['d-5'], 100, 'test');
+    await waitFor(() => seen.length >= 2);
+    expect(seen[1]).toEqual({ fw_title: 'soil', fw_version: '1.2', fw_size: 10_000, fw_checksum: next.checksum, fw_checksum_algorithm: 'SHA256' });
+    await end(c);
   });
 
   it('a package stays while a rollout names it; an unused one is deleted with its file', async () => {

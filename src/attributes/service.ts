@@ -19,7 +19,7 @@
  *   change would otherwise miss it until it asks. So when a device
  *   subscribes to its `attributes` topic (and when it comes online, which
  *   reaches persistent sessions whose subscription was kept), Keng pushes its
- *   whole effective set (nothing when it is empty). Values are settings, so
+ *   whole effective set but the fw_* keys (nothing when it is empty): see pushAll(). Values are settings, so
  *   receiving one twice is harmless; keys deleted while it was offline are
  *   not listed (a request returns the authoritative set).
  * - Returned under `shared` in attribute responses (sharedAttributes()).
@@ -198,8 +198,16 @@ export class SharedAttributes implements Component {
     if (topics.includes(attributesTopic(deviceId))) this.pushAll(deviceId);
   }
 
+  /**
+   * The whole set but the fw_* keys: ThingsBoard pushes nothing at connect,
+   * and its SDKs start an update from any message carrying a new fw_version
+   * (the Python SDK even before get_firmware_update()); they ask for the fw_*
+   * keys themselves at start (Start_Firmware_Update, get_firmware_update), so
+   * pushing them here would start every download twice.
+   */
   private pushAll(deviceId: string): void {
     const all = this.effective(deviceId).shared;
+    for (const k of Object.keys(all)) if (k.startsWith(RESERVED_PREFIX)) delete all[k];
     if (Object.keys(all).length) this.push(deviceId, all);
   }
 

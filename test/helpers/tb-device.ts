@@ -106,7 +106,8 @@ def on_message(cl, u, m):
     except Exception:
         out("msg", topic=m.topic, raw=base64.b64encode(m.payload).decode())
         return
-    if m.topic.startswith("v1/devices/me/attributes") and fw["req"] >= 0 and fw.get("enabled"):
+    # As the SDK: any attributes message (push or response) with another fw_version starts an update.
+    if m.topic.startswith("v1/devices/me/attributes"):
         info = json.loads(m.payload)
         if "/response/" in m.topic:
             info = info.get("shared", {}) if isinstance(info, dict) else {}
@@ -126,7 +127,6 @@ for line in sys.stdin:
     elif op == "sub":
         c.subscribe(cmd["topic"], qos=1)
     elif op == "firmware":
-        fw["enabled"] = True
         fw["chunk_size"] = cmd.get("chunkSize", 0)
         fw["current"] = {"current_fw_title": cmd.get("title", "Initial"), "current_fw_version": cmd.get("version", "v0")}
         c.subscribe("v2/fw/response/+", qos=1)

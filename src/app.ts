@@ -38,6 +38,8 @@ import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
 import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
 import { ProvisioningService } from './devices/provisioning.js';
+import { SharedAttributes } from './attributes/index.js';
+import { Firmware } from './firmware/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -70,6 +72,10 @@ export interface KengApp {
   readonly alerts: AlertService;
   /** Sensor rules that raise alerts from telemetry. */
   readonly alertRules: AlertRules;
+  /** Shared attributes (server-side settings pushed to devices, ThingsBoard's shared scope). */
+  readonly sharedAttributes: SharedAttributes;
+  /** Firmware updates (OTA): packages, staged rollouts, ThingsBoard chunk downloads, device states. */
+  readonly firmware: Firmware;
   /** Modbus sensors: their settings (registry side table) and the poller. */
   readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
   readonly live: LiveFeed;
@@ -121,8 +127,13 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     services: principalServiceAuthenticator({ tokens: accounts.tokens, policy, devices: registry }),
     provisioner: provisioning,
     provisionTuning: { perIpPerMinute: config.mqtt.provisionRequestsPerMinute },
+    // A device listening on its `attributes` topic gets its shared attributes (built next).
+    subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
   });
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock });
+  const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
+  // Its assignments are a layer of the shared attributes (fw_*): started after them.
+  const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
@@ -172,6 +183,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       auditHead: () => auditChain.signedHead(),
       modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
       provisioning,
+      sharedAttributes, firmware,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -184,12 +196,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
-    config, logger, bus, metrics, stateDb, registry, store, purger, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy,
+    config, logger, bus, metrics, stateDb, registry, store, purger, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy, sharedAttributes, firmware,
     modbus: { devices: modbus, poller: modbusPoller },
     async start() {
       mkdirSync(dataDir, { recursive: true });

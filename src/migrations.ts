@@ -16,6 +16,8 @@ import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 import { MODBUS_MIGRATION } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
+import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
+import { FIRMWARE_MIGRATION } from './firmware/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -46,6 +48,8 @@ const ORDER: Step[] = [
   RPC_TB_IDS_MIGRATION,     // 18
   BROADCAST_UNCONFIRMED_MIGRATION, // 19
   core(6),                  // 20: devices: purges of deleted devices' readings
+  SHARED_ATTRIBUTES_MIGRATION, // 21
+  FIRMWARE_MIGRATION,       // 22
 ];
 
 if (CORE.length !== 6) {

@@ -39,12 +39,14 @@ export type Action =
   | 'users.read' | 'users.write'
   | 'tokens.read' | 'tokens.write'
   | 'audit.read'
-  | 'commandKeys.read' | 'commandKeys.write';
+  | 'commandKeys.read' | 'commandKeys.write'
+  | 'firmware.write';
 
 export const ACTIONS: readonly Action[] = [
   'areas.read', 'areas.write', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',
   'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write',
   'users.read', 'users.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write',
+  'firmware.write',
 ];
 
 /** Actions whose objects belong to an area (checked against the principal's scope). */

@@ -93,6 +93,8 @@ export interface AedesBrokerDeps {
   /** Registers ThingsBoard firmware that logs in as `provision` (provision-session.ts); absent: that login is refused. */
   provisioner?: DeviceProvisioner;
   provisionTuning?: Partial<ProvisionTuning>;
+  /** A device's granted subscriptions, as stored (real-id form): shared attributes are pushed once it listens. */
+  subscribed?: (deviceId: string, topics: string[]) => void;
 }
 
 /** Bytes a PUBLISH frame may have beyond its payload: topic (≤ 64 KiB + 2) and packet id. */
@@ -167,6 +169,7 @@ export class AedesBroker implements BrokerPort {
     aedes.on('connectionError', (_c, err) => this.deps.logger.debug({ err: err.message }, 'mqtt connection error before CONNECT'));
     aedes.on('ping', (_p, c) => { const s = this.ctx.states.get(c); if (s?.kind === 'device') this.devices.ping(s); });
     aedes.on('unsubscribe', (topics, c) => this.onUnsubscribe(topics, c));
+    aedes.on('subscribe', (subs, c) => this.onSubscribe(subs, c));
     // aedes emits 'error' for persistence failures; an unhandled 'error' event would crash the process.
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => this.deps.logger.error({ err }, 'mqtt broker error'));
 
@@ -283,6 +286,10 @@ export class AedesBroker implements BrokerPort {
     return s === undefined ? null : s.identity.viaToken ? 'token' : 'secret';
   }
 
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
+    return this.devices.deliver(deviceId, topic, payload);
+  }
+
   connectedCount(): number {
     return this.devices.connectedCount();
   }
@@ -386,6 +393,15 @@ export class AedesBroker implements BrokerPort {
     if (s.kind === 'device') this.devices.unsubscribed(s, client, topics);
     else if (s.kind === 'provision') s.hooks.unsubscribed(s, topics);
     else s.hooks.unsubscribed(s, topics);
+  }
+
+  /** aedes emits this once the subscriptions are stored (granted 128: refused). */
+  private onSubscribe(subs: Subscription[], client: Client): void {
+    const notify = this.deps.subscribed;
+    const s = this.ctx.states.get(client);
+    if (notify === undefined || s?.kind !== 'device') return;
+    const granted = subs.filter((x) => (x.qos as number) !== 128).map((x) => x.topic);
+    if (granted.length) notify(s.deviceId, granted);
   }
 }
 

@@ -145,6 +145,14 @@ export class DeviceHooks {
     return this.connected;
   }
 
+  /** BrokerPort.deliver: through aedes' own QoS 0 write (authorizeForward still applies: topics.ts lets `v2/fw/` through). */
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
+    const s = this.sessions.get(deviceId);
+    if (s === undefined || !s.registered || s.gone || s.client.closed) return false;
+    s.client.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, () => undefined);
+    return true;
+  }
+
   kick(deviceId: string, credential?: 'secret' | 'token'): void {
     const s = this.sessions.get(deviceId);
     if (!s) return;
@@ -275,6 +283,7 @@ export class DeviceHooks {
     };
     if (access.requestId !== undefined) msg.requestId = access.requestId;
     if (access.viaMe === true) msg.viaMe = true;
+    if (access.chunk !== undefined) msg.chunk = access.chunk;
     // Routing after the ack: nothing a device sends is for other subscribers (the only
     // subscriber of a device topic is that device itself; echoing e.g. its own
     // `attributes` or `rpc/response/n` back to a ThingsBoard SDK would be wrong). So only

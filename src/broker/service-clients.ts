@@ -235,7 +235,9 @@ export class ServiceClients {
    */
   forward(s: ServiceSession, packet: AedesPublishPacket): AedesPublishPacket | null {
     const d = serviceDelivery(packet.topic);
-    return d !== null && this.inScope(s, d.deviceId!) ? packet : null;
+    // What the server publishes on `attributes` are shared attributes pushed to the device (settings), not device data.
+    if (d === null || d.kind === 'attributes') return null;
+    return this.inScope(s, d.deviceId!) ? packet : null;
   }
 
   /** An unknown device is out of every scope (existence does not leak). */

@@ -8,6 +8,10 @@
  * token may use `v1/devices/me/...` for every topic, publish client-side RPC
  * (`rpc/request/{n}`) and attribute requests (`attributes/request/{n}`), and its
  * SDK's four subscriptions are granted.
+ * ThingsBoard OTA (device protocol §13.6): every device may publish
+ * `v2/fw/request/{n}/chunk/{k}` and subscribe to `v2/fw/response/...` and
+ * `v2/fw/error`; the answers are written to the device's own connection
+ * (BrokerPort.deliver), never routed between devices.
  *
  * Hot path: `DeviceAcl.publish` runs for every inbound PUBLISH, so it uses
  * prefix checks at offsets (no regex, no split) and returns shared constant
@@ -38,10 +42,23 @@ export type TopicRefusal =
 
 export interface PublishAccess {
   type: InboundType;
-  /** R of rpc/response/R, n of rpc/request/n and attributes/request/n. */
+  /** R of rpc/response/R, n of rpc/request/n, attributes/request/n and v2/fw/request/n/chunk/k. */
   requestId?: string;
   /** A request (or answer) on a `v1/devices/me/...` topic. */
   viaMe?: boolean;
+  /** k of v2/fw/request/n/chunk/k. */
+  chunk?: number;
+}
+
+export const FW_PREFIX = 'v2/fw/';
+const FW_REQUEST = 'v2/fw/request/';
+/** The filters ThingsBoard SDKs subscribe for OTA answers (Python: `+`; Arduino, older: `#`; ThingsBoard's own name: `+/chunk/+`). */
+const FW_FILTERS: ReadonlySet<string> = new Set(['v2/fw/response/+', 'v2/fw/response/#', 'v2/fw/response/+/chunk/+', 'v2/fw/error']);
+
+/** `v2/fw/request/{n}/chunk/{k}`: n and k decimal (1..9 digits each), or null. */
+function fwRequest(topic: string): PublishAccess | null {
+  const m = /^v2\/fw\/request\/(\d{1,9})\/chunk\/(\d{1,9})$/.exec(topic);
+  return m ? { type: 'fw.request', requestId: m[1]!, chunk: Number(m[2]) } : null;
 }
 
 export interface SubscribeAccess {
@@ -118,6 +135,7 @@ export class DeviceAcl {
    * plus the ThingsBoard client-side requests for token devices.
    */
   publish(topic: string): PublishAccess | TopicRefusal {
+    if (topic.startsWith(FW_REQUEST)) return fwRequest(topic) ?? 'bad_request_id';
     const off = this.suffixStart(topic);
     if (typeof off === 'string') return off;
     switch (topic.charCodeAt(off)) {
@@ -165,6 +183,7 @@ export class DeviceAcl {
    * use the real id).
    */
   subscribe(filter: string): SubscribeAccess | TopicRefusal {
+    if (filter.startsWith(FW_PREFIX)) return FW_FILTERS.has(filter) ? { topic: filter, viaMe: false } : 'forbidden_topic';
     const off = this.suffixStart(filter);
     if (typeof off === 'string') return off;
     const viaMe = off === ME_PREFIX.length && !filter.startsWith(this.ownPrefix);
@@ -191,6 +210,8 @@ export class DeviceAcl {
    * (a queued packet of a persistent session) is accepted for token devices.
    */
   forward(topic: string, viaMe: boolean): string | null {
+    // Only ever written by BrokerPort.deliver to this connection: nothing publishes v2/fw/ through routing.
+    if (topic.startsWith(FW_PREFIX)) return topic;
     if (topic.startsWith(this.ownPrefix)) {
       return viaMe ? ME_PREFIX + topic.slice(this.ownPrefix.length) : topic;
     }

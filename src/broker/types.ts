@@ -7,15 +7,19 @@ export type InboundType =
   /** ThingsBoard compatibility: client-side RPC and attribute requests. */
   | 'rpc.request' | 'attributes.request'
   /** ThingsBoard device claiming (`v1/devices/me/claim`): not supported, counted and recorded. */
-  | 'claim';
+  | 'claim'
+  /** ThingsBoard OTA: `v2/fw/request/{n}/chunk/{k}`. */
+  | 'fw.request';
 
 export interface InboundMessage {
   identity: DeviceIdentity;
   type: InboundType;
-  /** The R or n of rpc/.../R and attributes/request/n. */
+  /** The R or n of rpc/.../R, attributes/request/n and v2/fw/request/n/chunk/k. */
   requestId?: string;
   /** The request came on a `v1/devices/me/...` topic: its answer goes back in that form. */
   viaMe?: boolean;
+  /** The k of v2/fw/request/n/chunk/k. */
+  chunk?: number;
   payload: Buffer;
   qos: 0 | 1 | 2;
   retain: boolean;
@@ -65,6 +69,13 @@ export interface BrokerPort extends Component {
    * username), `secret` (device id + secret); null when it is not connected.
    */
   credentialOf(deviceId: string): 'secret' | 'token' | null;
+  /**
+   * Writes a message straight to the device's live connection, QoS 0, whether
+   * or not it subscribed to a filter matching `topic` (ThingsBoard's OTA
+   * chunks: the Python SDK subscribes `v2/fw/response/+`, which matches no
+   * chunk topic). False when the device is not connected.
+   */
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean;
   connectedCount(): number;
   /**
    * Disconnect a device (e.g. disabled). With `credential`, only a connection

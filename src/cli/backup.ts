@@ -48,7 +48,10 @@ export const MANIFEST_FILE = 'keng-backup.json';
 export const TELEMETRY_DB_FILES = ['telemetry.db', 'influx-queue.db'] as const;
 const MEDIA_DIR = 'media';
 /** Small secret files that belong to the state; copied when present. */
-const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE];
+const FIRMWARE_DIR = 'firmware';
+/** Signs the firmware download links (src/firmware). */
+const FIRMWARE_KEY_FILE = 'firmware-signing.key';
+const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE, FIRMWARE_KEY_FILE];
 
 export interface BackupFile { path: string; bytes: number; sha256: string }
 
@@ -67,6 +70,8 @@ export interface BackupManifest {
   files: BackupFile[];
   /** Media rows whose file was gone (deleted after the state snapshot was taken). */
   missingMedia: string[];
+  /** Firmware packages the state names whose binary was not found. */
+  missingFirmware: string[];
   restore: string;
 }
 
@@ -161,10 +166,13 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
   const copy = new Database(path.join(target, STATE_DB_FILE), { readonly: true, fileMustExist: true });
   let stateSchemaVersion: number;
   let media: Array<{ id: string; ext: string }> = [];
+  let firmware: string[] = [];
   try {
     stateSchemaVersion = (copy.prepare('SELECT MAX(version) FROM schema_migrations').pluck().get() as number | null) ?? 0;
     const hasMedia = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'media'").pluck().get();
     if (hasMedia) media = copy.prepare('SELECT id, ext FROM media ORDER BY id').all() as Array<{ id: string; ext: string }>;
+    const hasFirmware = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'firmware_packages'").pluck().get();
+    if (hasFirmware) firmware = copy.prepare('SELECT id FROM firmware_packages ORDER BY id').pluck().all() as string[];
   } finally {
     copy.close();
   }
@@ -177,6 +185,14 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     copyFileSync(from, path.join(target, MEDIA_DIR, name));
     files.push(path.join(MEDIA_DIR, name));
   }
+  // Firmware binaries the copied state knows: what devices run is not to be rebuilt from memory.
+  const missingFirmware: string[] = [];
+  if (firmware.length) mkdirSync(path.join(target, FIRMWARE_DIR), { mode: 0o700 });
+  for (const id of firmware) {
+    const name = path.join(FIRMWARE_DIR, `${id}.bin`);
+    if (!existsSync(path.join(dataDir, name))) { missingFirmware.push(id); continue; }
+    copySecret(dataDir, target, name, files);
+  }
   for (const f of SECRET_FILES) {
     if (existsSync(path.join(dataDir, f))) copySecret(dataDir, target, f, files);
   }
@@ -188,6 +204,7 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     host: hostname(), source: dataDir, stateSchemaVersion,
     files: files.map((f) => ({ path: f, bytes: statSync(path.join(target, f)).size, sha256: sha256File(path.join(target, f)) })),
     missingMedia,
+    missingFirmware,
     restore: 'Stop Keng; copy everything in this directory except keng-backup.json into an empty data directory (KENG_DATA_DIR), owned by the user Keng runs as; start Keng.',
   };
   // Written last, renamed into place: its presence marks a finished backup.

@@ -195,6 +195,7 @@ function registerBackup(program: Command): void {
       const bytes = m.files.reduce((n, f) => n + f.bytes, 0);
       out(`Backup of ${m.source} written to ${path.resolve(dir)}: ${m.files.length} files, ${bytes} bytes (manifest ${MANIFEST_FILE})`);
       if (m.missingMedia.length) out(`Note: ${m.missingMedia.length} media file(s) were deleted while the backup ran and are not in it: ${m.missingMedia.join(', ')}`);
+      if (m.missingFirmware.length) out(`Note: ${m.missingFirmware.length} firmware package(s) had no file in the data directory and are not in it: ${m.missingFirmware.join(', ')}`);
     }));
 }
 

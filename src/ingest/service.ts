@@ -30,7 +30,7 @@ import { telemetryLimits } from './codec.js';
 import { GroupCommitter } from './group-commit.js';
 import { fail } from './json.js';
 import {
-  NO_SHARED_ATTRIBUTES, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
+  NO_FIRMWARE, NO_SHARED_ATTRIBUTES, type FirmwareChunkSource, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
 } from './handlers/context.js';
 import { handleTelemetry } from './handlers/telemetry.js';
 import { handleAttributes } from './handlers/attributes.js';
@@ -40,20 +40,23 @@ import { handleRpcResponse } from './handlers/rpc-response.js';
 import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
 import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
 import { handleTbClaim } from './handlers/tb-claim.js';
+import { handleFwRequest } from './handlers/fw-request.js';
 
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   registry: IngestRegistry;
   store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
-  broker: Pick<BrokerPort, 'deliverTo'>;
+  broker: Pick<BrokerPort, 'deliverTo' | 'deliver'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
   metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'> & Partial<Pick<Metrics, 'registry'>>;
   clock: Clock;
   /** Count messagesInTotal{type} and rejectedTotal{reason} here (default false: the AedesBroker counts them). */
   countInbound?: boolean;
-  /** ThingsBoard shared attributes; none yet. */
+  /** ThingsBoard shared attributes (src/attributes); absent: none. */
   sharedAttributes?: SharedAttributesSource;
+  /** ThingsBoard OTA chunks (src/firmware); absent: every request gets NOT_FOUND. */
+  firmware?: FirmwareChunkSource;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -66,6 +69,7 @@ const HANDLERS: Record<InboundType, MessageHandler> = {
   'rpc.request': handleTbRpcRequest,
   'attributes.request': handleTbAttributesRequest,
   claim: handleTbClaim,
+  'fw.request': handleFwRequest,
 };
 
 interface CounterChild { inc(value?: number): void }
@@ -100,6 +104,8 @@ export class IngestService implements Component {
       claims: counterOn(deps.metrics.registry, 'keng_mqtt_claims_refused_total',
         'ThingsBoard claim requests (v1/devices/me/claim) refused: Keng does not support claiming'),
       respond: (to, topic, body) => this.respond(to, topic, body),
+      firmware: deps.firmware ?? NO_FIRMWARE,
+      deliver: (deviceId, topic, payload) => { deps.broker.deliver(deviceId, topic, payload); },
     };
   }
 

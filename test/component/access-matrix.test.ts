@@ -51,6 +51,13 @@ async function freshProvisioningKey(w: Where): Promise<string> {
   expect(r.status).toBe(201);
   return r.body.id as string;
 }
+function freshPackage(): string {
+  return t.app.firmware.addPackage({ title: uniq('pkg-'), version: '1.0' }, Buffer.from('firmware bytes'), 'test').id;
+}
+/** A rollout of two fresh devices of A1 (in) or B (out), its first half assigned. */
+async function freshRollout(w: Where): Promise<string> {
+  return t.app.firmware.createRollout(freshPackage(), [await freshDevice(w), await freshDevice(w)], 50, 'test').id;
+}
 async function freshViewer(w: Where): Promise<string> {
   const u = uniq('viewer-');
   await t.accounts.users.create({ username: u, password: PW, role: 'viewer', areas: [area(w)] }, { actor: 'test' });
@@ -144,6 +151,52 @@ const MATRIX: Record<string, Entry> = {
     expect: { admin: [503, 503], adminUser: [503, 503], operator: [503, 404], viewer: [403, 404], service: [403, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/mb-${where === 'in' ? 'a' : 'b'}/modbus/write`, body: { field: 'pump', value: true } }),
   },
+  'GET /api/v1/devices/:id/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/attributes/shared` }),
+  },
+  'PUT /api/v1/devices/:id/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/devices/${await freshDevice(where)}/attributes/shared`, body: { reportEverySec: 60 } }),
+  },
+  'GET /api/v1/areas/:code/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/areas/${area(where)}/attributes/shared` }),
+  },
+  'PUT /api/v1/areas/:code/attributes/shared': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/areas/${leaf(where)}/attributes/shared`, body: { volume: 70 } }),
+  },
+  // Firmware: packages are the admin's (firmware.write); rollouts need devices.write on every device.
+  'POST /api/v1/firmware/packages': {
+    expect: { admin: [201, 201], adminUser: [201, 201], operator: [403, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: () => ({ url: `/api/v1/firmware/packages?title=${uniq('fw-')}&version=1.0`, body: { type: 'application/octet-stream', raw: 'firmware bytes' } }),
+  },
+  'GET /api/v1/firmware/packages': { expect: all(200), prepare: () => ({ url: '/api/v1/firmware/packages' }) },
+  'GET /api/v1/firmware/packages/:id': { expect: all(200), prepare: () => ({ url: `/api/v1/firmware/packages/${freshPackage()}` }) },
+  'DELETE /api/v1/firmware/packages/:id': {
+    expect: { admin: [204, 204], adminUser: [204, 204], operator: [403, 403], viewer: [403, 403], service: [403, 403] },
+    prepare: () => ({ url: `/api/v1/firmware/packages/${freshPackage()}` }),
+  },
+  'POST /api/v1/firmware/rollouts': {
+    expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 404], viewer: [403, 403], service: [403, 403] },
+    prepare: async (_w, where) => ({ url: '/api/v1/firmware/rollouts', body: { packageId: freshPackage(), target: { devices: [await freshDevice(where)] } } }),
+  },
+  'GET /api/v1/firmware/rollouts': { expect: all(200), prepare: () => ({ url: '/api/v1/firmware/rollouts' }) },
+  'GET /api/v1/firmware/rollouts/:id': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/firmware/rollouts/${await freshRollout(where)}` }),
+  },
+  'POST /api/v1/firmware/rollouts/:id/continue': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [403, 404] },
+    prepare: async (_w, where) => ({ url: `/api/v1/firmware/rollouts/${await freshRollout(where)}/continue` }),
+  },
+  'GET /api/v1/devices/:id/firmware': {
+    expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
+    prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/firmware` }),
+  },
+  // The signed link is the authorisation: without exp/sig it is 403 for everyone.
+  'GET /firmware/:id/file': { public: true, expect: all(403), prepare: () => ({ url: '/firmware/no-such-package/file' }) },
   'GET /api/v1/devices/:id/telemetry': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [200, 404], service: [200, 404] },
     prepare: (_w, where) => ({ url: `/api/v1/devices/dev-${where === 'in' ? 'a' : 'b'}/telemetry` }),

@@ -58,6 +58,7 @@ describe('keng backup', { timeout: 180_000 }, () => {
     const tts = await t.api('POST', '/api/v1/media/tts', { text: 'Thông báo: chiều nay họp dân.', name: 'Họp dân' });
     expect(tts.status).toBe(201);
     const mediaId = tts.body.id as string;
+    const fw = t.app.firmware.addPackage({ title: 'keng-soil', version: '1.2.0' }, Buffer.from('firmware image'), 'test');
 
     const client = await connectDevice(t.mqttUrl, 'soil-1', creds['soil-1']!.secret);
     const acked: number[] = [];
@@ -87,10 +88,13 @@ describe('keng backup', { timeout: 180_000 }, () => {
     expect(ackedDuring).toBeGreaterThan(0);
 
     const manifest = JSON.parse(r.stdout) as { kind: string; keng: string; files: Array<{ path: string; bytes: number; sha256: string }>; missingMedia: string[]; stateSchemaVersion: number };
-    expect(manifest).toMatchObject({ kind: 'keng-backup', keng: '0.1.0', missingMedia: [] });
+    expect(manifest).toMatchObject({ kind: 'keng-backup', keng: '0.1.0', missingMedia: [], missingFirmware: [] });
     expect(manifest.stateSchemaVersion).toBeGreaterThan(0);
     const names = manifest.files.map((f) => f.path).sort();
-    expect(names).toEqual(expect.arrayContaining(['state.db', 'telemetry.db', 'admin-token', 'media-signing.key', 'command-keys.json', expect.stringMatching(new RegExp(`^media/${mediaId}\\.mp3$`))]));
+    expect(names).toEqual(expect.arrayContaining(['state.db', 'telemetry.db', 'admin-token', 'media-signing.key', 'command-keys.json', expect.stringMatching(new RegExp(`^media/${mediaId}\\.mp3$`)),
+      'firmware-signing.key', `firmware/${fw.id}.bin`]));
+    expect(readFileSync(path.join(target, 'firmware', `${fw.id}.bin`), 'utf8')).toBe('firmware image');
+    expect(statSync(path.join(target, 'firmware', `${fw.id}.bin`)).mode & 0o777).toBe(0o600);
     expect(JSON.parse(readFileSync(path.join(target, 'keng-backup.json'), 'utf8'))).toEqual(manifest);
     expect(statSync(target).mode & 0o777).toBe(0o700);
     expect(statSync(path.join(target, 'admin-token')).mode & 0o777).toBe(0o600);

@@ -121,3 +121,30 @@ describe('DeviceAcl.forward (delivery)', () => {
     expect(new DeviceAcl(secretDev).forward('v1/devices/me/rpc/request/5', false)).toBeNull();
   });
 });
+
+describe('ThingsBoard OTA topics (device protocol §13.6)', () => {
+  it('v2/fw/request/{n}/chunk/{k} is a firmware request with decimal n and k; anything else under it is refused', () => {
+    expect(parseDeviceTopic('v2/fw/request/3/chunk/17', tokenDev)).toEqual({ type: 'fw.request', requestId: '3', chunk: 17 });
+    expect(parseDeviceTopic('v2/fw/request/0/chunk/0', secretDev)).toEqual({ type: 'fw.request', requestId: '0', chunk: 0 });
+    for (const t of ['v2/fw/request/x/chunk/1', 'v2/fw/request/1/chunk/', 'v2/fw/request/1/chunk/1/2', 'v2/fw/request/1234567890/chunk/1', 'v2/fw/request/+/chunk/1']) {
+      expect(parseDeviceTopic(t, tokenDev), t).toBe('bad_request_id');
+    }
+    expect(parseDeviceTopic('v2/fw/response/1/chunk/0', tokenDev)).toBe('unknown_topic');
+    expect(parseDeviceTopic('v2/fw/error', tokenDev)).toBe('unknown_topic');
+  });
+
+  it('the SDKs\' answer filters are granted as they are; other v2/fw filters are refused', () => {
+    for (const f of ['v2/fw/response/+', 'v2/fw/response/#', 'v2/fw/response/+/chunk/+', 'v2/fw/error']) {
+      expect(checkDeviceSubscription(f, tokenDev), f).toEqual({ topic: f, viaMe: false });
+    }
+    for (const f of ['v2/fw/#', 'v2/fw/request/+/chunk/+', 'v2/#', 'v2/fw/response/1/chunk/+']) {
+      expect(checkDeviceSubscription(f, tokenDev), f).toBe(f.startsWith('v2/fw/') ? 'forbidden_topic' : 'unknown_topic');
+    }
+  });
+
+  it('v2/fw/ answers pass delivery (only ever written to the requesting connection)', () => {
+    const acl = new DeviceAcl(tokenDev);
+    expect(acl.forward('v2/fw/response/1/chunk/0', true)).toBe('v2/fw/response/1/chunk/0');
+    expect(acl.forward('v2/fw/error', false)).toBe('v2/fw/error');
+  });
+});

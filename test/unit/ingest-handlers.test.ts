@@ -48,6 +48,11 @@ class FakeBroker {
     this.published.push({ topic, payload: JSON.parse(payload.toString()), opts: { qos: opts?.qos ?? 1, ...(opts?.viaMe === true ? { viaMe: true } : {}) } });
     return true;
   }
+  delivered: { deviceId: string; topic: string; payload: Buffer }[] = [];
+  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
+    this.delivered.push({ deviceId, topic, payload });
+    return true;
+  }
 }
 
 function makeConfig(): Config {
@@ -400,15 +405,17 @@ describe('IngestService', () => {
   describe('ThingsBoard attribute request', () => {
     beforeEach(() => { s.registry.attrs['tb-dev'] = { fw: '1.0', model: 'X', serial: 'S1' }; });
 
+    // As ThingsBoard: a side the request did not ask for is left out; with no keys at all, both sides.
     it.each([
-      [{ clientKeys: 'fw,model' }, { fw: '1.0', model: 'X' }],
-      [{ clientKeys: ' fw , missing ' }, { fw: '1.0' }],
-      [{ clientKeys: ['serial'] }, { serial: 'S1' }],
-      [{}, { fw: '1.0', model: 'X', serial: 'S1' }],
-      [{ sharedKeys: 'targetFw' }, {}],
-    ])('%j → client %j, shared {}', async (req, client) => {
+      [{ clientKeys: 'fw,model' }, { client: { fw: '1.0', model: 'X' } }],
+      [{ clientKeys: ' fw , missing ' }, { client: { fw: '1.0' } }],
+      [{ clientKeys: ['serial'] }, { client: { serial: 'S1' } }],
+      [{}, { client: { fw: '1.0', model: 'X', serial: 'S1' }, shared: {} }],
+      [{ sharedKeys: 'targetFw' }, { shared: {} }],
+      [{ clientKeys: 'fw', sharedKeys: 'targetFw' }, { client: { fw: '1.0' }, shared: {} }],
+    ])('%j → %j', async (req, payload) => {
       await expect(s.ingest.handle(msg('attributes.request', req, { requestId: '9', identity: tokenIdentity }))).resolves.toEqual({ ok: true });
-      expect(s.broker.published).toEqual([{ topic: 'v1/devices/tb-dev/attributes/response/9', opts: { qos: 1 }, payload: { client, shared: {} } }]);
+      expect(s.broker.published).toEqual([{ topic: 'v1/devices/tb-dev/attributes/response/9', opts: { qos: 1 }, payload }]);
     });
 
     it('shared attributes come from the SharedAttributesSource', async () => {
@@ -416,7 +423,7 @@ describe('IngestService', () => {
       const c = setup({ sharedAttributes: { sharedAttributes: shared } });
       await c.ingest.handle(msg('attributes.request', { sharedKeys: 'targetFw' }, { requestId: '1', identity: tokenIdentity }));
       expect(shared).toHaveBeenCalledWith('tb-dev', ['targetFw']);
-      expect(c.broker.published[0]!.payload).toEqual({ client: {}, shared: { targetFw: '2.0' } });
+      expect(c.broker.published[0]!.payload).toEqual({ shared: { targetFw: '2.0' } });
     });
 
     it('refuses wrong key types and missing request ids', async () => {
@@ -424,6 +431,27 @@ describe('IngestService', () => {
       await expect(s.ingest.handle(msg('attributes.request', { clientKeys: [1] }, { requestId: '1' }))).resolves.toMatchObject({ ok: false, reason: 'bad_attributes_request' });
       await expect(s.ingest.handle(msg('attributes.request', {}))).resolves.toMatchObject({ ok: false, reason: 'missing_request_id' });
       expect(s.broker.published).toHaveLength(0);
+    });
+  });
+
+  describe('ThingsBoard firmware chunk request', () => {
+    it('writes the chunk straight to the connection on v2/fw/response/{n}/chunk/{k}; an error word on v2/fw/error', async () => {
+      const chunk = vi.fn(async (_d: string, _n: string, payload: Buffer, index: number) => (
+        payload.toString() === 'nope' ? { ok: false as const, error: 'NOT_FOUND' } : { ok: true as const, payload: Buffer.from(`part${index}`) }));
+      const c = setup({ firmware: { chunk } });
+      await expect(c.ingest.handle(msg('fw.request', '4096', { requestId: '3', chunk: 2, identity: tokenIdentity }))).resolves.toEqual({ ok: true });
+      expect(chunk).toHaveBeenCalledWith('tb-dev', '3', Buffer.from('4096'), 2, c.config.mqtt.maxPayloadBytes);
+      await c.ingest.handle(msg('fw.request', 'nope', { requestId: '3', chunk: 3, identity: tokenIdentity }));
+      expect(c.broker.delivered.map((d) => [d.deviceId, d.topic, d.payload.toString()])).toEqual([
+        ['tb-dev', 'v2/fw/response/3/chunk/2', 'part2'], ['tb-dev', 'v2/fw/error', 'NOT_FOUND'],
+      ]);
+      expect(c.broker.published).toHaveLength(0);
+    });
+
+    it('without a firmware source every request gets NOT_FOUND; a request without ids is refused', async () => {
+      await s.ingest.handle(msg('fw.request', '', { requestId: '1', chunk: 0 }));
+      expect(s.broker.delivered.map((d) => [d.topic, d.payload.toString()])).toEqual([['v2/fw/error', 'NOT_FOUND']]);
+      await expect(s.ingest.handle(msg('fw.request', ''))).resolves.toMatchObject({ ok: false, reason: 'missing_request_id' });
     });
   });
 

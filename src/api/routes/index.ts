@@ -14,6 +14,8 @@ import { NOT_RATE_LIMITED } from '../rate-limit.js';
 import type { AlertService } from '../../alerts/index.js';
 import type { AlertRules } from '../../alerts/rules/index.js';
 import type { AuditAnchor } from '../../audit/index.js';
+import type { SharedAttributes } from '../../attributes/index.js';
+import type { Firmware } from '../../firmware/index.js';
 import { alertFeedRoute, alertRoutes } from './alerts.js';
 import { alertRuleRoutes } from './alert-rules.js';
 import { areaRoutes } from './areas.js';
@@ -23,6 +25,7 @@ import { broadcastRoutes } from './broadcasts.js';
 import { commandKeyRoutes } from './command-keys.js';
 import { deviceCommandRoutes } from './device-commands.js';
 import { deviceRoutes } from './devices.js';
+import { firmwareFileRoute, firmwareRoutes } from './firmware.js';
 import { healthRoutes } from './health.js';
 import { latestRoutes } from './latest.js';
 import { mediaFileRoutes, mediaRoutes } from './media.js';
@@ -31,6 +34,7 @@ import { modbusRoutes, type ModbusApi } from './modbus.js';
 import { provisioningKeyRoutes } from './provisioning-keys.js';
 import type { ProvisioningService } from '../../devices/provisioning.js';
 import { scheduleRoutes } from './schedules.js';
+import { sharedAttributeRoutes } from './shared-attributes.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
 import { userRoutes } from './users.js';
@@ -62,6 +66,10 @@ export interface ApiServices {
   modbus?: ModbusApi;
   /** Provisioning keys (ThingsBoard firmware registering itself in an area). */
   provisioning?: ProvisioningService;
+  /** Shared attributes of devices and areas (settings pushed to devices). */
+  sharedAttributes?: SharedAttributes;
+  /** Firmware updates (OTA): packages, rollouts, device states, signed downloads. */
+  firmware?: Firmware;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -80,6 +88,7 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
     });
   }
   if (s.alerts && ctx.config.alerts.publicFeed) await app.register(alertFeedRoute, { ctx, alerts: s.alerts });
+  if (s.firmware) await app.register(firmwareFileRoute, { firmware: s.firmware });
   if (s.web) await app.register(s.web);
 }
 
@@ -91,6 +100,8 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
   if (s.provisioning) await v1.register(provisioningKeyRoutes, { ctx, provisioning: s.provisioning });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });
+  if (s.sharedAttributes) await v1.register(sharedAttributeRoutes, { ctx, attributes: s.sharedAttributes });
+  if (s.firmware) await v1.register(firmwareRoutes, { ctx, firmware: s.firmware, linkBase: s.mediaLinkBase });
   const { accounts, media, broadcasts, rpc } = s;
   if (rpc) await v1.register(deviceCommandRoutes, { ctx, rpc });
   if (s.commandKeys) await v1.register(commandKeyRoutes, { ctx, keys: s.commandKeys });

@@ -11,8 +11,8 @@ import type { GroupCommitter } from '../group-commit.js';
 export type IngestRegistry = Pick<DeviceRegistryApi, 'updateLatest' | 'mergeAttributes' | 'attributes' | 'getDevice'>;
 
 /**
- * Interface point for ThingsBoard shared attributes (server-set attributes
- * devices can read). Keng has none yet: the default source answers {}.
+ * ThingsBoard shared attributes (server-set attributes devices can read,
+ * src/attributes). Without a source (tests of ingest alone) the answer is {}.
  */
 export interface SharedAttributesSource {
   /** The shared attributes among `keys` (all of them when keys is undefined). */
@@ -20,6 +20,13 @@ export interface SharedAttributesSource {
 }
 
 export const NO_SHARED_ATTRIBUTES: SharedAttributesSource = { sharedAttributes: () => ({}) };
+
+/** ThingsBoard OTA downloads (src/firmware): one chunk of a device's assigned package, or an error word. */
+export interface FirmwareChunkSource {
+  chunk(deviceId: string, requestId: string, payload: Buffer, index: number, maxBytes: number): Promise<{ ok: true; payload: Buffer } | { ok: false; error: string }>;
+}
+
+export const NO_FIRMWARE: FirmwareChunkSource = { chunk: async () => ({ ok: false, error: 'NOT_FOUND' }) };
 
 export interface HandlerContext {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
@@ -38,6 +45,9 @@ export interface HandlerContext {
    * the form the request came in (`me` or real id). Fire-and-forget: failures are logged, never thrown.
    */
   respond(to: InboundMessage, topic: string, body: unknown): void;
+  firmware: FirmwareChunkSource;
+  /** Server → device, straight to its connection (QoS 0); dropped when it is not connected. */
+  deliver(deviceId: string, topic: string, payload: Buffer): void;
 }
 
 export type MessageHandler = (msg: InboundMessage, ctx: HandlerContext) => Promise<HandleResult> | HandleResult;

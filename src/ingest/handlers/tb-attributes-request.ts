@@ -4,9 +4,11 @@
  * v1/devices/me/attributes/request/{n}, answered on
  * v1/devices/me/attributes/response/{n} (written to the device's connection, even before it subscribed) with
  * `{"client": {...}, "shared": {...}}`. Keys not set are left out. With
- * neither clientKeys nor sharedKeys every attribute is returned; with only one
- * of them, the other side is {}. Shared attributes come from a
- * SharedAttributesSource (none yet).
+ * neither clientKeys nor sharedKeys every attribute is returned, both sides
+ * present; with only one of them the answer has only that side, as
+ * ThingsBoard's (its JsonConverter leaves an empty side out), so firmware that
+ * asked for shared keys finds exactly `{"shared": {...}}`. Shared attributes
+ * are the device's effective set (src/attributes), `sharedKeys` filtering it.
  */
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import { fail, parseObject, type Failure } from '../json.js';
@@ -43,8 +45,9 @@ export function handleTbAttributesRequest(msg: InboundMessage, ctx: HandlerConte
   const { deviceId } = msg.identity;
   const all = clientKeys === undefined && sharedKeys === undefined;
   const clientAttrs = ctx.registry.attributes(deviceId);
-  const client = all ? { ...clientAttrs } : clientKeys ? pick(clientAttrs, clientKeys) : {};
-  const shared = all || sharedKeys ? ctx.sharedAttributes.sharedAttributes(deviceId, sharedKeys) : {};
-  ctx.respond(msg, `v1/devices/${deviceId}/attributes/response/${requestId}`, { client, shared });
+  const answer: { client?: Record<string, unknown>; shared?: Record<string, unknown> } = {};
+  if (all || clientKeys) answer.client = all ? { ...clientAttrs } : pick(clientAttrs, clientKeys!);
+  if (all || sharedKeys) answer.shared = ctx.sharedAttributes.sharedAttributes(deviceId, sharedKeys);
+  ctx.respond(msg, `v1/devices/${deviceId}/attributes/response/${requestId}`, answer);
   return OK;
 }

@@ -1,5 +1,5 @@
 /**
- * ThingsBoard device claiming (firmware-protocols/device-protocol.md §13.6): the device publishes
+ * ThingsBoard device claiming (firmware-protocols/device-protocol.md §13.8): the device publishes
  * `{"secretKey", "durationMs"}` to `v1/devices/me/claim` so that a user may claim it with that key
  * over ThingsBoard's REST API within `durationMs`. ThingsBoard sends nothing back over MQTT (the
  * user learns the outcome from the REST call), so there is no answer topic to refuse on.

@@ -1,10 +1,12 @@
 // Khu vực: the area tree (province → commune → village; two-tier local
-// government since July 2025, no districts) and a form that adds one area
-// under the right parent. The API has no change or delete for areas.
+// government since July 2025, no districts), a form that adds one area
+// under the right parent, and each area's settings sent to its devices
+// (shared attributes). The API has no change or delete for areas.
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
 import { act, html, treeOrder } from './ui.js';
 import { AreaSelect, Refusal, useAction, wideScreen } from './adm-common.js';
+import { SharedAttributes } from './adm-shared.js';
 
 addStrings({
   vi: {
@@ -44,6 +46,7 @@ export default function Areas({ session, loc, onUnauthorized, areas, reloadAreas
   const [done, setDone] = useState(null);
   const create = useAction(onUnauthorized);
   const [adding, setAdding] = useState(wideScreen);
+  const [settings, setSettings] = useState(null);
 
   const submit = async (e) => {
     e.preventDefault();
@@ -99,6 +102,11 @@ export default function Areas({ session, loc, onUnauthorized, areas, reloadAreas
             <li key=${area.code} class=${`depth-${Math.min(depth, 3)}`} data-area=${area.code}>
               <span class="lvl">${loc.t(`adm.level.${area.level}`)}</span>
               <strong>${area.name}</strong> <code>${area.code}</code>
+              <button type="button" class="plain" data-open="shared" aria-expanded=${settings === area.code}
+                onClick=${() => setSettings(settings === area.code ? null : area.code)}>${loc.t('adm.shared.open')}</button>
+              ${settings === area.code && html`
+                <${SharedAttributes} session=${session} loc=${loc} path=${`/areas/${encodeURIComponent(area.code)}`} kind="area" self=${area.code}
+                  areas=${areas} onUnauthorized=${onUnauthorized} />`}
             </li>`)}
         </ul>
       </section>

@@ -6,6 +6,7 @@ import { useMemo, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
 import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
 import { AreaSelect, Confirm, OnceSecret, Refusal, areaLabel, useAction, wideScreen } from './adm-common.js';
+import { SharedAttributes } from './adm-shared.js';
 
 addStrings({
   vi: {
@@ -262,7 +263,7 @@ function NewDevice({ session, loc, areas, onUnauthorized, onCreated, onClose }) 
 }
 
 function DeviceItem({ device: d, session, loc, areas, onUnauthorized, onChanged }) {
-  // null | 'edit' | 'disable' | 'secret' | 'token' | 'delete'
+  // null | 'edit' | 'shared' | 'disable' | 'secret' | 'token' | 'delete'
   const [mode, setMode] = useState(null);
   const [area, setArea] = useState(d.area);
   const [fresh, setFresh] = useState(null);
@@ -316,6 +317,7 @@ function DeviceItem({ device: d, session, loc, areas, onUnauthorized, onChanged 
       <button type="button" class="plain tools-toggle" aria-expanded=${tools} onClick=${() => setTools((x) => !x)}>${loc.t('adm.dev.tools')}</button>
       <div class="actions tools" hidden=${!tools}>
         <button type="button" class="plain" aria-expanded=${mode === 'edit'} onClick=${() => open('edit')}>${loc.t('adm.edit')}</button>
+        <button type="button" class="plain" data-open="shared" aria-expanded=${mode === 'shared'} onClick=${() => open('shared')}>${loc.t('adm.shared.open')}</button>
         ${d.enabled
           ? html`<button type="button" class="plain" onClick=${() => open('disable')}>${loc.t('adm.dev.disable')}</button>`
           : html`<button type="button" class="plain" disabled=${action.busy} onClick=${() => patch({ enabled: true })}>${loc.t('adm.dev.enable')}</button>`}
@@ -337,6 +339,8 @@ function DeviceItem({ device: d, session, loc, areas, onUnauthorized, onChanged 
             <button type="button" class="plain" onClick=${() => setMode(null)}>${loc.t('adm.cancel')}</button>
           </div>
         </form>`}
+      ${mode === 'shared' && html`
+        <${SharedAttributes} session=${session} loc=${loc} path=${path} kind="device" areas=${areas} onUnauthorized=${onUnauthorized} />`}
       ${mode === 'disable' && html`
         <${Confirm} text=${loc.t('adm.dev.confirmDisable', names)} action=${loc.t('adm.dev.disable')} busy=${action.busy} error=${action.error} loc=${loc}
           onConfirm=${() => patch({ enabled: false })} onCancel=${() => setMode(null)} />`}

@@ -15,6 +15,7 @@ import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 import { MODBUS_MIGRATION } from './modbus/index.js';
+import { GATEWAY_MIGRATION } from './gateway/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -41,6 +42,7 @@ const ORDER: Step[] = [
   core(4),                  // 14: audit_log.key_id (the keyed audit chain)
   LOGIN_GUARD_MIGRATION,    // 15
   MODBUS_MIGRATION,         // 16
+  GATEWAY_MIGRATION,        // 17
 ];
 
 if (CORE.length !== 5) {

@@ -8,6 +8,8 @@
  * token may use `v1/devices/me/...` for every topic, publish client-side RPC
  * (`rpc/request/{n}`) and attribute requests (`attributes/request/{n}`), and its
  * SDK's four subscriptions are granted.
+ * A device of kind `gateway` also publishes and subscribes ThingsBoard's gateway API,
+ * `v1/gateway/...` (firmware-protocols/gateway.md).
  *
  * Hot path: `DeviceAcl.publish` runs for every inbound PUBLISH, so it uses
  * prefix checks at offsets (no regex, no split) and returns shared constant
@@ -55,6 +57,18 @@ const ATTRIBUTES: PublishAccess = Object.freeze({ type: 'attributes' });
 const STATUS: PublishAccess = Object.freeze({ type: 'status' });
 const EVENTS: PublishAccess = Object.freeze({ type: 'events' });
 
+// ThingsBoard gateway API (firmware-protocols/gateway.md): a device of kind `gateway`
+// publishes for the devices behind it on `v1/gateway/...`. Its subscriptions are kept
+// in real-id form, `v1/devices/G/gateway/...`, so that what the server publishes for
+// one gateway reaches that gateway only, and are delivered back as `v1/gateway/...`.
+export const GATEWAY_ROOT = 'v1/gateway/';
+const GATEWAY_PUBLISH: ReadonlyMap<string, PublishAccess> = new Map(([
+  ['connect', 'gateway.connect'], ['disconnect', 'gateway.disconnect'], ['telemetry', 'gateway.telemetry'],
+  ['attributes', 'gateway.attributes'], ['attributes/request', 'gateway.attributes.request'], ['rpc', 'gateway.rpc'],
+  ['claim', 'gateway.claim'],
+] as const).map(([suffix, type]) => [suffix, Object.freeze({ type })]));
+const GATEWAY_SUBSCRIBE: ReadonlySet<string> = new Set(['attributes', 'attributes/response', 'rpc']);
+
 const RPC_RESPONSE = 'rpc/response/';
 const RPC_REQUEST = 'rpc/request/';
 const ATTR_REQUEST = 'attributes/request/';
@@ -94,10 +108,13 @@ export class DeviceAcl {
   readonly ownPrefix: string;
   /** `v1/devices/D/status`: where a device's (own or LWT) status is retained. */
   readonly statusTopic: string;
+  /** `v1/devices/G/gateway/` for a gateway (where its `v1/gateway/...` subscriptions are kept); null otherwise. */
+  readonly gatewayPrefix: string | null;
 
   constructor(readonly identity: DeviceIdentity) {
     this.ownPrefix = `${TOPIC_ROOT}${identity.deviceId}/`;
     this.statusTopic = `${this.ownPrefix}status`;
+    this.gatewayPrefix = identity.kind === 'gateway' ? `${this.ownPrefix}gateway/` : null;
   }
 
   /** Locate the suffix: offset after the own or `me` prefix, or a refusal. */
@@ -116,7 +133,7 @@ export class DeviceAcl {
    */
   publish(topic: string): PublishAccess | TopicRefusal {
     const off = this.suffixStart(topic);
-    if (typeof off === 'string') return off;
+    if (typeof off === 'string') return off === 'unknown_topic' ? this.gatewayPublish(topic) : off;
     switch (topic.charCodeAt(off)) {
       case 116: // t
         return isExactly(topic, off, 'telemetry') ? TELEMETRY : 'forbidden_topic';
@@ -144,6 +161,19 @@ export class DeviceAcl {
     }
   }
 
+  /** A gateway's `v1/gateway/{connect,disconnect,telemetry,attributes,attributes/request,rpc,claim}`. */
+  private gatewayPublish(topic: string): PublishAccess | TopicRefusal {
+    if (this.gatewayPrefix === null || !topic.startsWith(GATEWAY_ROOT)) return 'unknown_topic';
+    return GATEWAY_PUBLISH.get(topic.slice(GATEWAY_ROOT.length)) ?? 'forbidden_topic';
+  }
+
+  /** A gateway's `v1/gateway/{attributes,attributes/response,rpc}`, kept as `v1/devices/G/gateway/...`. */
+  private gatewaySubscribe(filter: string): SubscribeAccess | TopicRefusal {
+    if (this.gatewayPrefix === null || !filter.startsWith(GATEWAY_ROOT)) return 'unknown_topic';
+    const rest = filter.slice(GATEWAY_ROOT.length);
+    return GATEWAY_SUBSCRIBE.has(rest) ? { topic: this.gatewayPrefix + rest, viaMe: false } : 'forbidden_topic';
+  }
+
   private withId(type: InboundType, topic: string, from: number): PublishAccess | TopicRefusal {
     if (!validRequestId(topic, from)) return 'bad_request_id';
     return { type, requestId: topic.slice(from) };
@@ -158,7 +188,7 @@ export class DeviceAcl {
    */
   subscribe(filter: string): SubscribeAccess | TopicRefusal {
     const off = this.suffixStart(filter);
-    if (typeof off === 'string') return off;
+    if (typeof off === 'string') return off === 'unknown_topic' ? this.gatewaySubscribe(filter) : off;
     const viaMe = off === ME_PREFIX.length && !filter.startsWith(this.ownPrefix);
     let ok = false;
     if (filter.startsWith(RPC_REQUEST, off)) {
@@ -184,6 +214,7 @@ export class DeviceAcl {
    */
   forward(topic: string, viaMe: boolean): string | null {
     if (topic.startsWith(this.ownPrefix)) {
+      if (this.gatewayPrefix !== null && topic.startsWith(this.gatewayPrefix)) return GATEWAY_ROOT + topic.slice(this.gatewayPrefix.length);
       return viaMe ? ME_PREFIX + topic.slice(this.ownPrefix.length) : topic;
     }
     if (this.identity.viaToken && topic.startsWith(ME_PREFIX)) return topic;

@@ -5,7 +5,10 @@ import type { DeviceIdentity } from '../devices/types.js';
 export type InboundType =
   | 'telemetry' | 'attributes' | 'status' | 'events' | 'rpc.response'
   /** ThingsBoard compatibility: client-side RPC and attribute requests. */
-  | 'rpc.request' | 'attributes.request';
+  | 'rpc.request' | 'attributes.request'
+  /** ThingsBoard gateway API (v1/gateway/...): a gateway for the devices behind it. */
+  | 'gateway.connect' | 'gateway.disconnect' | 'gateway.telemetry' | 'gateway.attributes'
+  | 'gateway.attributes.request' | 'gateway.rpc' | 'gateway.claim';
 
 export interface InboundMessage {
   identity: DeviceIdentity;

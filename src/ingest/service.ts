@@ -30,7 +30,7 @@ import { telemetryLimits } from './codec.js';
 import { GroupCommitter } from './group-commit.js';
 import { fail } from './json.js';
 import {
-  NO_SHARED_ATTRIBUTES, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
+  NO_GATEWAYS, NO_SHARED_ATTRIBUTES, type GatewayIngest, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
 } from './handlers/context.js';
 import { handleTelemetry } from './handlers/telemetry.js';
 import { handleAttributes } from './handlers/attributes.js';
@@ -39,6 +39,7 @@ import { handleEvent } from './handlers/events.js';
 import { handleRpcResponse } from './handlers/rpc-response.js';
 import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
 import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
+import { GATEWAY_HANDLERS } from './handlers/gateway-handlers.js';
 
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
@@ -53,6 +54,8 @@ export interface IngestDeps {
   countInbound?: boolean;
   /** ThingsBoard shared attributes; none yet. */
   sharedAttributes?: SharedAttributesSource;
+  /** Sub-devices of ThingsBoard-style gateways (src/gateway); absent: every sub-device refused. */
+  gateways?: GatewayIngest;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -64,6 +67,7 @@ const HANDLERS: Record<InboundType, MessageHandler> = {
   'rpc.response': handleRpcResponse,
   'rpc.request': handleTbRpcRequest,
   'attributes.request': handleTbAttributesRequest,
+  ...GATEWAY_HANDLERS,
 };
 
 interface CounterChild { inc(value?: number): void }
@@ -95,6 +99,7 @@ export class IngestService implements Component {
       logger: deps.logger,
       metrics: deps.metrics,
       sharedAttributes: deps.sharedAttributes ?? NO_SHARED_ATTRIBUTES,
+      gateways: deps.gateways ?? NO_GATEWAYS,
       respond: (topic, body) => this.respond(topic, body),
     };
   }
@@ -148,8 +153,8 @@ export class IngestService implements Component {
     let res: HandleResult;
     if (!handler) {
       res = fail('unknown_type', `unknown message type ${String(msg.type)}`);
-    } else if (msg.type === 'telemetry') {
-      // Only the group commit can reject here (store unavailable): let it propagate.
+    } else if (msg.type === 'telemetry' || msg.type === 'gateway.telemetry') {
+      // Only the group commit can reject here (store unavailable): let it propagate (no PUBACK).
       res = await handler(msg, this.ctx);
     } else {
       try {

@@ -28,6 +28,7 @@ import { latestRoutes } from './latest.js';
 import { mediaFileRoutes, mediaRoutes } from './media.js';
 import { metricsRoutes } from './metrics.js';
 import { modbusRoutes, type ModbusApi } from './modbus.js';
+import type { GatewayApi } from './devices.js';
 import { scheduleRoutes } from './schedules.js';
 import { telemetryRoutes } from './telemetry.js';
 import { tokenRoutes } from './tokens.js';
@@ -58,6 +59,8 @@ export interface ApiServices {
   auditHead?: () => AuditAnchor;
   /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
   modbus?: ModbusApi;
+  /** ThingsBoard-style gateways: their creation setting, refused names, sub-devices' gateways. */
+  gateways?: GatewayApi;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -82,7 +85,7 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
 /** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */
 export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteContext, s: ApiServices): Promise<void> {
   await v1.register(areaRoutes, { ctx });
-  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices });
+  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices, gateways: s.gateways });
   if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
   await v1.register(telemetryRoutes, { ctx });
   await v1.register(latestRoutes, { ctx });

@@ -166,6 +166,10 @@ export const NewDevice = Type.Object({
   model: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
   ...ModbusFields,
   createSubDevices: Type.Optional(CreateSubDevices),
+  gateway: Type.Optional(Type.Object({
+    id: Type.String({ pattern: DEVICE_ID_PATTERN, description: 'The gateway (a device of kind gateway, in the same area)' }),
+    name: Type.String({ minLength: 1, maxLength: 200, description: 'The name the gateway calls this device by (its `device` in v1/gateway/... messages)' }),
+  }, { additionalProperties: false, description: 'A device behind a ThingsBoard-style gateway, registered by hand instead of created by the gateway' })),
 }, { additionalProperties: false });
 export type NewDeviceBody = Static<typeof NewDevice>;
 

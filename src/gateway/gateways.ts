@@ -22,6 +22,7 @@
  *    `{"device", "id": <int>, "data"}`) and the Keng request ids they stand for.
  */
 import type { Clock } from '../core/clock.js';
+import { Errors } from '../core/errors.js';
 import type { Component } from '../core/lifecycle.js';
 import type { EventBus } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
@@ -30,7 +31,7 @@ import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { DeviceIdentity } from '../devices/types.js';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { gatewayMetrics, type GatewayMetrics } from './metrics.js';
-import { subDeviceId } from './names.js';
+import { subDeviceId, validSubDeviceName } from './names.js';
 import { GatewayRepo, type SubDeviceRow } from './repo.js';
 
 export type SubDeviceResolution = { ok: true; deviceId: string } | { ok: false; reason: SubDeviceRefusal };
@@ -112,6 +113,25 @@ export class Gateways implements Component {
   gatewayOf(deviceId: string): { id: string; name: string } | undefined {
     const r = this.byDevice.get(deviceId);
     return r ? { id: r.gateway_id, name: r.name } : undefined;
+  }
+
+  /**
+   * An operator registering a device behind a gateway under the name the
+   * gateway calls it (instead of letting the gateway create it): throws 422
+   * for an unusable name, 409 for a name that already has a device.
+   */
+  checkLink(name: string): void {
+    if (!validSubDeviceName(name)) throw Errors.UNPROCESSABLE('gateway.name must be 1 to 200 characters without control characters');
+    if (this.byName.has(name)) throw Errors.CONFLICT(`the name "${name}" already has a device (${this.byName.get(name)!.device_id})`);
+  }
+
+  /** Links a just-registered device to its gateway under `name` (checkLink first). Throws on a name taken meanwhile. */
+  link(deviceId: string, gatewayId: string, name: string): void {
+    this.checkLink(name);
+    const row: SubDeviceRow = { device_id: deviceId, gateway_id: gatewayId, name, created_at: this.deps.clock.now() };
+    this.repo.insertSub(row);
+    this.cache(row);
+    this.refusals.get(gatewayId)?.delete(name);
   }
 
   // ------------------------------------------------------------ ingest (GatewayIngest)

@@ -121,6 +121,21 @@ describe('ThingsBoard gateway API with a ThingsBoard IoT Gateway imitation (paho
     expect(gwB.refusedSubDevices).toEqual([{ name: 'Cảm biến lạ', reason: 'not_allowed', count: 2, firstAt: expect.any(String), lastAt: expect.any(String) }]);
   });
 
+  it('an operator can register a device behind a gateway by hand; that gateway then reaches it without creating', async () => {
+    const body = { id: 'be-nuoc', kind: 'sensor', name: 'Bể nước', area: 'cb', gateway: { id: 'gw-b', name: 'Bể nước' } };
+    expect((await t.api('POST', '/api/v1/devices', { ...body, area: 'ca' })).status).toBe(422); // not the gateway's area
+    expect((await t.api('POST', '/api/v1/devices', { ...body, gateway: { id: 'plain-1', name: 'Bể nước' } })).status).toBe(422);
+    expect((await t.api('POST', '/api/v1/devices', { ...body, gateway: { id: 'gw-b', name: PUMP } })).status).toBe(409);
+    expect((await t.api('GET', '/api/v1/devices/be-nuoc')).status).toBe(404); // nothing half-registered
+    const r = await t.api('POST', '/api/v1/devices', body);
+    expect(r.status).toBe(201);
+    expect(r.body.gateway).toEqual({ id: 'gw-b', name: 'Bể nước' });
+    const ts = Date.now();
+    await gws[1]!.publish('v1/gateway/telemetry', { 'Bể nước': [{ ts, values: { water_level: 1.25 } }] });
+    expect((await history('be-nuoc', 'water_level', ts - 1)).points).toEqual([{ ts: expect.any(String), values: { water_level: 1.25 } }]);
+    expect((await t.api('GET', '/api/v1/devices/gw-b')).body.createSubDevices).toBe(false);
+  });
+
   it('a gateway never reaches another gateway\'s sub-device, even when it may create', async () => {
     expect((await t.api('PATCH', '/api/v1/devices/gw-b', { createSubDevices: true })).body.createSubDevices).toBe(true);
     const b = gws[1]!;

@@ -35,7 +35,7 @@ export interface DeviceRouteOptions {
 }
 
 /** What the device routes need of the gateway module. */
-export type GatewayApi = Pick<Gateways, 'mayCreate' | 'setMayCreate' | 'refused' | 'gatewayOf'>;
+export type GatewayApi = Pick<Gateways, 'mayCreate' | 'setMayCreate' | 'refused' | 'gatewayOf' | 'checkLink' | 'link'>;
 
 const MODBUS_KEYS = ['transport', 'registerMap', 'pollIntervalSec'] as const;
 
@@ -81,7 +81,9 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
         + '(ThingsBoard-style username). Both are shown only in this reply. '
         + 'A Modbus sensor (reached through a Modbus TCP gateway or a serial line) is registered with `transport` and `registerMap` '
         + '(a map Keng ships, see GET /api/v1/modbus/maps, or an inline map), and `pollIntervalSec` (default 60): Keng polls it, '
-        + 'and its readings are its telemetry like MQTT readings (history, latest values, live feed, InfluxDB).',
+        + 'and its readings are its telemetry like MQTT readings (history, latest values, live feed, InfluxDB). '
+        + 'A gateway may get `createSubDevices`; a device behind a ThingsBoard-style gateway may be registered by hand with '
+        + '`gateway: {id, name}` (firmware-protocols/gateway.md).',
       body: NewDevice,
       response: { 201: Described(CreatedDevice, 'The registered device with its credentials (shown only here)'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
     },
@@ -92,6 +94,16 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
     const d = { id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null };
     const gwSetting = gatewaySetting(b.kind, b.createSubDevices);
+    const behind = b.gateway;
+    if (behind) {
+      // A sub-device registered by hand: behind a gateway the caller may see, in its area, under an unused name.
+      if (!gateways) throw Errors.UNPROCESSABLE('gateways are not available on this server');
+      const gw = registry.getDevice(behind.id);
+      if (!gw || gw.kind !== 'gateway' || !policy.inScope(p, gw.area)) throw Errors.UNPROCESSABLE(`"${behind.id}" is not a gateway in your areas`);
+      if (gw.area !== b.area) throw Errors.UNPROCESSABLE(`a device behind gateway "${gw.id}" belongs to its area "${gw.area}"`);
+      if (b.kind === 'gateway') throw Errors.UNPROCESSABLE('a gateway cannot be behind another gateway');
+      gateways.checkLink(behind.name);
+    }
     const isModbus = MODBUS_KEYS.some((k) => b[k] !== undefined);
     if (isModbus && (b.transport === undefined || b.registerMap === undefined)) {
       throw withDetails(Errors.VALIDATION('a Modbus device needs transport and registerMap'),
@@ -101,6 +113,14 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
       ? await modbusService().create(d, { transport: b.transport, registerMap: b.registerMap, pollIntervalSec: b.pollIntervalSec })
       : await registry.createDevice(d);
     if (gwSetting && b.createSubDevices !== undefined) gwSetting.setMayCreate(device.id, b.createSubDevices);
+    if (behind && gateways) {
+      try {
+        gateways.link(device.id, behind.id, behind.name);
+      } catch (err) {
+        registry.deleteDevice(device.id); // nothing half-registered
+        throw err;
+      }
+    }
     const view = registry.view(device.id) ?? freshView(device);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
     ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });

@@ -160,6 +160,27 @@ describe('ThingsBoard gateway API with a ThingsBoard IoT Gateway imitation (paho
     await end(c);
   });
 
+  it('an MQTT 5 client (current ThingsBoard IoT Gateway releases) is refused at CONNECT and counted', async () => {
+    const before = await metric('keng_mqtt_refused_total{op="connect",reason="protocol_version"}');
+    const script = [
+      'import sys, time, paho.mqtt.client as mqtt',
+      'c = mqtt.Client(client_id="", protocol=mqtt.MQTTv5)',
+      'c.username_pw_set(sys.argv[2])',
+      'c.connect("127.0.0.1", int(sys.argv[1]))',
+      'c.loop_start(); time.sleep(1.5); c.loop_stop()',
+      'print("connected" if c.is_connected() else "refused")',
+    ].join('\n');
+    // Asynchronously: Keng runs in this process and must answer while the client waits.
+    const { execFile } = await import('node:child_process');
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile('/usr/bin/python3', ['-c', script, String(t.mqttPort), tokens['gw-a']!], { encoding: 'utf8', timeout: 20_000 },
+        (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    expect(out.trim()).toBe('refused');
+    // paho retries in its loop: at least one refusal.
+    expect(await metric('keng_mqtt_refused_total{op="connect",reason="protocol_version"}')).toBeGreaterThan(before);
+  });
+
   it('disconnect, then the gateway going away, take the sub-devices offline', async () => {
     await a.publish('v1/gateway/disconnect', { device: PUMP });
     expect((await t.api('GET', `/api/v1/devices/${subDeviceId(PUMP)}`)).body.online).toBe(false);

@@ -8,7 +8,7 @@
  *
  * Start order: data directory lock (one server per directory) → state store →
  * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
- * device registry → telemetry store → device purger → ingest → broker → Modbus poller → media tools check →
+ * device registry → shared attributes → firmware → gateways → telemetry store → device purger → ingest → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed. Stop runs in reverse: the scheduler stops before the API, the
@@ -40,6 +40,7 @@ import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
 import { ProvisioningService } from './devices/provisioning.js';
 import { SharedAttributes } from './attributes/index.js';
 import { Firmware } from './firmware/index.js';
+import { GatewayAwareBroker, Gateways } from './gateway/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
@@ -78,6 +79,8 @@ export interface KengApp {
   readonly firmware: Firmware;
   /** Modbus sensors: their settings (registry side table) and the poller. */
   readonly modbus: { devices: ModbusDevices; poller: ModbusPoller };
+  /** ThingsBoard-style gateways and the devices behind them. */
+  readonly gateways: Gateways;
   readonly live: LiveFeed;
   readonly accounts: Accounts;
   /** The audit key and the anchors of the audit chain (docs/audit.md). */
@@ -133,7 +136,11 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
   const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware });
+  // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
+  // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
+  const gateways = new Gateways({ db: () => stateDb.db, registry, bus, logger: log('gateway'), metrics, clock });
+  const devicesBroker = new GatewayAwareBroker(broker, gateways);
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
@@ -155,7 +162,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys,
+    config, stateDb, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys,
   });
   // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
   const alerts = new AlertService({
@@ -176,7 +183,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     devices: modbus, registry, sink: ingest.submitReadings, bus, logger: log('modbus'), metrics, clock, options: config.modbus,
   });
   const api = new ApiServer({
-    config, registry, store, broker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
+    config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     readyChecks: { media: () => mediaTools.report() },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
@@ -184,6 +191,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
       provisioning,
       sharedAttributes, firmware,
+      gateways,
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -196,13 +204,13 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
   return {
     config, logger, bus, metrics, stateDb, registry, store, purger, ingest, broker, adminAuth, api, media, broadcast, commandKeys, alerts, alertRules, live, accounts, auditChain, authenticator, policy, sharedAttributes, firmware,
-    modbus: { devices: modbus, poller: modbusPoller },
+    modbus: { devices: modbus, poller: modbusPoller }, gateways,
     async start() {
       mkdirSync(dataDir, { recursive: true });
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));

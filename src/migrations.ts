@@ -18,6 +18,7 @@ import { MODBUS_MIGRATION } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
 import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
+import { GATEWAY_MIGRATION } from './gateway/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -50,6 +51,7 @@ const ORDER: Step[] = [
   core(6),                  // 20: devices: purges of deleted devices' readings
   SHARED_ATTRIBUTES_MIGRATION, // 21
   FIRMWARE_MIGRATION,       // 22
+  GATEWAY_MIGRATION,        // 23
 ];
 
 if (CORE.length !== 6) {

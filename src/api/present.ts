@@ -16,6 +16,10 @@ export interface DeviceDto {
   transport?: ModbusSettings['transport'];
   registerMap?: ModbusSettings['registerMap'];
   pollIntervalSec?: number;
+  /** A gateway's setting and refused names; a sub-device's gateway (src/gateway). */
+  createSubDevices?: boolean;
+  refusedSubDevices?: Array<{ name: string; reason: string; count: number; firstAt: string; lastAt: string }>;
+  gateway?: { id: string; name: string };
 }
 
 export function areaDto(a: Area, tz: string): AreaDto {

@@ -112,6 +112,29 @@ const ModbusFields = {
   pollIntervalSec: Type.Optional(PollIntervalSec),
 };
 
+/**
+ * ThingsBoard-style gateways (src/gateway, firmware-protocols/gateway.md): a
+ * gateway's setting and the names it was refused; a sub-device's gateway.
+ */
+const CreateSubDevices = Type.Boolean({
+  description: 'Gateways only: may this gateway create the devices it reports on first sight (in its area)? Default false: '
+    + 'names without a device are refused, counted and listed in refusedSubDevices',
+});
+const GatewayFields = {
+  createSubDevices: Type.Optional(CreateSubDevices),
+  refusedSubDevices: Type.Optional(Type.Array(Type.Object({
+    name: Type.String({ description: 'The device name the gateway used' }),
+    reason: Type.String({ description: 'not_allowed (the gateway may not create devices), other_gateway (the name is another gateway\'s), '
+      + 'id_taken (the id made from the name belongs to another device), disabled (the sub-device is disabled), create_failed' }),
+    count: Type.Integer({ description: 'Messages refused for this name since the server started' }),
+    firstAt: Time, lastAt: Time,
+  }), { description: 'Gateways only: names refused since the server started (at most 100, most recent first)' })),
+  gateway: Type.Optional(Type.Object({
+    id: Type.String({ description: 'The gateway the device is behind' }),
+    name: Type.String({ description: 'The name the gateway calls it by' }),
+  }, { description: 'Sub-devices of a gateway only' })),
+};
+
 export const Device = Type.Object({
   id: Type.String(),
   kind: DeviceKind,
@@ -125,6 +148,7 @@ export const Device = Type.Object({
   attributes: Dict(Type.Unknown(), { description: 'Client attributes the device reported (firmware, model, capabilities)' }),
   latest: Dict(LatestValue, { description: 'Newest reading of each field' }),
   ...ModbusFields,
+  ...GatewayFields,
 });
 
 export const CreatedDevice = Type.Object({
@@ -141,6 +165,11 @@ export const NewDevice = Type.Object({
   location: Type.Optional(Type.Union([Location, Type.Null()])),
   model: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
   ...ModbusFields,
+  createSubDevices: Type.Optional(CreateSubDevices),
+  gateway: Type.Optional(Type.Object({
+    id: Type.String({ pattern: DEVICE_ID_PATTERN, description: 'The gateway (a device of kind gateway, in the same area)' }),
+    name: Type.String({ minLength: 1, maxLength: 200, description: 'The name the gateway calls this device by (its `device` in v1/gateway/... messages)' }),
+  }, { additionalProperties: false, description: 'A device behind a ThingsBoard-style gateway, registered by hand instead of created by the gateway' })),
 }, { additionalProperties: false });
 export type NewDeviceBody = Static<typeof NewDevice>;
 
@@ -156,6 +185,7 @@ export const DeviceChanges = Type.Object({
     description: 'false disables the device: its connection is closed at once and every CONNECT is refused with CONNACK 5 until it is enabled again',
   })),
   ...ModbusFields,
+  createSubDevices: Type.Optional(CreateSubDevices),
 }, { additionalProperties: false, minProperties: 1, description: 'Only the fields given change' });
 export type DeviceChangesBody = Static<typeof DeviceChanges>;
 

@@ -166,7 +166,7 @@ export class AedesBroker implements BrokerPort {
     aedes.on('clientDisconnect', (c) => this.onGone(c, 'disconnect'));
     aedes.on('keepaliveTimeout', (c) => this.onGone(c, 'keepalive_timeout'));
     aedes.on('clientError', (c, err) => this.onGone(c, 'error', err));
-    aedes.on('connectionError', (_c, err) => this.deps.logger.debug({ err: err.message }, 'mqtt connection error before CONNECT'));
+    aedes.on('connectionError', (c, err) => this.onConnectionError(c, err));
     aedes.on('ping', (_p, c) => { const s = this.ctx.states.get(c); if (s?.kind === 'device') this.devices.ping(s); });
     aedes.on('unsubscribe', (topics, c) => this.onUnsubscribe(topics, c));
     aedes.on('subscribe', (subs, c) => this.onSubscribe(subs, c));
@@ -339,6 +339,20 @@ export class AedesBroker implements BrokerPort {
     if (services !== null && token !== null) services.authenticate(client, token, done);
     else this.devices.authenticate(client, username, password ?? undefined, done);
   };
+
+  /**
+   * Errors before a connection is admitted. MQTT 5 clients (e.g. current ThingsBoard IoT Gateway releases) get
+   * CONNACK 1 from aedes; they are counted as refused (`protocol_version`) so an operator can tell why such a
+   * gateway never connects (firmware-protocols/gateway.md).
+   */
+  private onConnectionError(client: Client, err: Error): void {
+    if (err.message === 'unacceptable protocol version') {
+      this.ctx.count('connect', 'protocol_version');
+      this.deps.logger.debug({ clientId: client.id }, 'mqtt connect refused: only MQTT 3.1.1 (and 3.1) are served');
+      return;
+    }
+    this.deps.logger.debug({ err: err.message }, 'mqtt connection error before CONNECT');
+  }
 
   /** aedes 'client': registered (authenticated, CONNACK about to be sent). */
   private onClient(client: Client): void {

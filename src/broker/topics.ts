@@ -12,6 +12,8 @@
  * `v2/fw/request/{n}/chunk/{k}` and subscribe to `v2/fw/response/...` and
  * `v2/fw/error`; the answers are written to the device's own connection
  * (BrokerPort.deliver), never routed between devices.
+ * A device of kind `gateway` also publishes and subscribes ThingsBoard's gateway API,
+ * `v1/gateway/...` (firmware-protocols/gateway.md).
  *
  * Hot path: `DeviceAcl.publish` runs for every inbound PUBLISH, so it uses
  * prefix checks at offsets (no regex, no split) and returns shared constant
@@ -75,6 +77,18 @@ const STATUS: PublishAccess = Object.freeze({ type: 'status' });
 const EVENTS: PublishAccess = Object.freeze({ type: 'events' });
 const CLAIM: PublishAccess = Object.freeze({ type: 'claim' });
 
+// ThingsBoard gateway API (firmware-protocols/gateway.md): a device of kind `gateway`
+// publishes for the devices behind it on `v1/gateway/...`. Its subscriptions are kept
+// in real-id form, `v1/devices/G/gateway/...`, so that what the server publishes for
+// one gateway reaches that gateway only, and are delivered back as `v1/gateway/...`.
+export const GATEWAY_ROOT = 'v1/gateway/';
+const GATEWAY_PUBLISH: ReadonlyMap<string, PublishAccess> = new Map(([
+  ['connect', 'gateway.connect'], ['disconnect', 'gateway.disconnect'], ['telemetry', 'gateway.telemetry'],
+  ['attributes', 'gateway.attributes'], ['attributes/request', 'gateway.attributes.request'], ['rpc', 'gateway.rpc'],
+  ['claim', 'gateway.claim'],
+] as const).map(([suffix, type]) => [suffix, Object.freeze({ type })]));
+const GATEWAY_SUBSCRIBE: ReadonlySet<string> = new Set(['attributes', 'attributes/response', 'rpc']);
+
 const RPC_RESPONSE = 'rpc/response/';
 const RPC_REQUEST = 'rpc/request/';
 const ATTR_REQUEST = 'attributes/request/';
@@ -114,10 +128,13 @@ export class DeviceAcl {
   readonly ownPrefix: string;
   /** `v1/devices/D/status`: where a device's (own or LWT) status is retained. */
   readonly statusTopic: string;
+  /** `v1/devices/G/gateway/` for a gateway (where its `v1/gateway/...` subscriptions are kept); null otherwise. */
+  readonly gatewayPrefix: string | null;
 
   constructor(readonly identity: DeviceIdentity) {
     this.ownPrefix = `${TOPIC_ROOT}${identity.deviceId}/`;
     this.statusTopic = `${this.ownPrefix}status`;
+    this.gatewayPrefix = identity.kind === 'gateway' ? `${this.ownPrefix}gateway/` : null;
   }
 
   /** Locate the suffix: offset after the own or `me` prefix, or a refusal. */
@@ -137,7 +154,7 @@ export class DeviceAcl {
   publish(topic: string): PublishAccess | TopicRefusal {
     if (topic.startsWith(FW_REQUEST)) return fwRequest(topic) ?? 'bad_request_id';
     const off = this.suffixStart(topic);
-    if (typeof off === 'string') return off;
+    if (typeof off === 'string') return off === 'unknown_topic' ? this.gatewayPublish(topic) : off;
     switch (topic.charCodeAt(off)) {
       case 116: // t
         return isExactly(topic, off, 'telemetry') ? TELEMETRY : 'forbidden_topic';
@@ -168,6 +185,19 @@ export class DeviceAcl {
     }
   }
 
+  /** A gateway's `v1/gateway/{connect,disconnect,telemetry,attributes,attributes/request,rpc,claim}`. */
+  private gatewayPublish(topic: string): PublishAccess | TopicRefusal {
+    if (this.gatewayPrefix === null || !topic.startsWith(GATEWAY_ROOT)) return 'unknown_topic';
+    return GATEWAY_PUBLISH.get(topic.slice(GATEWAY_ROOT.length)) ?? 'forbidden_topic';
+  }
+
+  /** A gateway's `v1/gateway/{attributes,attributes/response,rpc}`, kept as `v1/devices/G/gateway/...`. */
+  private gatewaySubscribe(filter: string): SubscribeAccess | TopicRefusal {
+    if (this.gatewayPrefix === null || !filter.startsWith(GATEWAY_ROOT)) return 'unknown_topic';
+    const rest = filter.slice(GATEWAY_ROOT.length);
+    return GATEWAY_SUBSCRIBE.has(rest) ? { topic: this.gatewayPrefix + rest, viaMe: false } : 'forbidden_topic';
+  }
+
   private withId(type: InboundType, topic: string, from: number): PublishAccess | TopicRefusal {
     if (!validRequestId(topic, from)) return 'bad_request_id';
     // `me` form unless the device's own prefix matched (a device whose id is literally "me").
@@ -185,7 +215,7 @@ export class DeviceAcl {
   subscribe(filter: string): SubscribeAccess | TopicRefusal {
     if (filter.startsWith(FW_PREFIX)) return FW_FILTERS.has(filter) ? { topic: filter, viaMe: false } : 'forbidden_topic';
     const off = this.suffixStart(filter);
-    if (typeof off === 'string') return off;
+    if (typeof off === 'string') return off === 'unknown_topic' ? this.gatewaySubscribe(filter) : off;
     const viaMe = off === ME_PREFIX.length && !filter.startsWith(this.ownPrefix);
     let ok = false;
     if (filter.startsWith(RPC_REQUEST, off)) {
@@ -213,6 +243,7 @@ export class DeviceAcl {
     // Only ever written by BrokerPort.deliver to this connection: nothing publishes v2/fw/ through routing.
     if (topic.startsWith(FW_PREFIX)) return topic;
     if (topic.startsWith(this.ownPrefix)) {
+      if (this.gatewayPrefix !== null && topic.startsWith(this.gatewayPrefix)) return GATEWAY_ROOT + topic.slice(this.gatewayPrefix.length);
       return viaMe ? ME_PREFIX + topic.slice(this.ownPrefix.length) : topic;
     }
     if (this.identity.viaToken && topic.startsWith(ME_PREFIX)) return topic;

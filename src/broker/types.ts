@@ -9,7 +9,10 @@ export type InboundType =
   /** ThingsBoard device claiming (`v1/devices/me/claim`): not supported, counted and recorded. */
   | 'claim'
   /** ThingsBoard OTA: `v2/fw/request/{n}/chunk/{k}`. */
-  | 'fw.request';
+  | 'fw.request'
+  /** ThingsBoard gateway API (v1/gateway/...): a gateway for the devices behind it. */
+  | 'gateway.connect' | 'gateway.disconnect' | 'gateway.telemetry' | 'gateway.attributes'
+  | 'gateway.attributes.request' | 'gateway.rpc' | 'gateway.claim';
 
 export interface InboundMessage {
   identity: DeviceIdentity;

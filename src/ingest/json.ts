@@ -15,7 +15,9 @@ export type RejectReason =
   | 'bad_shape' | 'bad_field_name' | 'bad_value' | 'string_too_long'
   | 'bad_ts' | 'future_ts' | 'too_old' | 'too_many_records' | 'too_many_fields'
   | 'bad_event' | 'bad_playback_event' | 'bad_rpc_response' | 'bad_rpc_request'
-  | 'bad_attributes_request' | 'missing_request_id' | 'unknown_type' | 'internal_error';
+  | 'bad_attributes_request' | 'missing_request_id' | 'unknown_type' | 'internal_error'
+  /** ThingsBoard gateway API: a device name that is not usable, an answer to no request of the gateway, claiming. */
+  | 'bad_device_name' | 'unknown_rpc_id' | 'unsupported';
 
 export interface Failure { ok: false; reason: RejectReason; detail: string }
 

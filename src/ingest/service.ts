@@ -30,7 +30,7 @@ import { telemetryLimits } from './codec.js';
 import { GroupCommitter } from './group-commit.js';
 import { fail } from './json.js';
 import {
-  NO_FIRMWARE, NO_SHARED_ATTRIBUTES, type FirmwareChunkSource, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
+  NO_FIRMWARE, NO_GATEWAYS, NO_SHARED_ATTRIBUTES, type FirmwareChunkSource, type GatewayIngest, type HandlerContext, type IngestRegistry, type MessageHandler, type SharedAttributesSource,
 } from './handlers/context.js';
 import { handleTelemetry } from './handlers/telemetry.js';
 import { handleAttributes } from './handlers/attributes.js';
@@ -41,6 +41,7 @@ import { handleTbRpcRequest } from './handlers/tb-rpc-request.js';
 import { handleTbAttributesRequest } from './handlers/tb-attributes-request.js';
 import { handleTbClaim } from './handlers/tb-claim.js';
 import { handleFwRequest } from './handlers/fw-request.js';
+import { GATEWAY_HANDLERS } from './handlers/gateway-handlers.js';
 
 export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
@@ -57,6 +58,8 @@ export interface IngestDeps {
   sharedAttributes?: SharedAttributesSource;
   /** ThingsBoard OTA chunks (src/firmware); absent: every request gets NOT_FOUND. */
   firmware?: FirmwareChunkSource;
+  /** Sub-devices of ThingsBoard-style gateways (src/gateway); absent: every sub-device refused. */
+  gateways?: GatewayIngest;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -70,6 +73,7 @@ const HANDLERS: Record<InboundType, MessageHandler> = {
   'attributes.request': handleTbAttributesRequest,
   claim: handleTbClaim,
   'fw.request': handleFwRequest,
+  ...GATEWAY_HANDLERS,
 };
 
 interface CounterChild { inc(value?: number): void }
@@ -106,6 +110,7 @@ export class IngestService implements Component {
       respond: (to, topic, body) => this.respond(to, topic, body),
       firmware: deps.firmware ?? NO_FIRMWARE,
       deliver: (deviceId, topic, payload) => { deps.broker.deliver(deviceId, topic, payload); },
+      gateways: deps.gateways ?? NO_GATEWAYS,
     };
   }
 
@@ -158,8 +163,8 @@ export class IngestService implements Component {
     let res: HandleResult;
     if (!handler) {
       res = fail('unknown_type', `unknown message type ${String(msg.type)}`);
-    } else if (msg.type === 'telemetry') {
-      // Only the group commit can reject here (store unavailable): let it propagate.
+    } else if (msg.type === 'telemetry' || msg.type === 'gateway.telemetry') {
+      // Only the group commit can reject here (store unavailable): let it propagate (no PUBACK).
       res = await handler(msg, this.ctx);
     } else {
       try {

@@ -13,6 +13,8 @@ export function modbusMetrics(registry: Registry | undefined) {
     polls: counterOn<'result'>(registry, 'keng_modbus_polls_total', 'Polls of Modbus devices by result (ok, failed)', ['result']),
     connects: counterOn<'result'>(registry, 'keng_modbus_connects_total', 'Connections to Modbus TCP gateways and serial ports by result (ok, failed)', ['result']),
     disconnects: counterOn(registry, 'keng_modbus_disconnects_total', 'Modbus connections lost (gateway closed the connection, serial port gone, or dropped after repeated timeouts)'),
+    pollLateness: histogramOn(registry, 'keng_modbus_poll_lateness_seconds',
+      'Time from when a poll was due to when it got its line and sent its first request', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]),
     devices: gaugeOn(registry, 'keng_modbus_devices', 'Modbus devices being polled'),
     writes: counterOn<'result'>(registry, 'keng_modbus_writes_total', 'Writes to Modbus devices by result (ok, timeout, exception, error, not_connected)', ['result']),
   };

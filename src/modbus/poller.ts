@@ -44,6 +44,9 @@ import { blockReadings, planReads, type ReadBlock } from './plan.js';
 import { lineKey, type ModbusSettings, type ModbusTransport } from './types.js';
 import { writeField, type WriteResult } from './write.js';
 
+/** One finished poll, for observers (benchmarks, tests): when it was due, when it got the line, its outcome. */
+export interface PollRecord { deviceId: string; due: number; started: number; ok: boolean }
+
 /** Hands one poll's readings to the telemetry pipeline (IngestService.submitReadings). */
 export type ReadingSink = (deviceId: string, ts: number, values: Record<string, Scalar>) => Promise<{ ok: true } | { ok: false; reason: string; detail?: string }>;
 
@@ -96,6 +99,7 @@ export class ModbusPoller implements Component {
   private running = false;
   /** Polls under way (stop() waits for them). */
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly observers = new Set<(r: PollRecord) => void>();
 
   constructor(private readonly deps: PollerDeps) {
     this.m = modbusMetrics(deps.metrics.registry);
@@ -123,6 +127,12 @@ export class ModbusPoller implements Component {
     await Promise.allSettled([...this.lines.values()].map((l) => l.close()));
     this.lines.clear();
     this.m.devices.set(0);
+  }
+
+  /** Calls `fn` after every poll; returns the unsubscribe. */
+  onPoll(fn: (r: PollRecord) => void): () => void {
+    this.observers.add(fn);
+    return () => { this.observers.delete(fn); };
   }
 
   /**
@@ -182,13 +192,14 @@ export class ModbusPoller implements Component {
       return;
     }
     const lineId = lineIdOf(settings.transport);
+    // The first poll soon, spread over up to a second so that devices loaded together do not queue at once.
+    const delay = Math.floor(Math.random() * Math.min(1000, settings.pollIntervalSec * 1000));
     const p: Polled = {
       settings, fingerprint, blocks, line: this.line(lineId, settings.transport), lineId, timer: undefined,
-      due: this.deps.clock.now(), failures: 0, lastSuccess: null, running: false, gone: false,
+      due: this.deps.clock.now() + delay, failures: 0, lastSuccess: null, running: false, gone: false,
     };
     this.polled.set(settings.deviceId, p);
-    // The first poll soon, spread over up to a second so that devices loaded together do not queue at once.
-    this.schedule(p, Math.floor(Math.random() * Math.min(1000, settings.pollIntervalSec * 1000)));
+    this.schedule(p, delay);
   }
 
   private forget(p: Polled): void {
@@ -237,8 +248,10 @@ export class ModbusPoller implements Component {
     const values: Record<string, Scalar> = {};
     let answered = 0;
     let failure: ModbusError | null = null;
+    let started = 0;
     try {
       await p.line.exclusive(async (io) => {
+        started = this.deps.clock.now();
         for (const b of p.blocks) {
           try {
             const data = await io.read({ fn: b.function, unitId: transport.unitId, address: b.start, count: b.count });
@@ -262,6 +275,8 @@ export class ModbusPoller implements Component {
     }
     if (p.gone) return; // deleted, disabled or changed meanwhile: its replacement (if any) polls from now on
     if (answered > 0) this.succeeded(p, at); else this.failed(p, failure);
+    if (started > 0) this.m.pollLateness.observe(Math.max(0, started - p.due) / 1000);
+    for (const fn of this.observers) fn({ deviceId, due: p.due, started, ok: answered > 0 });
     this.next(p);
     if (answered > 0 && Object.keys(values).length > 0) await this.submit(deviceId, at, values);
   }

@@ -21,7 +21,7 @@ const LAYERS: Record<string, { rank: number; layer: string }> = {};
 const put = (layer: string, rank: number, parts: string[]): void => { for (const p of parts) LAYERS[p] = { rank, layer }; };
 put('core', 0, ['core']);
 put('config', 1, ['config']);
-put('domain', 2, ['devices', 'storage', 'broker', 'ingest', 'rpc', 'media', 'broadcast', 'auth', 'audit', 'alerts', 'modbus', 'tls', 'attributes', 'firmware']);
+put('domain', 2, ['devices', 'storage', 'broker', 'ingest', 'rpc', 'media', 'broadcast', 'auth', 'audit', 'alerts', 'modbus', 'gateway', 'tls', 'attributes', 'firmware']);
 put('edge', 3, ['api', 'live', 'web']);
 put('simulator', 3, ['sim']);
 put('wiring', 4, ['app', 'main', 'cli', 'migrations', 'net']);

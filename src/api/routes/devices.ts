@@ -5,6 +5,8 @@ import type { FastifyRequest } from 'fastify';
 import { Errors, withDetails } from '../../core/errors.js';
 import type { DeviceView } from '../../devices/types.js';
 import type { ModbusDevices } from '../../modbus/index.js';
+import type { Gateways } from '../../gateway/index.js';
+import { formatTime } from '../../core/time.js';
 import type { Principal } from '../../auth/types.js';
 import type { Action } from '../../auth/policy.js';
 import { actorString } from '../../audit/index.js';
@@ -29,18 +31,44 @@ export interface DeviceRouteOptions {
   ctx: RouteContext;
   /** Modbus devices (transport, register map, poll interval); absent: the API refuses them (422). */
   modbus?: ModbusDevices;
+  /** ThingsBoard-style gateways; absent: `createSubDevices` is refused (422). */
+  gateways?: GatewayApi;
 }
+
+/** What the device routes need of the gateway module. */
+export type GatewayApi = Pick<Gateways, 'mayCreate' | 'setMayCreate' | 'refused' | 'gatewayOf' | 'checkLink' | 'link'>;
 
 const MODBUS_KEYS = ['transport', 'registerMap', 'pollIntervalSec'] as const;
 
-export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async (app, { ctx, modbus }) => {
+export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async (app, { ctx, modbus, gateways }) => {
   const { registry, policy, tz } = ctx;
 
-  /** The device as the API shows it: with its Modbus settings when it has some. */
+  /** The device as the API shows it: with its Modbus settings, or its gateway part, when it has some. */
   const dto = (v: DeviceView): DeviceDto => {
     const s = modbus?.get(v.id);
     const d = deviceDto(v, tz);
-    return s ? { ...d, transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : d;
+    const out: DeviceDto = s ? { ...d, transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : d;
+    if (gateways) {
+      if (v.kind === 'gateway') {
+        out.createSubDevices = gateways.mayCreate(v.id);
+        out.refusedSubDevices = gateways.refused(v.id).map((r) => ({
+          name: r.name, reason: r.reason, count: r.count, firstAt: formatTime(r.firstAt, tz), lastAt: formatTime(r.lastAt, tz),
+        }));
+      }
+      const gw = gateways.gatewayOf(v.id);
+      if (gw) out.gateway = gw;
+    }
+    return out;
+  };
+  /** `createSubDevices` is a gateway's setting only. */
+  const gatewaySetting = (kind: string, value: boolean | undefined): GatewayApi | undefined => {
+    if (value === undefined) return undefined;
+    if (!gateways) throw Errors.UNPROCESSABLE('gateways are not available on this server');
+    if (kind !== 'gateway') {
+      throw withDetails(Errors.VALIDATION('createSubDevices is a setting of gateways only'),
+        [{ in: 'body', field: 'createSubDevices', message: 'only for a device of kind gateway' }]);
+    }
+    return gateways;
   };
   const modbusService = (): ModbusDevices => {
     if (!modbus) throw Errors.UNPROCESSABLE('Modbus devices are not available on this server');
@@ -54,7 +82,9 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
         + '(ThingsBoard-style username). Both are shown only in this reply. '
         + 'A Modbus sensor (reached through a Modbus TCP gateway or a serial line) is registered with `transport` and `registerMap` '
         + '(a map Keng ships, see GET /api/v1/modbus/maps, or an inline map), and `pollIntervalSec` (default 60): Keng polls it, '
-        + 'and its readings are its telemetry like MQTT readings (history, latest values, live feed, InfluxDB).',
+        + 'and its readings are its telemetry like MQTT readings (history, latest values, live feed, InfluxDB). '
+        + 'A gateway may get `createSubDevices`; a device behind a ThingsBoard-style gateway may be registered by hand with '
+        + '`gateway: {id, name}` (firmware-protocols/gateway.md).',
       body: NewDevice,
       response: { 201: Described(CreatedDevice, 'The registered device with its credentials (shown only here)'), ...errorResponses(...AUTH_ERRORS, 409, 413, 415, 422) },
     },
@@ -64,6 +94,17 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     policy.assert(p, 'devices.write', b.area);
     if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
     const d = { id: b.id, kind: b.kind, name: b.name, area: b.area, location: b.location ?? null, model: b.model ?? null };
+    const gwSetting = gatewaySetting(b.kind, b.createSubDevices);
+    const behind = b.gateway;
+    if (behind) {
+      // A sub-device registered by hand: behind a gateway the caller may see, in its area, under an unused name.
+      if (!gateways) throw Errors.UNPROCESSABLE('gateways are not available on this server');
+      const gw = registry.getDevice(behind.id);
+      if (!gw || gw.kind !== 'gateway' || !policy.inScope(p, gw.area)) throw Errors.UNPROCESSABLE(`"${behind.id}" is not a gateway in your areas`);
+      if (gw.area !== b.area) throw Errors.UNPROCESSABLE(`a device behind gateway "${gw.id}" belongs to its area "${gw.area}"`);
+      if (b.kind === 'gateway') throw Errors.UNPROCESSABLE('a gateway cannot be behind another gateway');
+      gateways.checkLink(behind.name);
+    }
     const isModbus = MODBUS_KEYS.some((k) => b[k] !== undefined);
     if (isModbus && (b.transport === undefined || b.registerMap === undefined)) {
       throw withDetails(Errors.VALIDATION('a Modbus device needs transport and registerMap'),
@@ -72,6 +113,15 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const { device, credentials } = isModbus
       ? await modbusService().create(d, { transport: b.transport, registerMap: b.registerMap, pollIntervalSec: b.pollIntervalSec })
       : await registry.createDevice(d);
+    if (gwSetting && b.createSubDevices !== undefined) gwSetting.setMayCreate(device.id, b.createSubDevices);
+    if (behind && gateways) {
+      try {
+        gateways.link(device.id, behind.id, behind.name);
+      } catch (err) {
+        registry.deleteDevice(device.id); // nothing half-registered
+        throw err;
+      }
+    }
     const view = registry.view(device.id) ?? freshView(device);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
     ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });
@@ -113,7 +163,8 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
         + 'readings from then on carry the new area (its history stays one device). `enabled: false` closes its MQTT connection at once '
         + 'and refuses every CONNECT with CONNACK 5 until `enabled: true`; commands for it stay queued until they expire. '
         + 'For a Modbus device `transport`, `registerMap` and `pollIntervalSec` change how it is polled, from the next poll on '
-        + '(`enabled: false` stops polling it).',
+        + '(`enabled: false` stops polling it). For a gateway, `createSubDevices` says whether it may create the devices it reports '
+        + 'on first sight (firmware-protocols/gateway.md).',
       params: DeviceIdParams, body: DeviceChanges,
       response: { 200: Described(Device, 'The device as changed'), ...errorResponses(...AUTH_ERRORS, 404, 413, 415, 422) },
     },
@@ -126,7 +177,8 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
       policy.assert(p, 'devices.write', b.area);
       if (!registry.getArea(b.area)) throw Errors.UNPROCESSABLE(`area "${b.area}" does not exist`);
     }
-    const { transport, registerMap, pollIntervalSec, ...changes } = b;
+    const { transport, registerMap, pollIntervalSec, createSubDevices, ...changes } = b;
+    const gwSetting = gatewaySetting(before.kind, createSubDevices);
     const beforeDto = dto(before);
     // Every check before anything is stored: a refused Modbus change leaves the name or area unchanged too.
     let planned: ReturnType<ModbusDevices['planUpdate']>;
@@ -136,6 +188,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     }
     if (Object.keys(changes).length > 0 && !registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
     if (planned) modbusService().save(planned);
+    if (gwSetting && createSubDevices !== undefined) gwSetting.setMayCreate(before.id, createSubDevices);
     const after = registry.view(before.id);
     if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
     ctx.audit.record({

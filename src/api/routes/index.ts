@@ -33,6 +33,7 @@ import { metricsRoutes } from './metrics.js';
 import { modbusRoutes, type ModbusApi } from './modbus.js';
 import { provisioningKeyRoutes } from './provisioning-keys.js';
 import type { ProvisioningService } from '../../devices/provisioning.js';
+import type { GatewayApi } from './devices.js';
 import { scheduleRoutes } from './schedules.js';
 import { sharedAttributeRoutes } from './shared-attributes.js';
 import { telemetryRoutes } from './telemetry.js';
@@ -70,6 +71,8 @@ export interface ApiServices {
   sharedAttributes?: SharedAttributes;
   /** Firmware updates (OTA): packages, rollouts, device states, signed downloads. */
   firmware?: Firmware;
+  /** ThingsBoard-style gateways: their creation setting, refused names, sub-devices' gateways. */
+  gateways?: GatewayApi;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -95,7 +98,7 @@ export async function registerPublicRoutes(app: FastifyInstance, ctx: RouteConte
 /** Routes behind the bearer-token hook (`req.principal` is set), under the API prefix. */
 export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteContext, s: ApiServices): Promise<void> {
   await v1.register(areaRoutes, { ctx });
-  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices });
+  await v1.register(deviceRoutes, { ctx, modbus: s.modbus?.devices, gateways: s.gateways });
   if (s.modbus) await v1.register(modbusRoutes, { ctx, modbus: s.modbus });
   if (s.provisioning) await v1.register(provisioningKeyRoutes, { ctx, provisioning: s.provisioning });
   await v1.register(telemetryRoutes, { ctx });

@@ -5,6 +5,7 @@ import type { EventBus } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
+import type { DeviceIdentity } from '../../devices/types.js';
 import type { TelemetryLimits } from '../codec.js';
 import type { GroupCommitter } from '../group-commit.js';
 
@@ -28,6 +29,28 @@ export interface FirmwareChunkSource {
 
 export const NO_FIRMWARE: FirmwareChunkSource = { chunk: async () => ({ ok: false, error: 'NOT_FOUND' }) };
 
+/**
+ * The sub-devices of ThingsBoard-style gateways (src/gateway implements it):
+ * which Keng device a gateway's device name is, and their presence. A
+ * refused name is counted and listed by the implementation; handlers skip it.
+ */
+export interface GatewayIngest {
+  resolve(gateway: DeviceIdentity, name: string, type: string | undefined, at: number):
+    { ok: true; deviceId: string } | { ok: false; reason: string } | Promise<{ ok: true; deviceId: string } | { ok: false; reason: string }>;
+  connected(gatewayId: string, deviceId: string, at: number): void;
+  disconnected(gatewayId: string, name: string, at: number): void;
+  /** The Keng request a gateway's RPC answer is for (only its own), or undefined. */
+  rpcAnswer(gatewayId: string, name: string, id: number): { deviceId: string; requestId: string } | undefined;
+}
+
+/** Without a gateway module every sub-device is refused. */
+export const NO_GATEWAYS: GatewayIngest = {
+  resolve: () => ({ ok: false, reason: 'not_allowed' }),
+  connected: () => undefined,
+  disconnected: () => undefined,
+  rpcAnswer: () => undefined,
+};
+
 export interface HandlerContext {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   limits: TelemetryLimits;
@@ -48,6 +71,7 @@ export interface HandlerContext {
   firmware: FirmwareChunkSource;
   /** Server → device, straight to its connection (QoS 0); dropped when it is not connected. */
   deliver(deviceId: string, topic: string, payload: Buffer): void;
+  gateways: GatewayIngest;
 }
 
 export type MessageHandler = (msg: InboundMessage, ctx: HandlerContext) => Promise<HandleResult> | HandleResult;

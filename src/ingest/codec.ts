@@ -128,6 +128,41 @@ function isFailure(r: DecodedRecord | Failure): r is Failure {
 export function decodeTelemetry(payload: Uint8Array, receivedAt: number, limits: TelemetryLimits): DecodeResult {
   const parsed = parseJson(payload, limits.maxDepth ?? JSON_MAX_DEPTH);
   if (!parsed.ok) return parsed;
+  return decodeValue(parsed.value, receivedAt, limits);
+}
+
+/**
+ * ThingsBoard compatibility (device protocol, "ThingsBoard compatibility"):
+ * ThingsBoard SDKs send `null` for a value they do not have (the Arduino
+ * SDK's firmware-update states are `{"fw_error": null, "fw_state": ...}`) and
+ * ThingsBoard leaves such a key out. For access-token sessions only, and only
+ * after decodeTelemetry refused a payload for a null value (so the usual path
+ * pays nothing): the payload again, null values left out.
+ */
+export function decodeTelemetryWithoutNulls(payload: Uint8Array, receivedAt: number, limits: TelemetryLimits): DecodeResult {
+  const parsed = parseJson(payload, limits.maxDepth ?? JSON_MAX_DEPTH);
+  if (!parsed.ok) return parsed;
+  return decodeValue(dropNulls(parsed.value), receivedAt, limits);
+}
+
+/** True for the refusal decodeTelemetryWithoutNulls may turn into an acceptance. */
+export function isNullValueFailure(f: Failure): boolean {
+  return f.reason === 'bad_value' && f.detail.endsWith(' is null');
+}
+
+/** The record objects (top level or in an array, and their `values`) without null-valued keys. */
+function dropNulls(v: unknown): unknown {
+  const strip = (o: unknown): void => {
+    if (!isPlainObject(o)) return;
+    for (const k of Object.keys(o)) if (o[k] === null) delete o[k];
+    if (isPlainObject(o.values)) strip(o.values);
+  };
+  if (Array.isArray(v)) for (const x of v) strip(x);
+  else strip(v);
+  return v;
+}
+
+function decodeValue(v: unknown, receivedAt: number, limits: TelemetryLimits): DecodeResult {
   const c: Ctx = {
     receivedAt,
     minTs: receivedAt - limits.retentionDays * DAY_MS,
@@ -136,7 +171,6 @@ export function decodeTelemetry(payload: Uint8Array, receivedAt: number, limits:
     maxString: limits.maxStringLength ?? MAX_STRING_LENGTH,
     readings: 0,
   };
-  const v = parsed.value;
   if (!Array.isArray(v)) {
     const r = decodeRecord(v, c, '');
     if (isFailure(r)) return r;

@@ -125,6 +125,22 @@ describe('IngestService', () => {
       ]);
     });
 
+    it('leaves out null values of access-token (ThingsBoard) sessions, as ThingsBoard does; refuses them from id + secret sessions', async () => {
+      // The Arduino SDK's firmware-update state report.
+      const res = await s.ingest.handle(msg('telemetry', { fw_error: null, fw_state: 'DOWNLOADING' }, { identity: tokenIdentity }));
+      expect(res).toEqual({ ok: true });
+      expect(s.store.batches).toHaveLength(1);
+      expect(s.store.batches[0]![0]!.values).toEqual({ fw_state: 'DOWNLOADING' });
+      const arr = await s.ingest.handle(msg('telemetry', [{ ts: NOW - 1000, values: { a: null, b: 2 } }, { c: 3, d: null }], { identity: tokenIdentity }));
+      expect(arr).toEqual({ ok: true });
+      expect(s.store.batches[1]!.map((r) => r.values)).toEqual([{ b: 2 }, { c: 3 }]);
+      // Nothing but nulls: nothing to store.
+      await expect(s.ingest.handle(msg('telemetry', { fw_error: null }, { identity: tokenIdentity }))).resolves.toMatchObject({ ok: false, reason: 'empty' });
+      // The native protocol keeps its rule: a null value refuses the whole message.
+      await expect(s.ingest.handle(msg('telemetry', { fw_error: null, fw_state: 'DOWNLOADING' }))).resolves.toMatchObject({ ok: false, reason: 'bad_value' });
+      expect(s.store.batches).toHaveLength(2);
+    });
+
     it('leaves readings the store set aside (field type conflict) out of latest values and telemetry events', async () => {
       s.store.setAside = [{ deviceId: 'sensor-01', ts: NOW - 1000, field: 'rssi', value: 'weak', reason: 'field_type_conflict' }];
       await s.ingest.handle(msg('telemetry', [

@@ -10,7 +10,7 @@
 import type { HandleResult, InboundMessage } from '../../broker/types.js';
 import type { Scalar, TelemetryEvent } from '../../core/events.js';
 import type { SetAsideReading, TelemetryRecord } from '../../storage/telemetry/types.js';
-import { decodeTelemetry, type DecodedRecord } from '../codec.js';
+import { decodeTelemetry, decodeTelemetryWithoutNulls, isNullValueFailure, type DecodedRecord } from '../codec.js';
 import type { BatchResult } from '../group-commit.js';
 import { OK, type HandlerContext, type IngestRegistry } from './context.js';
 
@@ -29,8 +29,12 @@ interface BatchAfter { durable: Promise<BatchResult>; items: Accepted[]; ok: Pro
 const current = new WeakMap<object, BatchAfter>();
 
 export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promise<HandleResult> | HandleResult {
-  const decoded = decodeTelemetry(msg.payload, msg.receivedAt, ctx.limits);
-  if (!decoded.ok) return decoded;
+  let decoded = decodeTelemetry(msg.payload, msg.receivedAt, ctx.limits);
+  if (!decoded.ok) {
+    if (!msg.identity.viaToken || !isNullValueFailure(decoded)) return decoded;
+    decoded = decodeTelemetryWithoutNulls(msg.payload, msg.receivedAt, ctx.limits);
+    if (!decoded.ok) return decoded;
+  }
 
   const { deviceId } = msg.identity;
   // The registry is authoritative (a device may have moved area since it connected).

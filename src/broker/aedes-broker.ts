@@ -286,10 +286,6 @@ export class AedesBroker implements BrokerPort {
     return s === undefined ? null : s.identity.viaToken ? 'token' : 'secret';
   }
 
-  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
-    return this.devices.deliver(deviceId, topic, payload);
-  }
-
   connectedCount(): number {
     return this.devices.connectedCount();
   }

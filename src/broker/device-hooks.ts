@@ -145,14 +145,6 @@ export class DeviceHooks {
     return this.connected;
   }
 
-  /** BrokerPort.deliver: through aedes' own QoS 0 write (authorizeForward still applies: topics.ts lets `v2/fw/` through). */
-  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
-    const s = this.sessions.get(deviceId);
-    if (s === undefined || !s.registered || s.gone || s.client.closed) return false;
-    s.client.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, () => undefined);
-    return true;
-  }
-
   kick(deviceId: string, credential?: 'secret' | 'token'): void {
     const s = this.sessions.get(deviceId);
     if (!s) return;

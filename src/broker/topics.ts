@@ -11,7 +11,7 @@
  * ThingsBoard OTA (device protocol §13.6): every device may publish
  * `v2/fw/request/{n}/chunk/{k}` and subscribe to `v2/fw/response/...` and
  * `v2/fw/error`; the answers are written to the device's own connection
- * (BrokerPort.deliver), never routed between devices.
+ * (BrokerPort.deliverTo, QoS 0), never routed between devices.
  * A device of kind `gateway` also publishes and subscribes ThingsBoard's gateway API,
  * `v1/gateway/...` (firmware-protocols/gateway.md).
  *
@@ -240,7 +240,7 @@ export class DeviceAcl {
    * (a queued packet of a persistent session) is accepted for token devices.
    */
   forward(topic: string, viaMe: boolean): string | null {
-    // Only ever written by BrokerPort.deliver to this connection: nothing publishes v2/fw/ through routing.
+    // Only ever written by BrokerPort.deliverTo to this connection: nothing publishes v2/fw/ through routing.
     if (topic.startsWith(FW_PREFIX)) return topic;
     if (topic.startsWith(this.ownPrefix)) {
       if (this.gatewayPrefix !== null && topic.startsWith(this.gatewayPrefix)) return GATEWAY_ROOT + topic.slice(this.gatewayPrefix.length);

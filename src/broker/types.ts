@@ -72,13 +72,6 @@ export interface BrokerPort extends Component {
    * username), `secret` (device id + secret); null when it is not connected.
    */
   credentialOf(deviceId: string): 'secret' | 'token' | null;
-  /**
-   * Writes a message straight to the device's live connection, QoS 0, whether
-   * or not it subscribed to a filter matching `topic` (ThingsBoard's OTA
-   * chunks: the Python SDK subscribes `v2/fw/response/+`, which matches no
-   * chunk topic). False when the device is not connected.
-   */
-  deliver(deviceId: string, topic: string, payload: Buffer): boolean;
   connectedCount(): number;
   /**
    * Disconnect a device (e.g. disabled). With `credential`, only a connection

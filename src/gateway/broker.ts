@@ -39,7 +39,6 @@ export class GatewayAwareBroker implements BrokerPort {
   deliverTo(deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean> {
     return this.inner.deliverTo(deviceId, topic, payload, opts);
   }
-  deliver(deviceId: string, topic: string, payload: Buffer): boolean { return this.inner.deliver(deviceId, topic, payload); }
   /** A sub-device has no login of its own: null, so commands to it keep Keng's ids (its gateway numbers them). */
   credentialOf(deviceId: string): 'secret' | 'token' | null { return this.inner.credentialOf(deviceId); }
   connectedCount(): number { return this.inner.connectedCount(); }

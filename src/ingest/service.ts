@@ -47,7 +47,7 @@ export interface IngestDeps {
   config: Pick<Config, 'telemetry' | 'mqtt'>;
   registry: IngestRegistry;
   store: Pick<TelemetryStore, 'writeBatch' | 'settleFinished'>;
-  broker: Pick<BrokerPort, 'deliverTo' | 'deliver'>;
+  broker: Pick<BrokerPort, 'deliverTo'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
   metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'> & Partial<Pick<Metrics, 'registry'>>;
@@ -109,7 +109,9 @@ export class IngestService implements Component {
         'ThingsBoard claim requests (v1/devices/me/claim) refused: Keng does not support claiming'),
       respond: (to, topic, body) => this.respond(to, topic, body),
       firmware: deps.firmware ?? NO_FIRMWARE,
-      deliver: (deviceId, topic, payload) => { deps.broker.deliver(deviceId, topic, payload); },
+      deliver: (deviceId, topic, payload) => {
+        deps.broker.deliverTo(deviceId, topic, payload, { qos: 0 }).catch((err: unknown) => this.log.warn({ err, deviceId, topic }, 'direct delivery failed'));
+      },
       gateways: deps.gateways ?? NO_GATEWAYS,
     };
   }

@@ -142,7 +142,6 @@ export class FakeBroker implements BrokerPort {
   async deliverTo(): Promise<boolean> { return false; }
   isConnected(): boolean { return false; }
   credentialOf(): 'secret' | 'token' | null { return null; }
-  deliver(): boolean { return false; }
   connectedCount(): number { return 3; }
   kick(id: string, credential?: 'secret' | 'token'): void { this.kicked.push(credential ? `${id}:${credential}` : id); }
   forget(id: string): void { this.kicked.push(id); }

@@ -43,16 +43,14 @@ class FakeBroker {
   published: { topic: string; payload: unknown; opts?: PublishOptions }[] = [];
   fail = false;
   /** Answers to a device's own requests (BrokerPort.deliverTo): recorded like publishes. */
-  async deliverTo(_deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean> {
+  async deliverTo(deviceId: string, topic: string, payload: string | Buffer, opts?: DeliverOptions): Promise<boolean> {
     if (this.fail) throw new Error('publish failed');
+    // QoS 0: raw bytes written straight to the connection (OTA chunks).
+    if (opts?.qos === 0) { this.delivered.push({ deviceId, topic, payload: Buffer.from(payload) }); return true; }
     this.published.push({ topic, payload: JSON.parse(payload.toString()), opts: { qos: opts?.qos ?? 1, ...(opts?.viaMe === true ? { viaMe: true } : {}) } });
     return true;
   }
   delivered: { deviceId: string; topic: string; payload: Buffer }[] = [];
-  deliver(deviceId: string, topic: string, payload: Buffer): boolean {
-    this.delivered.push({ deviceId, topic, payload });
-    return true;
-  }
 }
 
 function makeConfig(): Config {

@@ -9,7 +9,11 @@
  * 2. A normal broadcast of a long tone (60 s at play speed 1) to P of them, waited for until those
  *    P are `playing`.
  * 3. Operator 1 raises an Actual alert over the commune (its text-to-speech is rendered then, not
- *    timed); after a short settle, operator 2 approves it: t0 = just before that request is sent.
+ *    timed). Keng asks the speakers to fetch the announcement ahead (`media.prefetch`, device
+ *    protocol §12.7): timed from the raise until every speaker has it cached (each speaker downloads
+ *    it on its own connection, as before, only earlier). Then, after a short settle, operator 2
+ *    approves it: t0 = just before that request is sent. With --no-prefetch the speakers imitate
+ *    firmware without media.prefetch: they download the announcement after the approval.
  * 4. Per speaker, from t0: (a) it received the signed broadcast.play and verified it (the
  *    simulator's 'command' event), (b) it reported `started` (the simulator's send time of the
  *    playback event); and the server's own times in the alert broadcast's log (`accepted`,
@@ -21,7 +25,7 @@
  * Target: every speaker has the command and has reported `started` within 1 s.
  * Exit 1 when a speaker misses the alert (or a check fails); a missed target is only reported.
  *
- * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 2000 --rounds 1 --sim-nice 10
+ * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 2000 --rounds 1 --sim-nice 10 --no-prefetch
  */
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -55,6 +59,8 @@ interface Bench {
   toneId: string;
   N: number;
   settleMs: number;
+  /** The speakers support media.prefetch (§12.7). */
+  prefetch: boolean;
 }
 
 /** What the fleet received and reported since `since` (set just before the approval). */
@@ -62,6 +68,9 @@ class FleetLog {
   since = Number.POSITIVE_INFINITY;
   readonly plays: Array<SpeakerCommand & { deviceId: string; broadcastId: string }> = [];
   readonly playback: Array<SpeakerEvent & { deviceId: string }> = [];
+  /** Speaker → when it had the announcement cached (media.prefetch answered), since `prefetchSince`. */
+  readonly prefetched = new Map<string, number>();
+  prefetchSince = Number.POSITIVE_INFINITY;
 
   constructor(sim: SpeakerSim) {
     for (const s of sim.speakers) {
@@ -71,6 +80,7 @@ class FleetLog {
         this.plays.push({ ...c, deviceId: s.id, broadcastId: typeof b === 'string' ? b : '' });
       });
       s.on('playback', (e: SpeakerEvent) => { if (e.at >= this.since) this.playback.push({ ...e, deviceId: s.id }); });
+      s.on('prefetched', (e: { at: number }) => { if (e.at >= this.prefetchSince && !this.prefetched.has(s.id)) this.prefetched.set(s.id, e.at); });
     }
   }
 
@@ -78,6 +88,11 @@ class FleetLog {
     this.since = since;
     this.plays.length = 0;
     this.playback.length = 0;
+  }
+
+  resetPrefetch(since: number): void {
+    this.prefetchSince = since;
+    this.prefetched.clear();
   }
 }
 
@@ -89,6 +104,7 @@ async function main(): Promise<void> {
   const normalSec = numArg('normal-sec', 60);
   const settleMs = numArg('settle-ms', 2000);
   const rounds = numArg('rounds', 1);
+  const prefetch = !process.argv.includes('--no-prefetch');
   if (!Number.isInteger(rounds) || rounds > STREAMS.length) throw new Error(`--rounds must be an integer 1-${STREAMS.length}`);
 
   const keng = await startSpeakerKeng();
@@ -114,7 +130,7 @@ async function main(): Promise<void> {
   t = Date.now();
   const sim = await runSpeakers({
     url: keng.mqttUrl, credentials: creds, speed: 1, telemetryIntervalMs: 600_000, connectConcurrency: 100,
-    commandKeys: keys, requireSignedCommands: true,
+    commandKeys: keys, requireSignedCommands: true, prefetch,
   });
   onCleanup('speakers', () => sim.stop());
   log(`${N} speakers connected in ${((Date.now() - t) / 1000).toFixed(1)} s; they require commands signed with ${keys.map((k) => k.kid).join(', ')}`);
@@ -122,7 +138,7 @@ async function main(): Promise<void> {
   const tone = await uploadTone(keng, { seconds: normalSec, frequency: 440, name: 'nhac-nen.mp3' });
   await waitSpeakersOnline(admin, N);
   const b: Bench = {
-    keng, admin, raiser, approver, sim, N, settleMs, toneId: tone.id,
+    keng, admin, raiser, approver, sim, N, settleMs, prefetch, toneId: tone.id,
     busy: Array.from({ length: P }, (_, i) => ids[Math.floor((i * N) / P)]!),
   };
   const fleet = new FleetLog(sim);
@@ -143,19 +159,20 @@ async function main(): Promise<void> {
   if (rounds > 1) {
     log('');
     log(table(`bench:alert, ${rounds} rounds (min–max)`, [
+      ...(prefetch ? [['announcement cached by every speaker, from the raise', `${range((x) => x.prefetchMs ?? NaN)} ms`] as Row] : []),
       ['approve request answered', `${range((x) => x.approveMs)} ms`],
       ['signed command verified p50 / max', `${range((x) => x.commandMs.p50)} / ${range((x) => x.commandMs.max)} ms`],
       ['`started` reported p50 / max', `${range((x) => x.startedMs.p50)} / ${range((x) => x.startedMs.max)} ms`],
       ['rounds with every speaker within 1 s', `${results.filter((x) => x.targets.allWithin1s).length}/${rounds}`],
     ]));
   }
-  log(`BENCH_RESULT ${JSON.stringify({ speakers: N, busy: P, rounds: results.map(({ broadcastId: _, ...x }) => x) })}`);
+  log(`BENCH_RESULT ${JSON.stringify({ speakers: N, busy: P, prefetch, rounds: results.map(({ broadcastId: _, ...x }) => x) })}`);
   if (results.some((x) => Object.values(x.checks).includes(false))) process.exitCode = 1;
 }
 
 interface RoundResult {
   broadcastId: string;
-  approveMs: number; raiseMs: number; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
+  approveMs: number; raiseMs: number; prefetchMs: number | null; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
   commandMs: Spread; startedMs: Spread; serverAcceptedMs: Spread; serverPlayingMs: Spread;
   refusals: Record<string, number>; failed: number; preempted: number;
   checks: Record<string, boolean>; targets: { allWithin1s: boolean };
@@ -174,6 +191,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
 
   // ---- operator 1 raises, operator 2 approves
   const t = Date.now();
+  fleet.resetPrefetch(t);
   const raised = await b.raiser.request<{ id: string; state: string }>('POST', '/api/v1/alerts', {
     status: 'Actual', msgType: 'Alert', event: 'Lũ quét', severity: 'Extreme', urgency: 'Immediate', certainty: 'Likely',
     // Another stream each round: another announcement of about the same length, which every speaker downloads again.
@@ -184,6 +202,13 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   if (raised.status !== 201 || raised.body.state !== 'pending_approval') throw new Error(`POST /api/v1/alerts: HTTP ${raised.status} ${JSON.stringify(raised.body).slice(0, 300)}`);
   const raiseMs = Date.now() - t;
   log(`round ${r}: alert ${raised.body.id} raised by can-bo-1 in ${raiseMs} ms (announcement rendered), pending approval`);
+  // While it awaits approval, the speakers fetch the announcement (§12.7): how long until every one has it.
+  let prefetchMs: number | null = null;
+  if (b.prefetch) {
+    await waitUntil(async () => fleet.prefetched.size >= N, 60_000, 20).catch(() => log(`only ${fleet.prefetched.size} of ${N} speakers cached the announcement within 60 s`));
+    if (fleet.prefetched.size >= N) prefetchMs = Math.max(...fleet.prefetched.values()) - t;
+    log(`round ${r}: ${fleet.prefetched.size} speakers cached the announcement, the last ${prefetchMs ?? 'n/a'} ms after the raise was sent`);
+  }
   // Let the raise's aftermath (audit, live feed, the TTS children's exit) pass, so only the approval is timed.
   await sleep(b.settleMs);
 
@@ -249,6 +274,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
     ['speakers (busy with a normal broadcast)', `${N} (${P})`],
     ['alert announcement', alertMedia],
     ['raise (TTS), not timed', `${fmt(raiseMs)} ms`],
+    ['announcement cached by every speaker (media.prefetch), from the raise', prefetchMs === null ? (b.prefetch ? 'NOT all' : 'off (--no-prefetch)') : `${fmt(prefetchMs)} ms`],
     ['approve request answered', `${fmt(approveMs)} ms`],
     ['signed command verified, p50/p99/max', ms(f.command)],
     ['`started` reported, p50/p99/max', ms(f.started)],
@@ -267,7 +293,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   const failedChecks = Object.entries(checks).filter(([, ok]) => !ok).map(([k]) => k);
   if (failedChecks.length) log(`FAILED: ${failedChecks.join(', ')}`);
   return {
-    broadcastId: alertBc, approveMs, raiseMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
+    broadcastId: alertBc, approveMs, raiseMs, prefetchMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
     commandMs: f.command, startedMs: f.started, serverAcceptedMs: f.serverAccepted, serverPlayingMs: f.serverPlaying,
     refusals: Object.fromEntries(refusals), failed: failed.length, preempted: pc.preempted ?? 0,
     checks, targets: { allWithin1s: within },

@@ -312,6 +312,11 @@ export class BroadcastExecutor implements Component {
 
   private onRpcResponse(e: RpcEvents['response']): void {
     if (e.duplicate) return;
+    if (e.request.method === PREFETCH_METHOD) {
+      // Nothing waits for it (the play downloads what the prefetch could not); staff see why in the log.
+      if (e.status === 'error') this.o.logger.warn({ deviceId: e.request.deviceId, detail: e.detail }, 'speaker could not prefetch media');
+      return;
+    }
     const ref = refOf(e.request);
     if (!ref) return;
     if (e.request.method === PLAY_METHOD) {

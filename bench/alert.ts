@@ -13,7 +13,9 @@
  *    protocol §12.7): timed from the raise until every speaker has it cached (each speaker downloads
  *    it on its own connection, as before, only earlier). Then, after a short settle, operator 2
  *    approves it: t0 = just before that request is sent. With --no-prefetch the speakers imitate
- *    firmware without media.prefetch: they download the announcement after the approval.
+ *    firmware without media.prefetch: they download the announcement after the approval; with
+ *    --alternate, odd rounds with media.prefetch and even rounds without (the speakers publish the
+ *    changed capabilities before the round), to compare both under the same load.
  * 4. Per speaker, from t0: (a) it received the signed broadcast.play and verified it (the
  *    simulator's 'command' event), (b) it reported `started` (the simulator's send time of the
  *    playback event); and the server's own times in the alert broadcast's log (`accepted`,
@@ -25,7 +27,7 @@
  * Target: every speaker has the command and has reported `started` within 1 s.
  * Exit 1 when a speaker misses the alert (or a check fails); a missed target is only reported.
  *
- * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 2000 --rounds 1 --sim-nice 10 --no-prefetch
+ * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 2000 --rounds 1 --sim-nice 10 --no-prefetch --alternate
  */
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -105,6 +107,7 @@ async function main(): Promise<void> {
   const settleMs = numArg('settle-ms', 2000);
   const rounds = numArg('rounds', 1);
   const prefetch = !process.argv.includes('--no-prefetch');
+  const alternate = process.argv.includes('--alternate');
   if (!Number.isInteger(rounds) || rounds > STREAMS.length) throw new Error(`--rounds must be an integer 1-${STREAMS.length}`);
 
   const keng = await startSpeakerKeng();
@@ -144,6 +147,14 @@ async function main(): Promise<void> {
   const fleet = new FleetLog(sim);
   const results: RoundResult[] = [];
   for (let r = 1; r <= rounds; r++) {
+    if (alternate) {
+      const on = r % 2 === 1;
+      if (on !== b.prefetch) {
+        for (const s of sim.speakers) s.setPrefetch(on);
+        b.prefetch = on;
+        await sleep(3000); // the attributes of 2,000 speakers reach Keng
+      }
+    }
     const res = await round(b, fleet, r);
     results.push(res);
     if (r < rounds) {
@@ -152,27 +163,31 @@ async function main(): Promise<void> {
     }
   }
 
-  const range = (f: (x: RoundResult) => number): string => {
-    const v = results.map(f);
-    return `${fmt(Math.min(...v))}–${fmt(Math.max(...v))}`;
-  };
-  if (rounds > 1) {
+  for (const on of [true, false]) {
+    const rs = results.filter((x) => x.prefetch === on);
+    if (rs.length < 2) continue;
+    const range = (f: (x: RoundResult) => number, digits = 0): string => {
+      const v = rs.map(f);
+      return `${fmt(Math.min(...v), digits)}–${fmt(Math.max(...v), digits)}`;
+    };
     log('');
-    log(table(`bench:alert, ${rounds} rounds (min–max)`, [
-      ...(prefetch ? [['announcement cached by every speaker, from the raise', `${range((x) => x.prefetchMs ?? NaN)} ms`] as Row] : []),
+    log(table(`bench:alert, ${rs.length} rounds ${on ? 'with' : 'without'} media.prefetch (min–max)`, [
+      ...(on ? [['announcement cached by every speaker, from the raise', `${range((x) => x.prefetchMs ?? NaN)} ms`] as Row] : []),
+      ['load average before', range((x) => x.load1, 1)],
       ['approve request answered', `${range((x) => x.approveMs)} ms`],
       ['signed command verified p50 / max', `${range((x) => x.commandMs.p50)} / ${range((x) => x.commandMs.max)} ms`],
       ['`started` reported p50 / max', `${range((x) => x.startedMs.p50)} / ${range((x) => x.startedMs.max)} ms`],
-      ['rounds with every speaker within 1 s', `${results.filter((x) => x.targets.allWithin1s).length}/${rounds}`],
+      ['CPU until all started: Keng / fleet', `${range((x) => x.cpuMs.keng)} / ${range((x) => x.cpuMs.fleet)} ms`],
+      ['rounds with every speaker within 1 s', `${rs.filter((x) => x.targets.allWithin1s).length}/${rs.length}`],
     ]));
   }
-  log(`BENCH_RESULT ${JSON.stringify({ speakers: N, busy: P, prefetch, rounds: results.map(({ broadcastId: _, ...x }) => x) })}`);
+  log(`BENCH_RESULT ${JSON.stringify({ speakers: N, busy: P, rounds: results.map(({ broadcastId: _, ...x }) => x) })}`);
   if (results.some((x) => Object.values(x.checks).includes(false))) process.exitCode = 1;
 }
 
 interface RoundResult {
   broadcastId: string;
-  approveMs: number; raiseMs: number; prefetchMs: number | null; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
+  prefetch: boolean; approveMs: number; raiseMs: number; prefetchMs: number | null; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
   commandMs: Spread; startedMs: Spread; serverAcceptedMs: Spread; serverPlayingMs: Spread;
   refusals: Record<string, number>; failed: number; preempted: number;
   checks: Record<string, boolean>; targets: { allWithin1s: boolean };
@@ -293,7 +308,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   const failedChecks = Object.entries(checks).filter(([, ok]) => !ok).map(([k]) => k);
   if (failedChecks.length) log(`FAILED: ${failedChecks.join(', ')}`);
   return {
-    broadcastId: alertBc, approveMs, raiseMs, prefetchMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
+    broadcastId: alertBc, prefetch: b.prefetch, approveMs, raiseMs, prefetchMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
     commandMs: f.command, startedMs: f.started, serverAcceptedMs: f.serverAccepted, serverPlayingMs: f.serverPlaying,
     refusals: Object.fromEntries(refusals), failed: failed.length, preempted: pc.preempted ?? 0,
     checks, targets: { allWithin1s: within },

@@ -110,12 +110,15 @@ export class SimSpeaker extends EventEmitter {
   private stopped = false;
   private playing = false;
   private readonly bootAt = Date.now();
+  /** Supports media.prefetch (§12.7): options.prefetch, changed by setPrefetch (a firmware update). */
+  private prefetchOn: boolean;
   private timers = new Set<NodeJS.Timeout>();
   private telemetryTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: SimSpeakerOptions) {
     super();
     this.id = o.id;
+    this.prefetchOn = o.prefetch !== false;
     if (o.useToken ? !o.accessToken : !o.secret) throw new Error(`speaker ${o.id}: no ${o.useToken ? 'access token' : 'secret'}`);
     this.topics = deviceTopics(o.useToken ? 'me' : o.id);
     this.eventsTopic = `v1/devices/${o.useToken ? 'me' : o.id}/events`;
@@ -151,6 +154,12 @@ export class SimSpeaker extends EventEmitter {
     this.verifier.setKeys(keys);
   }
   get nowPlaying(): string | null { return this.playout.playingId; }
+
+  /** Turns media.prefetch support on or off, as a firmware update would, and publishes the new capabilities. */
+  setPrefetch(on: boolean): void {
+    this.prefetchOn = on;
+    if (this.ready && this.client) this.client.publish(this.topics.attributes, JSON.stringify(this.attributes()), { qos: 1 });
+  }
   /** Whether a media file with this SHA-256 is in the speaker's cache; how many files it has downloaded. */
   hasMedia(sha256: string): boolean { return this.media.has(sha256.toLowerCase()); }
   get downloads(): number { return this.media.downloads; }
@@ -300,7 +309,7 @@ export class SimSpeaker extends EventEmitter {
         break;
       }
       case PREFETCH_METHOD:
-        if (this.o.prefetch !== false) { this.prefetch(requestId, params); break; }
+        if (this.prefetchOn) { this.prefetch(requestId, params); break; }
       // falls through: firmware without media.prefetch
       default: this.answer(requestId, { status: 'rejected', detail: `unknown method${method ? ` "${method.slice(0, 64)}"` : ''}` });
     }
@@ -308,7 +317,7 @@ export class SimSpeaker extends EventEmitter {
 
   /** What the speaker publishes on its attributes topic after connecting. */
   private attributes(): Record<string, unknown> {
-    if (this.o.prefetch !== false) return SPEAKER_ATTRIBUTES;
+    if (this.prefetchOn) return SPEAKER_ATTRIBUTES;
     return { ...SPEAKER_ATTRIBUTES, capabilities: SPEAKER_ATTRIBUTES.capabilities.filter((c) => c !== PREFETCH_METHOD) };
   }
 

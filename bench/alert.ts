@@ -73,10 +73,13 @@ class FleetLog {
   /** Speaker → when it had the announcement cached (media.prefetch answered), since `prefetchSince`. */
   readonly prefetched = new Map<string, number>();
   prefetchSince = Number.POSITIVE_INFINITY;
+  /** Speakers that received media.prefetch since `prefetchSince`. */
+  readonly prefetchAsked = new Set<string>();
 
   constructor(sim: SpeakerSim) {
     for (const s of sim.speakers) {
       s.on('command', (c: SpeakerCommand) => {
+        if (c.method === 'media.prefetch' && c.at >= this.prefetchSince) this.prefetchAsked.add(s.id);
         if (c.at < this.since || c.method !== 'broadcast.play') return;
         const b = (c.params as { broadcastId?: unknown } | undefined)?.broadcastId;
         this.plays.push({ ...c, deviceId: s.id, broadcastId: typeof b === 'string' ? b : '' });
@@ -95,6 +98,7 @@ class FleetLog {
   resetPrefetch(since: number): void {
     this.prefetchSince = since;
     this.prefetched.clear();
+    this.prefetchAsked.clear();
   }
 }
 
@@ -152,7 +156,7 @@ async function main(): Promise<void> {
       if (on !== b.prefetch) {
         for (const s of sim.speakers) s.setPrefetch(on);
         b.prefetch = on;
-        await sleep(3000); // the attributes of 2,000 speakers reach Keng
+        await waitCapabilities(admin, N, on);
       }
     }
     const res = await round(b, fleet, r);
@@ -222,7 +226,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   if (b.prefetch) {
     await waitUntil(async () => fleet.prefetched.size >= N, 60_000, 20).catch(() => log(`only ${fleet.prefetched.size} of ${N} speakers cached the announcement within 60 s`));
     if (fleet.prefetched.size >= N) prefetchMs = Math.max(...fleet.prefetched.values()) - t;
-    log(`round ${r}: ${fleet.prefetched.size} speakers cached the announcement, the last ${prefetchMs ?? 'n/a'} ms after the raise was sent`);
+    log(`round ${r}: ${fleet.prefetchAsked.size} speakers asked to prefetch, ${fleet.prefetched.size} cached the announcement, the last ${prefetchMs ?? 'n/a'} ms after the raise was sent`);
   }
   // Let the raise's aftermath (audit, live feed, the TTS children's exit) pass, so only the approval is timed.
   await sleep(b.settleMs);
@@ -313,6 +317,20 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
     refusals: Object.fromEntries(refusals), failed: failed.length, preempted: pc.preempted ?? 0,
     checks, targets: { allWithin1s: within },
   };
+}
+
+/** Until Keng has the speakers' new capabilities (with or without media.prefetch): it asks only those that list it. */
+async function waitCapabilities(api: KengApi, n: number, prefetch: boolean): Promise<void> {
+  const t = Date.now();
+  let count = 0;
+  await waitUntil(async () => {
+    const r = await api.request<Array<{ attributes?: { capabilities?: unknown } }>>('GET', '/api/v1/devices?kind=speaker');
+    count = Array.isArray(r.body)
+      ? r.body.filter((d) => { const c = d.attributes?.capabilities; return Array.isArray(c) && c.includes('media.prefetch') === prefetch; }).length
+      : 0;
+    return count >= n;
+  }, 60_000, 500).catch(() => undefined);
+  log(`${count} of ${n} speakers known ${prefetch ? 'with' : 'without'} media.prefetch after ${Date.now() - t} ms`);
 }
 
 /** Creates an operator of the commune with the admin token and logs in as them (a session token, as the web app has). */

@@ -9,7 +9,13 @@
  * 2. A normal broadcast of a long tone (60 s at play speed 1) to P of them, waited for until those
  *    P are `playing`.
  * 3. Operator 1 raises an Actual alert over the commune (its text-to-speech is rendered then, not
- *    timed); after a short settle, operator 2 approves it: t0 = just before that request is sent.
+ *    timed). Keng asks the speakers to fetch the announcement ahead (`media.prefetch`, device
+ *    protocol §12.7): timed from the raise until every speaker has it cached (each speaker downloads
+ *    it on its own connection, as before, only earlier). Then, after a short settle, operator 2
+ *    approves it: t0 = just before that request is sent. With --no-prefetch the speakers imitate
+ *    firmware without media.prefetch: they download the announcement after the approval; with
+ *    --alternate, odd rounds with media.prefetch and even rounds without (the speakers publish the
+ *    changed capabilities before the round), to compare both under the same load.
  * 4. Per speaker, from t0: (a) it received the signed broadcast.play and verified it (the
  *    simulator's 'command' event), (b) it reported `started` (the simulator's send time of the
  *    playback event); and the server's own times in the alert broadcast's log (`accepted`,
@@ -21,7 +27,7 @@
  * Target: every speaker has the command and has reported `started` within 1 s.
  * Exit 1 when a speaker misses the alert (or a check fails); a missed target is only reported.
  *
- * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 2000 --rounds 1 --sim-nice 10
+ * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 5000 --rounds 1 --sim-nice 10 --no-prefetch --alternate
  */
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -55,6 +61,8 @@ interface Bench {
   toneId: string;
   N: number;
   settleMs: number;
+  /** The speakers support media.prefetch (§12.7). */
+  prefetch: boolean;
 }
 
 /** What the fleet received and reported since `since` (set just before the approval). */
@@ -62,15 +70,22 @@ class FleetLog {
   since = Number.POSITIVE_INFINITY;
   readonly plays: Array<SpeakerCommand & { deviceId: string; broadcastId: string }> = [];
   readonly playback: Array<SpeakerEvent & { deviceId: string }> = [];
+  /** Speaker → when it had the announcement cached (media.prefetch answered), since `prefetchSince`. */
+  readonly prefetched = new Map<string, number>();
+  prefetchSince = Number.POSITIVE_INFINITY;
+  /** Speakers that received media.prefetch since `prefetchSince`. */
+  readonly prefetchAsked = new Set<string>();
 
   constructor(sim: SpeakerSim) {
     for (const s of sim.speakers) {
       s.on('command', (c: SpeakerCommand) => {
+        if (c.method === 'media.prefetch' && c.at >= this.prefetchSince) this.prefetchAsked.add(s.id);
         if (c.at < this.since || c.method !== 'broadcast.play') return;
         const b = (c.params as { broadcastId?: unknown } | undefined)?.broadcastId;
         this.plays.push({ ...c, deviceId: s.id, broadcastId: typeof b === 'string' ? b : '' });
       });
       s.on('playback', (e: SpeakerEvent) => { if (e.at >= this.since) this.playback.push({ ...e, deviceId: s.id }); });
+      s.on('prefetched', (e: { at: number }) => { if (e.at >= this.prefetchSince && !this.prefetched.has(s.id)) this.prefetched.set(s.id, e.at); });
     }
   }
 
@@ -78,6 +93,12 @@ class FleetLog {
     this.since = since;
     this.plays.length = 0;
     this.playback.length = 0;
+  }
+
+  resetPrefetch(since: number): void {
+    this.prefetchSince = since;
+    this.prefetched.clear();
+    this.prefetchAsked.clear();
   }
 }
 
@@ -87,8 +108,13 @@ async function main(): Promise<void> {
   const P = Math.min(N, numArg('playing', 500));
   const V = Math.min(N, numArg('villages', 4));
   const normalSec = numArg('normal-sec', 60);
-  const settleMs = numArg('settle-ms', 2000);
+  // 5 s: the raise's aftermath now includes the 2,000 prefetch downloads and their answers, which Keng may still be
+  // handling when the last speaker has the file (with 2 s, the approval was answered 0.2-0.4 s later on a loaded
+  // machine); a second person reading and approving an alert takes far longer than either.
+  const settleMs = numArg('settle-ms', 5000);
   const rounds = numArg('rounds', 1);
+  const prefetch = !process.argv.includes('--no-prefetch');
+  const alternate = process.argv.includes('--alternate');
   if (!Number.isInteger(rounds) || rounds > STREAMS.length) throw new Error(`--rounds must be an integer 1-${STREAMS.length}`);
 
   const keng = await startSpeakerKeng();
@@ -114,7 +140,7 @@ async function main(): Promise<void> {
   t = Date.now();
   const sim = await runSpeakers({
     url: keng.mqttUrl, credentials: creds, speed: 1, telemetryIntervalMs: 600_000, connectConcurrency: 100,
-    commandKeys: keys, requireSignedCommands: true,
+    commandKeys: keys, requireSignedCommands: true, prefetch,
   });
   onCleanup('speakers', () => sim.stop());
   log(`${N} speakers connected in ${((Date.now() - t) / 1000).toFixed(1)} s; they require commands signed with ${keys.map((k) => k.kid).join(', ')}`);
@@ -122,12 +148,20 @@ async function main(): Promise<void> {
   const tone = await uploadTone(keng, { seconds: normalSec, frequency: 440, name: 'nhac-nen.mp3' });
   await waitSpeakersOnline(admin, N);
   const b: Bench = {
-    keng, admin, raiser, approver, sim, N, settleMs, toneId: tone.id,
+    keng, admin, raiser, approver, sim, N, settleMs, prefetch, toneId: tone.id,
     busy: Array.from({ length: P }, (_, i) => ids[Math.floor((i * N) / P)]!),
   };
   const fleet = new FleetLog(sim);
   const results: RoundResult[] = [];
   for (let r = 1; r <= rounds; r++) {
+    if (alternate) {
+      const on = r % 2 === 1;
+      if (on !== b.prefetch) {
+        for (const s of sim.speakers) s.setPrefetch(on);
+        b.prefetch = on;
+        await waitCapabilities(admin, N, on);
+      }
+    }
     const res = await round(b, fleet, r);
     results.push(res);
     if (r < rounds) {
@@ -136,17 +170,22 @@ async function main(): Promise<void> {
     }
   }
 
-  const range = (f: (x: RoundResult) => number): string => {
-    const v = results.map(f);
-    return `${fmt(Math.min(...v))}–${fmt(Math.max(...v))}`;
-  };
-  if (rounds > 1) {
+  for (const on of [true, false]) {
+    const rs = results.filter((x) => x.prefetch === on);
+    if (rs.length < 2) continue;
+    const range = (f: (x: RoundResult) => number, digits = 0): string => {
+      const v = rs.map(f);
+      return `${fmt(Math.min(...v), digits)}–${fmt(Math.max(...v), digits)}`;
+    };
     log('');
-    log(table(`bench:alert, ${rounds} rounds (min–max)`, [
+    log(table(`bench:alert, ${rs.length} rounds ${on ? 'with' : 'without'} media.prefetch (min–max)`, [
+      ...(on ? [['announcement cached by every speaker, from the raise', `${range((x) => x.prefetchMs ?? NaN)} ms`] as Row] : []),
+      ['load average before', range((x) => x.load1, 1)],
       ['approve request answered', `${range((x) => x.approveMs)} ms`],
       ['signed command verified p50 / max', `${range((x) => x.commandMs.p50)} / ${range((x) => x.commandMs.max)} ms`],
       ['`started` reported p50 / max', `${range((x) => x.startedMs.p50)} / ${range((x) => x.startedMs.max)} ms`],
-      ['rounds with every speaker within 1 s', `${results.filter((x) => x.targets.allWithin1s).length}/${rounds}`],
+      ['CPU until all started: Keng / fleet', `${range((x) => x.cpuMs.keng)} / ${range((x) => x.cpuMs.fleet)} ms`],
+      ['rounds with every speaker within 1 s', `${rs.filter((x) => x.targets.allWithin1s).length}/${rs.length}`],
     ]));
   }
   log(`BENCH_RESULT ${JSON.stringify({ speakers: N, busy: P, rounds: results.map(({ broadcastId: _, ...x }) => x) })}`);
@@ -155,7 +194,7 @@ async function main(): Promise<void> {
 
 interface RoundResult {
   broadcastId: string;
-  approveMs: number; raiseMs: number; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
+  prefetch: boolean; approveMs: number; raiseMs: number; prefetchMs: number | null; allStartedMs: number; load1: number; cpuMs: { keng: number; fleet: number };
   commandMs: Spread; startedMs: Spread; serverAcceptedMs: Spread; serverPlayingMs: Spread;
   refusals: Record<string, number>; failed: number; preempted: number;
   checks: Record<string, boolean>; targets: { allWithin1s: boolean };
@@ -174,6 +213,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
 
   // ---- operator 1 raises, operator 2 approves
   const t = Date.now();
+  fleet.resetPrefetch(t);
   const raised = await b.raiser.request<{ id: string; state: string }>('POST', '/api/v1/alerts', {
     status: 'Actual', msgType: 'Alert', event: 'Lũ quét', severity: 'Extreme', urgency: 'Immediate', certainty: 'Likely',
     // Another stream each round: another announcement of about the same length, which every speaker downloads again.
@@ -184,6 +224,13 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   if (raised.status !== 201 || raised.body.state !== 'pending_approval') throw new Error(`POST /api/v1/alerts: HTTP ${raised.status} ${JSON.stringify(raised.body).slice(0, 300)}`);
   const raiseMs = Date.now() - t;
   log(`round ${r}: alert ${raised.body.id} raised by can-bo-1 in ${raiseMs} ms (announcement rendered), pending approval`);
+  // While it awaits approval, the speakers fetch the announcement (§12.7): how long until every one has it.
+  let prefetchMs: number | null = null;
+  if (b.prefetch) {
+    await waitUntil(async () => fleet.prefetched.size >= N, 60_000, 20).catch(() => log(`only ${fleet.prefetched.size} of ${N} speakers cached the announcement within 60 s`));
+    if (fleet.prefetched.size >= N) prefetchMs = Math.max(...fleet.prefetched.values()) - t;
+    log(`round ${r}: ${fleet.prefetchAsked.size} speakers asked to prefetch, ${fleet.prefetched.size} cached the announcement, the last ${prefetchMs ?? 'n/a'} ms after the raise was sent`);
+  }
   // Let the raise's aftermath (audit, live feed, the TTS children's exit) pass, so only the approval is timed.
   await sleep(b.settleMs);
 
@@ -249,6 +296,7 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
     ['speakers (busy with a normal broadcast)', `${N} (${P})`],
     ['alert announcement', alertMedia],
     ['raise (TTS), not timed', `${fmt(raiseMs)} ms`],
+    ['announcement cached by every speaker (media.prefetch), from the raise', prefetchMs === null ? (b.prefetch ? 'NOT all' : 'off (--no-prefetch)') : `${fmt(prefetchMs)} ms`],
     ['approve request answered', `${fmt(approveMs)} ms`],
     ['signed command verified, p50/p99/max', ms(f.command)],
     ['`started` reported, p50/p99/max', ms(f.started)],
@@ -267,11 +315,25 @@ async function round(b: Bench, fleet: FleetLog, r: number): Promise<RoundResult>
   const failedChecks = Object.entries(checks).filter(([, ok]) => !ok).map(([k]) => k);
   if (failedChecks.length) log(`FAILED: ${failedChecks.join(', ')}`);
   return {
-    broadcastId: alertBc, approveMs, raiseMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
+    broadcastId: alertBc, prefetch: b.prefetch, approveMs, raiseMs, prefetchMs, allStartedMs: simDoneMs, load1: Math.round(load * 10) / 10, cpuMs: cpu,
     commandMs: f.command, startedMs: f.started, serverAcceptedMs: f.serverAccepted, serverPlayingMs: f.serverPlaying,
     refusals: Object.fromEntries(refusals), failed: failed.length, preempted: pc.preempted ?? 0,
     checks, targets: { allWithin1s: within },
   };
+}
+
+/** Until Keng has the speakers' new capabilities (with or without media.prefetch): it asks only those that list it. */
+async function waitCapabilities(api: KengApi, n: number, prefetch: boolean): Promise<void> {
+  const t = Date.now();
+  let count = 0;
+  await waitUntil(async () => {
+    const r = await api.request<Array<{ attributes?: { capabilities?: unknown } }>>('GET', '/api/v1/devices?kind=speaker');
+    count = Array.isArray(r.body)
+      ? r.body.filter((d) => { const c = d.attributes?.capabilities; return Array.isArray(c) && c.includes('media.prefetch') === prefetch; }).length
+      : 0;
+    return count >= n;
+  }, 60_000, 500).catch(() => undefined);
+  log(`${count} of ${n} speakers known ${prefetch ? 'with' : 'without'} media.prefetch after ${Date.now() - t} ms`);
 }
 
 /** Creates an operator of the commune with the admin token and logs in as them (a session token, as the web app has). */

@@ -18,6 +18,13 @@ export type PlaybackState = (typeof PLAYBACK_STATES)[number];
 export const PLAY_METHOD = 'broadcast.play';
 export const STOP_METHOD = 'broadcast.stop';
 export const SET_VOLUME_METHOD = 'speaker.setVolume';
+/**
+ * Optional (device protocol §12.7, a Keng addition): download and cache a media file by its
+ * SHA-256 ahead of a `broadcast.play` that may follow (an alert awaiting its second person's
+ * approval). Sent only to speakers that list it in their `capabilities` attribute; it makes no
+ * sound, so it is not signed.
+ */
+export const PREFETCH_METHOD = 'media.prefetch';
 
 /**
  * "Commands that make speakers sound or stop (`broadcast.play`, `broadcast.stop`) carry a

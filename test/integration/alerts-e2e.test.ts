@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { waitFor } from '../helpers/mqtt.js';
 import { seedAreas, seedDevices } from '../helpers/seed.js';
-import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
+import { runSpeakers, type SpeakerCommand, type SpeakerSim } from '../../src/sim/speaker/index.js';
 
 const XSD = fileURLToPath(new URL('../fixtures/cap/CAP-v1.2.xsd', import.meta.url));
 const SPEAKERS = [
@@ -54,8 +54,15 @@ async function startSpeakers(): Promise<void> {
   sim = await runSpeakers({
     url: t.mqttUrl, credentials: SPEAKERS.map((s) => ({ id: s.id, secret: secrets[s.id]! })), speed: 4, telemetryIntervalMs: 60_000,
     commandKeys: keys, requireSignedCommands: true,
+    // loa-a3 imitates firmware without media.prefetch (§12.7): it must get the alert all the same.
+    prefetch: (id) => id !== 'loa-a3',
   });
+  for (const s of sim.speakers) s.on('command', (c: SpeakerCommand) => { if (c.method === 'media.prefetch') prefetched.push({ ...c, deviceId: s.id }); });
 }
+const prefetched: Array<SpeakerCommand & { deviceId: string }> = [];
+const speaker = (id: string) => sim.speakers.find((s) => s.id === id)!;
+const prefetches = (id: string) => prefetched.filter((c) => c.deviceId === id).length;
+
 
 const secrets: Record<string, string> = {};
 const as = (who: string) => (method: string, route: string, body?: unknown) => t.api(method, route, body, tokens[who]);
@@ -141,6 +148,15 @@ describe('emergency alerts over real MQTT', () => {
     expect(r.body).toMatchObject({ state: 'pending_approval', status: 'Actual', severity: 'Extreme', areas: ['xa-a'], createdBy: expect.stringContaining('can-bo-a1') });
     expect(r.body.broadcastId).toBeUndefined();
     alertId = r.body.id;
+    // Meanwhile the speakers of its areas that can fetch the announcement ahead have it cached (§12.7);
+    // the one without media.prefetch and the one of another commune were not asked.
+    const asked = await waitFor(() => prefetched.find((c) => c.deviceId === 'loa-a1'), 10_000);
+    const media = (asked.params as { media: { url: string; sha256: string } }).media;
+    expect(media.url).toMatch(/\/media\/[^/]+\/file\?exp=\d+&sig=/);
+    const sha = media.sha256;
+    await waitFor(() => speaker('loa-a1').hasMedia(sha) && speaker('loa-a2').hasMedia(sha), 10_000);
+    expect([prefetches('loa-a1'), prefetches('loa-a2'), prefetches('loa-a3'), prefetches('loa-b1')]).toEqual([1, 1, 0, 0]);
+    expect(speaker('loa-a3').hasMedia(sha)).toBe(false);
     await new Promise((res) => setTimeout(res, 1500));
     const still = await broadcastOf(normalId);
     expect(still.targets.every((x: any) => x.state === 'playing')).toBe(true);
@@ -163,6 +179,7 @@ describe('emergency alerts over real MQTT', () => {
   });
 
   it('approved by a second operator, it preempts the normal broadcast on every loudspeaker of its areas and no other', async () => {
+    const downloadsBefore = Object.fromEntries(SPEAKERS.map((x) => [x.id, speaker(x.id).downloads]));
     const r = await as('can-bo-a2')('POST', `/api/v1/alerts/${alertId}/approve`);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body).toMatchObject({ state: 'active', approvedBy: expect.stringContaining('can-bo-a2') });
@@ -173,6 +190,9 @@ describe('emergency alerts over real MQTT', () => {
     await waitTargets(bid, (by) => ['loa-a1', 'loa-a2', 'loa-a3'].every((id) => by[id] === 'playing' || by[id] === 'completed'));
     const normal = await waitTargets(normalId, (by) => ['loa-a1', 'loa-a2', 'loa-a3'].every((id) => by[id] === 'preempted'));
     expect(normal['loa-b1']).toBe('playing');
+    // The ones that fetched it ahead played it without downloading; the older firmware downloaded it now.
+    const downloads = Object.fromEntries(SPEAKERS.map((x) => [x.id, speaker(x.id).downloads - downloadsBefore[x.id]!]));
+    expect(downloads).toEqual({ 'loa-a1': 0, 'loa-a2': 0, 'loa-a3': 1, 'loa-b1': 0 });
   });
 
   it('cancel stops it everywhere in one step and plays the cancellation notice there', async () => {

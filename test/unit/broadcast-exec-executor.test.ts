@@ -28,6 +28,10 @@ function fakeRegistry() {
     getDevice: (id: string) => devices.find((d) => d.id === id),
     subtree,
     listDevices: (f: { area?: string; kind?: string } = {}) => devices.filter((d) => (!f.area || subtree(f.area).includes(d.area)) && (!f.kind || d.kind === f.kind)),
+    // loa-1 and loa-3 support media.prefetch (§12.7); loa-2 is older firmware.
+    attributes: (id: string): Record<string, unknown> => (id === 'loa-2'
+      ? { capabilities: ['broadcast.play', 'broadcast.stop'] }
+      : { capabilities: ['broadcast.play', 'broadcast.stop', 'media.prefetch'] }),
   };
 }
 
@@ -120,6 +124,25 @@ describe('BroadcastExecutor', () => {
         media: { url: f.urls[0], sha256: SHA, durationSec: 30, mime: 'audio/mpeg' } },
     });
     expect(b.id).toMatch(/^bc_/);
+  });
+
+  it('prefetch: media.prefetch with a fresh signed URL to the speakers that list it, held for an offline one, none for older firmware', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    f.connected.add('loa-2');
+    const media = { mediaId: 'm_1', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' };
+    const until = f.clock.t + 3600_000;
+    expect(f.exec.prefetch(['loa-1', 'loa-2', 'loa-3', 'soil-1'], media, until)).toBe(2);
+    await tick();
+    expect(f.published).toEqual([{
+      topic: expect.stringMatching(/^v1\/devices\/loa-1\/rpc\/request\/r_/) as unknown,
+      body: { method: 'media.prefetch', expiresAt: until, params: { media: { url: f.urls[0], sha256: SHA, durationSec: 30, mime: 'audio/mpeg' } } },
+    }]);
+    expect(f.rpc.list('loa-2')).toEqual([]);
+    // loa-3 is offline: its prefetch waits for it, with a URL made when it is sent.
+    expect(f.rpc.list('loa-3').map((r) => [r.method, r.state, r.params])).toEqual([['media.prefetch', 'queued', { media }]]);
+    // Not a broadcast: nothing in the broadcast tables.
+    expect(f.exec.list()).toEqual([]);
   });
 
   it('tracks a speaker through accepted → playing → completed, logs device time, emits broadcast.state; a late accepted is ignored', async () => {

@@ -52,14 +52,14 @@ import type {
 } from './types.js';
 import { validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
-import { PLAY_METHOD, STOP_METHOD } from '../../core/protocol.js';
+import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
 
 
 export interface BroadcastExecutorOptions {
   stateDb: { readonly db: SqliteDatabase };
   rpc: RpcService;
   bus: EventBus;
-  registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'subtree' | 'listDevices'>;
+  registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'subtree' | 'listDevices' | 'attributes'>;
   /** A fresh short-lived signed URL of a media file, called at every send. */
   mediaUrl: (mediaId: string) => string;
   logger: Logger;
@@ -251,6 +251,29 @@ export class BroadcastExecutor implements Component {
   }
 
   /**
+   * Asks the speakers among `deviceIds` that list `media.prefetch` in their capabilities (device
+   * protocol §12.7) to download and cache `media` now, ahead of a broadcast.play of it that may
+   * follow (an alert awaiting approval): that play then costs them no download, and Keng serves
+   * no download at the moment every speaker should start. Held for an offline speaker until
+   * `until` like any command. Speakers without the capability get nothing (their firmware would
+   * answer `rejected` "unknown method"). Not part of any broadcast: no target rows, no log lines.
+   * Returns how many speakers were asked.
+   */
+  prefetch(deviceIds: readonly string[], media: MediaContent, until: number): number {
+    const reg = this.o.registry;
+    const able = deviceIds.filter((id) => {
+      if (reg.getDevice(id)?.kind !== 'speaker') return false;
+      const caps = reg.attributes(id).capabilities;
+      return Array.isArray(caps) && caps.includes(PREFETCH_METHOD);
+    });
+    if (able.length === 0) return 0;
+    // Stored with mediaId, like broadcast.play: the send-time hook (playParams) puts a fresh signed URL in.
+    this.o.rpc.sendMany(able, PREFETCH_METHOD, { media: pickMedia(media) }, { expiresAt: until });
+    this.o.logger.info({ mediaId: media.mediaId, speakers: able.length, of: deviceIds.length }, 'media prefetch sent');
+    return able.length;
+  }
+
+  /**
    * Records a schedule occurrence missed while Keng was not running (called
    * by the scheduler's onMissed). `targets` are device ids; unknown devices
    * are recorded with an empty area. Idempotent per (schedule, time, device).
@@ -274,8 +297,8 @@ export class BroadcastExecutor implements Component {
   // ------------------------------------------------------------ RPC and playback events
 
   /**
-   * Send-time params of broadcast.play, the RPC service's params hook for it (see playHooks()):
-   * a fresh signed URL for the media (device protocol §12.1).
+   * Send-time params of broadcast.play and media.prefetch, the RPC service's params hook for them
+   * (see playHooks()): a fresh signed URL for the media (device protocol §12.1, §12.7).
    */
   playParams(params: Record<string, unknown>): Record<string, unknown> {
     const media = params.media as MediaContent | undefined;
@@ -309,6 +332,11 @@ export class BroadcastExecutor implements Component {
 
   private onRpcResponse(e: RpcEvents['response']): void {
     if (e.duplicate) return;
+    if (e.request.method === PREFETCH_METHOD) {
+      // Nothing waits for it (the play downloads what the prefetch could not); staff see why in the log.
+      if (e.status === 'error') this.o.logger.warn({ deviceId: e.request.deviceId, detail: e.detail }, 'speaker could not prefetch media');
+      return;
+    }
     const ref = refOf(e.request);
     if (!ref) return;
     if (e.request.method === PLAY_METHOD) {

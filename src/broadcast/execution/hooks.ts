@@ -1,5 +1,5 @@
 /** What the RPC service must ask the broadcast executor at send time. */
-import { PLAY_METHOD } from '../../core/protocol.js';
+import { PLAY_METHOD, PREFETCH_METHOD } from '../../core/protocol.js';
 import type { ParamsHook } from '../../rpc/types.js';
 import type { BroadcastExecutor } from './executor.js';
 
@@ -9,5 +9,8 @@ import type { BroadcastExecutor } from './executor.js';
  * called only at send time.
  */
 export function playHooks(executor: () => Pick<BroadcastExecutor, 'playParams'>): Record<string, ParamsHook> {
-  return { [PLAY_METHOD]: (params) => executor().playParams(params) };
+  return {
+    [PLAY_METHOD]: (params) => executor().playParams(params),
+    [PREFETCH_METHOD]: (params) => executor().playParams(params),
+  };
 }

@@ -1,7 +1,8 @@
 /**
  * Media fetching as a speaker does it (guide §12.1): fetch the signed URL at
  * once, treat it as opaque, verify SHA-256 before playing ("sha256 mismatch"
- * otherwise), cache by hash. Streams are probed (response headers only).
+ * otherwise), cache by hash (also what `media.prefetch` fetched, §12.7).
+ * Streams are probed (response headers only).
  *
  * Plain node:http(s), one connection per download (agent: false), like a
  * device's own HTTP client: the WHATWG fetch() of Node costs ~1 ms of CPU per
@@ -22,10 +23,26 @@ export interface FetchFailure { ok: false; detail: string }
 
 export class MediaCache {
   private readonly known = new Set<string>();
+  /** Downloads under way by hash: a broadcast.play arriving while its media.prefetch still downloads (§12.7) waits for that one. */
+  private readonly inFlight = new Map<string, Promise<FetchResult | FetchFailure>>();
   constructor(private readonly timeoutMs = 30_000) {}
 
-  async fetchMedia(url: string, sha256: string): Promise<FetchResult | FetchFailure> {
-    if (this.known.has(sha256)) return { ok: true, bytes: 0, fromCache: true };
+  /** Downloads made (a cache hit, or joining one under way, is none). */
+  downloads = 0;
+
+  has(sha256: string): boolean { return this.known.has(sha256); }
+
+  fetchMedia(url: string, sha256: string): Promise<FetchResult | FetchFailure> {
+    if (this.known.has(sha256)) return Promise.resolve({ ok: true, bytes: 0, fromCache: true });
+    const running = this.inFlight.get(sha256);
+    if (running) return running.then((r) => (r.ok ? { ...r, fromCache: true } : this.download(url, sha256)));
+    const p = this.download(url, sha256).finally(() => this.inFlight.delete(sha256));
+    this.inFlight.set(sha256, p);
+    return p;
+  }
+
+  private async download(url: string, sha256: string): Promise<FetchResult | FetchFailure> {
+    this.downloads++;
     // Like real firmware: a network failure (e.g. a whole village fetching at once) is retried a few
     // times with jittered back-off; an HTTP refusal or a wrong checksum is not.
     let res: { status: number; body: Buffer } | undefined;

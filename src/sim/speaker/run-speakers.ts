@@ -28,6 +28,8 @@ export interface RunSpeakersOptions {
   commandKeys?: readonly CommandKey[];
   /** With commandKeys: refuse unsigned broadcast.play / broadcast.stop. */
   requireSignedCommands?: boolean;
+  /** Support media.prefetch (§12.7), for every speaker or per speaker. Default true; false imitates firmware without it. */
+  prefetch?: boolean | ((id: string, index: number) => boolean);
   telemetryIntervalMs?: number;
   /** Connections opened at once while starting. Default 50. */
   connectConcurrency?: number;
@@ -53,6 +55,7 @@ export class SpeakerSim {
         ...(o.useToken ? { useToken: true } : {}),
         ...(o.commandKeys ? { commandKeys: o.commandKeys, requireSignedCommands: o.requireSignedCommands ?? false } : {}),
         ...(o.telemetryIntervalMs !== undefined ? { telemetryIntervalMs: o.telemetryIntervalMs } : {}),
+        ...(o.prefetch !== undefined ? { prefetch: typeof o.prefetch === 'function' ? o.prefetch(c.id, i) : o.prefetch } : {}),
         ...(faults ? { faults } : {}),
         rng: createRng(hashSeed(c.id) ^ (o.seed ?? 0)),
         onError: (err) => o.onError?.(c.id, err),

@@ -10,6 +10,10 @@
  *   `broadcast.stop` (`ok`, `stopped` events), `speaker.setVolume`
  *   (`ok` + volume, or `rejected` "volume out of range"), anything else
  *   `rejected` "unknown method"; an expired request is `rejected` "expired";
+ * - `media.prefetch` (§12.7, optional; listed in `capabilities` unless
+ *   `prefetch: false`): downloads and caches the file by its SHA-256, then
+ *   answers `ok` (`error` + detail when the download fails), so a later
+ *   broadcast.play of the same hash starts without downloading;
  *   a repeated request id gets the previous answer again (§11.4);
  * - signed commands (§11.6), when given the command keys: acts only on what
  *   `signed` says, refuses a bad signature, another device's or another
@@ -23,6 +27,7 @@ import { EventEmitter } from 'node:events';
 import mqtt, { type MqttClient } from 'mqtt';
 import { createRng, hashSeed, type Rng } from '../random.js';
 import { deviceTopics, rpcRequestId, type DeviceTopics } from '../topics.js';
+import { PREFETCH_METHOD } from '../../core/protocol.js';
 import { MediaCache } from './media.js';
 import { parsePlayParams } from './params.js';
 import { Playout, type PlaybackState } from './playout.js';
@@ -59,6 +64,8 @@ export interface SimSpeakerOptions {
   commandKeys?: readonly CommandKey[];
   /** With commandKeys: refuse broadcast.play / broadcast.stop that carry no signature (`unsigned`). */
   requireSignedCommands?: boolean;
+  /** Support `media.prefetch` (§12.7) and list it in `capabilities`. Default true; false imitates firmware without it. */
+  prefetch?: boolean;
   rng?: Rng;
   onError?: (err: Error) => void;
 }
@@ -74,13 +81,13 @@ export interface SpeakerCommand { requestId: string; method: string; params: unk
 
 export const SPEAKER_ATTRIBUTES = {
   firmware: 'sim-speaker-1.0', model: 'keng-sim-loa',
-  capabilities: ['broadcast.play', 'broadcast.stop', 'speaker.setVolume', 'stream'],
+  capabilities: ['broadcast.play', 'broadcast.stop', 'speaker.setVolume', 'stream', PREFETCH_METHOD],
   codecs: ['audio/mpeg', 'audio/ogg', 'audio/wav'], amp_power_w: 30, horns: 4,
 } as const;
 
 const DEDUP_SIZE = 128;
 
-/** Events: 'online', 'offline', 'playback' (SpeakerEvent, as sent), 'command' (SpeakerCommand). */
+/** Events: 'online', 'offline', 'playback' (SpeakerEvent, as sent), 'command' (SpeakerCommand), 'prefetched' ({sha256, bytes, at}). */
 export class SimSpeaker extends EventEmitter {
   readonly id: string;
   /** Every playback event sent (for tests and the CLI summary). */
@@ -103,12 +110,15 @@ export class SimSpeaker extends EventEmitter {
   private stopped = false;
   private playing = false;
   private readonly bootAt = Date.now();
+  /** Supports media.prefetch (§12.7): options.prefetch, changed by setPrefetch (a firmware update). */
+  private prefetchOn: boolean;
   private timers = new Set<NodeJS.Timeout>();
   private telemetryTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: SimSpeakerOptions) {
     super();
     this.id = o.id;
+    this.prefetchOn = o.prefetch !== false;
     if (o.useToken ? !o.accessToken : !o.secret) throw new Error(`speaker ${o.id}: no ${o.useToken ? 'access token' : 'secret'}`);
     this.topics = deviceTopics(o.useToken ? 'me' : o.id);
     this.eventsTopic = `v1/devices/${o.useToken ? 'me' : o.id}/events`;
@@ -118,6 +128,9 @@ export class SimSpeaker extends EventEmitter {
       : null;
     this.playout = new Playout({
       prepare: async (item) => {
+        // Already in the cache (fetched ahead with media.prefetch, §12.7, or played before): nothing to
+        // download, so it starts at once, as firmware would.
+        if (item.media && this.media.has(item.media.sha256)) return { ok: true, durationMs: item.media.durationSec * 1000 };
         // The download starts on the next turn of the event loop, after the `accepted` answer has been
         // written (device protocol §12.1: answer accepted/rejected, then report progress). A real speaker has its own CPU;
         // here one process simulates the fleet, and starting 2,000 downloads inside the message handlers
@@ -141,6 +154,15 @@ export class SimSpeaker extends EventEmitter {
     this.verifier.setKeys(keys);
   }
   get nowPlaying(): string | null { return this.playout.playingId; }
+
+  /** Turns media.prefetch support on or off, as a firmware update would, and publishes the new capabilities. */
+  setPrefetch(on: boolean): void {
+    this.prefetchOn = on;
+    if (this.ready && this.client) this.client.publish(this.topics.attributes, JSON.stringify(this.attributes()), { qos: 1 });
+  }
+  /** Whether a media file with this SHA-256 is in the speaker's cache; how many files it has downloaded. */
+  hasMedia(sha256: string): boolean { return this.media.has(sha256.toLowerCase()); }
+  get downloads(): number { return this.media.downloads; }
 
   /** Connects; resolves once subscribed and online. Schedules the offline fault if configured. */
   async start(): Promise<void> {
@@ -211,7 +233,7 @@ export class SimSpeaker extends EventEmitter {
           if (err) { if (first) reject(err); return; }
           client.publish(this.topics.status, JSON.stringify({ online: true, firmware: SPEAKER_ATTRIBUTES.firmware, reset_reason: 'power_on' }),
             { qos: 1, retain: true });
-          client.publish(this.topics.attributes, JSON.stringify(SPEAKER_ATTRIBUTES), { qos: 1 });
+          client.publish(this.topics.attributes, JSON.stringify(this.attributes()), { qos: 1 });
           if (this.client !== client) return;
           this.ready = true;
           for (const m of this.outbox.splice(0)) client.publish(m.topic, m.payload, { qos: 1 });
@@ -286,8 +308,37 @@ export class SimSpeaker extends EventEmitter {
         this.sendTelemetry();
         break;
       }
+      case PREFETCH_METHOD:
+        if (this.prefetchOn) { this.prefetch(requestId, params); break; }
+      // falls through: firmware without media.prefetch
       default: this.answer(requestId, { status: 'rejected', detail: `unknown method${method ? ` "${method.slice(0, 64)}"` : ''}` });
     }
+  }
+
+  /** What the speaker publishes on its attributes topic after connecting. */
+  private attributes(): Record<string, unknown> {
+    if (this.prefetchOn) return SPEAKER_ATTRIBUTES;
+    return { ...SPEAKER_ATTRIBUTES, capabilities: SPEAKER_ATTRIBUTES.capabilities.filter((c) => c !== PREFETCH_METHOD) };
+  }
+
+  /** §12.7: download and verify now, answer once the file is in the cache (or could not be). */
+  private prefetch(requestId: string, params: unknown): void {
+    const media = (typeof params === 'object' && params !== null ? (params as { media?: unknown }).media : undefined) as
+      { url?: unknown; sha256?: unknown } | undefined;
+    if (typeof media?.url !== 'string' || !/^https?:\/\//.test(media.url)) { this.answer(requestId, { status: 'rejected', detail: 'bad media.url' }); return; }
+    if (typeof media.sha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(media.sha256)) { this.answer(requestId, { status: 'rejected', detail: 'bad media.sha256' }); return; }
+    const { url } = media;
+    const sha256 = media.sha256.toLowerCase();
+    this.answers.set(requestId, 'pending');
+    // As for a play: the download starts on the next turn, after this message's handling.
+    setImmediate(() => {
+      if (this.stopped) return;
+      void this.media.fetchMedia(url, sha256).then((r) => {
+        if (this.stopped) return;
+        this.answer(requestId, r.ok ? { status: 'ok', cached: true } : { status: 'error', detail: r.detail });
+        if (r.ok) this.emit('prefetched', { sha256, bytes: r.bytes, at: Date.now() });
+      });
+    });
   }
 
   private play(requestId: string, params: unknown, now: number): void {

@@ -1,5 +1,5 @@
 /** The two shared-attribute tables (migration.ts): rows are JSON text the API already validated. */
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
 
 export type OwnerKind = 'device' | 'area';
 export interface Owner { kind: OwnerKind; id: string }
@@ -17,16 +17,10 @@ function prepare(db: SqliteDatabase) {
 }
 
 export class SharedAttributesRepo {
-  private q: ReturnType<typeof prepare> | undefined;
+  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
+  private readonly sql = statementsOn(() => this.db(), prepare);
 
-  /** `db`: the state store's connection, read when first needed (it opens at start). */
   constructor(private readonly db: () => SqliteDatabase) {}
-
-  private sql(): ReturnType<typeof prepare> {
-    const db = this.db();
-    if (this.q?.db !== db) this.q = prepare(db);
-    return this.q;
-  }
 
   /** Every stored value: owner → key → value. */
   load(kind: OwnerKind): Map<string, Map<string, unknown>> {

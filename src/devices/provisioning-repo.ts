@@ -6,7 +6,7 @@
  * kind, until it expires, is revoked or has created `max_devices` devices.
  */
 import type { Migration } from '../storage/state/migrations.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
 import type { DeviceKind } from './types.js';
 
 export const PROVISIONING_MIGRATION: Migration = {
@@ -80,16 +80,10 @@ function prepare(db: SqliteDatabase) {
 }
 
 export class ProvisioningRepo {
-  private q: ReturnType<typeof prepare> | undefined;
+  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
+  private readonly sql = statementsOn(() => this.db(), prepare);
 
-  /** `db`: the state store's connection, read when first needed (it opens at start). */
   constructor(private readonly db: () => SqliteDatabase) {}
-
-  private sql(): ReturnType<typeof prepare> {
-    const db = this.db();
-    if (this.q?.db !== db) this.q = prepare(db);
-    return this.q;
-  }
 
   insert(k: StoredKey): void {
     this.sql().insert.run({

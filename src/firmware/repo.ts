@@ -1,5 +1,5 @@
 /** The firmware tables (migration.ts). */
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
 import type { ChecksumAlgorithm } from './checksum.js';
 import type { Assignment, DeviceFwState, FirmwarePackage, Rollout } from './types.js';
 
@@ -55,14 +55,10 @@ function prepare(db: SqliteDatabase) {
 }
 
 export class FirmwareRepo {
-  private q: ReturnType<typeof prepare> | undefined;
-  constructor(private readonly db: () => SqliteDatabase) {}
+  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
+  private readonly sql = statementsOn(() => this.db(), prepare);
 
-  private sql(): ReturnType<typeof prepare> {
-    const db = this.db();
-    if (this.q?.db !== db) this.q = prepare(db);
-    return this.q;
-  }
+  constructor(private readonly db: () => SqliteDatabase) {}
 
   packages(): FirmwarePackage[] { return (this.sql().packages.all() as PackageRow[]).map(pkg); }
   package(id: string): FirmwarePackage | undefined { const r = this.sql().package.get(id) as PackageRow | undefined; return r && pkg(r); }

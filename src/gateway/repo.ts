@@ -1,5 +1,5 @@
 /** The gateway side tables (migrations.ts). */
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
 
 export interface SubDeviceRow { device_id: string; gateway_id: string; name: string; created_at: number }
 
@@ -16,16 +16,10 @@ function prepare(db: SqliteDatabase) {
 }
 
 export class GatewayRepo {
-  private q: ReturnType<typeof prepare> | undefined;
+  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
+  private readonly sql = statementsOn(() => this.db(), prepare);
 
-  /** `db`: the state store's connection, read when first needed (it opens at start). */
   constructor(private readonly db: () => SqliteDatabase) {}
-
-  private sql(): ReturnType<typeof prepare> {
-    const db = this.db();
-    if (this.q?.db !== db) this.q = prepare(db);
-    return this.q;
-  }
 
   subDevices(): SubDeviceRow[] { return this.sql().subs.all() as SubDeviceRow[]; }
 

@@ -3,7 +3,7 @@
 // step, and a hook for the busy/error state of an action.
 import { useEffect, useRef, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { errorText, html, treeOrder } from './ui.js';
+import { ErrorNote, Loading, errorText, html, treeOrder, useApiData } from './ui.js';
 
 addStrings({
   vi: {
@@ -294,4 +294,33 @@ export function zoneOffset(tz, ymd) {
 /** Today in the commune's zone as yyyy-mm-dd (the min of a date input). */
 export function todayIn(tz) {
   return new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit' }).format(Date.now());
+}
+
+/**
+ * The page of a kind of revocable credential (API tokens, provisioning keys):
+ * the form to make one beside the list, live ones first, newest first, revoked
+ * ones after them. `New` and `Item` are the kind's own form and row.
+ */
+export function RevocableList({ session, loc, onUnauthorized, areas, path, open, words, New, Item }) {
+  const [version, setVersion] = useState(0);
+  const { data, error, reload } = useApiData(session, [path], onUnauthorized, [version]);
+  const changed = () => setVersion((n) => n + 1);
+  const rows = data?.[0] && [...data[0]].sort((a, b) => Number(a.revoked) - Number(b.revoked) || Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  const [adding, setAdding] = useState(wideScreen);
+  return html`
+    <div class="adm-cols">
+      <div class="adm-side">
+        ${adding
+          ? html`<${New} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onCreated=${changed} onClose=${() => setAdding(false)} />`
+          : html`<button type="button" class="primary add" data-open=${open} onClick=${() => setAdding(true)}>+ ${loc.t(words.new)}</button>`}
+      </div>
+      <section class="card adm-main">
+        <h2>${loc.t(words.list)}</h2>
+        <${ErrorNote} error=${error} loc=${loc} onRetry=${reload} />
+        ${!rows ? !error && html`<${Loading} loc=${loc} />`
+          : rows.length === 0 ? html`<p class="muted">${loc.t(words.none)}</p>`
+            : html`<ul class="adm-list">${rows.map((r) => html`
+                <${Item} key=${r.id} row=${r} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onChanged=${changed} />`)}</ul>`}
+      </section>
+    </div>`;
 }

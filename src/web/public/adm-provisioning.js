@@ -5,8 +5,8 @@
 // devices it registered and until when. Revoking stops it at once.
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
-import { AreaSelect, Confirm, OnceSecret, Refusal, actorName, areaLabel, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
+import { act, html } from './ui.js';
+import { AreaSelect, Confirm, OnceSecret, Refusal, RevocableList, actorName, areaLabel, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
 
 addStrings({
   vi: {
@@ -76,28 +76,9 @@ const KINDS = ['sensor', 'speaker', 'gateway'];
 /** What a key is called in the list: its label, else its area. */
 const keyName = (k, areas, loc) => k.label || areaLabel(areas, k.area, loc);
 
-export default function Provisioning({ session, loc, onUnauthorized, areas }) {
-  const [version, setVersion] = useState(0);
-  const { data, error, reload } = useApiData(session, ['/provisioning-keys'], onUnauthorized, [version]);
-  const changed = () => setVersion((n) => n + 1);
-  const keys = data?.[0] && [...data[0]].sort((a, b) => Number(a.revoked) - Number(b.revoked) || Date.parse(b.createdAt) - Date.parse(a.createdAt));
-  const [adding, setAdding] = useState(wideScreen);
-  return html`
-    <div class="adm-cols">
-      <div class="adm-side">
-        ${adding
-          ? html`<${NewKey} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onCreated=${changed} onClose=${() => setAdding(false)} />`
-          : html`<button type="button" class="primary add" data-open="provisioning" onClick=${() => setAdding(true)}>+ ${loc.t('adm.prov.new')}</button>`}
-      </div>
-      <section class="card adm-main">
-        <h2>${loc.t('adm.prov.list')}</h2>
-        <${ErrorNote} error=${error} loc=${loc} onRetry=${reload} />
-        ${!keys ? !error && html`<${Loading} loc=${loc} />`
-          : keys.length === 0 ? html`<p class="muted">${loc.t('adm.prov.none')}</p>`
-            : html`<ul class="adm-list">${keys.map((k) => html`
-                <${KeyItem} key=${k.id} k=${k} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onChanged=${changed} />`)}</ul>`}
-      </section>
-    </div>`;
+export default function Provisioning(props) {
+  return html`<${RevocableList} ...${props} path="/provisioning-keys" open="provisioning" New=${NewKey} Item=${KeyItem}
+    words=${{ new: 'adm.prov.new', list: 'adm.prov.list', none: 'adm.prov.none' }} />`;
 }
 
 function NewKey({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
@@ -169,7 +150,7 @@ function NewKey({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
     </form>`;
 }
 
-function KeyItem({ k, session, loc, areas, onUnauthorized, onChanged }) {
+function KeyItem({ row: k, session, loc, areas, onUnauthorized, onChanged }) {
   const [confirming, setConfirming] = useState(false);
   const revoke = useAction(onUnauthorized);
   const expired = !k.revoked && k.expiresAt && Date.parse(k.expiresAt) <= Date.now();

@@ -3,8 +3,8 @@
 // dates only. Revoking stops it at once (its live-feed connection within 30 s).
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
-import { AreaPicker, Confirm, OnceSecret, Refusal, actorName, areaList, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
+import { act, html } from './ui.js';
+import { AreaPicker, Confirm, OnceSecret, Refusal, RevocableList, actorName, areaList, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
 import { ROLES } from './adm-users.js';
 
 addStrings({
@@ -60,29 +60,9 @@ addStrings({
   },
 });
 
-export default function Tokens({ session, loc, onUnauthorized, areas }) {
-  const [version, setVersion] = useState(0);
-  const { data, error, reload } = useApiData(session, ['/tokens'], onUnauthorized, [version]);
-  const changed = () => setVersion((n) => n + 1);
-  // Live ones first, newest first; revoked ones after them.
-  const tokens = data?.[0] && [...data[0]].sort((a, b) => Number(a.revoked) - Number(b.revoked) || Date.parse(b.createdAt) - Date.parse(a.createdAt));
-  const [adding, setAdding] = useState(wideScreen);
-  return html`
-    <div class="adm-cols">
-      <div class="adm-side">
-        ${adding
-          ? html`<${NewToken} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onCreated=${changed} onClose=${() => setAdding(false)} />`
-          : html`<button type="button" class="primary add" data-open="token" onClick=${() => setAdding(true)}>+ ${loc.t('adm.tokens.new')}</button>`}
-      </div>
-      <section class="card adm-main">
-        <h2>${loc.t('adm.tokens.list')}</h2>
-        <${ErrorNote} error=${error} loc=${loc} onRetry=${reload} />
-        ${!tokens ? !error && html`<${Loading} loc=${loc} />`
-          : tokens.length === 0 ? html`<p class="muted">${loc.t('adm.tokens.none')}</p>`
-            : html`<ul class="adm-list">${tokens.map((t) => html`
-                <${TokenItem} key=${t.id} token=${t} session=${session} loc=${loc} areas=${areas} onUnauthorized=${onUnauthorized} onChanged=${changed} />`)}</ul>`}
-      </section>
-    </div>`;
+export default function Tokens(props) {
+  return html`<${RevocableList} ...${props} path="/tokens" open="token" New=${NewToken} Item=${TokenItem}
+    words=${{ new: 'adm.tokens.new', list: 'adm.tokens.list', none: 'adm.tokens.none' }} />`;
 }
 
 function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
@@ -144,7 +124,7 @@ function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
     </form>`;
 }
 
-function TokenItem({ token: t, session, loc, areas, onUnauthorized, onChanged }) {
+function TokenItem({ row: t, session, loc, areas, onUnauthorized, onChanged }) {
   const [confirming, setConfirming] = useState(false);
   const revoke = useAction(onUnauthorized);
   const expired = !t.revoked && t.expiresAt && Date.parse(t.expiresAt) <= Date.now();

@@ -42,7 +42,7 @@
  * and its params are exactly the params published (after the params hook).
  */
 import { EventEmitter } from 'node:events';
-import { SIGNED_METHODS, isRpcStatus } from '../core/protocol.js';
+import { isRpcStatus } from '../core/protocol.js';
 import type { BrokerPort } from '../broker/types.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Component } from '../core/lifecycle.js';
@@ -51,6 +51,7 @@ import type { EventBus, KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
+import { CommandEncoder, type Envelope } from './encoder.js';
 import { newId } from './ids.js';
 import { rpcMetrics, type RpcMetrics } from './metrics.js';
 import { MAX_TB_ID, RpcStore } from './store.js';
@@ -91,13 +92,8 @@ export interface RpcServiceOptions {
   signer?: CommandSigner;
 }
 
-/** What goes into one request payload besides the params; `topicId` is the id in the topic (and in `signed`). */
-type Envelope = Pick<RpcRequest, 'deviceId' | 'method' | 'expiresAt'> & { topicId: string };
-
 /** An integer request id as a ThingsBoard SDK writes it back (`%u` of what atoi gave). */
 const TB_ID_RE = /^[0-9]{1,10}$/;
-
-const SIGNED: ReadonlySet<string> = new Set(SIGNED_METHODS);
 
 const MAX_PARAMS_BYTES = 64 * 1024;
 const REFUSAL_WARNINGS_PER_MIN = 10;
@@ -110,7 +106,8 @@ export class RpcService implements Component {
   private readonly clock: Clock;
   private readonly m: RpcMetrics;
   private readonly ee = new EventEmitter();
-  private readonly hooks: ReadonlyMap<string, ParamsHook>;
+  /** Payloads on the wire: send-time params, signatures (encoder.ts). */
+  private readonly enc: CommandEncoder;
   /** Connected devices whose subscription is not yet known to exist. */
   private readonly warming = new Map<string, NodeJS.Timeout>();
   /** Per-device publish chain: commands reach a device in the order they were sent. */
@@ -125,7 +122,7 @@ export class RpcService implements Component {
 
   constructor(opts: RpcServiceOptions) {
     this.o = opts;
-    this.hooks = new Map(Object.entries(opts.paramsHooks ?? {}));
+    this.enc = new CommandEncoder({ hooks: new Map(Object.entries(opts.paramsHooks ?? {})), ...(opts.signer ? { signer: opts.signer } : {}), logger: opts.logger });
     this.clock = opts.clock ?? systemClock;
     this.m = rpcMetrics(opts.metrics);
     this.ee.setMaxListeners(50);
@@ -258,12 +255,12 @@ export class RpcService implements Component {
     if (deviceIds.some((d) => typeof d !== 'string' || d.length === 0)) throw Errors.VALIDATION('deviceId is required');
     const paramsJson = this.check(method, params, opts, now);
     // The send-time params are the same for every device of the batch (sent at the same instant).
-    const sendParams = this.sendParams({
+    const sendParams = this.enc.sendParams({
       id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: null,
     });
     // So is the payload, unless it is signed: a signature names the device and the request id (§11.6).
-    const perDevice = this.signs(method);
-    const common = sendParams !== null && !perDevice ? this.encode({ topicId: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
+    const perDevice = this.enc.signs(method);
+    const common = sendParams !== null && !perDevice ? this.enc.encode({ topicId: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
     const pooled = perDevice && this.o.signer!.signAsync !== undefined;
     let probed = false;
     let poolFailures = 0;
@@ -278,8 +275,8 @@ export class RpcService implements Component {
         tbId = this.nextTbId(deviceId);
         const e: Envelope = { topicId: tbId !== undefined ? String(tbId) : requestId, deviceId, method, expiresAt: opts.expiresAt };
         if (!perDevice) payload = common;
-        else if (pooled && probed) payload = this.encodeAsync(e, sendParams, () => poolFailures++ === 0);
-        else { payload = this.encode(e, sendParams); probed = true; }
+        else if (pooled && probed) payload = this.enc.encodeAsync(e, sendParams, () => poolFailures++ === 0);
+        else { payload = this.enc.encode(e, sendParams); probed = true; }
         if (payload === null) { signerFailed = true; tbId = undefined; } // logged once; the rest of the batch stays queued too
       }
       payloads.push(payload);
@@ -400,8 +397,8 @@ export class RpcService implements Component {
 
   /** The request payload on the wire; null when the params hook or the signer failed. */
   private payloadOf(r: RpcRequest, topicId: string): Buffer | null {
-    const params = this.sendParams(r);
-    return params === null ? null : this.encode({ topicId, deviceId: r.deviceId, method: r.method, expiresAt: r.expiresAt }, params);
+    const params = this.enc.sendParams(r);
+    return params === null ? null : this.enc.encode({ topicId, deviceId: r.deviceId, method: r.method, expiresAt: r.expiresAt }, params);
   }
 
   /** The device's current connection logged in with its access token (ThingsBoard SDK: integer request ids). */
@@ -425,53 +422,6 @@ export class RpcService implements Component {
     const n = last >= MAX_TB_ID ? 1 : last + 1;
     this.tbLast.set(deviceId, n);
     return n;
-  }
-
-  /** Send-time params from the method's hook; null when the hook failed (logged). */
-  private sendParams(r: RpcRequest): Record<string, unknown> | null {
-    try {
-      const hook = this.hooks.get(r.method);
-      return hook ? hook(r.params, r) : r.params;
-    } catch (err) {
-      this.o.logger.error({ err, requestId: r.id || undefined, deviceId: r.deviceId || undefined, method: r.method }, 'rpc params hook failed: request kept queued');
-      return null;
-    }
-  }
-
-  private signs(method: string): boolean {
-    return this.o.signer !== undefined && SIGNED.has(method);
-  }
-
-  /**
-   * `{method, params, expiresAt}`, plus `signed`, `sig`, `kid` for a signed method (device protocol
-   * §11.6: `signed` holds the device id, the topic's request id and exactly these params). Null when
-   * signing failed (logged): the command stays queued rather than go out unsigned.
-   */
-  private encode(e: Envelope, params: Record<string, unknown>): Buffer | null {
-    const body: Record<string, unknown> = { method: e.method, params, expiresAt: e.expiresAt };
-    if (this.signs(e.method)) {
-      try {
-        Object.assign(body, this.o.signer!.sign({ deviceId: e.deviceId, requestId: e.topicId, method: e.method, params, expiresAt: e.expiresAt }));
-      } catch (err) {
-        this.o.logger.error({ err, requestId: e.topicId, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept queued');
-        return null;
-      }
-    }
-    return Buffer.from(JSON.stringify(body), 'utf8');
-  }
-
-  /**
-   * encode() with the signature made on the thread pool (signer.signAsync); resolves to null when
-   * signing failed (logged when `first()` says so: once per batch). Never rejects.
-   */
-  private async encodeAsync(e: Envelope, params: Record<string, unknown>, first: () => boolean): Promise<Buffer | null> {
-    try {
-      const s = await this.o.signer!.signAsync!({ deviceId: e.deviceId, requestId: e.topicId, method: e.method, params, expiresAt: e.expiresAt });
-      return Buffer.from(JSON.stringify({ method: e.method, params, expiresAt: e.expiresAt, signed: s.signed, sig: s.sig, kid: s.kid }), 'utf8');
-    } catch (err) {
-      if (first()) this.o.logger.error({ err, requestId: e.topicId, deviceId: e.deviceId, method: e.method }, 'rpc command signing failed: request kept for the next connect');
-      return null;
-    }
   }
 
   /**

@@ -23,7 +23,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Errors } from '../../core/errors.js';
-import type { Clock } from '../../core/clock.js';
+import type { Clock, Timers } from '../../core/clock.js';
 import type { AlertRuleEvent, EventBus, TelemetryEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { AuditRecorder } from '../../audit/log.js';
@@ -34,17 +34,8 @@ import { forgetSilent, observe, pastClear, tally, type DeviceTrack } from './con
 import { staleAfterMs, type AlertRule, type RuleFiringState } from './model.js';
 import { firingNote, ruleAlert, ruleCaller } from './raise.js';
 
-/** Injectable timers: tests drive the engine with fake time. */
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Real timers, unref'd: a rule's timer never keeps the process alive by itself. */
-export const realTimers: Timers = {
-  setTimeout(fn, ms) { const t = setTimeout(fn, ms); t.unref(); return t; },
-  clearTimeout(h) { clearTimeout(h as NodeJS.Timeout); },
-};
+/** Injectable timers (src/core/clock.ts): tests drive the engine with fake time. */
+export { realTimers, type Timers } from '../../core/clock.js';
 
 /** The longest a timer waits (setTimeout's limit is ~24.8 days); it re-arms when it fires. */
 const MAX_TIMER_MS = 6 * 3600_000;

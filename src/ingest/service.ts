@@ -50,7 +50,7 @@ export interface IngestDeps {
   broker: Pick<BrokerPort, 'deliverTo'>;
   bus: Pick<EventBus, 'emit'>;
   logger: Logger;
-  metrics: Pick<Metrics, 'messagesInTotal' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'> & Partial<Pick<Metrics, 'registry'>>;
+  metrics: Pick<Metrics, 'messagesIn' | 'rejectedTotal' | 'readingsAcceptedTotal' | 'commitLatency'> & Partial<Pick<Metrics, 'registry'>>;
   clock: Clock;
   /** Count messagesInTotal{type} and rejectedTotal{reason} here (default false: the AedesBroker counts them). */
   countInbound?: boolean;
@@ -83,7 +83,6 @@ export class IngestService implements Component {
   readonly commit: GroupCommitter;
   private readonly ctx: HandlerContext;
   private readonly log: Logger;
-  private readonly inCounters = new Map<string, CounterChild>();
   private readonly rejectCounters = new Map<string, CounterChild>();
 
   constructor(private readonly deps: IngestDeps) {
@@ -159,7 +158,7 @@ export class IngestService implements Component {
 
   private async handleAny(msg: InboundMessage): Promise<HandleResult> {
     const count = this.deps.countInbound === true;
-    if (count) this.counter(this.inCounters, this.deps.metrics.messagesInTotal, msg.type).inc();
+    if (count) this.deps.metrics.messagesIn(msg.type).inc();
     const deviceId = msg.identity.deviceId;
     const handler = HANDLERS[msg.type] as MessageHandler | undefined;
     let res: HandleResult;

@@ -4,7 +4,7 @@
  * row that does not parse is skipped (and reported) rather than stopping
  * the poller.
  */
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
 import { lineKey, type ModbusSettings } from './types.js';
 
 interface Row { device_id: string; transport_json: string; register_map_json: string; poll_interval_sec: number; line_key: string; updated_at: number }
@@ -23,16 +23,10 @@ function prepare(db: SqliteDatabase) {
 }
 
 export class ModbusRepo {
-  private q: ReturnType<typeof prepare> | undefined;
+  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
+  private readonly sql = statementsOn(() => this.db(), prepare);
 
-  /** `db`: the state store's connection, read when first needed (it opens at start). */
   constructor(private readonly db: () => SqliteDatabase, private readonly onBadRow: (deviceId: string, err: unknown) => void = () => undefined) {}
-
-  private sql(): ReturnType<typeof prepare> {
-    const db = this.db();
-    if (this.q?.db !== db) this.q = prepare(db);
-    return this.q;
-  }
 
   get(deviceId: string): ModbusSettings | undefined {
     const row = this.sql().get.get(deviceId) as Row | undefined;

@@ -153,6 +153,14 @@ function crossCheck(cfg: Config): void {
       if (!i.bucket) throw new ConfigError('Missing setting KENG_INFLUX_BUCKET: required with KENG_INFLUX_API=v2');
     }
   }
+  const c = cfg.cluster;
+  if (c.databaseUrl !== undefined || c.redisUrl !== undefined) {
+    // Half a cluster would look like one while silently keeping state on this machine only.
+    if (c.databaseUrl === undefined) throw new ConfigError('Missing setting KENG_DATABASE_URL: cluster mode needs it with KENG_REDIS_URL');
+    if (c.redisUrl === undefined) throw new ConfigError('Missing setting KENG_REDIS_URL: cluster mode needs it with KENG_DATABASE_URL');
+    checkUrl('KENG_DATABASE_URL', c.databaseUrl, ['postgres:', 'postgresql:']);
+    checkUrl('KENG_REDIS_URL', c.redisUrl, ['redis:', 'rediss:']);
+  }
   try { new Intl.DateTimeFormat('en', { timeZone: cfg.tz }); } catch {
     throw new ConfigError(`Invalid setting KENG_TZ=${cfg.tz}: unknown time zone`);
   }
@@ -165,4 +173,11 @@ function crossCheck(cfg: Config): void {
   if (!hosts.ok) {
     throw new ConfigError(`Invalid setting ${envNameFor('broadcast.streamHosts')}: ${JSON.stringify(hosts.bad)} is not a host name, *.domain, IP address, CIDR range or *`);
   }
+}
+
+/** A URL setting with one of `protocols`; the message never repeats the URL (it may hold a password). */
+function checkUrl(name: string, value: string, protocols: string[]): void {
+  let u: URL;
+  try { u = new URL(value); } catch { throw new ConfigError(`Invalid setting ${name}: not a URL`); }
+  if (!protocols.includes(u.protocol)) throw new ConfigError(`Invalid setting ${name}: expected a ${protocols.map((p) => p + '//').join(' or ')} URL`);
 }

@@ -218,6 +218,16 @@ export const ConfigSchema = Type.Object({
     /** Serial devices a Modbus device may name (path prefixes): whoever registers sensors cannot make Keng open other files. */
     serialPathPrefixes: Type.Array(Type.String({ minLength: 2, pattern: '^/' }), { minItems: 1, default: ['/dev/tty', '/dev/serial/'] }),
   }, { default: {} }),
+  /**
+   * Cluster mode (docs/cluster.md): several Keng nodes on one PostgreSQL (state and the ingest commit) and one
+   * Redis (a best-effort bus between nodes). Both URLs or neither: without them Keng is the embedded
+   * single process (SQLite under dataDir). `nodeId` names this node (leases, logs); the host name by default.
+   */
+  cluster: Type.Object({
+    databaseUrl: Type.Optional(Type.String({ minLength: 1 })),
+    redisUrl: Type.Optional(Type.String({ minLength: 1 })),
+    nodeId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' })),
+  }, { default: {} }),
   influx: Type.Object({
     url: Type.Optional(Type.String({ minLength: 1 })),
     api: Type.Union([Type.Literal('v2'), Type.Literal('v1')], { default: 'v2' }),

@@ -28,6 +28,8 @@ const LEFT_OUT = new Set([
   'adminToken', 'influx.password', 'influx.token', 'influx.org', 'influx.bucket',
   'tls.certFile', 'tls.keyFile', 'tls.caFile', 'media.publicBaseUrl', 'web.mapTileUrl', 'web.mapTileAttribution',
   'audit.key', 'audit.keyFile', 'audit.anchorFile',
+  // Setting them switches cluster mode on; the URLs carry passwords.
+  'cluster', 'cluster.databaseUrl', 'cluster.redisUrl', 'cluster.nodeId',
 ]);
 /** Filled in as an InfluxDB 1.x example instead of the default (config/README.md says so). */
 const NOT_DEFAULT = new Set(['influx.url', 'influx.api', 'influx.username']);

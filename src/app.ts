@@ -21,6 +21,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
+import { UrgentOutbound } from './core/urgent.js';
 import { DataDirLock, StateDb } from './storage/state/index.js';
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
@@ -140,7 +141,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
   const gateways = new Gateways({ db: () => stateDb.db, registry, bus, logger: log('gateway'), metrics, clock });
   const devicesBroker = new GatewayAwareBroker(broker, gateways);
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways });
+  // An emergency alert's commands go out before the speakers' answers to them are handled (core/urgent.ts).
+  const urgent = new UrgentOutbound();
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways, urgent });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
@@ -162,7 +165,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys,
+    config, stateDb, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
   });
   // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
   const alerts = new AlertService({

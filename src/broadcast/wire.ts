@@ -16,6 +16,7 @@ import { RpcService, type CommandSigner } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
 import { GroupCommit } from './group-commit.js';
+import type { UrgentOutbound } from '../core/urgent.js';
 
 export interface BroadcastWiringDeps {
   config: Readonly<Config>;
@@ -34,6 +35,8 @@ export interface BroadcastWiringDeps {
   mediaViewer: (p: Principal) => MediaViewer;
   /** Signs broadcast.play / broadcast.stop at every send (device protocol §11.6); start it before `components`. */
   signer: CommandSigner;
+  /** Where an emergency's commands register as urgent (core/urgent.ts): device answers wait for them. */
+  urgent?: Pick<UrgentOutbound, 'hold'>;
 }
 
 export interface BroadcastWiring {
@@ -56,7 +59,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const batch = <T>(fn: () => T): T => group.run(fn);
   const rpc = new RpcService({
     stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch,
-    paramsHooks: playHooks(() => executor), signer: d.signer,
+    paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
     stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,

@@ -23,6 +23,7 @@ import type { Config } from '../config/schema.js';
 import type { Clock } from '../core/clock.js';
 import type { EventBus, Scalar } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
+import type { UrgentOutbound } from '../core/urgent.js';
 import type { Logger } from '../core/logger.js';
 import { counterOn, type Metrics } from '../core/metrics.js';
 import type { TelemetryStore } from '../storage/telemetry/types.js';
@@ -60,6 +61,8 @@ export interface IngestDeps {
   firmware?: FirmwareChunkSource;
   /** Sub-devices of ThingsBoard-style gateways (src/gateway); absent: every sub-device refused. */
   gateways?: GatewayIngest;
+  /** Urgent outbound work (an emergency's commands) that device answers and events wait for; absent: none. */
+  urgent?: Pick<UrgentOutbound, 'waiting'>;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -133,7 +136,9 @@ export class IngestService implements Component {
       const res = handleTelemetry(msg, this.ctx);
       return res instanceof Promise ? res : Promise.resolve(res);
     }
-    return this.handleAny(msg);
+    // While an emergency's commands go out (core/urgent.ts), answers and events wait; telemetry never does.
+    const wait = msg.type === 'telemetry' ? null : this.deps.urgent?.waiting;
+    return wait ? wait.then(() => this.handleAny(msg)) : this.handleAny(msg);
   };
 
   /**

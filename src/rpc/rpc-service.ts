@@ -46,6 +46,7 @@ import { isRpcStatus } from '../core/protocol.js';
 import type { BrokerPort } from '../broker/types.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Component } from '../core/lifecycle.js';
+import type { UrgentOutbound } from '../core/urgent.js';
 import { Errors } from '../core/errors.js';
 import type { EventBus, KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
@@ -90,6 +91,8 @@ export interface RpcServiceOptions {
    * go unsigned, which firmware that does not verify accepts, and firmware that requires signatures refuses.
    */
   signer?: CommandSigner;
+  /** Where sendMany(…, {urgent: true}) registers its publishes (core/urgent.ts); absent: nothing waits for them. */
+  urgent?: Pick<UrgentOutbound, 'hold'>;
 }
 
 /** An integer request id as a ThingsBoard SDK writes it back (`%u` of what atoi gave). */
@@ -295,13 +298,17 @@ export class RpcService implements Component {
       persist(results);
     })();
     let sent = 0;
+    const urgent = opts.urgent === true ? this.o.urgent : undefined;
+    const published: Promise<void>[] = [];
     for (let i = 0; i < deviceIds.length; i++) {
       const payload = payloads[i];
       if (!payload) continue;
       const tbId = tbIds[i];
-      this.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload);
+      const p = this.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload);
+      if (urgent) published.push(p);
       sent++;
     }
+    if (urgent && published.length > 0) urgent.hold(Promise.all(published));
     if (sent > 0) this.m.sent.labels({ method, resend: 'false' }).inc(sent);
     return results;
   }
@@ -429,7 +436,8 @@ export class RpcService implements Component {
    * sent. A payload still being signed holds the chain until it is; null (signing failed, logged)
    * keeps the command for the next connect.
    */
-  private chainPublish(deviceId: string, requestId: string, topicId: string, payload: Buffer | Promise<Buffer | null>): void {
+  /** Publishes after the device's earlier commands; the promise settles when this one is out (or kept for later). */
+  private chainPublish(deviceId: string, requestId: string, topicId: string, payload: Buffer | Promise<Buffer | null>): Promise<void> {
     const topic = `v1/devices/${deviceId}/rpc/request/${topicId}`;
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
     const next = prev.then(() => payload).then((p) => {
@@ -443,6 +451,7 @@ export class RpcService implements Component {
     });
     this.chains.set(deviceId, next);
     void next.then(() => { if (this.chains.get(deviceId) === next) this.chains.delete(deviceId); });
+    return next;
   }
 
   private expire(r: RpcRequest, now: number): void {

@@ -28,6 +28,11 @@ export interface RpcRequest {
 export interface RpcSendOptions {
   /** Epoch ms; after this the device must not carry the command out (device protocol §11.3). */
   expiresAt: number;
+  /**
+   * sendMany: these publishes are urgent (an emergency alert's commands): device answers and events
+   * wait until they are out (RpcServiceOptions.urgent, core/urgent.ts).
+   */
+  urgent?: boolean;
 }
 
 export interface RpcSendResult {

@@ -7,6 +7,7 @@ import { Value } from 'typebox/value';
 import { EventBus, type KengEvents } from '../../src/core/events.js';
 import { Metrics } from '../../src/core/metrics.js';
 import { createLogger } from '../../src/core/logger.js';
+import { UrgentOutbound } from '../../src/core/urgent.js';
 import type { Scalar } from '../../src/core/events.js';
 import type { TelemetryRecord, WriteResult } from '../../src/storage/telemetry/types.js';
 import type { Device, DeviceIdentity } from '../../src/devices/types.js';
@@ -338,6 +339,24 @@ describe('IngestService', () => {
 
     it('needs a request id', async () => {
       await expect(s.ingest.handle(msg('rpc.response', { status: 'ok' }))).resolves.toMatchObject({ ok: false, reason: 'missing_request_id' });
+    });
+
+    it('waits while urgent commands go out (core/urgent.ts); telemetry does not', async () => {
+      const urgent = new UrgentOutbound(10_000);
+      const u = setup({ urgent });
+      await u.ingest.start();
+      let publishDone!: () => void;
+      urgent.hold(new Promise<void>((r) => { publishDone = r; }));
+      let answered = false;
+      const answer = u.ingest.handle(msg('rpc.response', { status: 'accepted' }, { requestId: '9' })).then((r) => { answered = true; return r; });
+      await expect(u.ingest.handle(msg('telemetry', { a: 1 }))).resolves.toEqual({ ok: true });
+      await new Promise((r) => setTimeout(r, 20));
+      expect(answered).toBe(false);
+      expect(u.events.map((e) => e.name)).toEqual(['telemetry']);
+      publishDone();
+      await expect(answer).resolves.toEqual({ ok: true });
+      expect(u.events.map((e) => e.name)).toEqual(['telemetry', 'rpc.response']);
+      await u.ingest.stop();
     });
 
     it('a ThingsBoard device answer without status is wrapped as {status: ok, result}', async () => {

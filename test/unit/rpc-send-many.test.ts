@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
+import { UrgentOutbound } from '../../src/core/urgent.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
 
@@ -18,7 +19,7 @@ interface Fixture {
 let fx: Fixture | undefined;
 afterEach(async () => { await fx?.rpc.stop(); fx?.db.close(); fx = undefined; });
 
-async function setup(db = new Database(':memory:'), migrate = true): Promise<Fixture> {
+async function setup(db = new Database(':memory:'), migrate = true, urgent?: UrgentOutbound): Promise<Fixture> {
   if (migrate) {
     db.exec(MIGRATIONS[0]!.up);
     db.exec(RPC_MIGRATION.up);
@@ -38,6 +39,7 @@ async function setup(db = new Database(':memory:'), migrate = true): Promise<Fix
     stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } },
     paramsHooks: { 'broadcast.play': (params) => { f.hookCalls++; return { ...params, url: `https://keng.test/x?sig=${f.hookCalls}` }; } },
+    ...(urgent ? { urgent } : {}),
   });
   const f: Fixture = { rpc, bus, clock, connected, published, db, hookCalls: 0 };
   await rpc.start();
@@ -109,6 +111,25 @@ describe('RpcService.sendMany', () => {
     g.bus.emit('telemetry', { deviceId: 'loa-01', area: 'p', values: {}, at: g.clock.t } as never);
     await tick();
     expect(g.published.map((p) => p.topic)).toEqual([`v1/devices/loa-01/rpc/request/${r!.requestId}`]);
+  });
+});
+
+describe('RpcService.sendMany urgent (an emergency alert)', () => {
+  it('holds answers until every command of the batch is published; a normal batch holds nothing', async () => {
+    const urgent = new UrgentOutbound(10_000);
+    const f = await setup(undefined, true, urgent);
+    for (const d of ['loa-01', 'loa-02', 'loa-03']) f.connected.add(d);
+    f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b0' }, { expiresAt: f.clock.t + 60_000 });
+    expect(urgent.waiting).toBeNull();
+    await tick();
+    f.published.length = 0;
+    f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000, urgent: true });
+    const gate = urgent.waiting;
+    expect(gate).not.toBeNull();
+    expect(f.published).toHaveLength(0); // published after the caller's synchronous code
+    await gate;
+    expect(f.published.map((p) => p.topic.split('/')[2])).toEqual(['loa-01', 'loa-02', 'loa-03']);
+    expect(urgent.waiting).toBeNull();
   });
 });
 

@@ -187,7 +187,8 @@ export class BroadcastExecutor implements Component {
     const params: Record<string, unknown> = {
       broadcastId: id, priority: input.priority, volume: input.volume, ...content, notAfter: input.notAfter,
     };
-    const opts = { expiresAt: input.notAfter };
+    // An emergency's commands go out before the answers of the speakers that have theirs are handled (core/urgent.ts).
+    const opts = { expiresAt: input.notAfter, urgent: input.priority === 'emergency' };
     const rpc = this.o.rpc;
     let created: NewTarget[] | undefined;
     try {

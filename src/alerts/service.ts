@@ -52,7 +52,7 @@ export interface AlertServiceDeps {
   stateDb: StateDb;
   registry: TargetRegistry;
   media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
-  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get' | 'prefetch'>;
+  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get' | 'prefetch' | 'withdrawPrefetch'>;
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
   logger: Logger;
@@ -211,6 +211,8 @@ export class AlertService implements Component {
     this.tx(() => {
       this.requireRepo().save(next);
       this.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
+      // Speakers offline since the raise must not fetch an announcement that will never play.
+      if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId);
     });
     this.changed(next, 'rejected', c.principal.id);
     return next;
@@ -249,6 +251,7 @@ export class AlertService implements Component {
   private cancelWrites(c: Caller, a: Alert, reason: string): Alert {
     const next = this.end(a, 'cancelled', c.principal.id, reason);
     if (a.broadcastId) this.stopBroadcast(a.broadcastId);
+    else if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
     this.requireRepo().save(next);
     this.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
     return next;

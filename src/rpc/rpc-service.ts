@@ -318,6 +318,11 @@ export class RpcService implements Component {
     return this.requireStore().cancelQueued(requestId, this.clock.now());
   }
 
+  /** Withdraws the queued (never sent) `method` commands whose params hold `value` at JSON path `path`; returns how many. */
+  cancelQueuedByParam(method: string, path: string, value: string): number {
+    return this.requireStore().cancelQueuedByParam(method, path, value, this.clock.now());
+  }
+
   get(requestId: string): RpcRequest | undefined {
     return this.store?.get(requestId);
   }

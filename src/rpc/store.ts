@@ -42,7 +42,7 @@ export const MAX_TB_ID = 2_147_483_647;
 export class RpcStore {
   private readonly s: {
     insert: Statement; get: Statement; listAll: Statement; sent: Statement; requeue: Statement; answered: Statement;
-    answerSent: Statement; expired: Statement; cancel: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
+    answerSent: Statement; expired: Statement; cancel: Statement; cancelByParam: Statement; dueQueued: Statement; dueSent: Statement; open: Statement; cleanup: Statement;
     byTbId: Statement; lastTbId: Statement; saveTbId: Statement; freeTbId: Statement; setTbId: Statement;
   };
 
@@ -60,6 +60,8 @@ export class RpcStore {
         RETURNING id, device_id, method, params_json, expires_at, state, created_at, sent_at, answered_at, NULL AS response_json, tb_id`),
       expired: db.prepare(`UPDATE rpc_requests SET state = 'expired' WHERE id = ? AND state = ?`),
       cancel: db.prepare(`UPDATE rpc_requests SET state = 'cancelled', answered_at = ? WHERE id = ? AND state = 'queued'`),
+      cancelByParam: db.prepare(`UPDATE rpc_requests SET state = 'cancelled', answered_at = ?
+        WHERE state = 'queued' AND method = ? AND json_extract(params_json, ?) = ?`),
       dueQueued: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'queued' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
       dueSent: db.prepare(`SELECT * FROM rpc_requests WHERE state = 'sent' AND expires_at <= ? ORDER BY rowid LIMIT 1000`),
       open: db.prepare(`SELECT DISTINCT device_id FROM rpc_requests WHERE state IN ('queued', 'sent')`),
@@ -144,6 +146,10 @@ export class RpcStore {
   /** Only from the state it was read in (a response may have arrived meanwhile). */
   markExpired(id: string, from: RpcState): boolean { return this.s.expired.run(id, from).changes > 0; }
   cancelQueued(id: string, at: number): boolean { return this.s.cancel.run(at, id).changes > 0; }
+  /** Withdraws every queued `method` command whose params hold `value` at JSON path `path` (rare: scans the queued ones). */
+  cancelQueuedByParam(method: string, path: string, value: string, at: number): number {
+    return this.s.cancelByParam.run(at, method, path, value).changes;
+  }
 
   /** Queued commands past expiresAt, and sent ones past expiresAt + grace. */
   dueForExpiry(now: number, graceMs: number): RpcRequest[] {

@@ -145,6 +145,19 @@ describe('BroadcastExecutor', () => {
     expect(f.exec.list()).toEqual([]);
   });
 
+  it('withdrawPrefetch: the prefetches of one media held for offline speakers are cancelled; sent ones and other media stay', async () => {
+    const f = await setup();
+    f.connected.add('loa-1');
+    const until = f.clock.t + 3600_000;
+    f.exec.prefetch(['loa-1', 'loa-3'], { mediaId: 'm_1', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' }, until);
+    f.exec.prefetch(['loa-3'], { mediaId: 'm_2', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' }, until);
+    await tick();
+    expect(f.exec.withdrawPrefetch('m_1')).toBe(1);
+    expect(f.rpc.list('loa-3').map((r) => [(r.params.media as { mediaId: string }).mediaId, r.state])).toEqual([['m_1', 'cancelled'], ['m_2', 'queued']]);
+    expect(f.rpc.list('loa-1').map((r) => r.state)).toEqual(['sent']);
+    expect(f.exec.withdrawPrefetch('m_1')).toBe(0);
+  });
+
   it('tracks a speaker through accepted → playing → completed, logs device time, emits broadcast.state; a late accepted is ignored', async () => {
     const f = await setup();
     f.connected.add('loa-1');

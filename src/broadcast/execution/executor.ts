@@ -275,6 +275,16 @@ export class BroadcastExecutor implements Component {
   }
 
   /**
+   * Withdraws the prefetches of `mediaId` still held for offline speakers (an alert turned down
+   * before approval: its announcement must not be fetched when they reconnect). Returns how many.
+   */
+  withdrawPrefetch(mediaId: string): number {
+    const n = this.o.rpc.cancelQueuedByParam(PREFETCH_METHOD, '$.media.mediaId', mediaId);
+    if (n > 0) this.o.logger.info({ mediaId, withdrawn: n }, 'media prefetch withdrawn');
+    return n;
+  }
+
+  /**
    * Records a schedule occurrence missed while Keng was not running (called
    * by the scheduler's onMissed). `targets` are device ids; unknown devices
    * are recorded with an empty area. Idempotent per (schedule, time, device).

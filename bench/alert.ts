@@ -1,5 +1,5 @@
 /**
- * `npm run bench:alert` (README "Benchmarks"): how fast an approved emergency alert reaches 2,000
+ * `npm run bench:alert` (docs/benchmarks.md): how fast an approved emergency alert reaches 2,000
  * loudspeakers that verify signed commands, 500 of them busy with a normal broadcast.
  *
  * 1. Starts Keng as a child process, registers N speakers in the villages of one commune and runs

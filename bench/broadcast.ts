@@ -1,5 +1,5 @@
 /**
- * `npm run bench:broadcast` (README "Benchmarks"): one broadcast to 2,000
+ * `npm run bench:broadcast` (docs/benchmarks.md): one broadcast to 2,000
  * simulated speakers, and the scheduler's start jitter.
  *
  * 1. Starts Keng as a child process (node dist/src/main.js, temp data dir,

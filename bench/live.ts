@@ -1,5 +1,5 @@
 /**
- * Live-feed benchmark (README "Benchmarks"): Keng as a child process, N devices
+ * Live-feed benchmark (docs/benchmarks.md): Keng as a child process, N devices
  * publishing telemetry over MQTT at a total rate R (QoS 0, one connection per
  * device, in a worker thread), C socket.io clients (socket.io-client, in
  * worker threads). The devices are spread over K communes of one province;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:modbus` (README "Benchmarks"): Keng polling 200 Modbus
+ * `npm run bench:modbus` (docs/benchmarks.md): Keng polling 200 Modbus
  * sensors behind 10 Modbus TCP gateways at a 5 s interval, two of the
  * gateways dead (one accepts TCP and never answers, one refuses the
  * connection).

@@ -5,7 +5,7 @@
  * an fsync. A broadcast to 2,000 speakers makes ~4 writes per speaker per
  * step (RPC request state, target state, log line) as the answers and
  * playback events arrive one MQTT message at a time; one fsync each makes the
- * "2,000 accepted within 2 s" target (README "Benchmarks") unreachable.
+ * "2,000 accepted within 2 s" target (docs/benchmarks.md) unreachable.
  *
  * GroupCommit opens one transaction when a broadcast-related message (a
  * device's answer, a playback event, or a broadcast start) is handled, and

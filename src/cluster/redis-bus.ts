@@ -143,6 +143,7 @@ export class RedisClusterBus implements ClusterBus {
       pub.xadd(this.t.stream, 'MAXLEN', '~', this.t.maxLen, '*',
         'i', this.instance, 'n', this.o.nodeId, 's', seq, 't', this.o.clock.now(), 'b', p.body)
         .then(() => {
+          this.answered();
           this.m.entries.inc({ direction: 'sent' });
           this.m.readings.inc({ direction: 'sent' }, p.readings);
         }, (err: unknown) => {
@@ -172,7 +173,7 @@ export class RedisClusterBus implements ClusterBus {
     // ioredis reports every failed reconnect as 'error'; the outage is logged once (failed()), not per attempt.
     r.on('error', (err: unknown) => this.failed(err, role));
     r.on('close', () => this.failed(null, role));
-    r.on('ready', () => { if (this.pub?.status === 'ready' && this.sub?.status === 'ready') this.recovered(); this.wake?.(); });
+    r.on('ready', () => { this.answered(); this.wake?.(); });
     r.connect().catch(() => { /* 'error' handled it; retryStrategy keeps trying */ });
     return r;
   }
@@ -189,6 +190,7 @@ export class RedisClusterBus implements ClusterBus {
         from ??= await this.streamEnd(sub);
         const res: Array<[string, Array<[string, string[]]>]> | null = await sub.xread('COUNT', this.t.readCount, 'BLOCK', this.t.blockMs, 'STREAMS', this.t.stream, from);
         backoff = this.t.backoffMinMs;
+        this.answered();
         if (res) for (const [, entries] of res) for (const [id, fields] of entries) { from = id; this.received(fields); }
       } catch (err) {
         if (!this.running) break;
@@ -257,8 +259,15 @@ export class RedisClusterBus implements ClusterBus {
       'live bus: Redis unreachable; readings stay in this node\'s live feed until it is back (ingest is not affected)');
   }
 
-  private recovered(): void {
+  /**
+   * A connection became ready or a call succeeded: up again once both
+   * connections are ready. Calls matter too: a Redis that stalled (calls
+   * timed out) and then went on never closed the connection, so no 'ready'
+   * would ever say it is back.
+   */
+  private answered(): void {
     if (!this.running || this.state === 'up') return;
+    if (this.pub?.status !== 'ready' || this.sub?.status !== 'ready') return;
     this.state = 'up';
     this.m.up.set(1);
     this.o.logger.info({ downMs: this.o.clock.now() - this.downSince, unsentReadings: this.unsentInOutage, nodeId: this.o.nodeId },

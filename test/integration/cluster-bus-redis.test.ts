@@ -163,6 +163,40 @@ describe('live bus over a real Redis', () => {
     console.log(`live bus: resumed ${resumeMs} ms after both nodes reconnected; ${downUnsent} readings unsent while down`);
   }, 60_000);
 
+  it('Redis stalled (SIGSTOP, connections stay open): publish still never blocks, calls time out, outstanding XADDs are capped; it recovers on SIGCONT', async () => {
+    const unsentBefore = await metric(a, 'keng_cluster_bus_unsent_readings_total');
+    const outagesBefore = await metric(a, 'keng_cluster_bus_outages_total');
+    const pid = redis.pid;
+    process.kill(pid, 'SIGSTOP');
+    let maxPublishMs = 0;
+    try {
+      for (let i = 0; i < 150; i++) {
+        const t0 = performance.now();
+        a.bus.publish(batch('soil-a', 5));
+        maxPublishMs = Math.max(maxPublishMs, performance.now() - t0);
+        await sleep(10);
+      }
+      await waitFor(async () => (await metric(a, 'keng_cluster_bus_up')) === 0, 10_000); // the 1-s command timeout
+      const text = await a.metrics.registry.metrics();
+      expect(parseMetrics(text).get('keng_cluster_bus_unsent_readings_total{reason="backlog"}')).toBeGreaterThan(0); // over 64 outstanding
+      expect(await metric(a, 'keng_cluster_bus_unsent_readings_total')).toBeGreaterThan(unsentBefore);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect(maxPublishMs).toBeLessThan(50);
+    await waitFor(async () => (await metric(a, 'keng_cluster_bus_up')) === 1 && (await metric(b, 'keng_cluster_bus_up')) === 1, 15_000);
+    expect(await metric(a, 'keng_cluster_bus_outages_total')).toBe(outagesBefore + 1);
+    const seen = b.got.length;
+    const list = batch('soil-a', 3, Date.now() + 60_000);
+    let delivered = false;
+    for (let i = 0; i < 50 && !delivered; i++) {
+      a.bus.publish(list);
+      await sleep(200);
+      delivered = b.got.slice(seen).some((x) => x[0]!.ts === list[0]!.ts);
+    }
+    expect(delivered).toBe(true);
+  }, 60_000);
+
   it('a node started while Redis is down runs, counts what it cannot send, and joins when Redis appears', async () => {
     const port = await freePort();
     const late = node(`redis://127.0.0.1:${port}`, 'node-late');

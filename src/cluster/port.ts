@@ -21,6 +21,8 @@ import type { Component } from '../core/lifecycle.js';
 export type RemoteReadings = (events: readonly TelemetryEvent[]) => void;
 
 export interface ClusterBus extends Component {
+  /** False when there is no other node (embedded mode): then nobody collects readings for it at all. */
+  readonly shares: boolean;
   /** Readings this node committed, one call per committed batch: forwarded as one entry, or counted as not forwarded. */
   publish(events: readonly TelemetryEvent[]): void;
 }
@@ -28,6 +30,7 @@ export interface ClusterBus extends Component {
 /** The embedded single process: nobody else to tell. */
 export class LocalOnlyBus implements ClusterBus {
   readonly name = 'cluster-bus';
+  readonly shares = false;
   async start(): Promise<void> { /* nothing to connect */ }
   async stop(): Promise<void> { /* nothing to close */ }
   publish(): void { /* no other node */ }

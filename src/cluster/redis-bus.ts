@@ -76,6 +76,7 @@ const MAX_TRACKED_SENDERS = 256;
 
 export class RedisClusterBus implements ClusterBus {
   readonly name = 'cluster-bus';
+  readonly shares = true;
   /** This process; skips its own entries by it. */
   readonly instance = randomBytes(8).toString('hex');
   private readonly t: RedisBusTuning;

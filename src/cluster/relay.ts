@@ -21,10 +21,11 @@ export class CommitRelay implements Component {
   private scheduled = false;
   private off: (() => void) | null = null;
 
-  constructor(private readonly d: { bus: Pick<EventBus, 'on'>; cluster: Pick<ClusterBus, 'publish'> }) {}
+  constructor(private readonly d: { bus: Pick<EventBus, 'on'>; cluster: Pick<ClusterBus, 'publish' | 'shares'> }) {}
 
   async start(): Promise<void> {
-    this.off ??= this.d.bus.on('telemetry', this.onTelemetry);
+    // Embedded mode: not even a listener on the hot path.
+    if (this.d.cluster.shares) this.off ??= this.d.bus.on('telemetry', this.onTelemetry);
   }
 
   async stop(): Promise<void> {

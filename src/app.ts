@@ -217,7 +217,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     },
   });
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
-  const clusterRelay = new CommitRelay({ bus, cluster: clusterBus });
+  const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
   const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];

@@ -128,6 +128,14 @@ export class RedisClusterBus implements ClusterBus {
 
   publish(events: readonly TelemetryEvent[]): void {
     if (!this.running || events.length === 0) return;
+    try { this.send(events); } catch (err) {
+      // Never out of here: the caller is ingest's post-commit step.
+      this.unsent('error', events.length);
+      this.o.logger.error({ err }, 'live bus: could not send a batch');
+    }
+  }
+
+  private send(events: readonly TelemetryEvent[]): void {
     const pub = this.pub;
     if (pub === null || pub.status !== 'ready') {
       // Not even encoded: nothing can take it. The sequence moves on, so receivers count the gap.

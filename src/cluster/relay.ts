@@ -13,6 +13,7 @@
  */
 import type { EventBus, TelemetryEvent } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
+import type { Logger } from '../core/logger.js';
 import type { ClusterBus } from './port.js';
 
 export class CommitRelay implements Component {
@@ -21,7 +22,7 @@ export class CommitRelay implements Component {
   private scheduled = false;
   private off: (() => void) | null = null;
 
-  constructor(private readonly d: { bus: Pick<EventBus, 'on'>; cluster: Pick<ClusterBus, 'publish' | 'shares'> }) {}
+  constructor(private readonly d: { bus: Pick<EventBus, 'on'>; cluster: Pick<ClusterBus, 'publish' | 'shares'>; logger?: Logger }) {}
 
   async start(): Promise<void> {
     // Embedded mode: not even a listener on the hot path.
@@ -46,6 +47,9 @@ export class CommitRelay implements Component {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    this.d.cluster.publish(batch);
+    try { this.d.cluster.publish(batch); } catch (err) {
+      // A port must not throw; if one does, an exception in a microtask would end the process.
+      this.d.logger?.error({ err }, 'cluster bus publish threw; batch not shared');
+    }
   };
 }

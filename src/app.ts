@@ -186,7 +186,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const api = new ApiServer({
     config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
-    readyChecks: { media: () => mediaTools.report() },
+    // liveBus (the cluster bus, built below): degraded while Redis is away, never not-ready.
+    readyChecks: { media: () => mediaTools.report(), ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }) },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),

@@ -25,6 +25,11 @@ export interface ClusterBus extends Component {
   readonly shares: boolean;
   /** Readings this node committed, one call per committed batch: forwarded as one entry, or counted as not forwarded. */
   publish(events: readonly TelemetryEvent[]): void;
+  /**
+   * For /readyz: always ok (without the bus a node still does all its work; its
+   * live views only miss other nodes' readings), `degraded` while unconnected.
+   */
+  report(): { ok: true; detail: Record<string, unknown> };
 }
 
 /** The embedded single process: nobody else to tell. */
@@ -34,4 +39,5 @@ export class LocalOnlyBus implements ClusterBus {
   async start(): Promise<void> { /* nothing to connect */ }
   async stop(): Promise<void> { /* nothing to close */ }
   publish(): void { /* no other node */ }
+  report(): { ok: true; detail: Record<string, unknown> } { return { ok: true, detail: { mode: 'embedded' } }; }
 }

@@ -135,6 +135,11 @@ export class RedisClusterBus implements ClusterBus {
     }
   }
 
+  report(): { ok: true; detail: Record<string, unknown> } {
+    const up = this.state === 'up';
+    return { ok: true, detail: { degraded: !up, nodeId: this.o.nodeId, ...(up ? {} : { downSinceMs: this.o.clock.now() - this.downSince }) } };
+  }
+
   private send(events: readonly TelemetryEvent[]): void {
     const pub = this.pub;
     if (pub === null || pub.status !== 'ready') {

@@ -51,6 +51,13 @@ async function metric(k: KengProcess, name: string): Promise<number> {
   return sum;
 }
 
+/** GET /readyz with a monitoring token: status and the liveBus check. */
+async function ready(k: KengProcess): Promise<{ status: number; liveBus?: { ok: boolean; detail: { degraded: boolean } } }> {
+  const r = await fetch(`${k.httpUrl}/readyz`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const body = await r.json() as { checks?: { liveBus?: { ok: boolean; detail: { degraded: boolean } } } };
+  return { status: r.status, liveBus: body.checks?.liveBus };
+}
+
 async function node(id: string): Promise<KengProcess> {
   const dataDir = mkdtempSync(path.join(tmpdir(), `keng-cluster-${id}-`));
   dirs.push(dataDir);
@@ -206,6 +213,8 @@ describe('cluster live bus: two Keng processes on one Redis', () => {
     for (let s = first; s <= last; s++) expect(stored.has(s), `seq ${s} stored on A`).toBe(true);
     expect(await metric(a, 'keng_cluster_bus_unsent_readings_total')).toBeGreaterThanOrEqual(40);
     expect(live.some((x) => x.seq >= first)).toBe(false); // nothing could cross
+    // Still ready (a load balancer keeps sending devices): the bus shows as degraded only.
+    expect(await ready(a)).toEqual({ status: 200, liveBus: { ok: true, detail: expect.objectContaining({ degraded: true, nodeId: 'node-a' }) } });
 
     await redis.restart(); // same port, empty
     const restarted = Date.now();
@@ -221,6 +230,7 @@ describe('cluster live bus: two Keng processes on one Redis', () => {
     const resumeSeq = seq;
     await waitFor(() => live.some((x) => x.seq === resumeSeq) && iocSeen.some((x) => x.seq === resumeSeq), 10_000);
     console.log(`outage: PUBACK in ~${ackMs.toFixed(1)} ms per message while Redis was down; feed on B resumed ${resumed - restarted} ms after redis-server restarted`);
+    expect(await ready(b)).toEqual({ status: 200, liveBus: { ok: true, detail: { degraded: false, nodeId: 'node-b' } } });
     // The outage readings are not replayed later (the feed is a view of now: they are in A's history).
     expect(live.some((x) => x.seq >= first && x.seq <= last)).toBe(false);
     // One warning per node per outage, not per batch.

@@ -11,13 +11,14 @@
  * device registry → shared attributes → firmware → gateways → telemetry store → device purger → ingest → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
- * live feed. Stop runs in reverse: the scheduler stops before the API, the
+ * live feed → cluster bus and its relay (embedded mode: no-ops). Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
  * the telemetry store flushes its queue, the registry flushes presence and
  * latest values, the audit chain anchors its final head, the state store
  * closes, and the lock is released last.
  */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
@@ -45,6 +46,7 @@ import { GatewayAwareBroker, Gateways } from './gateway/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
+import { CommitRelay, LocalOnlyBus, RedisClusterBus, type ClusterBus } from './cluster/index.js';
 import { webApp } from './web/index.js';
 
 export interface BuildOptions {
@@ -187,7 +189,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const api = new ApiServer({
     config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
-    readyChecks: { media: () => mediaTools.report() },
+    // liveBus (the cluster bus, built below): degraded while Redis is away, never not-ready.
+    readyChecks: { media: () => mediaTools.report(), ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }) },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
@@ -207,7 +210,20 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     httpServer: () => api.fastify.server,
   });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live];
+  // Cluster mode: readings committed here go to the other nodes' live feeds and IOC clients, and theirs come to
+  // ours, over Redis (best effort: docs/cluster.md). Remote readings reach those two views only, never the bus
+  // (rules, alerts, storage, presence act on the node that ingested them). Embedded mode: a no-op.
+  const clusterBus: ClusterBus = config.cluster.redisUrl === undefined ? new LocalOnlyBus() : new RedisClusterBus({
+    url: config.cluster.redisUrl, nodeId: config.cluster.nodeId ?? hostname(), logger: log('cluster-bus'), clock, metrics,
+    remote: (events) => {
+      live.remoteTelemetry(events);
+      for (const e of events) broker.publishTelemetry(e);
+    },
+  });
+  // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
+  const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
+
+  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

@@ -22,7 +22,7 @@ import type { Server as HttpServer } from 'node:http';
 import { Server, type Namespace } from 'socket.io';
 import type { Policy } from '../auth/policy.js';
 import type { Authenticator } from '../auth/types.js';
-import type { EventBus } from '../core/events.js';
+import type { EventBus, TelemetryEvent } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
@@ -155,6 +155,16 @@ export class LiveFeed implements Component {
     this.lastReauth = Date.now();
     this.timer = setInterval(() => this.check(), this.settings.checkIntervalMs);
     this.timer.unref();
+  }
+
+  /**
+   * Readings another cluster node committed (src/cluster): shown to this
+   * node's clients exactly like local ones. They reach the live view only,
+   * never this node's bus, so nothing here acts on them a second time.
+   */
+  remoteTelemetry(events: readonly TelemetryEvent[]): void {
+    if (!this.started || this.stopped) return;
+    for (const e of events) this.fanout.onTelemetry(e);
   }
 
   /** Unsubscribes from the bus and disconnects every client (the HTTP server itself is left to its owner). */

@@ -21,7 +21,7 @@ const LAYERS: Record<string, { rank: number; layer: string }> = {};
 const put = (layer: string, rank: number, parts: string[]): void => { for (const p of parts) LAYERS[p] = { rank, layer }; };
 put('core', 0, ['core']);
 put('config', 1, ['config']);
-put('domain', 2, ['devices', 'storage', 'broker', 'ingest', 'rpc', 'media', 'broadcast', 'auth', 'audit', 'alerts', 'modbus', 'gateway', 'tls', 'attributes', 'firmware']);
+put('domain', 2, ['devices', 'storage', 'broker', 'ingest', 'rpc', 'media', 'broadcast', 'auth', 'audit', 'alerts', 'modbus', 'gateway', 'tls', 'attributes', 'firmware', 'cluster']);
 put('edge', 3, ['api', 'live', 'web']);
 put('simulator', 3, ['sim']);
 put('wiring', 4, ['app', 'main', 'cli', 'migrations', 'net']);
@@ -99,6 +99,11 @@ describe('architecture: one direction for every import', () => {
 
   it('no import cycle between parts', () => {
     expect(cycles(graph).map((c) => c.join(' → '))).toEqual([]);
+  });
+
+  it('Redis is reached through one adapter only (src/cluster/redis-bus.ts; the rest of Keng sees the ClusterBus port)', () => {
+    const importers = sourceFiles(SRC).filter((f) => ts.preProcessFile(readFileSync(f, 'utf8'), true, true).importedFiles.some((i) => i.fileName === 'ioredis'));
+    expect(importers.map((f) => path.relative(SRC, f))).toEqual([path.join('cluster', 'redis-bus.ts')]);
   });
 
   it('the check itself sees the imports it judges (a known edge of the graph is there)', () => {

@@ -1,0 +1,43 @@
+/**
+ * The cluster bus port: how one Keng node shows the readings it committed to
+ * the other nodes' live views (docs/cluster.md "The live bus").
+ *
+ * It is a best-effort view channel, never part of a correct outcome: what
+ * crosses it goes to the live feed and the read-only MQTT service clients of
+ * the other nodes only, never to storage, rules, alerts, presence or anything
+ * else that acts on readings (those run on the node that ingested them; the
+ * readings themselves are in the shared database). publish() never throws
+ * and never waits for the network, so the ingest and ack paths cannot stall
+ * on it.
+ *
+ * Two implementations: LocalOnlyBus (embedded single-process mode, nothing to
+ * share) and RedisClusterBus (redis-bus.ts, the only module that talks to
+ * Redis).
+ */
+import type { TelemetryEvent } from '../core/events.js';
+import type { Component } from '../core/lifecycle.js';
+
+/** Where another node's readings go on this node (the wiring gives it: live feed and service clients). */
+export type RemoteReadings = (events: readonly TelemetryEvent[]) => void;
+
+export interface ClusterBus extends Component {
+  /** False when there is no other node (embedded mode): then nobody collects readings for it at all. */
+  readonly shares: boolean;
+  /** Readings this node committed, one call per committed batch: forwarded as one entry, or counted as not forwarded. */
+  publish(events: readonly TelemetryEvent[]): void;
+  /**
+   * For /readyz: always ok (without the bus a node still does all its work; its
+   * live views only miss other nodes' readings), `degraded` while unconnected.
+   */
+  report(): { ok: true; detail: Record<string, unknown> };
+}
+
+/** The embedded single process: nobody else to tell. */
+export class LocalOnlyBus implements ClusterBus {
+  readonly name = 'cluster-bus';
+  readonly shares = false;
+  async start(): Promise<void> { /* nothing to connect */ }
+  async stop(): Promise<void> { /* nothing to close */ }
+  publish(): void { /* no other node */ }
+  report(): { ok: true; detail: Record<string, unknown> } { return { ok: true, detail: { mode: 'embedded' } }; }
+}

@@ -62,6 +62,11 @@ export interface HaproxyConfigOptions {
   maxconn?: number;
 }
 
+/** HAProxy time units: 10m, 2s, 200ms. */
+function dur(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
 /** The configuration file HAProxy reads (the one source of truth for the documented example). */
 export function haproxyConfig(o: HaproxyConfigOptions): string {
   const check = o.check ?? TEST_CHECK;
@@ -73,7 +78,8 @@ export function haproxyConfig(o: HaproxyConfigOptions): string {
     if (missing.length) throw new Error(`haproxy: MQTT backends need checkPort (their HTTP port) for ${health}: ${missing.map((b) => `${b.host}:${b.port}`).join(', ')}`);
   }
   const proxy = o.sendProxy === 'v2' ? ' send-proxy-v2' : o.sendProxy === 'v1' ? ' send-proxy' : '';
-  const timing = `inter ${check.interMs}ms fastinter ${check.interMs}ms downinter ${check.interMs}ms fall ${check.fall} rise ${check.rise}`;
+  const every = dur(check.interMs);
+  const timing = `inter ${every} fastinter ${every} downinter ${every} fall ${check.fall} rise ${check.rise}`;
   const lines: string[] = [
     'global',
     `  maxconn ${o.maxconn ?? 9000}`,
@@ -82,11 +88,11 @@ export function haproxyConfig(o: HaproxyConfigOptions): string {
     'defaults',
     '  mode tcp',
     '  timeout connect 2s',
-    // MQTT connections idle between keep-alive PINGs: longer than any device's keep-alive × 1.5.
-    `  timeout client ${idle}ms`,
-    `  timeout server ${idle}ms`,
-    `  timeout check ${check.timeoutMs}ms`,
-    // A node that refuses the connection (stopping) is retried, then another one is picked.
+    '  # longer than any device\'s MQTT keep-alive x 1.5',
+    `  timeout client ${dur(idle)}`,
+    `  timeout server ${dur(idle)}`,
+    `  timeout check ${dur(check.timeoutMs)}`,
+    '  # a node that refuses the connection (stopping) is retried, then another one is picked',
     '  retries 2',
     '  option redispatch 1',
     '',
@@ -96,8 +102,9 @@ export function haproxyConfig(o: HaproxyConfigOptions): string {
     '',
     'backend keng_mqtt',
     '  balance leastconn',
-    ...(health !== false ? [`  option httpchk GET ${health}`, '  http-check expect status 200'] : []),
-    // A node marked down (stopping, or /readyz 503) loses its device connections, so they reconnect to another.
+    ...(health !== false ? [`  # Keng's ${health} on its HTTP port (no PROXY header on checks that name a port)`, `  option httpchk GET ${health}`, '  http-check expect status 200'] : []),
+    '  # a node marked down (stopping: 503) loses its device connections; they reconnect to another',
+    ...(proxy ? [`  # ${o.sendProxy === 'v2' ? 'send-proxy-v2' : 'send-proxy'}: Keng needs mqtt.proxyProtocol "required", mqtt.trustedProxies = this host`] : []),
     `  default-server ${timing} on-marked-down shutdown-sessions${proxy}`,
     ...o.mqttBackends.map((b, i) => `  server ${b.name ?? `n${i + 1}`} ${b.host}:${b.port} check${health !== false ? ` port ${b.checkPort}` : ''}`),
   ];
@@ -108,15 +115,17 @@ export function haproxyConfig(o: HaproxyConfigOptions): string {
       'frontend http',
       '  mode http',
       `  bind ${o.httpBind}`,
+      '  timeout http-request 10s',
       '  default_backend keng_http',
       '',
       'backend keng_http',
       '  mode http',
-      // socket.io long-polling needs every request of a client on the same node.
+      '  # socket.io long-polling needs every request of a client on the same node',
       '  balance source',
+      '  # X-Forwarded-For: Keng\'s http.trustProxy = this host',
       '  option forwardfor',
-      // socket.io websockets stay open: the tunnel timeout applies once upgraded.
-      `  timeout tunnel ${idle}ms`,
+      '  # socket.io websockets stay open once upgraded',
+      `  timeout tunnel ${dur(idle)}`,
       ...(health !== false ? [`  option httpchk GET ${health}`, '  http-check expect status 200'] : []),
       `  default-server ${timing}`,
       ...o.httpBackends.map((b, i) => `  server ${b.name ?? `n${i + 1}`} ${b.host}:${b.port} check`),

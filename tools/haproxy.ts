@@ -187,10 +187,19 @@ export async function startHaproxy(o: StartHaproxyOptions): Promise<Haproxy> {
   }));
   write();
   let tail = '';
+  let partial = '';
+  /** Times the master reported a worker loaded ("Loading success."): start, then each reload. */
+  let loads = 0;
   // -W master-worker (reload on SIGUSR2), -db: stay in the foreground.
   const child: ChildProcess = spawn(HAPROXY, ['-W', '-db', '-f', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   trackChild(child);
-  const keep = (b: Buffer): void => { tail = (tail + b.toString()).slice(-8000); };
+  const keep = (b: Buffer): void => {
+    const text = b.toString();
+    tail = (tail + text).slice(-8000);
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) if (l.includes('Loading success')) loads++;
+  };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
 
@@ -231,8 +240,9 @@ export async function startHaproxy(o: StartHaproxyOptions): Promise<Haproxy> {
   });
 
   const deadline = Date.now() + 10_000;
-  // The runtime API answers once the worker has loaded the configuration and bound its ports.
-  while (!(existsSync(statsSocket) && await command('show info').then((s) => s.includes('Pid:'), () => false))) {
+  // The master takes a reload signal only once it reported the worker loaded; the runtime API
+  // answers once the worker has bound its ports.
+  while (loads < 1 || !(existsSync(statsSocket) && await command('show info').then((s) => s.includes('Pid:'), () => false))) {
     if (child.exitCode !== null) throw new Error(`haproxy exited (${child.exitCode}): ${tail}`);
     if (Date.now() > deadline) throw new Error(`haproxy did not start within 10 s: ${tail}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -242,13 +252,19 @@ export async function startHaproxy(o: StartHaproxyOptions): Promise<Haproxy> {
   const workerPid = async (): Promise<string> => (await command('show info')).match(/^Pid: (\d+)/m)?.[1] ?? '';
   const reload = async (mqtt: Backend[], http?: Backend[]): Promise<void> => {
     const before = await workerPid();
+    const loaded = loads;
     current = { mqtt, http: http ?? current.http };
     write();
     child.kill('SIGUSR2');
-    // Done when a new worker answers on the runtime API (the old one finishes its sessions alone).
+    // Done when the master loaded a new worker and it answers on the runtime API (the old one finishes its sessions alone).
     const until = Date.now() + 10_000;
+    // A master just started sometimes misses the signal (seen with HAProxy 2.6 on a loaded machine):
+    // send it again while nothing happened (a second reload of the same file is harmless).
+    let resendAt = Date.now() + 1000;
     for (;;) {
-      const now = await workerPid().catch(() => '');
+      if (loads === loaded && Date.now() > resendAt) { child.kill('SIGUSR2'); resendAt = Date.now() + 1000; }
+      if (/Loading failure/.test(tail)) throw new Error(`haproxy refused the new configuration: ${tail}`);
+      const now = loads > loaded ? await workerPid().catch(() => '') : '';
       if (now && now !== before) return;
       if (child.exitCode !== null) throw new Error(`haproxy exited on reload: ${tail}`);
       if (Date.now() > until) throw new Error(`haproxy did not reload within 10 s: ${tail}`);

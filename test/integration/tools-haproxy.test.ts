@@ -34,6 +34,7 @@ async function fakeNode(): Promise<FakeNode> {
     });
   });
   const web = http.createServer((req, res) => {
+    if (req.url === '/whoami') { res.end(`${node.checkPort} ${req.headers['x-forwarded-for'] ?? ''}`); return; }
     res.statusCode = req.url === '/readyz' && node.ready ? 200 : 503;
     res.end();
   });
@@ -57,6 +58,21 @@ function dial(port: number, localAddress: string): Promise<net.Socket> {
     s.on('connect', () => s.write('hello'));
     s.once('data', () => resolve(s));
   });
+}
+
+/** `n` answers in a row once the first one succeeds (the HTTP servers may need a first check to be UP). */
+async function waitForAnswers(f: () => Promise<string>, n: number): Promise<string[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const first = await f().catch(() => '');
+    if (/^\d+ /.test(first)) {
+      const rest: string[] = [];
+      for (let i = 1; i < n; i++) rest.push(await f());
+      return [first, ...rest];
+    }
+    if (Date.now() > deadline) throw new Error(`no answer through the HTTP frontend (last: ${first})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 const closed = (s: net.Socket): Promise<void> => new Promise((r) => { if (s.destroyed || s.readableEnded) r(); else s.once('close', () => r()); });
@@ -123,6 +139,23 @@ describe('tools/haproxy', () => {
     for (let i = 0; i < 3; i++) sockets.push(await dial(proxy.mqttPort, '127.0.0.4'));
     expect(survivor.heads.length).toBe(before + 3);
     expect(victim.open.size).toBe(0);
+  });
+
+  it('httpBackends: an HTTP frontend with X-Forwarded-For, sticky by source address', async () => {
+    nodes = [await fakeNode(), await fakeNode()];
+    const web = nodes.map((n) => ({ host: '127.0.0.1', port: n.checkPort }));
+    proxy = await startHaproxy({ mqttBackends: backends(), httpBackends: web, sendProxy: 'v2' });
+    await proxy.waitForServer('n1', 'UP');
+    const get = (localAddress: string): Promise<string> => new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: proxy!.httpPort, path: '/whoami', localAddress, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => { body += d.toString(); });
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    const answers = await waitForAnswers(() => get('127.0.0.2'), 4);
+    expect(new Set(answers).size).toBe(1); // the same node every time (balance source)
+    expect(answers[0]).toMatch(/ 127\.0\.0\.2$/);
   });
 
   it('reload() swaps the backends: new connections go to the new list', async () => {

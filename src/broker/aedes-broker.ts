@@ -13,6 +13,8 @@
  *   service token's namespace), whatever id the client sent.
  * - "Connection", TLS (8883): a second listener on mqtt.tlsPort feeds the same
  *   aedes instance when tls.certFile / tls.keyFile are set (src/tls.ts).
+ * - Behind a load balancer (mqtt.proxyProtocol "required", docs/load-balancer.md):
+ *   both listeners read a PROXY protocol header first (proxy-accept.ts).
  */
 import { settleWithin, waitUntil } from '../core/async.js';
 import net from 'node:net';
@@ -20,7 +22,6 @@ import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Clock } from '../core/clock.js';
 import { limitConnectionsPerIp, PerIpConnections } from '../core/connection-limit.js';
-import { AddressSet } from '../core/net-ranges.js';
 import { Errors } from '../core/errors.js';
 import type { KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
@@ -32,7 +33,7 @@ import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import { deliverToSession } from './direct-delivery.js';
 import { installFrameGuard } from './frame-guard.js';
 import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
-import { acceptProxied, type ProxyRefusal } from './proxy-accept.js';
+import { proxyGate } from './proxy-accept.js';
 import type { DeviceProvisioner } from '../devices/provisioning.js';
 import { capGrantedQos } from './granted-qos.js';
 import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
@@ -184,7 +185,7 @@ export class AedesBroker implements BrokerPort {
     // Connections per client address, plain and TLS together, refused before CONNECT (TLS: before the handshake).
     const perIp = new PerIpConnections({ maxPerIp: this.config.maxConnectionsPerIp, exemptLoopback: this.config.exemptLoopback });
     const proxied = this.config.proxyProtocol === 'required';
-    const server = net.createServer(sockOpts, proxied ? this.viaProxy(perIp, (sock) => this.onConnection(sock)) : (sock) => this.onConnection(sock));
+    const server = net.createServer(sockOpts, proxied ? proxyGate(this.ctx, perIp, t.proxyHeaderTimeoutMs, (sock) => this.onConnection(sock)) : (sock) => this.onConnection(sock));
     this.server = server;
     const tlsServer = tlsMaterial
       ? tls.createServer({ ...sockOpts, key: tlsMaterial.key, cert: tlsMaterial.cert, ca: tlsMaterial.ca, handshakeTimeout: t.connectTimeoutMs },
@@ -192,9 +193,9 @@ export class AedesBroker implements BrokerPort {
       : null;
     this.tlsServer = tlsServer;
     // Behind a proxy the header comes before the TLS handshake: a TCP listener reads it, then the TLS server takes the socket.
-    const tlsFront = tlsServer && proxied ? net.createServer(sockOpts, this.viaProxy(perIp, (sock) => tlsServer.emit('connection', sock))) : null;
+    const tlsFront = tlsServer && proxied ? net.createServer(sockOpts, proxyGate(this.ctx, perIp, t.proxyHeaderTimeoutMs, (sock) => tlsServer.emit('connection', sock))) : null;
     this.tlsFront = tlsFront;
-    // Without a proxy the limit applies at accept, to the socket's own address; behind one, to the header's (viaProxy).
+    // Without a proxy the limit applies at accept, to the socket's own address; behind one, to the header's (proxyGate).
     if (!proxied) for (const s of [server, tlsServer]) if (s) limitConnectionsPerIp(s, perIp, () => this.ctx.count('connect', 'per_ip_limit'));
     const tlsListener = tlsFront ?? tlsServer;
     try {
@@ -315,35 +316,6 @@ export class AedesBroker implements BrokerPort {
   }
 
   // ------------------------------------------------------------ connections
-
-  /**
-   * mqtt.proxyProtocol "required": the connection must come from a trusted proxy and start with a PROXY
-   * header (proxy-accept.ts); the per-address limit then applies to the address the header names.
-   */
-  private viaProxy(perIp: PerIpConnections, next: (sock: net.Socket) => void): (sock: net.Socket) => void {
-    const trusted = new AddressSet();
-    for (const p of this.config.trustedProxies) trusted.add(p); // checked at config load
-    const m = this.deps.metrics.mqttProxyRefusedTotal;
-    const opts = {
-      trusted,
-      timeoutMs: this.tuning.proxyHeaderTimeoutMs,
-      refused: (reason: ProxyRefusal, proxy: string, why?: string) => {
-        m.labels({ reason }).inc();
-        this.deps.logger.debug({ proxy, reason, why }, 'mqtt connection refused: no valid PROXY header from a trusted proxy');
-      },
-    };
-    return (sock) => {
-      if (this.ctx.stopping) { sock.destroy(); return; }
-      acceptProxied(sock, opts, (s, peer) => {
-        if (!perIp.admit(s, peer)) {
-          this.ctx.count('connect', 'per_ip_limit');
-          s.destroy();
-          return;
-        }
-        next(s);
-      });
-    };
-  }
 
   private onConnection(sock: net.Socket): void {
     const aedes = this.aedes;

@@ -14,7 +14,9 @@
  * the per-address connection limit, the provisioning limit and the logs.
  */
 import type net from 'node:net';
-import type { AddressSet } from '../core/net-ranges.js';
+import type { PerIpConnections } from '../core/connection-limit.js';
+import { AddressSet } from '../core/net-ranges.js';
+import type { BrokerContext } from './context.js';
 import { parseProxyHeader, type ProxyHeader } from './proxy-protocol.js';
 
 export type ProxyRefusal = 'untrusted_peer' | 'invalid_header' | 'timeout' | 'closed';
@@ -85,4 +87,33 @@ export function acceptProxied(sock: net.Socket, o: ProxyAcceptOptions, admitted:
   sock.on('readable', onReadable);
   sock.once('close', onClose);
   sock.on('error', onError);
+}
+
+/**
+ * The listener's connection handler with mqtt.proxyProtocol "required": trusted proxy, header, then the
+ * per-address limit on the address the header names (mqtt_refused_total{reason="per_ip_limit"}), then `next`.
+ */
+export function proxyGate(ctx: BrokerContext, perIp: PerIpConnections, timeoutMs: number, next: (sock: net.Socket) => void): (sock: net.Socket) => void {
+  const trusted = new AddressSet();
+  for (const p of ctx.config.trustedProxies) trusted.add(p); // each entry checked at config load
+  const counter = ctx.metrics.mqttProxyRefusedTotal;
+  const opts: ProxyAcceptOptions = {
+    trusted,
+    timeoutMs,
+    refused: (reason, proxy, why) => {
+      counter.labels({ reason }).inc();
+      ctx.logger.debug({ proxy, reason, why }, 'mqtt connection refused: no valid PROXY header from a trusted proxy');
+    },
+  };
+  return (sock) => {
+    if (ctx.stopping) { sock.destroy(); return; }
+    acceptProxied(sock, opts, (s, peer) => {
+      if (!perIp.admit(s, peer)) {
+        ctx.count('connect', 'per_ip_limit');
+        s.destroy();
+        return;
+      }
+      next(s);
+    });
+  };
 }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import { MqttClient, type IClientOptions } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadTls } from '../../src/tls.js';
 import { connectPacket, startBroker, until, type BrokerHarness } from '../helpers/fakes-broker.js';
@@ -83,6 +84,26 @@ describe('mqtt.proxyProtocol "required"', () => {
     expect(await connack(other)).toBe(CONNACK_OK);
     first.sock.destroy();
     other.sock.destroy();
+  });
+
+  it('the provisioning limit and record get the address in the header (mqtt.js behind a header)', async () => {
+    const calls: Array<string | null> = [];
+    const provisioner = { provision: async (_p: Buffer, from: { ip: string | null }) => { calls.push(from.ip); return { status: 'SUCCESS' as const, credentialsType: 'ACCESS_TOKEN' as const, credentialsValue: 'T' }; } };
+    h = await startBroker(REQUIRED, {}, { provisioner });
+    const port = h.port;
+    const c = new MqttClient(() => {
+      const s = net.connect(port, '127.0.0.1');
+      s.write(proxyV1('198.51.100.23')); // first on the wire, before mqtt.js's CONNECT
+      return s;
+    }, { protocolVersion: 4, username: 'provision', clientId: 'fw-1', reconnectPeriod: 0 } as IClientOptions);
+    try {
+      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject); });
+      c.publish('/provision/request', '{"deviceName":"a","provisionDeviceKey":"k","provisionDeviceSecret":"s"}', { qos: 1 });
+      await until(() => calls.length === 1);
+      expect(calls).toEqual(['198.51.100.23']);
+    } finally {
+      c.end(true);
+    }
   });
 
   it('LOCAL (the proxy\'s own connection) is served as the proxy\'s address', async () => {

@@ -252,6 +252,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       logger.info({ http: a.http, mqtt: a.mqtt, store: store.kind, dataDir }, 'keng started');
     },
     async stop() {
+      api.beginClosing();
       for (const off of unsubscribe.splice(0)) off();
       await stopAll(started, logger);
       logger.info('keng stopped');

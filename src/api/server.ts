@@ -168,6 +168,14 @@ export class ApiServer implements Component {
     this.opts.logger.info({ ...this.bound, https: Boolean(this.opts.tls?.load()) }, 'HTTP API listening');
   }
 
+  /**
+   * The process is stopping: /readyz answers 503 from now on, while the parts stopped before the
+   * API (the live feed, the scheduler) finish, so a load balancer takes this node out at once.
+   */
+  beginClosing(): void {
+    this.closing = true;
+  }
+
   async stop(): Promise<void> {
     this.closing = true;
     if (this.app) await this.app.close();

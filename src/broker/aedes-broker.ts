@@ -13,6 +13,8 @@
  *   service token's namespace), whatever id the client sent.
  * - "Connection", TLS (8883): a second listener on mqtt.tlsPort feeds the same
  *   aedes instance when tls.certFile / tls.keyFile are set (src/tls.ts).
+ * - Behind a load balancer (mqtt.proxyProtocol "required", docs/load-balancer.md):
+ *   both listeners read a PROXY protocol header first (proxy-accept.ts).
  */
 import { settleWithin, waitUntil } from '../core/async.js';
 import net from 'node:net';
@@ -31,6 +33,7 @@ import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import { deliverToSession } from './direct-delivery.js';
 import { installFrameGuard } from './frame-guard.js';
 import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
+import { proxyGate } from './proxy-accept.js';
 import type { DeviceProvisioner } from '../devices/provisioning.js';
 import { capGrantedQos } from './granted-qos.js';
 import { DEFAULT_SERVICE_RECHECK_MS, ServiceClients, serviceConnectionsGauge, serviceCredential, serviceMaxQos, type ServiceAuthenticator } from './service-clients.js';
@@ -62,6 +65,8 @@ export interface BrokerTuning {
   tcpKeepAliveMs: number;
   /** How often service clients' tokens are re-checked (revoked → disconnected). */
   serviceRecheckMs: number;
+  /** mqtt.proxyProtocol "required": time allowed for the PROXY header after accept. */
+  proxyHeaderTimeoutMs: number;
 }
 
 export const DEFAULT_TUNING: BrokerTuning = {
@@ -74,6 +79,7 @@ export const DEFAULT_TUNING: BrokerTuning = {
   stopTimeoutMs: 5_000,
   tcpKeepAliveMs: 60_000,
   serviceRecheckMs: DEFAULT_SERVICE_RECHECK_MS,
+  proxyHeaderTimeoutMs: 5_000,
 };
 
 export interface AedesBrokerDeps {
@@ -116,6 +122,8 @@ export class AedesBroker implements BrokerPort {
   private readonly provision: ProvisionSessions | null;
   private server: net.Server | null = null;
   private tlsServer: tls.Server | null = null;
+  /** mqtt.proxyProtocol "required" with TLS: the TCP listener that reads the header, then hands the socket to tlsServer. */
+  private tlsFront: net.Server | null = null;
   private listening = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sockets = new Set<net.Socket>();
@@ -174,23 +182,30 @@ export class AedesBroker implements BrokerPort {
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => this.deps.logger.error({ err }, 'mqtt broker error'));
 
     const sockOpts = { noDelay: true, keepAlive: true, keepAliveInitialDelay: t.tcpKeepAliveMs };
-    const server = net.createServer(sockOpts, (sock) => this.onConnection(sock));
+    // Connections per client address, plain and TLS together, refused before CONNECT (TLS: before the handshake).
+    const perIp = new PerIpConnections({ maxPerIp: this.config.maxConnectionsPerIp, exemptLoopback: this.config.exemptLoopback });
+    const proxied = this.config.proxyProtocol === 'required';
+    const server = net.createServer(sockOpts, proxied ? proxyGate(this.ctx, perIp, t.proxyHeaderTimeoutMs, (sock) => this.onConnection(sock)) : (sock) => this.onConnection(sock));
     this.server = server;
     const tlsServer = tlsMaterial
       ? tls.createServer({ ...sockOpts, key: tlsMaterial.key, cert: tlsMaterial.cert, ca: tlsMaterial.ca, handshakeTimeout: t.connectTimeoutMs },
         (sock) => this.onConnection(sock))
       : null;
     this.tlsServer = tlsServer;
-    // Connections per client address, plain and TLS together, refused before CONNECT (TLS: before the handshake).
-    const perIp = new PerIpConnections({ maxPerIp: this.config.maxConnectionsPerIp, exemptLoopback: this.config.exemptLoopback });
-    for (const s of [server, tlsServer]) if (s) limitConnectionsPerIp(s, perIp, () => this.ctx.count('connect', 'per_ip_limit'));
+    // Behind a proxy the header comes before the TLS handshake: a TCP listener reads it, then the TLS server takes the socket.
+    const tlsFront = tlsServer && proxied ? net.createServer(sockOpts, proxyGate(this.ctx, perIp, t.proxyHeaderTimeoutMs, (sock) => tlsServer.emit('connection', sock))) : null;
+    this.tlsFront = tlsFront;
+    // Without a proxy the limit applies at accept, to the socket's own address; behind one, to the header's (proxyGate).
+    if (!proxied) for (const s of [server, tlsServer]) if (s) limitConnectionsPerIp(s, perIp, () => this.ctx.count('connect', 'per_ip_limit'));
+    const tlsListener = tlsFront ?? tlsServer;
     try {
       await listen(server, this.config.port, this.config.host);
-      if (tlsServer) await listen(tlsServer, this.config.tlsPort ?? 8883, this.config.host);
+      if (tlsListener) await listen(tlsListener, this.config.tlsPort ?? 8883, this.config.host);
     } catch (err) {
       this.server = null;
       this.tlsServer = null;
-      await Promise.all([server, tlsServer].map((s) => new Promise<void>((r) => (s?.listening ? s.close(() => r()) : r()))));
+      this.tlsFront = null;
+      await Promise.all([server, tlsListener].map((s) => new Promise<void>((r) => (s?.listening ? s.close(() => r()) : r()))));
       this.ctx.aedes = null;
       await new Promise<void>((r) => aedes.close(() => r()));
       throw err;
@@ -220,8 +235,8 @@ export class AedesBroker implements BrokerPort {
     this.listening = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    const tlsServer = this.tlsServer;
-    const serverClosed = Promise.all([server, tlsServer].map((s) => new Promise<void>((r) => (s ? s.close(() => r()) : r())))).then(() => undefined);
+    const tlsListener = this.tlsFront ?? this.tlsServer;
+    const serverClosed = Promise.all([server, tlsListener].map((s) => new Promise<void>((r) => (s ? s.close(() => r()) : r())))).then(() => undefined);
     const bound = this.tuning.stopTimeoutMs;
 
     this.devices.releaseHeld();
@@ -237,6 +252,7 @@ export class AedesBroker implements BrokerPort {
     this.ctx.aedes = null;
     this.server = null;
     this.tlsServer = null;
+    this.tlsFront = null;
     this.deps.logger.info('mqtt broker stopped');
   }
 
@@ -247,8 +263,9 @@ export class AedesBroker implements BrokerPort {
   address(): { mqtt: { host: string; port: number }; mqtts?: { host: string; port: number } } {
     const a = this.server?.address();
     const mqtt = a && typeof a === 'object' ? { host: a.address, port: a.port } : { host: this.config.host, port: this.config.port };
-    if (!this.tlsServer) return { mqtt };
-    const b = this.tlsServer.address();
+    const tlsListener = this.tlsFront ?? this.tlsServer;
+    if (!tlsListener) return { mqtt };
+    const b = tlsListener.address();
     return { mqtt, mqtts: b && typeof b === 'object' ? { host: b.address, port: b.port } : { host: this.config.host, port: this.config.tlsPort ?? 8883 } };
   }
 

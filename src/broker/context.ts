@@ -5,13 +5,13 @@
  * looks its session up in, per-owner limits, cached counters and the refusals
  * both kinds answer a CONNECT with.
  */
-import type net from 'node:net';
 import type { Aedes, AuthenticateError, Client, PublishPacket } from 'aedes';
 import type { Config } from '../config/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { ProvisionSession } from './provision-session.js';
+import { peerAddress } from './proxy-accept.js';
 import type { ServiceSession } from './service-clients.js';
 import { DeviceLimits, type DeviceSession } from './session.js';
 
@@ -69,7 +69,7 @@ export class BrokerContext {
 
   refuseConnect(client: Client, reason: string, code: 2 | 4 | 5, done: AuthDone, deviceId?: string): void {
     this.count('connect', reason);
-    this.logger.debug({ clientId: client.id, deviceId, reason, remote: client.conn && (client.conn as net.Socket).remoteAddress }, 'mqtt connect refused');
+    this.logger.debug({ clientId: client.id, deviceId, reason, remote: peerAddress(client.conn) }, 'mqtt connect refused');
     done(authError(code, reason), null);
   }
 

@@ -25,6 +25,7 @@
 import type { Aedes, AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
 import type { DeviceAuthenticator } from '../devices/types.js';
 import { authError, sink, type AuthDone, type BrokerContext, type PubDone } from './context.js';
+import { peerAddress } from './proxy-accept.js';
 import { DeviceSession, suppressWill, type DevicePresence } from './session.js';
 import type { PublishAccess } from './topics.js';
 import type { InboundHandler, InboundMessage } from './types.js';
@@ -96,7 +97,7 @@ export class DeviceHooks {
     const now = this.ctx.clock.now();
     this.presence.setOnline(s.deviceId, true, now);
     this.publishStatus(s, true, now);
-    this.ctx.logger.debug({ deviceId: s.deviceId, clientId: s.client.id, viaToken: s.identity.viaToken }, 'device connected');
+    this.ctx.logger.debug({ deviceId: s.deviceId, clientId: s.client.id, viaToken: s.identity.viaToken, remote: peerAddress(s.client.conn) }, 'device connected');
   }
 
   /**

@@ -24,7 +24,7 @@
  *   (`provision:<uuid>`), so it can neither reach nor replace a device's session.
  */
 import { randomUUID } from 'node:crypto';
-import type net from 'node:net';
+import { peerAddress } from './proxy-accept.js';
 import type { AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
 import { PROVISION_REQUEST_TOPIC, PROVISION_RESPONSE_TOPIC, PROVISION_USERNAME } from '../core/protocol.js';
 import type { DeviceProvisioner, ProvisionAnswer } from '../devices/provisioning.js';
@@ -96,7 +96,7 @@ export class ProvisionSessions {
     // Nothing of it outlives the connection: no will, no persistent session under a random id.
     suppressWill(client);
     (client as { clean: boolean }).clean = true;
-    const s = new ProvisionSession(this, client, (client.conn as net.Socket | undefined)?.remoteAddress ?? null);
+    const s = new ProvisionSession(this, client, peerAddress(client.conn) ?? null);
     this.live.add(s);
     this.closeIn(s, this.tuning.sessionMs);
     ctx.admit(s, done);

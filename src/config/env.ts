@@ -17,6 +17,8 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_MQTT_RATE_LIMIT_BURST', path: 'mqtt.rateLimitBurst', type: 'int' },
   { name: 'KENG_MQTT_TLS_PORT', path: 'mqtt.tlsPort', type: 'int' },
   { name: 'KENG_MQTT_MAX_CONNECTIONS_PER_IP', path: 'mqtt.maxConnectionsPerIp', type: 'int' },
+  { name: 'KENG_MQTT_PROXY_PROTOCOL', path: 'mqtt.proxyProtocol', type: 'string' },
+  { name: 'KENG_MQTT_TRUSTED_PROXIES', path: 'mqtt.trustedProxies', type: 'list' },
   { name: 'KENG_TLS_CERT_FILE', path: 'tls.certFile', type: 'string' },
   { name: 'KENG_TLS_KEY_FILE', path: 'tls.keyFile', type: 'string' },
   { name: 'KENG_TLS_CA_FILE', path: 'tls.caFile', type: 'string' },

@@ -3,6 +3,7 @@ import { Value } from 'typebox/value';
 import { ConfigSchema, deepFreeze, type Config } from './schema.js';
 import { ENV_BINDINGS, type EnvBinding } from './env.js';
 import { HostAllowList } from '../core/host-allow-list.js';
+import { AddressSet } from '../core/net-ranges.js';
 
 /** A setting is missing or wrong: the message names it, in one line. */
 export class ConfigError extends Error {
@@ -169,6 +170,9 @@ function crossCheck(cfg: Config): void {
   }
   if (cfg.influx.retryMinMs > cfg.influx.retryMaxMs) throw new ConfigError('Invalid setting influx.retryMinMs: larger than influx.retryMaxMs');
   if (cfg.auth.lockSec > cfg.auth.lockMaxSec) throw new ConfigError('Invalid setting auth.lockSec: larger than auth.lockMaxSec');
+  const proxies = new AddressSet();
+  const badProxy = cfg.mqtt.trustedProxies.find((p) => !proxies.add(p));
+  if (badProxy !== undefined) throw new ConfigError(`Invalid setting ${envNameFor('mqtt.trustedProxies')}: ${JSON.stringify(badProxy)} is not an IP address or CIDR range`);
   const hosts = HostAllowList.parse(cfg.broadcast.streamHosts);
   if (!hosts.ok) {
     throw new ConfigError(`Invalid setting ${envNameFor('broadcast.streamHosts')}: ${JSON.stringify(hosts.bad)} is not a host name, *.domain, IP address, CIDR range or *`);

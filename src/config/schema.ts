@@ -63,6 +63,14 @@ export const ConfigSchema = Type.Object({
     exemptLoopback: Type.Boolean({ default: true }),
     /** Device provision requests (`provision` login) per client address per minute; over it the answer is FAILURE, the key unchecked. */
     provisionRequestsPerMinute: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
+    /**
+     * Behind a TCP load balancer (docs/load-balancer.md): "required" = every MQTT connection (plain and TLS)
+     * starts with a PROXY protocol header (v1 or v2) naming the device's address, sent by one of
+     * trustedProxies; any other connection is closed. "off": no header is read (a header would be taken as MQTT and refused).
+     */
+    proxyProtocol: Type.Union([Type.Literal('off'), Type.Literal('required')], { default: 'off' }),
+    /** Addresses / CIDR ranges of the load balancers allowed to send a PROXY header (only with proxyProtocol "required"). */
+    trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: ['127.0.0.0/8', '::1'] }),
   }, { default: {} }),
   /**
    * TLS for HTTP (HTTPS on http.port) and MQTT (mqtt.tlsPort), when certFile

@@ -25,10 +25,13 @@ export class PerIpConnections {
 
   constructor(private readonly o: ConnectionLimitOptions) {}
 
-  /** Counts the socket against its address until it closes; false when that would exceed the limit. */
-  admit(sock: Socket): boolean {
+  /**
+   * Counts the socket against its address until it closes; false when that would exceed the limit.
+   * `address`: the client's address when it is not the socket's own (behind a proxy: the PROXY header's).
+   */
+  admit(sock: Socket, address: string | undefined = sock.remoteAddress): boolean {
     if (this.o.maxPerIp <= 0) return true;
-    const raw = sock.remoteAddress;
+    const raw = address;
     if (raw === undefined) return false; // already gone
     if (this.o.exemptLoopback && isLoopback(raw)) return true;
     const ip = normalizeIp(raw);

@@ -73,6 +73,10 @@ export class Metrics {
     name: 'keng_mqtt_refused_total', help: 'Refused MQTT operations by reason (connect, publish, subscribe)',
     labelNames: ['op', 'reason'] as const, registers: [this.registry],
   });
+  readonly mqttProxyRefusedTotal = new Counter({
+    name: 'keng_mqtt_proxy_refused_total', help: 'MQTT connections closed for want of a valid PROXY protocol header from a trusted proxy (mqtt.proxyProtocol required)',
+    labelNames: ['reason'] as const, registers: [this.registry],
+  });
   readonly throttledMessagesTotal = new Counter({
     name: 'keng_throttled_messages_total', help: 'Device messages held back by their rate limit (flow control: delayed, not dropped)', registers: [this.registry],
   });

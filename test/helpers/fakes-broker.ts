@@ -98,7 +98,7 @@ export interface BrokerHarness {
 }
 
 export async function startBroker(
-  mqtt: Partial<Config['mqtt']> = {}, tuning: Partial<BrokerTuning> = {}, extra: Pick<AedesBrokerDeps, 'provisioner' | 'provisionTuning'> = {},
+  mqtt: Partial<Config['mqtt']> = {}, tuning: Partial<BrokerTuning> = {}, extra: Pick<AedesBrokerDeps, 'provisioner' | 'provisionTuning' | 'tls'> = {},
 ): Promise<BrokerHarness> {
   const auth = new FakeAuthenticator(DEVICES);
   const presence = new FakePresence();
@@ -106,7 +106,8 @@ export async function startBroker(
   const metrics = new Metrics({ defaultMetrics: false });
   const config: Config['mqtt'] = {
     port: 0, host: '127.0.0.1', maxPayloadBytes: 4096, rateLimitPerSec: 50, rateLimitBurst: 500,
-    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, provisionRequestsPerMinute: 10, ...mqtt,
+    abuseDisconnectAfter: 20, maxInflightMessages: 100, maxConnectionsPerIp: 1000, exemptLoopback: true, provisionRequestsPerMinute: 10,
+    proxyProtocol: 'off', trustedProxies: ['127.0.0.0/8', '::1'], ...mqtt,
   };
   const logger = createLogger(process.env.KENG_TEST_LOG_LEVEL ?? 'silent');
   const broker = new AedesBroker({ config, authenticator: auth, presence, logger, metrics, clock: systemClock, tuning, inbound: handler.handle, ...extra });

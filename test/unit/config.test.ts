@@ -71,6 +71,15 @@ describe('settings', () => {
     }
   });
 
+  it('PROXY protocol on the MQTT listener: off by default, loopback trusted; required with a list of proxies; bad entries named', () => {
+    expect(loadConfig({ env: {} }).mqtt).toMatchObject({ proxyProtocol: 'off', trustedProxies: ['127.0.0.0/8', '::1'] });
+    const c = loadConfig({ env: { KENG_MQTT_PROXY_PROTOCOL: 'required', KENG_MQTT_TRUSTED_PROXIES: '10.0.0.5, 10.1.0.0/16,fd00::/8' } });
+    expect(c.mqtt).toMatchObject({ proxyProtocol: 'required', trustedProxies: ['10.0.0.5', '10.1.0.0/16', 'fd00::/8'] });
+    expect(err({ KENG_MQTT_PROXY_PROTOCOL: 'v2' })).toMatch(/^Invalid setting KENG_MQTT_PROXY_PROTOCOL \(mqtt.proxyProtocol\): must be one of off, required/);
+    expect(err({ KENG_MQTT_TRUSTED_PROXIES: '10.0.0.0/33' })).toMatch(/^Invalid setting KENG_MQTT_TRUSTED_PROXIES \(mqtt.trustedProxies\): "10.0.0.0\/33" is not an IP address or CIDR range$/);
+    expect(err({ KENG_MQTT_TRUSTED_PROXIES: 'haproxy.local' })).toMatch(/mqtt.trustedProxies/);
+  });
+
   it('map tiles for the web app: unset by default, a {z}/{x}/{y} http(s) template when set', () => {
     expect(loadConfig({ env: {} }).web).toEqual({});
     const tiles = 'https://tiles.example.vn/osm/{z}/{x}/{y}.png';

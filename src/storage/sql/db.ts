@@ -119,6 +119,10 @@ export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
     types: pgTypes,
   });
   pool.on('error', (err) => o.onIdleError?.(err));
+  // A connection that breaks while checked out (between two statements of a transaction) emits
+  // 'error' with no pool listener attached: without one the process would crash. The statement
+  // in flight, or the next one, rejects; the pool then discards the connection.
+  pool.on('connect', (client) => client.on('error', (err) => o.onIdleError?.(err)));
   return new KyselyDb<DB>('postgres', new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
 }
 

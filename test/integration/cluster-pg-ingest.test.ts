@@ -7,6 +7,8 @@
  *  (b) The PostgreSQL primary (with a synchronous streaming standby) SIGKILLed mid-ingest and the
  *      standby promoted: every PUBACKed reading is on the promoted standby. (Keng need not
  *      survive the failover: finding the new primary is not built yet.)
+ *  (c) PostgreSQL down while Keng runs: no PUBACK, /readyz 503, Keng stays up; PostgreSQL back:
+ *      ready again, messages acknowledged and stored.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -156,4 +158,33 @@ describe('cluster mode: the ingest commit in PostgreSQL', () => {
     expect(res.multiple).toBe(0);
     console.log(`cluster (b): ${n} messages acknowledged before the primary died; all on the promoted standby (${res.rows} readings there)`);
   }, 240_000);
+
+  it('(c) PostgreSQL down while Keng runs: no PUBACK, /readyz 503, no crash; back: ready and acknowledging again', async () => {
+    const pg = await startPostgres(); pgs.push(pg);
+    const { k, secrets } = await cluster(pg);
+    const one = { [DEVICES[0]!]: secrets[DEVICES[0]!]! };
+    const t0 = Date.now() - 3_600_000;
+    const readyz = async (): Promise<number> => (await fetch(`${k.httpUrl}/readyz`)).status;
+    await pg.kill();
+    const acked: Acked = new Map();
+    let acks = 0;
+    await publishAll(k.mqttPort, one, t0, acked, () => { acks++; });
+    expect(acks).toBe(0); // nothing committed, nothing acknowledged (the broker closed the connection)
+    expect(await readyz()).toBe(503);
+    const detail = await api(k.httpUrl, 'GET', '/readyz').catch((e: Error) => e.message);
+    expect(detail).toMatch(/telemetry/);
+    expect(k.proc.exitCode).toBeNull();
+
+    await pg.restart();
+    const until = Date.now() + 30_000;
+    while ((await readyz()) !== 200 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    expect(await readyz()).toBe(200);
+    await publishAll(k.mqttPort, one, t0, acked, () => { acks++; });
+    expect(acks).toBe(PER_DEVICE);
+    const res = await audit(pg, acked);
+    expect(res.missing).toEqual([]);
+    expect(res.rows).toBe(PER_DEVICE * FIELDS.length);
+    k.proc.kill('SIGTERM');
+    expect((await k.exited).code).toBe(0);
+  }, 180_000);
 });

@@ -63,6 +63,24 @@ describe('PostgreSQL telemetry store: several nodes, outages', () => {
     for (const d of dbs) await d.close();
   });
 
+  it('two nodes writing the same keys at once: every batch commits, one row per key', async () => {
+    const url = await server.createDatabase(`tel${++seq}`);
+    const dbs = [openPgDb(url), openPgDb(url)];
+    const stores = dbs.map((db) => pgStore(url, db, new FakeClock(T0), testMetrics()));
+    for (const s of stores) await s.start();
+    // The same 50 devices × 4 fields, in opposite orders on the two nodes, 4 batches in flight each.
+    const batch = (node: number, round: number): TelemetryRecord[] => {
+      const recs = Array.from({ length: 50 }, (_, i) => ({ deviceId: `d${i}`, kind: 'k', ts: T0 + (round % 5), values: { a: node, b: round, c: 1, d: 2 } }));
+      return node ? recs.reverse() : recs;
+    };
+    const results = await Promise.all(stores.flatMap((s, node) => Array.from({ length: 20 }, (_, round) => s.writeBatch(batch(node, round)))));
+    for (const r of results) expect(r.written + r.duplicates).toBe(200);
+    const n = await sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM telemetry_readings`.execute(dbs[0]!.kysely);
+    expect(n.rows[0]!.n).toBe(5 * 200);
+    for (const s of stores) await s.stop();
+    for (const d of dbs) await d.close();
+  }, 60_000);
+
   it('throughput: 100 records × 4 fields per writeBatch, 4 in flight', async () => {
     const url = await server.createDatabase(`tel${++seq}`);
     const db = openPgDb(url);

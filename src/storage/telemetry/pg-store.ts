@@ -127,8 +127,9 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
     if (unknown.size) {
       // Another node may be learning the same field right now: ON CONFLICT waits for it, and the
       // SELECT (a new snapshot under READ COMMITTED) then reads whichever kind was stored first.
-      const names = [...unknown.keys()];
-      await sql`INSERT INTO telemetry_fields (name, k) SELECT * FROM unnest(${names}::text[], ${[...unknown.values()]}::smallint[]) ON CONFLICT (name) DO NOTHING`.execute(trx);
+      // Sorted, like the readings: two nodes learning the same fields lock them in the same order.
+      const names = [...unknown.keys()].sort();
+      await sql`INSERT INTO telemetry_fields (name, k) SELECT * FROM unnest(${names}::text[], ${names.map((n) => unknown.get(n)!)}::smallint[]) ON CONFLICT (name) DO NOTHING`.execute(trx);
       const rows = await sql<{ name: string; k: number }>`SELECT name, k FROM telemetry_fields WHERE name = ANY(${names}::text[])`.execute(trx);
       for (const r of rows.rows) learned.set(r.name, r.k);
     }

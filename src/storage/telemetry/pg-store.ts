@@ -14,8 +14,9 @@
  *
  * Readings go in with one `INSERT ... SELECT FROM unnest(arrays)` per batch
  * (six parameters whatever the number of rows) and
- * `ON CONFLICT DO UPDATE ... WHERE old IS DISTINCT FROM new RETURNING`: the rows
- * returned are the readings written (new or changed); the others were identical.
+ * `ON CONFLICT DO UPDATE ... WHERE old IS DISTINCT FROM new RETURNING`, counted on
+ * the server: the rows returned are the readings written (new or changed); the
+ * others were identical re-sends.
  * A statement may touch a key once, so a batch holding the same key several
  * times is written in rounds (the n-th occurrence of each key in round n), which
  * gives exactly the embedded store's sequential counts.
@@ -155,13 +156,13 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
       total += round.length;
       // Key order: two transactions locking the same keys take them in the same order (no deadlock).
       round.sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : a.field < b.field ? -1 : a.field > b.field ? 1 : a.ts - b.ts));
-      const res = await sql<{ ins: boolean }>`INSERT INTO telemetry_readings AS r (device, field, ts, k, num, txt)
+      const res = await sql<{ n: number }>`WITH w AS (INSERT INTO telemetry_readings AS r (device, field, ts, k, num, txt)
         SELECT * FROM unnest(${round.map((c) => c.device)}::text[], ${round.map((c) => c.field)}::text[], ${round.map((c) => c.ts)}::bigint[],
           ${round.map((c) => c.k)}::smallint[], ${round.map((c) => c.num)}::double precision[], ${round.map((c) => c.txt)}::text[])
         ON CONFLICT (device, field, ts) DO UPDATE SET k = EXCLUDED.k, num = EXCLUDED.num, txt = EXCLUDED.txt
         WHERE (r.k, r.num, r.txt) IS DISTINCT FROM (EXCLUDED.k, EXCLUDED.num, EXCLUDED.txt)
-        RETURNING (xmax = 0) AS ins`.execute(trx);
-      written += res.rows.length;
+        RETURNING 1) SELECT COUNT(*)::int AS n FROM w`.execute(trx);
+      written += res.rows[0]!.n;
     }
     if (dead.length) {
       const now = this.deps.clock.now();

@@ -26,6 +26,7 @@ import { UrgentOutbound } from './core/urgent.js';
 import { DataDirLock, StateDb } from './storage/state/index.js';
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
+import { ClusterDatabase } from './storage/sql/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
@@ -108,7 +109,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const lock = new DataDirLock({ dataDir, logger: log('state'), clock });
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
-  const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock });
+  // Cluster mode (docs/cluster.md): the PostgreSQL pool, started before and stopped after its users.
+  const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster')) : null;
+  const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
@@ -223,7 +226,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
   const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
-  const components: Component[] = [lock, stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
+  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 
@@ -232,6 +235,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     modbus: { devices: modbus, poller: modbusPoller }, gateways,
     async start() {
       mkdirSync(dataDir, { recursive: true });
+      if (clusterDb) {
+        logger.warn({ nodeId: config.cluster.nodeId, dataDir },
+          'cluster mode is incomplete: only telemetry readings are in the cluster database; state (devices, users, broadcasts, audit) stays in SQLite under dataDir and is NOT shared between nodes (docs/cluster.md)');
+      }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.
       unsubscribe.push(bus.on('device.changed', (e) => {

@@ -2,6 +2,9 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_SHAPES, parseShapes, type Shape } from './shapes.js';
 
+/** Where Keng keeps readings in a run: `postgres` is cluster mode's store (a throw-away PostgreSQL and Redis). */
+export type BenchStore = 'embedded' | 'influxdb' | 'postgres';
+
 export interface BenchArgs {
   /** Devices × messages in flight per device, each run against Keng (and the baseline). */
   shapes: Shape[];
@@ -11,7 +14,7 @@ export interface BenchArgs {
   baseline: boolean;
   durationSec: number;
   warmupSec: number;
-  stores: Array<'embedded' | 'influxdb'>;
+  stores: BenchStore[];
   /** >0: idle-connections mode with this many devices. */
   idle: number;
   rampPerSec: number;
@@ -24,7 +27,7 @@ export interface BenchArgs {
 
 export const USAGE = `usage: node dist/bench/ingest.js [--shapes 200x1,20x20,100x64 | --devices N --window W]
                                [--rounds 1] [--baseline aedes|none] [--duration 20] [--warmup 3]
-                               [--store embedded|influxdb|both] [--workers 1] [--ramp 500]
+                               [--store embedded|influxdb|postgres|both] [--workers 1] [--ramp 500]
                                [--generator raw|mqttjs]
        node dist/bench/ingest.js --idle 5000 [--ramp 1000]
   --shapes       devices x messages in flight per device, comma-separated (default 200x1,20x20,100x64)
@@ -61,7 +64,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const store = values.store;
   const generator = values.generator;
   if (generator !== 'raw' && generator !== 'mqttjs') throw new UsageError(`--generator must be raw or mqttjs (got "${generator}")`);
-  if (!['embedded', 'influxdb', 'both'].includes(store)) throw new UsageError(`--store must be embedded, influxdb or both (got "${store}")`);
+  if (!['embedded', 'influxdb', 'postgres', 'both'].includes(store)) throw new UsageError(`--store must be embedded, influxdb, postgres or both (got "${store}")`);
   if (values.baseline !== 'aedes' && values.baseline !== 'none') throw new UsageError(`--baseline must be aedes or none (got "${values.baseline}")`);
   let shapes: Shape[];
   if (values.devices !== undefined || values.window !== undefined) {
@@ -79,7 +82,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     baseline: values.baseline === 'aedes',
     durationSec: num('duration', values.duration, 1, 3600),
     warmupSec: num('warmup', values.warmup, 0, 600),
-    stores: store === 'both' ? ['embedded', 'influxdb'] : [store as 'embedded' | 'influxdb'],
+    stores: store === 'both' ? ['embedded', 'influxdb'] : [store as BenchStore],
     idle,
     rampPerSec: num('ramp', values.ramp ?? (idle ? '1000' : '500'), 1, 1_000_000),
     workers: num('workers', values.workers, 1, 16),

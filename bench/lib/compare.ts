@@ -6,6 +6,7 @@
  * round, from the two adjacent runs.
  */
 import { percentiles } from '../../src/sim/stats.js';
+import type { BenchStore } from './args.js';
 import { runBare, type BareResult } from './bare-server.js';
 import type { GeneratorKind } from './load.js';
 import { fmt } from './report.js';
@@ -15,7 +16,7 @@ import { runThroughput, type ThroughputResult } from './throughput.js';
 export interface ShapeRuns { shape: Shape; keng: ThroughputResult[]; bare: BareResult[] }
 
 export interface CompareOptions {
-  store: 'embedded' | 'influxdb';
+  store: BenchStore;
   shapes: Shape[];
   rounds: number;
   /** false: Keng only (no baseline runs). */

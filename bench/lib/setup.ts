@@ -1,6 +1,9 @@
 /** Shared setup: Keng (and InfluxDB) started, bench devices registered. */
 import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../../src/sim/index.js';
 import { startInfluxd, type Influxd } from '../../tools/influxd.js';
+import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
+import { startRedis, type RedisServer } from '../../tools/redis.js';
+import type { BenchStore } from './args.js';
 import { startKeng, type KengProcess } from './keng-server.js';
 
 export const BENCH_AREA = { code: 'bench', name: 'Benchmark devices', level: 'province' as const };
@@ -9,13 +12,15 @@ export const INFLUX_DB = 'keng';
 export interface Setup {
   keng: KengProcess;
   influx: Influxd | null;
+  /** Cluster mode (`--store postgres`): its database and bus. */
+  cluster: { pg: PostgresServer; redis: RedisServer } | null;
   api: KengApi;
   devices: SimCredential[];
   registerMs: number;
   startMs: number;
 }
 
-export async function setUp(o: { store: 'embedded' | 'influxdb'; devices: number; keep: boolean; rateLimit: number; log: (s: string) => void }): Promise<Setup> {
+export async function setUp(o: { store: BenchStore; devices: number; keep: boolean; rateLimit: number; log: (s: string) => void }): Promise<Setup> {
   let influx: Influxd | null = null;
   const env: Record<string, string> = {
     KENG_MQTT_RATE_LIMIT_PER_SEC: String(o.rateLimit),
@@ -30,6 +35,13 @@ export async function setUp(o: { store: 'embedded' | 'influxdb'; devices: number
     });
   } else {
     env.KENG_TELEMETRY_STORE = 'embedded';
+  }
+  let cluster: Setup['cluster'] = null;
+  if (o.store === 'postgres') {
+    // Cluster mode: `embedded` there means the cluster database (docs/cluster.md).
+    cluster = { pg: await startPostgres(), redis: await startRedis() };
+    o.log(`postgres ${cluster.pg.url} (pid ${cluster.pg.pid}), redis ${cluster.redis.url}`);
+    Object.assign(env, { KENG_DATABASE_URL: cluster.pg.url, KENG_REDIS_URL: cluster.redis.url, KENG_NODE_ID: 'bench' });
   }
   const t0 = performance.now();
   const keng = await startKeng({ env, keepData: o.keep });
@@ -47,7 +59,7 @@ export async function setUp(o: { store: 'embedded' | 'influxdb'; devices: number
   });
   const registerMs = performance.now() - t1;
   o.log(`registered ${reg.devices.length} devices in ${(registerMs / 1000).toFixed(1)} s`);
-  return { keng, influx, api, devices: reg.devices, registerMs, startMs };
+  return { keng, influx, cluster, api, devices: reg.devices, registerMs, startMs };
 }
 
 /** Stops Keng (timed: shutdown flushes) and InfluxDB. */
@@ -56,5 +68,7 @@ export async function tearDown(s: Setup): Promise<{ stopMs: number; exitCode: nu
   const exitCode = await s.keng.stop();
   const stopMs = performance.now() - t0;
   await s.influx?.stop();
+  await s.cluster?.pg.destroy();
+  await s.cluster?.redis.destroy();
   return { stopMs, exitCode };
 }

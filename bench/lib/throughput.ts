@@ -6,12 +6,13 @@ import { runLoad } from './load-run.js';
 import { MiB, RssSampler } from './proc.js';
 import { fetchMetrics, promValue } from './prom.js';
 import { INFLUX_DB, setUp, tearDown } from './setup.js';
+import type { BenchStore } from './args.js';
 import { verifyViaApi, type VerifyResult } from './verify.js';
 
 export const FIELDS = PROFILES.soil.map((f) => f.name);
 
 export interface ThroughputResult {
-  store: 'embedded' | 'influxdb';
+  store: BenchStore;
   devices: number;
   window: number;
   workers: number;
@@ -43,7 +44,7 @@ export interface ThroughputResult {
 }
 
 export async function runThroughput(o: {
-  store: 'embedded' | 'influxdb'; devices: number; window: number; durationSec: number; warmupSec: number;
+  store: BenchStore; devices: number; window: number; durationSec: number; warmupSec: number;
   workers: number; rampPerSec: number; keep: boolean; rateLimit: number; generator: 'raw' | 'mqttjs'; log: (s: string) => void;
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });

@@ -64,6 +64,7 @@ describe('bench: flags and influxd config', () => {
     });
     expect(parseBenchArgs(['--generator', 'mqttjs'])).toMatchObject({ generator: 'mqttjs' });
     expect(parseBenchArgs(['--store', 'influxdb', '--idle', '5000'])).toMatchObject({ stores: ['influxdb'], idle: 5000, rampPerSec: 1000 });
+    expect(parseBenchArgs(['--store', 'postgres'])).toMatchObject({ stores: ['postgres'] });
   });
   it('refuses bad values', () => {
     expect(() => parseBenchArgs(['--store', 'mysql'])).toThrow(UsageError);

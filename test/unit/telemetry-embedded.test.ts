@@ -4,9 +4,29 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createTelemetryStore, type EmbeddedTelemetryStore, type TelemetryRecord } from '../../src/storage/telemetry/index.js';
-import { FakeClock, metricValue, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
+import { FakeClock, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
+import { T0, telemetryStoreContract, type ContractStore, type DeadRow } from '../helpers/telemetry-contract.js';
 
-const T0 = Date.UTC(2025, 5, 1);
+describe('embedded telemetry store: the store contract', () => {
+  telemetryStoreContract(async ({ clock, metrics }) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'keng-tel-'));
+    const make = async (): Promise<ContractStore> => {
+      const st = createTelemetryStore(storeConfig(dir), { dataDir: dir, logger: testLogger(), metrics, clock }) as EmbeddedTelemetryStore;
+      await st.start();
+      return st;
+    };
+    const subject = {
+      store: await make(),
+      async reopen() { await subject.store.stop(); subject.store = await make(); return subject.store; },
+      async deadReadings() {
+        const db = new Database(path.join(dir, 'telemetry.db'), { readonly: true });
+        try { return db.prepare('SELECT device, field, ts, type, reason, detail FROM dead_readings ORDER BY device, field, ts').all() as DeadRow[]; } finally { db.close(); }
+      },
+      async close() { await subject.store.stop(); rmSync(dir, { recursive: true, force: true }); },
+    };
+    return subject;
+  });
+});
 
 describe('embedded telemetry store', () => {
   let dir: string;
@@ -26,12 +46,7 @@ describe('embedded telemetry store', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('is named, embedded, healthy', async () => {
-    expect(store.name).toBe('telemetry-store');
-    expect(store.kind).toBe('embedded');
-    expect((await store.health()).ok).toBe(true);
-    expect(await store.drain()).toBe(true);
-  });
+  it('is embedded', () => { expect(store.kind).toBe('embedded'); });
 
   // The broker thread takes finished commits between two socket reads (settleFinished), so
   // their PUBACKs need not wait for the next turn of the event loop.
@@ -53,62 +68,6 @@ describe('embedded telemetry store', () => {
     };
     expect(await spin(false)).toBe(false); // the control: without it the reply waits for the event loop
     expect(await spin(true)).toBe(true);
-  });
-
-  it('stores numbers, booleans and strings and de-duplicates (device, ts, field)', async () => {
-    const recs: TelemetryRecord[] = [
-      { deviceId: 'd1', kind: 'sensor', ts: T0, values: { t: 1, ok: true, s: '12' } },
-      { deviceId: 'd1', kind: 'sensor', ts: T0 + 1000, values: { t: 1.5, ok: false, s: 'a "quoted", \\ string\n' } },
-    ];
-    expect(await store.writeBatch(recs)).toEqual({ written: 6, duplicates: 0 });
-    // Re-upload of the same readings plus one new field: only the new one is written.
-    expect(await store.writeBatch([{ ...recs[0]!, values: { ...recs[0]!.values, extra: 3 } }, recs[0]!])).toEqual({ written: 1, duplicates: 6 });
-    expect(await metricValue(metrics, 'keng_readings_duplicate_total')).toBe(6);
-    expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'embedded' })).toBe(7);
-    const pts = await store.query({ deviceId: 'd1', fields: [], from: T0, to: T0 + 2000 });
-    expect(pts).toEqual([
-      { ts: T0, values: { extra: 3, ok: true, s: '12', t: 1 } },
-      { ts: T0 + 1000, values: { ok: false, s: 'a "quoted", \\ string\n', t: 1.5 } },
-    ]);
-    expect(await store.query({ deviceId: 'd1', fields: ['t', 'nope'], from: T0, to: T0 + 2000, limit: 1 })).toEqual([{ ts: T0, values: { t: 1 } }]);
-    expect(await store.query({ deviceId: 'other', fields: [], from: T0, to: T0 + 2000 })).toEqual([]);
-  });
-
-  it('aggregates in epoch-aligned windows, numeric-only for mean/min/max/sum', async () => {
-    const recs: TelemetryRecord[] = [];
-    for (let i = 0; i < 12; i++) recs.push({ deviceId: 'd', kind: 'sensor', ts: T0 + i * 60_000 + 7, values: { v: i, b: i % 2 === 0, s: `x${i}` } });
-    await store.writeBatch(recs);
-    const q = { deviceId: 'd', fields: [] as string[], from: T0 + 120_000, to: T0 + 720_000, everyMs: 300_000 };
-    // windows [T0, T0+5m) (partly: minutes 2..4), [T0+5m, T0+10m), [T0+10m, ...) (minute 10, 11)
-    expect(await store.query({ ...q, agg: 'mean' })).toEqual([
-      { ts: T0, values: { v: 3 } }, { ts: T0 + 300_000, values: { v: 7 } }, { ts: T0 + 600_000, values: { v: 10.5 } },
-    ]);
-    expect(await store.query({ ...q, agg: 'count' })).toEqual([
-      { ts: T0, values: { b: 3, s: 3, v: 3 } }, { ts: T0 + 300_000, values: { b: 5, s: 5, v: 5 } }, { ts: T0 + 600_000, values: { b: 2, s: 2, v: 2 } },
-    ]);
-    expect(await store.query({ ...q, agg: 'last' })).toEqual([
-      { ts: T0, values: { b: true, s: 'x4', v: 4 } }, { ts: T0 + 300_000, values: { b: false, s: 'x9', v: 9 } }, { ts: T0 + 600_000, values: { b: false, s: 'x11', v: 11 } },
-    ]);
-    expect(await store.query({ ...q, agg: 'sum', fields: ['v', 'b'] })).toEqual([
-      { ts: T0, values: { v: 9 } }, { ts: T0 + 300_000, values: { v: 35 } }, { ts: T0 + 600_000, values: { v: 21 } },
-    ]);
-    expect(await store.query({ ...q, agg: 'min' })).toEqual([
-      { ts: T0, values: { v: 2 } }, { ts: T0 + 300_000, values: { v: 5 } }, { ts: T0 + 600_000, values: { v: 10 } },
-    ]);
-    expect(await store.query({ ...q, agg: 'max', fields: ['s'] })).toEqual([]);
-    await expect(store.query({ ...q, everyMs: 0 })).rejects.toMatchObject({ code: 'KENG_ERR_VALIDATION' });
-  });
-
-  it('prunes readings older than the retention in chunks', async () => {
-    const day = 86_400_000;
-    clock.t = T0 + 400 * day;
-    const recs: TelemetryRecord[] = [];
-    for (let i = 0; i < 7000; i++) recs.push({ deviceId: `d${i % 3}`, kind: 'sensor', ts: T0 + i * 1000, values: { a: i } }); // old
-    recs.push({ deviceId: 'd0', kind: 'sensor', ts: T0 + 399 * day, values: { a: 1 } }); // recent
-    await store.writeBatch(recs);
-    expect(await store.pruneNow()).toBe(7000);
-    const left = await store.query({ deviceId: 'd0', fields: [], from: 0, to: T0 + 401 * day });
-    expect(left).toEqual([{ ts: T0 + 399 * day, values: { a: 1 } }]);
   });
 
   it('de-duplicates exactly across the recent/readings split (compaction watermark)', async () => {
@@ -138,49 +97,6 @@ describe('embedded telemetry store', () => {
     await writer.worker.terminate();
     await expect(store.writeBatch([{ deviceId: 'd', kind: 'k', ts: T0, values: { a: 1 } }])).rejects.toMatchObject({ code: 'KENG_ERR_STORE_UNAVAILABLE' });
     await vi.waitFor(async () => expect(await store.writeBatch([{ deviceId: 'd', kind: 'k', ts: T0, values: { a: 1 } }])).toEqual({ written: 1, duplicates: 0 }), { timeout: 5000, interval: 200 });
-  });
-
-  it('keeps data across a restart', async () => {
-    await store.writeBatch([{ deviceId: 'd', kind: 'k', ts: T0, values: { a: 1 } }]);
-    await store.stop();
-    store = createTelemetryStore(storeConfig(dir), { dataDir: dir, logger: testLogger(), metrics, clock }) as EmbeddedTelemetryStore;
-    await store.start();
-    expect(await store.writeBatch([{ deviceId: 'd', kind: 'k', ts: T0, values: { a: 1, b: 2 } }])).toEqual({ written: 1, duplicates: 1 });
-    expect(await store.query({ deviceId: 'd', fields: [], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: { a: 1, b: 2 } }]);
-  });
-
-  it('field-type rule: a value of another type goes to dead_readings; the other fields of the message are stored', async () => {
-    expect(await store.writeBatch([{ deviceId: 'd1', kind: 'sensor', ts: T0, values: { rssi: -70, t: 20 } }])).toEqual({ written: 2, duplicates: 0 });
-    const res = await store.writeBatch([
-      { deviceId: 'd1', kind: 'sensor', ts: T0 + 1000, values: { rssi: 'weak', t: 21, on: true } },
-      { deviceId: 'd2', kind: 'sensor', ts: T0 + 1000, values: { t: false, on: false } },
-    ]);
-    expect(res).toEqual({
-      written: 3, duplicates: 0, setAside: [
-        { deviceId: 'd1', ts: T0 + 1000, field: 'rssi', value: 'weak', reason: 'field_type_conflict' },
-        { deviceId: 'd2', ts: T0 + 1000, field: 't', value: false, reason: 'field_type_conflict' },
-      ],
-    });
-    expect(await metricValue(metrics, 'keng_readings_dead_lettered_total', { store: 'embedded', reason: 'field_type_conflict' })).toBe(2);
-    expect(await metricValue(metrics, 'keng_readings_stored_total', { store: 'embedded' })).toBe(5);
-    expect(await store.query({ deviceId: 'd1', fields: [], from: T0, to: T0 + 2000 })).toEqual([
-      { ts: T0, values: { rssi: -70, t: 20 } }, { ts: T0 + 1000, values: { on: true, t: 21 } },
-    ]);
-    // The type is kept in the database: a restart still sets a string rssi aside.
-    await store.stop();
-    store = createTelemetryStore(storeConfig(dir), { dataDir: dir, logger: testLogger(), metrics, clock }) as EmbeddedTelemetryStore;
-    await store.start();
-    expect((await store.writeBatch([{ deviceId: 'd3', kind: 'sensor', ts: T0, values: { rssi: 'ok', on: 1 } }])).setAside?.map((a) => a.field)).toEqual(['rssi', 'on']);
-    await store.stop();
-    const db = new Database(path.join(dir, 'telemetry.db'), { readonly: true });
-    expect(db.prepare('SELECT device, field, ts, value, type, reason, detail FROM dead_readings ORDER BY device, field').all()).toEqual([
-      { device: 'd1', field: 'rssi', ts: T0 + 1000, value: 'weak', type: 'string', reason: 'field_type_conflict', detail: 'field is number, value is string' },
-      { device: 'd2', field: 't', ts: T0 + 1000, value: 0, type: 'boolean', reason: 'field_type_conflict', detail: 'field is number, value is boolean' },
-      { device: 'd3', field: 'on', ts: T0, value: 1, type: 'number', reason: 'field_type_conflict', detail: 'field is boolean, value is number' },
-      { device: 'd3', field: 'rssi', ts: T0, value: 'ok', type: 'string', reason: 'field_type_conflict', detail: 'field is number, value is string' },
-    ]);
-    db.close();
-    await store.start();
   });
 
   it('a database made before field types were kept learns each field\'s type from its earliest reading', async () => {

@@ -23,17 +23,29 @@ import { EmbeddedTelemetryStore } from './embedded-store.js';
 import { InfluxTelemetryStore } from './influx-store.js';
 import { InfluxV1Backend } from './influx-v1.js';
 import { InfluxV2Backend } from './influx-v2.js';
+import { PgTelemetryStore } from './pg-store.js';
 import type { TelemetryPurge, TelemetryStore, TelemetryStoreDeps } from './types.js';
+import type { Db } from '../sql/index.js';
 
 export type { TelemetryStore, TelemetryRecord, HistoryQuery, HistoryPoint, WriteResult, Agg, TelemetryStoreDeps, TelemetryPurge, PurgeCounts } from './types.js';
 export type { Timers } from './timers.js';
 export type { QueueTotals } from './outbox-db.js';
 export { EmbeddedTelemetryStore } from './embedded-store.js';
 export { InfluxTelemetryStore } from './influx-store.js';
+export { PgTelemetryStore } from './pg-store.js';
 export { windowStart } from './windows.js';
 
 
-export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps): TelemetryStore & TelemetryPurge {
+/**
+ * In cluster mode (`cluster.databaseUrl` set, `clusterDb` its connection) `embedded` means the
+ * cluster database: readings are committed in PostgreSQL (pg-store.ts), where every node sees them.
+ */
+export function createTelemetryStore(config: Readonly<Config>, deps: TelemetryStoreDeps & { clusterDb?: Db<unknown> | null }): TelemetryStore & TelemetryPurge {
+  if (config.cluster.databaseUrl !== undefined) {
+    if (config.telemetry.store !== 'embedded') throw Errors.CONFIG('KENG_TELEMETRY_STORE: only "embedded" (the cluster database) in cluster mode');
+    if (!deps.clusterDb) throw Errors.CONFIG('KENG_DATABASE_URL: cluster mode without a database connection');
+    return new PgTelemetryStore(config, { db: deps.clusterDb, url: config.cluster.databaseUrl, logger: deps.logger, metrics: deps.metrics, clock: deps.clock, timers: deps.timers });
+  }
   if (config.telemetry.store === 'embedded') return new EmbeddedTelemetryStore(config, deps);
   if (!config.influx.url) throw Errors.CONFIG('influx.url: required when telemetry.store is "influxdb"');
   const logger = deps.logger;

@@ -52,12 +52,13 @@ export interface WriteResult {
 
 /**
  * A telemetry store. `writeBatch` resolves only when the records are durable
- * on local disk (the QoS 1 PUBACK depends on it): for the embedded store that
- * is the SQLite commit; for InfluxDB it is the commit into the on-disk queue in
- * front of it, which a forwarder drains to the database.
+ * (the QoS 1 PUBACK depends on it): for the embedded store that is the SQLite
+ * commit; for InfluxDB it is the commit into the on-disk queue in front of it,
+ * which a forwarder drains to the database; for PostgreSQL (cluster mode) it is
+ * the COMMIT on the server.
  */
 export interface TelemetryStore extends Component {
-  readonly kind: 'embedded' | 'influxdb-v1' | 'influxdb-v2';
+  readonly kind: 'embedded' | 'influxdb-v1' | 'influxdb-v2' | 'postgres';
   writeBatch(records: TelemetryRecord[]): Promise<WriteResult>;
   /**
    * Settle the writeBatch calls whose commit has finished, now (cheap when

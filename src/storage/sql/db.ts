@@ -1,0 +1,138 @@
+/**
+ * The database port for the move of Keng's repositories to async (docs/cluster.md):
+ * one `Db` over Kysely with two dialects, SQLite (better-sqlite3, one node) and
+ * PostgreSQL (pg Pool, cluster mode). Repositories write SQL once against Kysely;
+ * what differs per dialect (DDL, upsert details, locks) is chosen by `db.dialect`.
+ *
+ * Why Kysely (0.28.x, the last line for Node 20): typed queries, RETURNING,
+ * ON CONFLICT and multi-row inserts compiled per dialect, raw `sql` where needed,
+ * and no runtime dependencies.
+ *
+ * Write transactions:
+ *  - SQLite: `BEGIN IMMEDIATE`, not Kysely's plain (DEFERRED) `begin`. The
+ *    database file is shared between the server and the CLI; a deferred
+ *    transaction that reads and then writes can fail with SQLITE_BUSY despite
+ *    busy_timeout, an immediate one waits for the lock up front.
+ *  - PostgreSQL: READ COMMITTED (the default); callers take row or advisory
+ *    locks where they need them (migrate.ts does).
+ *
+ * PostgreSQL never hangs a caller forever: connect timeout, a server-side
+ * statement_timeout, a client-side query timeout (a black-holed network gives
+ * no error), TCP keep-alive, and idle_in_transaction_session_timeout so a
+ * stuck node cannot hold locks. A connection error rejects the call in flight;
+ * the pool drops the broken connection and the next call reconnects.
+ */
+import Database from 'better-sqlite3';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type Driver, type Transaction } from 'kysely';
+import pg from 'pg';
+import { withTimeout } from '../../core/async.js';
+
+export type SqlDialect = 'sqlite' | 'postgres';
+
+export interface Db<DB = unknown> {
+  readonly dialect: SqlDialect;
+  /** For reads and single statements outside a transaction. */
+  readonly kysely: Kysely<DB>;
+  /** One write transaction (BEGIN IMMEDIATE on SQLite); commits when `fn` resolves, rolls back when it throws. */
+  write<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
+  /** Resolves when the database answers `SELECT 1` within `timeoutMs`; rejects otherwise. */
+  ping(timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PgOptions {
+  /** Pool size per node; nodes × poolMax must stay below the server's max_connections. */
+  poolMax?: number;
+  connectTimeoutMs?: number;
+  /** Server-side statement_timeout and the client-side query timeout (+1 s). */
+  statementTimeoutMs?: number;
+  /** Server-side idle_in_transaction_session_timeout. */
+  idleInTransactionTimeoutMs?: number;
+  /** Called on errors of idle pooled connections (a restart of the server), which would otherwise crash the process. */
+  onIdleError?: (err: Error) => void;
+}
+
+const PG_DEFAULTS = { poolMax: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 30_000, idleInTransactionTimeoutMs: 30_000 };
+
+/** int8 (20) as a JS number: Keng's bigints are epoch ms and counts, far below 2^53. */
+const pgTypes = {
+  getTypeParser: ((oid: number, format?: string) => oid === 20 && format !== 'binary'
+    ? (v: string) => Number(v)
+    : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  constructor(private readonly cfg: ConstructorParameters<typeof SqliteDialect>[0]) { super(cfg); }
+  override createDriver(): Driver { return new ImmediateSqliteDriver(this.cfg); }
+}
+
+class KyselyDb<DB> implements Db<DB> {
+  constructor(readonly dialect: SqlDialect, readonly kysely: Kysely<DB>, private readonly onClose: () => Promise<void> = async () => undefined) {}
+
+  write<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
+    return this.kysely.transaction().execute(fn);
+  }
+
+  async ping(timeoutMs = 5_000): Promise<void> {
+    await withTimeout(sql`SELECT 1`.execute(this.kysely), timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    await this.kysely.destroy();
+    await this.onClose();
+  }
+}
+
+/**
+ * SQLite file (or ':memory:'): WAL, synchronous=FULL, busy_timeout as elsewhere in Keng.
+ * Open one Db per file per process: better-sqlite3 is synchronous, so a second
+ * connection of the same thread waiting in busy_timeout would block the event
+ * loop that the first one needs to finish its transaction. Calls on one Db are
+ * serialised by Kysely's connection mutex.
+ */
+export function openSqliteDb<DB>(file: string, o: { sync?: 'full' | 'normal' } = {}): Db<DB> {
+  const database = new Database(file);
+  database.pragma('busy_timeout = 5000');
+  if (file !== ':memory:') database.pragma('journal_mode = WAL');
+  database.pragma(`synchronous = ${o.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+  return new KyselyDb<DB>('sqlite', new Kysely<DB>({ dialect: new ImmediateSqliteDialect({ database }) }));
+}
+
+/** PostgreSQL from a `postgres://` URL; connects lazily (the first query, or ping()). */
+export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
+  const c = { ...PG_DEFAULTS, ...o };
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: c.poolMax,
+    connectionTimeoutMillis: c.connectTimeoutMs,
+    statement_timeout: c.statementTimeoutMs,
+    query_timeout: c.statementTimeoutMs + 1_000,
+    idle_in_transaction_session_timeout: c.idleInTransactionTimeoutMs,
+    keepAlive: true,
+    application_name: 'keng',
+    types: pgTypes,
+  });
+  pool.on('error', (err) => o.onIdleError?.(err));
+  // A connection that breaks while checked out (between two statements of a transaction) emits
+  // 'error' with no pool listener attached: without one the process would crash. The statement
+  // in flight, or the next one, rejects; the pool then discards the connection.
+  pool.on('connect', (client) => client.on('error', (err) => o.onIdleError?.(err)));
+  return new KyselyDb<DB>('postgres', new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
+}
+
+/** `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs and error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}

@@ -18,11 +18,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnKeng, type KengProcess } from '../helpers/process.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
+import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 
 const ADMIN = 'cluster-bus-admin-token-0123456789';
-// Cluster mode needs both URLs. Nothing in this branch connects to PostgreSQL yet, so a valid URL that nothing
-// answers is enough here; at merge the lead switches it to a real one from tools/postgres.ts.
-const DATABASE_URL = 'postgres://keng:unused@127.0.0.1:9/keng';
+// Cluster mode: both nodes on one real PostgreSQL (the shared telemetry store) and one Redis.
+let pg: PostgresServer;
+let DATABASE_URL = '';
 
 let redis: RedisServer;
 const nodes: KengProcess[] = [];
@@ -126,7 +127,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const pct = (xs: number[], p: number): number => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 beforeAll(async () => {
-  redis = await startRedis();
+  [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
+  DATABASE_URL = await pg.createDatabase('cluster_bus');
   a = await node('node-a');
   b = await node('node-b');
   viewerTokenA = (await api(a, 'POST', '/api/v1/tokens', { name: 'viewer p1', role: 'viewer', areas: ['p1'] })).token;
@@ -141,6 +143,7 @@ afterAll(async () => {
   for (const k of nodes) if (k.proc.exitCode === null) k.proc.kill('SIGTERM');
   await Promise.all(nodes.map((k) => k.exited));
   await redis?.destroy();
+  await pg?.destroy();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -190,9 +193,14 @@ describe('cluster live bus: two Keng processes on one Redis', () => {
     expect(entries).toBeGreaterThan(0);
     expect(entries).toBeLessThan(50);
     expect(live.filter((x) => x.seq >= burstFirst).map((x) => x.seq)).toEqual(Array.from({ length: 150 }, (_, i) => burstFirst + i));
-    // Remote readings are a view on B: never stored there (the history lives where they were ingested / in PostgreSQL).
-    const onB = await api(b, 'GET', `/api/v1/devices/soil-1/telemetry?fields=seq&from=${new Date(Date.now() - 600_000).toISOString()}`);
-    expect(onB.points).toHaveLength(0);
+    // Remote readings are a view on B: B ingests none of them; they were stored once, by A, in the shared
+    // PostgreSQL store, which both nodes' history reads. (Messages without a ts of their own that arrived in the
+    // same millisecond are one point: the last value wins.)
+    expect(await metric(b, 'keng_readings_accepted_total')).toBe(0);
+    const q = `/api/v1/devices/soil-1/telemetry?fields=seq&from=${new Date(Date.now() - 600_000).toISOString()}`;
+    const [onA, onB] = [await api(a, 'GET', q), await api(b, 'GET', q)];
+    expect(onB.points.length).toBeGreaterThan(0);
+    expect(onB.points).toEqual(onA.points);
   }, 60_000);
 
   it('while Redis is down node A keeps acknowledging and storing; after Redis restarts node B\'s feed resumes for new readings', async () => {

@@ -232,7 +232,7 @@ export class RpcService implements Component {
   sendMany(deviceIds: readonly string[], method: string, params: Record<string, unknown>, opts: RpcSendOptions,
     persist: (results: readonly RpcSendResult[]) => void = () => {}): RpcSendResult[] {
     return sendMany({
-      store: this.requireStore(), db: this.o.stateDb.db, enc: this.enc, signer: this.o.signer, metrics: this.m, urgent: this.o.urgent, now: this.clock.now(),
+      store: this.requireStore(), stateDb: this.o.stateDb, enc: this.enc, signer: this.o.signer, metrics: this.m, urgent: this.o.urgent, now: this.clock.now(),
       check: (m, p, o, now) => this.check(m, p, o, now),
       isReady: (d) => this.isReady(d),
       nextTbId: (d) => this.nextTbId(d),

@@ -38,7 +38,8 @@ import type { CommandSigner, RpcSendOptions, RpcSendResult } from './types.js';
 /** What the batch send uses of RpcService (its per-device publish order, ids and checks). */
 export interface BatchSendContext {
   store: RpcStore;
-  db: SqliteDatabase;
+  /** The state store (its `db` read when the batch is written, as send() does). */
+  stateDb: { readonly db: SqliteDatabase };
   enc: CommandEncoder;
   signer: CommandSigner | undefined;
   metrics: RpcMetrics;
@@ -84,7 +85,7 @@ export function sendMany(c: BatchSendContext, deviceIds: readonly string[], meth
     tbIds.push(payload !== null ? tbId : undefined);
     return { requestId, state: payload !== null ? 'sent' : 'queued' };
   });
-  c.db.transaction(() => {
+  c.stateDb.db.transaction(() => {
     for (let i = 0; i < deviceIds.length; i++) {
       const r = results[i]!;
       const tbId = tbIds[i];

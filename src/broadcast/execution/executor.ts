@@ -100,7 +100,7 @@ export class BroadcastExecutor implements Component {
       requireRepo, logger: opts.logger, metrics: opts.metrics, batch: opts.batch, move, onPlaying: (b, d) => this.streamStops.onPlaying(b, d),
     });
     this.reports = new ReportDeadlines({
-      requireRepo, repo, db: opts.stateDb.db, batch: opts.batch, clock: this.clock, logger: opts.logger, graceMs: opts.reportGraceMs ?? 60_000, move,
+      requireRepo, repo, stateDb: opts.stateDb, batch: opts.batch, clock: this.clock, logger: opts.logger, graceMs: opts.reportGraceMs ?? 60_000, move,
     });
     this.ignored = counterOn(opts.metrics?.registry, 'keng_broadcast_transitions_ignored_total',
       'Target state changes ignored (from a terminal state, or backwards), e.g. a late accepted after completed', ['reason'] as const);

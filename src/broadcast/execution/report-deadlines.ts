@@ -25,7 +25,8 @@ export interface ReportDeadlinesDeps {
   requireRepo: () => BroadcastRepo;
   /** The repo if still started (a timer may fire after stop). */
   repo: () => BroadcastRepo | null;
-  db: SqliteDatabase;
+  /** The state store (its `db` is read when a deadline fires: it opens at start, after construction). */
+  stateDb: { readonly db: SqliteDatabase };
   /** Runs the writes inside the state store's group commit; default: a transaction of their own. */
   batch: (<T>(fn: () => T) => T) | undefined;
   clock: Clock;
@@ -61,7 +62,7 @@ export class ReportDeadlines {
       if (this.d.clock.now() < deadline) { this.arm(b); return; } // a deadline beyond one timer's reach
       try {
         const run = (): void => this.finishUnreported(b);
-        if (this.d.batch) this.d.batch(run); else this.d.db.transaction(run)();
+        if (this.d.batch) this.d.batch(run); else this.d.stateDb.db.transaction(run)();
       } catch (err) { this.d.logger.error({ err, broadcastId: b.id }, 'unreported broadcast targets could not be finished'); }
     }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.d.clock.now())));
     timer.unref();

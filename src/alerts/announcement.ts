@@ -6,7 +6,8 @@
  * The words are Vietnamese: the speakers are in Vietnamese villages,
  * whatever language the message came in.
  */
-import type { AnnouncementSegment } from '../media/index.js';
+import type { MediaContent } from '../broadcast/execution/index.js';
+import type { AnnouncementSegment, MediaRecord } from '../media/index.js';
 import { spokenContent, type CapAlert } from './cap/index.js';
 
 export const ANNOUNCEMENT_LANG = 'vi';
@@ -51,4 +52,9 @@ export function cancellationAnnouncement(cap: CapAlert, o: Pick<AnnouncementOpti
     { tone: Math.min(o.toneSec, 1.5) }, { silence: 0.5 },
     { text: `${WORDS.cancelled} ${cap.headline?.trim() || cap.event}` }, { silence: 0.5 }, { text: WORDS.cancelledEnd },
   ];
+}
+
+/** The rendered announcement as a broadcast's content. */
+export function announcementContent(m: MediaRecord): MediaContent {
+  return { mediaId: m.id, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
 }

@@ -11,7 +11,7 @@
 import { Errors } from '../core/errors.js';
 import type { TargetRegistry } from '../broadcast/targets.js';
 import { pointInCircle, pointInPolygon, type AreaHints } from './cap/index.js';
-import type { AlertReach } from './service.js';
+import type { AlertReach } from './types.js';
 
 export function resolveReach(reg: Pick<TargetRegistry, 'listDevices'>, hints: AreaHints, queryAreas: readonly string[] = []): AlertReach {
   if (hints.areaCodes.length > 0) return { areas: [...hints.areaCodes], devices: [] };

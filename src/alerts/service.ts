@@ -22,6 +22,10 @@
  * Every step is audited and emitted on the bus ('alert.changed': live feed).
  * The announcement is rendered when the alert is raised, so approval starts
  * the broadcast without waiting for text-to-speech.
+ *
+ * This file owns raising, approval and rejection, and who may see and act on
+ * an alert; cancellation.ts cancels, expiry.ts ends expired alerts, and
+ * records.ts is how every step is written, audited and announced.
  */
 import { Errors } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
@@ -34,19 +38,13 @@ import { resolveSpeakers, type Caller, type TargetRegistry } from '../broadcast/
 import type { MediaLibrary, MediaRecord } from '../media/index.js';
 import { newId } from '../rpc/ids.js';
 import type { StateDb } from '../storage/state/index.js';
-import { ANNOUNCEMENT_LANG, alertAnnouncement, cancellationAnnouncement } from './announcement.js';
+import { ANNOUNCEMENT_LANG, alertAnnouncement, announcementContent } from './announcement.js';
+import { AlertCancellation } from './cancellation.js';
 import type { CapAlert } from './cap/index.js';
+import { AlertExpiry } from './expiry.js';
+import { AlertRecords, auditView, headlineOf } from './records.js';
 import { AlertRepo, type AlertListQuery } from './repo.js';
-import { FINAL_ALERT_STATES, type Alert, type AlertPolicy, type AlertState } from './types.js';
-
-export interface AlertServiceOptions {
-  /** Loudspeaker volume of alerts (0-100). */
-  volume: number;
-  /** Seconds of attention tone. */
-  toneSec: number;
-  /** How long speakers may still start the cancellation notice. */
-  cancelNoticeValiditySec: number;
-}
+import { FINAL_ALERT_STATES, type Alert, type AlertPolicy, type AlertReach, type AlertServiceOptions } from './types.js';
 
 export interface AlertServiceDeps {
   stateDb: StateDb;
@@ -62,37 +60,31 @@ export interface AlertServiceDeps {
   batch?: <T>(fn: () => T) => T;
 }
 
-/**
- * Where an alert sounds: the loudspeakers of `areas`, or, for an alert
- * given by polygons/circles, exactly `devices` (its `areas` are then those
- * loudspeakers' areas: who may approve it, who sees it).
- */
-export interface AlertReach { areas: string[]; devices: string[] }
-
-/** The longest a timer waits (setTimeout's limit is ~24.8 days). */
-const MAX_TIMER_MS = 6 * 3600_000;
-
 export class AlertService implements Component {
   readonly name = 'alerts';
   private repo: AlertRepo | null = null;
-  private timer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
-  /** Events of writes inside the current transaction, sent once it is committed. */
-  private readonly afterCommit: Array<() => void> = [];
+  private readonly records: AlertRecords;
+  private readonly cancellation: AlertCancellation;
+  private readonly expiry: AlertExpiry;
 
   constructor(private readonly d: AlertServiceDeps) {
     this.log = d.logger;
+    this.records = new AlertRecords(d);
+    this.cancellation = new AlertCancellation({
+      repo: () => this.requireRepo(), records: this.records, media: d.media, executor: d.executor, options: d.options, clock: d.clock, logger: d.logger,
+    });
+    this.expiry = new AlertExpiry({ repo: () => this.repo, records: this.records, clock: d.clock, logger: d.logger });
   }
 
   async start(): Promise<void> {
     this.repo = new AlertRepo(this.d.stateDb.db);
     // Alerts that expired while Keng was down end now; the others' expiry is timed again.
-    this.sweep();
+    this.expiry.sweep();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.expiry.stop();
     this.repo = null;
   }
 
@@ -129,9 +121,9 @@ export class AlertService implements Component {
   setPolicy(c: Caller, p: AlertPolicy): AlertPolicy {
     const before = this.requireRepo().policy();
     const next: AlertPolicy = { playAtOnce: [...new Set(p.playAtOnce)].sort() as AlertPolicy['playAtOnce'] };
-    this.tx(() => {
+    this.records.tx(() => {
       this.requireRepo().setPolicy(next, c.principal.id, this.d.clock.now());
-      this.audit(c, 'alert.policy', 'alert-policy', before, next);
+      this.records.audit(c, 'alert.policy', 'alert-policy', before, next);
     });
     return next;
   }
@@ -154,7 +146,7 @@ export class AlertService implements Component {
     if (cap.msgType !== 'Cancel' && expiresAt <= now) throw Errors.UNPROCESSABLE('the alert has already expired');
     const referenced = this.referenced(c, cap);
 
-    if (cap.msgType === 'Cancel') return this.applyCancelMessage(c, cap, reach, referenced, expiresAt);
+    if (cap.msgType === 'Cancel') return this.cancellation.applyMessage(c, cap, reach, referenced, expiresAt);
 
     const media = await this.d.media.synthesizeSequence(
       alertAnnouncement(cap, { toneSec: this.d.options.toneSec, repeat: cap.repeat }),
@@ -168,15 +160,15 @@ export class AlertService implements Component {
     };
     // The check of a concurrent raise with the same identifier happened before the await: again, now synchronously.
     if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
-    this.tx(() => {
+    this.records.tx(() => {
       if (atOnce) this.play(alert, c, media, referenced);
       repo.insert(alert);
-      this.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
-      if (alert.playedAtOnce) this.audit(c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
+      this.records.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
+      if (alert.playedAtOnce) this.records.audit(c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
     });
-    this.changed(alert, 'created', c.principal.id);
+    this.records.changed(alert, 'created', c.principal.id);
     this.log.info({ alertId: alert.id, status: cap.status, severity: cap.severity, state: alert.state, by: c.principal.id }, 'alert raised');
-    this.arm();
+    this.expiry.arm();
     if (alert.state === 'pending_approval') this.prefetch(alert, media);
     return alert;
   }
@@ -192,12 +184,12 @@ export class AlertService implements Component {
     this.checkReach(c, a);
     const now = this.d.clock.now();
     const next: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
-    this.tx(() => {
+    this.records.tx(() => {
       if (!confirming) this.play(next, c, undefined, this.referenced(c, next.cap));
       this.requireRepo().save(next);
-      this.audit(c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: next.state, broadcastId: next.broadcastId });
+      this.records.audit(c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: next.state, broadcastId: next.broadcastId });
     });
-    this.changed(next, confirming ? 'confirmed' : 'approved', c.principal.id);
+    this.records.changed(next, confirming ? 'confirmed' : 'approved', c.principal.id);
     this.log.info({ alertId: id, by: c.principal.id, broadcastId: next.broadcastId }, confirming ? 'alert confirmed' : 'alert approved');
     return next;
   }
@@ -207,14 +199,14 @@ export class AlertService implements Component {
     const a = this.get(c, id);
     if (a.state !== 'pending_approval') throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
     this.checkReach(c, a);
-    const next = this.end(a, 'rejected', c.principal.id, reason ?? 'rejected');
-    this.tx(() => {
+    const next = this.records.end(a, 'rejected', c.principal.id, reason ?? 'rejected');
+    this.records.tx(() => {
       this.requireRepo().save(next);
-      this.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
+      this.records.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
       // Speakers offline since the raise must not fetch an announcement that will never play.
       if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId);
     });
-    this.changed(next, 'rejected', c.principal.id);
+    this.records.changed(next, 'rejected', c.principal.id);
     return next;
   }
 
@@ -223,63 +215,10 @@ export class AlertService implements Component {
     const a = this.get(c, id);
     if (FINAL_ALERT_STATES.has(a.state)) throw Errors.CONFLICT(`alert "${id}" is already ${a.state}`);
     this.checkReach(c, a);
-    const next = this.tx(() => this.cancelWrites(c, a, reason ?? 'cancelled'));
-    this.cancelled(next, c);
-    await this.playCancellationNotice(c, next);
-    return next;
+    return this.cancellation.cancel(c, a, reason ?? 'cancelled');
   }
 
   // ------------------------------------------------------------ internals
-
-  private applyCancelMessage(c: Caller, cap: CapAlert, reach: AlertReach, referenced: Alert[], expiresAt: number): Promise<Alert> {
-    if (referenced.length === 0) throw Errors.UNPROCESSABLE('a Cancel message must reference the alerts it cancels (references)');
-    const now = this.d.clock.now();
-    const msg: Alert = {
-      id: newId('al', now), cap, state: 'ended', areas: reach.areas, devices: reach.devices, expiresAt,
-      createdBy: c.principal.id, createdAt: now, playedAtOnce: false, endedBy: c.principal.id, endedAt: now, endReason: 'applied', updatedAt: now,
-    };
-    const cancelled = this.tx(() => {
-      this.requireRepo().insert(msg);
-      this.audit(c, 'alert.create', msg.id, undefined, auditView(msg));
-      return referenced.filter((r) => !FINAL_ALERT_STATES.has(r.state)).map((r) => this.cancelWrites(c, r, `cancelled by ${cap.identifier}`));
-    });
-    for (const x of cancelled) this.cancelled(x, c);
-    return Promise.all(cancelled.map((x) => this.playCancellationNotice(c, x))).then(() => msg);
-  }
-
-  /** The writes of a cancellation (inside the caller's transaction): its broadcast stopped, the alert and the audit record. */
-  private cancelWrites(c: Caller, a: Alert, reason: string): Alert {
-    const next = this.end(a, 'cancelled', c.principal.id, reason);
-    if (a.broadcastId) this.stopBroadcast(a.broadcastId);
-    else if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
-    this.requireRepo().save(next);
-    this.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
-    return next;
-  }
-
-  /** After a cancellation's commit: the live feed and the log. */
-  private cancelled(a: Alert, c: Caller): void {
-    this.changed(a, 'cancelled', c.principal.id);
-    this.log.info({ alertId: a.id, by: c.principal.id, reason: a.endReason }, 'alert cancelled');
-  }
-
-  private async playCancellationNotice(c: Caller, a: Alert): Promise<void> {
-    const b = a.broadcastId ? this.d.executor.get(a.broadcastId) : undefined;
-    if (!b) return;
-    try {
-      const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,
-        { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120), areas: a.areas });
-      const now = this.d.clock.now();
-      this.tx(() => this.d.executor.startBroadcast({
-        id: `${a.broadcastId!}-cancel`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume,
-        targets: b.targets.map((t) => t.deviceId), notAfter: now + this.d.options.cancelNoticeValiditySec * 1000,
-        media: mediaContent(media),
-      }));
-    } catch (err) {
-      // The alert is stopped and recorded as cancelled either way; only the spoken notice is missing.
-      this.log.error({ err, alertId: a.id }, 'the cancellation notice could not be played');
-    }
-  }
 
   /**
    * Starts the alert's emergency broadcast (inside the caller's commit) and
@@ -291,7 +230,7 @@ export class AlertService implements Component {
     if (targets.size === 0) {
       this.log.warn({ alertId: a.id, areas: a.areas }, 'alert is active but its areas have no loudspeakers');
     } else {
-      const m = media ? mediaContent(media) : this.mediaOf(a);
+      const m = media ? announcementContent(media) : this.mediaOf(a);
       const b = this.d.executor.startBroadcast({
         id: `al-${a.id}`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume, targets: [...targets].sort(),
         notAfter: a.expiresAt, media: m,
@@ -300,11 +239,11 @@ export class AlertService implements Component {
     }
     for (const old of replaces) {
       if (FINAL_ALERT_STATES.has(old.state)) continue;
-      if (old.broadcastId) this.stopBroadcast(old.broadcastId);
-      const ended = { ...this.end(old, 'ended', c.principal.id, `replaced by ${a.cap.identifier}`), replacedBy: a.id };
+      if (old.broadcastId) this.cancellation.stopBroadcast(old.broadcastId);
+      const ended = { ...this.records.end(old, 'ended', c.principal.id, `replaced by ${a.cap.identifier}`), replacedBy: a.id };
       this.requireRepo().save(ended);
-      this.audit(c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
-      this.afterCommit.push(() => this.changed(ended, 'replaced', c.principal.id));
+      this.records.audit(c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
+      this.records.afterTx(() => this.records.changed(ended, 'replaced', c.principal.id));
     }
   }
 
@@ -319,7 +258,7 @@ export class AlertService implements Component {
   private prefetch(a: Alert, media: MediaRecord): void {
     try {
       const targets = this.targetsOf(a);
-      if (targets.size > 0) this.tx(() => this.d.executor.prefetch([...targets].sort(), mediaContent(media), a.expiresAt));
+      if (targets.size > 0) this.records.tx(() => this.d.executor.prefetch([...targets].sort(), announcementContent(media), a.expiresAt));
     } catch (err) {
       this.log.warn({ err, alertId: a.id }, 'announcement prefetch could not be sent');
     }
@@ -337,11 +276,7 @@ export class AlertService implements Component {
   private mediaOf(a: Alert): MediaContent {
     const m = a.mediaId ? this.d.media.get(a.mediaId) : undefined;
     if (!m) throw Errors.UNPROCESSABLE(`the announcement of alert "${a.id}" is missing; raise it again`);
-    return mediaContent(m);
-  }
-
-  private stopBroadcast(id: string): void {
-    try { this.d.executor.stopBroadcast(id); } catch (err) { this.log.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); }
+    return announcementContent(m);
   }
 
   /** The alerts an Update or Cancel references (CAP `references`: "sender,identifier,sent" entries, or Keng ids). */
@@ -356,11 +291,6 @@ export class AlertService implements Component {
       this.checkReach(c, a);
       return a;
     });
-  }
-
-  private end(a: Alert, state: AlertState, by: string | undefined, reason: string): Alert {
-    const now = this.d.clock.now();
-    return { ...a, state, ...(by !== undefined ? { endedBy: by } : {}), endedAt: now, endReason: reason, updatedAt: now };
   }
 
   /** 403 unless every area (and every single speaker's area) of the reach is within the caller's areas; 422 for unknown ones. */
@@ -382,91 +312,8 @@ export class AlertService implements Component {
     return a.devices.some((id) => { const d = this.d.registry.getDevice(id); return d !== undefined && c.inScope(d.area); });
   }
 
-  /** Ends open alerts whose expiry has come, then times the next one. */
-  private sweep(): void {
-    const repo = this.repo;
-    if (!repo) return;
-    const now = this.d.clock.now();
-    for (const a of repo.due(now)) {
-      const next = this.end(a, 'expired', undefined, 'expired');
-      this.tx(() => {
-        repo.save(next);
-        this.audit('system', 'alert.expire', a.id, { state: a.state }, { state: 'expired' });
-      });
-      this.changed(next, 'expired');
-      this.log.info({ alertId: a.id }, 'alert expired');
-    }
-    this.arm();
-  }
-
-  private arm(): void {
-    if (!this.repo) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const next = this.repo.nextExpiry();
-    if (next === undefined) return;
-    this.timer = setTimeout(() => { this.timer = null; this.sweep(); }, Math.min(MAX_TIMER_MS, Math.max(0, next - this.d.clock.now())));
-    this.timer.unref();
-  }
-
-  private changed(a: Alert, change: string, by?: string): void {
-    const cap = a.cap;
-    this.d.bus.emit('alert.changed', {
-      alertId: a.id, identifier: cap.identifier, state: a.state, change, status: cap.status, msgType: cap.msgType,
-      severity: cap.severity, urgency: cap.urgency, event: cap.event, headline: headlineOf(cap), areas: a.areas,
-      ...(a.broadcastId ? { broadcastId: a.broadcastId } : {}), ...(by !== undefined ? { by } : {}), at: this.d.clock.now(),
-    });
-  }
-
-  private audit(c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): void {
-    try {
-      this.d.audit.record({
-        actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
-        target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
-      });
-    } catch (err) {
-      this.log.error({ err, action, id }, 'audit record failed');
-    }
-  }
-
-  /**
-   * One transaction inside the state store's group commit, durable before it
-   * returns; events queued by the writes (afterCommit) go out once it is.
-   * Never nested: the group commit's own commit would end an outer transaction.
-   */
-  private tx<T>(fn: () => T): T {
-    const db = this.d.stateDb.db;
-    const run = (): T => db.transaction(fn)();
-    try {
-      return this.d.batch ? this.d.batch(run) : run();
-    } catch (err) {
-      this.afterCommit.length = 0;
-      throw err;
-    } finally {
-      for (const f of this.afterCommit.splice(0)) f();
-    }
-  }
-
   private requireRepo(): AlertRepo {
     if (!this.repo) throw Errors.NOT_READY('alert service is not started');
     return this.repo;
   }
-}
-
-/** What the audit log keeps of a raised alert (not the whole CAP text). */
-function auditView(a: Alert): Record<string, unknown> {
-  const cap = a.cap;
-  return {
-    identifier: cap.identifier, status: cap.status, msgType: cap.msgType, severity: cap.severity, urgency: cap.urgency,
-    event: cap.event, headline: headlineOf(cap), areas: a.areas, devices: a.devices.length, expires: cap.expires, state: a.state,
-  };
-}
-
-function mediaContent(m: MediaRecord): MediaContent {
-  return { mediaId: m.id, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
-}
-
-/** CAP's headline is optional (§3.2.2); the event type names the alert without one. */
-export function headlineOf(cap: Pick<CapAlert, 'headline' | 'event'>): string {
-  return cap.headline?.trim() || cap.event;
 }

@@ -46,3 +46,19 @@ export interface AlertPolicy {
 }
 
 export const DEFAULT_ALERT_POLICY: AlertPolicy = { playAtOnce: [] };
+
+export interface AlertServiceOptions {
+  /** Loudspeaker volume of alerts (0-100). */
+  volume: number;
+  /** Seconds of attention tone. */
+  toneSec: number;
+  /** How long speakers may still start the cancellation notice. */
+  cancelNoticeValiditySec: number;
+}
+
+/**
+ * Where an alert sounds: the loudspeakers of `areas`, or, for an alert
+ * given by polygons/circles, exactly `devices` (its `areas` are then those
+ * loudspeakers' areas: who may approve it, who sees it).
+ */
+export interface AlertReach { areas: string[]; devices: string[] }

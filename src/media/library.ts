@@ -2,9 +2,9 @@
  * The media library: audio files for broadcasts under <dataDir>/media, with
  * their metadata in the state store (table `media`).
  *
- * Every file goes the same way: streamed into <dataDir>/media/.tmp while
- * hashed and counted (refused past maxUploadBytes), checked with ffprobe and
- * a full ffmpeg decode (only real MP3/WAV/Ogg audio of at most
+ * Every file goes the same way (intake.ts): streamed into <dataDir>/media/.tmp
+ * while hashed and counted (refused past maxUploadBytes), checked with ffprobe
+ * and a full ffmpeg decode (only real MP3/WAV/Ogg audio of at most
  * maxDurationSec, with nothing appended, gets in: probe.ts), fsynced, then
  * renamed into place and recorded. A failure at any step leaves no file.
  * Checking and TTS rendering run at most maxConcurrentJobs at once (jobs.ts).
@@ -14,48 +14,30 @@
  * for that caller (404 for what it may not see); the others are for Keng's
  * own use (the broadcast executor, alerts) and see everything.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
-import { open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { Counter } from 'prom-client';
+import type { Readable } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import { counterOn, type Metrics } from '../core/metrics.js';
+import type { Metrics } from '../core/metrics.js';
 import type { StateDb } from '../storage/state/db.js';
 import { canManage, canSee, type MediaViewer } from './access.js';
-import { JobLimiter } from './jobs.js';
-import { AudioProbe, NotAudioError, TooLongError } from './probe.js';
-import { MediaRepo, type StoredMedia } from './repo.js';
-import { ToolMissingError } from './run.js';
+import { MediaIntake, cleanName, type IntakeMeta, type MediaIntakeOptions, type NewMediaMeta, type StagedFile } from './intake.js';
+import { MediaRepo, toRecord } from './repo.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
-import type { AnnouncementSegment, MediaRecord, MediaRef, MediaSource, TtsEngine } from './types.js';
+import type { AnnouncementSegment, MediaRecord, MediaRef, TtsEngine } from './types.js';
 
-export interface MediaLibraryOptions {
-  /** Largest accepted upload in bytes (setting media.maxUploadBytes). */
-  maxUploadBytes: number;
+/** The intake's settings (upload size, ffprobe/ffmpeg, job slots: intake.ts) and those of signed links. */
+export interface MediaLibraryOptions extends MediaIntakeOptions {
   /** Default lifetime of signed links (setting media.signedUrlTtlSec). */
   signedUrlTtlSec: number;
   /** HMAC key for signed links; default: <dataDir>/media-signing.key, created on first start. */
   signingKey?: Buffer;
   /** Base URL speakers use to reach Keng's HTTP (setting media.publicBaseUrl), used when signedUrl() gets none. */
   publicBaseUrl?: string;
-  /** Default /usr/bin/ffprobe (setting media.ffprobePath). */
-  ffprobePath?: string;
-  /** Default /usr/bin/ffmpeg (setting media.ffmpegPath). */
-  ffmpegPath?: string;
-  /** Limit for probing and for decoding one file; default 120 s. */
-  probeTimeoutMs?: number;
-  /** Longest accepted audio (setting media.maxDurationSec); default 3600. */
-  maxDurationSec?: number;
-  /** Checks and TTS renders at once (setting media.maxConcurrentJobs); default 2. */
-  maxConcurrentJobs?: number;
-  /** Jobs that may wait for a slot (setting media.maxQueuedJobs); default 8. */
-  maxQueuedJobs?: number;
 }
 
 /**
@@ -77,54 +59,31 @@ export interface MediaLibraryDeps {
   isInUse?: MediaInUse;
 }
 
-/** A received file waiting in the temp directory (receive → importStaged or discard). */
-export interface StagedFile { path: string; size: number; sha256: string }
-
-export interface NewMediaMeta {
-  name?: string;
-  /** Principal id, for the record. */
-  createdBy?: string | null;
-  /** Areas the item belongs to (access.ts); default [] (admins only), as for alert announcements. */
-  areas?: readonly string[];
-}
+export { cleanName, type NewMediaMeta, type StagedFile } from './intake.js';
 
 const ID_RE = /^[a-f0-9]{20}$/;
 const TMP = '.tmp';
-
-function newId(): string { return randomBytes(10).toString('hex'); }
-
-/** One line, no control characters, at most 200 characters. */
-export function cleanName(raw: string | undefined, fallback: string): string {
-  // eslint-disable-next-line no-control-regex
-  const s = (raw ?? '').normalize('NFC').replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200);
-  return s || fallback;
-}
 
 export class MediaLibrary implements Component {
   readonly name = 'media';
   private readonly dir: string;
   private readonly tmpDir: string;
   private readonly repo: MediaRepo;
-  private readonly probe: AudioProbe;
   private readonly log: Logger;
   private signer: UrlSigner | null = null;
   private readonly isInUse: MediaInUse | undefined;
-  private readonly jobs: JobLimiter;
-  private readonly ingestTotal: Counter<'source' | 'result'>;
+  /** Receiving, checking and recording files, and the job slots (intake.ts). */
+  private readonly intake: MediaIntake;
 
   constructor(private readonly deps: MediaLibraryDeps) {
     this.dir = path.join(deps.dataDir, 'media');
     this.tmpDir = path.join(this.dir, TMP);
     this.repo = new MediaRepo(() => deps.db.db);
     this.log = deps.logger.child({ module: 'media' });
-    const o = deps.options;
-    this.probe = new AudioProbe({
-      ffprobePath: o.ffprobePath ?? '/usr/bin/ffprobe', ffmpegPath: o.ffmpegPath ?? '/usr/bin/ffmpeg', timeoutMs: o.probeTimeoutMs, maxDurationSec: o.maxDurationSec,
-    });
-    this.jobs = new JobLimiter({ maxRunning: o.maxConcurrentJobs ?? 2, maxWaiting: o.maxQueuedJobs ?? 8 });
     this.isInUse = deps.isInUse;
-    const reg = deps.metrics.registry;
-    this.ingestTotal = counterOn(reg, 'keng_media_ingest_total', 'Media files offered to the library by source (upload, tts) and result', ['source', 'result'] as const);
+    this.intake = new MediaIntake({
+      tmpDir: this.tmpDir, fileOf: (r) => this.fileOf(r), repo: this.repo, logger: this.log, metrics: deps.metrics, clock: deps.clock, options: deps.options,
+    });
   }
 
   get maxUploadBytes(): number { return this.deps.options.maxUploadBytes; }
@@ -152,28 +111,8 @@ export class MediaLibrary implements Component {
   // ---- adding media -------------------------------------------------------
 
   /** Streams `source` into a temp file, hashing and counting; refuses (413) past maxUploadBytes. */
-  async receive(source: Readable): Promise<StagedFile> {
-    const tmp = path.join(this.tmpDir, `${newId()}.part`);
-    const max = this.deps.options.maxUploadBytes;
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size > max) { cb(Errors.PAYLOAD_TOO_LARGE(`media files may be at most ${max} bytes (media.maxUploadBytes)`)); return; }
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o640 }));
-      await fsync(tmp);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      if (size > max) this.ingestTotal.inc({ source: 'upload', result: 'too_large' });
-      throw e;
-    }
-    return { path: tmp, size, sha256: hash.digest('hex') };
+  receive(source: Readable): Promise<StagedFile> {
+    return this.intake.receive(source);
   }
 
   /** Removes a staged file that will not be imported. */
@@ -186,46 +125,8 @@ export class MediaLibrary implements Component {
    * is not playable audio, 503 KENG_ERR_MEDIA_TOOL_UNAVAILABLE without
    * ffprobe/ffmpeg. The staged file is consumed either way.
    */
-  async importStaged(staged: StagedFile, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
-    try {
-      return await this.job(meta.source, () => this.store(staged, meta));
-    } finally {
-      await rm(staged.path, { force: true });
-    }
-  }
-
-  /** Checks and records a staged file (within a job slot). */
-  private async store(staged: StagedFile, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
-    if (!staged.path.startsWith(this.tmpDir + path.sep)) throw new Error('importStaged: not a staged file of this library');
-    const info = await this.check(staged.path, meta.source);
-    const id = newId();
-    const rec: StoredMedia = {
-      id, name: cleanName(meta.name, meta.fallbackName), mime: info.mime, ext: info.ext, size: staged.size, sha256: staged.sha256,
-      durationSec: info.durationSec, source: meta.source, text: meta.text ?? null, createdAt: this.deps.clock.now(), createdBy: meta.createdBy ?? null,
-      areas: [...new Set(meta.areas ?? [])],
-    };
-    const final = this.fileOf(rec);
-    // The checked file itself is stored (renamed, never rewritten), so sha256 and size are the stored bytes'.
-    await rename(staged.path, final);
-    try {
-      this.repo.insert(rec);
-    } catch (e) {
-      await rm(final, { force: true });
-      throw e;
-    }
-    this.ingestTotal.inc({ source: meta.source, result: 'ok' });
-    this.log.info({ id, source: rec.source, mime: rec.mime, size: rec.size, durationSec: rec.durationSec, by: rec.createdBy, areas: rec.areas }, 'media stored');
-    return strip(rec);
-  }
-
-  /** Runs `fn` in a job slot; counts a refusal (503 KENG_ERR_MEDIA_BUSY) as result "busy". */
-  private async job<T>(source: MediaSource, fn: () => Promise<T>, urgent = false): Promise<T> {
-    try {
-      return await this.jobs.run(fn, { urgent });
-    } catch (e) {
-      if ((e as { code?: string }).code === 'KENG_ERR_MEDIA_BUSY') this.ingestTotal.inc({ source, result: 'busy' });
-      throw e;
-    }
+  importStaged(staged: StagedFile, meta: IntakeMeta): Promise<MediaRecord> {
+    return this.intake.importStaged(staged, meta);
   }
 
   /** receive + importStaged: store an audio stream (e.g. an upload's file part). */
@@ -238,19 +139,7 @@ export class MediaLibrary implements Component {
   async synthesize(text: string, lang: string, meta: NewMediaMeta = {}): Promise<MediaRecord> {
     const tts = this.deps.tts;
     if (!tts) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine is configured');
-    const out = path.join(this.tmpDir, `${newId()}.tts`);
-    try {
-      // One slot for rendering and checking: espeak-ng and ffmpeg are the work being bounded.
-      return await this.job('tts', async () => {
-        await tts.synthesize(text, lang, out);
-        return this.storeRendered(out, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
-      });
-    } catch (e) {
-      if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
-      throw e;
-    } finally {
-      await rm(out, { force: true });
-    }
+    return this.intake.render((out) => tts.synthesize(text, lang, out), { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
   }
 
   /**
@@ -268,19 +157,9 @@ export class MediaLibrary implements Component {
       return { file: f.path };
     });
     const text = segments.flatMap((seg) => ('text' in seg ? [seg.text] : [])).join('\n');
-    const out = path.join(this.tmpDir, `${newId()}.tts`);
-    try {
-      // Announcements are alerts: they wait for a slot but are never refused for a full queue.
-      return await this.job('tts', async () => {
-        await tts.synthesizeSequence!(parts, lang, out);
-        return this.storeRendered(out, { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
-      }, true);
-    } catch (e) {
-      if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: 'tts', result: 'error' });
-      throw e;
-    } finally {
-      await rm(out, { force: true });
-    }
+    // Announcements are alerts: they wait for a slot but are never refused for a full queue.
+    return this.intake.render((out) => tts.synthesizeSequence!(parts, lang, out),
+      { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') }, true);
   }
 
   // ---- reading and deleting ----------------------------------------------
@@ -288,19 +167,19 @@ export class MediaLibrary implements Component {
   /** Any item, whoever it belongs to (Keng's own use). */
   get(id: string): MediaRecord | undefined {
     const r = this.repo.get(id);
-    return r ? strip(r) : undefined;
+    return r ? toRecord(r) : undefined;
   }
 
   /** The item as `viewer` may see it; 404 when unknown or not visible to it (existence does not leak). */
   getFor(viewer: MediaViewer, id: string): MediaRecord {
     const r = this.repo.get(id);
     if (!r || !canSee(viewer, r.areas)) throw Errors.NOT_FOUND(`Media "${id}"`);
-    return strip(r);
+    return toRecord(r);
   }
 
   /** Newest first; with `viewer`, only what it may see. */
   list(opts: { limit?: number; offset?: number; viewer?: MediaViewer } = {}): MediaRecord[] {
-    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0, seesOf(opts.viewer)).map(strip);
+    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0, seesOf(opts.viewer)).map(toRecord);
   }
 
   count(viewer?: MediaViewer): number { return this.repo.count(seesOf(viewer)); }
@@ -323,7 +202,7 @@ export class MediaLibrary implements Component {
   /** The stored file of a media item (for the signed download route). */
   file(id: string): { record: MediaRecord; path: string } | undefined {
     const r = this.repo.get(id);
-    return r ? { record: strip(r), path: this.fileOf(r) } : undefined;
+    return r ? { record: toRecord(r), path: this.fileOf(r) } : undefined;
   }
 
   /**
@@ -342,7 +221,7 @@ export class MediaLibrary implements Component {
     // A speaker still downloading keeps its open file; new requests get 404.
     await rm(this.fileOf(r), { force: true });
     this.log.info({ id, by: opts.by ?? null }, 'media deleted');
-    return strip(r);
+    return toRecord(r);
   }
 
   /** The item for a change by `viewer`: 404 when it may not see it, 403 when it belongs to areas beyond the viewer's. */
@@ -390,63 +269,9 @@ export class MediaLibrary implements Component {
   private fileOf(r: { id: string; ext: string }): string {
     return path.join(this.dir, `${r.id}.${r.ext}`);
   }
-
-  private async check(file: string, source: MediaSource) {
-    try {
-      return await this.probe.probe(file);
-    } catch (e) {
-      if (e instanceof NotAudioError) {
-        this.ingestTotal.inc({ source, result: 'not_audio' });
-        throw Errors.MEDIA_NOT_AUDIO(e.reason);
-      }
-      if (e instanceof TooLongError) {
-        this.ingestTotal.inc({ source, result: 'too_long' });
-        throw Errors.MEDIA_TOO_LONG(e.reason);
-      }
-      if (e instanceof ToolMissingError) {
-        this.ingestTotal.inc({ source, result: 'error' });
-        this.log.error({ path: e.path }, `${e.label} is missing: audio cannot be checked`);
-        throw Errors.MEDIA_TOOL_UNAVAILABLE(e.describe());
-      }
-      throw e;
-    }
-  }
-
-  /** Stores a file the library rendered (TTS output): staged, checked and recorded like an upload. */
-  private async storeRendered(file: string, meta: NewMediaMeta & { source: MediaSource; text?: string | null; fallbackName: string }): Promise<MediaRecord> {
-    const staged = await this.stageExisting(file);
-    try {
-      return await this.store(staged, meta);
-    } finally {
-      await rm(staged.path, { force: true });
-    }
-  }
-
-  /** Hashes a file the library wrote itself (TTS output) and moves it to a staged name. */
-  private async stageExisting(file: string): Promise<StagedFile> {
-    const hash = createHash('sha256');
-    let size = 0;
-    await pipeline(createReadStream(file), async (src: AsyncIterable<Buffer>) => {
-      for await (const chunk of src) { size += chunk.length; hash.update(chunk); }
-    });
-    await fsync(file);
-    const staged = path.join(this.tmpDir, `${newId()}.part`);
-    await rename(file, staged);
-    return { path: staged, size, sha256: hash.digest('hex') };
-  }
 }
 
 /** A viewer's `sees` for the repo's SQL filter; undefined (every row) for Keng itself and admins. */
 function seesOf(v: MediaViewer | undefined): ReadonlySet<string> | undefined {
   return v && !v.all ? v.sees : undefined;
-}
-
-function strip(r: StoredMedia): MediaRecord {
-  const { ext: _ext, ...rest } = r;
-  return rest;
-}
-
-async function fsync(file: string): Promise<void> {
-  const fh = await open(file, 'r');
-  try { await fh.sync(); } finally { await fh.close(); }
 }

@@ -10,6 +10,12 @@ interface Row {
 
 export type StoredMedia = MediaRecord & { ext: string };
 
+/** The record as the library hands it out: the file's extension is storage detail. */
+export function toRecord(r: StoredMedia): MediaRecord {
+  const { ext: _ext, ...rest } = r;
+  return rest;
+}
+
 function fromRow(r: Row): StoredMedia {
   return {
     id: r.id, name: r.name, mime: r.mime, ext: r.ext, size: r.size, sha256: r.sha256, durationSec: r.duration_sec,

@@ -22,11 +22,9 @@
  * with a clean session), is published again in creation order. Devices must
  * de-duplicate request ids (guide §11.4: "be ready to see R twice").
  *
- * Responses are matched to the request id AND the device: a response for an
- * unknown id, another device's request, or a request never sent to the device
- * ("a speaker replying for a broadcast it never got") is refused: counted in
- * `keng_rpc_responses_refused_total{reason}`, logged, and reported as a
- * 'refused' event; it changes nothing.
+ * Responses are matched to the request id AND the device (responses.ts); one
+ * for a command the device was never sent is refused and changes nothing.
+ * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
  * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on
@@ -42,7 +40,6 @@
  * and its params are exactly the params published (after the params hook).
  */
 import { EventEmitter } from 'node:events';
-import { isRpcStatus } from '../core/protocol.js';
 import type { BrokerPort } from '../broker/types.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Component } from '../core/lifecycle.js';
@@ -52,11 +49,14 @@ import type { EventBus, KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
-import { CommandEncoder, type Envelope } from './encoder.js';
+import { CommandEncoder } from './encoder.js';
 import { newId } from './ids.js';
 import { rpcMetrics, type RpcMetrics } from './metrics.js';
+import { RpcResponses } from './responses.js';
+import { sendMany } from './send-many.js';
+import { DeviceWarmup } from './warmup.js';
 import { MAX_TB_ID, RpcStore } from './store.js';
-import type { CommandSigner, ParamsHook, RpcEvents, RpcRefusal, RpcRequest, RpcSendOptions, RpcSendResult, RpcStatus } from './types.js';
+import type { CommandSigner, ParamsHook, RpcEvents, RpcRequest, RpcSendOptions, RpcSendResult } from './types.js';
 
 export interface RpcServiceOptions {
   /** The state store (its `db` is read at start()). */
@@ -95,11 +95,7 @@ export interface RpcServiceOptions {
   urgent?: Pick<UrgentOutbound, 'hold'>;
 }
 
-/** An integer request id as a ThingsBoard SDK writes it back (`%u` of what atoi gave). */
-const TB_ID_RE = /^[0-9]{1,10}$/;
-
 const MAX_PARAMS_BYTES = 64 * 1024;
-const REFUSAL_WARNINGS_PER_MIN = 10;
 
 type Listener<K extends keyof RpcEvents> = (e: RpcEvents[K]) => void;
 
@@ -111,8 +107,10 @@ export class RpcService implements Component {
   private readonly ee = new EventEmitter();
   /** Payloads on the wire: send-time params, signatures (encoder.ts). */
   private readonly enc: CommandEncoder;
-  /** Connected devices whose subscription is not yet known to exist. */
-  private readonly warming = new Map<string, NodeJS.Timeout>();
+  /** Device answers: matching, recording, refusing (responses.ts). */
+  private readonly responses: RpcResponses;
+  /** Connected devices whose subscription is not yet known to exist (warmup.ts). */
+  private readonly warmup: DeviceWarmup;
   /** Per-device publish chain: commands reach a device in the order they were sent. */
   private readonly chains = new Map<string, Promise<void>>();
   /** Last integer request id per device (rpc_tb_ids, read once per device): this service is its only writer. */
@@ -121,7 +119,6 @@ export class RpcService implements Component {
   private offs: Array<() => void> = [];
   private sweepTimer: NodeJS.Timeout | null = null;
   private lastCleanup = 0;
-  private refusalWindow = { start: 0, count: 0 };
 
   constructor(opts: RpcServiceOptions) {
     this.o = opts;
@@ -129,6 +126,8 @@ export class RpcService implements Component {
     this.clock = opts.clock ?? systemClock;
     this.m = rpcMetrics(opts.metrics);
     this.ee.setMaxListeners(50);
+    this.warmup = new DeviceWarmup(opts.readyDelayMs ?? 1000, (deviceId) => { void this.flush(deviceId); });
+    this.responses = new RpcResponses({ metrics: this.m, logger: opts.logger, clock: this.clock, emit: (event, e) => { this.ee.emit(event, e); } });
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -138,12 +137,12 @@ export class RpcService implements Component {
     this.store = new RpcStore(this.o.stateDb.db);
     const bus = this.o.bus;
     this.offs = [
-      bus.on('status', (e) => this.onStatus(e)),
+      bus.on('status', (e) => this.warmup.status(e.deviceId, e.online)),
       bus.on('rpc.response', (e) => (this.o.batch ? this.o.batch(() => this.handleResponse(e)) : this.handleResponse(e))),
       // Any message from a warming device shows it went through its connect sequence.
-      bus.on('attributes', (e) => this.signal(e.deviceId)),
-      bus.on('telemetry', (e) => this.signal(e.deviceId)),
-      bus.on('device.event', (e) => this.signal(e.deviceId)),
+      bus.on('attributes', (e) => this.warmup.signal(e.deviceId)),
+      bus.on('telemetry', (e) => this.warmup.signal(e.deviceId)),
+      bus.on('device.event', (e) => this.warmup.signal(e.deviceId)),
     ];
     this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs ?? 1000);
     this.sweepTimer.unref();
@@ -158,8 +157,7 @@ export class RpcService implements Component {
     for (const off of this.offs.splice(0)) off();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    for (const t of this.warming.values()) clearTimeout(t);
-    this.warming.clear();
+    this.warmup.clear();
     await Promise.allSettled([...this.chains.values()]);
     this.chains.clear();
     this.store = null;
@@ -180,7 +178,7 @@ export class RpcService implements Component {
 
   /** true when a command sent now would be published at once. */
   isReady(deviceId: string): boolean {
-    return this.o.broker.isConnected(deviceId) && !this.warming.has(deviceId);
+    return this.o.broker.isConnected(deviceId) && !this.warmup.isWarming(deviceId);
   }
 
   isConnected(deviceId: string): boolean {
@@ -226,91 +224,20 @@ export class RpcService implements Component {
   }
 
   /**
-   * send() to many devices at once with the same method, params and expiry (a broadcast to every
-   * speaker of a commune). Cheaper than a send() per device: the params are checked, serialised and
-   * passed through the params hook once, the request payload is built once (per device for a signed
-   * method, §11.6), and each command is inserted directly in its state (`sent` with sentAt when its
-   * device is ready, else `queued`) rather than inserted queued and updated when published.
-   *
-   * `persist(results)` runs in the same transaction as the inserts and before anything is
-   * published: the caller writes its own rows there (the broadcast's targets), so the commands and
-   * the caller's rows are stored together or not at all, and nothing is published for writes that
-   * failed. The publishes are chained (as in send()), so they go out after the caller's synchronous
-   * code, e.g. after the caller has committed. A crash between that commit and a publish loses
-   * nothing: a `sent` command without an answer is published again when its device reconnects
-   * (flush()), like one lost with a dropped connection.
-   *
-   * A signed method needs one signature per device (§11.6). With a signer that signs off the main
-   * thread (signAsync), only the first is made here (a signer that cannot sign keeps the whole
-   * batch queued, as it keeps a send() queued); the others are made on libuv's thread pool while
-   * the rows are written and committed, and each command is published once its signature is there
-   * (still after the caller's synchronous code, in the device's order). A signature that fails
-   * then leaves its command for the device's next connect, like a publish that failed. 2,000
-   * signatures on the event loop were ~130 ms before the caller's commit and reply.
-   *
+   * send() to many devices at once with the same method, params and expiry; `persist(results)`
+   * runs in the transaction of the inserts, before anything is published (see send-many.ts).
    * No 'sent' events for these first sends (the caller has the results); re-sends after a
    * reconnect emit 'sent' as usual. Throws KENG_ERR_VALIDATION (nothing stored) like send().
    */
   sendMany(deviceIds: readonly string[], method: string, params: Record<string, unknown>, opts: RpcSendOptions,
     persist: (results: readonly RpcSendResult[]) => void = () => {}): RpcSendResult[] {
-    const store = this.requireStore();
-    const now = this.clock.now();
-    if (deviceIds.some((d) => typeof d !== 'string' || d.length === 0)) throw Errors.VALIDATION('deviceId is required');
-    const paramsJson = this.check(method, params, opts, now);
-    // The send-time params are the same for every device of the batch (sent at the same instant).
-    const sendParams = this.enc.sendParams({
-      id: '', deviceId: '', method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued', createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: null,
-    });
-    // So is the payload, unless it is signed: a signature names the device and the request id (§11.6).
-    const perDevice = this.enc.signs(method);
-    const common = sendParams !== null && !perDevice ? this.enc.encode({ topicId: '', deviceId: '', method, expiresAt: opts.expiresAt }, sendParams) : null;
-    const pooled = perDevice && this.o.signer!.signAsync !== undefined;
-    let probed = false;
-    let poolFailures = 0;
-    const payloads: Array<Buffer | Promise<Buffer | null> | null> = [];
-    const tbIds: Array<number | undefined> = [];
-    let signerFailed = false;
-    const results: RpcSendResult[] = deviceIds.map((deviceId) => {
-      const requestId = newId('r', now);
-      let payload: Buffer | Promise<Buffer | null> | null = null;
-      let tbId: number | undefined;
-      if (sendParams !== null && !signerFailed && this.isReady(deviceId)) {
-        tbId = this.nextTbId(deviceId);
-        const e: Envelope = { topicId: tbId !== undefined ? String(tbId) : requestId, deviceId, method, expiresAt: opts.expiresAt };
-        if (!perDevice) payload = common;
-        else if (pooled && probed) payload = this.enc.encodeAsync(e, sendParams, () => poolFailures++ === 0);
-        else { payload = this.enc.encode(e, sendParams); probed = true; }
-        if (payload === null) { signerFailed = true; tbId = undefined; } // logged once; the rest of the batch stays queued too
-      }
-      payloads.push(payload);
-      tbIds.push(payload !== null ? tbId : undefined);
-      return { requestId, state: payload !== null ? 'sent' : 'queued' };
-    });
-    this.o.stateDb.db.transaction(() => {
-      for (let i = 0; i < deviceIds.length; i++) {
-        const r = results[i]!;
-        const tbId = tbIds[i];
-        store.insert({
-          id: r.requestId, deviceId: deviceIds[i]!, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
-          ...(r.state === 'sent' ? { sentAt: now } : {}), ...(tbId !== undefined ? { tbId } : {}),
-        });
-      }
-      persist(results);
-    })();
-    let sent = 0;
-    const urgent = opts.urgent === true ? this.o.urgent : undefined;
-    const published: Promise<void>[] = [];
-    for (let i = 0; i < deviceIds.length; i++) {
-      const payload = payloads[i];
-      if (!payload) continue;
-      const tbId = tbIds[i];
-      const p = this.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload);
-      if (urgent) published.push(p);
-      sent++;
-    }
-    if (urgent && published.length > 0) urgent.hold(Promise.all(published));
-    if (sent > 0) this.m.sent.labels({ method, resend: 'false' }).inc(sent);
-    return results;
+    return sendMany({
+      store: this.requireStore(), stateDb: this.o.stateDb, enc: this.enc, signer: this.o.signer, metrics: this.m, urgent: this.o.urgent, now: this.clock.now(),
+      check: (m, p, o, now) => this.check(m, p, o, now),
+      isReady: (d) => this.isReady(d),
+      nextTbId: (d) => this.nextTbId(d),
+      chainPublish: (d, id, topicId, payload) => this.chainPublish(d, id, topicId, payload),
+    }, deviceIds, method, params, opts, persist);
   }
 
   /** Withdraws a command that has not been sent yet. Returns false when it was already sent (or is unknown/finished). */
@@ -346,25 +273,6 @@ export class RpcService implements Component {
   }
 
   // ------------------------------------------------------------ connect / reconnect
-
-  private onStatus(e: KengEvents['status']): void {
-    const old = this.warming.get(e.deviceId);
-    if (old) clearTimeout(old);
-    this.warming.delete(e.deviceId);
-    if (!e.online) return;
-    const t = setTimeout(() => this.signal(e.deviceId), this.o.readyDelayMs ?? 1000);
-    t.unref();
-    this.warming.set(e.deviceId, t);
-  }
-
-  /** The device is (now known to be) subscribed: send what it holds. */
-  private signal(deviceId: string): void {
-    const t = this.warming.get(deviceId);
-    if (!t) return;
-    clearTimeout(t);
-    this.warming.delete(deviceId);
-    void this.flush(deviceId);
-  }
 
   /** Re-sends the device's queued and unanswered commands in creation order; expires the stale ones. */
   private async flush(deviceId: string): Promise<void> {
@@ -439,9 +347,8 @@ export class RpcService implements Component {
   /**
    * Publishes after the device's earlier commands (per-device chain), so they arrive in the order
    * sent. A payload still being signed holds the chain until it is; null (signing failed, logged)
-   * keeps the command for the next connect.
+   * keeps the command for the next connect. The promise settles when this one is out (or kept for later).
    */
-  /** Publishes after the device's earlier commands; the promise settles when this one is out (or kept for later). */
   private chainPublish(deviceId: string, requestId: string, topicId: string, payload: Buffer | Promise<Buffer | null>): Promise<void> {
     const topic = `v1/devices/${deviceId}/rpc/request/${topicId}`;
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
@@ -468,48 +375,11 @@ export class RpcService implements Component {
 
   // ------------------------------------------------------------ responses
 
-  private handleResponse(e0: KengEvents['rpc.response']): void {
+  private handleResponse(e: KengEvents['rpc.response']): void {
     const store = this.store;
     if (!store) return;
-    this.signal(e0.deviceId);
-    // An integer id is a ThingsBoard SDK's answer (§13.2): the device's command published with that id.
-    const mapped = TB_ID_RE.test(e0.requestId) ? store.idOfTbId(e0.deviceId, Number(e0.requestId)) : undefined;
-    const e = mapped !== undefined ? { ...e0, requestId: mapped } : e0;
-    const statusRaw = e.payload.status;
-    const status: RpcStatus = isRpcStatus(statusRaw) ? statusRaw : 'ok';
-    const detail = typeof e.payload.detail === 'string' ? e.payload.detail : undefined;
-    const responseJson = JSON.stringify(e.payload);
-    // The usual case, a first answer to a sent request of this device, in one statement; anything else
-    // (refusals, duplicates, late answers) is sorted out below from the stored row.
-    const answered = store.answerSent(e.requestId, e.deviceId, e.at, responseJson);
-    if (answered) {
-      this.m.responses.labels({ status }).inc();
-      const request: RpcRequest = { ...answered, response: e.payload };
-      this.ee.emit('response', { request, status, ...(detail !== undefined ? { detail } : {}), payload: e.payload, at: e.at, duplicate: false });
-      return;
-    }
-    const r = store.get(e.requestId);
-    if (!r) { this.refuse(e, 'unknown_request'); return; }
-    if (r.deviceId !== e.deviceId) { this.refuse(e, 'wrong_device'); return; }
-    if (r.sentAt === null) { this.refuse(e, 'never_sent'); return; }
-    const duplicate = r.state === 'answered';
-    if (!duplicate) {
-      store.markAnswered(r.id, e.at, responseJson);
-      this.m.responses.labels({ status }).inc();
-      if (r.state === 'expired') this.o.logger.info({ requestId: r.id, deviceId: r.deviceId, status }, 'late rpc response to an expired request');
-    }
-    const request: RpcRequest = duplicate ? r : { ...r, state: 'answered', answeredAt: e.at, response: e.payload };
-    this.ee.emit('response', { request, status, ...(detail !== undefined ? { detail } : {}), payload: e.payload, at: e.at, duplicate });
-  }
-
-  private refuse(e: KengEvents['rpc.response'], reason: RpcRefusal): void {
-    this.m.refused.labels({ reason }).inc();
-    const now = this.clock.now();
-    if (now - this.refusalWindow.start > 60_000) this.refusalWindow = { start: now, count: 0 };
-    const fields = { deviceId: e.deviceId, requestId: e.requestId.slice(0, 128), reason, status: e.payload.status };
-    if (++this.refusalWindow.count <= REFUSAL_WARNINGS_PER_MIN) this.o.logger.warn(fields, 'rpc response refused: the device was never sent this request');
-    else this.o.logger.debug(fields, 'rpc response refused');
-    this.ee.emit('refused', { deviceId: e.deviceId, requestId: e.requestId, reason, at: e.at });
+    this.warmup.signal(e.deviceId);
+    this.responses.handle(store, e);
   }
 
   private requireStore(): RpcStore {

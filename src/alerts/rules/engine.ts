@@ -20,51 +20,35 @@
  * a crash in between is found again at start); device tracks are in memory
  * only and start again from the next readings after a restart, an episode
  * under way then clearing no earlier than staleAfter later (clearNotBefore).
+ *
+ * This file judges (tracks, tallies, timers: when a rule fires or clears);
+ * episodes.ts carries it out (the episode's state, its alert, audit, events).
  */
 import { randomBytes } from 'node:crypto';
-import { Errors } from '../../core/errors.js';
-import type { Clock, Timers } from '../../core/clock.js';
-import type { AlertRuleEvent, EventBus, TelemetryEvent } from '../../core/events.js';
+import type { Timers } from '../../core/clock.js';
+import type { TelemetryEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
-import type { AuditRecorder } from '../../audit/log.js';
 import type { Device } from '../../devices/types.js';
-import type { AlertService } from '../service.js';
-import type { AreaChains } from './areas.js';
-import { forgetSilent, observe, pastClear, tally, type DeviceTrack } from './condition.js';
+import { forgetSilent, observe, tally } from './condition.js';
+import { RuleEpisodes, withoutEpisode, type RuleEpisodesDeps, type RuleSlot } from './episodes.js';
 import { staleAfterMs, type AlertRule, type RuleFiringState } from './model.js';
-import { firingNote, ruleAlert, ruleCaller } from './raise.js';
 
 /** Injectable timers (src/core/clock.ts): tests drive the engine with fake time. */
 export { realTimers, type Timers } from '../../core/clock.js';
 
 /** The longest a timer waits (setTimeout's limit is ~24.8 days); it re-arms when it fires. */
 const MAX_TIMER_MS = 6 * 3600_000;
-/** Readings named in a live event (a province-wide rule may have hundreds of devices). */
-const MAX_EVENT_READINGS = 20;
-export const CONDITION_ENDED = 'condition ended';
+export { CONDITION_ENDED } from './episodes.js';
 
-export interface RuleEngineDeps {
-  alerts: Pick<AlertService, 'create' | 'get' | 'reject' | 'list'>;
-  /** Writes a rule's episode durably. */
-  saveState(s: RuleFiringState): void;
-  areas: AreaChains;
+export interface RuleEngineDeps extends RuleEpisodesDeps {
   devices: { getDevice(id: string): Pick<Device, 'area' | 'kind' | 'enabled'> | undefined };
-  bus: Pick<EventBus, 'emit'>;
-  audit: AuditRecorder;
-  logger: Logger;
-  clock: Clock;
   timers: Timers;
-  /** CAP sender of the alerts (config alerts.sender). */
-  sender: string;
 }
 
 /** One device as a rule sees it (GET /api/v1/alert-rules/{id}). */
 export interface RuleDeviceView { deviceId: string; value: number; ts: number; inCondition: boolean; since?: number }
 
-interface Runtime {
-  rule: AlertRule;
-  state: RuleFiringState;
-  tracks: Map<string, DeviceTrack>;
+interface Runtime extends RuleSlot {
   timer: unknown;
   timerAt: number | null;
   /** Its alert is being raised (text-to-speech takes a while): it is judged again once that is done. */
@@ -84,9 +68,11 @@ export class RuleEngine {
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
   private readonly log: Logger;
+  private readonly episodes: RuleEpisodes;
 
   constructor(private readonly d: RuleEngineDeps) {
     this.log = d.logger;
+    this.episodes = new RuleEpisodes(d);
   }
 
   /** The stored rules and episodes (at start). */
@@ -98,21 +84,9 @@ export class RuleEngine {
     }
   }
 
-  /**
-   * Episodes whose alert was being raised when Keng stopped: the alert is
-   * looked up by the identifier chosen for it; if it was never stored, the
-   * episode did not happen and the rule starts again from its devices.
-   */
+  /** Episodes whose alert was being raised when Keng stopped: found again, or started over (episodes.ts). */
   recover(): void {
-    for (const r of this.rules.values()) {
-      const s = r.state;
-      if (!s.firing || s.alertId !== undefined || s.lastError !== undefined || s.identifier === undefined) continue;
-      const caller = this.caller(r.rule);
-      const found = this.d.alerts.list(caller, { from: (s.firingSince ?? 0) - 60_000 }).find((a) => a.cap.identifier === s.identifier);
-      r.state = found ? { ...s, alertId: found.id } : withoutEpisode(s);
-      this.d.saveState(r.state);
-      this.log.warn({ ruleId: r.rule.id, alertId: found?.id }, found ? 'rule episode recovered after a restart' : 'rule alert was not raised before the restart; the rule starts again');
-    }
+    this.episodes.recover(this.rules.values());
   }
 
   /** Stops the timers and waits for alerts being raised (their episode is written before the store closes). */
@@ -136,7 +110,7 @@ export class RuleEngine {
     if (!r) { this.add(rule); return; }
     const prev = r.rule;
     if (r.state.firing && (prev.area !== rule.area || !rule.enabled)) {
-      this.endEpisode(r, prev.area !== rule.area ? 'rule moved to another area' : 'rule disabled');
+      this.episodes.end(r, prev.area !== rule.area ? 'rule moved to another area' : 'rule disabled');
     }
     const judged = ['area', 'kind', 'field', 'aggregate', 'op', 'threshold', 'clearThreshold', 'staleAfterSec'] as const;
     const reset = !rule.enabled || judged.some((k) => prev[k] !== rule[k]);
@@ -155,7 +129,7 @@ export class RuleEngine {
   remove(id: string): void {
     const r = this.rules.get(id);
     if (!r) return;
-    if (r.state.firing) this.endEpisode(r, 'rule deleted', false);
+    if (r.state.firing) this.episodes.end(r, 'rule deleted', false);
     this.disarm(r);
     this.unindex(r);
     this.rules.delete(id);
@@ -236,7 +210,7 @@ export class RuleEngine {
         wake = t.nextDue;
       }
     } else if (t.fresh > 0 && t.inCondition.length === 0) {
-      if (now >= r.clearNotBefore) { this.clear(r); return; }
+      if (now >= r.clearNotBefore) { this.episodes.clear(r); this.evaluate(r); return; }
       wake = r.clearNotBefore;
     } else {
       // A device in condition falling silent can leave only devices that say it is over.
@@ -271,83 +245,14 @@ export class RuleEngine {
     }
     this.disarm(r);
     r.raising = true;
-    const p: Promise<void> = this.raise(r, readings, identifier, now).finally(() => {
+    // The episode may end while the alert is raised (rule deleted, disabled, moved): then it is not written back.
+    const current = (): boolean => this.rules.get(rule.id) === r && r.state.identifier === identifier;
+    const p: Promise<void> = this.episodes.raise(r, readings, identifier, now, current).finally(() => {
       r.raising = false;
       this.inFlight.delete(p);
       if (this.rules.get(rule.id) === r) this.evaluate(r);
     });
     this.inFlight.add(p);
-  }
-
-  private async raise(r: Runtime, readings: Array<{ deviceId: string; value: number }>, identifier: string, now: number): Promise<void> {
-    const rule = r.rule;
-    const caller = this.caller(rule);
-    // The episode may end while the alert is raised (rule deleted, disabled, moved): then it is not written back.
-    const current = () => this.rules.get(rule.id) === r && r.state.identifier === identifier;
-    try {
-      const made = ruleAlert(rule, { now, identifier, sender: this.d.sender, areaName: (c) => this.d.areas.name(c), note: firingNote(rule, readings) });
-      if (!made.ok) throw Errors.UNPROCESSABLE(made.errors.map((e) => `${e.field}: ${e.message}`).join('; '));
-      const alert = await this.d.alerts.create(caller, made.cap, made.reach);
-      if (current()) {
-        r.state = { ...r.state, alertId: alert.id };
-        this.save(r);
-      }
-      this.audit(rule, 'alert-rule.fire', { alertId: alert.id, alertState: alert.state, readings });
-      this.notify(rule, 'fired', readings, { alertId: alert.id, alertState: alert.state });
-      this.log.info({ ruleId: rule.id, alertId: alert.id, state: alert.state, devices: readings.length }, 'alert rule fired');
-    } catch (err) {
-      const error = (err as Error).message ?? String(err);
-      if (current()) {
-        r.state = { ...r.state, lastError: error };
-        this.save(r);
-      }
-      this.audit(rule, 'alert-rule.fire', { error, readings });
-      this.notify(rule, 'failed', readings, { error });
-      this.log.error({ err, ruleId: rule.id }, 'alert rule fired but its alert could not be raised');
-    }
-  }
-
-  /** The condition ended: a pending alert is turned down, an active one stays with the people who approved it. */
-  private clear(r: Runtime): void {
-    const now = this.d.clock.now();
-    const rule = r.rule;
-    const prev = r.state;
-    // Rejected before the clearing is written: a crash in between clears (and finds the alert rejected) again.
-    const alertState = prev.alertId !== undefined ? this.rejectPending(rule, prev.alertId) : undefined;
-    r.state = lastEpisode(prev, now);
-    this.save(r);
-    const staleMs = staleAfterMs(rule);
-    const readings = [...r.tracks]
-      .filter(([, t]) => t.lastTs + staleMs > now && pastClear(rule.op, t.value, rule.clearThreshold))
-      .map(([deviceId, t]) => ({ deviceId, value: t.value }));
-    const extra = { ...(prev.alertId !== undefined ? { alertId: prev.alertId } : {}), ...(alertState !== undefined ? { alertState } : {}) };
-    this.audit(rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason: CONDITION_ENDED });
-    this.notify(rule, 'cleared', readings, extra);
-    this.log.info({ ruleId: rule.id, ...extra }, 'alert rule cleared');
-    this.evaluate(r);
-  }
-
-  /** The state of the rule's alert after rejecting it if it still waits for approval; undefined when it cannot be read. */
-  private rejectPending(rule: AlertRule, alertId: string): string | undefined {
-    const caller = this.caller(rule);
-    try {
-      const a = this.d.alerts.get(caller, alertId);
-      if (a.state !== 'pending_approval') return a.state;
-      return this.d.alerts.reject(caller, alertId, CONDITION_ENDED).state;
-    } catch (err) {
-      this.log.warn({ err, ruleId: rule.id, alertId }, 'alert rule: its alert could not be read or rejected');
-      return undefined;
-    }
-  }
-
-  /** The rule stopped watching (disabled, moved, deleted) in an episode: the episode ends as it is. */
-  private endEpisode(r: Runtime, reason: string, persist = true): void {
-    const prev = r.state;
-    r.state = lastEpisode(prev, this.d.clock.now());
-    if (persist) this.save(r);
-    const extra = prev.alertId !== undefined ? { alertId: prev.alertId } : {};
-    this.audit(r.rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason });
-    this.notify(r.rule, 'cleared', [], extra);
   }
 
   // ------------------------------------------------------------ plumbing
@@ -399,55 +304,6 @@ export class RuleEngine {
     r.timer = null;
     r.timerAt = null;
   }
-
-  private caller(rule: AlertRule) {
-    return ruleCaller(rule, (code) => this.d.areas.covers(rule.area, code));
-  }
-
-  private save(r: Runtime): void {
-    try {
-      this.d.saveState(r.state);
-    } catch (err) {
-      this.log.error({ err, ruleId: r.rule.id }, 'alert rule state could not be written');
-    }
-  }
-
-  private audit(rule: AlertRule, action: string, after: Record<string, unknown>): void {
-    try {
-      this.d.audit.record({ actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after });
-    } catch (err) {
-      this.log.error({ err, action, ruleId: rule.id }, 'audit record failed');
-    }
-  }
-
-  private notify(rule: AlertRule, change: AlertRuleEvent['change'], readings: AlertRuleEvent['readings'], extra: Partial<AlertRuleEvent>): void {
-    try {
-      this.d.bus.emit('alert.rule', {
-        ruleId: rule.id, name: rule.name, area: rule.area, change, field: rule.field, readings: readings.slice(0, MAX_EVENT_READINGS),
-        ...extra, at: this.d.clock.now(),
-      });
-    } catch (err) {
-      this.log.error({ err, ruleId: rule.id }, 'alert rule event listener failed');
-    }
-  }
-}
-
-/** The state without a current episode (firing, its start, its error). */
-function withoutEpisode(s: RuleFiringState): RuleFiringState {
-  return {
-    ruleId: s.ruleId, firing: false,
-    ...(s.lastClearedAt !== undefined ? { lastClearedAt: s.lastClearedAt } : {}),
-  };
-}
-
-/** The state once an episode is over: what it raised and when, for the cooldown and for people. */
-function lastEpisode(s: RuleFiringState, clearedAt: number): RuleFiringState {
-  return {
-    ruleId: s.ruleId, firing: false, lastClearedAt: clearedAt,
-    ...(s.lastFiredAt !== undefined ? { lastFiredAt: s.lastFiredAt } : {}),
-    ...(s.identifier !== undefined ? { identifier: s.identifier } : {}),
-    ...(s.alertId !== undefined ? { alertId: s.alertId } : {}),
-  };
 }
 
 /** `ar_<ms base36><12 hex>`: short, time-ordered, URL-safe. */

@@ -10,7 +10,7 @@
 import type { Principal } from '../../auth/types.js';
 import type { Caller } from '../../broadcast/targets.js';
 import { areaHints, newCapAlert, validateAlertBody, type AlertBody, type CapAlert, type FieldError } from '../cap/index.js';
-import type { AlertReach } from '../service.js';
+import type { AlertReach } from '../types.js';
 import type { AlertRule, AlertRuleSpec } from './model.js';
 
 /** Principal id of a rule (the alert's createdBy, the audit log's actor). */

@@ -21,39 +21,35 @@
  * the executor records what the speaker reports, e.g. a normal broadcast
  * `preempted` by an emergency.
  *
- * Proof of play without playback events: firmware that answers `broadcast.play` but sends no
- * playback events (ThingsBoard SDKs) would leave its target `accepted` for ever. Once the content
- * must have ended (it may start no later than notAfter and lasts its length) and a grace for late
- * reports has passed, a target still `accepted`, or `playing` media, becomes `unconfirmed`: final,
- * counted apart from `completed`, and replaced if the speaker's report of the end comes after all.
- * One in-memory timer per broadcast, armed when a target is accepted; open() re-arms them.
- *
- * A playback event for a broadcast the speaker is not a target of, or was
- * never sent, is refused: counted in `keng_broadcast_events_refused_total`
- * and logged (RPC responses are refused the same way by RpcService).
+ * Collaborators: target-events.ts (RPC events, answers and playback events →
+ * transitions, refusals), stream-stops.ts (planned ends of streams),
+ * report-deadlines.ts (targets never reported finished → `unconfirmed`),
+ * queries.ts (lists, log, CSV, totals). This file owns the commands and the
+ * transitions themselves.
  */
 import type { Counter } from 'prom-client';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { Errors, withDetails } from '../../core/errors.js';
-import type { EventBus, KengEvents } from '../../core/events.js';
+import type { EventBus } from '../../core/events.js';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
 import { counterOn, type Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
-import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
 import type { SqliteDatabase } from '../../storage/state/db.js';
 import { BroadcastQueries } from './queries.js';
 import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
-import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, checkTransition, isTerminal } from './state-machine.js';
+import { ReportDeadlines } from './report-deadlines.js';
+import { checkTransition, isTerminal } from './state-machine.js';
+import { StreamStops } from './stream-stops.js';
+import { TargetEvents } from './target-events.js';
 import type {
   Broadcast, BroadcastInput, ListQuery, LogEntry, LogNames, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
 } from './types.js';
 import { validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
 import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
-
 
 export interface BroadcastExecutorOptions {
   stateDb: { readonly db: SqliteDatabase };
@@ -80,14 +76,6 @@ export interface BroadcastExecutorOptions {
   reportGraceMs?: number;
 }
 
-/** setTimeout's longest delay; a later deadline is waited for in steps. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
-
-/** Streams created longer ago than this are not looked at on restart (bounds the start-up query; a relay lasts hours, not days). */
-const STREAM_RECOVERY_WINDOW_MS = 7 * 24 * 3600_000;
-
 export class BroadcastExecutor implements Component {
   readonly name = 'broadcast-executor';
   private readonly o: BroadcastExecutorOptions;
@@ -95,20 +83,27 @@ export class BroadcastExecutor implements Component {
   private repo: BroadcastRepo | null = null;
   private q: BroadcastQueries | null = null;
   private offs: Array<() => void> = [];
-  private readonly streamTimers = new Set<NodeJS.Timeout>();
-  /** Per broadcast with a target accepted or playing: fires when its unreported targets become `unconfirmed`. */
-  private readonly reportTimers = new Map<string, NodeJS.Timeout>();
+  private readonly events: TargetEvents;
+  private readonly streamStops: StreamStops;
+  private readonly reports: ReportDeadlines;
   private readonly scheduleIds = new Map<string, string | null>();
-  private readonly refused: Counter<'reason'>;
   private readonly ignored: Counter<'reason'>;
 
   constructor(opts: BroadcastExecutorOptions) {
     this.o = opts;
     this.clock = opts.clock ?? systemClock;
-    this.refused = counter(opts.metrics, 'keng_broadcast_events_refused_total',
-      'Playback events refused: unknown broadcast, speaker not a target, or a broadcast never sent to it', ['reason']);
-    this.ignored = counter(opts.metrics, 'keng_broadcast_transitions_ignored_total',
-      'Target state changes ignored (from a terminal state, or backwards), e.g. a late accepted after completed', ['reason']);
+    const requireRepo = (): BroadcastRepo => this.requireRepo();
+    const repo = (): BroadcastRepo | null => this.repo;
+    const move = this.move.bind(this);
+    this.streamStops = new StreamStops({ requireRepo, repo, rpc: opts.rpc, clock: this.clock, logger: opts.logger, stopTtlMs: opts.stopTtlMs ?? 600_000 });
+    this.events = new TargetEvents({
+      requireRepo, logger: opts.logger, metrics: opts.metrics, batch: opts.batch, move, onPlaying: (b, d) => this.streamStops.onPlaying(b, d),
+    });
+    this.reports = new ReportDeadlines({
+      requireRepo, repo, stateDb: opts.stateDb, batch: opts.batch, clock: this.clock, logger: opts.logger, graceMs: opts.reportGraceMs ?? 60_000, move,
+    });
+    this.ignored = counterOn(opts.metrics?.registry, 'keng_broadcast_transitions_ignored_total',
+      'Target state changes ignored (from a terminal state, or backwards), e.g. a late accepted after completed', ['reason'] as const);
   }
 
   /**
@@ -132,23 +127,15 @@ export class BroadcastExecutor implements Component {
     if (this.repo) return;
     this.repo = new BroadcastRepo(this.o.stateDb.db);
     this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
-    const rpc = this.o.rpc;
-    this.offs = [
-      rpc.on('sent', (e) => this.onRpcSent(e)),
-      rpc.on('expired', (e) => this.onRpcExpired(e)),
-      rpc.on('response', (e) => this.onRpcResponse(e)),
-      this.o.bus.on('device.event', (e) => (this.o.batch ? this.o.batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
-    ];
-    this.rearmStreamStops();
-    for (const b of this.repo.unreportedBroadcasts(this.clock.now() - STREAM_RECOVERY_WINDOW_MS)) this.armReportDeadline(b);
+    this.offs = this.events.listen(this.o.rpc, this.o.bus);
+    this.streamStops.rearm();
+    this.reports.rearm();
   }
 
   private async close(): Promise<void> {
     for (const off of this.offs.splice(0)) off();
-    for (const t of this.streamTimers) clearTimeout(t);
-    this.streamTimers.clear();
-    for (const t of this.reportTimers.values()) clearTimeout(t);
-    this.reportTimers.clear();
+    this.streamStops.clear();
+    this.reports.clear();
     this.repo = null;
     this.q = null;
   }
@@ -305,7 +292,7 @@ export class BroadcastExecutor implements Component {
   csv(q: LogQuery = {}): string { return this.queries().csv(q); }
   totals(q: TotalsQuery = {}): TotalsResult { return this.queries().totals(q, this.clock.now()); }
 
-  // ------------------------------------------------------------ RPC and playback events
+  // ------------------------------------------------------------ send-time params
 
   /**
    * Send-time params of broadcast.play and media.prefetch, the RPC service's params hook for them
@@ -316,146 +303,6 @@ export class BroadcastExecutor implements Component {
     if (!media) return params;
     const { mediaId, ...rest } = media;
     return { ...params, media: { url: this.o.mediaUrl(mediaId), ...rest } };
-  }
-
-  private onRpcSent(e: RpcEvents['sent']): void {
-    if (e.request.method !== PLAY_METHOD) return;
-    const ref = refOf(e.request);
-    if (!ref) return;
-    const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
-    if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
-    this.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
-  }
-
-  private onRpcExpired(e: RpcEvents['expired']): void {
-    const ref = refOf(e.request);
-    if (!ref) return;
-    if (e.request.method === STOP_METHOD) {
-      this.o.logger.warn({ ...ref }, 'broadcast.stop expired before the speaker answered');
-      return;
-    }
-    if (e.request.method !== PLAY_METHOD) return;
-    const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
-    if (!t) return;
-    const detail = t.state === 'sent' ? 'no answer from the speaker before notAfter' : 'speaker offline until notAfter';
-    this.move(ref.broadcastId, ref.deviceId, 'expired', { source: 'rpc', detail });
-  }
-
-  private onRpcResponse(e: RpcEvents['response']): void {
-    if (e.duplicate) return;
-    if (e.request.method === PREFETCH_METHOD) {
-      // Nothing waits for it (the play downloads what the prefetch could not); staff see why in the log.
-      if (e.status === 'error') this.o.logger.warn({ deviceId: e.request.deviceId, detail: e.detail }, 'speaker could not prefetch media');
-      return;
-    }
-    const ref = refOf(e.request);
-    if (!ref) return;
-    if (e.request.method === PLAY_METHOD) {
-      const to = PLAY_RESPONSE_TO_STATE[e.status];
-      if (to) this.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) });
-    } else if (e.request.method === STOP_METHOD) {
-      const t = this.requireRepo().target(ref.broadcastId, ref.deviceId);
-      if (!t || isTerminal(t.state)) return;
-      if (e.status === 'ok' || e.status === 'accepted') this.move(ref.broadcastId, ref.deviceId, 'stopped', { source: 'rpc', detail: 'broadcast.stop confirmed' });
-      else this.o.logger.warn({ ...ref, status: e.status, detail: e.detail }, 'speaker did not confirm broadcast.stop');
-    }
-  }
-
-  private onDeviceEvent(e: KengEvents['device.event']): void {
-    const p = e.payload;
-    if (p.type !== 'playback' || typeof p.broadcastId !== 'string' || typeof p.state !== 'string') return;
-    const to = PLAYBACK_TO_STATE[p.state];
-    if (!to) return;
-    const repo = this.requireRepo();
-    const t = repo.target(p.broadcastId, e.deviceId);
-    if (!t) {
-      this.refuse(e.deviceId, p.broadcastId, repo.getBroadcastRow(p.broadcastId) ? 'not_target' : 'unknown_broadcast');
-      return;
-    }
-    if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, p.broadcastId, 'never_sent'); return; }
-    const deviceAt = typeof p.at === 'number' && Number.isFinite(p.at) ? p.at : undefined;
-    const detail = typeof p.detail === 'string' ? p.detail : undefined;
-    const moved = this.move(p.broadcastId, e.deviceId, to, {
-      source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
-    });
-    if (moved && to === 'playing') this.armStreamStop(p.broadcastId, e.deviceId);
-  }
-
-  /**
-   * A stream with a planned duration is stopped by the controller (the stream itself has no end), durationSec
-   * after the speaker reported it playing. The timer is in memory; the due time is not: it follows from the
-   * target row (state `playing` since updated_at, no stop request yet), so open() re-arms the stops of streams
-   * that were playing when Keng went down, and sends at once those already due.
-   */
-  private armStreamStop(broadcastId: string, deviceId: string): void {
-    // Only the broadcast row: this runs on every `started` event, and reading the whole broadcast
-    // (every target row) here made a broadcast to N speakers cost O(N²) (26 s of CPU for 2,000).
-    const b = this.requireRepo().getBroadcastRow(broadcastId);
-    if (!b || b.duration_sec === null || !(JSON.parse(b.content_json) as { stream?: unknown }).stream) return;
-    this.scheduleStreamStop(broadcastId, deviceId, b.duration_sec * 1000);
-  }
-
-  /** After a restart: stops of streams that were playing (see armStreamStop). */
-  private rearmStreamStops(): void {
-    const now = this.clock.now();
-    for (const r of this.requireRepo().playingStreams(now - STREAM_RECOVERY_WINDOW_MS)) {
-      this.scheduleStreamStop(r.broadcast_id, r.device_id, Math.max(0, r.updated_at + r.duration_sec * 1000 - now));
-    }
-  }
-
-  private scheduleStreamStop(broadcastId: string, deviceId: string, delayMs: number): void {
-    const timer = setTimeout(() => {
-      this.streamTimers.delete(timer);
-      const t = this.repo?.target(broadcastId, deviceId);
-      if (!t || isTerminal(t.state) || t.stop_request_id !== null) return;
-      try {
-        const r = this.o.rpc.send(deviceId, STOP_METHOD, { broadcastId }, { expiresAt: this.clock.now() + (this.o.stopTtlMs ?? 600_000) });
-        this.repo?.setStopRequest(broadcastId, deviceId, r.requestId);
-      } catch (err) { this.o.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
-    }, delayMs);
-    timer.unref();
-    this.streamTimers.add(timer);
-  }
-
-  /** When the unreported targets of `b` become `unconfirmed`: the latest end of its content plus the grace. */
-  private reportDeadline(b: BroadcastRow): number {
-    return b.not_after + (contentSec(b) ?? 0) * 1000 + (this.o.reportGraceMs ?? 60_000);
-  }
-
-  /** Arms the broadcast's report timer once (on its first accepted target, or at open()). */
-  private armReportDeadline(b: BroadcastRow): void {
-    if (this.reportTimers.has(b.id)) return;
-    const deadline = this.reportDeadline(b);
-    const timer = setTimeout(() => {
-      this.reportTimers.delete(b.id);
-      if (!this.repo) return;
-      if (this.clock.now() < deadline) { this.armReportDeadline(b); return; } // a deadline beyond one timer's reach
-      try {
-        const run = (): void => this.finishUnreported(b);
-        if (this.o.batch) this.o.batch(run); else this.o.stateDb.db.transaction(run)();
-      } catch (err) { this.o.logger.error({ err, broadcastId: b.id }, 'unreported broadcast targets could not be finished'); }
-    }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.clock.now())));
-    timer.unref();
-    this.reportTimers.set(b.id, timer);
-  }
-
-  /** Targets still accepted, or playing media, after the report deadline → unconfirmed (a live stream plays until stopped). */
-  private finishUnreported(b: BroadcastRow): void {
-    const media = contentSec(b) !== undefined && !isStream(b);
-    let n = 0;
-    for (const t of this.requireRepo().unreportedTargets(b.id)) {
-      if (t.state === 'playing' && !media) continue;
-      const detail = t.state === 'accepted'
-        ? 'accepted, but no playback events: the end of playback was never reported'
-        : 'started, but the end of playback was never reported';
-      if (this.move(b.id, t.device_id, 'unconfirmed', { source: 'controller', detail })) n++;
-    }
-    if (n > 0) this.o.logger.info({ broadcastId: b.id, targets: n }, 'broadcast targets unconfirmed: accepted, end of playback never reported');
-  }
-
-  private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {
-    this.refused.labels({ reason }).inc();
-    this.o.logger.warn({ deviceId, broadcastId: broadcastId.slice(0, 128), reason }, 'playback event refused: speaker was never sent this broadcast');
   }
 
   // ------------------------------------------------------------ transitions
@@ -480,9 +327,9 @@ export class BroadcastExecutor implements Component {
       ...(scheduleId ? { scheduleId } : {}),
     });
     this.emit(broadcastId, deviceId, t.area, to, now);
-    if ((to === 'accepted' || to === 'playing') && !this.reportTimers.has(broadcastId)) {
+    if ((to === 'accepted' || to === 'playing') && !this.reports.has(broadcastId)) {
       const b = repo.getBroadcastRow(broadcastId);
-      if (b) this.armReportDeadline(b);
+      if (b) this.reports.arm(b);
     }
     return true;
   }
@@ -515,11 +362,6 @@ export class BroadcastExecutor implements Component {
   }
 }
 
-function refOf(r: RpcRequest): { broadcastId: string; deviceId: string } | null {
-  const id = r.params.broadcastId;
-  return typeof id === 'string' ? { broadcastId: id, deviceId: r.deviceId } : null;
-}
-
 /**
  * The broadcast as create() stored it, built from what was written rather than read back (2,000
  * target rows at a time); targets in device id order as repo.get() returns them (ids are ASCII,
@@ -539,20 +381,6 @@ function asStored(b: NewBroadcast, targets: readonly NewTarget[]): Broadcast {
   return toBroadcast(row, rows);
 }
 
-/** The content's length in seconds: the media's, or a stream's planned duration (undefined: a stream without one). */
-function contentSec(b: BroadcastRow): number | undefined {
-  const c = JSON.parse(b.content_json) as { media?: MediaContent };
-  return c.media ? c.media.durationSec : b.duration_sec ?? undefined;
-}
-
-function isStream(b: BroadcastRow): boolean {
-  return (JSON.parse(b.content_json) as { stream?: unknown }).stream !== undefined;
-}
-
 function pickMedia(m: MediaContent): MediaContent {
   return { mediaId: m.mediaId, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
-}
-
-function counter(m: Metrics | undefined, name: string, help: string, labelNames: readonly 'reason'[]): Counter<'reason'> {
-  return counterOn(m?.registry, name, help, labelNames);
 }

@@ -1,0 +1,100 @@
+/**
+ * Cancelling alerts, by the cancel route or a CAP `Cancel` message: in one transaction each
+ * cancelled alert's broadcast is stopped (or, before it played, its prefetch withdrawn), the alert
+ * saved and audited; after the commit the cancellation notice plays where the alert played.
+ *
+ * Separate from AlertService because cancelling is a path of its own through the executor
+ * (stop, then a second emergency broadcast) that both the route and a Cancel message take.
+ */
+import { Errors } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import type { Logger } from '../core/logger.js';
+import type { BroadcastExecutor } from '../broadcast/execution/index.js';
+import type { Caller } from '../broadcast/targets.js';
+import type { MediaLibrary } from '../media/index.js';
+import { newId } from '../rpc/ids.js';
+import { ANNOUNCEMENT_LANG, announcementContent, cancellationAnnouncement } from './announcement.js';
+import type { CapAlert } from './cap/index.js';
+import { auditView, headlineOf, type AlertRecords } from './records.js';
+import type { AlertRepo } from './repo.js';
+import { FINAL_ALERT_STATES, type Alert, type AlertReach, type AlertServiceOptions } from './types.js';
+
+export interface AlertCancellationDeps {
+  /** The started service's repo (throws when not started). */
+  repo: () => AlertRepo;
+  records: AlertRecords;
+  media: Pick<MediaLibrary, 'synthesizeSequence'>;
+  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get' | 'withdrawPrefetch'>;
+  options: AlertServiceOptions;
+  clock: Clock;
+  logger: Logger;
+}
+
+export class AlertCancellation {
+  constructor(private readonly d: AlertCancellationDeps) {}
+
+  /** Cancels one open alert (checked by the caller): stopped everywhere, then the notice where it played. */
+  async cancel(c: Caller, a: Alert, reason: string): Promise<Alert> {
+    const next = this.d.records.tx(() => this.writes(c, a, reason));
+    this.cancelled(next, c);
+    await this.playNotice(c, next);
+    return next;
+  }
+
+  /** A CAP `Cancel` message: recorded as an ended alert of its own; the open alerts it references are cancelled. */
+  applyMessage(c: Caller, cap: CapAlert, reach: AlertReach, referenced: Alert[], expiresAt: number): Promise<Alert> {
+    if (referenced.length === 0) throw Errors.UNPROCESSABLE('a Cancel message must reference the alerts it cancels (references)');
+    const rec = this.d.records;
+    const now = this.d.clock.now();
+    const msg: Alert = {
+      id: newId('al', now), cap, state: 'ended', areas: reach.areas, devices: reach.devices, expiresAt,
+      createdBy: c.principal.id, createdAt: now, playedAtOnce: false, endedBy: c.principal.id, endedAt: now, endReason: 'applied', updatedAt: now,
+    };
+    const cancelled = rec.tx(() => {
+      this.d.repo().insert(msg);
+      rec.audit(c, 'alert.create', msg.id, undefined, auditView(msg));
+      return referenced.filter((r) => !FINAL_ALERT_STATES.has(r.state)).map((r) => this.writes(c, r, `cancelled by ${cap.identifier}`));
+    });
+    for (const x of cancelled) this.cancelled(x, c);
+    return Promise.all(cancelled.map((x) => this.playNotice(c, x))).then(() => msg);
+  }
+
+  /** Stops an alert's broadcast; a failure is logged, never thrown (the alert ends either way). */
+  stopBroadcast(id: string): void {
+    try { this.d.executor.stopBroadcast(id); } catch (err) { this.d.logger.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); }
+  }
+
+  /** The writes of a cancellation (inside the caller's transaction): its broadcast stopped, the alert and the audit record. */
+  private writes(c: Caller, a: Alert, reason: string): Alert {
+    const next = this.d.records.end(a, 'cancelled', c.principal.id, reason);
+    if (a.broadcastId) this.stopBroadcast(a.broadcastId);
+    else if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
+    this.d.repo().save(next);
+    this.d.records.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
+    return next;
+  }
+
+  /** After a cancellation's commit: the live feed and the log. */
+  private cancelled(a: Alert, c: Caller): void {
+    this.d.records.changed(a, 'cancelled', c.principal.id);
+    this.d.logger.info({ alertId: a.id, by: c.principal.id, reason: a.endReason }, 'alert cancelled');
+  }
+
+  private async playNotice(c: Caller, a: Alert): Promise<void> {
+    const b = a.broadcastId ? this.d.executor.get(a.broadcastId) : undefined;
+    if (!b) return;
+    try {
+      const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,
+        { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120), areas: a.areas });
+      const now = this.d.clock.now();
+      this.d.records.tx(() => this.d.executor.startBroadcast({
+        id: `${a.broadcastId!}-cancel`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume,
+        targets: b.targets.map((t) => t.deviceId), notAfter: now + this.d.options.cancelNoticeValiditySec * 1000,
+        media: announcementContent(media),
+      }));
+    } catch (err) {
+      // The alert is stopped and recorded as cancelled either way; only the spoken notice is missing.
+      this.d.logger.error({ err, alertId: a.id }, 'the cancellation notice could not be played');
+    }
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * What the speakers and the RPC service report about a broadcast's targets, turned into target
+ * transitions (state-machine.ts): RPC 'sent' / 'expired', the answers to `broadcast.play`,
+ * `broadcast.stop` and `media.prefetch`, and playback events (device protocol §12.5).
+ *
+ * A playback event for a broadcast the speaker is not a target of, or was never sent, is refused:
+ * counted in `keng_broadcast_events_refused_total` and logged (RPC responses are refused the same
+ * way by the RPC service).
+ *
+ * Separate from the executor because this is the inbound side (device → controller), with its own
+ * checks and refusals; the executor owns the commands it sends and the transitions themselves.
+ */
+import type { Counter } from 'prom-client';
+import type { EventBus, KengEvents } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import { counterOn, type Metrics } from '../../core/metrics.js';
+import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
+import type { RpcService } from '../../rpc/rpc-service.js';
+import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
+import type { BroadcastRepo } from './repo.js';
+import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, isTerminal } from './state-machine.js';
+import type { LogSource, TargetState } from './types.js';
+
+type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
+
+export interface TargetEventsDeps {
+  /** The started executor's repo (throws when not started). */
+  requireRepo: () => BroadcastRepo;
+  logger: Logger;
+  metrics: Metrics | undefined;
+  /** Runs the writes of one playback event inside the state store's group commit. */
+  batch: (<T>(fn: () => T) => T) | undefined;
+  /** The executor's validated transition; false when ignored. */
+  move: (broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string; deviceAt?: number }) => boolean;
+  /** A speaker reported a broadcast playing (stream stops are armed from it). */
+  onPlaying: (broadcastId: string, deviceId: string) => void;
+}
+
+export class TargetEvents {
+  private readonly refused: Counter<'reason'>;
+
+  constructor(private readonly d: TargetEventsDeps) {
+    this.refused = counterOn(d.metrics?.registry, 'keng_broadcast_events_refused_total',
+      'Playback events refused: unknown broadcast, speaker not a target, or a broadcast never sent to it', ['reason'] as const);
+  }
+
+  /** Subscribes to the RPC service and the bus; returns the unsubscribe functions. */
+  listen(rpc: Pick<RpcService, 'on'>, bus: EventBus): Array<() => void> {
+    const batch = this.d.batch;
+    return [
+      rpc.on('sent', (e) => this.onRpcSent(e)),
+      rpc.on('expired', (e) => this.onRpcExpired(e)),
+      rpc.on('response', (e) => this.onRpcResponse(e)),
+      bus.on('device.event', (e) => (batch ? batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
+    ];
+  }
+
+  private onRpcSent(e: RpcEvents['sent']): void {
+    if (e.request.method !== PLAY_METHOD) return;
+    const ref = refOf(e.request);
+    if (!ref) return;
+    const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
+    if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
+    this.d.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
+  }
+
+  private onRpcExpired(e: RpcEvents['expired']): void {
+    const ref = refOf(e.request);
+    if (!ref) return;
+    if (e.request.method === STOP_METHOD) {
+      this.d.logger.warn({ ...ref }, 'broadcast.stop expired before the speaker answered');
+      return;
+    }
+    if (e.request.method !== PLAY_METHOD) return;
+    const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
+    if (!t) return;
+    const detail = t.state === 'sent' ? 'no answer from the speaker before notAfter' : 'speaker offline until notAfter';
+    this.d.move(ref.broadcastId, ref.deviceId, 'expired', { source: 'rpc', detail });
+  }
+
+  private onRpcResponse(e: RpcEvents['response']): void {
+    if (e.duplicate) return;
+    if (e.request.method === PREFETCH_METHOD) {
+      // Nothing waits for it (the play downloads what the prefetch could not); staff see why in the log.
+      if (e.status === 'error') this.d.logger.warn({ deviceId: e.request.deviceId, detail: e.detail }, 'speaker could not prefetch media');
+      return;
+    }
+    const ref = refOf(e.request);
+    if (!ref) return;
+    if (e.request.method === PLAY_METHOD) {
+      const to = PLAY_RESPONSE_TO_STATE[e.status];
+      if (to) this.d.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) });
+    } else if (e.request.method === STOP_METHOD) {
+      const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
+      if (!t || isTerminal(t.state)) return;
+      if (e.status === 'ok' || e.status === 'accepted') this.d.move(ref.broadcastId, ref.deviceId, 'stopped', { source: 'rpc', detail: 'broadcast.stop confirmed' });
+      else this.d.logger.warn({ ...ref, status: e.status, detail: e.detail }, 'speaker did not confirm broadcast.stop');
+    }
+  }
+
+  private onDeviceEvent(e: KengEvents['device.event']): void {
+    const p = e.payload;
+    if (p.type !== 'playback' || typeof p.broadcastId !== 'string' || typeof p.state !== 'string') return;
+    const to = PLAYBACK_TO_STATE[p.state];
+    if (!to) return;
+    const repo = this.d.requireRepo();
+    const t = repo.target(p.broadcastId, e.deviceId);
+    if (!t) {
+      this.refuse(e.deviceId, p.broadcastId, repo.getBroadcastRow(p.broadcastId) ? 'not_target' : 'unknown_broadcast');
+      return;
+    }
+    if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, p.broadcastId, 'never_sent'); return; }
+    const deviceAt = typeof p.at === 'number' && Number.isFinite(p.at) ? p.at : undefined;
+    const detail = typeof p.detail === 'string' ? p.detail : undefined;
+    const moved = this.d.move(p.broadcastId, e.deviceId, to, {
+      source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
+    });
+    if (moved && to === 'playing') this.d.onPlaying(p.broadcastId, e.deviceId);
+  }
+
+  private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {
+    this.refused.labels({ reason }).inc();
+    this.d.logger.warn({ deviceId, broadcastId: broadcastId.slice(0, 128), reason }, 'playback event refused: speaker was never sent this broadcast');
+  }
+}
+
+function refOf(r: RpcRequest): { broadcastId: string; deviceId: string } | null {
+  const id = r.params.broadcastId;
+  return typeof id === 'string' ? { broadcastId: id, deviceId: r.deviceId } : null;
+}

@@ -20,7 +20,15 @@ export interface Setup {
   startMs: number;
 }
 
-export async function setUp(o: { store: BenchStore; devices: number; keep: boolean; rateLimit: number; log: (s: string) => void }): Promise<Setup> {
+export interface SetUpOptions {
+  store: BenchStore; devices: number; keep: boolean; rateLimit: number; log: (s: string) => void;
+  /** A node of a cluster whose database and bus the caller owns (bench/cluster.ts): not stopped by tearDown. */
+  node?: { databaseUrl: string; redisUrl: string; nodeId: string };
+  /** Device id prefix (default `bench-`): nodes sharing one database need distinct devices. */
+  prefix?: string;
+}
+
+export async function setUp(o: SetUpOptions): Promise<Setup> {
   let influx: Influxd | null = null;
   const env: Record<string, string> = {
     KENG_MQTT_RATE_LIMIT_PER_SEC: String(o.rateLimit),
@@ -43,6 +51,7 @@ export async function setUp(o: { store: BenchStore; devices: number; keep: boole
     o.log(`postgres ${cluster.pg.url} (pid ${cluster.pg.pid}), redis ${cluster.redis.url}`);
     Object.assign(env, { KENG_DATABASE_URL: cluster.pg.url, KENG_REDIS_URL: cluster.redis.url, KENG_NODE_ID: 'bench' });
   }
+  if (o.node) Object.assign(env, { KENG_DATABASE_URL: o.node.databaseUrl, KENG_REDIS_URL: o.node.redisUrl, KENG_NODE_ID: o.node.nodeId });
   const t0 = performance.now();
   const keng = await startKeng({ env, keepData: o.keep });
   const startMs = performance.now() - t0;
@@ -51,7 +60,7 @@ export async function setUp(o: { store: BenchStore; devices: number; keep: boole
   await api.ensureArea(BENCH_AREA);
   const t1 = performance.now();
   let lastShown = 0;
-  const reg = await registerSimDevices(api, simDeviceIds('bench-', o.devices), {
+  const reg = await registerSimDevices(api, simDeviceIds(o.prefix ?? 'bench-', o.devices), {
     area: BENCH_AREA.code, profileOf: () => 'soil', concurrency: 32,
     onProgress: (done, total) => {
       if (total >= 1000 && (done - lastShown >= 1000 || done === total)) { lastShown = done; o.log(`registered ${done}/${total}`); }

@@ -24,6 +24,7 @@ import { FIELD_TYPE_CONFLICT } from './field-types.js';
 import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
 import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
+import { RetentionLoop } from './retention.js';
 import { realTimers, type Timers } from './timers.js';
 import { normaliseQuery } from './windows.js';
 
@@ -35,10 +36,7 @@ export interface EmbeddedDeps {
   timers?: Timers;
 }
 
-const DAY_MS = 86_400_000;
 /** Retention runs hourly (first run shortly after start), in chunks of this many rows. */
-export const PRUNE_INTERVAL_MS = 3_600_000;
-const PRUNE_FIRST_DELAY_MS = 60_000;
 const PRUNE_CHUNK_ROWS = 5_000;
 /** Rows deleted per purge step: one short writer transaction, like a retention step (commits queued behind it wait little). */
 export const PURGE_CHUNK_ROWS = 5_000;
@@ -49,14 +47,18 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
   readonly file: string;
   private writer: WorkerClient | null = null;
   private reader: WorkerClient | null = null;
-  private pruneTimer: unknown = null;
-  private pruning: Promise<number> | null = null;
   private stopping = false;
-  private readonly timers: Timers;
+  private readonly retention: RetentionLoop;
 
   constructor(private readonly config: Readonly<Config>, private readonly deps: EmbeddedDeps) {
     this.file = path.join(deps.dataDir, 'telemetry.db');
-    this.timers = deps.timers ?? realTimers;
+    this.retention = new RetentionLoop({
+      retentionDays: config.telemetry.retentionDays, clock: deps.clock, timers: deps.timers ?? realTimers, logger: deps.logger,
+      step: async (cutoff, cursor) => {
+        const w = this.writer;
+        return w ? w.call<{ deleted: number; cursor: number; done: boolean }>('prune', cutoff, PRUNE_CHUNK_ROWS, cursor) : null;
+      },
+    });
   }
 
   async start(): Promise<void> {
@@ -68,7 +70,7 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
     const reader = new WorkerClient('telemetry-reader', { role: 'reader', path: this.file }, this.deps.logger);
     try { await reader.start(); } catch (err) { await writer.close(); this.writer = null; throw err; }
     this.reader = reader;
-    this.schedulePrune(PRUNE_FIRST_DELAY_MS);
+    this.retention.start();
     this.deps.logger.info({ file: this.file, sync: this.config.telemetry.sync }, 'embedded telemetry store started');
   }
 
@@ -131,25 +133,7 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
   }
 
   /** Delete readings older than `telemetry.retentionDays`, chunk by chunk. Returns rows deleted. */
-  pruneNow(): Promise<number> {
-    if (this.pruning) return this.pruning;
-    const cutoff = this.deps.clock.now() - this.config.telemetry.retentionDays * DAY_MS;
-    this.pruning = (async () => {
-      let cursor = 0;
-      let total = 0;
-      for (;;) {
-        const w = this.writer;
-        if (!w || this.stopping) break;
-        const r = await w.call<{ deleted: number; cursor: number; done: boolean }>('prune', cutoff, PRUNE_CHUNK_ROWS, cursor);
-        total += r.deleted; cursor = r.cursor;
-        if (r.done) break;
-        await new Promise((resolve) => setImmediate(resolve)); // let writes interleave
-      }
-      if (total) this.deps.logger.info({ deleted: total, cutoff }, 'telemetry retention pruned old readings');
-      return total;
-    })().finally(() => { this.pruning = null; });
-    return this.pruning;
-  }
+  pruneNow(): Promise<number> { return this.retention.runNow(); }
 
   /** Deletes the device's readings and dead letters chunk by chunk, letting queued writes run between chunks. */
   async purgeLocal(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void> {
@@ -168,19 +152,9 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
   /** Nothing remote: the embedded store is all there is. */
   async purgeRemote(): Promise<void> { /* nothing */ }
 
-  private schedulePrune(ms: number): void {
-    if (this.stopping) return;
-    this.pruneTimer = this.timers.setTimeout(() => {
-      this.pruneTimer = null;
-      this.pruneNow().catch((err: unknown) => this.deps.logger.error({ err }, 'telemetry retention failed'))
-        .finally(() => this.schedulePrune(PRUNE_INTERVAL_MS));
-    }, ms);
-  }
-
   async stop(): Promise<void> {
     this.stopping = true;
-    if (this.pruneTimer !== null) { this.timers.clearTimeout(this.pruneTimer); this.pruneTimer = null; }
-    await this.pruning?.catch(() => 0);
+    await this.retention.stop();
     const r = this.reader; const w = this.writer;
     this.reader = null; this.writer = null;
     await r?.close();

@@ -31,6 +31,7 @@ import { migrate, redactUrl, type Db } from '../sql/index.js';
 import { FIELD_TYPE_CONFLICT, K_BOOLEAN, K_NUMBER, K_STRING, kindName, type SetAsideReading } from './field-types.js';
 import { pgHistory } from './pg-reader.js';
 import { TELEMETRY_MIGRATIONS } from './pg-schema.js';
+import { RetentionLoop } from './retention.js';
 import { realTimers, type Timers } from './timers.js';
 import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
 import { normaliseQuery } from './windows.js';
@@ -45,9 +46,6 @@ export interface PgStoreDeps {
   timers?: Timers;
 }
 
-const DAY_MS = 86_400_000;
-const PRUNE_INTERVAL_MS = 3_600_000;
-const PRUNE_FIRST_DELAY_MS = 60_000;
 const CHUNK_ROWS = 5_000;
 /** Deadlock / serialization failure: the transaction did nothing, run it again. */
 const RETRYABLE = new Set(['40P01', '40001']);
@@ -60,17 +58,19 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
   readonly kind = 'postgres' as const;
   /** Committed field kinds (a field's kind never changes once stored, so this cache never goes stale). */
   private readonly kinds = new Map<string, number>();
-  private readonly timers: Timers;
-  private pruneTimer: unknown = null;
-  private pruning: Promise<number> | null = null;
-  private stopping = false;
+  private readonly retention: RetentionLoop;
 
   constructor(private readonly config: Readonly<Config>, private readonly deps: PgStoreDeps) {
-    this.timers = deps.timers ?? realTimers;
+    this.retention = new RetentionLoop({
+      retentionDays: config.telemetry.retentionDays, clock: deps.clock, timers: deps.timers ?? realTimers, logger: deps.logger,
+      step: async (cutoff) => {
+        const n = await this.deleteChunk('telemetry_readings', sql`ts < ${cutoff}`);
+        return { deleted: n, cursor: 0, done: n < CHUNK_ROWS };
+      },
+    });
   }
 
   async start(): Promise<void> {
-    this.stopping = false;
     try {
       await migrate(this.deps.db, 'telemetry', TELEMETRY_MIGRATIONS);
       const rows = await sql<{ name: string; k: number }>`SELECT name, k FROM telemetry_fields`.execute(this.deps.db.kysely);
@@ -78,7 +78,7 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
     } catch (err) {
       throw Errors.CONFIG(`KENG_DATABASE_URL (cluster.databaseUrl): PostgreSQL at ${redactUrl(this.deps.url)} is not usable: ${(err as Error).message}`);
     }
-    this.schedulePrune(PRUNE_FIRST_DELAY_MS);
+    this.retention.start();
     this.deps.logger.info({ database: redactUrl(this.deps.url) }, 'PostgreSQL telemetry store started');
   }
 
@@ -198,22 +198,8 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
   async drain(_timeoutMs?: number): Promise<boolean> { return true; }
 
   /** Delete readings older than `telemetry.retentionDays`, chunk by chunk (short transactions). Returns rows deleted. */
-  pruneNow(): Promise<number> {
-    if (this.pruning) return this.pruning;
-    const cutoff = this.deps.clock.now() - this.config.telemetry.retentionDays * DAY_MS;
-    this.pruning = (async () => {
-      let total = 0;
-      for (;;) {
-        if (this.stopping) break;
-        const n = await this.deleteChunk('telemetry_readings', sql`ts < ${cutoff}`);
-        total += n;
-        if (n < CHUNK_ROWS) break;
-      }
-      if (total) this.deps.logger.info({ deleted: total, cutoff }, 'telemetry retention pruned old readings');
-      return total;
-    })().finally(() => { this.pruning = null; });
-    return this.pruning;
-  }
+  pruneNow(): Promise<number> { return this.retention.runNow(); }
+
 
   /** One device's readings and dead letters (ts < before, or all), chunk by chunk; idempotent. */
   async purgeLocal(deviceId: string, before: number | null, removed: PurgeCounts, signal: AbortSignal): Promise<void> {
@@ -238,20 +224,9 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
     return Number(r.numAffectedRows ?? 0);
   }
 
-  private schedulePrune(ms: number): void {
-    if (this.stopping) return;
-    this.pruneTimer = this.timers.setTimeout(() => {
-      this.pruneTimer = null;
-      this.pruneNow().catch((err: unknown) => this.deps.logger.error({ err }, 'telemetry retention failed'))
-        .finally(() => this.schedulePrune(PRUNE_INTERVAL_MS));
-    }, ms);
-  }
-
   /** The Db is the wiring's (it closes it after this store stops). */
   async stop(): Promise<void> {
-    this.stopping = true;
-    if (this.pruneTimer !== null) { this.timers.clearTimeout(this.pruneTimer); this.pruneTimer = null; }
-    await this.pruning?.catch(() => 0);
+    await this.retention.stop();
   }
 }
 

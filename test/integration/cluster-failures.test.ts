@@ -182,12 +182,23 @@ describe('cluster mode under failures (2 nodes, PostgreSQL, Redis, HAProxy, 200 
     const r = await readyz(n1, 10_000);
     expect(r.status).toBe(503);
     expect(r.checks.telemetry?.ok).toBe(false);
+    const acceptedAtDown = await metric(n1, 'keng_readings_accepted_total');
     // Still partitioned: whatever was acknowledged so far (by either node) is already in PostgreSQL.
     await sleep(5_000);
-    const during = await auditStored(pg, db, [f]);
-    expect(during.missing.slice(0, 10)).toEqual([]);
-    expect(during.multiple).toBe(0);
+    const early = await auditStored(pg, db, [f]);
+    expect(early.missing.slice(0, 10)).toEqual([]);
+    expect(early.multiple).toBe(0);
+    // Past the 30 s statement / idle-in-transaction timeouts: n1's hung commits fail (no PUBACK), it stays
+    // not ready (every check), alive, and commits nothing.
+    const statuses: number[] = [];
+    while (Date.now() - cut < 40_000) { statuses.push((await readyz(n1, 10_000)).status); await sleep(1_000); }
+    expect(statuses.filter((st) => st !== 503)).toEqual([]);
+    const late = await auditStored(pg, db, [f]);
+    expect(late.missing.slice(0, 10)).toEqual([]);
+    expect(late.multiple).toBe(0);
     expect(alive(n1)).toBe(true);
+    expect(await metric(n1, 'keng_readings_accepted_total')).toBe(acceptedAtDown);
+    expect(n1.output()).toMatch(/telemetry batch write failed; messages are not acknowledged/);
     const partitionMs = Date.now() - cut;
     hole.heal();
     const healed = Date.now();
@@ -202,7 +213,7 @@ describe('cluster mode under failures (2 nodes, PostgreSQL, Redis, HAProxy, 200 
     for (let i = 0; i < 10; i++) probe.devices[0]!.produce();
     await probe.settle(60_000);
     console.log(`[3] PostgreSQL cut for n1 (${onN1} devices): /readyz 503 after ${notReadyMs} ms, HAProxy DOWN after ${downMs} ms, all devices on n2 after ${movedMs} ms; `
-      + `healed after ${partitionMs} ms: /readyz 200 ${readyAgainMs} ms later, UP after ${upMs} ms; moves: ${moveStats(f)}`);
+      + `${late.acked} messages acknowledged by the end of the cut, all stored; healed after ${partitionMs} ms: /readyz 200 ${readyAgainMs} ms later, UP after ${upMs} ms; moves: ${moveStats(f)}`);
     expect(notReadyMs).toBeLessThan(20_000); // well under the 30 s statement timeout
     await assertSafe('3', c, f, db, [probe]);
   }, 600_000);

@@ -4,7 +4,8 @@
  * `device_sessions` table (sessions-schema.ts).
  *
  * - claim(): after authentication, before the CONNACK, the accepting node takes
- *   the device's row with one upsert (node_id = this node, epoch + 1) and
+ *   the device's row with one upsert (node_id = this node, a new, larger epoch:
+ *   sessions-schema.ts) and
  *   tells the other nodes on the cluster bus (fast path, best effort).
  * - A node that hears of a later claim of a device it holds closes that
  *   connection (remoteClaim()).
@@ -109,8 +110,9 @@ export class PgSessionClaims implements SessionClaims, Component {
   async claim(deviceId: string): Promise<number> {
     const t0 = this.o.clock.now();
     const q = sql<{ epoch: number }>`
-      INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES (${deviceId}, ${this.o.nodeId}, 1, ${t0})
-      ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = device_sessions.epoch + 1, connected_at = EXCLUDED.connected_at
+      INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES (${deviceId}, ${this.o.nodeId}, nextval('device_session_epochs'), ${t0})
+      ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id,
+        epoch = GREATEST(device_sessions.epoch + 1, nextval('device_session_epochs')), connected_at = EXCLUDED.connected_at
       RETURNING epoch`.execute(this.o.db.kysely).then((r) => Number(r.rows[0]!.epoch));
     let epoch: number;
     try {
@@ -123,8 +125,8 @@ export class PgSessionClaims implements SessionClaims, Component {
     }
     this.claimSeconds.observe((this.o.clock.now() - t0) / 1000);
     this.claims.inc({ result: 'ok' });
-    this.held.set(deviceId, epoch);
-    this.pendingRelease.delete(deviceId);
+    // Two connects of one device racing on this node: the later claim stays held (the broker refuses the other).
+    if ((this.held.get(deviceId) ?? 0) < epoch) this.held.set(deviceId, epoch);
     this.o.announce(deviceId, epoch);
     return epoch;
   }
@@ -133,7 +135,7 @@ export class PgSessionClaims implements SessionClaims, Component {
     const held = this.held.get(deviceId);
     if (held !== undefined && held !== epoch) return; // a newer connection of this node holds it
     this.held.delete(deviceId);
-    this.pendingRelease.set(deviceId, epoch);
+    if ((this.pendingRelease.get(deviceId) ?? 0) < epoch) this.pendingRelease.set(deviceId, epoch);
     if (!this.flushing) this.flushing = this.flushSoon();
   }
 

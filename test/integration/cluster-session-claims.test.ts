@@ -65,6 +65,15 @@ async function metricValue(n: Node, name: string, labels: Record<string, string>
     .reduce((a, v) => a + Number(v.value), 0);
 }
 
+/** A newer claim elsewhere takes `device`: `n`'s reconciliation closes its connection of `epoch`. */
+async function takenElsewhere(url: string, device: string, epoch: number, n: Node): Promise<void> {
+  const other = node(url, 'other');
+  await other.claims.start();
+  await other.claims.claim(device);
+  await n.claims.reconcileNow();
+  expect(n.closed).toContainEqual([device, epoch]);
+}
+
 async function rows(url: string): Promise<Array<{ device_id: string; node_id: string; epoch: number }>> {
   const db = url.slice(url.lastIndexOf('/') + 1);
   return (await pg.query<{ device_id: string; node_id: string; epoch: number }>('SELECT device_id, node_id, epoch::int AS epoch FROM device_sessions ORDER BY device_id', [], db)).rows;
@@ -77,39 +86,45 @@ describe('device session claims on PostgreSQL', () => {
     const b = node(url, 'b');
     await Promise.all([a.claims.start(), b.claims.start()]); // both migrate: the scope runs once
 
-    expect(await connect(a, 'd1')).toBe(1);
-    expect(await connect(a, 'd2')).toBe(1);
-    expect(a.announced).toEqual([['d1', 1], ['d2', 1]]);
+    const a1 = await connect(a, 'd1');
+    const a2 = await connect(a, 'd2');
+    expect(a.announced).toEqual([['d1', a1], ['d2', a2]]);
     await a.claims.reconcileNow();
     expect(a.closed).toEqual([]); // holding its own latest claims
 
     // d1 moves to b; the bus notice reaches a.
-    expect(await connect(b, 'd1')).toBe(2);
-    a.claims.remoteClaim({ deviceId: 'd1', epoch: 2, nodeId: 'b' });
-    expect(a.closed).toEqual([['d1', 1]]);
+    const b1 = await connect(b, 'd1');
+    expect(b1).toBeGreaterThan(Math.max(a1, a2));
+    a.claims.remoteClaim({ deviceId: 'd1', epoch: b1, nodeId: 'b' });
+    expect(a.closed).toEqual([['d1', a1]]);
     // An old or repeated notice closes nothing.
-    a.claims.remoteClaim({ deviceId: 'd1', epoch: 2, nodeId: 'b' });
-    b.claims.remoteClaim({ deviceId: 'd1', epoch: 1, nodeId: 'a' });
+    a.claims.remoteClaim({ deviceId: 'd1', epoch: b1, nodeId: 'b' });
+    b.claims.remoteClaim({ deviceId: 'd1', epoch: a1, nodeId: 'a' });
     expect(b.closed).toEqual([]);
 
     // d2 moves to b with the notice lost: reconciliation finds it.
-    expect(await connect(b, 'd2')).toBe(2);
+    const b2 = await connect(b, 'd2');
     await a.claims.reconcileNow();
     await b.claims.reconcileNow();
-    expect(a.closed).toEqual([['d1', 1], ['d2', 1]]);
+    expect(a.closed).toEqual([['d1', a1], ['d2', a2]]);
     expect(b.closed).toEqual([]);
     expect(await metricValue(a, 'keng_cluster_sessions_taken_over_total', { path: 'bus' })).toBe(1);
     expect(await metricValue(a, 'keng_cluster_sessions_taken_over_total', { path: 'reconcile' })).toBe(1);
 
     // a's closed connections end: their releases must not delete b's rows.
-    a.claims.release('d1', 1);
-    a.claims.release('d2', 1);
+    a.claims.release('d1', a1);
+    a.claims.release('d2', a2);
     await new Promise((r) => setTimeout(r, 300));
-    expect(await rows(url)).toEqual([{ device_id: 'd1', node_id: 'b', epoch: 2 }, { device_id: 'd2', node_id: 'b', epoch: 2 }]);
+    expect(await rows(url)).toEqual([{ device_id: 'd1', node_id: 'b', epoch: b1 }, { device_id: 'd2', node_id: 'b', epoch: b2 }]);
     // b's clean disconnect deletes its own row.
-    b.claims.release('d1', 2);
+    b.claims.release('d1', b1);
     await new Promise((r) => setTimeout(r, 300));
     expect((await rows(url)).map((r) => r.device_id)).toEqual(['d2']);
+    // Inserted again after the delete, the epoch still goes up (a stale holder of an older one loses).
+    const a3 = await connect(a, 'd1');
+    expect(a3).toBeGreaterThan(b1);
+    b.claims.remoteClaim({ deviceId: 'd1', epoch: a3, nodeId: 'a' });
+    a.claims.release('d1', a3);
     // A missing row takes nothing away (only a later claim does).
     await pg.query('DELETE FROM device_sessions', [], url.slice(url.lastIndexOf('/') + 1));
     await b.claims.reconcileNow();
@@ -120,13 +135,22 @@ describe('device session claims on PostgreSQL', () => {
     const url = await pg.createDatabase(`claims${++seq}`);
     const a = node(url, 'a');
     await a.claims.start();
-    expect(await connect(a, 'd')).toBe(1);
-    expect(await connect(a, 'd')).toBe(2); // aedes replaces the first connection
-    a.claims.release('d', 1);
+    const e1 = await connect(a, 'd');
+    const e2 = await connect(a, 'd'); // aedes replaces the first connection
+    expect(e2).toBeGreaterThan(e1);
+    a.claims.release('d', e1);
     await new Promise((r) => setTimeout(r, 300));
     await a.claims.reconcileNow();
     expect(a.closed).toEqual([]);
-    expect(await rows(url)).toEqual([{ device_id: 'd', node_id: 'a', epoch: 2 }]);
+    expect(await rows(url)).toEqual([{ device_id: 'd', node_id: 'a', epoch: e2 }]);
+    // Two connects racing on this node: the earlier claim's release (the broker refuses it) leaves the later one held.
+    const [r1, r2] = await Promise.all([a.claims.claim('r'), a.claims.claim('r')]);
+    const [lo, hi] = r1 < r2 ? [r1, r2] : [r2, r1];
+    a.conns.set('r', hi);
+    a.claims.release('r', lo);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await rows(url)).find((x) => x.device_id === 'r')).toEqual({ device_id: 'r', node_id: 'a', epoch: hi });
+    await takenElsewhere(url, 'r', hi, a);
   }, 60_000);
 
   it('rows of a node that died are taken over by the next claim; concurrent claims get distinct epochs', async () => {
@@ -135,11 +159,11 @@ describe('device session claims on PostgreSQL', () => {
     const b = node(url, 'b');
     await a.claims.start();
     await b.claims.start();
-    await pg.query("INSERT INTO device_sessions VALUES ('d', 'dead', 7, 0)", [], url.slice(url.lastIndexOf('/') + 1));
-    expect(await connect(a, 'd')).toBe(8);
+    await pg.query("INSERT INTO device_sessions VALUES ('d', 'dead', 700, 0)", [], url.slice(url.lastIndexOf('/') + 1));
+    expect(await connect(a, 'd')).toBe(701); // never below the row's epoch + 1
     const epochs = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).claims.claim('x')));
-    expect([...epochs].sort((p, q) => p - q)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-    expect((await rows(url)).find((r) => r.device_id === 'x')!.epoch).toBe(20);
+    expect(new Set(epochs).size).toBe(20);
+    expect((await rows(url)).find((r) => r.device_id === 'x')!.epoch).toBe(Math.max(...epochs));
   }, 60_000);
 
   it('stop() deletes the rows this node still holds', async () => {

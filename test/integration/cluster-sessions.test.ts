@@ -10,7 +10,8 @@
  *    publishing;
  *  - the same with Redis stopped: reconciliation in PostgreSQL closes it;
  *  - a device reconnecting to the same node keeps working;
- *  - a node SIGKILLed leaves its rows; the next claim takes them over.
+ *  - a node SIGKILLed leaves its rows; the next claim takes them over;
+ *  - PostgreSQL down: the CONNECT is refused with CONNACK 3.
  *
  * Needs a build (npx tsc -p tsconfig.json).
  */
@@ -168,4 +169,30 @@ describe('one MQTT session per device across nodes', () => {
     expect(on2.closedAt).toBe(0);
     await publish(on2, id, 1);
   }, 60_000);
+
+  it('PostgreSQL down: a CONNECT is refused with CONNACK 3 (server unavailable); accepted again once it is back', async () => {
+    const id = 'ss-1';
+    const refusedBefore = await metric(n2.k, 'keng_mqtt_refused_total{op="connect",reason="session_claim_unavailable"}');
+    await pg.stop();
+    try {
+      const code = await new Promise<number | undefined>((resolve) => {
+        const c = new MqttClient(() => {
+          const sock = net.connect({ host: '127.0.0.1', port: n2.mqttPort });
+          sock.write(proxyV2('127.0.0.1'));
+          return sock;
+        }, { protocol: 'mqtt', protocolVersion: 4, clientId: id, username: id, password: seed.secrets[id], reconnectPeriod: 0, connectTimeout: 15_000, clean: true } as IClientOptions);
+        clients.push(c);
+        c.on('error', (err: Error & { code?: number }) => resolve(err.code));
+        c.on('connect', () => resolve(0));
+        c.on('close', () => resolve(undefined));
+      });
+      expect(code).toBe(3);
+      expect(await metric(n2.k, 'keng_mqtt_refused_total{op="connect",reason="session_claim_unavailable"}') - refusedBefore).toBe(1);
+    } finally {
+      await pg.restart();
+    }
+    await within('connects again', 30_000, async () => {
+      try { (await connect(n2, id)).c.end(true); return true; } catch { return false; }
+    }, 500);
+  }, 90_000);
 });

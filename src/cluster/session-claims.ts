@@ -153,9 +153,6 @@ export class PgSessionClaims implements SessionClaims, Component {
     return this.reconciling;
   }
 
-  /** Devices this node holds a claim for (tests, /metrics-free introspection). */
-  heldCount(): number { return this.held.size; }
-
   private async reconcile(): Promise<void> {
     if (this.held.size === 0) return;
     const ids = [...this.held.keys()];

@@ -47,7 +47,7 @@ import { GatewayAwareBroker, Gateways } from './gateway/index.js';
 import { ALL_MIGRATIONS } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
-import { CommitRelay, LocalOnlyBus, RedisClusterBus, type ClusterBus } from './cluster/index.js';
+import { CommitRelay, LocalOnlyBus, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
 import { webApp } from './web/index.js';
 
 export interface BuildOptions {
@@ -128,6 +128,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // After the store it purges from (started after it, stopped before it); also runs purges asked under 'keep' (CLI).
   const purger = new DevicePurger({ db: stateDb, store, registry, audit, bus, logger: log('purge'), clock });
 
+  // Cluster mode: one MQTT session per device across nodes (docs/cluster.md); the broker and the bus are built below.
+  const nodeId = config.cluster.nodeId ?? hostname();
+  const sessionClaims = clusterDb ? new PgSessionClaims({
+    db: clusterDb.db, nodeId, logger: log('sessions'), clock, metrics,
+    close: (deviceId, epoch) => broker.closeClaimed(deviceId, epoch), announce: (deviceId, epoch) => clusterBus.announceClaim(deviceId, epoch),
+  }) : null;
   const broker: AedesBroker = new AedesBroker({
     config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
     // Ingest is built next (it answers devices through the broker); messages only arrive once both started.
@@ -138,6 +144,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     provisionTuning: { perIpPerMinute: config.mqtt.provisionRequestsPerMinute },
     // A device listening on its `attributes` topic gets its shared attributes (built next).
     subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
+    ...(sessionClaims ? { claims: sessionClaims } : {}),
   });
   const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
@@ -217,7 +224,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // ours, over Redis (best effort: docs/cluster.md). Remote readings reach those two views only, never the bus
   // (rules, alerts, storage, presence act on the node that ingested them). Embedded mode: a no-op.
   const clusterBus: ClusterBus = config.cluster.redisUrl === undefined ? new LocalOnlyBus() : new RedisClusterBus({
-    url: config.cluster.redisUrl, nodeId: config.cluster.nodeId ?? hostname(), logger: log('cluster-bus'), clock, metrics,
+    url: config.cluster.redisUrl, nodeId, logger: log('cluster-bus'), clock, metrics,
+    claimed: (c) => sessionClaims?.remoteClaim(c),
     remote: (events) => {
       live.remoteTelemetry(events);
       for (const e of events) broker.publishTelemetry(e);
@@ -226,7 +234,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
   const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
-  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
+  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(sessionClaims ? [sessionClaims] : []), broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

@@ -30,6 +30,7 @@ import type { DeviceAuthenticator } from '../devices/types.js';
 import type { TlsSource } from '../tls.js';
 import { BrokerContext, SINK_TOPIC, authError, type AuthDone, type MqttConfig, type PubDone } from './context.js';
 import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
+import type { SessionClaims } from './session-claims.js';
 import { deliverToSession } from './direct-delivery.js';
 import { installFrameGuard } from './frame-guard.js';
 import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
@@ -101,6 +102,8 @@ export interface AedesBrokerDeps {
   provisionTuning?: Partial<ProvisionTuning>;
   /** A device's granted subscriptions, as stored (real-id form): shared attributes are pushed once it listens. */
   subscribed?: (deviceId: string, topics: string[]) => void;
+  /** Cluster mode: one session per device across nodes (session-claims.ts); absent: embedded, none. */
+  claims?: SessionClaims;
 }
 
 /** Bytes a PUBLISH frame may have beyond its payload: topic (≤ 64 KiB + 2) and packet id. */
@@ -132,7 +135,7 @@ export class AedesBroker implements BrokerPort {
     this.config = deps.config;
     this.tuning = { ...DEFAULT_TUNING, ...(deps.tuning ?? {}) };
     this.ctx = new BrokerContext(deps.config, deps.logger, deps.metrics, deps.clock, (client) => this.onGone(client, 'socket_closed'));
-    this.devices = new DeviceHooks(this.ctx, deps.authenticator, deps.presence, deps.inbound);
+    this.devices = new DeviceHooks(this.ctx, deps.authenticator, deps.presence, deps.inbound, deps.claims);
     this.services = deps.services ? new ServiceClients({
       ctx: this.ctx, auth: deps.services, devices: deps.authenticator, gauge: serviceConnectionsGauge(deps.metrics.registry), recheckMs: this.tuning.serviceRecheckMs,
     }) : null;
@@ -142,6 +145,11 @@ export class AedesBroker implements BrokerPort {
   /** The running aedes instance; the context holds it, for the hook modules too. */
   private get aedes(): Aedes | null {
     return this.ctx.aedes;
+  }
+
+  /** Cluster mode: the device's claim `epoch` was taken by another node or a later claim; closes it if still here. */
+  closeClaimed(deviceId: string, epoch: number): boolean {
+    return this.devices.closeClaimed(deviceId, epoch);
   }
 
   /** Bus 'telemetry' (durable readings) → service subscribers; a no-op unless one may receive it. */

@@ -26,6 +26,7 @@ import type { Aedes, AedesPublishPacket, Client, PublishPacket, Subscription } f
 import type { DeviceAuthenticator } from '../devices/types.js';
 import { authError, sink, type AuthDone, type BrokerContext, type PubDone } from './context.js';
 import { peerAddress } from './proxy-accept.js';
+import { claimThenAdmit, NO_SESSION_CLAIMS, type SessionClaims } from './session-claims.js';
 import { DeviceSession, suppressWill, type DevicePresence } from './session.js';
 import type { PublishAccess } from './topics.js';
 import type { InboundHandler, InboundMessage } from './types.js';
@@ -49,7 +50,7 @@ export class DeviceHooks {
   /** `handler`: where accepted messages go (ingest); its promise decides the PUBACK. */
   constructor(
     private readonly ctx: BrokerContext, private readonly authenticator: DeviceAuthenticator, private readonly presence: DevicePresence,
-    private readonly handler: InboundHandler,
+    private readonly handler: InboundHandler, private readonly claims: SessionClaims = NO_SESSION_CLAIMS,
   ) {}
 
   // ------------------------------------------------------------ connections
@@ -70,20 +71,28 @@ export class DeviceHooks {
       // hook (fetchSubs, registerClient). So no device can reach or replace another's session,
       // a device has at most one, and a second connection takes over the first (device protocol §1).
       client.id = id;
-      const s = new DeviceSession(client, identity, ctx.limitsFor(id), presented);
-      const prev = this.sessions.get(id);
-      this.sessions.set(id, s);
-      if (prev && prev.client !== client) {
-        // Spec: a second connection for the same device replaces the first. The old
-        // one must neither mark the device offline nor publish its will.
-        prev.superseded = true;
-        suppressWill(prev.client);
-        // Same (device) client id: aedes itself closes the old client in registerClient;
-        // closing it here too would race aedes' unregister with the new registration.
-        ctx.logger.debug({ deviceId: id, clientId: presented, oldClientId: prev.presentedId }, 'device connection replaced');
-      }
-      ctx.admit(s, done);
+      // Cluster mode: the session is claimed across nodes first (session-claims.ts); embedded: at once.
+      claimThenAdmit(ctx, this.claims, client, id, done, (epoch) => (this.sessions.get(id)?.epoch ?? 0) > epoch,
+        (epoch) => this.admit(new DeviceSession(client, identity, ctx.limitsFor(id), presented, epoch), done));
     }, (err: unknown) => ctx.authUnavailable(client, err, 'device authentication failed with an error', done));
+  }
+
+  /** Authenticated (and claimed, in cluster mode): the device's current connection from now on. */
+  private admit(s: DeviceSession, done: AuthDone): void {
+    const ctx = this.ctx;
+    const { client, deviceId: id, presentedId: presented } = s;
+    const prev = this.sessions.get(id);
+    this.sessions.set(id, s);
+    if (prev && prev.client !== client) {
+      // Spec: a second connection for the same device replaces the first. The old
+      // one must neither mark the device offline nor publish its will.
+      prev.superseded = true;
+      suppressWill(prev.client);
+      // Same (device) client id: aedes itself closes the old client in registerClient;
+      // closing it here too would race aedes' unregister with the new registration.
+      ctx.logger.debug({ deviceId: id, clientId: presented, oldClientId: prev.presentedId }, 'device connection replaced');
+    }
+    ctx.admit(s, done);
   }
 
   /** aedes 'client': registered (authenticated, CONNACK about to be sent). Spec: connect updates online. */
@@ -123,12 +132,26 @@ export class DeviceHooks {
         this.publishStatus(s, false, now);
       }
     }
+    if (s.epoch > 0) this.claims.release(id, s.epoch);
     if (s.forgotten) this.dropSession(id);
     ctx.logger.debug({ deviceId: id, clientId: s.presentedId, cause, err: err?.message, superseded: s.superseded }, 'device disconnected');
   }
 
   ping(s: DeviceSession): void {
     this.presence.touch(s.deviceId, this.ctx.clock.now());
+  }
+
+  /**
+   * Another node (or a later claim) holds the device's session now: close this
+   * node's connection of claim `epoch`, if it is still here. No will, and the
+   * device is not marked offline (it is online on the other node).
+   */
+  closeClaimed(deviceId: string, epoch: number): boolean {
+    const s = this.sessions.get(deviceId);
+    if (!s || s.gone || s.epoch !== epoch) return false;
+    s.superseded = true;
+    this.closeSession(s, 'session taken over');
+    return true;
   }
 
   /** The device's current connection (authenticated, not closed), if any. */

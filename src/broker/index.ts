@@ -8,3 +8,4 @@ export {
 export { TokenBucket } from './rate-limit.js';
 export { AbuseCounter, WarnGate } from './abuse.js';
 export type * from './types.js';
+export { NO_SESSION_CLAIMS, type SessionClaims } from './session-claims.js';

@@ -48,8 +48,11 @@ export class DeviceSession {
   /** The device was deleted: its persistent session is dropped once this connection is gone. */
   forgotten = false;
 
-  /** `presentedId`: the client id the firmware sent (logs); `client.id` is the device id (the session key). */
-  constructor(readonly client: Client, readonly identity: DeviceIdentity, readonly limits: DeviceLimits, readonly presentedId: string) {
+  /**
+   * `presentedId`: the client id the firmware sent (logs); `client.id` is the device id (the session key).
+   * `epoch`: the cluster claim of this connection (broker/session-claims.ts); 0 in embedded mode.
+   */
+  constructor(readonly client: Client, readonly identity: DeviceIdentity, readonly limits: DeviceLimits, readonly presentedId: string, readonly epoch = 0) {
     this.acl = new DeviceAcl(identity);
   }
 

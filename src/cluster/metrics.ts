@@ -11,6 +11,7 @@ export interface BusMetrics {
   badEntries: Counter;
   missedEntries: Counter;
   delay: Histogram;
+  claims: Counter<'direction'>;
 }
 
 export function busMetrics(registry: Registry | undefined): BusMetrics {
@@ -24,5 +25,6 @@ export function busMetrics(registry: Registry | undefined): BusMetrics {
     missedEntries: counterOn(registry, 'keng_cluster_bus_missed_entries_total', 'Entries of other nodes this node never read (gaps in their sequence numbers: outages, trimming)'),
     delay: histogramOn(registry, 'keng_cluster_bus_delay_seconds', 'From another node sending an entry to this node handing it to its live feed (node clocks)',
       [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+    claims: counterOn(registry, 'keng_cluster_bus_session_claims_total', 'Device session claims announced on the live bus (sent, unsent) and read from other nodes (received)', ['direction'] as const),
   };
 }

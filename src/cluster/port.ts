@@ -1,6 +1,9 @@
 /**
  * The cluster bus port: how one Keng node shows the readings it committed to
- * the other nodes' live views (docs/cluster.md "The live bus").
+ * the other nodes' live views (docs/cluster.md "The live bus"), and tells them
+ * which device sessions it claimed (the fast path of "one MQTT session per
+ * device": a hint to close a connection, never the authority, which is the
+ * device_sessions table).
  *
  * It is a best-effort view channel, never part of a correct outcome: what
  * crosses it goes to the live feed and the read-only MQTT service clients of
@@ -20,11 +23,20 @@ import type { Component } from '../core/lifecycle.js';
 /** Where another node's readings go on this node (the wiring gives it: live feed and service clients). */
 export type RemoteReadings = (events: readonly TelemetryEvent[]) => void;
 
+/** Another node claimed a device's MQTT session (session-claims.ts): claim `epoch`, on node `nodeId`. */
+export interface SessionClaimNotice { deviceId: string; epoch: number; nodeId: string }
+export type RemoteClaim = (claim: SessionClaimNotice) => void;
+
 export interface ClusterBus extends Component {
   /** False when there is no other node (embedded mode): then nobody collects readings for it at all. */
   readonly shares: boolean;
   /** Readings this node committed, one call per committed batch: forwarded as one entry, or counted as not forwarded. */
   publish(events: readonly TelemetryEvent[]): void;
+  /**
+   * This node claimed a device's session: tells the node that held it to close its connection now
+   * (the fast path; reconciliation in session-claims.ts is the safe one). Best effort, never waits.
+   */
+  announceClaim(deviceId: string, epoch: number): void;
   /**
    * For /readyz: always ok (without the bus a node still does all its work; its
    * live views only miss other nodes' readings), `degraded` while unconnected.
@@ -39,5 +51,6 @@ export class LocalOnlyBus implements ClusterBus {
   async start(): Promise<void> { /* nothing to connect */ }
   async stop(): Promise<void> { /* nothing to close */ }
   publish(): void { /* no other node */ }
+  announceClaim(): void { /* no other node */ }
   report(): { ok: true; detail: Record<string, unknown> } { return { ok: true, detail: { mode: 'embedded' } }; }
 }

@@ -26,6 +26,11 @@
  *   persistence), so an old position would not mean the same stream anyway.
  *   The gap is not hidden: each entry carries its sender's sequence number,
  *   and jumps are counted in keng_cluster_bus_missed_entries_total.
+ *
+ * Session claims (announceClaim) go on the same stream, as entries with a `c`
+ * field (`[deviceId, epoch]` as JSON) instead of `b`: one reader, one
+ * sequence, the same outage handling. A lost claim notice costs only time:
+ * the claiming node's reconciliation closes the old connection anyway.
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -35,7 +40,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { TelemetryEvent } from '../core/events.js';
 import { BadEntry, decodeReadings, encodeParts } from './codec.js';
 import { busMetrics, type BusMetrics } from './metrics.js';
-import type { ClusterBus, RemoteReadings } from './port.js';
+import type { ClusterBus, RemoteClaim, RemoteReadings } from './port.js';
 
 export interface RedisBusTuning {
   /** Stream key shared by the nodes. */
@@ -65,6 +70,8 @@ export interface RedisBusOptions {
   url: string;
   nodeId: string;
   remote: RemoteReadings;
+  /** Another node's session claims (absent: ignored). */
+  claimed?: RemoteClaim;
   logger: Logger;
   clock: Clock;
   metrics?: Pick<Metrics, 'registry'>;
@@ -133,6 +140,19 @@ export class RedisClusterBus implements ClusterBus {
       this.unsent('error', events.length);
       this.o.logger.error({ err }, 'live bus: could not send a batch');
     }
+  }
+
+  announceClaim(deviceId: string, epoch: number): void {
+    const pub = this.pub;
+    if (!this.running) return;
+    const seq = ++this.seq;
+    if (pub === null || pub.status !== 'ready' || this.inFlight >= this.t.maxInFlight) { this.m.claims.inc({ direction: 'unsent' }); return; }
+    this.inFlight++;
+    pub.xadd(this.t.stream, 'MAXLEN', '~', this.t.maxLen, '*',
+      'i', this.instance, 'n', this.o.nodeId, 's', seq, 't', this.o.clock.now(), 'c', JSON.stringify([deviceId, epoch]))
+      .then(() => { this.answered(); this.m.claims.inc({ direction: 'sent' }); },
+        (err: unknown) => { this.m.claims.inc({ direction: 'unsent' }); this.failed(err, 'claim'); })
+      .finally(() => { this.inFlight--; });
   }
 
   report(): { ok: true; detail: Record<string, unknown> } {
@@ -229,6 +249,7 @@ export class RedisClusterBus implements ClusterBus {
     if (inst === this.instance) return;
     const seq = Number(f.s);
     const sentAt = Number(f.t);
+    if (inst !== undefined && f.c !== undefined && Number.isSafeInteger(seq)) { this.claimReceived(inst, seq, f.c, f.n ?? ''); return; }
     if (inst === undefined || f.b === undefined || !Number.isSafeInteger(seq) || !Number.isFinite(sentAt)) { this.bad('missing fields'); return; }
     let events: TelemetryEvent[];
     try { events = decodeReadings(f.b); } catch (err) {
@@ -241,6 +262,17 @@ export class RedisClusterBus implements ClusterBus {
     this.m.delay.observe(Math.max(0, this.o.clock.now() - sentAt) / 1000);
     try { this.o.remote(events); } catch (err) {
       this.o.logger.error({ err, from: f.n }, 'live bus: handing remote readings to the live views failed');
+    }
+  }
+
+  private claimReceived(inst: string, seq: number, body: string, nodeId: string): void {
+    let c: unknown;
+    try { c = JSON.parse(body); } catch { c = null; }
+    if (!Array.isArray(c) || typeof c[0] !== 'string' || !Number.isSafeInteger(c[1])) { this.bad('bad claim', nodeId); return; }
+    this.countGap(inst, seq);
+    this.m.claims.inc({ direction: 'received' });
+    try { this.o.claimed?.({ deviceId: c[0], epoch: c[1] as number, nodeId }); } catch (err) {
+      this.o.logger.error({ err, from: nodeId }, 'live bus: handling another node\'s session claim failed');
     }
   }
 

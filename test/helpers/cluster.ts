@@ -108,6 +108,8 @@ export interface NodeOptions {
   /** This node's KENG_DATABASE_URL (default: the cluster's; a blackhole's address for partitions). */
   databaseUrl?: string;
   redisUrl?: string;
+  /** Extra or overriding environment variables of this node. */
+  env?: Record<string, string>;
 }
 
 /**
@@ -136,6 +138,7 @@ export class Cluster {
       KENG_CONFIG: config, KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: CLUSTER_ADMIN, KENG_NODE_ID: name,
       KENG_DATABASE_URL: o.databaseUrl ?? this.databaseUrl, KENG_REDIS_URL: o.redisUrl ?? this.redisUrl,
       KENG_MQTT_PROXY_PROTOCOL: 'required', KENG_MQTT_TRUSTED_PROXIES: '127.0.0.1',
+      ...o.env,
     };
     const [httpPort, mqttPort] = [await freePort(), await freePort()];
     const k = await spawnKeng(env, { httpPort, mqttPort, timeoutMs: 90_000 });

@@ -215,4 +215,34 @@ describe('InfluxDB through the PostgreSQL outbox (cluster mode, real influxd and
       await stopAll(n);
     }
   }, 90_000);
+
+  it('throughput: 100 records × 4 fields per writeBatch into the outbox, 4 in flight, while the node forwards', async () => {
+    const url = await pg.createDatabase(`ob${++seq}`);
+    const database = `keng_ob${seq}`;
+    const n = node(url, database);
+    await n.store.start();
+    try {
+      let ts = T0;
+      const make = (): TelemetryRecord[] => {
+        const out: TelemetryRecord[] = [];
+        for (let i = 0; i < 100; i++) out.push({ deviceId: `dev-${i}`, kind: 'sensor', ts, values: { soil_moisture: 31.5 + i, temperature: 24.1, humidity: 70 + (i % 7), battery_v: 3.7 } });
+        ts += 1000;
+        return out;
+      };
+      await n.store.writeBatch(make());
+      const batches = 300;
+      const t0 = performance.now();
+      const inflight: Promise<unknown>[] = [];
+      for (let b = 0; b < batches; b++) {
+        inflight.push(n.store.writeBatch(make()));
+        if (inflight.length >= 4) await inflight.shift();
+      }
+      await Promise.all(inflight);
+      const sec = (performance.now() - t0) / 1000;
+      expect(await n.store.drain(60_000)).toBe(true);
+      const all = (performance.now() - t0) / 1000;
+      console.log(`outbox writeBatch(100×4): ${(batches * 400 / sec).toFixed(0)} readings/s committed; all in InfluxDB after ${all.toFixed(1)} s (${(batches * 400 / all).toFixed(0)} readings/s end to end, fsync on)`);
+      expect(await count(database, 'soil_moisture')).toBe((batches + 1) * 100);
+    } finally { await stopAll(n); }
+  }, 120_000);
 });

@@ -35,11 +35,11 @@ function config(database: string, influx: DeepPartial<Config['influx']> = {}): R
 interface Node { store: PgInfluxTelemetryStore; db: Db<unknown>; metrics: ReturnType<typeof testMetrics>; clock: FakeClock }
 
 /** One Keng node's store on the cluster database `url` (lease and poll shortened for the tests). */
-function node(url: string, database: string, o: { leaseMs?: number; nodeId?: string } = {}): Node {
+function node(url: string, database: string, o: { leaseMs?: number; nodeId?: string; influxUrl?: string } = {}): Node {
   const db = openPgDb(url);
   const metrics = testMetrics();
   const clock = new FakeClock(T0 + 86_400_000);
-  const cfg = config(database);
+  const cfg = config(database, o.influxUrl ? { url: o.influxUrl } : {});
   const store = new PgInfluxTelemetryStore(cfg, new InfluxV1Backend(cfg.influx, testLogger()), {
     dataDir: '/nonexistent', logger: testLogger(), metrics, clock, db, url, nodeId: o.nodeId ?? 'n1', leaseMs: o.leaseMs, pollMs: 200,
   });
@@ -245,4 +245,28 @@ describe('InfluxDB through the PostgreSQL outbox (cluster mode, real influxd and
       expect(await count(database, 'soil_moisture')).toBe((batches + 1) * 100);
     } finally { await stopAll(n); }
   }, 120_000);
+
+  it('purging a device cuts its lines out of the outbox and deletes its dead letters, other devices untouched', async () => {
+    const url = await pg.createDatabase(`ob${++seq}`);
+    // No InfluxDB at this address: everything stays in the outbox.
+    const n = node(url, `keng_ob${seq}`, { influxUrl: 'http://127.0.0.1:1' });
+    await n.store.start();
+    try {
+      // dev-1 and dev-10 (a prefix of each other's tag) interleaved in the same rows.
+      for (let b = 0; b < 5; b++) await n.store.writeBatch([...records(30, b * 30, 'dev-1'), ...records(30, b * 30, 'dev-10')]);
+      await n.store.writeBatch([{ deviceId: 'dev-1', kind: 'sensor', ts: T0 + 9e6, values: { a: 'text' } }]);
+      const removed: Record<string, number> = {};
+      await n.store.purgeLocal('dev-1', T0 + 100 * 1000, removed, new AbortController().signal);
+      expect(removed).toEqual({ queuedReadings: 100 * 4, deadReadings: 0 });
+      await n.store.purgeLocal('dev-1', null, removed, new AbortController().signal);
+      expect(removed).toEqual({ queuedReadings: 150 * 4, deadReadings: 1 });
+      const t = await n.store.outboxStats();
+      expect(t.readings).toBe(150 * 4);
+      const bodies = await sql<{ body: string; lines: number; readings: number }>`SELECT body, lines, readings FROM telemetry_influx_outbox`.execute(n.db.kysely);
+      const lines = bodies.rows.flatMap((r) => r.body.split('\n'));
+      expect(lines).toHaveLength(150);
+      expect(lines.every((l) => l.includes('device_id=dev-10,'))).toBe(true);
+      expect(bodies.rows.reduce((x, r) => x + r.lines, 0)).toBe(150);
+    } finally { await stopAll(n); }
+  }, 60_000);
 });

@@ -161,11 +161,8 @@ function crossCheck(cfg: Config): void {
     if (c.redisUrl === undefined) throw new ConfigError('Missing setting KENG_REDIS_URL: cluster mode needs it with KENG_DATABASE_URL');
     checkUrl('KENG_DATABASE_URL', c.databaseUrl, ['postgres:', 'postgresql:']);
     checkUrl('KENG_REDIS_URL', c.redisUrl, ['redis:', 'rediss:']);
-    // Readings must be committed where every node sees them before the PUBACK; the InfluxDB queue is a
-    // file under one node's dataDir (a PostgreSQL outbox in front of InfluxDB is not built yet).
-    if (cfg.telemetry.store === 'influxdb') {
-      throw new ConfigError('Invalid setting KENG_TELEMETRY_STORE=influxdb: not supported in cluster mode (KENG_DATABASE_URL set) yet; use embedded, which in cluster mode keeps readings in the cluster database');
-    }
+    // telemetry.store = influxdb is accepted: readings are committed to a PostgreSQL outbox that every
+    // node forwards from (pg-influx-store.ts), not to a file under one node's dataDir.
   }
   try { new Intl.DateTimeFormat('en', { timeZone: cfg.tz }); } catch {
     throw new ConfigError(`Invalid setting KENG_TZ=${cfg.tz}: unknown time zone`);

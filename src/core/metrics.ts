@@ -102,6 +102,7 @@ export class Metrics {
   readonly queueDepth = new Gauge({ name: 'keng_queue_depth_readings', help: 'Readings waiting in the on-disk queue for the telemetry database', registers: [this.registry] });
   readonly queueBytes = new Gauge({ name: 'keng_queue_bytes', help: 'Bytes used by the on-disk queue', registers: [this.registry] });
   readonly queueCapBytes = new Gauge({ name: 'keng_queue_cap_bytes', help: 'Configured disk cap of the on-disk queue', registers: [this.registry] });
+  readonly queueOldestAgeSeconds = new Gauge({ name: 'keng_queue_oldest_age_seconds', help: 'Age of the oldest readings waiting in the PostgreSQL outbox for InfluxDB (cluster mode); 0 when empty', registers: [this.registry] });
   readonly commitLatency = new Histogram({
     name: 'keng_commit_seconds', help: 'Group-commit latency (readings durable on disk)',
     buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1], registers: [this.registry],

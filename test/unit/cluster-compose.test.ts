@@ -59,7 +59,7 @@ describe('deploy/cluster/compose.yaml', () => {
     expect(services.haproxy.image).toBe('haproxy:2.6');
     expect(services['pg-primary'].image).toBe('postgres:15');
     expect(services['pg-standby'].image).toBe('postgres:15');
-    // Cluster mode refuses the influxdb store: the service is only described, commented out.
+    // InfluxDB is optional in cluster mode: the service is only described, commented out.
     expect(text).toMatch(/^ {2}# influxdb:$/m);
   });
 

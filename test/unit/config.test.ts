@@ -46,8 +46,9 @@ describe('settings', () => {
     expect(err({ KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://x:8086' })).toMatch(/KENG_INFLUX_TOKEN/);
     expect(err({ KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'not a url', KENG_INFLUX_API: 'v1' })).toMatch(/KENG_INFLUX_URL/);
     const cluster = { KENG_DATABASE_URL: 'postgres://keng@db/keng', KENG_REDIS_URL: 'redis://r:6379' };
-    expect(err({ ...cluster, KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://x:8086', KENG_INFLUX_API: 'v1' }))
-      .toMatch(/^Invalid setting KENG_TELEMETRY_STORE=influxdb: not supported in cluster mode/);
+    // InfluxDB in cluster mode goes through the PostgreSQL outbox; its own settings are still checked.
+    expect(loadConfig({ env: { ...cluster, KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://x:8086', KENG_INFLUX_API: 'v1' } }).telemetry.store).toBe('influxdb');
+    expect(err({ ...cluster, KENG_TELEMETRY_STORE: 'influxdb' })).toMatch(/^Missing setting KENG_INFLUX_URL/);
     expect(loadConfig({ env: cluster }).cluster.databaseUrl).toBe(cluster.KENG_DATABASE_URL);
     expect(err({ KENG_TZ: 'Mars/Olympus' })).toMatch(/KENG_TZ/);
     expect(err({ KENG_LOG_LEVEL: 'loud' })).toMatch(/KENG_LOG_LEVEL/);

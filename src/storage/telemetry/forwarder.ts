@@ -20,7 +20,8 @@ import type { Metrics } from '../../core/metrics.js';
 import { type Backoff } from './backoff.js';
 import type { InfluxBackend, WriteOutcome } from './influx-backend.js';
 import { FIELD_TYPE_CONFLICT } from './field-types.js';
-import { splitLine, splitLines } from './line-split.js';
+import { findRejected } from './line-isolate.js';
+import { splitLines } from './line-split.js';
 import type { PeekResult, QueueTotals, RejectedLine } from './outbox-db.js';
 import type { Timers } from './timers.js';
 import type { WorkerClient } from './worker-client.js';
@@ -182,34 +183,12 @@ export class Forwarder {
     return true;
   }
 
-  /**
-   * `lines` were rejected together (`out`): re-send them in halves, and a
-   * single line as one line per field, until each rejected reading is alone;
-   * those go to `rejected`. False when the server became unreachable
-   * meanwhile (the row stays queued and all of it is tried again later).
-   */
-  private async resend(lines: string[], out: WriteOutcome & { ok: false }, rejected: RejectedLine[]): Promise<boolean> {
-    let parts: string[][];
-    if (lines.length > 1) {
-      const mid = lines.length >> 1;
-      parts = [lines.slice(0, mid), lines.slice(mid)];
-    } else {
-      const p = lines.length === 1 ? splitLine(lines[0]!) : null;
-      if (!p || p.fields.length < 2) {
-        if (lines.length === 1) rejected.push({ line: lines[0]!, status: out.status, error: out.message });
-        return true;
-      }
-      parts = p.fields.map((f) => [`${p.prefix} ${f} ${p.ts}`]);
-    }
-    for (const part of parts) {
-      if (this.stopping) return false;
-      const o = await this.d.backend.write(part.join('\n'), part.length, this.inflight.signal);
-      if (o.ok) continue;
-      this.noteFailure(o);
-      if (o.retry) return false;
-      if (!await this.resend(part, o, rejected)) return false;
-    }
-    return true;
+  /** Re-send the rejected lines in parts until each rejected reading is alone (line-isolate.ts). */
+  private resend(lines: string[], out: WriteOutcome & { ok: false }, rejected: RejectedLine[]): Promise<boolean> {
+    return findRejected({
+      backend: this.d.backend, signal: this.inflight.signal,
+      keepGoing: () => !this.stopping, onFailure: (o) => this.noteFailure(o),
+    }, lines, out, rejected);
   }
 
   private noteFailure(out: WriteOutcome & { ok: false }): void {

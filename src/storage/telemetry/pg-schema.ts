@@ -28,4 +28,18 @@ export const TELEMETRY_MIGRATIONS: readonly SqlMigration[] = [
         reason text NOT NULL, detail text, at bigint NOT NULL, PRIMARY KEY (device, field, ts))`,
     ],
   },
+  {
+    version: 2,
+    name: 'InfluxDB outbox (telemetry.store = influxdb in cluster mode)',
+    sqlite: [],
+    postgres: [
+      // One row per chunk of a group commit, as line protocol (pg-influx-store.ts); a claim is a
+      // lease (lease_by, lease_until in ms of the database's clock) so a dead node's batch is taken over.
+      `CREATE TABLE telemetry_influx_outbox (
+        id bigserial PRIMARY KEY, body text NOT NULL, lines integer NOT NULL, readings integer NOT NULL,
+        bytes integer NOT NULL, created bigint NOT NULL, lease_by text, lease_until bigint)`,
+      // What InfluxDB refused: its answer and the single-field line sent.
+      'ALTER TABLE telemetry_dead_readings ADD COLUMN status integer, ADD COLUMN line text',
+    ],
+  },
 ];

@@ -20,7 +20,7 @@ import type { Clock } from '../../core/clock.js';
 import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
-import { FIELD_TYPE_CONFLICT } from './field-types.js';
+import { reportSetAside } from './field-types.js';
 import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
 import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
@@ -87,10 +87,7 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
       end();
       if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
       if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);
-      if (res.setAside) {
-        this.deps.metrics.readingsDeadLetteredTotal.inc({ store: this.kind, reason: FIELD_TYPE_CONFLICT }, res.setAside.length);
-        this.deps.logger.warn({ readings: res.setAside.length, first: res.setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
-      }
+      reportSetAside(this.deps, this.kind, res.setAside);
       return res;
     } catch (err) {
       this.deps.metrics.storeErrorsTotal.inc({ store: this.kind, kind: 'write' });

@@ -17,6 +17,8 @@
  * readings that taught it are committed together or not at all.
  */
 import type { Scalar } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import type { Metrics } from '../../core/metrics.js';
 
 /** Value kinds, as stored (embedded `k` column, record-pack.ts). */
 export const K_NUMBER = 0;
@@ -61,4 +63,16 @@ export interface SetAsideReading {
 export function parseConflictMessage(msg: string): { field: string; existing: string } | null {
   const m = /input field \\?"(.+?)\\?" on measurement .*? already exists as type (\w+)/.exec(msg);
   return m ? { field: m[1]!, existing: m[2]! } : null;
+}
+
+/**
+ * Counts readings set aside by the field-type rule (a store's write result) and logs them once per
+ * batch: the same for every store that applies the rule in its commit.
+ */
+export function reportSetAside(
+  deps: { metrics: Pick<Metrics, 'readingsDeadLetteredTotal'>; logger: Pick<Logger, 'warn'> }, store: string, setAside: readonly SetAsideReading[] | undefined,
+): void {
+  if (!setAside?.length) return;
+  deps.metrics.readingsDeadLetteredTotal.inc({ store, reason: FIELD_TYPE_CONFLICT }, setAside.length);
+  deps.logger.warn({ readings: setAside.length, first: setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
 }

@@ -17,7 +17,7 @@ import { Errors } from '../../core/errors.js';
 import type { Scalar } from '../../core/events.js';
 import { migrate, redactUrl, type Db } from '../sql/index.js';
 import { Backoff } from './backoff.js';
-import { FIELD_TYPE_CONFLICT, kindName, kindOf, kindOfInfluxType, type SetAsideReading } from './field-types.js';
+import { FIELD_TYPE_CONFLICT, kindName, kindOf, kindOfInfluxType, reportSetAside, type SetAsideReading } from './field-types.js';
 import type { InfluxBackend } from './influx-backend.js';
 import { escapeTag, PrefixCache, recordsToLines, type FieldGuard } from './line-protocol.js';
 import { lineSummary, splitLines } from './line-split.js';
@@ -131,8 +131,7 @@ export class PgInfluxTelemetryStore implements TelemetryStore, TelemetryPurge {
     this.publish();
     this.forwarder.wake();
     if (!res.setAside) return { written: res.readings, duplicates: 0 };
-    this.deps.metrics.readingsDeadLetteredTotal.inc({ store: this.kind, reason: FIELD_TYPE_CONFLICT }, res.setAside.length);
-    this.deps.logger.warn({ readings: res.setAside.length, first: res.setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
+    reportSetAside(this.deps, this.kind, res.setAside);
     return { written: res.readings, duplicates: 0, setAside: res.setAside };
   }
 

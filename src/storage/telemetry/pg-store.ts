@@ -28,7 +28,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import { migrate, redactUrl, type Db } from '../sql/index.js';
-import { FIELD_TYPE_CONFLICT, K_BOOLEAN, K_NUMBER, K_STRING, kindName, type SetAsideReading } from './field-types.js';
+import { FIELD_TYPE_CONFLICT, K_BOOLEAN, K_NUMBER, K_STRING, kindName, reportSetAside, type SetAsideReading } from './field-types.js';
 import { pgHistory } from './pg-reader.js';
 import { TELEMETRY_MIGRATIONS } from './pg-schema.js';
 import { RetentionLoop } from './retention.js';
@@ -93,10 +93,7 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
         end();
         if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
         if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);
-        if (res.setAside) {
-          this.deps.metrics.readingsDeadLetteredTotal.inc({ store: this.kind, reason: FIELD_TYPE_CONFLICT }, res.setAside.length);
-          this.deps.logger.warn({ readings: res.setAside.length, first: res.setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
-        }
+        reportSetAside(this.deps, this.kind, res.setAside);
         return res;
       } catch (err) {
         const code = (err as { code?: string }).code;

@@ -11,7 +11,7 @@ import { PgTelemetryStore } from '../../src/storage/telemetry/pg-store.js';
 import type { TelemetryRecord } from '../../src/storage/telemetry/index.js';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 import { FakeClock, storeConfig, testLogger, testMetrics } from '../helpers/influxd.js';
-import { T0, telemetryStoreContract, type DeadRow } from '../helpers/telemetry-contract.js';
+import { T0, soilBatches, telemetryStoreContract, timedWrites, type DeadRow } from '../helpers/telemetry-contract.js';
 
 let server: PostgresServer;
 let seq = 0;
@@ -86,23 +86,8 @@ describe('PostgreSQL telemetry store: several nodes, outages', () => {
     const db = openPgDb(url);
     const store = pgStore(url, db, new FakeClock(T0), testMetrics());
     await store.start();
-    let ts = Date.now();
-    const make = (): TelemetryRecord[] => {
-      const out: TelemetryRecord[] = [];
-      for (let i = 0; i < 100; i++) out.push({ deviceId: `dev-${i}`, kind: 'sensor', ts, values: { soil_moisture: 31.5 + i, temperature: 24.1, humidity: 70 + (i % 7), battery_v: 3.7 } });
-      ts += 1000;
-      return out;
-    };
-    await store.writeBatch(make());
     const batches = 300;
-    const t0 = performance.now();
-    const inflight: Promise<unknown>[] = [];
-    for (let b = 0; b < batches; b++) {
-      inflight.push(store.writeBatch(make()));
-      if (inflight.length >= 4) await inflight.shift();
-    }
-    await Promise.all(inflight);
-    const sec = (performance.now() - t0) / 1000;
+    const sec = await timedWrites(store, soilBatches(Date.now()), batches);
     console.log(`postgres writeBatch(100×4): ${(batches * 400 / sec).toFixed(0)} readings/s, ${(batches / sec).toFixed(0)} batches/s (fsync on)`);
     const n = await sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM telemetry_readings`.execute(db.kysely);
     expect(n.rows[0]!.n).toBe((batches + 1) * 400);

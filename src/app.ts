@@ -44,7 +44,7 @@ import { ProvisioningService } from './devices/provisioning.js';
 import { SharedAttributes } from './attributes/index.js';
 import { Firmware } from './firmware/index.js';
 import { GatewayAwareBroker, Gateways } from './gateway/index.js';
-import { ALL_MIGRATIONS } from './migrations.js';
+import { ALL_MIGRATIONS, PG_STATE_SCOPES } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
 import { CommitRelay, LocalOnlyBus, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
@@ -110,7 +110,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
   // Cluster mode (docs/cluster.md): the PostgreSQL pool, started before and stopped after its users.
-  const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster')) : null;
+  const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster'), PG_STATE_SCOPES) : null;
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 

@@ -20,6 +20,8 @@ import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
 import { GATEWAY_MIGRATION } from './gateway/index.js';
 
+import type { SqlMigration } from './storage/sql/index.js';
+
 type Step = Pick<Migration, 'name' | 'up'>;
 
 const core = (version: number): Step => {
@@ -59,3 +61,12 @@ if (CORE.length !== 6) {
 }
 
 export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ version: i + 1, name: m.name, up: m.up }));
+
+/**
+ * Cluster mode: the PostgreSQL schema of the state repositories moved onto the `Db` port, one scope per owner
+ * (src/storage/sql/migrate.ts), applied by the ClusterDatabase at start. A module's scope holds only its
+ * PostgreSQL DDL (`sqlite: []`): on the embedded store the same tables come from the list above.
+ * Append a module's scope when it moves; a scope's list is append-only like the list above.
+ */
+export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
+];

@@ -2,3 +2,4 @@ export { StateDb, STATE_DB_FILE, type StateDbOptions, type AppliedMigration, typ
 export { MIGRATIONS, latestVersion, type Migration } from './migrations.js';
 export { DataDirLock, LOCK_FILE, HOLDER_FILE, readHolder, type DataDirLockOptions, type LockHolder } from './data-dir-lock.js';
 export { statementsOn } from './statements.js';
+export { stateSqlitePort } from './sql.js';

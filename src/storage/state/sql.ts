@@ -1,0 +1,80 @@
+/**
+ * The state store as a `Db` (src/storage/sql): the same Kysely query layer on
+ * both dialects, so a repository written once runs on the embedded SQLite
+ * state.db and, in cluster mode, on PostgreSQL.
+ *
+ * Embedded: Kysely over the StateDb's OWN better-sqlite3 connection, not a
+ * second one (a second connection of the same thread waiting in busy_timeout
+ * would block the event loop the first needs). Repositories not yet moved to
+ * this port keep using `StateDb.db` synchronously on that same connection, and
+ * both stay consistent because a write transaction through this port only
+ * awaits database calls: better-sqlite3 answers them synchronously, so the
+ * whole transaction runs in one macrotask's microtasks and no other event-loop
+ * task (a sync repository, another request) can run inside it. Rule for every
+ * repository on this port, on both dialects: never await anything but the
+ * database inside `write()` (hash passwords, read files, call the network
+ * before it).
+ *
+ * Write transactions are begun here, not by Kysely: BEGIN IMMEDIATE (as
+ * everywhere in Keng), or a SAVEPOINT when the connection is already inside a
+ * transaction (the broadcast path's group commit keeps one open for a few
+ * milliseconds; better-sqlite3's own `db.transaction()` nests the same way).
+ * Inside `write(fn)` use only `trx`: the connection is serialised, so a query
+ * on `db.kysely` from within would wait for the transaction forever.
+ *
+ * The Kysely instance follows the StateDb's connection: after a stop/start
+ * (a new handle) the next call builds a new one. The StateDb owns and closes
+ * the connection; `close()` here does nothing.
+ */
+import { Kysely, sql, type Transaction } from 'kysely';
+import { withTimeout } from '../../core/async.js';
+import { ImmediateSqliteDialect, type Db } from '../sql/db.js';
+import type { SqliteDatabase } from './db.js';
+
+class StateSqlitePort implements Db<unknown> {
+  readonly dialect = 'sqlite' as const;
+  private handle: SqliteDatabase | undefined;
+  private k: Kysely<unknown> | undefined;
+  private depth = 0;
+
+  constructor(private readonly state: { readonly db: SqliteDatabase }) {}
+
+  get kysely(): Kysely<unknown> {
+    const h = this.state.db;
+    if (this.k === undefined || this.handle !== h) {
+      this.handle = h;
+      this.k = new Kysely<unknown>({ dialect: new ImmediateSqliteDialect({ database: h }) });
+    }
+    return this.k;
+  }
+
+  async write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
+    const k = this.kysely;
+    const h = this.state.db;
+    const savepoint = h.inTransaction ? `keng_w${++this.depth}` : null;
+    h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
+    try {
+      // The connection is this transaction until it ends (see above), so the plain instance is the transaction.
+      const r = await fn(k as unknown as Transaction<unknown>);
+      h.exec(savepoint ? `RELEASE ${savepoint}` : 'COMMIT');
+      return r;
+    } catch (err) {
+      // SQLite may have rolled back by itself (an I/O error, SQLITE_FULL): then there is nothing to undo.
+      if (h.inTransaction) h.exec(savepoint ? `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}` : 'ROLLBACK');
+      throw err;
+    } finally {
+      if (savepoint) this.depth--;
+    }
+  }
+
+  async ping(timeoutMs = 5_000): Promise<void> {
+    await withTimeout(sql`SELECT 1`.execute(this.kysely), timeoutMs);
+  }
+
+  async close(): Promise<void> { /* the StateDb owns the connection */ }
+}
+
+/** The embedded state store (its current connection) as a Db. */
+export function stateSqlitePort(state: { readonly db: SqliteDatabase }): Db<unknown> {
+  return new StateSqlitePort(state);
+}

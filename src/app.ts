@@ -23,10 +23,10 @@ import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
 import { UrgentOutbound } from './core/urgent.js';
-import { DataDirLock, StateDb } from './storage/state/index.js';
+import { DataDirLock, StateDb, stateSqlitePort } from './storage/state/index.js';
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
-import { ClusterDatabase } from './storage/sql/index.js';
+import { ClusterDatabase, type Db } from './storage/sql/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
@@ -111,17 +111,19 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
   // Cluster mode (docs/cluster.md): the PostgreSQL pool, started before and stopped after its users.
   const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster'), PG_STATE_SCOPES) : null;
+  // The state repositories moved to the Db port use PostgreSQL in cluster mode, state.db otherwise (docs/cluster.md).
+  const stateSql: Db<unknown> = clusterDb ? clusterDb.db : stateSqlitePort(stateDb);
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
   const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
-  const accounts = createAccounts({ state: stateDb, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
+  const accounts = createAccounts({ state: stateDb, db: stateSql, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;
   // Keys the audit log and anchors its head outside state.db; started right after the state store.
-  const auditChain = new AuditChain({ audit, state: stateDb, dataDir, settings: config.audit, logger: log('audit'), clock });
+  const auditChain = new AuditChain({ audit, db: stateSql, dataDir, settings: config.audit, logger: log('audit'), clock });
 
   // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
   const provisioning = new ProvisioningService({ db: () => stateDb.db, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });

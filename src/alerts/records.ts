@@ -56,7 +56,7 @@ export class AlertRecords {
 
   audit(c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): void {
     try {
-      this.d.audit.record({
+      this.d.audit.recordSync({
         actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
         target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
       });

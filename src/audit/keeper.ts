@@ -14,7 +14,8 @@
  * shipping to carry out of reach of whoever holds only the database, and
  * appended to <dataDir>/audit-anchors.jsonl and `audit.anchorFile`.
  */
-import type Database from 'better-sqlite3';
+import { sql } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
 import type { Component } from '../core/lifecycle.js';
@@ -31,7 +32,8 @@ export interface AuditChainSettings extends AuditKeySettings {
 
 export interface AuditChainOptions {
   audit: AuditLog;
-  state: { readonly db: Database.Database };
+  /** The state store as a Db (the chain's tables). */
+  db: Db<unknown>;
   dataDir: string;
   settings: AuditChainSettings;
   logger: Logger;
@@ -54,20 +56,20 @@ export class AuditChain implements Component {
 
   async start(): Promise<void> {
     const { audit, dataDir, settings, logger } = this.o;
-    const key = this.loadKey();
+    const key = await this.loadKey();
     this.key = key;
     audit.useKey(key);
-    audit.ensureKeyed();
+    await audit.ensureKeyed();
     const files = this.anchorFiles;
     try {
-      this.anchor('start');
+      await this.anchor('start');
     } catch (err) {
       // A configured anchor file that cannot be written is a setting to fix, like an unreadable TLS file.
       if (settings.anchorFile === undefined) throw err;
       throw Errors.CONFIG(`KENG_AUDIT_ANCHOR_FILE (audit.anchorFile): cannot append to ${files.join(' or ')} (${(err as Error).message})`);
     }
     logger.debug({ keyId: key.id, keySource: key.source, anchorFiles: files, dataDir }, 'audit chain keyed');
-    this.timer = setInterval(() => this.tick(), settings.anchorIntervalSec * 1000);
+    this.timer = setInterval(() => void this.tick(), settings.anchorIntervalSec * 1000);
     this.timer.unref();
   }
 
@@ -75,7 +77,7 @@ export class AuditChain implements Component {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (!this.key) return;
-    try { this.anchor('stop'); } catch (err) { this.o.logger.error({ err }, 'could not anchor the audit head at stop'); }
+    try { await this.anchor('stop'); } catch (err) { this.o.logger.error({ err }, 'could not anchor the audit head at stop'); }
     this.key = null;
   }
 
@@ -83,13 +85,14 @@ export class AuditChain implements Component {
   get auditKey(): AuditKey | null { return this.key; }
 
   /** The current head, signed, without writing it anywhere (GET /api/v1/audit/head). */
-  signedHead(reason = 'head'): AuditAnchor {
-    return signAnchor(chainHead(this.o.state.db), this.requireKey(), this.o.clock.now(), reason);
+  async signedHead(reason = 'head'): Promise<AuditAnchor> {
+    const key = this.requireKey();
+    return signAnchor(await chainHead(this.o.db), key, this.o.clock.now(), reason);
   }
 
   /** Signs the head, logs it and appends it to every anchor file. */
-  anchor(reason: string): AuditAnchor {
-    const a = this.signedHead(reason);
+  async anchor(reason: string): Promise<AuditAnchor> {
+    const a = await this.signedHead(reason);
     this.o.logger.info({ auditAnchor: a }, 'audit head anchored');
     for (const f of this.anchorFiles) appendAnchor(f, a);
     this.anchored = { seq: a.seq, hash: a.hash };
@@ -97,16 +100,16 @@ export class AuditChain implements Component {
   }
 
   /** The whole check, as `keng audit verify` does it: anchors read first, then the chain. */
-  verify(extraAnchorFiles: readonly string[] = []): ChainReport {
+  verify(extraAnchorFiles: readonly string[] = []): Promise<ChainReport> {
     const { anchors } = readAnchorFiles([...this.anchorFiles, ...extraAnchorFiles]);
-    return verifyAuditChain(this.o.state.db, { key: this.requireKey(), anchors });
+    return verifyAuditChain(this.o.db, { key: this.requireKey(), anchors });
   }
 
-  private tick(): void {
+  private async tick(): Promise<void> {
     try {
-      const head = chainHead(this.o.state.db);
+      const head = await chainHead(this.o.db);
       if (this.anchored && head.seq === this.anchored.seq && head.hash === this.anchored.hash) return;
-      this.anchor('interval');
+      await this.anchor('interval');
     } catch (err) {
       this.o.logger.error({ err }, 'could not anchor the audit head');
     }
@@ -118,15 +121,15 @@ export class AuditChain implements Component {
   }
 
   /** The configured key, created only for a chain not keyed yet; it must be the chain's. */
-  private loadKey(): AuditKey {
+  private async loadKey(): Promise<AuditKey> {
     const { dataDir, settings, logger } = this.o;
-    const db = this.o.state.db;
     const onLoose = (file: string) => (mode: number): void => {
       logger.warn({ file, mode: mode.toString(8) }, 'audit key file was readable by others; permissions set to 0600');
     };
     const where = auditKeyLocation(dataDir, settings);
-    const keyed = db.prepare('SELECT seq, key_id FROM audit_log WHERE key_id IS NOT NULL ORDER BY seq DESC LIMIT 1').get() as { seq: number; key_id: string } | undefined;
-    const since = keyed ? (db.prepare('SELECT MIN(seq) FROM audit_log WHERE key_id IS NOT NULL').pluck().get() as number) : null;
+    const k = this.o.db.kysely;
+    const keyed = (await sql<{ seq: number; key_id: string }>`SELECT seq, key_id FROM audit_log WHERE key_id IS NOT NULL ORDER BY seq DESC LIMIT 1`.execute(k)).rows[0];
+    const since = keyed ? (await sql<{ s: number }>`SELECT MIN(seq) AS s FROM audit_log WHERE key_id IS NOT NULL`.execute(k)).rows[0]!.s : null;
     let key = readAuditKey(dataDir, settings, onLoose(where.file ?? ''));
     if (!key) {
       if (keyed) {

@@ -27,6 +27,8 @@ import { CHAIN_KEYED_ACTION, GENESIS_HASH, keyedRowHash, rowHash, type AuditRow 
 import type { ChainHead } from './anchor.js';
 import type { AuditKey } from './key.js';
 import type Database from 'better-sqlite3';
+import { sql, type RawBuilder, type Transaction } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 
 export { GENESIS_HASH, rowHash, type AuditRow };
 
@@ -47,7 +49,18 @@ export interface AuditInput {
 }
 
 export interface AuditRecorder {
-  record(entry: AuditInput): AuditEntry;
+  /**
+   * Appends one entry. With `trx` (the caller's write transaction on the state Db) the entry commits or rolls
+   * back with the caller's change; without, it runs in its own write transaction.
+   */
+  record(entry: AuditInput, trx?: Transaction<unknown>): Promise<AuditEntry>;
+  /**
+   * For code still writing the embedded store synchronously (inside its own better-sqlite3 transaction, where
+   * nothing can be awaited): appended at once on that connection, as a savepoint of the caller's transaction.
+   * In cluster mode there is no synchronous path to PostgreSQL: the entry is queued and appended right after,
+   * in order (docs/cluster.md lists the modules still on this path).
+   */
+  recordSync(entry: AuditInput): void;
 }
 
 export interface AuditEntry {
@@ -69,13 +82,13 @@ export function actorString(a: Actor | string): string {
   return typeof a === 'string' ? a : `${a.kind}:${a.id}`;
 }
 
-/** The head of the chain in `db` (one read transaction): newest seq and hash, and the first keyed seq. */
-export function chainHead(db: Database.Database): ChainHead {
-  return db.transaction((): ChainHead => {
-    const last = db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
-    const keyed = db.prepare('SELECT MIN(seq) FROM audit_log WHERE key_id IS NOT NULL').pluck().get() as number | null;
-    return { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, keyedSince: keyed ?? null };
-  })();
+/** The head of the chain (one snapshot): newest seq and hash, and the first keyed seq. */
+export function chainHead(db: Db<unknown>): Promise<ChainHead> {
+  return db.snapshot(async (trx): Promise<ChainHead> => {
+    const last = (await sql<{ seq: number; hash: string }>`SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`.execute(trx)).rows[0];
+    const keyed = (await sql<{ s: number | null }>`SELECT MIN(seq) AS s FROM audit_log WHERE key_id IS NOT NULL`.execute(trx)).rows[0]?.s ?? null;
+    return { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, keyedSince: keyed === null ? null : Number(keyed) };
+  });
 }
 
 export function toEntry(r: AuditRow): AuditEntry {
@@ -87,7 +100,10 @@ export function toEntry(r: AuditRow): AuditEntry {
 }
 
 export interface AuditLogOptions {
-  state: { readonly db: Database.Database };
+  /** The state store as a Db (the embedded state.db, or PostgreSQL in cluster mode). */
+  db: Db<unknown>;
+  /** The embedded store's connection, for recordSync(); absent in cluster mode. */
+  sqlite?: { readonly db: Database.Database } | null;
   clock: Clock;
   logger?: Logger;
   /** The audit key; also settable later with useKey(). Without one, only an unkeyed chain can be extended. */
@@ -99,16 +115,19 @@ const clip = (s: string | null | undefined): string | null => (s == null ? null 
 
 type Last = Pick<AuditRow, 'seq' | 'hash' | 'key_id'>;
 
+const INSERT_ROW = `INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id)
+  VALUES (@seq, @at, @actor, @action, @target, @ip, @before_json, @after_json, @prev_hash, @hash, @key_id)`;
+const UPSERT_HEAD = `INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`;
+
 export class AuditLog implements AuditRecorder {
-  private readonly state: AuditLogOptions['state'];
-  private readonly clock: Clock;
-  private readonly logger: Logger | undefined;
+  private readonly o: AuditLogOptions;
   private key: AuditKey | null;
+  /** Cluster mode's recordSync(): entries appended one after the other, in the order recorded. */
+  private queued: Promise<void> = Promise.resolve();
 
   constructor(opts: AuditLogOptions) {
-    this.state = opts.state;
-    this.clock = opts.clock;
-    this.logger = opts.logger;
+    this.o = opts;
     this.key = opts.key ?? null;
   }
 
@@ -120,38 +139,71 @@ export class AuditLog implements AuditRecorder {
   /** Id of the key in use; null without one. */
   get keyId(): string | null { return this.key?.id ?? null; }
 
-  /** Append one entry (own transaction, or a savepoint inside the caller's). Throws if the store is unusable or the key does not fit the chain. */
-  record(e: AuditInput): AuditEntry {
-    const rows = this.write(() => {
-      const out = this.keyChain(this.last());
-      out.push(this.append(e, out.at(-1) ?? this.last()));
-      return out;
-    });
+  async record(e: AuditInput, trx?: Transaction<unknown>): Promise<AuditEntry> {
+    const rows = trx ? await this.appendIn(trx, e) : await this.o.db.write((t) => this.appendIn(t, e));
     this.logRows(rows);
     return toEntry(rows.at(-1)!);
   }
 
-  /** Writes the switch entry now if there is a key and the chain has no keyed entry yet (the server's start). */
-  ensureKeyed(): void {
-    this.logRows(this.write(() => this.keyChain(this.last())));
+  recordSync(e: AuditInput): void {
+    const handle = this.o.sqlite?.db;
+    if (!handle) {
+      this.queued = this.queued.then(() => this.record(e)).then(() => undefined, (err: unknown) => {
+        this.o.logger?.error({ err, audit: { action: e.action, target: e.target ?? null } }, 'audit entry could not be appended');
+      });
+      return;
+    }
+    const tx = handle.transaction((): AuditRow[] => {
+      const rows = this.plan(handle.prepare('SELECT seq, hash, key_id FROM audit_log ORDER BY seq DESC LIMIT 1').get() as Last | undefined, e);
+      const insert = handle.prepare(INSERT_ROW);
+      for (const r of rows) insert.run(r);
+      handle.prepare(UPSERT_HEAD).run(rows.at(-1)!.seq, rows.at(-1)!.hash);
+      return rows;
+    });
+    this.logRows(handle.inTransaction ? tx() : tx.immediate());
   }
+
+  /** Writes the switch entry now if there is a key and the chain has no keyed entry yet (the server's start). */
+  async ensureKeyed(): Promise<void> {
+    this.logRows(await this.o.db.write((t) => this.appendIn(t)));
+  }
+
+  /** Resolves when every entry queued by recordSync() in cluster mode is appended (or logged as lost). */
+  drain(): Promise<void> { return this.queued; }
 
   /** The chain's head (newest seq and hash, first keyed seq). */
-  head(): ChainHead {
-    return chainHead(this.state.db);
+  head(): Promise<ChainHead> {
+    return chainHead(this.o.db);
   }
 
-  private write<T>(fn: () => T): T {
-    const db = this.state.db;
-    const tx = db.transaction(fn);
-    return db.inTransaction ? tx() : tx.immediate();
+  /**
+   * Inside a write transaction: the head is locked first (PostgreSQL: the audit_head row, FOR UPDATE), so
+   * appends from several nodes queue behind each other and extend one chain, never fork it; SQLite's write
+   * lock (BEGIN IMMEDIATE) does the same between the server and the CLI. READ COMMITTED reads the newest
+   * row after the lock is granted, so the next append links to what the previous one committed.
+   */
+  private async appendIn(trx: Transaction<unknown>, e?: AuditInput): Promise<AuditRow[]> {
+    if (this.o.db.dialect === 'postgres') await sql`SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`.execute(trx);
+    const last = (await sql<Last>`SELECT seq, hash, key_id FROM audit_log ORDER BY seq DESC LIMIT 1`.execute(trx)).rows[0];
+    const rows = this.plan(last, e);
+    if (!rows.length) return rows;
+    for (const r of rows) {
+      await sql`INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id)
+        VALUES (${r.seq}, ${r.at}, ${r.actor}, ${r.action}, ${r.target}, ${r.ip}, ${r.before_json}, ${r.after_json}, ${r.prev_hash}, ${r.hash}, ${r.key_id})`.execute(trx);
+    }
+    const top = rows.at(-1)!;
+    await sql`INSERT INTO audit_head (id, seq, hash) VALUES (1, ${top.seq}, ${top.hash})
+      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`.execute(trx);
+    return rows;
   }
 
-  private last(): Last | undefined {
-    return this.state.db.prepare('SELECT seq, hash, key_id FROM audit_log ORDER BY seq DESC LIMIT 1').get() as Last | undefined;
+  /** The rows to append after `last`: the switch entry when keying an unkeyed chain, then `e`. Refuses a missing or wrong key for a keyed chain. */
+  private plan(last: Last | undefined, e?: AuditInput): AuditRow[] {
+    const out = this.keyChain(last);
+    if (e) out.push(this.row(e, out.at(-1) ?? last));
+    return out;
   }
 
-  /** Inside the write transaction: refuses a missing or wrong key for a keyed chain; writes the switch entry for an unkeyed one. */
   private keyChain(head: Last | undefined): AuditRow[] {
     if (head && head.key_id !== null) {
       if (!this.key) {
@@ -164,17 +216,16 @@ export class AuditLog implements AuditRecorder {
       return [];
     }
     if (!this.key) return [];
-    return [this.append({
+    return [this.row({
       actor: 'system', action: CHAIN_KEYED_ACTION, target: 'audit:chain',
       after: { keyId: this.key.id, algorithm: 'HMAC-SHA256', unkeyedEntries: head?.seq ?? 0 },
     }, head)];
   }
 
-  private append(e: AuditInput, head: Pick<Last, 'seq' | 'hash'> | undefined): AuditRow {
-    const db = this.state.db;
+  private row(e: AuditInput, head: Pick<Last, 'seq' | 'hash'> | undefined): AuditRow {
     const fields = {
       seq: (head?.seq ?? 0) + 1,
-      at: this.clock.now(),
+      at: this.o.clock.now(),
       actor: clip(actorString(e.actor)) ?? 'unknown',
       action: clip(e.action) ?? 'unknown',
       target: clip(e.target),
@@ -183,43 +234,40 @@ export class AuditLog implements AuditRecorder {
       after_json: snapshotJson(e.after),
       prev_hash: head?.hash ?? GENESIS_HASH,
     };
-    const full: AuditRow = this.key
+    return this.key
       ? { ...fields, key_id: this.key.id, hash: keyedRowHash({ ...fields, key_id: this.key.id }, this.key.bytes) }
       : { ...fields, key_id: null, hash: rowHash(fields) };
-    db.prepare(`INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id)
-      VALUES (@seq, @at, @actor, @action, @target, @ip, @before_json, @after_json, @prev_hash, @hash, @key_id)`).run(full);
-    db.prepare(`INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
-      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`).run(full.seq, full.hash);
-    return full;
   }
 
   /** After the write: each entry, with its hash, goes to the log too (one more copy of the chain outside the database). */
   private logRows(rows: AuditRow[]): void {
-    for (const r of rows) this.logger?.info({ audit: { seq: r.seq, actor: r.actor, action: r.action, target: r.target, hash: r.hash } }, 'audit');
+    for (const r of rows) this.o.logger?.info({ audit: { seq: r.seq, actor: r.actor, action: r.action, target: r.target, hash: r.hash } }, 'audit');
   }
 
   /** Entries matching the filter, newest first. */
-  query(f: AuditFilter = {}): AuditEntry[] {
-    const where: string[] = [];
-    const args: Array<string | number> = [];
-    if (f.from !== undefined) { where.push('at >= ?'); args.push(f.from); }
-    if (f.to !== undefined) { where.push('at < ?'); args.push(f.to); }
-    if (f.actor !== undefined) { where.push('actor = ?'); args.push(f.actor); }
+  async query(f: AuditFilter = {}): Promise<AuditEntry[]> {
+    const where: RawBuilder<unknown>[] = [];
+    if (f.from !== undefined) where.push(sql`at >= ${f.from}`);
+    if (f.to !== undefined) where.push(sql`at < ${f.to}`);
+    if (f.actor !== undefined) where.push(sql`actor = ${f.actor}`);
     if (f.action !== undefined) {
       // "user" or "user.*" matches every user.* action; otherwise exact.
       const prefix = f.action.endsWith('.*') ? f.action.slice(0, -2) : f.action.includes('.') ? null : f.action;
-      if (prefix !== null) { where.push('(action = ? OR substr(action, 1, ?) = ?)'); args.push(prefix, prefix.length + 1, `${prefix}.`); } else { where.push('action = ?'); args.push(f.action); }
+      where.push(prefix !== null ? sql`(action = ${prefix} OR substr(action, 1, ${prefix.length + 1}) = ${`${prefix}.`})` : sql`action = ${f.action}`);
     }
-    if (f.beforeSeq !== undefined) { where.push('seq < ?'); args.push(f.beforeSeq); }
+    if (f.beforeSeq !== undefined) where.push(sql`seq < ${f.beforeSeq}`);
     const limit = Math.max(1, Math.min(f.limit ?? 100, 1000));
-    const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ${limit}`;
-    return (this.state.db.prepare(sql).all(...args) as AuditRow[]).map(toEntry);
+    const cond = where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``;
+    const r = await sql<AuditRow>`SELECT seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id
+      FROM audit_log ${cond} ORDER BY seq DESC LIMIT ${sql.lit(limit)}`.execute(this.o.db.kysely);
+    return r.rows.map(toEntry);
   }
 }
 
 /** A recorder that drops everything (before the audit log is installed). */
 export const NOOP_AUDIT: AuditRecorder = {
-  record(e: AuditInput): AuditEntry {
+  async record(e: AuditInput): Promise<AuditEntry> {
     return { seq: 0, at: 0, actor: actorString(e.actor), action: e.action, target: e.target ?? null, ip: e.ip ?? null, before: null, after: null, prevHash: GENESIS_HASH, hash: GENESIS_HASH };
   },
+  recordSync(): void { /* dropped */ },
 };

@@ -15,7 +15,8 @@
  * anchor copy (or a change made after the newest anchor by someone who also
  * cuts it off: an anchor covers the chain up to its seq only).
  */
-import type Database from 'better-sqlite3';
+import { sql, type Transaction } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 import { anchorSignatureOk, type LocatedAnchor } from './anchor.js';
 import { CHAIN_KEYED_ACTION, GENESIS_HASH, keyedRowHash, rowHash, type AuditRow } from './chain.js';
 import type { AuditKey } from './key.js';
@@ -48,11 +49,25 @@ export type ChainReport =
 
 interface Walk extends ChainSummary { prevHash: string; failure?: { kind: FailureKind; seq: number; reason: string } }
 
+const PAGE = 2_000;
+
+/** The rows in seq order, a page at a time (a long chain never sits in memory whole). */
+async function* rowsOf(trx: Transaction<unknown>): AsyncGenerator<AuditRow> {
+  let after = -1;
+  for (;;) {
+    const page = (await sql<AuditRow>`SELECT seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id
+      FROM audit_log WHERE seq > ${after} ORDER BY seq LIMIT ${sql.lit(PAGE)}`.execute(trx)).rows;
+    yield* page;
+    if (page.length < PAGE) return;
+    after = page.at(-1)!.seq;
+  }
+}
+
 /** The chain alone: links, rules, head record. Stops at the first tampered row. */
-function walk(db: Database.Database, key: AuditKey | null): Walk {
+async function walk(trx: Transaction<unknown>, key: AuditKey | null): Promise<Walk> {
   const w: Walk = { count: 0, lastSeq: 0, keyedSince: null, keyId: null, anchors: 0, prevHash: GENESIS_HASH };
   let keyTrouble: Walk['failure'];
-  for (const r of db.prepare('SELECT * FROM audit_log ORDER BY seq').iterate() as IterableIterator<AuditRow>) {
+  for await (const r of rowsOf(trx)) {
     w.count++;
     const broken = (reason: string): Walk => ({ ...w, failure: { kind: 'tampered', seq: r.seq, reason } });
     if (r.seq !== w.lastSeq + 1) return broken(w.lastSeq + 1 < r.seq ? `rows ${w.lastSeq + 1}..${r.seq - 1} are missing` : 'sequence out of order');
@@ -80,7 +95,7 @@ function walk(db: Database.Database, key: AuditKey | null): Walk {
     w.prevHash = r.hash;
     w.lastSeq = r.seq;
   }
-  const head = db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as { seq: number; hash: string } | undefined;
+  const head = (await sql<{ seq: number; hash: string }>`SELECT seq, hash FROM audit_head WHERE id = 1`.execute(trx)).rows[0];
   const end = (seq: number, reason: string): Walk => ({ ...w, failure: { kind: 'tampered', seq, reason } });
   if (!head) {
     if (w.count > 0) return end(w.lastSeq, 'the head record is missing');
@@ -93,8 +108,8 @@ function walk(db: Database.Database, key: AuditKey | null): Walk {
 }
 
 /** The anchors against the walked chain; the first contradiction, or the number checked. */
-function checkAnchors(db: Database.Database, w: Walk, key: AuditKey, anchors: readonly LocatedAnchor[]): Walk {
-  const hashAt = db.prepare('SELECT hash FROM audit_log WHERE seq = ?').pluck();
+async function checkAnchors(trx: Transaction<unknown>, w: Walk, key: AuditKey, anchors: readonly LocatedAnchor[]): Promise<Walk> {
+  const hashAt = async (seq: number): Promise<string | undefined> => (await sql<{ hash: string }>`SELECT hash FROM audit_log WHERE seq = ${seq}`.execute(trx)).rows[0]?.hash;
   const sorted = [...anchors].sort((a, b) => a.anchor.seq - b.anchor.seq);
   let lastGood = 0;
   let checked = 0;
@@ -110,7 +125,7 @@ function checkAnchors(db: Database.Database, w: Walk, key: AuditKey, anchors: re
         + `${w.keyedSince === null ? 'not keyed at all' : `keyed since seq ${w.keyedSince}`}: keyed entries were rewritten to the unkeyed rule`);
     }
     if (a.seq > w.lastSeq) return fail(w.lastSeq + 1, `rows ${w.lastSeq + 1}..${a.seq} are missing: ${of} records seq ${a.seq} (the log was truncated)`);
-    if (a.seq > 0 && hashAt.get(a.seq) !== a.hash) {
+    if (a.seq > 0 && (await hashAt(a.seq)) !== a.hash) {
       return fail(a.seq, `entry ${a.seq} is not the one ${of} records: the chain was rewritten between seq ${lastGood + 1} and ${a.seq}`);
     }
     lastGood = a.seq;
@@ -119,11 +134,11 @@ function checkAnchors(db: Database.Database, w: Walk, key: AuditKey, anchors: re
   return { ...w, anchors: checked };
 }
 
-export function verifyAuditChain(db: Database.Database, opts: VerifyOptions = {}): ChainReport {
+export async function verifyAuditChain(db: Db<unknown>, opts: VerifyOptions = {}): Promise<ChainReport> {
   const key = opts.key ?? null;
-  // One read transaction: the server may append meanwhile, and the walk and the head record must be of one snapshot.
-  const w = db.transaction((): Walk => {
-    let r = walk(db, key);
+  // One snapshot: the server (or another node) may append meanwhile, and the walk and the head record must agree.
+  const w = await db.snapshot(async (trx): Promise<Walk> => {
+    let r = await walk(trx, key);
     if (r.failure?.kind === 'wrong-key' && key) {
       // Anchors that the loaded key did sign prove it is this installation's key: then the rows' key id was forged.
       const proof = (opts.anchors ?? []).find((a) => anchorSignatureOk(a.anchor, key));
@@ -132,14 +147,14 @@ export function verifyAuditChain(db: Database.Database, opts: VerifyOptions = {}
           + `(id ${key.id}), so that is this chain's key: the keyed entries were re-chained with another key` } };
       }
     }
-    if (!r.failure && key && opts.anchors?.length) r = checkAnchors(db, r, key, opts.anchors);
+    if (!r.failure && key && opts.anchors?.length) r = await checkAnchors(trx, r, key, opts.anchors);
     if (!r.failure && key && r.count > 0 && r.keyedSince === null) {
       // Without anchors this is the one sign of a chain rewritten wholesale to the sha256 rule, switch entry included.
       r = { ...r, failure: { kind: 'tampered', seq: 1, reason: `no entry is keyed although there is an audit key (${key.source}): either no Keng `
         + 'with the keyed audit log has started on this state yet (start it once), or every keyed entry was rewritten to the unkeyed rule' } };
     }
     return r;
-  })();
+  });
   const { count, lastSeq, keyedSince, keyId, anchors } = w;
   const summary: ChainSummary = { count, lastSeq, keyedSince, keyId, anchors };
   return w.failure ? { ...summary, ok: false, ...w.failure } : { ...summary, ok: true };

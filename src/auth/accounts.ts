@@ -7,6 +7,7 @@
 import type { Config } from '../config/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Logger } from '../core/logger.js';
+import type { Db } from '../storage/sql/index.js';
 import { AuditLog } from '../audit/index.js';
 import { ApiTokenStore } from './api-tokens.js';
 import { LoginGuard, type LoginGuardOptions } from './login-guard.js';
@@ -18,6 +19,8 @@ import { Users, type AreaLookup } from './users.js';
 
 export interface AccountsOptions {
   state: StateSource;
+  /** The state store as a Db (the audit log's; the other account stores still use `state`). */
+  db: Db<unknown>;
   clock: Clock;
   logger?: Logger;
   areas: AreaLookup;
@@ -39,7 +42,7 @@ export interface Accounts {
 
 export function createAccounts(o: AccountsOptions): Accounts {
   const { state, clock } = o;
-  const audit = new AuditLog({ state, clock, logger: o.logger });
+  const audit = new AuditLog({ db: o.db, sqlite: o.db.dialect === 'sqlite' ? state : null, clock, logger: o.logger });
   const hasher = new PasswordHasher(o.passwords);
   // Users and sessions refer to each other (revoke on disable; principal data on lookup);
   // the guard asks Users whether an account is the last usable admin (never locked for everyone).

@@ -53,7 +53,7 @@ export class ApiTokenStore {
       stmt(this.o.state, `INSERT INTO api_tokens (id, name, token_hash, role, areas_json, created_by, created_at, expires_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(id, input.name, sha256hex(token), input.role, JSON.stringify(input.areas), createdBy, now, input.expiresAt);
       const meta = this.get(id)!;
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'token.create', target: `token:${id}`, after: meta });
+      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'token.create', target: `token:${id}`, after: meta });
       return meta;
     });
     return { token, meta: tx.immediate() };
@@ -76,7 +76,7 @@ export class ApiTokenStore {
       if (before.revokedAt !== null) return before;
       stmt(this.o.state, 'UPDATE api_tokens SET revoked_at = ? WHERE id = ?').run(this.o.clock.now(), id);
       const after = this.get(id)!;
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'token.revoke', target: `token:${id}`, before, after });
+      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'token.revoke', target: `token:${id}`, before, after });
       return after;
     });
     return tx.immediate();

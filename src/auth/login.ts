@@ -63,9 +63,9 @@ export class LoginService {
     if (!ok) {
       const { locked, failures } = guard.fail(username, ip);
       guard.prune();
-      audit.record({ actor: 'anonymous', ip, action: 'auth.login_failed', target: `user:${username}`, after: { failures } });
+      await audit.record({ actor: 'anonymous', ip, action: 'auth.login_failed', target: `user:${username}`, after: { failures } });
       // scope "account": locked for everyone; "address": for this address only (the last usable admin, or a known address).
-      if (locked) audit.record({ actor: 'anonymous', ip, action: 'auth.lockout', target: `user:${username}`, after: { failures, scope: locked.scope, until: locked.until } });
+      if (locked) await audit.record({ actor: 'anonymous', ip, action: 'auth.lockout', target: `user:${username}`, after: { failures, scope: locked.scope, until: locked.until } });
       throw Errors.LOGIN_FAILED();
     }
     guard.succeed(username, ip);
@@ -76,14 +76,14 @@ export class LoginService {
     const principal = users.principalData(username);
     if (!principal) throw Errors.LOGIN_FAILED(); // deleted or disabled meanwhile
     const session = this.o.sessions.create(username, ip);
-    audit.record({ actor: { kind: 'user', id: username }, ip, action: 'auth.login', target: `session:${session.id}`, after: { expiresAt: session.expiresAt } });
+    await audit.record({ actor: { kind: 'user', id: username }, ip, action: 'auth.login', target: `session:${session.id}`, after: { expiresAt: session.expiresAt } });
     return { token: session.token, expiresAt: session.expiresAt, principal: { kind: 'user', id: username, ...principal } };
   }
 
   /** Revoke the session of `token` (logout). Null when it is not a live session token. */
   logout(token: string, ip: string): { id: string; username: string } | null {
     const s = this.o.sessions.revoke(token);
-    if (s) this.o.audit.record({ actor: { kind: 'user', id: s.username }, ip, action: 'auth.logout', target: `session:${s.id}` });
+    if (s) this.o.audit.recordSync({ actor: { kind: 'user', id: s.username }, ip, action: 'auth.logout', target: `session:${s.id}` });
     return s;
   }
 }

@@ -131,7 +131,7 @@ export class Users {
       }
       this.o.guard.forget(input.username); // failures recorded against the name before it existed
       const user = this.get(input.username)!;
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create', target: `user:${user.username}`, after: auditView(user) });
+      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.create', target: `user:${user.username}`, after: auditView(user) });
       return user;
     });
     return tx.immediate();
@@ -158,12 +158,12 @@ export class Users {
       }
       const wasLocked = patch.unlock ? this.o.guard.unlock(username) : false;
       const after = this.get(username)!;
-      this.o.audit.record({
+      this.o.audit.recordSync({
         actor: by.actor, ip: by.ip, action: 'user.update', target: `user:${username}`,
         before: auditView(current), after: { ...auditView(after), ...(hash !== null ? { passwordChanged: true } : {}) },
       });
       if (wasLocked) {
-        this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: lockView(current), after: { locked: false } });
+        this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: lockView(current), after: { locked: false } });
       }
       return after;
     });
@@ -180,7 +180,7 @@ export class Users {
       const before = this.get(username);
       if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
       const was = this.o.guard.unlock(username);
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { ...lockView(before), anyLock: was }, after: { locked: false } });
+      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { ...lockView(before), anyLock: was }, after: { locked: false } });
       return was;
     });
     return tx.immediate();
@@ -192,7 +192,7 @@ export class Users {
       if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
       stmt(this.o.state, 'DELETE FROM users WHERE username = ?').run(username); // sessions cascade
       this.o.guard.forget(username);
-      this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.delete', target: `user:${username}`, before: auditView(before) });
+      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.delete', target: `user:${username}`, before: auditView(before) });
     });
     tx.immediate();
   }
@@ -217,7 +217,7 @@ export class Users {
 
   /** The generic refusal (reserved, or taken out of sight); audited without saying which, so probing shows. */
   private unavailable(username: string, by: ChangeContext): Error {
-    this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
+    this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
     return usernameUnavailable(username);
   }
 

@@ -302,7 +302,7 @@ export class BroadcastService implements Component {
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
       // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
-      this.d.audit.record({
+      this.d.audit.recordSync({
         actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
         ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
       });

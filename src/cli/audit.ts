@@ -14,7 +14,8 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../config/index.js';
 import { Errors } from '../core/index.js';
-import type { StateDb } from '../storage/state/index.js';
+import { openPgDb, redactUrl, type Db } from '../storage/sql/index.js';
+import { stateSqlitePort, type StateDb } from '../storage/state/index.js';
 import { anchorFiles, auditKeyLocation, chainHead, readAnchorFiles, readAuditKey, signAnchor, verifyAuditChain, type AuditKey, type ChainReport } from '../audit/index.js';
 
 type Action = <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>;
@@ -24,6 +25,22 @@ export interface AuditCliDeps {
   withState<T>(fn: (db: StateDb) => T | Promise<T>): Promise<T>;
   /** One-line KENG_ERR errors and the exit status. */
   action: Action;
+}
+
+/**
+ * The chain's database: PostgreSQL in cluster mode (KENG_DATABASE_URL, the one chain every node appends to),
+ * the data directory's state.db otherwise.
+ */
+async function withChainDb<T>(config: Readonly<Config>, deps: AuditCliDeps, fn: (db: Db<unknown>) => Promise<T>): Promise<T> {
+  const url = config.cluster.databaseUrl;
+  if (url === undefined) return deps.withState((state) => fn(stateSqlitePort(state)));
+  const db = openPgDb(url, { poolMax: 1 });
+  try {
+    await db.ping(10_000).catch((err: Error) => { throw Errors.CONFIG(`KENG_DATABASE_URL: PostgreSQL at ${redactUrl(url)} does not answer: ${err.message}`); });
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
 }
 
 /** The server's audit key as the CLI finds it (never generated here); null when its file does not exist. */
@@ -52,14 +69,14 @@ export function registerAudit(program: Command, deps: AuditCliDeps): void {
     .option('--json', 'print JSON')
     .action(deps.action(async (o: { anchors?: string[]; json?: boolean }) => {
       const config = loadConfig();
-      const { report, notes } = await deps.withState((db) => {
+      const { report, notes } = await withChainDb(config, deps, async (db) => {
         const key = cliAuditKey(config);
         // Anchors are read before the chain: one written meanwhile may name entries a snapshot taken earlier lacks.
         const files = [...anchorFiles(config.dataDir, config.audit.anchorFile), ...(o.anchors ?? [])];
         const read = readAnchorFiles(files);
         const notes = [...read.problems, ...read.missing.map((f) => `no anchor file ${f}`)];
         if (!key) notes.push(`no audit key at ${auditKeyLocation(config.dataDir, config.audit).label}`);
-        return { report: verifyAuditChain(db.db, { key, anchors: read.anchors }), notes };
+        return { report: await verifyAuditChain(db, { key, anchors: read.anchors }), notes };
       });
       if (o.json) out(JSON.stringify({ ...report, notes }, null, 2));
       if (!report.ok) {
@@ -74,10 +91,10 @@ export function registerAudit(program: Command, deps: AuditCliDeps): void {
     .description('print the head of the audit chain signed with the audit key (one JSON line to keep elsewhere; check later with verify --anchors)')
     .action(deps.action(async () => {
       const config = loadConfig();
-      const anchor = await deps.withState((db) => {
+      const anchor = await withChainDb(config, deps, async (db) => {
         const key = cliAuditKey(config);
         if (!key) throw Errors.AUDIT_KEY(`no audit key at ${auditKeyLocation(config.dataDir, config.audit).label}; the head is signed with the server's key`);
-        return signAnchor(chainHead(db.db), key, Date.now(), 'head');
+        return signAnchor(await chainHead(db), key, Date.now(), 'head');
       });
       out(JSON.stringify(anchor));
     }));

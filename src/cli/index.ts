@@ -20,7 +20,7 @@ import { Command, Option } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { Errors, systemClock } from '../core/index.js';
 import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } from '../devices/index.js';
-import type { StateDb } from '../storage/state/index.js';
+import { stateSqlitePort, type StateDb } from '../storage/state/index.js';
 import { registerSimulate } from './simulate.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
 import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
@@ -161,12 +161,12 @@ function registerDevices(program: Command): void {
     .action(action(async (id: string) => {
       await withRegistry((reg, db, config) => {
         const by = cliActor();
-        const audit = new AuditLog({ state: db, clock: systemClock });
+        const audit = new AuditLog({ db: stateSqlitePort(db), sqlite: db, clock: systemClock });
         const key = cliAuditKey(config);
         if (key) audit.useKey(key);
         db.db.transaction(() => { // recorded and audited together, or neither
           if (!reg.requestPurge(id, by)) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
-          audit.record({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
+          audit.recordSync({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
         })();
       });
       out(`Purge of ${id}'s readings recorded; the server runs it (see \`keng devices purges\`, and device.purge in the audit log when done)`);

@@ -128,7 +128,7 @@ export class ProvisioningService implements DeviceProvisioner {
     };
     this.repo.insert(stored);
     const key = publicKey(stored);
-    this.deps.audit.record({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.create', target: `provisioning_key:${key.id}`, after: key });
+    this.deps.audit.recordSync({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.create', target: `provisioning_key:${key.id}`, after: key });
     return { key, secret };
   }
 
@@ -143,7 +143,7 @@ export class ProvisioningService implements DeviceProvisioner {
   revoke(id: string, by: Requester): boolean {
     const before = this.get(id);
     if (!before || !this.repo.revoke(id, this.deps.clock.now())) return false;
-    this.deps.audit.record({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.revoke', target: `provisioning_key:${id}`, before, after: this.get(id) });
+    this.deps.audit.recordSync({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.revoke', target: `provisioning_key:${id}`, before, after: this.get(id) });
     return true;
   }
 
@@ -200,7 +200,7 @@ export class ProvisioningService implements DeviceProvisioner {
     }
     const d = created.device;
     this.requests.labels({ result: 'success' }).inc();
-    this.deps.audit.record({
+    this.deps.audit.recordSync({
       actor, ip, action: 'device.provision', target: `device:${d.id}`,
       after: { id: d.id, name: d.name, kind: d.kind, area: d.area, model: d.model, provisioningKey: k.id },
     });
@@ -213,7 +213,7 @@ export class ProvisioningService implements DeviceProvisioner {
     reason: string, detail: Record<string, unknown> = {},
   ): ProvisionAnswer {
     this.requests.labels({ result }).inc();
-    this.deps.audit.record({ actor, ip, action: 'device.provision_failed', target, after: { reason, status: answer.status, ...detail } });
+    this.deps.audit.recordSync({ actor, ip, action: 'device.provision_failed', target, after: { reason, status: answer.status, ...detail } });
     this.deps.logger?.info({ ip, reason, status: answer.status, target }, 'provision request refused');
     return answer;
   }

@@ -144,7 +144,7 @@ export class DevicePurger implements Component {
     const db = this.d.db.db;
     const finished = db.transaction(() => {
       if (!jobs.finish(job)) return false; // asked again meanwhile: that request runs next
-      this.d.audit.record({
+      this.d.audit.recordSync({
         actor: 'system', action: 'device.purge', target: `device:${id}`,
         after: { requestedBy: job.requestedBy, deletedAt: job.deletedAt, before, removed, attempts: job.attempts + 1 },
       });

@@ -109,7 +109,7 @@ export async function startHarness(): Promise<Harness> {
   bus.on('alert.rule', (e) => events.push(e));
   const make = () => new AlertRules({
     stateDb: state, registry, alerts, bus, logger, clock: { now: () => Date.now() }, timers, sender: 'keng@xa-a',
-    audit: { record: (e) => { audit.push(e); return {} as never; } },
+    audit: { record: async (e) => { audit.push(e); return {} as never; }, recordSync: (e) => { audit.push(e); } },
   });
   const h: Harness = {
     rules: make(), alerts, bus, audit, events, state, devices,

@@ -149,7 +149,7 @@ export class RuleEpisodes {
 
   private audit(rule: AlertRule, action: string, after: Record<string, unknown>): void {
     try {
-      this.d.audit.record({ actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after });
+      this.d.audit.recordSync({ actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after });
     } catch (err) {
       this.log.error({ err, action, ruleId: rule.id }, 'audit record failed');
     }

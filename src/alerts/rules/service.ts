@@ -163,7 +163,7 @@ export class AlertRules implements Component {
 
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
-      this.d.audit.record({
+      this.d.audit.recordSync({
         actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `alert-rule:${id}`,
         ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
       });

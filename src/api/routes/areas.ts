@@ -22,7 +22,7 @@ export const areaRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = asyn
     const { code, name, level, parent } = req.body;
     const area = registry.createArea({ code, name, level, parent: parent ?? null });
     const dto = areaDto(area, tz);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'area.create', target: `area:${area.code}`, after: dto });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'area.create', target: `area:${area.code}`, after: dto });
     reply.status(201).header('location', `/api/v1/areas/${encodeURIComponent(area.code)}`);
     return dto;
   });

@@ -15,7 +15,7 @@ export function auditDto(e: AuditEntry, tz: string) {
   return { ...e, at: formatTime(e.at, tz) };
 }
 
-export const auditRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts: Accounts; head?: () => AuditAnchor }> = async (app, { ctx, accounts, head }) => {
+export const auditRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts: Accounts; head?: () => Promise<AuditAnchor> }> = async (app, { ctx, accounts, head }) => {
   app.get('/audit', {
     schema: {
       tags: ['accounts'], summary: 'The audit log (admin)', security: [{ bearer: [] }],
@@ -31,7 +31,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; account
     const to = q.to === undefined ? undefined : parseTime(q.to, 'to');
     if (from !== undefined && to !== undefined && from > to) throw Errors.VALIDATION('"from" is after "to"');
     const limit = q.limit ?? 100;
-    const entries = accounts.audit.query({ from, to, actor: q.actor, action: q.action, beforeSeq: q.before, limit });
+    const entries = await accounts.audit.query({ from, to, actor: q.actor, action: q.action, beforeSeq: q.before, limit });
     return {
       entries: entries.map((e) => auditDto(e, ctx.tz)),
       nextBefore: entries.length === limit ? entries[entries.length - 1]!.seq : null,

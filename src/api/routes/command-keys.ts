@@ -54,7 +54,7 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
     policy.assert(p, 'commandKeys.write');
     const before = keys.activeKid;
     const k = keys.rotate();
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.rotate', target: `command_key:${k.kid}`, before: { active: before }, after: dto(k) });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.rotate', target: `command_key:${k.kid}`, before: { active: before }, after: dto(k) });
     reply.status(201);
     return dto(k);
   });
@@ -71,7 +71,7 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
     const p = principalOf(req);
     policy.assert(p, 'commandKeys.write');
     const k = keys.retire(req.params.kid);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.retire', target: `command_key:${k.kid}`, before: dto(k) });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.retire', target: `command_key:${k.kid}`, before: dto(k) });
     return reply.status(204).send(null);
   });
 };

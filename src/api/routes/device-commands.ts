@@ -85,7 +85,7 @@ export const deviceCommandRoutes: FastifyPluginAsyncTypebox<DeviceCommandRouteOp
     const { requestId } = rpc.send(view.id, SET_VOLUME_METHOD, { volume }, { expiresAt: ctx.clock.now() + validForSec * 1000 });
     const cmd = rpc.get(requestId);
     if (!cmd) throw Errors.INTERNAL();
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.set_volume', target: `device:${view.id}`, after: { volume, requestId, state: cmd.state } });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.set_volume', target: `device:${view.id}`, after: { volume, requestId, state: cmd.state } });
     reply.status(202).header('location', `/api/v1/devices/${encodeURIComponent(view.id)}/commands/${encodeURIComponent(requestId)}`);
     return commandDto(cmd, tz);
   });

@@ -124,7 +124,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     }
     const view = registry.view(device.id) ?? freshView(device);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });
     reply.status(201).header('location', `/api/v1/devices/${encodeURIComponent(device.id)}`);
     return { ...createdDeviceDto(view, credentials, tz), ...dto(view) };
   });
@@ -191,7 +191,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     if (gwSetting && createSubDevices !== undefined) gwSetting.setMayCreate(before.id, createSubDevices);
     const after = registry.view(before.id);
     if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
-    ctx.audit.record({
+    await ctx.audit.record({
       actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: beforeDto, after: dto(after),
     });
     return dto(after);
@@ -208,7 +208,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const value = await registry.rotateCredential(view.id, kind);
     if (value === undefined) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.kick(view.id, kind);
-    ctx.audit.record({ actor: p, ip: req.ip, action: kind === 'secret' ? 'device.rotate_secret' : 'device.rotate_token', target: `device:${view.id}` });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: kind === 'secret' ? 'device.rotate_secret' : 'device.rotate_token', target: `device:${view.id}` });
     return value;
   };
 
@@ -248,7 +248,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     policy.assert(p, 'devices.write', view.area);
     if (!registry.deleteDevice(view.id, actorString(p))) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view),
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view),
       after: { readings: ctx.config.telemetry.onDeviceDelete } });
     return reply.status(204).send(null);
   });

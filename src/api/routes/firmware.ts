@@ -149,7 +149,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     const pkg = firmware.addPackage({ title: q.title, version: q.version, model: q.model ?? null, checksumAlgorithm: q.checksumAlgorithm, checksum: q.checksum }, body, `${p.kind}:${p.id}`);
     const dto = packageDto(pkg);
     const { url: _u, urlExpiresAt: _e, ...audited } = dto;
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.upload', target: `firmware:${pkg.id}`, after: audited });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.upload', target: `firmware:${pkg.id}`, after: audited });
     reply.status(201);
     return dto;
   });
@@ -187,7 +187,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     policy.assert(p, 'firmware.write');
     const pkg = firmware.getPackage(req.params.id);
     if (!pkg || !(await firmware.deletePackage(pkg.id))) throw Errors.NOT_FOUND(`Firmware package "${req.params.id}"`);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.delete', target: `firmware:${pkg.id}`, before: { title: pkg.title, version: pkg.version } });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.delete', target: `firmware:${pkg.id}`, before: { title: pkg.title, version: pkg.version } });
     reply.status(204);
   });
 
@@ -212,7 +212,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     for (const id of ids) policy.assert(p, 'devices.write', registry.getDevice(id)!.area);
     const r = firmware.createRollout(packageId, [...ids], percent, `${p.kind}:${p.id}`);
     const dto = rolloutDto(p, r);
-    ctx.audit.record({
+    await ctx.audit.record({
       actor: p, ip: req.ip, action: 'firmware.rollout', target: `rollout:${r.id}`,
       after: { packageId, title: dto.title, version: dto.version, percent, devices: r.devices.length, firstStage: r.firstCount, target },
     });
@@ -231,7 +231,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     const r = visibleRollout(p, req.params.id);
     for (const a of r.areas) policy.assert(p, 'devices.write', a);
     const done = firmware.continueRollout(r.id);
-    ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.rollout_continue', target: `rollout:${r.id}`, after: { devices: r.devices.length - r.firstCount } });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.rollout_continue', target: `rollout:${r.id}`, after: { devices: r.devices.length - r.firstCount } });
     return rolloutDto(p, done);
   });
 

@@ -62,7 +62,7 @@ export interface ApiServices {
   /** Sensor rules that raise alerts. */
   alertRules?: AlertRules;
   /** The audit chain's head, signed with the audit key (GET /api/v1/audit/head; docs/audit.md). */
-  auditHead?: () => AuditAnchor;
+  auditHead?: () => Promise<AuditAnchor>;
   /** Modbus devices (transport, register map, poll interval), the shipped register maps, writes. */
   modbus?: ModbusApi;
   /** Provisioning keys (ThingsBoard firmware registering itself in an area). */

@@ -145,8 +145,8 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     const base = linkBase?.() ?? ctx.config.media.publicBaseUrl;
     return base ? media.signedUrl(id, base) : undefined;
   };
-  const audit = (req: FastifyRequest, action: string, id: string, before?: MediaRecord, after?: MediaRecord): void => {
-    ctx.audit.record({
+  const audit = async (req: FastifyRequest, action: string, id: string, before?: MediaRecord, after?: MediaRecord): Promise<void> => {
+    await ctx.audit.record({
       actor: principalOf(req), ip: req.ip, action, target: `media:${id}`,
       ...(before ? { before: auditView(before) } : {}), ...(after ? { after: auditView(after) } : {}),
     });
@@ -212,7 +212,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
       const owners = areasFor(viewer, areas);
       const rec = await media.importStaged(staged, { name, createdBy: p.id, areas: owners, source: 'upload', fallbackName: filename || 'upload' });
       staged = null;
-      audit(req, 'media.upload', rec.id, undefined, rec);
+      await audit(req, 'media.upload', rec.id, undefined, rec);
       reply.status(201).header('location', `/api/v1/media/${rec.id}`);
       return mediaDto(rec, tz, link(rec.id));
     } finally {
@@ -235,7 +235,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     const { text, lang, name } = req.body;
     const areas = areasFor(viewerOf(req), req.body.areas);
     const rec = await media.synthesize(text, lang ?? 'vi', { name, createdBy: p.id, areas });
-    audit(req, 'media.tts', rec.id, undefined, rec);
+    await audit(req, 'media.tts', rec.id, undefined, rec);
     reply.status(201).header('location', `/api/v1/media/${rec.id}`);
     return mediaDto(rec, tz, link(rec.id));
   });
@@ -281,7 +281,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     const viewer = viewerOf(req);
     const areas = req.body.areas === undefined ? undefined : areasFor(viewer, req.body.areas);
     const { before, after } = media.update(viewer, req.params.id, { name: req.body.name, areas });
-    audit(req, 'media.update', after.id, before, after);
+    await audit(req, 'media.update', after.id, before, after);
     return mediaDto(after, tz, link(after.id));
   });
 
@@ -297,7 +297,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     const p = principalOf(req);
     policy.assert(p, 'media.write');
     const gone = await media.delete(req.params.id, { by: p.id, viewer: viewerOf(req) });
-    audit(req, 'media.delete', gone.id, gone);
+    await audit(req, 'media.delete', gone.id, gone);
     return reply.status(204).send(null);
   });
 };

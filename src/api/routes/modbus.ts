@@ -82,16 +82,16 @@ export const modbusRoutes: FastifyPluginAsyncTypebox<ModbusRouteOptions> = async
     const write = modbus.write;
     if (!write) throw Errors.NOT_READY('Modbus writes are not available on this server');
     const before = { field, value: view.latest[field]?.value ?? null };
-    const audit = (after: Record<string, unknown>): void => {
-      ctx.audit.record({ actor: p, ip: req.ip, action: 'device.modbus_write', target: `device:${view.id}`, before, after });
+    const audit = async (after: Record<string, unknown>): Promise<void> => {
+      await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.modbus_write', target: `device:${view.id}`, before, after });
     };
     try {
       const res = await write(view.id, field, value);
-      audit({ field, value, address: res.address, function: res.function, sent: res.sent, confirmation: res.confirmation });
+      await audit({ field, value, address: res.address, function: res.function, sent: res.sent, confirmation: res.confirmation });
       return res;
     } catch (err) {
       // Once the request may have gone out (the device did not answer, refused, or answered oddly), the attempt is audited too.
-      if (isKengError(err) && err.code.startsWith('KENG_ERR_MODBUS_')) audit({ field, value, error: err.code, message: err.message });
+      if (isKengError(err) && err.code.startsWith('KENG_ERR_MODBUS_')) await audit({ field, value, error: err.code, message: err.message });
       throw err;
     }
   });

@@ -44,10 +44,10 @@ export const sharedAttributeRoutes: FastifyPluginAsyncTypebox<SharedAttributeRou
     return code;
   };
 
-  const update = (p: Principal, ip: string, owner: Owner, body: unknown) => {
+  const update = async (p: Principal, ip: string, owner: Owner, body: unknown) => {
     const patch = checkPatch(body);
     const { before, after } = attributes.update(owner, patch);
-    ctx.audit.record({ actor: p, ip, action: 'shared_attributes.update', target: `${owner.kind}:${owner.id}`, before, after });
+    await ctx.audit.record({ actor: p, ip, action: 'shared_attributes.update', target: `${owner.kind}:${owner.id}`, before, after });
   };
 
   const deviceDoc = {
@@ -79,7 +79,7 @@ export const sharedAttributeRoutes: FastifyPluginAsyncTypebox<SharedAttributeRou
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'devices.write', view.area);
     const owner: Owner = { kind: 'device', id: view.id };
-    update(p, req.ip, owner, req.body);
+    await update(p, req.ip, owner, req.body);
     return present(attributes.effective(view.id), attributes.own(owner));
   });
 
@@ -106,7 +106,7 @@ export const sharedAttributeRoutes: FastifyPluginAsyncTypebox<SharedAttributeRou
     const p = principalOf(req);
     const code = visibleArea(p, req.params.code, 'devices.write');
     const owner: Owner = { kind: 'area', id: code };
-    update(p, req.ip, owner, req.body);
+    await update(p, req.ip, owner, req.body);
     return present(attributes.areaView(code), attributes.own(owner));
   });
 };

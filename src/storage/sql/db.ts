@@ -35,6 +35,8 @@ export interface Db<DB = unknown> {
   readonly kysely: Kysely<DB>;
   /** One write transaction (BEGIN IMMEDIATE on SQLite); commits when `fn` resolves, rolls back when it throws. */
   write<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
+  /** Reads that must see one snapshot (several statements): REPEATABLE READ on PostgreSQL, one read transaction on SQLite. */
+  snapshot<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
   /** Resolves when the database answers `SELECT 1` within `timeoutMs`; rejects otherwise. */
   ping(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
@@ -77,6 +79,11 @@ class KyselyDb<DB> implements Db<DB> {
 
   write<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
     return this.kysely.transaction().execute(fn);
+  }
+
+  snapshot<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
+    // SQLite: the (immediate) write transaction is a snapshot too; only PostgreSQL needs the stronger level.
+    return this.dialect === 'postgres' ? this.kysely.transaction().setIsolationLevel('repeatable read').execute(fn) : this.write(fn);
   }
 
   async ping(timeoutMs = 5_000): Promise<void> {

@@ -67,6 +67,18 @@ class StateSqlitePort implements Db<unknown> {
     }
   }
 
+  async snapshot<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
+    const h = this.state.db;
+    if (h.inTransaction) return fn(this.kysely as unknown as Transaction<unknown>);
+    // A deferred (read) transaction: in WAL mode it reads one snapshot and never blocks writers.
+    h.exec('BEGIN');
+    try {
+      return await fn(this.kysely as unknown as Transaction<unknown>);
+    } finally {
+      if (h.inTransaction) h.exec('COMMIT');
+    }
+  }
+
   async ping(timeoutMs = 5_000): Promise<void> {
     await withTimeout(sql`SELECT 1`.execute(this.kysely), timeoutMs);
   }

@@ -21,6 +21,7 @@ import { FIRMWARE_MIGRATION } from './firmware/index.js';
 import { GATEWAY_MIGRATION } from './gateway/index.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
+import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -69,4 +70,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
  * Append a module's scope when it moves; a scope's list is append-only like the list above.
  */
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
+  { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
 ];

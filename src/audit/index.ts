@@ -15,3 +15,4 @@ export { AUDIT_KEY_FILE, auditKeyId, auditKeyLocation, createAuditKey, decodeAud
 export { AUDIT_ANCHORS_FILE, anchorFiles, anchorSignatureOk, appendAnchor, parseAnchorLine, readAnchorFile, readAnchorFiles, signAnchor,
   type AuditAnchor, type ChainHead, type LocatedAnchor } from './anchor.js';
 export { AuditChain, type AuditChainOptions, type AuditChainSettings } from './keeper.js';
+export { AUDIT_PG_MIGRATIONS } from './pg-schema.js';

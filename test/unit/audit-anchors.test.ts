@@ -17,6 +17,8 @@ import {
 import { createLogger } from '../../src/core/index.js';
 import { rechain, truncateAfter } from '../helpers/audit-attack.js';
 import { fakeClock, tempStateDb, type TempDb } from './auth-db.js';
+import type { Db } from '../../src/storage/sql/index.js';
+import { stateSqlitePort } from '../../src/storage/state/index.js';
 
 const KEY = makeAuditKey(Buffer.alloc(32, 7), 'test key');
 const located = (...anchors: AuditAnchor[]): LocatedAnchor[] => anchors.map((anchor, i) => ({ where: `test:${i + 1}`, anchor }));
@@ -24,7 +26,7 @@ const located = (...anchors: AuditAnchor[]): LocatedAnchor[] => anchors.map((anc
 describe('anchor signatures and lines', () => {
   const head = { seq: 12, hash: 'ab'.repeat(32), keyedSince: 3 };
 
-  it('sign and check; any edited member or another key fails', () => {
+  it('sign and check; any edited member or another key fails', async () => {
     const a = signAnchor(head, KEY, Date.UTC(2026, 0, 2), 'start');
     expect(a).toMatchObject({ v: 1, seq: 12, keyedSince: 3, at: '2026-01-02T00:00:00.000Z', kid: KEY.id, reason: 'start' });
     expect(anchorSignatureOk(a, KEY)).toBe(true);
@@ -34,7 +36,7 @@ describe('anchor signatures and lines', () => {
     expect(anchorSignatureOk(a, makeAuditKey(randomBytes(32), 'other'))).toBe(false);
   });
 
-  it('reads anchor lines, `keng audit head` output and server log lines; skips other log lines', () => {
+  it('reads anchor lines, `keng audit head` output and server log lines; skips other log lines', async () => {
     const a = signAnchor(head, KEY, 0);
     expect(parseAnchorLine(JSON.stringify(a))).toEqual(a);
     expect(parseAnchorLine(JSON.stringify({ level: 30, msg: 'audit head anchored', auditAnchor: a }))).toEqual(a);
@@ -43,7 +45,7 @@ describe('anchor signatures and lines', () => {
     expect(parseAnchorLine('{"seq": 1, "sig"')).toBe('bad');
   });
 
-  it('a file: a torn last line is skipped, an unreadable line in the middle is named, a missing file is null', () => {
+  it('a file: a torn last line is skipped, an unreadable line in the middle is named, a missing file is null', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'keng-anchors-'));
     try {
       const f = path.join(dir, 'a.jsonl');
@@ -63,59 +65,60 @@ describe('verify with anchors', () => {
   let db: TempDb;
   let audit: AuditLog;
   const clock = fakeClock();
-  const write = (n: number): void => { for (let i = 0; i < n; i++) { clock.advance(1000); audit.record({ actor: 'user:lan', action: 'device.create', target: `device:d${i}` }); } };
-  const anchor = (): AuditAnchor => signAnchor(chainHead(db.state.db), KEY, clock.now(), 'test');
+  const port = (): Db<unknown> => stateSqlitePort(db.state);
+  const write = async (n: number): Promise<void> => { for (let i = 0; i < n; i++) { clock.advance(1000); await audit.record({ actor: 'user:lan', action: 'device.create', target: `device:d${i}` }); } };
+  const anchor = async (): Promise<AuditAnchor> => signAnchor(await chainHead(port()), KEY, clock.now(), 'test');
   beforeEach(async () => {
     db = await tempStateDb();
-    new AuditLog({ state: db.state, clock }).record({ actor: 'user:lan', action: 'user.create' }); // seq 1, before keying
-    audit = new AuditLog({ state: db.state, clock, key: KEY });
-    write(4); // seq 2: switch entry; 3..6
+    await new AuditLog({ db: port(), clock }).record({ actor: 'user:lan', action: 'user.create' }); // seq 1, before keying
+    audit = new AuditLog({ db: port(), clock, key: KEY });
+    await write(4); // seq 2: switch entry; 3..6
   });
   afterEach(async () => { await db.close(); });
 
-  it('counts the anchors it checked', () => {
-    const a1 = anchor();
-    write(2);
-    const a2 = anchor();
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(a2, a1) })).toMatchObject({ ok: true, anchors: 2, keyedSince: 2, lastSeq: 8 });
+  it('counts the anchors it checked', async () => {
+    const a1 = await anchor();
+    await write(2);
+    const a2 = await anchor();
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(a2, a1) })).toMatchObject({ ok: true, anchors: 2, keyedSince: 2, lastSeq: 8 });
   });
 
-  it('a cut tail (rows and head record) is caught by a later anchor, not by the chain alone', () => {
-    const a = anchor(); // seq 6
+  it('a cut tail (rows and head record) is caught by a later anchor, not by the chain alone', async () => {
+    const a = await anchor(); // seq 6
     truncateAfter(db.state.db, 4);
-    expect(verifyAuditChain(db.state.db, { key: KEY })).toMatchObject({ ok: true, lastSeq: 4 });
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(a) }))
+    expect(await verifyAuditChain(port(), { key: KEY })).toMatchObject({ ok: true, lastSeq: 4 });
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(a) }))
       .toMatchObject({ ok: false, kind: 'tampered', seq: 5, reason: expect.stringMatching(/rows 5\.\.6 are missing.*truncated/) });
   });
 
-  it('a chain re-keyed with a made-up key is tampering, not a wrong key, when anchors signed with the loaded key exist', () => {
-    const a = anchor();
+  it('a chain re-keyed with a made-up key is tampering, not a wrong key, when anchors signed with the loaded key exist', async () => {
+    const a = await anchor();
     rechain(db.state.db, 2, { rule: 'key', key: randomBytes(32) });
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(a) })).toMatchObject({ ok: false, kind: 'tampered', seq: 2 });
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(a) })).toMatchObject({ ok: false, kind: 'tampered', seq: 2 });
   });
 
-  it('a whole-chain downgrade to sha256 contradicts the anchors\' switch point', () => {
-    const a = anchor();
+  it('a whole-chain downgrade to sha256 contradicts the anchors\' switch point', async () => {
+    const a = await anchor();
     rechain(db.state.db, 1, { rule: 'sha256' });
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(a) }))
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(a) }))
       .toMatchObject({ ok: false, kind: 'tampered', seq: 2, reason: expect.stringMatching(/keyed since seq 2, but it is now not keyed/) });
   });
 
-  it('an anchored entry with another hash: rewritten between the last good anchor and it', () => {
-    const a1 = anchor();
-    write(3);
-    const a2 = anchor();
+  it('an anchored entry with another hash: rewritten between the last good anchor and it', async () => {
+    const a1 = await anchor();
+    await write(3);
+    const a2 = await anchor();
     db.state.db.prepare('UPDATE audit_log SET hash = ? WHERE seq = 9').run('0'.repeat(64));
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(a1, a2) })).toMatchObject({ ok: false, kind: 'tampered', seq: 9 });
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(a1, a2) })).toMatchObject({ ok: false, kind: 'tampered', seq: 9 });
     // The walk finds this one first; the anchor message is for rewrites the walk cannot see (a re-chain with the key).
   });
 
-  it('a forged or foreign anchor is reported', () => {
-    const a = anchor();
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located({ ...a, seq: 3 }) }))
+  it('a forged or foreign anchor is reported', async () => {
+    const a = await anchor();
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located({ ...a, seq: 3 }) }))
       .toMatchObject({ ok: false, reason: expect.stringMatching(/bad signature/) });
-    const foreign = signAnchor(chainHead(db.state.db), makeAuditKey(randomBytes(32), 'x'), 0);
-    expect(verifyAuditChain(db.state.db, { key: KEY, anchors: located(foreign) }))
+    const foreign = signAnchor(await chainHead(port()), makeAuditKey(randomBytes(32), 'x'), 0);
+    expect(await verifyAuditChain(port(), { key: KEY, anchors: located(foreign) }))
       .toMatchObject({ ok: false, reason: expect.stringMatching(/signed with key id/) });
   });
 });
@@ -127,9 +130,10 @@ describe('AuditChain (the server component)', () => {
   const clock = fakeClock();
   const logger = (): ReturnType<typeof createLogger> => createLogger('info', { destination: new Writable({ write(c, _e, cb) { logged += String(c); cb(); } }) });
   const chain = (settings: Record<string, unknown> = {}): AuditChain => {
-    const audit = new AuditLog({ state: db.state, clock });
-    return new AuditChain({ audit, state: db.state, dataDir: dir, settings: { anchorIntervalSec: 10, ...settings }, logger: logger(), clock });
+    const audit = new AuditLog({ db: port(), clock });
+    return new AuditChain({ audit, db: port(), dataDir: dir, settings: { anchorIntervalSec: 10, ...settings }, logger: logger(), clock });
   };
+  const port = (): Db<unknown> => stateSqlitePort(db.state);
   beforeEach(async () => { db = await tempStateDb(); dir = db.dir; logged = ''; });
   afterEach(async () => { vi.useRealTimers(); await db.close(); });
 
@@ -166,7 +170,7 @@ describe('AuditChain (the server component)', () => {
     // The same key from another place is fine.
     const fromEnv = chain({ key: original.toString('utf8').trim() });
     await fromEnv.start();
-    expect(fromEnv.verify()).toMatchObject({ ok: true, anchors: 3 });
+    expect(await fromEnv.verify()).toMatchObject({ ok: true, anchors: 3 });
     await fromEnv.stop();
   });
 
@@ -175,12 +179,12 @@ describe('AuditChain (the server component)', () => {
     const c = chain();
     await c.start();
     const count = (): number => readFileSync(path.join(dir, AUDIT_ANCHORS_FILE), 'utf8').trim().split('\n').length;
-    vi.advanceTimersByTime(10_000);
+    await vi.advanceTimersByTimeAsync(10_000);
     expect(count()).toBe(1);
-    new AuditLog({ state: db.state, clock, key: c.auditKey }).record({ actor: 'user:lan', action: 'device.create' });
-    vi.advanceTimersByTime(10_000);
+    await new AuditLog({ db: port(), clock, key: c.auditKey }).record({ actor: 'user:lan', action: 'device.create' });
+    await vi.advanceTimersByTimeAsync(10_000);
     expect(count()).toBe(2);
-    expect(c.verify()).toMatchObject({ ok: true, anchors: 2, lastSeq: 2 });
+    expect(await c.verify()).toMatchObject({ ok: true, anchors: 2, lastSeq: 2 });
     await c.stop();
   });
 

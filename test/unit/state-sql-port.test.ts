@@ -72,3 +72,24 @@ describe('state Db port (SQLite)', () => {
     await db.ping();
   });
 });
+
+describe('state Db port (SQLite): concurrent transactions', () => {
+  it('two writes started in one turn run one after the other: a failing one never undoes the other', async () => {
+    const other = stateSqlitePort(state); // another port on the same connection (the CLI, a second module)
+    const results = await Promise.allSettled([
+      db.write(async (trx) => { await put('a', 1)(trx); await put('a2', 1)(trx); throw new Error('first fails'); }),
+      other.write(async (trx) => { await put('b', 2)(trx); await put('b2', 2)(trx); }),
+      db.write(async (trx) => { await put('c', 3)(trx); }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    expect(rows().map((r) => r.k)).toEqual(['b', 'b2', 'c']);
+    expect(state.db.inTransaction).toBe(false);
+  });
+
+  it('a snapshot started during a write sees it committed or not at all', async () => {
+    const w = db.write(async (trx) => { await put('a', 1)(trx); await put('b', 2)(trx); });
+    const seen = db.snapshot(async (trx) => (await sql<{ n: number }>`SELECT COUNT(*) AS n FROM t`.execute(trx)).rows[0]!.n);
+    await w;
+    expect(await seen).toBe(2);
+  });
+});

@@ -31,11 +31,14 @@ import { withTimeout } from '../../core/async.js';
 import { ImmediateSqliteDialect, type Db } from '../sql/db.js';
 import type { SqliteDatabase } from './db.js';
 
+/** Per connection: the tail of its queue of transactions (exclusive()). */
+const queues = new WeakMap<SqliteDatabase, Promise<void>>();
+let savepoints = 0;
+
 class StateSqlitePort implements Db<unknown> {
   readonly dialect = 'sqlite' as const;
   private handle: SqliteDatabase | undefined;
   private k: Kysely<unknown> | undefined;
-  private depth = 0;
 
   constructor(private readonly state: { readonly db: SqliteDatabase }) {}
 
@@ -49,34 +52,49 @@ class StateSqlitePort implements Db<unknown> {
   }
 
   async write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
-    const k = this.kysely;
-    const h = this.state.db;
-    const savepoint = h.inTransaction ? `keng_w${++this.depth}` : null;
-    h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
-    try {
-      // The connection is this transaction until it ends (see above), so the plain instance is the transaction.
-      const r = await fn(k as unknown as Transaction<unknown>);
-      h.exec(savepoint ? `RELEASE ${savepoint}` : 'COMMIT');
-      return r;
-    } catch (err) {
-      // SQLite may have rolled back by itself (an I/O error, SQLITE_FULL): then there is nothing to undo.
-      if (h.inTransaction) h.exec(savepoint ? `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}` : 'ROLLBACK');
-      throw err;
-    } finally {
-      if (savepoint) this.depth--;
-    }
+    return this.exclusive(async () => {
+      const k = this.kysely;
+      const h = this.state.db;
+      // Open here means opened by synchronous code (the group commit), never by another write of this port (exclusive).
+      const savepoint = h.inTransaction ? `keng_w${++savepoints}` : null;
+      h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
+      try {
+        // The connection is this transaction until it ends (see above), so the plain instance is the transaction.
+        const r = await fn(k as unknown as Transaction<unknown>);
+        h.exec(savepoint ? `RELEASE ${savepoint}` : 'COMMIT');
+        return r;
+      } catch (err) {
+        // SQLite may have rolled back by itself (an I/O error, SQLITE_FULL): then there is nothing to undo.
+        if (h.inTransaction) h.exec(savepoint ? `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}` : 'ROLLBACK');
+        throw err;
+      }
+    });
   }
 
   async snapshot<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
+    return this.exclusive(async () => {
+      const h = this.state.db;
+      if (h.inTransaction) return fn(this.kysely as unknown as Transaction<unknown>);
+      // A deferred (read) transaction: in WAL mode it reads one snapshot and never blocks writers.
+      h.exec('BEGIN');
+      try {
+        return await fn(this.kysely as unknown as Transaction<unknown>);
+      } finally {
+        if (h.inTransaction) h.exec('COMMIT');
+      }
+    });
+  }
+
+  /**
+   * One transaction of this connection at a time: two writes started in the same turn (Promise.all) would
+   * otherwise interleave inside one SQLite transaction, and a rollback of one would undo the other. Per
+   * connection, not per port, since several ports may wrap one StateDb.
+   */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const h = this.state.db;
-    if (h.inTransaction) return fn(this.kysely as unknown as Transaction<unknown>);
-    // A deferred (read) transaction: in WAL mode it reads one snapshot and never blocks writers.
-    h.exec('BEGIN');
-    try {
-      return await fn(this.kysely as unknown as Transaction<unknown>);
-    } finally {
-      if (h.inTransaction) h.exec('COMMIT');
-    }
+    const run = (queues.get(h) ?? Promise.resolve()).then(fn);
+    queues.set(h, run.then(() => undefined, () => undefined));
+    return run;
   }
 
   async ping(timeoutMs = 5_000): Promise<void> {

@@ -20,6 +20,7 @@ import { canonicalJson } from './canonical.js';
 import type { AuditKey } from './key.js';
 
 export const AUDIT_ANCHORS_FILE = 'audit-anchors.jsonl';
+export const AUDIT_CLUSTER_ANCHORS_FILE = 'audit-anchors-cluster.jsonl';
 
 /** The head of a chain. */
 export interface ChainHead {
@@ -128,8 +129,13 @@ export function appendAnchor(file: string, a: AuditAnchor): void {
 }
 
 /** The anchor files of a data directory: `<dataDir>/audit-anchors.jsonl`, then `audit.anchorFile` if set. */
-export function anchorFiles(dataDir: string, anchorFile?: string): string[] {
-  const own = path.join(path.resolve(dataDir), AUDIT_ANCHORS_FILE);
+/**
+ * Where a node's anchors go: <dataDir>/audit-anchors.jsonl for the embedded chain, audit-anchors-cluster.jsonl for
+ * the cluster's chain in PostgreSQL (a data directory that ran embedded before keeps the old chain's anchors apart),
+ * plus audit.anchorFile.
+ */
+export function anchorFiles(dataDir: string, anchorFile?: string, cluster = false): string[] {
+  const own = path.join(path.resolve(dataDir), cluster ? AUDIT_CLUSTER_ANCHORS_FILE : AUDIT_ANCHORS_FILE);
   const extra = anchorFile === undefined ? null : path.resolve(anchorFile);
   return extra === null || extra === own ? [own] : [own, extra];
 }

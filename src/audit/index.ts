@@ -12,7 +12,7 @@ export { verifyAuditChain, type ChainReport, type ChainSummary, type FailureKind
 export { canonicalJson, redact, snapshotJson, REDACTED } from './canonical.js';
 export { AUDIT_KEY_FILE, auditKeyId, auditKeyLocation, createAuditKey, decodeAuditKey, makeAuditKey, readAuditKey,
   type AuditKey, type AuditKeySettings } from './key.js';
-export { AUDIT_ANCHORS_FILE, anchorFiles, anchorSignatureOk, appendAnchor, parseAnchorLine, readAnchorFile, readAnchorFiles, signAnchor,
+export { AUDIT_ANCHORS_FILE, AUDIT_CLUSTER_ANCHORS_FILE, anchorFiles, anchorSignatureOk, appendAnchor, parseAnchorLine, readAnchorFile, readAnchorFiles, signAnchor,
   type AuditAnchor, type ChainHead, type LocatedAnchor } from './anchor.js';
 export { AuditChain, type AuditChainOptions, type AuditChainSettings } from './keeper.js';
 export { AUDIT_PG_MIGRATIONS } from './pg-schema.js';

@@ -52,7 +52,7 @@ export class AuditChain implements Component {
   }
 
   /** Where anchors go (and are read from by verify). */
-  get anchorFiles(): string[] { return anchorFiles(this.o.dataDir, this.o.settings.anchorFile); }
+  get anchorFiles(): string[] { return anchorFiles(this.o.dataDir, this.o.settings.anchorFile, this.o.db.dialect === 'postgres'); }
 
   async start(): Promise<void> {
     const { audit, dataDir, settings, logger } = this.o;

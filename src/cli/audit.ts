@@ -72,7 +72,7 @@ export function registerAudit(program: Command, deps: AuditCliDeps): void {
       const { report, notes } = await withChainDb(config, deps, async (db) => {
         const key = cliAuditKey(config);
         // Anchors are read before the chain: one written meanwhile may name entries a snapshot taken earlier lacks.
-        const files = [...anchorFiles(config.dataDir, config.audit.anchorFile), ...(o.anchors ?? [])];
+        const files = [...anchorFiles(config.dataDir, config.audit.anchorFile, config.cluster.databaseUrl !== undefined), ...(o.anchors ?? [])];
         const read = readAnchorFiles(files);
         const notes = [...read.problems, ...read.missing.map((f) => `no anchor file ${f}`)];
         if (!key) notes.push(`no audit key at ${auditKeyLocation(config.dataDir, config.audit).label}`);

@@ -157,7 +157,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const devicesBroker = new GatewayAwareBroker(broker, gateways);
   // An emergency alert's commands go out before the speakers' answers to them are handled (core/urgent.ts).
   const urgent = new UrgentOutbound();
-  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways, urgent });
+  const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways, urgent,
+    // Answers and events are acknowledged once the broadcast path's group commit holding their writes is on disk.
+    stateDurable: () => broadcast.settled() });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });

@@ -14,9 +14,12 @@
  * those messages (RpcService, BroadcastExecutor) are given `run` as their
  * `batch` dependency and call it around their writes. Code using `db.transaction()` inside it
  * gets a savepoint (better-sqlite3), so its all-or-nothing behaviour is kept.
- * Trade-off: a crash or power cut can lose the state changes of the last
- * open window (≤ windowMs); later playback events and the RPC replay on
- * reconnect bring a speaker's state forward again.
+ * A device's answer or event handled in a window is acknowledged (PUBACK)
+ * only once that window is committed: the ingest service waits for
+ * `durable()` before it lets the broker answer, so a crash or power cut
+ * inside a window loses nothing a device was told is stored; the device
+ * resends what was not acknowledged. A window whose COMMIT fails rejects
+ * `durable()`: those devices get no PUBACK and are disconnected, and resend.
  */
 import type { Component, Logger } from '../core/index.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
@@ -25,6 +28,8 @@ export class GroupCommit implements Component {
   readonly name = 'broadcast-group-commit';
   private open = false;
   private running = false;
+  /** Settles when the open window commits (rejects when its COMMIT fails); null while none is open. */
+  private window: { promise: Promise<void>; resolve(): void; reject(err: unknown): void } | null = null;
 
   /**
    * windowMs: how long a batch stays open. Speaker answers arrive one socket read at a time (each its own
@@ -38,6 +43,11 @@ export class GroupCommit implements Component {
   async stop(): Promise<void> {
     this.running = false;
     this.commit();
+  }
+
+  /** Resolves once every write made so far through run() is committed (at once when no window is open). */
+  durable(): Promise<void> {
+    return this.window?.promise ?? Promise.resolve();
   }
 
   /** Run `fn` inside the current batch (one is opened if needed). */
@@ -72,6 +82,11 @@ export class GroupCommit implements Component {
       return;
     }
     this.open = true;
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+    promise.catch(() => undefined); // a window nobody waits for must not be an unhandled rejection
+    this.window = { promise, resolve, reject };
     const windowMs = this.o.windowMs ?? 8;
     if (windowMs > 0) setTimeout(() => this.commit(), windowMs);
     else setImmediate(() => this.commit());
@@ -80,13 +95,20 @@ export class GroupCommit implements Component {
   private commit(): void {
     if (!this.open) return;
     this.open = false;
+    const w = this.window!;
+    this.window = null;
     const db = this.o.stateDb.db;
-    if (!db.inTransaction) return; // rolled back by SQLite itself (I/O error): nothing to commit
+    if (!db.inTransaction) { // rolled back by SQLite itself (an I/O error): what the window held is not stored
+      w.reject(new Error('the state store rolled back the group commit'));
+      return;
+    }
     try {
       db.exec('COMMIT');
+      w.resolve();
     } catch (err) {
       this.o.logger.error({ err }, 'group commit failed; rolling back this batch');
       try { db.exec('ROLLBACK'); } catch { /* already rolled back */ }
+      w.reject(err);
     }
   }
 }

@@ -52,6 +52,8 @@ export interface BroadcastWiring {
   service: BroadcastService;
   /** Runs state-store writes in the shared group commit and commits them before returning (e.g. alerts). */
   durable: <T>(fn: () => T) => T;
+  /** Resolves when the group commit's open window (if any) is committed: device answers are acknowledged after it. */
+  settled: () => Promise<void>;
 }
 
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
@@ -75,5 +77,5 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     batch: (fn) => group.runDurably(fn),
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
-  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn) };
+  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn), settled: () => group.durable() };
 }

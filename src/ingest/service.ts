@@ -63,6 +63,11 @@ export interface IngestDeps {
   gateways?: GatewayIngest;
   /** Urgent outbound work (an emergency's commands) that device answers and events wait for; absent: none. */
   urgent?: Pick<UrgentOutbound, 'waiting'>;
+  /**
+   * Resolves when the state writes made so far are durable (the broadcast path's group commit), rejects when
+   * they could not be: answers and events are acknowledged only after it. Absent: writes are durable at once.
+   */
+  stateDurable?: () => Promise<void>;
 }
 
 /** One handler per message type (firmware-protocols/device-protocol.md §3, §13). */
@@ -180,6 +185,9 @@ export class IngestService implements Component {
         res = fail('internal_error', 'internal error');
       }
     }
+    // An acknowledgement means stored: what the handler wrote (an answer's state, a playback event) commits first.
+    // A failed commit rejects here: no PUBACK, the device is disconnected and resends.
+    if (this.deps.stateDurable && msg.type !== 'telemetry' && msg.type !== 'gateway.telemetry') await this.deps.stateDurable();
     if (!res.ok && count) {
       this.counter(this.rejectCounters, this.deps.metrics.rejectedTotal, res.reason).inc();
       this.log.debug({ deviceId, type: msg.type, reason: res.reason, detail: res.detail }, 'device message refused');

@@ -39,4 +39,27 @@ describe('GroupCommit.runDurably', () => {
     await gc.stop();
     db.close();
   });
+
+  it('durable(): settles when the window holding the writes commits, and rejects when its COMMIT fails', async () => {
+    const { db, gc, other } = setup();
+    await gc.start();
+    await gc.durable(); // no window open: at once
+    gc.run(() => db.prepare('INSERT INTO t VALUES (1)').run());
+    let settled = false;
+    const d = gc.durable().then(() => { settled = true; });
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(false); // the window is still open: not on disk yet, no PUBACK yet
+    gc.runDurably(() => db.prepare('INSERT INTO t VALUES (2)').run());
+    await d;
+    expect(other()).toBe(2);
+    // A window SQLite rolled back by itself (here: by hand) rejects: those answers get no PUBACK.
+    gc.run(() => db.prepare('INSERT INTO t VALUES (3)').run());
+    const failed = gc.durable();
+    db.exec('ROLLBACK');
+    gc.runDurably(() => undefined);
+    await expect(failed).rejects.toThrow(/rolled back/);
+    expect(other()).toBe(2);
+    await gc.stop();
+    db.close();
+  });
 });

@@ -359,6 +359,27 @@ describe('IngestService', () => {
       await u.ingest.stop();
     });
 
+    it('is acknowledged only once the state writes it caused are durable; a failed commit fails it (no PUBACK)', async () => {
+      let commit!: () => void;
+      let fail!: (err: Error) => void;
+      let window = new Promise<void>((res, rej) => { commit = res; fail = rej; });
+      const u = setup({ stateDurable: () => window });
+      await u.ingest.start();
+      let answered = false;
+      const answer = u.ingest.handle(msg('rpc.response', { status: 'accepted' }, { requestId: '9' })).then((r) => { answered = true; return r; });
+      await expect(u.ingest.handle(msg('telemetry', { a: 1 }))).resolves.toEqual({ ok: true }); // readings have their own commit
+      await new Promise((r) => setTimeout(r, 20));
+      expect(u.events.map((e) => e.name).sort()).toEqual(['rpc.response', 'telemetry']); // handled at once...
+      expect(answered).toBe(false); // ...acknowledged after the commit
+      commit();
+      await expect(answer).resolves.toEqual({ ok: true });
+      window = new Promise<void>((res, rej) => { commit = res; fail = rej; });
+      const lost = u.ingest.handle(msg('events', { event: 'started', requestId: 'r1', broadcastId: 'b1' }));
+      fail(new Error('disk full'));
+      await expect(lost).rejects.toThrow('disk full');
+      await u.ingest.stop();
+    });
+
     it('a ThingsBoard device answer without status is wrapped as {status: ok, result}', async () => {
       await s.ingest.handle(msg('rpc.response', { temperature: 22 }, { requestId: '3', identity: tokenIdentity }));
       await s.ingest.handle(msg('rpc.response', '"done"', { requestId: '4', identity: tokenIdentity }));

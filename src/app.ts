@@ -23,7 +23,7 @@ import path from 'node:path';
 import type { Config } from './config/index.js';
 import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
 import { UrgentOutbound } from './core/urgent.js';
-import { DataDirLock, StateDb } from './storage/state/index.js';
+import { DataDirLock, StateDb, stateSqlitePort } from './storage/state/index.js';
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { ClusterDatabase } from './storage/sql/index.js';
@@ -98,6 +98,9 @@ export interface KengApp {
   addresses(): { http: { host: string; port: number }; mqtt: { host: string; port: number } };
 }
 
+/** Cluster mode: how soon a node's scheduler sees schedules created, changed or deleted through another node. */
+const SCHEDULE_RESYNC_MS = 5_000;
+
 export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): KengApp {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
@@ -111,6 +114,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
   // Cluster mode (docs/cluster.md): the PostgreSQL pool, started before and stopped after its users.
   const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster'), PG_STATE_SCOPES) : null;
+  // The state repositories moved onto the Db port (schedules so far): PostgreSQL in cluster mode, else state.db.
+  const stateSql = clusterDb ? clusterDb.db : stateSqlitePort(stateDb);
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
@@ -177,7 +182,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
+    config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
   });
   // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
   const alerts = new AlertService({

@@ -128,6 +128,19 @@ const SELECT = sql`SELECT s.id, s.name, s.target_json, s.content_json, s.cron, s
   (SELECT MAX(o.occurrence_at) FROM schedule_occurrences o WHERE o.schedule_id = s.id) AS last_fired
   FROM schedules s`;
 
+/**
+ * SQLite: the state store's Db port is one connection, and a write transaction on it is open while its function
+ * awaits; two write chains resumed in the same event-loop turn (two requests, several schedulers in a test)
+ * would interleave inside one transaction. The schedule writes on one Db take turns here.
+ */
+const sqliteTurns = new WeakMap<object, Promise<unknown>>();
+function inTurn<T>(db: Db<unknown>, fn: () => Promise<T>): Promise<T> {
+  if (db.dialect !== 'sqlite') return fn();
+  const r = (sqliteTurns.get(db) ?? Promise.resolve()).then(fn);
+  sqliteTurns.set(db, r.catch(() => undefined));
+  return r;
+}
+
 /** Arbitrary constant: the advisory lock key of schedule writes on PostgreSQL. */
 const PG_LOCK_KEY = 0x4b6e5363; // "KnSc"
 
@@ -177,20 +190,22 @@ export class SqlScheduleRepo implements ScheduleRepo {
 
   list(): Promise<Schedule[]> { return this.plain.list(); }
   get(id: string): Promise<Schedule | undefined> { return this.plain.get(id); }
-  insert(s: Schedule): Promise<void> { return this.plain.insert(s); }
-  update(s: Schedule): Promise<boolean> { return this.plain.update(s); }
-  delete(id: string): Promise<boolean> { return this.db.write((trx) => new Writer(() => trx, this.order()).delete(id)); }
+  insert(s: Schedule): Promise<void> { return inTurn(this.db, () => this.plain.insert(s)); }
+  update(s: Schedule): Promise<boolean> { return inTurn(this.db, () => this.plain.update(s)); }
+  delete(id: string): Promise<boolean> {
+    return inTurn(this.db, () => this.db.write((trx) => new Writer(() => trx, this.order()).delete(id)));
+  }
 
   locked<T>(fn: (tx: ScheduleWriter) => Promise<T>): Promise<T> {
-    return this.db.write(async (trx) => {
+    return inTurn(this.db, () => this.db.write(async (trx) => {
       if (this.db.dialect === 'postgres') await sql`SELECT pg_advisory_xact_lock(${PG_LOCK_KEY})`.execute(trx);
       return fn(new Writer(() => trx, this.order()));
-    });
+    }));
   }
 
   claim(c: OccurrenceClaim): Promise<number[]> {
     if (c.times.length === 0) return Promise.resolve([]);
-    return this.db.write(async (trx) => {
+    return inTurn(this.db, () => this.db.write(async (trx) => {
       const won: number[] = [];
       for (const t of c.times) {
         // INSERT ... SELECT: the row exists only if the schedule still has the planned version (SQLite needs the
@@ -202,22 +217,22 @@ export class SqlScheduleRepo implements ScheduleRepo {
         if (r.rows.length > 0) won.push(t);
       }
       return won;
-    });
+    }));
   }
 
   async settle(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
-    const r = await sql`UPDATE schedule_occurrences SET outcome = ${outcome}, broadcast_id = ${broadcastId ?? null}
+    const r = await inTurn(this.db, () => sql`UPDATE schedule_occurrences SET outcome = ${outcome}, broadcast_id = ${broadcastId ?? null}
       WHERE schedule_id = ${scheduleId} AND occurrence_at = ${occurrenceAt} AND node_id = ${nodeId} AND outcome IS NULL
-      RETURNING occurrence_at`.execute(this.db.kysely);
+      RETURNING occurrence_at`.execute(this.db.kysely));
     return r.rows.length > 0;
   }
 
   async expireClaims(claimedBefore: number): Promise<OccurrenceRecord[]> {
     // On PostgreSQL a second node running this at once waits for the row locks, re-checks `outcome IS NULL`
     // and skips the rows: each expired claim is returned once.
-    const r = await sql<ClaimRow>`UPDATE schedule_occurrences SET outcome = 'missed'
+    const r = await inTurn(this.db, () => sql<ClaimRow>`UPDATE schedule_occurrences SET outcome = 'missed'
       WHERE outcome IS NULL AND claimed_at < ${claimedBefore}
-      RETURNING schedule_id, occurrence_at, node_id, claimed_at, outcome, broadcast_id`.execute(this.db.kysely);
+      RETURNING schedule_id, occurrence_at, node_id, claimed_at, outcome, broadcast_id`.execute(this.db.kysely));
     return r.rows.map(claimFromRow).sort((a, b) => a.occurrenceAt - b.occurrenceAt);
   }
 
@@ -234,9 +249,9 @@ export class SqlScheduleRepo implements ScheduleRepo {
   }
 
   async prune(before: number): Promise<number> {
-    const r = await sql`DELETE FROM schedule_occurrences WHERE occurrence_at < ${before} AND outcome IS NOT NULL
+    const r = await inTurn(this.db, () => sql`DELETE FROM schedule_occurrences WHERE occurrence_at < ${before} AND outcome IS NOT NULL
       AND occurrence_at < (SELECT MAX(o.occurrence_at) FROM schedule_occurrences o WHERE o.schedule_id = schedule_occurrences.schedule_id)
-      RETURNING occurrence_at`.execute(this.db.kysely);
+      RETURNING occurrence_at`.execute(this.db.kysely));
     return r.rows.length;
   }
 }

@@ -98,6 +98,9 @@ export interface KengApp {
   addresses(): { http: { host: string; port: number }; mqtt: { host: string; port: number } };
 }
 
+/** Cluster mode: how soon a node's scheduler sees schedules created, changed or deleted through another node. */
+const SCHEDULE_RESYNC_MS = 5_000;
+
 export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): KengApp {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
@@ -181,7 +184,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
   const broadcast = wireBroadcast({
-    config, stateDb, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
+    config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
   });
   // Emergency alerts play as broadcasts: built on the broadcast side, in its group commit.
   const alerts = new AlertService({

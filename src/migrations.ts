@@ -7,7 +7,7 @@
  * migration of any module (core included) goes at the END with the next number.
  */
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
-import { scheduleMigration } from './broadcast/schedule/index.js';
+import { PG_SCHEDULE_MIGRATIONS, SCHEDULE_OCCURRENCES_MIGRATION, scheduleMigration } from './broadcast/schedule/index.js';
 import { mediaAreasMigration, mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
@@ -55,6 +55,7 @@ const ORDER: Step[] = [
   SHARED_ATTRIBUTES_MIGRATION, // 21
   FIRMWARE_MIGRATION,       // 22
   GATEWAY_MIGRATION,        // 23
+  SCHEDULE_OCCURRENCES_MIGRATION, // 24: one claim per schedule occurrence (replaces schedules.last_fired_at)
 ];
 
 if (CORE.length !== 6) {
@@ -71,4 +72,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
  */
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
+  { scope: 'schedules', migrations: PG_SCHEDULE_MIGRATIONS },
 ];

@@ -8,8 +8,9 @@
  * areas, 503 without espeak-ng) → overlap check over each schedule's speakers
  * and play length (409 naming the clash unless the new one has higher
  * priority) → persist → scheduler.upsert → audit. The overlap check and the
- * write run synchronously after the last await, so two concurrent requests
- * cannot both pass it.
+ * write run in one transaction holding the schedules' write lock
+ * (ScheduleRepo.locked: on PostgreSQL writers on every node take turns), so
+ * two concurrent requests cannot both pass it.
  *
  * Occurrences: the scheduler's onOccurrence starts a broadcast on the
  * schedule's speakers as they are at that moment, valid until
@@ -27,11 +28,13 @@ import type { AuditRecorder } from '../audit/log.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
 import type { Principal } from '../auth/types.js';
 import type { StateDb } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { Broadcast, BroadcastExecutor, BroadcastInput } from './execution/index.js';
 import {
-  Scheduler, SqliteScheduleRepo, applySpec, findClashes, newSchedule, nextRuns as nextRunsOf, toClashError, toValidationError,
+  Scheduler, SqlScheduleRepo, applySpec, findClashes, newSchedule, nextRuns as nextRunsOf, toClashError, toValidationError,
   validatePlayNow, validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
+  type ScheduleReader, type OccurrenceRecord,
 } from './schedule/index.js';
 import { contentDuration, playContent, storeContent } from './content.js';
 import { redactStreamUrls, StreamUrlPolicy, type ResolveHost } from './stream-url.js';
@@ -41,6 +44,12 @@ import { checkTarget, resolveSpeakers, targetVisible, type Caller } from './targ
 export interface BroadcastServiceDeps {
   config: Readonly<Config>;
   stateDb: StateDb;
+  /** Where schedules and their occurrence claims live: the state store as a Db (embedded), or PostgreSQL (cluster mode). */
+  stateSql: Db<unknown>;
+  /** This node's name in occurrence claims. */
+  nodeId?: string;
+  /** Cluster mode: how often the scheduler re-reads schedules changed through other nodes (0: never). */
+  resyncMs?: number;
   registry: DeviceRegistryApi;
   media: MediaLibrary;
   executor: BroadcastExecutor;
@@ -64,6 +73,8 @@ export class BroadcastService implements Component {
   readonly name = 'broadcast-service';
   private repo: ScheduleRepo | null = null;
   private sched: Scheduler | null = null;
+  /** Schedule names for the broadcast log, which asks synchronously (refreshed at each scheduler re-read). */
+  private readonly names = new Map<string, string>();
   private readonly jitter: Histogram;
   private readonly log: Logger;
   /** Where stream URLs may point (config broadcast.streamHosts). */
@@ -83,11 +94,15 @@ export class BroadcastService implements Component {
   get scheduler(): Scheduler | undefined { return this.sched ?? undefined; }
 
   async start(): Promise<void> {
-    const repo = new SqliteScheduleRepo(this.d.stateDb.db);
+    const repo = new SqlScheduleRepo(this.d.stateSql);
     this.repo = repo;
+    this.rememberNames(await repo.list());
     this.sched = new Scheduler({
       repo, clock: this.d.clock, logger: this.log.child({ part: 'scheduler' }),
       graceMs: this.d.config.broadcast.missedGraceSec * 1000,
+      ...(this.d.nodeId !== undefined ? { nodeId: this.d.nodeId } : {}),
+      ...(this.d.resyncMs !== undefined ? { resyncMs: this.d.resyncMs } : {}),
+      onSchedules: (list) => this.rememberNames(list),
       onOccurrence: (s, plannedAt, info) => this.onOccurrence(s, plannedAt, info),
       onMissed: (s, plannedAt) => { this.d.executor.recordMissed(s.id, plannedAt, [...resolveSpeakers(this.d.registry, s.target)]); },
     });
@@ -99,8 +114,8 @@ export class BroadcastService implements Component {
    * may see it (its whole target within the viewer's areas): another commune's
    * schedule is just "a schedule".
    */
-  mediaInUse(mediaId: string, viewer?: MediaViewer): string | false {
-    const s = this.repo?.list().find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
+  async mediaInUse(mediaId: string, viewer?: MediaViewer): Promise<string | false> {
+    const s = (await this.repo?.list())?.find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
     if (!s) return false;
     const named = !viewer || viewer.all || targetVisible(this.d.registry, s.target, { inScope: (a) => viewer.owns.has(a) });
     return named ? `schedule "${s.name}" (${s.id})` : 'a schedule';
@@ -110,6 +125,7 @@ export class BroadcastService implements Component {
     await this.stopScheduler();
     this.sched = null;
     this.repo = null;
+    this.names.clear();
   }
 
   /**
@@ -130,19 +146,25 @@ export class BroadcastService implements Component {
 
   /** A schedule's name (for the broadcast log), whoever asks; undefined when unknown. */
   scheduleName(id: string): string | undefined {
-    return this.repo?.get(id)?.name;
+    return this.names.get(id);
   }
 
   /** Schedules whose whole target lies within the caller's areas, oldest first. */
-  listSchedules(c: Caller): Schedule[] {
-    return this.requireRepo().list().filter((s) => targetVisible(this.d.registry, s.target, c));
+  async listSchedules(c: Caller): Promise<Schedule[]> {
+    return (await this.requireRepo().list()).filter((s) => targetVisible(this.d.registry, s.target, c));
   }
 
   /** 404 when unknown or outside the caller's areas. */
-  getSchedule(c: Caller, id: string): Schedule {
-    const s = this.requireRepo().get(id);
+  async getSchedule(c: Caller, id: string): Promise<Schedule> {
+    const s = await this.requireRepo().get(id);
     if (!s || !targetVisible(this.d.registry, s.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
     return s;
+  }
+
+  /** What happened to a schedule's recent occurrences (latest first): fired, missed, failed, or being started. */
+  async scheduleOccurrences(c: Caller, id: string, limit: number): Promise<OccurrenceRecord[]> {
+    await this.getSchedule(c, id);
+    return this.requireRepo().occurrences(id, limit);
   }
 
   async createSchedule(c: Caller, body: unknown): Promise<Schedule> {
@@ -151,13 +173,19 @@ export class BroadcastService implements Component {
     checkTarget(this.d.registry, v.value.target, c);
     const { spec, created } = await this.withStoredContent(v.value, c);
     try {
-      this.assertNoClash(spec);
-      const s = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
-      this.requireRepo().insert(s);
-      this.requireScheduler().upsert(s);
+      const repo = this.requireRepo();
+      const sched = this.requireScheduler();
+      const s = await repo.locked(async (tx) => {
+        await this.assertNoClash(spec, tx);
+        const made = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
+        await tx.insert(made);
+        return made;
+      });
+      this.names.set(s.id, s.name);
+      await sched.upsert(s);
       this.audit(c, 'schedule.create', s.id, undefined, s);
       this.log.info({ scheduleId: s.id, name: s.name, by: c.principal.id }, 'schedule created');
-      return this.requireRepo().get(s.id) ?? s;
+      return (await repo.get(s.id)) ?? s;
     } catch (e) {
       await this.dropRendered(created);
       throw e;
@@ -165,7 +193,7 @@ export class BroadcastService implements Component {
   }
 
   async updateSchedule(c: Caller, id: string, patch: unknown): Promise<Schedule> {
-    const prev = this.getSchedule(c, id);
+    const prev = await this.getSchedule(c, id);
     const v = validateSchedulePatch(prev, patch, this.validateOpts());
     if (!v.ok) throw toValidationError(v.errors);
     checkTarget(this.d.registry, v.value.target, c);
@@ -175,25 +203,37 @@ export class BroadcastService implements Component {
       current: 'mediaId' in prev.content ? prev.content.mediaId : undefined, checkStream: contentChanged,
     });
     try {
-      const current = this.requireRepo().get(id);
-      if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
-      const next = applySpec(current, spec, this.d.clock.now());
-      this.assertNoClash(next);
-      this.requireRepo().update(next);
-      this.requireScheduler().upsert(this.requireRepo().get(id) ?? next);
+      const repo = this.requireRepo();
+      const sched = this.requireScheduler();
+      // What the current version owes (an occurrence due right now) is settled before the version changes:
+      // afterwards no claim for it is accepted.
+      await sched.processDue();
+      const next = await repo.locked(async (tx) => {
+        const current = await tx.get(id);
+        if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
+        const n = applySpec(current, spec, this.d.clock.now());
+        await this.assertNoClash(n, tx);
+        await tx.update(n);
+        return n;
+      });
+      this.names.set(id, next.name);
+      const stored = (await repo.get(id)) ?? next;
+      await sched.upsert(stored);
       this.audit(c, 'schedule.update', id, prev, next);
-      return this.requireRepo().get(id) ?? next;
+      return stored;
     } catch (e) {
       await this.dropRendered(created);
       throw e;
     }
   }
 
-  deleteSchedule(c: Caller, id: string): void {
-    const prev = this.getSchedule(c, id);
+  async deleteSchedule(c: Caller, id: string): Promise<void> {
+    const prev = await this.getSchedule(c, id);
     if (!targetVisible(this.d.registry, prev.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
-    this.requireRepo().delete(id);
-    this.requireScheduler().remove(id);
+    const sched = this.requireScheduler();
+    await this.requireRepo().delete(id);
+    this.names.delete(id);
+    await sched.remove(id);
     this.audit(c, 'schedule.delete', id, prev, undefined);
   }
 
@@ -234,17 +274,24 @@ export class BroadcastService implements Component {
 
   // ------------------------------------------------------------ internals
 
-  private onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): void {
+  /** Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). */
+  private onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): string | undefined {
     if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);
     const targets = [...resolveSpeakers(this.d.registry, s.target)].sort();
     if (targets.length === 0) {
       this.log.warn({ scheduleId: s.id, plannedAt }, 'schedule occurrence has no speakers to play on');
-      return;
+      return undefined;
     }
     // A deterministic id: an occurrence can never start two broadcasts.
     const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
     const b = this.batch(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }));
     this.log.info({ scheduleId: s.id, broadcastId: b.id, lateMs: info.lateMs, targets: targets.length }, 'schedule occurrence started');
+    return b.id;
+  }
+
+  private rememberNames(list: Schedule[]): void {
+    this.names.clear();
+    for (const s of list) this.names.set(s.id, s.name);
   }
 
   private startFor(s: ScheduleSpec, targets: string[], extra: Pick<BroadcastInput, 'id' | 'scheduleId' | 'plannedAt'>): Broadcast {
@@ -289,9 +336,9 @@ export class BroadcastService implements Component {
   }
 
   /** 409 naming the clash (findClashes skips schedules the candidate outranks). */
-  private assertNoClash(candidate: ScheduleSpec & { id?: string }): void {
+  private async assertNoClash(candidate: ScheduleSpec & { id?: string }, tx: ScheduleReader): Promise<void> {
     const reg = this.d.registry;
-    const clashes = findClashes(candidate, this.requireRepo().list(), {
+    const clashes = findClashes(candidate, await tx.list(), {
       now: this.d.clock.now(),
       resolve: (t) => resolveSpeakers(reg, t),
       durationSec: (s) => contentDuration(this.d.media, s.content, s.durationSec),

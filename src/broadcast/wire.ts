@@ -8,6 +8,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Component, EventBus, Logger, Metrics } from '../core/index.js';
 import type { AuditRecorder } from '../audit/log.js';
 import type { StateDb } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
@@ -21,6 +22,12 @@ import type { UrgentOutbound } from '../core/urgent.js';
 export interface BroadcastWiringDeps {
   config: Readonly<Config>;
   stateDb: StateDb;
+  /** Schedules and their occurrence claims: the state store as a Db, or PostgreSQL in cluster mode. */
+  stateSql: Db<unknown>;
+  /** This node's name in occurrence claims. */
+  nodeId: string;
+  /** Cluster mode: other nodes change schedules too; re-read them this often (0: never). */
+  scheduleResyncMs?: number;
   registry: DeviceRegistry;
   broker: BrokerPort;
   bus: EventBus;
@@ -72,7 +79,8 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     names: { schedule: (id): string | undefined => service.scheduleName(id), media: (id): string | undefined => d.media.get(id)?.name },
   });
   const service: BroadcastService = new BroadcastService({
-    config: d.config, stateDb: d.stateDb, registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
+    config: d.config, stateDb: d.stateDb, stateSql: d.stateSql, nodeId: d.nodeId,
+    ...(d.scheduleResyncMs !== undefined ? { resyncMs: d.scheduleResyncMs } : {}), registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
     batch: (fn) => group.runDurably(fn),
   });

@@ -45,7 +45,7 @@ export interface MediaLibraryOptions extends MediaIntakeOptions {
  * when free, true or a description (e.g. `schedule "Bản tin sáng"`) when used.
  * `viewer` is who asks: the description must not name what it may not see.
  */
-export type MediaInUse = (mediaId: string, viewer?: MediaViewer) => boolean | string | undefined;
+export type MediaInUse = (mediaId: string, viewer?: MediaViewer) => boolean | string | undefined | Promise<boolean | string | undefined>;
 
 export interface MediaLibraryDeps {
   db: StateDb;
@@ -215,7 +215,7 @@ export class MediaLibrary implements Component {
     if (opts.viewer) this.manageable(opts.viewer, id, 'delete');
     const r = this.repo.get(id);
     if (!r) throw Errors.NOT_FOUND(`Media "${id}"`);
-    const used = this.isInUse?.(id, opts.viewer);
+    const used = await this.isInUse?.(id, opts.viewer);
     if (used) throw Errors.MEDIA_IN_USE(id, typeof used === 'string' ? used : 'a schedule or broadcast');
     this.repo.delete(id);
     // A speaker still downloading keeps its open file; new requests get 404.

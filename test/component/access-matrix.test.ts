@@ -290,6 +290,7 @@ Object.assign(MATRIX, {
   'GET /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule' }) },
   'PATCH /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule', body: { enabled: false } }) },
   'DELETE /api/v1/schedules/:id': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule' }) },
+  'GET /api/v1/schedules/:id/occurrences': { expect: ops(404), prepare: () => ({ url: '/api/v1/schedules/no-such-schedule/occurrences' }) },
   'GET /api/v1/scheduler': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/scheduler' }) },
   'POST /api/v1/broadcasts': {
     expect: ops(201, 403),

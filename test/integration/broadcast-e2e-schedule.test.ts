@@ -106,6 +106,12 @@ describe('broadcast end to end', () => {
     const area = totals.body.areas.find((a: any) => a.area === 'thon-a');
     expect(area).toMatchObject({ planned: 3, played: 3, failed: 0, missed: 0 });
     expect((await t.api('GET', `/api/v1/schedules/${s.body.id}`)).body.nextRuns).toEqual([]);
+    // the occurrence's record: fired by this node, with the broadcast it started
+    const occ = await t.api('GET', `/api/v1/schedules/${s.body.id}/occurrences`);
+    expect(occ.status).toBe(200);
+    expect(occ.body).toEqual([expect.objectContaining({ outcome: 'fired', broadcastId: b.id })]);
+    expect(Date.parse(occ.body[0].plannedAt)).toBe(at);
+    expect((await t.api('GET', `/api/v1/schedules/${s.body.id}`)).body.lastFiredAt).toBe(occ.body[0].plannedAt);
   }, 90_000);
 
   it('play now, then stop mid-play', async () => {

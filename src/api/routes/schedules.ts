@@ -18,6 +18,8 @@ import type { Caller } from '../../broadcast/targets.js';
 import { scheduleDto } from '../../broadcast/dto.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { NewSchedule, Priority, SchedulePatch, Target } from '../../broadcast/schedule/schema.js';
+import { OCCURRENCE_OUTCOMES } from '../../broadcast/schedule/migrations.js';
+import { StringEnum } from '../../core/schema.js';
 import { AUTH_ERRORS, Described, Time, errorResponses } from '../schemas.js';
 
 export interface ScheduleRouteOptions { ctx: RouteContext; service: BroadcastService }
@@ -59,6 +61,15 @@ export const Schedule = Type.Object({
 
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128, description: 'Schedule id' }) });
 
+const Occurrence = Type.Object({
+  plannedAt: Time,
+  outcome: Type.Optional(StringEnum(OCCURRENCE_OUTCOMES, { description: 'Absent while the claiming node is starting it' })),
+  broadcastId: Type.Optional(Type.String({ description: 'The broadcast it started (broadcast log)' })),
+  nodeId: Type.String({ description: 'The node that handled it (its claim won); "upgrade" for the last one handled before these records existed' }),
+  claimedAt: Time,
+});
+const OccurrenceQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })) });
+
 export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = async (app, { ctx, service }) => {
   const { policy, tz } = ctx;
   const dto = (s: Parameters<typeof scheduleDto>[0]) => scheduleDto(s, service.nextRuns(s), tz);
@@ -84,7 +95,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'schedules.read');
-    return service.listSchedules(callerOf(req, ctx)).map(dto);
+    return (await service.listSchedules(callerOf(req, ctx))).map(dto);
   });
 
   app.get('/schedules/:id', {
@@ -94,7 +105,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'schedules.read');
-    return dto(service.getSchedule(callerOf(req, ctx), req.params.id));
+    return dto(await service.getSchedule(callerOf(req, ctx), req.params.id));
   });
 
   app.patch('/schedules/:id', {
@@ -117,8 +128,27 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<ScheduleRouteOptions> = a
     },
   }, async (req, reply) => {
     policy.assert(principalOf(req), 'schedules.write');
-    service.deleteSchedule(callerOf(req, ctx), req.params.id);
+    await service.deleteSchedule(callerOf(req, ctx), req.params.id);
     return reply.status(204).send(null);
+  });
+
+  app.get('/schedules/:id/occurrences', {
+    schema: {
+      tags: ['schedules'], summary: 'What happened to a schedule\'s recent occurrences', security: [{ bearer: [] }],
+      params: IdParams, querystring: OccurrenceQuery,
+      description: 'Latest first. Each occurrence is handled once, by one node (in cluster mode, the node whose claim won): '
+        + 'fired (with the broadcast it started; none when the target had no speakers), missed (Keng was down, it was later than '
+        + 'broadcast.missedGraceSec, or the node that claimed it stopped before starting it), failed (starting it raised an error), '
+        + 'or no outcome yet (being started). Records older than 90 days are deleted, except each schedule\'s latest.',
+      response: { 200: Type.Array(Occurrence), ...errorResponses(...AUTH_ERRORS, 404) },
+    },
+  }, async (req) => {
+    policy.assert(principalOf(req), 'schedules.read');
+    const list = await service.scheduleOccurrences(callerOf(req, ctx), req.params.id, req.query.limit ?? 50);
+    return list.map((o) => ({
+      plannedAt: formatTime(o.occurrenceAt, tz), nodeId: o.nodeId, claimedAt: formatTime(o.claimedAt, tz),
+      ...(o.outcome !== undefined ? { outcome: o.outcome } : {}), ...(o.broadcastId !== undefined ? { broadcastId: o.broadcastId } : {}),
+    }));
   });
 
   app.get('/scheduler', {

@@ -19,8 +19,10 @@
  * everywhere in Keng), or a SAVEPOINT when the connection is already inside a
  * transaction (the broadcast path's group commit keeps one open for a few
  * milliseconds; better-sqlite3's own `db.transaction()` nests the same way).
- * Inside `write(fn)` use only `trx`: the connection is serialised, so a query
- * on `db.kysely` from within would wait for the transaction forever.
+ * Inside `write(fn)` use only `trx`. Every write goes through `write()`, also a
+ * single statement: one run on `db.kysely` while another task's write
+ * transaction is open on this connection would become part of it (and be
+ * rolled back with it). `db.kysely` is for reads.
  *
  * The Kysely instance follows the StateDb's connection: after a stop/start
  * (a new handle) the next call builds a new one. The StateDb owns and closes

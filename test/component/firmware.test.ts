@@ -24,7 +24,7 @@ beforeAll(async () => {
   t = await startTestApp();
   await seedAreas(t, COMMUNE_TREE);
   creds = await seedDevices(t, Array.from({ length: 40 }, (_, i) => ({ id: `d-${i}`, kind: 'sensor', name: `d-${i}`, area: 'va1' })));
-  pkgId = t.app.firmware.addPackage({ title: 'soil', version: '1.1' }, DATA, 'test').id;
+  pkgId = (await t.app.firmware.addPackage({ title: 'soil', version: '1.1' }, DATA, 'test')).id;
 }, 60_000);
 afterAll(async () => { await t?.stop(); });
 
@@ -36,17 +36,17 @@ describe('firmware', () => {
     expect(statSync(path.join(t.dataDir, 'firmware', `${pkgId}.bin`)).mode & 0o777).toBe(0o600);
   });
 
-  it('a rollout of 10 % picks 4 of 40, the same pick when read again, and the rest only when continued', () => {
+  it('a rollout of 10 % picks 4 of 40, the same pick when read again, and the rest only when continued', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => `d-${i}`);
-    const r = t.app.firmware.createRollout(pkgId, ids, 10, 'test');
+    const r = await t.app.firmware.createRollout(pkgId, ids, 10, 'test');
     expect(r).toMatchObject({ firstCount: 4, stage: 'first' });
     expect([...r.devices].sort()).toEqual([...ids].sort());
-    expect(t.app.firmware.getRollout(r.id)!.devices).toEqual(r.devices);
+    expect((await t.app.firmware.getRollout(r.id))!.devices).toEqual(r.devices);
     const assigned = ids.filter((d) => t.app.firmware.assignmentOf(d)?.rolloutId === r.id);
     expect(assigned.sort()).toEqual(r.devices.slice(0, 4).sort());
-    t.app.firmware.continueRollout(r.id);
+    await t.app.firmware.continueRollout(r.id);
     expect(ids.every((d) => t.app.firmware.assignmentOf(d)?.rolloutId === r.id)).toBe(true);
-    expect(() => t.app.firmware.continueRollout(r.id)).toThrow(/already/);
+    await expect(t.app.firmware.continueRollout(r.id)).rejects.toThrow(/already/);
   });
 
   it('chunks the ThingsBoard way', async () => {
@@ -65,14 +65,17 @@ describe('firmware', () => {
 
   it('a device\'s state: PENDING, then what it reports, UPDATED once it runs the package', async () => {
     const fw = t.app.firmware;
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ packageId: pkgId, state: 'PENDING' });
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ packageId: pkgId, state: 'PENDING' });
     t.app.bus.emit('telemetry', { deviceId: 'd-1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { fw_state: 'DOWNLOADING', fw_error: '' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'DOWNLOADING', error: null });
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'DOWNLOADING', error: null });
     t.app.bus.emit('telemetry', { deviceId: 'd-1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { fw_state: 'FAILED', fw_error: 'Checksum verification failed' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'FAILED', error: 'Checksum verification failed' });
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'FAILED', error: 'Checksum verification failed' });
     t.app.bus.emit('attributes', { deviceId: 'd-1', attributes: { current_fw_title: 'soil', current_fw_version: '1.1' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'UPDATED', currentVersion: '1.1' });
-    expect(fw.deviceFirmware('d-1').error).toBe('Checksum verification failed');
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'UPDATED', currentVersion: '1.1' });
+    expect((await fw.deviceFirmware('d-1')).error).toBe('Checksum verification failed');
   });
 
   it('a new version of the same title and size is pushed with all five fw_* keys, as ThingsBoard does', async () => {
@@ -83,8 +86,8 @@ describe('firmware', () => {
     // Its set on subscribe leaves the fw_* keys out (the SDKs ask for them at start; a push would start a second download).
     await new Promise((r) => setTimeout(r, 300));
     expect(seen).toEqual([]);
-    const next = t.app.firmware.addPackage({ title: 'soil', version: '1.2' }, randomBytes(10_000), 'test');
-    t.app.firmware.createRollout(next.id, ['d-5'], 100, 'test');
+    const next = await t.app.firmware.addPackage({ title: 'soil', version: '1.2' }, randomBytes(10_000), 'test');
+    await t.app.firmware.createRollout(next.id, ['d-5'], 100, 'test');
     await waitFor(() => seen.length >= 1);
     expect(seen[0]).toEqual({ fw_title: 'soil', fw_version: '1.2', fw_size: 10_000, fw_checksum: next.checksum, fw_checksum_algorithm: 'SHA256' });
     await end(c);
@@ -92,9 +95,9 @@ describe('firmware', () => {
 
   it('a package stays while a rollout names it; an unused one is deleted with its file', async () => {
     await expect(t.app.firmware.deletePackage(pkgId)).rejects.toThrow(/rollout/);
-    const other = t.app.firmware.addPackage({ title: 'soil', version: '9.9', checksumAlgorithm: 'MD5' }, Buffer.from('x'), 'test');
+    const other = await t.app.firmware.addPackage({ title: 'soil', version: '9.9', checksumAlgorithm: 'MD5' }, Buffer.from('x'), 'test');
     expect(await t.app.firmware.deletePackage(other.id)).toBe(true);
     expect(() => statSync(path.join(t.dataDir, 'firmware', `${other.id}.bin`))).toThrow();
-    expect(() => t.app.firmware.addPackage({ title: 'bad/title', version: '1' }, Buffer.from('x'), 'test')).toThrow(/title/);
+    await expect(t.app.firmware.addPackage({ title: 'bad/title', version: '1' }, Buffer.from('x'), 'test')).rejects.toThrow(/title/);
   });
 });

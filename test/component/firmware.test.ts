@@ -3,10 +3,11 @@
  * per request id, the quoted size of the Python SDK, the whole file for an
  * empty first request, empty past the end, PAYLOAD_TOO_LARGE), checksums as
  * ThingsBoard shows them, the rollout's stable pick and its share, device
- * states from reports, packages kept while a rollout names them.
+ * states from reports, packages kept while a rollout names them, a package
+ * whose file is missing (a cluster node without it) answered with an error.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,5 +100,17 @@ describe('firmware', () => {
     expect(await t.app.firmware.deletePackage(other.id)).toBe(true);
     expect(() => statSync(path.join(t.dataDir, 'firmware', `${other.id}.bin`))).toThrow();
     await expect(t.app.firmware.addPackage({ title: 'bad/title', version: '1' }, Buffer.from('x'), 'test')).rejects.toThrow(/title/);
+  });
+
+  it('a package whose file is not on this node: FAILURE over MQTT, 503 KENG_ERR_FIRMWARE_FILE_MISSING over HTTP, and Keng keeps serving', async () => {
+    const fw = t.app.firmware;
+    const lost = await fw.addPackage({ title: 'soil', version: '7.0' }, randomBytes(2_000), 'test');
+    await fw.createRollout(lost.id, ['d-7'], 100, 'test');
+    rmSync(path.join(t.dataDir, 'firmware', `${lost.id}.bin`));
+    expect(await fw.chunk('d-7', '1', Buffer.from('512'), 0, 65_536)).toEqual({ ok: false, error: 'FAILURE' });
+    const res = await fetch(`${t.httpUrl}${fw.signedPath(lost.id).path}`);
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('KENG_ERR_FIRMWARE_FILE_MISSING');
+    expect(await fw.chunk('d-0', '9', Buffer.from('100'), 0, 65_536)).toEqual({ ok: true, payload: DATA.subarray(0, 100) });
   });
 });

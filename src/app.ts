@@ -153,7 +153,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
-  const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
+  const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
   const gateways = new Gateways({ db: () => stateDb.db, registry, bus, logger: log('gateway'), metrics, clock });

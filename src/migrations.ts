@@ -22,6 +22,7 @@ import { GATEWAY_MIGRATION } from './gateway/index.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
+import { FIRMWARE_PG_MIGRATIONS } from './firmware/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -73,4 +74,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
   { scope: 'schedules', migrations: PG_SCHEDULE_MIGRATIONS },
+  { scope: 'firmware', migrations: FIRMWARE_PG_MIGRATIONS },
 ];

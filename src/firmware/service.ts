@@ -19,30 +19,44 @@
  * - State: what the device reports (`fw_state`, `fw_error`,
  *   `current_fw_title`, `current_fw_version`, as telemetry or attributes) is
  *   kept per device; a rollout's progress counts its devices by state.
+ *
+ * Storage: the state `Db` port (repo.ts), so in cluster mode every node shares
+ * the packages, rollouts, assignments and device states (PostgreSQL). What the
+ * API shows is read from the database. The synchronous paths (the fw_* layer of
+ * the shared attributes, chunk downloads) read an in-memory copy of the
+ * packages and assignments, updated by this node's own writes and, in cluster
+ * mode, reloaded every `reloadMs` (5 s): a rollout made on another node reaches
+ * this node's copy, and its connected devices get the fw_* push, within that
+ * interval (docs/cluster.md).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import type { Transaction } from 'kysely';
+import type { Registry } from 'prom-client';
 import type { SharedAttributes } from '../attributes/index.js';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
 import type { EventBus, KengEvents } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import { tightenMode, writePrivateFileAtomic } from '../core/private-files.js';
+import { tightenMode } from '../core/private-files.js';
 import { randomBase62 } from '../core/random.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import { UrlSigner, loadOrCreateKey } from '../media/signing.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { CHECKSUM_ALGORITHMS, checksum, type ChecksumAlgorithm } from './checksum.js';
-import { FirmwareRepo } from './repo.js';
-import type { Assignment, DeviceFwState, FirmwarePackage, Rollout } from './types.js';
+import { PackageFiles } from './files.js';
+import { FirmwareRepo, type StateReport } from './repo.js';
+import type { Assignment, FirmwarePackage, Rollout } from './types.js';
+import { FirmwareView, deviceFirmwareOf, type DeviceFirmware } from './view.js';
+
+export type { DeviceFirmware };
 
 export const MAX_PACKAGE_BYTES = 16 * 1024 * 1024;
 export const SIGNED_URL_TTL_SEC = 3600;
+/** Cluster mode: how often a node reloads packages and assignments written by the others. */
+export const CLUSTER_RELOAD_MS = 5_000;
 const TITLE_RE = /^[\p{L}\p{N}][\p{L}\p{N} ._+-]{0,63}$/u;
-const CACHE_BYTES = 64 * 1024 * 1024;
 
 export interface NewPackage {
   title: string; version: string; model?: string | null;
@@ -51,81 +65,136 @@ export interface NewPackage {
   checksum?: string;
 }
 
+/** Runs inside the write transaction of a change, with what it made (an audit entry: committed with it or not at all). */
+export type InTransaction<T> = (trx: Transaction<unknown>, value: T) => Promise<unknown>;
+
 export interface FirmwareDeps {
-  db: () => SqliteDatabase;
+  /** The state store: the embedded state.db, or PostgreSQL in cluster mode. */
+  db: Db<unknown>;
   dataDir: string;
   registry: Pick<DeviceRegistryApi, 'getDevice'>;
   attributes: Pick<SharedAttributes, 'addLayer' | 'changing'>;
   bus: Pick<EventBus, 'on'>;
   logger: Logger;
   clock: Clock;
-}
-
-/** A device's update as the API shows it. */
-export interface DeviceFirmware {
-  deviceId: string;
-  /** The package assigned (null: none). */
-  packageId: string | null;
-  rolloutId: string | null;
-  /** `PENDING` until the device reports after its assignment; then its fw_state (UPDATED when it runs the package). */
-  state: string;
-  error: string | null;
-  currentTitle: string | null;
-  currentVersion: string | null;
-  reportedAt: number | null;
+  metrics?: Registry;
+  /** Reload of packages and assignments written by other nodes; 0: never. Default: CLUSTER_RELOAD_MS on PostgreSQL, 0 on SQLite (one writer). */
+  reloadMs?: number;
 }
 
 /** What chunk() answers: bytes to send, or a ThingsBoard error word for `v2/fw/error`. */
 export type ChunkAnswer = { ok: true; payload: Buffer } | { ok: false; error: string };
 
+/** SQLite's and PostgreSQL's words for a broken unique key or foreign key. */
+function constraint(err: unknown): 'unique' | 'foreign-key' | undefined {
+  const code = (err as { code?: unknown }).code;
+  if (code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return 'unique';
+  if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY') return 'foreign-key';
+  return undefined;
+}
+
 export class Firmware implements Component {
   readonly name = 'firmware';
   private readonly repo: FirmwareRepo;
-  private readonly dir: string;
+  private readonly files: PackageFiles;
+  /** The synchronous paths' copy (see the header). */
   private assignments = new Map<string, Assignment>();
-  private states = new Map<string, DeviceFwState>();
   private packages = new Map<string, FirmwarePackage>();
-  private readonly cache = new Map<string, Buffer>();
+  /** Bumped by every change of the copy made here: a reload that began before it is out of date and is dropped. */
+  private changes = 0;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private reloading: Promise<void> | undefined;
+  private reloadFailing = false;
   private signer: UrlSigner | undefined;
   private readonly off: Array<() => void> = [];
+  /** Reports being stored, per device: one device's reports are stored in the order they came. */
+  private readonly reporting = new Map<string, Promise<void>>();
   /** Chunk size last asked per device and request id (ThingsBoard: an empty payload repeats it). */
   private readonly chunkSizes = new Map<string, number>();
 
   constructor(private readonly deps: FirmwareDeps) {
     this.repo = new FirmwareRepo(deps.db);
-    this.dir = path.join(deps.dataDir, 'firmware');
+    this.files = new PackageFiles(deps.dataDir, deps.logger, deps.metrics);
   }
 
   async start(): Promise<void> {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.files.start();
     const keyFile = path.join(this.deps.dataDir, 'firmware-signing.key');
     tightenMode(keyFile); // 0600 whatever a copy or a restore left
     this.signer = new UrlSigner(loadOrCreateKey(keyFile));
-    this.packages = new Map(this.repo.packages().map((p) => [p.id, p]));
-    this.assignments = new Map(this.repo.assignments().map((a) => [a.deviceId, a]));
-    this.states = new Map(this.repo.states().map((s) => [s.deviceId, s]));
+    const [packages, assignments] = await Promise.all([this.repo.packages(), this.repo.assignments()]);
+    this.packages = new Map(packages.map((p) => [p.id, p]));
+    this.assignments = new Map(assignments.map((a) => [a.deviceId, a]));
     this.deps.attributes.addLayer({ name: 'firmware', values: (id) => this.sharedValues(id) });
     this.off.push(this.deps.bus.on('telemetry', (e) => this.report(e.deviceId, e.values)));
     this.off.push(this.deps.bus.on('attributes', (e: KengEvents['attributes']) => this.report(e.deviceId, e.attributes)));
     this.off.push(this.deps.bus.on('device.changed', (e) => {
       if (e.change !== 'deleted') return;
+      this.changes++;
       this.assignments.delete(e.deviceId);
-      this.states.delete(e.deviceId);
+      // SQLite's foreign keys deleted its rows with the device; PostgreSQL has none to the devices.
+      if (this.deps.db.dialect === 'postgres') {
+        (this.reporting.get(e.deviceId) ?? Promise.resolve()).then(() => this.repo.forgetDevice(e.deviceId)).catch((err: unknown) => this.deps.logger.warn({ err, deviceId: e.deviceId }, 'firmware rows of a deleted device not deleted'));
+      }
     }));
+    const every = this.deps.reloadMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_MS : 0);
+    if (every > 0) {
+      this.reloadTimer = setInterval(() => { this.reloading ??= this.reload().finally(() => { this.reloading = undefined; }); }, every);
+      this.reloadTimer.unref();
+    }
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.reloadTimer);
+    this.reloadTimer = undefined;
     for (const f of this.off.splice(0)) f();
-    this.cache.clear();
+    await this.reloading;
+    await Promise.all(this.reporting.values());
+    this.files.stop();
+  }
+
+  /**
+   * Packages and assignments as the database has them now (other nodes'
+   * changes); the devices connected here whose fw_* changed get the push.
+   */
+  async reload(): Promise<void> {
+    const mark = this.changes;
+    let packages: FirmwarePackage[];
+    let assignments: Assignment[];
+    try {
+      [packages, assignments] = await Promise.all([this.repo.packages(), this.repo.assignments()]);
+    } catch (err) {
+      if (!this.reloadFailing) this.deps.logger.warn({ err }, 'firmware: reloading packages and assignments failed; retrying');
+      this.reloadFailing = true;
+      return;
+    }
+    if (this.reloadFailing) this.deps.logger.info('firmware: reloading packages and assignments works again');
+    this.reloadFailing = false;
+    if (mark !== this.changes) return; // a change made here meanwhile: the next reload sees it too
+    const nextPackages = new Map(packages.map((p) => [p.id, p]));
+    const nextAssignments = new Map(assignments.map((a) => [a.deviceId, a]));
+    const fw = (a: Assignment | undefined, pk: Map<string, FirmwarePackage>): string => {
+      const p = a && pk.get(a.packageId);
+      return a ? `${a.rolloutId}\n${a.assignedAt}\n${p ? JSON.stringify(p) : ''}` : '';
+    };
+    const changed = [...new Set([...this.assignments.keys(), ...nextAssignments.keys()])]
+      .filter((d) => fw(this.assignments.get(d), this.packages) !== fw(nextAssignments.get(d), nextPackages));
+    this.deps.attributes.changing(changed, () => {
+      this.packages = nextPackages;
+      this.assignments = nextAssignments;
+    });
   }
 
   // ---------------------------------------------------------------- packages
 
-  listPackages(): FirmwarePackage[] { return [...this.packages.values()].sort((a, b) => b.createdAt - a.createdAt || a.id.localeCompare(b.id)); }
-  getPackage(id: string): FirmwarePackage | undefined { return this.packages.get(id); }
+  listPackages(): Promise<FirmwarePackage[]> { return this.repo.packages(); }
+  getPackage(id: string): Promise<FirmwarePackage | undefined> { return this.repo.package(id); }
 
-  /** Stores an uploaded binary. Throws VALIDATION (400), CONFLICT (409: same title and version), UNPROCESSABLE (422: checksum mismatch). */
-  addPackage(input: NewPackage, data: Buffer, createdBy: string | null): FirmwarePackage {
+  /**
+   * Stores an uploaded binary (the file first, then its row). Throws VALIDATION (400), CONFLICT (409: same
+   * title and version), UNPROCESSABLE (422: checksum mismatch).
+   */
+  async addPackage(input: NewPackage, data: Buffer, createdBy: string | null, also?: InTransaction<FirmwarePackage>): Promise<FirmwarePackage> {
     const title = input.title.trim();
     const version = input.version.trim();
     if (!TITLE_RE.test(title)) throw Errors.VALIDATION('title: 1 to 64 letters, digits, spaces and . _ + -');
@@ -138,50 +207,39 @@ export class Firmware implements Component {
     if (input.checksum !== undefined && input.checksum.trim().toLowerCase() !== sum) {
       throw Errors.UNPROCESSABLE(`the upload's ${alg} is ${sum}, not ${input.checksum}: it was corrupted or is another file`);
     }
-    if (this.repo.packageByTitle(title, version)) throw Errors.CONFLICT(`a package "${title}" version "${version}" exists`);
+    const exists = (): Error => Errors.CONFLICT(`a package "${title}" version "${version}" exists`);
+    if (await this.repo.packageByTitle(title, version)) throw exists();
     const p: FirmwarePackage = {
       id: `fw_${randomBase62(16)}`, title, version, model: input.model?.trim() || null, size: data.length,
       checksumAlgorithm: alg, checksum: sum, sha256: createHash('sha256').update(data).digest('hex'),
       createdAt: this.deps.clock.now(), createdBy,
     };
-    writePrivateFileAtomic(this.file(p.id), data);
+    this.files.write(p.id, data);
     try {
-      this.repo.insertPackage(p);
+      await this.repo.insertPackage(p, also && ((trx) => also(trx, p)));
     } catch (err) {
-      void rm(this.file(p.id), { force: true });
+      void this.files.remove(p.id);
+      if (constraint(err) === 'unique') throw exists(); // the same title and version uploaded meanwhile (another node)
       throw err;
     }
+    this.changes++;
     this.packages.set(p.id, p);
     return p;
   }
 
-  /** Throws CONFLICT while a rollout or a device assignment names it. */
-  async deletePackage(id: string): Promise<boolean> {
-    if (!this.packages.has(id)) return false;
-    if (!this.repo.deletePackage(id)) throw Errors.CONFLICT('the package is part of a rollout: it stays while devices may still download it');
+  /** False when there is no such package. Throws CONFLICT while a rollout or a device assignment names it. */
+  async deletePackage(id: string, also?: InTransaction<string>): Promise<boolean> {
+    const done = await this.repo.deletePackage(id, also && ((trx) => also(trx, id)));
+    if (done === 'missing') return false;
+    if (done === 'in-use') throw Errors.CONFLICT('the package is part of a rollout: it stays while devices may still download it');
+    this.changes++;
     this.packages.delete(id);
-    this.cache.delete(id);
-    await rm(this.file(id), { force: true });
+    await this.files.remove(id);
     return true;
   }
 
-  private file(id: string): string { return path.join(this.dir, `${id}.bin`); }
-
-  /** The package's bytes (kept in memory while a rollout downloads it). */
-  async read(id: string): Promise<Buffer> {
-    const hit = this.cache.get(id);
-    if (hit) return hit;
-    const data = await readFile(this.file(id));
-    let total = data.length;
-    for (const b of this.cache.values()) total += b.length;
-    while (total > CACHE_BYTES && this.cache.size) {
-      const [k, b] = this.cache.entries().next().value as [string, Buffer];
-      this.cache.delete(k);
-      total -= b.length;
-    }
-    this.cache.set(id, data);
-    return data;
-  }
+  /** The package's bytes. Throws FIRMWARE_FILE_MISSING (503) when this node has no file for it (cluster mode, files.ts). */
+  read(id: string): Promise<Buffer> { return this.files.read(id); }
 
   /** `/firmware/<id>/file?exp=&sig=`: a link to the binary valid for `ttlSec` (no bearer token needed). */
   signedPath(id: string, ttlSec = SIGNED_URL_TTL_SEC): { path: string; expiresAt: number } {
@@ -205,15 +263,27 @@ export class Firmware implements Component {
     return { fw_title: p.title, fw_version: p.version, fw_checksum: p.checksum, fw_checksum_algorithm: p.checksumAlgorithm, fw_size: p.size };
   }
 
+  /** The device's assignment as this node's copy has it (what its fw_* attributes say here). */
   assignmentOf(deviceId: string): Assignment | undefined { return this.assignments.get(deviceId); }
+
+  /** Puts assignments made here into the copy; the connected devices among them get the fw_* push. */
+  private assigned(devices: string[], packageId: string, rolloutId: string, at: number, pkg: FirmwarePackage): void {
+    this.changes++;
+    this.deps.attributes.changing(devices, () => {
+      this.packages.set(pkg.id, pkg);
+      for (const d of devices) this.assignments.set(d, { deviceId: d, packageId, rolloutId, assignedAt: at });
+    });
+  }
 
   /**
    * Makes a rollout of a package to `deviceIds` (already checked by the
    * caller: registered, in scope): the first `percent` of them, picked
    * stably, get it now (fw_* pushed), the rest when continueRollout() runs.
    */
-  createRollout(packageId: string, deviceIds: string[], percent: number, createdBy: string | null): Rollout {
-    if (!this.packages.has(packageId)) throw Errors.UNPROCESSABLE(`package "${packageId}" does not exist`);
+  async createRollout(packageId: string, deviceIds: string[], percent: number, createdBy: string | null, also?: InTransaction<Rollout>): Promise<Rollout> {
+    const pkg = await this.repo.package(packageId);
+    const gone = (): Error => Errors.UNPROCESSABLE(`package "${packageId}" does not exist`);
+    if (!pkg) throw gone();
     if (!Number.isInteger(percent) || percent < 1 || percent > 100) throw Errors.VALIDATION('percent: an integer from 1 to 100');
     const unique = [...new Set(deviceIds)];
     if (unique.length === 0) throw Errors.UNPROCESSABLE('the target has no devices');
@@ -226,74 +296,69 @@ export class Firmware implements Component {
     const r: Rollout = {
       id, packageId, percent, devices, firstCount, areas, stage: percent === 100 ? 'all' : 'first', createdAt: at, createdBy, completedAt: percent === 100 ? at : null,
     };
-    const now = r.stage === 'all' ? devices : devices.slice(0, firstCount);
-    this.deps.attributes.changing(now, () => {
-      this.repo.insertRollout(r, at);
-      for (const d of now) this.assignments.set(d, { deviceId: d, packageId, rolloutId: id, assignedAt: at });
-    });
+    try {
+      await this.repo.insertRollout(r, at, also && ((trx) => also(trx, r)));
+    } catch (err) {
+      if (constraint(err) === 'foreign-key') throw gone(); // deleted meanwhile (another node)
+      throw err;
+    }
+    this.assigned(r.stage === 'all' ? devices : devices.slice(0, firstCount), packageId, id, at, pkg);
     return r;
   }
 
   /** The second stage: the rest of the rollout's devices get the package. CONFLICT when it was complete. */
-  continueRollout(id: string): Rollout {
-    const r = this.repo.rollout(id);
+  async continueRollout(id: string, also?: InTransaction<Rollout>): Promise<Rollout> {
+    const r = await this.repo.rollout(id);
     if (!r) throw Errors.NOT_FOUND(`Rollout "${id}"`);
-    if (r.stage === 'all') throw Errors.CONFLICT('the rollout already reached all its devices');
+    const complete = (): Error => Errors.CONFLICT('the rollout already reached all its devices');
+    if (r.stage === 'all') throw complete();
+    const pkg = await this.repo.package(r.packageId);
     const rest = r.devices.slice(r.firstCount).filter((d) => this.deps.registry.getDevice(d));
     const at = this.deps.clock.now();
-    this.deps.attributes.changing(rest, () => {
-      if (!this.repo.completeRollout(r, rest, at)) throw Errors.CONFLICT('the rollout already reached all its devices');
-      for (const d of rest) this.assignments.set(d, { deviceId: d, packageId: r.packageId, rolloutId: id, assignedAt: at });
-    });
-    return this.repo.rollout(id)!;
+    const done = await this.repo.completeRollout(r, rest, at, also && ((trx) => also(trx, r)));
+    if (!done) throw complete(); // continued meanwhile (another request or node)
+    if (pkg) this.assigned(rest, r.packageId, id, at, pkg);
+    return done;
   }
 
-  listRollouts(): Rollout[] { return this.repo.rollouts(); }
-  getRollout(id: string): Rollout | undefined { return this.repo.rollout(id); }
+  listRollouts(): Promise<Rollout[]> { return this.repo.rollouts(); }
+  getRollout(id: string): Promise<Rollout | undefined> { return this.repo.rollout(id); }
 
   // ---------------------------------------------------------------- state
 
-  /** A device's update: its assignment and what it last reported. */
-  deviceFirmware(deviceId: string): DeviceFirmware {
-    const a = this.assignments.get(deviceId);
-    const s = this.states.get(deviceId);
-    const p = a && this.packages.get(a.packageId);
-    let state = 'NONE';
-    if (p) {
-      if (s?.currentTitle === p.title && s.currentVersion === p.version) state = 'UPDATED';
-      else if (s && s.updatedAt >= a.assignedAt && s.state) state = s.state;
-      else state = 'PENDING';
-    } else if (s?.state) {
-      state = s.state;
-    }
-    return {
-      deviceId, packageId: a?.packageId ?? null, rolloutId: a?.rolloutId ?? null, state, error: s?.error || null,
-      currentTitle: s?.currentTitle ?? null, currentVersion: s?.currentVersion ?? null, reportedAt: s?.updatedAt ?? null,
-    };
+  /** A device's update: its assignment and what it last reported (from the database: every node's reports). */
+  async deviceFirmware(deviceId: string): Promise<DeviceFirmware> {
+    const { assignment, state } = await this.repo.device(deviceId);
+    const pkg = assignment && await this.repo.package(assignment.packageId);
+    return deviceFirmwareOf(deviceId, assignment, state, new Map(pkg ? [[pkg.id, pkg]] : []));
+  }
+
+  /** Every device's update at once (rollout progress). */
+  async view(): Promise<FirmwareView> {
+    const [assignments, states, packages] = await Promise.all([this.repo.assignments(), this.repo.states(), this.repo.packages()]);
+    return new FirmwareView(new Map(assignments.map((a) => [a.deviceId, a])), new Map(states.map((s) => [s.deviceId, s])), new Map(packages.map((p) => [p.id, p])));
   }
 
   /** Telemetry or attributes of a device: the firmware keys ThingsBoard firmware reports. */
   private report(deviceId: string, values: Record<string, unknown>): void {
     const has = (k: string): boolean => Object.hasOwn(values, k);
     if (!has('fw_state') && !has('current_fw_title') && !has('current_fw_version') && !has('fw_error')) return;
-    const str = (k: string, keep: string | null): string | null => (has(k) ? (values[k] === null ? null : String(values[k]).slice(0, 256)) : keep);
-    const prev = this.states.get(deviceId);
-    const s: DeviceFwState = {
-      deviceId,
-      state: str('fw_state', prev?.state ?? null),
-      error: str('fw_error', has('fw_state') ? null : prev?.error ?? null),
-      currentTitle: str('current_fw_title', prev?.currentTitle ?? null),
-      currentVersion: str('current_fw_version', prev?.currentVersion ?? null),
-      updatedAt: this.deps.clock.now(),
+    const str = (k: string): string | null | undefined => (has(k) ? (values[k] === null ? null : String(values[k]).slice(0, 256)) : undefined);
+    const s: StateReport = {
+      deviceId, state: str('fw_state'), error: str('fw_error'), currentTitle: str('current_fw_title'), currentVersion: str('current_fw_version'),
+      at: this.deps.clock.now(),
     };
-    try {
-      this.repo.putState(s);
-      this.states.set(deviceId, s);
-    } catch (err) {
-      // A device deleted meanwhile (foreign key): nothing to keep.
-      this.deps.logger.debug({ err, deviceId }, 'firmware state not stored');
-    }
+    const before = this.reporting.get(deviceId) ?? Promise.resolve();
+    const stored: Promise<void> = before.then(() => this.repo.putState(s)).then(() => undefined, (err: unknown) => {
+      // A device deleted meanwhile (embedded store: foreign key): nothing to keep. Otherwise the database failed.
+      if (constraint(err) === 'foreign-key') this.deps.logger.debug({ err, deviceId }, 'firmware state not stored');
+      else this.deps.logger.warn({ err, deviceId }, 'firmware state not stored');
+    }).finally(() => { if (this.reporting.get(deviceId) === stored) this.reporting.delete(deviceId); });
+    this.reporting.set(deviceId, stored);
   }
+
+  /** Resolves when every report received so far is stored (or given up). */
+  async settled(): Promise<void> { await Promise.all(this.reporting.values()); }
 
   // ---------------------------------------------------------------- MQTT download
 
@@ -320,7 +385,14 @@ export class Firmware implements Component {
       size = this.chunkSizes.get(key) ?? 0;
     }
     if (size > maxBytes) return { ok: false, error: 'PAYLOAD_TOO_LARGE' };
-    const data = await this.read(p.id);
+    let data: Buffer;
+    try {
+      data = await this.files.read(p.id);
+    } catch (err) {
+      // Counted and logged by files.ts; the device may try again (on another node, which may have the file).
+      if ((err as { code?: string }).code === 'KENG_ERR_FIRMWARE_FILE_MISSING') return { ok: false, error: 'FAILURE' };
+      throw err;
+    }
     if (size === 0) return { ok: true, payload: index === 0 ? data : Buffer.alloc(0) };
     const start = index * size;
     return { ok: true, payload: start >= data.length ? Buffer.alloc(0) : data.subarray(start, Math.min(data.length, start + size)) };

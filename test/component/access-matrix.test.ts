@@ -51,12 +51,12 @@ async function freshProvisioningKey(w: Where): Promise<string> {
   expect(r.status).toBe(201);
   return r.body.id as string;
 }
-function freshPackage(): string {
-  return t.app.firmware.addPackage({ title: uniq('pkg-'), version: '1.0' }, Buffer.from('firmware bytes'), 'test').id;
+async function freshPackage(): Promise<string> {
+  return (await t.app.firmware.addPackage({ title: uniq('pkg-'), version: '1.0' }, Buffer.from('firmware bytes'), 'test')).id;
 }
 /** A rollout of two fresh devices of A1 (in) or B (out), its first half assigned. */
 async function freshRollout(w: Where): Promise<string> {
-  return t.app.firmware.createRollout(freshPackage(), [await freshDevice(w), await freshDevice(w)], 50, 'test').id;
+  return (await t.app.firmware.createRollout(await freshPackage(), [await freshDevice(w), await freshDevice(w)], 50, 'test')).id;
 }
 async function freshViewer(w: Where): Promise<string> {
   const u = uniq('viewer-');
@@ -173,14 +173,14 @@ const MATRIX: Record<string, Entry> = {
     prepare: () => ({ url: `/api/v1/firmware/packages?title=${uniq('fw-')}&version=1.0`, body: { type: 'application/octet-stream', raw: 'firmware bytes' } }),
   },
   'GET /api/v1/firmware/packages': { expect: all(200), prepare: () => ({ url: '/api/v1/firmware/packages' }) },
-  'GET /api/v1/firmware/packages/:id': { expect: all(200), prepare: () => ({ url: `/api/v1/firmware/packages/${freshPackage()}` }) },
+  'GET /api/v1/firmware/packages/:id': { expect: all(200), prepare: async () => ({ url: `/api/v1/firmware/packages/${await freshPackage()}` }) },
   'DELETE /api/v1/firmware/packages/:id': {
     expect: { admin: [204, 204], adminUser: [204, 204], operator: [403, 403], viewer: [403, 403], service: [403, 403] },
-    prepare: () => ({ url: `/api/v1/firmware/packages/${freshPackage()}` }),
+    prepare: async () => ({ url: `/api/v1/firmware/packages/${await freshPackage()}` }),
   },
   'POST /api/v1/firmware/rollouts': {
     expect: { admin: [201, 201], adminUser: [201, 201], operator: [201, 404], viewer: [403, 403], service: [403, 403] },
-    prepare: async (_w, where) => ({ url: '/api/v1/firmware/rollouts', body: { packageId: freshPackage(), target: { devices: [await freshDevice(where)] } } }),
+    prepare: async (_w, where) => ({ url: '/api/v1/firmware/rollouts', body: { packageId: await freshPackage(), target: { devices: [await freshDevice(where)] } } }),
   },
   'GET /api/v1/firmware/rollouts': { expect: all(200), prepare: () => ({ url: '/api/v1/firmware/rollouts' }) },
   'GET /api/v1/firmware/rollouts/:id': {

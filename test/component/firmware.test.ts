@@ -3,10 +3,11 @@
  * per request id, the quoted size of the Python SDK, the whole file for an
  * empty first request, empty past the end, PAYLOAD_TOO_LARGE), checksums as
  * ThingsBoard shows them, the rollout's stable pick and its share, device
- * states from reports, packages kept while a rollout names them.
+ * states from reports, packages kept while a rollout names them, a package
+ * whose file is missing (a cluster node without it) answered with an error.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +25,7 @@ beforeAll(async () => {
   t = await startTestApp();
   await seedAreas(t, COMMUNE_TREE);
   creds = await seedDevices(t, Array.from({ length: 40 }, (_, i) => ({ id: `d-${i}`, kind: 'sensor', name: `d-${i}`, area: 'va1' })));
-  pkgId = t.app.firmware.addPackage({ title: 'soil', version: '1.1' }, DATA, 'test').id;
+  pkgId = (await t.app.firmware.addPackage({ title: 'soil', version: '1.1' }, DATA, 'test')).id;
 }, 60_000);
 afterAll(async () => { await t?.stop(); });
 
@@ -36,17 +37,17 @@ describe('firmware', () => {
     expect(statSync(path.join(t.dataDir, 'firmware', `${pkgId}.bin`)).mode & 0o777).toBe(0o600);
   });
 
-  it('a rollout of 10 % picks 4 of 40, the same pick when read again, and the rest only when continued', () => {
+  it('a rollout of 10 % picks 4 of 40, the same pick when read again, and the rest only when continued', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => `d-${i}`);
-    const r = t.app.firmware.createRollout(pkgId, ids, 10, 'test');
+    const r = await t.app.firmware.createRollout(pkgId, ids, 10, 'test');
     expect(r).toMatchObject({ firstCount: 4, stage: 'first' });
     expect([...r.devices].sort()).toEqual([...ids].sort());
-    expect(t.app.firmware.getRollout(r.id)!.devices).toEqual(r.devices);
+    expect((await t.app.firmware.getRollout(r.id))!.devices).toEqual(r.devices);
     const assigned = ids.filter((d) => t.app.firmware.assignmentOf(d)?.rolloutId === r.id);
     expect(assigned.sort()).toEqual(r.devices.slice(0, 4).sort());
-    t.app.firmware.continueRollout(r.id);
+    await t.app.firmware.continueRollout(r.id);
     expect(ids.every((d) => t.app.firmware.assignmentOf(d)?.rolloutId === r.id)).toBe(true);
-    expect(() => t.app.firmware.continueRollout(r.id)).toThrow(/already/);
+    await expect(t.app.firmware.continueRollout(r.id)).rejects.toThrow(/already/);
   });
 
   it('chunks the ThingsBoard way', async () => {
@@ -65,14 +66,17 @@ describe('firmware', () => {
 
   it('a device\'s state: PENDING, then what it reports, UPDATED once it runs the package', async () => {
     const fw = t.app.firmware;
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ packageId: pkgId, state: 'PENDING' });
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ packageId: pkgId, state: 'PENDING' });
     t.app.bus.emit('telemetry', { deviceId: 'd-1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { fw_state: 'DOWNLOADING', fw_error: '' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'DOWNLOADING', error: null });
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'DOWNLOADING', error: null });
     t.app.bus.emit('telemetry', { deviceId: 'd-1', area: 'va1', kind: 'sensor', ts: Date.now(), values: { fw_state: 'FAILED', fw_error: 'Checksum verification failed' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'FAILED', error: 'Checksum verification failed' });
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'FAILED', error: 'Checksum verification failed' });
     t.app.bus.emit('attributes', { deviceId: 'd-1', attributes: { current_fw_title: 'soil', current_fw_version: '1.1' } });
-    expect(fw.deviceFirmware('d-1')).toMatchObject({ state: 'UPDATED', currentVersion: '1.1' });
-    expect(fw.deviceFirmware('d-1').error).toBe('Checksum verification failed');
+    await fw.settled();
+    expect(await fw.deviceFirmware('d-1')).toMatchObject({ state: 'UPDATED', currentVersion: '1.1' });
+    expect((await fw.deviceFirmware('d-1')).error).toBe('Checksum verification failed');
   });
 
   it('a new version of the same title and size is pushed with all five fw_* keys, as ThingsBoard does', async () => {
@@ -83,8 +87,8 @@ describe('firmware', () => {
     // Its set on subscribe leaves the fw_* keys out (the SDKs ask for them at start; a push would start a second download).
     await new Promise((r) => setTimeout(r, 300));
     expect(seen).toEqual([]);
-    const next = t.app.firmware.addPackage({ title: 'soil', version: '1.2' }, randomBytes(10_000), 'test');
-    t.app.firmware.createRollout(next.id, ['d-5'], 100, 'test');
+    const next = await t.app.firmware.addPackage({ title: 'soil', version: '1.2' }, randomBytes(10_000), 'test');
+    await t.app.firmware.createRollout(next.id, ['d-5'], 100, 'test');
     await waitFor(() => seen.length >= 1);
     expect(seen[0]).toEqual({ fw_title: 'soil', fw_version: '1.2', fw_size: 10_000, fw_checksum: next.checksum, fw_checksum_algorithm: 'SHA256' });
     await end(c);
@@ -92,9 +96,21 @@ describe('firmware', () => {
 
   it('a package stays while a rollout names it; an unused one is deleted with its file', async () => {
     await expect(t.app.firmware.deletePackage(pkgId)).rejects.toThrow(/rollout/);
-    const other = t.app.firmware.addPackage({ title: 'soil', version: '9.9', checksumAlgorithm: 'MD5' }, Buffer.from('x'), 'test');
+    const other = await t.app.firmware.addPackage({ title: 'soil', version: '9.9', checksumAlgorithm: 'MD5' }, Buffer.from('x'), 'test');
     expect(await t.app.firmware.deletePackage(other.id)).toBe(true);
     expect(() => statSync(path.join(t.dataDir, 'firmware', `${other.id}.bin`))).toThrow();
-    expect(() => t.app.firmware.addPackage({ title: 'bad/title', version: '1' }, Buffer.from('x'), 'test')).toThrow(/title/);
+    await expect(t.app.firmware.addPackage({ title: 'bad/title', version: '1' }, Buffer.from('x'), 'test')).rejects.toThrow(/title/);
+  });
+
+  it('a package whose file is not on this node: FAILURE over MQTT, 503 KENG_ERR_FIRMWARE_FILE_MISSING over HTTP, and Keng keeps serving', async () => {
+    const fw = t.app.firmware;
+    const lost = await fw.addPackage({ title: 'soil', version: '7.0' }, randomBytes(2_000), 'test');
+    await fw.createRollout(lost.id, ['d-7'], 100, 'test');
+    rmSync(path.join(t.dataDir, 'firmware', `${lost.id}.bin`));
+    expect(await fw.chunk('d-7', '1', Buffer.from('512'), 0, 65_536)).toEqual({ ok: false, error: 'FAILURE' });
+    const res = await fetch(`${t.httpUrl}${fw.signedPath(lost.id).path}`);
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('KENG_ERR_FIRMWARE_FILE_MISSING');
+    expect(await fw.chunk('d-0', '9', Buffer.from('100'), 0, 65_536)).toEqual({ ok: true, payload: DATA.subarray(0, 100) });
   });
 });

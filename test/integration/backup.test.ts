@@ -58,7 +58,7 @@ describe('keng backup', { timeout: 180_000 }, () => {
     const tts = await t.api('POST', '/api/v1/media/tts', { text: 'Thông báo: chiều nay họp dân.', name: 'Họp dân' });
     expect(tts.status).toBe(201);
     const mediaId = tts.body.id as string;
-    const fw = t.app.firmware.addPackage({ title: 'keng-soil', version: '1.2.0' }, Buffer.from('firmware image'), 'test');
+    const fw = await t.app.firmware.addPackage({ title: 'keng-soil', version: '1.2.0' }, Buffer.from('firmware image'), 'test');
 
     const client = await connectDevice(t.mqttUrl, 'soil-1', creds['soil-1']!.secret);
     const acked: number[] = [];

@@ -2,13 +2,14 @@
  * Firmware updates (OTA): packages (admin uploads: firmware.write), staged
  * rollouts to devices (devices.write on every device's area), progress, a
  * device's update state, and the signed download link (public route, the
- * signature is the authorisation). Every change is audited.
+ * signature is the authorisation). Every change is audited in the transaction
+ * of the change itself (both commit, or neither).
  */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../core/errors.js';
 import { formatTime, formatTimeOrNull } from '../../core/time.js';
-import { CHECKSUM_ALGORITHMS, FW_STATES, MAX_PACKAGE_BYTES, type Firmware, type FirmwarePackage, type Rollout } from '../../firmware/index.js';
+import { CHECKSUM_ALGORITHMS, FW_STATES, MAX_PACKAGE_BYTES, type Firmware, type FirmwarePackage, type FirmwareView, type Rollout } from '../../firmware/index.js';
 import type { Principal } from '../../auth/types.js';
 import { principalOf, type RouteContext } from '../context.js';
 import { AUTH_ERRORS, Described, DeviceIdParams, StringEnum, Time, errorResponses } from '../schemas.js';
@@ -104,14 +105,14 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
   };
 
   /** A rollout the caller sees: one of its areas is in scope (else 404); its devices filtered to the scope. */
-  const rolloutDto = (p: Principal, r: Rollout) => {
-    const pkg = firmware.getPackage(r.packageId);
+  const rolloutDto = (p: Principal, r: Rollout, view: FirmwareView) => {
+    const pkg = view.package(r.packageId);
     const scope = policy.scope(p);
     const states: Record<string, number> = {};
     const devices = r.devices.flatMap((deviceId, i) => {
       const d = registry.getDevice(deviceId);
       if (!d || !policy.inScope(p, d.area, scope)) return [];
-      const f = firmware.deviceFirmware(deviceId);
+      const f = view.device(deviceId);
       const assigned = f.rolloutId === r.id;
       const state = assigned ? f.state : r.stage === 'first' && i >= r.firstCount ? 'NOT_YET' : f.state === 'UPDATED' ? 'UPDATED' : 'REPLACED';
       states[state] = (states[state] ?? 0) + 1;
@@ -124,9 +125,9 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     };
   };
 
-  const visibleRollout = (p: Principal, id: string): Rollout => {
+  const visibleRollout = async (p: Principal, id: string): Promise<Rollout> => {
     policy.assert(p, 'devices.read');
-    const r = firmware.getRollout(id);
+    const r = await firmware.getRollout(id);
     const scope = policy.scope(p);
     if (!r || !r.areas.some((a) => policy.inScope(p, a, scope))) throw Errors.NOT_FOUND(`Rollout "${id}"`);
     return r;
@@ -146,12 +147,13 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     const body = req.body as unknown;
     if (!Buffer.isBuffer(body)) throw Errors.UNSUPPORTED_MEDIA_TYPE('send the binary as application/octet-stream');
     const q = req.query;
-    const pkg = firmware.addPackage({ title: q.title, version: q.version, model: q.model ?? null, checksumAlgorithm: q.checksumAlgorithm, checksum: q.checksum }, body, `${p.kind}:${p.id}`);
-    const dto = packageDto(pkg);
-    const { url: _u, urlExpiresAt: _e, ...audited } = dto;
-    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.upload', target: `firmware:${pkg.id}`, after: audited });
+    const input = { title: q.title, version: q.version, model: q.model ?? null, checksumAlgorithm: q.checksumAlgorithm, checksum: q.checksum };
+    const pkg = await firmware.addPackage(input, body, `${p.kind}:${p.id}`, (trx, added) => {
+      const { url: _u, urlExpiresAt: _e, ...audited } = packageDto(added);
+      return ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.upload', target: `firmware:${added.id}`, after: audited }, trx);
+    });
     reply.status(201);
-    return dto;
+    return packageDto(pkg);
   });
 
   app.get('/firmware/packages', {
@@ -161,7 +163,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'devices.read');
-    return firmware.listPackages().map(packageDto);
+    return (await firmware.listPackages()).map(packageDto);
   });
 
   app.get('/firmware/packages/:id', {
@@ -171,7 +173,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'devices.read');
-    const pkg = firmware.getPackage(req.params.id);
+    const pkg = await firmware.getPackage(req.params.id);
     if (!pkg) throw Errors.NOT_FOUND(`Firmware package "${req.params.id}"`);
     return packageDto(pkg);
   });
@@ -185,9 +187,11 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'firmware.write');
-    const pkg = firmware.getPackage(req.params.id);
-    if (!pkg || !(await firmware.deletePackage(pkg.id))) throw Errors.NOT_FOUND(`Firmware package "${req.params.id}"`);
-    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.delete', target: `firmware:${pkg.id}`, before: { title: pkg.title, version: pkg.version } });
+    const pkg = await firmware.getPackage(req.params.id);
+    const audit = (trx: Parameters<typeof ctx.audit.record>[1]) => ctx.audit.record({
+      actor: p, ip: req.ip, action: 'firmware.delete', target: `firmware:${pkg!.id}`, before: { title: pkg!.title, version: pkg!.version },
+    }, trx);
+    if (!pkg || !(await firmware.deletePackage(pkg.id, audit))) throw Errors.NOT_FOUND(`Firmware package "${req.params.id}"`);
     reply.status(204);
   });
 
@@ -210,14 +214,13 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     }
     for (const id of target.devices ?? []) ids.add(visibleDevice(ctx, p, id, 'devices.read').id);
     for (const id of ids) policy.assert(p, 'devices.write', registry.getDevice(id)!.area);
-    const r = firmware.createRollout(packageId, [...ids], percent, `${p.kind}:${p.id}`);
-    const dto = rolloutDto(p, r);
-    await ctx.audit.record({
-      actor: p, ip: req.ip, action: 'firmware.rollout', target: `rollout:${r.id}`,
-      after: { packageId, title: dto.title, version: dto.version, percent, devices: r.devices.length, firstStage: r.firstCount, target },
-    });
+    const pkg = await firmware.getPackage(packageId);
+    const r = await firmware.createRollout(packageId, [...ids], percent, `${p.kind}:${p.id}`, (trx, made) => ctx.audit.record({
+      actor: p, ip: req.ip, action: 'firmware.rollout', target: `rollout:${made.id}`,
+      after: { packageId, title: pkg?.title ?? '', version: pkg?.version ?? '', percent, devices: made.devices.length, firstStage: made.firstCount, target },
+    }, trx));
     reply.status(201);
-    return dto;
+    return rolloutDto(p, r, await firmware.view());
   });
 
   app.post('/firmware/rollouts/:id/continue', {
@@ -228,11 +231,12 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     },
   }, async (req) => {
     const p = principalOf(req);
-    const r = visibleRollout(p, req.params.id);
+    const r = await visibleRollout(p, req.params.id);
     for (const a of r.areas) policy.assert(p, 'devices.write', a);
-    const done = firmware.continueRollout(r.id);
-    await ctx.audit.record({ actor: p, ip: req.ip, action: 'firmware.rollout_continue', target: `rollout:${r.id}`, after: { devices: r.devices.length - r.firstCount } });
-    return rolloutDto(p, done);
+    const done = await firmware.continueRollout(r.id, (trx) => ctx.audit.record({
+      actor: p, ip: req.ip, action: 'firmware.rollout_continue', target: `rollout:${r.id}`, after: { devices: r.devices.length - r.firstCount },
+    }, trx));
+    return rolloutDto(p, done, await firmware.view());
   });
 
   app.get('/firmware/rollouts', {
@@ -244,7 +248,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     const p = principalOf(req);
     policy.assert(p, 'devices.read');
     const scope = policy.scope(p);
-    return firmware.listRollouts().filter((r) => r.areas.some((a) => policy.inScope(p, a, scope))).map((r) => rolloutDto(p, r));
+    const [rollouts, view] = await Promise.all([firmware.listRollouts(), firmware.view()]);
+    return rollouts.filter((r) => r.areas.some((a) => policy.inScope(p, a, scope))).map((r) => rolloutDto(p, r, view));
   });
 
   app.get('/firmware/rollouts/:id', {
@@ -254,7 +259,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     },
   }, async (req) => {
     const p = principalOf(req);
-    return rolloutDto(p, visibleRollout(p, req.params.id));
+    const r = await visibleRollout(p, req.params.id);
+    return rolloutDto(p, r, await firmware.view());
   });
 
   app.get('/devices/:id/firmware', {
@@ -264,7 +270,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<FirmwareRouteOptions> = a
     },
   }, async (req) => {
     const view = visibleDevice(ctx, principalOf(req), req.params.id, 'devices.read');
-    const f = firmware.deviceFirmware(view.id);
+    const f = await firmware.deviceFirmware(view.id);
     return { ...f, reportedAt: formatTimeOrNull(f.reportedAt, tz) };
   });
 };
@@ -274,12 +280,13 @@ export const firmwareFileRoute: FastifyPluginAsyncTypebox<{ firmware: Firmware }
   app.get('/firmware/:id/file', {
     schema: {
       tags: ['firmware'], summary: 'Download a firmware package through a signed link', params: IdParams,
-      description: 'No bearer token: `exp` and `sig` from a link Keng issued are the authorisation; a bad or expired link answers 403.',
+      description: 'No bearer token: `exp` and `sig` from a link Keng issued are the authorisation; a bad or expired link answers 403. '
+        + 'A cluster node without the package\'s file answers 503 KENG_ERR_FIRMWARE_FILE_MISSING.',
       querystring: Type.Object({
         exp: Type.Optional(Type.String({ maxLength: 20, description: 'Expiry, unix seconds' })),
         sig: Type.Optional(Type.String({ maxLength: 100, description: 'base64url HMAC-SHA256 of id and exp' })),
       }),
-      response: { 403: Type.Ref('ErrorReply'), 404: Type.Ref('ErrorReply') },
+      response: { 403: Type.Ref('ErrorReply'), 404: Type.Ref('ErrorReply'), 503: Type.Ref('ErrorReply') },
     },
   }, async (req, reply) => {
     const { id } = req.params;
@@ -287,7 +294,7 @@ export const firmwareFileRoute: FastifyPluginAsyncTypebox<{ firmware: Firmware }
     if (exp === undefined || sig === undefined || !/^[0-9]{1,12}$/.test(exp)) throw Errors.FORBIDDEN('a firmware link needs exp and sig');
     const verdict = firmware.verifyLink(id, Number(exp), sig);
     if (verdict !== 'ok') throw Errors.FORBIDDEN(verdict === 'expired' ? 'this firmware link has expired; ask Keng for a new one' : 'invalid firmware link signature');
-    const pkg = firmware.getPackage(id);
+    const pkg = await firmware.getPackage(id);
     if (!pkg) throw Errors.NOT_FOUND(`Firmware package "${id}"`);
     const data = await firmware.read(id);
     reply.header('content-type', 'application/octet-stream').header('etag', `"${pkg.sha256}"`)

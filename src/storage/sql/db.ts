@@ -75,6 +75,7 @@ export class ImmediateSqliteDialect extends SqliteDialect {
 }
 
 class KyselyDb<DB> implements Db<DB> {
+  private probe: Promise<void> | null = null;
   constructor(readonly dialect: SqlDialect, readonly kysely: Kysely<DB>, private readonly onClose: () => Promise<void> = async () => undefined) {}
 
   write<T>(fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
@@ -87,7 +88,11 @@ class KyselyDb<DB> implements Db<DB> {
   }
 
   async ping(timeoutMs = 5_000): Promise<void> {
-    await withTimeout(sql`SELECT 1`.execute(this.kysely), timeoutMs);
+    // One probe in flight at a time: while the network black-holes PostgreSQL a probe hangs until the query
+    // timeout (30 s), and a balancer asking /readyz every few hundred ms would otherwise pile up probes that hold
+    // every pooled connection. Callers share the probe in flight; each still gives up after its own timeout.
+    this.probe ??= sql`SELECT 1`.execute(this.kysely).then(() => undefined).finally(() => { this.probe = null; });
+    await withTimeout(this.probe, timeoutMs);
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,7 @@ import { ConfigSchema, deepFreeze, type Config } from './schema.js';
 import { ENV_BINDINGS, type EnvBinding } from './env.js';
 import { HostAllowList } from '../core/host-allow-list.js';
 import { AddressSet } from '../core/net-ranges.js';
+import { splitPgUrl } from '../core/pg-url.js';
 
 /** A setting is missing or wrong: the message names it, in one line. */
 export class ConfigError extends Error {
@@ -183,7 +184,12 @@ function crossCheck(cfg: Config): void {
 
 /** A URL setting with one of `protocols`; the message never repeats the URL (it may hold a password). */
 function checkUrl(name: string, value: string, protocols: string[]): void {
-  let u: URL;
-  try { u = new URL(value); } catch { throw new ConfigError(`Invalid setting ${name}: not a URL`); }
-  if (!protocols.includes(u.protocol)) throw new ConfigError(`Invalid setting ${name}: expected a ${protocols.map((p) => p + '//').join(' or ')} URL`);
+  // PostgreSQL URLs may list several hosts (postgres://u@db1:5432,db2:5432/keng): each one must read as a URL.
+  let urls: string[];
+  try { urls = protocols.includes('postgres:') ? splitPgUrl(value) : [value]; } catch { throw new ConfigError(`Invalid setting ${name}: not a URL`); }
+  for (const one of urls) {
+    let u: URL;
+    try { u = new URL(one); } catch { throw new ConfigError(`Invalid setting ${name}: not a URL`); }
+    if (!protocols.includes(u.protocol)) throw new ConfigError(`Invalid setting ${name}: expected a ${protocols.map((p) => p + '//').join(' or ')} URL`);
+  }
 }

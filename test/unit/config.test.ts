@@ -50,6 +50,10 @@ describe('settings', () => {
     expect(loadConfig({ env: { ...cluster, KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: 'http://x:8086', KENG_INFLUX_API: 'v1' } }).telemetry.store).toBe('influxdb');
     expect(err({ ...cluster, KENG_TELEMETRY_STORE: 'influxdb' })).toMatch(/^Missing setting KENG_INFLUX_URL/);
     expect(loadConfig({ env: cluster }).cluster.databaseUrl).toBe(cluster.KENG_DATABASE_URL);
+    // Several hosts (failover: Keng uses whichever is the primary); each must read as a postgres URL.
+    expect(loadConfig({ env: { ...cluster, KENG_DATABASE_URL: 'postgres://keng:pw@db1:5432,db2:5432/keng' } }).cluster.databaseUrl).toMatch(/db1:5432,db2/);
+    expect(err({ ...cluster, KENG_DATABASE_URL: 'postgres://db1,,db2/keng' })).toMatch(/KENG_DATABASE_URL: not a URL/);
+    expect(err({ ...cluster, KENG_DATABASE_URL: 'mysql://db1,db2/keng' })).toMatch(/KENG_DATABASE_URL: expected a postgres/);
     expect(err({ KENG_TZ: 'Mars/Olympus' })).toMatch(/KENG_TZ/);
     expect(err({ KENG_LOG_LEVEL: 'loud' })).toMatch(/KENG_LOG_LEVEL/);
     expect(err({ KENG_ADMIN_TOKEN: 'short' })).toMatch(/KENG_ADMIN_TOKEN/);

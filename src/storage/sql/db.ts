@@ -26,6 +26,7 @@ import Database from 'better-sqlite3';
 import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type Driver, type Transaction } from 'kysely';
 import pg from 'pg';
 import { withTimeout } from '../../core/async.js';
+import { failoverPool, primaryFindingClient, splitPgUrl } from './pg-hosts.js';
 
 export type SqlDialect = 'sqlite' | 'postgres';
 
@@ -119,8 +120,11 @@ export function openSqliteDb<DB>(file: string, o: { sync?: 'full' | 'normal' } =
 /** PostgreSQL from a `postgres://` URL; connects lazily (the first query, or ping()). */
 export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
   const c = { ...PG_DEFAULTS, ...o };
-  const pool = new pg.Pool({
-    connectionString: url,
+  const urls = splitPgUrl(url);
+  const pool = failoverPool({
+    // Several hosts: each new connection goes to the primary among them (pg-hosts.ts).
+    connectionString: urls[0],
+    Client: primaryFindingClient(urls),
     max: c.poolMax,
     connectionTimeoutMillis: c.connectTimeoutMs,
     statement_timeout: c.statementTimeoutMs,
@@ -129,7 +133,7 @@ export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
     keepAlive: true,
     application_name: 'keng',
     types: pgTypes,
-  });
+  }, urls.length);
   pool.on('error', (err) => o.onIdleError?.(err));
   // A connection that breaks while checked out (between two statements of a transaction) emits
   // 'error' with no pool listener attached: without one the process would crash. The statement
@@ -138,9 +142,17 @@ export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
   return new KyselyDb<DB>('postgres', new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
 }
 
-/** `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs and error messages. */
+/** `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs and error messages (also with several hosts). */
 export function redactUrl(url: string): string {
   try {
+    const urls = splitPgUrl(url);
+    if (urls.length > 1) {
+      // The first host's URL redacted, with the whole host list put back in its place.
+      const first = new URL(urls[0]!).host;
+      const hosts = urls.map((u) => new URL(u).host).join(',');
+      const r = redactUrl(urls[0]!);
+      return r.includes(`@${first}`) ? r.replace(`@${first}`, `@${hosts}`) : r.replace(`//${first}`, `//${hosts}`);
+    }
     const u = new URL(url);
     if (u.password) u.password = '***';
     return u.toString();

@@ -22,6 +22,7 @@ import { GATEWAY_MIGRATION } from './gateway/index.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
+import { AUTH_PG_MIGRATIONS } from './auth/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -71,4 +72,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
  */
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
+  { scope: 'auth', migrations: AUTH_PG_MIGRATIONS },
 ];

@@ -23,6 +23,7 @@ import { GATEWAY_MIGRATION } from './gateway/index.js';
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
 import { FIRMWARE_PG_MIGRATIONS } from './firmware/index.js';
+import { AUTH_PG_MIGRATIONS } from './auth/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -75,4 +76,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
   { scope: 'schedules', migrations: PG_SCHEDULE_MIGRATIONS },
   { scope: 'firmware', migrations: FIRMWARE_PG_MIGRATIONS },
+  { scope: 'auth', migrations: AUTH_PG_MIGRATIONS },
 ];

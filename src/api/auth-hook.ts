@@ -7,7 +7,7 @@ import type { Authenticator } from '../auth/types.js';
 export function bearerAuth(authenticator: Authenticator) {
   return async function authenticate(req: FastifyRequest): Promise<void> {
     const token = parseBearer(req.headers.authorization);
-    const principal = token ? authenticator.authenticate(token) : null;
+    const principal = token ? await authenticator.authenticate(token) : null;
     if (!principal) throw Errors.UNAUTHENTICATED();
     req.principal = principal;
   };

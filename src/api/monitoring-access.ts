@@ -19,9 +19,9 @@ import { Errors } from '../core/errors.js';
 export const MONITORING_ROLES: ReadonlySet<Role> = new Set<Role>(['admin', 'service']);
 
 /** The caller's principal when its bearer token is valid and of a monitoring role; null otherwise (never throws). */
-export function monitoringPrincipal(req: FastifyRequest, authenticator: Authenticator): Principal | null {
+export async function monitoringPrincipal(req: FastifyRequest, authenticator: Authenticator): Promise<Principal | null> {
   const token = parseBearer(req.headers.authorization);
-  const p = token ? authenticator.authenticate(token) : null;
+  const p = token ? await authenticator.authenticate(token) : null;
   return p && MONITORING_ROLES.has(p.role) ? p : null;
 }
 
@@ -29,7 +29,7 @@ export function monitoringPrincipal(req: FastifyRequest, authenticator: Authenti
 export function requireMonitoring(authenticator: Authenticator) {
   return async function monitoringOnly(req: FastifyRequest): Promise<void> {
     const token = parseBearer(req.headers.authorization);
-    const p = token ? authenticator.authenticate(token) : null;
+    const p = token ? await authenticator.authenticate(token) : null;
     if (!p) throw Errors.UNAUTHENTICATED();
     if (!MONITORING_ROLES.has(p.role)) throw Errors.FORBIDDEN('monitoring data needs a token of role admin or service');
     req.principal = p;

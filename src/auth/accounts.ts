@@ -14,12 +14,14 @@ import { LoginGuard, type LoginGuardOptions } from './login-guard.js';
 import { LoginService } from './login.js';
 import { PasswordHasher, type PasswordHasherOptions } from './passwords.js';
 import { SessionStore } from './sessions.js';
-import type { StateSource } from './store.js';
+import type Database from 'better-sqlite3';
+import { AUTH_CACHE_CLUSTER_MS } from './principal-cache.js';
 import { Users, type AreaLookup } from './users.js';
 
 export interface AccountsOptions {
-  state: StateSource;
-  /** The state store as a Db (the audit log's; the other account stores still use `state`). */
+  /** The embedded store's connection: only for the audit log's recordSync() (code not yet on the port); unused in cluster mode. */
+  state?: { readonly db: Database.Database };
+  /** The state store as a Db: state.db, or PostgreSQL in cluster mode (users, sessions, tokens, guard and audit log on it). */
   db: Db<unknown>;
   clock: Clock;
   logger?: Logger;
@@ -27,7 +29,12 @@ export interface AccountsOptions {
   /** Session lifetime (default 12 h, fixed from login). */
   sessionTtlMs?: number;
   passwords?: PasswordHasherOptions;
-  guard?: Omit<LoginGuardOptions, 'state' | 'clock' | 'lockExempt'>;
+  guard?: Omit<LoginGuardOptions, 'db' | 'clock' | 'lockExempt'>;
+  /**
+   * How long a node reuses a successful session or API-token lookup (principal-cache.ts). Default: none on
+   * the embedded store, AUTH_CACHE_CLUSTER_MS on PostgreSQL (the bound stated in docs/cluster.md).
+   */
+  lookupCacheMs?: number;
 }
 
 export interface Accounts {
@@ -41,17 +48,17 @@ export interface Accounts {
 }
 
 export function createAccounts(o: AccountsOptions): Accounts {
-  const { state, clock } = o;
-  const audit = new AuditLog({ db: o.db, sqlite: o.db.dialect === 'sqlite' ? state : null, clock, logger: o.logger });
+  const { state, db, clock } = o;
+  const audit = new AuditLog({ db, sqlite: db.dialect === 'sqlite' ? state ?? null : null, clock, logger: o.logger });
   const hasher = new PasswordHasher(o.passwords);
-  // Users and sessions refer to each other (revoke on disable; principal data on lookup);
-  // the guard asks Users whether an account is the last usable admin (never locked for everyone).
+  const cacheMs = o.lookupCacheMs ?? (db.dialect === 'postgres' ? AUTH_CACHE_CLUSTER_MS : 0);
+  // The guard asks Users whether an account is the last usable admin (never locked for everyone).
   let users: Users | null = null;
-  const guard = new LoginGuard({ state, clock, ...o.guard, lockExempt: (u) => users!.isLastUsableAdmin(u) });
-  const sessions = new SessionStore({ state, clock, ttlMs: o.sessionTtlMs, principalData: (u) => users!.principalData(u) });
-  users = new Users({ state, clock, hasher, guard, sessions, areas: o.areas, audit });
-  const tokens = new ApiTokenStore({ state, clock, audit });
-  const login = new LoginService({ users, sessions, guard, hasher, audit });
+  const guard = new LoginGuard({ db, clock, ...o.guard, lockExempt: (u, q) => users!.isLastUsableAdmin(u, q) });
+  const sessions = new SessionStore({ db, clock, ttlMs: o.sessionTtlMs, cacheMs });
+  users = new Users({ db, clock, hasher, guard, sessions, areas: o.areas, audit });
+  const tokens = new ApiTokenStore({ db, clock, audit, cacheMs });
+  const login = new LoginService({ db, users, sessions, guard, hasher, audit });
   return { hasher, guard, sessions, users, tokens, login, audit };
 }
 

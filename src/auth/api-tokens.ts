@@ -5,12 +5,17 @@
  * Tokens carry their own role and areas, may expire, and are revoked by
  * DELETE. Who may manage them: admins only (policy: tokens.read/tokens.write
  * are admin-only), because a machine token outlives the person who made it.
- * `last_used_at` is written at most once a minute per token.
+ * `last_used_at` is written at most once a minute per token (per node).
+ * In cluster mode a revoke on another node is refused here within the lookup
+ * cache's bound (principal-cache.ts, docs/cluster.md).
  */
+import { sql } from 'kysely';
 import { Errors } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { AuditRecorder } from '../audit/index.js';
-import { newId, newToken, parseAreas, sha256hex, stmt, type StateSource } from './store.js';
+import type { Db } from '../storage/sql/index.js';
+import { LookupCache } from './principal-cache.js';
+import { all, newId, newToken, one, parseAreas, sha256hex, type Querier } from './store.js';
 import { ALL_AREAS, type Authenticator, type Principal, type Role } from './types.js';
 import type { ChangeContext } from './users.js';
 
@@ -28,7 +33,15 @@ interface Row {
   expires_at: number | null; last_used_at: number | null; revoked_at: number | null;
 }
 
-export interface ApiTokenStoreOptions { state: StateSource; clock: Clock; audit: AuditRecorder }
+export interface ApiTokenStoreOptions {
+  db: Db<unknown>;
+  clock: Clock;
+  audit: AuditRecorder;
+  /** How long a successful token lookup may be reused (principal-cache.ts); 0 = every request reads the store. */
+  cacheMs?: number;
+}
+
+const COLUMNS = sql`id, name, role, areas_json, created_by, created_at, expires_at, last_used_at, revoked_at`;
 
 function toToken(r: Row): ApiToken {
   return {
@@ -40,65 +53,76 @@ function toToken(r: Row): ApiToken {
 export class ApiTokenStore {
   /** In-memory last write of last_used_at per token id (throttle). */
   private readonly lastWrite = new Map<string, number>();
-  constructor(private readonly o: ApiTokenStoreOptions) {}
+  private readonly cache: LookupCache<Principal>;
+
+  constructor(private readonly o: ApiTokenStoreOptions) {
+    this.cache = new LookupCache(o.cacheMs ?? 0, o.clock);
+  }
 
   /** Creates a token; `areas` already validated (Users.normaliseAreas). The plain token is returned only here. */
-  create(input: { name: string; role: Role; areas: string[]; expiresAt: number | null }, by: ChangeContext): { token: string; meta: ApiToken } {
+  async create(input: { name: string; role: Role; areas: string[]; expiresAt: number | null }, by: ChangeContext): Promise<{ token: string; meta: ApiToken }> {
     const now = this.o.clock.now();
     if (input.expiresAt !== null && input.expiresAt <= now) throw Errors.VALIDATION('expiresAt must be in the future');
     const token = newToken(API_TOKEN_PREFIX);
     const id = newId('tok_');
     const createdBy = typeof by.actor === 'string' ? by.actor : `${by.actor.kind}:${by.actor.id}`;
-    const tx = this.o.state.db.transaction(() => {
-      stmt(this.o.state, `INSERT INTO api_tokens (id, name, token_hash, role, areas_json, created_by, created_at, expires_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(id, input.name, sha256hex(token), input.role, JSON.stringify(input.areas), createdBy, now, input.expiresAt);
-      const meta = this.get(id)!;
-      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'token.create', target: `token:${id}`, after: meta });
-      return meta;
+    const meta = await this.o.db.write(async (trx) => {
+      await sql`INSERT INTO api_tokens (id, name, token_hash, role, areas_json, created_by, created_at, expires_at)
+        VALUES (${id}, ${input.name}, ${sha256hex(token)}, ${input.role}, ${JSON.stringify(input.areas)}, ${createdBy}, ${now}, ${input.expiresAt})`.execute(trx);
+      const m = (await this.get(id, trx))!;
+      await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'token.create', target: `token:${id}`, after: m }, trx);
+      return m;
     });
-    return { token, meta: tx.immediate() };
+    return { token, meta };
   }
 
-  get(id: string): ApiToken | null {
-    const r = stmt(this.o.state, 'SELECT * FROM api_tokens WHERE id = ?').get(id) as Row | undefined;
+  async get(id: string, q: Querier = this.o.db.kysely): Promise<ApiToken | null> {
+    const r = await one<Row>(q, sql`SELECT ${COLUMNS} FROM api_tokens WHERE id = ${id}`);
     return r ? toToken(r) : null;
   }
 
-  list(): ApiToken[] {
-    return (stmt(this.o.state, 'SELECT * FROM api_tokens ORDER BY created_at, id').all() as Row[]).map(toToken);
+  async list(): Promise<ApiToken[]> {
+    return (await all<Row>(this.o.db.kysely, sql`SELECT ${COLUMNS} FROM api_tokens ORDER BY created_at, id`)).map(toToken);
   }
 
   /** Revoke (idempotent). Throws NOT_FOUND for an unknown id. */
-  revoke(id: string, by: ChangeContext): ApiToken {
-    const tx = this.o.state.db.transaction(() => {
-      const before = this.get(id);
+  async revoke(id: string, by: ChangeContext): Promise<ApiToken> {
+    const r = await this.o.db.write(async (trx) => {
+      const before = await this.get(id, trx);
       if (!before) throw Errors.NOT_FOUND(`Token "${id}"`);
       if (before.revokedAt !== null) return before;
-      stmt(this.o.state, 'UPDATE api_tokens SET revoked_at = ? WHERE id = ?').run(this.o.clock.now(), id);
-      const after = this.get(id)!;
-      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'token.revoke', target: `token:${id}`, before, after });
+      await sql`UPDATE api_tokens SET revoked_at = ${this.o.clock.now()} WHERE id = ${id}`.execute(trx);
+      const after = (await this.get(id, trx))!;
+      await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'token.revoke', target: `token:${id}`, before, after }, trx);
       return after;
     });
-    return tx.immediate();
+    this.cache.dropOwner(id);
+    return r;
   }
 
-  authenticate(bearer: string): Principal | null {
+  async authenticate(bearer: string): Promise<Principal | null> {
     if (!bearer.startsWith(API_TOKEN_PREFIX)) return null;
+    const key = sha256hex(bearer);
+    const hit = this.cache.get(key);
+    if (hit) return { ...hit, areas: [...hit.areas] };
+    const gen = this.cache.generation();
     const now = this.o.clock.now();
-    const r = stmt(this.o.state, `SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL
-      AND (expires_at IS NULL OR expires_at > ?)`).get(sha256hex(bearer), now) as Row | undefined;
+    const r = await one<Row>(this.o.db.kysely, sql`SELECT ${COLUMNS} FROM api_tokens WHERE token_hash = ${key} AND revoked_at IS NULL
+      AND (expires_at IS NULL OR expires_at > ${now})`);
     if (!r) return null;
-    this.touch(r, now);
+    await this.touch(r, now);
     const t = toToken(r);
-    return { kind: 'token', id: t.id, role: t.role, areas: t.areas };
+    const p: Principal = { kind: 'token', id: t.id, role: t.role, areas: t.areas };
+    this.cache.set(key, p, t.id, t.expiresAt, gen);
+    return { ...p, areas: [...p.areas] };
   }
 
-  private touch(r: Row, now: number): void {
+  private async touch(r: Row, now: number): Promise<void> {
     const last = Math.max(this.lastWrite.get(r.id) ?? 0, r.last_used_at ?? 0);
     if (now - last < LAST_USED_WRITE_MS) return;
     this.lastWrite.set(r.id, now);
     try {
-      stmt(this.o.state, 'UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(now, r.id);
+      await sql`UPDATE api_tokens SET last_used_at = ${now} WHERE id = ${r.id}`.execute(this.o.db.kysely);
     } catch { /* best effort: a busy database must not refuse the request */ }
   }
 }
@@ -106,7 +130,7 @@ export class ApiTokenStore {
 /** Bearer authenticator for API tokens (added to the API's chain). */
 export class ApiTokenAuthenticator implements Authenticator {
   constructor(private readonly tokens: ApiTokenStore) {}
-  authenticate(bearer: string): Principal | null {
+  authenticate(bearer: string): Promise<Principal | null> {
     return this.tokens.authenticate(bearer);
   }
 }

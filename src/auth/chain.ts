@@ -11,10 +11,10 @@ export class AuthenticatorChain implements Authenticator {
   /** Add an authenticator (e.g. user sessions, API tokens) at the end of the chain. */
   add(a: Authenticator): void { this.list.push(a); }
 
-  authenticate(bearer: string): Principal | null {
+  async authenticate(bearer: string): Promise<Principal | null> {
     if (!bearer || bearer.length > MAX_TOKEN_LENGTH) return null;
     for (const a of this.list) {
-      const p = a.authenticate(bearer);
+      const p = await a.authenticate(bearer);
       if (p) return p;
     }
     return null;

@@ -12,3 +12,5 @@ export { ApiTokenStore, ApiTokenAuthenticator, API_TOKEN_PREFIX, type ApiToken }
 export { LoginService, type LoginResult } from './login.js';
 export { createAccounts, guardOptions, type Accounts, type AccountsOptions } from './accounts.js';
 export { LOGIN_GUARD_MIGRATION } from './migrations.js';
+export { AUTH_PG_MIGRATIONS } from './pg-schema.js';
+export { AUTH_CACHE_CLUSTER_MS } from './principal-cache.js';

@@ -16,6 +16,7 @@
  */
 import { Errors, type KengError } from '../core/errors.js';
 import type { AuditRecorder } from '../audit/index.js';
+import type { Db } from '../storage/sql/index.js';
 import type { GuardVerdict, LoginGuard } from './login-guard.js';
 import { PASSWORD_MAX_LENGTH } from './password-rules.js';
 import type { PasswordHasher } from './passwords.js';
@@ -36,6 +37,7 @@ export function guardRefusal(v: Exclude<GuardVerdict, { allowed: true }>): Login
 }
 
 export interface LoginServiceOptions {
+  db: Db<unknown>;
   users: Users;
   sessions: SessionStore;
   guard: LoginGuard;
@@ -52,38 +54,42 @@ export class LoginService {
   async login(usernameRaw: string, password: string, ip: string): Promise<LoginResult> {
     const username = usernameRaw.slice(0, MAX_NAME + 1);
     const { guard, users, hasher, audit } = this.o;
-    const verdict = guard.begin(username, ip);
+    const verdict = await guard.begin(username, ip);
     if (!verdict.allowed) throw guardRefusal(verdict);
-    const stored = username.length <= MAX_NAME ? users.passwordHash(username) : null;
+    const stored = username.length <= MAX_NAME ? await users.passwordHash(username) : null;
     let ok: boolean;
     if (password.length > PASSWORD_MAX_LENGTH) ok = await hasher.dummyVerify(password.slice(0, PASSWORD_MAX_LENGTH));
     else if (stored) ok = (await hasher.verify(password, stored.hash)) && !stored.disabled;
     else ok = await hasher.dummyVerify(password);
 
     if (!ok) {
-      const { locked, failures } = guard.fail(username, ip);
-      guard.prune();
+      const { locked, failures } = await guard.fail(username, ip);
+      await guard.prune();
       await audit.record({ actor: 'anonymous', ip, action: 'auth.login_failed', target: `user:${username}`, after: { failures } });
       // scope "account": locked for everyone; "address": for this address only (the last usable admin, or a known address).
       if (locked) await audit.record({ actor: 'anonymous', ip, action: 'auth.lockout', target: `user:${username}`, after: { failures, scope: locked.scope, until: locked.until } });
       throw Errors.LOGIN_FAILED();
     }
-    guard.succeed(username, ip);
+    await guard.succeed(username, ip);
     if (stored && hasher.needsRehash(stored.hash)) {
       // Raise an old hash to the current cost while we know the password (no audit: not a change of credentials).
       try { await users.rehash(username, password); } catch { /* keep the old hash */ }
     }
-    const principal = users.principalData(username);
+    const principal = await users.principalData(username);
     if (!principal) throw Errors.LOGIN_FAILED(); // deleted or disabled meanwhile
-    const session = this.o.sessions.create(username, ip);
+    const session = await this.o.sessions.create(username, ip);
     await audit.record({ actor: { kind: 'user', id: username }, ip, action: 'auth.login', target: `session:${session.id}`, after: { expiresAt: session.expiresAt } });
     return { token: session.token, expiresAt: session.expiresAt, principal: { kind: 'user', id: username, ...principal } };
   }
 
   /** Revoke the session of `token` (logout). Null when it is not a live session token. */
-  logout(token: string, ip: string): { id: string; username: string } | null {
-    const s = this.o.sessions.revoke(token);
-    if (s) this.o.audit.recordSync({ actor: { kind: 'user', id: s.username }, ip, action: 'auth.logout', target: `session:${s.id}` });
+  async logout(token: string, ip: string): Promise<{ id: string; username: string } | null> {
+    const s = await this.o.db.write(async (trx) => {
+      const r = await this.o.sessions.revoke(token, trx);
+      if (r) await this.o.audit.record({ actor: { kind: 'user', id: r.username }, ip, action: 'auth.logout', target: `session:${r.id}` }, trx);
+      return r;
+    });
+    this.o.sessions.forgetCachedToken(token);
     return s;
   }
 }

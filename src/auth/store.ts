@@ -1,26 +1,32 @@
 /**
  * Small helpers shared by the account services (users, sessions, API tokens,
- * login guard): access to the state store's SQLite handle, prepared-statement
- * caching, random ids and token digests.
+ * login guard): how they reach the state store (the `Db` port: the embedded
+ * state.db, or PostgreSQL in cluster mode), random ids and token digests.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type Database from 'better-sqlite3';
+import type { Kysely, RawBuilder } from 'kysely';
 
-/** Anything that hands out the open state-store connection (StateDb does). Read lazily: services may be built before start(). */
-export interface StateSource {
-  readonly db: Database.Database;
+/**
+ * Where a query runs: `db.kysely` outside a transaction, or the `trx` of a
+ * `db.write()` (a Transaction is a Kysely). Every repository method that may be
+ * called inside another one's write takes it, because inside a write only `trx`
+ * may be used (src/storage/state/sql.ts).
+ */
+export type Querier = Kysely<unknown>;
+
+/** The rows of a query. */
+export async function all<T>(q: Querier, query: RawBuilder<T>): Promise<T[]> {
+  return (await query.execute(q)).rows;
 }
 
-const cache = new WeakMap<Database.Database, Map<string, Database.Statement>>();
+/** The first row of a query, or null. */
+export async function one<T>(q: Querier, query: RawBuilder<T>): Promise<T | null> {
+  return (await query.execute(q)).rows[0] ?? null;
+}
 
-/** A prepared statement, cached per connection. */
-export function stmt(src: StateSource, sql: string): Database.Statement {
-  const db = src.db;
-  let m = cache.get(db);
-  if (!m) { m = new Map(); cache.set(db, m); }
-  let s = m.get(sql);
-  if (!s) { s = db.prepare(sql); m.set(sql, s); }
-  return s;
+/** Rows changed by an UPDATE or DELETE (both dialects report it). */
+export async function changed(q: Querier, query: RawBuilder<unknown>): Promise<number> {
+  return Number((await query.execute(q)).numAffectedRows ?? 0);
 }
 
 /** sha256 hex of a string: enough for 256-bit random tokens (no dictionary to attack). */

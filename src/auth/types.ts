@@ -36,8 +36,9 @@ export interface Principal {
  * Checks a bearer token. Returns null when the token is not one this
  * authenticator knows (the next one in the chain is tried); never throws for
  * a bad token. Must take the same time for wrong tokens of equal length
- * (compare hashes in constant time).
+ * (compare hashes in constant time). May answer at once (the admin token) or
+ * after a database read (sessions, API tokens): callers always await.
  */
 export interface Authenticator {
-  authenticate(bearer: string): Principal | null;
+  authenticate(bearer: string): Principal | null | Promise<Principal | null>;
 }

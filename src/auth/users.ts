@@ -9,14 +9,16 @@
  * (validation, hashing, audit); who may call what is the routes' business
  * (policy.canGrant).
  */
+import { sql } from 'kysely';
 import { Errors, withDetails } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { AuditRecorder, Actor } from '../audit/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { USERNAME_RE, type PasswordHasher } from './passwords.js';
 import { assertPasswordAcceptable } from './password-rules.js';
 import type { LoginGuard } from './login-guard.js';
 import type { SessionStore } from './sessions.js';
-import { parseAreas, stmt, type StateSource } from './store.js';
+import { all, one, parseAreas, type Querier } from './store.js';
 import { ALL_AREAS, ROLES, type Role } from './types.js';
 import { RESERVED_USERNAMES, usernameUnavailable } from './usernames.js';
 
@@ -48,12 +50,15 @@ export interface ChangeContext { actor: Actor | string; ip?: string | null }
 export type CanSee = (u: User) => boolean;
 
 interface UserRow {
-  username: string; password_hash: string; role: Role; areas_json: string; disabled: number;
+  username: string; role: Role; areas_json: string; disabled: number;
   created_at: number; updated_at: number; created_by: string | null;
 }
 
+/** Every column but the password hash, which only passwordHash() reads. */
+const COLUMNS = sql`username, role, areas_json, disabled, created_at, updated_at, created_by`;
+
 export interface UsersOptions {
-  state: StateSource;
+  db: Db<unknown>;
   clock: Clock;
   hasher: PasswordHasher;
   guard: LoginGuard;
@@ -76,32 +81,35 @@ export class Users {
     return uniq;
   }
 
-  get(username: string): User | null {
-    const r = stmt(this.o.state, 'SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
-    return r ? this.toUser(r, this.o.guard.accountLock(r.username)) : null;
+  async get(username: string, q: Querier = this.o.db.kysely): Promise<User | null> {
+    const r = await one<UserRow>(q, sql`SELECT ${COLUMNS} FROM users WHERE username = ${username}`);
+    return r ? this.toUser(r, await this.o.guard.accountLock(r.username, q)) : null;
   }
 
-  list(): User[] {
-    const locked = this.o.guard.lockedMap();
-    return (stmt(this.o.state, 'SELECT * FROM users ORDER BY username').all() as UserRow[]).map((r) => this.toUser(r, locked.get(r.username) ?? null));
+  async list(): Promise<User[]> {
+    const q = this.o.db.kysely;
+    const rows = await all<UserRow>(q, sql`SELECT ${COLUMNS} FROM users ORDER BY username`);
+    const locked = await this.o.guard.lockedMap(q);
+    return rows.map((r) => this.toUser(r, locked.get(r.username) ?? null));
   }
 
   /**
    * Whether locking this account would leave no admin account that can log
    * in: it is an enabled admin and every other enabled admin is locked. The
-   * login guard then never locks it for everyone (docs/roles.md).
+   * login guard then never locks it for everyone (docs/roles.md). Called
+   * inside the guard's transaction: `q` is its trx.
    */
-  isLastUsableAdmin(username: string): boolean {
-    const admins = stmt(this.o.state, "SELECT username FROM users WHERE role = 'admin' AND disabled = 0").pluck().all() as string[];
+  async isLastUsableAdmin(username: string, q: Querier = this.o.db.kysely): Promise<boolean> {
+    const admins = (await all<{ username: string }>(q, sql`SELECT username FROM users WHERE role = 'admin' AND disabled = 0 ORDER BY username`)).map((r) => r.username);
     if (!admins.includes(username)) return false;
-    const locked = this.o.guard.lockedMap();
+    const locked = await this.o.guard.lockedMap(q);
     return admins.every((a) => a === username || locked.has(a));
   }
 
   /** The stored password hash (for login only). */
-  passwordHash(username: string): { hash: string; disabled: boolean } | null {
-    const r = stmt(this.o.state, 'SELECT password_hash, disabled FROM users WHERE username = ?').get(username) as { password_hash: string; disabled: number } | undefined;
-    return r ? { hash: r.password_hash, disabled: r.disabled === 1 } : null;
+  async passwordHash(username: string): Promise<{ hash: string; disabled: boolean } | null> {
+    const r = await one<{ password_hash: string; disabled: number }>(this.o.db.kysely, sql`SELECT password_hash, disabled FROM users WHERE username = ${username}`);
+    return r ? { hash: r.password_hash, disabled: Number(r.disabled) === 1 } : null;
   }
 
   /**
@@ -114,60 +122,58 @@ export class Users {
     if (!ROLES.includes(input.role)) throw Errors.VALIDATION(`role must be one of ${ROLES.join(', ')}`);
     assertPasswordAcceptable(input.username, input.password);
     const areas = this.normaliseAreas(input.role, input.areas);
-    if (RESERVED_USERNAMES.has(input.username)) throw this.unavailable(input.username, by);
-    const existing = this.get(input.username);
-    if (existing) throw this.taken(existing, by, canSee);
+    if (RESERVED_USERNAMES.has(input.username)) throw await this.unavailable(input.username, by);
+    const existing = await this.get(input.username);
+    if (existing) throw await this.taken(existing, by, canSee);
     const hash = await this.o.hasher.hash(input.password);
     const now = this.o.clock.now();
-    const db = this.o.state.db;
-    const tx = db.transaction(() => {
-      try {
-        stmt(this.o.state, `INSERT INTO users (username, password_hash, role, areas_json, disabled, created_at, updated_at, created_by)
-          VALUES (?, ?, ?, ?, 0, ?, ?, ?)`).run(input.username, hash, input.role, JSON.stringify(areas), now, now, actorOf(by));
-      } catch (err) {
-        const raced = (err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ? this.get(input.username) : null;
-        if (raced) throw this.taken(raced, by, canSee);
-        throw err;
-      }
-      this.o.guard.forget(input.username); // failures recorded against the name before it existed
-      const user = this.get(input.username)!;
-      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.create', target: `user:${user.username}`, after: auditView(user) });
-      return user;
+    const user = await this.o.db.write(async (trx) => {
+      const inserted = await one(trx, sql`INSERT INTO users (username, password_hash, role, areas_json, disabled, created_at, updated_at, created_by)
+        VALUES (${input.username}, ${hash}, ${input.role}, ${JSON.stringify(areas)}, 0, ${now}, ${now}, ${actorOf(by)})
+        ON CONFLICT (username) DO NOTHING RETURNING username`);
+      if (!inserted) return null; // created meanwhile (another request, node or the CLI)
+      await this.o.guard.forget(input.username, trx); // failures recorded against the name before it existed
+      const u = (await this.get(input.username, trx))!;
+      await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create', target: `user:${u.username}`, after: auditView(u) }, trx);
+      return u;
     });
-    return tx.immediate();
+    if (user) return user;
+    const raced = await this.get(input.username);
+    throw raced ? await this.taken(raced, by, canSee) : await this.unavailable(input.username, by);
   }
 
   async update(username: string, patch: UserPatch, by: ChangeContext): Promise<User> {
-    const before = this.get(username);
+    const before = await this.get(username);
     if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
     const role = patch.role ?? before.role;
     const areas = patch.areas !== undefined || patch.role !== undefined ? this.normaliseAreas(role, patch.areas ?? before.areas) : before.areas;
     if (patch.password !== undefined) assertPasswordAcceptable(username, patch.password);
     const hash = patch.password !== undefined ? await this.o.hasher.hash(patch.password) : null;
-    const tx = this.o.state.db.transaction(() => {
-      const current = this.get(username);
+    const after = await this.o.db.write(async (trx) => {
+      const current = await this.get(username, trx);
       if (!current) throw Errors.NOT_FOUND(`User "${username}"`);
       const disabled = patch.disabled ?? current.disabled;
-      stmt(this.o.state, `UPDATE users SET role = ?, areas_json = ?, disabled = ?, updated_at = ?,
-        password_hash = COALESCE(?, password_hash) WHERE username = ?`)
-        .run(role, JSON.stringify(areas), disabled ? 1 : 0, this.o.clock.now(), hash, username);
+      await sql`UPDATE users SET role = ${role}, areas_json = ${JSON.stringify(areas)}, disabled = ${disabled ? 1 : 0}, updated_at = ${this.o.clock.now()},
+        password_hash = COALESCE(${hash}, password_hash) WHERE username = ${username}`.execute(trx);
       // A new password or a disabled account ends every session at once, and the addresses known from them.
       if (hash !== null || (disabled && !current.disabled)) {
-        this.o.sessions.revokeAllFor(username);
-        this.o.guard.forgetKnownSources(username);
+        await this.o.sessions.revokeAllFor(username, trx);
+        await this.o.guard.forgetKnownSources(username, trx);
       }
-      const wasLocked = patch.unlock ? this.o.guard.unlock(username) : false;
-      const after = this.get(username)!;
-      this.o.audit.recordSync({
+      const wasLocked = patch.unlock ? await this.o.guard.unlock(username, trx) : false;
+      const a = (await this.get(username, trx))!;
+      await this.o.audit.record({
         actor: by.actor, ip: by.ip, action: 'user.update', target: `user:${username}`,
-        before: auditView(current), after: { ...auditView(after), ...(hash !== null ? { passwordChanged: true } : {}) },
-      });
+        before: auditView(current), after: { ...auditView(a), ...(hash !== null ? { passwordChanged: true } : {}) },
+      }, trx);
       if (wasLocked) {
-        this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: lockView(current), after: { locked: false } });
+        await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: lockView(current), after: { locked: false } }, trx);
       }
-      return after;
+      return a;
     });
-    return tx.immediate();
+    // Role, areas, disabled or sessions may have changed: this node's cached lookups of the user end now.
+    this.o.sessions.forgetCached(username);
+    return after;
   }
 
   /**
@@ -175,56 +181,55 @@ export class Users {
    * locks of single addresses on it, and clears its failure counts. Returns
    * whether any lock was running.
    */
-  unlock(username: string, by: ChangeContext): boolean {
-    const tx = this.o.state.db.transaction(() => {
-      const before = this.get(username);
+  unlock(username: string, by: ChangeContext): Promise<boolean> {
+    return this.o.db.write(async (trx) => {
+      const before = await this.get(username, trx);
       if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
-      const was = this.o.guard.unlock(username);
-      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { ...lockView(before), anyLock: was }, after: { locked: false } });
+      const was = await this.o.guard.unlock(username, trx);
+      await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.unlock', target: `user:${username}`, before: { ...lockView(before), anyLock: was }, after: { locked: false } }, trx);
       return was;
     });
-    return tx.immediate();
   }
 
-  delete(username: string, by: ChangeContext): void {
-    const tx = this.o.state.db.transaction(() => {
-      const before = this.get(username);
+  async delete(username: string, by: ChangeContext): Promise<void> {
+    await this.o.db.write(async (trx) => {
+      const before = await this.get(username, trx);
       if (!before) throw Errors.NOT_FOUND(`User "${username}"`);
-      stmt(this.o.state, 'DELETE FROM users WHERE username = ?').run(username); // sessions cascade
-      this.o.guard.forget(username);
-      this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.delete', target: `user:${username}`, before: auditView(before) });
+      await sql`DELETE FROM users WHERE username = ${username}`.execute(trx); // sessions cascade
+      await this.o.guard.forget(username, trx);
+      await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.delete', target: `user:${username}`, before: auditView(before) }, trx);
     });
-    tx.immediate();
+    this.o.sessions.forgetCached(username);
   }
 
   /** Replace the hash with one of the current cost (login, when the stored one is older). */
   async rehash(username: string, password: string): Promise<void> {
     const hash = await this.o.hasher.hash(password);
-    stmt(this.o.state, 'UPDATE users SET password_hash = ? WHERE username = ?').run(hash, username);
+    await sql`UPDATE users SET password_hash = ${hash} WHERE username = ${username}`.execute(this.o.db.kysely);
   }
 
-  /** Role and areas of an enabled user (the session authenticator's view). */
-  principalData(username: string): { role: Role; areas: string[] } | null {
-    const r = stmt(this.o.state, 'SELECT role, areas_json, disabled FROM users WHERE username = ?').get(username) as { role: Role; areas_json: string; disabled: number } | undefined;
-    if (!r || r.disabled) return null;
+  /** Role and areas of an enabled user (the login's view). */
+  async principalData(username: string): Promise<{ role: Role; areas: string[] } | null> {
+    const r = await one<{ role: Role; areas_json: string; disabled: number }>(this.o.db.kysely, sql`SELECT role, areas_json, disabled FROM users WHERE username = ${username}`);
+    if (!r || Number(r.disabled)) return null;
     return { role: r.role, areas: r.role === 'admin' ? [ALL_AREAS] : parseAreas(r.areas_json) };
   }
 
   /** The refusal for a taken name: which one depends on whether the caller may see that user. */
-  private taken(existing: User, by: ChangeContext, canSee?: CanSee): Error {
+  private async taken(existing: User, by: ChangeContext, canSee?: CanSee): Promise<Error> {
     return !canSee || canSee(existing) ? Errors.USER_EXISTS(existing.username) : this.unavailable(existing.username, by);
   }
 
   /** The generic refusal (reserved, or taken out of sight); audited without saying which, so probing shows. */
-  private unavailable(username: string, by: ChangeContext): Error {
-    this.o.audit.recordSync({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
+  private async unavailable(username: string, by: ChangeContext): Promise<Error> {
+    await this.o.audit.record({ actor: by.actor, ip: by.ip, action: 'user.create_refused', target: `user:${username}`, after: { code: 'KENG_ERR_USERNAME_UNAVAILABLE' } });
     return usernameUnavailable(username);
   }
 
   private toUser(r: UserRow, lock: { lockedAt: number; lockedUntil: number } | null): User {
     return {
       username: r.username, role: r.role, areas: r.role === 'admin' ? [ALL_AREAS] : parseAreas(r.areas_json),
-      disabled: r.disabled === 1, lockedAt: lock?.lockedAt ?? null, lockedUntil: lock?.lockedUntil ?? null,
+      disabled: Number(r.disabled) === 1, lockedAt: lock?.lockedAt ?? null, lockedUntil: lock?.lockedUntil ?? null,
       createdAt: r.created_at, updatedAt: r.updated_at, createdBy: r.created_by,
     };
   }

@@ -94,13 +94,13 @@ export function serviceMaxQos(clean: boolean): 0 | 1 {
 
 /** ServiceAuthenticator over a bearer Authenticator (the API token store), the policy's scope and the device registry. */
 export function principalServiceAuthenticator(deps: {
-  tokens: { authenticate(bearer: string): Principal | null };
+  tokens: { authenticate(bearer: string): Principal | null | Promise<Principal | null> };
   policy: { scope(p: Principal): Scope };
   devices: { getDevice(id: string): { area: string } | null | undefined };
 }): ServiceAuthenticator {
   return {
-    authenticate(token) {
-      const p = deps.tokens.authenticate(token);
+    async authenticate(token) {
+      const p = await deps.tokens.authenticate(token);
       if (!p) return { ok: false, reason: 'bad_credentials' };
       if (p.role !== 'service' && p.role !== 'admin') return { ok: false, reason: 'role_not_allowed' };
       const scope = deps.policy.scope(p);

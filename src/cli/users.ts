@@ -99,7 +99,7 @@ export function registerUsers(program: Command): void {
     .argument('<username>', 'login name')
     .action(action(async (username: string) => {
       await withAccounts(async (acc) => {
-        if (!acc.users.get(username)) throw Errors.NOT_FOUND(`User "${username}"`);
+        if (!(await acc.users.get(username))) throw Errors.NOT_FOUND(`User "${username}"`);
         const password = await readPassword(`New password for ${username}: `);
         await acc.users.update(username, { password }, { actor: cliActor() });
       });

@@ -23,6 +23,7 @@ interface HandshakeData { principal: Principal; token: string; batch: boolean }
 export class Connections {
   /** Set when the feed stops: no handshake succeeds any more. */
   private closed = false;
+  private reauthenticating = false;
 
   constructor(
     /** Every connected client, by socket id (the feed's). */
@@ -38,9 +39,9 @@ export class Connections {
 
   close(): void { this.closed = true; }
 
-  /** socket.io middleware: authenticate the token, enforce maxClients. */
-  handshake(socket: Socket, next: (err?: Error) => void): void {
-    const r = authenticateHandshake(socket, this.authenticator);
+  /** socket.io middleware: authenticate the token (a database read: sessions, API tokens), enforce maxClients. */
+  async handshake(socket: Socket, next: (err?: Error) => void): Promise<void> {
+    const r = await authenticateHandshake(socket, this.authenticator);
     if (!r.ok) {
       this.metrics?.refused.inc({ reason: r.reason });
       next(r.error);
@@ -90,16 +91,29 @@ export class Connections {
     if (verdict === 'flood') this.slow.drop(c, 'request_flood');
   }
 
-  /** Tokens revoked or expired since the handshake disconnect their clients; changed scopes prune subscriptions. */
-  reauthenticate(): void {
-    this.ancestors.clear();
-    for (const c of [...this.clients.values()]) {
-      let p: Principal | null;
-      try { p = this.authenticator.authenticate(c.token); } catch { p = null; }
-      if (!p) { this.slow.drop(c, 'unauthenticated'); continue; }
-      if (p.role === c.principal.role && p.areas.join('\u0000') === c.principal.areas.join('\u0000')) continue;
-      this.membership.rescope(c, p);
+  /**
+   * Tokens revoked or expired since the handshake disconnect their clients; changed scopes prune subscriptions.
+   * One pass at a time (each token is a database read); a client gone meanwhile is skipped.
+   */
+  async reauthenticate(): Promise<void> {
+    if (this.reauthenticating) return;
+    this.reauthenticating = true;
+    try {
+      this.ancestors.clear();
+      for (const c of [...this.clients.values()]) await this.recheck(c);
+    } finally {
+      this.reauthenticating = false;
     }
+  }
+
+  private async recheck(c: LiveClient): Promise<void> {
+    let p: Principal | null;
+    // The store unreachable for a moment (cluster mode: PostgreSQL) is no reason to drop everyone: the next pass decides.
+    try { p = await this.authenticator.authenticate(c.token); } catch { return; }
+    if (this.clients.get(c.id) !== c) return;
+    if (!p) { this.slow.drop(c, 'unauthenticated'); return; }
+    if (p.role === c.principal.role && p.areas.join('\u0000') === c.principal.areas.join('\u0000')) return;
+    this.membership.rescope(c, p);
   }
 }
 

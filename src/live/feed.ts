@@ -134,7 +134,7 @@ export class LiveFeed implements Component {
     this.io = io;
     this.nsp = io.of('/');
     this.fanout.attach(this.nsp);
-    this.nsp.use((socket, next) => this.connections.handshake(socket, next));
+    this.nsp.use((socket, next) => { void this.connections.handshake(socket, next); });
     this.nsp.on('connection', (socket) => this.connections.connect(socket));
   }
 
@@ -219,7 +219,7 @@ export class LiveFeed implements Component {
     this.throttle.check(now);
     if (now - this.lastReauth >= this.settings.reauthIntervalMs) {
       this.lastReauth = now;
-      this.connections.reauthenticate();
+      void this.connections.reauthenticate();
     }
     this.flushCounts();
   }

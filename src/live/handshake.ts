@@ -26,12 +26,12 @@ export function tokenOf(socket: Socket): string | null {
   return parseBearer(socket.handshake.headers.authorization);
 }
 
-export function authenticateHandshake(socket: Socket, authenticator: Authenticator): HandshakeResult {
+export async function authenticateHandshake(socket: Socket, authenticator: Authenticator): Promise<HandshakeResult> {
   const token = tokenOf(socket);
   const unauth = refusal('KENG_ERR_UNAUTHENTICATED', 'Missing or invalid bearer token');
   if (token === null) return { ok: false, reason: 'missing_token', error: unauth };
   let principal: Principal | null;
-  try { principal = authenticator.authenticate(token); } catch { principal = null; }
+  try { principal = await authenticator.authenticate(token); } catch { principal = null; }
   if (!principal) return { ok: false, reason: 'bad_token', error: unauth };
   return { ok: true, principal, token };
 }

@@ -216,7 +216,7 @@ const MATRIX: Record<string, Entry> = {
   'GET /api/v1/tokens': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/tokens' }) },
   'DELETE /api/v1/tokens/:id': {
     expect: adminOnly(204),
-    prepare: (_w, where) => ({ url: `/api/v1/tokens/${t.accounts.tokens.create({ name: 'x', role: 'service', areas: [area(where)], expiresAt: null }, { actor: 'test' }).meta.id}` }),
+    prepare: async (_w, where) => ({ url: `/api/v1/tokens/${(await t.accounts.tokens.create({ name: 'x', role: 'service', areas: [area(where)], expiresAt: null }, { actor: 'test' })).meta.id}` }),
   },
 
   'GET /api/v1/command-keys': { expect: all(200), prepare: () => ({ url: '/api/v1/command-keys' }) },

@@ -5,8 +5,10 @@
  * once, expiring and revocable, and the audit trail of each change.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { io as ioc, type Socket } from 'socket.io-client';
 import { startAccountsApp, type AccountsApp } from './auth-fixture.js';
 import { seedAreas } from '../helpers/seed.js';
+import { attachLiveFeedForTest } from '../helpers/live.js';
 
 const PW = 'đồng ruộng quê hương';
 let t: AccountsApp;
@@ -158,4 +160,35 @@ describe('audit log through the API', () => {
     expect(page2.body.entries[0].seq).toBe(page1.body.entries[2].seq - 1);
     expect((await t.inject('GET', '/api/v1/audit?from=2099-01-01T00:00:00Z')).body.entries).toEqual([]);
   });
+});
+
+describe('live feed connections', () => {
+  it('a session logged out or an API token revoked after the handshake is disconnected at the next re-check; new handshakes are refused', async () => {
+    const live = await attachLiveFeedForTest(t.app, { path: '/live-reauth', reauthIntervalMs: 200 });
+    const sockets: Socket[] = [];
+    const open = async (token: string): Promise<Socket> => {
+      const s = ioc(t.httpUrl, { path: '/live-reauth', transports: ['websocket'], reconnection: false, forceNew: true, auth: { token } });
+      sockets.push(s);
+      await new Promise<void>((resolve, reject) => { s.once('connect', () => resolve()); s.once('connect_error', reject); });
+      return s;
+    };
+    const closed = (s: Socket): Promise<void> => new Promise((resolve) => { if (s.disconnected) resolve(); else s.once('disconnect', () => resolve()); });
+    try {
+      expect((await t.inject('POST', '/api/v1/users', { username: 'hoa', password: PW, role: 'viewer', areas: ['A'] })).body).toMatchObject({ username: 'hoa' });
+      const session = await t.login('hoa', PW);
+      const token = (await t.inject('POST', '/api/v1/tokens', { name: 'live-ioc', role: 'service', areas: ['A'] })).body;
+      const bySession = await open(session);
+      const byToken = await open(token.token);
+      const kept = await open(await t.login('hoa', PW));
+      expect((await t.inject('POST', '/api/v1/auth/logout', undefined, session)).status).toBe(204);
+      expect((await t.inject('DELETE', `/api/v1/tokens/${token.id}`)).status).toBe(204);
+      await Promise.all([closed(bySession), closed(byToken)]); // the test's timeout bounds the wait
+      expect(kept.connected).toBe(true);
+      await expect(open(session)).rejects.toMatchObject({ data: { code: 'KENG_ERR_UNAUTHENTICATED' } });
+      await expect(open(token.token)).rejects.toMatchObject({ data: { code: 'KENG_ERR_UNAUTHENTICATED' } });
+    } finally {
+      for (const s of sockets) s.close();
+      await live.stop();
+    }
+  }, 30_000);
 });

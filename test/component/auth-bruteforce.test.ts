@@ -99,7 +99,7 @@ describe('login brute force over HTTP', () => {
     expect(JSON.stringify(audit.body)).not.toContain(ok.body.token);
 
     // The chain verifies, in-process and with `keng audit verify`.
-    expect(t.app.auditChain.verify()).toMatchObject({ ok: true });
+    expect(await t.app.auditChain.verify()).toMatchObject({ ok: true });
     const good = await keng('audit', 'verify');
     expect(good.code).toBe(0);
     expect(good.stdout).toMatch(/^OK: \d+ audit entries, chain intact/);
@@ -107,7 +107,7 @@ describe('login brute force over HTTP', () => {
     // Tamper: hide one failed login.
     const seq = (t.app.stateDb.db.prepare("SELECT seq FROM audit_log WHERE action = 'auth.login_failed' ORDER BY seq LIMIT 1 OFFSET 4").pluck().get()) as number;
     t.app.stateDb.db.prepare("UPDATE audit_log SET action = 'auth.login' WHERE seq = ?").run(seq);
-    expect(t.app.auditChain.verify()).toMatchObject({ ok: false, seq });
+    expect(await t.app.auditChain.verify()).toMatchObject({ ok: false, seq });
     const bad = await keng('audit', 'verify');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain(`KENG_ERR_AUDIT_CHAIN_BROKEN: Audit log chain broken at seq ${seq}`);

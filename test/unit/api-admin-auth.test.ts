@@ -87,15 +87,15 @@ describe('parseBearer', () => {
 });
 
 describe('AuthenticatorChain', () => {
-  it('asks each authenticator in turn; the first that knows the token wins', () => {
+  it('asks each authenticator in turn; the first that knows the token wins (answers at once or awaited)', async () => {
     const user: Authenticator = { authenticate: (t) => (t === 'u1' ? { kind: 'user', id: 'lan', role: 'viewer', areas: ['C1'] } : null) };
-    const token: Authenticator = { authenticate: (t) => (t === 't1' ? { kind: 'token', id: 'ioc', role: 'service', areas: ['P1'] } : null) };
+    const token: Authenticator = { authenticate: async (t) => (t === 't1' ? { kind: 'token', id: 'ioc', role: 'service', areas: ['P1'] } : null) };
     const chain = new AuthenticatorChain([user]);
     chain.add(token);
-    expect(chain.authenticate('u1')?.id).toBe('lan');
-    expect(chain.authenticate('t1')?.role).toBe('service');
-    expect(chain.authenticate('x')).toBeNull();
-    expect(chain.authenticate('')).toBeNull();
-    expect(chain.authenticate('x'.repeat(5000))).toBeNull();
+    expect((await chain.authenticate('u1'))?.id).toBe('lan');
+    expect((await chain.authenticate('t1'))?.role).toBe('service');
+    expect(await chain.authenticate('x')).toBeNull();
+    expect(await chain.authenticate('')).toBeNull();
+    expect(await chain.authenticate('x'.repeat(5000))).toBeNull();
   });
 });

@@ -60,7 +60,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<Opts> = async (app, { acco
   }, async (req, reply) => {
     const p = principalOf(req);
     const token = parseBearer(req.headers.authorization);
-    if (p.kind !== 'user' || !token || !accounts.login.logout(token, req.ip)) throw Errors.NOT_A_SESSION('use DELETE /api/v1/tokens/{id} for API tokens');
+    if (p.kind !== 'user' || !token || !(await accounts.login.logout(token, req.ip))) throw Errors.NOT_A_SESSION('use DELETE /api/v1/tokens/{id} for API tokens');
     return reply.status(204).send(null);
   });
 

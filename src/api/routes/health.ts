@@ -55,7 +55,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
       },
     },
   }, async (req) => {
-    const detailed = ctx.openMetrics || monitoringPrincipal(req, ctx.authenticator) !== null;
+    const detailed = ctx.openMetrics || (await monitoringPrincipal(req, ctx.authenticator)) !== null;
     const all: Record<string, ReadyCheck> = {
       ...ctx.readyChecks,
       broker: () => ({ ok: ctx.broker.ready(), detail: { connectedDevices: ctx.broker.connectedCount() } }),

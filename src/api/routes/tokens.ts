@@ -38,7 +38,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; account
     const areas = accounts.users.normaliseAreas(b.role, b.areas ?? []);
     if (!policy.canGrant(p, b.role, areas)) throw Errors.FORBIDDEN(`role ${p.role} may not create a token with role ${b.role} in these areas`);
     const expiresAt = b.expiresAt === undefined ? null : parseTime(b.expiresAt, 'expiresAt');
-    const { token, meta } = accounts.tokens.create({ name: b.name, role: b.role, areas, expiresAt }, { actor: p, ip: req.ip });
+    const { token, meta } = await accounts.tokens.create({ name: b.name, role: b.role, areas, expiresAt }, { actor: p, ip: req.ip });
     reply.status(201).header('cache-control', 'no-store');
     return { ...tokenDto(meta, tz), token };
   });
@@ -50,19 +50,19 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; account
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'tokens.read');
-    return accounts.tokens.list().map((t) => tokenDto(t, tz));
+    return (await accounts.tokens.list()).map((t) => tokenDto(t, tz));
   });
 
   app.delete('/tokens/:id', {
     schema: {
       tags: ['accounts'], summary: 'Revoke an API token (admin)', security: [{ bearer: [] }],
       params: TokenIdParams,
-      response: { 204: Type.Null({ description: 'Revoked (it stops working at once)' }), ...errorResponses(...AUTH_ERRORS, 404) },
+      response: { 204: Type.Null({ description: 'Revoked (it stops working at once; on the other nodes of a cluster within 5 s)' }), ...errorResponses(...AUTH_ERRORS, 404) },
     },
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'tokens.write');
-    accounts.tokens.revoke(req.params.id, { actor: p, ip: req.ip });
+    await accounts.tokens.revoke(req.params.id, { actor: p, ip: req.ip });
     return reply.status(204).send(null);
   });
 };

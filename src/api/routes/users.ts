@@ -31,8 +31,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
   const { users } = accounts;
   /** May `p` see and manage `u`? Admin: everyone. Operator: viewers wholly within its scope. */
   const manages = (p: Principal, u: UserRec): boolean => policy.can(p, 'users.read') && policy.canGrant(p, u.role, u.areas);
-  const target = (p: Principal, username: string): UserRec => {
-    const u = users.get(username);
+  const target = async (p: Principal, username: string): Promise<UserRec> => {
+    const u = await users.get(username);
     if (!u || !manages(p, u)) throw Errors.NOT_FOUND(`User "${username}"`);
     return u;
   };
@@ -68,7 +68,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
   }, async (req) => {
     const p = principalOf(req);
     policy.assert(p, 'users.read');
-    return users.list().filter((u) => manages(p, u)).map((u) => userDto(u, tz));
+    return (await users.list()).filter((u) => manages(p, u)).map((u) => userDto(u, tz));
   });
 
   app.patch('/users/:username', {
@@ -97,7 +97,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
       return userDto(await users.update(username, { password: patch.password }, { actor: p, ip: req.ip }), tz);
     }
     policy.assert(p, 'users.write');
-    const u = target(p, username);
+    const u = await target(p, username);
     if (patch.unlock && p.role !== 'admin') throw Errors.FORBIDDEN('only an admin may unlock an account');
     const role = patch.role ?? u.role;
     const areas = role === 'admin' ? ['*'] : patch.areas ?? (u.role === 'admin' ? [] : u.areas);
@@ -116,8 +116,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'users.write');
-    target(p, req.params.username);
-    users.delete(req.params.username, { actor: p, ip: req.ip });
+    await target(p, req.params.username);
+    await users.delete(req.params.username, { actor: p, ip: req.ip });
     return reply.status(204).send(null);
   });
 };
@@ -125,13 +125,13 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext; accounts
 /** Self-service password change: the current password is checked behind the login guard. */
 async function checkCurrentPassword(accounts: Accounts, username: string, current: string | undefined, ip: string): Promise<void> {
   if (current === undefined) throw Errors.VALIDATION('currentPassword is required to change your own password');
-  const v = accounts.guard.begin(username, ip);
+  const v = await accounts.guard.begin(username, ip);
   if (!v.allowed) throw guardRefusal(v);
-  const stored = accounts.users.passwordHash(username);
+  const stored = await accounts.users.passwordHash(username);
   const ok = stored !== null && current.length <= 1024 && await accounts.hasher.verify(current, stored.hash);
   if (!ok) {
-    accounts.guard.fail(username, ip);
+    await accounts.guard.fail(username, ip);
     throw Errors.FORBIDDEN('the current password is wrong');
   }
-  accounts.guard.succeed(username, ip);
+  await accounts.guard.succeed(username, ip);
 }

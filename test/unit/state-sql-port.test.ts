@@ -93,3 +93,17 @@ describe('state Db port (SQLite): concurrent transactions', () => {
     expect(await seen).toBe(2);
   });
 });
+
+describe('state Db port (SQLite): plain statements and transactions', () => {
+  it('a plain statement issued while another task\'s write is open waits for it: a rollback never takes it along', async () => {
+    let failLater!: () => void;
+    const gate = new Promise<void>((r) => { failLater = r; });
+    const w = db.write(async (trx) => { await put('rolled-back', 1)(trx); await gate; throw new Error('no'); });
+    await new Promise((r) => setTimeout(r, 10)); // the write's transaction is open now
+    const plain = sql`INSERT INTO t (k, v) VALUES ('plain', 2)`.execute(stateSqlitePort(state).kysely);
+    failLater();
+    await expect(w).rejects.toThrow('no');
+    await plain;
+    expect(rows().map((r) => r.k)).toEqual(['plain']);
+  });
+});

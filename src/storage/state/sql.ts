@@ -19,10 +19,9 @@
  * everywhere in Keng), or a SAVEPOINT when the connection is already inside a
  * transaction (the broadcast path's group commit keeps one open for a few
  * milliseconds; better-sqlite3's own `db.transaction()` nests the same way).
- * Inside `write(fn)` use only `trx`. Every write goes through `write()`, also a
- * single statement: one run on `db.kysely` while another task's write
- * transaction is open on this connection would become part of it (and be
- * rolled back with it). `db.kysely` is for reads.
+ * Inside `write(fn)` use only `trx`: the transaction holds the connection, so a
+ * query on `db.kysely` from within would wait for it forever. Outside, plain
+ * statements on `db.kysely` wait for an open transaction to end.
  *
  * The Kysely instance follows the StateDb's connection: after a stop/start
  * (a new handle) the next call builds a new one. The StateDb owns and closes
@@ -33,36 +32,38 @@ import { withTimeout } from '../../core/async.js';
 import { ImmediateSqliteDialect, type Db } from '../sql/db.js';
 import type { SqliteDatabase } from './db.js';
 
-/** Per connection: the tail of its queue of transactions (exclusive()). */
-const queues = new WeakMap<SqliteDatabase, Promise<void>>();
+const kyselies = new WeakMap<SqliteDatabase, Kysely<unknown>>();
 let savepoints = 0;
 
 class StateSqlitePort implements Db<unknown> {
   readonly dialect = 'sqlite' as const;
-  private handle: SqliteDatabase | undefined;
-  private k: Kysely<unknown> | undefined;
 
   constructor(private readonly state: { readonly db: SqliteDatabase }) {}
 
+  /** One Kysely per connection, shared by every port on it: its connection mutex is what serialises them. */
   get kysely(): Kysely<unknown> {
     const h = this.state.db;
-    if (this.k === undefined || this.handle !== h) {
-      this.handle = h;
-      this.k = new Kysely<unknown>({ dialect: new ImmediateSqliteDialect({ database: h }) });
+    let k = kyselies.get(h);
+    if (!k) {
+      k = new Kysely<unknown>({ dialect: new ImmediateSqliteDialect({ database: h }) });
+      kyselies.set(h, k);
     }
-    return this.k;
+    return k;
   }
 
-  async write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
-    return this.exclusive(async () => {
-      const k = this.kysely;
+  /**
+   * The transaction holds Kysely's connection (its mutex) from BEGIN to COMMIT: another write, a snapshot or
+   * a plain statement of another task waits for it instead of running inside it (two writes started in one
+   * turn would otherwise share one SQLite transaction, and a rollback of one would undo the other).
+   */
+  write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
+    return this.kysely.connection().execute(async (conn) => {
       const h = this.state.db;
-      // Open here means opened by synchronous code (the group commit), never by another write of this port (exclusive).
+      // Open here means opened by synchronous code (the group commit): never by another task through Kysely.
       const savepoint = h.inTransaction ? `keng_w${++savepoints}` : null;
       h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
       try {
-        // The connection is this transaction until it ends (see above), so the plain instance is the transaction.
-        const r = await fn(k as unknown as Transaction<unknown>);
+        const r = await fn(conn as unknown as Transaction<unknown>);
         h.exec(savepoint ? `RELEASE ${savepoint}` : 'COMMIT');
         return r;
       } catch (err) {
@@ -73,30 +74,18 @@ class StateSqlitePort implements Db<unknown> {
     });
   }
 
-  async snapshot<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
-    return this.exclusive(async () => {
+  snapshot<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
+    return this.kysely.connection().execute(async (conn) => {
       const h = this.state.db;
-      if (h.inTransaction) return fn(this.kysely as unknown as Transaction<unknown>);
+      if (h.inTransaction) return fn(conn as unknown as Transaction<unknown>);
       // A deferred (read) transaction: in WAL mode it reads one snapshot and never blocks writers.
       h.exec('BEGIN');
       try {
-        return await fn(this.kysely as unknown as Transaction<unknown>);
+        return await fn(conn as unknown as Transaction<unknown>);
       } finally {
         if (h.inTransaction) h.exec('COMMIT');
       }
     });
-  }
-
-  /**
-   * One transaction of this connection at a time: two writes started in the same turn (Promise.all) would
-   * otherwise interleave inside one SQLite transaction, and a rollback of one would undo the other. Per
-   * connection, not per port, since several ports may wrap one StateDb.
-   */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const h = this.state.db;
-    const run = (queues.get(h) ?? Promise.resolve()).then(fn);
-    queues.set(h, run.then(() => undefined, () => undefined));
-    return run;
   }
 
   async ping(timeoutMs = 5_000): Promise<void> {

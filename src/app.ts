@@ -192,7 +192,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   // Modbus sensors: a side table of the registry (transport, register map, poll interval).
   const modbus = new ModbusDevices({
-    db: () => stateDb.db, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
+    db: stateSql, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
     onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
   });
   // Polls them; their readings take the path of MQTT telemetry (ingest). Starts after ingest, stops before it.

@@ -14,7 +14,7 @@ import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
-import { MODBUS_MIGRATION } from './modbus/index.js';
+import { MODBUS_MIGRATION, MODBUS_PG_MIGRATIONS } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
 import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
@@ -71,4 +71,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
  */
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
+  { scope: 'modbus', migrations: MODBUS_PG_MIGRATIONS },
 ];

@@ -80,7 +80,7 @@ interface DeviceAddOpts extends ModbusOpts { id: string; kind: string; name: str
 /** Modbus settings on the CLI's state store (same rules as the API). */
 function modbusDevices(reg: DeviceRegistry, db: StateDb): ModbusDevices {
   return new ModbusDevices({
-    db: () => db.db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
+    db: stateSqlitePort(db), registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
   });
 }
 
@@ -131,9 +131,9 @@ function registerDevices(program: Command): void {
     .option('--kind <kind>', 'sensor | speaker | gateway')
     .option('--json', 'print JSON')
     .action(action(async (o: { area?: string; kind?: string; json?: boolean }) => {
-      const { views, modbus } = await withRegistry((reg, db) => {
+      const { views, modbus } = await withRegistry(async (reg, db) => {
         if (o.area !== undefined && !reg.getArea(o.area)) throw Errors.NOT_FOUND(`Area "${o.area}"`);
-        const all = new Map(modbusDevices(reg, db).all().map((s) => [s.deviceId, s]));
+        const all = new Map((await modbusDevices(reg, db).all()).map((s) => [s.deviceId, s]));
         return { views: reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined }), modbus: all };
       });
       if (o.json) {

@@ -148,7 +148,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
     ...(sessionClaims ? { claims: sessionClaims } : {}),
   });
-  const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
+  const sharedAttributes = new SharedAttributes({ db: stateSql, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
   const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to

@@ -16,7 +16,7 @@ import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 import { MODBUS_MIGRATION, MODBUS_PG_MIGRATIONS } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
-import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
+import { ATTRIBUTES_PG_MIGRATIONS, SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
 import { GATEWAY_MIGRATION } from './gateway/index.js';
 
@@ -72,4 +72,5 @@ export const ALL_MIGRATIONS: readonly Migration[] = ORDER.map((m, i) => ({ versi
 export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonly SqlMigration[] }> = [
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
   { scope: 'modbus', migrations: MODBUS_PG_MIGRATIONS },
+  { scope: 'attributes', migrations: ATTRIBUTES_PG_MIGRATIONS },
 ];

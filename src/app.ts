@@ -153,7 +153,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const firmware = new Firmware({ db: () => stateDb.db, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
-  const gateways = new Gateways({ db: () => stateDb.db, registry, bus, logger: log('gateway'), metrics, clock });
+  const gateways = new Gateways({ db: stateSql, registry, bus, logger: log('gateway'), metrics, clock });
   const devicesBroker = new GatewayAwareBroker(broker, gateways);
   // An emergency alert's commands go out before the speakers' answers to them are handled (core/urgent.ts).
   const urgent = new UrgentOutbound();

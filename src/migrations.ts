@@ -18,7 +18,7 @@ import { MODBUS_MIGRATION, MODBUS_PG_MIGRATIONS } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
 import { ATTRIBUTES_PG_MIGRATIONS, SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
-import { GATEWAY_MIGRATION } from './gateway/index.js';
+import { GATEWAY_MIGRATION, GATEWAY_PG_MIGRATIONS } from './gateway/index.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
@@ -73,4 +73,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'audit', migrations: AUDIT_PG_MIGRATIONS },
   { scope: 'modbus', migrations: MODBUS_PG_MIGRATIONS },
   { scope: 'attributes', migrations: ATTRIBUTES_PG_MIGRATIONS },
+  { scope: 'gateway', migrations: GATEWAY_PG_MIGRATIONS },
 ];

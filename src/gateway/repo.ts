@@ -38,12 +38,13 @@ export class GatewayRepo {
    * A deleted device's rows: as a sub-device, as a gateway (its sub-devices
    * stay devices, without a gateway) and its setting. On the embedded store
    * the foreign keys did this already (ON DELETE CASCADE); PostgreSQL has no
-   * devices table to cascade from.
+   * devices table to cascade from. Two plain statements, not a write
+   * transaction: each is idempotent, and this runs from the deletion's event,
+   * in the same tick as the deleting request's own write (its audit entry),
+   * which a second write transaction of the embedded port must not overlap.
    */
   async removeDevice(deviceId: string): Promise<void> {
-    await this.db.write(async (trx) => {
-      await sql`DELETE FROM gateway_sub_devices WHERE device_id = ${deviceId} OR gateway_id = ${deviceId}`.execute(trx);
-      await sql`DELETE FROM gateway_settings WHERE gateway_id = ${deviceId}`.execute(trx);
-    });
+    await sql`DELETE FROM gateway_sub_devices WHERE device_id = ${deviceId} OR gateway_id = ${deviceId}`.execute(this.db.kysely);
+    await sql`DELETE FROM gateway_settings WHERE gateway_id = ${deviceId}`.execute(this.db.kysely);
   }
 }

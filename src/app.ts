@@ -151,12 +151,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     subscribed: (deviceId, topics) => sharedAttributes.subscribed(deviceId, topics),
     ...(sessionClaims ? { claims: sessionClaims } : {}),
   });
-  const sharedAttributes = new SharedAttributes({ db: () => stateDb.db, registry, broker, bus, logger: log('attributes'), clock });
+  const sharedAttributes = new SharedAttributes({ db: stateSql, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
   const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
-  const gateways = new Gateways({ db: () => stateDb.db, registry, bus, logger: log('gateway'), metrics, clock });
+  const gateways = new Gateways({ db: stateSql, registry, bus, logger: log('gateway'), metrics, clock });
   const devicesBroker = new GatewayAwareBroker(broker, gateways);
   // An emergency alert's commands go out before the speakers' answers to them are handled (core/urgent.ts).
   const urgent = new UrgentOutbound();
@@ -197,7 +197,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   // Modbus sensors: a side table of the registry (transport, register map, poll interval).
   const modbus = new ModbusDevices({
-    db: () => stateDb.db, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
+    db: stateSql, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
     onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
   });
   // Polls them; their readings take the path of MQTT telemetry (ingest). Starts after ingest, stops before it.

@@ -14,11 +14,11 @@ import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
-import { MODBUS_MIGRATION } from './modbus/index.js';
+import { MODBUS_MIGRATION, MODBUS_PG_MIGRATIONS } from './modbus/index.js';
 import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
-import { SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
+import { ATTRIBUTES_PG_MIGRATIONS, SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
-import { GATEWAY_MIGRATION } from './gateway/index.js';
+import { GATEWAY_MIGRATION, GATEWAY_PG_MIGRATIONS } from './gateway/index.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
@@ -77,4 +77,7 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'schedules', migrations: PG_SCHEDULE_MIGRATIONS },
   { scope: 'firmware', migrations: FIRMWARE_PG_MIGRATIONS },
   { scope: 'auth', migrations: AUTH_PG_MIGRATIONS },
+  { scope: 'modbus', migrations: MODBUS_PG_MIGRATIONS },
+  { scope: 'attributes', migrations: ATTRIBUTES_PG_MIGRATIONS },
+  { scope: 'gateway', migrations: GATEWAY_PG_MIGRATIONS },
 ];

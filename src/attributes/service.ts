@@ -23,19 +23,28 @@
  *   receiving one twice is harmless; keys deleted while it was offline are
  *   not listed (a request returns the authoritative set).
  * - Returned under `shared` in attribute responses (sharedAttributes()).
+ *
+ * Storage: the state store through the `Db` port (repo.ts). Devices read
+ * their values on hot paths (MQTT subscribe, attribute requests), so every
+ * value is kept in memory: loaded at start, updated by this node's changes
+ * from what the database returns, and, in cluster mode (PostgreSQL), reloaded
+ * every few seconds so changes made on another node reach this node's
+ * devices (pushed like a local change) within one reload interval.
+ * Changes and reloads run one at a time, so the memory always matches the
+ * last state read or written.
  */
 import type { BrokerPort } from '../broker/types.js';
 import type { Clock } from '../core/clock.js';
 import type { EventBus } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import { Errors } from '../core/errors.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
-import { SharedAttributesRepo, type Owner } from './repo.js';
+import type { Transaction } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
+import { SharedAttributesRepo, type OwnChange, type Owner } from './repo.js';
 import { MAX_KEYS, RESERVED_PREFIX, type SharedPatch } from './validate.js';
 
-export type { Owner } from './repo.js';
+export type { Owner, OwnChange } from './repo.js';
 
 /** Values another module contributes to a device's effective set (firmware assignments). */
 export interface SharedLayer {
@@ -48,13 +57,23 @@ export interface SharedLayer {
 export interface SharedView { shared: Record<string, unknown>; sources: Record<string, string> }
 
 export interface SharedAttributesDeps {
-  db: () => SqliteDatabase;
+  /** The state store (embedded SQLite, or PostgreSQL in cluster mode). */
+  db: Db<unknown>;
   registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'listDevices'>;
   broker: Pick<BrokerPort, 'publish' | 'isConnected'>;
   bus: Pick<EventBus, 'on'>;
   logger: Logger;
   clock: Clock;
+  /**
+   * How often the values are re-read from the database for changes made by
+   * other nodes; 0: never. Default: 5 s on PostgreSQL (cluster mode), never
+   * on the embedded store (only this process changes them there).
+   */
+  reloadIntervalMs?: number;
 }
+
+/** Default reload interval in cluster mode. */
+export const CLUSTER_RELOAD_INTERVAL_MS = 5_000;
 
 export const attributesTopic = (deviceId: string): string => `v1/devices/${deviceId}/attributes`;
 
@@ -67,18 +86,21 @@ export class SharedAttributes implements Component {
   private readonly off: Array<() => void> = [];
   /** Each device's area as last seen: a device moved to another area inherits other values. */
   private readonly areaOf = new Map<string, string>();
+  /** The tail of the changes and reloads, which run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private reloadTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: SharedAttributesDeps) {
     this.repo = new SharedAttributesRepo(deps.db);
   }
 
   async start(): Promise<void> {
-    this.devices = this.repo.load('device');
-    this.areas = this.repo.load('area');
+    this.devices = await this.repo.load('device');
+    this.areas = await this.repo.load('area');
     this.off.push(this.deps.bus.on('status', (e) => { if (e.online) this.pushAll(e.deviceId); }));
     for (const d of this.deps.registry.listDevices()) this.areaOf.set(d.id, d.area);
     this.off.push(this.deps.bus.on('device.changed', (e) => {
-      if (e.change === 'deleted') { this.devices.delete(e.deviceId); this.areaOf.delete(e.deviceId); return; }
+      if (e.change === 'deleted') { this.deviceDeleted(e.deviceId); return; }
       const d = this.deps.registry.getDevice(e.deviceId);
       if (!d) return;
       const was = this.areaOf.get(d.id);
@@ -88,10 +110,55 @@ export class SharedAttributes implements Component {
         this.pushDiff(d.id, this.effective(d.id, was).shared, this.effective(d.id).shared);
       }
     }));
+    const every = this.deps.reloadIntervalMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_INTERVAL_MS : 0);
+    if (every > 0) {
+      this.reloadTimer = setInterval(() => {
+        this.reload().catch((err: unknown) => this.deps.logger.warn({ err }, 'could not reload the shared attributes; keeping the current values'));
+      }, every);
+      this.reloadTimer.unref();
+    }
   }
 
   async stop(): Promise<void> {
     for (const f of this.off.splice(0)) f();
+    if (this.reloadTimer) clearInterval(this.reloadTimer);
+    this.reloadTimer = undefined;
+    await this.queue.catch(() => undefined);
+  }
+
+  /** Runs `fn` after every change or reload queued before it. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Re-reads every value from the database (changes made on other nodes) and
+   * pushes what changed to the connected devices it reaches, as a local
+   * change would.
+   */
+  reload(): Promise<void> {
+    return this.serial(async () => {
+      const devices = await this.repo.load('device');
+      const areas = await this.repo.load('area');
+      const reached = new Set<string>();
+      for (const id of changedOwners(this.devices, devices)) reached.add(id);
+      for (const code of changedOwners(this.areas, areas)) {
+        for (const d of this.deps.registry.listDevices({ area: code })) reached.add(d.id);
+      }
+      this.changing([...reached], () => { this.devices = devices; this.areas = areas; });
+    });
+  }
+
+  /** A deleted device: its values go (on PostgreSQL no foreign key removes them). */
+  private deviceDeleted(deviceId: string): void {
+    this.devices.delete(deviceId);
+    this.areaOf.delete(deviceId);
+    this.serial(async () => {
+      await this.repo.remove({ kind: 'device', id: deviceId });
+      this.devices.delete(deviceId); // a reload may have read them back meanwhile
+    }).catch((err: unknown) => this.deps.logger.warn({ err, deviceId }, 'could not remove a deleted device\'s shared attributes'));
   }
 
   addLayer(layer: SharedLayer): void { this.layers.push(layer); }
@@ -146,21 +213,22 @@ export class SharedAttributes implements Component {
   /**
    * Merges a checked patch (validate.ts: null deletes) into the owner's
    * values, stores it, and pushes what changed to the connected devices it
-   * reaches. Returns the owner's values before and after. Throws
-   * UNPROCESSABLE when the owner would hold more than MAX_KEYS keys.
+   * reaches. Returns the owner's values before and after, as stored. Throws
+   * UNPROCESSABLE, nothing stored, when the owner would hold more than
+   * MAX_KEYS keys. `within` runs inside the write transaction (the caller's
+   * audit entry: the change and its entry are stored together or not at all).
    */
-  update(owner: Owner, patch: SharedPatch): { before: Record<string, unknown>; after: Record<string, unknown> } {
-    const before = this.own(owner);
-    const next = new Map(Object.entries(before));
-    for (const [k, v] of Object.entries(patch)) { if (v === null) next.delete(k); else next.set(k, v); }
-    if (next.size > MAX_KEYS) throw Errors.UNPROCESSABLE(`at most ${MAX_KEYS} shared attributes per ${owner.kind}`);
-    const reached = owner.kind === 'device' ? [owner.id] : this.deps.registry.listDevices({ area: owner.id }).map((d) => d.id);
-    this.changing(reached, () => {
-      this.repo.apply(owner, patch, this.deps.clock.now());
-      const map = owner.kind === 'device' ? this.devices : this.areas;
-      if (next.size) map.set(owner.id, next); else map.delete(owner.id);
+  update(owner: Owner, patch: SharedPatch, within?: (change: OwnChange, trx: Transaction<unknown>) => Promise<unknown>): Promise<OwnChange> {
+    return this.serial(async () => {
+      const change = await this.repo.apply(owner, patch, this.deps.clock.now(), MAX_KEYS, within);
+      const reached = owner.kind === 'device' ? [owner.id] : this.deps.registry.listDevices({ area: owner.id }).map((d) => d.id);
+      this.changing(reached, () => {
+        const map = owner.kind === 'device' ? this.devices : this.areas;
+        const next = new Map(Object.entries(change.after));
+        if (next.size) map.set(owner.id, next); else map.delete(owner.id);
+      });
+      return change;
     });
-    return { before, after: this.own(owner) };
   }
 
   /**
@@ -220,4 +288,10 @@ export class SharedAttributes implements Component {
       onError(err);
     }
   }
+}
+
+/** Owners whose values differ between two loads. */
+function changedOwners(was: Map<string, Map<string, unknown>>, now: Map<string, Map<string, unknown>>): string[] {
+  const text = (m: Map<string, unknown> | undefined): string => JSON.stringify([...(m ?? [])].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return [...new Set([...was.keys(), ...now.keys()])].filter((id) => text(was.get(id)) !== text(now.get(id)));
 }

@@ -7,7 +7,9 @@ import { userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfig, ConfigError, type Config } from '../config/index.js';
 import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock } from '../core/index.js';
-import { StateDb } from '../storage/state/index.js';
+import { Errors } from '../core/errors.js';
+import { openPgDb, redactUrl, type Db } from '../storage/sql/index.js';
+import { StateDb, stateSqlitePort } from '../storage/state/index.js';
 import { ALL_MIGRATIONS } from '../migrations.js';
 import { DeviceRegistry } from '../devices/index.js';
 
@@ -27,6 +29,22 @@ export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, con
     try { return await fn(reg, db, config); } finally { await reg.stop(); }
   } finally {
     await db.stop();
+  }
+}
+
+/**
+ * The state tables already on the `Db` port (Modbus settings, ...): PostgreSQL in cluster mode
+ * (KENG_DATABASE_URL, what every server reads), the data directory's state.db otherwise.
+ */
+export async function withStateSql<T>(config: Readonly<Config>, state: StateDb, fn: (db: Db<unknown>) => Promise<T>): Promise<T> {
+  const url = config.cluster.databaseUrl;
+  if (url === undefined) return fn(stateSqlitePort(state));
+  const db = openPgDb(url, { poolMax: 1 });
+  try {
+    await db.ping(10_000).catch((err: Error) => { throw Errors.CONFIG(`KENG_DATABASE_URL: PostgreSQL at ${redactUrl(url)} does not answer: ${err.message}`); });
+    return await fn(db);
+  } finally {
+    await db.close();
   }
 }
 

@@ -20,10 +20,11 @@ import { Command, Option } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { Errors, systemClock } from '../core/index.js';
 import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } from '../devices/index.js';
-import { stateSqlitePort, type StateDb } from '../storage/state/index.js';
+import { stateSqlitePort } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { registerSimulate } from './simulate.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
-import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
+import { action, cliActor, iso, json, out, table, withRegistry, withStateSql } from './common.js';
 import { cliAuditKey, registerAudit } from './audit.js';
 import { AuditLog } from '../audit/index.js';
 import { PurgeJobs } from '../devices/index.js';
@@ -77,10 +78,10 @@ function registerAreas(program: Command): void {
 
 interface DeviceAddOpts extends ModbusOpts { id: string; kind: string; name: string; area: string; lat?: number; lon?: number; model?: string; json?: boolean }
 
-/** Modbus settings on the CLI's state store (same rules as the API). */
-function modbusDevices(reg: DeviceRegistry, db: StateDb): ModbusDevices {
+/** Modbus settings where the server keeps them (same rules as the API): PostgreSQL in cluster mode, else the state store. */
+function modbusDevices(reg: DeviceRegistry, db: Db<unknown>): ModbusDevices {
   return new ModbusDevices({
-    db: () => db.db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
+    db, registry: reg, catalog: MapCatalog.shipped(), clock: systemClock, serialPathPrefixes: loadConfig().modbus.serialPathPrefixes,
   });
 }
 
@@ -100,9 +101,11 @@ function registerDevices(program: Command): void {
       if ((o.lat === undefined) !== (o.lon === undefined)) throw Errors.VALIDATION('--lat and --lon go together');
       const location = o.lat !== undefined && o.lon !== undefined ? { lat: o.lat, lon: o.lon } : null;
       const modbus = modbusInput(o);
-      const { device, credentials, settings } = await withRegistry(async (reg, db) => {
+      const { device, credentials, settings } = await withRegistry(async (reg, db, config) => {
         const d = { id: o.id, kind: o.kind as DeviceKind, name: o.name, area: o.area, location, model: o.model ?? null };
-        return modbus ? modbusDevices(reg, db).create(d, modbus) : { ...(await reg.createDevice(d)), settings: undefined };
+        return modbus
+          ? withStateSql(config, db, (sqlDb) => modbusDevices(reg, sqlDb).create(d, modbus))
+          : { ...(await reg.createDevice(d)), settings: undefined };
       });
       const warning = 'The secret and access token are shown only now: they are stored hashed and cannot be shown again.';
       const polled = settings ? { transport: settings.transport, registerMap: settings.registerMap, pollIntervalSec: settings.pollIntervalSec } : {};
@@ -131,9 +134,9 @@ function registerDevices(program: Command): void {
     .option('--kind <kind>', 'sensor | speaker | gateway')
     .option('--json', 'print JSON')
     .action(action(async (o: { area?: string; kind?: string; json?: boolean }) => {
-      const { views, modbus } = await withRegistry((reg, db) => {
+      const { views, modbus } = await withRegistry(async (reg, db, config) => {
         if (o.area !== undefined && !reg.getArea(o.area)) throw Errors.NOT_FOUND(`Area "${o.area}"`);
-        const all = new Map(modbusDevices(reg, db).all().map((s) => [s.deviceId, s]));
+        const all = new Map((await withStateSql(config, db, (sqlDb) => modbusDevices(reg, sqlDb).all())).map((s) => [s.deviceId, s]));
         return { views: reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined }), modbus: all };
       });
       if (o.json) {

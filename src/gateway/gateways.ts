@@ -20,6 +20,12 @@
  *    offline marks it offline;
  *  - the integer RPC ids a gateway sees (ThingsBoard gateways answer
  *    `{"device", "id": <int>, "data"}`) and the Keng request ids they stand for.
+ *
+ * The sub-devices and settings are stored through the state store's `Db`
+ * port and read on the MQTT ingest path, so they are kept in memory: loaded at
+ * start, updated by this node's writes, and in cluster mode (PostgreSQL)
+ * reloaded every few seconds for what other nodes wrote. Which sub-devices
+ * are connected, refused names and RPC ids are this node's own.
  */
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
@@ -29,7 +35,7 @@ import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
 import type { DeviceIdentity } from '../devices/types.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { gatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { subDeviceId, validSubDeviceName } from './names.js';
 import { GatewayRepo, type SubDeviceRow } from './repo.js';
@@ -41,13 +47,23 @@ export type SubDeviceRefusal = 'not_allowed' | 'other_gateway' | 'id_taken' | 'd
 export interface RefusedName { name: string; reason: SubDeviceRefusal; count: number; firstAt: number; lastAt: number }
 
 export interface GatewaysDeps {
-  db: () => SqliteDatabase;
+  /** The state store (embedded SQLite, or PostgreSQL in cluster mode). */
+  db: Db<unknown>;
   registry: Pick<DeviceRegistryApi, 'getDevice' | 'createDevice' | 'setOnline' | 'touch'>;
   bus: EventBus;
   logger: Logger;
   metrics?: Pick<Metrics, 'registry'>;
   clock: Clock;
+  /**
+   * How often the sub-devices and settings are re-read for changes made by
+   * other nodes; 0: never. Default: 5 s on PostgreSQL (cluster mode), never
+   * on the embedded store (only this process changes them there).
+   */
+  reloadIntervalMs?: number;
 }
+
+/** Default reload interval in cluster mode. */
+export const CLUSTER_RELOAD_INTERVAL_MS = 5_000;
 
 /** Refused names remembered per gateway (the least recently seen go first). */
 const MAX_REFUSED_NAMES = 100;
@@ -70,6 +86,10 @@ export class Gateways implements Component {
   private readonly creating = new Map<string, Promise<SubDeviceResolution>>();
   private readonly rpcIds = new Map<string, RpcIds>();
   private offs: Array<() => void> = [];
+  /** Counts this node's changes of the cached rows: a reload that overlapped one is dropped (the next one catches up). */
+  private version = 0;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private reloading = false;
 
   constructor(private readonly deps: GatewaysDeps) {
     this.repo = new GatewayRepo(deps.db);
@@ -77,19 +97,53 @@ export class Gateways implements Component {
   }
 
   async start(): Promise<void> {
-    this.byName = new Map();
-    this.byDevice = new Map();
-    for (const r of this.repo.subDevices()) this.cache(r);
-    this.creators = this.repo.creators();
+    await this.load();
     const bus = this.deps.bus;
     this.offs = [
       bus.on('status', (e) => { if (!e.online) this.gatewayOffline(e.deviceId, e.at); }),
       bus.on('device.changed', (e) => { if (e.change === 'deleted') this.deleted(e.deviceId); }),
     ];
+    const every = this.deps.reloadIntervalMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_INTERVAL_MS : 0);
+    if (every > 0) {
+      this.reloadTimer = setInterval(() => { void this.reload(); }, every);
+      this.reloadTimer.unref();
+    }
   }
 
   async stop(): Promise<void> {
     for (const off of this.offs.splice(0)) off();
+    if (this.reloadTimer) clearInterval(this.reloadTimer);
+    this.reloadTimer = undefined;
+  }
+
+  /**
+   * Re-reads the sub-devices and settings (changes made on other nodes).
+   * Returns false when it kept the current ones: the read failed, another
+   * reload was under way, or this node changed them meanwhile.
+   */
+  async reload(): Promise<boolean> {
+    if (this.reloading) return false;
+    this.reloading = true;
+    try {
+      return await this.load();
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'could not reload the gateway sub-devices; keeping the current ones');
+      return false;
+    } finally {
+      this.reloading = false;
+    }
+  }
+
+  private async load(): Promise<boolean> {
+    const v = this.version;
+    const subs = await this.repo.subDevices();
+    const creators = await this.repo.creators();
+    if (v !== this.version) return false;
+    this.byName = new Map();
+    this.byDevice = new Map();
+    for (const r of subs) this.cache(r);
+    this.creators = creators;
+    return true;
   }
 
   // ------------------------------------------------------------ operator
@@ -97,9 +151,10 @@ export class Gateways implements Component {
   /** May this gateway create sub-devices on first sight? */
   mayCreate(gatewayId: string): boolean { return this.creators.has(gatewayId); }
 
-  /** Sets the gateway's creation setting (audited by the caller). Throws when the gateway does not exist. */
-  setMayCreate(gatewayId: string, create: boolean): void {
-    this.repo.putSetting(gatewayId, create, this.deps.clock.now());
+  /** Sets the gateway's creation setting (audited by the caller). On the embedded store throws when the gateway does not exist. */
+  async setMayCreate(gatewayId: string, create: boolean): Promise<void> {
+    await this.repo.putSetting(gatewayId, create, this.deps.clock.now());
+    this.version++;
     if (create) this.creators.add(gatewayId);
     else this.creators.delete(gatewayId);
   }
@@ -126,10 +181,10 @@ export class Gateways implements Component {
   }
 
   /** Links a just-registered device to its gateway under `name` (checkLink first). Throws on a name taken meanwhile. */
-  link(deviceId: string, gatewayId: string, name: string): void {
+  async link(deviceId: string, gatewayId: string, name: string): Promise<void> {
     this.checkLink(name);
     const row: SubDeviceRow = { device_id: deviceId, gateway_id: gatewayId, name, created_at: this.deps.clock.now() };
-    this.repo.insertSub(row);
+    await this.repo.insertSub(row);
     this.cache(row);
     this.refusals.get(gatewayId)?.delete(name);
   }
@@ -241,7 +296,7 @@ export class Gateways implements Component {
     }
     const row: SubDeviceRow = { device_id: id, gateway_id: gw, name, created_at: clock.now() };
     try {
-      this.repo.insertSub(row);
+      await this.repo.insertSub(row);
     } catch (err) {
       logger.error({ err, gatewayId: gw, name, deviceId: id }, 'could not link a new sub-device to its gateway');
       return this.refuse(gw, name, 'create_failed', at);
@@ -311,6 +366,11 @@ export class Gateways implements Component {
     this.creators.delete(deviceId);
     this.refusals.delete(deviceId);
     this.rpcIds.delete(deviceId);
+    this.version++;
+    this.repo.removeDevice(deviceId).then(
+      () => { this.version++; }, // a reload that read the rows before they went must not bring them back
+      (err: unknown) => this.deps.logger.warn({ err, deviceId }, 'could not remove a deleted device\'s gateway rows'),
+    );
   }
 
   private connectedCount = 0;
@@ -320,11 +380,13 @@ export class Gateways implements Component {
   }
 
   private cache(r: SubDeviceRow): void {
+    this.version++;
     this.byName.set(r.name, r);
     this.byDevice.set(r.device_id, r);
   }
 
   private uncache(r: SubDeviceRow): void {
+    this.version++;
     this.byName.delete(r.name);
     this.byDevice.delete(r.device_id);
   }

@@ -17,7 +17,7 @@ import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
 import { shapeErrors, type FieldError } from '../core/schema.js';
 import type { Device, DeviceCredentials, DevicesApi, NewDevice } from '../devices/index.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { PollIntervalSec, RegisterMapRef, Transport, checkMap, validationError } from './map-schema.js';
 import type { MapCatalog } from './maps.js';
 import { ModbusRepo } from './repo.js';
@@ -35,7 +35,8 @@ export type ModbusChanges = Partial<ModbusInput>;
 const Fields = Compile(Type.Object({ transport: Transport, registerMap: RegisterMapRef, pollIntervalSec: PollIntervalSec }));
 
 export interface ModbusDevicesDeps {
-  db: () => SqliteDatabase;
+  /** The state store (embedded SQLite, or PostgreSQL in cluster mode). */
+  db: Db<unknown>;
   registry: Pick<DevicesApi, 'createDevice' | 'getDevice' | 'deleteDevice'>;
   catalog: MapCatalog;
   clock: Clock;
@@ -65,15 +66,15 @@ export class ModbusDevices {
     return () => this.listeners.delete(fn);
   }
 
-  get(deviceId: string): ModbusSettings | undefined { return this.repo.get(deviceId); }
-  all(): ModbusSettings[] { return this.repo.all(); }
+  get(deviceId: string): Promise<ModbusSettings | undefined> { return this.repo.get(deviceId); }
+  all(): Promise<ModbusSettings[]> { return this.repo.all(); }
   fingerprint(s: ModbusSettings): string { return this.repo.fingerprint(s); }
 
   /** The registers a device polls (its inline map, or the shipped map it names). */
   registers(s: ModbusSettings): RegisterMap { return this.catalog.resolve(s.registerMap); }
 
   /** Shape, map and line checks; the settings to store. Throws VALIDATION (400), UNPROCESSABLE (422) or CONFLICT (409). */
-  check(deviceId: string, input: ModbusInput): ModbusSettings {
+  async check(deviceId: string, input: ModbusInput): Promise<ModbusSettings> {
     const value = { ...input, pollIntervalSec: input.pollIntervalSec ?? DEFAULT_POLL_INTERVAL_SEC };
     const errors: FieldError[] = shapeErrors(Fields, value);
     if (!errors.length && typeof value.registerMap === 'object') errors.push(...checkMap(value.registerMap as RegisterMap, 'registerMap'));
@@ -88,7 +89,7 @@ export class ModbusDevices {
       throw validationError([{ field: 'transport.path', message: `must start with ${prefixes.join(' or ')} (setting modbus.serialPathPrefixes)` }]);
     }
     this.catalog.resolve(s.registerMap);
-    this.checkLine(s);
+    checkLine(s, await this.repo.othersOnLine(lineKey(s.transport), s.deviceId));
     return s;
   }
 
@@ -99,11 +100,11 @@ export class ModbusDevices {
    */
   async create(d: NewDevice, input: ModbusInput): Promise<{ device: Device; credentials: DeviceCredentials; settings: ModbusSettings }> {
     if (d.kind === 'speaker') throw Errors.UNPROCESSABLE('a loudspeaker is not polled over Modbus: register it as a sensor or gateway');
-    const settings = this.check(d.id, input);
+    const settings = await this.check(d.id, input);
     const { device, credentials } = await this.deps.registry.createDevice(d);
     try {
-      this.checkLine(settings); // another registration may have taken the unit id meanwhile
-      this.repo.put(settings, this.deps.clock.now());
+      // Checked again with the write: another registration (on any node) may have taken the unit id meanwhile.
+      await this.repo.putChecked(settings, this.deps.clock.now(), (others) => checkLine(settings, others));
     } catch (err) {
       this.deps.registry.deleteDevice(device.id);
       throw err;
@@ -117,8 +118,8 @@ export class ModbusDevices {
    * check); undefined when the device has no Modbus settings. Lets a caller
    * that changes other things too refuse the whole change before storing any.
    */
-  planUpdate(deviceId: string, changes: ModbusChanges): ModbusSettings | undefined {
-    const cur = this.repo.get(deviceId);
+  async planUpdate(deviceId: string, changes: ModbusChanges): Promise<ModbusSettings | undefined> {
+    const cur = await this.repo.get(deviceId);
     if (!cur) return undefined;
     return this.check(deviceId, {
       transport: changes.transport ?? cur.transport,
@@ -128,34 +129,41 @@ export class ModbusDevices {
   }
 
   /** Stores settings made by planUpdate (checked again: the line may have changed meanwhile). */
-  save(next: ModbusSettings): ModbusSettings {
-    this.checkLine(next);
-    this.repo.put(next, this.deps.clock.now());
+  async save(next: ModbusSettings): Promise<ModbusSettings> {
+    await this.repo.putChecked(next, this.deps.clock.now(), (others) => checkLine(next, others));
     this.changed(next.deviceId);
     return next;
   }
 
   /** Changes the keys present; undefined when the device has no Modbus settings. */
-  update(deviceId: string, changes: ModbusChanges): ModbusSettings | undefined {
-    const next = this.planUpdate(deviceId, changes);
+  async update(deviceId: string, changes: ModbusChanges): Promise<ModbusSettings | undefined> {
+    const next = await this.planUpdate(deviceId, changes);
     return next && this.save(next);
   }
 
-  private checkLine(s: ModbusSettings): void {
-    const t = s.transport;
-    for (const other of this.repo.onLine(lineKey(t), s.deviceId)) {
-      const o = other.transport;
-      if (o.unitId === t.unitId) {
-        throw Errors.CONFLICT(`unit ${t.unitId} on ${describeLine(t)} is already device "${other.deviceId}"`);
-      }
-      if (t.type === 'modbus-rtu' && o.type === 'modbus-rtu' && (o.baudRate !== t.baudRate || o.parity !== t.parity)) {
-        throw Errors.CONFLICT(`serial line ${t.path} runs at ${o.baudRate} baud, parity ${o.parity} (device "${other.deviceId}"): every device on one line must use the same`);
-      }
-    }
-  }
+  /**
+   * A device was deleted: its settings go too. On the embedded store its
+   * foreign key removed them already; on PostgreSQL (no devices table there)
+   * this does, so its unit id is free again on its line.
+   */
+  removed(deviceId: string): Promise<void> { return this.repo.remove(deviceId); }
 
   private changed(deviceId: string): void {
     for (const fn of this.listeners) fn(deviceId);
+  }
+}
+
+/** Throws CONFLICT when `s` cannot share its line with `others` (unit id taken, other serial settings). */
+function checkLine(s: ModbusSettings, others: ModbusSettings[]): void {
+  const t = s.transport;
+  for (const other of others) {
+    const o = other.transport;
+    if (o.unitId === t.unitId) {
+      throw Errors.CONFLICT(`unit ${t.unitId} on ${describeLine(t)} is already device "${other.deviceId}"`);
+    }
+    if (t.type === 'modbus-rtu' && o.type === 'modbus-rtu' && (o.baudRate !== t.baudRate || o.parity !== t.parity)) {
+      throw Errors.CONFLICT(`serial line ${t.path} runs at ${o.baudRate} baud, parity ${o.parity} (device "${other.deviceId}"): every device on one line must use the same`);
+    }
   }
 }
 

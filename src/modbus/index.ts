@@ -8,6 +8,7 @@ export { decodeRegister, encodeRegister, rawValue, readingProblem, scaled } from
 export { planReads, blockReadings, MAX_READ_REGISTERS, MAX_READ_BITS, type ReadBlock } from './plan.js';
 export { ModbusDevices, DEFAULT_POLL_INTERVAL_SEC, describeLine, type ModbusInput, type ModbusChanges } from './devices.js';
 export { MODBUS_MIGRATION } from './migrations.js';
+export { MODBUS_PG_MIGRATIONS } from './pg-schema.js';
 export { ModbusPoller, type PollerDeps, type PollerOptions, type PollRecord, type ReadingSink } from './poller.js';
 export { ModbusLine, ModbusError, EXCEPTION_NAMES, type LineIo, type ReadOp, type WriteOp } from './line.js';
 export { writeField, writableRegister, type WriteResult } from './write.js';

@@ -27,7 +27,8 @@
  *
  * Devices are (re)read from the side table at start, on every device change
  * in this process, and every few seconds (the `keng` CLI may change them
- * from another process).
+ * from another process; in cluster mode another node may, in PostgreSQL).
+ * Reloads never overlap: one asked for while another runs runs after it.
  */
 import type { Clock } from '../core/clock.js';
 import type { EventBus, Scalar } from '../core/events.js';
@@ -61,7 +62,7 @@ export interface PollerOptions {
 }
 
 export interface PollerDeps {
-  devices: Pick<ModbusDevices, 'all' | 'get' | 'registers' | 'fingerprint' | 'onChange' | 'catalog'>;
+  devices: Pick<ModbusDevices, 'all' | 'get' | 'registers' | 'fingerprint' | 'onChange' | 'catalog' | 'removed'>;
   registry: Pick<DeviceRegistryApi, 'getDevice' | 'setOnline' | 'isOnline'>;
   sink: ReadingSink;
   bus: Pick<EventBus, 'on'>;
@@ -96,6 +97,9 @@ export class ModbusPoller implements Component {
   /** Devices (with their settings) whose map could not be resolved, already reported. */
   private readonly unresolved = new Set<string>();
   private reloadTimer: NodeJS.Timeout | undefined;
+  /** The reload under way, and whether another was asked for meanwhile. */
+  private reloading: Promise<void> | null = null;
+  private reloadAgain = false;
   private running = false;
   /** Polls under way (stop() waits for them). */
   private readonly inFlight = new Set<Promise<void>>();
@@ -109,10 +113,13 @@ export class ModbusPoller implements Component {
   async start(): Promise<void> {
     this.deps.devices.catalog.list(); // load (and check) the shipped maps now: a broken one stops the start
     this.running = true;
-    this.off.push(this.deps.devices.onChange(() => this.reload()));
-    this.off.push(this.deps.bus.on('device.changed', () => this.reload()));
-    this.reload();
-    this.reloadTimer = setInterval(() => this.reload(), this.deps.options.reloadIntervalMs ?? 5000);
+    this.off.push(this.deps.devices.onChange(() => { void this.reload(); }));
+    this.off.push(this.deps.bus.on('device.changed', (e) => {
+      if (e.change === 'deleted') this.forgetDeleted(e.deviceId);
+      else void this.reload();
+    }));
+    await this.reload();
+    this.reloadTimer = setInterval(() => { void this.reload(); }, this.deps.options.reloadIntervalMs ?? 5000);
     this.reloadTimer.unref();
     this.log.info({ devices: this.polled.size, lines: this.lines.size }, 'modbus poller started');
   }
@@ -121,6 +128,7 @@ export class ModbusPoller implements Component {
     this.running = false;
     for (const off of this.off.splice(0)) off();
     if (this.reloadTimer) clearInterval(this.reloadTimer);
+    await this.reloading?.catch(() => undefined);
     for (const p of this.polled.values()) this.forget(p);
     this.polled.clear();
     await Promise.allSettled([...this.inFlight]);
@@ -149,16 +157,36 @@ export class ModbusPoller implements Component {
     }, deviceId, field, value);
   }
 
-  /** Brings the polled set in line with the side table and the registry (enabled devices only). */
-  reload(): void {
-    if (!this.running) return;
+  /**
+   * Brings the polled set in line with the side table and the registry
+   * (enabled devices only). Resolves when a reload that started after this
+   * call has finished.
+   */
+  reload(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    if (this.reloading) {
+      this.reloadAgain = true; // the loop below runs once more before it resolves
+      return this.reloading;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.reloadAgain = false;
+        await this.reloadOnce();
+      } while (this.reloadAgain && this.running);
+    };
+    this.reloading = run().finally(() => { this.reloading = null; });
+    return this.reloading;
+  }
+
+  private async reloadOnce(): Promise<void> {
     let rows: ModbusSettings[];
     try {
-      rows = this.deps.devices.all();
+      rows = await this.deps.devices.all();
     } catch (err) {
       this.log.warn({ err }, 'could not read the Modbus devices; keeping the current set');
       return;
     }
+    if (!this.running) return;
     const seen = new Set<string>();
     for (const s of rows) {
       const device = this.deps.registry.getDevice(s.deviceId);
@@ -179,6 +207,13 @@ export class ModbusPoller implements Component {
     }
     this.closeIdleLines();
     this.m.devices.set(this.polled.size);
+  }
+
+  /** A deleted device: its settings go too (PostgreSQL has no foreign key to remove them), then the polled set follows. */
+  private forgetDeleted(deviceId: string): void {
+    this.deps.devices.removed(deviceId)
+      .catch((err: unknown) => this.log.warn({ err, deviceId }, 'could not remove a deleted device\'s Modbus settings'))
+      .finally(() => { void this.reload(); });
   }
 
   private add(settings: ModbusSettings, fingerprint: string): void {

@@ -1,58 +1,75 @@
 /**
- * The modbus_devices side table (migrations.ts). Rows hold JSON as the API
- * took it (already validated); reading them back never re-validates, but a
- * row that does not parse is skipped (and reported) rather than stopping
- * the poller.
+ * The modbus_devices side table (migrations.ts; on PostgreSQL pg-schema.ts)
+ * through the state store's `Db` port, so in cluster mode every node reads
+ * and writes the same rows. Rows hold JSON as the API took it (already
+ * validated); reading them back never re-validates, but a row that does not
+ * parse is skipped (and reported) rather than stopping the poller.
  */
-import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
+import { sql, type Transaction } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 import { lineKey, type ModbusSettings } from './types.js';
 
 interface Row { device_id: string; transport_json: string; register_map_json: string; poll_interval_sec: number; line_key: string; updated_at: number }
 
-function prepare(db: SqliteDatabase) {
-  return {
-    db,
-    all: db.prepare('SELECT * FROM modbus_devices ORDER BY device_id'),
-    get: db.prepare('SELECT * FROM modbus_devices WHERE device_id = ?'),
-    byLine: db.prepare('SELECT * FROM modbus_devices WHERE line_key = ? AND device_id <> ?'),
-    upsert: db.prepare(`INSERT INTO modbus_devices (device_id, transport_json, register_map_json, poll_interval_sec, line_key, updated_at)
-      VALUES (@device_id, @transport_json, @register_map_json, @poll_interval_sec, @line_key, @updated_at)
-      ON CONFLICT (device_id) DO UPDATE SET transport_json = excluded.transport_json, register_map_json = excluded.register_map_json,
-        poll_interval_sec = excluded.poll_interval_sec, line_key = excluded.line_key, updated_at = excluded.updated_at`),
-  };
-}
+type Q = Db<unknown>['kysely'] | Transaction<unknown>;
 
 export class ModbusRepo {
-  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
-  private readonly sql = statementsOn(() => this.db(), prepare);
+  constructor(private readonly db: Db<unknown>, private readonly onBadRow: (deviceId: string, err: unknown) => void = () => undefined) {}
 
-  constructor(private readonly db: () => SqliteDatabase, private readonly onBadRow: (deviceId: string, err: unknown) => void = () => undefined) {}
-
-  get(deviceId: string): ModbusSettings | undefined {
-    const row = this.sql().get.get(deviceId) as Row | undefined;
+  async get(deviceId: string): Promise<ModbusSettings | undefined> {
+    const row = (await sql<Row>`SELECT * FROM modbus_devices WHERE device_id = ${deviceId}`.execute(this.db.kysely)).rows[0];
     return row ? this.parse(row) : undefined;
   }
 
-  all(): ModbusSettings[] {
-    return (this.sql().all.all() as Row[]).flatMap((r) => { const s = this.parse(r); return s ? [s] : []; });
+  async all(): Promise<ModbusSettings[]> {
+    return this.parseAll((await sql<Row>`SELECT * FROM modbus_devices ORDER BY device_id`.execute(this.db.kysely)).rows);
+  }
+
+  /**
+   * Inserts or replaces `s` after `check` accepted the other devices on its
+   * line, in one transaction: two registrations on one line (also on two
+   * nodes) cannot both pass the check. On SQLite the write lock (BEGIN
+   * IMMEDIATE) serialises them; on PostgreSQL a transaction-level advisory
+   * lock per line does. On SQLite throws SQLITE_CONSTRAINT_FOREIGNKEY when the
+   * device does not exist (the PostgreSQL table has no foreign key: the
+   * devices table is not there).
+   */
+  async putChecked(s: ModbusSettings, now: number, check: (others: ModbusSettings[]) => void): Promise<void> {
+    const key = lineKey(s.transport);
+    await this.db.write(async (trx) => {
+      if (this.db.dialect === 'postgres') await sql`SELECT pg_advisory_xact_lock(hashtext(${'keng.modbus.line:' + key}))`.execute(trx);
+      check(await this.onLine(trx, key, s.deviceId));
+      await sql`INSERT INTO modbus_devices (device_id, transport_json, register_map_json, poll_interval_sec, line_key, updated_at)
+        VALUES (${s.deviceId}, ${JSON.stringify(s.transport)}, ${JSON.stringify(s.registerMap)}, ${s.pollIntervalSec}, ${key}, ${now})
+        ON CONFLICT (device_id) DO UPDATE SET transport_json = excluded.transport_json, register_map_json = excluded.register_map_json,
+          poll_interval_sec = excluded.poll_interval_sec, line_key = excluded.line_key, updated_at = excluded.updated_at`.execute(trx);
+    });
   }
 
   /** The other devices on the same TCP gateway or serial line. */
-  onLine(key: string, exceptDeviceId: string): ModbusSettings[] {
-    return (this.sql().byLine.all(key, exceptDeviceId) as Row[]).flatMap((r) => { const s = this.parse(r); return s ? [s] : []; });
+  async othersOnLine(key: string, exceptDeviceId: string): Promise<ModbusSettings[]> {
+    return this.onLine(this.db.kysely, key, exceptDeviceId);
   }
 
-  /** Inserts or replaces; throws SQLITE_CONSTRAINT_FOREIGNKEY when the device does not exist. */
-  put(s: ModbusSettings, now: number): void {
-    this.sql().upsert.run({
-      device_id: s.deviceId, transport_json: JSON.stringify(s.transport), register_map_json: JSON.stringify(s.registerMap),
-      poll_interval_sec: s.pollIntervalSec, line_key: lineKey(s.transport), updated_at: now,
-    });
+  /**
+   * Removes a deleted device's row. The embedded store's foreign key did it
+   * already (ON DELETE CASCADE); PostgreSQL has no devices table to cascade from.
+   */
+  async remove(deviceId: string): Promise<void> {
+    await sql`DELETE FROM modbus_devices WHERE device_id = ${deviceId}`.execute(this.db.kysely);
   }
 
   /** A row as stored (for change detection without parsing). */
   fingerprint(s: ModbusSettings): string {
     return JSON.stringify([s.transport, s.registerMap, s.pollIntervalSec]);
+  }
+
+  private async onLine(q: Q, key: string, exceptDeviceId: string): Promise<ModbusSettings[]> {
+    return this.parseAll((await sql<Row>`SELECT * FROM modbus_devices WHERE line_key = ${key} AND device_id <> ${exceptDeviceId} ORDER BY device_id`.execute(q)).rows);
+  }
+
+  private parseAll(rows: Row[]): ModbusSettings[] {
+    return rows.flatMap((r) => { const s = this.parse(r); return s ? [s] : []; });
   }
 
   private parse(r: Row): ModbusSettings | undefined {

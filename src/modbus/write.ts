@@ -37,8 +37,8 @@ export interface WriteDeps {
 }
 
 /** The register a write goes to; KengErrors for what cannot be written. */
-export function writableRegister(deps: Pick<WriteDeps, 'devices'>, deviceId: string, field: string): { settings: ModbusSettings; register: RegisterDef } {
-  const settings = deps.devices.get(deviceId);
+export async function writableRegister(deps: Pick<WriteDeps, 'devices'>, deviceId: string, field: string): Promise<{ settings: ModbusSettings; register: RegisterDef }> {
+  const settings = await deps.devices.get(deviceId);
   if (!settings) throw Errors.UNPROCESSABLE(`device "${deviceId}" is not a Modbus device`);
   const register = deps.devices.registers(settings).registers.find((r) => r.field === field);
   if (!register) throw Errors.UNPROCESSABLE(`field "${field}" is not in the register map of device "${deviceId}"`);
@@ -49,7 +49,7 @@ export function writableRegister(deps: Pick<WriteDeps, 'devices'>, deviceId: str
 }
 
 export async function writeField(deps: WriteDeps, deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
-  const { settings, register } = writableRegister(deps, deviceId, field);
+  const { settings, register } = await writableRegister(deps, deviceId, field);
   if (!deps.isEnabled(deviceId)) throw Errors.CONFLICT(`device "${deviceId}" is disabled; enable it first`);
   const enc = encodeRegister(register, value);
   if (!enc.ok) throw withDetails(Errors.VALIDATION(enc.message), [{ in: 'body', field: 'value', message: enc.message }]);

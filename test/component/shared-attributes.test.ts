@@ -25,12 +25,12 @@ beforeAll(async () => {
 afterAll(async () => { await t?.stop(); });
 
 describe('shared attributes service', () => {
-  it('a key resolves to the nearest owner: device, village, commune, province', () => {
+  it('a key resolves to the nearest owner: device, village, commune, province', async () => {
     const s = t.app.sharedAttributes;
-    s.update({ kind: 'area', id: 'p1' }, { a: 'p1', b: 'p1', c: 'p1', d: 'p1' });
-    s.update({ kind: 'area', id: 'ca' }, { b: 'ca', c: 'ca', d: 'ca' });
-    s.update({ kind: 'area', id: 'va1' }, { c: 'va1', d: 'va1' });
-    s.update({ kind: 'device', id: 'spk-a1' }, { d: 'dev' });
+    await s.update({ kind: 'area', id: 'p1' }, { a: 'p1', b: 'p1', c: 'p1', d: 'p1' });
+    await s.update({ kind: 'area', id: 'ca' }, { b: 'ca', c: 'ca', d: 'ca' });
+    await s.update({ kind: 'area', id: 'va1' }, { c: 'va1', d: 'va1' });
+    await s.update({ kind: 'device', id: 'spk-a1' }, { d: 'dev' });
     expect(s.effective('spk-a1').shared).toEqual({ a: 'p1', b: 'ca', c: 'va1', d: 'dev' });
     expect(s.effective('spk-a').shared).toEqual({ a: 'p1', b: 'ca', c: 'ca', d: 'ca' });
     expect(s.effective('spk-b').shared).toEqual({ a: 'p1', b: 'p1', c: 'p1', d: 'p1' });

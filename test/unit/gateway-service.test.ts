@@ -8,6 +8,7 @@ import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { DeviceRegistry } from '../../src/devices/index.js';
 import type { DeviceIdentity } from '../../src/devices/types.js';
 import { Gateways, subDeviceId } from '../../src/gateway/index.js';
+import { stateSqlitePort } from '../../src/storage/state/index.js';
 import { fakeClock, tempStateDb, type TempDb } from './auth-db.js';
 
 const gw1: DeviceIdentity = { deviceId: 'gw-1', kind: 'gateway', area: 'a1', viaToken: true };
@@ -20,7 +21,7 @@ describe('Gateways', () => {
   const bus = new EventBus();
   const clock = fakeClock();
   const logger = createLogger('silent');
-  const make = (): Gateways => new Gateways({ db: () => db.state.db, registry, bus, logger, metrics: new Metrics(), clock });
+  const make = (): Gateways => new Gateways({ db: stateSqlitePort(db.state), registry, bus, logger, metrics: new Metrics(), clock });
 
   beforeEach(async () => {
     db = await tempStateDb();
@@ -54,8 +55,8 @@ describe('Gateways', () => {
   });
 
   it('creates on first sight in the gateway\'s area; a name belongs to one gateway, also in a race', async () => {
-    gateways.setMayCreate('gw-1', true);
-    gateways.setMayCreate('gw-2', true);
+    await gateways.setMayCreate('gw-1', true);
+    await gateways.setMayCreate('gw-2', true);
     const [a, b] = await Promise.all([gateways.resolve(gw1, 'Bơm', 'pump', 1), gateways.resolve(gw2, 'Bơm', undefined, 1)]);
     const id = subDeviceId('Bơm');
     expect(a).toEqual({ ok: true, deviceId: id });
@@ -75,7 +76,7 @@ describe('Gateways', () => {
   });
 
   it('maps RPC to a sub-device onto its gateway with integer ids only that gateway can answer', async () => {
-    gateways.setMayCreate('gw-1', true);
+    await gateways.setMayCreate('gw-1', true);
     await gateways.resolve(gw1, 'Bơm', undefined, 1);
     const id = subDeviceId('Bơm');
     const payload = JSON.stringify({ method: 'setPump', params: { on: true }, expiresAt: 5 });
@@ -91,7 +92,7 @@ describe('Gateways', () => {
   });
 
   it('presence: connected through the gateway, offline with it; settings and links survive a restart', async () => {
-    gateways.setMayCreate('gw-1', true);
+    await gateways.setMayCreate('gw-1', true);
     await gateways.resolve(gw1, 'A', undefined, 1);
     await gateways.resolve(gw1, 'B', undefined, 1);
     const [a, b] = [subDeviceId('A'), subDeviceId('B')];

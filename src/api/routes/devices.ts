@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Errors, withDetails } from '../../core/errors.js';
 import type { DeviceView } from '../../devices/types.js';
-import type { ModbusDevices } from '../../modbus/index.js';
+import type { ModbusDevices, ModbusSettings } from '../../modbus/index.js';
 import type { Gateways } from '../../gateway/index.js';
 import { formatTime } from '../../core/time.js';
 import type { Principal } from '../../auth/types.js';
@@ -44,8 +44,8 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
   const { registry, policy, tz } = ctx;
 
   /** The device as the API shows it: with its Modbus settings, or its gateway part, when it has some. */
-  const dto = (v: DeviceView): DeviceDto => {
-    const s = modbus?.get(v.id);
+  const dto = async (v: DeviceView): Promise<DeviceDto> => dtoWith(v, await modbus?.get(v.id));
+  const dtoWith = (v: DeviceView, s: ModbusSettings | undefined): DeviceDto => {
     const d = deviceDto(v, tz);
     const out: DeviceDto = s ? { ...d, transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : d;
     if (gateways) {
@@ -113,20 +113,21 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const { device, credentials } = isModbus
       ? await modbusService().create(d, { transport: b.transport, registerMap: b.registerMap, pollIntervalSec: b.pollIntervalSec })
       : await registry.createDevice(d);
-    if (gwSetting && b.createSubDevices !== undefined) gwSetting.setMayCreate(device.id, b.createSubDevices);
+    if (gwSetting && b.createSubDevices !== undefined) await gwSetting.setMayCreate(device.id, b.createSubDevices);
     if (behind && gateways) {
       try {
-        gateways.link(device.id, behind.id, behind.name);
+        await gateways.link(device.id, behind.id, behind.name);
       } catch (err) {
         registry.deleteDevice(device.id); // nothing half-registered
         throw err;
       }
     }
     const view = registry.view(device.id) ?? freshView(device);
+    const shown = await dto(view);
     // The audit entry never holds the credentials (and the log redacts secret-looking keys anyway).
-    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: dto(view) });
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.create', target: `device:${device.id}`, after: shown });
     reply.status(201).header('location', `/api/v1/devices/${encodeURIComponent(device.id)}`);
-    return { ...createdDeviceDto(view, credentials, tz), ...dto(view) };
+    return { ...createdDeviceDto(view, credentials, tz), ...shown };
   });
 
   app.get('/devices', {
@@ -145,7 +146,9 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     policy.assert(p, 'devices.read');
     const { area, kind, online } = req.query;
     const views = registry.views({ area, kind, online });
-    return policy.filter(p, views, (v) => v.area).map(dto);
+    // One read of every Modbus device's settings, not one per device.
+    const settings = new Map((await modbus?.all() ?? []).map((s) => [s.deviceId, s]));
+    return policy.filter(p, views, (v) => v.area).map((v) => dtoWith(v, settings.get(v.id)));
   });
 
   app.get('/devices/:id', {
@@ -179,22 +182,23 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     }
     const { transport, registerMap, pollIntervalSec, createSubDevices, ...changes } = b;
     const gwSetting = gatewaySetting(before.kind, createSubDevices);
-    const beforeDto = dto(before);
+    const beforeDto = await dto(before);
     // Every check before anything is stored: a refused Modbus change leaves the name or area unchanged too.
-    let planned: ReturnType<ModbusDevices['planUpdate']>;
+    let planned: ModbusSettings | undefined;
     if (transport !== undefined || registerMap !== undefined || pollIntervalSec !== undefined) {
-      planned = modbusService().planUpdate(before.id, { transport, registerMap, pollIntervalSec });
+      planned = await modbusService().planUpdate(before.id, { transport, registerMap, pollIntervalSec });
       if (!planned) throw Errors.UNPROCESSABLE(`device "${before.id}" is not a Modbus device`);
     }
     if (Object.keys(changes).length > 0 && !registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
-    if (planned) modbusService().save(planned);
-    if (gwSetting && createSubDevices !== undefined) gwSetting.setMayCreate(before.id, createSubDevices);
+    if (planned) await modbusService().save(planned);
+    if (gwSetting && createSubDevices !== undefined) await gwSetting.setMayCreate(before.id, createSubDevices);
     const after = registry.view(before.id);
     if (!after) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    const shown = await dto(after);
     await ctx.audit.record({
-      actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: beforeDto, after: dto(after),
+      actor: p, ip: req.ip, action: 'device.update', target: `device:${before.id}`, before: beforeDto, after: shown,
     });
-    return dto(after);
+    return shown;
   });
 
   /**
@@ -246,9 +250,10 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const p = principalOf(req);
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'devices.write', view.area);
+    const shown = await dto(view); // before the delete: its Modbus settings go with it
     if (!registry.deleteDevice(view.id, actorString(p))) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
-    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: dto(view),
+    await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: shown,
       after: { readings: ctx.config.telemetry.onDeviceDelete } });
     return reply.status(204).send(null);
   });

@@ -46,8 +46,9 @@ export const sharedAttributeRoutes: FastifyPluginAsyncTypebox<SharedAttributeRou
 
   const update = async (p: Principal, ip: string, owner: Owner, body: unknown) => {
     const patch = checkPatch(body);
-    const { before, after } = attributes.update(owner, patch);
-    await ctx.audit.record({ actor: p, ip, action: 'shared_attributes.update', target: `${owner.kind}:${owner.id}`, before, after });
+    // The entry is written in the change's own transaction: both are stored, or neither.
+    await attributes.update(owner, patch, ({ before, after }, trx) =>
+      ctx.audit.record({ actor: p, ip, action: 'shared_attributes.update', target: `${owner.kind}:${owner.id}`, before, after }, trx));
   };
 
   const deviceDoc = {

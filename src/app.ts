@@ -252,7 +252,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules and firmware are in the cluster database; devices, areas, media, broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; devices, areas, media, broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

@@ -8,6 +8,7 @@
  * .env.example documents every variable and gives no secret a value; the
  * PostgreSQL scripts it mounts are valid bash.
  */
+import { splitPgUrl } from '../../src/core/pg-url.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -91,7 +92,9 @@ describe('deploy/cluster/compose.yaml', () => {
       const env = nodeEnv(n);
       expect(mounted(n, env.KENG_CONFIG!)).toBe(`${DIR}/keng.json`);
       const cfg = loadConfig({ env: { ...env, KENG_CONFIG: path.join(ROOT, DIR, 'keng.json') } });
-      expect(new URL(cfg.cluster.databaseUrl!).host).toBe('pg-primary:5432');
+      // Both PostgreSQL servers: the node follows a promotion of the standby.
+      expect(splitPgUrl(cfg.cluster.databaseUrl!).map((u) => new URL(u).host)).toEqual(['pg-primary:5432', 'pg-standby:5432']);
+      expect(env.KENG_AUDIT_KEY).toBeDefined(); // one audit chain, one key on every node
       expect(new URL(cfg.cluster.redisUrl!).host).toBe('redis:6379');
       expect(cfg.cluster.nodeId).toBe(n);
       expect(cfg.telemetry.store).toBe('embedded');

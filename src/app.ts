@@ -167,9 +167,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
   const media = new MediaLibrary({
-    db: stateDb, dataDir, logger: log('media'), metrics, clock,
+    // Cluster mode: the records in PostgreSQL (every node), staged files per node (<dataDir>/media may be shared).
+    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}),
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
-    isInUse: (mediaId, viewer) => broadcast.service.mediaInUse(mediaId, viewer),
+    isInUse: (mediaId, viewer, trx) => broadcast.service.mediaInUse(mediaId, viewer, trx),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
     options: {
       maxUploadBytes: config.media.maxUploadBytes, signedUrlTtlSec: config.media.signedUrlTtlSec,

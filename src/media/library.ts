@@ -39,6 +39,7 @@ import { counterOn, type Metrics } from '../core/metrics.js';
 import type { Db } from '../storage/sql/index.js';
 import { canManage, canSee, type MediaViewer } from './access.js';
 import { MediaIntake, cleanName, type IntakeMeta, type MediaIntakeOptions, type NewMediaMeta, type StagedFile } from './intake.js';
+import { MediaCopy } from './copy.js';
 import { MediaRepo, toRecord, type StoredMedia } from './repo.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
 import type { AnnouncementSegment, MediaRecord, MediaRef, TtsEngine } from './types.js';
@@ -109,12 +110,7 @@ export class MediaLibrary implements Component {
   /** Receiving, checking and recording files, and the job slots (intake.ts). */
   private readonly intake: MediaIntake;
   /** The synchronous readers' copy of the records (see the header). */
-  private copy = new Map<string, StoredMedia>();
-  /** Bumped by every change of the copy made here: a reload that began before it is out of date and is dropped. */
-  private changes = 0;
-  private reloadTimer: NodeJS.Timeout | undefined;
-  private reloading: Promise<void> | undefined;
-  private reloadFailing = false;
+  private readonly copy: MediaCopy;
   /** Items whose missing file was logged (once per item and process). */
   private readonly reportedMissing = new Set<string>();
   private readonly fileMissingTotal: Counter;
@@ -124,6 +120,7 @@ export class MediaLibrary implements Component {
     this.tmpDir = deps.nodeId === undefined ? path.join(this.dir, TMP) : path.join(this.dir, TMP, deps.nodeId.replace(/[^A-Za-z0-9._-]/g, '_'));
     this.repo = new MediaRepo(deps.db);
     this.log = deps.logger.child({ module: 'media' });
+    this.copy = new MediaCopy(() => this.repo.all(), this.log);
     this.isInUse = deps.isInUse;
     this.intake = new MediaIntake({
       tmpDir: this.tmpDir, fileOf: (r) => this.fileOf(r), record: (r, also) => this.record(r, also), logger: this.log, metrics: deps.metrics, clock: deps.clock, options: deps.options,
@@ -138,22 +135,15 @@ export class MediaLibrary implements Component {
   async start(): Promise<void> {
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
     this.signer = new UrlSigner(this.deps.options.signingKey ?? loadOrCreateKey(path.join(this.deps.dataDir, SIGNING_KEY_FILE)));
-    this.copy = new Map((await this.repo.all()).map((r) => [r.id, r]));
+    await this.copy.start(this.deps.reloadMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_MS : 0));
     // Leftovers of a crash: half-received temp files, and files renamed into place whose row was never written.
     await rm(this.tmpDir, { recursive: true, force: true });
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
     await this.removeOrphans();
-    const every = this.deps.reloadMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_MS : 0);
-    if (every > 0) {
-      this.reloadTimer = setInterval(() => { this.reloading ??= this.reload().finally(() => { this.reloading = undefined; }); }, every);
-      this.reloadTimer.unref();
-    }
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.reloadTimer);
-    this.reloadTimer = undefined;
-    await this.reloading;
+    await this.copy.stop();
     this.signer = null;
   }
 
@@ -180,28 +170,7 @@ export class MediaLibrary implements Component {
   }
 
   /** The records as the database has them now (other nodes' changes), into this node's copy. */
-  async reload(): Promise<void> {
-    const mark = this.changes;
-    let rows: StoredMedia[];
-    try {
-      rows = await this.repo.all();
-    } catch (err) {
-      if (!this.reloadFailing) this.log.warn({ err }, 'media: reloading the library records failed; retrying');
-      this.reloadFailing = true;
-      return;
-    }
-    if (this.reloadFailing) this.log.info('media: reloading the library records works again');
-    this.reloadFailing = false;
-    if (mark !== this.changes) return; // a change made here meanwhile: the next reload sees it too
-    this.copy = new Map(rows.map((r) => [r.id, r]));
-  }
-
-  /** Puts a record into the copy (undefined: removes it). */
-  private remember(id: string, r: StoredMedia | undefined): void {
-    this.changes++;
-    if (r) this.copy.set(id, r);
-    else this.copy.delete(id);
-  }
+  reload(): Promise<void> { return this.copy.reload(); }
 
   /** Inserts a checked file's record (intake.ts), with `also` in its transaction. */
   private async record(r: StoredMedia, also?: InTransaction<MediaRecord>): Promise<void> {
@@ -209,7 +178,7 @@ export class MediaLibrary implements Component {
       await this.repo.insert(r, trx);
       await also?.(trx, toRecord(r));
     });
-    this.remember(r.id, r);
+    this.copy.put(r.id, r);
   }
 
   // ---- adding media -------------------------------------------------------
@@ -283,7 +252,7 @@ export class MediaLibrary implements Component {
   /** Any item as the database has it now (every node's changes); refreshes it in this node's copy, so get() agrees. */
   async lookup(id: string): Promise<MediaRecord | undefined> {
     const r = await this.repo.get(id);
-    if (r || this.copy.has(id)) this.remember(id, r);
+    if (r || this.copy.has(id)) this.copy.put(id, r);
     return r ? toRecord(r) : undefined;
   }
 
@@ -325,7 +294,7 @@ export class MediaLibrary implements Component {
       await also?.(trx, pair);
       return { before: rec, after: a };
     });
-    this.remember(id, after);
+    this.copy.put(id, after);
     this.log.info({ id, areas: after.areas }, 'media changed');
     return { before, after: toRecord(after) };
   }
@@ -377,7 +346,7 @@ export class MediaLibrary implements Component {
       await also?.(trx, toRecord(row));
       return row;
     });
-    this.remember(id, undefined);
+    this.copy.put(id, undefined);
     // A speaker still downloading keeps its open file; new requests get 404.
     await rm(this.fileOf(r), { force: true });
     this.log.info({ id, by: opts.by ?? null }, 'media deleted');

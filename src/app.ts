@@ -167,9 +167,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
   const media = new MediaLibrary({
-    db: stateDb, dataDir, logger: log('media'), metrics, clock,
+    // Cluster mode: the records in PostgreSQL (every node), staged files per node (<dataDir>/media may be shared).
+    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}),
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
-    isInUse: (mediaId, viewer) => broadcast.service.mediaInUse(mediaId, viewer),
+    isInUse: (mediaId, viewer, trx) => broadcast.service.mediaInUse(mediaId, viewer, trx),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
     options: {
       maxUploadBytes: config.media.maxUploadBytes, signedUrlTtlSec: config.media.signedUrlTtlSec,
@@ -252,7 +253,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; devices, areas, media, broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; devices, areas, broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

@@ -8,7 +8,7 @@
  */
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { PG_SCHEDULE_MIGRATIONS, SCHEDULE_OCCURRENCES_MIGRATION, scheduleMigration } from './broadcast/schedule/index.js';
-import { mediaAreasMigration, mediaMigration } from './media/index.js';
+import { MEDIA_PG_MIGRATIONS, mediaAreasMigration, mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
@@ -80,4 +80,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'modbus', migrations: MODBUS_PG_MIGRATIONS },
   { scope: 'attributes', migrations: ATTRIBUTES_PG_MIGRATIONS },
   { scope: 'gateway', migrations: GATEWAY_PG_MIGRATIONS },
+  { scope: 'media', migrations: MEDIA_PG_MIGRATIONS },
 ];

@@ -25,7 +25,7 @@ export interface PlayContent {
   durationSec?: number;
 }
 
-export type MediaLookup = Pick<MediaLibrary, 'get' | 'synthesize'>;
+export type MediaLookup = Pick<MediaLibrary, 'lookup' | 'synthesize'>;
 
 /** TTS language for bulletins: espeak-ng's `vi` voice (bulletins are in Vietnamese). */
 export const TTS_LANG = 'vi';
@@ -54,7 +54,8 @@ export async function storeContent(media: MediaLookup, c: ScheduleContent, w: Co
     return { content: { mediaId: rec.id }, created: rec.id };
   }
   if ('mediaId' in c) {
-    const m = media.get(c.mediaId);
+    // From the database (an upload through another node counts), and then in the copy the play path reads.
+    const m = await media.lookup(c.mediaId);
     if (!m || (c.mediaId !== w.current && !canSee(w.viewer, m.areas))) {
       throw withDetails(Errors.UNPROCESSABLE(`media "${c.mediaId}" does not exist`), [{ field: 'content.mediaId', message: 'unknown media' }]);
     }

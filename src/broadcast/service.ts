@@ -18,6 +18,7 @@
  * offline speaker that returns later gets `expired`); onMissed records the
  * occurrence as missed for each speaker (proof of play).
  */
+import type { Transaction } from 'kysely';
 import type { Histogram } from 'prom-client';
 import { histogramOn } from '../core/metrics.js';
 import type { Config } from '../config/index.js';
@@ -112,10 +113,15 @@ export class BroadcastService implements Component {
    * The schedule that plays `mediaId`, for the 409 KENG_ERR_MEDIA_IN_USE of a delete
    * (the media library is given this check), or false. Named only when `viewer`
    * may see it (its whole target within the viewer's areas): another commune's
-   * schedule is just "a schedule".
+   * schedule is just "a schedule". With `trx` (the media delete's transaction, on
+   * the same Db) the schedules are read in it under their write lock: a schedule
+   * saved on another node at that moment either comes first (seen here) or after
+   * the delete (and then finds the media gone: createSchedule, updateSchedule).
    */
-  async mediaInUse(mediaId: string, viewer?: MediaViewer): Promise<string | false> {
-    const s = (await this.repo?.list())?.find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
+  async mediaInUse(mediaId: string, viewer?: MediaViewer, trx?: Transaction<unknown>): Promise<string | false> {
+    const repo = this.repo;
+    const list = repo && (trx && repo.listLocked ? await repo.listLocked(trx) : await repo.list());
+    const s = list?.find((x) => 'mediaId' in x.content && x.content.mediaId === mediaId);
     if (!s) return false;
     const named = !viewer || viewer.all || targetVisible(this.d.registry, s.target, { inScope: (a) => viewer.owns.has(a) });
     return named ? `schedule "${s.name}" (${s.id})` : 'a schedule';
@@ -175,8 +181,9 @@ export class BroadcastService implements Component {
     try {
       const repo = this.requireRepo();
       const sched = this.requireScheduler();
-      const s = await repo.locked(async (tx) => {
+      const s = await repo.locked(async (tx, trx) => {
         await this.assertNoClash(spec, tx);
+        await this.assertMediaStored(spec, trx);
         const made = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
         await tx.insert(made);
         return made;
@@ -208,9 +215,10 @@ export class BroadcastService implements Component {
       // What the current version owes (an occurrence due right now) is settled before the version changes:
       // afterwards no claim for it is accepted.
       await sched.processDue();
-      const next = await repo.locked(async (tx) => {
+      const next = await repo.locked(async (tx, trx) => {
         const current = await tx.get(id);
         if (!current) throw Errors.NOT_FOUND(`Schedule "${id}"`);
+        await this.assertMediaStored(spec, trx);
         const n = applySpec(current, spec, this.d.clock.now());
         await this.assertNoClash(n, tx);
         await tx.update(n);
@@ -333,6 +341,16 @@ export class BroadcastService implements Component {
   private async dropRendered(mediaId: string | undefined): Promise<void> {
     if (!mediaId) return;
     try { await this.d.media.delete(mediaId); } catch (err) { this.log.warn({ err, mediaId }, 'could not remove an unused TTS rendering'); }
+  }
+
+  /**
+   * 422 when the schedule's media was deleted since storeContent() checked it (a
+   * delete on another node): read in the schedule write's transaction, which
+   * holds the lock a media delete takes (mediaInUse), so one of the two sees the other.
+   */
+  private async assertMediaStored(spec: ScheduleSpec, trx: Transaction<unknown> | undefined): Promise<void> {
+    if (!trx || !('mediaId' in spec.content) || await this.d.media.exists(spec.content.mediaId, trx)) return;
+    throw Errors.UNPROCESSABLE(`media "${spec.content.mediaId}" does not exist`);
   }
 
   /** 409 naming the clash (findClashes skips schedules the candidate outranks). */

@@ -67,6 +67,7 @@ export const Errors = {
   TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),
   MEDIA_TOOL_UNAVAILABLE: def('KENG_ERR_MEDIA_TOOL_UNAVAILABLE', 'Audio checking unavailable: %s', 503),
   MEDIA_BUSY: def('KENG_ERR_MEDIA_BUSY', 'Audio processing is busy: %s', 503),
+  MEDIA_FILE_MISSING: def('KENG_ERR_MEDIA_FILE_MISSING', 'The file of media "%s" is not on this node; in cluster mode every node needs the media files (docs/cluster.md)', 503),
   FIRMWARE_FILE_MISSING: def('KENG_ERR_FIRMWARE_FILE_MISSING', 'The file of firmware package "%s" is not on this node; in cluster mode every node needs the package files (docs/cluster.md)', 503),
   QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
   AUDIT_CHAIN_BROKEN: def('KENG_ERR_AUDIT_CHAIN_BROKEN', 'Audit log chain broken at seq %s: %s', 500),

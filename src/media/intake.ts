@@ -21,7 +21,8 @@ import type { Logger } from '../core/logger.js';
 import { counterOn, type Metrics } from '../core/metrics.js';
 import { JobLimiter } from './jobs.js';
 import { AudioProbe, NotAudioError, TooLongError } from './probe.js';
-import { toRecord, type MediaRepo, type StoredMedia } from './repo.js';
+import type { Transaction } from 'kysely';
+import { toRecord, type StoredMedia } from './repo.js';
 import { ToolMissingError } from './run.js';
 import type { MediaRecord, MediaSource } from './types.js';
 
@@ -61,12 +62,16 @@ export interface MediaIntakeDeps {
   tmpDir: string;
   /** Where a recorded item's file lives. */
   fileOf: (r: { id: string; ext: string }) => string;
-  repo: MediaRepo;
+  /** Records a checked file (the library: database and its copy); `also` runs in the insert's transaction. */
+  record: (r: StoredMedia, also?: RecordAlso) => Promise<void>;
   logger: Logger;
   metrics: Metrics;
   clock: Clock;
   options: MediaIntakeOptions;
 }
+
+/** Runs in the insert's transaction with the new record (an audit entry). */
+export type RecordAlso = (trx: Transaction<unknown>, rec: MediaRecord) => Promise<unknown>;
 
 export function newMediaId(): string { return randomBytes(10).toString('hex'); }
 
@@ -117,9 +122,9 @@ export class MediaIntake {
   }
 
   /** Checks a staged file and stores it (see MediaLibrary.importStaged); the staged file is consumed either way. */
-  async importStaged(staged: StagedFile, meta: IntakeMeta): Promise<MediaRecord> {
+  async importStaged(staged: StagedFile, meta: IntakeMeta, also?: RecordAlso): Promise<MediaRecord> {
     try {
-      return await this.job(meta.source, () => this.store(staged, meta));
+      return await this.job(meta.source, () => this.store(staged, meta, also));
     } finally {
       await rm(staged.path, { force: true });
     }
@@ -130,12 +135,12 @@ export class MediaIntake {
    * rendering and checking in one job slot: espeak-ng and ffmpeg are the work being bounded.
    * `urgent` waits for a slot but is never refused for a full queue.
    */
-  async render(render: (out: string) => Promise<void>, meta: IntakeMeta, urgent = false): Promise<MediaRecord> {
+  async render(render: (out: string) => Promise<void>, meta: IntakeMeta, urgent = false, also?: RecordAlso): Promise<MediaRecord> {
     const out = path.join(this.d.tmpDir, `${newMediaId()}.tts`);
     try {
       return await this.job(meta.source, async () => {
         await render(out);
-        return this.storeRendered(out, meta);
+        return this.storeRendered(out, meta, also);
       }, urgent);
     } catch (e) {
       if (!(e as { statusCode?: number }).statusCode) this.ingestTotal.inc({ source: meta.source, result: 'error' });
@@ -146,7 +151,7 @@ export class MediaIntake {
   }
 
   /** Checks and records a staged file (within a job slot). */
-  private async store(staged: StagedFile, meta: IntakeMeta): Promise<MediaRecord> {
+  private async store(staged: StagedFile, meta: IntakeMeta, also?: RecordAlso): Promise<MediaRecord> {
     if (!staged.path.startsWith(this.d.tmpDir + path.sep)) throw new Error('importStaged: not a staged file of this library');
     const info = await this.check(staged.path, meta.source);
     const id = newMediaId();
@@ -159,7 +164,7 @@ export class MediaIntake {
     // The checked file itself is stored (renamed, never rewritten), so sha256 and size are the stored bytes'.
     await rename(staged.path, final);
     try {
-      this.d.repo.insert(rec);
+      await this.d.record(rec, also);
     } catch (e) {
       await rm(final, { force: true });
       throw e;
@@ -201,10 +206,10 @@ export class MediaIntake {
   }
 
   /** Stores a file the library rendered (TTS output): staged, checked and recorded like an upload. */
-  private async storeRendered(file: string, meta: IntakeMeta): Promise<MediaRecord> {
+  private async storeRendered(file: string, meta: IntakeMeta, also?: RecordAlso): Promise<MediaRecord> {
     const staged = await this.stageExisting(file);
     try {
-      return await this.store(staged, meta);
+      return await this.store(staged, meta, also);
     } finally {
       await rm(staged.path, { force: true });
     }

@@ -13,20 +13,34 @@
  * Each item belongs to areas (access.ts). Methods given a MediaViewer answer
  * for that caller (404 for what it may not see); the others are for Keng's
  * own use (the broadcast executor, alerts) and see everything.
+ *
+ * Storage: the state `Db` port (repo.ts), so in cluster mode every node shares
+ * the records (PostgreSQL). What the API shows is read from the database.
+ * The synchronous readers (the broadcast path resolving a mediaId, the names
+ * in the broadcast log, signed links) use an in-memory copy of the records,
+ * loaded at start, updated by this node's own changes and, in cluster mode,
+ * reloaded every `reloadMs` (5 s); lookup() reads one record from the
+ * database and refreshes it in the copy (the API paths that then play it).
+ * The files are not shared by Keng: in cluster mode <dataDir>/media must be
+ * shared storage or copied (docs/cluster.md); a node without a file answers
+ * KENG_ERR_MEDIA_FILE_MISSING and counts it.
  */
 import { mkdirSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { Errors } from '../core/errors.js';
+import type { Transaction } from 'kysely';
+import type { Counter } from 'prom-client';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import type { Metrics } from '../core/metrics.js';
-import type { StateDb } from '../storage/state/db.js';
+import { counterOn, type Metrics } from '../core/metrics.js';
+import type { Db } from '../storage/sql/index.js';
 import { canManage, canSee, type MediaViewer } from './access.js';
 import { MediaIntake, cleanName, type IntakeMeta, type MediaIntakeOptions, type NewMediaMeta, type StagedFile } from './intake.js';
-import { MediaRepo, toRecord } from './repo.js';
+import { MediaCopy } from './copy.js';
+import { MediaRepo, toRecord, type StoredMedia } from './repo.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
 import type { AnnouncementSegment, MediaRecord, MediaRef, TtsEngine } from './types.js';
 
@@ -44,11 +58,24 @@ export interface MediaLibraryOptions extends MediaIntakeOptions {
  * Says whether something (a schedule) still uses the media: false/undefined
  * when free, true or a description (e.g. `schedule "Bản tin sáng"`) when used.
  * `viewer` is who asks: the description must not name what it may not see.
+ * `trx` is the delete's write transaction (on the same `Db`): read through it,
+ * and only the database may be awaited (src/storage/state/sql.ts), so that
+ * the check and the delete are one transaction (no schedule of another node
+ * starts using the media in between: BroadcastService.mediaInUse locks).
  */
-export type MediaInUse = (mediaId: string, viewer?: MediaViewer) => boolean | string | undefined | Promise<boolean | string | undefined>;
+export type MediaInUse = (mediaId: string, viewer?: MediaViewer, trx?: Transaction<unknown>) => boolean | string | undefined | Promise<boolean | string | undefined>;
+
+/** Runs inside the write transaction of a change, with what it made (an audit entry: committed with it or not at all). */
+export type InTransaction<T> = (trx: Transaction<unknown>, value: T) => Promise<unknown>;
+
+/** Cluster mode: how often a node reloads the records written by the others. */
+export const CLUSTER_RELOAD_MS = 5_000;
+/** Cluster mode: a file without a record is removed at start only when older than this (another node may be storing it). */
+const ORPHAN_MIN_AGE_MS = 60 * 60_000;
 
 export interface MediaLibraryDeps {
-  db: StateDb;
+  /** The state store: the embedded state.db, or PostgreSQL in cluster mode. */
+  db: Db<unknown>;
   dataDir: string;
   logger: Logger;
   metrics: Metrics;
@@ -57,6 +84,14 @@ export interface MediaLibraryDeps {
   /** Text-to-speech engine (EspeakTts); without one, synthesize() answers KENG_ERR_TTS_UNAVAILABLE. */
   tts?: TtsEngine;
   isInUse?: MediaInUse;
+  /** Reload of the records written by other nodes; 0: never. Default: CLUSTER_RELOAD_MS on PostgreSQL, 0 on SQLite (one writer). */
+  reloadMs?: number;
+  /**
+   * Cluster mode: this node's id. Its staged files then live in .tmp/<nodeId>,
+   * so that a node starting (which clears its own) never removes another's
+   * uploads in flight when <dataDir>/media is shared.
+   */
+  nodeId?: string;
 }
 
 export { cleanName, type NewMediaMeta, type StagedFile } from './intake.js';
@@ -74,16 +109,24 @@ export class MediaLibrary implements Component {
   private readonly isInUse: MediaInUse | undefined;
   /** Receiving, checking and recording files, and the job slots (intake.ts). */
   private readonly intake: MediaIntake;
+  /** The synchronous readers' copy of the records (see the header). */
+  private readonly copy: MediaCopy;
+  /** Items whose missing file was logged (once per item and process). */
+  private readonly reportedMissing = new Set<string>();
+  private readonly fileMissingTotal: Counter;
 
   constructor(private readonly deps: MediaLibraryDeps) {
     this.dir = path.join(deps.dataDir, 'media');
-    this.tmpDir = path.join(this.dir, TMP);
-    this.repo = new MediaRepo(() => deps.db.db);
+    this.tmpDir = deps.nodeId === undefined ? path.join(this.dir, TMP) : path.join(this.dir, TMP, deps.nodeId.replace(/[^A-Za-z0-9._-]/g, '_'));
+    this.repo = new MediaRepo(deps.db);
     this.log = deps.logger.child({ module: 'media' });
+    this.copy = new MediaCopy(() => this.repo.all(), this.log);
     this.isInUse = deps.isInUse;
     this.intake = new MediaIntake({
-      tmpDir: this.tmpDir, fileOf: (r) => this.fileOf(r), repo: this.repo, logger: this.log, metrics: deps.metrics, clock: deps.clock, options: deps.options,
+      tmpDir: this.tmpDir, fileOf: (r) => this.fileOf(r), record: (r, also) => this.record(r, also), logger: this.log, metrics: deps.metrics, clock: deps.clock, options: deps.options,
     });
+    this.fileMissingTotal = counterOn(deps.metrics.registry, 'keng_media_file_missing_total',
+      'Downloads of a media item whose file is not in this node\'s <dataDir>/media (cluster mode: share the directory or copy the file)');
   }
 
   get maxUploadBytes(): number { return this.deps.options.maxUploadBytes; }
@@ -92,20 +135,50 @@ export class MediaLibrary implements Component {
   async start(): Promise<void> {
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
     this.signer = new UrlSigner(this.deps.options.signingKey ?? loadOrCreateKey(path.join(this.deps.dataDir, SIGNING_KEY_FILE)));
+    await this.copy.start(this.deps.reloadMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_MS : 0));
     // Leftovers of a crash: half-received temp files, and files renamed into place whose row was never written.
     await rm(this.tmpDir, { recursive: true, force: true });
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
-    const known = this.repo.fileNames();
-    for (const f of await readdir(this.dir)) {
-      if (f !== TMP && ID_RE.test(f.split('.')[0] ?? '') && !known.has(f)) {
-        this.log.warn({ file: f }, 'removing media file without a library record');
-        await rm(path.join(this.dir, f), { force: true });
-      }
-    }
+    await this.removeOrphans();
   }
 
   async stop(): Promise<void> {
+    await this.copy.stop();
     this.signer = null;
+  }
+
+  /**
+   * Files renamed into place whose row was never written (a crash between the
+   * two). In cluster mode another node may be between the two right now on a
+   * shared directory: only files older than ORPHAN_MIN_AGE_MS whose row the
+   * database still does not have are removed.
+   */
+  private async removeOrphans(): Promise<void> {
+    const known = new Set([...this.copy.values()].map((r) => `${r.id}.${r.ext}`));
+    const shared = this.deps.db.dialect === 'postgres';
+    const candidates = (await readdir(this.dir)).filter((f) => f !== TMP && ID_RE.test(f.split('.')[0] ?? '') && !known.has(f));
+    for (const f of candidates) {
+      const file = path.join(this.dir, f);
+      if (shared) {
+        const st = await stat(file).catch(() => undefined);
+        if (!st || this.deps.clock.now() - Math.max(st.mtimeMs, st.ctimeMs) < ORPHAN_MIN_AGE_MS) continue;
+        if (await this.repo.get(f.split('.')[0]!)) continue;
+      }
+      this.log.warn({ file: f }, 'removing media file without a library record');
+      await rm(file, { force: true });
+    }
+  }
+
+  /** The records as the database has them now (other nodes' changes), into this node's copy. */
+  reload(): Promise<void> { return this.copy.reload(); }
+
+  /** Inserts a checked file's record (intake.ts), with `also` in its transaction. */
+  private async record(r: StoredMedia, also?: InTransaction<MediaRecord>): Promise<void> {
+    await this.repo.write(async (trx) => {
+      await this.repo.insert(r, trx);
+      await also?.(trx, toRecord(r));
+    });
+    this.copy.put(r.id, r);
   }
 
   // ---- adding media -------------------------------------------------------
@@ -125,8 +198,8 @@ export class MediaLibrary implements Component {
    * is not playable audio, 503 KENG_ERR_MEDIA_TOOL_UNAVAILABLE without
    * ffprobe/ffmpeg. The staged file is consumed either way.
    */
-  importStaged(staged: StagedFile, meta: IntakeMeta): Promise<MediaRecord> {
-    return this.intake.importStaged(staged, meta);
+  importStaged(staged: StagedFile, meta: IntakeMeta, also?: InTransaction<MediaRecord>): Promise<MediaRecord> {
+    return this.intake.importStaged(staged, meta, also);
   }
 
   /** receive + importStaged: store an audio stream (e.g. an upload's file part). */
@@ -135,11 +208,11 @@ export class MediaLibrary implements Component {
     return this.importStaged(staged, { ...meta, source: 'upload', fallbackName: cleanName(meta.filename, 'upload') });
   }
 
-  /** Renders `text` with the TTS engine and stores the result (source 'tts', text kept). */
-  async synthesize(text: string, lang: string, meta: NewMediaMeta = {}): Promise<MediaRecord> {
+  /** Renders `text` with the TTS engine and stores the result (source 'tts', text kept); `also` runs in the record's transaction. */
+  async synthesize(text: string, lang: string, meta: NewMediaMeta = {}, also?: InTransaction<MediaRecord>): Promise<MediaRecord> {
     const tts = this.deps.tts;
     if (!tts) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine is configured');
-    return this.intake.render((out) => tts.synthesize(text, lang, out), { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') });
+    return this.intake.render((out) => tts.synthesize(text, lang, out), { ...meta, source: 'tts', text, fallbackName: cleanName(text.slice(0, 60), 'TTS') }, false, also);
   }
 
   /**
@@ -150,12 +223,13 @@ export class MediaLibrary implements Component {
   async synthesizeSequence(segments: ReadonlyArray<AnnouncementSegment | { mediaId: string }>, lang: string, meta: NewMediaMeta = {}): Promise<MediaRecord> {
     const tts = this.deps.tts;
     if (!tts?.synthesizeSequence) throw Errors.TTS_UNAVAILABLE('no text-to-speech engine that builds announcements is configured');
-    const parts = segments.map((seg): AnnouncementSegment => {
-      if (!('mediaId' in seg)) return seg;
-      const f = this.file(seg.mediaId);
+    const parts: AnnouncementSegment[] = [];
+    for (const seg of segments) {
+      if (!('mediaId' in seg)) { parts.push(seg); continue; }
+      const f = await this.file(seg.mediaId);
       if (!f) throw Errors.UNPROCESSABLE(`media "${seg.mediaId}" does not exist`);
-      return { file: f.path };
-    });
+      parts.push({ file: f.path });
+    }
     const text = segments.flatMap((seg) => ('text' in seg ? [seg.text] : [])).join('\n');
     // Announcements are alerts: they wait for a slot but are never refused for a full queue.
     return this.intake.render((out) => tts.synthesizeSequence!(parts, lang, out),
@@ -164,60 +238,115 @@ export class MediaLibrary implements Component {
 
   // ---- reading and deleting ----------------------------------------------
 
-  /** Any item, whoever it belongs to (Keng's own use). */
+  /**
+   * Any item, whoever it belongs to (Keng's own use: the broadcast path, the
+   * broadcast log's names), from this node's copy: synchronous. In cluster
+   * mode an item another node stored shows here after the next reload; use
+   * lookup() where the database's answer matters.
+   */
   get(id: string): MediaRecord | undefined {
-    const r = this.repo.get(id);
+    const r = this.copy.get(id);
     return r ? toRecord(r) : undefined;
   }
 
+  /** Any item as the database has it now (every node's changes); refreshes it in this node's copy, so get() agrees. */
+  async lookup(id: string): Promise<MediaRecord | undefined> {
+    const r = await this.repo.get(id);
+    if (r || this.copy.has(id)) this.copy.put(id, r);
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** Whether the item exists, read in the caller's write transaction `trx` (a schedule saved on any node: see MediaInUse). */
+  async exists(id: string, trx: Transaction<unknown>): Promise<boolean> {
+    return (await this.repo.get(id, trx)) !== undefined;
+  }
+
   /** The item as `viewer` may see it; 404 when unknown or not visible to it (existence does not leak). */
-  getFor(viewer: MediaViewer, id: string): MediaRecord {
-    const r = this.repo.get(id);
+  async getFor(viewer: MediaViewer, id: string): Promise<MediaRecord> {
+    const r = await this.lookup(id);
     if (!r || !canSee(viewer, r.areas)) throw Errors.NOT_FOUND(`Media "${id}"`);
-    return toRecord(r);
+    return r;
   }
 
   /** Newest first; with `viewer`, only what it may see. */
-  list(opts: { limit?: number; offset?: number; viewer?: MediaViewer } = {}): MediaRecord[] {
-    return this.repo.list(opts.limit ?? 200, opts.offset ?? 0, seesOf(opts.viewer)).map(toRecord);
+  async list(opts: { limit?: number; offset?: number; viewer?: MediaViewer } = {}): Promise<MediaRecord[]> {
+    return (await this.repo.list(opts.limit ?? 200, opts.offset ?? 0, seesOf(opts.viewer))).map(toRecord);
   }
 
-  count(viewer?: MediaViewer): number { return this.repo.count(seesOf(viewer)); }
+  count(viewer?: MediaViewer): Promise<number> { return this.repo.count(seesOf(viewer)); }
 
   /**
    * Renames an item or gives it other areas, for `viewer`: 404 when it may not
    * see it, 403 unless the item lies wholly within its areas. The caller
-   * checks new areas (assignableAreas). Returns the item before and after.
+   * checks new areas (assignableAreas). Returns the item before and after;
+   * `also` runs in the change's transaction.
    */
-  update(viewer: MediaViewer, id: string, changes: { name?: string; areas?: readonly string[] }): { before: MediaRecord; after: MediaRecord } {
-    const before = this.manageable(viewer, id, 'change');
-    const name = changes.name === undefined ? undefined : cleanName(changes.name, before.name);
-    const areas = changes.areas === undefined ? undefined : [...new Set(changes.areas)];
-    if (!this.repo.update(id, { name, areas })) throw Errors.NOT_FOUND(`Media "${id}"`);
-    const after = this.get(id)!;
+  async update(viewer: MediaViewer, id: string, changes: { name?: string; areas?: readonly string[] },
+    also?: InTransaction<{ before: MediaRecord; after: MediaRecord }>): Promise<{ before: MediaRecord; after: MediaRecord }> {
+    const { before, after } = await this.repo.write(async (trx) => {
+      const b = await this.repo.get(id, trx, true);
+      const rec = this.manageable(viewer, id, b, 'change');
+      const name = changes.name === undefined ? undefined : cleanName(changes.name, rec.name);
+      const areas = changes.areas === undefined ? undefined : [...new Set(changes.areas)];
+      const a = await this.repo.update(id, { name, areas }, trx);
+      if (!a) throw Errors.NOT_FOUND(`Media "${id}"`);
+      const pair = { before: rec, after: toRecord(a) };
+      await also?.(trx, pair);
+      return { before: rec, after: a };
+    });
+    this.copy.put(id, after);
     this.log.info({ id, areas: after.areas }, 'media changed');
-    return { before, after };
+    return { before, after: toRecord(after) };
   }
 
-  /** The stored file of a media item (for the signed download route). */
-  file(id: string): { record: MediaRecord; path: string } | undefined {
-    const r = this.repo.get(id);
+  /**
+   * The stored file of a media item (for the signed download route): this
+   * node's copy first (every speaker of a broadcast asks at once), the
+   * database for an item it does not have yet. The file may be missing on
+   * this node (cluster mode): fileMissing().
+   */
+  async file(id: string): Promise<{ record: MediaRecord; path: string } | undefined> {
+    const r = this.copy.get(id) ?? (await this.lookup(id), this.copy.get(id));
     return r ? { record: toRecord(r), path: this.fileOf(r) } : undefined;
+  }
+
+  /**
+   * For the download route when file() named a file this node does not have:
+   * the error to answer. 404 when the item was deleted meanwhile (another
+   * node), else 503 KENG_ERR_MEDIA_FILE_MISSING, counted and logged once per item.
+   */
+  async fileMissing(id: string): Promise<Error> {
+    const r = await this.lookup(id);
+    if (!r) return Errors.NOT_FOUND(`Media "${id}"`);
+    this.fileMissingTotal.inc();
+    if (!this.reportedMissing.has(id)) {
+      this.reportedMissing.add(id);
+      this.log.warn({ mediaId: id, file: this.fileOf(this.copy.get(id) ?? { id, ext: '*' }) },
+        'media file missing on this node: speakers cannot download it here (share <dataDir>/media between the nodes, or copy the file from the node that stored it)');
+    }
+    return Errors.MEDIA_FILE_MISSING(id);
   }
 
   /**
    * Deletes the record and the file; 404 when unknown, 409
    * KENG_ERR_MEDIA_IN_USE when still used. With `viewer` (an API caller):
    * 404 also when it may not see the item, 403 unless the item lies wholly
-   * within its areas, and the 409 names only what it may see.
+   * within its areas, and the 409 names only what it may see. The checks,
+   * the delete and `also` are one transaction. The file is removed on this
+   * node (on shared storage: for every node).
    */
-  async delete(id: string, opts: { by?: string | null; viewer?: MediaViewer } = {}): Promise<MediaRecord> {
-    if (opts.viewer) this.manageable(opts.viewer, id, 'delete');
-    const r = this.repo.get(id);
-    if (!r) throw Errors.NOT_FOUND(`Media "${id}"`);
-    const used = await this.isInUse?.(id, opts.viewer);
-    if (used) throw Errors.MEDIA_IN_USE(id, typeof used === 'string' ? used : 'a schedule or broadcast');
-    this.repo.delete(id);
+  async delete(id: string, opts: { by?: string | null; viewer?: MediaViewer } = {}, also?: InTransaction<MediaRecord>): Promise<MediaRecord> {
+    const r = await this.repo.write(async (trx) => {
+      const row = await this.repo.get(id, trx, true);
+      if (opts.viewer) this.manageable(opts.viewer, id, row, 'delete');
+      if (!row) throw Errors.NOT_FOUND(`Media "${id}"`);
+      const used = await this.isInUse?.(id, opts.viewer, trx);
+      if (used) throw Errors.MEDIA_IN_USE(id, typeof used === 'string' ? used : 'a schedule or broadcast');
+      if (!(await this.repo.delete(id, trx))) throw Errors.NOT_FOUND(`Media "${id}"`);
+      await also?.(trx, toRecord(row));
+      return row;
+    });
+    this.copy.put(id, undefined);
     // A speaker still downloading keeps its open file; new requests get 404.
     await rm(this.fileOf(r), { force: true });
     this.log.info({ id, by: opts.by ?? null }, 'media deleted');
@@ -225,8 +354,9 @@ export class MediaLibrary implements Component {
   }
 
   /** The item for a change by `viewer`: 404 when it may not see it, 403 when it belongs to areas beyond the viewer's. */
-  private manageable(viewer: MediaViewer, id: string, verb: 'change' | 'delete'): MediaRecord {
-    const rec = this.getFor(viewer, id);
+  private manageable(viewer: MediaViewer, id: string, row: StoredMedia | undefined, verb: 'change' | 'delete'): MediaRecord {
+    if (!row || !canSee(viewer, row.areas)) throw Errors.NOT_FOUND(`Media "${id}"`);
+    const rec = toRecord(row);
     if (!canManage(viewer, rec.areas)) {
       throw Errors.FORBIDDEN(rec.areas.includes('*') ? `only an admin may ${verb} media shared with every area`
         : `media "${id}" belongs to areas outside yours; staff over all of them, or an admin, may ${verb} it`);
@@ -249,7 +379,7 @@ export class MediaLibrary implements Component {
 
   /** The `media` object of broadcast.play (device-protocol.md); 404 when unknown. */
   mediaRef(mediaId: string, baseUrl?: string, ttlSec?: number): MediaRef {
-    const r = this.repo.get(mediaId);
+    const r = this.copy.get(mediaId);
     if (!r) throw Errors.NOT_FOUND(`Media "${mediaId}"`);
     return { url: this.signedUrl(mediaId, baseUrl, ttlSec), sha256: r.sha256, durationSec: r.durationSec, mime: r.mime };
   }

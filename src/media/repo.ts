@@ -1,7 +1,17 @@
-/** Rows of table `media` (see migration.ts). */
-import type { Statement } from 'better-sqlite3';
-import type { SqliteDatabase } from '../storage/state/db.js';
+/**
+ * Rows of table `media` (migration.ts; pg-schema.ts in cluster mode) on the
+ * state `Db` port: the same SQL on the embedded SQLite store and on PostgreSQL.
+ *
+ * Reads take an optional executor: the plain instance, or the transaction of a
+ * change (library.ts runs its checks and its write in one). Inside a write only
+ * database calls are awaited (src/storage/state/sql.ts).
+ */
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 import type { MediaRecord, MediaSource } from './types.js';
+
+type Trx = Transaction<unknown>;
+type Q = Kysely<unknown> | Trx;
 
 interface Row {
   id: string; name: string; mime: string; ext: string; size: number; sha256: string; duration_sec: number;
@@ -18,8 +28,8 @@ export function toRecord(r: StoredMedia): MediaRecord {
 
 function fromRow(r: Row): StoredMedia {
   return {
-    id: r.id, name: r.name, mime: r.mime, ext: r.ext, size: r.size, sha256: r.sha256, durationSec: r.duration_sec,
-    source: r.source, text: r.text, createdAt: r.created_at, createdBy: r.created_by, areas: parseAreas(r.areas_json),
+    id: r.id, name: r.name, mime: r.mime, ext: r.ext, size: Number(r.size), sha256: r.sha256, durationSec: Number(r.duration_sec),
+    source: r.source, text: r.text, createdAt: Number(r.created_at), createdBy: r.created_by, areas: parseAreas(r.areas_json),
   };
 }
 
@@ -32,56 +42,70 @@ function parseAreas(json: string): string[] {
   }
 }
 
-/**
- * `sees` of a MediaViewer as one JSON parameter (null: every row), and the
- * condition that keeps the rows with an area in it.
- */
-const VISIBLE = `(@sees IS NULL OR EXISTS (SELECT 1 FROM json_each(media.areas_json) a WHERE a.value IN (SELECT value FROM json_each(@sees))))`;
+const COLUMNS = sql`id, name, mime, ext, size, sha256, duration_sec, source, text, created_at, created_by, areas_json`;
 
 export class MediaRepo {
-  /** get()'s statement, prepared once per database: every speaker's download of a broadcast reads a row (2,000 at once). */
-  private getStmt: { db: SqliteDatabase; stmt: Statement } | undefined;
+  constructor(private readonly db: Db<unknown>) {}
 
-  constructor(private readonly db: () => SqliteDatabase) {}
+  get dialect(): Db['dialect'] { return this.db.dialect; }
 
-  insert(m: StoredMedia): void {
-    this.db().prepare(`INSERT INTO media (id, name, mime, ext, size, sha256, duration_sec, source, text, created_at, created_by, areas_json)
-      VALUES (@id, @name, @mime, @ext, @size, @sha256, @durationSec, @source, @text, @createdAt, @createdBy, @areasJson)`).run({ ...m, areasJson: JSON.stringify(m.areas) });
-  }
+  /** One write transaction: every change goes through here (on SQLite a plain statement could join another write's open transaction). */
+  write<T>(fn: (trx: Trx) => Promise<T>): Promise<T> { return this.db.write(fn); }
 
-  /** Changes name and/or areas; false when the row is gone. */
-  update(id: string, c: { name?: string; areas?: readonly string[] }): boolean {
-    return this.db().prepare(`UPDATE media SET name = COALESCE(@name, name), areas_json = COALESCE(@areasJson, areas_json) WHERE id = @id`)
-      .run({ id, name: c.name ?? null, areasJson: c.areas ? JSON.stringify(c.areas) : null }).changes > 0;
-  }
-
-  get(id: string): StoredMedia | undefined {
-    const db = this.db();
-    if (this.getStmt?.db !== db) this.getStmt = { db, stmt: db.prepare('SELECT * FROM media WHERE id = ?') };
-    const r = this.getStmt.stmt.get(id) as Row | undefined;
-    return r ? fromRow(r) : undefined;
+  /** Insertion order, newest first: SQLite's rowid, PostgreSQL's identity column (pg-schema.ts). */
+  private order(): RawBuilder<unknown> {
+    return this.db.dialect === 'postgres' ? sql`created_at DESC, seq DESC` : sql`created_at DESC, rowid DESC`;
   }
 
   /**
-   * Newest first; with `sees`, only rows with an area in it (filtered in SQL,
-   * so that limit and offset page through what the caller may see).
+   * `sees` of a MediaViewer as a condition on the rows (undefined: every row):
+   * rows with an area in it, filtered in SQL so that limit and offset page
+   * through what the caller may see.
    */
-  list(limit: number, offset: number, sees?: ReadonlySet<string>): StoredMedia[] {
-    return (this.db().prepare(`SELECT * FROM media WHERE ${VISIBLE} ORDER BY created_at DESC, rowid DESC LIMIT @limit OFFSET @offset`)
-      .all({ sees: sees ? JSON.stringify([...sees]) : null, limit, offset }) as Row[]).map(fromRow);
+  private visible(sees: ReadonlySet<string> | undefined): RawBuilder<unknown> {
+    if (!sees) return sql`1 = 1`;
+    if (this.db.dialect === 'postgres') {
+      return sql`EXISTS (SELECT 1 FROM jsonb_array_elements_text(media.areas_json::jsonb) a(v) WHERE a.v = ANY(${[...sees]}::text[]))`;
+    }
+    return sql`EXISTS (SELECT 1 FROM json_each(media.areas_json) a WHERE a.value IN (SELECT value FROM json_each(${JSON.stringify([...sees])})))`;
   }
 
-  count(sees?: ReadonlySet<string>): number {
-    return Number(this.db().prepare(`SELECT COUNT(*) FROM media WHERE ${VISIBLE}`).pluck().get({ sees: sees ? JSON.stringify([...sees]) : null }));
+  /** Every row (the library's in-memory copy). */
+  async all(): Promise<StoredMedia[]> {
+    return (await sql<Row>`SELECT ${COLUMNS} FROM media ORDER BY ${this.order()}`.execute(this.db.kysely)).rows.map(fromRow);
   }
 
-  delete(id: string): boolean {
-    return this.db().prepare('DELETE FROM media WHERE id = ?').run(id).changes > 0;
+  /** `lock`: PostgreSQL locks the row until the transaction `q` ends (SQLite's write transaction holds the whole database). */
+  async get(id: string, q: Q = this.db.kysely, lock = false): Promise<StoredMedia | undefined> {
+    const forUpdate = lock && this.db.dialect === 'postgres' ? sql` FOR UPDATE` : sql``;
+    const r = (await sql<Row>`SELECT ${COLUMNS} FROM media WHERE id = ${id}${forUpdate}`.execute(q)).rows[0];
+    return r && fromRow(r);
   }
 
-  /** File names (`<id>.<ext>`) of every row. */
-  fileNames(): Set<string> {
-    const rows = this.db().prepare('SELECT id, ext FROM media').all() as Array<{ id: string; ext: string }>;
-    return new Set(rows.map((r) => `${r.id}.${r.ext}`));
+  /** Newest first; with `sees`, only rows with an area in it. */
+  async list(limit: number, offset: number, sees?: ReadonlySet<string>): Promise<StoredMedia[]> {
+    return (await sql<Row>`SELECT ${COLUMNS} FROM media WHERE ${this.visible(sees)} ORDER BY ${this.order()} LIMIT ${limit} OFFSET ${offset}`
+      .execute(this.db.kysely)).rows.map(fromRow);
+  }
+
+  async count(sees?: ReadonlySet<string>): Promise<number> {
+    const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM media WHERE ${this.visible(sees)}`.execute(this.db.kysely);
+    return Number(r.rows[0]!.n);
+  }
+
+  async insert(m: StoredMedia, trx: Trx): Promise<void> {
+    await sql`INSERT INTO media (${COLUMNS}) VALUES (${m.id}, ${m.name}, ${m.mime}, ${m.ext}, ${m.size}, ${m.sha256}, ${m.durationSec},
+      ${m.source}, ${m.text}, ${m.createdAt}, ${m.createdBy}, ${JSON.stringify(m.areas)})`.execute(trx);
+  }
+
+  /** Changes name and/or areas; the row after, or undefined when it is gone. */
+  async update(id: string, c: { name?: string; areas?: readonly string[] }, trx: Trx): Promise<StoredMedia | undefined> {
+    const r = await sql<Row>`UPDATE media SET name = COALESCE(${c.name ?? null}, name), areas_json = COALESCE(${c.areas ? JSON.stringify(c.areas) : null}, areas_json)
+      WHERE id = ${id} RETURNING ${COLUMNS}`.execute(trx);
+    return r.rows[0] && fromRow(r.rows[0]);
+  }
+
+  async delete(id: string, trx: Trx): Promise<boolean> {
+    return (await sql`DELETE FROM media WHERE id = ${id} RETURNING id`.execute(trx)).rows.length > 0;
   }
 }

@@ -9,7 +9,7 @@ import { accessSync, constants, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Metrics, createLogger, type Logger } from '../../src/core/index.js';
-import { MIGRATIONS, StateDb } from '../../src/storage/state/index.js';
+import { MIGRATIONS, StateDb, stateSqlitePort } from '../../src/storage/state/index.js';
 import { MediaLibrary, mediaAreasMigration, mediaMigration, type MediaInUse, type MediaLibraryOptions, type TtsEngine } from '../../src/media/index.js';
 
 export const FFMPEG = '/usr/bin/ffmpeg';
@@ -92,7 +92,7 @@ export async function startLibrary(opts: Partial<MediaLibraryOptions> & { tts?: 
   await db.start();
   const { tts, isInUse, dataDir: _d, ...rest } = opts;
   const media = new MediaLibrary({
-    db, dataDir, logger, metrics, clock, tts, isInUse,
+    db: stateSqlitePort(db), dataDir, logger, metrics, clock, tts, isInUse,
     options: { maxUploadBytes: 5 * 1024 * 1024, signedUrlTtlSec: 900, ffprobePath: FFPROBE, ffmpegPath: FFMPEG, ...rest },
   });
   await media.start();

@@ -73,7 +73,7 @@ describe('MediaLibrary', () => {
     const file = path.join(mediaDir(), `${rec.id}.mp3`);
     expect(readFileSync(file).equals(buf)).toBe(true);
     expect(h.media.get(rec.id)).toEqual(rec);
-    expect(h.media.list().map((m) => m.id)).toContain(rec.id);
+    expect((await h.media.list()).map((m) => m.id)).toContain(rec.id);
     expect(tmpFiles()).toEqual([]);
   });
 
@@ -123,7 +123,7 @@ describe('MediaLibrary', () => {
   it('keeps the signing key in <dataDir>/media-signing.key (0600) across restarts', async () => {
     const keyFile = path.join(h.dataDir, 'media-signing.key');
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-    const rec = h.media.list()[0]!;
+    const rec = (await h.media.list())[0]!;
     const url = new URL(h.media.signedUrl(rec.id, 'http://x'));
     await h.media.stop();
     await h.media.start();
@@ -134,12 +134,12 @@ describe('MediaLibrary', () => {
     writeFileSync(path.join(mediaDir(), '.tmp', 'abc.part'), 'x');
     const orphan = path.join(mediaDir(), `${'f'.repeat(20)}.mp3`);
     writeFileSync(orphan, 'x');
-    const keep = h.media.list();
+    const keep = await h.media.list();
     await h.media.stop();
     await h.media.start();
     expect(tmpFiles()).toEqual([]);
     expect(existsSync(orphan)).toBe(false);
-    for (const m of keep) expect(h.media.file(m.id) && existsSync(h.media.file(m.id)!.path)).toBe(true);
+    for (const m of keep) expect(existsSync((await h.media.file(m.id))!.path)).toBe(true);
   });
 });
 
@@ -174,8 +174,9 @@ describe('EspeakTts + MediaLibrary.synthesize', () => {
     expect(rec).toMatchObject({ source: 'tts', mime: 'audio/mpeg', text: `${text}\n${text}`, createdBy: 'alerts' });
     expect(rec.durationSec).toBeCloseTo(2 + 0.5 + 1 + 3 * speech.durationSec, 0);
     // The first two seconds are the tone (loud), the next half second silence.
+    const file = (await h.media.file(rec.id))!.path;
     const level = (from: number, len: number): number => {
-      const r = spawnSync(FFMPEG, ['-v', 'info', '-ss', String(from), '-t', String(len), '-i', h.media.file(rec.id)!.path, '-af', 'astats=metadata=0', '-f', 'null', '-'], { encoding: 'utf8' });
+      const r = spawnSync(FFMPEG, ['-v', 'info', '-ss', String(from), '-t', String(len), '-i', file, '-af', 'astats=metadata=0', '-f', 'null', '-'], { encoding: 'utf8' });
       const m = /RMS level dB: (-?[\d.]+|-inf)/.exec(r.stderr);
       return m?.[1] === '-inf' || !m ? -200 : Number(m[1]);
     };

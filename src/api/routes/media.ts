@@ -5,7 +5,8 @@
  *   change (name, areas), delete. Media belongs to areas (media/access.ts;
  *   docs/roles.md): a caller lists and opens only media of its areas (or
  *   shared), changes and deletes only media wholly within them; other media
- *   answers 404. Uploads, TTS renders, changes and deletions are audited.
+ *   answers 404. Uploads, TTS renders, changes and deletions are audited, each
+ *   entry in the transaction of its change.
  * - `mediaFileRoutes` (no token, outside /api/v1): `GET|HEAD /media/{id}/file?exp&sig`,
  *   the signed download speakers use; the signature is the authorisation.
  *
@@ -18,6 +19,7 @@ import { createReadStream } from 'node:fs';
 import { Type } from 'typebox';
 import multipart from '@fastify/multipart';
 import type { FastifyRequest } from 'fastify';
+import type { Transaction } from 'kysely';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors, type KengError } from '../../core/errors.js';
 import type { MediaLibrary, StagedFile } from '../../media/library.js';
@@ -145,12 +147,12 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     const base = linkBase?.() ?? ctx.config.media.publicBaseUrl;
     return base ? media.signedUrl(id, base) : undefined;
   };
-  const audit = async (req: FastifyRequest, action: string, id: string, before?: MediaRecord, after?: MediaRecord): Promise<void> => {
-    await ctx.audit.record({
+  /** The audit entry of a change, appended in the change's own transaction (committed with it or not at all). */
+  const audit = (req: FastifyRequest, action: string, trx: Transaction<unknown>, id: string, before?: MediaRecord, after?: MediaRecord): Promise<unknown> =>
+    ctx.audit.record({
       actor: principalOf(req), ip: req.ip, action, target: `media:${id}`,
       ...(before ? { before: auditView(before) } : {}), ...(after ? { after: auditView(after) } : {}),
-    });
-  };
+    }, trx);
 
   await app.register(multipart, {
     limits: { fileSize: max, files: 1, fields: 4, parts: 5, fieldSize: 1024, headerPairs: 100 },
@@ -210,9 +212,9 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
       }
       if (!staged) throw Errors.VALIDATION('multipart field "file" is required');
       const owners = areasFor(viewer, areas);
-      const rec = await media.importStaged(staged, { name, createdBy: p.id, areas: owners, source: 'upload', fallbackName: filename || 'upload' });
+      const rec = await media.importStaged(staged, { name, createdBy: p.id, areas: owners, source: 'upload', fallbackName: filename || 'upload' },
+        (trx, made) => audit(req, 'media.upload', trx, made.id, undefined, made));
       staged = null;
-      await audit(req, 'media.upload', rec.id, undefined, rec);
       reply.status(201).header('location', `/api/v1/media/${rec.id}`);
       return mediaDto(rec, tz, link(rec.id));
     } finally {
@@ -234,8 +236,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     policy.assert(p, 'media.write');
     const { text, lang, name } = req.body;
     const areas = areasFor(viewerOf(req), req.body.areas);
-    const rec = await media.synthesize(text, lang ?? 'vi', { name, createdBy: p.id, areas });
-    await audit(req, 'media.tts', rec.id, undefined, rec);
+    const rec = await media.synthesize(text, lang ?? 'vi', { name, createdBy: p.id, areas }, (trx, made) => audit(req, 'media.tts', trx, made.id, undefined, made));
     reply.status(201).header('location', `/api/v1/media/${rec.id}`);
     return mediaDto(rec, tz, link(rec.id));
   });
@@ -252,7 +253,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'media.read');
-    return media.list({ limit: req.query.limit, offset: req.query.offset, viewer: viewerOf(req) }).map((m) => mediaDto(m, tz));
+    return (await media.list({ limit: req.query.limit, offset: req.query.offset, viewer: viewerOf(req) })).map((m) => mediaDto(m, tz));
   });
 
   app.get('/media/:id', {
@@ -264,7 +265,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'media.read');
-    const m = media.getFor(viewerOf(req), req.params.id);
+    const m = await media.getFor(viewerOf(req), req.params.id);
     return mediaDto(m, tz, link(m.id));
   });
 
@@ -280,8 +281,8 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
     policy.assert(principalOf(req), 'media.write');
     const viewer = viewerOf(req);
     const areas = req.body.areas === undefined ? undefined : areasFor(viewer, req.body.areas);
-    const { before, after } = media.update(viewer, req.params.id, { name: req.body.name, areas });
-    await audit(req, 'media.update', after.id, before, after);
+    const { after } = await media.update(viewer, req.params.id, { name: req.body.name, areas },
+      (trx, c) => audit(req, 'media.update', trx, c.after.id, c.before, c.after));
     return mediaDto(after, tz, link(after.id));
   });
 
@@ -296,8 +297,7 @@ export const mediaRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = async (
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'media.write');
-    const gone = await media.delete(req.params.id, { by: p.id, viewer: viewerOf(req) });
-    await audit(req, 'media.delete', gone.id, gone);
+    await media.delete(req.params.id, { by: p.id, viewer: viewerOf(req) }, (trx, gone) => audit(req, 'media.delete', trx, gone.id, gone));
     return reply.status(204).send(null);
   });
 };
@@ -313,13 +313,14 @@ export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = asy
       tags: ['media'], summary: 'Download audio through a signed link (speakers)',
       description: 'No bearer token: `exp` (unix seconds) and `sig` (HMAC) from a link Keng issued are the authorisation; '
         + 'a bad or expired link answers 403. Supports HEAD, ETag (the sha256) and one HTTP Range '
-        + '(`bytes=a-b`, `bytes=a-`, `bytes=-n` → 206; outside the file → 416).',
+        + '(`bytes=a-b`, `bytes=a-`, `bytes=-n` → 206; outside the file → 416). '
+        + '503 KENG_ERR_MEDIA_FILE_MISSING when this node has the item but not its file (cluster mode: docs/cluster.md).',
       params: MediaIdParams,
       querystring: Type.Object({
         exp: Type.Optional(Type.String({ maxLength: 20, description: 'Expiry, unix seconds' })),
         sig: Type.Optional(Type.String({ maxLength: 100, description: 'base64url HMAC-SHA256 of id and exp' })),
       }),
-      response: errorResponses(403, 404, 416),
+      response: errorResponses(403, 404, 416, 503),
     },
     handler: async (req, reply) => {
       const { id } = req.params;
@@ -328,11 +329,13 @@ export const mediaFileRoutes: FastifyPluginAsyncTypebox<MediaRouteOptions> = asy
         throw Errors.FORBIDDEN(verdict === 'expired' ? 'this media link has expired; ask Keng for a new one'
           : verdict === 'missing' ? 'a media link needs exp and sig' : 'invalid media link signature');
       }
-      const f = media.file(id);
+      const f = await media.file(id);
+      if (!f) throw Errors.NOT_FOUND(`Media "${id}"`);
       // Small files from memory (see media/file-cache.ts), others streamed from disk.
-      const bytes = f ? await files.get(f.path, f.record.size) : undefined;
-      const size = bytes ? bytes.length : f ? await stat(f.path).then((s) => s.size, () => undefined) : undefined;
-      if (!f || size === undefined) throw Errors.NOT_FOUND(`Media "${id}"`);
+      const bytes = await files.get(f.path, f.record.size);
+      const size = bytes ? bytes.length : await stat(f.path).then((s) => s.size, () => undefined);
+      // Known but not here (cluster mode: <dataDir>/media not shared): 503, counted; 404 when deleted meanwhile.
+      if (size === undefined) throw await media.fileMissing(id);
       const etag = `"${f.record.sha256}"`;
       const exp = Number(req.query.exp);
       reply

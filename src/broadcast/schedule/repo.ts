@@ -61,7 +61,13 @@ export interface ScheduleRepo extends ScheduleWriter {
    * writers on every node take turns): a check over all schedules (the overlap check) and the write it allows
    * are atomic. Inside, await only `tx` (src/storage/state/sql.ts).
    */
-  locked<T>(fn: (tx: ScheduleWriter) => Promise<T>): Promise<T>;
+  locked<T>(fn: (tx: ScheduleWriter, trx?: Transaction<unknown>) => Promise<T>): Promise<T>;
+  /**
+   * Every schedule, read in the caller's write transaction `trx` (on this repo's Db) after taking the schedules'
+   * write lock as locked() does: no schedule write of any node commits between this read and the caller's commit
+   * (a media delete checks that no schedule plays the media). Optional: repositories without a Db need not have it.
+   */
+  listLocked?(trx: Transaction<unknown>): Promise<Schedule[]>;
   /** Claims occurrences; returns the planned times this call won (the others were claimed before, or the version is stale). */
   claim(c: OccurrenceClaim): Promise<number[]>;
   /** Records the outcome of a claim `nodeId` holds; false when it no longer holds it (it expired). */
@@ -186,11 +192,16 @@ export class SqlScheduleRepo implements ScheduleRepo {
     return this.db.write((trx) => this.writer(trx).delete(id));
   }
 
-  locked<T>(fn: (tx: ScheduleWriter) => Promise<T>): Promise<T> {
+  locked<T>(fn: (tx: ScheduleWriter, trx?: Transaction<unknown>) => Promise<T>): Promise<T> {
     return this.db.write(async (trx) => {
       if (this.db.dialect === 'postgres') await sql`SELECT pg_advisory_xact_lock(${PG_LOCK_KEY})`.execute(trx);
-      return fn(this.writer(trx));
+      return fn(this.writer(trx), trx);
     });
+  }
+
+  async listLocked(trx: Transaction<unknown>): Promise<Schedule[]> {
+    if (this.db.dialect === 'postgres') await sql`SELECT pg_advisory_xact_lock(${PG_LOCK_KEY})`.execute(trx);
+    return this.writer(trx).list();
   }
 
   claim(c: OccurrenceClaim): Promise<number[]> {

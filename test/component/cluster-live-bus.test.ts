@@ -16,6 +16,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { io as ioc, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnKeng, type KengProcess } from '../helpers/process.js';
+import { CLUSTER_AUDIT_KEY } from '../helpers/cluster.js';
 import { parseMetrics, waitFor } from '../helpers/mqtt.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
@@ -62,7 +63,7 @@ async function ready(k: KengProcess): Promise<{ status: number; liveBus?: { ok: 
 async function node(id: string): Promise<KengProcess> {
   const dataDir = mkdtempSync(path.join(tmpdir(), `keng-cluster-${id}-`));
   dirs.push(dataDir);
-  const k = await spawnKeng({ KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: ADMIN, KENG_REDIS_URL: redis.url, KENG_DATABASE_URL: DATABASE_URL, KENG_NODE_ID: id });
+  const k = await spawnKeng({ KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: ADMIN, KENG_REDIS_URL: redis.url, KENG_DATABASE_URL: DATABASE_URL, KENG_NODE_ID: id, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY });
   nodes.push(k);
   // The same area and device on both nodes (they will share them through PostgreSQL once the state store moves there).
   await api(k, 'POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' });

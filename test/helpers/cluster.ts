@@ -20,6 +20,8 @@ import { parseMetrics } from './mqtt.js';
 import { freePort, spawnKeng, type KengProcess } from './process.js';
 
 export const CLUSTER_ADMIN = 'cluster-failures-admin-token-0123456789';
+/** Every node of a cluster extends one keyed audit chain in PostgreSQL, so they share one audit key. */
+export const CLUSTER_AUDIT_KEY = '5a'.repeat(32);
 /** The fields every fleet message carries: `v` (its sequence number) and `s` (device:seq). */
 export const FLEET_FIELDS = ['s', 'v'];
 
@@ -27,8 +29,6 @@ export interface Seed {
   /** A stopped node's data directory, to copy. */
   dataDir: string;
   secrets: Record<string, string>;
-  /** A viewer token for area p1 (socket.io live feed). */
-  viewerToken: string;
 }
 
 const dirs: string[] = [];
@@ -65,8 +65,7 @@ export async function seedCluster(ids: string[]): Promise<Seed> {
         secrets[id] = (await adminApi(k.httpUrl, 'POST', '/api/v1/devices', { id, kind: 'sensor', name: id, area: 'p1' })).secret as string;
       }
     }));
-    const viewerToken = (await adminApi(k.httpUrl, 'POST', '/api/v1/tokens', { name: 'viewer p1', role: 'viewer', areas: ['p1'] })).token as string;
-    return { dataDir, secrets, viewerToken };
+    return { dataDir, secrets };
   } finally {
     k.proc.kill('SIGTERM');
     await k.exited;
@@ -135,7 +134,7 @@ export class Cluster {
     const config = path.join(base, 'keng.json');
     writeFileSync(config, JSON.stringify({ telemetry: { commitMaxInFlight: 4 } }));
     const env = {
-      KENG_CONFIG: config, KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: CLUSTER_ADMIN, KENG_NODE_ID: name,
+      KENG_CONFIG: config, KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: CLUSTER_ADMIN, KENG_NODE_ID: name, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY,
       KENG_DATABASE_URL: o.databaseUrl ?? this.databaseUrl, KENG_REDIS_URL: o.redisUrl ?? this.redisUrl,
       KENG_MQTT_PROXY_PROTOCOL: 'required', KENG_MQTT_TRUSTED_PROXIES: '127.0.0.1',
       ...o.env,
@@ -145,6 +144,13 @@ export class Cluster {
     const n: ClusterNode = { name, k, httpPort, mqttPort, env };
     this.nodes.set(name, n);
     return n;
+  }
+
+  /** A viewer token for area p1 (socket.io live feed), made through a running node: tokens are in PostgreSQL. */
+  async viewerToken(): Promise<string> {
+    const n = [...this.nodes.values()].find((x) => alive(x.k));
+    if (!n) throw new Error('no node runs');
+    return (await adminApi(n.k.httpUrl, 'POST', '/api/v1/tokens', { name: 'viewer p1', role: 'viewer', areas: ['p1'] })).token as string;
   }
 
   /** Start a stopped node again: same ports, directory and settings. */

@@ -232,8 +232,9 @@ describe('cluster mode under failures (2 nodes, PostgreSQL, Redis, HAProxy, 200 
     const onN1 = new Fleet({ [PROBE]: seed.secrets[PROBE]! }, { port: n1.mqttPort, header: proxyV2('127.0.0.1'), periodMs: 200, window: 5, t0: f.opts.t0 });
     const onN2 = new Fleet({ [PROBE2]: seed.secrets[PROBE2]! }, { port: n2.mqttPort, header: proxyV2('127.0.0.1'), periodMs: 200, window: 5, t0: f.opts.t0 });
     extraFleets.push(onN1, onN2);
-    const feedOnN2 = await liveFeed(n2.k, seed.viewerToken, [PROBE], sockets);
-    const feedOnN1 = await liveFeed(n1.k, seed.viewerToken, [PROBE2], sockets);
+    const viewer = await c.viewerToken();
+    const feedOnN2 = await liveFeed(n2.k, viewer, [PROBE], sockets);
+    const feedOnN1 = await liveFeed(n1.k, viewer, [PROBE2], sockets);
     await onN1.connect(0, 30_000);
     await onN2.connect(0, 30_000);
     f.startProducing();

@@ -15,6 +15,7 @@ import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
 import { influxdForFile } from '../helpers/influxd.js';
 import { spawnKeng, type KengProcess } from '../helpers/process.js';
+import { CLUSTER_AUDIT_KEY } from '../helpers/cluster.js';
 
 const TOKEN = 'cluster-influx-admin-token-0123456789';
 const DEVICES = Array.from({ length: 20 }, (_, i) => `ci-${i}`);
@@ -48,7 +49,7 @@ async function node(name: string, influxUrl: string): Promise<KengProcess> {
   writeFileSync(path.join(dir, 'keng.json'), JSON.stringify({ influx: { timeoutMs: 10_000, retryMinMs: 200, retryMaxMs: 1_000 } }));
   const k = await spawnKeng({
     KENG_CONFIG: path.join(dir, 'keng.json'), KENG_DATA_DIR: path.join(dir, 'data'), KENG_ADMIN_TOKEN: TOKEN, KENG_NODE_ID: name,
-    KENG_DATABASE_URL: pg!.url, KENG_REDIS_URL: redis!.url,
+    KENG_DATABASE_URL: pg!.url, KENG_REDIS_URL: redis!.url, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY,
     KENG_TELEMETRY_STORE: 'influxdb', KENG_INFLUX_URL: influxUrl, KENG_INFLUX_API: 'v1', KENG_INFLUX_DATABASE: DATABASE,
   }, { timeoutMs: 90_000 });
   procs.push(k);

@@ -37,7 +37,7 @@ async function seedSpeakers(): Promise<Seed> {
     const r = await fetch(`${k.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${CLUSTER_ADMIN}` }, body: form });
     expect(r.status).toBe(201);
     mediaId = ((await r.json()) as { id: string }).id;
-    return { dataDir, secrets: {}, viewerToken: '' };
+    return { dataDir, secrets: {} };
   } finally {
     k.proc.kill('SIGTERM');
     await k.exited;

@@ -118,7 +118,10 @@ export class BroadcastRepoSql {
     this.stopRequested = {
       name: 'broadcasts stop requested', phase: WINDOW_PHASES.cas, keys: (s) => [`broadcast:${s.broadcastId}`],
       flush: async (trx, items) => {
-        const json = JSON.stringify(items.map((s) => ({ i: s.broadcastId, a: s.at })));
+        // The first request per broadcast (an UPDATE … FROM applies one arbitrary source row per target row).
+        const first = new Map<string, number>();
+        for (const s of items) if (!first.has(s.broadcastId)) first.set(s.broadcastId, s.at);
+        const json = JSON.stringify([...first].map(([i, a]) => ({ i, a })));
         const applied = new Set((await rowsOf(stopSql(d, json), trx)).map((r) => r.id));
         const seen = new Set<string>();
         return items.map((s) => { const ok = applied.has(s.broadcastId) && !seen.has(s.broadcastId); seen.add(s.broadcastId); return { applied: ok }; });

@@ -229,10 +229,12 @@ function targetsSql(d: SqlDialect, json: string) {
         FROM jsonb_to_recordset(${json}::jsonb) AS g(b text, c bigint, t jsonb)
         CROSS JOIN LATERAL jsonb_to_recordset(g.t) AS t(d text, a text, s text, x text, p text)
         ON CONFLICT DO NOTHING RETURNING broadcast_id AS b`
-    : sql<{ b: string }>`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
-        SELECT g.value->>'$.b', t.value->>'$.d', t.value->>'$.a', COALESCE(t.value->>'$.s', 'pending'), g.value->>'$.c',
-          t.value->>'$.x', t.value->>'$.p'
-        FROM json_each(${json}) AS g, json_each(g.value, '$.t') AS t WHERE true
+    // SQLite: the group's values in a MATERIALIZED CTE, read once; a plain subquery is flattened into the outer query,
+    // which would parse the whole group (all its targets) again for every target (quadratic: seconds for 2,000).
+    : sql<{ b: string }>`WITH g AS MATERIALIZED (SELECT value->>'$.b' AS b, value->>'$.c' AS c, value->'$.t' AS t FROM json_each(${json}))
+        INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
+        SELECT g.b, t.value->>'$.d', t.value->>'$.a', COALESCE(t.value->>'$.s', 'pending'), g.c, t.value->>'$.x', t.value->>'$.p'
+        FROM g, json_each(g.t) AS t WHERE true
         ON CONFLICT DO NOTHING RETURNING broadcast_id AS b`;
 }
 
@@ -243,9 +245,10 @@ function missedSql(d: SqlDialect, json: string) {
         FROM jsonb_to_recordset(${json}::jsonb) AS g(s text, p bigint, r bigint, t jsonb)
         CROSS JOIN LATERAL jsonb_to_recordset(g.t) AS t(d text, a text)
         ON CONFLICT DO NOTHING RETURNING schedule_id AS s, planned_at AS p`
-    : sql<{ s: string; p: number }>`INSERT INTO broadcast_missed (schedule_id, planned_at, device_id, area, recorded_at)
-        SELECT g.value->>'$.s', g.value->>'$.p', t.value->>'$.d', t.value->>'$.a', g.value->>'$.r'
-        FROM json_each(${json}) AS g, json_each(g.value, '$.t') AS t WHERE true
+    : sql<{ s: string; p: number }>`WITH g AS MATERIALIZED (SELECT value->>'$.s' AS s, value->>'$.p' AS p, value->>'$.r' AS r, value->'$.t' AS t
+          FROM json_each(${json}))
+        INSERT INTO broadcast_missed (schedule_id, planned_at, device_id, area, recorded_at)
+        SELECT g.s, g.p, t.value->>'$.d', t.value->>'$.a', g.r FROM g, json_each(g.t) AS t WHERE true
         ON CONFLICT DO NOTHING RETURNING schedule_id AS s, planned_at AS p`;
 }
 
@@ -273,7 +276,7 @@ function logSql(d: SqlDialect, json: string) {
     : sql`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
         SELECT value->>'$.a', value->>'$.da', value->>'$.b', value->>'$.sc', value->>'$.d', value->>'$.ar', value->>'$.s', value->>'$.p',
           value->>'$.x', value->>'$.so'
-        FROM json_each(${json}) ORDER BY key`;
+        FROM json_each(${json})`; // json_each scans the array in order (no ORDER BY: a sort of every line, ~25% of the statement)
 }
 
 function stopSql(d: SqlDialect, json: string) {

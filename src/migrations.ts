@@ -9,8 +9,8 @@
 import { MIGRATIONS as CORE, type Migration } from './storage/state/migrations.js';
 import { PG_SCHEDULE_MIGRATIONS, SCHEDULE_OCCURRENCES_MIGRATION, scheduleMigration } from './broadcast/schedule/index.js';
 import { MEDIA_PG_MIGRATIONS, mediaAreasMigration, mediaMigration } from './media/index.js';
-import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
-import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
+import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_PG_MIGRATIONS, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
+import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_PG_MIGRATIONS, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
 import { ALERTS_MIGRATION } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
@@ -81,4 +81,6 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'attributes', migrations: ATTRIBUTES_PG_MIGRATIONS },
   { scope: 'gateway', migrations: GATEWAY_PG_MIGRATIONS },
   { scope: 'media', migrations: MEDIA_PG_MIGRATIONS },
+  { scope: 'rpc', migrations: RPC_PG_MIGRATIONS },
+  { scope: 'broadcast', migrations: BROADCAST_PG_MIGRATIONS },
 ];

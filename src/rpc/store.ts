@@ -3,7 +3,7 @@ import type { Statement } from 'better-sqlite3';
 import type { SqliteDatabase } from '../storage/state/db.js';
 import type { RpcRequest, RpcState } from './types.js';
 
-interface Row {
+export interface Row {
   id: string; device_id: string; method: string; params_json: string; expires_at: number; state: RpcState;
   created_at: number; sent_at: number | null; answered_at: number | null; response_json: string | null; tb_id: number | null;
 }
@@ -16,7 +16,7 @@ function parseObj(s: string | null): Record<string, unknown> | null {
   } catch { return null; }
 }
 
-function toRequest(r: Row): RpcRequest {
+export function toRequest(r: Row): RpcRequest {
   return {
     id: r.id, deviceId: r.device_id, method: r.method, params: parseObj(r.params_json) ?? {},
     expiresAt: r.expires_at, state: r.state, createdAt: r.created_at, sentAt: r.sent_at,

@@ -3,6 +3,7 @@ export * from './types.js';
 export * from './state-machine.js';
 export * from './csv.js';
 export { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION } from './migrations.js';
+export { BROADCAST_PG_MIGRATIONS } from './pg-schema.js';
 export { BroadcastExecutor, type BroadcastExecutorOptions } from './executor.js';
 export { playHooks } from './hooks.js';
 export { DEFAULT_LIST_LIMIT, DEFAULT_LOG_LIMIT, LOG_CSV_HEADER, MAX_LIST_LIMIT, MAX_LOG_LIMIT, logCsvRow } from './queries.js';

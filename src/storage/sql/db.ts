@@ -23,7 +23,10 @@
  * the pool drops the broken connection and the next call reconnects.
  */
 import Database from 'better-sqlite3';
-import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type Driver, type Transaction } from 'kysely';
+import {
+  CompiledQuery, Kysely, PostgresDialect, SelectQueryNode, SqliteDialect, SqliteDriver, sql,
+  type DatabaseConnection, type Driver, type QueryResult, type SqliteDatabase, type SqliteDialectConfig, type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import { withTimeout } from '../../core/async.js';
 import { failoverPool, primaryFindingClient, splitPgUrl } from './pg-hosts.js';
@@ -64,15 +67,80 @@ const pgTypes = {
     : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
+/**
+ * Kysely's SqliteDriver with two changes: write transactions begin IMMEDIATE, and a statement cache.
+ * Kysely's own connection prepares every query again (`db.prepare(sql)` per call), which costs ~10–30 µs
+ * on Keng's tables, more than running the statement; the state repositories that run many statements
+ * per speaker (docs/design: the state window) need them prepared once. One better-sqlite3 `Statement`
+ * per SQL text per connection, least recently used dropped beyond `STATEMENT_CACHE_SIZE`: repositories
+ * write fixed SQL texts (values are parameters), so a few hundred cover every query.
+ */
+export const STATEMENT_CACHE_SIZE = 500;
+
+class CachingSqliteConnection implements DatabaseConnection {
+  private readonly cache = new Map<string, Database.Statement>();
+
+  constructor(private readonly db: Database.Database, private readonly size: number) {}
+
+  private statement(text: string): Database.Statement {
+    const hit = this.cache.get(text);
+    if (hit !== undefined) {
+      // Map keeps insertion order: moving a hit to the end makes the first entry the least recently used.
+      this.cache.delete(text);
+      this.cache.set(text, hit);
+      return hit;
+    }
+    const stmt = this.db.prepare(text);
+    this.cache.set(text, stmt);
+    if (this.cache.size > this.size) this.cache.delete(this.cache.keys().next().value as string);
+    return stmt;
+  }
+
+  executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const stmt = this.statement(compiled.sql);
+    const parameters = compiled.parameters as unknown[];
+    if (stmt.reader) return Promise.resolve({ rows: stmt.all(parameters) as R[] });
+    const { changes, lastInsertRowid } = stmt.run(parameters);
+    return Promise.resolve({ numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] });
+  }
+
+  async *streamQuery<R>(compiled: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
+    // Not cached: an open iterator keeps its statement busy, and a cached one could be wanted meanwhile.
+    if (!SelectQueryNode.is(compiled.query)) throw new Error('Sqlite driver only supports streaming of select queries');
+    for (const row of this.db.prepare(compiled.sql).iterate(compiled.parameters as unknown[])) yield { rows: [row as R] };
+  }
+}
+
 class ImmediateSqliteDriver extends SqliteDriver {
+  private database: Database.Database | undefined;
+  private connection: CachingSqliteConnection | undefined;
+
+  constructor(cfg: SqliteDialectConfig, private readonly cacheSize: number) {
+    // Resolve the database once, here, and hand the same handle to the base class (its destroy() closes it).
+    const database = cfg.database;
+    super({
+      ...cfg,
+      database: async () => {
+        this.database = (typeof database === 'function' ? await database() : database) as unknown as Database.Database;
+        return this.database as unknown as SqliteDatabase;
+      },
+    });
+  }
+
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    await super.acquireConnection(); // the base class's mutex: one query or transaction at a time
+    this.connection ??= new CachingSqliteConnection(this.database!, this.cacheSize);
+    return this.connection;
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
   }
 }
 
 export class ImmediateSqliteDialect extends SqliteDialect {
-  constructor(private readonly cfg: ConstructorParameters<typeof SqliteDialect>[0]) { super(cfg); }
-  override createDriver(): Driver { return new ImmediateSqliteDriver(this.cfg); }
+  constructor(private readonly cfg: SqliteDialectConfig, private readonly cacheSize = STATEMENT_CACHE_SIZE) { super(cfg); }
+  override createDriver(): Driver { return new ImmediateSqliteDriver(this.cfg, this.cacheSize); }
 }
 
 class KyselyDb<DB> implements Db<DB> {

@@ -1,0 +1,216 @@
+/**
+ * `rpc_requests` on the `Db` port, for the state window (src/storage/state/window.ts): the writes of
+ * the hot path are window kinds that write ALL intents of a window with one statement of fixed SQL
+ * and one JSON parameter (SQLite `json_each`, PostgreSQL `jsonb_array_elements` /
+ * `jsonb_to_recordset`), so a window costs the same few statements for one command or 2,000, and
+ * the SQLite driver's statement cache always hits. Reads load the in-memory state at start and
+ * answer the rare misses. The synchronous store (store.ts) keeps running until the switch-over.
+ *
+ * Transitions are compare-and-set: `from` is the state the caller's memory holds; a row in another
+ * state (another node moved it, or memory is stale) is a miss, not an error (`applied: false`).
+ */
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Db, SqlDialect } from '../storage/sql/db.js';
+import { WINDOW_PHASES, type WindowKind } from '../storage/state/window.js';
+import { toRequest, type NewRequestRow, type Row } from './store.js';
+import type { RpcRequest, RpcState } from './types.js';
+
+export type { NewRequestRow } from './store.js';
+
+/** A command's move from the state memory holds. Several moves of one command in a window are merged (first `from`, last `to`). */
+export interface RpcCas {
+  id: string;
+  deviceId: string;
+  from: RpcState;
+  to: RpcState;
+  /** sent_at when `to` is `sent`; answered_at when `to` is `answered` or `cancelled`. */
+  at?: number;
+  responseJson?: string;
+  /** Its integer id for an access-token session (a re-send there), claimed for the device in the same statement series. */
+  tbId?: number;
+}
+
+export interface Applied { applied: boolean }
+
+type Q = Kysely<unknown> | Transaction<unknown>;
+
+const rowsOf = async <T>(q: { execute(db: Q): Promise<{ rows: T[] }> }, db: Q): Promise<T[]> => (await q.execute(db)).rows;
+
+export class RpcStoreSql {
+  /** Inserts commands (`queued`, or `sent` with sentAt); on SQLite a command of a device deleted meanwhile is skipped (applied false). */
+  readonly insert: WindowKind<NewRequestRow, Applied>;
+  readonly cas: WindowKind<RpcCas, Applied>;
+
+  constructor(private readonly db: Db<unknown>) {
+    const d = db.dialect;
+    this.insert = {
+      name: 'rpc_requests insert',
+      phase: WINDOW_PHASES.insert,
+      keys: (r) => [`rpc:${r.id}`],
+      flush: async (trx, items) => {
+        await claimTbIds(trx, d, items.filter((r) => r.tbId !== undefined).map((r) => [r.deviceId, r.tbId!]));
+        const added = new Set((await rowsOf(insertSql(d, JSON.stringify(groupInserts(items))), trx)).map((r) => r.id));
+        return items.map((r) => ({ applied: added.has(r.id) }));
+      },
+    };
+    this.cas = {
+      name: 'rpc_requests cas',
+      phase: WINDOW_PHASES.cas,
+      keys: (c) => [`rpc:${c.id}`],
+      flush: async (trx, items) => {
+        const merged = mergeCas(items);
+        await claimTbIds(trx, d, merged.filter((c) => c.n !== undefined).map((c) => [c.dv, c.n!]));
+        const rows = merged.sort((x, y) => (x.i < y.i ? -1 : x.i > y.i ? 1 : 0)); // PostgreSQL: one lock order for every node
+        const applied = new Set((await rowsOf(casSql(d, JSON.stringify(rows)), trx)).map((r) => r.id));
+        return items.map((c) => ({ applied: applied.has(c.id) }));
+      },
+    };
+  }
+
+  async get(id: string): Promise<RpcRequest | undefined> {
+    const [r] = await rowsOf(sql<Row>`SELECT * FROM rpc_requests WHERE id = ${id}`, this.db.kysely);
+    return r ? toRequest(r) : undefined;
+  }
+
+  /** A device's commands in creation order. */
+  async listDevice(deviceId: string, states?: readonly RpcState[]): Promise<RpcRequest[]> {
+    const order = this.db.dialect === 'postgres' ? sql`seq` : sql`rowid`;
+    const rows = await rowsOf(sql<Row>`SELECT * FROM rpc_requests WHERE device_id = ${deviceId} ORDER BY ${order}`, this.db.kysely);
+    const all = rows.map(toRequest);
+    return states ? all.filter((r) => states.includes(r.state)) : all;
+  }
+
+  /** Every `queued` or `sent` command in creation order (memory at start). */
+  async open(): Promise<RpcRequest[]> {
+    const order = this.db.dialect === 'postgres' ? sql`seq` : sql`rowid`;
+    return (await rowsOf(sql<Row>`SELECT * FROM rpc_requests WHERE state IN ('queued', 'sent') ORDER BY ${order}`, this.db.kysely)).map(toRequest);
+  }
+
+  /** Keng's id of the device's command published with integer id `n`. */
+  async idOfTbId(deviceId: string, n: number): Promise<string | undefined> {
+    const [r] = await rowsOf(sql<{ id: string }>`SELECT id FROM rpc_requests WHERE device_id = ${deviceId} AND tb_id = ${n}`, this.db.kysely);
+    return r?.id;
+  }
+
+  /** The devices' last integer request ids (absent: none yet). */
+  async lastTbIds(): Promise<Map<string, number>> {
+    const rows = await rowsOf(sql<{ device_id: string; last_id: number }>`SELECT device_id, last_id FROM rpc_tb_ids`, this.db.kysely);
+    return new Map(rows.map((r) => [r.device_id, r.last_id]));
+  }
+
+  /**
+   * In a unit: withdraws every queued `method` command whose params hold `value` at `path` (`$.a.b`);
+   * returns their ids. Rare (a broadcast stopped): scans the queued commands.
+   */
+  async cancelQueuedByParam(trx: Transaction<unknown>, method: string, path: string, value: string, at: number): Promise<string[]> {
+    const q = this.db.dialect === 'postgres'
+      ? sql<{ id: string }>`UPDATE rpc_requests SET state = 'cancelled', answered_at = ${at}
+          WHERE state = 'queued' AND method = ${method} AND (params_json::jsonb #>> ${pgPath(path)}::text[]) = ${value} RETURNING id`
+      : sql<{ id: string }>`UPDATE rpc_requests SET state = 'cancelled', answered_at = ${at}
+          WHERE state = 'queued' AND method = ${method} AND json_extract(params_json, ${path}) = ${value} RETURNING id`;
+    return (await rowsOf(q, trx)).map((r) => r.id);
+  }
+
+  async deleteFinishedBefore(t: number): Promise<number> {
+    return this.db.write(async (trx) => {
+      const r = await sql`DELETE FROM rpc_requests WHERE state IN ('answered', 'expired', 'cancelled') AND created_at < ${t}`.execute(trx);
+      return Number(r.numAffectedRows ?? 0);
+    });
+  }
+}
+
+/** `$.a.b` → `{a,b}` (a PostgreSQL text[] path). */
+function pgPath(path: string): string {
+  if (!/^\$(\.[A-Za-z0-9_]+)+$/.test(path)) throw new Error(`unsupported JSON path ${path}`);
+  return `{${path.slice(2).split('.').join(',')}}`;
+}
+
+/** Commands sharing method, params, expiry and creation time (a sendMany) are one group: those values once, not per row. */
+function groupInserts(items: readonly NewRequestRow[]): Array<{ m: string; p: string; e: number; c: number; r: Array<{ i: string; d: string; s?: number; t?: number }> }> {
+  const groups = new Map<string, { m: string; p: string; e: number; c: number; r: Array<{ i: string; d: string; s?: number; t?: number }> }>();
+  for (const it of items) {
+    const k = `${it.method}\u0000${it.expiresAt}\u0000${it.createdAt}\u0000${it.paramsJson}`;
+    let g = groups.get(k);
+    if (!g) { g = { m: it.method, p: it.paramsJson, e: it.expiresAt, c: it.createdAt, r: [] }; groups.set(k, g); }
+    g.r.push({ i: it.id, d: it.deviceId, ...(it.sentAt !== undefined ? { s: it.sentAt } : {}), ...(it.tbId !== undefined ? { t: it.tbId } : {}) });
+  }
+  return [...groups.values()];
+}
+
+function insertSql(d: SqlDialect, json: string) {
+  // Row order = creation order (rowid / seq): a device's commands are replayed in it. PostgreSQL sorts by the ordinalities;
+  // SQLite's json_each scans an array in order, so its rows arrive in order without a sort.
+  return d === 'postgres'
+    ? sql<{ id: string }>`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+        SELECT r.v->>'i', r.v->>'d', g.v->>'m', g.v->>'p', (g.v->>'e')::bigint,
+          CASE WHEN r.v ? 's' THEN 'sent' ELSE 'queued' END, (g.v->>'c')::bigint, (r.v->>'s')::bigint, (r.v->>'t')::integer
+        FROM jsonb_array_elements(${json}::jsonb) WITH ORDINALITY AS g(v, n)
+        CROSS JOIN LATERAL jsonb_array_elements(g.v->'r') WITH ORDINALITY AS r(v, n)
+        ORDER BY g.n, r.n
+        RETURNING id`
+    // SQLite: a device deleted meanwhile (foreign key) is skipped rather than failing the whole window. The group's
+    // values are read once in the CTE: `g.value->>…` per row would parse the whole group (all its rows) again per row.
+    : sql<{ id: string }>`WITH g AS MATERIALIZED (SELECT key AS n, value->>'$.m' AS m, value->>'$.p' AS p, value->>'$.e' AS e,
+          value->>'$.c' AS c, value->'$.r' AS r FROM json_each(${json}))
+        INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+        SELECT r.value->>'$.i', r.value->>'$.d', g.m, g.p, g.e,
+          CASE WHEN r.value->>'$.s' IS NULL THEN 'queued' ELSE 'sent' END, g.c, r.value->>'$.s', r.value->>'$.t'
+        FROM g, json_each(g.r) AS r
+        WHERE EXISTS (SELECT 1 FROM devices WHERE id = r.value->>'$.d')
+        RETURNING id`; // the CTE's rows, then each group's, scanned in array order (no ORDER BY: a sort of every row)
+}
+
+interface CasRow { i: string; dv: string; f: RpcState; t: RpcState; s?: number; a?: number; x?: string; n?: number }
+
+function mergeCas(items: readonly RpcCas[]): CasRow[] {
+  const by = new Map<string, CasRow>();
+  for (const c of items) {
+    let m = by.get(c.id);
+    if (!m) { m = { i: c.id, dv: c.deviceId, f: c.from, t: c.to }; by.set(c.id, m); }
+    m.t = c.to;
+    if (c.at !== undefined && c.to === 'sent') m.s = c.at;
+    if (c.at !== undefined && (c.to === 'answered' || c.to === 'cancelled')) m.a = c.at;
+    if (c.responseJson !== undefined) m.x = c.responseJson;
+    if (c.tbId !== undefined) m.n = c.tbId;
+  }
+  return [...by.values()];
+}
+
+function casSql(d: SqlDialect, json: string) {
+  return d === 'postgres'
+    ? sql<{ id: string }>`UPDATE rpc_requests AS q SET state = v.t, sent_at = COALESCE(v.s, q.sent_at), answered_at = COALESCE(v.a, q.answered_at),
+          response_json = COALESCE(v.x, q.response_json), tb_id = COALESCE(v.n, q.tb_id)
+        FROM jsonb_to_recordset(${json}::jsonb) AS v(i text, dv text, f text, t text, s bigint, a bigint, x text, n integer)
+        WHERE q.id = v.i AND q.device_id = v.dv AND q.state = v.f
+        RETURNING q.id`
+    : sql<{ id: string }>`UPDATE rpc_requests SET state = v.t, sent_at = COALESCE(v.s, sent_at), answered_at = COALESCE(v.a, answered_at),
+          response_json = COALESCE(v.x, response_json), tb_id = COALESCE(v.n, tb_id)
+        FROM (SELECT value->>'$.i' AS i, value->>'$.dv' AS dv, value->>'$.f' AS f, value->>'$.t' AS t, value->>'$.s' AS s,
+          value->>'$.a' AS a, value->>'$.x' AS x, value->>'$.n' AS n FROM json_each(${json})) AS v
+        WHERE rpc_requests.id = v.i AND rpc_requests.device_id = v.dv AND rpc_requests.state = v.f
+        RETURNING rpc_requests.id`;
+}
+
+/**
+ * Records each device's last integer id (the last of the window, in order: ids wrap from 2^31-1 to 1) and
+ * frees those ids from older commands still holding them (only after a wrap, 2^31 commands later).
+ */
+async function claimTbIds(trx: Transaction<unknown>, d: SqlDialect, pairs: Array<[string, number]>): Promise<void> {
+  if (pairs.length === 0) return;
+  const last = new Map<string, number>();
+  for (const [dev, n] of pairs) last.set(dev, n);
+  const all = JSON.stringify(pairs.map(([dev, n]) => ({ d: dev, n })));
+  const lastJson = JSON.stringify([...last].map(([dev, n]) => ({ d: dev, n })));
+  if (d === 'postgres') {
+    await sql`UPDATE rpc_requests AS q SET tb_id = NULL FROM jsonb_to_recordset(${all}::jsonb) AS v(d text, n integer)
+      WHERE q.device_id = v.d AND q.tb_id = v.n`.execute(trx);
+    await sql`INSERT INTO rpc_tb_ids (device_id, last_id) SELECT d, n FROM jsonb_to_recordset(${lastJson}::jsonb) AS v(d text, n integer)
+      ON CONFLICT (device_id) DO UPDATE SET last_id = excluded.last_id`.execute(trx);
+    return;
+  }
+  await sql`UPDATE rpc_requests SET tb_id = NULL
+    WHERE tb_id IS NOT NULL AND (device_id, tb_id) IN (SELECT value->>'$.d', value->>'$.n' FROM json_each(${all}))`.execute(trx);
+  await sql`INSERT INTO rpc_tb_ids (device_id, last_id) SELECT value->>'$.d', value->>'$.n' FROM json_each(${lastJson})
+    WHERE EXISTS (SELECT 1 FROM devices WHERE id = value->>'$.d')
+    ON CONFLICT (device_id) DO UPDATE SET last_id = excluded.last_id`.execute(trx);
+}

@@ -36,6 +36,8 @@ export interface DevicesDeps {
   /** Reloads areas and devices when another connection committed (the registry's; embedded store). */
   sync: () => void;
   write: RegistryWrite;
+  /** Cluster mode: told of every row cached and every device gone (mirror.ts). */
+  mirror?: { put(row: DeviceRow): void; remove(id: string): void };
   /** telemetry.onDeviceDelete: 'purge' records a purge of the readings with each deletion (purger.ts runs it). */
   onDelete: 'keep' | 'purge';
 }
@@ -228,7 +230,10 @@ export class Devices implements DevicesApi, CredentialLookup {
       return gone;
     });
     if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
-    else if (removed) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
+    else if (removed) {
+      this.deps.mirror?.remove(id);
+      this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
+    }
     return removed;
   }
 
@@ -362,6 +367,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.devices.set(row.id, { device, row });
     this.tokens.set(row.token_lookup, row.id);
     this.deps.status.track(row.id);
+    this.deps.mirror?.put(row);
     return device;
   }
 
@@ -372,6 +378,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.tokens.delete(c.row.token_lookup);
     forgetVerifications(this.deps.verifier, id);
     this.deps.status.untrack(id, c.device.area, emit);
+    this.deps.mirror?.remove(id);
     if (emit) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
   }
 }

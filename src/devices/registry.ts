@@ -30,6 +30,7 @@ import { Areas, readAreas } from './areas.js';
 import { DeviceAuthentication } from './credentials.js';
 import { Devices, readDevices } from './devices.js';
 import { CredentialVerifier } from './secrets.js';
+import { SqliteMirror } from './mirror.js';
 import { Statements, type Trx } from './statements.js';
 import { DeviceStatus } from './status.js';
 import type { Area, Device, DeviceAuthenticator, DeviceView, LatestValue } from './types.js';
@@ -84,6 +85,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   /** Cluster mode: bumped by each of this node's commits, so a reload read before one is not applied over it. */
   private commits = 0;
   private polling: Promise<void> | null = null;
+  private readonly mirror: SqliteMirror | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
 
@@ -95,11 +97,14 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const verifier = opts.verifier ?? new CredentialVerifier();
     const sync = (): void => this.sync();
     const write = <T>(fn: (trx: Trx) => Promise<T>): Promise<T> => this.write(fn);
-    this.areas = new Areas({ clock, sync, write });
+    // Cluster mode: the node's state.db keeps a copy for the tables still there that reference devices and areas.
+    const state = opts.db;
+    const mirror = this.mirror = this.db.dialect === 'postgres' && state ? new SqliteMirror(() => state.db, logger) : undefined;
+    this.areas = new Areas({ clock, sync, write, mirror });
     this.status = new DeviceStatus({
       bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db,
     });
-    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, onDelete: opts.onDelete ?? 'keep' });
+    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, mirror, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, refresh: () => this.refresh() });
   }
 
@@ -156,6 +161,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.pollTimer = undefined;
     await this.polling?.catch(() => undefined);
     await this.status.close();
+    this.mirror?.flush();
     this.devices.close();
     this.areas.close();
     this.sql.close();

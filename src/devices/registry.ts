@@ -24,6 +24,7 @@
  */
 import type { Clock, Component, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
 import { sql } from 'kysely';
+import { settleWithin, withTimeout } from '../core/async.js';
 import type { Db } from '../storage/sql/index.js';
 import { stateSqlitePort, type StateDb, type SqliteDatabase } from '../storage/state/index.js';
 import { Areas, readAreas } from './areas.js';
@@ -40,6 +41,11 @@ import type {
 
 /** Cluster mode: how often each node looks at registry_version (ms). */
 export const REGISTRY_POLL_MS = 1_000;
+/**
+ * Cluster mode: how long a device login waits for the version check. PostgreSQL slow or cut off:
+ * the login goes on with the cache (as it is at most one period old plus the outage).
+ */
+const LOGIN_CHECK_MS = 500;
 
 export interface DeviceRegistryOptions {
   /** The embedded store: its `PRAGMA data_version` and synchronous reloads. Not used in cluster mode. */
@@ -85,6 +91,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   /** Cluster mode: bumped by each of this node's commits, so a reload read before one is not applied over it. */
   private commits = 0;
   private polling: Promise<void> | null = null;
+  private pollFailing = false;
   private readonly mirror: SqliteMirror | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
@@ -146,8 +153,13 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
       this.timer.unref();
     }
     if (this.cluster) {
-      this.pollTimer = setInterval(() => void this.poll().catch((err: unknown) => {
-        this.opts.logger.warn({ err }, 'could not check for device registry changes made on other nodes');
+      this.pollTimer = setInterval(() => void this.poll().then(() => {
+        if (this.pollFailing) this.opts.logger.info('device registry: changes made on other nodes are seen again');
+        this.pollFailing = false;
+      }, (err: unknown) => {
+        // Once per outage: the check runs every second.
+        if (!this.pollFailing) this.opts.logger.warn({ err }, 'could not check for device registry changes made on other nodes; serving the cache');
+        this.pollFailing = true;
       }), this.opts.pollMs ?? REGISTRY_POLL_MS);
       this.pollTimer.unref();
     }
@@ -159,7 +171,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.timer = undefined;
     this.pollTimer = undefined;
-    await this.polling?.catch(() => undefined);
+    if (this.polling) await settleWithin(this.polling, 2_000); // a check hung on a cut-off database does not hold the stop
     await this.status.close();
     this.mirror?.flush();
     this.devices.close();
@@ -236,10 +248,10 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.devices.reload(true);
   }
 
-  /** Before a login: the embedded store's sync(), or a version check in cluster mode (a failure keeps the cache). */
+  /** Before a login: the embedded store's sync(), or a version check in cluster mode (failing or slow: the cache). */
   private async refresh(): Promise<void> {
     if (!this.cluster) { this.sync(); return; }
-    await this.poll().catch((err: unknown) => { this.opts.logger.warn({ err }, 'could not check for device registry changes'); });
+    await withTimeout(this.poll(), LOGIN_CHECK_MS).catch(() => undefined); // the periodic check logs failures
   }
 
   /** Cluster mode: one SELECT of registry_version; a reload when it moved. One at a time (callers share it). */

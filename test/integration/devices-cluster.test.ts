@@ -10,6 +10,7 @@ import { AuditLog } from '../../src/audit/index.js';
 import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core/index.js';
 import { DeviceRegistry, PurgeJobs, REGISTRY_POLL_MS } from '../../src/devices/index.js';
 import { ProvisioningService } from '../../src/devices/provisioning.js';
+import { ProvisioningRepo } from '../../src/devices/provisioning-repo.js';
 import { openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 
@@ -122,6 +123,10 @@ describe.each(STATE_DIALECTS)('device registry on %s', (dialect) => {
     const svc = new ProvisioningService({ db: h.db, devices: reg, audit, clock: { now: () => Date.now() } });
     const { key } = await svc.issue({ area: 'x1', maxDevices: 1 }, { actor: 'user:an' });
     expect((await svc.list()).map((k) => k.id)).toEqual([key.id]);
+    const repo = new ProvisioningRepo(h.db);
+    expect(await Promise.all([repo.reserve(key.id, Date.now()), repo.reserve(key.id, Date.now())])).toEqual(expect.arrayContaining([true, false]));
+    await repo.release(key.id);
+    expect((await repo.get(key.id))?.used).toBe(0);
     expect(await svc.revoke(key.id, { actor: 'user:an' })).toBe(true);
     expect(await svc.revoke(key.id, { actor: 'user:an' })).toBe(false);
     expect((await svc.get(key.id))?.revokedAt).not.toBeNull();
@@ -215,6 +220,16 @@ describe('two nodes on one PostgreSQL', () => {
     await a.reg.deleteDevice('soil-1');
     await within(BOUND, () => row() === undefined);
     expect(local.sqlite!.prepare('SELECT COUNT(*) FROM rpc_tb_ids').pluck().get()).toBe(0);
+  });
+
+  it('a due purge is claimed by one node: the other does not run it meanwhile', async () => {
+    await a.reg.createDevice({ id: 'old-1', kind: 'sensor', name: 'O', area: 'x1' });
+    await a.reg.deleteDevice('old-1');
+    expect(await a.reg.requestPurge('old-1', 'cli:root')).toBe(true);
+    const now = Date.now() + 10;
+    const [ja, jb] = await Promise.all([new PurgeJobs(h.db).due(now), new PurgeJobs(second).due(now)]);
+    expect([ja?.deviceId, jb?.deviceId].filter(Boolean)).toEqual(['old-1']);
+    expect(await new PurgeJobs(second).due(now + 1_000)).toBeUndefined(); // claimed for PURGE_CLAIM_MS
   });
 
   it('presence: a node never writes the presence of a device it does not hold; views show a device online elsewhere', async () => {

@@ -18,6 +18,8 @@ export interface AreasDeps {
   /** Reloads areas and devices when another connection committed (the registry's; embedded store). */
   sync: () => void;
   write: RegistryWrite;
+  /** Brings the caches up to date before a change that checks them (the registry's). */
+  refresh: () => Promise<void>;
   /** Cluster mode: told of the whole tree after each change (mirror.ts). */
   mirror?: { setAreas(rows: readonly AreaRow[]): void };
 }
@@ -50,7 +52,7 @@ export class Areas implements AreasApi {
 
   async createArea(input: NewArea): Promise<Area> {
     const a = validateNewArea(input);
-    this.deps.sync();
+    await this.deps.refresh();
     if (this.tree.has(a.code)) throw Errors.AREA_EXISTS(a.code);
     if (a.parent && !this.tree.has(a.parent)) this.reload();
     this.tree.checkParent(a);

@@ -36,6 +36,8 @@ export interface DevicesDeps {
   /** Reloads areas and devices when another connection committed (the registry's; embedded store). */
   sync: () => void;
   write: RegistryWrite;
+  /** Brings the caches up to date before a change that checks them (the registry's: sync(), or the cluster version check). */
+  refresh: () => Promise<void>;
   /** Cluster mode: told of every row cached and every device gone (mirror.ts). */
   mirror?: { put(row: DeviceRow): void; remove(id: string): void };
   /** telemetry.onDeviceDelete: 'purge' records a purge of the readings with each deletion (purger.ts runs it). */
@@ -152,7 +154,7 @@ export class Devices implements DevicesApi, CredentialLookup {
    */
   async createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> {
     validateNewDevice(d);
-    this.deps.sync();
+    await this.deps.refresh();
     if (!this.deps.areas.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
     const tokenInUse = (): Error => Errors.CONFLICT('this access token is in use by another device');
@@ -270,6 +272,7 @@ export class Devices implements DevicesApi, CredentialLookup {
    */
   async updateDevice(id: string, changes: DeviceChanges): Promise<Device | undefined> {
     validateDeviceChanges(changes);
+    await this.deps.refresh();
     const cur = this.getDevice(id);
     if (!cur) return undefined;
     if (changes.area !== undefined && changes.area !== cur.area && !this.deps.areas.getArea(changes.area)) {
@@ -304,6 +307,7 @@ export class Devices implements DevicesApi, CredentialLookup {
    * the caller's (the broker's kick).
    */
   async rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined> {
+    await this.deps.refresh();
     if (!this.getDevice(id)) return undefined;
     const { value, stored } = await issueCredential(kind);
     const row = await this.deps.write(async (trx) => {

@@ -107,11 +107,12 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     // Cluster mode: the node's state.db keeps a copy for the tables still there that reference devices and areas.
     const state = opts.db;
     const mirror = this.mirror = this.db.dialect === 'postgres' && state ? new SqliteMirror(() => state.db, logger) : undefined;
-    this.areas = new Areas({ clock, sync, write, mirror });
+    const refresh = (): Promise<void> => this.refresh();
+    this.areas = new Areas({ clock, sync, write, refresh, mirror });
     this.status = new DeviceStatus({
       bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db,
     });
-    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, mirror, onDelete: opts.onDelete ?? 'keep' });
+    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, refresh, mirror, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, refresh: () => this.refresh() });
   }
 
@@ -248,7 +249,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.devices.reload(true);
   }
 
-  /** Before a login: the embedded store's sync(), or a version check in cluster mode (failing or slow: the cache). */
+  /** Before a login or a change: the embedded store's sync(), or a version check in cluster mode (failing or slow: the cache). */
   private async refresh(): Promise<void> {
     if (!this.cluster) { this.sync(); return; }
     await withTimeout(this.poll(), LOGIN_CHECK_MS).catch(() => undefined); // the periodic check logs failures

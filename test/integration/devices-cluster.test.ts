@@ -155,6 +155,9 @@ describe('two nodes on one PostgreSQL', () => {
   it('a device created on A authenticates on B at once and is listed on B within the bound; an area too', async () => {
     const { credentials } = await a.reg.createDevice({ id: 'soil-1', kind: 'sensor', name: 'S', area: 'x1' });
     expect(await b.reg.authenticate('soil-1', Buffer.from(credentials.secret))).toMatchObject({ ok: true, identity: { deviceId: 'soil-1', area: 'x1' } });
+    // A change on B right after one on A checks the version first: B knows the new area at once.
+    await a.reg.createArea({ code: 'x9', name: 'Xa 9', level: 'commune', parent: '01' });
+    expect(await b.reg.createDevice({ id: 'soil-9', kind: 'sensor', name: 'S9', area: 'x9' })).toMatchObject({ device: { area: 'x9' } });
     await a.reg.createArea({ code: 'x3', name: 'Xa 3', level: 'commune', parent: '01' });
     const { tookMs } = await within(BOUND, () => b.reg.getArea('x3'));
     expect(tookMs).toBeLessThan(BOUND);

@@ -115,7 +115,10 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster'), PG_STATE_SCOPES) : null;
   // The state repositories moved to the Db port use PostgreSQL in cluster mode, state.db otherwise (docs/cluster.md).
   const stateSql: Db<unknown> = clusterDb ? clusterDb.db : stateSqlitePort(stateDb);
-  const registry = new DeviceRegistry({ db: stateDb, sql: stateSql, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
+  const nodeId = config.cluster.nodeId ?? hostname();
+  const registry = new DeviceRegistry({
+    db: stateDb, sql: stateSql, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete, ...(clusterDb ? { nodeId } : {}),
+  });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
@@ -134,7 +137,6 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const purger = new DevicePurger({ db: stateSql, store, registry, audit, bus, logger: log('purge'), clock });
 
   // Cluster mode: one MQTT session per device across nodes (docs/cluster.md); the broker and the bus are built below.
-  const nodeId = config.cluster.nodeId ?? hostname();
   const sessionClaims = clusterDb ? new PgSessionClaims({
     db: clusterDb.db, nodeId, logger: log('sessions'), clock, metrics,
     close: (deviceId, epoch) => broker.closeClaimed(deviceId, epoch), announce: (deviceId, epoch) => clusterBus.announceClaim(deviceId, epoch),

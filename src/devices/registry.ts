@@ -54,6 +54,8 @@ export interface DeviceRegistryOptions {
   sql?: Db<unknown>;
   /** Cluster mode: period of the registry_version check (default REGISTRY_POLL_MS). */
   pollMs?: number;
+  /** Cluster mode: this node's id, as in `device_sessions` (presence of devices taken over by another node, status.ts). */
+  nodeId?: string;
   bus: EventBus;
   logger: Logger;
   metrics: Metrics;
@@ -110,7 +112,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const refresh = (): Promise<void> => this.refresh();
     this.areas = new Areas({ clock, sync, write, refresh, mirror });
     this.status = new DeviceStatus({
-      bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db,
+      bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db, nodeId: opts.nodeId,
     });
     this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, refresh, mirror, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, refresh: () => this.refresh() });

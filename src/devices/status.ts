@@ -8,7 +8,8 @@
  * only for devices whose presence changed here, attributes and latest values
  * only when they changed here, `last_seen` never backwards. So a node never
  * marks offline a device connected to another node (nor resets presence at
- * start). Views (the API) show a device online when it is connected here or
+ * start; nor, after another node took the device's session over, when the
+ * old connection here closes: `device_sessions` says who holds it). Views (the API) show a device online when it is connected here or
  * when device_state says so (read back at each flush: another node's change
  * shows here within two flush periods). A node that dies leaves its devices
  * online in device_state until they connect elsewhere (no leases yet).
@@ -33,6 +34,12 @@ export interface DeviceStatusDeps {
   /** The area of a registered device (for 'status' events). */
   areaOf: (deviceId: string) => string | undefined;
   db: Db<unknown>;
+  /**
+   * Cluster mode: this node's id in `device_sessions` (src/cluster, which node holds each device's MQTT
+   * session). A device that left this node is written offline only when no other node holds it: when
+   * another node took the session over, its presence is that node's.
+   */
+  nodeId?: string;
 }
 
 type StateRow = StoredState & { device_id: string };
@@ -189,8 +196,13 @@ export class DeviceStatus implements DeviceStatusApi {
             // The row was made with the device (devices.ts): an UPDATE never brings back a deleted one.
             const o = online.has(id);
             const d = data.has(id);
+            const nodeId = this.deps.nodeId;
+            const next = !o ? sql`online`
+              : s.online === 0 && nodeId !== undefined
+                ? sql`CASE WHEN EXISTS (SELECT 1 FROM device_sessions ds WHERE ds.device_id = ${id} AND ds.node_id <> ${nodeId}) THEN online ELSE 0 END`
+                : sql`${s.online}`;
             await sql`UPDATE device_state SET
-                online = ${o ? sql`${s.online}` : sql`online`},
+                online = ${next},
                 last_seen = GREATEST(last_seen, ${s.last_seen}::bigint),
                 attributes_json = ${d ? sql`${s.attributes_json}` : sql`attributes_json`},
                 latest_json = ${d ? sql`${s.latest_json}` : sql`latest_json`}

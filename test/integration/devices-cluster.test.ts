@@ -11,7 +11,8 @@ import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core
 import { DeviceRegistry, PurgeJobs, REGISTRY_POLL_MS } from '../../src/devices/index.js';
 import { ProvisioningService } from '../../src/devices/provisioning.js';
 import { ProvisioningRepo } from '../../src/devices/provisioning-repo.js';
-import { openPgDb, type Db } from '../../src/storage/sql/index.js';
+import { SESSION_MIGRATIONS } from '../../src/cluster/index.js';
+import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 
 const logger = createLogger('silent');
@@ -22,7 +23,7 @@ interface Node { reg: DeviceRegistry; bus: EventBus; events: KengEvents['device.
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
 
-async function node(h: StateHarness, db: Db<unknown> = h.db, o: { pollMs?: number; flushIntervalMs?: number } = {}): Promise<Node> {
+async function node(h: StateHarness, db: Db<unknown> = h.db, o: { pollMs?: number; flushIntervalMs?: number; nodeId?: string } = {}): Promise<Node> {
   const bus = new EventBus();
   const clock = { now: () => Date.now() };
   const reg = new DeviceRegistry({ db: h.state, sql: db, bus, logger, metrics: new Metrics({ defaultMetrics: false }), clock, ...o });
@@ -259,5 +260,31 @@ describe('two nodes on one PostgreSQL', () => {
     a.reg.setOnline('loa-1', false, Date.now());
     await a.reg.flush();
     await within(BOUND, () => b.reg.view('loa-1')?.online === false);
+  });
+
+  it('a session taken over by another node: the old node closing its connection does not write the device offline', async () => {
+    await migrate(h.db, 'sessions', SESSION_MIGRATIONS);
+    const n1 = await node(h, h.db, { nodeId: 'n1' });
+    const n2 = await node(h, second, { nodeId: 'n2' });
+    await a.reg.createDevice({ id: 'loa-2', kind: 'speaker', name: 'L2', area: 'x1' });
+    await within(BOUND, () => n1.reg.getDevice('loa-2') && n2.reg.getDevice('loa-2'));
+    const online = async () => (await sql<{ online: number }>`SELECT online FROM device_state WHERE device_id = 'loa-2'`.execute(h.db.kysely)).rows[0]!.online;
+    const claim = (nodeId: string, epoch: number) => sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES ('loa-2', ${nodeId}, ${epoch}, ${Date.now()})
+      ON CONFLICT (device_id) DO UPDATE SET node_id = excluded.node_id, epoch = excluded.epoch`.execute(h.db.kysely);
+    await claim('n1', 1);
+    n1.reg.setOnline('loa-2', true, Date.now());
+    await n1.reg.flush();
+    // Taken over by n2 (its claim first, then the old connection on n1 closes).
+    await claim('n2', 2);
+    n2.reg.setOnline('loa-2', true, Date.now());
+    n1.reg.setOnline('loa-2', false, Date.now());
+    await n2.reg.flush();
+    await n1.reg.flush();
+    expect(await online()).toBe(1);
+    // The device leaves n2 (its row released): offline.
+    await sql`DELETE FROM device_sessions WHERE device_id = 'loa-2'`.execute(h.db.kysely);
+    n2.reg.setOnline('loa-2', false, Date.now());
+    await n2.reg.flush();
+    expect(await online()).toBe(0);
   });
 });

@@ -103,8 +103,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
   try {
     await app.start();
-    app.registry.createArea({ code: 'bench-tinh', name: 'Tỉnh đo tải', level: 'province' });
-    app.registry.createArea({ code: 'bench-xa', name: 'Xã đo tải', level: 'commune', parent: 'bench-tinh' });
+    await app.registry.createArea({ code: 'bench-tinh', name: 'Tỉnh đo tải', level: 'province' });
+    await app.registry.createArea({ code: 'bench-xa', name: 'Xã đo tải', level: 'commune', parent: 'bench-tinh' });
     const healthyIds = new Set<string>();
     const gatewayOf = new Map<string, number>();
     const t0 = Date.now();

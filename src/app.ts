@@ -111,11 +111,14 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
 
   const lock = new DataDirLock({ dataDir, logger: log('state'), clock });
   const stateDb = new StateDb({ dataDir, logger: log('state'), migrations: ALL_MIGRATIONS });
-  const registry = new DeviceRegistry({ db: stateDb, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete });
   // Cluster mode (docs/cluster.md): the PostgreSQL pool, started before and stopped after its users.
   const clusterDb = config.cluster.databaseUrl !== undefined ? new ClusterDatabase(config.cluster.databaseUrl, log('cluster'), PG_STATE_SCOPES) : null;
   // The state repositories moved to the Db port use PostgreSQL in cluster mode, state.db otherwise (docs/cluster.md).
   const stateSql: Db<unknown> = clusterDb ? clusterDb.db : stateSqlitePort(stateDb);
+  const nodeId = config.cluster.nodeId ?? hostname();
+  const registry = new DeviceRegistry({
+    db: stateDb, sql: stateSql, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete, ...(clusterDb ? { nodeId } : {}),
+  });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
@@ -129,12 +132,11 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const auditChain = new AuditChain({ audit, db: stateSql, dataDir, settings: config.audit, logger: log('audit'), clock });
 
   // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
-  const provisioning = new ProvisioningService({ db: () => stateDb.db, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });
+  const provisioning = new ProvisioningService({ db: stateSql, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });
   // After the store it purges from (started after it, stopped before it); also runs purges asked under 'keep' (CLI).
-  const purger = new DevicePurger({ db: stateDb, store, registry, audit, bus, logger: log('purge'), clock });
+  const purger = new DevicePurger({ db: stateSql, store, registry, audit, bus, logger: log('purge'), clock });
 
   // Cluster mode: one MQTT session per device across nodes (docs/cluster.md); the broker and the bus are built below.
-  const nodeId = config.cluster.nodeId ?? hostname();
   const sessionClaims = clusterDb ? new PgSessionClaims({
     db: clusterDb.db, nodeId, logger: log('sessions'), clock, metrics,
     close: (deviceId, epoch) => broker.closeClaimed(deviceId, epoch), announce: (deviceId, epoch) => clusterBus.announceClaim(deviceId, epoch),
@@ -253,7 +255,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; devices, areas, broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

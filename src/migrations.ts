@@ -19,6 +19,7 @@ import { PROVISIONING_MIGRATION } from './devices/provisioning-repo.js';
 import { ATTRIBUTES_PG_MIGRATIONS, SHARED_ATTRIBUTES_MIGRATION } from './attributes/index.js';
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
 import { GATEWAY_MIGRATION, GATEWAY_PG_MIGRATIONS } from './gateway/index.js';
+import { DEVICES_PG_MIGRATIONS } from './devices/pg-schema.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
@@ -83,4 +84,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'media', migrations: MEDIA_PG_MIGRATIONS },
   { scope: 'rpc', migrations: RPC_PG_MIGRATIONS },
   { scope: 'broadcast', migrations: BROADCAST_PG_MIGRATIONS },
+  { scope: 'devices', migrations: DEVICES_PG_MIGRATIONS },
 ];

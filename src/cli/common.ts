@@ -13,21 +13,32 @@ import { StateDb, stateSqlitePort } from '../storage/state/index.js';
 import { ALL_MIGRATIONS } from '../migrations.js';
 import { DeviceRegistry } from '../devices/index.js';
 
-/** Opens the state store and a registry that leaves presence to the server. */
-export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, config: Readonly<Config>) => T | Promise<T>): Promise<T> {
+/**
+ * Opens the state store and a registry that leaves presence to the server. In cluster mode
+ * (KENG_DATABASE_URL) the registry's rows are in PostgreSQL, as every server reads them; `sql` is
+ * where they are (PostgreSQL, or state.db through the port).
+ */
+export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, config: Readonly<Config>, sql: Db<unknown>) => T | Promise<T>): Promise<T> {
   const config = loadConfig();
   // Logs go to stderr so stdout stays parseable; quiet unless KENG_LOG_LEVEL asks otherwise.
   const logger = createLogger(process.env.KENG_LOG_LEVEL ? config.logLevel : 'warn', { destination: process.stderr });
   const db = new StateDb({ dataDir: path.resolve(config.dataDir), logger: logger.child({ module: 'state' }), migrations: ALL_MIGRATIONS, create: false });
+  const url = config.cluster.databaseUrl;
+  const pg = url !== undefined ? openPgDb(url, { poolMax: 2 }) : null;
+  const sql = pg ?? stateSqlitePort(db);
   const reg = new DeviceRegistry({
-    db, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
+    db, sql, bus: new EventBus(), logger: logger.child({ module: 'devices' }),
     metrics: new Metrics({ defaultMetrics: false }), clock: systemClock, ownsPresence: false, onDelete: config.telemetry.onDeviceDelete,
   });
   await db.start();
   try {
+    if (pg && url !== undefined) {
+      await pg.ping(10_000).catch((err: Error) => { throw Errors.CONFIG(`KENG_DATABASE_URL: PostgreSQL at ${redactUrl(url)} does not answer: ${err.message}`); });
+    }
     await reg.start();
-    try { return await fn(reg, db, config); } finally { await reg.stop(); }
+    try { return await fn(reg, db, config, sql); } finally { await reg.stop(); }
   } finally {
+    await pg?.close();
     await db.stop();
   }
 }

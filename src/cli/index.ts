@@ -20,7 +20,6 @@ import { Command, Option } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { Errors, systemClock } from '../core/index.js';
 import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } from '../devices/index.js';
-import { stateSqlitePort } from '../storage/state/index.js';
 import type { Db } from '../storage/sql/index.js';
 import { registerSimulate } from './simulate.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
@@ -152,8 +151,8 @@ function registerDevices(program: Command): void {
     .description('delete a device (its credentials stop working)')
     .argument('<id>', 'device id')
     .action(action(async (id: string) => {
-      const { removed, purge } = await withRegistry((reg, _db, config) => ({
-        removed: reg.deleteDevice(id, cliActor()), purge: config.telemetry.onDeviceDelete === 'purge',
+      const { removed, purge } = await withRegistry(async (reg, _db, config) => ({
+        removed: await reg.deleteDevice(id, cliActor()), purge: config.telemetry.onDeviceDelete === 'purge',
       }));
       if (!removed) throw Errors.NOT_FOUND(`Device "${id}"`);
       out(`Device ${id} deleted${purge ? '; the server purges its readings in the background (telemetry.onDeviceDelete = purge)' : ''}`);
@@ -162,15 +161,14 @@ function registerDevices(program: Command): void {
     .description('remove the stored readings of a device deleted earlier (also when its id was registered again: only the old device\'s); the server does it in the background')
     .argument('<id>', 'device id')
     .action(action(async (id: string) => {
-      await withRegistry((reg, db, config) => {
+      await withRegistry(async (reg, db, config, sql) => {
         const by = cliActor();
-        const audit = new AuditLog({ db: stateSqlitePort(db), sqlite: db, clock: systemClock });
+        const audit = new AuditLog({ db: sql, sqlite: sql.dialect === 'sqlite' ? db : null, clock: systemClock });
         const key = cliAuditKey(config);
         if (key) audit.useKey(key);
-        db.db.transaction(() => { // recorded and audited together, or neither
-          if (!reg.requestPurge(id, by)) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
-          audit.recordSync({ actor: by, action: 'device.purge_requested', target: `device:${id}` });
-        })();
+        // Recorded and audited together, or neither.
+        const asked = await reg.requestPurge(id, by, (trx) => audit.record({ actor: by, action: 'device.purge_requested', target: `device:${id}` }, trx));
+        if (!asked) throw Errors.NOT_FOUND(`Deleted device "${id}"`);
       });
       out(`Purge of ${id}'s readings recorded; the server runs it (see \`keng devices purges\`, and device.purge in the audit log when done)`);
     }));
@@ -178,7 +176,7 @@ function registerDevices(program: Command): void {
     .description('purges of deleted devices\' readings not finished yet (retrying while a store is unreachable)')
     .option('--json', 'print JSON')
     .action(action(async (o: { json?: boolean }) => {
-      const jobs = await withRegistry((_reg, db) => new PurgeJobs(db.db).list());
+      const jobs = await withRegistry((_reg, _db, _config, sql) => new PurgeJobs(sql).list());
       if (o.json) return json(jobs);
       table(['ID', 'DELETED', 'REQUESTED BY', 'STAGE', 'ATTEMPTS', 'NEXT TRY', 'LAST ERROR'],
         jobs.map((j) => [j.deviceId, iso(j.deletedAt) ?? '-', j.requestedBy, j.stage, String(j.attempts), iso(j.nextAt) ?? '-', j.lastError ?? '-']));

@@ -1,29 +1,40 @@
 /**
- * Areas: the area tree (area-tree.ts) backed by the `areas` table. Another
- * process (the `keng` CLI) may add areas while the server runs: a miss asks
- * the registry to reload (`sync`) before answering.
+ * Areas: the area tree (area-tree.ts) backed by the `areas` table, written through the `Db` port.
+ * Another process (the `keng` CLI) or, in cluster mode, another node may add areas while the
+ * server runs: the registry reloads the tree (registry.ts says when); on the embedded store a miss
+ * asks it to look at once (`sync`).
  */
+import { sql } from 'kysely';
 import type { Clock } from '../core/index.js';
 import { Errors } from '../core/errors.js';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { AreaTree, validateNewArea } from './area-tree.js';
-import { Statements } from './statements.js';
+import { Statements, constraintOf, type RegistryWrite, type Trx } from './statements.js';
 import type { Area } from './types.js';
 import type { AreasApi, NewArea } from './registry-types.js';
 
 export interface AreasDeps {
   clock: Clock;
-  /** Reloads areas and devices when another connection committed (the registry's). */
+  /** Reloads areas and devices when another connection committed (the registry's; embedded store). */
   sync: () => void;
+  write: RegistryWrite;
+  /** Brings the caches up to date before a change that checks them (the registry's). */
+  refresh: () => Promise<void>;
+  /** Cluster mode: told of the whole tree after each change (mirror.ts). */
+  mirror?: { setAreas(rows: readonly AreaRow[]): void };
 }
 
-interface AreaRow { code: string; name: string; level: Area['level']; parent: string | null; created_at: number }
+export interface AreaRow { code: string; name: string; level: Area['level']; parent: string | null; created_at: number }
+
+const SELECT_AREAS = 'SELECT code, name, level, parent, created_at FROM areas';
 
 function prepare(db: SqliteDatabase) {
-  return {
-    allAreas: db.prepare('SELECT code, name, level, parent, created_at FROM areas'),
-    insertArea: db.prepare('INSERT INTO areas (code, name, level, parent, created_at) VALUES (?, ?, ?, ?, ?)'),
-  };
+  return { allAreas: db.prepare(SELECT_AREAS) };
+}
+
+/** Every area row, in one statement of `k` (a snapshot on the reload path). */
+export async function readAreas(k: Trx): Promise<AreaRow[]> {
+  return (await sql<AreaRow>`SELECT code, name, level, parent, created_at FROM areas ORDER BY code`.execute(k)).rows;
 }
 
 export class Areas implements AreasApi {
@@ -32,30 +43,34 @@ export class Areas implements AreasApi {
 
   constructor(private readonly deps: AreasDeps) {}
 
-  /** Prepares the statements and loads the tree. */
-  open(db: SqliteDatabase): void {
-    this.sql.open(db);
-    this.reload();
-  }
+  /** Embedded store: prepares the statement of the synchronous reload. */
+  open(db: SqliteDatabase): void { this.sql.open(db); }
 
   close(): void { this.sql.close(); }
 
   get size(): number { return this.tree.size; }
 
-  createArea(input: NewArea): Area {
+  async createArea(input: NewArea): Promise<Area> {
     const a = validateNewArea(input);
-    this.deps.sync();
+    await this.deps.refresh();
     if (this.tree.has(a.code)) throw Errors.AREA_EXISTS(a.code);
     if (a.parent && !this.tree.has(a.parent)) this.reload();
     this.tree.checkParent(a);
     const area: Area = { code: a.code, name: a.name, level: a.level, parent: a.parent ?? null, createdAt: this.deps.clock.now() };
     try {
-      this.sql.q.insertArea.run(area.code, area.name, area.level, area.parent, area.createdAt);
+      await this.deps.write(async (trx) => {
+        await sql`INSERT INTO areas (code, name, level, parent, created_at)
+          VALUES (${area.code}, ${area.name}, ${area.level}, ${area.parent}, ${area.createdAt})`.execute(trx);
+      });
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.AREA_EXISTS(a.code);
+      const c = constraintOf(err);
+      if (c === 'primary') throw Errors.AREA_EXISTS(a.code);
+      // The parent is on another node's side of a reload not seen here yet, or gone: the hierarchy check's answer.
+      if (c === 'foreign') throw Errors.NOT_FOUND(`Area "${a.parent ?? ''}"`);
       throw err;
     }
-    this.tree.add(area);
+    if (!this.tree.has(area.code)) this.tree.add(area);
+    this.mirrorTree();
     return this.tree.get(area.code)!;
   }
 
@@ -81,9 +96,19 @@ export class Areas implements AreasApi {
     return this.tree.subtreeSet(code);
   }
 
-  /** Replaces the tree with the table's rows. */
+  /** Embedded store: replaces the tree with the table's rows, synchronously (nothing when not open). */
   reload(): void {
-    const rows = this.sql.q.allAreas.all() as AreaRow[];
+    if (!this.sql.isOpen) return;
+    this.load(this.sql.q.allAreas.all() as AreaRow[]);
+  }
+
+  /** Replaces the tree with these rows. */
+  load(rows: AreaRow[]): void {
     this.tree.load(rows.map((r) => ({ code: r.code, name: r.name, level: r.level, parent: r.parent, createdAt: r.created_at })));
+    this.mirrorTree();
+  }
+
+  private mirrorTree(): void {
+    this.deps.mirror?.setAreas(this.tree.list().map((a) => ({ code: a.code, name: a.name, level: a.level, parent: a.parent, created_at: a.createdAt })));
   }
 }

@@ -30,8 +30,11 @@ export interface CredentialLookup {
 export interface DeviceAuthenticationDeps {
   devices: CredentialLookup;
   verifier: CredentialVerifier;
-  /** Reloads areas and devices when another connection committed (the registry's). */
-  sync: () => void;
+  /**
+   * Brings the cache up to date before a login (the registry's): at once on the embedded store
+   * (another process's commit), one version check (and a reload when it moved) in cluster mode.
+   */
+  refresh: () => Promise<void>;
 }
 
 /** The verifier's cache key of a device's access token (its secret's is the device id). */
@@ -82,7 +85,7 @@ export class DeviceAuthentication implements DeviceAuthenticator {
     if (typeof username !== 'string' || username.length === 0 || username.length > MAX_CREDENTIAL_LENGTH) {
       return { ok: false, reason: 'bad_credentials' };
     }
-    this.deps.sync(); // a device added, disabled or deleted by the CLI counts at once
+    await this.deps.refresh(); // a device added, disabled or deleted by the CLI (or another node) counts at once
     const { devices, verifier } = this.deps;
     const looksLikeId = DEVICE_ID_RE.test(username);
     const byId = looksLikeId ? devices.record(username) : undefined;

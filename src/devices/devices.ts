@@ -1,18 +1,21 @@
 /**
  * Devices: the `devices` table and its cache (by id, and by token_lookup for
- * access-token logins). Another process (the `keng` CLI) may add, disable or
- * delete devices while the server runs: a miss asks the registry to reload
- * (`sync`), which calls reload() here.
+ * access-token logins), written through the `Db` port. Another process (the
+ * `keng` CLI) or, in cluster mode, another node may add, disable or delete
+ * devices while the server runs: the registry reloads the cache (load() here;
+ * registry.ts says when); on the embedded store a miss asks it to look at once
+ * (`sync`).
  */
 import type { Clock, EventBus } from '../core/index.js';
 import { Errors, withDetails } from '../core/errors.js';
+import { sql } from 'kysely';
 import type { SqliteDatabase } from '../storage/state/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import type { Areas } from './areas.js';
 import { forgetVerifications, issueCredential, issueCredentials, type CredentialLookup, type StoredCredentials } from './credentials.js';
 import { MAX_CREDENTIAL_LENGTH, tokenLookup, type CredentialVerifier } from './secrets.js';
 import { PurgeJobs } from './purge-jobs.js';
-import { Statements } from './statements.js';
+import { Statements, constraintOf, type RegistryWrite, type Trx } from './statements.js';
 import { DEVICE_ID_RE, type Device, type DeviceKind } from './types.js';
 import type { CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, DevicesApi, NewDevice } from './registry-types.js';
 
@@ -20,7 +23,8 @@ import type { CredentialKind, DeviceChanges, DeviceCredentials, DeviceFilter, De
 export interface DeviceTracker {
   track(deviceId: string): void;
   untrack(deviceId: string, area: string, emit: boolean): void;
-  isOnline(deviceId: string): boolean;
+  /** Online here or, in cluster mode, on another node (as the device list filters). */
+  isOnlineAnywhere(deviceId: string): boolean;
 }
 
 export interface DevicesDeps {
@@ -29,15 +33,20 @@ export interface DevicesDeps {
   areas: Pick<Areas, 'getArea' | 'subtreeSet'>;
   status: DeviceTracker;
   verifier: CredentialVerifier;
-  /** Reloads areas and devices when another connection committed (the registry's). */
+  /** Reloads areas and devices when another connection committed (the registry's; embedded store). */
   sync: () => void;
+  write: RegistryWrite;
+  /** Brings the caches up to date before a change that checks them (the registry's: sync(), or the cluster version check). */
+  refresh: () => Promise<void>;
+  /** Cluster mode: told of every row cached and every device gone (mirror.ts). */
+  mirror?: { put(row: DeviceRow): void; remove(id: string): void };
   /** telemetry.onDeviceDelete: 'purge' records a purge of the readings with each deletion (purger.ts runs it). */
   onDelete: 'keep' | 'purge';
 }
 
 const KINDS: readonly DeviceKind[] = ['sensor', 'speaker', 'gateway'];
 
-interface DeviceRow extends StoredCredentials {
+export interface DeviceRow extends StoredCredentials {
   id: string; kind: DeviceKind; name: string; area: string; lat: number | null; lon: number | null;
   model: string | null; enabled: number; created_at: number; history_from: number | null;
 }
@@ -97,25 +106,24 @@ export function validateDeviceChanges(c: DeviceChanges): void {
 }
 
 function prepare(db: SqliteDatabase) {
-  const s = (sql: string) => db.prepare(sql);
-  return {
-    db,
-    allDevices: s('SELECT * FROM devices'),
-    getDevice: s('SELECT * FROM devices WHERE id = ?'),
-    insertDevice: s(`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at, history_from)
-      VALUES (@id, @kind, @name, @area, @lat, @lon, @model, @enabled, @secret_hash, @token_lookup, @token_hash, @created_at, @history_from)`),
-    tombstone: s('SELECT deleted_at FROM device_tombstones WHERE id = ?'),
-    bury: s(`INSERT INTO device_tombstones (id, deleted_at) VALUES (?, ?)
-      ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at`),
-    deleteDevice: s('DELETE FROM devices WHERE id = ?'),
-    setEnabled: s('UPDATE devices SET enabled = ? WHERE id = ?'),
-    updateDevice: s(`UPDATE devices SET name = @name, area = @area, lat = @lat, lon = @lon, model = @model, enabled = @enabled
-      WHERE id = @id`),
-    setSecret: s('UPDATE devices SET secret_hash = @secret_hash WHERE id = @id'),
-    setToken: s('UPDATE devices SET token_lookup = @token_lookup, token_hash = @token_hash WHERE id = @id'),
-    insertState: s('INSERT INTO device_state (device_id) VALUES (?)'),
-    purges: new PurgeJobs(db),
-  };
+  return { allDevices: db.prepare('SELECT * FROM devices') };
+}
+
+/** Every device row, in one statement of `k` (a snapshot on the reload path). */
+export async function readDevices(k: Trx): Promise<DeviceRow[]> {
+  return (await sql<DeviceRow>`SELECT * FROM devices ORDER BY id`.execute(k)).rows;
+}
+
+async function readDevice(k: Trx, id: string): Promise<DeviceRow | undefined> {
+  return (await sql<DeviceRow>`SELECT * FROM devices WHERE id = ${id}`.execute(k)).rows[0];
+}
+
+async function tombstone(k: Trx, id: string): Promise<number | undefined> {
+  return (await sql<{ deleted_at: number }>`SELECT deleted_at FROM device_tombstones WHERE id = ${id}`.execute(k)).rows[0]?.deleted_at;
+}
+
+function affected(r: { numAffectedRows?: bigint }): number {
+  return Number(r.numAffectedRows ?? 0);
 }
 
 export class Devices implements DevicesApi, CredentialLookup {
@@ -126,12 +134,13 @@ export class Devices implements DevicesApi, CredentialLookup {
 
   constructor(private readonly deps: DevicesDeps) {}
 
-  /** Prepares the statements and loads the devices (no events). */
-  open(db: SqliteDatabase): void {
-    this.sql.open(db);
+  /** Embedded store: prepares the statement of the synchronous reload. */
+  open(db: SqliteDatabase): void { this.sql.open(db); }
+
+  /** Starts from an empty cache (start()). */
+  clear(): void {
     this.devices = new Map();
     this.tokens = new Map();
-    this.reload(false);
   }
 
   close(): void { this.sql.close(); }
@@ -145,32 +154,37 @@ export class Devices implements DevicesApi, CredentialLookup {
    */
   async createDevice(d: NewDevice): Promise<{ device: Device; credentials: DeviceCredentials }> {
     validateNewDevice(d);
-    this.deps.sync();
+    await this.deps.refresh();
     if (!this.deps.areas.getArea(d.area)) throw Errors.NOT_FOUND(`Area "${d.area}"`);
     if (this.devices.has(d.id)) throw Errors.DEVICE_EXISTS(d.id);
     const tokenInUse = (): Error => Errors.CONFLICT('this access token is in use by another device');
     if (d.accessToken !== undefined && this.tokens.has(tokenLookup(d.accessToken))) throw tokenInUse();
     const { credentials, stored } = await issueCredentials(d.accessToken);
-    // An id that belonged to a deleted device: what that device stored stays in the telemetry store
-    // (unless purged) but is never shown under the new one (history starts where the old one ended).
-    const buried = this.sql.q.tombstone.get(d.id) as { deleted_at: number } | undefined;
-    const row: DeviceRow = {
-      id: d.id, kind: d.kind, name: d.name, area: d.area,
-      lat: d.location?.lat ?? null, lon: d.location?.lon ?? null, model: d.model ?? null, enabled: 1,
-      ...stored,
-      created_at: this.deps.clock.now(),
-      history_from: buried ? buried.deleted_at + 1 : null,
-    };
-    const q = this.sql.q;
+    const createdAt = this.deps.clock.now();
+    let row: DeviceRow;
     try {
-      q.db.transaction(() => {
-        q.insertDevice.run(row);
-        q.insertState.run(row.id);
-      })();
+      row = await this.deps.write(async (trx) => {
+        // An id that belonged to a deleted device: what that device stored stays in the telemetry store
+        // (unless purged) but is never shown under the new one (history starts where the old one ended).
+        const buried = await tombstone(trx, d.id);
+        const r: DeviceRow = {
+          id: d.id, kind: d.kind, name: d.name, area: d.area,
+          lat: d.location?.lat ?? null, lon: d.location?.lon ?? null, model: d.model ?? null, enabled: 1,
+          ...stored,
+          created_at: createdAt,
+          history_from: buried !== undefined ? buried + 1 : null,
+        };
+        await sql`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at, history_from)
+          VALUES (${r.id}, ${r.kind}, ${r.name}, ${r.area}, ${r.lat}, ${r.lon}, ${r.model}, ${r.enabled}, ${r.secret_hash}, ${r.token_lookup},
+            ${r.token_hash}, ${r.created_at}, ${r.history_from})`.execute(trx);
+        await sql`INSERT INTO device_state (device_id) VALUES (${r.id})`.execute(trx);
+        return r;
+      });
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw Errors.DEVICE_EXISTS(d.id);
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw Errors.NOT_FOUND(`Area "${d.area}"`);
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && d.accessToken !== undefined) throw tokenInUse();
+      const c = constraintOf(err);
+      if (c === 'primary') throw Errors.DEVICE_EXISTS(d.id);
+      if (c === 'foreign') throw Errors.NOT_FOUND(`Area "${d.area}"`);
+      if (c === 'unique' && d.accessToken !== undefined) throw tokenInUse();
       throw err;
     }
     const device = this.cache(row);
@@ -194,7 +208,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     for (const { device } of this.devices.values()) {
       if (areaSet && !areaSet.has(device.area)) continue;
       if (filter.kind !== undefined && device.kind !== filter.kind) continue;
-      if (filter.online !== undefined && status.isOnline(device.id) !== filter.online) continue;
+      if (filter.online !== undefined && status.isOnlineAnywhere(device.id) !== filter.online) continue;
       out.push(device);
     }
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -205,20 +219,23 @@ export class Devices implements DevicesApi, CredentialLookup {
    * when telemetry.onDeviceDelete is 'purge': in the same transaction as the tombstone, so a deletion
    * whose purge is lost cannot happen (purge-jobs.ts).
    */
-  deleteDevice(id: string, by = 'unknown'): boolean {
-    const q = this.sql.q;
+  async deleteDevice(id: string, by = 'unknown'): Promise<boolean> {
     // device_state goes with it (ON DELETE CASCADE); the tombstone keeps a later device of the same id from its history.
-    const removed = q.db.transaction(() => {
-      const gone = q.deleteDevice.run(id).changes > 0;
+    const removed = await this.deps.write(async (trx) => {
+      const gone = affected(await sql`DELETE FROM devices WHERE id = ${id}`.execute(trx)) > 0;
       if (gone) {
         const now = this.deps.clock.now();
-        q.bury.run(id, now);
-        if (this.deps.onDelete === 'purge') q.purges.request(id, now, now, by);
+        await sql`INSERT INTO device_tombstones (id, deleted_at) VALUES (${id}, ${now})
+          ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at`.execute(trx);
+        if (this.deps.onDelete === 'purge') await PurgeJobs.request(trx, id, now, now, by);
       }
       return gone;
-    })();
+    });
     if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
-    else if (removed) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
+    else if (removed) {
+      this.deps.mirror?.remove(id);
+      this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
+    }
     return removed;
   }
 
@@ -227,26 +244,24 @@ export class Devices implements DevicesApi, CredentialLookup {
    * from before its tombstone, also when the id was registered again since.
    * false when no device of this id was ever deleted.
    */
-  requestPurge(id: string, by: string): boolean {
-    const q = this.sql.q;
-    return q.db.transaction(() => {
-      const buried = q.tombstone.get(id) as { deleted_at: number } | undefined;
-      if (!buried) return false;
+  requestPurge(id: string, by: string, alsoInTx?: (trx: Trx) => Promise<unknown>): Promise<boolean> {
+    return this.deps.write(async (trx) => {
+      const buried = await tombstone(trx, id);
+      if (buried === undefined) return false;
       const now = this.deps.clock.now();
-      q.purges.request(id, buried.deleted_at, now, by, now);
+      await PurgeJobs.request(trx, id, buried, now, by, now);
+      await alsoInTx?.(trx); // its audit entry
       return true;
-    })();
+    });
   }
 
   /** Enables or disables a device (a disabled device is refused at CONNECT). */
-  setEnabled(id: string, enabled: boolean): Device | undefined {
-    const q = this.sql.q;
-    if (q.setEnabled.run(enabled ? 1 : 0, id).changes === 0) return undefined;
-    const row = q.getDevice.get(id) as DeviceRow;
-    forgetVerifications(this.deps.verifier, id);
-    const device = this.cache(row);
-    this.deps.bus.emit('device.changed', { deviceId: id, change: 'updated' });
-    return device;
+  async setEnabled(id: string, enabled: boolean): Promise<Device | undefined> {
+    const row = await this.deps.write(async (trx) => {
+      if (affected(await sql`UPDATE devices SET enabled = ${enabled ? 1 : 0} WHERE id = ${id}`.execute(trx)) === 0) return undefined;
+      return readDevice(trx, id);
+    });
+    return row ? this.recache(row) : undefined;
   }
 
   /**
@@ -255,29 +270,34 @@ export class Devices implements DevicesApi, CredentialLookup {
    * verifications renewed); the app closes the connection of a device that
    * became disabled ('device.changed').
    */
-  updateDevice(id: string, changes: DeviceChanges): Device | undefined {
+  async updateDevice(id: string, changes: DeviceChanges): Promise<Device | undefined> {
     validateDeviceChanges(changes);
+    await this.deps.refresh();
     const cur = this.getDevice(id);
     if (!cur) return undefined;
     if (changes.area !== undefined && changes.area !== cur.area && !this.deps.areas.getArea(changes.area)) {
       throw Errors.NOT_FOUND(`Area "${changes.area}"`);
     }
-    const q = this.sql.q;
-    const old = q.getDevice.get(id) as DeviceRow | undefined;
-    if (!old) return undefined;
-    const loc = changes.location === undefined ? (old.lat !== null && old.lon !== null ? { lat: old.lat, lon: old.lon } : null) : changes.location;
-    const next = {
-      id, name: changes.name ?? old.name, area: changes.area ?? old.area, lat: loc?.lat ?? null, lon: loc?.lon ?? null,
-      model: changes.model === undefined ? old.model : changes.model,
-      enabled: changes.enabled === undefined ? old.enabled : changes.enabled ? 1 : 0,
-    };
+    let row: DeviceRow | undefined;
     try {
-      if (q.updateDevice.run(next).changes === 0) return undefined;
+      row = await this.deps.write(async (trx) => {
+        const old = await readDevice(trx, id);
+        if (!old) return undefined;
+        const loc = changes.location === undefined ? (old.lat !== null && old.lon !== null ? { lat: old.lat, lon: old.lon } : null) : changes.location;
+        const next = {
+          name: changes.name ?? old.name, area: changes.area ?? old.area, lat: loc?.lat ?? null, lon: loc?.lon ?? null,
+          model: changes.model === undefined ? old.model : changes.model,
+          enabled: changes.enabled === undefined ? old.enabled : changes.enabled ? 1 : 0,
+        };
+        if (affected(await sql`UPDATE devices SET name = ${next.name}, area = ${next.area}, lat = ${next.lat}, lon = ${next.lon},
+          model = ${next.model}, enabled = ${next.enabled} WHERE id = ${id}`.execute(trx)) === 0) return undefined;
+        return readDevice(trx, id);
+      });
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw Errors.NOT_FOUND(`Area "${next.area}"`);
+      if (constraintOf(err) === 'foreign') throw Errors.NOT_FOUND(`Area "${changes.area ?? cur.area}"`);
       throw err;
     }
-    return this.recache(id);
+    return row ? this.recache(row) : undefined;
   }
 
   /**
@@ -287,21 +307,23 @@ export class Devices implements DevicesApi, CredentialLookup {
    * the caller's (the broker's kick).
    */
   async rotateCredential(id: string, kind: CredentialKind): Promise<string | undefined> {
+    await this.deps.refresh();
     if (!this.getDevice(id)) return undefined;
     const { value, stored } = await issueCredential(kind);
-    const q = this.sql.q;
-    const stmt = kind === 'secret' ? q.setSecret : q.setToken;
-    if (stmt.run({ id, ...stored }).changes === 0) return undefined;
-    return this.recache(id) ? value : undefined;
+    const row = await this.deps.write(async (trx) => {
+      const n = kind === 'secret'
+        ? affected(await sql`UPDATE devices SET secret_hash = ${stored.secret_hash} WHERE id = ${id}`.execute(trx))
+        : affected(await sql`UPDATE devices SET token_lookup = ${stored.token_lookup}, token_hash = ${stored.token_hash} WHERE id = ${id}`.execute(trx));
+      return n === 0 ? undefined : readDevice(trx, id);
+    });
+    return row && this.recache(row) ? value : undefined;
   }
 
-  /** Re-reads a changed row into the cache and tells the rest of the app ('device.changed'). */
-  private recache(id: string): Device | undefined {
-    const row = this.sql.q.getDevice.get(id) as DeviceRow | undefined;
-    if (!row) return undefined;
-    forgetVerifications(this.deps.verifier, id);
+  /** Puts a changed row into the cache and tells the rest of the app ('device.changed'). */
+  private recache(row: DeviceRow): Device {
+    forgetVerifications(this.deps.verifier, row.id);
     const device = this.cache(row);
-    this.deps.bus.emit('device.changed', { deviceId: id, change: 'updated' });
+    this.deps.bus.emit('device.changed', { deviceId: row.id, change: 'updated' });
     return device;
   }
 
@@ -321,9 +343,13 @@ export class Devices implements DevicesApi, CredentialLookup {
 
   // ---- cache -------------------------------------------------------------
 
-  /** Brings the cache in line with the table; `emit`: 'device.changed' (and 'status') for each difference. */
+  /** Embedded store: reload() with the table's rows, synchronously (nothing when not open). */
   reload(emit: boolean): void {
-    const rows = this.sql.q.allDevices.all() as DeviceRow[];
+    if (this.sql.isOpen) this.load(this.sql.q.allDevices.all() as DeviceRow[], emit);
+  }
+
+  /** Brings the cache in line with these rows (the whole table); `emit`: 'device.changed' (and 'status') for each difference. */
+  load(rows: readonly DeviceRow[], emit: boolean): void {
     const seen = new Set<string>();
     for (const row of rows) {
       seen.add(row.id);
@@ -345,6 +371,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.devices.set(row.id, { device, row });
     this.tokens.set(row.token_lookup, row.id);
     this.deps.status.track(row.id);
+    this.deps.mirror?.put(row);
     return device;
   }
 
@@ -355,6 +382,7 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.tokens.delete(c.row.token_lookup);
     forgetVerifications(this.deps.verifier, id);
     this.deps.status.untrack(id, c.device.area, emit);
+    this.deps.mirror?.remove(id);
     if (emit) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
   }
 }

@@ -1,4 +1,4 @@
-export { DeviceRegistry, type DeviceRegistryOptions } from './registry.js';
+export { DeviceRegistry, REGISTRY_POLL_MS, type DeviceRegistryOptions } from './registry.js';
 export { validateNewDevice } from './devices.js';
 export { CredentialVerifier, type VerifierOptions } from './secrets.js';
 export { AreaTree, validateNewArea, PARENT_LEVEL } from './area-tree.js';

@@ -6,7 +6,9 @@
  * kind, until it expires, is revoked or has created `max_devices` devices.
  */
 import type { Migration } from '../storage/state/migrations.js';
-import { statementsOn, type SqliteDatabase } from '../storage/state/index.js';
+import { sql } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
+import type { Trx } from './statements.js';
 import type { DeviceKind } from './types.js';
 
 export const PROVISIONING_MIGRATION: Migration = {
@@ -63,53 +65,52 @@ function toKey(r: Row): StoredKey {
   };
 }
 
-function prepare(db: SqliteDatabase) {
-  return {
-    db,
-    insert: db.prepare(`INSERT INTO provisioning_keys (id, key, secret_hash, area, kind, model, label, max_devices, used, expires_at, created_by, created_at, revoked_at)
-      VALUES (@id, @key, @secret_hash, @area, @kind, @model, @label, @max_devices, 0, @expires_at, @created_by, @created_at, NULL)`),
-    all: db.prepare('SELECT * FROM provisioning_keys ORDER BY created_at DESC, id'),
-    byId: db.prepare('SELECT * FROM provisioning_keys WHERE id = ?'),
-    byKey: db.prepare('SELECT * FROM provisioning_keys WHERE key = ?'),
-    revoke: db.prepare('UPDATE provisioning_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
-    // One statement, so two devices provisioning at once cannot both take the last slot.
-    reserve: db.prepare(`UPDATE provisioning_keys SET used = used + 1
-      WHERE id = @id AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > @now) AND (max_devices IS NULL OR used < max_devices)`),
-    release: db.prepare('UPDATE provisioning_keys SET used = used - 1 WHERE id = ? AND used > 0'),
-  };
+function affected(r: { numAffectedRows?: bigint }): number {
+  return Number(r.numAffectedRows ?? 0);
 }
 
+/** The table through the `Db` port (PostgreSQL in cluster mode: every node sees every key). */
 export class ProvisioningRepo {
-  /** Statements for the state store's connection, prepared when first needed (it opens at start). */
-  private readonly sql = statementsOn(() => this.db(), prepare);
+  constructor(private readonly db: Db<unknown>) {}
 
-  constructor(private readonly db: () => SqliteDatabase) {}
-
-  insert(k: StoredKey): void {
-    this.sql().insert.run({
-      id: k.id, key: k.key, secret_hash: k.secretHash, area: k.area, kind: k.kind, model: k.model, label: k.label,
-      max_devices: k.maxDevices, expires_at: k.expiresAt, created_by: k.createdBy, created_at: k.createdAt,
-    });
+  /** In the caller's transaction (with its audit entry). */
+  async insert(trx: Trx, k: StoredKey): Promise<void> {
+    await sql`INSERT INTO provisioning_keys (id, key, secret_hash, area, kind, model, label, max_devices, used, expires_at, created_by, created_at, revoked_at)
+      VALUES (${k.id}, ${k.key}, ${k.secretHash}, ${k.area}, ${k.kind}, ${k.model}, ${k.label}, ${k.maxDevices}, 0, ${k.expiresAt}, ${k.createdBy},
+        ${k.createdAt}, NULL)`.execute(trx);
   }
 
-  all(): StoredKey[] { return (this.sql().all.all() as Row[]).map(toKey); }
+  async all(): Promise<StoredKey[]> {
+    return (await sql<Row>`SELECT * FROM provisioning_keys ORDER BY created_at DESC, id`.execute(this.db.kysely)).rows.map(toKey);
+  }
 
-  get(id: string): StoredKey | undefined {
-    const r = this.sql().byId.get(id) as Row | undefined;
+  async get(id: string, k: Trx | Db<unknown>['kysely'] = this.db.kysely): Promise<StoredKey | undefined> {
+    const r = (await sql<Row>`SELECT * FROM provisioning_keys WHERE id = ${id}`.execute(k)).rows[0];
     return r ? toKey(r) : undefined;
   }
 
-  byKey(key: string): StoredKey | undefined {
-    const r = this.sql().byKey.get(key) as Row | undefined;
+  async byKey(key: string): Promise<StoredKey | undefined> {
+    const r = (await sql<Row>`SELECT * FROM provisioning_keys WHERE key = ${key}`.execute(this.db.kysely)).rows[0];
     return r ? toKey(r) : undefined;
   }
 
-  /** true when it was live and is now revoked. */
-  revoke(id: string, now: number): boolean { return this.sql().revoke.run(now, id).changes > 0; }
+  /** true when it was live and is now revoked (in the caller's transaction). */
+  async revoke(trx: Trx, id: string, now: number): Promise<boolean> {
+    return affected(await sql`UPDATE provisioning_keys SET revoked_at = ${now} WHERE id = ${id} AND revoked_at IS NULL`.execute(trx)) > 0;
+  }
 
-  /** Takes one device slot of a live key; false when it is revoked, expired or used up. */
-  reserve(id: string, now: number): boolean { return this.sql().reserve.run({ id, now }).changes > 0; }
+  /**
+   * Takes one device slot of a live key; false when it is revoked, expired or used up. One statement,
+   * so two devices provisioning at once (on one node or two) cannot both take the last slot.
+   */
+  async reserve(id: string, now: number): Promise<boolean> {
+    return affected(await sql`UPDATE provisioning_keys SET used = used + 1
+      WHERE id = ${id} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${now}) AND (max_devices IS NULL OR used < max_devices)`
+      .execute(this.db.kysely)) > 0;
+  }
 
   /** Gives a slot back (the device could not be created after all). */
-  release(id: string): void { this.sql().release.run(id); }
+  async release(id: string): Promise<void> {
+    await sql`UPDATE provisioning_keys SET used = used - 1 WHERE id = ${id} AND used > 0`.execute(this.db.kysely);
+  }
 }

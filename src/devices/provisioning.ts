@@ -27,7 +27,7 @@ import type { Logger } from '../core/logger.js';
 import { counterOn } from '../core/metrics.js';
 import { PROVISION_FAILURE_MSG, PROVISION_NOT_FOUND_MSG, type ProvisionStatus } from '../core/protocol.js';
 import { randomBase62 } from '../core/random.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import { MAX_NAME_LENGTH } from './area-tree.js';
 import { ProvisioningRepo, type ProvisioningKey, type StoredKey } from './provisioning-repo.js';
 import { chosenTokenProblem, deviceIdFromName, parseProvisionRequest, randomDeviceName } from './provision-request.js';
@@ -75,7 +75,7 @@ const MQTT_ACTOR = 'mqtt:provision';
 export type ProvisionResult = 'success' | 'not_found' | 'failure';
 
 export interface ProvisioningDeps {
-  db: () => SqliteDatabase;
+  db: Db<unknown>;
   devices: Pick<DevicesApi, 'createDevice' | 'getDevice'> & { getArea(code: string): Area | undefined };
   audit: AuditRecorder;
   clock: Clock;
@@ -126,25 +126,33 @@ export class ProvisioningService implements DeviceProvisioner {
       area: input.area, kind, model: input.model ?? null, label: input.label ?? null, maxDevices, used: 0, expiresAt,
       createdBy: typeof by.actor === 'string' ? by.actor : `${by.actor.kind}:${by.actor.id}`, createdAt: now, revokedAt: null,
     };
-    this.repo.insert(stored);
     const key = publicKey(stored);
-    this.deps.audit.recordSync({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.create', target: `provisioning_key:${key.id}`, after: key });
+    await this.deps.db.write(async (trx) => {
+      await this.repo.insert(trx, stored);
+      await this.deps.audit.record({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.create', target: `provisioning_key:${key.id}`, after: key }, trx);
+    });
     return { key, secret };
   }
 
-  list(): ProvisioningKey[] { return this.repo.all().map(publicKey); }
+  async list(): Promise<ProvisioningKey[]> { return (await this.repo.all()).map(publicKey); }
 
-  get(id: string): ProvisioningKey | undefined {
-    const k = this.repo.get(id);
+  async get(id: string): Promise<ProvisioningKey | undefined> {
+    const k = await this.repo.get(id);
     return k ? publicKey(k) : undefined;
   }
 
   /** Revokes a live key (it stops working for the next request); false when it was revoked already. */
-  revoke(id: string, by: Requester): boolean {
-    const before = this.get(id);
-    if (!before || !this.repo.revoke(id, this.deps.clock.now())) return false;
-    this.deps.audit.recordSync({ actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.revoke', target: `provisioning_key:${id}`, before, after: this.get(id) });
-    return true;
+  revoke(id: string, by: Requester): Promise<boolean> {
+    return this.deps.db.write(async (trx) => {
+      const before = await this.repo.get(id, trx);
+      if (!before || !await this.repo.revoke(trx, id, this.deps.clock.now())) return false;
+      const after = await this.repo.get(id, trx);
+      await this.deps.audit.record({
+        actor: by.actor, ip: by.ip ?? null, action: 'provisioning_key.revoke', target: `provisioning_key:${id}`,
+        before: publicKey(before), after: after && publicKey(after),
+      }, trx);
+      return true;
+    });
   }
 
   // ---------------------------------------------------------------- requests (MQTT)
@@ -154,7 +162,7 @@ export class ProvisioningService implements DeviceProvisioner {
       return await this.handle(payload, from.ip);
     } catch (err) {
       this.deps.logger?.error({ err }, 'provision request failed with an error');
-      return this.refuse('failure', failure(), from.ip, MQTT_ACTOR, null, 'error');
+      return this.refuse('failure', failure(), from.ip, MQTT_ACTOR, null, 'error').catch(() => failure());
     }
   }
 
@@ -164,7 +172,7 @@ export class ProvisioningService implements DeviceProvisioner {
       const answer = req.reason === 'missing_key' ? notFound() : failure(req.reason === 'bad_name' ? PROVISION_FAILURE_MSG : req.message);
       return this.refuse(req.reason === 'missing_key' ? 'not_found' : 'failure', answer, ip, MQTT_ACTOR, null, req.reason);
     }
-    const k = this.repo.byKey(req.key);
+    const k = await this.repo.byKey(req.key);
     if (!k) return this.refuse('not_found', notFound(), ip, MQTT_ACTOR, null, 'unknown_key', { provisionDeviceKey: req.key.slice(0, 64) });
     const actor: Actor = { kind: 'provisioning_key', id: k.id };
     const target = `provisioning_key:${k.id}`;
@@ -186,12 +194,12 @@ export class ProvisioningService implements DeviceProvisioner {
     if (id === null) return this.refuse('failure', failure(), ip, actor, target, 'bad_name', { deviceName: name.slice(0, 64) });
     // The same answer whether the existing device is in this area or another: nothing about it leaks.
     if (this.deps.devices.getDevice(id)) return this.refuse('failure', failure(), ip, actor, target, 'device_exists', { deviceId: id });
-    if (!this.repo.reserve(k.id, now)) return this.refuse('not_found', notFound(), ip, actor, target, 'used_up');
+    if (!await this.repo.reserve(k.id, now)) return this.refuse('not_found', notFound(), ip, actor, target, 'used_up');
     let created;
     try {
       created = await this.deps.devices.createDevice({ id, kind: k.kind, name, area: k.area, model: k.model, ...(req.token !== null ? { accessToken: req.token } : {}) });
     } catch (err) {
-      this.repo.release(k.id);
+      await this.repo.release(k.id);
       const code = (err as { code?: string }).code;
       // As ThingsBoard: a taken name or token is a plain FAILURE (whose it is does not leak).
       const reason = code === 'KENG_ERR_DEVICE_EXISTS' ? 'device_exists' : code === 'KENG_ERR_CONFLICT' ? 'token_in_use' : 'error';
@@ -200,7 +208,7 @@ export class ProvisioningService implements DeviceProvisioner {
     }
     const d = created.device;
     this.requests.labels({ result: 'success' }).inc();
-    this.deps.audit.recordSync({
+    await this.deps.audit.record({
       actor, ip, action: 'device.provision', target: `device:${d.id}`,
       after: { id: d.id, name: d.name, kind: d.kind, area: d.area, model: d.model, provisioningKey: k.id },
     });
@@ -208,12 +216,12 @@ export class ProvisioningService implements DeviceProvisioner {
     return { credentialsValue: created.credentials.accessToken, credentialsType: 'ACCESS_TOKEN', status: 'SUCCESS' };
   }
 
-  private refuse(
+  private async refuse(
     result: Exclude<ProvisionResult, 'success'>, answer: ProvisionAnswer, ip: string | null, actor: Actor | string, target: string | null,
     reason: string, detail: Record<string, unknown> = {},
-  ): ProvisionAnswer {
+  ): Promise<ProvisionAnswer> {
     this.requests.labels({ result }).inc();
-    this.deps.audit.recordSync({ actor, ip, action: 'device.provision_failed', target, after: { reason, status: answer.status, ...detail } });
+    await this.deps.audit.record({ actor, ip, action: 'device.provision_failed', target, after: { reason, status: answer.status, ...detail } });
     this.deps.logger?.info({ ip, reason, status: answer.status, target }, 'provision request refused');
     return answer;
   }

@@ -1,10 +1,13 @@
 /**
- * The `device_purges` table (core migration 6, src/storage/state/migrations.ts): what is still to purge. Written
+ * The `device_purges` table (core migration 6, src/storage/state/migrations.ts; pg-schema.ts in cluster
+ * mode): what is still to purge. Written
  * by the deletion itself (devices.ts, in the transaction that buries the id)
  * or by an explicit request for an id deleted earlier (`keng devices purge`);
  * read and emptied by the server's purger (purger.ts).
  */
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { sql, type Kysely } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
+import type { Trx } from './statements.js';
 
 /**
  * A purge starts this long after the deletion: readings of the device that
@@ -12,6 +15,9 @@ import type { SqliteDatabase } from '../storage/state/index.js';
  * stores, and are purged with the rest instead of arriving after the purge.
  */
 export const PURGE_SETTLE_MS = 3_000;
+
+/** Cluster mode: how long a node keeps a purge it started before another may take it over (each stage is idempotent). */
+export const PURGE_CLAIM_MS = 600_000;
 
 export type PurgeStage = 'local' | 'remote';
 
@@ -42,57 +48,66 @@ function toJob(r: Row): PurgeJob {
   };
 }
 
+/** Where the queries run: the port's Kysely, or a write transaction. */
+type Exec = Kysely<unknown> | Trx;
+
 export class PurgeJobs {
-  private readonly s;
+  constructor(private readonly db: Db<unknown>) {}
 
-  constructor(db: SqliteDatabase) {
-    this.s = {
-      // A second deletion of the same id before the first purge finished: one job, from the start, newest tombstone.
-      request: db.prepare(`INSERT INTO device_purges (device_id, deleted_at, requested_at, requested_by, next_at) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (device_id) DO UPDATE SET deleted_at = excluded.deleted_at, requested_at = excluded.requested_at,
-          requested_by = excluded.requested_by, stage = 'local', next_at = excluded.next_at, attempts = 0, last_error = NULL`),
-      due: db.prepare('SELECT * FROM device_purges WHERE next_at <= ? ORDER BY next_at, device_id LIMIT 1'),
-      all: db.prepare('SELECT * FROM device_purges ORDER BY requested_at, device_id'),
-      get: db.prepare('SELECT * FROM device_purges WHERE device_id = ?'),
-      nextAt: db.prepare('SELECT MIN(next_at) FROM device_purges').pluck(),
-      advance: db.prepare("UPDATE device_purges SET stage = 'remote', removed_json = ? WHERE device_id = ? AND requested_at = ?"),
-      fail: db.prepare(`UPDATE device_purges SET removed_json = ?, attempts = attempts + 1, last_error = ?, next_at = ?
-        WHERE device_id = ? AND requested_at = ?`),
-      // Only the request that ran: one made meanwhile (deleted again, purge asked again) stays.
-      finish: db.prepare('DELETE FROM device_purges WHERE device_id = ? AND requested_at = ?'),
-    };
+  /** Records a purge to run from `notBefore` on (idempotent per id), in the caller's transaction. */
+  static async request(trx: Trx, deviceId: string, deletedAt: number, now: number, by: string, notBefore = now + PURGE_SETTLE_MS): Promise<void> {
+    // A second deletion of the same id before the first purge finished: one job, from the start, newest tombstone.
+    await sql`INSERT INTO device_purges (device_id, deleted_at, requested_at, requested_by, next_at)
+      VALUES (${deviceId}, ${deletedAt}, ${now}, ${by}, ${notBefore})
+      ON CONFLICT (device_id) DO UPDATE SET deleted_at = excluded.deleted_at, requested_at = excluded.requested_at,
+        requested_by = excluded.requested_by, stage = 'local', next_at = excluded.next_at, attempts = 0, last_error = NULL`.execute(trx);
   }
 
-  /** Records a purge to run from `notBefore` on (idempotent per id). */
-  request(deviceId: string, deletedAt: number, now: number, by: string, notBefore = now + PURGE_SETTLE_MS): void {
-    this.s.request.run(deviceId, deletedAt, now, by, notBefore);
-  }
-
-  due(now: number): PurgeJob | undefined {
-    const r = this.s.due.get(now) as Row | undefined;
+  /**
+   * The next due job. In cluster mode it is also claimed for PURGE_CLAIM_MS (its next_at moves on), so
+   * one node runs it; a node that dies mid-purge leaves it to another once the claim ends.
+   */
+  async due(now: number): Promise<PurgeJob | undefined> {
+    const r = this.db.dialect === 'postgres'
+      ? (await sql<Row>`UPDATE device_purges SET next_at = ${now + PURGE_CLAIM_MS} WHERE device_id = (
+          SELECT device_id FROM device_purges WHERE next_at <= ${now} ORDER BY next_at, device_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING *`.execute(this.db.kysely)).rows[0]
+      : (await sql<Row>`SELECT * FROM device_purges WHERE next_at <= ${now} ORDER BY next_at, device_id LIMIT 1`.execute(this.db.kysely)).rows[0];
     return r ? toJob(r) : undefined;
   }
 
-  get(deviceId: string): PurgeJob | undefined {
-    const r = this.s.get.get(deviceId) as Row | undefined;
+  async get(deviceId: string): Promise<PurgeJob | undefined> {
+    const r = (await sql<Row>`SELECT * FROM device_purges WHERE device_id = ${deviceId}`.execute(this.db.kysely)).rows[0];
     return r ? toJob(r) : undefined;
   }
 
-  list(): PurgeJob[] { return (this.s.all.all() as Row[]).map(toJob); }
+  async list(): Promise<PurgeJob[]> {
+    return (await sql<Row>`SELECT * FROM device_purges ORDER BY requested_at, device_id`.execute(this.db.kysely)).rows.map(toJob);
+  }
 
   /** When the earliest job is due (epoch ms), or null when there is none. */
-  nextAt(): number | null { return this.s.nextAt.get() as number | null; }
+  async nextAt(): Promise<number | null> {
+    const r = (await sql<{ n: number | null }>`SELECT MIN(next_at) AS n FROM device_purges`.execute(this.db.kysely)).rows[0];
+    return r?.n ?? null;
+  }
 
   /** The local stores are clean: from now on only the remote database is left. */
-  advance(job: PurgeJob, removed: Record<string, number>): boolean {
-    return this.s.advance.run(JSON.stringify(removed), job.deviceId, job.requestedAt).changes > 0;
+  async advance(job: PurgeJob, removed: Record<string, number>): Promise<boolean> {
+    return changed(await sql`UPDATE device_purges SET stage = 'remote', removed_json = ${JSON.stringify(removed)}
+      WHERE device_id = ${job.deviceId} AND requested_at = ${job.requestedAt}`.execute(this.db.kysely));
   }
 
-  fail(job: PurgeJob, removed: Record<string, number>, error: string, nextAt: number): void {
-    this.s.fail.run(JSON.stringify(removed), error.slice(0, 1000), nextAt, job.deviceId, job.requestedAt);
+  async fail(job: PurgeJob, removed: Record<string, number>, error: string, nextAt: number): Promise<void> {
+    await sql`UPDATE device_purges SET removed_json = ${JSON.stringify(removed)}, attempts = attempts + 1, last_error = ${error.slice(0, 1000)},
+      next_at = ${nextAt} WHERE device_id = ${job.deviceId} AND requested_at = ${job.requestedAt}`.execute(this.db.kysely);
   }
 
-  finish(job: PurgeJob): boolean {
-    return this.s.finish.run(job.deviceId, job.requestedAt).changes > 0;
+  /** Only the request that ran: one made meanwhile (deleted again, purge asked again) stays. */
+  static async finish(k: Exec, job: PurgeJob): Promise<boolean> {
+    return changed(await sql`DELETE FROM device_purges WHERE device_id = ${job.deviceId} AND requested_at = ${job.requestedAt}`.execute(k));
   }
+}
+
+function changed(r: { numAffectedRows?: bigint }): boolean {
+  return Number(r.numAffectedRows ?? 0) > 0;
 }

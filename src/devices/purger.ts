@@ -23,13 +23,14 @@
  */
 import type { AuditRecorder } from '../audit/index.js';
 import type { Clock, Component, EventBus, Logger } from '../core/index.js';
-import type { StateDb } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/index.js';
 import type { PurgeCounts, TelemetryPurge } from '../storage/telemetry/index.js';
 import { PURGE_SETTLE_MS, PurgeJobs, type PurgeJob } from './purge-jobs.js';
 import type { Device } from './types.js';
 
 export interface DevicePurgerDeps {
-  db: StateDb;
+  /** The state store through the port (PostgreSQL in cluster mode: any node may run a purge, one at a time). */
+  db: Db<unknown>;
   store: TelemetryPurge;
   registry: { getDevice(id: string): Device | undefined };
   audit: AuditRecorder;
@@ -58,10 +59,10 @@ export class DevicePurger implements Component {
   constructor(private readonly d: DevicePurgerDeps) {}
 
   async start(): Promise<void> {
-    this.jobs = new PurgeJobs(this.d.db.db);
+    this.jobs = new PurgeJobs(this.d.db);
     this.abort = new AbortController();
     this.off = this.d.bus.on('device.changed', (e) => { if (e.change === 'deleted') this.wakeIn(PURGE_SETTLE_MS + 50); });
-    const pending = this.jobs.list().length;
+    const pending = (await this.jobs.list()).length;
     if (pending) this.d.logger.info({ pending }, 'device purges to finish');
     this.wakeIn(0);
   }
@@ -76,7 +77,7 @@ export class DevicePurger implements Component {
   }
 
   /** Purges still to do (or retrying), oldest first. */
-  pending(): PurgeJob[] { return this.jobs?.list() ?? []; }
+  pending(): Promise<PurgeJob[]> { return this.jobs?.list() ?? Promise.resolve([]); }
 
   /** Run the due purges now (tests, and after an explicit request in this process). */
   runNow(): Promise<void> {
@@ -84,7 +85,10 @@ export class DevicePurger implements Component {
     this.running = (async () => {
       do { this.again = false; await this.runDue(); } while (this.again && !this.abort.signal.aborted);
     })().catch((err: unknown) => { this.d.logger.error({ err }, 'device purges failed'); })
-      .finally(() => { this.running = null; this.rearm(); });
+      .finally(() => {
+        this.running = null;
+        this.rearm().catch((err: unknown) => { this.d.logger.warn({ err }, 'device purges: could not look for the next one'); this.wakeIn(this.d.pollMs ?? POLL_MS); });
+      });
     return this.running;
   }
 
@@ -99,10 +103,10 @@ export class DevicePurger implements Component {
   }
 
   /** Next look: when the earliest purge is due, or the poll period for purges asked elsewhere. */
-  private rearm(): void {
+  private async rearm(): Promise<void> {
     const jobs = this.jobs;
     if (!jobs || this.abort.signal.aborted) return;
-    const next = jobs.nextAt();
+    const next = await jobs.nextAt();
     const poll = this.d.pollMs ?? POLL_MS;
     this.wakeIn(next === null ? poll : Math.max(50, Math.min(poll, next - this.d.clock.now())));
   }
@@ -111,7 +115,7 @@ export class DevicePurger implements Component {
     for (;;) {
       const jobs = this.jobs;
       if (!jobs || this.abort.signal.aborted) return;
-      const job = jobs.due(this.d.clock.now());
+      const job = await jobs.due(this.d.clock.now());
       if (!job) return;
       await this.run(jobs, job);
     }
@@ -128,7 +132,7 @@ export class DevicePurger implements Component {
     try {
       if (stage === 'local') {
         await store.purgeLocal(id, before, removed, signal);
-        jobs.advance(job, removed);
+        await jobs.advance(job, removed);
         stage = 'remote';
       }
       await store.purgeRemote(id, before, removed, signal);
@@ -136,20 +140,19 @@ export class DevicePurger implements Component {
       if (signal.aborted) return; // stopping: resumed at the next start
       const delay = Math.min(PURGE_RETRY_MAX_MS, PURGE_RETRY_MIN_MS * 2 ** Math.min(job.attempts, 16));
       const message = (err as Error).message ?? String(err);
-      jobs.fail(job, removed, message, clock.now() + delay);
+      await jobs.fail(job, removed, message, clock.now() + delay);
       logger.warn({ deviceId: id, stage, attempts: job.attempts + 1, retryInMs: delay, error: message, removed },
         'purging a deleted device\'s readings failed; retried later (they stay hidden meanwhile)');
       return;
     }
-    const db = this.d.db.db;
-    const finished = db.transaction(() => {
-      if (!jobs.finish(job)) return false; // asked again meanwhile: that request runs next
-      this.d.audit.recordSync({
+    const finished = await this.d.db.write(async (trx) => {
+      if (!await PurgeJobs.finish(trx, job)) return false; // asked again meanwhile: that request runs next
+      await this.d.audit.record({
         actor: 'system', action: 'device.purge', target: `device:${id}`,
         after: { requestedBy: job.requestedBy, deletedAt: job.deletedAt, before, removed, attempts: job.attempts + 1 },
-      });
+      }, trx);
       return true;
-    })();
+    });
     if (finished) logger.info({ deviceId: id, removed, before }, 'deleted device\'s readings purged');
   }
 }

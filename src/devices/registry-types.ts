@@ -26,7 +26,7 @@ export type CredentialKind = 'secret' | 'token';
 
 /** Areas: a tree province → commune → village (no districts since July 2025). */
 export interface AreasApi {
-  createArea(a: NewArea): Area;                      // throws AREA_EXISTS / AREA_HIERARCHY / VALIDATION
+  createArea(a: NewArea): Promise<Area>;             // throws AREA_EXISTS / AREA_HIERARCHY / VALIDATION
   listAreas(): Area[];
   getArea(code: string): Area | undefined;
   /** The area and all its descendants' codes. */
@@ -39,9 +39,9 @@ export interface DevicesApi {
   getDevice(id: string): Device | undefined;
   listDevices(filter?: DeviceFilter): Device[];      // area filter includes the subtree
   /** `by`: who deletes (an actor string such as "user:alice"), recorded with the purge of its readings when one follows. */
-  deleteDevice(id: string, by?: string): boolean;
+  deleteDevice(id: string, by?: string): Promise<boolean>;
   /** undefined when the device does not exist. Throws VALIDATION / NOT_FOUND(area). */
-  updateDevice(id: string, changes: DeviceChanges): Device | undefined;
+  updateDevice(id: string, changes: DeviceChanges): Promise<Device | undefined>;
   /**
    * Replaces the device's secret or access token; the new one is returned
    * (shown once), the old one is refused from then on. undefined when the
@@ -66,8 +66,8 @@ export interface DeviceStatusApi {
 
 /**
  * The device registry (areas, devices, credentials, presence, attributes and
- * latest values). Backed by the SQLite state store; presence, lastSeen and
- * latest values are kept in memory and flushed to disk every few seconds and
+ * latest values). Backed by the state store (the `Db` port: state.db, or
+ * PostgreSQL in cluster mode); presence, lastSeen and latest values are kept in memory and flushed to disk every few seconds and
  * at stop (they are caches: readings themselves are in the telemetry store).
  */
 export interface DeviceRegistryApi extends AreasApi, DevicesApi, DeviceStatusApi {

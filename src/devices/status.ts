@@ -2,11 +2,22 @@
  * Device status: presence, lastSeen, client attributes and latest values
  * (presence.ts, in memory), the events and the gauge they drive, and their
  * persistence in device_state: flushed every 2 s by the registry and at stop.
+ *
+ * Cluster mode (PostgreSQL): each node knows only the devices connected to it.
+ * A flush writes only what changed on this node, column by column: `online`
+ * only for devices whose presence changed here, attributes and latest values
+ * only when they changed here, `last_seen` never backwards. So a node never
+ * marks offline a device connected to another node (nor resets presence at
+ * start; nor, after another node took the device's session over, when the
+ * old connection here closes: `device_sessions` says who holds it). Views (the API) show a device online when it is connected here or
+ * when device_state says so (read back at each flush: another node's change
+ * shows here within two flush periods). A node that dies leaves its devices
+ * online in device_state until they connect elsewhere (no leases yet).
  */
 import type { Clock, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
-import type { SqliteDatabase } from '../storage/state/index.js';
+import { sql } from 'kysely';
+import type { Db } from '../storage/sql/index.js';
 import { PresenceStore, type StoredState } from './presence.js';
-import { Statements } from './statements.js';
 import type { Device, DeviceView, LatestValue } from './types.js';
 import type { DeviceStatusApi } from './registry-types.js';
 
@@ -22,50 +33,60 @@ export interface DeviceStatusDeps {
   ownsPresence: boolean;
   /** The area of a registered device (for 'status' events). */
   areaOf: (deviceId: string) => string | undefined;
+  db: Db<unknown>;
+  /**
+   * Cluster mode: this node's id in `device_sessions` (src/cluster, which node holds each device's MQTT
+   * session). A device that left this node is written offline only when no other node holds it: when
+   * another node took the session over, its presence is that node's.
+   */
+  nodeId?: string;
 }
 
-function prepare(db: SqliteDatabase) {
-  return {
-    db,
-    allStates: db.prepare('SELECT device_id, online, last_seen, attributes_json, latest_json FROM device_state'),
-    // Guarded upsert: a device deleted by another process is not resurrected.
-    upsertState: db.prepare(`INSERT INTO device_state (device_id, online, last_seen, attributes_json, latest_json)
-      SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)
-      ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, last_seen = excluded.last_seen,
-        attributes_json = excluded.attributes_json, latest_json = excluded.latest_json`),
-  };
-}
+type StateRow = StoredState & { device_id: string };
 
 export class DeviceStatus implements DeviceStatusApi {
   private presence = new PresenceStore();
-  private readonly sql = new Statements(prepare);
+  private open = false;
+  /** Cluster mode: devices whose presence, or attributes and latest values, changed on this node since the last flush. */
+  private readonly onlineChanged = new Set<string>();
+  private readonly dataChanged = new Set<string>();
+  /** Cluster mode: online devices as device_state says (any node), with their last_seen. */
+  private elsewhere = new Map<string, number | null>();
 
   constructor(private readonly deps: DeviceStatusDeps) {}
 
-  /** Prepares the statements and starts from an empty store (devices are tracked as they load). */
-  open(db: SqliteDatabase): void {
-    this.sql.open(db);
+  private get cluster(): boolean { return this.deps.db.dialect === 'postgres'; }
+
+  /** Starts from an empty store (devices are tracked as they load). */
+  reset(): void {
     this.presence = new PresenceStore();
+    this.onlineChanged.clear();
+    this.dataChanged.clear();
+    this.elsewhere = new Map();
+    this.open = true;
   }
 
   /** Restores the device_state rows of the tracked devices. */
-  restore(): void {
+  async restore(): Promise<void> {
     const owns = this.deps.ownsPresence;
-    const states = this.sql.q.allStates.all() as (StoredState & { device_id: string })[];
+    const states = (await sql<StateRow>`SELECT device_id, online, last_seen, attributes_json, latest_json FROM device_state`
+      .execute(this.deps.db.kysely)).rows;
     for (const s of states) {
       if (!this.presence.get(s.device_id)) continue;
       this.presence.remove(s.device_id);
       this.presence.add(s.device_id, s, !owns);
-      // At start every device is offline; the broker re-establishes presence.
-      if (owns && s.online === 1) this.presence.dirty.add(s.device_id);
+      // At start every device is offline; the broker re-establishes presence. In cluster mode the
+      // device may be connected to another node: its row is left as it is.
+      if (owns && s.online === 1 && !this.cluster) this.presence.dirty.add(s.device_id);
+      if (this.cluster && s.online === 1) this.elsewhere.set(s.device_id, s.last_seen);
     }
     this.deps.metrics.devicesOnline.set(this.presence.onlineCount);
   }
 
-  /** Flushes (when this process owns presence) and drops the statements. */
-  close(): void {
-    if (this.sql.isOpen && this.deps.ownsPresence) this.flush();
-    this.sql.close();
+  /** Flushes (when this process owns presence) and stops writing. */
+  async close(): Promise<void> {
+    if (this.open && this.deps.ownsPresence) await this.flush();
+    this.open = false;
   }
 
   /** A device was registered or loaded. */
@@ -76,6 +97,9 @@ export class DeviceStatus implements DeviceStatusApi {
   /** A device was deleted: it goes offline with it (a 'status' event when `emit`). */
   untrack(deviceId: string, area: string, emit: boolean): void {
     const e = this.presence.remove(deviceId);
+    this.onlineChanged.delete(deviceId);
+    this.dataChanged.delete(deviceId);
+    this.elsewhere.delete(deviceId);
     if (!e?.online) return;
     this.deps.metrics.devicesOnline.set(this.presence.onlineCount);
     if (emit) this.deps.bus.emit('status', { deviceId, area, online: false, at: this.deps.clock.now() });
@@ -85,6 +109,7 @@ export class DeviceStatus implements DeviceStatusApi {
 
   setOnline(deviceId: string, online: boolean, at: number): void {
     if (!this.presence.setOnline(deviceId, online, at)) return;
+    if (this.cluster) this.onlineChanged.add(deviceId);
     this.deps.metrics.devicesOnline.set(this.presence.onlineCount);
     const area = this.deps.areaOf(deviceId) ?? '';
     this.deps.bus.emit('status', { deviceId, area, online, at });
@@ -104,6 +129,7 @@ export class DeviceStatus implements DeviceStatusApi {
 
   mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void {
     const merged = this.presence.mergeAttributes(deviceId, attrs);
+    if (merged && this.cluster) this.dataChanged.add(deviceId);
     if (merged) this.deps.bus.emit('attributes', { deviceId, attributes: merged });
   }
 
@@ -113,6 +139,7 @@ export class DeviceStatus implements DeviceStatusApi {
 
   updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void {
     this.presence.updateLatest(deviceId, ts, values);
+    if (this.cluster && this.presence.get(deviceId)) this.dataChanged.add(deviceId);
   }
 
   latest(deviceId: string): Record<string, LatestValue> {
@@ -122,10 +149,13 @@ export class DeviceStatus implements DeviceStatusApi {
   /** The device with its presence, attributes and latest values. */
   view(device: Device): DeviceView {
     const e = this.presence.get(device.id);
+    // Changed here since the last flush: this node knows better than what device_state said then.
+    const there = this.onlineChanged.has(device.id) ? undefined : this.elsewhere.get(device.id);
+    const local = e?.lastSeen ?? null;
     return {
       ...device,
-      online: e?.online ?? false,
-      lastSeen: e?.lastSeen ?? null,
+      online: (e?.online ?? false) || there !== undefined,
+      lastSeen: there === undefined || there === null ? local : local === null ? there : Math.max(local, there),
       attributes: this.presence.attributes(device.id),
       latest: this.presence.latest(device.id),
     };
@@ -133,24 +163,65 @@ export class DeviceStatus implements DeviceStatusApi {
 
   // ---- persistence -------------------------------------------------------
 
+  /** Online on this node, or (cluster mode) on another as device_state said at the last flush. */
+  isOnlineAnywhere(deviceId: string): boolean {
+    return this.isOnline(deviceId) || (!this.onlineChanged.has(deviceId) && this.elsewhere.has(deviceId));
+  }
+
   /** Writes dirty presence/latest rows in one transaction. Returns the number of rows written. */
-  flush(): number {
+  async flush(): Promise<number> {
+    if (!this.open) return 0;
     const dirty = this.presence.dirty;
-    if (dirty.size === 0 || !this.sql.isOpen) return 0;
     const ids = [...dirty];
-    const q = this.sql.q;
+    const online = new Set(this.onlineChanged);
+    const data = new Set(this.dataChanged);
+    const rows = ids.map((id) => ({ id, s: this.presence.serialize(id) }));
+    // Taken now: a change made while the write is under way is written by the next flush.
+    for (const id of ids) dirty.delete(id);
+    this.onlineChanged.clear();
+    this.dataChanged.clear();
     try {
-      q.db.transaction(() => {
-        for (const id of ids) {
-          const s = this.presence.serialize(id);
-          if (s) q.upsertState.run(id, s.online, s.last_seen, s.attributes_json, s.latest_json, id);
-        }
-      })();
+      if (ids.length > 0) {
+        await this.deps.db.write(async (trx) => {
+          for (const { id, s } of rows) {
+            if (!s) continue;
+            if (!this.cluster) {
+              // Guarded upsert: a device deleted by another process is not resurrected.
+              await sql`INSERT INTO device_state (device_id, online, last_seen, attributes_json, latest_json)
+                SELECT ${id}, ${s.online}, ${s.last_seen}, ${s.attributes_json}, ${s.latest_json} WHERE EXISTS (SELECT 1 FROM devices WHERE id = ${id})
+                ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, last_seen = excluded.last_seen,
+                  attributes_json = excluded.attributes_json, latest_json = excluded.latest_json`.execute(trx);
+              continue;
+            }
+            // The row was made with the device (devices.ts): an UPDATE never brings back a deleted one.
+            const o = online.has(id);
+            const d = data.has(id);
+            const nodeId = this.deps.nodeId;
+            const next = !o ? sql`online`
+              : s.online === 0 && nodeId !== undefined
+                ? sql`CASE WHEN EXISTS (SELECT 1 FROM device_sessions ds WHERE ds.device_id = ${id} AND ds.node_id <> ${nodeId}) THEN online ELSE 0 END`
+                : sql`${s.online}`;
+            await sql`UPDATE device_state SET
+                online = ${next},
+                last_seen = GREATEST(last_seen, ${s.last_seen}::bigint),
+                attributes_json = ${d ? sql`${s.attributes_json}` : sql`attributes_json`},
+                latest_json = ${d ? sql`${s.latest_json}` : sql`latest_json`}
+              WHERE device_id = ${id}`.execute(trx);
+          }
+        });
+      }
+      if (this.cluster) {
+        const r = await sql<{ device_id: string; last_seen: number | null }>`SELECT device_id, last_seen FROM device_state WHERE online = 1`
+          .execute(this.deps.db.kysely);
+        this.elsewhere = new Map(r.rows.map((x) => [x.device_id, x.last_seen]));
+      }
     } catch (err) {
       this.deps.logger.warn({ err, rows: ids.length }, 'could not flush device state; will retry');
+      for (const id of ids) if (this.presence.get(id)) dirty.add(id);
+      for (const id of online) if (this.presence.get(id)) this.onlineChanged.add(id);
+      for (const id of data) if (this.presence.get(id)) this.dataChanged.add(id);
       return 0;
     }
-    for (const id of ids) dirty.delete(id);
     return ids.length;
   }
 }

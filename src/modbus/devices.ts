@@ -106,7 +106,7 @@ export class ModbusDevices {
       // Checked again with the write: another registration (on any node) may have taken the unit id meanwhile.
       await this.repo.putChecked(settings, this.deps.clock.now(), (others) => checkLine(settings, others));
     } catch (err) {
-      this.deps.registry.deleteDevice(device.id);
+      await this.deps.registry.deleteDevice(device.id);
       throw err;
     }
     this.changed(device.id);

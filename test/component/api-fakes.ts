@@ -27,7 +27,7 @@ export class FakeRegistry implements DeviceRegistryApi {
   latestValues = new Map<string, Record<string, LatestValue>>();
   constructor(private readonly now: () => number = () => Date.now()) {}
 
-  createArea(a: NewArea): Area {
+  async createArea(a: NewArea): Promise<Area> {
     if (this.areas.has(a.code)) throw Errors.AREA_EXISTS(a.code);
     const area: Area = { code: a.code, name: a.name, level: a.level, parent: a.parent ?? null, createdAt: this.now() };
     this.areas.set(a.code, area);
@@ -57,8 +57,8 @@ export class FakeRegistry implements DeviceRegistryApi {
     return [...this.devices.values()].filter((d) => (!inArea || inArea.has(d.area))
       && (f.kind === undefined || d.kind === f.kind) && (f.online === undefined || this.isOnline(d.id) === f.online));
   }
-  deleteDevice(id: string): boolean { return this.devices.delete(id); }
-  updateDevice(id: string, c: DeviceChanges): Device | undefined {
+  async deleteDevice(id: string): Promise<boolean> { return this.devices.delete(id); }
+  async updateDevice(id: string, c: DeviceChanges): Promise<Device | undefined> {
     const d = this.devices.get(id);
     if (!d) return undefined;
     if (c.area !== undefined && !this.areas.has(c.area)) throw Errors.NOT_FOUND(`Area "${c.area}"`);

@@ -44,10 +44,10 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   const { app } = t;
   // The app's own broadcast pieces (tables already migrated) step aside for the instances under test.
   for (const c of [...app.broadcast.components].reverse()) await c.stop();
-  app.registry.createArea({ code: '01', name: 'Tỉnh Thử Nghiệm', level: 'province' });
-  app.registry.createArea({ code: '00001', name: 'Xã An Bình', level: 'commune', parent: '01' });
-  app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });
-  app.registry.createArea({ code: 'thon-tay', name: 'Thôn Tây, "xóm mới"', level: 'village', parent: '00001' });
+  await app.registry.createArea({ code: '01', name: 'Tỉnh Thử Nghiệm', level: 'province' });
+  await app.registry.createArea({ code: '00001', name: 'Xã An Bình', level: 'commune', parent: '01' });
+  await app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });
+  await app.registry.createArea({ code: 'thon-tay', name: 'Thôn Tây, "xóm mới"', level: 'village', parent: '00001' });
   const creds = new Map<string, string>();
   for (const [i, id] of speakerIds.entries()) {
     const r = await app.registry.createDevice({ id, kind: 'speaker', name: `Loa cụm ${i + 1} – Đình làng`, area: i % 2 === 0 ? 'thon-dong' : 'thon-tay' });

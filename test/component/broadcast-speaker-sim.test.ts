@@ -22,7 +22,7 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   const app = t.app;
   // The app's own broadcast pieces (tables already migrated) step aside for the instances under test.
   for (const c of [...app.broadcast.components].reverse()) await c.stop();
-  app.registry.createArea({ code: 'p', name: 'Tỉnh', level: 'province' });
+  await app.registry.createArea({ code: 'p', name: 'Tỉnh', level: 'province' });
   const creds = await Promise.all(Array.from({ length: n }, async (_, i) => {
     const id = `loa-sim-${i}`;
     return { id, secret: (await app.registry.createDevice({ id, kind: 'speaker', name: id, area: 'p' })).credentials.secret };

@@ -1,7 +1,7 @@
 /**
  * Cluster live bus, end to end with real parts: two Keng processes
- * (dist/src/main.js, separate data directories, both seeded with the same
- * area, device and tokens) on one real redis-server. A device publishes over
+ * (dist/src/main.js, separate data directories, one PostgreSQL where the area
+ * and the device, registered once, are shared) on one real redis-server. A device publishes over
  * real MQTT to node A; a socket.io client and a read-only IOC MQTT client on
  * node B see those readings within seconds. While Redis is down node A keeps
  * acknowledging (PUBACK) and storing; after Redis restarts (empty, same port)
@@ -65,11 +65,11 @@ async function node(id: string): Promise<KengProcess> {
   dirs.push(dataDir);
   const k = await spawnKeng({ KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: ADMIN, KENG_REDIS_URL: redis.url, KENG_DATABASE_URL: DATABASE_URL, KENG_NODE_ID: id, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY });
   nodes.push(k);
-  // The same area and device on both nodes (they will share them through PostgreSQL once the state store moves there).
+  // The area and the device are registered once, on node A: the registry is shared through PostgreSQL.
+  if (id !== 'node-a') return k;
   await api(k, 'POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' });
   await api(k, 'POST', '/api/v1/areas', { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' });
-  const d = await api(k, 'POST', '/api/v1/devices', { id: 'soil-1', kind: 'sensor', name: 'soil-1', area: 'c1' });
-  if (id === 'node-a') deviceSecret = d.secret;
+  deviceSecret = (await api(k, 'POST', '/api/v1/devices', { id: 'soil-1', kind: 'sensor', name: 'soil-1', area: 'c1' })).secret;
   return k;
 }
 

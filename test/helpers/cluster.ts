@@ -4,12 +4,17 @@
  * behind HAProxy (send-proxy-v2, /readyz checks), and a fleet of QoS 1
  * devices (cluster-fleet.ts) that resend what was not acknowledged.
  *
- * The state store (devices, tokens) is still SQLite per node, so one data
- * directory is seeded once and copied to every node: the same devices and
- * secrets everywhere. A node keeps its ports and directory across restarts,
+ * One data directory is seeded once (by an embedded Keng) and copied to every
+ * node; the device registry's rows of the seed (areas, devices with their
+ * credential hashes) are copied into the cluster database before its first node
+ * starts, so every node knows the same devices and secrets. A node keeps its ports and directory across restarts,
  * so HAProxy's configuration stays valid.
  */
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { sql } from 'kysely';
+import { PG_STATE_SCOPES } from '../../src/migrations.js';
+import { migrate, openPgDb } from '../../src/storage/sql/index.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { io as ioc, type Socket } from 'socket.io-client';
@@ -118,6 +123,7 @@ export interface NodeOptions {
 export class Cluster {
   readonly nodes = new Map<string, ClusterNode>();
   private readonly proxies: Haproxy[] = [];
+  private seeded: Promise<void> | null = null;
 
   constructor(private readonly seed: Seed, private readonly databaseUrl: string, private readonly redisUrl: string) {}
 
@@ -128,6 +134,7 @@ export class Cluster {
   }
 
   async start(name: string, o: NodeOptions = {}): Promise<ClusterNode> {
+    await (this.seeded ??= copySeedRegistry(this.seed.dataDir, this.databaseUrl));
     const base = tempDir(`keng-cluster-${name}-`);
     const dataDir = path.join(base, 'data');
     cpSync(this.seed.dataDir, dataDir, { recursive: true });
@@ -264,4 +271,31 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export function pct(xs: number[], p: number): number {
   if (!xs.length) return NaN;
   return [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+}
+
+/** The seed's areas and devices (credential hashes, state rows) into the cluster database (migrated here first). */
+export async function copySeedRegistry(dataDir: string, url: string): Promise<void> {
+  const src = new Database(path.join(dataDir, 'state.db'), { readonly: true });
+  const db = openPgDb(url);
+  try {
+    for (const { scope, migrations } of PG_STATE_SCOPES) await migrate(db, scope, migrations);
+    const order = "CASE level WHEN 'province' THEN 0 WHEN 'commune' THEN 1 ELSE 2 END";
+    const areas = src.prepare(`SELECT * FROM areas ORDER BY ${order}, code`).all() as Record<string, unknown>[];
+    const devices = src.prepare('SELECT * FROM devices ORDER BY id').all() as Record<string, unknown>[];
+    await db.write(async (trx) => {
+      for (const a of areas) {
+        await sql`INSERT INTO areas (code, name, level, parent, created_at) VALUES (${a.code}, ${a.name}, ${a.level}, ${a.parent}, ${a.created_at})
+          ON CONFLICT DO NOTHING`.execute(trx);
+      }
+      for (const d of devices) {
+        await sql`INSERT INTO devices (id, kind, name, area, lat, lon, model, enabled, secret_hash, token_lookup, token_hash, created_at, history_from)
+          VALUES (${d.id}, ${d.kind}, ${d.name}, ${d.area}, ${d.lat}, ${d.lon}, ${d.model}, ${d.enabled}, ${d.secret_hash}, ${d.token_lookup},
+            ${d.token_hash}, ${d.created_at}, ${d.history_from}) ON CONFLICT DO NOTHING`.execute(trx);
+        await sql`INSERT INTO device_state (device_id) VALUES (${d.id}) ON CONFLICT DO NOTHING`.execute(trx);
+      }
+    });
+  } finally {
+    src.close();
+    await db.close();
+  }
 }

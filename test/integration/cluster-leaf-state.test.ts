@@ -3,8 +3,8 @@
  * state moved to PostgreSQL reaches the other node. A shared attribute set on
  * node A is pushed to a device connected to node B (B's reload, every 5 s);
  * a gateway's creation setting changed on A shows on B; a Modbus unit id
- * taken on A is refused on B. Devices and areas are not shared yet, so both
- * nodes register the same ones.
+ * taken on A is refused on B. Devices and areas are shared too: they are
+ * registered once, on A, and the speaker logs in on B with the token A issued.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,11 +26,11 @@ const dirs: string[] = [];
 const clients: MqttClient[] = [];
 let a: KengProcess;
 let b: KengProcess;
-/** The speaker's access token on node B (each node has its own device rows for now). */
-let speakerTokenB = '';
+/** The speaker's access token (issued on node A, valid on every node). */
+let speakerToken = '';
 
 async function api(k: KengProcess, method: string, route: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const r = await fetch(k.httpUrl + route, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+  const r = await fetch(k.httpUrl + route, { method, headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
   const text = await r.text();
   return { status: r.status, body: text ? JSON.parse(text) : undefined };
 }
@@ -40,6 +40,7 @@ async function node(id: string, url: string): Promise<KengProcess> {
   dirs.push(dataDir);
   const k = await spawnKeng({ KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: ADMIN, KENG_REDIS_URL: redis.url, KENG_DATABASE_URL: url, KENG_NODE_ID: id, KENG_AUDIT_KEY: AUDIT_KEY });
   nodes.push(k);
+  if (id !== 'node-a') return k; // the registry is shared: registered once
   for (const [route, body] of [
     ['/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' }],
     ['/api/v1/areas', { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' }],
@@ -47,7 +48,7 @@ async function node(id: string, url: string): Promise<KengProcess> {
   ] as const) expect((await api(k, 'POST', route, body)).status).toBe(201);
   const spk = await api(k, 'POST', '/api/v1/devices', { id: 'spk-1', kind: 'speaker', name: 'Loa 1', area: 'c1' });
   expect(spk.status).toBe(201);
-  if (id === 'node-b') speakerTokenB = spk.body.accessToken as string;
+  speakerToken = spk.body.accessToken as string;
   return k;
 }
 
@@ -69,7 +70,7 @@ afterAll(async () => {
 
 describe('cluster: Modbus settings, shared attributes and gateway settings shared through PostgreSQL', () => {
   it('an area attribute set on node A is pushed to a device connected to node B within its reload interval', async () => {
-    const dev = await connectDevice(`mqtt://127.0.0.1:${b.mqttPort}`, speakerTokenB, undefined, { clean: true });
+    const dev = await connectDevice(`mqtt://127.0.0.1:${b.mqttPort}`, speakerToken, undefined, { clean: true });
     clients.push(dev);
     const seen: unknown[] = [];
     dev.on('message', (_t, p) => seen.push(JSON.parse(p.toString())));
@@ -104,4 +105,27 @@ describe('cluster: Modbus settings, shared attributes and gateway settings share
     expect(JSON.stringify(r.body)).toContain('mb-a');
     expect((await api(b, 'GET', '/api/v1/devices/mb-b')).status).toBe(404); // nothing half-registered
   }, 60_000);
+
+  it('a device registered on A connects to B; disabled on A, B closes its connection and refuses it; deleted on A, refused on B', async () => {
+    const created = await api(a, 'POST', '/api/v1/devices', { id: 'soil-x', kind: 'sensor', name: 'Soil x', area: 'c1' });
+    expect(created.status).toBe(201);
+    const secret = created.body.secret as string;
+    const url = `mqtt://127.0.0.1:${b.mqttPort}`;
+    const dev = await connectDevice(url, 'soil-x', secret); // at once: a login on B checks the registry version first
+    clients.push(dev);
+    const closed = new Promise<number>((resolve) => dev.once('close', () => resolve(Date.now())));
+    const t0 = Date.now();
+    expect((await api(a, 'PATCH', '/api/v1/devices/soil-x', { enabled: false })).status).toBe(200);
+    const took = (await closed) - t0;
+    expect(took).toBeLessThan(5_000); // REGISTRY_POLL_MS (1 s) on a loaded machine
+    await expect(connectDevice(url, 'soil-x', secret)).rejects.toThrow(/Not authorized|Connection refused/i);
+    expect((await api(a, 'PATCH', '/api/v1/devices/soil-x', { enabled: true })).status).toBe(200);
+    const again = await waitFor(async () => connectDevice(url, 'soil-x', secret).catch(() => undefined), 10_000, 200);
+    clients.push(again);
+    const closedAgain = new Promise<number>((resolve) => again.once('close', () => resolve(Date.now())));
+    const t1 = Date.now();
+    expect((await api(a, 'DELETE', '/api/v1/devices/soil-x')).status).toBe(204);
+    expect((await closedAgain) - t1).toBeLessThan(5_000);
+    await expect(connectDevice(url, 'soil-x', secret)).rejects.toThrow(/Not authorized|Bad username|Connection refused/i);
+  });
 });

@@ -106,7 +106,7 @@ describe('deleting a device: purge from InfluxDB 1.6.7 and its queue', { timeout
 
     expect((await t.api('DELETE', '/api/v1/devices/rain-1')).status).toBe(204);
     // The local stage completes despite the outage; the InfluxDB stage fails and is retried later.
-    const job = await waitFor(() => t!.app.purger.pending().find((j) => j.deviceId === 'rain-1' && j.stage === 'remote' && j.attempts >= 1), 30_000, 100);
+    const job = await waitFor(async () => (await t!.app.purger.pending()).find((j) => j.deviceId === 'rain-1' && j.stage === 'remote' && j.attempts >= 1), 30_000, 100);
     expect(job.removed).toEqual({ queuedReadings: 400, deadReadings: 1 });
     expect(job.lastError).toBeTruthy();
     expect(queued(dataDir, 'rain-1')).toEqual({ lines: 0, dead: 0, readings: 400 }); // rain-2's 400 remain
@@ -122,7 +122,7 @@ describe('deleting a device: purge from InfluxDB 1.6.7 and its queue', { timeout
     expect(purged.after.removed).toEqual({ queuedReadings: 400, deadReadings: 1, influxReadings: 601 });
     expect(purged.after.before).toBeNull();
     expect(purged.after.requestedBy).toBe('admin:admin');
-    expect(t.app.purger.pending()).toEqual([]);
+    expect(await t.app.purger.pending()).toEqual([]);
 
     // The queue forwards the other device's readings only; InfluxDB no longer knows rain-1 at all.
     expect(await t.app.store.drain(30_000)).toBe(true);

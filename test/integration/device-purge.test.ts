@@ -93,7 +93,7 @@ describe('deleting a device: telemetry.onDeviceDelete = purge (embedded store)',
     expect((await t.api('DELETE', '/api/v1/devices/soil-1')).status).toBe(204);
     const del = (await auditEntries(t, 'device.delete'))[0];
     expect(del.after).toEqual({ readings: 'purge' });
-    expect(t.app.purger.pending().map((j) => j.deviceId)).toEqual(['soil-1']); // recorded with the deletion
+    expect((await t.app.purger.pending()).map((j) => j.deviceId)).toEqual(['soil-1']); // recorded with the deletion
 
     const purged = await waitFor(async () => (await auditEntries(t!, 'device.purge'))[0], 30_000, 200);
     expect(purged.actor).toBe('system');
@@ -104,7 +104,7 @@ describe('deleting a device: telemetry.onDeviceDelete = purge (embedded store)',
     expect(stored(t.dataDir, 'soil-1')).toEqual({ readings: 0, recent: 0, dead: 0, series: 0, named: false }); // no trace of the id
     const other = stored(t.dataDir, 'soil-2');
     expect(other.readings + other.recent).toBe(200);
-    expect(t.app.purger.pending()).toEqual([]);
+    expect(await t.app.purger.pending()).toEqual([]);
 
     // The id again: nothing of the old device, its own readings from now on.
     const again = await seedDevices(t, [{ id: 'soil-1', kind: 'sensor', name: 'soil-1 mới', area: 'c1' }]);
@@ -127,7 +127,7 @@ describe('deleting a device: telemetry.onDeviceDelete = keep (default), then `ke
 
     expect((await t.api('DELETE', '/api/v1/devices/soil-1')).status).toBe(204);
     expect((await auditEntries(t, 'device.delete'))[0].after).toEqual({ readings: 'keep' });
-    expect(t.app.purger.pending()).toEqual([]);
+    expect(await t.app.purger.pending()).toEqual([]);
     await new Promise((r) => setTimeout(r, 4_000)); // past the purge delay: nothing happens
     const kept = stored(t.dataDir, 'soil-1');
     expect(kept.readings + kept.recent).toBe(before.readings + before.recent);

@@ -55,9 +55,9 @@ afterEach(async () => {
 async function app(): Promise<TestApp> {
   // Unconfirmed as soon as the content must have ended (no grace), to keep the test short.
   t = await startTestApp({ broadcast: { playbackReportGraceSec: 0 } });
-  t.app.registry.createArea({ code: '01', name: 'Tỉnh Thử Nghiệm', level: 'province' });
-  t.app.registry.createArea({ code: '00001', name: 'Xã An Bình', level: 'commune', parent: '01' });
-  t.app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });
+  await t.app.registry.createArea({ code: '01', name: 'Tỉnh Thử Nghiệm', level: 'province' });
+  await t.app.registry.createArea({ code: '00001', name: 'Xã An Bình', level: 'commune', parent: '01' });
+  await t.app.registry.createArea({ code: 'thon-dong', name: 'Thôn Đông', level: 'village', parent: '00001' });
   return t;
 }
 

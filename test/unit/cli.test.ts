@@ -180,7 +180,7 @@ describe('keng CLI', { timeout: 120_000 }, () => {
     await reg.start();
     try {
       reg.setOnline('loa-01', true, Date.now());
-      reg.flush();
+      await reg.flush();
       const r = keng(['devices', 'add', '--id', 'new-01', '--kind', 'gateway', '--name', 'GW', '--area', '00004', '--json']);
       expect(r.status).toBe(0);
       const { secret, accessToken } = JSON.parse(r.stdout) as { secret: string; accessToken: string };

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { StateDb } from '../../src/storage/state/index.js';
+import { StateDb, stateSqlitePort } from '../../src/storage/state/index.js';
 import { DeviceRegistry, PURGE_SETTLE_MS, PurgeJobs } from '../../src/devices/index.js';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { withoutDevice } from '../../src/storage/telemetry/outbox-purge.js';
@@ -24,50 +24,50 @@ async function open(onDelete: 'keep' | 'purge') {
   await db.start();
   await reg.start();
   cleanups.push(async () => { await reg.stop(); await db.stop(); rmSync(dir, { recursive: true, force: true }); });
-  reg.createArea({ code: '01', name: 'Tinh', level: 'province' });
+  await reg.createArea({ code: '01', name: 'Tinh', level: 'province' });
   await reg.createDevice({ id: 'rain-1', kind: 'sensor', name: 'r', area: '01' });
-  return { reg, jobs: new PurgeJobs(db.db), clock };
+  return { reg, jobs: new PurgeJobs(stateSqlitePort(db)), port: stateSqlitePort(db), clock };
 }
 
 describe('purge jobs of deleted devices', () => {
   it("'purge': the deletion records the job in its transaction, due after the settle delay", async () => {
     const { reg, jobs, clock } = await open('purge');
-    expect(reg.deleteDevice('rain-1', 'user:an')).toBe(true);
-    const job = jobs.get('rain-1')!;
+    expect(await reg.deleteDevice('rain-1', 'user:an')).toBe(true);
+    const job = (await jobs.get('rain-1'))!;
     expect(job).toMatchObject({ deletedAt: clock.t, requestedBy: 'user:an', stage: 'local', attempts: 0, removed: {}, nextAt: clock.t + PURGE_SETTLE_MS });
-    expect(jobs.due(clock.t)).toBeUndefined();
-    expect(jobs.due(clock.t + PURGE_SETTLE_MS)?.deviceId).toBe('rain-1');
-    expect(reg.deleteDevice('rain-1')).toBe(false); // gone already: no second job
-    expect(jobs.list()).toHaveLength(1);
+    expect(await jobs.due(clock.t)).toBeUndefined();
+    expect((await jobs.due(clock.t + PURGE_SETTLE_MS))?.deviceId).toBe('rain-1');
+    expect(await reg.deleteDevice('rain-1')).toBe(false); // gone already: no second job
+    expect(await jobs.list()).toHaveLength(1);
   });
 
   it('stages, failures and a request made meanwhile', async () => {
-    const { reg, jobs, clock } = await open('purge');
-    reg.deleteDevice('rain-1', 'user:an');
-    const job = jobs.get('rain-1')!;
-    jobs.fail(job, { queuedReadings: 3 }, 'InfluxDB down', clock.t + 9_000);
-    expect(jobs.get('rain-1')).toMatchObject({ stage: 'local', attempts: 1, lastError: 'InfluxDB down', removed: { queuedReadings: 3 }, nextAt: clock.t + 9_000 });
-    expect(jobs.advance(job, { queuedReadings: 3 })).toBe(true);
-    expect(jobs.get('rain-1')!.stage).toBe('remote');
+    const { reg, jobs, port, clock } = await open('purge');
+    await reg.deleteDevice('rain-1', 'user:an');
+    const job = (await jobs.get('rain-1'))!;
+    await jobs.fail(job, { queuedReadings: 3 }, 'InfluxDB down', clock.t + 9_000);
+    expect(await jobs.get('rain-1')).toMatchObject({ stage: 'local', attempts: 1, lastError: 'InfluxDB down', removed: { queuedReadings: 3 }, nextAt: clock.t + 9_000 });
+    expect(await jobs.advance(job, { queuedReadings: 3 })).toBe(true);
+    expect((await jobs.get('rain-1'))!.stage).toBe('remote');
     // Asked again (explicitly) before it finished: the old run's finish leaves the new request.
     clock.t += 1;
-    expect(reg.requestPurge('rain-1', 'cli:root')).toBe(true);
-    expect(jobs.finish(job)).toBe(false);
-    expect(jobs.get('rain-1')).toMatchObject({ stage: 'local', requestedBy: 'cli:root', attempts: 0, lastError: null });
-    expect(jobs.finish(jobs.get('rain-1')!)).toBe(true);
-    expect(jobs.list()).toEqual([]);
+    expect(await reg.requestPurge('rain-1', 'cli:root')).toBe(true);
+    expect(await PurgeJobs.finish(port.kysely, job)).toBe(false);
+    expect(await jobs.get('rain-1')).toMatchObject({ stage: 'local', requestedBy: 'cli:root', attempts: 0, lastError: null });
+    expect(await PurgeJobs.finish(port.kysely, (await jobs.get('rain-1'))!)).toBe(true);
+    expect(await jobs.list()).toEqual([]);
   });
 
   it("'keep': no job; requestPurge later needs a deleted id", async () => {
     const { reg, jobs, clock } = await open('keep');
-    expect(reg.requestPurge('rain-1', 'cli:root')).toBe(false); // registered, never deleted
-    reg.deleteDevice('rain-1');
-    expect(jobs.list()).toEqual([]);
+    expect(await reg.requestPurge('rain-1', 'cli:root')).toBe(false); // registered, never deleted
+    await reg.deleteDevice('rain-1');
+    expect(await jobs.list()).toEqual([]);
     const deletedAt = clock.t;
     clock.t += 60_000;
-    expect(reg.requestPurge('rain-1', 'cli:root')).toBe(true);
-    expect(jobs.get('rain-1')).toMatchObject({ deletedAt, nextAt: clock.t });
-    expect(reg.requestPurge('never-here', 'cli:root')).toBe(false);
+    expect(await reg.requestPurge('rain-1', 'cli:root')).toBe(true);
+    expect(await jobs.get('rain-1')).toMatchObject({ deletedAt, nextAt: clock.t });
+    expect(await reg.requestPurge('never-here', 'cli:root')).toBe(false);
   });
 });
 

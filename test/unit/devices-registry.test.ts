@@ -36,12 +36,12 @@ function record<K extends keyof KengEvents>(bus: EventBus, name: K): KengEvents[
   return out;
 }
 
-function seedAreas(reg: DeviceRegistry): void {
-  reg.createArea({ code: '01', name: 'Ha Noi', level: 'province' });
-  reg.createArea({ code: '00004', name: 'Ba Dinh', level: 'commune', parent: '01' });
-  reg.createArea({ code: 'thon-1', name: 'Thon 1', level: 'village', parent: '00004' });
-  reg.createArea({ code: '00008', name: 'Hoan Kiem', level: 'commune', parent: '01' });
-  reg.createArea({ code: '79', name: 'Ho Chi Minh', level: 'province' });
+async function seedAreas(reg: DeviceRegistry): Promise<void> {
+  await reg.createArea({ code: '01', name: 'Ha Noi', level: 'province' });
+  await reg.createArea({ code: '00004', name: 'Ba Dinh', level: 'commune', parent: '01' });
+  await reg.createArea({ code: 'thon-1', name: 'Thon 1', level: 'village', parent: '00004' });
+  await reg.createArea({ code: '00008', name: 'Hoan Kiem', level: 'commune', parent: '01' });
+  await reg.createArea({ code: '79', name: 'Ho Chi Minh', level: 'province' });
 }
 
 async function gauge(m: Metrics): Promise<number> {
@@ -51,9 +51,9 @@ async function gauge(m: Metrics): Promise<number> {
 describe('areas', () => {
   it('enforces province → commune → village', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     expect(reg.getArea('thon-1')).toMatchObject({ level: 'village', parent: '00004' });
-    const code = (fn: () => unknown): string | undefined => { try { fn(); } catch (e) { return (e as { code: string }).code; } return undefined; };
+    const code = async (fn: () => unknown): Promise<string | undefined> => { try { await fn(); } catch (e) { return (e as { code: string }).code; } return undefined; };
     expect(await code(() => reg.createArea({ code: 'p2', name: 'P', level: 'province', parent: '01' }))).toBe('KENG_ERR_AREA_HIERARCHY');
     expect(await code(() => reg.createArea({ code: 'c2', name: 'C', level: 'commune' }))).toBe('KENG_ERR_AREA_HIERARCHY');
     expect(await code(() => reg.createArea({ code: 'c3', name: 'C', level: 'commune', parent: '00004' }))).toBe('KENG_ERR_AREA_HIERARCHY');
@@ -68,12 +68,12 @@ describe('areas', () => {
 
   it('subtree returns the area and its descendants, updated on change', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     expect(reg.subtree('01').sort()).toEqual(['00004', '00008', '01', 'thon-1']);
     expect(reg.subtree('00004').sort()).toEqual(['00004', 'thon-1']);
     expect(reg.subtree('79')).toEqual(['79']);
     expect(reg.subtree('nope')).toEqual([]);
-    reg.createArea({ code: 'thon-2', name: 'Thon 2', level: 'village', parent: '00008' });
+    await reg.createArea({ code: 'thon-2', name: 'Thon 2', level: 'village', parent: '00008' });
     expect(reg.subtree('01')).toContain('thon-2');
   });
 });
@@ -81,7 +81,7 @@ describe('areas', () => {
 describe('devices', () => {
   it('creates, lists by area subtree and kind, deletes', async () => {
     const { reg, bus, db } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const changes = record(bus, 'device.changed');
     const { device, credentials } = await reg.createDevice({
       id: 'soil-01', kind: 'sensor', name: 'Soil 1', area: 'thon-1', location: { lat: 21.03, lon: 105.85 }, model: 'SM-1',
@@ -100,8 +100,8 @@ describe('devices', () => {
     expect(reg.listDevices({ area: '00004' }).map((d) => d.id)).toEqual(['soil-01']);
     expect(reg.listDevices({ area: '01', kind: 'speaker' }).map((d) => d.id)).toEqual(['loa-01']);
     expect(reg.listDevices({ area: 'nope' })).toEqual([]);
-    expect(reg.deleteDevice('loa-01')).toBe(true);
-    expect(reg.deleteDevice('loa-01')).toBe(false);
+    expect(await reg.deleteDevice('loa-01')).toBe(true);
+    expect(await reg.deleteDevice('loa-01')).toBe(false);
     expect(reg.getDevice('loa-01')).toBeUndefined();
     expect(db.db.prepare("SELECT COUNT(*) FROM device_state WHERE device_id = 'loa-01'").pluck().get()).toBe(0);
     expect(changes).toEqual([
@@ -112,7 +112,7 @@ describe('devices', () => {
 
   it('validates input', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const code = async (d: Record<string, unknown>): Promise<string | undefined> => {
       try { await reg.createDevice({ id: 'dev-x', kind: 'sensor', name: 'X', area: 'thon-1', ...d } as never); } catch (e) { return (e as { code: string }).code; }
       return undefined;
@@ -132,7 +132,7 @@ describe('devices', () => {
 
   it('two registrations of one id at once (hashing is async): one wins, the other gets DEVICE_EXISTS', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const rs = await Promise.allSettled([1, 2].map((n) => reg.createDevice({ id: 'twin-01', kind: 'sensor', name: `Twin ${n}`, area: 'thon-1' })));
     expect(rs.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     expect(((rs.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as { code: string }).code).toBe('KENG_ERR_DEVICE_EXISTS');
@@ -141,7 +141,7 @@ describe('devices', () => {
 
   it('stores only hashes of the secret and the token', async () => {
     const { reg, db } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     const row = db.db.prepare("SELECT * FROM devices WHERE id = 'soil-01'").get() as Record<string, unknown>;
     const raw = JSON.stringify(row);
@@ -156,7 +156,7 @@ describe('devices', () => {
 describe('authenticate', () => {
   it('by id + secret and by access token, with each failure reason', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     const ok = await reg.authenticate('loa-01', Buffer.from(credentials.secret));
     expect(ok).toEqual({ ok: true, identity: { deviceId: 'loa-01', kind: 'speaker', area: 'thon-1', viaToken: false } });
@@ -170,13 +170,13 @@ describe('authenticate', () => {
     expect(await reg.authenticate('Not-A-Token_xyz', undefined)).toEqual({ ok: false, reason: 'bad_credentials' });
     expect(await reg.authenticate('', undefined)).toEqual({ ok: false, reason: 'bad_credentials' });
 
-    reg.setEnabled('loa-01', false);
+    await reg.setEnabled('loa-01', false);
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toEqual({ ok: false, reason: 'disabled' });
     expect(await reg.authenticate(credentials.accessToken, undefined)).toEqual({ ok: false, reason: 'disabled' });
-    reg.setEnabled('loa-01', true);
+    await reg.setEnabled('loa-01', true);
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toMatchObject({ ok: true });
 
-    reg.deleteDevice('loa-01');
+    await reg.deleteDevice('loa-01');
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toEqual({ ok: false, reason: 'unknown_device' });
     expect(await reg.authenticate(credentials.accessToken, undefined)).toEqual({ ok: false, reason: 'bad_credentials' });
   });
@@ -185,30 +185,30 @@ describe('authenticate', () => {
 describe('changing a registered device', () => {
   it('updateDevice changes only the keys given, moves areas, disables; emits device.changed', async () => {
     const { reg, bus } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1', location: { lat: 21, lon: 105 }, model: 'L-1' });
     const changes = record(bus, 'device.changed');
-    expect(reg.updateDevice('loa-01', { name: 'Loa đình' })).toMatchObject({ name: 'Loa đình', area: 'thon-1', location: { lat: 21, lon: 105 }, model: 'L-1', enabled: true });
-    expect(reg.updateDevice('loa-01', { location: null, model: null, area: '00008' })).toMatchObject({ name: 'Loa đình', area: '00008', location: null, model: null });
+    expect(await reg.updateDevice('loa-01', { name: 'Loa đình' })).toMatchObject({ name: 'Loa đình', area: 'thon-1', location: { lat: 21, lon: 105 }, model: 'L-1', enabled: true });
+    expect(await reg.updateDevice('loa-01', { location: null, model: null, area: '00008' })).toMatchObject({ name: 'Loa đình', area: '00008', location: null, model: null });
     expect(reg.listDevices({ area: '00004' })).toEqual([]);
     expect(reg.listDevices({ area: '00008' }).map((d) => d.id)).toEqual(['loa-01']);
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toMatchObject({ ok: true, identity: { area: '00008' } });
-    expect(reg.updateDevice('loa-01', { enabled: false })).toMatchObject({ enabled: false });
+    expect(await reg.updateDevice('loa-01', { enabled: false })).toMatchObject({ enabled: false });
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toEqual({ ok: false, reason: 'disabled' });
-    expect(reg.updateDevice('loa-01', { enabled: true })).toMatchObject({ enabled: true });
+    expect(await reg.updateDevice('loa-01', { enabled: true })).toMatchObject({ enabled: true });
     expect(changes).toEqual(Array(4).fill({ deviceId: 'loa-01', change: 'updated' }));
-    expect(reg.updateDevice('loa-99', { name: 'x' })).toBeUndefined();
-    const code = (c: Record<string, unknown>): string | undefined => { try { reg.updateDevice('loa-01', c as never); } catch (e) { return (e as { code: string }).code; } return undefined; };
-    expect(code({ area: 'nope' })).toBe('KENG_ERR_NOT_FOUND');
-    expect(code({ name: '' })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ location: { lat: 91, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
-    expect(code({ kind: 'sensor' })).toBe('KENG_ERR_VALIDATION');
+    expect(await reg.updateDevice('loa-99', { name: 'x' })).toBeUndefined();
+    const code = async (c: Record<string, unknown>): Promise<string | undefined> => { try { await reg.updateDevice('loa-01', c as never); } catch (e) { return (e as { code: string }).code; } return undefined; };
+    expect(await code({ area: 'nope' })).toBe('KENG_ERR_NOT_FOUND');
+    expect(await code({ name: '' })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ location: { lat: 91, lon: 0 } })).toBe('KENG_ERR_VALIDATION');
+    expect(await code({ kind: 'sensor' })).toBe('KENG_ERR_VALIDATION');
     expect(reg.getDevice('loa-01')).toMatchObject({ name: 'Loa đình', area: '00008', kind: 'speaker' });
   });
 
   it('rotateCredential: the new secret or token works, the old one is refused at once', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     expect(await reg.authenticate('loa-01', Buffer.from(credentials.secret))).toMatchObject({ ok: true }); // cached verification
     const secret = await reg.rotateCredential('loa-01', 'secret');
@@ -236,7 +236,7 @@ describe('changing a registered device', () => {
       }
     }
     const { reg } = await open(undefined, { verifier: new HeldVerifier() });
-    seedAreas(reg);
+    await seedAreas(reg);
     const { credentials } = await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     const pending = reg.authenticate('loa-01', Buffer.from(credentials.secret));
     await reg.rotateCredential('loa-01', 'secret');
@@ -248,7 +248,7 @@ describe('changing a registered device', () => {
 describe('presence and data', () => {
   it('setOnline emits status only on change and updates the gauge', async () => {
     const { reg, bus, metrics } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     await reg.createDevice({ id: 'loa-01', kind: 'speaker', name: 'Loa', area: 'thon-1' });
     const status = record(bus, 'status');
     reg.setOnline('loa-01', true, 1000);
@@ -270,7 +270,7 @@ describe('presence and data', () => {
 
   it('updateLatest keeps the newest ts per field', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     reg.updateLatest('soil-01', 2000, { soil_moisture: 31.5, temperature: 24 });
     reg.updateLatest('soil-01', 1000, { soil_moisture: 10, battery_v: 3.7 }); // older backlog reading
@@ -286,7 +286,7 @@ describe('presence and data', () => {
 
   it('mergeAttributes merges and emits', async () => {
     const { reg, bus } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     await reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     const events = record(bus, 'attributes');
     reg.mergeAttributes('soil-01', { firmware: '1.0', model: 'SM-1' });
@@ -298,7 +298,7 @@ describe('presence and data', () => {
 
   it('views combine device, presence, attributes and latest; filter by online', async () => {
     const { reg } = await open();
-    seedAreas(reg);
+    await seedAreas(reg);
     await reg.createDevice({ id: 'a-01', kind: 'sensor', name: 'A', area: 'thon-1' });
     await reg.createDevice({ id: 'b-01', kind: 'speaker', name: 'B', area: '00008' });
     reg.setOnline('a-01', true, 10);
@@ -311,7 +311,7 @@ describe('presence and data', () => {
 
   it('flushes to device_state and reloads across stop/start (all offline at start)', async () => {
     const h = await open(undefined, { flushIntervalMs: 20 });
-    seedAreas(h.reg);
+    await seedAreas(h.reg);
     await h.reg.createDevice({ id: 'soil-01', kind: 'sensor', name: 'S', area: 'thon-1' });
     h.reg.setOnline('soil-01', true, 1000);
     h.reg.updateLatest('soil-01', 1500, { soil_moisture: 31.5, ok: true, note: 'x' });
@@ -328,7 +328,7 @@ describe('presence and data', () => {
       online: false, lastSeen: 1600, attributes: { firmware: '2.0' }, latest: { soil_moisture: { ts: 1500, value: 31.5 } },
     });
     expect(await gauge(h2.metrics)).toBe(0);
-    expect(h2.reg.flush()).toBe(1); // the stale online=1 row is rewritten as offline
+    expect(await h2.reg.flush()).toBe(1); // the stale online=1 row is rewritten as offline
     expect(h2.db.db.prepare("SELECT online FROM device_state WHERE device_id = 'soil-01'").pluck().get()).toBe(0);
     await stopH(h2);
   });
@@ -337,14 +337,14 @@ describe('presence and data', () => {
 describe('changes made by another process (the CLI)', () => {
   it('devices and areas added elsewhere are seen at once; deletions within a tick', async () => {
     const server = await open(undefined, { flushIntervalMs: 20 });
-    seedAreas(server.reg);
+    await seedAreas(server.reg);
     await server.reg.createDevice({ id: 'old-01', kind: 'sensor', name: 'Old', area: 'thon-1' });
     server.reg.setOnline('old-01', true, 5);
     const cli = await open(server.dataDir, { ownsPresence: false });
     const changes = record(server.bus, 'device.changed');
     const status = record(server.bus, 'status');
 
-    cli.reg.createArea({ code: 'thon-9', name: 'Thon 9', level: 'village', parent: '00008' });
+    await cli.reg.createArea({ code: 'thon-9', name: 'Thon 9', level: 'village', parent: '00008' });
     const { credentials } = await cli.reg.createDevice({ id: 'new-01', kind: 'speaker', name: 'New', area: 'thon-9' });
     expect(server.reg.getDevice('new-01')).toMatchObject({ area: 'thon-9' });
     expect(server.reg.getArea('thon-9')).toMatchObject({ level: 'village' });
@@ -358,7 +358,7 @@ describe('changes made by another process (the CLI)', () => {
     expect(server.reg.isOnline('old-01')).toBe(true);
 
     const cli2 = await open(server.dataDir, { ownsPresence: false });
-    expect(cli2.reg.deleteDevice('old-01')).toBe(true);
+    expect(await cli2.reg.deleteDevice('old-01')).toBe(true);
     await new Promise((r) => setTimeout(r, 80));
     expect(server.reg.getDevice('old-01')).toBeUndefined();
     expect(changes).toContainEqual({ deviceId: 'old-01', change: 'deleted' });

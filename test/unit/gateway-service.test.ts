@@ -27,9 +27,9 @@ describe('Gateways', () => {
     db = await tempStateDb();
     registry = new DeviceRegistry({ db: db.state, bus, logger, metrics: new Metrics(), clock });
     await registry.start();
-    registry.createArea({ code: 'p', name: 'P', level: 'province' });
-    registry.createArea({ code: 'a1', name: 'A1', level: 'commune', parent: 'p' });
-    registry.createArea({ code: 'a2', name: 'A2', level: 'commune', parent: 'p' });
+    await registry.createArea({ code: 'p', name: 'P', level: 'province' });
+    await registry.createArea({ code: 'a1', name: 'A1', level: 'commune', parent: 'p' });
+    await registry.createArea({ code: 'a2', name: 'A2', level: 'commune', parent: 'p' });
     await registry.createDevice({ id: 'gw-1', kind: 'gateway', name: 'gw 1', area: 'a1' });
     await registry.createDevice({ id: 'gw-2', kind: 'gateway', name: 'gw 2', area: 'a2' });
     gateways = make();
@@ -67,9 +67,9 @@ describe('Gateways', () => {
     await registry.createDevice({ id: subDeviceId('Van'), kind: 'sensor', name: 'direct', area: 'a1' });
     expect(await gateways.resolve(gw1, 'Van', undefined, 2)).toEqual({ ok: false, reason: 'id_taken' });
     // Disabled: refused; deleted: the name is free again.
-    registry.updateDevice(id, { enabled: false });
+    await registry.updateDevice(id, { enabled: false });
     expect(await gateways.resolve(gw1, 'Bơm', undefined, 3)).toEqual({ ok: false, reason: 'disabled' });
-    registry.deleteDevice(id);
+    await registry.deleteDevice(id);
     expect(gateways.gatewayOf(id)).toBeUndefined();
     expect(await gateways.resolve(gw2, 'Bơm', undefined, 4)).toEqual({ ok: true, deviceId: id });
     expect(registry.getDevice(id)?.area).toBe('a2');

@@ -20,7 +20,7 @@ export const areaRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = asyn
     const p = principalOf(req);
     policy.assert(p, 'areas.write');
     const { code, name, level, parent } = req.body;
-    const area = registry.createArea({ code, name, level, parent: parent ?? null });
+    const area = await registry.createArea({ code, name, level, parent: parent ?? null });
     const dto = areaDto(area, tz);
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'area.create', target: `area:${area.code}`, after: dto });
     reply.status(201).header('location', `/api/v1/areas/${encodeURIComponent(area.code)}`);

@@ -118,7 +118,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
       try {
         await gateways.link(device.id, behind.id, behind.name);
       } catch (err) {
-        registry.deleteDevice(device.id); // nothing half-registered
+        await registry.deleteDevice(device.id); // nothing half-registered
         throw err;
       }
     }
@@ -189,7 +189,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
       planned = await modbusService().planUpdate(before.id, { transport, registerMap, pollIntervalSec });
       if (!planned) throw Errors.UNPROCESSABLE(`device "${before.id}" is not a Modbus device`);
     }
-    if (Object.keys(changes).length > 0 && !registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
+    if (Object.keys(changes).length > 0 && !await registry.updateDevice(before.id, changes)) throw Errors.NOT_FOUND(`Device "${before.id}"`);
     if (planned) await modbusService().save(planned);
     if (gwSetting && createSubDevices !== undefined) await gwSetting.setMayCreate(before.id, createSubDevices);
     const after = registry.view(before.id);
@@ -251,7 +251,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'devices.write', view.area);
     const shown = await dto(view); // before the delete: its Modbus settings go with it
-    if (!registry.deleteDevice(view.id, actorString(p))) throw Errors.NOT_FOUND(`Device "${view.id}"`);
+    if (!await registry.deleteDevice(view.id, actorString(p))) throw Errors.NOT_FOUND(`Device "${view.id}"`);
     ctx.broker.forget(view.id);
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.delete', target: `device:${view.id}`, before: shown,
       after: { readings: ctx.config.telemetry.onDeviceDelete } });

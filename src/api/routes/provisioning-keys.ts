@@ -61,9 +61,9 @@ export const provisioningKeyRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContex
   const { policy, tz } = ctx;
 
   /** The key if the caller may manage it (404 otherwise: existence does not leak). */
-  const visible = (p: Principal, id: string): ProvisioningKey => {
+  const visible = async (p: Principal, id: string): Promise<ProvisioningKey> => {
     policy.assert(p, 'devices.write');
-    const k = provisioning.get(id);
+    const k = await provisioning.get(id);
     if (!k || !policy.can(p, 'devices.write', k.area)) throw Errors.NOT_FOUND(`Provisioning key "${id}"`);
     return k;
   };
@@ -96,7 +96,7 @@ export const provisioningKeyRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContex
   }, async (req) => {
     const p = principalOf(req);
     policy.assert(p, 'devices.write');
-    return policy.filter(p, provisioning.list(), (k) => k.area).map((k) => keyDto(k, tz));
+    return policy.filter(p, await provisioning.list(), (k) => k.area).map((k) => keyDto(k, tz));
   });
 
   app.get('/provisioning-keys/:id', {
@@ -105,7 +105,7 @@ export const provisioningKeyRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContex
       params: KeyIdParams,
       response: { 200: KeyMeta, ...errorResponses(...AUTH_ERRORS, 404) },
     },
-  }, async (req) => keyDto(visible(principalOf(req), req.params.id), tz));
+  }, async (req) => keyDto(await visible(principalOf(req), req.params.id), tz));
 
   app.delete('/provisioning-keys/:id', {
     schema: {
@@ -116,8 +116,8 @@ export const provisioningKeyRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContex
     },
   }, async (req, reply) => {
     const p = principalOf(req);
-    visible(p, req.params.id);
-    provisioning.revoke(req.params.id, { actor: p, ip: req.ip });
+    await visible(p, req.params.id);
+    await provisioning.revoke(req.params.id, { actor: p, ip: req.ip });
     return reply.status(204).send(null);
   });
 };

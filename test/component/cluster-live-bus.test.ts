@@ -223,6 +223,8 @@ describe('cluster live bus: two Keng processes on one Redis', () => {
     expect(await metric(a, 'keng_cluster_bus_unsent_readings_total')).toBeGreaterThanOrEqual(40);
     expect(live.some((x) => x.seq >= first)).toBe(false); // nothing could cross
     // Still ready (a load balancer keeps sending devices): the bus shows as degraded only.
+    // (The bus notices the outage at its next write or ping: under load that may take a moment.)
+    await waitFor(async () => (await ready(a)).liveBus?.detail.degraded === true, 15_000);
     expect(await ready(a)).toEqual({ status: 200, liveBus: { ok: true, detail: expect.objectContaining({ degraded: true, nodeId: 'node-a' }) } });
 
     await redis.restart(); // same port, empty
@@ -239,6 +241,7 @@ describe('cluster live bus: two Keng processes on one Redis', () => {
     const resumeSeq = seq;
     await waitFor(() => live.some((x) => x.seq === resumeSeq) && iocSeen.some((x) => x.seq === resumeSeq), 10_000);
     console.log(`outage: PUBACK in ~${ackMs.toFixed(1)} ms per message while Redis was down; feed on B resumed ${resumed - restarted} ms after redis-server restarted`);
+    await waitFor(async () => (await ready(b)).liveBus?.detail.degraded === false, 15_000);
     expect(await ready(b)).toEqual({ status: 200, liveBus: { ok: true, detail: { degraded: false, nodeId: 'node-b' } } });
     // The outage readings are not replayed later (the feed is a view of now: they are in A's history).
     expect(live.some((x) => x.seq >= first && x.seq <= last)).toBe(false);

@@ -20,23 +20,26 @@ const SPEAKERS = Array.from({ length: 30 }, (_, i) => `loa-${String(i).padStart(
 const PER_SPEAKER = 5;
 let redis: RedisServer;
 let seed: Seed;
-let mediaId: string;
+
+/** A 1 s tone uploaded through one node: the record is in PostgreSQL, every node knows it within its 5 s reload. */
+async function uploadTone(base: string): Promise<string> {
+  const file = path.join(work, 'tone.wav');
+  execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=660:duration=1', '-ac', '1', '-ar', '8000', file]);
+  const form = new FormData();
+  form.append('file', new Blob([readFileSync(file)], { type: 'audio/wav' }), 'tone.wav');
+  const r = await fetch(`${base}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${CLUSTER_ADMIN}` }, body: form });
+  expect(r.status).toBe(201);
+  return ((await r.json()) as { id: string }).id;
+}
 let work: string;
 
-/** An embedded Keng makes the area, the speakers and a 1 s tone; every node starts from a copy. */
+/** An embedded Keng makes the area and the speakers; the cluster rig copies them into PostgreSQL. */
 async function seedSpeakers(): Promise<Seed> {
   const dataDir = path.join(work, 'seed');
   const k = await spawnKeng({ KENG_DATA_DIR: dataDir, KENG_ADMIN_TOKEN: CLUSTER_ADMIN }, { timeoutMs: 60_000 });
   try {
     await adminApi(k.httpUrl, 'POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' });
     for (const id of SPEAKERS) await adminApi(k.httpUrl, 'POST', '/api/v1/devices', { id, kind: 'speaker', name: id, area: 'p1' });
-    const file = path.join(work, 'tone.wav');
-    execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=660:duration=1', '-ac', '1', '-ar', '8000', file]);
-    const form = new FormData();
-    form.append('file', new Blob([readFileSync(file)], { type: 'audio/wav' }), 'tone.wav');
-    const r = await fetch(`${k.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${CLUSTER_ADMIN}` }, body: form });
-    expect(r.status).toBe(201);
-    mediaId = ((await r.json()) as { id: string }).id;
     return { dataDir, secrets: {} };
   } finally {
     k.proc.kill('SIGTERM');
@@ -64,6 +67,7 @@ describe('schedules on three nodes', () => {
     const cluster = new Cluster(seed, url, redis.url);
     try {
       const nodes = await Promise.all(['s1', 's2', 's3'].map((n) => cluster.start(n)));
+      const mediaId = await uploadTone(nodes[0]!.k.httpUrl);
       // Due from 25 s on: the other nodes pick the schedules up at their next resync (every 5 s).
       const t0 = Date.now() + 25_000;
       const ids: string[] = [];

@@ -14,7 +14,8 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../config/index.js';
 import { Errors } from '../core/index.js';
-import { openPgDb, redactUrl, type Db } from '../storage/sql/index.js';
+import type { Db } from '../storage/sql/index.js';
+import { withClusterDb } from './common.js';
 import { stateSqlitePort, type StateDb } from '../storage/state/index.js';
 import { anchorFiles, auditKeyLocation, chainHead, readAnchorFiles, readAuditKey, signAnchor, verifyAuditChain, type AuditKey, type ChainReport } from '../audit/index.js';
 
@@ -33,14 +34,7 @@ export interface AuditCliDeps {
  */
 async function withChainDb<T>(config: Readonly<Config>, deps: AuditCliDeps, fn: (db: Db<unknown>) => Promise<T>): Promise<T> {
   const url = config.cluster.databaseUrl;
-  if (url === undefined) return deps.withState((state) => fn(stateSqlitePort(state)));
-  const db = openPgDb(url, { poolMax: 1 });
-  try {
-    await db.ping(10_000).catch((err: Error) => { throw Errors.CONFIG(`KENG_DATABASE_URL: PostgreSQL at ${redactUrl(url)} does not answer: ${err.message}`); });
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
+  return url === undefined ? deps.withState((state) => fn(stateSqlitePort(state))) : withClusterDb(url, fn);
 }
 
 /** The server's audit key as the CLI finds it (never generated here); null when its file does not exist. */

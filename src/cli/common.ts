@@ -49,7 +49,11 @@ export async function withRegistry<T>(fn: (reg: DeviceRegistry, db: StateDb, con
  */
 export async function withStateSql<T>(config: Readonly<Config>, state: StateDb, fn: (db: Db<unknown>) => Promise<T>): Promise<T> {
   const url = config.cluster.databaseUrl;
-  if (url === undefined) return fn(stateSqlitePort(state));
+  return url === undefined ? fn(stateSqlitePort(state)) : withClusterDb(url, fn);
+}
+
+/** The cluster database for one command: one connection, checked first (a wrong URL fails with one line naming the setting). */
+export async function withClusterDb<T>(url: string, fn: (db: Db<unknown>) => Promise<T>): Promise<T> {
   const db = openPgDb(url, { poolMax: 1 });
   try {
     await db.ping(10_000).catch((err: Error) => { throw Errors.CONFIG(`KENG_DATABASE_URL: PostgreSQL at ${redactUrl(url)} does not answer: ${err.message}`); });

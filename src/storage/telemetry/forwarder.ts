@@ -26,8 +26,8 @@ import type { PeekResult, QueueTotals, RejectedLine } from './outbox-db.js';
 import type { Timers } from './timers.js';
 import type { WorkerClient } from './worker-client.js';
 
-export interface ForwarderDeps {
-  outbox: WorkerClient;
+/** What every InfluxDB forwarder needs, whichever outbox it reads (this one: the embedded worker's; pg-outbox.ts: PostgreSQL's). */
+export interface ForwardingDeps {
   backend: InfluxBackend;
   logger: Logger;
   metrics: Metrics;
@@ -35,10 +35,14 @@ export interface ForwarderDeps {
   timers: Timers;
   backoff: Backoff;
   batchLines: number;
-  /** Called with the queue totals after every change. */
-  onTotals(t: QueueTotals): void;
   /** Called when a write succeeds after the server was not known to be up (start, end of an outage). */
   onServerUp?(): void;
+}
+
+export interface ForwarderDeps extends ForwardingDeps {
+  outbox: WorkerClient;
+  /** Called with the queue totals after every change. */
+  onTotals(t: QueueTotals): void;
 }
 
 export type ServerState = 'unknown' | 'up' | 'down';

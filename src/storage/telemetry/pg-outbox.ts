@@ -18,17 +18,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { Clock } from '../../core/clock.js';
-import type { Logger } from '../../core/logger.js';
-import type { Metrics } from '../../core/metrics.js';
 import type { Db } from '../sql/index.js';
-import type { Backoff } from './backoff.js';
 import { FIELD_TYPE_CONFLICT, kindName, kindOf, parseConflictMessage } from './field-types.js';
-import type { InfluxBackend, WriteOutcome } from './influx-backend.js';
+import type { WriteOutcome } from './influx-backend.js';
 import { findRejected } from './line-isolate.js';
 import { parseReading, splitLines } from './line-split.js';
 import type { RejectedLine } from './outbox-db.js';
-import type { Timers } from './timers.js';
+import type { ForwardingDeps } from './forwarder.js';
 
 /** Rows looked at per claim (each holds at most `batchLines` lines). */
 const CLAIM_ROWS = 64;
@@ -36,22 +32,13 @@ const NOW_MS = sql`(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
 
 export interface OutboxTotals { rows: number; readings: number; bytes: number; oldest: number | null }
 
-export interface PgOutboxForwarderDeps {
+export interface PgOutboxForwarderDeps extends ForwardingDeps {
   db: Db<unknown>;
-  backend: InfluxBackend;
-  logger: Logger;
-  metrics: Metrics;
-  clock: Clock;
-  timers: Timers;
-  backoff: Backoff;
-  batchLines: number;
   /** How long a claim lasts; another node takes the rows over after it. */
   leaseMs: number;
   /** How often an idle node looks for rows other nodes wrote, or leases that expired. */
   pollMs: number;
   nodeId: string;
-  /** A write succeeded after the server was not known to be up. */
-  onServerUp?(): void;
   /** A field type InfluxDB reported in a conflict (field, InfluxDB type). */
   onConflict?(field: string, influxType: string): void;
 }

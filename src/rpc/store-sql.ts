@@ -1,9 +1,10 @@
 /**
  * `rpc_requests` on the `Db` port, for the state window (src/storage/state/window.ts): the writes of
- * the hot path are window kinds that write ALL intents of a window with one statement of fixed SQL
- * and one JSON parameter (SQLite `json_each`, PostgreSQL `jsonb_array_elements` /
- * `jsonb_to_recordset`), so a window costs the same few statements for one command or 2,000, and
- * the SQLite driver's statement cache always hits. Reads load the in-memory state at start and
+ * the hot path are window kinds that write ALL intents of a window with a few statements of fixed
+ * SQL: on PostgreSQL one statement with one JSON parameter (`jsonb_array_elements` /
+ * `jsonb_to_recordset`, one round trip for one command or 2,000); on SQLite multi-row VALUES lists
+ * of bound rows (src/storage/sql/values.ts), cheaper than parsing JSON per column; the SQLite
+ * driver's statement cache always hits. Reads load the in-memory state at start and
  * answer the rare misses. The synchronous store (store.ts) keeps running until the switch-over.
  *
  * Transitions are compare-and-set: `from` is the state the caller's memory holds; a row in another
@@ -11,6 +12,7 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Db, SqlDialect } from '../storage/sql/db.js';
+import { runValues } from '../storage/sql/values.js';
 import { WINDOW_PHASES, type WindowKind } from '../storage/state/window.js';
 import { toRequest, type NewRequestRow, type Row } from './store.js';
 import type { RpcRequest, RpcState } from './types.js';
@@ -49,7 +51,13 @@ export class RpcStoreSql {
       keys: (r) => [`rpc:${r.id}`],
       flush: async (trx, items) => {
         await claimTbIds(trx, d, items.filter((r) => r.tbId !== undefined).map((r) => [r.deviceId, r.tbId!]));
-        const added = new Set((await rowsOf(insertSql(d, JSON.stringify(groupInserts(items))), trx)).map((r) => r.id));
+        // SQLite: a device deleted meanwhile (foreign key) is skipped rather than failing the whole window.
+        const rows = d === 'sqlite'
+          ? await runValues<{ id: string }>(trx, items.map((r) => [r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, r.sentAt === undefined ? 'queued' : 'sent', r.createdAt, r.sentAt, r.tbId]), 9,
+            (v) => `INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+              SELECT * FROM (VALUES ${v}) AS v WHERE EXISTS (SELECT 1 FROM devices WHERE id = v.column2) RETURNING id`)
+          : await rowsOf(insertSql(JSON.stringify(groupInserts(items))), trx);
+        const added = new Set(rows.map((r) => r.id));
         return items.map((r) => ({ applied: added.has(r.id) }));
       },
     };
@@ -61,7 +69,14 @@ export class RpcStoreSql {
         const merged = mergeCas(items);
         await claimTbIds(trx, d, merged.filter((c) => c.n !== undefined).map((c) => [c.dv, c.n!]));
         const rows = merged.sort((x, y) => (x.i < y.i ? -1 : x.i > y.i ? 1 : 0)); // PostgreSQL: one lock order for every node
-        const applied = new Set((await rowsOf(casSql(d, JSON.stringify(rows)), trx)).map((r) => r.id));
+        const done = d === 'sqlite'
+          ? await runValues<{ id: string }>(trx, rows.map((c) => [c.i, c.dv, c.f, c.t, c.s, c.a, c.x, c.n]), 8,
+            (v) => `UPDATE rpc_requests SET state = v.column4, sent_at = COALESCE(v.column5, sent_at), answered_at = COALESCE(v.column6, answered_at),
+                response_json = COALESCE(v.column7, response_json), tb_id = COALESCE(v.column8, tb_id)
+              FROM (VALUES ${v}) AS v WHERE rpc_requests.id = v.column1 AND rpc_requests.device_id = v.column2 AND rpc_requests.state = v.column3
+              RETURNING rpc_requests.id`)
+          : await rowsOf(casSql(JSON.stringify(rows)), trx);
+        const applied = new Set(done.map((r) => r.id));
         return items.map((c) => ({ applied: applied.has(c.id) }));
       },
     };
@@ -137,27 +152,15 @@ function groupInserts(items: readonly NewRequestRow[]): Array<{ m: string; p: st
   return [...groups.values()];
 }
 
-function insertSql(d: SqlDialect, json: string) {
-  // Row order = creation order (rowid / seq): a device's commands are replayed in it. PostgreSQL sorts by the ordinalities;
-  // SQLite's json_each scans an array in order, so its rows arrive in order without a sort.
-  return d === 'postgres'
-    ? sql<{ id: string }>`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+/** PostgreSQL: row order = creation order (seq), a device's commands are replayed in it: sorted by the ordinalities. */
+function insertSql(json: string) {
+  return sql<{ id: string }>`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
         SELECT r.v->>'i', r.v->>'d', g.v->>'m', g.v->>'p', (g.v->>'e')::bigint,
           CASE WHEN r.v ? 's' THEN 'sent' ELSE 'queued' END, (g.v->>'c')::bigint, (r.v->>'s')::bigint, (r.v->>'t')::integer
         FROM jsonb_array_elements(${json}::jsonb) WITH ORDINALITY AS g(v, n)
         CROSS JOIN LATERAL jsonb_array_elements(g.v->'r') WITH ORDINALITY AS r(v, n)
         ORDER BY g.n, r.n
-        RETURNING id`
-    // SQLite: a device deleted meanwhile (foreign key) is skipped rather than failing the whole window. The group's
-    // values are read once in the CTE: `g.value->>…` per row would parse the whole group (all its rows) again per row.
-    : sql<{ id: string }>`WITH g AS MATERIALIZED (SELECT key AS n, value->>'$.m' AS m, value->>'$.p' AS p, value->>'$.e' AS e,
-          value->>'$.c' AS c, value->'$.r' AS r FROM json_each(${json}))
-        INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
-        SELECT r.value->>'$.i', r.value->>'$.d', g.m, g.p, g.e,
-          CASE WHEN r.value->>'$.s' IS NULL THEN 'queued' ELSE 'sent' END, g.c, r.value->>'$.s', r.value->>'$.t'
-        FROM g, json_each(g.r) AS r
-        WHERE EXISTS (SELECT 1 FROM devices WHERE id = r.value->>'$.d')
-        RETURNING id`; // the CTE's rows, then each group's, scanned in array order (no ORDER BY: a sort of every row)
+        RETURNING id`;
 }
 
 interface CasRow { i: string; dv: string; f: RpcState; t: RpcState; s?: number; a?: number; x?: string; n?: number }
@@ -176,19 +179,12 @@ function mergeCas(items: readonly RpcCas[]): CasRow[] {
   return [...by.values()];
 }
 
-function casSql(d: SqlDialect, json: string) {
-  return d === 'postgres'
-    ? sql<{ id: string }>`UPDATE rpc_requests AS q SET state = v.t, sent_at = COALESCE(v.s, q.sent_at), answered_at = COALESCE(v.a, q.answered_at),
+function casSql(json: string) {
+    return sql<{ id: string }>`UPDATE rpc_requests AS q SET state = v.t, sent_at = COALESCE(v.s, q.sent_at), answered_at = COALESCE(v.a, q.answered_at),
           response_json = COALESCE(v.x, q.response_json), tb_id = COALESCE(v.n, q.tb_id)
         FROM jsonb_to_recordset(${json}::jsonb) AS v(i text, dv text, f text, t text, s bigint, a bigint, x text, n integer)
         WHERE q.id = v.i AND q.device_id = v.dv AND q.state = v.f
-        RETURNING q.id`
-    : sql<{ id: string }>`UPDATE rpc_requests SET state = v.t, sent_at = COALESCE(v.s, sent_at), answered_at = COALESCE(v.a, answered_at),
-          response_json = COALESCE(v.x, response_json), tb_id = COALESCE(v.n, tb_id)
-        FROM (SELECT value->>'$.i' AS i, value->>'$.dv' AS dv, value->>'$.f' AS f, value->>'$.t' AS t, value->>'$.s' AS s,
-          value->>'$.a' AS a, value->>'$.x' AS x, value->>'$.n' AS n FROM json_each(${json})) AS v
-        WHERE rpc_requests.id = v.i AND rpc_requests.device_id = v.dv AND rpc_requests.state = v.f
-        RETURNING rpc_requests.id`;
+        RETURNING q.id`;
 }
 
 /**

@@ -1,9 +1,11 @@
 /**
  * Broadcasts, targets, the log and missed occurrences on the `Db` port, for the state window
- * (src/storage/state/window.ts). Each kind writes ALL its intents of a window with one statement of
- * fixed SQL and one JSON parameter (SQLite `json_each`, PostgreSQL `jsonb_array_elements` /
- * `jsonb_to_recordset`): a broadcast to 2,000 speakers is a handful of statements, and so is a window
- * of answers whatever it holds. The synchronous repo (repo.ts) keeps running until the switch-over.
+ * (src/storage/state/window.ts). Each kind writes ALL its intents of a window with a few statements
+ * of fixed SQL: on PostgreSQL one statement with one JSON parameter (`jsonb_to_recordset`, one round
+ * trip); on SQLite the busy kinds (targets, their CAS, log lines) bind their rows as multi-row VALUES
+ * lists of 64 rows (src/storage/sql/values.ts: no JSON to parse per column), the rare ones keep
+ * `json_each`. A broadcast to 2,000 speakers is a handful of statements on PostgreSQL, a few hundred
+ * cached ones on SQLite. The synchronous repo (repo.ts) keeps running until the switch-over.
  *
  * Phases of a window: broadcasts, then targets and missed rows, then target CAS (a target moved
  * several times in one window is ONE update from the state memory held at the last commit to the
@@ -14,6 +16,7 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Db, SqlDialect } from '../../storage/sql/db.js';
+import { runValues } from '../../storage/sql/values.js';
 import { WINDOW_PHASES, type FlushContext, type StateWindow, type WindowKind } from '../../storage/state/window.js';
 import { toBroadcast, type BroadcastRow, type LogRow, type NewBroadcast, type NewLog, type NewTarget, type TargetRow, type TransitionLog } from './repo.js';
 import type { Broadcast, TargetState } from './types.js';
@@ -64,11 +67,14 @@ export class BroadcastRepoSql {
       name: 'broadcast_targets insert', phase: WINDOW_PHASES.insertChildren,
       keys: (g) => g.targets.map((t) => tkey(g.broadcastId, t.deviceId)),
       flush: async (trx, items) => {
-        const json = JSON.stringify(items.map((g) => ({
-          b: g.broadcastId, c: g.createdAt,
-          t: g.targets.map((t) => ({ d: t.deviceId, a: t.area, s: t.state, x: t.detail, p: t.playRequestId })),
-        })));
-        const rows = await rowsOf(targetsSql(d, json), trx);
+        const rows = d === 'sqlite'
+          ? await runValues<{ b: string }>(trx, items.flatMap((g) => g.targets.map((t) => [g.broadcastId, t.deviceId, t.area, t.state ?? 'pending', g.createdAt, t.detail, t.playRequestId])), 7,
+            (v) => `INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id) VALUES ${v}
+              ON CONFLICT DO NOTHING RETURNING broadcast_id AS b`)
+          : await rowsOf(targetsSql(JSON.stringify(items.map((g) => ({
+            b: g.broadcastId, c: g.createdAt,
+            t: g.targets.map((t) => ({ d: t.deviceId, a: t.area, s: t.state, x: t.detail, p: t.playRequestId })),
+          })))), trx);
         const n = new Map<string, number>();
         for (const r of rows) n.set(r.b, (n.get(r.b) ?? 0) + 1);
         return items.map((g) => { const c = n.get(g.broadcastId) ?? 0; n.set(g.broadcastId, 0); return c; });
@@ -94,7 +100,13 @@ export class BroadcastRepoSql {
           if (m) { m.t = c.to; m.a = c.at; m.x = c.detail; } else merged.set(k, { b: c.broadcastId, d: c.deviceId, f: c.from, t: c.to, a: c.at, x: c.detail });
         }
         const rows = [...merged.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([, v]) => v); // one lock order on every node
-        const applied = new Set((await rowsOf(casSql(d, JSON.stringify(rows)), trx)).map((r) => tkey(r.b, r.d)));
+        const done = d === 'sqlite'
+          ? await runValues<{ b: string; d: string }>(trx, rows.map((r) => [r.b, r.d, r.f, r.t, r.a, r.x]), 6,
+            (v) => `UPDATE broadcast_targets SET state = v.column4, updated_at = v.column5, detail = v.column6 FROM (VALUES ${v}) AS v
+              WHERE broadcast_targets.broadcast_id = v.column1 AND broadcast_targets.device_id = v.column2 AND broadcast_targets.state = v.column3
+              RETURNING broadcast_targets.broadcast_id AS b, broadcast_targets.device_id AS d`)
+          : await rowsOf(casSql(JSON.stringify(rows)), trx);
+        const applied = new Set(done.map((r) => tkey(r.b, r.d)));
         const missed = new Set<string>();
         for (const k of merged.keys()) if (!applied.has(k)) missed.add(k);
         ctx.set(MISSED_CAS, missed);
@@ -106,8 +118,11 @@ export class BroadcastRepoSql {
       flush: async (trx, items, ctx: FlushContext) => {
         const missed = ctx.get(MISSED_CAS) as Set<string> | undefined;
         const lines = items.filter((l) => !(l.cas === true && missed?.has(tkey(l.broadcastId, l.deviceId))));
-        if (lines.length > 0) {
-          await logSql(d, JSON.stringify(lines.map((l) => ({
+        if (lines.length > 0 && d === 'sqlite') {
+          await runValues(trx, lines.map((l) => [l.at, l.deviceAt, l.broadcastId, l.scheduleId, l.deviceId, l.area, l.state, l.prevState, l.detail, l.source]), 10,
+            (v) => `INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source) VALUES ${v}`);
+        } else if (lines.length > 0) {
+          await logSql(JSON.stringify(lines.map((l) => ({
             a: l.at, da: l.deviceAt, b: l.broadcastId, sc: l.scheduleId, d: l.deviceId, ar: l.area, s: l.state,
             p: l.prevState, x: l.detail, so: l.source,
           })))).execute(trx);
@@ -222,19 +237,11 @@ function broadcastSql(d: SqlDialect, json: string) {
         ON CONFLICT DO NOTHING RETURNING id`;
 }
 
-function targetsSql(d: SqlDialect, json: string) {
-  return d === 'postgres'
-    ? sql<{ b: string }>`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
+function targetsSql(json: string) {
+  return sql<{ b: string }>`INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
         SELECT g.b, t.d, t.a, COALESCE(t.s, 'pending'), g.c, t.x, t.p
         FROM jsonb_to_recordset(${json}::jsonb) AS g(b text, c bigint, t jsonb)
         CROSS JOIN LATERAL jsonb_to_recordset(g.t) AS t(d text, a text, s text, x text, p text)
-        ON CONFLICT DO NOTHING RETURNING broadcast_id AS b`
-    // SQLite: the group's values in a MATERIALIZED CTE, read once; a plain subquery is flattened into the outer query,
-    // which would parse the whole group (all its targets) again for every target (quadratic: seconds for 2,000).
-    : sql<{ b: string }>`WITH g AS MATERIALIZED (SELECT value->>'$.b' AS b, value->>'$.c' AS c, value->'$.t' AS t FROM json_each(${json}))
-        INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id)
-        SELECT g.b, t.value->>'$.d', t.value->>'$.a', COALESCE(t.value->>'$.s', 'pending'), g.c, t.value->>'$.x', t.value->>'$.p'
-        FROM g, json_each(g.t) AS t WHERE true
         ON CONFLICT DO NOTHING RETURNING broadcast_id AS b`;
 }
 
@@ -252,31 +259,19 @@ function missedSql(d: SqlDialect, json: string) {
         ON CONFLICT DO NOTHING RETURNING schedule_id AS s, planned_at AS p`;
 }
 
-function casSql(d: SqlDialect, json: string) {
-  return d === 'postgres'
-    ? sql<{ b: string; d: string }>`UPDATE broadcast_targets AS t SET state = v.t, updated_at = v.a, detail = v.x
+function casSql(json: string) {
+  return sql<{ b: string; d: string }>`UPDATE broadcast_targets AS t SET state = v.t, updated_at = v.a, detail = v.x
         FROM jsonb_to_recordset(${json}::jsonb) AS v(b text, d text, f text, t text, a bigint, x text)
         WHERE t.broadcast_id = v.b AND t.device_id = v.d AND t.state = v.f
-        RETURNING t.broadcast_id AS b, t.device_id AS d`
-    : sql<{ b: string; d: string }>`UPDATE broadcast_targets SET state = v.t, updated_at = v.a, detail = v.x
-        FROM (SELECT value->>'$.b' AS b, value->>'$.d' AS d, value->>'$.f' AS f, value->>'$.t' AS t, value->>'$.a' AS a,
-          value->>'$.x' AS x FROM json_each(${json})) AS v
-        WHERE broadcast_targets.broadcast_id = v.b AND broadcast_targets.device_id = v.d AND broadcast_targets.state = v.f
-        RETURNING broadcast_targets.broadcast_id AS b, broadcast_targets.device_id AS d`;
+        RETURNING t.broadcast_id AS b, t.device_id AS d`;
 }
 
-function logSql(d: SqlDialect, json: string) {
-  // In array order: seq follows the order the lines were enqueued.
-  return d === 'postgres'
-    ? sql`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
+function logSql(json: string) {
+  return sql`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
         SELECT (l.v->>'a')::bigint, (l.v->>'da')::bigint, l.v->>'b', l.v->>'sc', l.v->>'d', l.v->>'ar', l.v->>'s', l.v->>'p', l.v->>'x', l.v->>'so'
         FROM jsonb_array_elements(${json}::jsonb) WITH ORDINALITY AS l(v, n)
         ORDER BY l.n
-        ON CONFLICT (broadcast_id, device_id, state) DO NOTHING`
-    : sql`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
-        SELECT value->>'$.a', value->>'$.da', value->>'$.b', value->>'$.sc', value->>'$.d', value->>'$.ar', value->>'$.s', value->>'$.p',
-          value->>'$.x', value->>'$.so'
-        FROM json_each(${json})`; // json_each scans the array in order (no ORDER BY: a sort of every line, ~25% of the statement)
+        ON CONFLICT (broadcast_id, device_id, state) DO NOTHING`;
 }
 
 function stopSql(d: SqlDialect, json: string) {

@@ -119,6 +119,22 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await committed()).toEqual(['k3']);
   });
 
+
+  it('a posted intent (no promise of its own) commits with its window, and fails with it: keys evicted, the others rejected', async () => {
+    const evicted: string[] = [];
+    w.onEvict((keys) => evicted.push(...keys));
+    w.post(insert, { k: 'p1', v: 1 });
+    expect(await w.add(insert, { k: 'p2', v: 2 })).toBe(true);
+    expect(await committed()).toEqual(['p1', 'p2']);
+    w.post(insert, { k: 'p3', v: 3 });
+    const other = w.add(insert, { k: 'p4', v: 4 });
+    failNext = new Error('flush failed');
+    await expect(other).rejects.toThrow('flush failed');
+    expect(evicted.sort()).toEqual(['win:p3', 'win:p4']);
+    expect(await committed()).toEqual(['p1', 'p2']);
+    await w.stop();
+    expect(() => w.post(insert, { k: 'p5', v: 5 })).toThrow('stopped');
+  });
   it('retries a serialization failure or deadlock (PostgreSQL 40001 / 40P01) with the same intents', async () => {
     failNext = Object.assign(new Error('could not serialize access'), { code: '40001' });
     expect(await w.add(insert, { k: 'r', v: 1 })).toBe(true);

@@ -167,24 +167,28 @@ export class BroadcastRepoSql {
    */
   create(w: StateWindow, b: NewBroadcast, targets: readonly NewTarget[]): Promise<boolean> {
     const created = w.add(this.broadcast, b);
-    void w.add(this.targets, { broadcastId: b.id, createdAt: b.createdAt, targets }).catch(() => undefined);
+    w.post(this.targets, { broadcastId: b.id, createdAt: b.createdAt, targets });
     const scheduleId = b.scheduleId;
-    const base = { at: b.createdAt, broadcastId: b.id, ...(scheduleId !== undefined ? { scheduleId } : {}) };
-    for (const t of targets) void w.add(this.log, { ...base, deviceId: t.deviceId, area: t.area, state: 'pending', source: 'controller' }).catch(() => undefined);
+    for (const t of targets) {
+      w.post(this.log, { at: b.createdAt, broadcastId: b.id, scheduleId, deviceId: t.deviceId, area: t.area, state: 'pending', source: 'controller' });
+    }
     for (const t of targets) {
       if (t.state === undefined || t.state === 'pending') continue;
-      void w.add(this.log, {
-        ...base, deviceId: t.deviceId, area: t.area, state: t.state, prevState: 'pending',
-        ...(t.detail !== undefined ? { detail: t.detail } : {}), source: t.source ?? 'controller',
-      }).catch(() => undefined);
+      w.post(this.log, {
+        at: b.createdAt, broadcastId: b.id, scheduleId, deviceId: t.deviceId, area: t.area, state: t.state, prevState: 'pending',
+        detail: t.detail, source: t.source ?? 'controller',
+      });
     }
     return created.then((r) => r.applied);
   }
 
   /** A target's transition and its log line, as intents of the open window (today's `BroadcastRepo.transition`). */
   transition(w: StateWindow, t: { broadcastId: string; deviceId: string; area: string; state: TargetState }, to: TargetState, at: number, log: TransitionLog): Promise<Applied> {
-    const r = w.add(this.cas, { broadcastId: t.broadcastId, deviceId: t.deviceId, from: t.state, to, at, ...(log.detail !== undefined ? { detail: log.detail } : {}) });
-    void w.add(this.log, { ...log, at, broadcastId: t.broadcastId, deviceId: t.deviceId, area: t.area, state: to, prevState: t.state, cas: true }).catch(() => undefined);
+    const r = w.add(this.cas, { broadcastId: t.broadcastId, deviceId: t.deviceId, from: t.state, to, at, detail: log.detail });
+    w.post(this.log, {
+      at, deviceAt: log.deviceAt, broadcastId: t.broadcastId, scheduleId: log.scheduleId, deviceId: t.deviceId, area: t.area,
+      state: to, prevState: t.state, detail: log.detail, source: log.source, cas: true,
+    });
     return r;
   }
 

@@ -81,7 +81,8 @@ export interface StateWindowOptions {
 }
 
 interface Settler { resolve(v: unknown): void; reject(err: unknown): void }
-interface KindEntry { kind: WindowKind<unknown, unknown>; items: unknown[]; settlers: Settler[] }
+/** `settlers[i]` null: intent i was posted (`post`), nobody waits for its own outcome. */
+interface KindEntry { kind: WindowKind<unknown, unknown>; items: unknown[]; settlers: Array<Settler | null> }
 interface UnitEntry {
   fn: (trx: Transaction<unknown>, after: After) => Promise<unknown>;
   savepoint: boolean; settler: Settler; after: Array<() => void>;
@@ -142,6 +143,21 @@ export class StateWindow implements Component {
 
   add<I, O>(kind: WindowKind<I, O>, item: I): Promise<O> {
     if (!this.running) return Promise.reject(new Error('the state window is stopped'));
+    const e = this.enqueue(kind, item);
+    return new Promise<O>((resolve, reject) => { e.settlers.push({ resolve: resolve as (v: unknown) => void, reject }); });
+  }
+
+  /**
+   * An intent whose own outcome nobody awaits (a log line written with its transition): no promise per
+   * item, which is most of the window's cost per speaker on SQLite. It still commits or fails with its
+   * window (the failure reaches the window's other callers and `onEvict`). Throws when stopped.
+   */
+  post<I>(kind: WindowKind<I, unknown>, item: I): void {
+    if (!this.running) throw new Error('the state window is stopped');
+    this.enqueue(kind, item).settlers.push(null);
+  }
+
+  private enqueue<I>(kind: WindowKind<I, unknown>, item: I): KindEntry {
     const b = this.batch();
     let e = b.kinds.get(kind as WindowKind<unknown, unknown>);
     if (!e) {
@@ -150,7 +166,7 @@ export class StateWindow implements Component {
     }
     e.items.push(item);
     if (kind.keys) for (const k of kind.keys(item)) b.keys.add(k);
-    return new Promise<O>((resolve, reject) => { e.settlers.push({ resolve: resolve as (v: unknown) => void, reject }); });
+    return e;
   }
 
   unit<T>(fn: (trx: Transaction<unknown>, after: After) => Promise<T>, o: UnitOptions = {}): Promise<T> {
@@ -269,7 +285,7 @@ export class StateWindow implements Component {
     };
     for (const f of b.after) run(f);
     b.units.forEach((u, i) => { if (units[i]!.ok) for (const f of u.after) run(f); });
-    for (const [e, out] of outcomes) e.settlers.forEach((s, i) => s.resolve(out[i]));
+    for (const [e, out] of outcomes) e.settlers.forEach((s, i) => s?.resolve(out[i]));
     b.units.forEach((u, i) => {
       const r = units[i]!;
       if (r.ok) u.settler.resolve(r.v);
@@ -299,7 +315,7 @@ export class StateWindow implements Component {
     }
     for (const v of victims) {
       const why = v === b ? err : new Error('state window: an earlier window failed', { cause: err });
-      for (const e of v.kinds.values()) for (const s of e.settlers) s.reject(why);
+      for (const e of v.kinds.values()) for (const s of e.settlers) s?.reject(why);
       for (const u of v.units) u.settler.reject(why);
     }
   }

@@ -47,10 +47,12 @@ async function ok(k: KengProcess, method: string, route: string, body?: unknown)
   return r.body;
 }
 
-/** `keng ...` as a child process; the cluster settings unless overridden. */
+/** `keng ...` as a child process; the cluster settings unless overridden ('' removes one). */
 function keng(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const base: Record<string, string> = { PATH: process.env.PATH ?? '', KENG_DATA_DIR: dataDir, KENG_DATABASE_URL: url, KENG_REDIS_URL: redis.url, KENG_AUDIT_KEY: AUDIT_KEY };
-  const p = spawn(process.execPath, [path.join(ROOT, 'bin/keng.js'), ...args], { cwd: ROOT, env: { ...base, ...env } });
+  // An empty value leaves the variable out.
+  const all = Object.fromEntries(Object.entries({ ...base, ...env }).filter(([, v]) => v !== ''));
+  const p = spawn(process.execPath, [path.join(ROOT, 'bin/keng.js'), ...args], { cwd: ROOT, env: all });
   let stdout = '';
   let stderr = '';
   p.stdout.on('data', (d) => { stdout += d; });
@@ -124,6 +126,16 @@ describe('keng cluster import', () => {
     expect(r.status).toBe(75);
     expect((await pg.query<{ t: string | null }>("SELECT to_regclass('devices') AS t", [], 'cluster_import')).rows[0]!.t).toBeNull();
     await stop(seed);
+  });
+
+  it('needs KENG_DATABASE_URL, and the chain\'s audit key (exit 78), and writes nothing without them', async () => {
+    const none = await keng(['cluster', 'import'], { KENG_DATABASE_URL: '', KENG_REDIS_URL: '' });
+    expect(none.stderr).toMatch(/KENG_ERR_CONFIG: .*KENG_DATABASE_URL/);
+    expect(none.status).toBe(78);
+    const wrong = await keng(['cluster', 'import'], { KENG_AUDIT_KEY: '4d'.repeat(32) });
+    expect(wrong.stderr).toMatch(/KENG_ERR_AUDIT_KEY: .*key id/);
+    expect(wrong.status).toBe(78);
+    expect((await pg.query<{ t: string | null }>("SELECT to_regclass('devices') AS t", [], 'cluster_import')).rows[0]!.t).toBeNull();
   });
 
   it('a dry run prints the row counts and writes nothing to PostgreSQL', async () => {

@@ -8,7 +8,7 @@
 export { AuditLog, NOOP_AUDIT, actorString, chainHead, toEntry,
   type Actor, type AuditEntry, type AuditFilter, type AuditInput, type AuditRecorder, type AuditLogOptions } from './log.js';
 export { CHAIN_KEYED_ACTION, GENESIS_HASH, keyedRowHash, rowHash, type AuditRow } from './chain.js';
-export { verifyAuditChain, type ChainReport, type ChainSummary, type FailureKind, type VerifyOptions } from './verify.js';
+export { verifyAuditChain, verifyAuditChainIn, type ChainReport, type ChainSummary, type FailureKind, type VerifyOptions } from './verify.js';
 export { canonicalJson, redact, snapshotJson, REDACTED } from './canonical.js';
 export { AUDIT_KEY_FILE, auditKeyId, auditKeyLocation, createAuditKey, decodeAuditKey, makeAuditKey, readAuditKey,
   type AuditKey, type AuditKeySettings } from './key.js';

@@ -135,27 +135,32 @@ async function checkAnchors(trx: Transaction<unknown>, w: Walk, key: AuditKey, a
 }
 
 export async function verifyAuditChain(db: Db<unknown>, opts: VerifyOptions = {}): Promise<ChainReport> {
-  const key = opts.key ?? null;
   // One snapshot: the server (or another node) may append meanwhile, and the walk and the head record must agree.
-  const w = await db.snapshot(async (trx): Promise<Walk> => {
-    let r = await walk(trx, key);
-    if (r.failure?.kind === 'wrong-key' && key) {
-      // Anchors that the loaded key did sign prove it is this installation's key: then the rows' key id was forged.
-      const proof = (opts.anchors ?? []).find((a) => anchorSignatureOk(a.anchor, key));
-      if (proof) {
-        r = { ...r, failure: { kind: 'tampered', seq: r.failure.seq, reason: `keyed with key id ${r.keyId}, but ${proof.where} is signed with the loaded key `
-          + `(id ${key.id}), so that is this chain's key: the keyed entries were re-chained with another key` } };
-      }
+  return db.snapshot((trx) => verifyAuditChainIn(trx, opts));
+}
+
+/**
+ * The same check inside a transaction the caller holds (`keng cluster import` checks the chain it copied
+ * before it commits); the transaction must see one snapshot.
+ */
+export async function verifyAuditChainIn(trx: Transaction<unknown>, opts: VerifyOptions = {}): Promise<ChainReport> {
+  const key = opts.key ?? null;
+  let r = await walk(trx, key);
+  if (r.failure?.kind === 'wrong-key' && key) {
+    // Anchors that the loaded key did sign prove it is this installation's key: then the rows' key id was forged.
+    const proof = (opts.anchors ?? []).find((a) => anchorSignatureOk(a.anchor, key));
+    if (proof) {
+      r = { ...r, failure: { kind: 'tampered', seq: r.failure.seq, reason: `keyed with key id ${r.keyId}, but ${proof.where} is signed with the loaded key `
+        + `(id ${key.id}), so that is this chain's key: the keyed entries were re-chained with another key` } };
     }
-    if (!r.failure && key && opts.anchors?.length) r = await checkAnchors(trx, r, key, opts.anchors);
-    if (!r.failure && key && r.count > 0 && r.keyedSince === null) {
-      // Without anchors this is the one sign of a chain rewritten wholesale to the sha256 rule, switch entry included.
-      r = { ...r, failure: { kind: 'tampered', seq: 1, reason: `no entry is keyed although there is an audit key (${key.source}): either no Keng `
-        + 'with the keyed audit log has started on this state yet (start it once), or every keyed entry was rewritten to the unkeyed rule' } };
-    }
-    return r;
-  });
-  const { count, lastSeq, keyedSince, keyId, anchors } = w;
+  }
+  if (!r.failure && key && opts.anchors?.length) r = await checkAnchors(trx, r, key, opts.anchors);
+  if (!r.failure && key && r.count > 0 && r.keyedSince === null) {
+    // Without anchors this is the one sign of a chain rewritten wholesale to the sha256 rule, switch entry included.
+    r = { ...r, failure: { kind: 'tampered', seq: 1, reason: `no entry is keyed although there is an audit key (${key.source}): either no Keng `
+      + 'with the keyed audit log has started on this state yet (start it once), or every keyed entry was rewritten to the unkeyed rule' } };
+  }
+  const { count, lastSeq, keyedSince, keyId, anchors } = r;
   const summary: ChainSummary = { count, lastSeq, keyedSince, keyId, anchors };
-  return w.failure ? { ...summary, ok: false, ...w.failure } : { ...summary, ok: true };
+  return r.failure ? { ...summary, ok: false, ...r.failure } : { ...summary, ok: true };
 }

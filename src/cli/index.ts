@@ -28,6 +28,7 @@ import { cliAuditKey, registerAudit } from './audit.js';
 import { AuditLog } from '../audit/index.js';
 import { PurgeJobs } from '../devices/index.js';
 import { registerUsers } from './users.js';
+import { registerCluster } from './cluster-import.js';
 import { MapCatalog, ModbusDevices } from '../modbus/index.js';
 import { addModbusOptions, modbusInput, registerModbus, type ModbusOpts } from './modbus.js';
 
@@ -210,6 +211,7 @@ export function createProgram(): Command {
   registerUsers(program);
   registerAudit(program, { withState: (fn) => withRegistry((_reg, db) => fn(db)), action });
   registerBackup(program);
+  registerCluster(program);
   registerModbus(program, action);
   registerSimulate(program);
   return program;

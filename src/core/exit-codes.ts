@@ -8,7 +8,7 @@ export const EXIT = {
   FAILURE: 1,
   /** EX_NOINPUT: the data directory holds no state (CLI). */
   NO_STATE: 66,
-  /** EX_CANTCREAT: `keng backup` refuses a target directory that is not empty. */
+  /** EX_CANTCREAT: `keng backup` refuses a target directory that is not empty; `keng cluster import` a database in use. */
   BACKUP_TARGET_NOT_EMPTY: 73,
   /** EX_TEMPFAIL: another Keng server holds the data directory; it works once that one stops. */
   DATA_DIR_IN_USE: 75,
@@ -20,6 +20,7 @@ const BY_CODE: Readonly<Record<string, number>> = {
   KENG_ERR_NO_STATE: EXIT.NO_STATE,
   KENG_ERR_DATA_DIR_IN_USE: EXIT.DATA_DIR_IN_USE,
   KENG_ERR_BACKUP_TARGET_NOT_EMPTY: EXIT.BACKUP_TARGET_NOT_EMPTY,
+  KENG_ERR_CLUSTER_NOT_EMPTY: EXIT.BACKUP_TARGET_NOT_EMPTY,
   KENG_ERR_CONFIG: EXIT.CONFIG,
   KENG_ERR_AUDIT_KEY: EXIT.CONFIG,
 };

@@ -8,7 +8,8 @@
  *
  * Start order: data directory lock (one server per directory) → state store →
  * audit chain (the audit key, before anything records: src/audit/keeper.ts) →
- * device registry → shared attributes → firmware → gateways → telemetry store → device purger → ingest → broker → Modbus poller → media tools check →
+ * device registry → shared attributes → firmware → gateways → telemetry store → device purger → ingest → node lease
+ * and session claims (cluster mode) → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
  * live feed → cluster bus and its relay (embedded mode: no-ops). Stop runs in reverse: the scheduler stops before the API, the
@@ -21,7 +22,7 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Config } from './config/index.js';
-import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type Logger } from './core/index.js';
+import { EventBus, Metrics, createLogger, systemClock, type Clock, type Component, type KengEvents, type Logger } from './core/index.js';
 import { UrgentOutbound } from './core/urgent.js';
 import { DataDirLock, StateDb, stateSqlitePort } from './storage/state/index.js';
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
@@ -47,7 +48,7 @@ import { GatewayAwareBroker, Gateways } from './gateway/index.js';
 import { ALL_MIGRATIONS, PG_STATE_SCOPES } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
-import { CommitRelay, LocalOnlyBus, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
+import { CommitRelay, EmbeddedNode, LocalOnlyBus, NodeLeases, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
 import { webApp } from './web/index.js';
 
 export interface BuildOptions {
@@ -117,7 +118,9 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const stateSql: Db<unknown> = clusterDb ? clusterDb.db : stateSqlitePort(stateDb);
   const nodeId = config.cluster.nodeId ?? hostname();
   const registry = new DeviceRegistry({
-    db: stateDb, sql: stateSql, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete, ...(clusterDb ? { nodeId } : {}),
+    db: stateDb, sql: stateSql, bus, logger: log('devices'), metrics, clock, onDelete: config.telemetry.onDeviceDelete,
+    // Cluster mode: presence changes on other nodes reach this node's live feed (built below) only, never its bus.
+    ...(clusterDb ? { nodeId, remoteStatus: (e: KengEvents['status']) => live.remoteStatus(e) } : {}),
   });
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
@@ -140,6 +143,14 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const sessionClaims = clusterDb ? new PgSessionClaims({
     db: clusterDb.db, nodeId, logger: log('sessions'), clock, metrics,
     close: (deviceId, epoch) => broker.closeClaimed(deviceId, epoch), announce: (deviceId, epoch) => clusterBus.announceClaim(deviceId, epoch),
+  }) : null;
+  // Cluster mode: this node's lease; every node sweeps the sessions of nodes whose lease ran out and writes their
+  // devices offline (docs/cluster.md "Node leases"). Started before the session claims and the broker, stopped after
+  // them: its lease ends once the broker has released its sessions.
+  const nodeLeases = clusterDb ? new NodeLeases({
+    db: clusterDb.db, nodeId, logger: log('cluster'), metrics,
+    expired: (devices) => registry.presenceExpired(devices.map((d) => d.deviceId)),
+    lost: () => sessionClaims!.dropUnclaimed(),
   }) : null;
   const broker: AedesBroker = new AedesBroker({
     config: config.mqtt, authenticator: registry, presence: registry, logger: log('broker'), metrics, clock, tls,
@@ -210,7 +221,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const api = new ApiServer({
     config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     // liveBus (the cluster bus, built below): degraded while Redis is away, never not-ready.
-    readyChecks: { media: () => mediaTools.report(), ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }) },
+    readyChecks: {
+      media: () => mediaTools.report(),
+      ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }),
+      // Never not-ready either: failed renewals show in its detail (PostgreSQL away already fails `telemetry`).
+      ...(nodeLeases ? { nodeLease: () => nodeLeases.report() } : {}),
+    },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
@@ -218,6 +234,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       provisioning,
       sharedAttributes, firmware,
       gateways,
+      clusterNodes: nodeLeases ?? new EmbeddedNode({ nodeId, startedAt: clock.now(), connectedDevices: () => broker.connectedCount() }),
       web: webApp({ tz: config.tz, mapTileUrl: config.web.mapTileUrl, mapTileAttribution: config.web.mapTileAttribution }),
     },
   });
@@ -244,7 +261,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
   const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
-  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(sessionClaims ? [sessionClaims] : []), broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
+  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(nodeLeases ? [nodeLeases] : []), ...(sessionClaims ? [sessionClaims] : []), broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

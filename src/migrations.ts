@@ -20,6 +20,7 @@ import { ATTRIBUTES_PG_MIGRATIONS, SHARED_ATTRIBUTES_MIGRATION } from './attribu
 import { FIRMWARE_MIGRATION } from './firmware/index.js';
 import { GATEWAY_MIGRATION, GATEWAY_PG_MIGRATIONS } from './gateway/index.js';
 import { DEVICES_PG_MIGRATIONS } from './devices/pg-schema.js';
+import { NODES_PG_MIGRATIONS } from './cluster/nodes-schema.js';
 
 import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
@@ -85,4 +86,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'rpc', migrations: RPC_PG_MIGRATIONS },
   { scope: 'broadcast', migrations: BROADCAST_PG_MIGRATIONS },
   { scope: 'devices', migrations: DEVICES_PG_MIGRATIONS },
+  { scope: 'nodes', migrations: NODES_PG_MIGRATIONS },
 ];

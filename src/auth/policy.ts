@@ -20,6 +20,7 @@
  *    (canGrant), others are 404 to it. Anyone changes their own password.
  *  - tokens.*: admin only (a machine token outlives the person who made it).
  *  - audit.read: admin only.
+ *  - cluster.read: admin only (the nodes and their leases: an installation-wide view).
  *  - commandKeys.read: every role (public keys, device protocol §11.6); commandKeys.write
  *    (rotate, retire): admin only, like the other installation-wide secrets.
  * Objects outside the caller's scope answer 404 (existence does not leak);
@@ -39,6 +40,7 @@ export type Action =
   | 'users.read' | 'users.write'
   | 'tokens.read' | 'tokens.write'
   | 'audit.read'
+  | 'cluster.read'
   | 'commandKeys.read' | 'commandKeys.write'
   | 'firmware.write';
 
@@ -46,7 +48,7 @@ export const ACTIONS: readonly Action[] = [
   'areas.read', 'areas.write', 'devices.read', 'devices.write', 'telemetry.read', 'media.read', 'media.write',
   'schedules.read', 'schedules.write', 'broadcasts.read', 'broadcasts.write', 'alerts.read', 'alerts.write',
   'users.read', 'users.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write',
-  'firmware.write',
+  'firmware.write', 'cluster.read',
 ];
 
 /** Actions whose objects belong to an area (checked against the principal's scope). */

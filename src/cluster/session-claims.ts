@@ -17,8 +17,10 @@
  *   this claim's (node and epoch): a later claim is never undone. Releases are
  *   batched (one DELETE per burst, e.g. when a node stops with all its devices).
  * - A row whose holder is gone (SIGKILL) stays until the device's next claim
- *   overwrites it. A missing row is not a reason to close: only a LATER claim
- *   takes a session away.
+ *   overwrites it, or until the node leases' sweep removes it once that node's
+ *   lease ran out (node-leases.ts). A missing row is not a reason to close in
+ *   reconciliation: only a LATER claim takes a session away. The exception is
+ *   dropUnclaimed(), run when this node learns that its own rows were swept.
  *
  * A claim whose query outlives the timeout refuses the connect (broker side);
  * if it commits later anyway, its row is released at once so that it cannot
@@ -173,6 +175,33 @@ export class PgSessionClaims implements SessionClaims, Component {
       const mine = Number(r.mine);
       if (this.held.get(r.device_id) === mine) this.takeOver(r.device_id, mine, 'reconcile');
     }
+  }
+
+  /**
+   * This node's lease ran out and another node swept its rows (node-leases.ts): closes every held
+   * connection whose claim has no row any more, so the device reconnects and is claimed (and shown
+   * online) again. Connections claimed after the sweep keep their rows and stay. Throws when the
+   * database does not answer (the caller retries). Returns how many it closed.
+   */
+  async dropUnclaimed(): Promise<number> {
+    if (this.held.size === 0) return 0;
+    const ids = [...this.held.keys()];
+    const epochs = ids.map((d) => this.held.get(d)!);
+    const rows = (await withTimeout(sql<{ device_id: string; mine: number }>`
+      SELECT d.device_id, d.mine FROM unnest(${ids}::text[], ${epochs}::bigint[]) AS d(device_id, mine)
+      WHERE NOT EXISTS (SELECT 1 FROM device_sessions s WHERE s.device_id = d.device_id AND s.node_id = ${this.o.nodeId} AND s.epoch = d.mine)`
+      .execute(this.o.db.kysely), this.t.queryTimeoutMs)).rows;
+    let closed = 0;
+    for (const r of rows) {
+      const mine = Number(r.mine);
+      if (this.held.get(r.device_id) !== mine) continue;
+      this.held.delete(r.device_id);
+      if (this.o.close(r.device_id, mine)) {
+        closed++;
+        this.takenOver.inc({ path: 'lease' });
+      }
+    }
+    return closed;
   }
 
   private takeOver(deviceId: string, epoch: number, path: 'bus' | 'reconcile'): void {

@@ -22,7 +22,7 @@
  * 'device.changed' events as a local change (the app then closes the
  * connection of a device disabled or deleted elsewhere).
  */
-import type { Clock, Component, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
+import type { Clock, Component, EventBus, KengEvents, Logger, Metrics, Scalar } from '../core/index.js';
 import { sql } from 'kysely';
 import { settleWithin, withTimeout } from '../core/async.js';
 import type { Db } from '../storage/sql/index.js';
@@ -56,6 +56,8 @@ export interface DeviceRegistryOptions {
   pollMs?: number;
   /** Cluster mode: this node's id, as in `device_sessions` (presence of devices taken over by another node, status.ts). */
   nodeId?: string;
+  /** Cluster mode: presence changes of devices connected to other nodes, for this node's live views (status.ts). */
+  remoteStatus?: (e: KengEvents['status']) => void;
   bus: EventBus;
   logger: Logger;
   metrics: Metrics;
@@ -113,6 +115,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.areas = new Areas({ clock, sync, write, refresh, mirror });
     this.status = new DeviceStatus({
       bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db, nodeId: opts.nodeId,
+      ...(opts.remoteStatus ? { remoteStatus: opts.remoteStatus } : {}),
     });
     this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, refresh, mirror, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, refresh: () => this.refresh() });
@@ -221,6 +224,8 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   attributes(deviceId: string): Record<string, unknown> { return this.status.attributes(deviceId); }
   updateLatest(deviceId: string, ts: number, values: Record<string, Scalar>): void { this.status.updateLatest(deviceId, ts, values); }
   latest(deviceId: string): Record<string, LatestValue> { return this.status.latest(deviceId); }
+  /** Not in DeviceRegistryApi. Cluster mode: devices a node-lease sweep wrote offline (src/cluster/node-leases.ts). */
+  presenceExpired(deviceIds: readonly string[]): void { this.status.presenceExpired(deviceIds, this.opts.clock.now()); }
 
   // ---- authentication (firmware-protocols/device-protocol.md §1) -------------
 

@@ -12,9 +12,16 @@
  * old connection here closes: `device_sessions` says who holds it). Views (the API) show a device online when it is connected here or
  * when device_state says so (read back at each flush: another node's change
  * shows here within two flush periods). A node that dies leaves its devices
- * online in device_state until they connect elsewhere (no leases yet).
+ * online in device_state until its lease runs out and a live node sweeps them
+ * offline (src/cluster/node-leases.ts); the sweeping node tells its views at
+ * once (presenceExpired), the others see it at their next flush.
+ *
+ * Another node's presence changes reach this node's live feed only
+ * (`remoteStatus`, like remote readings), never this node's event bus: what
+ * acts on a device's presence (gateways, RPC warm-up, attribute pushes) runs
+ * on the node that holds its connection.
  */
-import type { Clock, EventBus, Logger, Metrics, Scalar } from '../core/index.js';
+import type { Clock, EventBus, KengEvents, Logger, Metrics, Scalar } from '../core/index.js';
 import { sql } from 'kysely';
 import type { Db } from '../storage/sql/index.js';
 import { PresenceStore, type StoredState } from './presence.js';
@@ -40,6 +47,11 @@ export interface DeviceStatusDeps {
    * another node took the session over, its presence is that node's.
    */
   nodeId?: string;
+  /**
+   * Cluster mode: a device's presence changed on another node (seen in device_state at a flush, or
+   * written offline by this node's sweep of a dead node): for this node's live views only.
+   */
+  remoteStatus?: (e: KengEvents['status']) => void;
 }
 
 type StateRow = StoredState & { device_id: string };
@@ -168,6 +180,34 @@ export class DeviceStatus implements DeviceStatusApi {
     return this.isOnline(deviceId) || (!this.onlineChanged.has(deviceId) && this.elsewhere.has(deviceId));
   }
 
+  /**
+   * Cluster mode: this node's sweep wrote these devices offline (their node's lease ran out). Its views
+   * show them offline at once, not only after the next flush. Devices connected here are not touched.
+   */
+  presenceExpired(deviceIds: readonly string[], at: number): void {
+    for (const id of deviceIds) {
+      if (!this.elsewhere.delete(id) || this.isOnline(id) || this.onlineChanged.has(id)) continue;
+      this.remote(id, false, at);
+    }
+  }
+
+  /** Devices whose presence changed on another node between two reads of device_state. */
+  private remoteChanges(before: ReadonlyMap<string, number | null>, changedHere: ReadonlySet<string>): void {
+    if (!this.deps.remoteStatus) return;
+    const here = (id: string): boolean => this.isOnline(id) || changedHere.has(id) || this.onlineChanged.has(id) || !this.presence.get(id);
+    const now = this.deps.clock.now();
+    for (const id of before.keys()) if (!this.elsewhere.has(id) && !here(id)) this.remote(id, false, now);
+    for (const [id, seen] of this.elsewhere) if (!before.has(id) && !here(id)) this.remote(id, true, seen ?? now);
+  }
+
+  private remote(deviceId: string, online: boolean, at: number): void {
+    try {
+      this.deps.remoteStatus?.({ deviceId, area: this.deps.areaOf(deviceId) ?? '', online, at });
+    } catch (err) {
+      this.deps.logger.error({ err, deviceId }, 'showing another node\'s presence change failed');
+    }
+  }
+
   /** Writes dirty presence/latest rows in one transaction. Returns the number of rows written. */
   async flush(): Promise<number> {
     if (!this.open) return 0;
@@ -213,7 +253,9 @@ export class DeviceStatus implements DeviceStatusApi {
       if (this.cluster) {
         const r = await sql<{ device_id: string; last_seen: number | null }>`SELECT device_id, last_seen FROM device_state WHERE online = 1`
           .execute(this.deps.db.kysely);
+        const before = this.elsewhere;
         this.elsewhere = new Map(r.rows.map((x) => [x.device_id, x.last_seen]));
+        this.remoteChanges(before, online);
       }
     } catch (err) {
       this.deps.logger.warn({ err, rows: ids.length }, 'could not flush device state; will retry');

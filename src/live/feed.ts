@@ -22,7 +22,7 @@ import type { Server as HttpServer } from 'node:http';
 import { Server, type Namespace } from 'socket.io';
 import type { Policy } from '../auth/policy.js';
 import type { Authenticator } from '../auth/types.js';
-import type { EventBus, TelemetryEvent } from '../core/events.js';
+import type { EventBus, KengEvents, TelemetryEvent } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
@@ -165,6 +165,15 @@ export class LiveFeed implements Component {
   remoteTelemetry(events: readonly TelemetryEvent[]): void {
     if (!this.started || this.stopped) return;
     for (const e of events) this.fanout.onTelemetry(e);
+  }
+
+  /**
+   * A device connected to another cluster node went online or offline (src/devices/status.ts): shown to
+   * this node's clients like a local change, never put on this node's bus.
+   */
+  remoteStatus(e: KengEvents['status']): void {
+    if (!this.started || this.stopped) return;
+    this.fanout.onStatus(e);
   }
 
   /** Unsubscribes from the bus and disconnects every client (the HTTP server itself is left to its owner). */

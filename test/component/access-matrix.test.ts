@@ -208,6 +208,8 @@ const MATRIX: Record<string, Entry> = {
 
   'GET /api/v1/audit': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/audit?limit=5' }) },
   'GET /api/v1/audit/head': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/audit/head' }) },
+  // Embedded mode: the one node (docs/cluster.md "Node leases").
+  'GET /api/v1/cluster/nodes': { expect: adminOnly(200), prepare: () => ({ url: '/api/v1/cluster/nodes' }) },
 
   'POST /api/v1/tokens': {
     expect: adminOnly(201),

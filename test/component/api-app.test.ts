@@ -31,6 +31,16 @@ describe('API on the running app', () => {
     expect([r.status, r.body.error.code]).toEqual([401, 'KENG_ERR_UNAUTHENTICATED']);
   });
 
+  it('GET /api/v1/cluster/nodes in embedded mode: the one node, no lease (no table, no timer)', async () => {
+    const r = await t.api('GET', '/api/v1/cluster/nodes');
+    expect(r.status).toBe(200);
+    expect(r.body.mode).toBe('embedded');
+    expect(r.body.nodes).toHaveLength(1);
+    expect(r.body.nodes[0]).toMatchObject({ state: 'alive', self: true, renewedAt: null, leaseUntil: null, sweptAt: null, stoppedAt: null, devices: 0 });
+    expect(r.body.nodes[0].startedAt).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(await (await fetch(`${t.httpUrl}/metrics`, { headers: { authorization: `Bearer ${t.adminToken}` } })).text()).not.toContain('keng_cluster_lease_renewals_total');
+  });
+
   it('areas and devices round-trip through the real registry', async () => {
     expect((await t.api('POST', '/api/v1/areas', { code: '79', name: 'TP Hồ Chí Minh', level: 'province' })).status).toBe(201);
     expect((await t.api('POST', '/api/v1/areas', { code: '26734', name: 'Xã Bình Chánh', level: 'commune', parent: '79' })).status).toBe(201);

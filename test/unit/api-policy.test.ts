@@ -25,7 +25,7 @@ const EXPECTED: Record<Role, Action[]> = {
 };
 
 /** The media library, accounts' tokens, the audit log, the command keys and the area tree itself are not per area. */
-const NOT_AREA_SCOPED: Action[] = ['areas.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write'];
+const NOT_AREA_SCOPED: Action[] = ['areas.write', 'tokens.read', 'tokens.write', 'audit.read', 'commandKeys.read', 'commandKeys.write', 'cluster.read'];
 
 describe('policy matrix: four roles × actions × inside/outside area', () => {
   for (const role of Object.keys(EXPECTED) as Role[]) {

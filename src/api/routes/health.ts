@@ -19,7 +19,7 @@ const CHECK_TIMEOUT_MS = 2_000;
 
 const Check = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())) });
 const Checks = Type.Unsafe<Record<string, { ok: boolean; detail?: Record<string, unknown> }>>({
-  type: 'object', additionalProperties: Check, description: 'One entry per part: state, broker, telemetry, media (and liveBus in cluster mode)',
+  type: 'object', additionalProperties: Check, description: 'One entry per part: state, broker, telemetry, media (and liveBus, nodeLease in cluster mode)',
 });
 
 async function runCheck(check: ReadyCheck): Promise<{ ok: boolean; detail?: Record<string, unknown> }> {
@@ -48,7 +48,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
         + 'error.details.checks on 503) only with a bearer token of role admin or service, or with http.openMetrics. '
         + 'The `media` check (ffprobe, ffmpeg, espeak-ng with its Vietnamese voice, probed at start) never fails readiness: '
         + 'a missing tool shows as `detail.degraded: true` with its `problem`, and only uploads and text-to-speech answer 503. '
-        + 'In cluster mode the `liveBus` check (Redis, docs/cluster.md) never fails readiness either: `detail.degraded: true` while Redis is away.',
+        + 'In cluster mode the `liveBus` check (Redis, docs/cluster.md) never fails readiness either: `detail.degraded: true` while Redis is away; '
+        + 'nor does `nodeLease` (the node\'s lease, docs/cluster.md "Node leases"): `detail.degraded: true` after two failed renewals in a row.',
       response: {
         200: Type.Object({ status: Type.Literal('ready'), checks: Type.Optional(Checks) }, { description: 'Ready (checks: with a monitoring token)' }),
         ...errorResponses(503),

@@ -22,6 +22,8 @@ import { areaRoutes } from './areas.js';
 import { auditRoutes } from './audit.js';
 import { loginRoutes, sessionRoutes } from './auth.js';
 import { broadcastRoutes } from './broadcasts.js';
+import { clusterRoutes } from './cluster.js';
+import type { ClusterNodes } from '../../cluster/index.js';
 import { commandKeyRoutes } from './command-keys.js';
 import { deviceCommandRoutes } from './device-commands.js';
 import { deviceRoutes } from './devices.js';
@@ -73,6 +75,8 @@ export interface ApiServices {
   firmware?: Firmware;
   /** ThingsBoard-style gateways: their creation setting, refused names, sub-devices' gateways. */
   gateways?: GatewayApi;
+  /** The cluster's nodes and their leases (embedded mode: the one node). */
+  clusterNodes?: ClusterNodes;
   /** The web app at `/` (src/web's plugin, given by the wiring: the API does not import another edge). */
   web?: FastifyPluginAsync;
 }
@@ -117,6 +121,7 @@ export async function registerSecuredRoutes(v1: FastifyInstance, ctx: RouteConte
     await v1.register(auditRoutes, { ctx, accounts, head: s.auditHead });
   }
   if (media) await v1.register(mediaRoutes, { ctx, media, linkBase: s.mediaLinkBase });
+  if (s.clusterNodes) await v1.register(clusterRoutes, { ctx, nodes: s.clusterNodes });
   if (broadcasts) {
     await v1.register(scheduleRoutes, { ctx, service: broadcasts.service });
     await v1.register(broadcastRoutes, { ctx, service: broadcasts.service, executor: broadcasts.executor });

@@ -70,3 +70,6 @@ export const PER_NODE_TABLES: Readonly<Record<string, string>> = {
 
 /** Bookkeeping of each store, never copied. */
 export const INTERNAL_TABLES = ['schema_migrations', 'sqlite_sequence', 'keng_migrations'] as const;
+
+/** The cluster's own runtime state (which nodes live, who holds what): made by the running nodes, nothing to import. */
+export const CLUSTER_RUNTIME_TABLES = ['cluster_nodes'] as const;

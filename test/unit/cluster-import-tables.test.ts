@@ -10,11 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/index.js';
 import { ALL_MIGRATIONS, PG_STATE_SCOPES } from '../../src/migrations.js';
 import { StateDb } from '../../src/storage/state/index.js';
-import { IMPORTED_TABLES, INTERNAL_TABLES, PER_NODE_TABLES, SINGLETON_TABLES } from '../../src/cli/cluster-tables.js';
+import { CLUSTER_RUNTIME_TABLES, IMPORTED_TABLES, INTERNAL_TABLES, PER_NODE_TABLES, SINGLETON_TABLES } from '../../src/cli/cluster-tables.js';
 import { toPg } from '../../src/cli/cluster-copy.js';
 
 const imported = IMPORTED_TABLES.map((t) => t.table);
-const known = new Set<string>([...imported, ...SINGLETON_TABLES, ...Object.keys(PER_NODE_TABLES), ...INTERNAL_TABLES]);
+const known = new Set<string>([...imported, ...SINGLETON_TABLES, ...Object.keys(PER_NODE_TABLES), ...INTERNAL_TABLES, ...CLUSTER_RUNTIME_TABLES]);
 
 function pgTables(): string[] {
   return PG_STATE_SCOPES.flatMap((s) => s.migrations.flatMap((m) => m.postgres.flatMap((stmt) => [...stmt.matchAll(/CREATE TABLE (?:IF NOT EXISTS )?(\w+)/g)].map((x) => x[1]!))));

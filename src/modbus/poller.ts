@@ -168,7 +168,7 @@ export class ModbusPoller implements Component {
       isEnabled: (id) => this.deps.registry.getDevice(id)?.enabled === true,
       lineFor: (s) => {
         // Another node polls this line: a second connection would fight over a gateway that takes one (docs/cluster.md).
-        if (gate && !gate.mayStart(lineKey(s.transport))) throw Errors.MODBUS_UNREACHABLE(`its line is polled by another node; send the write through that node (polledBy)`);
+        if (gate && !gate.mayStart(lineKey(s.transport))) throw new ModbusError('not_connected', 'its line is polled by another node: send the write through the node named by polledBy');
         return this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport);
       },
       metrics: this.m,

@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLAIM_PERIOD_MS, LEASE_MS } from '../../src/modbus/leases.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
-import { Cluster, adminApi, alive, metric, removeClusterDirs, seedCluster, sleep, within, type Seed } from '../helpers/cluster.js';
+import { CLUSTER_ADMIN, Cluster, adminApi, alive, metric, removeClusterDirs, seedCluster, sleep, within, type Seed } from '../helpers/cluster.js';
 import { startPymodbus, type PyServer } from '../helpers/modbus.js';
 import { freshStateDatabase, statePostgres, stopStatePostgres } from '../helpers/state-dialects.js';
 
@@ -77,6 +77,17 @@ describe('Modbus on two nodes', () => {
         expect(s).toBeGreaterThanOrEqual(r1 - 1);
         expect(s).toBeLessThanOrEqual(r2);
       }
+
+      // A write goes out from the node polling the line only; the other node says so instead of opening a second connection.
+      const write = (base: string): Promise<Response> => fetch(`${base}/api/v1/devices/muc-nuoc-0/modbus/write`, {
+        method: 'POST', headers: { authorization: `Bearer ${CLUSTER_ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ field: 'level', value: 7 }),
+      });
+      const holder0 = cluster.node(holders[0]!), other0 = holder0 === n1 ? n2 : n1;
+      const refused = await write(other0.k.httpUrl);
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('KENG_ERR_MODBUS_UNREACHABLE');
+      expect((await write(holder0.k.httpUrl)).status).toBe(200);
+      expect(gateways[0]!.connections()).toBe(1);
 
       // SIGKILL the node polling gateway 0; the other one takes its line over.
       const victim = cluster.node(holders[0]!);

@@ -82,6 +82,9 @@ const balanced = (ns: Node[], total: number): boolean => {
   return c.reduce((a, b) => a + b, 0) === total && Math.max(...c) - Math.min(...c) <= 1;
 };
 
+/** No line on its way from one node to another (given up by one, not yet claimed by the other). */
+const settled = (ns: Node[]): boolean => ns.every((n) => n.leases.heldLines().every((k) => n.leases.mayStart(k)));
+
 async function metricValue(n: Node, name: string, label?: string): Promise<number> {
   const m = await n.registry.getSingleMetric(name)?.get();
   return (m?.values ?? []).filter((v) => !label || Object.values(v.labels).includes(label)).reduce((a, v) => a + v.value, 0);
@@ -105,7 +108,7 @@ describe('modbus line leases on PostgreSQL', () => {
     const want = lines(7);
     startSampler([...want.keys()]);
     const [a, b, c] = [await startNode('a', want), await startNode('b', want), await startNode('c', want)];
-    await until('7 lines spread over 3 nodes', 20_000, () => balanced([a, b, c], 7));
+    await until('7 lines spread over 3 nodes', 20_000, () => balanced([a, b, c], 7) && settled([a, b, c]));
 
     // In the database: one live lease per line, each the holder the node itself believes in.
     const check = openPgDb(url);
@@ -137,6 +140,23 @@ describe('modbus line leases on PostgreSQL', () => {
     expect(overlaps).toEqual([]);
     await check.close();
   }, 120_000);
+
+  it('a node that stops gives its lines up: the other node holds them within a claim round or two', async () => {
+    url = await freshStateDatabase();
+    const want = lines(4);
+    startSampler([...want.keys()]);
+    const [a, b] = [await startNode('a', want), await startNode('b', want)];
+    await until('4 lines spread over 2 nodes', 10_000, () => balanced([a, b], 4) && settled([a, b]));
+    const t0 = Date.now();
+    await a.leases.stop();
+    live.ids.delete('a');
+    expect(a.leases.heldLines()).toEqual([]);
+    const took = await until('b holds all 4 lines', 5_000, () => b.leases.heldLines().length === 4);
+    expect(took).toBeLessThan(LEASE_MS - MARGIN_MS); // not by expiry: the rows were deleted
+    expect(await metricValue(a, 'keng_modbus_line_releases_total', 'stop')).toBe(2);
+    console.log(`[leases] a stopped: b holds its lines ${Date.now() - t0} ms after`);
+    expect(overlaps).toEqual([]);
+  }, 60_000);
 
   it('never renews a lease taken over, and stops the line at once', async () => {
     url = await freshStateDatabase();

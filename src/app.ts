@@ -40,7 +40,7 @@ import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
-import { MapCatalog, ModbusDevices, ModbusPoller } from './modbus/index.js';
+import { MapCatalog, ModbusDevices, ModbusLineLeases, ModbusPoller, lineHolders } from './modbus/index.js';
 import { ProvisioningService } from './devices/provisioning.js';
 import { SharedAttributes } from './attributes/index.js';
 import { Firmware } from './firmware/index.js';
@@ -209,14 +209,22 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const alertRules = new AlertRules({
     stateDb, registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender, batch: broadcast.durable,
   });
+  // Cluster mode: each Modbus line is polled by one node, the holder of its lease (src/modbus/leases.ts).
+  // Started before the poller and stopped after it: lines are given up once their last poll is done.
+  // The fair share of lines counts the nodes with a live lease (NodeLeases), including those that hold no line yet.
+  const modbusLeases = clusterDb && nodeLeases ? new ModbusLineLeases({
+    db: clusterDb.db, nodeId, liveNodes: nodeLeases, logger: log('modbus'), metrics,
+  }) : null;
   // Modbus sensors: a side table of the registry (transport, register map, poll interval).
   const modbus = new ModbusDevices({
     db: stateSql, registry, catalog: MapCatalog.shipped(), clock, serialPathPrefixes: config.modbus.serialPathPrefixes,
     onBadRow: (deviceId, err) => log('modbus').error({ err, deviceId }, 'unreadable Modbus settings row; device not polled'),
+    ...(clusterDb ? { lineHolders: () => lineHolders(clusterDb.db) } : {}),
   });
   // Polls them; their readings take the path of MQTT telemetry (ingest). Starts after ingest, stops before it.
   const modbusPoller = new ModbusPoller({
     devices: modbus, registry, sink: ingest.submitReadings, bus, logger: log('modbus'), metrics, clock, options: config.modbus,
+    ...(modbusLeases ? { gate: modbusLeases } : {}),
   });
   const api = new ApiServer({
     config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
@@ -261,7 +269,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
   const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
-  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(nodeLeases ? [nodeLeases] : []), ...(sessionClaims ? [sessionClaims] : []), broker, modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
+  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(nodeLeases ? [nodeLeases] : []), ...(sessionClaims ? [sessionClaims] : []), broker, ...(modbusLeases ? [modbusLeases] : []), modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

@@ -16,6 +16,8 @@ export interface DeviceDto {
   transport?: ModbusSettings['transport'];
   registerMap?: ModbusSettings['registerMap'];
   pollIntervalSec?: number;
+  /** Cluster mode: the node polling a Modbus device now (null: none). */
+  polledBy?: string | null;
   /** A gateway's setting and refused names; a sub-device's gateway (src/gateway). */
   createSubDevices?: boolean;
   refusedSubDevices?: Array<{ name: string; reason: string; count: number; firstAt: string; lastAt: string }>;

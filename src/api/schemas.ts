@@ -148,6 +148,10 @@ export const Device = Type.Object({
   attributes: Dict(Type.Unknown(), { description: 'Client attributes the device reported (firmware, model, capabilities)' }),
   latest: Dict(LatestValue, { description: 'Newest reading of each field' }),
   ...ModbusFields,
+  polledBy: Type.Optional(Type.Union([Type.String(), Type.Null()], {
+    description: 'Modbus devices in cluster mode: the node (KENG_NODE_ID) polling the device\'s gateway or serial line now, from the line leases '
+      + 'in PostgreSQL; null while no node holds the line (none claimed it yet, or its node died and the lease has not expired). Absent on a single node',
+  })),
   ...GatewayFields,
 });
 

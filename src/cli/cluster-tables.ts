@@ -72,4 +72,4 @@ export const PER_NODE_TABLES: Readonly<Record<string, string>> = {
 export const INTERNAL_TABLES = ['schema_migrations', 'sqlite_sequence', 'keng_migrations'] as const;
 
 /** The cluster's own runtime state (which nodes live, who holds what): made by the running nodes, nothing to import. */
-export const CLUSTER_RUNTIME_TABLES = ['cluster_nodes'] as const;
+export const CLUSTER_RUNTIME_TABLES = ['cluster_nodes', 'modbus_line_leases'] as const;

@@ -48,6 +48,8 @@ export interface ModbusDevicesDeps {
   serialPathPrefixes?: readonly string[];
   /** A stored row that does not parse (never written by Keng; reported, then skipped). */
   onBadRow?: (deviceId: string, err: unknown) => void;
+  /** Cluster mode: which node holds each line's lease now, by line key (lease-repo.ts lineHolders). */
+  lineHolders?: () => Promise<ReadonlyMap<string, string>>;
 }
 
 export class ModbusDevices {
@@ -69,6 +71,16 @@ export class ModbusDevices {
   get(deviceId: string): Promise<ModbusSettings | undefined> { return this.repo.get(deviceId); }
   all(): Promise<ModbusSettings[]> { return this.repo.all(); }
   fingerprint(s: ModbusSettings): string { return this.repo.fingerprint(s); }
+
+  /**
+   * Cluster mode: the node polling each line now (undefined in embedded mode,
+   * where this process polls every enabled device). Read from the database:
+   * the same answer on every node.
+   */
+  async lineHolders(): Promise<ReadonlyMap<string, string> | undefined> { return this.deps.lineHolders?.(); }
+
+  /** The node polling a device, from lineHolders(): null when no node holds its line (none has claimed it yet, or its node died). */
+  polledBy(s: ModbusSettings, holders: ReadonlyMap<string, string>): string | null { return holders.get(lineKey(s.transport)) ?? null; }
 
   /** The registers a device polls (its inline map, or the shipped map it names). */
   registers(s: ModbusSettings): RegisterMap { return this.catalog.resolve(s.registerMap); }

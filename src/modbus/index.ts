@@ -12,3 +12,6 @@ export { MODBUS_PG_MIGRATIONS } from './pg-schema.js';
 export { ModbusPoller, type PollerDeps, type PollerOptions, type PollRecord, type ReadingSink } from './poller.js';
 export { ModbusLine, ModbusError, EXCEPTION_NAMES, type LineIo, type ReadOp, type WriteOp } from './line.js';
 export { writeField, writableRegister, type WriteResult } from './write.js';
+export { ModbusLineLeases, LEASE_MS, CLAIM_PERIOD_MS, SAFETY_MARGIN_MS, type LineGate, type LineHooks, type LineLeasesOptions } from './leases.js';
+export { LineLeaseRepo, lineHolders, type HeldLease, type LeaseRow } from './lease-repo.js';
+export type { LiveNodes } from './live-nodes.js';

@@ -98,6 +98,12 @@ export class ModbusLine {
     return run;
   }
 
+  /**
+   * Closes the connection now (a request under way fails); the next request
+   * opens a new one. `why` is logged and counted as a disconnect.
+   */
+  disconnect(why?: string): Promise<void> { return this.drop(why); }
+
   /** Refuses further jobs, waits for the one running, closes the connection. */
   async close(): Promise<void> {
     this.closed = true;

@@ -20,4 +20,19 @@ export function modbusMetrics(registry: Registry | undefined) {
   };
 }
 
+/** Cluster mode: the leases of Modbus lines (leases.ts). */
+export function modbusLeaseMetrics(registry: Registry | undefined) {
+  return {
+    held: gaugeOn(registry, 'keng_modbus_lines_held', 'Modbus lines (TCP gateways, serial ports) this node holds the lease of and polls'),
+    claims: counterOn(registry, 'keng_modbus_line_claims_total', 'Modbus line leases this node claimed (a free line, or one whose lease expired)'),
+    releases: counterOn<'reason'>(registry, 'keng_modbus_line_releases_total',
+      'Modbus line leases this node gave up by reason (rebalance, unused, port_gone, stop)', ['reason']),
+    lost: counterOn<'reason'>(registry, 'keng_modbus_line_leases_lost_total',
+      'Modbus line leases this node lost and stopped polling by reason (taken_over: another node holds it; expired: not renewed in time, e.g. PostgreSQL unreachable)', ['reason']),
+    errors: counterOn(registry, 'keng_modbus_lease_errors_total', 'Rounds of the Modbus line lease loop that failed (PostgreSQL error or unreachable)'),
+  };
+}
+
 export type ModbusMetrics = ReturnType<typeof modbusMetrics>;
+
+export type ModbusLeaseMetrics = ReturnType<typeof modbusLeaseMetrics>;

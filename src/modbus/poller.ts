@@ -29,6 +29,13 @@
  * in this process, and every few seconds (the `keng` CLI may change them
  * from another process; in cluster mode another node may, in PostgreSQL).
  * Reloads never overlap: one asked for while another runs runs after it.
+ *
+ * Cluster mode (a `gate`, leases.ts): every node knows every device, but
+ * polls only the lines whose lease it holds. A poll starts only while the
+ * gate says so, and every request of it asks again, so a line whose lease is
+ * lost stops between two requests (and its connection is closed at once). A
+ * poll skipped because the line is another node's changes nothing: no
+ * failure, no presence. A line gained is polled at once.
  */
 import type { Clock } from '../core/clock.js';
 import type { EventBus, Scalar } from '../core/events.js';
@@ -42,6 +49,7 @@ import type { ModbusDevices } from './devices.js';
 import { ModbusError, ModbusLine } from './line.js';
 import { modbusMetrics, type ModbusMetrics } from './metrics.js';
 import { blockReadings, planReads, type ReadBlock } from './plan.js';
+import type { LineGate } from './leases.js';
 import { lineKey, type ModbusSettings, type ModbusTransport } from './types.js';
 import { writeField, type WriteResult } from './write.js';
 
@@ -70,6 +78,8 @@ export interface PollerDeps {
   metrics: Pick<Metrics, 'registry' | 'rejectedTotal'>;
   clock: Clock;
   options: PollerOptions;
+  /** Cluster mode: which lines this node may poll (leases.ts). Absent: every line. */
+  gate?: LineGate;
 }
 
 interface Polled {
@@ -78,6 +88,8 @@ interface Polled {
   blocks: ReadBlock[];
   line: ModbusLine;
   lineId: string;
+  /** The line's key (types.ts lineKey): what leases are held for. */
+  leaseKey: string;
   timer: NodeJS.Timeout | undefined;
   /** When the next poll is (or was) due (epoch ms). */
   due: number;
@@ -113,6 +125,7 @@ export class ModbusPoller implements Component {
   async start(): Promise<void> {
     this.deps.devices.catalog.list(); // load (and check) the shipped maps now: a broken one stops the start
     this.running = true;
+    this.deps.gate?.attach({ gained: (k) => this.gained(k), lost: (k) => this.lost(k), drain: (k) => this.drain(k) });
     this.off.push(this.deps.devices.onChange(() => { void this.reload(); }));
     this.off.push(this.deps.bus.on('device.changed', (e) => {
       if (e.change === 'deleted') this.forgetDeleted(e.deviceId);
@@ -149,10 +162,15 @@ export class ModbusPoller implements Component {
    */
   write(deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
     if (!this.running) return Promise.reject(Errors.NOT_READY('the Modbus poller is not running'));
+    const gate = this.deps.gate;
     return writeField({
       devices: this.deps.devices,
       isEnabled: (id) => this.deps.registry.getDevice(id)?.enabled === true,
-      lineFor: (s) => this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport),
+      lineFor: (s) => {
+        // Another node polls this line: a second connection would fight over a gateway that takes one (docs/cluster.md).
+        if (gate && !gate.mayStart(lineKey(s.transport))) throw new ModbusError('not_connected', 'its line is polled by another node: send the write through the node named by polledBy');
+        return this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport);
+      },
       metrics: this.m,
     }, deviceId, field, value);
   }
@@ -206,7 +224,46 @@ export class ModbusPoller implements Component {
       if (this.deps.registry.isOnline(id)) this.deps.registry.setOnline(id, false, p.lastSuccess ?? this.deps.clock.now());
     }
     this.closeIdleLines();
-    this.m.devices.set(this.polled.size);
+    this.deps.gate?.want(new Map([...this.polled.values()].map((p) => [p.leaseKey, p.settings.transport])));
+    this.countPolled();
+  }
+
+  /** Devices this node polls: all, or (cluster mode) those on lines it holds. */
+  private countPolled(): void {
+    const gate = this.deps.gate;
+    this.m.devices.set(gate ? [...this.polled.values()].filter((p) => gate.mayStart(p.leaseKey)).length : this.polled.size);
+  }
+
+  /** A line became this node's: its devices are polled now (spread over up to a second), not at their next interval. */
+  private gained(key: string): void {
+    if (!this.running) return;
+    for (const p of this.polled.values()) {
+      if (p.leaseKey !== key || p.running || p.gone) continue;
+      if (p.timer) clearTimeout(p.timer);
+      const delay = Math.floor(Math.random() * Math.min(1000, p.settings.pollIntervalSec * 1000));
+      p.due = this.deps.clock.now() + delay;
+      this.schedule(p, delay);
+    }
+    this.countPolled();
+  }
+
+  /** The line's lease is lost: its connection closes now (a request under way fails; no other goes out). */
+  private lost(key: string): void {
+    for (const l of this.linesOf(key)) void l.disconnect('lease lost');
+    this.countPolled();
+  }
+
+  /** The line is given up: the poll under way finishes (no new one starts), then its connection closes. */
+  private async drain(key: string): Promise<void> {
+    await Promise.all(this.linesOf(key).map(async (l) => {
+      await l.exclusive(async () => undefined).catch(() => undefined); // after the job under way (or at once when the line is closed)
+      await l.disconnect();
+    }));
+    this.countPolled();
+  }
+
+  private linesOf(key: string): ModbusLine[] {
+    return [...new Set([...this.polled.values()].filter((p) => p.leaseKey === key).map((p) => p.line))];
   }
 
   /** A deleted device: its settings go too (PostgreSQL has no foreign key to remove them), then the polled set follows. */
@@ -230,7 +287,7 @@ export class ModbusPoller implements Component {
     // The first poll soon, spread over up to a second so that devices loaded together do not queue at once.
     const delay = Math.floor(Math.random() * Math.min(1000, settings.pollIntervalSec * 1000));
     const p: Polled = {
-      settings, fingerprint, blocks, line: this.line(lineId, settings.transport), lineId, timer: undefined,
+      settings, fingerprint, blocks, line: this.line(lineId, settings.transport), lineId, leaseKey: lineKey(settings.transport), timer: undefined,
       due: this.deps.clock.now() + delay, failures: 0, lastSuccess: null, running: false, gone: false,
     };
     this.polled.set(settings.deviceId, p);
@@ -284,10 +341,14 @@ export class ModbusPoller implements Component {
     let answered = 0;
     let failure: ModbusError | null = null;
     let started = 0;
+    const gate = this.deps.gate;
+    let skipped = false;
     try {
       await p.line.exclusive(async (io) => {
+        if (gate && !gate.mayStart(p.leaseKey)) { skipped = true; return; }
         started = this.deps.clock.now();
         for (const b of p.blocks) {
+          if (gate && !gate.mayContinue(p.leaseKey)) { skipped = answered === 0; break; } // the lease could expire: not one more request
           try {
             const data = await io.read({ fn: b.function, unitId: transport.unitId, address: b.start, count: b.count });
             if (answered++ === 0) at = this.deps.clock.now();
@@ -308,7 +369,10 @@ export class ModbusPoller implements Component {
     } finally {
       p.running = false;
     }
+    // The lease was lost under way: its failure is the connection closed on purpose, not the device's.
+    if (gate && answered === 0 && !gate.mayContinue(p.leaseKey)) skipped = true;
     if (p.gone) return; // deleted, disabled or changed meanwhile: its replacement (if any) polls from now on
+    if (skipped) { this.next(p); return; } // another node's line (or no longer ours): no outcome to count
     if (answered > 0) this.succeeded(p, at); else this.failed(p, failure);
     if (started > 0) this.m.pollLateness.observe(Math.max(0, started - p.due) / 1000);
     for (const fn of this.observers) fn({ deviceId, due: p.due, started, ok: answered > 0 });

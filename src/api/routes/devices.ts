@@ -44,10 +44,14 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
   const { registry, policy, tz } = ctx;
 
   /** The device as the API shows it: with its Modbus settings, or its gateway part, when it has some. */
-  const dto = async (v: DeviceView): Promise<DeviceDto> => dtoWith(v, await modbus?.get(v.id));
-  const dtoWith = (v: DeviceView, s: ModbusSettings | undefined): DeviceDto => {
+  const dto = async (v: DeviceView): Promise<DeviceDto> => {
+    const s = await modbus?.get(v.id);
+    return dtoWith(v, s, s ? await modbus?.lineHolders() : undefined);
+  };
+  const dtoWith = (v: DeviceView, s: ModbusSettings | undefined, holders?: ReadonlyMap<string, string>): DeviceDto => {
     const d = deviceDto(v, tz);
     const out: DeviceDto = s ? { ...d, transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : d;
+    if (s && holders && modbus) out.polledBy = modbus.polledBy(s, holders);
     if (gateways) {
       if (v.kind === 'gateway') {
         out.createSubDevices = gateways.mayCreate(v.id);
@@ -148,7 +152,8 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRouteOptions> = async
     const views = registry.views({ area, kind, online });
     // One read of every Modbus device's settings, not one per device.
     const settings = new Map((await modbus?.all() ?? []).map((s) => [s.deviceId, s]));
-    return policy.filter(p, views, (v) => v.area).map((v) => dtoWith(v, settings.get(v.id)));
+    const holders = settings.size ? await modbus?.lineHolders() : undefined;
+    return policy.filter(p, views, (v) => v.area).map((v) => dtoWith(v, settings.get(v.id), holders));
   });
 
   app.get('/devices/:id', {

@@ -54,6 +54,8 @@ describe('Modbus on two nodes', () => {
       const polledBy = async (base: string, id: string): Promise<string | null> => (await adminApi(base, 'GET', `/api/v1/devices/${id}`)).polledBy as string | null;
       await within('both lines held', 30_000, async () => (await metric(n1.k, 'keng_modbus_lines_held')) + (await metric(n2.k, 'keng_modbus_lines_held')) === 2, 200);
       await sleep(8_000); // past the other node's reload: it knows the devices and could poll them, but must not
+      // The fair share counts both nodes' leases (NodeLeases): one line each, whichever claimed first.
+      await within('one line per node', 30_000, async () => (await metric(n1.k, 'keng_modbus_lines_held')) === 1 && (await metric(n2.k, 'keng_modbus_lines_held')) === 1, 200);
       const holders = await Promise.all(gateways.map((_, i) => polledBy(n1.k.httpUrl, `muc-nuoc-${i}`)));
       for (const [i] of gateways.entries()) expect(await polledBy(n2.k.httpUrl, `muc-nuoc-${i}`)).toBe(holders[i]);
       expect(holders.every((h) => h === 'n1' || h === 'n2')).toBe(true);

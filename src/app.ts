@@ -27,6 +27,7 @@ import { DataDirLock, StateDb, stateSqlitePort } from './storage/state/index.js'
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { ClusterDatabase, type Db } from './storage/sql/index.js';
+import { SharedSecrets } from './storage/secrets/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
@@ -130,6 +131,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const audit = accounts.audit;
   // Keys the audit log and anchors its head outside state.db; started right after the state store.
   const auditChain = new AuditChain({ audit, db: stateSql, dataDir, settings: config.audit, logger: log('audit'), clock });
+  // Cluster mode: the command keys and the link-signing keys are the cluster's, sealed in PostgreSQL under a key
+  // derived from the audit key (known once the audit chain started, before their users start).
+  const secrets = clusterDb ? new SharedSecrets({
+    db: clusterDb.db, rootSecret: () => auditChain.auditKey?.bytes ?? null, rootLabel: () => auditChain.auditKey?.source ?? 'the audit key',
+    clock, logger: log('secrets'), metrics: metrics.registry,
+  }) : undefined;
 
   // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
   const provisioning = new ProvisioningService({ db: stateSql, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });
@@ -155,7 +162,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const sharedAttributes = new SharedAttributes({ db: stateSql, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
-  const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry });
+  const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry, ...(secrets ? { secrets } : {}) });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
   const gateways = new Gateways({ db: stateSql, registry, bus, logger: log('gateway'), metrics, clock });
@@ -170,7 +177,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
   const media = new MediaLibrary({
     // Cluster mode: the records in PostgreSQL (every node), staged files per node (<dataDir>/media may be shared).
-    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}),
+    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}), ...(secrets ? { secrets } : {}),
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
     isInUse: (mediaId, viewer, trx) => broadcast.service.mediaInUse(mediaId, viewer, trx),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
@@ -185,7 +192,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
   // Media belongs to areas: what a principal sees is its scope plus the areas above its own (media/access.ts).
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
-  const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
+  const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock, ...(secrets ? { shared: secrets } : {}) });
   const broadcast = wireBroadcast({
     config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
   });
@@ -255,7 +262,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes, gateway sub-devices, the command keys and the link-signing keys are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

@@ -25,6 +25,7 @@ import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
 import { FIRMWARE_PG_MIGRATIONS } from './firmware/index.js';
 import { AUTH_PG_MIGRATIONS } from './auth/index.js';
+import { SECRETS_PG_MIGRATIONS } from './storage/secrets/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -85,4 +86,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'rpc', migrations: RPC_PG_MIGRATIONS },
   { scope: 'broadcast', migrations: BROADCAST_PG_MIGRATIONS },
   { scope: 'devices', migrations: DEVICES_PG_MIGRATIONS },
+  { scope: 'secrets', migrations: SECRETS_PG_MIGRATIONS },
 ];

@@ -53,7 +53,7 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
     const p = principalOf(req);
     policy.assert(p, 'commandKeys.write');
     const before = keys.activeKid;
-    const k = keys.rotate();
+    const k = await keys.rotate();
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.rotate', target: `command_key:${k.kid}`, before: { active: before }, after: dto(k) });
     reply.status(201);
     return dto(k);
@@ -70,7 +70,7 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'commandKeys.write');
-    const k = keys.retire(req.params.kid);
+    const k = await keys.retire(req.params.kid);
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.retire', target: `command_key:${k.kid}`, before: dto(k) });
     return reply.status(204).send(null);
   });

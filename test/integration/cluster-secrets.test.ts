@@ -203,6 +203,30 @@ describe('shared secrets on PostgreSQL', () => {
       .rejects.toMatchObject({ code: 'KENG_ERR_SECRETS_KEY' });
   });
 
+  it('a running node meets a row it cannot decrypt: keeps its keys, counts it once, reloads when the row is good again', async () => {
+    const [a, b] = [node(), node()];
+    await a.keys.start();
+    await b.keys.start();
+    const listed = b.keys.list();
+    const good = (await rows()).find((r) => r.name === 'command-keys')!;
+    const flipped = Buffer.from(good.sealed);
+    flipped[flipped.length - 1] = flipped[flipped.length - 1]! ^ 1;
+    const db = openPgDb(url);
+    try {
+      await sql`UPDATE cluster_secrets SET version = version + 1, sealed = ${flipped} WHERE name = 'command-keys'`.execute(db.kysely);
+      const failures = async (): Promise<string> => await b.metrics.getSingleMetricAsString('keng_cluster_secret_decrypt_failures_total');
+      await until('B counts the bad row', 5_000, () => b.logs.lines.some((l) => l.level === 50 && /cannot be used on this node/.test(String(l.msg))));
+      await new Promise((r) => setTimeout(r, 2_500)); // two more polls
+      expect(await failures()).toMatch(/\{secret="command-keys"\} 1$/m);
+      expect(b.keys.list()).toEqual(listed);
+      expect(b.keys.sign(cmd).kid).toBe(listed[0]!.kid);
+      // Good again (as a rotation through A writes it): B reloads.
+      await sql`UPDATE cluster_secrets SET sealed = ${good.sealed} WHERE name = 'command-keys'`.execute(db.kysely);
+    } finally { await db.close(); }
+    const fresh = await a.keys.rotate();
+    await until('B reloads after the row is good again', 5_000, () => b.keys.activeKid === fresh.kid);
+  });
+
   it('a node switching from embedded mode imports its files; a node whose files differ uses the database\'s and warns', async () => {
     // An embedded node: its own ring (rotated once) and media key, which its speakers trust.
     const dirA = tmp();
@@ -237,5 +261,17 @@ describe('shared secrets on PostgreSQL', () => {
     expect(b.logs.lines.some((l) => l.level === 40 && /media-signing\.key holds another media link-signing key .* the database's wins/.test(String(l.msg)))).toBe(true);
     // The files are left as they were (switching back to embedded mode finds them unchanged).
     expect(seedsOf(dirB)).toHaveLength(1);
+
+    // An unusable file does not matter once the database has the ring (warned)...
+    const dirC = tmp();
+    writeFileSync(path.join(dirC, COMMAND_KEYS_FILE), '{"format":1}');
+    const c = node(AUDIT_KEY, dirC);
+    await c.keys.start();
+    expect(c.keys.list()).toEqual(embeddedList);
+    expect(c.logs.lines.some((l) => l.level === 40 && /command key file is not usable/.test(String(l.msg)))).toBe(true);
+    // ...but with no ring in the database it is not replaced by a new ring: the start is refused.
+    url = await freshStateDatabase();
+    await expect(node(AUDIT_KEY, dirC).keys.start()).rejects.toThrow(/not a valid key ring/);
+    expect(await rows()).toEqual([]);
   });
 });

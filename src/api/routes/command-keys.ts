@@ -46,7 +46,8 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
     schema: {
       tags: ['devices'], summary: 'Rotate the command key (admin)', security: [{ bearer: [] }],
       description: 'A new key signs every command from now on (re-sends too). The previous keys stay listed, and so valid at the speakers, '
-        + 'until retired: give the speakers the new key, then retire the old one.',
+        + 'until retired: give the speakers the new key, then retire the old one. In cluster mode the ring is shared: every node lists '
+        + 'the new key and signs with it within about a second.',
       response: { 201: Described(CommandKey, 'The new active key'), ...errorResponses(...AUTH_ERRORS, 503) },
     },
   }, async (req, reply) => {

@@ -18,7 +18,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { systemClock, type Clock } from '../../core/clock.js';
-import { Errors } from '../../core/errors.js';
+import { Errors, isKengError } from '../../core/errors.js';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
 import { COMMAND_KEY_ALG } from '../../core/protocol.js';
@@ -67,6 +67,8 @@ export class CommandKeys implements Component, CommandSigner {
   private pollTimer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private pollFailing = false;
+  /** Cluster mode: a version of the row this node could not decrypt (or parse). */
+  private undecryptable: number | null = null;
 
   constructor(opts: CommandKeysOptions) {
     this.o = opts;
@@ -76,8 +78,8 @@ export class CommandKeys implements Component, CommandSigner {
 
   async start(): Promise<void> {
     if (this.ring) return;
+    if (this.o.shared) { await this.startShared(this.o.shared); return; }
     const existing = readRing(this.file, this.o.logger);
-    if (this.o.shared) { await this.startShared(this.o.shared, existing); return; }
     if (existing) {
       this.ring = load(existing, this.file);
       this.o.logger.debug({ active: existing.active, keys: existing.keys.length }, 'command keys loaded');
@@ -98,7 +100,15 @@ export class CommandKeys implements Component, CommandSigner {
   }
 
   /** Cluster mode: the database's ring (or this node's file imported, or a new one), then the version poll. */
-  private async startShared(shared: SharedSecrets, local: StoredRing | null): Promise<void> {
+  private async startShared(shared: SharedSecrets): Promise<void> {
+    let local: StoredRing | null = null;
+    try {
+      local = readRing(this.file, this.o.logger);
+    } catch (err) {
+      // Only an import needs the file: unusable, it must not decide anything (a new ring would strand its speakers).
+      if (!(await shared.read(COMMAND_KEYS_SECRET, WHAT))) throw err;
+      this.o.logger.warn({ err, file: this.file }, 'the command key file is not usable; not used in cluster mode (the cluster database has the ring)');
+    }
     const got = await adoptSharedSecret(shared, {
       name: COMMAND_KEYS_SECRET, what: WHAT, file: this.file, local: local ? encode(local) : null,
       make: () => encode(this.newRing()), same: (a, b) => sameRing(decode(a), decode(b)),
@@ -119,19 +129,28 @@ export class CommandKeys implements Component, CommandSigner {
     if (!shared) return Promise.resolve();
     this.polling ??= (async () => {
       const changes = this.changes;
+      let v: number | null = null;
       try {
-        if ((await shared.version(COMMAND_KEYS_SECRET)) === this.version) return;
+        v = await shared.version(COMMAND_KEYS_SECRET);
+        // A version that did not decrypt is not read again every second: it was logged and counted once.
+        if (v === this.version || v === this.undecryptable) return;
         const got = await shared.read(COMMAND_KEYS_SECRET, WHAT);
         // A rotation made here meanwhile is newer than what was read: the next poll compares again.
         if (!got || changes !== this.changes || !this.ring) return;
         const before = this.ring.stored.active;
         this.ring = load(decode(got.data), `cluster_secrets "${COMMAND_KEYS_SECRET}"`);
         this.version = got.version;
+        this.undecryptable = null;
         if (this.pollFailing) this.o.logger.info('command keys: reading the cluster database works again');
         this.pollFailing = false;
         this.o.logger.info({ active: this.ring.stored.active, previous: before, keys: this.ring.stored.keys.length, version: got.version },
           'command keys changed on another node; reloaded');
       } catch (err) {
+        if (isKengError(err) && err.code === 'KENG_ERR_SECRETS_KEY') {
+          this.undecryptable = v;
+          this.o.logger.error({ err, version: v }, 'command keys: the ring changed in the cluster database cannot be used on this node; keeping the keys in memory');
+          return;
+        }
         if (!this.pollFailing) this.o.logger.warn({ err }, 'command keys: reading the cluster database failed; keeping the keys in memory and retrying');
         this.pollFailing = true;
       } finally {

@@ -123,20 +123,20 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
+  // Cluster mode: the command keys, the link-signing keys and a generated admin token are the cluster's, sealed in PostgreSQL under a key
+  // derived from the audit key (known once the audit chain started, before their users start).
+  const secrets = clusterDb ? new SharedSecrets({
+    db: clusterDb.db, rootSecret: () => auditChain.auditKey?.bytes ?? null, rootLabel: () => auditChain.auditKey?.source ?? 'the audit key',
+    clock, logger: log('secrets'), metrics: metrics.registry,
+  }) : undefined;
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
-  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
+  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth'), ...(secrets ? { shared: secrets } : {}) });
   const accounts = createAccounts({ state: stateDb, db: stateSql, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;
   // Keys the audit log and anchors its head outside state.db; started right after the state store.
   const auditChain = new AuditChain({ audit, db: stateSql, dataDir, settings: config.audit, logger: log('audit'), clock });
-  // Cluster mode: the command keys and the link-signing keys are the cluster's, sealed in PostgreSQL under a key
-  // derived from the audit key (known once the audit chain started, before their users start).
-  const secrets = clusterDb ? new SharedSecrets({
-    db: clusterDb.db, rootSecret: () => auditChain.auditKey?.bytes ?? null, rootLabel: () => auditChain.auditKey?.source ?? 'the audit key',
-    clock, logger: log('secrets'), metrics: metrics.registry,
-  }) : undefined;
 
   // Provisioning keys: ThingsBoard firmware registering itself in an area (firmware-protocols/provisioning.md).
   const provisioning = new ProvisioningService({ db: stateSql, devices: registry, audit, clock, logger: log('provisioning'), metrics: metrics.registry });

@@ -25,6 +25,7 @@ import { COMMAND_KEYS_FILE, CommandKeys } from '../../src/rpc/index.js';
 import { verifySigned } from '../../src/rpc/command-keys/index.js';
 import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, sharedSigningKey } from '../../src/media/index.js';
 import { SharedSecrets } from '../../src/storage/secrets/index.js';
+import { ADMIN_TOKEN_FILE, AdminAuth } from '../../src/auth/index.js';
 import { openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { LogSink } from '../component/api-fakes.js';
 import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
@@ -273,5 +274,27 @@ describe('shared secrets on PostgreSQL', () => {
     url = await freshStateDatabase();
     await expect(node(AUDIT_KEY, dirC).keys.start()).rejects.toThrow(/not a valid key ring/);
     expect(await rows()).toEqual([]);
+  });
+
+  it('the generated admin token (no KENG_ADMIN_TOKEN) is the cluster\'s: any node accepts it, a node without the file gets it written', async () => {
+    const [a, b, c, d] = [node(), node(), node(), node()];
+    const tokenA = 'embedded-node-admin-token-0123456789';
+    writeFileSync(path.join(a.dir, ADMIN_TOKEN_FILE), `${tokenA}\n`, { mode: 0o600 });
+    writeFileSync(path.join(c.dir, ADMIN_TOKEN_FILE), 'another-nodes-admin-token-9876543210\n', { mode: 0o600 });
+    const auth = (n: Node, adminToken?: string): AdminAuth => new AdminAuth({ dataDir: n.dir, logger: createLogger('info', { destination: n.logs }), shared: n.secrets, ...(adminToken ? { adminToken } : {}) });
+    // A setting wins and writes nothing to the database.
+    const configured = auth(d, 'configured-admin-token-0123456789');
+    await configured.start();
+    expect(await rows()).toEqual([]);
+    const [aa, ab, ac] = [auth(a), auth(b), auth(c)];
+    await aa.start();
+    await ab.start();
+    await ac.start();
+    for (const x of [aa, ab, ac]) expect(x.verify(tokenA)).toBe(true);
+    expect(ac.verify('another-nodes-admin-token-9876543210')).toBe(false);
+    expect(readFileSync(path.join(b.dir, ADMIN_TOKEN_FILE), 'utf8').trim()).toBe(tokenA);
+    expect(c.logs.lines.some((l) => l.level === 40 && /admin-token holds another admin token than the cluster database/.test(String(l.msg)))).toBe(true);
+    const row = (await rows()).find((r) => r.name === 'admin-token')!;
+    expect(holds(Buffer.concat([row.nonce, row.sealed]), Buffer.from(tokenA))).toBe(false);
   });
 });

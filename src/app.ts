@@ -28,6 +28,7 @@ import { DataDirLock, StateDb, stateSqlitePort } from './storage/state/index.js'
 import { DevicePurger, DeviceRegistry } from './devices/index.js';
 import { createTelemetryStore, type TelemetryStore } from './storage/telemetry/index.js';
 import { ClusterDatabase, type Db } from './storage/sql/index.js';
+import { SharedSecrets } from './storage/secrets/index.js';
 import { IngestService } from './ingest/index.js';
 import { AedesBroker, type BrokerPort } from './broker/index.js';
 import { principalServiceAuthenticator } from './broker/service-clients.js';
@@ -125,8 +126,14 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const store = createTelemetryStore(config, { dataDir, logger: log('storage'), metrics, clock, clusterDb: clusterDb?.db });
   const tls = new TlsSource(config.tls); // HTTPS and MQTT over TLS when tls.certFile/keyFile are set
 
+  // Cluster mode: the command keys, the link-signing keys and a generated admin token are the cluster's, sealed in PostgreSQL under a key
+  // derived from the audit key (known once the audit chain started, before their users start).
+  const secrets = clusterDb ? new SharedSecrets({
+    db: clusterDb.db, rootSecret: () => auditChain.auditKey?.bytes ?? null, rootLabel: () => auditChain.auditKey?.source ?? 'the audit key',
+    clock, logger: log('secrets'), metrics: metrics.registry,
+  }) : undefined;
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
-  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth') });
+  const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth'), ...(secrets ? { shared: secrets } : {}) });
   const accounts = createAccounts({ state: stateDb, db: stateSql, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
@@ -166,7 +173,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   });
   const sharedAttributes = new SharedAttributes({ db: stateSql, registry, broker, bus, logger: log('attributes'), clock });
   // Its assignments are a layer of the shared attributes (fw_*): started after them.
-  const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry });
+  const firmware = new Firmware({ db: stateSql, dataDir, registry, attributes: sharedAttributes, bus, logger: log('firmware'), clock, metrics: metrics.registry, ...(secrets ? { secrets } : {}) });
   // ThingsBoard-style gateways (v1/gateway/...): their sub-devices are devices like any other; what is sent to
   // one (RPC) goes through its gateway, so everything that sends to devices gets the gateway-aware broker.
   const gateways = new Gateways({ db: stateSql, registry, bus, logger: log('gateway'), metrics, clock });
@@ -181,7 +188,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaTools = new MediaToolsCheck({ media: config.media, tts: config.tts, logger: log('media') });
   const media = new MediaLibrary({
     // Cluster mode: the records in PostgreSQL (every node), staged files per node (<dataDir>/media may be shared).
-    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}),
+    db: stateSql, dataDir, logger: log('media'), metrics, clock, ...(clusterDb ? { nodeId } : {}), ...(secrets ? { secrets } : {}),
     // Media a schedule plays cannot be deleted; the schedules are the broadcast service's (built next).
     isInUse: (mediaId, viewer, trx) => broadcast.service.mediaInUse(mediaId, viewer, trx),
     tts: new EspeakTts({ espeakPath: config.tts.espeakPath, ffmpegPath: config.media.ffmpegPath, speed: config.tts.speed }),
@@ -196,7 +203,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     ?? speakerBaseUrl(config.http.host, api.address().port).replace(/^http:/, tls.configured ? 'https:' : 'http:');
   // Media belongs to areas: what a principal sees is its scope plus the areas above its own (media/access.ts).
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
-  const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock });
+  const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock, ...(secrets ? { shared: secrets } : {}) });
   const broadcast = wireBroadcast({
     config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
   });
@@ -280,7 +287,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes and gateway sub-devices are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes, gateway sub-devices, the command keys and the link-signing keys are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

@@ -26,6 +26,7 @@ import type { SqlMigration } from './storage/sql/index.js';
 import { AUDIT_PG_MIGRATIONS } from './audit/index.js';
 import { FIRMWARE_PG_MIGRATIONS } from './firmware/index.js';
 import { AUTH_PG_MIGRATIONS } from './auth/index.js';
+import { SECRETS_PG_MIGRATIONS } from './storage/secrets/index.js';
 
 type Step = Pick<Migration, 'name' | 'up'>;
 
@@ -87,4 +88,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'broadcast', migrations: BROADCAST_PG_MIGRATIONS },
   { scope: 'devices', migrations: DEVICES_PG_MIGRATIONS },
   { scope: 'nodes', migrations: NODES_PG_MIGRATIONS },
+  { scope: 'secrets', migrations: SECRETS_PG_MIGRATIONS },
 ];

@@ -4,6 +4,13 @@
  * configured, <dataDir>/admin-token is used; on first start one is generated
  * there (mode 0600) and where it was written is logged once. Only a SHA-256
  * of the token stays in memory.
+ *
+ * Cluster mode without KENG_ADMIN_TOKEN: one token for every node (a request
+ * reaches whichever node the balancer picks), sealed in PostgreSQL like the
+ * other shared secrets (src/storage/secrets): the first node's file is
+ * imported, or a token generated; a node without a file gets the cluster's
+ * written to its own <dataDir>/admin-token, so it can be read on any node.
+ * A node whose file holds another token uses the cluster's (warned).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { randomBase62 } from '../core/random.js';
@@ -11,9 +18,12 @@ import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'nod
 import path from 'node:path';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
+import { adoptSharedSecret, type SharedSecrets } from '../storage/secrets/index.js';
 import { ALL_AREAS, type Authenticator, type Principal } from './types.js';
 
 export const ADMIN_TOKEN_FILE = 'admin-token';
+/** Cluster mode: the generated admin token's row in `cluster_secrets`. */
+export const ADMIN_TOKEN_SECRET = 'admin-token';
 /** Shortest token accepted from the token file (the config schema enforces the same for KENG_ADMIN_TOKEN). */
 const MIN_TOKEN_LENGTH = 16;
 
@@ -21,6 +31,8 @@ export interface AdminAuthOptions {
   dataDir: string;
   adminToken?: string;
   logger: Logger;
+  /** Cluster mode: without adminToken, the token is the cluster's (see the header). */
+  shared?: SharedSecrets;
 }
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
@@ -31,12 +43,14 @@ export class AdminAuth implements Component, Authenticator {
   private source: 'config' | 'file' | 'generated' | null = null;
   private readonly dataDir: string;
   private readonly logger: Logger;
+  private readonly shared: SharedSecrets | undefined;
   /** The configured token is hashed at once; the plain text is not kept. */
   private readonly configuredDigest: Buffer | null;
 
   constructor(opts: AdminAuthOptions) {
     this.dataDir = opts.dataDir;
     this.logger = opts.logger;
+    this.shared = opts.shared;
     const configured = opts.adminToken?.trim();
     this.configuredDigest = configured ? sha256(configured) : null;
   }
@@ -55,6 +69,7 @@ export class AdminAuth implements Component, Authenticator {
     }
     const file = this.tokenFile;
     const existing = this.readTokenFile(file);
+    if (this.shared) { await this.startShared(this.shared, file, existing); return; }
     if (existing) {
       this.digest = sha256(existing);
       this.source = 'file';
@@ -72,6 +87,22 @@ export class AdminAuth implements Component, Authenticator {
 
   async stop(): Promise<void> {
     this.digest = null;
+  }
+
+  private async startShared(shared: SharedSecrets, file: string, existing: string | null): Promise<void> {
+    const got = await adoptSharedSecret(shared, {
+      name: ADMIN_TOKEN_SECRET, what: 'admin token', file, local: existing ? Buffer.from(existing, 'utf8') : null,
+      make: () => Buffer.from(randomBase62(43), 'utf8'),
+    }, this.logger);
+    const token = got.data.toString('utf8');
+    this.digest = sha256(token);
+    this.source = existing ? 'file' : 'generated';
+    if (existing) return;
+    mkdirSync(this.dataDir, { recursive: true });
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    this.logger.warn({ file },
+      `wrote the cluster's admin token to ${file} (mode 0600); use it as "Authorization: Bearer <token>" on any node, or set KENG_ADMIN_TOKEN on every node`);
   }
 
   /** Constant-time check of a candidate admin token. False before start(). */

@@ -42,16 +42,20 @@ import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
 import { COMMAND_KEYS_FILE } from '../rpc/index.js';
 import { AUDIT_ANCHORS_FILE, AUDIT_KEY_FILE } from '../audit/index.js';
+import { FIRMWARE_SIGNING_KEY_FILE } from '../firmware/index.js';
 
 export const MANIFEST_FILE = 'keng-backup.json';
 /** The telemetry databases a data directory may hold (embedded store; queue in front of InfluxDB). */
 export const TELEMETRY_DB_FILES = ['telemetry.db', 'influx-queue.db'] as const;
 const MEDIA_DIR = 'media';
-/** Small secret files that belong to the state; copied when present. */
 const FIRMWARE_DIR = 'firmware';
-/** Signs the firmware download links (src/firmware). */
-const FIRMWARE_KEY_FILE = 'firmware-signing.key';
-const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE, FIRMWARE_KEY_FILE];
+/**
+ * Small secret files that belong to the state; copied when present.
+ * Cluster mode keeps the command keys and the link-signing keys in PostgreSQL (encrypted: backed up
+ * with the database and the audit key, docs/cluster.md "Shared secrets"); a node's files, if any,
+ * are still copied: they are what it imported, and what it uses again in embedded mode.
+ */
+const SECRET_FILES = [ADMIN_TOKEN_FILE, SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE, FIRMWARE_SIGNING_KEY_FILE];
 
 export interface BackupFile { path: string; bytes: number; sha256: string }
 

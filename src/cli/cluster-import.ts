@@ -36,6 +36,7 @@ import {
 } from '../audit/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
+import { FIRMWARE_SIGNING_KEY_FILE } from '../firmware/index.js';
 import { COMMAND_KEYS_FILE } from '../rpc/index.js';
 import { action, cliActor, out, withClusterDb } from './common.js';
 import { copyTable, sqliteCount } from './cluster-copy.js';
@@ -85,7 +86,7 @@ function chainRefusal(r: Extract<ChainReport, { ok: false }>, where: string): Er
 function filesOf(src: Database.Database, dataDir: string): ImportReport['files'] {
   const media = (src.prepare('SELECT id, ext FROM media ORDER BY rowid').all() as Array<{ id: string; ext: string }>).map((m) => path.join(dataDir, 'media', `${m.id}.${m.ext}`));
   const firmware = (src.prepare('SELECT id FROM firmware_packages ORDER BY rowid').all() as Array<{ id: string }>).map((f) => path.join(dataDir, 'firmware', `${f.id}.bin`));
-  const secrets = [SIGNING_KEY_FILE, 'firmware-signing.key', COMMAND_KEYS_FILE, AUDIT_KEY_FILE, ADMIN_TOKEN_FILE].map((f) => path.join(dataDir, f)).filter((f) => existsSync(f));
+  const secrets = [SIGNING_KEY_FILE, FIRMWARE_SIGNING_KEY_FILE, COMMAND_KEYS_FILE, AUDIT_KEY_FILE, ADMIN_TOKEN_FILE].map((f) => path.join(dataDir, f)).filter((f) => existsSync(f));
   const readings = ['telemetry.db', 'influx-queue.db'].map((f) => path.join(dataDir, f)).filter((f) => existsSync(f));
   return { media, firmware, missing: [...media, ...firmware].filter((f) => !existsSync(f)), secrets, readings };
 }
@@ -190,7 +191,8 @@ function printReport(r: ImportReport, config: Readonly<Config>): void {
     for (const f of [...r.files.media, ...r.files.firmware]) out(`    ${f}${r.files.missing.includes(f) ? '  (MISSING here)' : ''}`);
   }
   if (r.files.secrets.length) {
-    out('  secret files: give every node the same copy (mode 0600), as docs/cluster.md says for each:');
+    out('  secret files: start the first cluster node on THIS data directory, it stores its keys and token in the database');
+    out('  (docs/cluster.md "Shared secrets"); give every node the same audit key:');
     for (const f of r.files.secrets) out(`    ${f}`);
   }
   for (const n of r.notes) out(`note: ${n}`);

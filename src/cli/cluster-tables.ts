@@ -71,5 +71,9 @@ export const PER_NODE_TABLES: Readonly<Record<string, string>> = {
 /** Bookkeeping of each store, never copied. */
 export const INTERNAL_TABLES = ['schema_migrations', 'sqlite_sequence', 'keng_migrations'] as const;
 
-/** The cluster's own runtime state (which nodes live, who holds what): made by the running nodes, nothing to import. */
-export const CLUSTER_RUNTIME_TABLES = ['cluster_nodes', 'modbus_line_leases'] as const;
+/**
+ * Written by the running nodes, not by the import: which nodes live and who holds what, and the shared
+ * secrets, which the first node started on a data directory stores from its own files (docs/cluster.md
+ * "Shared secrets").
+ */
+export const CLUSTER_RUNTIME_TABLES = ['cluster_nodes', 'modbus_line_leases', 'cluster_secrets'] as const;

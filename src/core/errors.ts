@@ -72,6 +72,7 @@ export const Errors = {
   QUEUE_FULL: def('KENG_ERR_QUEUE_FULL', 'Telemetry queue is full (%s bytes on disk); readings are refused until the database catches up', 503),
   AUDIT_CHAIN_BROKEN: def('KENG_ERR_AUDIT_CHAIN_BROKEN', 'Audit log chain broken at seq %s: %s', 500),
   AUDIT_KEY: def('KENG_ERR_AUDIT_KEY', 'Audit key: %s', 500),
+  SECRETS_KEY: def('KENG_ERR_SECRETS_KEY', 'Cluster secrets: %s', 500),
   // configuration (start-up)
   CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),
   // data directory (server start-up, CLI); never sent over HTTP

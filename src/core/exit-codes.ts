@@ -12,7 +12,7 @@ export const EXIT = {
   BACKUP_TARGET_NOT_EMPTY: 73,
   /** EX_TEMPFAIL: another Keng server holds the data directory; it works once that one stops. */
   DATA_DIR_IN_USE: 75,
-  /** EX_CONFIG: a setting is missing or wrong (the audit key included: missing, or not the chain's). */
+  /** EX_CONFIG: a setting is missing or wrong (the audit key included: missing, or not the chain's, or not the one the cluster's secrets are sealed with). */
   CONFIG: 78,
 } as const;
 
@@ -23,6 +23,7 @@ const BY_CODE: Readonly<Record<string, number>> = {
   KENG_ERR_CLUSTER_NOT_EMPTY: EXIT.BACKUP_TARGET_NOT_EMPTY,
   KENG_ERR_CONFIG: EXIT.CONFIG,
   KENG_ERR_AUDIT_KEY: EXIT.CONFIG,
+  KENG_ERR_SECRETS_KEY: EXIT.CONFIG,
 };
 
 /** The exit status for an error with this KENG_ERR_* code (1 for any other). */

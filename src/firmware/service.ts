@@ -42,7 +42,8 @@ import type { Logger } from '../core/logger.js';
 import { tightenMode } from '../core/private-files.js';
 import { randomBase62 } from '../core/random.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import { UrlSigner, loadOrCreateKey } from '../media/signing.js';
+import { UrlSigner, loadOrCreateKey, sharedSigningKey } from '../media/signing.js';
+import type { SharedSecrets } from '../storage/secrets/index.js';
 import type { Db } from '../storage/sql/index.js';
 import { CHECKSUM_ALGORITHMS, checksum, type ChecksumAlgorithm } from './checksum.js';
 import { PackageFiles } from './files.js';
@@ -80,7 +81,13 @@ export interface FirmwareDeps {
   metrics?: Registry;
   /** Reload of packages and assignments written by other nodes; 0: never. Default: CLUSTER_RELOAD_MS on PostgreSQL, 0 on SQLite (one writer). */
   reloadMs?: number;
+  /** Cluster mode: the link-signing key is the cluster's (sealed in PostgreSQL), not <dataDir>/firmware-signing.key. */
+  secrets?: SharedSecrets;
 }
+
+/** The firmware link-signing key's file under the data directory (embedded mode), and its row in `cluster_secrets` (cluster mode). */
+export const FIRMWARE_SIGNING_KEY_FILE = 'firmware-signing.key';
+export const FIRMWARE_SIGNING_SECRET = 'firmware-signing';
 
 /** What chunk() answers: bytes to send, or a ThingsBoard error word for `v2/fw/error`. */
 export type ChunkAnswer = { ok: true; payload: Buffer } | { ok: false; error: string };
@@ -119,9 +126,12 @@ export class Firmware implements Component {
 
   async start(): Promise<void> {
     this.files.start();
-    const keyFile = path.join(this.deps.dataDir, 'firmware-signing.key');
+    const keyFile = path.join(this.deps.dataDir, FIRMWARE_SIGNING_KEY_FILE);
     tightenMode(keyFile); // 0600 whatever a copy or a restore left
-    this.signer = new UrlSigner(loadOrCreateKey(keyFile));
+    // Cluster mode: a link made by one node is checked by whichever node the download reaches.
+    this.signer = new UrlSigner(this.deps.secrets
+      ? await sharedSigningKey(this.deps.secrets, FIRMWARE_SIGNING_SECRET, 'firmware link-signing key', keyFile, this.deps.logger)
+      : loadOrCreateKey(keyFile));
     const [packages, assignments] = await Promise.all([this.repo.packages(), this.repo.assignments()]);
     this.packages = new Map(packages.map((p) => [p.id, p]));
     this.assignments = new Map(assignments.map((a) => [a.deviceId, a]));

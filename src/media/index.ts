@@ -1,7 +1,7 @@
-export { MediaLibrary, cleanName, type MediaLibraryOptions, type MediaLibraryDeps, type MediaInUse, type InTransaction as MediaInTransaction, type StagedFile, type NewMediaMeta } from './library.js';
+export { MediaLibrary, MEDIA_SIGNING_SECRET, cleanName, type MediaLibraryOptions, type MediaLibraryDeps, type MediaInUse, type InTransaction as MediaInTransaction, type StagedFile, type NewMediaMeta } from './library.js';
 export { EspeakTts, TTS_MAX_TEXT, cleanTtsText, type EspeakTtsOptions } from './tts.js';
 export { AudioProbe, NotAudioError, TooLongError, lastOutTimeUs, wavTrailingBytes, type AudioInfo, type AudioProbeOptions } from './probe.js';
-export { UrlSigner, loadOrCreateKey, SIGNING_KEY_FILE, type Verdict } from './signing.js';
+export { UrlSigner, loadOrCreateKey, sharedSigningKey, SIGNING_KEY_FILE, type Verdict } from './signing.js';
 export { parseRange, ifRangeMatches, type RangeResult } from './range.js';
 export { runTool, checkExecutable, ToolMissingError, type RunOptions, type RunResult } from './run.js';
 export { mediaMigration, mediaAreasMigration } from './migration.js';

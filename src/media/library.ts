@@ -41,7 +41,8 @@ import { canManage, canSee, type MediaViewer } from './access.js';
 import { MediaIntake, cleanName, type IntakeMeta, type MediaIntakeOptions, type NewMediaMeta, type StagedFile } from './intake.js';
 import { MediaCopy } from './copy.js';
 import { MediaRepo, toRecord, type StoredMedia } from './repo.js';
-import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, type Verdict } from './signing.js';
+import { SIGNING_KEY_FILE, UrlSigner, loadOrCreateKey, sharedSigningKey, type Verdict } from './signing.js';
+import type { SharedSecrets } from '../storage/secrets/index.js';
 import type { AnnouncementSegment, MediaRecord, MediaRef, TtsEngine } from './types.js';
 
 /** The intake's settings (upload size, ffprobe/ffmpeg, job slots: intake.ts) and those of signed links. */
@@ -92,7 +93,12 @@ export interface MediaLibraryDeps {
    * uploads in flight when <dataDir>/media is shared.
    */
   nodeId?: string;
+  /** Cluster mode: the link-signing key is the cluster's (sealed in PostgreSQL), not <dataDir>/media-signing.key. */
+  secrets?: SharedSecrets;
 }
+
+/** The media link-signing key's row in `cluster_secrets`. */
+export const MEDIA_SIGNING_SECRET = 'media-signing';
 
 export { cleanName, type NewMediaMeta, type StagedFile } from './intake.js';
 
@@ -134,7 +140,11 @@ export class MediaLibrary implements Component {
 
   async start(): Promise<void> {
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o750 });
-    this.signer = new UrlSigner(this.deps.options.signingKey ?? loadOrCreateKey(path.join(this.deps.dataDir, SIGNING_KEY_FILE)));
+    const keyFile = path.join(this.deps.dataDir, SIGNING_KEY_FILE);
+    const { signingKey } = this.deps.options;
+    this.signer = new UrlSigner(signingKey ?? (this.deps.secrets
+      ? await sharedSigningKey(this.deps.secrets, MEDIA_SIGNING_SECRET, 'media link-signing key', keyFile, this.log)
+      : loadOrCreateKey(keyFile)));
     await this.copy.start(this.deps.reloadMs ?? (this.deps.db.dialect === 'postgres' ? CLUSTER_RELOAD_MS : 0));
     // Leftovers of a crash: half-received temp files, and files renamed into place whose row was never written.
     await rm(this.tmpDir, { recursive: true, force: true });

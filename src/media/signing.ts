@@ -3,9 +3,16 @@
  *   <base>/media/<id>/file?exp=<unix s>&sig=<base64url HMAC-SHA256(key, "<id>\n<exp>")>
  * The key is 32 random bytes kept in <dataDir>/media-signing.key (mode 0600),
  * so links survive restarts; deleting the file revokes every link.
+ *
+ * Cluster mode: a link made by one node is checked by whichever node the
+ * speaker's download reaches, so every node uses one key, sealed in
+ * PostgreSQL (sharedSigningKey). The firmware links (src/firmware) use the
+ * same signer with their own key.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { loadOrCreateSecretFile } from '../core/secret-file.js';
+import type { Logger } from '../core/logger.js';
+import { loadOrCreateSecretFile, readSecretFile } from '../core/secret-file.js';
+import { adoptSharedSecret, type SharedSecrets } from '../storage/secrets/index.js';
 
 export const SIGNING_KEY_FILE = 'media-signing.key';
 const KEY_BYTES = 32;
@@ -14,6 +21,20 @@ const KEY_BYTES = 32;
 export function loadOrCreateKey(file: string): Buffer {
   const { data } = loadOrCreateSecretFile(file, () => randomBytes(KEY_BYTES));
   if (data.length < 16) throw new Error(`${file} is shorter than 16 bytes; delete it to generate a new key`);
+  return data;
+}
+
+/**
+ * Cluster mode: the link-signing key row `name` of `cluster_secrets`, shared by every node. The
+ * database's key wins; when it has none, this node's `file` is imported (links it handed out stay
+ * valid), else a key is made; nodes starting at once end with the first insert's key.
+ */
+export async function sharedSigningKey(secrets: SharedSecrets, name: string, what: string, file: string, logger: Logger): Promise<Buffer> {
+  const local = readSecretFile(file);
+  const { data } = await adoptSharedSecret(secrets, {
+    name, what, file, local: local && local.length >= 16 ? local : null, make: () => randomBytes(KEY_BYTES),
+  }, logger);
+  if (data.length < 16) throw new Error(`the ${what} in cluster_secrets "${name}" is shorter than 16 bytes`);
   return data;
 }
 

@@ -226,7 +226,7 @@ const MATRIX: Record<string, Entry> = {
   'DELETE /api/v1/command-keys/:kid': {
     expect: adminOnly(204),
     // A rotated-out key for each call (the active key cannot be retired).
-    prepare: () => { const old = t.app.commandKeys.activeKid; t.app.commandKeys.rotate(); return { url: `/api/v1/command-keys/${old}` }; },
+    prepare: async () => { const old = t.app.commandKeys.activeKid; await t.app.commandKeys.rotate(); return { url: `/api/v1/command-keys/${old}` }; },
   },
 
   'POST /api/v1/users': {

@@ -114,6 +114,8 @@ export interface NodeOptions {
   redisUrl?: string;
   /** Extra or overriding environment variables of this node. */
   env?: Record<string, string>;
+  /** Changes this node's copy of the seed's data directory before its first start (e.g. its own key files). */
+  prepare?: (dataDir: string) => void | Promise<void>;
 }
 
 /**
@@ -138,6 +140,7 @@ export class Cluster {
     const base = tempDir(`keng-cluster-${name}-`);
     const dataDir = path.join(base, 'data');
     cpSync(this.seed.dataDir, dataDir, { recursive: true });
+    await o.prepare?.(dataDir);
     const config = path.join(base, 'keng.json');
     writeFileSync(config, JSON.stringify({ telemetry: { commitMaxInFlight: 4 } }));
     const env = {

@@ -103,7 +103,7 @@ describe('CommandKeys (the key ring)', () => {
     expect(s1.kid).toBe(old.kid);
     expect(verifySigned(old.publicKey, s1.signed, s1.sig)).toBe(true);
 
-    const fresh = ring.rotate();
+    const fresh = await ring.rotate();
     expect(fresh.kid).not.toBe(old.kid);
     expect(ring.activeKid).toBe(fresh.kid);
     expect(ring.list().map((k) => [k.kid, k.active])).toEqual([[fresh.kid, true], [old.kid, false]]);
@@ -117,9 +117,9 @@ describe('CommandKeys (the key ring)', () => {
     await reloaded.start();
     expect(reloaded.list()).toEqual(ring.list());
 
-    expect(() => ring.retire(fresh.kid)).toThrow(expect.objectContaining({ code: 'KENG_ERR_COMMAND_KEY_ACTIVE', statusCode: 409 }));
-    expect(() => ring.retire('0123456789abcdef')).toThrow(expect.objectContaining({ code: 'KENG_ERR_NOT_FOUND' }));
-    expect(ring.retire(old.kid)).toMatchObject({ kid: old.kid, active: false });
+    await expect(ring.retire(fresh.kid)).rejects.toMatchObject({ code: 'KENG_ERR_COMMAND_KEY_ACTIVE', statusCode: 409 });
+    await expect(ring.retire('0123456789abcdef')).rejects.toMatchObject({ code: 'KENG_ERR_NOT_FOUND' });
+    await expect(ring.retire(old.kid)).resolves.toMatchObject({ kid: old.kid, active: false });
     expect(ring.list().map((k) => k.kid)).toEqual([fresh.kid]);
     // The retired key's private part is gone from disk.
     const stored = JSON.parse(readFileSync(path.join(dir, COMMAND_KEYS_FILE), 'utf8')) as { keys: Array<{ kid: string }> };
@@ -157,7 +157,7 @@ describe('CommandKeys (the key ring)', () => {
     await ring.start();
     const cmd = { deviceId: 'loa-01', requestId: 'r_2', method: 'broadcast.play', params: { broadcastId: 'b' }, expiresAt: 2_000_000_000_000 };
     await expect(ring.signAsync(cmd)).resolves.toEqual(ring.sign(cmd));
-    const fresh = ring.rotate();
+    const fresh = await ring.rotate();
     const s = await ring.signAsync(cmd);
     expect(s.kid).toBe(fresh.kid);
     expect(verifySigned(fresh.publicKey, s.signed, s.sig)).toBe(true);

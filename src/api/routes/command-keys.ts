@@ -46,14 +46,15 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
     schema: {
       tags: ['devices'], summary: 'Rotate the command key (admin)', security: [{ bearer: [] }],
       description: 'A new key signs every command from now on (re-sends too). The previous keys stay listed, and so valid at the speakers, '
-        + 'until retired: give the speakers the new key, then retire the old one.',
+        + 'until retired: give the speakers the new key, then retire the old one. In cluster mode the ring is shared: every node lists '
+        + 'the new key and signs with it within about a second.',
       response: { 201: Described(CommandKey, 'The new active key'), ...errorResponses(...AUTH_ERRORS, 503) },
     },
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'commandKeys.write');
     const before = keys.activeKid;
-    const k = keys.rotate();
+    const k = await keys.rotate();
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.rotate', target: `command_key:${k.kid}`, before: { active: before }, after: dto(k) });
     reply.status(201);
     return dto(k);
@@ -70,7 +71,7 @@ export const commandKeyRoutes: FastifyPluginAsyncTypebox<CommandKeyRouteOptions>
   }, async (req, reply) => {
     const p = principalOf(req);
     policy.assert(p, 'commandKeys.write');
-    const k = keys.retire(req.params.kid);
+    const k = await keys.retire(req.params.kid);
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'command_key.retire', target: `command_key:${k.kid}`, before: dto(k) });
     return reply.status(204).send(null);
   });

@@ -6,6 +6,9 @@
  *
  * Written whole to a temporary file (0600), synced and renamed into place, so a crash during a
  * rotation leaves the old ring or the new one, never half of one.
+ *
+ * Cluster mode keeps the ring sealed in PostgreSQL instead (ring.ts); this file is then only read,
+ * once, to import it when the database has no ring yet.
  */
 import { readFileSync } from 'node:fs';
 import { tightenMode, writePrivateFileAtomic } from '../../core/private-files.js';
@@ -48,7 +51,8 @@ export function readRing(file: string, logger: Logger): StoredRing | null {
   return ring;
 }
 
-function parseRing(text: string): StoredRing | null {
+/** The ring in `text` (the file's JSON, or the cluster database's), null when it is not a valid ring. */
+export function parseRing(text: string): StoredRing | null {
   let v: unknown;
   try { v = JSON.parse(text); } catch { return null; }
   const r = v as Partial<StoredRing> | null;

@@ -4,6 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/core/metrics.js';
 
+/** Quoted `keng_…` names in src/ that are not metrics: table names (the cluster import lists them). */
+const NOT_METRICS = ['keng_migrations'];
+
 describe('docs/metrics.md', () => {
   it('explains every metric defined in src/core/metrics.ts', async () => {
     const doc = readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
@@ -24,6 +27,7 @@ describe('docs/metrics.md', () => {
       }
     };
     walk(src);
+    for (const n of NOT_METRICS) found.delete(n);
     expect(found.size).toBeGreaterThan(20);
     expect([...found].filter((n) => !doc.includes(`\`${n}\``))).toEqual([]);
   });

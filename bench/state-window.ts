@@ -30,7 +30,6 @@ import { ALL_MIGRATIONS, PG_STATE_SCOPES } from '../src/migrations.js';
 import { GroupCommit } from '../src/broadcast/group-commit.js';
 import { BroadcastRepo, type NewTarget } from '../src/broadcast/execution/repo.js';
 import { BroadcastRepoSql } from '../src/broadcast/execution/repo-sql.js';
-import { RpcStore } from '../src/rpc/store.js';
 import { RpcStoreSql } from '../src/rpc/store-sql.js';
 import { migrate, openPgDb, type Db } from '../src/storage/sql/index.js';
 import { StateDb, StateWindow, stateSqlitePort } from '../src/storage/state/index.js';
@@ -99,12 +98,29 @@ const chunks = (): number[][] => {
   return out;
 };
 
+/**
+ * RpcService's synchronous statements before it moved onto the state window (the old rpc/store.ts `insert` and
+ * `answerSent`), kept here as the baseline.
+ */
+function syncRpc(db: Awaited<ReturnType<typeof openSqlite>>['state']['db']) {
+  const insert = db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const answer = db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ?
+    WHERE id = ? AND device_id = ? AND state = 'sent' RETURNING id, device_id, method, params_json, expires_at, state, created_at, sent_at, answered_at, tb_id`);
+  return {
+    insert(r: { id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number; sentAt: number }): void {
+      insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, 'sent', r.createdAt, r.sentAt, null);
+    },
+    answerSent(id: string, deviceId: string, at: number, responseJson: string): unknown { return answer.get(at, responseJson, id, deviceId); },
+  };
+}
+
 /** Today: synchronous repos, prepared statements, inside the broadcast GroupCommit. */
 async function today(): Promise<Phase[]> {
   const { state, close } = await openSqlite();
   const gc = new GroupCommit({ stateDb: state, logger, windowMs: 8 });
   await gc.start();
-  const rpc = new RpcStore(state.db);
+  const rpc = syncRpc(state.db);
   const repo = new BroadcastRepo(state.db);
   const count = (): number => sqliteStatements;
   try {

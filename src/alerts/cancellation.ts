@@ -68,7 +68,7 @@ export class AlertCancellation {
   private writes(c: Caller, a: Alert, reason: string): Alert {
     const next = this.d.records.end(a, 'cancelled', c.principal.id, reason);
     if (a.broadcastId) this.stopBroadcast(a.broadcastId);
-    else if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
+    else if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
     this.d.repo().save(next);
     this.d.records.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
     return next;

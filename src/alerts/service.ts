@@ -204,7 +204,7 @@ export class AlertService implements Component {
       this.requireRepo().save(next);
       this.records.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
       // Speakers offline since the raise must not fetch an announcement that will never play.
-      if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId);
+      if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId);
     });
     this.records.changed(next, 'rejected', c.principal.id);
     return next;

@@ -23,6 +23,7 @@
  */
 import type { Component, Logger } from '../core/index.js';
 import type { SqliteDatabase } from '../storage/state/db.js';
+import type { Db } from '../storage/sql/db.js';
 
 export class GroupCommit implements Component {
   readonly name = 'broadcast-group-commit';
@@ -92,6 +93,9 @@ export class GroupCommit implements Component {
     else setImmediate(() => this.commit());
   }
 
+  /** Commits the open window now (the state window's flush is about to begin its own transaction). */
+  commitNow(): void { this.commit(); }
+
   private commit(): void {
     if (!this.open) return;
     this.open = false;
@@ -111,4 +115,21 @@ export class GroupCommit implements Component {
       w.reject(err);
     }
   }
+}
+
+/**
+ * The embedded state store's port for the state window while this group commit still runs: each window
+ * flush first commits the group's open transaction. The flush calls `write` synchronously at the start of
+ * its own macrotask and on SQLite the whole BEGIN … COMMIT completes within that macrotask's microtasks, so
+ * no synchronous writer can open the group again in between: the window's transaction is top-level.
+ */
+export function beforeStateWindow(db: Db<unknown>, group: GroupCommit): Db<unknown> {
+  return {
+    dialect: db.dialect,
+    get kysely() { return db.kysely; },
+    write: (fn) => { group.commitNow(); return db.write(fn); },
+    snapshot: (fn) => db.snapshot(fn),
+    ping: (timeoutMs) => db.ping(timeoutMs),
+    close: () => db.close(),
+  };
 }

@@ -16,7 +16,8 @@ import type { Principal } from '../auth/types.js';
 import { RpcService, type CommandSigner } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit, beforeStateWindow } from './group-commit.js';
+import { StateWindow, stateSqlitePort } from '../storage/state/index.js';
 import type { UrgentOutbound } from '../core/urgent.js';
 
 export interface BroadcastWiringDeps {
@@ -59,15 +60,22 @@ export interface BroadcastWiring {
   service: BroadcastService;
   /** Runs state-store writes in the shared group commit and commits them before returning (e.g. alerts). */
   durable: <T>(fn: () => T) => T;
-  /** Resolves when the group commit's open window (if any) is committed: device answers are acknowledged after it. */
+  /**
+   * Resolves when the state writes decided so far are committed (the RPC service's state window and the
+   * group commit's open transaction): device answers and events are acknowledged after it.
+   */
   settled: () => Promise<void>;
 }
 
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const group = new GroupCommit({ stateDb: d.stateDb, logger: d.logger.child({ part: 'group-commit' }) });
   const batch = <T>(fn: () => T): T => group.run(fn);
+  // RPC commands stay in each node's embedded store, also in cluster mode, until commands are owned by rows
+  // (docs/design/state-window.md §3): the window runs on the embedded port, with the group commit bridge.
+  const rpcDb = stateSqlitePort(d.stateDb);
+  const window = new StateWindow({ db: beforeStateWindow(rpcDb, group), logger: d.logger.child({ part: 'state-window' }), metrics: d.metrics });
   const rpc = new RpcService({
-    stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch,
+    db: rpcDb, window, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock,
     paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
@@ -85,5 +93,8 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     batch: (fn) => group.runDurably(fn),
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
-  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn), settled: () => group.durable() };
+  return {
+    components: [group, window, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn),
+    settled: () => Promise.all([rpc.settled(), group.durable()]).then(() => undefined),
+  };
 }

@@ -18,6 +18,7 @@ import { RpcService } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
 import { SimSpeaker, type SpeakerFaults } from '../../src/sim/speaker/index.js';
 import type { KengEvents } from '../../src/core/events.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const KEY = 'media-signing-key';
@@ -77,7 +78,7 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   const mediaUrl = (id: string): string => { const exp = Date.now() + urlTtl; return `${base}/media/${id}/file?exp=${exp}&sig=${sign(id, exp)}`; };
 
   const logger = app.logger.child({ module: 'test' });
-  const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
+  const rpc = new RpcService({ ...rpcStateOn(app.stateDb.db), broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
     readyDelayMs: 300, sweepIntervalMs: 50, answerGraceMs: 300, paramsHooks: playHooks(() => exec) });
   const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
   await rpc.start();
@@ -241,7 +242,7 @@ describe('broadcast execution over MQTT', () => {
     await h.speaker('loa-x', undefined, 1);
     const b = h.exec.start(h.input(['loa-x'], { media: { mediaId: h.media.id, sha256: h.media.sha256, durationSec: 60, mime: 'audio/mpeg' } }));
     await h.waitStates(b.id, { 'loa-x': 'playing' });
-    const playReq = h.rpc.list('loa-x')[0]!.id;
+    const playReq = (await h.rpc.list('loa-x'))[0]!.id;
     const rogue = await connectDevice(h.t.mqttUrl, 'loa-y', h.creds.get('loa-y')!);
     try {
       // Unknown request id; another device's request; playback events for a broadcast it is not a target of, and an unknown one.

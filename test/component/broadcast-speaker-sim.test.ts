@@ -12,6 +12,7 @@ import { waitFor } from '../helpers/mqtt.js';
 import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks } from '../../src/broadcast/execution/index.js';
 import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 let cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => { for (const c of cleanup.reverse()) await c(); cleanup = []; });
@@ -33,7 +34,7 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
   const mediaUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/m`;
   const logger = app.logger;
-  const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50, paramsHooks: playHooks(() => exec) });
+  const rpc = new RpcService({ ...rpcStateOn(app.stateDb.db), broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50, paramsHooks: playHooks(() => exec) });
   const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
   await rpc.start();
   await exec.start();
@@ -71,7 +72,7 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     cleanup.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/held?sig=x`;
-    const rpc = new RpcService({ stateDb: s.t.app.stateDb, broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300, paramsHooks: playHooks(() => exec) });
+    const rpc = new RpcService({ ...rpcStateOn(s.t.app.stateDb.db), broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300, paramsHooks: playHooks(() => exec) });
     await s.exec.stop(); await s.rpc.stop();
     const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: s.t.app.stateDb, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
     await rpc.start(); await exec.start();

@@ -90,7 +90,7 @@ describe('ThingsBoard SDKs on the wire', () => {
     expect(req.topic).toBe('v1/devices/me/rpc/request/1');
     expect(req.method).toBe('broadcast.play');
     expect(req.signedRequestId).toBe('1');
-    const rows = h.app.broadcast.rpc.list('loa-tb-noev');
+    const rows = (await h.app.broadcast.rpc.list('loa-tb-noev'));
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ tbId: 1, state: 'answered', response: { status: 'ok', result: { playing: true } } });
     expect(rows[0]!.id).toMatch(/^r_/);
@@ -100,7 +100,7 @@ describe('ThingsBoard SDKs on the wire', () => {
     // The reconnecting device answered on a new connection; its answer still mapped to the command.
     expect(rc.lines.map((l) => l.event)).toContain('dropping');
     expect(rc.lines.filter((l) => l.event === 'connected')).toHaveLength(2);
-    expect(h.app.broadcast.rpc.list('loa-tb-rc')[0]).toMatchObject({ tbId: 1, state: 'answered' });
+    expect((await h.app.broadcast.rpc.list('loa-tb-rc'))[0]).toMatchObject({ tbId: 1, state: 'answered' });
 
     // notAfter (3 s) + the media's length (1 s) + grace 0: no playback events → unconfirmed, not completed.
     await waitFor(() => stateOf('loa-tb-noev') === 'unconfirmed' && stateOf('loa-tb-rc') === 'unconfirmed', 15_000);

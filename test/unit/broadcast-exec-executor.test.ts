@@ -9,6 +9,7 @@ import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService } from '../../src/rpc/index.js';
 import { BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION, BroadcastExecutor, checkTransition, playHooks, type BroadcastExecutorOptions, type BroadcastInput } from '../../src/broadcast/execution/index.js';
 import type { Area, Device } from '../../src/devices/types.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 const SHA = 'a'.repeat(64);
 
@@ -61,7 +62,7 @@ async function setup(over: Partial<BroadcastExecutorOptions> = {}): Promise<Fx> 
   const urls: string[] = [];
   const logger = createLogger('silent');
   // The hook reaches whichever executor the test holds (one test replaces it to simulate a restart).
-  const rpc = new RpcService({ stateDb: { db }, bus, logger, metrics, clock, answerGraceMs: 0, paramsHooks: playHooks(() => fx!.exec),
+  const rpc = new RpcService({ ...rpcStateOn(db), bus, logger, metrics, clock, answerGraceMs: 0, paramsHooks: playHooks(() => fx!.exec),
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } } });
   let n = 0;
   const exec = new BroadcastExecutor({ stateDb: { db }, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,
@@ -77,9 +78,16 @@ const input = (f: Fx, targets: string[], over: Partial<BroadcastInput> = {}): Br
   targets, notAfter: f.clock.t + 60_000, ...over,
 });
 const tick = () => new Promise((r) => setImmediate(r));
-const reqId = (f: Fx, deviceId: string, method = 'broadcast.play') => f.rpc.list(deviceId).filter((r) => r.method === method).at(-1)!.id;
-const respond = (f: Fx, deviceId: string, method: string, payload: Record<string, unknown>) =>
+/** The device's last command of `method` as committed (the RPC service writes through the state window). */
+const commands = (f: Fx, deviceId: string) => (f.db.prepare('SELECT * FROM rpc_requests WHERE device_id = ? ORDER BY rowid').all(deviceId) as Array<Record<string, unknown>>)
+  .map((r) => ({ id: r.id as string, method: r.method as string, state: r.state as string, params: JSON.parse(r.params_json as string) as Record<string, unknown> }));
+const committed = async (f: Fx, deviceId: string) => { await f.rpc.settled(); return commands(f, deviceId); };
+const reqId = (f: Fx, deviceId: string, method = 'broadcast.play') => commands(f, deviceId).filter((r) => r.method === method).at(-1)!.id;
+/** Answers the device's last `method` command once the commands sent so far are committed. */
+const respond = async (f: Fx, deviceId: string, method: string, payload: Record<string, unknown>) => {
+  await f.rpc.settled();
   f.bus.emit('rpc.response', { deviceId, requestId: reqId(f, deviceId, method), payload, at: f.clock.t });
+};
 const playback = (f: Fx, deviceId: string, broadcastId: string, state: string, detail?: string) =>
   f.bus.emit('device.event', { deviceId, payload: { type: 'playback', broadcastId, state, at: f.clock.t - 5, ...(detail ? { detail } : {}) }, at: f.clock.t });
 const stateOf = (f: Fx, id: string, deviceId: string) => f.exec.get(id)!.targets.find((t) => t.deviceId === deviceId)!.state;
@@ -91,10 +99,10 @@ describe('BroadcastExecutor', () => {
     // notAfter 100 ms ahead, media of 0.1 s, grace 100 ms: due ~300 ms (real timers) and at clock + 300.
     const b = f.exec.start(input(f, ['loa-1', 'loa-2', 'loa-3'], { notAfter: f.clock.t + 100, media: { mediaId: 'm_1', sha256: SHA, durationSec: 0.1, mime: 'audio/mpeg' } }));
     await tick();
-    respond(f, 'loa-1', 'broadcast.play', { status: 'ok', result: true }); // ThingsBoard firmware: no status, no events
-    respond(f, 'loa-2', 'broadcast.play', { status: 'accepted' });
+    await respond(f, 'loa-1', 'broadcast.play', { status: 'ok', result: true }); // ThingsBoard firmware: no status, no events
+    await respond(f, 'loa-2', 'broadcast.play', { status: 'accepted' });
     playback(f, 'loa-2', b.id, 'started');
-    respond(f, 'loa-3', 'broadcast.play', { status: 'accepted' });
+    await respond(f, 'loa-3', 'broadcast.play', { status: 'accepted' });
     playback(f, 'loa-3', b.id, 'completed');
     expect([stateOf(f, b.id, 'loa-1'), stateOf(f, b.id, 'loa-2'), stateOf(f, b.id, 'loa-3')]).toEqual(['accepted', 'playing', 'completed']);
     f.clock.t += 300;
@@ -138,9 +146,9 @@ describe('BroadcastExecutor', () => {
       topic: expect.stringMatching(/^v1\/devices\/loa-1\/rpc\/request\/r_/) as unknown,
       body: { method: 'media.prefetch', expiresAt: until, params: { media: { url: f.urls[0], sha256: SHA, durationSec: 30, mime: 'audio/mpeg' } } },
     }]);
-    expect(f.rpc.list('loa-2')).toEqual([]);
+    expect((await committed(f, 'loa-2'))).toEqual([]);
     // loa-3 is offline: its prefetch waits for it, with a URL made when it is sent.
-    expect(f.rpc.list('loa-3').map((r) => [r.method, r.state, r.params])).toEqual([['media.prefetch', 'queued', { media }]]);
+    expect((await committed(f, 'loa-3')).map((r) => [r.method, r.state, r.params])).toEqual([['media.prefetch', 'queued', { media }]]);
     // Not a broadcast: nothing in the broadcast tables.
     expect(f.exec.list()).toEqual([]);
   });
@@ -152,10 +160,10 @@ describe('BroadcastExecutor', () => {
     f.exec.prefetch(['loa-1', 'loa-3'], { mediaId: 'm_1', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' }, until);
     f.exec.prefetch(['loa-3'], { mediaId: 'm_2', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' }, until);
     await tick();
-    expect(f.exec.withdrawPrefetch('m_1')).toBe(1);
-    expect(f.rpc.list('loa-3').map((r) => [(r.params.media as { mediaId: string }).mediaId, r.state])).toEqual([['m_1', 'cancelled'], ['m_2', 'queued']]);
-    expect(f.rpc.list('loa-1').map((r) => r.state)).toEqual(['sent']);
-    expect(f.exec.withdrawPrefetch('m_1')).toBe(0);
+    expect(await f.exec.withdrawPrefetch('m_1')).toBe(1);
+    expect((await committed(f, 'loa-3')).map((r) => [(r.params.media as { mediaId: string }).mediaId, r.state])).toEqual([['m_1', 'cancelled'], ['m_2', 'queued']]);
+    expect((await committed(f, 'loa-1')).map((r) => r.state)).toEqual(['sent']);
+    expect(await f.exec.withdrawPrefetch('m_1')).toBe(0);
   });
 
   it('tracks a speaker through accepted → playing → completed, logs device time, emits broadcast.state; a late accepted is ignored', async () => {
@@ -167,7 +175,7 @@ describe('BroadcastExecutor', () => {
     playback(f, 'loa-1', b.id, 'started');
     f.clock.t += 30_000;
     playback(f, 'loa-1', b.id, 'completed');
-    respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' }); // response overtaken by the events
+    await respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' }); // response overtaken by the events
     expect(stateOf(f, b.id, 'loa-1')).toBe('completed');
     expect(events.map((e) => e.state)).toEqual(['pending', 'sent', 'playing', 'completed']);
     expect(events[0]).toMatchObject({ broadcastId: b.id, deviceId: 'loa-1', area: 'v1' });
@@ -227,8 +235,8 @@ describe('BroadcastExecutor', () => {
     f.connected.add('loa-2');
     const b = f.exec.start(input(f, ['loa-1', 'loa-2', 'loa-3'], { notAfter: f.clock.t + 1000 }));
     expect(b.targets.map((t) => t.state)).toEqual(['sent', 'sent', 'offline']);
-    respond(f, 'loa-1', 'broadcast.play', { status: 'rejected', detail: 'busy' });
-    respond(f, 'loa-2', 'broadcast.play', { status: 'error', detail: 'storage full' });
+    await respond(f, 'loa-1', 'broadcast.play', { status: 'rejected', detail: 'busy' });
+    await respond(f, 'loa-2', 'broadcast.play', { status: 'error', detail: 'storage full' });
     expect(f.exec.get(b.id)!.targets.map((t) => [t.state, t.detail])).toEqual([['rejected', 'busy'], ['failed', 'storage full'], ['offline', expect.any(String)]]);
     expect(f.exec.totals().total).toMatchObject({ planned: 3, failed: 2, inProgress: 1 });
     f.clock.t += 1001;
@@ -246,13 +254,13 @@ describe('BroadcastExecutor', () => {
     const f = await setup();
     f.connected.add('loa-1');
     const b = f.exec.start(input(f, ['loa-1', 'loa-3']));
-    respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' });
+    await respond(f, 'loa-1', 'broadcast.play', { status: 'accepted' });
     const s = f.exec.stop(b.id);
     expect(s.targets.map((t) => t.state)).toEqual(['accepted', 'stopped']);
-    expect(f.rpc.list('loa-3')[0]!.state).toBe('cancelled');
+    expect((await committed(f, 'loa-3'))[0]!.state).toBe('cancelled');
     await tick();
     expect(f.published.at(-1)!.body).toMatchObject({ method: 'broadcast.stop', params: { broadcastId: b.id } });
-    respond(f, 'loa-1', 'broadcast.stop', { status: 'ok' });
+    await respond(f, 'loa-1', 'broadcast.stop', { status: 'ok' });
     expect(stateOf(f, b.id, 'loa-1')).toBe('stopped');
     playback(f, 'loa-1', b.id, 'stopped'); // the speaker's event after its ok: same state, nothing more
     expect(f.exec.log({ broadcastId: b.id, deviceId: 'loa-1' }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'stopped']);
@@ -286,8 +294,9 @@ describe('BroadcastExecutor', () => {
       ['loa-3', null, 'pending', 'controller', 'sch-2'], ['loa-2', null, 'pending', 'controller', 'sch-2'], ['loa-1', null, 'pending', 'controller', 'sch-2'],
       ['loa-2', 'pending', 'offline', 'controller', 'sch-2'], ['loa-1', 'pending', 'sent', 'rpc', 'sch-2']]);
     const playIds = f.db.prepare('SELECT device_id, play_request_id FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id').all(b.id) as Array<{ device_id: string; play_request_id: string }>;
+    await f.rpc.settled();
     expect(playIds.map((r) => [r.device_id, r.play_request_id])).toEqual(['loa-1', 'loa-2', 'loa-3'].map((d) => [d, reqId(f, d)]));
-    expect(['loa-1', 'loa-2', 'loa-3'].map((d) => f.rpc.list(d)[0]!.state)).toEqual(['sent', 'queued', 'queued']);
+    expect(['loa-1', 'loa-2', 'loa-3'].map((d) => commands(f, d)[0]!.state)).toEqual(['sent', 'queued', 'queued']);
     // loa-3 shows it is subscribed: its command goes out, the target follows.
     f.bus.emit('telemetry', { deviceId: 'loa-3', area: 'v1', values: {}, at: f.clock.t } as never);
     expect(stateOf(f, b.id, 'loa-3')).toBe('sent');

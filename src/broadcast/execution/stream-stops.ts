@@ -23,7 +23,7 @@ export interface StreamStopsDeps {
   requireRepo: () => BroadcastRepo;
   /** The repo if still started (a timer may fire after stop). */
   repo: () => BroadcastRepo | null;
-  rpc: Pick<RpcService, 'send'>;
+  rpc: Pick<RpcService, 'sendMany'>;
   clock: Clock;
   logger: Logger;
   /** expiresAt of broadcast.stop commands, from now. */
@@ -63,8 +63,11 @@ export class StreamStops {
       const t = this.d.repo()?.target(broadcastId, deviceId);
       if (!t || isTerminal(t.state) || t.stop_request_id !== null) return;
       try {
-        const r = this.d.rpc.send(deviceId, STOP_METHOD, { broadcastId }, { expiresAt: this.d.clock.now() + this.d.stopTtlMs });
-        this.d.repo()?.setStopRequest(broadcastId, deviceId, r.requestId);
+        // sendMany for its synchronous results: the stop's id is stored with the target now (group commit bridge,
+        // executor.ts `committed`); the command itself commits with the state window.
+        this.d.rpc.sendMany([deviceId], STOP_METHOD, { broadcastId }, { expiresAt: this.d.clock.now() + this.d.stopTtlMs },
+          ([r]) => { this.d.repo()?.setStopRequest(broadcastId, deviceId, r!.requestId); })
+          .catch((err: unknown) => { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop could not be stored'); });
       } catch (err) { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
     }, delayMs);
     timer.unref();

@@ -28,7 +28,7 @@ export interface TargetEventsDeps {
   requireRepo: () => BroadcastRepo;
   logger: Logger;
   metrics: Metrics | undefined;
-  /** Runs the writes of one playback event inside the state store's group commit. */
+  /** Runs the writes of one RPC event or playback event inside the state store's group commit. */
   batch: (<T>(fn: () => T) => T) | undefined;
   /** The executor's validated transition; false when ignored. */
   move: (broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string; deviceAt?: number }) => boolean;
@@ -47,11 +47,14 @@ export class TargetEvents {
   /** Subscribes to the RPC service and the bus; returns the unsubscribe functions. */
   listen(rpc: Pick<RpcService, 'on'>, bus: EventBus): Array<() => void> {
     const batch = this.d.batch;
+    const run = (fn: () => void): void => { if (batch) batch(fn); else fn(); };
+    // The RPC service writes through the state window and emits these at its decision; the target moves they
+    // cause still go through the group commit (the bridge of executor.ts `committed`).
     return [
-      rpc.on('sent', (e) => this.onRpcSent(e)),
-      rpc.on('expired', (e) => this.onRpcExpired(e)),
-      rpc.on('response', (e) => this.onRpcResponse(e)),
-      bus.on('device.event', (e) => (batch ? batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
+      rpc.on('sent', (e) => run(() => this.onRpcSent(e))),
+      rpc.on('expired', (e) => run(() => this.onRpcExpired(e))),
+      rpc.on('response', (e) => run(() => this.onRpcResponse(e))),
+      bus.on('device.event', (e) => run(() => this.onDeviceEvent(e))),
     ];
   }
 

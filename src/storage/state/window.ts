@@ -94,6 +94,8 @@ interface Batch {
   readonly units: UnitEntry[];
   readonly after: Array<() => void>;
   readonly keys: Set<string>;
+  /** `settled()` callers: settle with the window. */
+  readonly waiters: Settler[];
   due: boolean;
   /** Cancels the pending timer or setImmediate of this batch. */
   timer: (() => void) | null;
@@ -181,6 +183,16 @@ export class StateWindow implements Component {
   /** `f` runs after the open window (the one the caller's writes so far went to) commits; never if it fails. */
   afterCommit(f: () => void): void { this.batch().after.push(f); }
 
+  /**
+   * Resolves once everything written so far (the open window, else the one in flight) is committed; rejects when it
+   * fails. Does not make the window due: a device's PUBACK waits for the window its answer went to, as with `add`.
+   */
+  settled(): Promise<void> {
+    const b = this.open ?? this.inFlight;
+    if (!b) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => { b.waiters.push({ resolve: resolve as (v: unknown) => void, reject }); });
+  }
+
   /** Makes the open window due now (an API reply waits for it); returns `p`. */
   durable<T>(p: Promise<T>): Promise<T> {
     if (this.open) this.due(this.open);
@@ -190,7 +202,7 @@ export class StateWindow implements Component {
   private batch(): Batch {
     if (!this.running) throw new Error('the state window is stopped');
     if (this.open) return this.open;
-    const b: Batch = { id: this.nextId++, kinds: new Map(), units: [], after: [], keys: new Set(), due: false, timer: null };
+    const b: Batch = { id: this.nextId++, kinds: new Map(), units: [], after: [], keys: new Set(), waiters: [], due: false, timer: null };
     this.open = b;
     if (this.windowMs > 0) {
       const t = setTimeout(() => { b.timer = null; this.due(b); }, this.windowMs);
@@ -286,6 +298,7 @@ export class StateWindow implements Component {
     for (const f of b.after) run(f);
     b.units.forEach((u, i) => { if (units[i]!.ok) for (const f of u.after) run(f); });
     for (const [e, out] of outcomes) e.settlers.forEach((s, i) => s?.resolve(out[i]));
+    for (const w of b.waiters) w.resolve(undefined);
     b.units.forEach((u, i) => {
       const r = units[i]!;
       if (r.ok) u.settler.resolve(r.v);
@@ -317,6 +330,7 @@ export class StateWindow implements Component {
       const why = v === b ? err : new Error('state window: an earlier window failed', { cause: err });
       for (const e of v.kinds.values()) for (const s of e.settlers) s?.reject(why);
       for (const u of v.units) u.settler.reject(why);
+      for (const w of v.waiters) w.reject(why);
     }
   }
 }

@@ -78,7 +78,7 @@ describe('ThingsBoard SDKs on the wire', () => {
     await new Promise((r) => setTimeout(r, 1500)); // past the RPC service's warm-up after connect (subscribed)
 
     const exec = h.app.broadcast.executor;
-    const b = exec.startBroadcast({
+    const b = await exec.startBroadcast({
       priority: 'normal', volume: 70, targets: ['loa-tb-ev', 'loa-tb-noev', 'loa-tb-rc'], notAfter: Date.now() + 3000,
       media: { mediaId: 'm_tb', sha256: 'ab'.repeat(32), durationSec: 1, mime: 'audio/mpeg' },
     });

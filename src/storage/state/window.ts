@@ -1,8 +1,8 @@
 /**
  * The state window: many small state writes (RPC commands, broadcast targets, their log lines)
  * gathered for a few milliseconds and committed as ONE transaction through the `Db` port, on
- * SQLite and on PostgreSQL alike. It replaces the synchronous group commit of the broadcast path
- * (src/broadcast/group-commit.ts), which kept a SQLite transaction open across event-loop turns.
+ * SQLite and on PostgreSQL alike. It replaced the synchronous group commit of the broadcast path,
+ * which kept a SQLite transaction open across event-loop turns.
  *
  * What goes in a window:
  *  - intents (`add`): a small record of one kind (an RPC command to insert, a target to move…). A

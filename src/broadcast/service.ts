@@ -25,7 +25,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
 import { formatTime } from '../core/time.js';
-import type { AuditRecorder } from '../audit/log.js';
+import type { AuditInput, AuditRecorder } from '../audit/log.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
 import type { Principal } from '../auth/types.js';
 import type { StateDb } from '../storage/state/index.js';
@@ -186,11 +186,11 @@ export class BroadcastService implements Component {
         await this.assertMediaStored(spec, trx);
         const made = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
         await tx.insert(made);
+        await this.auditIn(trx, c, 'schedule.create', made.id, undefined, made); // stored and audited together, or neither
         return made;
       });
       this.names.set(s.id, s.name);
       await sched.upsert(s);
-      this.audit(c, 'schedule.create', s.id, undefined, s);
       this.log.info({ scheduleId: s.id, name: s.name, by: c.principal.id }, 'schedule created');
       return (await repo.get(s.id)) ?? s;
     } catch (e) {
@@ -222,12 +222,12 @@ export class BroadcastService implements Component {
         const n = applySpec(current, spec, this.d.clock.now());
         await this.assertNoClash(n, tx);
         await tx.update(n);
+        await this.auditIn(trx, c, 'schedule.update', id, current, n);
         return n;
       });
       this.names.set(id, next.name);
       const stored = (await repo.get(id)) ?? next;
       await sched.upsert(stored);
-      this.audit(c, 'schedule.update', id, prev, next);
       return stored;
     } catch (e) {
       await this.dropRendered(created);
@@ -239,10 +239,11 @@ export class BroadcastService implements Component {
     const prev = await this.getSchedule(c, id);
     if (!targetVisible(this.d.registry, prev.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
     const sched = this.requireScheduler();
-    await this.requireRepo().delete(id);
+    await this.requireRepo().locked(async (tx, trx) => {
+      if (await tx.delete(id)) await this.auditIn(trx, c, 'schedule.delete', id, prev, undefined);
+    });
     this.names.delete(id);
     await sched.remove(id);
-    this.audit(c, 'schedule.delete', id, prev, undefined);
   }
 
   /** Next planned occurrences (epoch ms). */
@@ -376,16 +377,29 @@ export class BroadcastService implements Component {
     if (clashes.length > 0) throw toClashError(clashes, (ms) => formatTime(ms, this.d.config.tz));
   }
 
+  /**
+   * A broadcast's audit record, synchronously in the caller's transaction (the state window's synchronous unit,
+   * `batch`); a failure is logged (the broadcast is under way either way).
+   */
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
-      // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
-      this.d.audit.recordSync({
-        actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
-        ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
-      });
+      this.d.audit.recordSync(this.auditEntry(c, action, id, before, after));
     } catch (err) {
       this.log.error({ err, action, id }, 'audit record failed');
     }
+  }
+
+  /** A schedule change's audit record in the change's own transaction `trx` (the schedules' Db): both commit, or neither. */
+  private async auditIn(trx: Transaction<unknown> | undefined, c: Caller, action: string, id: string, before: unknown, after: unknown): Promise<void> {
+    await this.d.audit.record(this.auditEntry(c, action, id, before, after), trx);
+  }
+
+  private auditEntry(c: Caller, action: string, id: string, before: unknown, after: unknown): AuditInput {
+    // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
+    return {
+      actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
+      ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
+    };
   }
 
   private validateOpts() { return { now: this.d.clock.now(), defaultTz: this.d.config.tz }; }

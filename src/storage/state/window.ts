@@ -205,6 +205,7 @@ export class StateWindow implements Component {
     if (this.capture) { // nested (a synchronous unit calling code that makes one): part of the outer one
       try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
     }
+    if (!this.running) return Promise.reject(new Error('the state window is stopped'));
     const p = this.unit<T>(() => Promise.reject(new Error('state window: a synchronous unit ran as an async one')), { ...o, savepoint: true });
     const b = this.open!;
     b.units[b.units.length - 1]!.sync = fn;

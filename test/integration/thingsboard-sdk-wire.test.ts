@@ -90,7 +90,8 @@ describe('ThingsBoard SDKs on the wire', () => {
     expect(req.topic).toBe('v1/devices/me/rpc/request/1');
     expect(req.method).toBe('broadcast.play');
     expect(req.signedRequestId).toBe('1');
-    const rows = (await h.app.broadcast.rpc.list('loa-tb-noev'));
+    // The answer went at QoS 0 (no PUBACK to wait for): its state window commits a few milliseconds later.
+    const rows = await waitFor(async () => { const r = await h.app.broadcast.rpc.list('loa-tb-noev'); return r[0]?.state === 'answered' && r; }, 5_000);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ tbId: 1, state: 'answered', response: { status: 'ok', result: { playing: true } } });
     expect(rows[0]!.id).toMatch(/^r_/);

@@ -1,8 +1,8 @@
 /**
  * `npm run bench:state-window` (docs/benchmarks.md): the state writes of a broadcast to N speakers
  * (default 2,000) through the async state window (src/storage/state/window.ts with the bulk
- * repositories rpc/store-sql.ts and broadcast/execution/repo-sql.ts) against today's synchronous
- * path (rpc/store.ts and broadcast/execution/repo.ts inside the broadcast GroupCommit), same run,
+ * repositories rpc/store-sql.ts and broadcast/execution/repo-sql.ts) against the synchronous path they
+ * replaced (the old rpc/store.ts, broadcast/execution/repo.ts and broadcast GroupCommit, kept below), same run,
  * same machine, no MQTT: only the database work of the controller's main thread.
  *
  * Phases, as the broadcast path writes them (docs/design: the group-commit design, §4):
@@ -27,10 +27,9 @@ import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { createLogger } from '../src/core/logger.js';
 import { ALL_MIGRATIONS, PG_STATE_SCOPES } from '../src/migrations.js';
-import { GroupCommit } from '../src/broadcast/group-commit.js';
-import { BroadcastRepo, type NewTarget } from '../src/broadcast/execution/repo.js';
+import type { NewBroadcast, NewTarget, TargetRow, TransitionLog } from '../src/broadcast/execution/repo.js';
+import type { TargetState } from '../src/broadcast/execution/types.js';
 import { BroadcastRepoSql } from '../src/broadcast/execution/repo-sql.js';
-import { RpcStore } from '../src/rpc/store.js';
 import { RpcStoreSql } from '../src/rpc/store-sql.js';
 import { migrate, openPgDb, type Db } from '../src/storage/sql/index.js';
 import { StateDb, StateWindow, stateSqlitePort } from '../src/storage/state/index.js';
@@ -99,13 +98,69 @@ const chunks = (): number[][] => {
   return out;
 };
 
+/**
+ * RpcService's synchronous statements before it moved onto the state window (the old rpc/store.ts `insert` and
+ * `answerSent`), kept here as the baseline.
+ */
+function syncRpc(db: Awaited<ReturnType<typeof openSqlite>>['state']['db']) {
+  const insert = db.prepare(`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const answer = db.prepare(`UPDATE rpc_requests SET state = 'answered', answered_at = ?, response_json = ?
+    WHERE id = ? AND device_id = ? AND state = 'sent' RETURNING id, device_id, method, params_json, expires_at, state, created_at, sent_at, answered_at, tb_id`);
+  return {
+    insert(r: { id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number; sentAt: number }): void {
+      insert.run(r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, 'sent', r.createdAt, r.sentAt, null);
+    },
+    answerSent(id: string, deviceId: string, at: number, responseJson: string): unknown { return answer.get(at, responseJson, id, deviceId); },
+  };
+}
+
+/** The broadcast writes of the old synchronous BroadcastRepo (create, target, transition in an open transaction). */
+function syncBroadcast(db: Awaited<ReturnType<typeof openSqlite>>['state']['db']) {
+  const insertBroadcast = db.prepare(`INSERT INTO broadcasts (id, schedule_id, planned_at, priority, volume, content_json, duration_sec, not_after, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const insertTarget = db.prepare('INSERT INTO broadcast_targets (broadcast_id, device_id, area, state, updated_at, detail, play_request_id) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const insertLog = db.prepare(`INSERT INTO broadcast_log (at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const target = db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? AND device_id = ?');
+  const getBroadcast = db.prepare('SELECT * FROM broadcasts WHERE id = ?');
+  const update = db.prepare('UPDATE broadcast_targets SET state = ?, updated_at = ?, detail = ? WHERE broadcast_id = ? AND device_id = ?');
+  return {
+    create(b: NewBroadcast, ts: readonly NewTarget[]): void {
+      insertBroadcast.run(b.id, b.scheduleId ?? null, b.plannedAt, b.priority, b.volume, JSON.stringify(b.content), b.durationSec ?? null, b.notAfter, b.createdAt);
+      for (const t of ts) {
+        insertTarget.run(b.id, t.deviceId, t.area, t.state ?? 'pending', b.createdAt, t.detail ?? null, t.playRequestId ?? null);
+        insertLog.run(b.createdAt, null, b.id, b.scheduleId ?? null, t.deviceId, t.area, 'pending', null, null, 'controller');
+      }
+      for (const t of ts) {
+        if (t.state === undefined || t.state === 'pending') continue;
+        insertLog.run(b.createdAt, null, b.id, b.scheduleId ?? null, t.deviceId, t.area, t.state, 'pending', t.detail ?? null, t.source ?? 'controller');
+      }
+    },
+    target: (b: string, d: string): TargetRow | undefined => target.get(b, d) as TargetRow | undefined,
+    getBroadcastRow: (id: string): unknown => getBroadcast.get(id),
+    transition(t: TargetRow, to: TargetState, at: number, l: TransitionLog): void {
+      update.run(to, at, l.detail ?? null, t.broadcast_id, t.device_id);
+      insertLog.run(at, l.deviceAt ?? null, t.broadcast_id, l.scheduleId ?? null, t.device_id, t.area, to, t.state, l.detail ?? null, l.source);
+    },
+  };
+}
+
+/** The old broadcast GroupCommit's durable path: BEGIN IMMEDIATE, the writes, COMMIT (an 8 ms window per call here). */
+function syncGroup(db: Awaited<ReturnType<typeof openSqlite>>['state']['db']) {
+  return {
+    runDurably(fn: () => void): void { db.exec('BEGIN IMMEDIATE'); try { fn(); db.exec('COMMIT'); } catch (err) { db.exec('ROLLBACK'); throw err; } },
+    durable: (): Promise<void> => Promise.resolve(),
+    stop: (): Promise<void> => Promise.resolve(),
+  };
+}
+
 /** Today: synchronous repos, prepared statements, inside the broadcast GroupCommit. */
 async function today(): Promise<Phase[]> {
   const { state, close } = await openSqlite();
-  const gc = new GroupCommit({ stateDb: state, logger, windowMs: 8 });
-  await gc.start();
-  const rpc = new RpcStore(state.db);
-  const repo = new BroadcastRepo(state.db);
+  const gc = syncGroup(state.db);
+  const rpc = syncRpc(state.db);
+  const repo = syncBroadcast(state.db);
   const count = (): number => sqliteStatements;
   try {
     const phases: Phase[] = [];

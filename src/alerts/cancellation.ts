@@ -24,7 +24,7 @@ export interface AlertCancellationDeps {
   repo: () => AlertRepo;
   records: AlertRecords;
   media: Pick<MediaLibrary, 'synthesizeSequence'>;
-  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get' | 'withdrawPrefetch'>;
+  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'preload' | 'get' | 'withdrawPrefetch'>;
   options: AlertServiceOptions;
   clock: Clock;
   logger: Logger;
@@ -35,14 +35,20 @@ export class AlertCancellation {
 
   /** Cancels one open alert (checked by the caller): stopped everywhere, then the notice where it played. */
   async cancel(c: Caller, a: Alert, reason: string): Promise<Alert> {
-    const next = this.d.records.tx(() => this.writes(c, a, reason));
+    if (a.broadcastId) await this.d.executor.preload(a.broadcastId);
+    const next = await this.d.records.txWithBroadcasts(() => {
+      // Decided on what was read before the await: again, in the transaction (two cancels at once cancel once).
+      const current = this.d.repo().get(a.id);
+      if (!current || FINAL_ALERT_STATES.has(current.state)) throw Errors.CONFLICT(`alert "${a.id}" is already ${current?.state ?? 'gone'}`);
+      return this.writes(c, current, reason);
+    });
     this.cancelled(next, c);
     await this.playNotice(c, next);
     return next;
   }
 
   /** A CAP `Cancel` message: recorded as an ended alert of its own; the open alerts it references are cancelled. */
-  applyMessage(c: Caller, cap: CapAlert, reach: AlertReach, referenced: Alert[], expiresAt: number): Promise<Alert> {
+  async applyMessage(c: Caller, cap: CapAlert, reach: AlertReach, referenced: Alert[], expiresAt: number): Promise<Alert> {
     if (referenced.length === 0) throw Errors.UNPROCESSABLE('a Cancel message must reference the alerts it cancels (references)');
     const rec = this.d.records;
     const now = this.d.clock.now();
@@ -50,25 +56,31 @@ export class AlertCancellation {
       id: newId('al', now), cap, state: 'ended', areas: reach.areas, devices: reach.devices, expiresAt,
       createdBy: c.principal.id, createdAt: now, playedAtOnce: false, endedBy: c.principal.id, endedAt: now, endReason: 'applied', updatedAt: now,
     };
-    const cancelled = rec.tx(() => {
+    for (const r of referenced) if (r.broadcastId) await this.d.executor.preload(r.broadcastId);
+    const cancelled = await rec.txWithBroadcasts(() => {
       this.d.repo().insert(msg);
       rec.audit(c, 'alert.create', msg.id, undefined, auditView(msg));
       return referenced.filter((r) => !FINAL_ALERT_STATES.has(r.state)).map((r) => this.writes(c, r, `cancelled by ${cap.identifier}`));
     });
     for (const x of cancelled) this.cancelled(x, c);
-    return Promise.all(cancelled.map((x) => this.playNotice(c, x))).then(() => msg);
+    await Promise.all(cancelled.map((x) => this.playNotice(c, x)));
+    return msg;
   }
 
-  /** Stops an alert's broadcast; a failure is logged, never thrown (the alert ends either way). */
+  /**
+   * Stops an alert's broadcast, in the caller's transaction when the executor holds it (preload it first); a failure
+   * is logged, never thrown (the alert ends either way).
+   */
   stopBroadcast(id: string): void {
-    try { this.d.executor.stopBroadcast(id); } catch (err) { this.d.logger.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); }
+    const fail = (err: unknown): void => { this.d.logger.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); };
+    try { this.d.executor.stopBroadcast(id).catch(fail); } catch (err) { fail(err); }
   }
 
   /** The writes of a cancellation (inside the caller's transaction): its broadcast stopped, the alert and the audit record. */
   private writes(c: Caller, a: Alert, reason: string): Alert {
     const next = this.d.records.end(a, 'cancelled', c.principal.id, reason);
     if (a.broadcastId) this.stopBroadcast(a.broadcastId);
-    else if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
+    else if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
     this.d.repo().save(next);
     this.d.records.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
     return next;
@@ -87,11 +99,11 @@ export class AlertCancellation {
       const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,
         { createdBy: c.principal.id, name: `Hủy cảnh báo: ${headlineOf(a.cap)}`.slice(0, 120), areas: a.areas });
       const now = this.d.clock.now();
-      this.d.records.tx(() => this.d.executor.startBroadcast({
+      await this.d.executor.startBroadcast({
         id: `${a.broadcastId!}-cancel`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume,
         targets: b.targets.map((t) => t.deviceId), notAfter: now + this.d.options.cancelNoticeValiditySec * 1000,
         media: announcementContent(media),
-      }));
+      });
     } catch (err) {
       // The alert is stopped and recorded as cancelled either way; only the spoken notice is missing.
       this.d.logger.error({ err, alertId: a.id }, 'the cancellation notice could not be played');

@@ -3,6 +3,11 @@
  * transaction (events queued by them go out once it is committed), the audit record, and the
  * 'alert.changed' event of the live feed.
  *
+ * Two ways to write, both all-or-nothing (docs/design/state-window.md §5 step 4.3 moves both onto `trx`):
+ * `tx` for a step that starts or stops no broadcast (its own transaction on the embedded store), and
+ * `txWithBroadcasts` for one that does: a synchronous unit of the state window, so the alert rows, the
+ * audit records and the broadcasts, targets and commands the step starts or stops commit together.
+ *
  * Separate from AlertService because raising, deciding, cancelling and expiring (cancellation.ts,
  * expiry.ts) all record the same way: one place for it keeps them from drifting apart.
  */
@@ -21,37 +26,59 @@ export interface AlertRecordsDeps {
   audit: AuditRecorder;
   logger: Logger;
   clock: Clock;
-  /** Runs state-store writes as one durable commit (GroupCommit.runDurably); default: as they come. */
-  batch?: <T>(fn: () => T) => T;
+  /**
+   * Runs synchronous state-store writes in the state window's transaction (StateWindow.unitSync, wire.ts
+   * `durable`): what they start (commands, broadcasts) commits with them. Absent: their own transaction.
+   */
+  batch?: <T>(fn: () => T) => Promise<T>;
 }
 
 export class AlertRecords {
-  /** Events of writes inside the current transaction, sent once it is committed. */
-  private readonly afterCommit: Array<() => void> = [];
+  /** Events of the writes of the transaction being run, sent once it is committed. */
+  private current: Array<() => void> | null = null;
 
   constructor(private readonly d: AlertRecordsDeps) {}
 
   /**
-   * One transaction inside the state store's group commit, durable before it
-   * returns; events queued by the writes (afterCommit) go out once it is.
-   * Never nested: the group commit's own commit would end an outer transaction.
+   * One transaction of its own on the embedded store, durable before it returns; events queued by the writes
+   * (afterTx) go out once it is. For steps that start or stop no broadcast.
    */
   tx<T>(fn: () => T): T {
-    const db = this.d.stateDb.db;
-    const run = (): T => db.transaction(fn)();
+    const after: Array<() => void> = [];
+    const v = this.run(fn, after);
+    for (const f of after) f();
+    return v;
+  }
+
+  /**
+   * One transaction with the broadcasts, targets and commands `fn` starts or stops (a synchronous unit of the
+   * state window), resolving once it is committed; events queued by the writes (afterTx) go out then. When `fn`
+   * throws, nothing of it is stored and the promise rejects.
+   */
+  async txWithBroadcasts<T>(fn: () => T): Promise<T> {
+    const after: Array<() => void> = [];
+    const v = this.d.batch ? await this.d.batch(() => this.run(fn, after)) : this.run(fn, after);
+    for (const f of after) f();
+    return v;
+  }
+
+  private run<T>(fn: () => T, after: Array<() => void>): T {
+    const outer = this.current;
+    this.current = after;
     try {
-      return this.d.batch ? this.d.batch(run) : run();
+      return this.d.stateDb.db.transaction(fn)();
     } catch (err) {
-      this.afterCommit.length = 0;
+      after.length = 0;
       throw err;
     } finally {
-      for (const f of this.afterCommit.splice(0)) f();
+      this.current = outer;
     }
   }
 
-  /** Runs `f` once the current transaction (tx()) is committed; dropped if it fails. */
+  /** Runs `f` once the transaction being run (tx(), txWithBroadcasts()) is committed; dropped if it fails. */
   afterTx(f: () => void): void {
-    this.afterCommit.push(f);
+    if (this.current) this.current.push(f);
+    else f();
   }
 
   audit(c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): void {

@@ -50,14 +50,14 @@ export interface AlertServiceDeps {
   stateDb: StateDb;
   registry: TargetRegistry;
   media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
-  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'get' | 'prefetch' | 'withdrawPrefetch'>;
+  executor: Pick<BroadcastExecutor, 'begin' | 'startBroadcast' | 'stopBroadcast' | 'preload' | 'get' | 'prefetch' | 'withdrawPrefetch'>;
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
   logger: Logger;
   clock: Clock;
   options: AlertServiceOptions;
-  /** Runs state-store writes as one durable commit (GroupCommit.runDurably); default: as they come. */
-  batch?: <T>(fn: () => T) => T;
+  /** Runs synchronous state-store writes in the state window's transaction (records.ts `txWithBroadcasts`). */
+  batch?: <T>(fn: () => T) => Promise<T>;
 }
 
 export class AlertService implements Component {
@@ -158,9 +158,11 @@ export class AlertService implements Component {
       id: newId('al', now), cap, state: 'pending_approval', areas: reach.areas, devices: reach.devices, expiresAt,
       mediaId: media.id, createdBy: c.principal.id, createdAt: now, playedAtOnce: cap.status === 'Actual' && atOnce, updatedAt: now,
     };
-    // The check of a concurrent raise with the same identifier happened before the await: again, now synchronously.
-    if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
-    this.records.tx(() => {
+    // Replaced alerts' broadcasts in memory, so their stops are decided inside the transaction below.
+    await this.preload(referenced);
+    await this.records.txWithBroadcasts(() => {
+      // The check of a concurrent raise with the same identifier happened before the awaits: again, in the transaction.
+      if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
       if (atOnce) this.play(alert, c, media, referenced);
       repo.insert(alert);
       this.records.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
@@ -176,7 +178,7 @@ export class AlertService implements Component {
   // ------------------------------------------------------------ decisions
 
   /** The second person's approval: the alert plays; for an alert played at once, its confirmation. */
-  approve(c: Caller, id: string): Alert {
+  async approve(c: Caller, id: string): Promise<Alert> {
     const a = this.get(c, id);
     const confirming = a.state === 'active' && a.playedAtOnce && a.approvedBy === undefined;
     if (a.state !== 'pending_approval' && !confirming) throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
@@ -184,8 +186,13 @@ export class AlertService implements Component {
     this.checkReach(c, a);
     const now = this.d.clock.now();
     const next: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
-    this.records.tx(() => {
-      if (!confirming) this.play(next, c, undefined, this.referenced(c, next.cap));
+    const replaces = confirming ? [] : this.referenced(c, next.cap);
+    await this.preload(replaces);
+    await this.records.txWithBroadcasts(() => {
+      // Decided on what was read before the awaits: again, in the transaction (two approvals at once play once).
+      const current = this.requireRepo().get(id);
+      if (!current || current.state !== a.state || current.approvedBy !== undefined) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
+      if (!confirming) this.play(next, c, undefined, replaces);
       this.requireRepo().save(next);
       this.records.audit(c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: next.state, broadcastId: next.broadcastId });
     });
@@ -204,7 +211,7 @@ export class AlertService implements Component {
       this.requireRepo().save(next);
       this.records.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
       // Speakers offline since the raise must not fetch an announcement that will never play.
-      if (a.mediaId !== undefined) this.d.executor.withdrawPrefetch(a.mediaId);
+      if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId);
     });
     this.records.changed(next, 'rejected', c.principal.id);
     return next;
@@ -231,11 +238,13 @@ export class AlertService implements Component {
       this.log.warn({ alertId: a.id, areas: a.areas }, 'alert is active but its areas have no loudspeakers');
     } else {
       const m = media ? announcementContent(media) : this.mediaOf(a);
-      const b = this.d.executor.startBroadcast({
+      // In the caller's transaction (a synchronous unit of the state window): stored with the alert or not at all.
+      const b = this.d.executor.begin({
         id: `al-${a.id}`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume, targets: [...targets].sort(),
         notAfter: a.expiresAt, media: m,
       });
-      a.broadcastId = b.id;
+      b.stored.catch(() => undefined); // its failure is the transaction's: the caller's promise rejects
+      a.broadcastId = b.broadcast.id;
     }
     for (const old of replaces) {
       if (FINAL_ALERT_STATES.has(old.state)) continue;
@@ -258,10 +267,19 @@ export class AlertService implements Component {
   private prefetch(a: Alert, media: MediaRecord): void {
     try {
       const targets = this.targetsOf(a);
-      if (targets.size > 0) this.records.tx(() => this.d.executor.prefetch([...targets].sort(), announcementContent(media), a.expiresAt));
+      if (targets.size > 0) {
+        void this.d.executor.prefetch([...targets].sort(), announcementContent(media), a.expiresAt).catch((err: unknown) => {
+          this.log.warn({ err, alertId: a.id }, 'announcement prefetch could not be stored');
+        });
+      }
     } catch (err) {
       this.log.warn({ err, alertId: a.id }, 'announcement prefetch could not be sent');
     }
+  }
+
+  /** Reads the broadcasts of `alerts` into the executor's memory (a stop is then decided inside a transaction). */
+  private async preload(alerts: readonly Alert[]): Promise<void> {
+    for (const a of alerts) if (a.broadcastId) await this.d.executor.preload(a.broadcastId);
   }
 
   /** The loudspeakers an alert sounds on, as the registry is now. */

@@ -25,7 +25,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Component, Logger, Metrics } from '../core/index.js';
 import { Errors } from '../core/errors.js';
 import { formatTime } from '../core/time.js';
-import type { AuditRecorder } from '../audit/log.js';
+import type { AuditInput, AuditRecorder } from '../audit/log.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
 import type { Principal } from '../auth/types.js';
 import type { StateDb } from '../storage/state/index.js';
@@ -62,10 +62,10 @@ export interface BroadcastServiceDeps {
   /** Which media a principal sees (its areas; media/access.ts): schedules play only those. */
   mediaViewer: (p: Principal) => MediaViewer;
   /**
-   * Runs a burst of state-store writes as one commit, committed before it returns
-   * (GroupCommit.runDurably); default: as they come.
+   * Runs synchronous state-store writes (the audit record) and the broadcast `fn` starts or stops as one
+   * commit, resolving after it (the state window's unitSync, wire.ts `durable`); default: `fn` at once.
    */
-  batch?: <T>(fn: () => T) => T;
+  batch?: <T>(fn: () => T) => Promise<T>;
   /** How stream URLs' host names are resolved for the check (stream-url.ts); default the system resolver. */
   resolveHost?: ResolveHost;
 }
@@ -105,7 +105,7 @@ export class BroadcastService implements Component {
       ...(this.d.resyncMs !== undefined ? { resyncMs: this.d.resyncMs } : {}),
       onSchedules: (list) => this.rememberNames(list),
       onOccurrence: (s, plannedAt, info) => this.onOccurrence(s, plannedAt, info),
-      onMissed: (s, plannedAt) => { this.d.executor.recordMissed(s.id, plannedAt, [...resolveSpeakers(this.d.registry, s.target)]); },
+      onMissed: async (s, plannedAt) => { await this.d.executor.recordMissed(s.id, plannedAt, [...resolveSpeakers(this.d.registry, s.target)]); },
     });
   }
 
@@ -186,11 +186,11 @@ export class BroadcastService implements Component {
         await this.assertMediaStored(spec, trx);
         const made = newSchedule(spec, { now: this.d.clock.now(), createdBy: c.principal.id });
         await tx.insert(made);
+        await this.auditIn(trx, c, 'schedule.create', made.id, undefined, made); // stored and audited together, or neither
         return made;
       });
       this.names.set(s.id, s.name);
       await sched.upsert(s);
-      this.audit(c, 'schedule.create', s.id, undefined, s);
       this.log.info({ scheduleId: s.id, name: s.name, by: c.principal.id }, 'schedule created');
       return (await repo.get(s.id)) ?? s;
     } catch (e) {
@@ -222,12 +222,12 @@ export class BroadcastService implements Component {
         const n = applySpec(current, spec, this.d.clock.now());
         await this.assertNoClash(n, tx);
         await tx.update(n);
+        await this.auditIn(trx, c, 'schedule.update', id, current, n);
         return n;
       });
       this.names.set(id, next.name);
       const stored = (await repo.get(id)) ?? next;
       await sched.upsert(stored);
-      this.audit(c, 'schedule.update', id, prev, next);
       return stored;
     } catch (e) {
       await this.dropRendered(created);
@@ -239,10 +239,11 @@ export class BroadcastService implements Component {
     const prev = await this.getSchedule(c, id);
     if (!targetVisible(this.d.registry, prev.target, c)) throw Errors.NOT_FOUND(`Schedule "${id}"`);
     const sched = this.requireScheduler();
-    await this.requireRepo().delete(id);
+    await this.requireRepo().locked(async (tx, trx) => {
+      if (await tx.delete(id)) await this.auditIn(trx, c, 'schedule.delete', id, prev, undefined);
+    });
     this.names.delete(id);
     await sched.remove(id);
-    this.audit(c, 'schedule.delete', id, prev, undefined);
   }
 
   /** Next planned occurrences (epoch ms). */
@@ -262,28 +263,37 @@ export class BroadcastService implements Component {
     const targets = checkTarget(this.d.registry, v.value.target, c);
     if (targets.length === 0) throw Errors.UNPROCESSABLE('the target has no speakers');
     const { spec } = await this.withStoredContent(v.value, c);
-    // The broadcast and its audit record in one commit, on disk before the reply.
-    return this.batch(() => {
-      const b = this.startFor(spec, targets, {});
+    // The broadcast, its commands and its audit record in one commit, on disk before the reply.
+    const started = await this.batch(() => {
+      const p = this.startFor(spec, targets, {});
+      const b = p.decided;
       this.audit(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content });
-      return b;
+      return p.stored;
     });
+    return started;
   }
 
-  stopBroadcast(c: Caller, id: string): Broadcast {
-    const b = this.d.executor.get(id);
+  async stopBroadcast(c: Caller, id: string): Promise<Broadcast> {
+    const ex = this.d.executor;
+    // In memory first, so the stop below is decided inside the unit (with its audit record, in one commit).
+    await ex.preload(id);
+    const b = ex.current(id) ?? ex.get(id);
     if (!b || !b.targets.some((t) => c.inScope(t.area))) throw Errors.NOT_FOUND(`Broadcast "${id}"`);
     const outside = b.targets.find((t) => !c.inScope(t.area));
     if (outside) throw Errors.FORBIDDEN(`broadcast "${id}" also plays outside your areas (area "${outside.area}")`);
-    const after = this.d.executor.stopBroadcast(id);
-    this.audit(c, 'broadcast.stop', id, summary(b), summary(after));
-    return after;
+    return this.batch(() => {
+      const p = ex.stopBroadcast(id);
+      const after = ex.current(id);
+      if (after) this.audit(c, 'broadcast.stop', id, summary(b), summary(after));
+      else void p.then((a) => { this.audit(c, 'broadcast.stop', id, summary(b), summary(a)); }, () => undefined); // not held: decided after a read
+      return p;
+    });
   }
 
   // ------------------------------------------------------------ internals
 
   /** Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). */
-  private onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): string | undefined {
+  private async onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): Promise<string | undefined> {
     if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);
     const targets = [...resolveSpeakers(this.d.registry, s.target)].sort();
     if (targets.length === 0) {
@@ -292,7 +302,7 @@ export class BroadcastService implements Component {
     }
     // A deterministic id: an occurrence can never start two broadcasts.
     const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
-    const b = this.batch(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }));
+    const b = await this.batch(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }).stored);
     this.log.info({ scheduleId: s.id, broadcastId: b.id, lateMs: info.lateMs, targets: targets.length }, 'schedule occurrence started');
     return b.id;
   }
@@ -302,7 +312,8 @@ export class BroadcastService implements Component {
     for (const s of list) this.names.set(s.id, s.name);
   }
 
-  private startFor(s: ScheduleSpec, targets: string[], extra: Pick<BroadcastInput, 'id' | 'scheduleId' | 'plannedAt'>): Broadcast {
+  /** Starts the broadcast: `decided` as memory holds it now, `stored` after its commit. */
+  private startFor(s: ScheduleSpec, targets: string[], extra: Pick<BroadcastInput, 'id' | 'scheduleId' | 'plannedAt'>): { decided: Broadcast; stored: Promise<Broadcast> } {
     const now = this.d.clock.now();
     const pc = playContent(this.d.media, s.content, s.durationSec);
     const validSec = Math.max(pc.durationSec ?? 0, this.d.config.broadcast.offlineValiditySec, 1);
@@ -311,11 +322,13 @@ export class BroadcastService implements Component {
       ...(pc.media ? { media: pc.media } : {}),
       ...(pc.stream ? { stream: pc.stream, ...(pc.durationSec !== undefined ? { durationSec: pc.durationSec } : {}) } : {}),
     };
-    return this.d.executor.startBroadcast(input);
+    const { broadcast, stored } = this.d.executor.begin(input);
+    return { decided: broadcast, stored };
   }
 
-  private batch<T>(fn: () => T): T {
-    return this.d.batch ? this.d.batch(fn) : fn();
+  private batch<T>(fn: () => T): Promise<T> {
+    if (this.d.batch) return this.d.batch(fn);
+    try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
   }
 
   private async withStoredContent(spec: ScheduleSpec, c: Caller, o: { current?: string; checkStream?: boolean } = {}): Promise<{ spec: ScheduleSpec; created?: string }> {
@@ -364,16 +377,29 @@ export class BroadcastService implements Component {
     if (clashes.length > 0) throw toClashError(clashes, (ms) => formatTime(ms, this.d.config.tz));
   }
 
+  /**
+   * A broadcast's audit record, synchronously in the caller's transaction (the state window's synchronous unit,
+   * `batch`); a failure is logged (the broadcast is under way either way).
+   */
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
     try {
-      // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
-      this.d.audit.recordSync({
-        actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
-        ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
-      });
+      this.d.audit.recordSync(this.auditEntry(c, action, id, before, after));
     } catch (err) {
       this.log.error({ err, action, id }, 'audit record failed');
     }
+  }
+
+  /** A schedule change's audit record in the change's own transaction `trx` (the schedules' Db): both commit, or neither. */
+  private async auditIn(trx: Transaction<unknown> | undefined, c: Caller, action: string, id: string, before: unknown, after: unknown): Promise<void> {
+    await this.d.audit.record(this.auditEntry(c, action, id, before, after), trx);
+  }
+
+  private auditEntry(c: Caller, action: string, id: string, before: unknown, after: unknown): AuditInput {
+    // A stream URL saved by an earlier version may carry credentials: never into the audit log (stream-url.ts).
+    return {
+      actor: c.principal, ...(c.ip !== undefined ? { ip: c.ip } : {}), action, target: `${action.split('.')[0]}:${id}`,
+      ...(before !== undefined ? { before: redactStreamUrls(before) } : {}), ...(after !== undefined ? { after: redactStreamUrls(after) } : {}),
+    };
   }
 
   private validateOpts() { return { now: this.d.clock.now(), defaultTz: this.d.config.tz }; }

@@ -1,6 +1,6 @@
 /**
  * The broadcast side of Keng, assembled: RPC service, broadcast executor, the
- * broadcast service (schedules) and the state store's group commit they share.
+ * broadcast service (schedules) and the state window they share.
  * app.ts calls wireBroadcast() once and places `components` and `scheduler`
  * in its start order; the API serves `service` and `executor`.
  */
@@ -16,7 +16,7 @@ import type { Principal } from '../auth/types.js';
 import { RpcService, type CommandSigner } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
-import { GroupCommit } from './group-commit.js';
+import { StateWindow, stateSqlitePort } from '../storage/state/index.js';
 import type { UrgentOutbound } from '../core/urgent.js';
 
 export interface BroadcastWiringDeps {
@@ -57,21 +57,32 @@ export interface BroadcastWiring {
   rpc: RpcService;
   executor: BroadcastExecutor;
   service: BroadcastService;
-  /** Runs state-store writes in the shared group commit and commits them before returning (e.g. alerts). */
-  durable: <T>(fn: () => T) => T;
-  /** Resolves when the group commit's open window (if any) is committed: device answers are acknowledged after it. */
+  /**
+   * Runs synchronous state-store writes (the embedded store's own connection, `audit.recordSync`) as a
+   * synchronous unit of the state window (StateWindow.unitSync): the commands and broadcasts `fn` starts commit
+   * with them, in one transaction; resolves after that commit. The transitional path of the alerts and the
+   * broadcast service until they write through `trx` (docs/design/state-window.md §5 step 4.3).
+   */
+  durable: <T>(fn: () => T) => Promise<T>;
+  /**
+   * Resolves when the state writes decided so far are committed (the state window, after the reads of
+   * answers and events that memory did not hold): device answers and events are acknowledged after it.
+   */
   settled: () => Promise<void>;
 }
 
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
-  const group = new GroupCommit({ stateDb: d.stateDb, logger: d.logger.child({ part: 'group-commit' }) });
-  const batch = <T>(fn: () => T): T => group.run(fn);
+  // RPC commands and broadcast execution stay in each node's embedded store, also in cluster mode, until they
+  // are owned by rows (docs/design/state-window.md §3): the window runs on the embedded port.
+  const rpcDb = stateSqlitePort(d.stateDb);
+  const window = new StateWindow({ db: rpcDb, logger: d.logger.child({ part: 'state-window' }), metrics: d.metrics });
+  const durable = <T>(fn: () => T): Promise<T> => window.unitSync(fn);
   const rpc = new RpcService({
-    stateDb: d.stateDb, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock, batch,
+    db: rpcDb, window, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock,
     paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
-    stateDb: d.stateDb, rpc, bus: d.bus, registry: d.registry, batch,
+    stateDb: d.stateDb, db: rpcDb, window, rpc, bus: d.bus, registry: d.registry,
     mediaUrl: (mediaId) => d.media.signedUrl(mediaId, d.mediaBaseUrl()),
     logger: d.logger.child({ part: 'executor' }), metrics: d.metrics, clock: d.clock, timeZone: d.config.tz,
     reportGraceMs: d.config.broadcast.playbackReportGraceSec * 1000,
@@ -82,8 +93,12 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     config: d.config, stateDb: d.stateDb, stateSql: d.stateSql, nodeId: d.nodeId,
     ...(d.scheduleResyncMs !== undefined ? { resyncMs: d.scheduleResyncMs } : {}), registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
-    batch: (fn) => group.runDurably(fn),
+    batch: durable,
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
-  return { components: [group, rpc, executor, service], scheduler, rpc, executor, service, durable: (fn) => group.runDurably(fn), settled: () => group.durable() };
+  return {
+    components: [window, rpc, executor, service], scheduler, rpc, executor, service, durable,
+    // An answer matched by a read reports to the executor only then: its move may start a read of its own.
+    settled: () => rpc.settled().then(() => executor.settled()),
+  };
 }

@@ -64,7 +64,7 @@ export interface IngestDeps {
   /** Urgent outbound work (an emergency's commands) that device answers and events wait for; absent: none. */
   urgent?: Pick<UrgentOutbound, 'waiting'>;
   /**
-   * Resolves when the state writes made so far are durable (the broadcast path's group commit), rejects when
+   * Resolves when the state writes made so far are durable (the broadcast path's state window), rejects when
    * they could not be: answers and events are acknowledged only after it. Absent: writes are durable at once.
    */
   stateDurable?: () => Promise<void>;

@@ -24,6 +24,17 @@
  *
  * Responses are matched to the request id AND the device (responses.ts); one
  * for a command the device was never sent is refused and changes nothing.
+ *
+ * Memory and the state window (docs/design/state-window.md): the open commands (`queued`, `sent`) are
+ * held in memory (open-commands.ts, loaded at start) and every decision is made there at once; its
+ * write goes into the state window (src/storage/state/window.ts: one transaction for everything
+ * handled within a few milliseconds) through the kinds of store-sql.ts. send(), sendMany() and
+ * cancel() return promises that settle after that window's COMMIT; a command is published only after
+ * the window storing it (or its move to `sent`) has committed. The internal events (`sent`,
+ * `response`, `expired`) are emitted synchronously at the decision, so a listener's writes (the
+ * broadcast executor's target moves) belong to the same moment. settled() tells the ingest when a
+ * device's answer is durable (its PUBACK waits for it). A failed window evicts the commands it
+ * touched; they are reloaded from the database.
  * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
@@ -48,19 +59,23 @@ import { Errors } from '../core/errors.js';
 import type { EventBus, KengEvents } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../core/metrics.js';
-import type { SqliteDatabase } from '../storage/state/db.js';
+import type { Db } from '../storage/sql/db.js';
+import type { StateWindow } from '../storage/state/window.js';
 import { CommandEncoder } from './encoder.js';
 import { newId } from './ids.js';
 import { rpcMetrics, type RpcMetrics } from './metrics.js';
 import { RpcResponses } from './responses.js';
 import { sendMany } from './send-many.js';
 import { DeviceWarmup } from './warmup.js';
-import { MAX_TB_ID, RpcStore } from './store.js';
+import { OpenCommands } from './open-commands.js';
+import { MAX_TB_ID, RpcStoreSql, type NewRequestRow, type RpcCas } from './store-sql.js';
 import type { CommandSigner, ParamsHook, RpcEvents, RpcRequest, RpcSendOptions, RpcSendResult } from './types.js';
 
 export interface RpcServiceOptions {
-  /** The state store (its `db` is read at start()). */
-  stateDb: { readonly db: SqliteDatabase };
+  /** Where `rpc_requests` live (reads: memory at start, rare misses). */
+  db: Db<unknown>;
+  /** The node's state window over the same database: every write of this service goes through it. */
+  window: StateWindow;
   /** `credentialOf` tells access-token sessions (integer request ids); without it every session is taken as id + secret. */
   broker: Pick<BrokerPort, 'publish' | 'isConnected'> & Partial<Pick<BrokerPort, 'credentialOf'>>;
   bus: EventBus;
@@ -75,12 +90,6 @@ export interface RpcServiceOptions {
   answerGraceMs?: number;
   /** Finished commands (answered, expired, cancelled) older than this are deleted. Default 30 days. */
   retentionMs?: number;
-  /**
-   * Runs the writes of one device answer inside the state store's group commit
-   * (broadcast/group-commit.ts: one fsync for the answers of many speakers).
-   * Default: each write commits on its own.
-   */
-  batch?: <T>(fn: () => T) => T;
   /**
    * Send-time params per method, called at every send (also a resend after a reconnect), so what
    * must be fresh per send (a signed media URL) is, while the stored params stay as given.
@@ -113,9 +122,13 @@ export class RpcService implements Component {
   private readonly warmup: DeviceWarmup;
   /** Per-device publish chain: commands reach a device in the order they were sent. */
   private readonly chains = new Map<string, Promise<void>>();
-  /** Last integer request id per device (rpc_tb_ids, read once per device): this service is its only writer. */
+  /** Last integer request id per device (rpc_tb_ids, loaded at start): this service is its only writer. */
   private readonly tbLast = new Map<string, number>();
-  private store: RpcStore | null = null;
+  /** The open commands: what every decision reads. */
+  private readonly open = new OpenCommands();
+  /** Answers being matched by a database read (settled() waits for them). */
+  private readonly lookups = new Set<Promise<void>>();
+  private store: RpcStoreSql | null = null;
   private offs: Array<() => void> = [];
   private sweepTimer: NodeJS.Timeout | null = null;
   private lastCleanup = 0;
@@ -126,30 +139,42 @@ export class RpcService implements Component {
     this.clock = opts.clock ?? systemClock;
     this.m = rpcMetrics(opts.metrics);
     this.ee.setMaxListeners(50);
-    this.warmup = new DeviceWarmup(opts.readyDelayMs ?? 1000, (deviceId) => { void this.flush(deviceId); });
-    this.responses = new RpcResponses({ metrics: this.m, logger: opts.logger, clock: this.clock, emit: (event, e) => { this.ee.emit(event, e); } });
+    this.warmup = new DeviceWarmup(opts.readyDelayMs ?? 1000, (deviceId) => { this.flush(deviceId); });
+    this.responses = new RpcResponses({
+      metrics: this.m, logger: opts.logger, clock: this.clock, emit: (event, e) => { this.ee.emit(event, e); },
+      open: this.open, store: () => this.store, write: (c) => this.post(c), finish: (r) => this.finish(r),
+    });
   }
 
   // ------------------------------------------------------------ lifecycle
 
   async start(): Promise<void> {
     if (this.store) return;
-    this.store = new RpcStore(this.o.stateDb.db);
+    const store = new RpcStoreSql(this.o.db);
+    const [open, tbLast] = await Promise.all([store.open(), store.lastTbIds()]);
+    this.open.clear();
+    for (const r of open) this.open.put(r);
+    this.tbLast.clear();
+    for (const [d, n] of tbLast) this.tbLast.set(d, n);
+    this.store = store;
     const bus = this.o.bus;
     this.offs = [
       bus.on('status', (e) => this.warmup.status(e.deviceId, e.online)),
-      bus.on('rpc.response', (e) => (this.o.batch ? this.o.batch(() => this.handleResponse(e)) : this.handleResponse(e))),
+      bus.on('rpc.response', (e) => this.handleResponse(e)),
       // Any message from a warming device shows it went through its connect sequence.
       bus.on('attributes', (e) => this.warmup.signal(e.deviceId)),
       bus.on('telemetry', (e) => this.warmup.signal(e.deviceId)),
       bus.on('device.event', (e) => this.warmup.signal(e.deviceId)),
+      // The registry deletes a device's rows with it (foreign key cascade): forget them here too.
+      bus.on('device.changed', (e) => { if (e.change === 'deleted') { this.open.dropDevice(e.deviceId); this.tbLast.delete(e.deviceId); } }),
     ];
+    this.o.window.onEvict((keys) => this.evicted(keys));
     this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs ?? 1000);
     this.sweepTimer.unref();
     this.sweep();
     // Devices already connected when we start (e.g. the service was started after the broker).
-    for (const deviceId of this.store.devicesWithOpen()) {
-      if (this.o.broker.isConnected(deviceId)) void this.flush(deviceId);
+    for (const deviceId of this.open.devices()) {
+      if (this.o.broker.isConnected(deviceId)) this.flush(deviceId);
     }
   }
 
@@ -158,9 +183,11 @@ export class RpcService implements Component {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     this.warmup.clear();
+    await Promise.allSettled([...this.lookups]);
     await Promise.allSettled([...this.chains.values()]);
     this.chains.clear();
     this.store = null;
+    this.open.clear();
   }
 
   // ------------------------------------------------------------ API
@@ -186,27 +213,59 @@ export class RpcService implements Component {
   }
 
   /**
-   * Persists a command and publishes it now if the device is connected (and
-   * subscribed), otherwise keeps it queued for the reconnect. Throws
-   * KENG_ERR_VALIDATION for bad arguments (incl. expiresAt not in the future).
+   * Resolves once the writes decided so far (device answers included, also those still being matched by a
+   * database read) are committed; rejects when their window failed. The ingest acknowledges a device's
+   * answer only after it (no PUBACK for an answer that is not stored).
    */
-  send(deviceId: string, method: string, params: Record<string, unknown>, opts: RpcSendOptions): RpcSendResult {
-    const store = this.requireStore();
+  settled(): Promise<void> {
+    if (this.lookups.size === 0) return this.o.window.settled();
+    return Promise.all([...this.lookups]).then(() => this.o.window.settled());
+  }
+
+  /**
+   * Stores a command and publishes it (after its commit) if the device is connected (and subscribed),
+   * otherwise keeps it queued for the reconnect. Resolves after the commit. Throws KENG_ERR_VALIDATION at
+   * once for bad arguments (incl. expiresAt not in the future); rejects with KENG_ERR_NOT_FOUND when the
+   * device does not exist (nothing stored).
+   */
+  send(deviceId: string, method: string, params: Record<string, unknown>, opts: RpcSendOptions): Promise<RpcSendResult> {
+    this.requireStore();
     const now = this.clock.now();
     if (typeof deviceId !== 'string' || deviceId.length === 0) throw Errors.VALIDATION('deviceId is required');
     const paramsJson = this.check(method, params, opts, now);
     const id = newId('r', now);
-    const tbId = this.isReady(deviceId) ? this.nextTbId(deviceId) : undefined;
-    const insert = { id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now, ...(tbId !== undefined ? { tbId } : {}) };
-    if (tbId === undefined) store.insert(insert);
-    else this.o.stateDb.db.transaction(() => store.insert(insert))();
-    // The row as stored, built here rather than read back (a broadcast sends thousands of these at once).
-    const row: RpcRequest = {
+    // The row as stored, built here rather than read back.
+    let row: RpcRequest = {
       id, deviceId, method, params: JSON.parse(paramsJson) as Record<string, unknown>, expiresAt: opts.expiresAt, state: 'queued',
-      createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: tbId ?? null,
+      createdAt: now, sentAt: null, answeredAt: null, response: null, tbId: null,
     };
-    if (this.isReady(deviceId) && this.publish(row, false)) return { requestId: id, state: 'sent' };
-    return { requestId: id, state: 'queued' };
+    let payload: Buffer | null = null;
+    if (this.isReady(deviceId)) {
+      const tbId = this.nextTbId(deviceId);
+      const candidate = tbId !== undefined ? { ...row, tbId } : row;
+      payload = this.payloadOf(candidate, this.topicId(candidate));
+      if (payload !== null) row = { ...candidate, state: 'sent', sentAt: now };
+    }
+    const insert: NewRequestRow = {
+      id, deviceId, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
+      ...(row.sentAt !== null ? { sentAt: now } : {}), ...(row.tbId !== null ? { tbId: row.tbId } : {}),
+    };
+    this.open.put(row);
+    const committed = this.o.window.add(this.store!.insert, insert);
+    if (payload !== null) {
+      const p = payload;
+      const topicId = this.topicId(row);
+      this.o.window.afterCommit(() => { void this.chainPublish(deviceId, id, topicId, p); });
+      this.m.sent.labels({ method, resend: 'false' }).inc();
+      this.ee.emit('sent', { request: row, at: now, resend: false });
+    }
+    return this.o.window.durable(committed).then((o) => {
+      if (!o.applied) { // its device was deleted meanwhile
+        this.open.remove(id);
+        throw Errors.NOT_FOUND(`Device "${deviceId}"`);
+      }
+      return { requestId: id, state: row.state === 'sent' ? 'sent' : 'queued' };
+    });
   }
 
   /**
@@ -224,15 +283,18 @@ export class RpcService implements Component {
   }
 
   /**
-   * send() to many devices at once with the same method, params and expiry; `persist(results)`
-   * runs in the transaction of the inserts, before anything is published (see send-many.ts).
-   * No 'sent' events for these first sends (the caller has the results); re-sends after a
-   * reconnect emit 'sent' as usual. Throws KENG_ERR_VALIDATION (nothing stored) like send().
+   * send() to many devices at once with the same method, params and expiry; `persist(results)` is called
+   * synchronously with the results before the commands are stored or published (see send-many.ts). Resolves
+   * after the commit. No 'sent' events for these first sends (the caller has the results); re-sends after a
+   * reconnect emit 'sent' as usual. Throws KENG_ERR_VALIDATION at once (nothing stored) like send().
    */
   sendMany(deviceIds: readonly string[], method: string, params: Record<string, unknown>, opts: RpcSendOptions,
-    persist: (results: readonly RpcSendResult[]) => void = () => {}): RpcSendResult[] {
+    persist: (results: readonly RpcSendResult[]) => void = () => {}): Promise<RpcSendResult[]> {
+    this.requireStore();
     return sendMany({
-      store: this.requireStore(), stateDb: this.o.stateDb, enc: this.enc, signer: this.o.signer, metrics: this.m, urgent: this.o.urgent, now: this.clock.now(),
+      enc: this.enc, signer: this.o.signer, metrics: this.m, urgent: this.o.urgent, now: this.clock.now(),
+      insert: (rows) => this.insertMany(rows),
+      afterCommit: (f) => this.o.window.afterCommit(f),
       check: (m, p, o, now) => this.check(m, p, o, now),
       isReady: (d) => this.isReady(d),
       nextTbId: (d) => this.nextTbId(d),
@@ -240,22 +302,50 @@ export class RpcService implements Component {
     }, deviceIds, method, params, opts, persist);
   }
 
-  /** Withdraws a command that has not been sent yet. Returns false when it was already sent (or is unknown/finished). */
-  cancel(requestId: string): boolean {
-    return this.requireStore().cancelQueued(requestId, this.clock.now());
+  /** true while the command is held and has never been sent (cancel() would withdraw it). */
+  isQueued(requestId: string): boolean {
+    const r = this.open.get(requestId);
+    return r !== undefined && r.state === 'queued' && r.sentAt === null;
   }
 
-  /** Withdraws the queued (never sent) `method` commands whose params hold `value` at JSON path `path`; returns how many. */
-  cancelQueuedByParam(method: string, path: string, value: string): number {
-    return this.requireStore().cancelQueuedByParam(method, path, value, this.clock.now());
+  /**
+   * Withdraws a command that has not been sent yet; decided at once from memory, resolves after the commit.
+   * false when it was already sent (or is unknown/finished).
+   */
+  cancel(requestId: string): Promise<boolean> {
+    if (!this.isQueued(requestId)) return Promise.resolve(false);
+    const r = this.open.get(requestId)!;
+    const at = this.clock.now();
+    this.finish({ ...r, state: 'cancelled', answeredAt: at });
+    return this.o.window.durable(this.o.window.add(this.requireStore().cas, { id: r.id, deviceId: r.deviceId, from: 'queued', to: 'cancelled', at }))
+      .then((o) => o.applied);
   }
 
-  get(requestId: string): RpcRequest | undefined {
-    return this.store?.get(requestId);
+  /**
+   * Withdraws the queued (never sent) `method` commands whose params hold `value` at JSON path `path`
+   * (`$.a.b`); decided at once from memory, resolves with how many after the commit.
+   */
+  cancelQueuedByParam(method: string, path: string, value: string): Promise<number> {
+    const keys = path.replace(/^\$\.?/, '').split('.').filter((k) => k.length > 0);
+    const hit = [...this.open.all()].filter((r) => r.method === method && r.state === 'queued' && r.sentAt === null && valueAt(r.params, keys) === value);
+    if (hit.length === 0) return Promise.resolve(0);
+    const store = this.requireStore();
+    const now = this.clock.now();
+    let last: Promise<unknown> = Promise.resolve();
+    for (const r of hit) {
+      this.finish({ ...r, state: 'cancelled', answeredAt: now });
+      last = this.o.window.add(store.cas, { id: r.id, deviceId: r.deviceId, from: 'queued', to: 'cancelled', at: now });
+    }
+    return this.o.window.durable(last).then(() => hit.length);
   }
 
-  /** Commands of a device, oldest first (all states unless given). */
-  list(deviceId: string, states?: readonly RpcRequest['state'][]): RpcRequest[] {
+  /** A command as it is now (memory for an open one, else the database). */
+  async get(requestId: string): Promise<RpcRequest | undefined> {
+    return this.open.get(requestId) ?? this.open.finished(requestId) ?? await this.store?.get(requestId);
+  }
+
+  /** Commands of a device, oldest first (all states unless given), as committed. */
+  list(deviceId: string, states?: readonly RpcRequest['state'][]): Promise<RpcRequest[]> {
     return this.requireStore().listDevice(deviceId, states);
   }
 
@@ -264,24 +354,27 @@ export class RpcService implements Component {
     const store = this.store;
     if (!store) return;
     const now = this.clock.now();
-    for (const r of store.dueForExpiry(now, this.o.answerGraceMs ?? 30_000)) this.expire(r, now);
+    const grace = this.o.answerGraceMs ?? 30_000;
+    for (const r of [...this.open.all()]) {
+      if (r.state === 'queued' ? r.expiresAt <= now : r.expiresAt <= now - grace) this.expire(r, now);
+    }
     if (now - this.lastCleanup > 3_600_000) {
       this.lastCleanup = now;
-      const n = store.deleteFinishedBefore(now - (this.o.retentionMs ?? 30 * 86_400_000));
-      if (n > 0) this.o.logger.debug({ deleted: n }, 'old rpc requests deleted');
+      // Its own transaction; not through the window (nothing waits for it, and it may delete many rows).
+      store.deleteFinishedBefore(now - (this.o.retentionMs ?? 30 * 86_400_000)).then((n) => {
+        if (n > 0) this.o.logger.debug({ deleted: n }, 'old rpc requests deleted');
+      }, (err: unknown) => { this.o.logger.warn({ err }, 'old rpc requests could not be deleted'); });
     }
   }
 
   // ------------------------------------------------------------ connect / reconnect
 
   /** Re-sends the device's queued and unanswered commands in creation order; expires the stale ones. */
-  private async flush(deviceId: string): Promise<void> {
-    const store = this.store;
-    if (!store || !this.isReady(deviceId)) return;
+  private flush(deviceId: string): void {
+    if (!this.store || !this.isReady(deviceId)) return;
     const now = this.clock.now();
-    const open = store.listDevice(deviceId, ['queued', 'sent']);
     let resent = 0;
-    for (const r of open) {
+    for (const r of this.open.device(deviceId)) {
       if (r.expiresAt <= now) {
         if (r.state === 'queued') this.expire(r, now);
         continue; // a sent one past expiresAt is left to the answer grace period
@@ -293,13 +386,12 @@ export class RpcService implements Component {
 
   // ------------------------------------------------------------ publish
 
-  /** Marks the command sent and chains its publish. false when the params hook failed (stays queued). */
+  /** Marks a held command sent and publishes it after that commit. false when the params hook failed (stays queued). */
   private publish(r0: RpcRequest, resend: boolean): boolean {
-    const store = this.requireStore();
     let r = r0;
+    let tbId: number | undefined;
     if (this.isTokenSession(r.deviceId) && r.tbId === null) {
-      const tbId = this.nextTbId(r.deviceId)!;
-      store.setTbId(r.id, r.deviceId, tbId);
+      tbId = this.nextTbId(r.deviceId)!;
       r = { ...r, tbId };
     }
     const topicId = this.topicId(r);
@@ -307,10 +399,11 @@ export class RpcService implements Component {
     if (payload === null) return false;
     const now = this.clock.now();
     const wasSent = r.state === 'sent';
-    store.markSent(r.id, now);
     const sent: RpcRequest = { ...r, state: 'sent', sentAt: now };
+    this.open.put(sent);
+    this.post({ id: r.id, deviceId: r.deviceId, from: r0.state, to: 'sent', at: now, ...(tbId !== undefined ? { tbId } : {}) });
     this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
-    this.chainPublish(r.deviceId, r.id, topicId, payload);
+    this.o.window.afterCommit(() => { void this.chainPublish(r.deviceId, r.id, topicId, payload); });
     this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
     return true;
   }
@@ -333,14 +426,17 @@ export class RpcService implements Component {
 
   /**
    * The next integer id of a device on an access-token session (undefined otherwise), 1 … 2^31-1
-   * then 1 again. The caller stores it (store.insert / setTbId) in the transaction of the command's
-   * row; if that transaction fails the id is skipped, which keeps ids growing.
+   * then 1 again. The caller stores it (insert / cas with tbId) in the window of the command's row;
+   * if that window fails the id is skipped, which keeps ids growing.
    */
   private nextTbId(deviceId: string): number | undefined {
     if (!this.isTokenSession(deviceId)) return undefined;
-    const last = this.tbLast.get(deviceId) ?? this.requireStore().lastTbId(deviceId);
+    const last = this.tbLast.get(deviceId) ?? 0;
     const n = last >= MAX_TB_ID ? 1 : last + 1;
     this.tbLast.set(deviceId, n);
+    // After a wrap (2^31 commands) an old command may still hold n: the window's write frees it (store-sql.ts), memory too.
+    const holder = this.open.byTbId(deviceId, n);
+    if (holder && this.open.get(holder.id)) this.open.put({ ...holder, tbId: null });
     return n;
   }
 
@@ -354,36 +450,106 @@ export class RpcService implements Component {
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
     const next = prev.then(() => payload).then((p) => {
       if (p !== null) return this.o.broker.publish(topic, p, { qos: 1 });
-      this.store?.requeue(requestId);
+      this.requeue(requestId);
       return undefined;
     }).catch((err: unknown) => {
       // Not delivered: keep it for the next connect (unless answered meanwhile).
       this.o.logger.warn({ err, requestId, deviceId }, 'rpc publish failed: request kept for the next connect');
-      this.store?.requeue(requestId);
+      this.requeue(requestId);
     });
     this.chains.set(deviceId, next);
     void next.then(() => { if (this.chains.get(deviceId) === next) this.chains.delete(deviceId); });
     return next;
   }
 
+  /** A sent command that did not go out: queued again (unless answered or expired meanwhile). */
+  private requeue(requestId: string): void {
+    const r = this.open.get(requestId);
+    if (!r || r.state !== 'sent' || !this.store) return;
+    this.open.put({ ...r, state: 'queued' });
+    this.post({ id: r.id, deviceId: r.deviceId, from: 'sent', to: 'queued' });
+  }
+
   private expire(r: RpcRequest, now: number): void {
-    if (!this.requireStore().markExpired(r.id, r.state)) return;
+    if (this.open.get(r.id)?.state !== r.state) return;
+    this.finish({ ...r, state: 'expired' });
+    this.post({ id: r.id, deviceId: r.deviceId, from: r.state, to: 'expired' });
     this.m.expired.labels({ method: r.method }).inc();
     this.o.logger.debug({ requestId: r.id, deviceId: r.deviceId, method: r.method, was: r.state }, 'rpc request expired');
     this.ee.emit('expired', { request: { ...r, state: 'expired' }, at: now });
   }
 
+  // ------------------------------------------------------------ writes
+
+  /** A move nobody awaits (the window's failure reaches settled() and onEvict); dropped once stopped. */
+  private post(c: RpcCas): void {
+    const store = this.store;
+    if (!store) return;
+    try { this.o.window.post(store.cas, c); } catch (err) { this.o.logger.warn({ err, requestId: c.id }, 'rpc write dropped: the state window is stopped'); }
+  }
+
+  /** No longer open: kept as finished (duplicate answers are told from memory) until the window of its write commits. */
+  private finish(r: RpcRequest): void {
+    this.open.finish(r);
+    try { this.o.window.afterCommit(() => this.open.settled(r.id)); } catch { this.open.settled(r.id); }
+  }
+
+  /** sendMany's commands: memory at once, the window (one promise for all: they commit together). */
+  private insertMany(rows: readonly NewRequestRow[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve();
+    const store = this.requireStore();
+    const w = this.o.window;
+    for (const r of rows) {
+      this.open.put({
+        id: r.id, deviceId: r.deviceId, method: r.method, params: JSON.parse(r.paramsJson) as Record<string, unknown>, expiresAt: r.expiresAt,
+        state: r.sentAt !== undefined ? 'sent' : 'queued', createdAt: r.createdAt, sentAt: r.sentAt ?? null, answeredAt: null, response: null, tbId: r.tbId ?? null,
+      });
+    }
+    for (let i = 0; i < rows.length - 1; i++) w.post(store.insert, rows[i]!);
+    return w.durable(w.add(store.insert, rows[rows.length - 1]!)).then(() => undefined);
+  }
+
+  /** A failed window: forget what it touched and reload those devices' open commands from the database. */
+  private evicted(keys: readonly string[]): void {
+    const devices = new Set<string>();
+    for (const k of keys) {
+      if (!k.startsWith('rpc:')) continue;
+      const r = this.open.remove(k.slice(4));
+      if (r) devices.add(r.deviceId);
+    }
+    const store = this.store;
+    if (!store || devices.size === 0) return;
+    for (const d of devices) {
+      store.listDevice(d, ['queued', 'sent']).then((rows) => { if (this.store === store) this.open.reload(d, rows); }, (err: unknown) => {
+        this.o.logger.error({ err, deviceId: d }, 'rpc commands could not be reloaded after a failed window');
+      });
+    }
+  }
+
   // ------------------------------------------------------------ responses
 
   private handleResponse(e: KengEvents['rpc.response']): void {
-    const store = this.store;
-    if (!store) return;
+    if (!this.store) return;
     this.warmup.signal(e.deviceId);
-    this.responses.handle(store, e);
+    const p = this.responses.handle(e);
+    if (p) {
+      this.lookups.add(p);
+      void p.finally(() => this.lookups.delete(p));
+    }
   }
 
-  private requireStore(): RpcStore {
+  private requireStore(): RpcStoreSql {
     if (!this.store) throw Errors.NOT_READY('rpc service is not started');
     return this.store;
   }
+}
+
+/** The string at `keys` inside `params` (undefined when absent or not a string). */
+function valueAt(params: Record<string, unknown>, keys: readonly string[]): string | undefined {
+  let v: unknown = params;
+  for (const k of keys) {
+    if (typeof v !== 'object' || v === null) return undefined;
+    v = (v as Record<string, unknown>)[k];
+  }
+  return typeof v === 'string' ? v : undefined;
 }

@@ -6,19 +6,20 @@
  * its state (`sent` with sentAt when its device is ready, else `queued`) rather than inserted
  * queued and updated when published.
  *
- * `persist(results)` runs in the same transaction as the inserts and before anything is
- * published: the caller writes its own rows there (the broadcast's targets), so the commands and
- * the caller's rows are stored together or not at all, and nothing is published for writes that
- * failed. The publishes are chained (as in send()), so they go out after the caller's synchronous
- * code, e.g. after the caller has committed. A crash between that commit and a publish loses
- * nothing: a `sent` command without an answer is published again when its device reconnects
+ * The commands go into the state window (src/storage/state/window.ts) and memory at once; the
+ * returned promise settles when that window commits. `persist(results)` is called synchronously
+ * with the results, before the commands are stored (when it throws, nothing is) or published: the caller writes its own rows there (the
+ * broadcast's targets). Nothing is published before the window holding the commands has committed
+ * (the publishes are after-commit callbacks, in creation order), so no device is ever sent a command
+ * that is not stored; a failed window publishes nothing. A crash between that commit and a publish
+ * loses nothing: a `sent` command without an answer is published again when its device reconnects
  * (flush()), like one lost with a dropped connection.
  *
  * A signed method needs one signature per device (§11.6). With a signer that signs off the main
  * thread (signAsync), only the first is made here (a signer that cannot sign keeps the whole
  * batch queued, as it keeps a send() queued); the others are made on libuv's thread pool while
  * the rows are written and committed, and each command is published once its signature is there
- * (still after the caller's synchronous code, in the device's order). A signature that fails
+ * (still after the commit, in the device's order). A signature that fails
  * then leaves its command for the device's next connect, like a publish that failed. 2,000
  * signatures on the event loop were ~130 ms before the caller's commit and reply.
  *
@@ -28,18 +29,18 @@
  */
 import type { UrgentOutbound } from '../core/urgent.js';
 import { Errors } from '../core/errors.js';
-import type { SqliteDatabase } from '../storage/state/db.js';
 import type { CommandEncoder, Envelope } from './encoder.js';
 import { newId } from './ids.js';
 import type { RpcMetrics } from './metrics.js';
-import type { RpcStore } from './store.js';
+import type { NewRequestRow } from './store-sql.js';
 import type { CommandSigner, RpcSendOptions, RpcSendResult } from './types.js';
 
 /** What the batch send uses of RpcService (its per-device publish order, ids and checks). */
 export interface BatchSendContext {
-  store: RpcStore;
-  /** The state store (its `db` read when the batch is written, as send() does). */
-  stateDb: { readonly db: SqliteDatabase };
+  /** Puts the commands in memory and the state window; settles when that window commits. */
+  insert(rows: readonly NewRequestRow[]): Promise<void>;
+  /** Runs `f` after that window's COMMIT (never if it fails). */
+  afterCommit(f: () => void): void;
   enc: CommandEncoder;
   signer: CommandSigner | undefined;
   metrics: RpcMetrics;
@@ -52,8 +53,8 @@ export interface BatchSendContext {
 }
 
 export function sendMany(c: BatchSendContext, deviceIds: readonly string[], method: string, params: Record<string, unknown>, opts: RpcSendOptions,
-  persist: (results: readonly RpcSendResult[]) => void): RpcSendResult[] {
-  const { store, enc, now } = c;
+  persist: (results: readonly RpcSendResult[]) => void): Promise<RpcSendResult[]> {
+  const { enc, now } = c;
   if (deviceIds.some((d) => typeof d !== 'string' || d.length === 0)) throw Errors.VALIDATION('deviceId is required');
   const paramsJson = c.check(method, params, opts, now);
   // The send-time params are the same for every device of the batch (sent at the same instant).
@@ -85,29 +86,30 @@ export function sendMany(c: BatchSendContext, deviceIds: readonly string[], meth
     tbIds.push(payload !== null ? tbId : undefined);
     return { requestId, state: payload !== null ? 'sent' : 'queued' };
   });
-  c.stateDb.db.transaction(() => {
-    for (let i = 0; i < deviceIds.length; i++) {
-      const r = results[i]!;
-      const tbId = tbIds[i];
-      store.insert({
-        id: r.requestId, deviceId: deviceIds[i]!, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
-        ...(r.state === 'sent' ? { sentAt: now } : {}), ...(tbId !== undefined ? { tbId } : {}),
-      });
-    }
-    persist(results);
-  })();
+  const rows: NewRequestRow[] = results.map((r, i) => {
+    const tbId = tbIds[i];
+    return {
+      id: r.requestId, deviceId: deviceIds[i]!, method, paramsJson, expiresAt: opts.expiresAt, createdAt: now,
+      ...(r.state === 'sent' ? { sentAt: now } : {}), ...(tbId !== undefined ? { tbId } : {}),
+    };
+  });
+  persist(results); // first: when it throws, nothing is stored or sent
+  const committed = c.insert(rows);
   let sent = 0;
   const urgent = opts.urgent === true ? c.urgent : undefined;
   const published: Promise<void>[] = [];
-  for (let i = 0; i < deviceIds.length; i++) {
-    const payload = payloads[i];
-    if (!payload) continue;
-    const tbId = tbIds[i];
-    const p = c.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload);
-    if (urgent) published.push(p);
-    sent++;
-  }
-  if (urgent && published.length > 0) urgent.hold(Promise.all(published));
+  c.afterCommit(() => {
+    for (let i = 0; i < deviceIds.length; i++) {
+      const payload = payloads[i];
+      if (!payload) continue;
+      const tbId = tbIds[i];
+      published.push(c.chainPublish(deviceIds[i]!, results[i]!.requestId, tbId !== undefined ? String(tbId) : results[i]!.requestId, payload));
+    }
+  });
+  for (const p of payloads) if (p) sent++;
+  // Registered now, so device answers handled before the commit already wait; the after-commit callback
+  // above has run (and filled `published`) by the time `committed` resolves.
+  if (urgent && sent > 0) urgent.hold(committed.then(() => Promise.all(published)));
   if (sent > 0) c.metrics.sent.labels({ method, resend: 'false' }).inc(sent);
-  return results;
+  return committed.then(() => results);
 }

@@ -5,7 +5,7 @@
  * `jsonb_to_recordset`, one round trip for one command or 2,000); on SQLite multi-row VALUES lists
  * of bound rows (src/storage/sql/values.ts), cheaper than parsing JSON per column; the SQLite
  * driver's statement cache always hits. Reads load the in-memory state at start and
- * answer the rare misses. The synchronous store (store.ts) keeps running until the switch-over.
+ * answer the rare misses (RpcService holds the open commands in memory).
  *
  * Transitions are compare-and-set: `from` is the state the caller's memory holds; a row in another
  * state (another node moved it, or memory is stale) is a miss, not an error (`applied: false`).
@@ -14,10 +14,40 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Db, SqlDialect } from '../storage/sql/db.js';
 import { runValues } from '../storage/sql/values.js';
 import { WINDOW_PHASES, type WindowKind } from '../storage/state/window.js';
-import { toRequest, type NewRequestRow, type Row } from './store.js';
 import type { RpcRequest, RpcState } from './types.js';
 
-export type { NewRequestRow } from './store.js';
+export interface Row {
+  id: string; device_id: string; method: string; params_json: string; expires_at: number; state: RpcState;
+  created_at: number; sent_at: number | null; answered_at: number | null; response_json: string | null; tb_id: number | null;
+}
+
+function parseObj(s: string | null): Record<string, unknown> | null {
+  if (s === null) return null;
+  try {
+    const v: unknown = JSON.parse(s);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : null;
+  } catch { return null; }
+}
+
+export function toRequest(r: Row): RpcRequest {
+  return {
+    id: r.id, deviceId: r.device_id, method: r.method, params: parseObj(r.params_json) ?? {},
+    expiresAt: r.expires_at, state: r.state, createdAt: r.created_at, sentAt: r.sent_at,
+    answeredAt: r.answered_at, response: parseObj(r.response_json), tbId: r.tb_id ?? null,
+  };
+}
+
+export interface NewRequestRow {
+  id: string; deviceId: string; method: string; paramsJson: string; expiresAt: number; createdAt: number;
+  /** Inserted as `sent` at this time (published right after the insert); `queued` without it. */
+  sentAt?: number;
+  /** Its integer id for an access-token session (from nextTbId, same transaction). */
+  tbId?: number;
+}
+
+/** Largest ThingsBoard request id: the Arduino SDK parses it with atoi (a C int, 32 bits). */
+export const MAX_TB_ID = 2_147_483_647;
+
 
 /** A command's move from the state memory holds. Several moves of one command in a window are merged (first `from`, last `to`). */
 export interface RpcCas {

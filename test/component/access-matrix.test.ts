@@ -122,9 +122,9 @@ const MATRIX: Record<string, Entry> = {
   },
   'GET /api/v1/devices/:id/commands/:requestId': {
     expect: { admin: [200, 200], adminUser: [200, 200], operator: [200, 404], viewer: [403, 404], service: [200, 404] },
-    prepare: (_w, where) => {
+    prepare: async (_w, where) => {
       const id = `spk-${where === 'in' ? 'a' : 'b'}`;
-      const { requestId } = t.app.broadcast.rpc.send(id, 'speaker.setVolume', { volume: 30 }, { expiresAt: Date.now() + 86_400_000 });
+      const { requestId } = await t.app.broadcast.rpc.send(id, 'speaker.setVolume', { volume: 30 }, { expiresAt: Date.now() + 86_400_000 });
       return { url: `/api/v1/devices/${id}/commands/${requestId}` };
     },
   },

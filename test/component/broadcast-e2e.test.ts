@@ -18,6 +18,7 @@ import { RpcService } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks, type Broadcast, type BroadcastInput, type TargetState } from '../../src/broadcast/execution/index.js';
 import { SimSpeaker, type SpeakerFaults } from '../../src/sim/speaker/index.js';
 import type { KengEvents } from '../../src/core/events.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const KEY = 'media-signing-key';
@@ -77,9 +78,10 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   const mediaUrl = (id: string): string => { const exp = Date.now() + urlTtl; return `${base}/media/${id}/file?exp=${exp}&sig=${sign(id, exp)}`; };
 
   const logger = app.logger.child({ module: 'test' });
-  const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
+  const st = rpcStateOn(app.stateDb.db);
+  const rpc = new RpcService({ ...st, broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
     readyDelayMs: 300, sweepIntervalMs: 50, answerGraceMs: 300, paramsHooks: playHooks(() => exec) });
-  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
+  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
   await rpc.start();
   await exec.start();
   const states: Array<KengEvents['broadcast.state']> = [];
@@ -126,7 +128,7 @@ describe('broadcast execution over MQTT', () => {
     for (const id of ids) await h.speaker(id);
     // A device is sent commands once it is known to be subscribed (its first message after connecting).
     await waitFor(() => ids.every((id) => h!.rpc.isReady(id)));
-    const b = h.exec.start(h.input(ids, { scheduleId: 'sch-sang' }));
+    const b = await h.exec.start(h.input(ids, { scheduleId: 'sch-sang' }));
     expect(b.targets.map((x) => x.state)).toEqual(['sent', 'sent', 'sent']);
     await h.waitStates(b.id, { 'loa-01': 'completed', 'loa-02': 'completed', 'loa-03': 'completed' });
     for (const id of ids) expect(statesOf(h.exec, b.id, id)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
@@ -145,7 +147,7 @@ describe('broadcast execution over MQTT', () => {
     expect(csv).toContain('"Thôn Tây, ""xóm mới"""');
     expect(csv).toContain('Loa cụm 1 – Đình làng');
     expect(csv.split('\r\n').filter((l) => l.includes(',completed,'))).toHaveLength(3);
-    h.exec.recordMissed('sch-sang', Date.now() - 86_400_000, ['loa-01', 'loa-02']);
+    await h.exec.recordMissed('sch-sang', Date.now() - 86_400_000, ['loa-01', 'loa-02']);
     const totals = h.exec.totals({ area: '00001' });
     expect(totals.total).toMatchObject({ planned: 5, played: 3, failed: 0, missed: 2 });
     expect(totals.areas.find((a) => a.area === 'thon-dong')).toMatchObject({ areaName: 'Thôn Đông', planned: 3, played: 2, missed: 1 });
@@ -160,7 +162,7 @@ describe('broadcast execution over MQTT', () => {
     py.stderr!.on('data', (d) => { out += String(d); });
     try {
       await waitFor(() => out.includes('"ready"'), 20_000).catch(() => { throw new Error(`paho speaker not ready: ${out}`); });
-      const b = h.exec.start(h.input(['loa-paho']));
+      const b = await h.exec.start(h.input(['loa-paho']));
       await h.waitStates(b.id, { 'loa-paho': 'completed' });
       expect(statesOf(h.exec, b.id, 'loa-paho')).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
       await waitFor(() => out.includes('"completed"'), 5000);
@@ -173,7 +175,7 @@ describe('broadcast execution over MQTT', () => {
   it('offline speakers: one back before notAfter gets the command (with a fresh signed URL) and completes; one back too late is expired', async () => {
     h = await setup(['loa-on', 'loa-late', 'loa-toolate'], { urlTtlMs: 800 });
     await h.speaker('loa-on');
-    const b = h.exec.start(h.input(['loa-on', 'loa-late', 'loa-toolate'], { notAfter: Date.now() + 4000 }));
+    const b = await h.exec.start(h.input(['loa-on', 'loa-late', 'loa-toolate'], { notAfter: Date.now() + 4000 }));
     expect(b.targets.find((x) => x.deviceId === 'loa-late')?.state).toBe('offline');
     await new Promise((r) => setTimeout(r, 1200)); // longer than the URL lifetime: the URL must be made at send time
     const late = await h.speaker('loa-late');
@@ -193,10 +195,10 @@ describe('broadcast execution over MQTT', () => {
     h = await setup(['loa-rej', 'loa-ok']);
     await h.speaker('loa-rej', { rejectAll: true });
     await h.speaker('loa-ok');
-    const b = h.exec.start(h.input(['loa-rej']));
+    const b = await h.exec.start(h.input(['loa-rej']));
     const bb = await h.waitStates(b.id, { 'loa-rej': 'rejected' });
     expect(bb.targets[0]!.detail).toBe('simulated fault: rejectAll');
-    const c = h.exec.start(h.input(['loa-ok'], { media: { mediaId: 'm_corrupt', sha256: h.media.sha256, durationSec: 2, mime: 'audio/mpeg' } }));
+    const c = await h.exec.start(h.input(['loa-ok'], { media: { mediaId: 'm_corrupt', sha256: h.media.sha256, durationSec: 2, mime: 'audio/mpeg' } }));
     const cc = await h.waitStates(c.id, { 'loa-ok': 'failed' });
     expect(cc.targets[0]!.detail).toBe('sha256 mismatch');
   });
@@ -204,9 +206,9 @@ describe('broadcast execution over MQTT', () => {
   it('stop mid-play → stopped; a target never sent is stopped at once', async () => {
     h = await setup(['loa-a', 'loa-off']);
     await h.speaker('loa-a', undefined, 1);
-    const b = h.exec.start(h.input(['loa-a', 'loa-off'], { media: { mediaId: h.media.id, sha256: h.media.sha256, durationSec: 60, mime: 'audio/mpeg' } }));
+    const b = await h.exec.start(h.input(['loa-a', 'loa-off'], { media: { mediaId: h.media.id, sha256: h.media.sha256, durationSec: 60, mime: 'audio/mpeg' } }));
     await h.waitStates(b.id, { 'loa-a': 'playing', 'loa-off': 'offline' });
-    const s = h.exec.stop(b.id);
+    const s = await h.exec.stop(b.id);
     expect(s.targets.find((x) => x.deviceId === 'loa-off')).toMatchObject({ state: 'stopped', detail: 'stopped before it was sent' });
     await h.waitStates(b.id, { 'loa-a': 'stopped' });
     expect(statesOf(h.exec, b.id, 'loa-a')).toEqual(['pending', 'sent', 'accepted', 'playing', 'stopped']);
@@ -217,10 +219,10 @@ describe('broadcast execution over MQTT', () => {
     h = await setup(['loa-p']);
     await h.speaker('loa-p', undefined, 10);
     const media = (durationSec: number) => ({ mediaId: h!.media.id, sha256: h!.media.sha256, durationSec, mime: 'audio/mpeg' });
-    const n1 = h.exec.start(h.input(['loa-p'], { media: media(20) })); // 2 s at speed 10: time for n2 and p to be queued
+    const n1 = await h.exec.start(h.input(['loa-p'], { media: media(20) })); // 2 s at speed 10: time for n2 and p to be queued
     await h.waitStates(n1.id, { 'loa-p': 'playing' });
-    const n2 = h.exec.start(h.input(['loa-p'], { media: media(3) }));
-    const p = h.exec.start(h.input(['loa-p'], { priority: 'priority', media: media(3) }));
+    const n2 = await h.exec.start(h.input(['loa-p'], { media: media(3) }));
+    const p = await h.exec.start(h.input(['loa-p'], { priority: 'priority', media: media(3) }));
     await h.waitStates(n2.id, { 'loa-p': 'completed' }, 10_000);
     const playedAt = (id: string) => h!.exec.log({ broadcastId: id }).find((e) => e.state === 'playing')!.at;
     expect(playedAt(n1.id)).toBeLessThan(playedAt(p.id));
@@ -228,9 +230,9 @@ describe('broadcast execution over MQTT', () => {
     expect(h.exec.get(n1.id)!.targets[0]!.state).toBe('completed');
     expect(h.exec.get(p.id)!.targets[0]!.state).toBe('completed');
 
-    const n3 = h.exec.start(h.input(['loa-p'], { media: media(60) }));
+    const n3 = await h.exec.start(h.input(['loa-p'], { media: media(60) }));
     await h.waitStates(n3.id, { 'loa-p': 'playing' });
-    const e = h.exec.start(h.input(['loa-p'], { priority: 'emergency', volume: 100, media: media(3) }));
+    const e = await h.exec.start(h.input(['loa-p'], { priority: 'emergency', volume: 100, media: media(3) }));
     const pre = await h.waitStates(n3.id, { 'loa-p': 'preempted' });
     expect(pre.targets[0]!.detail).toBe(`preempted by ${e.id}`);
     await h.waitStates(e.id, { 'loa-p': 'completed' });
@@ -239,9 +241,9 @@ describe('broadcast execution over MQTT', () => {
   it('a speaker replying for a broadcast it never got is refused and counted', async () => {
     h = await setup(['loa-x', 'loa-y']);
     await h.speaker('loa-x', undefined, 1);
-    const b = h.exec.start(h.input(['loa-x'], { media: { mediaId: h.media.id, sha256: h.media.sha256, durationSec: 60, mime: 'audio/mpeg' } }));
+    const b = await h.exec.start(h.input(['loa-x'], { media: { mediaId: h.media.id, sha256: h.media.sha256, durationSec: 60, mime: 'audio/mpeg' } }));
     await h.waitStates(b.id, { 'loa-x': 'playing' });
-    const playReq = h.rpc.list('loa-x')[0]!.id;
+    const playReq = (await h.rpc.list('loa-x'))[0]!.id;
     const rogue = await connectDevice(h.t.mqttUrl, 'loa-y', h.creds.get('loa-y')!);
     try {
       // Unknown request id; another device's request; playback events for a broadcast it is not a target of, and an unknown one.

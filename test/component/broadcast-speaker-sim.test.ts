@@ -12,6 +12,7 @@ import { waitFor } from '../helpers/mqtt.js';
 import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks } from '../../src/broadcast/execution/index.js';
 import { runSpeakers, type SpeakerSim } from '../../src/sim/speaker/index.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 let cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => { for (const c of cleanup.reverse()) await c(); cleanup = []; });
@@ -33,8 +34,9 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
   const mediaUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/m`;
   const logger = app.logger;
-  const rpc = new RpcService({ stateDb: app.stateDb, broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50, paramsHooks: playHooks(() => exec) });
-  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
+  const st = rpcStateOn(app.stateDb.db);
+  const rpc = new RpcService({ ...st, broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50, paramsHooks: playHooks(() => exec) });
+  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
   await rpc.start();
   await exec.start();
   cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
@@ -71,15 +73,16 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     cleanup.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/held?sig=x`;
-    const rpc = new RpcService({ stateDb: s.t.app.stateDb, broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300, paramsHooks: playHooks(() => exec) });
+    const st = rpcStateOn(s.t.app.stateDb.db);
+    const rpc = new RpcService({ ...st, broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300, paramsHooks: playHooks(() => exec) });
     await s.exec.stop(); await s.rpc.stop();
-    const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: s.t.app.stateDb, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
+    const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: s.t.app.stateDb, ...st, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
     await rpc.start(); await exec.start();
     cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
     const sim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, speed: 20 });
     cleanup.push(() => sim.stop());
     await waitFor(() => rpc.isReady('loa-sim-0'));
-    const b = exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: createHash('sha256').update(body).digest('hex'), durationSec: 2, mime: 'audio/mpeg' },
+    const b = await exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: createHash('sha256').update(body).digest('hex'), durationSec: 2, mime: 'audio/mpeg' },
       targets: ['loa-sim-0'], notAfter: Date.now() + 10_000 });
     await waitFor(() => exec.get(b.id)!.targets[0]!.state === 'accepted' && requests.length === 1);
     release();
@@ -94,7 +97,7 @@ describe('SpeakerSim (reference loudspeaker)', () => {
       faults: (_id, i) => (i === 0 ? { acceptDelayMs: 400 } : { offline: { afterMs: 1200, forMs: 800 } }) });
     cleanup.push(() => sim.stop());
     await waitFor(() => s.creds.every((c) => s.rpc.isReady(c.id)));
-    const b = s.exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: s.sha256, durationSec: 15, mime: 'audio/mpeg' },
+    const b = await s.exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: s.sha256, durationSec: 15, mime: 'audio/mpeg' },
       targets: ['loa-sim-0', 'loa-sim-1'], notAfter: Date.now() + 10_000 });
     await waitFor(() => s.exec.get(b.id)!.targets.every((t) => t.state === 'completed'), 8000)
       .catch((e: Error) => { throw new Error(`${e.message} ${JSON.stringify(s.exec.get(b.id))}`); });

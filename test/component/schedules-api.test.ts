@@ -52,6 +52,32 @@ afterAll(async () => {
   rmSync(wavDir, { recursive: true, force: true });
 });
 
+describe('schedules audit', () => {
+  it('a schedule change and its audit record commit together: audited on success, neither stored nor audited when the audit fails', async () => {
+    const body = { name: 'Audit', target: { areas: ['xa-b'] }, content: { streamUrl: STREAM }, cron: '0 4 * * 1', durationSec: 60 };
+    const audited = async (action: string, id: string) => (await t.app.accounts.audit.query({ action, limit: 50 }))
+      .filter((e) => e.target === `schedule:${id}`).length;
+    const made = await t.api('POST', '/api/v1/schedules', body);
+    expect(made.status).toBe(201);
+    expect(await audited('schedule.create', made.body.id)).toBe(1);
+    const audit = t.app.accounts.audit;
+    const record = audit.record.bind(audit);
+    audit.record = () => Promise.reject(new Error('audit unavailable'));
+    let failed: { status: number; body: any };
+    try {
+      failed = await t.api('POST', '/api/v1/schedules', { ...body, name: 'Audit 2', cron: '0 5 * * 1' });
+      const del = await t.api('DELETE', `/api/v1/schedules/${made.body.id}`);
+      expect(del.status).toBe(500);
+    } finally { audit.record = record; }
+    expect(failed.status).toBe(500);
+    const names = ((await t.api('GET', '/api/v1/schedules')).body as Array<{ name: string }>).map((x) => x.name);
+    expect(names).toContain('Audit');
+    expect(names).not.toContain('Audit 2');
+    expect((await t.api('DELETE', `/api/v1/schedules/${made.body.id}`)).status).toBe(204);
+    expect(await audited('schedule.delete', made.body.id)).toBe(1);
+  });
+});
+
 describe('schedules CRUD', () => {
   it('creates a daily schedule with nextRuns in +07:00, reads, patches and deletes it', async () => {
     const r = await t.api('POST', '/api/v1/schedules', {

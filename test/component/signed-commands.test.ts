@@ -160,7 +160,7 @@ describe('signed broadcast.play / broadcast.stop (device protocol §11.6)', () =
     // The refusals went back to Keng as answers; the replay's is a duplicate and changes nothing.
     await waitFor(() => answers.some((x) => x.requestId === R && x.payload.detail === 'replayed'));
     expect(answers.filter((x) => x.deviceId === 'loa-a' && x.requestId === 'r_old').map((x) => x.payload)).toEqual([{ status: 'rejected', detail: 'expired' }]);
-    expect(t.app.broadcast.rpc.get(R)!.response).toEqual({ status: 'accepted' });
+    expect((await t.app.broadcast.rpc.get(R))!.response).toEqual({ status: 'accepted' });
     await new Promise((r) => setTimeout(r, 300));
     expect(a.events.length).toBe(before);
     expect(a.nowPlaying).toBeNull();

@@ -96,12 +96,12 @@ describe('ThingsBoard gateway API with a ThingsBoard IoT Gateway imitation (paho
 
   it('RPC from Keng\'s RPC service reaches the sub-device through its gateway and the answer comes back', async () => {
     const pumpId = subDeviceId(PUMP);
-    const { requestId } = t.app.broadcast.rpc.send(pumpId, 'setPump', { on: true }, { expiresAt: Date.now() + 60_000 });
+    const { requestId } = await t.app.broadcast.rpc.send(pumpId, 'setPump', { on: true }, { expiresAt: Date.now() + 60_000 });
     const req = await a.next((l) => l.kind === 'msg' && l.topic === 'v1/gateway/rpc', 15_000);
     expect(req.body).toEqual({ device: PUMP, data: { id: expect.any(Number), method: 'setPump', params: { on: true } } });
     // What ThingsBoard IoT Gateway's __send_rpc_reply publishes for a connector's success: data as a JSON string.
     await a.publish('v1/gateway/rpc', { device: PUMP, id: req.body.data.id, data: '{"success":true}' });
-    const answered = await waitFor(() => { const r = t.app.broadcast.rpc.get(requestId); return r?.state === 'answered' ? r : undefined; });
+    const answered = await waitFor(async () => { const r = await t.app.broadcast.rpc.get(requestId); return r?.state === 'answered' ? r : undefined; });
     expect(answered.response).toEqual({ status: 'ok', result: { success: true } });
     // An id never sent to this gateway is refused (acknowledged, counted).
     const before = await metric('keng_rejected_total{reason="unknown_rpc_id"}');

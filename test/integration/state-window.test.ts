@@ -176,6 +176,61 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await committed()).toEqual(['a', 'c']);
   });
 
+  it.runIf(dialect === 'sqlite')('unitSync: synchronous writes and what they add to the window commit in one transaction, after the promise', async () => {
+    const db = h.state!.db;
+    const ran: string[] = [];
+    const other = w.add(insert, { k: 'a', v: 1 });
+    let inner!: Promise<boolean>;
+    const p = w.unitSync(() => {
+      db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('sync');
+      inner = w.add(insert, { k: 'late', v: 2 }); // joins THIS window (written after the units)
+      w.afterCommit(() => ran.push('after'));
+      return 7;
+    });
+    expect(await committed()).toEqual([]);
+    expect(await p).toBe(7);
+    expect(await inner).toBe(true);
+    expect(await other).toBe(true);
+    expect(ran).toEqual(['after']);
+    expect(await committed()).toEqual(['a', 'late', 'sync']);
+    expect(flushes).toBe(2); // the intents, then what the unit added
+  });
+
+  it.runIf(dialect === 'sqlite')('unitSync: a throwing unit stores nothing of its own, drops what it added (rejected, evicted); the window goes on', async () => {
+    const db = h.state!.db;
+    const evicted: string[] = [];
+    w.onEvict((keys) => evicted.push(...keys));
+    const ok = w.add(insert, { k: 'a', v: 1 });
+    let inner!: Promise<boolean>;
+    const ran: string[] = [];
+    const bad = w.unitSync(() => {
+      db.transaction(() => db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('sync'))();
+      inner = w.add(insert, { k: 'late', v: 2 });
+      w.afterCommit(() => ran.push('bad'));
+      throw new Error('refused');
+    });
+    const good = w.unitSync(() => { db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('good'); return 1; });
+    await expect(bad).rejects.toThrow('refused');
+    await expect(inner).rejects.toThrow(/synchronous unit/);
+    expect(await ok).toBe(true);
+    expect(await good).toBe(1);
+    expect(ran).toEqual([]);
+    expect(evicted).toEqual(['win:late']);
+    expect(await committed()).toEqual(['a', 'good']);
+  });
+
+  it.runIf(dialect === 'sqlite')('unitSync: a failed window rejects the unit and what it added, evicting their keys', async () => {
+    const evicted: string[] = [];
+    w.onEvict((keys) => evicted.push(...keys));
+    let inner!: Promise<boolean>;
+    const p = w.unitSync(() => { inner = w.add(insert, { k: 'late', v: 2 }); return 1; });
+    failNext = new Error('disk full');
+    await expect(p).rejects.toThrow('disk full');
+    await expect(inner).rejects.toThrow('disk full');
+    expect(evicted).toEqual(['win:late']);
+    expect(await committed()).toEqual([]);
+  });
+
   it('durable() makes the open window due at once', async () => {
     const slow = new StateWindow({ db: h.db, logger, windowMs: 60_000 });
     await slow.start();

@@ -78,7 +78,7 @@ describe('ThingsBoard SDKs on the wire', () => {
     await new Promise((r) => setTimeout(r, 1500)); // past the RPC service's warm-up after connect (subscribed)
 
     const exec = h.app.broadcast.executor;
-    const b = exec.startBroadcast({
+    const b = await exec.startBroadcast({
       priority: 'normal', volume: 70, targets: ['loa-tb-ev', 'loa-tb-noev', 'loa-tb-rc'], notAfter: Date.now() + 3000,
       media: { mediaId: 'm_tb', sha256: 'ab'.repeat(32), durationSec: 1, mime: 'audio/mpeg' },
     });
@@ -90,7 +90,8 @@ describe('ThingsBoard SDKs on the wire', () => {
     expect(req.topic).toBe('v1/devices/me/rpc/request/1');
     expect(req.method).toBe('broadcast.play');
     expect(req.signedRequestId).toBe('1');
-    const rows = h.app.broadcast.rpc.list('loa-tb-noev');
+    // The answer went at QoS 0 (no PUBACK to wait for): its state window commits a few milliseconds later.
+    const rows = await waitFor(async () => { const r = await h.app.broadcast.rpc.list('loa-tb-noev'); return r[0]?.state === 'answered' && r; }, 5_000);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ tbId: 1, state: 'answered', response: { status: 'ok', result: { playing: true } } });
     expect(rows[0]!.id).toMatch(/^r_/);
@@ -100,7 +101,7 @@ describe('ThingsBoard SDKs on the wire', () => {
     // The reconnecting device answered on a new connection; its answer still mapped to the command.
     expect(rc.lines.map((l) => l.event)).toContain('dropping');
     expect(rc.lines.filter((l) => l.event === 'connected')).toHaveLength(2);
-    expect(h.app.broadcast.rpc.list('loa-tb-rc')[0]).toMatchObject({ tbId: 1, state: 'answered' });
+    expect((await h.app.broadcast.rpc.list('loa-tb-rc'))[0]).toMatchObject({ tbId: 1, state: 'answered' });
 
     // notAfter (3 s) + the media's length (1 s) + grace 0: no playback events → unconfirmed, not completed.
     await waitFor(() => stateOf('loa-tb-noev') === 'unconfirmed' && stateOf('loa-tb-rc') === 'unconfirmed', 15_000);

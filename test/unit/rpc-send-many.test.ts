@@ -11,6 +11,7 @@ import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { UrgentOutbound } from '../../src/core/urgent.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 interface Fixture {
   rpc: RpcService; bus: EventBus; clock: { t: number; now(): number }; connected: Set<string>;
@@ -36,7 +37,7 @@ async function setup(db = new Database(':memory:'), migrate = true, urgent?: Urg
   const connected = new Set<string>();
   const published: Fixture['published'] = [];
   const rpc = new RpcService({
-    stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
+    ...rpcStateOn(db), bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } },
     paramsHooks: { 'broadcast.play': (params) => { f.hookCalls++; return { ...params, url: `https://keng.test/x?sig=${f.hookCalls}` }; } },
     ...(urgent ? { urgent } : {}),
@@ -59,10 +60,10 @@ describe('RpcService.sendMany', () => {
     f.rpc.on('sent', (e) => sent.push(e));
     const exp = f.clock.t + 60_000;
     let seen: readonly unknown[] = [];
-    const res = f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: exp }, (r) => {
+    const res = await f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: exp }, (r) => {
       seen = r.map((x) => ({ ...x }));
-      // Inside the transaction: the commands are already there, nothing is published yet.
-      expect(rows(f)).toHaveLength(3);
+      // Called with the results before anything is stored or published.
+      expect(rows(f)).toHaveLength(0);
       expect(f.published).toHaveLength(0);
     });
     expect(seen).toEqual(res);
@@ -83,7 +84,7 @@ describe('RpcService.sendMany', () => {
     expect(f.published.at(-1)!.body.params.url).toBe('https://keng.test/x?sig=2');
   });
 
-  it('a throw in persist rolls the commands back and publishes nothing; bad arguments store nothing', async () => {
+  it('a throw in persist stores and publishes nothing; bad arguments store nothing', async () => {
     const f = await setup();
     f.connected.add('loa-01');
     expect(() => f.rpc.sendMany(['loa-01'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 1000 }, () => {
@@ -93,7 +94,8 @@ describe('RpcService.sendMany', () => {
     expect(() => f.rpc.sendMany(['loa-01'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t })).toThrow(/not in the future/);
     await tick();
     expect(rows(f)).toEqual([]);
-    expect(f.db.prepare('SELECT COUNT(*) FROM caller_rows').pluck().get()).toBe(0);
+    // The caller's own writes are its own (the broadcast executor makes them in its transaction).
+    expect(f.db.prepare('SELECT COUNT(*) FROM caller_rows').pluck().get()).toBe(1);
     expect(f.published).toEqual([]);
   });
 
@@ -101,7 +103,7 @@ describe('RpcService.sendMany', () => {
     const file = new Database(':memory:');
     const f = await setup(file);
     f.connected.add('loa-01');
-    const [r] = f.rpc.sendMany(['loa-01'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
+    const [r] = await f.rpc.sendMany(['loa-01'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
     await f.rpc.stop(); // "crash": the chained publish never ran
     f.published.length = 0;
     fx = undefined;
@@ -119,15 +121,16 @@ describe('RpcService.sendMany urgent (an emergency alert)', () => {
     const urgent = new UrgentOutbound(10_000);
     const f = await setup(undefined, true, urgent);
     for (const d of ['loa-01', 'loa-02', 'loa-03']) f.connected.add(d);
-    f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b0' }, { expiresAt: f.clock.t + 60_000 });
+    await f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b0' }, { expiresAt: f.clock.t + 60_000 });
     expect(urgent.waiting).toBeNull();
     await tick();
     f.published.length = 0;
-    f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000, urgent: true });
+    const done = f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000, urgent: true });
     const gate = urgent.waiting;
-    expect(gate).not.toBeNull();
-    expect(f.published).toHaveLength(0); // published after the caller's synchronous code
+    expect(gate).not.toBeNull(); // held from the send on, before its commit
+    expect(f.published).toHaveLength(0); // published after the commit
     await gate;
+    await done;
     expect(f.published.map((p) => p.topic.split('/')[2])).toEqual(['loa-01', 'loa-02', 'loa-03']);
     expect(urgent.waiting).toBeNull();
   });
@@ -142,7 +145,7 @@ describe('RpcService answers', () => {
     const refused: Array<RpcEvents['refused']> = [];
     f.rpc.on('response', (e) => responses.push(e));
     f.rpc.on('refused', (e) => refused.push(e));
-    const [a, b] = f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 1000 });
+    const [a, b] = await f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 1000 });
     const answer = (deviceId: string, requestId: string, payload: Record<string, unknown>) => f.bus.emit('rpc.response', { deviceId, requestId, payload, at: f.clock.t });
     answer('loa-02', a!.requestId, { status: 'accepted' });
     expect(refused.map((e) => e.reason)).toEqual(['wrong_device']);
@@ -151,12 +154,12 @@ describe('RpcService answers', () => {
     expect(responses.map((e) => [e.request.id, e.request.state, e.status, e.detail, e.duplicate])).toEqual([
       [a!.requestId, 'answered', 'accepted', 'queued 1', false], [a!.requestId, 'answered', 'accepted', 'queued 1', true]]);
     expect(responses[0]!.request).toMatchObject({ deviceId: 'loa-01', method: 'broadcast.play', params: { broadcastId: 'b1' }, sentAt: f.clock.t, answeredAt: f.clock.t, response: { status: 'accepted', detail: 'queued 1' } });
-    expect(f.rpc.get(a!.requestId)).toMatchObject({ state: 'answered', response: { status: 'accepted', detail: 'queued 1' } });
+    expect((await f.rpc.get(a!.requestId))).toMatchObject({ state: 'answered', response: { status: 'accepted', detail: 'queued 1' } });
     f.clock.t += 1000 + 30_000; // expiresAt + the default answer grace
     f.rpc.sweep();
-    expect(f.rpc.get(b!.requestId)?.state).toBe('expired');
+    expect((await f.rpc.get(b!.requestId))?.state).toBe('expired');
     answer('loa-02', b!.requestId, { status: 'rejected' });
     expect(responses.at(-1)).toMatchObject({ status: 'rejected', duplicate: false, request: { id: b!.requestId, state: 'answered' } });
-    expect(f.rpc.get(b!.requestId)?.state).toBe('answered');
+    expect((await f.rpc.get(b!.requestId))?.state).toBe('answered');
   });
 });

@@ -12,6 +12,7 @@ import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type CommandSigner } from '../../src/rpc/index.js';
 import { keyFromSeed, signCommand, signCommandAsync, verifySigned } from '../../src/rpc/command-keys/index.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 const key = keyFromSeed(Buffer.alloc(32, 9).toString('base64url'));
 const next = keyFromSeed(Buffer.alloc(32, 10).toString('base64url'));
@@ -45,7 +46,7 @@ async function setup(o: { pooled?: boolean } = {}): Promise<Fixture> {
   }
   let n = 0;
   const rpc = new RpcService({
-    stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000, signer,
+    ...rpcStateOn(db), bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000, signer,
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } },
     paramsHooks: { 'broadcast.play': (params) => ({ ...params, url: `https://keng.test/m?sig=${++n}` }) },
   });
@@ -80,9 +81,9 @@ describe('RpcService with a command signer', () => {
     const f = await setup();
     f.connected.add('loa-01');
     const exp = f.clock.t + 60_000;
-    f.rpc.send('loa-01', 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: exp });
-    f.rpc.send('loa-01', 'broadcast.stop', { broadcastId: 'b1' }, { expiresAt: exp });
-    f.rpc.send('loa-01', 'speaker.setVolume', { volume: 40 }, { expiresAt: exp });
+    await f.rpc.send('loa-01', 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: exp });
+    await f.rpc.send('loa-01', 'broadcast.stop', { broadcastId: 'b1' }, { expiresAt: exp });
+    await f.rpc.send('loa-01', 'speaker.setVolume', { volume: 40 }, { expiresAt: exp });
     await tick();
     expect(f.published).toHaveLength(3);
     const play = expectSigned(f.published[0]!);
@@ -95,7 +96,7 @@ describe('RpcService with a command signer', () => {
   it('signs again at the re-send after a reconnect: same request id, fresh params, the key active at that moment', async () => {
     const f = await setup();
     f.connected.add('loa-01');
-    const r = f.rpc.send('loa-01', 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
+    const r = await f.rpc.send('loa-01', 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
     await tick();
     f.signer.active = next; // rotated while the command was out
     reconnect(f, 'loa-01');
@@ -110,7 +111,7 @@ describe('RpcService with a command signer', () => {
   it('sendMany: one signature per device, each naming its device and request id, over the batch\'s params', async () => {
     const f = await setup();
     for (const d of ['loa-01', 'loa-02', 'loa-03']) f.connected.add(d);
-    const res = f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b2' }, { expiresAt: f.clock.t + 60_000 });
+    const res = await f.rpc.sendMany(['loa-01', 'loa-02', 'loa-03'], 'broadcast.play', { broadcastId: 'b2' }, { expiresAt: f.clock.t + 60_000 });
     await tick();
     expect(res.map((x) => x.state)).toEqual(['sent', 'sent', 'sent']);
     const inner = f.published.map((p) => expectSigned(p));
@@ -124,8 +125,8 @@ describe('RpcService with a command signer', () => {
     f.connected.add('loa-01');
     f.connected.add('loa-02');
     f.signer.fail = true;
-    const one = f.rpc.send('loa-01', 'broadcast.stop', {}, { expiresAt: f.clock.t + 60_000 });
-    const many = f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b3' }, { expiresAt: f.clock.t + 60_000 });
+    const one = await f.rpc.send('loa-01', 'broadcast.stop', {}, { expiresAt: f.clock.t + 60_000 });
+    const many = await f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b3' }, { expiresAt: f.clock.t + 60_000 });
     await tick();
     expect(one.state).toBe('queued');
     expect(many.map((x) => x.state)).toEqual(['queued', 'queued']);
@@ -142,8 +143,8 @@ describe('RpcService with a command signer', () => {
     const ids = ['loa-01', 'loa-02', 'loa-03'];
     for (const d of ids) f.connected.add(d);
     const exp = f.clock.t + 60_000;
-    const res = f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b4' }, { expiresAt: exp });
-    const stop = f.rpc.send('loa-03', 'broadcast.stop', { broadcastId: 'b4' }, { expiresAt: exp });
+    const res = await f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b4' }, { expiresAt: exp });
+    const stop = await f.rpc.send('loa-03', 'broadcast.stop', { broadcastId: 'b4' }, { expiresAt: exp });
     expect(res.map((x) => x.state)).toEqual(['sent', 'sent', 'sent']);
     expect([f.signer.sync, f.signer.async]).toEqual([2, 2]); // the batch's first and the stop; two on the pool
     await until(() => f.published.length === 4);
@@ -154,7 +155,7 @@ describe('RpcService with a command signer', () => {
 
     f.published.length = 0;
     f.signer.failAsync = true;
-    const again = f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b5' }, { expiresAt: exp });
+    const again = await f.rpc.sendMany(ids, 'broadcast.play', { broadcastId: 'b5' }, { expiresAt: exp });
     const state = f.db.prepare('SELECT state FROM rpc_requests WHERE id = ?');
     await until(() => (state.get(again[2]!.requestId) as { state: string }).state === 'queued');
     expect((state.get(again[1]!.requestId) as { state: string }).state).toBe('queued');

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EventBus, Metrics, createLogger } from '../../src/core/index.js';
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService, type CommandSigner, type RpcEvents } from '../../src/rpc/index.js';
+import { rpcStateOn } from '../helpers/rpc-window.js';
 
 interface Fx {
   rpc: RpcService; bus: EventBus; db: Database.Database; clock: { t: number; now(): number };
@@ -44,7 +45,7 @@ async function setup(db = migrate(), sessions = new Map<string, 'secret' | 'toke
   const clock = { t: 1_000_000, now() { return this.t; } };
   const published: Fx['published'] = [];
   const rpc = new RpcService({
-    stateDb: { db }, bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
+    ...rpcStateOn(db), bus, logger: createLogger('silent'), metrics: new Metrics({ defaultMetrics: false }), clock, readyDelayMs: 60_000,
     broker: {
       isConnected: (d) => sessions.has(d), credentialOf: (d) => sessions.get(d) ?? null,
       publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); },
@@ -68,20 +69,21 @@ describe('RpcService: integer request ids of access-token sessions', () => {
     const refused: Array<RpcEvents['refused']> = [];
     f.rpc.on('response', (e) => responses.push(e));
     f.rpc.on('refused', (e) => refused.push(e));
-    const a = f.rpc.send('loa-01', 'speaker.setVolume', { volume: 10 }, { expiresAt: f.clock.t + 60_000 });
-    const many = f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
+    const a = await f.rpc.send('loa-01', 'speaker.setVolume', { volume: 10 }, { expiresAt: f.clock.t + 60_000 });
+    const many = await f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
     await tick();
     expect(f.published.map((p) => p.topic).sort()).toEqual([
       'v1/devices/loa-01/rpc/request/1', 'v1/devices/loa-01/rpc/request/2', `v1/devices/loa-02/rpc/request/${many[1]!.requestId}`,
     ]);
-    expect(f.rpc.get(a.requestId)!.tbId).toBe(1);
-    expect(f.rpc.get(many[0]!.requestId)!.tbId).toBe(2);
-    expect(f.rpc.get(many[1]!.requestId)!.tbId).toBeNull();
+    expect((await f.rpc.get(a.requestId))!.tbId).toBe(1);
+    expect((await f.rpc.get(many[0]!.requestId))!.tbId).toBe(2);
+    expect((await f.rpc.get(many[1]!.requestId))!.tbId).toBeNull();
 
     answer(f, 'loa-01', '2');
     answer(f, 'loa-02', '1'); // another device's integer id: not this device's command
     expect(responses.map((r) => r.request.id)).toEqual([many[0]!.requestId]);
-    expect(f.rpc.get(many[0]!.requestId)!.state).toBe('answered');
+    expect((await f.rpc.get(many[0]!.requestId))!.state).toBe('answered');
+    await f.rpc.settled(); // an id memory does not hold is looked up in the database
     expect(refused).toMatchObject([{ deviceId: 'loa-02', requestId: '1', reason: 'unknown_request' }]);
   });
 
@@ -89,7 +91,7 @@ describe('RpcService: integer request ids of access-token sessions', () => {
     const db = migrate();
     const sessions = new Map<string, 'secret' | 'token'>();
     const f = await setup(db, sessions);
-    const held = f.rpc.send('loa-01', 'speaker.setVolume', { volume: 20 }, { expiresAt: f.clock.t + 600_000 });
+    const held = await f.rpc.send('loa-01', 'speaker.setVolume', { volume: 20 }, { expiresAt: f.clock.t + 600_000 });
     expect(held.state).toBe('queued');
     sessions.set('loa-01', 'token');
     f.bus.emit('attributes', { deviceId: 'loa-01', attributes: {}, at: f.clock.t } as never); // first message: subscribed
@@ -100,7 +102,7 @@ describe('RpcService: integer request ids of access-token sessions', () => {
     await f.rpc.stop();
 
     const g = await setup(db, sessions);
-    const next = g.rpc.send('loa-01', 'speaker.setVolume', { volume: 30 }, { expiresAt: g.clock.t + 600_000 });
+    const next = await g.rpc.send('loa-01', 'speaker.setVolume', { volume: 30 }, { expiresAt: g.clock.t + 600_000 });
     await tick();
     // The unanswered one is sent again (connected at start) with the id it already has, then the new one.
     expect(g.published.map((p) => p.topic)).toEqual(['v1/devices/loa-01/rpc/request/1', 'v1/devices/loa-01/rpc/request/2']);
@@ -113,19 +115,19 @@ describe('RpcService: integer request ids of access-token sessions', () => {
 
   it('wraps from 2^31-1 to 1 (atoi in the Arduino SDK), freeing the id from the old command that held it', async () => {
     const f = await setup(undefined, new Map([['loa-01', 'token']]));
-    const old = f.rpc.send('loa-01', 'speaker.setVolume', { volume: 1 }, { expiresAt: f.clock.t + 60_000 });
-    expect(f.rpc.get(old.requestId)!.tbId).toBe(1);
+    const old = await f.rpc.send('loa-01', 'speaker.setVolume', { volume: 1 }, { expiresAt: f.clock.t + 60_000 });
+    expect((await f.rpc.get(old.requestId))!.tbId).toBe(1);
     await f.rpc.stop();
     f.db.prepare('UPDATE rpc_tb_ids SET last_id = ? WHERE device_id = ?').run(2_147_483_646, 'loa-01');
     const g = await setup(f.db, f.sessions);
-    const x = g.rpc.send('loa-01', 'speaker.setVolume', { volume: 2 }, { expiresAt: g.clock.t + 60_000 });
-    const y = g.rpc.send('loa-01', 'speaker.setVolume', { volume: 3 }, { expiresAt: g.clock.t + 60_000 });
+    const x = await g.rpc.send('loa-01', 'speaker.setVolume', { volume: 2 }, { expiresAt: g.clock.t + 60_000 });
+    const y = await g.rpc.send('loa-01', 'speaker.setVolume', { volume: 3 }, { expiresAt: g.clock.t + 60_000 });
     await tick();
     // The unanswered old command is sent again at start (still id 1), then the two new ones.
     expect(g.published.map((p) => p.topic.split('/').at(-1))).toEqual(['1', '2147483647', '1']);
-    expect(g.rpc.get(x.requestId)!.tbId).toBe(2_147_483_647);
-    expect(g.rpc.get(y.requestId)!.tbId).toBe(1);
-    expect(g.rpc.get(old.requestId)!.tbId).toBeNull();
+    expect((await g.rpc.get(x.requestId))!.tbId).toBe(2_147_483_647);
+    expect((await g.rpc.get(y.requestId))!.tbId).toBe(1);
+    expect((await g.rpc.get(old.requestId))!.tbId).toBeNull();
     const got: string[] = [];
     g.rpc.on('response', (e) => got.push(e.request.id));
     answer(g, 'loa-01', '1');
@@ -134,7 +136,7 @@ describe('RpcService: integer request ids of access-token sessions', () => {
 
   it('a signed command to a token session has the integer id, as in its topic, as requestId in signed', async () => {
     const f = await setup(undefined, new Map([['loa-01', 'token'], ['loa-02', 'secret']]), true);
-    const r = f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.stop', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
+    const r = await f.rpc.sendMany(['loa-01', 'loa-02'], 'broadcast.stop', { broadcastId: 'b1' }, { expiresAt: f.clock.t + 60_000 });
     await tick();
     const [tok, sec] = f.published;
     expect(tok!.topic).toBe('v1/devices/loa-01/rpc/request/1');

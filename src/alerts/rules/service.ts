@@ -32,8 +32,6 @@ export interface AlertRulesDeps {
   timers?: Timers;
   /** CAP sender of the alerts (config alerts.sender). */
   sender: string;
-  /** Runs state-store writes as one durable commit (GroupCommit.runDurably); default: as they come. */
-  batch?: <T>(fn: () => T) => T;
 }
 
 /** A rule with where it stands now. */
@@ -151,14 +149,11 @@ export class AlertRules implements Component {
   }
 
   /**
-   * One transaction, inside the state store's group commit and durable before
-   * it returns. Never nested (the group commit's own commit would end an
-   * outer transaction), so alerts are raised and rejected outside it.
+   * One transaction of its own on the embedded store, durable before it returns (a rule's writes start no
+   * broadcast: alerts are raised and rejected outside it, through AlertService).
    */
   private write<T>(fn: () => T): T {
-    const db = this.d.stateDb.db;
-    const run = (): T => db.transaction(fn)();
-    return this.d.batch ? this.d.batch(run) : run();
+    return this.d.stateDb.db.transaction(fn)();
   }
 
   private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {

@@ -173,7 +173,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
       policy.assert(principalOf(req), 'alerts.write');
       const c = callerOf(req, ctx);
       const reason = req.body?.reason ?? undefined;
-      const a = action === 'approve' ? alerts.approve(c, req.params.id)
+      const a = action === 'approve' ? await alerts.approve(c, req.params.id)
         : action === 'reject' ? alerts.reject(c, req.params.id, reason) : await alerts.cancel(c, req.params.id, reason);
       return dto(a);
     });

@@ -196,6 +196,6 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'broadcasts.write');
-    return broadcastDto(service.stopBroadcast(callerOf(req, ctx), req.params.id), tz);
+    return broadcastDto(await service.stopBroadcast(callerOf(req, ctx), req.params.id), tz);
   });
 };

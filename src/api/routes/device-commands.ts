@@ -82,8 +82,8 @@ export const deviceCommandRoutes: FastifyPluginAsyncTypebox<DeviceCommandRouteOp
     if (view.kind !== 'speaker') throw Errors.UNPROCESSABLE(`device "${view.id}" is a ${view.kind}, not a speaker`);
     const validForSec = req.body.validForSec ?? Math.max(MIN_VALIDITY_SEC, ctx.config.broadcast.offlineValiditySec);
     const { volume } = req.body;
-    const { requestId } = rpc.send(view.id, SET_VOLUME_METHOD, { volume }, { expiresAt: ctx.clock.now() + validForSec * 1000 });
-    const cmd = rpc.get(requestId);
+    const { requestId } = await rpc.send(view.id, SET_VOLUME_METHOD, { volume }, { expiresAt: ctx.clock.now() + validForSec * 1000 });
+    const cmd = await rpc.get(requestId);
     if (!cmd) throw Errors.INTERNAL();
     await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.set_volume', target: `device:${view.id}`, after: { volume, requestId, state: cmd.state } });
     reply.status(202).header('location', `/api/v1/devices/${encodeURIComponent(view.id)}/commands/${encodeURIComponent(requestId)}`);
@@ -100,7 +100,7 @@ export const deviceCommandRoutes: FastifyPluginAsyncTypebox<DeviceCommandRouteOp
     const p = principalOf(req);
     const view = visibleDevice(ctx, p, req.params.id, 'devices.read');
     policy.assert(p, 'broadcasts.read', view.area);
-    const cmd = rpc.get(req.params.requestId);
+    const cmd = await rpc.get(req.params.requestId);
     if (!cmd || cmd.deviceId !== view.id) throw Errors.NOT_FOUND(`Command "${req.params.requestId}"`);
     return commandDto(cmd, tz);
   });

@@ -165,8 +165,8 @@ export class BroadcastRepoSql {
    * its targets (pending, or already in their first state), every target's `pending` line, then the first
    * transitions' lines. Resolves with whether the broadcast was new, after the window commits.
    */
-  create(w: StateWindow, b: NewBroadcast, targets: readonly NewTarget[]): Promise<boolean> {
-    const created = w.add(this.broadcast, b);
+  create(w: StateWindow, b: NewBroadcast, targets: readonly NewTarget[], kind: WindowKind<NewBroadcast, Applied> = this.broadcast): Promise<boolean> {
+    const created = w.add(kind, b);
     w.post(this.targets, { broadcastId: b.id, createdAt: b.createdAt, targets });
     const scheduleId = b.scheduleId;
     for (const t of targets) {

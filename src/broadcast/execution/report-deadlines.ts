@@ -5,30 +5,25 @@
  * reports has passed, a target still `accepted`, or `playing` media, becomes `unconfirmed`: final,
  * counted apart from `completed`, and replaced if the speaker's report of the end comes after all.
  * One in-memory timer per broadcast, armed when a target is accepted; rearm() (at the executor's
- * start) re-arms them from the stored rows.
+ * start) re-arms them from the broadcasts the executor loaded into memory.
  *
  * Separate from the executor because these deadlines are timers with their own lifecycle; the
  * executor only tells when a target was accepted or started, and does the transitions.
  */
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
-import type { SqliteDatabase } from '../../storage/state/db.js';
-import type { BroadcastRepo, BroadcastRow } from './repo.js';
-import { RECOVERY_WINDOW_MS } from './stream-stops.js';
+import type { HeldBroadcast } from './executor.js';
+import type { BroadcastRow } from './repo.js';
 import type { LogSource, MediaContent, TargetState } from './types.js';
 
 /** setTimeout's longest delay; a later deadline is waited for in steps. */
 const MAX_TIMER_MS = 2_147_483_647;
 
 export interface ReportDeadlinesDeps {
-  /** The started executor's repo (throws when not started). */
-  requireRepo: () => BroadcastRepo;
-  /** The repo if still started (a timer may fire after stop). */
-  repo: () => BroadcastRepo | null;
-  /** The state store (its `db` is read when a deadline fires: it opens at start, after construction). */
-  stateDb: { readonly db: SqliteDatabase };
-  /** Runs the writes inside the state store's group commit; default: a transaction of their own. */
-  batch: (<T>(fn: () => T) => T) | undefined;
+  /** Runs `fn` with the broadcast as memory holds it (after one read when it does not). */
+  withHeld: (broadcastId: string, fn: (h: HeldBroadcast | undefined) => void) => void;
+  /** Whether the executor still runs (a timer may fire after stop). */
+  running: () => boolean;
   clock: Clock;
   logger: Logger;
   /** How long after the content must have ended its end is still waited for. */
@@ -47,9 +42,13 @@ export class ReportDeadlines {
     return this.timers.has(broadcastId);
   }
 
-  /** After a restart: the deadlines of broadcasts with targets still accepted or playing. */
-  rearm(): void {
-    for (const b of this.d.requireRepo().unreportedBroadcasts(this.d.clock.now() - RECOVERY_WINDOW_MS)) this.arm(b);
+  /** After a restart: the deadlines of the loaded broadcasts with targets still accepted or playing. */
+  rearm(held: Iterable<HeldBroadcast>): void {
+    for (const h of held) {
+      for (const t of h.targets.values()) {
+        if (t.state === 'accepted' || t.state === 'playing') { this.arm(h.row); break; }
+      }
+    }
   }
 
   /** Arms the broadcast's report timer once (on its first accepted target, or at rearm()). */
@@ -58,12 +57,12 @@ export class ReportDeadlines {
     const deadline = this.deadline(b);
     const timer = setTimeout(() => {
       this.timers.delete(b.id);
-      if (!this.d.repo()) return;
+      if (!this.d.running()) return;
       if (this.d.clock.now() < deadline) { this.arm(b); return; } // a deadline beyond one timer's reach
-      try {
-        const run = (): void => this.finishUnreported(b);
-        if (this.d.batch) this.d.batch(run); else this.d.stateDb.db.transaction(run)();
-      } catch (err) { this.d.logger.error({ err, broadcastId: b.id }, 'unreported broadcast targets could not be finished'); }
+      // The moves go into one state window (they are decided in one go); a failed window is logged by it.
+      this.d.withHeld(b.id, (h) => {
+        try { if (h) this.finishUnreported(h); } catch (err) { this.d.logger.error({ err, broadcastId: b.id }, 'unreported broadcast targets could not be finished'); }
+      });
     }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.d.clock.now())));
     timer.unref();
     this.timers.set(b.id, timer);
@@ -80,10 +79,12 @@ export class ReportDeadlines {
   }
 
   /** Targets still accepted, or playing media, after the report deadline → unconfirmed (a live stream plays until stopped). */
-  private finishUnreported(b: BroadcastRow): void {
+  private finishUnreported(h: HeldBroadcast): void {
+    const b = h.row;
     const media = contentSec(b) !== undefined && !isStream(b);
     let n = 0;
-    for (const t of this.d.requireRepo().unreportedTargets(b.id)) {
+    for (const t of [...h.targets.values()]) {
+      if (t.state !== 'accepted' && t.state !== 'playing') continue;
       if (t.state === 'playing' && !media) continue;
       const detail = t.state === 'accepted'
         ? 'accepted, but no playback events: the end of playback was never reported'

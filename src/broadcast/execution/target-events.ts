@@ -17,19 +17,17 @@ import { counterOn, type Metrics } from '../../core/metrics.js';
 import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
 import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
-import type { BroadcastRepo } from './repo.js';
+import type { HeldBroadcast } from './executor.js';
 import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, isTerminal } from './state-machine.js';
 import type { LogSource, TargetState } from './types.js';
 
 type Refusal = 'unknown_broadcast' | 'not_target' | 'never_sent';
 
 export interface TargetEventsDeps {
-  /** The started executor's repo (throws when not started). */
-  requireRepo: () => BroadcastRepo;
+  /** Runs `fn` with the broadcast as memory holds it (after one read when it does not; undefined: no such broadcast). */
+  withHeld: (broadcastId: string, fn: (h: HeldBroadcast | undefined) => void) => void;
   logger: Logger;
   metrics: Metrics | undefined;
-  /** Runs the writes of one playback event inside the state store's group commit. */
-  batch: (<T>(fn: () => T) => T) | undefined;
   /** The executor's validated transition; false when ignored. */
   move: (broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string; deviceAt?: number }) => boolean;
   /** A speaker reported a broadcast playing (stream stops are armed from it). */
@@ -46,12 +44,13 @@ export class TargetEvents {
 
   /** Subscribes to the RPC service and the bus; returns the unsubscribe functions. */
   listen(rpc: Pick<RpcService, 'on'>, bus: EventBus): Array<() => void> {
-    const batch = this.d.batch;
+    // The RPC service emits these synchronously at its decision: the target moves they cause go into the same
+    // state window as the RPC write (one transaction), unless the broadcast must be read first (rare).
     return [
       rpc.on('sent', (e) => this.onRpcSent(e)),
       rpc.on('expired', (e) => this.onRpcExpired(e)),
       rpc.on('response', (e) => this.onRpcResponse(e)),
-      bus.on('device.event', (e) => (batch ? batch(() => this.onDeviceEvent(e)) : this.onDeviceEvent(e))),
+      bus.on('device.event', (e) => this.onDeviceEvent(e)),
     ];
   }
 
@@ -59,9 +58,11 @@ export class TargetEvents {
     if (e.request.method !== PLAY_METHOD) return;
     const ref = refOf(e.request);
     if (!ref) return;
-    const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
-    if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
-    this.d.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
+    this.d.withHeld(ref.broadcastId, (h) => {
+      const t = h?.targets.get(ref.deviceId);
+      if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
+      this.d.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
+    });
   }
 
   private onRpcExpired(e: RpcEvents['expired']): void {
@@ -72,10 +73,12 @@ export class TargetEvents {
       return;
     }
     if (e.request.method !== PLAY_METHOD) return;
-    const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
-    if (!t) return;
-    const detail = t.state === 'sent' ? 'no answer from the speaker before notAfter' : 'speaker offline until notAfter';
-    this.d.move(ref.broadcastId, ref.deviceId, 'expired', { source: 'rpc', detail });
+    this.d.withHeld(ref.broadcastId, (h) => {
+      const t = h?.targets.get(ref.deviceId);
+      if (!t) return;
+      const detail = t.state === 'sent' ? 'no answer from the speaker before notAfter' : 'speaker offline until notAfter';
+      this.d.move(ref.broadcastId, ref.deviceId, 'expired', { source: 'rpc', detail });
+    });
   }
 
   private onRpcResponse(e: RpcEvents['response']): void {
@@ -89,12 +92,14 @@ export class TargetEvents {
     if (!ref) return;
     if (e.request.method === PLAY_METHOD) {
       const to = PLAY_RESPONSE_TO_STATE[e.status];
-      if (to) this.d.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) });
+      if (to) this.d.withHeld(ref.broadcastId, () => { this.d.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) }); });
     } else if (e.request.method === STOP_METHOD) {
-      const t = this.d.requireRepo().target(ref.broadcastId, ref.deviceId);
-      if (!t || isTerminal(t.state)) return;
-      if (e.status === 'ok' || e.status === 'accepted') this.d.move(ref.broadcastId, ref.deviceId, 'stopped', { source: 'rpc', detail: 'broadcast.stop confirmed' });
-      else this.d.logger.warn({ ...ref, status: e.status, detail: e.detail }, 'speaker did not confirm broadcast.stop');
+      this.d.withHeld(ref.broadcastId, (h) => {
+        const t = h?.targets.get(ref.deviceId);
+        if (!t || isTerminal(t.state)) return;
+        if (e.status === 'ok' || e.status === 'accepted') this.d.move(ref.broadcastId, ref.deviceId, 'stopped', { source: 'rpc', detail: 'broadcast.stop confirmed' });
+        else this.d.logger.warn({ ...ref, status: e.status, detail: e.detail }, 'speaker did not confirm broadcast.stop');
+      });
     }
   }
 
@@ -103,19 +108,21 @@ export class TargetEvents {
     if (p.type !== 'playback' || typeof p.broadcastId !== 'string' || typeof p.state !== 'string') return;
     const to = PLAYBACK_TO_STATE[p.state];
     if (!to) return;
-    const repo = this.d.requireRepo();
-    const t = repo.target(p.broadcastId, e.deviceId);
-    if (!t) {
-      this.refuse(e.deviceId, p.broadcastId, repo.getBroadcastRow(p.broadcastId) ? 'not_target' : 'unknown_broadcast');
-      return;
-    }
-    if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, p.broadcastId, 'never_sent'); return; }
+    const broadcastId = p.broadcastId;
     const deviceAt = typeof p.at === 'number' && Number.isFinite(p.at) ? p.at : undefined;
     const detail = typeof p.detail === 'string' ? p.detail : undefined;
-    const moved = this.d.move(p.broadcastId, e.deviceId, to, {
-      source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
+    this.d.withHeld(broadcastId, (h) => {
+      const t = h?.targets.get(e.deviceId);
+      if (!t) {
+        this.refuse(e.deviceId, broadcastId, h ? 'not_target' : 'unknown_broadcast');
+        return;
+      }
+      if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, broadcastId, 'never_sent'); return; }
+      const moved = this.d.move(broadcastId, e.deviceId, to, {
+        source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
+      });
+      if (moved && to === 'playing') this.d.onPlaying(broadcastId, e.deviceId);
     });
-    if (moved && to === 'playing') this.d.onPlaying(p.broadcastId, e.deviceId);
   }
 
   private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {

@@ -17,8 +17,8 @@
  *
  * Write transactions are begun here, not by Kysely: BEGIN IMMEDIATE (as
  * everywhere in Keng), or a SAVEPOINT when the connection is already inside a
- * transaction (the broadcast path's group commit keeps one open for a few
- * milliseconds; better-sqlite3's own `db.transaction()` nests the same way).
+ * transaction (a synchronous unit of the state window runs better-sqlite3
+ * code inside the window's; better-sqlite3's own `db.transaction()` nests the same way).
  * Inside `write(fn)` use only `trx`: the transaction holds the connection, so a
  * query on `db.kysely` from within would wait for it forever. Outside, plain
  * statements on `db.kysely` wait for an open transaction to end.
@@ -59,7 +59,7 @@ class StateSqlitePort implements Db<unknown> {
   write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
     return this.kysely.connection().execute(async (conn) => {
       const h = this.state.db;
-      // Open here means opened by synchronous code (the group commit): never by another task through Kysely.
+      // Open here means opened by synchronous code (a synchronous unit's caller): never by another task through Kysely.
       const savepoint = h.inTransaction ? `keng_w${++savepoints}` : null;
       h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
       try {

@@ -1,8 +1,8 @@
 /**
  * The state window: many small state writes (RPC commands, broadcast targets, their log lines)
  * gathered for a few milliseconds and committed as ONE transaction through the `Db` port, on
- * SQLite and on PostgreSQL alike. It replaces the synchronous group commit of the broadcast path
- * (src/broadcast/group-commit.ts), which kept a SQLite transaction open across event-loop turns.
+ * SQLite and on PostgreSQL alike. It replaced the synchronous group commit of the broadcast path,
+ * which kept a SQLite transaction open across event-loop turns.
  *
  * What goes in a window:
  *  - intents (`add`): a small record of one kind (an RPC command to insert, a target to move…). A
@@ -86,7 +86,12 @@ interface KindEntry { kind: WindowKind<unknown, unknown>; items: unknown[]; sett
 interface UnitEntry {
   fn: (trx: Transaction<unknown>, after: After) => Promise<unknown>;
   savepoint: boolean; settler: Settler; after: Array<() => void>;
+  /** A synchronous unit (unitSync): what it adds to the window while it runs is written after the units. */
+  sync?: () => unknown;
 }
+
+/** What a synchronous unit added while it ran (intents, after-commit callbacks, keys). */
+interface Capture { kinds: Map<WindowKind<unknown, unknown>, KindEntry>; after: Array<() => void>; keys: Set<string> }
 
 interface Batch {
   readonly id: number;
@@ -94,7 +99,11 @@ interface Batch {
   readonly units: UnitEntry[];
   readonly after: Array<() => void>;
   readonly keys: Set<string>;
+  /** `settled()` callers: settle with the window. */
+  readonly waiters: Settler[];
   due: boolean;
+  /** What the synchronous units added in the current attempt (written after the units; rejected with the window). */
+  late: Capture | null;
   /** Cancels the pending timer or setImmediate of this batch. */
   timer: (() => void) | null;
 }
@@ -112,6 +121,8 @@ export class StateWindow implements Component {
   private readonly evictors: Array<(keys: readonly string[]) => void> = [];
   private readonly windowMs: number;
   private readonly drained: Array<() => void> = [];
+  /** Set while a synchronous unit runs: its adds, posts and after-commit callbacks go here. */
+  private capture: Capture | null = null;
   /** Statements of the committed windows (BEGIN and COMMIT included), windows committed, windows failed. */
   readonly stats = { statements: 0, windows: 0, failed: 0 };
   private readonly mStatements;
@@ -158,7 +169,7 @@ export class StateWindow implements Component {
   }
 
   private enqueue<I>(kind: WindowKind<I, unknown>, item: I): KindEntry {
-    const b = this.batch();
+    const b = this.capture ?? this.batch();
     let e = b.kinds.get(kind as WindowKind<unknown, unknown>);
     if (!e) {
       e = { kind: kind as WindowKind<unknown, unknown>, items: [], settlers: [] };
@@ -171,6 +182,7 @@ export class StateWindow implements Component {
 
   unit<T>(fn: (trx: Transaction<unknown>, after: After) => Promise<T>, o: UnitOptions = {}): Promise<T> {
     if (!this.running) return Promise.reject(new Error('the state window is stopped'));
+    if (this.capture) return Promise.reject(new Error('state window: a unit cannot be added by a synchronous unit'));
     const b = this.batch();
     for (const k of o.keys ?? []) b.keys.add(k);
     return new Promise<T>((resolve, reject) => {
@@ -178,8 +190,41 @@ export class StateWindow implements Component {
     });
   }
 
+  /**
+   * Transitional, embedded store only (code still writing through the StateDb's own better-sqlite3 connection, with
+   * `audit.recordSync`): runs `fn` synchronously inside this window's transaction, with the savepoint semantics of
+   * `unit(…, {savepoint: true})`. Whatever `fn` adds to the window while it runs (RPC commands, a broadcast and its
+   * targets, after-commit callbacks) joins THIS window and is written right after the units, so `fn`'s own writes
+   * and those commit together or not at all. When `fn` throws, its writes are undone (its better-sqlite3
+   * transaction), what it added is dropped, their callers rejected and their keys evicted; the window goes on.
+   * Makes the window due (an API reply waits for it). Refused on PostgreSQL (a retried transaction would run `fn`
+   * twice): there, units await `trx`.
+   */
+  unitSync<T>(fn: () => T, o: { keys?: readonly string[] } = {}): Promise<T> {
+    if (this.o.db.dialect !== 'sqlite') return Promise.reject(new Error('state window: synchronous units need the embedded store'));
+    if (this.capture) { // nested (a synchronous unit calling code that makes one): part of the outer one
+      try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
+    }
+    if (!this.running) return Promise.reject(new Error('the state window is stopped'));
+    const p = this.unit<T>(() => Promise.reject(new Error('state window: a synchronous unit ran as an async one')), { ...o, savepoint: true });
+    const b = this.open!;
+    b.units[b.units.length - 1]!.sync = fn;
+    this.due(b);
+    return p;
+  }
+
   /** `f` runs after the open window (the one the caller's writes so far went to) commits; never if it fails. */
-  afterCommit(f: () => void): void { this.batch().after.push(f); }
+  afterCommit(f: () => void): void { (this.capture ?? this.batch()).after.push(f); }
+
+  /**
+   * Resolves once everything written so far (the open window, else the one in flight) is committed; rejects when it
+   * fails. Does not make the window due: a device's PUBACK waits for the window its answer went to, as with `add`.
+   */
+  settled(): Promise<void> {
+    const b = this.open ?? this.inFlight;
+    if (!b) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => { b.waiters.push({ resolve: resolve as (v: unknown) => void, reject }); });
+  }
 
   /** Makes the open window due now (an API reply waits for it); returns `p`. */
   durable<T>(p: Promise<T>): Promise<T> {
@@ -190,7 +235,7 @@ export class StateWindow implements Component {
   private batch(): Batch {
     if (!this.running) throw new Error('the state window is stopped');
     if (this.open) return this.open;
-    const b: Batch = { id: this.nextId++, kinds: new Map(), units: [], after: [], keys: new Set(), due: false, timer: null };
+    const b: Batch = { id: this.nextId++, kinds: new Map(), units: [], after: [], keys: new Set(), waiters: [], due: false, late: null, timer: null };
     this.open = b;
     if (this.windowMs > 0) {
       const t = setTimeout(() => { b.timer = null; this.due(b); }, this.windowMs);
@@ -229,8 +274,12 @@ export class StateWindow implements Component {
       }
     }
     this.inFlight = null;
-    if (result) this.committed(b, result.outcomes, result.units, statements + 2);
-    else this.failed(b, error);
+    if (result) {
+      this.committed(b, result.outcomes, result.units, statements + 2, result.late);
+      for (const c of result.dropped) this.drop(c, (result.units.find((u) => !u.ok) as { err: unknown } | undefined)?.err);
+    } else {
+      this.failed(b, error);
+    }
     // What gathered meanwhile goes now if due (or at once with windowMs 0); `due` starts it from a fresh macrotask.
     const next = this.open as Batch | null; // (TS narrowed it to null above; adds meanwhile opened one)
     if (next && (next.due || this.windowMs === 0)) this.due(next);
@@ -249,10 +298,31 @@ export class StateWindow implements Component {
         outcomes.set(e, out);
       }
       const units: Array<{ ok: true; v: unknown } | { ok: false; err: unknown }> = [];
+      const late: Capture = { kinds: new Map(), after: [], keys: new Set() };
+      b.late = late;
+      const dropped: Capture[] = [];
       let sp = 0;
       for (const u of b.units) {
         u.after.length = 0; // a retried transaction runs the unit again
         const after: After = (f) => { u.after.push(f); };
+        if (u.sync) {
+          const cap: Capture = { kinds: new Map(), after: [], keys: new Set() };
+          const name = sql.raw(`keng_unit_${++sp}`);
+          await sql`SAVEPOINT ${name}`.execute(trx);
+          this.capture = cap;
+          let r: { ok: true; v: unknown } | { ok: false; err: unknown };
+          try { r = { ok: true, v: u.sync() }; } catch (err) { r = { ok: false, err }; } finally { this.capture = null; }
+          if (r.ok) {
+            await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+            merge(late, cap);
+          } else {
+            await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);
+            await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+            dropped.push(cap);
+          }
+          units.push(r);
+          continue;
+        }
         if (!u.savepoint) {
           units.push({ ok: true, v: await u.fn(trx, after) });
           continue;
@@ -270,11 +340,20 @@ export class StateWindow implements Component {
           units.push({ ok: false, err });
         }
       }
-      return { outcomes, units };
+      // What the synchronous units added: written now, in the same phases, so it commits with them.
+      const lateEntries = [...late.kinds.values()].sort((x, y) => x.kind.phase - y.kind.phase);
+      const lateCtx: FlushContext = new Map();
+      for (const e of lateEntries) {
+        const out = await e.kind.flush(trx, e.items, lateCtx);
+        if (out.length !== e.items.length) throw new Error(`state window: kind ${e.kind.name} gave ${out.length} outcomes for ${e.items.length} intents`);
+        outcomes.set(e, out);
+      }
+      return { outcomes, units, late, dropped };
     });
   }
 
-  private committed(b: Batch, outcomes: Map<KindEntry, readonly unknown[]>, units: ReadonlyArray<{ ok: true; v: unknown } | { ok: false; err: unknown }>, statements: number): void {
+  private committed(b: Batch, outcomes: Map<KindEntry, readonly unknown[]>, units: ReadonlyArray<{ ok: true; v: unknown } | { ok: false; err: unknown }>,
+    statements: number, late: Capture): void {
     this.failedInARow = 0;
     this.stats.statements += statements;
     this.stats.windows++;
@@ -285,12 +364,27 @@ export class StateWindow implements Component {
     };
     for (const f of b.after) run(f);
     b.units.forEach((u, i) => { if (units[i]!.ok) for (const f of u.after) run(f); });
+    for (const f of late.after) run(f);
     for (const [e, out] of outcomes) e.settlers.forEach((s, i) => s?.resolve(out[i]));
+    for (const w of b.waiters) w.resolve(undefined);
     b.units.forEach((u, i) => {
       const r = units[i]!;
       if (r.ok) u.settler.resolve(r.v);
       else u.settler.reject(r.err);
     });
+  }
+
+  /** What a failed synchronous unit added: rejected, its callbacks dropped, its keys evicted (the window committed). */
+  private drop(c: Capture, err: unknown): void {
+    if (c.keys.size > 0) this.evict([...c.keys]);
+    const why = new Error('state window: the synchronous unit that made this write failed', { cause: err });
+    for (const e of c.kinds.values()) for (const s of e.settlers) s?.reject(why);
+  }
+
+  private evict(list: string[]): void {
+    for (const f of this.evictors) {
+      try { f(list); } catch (e) { this.o.logger.error({ err: e }, 'state window: an evict listener failed'); }
+    }
   }
 
   private failed(b: Batch, err: unknown): void {
@@ -306,19 +400,24 @@ export class StateWindow implements Component {
       victims.push(next);
     }
     const keys = new Set<string>();
-    for (const v of victims) for (const k of v.keys) keys.add(k);
-    if (keys.size > 0) {
-      const list = [...keys];
-      for (const f of this.evictors) {
-        try { f(list); } catch (e) { this.o.logger.error({ err: e }, 'state window: an evict listener failed'); }
-      }
-    }
+    for (const v of victims) for (const k of [...v.keys, ...(v.late?.keys ?? [])]) keys.add(k);
+    if (keys.size > 0) this.evict([...keys]);
     for (const v of victims) {
       const why = v === b ? err : new Error('state window: an earlier window failed', { cause: err });
-      for (const e of v.kinds.values()) for (const s of e.settlers) s?.reject(why);
+      for (const e of [...v.kinds.values(), ...(v.late?.kinds.values() ?? [])]) for (const s of e.settlers) s?.reject(why);
       for (const u of v.units) u.settler.reject(why);
+      for (const w of v.waiters) w.reject(why);
     }
   }
+}
+
+function merge(into: Capture, c: Capture): void {
+  for (const [k, e] of c.kinds) {
+    const t = into.kinds.get(k);
+    if (t) { t.items.push(...e.items); t.settlers.push(...e.settlers); } else into.kinds.set(k, e);
+  }
+  into.after.push(...c.after);
+  for (const k of c.keys) into.keys.add(k);
 }
 
 /** Counts the statements a flush runs (Kysely calls transformResult once per executed query). */

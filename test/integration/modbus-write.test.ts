@@ -56,6 +56,8 @@ afterAll(async () => { await t?.stop(); await py?.stop(); });
 
 describe('Modbus writes', () => {
   it('an operator of the area sets a holding register: function 6, scaled, confirmed by the device, seen by the next poll', async () => {
+    // The audit entry's `before` is the latest polled value: wait for the first poll (slow on a loaded machine).
+    await waitFor(async () => (await t.api('GET', '/api/v1/devices/pump-a')).body.latest?.setpoint?.value === 20, 10_000, 100);
     const r = await write('pump-a', { field: 'setpoint', value: 25.5 }, tokens['op-a']);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body).toEqual({ deviceId: 'pump-a', field: 'setpoint', value: 25.5, function: 'holding', address: 0, sent: [255], confirmation: { address: 0, value: 255 } });

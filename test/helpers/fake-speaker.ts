@@ -20,8 +20,11 @@ export interface FakeSpeaker {
   close(): Promise<void>;
 }
 
-/** Connects (CONNACK) and subscribes (SUBACK) before resolving. */
-export async function connectSpeaker(url: string, id: string, secret: string): Promise<FakeSpeaker> {
+/**
+ * Connects (CONNACK) and subscribes (SUBACK) before resolving; with `status`, then publishes it (retained, QoS 1)
+ * and waits for its PUBACK, as the connect sequence advises (§1.5 step 2, §5.3).
+ */
+export async function connectSpeaker(url: string, id: string, secret: string, o: { status?: Record<string, unknown> } = {}): Promise<FakeSpeaker> {
   const client = mqtt.connect(url, { username: id, password: secret, clientId: id, reconnectPeriod: 0, connectTimeout: 60_000, protocolVersion: 4, clean: true });
   client.on('error', () => { /* a killed server: the test looks at what was acknowledged */ });
   await new Promise<void>((resolve, reject) => {
@@ -42,6 +45,10 @@ export async function connectSpeaker(url: string, id: string, secret: string): P
       resolve();
     });
   });
+  if (o.status) {
+    const status = o.status;
+    await new Promise<void>((resolve, reject) => client.publish(`v1/devices/${id}/status`, JSON.stringify(status), { qos: 1, retain: true }, (e) => (e ? reject(e) : resolve())));
+  }
   return {
     id, client, plays, publish,
     answer: (requestId, body, onAck) => publish(`v1/devices/${id}/rpc/response/${requestId}`, body, onAck),

@@ -23,6 +23,8 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
   let w: StateWindow;
   let flushes: number;
   let failNext: unknown;
+  /** Runs inside the next flush of `insert` (code running while a window is in flight, outside any unit). */
+  let duringFlush: (() => void) | undefined;
   /** Rows as another connection sees them (committed data only). */
   let committed: () => Promise<string[]>;
   let closeOther: () => Promise<void>;
@@ -34,6 +36,7 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     keys: (r) => [`win:${r.k}`],
     async flush(trx, items) {
       flushes++;
+      const hook = duringFlush; duringFlush = undefined; hook?.();
       if (failNext !== undefined) { const e = failNext; failNext = undefined; throw e; }
       const json = JSON.stringify(items);
       const q = dialect === 'sqlite'
@@ -52,6 +55,7 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     await h.db.write(async (trx) => { await sql`CREATE TABLE win_t (k text PRIMARY KEY, v integer NOT NULL)`.execute(trx); });
     flushes = 0;
     failNext = undefined;
+    duringFlush = undefined;
     if (dialect === 'sqlite') {
       const other = new Database(h.state!.file, { readonly: true });
       committed = async () => (other.prepare('SELECT k FROM win_t ORDER BY k').all() as Row[]).map((r) => r.k);
@@ -99,18 +103,20 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     const first = w.add(insert, { k: 'k1', v: 1 });
     w.afterCommit(() => ran.push('first'));
     let second: Promise<boolean> | undefined;
+    // A write arriving while this window is in flight (outside its units) goes to the next window, built on this one.
+    duringFlush = () => { second = w.add(insert, { k: 'k2', v: 2 }); w.afterCommit(() => ran.push('second')); };
+    let inUnit: Promise<boolean> | undefined;
     const bad = w.unit(async (trx) => {
       await put('from-unit')(trx);
-      // A write arriving while this window is in flight goes to the next window, built on this one.
-      second = w.add(insert, { k: 'k2', v: 2 });
-      w.afterCommit(() => ran.push('second'));
+      inUnit = w.add(insert, { k: 'k4', v: 4 }); // the unit's own write: joins this window
       throw new Error('unit failed');
     }, { keys: ['unit:key'] });
     await expect(first).rejects.toThrow('unit failed');
     await expect(bad).rejects.toThrow('unit failed');
+    await expect(inUnit!).rejects.toThrow('unit failed');
     await expect(second!).rejects.toThrow('an earlier window failed');
     expect(ran).toEqual([]);
-    expect(evicted.sort()).toEqual(['unit:key', 'win:k1', 'win:k2']);
+    expect(evicted.sort()).toEqual(['unit:key', 'win:k1', 'win:k2', 'win:k4']);
     expect(w.failuresInARow).toBe(1);
     expect(await committed()).toEqual([]);
     // The next window is independent again.
@@ -119,6 +125,45 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await committed()).toEqual(['k3']);
   });
 
+  it('what an async unit adds while it runs (intents, callbacks) commits in its window, after the units; a later timer of it does not', async () => {
+    const ran: string[] = [];
+    let inner!: Promise<boolean>;
+    let fromTimer!: Promise<Promise<boolean>>;
+    const u = w.unit(async (trx, after) => {
+      await put('unit')(trx);
+      inner = w.add(insert, { k: 'late', v: 2 }); // written after the units, in this transaction
+      w.afterCommit(() => ran.push('unit afterCommit'));
+      after(() => ran.push('unit after'));
+      // Code the unit leaves behind (a timer) runs after its window: its writes go to a window of their own.
+      fromTimer = new Promise((resolve) => setTimeout(() => resolve(w.add(insert, { k: 'timer', v: 3 })), 30));
+      return 5;
+    });
+    expect(await u).toBe(5);
+    expect(await inner).toBe(true);
+    expect(await committed()).toEqual(['late', 'unit']);
+    expect(w.stats.windows).toBe(1);
+    expect(ran).toEqual(['unit after', 'unit afterCommit']);
+    expect(await (await fromTimer)).toBe(true);
+    expect(w.stats.windows).toBe(2);
+    expect(await committed()).toEqual(['late', 'timer', 'unit']);
+  });
+
+  it('a savepoint unit that fails drops what it added (rejected, evicted); the window commits the rest', async () => {
+    const evicted: string[] = [];
+    w.onEvict((keys) => evicted.push(...keys));
+    let inner!: Promise<boolean>;
+    const bad = w.unit(async (trx) => {
+      await put('bad')(trx);
+      inner = w.add(insert, { k: 'late', v: 2 });
+      throw new Error('refused');
+    }, { savepoint: true });
+    const ok = w.add(insert, { k: 'a', v: 1 });
+    await expect(bad).rejects.toThrow('refused');
+    await expect(inner).rejects.toThrow(/unit that made this write failed/);
+    expect(await ok).toBe(true);
+    expect(evicted).toEqual(['win:late']);
+    expect(await committed()).toEqual(['a']);
+  });
 
   it('a posted intent (no promise of its own) commits with its window, and fails with it: keys evicted, the others rejected', async () => {
     const evicted: string[] = [];
@@ -211,7 +256,7 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     });
     const good = w.unitSync(() => { db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('good'); return 1; });
     await expect(bad).rejects.toThrow('refused');
-    await expect(inner).rejects.toThrow(/synchronous unit/);
+    await expect(inner).rejects.toThrow(/unit that made this write failed/);
     expect(await ok).toBe(true);
     expect(await good).toBe(1);
     expect(ran).toEqual([]);

@@ -16,7 +16,10 @@
  *    transaction inside (the port's rule, sql.ts); decide conflicts in SQL (`ON CONFLICT DO NOTHING
  *    RETURNING`, guarded `UPDATE … RETURNING`) rather than raising errors: a failed statement aborts a
  *    PostgreSQL transaction. A unit that throws fails the WHOLE window, unless it runs with
- *    `savepoint: true` (then only its own writes are undone and only it rejects).
+ *    `savepoint: true` (then only its own writes are undone and only it rejects). What a unit adds to the
+ *    window while it runs (intents, after-commit callbacks: e.g. the commands of a broadcast it starts; the
+ *    unit's async context is tracked) joins ITS window and is written right after the units, so the unit's
+ *    own writes and those commit together or not at all. A window whose units added writes is not retried.
  *  - after-commit callbacks (`afterCommit`, or the `after` argument of a unit): PUBACK releases,
  *    publishes, bus events; run after COMMIT, in the order registered; dropped when the window fails.
  *
@@ -36,6 +39,7 @@
  * macrotask's microtasks and no other task (a socket read, a timer, a request) ever runs while the
  * transaction is open; readers on the same connection only ever see committed data.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql, type KyselyPlugin, type Transaction } from 'kysely';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
@@ -91,7 +95,7 @@ interface UnitEntry {
 }
 
 /** What a synchronous unit added while it ran (intents, after-commit callbacks, keys). */
-interface Capture { kinds: Map<WindowKind<unknown, unknown>, KindEntry>; after: Array<() => void>; keys: Set<string> }
+interface Capture { kinds: Map<WindowKind<unknown, unknown>, KindEntry>; after: Array<() => void>; keys: Set<string>; closed?: boolean }
 
 interface Batch {
   readonly id: number;
@@ -123,6 +127,8 @@ export class StateWindow implements Component {
   private readonly drained: Array<() => void> = [];
   /** Set while a synchronous unit runs: its adds, posts and after-commit callbacks go here. */
   private capture: Capture | null = null;
+  /** The capture of the async unit running in this async context (its adds join its window, see `unit`). */
+  private readonly unitScope = new AsyncLocalStorage<Capture>();
   /** Statements of the committed windows (BEGIN and COMMIT included), windows committed, windows failed. */
   readonly stats = { statements: 0, windows: 0, failed: 0 };
   private readonly mStatements;
@@ -168,8 +174,14 @@ export class StateWindow implements Component {
     this.enqueue(kind, item).settlers.push(null);
   }
 
+  /** Where a write goes: the running unit's capture (sync or async), else the open window. */
+  private target(): Capture | Batch {
+    const scoped = this.unitScope.getStore();
+    return this.capture ?? (scoped && !scoped.closed ? scoped : null) ?? this.batch();
+  }
+
   private enqueue<I>(kind: WindowKind<I, unknown>, item: I): KindEntry {
-    const b = this.capture ?? this.batch();
+    const b = this.target();
     let e = b.kinds.get(kind as WindowKind<unknown, unknown>);
     if (!e) {
       e = { kind: kind as WindowKind<unknown, unknown>, items: [], settlers: [] };
@@ -182,7 +194,7 @@ export class StateWindow implements Component {
 
   unit<T>(fn: (trx: Transaction<unknown>, after: After) => Promise<T>, o: UnitOptions = {}): Promise<T> {
     if (!this.running) return Promise.reject(new Error('the state window is stopped'));
-    if (this.capture) return Promise.reject(new Error('state window: a unit cannot be added by a synchronous unit'));
+    if (this.capture || this.inUnit()) return Promise.reject(new Error('state window: a unit cannot be added by a unit (write through its trx)'));
     const b = this.batch();
     for (const k of o.keys ?? []) b.keys.add(k);
     return new Promise<T>((resolve, reject) => {
@@ -202,7 +214,7 @@ export class StateWindow implements Component {
    */
   unitSync<T>(fn: () => T, o: { keys?: readonly string[] } = {}): Promise<T> {
     if (this.o.db.dialect !== 'sqlite') return Promise.reject(new Error('state window: synchronous units need the embedded store'));
-    if (this.capture) { // nested (a synchronous unit calling code that makes one): part of the outer one
+    if (this.capture || this.inUnit()) { // nested (a unit calling code that makes one): part of the outer one
       try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
     }
     if (!this.running) return Promise.reject(new Error('the state window is stopped'));
@@ -214,7 +226,13 @@ export class StateWindow implements Component {
   }
 
   /** `f` runs after the open window (the one the caller's writes so far went to) commits; never if it fails. */
-  afterCommit(f: () => void): void { (this.capture ?? this.batch()).after.push(f); }
+  afterCommit(f: () => void): void { this.target().after.push(f); }
+
+  /** True while an async unit of a flush runs in this async context. */
+  private inUnit(): boolean {
+    const s = this.unitScope.getStore();
+    return s !== undefined && !s.closed;
+  }
 
   /**
    * Resolves once everything written so far (the open window, else the one in flight) is committed; rejects when it
@@ -270,6 +288,8 @@ export class StateWindow implements Component {
       } catch (err) {
         error = err;
         if (attempt >= MAX_RETRIES || !RETRYABLE.has(String((err as { code?: unknown }).code))) break;
+        // Units that added writes have applied their memory effects already: running them again would repeat those.
+        if (b.late && (b.late.kinds.size > 0 || b.late.after.length > 0)) break;
         this.o.logger.warn({ err, attempt: attempt + 1 }, 'state window: transaction conflict, retrying');
       }
     }
@@ -323,24 +343,36 @@ export class StateWindow implements Component {
           units.push(r);
           continue;
         }
+        // What the unit adds to the window while it runs (intents, after-commit callbacks) joins this window.
+        const cap: Capture = { kinds: new Map(), after: [], keys: new Set() };
+        const run = (): Promise<unknown> => this.unitScope.run(cap, () => u.fn(trx, after));
         if (!u.savepoint) {
-          units.push({ ok: true, v: await u.fn(trx, after) });
+          try {
+            units.push({ ok: true, v: await run() });
+          } finally {
+            cap.closed = true;
+            merge(late, cap); // on failure the window fails: `failed` rejects and evicts what it added
+          }
           continue;
         }
         const name = sql.raw(`keng_unit_${++sp}`);
         await sql`SAVEPOINT ${name}`.execute(trx);
         try {
-          const v = await u.fn(trx, after);
+          const v = await run();
+          cap.closed = true;
           await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
           units.push({ ok: true, v });
+          merge(late, cap);
         } catch (err) {
+          cap.closed = true;
           await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);
           await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
           u.after.length = 0;
           units.push({ ok: false, err });
+          dropped.push(cap);
         }
       }
-      // What the synchronous units added: written now, in the same phases, so it commits with them.
+      // What the units added: written now, in the same phases, so it commits with them.
       const lateEntries = [...late.kinds.values()].sort((x, y) => x.kind.phase - y.kind.phase);
       const lateCtx: FlushContext = new Map();
       for (const e of lateEntries) {
@@ -377,7 +409,7 @@ export class StateWindow implements Component {
   /** What a failed synchronous unit added: rejected, its callbacks dropped, its keys evicted (the window committed). */
   private drop(c: Capture, err: unknown): void {
     if (c.keys.size > 0) this.evict([...c.keys]);
-    const why = new Error('state window: the synchronous unit that made this write failed', { cause: err });
+    const why = new Error('state window: the unit that made this write failed', { cause: err });
     for (const e of c.kinds.values()) for (const s of e.settlers) s?.reject(why);
   }
 

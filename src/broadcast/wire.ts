@@ -64,6 +64,10 @@ export interface BroadcastWiring {
    * broadcast service until they write through `trx` (docs/design/state-window.md §5 step 4.3).
    */
   durable: <T>(fn: () => T) => Promise<T>;
+  /** The state window RPC commands and broadcasts write through: units that start or stop broadcasts use it. */
+  window: StateWindow;
+  /** The database the window writes to (its readers read committed rows there). */
+  windowDb: Db<unknown>;
   /**
    * Resolves when the state writes decided so far are committed (the state window, after the reads of
    * answers and events that memory did not hold): device answers and events are acknowledged after it.
@@ -97,7 +101,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
   return {
-    components: [window, rpc, executor, service], scheduler, rpc, executor, service, durable,
+    components: [window, rpc, executor, service], scheduler, rpc, executor, service, durable, window, windowDb: rpcDb,
     // An answer matched by a read reports to the executor only then: its move may start a read of its own.
     settled: () => rpc.settled().then(() => executor.settled()),
   };

@@ -24,7 +24,7 @@ export interface AlertCancellationDeps {
   repo: () => AlertRepo;
   records: AlertRecords;
   media: Pick<MediaLibrary, 'synthesizeSequence'>;
-  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'preload' | 'get' | 'withdrawPrefetch'>;
+  executor: Pick<BroadcastExecutor, 'startBroadcast' | 'stopBroadcast' | 'preload' | 'getStored' | 'withdrawPrefetch'>;
   options: AlertServiceOptions;
   clock: Clock;
   logger: Logger;
@@ -93,7 +93,7 @@ export class AlertCancellation {
   }
 
   private async playNotice(c: Caller, a: Alert): Promise<void> {
-    const b = a.broadcastId ? this.d.executor.get(a.broadcastId) : undefined;
+    const b = a.broadcastId ? await this.d.executor.getStored(a.broadcastId) : undefined;
     if (!b) return;
     try {
       const media = await this.d.media.synthesizeSequence(cancellationAnnouncement(a.cap, { toneSec: this.d.options.toneSec }), ANNOUNCEMENT_LANG,

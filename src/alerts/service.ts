@@ -50,7 +50,7 @@ export interface AlertServiceDeps {
   stateDb: StateDb;
   registry: TargetRegistry;
   media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
-  executor: Pick<BroadcastExecutor, 'begin' | 'startBroadcast' | 'stopBroadcast' | 'preload' | 'get' | 'prefetch' | 'withdrawPrefetch'>;
+  executor: Pick<BroadcastExecutor, 'begin' | 'startBroadcast' | 'stopBroadcast' | 'preload' | 'getStored' | 'prefetch' | 'withdrawPrefetch'>;
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
   logger: Logger;

@@ -415,6 +415,8 @@ export class BroadcastExecutor implements Component {
 
   /** The broadcast as committed. */
   get(id: string): Broadcast | undefined { return this.requireRepo().get(id); }
+  /** The broadcast as committed, read through the database port (works on both dialects). */
+  async getStored(id: string): Promise<Broadcast | undefined> { return this.requireRepo().get(id); }
   /** The broadcast as decided (memory, possibly not committed yet); undefined when memory does not hold it. */
   current(id: string): Broadcast | undefined {
     const h = this.held.get(id);

@@ -242,6 +242,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }),
       // Never not-ready either: failed renewals show in its detail (PostgreSQL away already fails `telemetry`).
       ...(nodeLeases ? { nodeLease: () => nodeLeases.report() } : {}),
+      // Commands, broadcasts and alerts commit through it: a node that cannot is drained.
+      stateWindow: () => broadcast.window.report(),
     },
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,

@@ -276,6 +276,17 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await committed()).toEqual([]);
   });
 
+  it('reports not ready after three failed windows in a row, ready again at the next commit', async () => {
+    for (let i = 0; i < 3; i++) {
+      expect(w.report().ok).toBe(true);
+      failNext = new Error('database away');
+      await expect(w.add(insert, { k: `f${i}`, v: i })).rejects.toThrow('database away');
+    }
+    expect(w.report()).toMatchObject({ ok: false, detail: { failuresInARow: 3, failed: 3 } });
+    expect(await w.add(insert, { k: 'back', v: 1 })).toBe(true);
+    expect(w.report()).toMatchObject({ ok: true, detail: { failuresInARow: 0 } });
+  });
+
   it('durable() makes the open window due at once', async () => {
     const slow = new StateWindow({ db: h.db, logger, windowMs: 60_000 });
     await slow.start();

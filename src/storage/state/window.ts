@@ -114,6 +114,8 @@ interface Batch {
 
 const RETRYABLE = new Set(['40001', '40P01']);
 const MAX_RETRIES = 3;
+/** Failed windows in a row after which the node reports not ready. */
+const FAILS_NOT_READY = 3;
 
 export class StateWindow implements Component {
   readonly name = 'state-window';
@@ -154,6 +156,18 @@ export class StateWindow implements Component {
 
   /** Windows failed in a row (0 after a commit): the readiness check fails from 3. */
   get failuresInARow(): number { return this.failedInARow; }
+
+  /**
+   * The /readyz check: not ready after FAILS_NOT_READY failed windows in a row (the database refuses this
+   * node's state writes: answers get no PUBACK, so a balancer should move the devices to a node that can
+   * commit); ready again at the next commit.
+   */
+  report(): { ok: boolean; detail: Record<string, unknown> } {
+    return {
+      ok: this.failedInARow < FAILS_NOT_READY,
+      detail: { failuresInARow: this.failedInARow, windows: this.stats.windows, failed: this.stats.failed, dialect: this.o.db.dialect },
+    };
+  }
 
   /** Called with the keys of every intent and unit of a failed window (and of the one gathered on top of it). */
   onEvict(fn: (keys: readonly string[]) => void): void { this.evictors.push(fn); }

@@ -24,7 +24,7 @@ describe('API on the running app', () => {
     const body = await ready.json() as { status: string; checks: Record<string, { ok: boolean }> };
     expect(ready.status).toBe(200);
     expect(body.status).toBe('ready');
-    expect(Object.keys(body.checks).sort()).toEqual(['broker', 'media', 'state', 'telemetry']);
+    expect(Object.keys(body.checks).sort()).toEqual(['broker', 'media', 'state', 'stateWindow', 'telemetry']);
     expect((await fetch(`${t.httpUrl}/metrics`)).status).toBe(401);
     expect(await (await fetch(`${t.httpUrl}/metrics`, admin)).text()).toContain('keng_mqtt_connections');
     const r = await t.api('GET', '/api/v1/devices', undefined, 'not-the-admin-token');

@@ -86,8 +86,6 @@ export interface BroadcastExecutorOptions {
   reportGraceMs?: number;
 }
 
-export type { HeldBroadcast } from './held.js';
-
 export class BroadcastExecutor implements Component {
   readonly name = 'broadcast-executor';
   private readonly o: BroadcastExecutorOptions;

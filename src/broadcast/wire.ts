@@ -95,6 +95,8 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   });
   const service: BroadcastService = new BroadcastService({
     config: d.config, stateSql: d.stateSql, nodeId: d.nodeId, window,
+    // The audit log is on `stateSql`: the window's database unless cluster mode (PostgreSQL) and the window on the embedded store.
+    auditInUnit: d.stateSql.dialect === rpcDb.dialect,
     ...(d.scheduleResyncMs !== undefined ? { resyncMs: d.scheduleResyncMs } : {}), registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
   });

@@ -19,7 +19,7 @@ import { RpcService } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks, type LogNames } from '../../src/broadcast/execution/index.js';
 import { BroadcastQueries } from '../../src/broadcast/execution/queries.js';
 import { BroadcastRepoSql } from '../../src/broadcast/execution/repo-sql.js';
-import { BroadcastService } from '../../src/broadcast/service.js';
+import { BroadcastService, type BroadcastServiceDeps } from '../../src/broadcast/service.js';
 import { StateWindow } from '../../src/storage/state/index.js';
 import type { Db } from '../../src/storage/sql/index.js';
 import type { Area, Device } from '../../src/devices/types.js';
@@ -159,6 +159,7 @@ describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', 
   let rpc: RpcService;
   let exec: BroadcastExecutor;
   let service: BroadcastService;
+  let deps: BroadcastServiceDeps;
   let failAudit = false;
   const published: string[] = [];
 
@@ -191,11 +192,12 @@ describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', 
       },
       recordSync: (e) => real.recordSync(e),
     };
-    service = new BroadcastService({
+    deps = {
       config: loadConfig({ env: {}, overrides: { dataDir: dir, logLevel: 'silent', broadcast: { streamHosts: ['127.0.0.1'] } } as never }),
       stateSql: h.db, window, registry: registry as never, media: {} as never, executor: exec, audit, logger, metrics, clock: systemClock,
       mediaViewer: () => ({ all: true, sees: new Set(), owns: new Set(), home: [] }) as never,
-    });
+    };
+    service = new BroadcastService(deps);
     await rpc.start();
     await exec.start();
     await service.start();
@@ -254,5 +256,20 @@ describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', 
     expect(s.stopRequestedAt).toEqual(expect.any(Number));
     expect((await exec.getStored(b.id))!.stopRequestedAt).toBe(s.stopRequestedAt);
     expect(await counts()).toEqual([1, 2, 4, 4, 2]); // two broadcast.stop commands, one more audit row
+  });
+
+  it('with the audit log on another database (cluster mode, window on the embedded store): the record follows the commit', async () => {
+    const other = new BroadcastService({ ...deps, auditInUnit: false });
+    await other.start();
+    try {
+      const b = await other.playNow(caller, body);
+      expect(await counts()).toEqual([1, 2, 4, 2, 1]);
+      failAudit = true; // appended after the commit: its failure is logged, the stop stands
+      const s = await other.stopBroadcast(caller, b.id);
+      expect((await exec.getStored(b.id))!.stopRequestedAt).toBe(s.stopRequestedAt);
+      expect(await counts()).toEqual([1, 2, 4, 4, 2]); // the failing recorder appended before it threw
+    } finally {
+      await other.stop();
+    }
   });
 });

@@ -17,6 +17,15 @@
  * start + max(play length, broadcast.offlineValiditySec) (`notAfter`: an
  * offline speaker that returns later gets `expired`); onMissed records the
  * occurrence as missed for each speaker (proof of play).
+ *
+ * Broadcast writes (play now, stop, occurrences) are units of the state window
+ * (src/storage/state/window.ts): the broadcast the unit starts or stops (its
+ * rows, commands and log lines join the unit's window) and its audit record
+ * (`audit.record(e, trx)`) commit in one transaction, or nothing does and
+ * nothing is published. Each unit runs with a savepoint, so its failure fails
+ * only its own request, not the other writes of the window. Cluster mode while
+ * the window still runs on the embedded store (wire.ts): the audit log is on
+ * PostgreSQL, and the record is appended right after the unit's commit.
  */
 import type { Transaction } from 'kysely';
 import type { Histogram } from 'prom-client';
@@ -28,10 +37,10 @@ import { formatTime } from '../core/time.js';
 import type { AuditInput, AuditRecorder } from '../audit/log.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
 import type { Principal } from '../auth/types.js';
-import type { StateDb } from '../storage/state/index.js';
+import type { StateWindow } from '../storage/state/index.js';
 import type { Db } from '../storage/sql/index.js';
 import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import type { Broadcast, BroadcastExecutor, BroadcastInput } from './execution/index.js';
+import { broadcastExists, type Broadcast, type BroadcastExecutor, type BroadcastInput } from './execution/index.js';
 import {
   Scheduler, SqlScheduleRepo, applySpec, findClashes, newSchedule, nextRuns as nextRunsOf, toClashError, toValidationError,
   validatePlayNow, validateSchedule, validateSchedulePatch, type OccurrenceInfo, type Schedule, type ScheduleRepo, type ScheduleSpec,
@@ -44,7 +53,6 @@ import { checkTarget, resolveSpeakers, targetVisible, type Caller } from './targ
 
 export interface BroadcastServiceDeps {
   config: Readonly<Config>;
-  stateDb: StateDb;
   /** Where schedules and their occurrence claims live: the state store as a Db (embedded), or PostgreSQL (cluster mode). */
   stateSql: Db<unknown>;
   /** This node's name in occurrence claims. */
@@ -61,11 +69,14 @@ export interface BroadcastServiceDeps {
   audit: AuditRecorder;
   /** Which media a principal sees (its areas; media/access.ts): schedules play only those. */
   mediaViewer: (p: Principal) => MediaViewer;
+  /** The executor's state window: broadcast writes and their audit records run as its units (one commit each). */
+  window: Pick<StateWindow, 'unit' | 'durable'>;
   /**
-   * Runs synchronous state-store writes (the audit record) and the broadcast `fn` starts or stops as one
-   * commit, resolving after it (the state window's unitSync, wire.ts `durable`); default: `fn` at once.
+   * Whether `audit` writes to the window's database (the embedded store; cluster mode once the window runs on
+   * PostgreSQL): then a broadcast's audit record is appended in its unit. false: it is appended in its own
+   * transaction right after the unit's commit. Default true.
    */
-  batch?: <T>(fn: () => T) => Promise<T>;
+  auditInUnit?: boolean;
   /** How stream URLs' host names are resolved for the check (stream-url.ts); default the system resolver. */
   resolveHost?: ResolveHost;
 }
@@ -264,35 +275,45 @@ export class BroadcastService implements Component {
     if (targets.length === 0) throw Errors.UNPROCESSABLE('the target has no speakers');
     const { spec } = await this.withStoredContent(v.value, c);
     // The broadcast, its commands and its audit record in one commit, on disk before the reply.
-    const started = await this.batch(() => {
+    let stored: Promise<Broadcast> | undefined;
+    let later: AuditInput | undefined;
+    await this.unit(async (trx) => {
       const p = this.startFor(spec, targets, {});
+      stored = quiet(p.stored);
       const b = p.decided;
-      this.audit(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content });
-      return p.stored;
+      later = await this.auditUnit(trx, this.auditEntry(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content }));
     });
-    return started;
+    await this.auditLater(later);
+    return stored!;
   }
 
   async stopBroadcast(c: Caller, id: string): Promise<Broadcast> {
     const ex = this.d.executor;
     // In memory first, so the stop below is decided inside the unit (with its audit record, in one commit).
     await ex.preload(id);
-    const b = ex.current(id) ?? ex.get(id);
+    const b = ex.current(id) ?? await ex.getStored(id);
     if (!b || !b.targets.some((t) => c.inScope(t.area))) throw Errors.NOT_FOUND(`Broadcast "${id}"`);
     const outside = b.targets.find((t) => !c.inScope(t.area));
     if (outside) throw Errors.FORBIDDEN(`broadcast "${id}" also plays outside your areas (area "${outside.area}")`);
-    return this.batch(() => {
-      const p = ex.stopBroadcast(id);
-      const after = ex.current(id);
-      if (after) this.audit(c, 'broadcast.stop', id, summary(b), summary(after));
-      else void p.then((a) => { this.audit(c, 'broadcast.stop', id, summary(b), summary(a)); }, () => undefined); // not held: decided after a read
-      return p;
+    let stopped: Promise<Broadcast> | undefined;
+    let later: AuditInput | undefined;
+    await this.unit(async (trx) => {
+      // Not held any more (a failed window evicted it): reading it here would wait for this very transaction.
+      if (!ex.current(id)) throw Errors.NOT_READY(`broadcast "${id}" is being reloaded, try again`);
+      stopped = quiet(ex.stopBroadcast(id)); // decided at once (held): its writes join this unit
+      later = await this.auditUnit(trx, this.auditEntry(c, 'broadcast.stop', id, summary(b), summary(ex.current(id) ?? b)));
     });
+    await this.auditLater(later);
+    return stopped!;
   }
 
   // ------------------------------------------------------------ internals
 
-  /** Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). */
+  /**
+   * Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). The claim is
+   * committed before (scheduler.ts), in its own transaction: on the schedules' database, which is the
+   * window's one too once cluster mode runs the window on PostgreSQL (never nested in this unit).
+   */
   private async onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): Promise<string | undefined> {
     if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);
     const targets = [...resolveSpeakers(this.d.registry, s.target)].sort();
@@ -302,9 +323,28 @@ export class BroadcastService implements Component {
     }
     // A deterministic id: an occurrence can never start two broadcasts.
     const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
-    const b = await this.batch(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }).stored);
+    let stored: Promise<Broadcast> | undefined;
+    await this.unit(async (trx) => {
+      // Started before (its row is there): nothing to do. Decided here rather than by the insert's conflict, which fails the window.
+      if (await broadcastExists(trx, id)) return;
+      stored = quiet(this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }).stored);
+    });
+    if (!stored) {
+      this.log.warn({ scheduleId: s.id, broadcastId: id }, 'schedule occurrence already started');
+      return id;
+    }
+    const b = await stored;
     this.log.info({ scheduleId: s.id, broadcastId: b.id, lateMs: info.lateMs, targets: targets.length }, 'schedule occurrence started');
     return b.id;
+  }
+
+  /**
+   * `fn` as a unit of the state window, made due at once (the caller waits for it): resolves after the commit.
+   * Await only `trx` inside; with a savepoint, so a failure undoes only this unit (and what it added).
+   */
+  private unit(fn: (trx: Transaction<unknown>) => Promise<void>): Promise<void> {
+    const w = this.d.window;
+    return w.durable(w.unit(fn, { savepoint: true }));
   }
 
   private rememberNames(list: Schedule[]): void {
@@ -324,11 +364,6 @@ export class BroadcastService implements Component {
     };
     const { broadcast, stored } = this.d.executor.begin(input);
     return { decided: broadcast, stored };
-  }
-
-  private batch<T>(fn: () => T): Promise<T> {
-    if (this.d.batch) return this.d.batch(fn);
-    try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
   }
 
   private async withStoredContent(spec: ScheduleSpec, c: Caller, o: { current?: string; checkStream?: boolean } = {}): Promise<{ spec: ScheduleSpec; created?: string }> {
@@ -378,14 +413,22 @@ export class BroadcastService implements Component {
   }
 
   /**
-   * A broadcast's audit record, synchronously in the caller's transaction (the state window's synchronous unit,
-   * `batch`); a failure is logged (the broadcast is under way either way).
+   * A broadcast change's audit record in its unit's transaction `trx` (both commit, or neither); returned instead
+   * when the audit log is on another database than the window's (`auditInUnit` false): for auditLater().
    */
-  private audit(c: Caller, action: string, id: string, before: unknown, after: unknown): void {
+  private async auditUnit(trx: Transaction<unknown>, e: AuditInput): Promise<AuditInput | undefined> {
+    if (this.d.auditInUnit === false) return e;
+    await this.d.audit.record(e, trx);
+    return undefined;
+  }
+
+  /** Appends what auditUnit() returned, in its own transaction, after the unit's commit; a failure is logged (the change stands). */
+  private async auditLater(e: AuditInput | undefined): Promise<void> {
+    if (!e) return;
     try {
-      this.d.audit.recordSync(this.auditEntry(c, action, id, before, after));
+      await this.d.audit.record(e);
     } catch (err) {
-      this.log.error({ err, action, id }, 'audit record failed');
+      this.log.error({ err, action: e.action, target: e.target }, 'audit record failed');
     }
   }
 
@@ -413,6 +456,15 @@ export class BroadcastService implements Component {
     if (!this.sched) throw Errors.NOT_READY('scheduler is not started');
     return this.sched;
   }
+}
+
+/**
+ * `p`, marked handled: a unit keeps its broadcast's promise to return it after the commit; when the unit fails,
+ * that promise rejects too and nobody awaits it (the unit's own rejection is what the caller gets).
+ */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** A short form of a broadcast for the audit log (no per-speaker list). */

@@ -60,8 +60,8 @@ export interface BroadcastWiring {
   /**
    * Runs synchronous state-store writes (the embedded store's own connection, `audit.recordSync`) as a
    * synchronous unit of the state window (StateWindow.unitSync): the commands and broadcasts `fn` starts commit
-   * with them, in one transaction; resolves after that commit. The transitional path of the alerts and the
-   * broadcast service until they write through `trx` (docs/design/state-window.md §5 step 4.3).
+   * with them, in one transaction; resolves after that commit. The transitional path of the alerts until they
+   * write through `trx` (docs/design/state-window.md §5 step 4.3); nothing in src/broadcast uses it any more.
    */
   durable: <T>(fn: () => T) => Promise<T>;
   /** The state window RPC commands and broadcasts write through: units that start or stop broadcasts use it. */
@@ -86,7 +86,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
-    stateDb: d.stateDb, db: rpcDb, window, rpc, bus: d.bus, registry: d.registry,
+    db: rpcDb, window, rpc, bus: d.bus, registry: d.registry,
     mediaUrl: (mediaId) => d.media.signedUrl(mediaId, d.mediaBaseUrl()),
     logger: d.logger.child({ part: 'executor' }), metrics: d.metrics, clock: d.clock, timeZone: d.config.tz,
     reportGraceMs: d.config.broadcast.playbackReportGraceSec * 1000,
@@ -94,10 +94,11 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
     names: { schedule: (id): string | undefined => service.scheduleName(id), media: (id): string | undefined => d.media.get(id)?.name },
   });
   const service: BroadcastService = new BroadcastService({
-    config: d.config, stateDb: d.stateDb, stateSql: d.stateSql, nodeId: d.nodeId,
+    config: d.config, stateSql: d.stateSql, nodeId: d.nodeId, window,
+    // The audit log is on `stateSql`: the window's database unless cluster mode (PostgreSQL) and the window on the embedded store.
+    auditInUnit: d.stateSql.dialect === rpcDb.dialect,
     ...(d.scheduleResyncMs !== undefined ? { resyncMs: d.scheduleResyncMs } : {}), registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
-    batch: durable,
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
   return {

@@ -81,7 +81,7 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   const st = rpcStateOn(app.stateDb.db);
   const rpc = new RpcService({ ...st, broker: app.broker, bus: app.bus, logger, metrics: app.metrics,
     readyDelayMs: 300, sweepIntervalMs: 50, answerGraceMs: 300, paramsHooks: playHooks(() => exec) });
-  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
+  const exec: BroadcastExecutor = new BroadcastExecutor({ ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl, logger, metrics: app.metrics });
   await rpc.start();
   await exec.start();
   const states: Array<KengEvents['broadcast.state']> = [];
@@ -100,10 +100,10 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
         targets, notAfter: Date.now() + 10_000, ...over };
     },
     async waitStates(id, want, timeoutMs = 15_000) {
-      return waitFor(() => {
-        const b = exec.get(id)!;
+      return waitFor(async () => {
+        const b = (await exec.getStored(id))!;
         return Object.entries(want).every(([d, s]) => b.targets.find((x) => x.deviceId === d)?.state === s) ? b : undefined;
-      }, timeoutMs).catch((err: Error) => { throw new Error(`${err.message}: ${JSON.stringify(exec.get(id)?.targets)}`); });
+      }, timeoutMs).catch(async (err: Error) => { throw new Error(`${err.message}: ${JSON.stringify((await exec.getStored(id))?.targets)}`); });
     },
     async close() {
       off();
@@ -117,8 +117,8 @@ async function setup(speakerIds: string[], o: { urlTtlMs?: number } = {}): Promi
   return hh;
 }
 
-function statesOf(exec: BroadcastExecutor, broadcastId: string, deviceId: string): string[] {
-  return exec.log({ broadcastId, deviceId }).map((e) => e.state);
+async function statesOf(exec: BroadcastExecutor, broadcastId: string, deviceId: string): Promise<string[]> {
+  return (await exec.log({ broadcastId, deviceId })).map((e) => e.state);
 }
 
 describe('broadcast execution over MQTT', () => {
@@ -131,24 +131,24 @@ describe('broadcast execution over MQTT', () => {
     const b = await h.exec.start(h.input(ids, { scheduleId: 'sch-sang' }));
     expect(b.targets.map((x) => x.state)).toEqual(['sent', 'sent', 'sent']);
     await h.waitStates(b.id, { 'loa-01': 'completed', 'loa-02': 'completed', 'loa-03': 'completed' });
-    for (const id of ids) expect(statesOf(h.exec, b.id, id)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
+    for (const id of ids) expect(await statesOf(h.exec, b.id, id)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
     // Each speaker fetched the media over HTTP (sha256 checked by the speaker).
     expect(h.downloads.filter((d) => d.status === 200)).toHaveLength(3);
     // Bus events for the live view.
     expect(h.states.filter((e) => e.broadcastId === b.id && e.state === 'completed').map((e) => e.deviceId).sort()).toEqual(ids);
     expect(h.states.find((e) => e.deviceId === 'loa-02')?.area).toBe('thon-tay');
     // Log queries by area (subtree), schedule, device.
-    expect(h.exec.log({ area: 'thon-dong', broadcastId: b.id }).every((e) => e.area === 'thon-dong')).toBe(true);
-    expect(h.exec.log({ area: '00001', scheduleId: 'sch-sang' })).toHaveLength(15);
-    expect(h.exec.list({ area: 'thon-tay' })[0]!.targets.map((x) => x.deviceId)).toEqual(['loa-02']);
-    const csv = h.exec.csv({ broadcastId: b.id });
+    expect((await h.exec.log({ area: 'thon-dong', broadcastId: b.id })).every((e) => e.area === 'thon-dong')).toBe(true);
+    expect((await h.exec.log({ area: '00001', scheduleId: 'sch-sang' }))).toHaveLength(15);
+    expect((await h.exec.list({ area: 'thon-tay' }))[0]!.targets.map((x) => x.deviceId)).toEqual(['loa-02']);
+    const csv = (await h.exec.csv({ broadcastId: b.id }));
     expect(csv.startsWith('\uFEFFtime,device_time,broadcast_id')).toBe(true);
     expect(csv).toContain('Thôn Đông');
     expect(csv).toContain('"Thôn Tây, ""xóm mới"""');
     expect(csv).toContain('Loa cụm 1 – Đình làng');
     expect(csv.split('\r\n').filter((l) => l.includes(',completed,'))).toHaveLength(3);
     await h.exec.recordMissed('sch-sang', Date.now() - 86_400_000, ['loa-01', 'loa-02']);
-    const totals = h.exec.totals({ area: '00001' });
+    const totals = (await h.exec.totals({ area: '00001' }));
     expect(totals.total).toMatchObject({ planned: 5, played: 3, failed: 0, missed: 2 });
     expect(totals.areas.find((a) => a.area === 'thon-dong')).toMatchObject({ areaName: 'Thôn Đông', planned: 3, played: 2, missed: 1 });
   });
@@ -164,7 +164,7 @@ describe('broadcast execution over MQTT', () => {
       await waitFor(() => out.includes('"ready"'), 20_000).catch(() => { throw new Error(`paho speaker not ready: ${out}`); });
       const b = await h.exec.start(h.input(['loa-paho']));
       await h.waitStates(b.id, { 'loa-paho': 'completed' });
-      expect(statesOf(h.exec, b.id, 'loa-paho')).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
+      expect(await statesOf(h.exec, b.id, 'loa-paho')).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
       await waitFor(() => out.includes('"completed"'), 5000);
     } finally {
       py.stdin!.end();
@@ -180,15 +180,15 @@ describe('broadcast execution over MQTT', () => {
     await new Promise((r) => setTimeout(r, 1200)); // longer than the URL lifetime: the URL must be made at send time
     const late = await h.speaker('loa-late');
     await h.waitStates(b.id, { 'loa-on': 'completed', 'loa-late': 'completed', 'loa-toolate': 'expired' });
-    expect(statesOf(h.exec, b.id, 'loa-late')).toEqual(['pending', 'offline', 'sent', 'accepted', 'playing', 'completed']);
-    expect(h.exec.log({ broadcastId: b.id, deviceId: 'loa-late' }).find((e) => e.state === 'sent')?.detail).toBe('sent after reconnect');
+    expect(await statesOf(h.exec, b.id, 'loa-late')).toEqual(['pending', 'offline', 'sent', 'accepted', 'playing', 'completed']);
+    expect((await h.exec.log({ broadcastId: b.id, deviceId: 'loa-late' })).find((e) => e.state === 'sent')?.detail).toBe('sent after reconnect');
     expect(late.received.map((r) => r.method)).toEqual(['broadcast.play']);
     expect(h.downloads.every((d) => d.status === 200)).toBe(true);
     const tooLate = await h.speaker('loa-toolate');
     await new Promise((r) => setTimeout(r, 600));
     expect(tooLate.received).toEqual([]);
-    expect(h.exec.get(b.id)!.targets.find((x) => x.deviceId === 'loa-toolate')).toMatchObject({ state: 'expired', detail: 'speaker offline until notAfter' });
-    expect(h.exec.totals().total).toMatchObject({ planned: 3, played: 2, failed: 1 });
+    expect((await h.exec.getStored(b.id))!.targets.find((x) => x.deviceId === 'loa-toolate')).toMatchObject({ state: 'expired', detail: 'speaker offline until notAfter' });
+    expect((await h.exec.totals()).total).toMatchObject({ planned: 3, played: 2, failed: 1 });
   });
 
   it('a speaker that rejects → rejected; a corrupted file → failed "sha256 mismatch"', async () => {
@@ -211,8 +211,8 @@ describe('broadcast execution over MQTT', () => {
     const s = await h.exec.stop(b.id);
     expect(s.targets.find((x) => x.deviceId === 'loa-off')).toMatchObject({ state: 'stopped', detail: 'stopped before it was sent' });
     await h.waitStates(b.id, { 'loa-a': 'stopped' });
-    expect(statesOf(h.exec, b.id, 'loa-a')).toEqual(['pending', 'sent', 'accepted', 'playing', 'stopped']);
-    expect(h.exec.get(b.id)!.stopRequestedAt).toEqual(expect.any(Number));
+    expect(await statesOf(h.exec, b.id, 'loa-a')).toEqual(['pending', 'sent', 'accepted', 'playing', 'stopped']);
+    expect((await h.exec.getStored(b.id))!.stopRequestedAt).toEqual(expect.any(Number));
   });
 
   it('priority goes before a waiting normal item; an emergency preempts a playing normal one', async () => {
@@ -224,11 +224,11 @@ describe('broadcast execution over MQTT', () => {
     const n2 = await h.exec.start(h.input(['loa-p'], { media: media(3) }));
     const p = await h.exec.start(h.input(['loa-p'], { priority: 'priority', media: media(3) }));
     await h.waitStates(n2.id, { 'loa-p': 'completed' }, 10_000);
-    const playedAt = (id: string) => h!.exec.log({ broadcastId: id }).find((e) => e.state === 'playing')!.at;
-    expect(playedAt(n1.id)).toBeLessThan(playedAt(p.id));
-    expect(playedAt(p.id)).toBeLessThan(playedAt(n2.id));
-    expect(h.exec.get(n1.id)!.targets[0]!.state).toBe('completed');
-    expect(h.exec.get(p.id)!.targets[0]!.state).toBe('completed');
+    const playedAt = async (id: string) => (await h!.exec.log({ broadcastId: id })).find((e) => e.state === 'playing')!.at;
+    expect(await playedAt(n1.id)).toBeLessThan(await playedAt(p.id));
+    expect(await playedAt(p.id)).toBeLessThan(await playedAt(n2.id));
+    expect((await h.exec.getStored(n1.id))!.targets[0]!.state).toBe('completed');
+    expect((await h.exec.getStored(p.id))!.targets[0]!.state).toBe('completed');
 
     const n3 = await h.exec.start(h.input(['loa-p'], { media: media(60) }));
     await h.waitStates(n3.id, { 'loa-p': 'playing' });
@@ -259,8 +259,8 @@ describe('broadcast execution over MQTT', () => {
       expect(m.get('keng_rpc_responses_refused_total{reason="wrong_device"}')).toBe(1);
       expect(m.get('keng_broadcast_events_refused_total{reason="not_target"}')).toBe(1);
       // Nothing changed for the real target.
-      expect(h.exec.get(b.id)!.targets).toEqual([expect.objectContaining({ deviceId: 'loa-x', state: 'playing' })]);
-      expect(h.exec.log({ deviceId: 'loa-y' })).toEqual([]);
+      expect((await h.exec.getStored(b.id))!.targets).toEqual([expect.objectContaining({ deviceId: 'loa-x', state: 'playing' })]);
+      expect((await h.exec.log({ deviceId: 'loa-y' }))).toEqual([]);
     } finally {
       await end(rogue);
     }

@@ -36,7 +36,7 @@ async function setup(n: number): Promise<{ t: TestApp; rpc: RpcService; exec: Br
   const logger = app.logger;
   const st = rpcStateOn(app.stateDb.db);
   const rpc = new RpcService({ ...st, broker: app.broker, bus: app.bus, logger, metrics: app.metrics, readyDelayMs: 300, sweepIntervalMs: 50, paramsHooks: playHooks(() => exec) });
-  const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: app.stateDb, ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
+  const exec: BroadcastExecutor = new BroadcastExecutor({ ...st, rpc, bus: app.bus, registry: app.registry, mediaUrl: () => mediaUrl, logger });
   await rpc.start();
   await exec.start();
   cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
@@ -76,7 +76,7 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     const st = rpcStateOn(s.t.app.stateDb.db);
     const rpc = new RpcService({ ...st, broker: s.t.app.broker, bus: s.t.app.bus, logger: s.t.app.logger, readyDelayMs: 300, paramsHooks: playHooks(() => exec) });
     await s.exec.stop(); await s.rpc.stop();
-    const exec: BroadcastExecutor = new BroadcastExecutor({ stateDb: s.t.app.stateDb, ...st, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
+    const exec: BroadcastExecutor = new BroadcastExecutor({ ...st, rpc, bus: s.t.app.bus, registry: s.t.app.registry, mediaUrl: () => url, logger: s.t.app.logger });
     await rpc.start(); await exec.start();
     cleanup.push(async () => { await exec.stop(); await rpc.stop(); });
     const sim = await runSpeakers({ url: s.t.mqttUrl, credentials: s.creds, speed: 20 });
@@ -84,11 +84,11 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     await waitFor(() => rpc.isReady('loa-sim-0'));
     const b = await exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: createHash('sha256').update(body).digest('hex'), durationSec: 2, mime: 'audio/mpeg' },
       targets: ['loa-sim-0'], notAfter: Date.now() + 10_000 });
-    await waitFor(() => exec.get(b.id)!.targets[0]!.state === 'accepted' && requests.length === 1);
+    await waitFor(async () => (await exec.getStored(b.id))!.targets[0]!.state === 'accepted' && requests.length === 1);
     release();
-    await waitFor(() => exec.get(b.id)!.targets[0]!.state === 'completed', 8000);
+    await waitFor(async () => (await exec.getStored(b.id))!.targets[0]!.state === 'completed', 8000);
     expect(requests).toEqual(['/held?sig=x']);
-    expect(exec.log({ broadcastId: b.id }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
+    expect((await exec.log({ broadcastId: b.id })).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'playing', 'completed']);
   });
 
   it('slow accept and a network outage during playback: the broadcast still completes, events arrive after the reconnect', async () => {
@@ -99,9 +99,9 @@ describe('SpeakerSim (reference loudspeaker)', () => {
     await waitFor(() => s.creds.every((c) => s.rpc.isReady(c.id)));
     const b = await s.exec.start({ priority: 'normal', volume: 70, media: { mediaId: 'm', sha256: s.sha256, durationSec: 15, mime: 'audio/mpeg' },
       targets: ['loa-sim-0', 'loa-sim-1'], notAfter: Date.now() + 10_000 });
-    await waitFor(() => s.exec.get(b.id)!.targets.every((t) => t.state === 'completed'), 8000)
-      .catch((e: Error) => { throw new Error(`${e.message} ${JSON.stringify(s.exec.get(b.id))}`); });
-    const log0 = s.exec.log({ broadcastId: b.id, deviceId: 'loa-sim-0' });
+    await waitFor(async () => (await s.exec.getStored(b.id))!.targets.every((t) => t.state === 'completed'), 8000)
+      .catch(async (e: Error) => { throw new Error(`${e.message} ${JSON.stringify((await s.exec.getStored(b.id)))}`); });
+    const log0 = (await s.exec.log({ broadcastId: b.id, deviceId: 'loa-sim-0' }));
     expect(log0.find((e) => e.state === 'accepted')!.at - log0.find((e) => e.state === 'sent')!.at).toBeGreaterThanOrEqual(350);
     const sp1 = sim.get('loa-sim-1')!;
     expect(sp1.events.map((e) => e.state)).toEqual(['started', 'completed']);

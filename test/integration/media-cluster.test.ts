@@ -27,7 +27,6 @@ import type { Caller } from '../../src/broadcast/targets.js';
 import { MediaLibrary, mediaViewer, type MediaViewer } from '../../src/media/index.js';
 import { MediaRepo, type StoredMedia } from '../../src/media/repo.js';
 import { openPgDb, type Db } from '../../src/storage/sql/index.js';
-import type { StateDb } from '../../src/storage/state/index.js';
 import { silentWav } from '../helpers/audio.js';
 import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 import { FFMPEG, FFPROBE } from './media-fixtures.js';
@@ -50,7 +49,7 @@ function row(over: Partial<StoredMedia> = {}): StoredMedia {
 interface Node { dir: string; db: Db<unknown>; media: MediaLibrary; service: BroadcastService; metrics: Metrics }
 
 /** One node: its MediaLibrary and its BroadcastService (for the schedules that use media), wired as src/app.ts does. */
-async function node(db: Db<unknown>, state?: StateDb, dataDir?: string): Promise<Node> {
+async function node(db: Db<unknown>, dataDir?: string): Promise<Node> {
   const dir = dataDir ?? mkdtempSync(path.join(tmpdir(), 'keng-media-node-'));
   const logger = createLogger('silent');
   const metrics = new Metrics({ defaultMetrics: false });
@@ -62,7 +61,7 @@ async function node(db: Db<unknown>, state?: StateDb, dataDir?: string): Promise
     options: { maxUploadBytes: 1_000_000, signedUrlTtlSec: 60, ffprobePath: FFPROBE, ffmpegPath: FFMPEG },
   });
   n.service = new BroadcastService({
-    config, stateDb: state as StateDb, stateSql: db, logger, metrics, clock: systemClock, media: n.media,
+    config, window: {} as never, stateSql: db, logger, metrics, clock: systemClock, media: n.media,
     registry: { getArea: (code: string) => (code === 'x1' ? { code } : undefined), getDevice: () => undefined, listDevices: () => [] } as never,
     executor: {} as never, audit: { recordSync: () => undefined, record: async () => undefined } as never, mediaViewer: () => ALL,
   });
@@ -126,7 +125,7 @@ describe.each(STATE_DIALECTS)('media records on %s', (dialect) => {
   });
 
   it('update and delete check the viewer, run their hook in the same transaction, and keep media a schedule plays', async () => {
-    const n = await node(h.db, h.state);
+    const n = await node(h.db);
     try {
       const m = row();
       await repo.write((trx) => repo.insert(m, trx));

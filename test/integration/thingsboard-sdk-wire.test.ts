@@ -82,7 +82,7 @@ describe('ThingsBoard SDKs on the wire', () => {
       priority: 'normal', volume: 70, targets: ['loa-tb-ev', 'loa-tb-noev', 'loa-tb-rc'], notAfter: Date.now() + 3000,
       media: { mediaId: 'm_tb', sha256: 'ab'.repeat(32), durationSec: 1, mime: 'audio/mpeg' },
     });
-    const stateOf = (d: string): TargetState | undefined => exec.get(b.id)!.targets.find((x) => x.deviceId === d)?.state;
+    const stateOf = async (d: string): Promise<TargetState | undefined> => (await exec.getStored(b.id))!.targets.find((x) => x.deviceId === d)?.state;
 
     // What the Arduino SDK saw: `v1/devices/me/rpc/request/1`, and the same id as requestId in the signed command.
     await waitFor(() => noev.lines.find((l) => l.event === 'answered'), 15_000);
@@ -96,16 +96,16 @@ describe('ThingsBoard SDKs on the wire', () => {
     expect(rows[0]).toMatchObject({ tbId: 1, state: 'answered', response: { status: 'ok', result: { playing: true } } });
     expect(rows[0]!.id).toMatch(/^r_/);
 
-    await waitFor(() => stateOf('loa-tb-ev') === 'completed', 15_000);
-    await waitFor(() => stateOf('loa-tb-noev') === 'accepted' && stateOf('loa-tb-rc') === 'accepted', 15_000);
+    await waitFor(async () => (await stateOf('loa-tb-ev')) === 'completed', 15_000);
+    await waitFor(async () => (await stateOf('loa-tb-noev')) === 'accepted' && (await stateOf('loa-tb-rc')) === 'accepted', 15_000);
     // The reconnecting device answered on a new connection; its answer still mapped to the command.
     expect(rc.lines.map((l) => l.event)).toContain('dropping');
     expect(rc.lines.filter((l) => l.event === 'connected')).toHaveLength(2);
     expect((await h.app.broadcast.rpc.list('loa-tb-rc'))[0]).toMatchObject({ tbId: 1, state: 'answered' });
 
     // notAfter (3 s) + the media's length (1 s) + grace 0: no playback events → unconfirmed, not completed.
-    await waitFor(() => stateOf('loa-tb-noev') === 'unconfirmed' && stateOf('loa-tb-rc') === 'unconfirmed', 15_000);
-    expect(stateOf('loa-tb-ev')).toBe('completed');
+    await waitFor(async () => (await stateOf('loa-tb-noev')) === 'unconfirmed' && (await stateOf('loa-tb-rc')) === 'unconfirmed', 15_000);
+    expect(await stateOf('loa-tb-ev')).toBe('completed');
     const totals = await h.api('GET', '/api/v1/broadcasts/totals');
     expect(totals.status).toBe(200);
     expect(totals.body.total).toMatchObject({ planned: 3, played: 1, unconfirmed: 2, inProgress: 0, failed: 0 });

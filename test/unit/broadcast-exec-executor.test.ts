@@ -72,7 +72,7 @@ async function setup(over: Partial<BroadcastExecutorOptions> = {}, gate?: { fail
   const rpc = new RpcService({ ...st, bus, logger, metrics, clock, answerGraceMs: 0, paramsHooks: playHooks(() => fx!.exec),
     broker: { isConnected: (d) => connected.has(d), publish: async (topic, p) => { published.push({ topic, body: JSON.parse(String(p)) }); } } });
   let n = 0;
-  const exec = new BroadcastExecutor({ stateDb: { db }, ...st, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,
+  const exec = new BroadcastExecutor({ ...st, rpc, bus, registry: fakeRegistry(), logger, metrics, clock,
     mediaUrl: (id) => { const u = `https://keng.test/media/${id}/file?sig=${++n}`; urls.push(u); return u; }, ...over });
   await rpc.start();
   await exec.start();
@@ -99,7 +99,7 @@ const playback = (f: Fx, deviceId: string, broadcastId: string, state: string, d
   f.bus.emit('device.event', { deviceId, payload: { type: 'playback', broadcastId, state, at: f.clock.t - 5, ...(detail ? { detail } : {}) }, at: f.clock.t });
 /** The executor once everything decided so far is committed (its queries read committed rows). */
 const q = async (f: Fx) => { await f.rpc.settled(); await f.exec.settled(); return f.exec; };
-const stateOf = async (f: Fx, id: string, deviceId: string) => (await q(f)).get(id)!.targets.find((t) => t.deviceId === deviceId)!.state;
+const stateOf = async (f: Fx, id: string, deviceId: string) => (await (await q(f)).getStored(id))!.targets.find((t) => t.deviceId === deviceId)!.state;
 
 const rows = (f: Fx) => ['broadcasts', 'broadcast_targets', 'broadcast_log', 'rpc_requests']
   .map((t) => f.db.prepare(`SELECT COUNT(*) FROM ${t}`).pluck().get() as number);
@@ -143,7 +143,7 @@ describe('BroadcastExecutor', () => {
     answer(); // the device resends (no PUBACK)
     await f.exec.settled();
     expect([commands(f, 'loa-1')[0]!.state, target()]).toEqual(['answered', 'accepted']);
-    expect((await q(f)).log({ broadcastId: b.id }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted']);
+    expect((await (await q(f)).log({ broadcastId: b.id })).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted']);
   });
 
   it('a target accepted (or playing media) with no end reported becomes unconfirmed after notAfter + length + grace; a late end report replaces it', async () => {
@@ -161,10 +161,10 @@ describe('BroadcastExecutor', () => {
     f.clock.t += 300;
     await new Promise((r) => setTimeout(r, 800));
     expect([await stateOf(f, b.id, 'loa-1'), await stateOf(f, b.id, 'loa-2'), await stateOf(f, b.id, 'loa-3')]).toEqual(['unconfirmed', 'unconfirmed', 'completed']);
-    expect((await q(f)).totals().total).toMatchObject({ planned: 3, played: 1, unconfirmed: 2, inProgress: 0 });
-    const line = (await q(f)).log({ broadcastId: b.id }).find((e) => e.deviceId === 'loa-1' && e.state === 'unconfirmed');
+    expect((await (await q(f)).totals()).total).toMatchObject({ planned: 3, played: 1, unconfirmed: 2, inProgress: 0 });
+    const line = (await (await q(f)).log({ broadcastId: b.id })).find((e) => e.deviceId === 'loa-1' && e.state === 'unconfirmed');
     expect(line).toMatchObject({ prevState: 'accepted', source: 'controller' });
-    expect((await q(f)).csv({ broadcastId: b.id })).toContain('unconfirmed');
+    expect((await (await q(f)).csv({ broadcastId: b.id }))).toContain('unconfirmed');
     // The speaker's own late report of the end wins over the inference; nothing else does.
     playback(f, 'loa-2', b.id, 'completed');
     expect(await stateOf(f, b.id, 'loa-2')).toBe('completed');
@@ -203,7 +203,7 @@ describe('BroadcastExecutor', () => {
     // loa-3 is offline: its prefetch waits for it, with a URL made when it is sent.
     expect((await committed(f, 'loa-3')).map((r) => [r.method, r.state, r.params])).toEqual([['media.prefetch', 'queued', { media }]]);
     // Not a broadcast: nothing in the broadcast tables.
-    expect((await q(f)).list()).toEqual([]);
+    expect((await (await q(f)).list())).toEqual([]);
   });
 
   it('withdrawPrefetch: the prefetches of one media held for offline speakers are cancelled; sent ones and other media stay', async () => {
@@ -232,7 +232,7 @@ describe('BroadcastExecutor', () => {
     expect(await stateOf(f, b.id, 'loa-1')).toBe('completed');
     expect(events.map((e) => e.state)).toEqual(['pending', 'sent', 'playing', 'completed']);
     expect(events[0]).toMatchObject({ broadcastId: b.id, deviceId: 'loa-1', area: 'v1' });
-    const log = (await q(f)).log({ broadcastId: b.id });
+    const log = (await (await q(f)).log({ broadcastId: b.id }));
     expect(log.map((e) => [e.prevState ?? null, e.state, e.source])).toEqual([
       [null, 'pending', 'controller'], ['pending', 'sent', 'rpc'], ['sent', 'playing', 'event'], ['playing', 'completed', 'event']]);
     expect(log[3]).toMatchObject({ deviceAt: f.clock.t - 5, scheduleId: 'sch-1' });
@@ -256,7 +256,7 @@ describe('BroadcastExecutor', () => {
     f.clock.t += 15_000;
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
-      const again = new BroadcastExecutor({ stateDb: { db: f.db }, ...f.st, rpc: f.rpc, bus: f.bus, registry: fakeRegistry(), logger: createLogger('silent'),
+      const again = new BroadcastExecutor({ ...f.st, rpc: f.rpc, bus: f.bus, registry: fakeRegistry(), logger: createLogger('silent'),
         metrics: new Metrics({ defaultMetrics: false }), clock: f.clock, mediaUrl: (id) => `https://keng.test/media/${id}` });
       f.exec = again;
       await again.start();
@@ -290,17 +290,17 @@ describe('BroadcastExecutor', () => {
     expect(b.targets.map((t) => t.state)).toEqual(['sent', 'sent', 'offline']);
     await respond(f, 'loa-1', 'broadcast.play', { status: 'rejected', detail: 'busy' });
     await respond(f, 'loa-2', 'broadcast.play', { status: 'error', detail: 'storage full' });
-    expect((await q(f)).get(b.id)!.targets.map((t) => [t.state, t.detail])).toEqual([['rejected', 'busy'], ['failed', 'storage full'], ['offline', expect.any(String)]]);
-    expect((await q(f)).totals().total).toMatchObject({ planned: 3, failed: 2, inProgress: 1 });
+    expect((await (await q(f)).getStored(b.id))!.targets.map((t) => [t.state, t.detail])).toEqual([['rejected', 'busy'], ['failed', 'storage full'], ['offline', expect.any(String)]]);
+    expect((await (await q(f)).totals()).total).toMatchObject({ planned: 3, failed: 2, inProgress: 1 });
     f.clock.t += 1001;
-    expect((await q(f)).totals().total).toMatchObject({ planned: 3, failed: 3, inProgress: 0 }); // offline past notAfter counts as failed
+    expect((await (await q(f)).totals()).total).toMatchObject({ planned: 3, failed: 3, inProgress: 0 }); // offline past notAfter counts as failed
     f.rpc.sweep();
     expect(await stateOf(f, b.id, 'loa-3')).toBe('expired');
     await f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1', 'loa-2']);
     expect(await f.exec.recordMissed('sch-9', f.clock.t - 3_600_000, ['loa-1'])).toBe(0); // idempotent
-    const t = (await q(f)).totals({ area: 'v1' });
+    const t = (await (await q(f)).totals({ area: 'v1' }));
     expect(t.areas).toEqual([{ area: 'v1', areaName: 'Thôn Đông', planned: 3, played: 0, failed: 2, missed: 1, stopped: 0, preempted: 0, unconfirmed: 0, inProgress: 0 }]);
-    expect((await q(f)).log({ area: 'v2' }).map((e) => e.state)).toEqual(['missed', 'pending', 'sent', 'failed']);
+    expect((await (await q(f)).log({ area: 'v2' })).map((e) => e.state)).toEqual(['missed', 'pending', 'sent', 'failed']);
   });
 
   it('stop: broadcast.stop to sent targets (stopped on ok), never-sent targets stopped at once and their command withdrawn', async () => {
@@ -316,7 +316,7 @@ describe('BroadcastExecutor', () => {
     await respond(f, 'loa-1', 'broadcast.stop', { status: 'ok' });
     expect(await stateOf(f, b.id, 'loa-1')).toBe('stopped');
     playback(f, 'loa-1', b.id, 'stopped'); // the speaker's event after its ok: same state, nothing more
-    expect((await q(f)).log({ broadcastId: b.id, deviceId: 'loa-1' }).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'stopped']);
+    expect((await (await q(f)).log({ broadcastId: b.id, deviceId: 'loa-1' })).map((e) => e.state)).toEqual(['pending', 'sent', 'accepted', 'stopped']);
     await expect(f.exec.stop('bc_nope')).rejects.toThrow(/not found/);
   });
 
@@ -339,11 +339,11 @@ describe('BroadcastExecutor', () => {
     const events: Array<KengEvents['broadcast.state']> = [];
     f.bus.on('broadcast.state', (e) => events.push(e));
     const b = await f.exec.start(input(f, ['loa-3', 'loa-2', 'loa-1'], { scheduleId: 'sch-2' }));
-    expect(b).toEqual((await q(f)).get(b.id));
+    expect(b).toEqual((await (await q(f)).getStored(b.id)));
     expect(b.targets.map((t) => [t.deviceId, t.state])).toEqual([['loa-1', 'sent'], ['loa-2', 'offline'], ['loa-3', 'pending']]);
     expect(events.map((e) => [e.deviceId, e.state])).toEqual([
       ['loa-3', 'pending'], ['loa-2', 'pending'], ['loa-1', 'pending'], ['loa-2', 'offline'], ['loa-1', 'sent']]);
-    expect((await q(f)).log({ broadcastId: b.id }).map((e) => [e.deviceId, e.prevState ?? null, e.state, e.source, e.scheduleId])).toEqual([
+    expect((await (await q(f)).log({ broadcastId: b.id })).map((e) => [e.deviceId, e.prevState ?? null, e.state, e.source, e.scheduleId])).toEqual([
       ['loa-3', null, 'pending', 'controller', 'sch-2'], ['loa-2', null, 'pending', 'controller', 'sch-2'], ['loa-1', null, 'pending', 'controller', 'sch-2'],
       ['loa-2', 'pending', 'offline', 'controller', 'sch-2'], ['loa-1', 'pending', 'sent', 'rpc', 'sch-2']]);
     const playIds = f.db.prepare('SELECT device_id, play_request_id FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id').all(b.id) as Array<{ device_id: string; play_request_id: string }>;

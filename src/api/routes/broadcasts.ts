@@ -126,7 +126,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
     const q = req.query;
     areaParam(p, 'broadcasts.read', q.area);
     const c = callerOf(req, ctx);
-    const list = executor.list({ ...range(q), ...(q.scheduleId ? { scheduleId: q.scheduleId } : {}), ...(q.area ? { area: q.area } : {}), ...(q.limit ? { limit: q.limit } : {}) });
+    const list = await executor.list({ ...range(q), ...(q.scheduleId ? { scheduleId: q.scheduleId } : {}), ...(q.area ? { area: q.area } : {}), ...(q.limit ? { limit: q.limit } : {}) });
     return list.filter((b) => b.targets.some((t) => c.inScope(t.area))).map((b) => broadcastDto(b, tz, c.inScope));
   });
 
@@ -156,9 +156,9 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
       return reply.type('text/csv; charset=utf-8')
         .header('content-disposition', `attachment; filename="nhat-ky-phat-thanh-${day}.csv"`)
         .serializer((x: unknown) => x as string)
-        .send(scopedCsv(executor, registry, lq, scope, tz) as never);
+        .send(await scopedCsv(executor, registry, lq, scope, tz) as never);
     }
-    return scopedLog(executor, lq, scope).map((e) => logEntryDto(e, tz));
+    return (await scopedLog(executor, lq, scope)).map((e) => logEntryDto(e, tz));
   });
 
   app.get('/broadcasts/totals', {
@@ -172,7 +172,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
     const q = req.query;
     areaParam(p, 'broadcasts.read', q.area);
     const c = callerOf(req, ctx);
-    return totalsDto(executor.totals({ ...range(q), ...(q.area ? { area: q.area } : {}) }), tz, c.inScope);
+    return totalsDto(await executor.totals({ ...range(q), ...(q.area ? { area: q.area } : {}) }), tz, c.inScope);
   });
 
   app.get('/broadcasts/:id', {
@@ -183,7 +183,7 @@ export const broadcastRoutes: FastifyPluginAsyncTypebox<BroadcastRouteOptions> =
   }, async (req) => {
     policy.assert(principalOf(req), 'broadcasts.read');
     const c = callerOf(req, ctx);
-    const b = executor.get(req.params.id);
+    const b = await executor.getStored(req.params.id);
     if (!b || !b.targets.some((t) => c.inScope(t.area))) throw Errors.NOT_FOUND(`Broadcast "${req.params.id}"`);
     return broadcastDto(b, tz, c.inScope);
   });

@@ -1,31 +1,26 @@
 /**
  * BroadcastExecutor: broadcast execution and proof of play.
  *
- * start(): stores the broadcast, one target row per speaker with its log
- * lines and one `broadcast.play` command per speaker (RpcService.sendMany,
- * `expiresAt = notAfter`, device protocol §12.1) in ONE state window (one
- * transaction, src/storage/state/window.ts), then the commands are published. RpcService keeps
- * the command for an offline speaker and sends it when it reconnects, unless
- * `expiresAt` has passed: the target goes `offline` → `sent` …, or `expired`.
- * The media URL is made at each send by `mediaUrl(mediaId)` (a fresh
- * short-lived signed URL; the media library is not imported here).
+ * start(): stores the broadcast, one target row per speaker with its log lines and one `broadcast.play`
+ * command per speaker (RpcService.sendMany, `expiresAt = notAfter`, device protocol §12.1) in ONE state
+ * window (one transaction, src/storage/state/window.ts), then the commands are published. RpcService keeps
+ * the command for an offline speaker and sends it when it reconnects, unless `expiresAt` has passed: the
+ * target goes `offline` → `sent` …, or `expired`. The media URL is made at each send by `mediaUrl(mediaId)`
+ * (a fresh short-lived signed URL; the media library is not imported here).
  *
- * Target states follow RPC events (sent / expired), the `broadcast.play`
- * response (accepted / rejected / error → failed) and playback events (device
- * protocol §12.5: started → playing, completed, failed, preempted,
- * stopped); see state-machine.ts. Every transition is written to the
- * append-only `broadcast_log` and emitted as bus 'broadcast.state'.
+ * Target states follow RPC events (sent / expired), the `broadcast.play` response (accepted / rejected /
+ * error → failed) and playback events (device protocol §12.5: started → playing, completed, failed,
+ * preempted, stopped); see state-machine.ts. Every transition is written to the append-only
+ * `broadcast_log` and emitted as bus 'broadcast.state'.
  *
- * Priorities (device protocol §12.4): the speaker enforces them (an emergency interrupts
- * anything playing; priority goes before normal; normal never interrupts);
- * the executor records what the speaker reports, e.g. a normal broadcast
- * `preempted` by an emergency.
+ * Priorities (device protocol §12.4): the speaker enforces them (an emergency interrupts anything playing;
+ * priority goes before normal; normal never interrupts); the executor records what the speaker reports,
+ * e.g. a normal broadcast `preempted` by an emergency.
  *
- * Collaborators: target-events.ts (RPC events, answers and playback events →
- * transitions, refusals), stream-stops.ts (planned ends of streams),
- * report-deadlines.ts (targets never reported finished → `unconfirmed`),
- * queries.ts (lists, log, CSV, totals). This file owns the commands and the
- * transitions themselves.
+ * Collaborators: target-events.ts (RPC events, answers and playback events → transitions, refusals),
+ * stream-stops.ts (planned ends of streams), report-deadlines.ts (targets never reported finished →
+ * `unconfirmed`), held.ts (memory), prefetch.ts, queries.ts (lists, log, CSV, totals). This file owns the
+ * commands and the transitions themselves.
  *
  * Memory and the state window (docs/design/state-window.md): the broadcasts with targets still open
  * (and the last few finished ones) are held in memory, loaded at start; every decision (a transition's
@@ -34,12 +29,12 @@
  * its targets commit together, and an answer's RPC row and the target move it causes commit together
  * (RpcService emits its events synchronously at its decision). `broadcast.state` events go out after
  * that commit. A broadcast memory does not hold (an event for an old one) is read first (settled()
- * waits for those reads); a failed window evicts the broadcasts it touched (read again on next use).
- * Lists, the log, the CSV and get() read committed rows (queries.ts, BroadcastReader).
+ * waits for those reads); a failed window evicts the broadcasts it touched (read again on next use): held.ts.
+ * Lists, the log, the CSV, totals and getStored() read committed rows through the same `Db` (queries.ts).
  */
 import type { Counter } from 'prom-client';
 import { systemClock, type Clock } from '../../core/clock.js';
-import { Errors, withDetails } from '../../core/errors.js';
+import { Errors } from '../../core/errors.js';
 import type { EventBus } from '../../core/events.js';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
@@ -47,11 +42,11 @@ import { counterOn, type Metrics } from '../../core/metrics.js';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
-import type { SqliteDatabase } from '../../storage/state/db.js';
 import type { Db } from '../../storage/sql/db.js';
-import type { StateWindow, WindowKind } from '../../storage/state/window.js';
+import type { StateWindow } from '../../storage/state/window.js';
+import { asStored, byDevice, HeldBroadcasts, view, type HeldBroadcast } from './held.js';
 import { BroadcastQueries } from './queries.js';
-import { BroadcastRepo, toBroadcast, type BroadcastRow, type NewBroadcast, type NewTarget, type TargetRow } from './repo.js';
+import type { NewBroadcast, NewTarget } from './repo.js';
 import { BroadcastRepoSql, type Applied } from './repo-sql.js';
 import { ReportDeadlines } from './report-deadlines.js';
 import { checkTransition, isTerminal } from './state-machine.js';
@@ -60,14 +55,13 @@ import { TargetEvents } from './target-events.js';
 import type {
   Broadcast, BroadcastInput, ListQuery, LogEntry, LogNames, LogQuery, LogSource, MediaContent, TargetState, TotalsQuery, TotalsResult,
 } from './types.js';
-import { validateBroadcastInput } from './validate.js';
+import { speakerTargets, validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
-import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
+import { PLAY_METHOD, STOP_METHOD } from '../../core/protocol.js';
+import { pickMedia, prefetch, withdrawPrefetch, withSignedUrl } from './prefetch.js';
 
 export interface BroadcastExecutorOptions {
-  /** The embedded state store: lists, the log and get() read committed rows through it (queries.ts). */
-  stateDb: { readonly db: SqliteDatabase };
-  /** The state store as a Db (the one the window writes to): memory at start and rare misses read it. */
+  /** The state store as a Db (the one the window writes to): memory at start, rare misses and the readers (queries.ts) read it. */
   db: Db<unknown>;
   /** The node's state window, shared with `rpc`: every write of this executor goes through it. */
   window: StateWindow;
@@ -92,25 +86,14 @@ export interface BroadcastExecutorOptions {
   reportGraceMs?: number;
 }
 
-/** A broadcast as memory holds it: its row and every target (rows replaced, never mutated). */
-export interface HeldBroadcast { row: BroadcastRow; targets: Map<string, TargetRow> }
-
-/** Finished broadcasts kept in memory for late answers and events (beyond these, read again when needed). */
-const KEEP_FINISHED = 64;
-
 export class BroadcastExecutor implements Component {
   readonly name = 'broadcast-executor';
   private readonly o: BroadcastExecutorOptions;
   private readonly clock: Clock;
-  private repo: BroadcastRepo | null = null;
   private sql: BroadcastRepoSql | null = null;
-  /** The broadcasts insert that fails its window when the id exists (a broadcast is never merged into another). */
-  private newBroadcast: WindowKind<NewBroadcast, Applied> | null = null;
   private q: BroadcastQueries | null = null;
   private offs: Array<() => void> = [];
-  private readonly held = new Map<string, HeldBroadcast>();
-  /** Reads of broadcasts memory did not hold (settled() waits for them). */
-  private readonly lookups = new Set<Promise<unknown>>();
+  private readonly held: HeldBroadcasts;
   private readonly events: TargetEvents;
   private readonly streamStops: StreamStops;
   private readonly reports: ReportDeadlines;
@@ -120,7 +103,8 @@ export class BroadcastExecutor implements Component {
     this.o = opts;
     this.clock = opts.clock ?? systemClock;
     const move = this.move.bind(this);
-    const withHeld = this.withHeld.bind(this);
+    this.held = new HeldBroadcasts({ repo: () => this.sql, logger: opts.logger });
+    const withHeld = this.held.withHeld.bind(this.held);
     const running = (): boolean => this.sql !== null;
     this.streamStops = new StreamStops({
       withHeld, running, rpc: opts.rpc, clock: this.clock, logger: opts.logger, stopTtlMs: opts.stopTtlMs ?? 600_000,
@@ -161,24 +145,12 @@ export class BroadcastExecutor implements Component {
     this.held.clear();
     for (const id of new Set(open.map((t) => t.broadcast_id))) {
       const row = await sqlRepo.getBroadcastRow(id);
-      if (row) this.held.set(id, { row, targets: new Map((await sqlRepo.targetRows(id)).map((t) => [t.device_id, t])) });
+      if (row) this.held.put({ row, targets: new Map((await sqlRepo.targetRows(id)).map((t) => [t.device_id, t])) });
     }
-    this.repo = new BroadcastRepo(this.o.stateDb.db);
-    this.q = new BroadcastQueries(this.repo, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
+    this.q = new BroadcastQueries(this.o.db, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
     this.sql = sqlRepo;
-    const strict = sqlRepo.broadcast;
-    this.newBroadcast = {
-      ...strict, name: 'broadcasts insert (new)',
-      flush: async (trx, items, ctx) => {
-        const out = await strict.flush(trx, items, ctx);
-        const i = out.findIndex((r) => !r.applied);
-        // Fails the window: its targets, log lines and commands must not land under another broadcast's id.
-        if (i >= 0) throw Errors.CONFLICT(`broadcast "${items[i]!.id}" already exists`);
-        return out;
-      },
-    };
     this.offs = this.events.listen(this.o.rpc, this.o.bus);
-    this.o.window.onEvict((keys) => this.evicted(keys));
+    this.o.window.onEvict((keys) => this.held.evicted(keys));
     this.streamStops.rearm(this.held.values());
     this.reports.rearm(this.held.values());
   }
@@ -187,10 +159,9 @@ export class BroadcastExecutor implements Component {
     for (const off of this.offs.splice(0)) off();
     this.streamStops.clear();
     this.reports.clear();
-    await Promise.allSettled([...this.lookups]);
+    await this.held.idle();
     await this.o.window.settled().catch(() => undefined); // what it decided is committed (or failed) when it has stopped
     this.sql = null;
-    this.repo = null;
     this.q = null;
     this.held.clear();
   }
@@ -200,8 +171,8 @@ export class BroadcastExecutor implements Component {
    * are committed; rejects when their window failed. Device answers and events are acknowledged after it.
    */
   settled(): Promise<void> {
-    if (this.lookups.size === 0) return this.o.window.settled();
-    return Promise.allSettled([...this.lookups]).then(() => this.o.window.settled());
+    if (!this.held.reading) return this.o.window.settled();
+    return this.held.idle().then(() => this.o.window.settled());
   }
 
   // ------------------------------------------------------------ commands
@@ -221,7 +192,7 @@ export class BroadcastExecutor implements Component {
 
   /**
    * startBroadcast() that also gives the broadcast as decided (what `stored` resolves with), at once: for a caller
-   * that records it in the same window (an audit record in a synchronous unit).
+   * that records it in the same window (an audit record in a unit of the state window).
    */
   begin(input: BroadcastInput): { broadcast: Broadcast; stored: Promise<Broadcast> } {
     const sqlRepo = this.requireSql();
@@ -230,16 +201,7 @@ export class BroadcastExecutor implements Component {
     validateBroadcastInput(input, now);
     const id = input.id ?? newId('bc', now);
     if (this.held.has(id)) throw Errors.CONFLICT(`broadcast "${id}" already exists`);
-    const targets: Array<{ deviceId: string; area: string }> = [];
-    const seen = new Set<string>();
-    for (const deviceId of input.targets) {
-      if (seen.has(deviceId)) continue;
-      seen.add(deviceId);
-      const d = this.o.registry.getDevice(deviceId);
-      if (!d) throw withDetails(Errors.NOT_FOUND(`Device "${String(deviceId)}"`), { field: 'targets' });
-      if (d.kind !== 'speaker') throw withDetails(Errors.VALIDATION(`device "${deviceId}" is not a speaker`), { field: 'targets' });
-      targets.push({ deviceId, area: d.area });
-    }
+    const targets = speakerTargets(this.o.registry, input.targets);
     const content = input.media ? { media: pickMedia(input.media) } : { stream: { url: input.stream!.url } };
     const row: NewBroadcast = {
       id, ...(input.scheduleId !== undefined ? { scheduleId: input.scheduleId } : {}), plannedAt: input.plannedAt ?? now,
@@ -275,13 +237,13 @@ export class BroadcastExecutor implements Component {
           if (!rpc.isConnected(t.deviceId)) return { ...base, state: 'offline', source: 'controller', detail: 'speaker offline: command held until it reconnects' };
           return base;
         });
-        this.hold(row, created);
+        this.held.hold(row, created);
       });
     } else {
-      this.hold(row, created);
+      this.held.hold(row, created);
     }
     const stored = created!;
-    const stored$ = sqlRepo.create(w, row, stored, this.newBroadcast!);
+    const stored$ = sqlRepo.create(w, row, stored, sqlRepo.newBroadcast);
     w.afterCommit(() => {
       for (const t of stored) this.emit(id, t.deviceId, t.area, 'pending', now);
       for (const t of stored) if (t.state !== undefined && t.state !== 'pending') this.emit(id, t.deviceId, t.area, t.state, now);
@@ -303,19 +265,19 @@ export class BroadcastExecutor implements Component {
     this.requireSql();
     const h = this.held.get(broadcastId);
     if (h) return this.stopHeld(h);
-    return this.load(broadcastId).then((l) => {
+    return this.held.load(broadcastId).then((l) => {
       if (!l) throw Errors.NOT_FOUND(`Broadcast "${broadcastId}"`);
       return this.stopHeld(l);
     });
   }
 
   /**
-   * Reads a broadcast into memory if it is not held (before a synchronous unit that stops it: stopBroadcast()
+   * Reads a broadcast into memory if it is not held (before a unit of the state window that stops it: stopBroadcast()
    * then decides at once, in the unit's window). Resolves false when it does not exist.
    */
   async preload(broadcastId: string): Promise<boolean> {
     if (this.held.has(broadcastId)) return true;
-    return (await this.load(broadcastId)) !== undefined;
+    return (await this.held.load(broadcastId)) !== undefined;
   }
 
   private stopHeld(h: HeldBroadcast): Promise<Broadcast> {
@@ -345,8 +307,8 @@ export class BroadcastExecutor implements Component {
       }
     }
     this.o.logger.info({ broadcastId }, 'broadcast stop requested');
-    const view = this.view(h);
-    return w.durable(Promise.all(waits)).then(() => view);
+    const v = view(h);
+    return w.durable(Promise.all(waits)).then(() => v);
   }
 
   /** A broadcast.stop was made for a target: its id on the target (memory now, the row in the same window). */
@@ -358,41 +320,17 @@ export class BroadcastExecutor implements Component {
   }
 
   /**
-   * Asks the speakers among `deviceIds` that list `media.prefetch` in their capabilities (device
-   * protocol §12.7) to download and cache `media` now, ahead of a broadcast.play of it that may
-   * follow (an alert awaiting approval): that play then costs them no download, and Keng serves
-   * no download at the moment every speaker should start. Held for an offline speaker until
-   * `until` like any command. Speakers without the capability get nothing (their firmware would
-   * answer `rejected` "unknown method"). Not part of any broadcast: no target rows, no log lines.
-   * Resolves with how many speakers were asked, after the commit of their commands.
+   * Asks the speakers among `deviceIds` able to (`media.prefetch` in their capabilities, device protocol §12.7)
+   * to cache `media` now, ahead of a broadcast.play of it that may follow (an alert awaiting approval): that
+   * play then costs no download. Resolves with how many were asked, after their commands' commit (prefetch.ts).
    */
   prefetch(deviceIds: readonly string[], media: MediaContent, until: number): Promise<number> {
-    const reg = this.o.registry;
-    const able = deviceIds.filter((id) => {
-      if (reg.getDevice(id)?.kind !== 'speaker') return false;
-      const caps = reg.attributes(id).capabilities;
-      return Array.isArray(caps) && caps.includes(PREFETCH_METHOD);
-    });
-    if (able.length === 0) return Promise.resolve(0);
-    // Stored with mediaId, like broadcast.play: the send-time hook (playParams) puts a fresh signed URL in.
-    const p = this.o.rpc.sendMany(able, PREFETCH_METHOD, { media: pickMedia(media) }, { expiresAt: until });
-    this.o.logger.info({ mediaId: media.mediaId, speakers: able.length, of: deviceIds.length }, 'media prefetch sent');
-    return p.then(() => able.length);
+    return prefetch(this.o, deviceIds, media, until);
   }
 
-  /**
-   * Withdraws the prefetches of `mediaId` still held for offline speakers (an alert turned down
-   * before approval: its announcement must not be fetched when they reconnect). Decided at once;
-   * resolves with how many once committed (0, logged, when the commit failed: never rejects).
-   */
+  /** Withdraws the prefetches of `mediaId` still held for offline speakers (an alert turned down); never rejects. */
   withdrawPrefetch(mediaId: string): Promise<number> {
-    return this.o.rpc.cancelQueuedByParam(PREFETCH_METHOD, '$.media.mediaId', mediaId).then((n) => {
-      if (n > 0) this.o.logger.info({ mediaId, withdrawn: n }, 'media prefetch withdrawn');
-      return n;
-    }, (err: unknown) => {
-      this.o.logger.error({ err, mediaId }, 'media prefetch withdrawal could not be stored');
-      return 0;
-    });
+    return withdrawPrefetch(this.o, mediaId);
   }
 
   /**
@@ -411,21 +349,19 @@ export class BroadcastExecutor implements Component {
     });
   }
 
-  // ------------------------------------------------------------ queries
+  // ------------------------------------------------------------ queries (committed rows, through the Db)
 
   /** The broadcast as committed. */
-  get(id: string): Broadcast | undefined { return this.requireRepo().get(id); }
-  /** The broadcast as committed, read through the database port (works on both dialects). */
-  async getStored(id: string): Promise<Broadcast | undefined> { return this.requireRepo().get(id); }
+  async getStored(id: string): Promise<Broadcast | undefined> { return this.requireSql().get(id); }
   /** The broadcast as decided (memory, possibly not committed yet); undefined when memory does not hold it. */
   current(id: string): Broadcast | undefined {
     const h = this.held.get(id);
-    return h ? this.view(h) : undefined;
+    return h ? view(h) : undefined;
   }
-  list(q: ListQuery = {}): Broadcast[] { return this.queries().list(q); }
-  log(q: LogQuery = {}): LogEntry[] { return this.queries().log(q); }
-  csv(q: LogQuery = {}): string { return this.queries().csv(q); }
-  totals(q: TotalsQuery = {}): TotalsResult { return this.queries().totals(q, this.clock.now()); }
+  list(q: ListQuery = {}): Promise<Broadcast[]> { return this.queries().list(q); }
+  log(q: LogQuery = {}): Promise<LogEntry[]> { return this.queries().log(q); }
+  csv(q: LogQuery = {}): Promise<string> { return this.queries().csv(q); }
+  totals(q: TotalsQuery = {}): Promise<TotalsResult> { return this.queries().totals(q, this.clock.now()); }
 
   // ------------------------------------------------------------ send-time params
 
@@ -434,70 +370,7 @@ export class BroadcastExecutor implements Component {
    * (see playHooks()): a fresh signed URL for the media (device protocol §12.1, §12.7).
    */
   playParams(params: Record<string, unknown>): Record<string, unknown> {
-    const media = params.media as MediaContent | undefined;
-    if (!media) return params;
-    const { mediaId, ...rest } = media;
-    return { ...params, media: { url: this.o.mediaUrl(mediaId), ...rest } };
-  }
-
-  // ------------------------------------------------------------ memory
-
-  /** A new broadcast in memory (its rows go into the window with it). */
-  private hold(b: NewBroadcast, targets: readonly NewTarget[]): void {
-    const row = rowOf(b);
-    this.held.set(b.id, { row, targets: new Map(targetRowsOf(b, targets).map((t) => [t.device_id, t])) });
-    this.trim();
-  }
-
-  /**
-   * Runs `fn` with the broadcast from memory: at once when held, else after one read (tracked: settled() waits
-   * for it). `fn` gets undefined when the broadcast does not exist.
-   */
-  private withHeld(broadcastId: string, fn: (h: HeldBroadcast | undefined) => void): void {
-    const h = this.held.get(broadcastId);
-    if (h || !this.sql) { fn(h); return; }
-    const p = this.load(broadcastId).then(fn).catch((err: unknown) => {
-      this.o.logger.error({ err, broadcastId: broadcastId.slice(0, 128) }, 'broadcast could not be read');
-    });
-    this.lookups.add(p);
-    void p.finally(() => this.lookups.delete(p));
-  }
-
-  /** Reads a broadcast and its targets into memory (memory wins if it got it meanwhile). */
-  private async load(broadcastId: string): Promise<HeldBroadcast | undefined> {
-    const sqlRepo = this.requireSql();
-    const row = await sqlRepo.getBroadcastRow(broadcastId);
-    const targets = row ? await sqlRepo.targetRows(broadcastId) : [];
-    const now = this.held.get(broadcastId);
-    if (now || !row || this.sql !== sqlRepo) return now;
-    const h: HeldBroadcast = { row, targets: new Map(targets.map((t) => [t.device_id, t])) };
-    this.held.set(broadcastId, h);
-    this.trim();
-    return h;
-  }
-
-  /** Keeps at most KEEP_FINISHED finished broadcasts (oldest in memory go first); open ones always stay. */
-  private trim(): void {
-    let finished = 0;
-    for (const h of this.held.values()) if (isFinished(h)) finished++;
-    for (const [id, h] of this.held) {
-      if (finished <= KEEP_FINISHED) break;
-      if (!isFinished(h)) continue;
-      this.held.delete(id);
-      finished--;
-    }
-  }
-
-  /** A failed window: forget the broadcasts it touched (read again from the database when next needed). */
-  private evicted(keys: readonly string[]): void {
-    for (const k of keys) {
-      if (k.startsWith('broadcast:')) this.held.delete(k.slice('broadcast:'.length));
-      else if (k.startsWith('target:')) this.held.delete(k.slice('target:'.length).split('\u0000')[0]!);
-    }
-  }
-
-  private view(h: HeldBroadcast): Broadcast {
-    return toBroadcast(h.row, [...h.targets.values()].sort(byDevice));
+    return withSignedUrl(params, this.o.mediaUrl);
   }
 
   // ------------------------------------------------------------ transitions
@@ -549,48 +422,8 @@ export class BroadcastExecutor implements Component {
     return this.sql;
   }
 
-  private requireRepo(): BroadcastRepo {
-    if (!this.repo) throw Errors.NOT_READY('broadcast executor is not started');
-    return this.repo;
-  }
-
   private queries(): BroadcastQueries {
-    this.requireRepo();
-    return this.q!;
+    if (!this.q) throw Errors.NOT_READY('broadcast executor is not started');
+    return this.q;
   }
-}
-
-function isFinished(h: HeldBroadcast): boolean {
-  for (const t of h.targets.values()) if (!isTerminal(t.state)) return false;
-  return true;
-}
-
-const byDevice = (x: TargetRow, y: TargetRow): number => (x.device_id < y.device_id ? -1 : x.device_id > y.device_id ? 1 : 0);
-
-function rowOf(b: NewBroadcast): BroadcastRow {
-  return {
-    id: b.id, schedule_id: b.scheduleId ?? null, planned_at: b.plannedAt, priority: b.priority, volume: b.volume,
-    content_json: JSON.stringify(b.content), duration_sec: b.durationSec ?? null, not_after: b.notAfter, created_at: b.createdAt,
-    stop_requested_at: null,
-  };
-}
-
-function targetRowsOf(b: NewBroadcast, targets: readonly NewTarget[]): TargetRow[] {
-  return targets.map((t): TargetRow => ({
-    broadcast_id: b.id, device_id: t.deviceId, area: t.area, state: t.state ?? 'pending', updated_at: b.createdAt,
-    detail: t.detail ?? null, play_request_id: t.playRequestId ?? null, stop_request_id: null,
-  }));
-}
-
-/**
- * The broadcast as create() stored it, built from what was written rather than read back (2,000
- * target rows at a time); targets in device id order as the reader returns them (ids are ASCII,
- * so JS string order is SQLite's BINARY order).
- */
-function asStored(b: NewBroadcast, targets: readonly NewTarget[]): Broadcast {
-  return toBroadcast(rowOf(b), targetRowsOf(b, targets).sort(byDevice));
-}
-
-function pickMedia(m: MediaContent): MediaContent {
-  return { mediaId: m.mediaId, sha256: m.sha256, durationSec: m.durationSec, mime: m.mime };
 }

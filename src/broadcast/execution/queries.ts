@@ -5,6 +5,10 @@
  *
  * Time windows are half-open [from, to) in epoch ms; either end may be absent.
  *
+ * Committed rows, read through the `Db` port the state window writes to (the embedded state.db, or
+ * PostgreSQL): the same SQL on both dialects (no JSON functions: content is decoded here; text ordered
+ * bytewise on both, see byText), only the filters asked for in the WHERE clause.
+ *
  * Totals (per area where the speakers are registered, and in all), counted in
  * speaker-broadcasts ("one speaker × one occurrence"), for broadcasts whose
  * planned time (the schedule occurrence, or the start of a "play now") is in
@@ -24,13 +28,14 @@
  *   preempted  = interrupted by an emergency (not a fault of the speaker)
  *   inProgress = pending, offline, sent, accepted or playing, still valid
  */
+import { sql, type RawBuilder } from 'kysely';
 import type { DeviceRegistryApi } from '../../devices/registry-types.js';
+import type { Db } from '../../storage/sql/db.js';
 import { toCsv, type CsvValue } from './csv.js';
-import {
-  missedToLogEntry, toBroadcast, toLogEntry, type BroadcastRepo, type BroadcastRow, type LogRow, type MissedRow, type TargetRow,
-} from './repo.js';
+import { missedToLogEntry, toBroadcast, toLogEntry, type BroadcastRow, type LogRow, type MissedRow, type TargetRow } from './repo.js';
+import { byText } from './repo-sql.js';
 import { formatTime } from '../../core/time.js';
-import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogNames, LogQuery, TargetState, TotalsQuery, TotalsResult } from './types.js';
+import type { AreaTotals, Broadcast, ListQuery, LogEntry, LogNames, LogQuery, MediaContent, StreamContent, TargetState, TotalsQuery, TotalsResult } from './types.js';
 
 export type QueryRegistry = Pick<DeviceRegistryApi, 'subtree' | 'getArea' | 'getDevice'>;
 
@@ -54,8 +59,24 @@ export function logCsvRow(e: LogEntry, tz: string, areaName: (code: string) => s
 
 const NO_NAMES: LogNames = { schedule: () => undefined, media: () => undefined };
 
-const MIN = -8.64e15;
-const MAX = 8.64e15;
+/** Ids bound per `IN (…)` list (well under both dialects' parameter limits). */
+const IDS_PER_QUERY = 500;
+
+/** `col IN (…)` over bound values; an empty list matches nothing (`IN ()` is not SQL on PostgreSQL). */
+function inList(col: string, values: readonly string[]): RawBuilder<unknown> {
+  return values.length === 0 ? sql`1 = 0` : sql`${sql.ref(col)} IN (${sql.join(values)})`;
+}
+
+/** `WHERE a AND b …` (or nothing). */
+function where(conds: ReadonlyArray<RawBuilder<unknown>>): RawBuilder<unknown> {
+  return conds.length === 0 ? sql`` : sql`WHERE ${sql.join(conds, sql` AND `)}`;
+}
+
+function chunks<T>(list: readonly T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < list.length; i += n) out.push(list.slice(i, i + n));
+  return out;
+}
 
 function clampLimit(v: number | undefined, def: number, max: number): number {
   if (v === undefined || !Number.isFinite(v)) return def;
@@ -64,73 +85,93 @@ function clampLimit(v: number | undefined, def: number, max: number): number {
 
 export class BroadcastQueries {
   constructor(
-    private readonly repo: BroadcastRepo, private readonly registry: QueryRegistry, private readonly timeZone: string,
+    private readonly db: Db<unknown>, private readonly registry: QueryRegistry, private readonly timeZone: string,
     private readonly names: LogNames = NO_NAMES,
   ) {}
 
-  /** Area codes of the subtree as JSON (for json_each), or null for no area filter. Unknown area → empty set. */
-  private areaSet(area: string | undefined): string | null {
+  /** Area codes of the subtree, or null for no area filter. Unknown area → empty set. */
+  private areaSet(area: string | undefined): string[] | null {
     if (area === undefined) return null;
-    return JSON.stringify(this.registry.getArea(area) ? this.registry.subtree(area) : []);
+    return this.registry.getArea(area) ? this.registry.subtree(area) : [];
   }
 
-  list(q: ListQuery = {}): Broadcast[] {
+  /** [from, to) on `col`, each end when given. */
+  private range(col: string, from: number | undefined, to: number | undefined): Array<RawBuilder<unknown>> {
+    return [
+      ...(from !== undefined ? [sql`${sql.ref(col)} >= ${from}`] : []),
+      ...(to !== undefined ? [sql`${sql.ref(col)} < ${to}`] : []),
+    ];
+  }
+
+  async list(q: ListQuery = {}): Promise<Broadcast[]> {
     const areas = this.areaSet(q.area);
-    const rows = this.repo.db.prepare(`SELECT * FROM broadcasts b
-      WHERE b.created_at >= ? AND b.created_at < ?
-        AND (? IS NULL OR b.schedule_id = ?)
-        AND (? IS NULL OR EXISTS (SELECT 1 FROM broadcast_targets t WHERE t.broadcast_id = b.id AND t.area IN (SELECT value FROM json_each(?))))
-      ORDER BY b.created_at DESC, b.id LIMIT ?`)
-      .all(q.from ?? MIN, q.to ?? MAX, q.scheduleId ?? null, q.scheduleId ?? null, areas, areas,
-        clampLimit(q.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)) as BroadcastRow[];
-    const inArea = areas !== null ? new Set(JSON.parse(areas) as string[]) : null;
-    return rows.map((b) => {
-      const targets = this.repo.targetRows(b.id).filter((t: TargetRow) => !inArea || inArea.has(t.area));
-      return toBroadcast(b, targets);
-    });
+    const k = this.db.kysely;
+    const conds = [
+      ...this.range('b.created_at', q.from, q.to),
+      ...(q.scheduleId !== undefined ? [sql`b.schedule_id = ${q.scheduleId}`] : []),
+      ...(areas !== null ? [sql`EXISTS (SELECT 1 FROM broadcast_targets t WHERE t.broadcast_id = b.id AND ${inList('t.area', areas)})`] : []),
+    ];
+    const rows = (await sql<BroadcastRow>`SELECT b.id, b.schedule_id, b.planned_at, b.priority, b.volume, b.content_json, b.duration_sec,
+        b.not_after, b.created_at, b.stop_requested_at
+      FROM broadcasts b ${where(conds)}
+      ORDER BY b.created_at DESC, ${byText(this.db.dialect, 'b.id')} LIMIT ${clampLimit(q.limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)}`.execute(k)).rows;
+    const inArea = areas !== null ? new Set(areas) : null;
+    const targets = new Map<string, TargetRow[]>();
+    for (const ids of chunks(rows.map((b) => b.id), IDS_PER_QUERY)) {
+      const ts = (await sql<TargetRow>`SELECT broadcast_id, device_id, area, state, updated_at, detail, play_request_id, stop_request_id
+        FROM broadcast_targets WHERE ${inList('broadcast_id', ids)}
+        ORDER BY ${byText(this.db.dialect, 'broadcast_id')}, ${byText(this.db.dialect, 'device_id')}`.execute(k)).rows;
+      for (const t of ts) {
+        if (inArea && !inArea.has(t.area)) continue;
+        let l = targets.get(t.broadcast_id);
+        if (!l) { l = []; targets.set(t.broadcast_id, l); }
+        l.push(t);
+      }
+    }
+    return rows.map((b) => toBroadcast(b, targets.get(b.id) ?? []));
   }
 
   /** Transitions and missed occurrences in time order (missed ones only when no broadcastId is asked for). */
-  log(q: LogQuery = {}): LogEntry[] {
+  async log(q: LogQuery = {}): Promise<LogEntry[]> {
     const areas = this.areaSet(q.area);
     const limit = clampLimit(q.limit, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT);
-    const from = q.from ?? MIN;
-    const to = q.to ?? MAX;
-    const sched = q.scheduleId ?? null;
-    const dev = q.deviceId ?? null;
-    // A broadcast's lines are found by broadcast_log_broadcast: a plain `broadcast_id = ?` term (not
-    // `? IS NULL OR …`, which no index serves), else the planner would walk the whole `at` index.
-    const byBroadcast = q.broadcastId !== undefined;
-    const rows = this.repo.db.prepare(`SELECT * FROM broadcast_log
-      WHERE at >= ? AND at < ?
-        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?) AND ${byBroadcast ? 'broadcast_id = ?' : '? IS NULL'}
-        AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
-      ORDER BY at, seq LIMIT ?`)
-      .all(from, to, sched, sched, dev, dev, q.broadcastId ?? null, areas, areas, limit) as LogRow[];
-    const entries = this.named(rows.map(toLogEntry));
+    const k = this.db.kysely;
+    const common = [
+      ...(q.scheduleId !== undefined ? [sql`schedule_id = ${q.scheduleId}`] : []),
+      ...(q.deviceId !== undefined ? [sql`device_id = ${q.deviceId}`] : []),
+      ...(areas !== null ? [inList('area', areas)] : []),
+    ];
+    // Only the terms asked for: a broadcast's lines come from broadcast_log_broadcast, a time range from broadcast_log_at.
+    const rows = (await sql<LogRow>`SELECT seq, at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source
+      FROM broadcast_log ${where([...this.range('at', q.from, q.to), ...common, ...(q.broadcastId !== undefined ? [sql`broadcast_id = ${q.broadcastId}`] : [])])}
+      ORDER BY at, seq LIMIT ${limit}`.execute(k)).rows;
+    const entries = await this.named(rows.map(toLogEntry));
     if (q.broadcastId !== undefined) return entries;
-    const missed = this.repo.db.prepare(`SELECT * FROM broadcast_missed
-      WHERE planned_at >= ? AND planned_at < ?
-        AND (? IS NULL OR schedule_id = ?) AND (? IS NULL OR device_id = ?)
-        AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
-      ORDER BY planned_at, device_id LIMIT ?`)
-      .all(from, to, sched, sched, dev, dev, areas, areas, limit) as MissedRow[];
+    const missed = (await sql<MissedRow>`SELECT schedule_id, planned_at, device_id, area, recorded_at FROM broadcast_missed
+      ${where([...this.range('planned_at', q.from, q.to), ...common])}
+      ORDER BY planned_at, ${byText(this.db.dialect, 'device_id')} LIMIT ${limit}`.execute(k)).rows;
     if (missed.length === 0) return entries;
-    return [...entries, ...this.named(missed.map(missedToLogEntry))].sort((a, b) => a.at - b.at).slice(0, limit);
+    return [...entries, ...await this.named(missed.map(missedToLogEntry))].sort((a, b) => a.at - b.at).slice(0, limit);
   }
 
   /** Adds the media id of each line's broadcast and the names of its schedule and media (each looked up once per call). */
-  private named(entries: LogEntry[]): LogEntry[] {
+  private async named(entries: LogEntry[]): Promise<LogEntry[]> {
+    // The broadcasts' content, decoded here (no JSON functions in SQL: the same query on both dialects).
     const mediaOf = new Map<string, string | null>();
+    const ids = [...new Set(entries.flatMap((e) => (e.broadcastId !== undefined ? [e.broadcastId] : [])))];
+    for (const part of chunks(ids, IDS_PER_QUERY)) {
+      const rows = (await sql<{ id: string; content_json: string }>`SELECT id, content_json FROM broadcasts WHERE ${inList('id', part)}`
+        .execute(this.db.kysely)).rows;
+      for (const r of rows) mediaOf.set(r.id, mediaIdOf(r.content_json));
+    }
     const scheduleNames = new Map<string, string | undefined>();
     const mediaNames = new Map<string, string | undefined>();
     const once = <V>(m: Map<string, V>, k: string, f: (k: string) => V): V => {
       if (!m.has(k)) m.set(k, f(k));
       return m.get(k) as V;
     };
-    const mediaStmt = this.repo.db.prepare(`SELECT json_extract(content_json, '$.media.mediaId') FROM broadcasts WHERE id = ?`).pluck();
     for (const e of entries) {
-      const mediaId = e.broadcastId !== undefined ? once(mediaOf, e.broadcastId, (id) => (mediaStmt.get(id) as string | null | undefined) ?? null) : null;
+      const mediaId = e.broadcastId !== undefined ? mediaOf.get(e.broadcastId) ?? null : null;
       if (mediaId !== null) {
         e.mediaId = mediaId;
         const n = once(mediaNames, mediaId, (id) => this.names.media(id));
@@ -145,7 +186,7 @@ export class BroadcastQueries {
   }
 
   /** The log as CSV (RFC 4180, UTF-8 with BOM), times in the commune's time zone. */
-  csv(q: LogQuery = {}): string {
+  async csv(q: LogQuery = {}): Promise<string> {
     const areaNames = new Map<string, string>();
     const deviceNames = new Map<string, string>();
     const areaName = (c: string): string => {
@@ -158,13 +199,12 @@ export class BroadcastQueries {
       if (n === undefined) { n = this.registry.getDevice(id)?.name ?? ''; deviceNames.set(id, n); }
       return n;
     };
-    return toCsv(LOG_CSV_HEADER, this.log(q).map((e) => logCsvRow(e, this.timeZone, areaName, deviceName)));
+    return toCsv(LOG_CSV_HEADER, (await this.log(q)).map((e) => logCsvRow(e, this.timeZone, areaName, deviceName)));
   }
 
-  totals(q: TotalsQuery = {}, now = Date.now()): TotalsResult {
+  async totals(q: TotalsQuery = {}, now = Date.now()): Promise<TotalsResult> {
     const areas = this.areaSet(q.area);
-    const from = q.from ?? MIN;
-    const to = q.to ?? MAX;
+    const k = this.db.kysely;
     const byArea = new Map<string, AreaTotals>();
     const row = (area: string): AreaTotals => {
       let r = byArea.get(area);
@@ -175,30 +215,30 @@ export class BroadcastQueries {
       }
       return r;
     };
-    const counts = this.repo.db.prepare(`SELECT t.area AS area, t.state AS state,
-        (t.state IN ('pending', 'offline') AND b.not_after <= ?) AS late, COUNT(*) AS n
+    // `late` as 0/1 on both dialects (a comparison is a boolean on PostgreSQL); COUNT(*) is a number on both (db.ts).
+    const counts = (await sql<{ area: string; state: TargetState; late: number; n: number }>`SELECT t.area AS area, t.state AS state,
+        CASE WHEN t.state IN ('pending', 'offline') AND b.not_after <= ${now} THEN 1 ELSE 0 END AS late, COUNT(*) AS n
       FROM broadcast_targets t JOIN broadcasts b ON b.id = t.broadcast_id
-      WHERE b.planned_at >= ? AND b.planned_at < ?
-        AND (? IS NULL OR t.area IN (SELECT value FROM json_each(?)))
-      GROUP BY t.area, t.state, late`)
-      .all(now, from, to, areas, areas) as Array<{ area: string; state: TargetState; late: number; n: number }>;
+      ${where([...this.range('b.planned_at', q.from, q.to), ...(areas !== null ? [inList('t.area', areas)] : [])])}
+      GROUP BY t.area, t.state, late`.execute(k)).rows;
     for (const c of counts) {
       const r = row(c.area);
-      r.planned += c.n;
-      if (c.state === 'completed') r.played += c.n;
-      else if (c.state === 'failed' || c.state === 'rejected' || c.state === 'expired' || c.late) r.failed += c.n;
-      else if (c.state === 'stopped') r.stopped += c.n;
-      else if (c.state === 'preempted') r.preempted += c.n;
-      else if (c.state === 'unconfirmed') r.unconfirmed += c.n;
-      else r.inProgress += c.n;
+      const n = Number(c.n);
+      r.planned += n;
+      if (c.state === 'completed') r.played += n;
+      else if (c.state === 'failed' || c.state === 'rejected' || c.state === 'expired' || Number(c.late) === 1) r.failed += n;
+      else if (c.state === 'stopped') r.stopped += n;
+      else if (c.state === 'preempted') r.preempted += n;
+      else if (c.state === 'unconfirmed') r.unconfirmed += n;
+      else r.inProgress += n;
     }
-    const missed = this.repo.db.prepare(`SELECT area, COUNT(*) AS n FROM broadcast_missed
-      WHERE planned_at >= ? AND planned_at < ? AND (? IS NULL OR area IN (SELECT value FROM json_each(?)))
-      GROUP BY area`).all(from, to, areas, areas) as Array<{ area: string; n: number }>;
+    const missed = (await sql<{ area: string; n: number }>`SELECT area, COUNT(*) AS n FROM broadcast_missed
+      ${where([...this.range('planned_at', q.from, q.to), ...(areas !== null ? [inList('area', areas)] : [])])}
+      GROUP BY area`.execute(k)).rows;
     for (const m of missed) {
       const r = row(m.area);
-      r.missed += m.n;
-      r.planned += m.n;
+      r.missed += Number(m.n);
+      r.planned += Number(m.n);
     }
     const list = [...byArea.values()].sort((a, b) => (a.area < b.area ? -1 : a.area > b.area ? 1 : 0));
     const total = { planned: 0, played: 0, failed: 0, missed: 0, stopped: 0, preempted: 0, unconfirmed: 0, inProgress: 0 };
@@ -206,5 +246,15 @@ export class BroadcastQueries {
       for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += r[k];
     }
     return { ...(q.from !== undefined ? { from: q.from } : {}), ...(q.to !== undefined ? { to: q.to } : {}), areas: list, total };
+  }
+}
+
+/** The media id of a broadcast's stored content (content_json), or null (a stream, or unreadable). */
+function mediaIdOf(contentJson: string): string | null {
+  try {
+    const c = JSON.parse(contentJson) as { media?: MediaContent; stream?: StreamContent };
+    return typeof c.media?.mediaId === 'string' ? c.media.mediaId : null;
+  } catch {
+    return null;
   }
 }

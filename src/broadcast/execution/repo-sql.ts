@@ -5,7 +5,7 @@
  * trip); on SQLite the busy kinds (targets, their CAS, log lines) bind their rows as multi-row VALUES
  * lists of 64 rows (src/storage/sql/values.ts: no JSON to parse per column), the rare ones keep
  * `json_each`. A broadcast to 2,000 speakers is a handful of statements on PostgreSQL, a few hundred
- * cached ones on SQLite. The synchronous repo (repo.ts) keeps running until the switch-over.
+ * cached ones on SQLite.
  *
  * Phases of a window: broadcasts, then targets and missed rows, then target CAS (a target moved
  * several times in one window is ONE update from the state memory held at the last commit to the
@@ -15,6 +15,7 @@
  * writes it twice (pg-schema.ts).
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
+import { Errors } from '../../core/errors.js';
 import type { Db, SqlDialect } from '../../storage/sql/db.js';
 import { runValues } from '../../storage/sql/values.js';
 import { WINDOW_PHASES, type FlushContext, type StateWindow, type WindowKind } from '../../storage/state/window.js';
@@ -37,9 +38,22 @@ const rowsOf = async <T>(q: { execute(db: Q): Promise<{ rows: T[] }> }, db: Q): 
 const tkey = (b: string, d: string): string => `target:${b}\u0000${d}`;
 const MISSED_CAS = 'broadcast_targets.cas_missed';
 
+/**
+ * `col` for ORDER BY in bytewise order on both dialects (SQLite's BINARY; PostgreSQL's "C", whatever the
+ * database's locale), the order memory sorts ids in (executor.ts byDevice).
+ */
+export function byText(d: SqlDialect, col: string) {
+  return d === 'postgres' ? sql`${sql.ref(col)} COLLATE "C"` : sql.ref(col);
+}
+
 export class BroadcastRepoSql {
   /** applied false: a broadcast with this id exists already (ON CONFLICT DO NOTHING). */
   readonly broadcast: WindowKind<NewBroadcast, Applied>;
+  /**
+   * The same insert failing its window when the id exists (409): the executor's, so that a new broadcast's
+   * targets, log lines and commands never land under another broadcast's id.
+   */
+  readonly newBroadcast: WindowKind<NewBroadcast, Applied>;
   /** Outcome: targets inserted (existing ones are left as they are). */
   readonly targets: WindowKind<TargetsInsert, number>;
   readonly cas: WindowKind<TargetCas, Applied>;
@@ -61,6 +75,16 @@ export class BroadcastRepoSql {
         })));
         const added = new Set((await rowsOf(broadcastSql(d, json), trx)).map((r) => r.id));
         return items.map((b) => ({ applied: added.has(b.id) }));
+      },
+    };
+    const strict = this.broadcast;
+    this.newBroadcast = {
+      ...strict, name: 'broadcasts insert (new)',
+      flush: async (trx, items, ctx) => {
+        const out = await strict.flush(trx, items, ctx);
+        const i = out.findIndex((r) => !r.applied);
+        if (i >= 0) throw Errors.CONFLICT(`broadcast "${items[i]!.id}" already exists`);
+        return out;
       },
     };
     this.targets = {
@@ -205,7 +229,7 @@ export class BroadcastRepoSql {
 
   async targetRows(broadcastId: string): Promise<TargetRow[]> {
     return rowsOf(sql<TargetRow>`SELECT broadcast_id, device_id, area, state, updated_at, detail, play_request_id, stop_request_id
-      FROM broadcast_targets WHERE broadcast_id = ${broadcastId} ORDER BY device_id`, this.db.kysely);
+      FROM broadcast_targets WHERE broadcast_id = ${broadcastId} ORDER BY ${byText(this.db.dialect, 'device_id')}`, this.db.kysely);
   }
 
   async target(broadcastId: string, deviceId: string): Promise<TargetRow | undefined> {
@@ -227,6 +251,11 @@ export class BroadcastRepoSql {
     return rowsOf(sql<LogRow>`SELECT seq, at, device_at, broadcast_id, schedule_id, device_id, area, state, prev_state, detail, source
       FROM broadcast_log WHERE broadcast_id = ${broadcastId} ORDER BY seq`, this.db.kysely);
   }
+}
+
+/** Whether a broadcast with this id is stored, read in the caller's transaction (a guard inside a window's unit). */
+export async function broadcastExists(trx: Transaction<unknown>, id: string): Promise<boolean> {
+  return (await sql<{ one: number }>`SELECT 1 AS one FROM broadcasts WHERE id = ${id}`.execute(trx)).rows.length > 0;
 }
 
 function broadcastSql(d: SqlDialect, json: string) {

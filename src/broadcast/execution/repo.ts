@@ -1,10 +1,8 @@
 /**
- * Row types of broadcasts, targets, the log and missed occurrences (see migrations.ts), and the synchronous
- * reader of committed rows that the API's lists, log, CSV and get() use (queries.ts). Every write goes through
- * the state window (repo-sql.ts, the tables' one writer).
+ * Row types of broadcasts, targets, the log and missed occurrences (migrations.ts, pg-schema.ts) and their
+ * conversion to the API's shapes. Writes go through the state window (repo-sql.ts, the tables' one writer);
+ * reads through the same `Db` (repo-sql.ts for one broadcast, queries.ts for lists, the log, CSV and totals).
  */
-import type { Statement } from 'better-sqlite3';
-import type { SqliteDatabase } from '../../storage/state/db.js';
 import type {
   Broadcast, BroadcastTarget, LogEntry, LogSource, MediaContent, Priority, StreamContent, TargetState,
 } from './types.js';
@@ -79,35 +77,4 @@ export function missedToLogEntry(r: MissedRow): LogEntry {
     at: r.planned_at, scheduleId: r.schedule_id, deviceId: r.device_id, area: r.area, state: 'missed',
     detail: 'schedule occurrence missed (controller was not running)', source: 'scheduler',
   };
-}
-
-export class BroadcastRepo {
-  readonly db: SqliteDatabase;
-  private readonly s: { getBroadcast: Statement; targets: Statement; target: Statement };
-
-  constructor(db: SqliteDatabase) {
-    this.db = db;
-    this.s = {
-      getBroadcast: db.prepare('SELECT * FROM broadcasts WHERE id = ?'),
-      targets: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? ORDER BY device_id'),
-      target: db.prepare('SELECT * FROM broadcast_targets WHERE broadcast_id = ? AND device_id = ?'),
-    };
-  }
-
-  getBroadcastRow(id: string): BroadcastRow | undefined {
-    return this.s.getBroadcast.get(id) as BroadcastRow | undefined;
-  }
-
-  get(id: string): Broadcast | undefined {
-    const b = this.getBroadcastRow(id);
-    return b ? toBroadcast(b, this.targetRows(id)) : undefined;
-  }
-
-  targetRows(broadcastId: string): TargetRow[] {
-    return this.s.targets.all(broadcastId) as TargetRow[];
-  }
-
-  target(broadcastId: string, deviceId: string): TargetRow | undefined {
-    return this.s.target.get(broadcastId, deviceId) as TargetRow | undefined;
-  }
 }

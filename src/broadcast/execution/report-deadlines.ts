@@ -12,7 +12,7 @@
  */
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
-import type { HeldBroadcast } from './executor.js';
+import type { HeldBroadcast } from './held.js';
 import type { BroadcastRow } from './repo.js';
 import type { LogSource, MediaContent, TargetState } from './types.js';
 

@@ -13,7 +13,7 @@ import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../core/logger.js';
 import { STOP_METHOD } from '../../core/protocol.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
-import type { HeldBroadcast } from './executor.js';
+import type { HeldBroadcast } from './held.js';
 import { isTerminal } from './state-machine.js';
 
 /** Broadcasts created longer ago than this are not looked at on restart (bounds the start-up queries; a relay lasts hours, not days). */

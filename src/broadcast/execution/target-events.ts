@@ -17,7 +17,7 @@ import { counterOn, type Metrics } from '../../core/metrics.js';
 import { PLAY_METHOD, PREFETCH_METHOD, STOP_METHOD } from '../../core/protocol.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
 import type { RpcEvents, RpcRequest } from '../../rpc/types.js';
-import type { HeldBroadcast } from './executor.js';
+import type { HeldBroadcast } from './held.js';
 import { PLAY_RESPONSE_TO_STATE, PLAYBACK_TO_STATE, isTerminal } from './state-machine.js';
 import type { LogSource, TargetState } from './types.js';
 

@@ -37,3 +37,18 @@ export function validateBroadcastInput(b: BroadcastInput, now: number): void {
   if (!Array.isArray(b.targets) || b.targets.length === 0) throw invalid('targets', 'at least one target speaker is required');
   if (b.targets.length > MAX_TARGETS) throw invalid('targets', `at most ${MAX_TARGETS} targets`);
 }
+
+/** The speakers of `ids` with their areas, each once (404 unknown device, 400 not a speaker). */
+export function speakerTargets(reg: { getDevice(id: string): { kind: string; area: string } | undefined }, ids: readonly string[]): Array<{ deviceId: string; area: string }> {
+  const targets: Array<{ deviceId: string; area: string }> = [];
+  const seen = new Set<string>();
+  for (const deviceId of ids) {
+    if (seen.has(deviceId)) continue;
+    seen.add(deviceId);
+    const d = reg.getDevice(deviceId);
+    if (!d) throw withDetails(Errors.NOT_FOUND(`Device "${String(deviceId)}"`), { field: 'targets' });
+    if (d.kind !== 'speaker') throw withDetails(Errors.VALIDATION(`device "${deviceId}" is not a speaker`), { field: 'targets' });
+    targets.push({ deviceId, area: d.area });
+  }
+  return targets;
+}

@@ -1,0 +1,271 @@
+/**
+ * RPC command ownership across cluster nodes (src/rpc/ownership.ts, docs/cluster.md "RPC commands across nodes"):
+ * two or three RpcService instances as nodes on ONE real PostgreSQL 15 database (each its own pool, state window,
+ * event bus and recording broker), with the cluster's `device_sessions` and `cluster_nodes` rows written here as the
+ * session claims and node leases would. A command is published only by the node holding its device's session, each
+ * transition happens once whatever node tries, and a dead node's commands are adopted once.
+ */
+import { sql } from 'kysely';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EventBus, createLogger } from '../../src/core/index.js';
+import { SESSION_MIGRATIONS } from '../../src/cluster/index.js';
+import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
+import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
+import { StateWindow } from '../../src/storage/state/index.js';
+import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
+
+afterAll(stopStatePostgres);
+
+const logger = createLogger('silent');
+
+interface Node {
+  id: string; db: Db<unknown>; window: StateWindow; rpc: RpcService; bus: EventBus;
+  connected: Set<string>; published: Array<{ deviceId: string; requestId: string }>;
+  events: { response: Array<RpcEvents['response']>; expired: Array<RpcEvents['expired']> };
+  stopped: boolean;
+}
+
+let url: string;
+let admin: Db<unknown>;
+let nodes: Node[] = [];
+
+beforeEach(async () => {
+  url = await freshStateDatabase();
+  admin = openPgDb(url);
+  await migrate(admin, 'sessions', SESSION_MIGRATIONS);
+});
+afterEach(async () => {
+  for (const n of nodes) await stopNode(n);
+  nodes = [];
+  await admin.close();
+});
+
+/** A live lease for `id` (10 s on PostgreSQL's clock); `started` is the process's lease start. */
+async function lease(id: string, started = 1): Promise<void> {
+  await sql`INSERT INTO cluster_nodes (node_id, instance, started_at, renewed_at, lease_until)
+    VALUES (${id}, ${`i-${id}`}, ${started}, 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 10000)
+    ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`.execute(admin.kysely);
+}
+
+/** The node's lease ran out (it died). */
+async function expire(id: string): Promise<void> {
+  await sql`UPDATE cluster_nodes SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE node_id = ${id}`.execute(admin.kysely);
+}
+
+/** The device's session claimed by `node` (as PgSessionClaims.claim does). */
+async function session(deviceId: string, node: string): Promise<void> {
+  await sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES (${deviceId}, ${node}, nextval('device_session_epochs'), 0)
+    ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
+}
+
+async function sessions(rows: Array<[string, string]>): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at)
+    SELECT d, n, nextval('device_session_epochs'), 0 FROM unnest(${rows.map((r) => r[0])}::text[], ${rows.map((r) => r[1])}::text[]) AS v(d, n)
+    ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
+}
+
+async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number } = {}): Promise<Node> {
+  const db = openPgDb(url);
+  const window = new StateWindow({ db, logger });
+  await window.start();
+  const bus = new EventBus();
+  const n: Node = {
+    id, db, window, bus, connected: new Set(connected), published: [], events: { response: [], expired: [] }, stopped: false,
+    rpc: undefined as unknown as RpcService,
+  };
+  n.rpc = new RpcService({
+    db, window, bus, logger, readyDelayMs: 50, answerGraceMs: o.answerGraceMs ?? 1000, sweepIntervalMs: 100,
+    broker: {
+      isConnected: (d) => n.connected.has(d),
+      publish: async (topic) => {
+        const [, , deviceId, , , requestId] = topic.split('/');
+        n.published.push({ deviceId: deviceId!, requestId: requestId! });
+      },
+    },
+    ownership: { nodeId: id, pickupMs: 200, adoptMs: 300 },
+  });
+  n.rpc.on('response', (e) => n.events.response.push(e));
+  n.rpc.on('expired', (e) => n.events.expired.push(e));
+  await n.rpc.start();
+  nodes.push(n);
+  return n;
+}
+
+async function stopNode(n: Node): Promise<void> {
+  if (n.stopped) return;
+  n.stopped = true;
+  await n.rpc.stop();
+  await n.window.stop();
+  await n.db.close();
+}
+
+/** The device connects to this node (its session claim is made by the caller): the `status` online event. */
+function connect(n: Node, deviceId: string): void {
+  n.connected.add(deviceId);
+  n.bus.emit('status', { deviceId, area: 'p', online: true, at: Date.now() });
+}
+
+function disconnect(n: Node, deviceId: string): void {
+  n.connected.delete(deviceId);
+  n.bus.emit('status', { deviceId, area: 'p', online: false, at: Date.now() });
+}
+
+async function until(what: string, f: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function row(id: string): Promise<{ state: string; owner_node: string; handed: boolean }> {
+  return (await sql<{ state: string; owner_node: string; handed: boolean }>`SELECT state, owner_node, handed FROM rpc_requests WHERE id = ${id}`
+    .execute(admin.kysely)).rows[0]!;
+}
+
+const held = (n: Node, id: string): boolean => (n.rpc as unknown as { open: { get(id: string): unknown } }).open.get(id) !== undefined;
+const publishedTo = (n: Node, requestId: string): number => n.published.filter((p) => p.requestId === requestId).length;
+const soon = (): number => Date.now() + 60_000;
+
+describe('RPC commands across nodes (PostgreSQL)', () => {
+  it('(a) a command created on A for a device held by B is published by B, never by A; B\'s answer makes it answered once', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const a = await startNode('a');
+    const b = await startNode('b', ['loa-1']);
+    const r = await a.rpc.send('loa-1', 'speaker.setVolume', { volume: 40 }, { expiresAt: soon() });
+    expect(r.state).toBe('queued');
+    expect(await row(r.requestId)).toMatchObject({ state: 'queued', owner_node: 'b', handed: false });
+    expect(held(a, r.requestId)).toBe(false); // A keeps only what it owns
+    const t0 = Date.now();
+    await until('B publishes it', () => publishedTo(b, r.requestId) === 1);
+    const pickupMs = Date.now() - t0;
+    expect(pickupMs).toBeLessThan(5_000);
+    await until('sent in the database', async () => (await row(r.requestId)).state === 'sent');
+    expect(await row(r.requestId)).toMatchObject({ owner_node: 'b', handed: true });
+    // B answers (its device did); a duplicate of the answer arrives at A later (e.g. after a reconnect there).
+    b.bus.emit('rpc.response', { deviceId: 'loa-1', requestId: r.requestId, payload: { status: 'ok' }, at: Date.now() });
+    await b.rpc.settled();
+    expect(await row(r.requestId)).toMatchObject({ state: 'answered' });
+    a.bus.emit('rpc.response', { deviceId: 'loa-1', requestId: r.requestId, payload: { status: 'ok' }, at: Date.now() });
+    await until('A matched it by a read', () => a.events.response.length === 1);
+    await a.rpc.settled();
+    expect(b.events.response.map((e) => e.duplicate)).toEqual([false]);
+    expect(a.events.response.map((e) => e.duplicate)).toEqual([true]);
+    await new Promise((res) => setTimeout(res, 700)); // a few pickup and adoption rounds
+    expect(publishedTo(a, r.requestId)).toBe(0);
+    expect(publishedTo(b, r.requestId)).toBe(1);
+    console.log(`(a) created on A, published by B ${pickupMs} ms later`);
+  });
+
+  it('(a2) an answer reaching a node that does not hold the command (a handoff race) is recorded once, by a read and a CAS', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const a = await startNode('a');
+    const b = await startNode('b', ['loa-1']);
+    const r = await b.rpc.send('loa-1', 'x', {}, { expiresAt: soon() });
+    expect(r.state).toBe('sent');
+    a.bus.emit('rpc.response', { deviceId: 'loa-1', requestId: r.requestId, payload: { status: 'ok' }, at: Date.now() });
+    await until('A recorded it', () => a.events.response.length === 1);
+    await a.rpc.settled();
+    expect(await row(r.requestId)).toMatchObject({ state: 'answered' });
+    expect(a.events.response[0]!.duplicate).toBe(false);
+  });
+
+  it('(b) the device reconnects to A: A claims and re-sends its open command, B forgets it', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const a = await startNode('a');
+    const b = await startNode('b', ['loa-1']);
+    const r = await a.rpc.send('loa-1', 'broadcast.play', { broadcastId: 'b1' }, { expiresAt: soon() });
+    await until('B publishes it', () => publishedTo(b, r.requestId) === 1);
+    await until('B holds it', () => held(b, r.requestId));
+    // The device's connection to B dies; it connects to A, whose session claim wins.
+    disconnect(b, 'loa-1');
+    await session('loa-1', 'a');
+    const t0 = Date.now();
+    connect(a, 'loa-1');
+    await until('A re-sends it', () => publishedTo(a, r.requestId) === 1);
+    const resendMs = Date.now() - t0;
+    expect(await row(r.requestId)).toMatchObject({ state: 'sent', owner_node: 'a', handed: true });
+    await until('B forgets it', () => !held(b, r.requestId));
+    expect(held(a, r.requestId)).toBe(true);
+    expect(publishedTo(b, r.requestId)).toBe(1);
+    // A new command created on B now goes to A.
+    const r2 = await b.rpc.send('loa-1', 'x', {}, { expiresAt: soon() });
+    await until('A publishes the new one', () => publishedTo(a, r2.requestId) === 1);
+    expect(publishedTo(b, r2.requestId)).toBe(0);
+    a.bus.emit('rpc.response', { deviceId: 'loa-1', requestId: r.requestId, payload: { status: 'accepted' }, at: Date.now() });
+    await a.rpc.settled();
+    expect(await row(r.requestId)).toMatchObject({ state: 'answered', owner_node: 'a' });
+    expect([...a.events.response, ...b.events.response]).toHaveLength(1);
+    console.log(`(b) reconnect to A: re-sent by A ${resendMs} ms after its status online (readyDelayMs 50)`);
+  });
+
+  it('(c) node B dies: A and C adopt its open commands once (re-sent to the devices connected to them, due ones expired once)', async () => {
+    await lease('a'); await lease('b'); await lease('c');
+    await sessions([['loa-1', 'b'], ['loa-2', 'b'], ['loa-3', 'b'], ['loa-4', 'b']]);
+    const b = await startNode('b', ['loa-1', 'loa-2', 'loa-3', 'loa-4'], { answerGraceMs: 300 });
+    const now = Date.now();
+    const c1 = await b.rpc.send('loa-1', 'x', { n: 1 }, { expiresAt: soon() });
+    const c3 = await b.rpc.send('loa-3', 'x', { n: 3 }, { expiresAt: now + 1_500 }); // sent, due after expiry + grace
+    const c4 = await b.rpc.send('loa-4', 'x', { n: 4 }, { expiresAt: soon() });
+    b.connected.delete('loa-2');
+    const c2 = await b.rpc.send('loa-2', 'x', { n: 2 }, { expiresAt: now + 1_000 }); // queued, due at expiry
+    expect([c1.state, c2.state, c3.state, c4.state]).toEqual(['sent', 'queued', 'sent', 'sent']);
+    // B dies: nothing of it runs any more, its lease runs out; its devices lose their connections.
+    await stopNode(b);
+    await expire('b');
+    await sql`DELETE FROM device_sessions WHERE node_id = 'b'`.execute(admin.kysely); // the lease sweep
+    const a = await startNode('a', [], { answerGraceMs: 300 });
+    const c = await startNode('c', [], { answerGraceMs: 300 });
+    // loa-1 reconnects to A (claim on connect); loa-4 is on A already without a connect event (only adoption finds it).
+    await session('loa-1', 'a');
+    connect(a, 'loa-1');
+    await session('loa-4', 'a');
+    a.connected.add('loa-4');
+    await until('A re-sends c1 and c4', () => publishedTo(a, c1.requestId) === 1 && publishedTo(a, c4.requestId) === 1);
+    await until('c2 and c3 expired', async () => (await row(c2.requestId)).state === 'expired' && (await row(c3.requestId)).state === 'expired');
+    await new Promise((res) => setTimeout(res, 900)); // more adoption rounds on both
+    const expired = [...a.events.expired, ...c.events.expired].map((e) => e.request.id).sort();
+    expect(expired).toEqual([c2.requestId, c3.requestId].sort());
+    for (const id of [c1.requestId, c4.requestId]) {
+      expect(publishedTo(a, id)).toBe(1);
+      expect(publishedTo(c, id)).toBe(0);
+      expect(await row(id)).toMatchObject({ state: 'sent', owner_node: 'a' });
+    }
+    expect(c.published.length + a.published.filter((p) => p.requestId === c2.requestId || p.requestId === c3.requestId).length).toBe(0);
+    console.log(`(c) expired by A: ${a.events.expired.length}, by C: ${c.events.expired.length}`);
+  });
+
+  it('(d) concurrent sendMany from both nodes to 200 devices held half by each: each command published once, by its owner', async () => {
+    await lease('a'); await lease('b');
+    const devs = Array.from({ length: 200 }, (_, i) => `loa-${String(i).padStart(3, '0')}`);
+    const onA = devs.filter((_, i) => i % 2 === 0);
+    const onB = devs.filter((_, i) => i % 2 === 1);
+    await sessions([...onA.map((d): [string, string] => [d, 'a']), ...onB.map((d): [string, string] => [d, 'b'])]);
+    const a = await startNode('a', onA);
+    const b = await startNode('b', onB);
+    const t0 = Date.now();
+    const [ra, rb] = await Promise.all([
+      a.rpc.sendMany(devs, 'broadcast.play', { broadcastId: 'from-a' }, { expiresAt: soon() }),
+      b.rpc.sendMany(devs, 'broadcast.play', { broadcastId: 'from-b' }, { expiresAt: soon() }),
+    ]);
+    const all = [...ra, ...rb].map((r) => r.requestId);
+    expect(all).toHaveLength(400);
+    const total = (): number => a.published.length + b.published.length;
+    await until('all 400 published', () => total() >= 400, 15_000);
+    const allMs = Date.now() - t0;
+    await new Promise((res) => setTimeout(res, 700));
+    expect(total()).toBe(400);
+    const seen = new Set([...a.published, ...b.published].map((p) => p.requestId));
+    expect(seen.size).toBe(400);
+    expect(a.published.every((p) => onA.includes(p.deviceId))).toBe(true);
+    expect(b.published.every((p) => onB.includes(p.deviceId))).toBe(true);
+    const owners = (await sql<{ owner_node: string; state: string; device_id: string; n: number }>`SELECT owner_node, state, device_id, COUNT(*)::int AS n
+      FROM rpc_requests GROUP BY owner_node, state, device_id`.execute(admin.kysely)).rows;
+    expect(owners.every((o) => o.state === 'sent' && o.n === 2 && o.owner_node === (onA.includes(o.device_id) ? 'a' : 'b'))).toBe(true);
+    console.log(`(d) 400 commands created on both nodes, all published by their owners within ${allMs} ms`);
+  });
+});

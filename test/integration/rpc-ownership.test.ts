@@ -65,7 +65,7 @@ async function sessions(rows: Array<[string, string]>): Promise<void> {
     ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
 }
 
-async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number } = {}): Promise<Node> {
+async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean } = {}): Promise<Node> {
   const db = openPgDb(url);
   const window = new StateWindow({ db, logger });
   await window.start();
@@ -78,6 +78,7 @@ async function startNode(id: string, connected: readonly string[] = [], o: { ans
     db, window, bus, logger, readyDelayMs: 50, answerGraceMs: o.answerGraceMs ?? 1000, sweepIntervalMs: 100,
     broker: {
       isConnected: (d) => n.connected.has(d),
+      ...(o.token ? { credentialOf: (d: string) => (n.connected.has(d) ? 'token' as const : null) } : {}),
       publish: async (topic) => {
         const [, , deviceId, , , requestId] = topic.split('/');
         n.published.push({ deviceId: deviceId!, requestId: requestId! });
@@ -117,6 +118,10 @@ async function until(what: string, f: () => boolean | Promise<boolean>, ms = 10_
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+async function tbIds(deviceId: string): Promise<Array<{ id: string; tb_id: number | null }>> {
+  return (await sql<{ id: string; tb_id: number | null }>`SELECT id, tb_id FROM rpc_requests WHERE device_id = ${deviceId} ORDER BY seq`.execute(admin.kysely)).rows;
 }
 
 async function row(id: string): Promise<{ state: string; owner_node: string; handed: boolean }> {
@@ -214,6 +219,9 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     b.connected.delete('loa-2');
     const c2 = await b.rpc.send('loa-2', 'x', { n: 2 }, { expiresAt: now + 1_000 }); // queued, due at expiry
     expect([c1.state, c2.state, c3.state, c4.state]).toEqual(['sent', 'queued', 'sent', 'sent']);
+    // And 300 queued for devices that are offline everywhere, due in a second: adopted by A and C at once.
+    const offline = Array.from({ length: 300 }, (_, i) => `off-${i}`);
+    const bulk = (await b.rpc.sendMany(offline, 'x', {}, { expiresAt: now + 1_000 })).map((r) => r.requestId);
     // B dies: nothing of it runs any more, its lease runs out; its devices lose their connections.
     await stopNode(b);
     await expire('b');
@@ -227,9 +235,15 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     a.connected.add('loa-4');
     await until('A re-sends c1 and c4', () => publishedTo(a, c1.requestId) === 1 && publishedTo(a, c4.requestId) === 1);
     await until('c2 and c3 expired', async () => (await row(c2.requestId)).state === 'expired' && (await row(c3.requestId)).state === 'expired');
+    // Both adopt at the same moment once the 300 are due (besides their timers): SKIP LOCKED splits them.
+    await until('due', () => Date.now() > now + 1_050);
+    const own = (n: Node) => (n.rpc as unknown as { own: { adopt(): Promise<void> } }).own;
+    await Promise.all([own(a).adopt(), own(c).adopt(), own(a).adopt(), own(c).adopt()]);
+    await until('the 300 expired', async () => (await sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM rpc_requests
+      WHERE id = ANY(${bulk}::text[]) AND state = 'expired'`.execute(admin.kysely)).rows[0]!.n === 300);
     await new Promise((res) => setTimeout(res, 900)); // more adoption rounds on both
     const expired = [...a.events.expired, ...c.events.expired].map((e) => e.request.id).sort();
-    expect(expired).toEqual([c2.requestId, c3.requestId].sort());
+    expect(expired).toEqual([c2.requestId, c3.requestId, ...bulk].sort()); // each once, by one node
     for (const id of [c1.requestId, c4.requestId]) {
       expect(publishedTo(a, id)).toBe(1);
       expect(publishedTo(c, id)).toBe(0);
@@ -267,5 +281,35 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
       FROM rpc_requests GROUP BY owner_node, state, device_id`.execute(admin.kysely)).rows;
     expect(owners.every((o) => o.state === 'sent' && o.n === 2 && o.owner_node === (onA.includes(o.device_id) ? 'a' : 'b'))).toBe(true);
     console.log(`(d) 400 commands created on both nodes, all published by their owners within ${allMs} ms`);
+  });
+
+  it('(e) ThingsBoard integer ids: a new session holder starts above the last recorded id; the old holder allocating late reuses none, no window fails', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const a = await startNode('a', [], { token: true });
+    const b = await startNode('b', ['loa-1'], { token: true });
+    const first = [];
+    for (let i = 0; i < 3; i++) first.push((await b.rpc.send('loa-1', 'x', { i }, { expiresAt: soon() })).requestId);
+    expect(b.published.map((p) => p.requestId)).toEqual(['1', '2', '3']);
+    // The device moves to A; B has not noticed yet (its connection is still there).
+    await session('loa-1', 'a');
+    connect(a, 'loa-1');
+    await until('A re-sends the three', () => a.published.length === 3);
+    expect(a.published.map((p) => p.requestId)).toEqual(['1', '2', '3']); // their ids travel with them
+    const onA = await a.rpc.send('loa-1', 'x', { on: 'a' }, { expiresAt: soon() });
+    const late = await b.rpc.send('loa-1', 'x', { on: 'b' }, { expiresAt: soon() }); // B allocates after A's claim
+    await until('A picks up B\'s late command', () => a.published.some((p) => p.requestId === '4'));
+    const ids = await tbIds('loa-1');
+    const byId = new Map(ids.map((r) => [r.id, r.tb_id]));
+    expect(byId.get(onA.requestId)).toBe(1004);
+    expect(byId.get(late.requestId)).toBe(4);
+    expect(new Set(ids.map((r) => r.tb_id)).size).toBe(ids.length); // no id given twice
+    const last = (await sql<{ last_id: number }>`SELECT last_id FROM rpc_tb_ids WHERE device_id = 'loa-1'`.execute(admin.kysely)).rows[0]!.last_id;
+    expect(last).toBe(1004); // B's late window did not move it back
+    expect(a.window.stats.failed + b.window.stats.failed).toBe(0);
+    // The device answers "1004" on A: A's command.
+    a.bus.emit('rpc.response', { deviceId: 'loa-1', requestId: '1004', payload: { status: 'ok' }, at: Date.now() });
+    await a.rpc.settled();
+    expect(await row(onA.requestId)).toMatchObject({ state: 'answered' });
   });
 });

@@ -1,7 +1,7 @@
 /**
  * The statements of command ownership across cluster nodes (ownership.ts; docs/design/state-window.md §3),
  * PostgreSQL only. They read the cluster's own tables by name (`device_sessions`: which node holds a device's
- * MQTT session; `cluster_nodes`: node leases, on PostgreSQL's clock), never a node's memory.
+ * MQTT session, holder-sql.ts; `cluster_nodes`: node leases, on PostgreSQL's clock), never a node's memory.
  *
  * `owner_inc` is the lease start (`cluster_nodes.started_at`) of the process that took the row: a new value per
  * process of a node id (kept across its renewals), 0 while the row waits for its owner to pick it up. A row is an
@@ -9,6 +9,7 @@
  * process took every open row of its node id at start, so only a row it missed is left so).
  */
 import { sql, type Transaction } from 'kysely';
+import { sessionHolder } from './holder-sql.js';
 import { toRequest, type Row } from './store-sql.js';
 import type { RpcRequest } from './types.js';
 
@@ -26,10 +27,10 @@ async function owned(q: { execute(db: Trx): Promise<{ rows: Array<Row & { seq: n
 
 /** At start: every open row of this node id (a restart takes over its predecessor's), and those of devices it holds. */
 export function takeAtStart(trx: Trx, me: string): Promise<OwnedRow[]> {
-  return owned(sql<Row & { seq: number }>`UPDATE rpc_requests SET owner_node = ${me}, owner_inc = ${incOf(me)}, handed = true
-    WHERE state IN ('queued', 'sent')
-      AND (owner_node = ${me} OR device_id IN (SELECT s.device_id FROM device_sessions s WHERE s.node_id = ${me}))
-    RETURNING *`, trx);
+  return owned(sql<Row & { seq: number }>`UPDATE rpc_requests r SET owner_node = ${me}, owner_inc = ${incOf(me)}, handed = true
+    WHERE r.state IN ('queued', 'sent')
+      AND (r.owner_node = ${me} OR ${sessionHolder(sql`r.device_id`)} = ${me})
+    RETURNING r.*`, trx);
 }
 
 /** The pickup: rows other nodes made for devices this node holds (`handed` false), now taken (finished ones too: they leave the index). */
@@ -46,7 +47,7 @@ export async function claimDevices(trx: Trx, me: string, devices: readonly strin
   const ids = [...devices];
   const rows = await owned(sql<Row & { seq: number }>`UPDATE rpc_requests r SET owner_node = ${me}, owner_inc = ${incOf(me)}, handed = true
     WHERE r.device_id = ANY(${ids}::text[]) AND r.state IN ('queued', 'sent')
-      AND EXISTS (SELECT 1 FROM device_sessions s WHERE s.device_id = r.device_id AND s.node_id = ${me})
+      AND ${sessionHolder(sql`r.device_id`)} = ${me}
     RETURNING r.*`, trx);
   const tb = (await sql<{ device_id: string; last_id: number }>`SELECT device_id, last_id FROM rpc_tb_ids WHERE device_id = ANY(${ids}::text[])`
     .execute(trx)).rows;
@@ -65,7 +66,7 @@ export function adoptOrphans(trx: Trx, me: string, now: number, answerGraceMs: n
         AND NOT EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.node_id = r.owner_node AND n.lease_until > ${PG_NOW}
           AND (r.owner_inc = 0 OR n.started_at = r.owner_inc))
         AND ((r.state = 'queued' AND r.expires_at <= ${now}) OR (r.state = 'sent' AND r.expires_at <= ${now - answerGraceMs})
-          OR EXISTS (SELECT 1 FROM device_sessions s WHERE s.device_id = r.device_id AND s.node_id = ${me}))
+          OR ${sessionHolder(sql`r.device_id`)} = ${me})
       ORDER BY r.seq LIMIT ${limit} FOR UPDATE OF r SKIP LOCKED)
     UPDATE rpc_requests r SET owner_node = ${me}, owner_inc = ${incOf(me)}, handed = true FROM c WHERE r.id = c.id RETURNING r.*`, trx);
 }

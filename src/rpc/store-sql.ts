@@ -13,6 +13,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Db, SqlDialect } from '../storage/sql/db.js';
 import { runValues } from '../storage/sql/values.js';
+import { sessionHolder } from './holder-sql.js';
 import { WINDOW_PHASES, type WindowKind } from '../storage/state/window.js';
 import type { RpcRequest, RpcState } from './types.js';
 
@@ -218,7 +219,7 @@ function insertSql(json: string) {
 
 /**
  * Cluster mode: the same insert with its owner decided in the statement: the node holding the device's session
- * (device_sessions), else this node; `handed` (picked up) only when that is this node. `owner_inc`: the lease start of
+ * (device_sessions; a sub-device's: its gateway's, holder-sql.ts), else this node; `handed` (picked up) only when that is this node. `owner_inc`: the lease start of
  * the owning process (cluster_nodes.started_at) when it is this node, 0 (not taken yet) otherwise (rpc/ownership.ts).
  */
 function ownedInsertSql(json: string, me: string) {
@@ -227,7 +228,7 @@ function ownedInsertSql(json: string, me: string) {
         SELECT x.i, x.d, x.m, x.p, x.e, x.st, x.c, x.s, x.t, x.o, CASE WHEN x.o = ${me} THEN x.inc ELSE 0 END, x.o = ${me}
         FROM (SELECT r.v->>'i' AS i, r.v->>'d' AS d, g.v->>'m' AS m, g.v->>'p' AS p, (g.v->>'e')::bigint AS e,
             CASE WHEN r.v ? 's' THEN 'sent' ELSE 'queued' END AS st, (g.v->>'c')::bigint AS c, (r.v->>'s')::bigint AS s, (r.v->>'t')::integer AS t,
-            COALESCE((SELECT ds.node_id FROM device_sessions ds WHERE ds.device_id = r.v->>'d'), ${me}) AS o,
+            COALESCE(${sessionHolder(sql`r.v->>'d'`)}, ${me}) AS o,
             COALESCE((SELECT n.started_at FROM cluster_nodes n WHERE n.node_id = ${me}), 0) AS inc, g.n AS gn, r.n AS rn
           FROM jsonb_array_elements(${json}::jsonb) WITH ORDINALITY AS g(v, n)
           CROSS JOIN LATERAL jsonb_array_elements(g.v->'r') WITH ORDINALITY AS r(v, n)) AS x

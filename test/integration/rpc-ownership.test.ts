@@ -178,6 +178,18 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     expect(a.events.response[0]!.duplicate).toBe(false);
   });
 
+  it('(a3) a gateway\'s sub-device belongs to the node holding its gateway\'s session', async () => {
+    await lease('a'); await lease('b');
+    await session('gw-1', 'b');
+    await sql`INSERT INTO gateway_sub_devices (device_id, gateway_id, name, created_at) VALUES ('sub-1', 'gw-1', 'Sub 1', 0)`.execute(admin.kysely);
+    const a = await startNode('a');
+    const b = await startNode('b', ['sub-1']); // reached through its gateway's connection on B
+    const r = await a.rpc.send('sub-1', 'x', {}, { expiresAt: soon() });
+    expect(await row(r.requestId)).toMatchObject({ owner_node: 'b', handed: false });
+    await until('B publishes it', () => publishedTo(b, r.requestId) === 1);
+    expect(publishedTo(a, r.requestId)).toBe(0);
+  });
+
   it('(b) the device reconnects to A: A claims and re-sends its open command, B forgets it', async () => {
     await lease('a'); await lease('b');
     await session('loa-1', 'b');
@@ -212,16 +224,16 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     await lease('a'); await lease('b'); await lease('c');
     await sessions([['loa-1', 'b'], ['loa-2', 'b'], ['loa-3', 'b'], ['loa-4', 'b']]);
     const b = await startNode('b', ['loa-1', 'loa-2', 'loa-3', 'loa-4'], { answerGraceMs: 300 });
-    const now = Date.now();
     const c1 = await b.rpc.send('loa-1', 'x', { n: 1 }, { expiresAt: soon() });
-    const c3 = await b.rpc.send('loa-3', 'x', { n: 3 }, { expiresAt: now + 1_500 }); // sent, due after expiry + grace
+    const c3 = await b.rpc.send('loa-3', 'x', { n: 3 }, { expiresAt: Date.now() + 1_500 }); // sent, due after expiry + grace
     const c4 = await b.rpc.send('loa-4', 'x', { n: 4 }, { expiresAt: soon() });
     b.connected.delete('loa-2');
-    const c2 = await b.rpc.send('loa-2', 'x', { n: 2 }, { expiresAt: now + 1_000 }); // queued, due at expiry
+    const c2 = await b.rpc.send('loa-2', 'x', { n: 2 }, { expiresAt: Date.now() + 1_500 }); // queued, due at expiry
     expect([c1.state, c2.state, c3.state, c4.state]).toEqual(['sent', 'queued', 'sent', 'sent']);
     // And 300 queued for devices that are offline everywhere, due in a second: adopted by A and C at once.
     const offline = Array.from({ length: 300 }, (_, i) => `off-${i}`);
-    const bulk = (await b.rpc.sendMany(offline, 'x', {}, { expiresAt: now + 1_000 })).map((r) => r.requestId);
+    const due = Date.now() + 2_000;
+    const bulk = (await b.rpc.sendMany(offline, 'x', {}, { expiresAt: due })).map((r) => r.requestId);
     // B dies: nothing of it runs any more, its lease runs out; its devices lose their connections.
     await stopNode(b);
     await expire('b');
@@ -236,7 +248,7 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     await until('A re-sends c1 and c4', () => publishedTo(a, c1.requestId) === 1 && publishedTo(a, c4.requestId) === 1);
     await until('c2 and c3 expired', async () => (await row(c2.requestId)).state === 'expired' && (await row(c3.requestId)).state === 'expired');
     // Both adopt at the same moment once the 300 are due (besides their timers): SKIP LOCKED splits them.
-    await until('due', () => Date.now() > now + 1_050);
+    await until('due', () => Date.now() > due + 50);
     const own = (n: Node) => (n.rpc as unknown as { own: { adopt(): Promise<void> } }).own;
     await Promise.all([own(a).adopt(), own(c).adopt(), own(a).adopt(), own(c).adopt()]);
     await until('the 300 expired', async () => (await sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM rpc_requests

@@ -49,6 +49,8 @@ export const TB_ID_HANDOFF_GAP = 1_000;
 const ADOPT_LIMIT = 500;
 /** Ids checked at most per tick. */
 const CHECK_LIMIT = 5_000;
+/** A failed ownership statement (a timeout, a table missing) undoes only itself, never the window's other writes. */
+const UNIT = { savepoint: true } as const;
 
 export interface OwnershipDeps {
   own: RpcOwnership;
@@ -129,7 +131,11 @@ export class CommandOwnership {
     if (devices.length === 0 || !this.running) return;
     const p = this.d.window.unit(async (trx, after) => {
       const got = await claimDevices(trx, this.me, devices);
+      // What memory holds for them that another node finished (an answer matched there) or still owns: dropped.
+      const heldIds = devices.flatMap((dv) => this.d.open.device(dv).map((r) => r.id));
+      const stale = heldIds.length > 0 ? new Set(await notMine(trx, this.me, heldIds)) : new Set<string>();
       after(() => {
+        for (const id of stale) this.d.open.remove(id);
         const rows = new Map<string, RpcRequest[]>(devices.map((dv) => [dv, []]));
         for (const r of strip(got.rows)) rows.get(r.deviceId)?.push(r);
         for (const dv of devices) {
@@ -139,7 +145,7 @@ export class CommandOwnership {
         }
       });
       return got.rows.length;
-    });
+    }, UNIT);
     void this.track(p).then((n) => {
       if (n > 0) this.d.logger.debug({ devices: devices.length, commands: n }, 'rpc commands claimed for devices connected here');
       this.claimDone(devices);
@@ -185,7 +191,7 @@ export class CommandOwnership {
           added = rows.filter((r) => (r.state === 'queued' || r.state === 'sent') && !this.d.open.get(r.id) && !this.d.open.finished(r.id));
           for (const r of added) this.d.open.put(r);
         });
-      });
+      }, UNIT);
     } catch (err) {
       this.d.logger.warn({ err }, `rpc commands could not be ${what}; retried`);
       return;
@@ -219,7 +225,7 @@ export class CommandOwnership {
         }
         if (n > 0) this.d.logger.debug({ commands: n }, 'rpc commands now owned by another node (their devices moved): forgotten here');
       });
-    });
+    }, UNIT);
     return this.track(p).then(() => undefined, (err: unknown) => { this.d.logger.debug({ err }, 'rpc ownership check failed; retried'); });
   }
 }

@@ -65,7 +65,7 @@ async function sessions(rows: Array<[string, string]>): Promise<void> {
     ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
 }
 
-async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean } = {}): Promise<Node> {
+async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean; sweepMs?: number } = {}): Promise<Node> {
   const db = openPgDb(url);
   const window = new StateWindow({ db, logger });
   await window.start();
@@ -75,7 +75,7 @@ async function startNode(id: string, connected: readonly string[] = [], o: { ans
     rpc: undefined as unknown as RpcService,
   };
   n.rpc = new RpcService({
-    db, window, bus, logger, readyDelayMs: 50, answerGraceMs: o.answerGraceMs ?? 1000, sweepIntervalMs: 100,
+    db, window, bus, logger, readyDelayMs: 50, answerGraceMs: o.answerGraceMs ?? 1000, sweepIntervalMs: o.sweepMs ?? 100,
     broker: {
       isConnected: (d) => n.connected.has(d),
       ...(o.token ? { credentialOf: (d: string) => (n.connected.has(d) ? 'token' as const : null) } : {}),
@@ -176,6 +176,15 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     await a.rpc.settled();
     expect(await row(r.requestId)).toMatchObject({ state: 'answered' });
     expect(a.events.response[0]!.duplicate).toBe(false);
+    // B still holds it as sent; the device reconnects to B: B's claim finds it answered and does not re-send it.
+    expect(held(b, r.requestId)).toBe(true);
+    disconnect(b, 'loa-1');
+    await session('loa-1', 'b');
+    connect(b, 'loa-1');
+    await until('B forgets it', () => !held(b, r.requestId));
+    await new Promise((res) => setTimeout(res, 300)); // past the warm-up
+    expect(publishedTo(b, r.requestId)).toBe(1);
+    expect(await row(r.requestId)).toMatchObject({ state: 'answered' });
   });
 
   it('(a3) a gateway\'s sub-device belongs to the node holding its gateway\'s session', async () => {
@@ -223,7 +232,8 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
   it('(c) node B dies: A and C adopt its open commands once (re-sent to the devices connected to them, due ones expired once)', async () => {
     await lease('a'); await lease('b'); await lease('c');
     await sessions([['loa-1', 'b'], ['loa-2', 'b'], ['loa-3', 'b'], ['loa-4', 'b']]);
-    const b = await startNode('b', ['loa-1', 'loa-2', 'loa-3', 'loa-4'], { answerGraceMs: 300 });
+    // B's own expiry sweep is off: on a loaded machine it could expire c2 before B dies.
+    const b = await startNode('b', ['loa-1', 'loa-2', 'loa-3', 'loa-4'], { answerGraceMs: 300, sweepMs: 600_000 });
     const c1 = await b.rpc.send('loa-1', 'x', { n: 1 }, { expiresAt: soon() });
     const c3 = await b.rpc.send('loa-3', 'x', { n: 3 }, { expiresAt: Date.now() + 1_500 }); // sent, due after expiry + grace
     const c4 = await b.rpc.send('loa-4', 'x', { n: 4 }, { expiresAt: soon() });

@@ -218,6 +218,14 @@ export class RpcService implements Component {
     return () => { this.ee.off(event, fn); };
   }
 
+  /**
+   * Cluster mode: another node made commands for devices held here (a best-effort hint, e.g. from the cluster bus):
+   * picks them up now rather than at the next pickup round. A no-op on one node.
+   */
+  nudge(): void {
+    void this.own?.pickup();
+  }
+
   /** Shorthand for on('response'). */
   onResponse(fn: Listener<'response'>): () => void {
     return this.on('response', fn);

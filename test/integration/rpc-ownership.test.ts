@@ -290,6 +290,10 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     ]);
     const all = [...ra, ...rb].map((r) => r.requestId);
     expect(all).toHaveLength(400);
+    // Each creator kept only the commands it owns (those of its own half).
+    expect(ra.filter((r) => held(a, r.requestId)).length).toBe(100);
+    expect(ra.every((r, i) => held(a, r.requestId) === onA.includes(devs[i]!))).toBe(true);
+    expect(rb.every((r, i) => held(b, r.requestId) === onB.includes(devs[i]!))).toBe(true);
     const total = (): number => a.published.length + b.published.length;
     await until('all 400 published', () => total() >= 400, 15_000);
     const allMs = Date.now() - t0;

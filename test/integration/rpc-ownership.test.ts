@@ -338,4 +338,33 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     await a.rpc.settled();
     expect(await row(onA.requestId)).toMatchObject({ state: 'answered' });
   });
+
+  it('(f) owner_inc: a live owner keeps its due commands; a restarted process takes its node\'s at start; a later process\'s leftovers are orphans', async () => {
+    await lease('a', 1); await lease('c');
+    const a = await startNode('a', [], { sweepMs: 600_000 }); // A's own expiry is off: only adoption would expire
+    const c = await startNode('c');
+    const due = await a.rpc.send('off-1', 'x', {}, { expiresAt: Date.now() + 300 });
+    const later = await a.rpc.send('off-2', 'x', {}, { expiresAt: soon() });
+    const inc = async (id: string) => Number((await sql<{ owner_inc: number }>`SELECT owner_inc FROM rpc_requests WHERE id = ${id}`.execute(admin.kysely)).rows[0]!.owner_inc);
+    expect(await inc(due.requestId)).toBe(1);
+    await new Promise((res) => setTimeout(res, 1_200)); // due, and several adoption rounds of C
+    expect(await row(due.requestId)).toMatchObject({ state: 'queued', owner_node: 'a' }); // A is alive: not C's
+    // A restarts (a new process of node id a: a new lease start); it takes its node's open commands at start.
+    await stopNode(a);
+    await sql`UPDATE cluster_nodes SET started_at = 2 WHERE node_id = 'a'`.execute(admin.kysely);
+    const a2 = await startNode('a', [], { sweepMs: 600_000 });
+    expect(held(a2, later.requestId)).toBe(true);
+    expect(await inc(later.requestId)).toBe(2);
+    // The due one: expired once, by the new process at start or by C (a leftover of process 1 while a restarted).
+    await until('the due one expired', async () => (await row(due.requestId)).state === 'expired');
+    expect([...a2.events.expired, ...c.events.expired].map((e) => e.request.id)).toEqual([due.requestId]);
+    c.events.expired.length = 0;
+    // Had a later process of a not taken them (started_at 3 now), C adopts a due one and expires it, once.
+    const due2 = await a2.rpc.send('off-3', 'x', {}, { expiresAt: Date.now() + 300 });
+    await stopNode(a2);
+    await sql`UPDATE cluster_nodes SET started_at = 3 WHERE node_id = 'a'`.execute(admin.kysely);
+    await until('C expires it', async () => (await row(due2.requestId)).state === 'expired');
+    expect(c.events.expired.map((e) => e.request.id)).toEqual([due2.requestId]);
+    expect(await row(later.requestId)).toMatchObject({ state: 'queued', owner_node: 'a' }); // not due, device nowhere: left
+  });
 });

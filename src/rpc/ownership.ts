@@ -141,7 +141,8 @@ export class CommandOwnership {
         for (const dv of devices) {
           this.d.open.merge(dv, rows.get(dv)!);
           const last = Math.max(this.d.tbLast.get(dv) ?? 0, got.tbLast.get(dv) ?? 0);
-          if (last > 0 || got.tbLast.has(dv)) this.d.tbLast.set(dv, (last + TB_ID_HANDOFF_GAP - 1) % MAX_TB_ID + 1);
+          // Also with no id recorded yet: the previous holder may be giving out its first ones right now.
+          this.d.tbLast.set(dv, (last + TB_ID_HANDOFF_GAP - 1) % MAX_TB_ID + 1);
         }
       });
       return got.rows.length;

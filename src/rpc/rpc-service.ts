@@ -37,6 +37,9 @@
  * touched; they are reloaded from the database.
  * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
+ * Cluster mode (`ownership`, on PostgreSQL): this node holds, publishes and expires only the commands it owns, those
+ * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts).
+ *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
  * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on
  * `v1/devices/me/...`) with an integer `n`: the Arduino/ESP32 SDK parses the id with atoi and

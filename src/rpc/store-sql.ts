@@ -219,8 +219,9 @@ function insertSql(json: string) {
 
 /**
  * Cluster mode: the same insert with its owner decided in the statement: the node holding the device's session
- * (device_sessions; a sub-device's: its gateway's, holder-sql.ts), else this node; `handed` (picked up) only when that is this node. `owner_inc`: the lease start of
- * the owning process (cluster_nodes.started_at) when it is this node, 0 (not taken yet) otherwise (rpc/ownership.ts).
+ * (device_sessions; a sub-device's: its gateway's, holder-sql.ts), else this node; `handed` (picked up) only when
+ * that is this node. `owner_inc`: the lease start of the owning process (cluster_nodes.started_at) when it is this
+ * node, 0 (not taken yet) otherwise (rpc/ownership.ts).
  */
 function ownedInsertSql(json: string, me: string) {
   return sql<{ id: string; owner_node: string }>`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id,

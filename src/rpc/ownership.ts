@@ -41,6 +41,8 @@ export interface RpcOwnership {
   readonly pickupMs?: number;
   /** Period of the orphan adoption and of the check of what memory holds for devices not connected here. Default 2000. */
   readonly adoptMs?: number;
+  /** Best effort: tells node `nodeId` that commands it owns were stored here (it picks them up at once). */
+  nudge?(nodeId: string): void;
 }
 
 /** How far above the last recorded id a new session holder starts allocating integer request ids. */
@@ -76,6 +78,8 @@ export class CommandOwnership {
   private claimTimer: NodeJS.Immediate | null = null;
   private timers: NodeJS.Timeout[] = [];
   private picking = false;
+  /** A pickup was asked for while one ran (a nudge): run again after it, it may have missed those rows. */
+  private pickAgain = false;
   private adopting = false;
   private running = false;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -169,9 +173,13 @@ export class CommandOwnership {
 
   /** Takes the commands other nodes made for devices held here. */
   pickup(): Promise<void> {
-    if (this.picking || !this.running) return Promise.resolve();
+    if (!this.running) return Promise.resolve();
+    if (this.picking) { this.pickAgain = true; return Promise.resolve(); }
     this.picking = true;
-    return this.track(this.take((trx) => pickUp(trx, this.me), 'picked up')).finally(() => { this.picking = false; });
+    return this.track(this.take((trx) => pickUp(trx, this.me), 'picked up')).finally(() => {
+      this.picking = false;
+      if (this.pickAgain) { this.pickAgain = false; void this.pickup(); }
+    });
   }
 
   /** Adopts the orphans this node should take (due to expire, or their device is here). */

@@ -296,7 +296,10 @@ export class RpcService implements Component {
         throw Errors.NOT_FOUND(`Device "${deviceId}"`);
       }
       // Cluster mode: another node holds the device's session; it picks the command up (ownership.ts).
-      if (o.owner !== undefined && o.owner !== this.own?.nodeId) this.open.remove(id);
+      if (o.owner !== undefined && o.owner !== this.own?.nodeId) {
+        this.open.remove(id);
+        this.o.ownership?.nudge?.(o.owner);
+      }
       return { requestId: id, state: row.state === 'sent' ? 'sent' : 'queued' };
     });
   }
@@ -553,7 +556,9 @@ export class RpcService implements Component {
       const me = this.own.nodeId;
       const outs = rows.map((r) => w.add(store.insert, r));
       return w.durable(Promise.all(outs)).then((o) => {
-        o.forEach((x, i) => { if (x.owner !== undefined && x.owner !== me) this.open.remove(rows[i]!.id); });
+        const others = new Set<string>();
+        o.forEach((x, i) => { if (x.owner !== undefined && x.owner !== me) { this.open.remove(rows[i]!.id); others.add(x.owner); } });
+        for (const n of others) this.o.ownership?.nudge?.(n);
       });
     }
     for (let i = 0; i < rows.length - 1; i++) w.post(store.insert, rows[i]!);

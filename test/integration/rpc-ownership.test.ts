@@ -65,7 +65,7 @@ async function sessions(rows: Array<[string, string]>): Promise<void> {
     ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
 }
 
-async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean; sweepMs?: number } = {}): Promise<Node> {
+async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean; sweepMs?: number; pickupMs?: number; nudge?: (node: string) => void } = {}): Promise<Node> {
   const db = openPgDb(url);
   const window = new StateWindow({ db, logger });
   await window.start();
@@ -84,7 +84,7 @@ async function startNode(id: string, connected: readonly string[] = [], o: { ans
         n.published.push({ deviceId: deviceId!, requestId: requestId! });
       },
     },
-    ownership: { nodeId: id, pickupMs: 200, adoptMs: 300 },
+    ownership: { nodeId: id, pickupMs: o.pickupMs ?? 200, adoptMs: 300, ...(o.nudge ? { nudge: o.nudge } : {}) },
   });
   n.rpc.on('response', (e) => n.events.response.push(e));
   n.rpc.on('expired', (e) => n.events.expired.push(e));
@@ -366,5 +366,20 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     await until('C expires it', async () => (await row(due2.requestId)).state === 'expired');
     expect(c.events.expired.map((e) => e.request.id)).toEqual([due2.requestId]);
     expect(await row(later.requestId)).toMatchObject({ state: 'queued', owner_node: 'a' }); // not due, device nowhere: left
+  });
+
+  it('(g) a nudge (the cluster bus\'s hint) makes the owner pick a command up at once, not at its next round', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const byId = new Map<string, Node>();
+    const a = await startNode('a', [], { nudge: (owner) => byId.get(owner)?.rpc.nudge() });
+    const b = await startNode('b', ['loa-1'], { pickupMs: 600_000 }); // its own pickup round never comes in this test
+    byId.set('a', a).set('b', b);
+    const t0 = Date.now();
+    const r = await a.rpc.send('loa-1', 'x', {}, { expiresAt: soon() });
+    const [m] = await a.rpc.sendMany(['loa-1'], 'y', {}, { expiresAt: soon() });
+    await until('B publishes both', () => publishedTo(b, r.requestId) === 1 && publishedTo(b, m!.requestId) === 1, 5_000);
+    console.log(`(g) nudged: published by B ${Date.now() - t0} ms after the send on A`);
+    expect(b.published.map((p) => p.requestId)).toEqual([r.requestId, m!.requestId]);
   });
 });

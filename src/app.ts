@@ -206,6 +206,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock, ...(secrets ? { shared: secrets } : {}) });
   const broadcast = wireBroadcast({
     config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
+    // Cluster mode: RPC commands are owned by the node holding their device's session (src/rpc/ownership.ts).
+    ...(clusterDb ? { rpcOwnership: { nodeId, nudge: (owner: string) => clusterBus.nudgeRpc(owner) } } : {}),
   });
   // Emergency alerts play as broadcasts: built on the broadcast side; a step that starts or stops one commits
   // with it (a synchronous unit of the broadcast side's state window).
@@ -271,6 +273,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const clusterBus: ClusterBus = config.cluster.redisUrl === undefined ? new LocalOnlyBus() : new RedisClusterBus({
     url: config.cluster.redisUrl, nodeId, logger: log('cluster-bus'), clock, metrics,
     claimed: (c) => sessionClaims?.remoteClaim(c),
+    rpcNudged: () => broadcast.rpc.nudge(),
     remote: (events) => {
       live.remoteTelemetry(events);
       for (const e of events) broker.publishTelemetry(e);

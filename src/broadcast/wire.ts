@@ -13,7 +13,7 @@ import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
 import type { MediaLibrary, MediaViewer } from '../media/index.js';
 import type { Principal } from '../auth/types.js';
-import { RpcService, type CommandSigner } from '../rpc/index.js';
+import { RpcService, type CommandSigner, type RpcOwnership } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
 import { StateWindow, stateSqlitePort } from '../storage/state/index.js';
@@ -44,6 +44,8 @@ export interface BroadcastWiringDeps {
   signer: CommandSigner;
   /** Where an emergency's commands register as urgent (core/urgent.ts): device answers wait for them. */
   urgent?: Pick<UrgentOutbound, 'hold'>;
+  /** Cluster mode: RPC commands owned by the node holding their device's session (used once the window is on PostgreSQL). */
+  rpcOwnership?: RpcOwnership;
 }
 
 export interface BroadcastWiring {
@@ -84,6 +86,7 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   const rpc = new RpcService({
     db: rpcDb, window, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock,
     paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
+    ...(d.rpcOwnership ? { ownership: d.rpcOwnership } : {}),
   });
   const executor: BroadcastExecutor = new BroadcastExecutor({
     db: rpcDb, window, rpc, bus: d.bus, registry: d.registry,

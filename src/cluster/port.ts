@@ -38,6 +38,11 @@ export interface ClusterBus extends Component {
    */
   announceClaim(deviceId: string, epoch: number): void;
   /**
+   * This node stored RPC commands owned by node `nodeId` (it holds their devices' sessions): a hint to pick them up
+   * now rather than at its next pickup round (src/rpc/ownership.ts). Best effort, never waits.
+   */
+  nudgeRpc(nodeId: string): void;
+  /**
    * For /readyz: always ok (without the bus a node still does all its work; its
    * live views only miss other nodes' readings), `degraded` while unconnected.
    */
@@ -52,5 +57,6 @@ export class LocalOnlyBus implements ClusterBus {
   async stop(): Promise<void> { /* nothing to close */ }
   publish(): void { /* no other node */ }
   announceClaim(): void { /* no other node */ }
+  nudgeRpc(): void { /* no other node */ }
   report(): { ok: true; detail: Record<string, unknown> } { return { ok: true, detail: { mode: 'embedded' } }; }
 }

@@ -31,6 +31,8 @@
  * field (`[deviceId, epoch]` as JSON) instead of `b`: one reader, one
  * sequence, the same outage handling. A lost claim notice costs only time:
  * the claiming node's reconciliation closes the old connection anyway.
+ * RPC pickup hints (nudgeRpc) likewise, with an `r` field (the node that owns
+ * new commands): a lost one costs at most that node's pickup period (1 s).
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -72,6 +74,8 @@ export interface RedisBusOptions {
   remote: RemoteReadings;
   /** Another node's session claims (absent: ignored). */
   claimed?: RemoteClaim;
+  /** Another node stored RPC commands this node owns (absent: ignored; the pickup poll finds them). */
+  rpcNudged?: () => void;
   logger: Logger;
   clock: Clock;
   metrics?: Pick<Metrics, 'registry'>;
@@ -152,6 +156,17 @@ export class RedisClusterBus implements ClusterBus {
       'i', this.instance, 'n', this.o.nodeId, 's', seq, 't', this.o.clock.now(), 'c', JSON.stringify([deviceId, epoch]))
       .then(() => { this.answered(); this.m.claims.inc({ direction: 'sent' }); },
         (err: unknown) => { this.m.claims.inc({ direction: 'unsent' }); this.failed(err, 'claim'); })
+      .finally(() => { this.inFlight--; });
+  }
+
+  nudgeRpc(target: string): void {
+    const pub = this.pub;
+    if (!this.running || pub === null || pub.status !== 'ready' || this.inFlight >= this.t.maxInFlight) return; // the pickup poll finds them
+    const seq = ++this.seq;
+    this.inFlight++;
+    pub.xadd(this.t.stream, 'MAXLEN', '~', this.t.maxLen, '*',
+      'i', this.instance, 'n', this.o.nodeId, 's', seq, 't', this.o.clock.now(), 'r', target)
+      .then(() => { this.answered(); }, (err: unknown) => { this.failed(err, 'rpc nudge'); })
       .finally(() => { this.inFlight--; });
   }
 
@@ -250,6 +265,12 @@ export class RedisClusterBus implements ClusterBus {
     const seq = Number(f.s);
     const sentAt = Number(f.t);
     if (inst !== undefined && f.c !== undefined && Number.isSafeInteger(seq)) { this.claimReceived(inst, seq, f.c, f.n ?? ''); return; }
+    if (inst !== undefined && f.r !== undefined && Number.isSafeInteger(seq)) {
+      this.countGap(inst, seq);
+      if (f.r !== this.o.nodeId) return;
+      try { this.o.rpcNudged?.(); } catch (err) { this.o.logger.error({ err, from: f.n }, 'live bus: handling an rpc pickup hint failed'); }
+      return;
+    }
     if (inst === undefined || f.b === undefined || !Number.isSafeInteger(seq) || !Number.isFinite(sentAt)) { this.bad('missing fields'); return; }
     let events: TelemetryEvent[];
     try { events = decodeReadings(f.b); } catch (err) {

@@ -87,5 +87,29 @@ export class OpenCommands {
     for (const r of pending) this.put(r);
   }
 
+  /**
+   * Cluster mode: the device's open commands as this node took them from the database (`stored`, creation order),
+   * merged with what memory holds: a command held keeps memory's version (it may be newer than the row), one finished
+   * here in a window still to commit stays finished, commands held but not in `stored` (not committed yet) go last.
+   * Returns the commands memory did not hold.
+   */
+  merge(deviceId: string, stored: readonly RpcRequest[]): RpcRequest[] {
+    const held = this.byDevice.get(deviceId) ?? new Map<string, RpcRequest>();
+    const seen = new Set<string>();
+    const order: RpcRequest[] = [];
+    const added: RpcRequest[] = [];
+    for (const s of stored) {
+      seen.add(s.id);
+      if (this.settling.has(s.id)) continue;
+      const h = held.get(s.id);
+      if (h) order.push(h);
+      else { order.push(s); added.push(s); }
+    }
+    for (const h of held.values()) if (!seen.has(h.id)) order.push(h);
+    this.byDevice.delete(deviceId);
+    for (const r of order) this.put(r);
+    return added;
+  }
+
   clear(): void { this.byId.clear(); this.byDevice.clear(); this.settling.clear(); }
 }

@@ -37,6 +37,9 @@
  * touched; they are reloaded from the database.
  * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
+ * Cluster mode (`ownership`, on PostgreSQL): this node holds, publishes and expires only the commands it owns, those
+ * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts).
+ *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
  * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on
  * `v1/devices/me/...`) with an integer `n`: the Arduino/ESP32 SDK parses the id with atoi and
@@ -68,6 +71,7 @@ import { RpcResponses } from './responses.js';
 import { sendMany } from './send-many.js';
 import { DeviceWarmup } from './warmup.js';
 import { OpenCommands } from './open-commands.js';
+import { CommandOwnership, type RpcOwnership } from './ownership.js';
 import { MAX_TB_ID, RpcStoreSql, type NewRequestRow, type RpcCas } from './store-sql.js';
 import type { CommandSigner, ParamsHook, RpcEvents, RpcRequest, RpcSendOptions, RpcSendResult } from './types.js';
 
@@ -102,6 +106,11 @@ export interface RpcServiceOptions {
   signer?: CommandSigner;
   /** Where sendMany(…, {urgent: true}) registers its publishes (core/urgent.ts); absent: nothing waits for them. */
   urgent?: Pick<UrgentOutbound, 'hold'>;
+  /**
+   * Cluster mode: this node owns only the commands of devices whose session it holds (ownership.ts). Used only when
+   * `db` is PostgreSQL; absent or on the embedded store, the one node owns every command, as always.
+   */
+  ownership?: RpcOwnership;
 }
 
 const MAX_PARAMS_BYTES = 64 * 1024;
@@ -129,6 +138,8 @@ export class RpcService implements Component {
   /** Answers being matched by a database read (settled() waits for them). */
   private readonly lookups = new Set<Promise<void>>();
   private store: RpcStoreSql | null = null;
+  /** Cluster mode: which commands are this node's (null: every command, one node). */
+  private readonly own: CommandOwnership | null;
   private offs: Array<() => void> = [];
   private sweepTimer: NodeJS.Timeout | null = null;
   private lastCleanup = 0;
@@ -144,14 +155,21 @@ export class RpcService implements Component {
       metrics: this.m, logger: opts.logger, clock: this.clock, emit: (event, e) => { this.ee.emit(event, e); },
       open: this.open, store: () => this.store, write: (c) => this.post(c), finish: (r) => this.finish(r),
     });
+    this.own = opts.ownership && opts.db.dialect === 'postgres' ? new CommandOwnership({
+      own: opts.ownership, db: opts.db, window: opts.window, open: this.open, clock: this.clock, logger: opts.logger,
+      answerGraceMs: opts.answerGraceMs ?? 30_000, tbLast: this.tbLast,
+      isConnected: (d) => this.o.broker.isConnected(d),
+      claimed: (d) => { if (this.isReady(d)) this.flush(d); },
+      taken: (rows) => this.taken(rows),
+    }) : null;
   }
 
   // ------------------------------------------------------------ lifecycle
 
   async start(): Promise<void> {
     if (this.store) return;
-    const store = new RpcStoreSql(this.o.db);
-    const [open, tbLast] = await Promise.all([store.open(), store.lastTbIds()]);
+    const store = new RpcStoreSql(this.o.db, this.own?.nodeId);
+    const [open, tbLast] = await Promise.all([this.own ? this.own.load() : store.open(), store.lastTbIds()]);
     this.open.clear();
     for (const r of open) this.open.put(r);
     this.tbLast.clear();
@@ -159,7 +177,10 @@ export class RpcService implements Component {
     this.store = store;
     const bus = this.o.bus;
     this.offs = [
-      bus.on('status', (e) => this.warmup.status(e.deviceId, e.online)),
+      bus.on('status', (e) => {
+        if (e.online) this.own?.connected(e.deviceId);
+        this.warmup.status(e.deviceId, e.online);
+      }),
       bus.on('rpc.response', (e) => this.handleResponse(e)),
       // Any message from a warming device shows it went through its connect sequence.
       bus.on('attributes', (e) => this.warmup.signal(e.deviceId)),
@@ -172,6 +193,7 @@ export class RpcService implements Component {
     this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs ?? 1000);
     this.sweepTimer.unref();
     this.sweep();
+    this.own?.start();
     // Devices already connected when we start (e.g. the service was started after the broker).
     for (const deviceId of this.open.devices()) {
       if (this.o.broker.isConnected(deviceId)) this.flush(deviceId);
@@ -180,6 +202,7 @@ export class RpcService implements Component {
 
   async stop(): Promise<void> {
     for (const off of this.offs.splice(0)) off();
+    await this.own?.stop();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     this.warmup.clear();
@@ -198,6 +221,14 @@ export class RpcService implements Component {
     return () => { this.ee.off(event, fn); };
   }
 
+  /**
+   * Cluster mode: another node made commands for devices held here (a best-effort hint, e.g. from the cluster bus):
+   * picks them up now rather than at the next pickup round. A no-op on one node.
+   */
+  nudge(): void {
+    void this.own?.pickup();
+  }
+
   /** Shorthand for on('response'). */
   onResponse(fn: Listener<'response'>): () => void {
     return this.on('response', fn);
@@ -205,7 +236,7 @@ export class RpcService implements Component {
 
   /** true when a command sent now would be published at once. */
   isReady(deviceId: string): boolean {
-    return this.o.broker.isConnected(deviceId) && !this.warmup.isWarming(deviceId);
+    return this.o.broker.isConnected(deviceId) && !this.warmup.isWarming(deviceId) && !(this.own?.claiming(deviceId) ?? false);
   }
 
   isConnected(deviceId: string): boolean {
@@ -263,6 +294,11 @@ export class RpcService implements Component {
       if (!o.applied) { // its device was deleted meanwhile
         this.open.remove(id);
         throw Errors.NOT_FOUND(`Device "${deviceId}"`);
+      }
+      // Cluster mode: another node holds the device's session; it picks the command up (ownership.ts).
+      if (o.owner !== undefined && o.owner !== this.own?.nodeId) {
+        this.open.remove(id);
+        this.o.ownership?.nudge?.(o.owner);
       }
       return { requestId: id, state: row.state === 'sent' ? 'sent' : 'queued' };
     });
@@ -382,6 +418,17 @@ export class RpcService implements Component {
       if (this.publish(r, true)) resent++;
     }
     if (resent > 0) this.o.logger.debug({ deviceId, resent }, 'held rpc requests sent after reconnect');
+  }
+
+  /** Cluster mode: commands taken from the database (pickup, adoption): published when their device is ready; due ones expire. */
+  private taken(rows: readonly RpcRequest[]): void {
+    const now = this.clock.now();
+    for (const r0 of rows) {
+      const r = this.open.get(r0.id);
+      if (!r || r.expiresAt <= now || !this.isReady(r.deviceId)) continue;
+      this.publish(r, r.state === 'sent');
+    }
+    this.sweep();
   }
 
   // ------------------------------------------------------------ publish
@@ -505,6 +552,15 @@ export class RpcService implements Component {
         state: r.sentAt !== undefined ? 'sent' : 'queued', createdAt: r.createdAt, sentAt: r.sentAt ?? null, answeredAt: null, response: null, tbId: r.tbId ?? null,
       });
     }
+    if (this.own) { // cluster mode: keep only what this node owns (another node holds the others' sessions)
+      const me = this.own.nodeId;
+      const outs = rows.map((r) => w.add(store.insert, r));
+      return w.durable(Promise.all(outs)).then((o) => {
+        const others = new Set<string>();
+        o.forEach((x, i) => { if (x.owner !== undefined && x.owner !== me) { this.open.remove(rows[i]!.id); others.add(x.owner); } });
+        for (const n of others) this.o.ownership?.nudge?.(n);
+      });
+    }
     for (let i = 0; i < rows.length - 1; i++) w.post(store.insert, rows[i]!);
     return w.durable(w.add(store.insert, rows[rows.length - 1]!)).then(() => undefined);
   }
@@ -519,8 +575,9 @@ export class RpcService implements Component {
     }
     const store = this.store;
     if (!store || devices.size === 0) return;
+    const own = this.own;
     for (const d of devices) {
-      store.listDevice(d, ['queued', 'sent']).then((rows) => { if (this.store === store) this.open.reload(d, rows); }, (err: unknown) => {
+      (own ? store.listOwned(d, own.nodeId) : store.listDevice(d, ['queued', 'sent'])).then((rows) => { if (this.store === store) this.open.reload(d, rows); }, (err: unknown) => {
         this.o.logger.error({ err, deviceId: d }, 'rpc commands could not be reloaded after a failed window');
       });
     }

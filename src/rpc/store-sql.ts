@@ -13,6 +13,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Db, SqlDialect } from '../storage/sql/db.js';
 import { runValues } from '../storage/sql/values.js';
+import { sessionHolder } from './holder-sql.js';
 import { WINDOW_PHASES, type WindowKind } from '../storage/state/window.js';
 import type { RpcRequest, RpcState } from './types.js';
 
@@ -62,7 +63,14 @@ export interface RpcCas {
   tbId?: number;
 }
 
-export interface Applied { applied: boolean }
+export interface Applied {
+  applied: boolean;
+  /**
+   * Cluster mode (a store made with `owner`): the node that owns the command, i.e. holds its device's session
+   * (device_sessions), or this node when none does. Absent on the embedded store.
+   */
+  owner?: string;
+}
 
 type Q = Kysely<unknown> | Transaction<unknown>;
 
@@ -73,14 +81,24 @@ export class RpcStoreSql {
   readonly insert: WindowKind<NewRequestRow, Applied>;
   readonly cas: WindowKind<RpcCas, Applied>;
 
-  constructor(private readonly db: Db<unknown>) {
+  /**
+   * `owner` (cluster mode, PostgreSQL only): this node's id. Then a new command is owned by the node holding its
+   * device's session (else this node) and `handed` only when that is this node, in the insert statement itself
+   * (rpc/ownership.ts); tb ids are recorded only growing. Without it (the embedded store) nothing changes.
+   */
+  constructor(private readonly db: Db<unknown>, owner?: string) {
     const d = db.dialect;
+    const me = d === 'postgres' ? owner : undefined;
     this.insert = {
       name: 'rpc_requests insert',
       phase: WINDOW_PHASES.insert,
       keys: (r) => [`rpc:${r.id}`],
       flush: async (trx, items) => {
-        await claimTbIds(trx, d, items.filter((r) => r.tbId !== undefined).map((r) => [r.deviceId, r.tbId!]));
+        await claimTbIds(trx, d, items.filter((r) => r.tbId !== undefined).map((r) => [r.deviceId, r.tbId!]), me !== undefined);
+        if (me !== undefined) {
+          const owned = new Map((await rowsOf(ownedInsertSql(JSON.stringify(groupInserts(items)), me), trx)).map((r) => [r.id, r.owner_node]));
+          return items.map((r) => (owned.has(r.id) ? { applied: true, owner: owned.get(r.id)! } : { applied: false }));
+        }
         // SQLite: a device deleted meanwhile (foreign key) is skipped rather than failing the whole window.
         const rows = d === 'sqlite'
           ? await runValues<{ id: string }>(trx, items.map((r) => [r.id, r.deviceId, r.method, r.paramsJson, r.expiresAt, r.sentAt === undefined ? 'queued' : 'sent', r.createdAt, r.sentAt, r.tbId]), 9,
@@ -97,7 +115,7 @@ export class RpcStoreSql {
       keys: (c) => [`rpc:${c.id}`],
       flush: async (trx, items) => {
         const merged = mergeCas(items);
-        await claimTbIds(trx, d, merged.filter((c) => c.n !== undefined).map((c) => [c.dv, c.n!]));
+        await claimTbIds(trx, d, merged.filter((c) => c.n !== undefined).map((c) => [c.dv, c.n!]), me !== undefined);
         const rows = merged.sort((x, y) => (x.i < y.i ? -1 : x.i > y.i ? 1 : 0)); // PostgreSQL: one lock order for every node
         const done = d === 'sqlite'
           ? await runValues<{ id: string }>(trx, rows.map((c) => [c.i, c.dv, c.f, c.t, c.s, c.a, c.x, c.n]), 8,
@@ -129,6 +147,12 @@ export class RpcStoreSql {
   async open(): Promise<RpcRequest[]> {
     const order = this.db.dialect === 'postgres' ? sql`seq` : sql`rowid`;
     return (await rowsOf(sql<Row>`SELECT * FROM rpc_requests WHERE state IN ('queued', 'sent') ORDER BY ${order}`, this.db.kysely)).map(toRequest);
+  }
+
+  /** Cluster mode: the device's open commands this node owns, in creation order (memory after a failed window). */
+  async listOwned(deviceId: string, owner: string): Promise<RpcRequest[]> {
+    return (await rowsOf(sql<Row>`SELECT * FROM rpc_requests WHERE device_id = ${deviceId} AND owner_node = ${owner}
+      AND state IN ('queued', 'sent') ORDER BY seq`, this.db.kysely)).map(toRequest);
   }
 
   /** Keng's id of the device's command published with integer id `n`. */
@@ -193,6 +217,26 @@ function insertSql(json: string) {
         RETURNING id`;
 }
 
+/**
+ * Cluster mode: the same insert with its owner decided in the statement: the node holding the device's session
+ * (device_sessions; a sub-device's: its gateway's, holder-sql.ts), else this node; `handed` (picked up) only when
+ * that is this node. `owner_inc`: the lease start of the owning process (cluster_nodes.started_at) when it is this
+ * node, 0 (not taken yet) otherwise (rpc/ownership.ts).
+ */
+function ownedInsertSql(json: string, me: string) {
+  return sql<{ id: string; owner_node: string }>`INSERT INTO rpc_requests (id, device_id, method, params_json, expires_at, state, created_at, sent_at, tb_id,
+          owner_node, owner_inc, handed)
+        SELECT x.i, x.d, x.m, x.p, x.e, x.st, x.c, x.s, x.t, x.o, CASE WHEN x.o = ${me} THEN x.inc ELSE 0 END, x.o = ${me}
+        FROM (SELECT r.v->>'i' AS i, r.v->>'d' AS d, g.v->>'m' AS m, g.v->>'p' AS p, (g.v->>'e')::bigint AS e,
+            CASE WHEN r.v ? 's' THEN 'sent' ELSE 'queued' END AS st, (g.v->>'c')::bigint AS c, (r.v->>'s')::bigint AS s, (r.v->>'t')::integer AS t,
+            COALESCE(${sessionHolder(sql`r.v->>'d'`)}, ${me}) AS o,
+            COALESCE((SELECT n.started_at FROM cluster_nodes n WHERE n.node_id = ${me}), 0) AS inc, g.n AS gn, r.n AS rn
+          FROM jsonb_array_elements(${json}::jsonb) WITH ORDINALITY AS g(v, n)
+          CROSS JOIN LATERAL jsonb_array_elements(g.v->'r') WITH ORDINALITY AS r(v, n)) AS x
+        ORDER BY x.gn, x.rn
+        RETURNING id, owner_node`;
+}
+
 interface CasRow { i: string; dv: string; f: RpcState; t: RpcState; s?: number; a?: number; x?: string; n?: number }
 
 function mergeCas(items: readonly RpcCas[]): CasRow[] {
@@ -221,12 +265,26 @@ function casSql(json: string) {
  * Records each device's last integer id (the last of the window, in order: ids wrap from 2^31-1 to 1) and
  * frees those ids from older commands still holding them (only after a wrap, 2^31 commands later).
  */
-async function claimTbIds(trx: Transaction<unknown>, d: SqlDialect, pairs: Array<[string, number]>): Promise<void> {
+async function claimTbIds(trx: Transaction<unknown>, d: SqlDialect, pairs: Array<[string, number]>, cluster = false): Promise<void> {
   if (pairs.length === 0) return;
   const last = new Map<string, number>();
   for (const [dev, n] of pairs) last.set(dev, n);
   const all = JSON.stringify(pairs.map(([dev, n]) => ({ d: dev, n })));
   const lastJson = JSON.stringify([...last].map(([dev, n]) => ({ d: dev, n })));
+  if (d === 'postgres' && cluster) {
+    // Several nodes: the device's rpc_tb_ids row is locked FIRST, so two windows allocating for one device (its
+    // session moving between nodes) take turns, and the freeing UPDATE then sees the other's committed ids (no unique
+    // violation failing a window). Only growing (a late window of the old session holder never moves it back: the
+    // new holder starts TB_ID_HANDOFF_GAP above it, rpc/ownership.ts); a wrap (2^31-1 → small) still counts as growing.
+    await sql`INSERT INTO rpc_tb_ids (device_id, last_id) SELECT d, n FROM jsonb_to_recordset(${lastJson}::jsonb) AS v(d text, n integer)
+      ORDER BY d
+      ON CONFLICT (device_id) DO UPDATE SET last_id = CASE
+        WHEN excluded.last_id > rpc_tb_ids.last_id OR rpc_tb_ids.last_id - excluded.last_id > 1073741824 THEN excluded.last_id
+        ELSE rpc_tb_ids.last_id END`.execute(trx);
+    await sql`UPDATE rpc_requests AS q SET tb_id = NULL FROM jsonb_to_recordset(${all}::jsonb) AS v(d text, n integer)
+      WHERE q.device_id = v.d AND q.tb_id = v.n`.execute(trx);
+    return;
+  }
   if (d === 'postgres') {
     await sql`UPDATE rpc_requests AS q SET tb_id = NULL FROM jsonb_to_recordset(${all}::jsonb) AS v(d text, n integer)
       WHERE q.device_id = v.d AND q.tb_id = v.n`.execute(trx);

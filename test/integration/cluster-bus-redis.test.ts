@@ -15,7 +15,7 @@ import { parseMetrics, waitFor } from '../helpers/mqtt.js';
 import { freePort } from '../../tools/ports.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
 
-interface Node { bus: RedisClusterBus; got: TelemetryEvent[][]; metrics: Metrics; logs: Array<{ level: number; msg: string }> }
+interface Node { bus: RedisClusterBus; got: TelemetryEvent[][]; metrics: Metrics; logs: Array<{ level: number; msg: string }>; nudged: number }
 
 let redis: RedisServer;
 const nodes: Node[] = [];
@@ -30,9 +30,10 @@ function node(url: string, nodeId: string): Node {
   const bus = new RedisClusterBus({
     url, nodeId, logger: createLogger('info', { destination: out }), clock: systemClock, metrics,
     remote: (events) => { got.push([...events]); },
+    rpcNudged: () => { n.nudged++; },
     tuning: { backoffMaxMs: 500, blockMs: 500 },
   });
-  const n = { bus, got, metrics, logs };
+  const n: Node = { bus, got, metrics, logs, nudged: 0 };
   nodes.push(n);
   return n;
 }
@@ -99,6 +100,16 @@ describe('live bus over a real Redis', () => {
     await waitFor(() => b.got.length > before, 10_000);
     expect(b.got.at(-1)).toEqual(list);
     expect(await metric(b, 'keng_cluster_bus_bad_entries_total')).toBe(2);
+  });
+
+  it('an RPC pickup hint reaches only the node it names', async () => {
+    const bad = await metric(a, 'keng_cluster_bus_bad_entries_total');
+    a.bus.nudgeRpc('node-b');
+    b.bus.nudgeRpc('node-x'); // another node: nobody here acts on it
+    await waitFor(() => b.nudged === 1, 10_000);
+    await sleep(300);
+    expect([a.nudged, b.nudged]).toEqual([0, 1]);
+    expect(await metric(a, 'keng_cluster_bus_bad_entries_total')).toBe(bad);
   });
 
   it('the relay turns one commit\'s readings (emitted together) into one entry', async () => {

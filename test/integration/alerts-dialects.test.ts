@@ -3,7 +3,9 @@
  * repositories (create, get, list, expiring, policy, rules, rule episodes, guarded writes), a step whose audit
  * append fails keeping nothing (no alert change, no broadcast, nothing published), and, on PostgreSQL, two
  * nodes (two AlertServices, each with its own state window and pool on one database) approving the same
- * pending alert at once: exactly one approval, one broadcast, one audit entry.
+ * pending alert at once: exactly one approval, one broadcast, one audit entry; and two nodes' alert rules:
+ * a rule made on one is judged on the other within its re-read interval, and both seeing the condition raise
+ * one alert.
  */
 import { sql, type Transaction } from 'kysely';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -15,7 +17,8 @@ import type { BroadcastInput } from '../../src/broadcast/execution/index.js';
 import { AlertService, newCapAlert, validateAlertBody, type Alert } from '../../src/alerts/index.js';
 import { AlertRepo } from '../../src/alerts/repo.js';
 import { AlertRuleRepo } from '../../src/alerts/rules/repo.js';
-import type { AlertRule } from '../../src/alerts/rules/index.js';
+import { AlertRules, type AlertRule } from '../../src/alerts/rules/index.js';
+import type { AlertReach, CapAlert } from '../../src/alerts/index.js';
 import { openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { StateWindow, WINDOW_PHASES, type WindowKind } from '../../src/storage/state/index.js';
 import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
@@ -244,6 +247,69 @@ describe.each(STATE_DIALECTS)('alerts on %s', (dialect) => {
     } finally {
       await a.stop();
       await b.stop();
+      await dbB.close();
+    }
+  }, 60_000);
+
+  it.runIf(dialect === 'postgres')('rules on two nodes: a rule made on one is judged on the other; both seeing the condition raise one alert', async () => {
+    const raised: Array<{ node: string; identifier: string }> = [];
+    const areas = { getArea: (code: string) => (code === 'c1' ? { name: 'Xã', parent: 'p1' } : code === 'p1' ? { name: 'Tỉnh', parent: null } : undefined) };
+    const dbB = openPgDb(h.url!);
+    const nodes = ['a', 'b'].map((name) => {
+      const db = name === 'a' ? h.db : dbB;
+      const window = new StateWindow({ db, logger });
+      const bus = new EventBus();
+      const alerts = {
+        async create(c: Caller, cap: CapAlert, reach: AlertReach): Promise<Alert> {
+          raised.push({ node: name, identifier: cap.identifier });
+          return { ...alertOf(`al-${name}-${raised.length}`, cap.identifier), cap, areas: reach.areas, createdBy: c.principal.id };
+        },
+        get: async (): Promise<Alert> => { throw new Error('not in this test'); },
+        reject: async (): Promise<Alert> => { throw new Error('not in this test'); },
+        list: async (): Promise<Alert[]> => [],
+      };
+      const rules = new AlertRules({
+        window, windowDb: db, registry: { ...areas, getDevice: () => undefined }, alerts, bus,
+        audit: new AuditLog({ db, clock: { now: () => Date.now() } }), logger, clock: { now: () => Date.now() }, sender: 'keng@test', resyncMs: 50,
+      });
+      return { name, window, bus, rules };
+    });
+    for (const n of nodes) { await n.window.start(); await n.rules.start(); }
+    const [a, b] = nodes as [typeof nodes[number], typeof nodes[number]];
+    const admin: Caller = { principal: { kind: 'admin', id: 'admin', role: 'admin', areas: ['*'] }, inScope: () => true };
+    const body = { name: 'Mực nước', area: 'c1', field: 'water_level_cm', op: '>', threshold: 250, clearThreshold: 230, forSec: 0,
+      alert: { event: 'Lũ', severity: 'Severe', urgency: 'Immediate', certainty: 'Observed', headline: 'Nước lên' } };
+    const reading = (n: typeof a, cm: number) => n.bus.emit('telemetry', { deviceId: `g-${n.name}`, area: 'c1', kind: 'sensor', ts: Date.now(), values: { water_level_cm: cm } });
+    const until = async (ok: () => boolean | Promise<boolean>, what: string) => {
+      const end = Date.now() + 10_000;
+      while (!(await ok())) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    try {
+      // Made on A, judged on B once B has re-read the rules.
+      const { rule: first } = await a.rules.create(admin, { ...body, name: 'first' });
+      await until(async () => (await b.rules.get(admin, first.id)).devices.length > 0 || (reading(b, 300), false), 'B to judge the rule');
+      await until(() => raised.length === 1, 'the alert');
+      expect(raised[0]).toMatchObject({ node: 'b' });
+      await until(async () => (await a.rules.get(admin, first.id)).state.firing, 'A to take the episode over');
+
+      // Both nodes see the condition of a new rule at once: one alert, the other node takes the episode over.
+      const { rule: second } = await a.rules.create(admin, { ...body, name: 'second', field: 'rain_mm' });
+      await new Promise((r) => setTimeout(r, 300)); // B re-reads the rules every 50 ms
+      const rain = (n: typeof a) => n.bus.emit('telemetry', { deviceId: `r-${n.name}`, area: 'c1', kind: 'sensor', ts: Date.now(), values: { rain_mm: 300 } });
+      rain(a); rain(b);
+      await until(() => raised.filter((x) => x.identifier.startsWith(`${second.id}.`)).length >= 1, 'the second alert');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(raised.filter((x) => x.identifier.startsWith(`${second.id}.`))).toHaveLength(1);
+      const states = await rules.states();
+      expect(states.find((x) => x.ruleId === second.id)).toMatchObject({ firing: true, alertId: expect.any(String) });
+      for (const n of nodes) expect((await n.rules.get(admin, second.id)).state.firing).toBe(true);
+      const fires = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM audit_log WHERE action = 'alert-rule.fire' AND target = ${`alert-rule:${second.id}`}`.execute(h.db.kysely);
+      expect(Number(fires.rows[0]!.n)).toBe(1);
+    } finally {
+      for (const n of nodes) { await n.rules.stop(); await n.window.stop(); }
       await dbB.close();
     }
   }, 60_000);

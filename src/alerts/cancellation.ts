@@ -41,9 +41,9 @@ export class AlertCancellation {
       const current = await this.d.repo().get(a.id, s.trx);
       const done = current && !FINAL_ALERT_STATES.has(current.state) ? await this.writes(s, c, current, reason) : undefined;
       if (!done) throw Errors.CONFLICT(`alert "${a.id}" is already ${current && FINAL_ALERT_STATES.has(current.state) ? current.state : 'gone'}`);
+      s.after(() => this.cancelled(done, c));
       return done;
     });
-    this.cancelled(next, c);
     await this.playNotice(c, next);
     return next;
   }
@@ -68,9 +68,9 @@ export class AlertCancellation {
         const x = await this.writes(s, c, r, `cancelled by ${cap.identifier}`);
         if (x) out.push(x);
       }
+      s.after(() => { for (const x of out) this.cancelled(x, c); });
       return out;
     });
-    for (const x of cancelled) this.cancelled(x, c);
     await Promise.all(cancelled.map((x) => this.playNotice(c, x)));
     return msg;
   }
@@ -97,7 +97,7 @@ export class AlertCancellation {
     return next;
   }
 
-  /** After a cancellation's commit: the live feed and the log. */
+  /** After a cancellation's commit (an after-commit callback of its step): the live feed and the log. */
   private cancelled(a: Alert, c: Caller): void {
     this.d.records.changed(a, 'cancelled', c.principal.id);
     this.d.logger.info({ alertId: a.id, by: c.principal.id, reason: a.endReason }, 'alert cancelled');

@@ -177,8 +177,8 @@ export class AlertService implements Component {
       if (!(await repo.insert(s.trx, alert))) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
       await this.records.audit(s, c, 'alert.create', alert.id, undefined, auditView(alert));
       if (alert.playedAtOnce) await this.records.audit(s, c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
+      s.after(() => this.records.changed(alert, 'created', c.principal.id));
     });
-    this.records.changed(alert, 'created', c.principal.id);
     this.log.info({ alertId: alert.id, status: cap.status, severity: cap.severity, state: alert.state, by: c.principal.id }, 'alert raised');
     await this.expiry.arm().catch((err: unknown) => { this.log.error({ err, alertId: alert.id }, 'alert expiry could not be timed'); });
     if (alert.state === 'pending_approval') this.prefetch(alert, media);
@@ -207,9 +207,9 @@ export class AlertService implements Component {
       if (!saved) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
       if (!confirming) await this.play(s, n, c, targets, content, replaces);
       await this.records.audit(s, c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: n.state, broadcastId: n.broadcastId });
+      s.after(() => this.records.changed(n, confirming ? 'confirmed' : 'approved', c.principal.id));
       return n;
     });
-    this.records.changed(next, confirming ? 'confirmed' : 'approved', c.principal.id);
     this.log.info({ alertId: id, by: c.principal.id, broadcastId: next.broadcastId }, confirming ? 'alert confirmed' : 'alert approved');
     return next;
   }
@@ -225,8 +225,8 @@ export class AlertService implements Component {
       await this.records.audit(s, c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
       // Speakers offline since the raise must not fetch an announcement that will never play (withdrawn in this window).
       if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId);
+      s.after(() => this.records.changed(next, 'rejected', c.principal.id));
     });
-    this.records.changed(next, 'rejected', c.principal.id);
     return next;
   }
 

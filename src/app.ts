@@ -210,14 +210,17 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     ...(clusterDb ? { rpcOwnership: { nodeId, nudge: (owner: string) => clusterBus.nudgeRpc(owner) } } : {}),
   });
   // Emergency alerts play as broadcasts: built on the broadcast side; a step that starts or stops one commits
-  // with it (a synchronous unit of the broadcast side's state window).
+  // with it (a unit of the broadcast side's state window, in the database that window writes to). Their audit
+  // entries join the unit when the audit log is in that database too.
+  const alertsAudit = broadcast.windowDb.dialect === stateSql.dialect;
   const alerts = new AlertService({
-    stateDb, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock, batch: broadcast.durable,
+    window: broadcast.window, windowDb: broadcast.windowDb, auditWithUnits: alertsAudit, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock,
     options: { volume: config.alerts.volume, toneSec: config.alerts.toneSec, cancelNoticeValiditySec: config.alerts.cancelNoticeValiditySec },
   });
   // Started after the alerts it raises; stopped before them (it waits for an alert being raised).
   const alertRules = new AlertRules({
-    stateDb, registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender,
+    window: broadcast.window, windowDb: broadcast.windowDb, auditWithUnits: alertsAudit, resyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0,
+    registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender,
   });
   // Cluster mode: each Modbus line is polled by one node, the holder of its lease (src/modbus/leases.ts).
   // Started before the poller and stopped after it: lines are given up once their last poll is done.

@@ -11,7 +11,7 @@ import { PG_SCHEDULE_MIGRATIONS, SCHEDULE_OCCURRENCES_MIGRATION, scheduleMigrati
 import { MEDIA_PG_MIGRATIONS, mediaAreasMigration, mediaMigration } from './media/index.js';
 import { RPC_DEVICE_INDEX_MIGRATION, RPC_MIGRATION, RPC_PG_MIGRATIONS, RPC_TB_IDS_MIGRATION } from './rpc/index.js';
 import { BROADCAST_INDEXES_MIGRATION, BROADCAST_MIGRATION, BROADCAST_PG_MIGRATIONS, BROADCAST_UNCONFIRMED_MIGRATION } from './broadcast/execution/index.js';
-import { ALERTS_MIGRATION } from './alerts/index.js';
+import { ALERTS_MIGRATION, ALERTS_PG_MIGRATIONS } from './alerts/index.js';
 import { ALERT_RULES_MIGRATION } from './alerts/rules/index.js';
 import { LOGIN_GUARD_MIGRATION } from './auth/index.js';
 import { MODBUS_MIGRATION, MODBUS_PG_MIGRATIONS } from './modbus/index.js';
@@ -89,4 +89,5 @@ export const PG_STATE_SCOPES: ReadonlyArray<{ scope: string; migrations: readonl
   { scope: 'devices', migrations: DEVICES_PG_MIGRATIONS },
   { scope: 'nodes', migrations: NODES_PG_MIGRATIONS },
   { scope: 'secrets', migrations: SECRETS_PG_MIGRATIONS },
+  { scope: 'alerts', migrations: ALERTS_PG_MIGRATIONS },
 ];

@@ -1,5 +1,5 @@
 /**
- * Cancelling alerts, by the cancel route or a CAP `Cancel` message: in one transaction each
+ * Cancelling alerts, by the cancel route or a CAP `Cancel` message: in one step (records.ts) each
  * cancelled alert's broadcast is stopped (or, before it played, its prefetch withdrawn), the alert
  * saved and audited; after the commit the cancellation notice plays where the alert played.
  *
@@ -15,7 +15,7 @@ import type { MediaLibrary } from '../media/index.js';
 import { newId } from '../rpc/ids.js';
 import { ANNOUNCEMENT_LANG, announcementContent, cancellationAnnouncement } from './announcement.js';
 import type { CapAlert } from './cap/index.js';
-import { auditView, headlineOf, type AlertRecords } from './records.js';
+import { auditView, headlineOf, type AlertRecords, type Step } from './records.js';
 import type { AlertRepo } from './repo.js';
 import { FINAL_ALERT_STATES, type Alert, type AlertReach, type AlertServiceOptions } from './types.js';
 
@@ -36,13 +36,14 @@ export class AlertCancellation {
   /** Cancels one open alert (checked by the caller): stopped everywhere, then the notice where it played. */
   async cancel(c: Caller, a: Alert, reason: string): Promise<Alert> {
     if (a.broadcastId) await this.d.executor.preload(a.broadcastId);
-    const next = await this.d.records.txWithBroadcasts(() => {
+    const next = await this.d.records.step(async (s) => {
       // Decided on what was read before the await: again, in the transaction (two cancels at once cancel once).
-      const current = this.d.repo().get(a.id);
-      if (!current || FINAL_ALERT_STATES.has(current.state)) throw Errors.CONFLICT(`alert "${a.id}" is already ${current?.state ?? 'gone'}`);
-      return this.writes(c, current, reason);
+      const current = await this.d.repo().get(a.id, s.trx);
+      const done = current && !FINAL_ALERT_STATES.has(current.state) ? await this.writes(s, c, current, reason) : undefined;
+      if (!done) throw Errors.CONFLICT(`alert "${a.id}" is already ${current && FINAL_ALERT_STATES.has(current.state) ? current.state : 'gone'}`);
+      s.after(() => this.cancelled(done, c));
+      return done;
     });
-    this.cancelled(next, c);
     await this.playNotice(c, next);
     return next;
   }
@@ -57,12 +58,19 @@ export class AlertCancellation {
       createdBy: c.principal.id, createdAt: now, playedAtOnce: false, endedBy: c.principal.id, endedAt: now, endReason: 'applied', updatedAt: now,
     };
     for (const r of referenced) if (r.broadcastId) await this.d.executor.preload(r.broadcastId);
-    const cancelled = await rec.txWithBroadcasts(() => {
-      this.d.repo().insert(msg);
-      rec.audit(c, 'alert.create', msg.id, undefined, auditView(msg));
-      return referenced.filter((r) => !FINAL_ALERT_STATES.has(r.state)).map((r) => this.writes(c, r, `cancelled by ${cap.identifier}`));
+    const cancelled = await rec.step(async (s) => {
+      if (!(await this.d.repo().insert(s.trx, msg))) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+      await rec.audit(s, c, 'alert.create', msg.id, undefined, auditView(msg));
+      const out: Alert[] = [];
+      for (const read of referenced) {
+        const r = await this.d.repo().get(read.id, s.trx); // as it is now: one cancelled meanwhile is left as it is
+        if (!r || FINAL_ALERT_STATES.has(r.state)) continue;
+        const x = await this.writes(s, c, r, `cancelled by ${cap.identifier}`);
+        if (x) out.push(x);
+      }
+      s.after(() => { for (const x of out) this.cancelled(x, c); });
+      return out;
     });
-    for (const x of cancelled) this.cancelled(x, c);
     await Promise.all(cancelled.map((x) => this.playNotice(c, x)));
     return msg;
   }
@@ -76,17 +84,20 @@ export class AlertCancellation {
     try { this.d.executor.stopBroadcast(id).catch(fail); } catch (err) { fail(err); }
   }
 
-  /** The writes of a cancellation (inside the caller's transaction): its broadcast stopped, the alert and the audit record. */
-  private writes(c: Caller, a: Alert, reason: string): Alert {
+  /**
+   * The writes of a cancellation (inside the caller's step): the alert, if it is still as read (guarded; undefined
+   * when another step came first), its broadcast stopped, the audit record.
+   */
+  private async writes(s: Step, c: Caller, a: Alert, reason: string): Promise<Alert | undefined> {
     const next = this.d.records.end(a, 'cancelled', c.principal.id, reason);
+    if (!(await this.d.repo().transition(s.trx, next, { states: [a.state] }))) return undefined;
     if (a.broadcastId) this.stopBroadcast(a.broadcastId);
     else if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
-    this.d.repo().save(next);
-    this.d.records.audit(c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
+    await this.d.records.audit(s, c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
     return next;
   }
 
-  /** After a cancellation's commit: the live feed and the log. */
+  /** After a cancellation's commit (an after-commit callback of its step): the live feed and the log. */
   private cancelled(a: Alert, c: Caller): void {
     this.d.records.changed(a, 'cancelled', c.principal.id);
     this.d.logger.info({ alertId: a.id, by: c.principal.id, reason: a.endReason }, 'alert cancelled');

@@ -23,41 +23,59 @@ export interface AlertExpiryDeps {
 
 export class AlertExpiry {
   private timer: NodeJS.Timeout | null = null;
+  /** The sweep under way (one at a time: a timer firing during a sweep joins it). */
+  private running: Promise<void> | null = null;
 
   constructor(private readonly d: AlertExpiryDeps) {}
 
-  /** Ends open alerts whose expiry has come, then times the next one. */
-  sweep(): void {
+  /** Ends open alerts whose expiry has come, then times the next one. Never rejects (logged). */
+  sweep(): Promise<void> {
+    this.running ??= this.sweepOnce().catch((err: unknown) => {
+      this.d.logger.error({ err }, 'alert expiry sweep failed; retried at the next expiry or raise');
+    }).finally(() => { this.running = null; });
+    return this.running;
+  }
+
+  private async sweepOnce(): Promise<void> {
     const repo = this.d.repo();
     if (!repo) return;
     const now = this.d.clock.now();
     const rec = this.d.records;
-    for (const a of repo.due(now)) {
+    for (const a of await repo.due(now)) {
       const next = rec.end(a, 'expired', undefined, 'expired');
-      rec.tx(() => {
-        repo.save(next);
-        rec.audit('system', 'alert.expire', a.id, { state: a.state }, { state: 'expired' });
+      // Guarded: approved, cancelled or expired meanwhile (another node sweeps too) is left alone.
+      await rec.step(async (s) => {
+        if (!(await repo.transition(s.trx, next, { states: [a.state] }))) return;
+        await rec.audit(s, 'system', 'alert.expire', a.id, { state: a.state }, { state: 'expired' });
+        s.after(() => {
+          rec.changed(next, 'expired');
+          this.d.logger.info({ alertId: a.id }, 'alert expired');
+        });
       });
-      rec.changed(next, 'expired');
-      this.d.logger.info({ alertId: a.id }, 'alert expired');
     }
-    this.arm();
+    await this.arm();
   }
 
   /** Times the sweep for the next expiry (call after an alert is raised). */
-  arm(): void {
+  async arm(): Promise<void> {
     const repo = this.d.repo();
     if (!repo) return;
+    const next = await repo.nextExpiry();
+    if (this.d.repo() !== repo) return; // stopped meanwhile
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const next = repo.nextExpiry();
     if (next === undefined) return;
-    this.timer = setTimeout(() => { this.timer = null; this.sweep(); }, Math.min(MAX_TIMER_MS, Math.max(0, next - this.d.clock.now())));
+    this.timer = setTimeout(() => { this.timer = null; void this.sweep(); }, Math.min(MAX_TIMER_MS, Math.max(0, next - this.d.clock.now())));
     this.timer.unref();
   }
 
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+  }
+
+  /** Resolves when no sweep is under way. */
+  async idle(): Promise<void> {
+    await this.running;
   }
 }

@@ -1,6 +1,7 @@
 /** Emergency alerts: CAP 1.2 messages, two-person approval, emergency broadcasts (docs/alerts.md). */
 export * from './cap/index.js';
 export { ALERTS_MIGRATION } from './migrations.js';
+export { ALERTS_PG_MIGRATIONS } from './pg-schema.js';
 export { AlertService, type AlertServiceDeps } from './service.js';
 export { headlineOf } from './records.js';
 export { resolveReach } from './reach.js';

@@ -1,95 +1,70 @@
 /**
- * How every step of an alert's life is recorded: the state-store writes in one durable
- * transaction (events queued by them go out once it is committed), the audit record, and the
- * 'alert.changed' event of the live feed.
+ * How every step of an alert's life is recorded: one unit of the node's state window
+ * (src/storage/state/window.ts) holding the alert rows, the audit entry and whatever the step starts
+ * or stops (the broadcasts, targets and commands the executor adds to the window while the unit runs
+ * join it), committed together or not at all; then the 'alert.changed' event of the live feed.
  *
- * Two ways to write, both all-or-nothing (docs/design/state-window.md §5 step 4.3 moves both onto `trx`):
- * `tx` for a step that starts or stops no broadcast (its own transaction on the embedded store), and
- * `txWithBroadcasts` for one that does: a synchronous unit of the state window, so the alert rows, the
- * audit records and the broadcasts, targets and commands the step starts or stops commit together.
+ * The window's rules hold in every step: await only `trx` inside (text-to-speech, media and broadcast
+ * reads happen before), conflicts decided by guarded UPDATEs (repo.ts), events and memory effects in
+ * `after`. A step runs as a savepoint unit: when it fails (a conflict, the audit append) only its own
+ * writes and what it added are undone, and the other writes of the window commit.
  *
  * Separate from AlertService because raising, deciding, cancelling and expiring (cancellation.ts,
  * expiry.ts) all record the same way: one place for it keeps them from drifting apart.
  */
+import type { Transaction } from 'kysely';
 import type { Clock } from '../core/clock.js';
 import type { EventBus } from '../core/events.js';
 import type { Logger } from '../core/logger.js';
-import type { AuditRecorder } from '../audit/log.js';
+import type { AuditInput, AuditRecorder } from '../audit/log.js';
 import type { Caller } from '../broadcast/targets.js';
-import type { StateDb } from '../storage/state/index.js';
+import type { After, StateWindow } from '../storage/state/window.js';
 import type { CapAlert } from './cap/index.js';
 import type { Alert, AlertState } from './types.js';
 
 export interface AlertRecordsDeps {
-  stateDb: StateDb;
+  /** The node's state window (the one the broadcast executor writes to). */
+  window: StateWindow;
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
   logger: Logger;
   clock: Clock;
   /**
-   * Runs synchronous state-store writes in the state window's transaction (StateWindow.unitSync, wire.ts
-   * `durable`): what they start (commands, broadcasts) commits with them. Absent: their own transaction.
+   * Whether the audit log lives in the database the window writes to (default true): its entries are then
+   * appended inside the step's transaction. False while the window runs on the embedded store and the audit
+   * log on PostgreSQL (cluster mode before the window moves): the entry is appended right after the commit.
    */
-  batch?: <T>(fn: () => T) => Promise<T>;
+  auditWithUnits?: boolean;
 }
 
-export class AlertRecords {
-  /** Events of the writes of the transaction being run, sent once it is committed. */
-  private current: Array<() => void> | null = null;
+/** What a step's function gets: the window's transaction and its after-commit registration. */
+export interface Step { trx: Transaction<unknown>; after: After }
 
+export class AlertRecords {
   constructor(private readonly d: AlertRecordsDeps) {}
 
   /**
-   * One transaction of its own on the embedded store, durable before it returns; events queued by the writes
-   * (afterTx) go out once it is. For steps that start or stop no broadcast.
+   * One step: `fn` as a savepoint unit of the state window, made due at once (an API reply waits for it);
+   * resolves after the commit with what `fn` returned, rejects (nothing of it stored) when it threw.
    */
-  tx<T>(fn: () => T): T {
-    const after: Array<() => void> = [];
-    const v = this.run(fn, after);
-    for (const f of after) f();
-    return v;
+  step<T>(fn: (s: Step) => Promise<T>): Promise<T> {
+    const w = this.d.window;
+    return w.durable(w.unit((trx, after) => fn({ trx, after }), { savepoint: true }));
   }
 
-  /**
-   * One transaction with the broadcasts, targets and commands `fn` starts or stops (a synchronous unit of the
-   * state window), resolving once it is committed; events queued by the writes (afterTx) go out then. When `fn`
-   * throws, nothing of it is stored and the promise rejects.
-   */
-  async txWithBroadcasts<T>(fn: () => T): Promise<T> {
-    const after: Array<() => void> = [];
-    const v = this.d.batch ? await this.d.batch(() => this.run(fn, after)) : this.run(fn, after);
-    for (const f of after) f();
-    return v;
-  }
-
-  private run<T>(fn: () => T, after: Array<() => void>): T {
-    const outer = this.current;
-    this.current = after;
-    try {
-      return this.d.stateDb.db.transaction(fn)();
-    } catch (err) {
-      after.length = 0;
-      throw err;
-    } finally {
-      this.current = outer;
+  /** Appends the audit entry of a step, in its transaction (a failure fails the step). */
+  async audit(s: Step, c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): Promise<void> {
+    const entry: AuditInput = {
+      actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
+      target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
+    };
+    if (this.d.auditWithUnits !== false) {
+      await this.d.audit.record(entry, s.trx);
+      return;
     }
-  }
-
-  /** Runs `f` once the transaction being run (tx(), txWithBroadcasts()) is committed; dropped if it fails. */
-  afterTx(f: () => void): void {
-    if (this.current) this.current.push(f);
-    else f();
-  }
-
-  audit(c: Caller | 'system', action: string, id: string, before: unknown, after: unknown): void {
-    try {
-      this.d.audit.recordSync({
-        actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
-        target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
-      });
-    } catch (err) {
-      this.d.logger.error({ err, action, id }, 'audit record failed');
-    }
+    s.after(() => {
+      this.d.audit.record(entry).catch((err: unknown) => { this.d.logger.error({ err, action, id }, 'audit record failed'); });
+    });
   }
 
   changed(a: Alert, change: string, by?: string): void {

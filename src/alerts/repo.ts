@@ -1,10 +1,17 @@
 /**
- * Alerts in the state store (table `alerts`, migrations.ts). Every write is
- * one statement or one transaction; the service decides the transitions.
+ * Alerts in the state store (tables `alerts`, `alert_settings`: migrations.ts, pg-schema.ts), through the
+ * `Db` port: the embedded SQLite store or, in cluster mode, PostgreSQL. Writes take the caller's
+ * transaction (a unit of the state window, so an alert's row, its audit entry and the broadcast it
+ * starts commit together); reads outside a unit take the Db's Kysely. Transitions are guarded UPDATEs
+ * (`WHERE state IN (…)`) returning the row: the database decides which of two concurrent steps (two
+ * nodes approving the same alert) applies, the other gets nothing back. JSON is decoded here, not in SQL.
  */
-import type { SqliteDatabase } from '../storage/state/db.js';
+import { sql, type Kysely } from 'kysely';
 import type { CapAlert } from './cap/index.js';
 import { DEFAULT_ALERT_POLICY, type Alert, type AlertPolicy, type AlertState } from './types.js';
+
+/** A Kysely or a transaction of it (Transaction extends Kysely). */
+export type Q = Kysely<unknown>;
 
 interface AlertRow {
   id: string;
@@ -32,6 +39,12 @@ interface AlertRow {
   updated_at: number;
 }
 
+const COLUMNS = sql.raw(`id, identifier, state, status, msg_type, severity, urgency, areas_json, devices_json, expires_at, cap_json,
+  media_id, broadcast_id, created_by, created_at, approved_by, approved_at, played_at_once, ended_by, ended_at, end_reason,
+  replaced_by, updated_at`);
+
+const OPEN_STATES: readonly AlertState[] = ['pending_approval', 'active'];
+
 function toAlert(r: AlertRow): Alert {
   return {
     id: r.id,
@@ -39,19 +52,19 @@ function toAlert(r: AlertRow): Alert {
     state: r.state,
     areas: JSON.parse(r.areas_json) as string[],
     devices: JSON.parse(r.devices_json) as string[],
-    expiresAt: r.expires_at,
+    expiresAt: Number(r.expires_at),
     ...(r.media_id !== null ? { mediaId: r.media_id } : {}),
     ...(r.broadcast_id !== null ? { broadcastId: r.broadcast_id } : {}),
     createdBy: r.created_by,
-    createdAt: r.created_at,
+    createdAt: Number(r.created_at),
     ...(r.approved_by !== null ? { approvedBy: r.approved_by } : {}),
-    ...(r.approved_at !== null ? { approvedAt: r.approved_at } : {}),
-    playedAtOnce: r.played_at_once === 1,
+    ...(r.approved_at !== null ? { approvedAt: Number(r.approved_at) } : {}),
+    playedAtOnce: Number(r.played_at_once) === 1,
     ...(r.ended_by !== null ? { endedBy: r.ended_by } : {}),
-    ...(r.ended_at !== null ? { endedAt: r.ended_at } : {}),
+    ...(r.ended_at !== null ? { endedAt: Number(r.ended_at) } : {}),
     ...(r.end_reason !== null ? { endReason: r.end_reason } : {}),
     ...(r.replaced_by !== null ? { replacedBy: r.replaced_by } : {}),
-    updatedAt: r.updated_at,
+    updatedAt: Number(r.updated_at),
   };
 }
 
@@ -62,71 +75,86 @@ export interface AlertListQuery {
   limit?: number;
 }
 
+/** What a guarded write expects the stored row to be. */
+export interface AlertGuard {
+  /** The row's state must be one of these. */
+  states: readonly AlertState[];
+  /** And nobody has approved it yet. */
+  unapproved?: boolean;
+}
+
 export class AlertRepo {
-  constructor(private readonly db: SqliteDatabase) {}
+  /** `db`: the Kysely of the Db the state window writes to (reads outside a unit). */
+  constructor(private readonly db: Q) {}
 
-  insert(a: Alert): void {
-    this.db.prepare(`
-      INSERT INTO alerts (id, identifier, state, status, msg_type, severity, urgency, areas_json, devices_json, expires_at, cap_json,
-        media_id, broadcast_id, created_by, created_at, approved_by, approved_at, played_at_once, ended_by, ended_at, end_reason,
-        replaced_by, updated_at)
-      VALUES (@id, @identifier, @state, @status, @msg_type, @severity, @urgency, @areas_json, @devices_json, @expires_at, @cap_json,
-        @media_id, @broadcast_id, @created_by, @created_at, @approved_by, @approved_at, @played_at_once, @ended_by, @ended_at, @end_reason,
-        @replaced_by, @updated_at)`).run(toRow(a));
+  /** Inserts `a`; false (nothing written) when its id or CAP identifier exists already. */
+  async insert(trx: Q, a: Alert): Promise<boolean> {
+    const r = toRow(a);
+    const res = await sql<{ id: string }>`INSERT INTO alerts (${COLUMNS})
+      VALUES (${r.id}, ${r.identifier}, ${r.state}, ${r.status}, ${r.msg_type}, ${r.severity}, ${r.urgency}, ${r.areas_json}, ${r.devices_json},
+        ${r.expires_at}, ${r.cap_json}, ${r.media_id}, ${r.broadcast_id}, ${r.created_by}, ${r.created_at}, ${r.approved_by}, ${r.approved_at},
+        ${r.played_at_once}, ${r.ended_by}, ${r.ended_at}, ${r.end_reason}, ${r.replaced_by}, ${r.updated_at})
+      ON CONFLICT DO NOTHING RETURNING id`.execute(trx);
+    return res.rows.length === 1;
   }
 
-  /** Writes every mutable column of `a` (the service changes a copy, then saves it). */
-  save(a: Alert): void {
-    this.db.prepare(`
-      UPDATE alerts SET state = @state, media_id = @media_id, broadcast_id = @broadcast_id, approved_by = @approved_by,
-        approved_at = @approved_at, played_at_once = @played_at_once, ended_by = @ended_by, ended_at = @ended_at,
-        end_reason = @end_reason, replaced_by = @replaced_by, updated_at = @updated_at
-      WHERE id = @id`).run(toRow(a));
+  /**
+   * Writes every mutable column of `a` (the service changes a copy, then saves it) if the stored row still
+   * matches `guard`; the row as written, or undefined when it did not match (another step came first).
+   */
+  async transition(trx: Q, a: Alert, guard: AlertGuard): Promise<Alert | undefined> {
+    const r = toRow(a);
+    const res = await sql<AlertRow>`UPDATE alerts SET state = ${r.state}, media_id = ${r.media_id}, broadcast_id = ${r.broadcast_id},
+        approved_by = ${r.approved_by}, approved_at = ${r.approved_at}, played_at_once = ${r.played_at_once}, ended_by = ${r.ended_by},
+        ended_at = ${r.ended_at}, end_reason = ${r.end_reason}, replaced_by = ${r.replaced_by}, updated_at = ${r.updated_at}
+      WHERE id = ${r.id} AND state IN (${sql.join(guard.states)})${guard.unapproved ? sql` AND approved_by IS NULL` : sql``}
+      RETURNING ${COLUMNS}`.execute(trx);
+    const row = res.rows[0];
+    return row ? toAlert(row) : undefined;
   }
 
-  get(id: string): Alert | undefined {
-    const r = this.db.prepare('SELECT * FROM alerts WHERE id = ?').get(id) as AlertRow | undefined;
+  async get(id: string, q: Q = this.db): Promise<Alert | undefined> {
+    const r = (await sql<AlertRow>`SELECT ${COLUMNS} FROM alerts WHERE id = ${id}`.execute(q)).rows[0];
     return r ? toAlert(r) : undefined;
   }
 
-  byIdentifier(identifier: string): Alert | undefined {
-    const r = this.db.prepare('SELECT * FROM alerts WHERE identifier = ?').get(identifier) as AlertRow | undefined;
+  async byIdentifier(identifier: string, q: Q = this.db): Promise<Alert | undefined> {
+    const r = (await sql<AlertRow>`SELECT ${COLUMNS} FROM alerts WHERE identifier = ${identifier}`.execute(q)).rows[0];
     return r ? toAlert(r) : undefined;
   }
 
   /** Newest first. */
-  list(q: AlertListQuery = {}): Alert[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (q.states?.length) { where.push(`state IN (${q.states.map(() => '?').join(', ')})`); args.push(...q.states); }
-    if (q.from !== undefined) { where.push('created_at >= ?'); args.push(q.from); }
-    if (q.to !== undefined) { where.push('created_at < ?'); args.push(q.to); }
-    const sql = `SELECT * FROM alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, q.limit ?? 500) as AlertRow[]).map(toAlert);
+  async list(qy: AlertListQuery = {}, q: Q = this.db): Promise<Alert[]> {
+    const where = [sql`1 = 1`];
+    if (qy.states?.length) where.push(sql`state IN (${sql.join(qy.states)})`);
+    if (qy.from !== undefined) where.push(sql`created_at >= ${qy.from}`);
+    if (qy.to !== undefined) where.push(sql`created_at < ${qy.to}`);
+    const res = await sql<AlertRow>`SELECT ${COLUMNS} FROM alerts WHERE ${sql.join(where, sql` AND `)}
+      ORDER BY created_at DESC, id DESC LIMIT ${qy.limit ?? 500}`.execute(q);
+    return res.rows.map(toAlert);
   }
 
   /** Open alerts (pending or active) whose expiry has come, oldest expiry first. */
-  due(now: number): Alert[] {
-    return (this.db.prepare(`SELECT * FROM alerts WHERE state IN ('pending_approval', 'active') AND expires_at <= ? ORDER BY expires_at`)
-      .all(now) as AlertRow[]).map(toAlert);
+  async due(now: number, q: Q = this.db): Promise<Alert[]> {
+    const res = await sql<AlertRow>`SELECT ${COLUMNS} FROM alerts WHERE state IN (${sql.join(OPEN_STATES)}) AND expires_at <= ${now}
+      ORDER BY expires_at, id`.execute(q);
+    return res.rows.map(toAlert);
   }
 
   /** The earliest expiry of an open alert (for the timer), or undefined. */
-  nextExpiry(): number | undefined {
-    const r = this.db.prepare(`SELECT MIN(expires_at) AS t FROM alerts WHERE state IN ('pending_approval', 'active')`).get() as { t: number | null };
-    return r.t ?? undefined;
+  async nextExpiry(q: Q = this.db): Promise<number | undefined> {
+    const r = (await sql<{ t: number | string | null }>`SELECT MIN(expires_at) AS t FROM alerts WHERE state IN (${sql.join(OPEN_STATES)})`.execute(q)).rows[0];
+    return r?.t == null ? undefined : Number(r.t);
   }
 
-  policy(): AlertPolicy {
-    const r = this.db.prepare(`SELECT value_json FROM alert_settings WHERE key = 'policy'`).get() as { value_json: string } | undefined;
+  async policy(q: Q = this.db): Promise<AlertPolicy> {
+    const r = (await sql<{ value_json: string }>`SELECT value_json FROM alert_settings WHERE key = 'policy'`.execute(q)).rows[0];
     return r ? { ...DEFAULT_ALERT_POLICY, ...(JSON.parse(r.value_json) as Partial<AlertPolicy>) } : DEFAULT_ALERT_POLICY;
   }
 
-  setPolicy(p: AlertPolicy, by: string, at: number): void {
-    this.db.prepare(`
-      INSERT INTO alert_settings (key, value_json, updated_by, updated_at) VALUES ('policy', ?, ?, ?)
-      ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json, updated_by = excluded.updated_by, updated_at = excluded.updated_at`)
-      .run(JSON.stringify(p), by, at);
+  async setPolicy(trx: Q, p: AlertPolicy, by: string, at: number): Promise<void> {
+    await sql`INSERT INTO alert_settings (key, value_json, updated_by, updated_at) VALUES ('policy', ${JSON.stringify(p)}, ${by}, ${at})
+      ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json, updated_by = excluded.updated_by, updated_at = excluded.updated_at`.execute(trx);
   }
 }
 

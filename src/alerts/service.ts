@@ -37,17 +37,21 @@ import type { BroadcastExecutor, MediaContent } from '../broadcast/execution/ind
 import { resolveSpeakers, type Caller, type TargetRegistry } from '../broadcast/targets.js';
 import type { MediaLibrary, MediaRecord } from '../media/index.js';
 import { newId } from '../rpc/ids.js';
-import type { StateDb } from '../storage/state/index.js';
+import type { Db } from '../storage/sql/db.js';
+import type { StateWindow } from '../storage/state/window.js';
 import { ANNOUNCEMENT_LANG, alertAnnouncement, announcementContent } from './announcement.js';
 import { AlertCancellation } from './cancellation.js';
 import type { CapAlert } from './cap/index.js';
 import { AlertExpiry } from './expiry.js';
-import { AlertRecords, auditView, headlineOf } from './records.js';
+import { AlertRecords, auditView, headlineOf, type Step } from './records.js';
 import { AlertRepo, type AlertListQuery } from './repo.js';
 import { FINAL_ALERT_STATES, type Alert, type AlertPolicy, type AlertReach, type AlertServiceOptions } from './types.js';
 
 export interface AlertServiceDeps {
-  stateDb: StateDb;
+  /** The node's state window: every step is a unit of it, with the broadcasts it starts or stops. */
+  window: StateWindow;
+  /** The database that window writes to (where the alerts are; read outside the steps). */
+  windowDb: Db<unknown>;
   registry: TargetRegistry;
   media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
   executor: Pick<BroadcastExecutor, 'begin' | 'startBroadcast' | 'stopBroadcast' | 'preload' | 'getStored' | 'prefetch' | 'withdrawPrefetch'>;
@@ -56,8 +60,8 @@ export interface AlertServiceDeps {
   logger: Logger;
   clock: Clock;
   options: AlertServiceOptions;
-  /** Runs synchronous state-store writes in the state window's transaction (records.ts `txWithBroadcasts`). */
-  batch?: <T>(fn: () => T) => Promise<T>;
+  /** See AlertRecordsDeps.auditWithUnits (default true). */
+  auditWithUnits?: boolean;
 }
 
 export class AlertService implements Component {
@@ -78,24 +82,26 @@ export class AlertService implements Component {
   }
 
   async start(): Promise<void> {
-    this.repo = new AlertRepo(this.d.stateDb.db);
+    this.repo = new AlertRepo(this.d.windowDb.kysely);
     // Alerts that expired while Keng was down end now; the others' expiry is timed again.
-    this.expiry.sweep();
+    await this.expiry.sweep();
   }
 
   async stop(): Promise<void> {
     this.expiry.stop();
+    await this.expiry.idle();
+    this.expiry.stop(); // a sweep that was under way timed the next one
     this.repo = null;
   }
 
   // ------------------------------------------------------------ reading
 
   /** Alerts touching any of the caller's areas, newest first. */
-  list(c: Caller, q: AlertListQuery = {}): Alert[] {
+  async list(c: Caller, q: AlertListQuery = {}): Promise<Alert[]> {
     // Scope first, then the limit: the newest N the caller may see, not the caller's share of the newest N.
     const { limit = 500, ...rest } = q;
     const out: Alert[] = [];
-    for (const a of this.requireRepo().list({ ...rest, limit: 100_000 })) {
+    for (const a of await this.requireRepo().list({ ...rest, limit: 100_000 })) {
       if (!this.visible(a, c)) continue;
       out.push(a);
       if (out.length >= limit) break;
@@ -104,26 +110,28 @@ export class AlertService implements Component {
   }
 
   /** 404 when unknown or outside the caller's areas. */
-  get(c: Caller, id: string): Alert {
-    const a = this.requireRepo().get(id);
+  async get(c: Caller, id: string): Promise<Alert> {
+    const a = await this.requireRepo().get(id);
     if (!a || !this.visible(a, c)) throw Errors.NOT_FOUND(`Alert "${id}"`);
     return a;
   }
 
   /** Active public Actual alerts (the public CAP Atom feed: no caller, no scope). */
-  activePublic(): Alert[] {
-    return this.requireRepo().list({ states: ['active'] })
+  async activePublic(): Promise<Alert[]> {
+    return (await this.requireRepo().list({ states: ['active'] }))
       .filter((a) => a.cap.scope === 'Public' && a.cap.status === 'Actual');
   }
 
-  policy(): AlertPolicy { return this.requireRepo().policy(); }
+  /** Read from the database at each use (no cache: a change made on another node counts at once). */
+  policy(): Promise<AlertPolicy> { return this.requireRepo().policy(); }
 
-  setPolicy(c: Caller, p: AlertPolicy): AlertPolicy {
-    const before = this.requireRepo().policy();
+  async setPolicy(c: Caller, p: AlertPolicy): Promise<AlertPolicy> {
+    const repo = this.requireRepo();
     const next: AlertPolicy = { playAtOnce: [...new Set(p.playAtOnce)].sort() as AlertPolicy['playAtOnce'] };
-    this.records.tx(() => {
-      this.requireRepo().setPolicy(next, c.principal.id, this.d.clock.now());
-      this.records.audit(c, 'alert.policy', 'alert-policy', before, next);
+    await this.records.step(async (s) => {
+      const before = await repo.policy(s.trx);
+      await repo.setPolicy(s.trx, next, c.principal.id, this.d.clock.now());
+      await this.records.audit(s, c, 'alert.policy', 'alert-policy', before, next);
     });
     return next;
   }
@@ -139,38 +147,40 @@ export class AlertService implements Component {
     const repo = this.requireRepo();
     const now = this.d.clock.now();
     this.checkReach(c, reach);
-    if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+    if (await repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
     // A Cancel needs no expiry of its own (it acts at once).
     const expiresAt = cap.expires ?? (cap.msgType === 'Cancel' ? now : Number.NaN);
     if (!Number.isFinite(expiresAt)) throw Errors.UNPROCESSABLE('the alert needs an expiry time (expires)');
     if (cap.msgType !== 'Cancel' && expiresAt <= now) throw Errors.UNPROCESSABLE('the alert has already expired');
-    const referenced = this.referenced(c, cap);
+    const referenced = await this.referenced(c, cap);
 
     if (cap.msgType === 'Cancel') return this.cancellation.applyMessage(c, cap, reach, referenced, expiresAt);
 
     const media = await this.d.media.synthesizeSequence(
       alertAnnouncement(cap, { toneSec: this.d.options.toneSec, repeat: cap.repeat }),
       ANNOUNCEMENT_LANG, { createdBy: c.principal.id, name: `Cảnh báo: ${headlineOf(cap)}`.slice(0, 120), areas: reach.areas });
-    const policy = repo.policy();
+    const policy = await repo.policy();
     const atOnce = cap.status !== 'Actual'
       || (cap.urgency === 'Immediate' && (policy.playAtOnce as string[]).includes(cap.severity));
     const alert: Alert = {
       id: newId('al', now), cap, state: 'pending_approval', areas: reach.areas, devices: reach.devices, expiresAt,
       mediaId: media.id, createdBy: c.principal.id, createdAt: now, playedAtOnce: cap.status === 'Actual' && atOnce, updatedAt: now,
     };
-    // Replaced alerts' broadcasts in memory, so their stops are decided inside the transaction below.
+    // Replaced alerts' broadcasts in memory, so their stops are decided inside the unit below.
     await this.preload(referenced);
-    await this.records.txWithBroadcasts(() => {
+    const targets = atOnce ? this.playing(alert) : [];
+    await this.records.step(async (s) => {
       // The check of a concurrent raise with the same identifier happened before the awaits: again, in the transaction.
-      if (repo.byIdentifier(cap.identifier)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
-      if (atOnce) this.play(alert, c, media, referenced);
-      repo.insert(alert);
-      this.records.audit(c, 'alert.create', alert.id, undefined, auditView(alert));
-      if (alert.playedAtOnce) this.records.audit(c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
+      if (await repo.byIdentifier(cap.identifier, s.trx)) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+      if (atOnce) await this.play(s, alert, c, targets, announcementContent(media), referenced);
+      // Another node may have stored the identifier since the check: nothing of this step is then kept.
+      if (!(await repo.insert(s.trx, alert))) throw Errors.CONFLICT(`an alert with identifier "${cap.identifier}" already exists`);
+      await this.records.audit(s, c, 'alert.create', alert.id, undefined, auditView(alert));
+      if (alert.playedAtOnce) await this.records.audit(s, c, 'alert.play_at_once', alert.id, undefined, { severity: cap.severity, urgency: cap.urgency, broadcastId: alert.broadcastId });
+      s.after(() => this.records.changed(alert, 'created', c.principal.id));
     });
-    this.records.changed(alert, 'created', c.principal.id);
     this.log.info({ alertId: alert.id, status: cap.status, severity: cap.severity, state: alert.state, by: c.principal.id }, 'alert raised');
-    this.expiry.arm();
+    await this.expiry.arm().catch((err: unknown) => { this.log.error({ err, alertId: alert.id }, 'alert expiry could not be timed'); });
     if (alert.state === 'pending_approval') this.prefetch(alert, media);
     return alert;
   }
@@ -179,47 +189,50 @@ export class AlertService implements Component {
 
   /** The second person's approval: the alert plays; for an alert played at once, its confirmation. */
   async approve(c: Caller, id: string): Promise<Alert> {
-    const a = this.get(c, id);
+    const a = await this.get(c, id);
     const confirming = a.state === 'active' && a.playedAtOnce && a.approvedBy === undefined;
     if (a.state !== 'pending_approval' && !confirming) throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
     if (a.createdBy === c.principal.id) throw Errors.FORBIDDEN('an alert must be approved by someone other than the person who raised it');
     this.checkReach(c, a);
     const now = this.d.clock.now();
-    const next: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
-    const replaces = confirming ? [] : this.referenced(c, next.cap);
+    const replaces = confirming ? [] : await this.referenced(c, a.cap);
+    const n: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
+    const targets = confirming ? [] : this.playing(n);
+    const content = targets.length > 0 ? this.mediaOf(a) : undefined;
     await this.preload(replaces);
-    await this.records.txWithBroadcasts(() => {
-      // Decided on what was read before the awaits: again, in the transaction (two approvals at once play once).
-      const current = this.requireRepo().get(id);
-      if (!current || current.state !== a.state || current.approvedBy !== undefined) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
-      if (!confirming) this.play(next, c, undefined, replaces);
-      this.requireRepo().save(next);
-      this.records.audit(c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: next.state, broadcastId: next.broadcastId });
+    const next = await this.records.step(async (s) => {
+      // Decided on what was read before the awaits: the guarded write decides again (two approvals, on one node or
+      // two, play once: the second finds the row changed and its step keeps nothing).
+      const saved = await this.requireRepo().transition(s.trx, n, { states: [a.state], unapproved: true });
+      if (!saved) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
+      if (!confirming) await this.play(s, n, c, targets, content, replaces);
+      await this.records.audit(s, c, confirming ? 'alert.confirm' : 'alert.approve', id, { state: a.state }, { state: n.state, broadcastId: n.broadcastId });
+      s.after(() => this.records.changed(n, confirming ? 'confirmed' : 'approved', c.principal.id));
+      return n;
     });
-    this.records.changed(next, confirming ? 'confirmed' : 'approved', c.principal.id);
     this.log.info({ alertId: id, by: c.principal.id, broadcastId: next.broadcastId }, confirming ? 'alert confirmed' : 'alert approved');
     return next;
   }
 
   /** A pending alert turned down (also its creator withdrawing it). */
-  reject(c: Caller, id: string, reason?: string): Alert {
-    const a = this.get(c, id);
+  async reject(c: Caller, id: string, reason?: string): Promise<Alert> {
+    const a = await this.get(c, id);
     if (a.state !== 'pending_approval') throw Errors.CONFLICT(`alert "${id}" is ${a.state}, not waiting for approval`);
     this.checkReach(c, a);
     const next = this.records.end(a, 'rejected', c.principal.id, reason ?? 'rejected');
-    this.records.tx(() => {
-      this.requireRepo().save(next);
-      this.records.audit(c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
-      // Speakers offline since the raise must not fetch an announcement that will never play.
+    await this.records.step(async (s) => {
+      if (!(await this.requireRepo().transition(s.trx, next, { states: ['pending_approval'] }))) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
+      await this.records.audit(s, c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
+      // Speakers offline since the raise must not fetch an announcement that will never play (withdrawn in this window).
       if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId);
+      s.after(() => this.records.changed(next, 'rejected', c.principal.id));
     });
-    this.records.changed(next, 'rejected', c.principal.id);
     return next;
   }
 
   /** Cancel in one step: stops it on every speaker and plays the cancellation notice where it played. */
   async cancel(c: Caller, id: string, reason?: string): Promise<Alert> {
-    const a = this.get(c, id);
+    const a = await this.get(c, id);
     if (FINAL_ALERT_STATES.has(a.state)) throw Errors.CONFLICT(`alert "${id}" is already ${a.state}`);
     this.checkReach(c, a);
     return this.cancellation.cancel(c, a, reason ?? 'cancelled');
@@ -227,32 +240,38 @@ export class AlertService implements Component {
 
   // ------------------------------------------------------------ internals
 
-  /**
-   * Starts the alert's emergency broadcast (inside the caller's commit) and
-   * ends the alerts an Update replaces. Mutates `a` (state, broadcastId).
-   */
-  private play(a: Alert, c: Caller, media: MediaRecord | undefined, replaces: Alert[]): void {
-    const targets = this.targetsOf(a);
+  /** Decides that `a` plays (mutates it: state, broadcastId); the loudspeakers it plays on, as the registry is now. */
+  private playing(a: Alert): string[] {
+    const targets = [...this.targetsOf(a)].sort();
     a.state = 'active';
-    if (targets.size === 0) {
+    if (targets.length > 0) a.broadcastId = `al-${a.id}`.slice(0, 128);
+    else delete a.broadcastId;
+    return targets;
+  }
+
+  /**
+   * Inside a step: starts the alert's emergency broadcast (decided by playing(); its rows and commands join the
+   * step's window) and ends the alerts an Update replaces, those still open (guarded), stopping their broadcasts.
+   */
+  private async play(s: Step, a: Alert, c: Caller, targets: readonly string[], content: MediaContent | undefined, replaces: Alert[]): Promise<void> {
+    if (targets.length === 0 || content === undefined) {
       this.log.warn({ alertId: a.id, areas: a.areas }, 'alert is active but its areas have no loudspeakers');
     } else {
-      const m = media ? announcementContent(media) : this.mediaOf(a);
-      // In the caller's transaction (a synchronous unit of the state window): stored with the alert or not at all.
       const b = this.d.executor.begin({
-        id: `al-${a.id}`.slice(0, 128), priority: 'emergency', volume: this.d.options.volume, targets: [...targets].sort(),
-        notAfter: a.expiresAt, media: m,
+        id: a.broadcastId!, priority: 'emergency', volume: this.d.options.volume, targets: [...targets], notAfter: a.expiresAt, media: content,
       });
-      b.stored.catch(() => undefined); // its failure is the transaction's: the caller's promise rejects
-      a.broadcastId = b.broadcast.id;
+      b.stored.catch(() => undefined); // its failure is the window's: the step's promise rejects
     }
-    for (const old of replaces) {
-      if (FINAL_ALERT_STATES.has(old.state)) continue;
-      if (old.broadcastId) this.cancellation.stopBroadcast(old.broadcastId);
+    const repo = this.requireRepo();
+    for (const read of replaces) {
+      // As it is now (it may have changed since it was read), and written only if it still is.
+      const old = await repo.get(read.id, s.trx);
+      if (!old || FINAL_ALERT_STATES.has(old.state)) continue;
       const ended = { ...this.records.end(old, 'ended', c.principal.id, `replaced by ${a.cap.identifier}`), replacedBy: a.id };
-      this.requireRepo().save(ended);
-      this.records.audit(c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
-      this.records.afterTx(() => this.records.changed(ended, 'replaced', c.principal.id));
+      if (!(await repo.transition(s.trx, ended, { states: [old.state] }))) continue; // ended meanwhile on another node
+      if (old.broadcastId) this.cancellation.stopBroadcast(old.broadcastId);
+      await this.records.audit(s, c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
+      s.after(() => this.records.changed(ended, 'replaced', c.principal.id));
     }
   }
 
@@ -298,17 +317,19 @@ export class AlertService implements Component {
   }
 
   /** The alerts an Update or Cancel references (CAP `references`: "sender,identifier,sent" entries, or Keng ids). */
-  private referenced(c: Caller, cap: CapAlert): Alert[] {
+  private async referenced(c: Caller, cap: CapAlert): Promise<Alert[]> {
     if (cap.msgType === 'Alert') return [];
     const refs = cap.references ?? [];
     if (refs.length === 0) throw Errors.UNPROCESSABLE(`an ${cap.msgType} message must reference the alert it changes (references)`);
     const repo = this.requireRepo();
-    return refs.map((r) => {
-      const a = repo.byIdentifier(r.identifier) ?? repo.get(r.identifier);
+    const out: Alert[] = [];
+    for (const r of refs) {
+      const a = (await repo.byIdentifier(r.identifier)) ?? (await repo.get(r.identifier));
       if (!a || !this.visible(a, c)) throw Errors.UNPROCESSABLE(`referenced alert "${r.identifier}" does not exist`);
       this.checkReach(c, a);
-      return a;
-    });
+      out.push(a);
+    }
+    return out;
   }
 
   /** 403 unless every area (and every single speaker's area) of the reach is within the caller's areas; 422 for unknown ones. */

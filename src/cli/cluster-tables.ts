@@ -46,6 +46,10 @@ export const IMPORTED_TABLES: readonly ImportedTable[] = [
   { table: 'area_shared_attributes', orderBy: 'area_code, key' },
   { table: 'gateway_settings', orderBy: 'gateway_id' },
   { table: 'gateway_sub_devices', orderBy: 'device_id' },
+  { table: 'alerts', orderBy: 'created_at, id' },
+  { table: 'alert_settings', orderBy: 'key' },
+  { table: 'alert_rules', orderBy: 'created_at, id' },
+  { table: 'alert_rule_state', orderBy: 'rule_id' },
 ];
 
 /**
@@ -62,10 +66,6 @@ export const PER_NODE_TABLES: Readonly<Record<string, string>> = {
   broadcast_targets: 'broadcasts still run on the node that starts them',
   broadcast_log: 'broadcasts still run on the node that starts them',
   broadcast_missed: 'broadcasts still run on the node that starts them',
-  alerts: 'alerts still live on each node',
-  alert_rules: 'alert rules still live on each node: create them again on the other nodes',
-  alert_rule_state: 'alert rules still live on each node',
-  alert_settings: 'alert settings still live on each node: set them again on the other nodes',
 };
 
 /** Bookkeeping of each store, never copied. */

@@ -349,17 +349,17 @@ const ruleBody = (w: Where) => ({
   name: uniq('rule-'), area: area(w), field: 'water_level_cm', op: '>', threshold: 250, enabled: false,
   alert: { event: 'Lũ', severity: 'Severe', urgency: 'Immediate', certainty: 'Observed', headline: 'Nước lên' },
 });
-const freshRule = (w: Where): string => t.app.alertRules.create(
-  { principal: { kind: 'admin', id: 'admin', role: 'admin', areas: ['*'] }, inScope: () => true }, ruleBody(w)).rule.id;
+const freshRule = async (w: Where): Promise<string> => (await t.app.alertRules.create(
+  { principal: { kind: 'admin', id: 'admin', role: 'admin', areas: ['*'] }, inScope: () => true }, ruleBody(w))).rule.id;
 const alertReaders = (ok: Want, out: Want = ok): Record<Signed, [Want, Want]> => ({ ...ops(ok, out), service: [ok, out] });
 Object.assign(MATRIX, {
   'POST /api/v1/alert-rules': { expect: ops(201, 403), prepare: (_w, where) => ({ url: '/api/v1/alert-rules', body: ruleBody(where) }) },
   'GET /api/v1/alert-rules': { expect: alertReaders(200), prepare: () => ({ url: '/api/v1/alert-rules' }) },
-  'GET /api/v1/alert-rules/:id': { expect: alertReaders(200, 404), prepare: (_w, where) => ({ url: `/api/v1/alert-rules/${freshRule(where)}` }) },
+  'GET /api/v1/alert-rules/:id': { expect: alertReaders(200, 404), prepare: async (_w, where) => ({ url: `/api/v1/alert-rules/${await freshRule(where)}` }) },
   'PATCH /api/v1/alert-rules/:id': {
-    expect: ops(200, 404), prepare: (_w, where) => ({ url: `/api/v1/alert-rules/${freshRule(where)}`, body: { threshold: 260 } }),
+    expect: ops(200, 404), prepare: async (_w, where) => ({ url: `/api/v1/alert-rules/${await freshRule(where)}`, body: { threshold: 260 } }),
   },
-  'DELETE /api/v1/alert-rules/:id': { expect: ops(204, 404), prepare: (_w, where) => ({ url: `/api/v1/alert-rules/${freshRule(where)}` }) },
+  'DELETE /api/v1/alert-rules/:id': { expect: ops(204, 404), prepare: async (_w, where) => ({ url: `/api/v1/alert-rules/${await freshRule(where)}` }) },
 } satisfies Record<string, Entry>);
 
 // The web app's page and files (src/web): no data in them, the same for everyone, token or not.

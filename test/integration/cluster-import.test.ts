@@ -110,6 +110,12 @@ beforeAll(async () => {
   seeded.scheduleId = (await ok(seed, 'POST', '/api/v1/schedules', {
     name: 'Bản tin sáng', target: { areas: ['c1'] }, content: { mediaId: seeded.mediaId }, at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
   })).id;
+  // Alert settings and a sensor rule (with its episode row): shared state too.
+  await ok(seed, 'PUT', '/api/v1/alerts/policy', { playAtOnce: ['Extreme'] });
+  await ok(seed, 'POST', '/api/v1/alert-rules', {
+    name: 'Mực nước', area: 'c1', field: 'water_level_cm', op: '>', threshold: 250, enabled: false,
+    alert: { event: 'Lũ', severity: 'Severe', urgency: 'Immediate', certainty: 'Observed', headline: 'Nước lên' },
+  });
 }, 180_000);
 
 afterAll(async () => {
@@ -163,6 +169,7 @@ describe('keng cluster import', () => {
       expect(await pgCount(table), table).toBe(table === 'audit_log' ? n + 1 : n);
     }
     expect(before.audit_log!).toBeGreaterThan(5);
+    expect([before.alert_settings, before.alert_rules, before.alert_rule_state]).toEqual([1, 1, 1]);
     const head = (await pg.query<{ seq: string }>('SELECT seq FROM audit_head', [], 'cluster_import')).rows[0]!;
     expect(Number(head.seq)).toBe(before.audit_log! + 1);
     const last = (await pg.query<{ action: string }>('SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1', [], 'cluster_import')).rows[0]!;

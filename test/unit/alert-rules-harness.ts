@@ -17,7 +17,7 @@ import type { Caller } from '../../src/broadcast/targets.js';
 import type { Alert, AlertReach, CapAlert } from '../../src/alerts/index.js';
 import { AlertRules, type Timers } from '../../src/alerts/rules/index.js';
 import { ALL_MIGRATIONS } from '../../src/migrations.js';
-import { StateDb } from '../../src/storage/state/index.js';
+import { StateDb, StateWindow, stateSqlitePort } from '../../src/storage/state/index.js';
 
 export const MIN = 60_000;
 const logger = createLogger('silent');
@@ -49,21 +49,21 @@ export class FakeAlerts {
     return alert;
   }
 
-  get(c: Caller, id: string): Alert {
+  async get(c: Caller, id: string): Promise<Alert> {
     const a = this.all.get(id);
     if (!a || !a.areas.some((x) => c.inScope(x))) throw Errors.NOT_FOUND(`Alert "${id}"`);
     return a;
   }
 
-  reject(c: Caller, id: string, reason?: string): Alert {
-    const a = this.get(c, id);
+  async reject(c: Caller, id: string, reason?: string): Promise<Alert> {
+    const a = await this.get(c, id);
     if (a.state !== 'pending_approval') throw Errors.CONFLICT(`alert "${id}" is ${a.state}`);
     const next: Alert = { ...a, state: 'rejected', endedBy: c.principal.id, endedAt: Date.now(), endReason: reason ?? 'rejected' };
     this.all.set(id, next);
     return next;
   }
 
-  list(c: Caller, q: { from?: number } = {}): Alert[] {
+  async list(c: Caller, q: { from?: number } = {}): Promise<Alert[]> {
     return [...this.all.values()].filter((a) => a.areas.some((x) => c.inScope(x)) && (q.from === undefined || a.createdAt >= q.from)).reverse();
   }
 
@@ -94,6 +94,23 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/**
+ * Lets the episode's writes (state window units, committed from a real setImmediate) and what
+ * follows them (the fake alert raised, the next write) run: a few rounds of the timers due now.
+ */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    await vi.advanceTimersByTimeAsync(0);
+    await new Promise<void>((resolve) => { setImmediate(resolve); });
+  }
+}
+
+/**
+ * What the tests fake: time and timers, but not setImmediate, from which the state window commits (a test
+ * awaiting a rule's creation waits for that commit).
+ */
+export const FAKED: Array<'setTimeout' | 'clearTimeout' | 'setInterval' | 'clearInterval' | 'Date'> = ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'];
+
 export async function startHarness(): Promise<Harness> {
   const dir = mkdtempSync(path.join(tmpdir(), 'keng-rules-'));
   const state = new StateDb({ dataDir: dir, logger, migrations: ALL_MIGRATIONS });
@@ -107,8 +124,12 @@ export async function startHarness(): Promise<Harness> {
   const audit: AuditInput[] = [];
   const events: AlertRuleEvent[] = [];
   bus.on('alert.rule', (e) => events.push(e));
+  // The state window as the server has it (on the store's own connection): the rules write through its units.
+  const windowDb = stateSqlitePort(state);
+  const window = new StateWindow({ db: windowDb, logger });
+  await window.start();
   const make = () => new AlertRules({
-    stateDb: state, registry, alerts, bus, logger, clock: { now: () => Date.now() }, timers, sender: 'keng@xa-a',
+    window, windowDb, registry, alerts, bus, logger, clock: { now: () => Date.now() }, timers, sender: 'keng@xa-a',
     audit: { record: async (e) => { audit.push(e); return {} as never; }, recordSync: (e) => { audit.push(e); } },
   });
   const h: Harness = {
@@ -122,9 +143,9 @@ export async function startHarness(): Promise<Harness> {
     }),
     async send(device, values, opts = {}) {
       bus.emit('telemetry', { deviceId: device, area: opts.area ?? 'va1', kind: opts.kind ?? 'sensor', ts: opts.ts ?? Date.now(), values });
-      await vi.advanceTimersByTimeAsync(0);
+      await settle();
     },
-    advance: async (ms) => { await vi.advanceTimersByTimeAsync(ms); },
+    advance: async (ms) => { await vi.advanceTimersByTimeAsync(ms); await settle(); },
     async restart() {
       await h.rules.stop();
       h.rules = make();
@@ -132,6 +153,7 @@ export async function startHarness(): Promise<Harness> {
     },
     async close() {
       await h.rules.stop();
+      await window.stop();
       await state.stop();
       rmSync(dir, { recursive: true, force: true });
     },

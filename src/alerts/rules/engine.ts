@@ -30,7 +30,7 @@ import type { TelemetryEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { Device } from '../../devices/types.js';
 import { forgetSilent, observe, tally } from './condition.js';
-import { RuleEpisodes, withoutEpisode, type RuleEpisodesDeps, type RuleSlot } from './episodes.js';
+import { RuleEpisodes, type RuleEpisodesDeps, type RuleSlot } from './episodes.js';
 import { staleAfterMs, type AlertRule, type RuleFiringState } from './model.js';
 
 /** Injectable timers (src/core/clock.ts): tests drive the engine with fake time. */
@@ -85,8 +85,8 @@ export class RuleEngine {
   }
 
   /** Episodes whose alert was being raised when Keng stopped: found again, or started over (episodes.ts). */
-  recover(): void {
-    this.episodes.recover(this.rules.values());
+  recover(): Promise<void> {
+    return this.episodes.recover([...this.rules.values()]);
   }
 
   /** Stops the timers and waits for alerts being raised (their episode is written before the store closes). */
@@ -94,6 +94,12 @@ export class RuleEngine {
     this.stopped = true;
     for (const r of this.rules.values()) this.disarm(r);
     await Promise.allSettled([...this.inFlight]);
+    await this.episodes.idle();
+  }
+
+  /** Resolves when the episode writes and effects queued so far for the rule (every rule: no id) are done. */
+  idle(ruleId?: string): Promise<void> {
+    return this.episodes.idle(ruleId);
   }
 
   add(rule: AlertRule): void {
@@ -105,11 +111,12 @@ export class RuleEngine {
    * is judged changed; moving the rule to another area or disabling it ends
    * its episode (its alert, if any, stays with the people handling it).
    */
-  update(rule: AlertRule): void {
+  update(rule: AlertRule, local = true): void {
     const r = this.rules.get(rule.id);
     if (!r) { this.add(rule); return; }
     const prev = r.rule;
-    if (r.state.firing && (prev.area !== rule.area || !rule.enabled)) {
+    // A change made on another node (local false): that node wrote the episode's end.
+    if (local && r.state.firing && (prev.area !== rule.area || !rule.enabled)) {
       this.episodes.end(r, prev.area !== rule.area ? 'rule moved to another area' : 'rule disabled');
     }
     const judged = ['area', 'kind', 'field', 'aggregate', 'op', 'threshold', 'clearThreshold', 'staleAfterSec'] as const;
@@ -126,13 +133,38 @@ export class RuleEngine {
   }
 
   /** A deleted rule: its episode ends; its alert, if any, stays. */
-  remove(id: string): void {
+  remove(id: string, local = true): void {
     const r = this.rules.get(id);
     if (!r) return;
-    if (r.state.firing) this.episodes.end(r, 'rule deleted', false);
+    if (local && r.state.firing) this.episodes.end(r, 'rule deleted', false);
     this.disarm(r);
     this.unindex(r);
     this.rules.delete(id);
+  }
+
+  /**
+   * Cluster mode: the rules and episodes as stored, changed by other nodes. New rules are added with their
+   * episode, changed ones updated and deleted ones removed without writing anything (the node that made the
+   * change wrote its audit entries and episode ends); an episode started or ended elsewhere is taken over
+   * when this node has nothing of its own under way for the rule.
+   */
+  sync(rules: readonly AlertRule[], states: readonly RuleFiringState[]): void {
+    if (this.stopped) return;
+    const byId = new Map(states.map((s) => [s.ruleId, s]));
+    const seen = new Set<string>();
+    for (const rule of rules) {
+      seen.add(rule.id);
+      const stored = byId.get(rule.id) ?? { ruleId: rule.id, firing: false };
+      const r = this.rules.get(rule.id);
+      if (!r) { this.tracksLost(this.put(rule, stored)); continue; }
+      if (r.rule.updatedAt !== rule.updatedAt) this.update(rule, false);
+      if (r.raising || this.episodes.busy(rule.id) || sameEpisode(r.state, stored)) continue;
+      r.state = stored;
+      this.tracksLost(r);
+      this.disarm(r);
+      this.evaluate(r);
+    }
+    for (const id of [...this.rules.keys()]) if (!seen.has(id)) this.remove(id, false);
   }
 
   state(id: string): RuleFiringState | undefined { return this.rules.get(id)?.state; }
@@ -235,23 +267,15 @@ export class RuleEngine {
       ruleId: rule.id, firing: true, firingSince: now, identifier, lastFiredAt: now,
       ...(r.state.lastClearedAt !== undefined ? { lastClearedAt: r.state.lastClearedAt } : {}),
     };
-    try {
-      this.d.saveState(r.state);
-    } catch (err) {
-      // Without its episode on disk a restart could raise the alert twice: better not now, and again at the next reading.
-      r.state = withoutEpisode(r.state);
-      this.log.error({ err, ruleId: rule.id }, 'alert rule could not record its firing; not raising its alert');
-      return;
-    }
     this.disarm(r);
     r.raising = true;
     // The episode may end while the alert is raised (rule deleted, disabled, moved): then it is not written back.
     const current = (): boolean => this.rules.get(rule.id) === r && r.state.identifier === identifier;
-    const p: Promise<void> = this.episodes.raise(r, readings, identifier, now, current).finally(() => {
+    // Written (claimed) first, then raised (episodes.ts); a firing that could not be written waits for the next reading.
+    const p: Promise<void> = this.episodes.fire(r, readings, identifier, now, current).then((outcome) => {
       r.raising = false;
-      this.inFlight.delete(p);
-      if (this.rules.get(rule.id) === r) this.evaluate(r);
-    });
+      if (outcome !== 'failed' && this.rules.get(rule.id) === r) this.evaluate(r);
+    }, () => { r.raising = false; }).finally(() => { this.inFlight.delete(p); });
     this.inFlight.add(p);
   }
 
@@ -304,6 +328,11 @@ export class RuleEngine {
     r.timer = null;
     r.timerAt = null;
   }
+}
+
+function sameEpisode(a: RuleFiringState, b: RuleFiringState): boolean {
+  return a.firing === b.firing && a.identifier === b.identifier && a.alertId === b.alertId && a.lastFiredAt === b.lastFiredAt
+    && a.lastClearedAt === b.lastClearedAt && a.lastError === b.lastError;
 }
 
 /** `ar_<ms base36><12 hex>`: short, time-ordered, URL-safe. */

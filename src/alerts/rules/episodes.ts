@@ -13,7 +13,7 @@ import { Errors } from '../../core/errors.js';
 import type { Clock } from '../../core/clock.js';
 import type { AlertRuleEvent, EventBus } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
-import type { AuditRecorder } from '../../audit/log.js';
+import type { AuditInput } from '../../audit/log.js';
 import type { AlertService } from '../service.js';
 import type { AreaChains } from './areas.js';
 import { pastClear, type DeviceTrack } from './condition.js';
@@ -29,13 +29,21 @@ export interface RuleSlot { rule: AlertRule; state: RuleFiringState; tracks: Map
 
 type Readings = Array<{ deviceId: string; value: number }>;
 
+/** How a firing ended: its alert raised (or its failure recorded), another node's episode found, or not written. */
+export type FireOutcome = 'raised' | 'taken' | 'failed';
+
 export interface RuleEpisodesDeps {
   alerts: Pick<AlertService, 'create' | 'get' | 'reject' | 'list'>;
-  /** Writes a rule's episode durably. */
-  saveState(s: RuleFiringState): void;
+  /**
+   * Writes a rule's episode and/or an audit entry in one unit of the state window; resolves after the commit.
+   * `claim`: the episode is written only if the stored one is not firing. Resolves false when the episode was
+   * not written (claimed already, or the rule is gone).
+   */
+  persist(s: RuleFiringState | null, audit: AuditInput | null, claim?: boolean): Promise<boolean>;
+  /** The stored episode of a rule. */
+  stored(ruleId: string): Promise<RuleFiringState | undefined>;
   areas: AreaChains;
   bus: Pick<EventBus, 'emit'>;
-  audit: AuditRecorder;
   logger: Logger;
   clock: Clock;
   /** CAP sender of the alerts (config alerts.sender). */
@@ -44,9 +52,20 @@ export interface RuleEpisodesDeps {
 
 export class RuleEpisodes {
   private readonly log: Logger;
+  /** Per rule, its episode's writes and effects, one after the other (a clearing written before the next firing). */
+  private readonly chains = new Map<string, Promise<unknown>>();
 
   constructor(private readonly d: RuleEpisodesDeps) {
     this.log = d.logger;
+  }
+
+  /** Whether writes or effects of the rule's episode are under way. */
+  busy(ruleId: string): boolean { return this.chains.has(ruleId); }
+
+  /** Resolves when what was queued for the rule (every rule: no id) so far is done. */
+  async idle(ruleId?: string): Promise<void> {
+    if (ruleId !== undefined) await this.chains.get(ruleId);
+    else await Promise.allSettled([...this.chains.values()]);
   }
 
   /**
@@ -54,43 +73,67 @@ export class RuleEpisodes {
    * looked up by the identifier chosen for it; if it was never stored, the
    * episode did not happen and the rule starts again from its devices.
    */
-  recover(slots: Iterable<RuleSlot>): void {
+  async recover(slots: Iterable<RuleSlot>): Promise<void> {
     for (const r of slots) {
       const s = r.state;
       if (!s.firing || s.alertId !== undefined || s.lastError !== undefined || s.identifier === undefined) continue;
       const caller = this.caller(r.rule);
-      const found = this.d.alerts.list(caller, { from: (s.firingSince ?? 0) - 60_000 }).find((a) => a.cap.identifier === s.identifier);
+      const found = (await this.d.alerts.list(caller, { from: (s.firingSince ?? 0) - 60_000 })).find((a) => a.cap.identifier === s.identifier);
       r.state = found ? { ...s, alertId: found.id } : withoutEpisode(s);
-      this.d.saveState(r.state);
+      await this.save(r.rule.id, r.state, null);
       this.log.warn({ ruleId: r.rule.id, alertId: found?.id }, found ? 'rule episode recovered after a restart' : 'rule alert was not raised before the restart; the rule starts again');
     }
   }
 
+  /**
+   * A firing decided in memory (`r.state`, identifier `identifier`): its episode is written (claimed: another node
+   * may have fired this rule already; its episode is then taken over and nothing is raised), then its alert raised.
+   * `current()` says whether the episode is still this one.
+   */
+  fire(r: RuleSlot, readings: Readings, identifier: string, now: number, current: () => boolean): Promise<FireOutcome> {
+    const firing = r.state;
+    return this.queue(r.rule.id, async (): Promise<FireOutcome> => {
+      let claimed: boolean;
+      try {
+        claimed = await this.d.persist(firing, null, true);
+      } catch (err) {
+        // Without its episode on disk a restart could raise the alert twice: better not now, and again at the next reading.
+        if (current()) r.state = withoutEpisode(r.state);
+        this.log.error({ err, ruleId: r.rule.id }, 'alert rule could not record its firing; not raising its alert');
+        return 'failed';
+      }
+      if (!claimed) {
+        const stored = await this.d.stored(r.rule.id).catch(() => undefined);
+        if (current()) r.state = stored ?? withoutEpisode(r.state);
+        this.log.info({ ruleId: r.rule.id, alertId: stored?.alertId }, 'alert rule: its episode was started elsewhere (another node); not raising');
+        return 'taken';
+      }
+      await this.raise(r, readings, identifier, now, current);
+      return 'raised';
+    });
+  }
+
   /** Raises the alert of an episode already written; `current()` says whether the episode is still this one. */
-  async raise(r: RuleSlot, readings: Readings, identifier: string, now: number, current: () => boolean): Promise<void> {
+  private async raise(r: RuleSlot, readings: Readings, identifier: string, now: number, current: () => boolean): Promise<void> {
     const rule = r.rule;
     const caller = this.caller(rule);
+    let alert;
     try {
       const made = ruleAlert(rule, { now, identifier, sender: this.d.sender, areaName: (c) => this.d.areas.name(c), note: firingNote(rule, readings) });
       if (!made.ok) throw Errors.UNPROCESSABLE(made.errors.map((e) => `${e.field}: ${e.message}`).join('; '));
-      const alert = await this.d.alerts.create(caller, made.cap, made.reach);
-      if (current()) {
-        r.state = { ...r.state, alertId: alert.id };
-        this.save(r);
-      }
-      this.audit(rule, 'alert-rule.fire', { alertId: alert.id, alertState: alert.state, readings });
-      this.notify(rule, 'fired', readings, { alertId: alert.id, alertState: alert.state });
-      this.log.info({ ruleId: rule.id, alertId: alert.id, state: alert.state, devices: readings.length }, 'alert rule fired');
+      alert = await this.d.alerts.create(caller, made.cap, made.reach);
     } catch (err) {
       const error = (err as Error).message ?? String(err);
-      if (current()) {
-        r.state = { ...r.state, lastError: error };
-        this.save(r);
-      }
-      this.audit(rule, 'alert-rule.fire', { error, readings });
+      if (current()) r.state = { ...r.state, lastError: error };
+      await this.save(rule.id, current() ? r.state : null, this.auditEntry(rule, 'alert-rule.fire', { error, readings }));
       this.notify(rule, 'failed', readings, { error });
       this.log.error({ err, ruleId: rule.id }, 'alert rule fired but its alert could not be raised');
+      return;
     }
+    if (current()) r.state = { ...r.state, alertId: alert.id };
+    await this.save(rule.id, current() ? r.state : null, this.auditEntry(rule, 'alert-rule.fire', { alertId: alert.id, alertState: alert.state, readings }));
+    this.notify(rule, 'fired', readings, { alertId: alert.id, alertState: alert.state });
+    this.log.info({ ruleId: rule.id, alertId: alert.id, state: alert.state, devices: readings.length }, 'alert rule fired');
   }
 
   /** The condition ended: a pending alert is turned down, an active one stays with the people who approved it. */
@@ -98,37 +141,52 @@ export class RuleEpisodes {
     const now = this.d.clock.now();
     const rule = r.rule;
     const prev = r.state;
-    // Rejected before the clearing is written: a crash in between clears (and finds the alert rejected) again.
-    const alertState = prev.alertId !== undefined ? this.rejectPending(rule, prev.alertId) : undefined;
     r.state = lastEpisode(prev, now);
-    this.save(r);
+    const cleared = r.state;
     const staleMs = staleAfterMs(rule);
     const readings = [...r.tracks]
       .filter(([, t]) => t.lastTs + staleMs > now && pastClear(rule.op, t.value, rule.clearThreshold))
       .map(([deviceId, t]) => ({ deviceId, value: t.value }));
-    const extra = { ...(prev.alertId !== undefined ? { alertId: prev.alertId } : {}), ...(alertState !== undefined ? { alertState } : {}) };
-    this.audit(rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason: CONDITION_ENDED });
-    this.notify(rule, 'cleared', readings, extra);
-    this.log.info({ ruleId: rule.id, ...extra }, 'alert rule cleared');
+    void this.queue(rule.id, async () => {
+      // Rejected before the clearing is written: a crash in between clears (and finds the alert rejected) again.
+      const alertState = prev.alertId !== undefined ? await this.rejectPending(rule, prev.alertId) : undefined;
+      const extra = { ...(prev.alertId !== undefined ? { alertId: prev.alertId } : {}), ...(alertState !== undefined ? { alertState } : {}) };
+      await this.save(rule.id, cleared, this.auditEntry(rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason: CONDITION_ENDED }));
+      this.notify(rule, 'cleared', readings, extra);
+      this.log.info({ ruleId: rule.id, ...extra }, 'alert rule cleared');
+    });
   }
 
   /** The rule stopped watching (disabled, moved, deleted) in an episode: the episode ends as it is. */
   end(r: RuleSlot, reason: string, persist = true): void {
     const prev = r.state;
     r.state = lastEpisode(prev, this.d.clock.now());
-    if (persist) this.save(r);
-    const extra = prev.alertId !== undefined ? { alertId: prev.alertId } : {};
-    this.audit(r.rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason });
-    this.notify(r.rule, 'cleared', [], extra);
+    const ended = r.state;
+    const rule = r.rule;
+    void this.queue(rule.id, async () => {
+      const extra = prev.alertId !== undefined ? { alertId: prev.alertId } : {};
+      await this.save(rule.id, persist ? ended : null, this.auditEntry(rule, 'alert-rule.clear', { ...extra, firingSince: prev.firingSince, reason }));
+      this.notify(rule, 'cleared', [], extra);
+    });
+  }
+
+  /** Runs `fn` after what is queued for the rule; never rejects the chain (a failure is `fn`'s to log). */
+  private queue<T>(ruleId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(ruleId) ?? Promise.resolve();
+    const p = prev.then(fn);
+    const tail = p.catch((err: unknown) => { this.log.error({ err, ruleId }, 'alert rule: an episode step failed'); });
+    this.chains.set(ruleId, tail);
+    void tail.then(() => { if (this.chains.get(ruleId) === tail) this.chains.delete(ruleId); });
+    return p;
   }
 
   /** The state of the rule's alert after rejecting it if it still waits for approval; undefined when it cannot be read. */
-  private rejectPending(rule: AlertRule, alertId: string): string | undefined {
+  private async rejectPending(rule: AlertRule, alertId: string): Promise<string | undefined> {
     const caller = this.caller(rule);
     try {
-      const a = this.d.alerts.get(caller, alertId);
+      const a = await this.d.alerts.get(caller, alertId);
       if (a.state !== 'pending_approval') return a.state;
-      return this.d.alerts.reject(caller, alertId, CONDITION_ENDED).state;
+      return (await this.d.alerts.reject(caller, alertId, CONDITION_ENDED)).state;
     } catch (err) {
       this.log.warn({ err, ruleId: rule.id, alertId }, 'alert rule: its alert could not be read or rejected');
       return undefined;
@@ -139,20 +197,17 @@ export class RuleEpisodes {
     return ruleCaller(rule, (code) => this.d.areas.covers(rule.area, code));
   }
 
-  private save(r: RuleSlot): void {
+  /** Writes the episode (null: not) and the audit entry (null: none) together; a failure is logged. */
+  private async save(ruleId: string, s: RuleFiringState | null, audit: AuditInput | null): Promise<void> {
     try {
-      this.d.saveState(r.state);
+      await this.d.persist(s, audit);
     } catch (err) {
-      this.log.error({ err, ruleId: r.rule.id }, 'alert rule state could not be written');
+      this.log.error({ err, ruleId, action: audit?.action }, 'alert rule state could not be written');
     }
   }
 
-  private audit(rule: AlertRule, action: string, after: Record<string, unknown>): void {
-    try {
-      this.d.audit.recordSync({ actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after });
-    } catch (err) {
-      this.log.error({ err, action, ruleId: rule.id }, 'audit record failed');
-    }
+  private auditEntry(rule: AlertRule, action: string, after: Record<string, unknown>): AuditInput {
+    return { actor: this.caller(rule).principal, action, target: `alert-rule:${rule.id}`, after };
   }
 
   private notify(rule: AlertRule, change: AlertRuleEvent['change'], readings: AlertRuleEvent['readings'], extra: Partial<AlertRuleEvent>): void {

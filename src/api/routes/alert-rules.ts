@@ -74,7 +74,7 @@ export const alertRuleRoutes: FastifyPluginAsyncTypebox<AlertRuleRouteOptions> =
     },
   }, async (req, reply) => {
     policy.assert(principalOf(req), 'alerts.write');
-    const v = rules.create(callerOf(req, ctx), req.body);
+    const v = await rules.create(callerOf(req, ctx), req.body);
     reply.status(201).header('location', `/api/v1/alert-rules/${encodeURIComponent(v.rule.id)}`);
     return dto(v);
   });
@@ -86,7 +86,7 @@ export const alertRuleRoutes: FastifyPluginAsyncTypebox<AlertRuleRouteOptions> =
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'alerts.read');
-    return rules.list(callerOf(req, ctx)).map(dto);
+    return (await rules.list(callerOf(req, ctx))).map(dto);
   });
 
   app.get('/alert-rules/:id', {
@@ -96,7 +96,7 @@ export const alertRuleRoutes: FastifyPluginAsyncTypebox<AlertRuleRouteOptions> =
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'alerts.read');
-    return dto(rules.get(callerOf(req, ctx), req.params.id));
+    return dto(await rules.get(callerOf(req, ctx), req.params.id));
   });
 
   app.patch('/alert-rules/:id', {
@@ -109,7 +109,7 @@ export const alertRuleRoutes: FastifyPluginAsyncTypebox<AlertRuleRouteOptions> =
     },
   }, async (req) => {
     policy.assert(principalOf(req), 'alerts.write');
-    return dto(rules.update(callerOf(req, ctx), (req.params as { id: string }).id, req.body));
+    return dto(await rules.update(callerOf(req, ctx), (req.params as { id: string }).id, req.body));
   });
 
   app.delete('/alert-rules/:id', {
@@ -120,7 +120,7 @@ export const alertRuleRoutes: FastifyPluginAsyncTypebox<AlertRuleRouteOptions> =
     },
   }, async (req, reply) => {
     policy.assert(principalOf(req), 'alerts.write');
-    rules.delete(callerOf(req, ctx), req.params.id);
+    await rules.delete(callerOf(req, ctx), req.params.id);
     return reply.status(204).send(null);
   });
 };

@@ -114,12 +114,12 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
     const q = req.query;
     const states = q.state?.split(',').map((s) => s.trim()).filter(Boolean);
     for (const s of states ?? []) if (!(ALERT_STATES as readonly string[]).includes(s)) throw Errors.VALIDATION(`unknown state "${s}"; one of ${ALERT_STATES.join(', ')}`);
-    return alerts.list(callerOf(req, ctx), {
+    return (await alerts.list(callerOf(req, ctx), {
       ...(states?.length ? { states: states as Alert['state'][] } : {}),
       ...(q.from !== undefined ? { from: parseTime(q.from, 'from') } : {}),
       ...(q.to !== undefined ? { to: parseTime(q.to, 'to') } : {}),
       ...(q.limit !== undefined ? { limit: q.limit } : {}),
-    }).map(dto);
+    })).map(dto);
   });
 
   app.get('/alerts/policy', {
@@ -153,7 +153,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
     policy.assert(principalOf(req), 'alerts.read');
     const raw = req.params.id;
     const xml = raw.endsWith(CAP_XML_SUFFIX);
-    const a = alerts.get(callerOf(req, ctx), xml ? raw.slice(0, -CAP_XML_SUFFIX.length) : raw);
+    const a = await alerts.get(callerOf(req, ctx), xml ? raw.slice(0, -CAP_XML_SUFFIX.length) : raw);
     if (!xml) return dto(a);
     // A string is sent as it is (the JSON schema of the 200 reply serializes objects only).
     return reply.type(`${CAP_MEDIA_TYPE}; charset=utf-8`).send(writeCapXml(a.cap, { tz }) as unknown as AlertDto);
@@ -174,7 +174,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
       const c = callerOf(req, ctx);
       const reason = req.body?.reason ?? undefined;
       const a = action === 'approve' ? await alerts.approve(c, req.params.id)
-        : action === 'reject' ? alerts.reject(c, req.params.id, reason) : await alerts.cancel(c, req.params.id, reason);
+        : action === 'reject' ? await alerts.reject(c, req.params.id, reason) : await alerts.cancel(c, req.params.id, reason);
       return dto(a);
     });
   }
@@ -187,7 +187,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox<AlertRouteOptions> = async (
 export async function alertFeedRoute(app: FastifyInstance, opts: { ctx: RouteContext; alerts: AlertService }): Promise<void> {
   const { ctx, alerts } = opts;
   app.get(DEFAULT_FEED_PATH, { schema: { tags: ['alerts'], summary: 'Active public alerts as a CAP Atom feed (no login)' } }, async (req, reply) => {
-    const active = alerts.activePublic();
+    const active = await alerts.activePublic();
     const ids = new Map(active.map((a) => [a.cap.identifier, a.id]));
     const base = ctx.config.media.publicBaseUrl ?? `${req.protocol}://${req.host}`;
     const body = atomFeed(active.map((a) => a.cap), {

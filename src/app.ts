@@ -296,7 +296,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode is incomplete: readings, accounts, the audit chain, schedules, firmware, media records, devices, areas, provisioning keys, Modbus settings, shared attributes, gateway sub-devices, the command keys and the link-signing keys are in the cluster database; broadcasts, RPC and alerts stay in SQLite under dataDir and are NOT shared between nodes (docs/cluster.md)');
+          'cluster mode: the state is in the cluster database; not built yet: broadcast targets owned by a node (a target\'s report deadline and stream end stay with the nodes that handled it), see docs/cluster.md "Not built yet"');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

@@ -53,7 +53,7 @@ export interface AlertServiceDeps {
   /** The database that window writes to (where the alerts are; read outside the steps). */
   windowDb: Db<unknown>;
   registry: TargetRegistry;
-  media: Pick<MediaLibrary, 'synthesizeSequence' | 'get'>;
+  media: Pick<MediaLibrary, 'synthesizeSequence' | 'get' | 'lookup'>;
   executor: Pick<BroadcastExecutor, 'begin' | 'startBroadcast' | 'stopBroadcast' | 'preload' | 'getStored' | 'prefetch' | 'withdrawPrefetch'>;
   bus: Pick<EventBus, 'emit'>;
   audit: AuditRecorder;
@@ -198,7 +198,7 @@ export class AlertService implements Component {
     const replaces = confirming ? [] : await this.referenced(c, a.cap);
     const n: Alert = { ...a, approvedBy: c.principal.id, approvedAt: now, updatedAt: now };
     const targets = confirming ? [] : this.playing(n);
-    const content = targets.length > 0 ? this.mediaOf(a) : undefined;
+    const content = targets.length > 0 ? await this.mediaOf(a) : undefined;
     await this.preload(replaces);
     const next = await this.records.step(async (s) => {
       // Decided on what was read before the awaits: the guarded write decides again (two approvals, on one node or
@@ -309,9 +309,9 @@ export class AlertService implements Component {
       : resolveSpeakers(this.d.registry, { areas: a.areas });
   }
 
-  /** The stored announcement of an alert raised earlier. */
-  private mediaOf(a: Alert): MediaContent {
-    const m = a.mediaId ? this.d.media.get(a.mediaId) : undefined;
+  /** The stored announcement of an alert raised earlier (perhaps on another node: this node's copy may not have it yet). */
+  private async mediaOf(a: Alert): Promise<MediaContent> {
+    const m = a.mediaId ? this.d.media.get(a.mediaId) ?? await this.d.media.lookup(a.mediaId) : undefined;
     if (!m) throw Errors.UNPROCESSABLE(`the announcement of alert "${a.id}" is missing; raise it again`);
     return announcementContent(m);
   }

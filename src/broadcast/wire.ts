@@ -16,7 +16,7 @@ import type { Principal } from '../auth/types.js';
 import { RpcService, type CommandSigner, type RpcOwnership } from '../rpc/index.js';
 import { BroadcastExecutor, playHooks } from './execution/index.js';
 import { BroadcastService } from './service.js';
-import { StateWindow, stateSqlitePort } from '../storage/state/index.js';
+import { StateWindow } from '../storage/state/index.js';
 import type { UrgentOutbound } from '../core/urgent.js';
 
 export interface BroadcastWiringDeps {
@@ -78,9 +78,9 @@ export interface BroadcastWiring {
 }
 
 export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
-  // RPC commands and broadcast execution stay in each node's embedded store, also in cluster mode, until they
-  // are owned by rows (docs/design/state-window.md §3): the window runs on the embedded port.
-  const rpcDb = stateSqlitePort(d.stateDb);
+  // One database for the state (the embedded store, or PostgreSQL in cluster mode): commands, broadcasts and alerts
+  // commit with their audit entries, and a command is owned by the node holding its device (rpc/ownership.ts).
+  const rpcDb = d.stateSql;
   const window = new StateWindow({ db: rpcDb, logger: d.logger.child({ part: 'state-window' }), metrics: d.metrics });
   const durable = <T>(fn: () => T): Promise<T> => window.unitSync(fn);
   const rpc = new RpcService({

@@ -39,6 +39,7 @@ function columnsToCopy(t: ImportedTable, lite: string[], pg: PgColumn[]): PgColu
   const byName = new Map(pg.map((c) => [c.name, c]));
   const out: PgColumn[] = [];
   for (const name of lite) {
+    if (t.dropped?.[name]) continue; // left out on purpose (e.g. numbered again by PostgreSQL)
     const c = byName.get(name);
     if (c) out.push(c);
     else if (!t.dropped?.[name]) throw Errors.INTERNAL(`state.db column ${t.table}.${name} has no PostgreSQL column; this Keng cannot import it without losing it`);

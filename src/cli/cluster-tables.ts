@@ -12,7 +12,7 @@ export interface ImportedTable {
   readonly table: string;
   /** SQLite ORDER BY: parents before the rows that reference them; rowid where PostgreSQL numbers rows (`seq`) in insertion order. */
   readonly orderBy: string;
-  /** state.db columns PostgreSQL has no column for, left out on purpose: why. */
+  /** state.db columns not copied on purpose (PostgreSQL has none, or numbers them itself): why. */
   readonly dropped?: Readonly<Record<string, string>>;
   /** Values written instead of the embedded ones. */
   readonly set?: Readonly<Record<string, string | number | null>>;
@@ -46,6 +46,14 @@ export const IMPORTED_TABLES: readonly ImportedTable[] = [
   { table: 'area_shared_attributes', orderBy: 'area_code, key' },
   { table: 'gateway_settings', orderBy: 'gateway_id' },
   { table: 'gateway_sub_devices', orderBy: 'device_id' },
+  // Proof of play: broadcasts with their targets, log and missed occurrences, and the commands behind them.
+  // Open commands keep the owner 'local', which no live node is: the node their device connects to adopts them.
+  { table: 'broadcasts', orderBy: 'rowid' },
+  { table: 'broadcast_targets', orderBy: 'broadcast_id, device_id' },
+  { table: 'broadcast_log', orderBy: 'seq', dropped: { seq: 'PostgreSQL numbers the lines again, in the same order' } },
+  { table: 'broadcast_missed', orderBy: 'rowid' },
+  { table: 'rpc_requests', orderBy: 'rowid' },
+  { table: 'rpc_tb_ids', orderBy: 'device_id' },
   { table: 'alerts', orderBy: 'created_at, id' },
   { table: 'alert_settings', orderBy: 'key' },
   { table: 'alert_rules', orderBy: 'created_at, id' },
@@ -59,14 +67,7 @@ export const IMPORTED_TABLES: readonly ImportedTable[] = [
 export const SINGLETON_TABLES = ['audit_head', 'registry_version'] as const;
 
 /** Tables that stay in this node's state.db, and why (printed after an import). */
-export const PER_NODE_TABLES: Readonly<Record<string, string>> = {
-  rpc_requests: 'RPC commands run on the node a device is connected to',
-  rpc_tb_ids: 'RPC commands run on the node a device is connected to',
-  broadcasts: 'broadcasts still run on the node that starts them',
-  broadcast_targets: 'broadcasts still run on the node that starts them',
-  broadcast_log: 'broadcasts still run on the node that starts them',
-  broadcast_missed: 'broadcasts still run on the node that starts them',
-};
+export const PER_NODE_TABLES: Readonly<Record<string, string>> = {};
 
 /** Bookkeeping of each store, never copied. */
 export const INTERNAL_TABLES = ['schema_migrations', 'sqlite_sequence', 'keng_migrations'] as const;

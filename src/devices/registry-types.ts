@@ -56,6 +56,8 @@ export interface DeviceStatusApi {
   setOnline(deviceId: string, online: boolean, at: number): void; // emits 'status' when it changes
   touch(deviceId: string, at: number): void;                       // lastSeen on any message
   isOnline(deviceId: string): boolean;
+  /** Online on this node, or (cluster mode) on another one as the shared presence said at its last read (a few seconds). */
+  isOnlineAnywhere(deviceId: string): boolean;
 
   // data
   mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void;  // emits 'attributes'

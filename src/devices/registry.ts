@@ -219,6 +219,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   setOnline(deviceId: string, online: boolean, at: number): void { this.status.setOnline(deviceId, online, at); }
   touch(deviceId: string, at: number): void { this.status.touch(deviceId, at); }
   isOnline(deviceId: string): boolean { return this.status.isOnline(deviceId); }
+  isOnlineAnywhere(deviceId: string): boolean { return this.status.isOnlineAnywhere(deviceId); }
   lastSeen(deviceId: string): number | null { return this.status.lastSeen(deviceId); }
   mergeAttributes(deviceId: string, attrs: Record<string, unknown>): void { this.status.mergeAttributes(deviceId, attrs); }
   attributes(deviceId: string): Record<string, unknown> { return this.status.attributes(deviceId); }

@@ -78,6 +78,7 @@ export class FakeRegistry implements DeviceRegistryApi {
   setOnline(id: string, online: boolean, at: number): void { this.online.set(id, online); this.lastSeen.set(id, at); }
   touch(id: string, at: number): void { this.lastSeen.set(id, at); }
   isOnline(id: string): boolean { return this.online.get(id) ?? false; }
+  isOnlineAnywhere(id: string): boolean { return this.isOnline(id); }
   mergeAttributes(id: string, a: Record<string, unknown>): void { this.attrs.set(id, { ...this.attributes(id), ...a }); }
   attributes(id: string): Record<string, unknown> { return this.attrs.get(id) ?? {}; }
   updateLatest(id: string, ts: number, values: Record<string, Scalar>): void {

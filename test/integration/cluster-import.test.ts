@@ -31,7 +31,7 @@ let work: string;
 let dataDir: string;
 let url: string;
 const procs: KengProcess[] = [];
-const seeded = { secret: '', sessionToken: '', apiToken: '', scheduleId: '', mediaId: '', firmwareId: '' };
+const seeded = { secret: '', speakerSecret: '', sessionToken: '', apiToken: '', scheduleId: '', mediaId: '', firmwareId: '', broadcastId: '' };
 
 async function api(k: KengProcess, method: string, route: string, body?: unknown, token = ADMIN): Promise<{ status: number; body: any }> {
   const r = await fetch(k.httpUrl + route, {
@@ -89,7 +89,7 @@ beforeAll(async () => {
   await ok(seed, 'POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' });
   await ok(seed, 'POST', '/api/v1/areas', { code: 'c1', name: 'Xã 1', level: 'commune', parent: 'p1' });
   seeded.secret = (await ok(seed, 'POST', '/api/v1/devices', { id: 'soil-1', kind: 'sensor', name: 'Ruộng 1', area: 'c1' })).secret;
-  await ok(seed, 'POST', '/api/v1/devices', { id: 'spk-1', kind: 'speaker', name: 'Loa 1', area: 'c1' });
+  seeded.speakerSecret = (await ok(seed, 'POST', '/api/v1/devices', { id: 'spk-1', kind: 'speaker', name: 'Loa 1', area: 'c1' })).secret;
   await ok(seed, 'POST', '/api/v1/devices', { id: 'mb-1', kind: 'sensor', name: 'Modbus 1', area: 'c1', transport: TCP, registerMap: 'soil-3in1', pollIntervalSec: 30 });
   await ok(seed, 'PUT', '/api/v1/areas/c1/attributes/shared', { volume: 7 });
   await ok(seed, 'POST', '/api/v1/users', { username: 'lan', password: PW, role: 'operator', areas: ['c1'] });
@@ -110,6 +110,8 @@ beforeAll(async () => {
   seeded.scheduleId = (await ok(seed, 'POST', '/api/v1/schedules', {
     name: 'Bản tin sáng', target: { areas: ['c1'] }, content: { mediaId: seeded.mediaId }, at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
   })).id;
+  // A broadcast to the speaker, which is offline: its play command waits in the queue (proof of play moves too).
+  seeded.broadcastId = (await ok(seed, 'POST', '/api/v1/broadcasts', { target: { areas: ['c1'] }, content: { mediaId: seeded.mediaId } })).id;
   // Alert settings and a sensor rule (with its episode row): shared state too.
   await ok(seed, 'PUT', '/api/v1/alerts/policy', { playAtOnce: ['Extreme'] });
   await ok(seed, 'POST', '/api/v1/alert-rules', {
@@ -170,6 +172,7 @@ describe('keng cluster import', () => {
     }
     expect(before.audit_log!).toBeGreaterThan(5);
     expect([before.alert_settings, before.alert_rules, before.alert_rule_state]).toEqual([1, 1, 1]);
+    expect([before.broadcasts, before.broadcast_targets, before.rpc_requests]).toEqual([1, 1, 1]);
     const head = (await pg.query<{ seq: string }>('SELECT seq FROM audit_head', [], 'cluster_import')).rows[0]!;
     expect(Number(head.seq)).toBe(before.audit_log! + 1);
     const last = (await pg.query<{ action: string }>('SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1', [], 'cluster_import')).rows[0]!;
@@ -210,6 +213,18 @@ describe('keng cluster import', () => {
     expect(((await ok(node, 'GET', '/api/v1/firmware/packages')) as Array<{ id: string }>).map((p) => p.id)).toEqual([seeded.firmwareId]);
     expect(((await ok(node, 'GET', '/api/v1/schedules')) as Array<{ id: string }>).map((x) => x.id)).toEqual([seeded.scheduleId]);
     expect(((await ok(node, 'GET', '/api/v1/media')) as Array<{ id: string }>).map((x) => x.id)).toEqual([seeded.mediaId]);
+    // The broadcast made before the import, and its command still queued for the offline speaker: sent when the
+    // speaker connects to a node (no live node owns it: the node holding the speaker's session adopts it).
+    const b = await ok(node, 'GET', `/api/v1/broadcasts/${seeded.broadcastId}`) as { targets: Array<{ deviceId: string; state: string }> };
+    expect(b.targets).toMatchObject([{ deviceId: 'spk-1', state: 'offline' }]);
+    const spk = await connectDevice(`mqtt://127.0.0.1:${node.mqttPort}`, 'spk-1', seeded.speakerSecret, { clientId: 'spk-1' });
+    const play = new Promise<{ method: string; params: { broadcastId?: string } }>((resolve) => {
+      spk.on('message', (_t, p) => resolve(JSON.parse(String(p)) as { method: string; params: { broadcastId?: string } }));
+    });
+    await spk.subscribeAsync('v1/devices/spk-1/rpc/request/+', { qos: 1 });
+    const cmd = await Promise.race([play, new Promise<null>((r) => setTimeout(() => r(null), 20_000))]);
+    expect(cmd).toMatchObject({ method: 'broadcast.play', params: { broadcastId: seeded.broadcastId } });
+    spk.end(true);
     // New rows after the import: no id or seq collides.
     const secret2 = (await ok(node, 'POST', '/api/v1/devices', { id: 'soil-2', kind: 'sensor', name: 'Ruộng 2', area: 'c1' })).secret as string;
     (await connectDevice(`mqtt://127.0.0.1:${node.mqttPort}`, 'soil-2', secret2)).end(true);

@@ -27,6 +27,8 @@ function fakeRegistry() {
   return {
     getArea: (c: string) => areas.find((a) => a.code === c),
     getDevice: (id: string) => devices.find((d) => d.id === id),
+    // Presence as the registry knows it (other nodes' devices in cluster mode): here only the broker's connections count.
+    isOnlineAnywhere: (): boolean => false,
     subtree,
     listDevices: (f: { area?: string; kind?: string } = {}) => devices.filter((d) => (!f.area || subtree(f.area).includes(d.area)) && (!f.kind || d.kind === f.kind)),
     // loa-1 and loa-3 support media.prefetch (§12.7); loa-2 is older firmware.

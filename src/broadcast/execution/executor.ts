@@ -67,7 +67,7 @@ export interface BroadcastExecutorOptions {
   window: StateWindow;
   rpc: RpcService;
   bus: EventBus;
-  registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'subtree' | 'listDevices' | 'attributes'>;
+  registry: Pick<DeviceRegistryApi, 'getDevice' | 'getArea' | 'subtree' | 'listDevices' | 'attributes' | 'isOnlineAnywhere'>;
   /** A fresh short-lived signed URL of a media file, called at every send. */
   mediaUrl: (mediaId: string) => string;
   logger: Logger;
@@ -234,7 +234,8 @@ export class BroadcastExecutor implements Component {
           const base = { ...t, playRequestId: r.requestId };
           if (r.state === 'sent') return { ...base, state: 'sent', source: 'rpc' };
           // Queued for a device that is not connected: offline until it comes back (or notAfter passes).
-          if (!rpc.isConnected(t.deviceId)) return { ...base, state: 'offline', source: 'controller', detail: 'speaker offline: command held until it reconnects' };
+          // (cluster mode: connected to another node, whose copy of the command goes out from there: pending)
+          if (!rpc.isConnected(t.deviceId) && !this.o.registry.isOnlineAnywhere(t.deviceId)) return { ...base, state: 'offline', source: 'controller', detail: 'speaker offline: command held until it reconnects' };
           return base;
         });
         this.held.hold(row, created);

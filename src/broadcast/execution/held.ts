@@ -20,6 +20,8 @@ export class HeldBroadcasts {
   private readonly map = new Map<string, HeldBroadcast>();
   /** Reads of broadcasts memory did not hold. */
   private readonly lookups = new Set<Promise<unknown>>();
+  /** Per broadcast: the end of the chain of callers waiting for its read (they run in arrival order). */
+  private readonly reads = new Map<string, Promise<HeldBroadcast | undefined>>();
 
   /** `repo`: where misses are read (null while the executor is stopped: nothing is read). */
   constructor(private readonly o: { repo: () => BroadcastRepoSql | null; logger: Logger }) {}
@@ -27,7 +29,7 @@ export class HeldBroadcasts {
   get(id: string): HeldBroadcast | undefined { return this.map.get(id); }
   has(id: string): boolean { return this.map.has(id); }
   delete(id: string): void { this.map.delete(id); }
-  clear(): void { this.map.clear(); }
+  clear(): void { this.map.clear(); this.reads.clear(); }
   values(): IterableIterator<HeldBroadcast> { return this.map.values(); }
 
   /** Memory at start: a broadcast read from the database. */
@@ -45,12 +47,24 @@ export class HeldBroadcasts {
    */
   withHeld(broadcastId: string, fn: (h: HeldBroadcast | undefined) => void): void {
     const h = this.map.get(broadcastId);
-    if (h || !this.o.repo()) { fn(h); return; }
-    const p = this.load(broadcastId).then(fn).catch((err: unknown) => {
+    const queued = this.reads.get(broadcastId);
+    if (!queued && (h || !this.o.repo())) { fn(h); return; }
+    // One read per broadcast, and the callers waiting for it run in the order they came: on PostgreSQL two reads
+    // may end in either order, and a device's answer must not be judged before the 'sent' that preceded it.
+    const read = queued ?? this.load(broadcastId);
+    const chained: Promise<HeldBroadcast | undefined> = read.then((got) => {
+      try { fn(this.map.get(broadcastId) ?? got); } catch (err) {
+        this.o.logger.error({ err, broadcastId: broadcastId.slice(0, 128) }, 'broadcast event could not be handled');
+      }
+      return this.map.get(broadcastId) ?? got;
+    }, (err: unknown) => {
       this.o.logger.error({ err, broadcastId: broadcastId.slice(0, 128) }, 'broadcast could not be read');
+      return undefined;
     });
-    this.lookups.add(p);
-    void p.finally(() => this.lookups.delete(p));
+    this.reads.set(broadcastId, chained);
+    void chained.finally(() => { if (this.reads.get(broadcastId) === chained) this.reads.delete(broadcastId); });
+    this.lookups.add(chained);
+    void chained.finally(() => this.lookups.delete(chained));
   }
 
   /** Reads a broadcast and its targets into memory (memory wins if it got it meanwhile). */

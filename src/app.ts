@@ -205,21 +205,19 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const mediaViewerOf = (p: Principal) => mediaViewer(policy.scope(p), p.areas, (code) => registry.getArea(code)?.parent);
   const commandKeys = new CommandKeys({ dataDir, logger: log('command-keys'), clock, ...(secrets ? { shared: secrets } : {}) });
   const broadcast = wireBroadcast({
-    config, stateDb, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
+    config, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
     // Cluster mode: RPC commands are owned by the node holding their device's session (src/rpc/ownership.ts).
     ...(clusterDb ? { rpcOwnership: { nodeId, nudge: (owner: string) => clusterBus.nudgeRpc(owner) } } : {}),
   });
   // Emergency alerts play as broadcasts: built on the broadcast side; a step that starts or stops one commits
-  // with it (a unit of the broadcast side's state window, in the database that window writes to). Their audit
-  // entries join the unit when the audit log is in that database too.
-  const alertsAudit = broadcast.windowDb.dialect === stateSql.dialect;
+  // with it and with its audit entry (a unit of the broadcast side's state window).
   const alerts = new AlertService({
-    window: broadcast.window, windowDb: broadcast.windowDb, auditWithUnits: alertsAudit, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock,
+    window: broadcast.window, windowDb: broadcast.windowDb, registry, media, executor: broadcast.executor, bus, audit, logger: log('alerts'), clock,
     options: { volume: config.alerts.volume, toneSec: config.alerts.toneSec, cancelNoticeValiditySec: config.alerts.cancelNoticeValiditySec },
   });
   // Started after the alerts it raises; stopped before them (it waits for an alert being raised).
   const alertRules = new AlertRules({
-    window: broadcast.window, windowDb: broadcast.windowDb, auditWithUnits: alertsAudit, resyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0,
+    window: broadcast.window, windowDb: broadcast.windowDb, resyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0,
     registry, alerts, bus, audit, logger: log('alert-rules'), clock, sender: config.alerts.sender,
   });
   // Cluster mode: each Modbus line is polled by one node, the holder of its lease (src/modbus/leases.ts).

@@ -79,9 +79,9 @@ export class AlertCancellation {
    * Stops an alert's broadcast, in the caller's transaction when the executor holds it (preload it first); a failure
    * is logged, never thrown (the alert ends either way).
    */
-  stopBroadcast(id: string): void {
+  stopBroadcast(s: Step, id: string): void {
     const fail = (err: unknown): void => { this.d.logger.error({ err, broadcastId: id }, 'could not stop an alert broadcast'); };
-    try { this.d.executor.stopBroadcast(id).catch(fail); } catch (err) { fail(err); }
+    try { s.capture(() => this.d.executor.stopBroadcast(id)).catch(fail); } catch (err) { fail(err); }
   }
 
   /**
@@ -91,8 +91,8 @@ export class AlertCancellation {
   private async writes(s: Step, c: Caller, a: Alert, reason: string): Promise<Alert | undefined> {
     const next = this.d.records.end(a, 'cancelled', c.principal.id, reason);
     if (!(await this.d.repo().transition(s.trx, next, { states: [a.state] }))) return undefined;
-    if (a.broadcastId) this.stopBroadcast(a.broadcastId);
-    else if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId); // cancelled before it played
+    if (a.broadcastId) this.stopBroadcast(s, a.broadcastId);
+    else if (a.mediaId !== undefined) { const m = a.mediaId; void s.capture(() => this.d.executor.withdrawPrefetch(m)); } // cancelled before it played
     await this.d.records.audit(s, c, 'alert.cancel', a.id, { state: a.state }, { state: next.state, reason });
     return next;
   }

@@ -2,7 +2,7 @@
  * How every step of an alert's life is recorded: one unit of the node's state window
  * (src/storage/state/window.ts) holding the alert rows, the audit entry and whatever the step starts
  * or stops (the broadcasts, targets and commands the executor adds to the window while the unit runs
- * join it), committed together or not at all; then the 'alert.changed' event of the live feed.
+ * join it through `Step.capture`), committed together or not at all; then the 'alert.changed' event of the live feed.
  *
  * The window's rules hold in every step: await only `trx` inside (text-to-speech, media and broadcast
  * reads happen before), conflicts decided by guarded UPDATEs (repo.ts), events and memory effects in
@@ -29,16 +29,14 @@ export interface AlertRecordsDeps {
   audit: AuditRecorder;
   logger: Logger;
   clock: Clock;
-  /**
-   * Whether the audit log lives in the database the window writes to (default true): its entries are then
-   * appended inside the step's transaction. False while the window runs on the embedded store and the audit
-   * log on PostgreSQL (cluster mode before the window moves): the entry is appended right after the commit.
-   */
-  auditWithUnits?: boolean;
 }
 
-/** What a step's function gets: the window's transaction and its after-commit registration. */
-export interface Step { trx: Transaction<unknown>; after: After }
+/**
+ * What a step's function gets: the window's transaction, its after-commit registration, and `capture`: what the
+ * executor adds to the window inside it (a broadcast started or stopped, decided from memory at once) joins the
+ * step's transaction.
+ */
+export interface Step { trx: Transaction<unknown>; after: After; capture<T>(fn: () => T): T }
 
 export class AlertRecords {
   constructor(private readonly d: AlertRecordsDeps) {}
@@ -49,7 +47,7 @@ export class AlertRecords {
    */
   step<T>(fn: (s: Step) => Promise<T>): Promise<T> {
     const w = this.d.window;
-    return w.durable(w.unit((trx, after) => fn({ trx, after }), { savepoint: true }));
+    return w.durable(w.unit((trx, after) => fn({ trx, after, capture: (f) => w.capture(f) }), { savepoint: true }));
   }
 
   /** Appends the audit entry of a step, in its transaction (a failure fails the step). */
@@ -58,13 +56,7 @@ export class AlertRecords {
       actor: c === 'system' ? 'system' : c.principal, ...(c !== 'system' && c.ip !== undefined ? { ip: c.ip } : {}), action,
       target: `alert:${id}`, ...(before !== undefined ? { before } : {}), ...(after !== undefined ? { after } : {}),
     };
-    if (this.d.auditWithUnits !== false) {
-      await this.d.audit.record(entry, s.trx);
-      return;
-    }
-    s.after(() => {
-      this.d.audit.record(entry).catch((err: unknown) => { this.d.logger.error({ err, action, id }, 'audit record failed'); });
-    });
+    await this.d.audit.record(entry, s.trx);
   }
 
   changed(a: Alert, change: string, by?: string): void {

@@ -60,8 +60,6 @@ export interface AlertServiceDeps {
   logger: Logger;
   clock: Clock;
   options: AlertServiceOptions;
-  /** See AlertRecordsDeps.auditWithUnits (default true). */
-  auditWithUnits?: boolean;
 }
 
 export class AlertService implements Component {
@@ -224,7 +222,7 @@ export class AlertService implements Component {
       if (!(await this.requireRepo().transition(s.trx, next, { states: ['pending_approval'] }))) throw Errors.CONFLICT(`alert "${id}" changed meanwhile`);
       await this.records.audit(s, c, 'alert.reject', id, { state: a.state }, { state: next.state, reason: next.endReason });
       // Speakers offline since the raise must not fetch an announcement that will never play (withdrawn in this window).
-      if (a.mediaId !== undefined) void this.d.executor.withdrawPrefetch(a.mediaId);
+      if (a.mediaId !== undefined) { const m = a.mediaId; void s.capture(() => this.d.executor.withdrawPrefetch(m)); }
       s.after(() => this.records.changed(next, 'rejected', c.principal.id));
     });
     return next;
@@ -257,9 +255,9 @@ export class AlertService implements Component {
     if (targets.length === 0 || content === undefined) {
       this.log.warn({ alertId: a.id, areas: a.areas }, 'alert is active but its areas have no loudspeakers');
     } else {
-      const b = this.d.executor.begin({
+      const b = s.capture(() => this.d.executor.begin({
         id: a.broadcastId!, priority: 'emergency', volume: this.d.options.volume, targets: [...targets], notAfter: a.expiresAt, media: content,
-      });
+      }));
       b.stored.catch(() => undefined); // its failure is the window's: the step's promise rejects
     }
     const repo = this.requireRepo();
@@ -269,7 +267,7 @@ export class AlertService implements Component {
       if (!old || FINAL_ALERT_STATES.has(old.state)) continue;
       const ended = { ...this.records.end(old, 'ended', c.principal.id, `replaced by ${a.cap.identifier}`), replacedBy: a.id };
       if (!(await repo.transition(s.trx, ended, { states: [old.state] }))) continue; // ended meanwhile on another node
-      if (old.broadcastId) this.cancellation.stopBroadcast(old.broadcastId);
+      if (old.broadcastId) this.cancellation.stopBroadcast(s, old.broadcastId);
       await this.records.audit(s, c, 'alert.replace', old.id, { state: old.state }, { state: 'ended', replacedBy: a.id });
       s.after(() => this.records.changed(ended, 'replaced', c.principal.id));
     }

@@ -70,13 +70,7 @@ export interface BroadcastServiceDeps {
   /** Which media a principal sees (its areas; media/access.ts): schedules play only those. */
   mediaViewer: (p: Principal) => MediaViewer;
   /** The executor's state window: broadcast writes and their audit records run as its units (one commit each). */
-  window: Pick<StateWindow, 'unit' | 'durable'>;
-  /**
-   * Whether `audit` writes to the window's database (the embedded store; cluster mode once the window runs on
-   * PostgreSQL): then a broadcast's audit record is appended in its unit. false: it is appended in its own
-   * transaction right after the unit's commit. Default true.
-   */
-  auditInUnit?: boolean;
+  window: Pick<StateWindow, 'unit' | 'durable' | 'capture'>;
   /** How stream URLs' host names are resolved for the check (stream-url.ts); default the system resolver. */
   resolveHost?: ResolveHost;
 }
@@ -276,14 +270,12 @@ export class BroadcastService implements Component {
     const { spec } = await this.withStoredContent(v.value, c);
     // The broadcast, its commands and its audit record in one commit, on disk before the reply.
     let stored: Promise<Broadcast> | undefined;
-    let later: AuditInput | undefined;
     await this.unit(async (trx) => {
-      const p = this.startFor(spec, targets, {});
+      const p = this.d.window.capture(() => this.startFor(spec, targets, {}));
       stored = quiet(p.stored);
       const b = p.decided;
-      later = await this.auditUnit(trx, this.auditEntry(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content }));
+      await this.d.audit.record(this.auditEntry(c, 'broadcast.start', b.id, undefined, { ...summary(b), target: spec.target, content: spec.content }), trx);
     });
-    await this.auditLater(later);
     return stored!;
   }
 
@@ -296,14 +288,12 @@ export class BroadcastService implements Component {
     const outside = b.targets.find((t) => !c.inScope(t.area));
     if (outside) throw Errors.FORBIDDEN(`broadcast "${id}" also plays outside your areas (area "${outside.area}")`);
     let stopped: Promise<Broadcast> | undefined;
-    let later: AuditInput | undefined;
     await this.unit(async (trx) => {
       // Not held any more (a failed window evicted it): reading it here would wait for this very transaction.
       if (!ex.current(id)) throw Errors.NOT_READY(`broadcast "${id}" is being reloaded, try again`);
-      stopped = quiet(ex.stopBroadcast(id)); // decided at once (held): its writes join this unit
-      later = await this.auditUnit(trx, this.auditEntry(c, 'broadcast.stop', id, summary(b), summary(ex.current(id) ?? b)));
+      stopped = quiet(this.d.window.capture(() => ex.stopBroadcast(id))); // decided at once (held): its writes join this unit
+      await this.d.audit.record(this.auditEntry(c, 'broadcast.stop', id, summary(b), summary(ex.current(id) ?? b)), trx);
     });
-    await this.auditLater(later);
     return stopped!;
   }
 
@@ -327,7 +317,7 @@ export class BroadcastService implements Component {
     await this.unit(async (trx) => {
       // Started before (its row is there): nothing to do. Decided here rather than by the insert's conflict, which fails the window.
       if (await broadcastExists(trx, id)) return;
-      stored = quiet(this.startFor(s, targets, { id, scheduleId: s.id, plannedAt }).stored);
+      stored = quiet(this.d.window.capture(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt })).stored);
     });
     if (!stored) {
       this.log.warn({ scheduleId: s.id, broadcastId: id }, 'schedule occurrence already started');
@@ -410,26 +400,6 @@ export class BroadcastService implements Component {
       durationSec: (s) => contentDuration(this.d.media, s.content, s.durationSec),
     });
     if (clashes.length > 0) throw toClashError(clashes, (ms) => formatTime(ms, this.d.config.tz));
-  }
-
-  /**
-   * A broadcast change's audit record in its unit's transaction `trx` (both commit, or neither); returned instead
-   * when the audit log is on another database than the window's (`auditInUnit` false): for auditLater().
-   */
-  private async auditUnit(trx: Transaction<unknown>, e: AuditInput): Promise<AuditInput | undefined> {
-    if (this.d.auditInUnit === false) return e;
-    await this.d.audit.record(e, trx);
-    return undefined;
-  }
-
-  /** Appends what auditUnit() returned, in its own transaction, after the unit's commit; a failure is logged (the change stands). */
-  private async auditLater(e: AuditInput | undefined): Promise<void> {
-    if (!e) return;
-    try {
-      await this.d.audit.record(e);
-    } catch (err) {
-      this.log.error({ err, action: e.action, target: e.target }, 'audit record failed');
-    }
   }
 
   /** A schedule change's audit record in the change's own transaction `trx` (the schedules' Db): both commit, or neither. */

@@ -7,7 +7,6 @@
 import type { Config } from '../config/index.js';
 import type { Clock, Component, EventBus, Logger, Metrics } from '../core/index.js';
 import type { AuditRecorder } from '../audit/log.js';
-import type { StateDb } from '../storage/state/index.js';
 import type { Db } from '../storage/sql/index.js';
 import type { DeviceRegistry } from '../devices/index.js';
 import type { BrokerPort } from '../broker/index.js';
@@ -21,7 +20,6 @@ import type { UrgentOutbound } from '../core/urgent.js';
 
 export interface BroadcastWiringDeps {
   config: Readonly<Config>;
-  stateDb: StateDb;
   /** Schedules and their occurrence claims: the state store as a Db, or PostgreSQL in cluster mode. */
   stateSql: Db<unknown>;
   /** This node's name in occurrence claims. */
@@ -59,13 +57,6 @@ export interface BroadcastWiring {
   rpc: RpcService;
   executor: BroadcastExecutor;
   service: BroadcastService;
-  /**
-   * Runs synchronous state-store writes (the embedded store's own connection, `audit.recordSync`) as a
-   * synchronous unit of the state window (StateWindow.unitSync): the commands and broadcasts `fn` starts commit
-   * with them, in one transaction; resolves after that commit. The transitional path of the alerts until they
-   * write through `trx` (docs/design/state-window.md §5 step 4.3); nothing in src/broadcast uses it any more.
-   */
-  durable: <T>(fn: () => T) => Promise<T>;
   /** The state window RPC commands and broadcasts write through: units that start or stop broadcasts use it. */
   window: StateWindow;
   /** The database the window writes to (its readers read committed rows there). */
@@ -82,7 +73,6 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   // commit with their audit entries, and a command is owned by the node holding its device (rpc/ownership.ts).
   const rpcDb = d.stateSql;
   const window = new StateWindow({ db: rpcDb, logger: d.logger.child({ part: 'state-window' }), metrics: d.metrics });
-  const durable = <T>(fn: () => T): Promise<T> => window.unitSync(fn);
   const rpc = new RpcService({
     db: rpcDb, window, broker: d.broker, bus: d.bus, logger: d.logger.child({ part: 'rpc' }), metrics: d.metrics, clock: d.clock,
     paramsHooks: playHooks(() => executor), signer: d.signer, ...(d.urgent ? { urgent: d.urgent } : {}),
@@ -98,14 +88,12 @@ export function wireBroadcast(d: BroadcastWiringDeps): BroadcastWiring {
   });
   const service: BroadcastService = new BroadcastService({
     config: d.config, stateSql: d.stateSql, nodeId: d.nodeId, window,
-    // The audit log is on `stateSql`: the window's database unless cluster mode (PostgreSQL) and the window on the embedded store.
-    auditInUnit: d.stateSql.dialect === rpcDb.dialect,
     ...(d.scheduleResyncMs !== undefined ? { resyncMs: d.scheduleResyncMs } : {}), registry: d.registry, media: d.media, executor, audit: d.audit, mediaViewer: d.mediaViewer,
     logger: d.logger.child({ part: 'schedules' }), metrics: d.metrics, clock: d.clock,
   });
   const scheduler: Component = { name: 'scheduler', start: () => service.startScheduler(), stop: () => service.stopScheduler() };
   return {
-    components: [window, rpc, executor, service], scheduler, rpc, executor, service, durable, window, windowDb: rpcDb,
+    components: [window, rpc, executor, service], scheduler, rpc, executor, service, window, windowDb: rpcDb,
     // An answer matched by a read reports to the executor only then: its move may start a read of its own.
     settled: () => rpc.settled().then(() => executor.settled()),
   };

@@ -108,7 +108,7 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     let inUnit: Promise<boolean> | undefined;
     const bad = w.unit(async (trx) => {
       await put('from-unit')(trx);
-      inUnit = w.add(insert, { k: 'k4', v: 4 }); // the unit's own write: joins this window
+      inUnit = w.capture(() => w.add(insert, { k: 'k4', v: 4 })); // the unit's own write: joins this window
       throw new Error('unit failed');
     }, { keys: ['unit:key'] });
     await expect(first).rejects.toThrow('unit failed');
@@ -125,27 +125,30 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await committed()).toEqual(['k3']);
   });
 
-  it('what an async unit adds while it runs (intents, callbacks) commits in its window, after the units; a later timer of it does not', async () => {
+  it('what a unit adds inside capture() (intents, callbacks) commits in its window, after the units; outside it, in the next', async () => {
     const ran: string[] = [];
     let inner!: Promise<boolean>;
-    let fromTimer!: Promise<Promise<boolean>>;
+    let outside!: Promise<boolean>;
+    let windowOfUnit = 0;
+    let windowOfLate = 0;
     const u = w.unit(async (trx, after) => {
       await put('unit')(trx);
-      inner = w.add(insert, { k: 'late', v: 2 }); // written after the units, in this transaction
-      w.afterCommit(() => ran.push('unit afterCommit'));
-      after(() => ran.push('unit after'));
-      // Code the unit leaves behind (a timer) runs after its window: its writes go to a window of their own.
-      fromTimer = new Promise((resolve) => setTimeout(() => resolve(w.add(insert, { k: 'timer', v: 3 })), 30));
+      w.capture(() => {
+        inner = w.add(insert, { k: 'late', v: 2 }); // written after the units, in this transaction
+        w.afterCommit(() => { ran.push('unit afterCommit'); windowOfLate = w.stats.windows; });
+      });
+      after(() => { ran.push('unit after'); windowOfUnit = w.stats.windows; });
+      outside = w.add(insert, { k: 'next', v: 3 }); // not captured: the window gathered on top of this one
       return 5;
     });
     expect(await u).toBe(5);
     expect(await inner).toBe(true);
-    expect(await committed()).toEqual(['late', 'unit']);
-    expect(w.stats.windows).toBe(1);
+    expect([windowOfUnit, windowOfLate]).toEqual([1, 1]);
     expect(ran).toEqual(['unit after', 'unit afterCommit']);
-    expect(await (await fromTimer)).toBe(true);
+    expect(await outside).toBe(true);
     expect(w.stats.windows).toBe(2);
-    expect(await committed()).toEqual(['late', 'timer', 'unit']);
+    expect(await committed()).toEqual(['late', 'next', 'unit']);
+    expect(() => w.capture(() => 1)).toThrow(/outside a unit/);
   });
 
   it('a savepoint unit that fails drops what it added (rejected, evicted); the window commits the rest', async () => {
@@ -154,7 +157,7 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     let inner!: Promise<boolean>;
     const bad = w.unit(async (trx) => {
       await put('bad')(trx);
-      inner = w.add(insert, { k: 'late', v: 2 });
+      inner = w.capture(() => w.add(insert, { k: 'late', v: 2 }));
       throw new Error('refused');
     }, { savepoint: true });
     const ok = w.add(insert, { k: 'a', v: 1 });
@@ -219,61 +222,6 @@ describe.each(STATE_DIALECTS)('state window on %s', (dialect) => {
     expect(await good).toBe(2);
     expect(ran).toEqual(['good']);
     expect(await committed()).toEqual(['a', 'c']);
-  });
-
-  it.runIf(dialect === 'sqlite')('unitSync: synchronous writes and what they add to the window commit in one transaction, after the promise', async () => {
-    const db = h.state!.db;
-    const ran: string[] = [];
-    const other = w.add(insert, { k: 'a', v: 1 });
-    let inner!: Promise<boolean>;
-    const p = w.unitSync(() => {
-      db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('sync');
-      inner = w.add(insert, { k: 'late', v: 2 }); // joins THIS window (written after the units)
-      w.afterCommit(() => ran.push('after'));
-      return 7;
-    });
-    expect(await committed()).toEqual([]);
-    expect(await p).toBe(7);
-    expect(await inner).toBe(true);
-    expect(await other).toBe(true);
-    expect(ran).toEqual(['after']);
-    expect(await committed()).toEqual(['a', 'late', 'sync']);
-    expect(flushes).toBe(2); // the intents, then what the unit added
-  });
-
-  it.runIf(dialect === 'sqlite')('unitSync: a throwing unit stores nothing of its own, drops what it added (rejected, evicted); the window goes on', async () => {
-    const db = h.state!.db;
-    const evicted: string[] = [];
-    w.onEvict((keys) => evicted.push(...keys));
-    const ok = w.add(insert, { k: 'a', v: 1 });
-    let inner!: Promise<boolean>;
-    const ran: string[] = [];
-    const bad = w.unitSync(() => {
-      db.transaction(() => db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('sync'))();
-      inner = w.add(insert, { k: 'late', v: 2 });
-      w.afterCommit(() => ran.push('bad'));
-      throw new Error('refused');
-    });
-    const good = w.unitSync(() => { db.prepare('INSERT INTO win_t (k, v) VALUES (?, 1)').run('good'); return 1; });
-    await expect(bad).rejects.toThrow('refused');
-    await expect(inner).rejects.toThrow(/unit that made this write failed/);
-    expect(await ok).toBe(true);
-    expect(await good).toBe(1);
-    expect(ran).toEqual([]);
-    expect(evicted).toEqual(['win:late']);
-    expect(await committed()).toEqual(['a', 'good']);
-  });
-
-  it.runIf(dialect === 'sqlite')('unitSync: a failed window rejects the unit and what it added, evicting their keys', async () => {
-    const evicted: string[] = [];
-    w.onEvict((keys) => evicted.push(...keys));
-    let inner!: Promise<boolean>;
-    const p = w.unitSync(() => { inner = w.add(insert, { k: 'late', v: 2 }); return 1; });
-    failNext = new Error('disk full');
-    await expect(p).rejects.toThrow('disk full');
-    await expect(inner).rejects.toThrow('disk full');
-    expect(evicted).toEqual(['win:late']);
-    expect(await committed()).toEqual([]);
   });
 
   it('reports not ready after three failed windows in a row, ready again at the next commit', async () => {

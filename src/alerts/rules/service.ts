@@ -37,8 +37,6 @@ export interface AlertRulesDeps {
   timers?: Timers;
   /** CAP sender of the alerts (config alerts.sender). */
   sender: string;
-  /** See AlertRecordsDeps.auditWithUnits (default true). */
-  auditWithUnits?: boolean;
   /**
    * Cluster mode: other nodes change rules too; the engine re-reads them this often (0 or absent: never, the
    * embedded store has no other writer).
@@ -202,15 +200,9 @@ export class AlertRules implements Component {
     return w.durable(w.unit(fn, { savepoint: true }));
   }
 
-  /** In the unit's transaction (a failure fails the unit), or after its commit while the audit log is elsewhere. */
+  /** In the unit's transaction: a failure fails the unit (recorded and audited together, or neither). */
   private async audit(trx: Transaction<unknown>, e: AuditInput): Promise<void> {
-    if (this.d.auditWithUnits !== false) {
-      await this.d.audit.record(e, trx);
-      return;
-    }
-    this.d.window.afterCommit(() => {
-      this.d.audit.record(e).catch((err: unknown) => { this.log.error({ err, action: e.action }, 'audit record failed'); });
-    });
+    await this.d.audit.record(e, trx);
   }
 
   private entry(c: Caller, action: string, id: string, before: unknown, after: unknown): AuditInput {

@@ -17,9 +17,11 @@
  *    RETURNING`, guarded `UPDATE … RETURNING`) rather than raising errors: a failed statement aborts a
  *    PostgreSQL transaction. A unit that throws fails the WHOLE window, unless it runs with
  *    `savepoint: true` (then only its own writes are undone and only it rejects). What a unit adds to the
- *    window while it runs (intents, after-commit callbacks: e.g. the commands of a broadcast it starts; the
- *    unit's async context is tracked) joins ITS window and is written right after the units, so the unit's
+ *    window inside `capture(fn)` (intents, after-commit callbacks: e.g. the commands of a broadcast it starts,
+ *    decided synchronously from memory) joins ITS window and is written right after the units, so the unit's
  *    own writes and those commit together or not at all. A window whose units added writes is not retried.
+ *    (Explicit rather than tracked through the async context: AsyncLocalStorage makes every promise of the
+ *    process about twice as slow on Node 20, ingest included.)
  *  - after-commit callbacks (`afterCommit`, or the `after` argument of a unit): PUBACK releases,
  *    publishes, bus events; run after COMMIT, in the order registered; dropped when the window fails.
  *
@@ -39,7 +41,6 @@
  * macrotask's microtasks and no other task (a socket read, a timer, a request) ever runs while the
  * transaction is open; readers on the same connection only ever see committed data.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql, type KyselyPlugin, type Transaction } from 'kysely';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
@@ -90,12 +91,10 @@ interface KindEntry { kind: WindowKind<unknown, unknown>; items: unknown[]; sett
 interface UnitEntry {
   fn: (trx: Transaction<unknown>, after: After) => Promise<unknown>;
   savepoint: boolean; settler: Settler; after: Array<() => void>;
-  /** A synchronous unit (unitSync): what it adds to the window while it runs is written after the units. */
-  sync?: () => unknown;
 }
 
-/** What a synchronous unit added while it ran (intents, after-commit callbacks, keys). */
-interface Capture { kinds: Map<WindowKind<unknown, unknown>, KindEntry>; after: Array<() => void>; keys: Set<string>; closed?: boolean }
+/** What a unit added while it ran, through `capture` (intents, after-commit callbacks, keys). */
+interface Capture { kinds: Map<WindowKind<unknown, unknown>, KindEntry>; after: Array<() => void>; keys: Set<string> }
 
 interface Batch {
   readonly id: number;
@@ -106,7 +105,7 @@ interface Batch {
   /** `settled()` callers: settle with the window. */
   readonly waiters: Settler[];
   due: boolean;
-  /** What the synchronous units added in the current attempt (written after the units; rejected with the window). */
+  /** What the units added in the current attempt (written after the units; rejected with the window). */
   late: Capture | null;
   /** Cancels the pending timer or setImmediate of this batch. */
   timer: (() => void) | null;
@@ -127,10 +126,10 @@ export class StateWindow implements Component {
   private readonly evictors: Array<(keys: readonly string[]) => void> = [];
   private readonly windowMs: number;
   private readonly drained: Array<() => void> = [];
-  /** Set while a synchronous unit runs: its adds, posts and after-commit callbacks go here. */
-  private capture: Capture | null = null;
-  /** The capture of the async unit running in this async context (its adds join its window, see `unit`). */
-  private readonly unitScope = new AsyncLocalStorage<Capture>();
+  /** Set inside `capture`: adds, posts and after-commit callbacks go here. */
+  private capturing: Capture | null = null;
+  /** What the unit being run by the flush in flight added so far (`capture` routes writes there). */
+  private unitCap: Capture | null = null;
   /** Statements of the committed windows (BEGIN and COMMIT included), windows committed, windows failed. */
   readonly stats = { statements: 0, windows: 0, failed: 0 };
   private readonly mStatements;
@@ -188,10 +187,9 @@ export class StateWindow implements Component {
     this.enqueue(kind, item).settlers.push(null);
   }
 
-  /** Where a write goes: the running unit's capture (sync or async), else the open window. */
+  /** Where a write goes: the running unit's capture (inside `capture`), else the open window. */
   private target(): Capture | Batch {
-    const scoped = this.unitScope.getStore();
-    return this.capture ?? (scoped && !scoped.closed ? scoped : null) ?? this.batch();
+    return this.capturing ?? this.batch();
   }
 
   private enqueue<I>(kind: WindowKind<I, unknown>, item: I): KindEntry {
@@ -208,7 +206,7 @@ export class StateWindow implements Component {
 
   unit<T>(fn: (trx: Transaction<unknown>, after: After) => Promise<T>, o: UnitOptions = {}): Promise<T> {
     if (!this.running) return Promise.reject(new Error('the state window is stopped'));
-    if (this.capture || this.inUnit()) return Promise.reject(new Error('state window: a unit cannot be added by a unit (write through its trx)'));
+    if (this.capturing) return Promise.reject(new Error('state window: a unit cannot be added by a unit (write through its trx)'));
     const b = this.batch();
     for (const k of o.keys ?? []) b.keys.add(k);
     return new Promise<T>((resolve, reject) => {
@@ -217,36 +215,23 @@ export class StateWindow implements Component {
   }
 
   /**
-   * Transitional, embedded store only (code still writing through the StateDb's own better-sqlite3 connection, with
-   * `audit.recordSync`): runs `fn` synchronously inside this window's transaction, with the savepoint semantics of
-   * `unit(…, {savepoint: true})`. Whatever `fn` adds to the window while it runs (RPC commands, a broadcast and its
-   * targets, after-commit callbacks) joins THIS window and is written right after the units, so `fn`'s own writes
-   * and those commit together or not at all. When `fn` throws, its writes are undone (its better-sqlite3
-   * transaction), what it added is dropped, their callers rejected and their keys evicted; the window goes on.
-   * Makes the window due (an API reply waits for it). Refused on PostgreSQL (a retried transaction would run `fn`
-   * twice): there, units await `trx`.
+   * Inside a running unit: runs `fn` synchronously, and what it adds to the window (intents, posts, after-commit
+   * callbacks: e.g. `executor.begin`, which decides from memory at once) joins the unit's window, written right
+   * after the units: the unit's own writes and those commit together or not at all. When the unit throws (a
+   * savepoint unit), what it added is dropped: rejected, its callbacks not run, its keys evicted. Throws when no
+   * unit runs (a caller outside a unit has no transaction to join).
    */
-  unitSync<T>(fn: () => T, o: { keys?: readonly string[] } = {}): Promise<T> {
-    if (this.o.db.dialect !== 'sqlite') return Promise.reject(new Error('state window: synchronous units need the embedded store'));
-    if (this.capture || this.inUnit()) { // nested (a unit calling code that makes one): part of the outer one
-      try { return Promise.resolve(fn()); } catch (err) { return Promise.reject(err); }
-    }
-    if (!this.running) return Promise.reject(new Error('the state window is stopped'));
-    const p = this.unit<T>(() => Promise.reject(new Error('state window: a synchronous unit ran as an async one')), { ...o, savepoint: true });
-    const b = this.open!;
-    b.units[b.units.length - 1]!.sync = fn;
-    this.due(b);
-    return p;
+  capture<T>(fn: () => T): T {
+    if (!this.unitCap) throw new Error('state window: capture() outside a unit');
+    const outer = this.capturing;
+    this.capturing = this.unitCap;
+    try { return fn(); } finally { this.capturing = outer; }
   }
 
   /** `f` runs after the open window (the one the caller's writes so far went to) commits; never if it fails. */
   afterCommit(f: () => void): void { this.target().after.push(f); }
 
-  /** True while an async unit of a flush runs in this async context. */
-  private inUnit(): boolean {
-    const s = this.unitScope.getStore();
-    return s !== undefined && !s.closed;
-  }
+
 
   /**
    * Resolves once everything written so far (the open window, else the one in flight) is committed; rejects when it
@@ -339,32 +324,16 @@ export class StateWindow implements Component {
       for (const u of b.units) {
         u.after.length = 0; // a retried transaction runs the unit again
         const after: After = (f) => { u.after.push(f); };
-        if (u.sync) {
-          const cap: Capture = { kinds: new Map(), after: [], keys: new Set() };
-          const name = sql.raw(`keng_unit_${++sp}`);
-          await sql`SAVEPOINT ${name}`.execute(trx);
-          this.capture = cap;
-          let r: { ok: true; v: unknown } | { ok: false; err: unknown };
-          try { r = { ok: true, v: u.sync() }; } catch (err) { r = { ok: false, err }; } finally { this.capture = null; }
-          if (r.ok) {
-            await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
-            merge(late, cap);
-          } else {
-            await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);
-            await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
-            dropped.push(cap);
-          }
-          units.push(r);
-          continue;
-        }
-        // What the unit adds to the window while it runs (intents, after-commit callbacks) joins this window.
+        // What the unit adds inside `capture` (intents, after-commit callbacks) joins this window.
         const cap: Capture = { kinds: new Map(), after: [], keys: new Set() };
-        const run = (): Promise<unknown> => this.unitScope.run(cap, () => u.fn(trx, after));
+        const run = async (): Promise<unknown> => {
+          this.unitCap = cap;
+          try { return await u.fn(trx, after); } finally { this.unitCap = null; }
+        };
         if (!u.savepoint) {
           try {
             units.push({ ok: true, v: await run() });
           } finally {
-            cap.closed = true;
             merge(late, cap); // on failure the window fails: `failed` rejects and evicts what it added
           }
           continue;
@@ -373,12 +342,10 @@ export class StateWindow implements Component {
         await sql`SAVEPOINT ${name}`.execute(trx);
         try {
           const v = await run();
-          cap.closed = true;
           await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
           units.push({ ok: true, v });
           merge(late, cap);
         } catch (err) {
-          cap.closed = true;
           await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);
           await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
           u.after.length = 0;
@@ -420,7 +387,7 @@ export class StateWindow implements Component {
     });
   }
 
-  /** What a failed synchronous unit added: rejected, its callbacks dropped, its keys evicted (the window committed). */
+  /** What a failed savepoint unit added: rejected, its callbacks dropped, its keys evicted (the window committed). */
   private drop(c: Capture, err: unknown): void {
     if (c.keys.size > 0) this.evict([...c.keys]);
     const why = new Error('state window: the unit that made this write failed', { cause: err });

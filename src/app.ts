@@ -181,7 +181,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   // An emergency alert's commands go out before the speakers' answers to them are handled (core/urgent.ts).
   const urgent = new UrgentOutbound();
   const ingest = new IngestService({ config, registry, store, broker, bus, logger: log('ingest'), metrics, clock, sharedAttributes, firmware, gateways, urgent,
-    // Answers and events are acknowledged once the broadcast path's group commit holding their writes is on disk.
+    // Answers and events are acknowledged once the state window holding their writes has committed.
     stateDurable: () => broadcast.settled() });
 
   // ffprobe, ffmpeg and espeak-ng's Vietnamese voice: logged at start and shown in /readyz (never fatal).

@@ -55,10 +55,11 @@ export interface AuditRecorder {
    */
   record(entry: AuditInput, trx?: Transaction<unknown>): Promise<AuditEntry>;
   /**
-   * For code still writing the embedded store synchronously (inside its own better-sqlite3 transaction, where
+   * For code writing the embedded store synchronously (inside its own better-sqlite3 transaction, where
    * nothing can be awaited): appended at once on that connection, as a savepoint of the caller's transaction.
    * In cluster mode there is no synchronous path to PostgreSQL: the entry is queued and appended right after,
-   * in order (docs/cluster.md lists the modules still on this path).
+   * in order. No server module calls it any more (broadcasts, alerts and rules append with `record(e, trx)`
+   * in their own transaction); an entry recorded here does not commit with its change.
    */
   recordSync(entry: AuditInput): void;
 }

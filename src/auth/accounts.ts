@@ -19,7 +19,7 @@ import { AUTH_CACHE_CLUSTER_MS } from './principal-cache.js';
 import { Users, type AreaLookup } from './users.js';
 
 export interface AccountsOptions {
-  /** The embedded store's connection: only for the audit log's recordSync() (code not yet on the port); unused in cluster mode. */
+  /** The embedded store's connection: only for the audit log's recordSync(), which no server module calls any more; unused in cluster mode. */
   state?: { readonly db: Database.Database };
   /** The state store as a Db: state.db, or PostgreSQL in cluster mode (users, sessions, tokens, guard and audit log on it). */
   db: Db<unknown>;

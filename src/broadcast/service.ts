@@ -23,9 +23,8 @@
  * rows, commands and log lines join the unit's window) and its audit record
  * (`audit.record(e, trx)`) commit in one transaction, or nothing does and
  * nothing is published. Each unit runs with a savepoint, so its failure fails
- * only its own request, not the other writes of the window. Cluster mode while
- * the window still runs on the embedded store (wire.ts): the audit log is on
- * PostgreSQL, and the record is appended right after the unit's commit.
+ * only its own request, not the other writes of the window. In cluster mode the
+ * window and the audit log are both on PostgreSQL: the same one transaction.
  */
 import type { Transaction } from 'kysely';
 import type { Histogram } from 'prom-client';
@@ -302,7 +301,7 @@ export class BroadcastService implements Component {
   /**
    * Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). The claim is
    * committed before (scheduler.ts), in its own transaction: on the schedules' database, which is the
-   * window's one too once cluster mode runs the window on PostgreSQL (never nested in this unit).
+   * window's one too (state.db, or PostgreSQL in cluster mode), never nested in this unit.
    */
   private async onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): Promise<string | undefined> {
     if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);

@@ -42,7 +42,7 @@ export interface BroadcastWiringDeps {
   signer: CommandSigner;
   /** Where an emergency's commands register as urgent (core/urgent.ts): device answers wait for them. */
   urgent?: Pick<UrgentOutbound, 'hold'>;
-  /** Cluster mode: RPC commands owned by the node holding their device's session (used once the window is on PostgreSQL). */
+  /** Cluster mode: RPC commands owned by the node holding their device's session (the window is on PostgreSQL then). */
   rpcOwnership?: RpcOwnership;
 }
 

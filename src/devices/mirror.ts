@@ -1,10 +1,9 @@
 /**
  * Cluster mode: a copy of the registry's areas and devices in the node's own state.db.
  *
- * The registry's rows live in PostgreSQL, but tables still kept in SQLite per node (pending RPC
- * commands, RPC ids, alert rules) reference `devices` and `areas` by foreign key. The registry
- * writes what its cache holds into those SQLite tables, so those references keep working and a
- * device deleted on any node takes its local rows with it (ON DELETE CASCADE), as on one node.
+ * The registry's rows live in PostgreSQL. The copy was made for the tables kept in SQLite per node
+ * (pending RPC commands, RPC ids, alert rules), which reference `devices` and `areas` by foreign key;
+ * those tables are in PostgreSQL too now, so nothing in cluster mode reads the copy any more.
  * The copy is written from the cache (after this node's changes and after each reload), in one
  * SQLite transaction per batch; it is never read by the registry. It never deletes a device it has
  * not seen deleted (a node switched to cluster mode keeps what its state.db held).

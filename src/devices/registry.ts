@@ -108,7 +108,7 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const verifier = opts.verifier ?? new CredentialVerifier();
     const sync = (): void => this.sync();
     const write = <T>(fn: (trx: Trx) => Promise<T>): Promise<T> => this.write(fn);
-    // Cluster mode: the node's state.db keeps a copy for the tables still there that reference devices and areas.
+    // Cluster mode: the node's state.db keeps a copy of areas and devices (mirror.ts: no longer read by anything).
     const state = opts.db;
     const mirror = this.mirror = this.db.dialect === 'postgres' && state ? new SqliteMirror(() => state.db, logger) : undefined;
     const refresh = (): Promise<void> => this.refresh();

@@ -4,8 +4,8 @@
  * rollouts, assignments and device states.
  *
  * Unlike the embedded store, firmware_assignments and firmware_device_state have
- * no foreign key to devices: the devices are not in PostgreSQL yet (each node
- * keeps its registry in its own state.db). The service deletes a deleted
+ * no foreign key to devices: this scope is migrated before the registry's
+ * ('devices', src/migrations.ts). The service deletes a deleted
  * device's rows itself (service.ts), where SQLite's ON DELETE CASCADE does it.
  */
 import type { SqlMigration } from '../storage/sql/index.js';

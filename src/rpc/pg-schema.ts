@@ -4,11 +4,11 @@
  *  - `seq`: creation order (SQLite uses its rowid) for a device's commands in the order they were made;
  *  - `owner_node`, `owner_inc`, `handed`: which node publishes, re-sends and expires a command (the
  *    node holding the device's session; `handed` false while the owner has not picked up a command
- *    another node created). The defaults describe one node; the owner loops that set them come with
- *    cluster ownership;
+ *    another node created). The defaults describe one node; in cluster mode ownership.ts sets them;
  *  - the open-commands index only over `queued`/`sent` rows (the sweep), a pickup index.
- * No foreign key to devices: the registry is not in PostgreSQL yet (each node keeps its own); the
- * embedded store's ON DELETE CASCADE is the service's job here.
+ * No foreign key to devices: this scope is migrated before the registry's ('devices', src/migrations.ts).
+ * So unlike the embedded store's ON DELETE CASCADE, a deleted device's rows stay here; the service only
+ * forgets them in memory.
  */
 import type { SqlMigration } from '../storage/sql/index.js';
 

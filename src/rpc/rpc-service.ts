@@ -186,7 +186,7 @@ export class RpcService implements Component {
       bus.on('attributes', (e) => this.warmup.signal(e.deviceId)),
       bus.on('telemetry', (e) => this.warmup.signal(e.deviceId)),
       bus.on('device.event', (e) => this.warmup.signal(e.deviceId)),
-      // The registry deletes a device's rows with it (foreign key cascade): forget them here too.
+      // A deleted device's rows go with it on the embedded store (foreign key cascade) and stay on PostgreSQL: forget them here either way.
       bus.on('device.changed', (e) => { if (e.change === 'deleted') { this.open.dropDevice(e.deviceId); this.tbLast.delete(e.deviceId); } }),
     ];
     this.o.window.onEvict((keys) => this.evicted(keys));

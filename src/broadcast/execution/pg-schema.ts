@@ -8,7 +8,8 @@
  *  - `owner_node`, `owner_inc` on targets: the node that runs a target's timers (report deadlines,
  *    stream stops); defaults for one node until the owner loops of cluster mode set them;
  *  - an index of the open targets per owner (adoption of a dead node's targets).
- * No foreign key to devices (not in PostgreSQL yet); the log must survive a device's deletion anyway.
+ * No foreign key to devices: this scope is migrated before the registry's ('devices', src/migrations.ts),
+ * and the log must survive a device's deletion anyway.
  */
 import type { SqlMigration } from '../../storage/sql/index.js';
 import { TARGET_STATES } from './types.js';

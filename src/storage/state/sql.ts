@@ -17,8 +17,7 @@
  *
  * Write transactions are begun here, not by Kysely: BEGIN IMMEDIATE (as
  * everywhere in Keng), or a SAVEPOINT when the connection is already inside a
- * transaction (a synchronous unit of the state window runs better-sqlite3
- * code inside the window's; better-sqlite3's own `db.transaction()` nests the same way).
+ * transaction (as better-sqlite3's own `db.transaction()` nests).
  * Inside `write(fn)` use only `trx`: the transaction holds the connection, so a
  * query on `db.kysely` from within would wait for it forever. Outside, plain
  * statements on `db.kysely` wait for an open transaction to end.

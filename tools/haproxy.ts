@@ -171,6 +171,8 @@ export interface StartHaproxyOptions {
   check?: HaproxyCheck;
   clientTimeoutMs?: number;
   maxconn?: number;
+  /** The HTTP frontend's port, when it must be known before (e.g. the nodes' media.publicBaseUrl); default a free one. */
+  httpPort?: number;
 }
 
 export async function startHaproxy(o: StartHaproxyOptions): Promise<Haproxy> {
@@ -179,7 +181,7 @@ export async function startHaproxy(o: StartHaproxyOptions): Promise<Haproxy> {
   const configFile = path.join(dir, 'haproxy.cfg');
   const statsSocket = path.join(dir, 'admin.sock');
   const mqttPort = await freePort();
-  const httpPort = o.httpBackends?.length ? await freePort() : 0;
+  const httpPort = o.httpBackends?.length ? o.httpPort ?? await freePort() : 0;
   let current = { mqtt: o.mqttBackends, http: o.httpBackends };
   const write = (): void => writeFileSync(configFile, haproxyConfig({
     mqttBackends: current.mqtt, httpBackends: current.http, sendProxy: o.sendProxy, healthPath: o.healthPath, check: o.check,

@@ -171,11 +171,15 @@ export class Cluster {
     return n;
   }
 
-  /** HAProxy (send-proxy-v2, /readyz every 200 ms) over the nodes started so far; resolves when all are UP. */
-  async haproxy(): Promise<Haproxy> {
+  /**
+   * HAProxy (send-proxy-v2, /readyz every 200 ms) over the nodes started so far; resolves when all are UP.
+   * `httpPort`: also balance the nodes' HTTP on that port (e.g. the media links speakers download).
+   */
+  async haproxy(o: { httpPort?: number } = {}): Promise<Haproxy> {
     const list = [...this.nodes.values()];
     const hp = await startHaproxy({
       mqttBackends: list.map((n) => ({ host: '127.0.0.1', port: n.mqttPort, checkPort: n.httpPort, name: n.name })), sendProxy: 'v2',
+      ...(o.httpPort !== undefined ? { httpPort: o.httpPort, httpBackends: list.map((n) => ({ host: '127.0.0.1', port: n.httpPort, name: n.name })) } : {}),
     });
     this.proxies.push(hp);
     for (const n of list) await hp.waitForServer(n.name, 'UP', 30_000);

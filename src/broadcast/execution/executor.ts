@@ -112,6 +112,15 @@ export class BroadcastExecutor implements Component {
     });
     this.events = new TargetEvents({
       withHeld, logger: opts.logger, metrics: opts.metrics, move, onPlaying: (b, d) => this.streamStops.onPlaying(b, d),
+      // Other nodes move targets too on a shared database: what memory refuses is checked against the rows once.
+      ...(opts.db.dialect === 'postgres' ? {
+        reread: (id: string, fn: (h: HeldBroadcast | undefined) => void) => this.held.reread(id, fn),
+        delivered: (requestId: string, fn: (yes: boolean) => void) => {
+          this.held.track(opts.rpc.get(requestId).then((r) => fn(r?.state === 'sent' || r?.state === 'answered'), (err: unknown) => {
+            opts.logger.error({ err }, 'command could not be read');
+          }));
+        },
+      } : {}),
     });
     this.reports = new ReportDeadlines({
       withHeld, running, clock: this.clock, logger: opts.logger, graceMs: opts.reportGraceMs ?? 60_000, move,

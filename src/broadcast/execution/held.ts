@@ -67,6 +67,22 @@ export class HeldBroadcasts {
     void chained.finally(() => this.lookups.delete(chained));
   }
 
+  /**
+   * Forgets what memory holds of the broadcast and runs `fn` with it as the database has it now (after the reads
+   * and callers already queued for it): for an event memory refused while other nodes move the same targets.
+   */
+  reread(broadcastId: string, fn: (h: HeldBroadcast | undefined) => void): void {
+    if (!this.reads.has(broadcastId)) {
+      this.map.delete(broadcastId);
+      this.withHeld(broadcastId, fn);
+      return;
+    }
+    this.withHeld(broadcastId, () => { // after what is queued: then a read of its own
+      this.map.delete(broadcastId);
+      this.withHeld(broadcastId, fn);
+    });
+  }
+
   /** Reads a broadcast and its targets into memory (memory wins if it got it meanwhile). */
   async load(broadcastId: string): Promise<HeldBroadcast | undefined> {
     const repo = this.o.repo();
@@ -79,6 +95,12 @@ export class HeldBroadcasts {
     this.map.set(broadcastId, h);
     this.trim();
     return h;
+  }
+
+  /** Counts `p` as a read: idle() (an answer's PUBACK) waits for it too. */
+  track(p: Promise<unknown>): void {
+    this.lookups.add(p);
+    void p.finally(() => this.lookups.delete(p));
   }
 
   /** Resolves when the reads started so far have ended (each one's `fn` ran). */

@@ -32,6 +32,17 @@ export interface TargetEventsDeps {
   move: (broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string; deviceAt?: number }) => boolean;
   /** A speaker reported a broadcast playing (stream stops are armed from it). */
   onPlaying: (broadcastId: string, deviceId: string) => void;
+  /**
+   * Cluster mode: runs `fn` with the broadcast as the database has it now. Memory may be behind there (another
+   * node moved the target: the speaker answered there, then reconnected here), so an event memory would ignore or
+   * refuse is judged once more against the rows. Absent on the embedded store, where memory is authoritative.
+   */
+  reread?: (broadcastId: string, fn: (h: HeldBroadcast | undefined) => void) => void;
+  /**
+   * Cluster mode: whether a command was published (its row `sent` or `answered`). A node may die after storing
+   * that, before the target's `sent`: the speaker's answers and reports, sent again here, prove the delivery.
+   */
+  delivered?: (requestId: string, fn: (yes: boolean) => void) => void;
 }
 
 export class TargetEvents {
@@ -58,10 +69,11 @@ export class TargetEvents {
     if (e.request.method !== PLAY_METHOD) return;
     const ref = refOf(e.request);
     if (!ref) return;
+    const o = { source: 'rpc' as const, ...(e.resend ? { detail: 'sent after reconnect' } : {}) };
     this.d.withHeld(ref.broadcastId, (h) => {
       const t = h?.targets.get(ref.deviceId);
       if (!t || (t.state !== 'pending' && t.state !== 'offline')) return;
-      this.d.move(ref.broadcastId, ref.deviceId, 'sent', { source: 'rpc', ...(e.resend ? { detail: 'sent after reconnect' } : {}) });
+      this.moveOrReread(ref.broadcastId, ref.deviceId, 'sent', o);
     });
   }
 
@@ -82,7 +94,9 @@ export class TargetEvents {
   }
 
   private onRpcResponse(e: RpcEvents['response']): void {
-    if (e.duplicate) return;
+    // A repeated answer changes nothing here, except in cluster mode: the node that stored the first one may have
+    // died before the target's move committed (the device got no PUBACK and answered again, here).
+    if (e.duplicate && !this.d.reread) return;
     if (e.request.method === PREFETCH_METHOD) {
       // Nothing waits for it (the play downloads what the prefetch could not); staff see why in the log.
       if (e.status === 'error') this.d.logger.warn({ deviceId: e.request.deviceId, detail: e.detail }, 'speaker could not prefetch media');
@@ -92,7 +106,7 @@ export class TargetEvents {
     if (!ref) return;
     if (e.request.method === PLAY_METHOD) {
       const to = PLAY_RESPONSE_TO_STATE[e.status];
-      if (to) this.d.withHeld(ref.broadcastId, () => { this.d.move(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) }); });
+      if (to) this.d.withHeld(ref.broadcastId, () => { this.moveOrReread(ref.broadcastId, ref.deviceId, to, { source: 'rpc', ...(e.detail !== undefined ? { detail: e.detail } : {}) }, true); });
     } else if (e.request.method === STOP_METHOD) {
       this.d.withHeld(ref.broadcastId, (h) => {
         const t = h?.targets.get(ref.deviceId);
@@ -111,18 +125,46 @@ export class TargetEvents {
     const broadcastId = p.broadcastId;
     const deviceAt = typeof p.at === 'number' && Number.isFinite(p.at) ? p.at : undefined;
     const detail = typeof p.detail === 'string' ? p.detail : undefined;
-    this.d.withHeld(broadcastId, (h) => {
+    const o = { source: 'event' as const, ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}) };
+    const judge = (h: HeldBroadcast | undefined, last: boolean): void => {
       const t = h?.targets.get(e.deviceId);
-      if (!t) {
-        this.refuse(e.deviceId, broadcastId, h ? 'not_target' : 'unknown_broadcast');
+      const refusal: Refusal | null = !t ? (h ? 'not_target' : 'unknown_broadcast') : t.state === 'pending' || t.state === 'offline' ? 'never_sent' : null;
+      if (refusal) {
+        if (!last && this.d.reread) this.d.reread(broadcastId, (fresh) => judge(fresh, true));
+        else if (refusal === 'never_sent' && t?.play_request_id && this.d.delivered) {
+          this.d.delivered(t.play_request_id, (yes) => {
+            if (!yes) { this.refuse(e.deviceId, broadcastId, refusal); return; }
+            this.catchUpSent(h, e.deviceId);
+            if (this.d.move(broadcastId, e.deviceId, to, o) && to === 'playing') this.d.onPlaying(broadcastId, e.deviceId);
+          });
+        } else this.refuse(e.deviceId, broadcastId, refusal);
         return;
       }
-      if (t.state === 'pending' || t.state === 'offline') { this.refuse(e.deviceId, broadcastId, 'never_sent'); return; }
-      const moved = this.d.move(broadcastId, e.deviceId, to, {
-        source: 'event', ...(deviceAt !== undefined ? { deviceAt } : {}), ...(detail !== undefined ? { detail } : {}),
-      });
+      const moved = this.d.move(broadcastId, e.deviceId, to, o);
       if (moved && to === 'playing') this.d.onPlaying(broadcastId, e.deviceId);
+      else if (!moved && !last && this.d.reread) {
+        this.d.reread(broadcastId, () => { if (this.d.move(broadcastId, e.deviceId, to, o) && to === 'playing') this.d.onPlaying(broadcastId, e.deviceId); });
+      }
+    };
+    this.d.withHeld(broadcastId, (h) => judge(h, false));
+  }
+
+  /** The move; in cluster mode, when memory ignores it (perhaps behind the rows), once more after a read. */
+  private moveOrReread(broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string }, answered = false): void {
+    if (this.d.move(broadcastId, deviceId, to, o) || !this.d.reread) return;
+    this.d.reread(broadcastId, (h) => {
+      // The speaker answered its play command: it was sent, also when the node that sent it died before saying so.
+      if (answered) this.catchUpSent(h, deviceId);
+      this.d.move(broadcastId, deviceId, to, o);
     });
+  }
+
+  /** A target still pending/offline whose command the speaker demonstrably got: `sent` first. */
+  private catchUpSent(h: HeldBroadcast | undefined, deviceId: string): void {
+    const t = h?.targets.get(deviceId);
+    if (h && t && (t.state === 'pending' || t.state === 'offline')) {
+      this.d.move(h.row.id, deviceId, 'sent', { source: 'rpc', detail: 'sent by a node that stopped before recording it' });
+    }
   }
 
   private refuse(deviceId: string, broadcastId: string, reason: Refusal): void {

@@ -15,8 +15,10 @@ import { createHash } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 
-/** Download attempts on network errors. */
+/** Download attempts on network errors and transient HTTP answers. */
 const FETCH_ATTEMPTS = 4;
+/** A balancer's answers when the node behind it went away: another node serves the same link. */
+const TRANSIENT_STATUS = new Set([502, 503, 504]);
 
 export interface FetchResult { ok: true; bytes: number; fromCache: boolean }
 export interface FetchFailure { ok: false; detail: string }
@@ -43,16 +45,22 @@ export class MediaCache {
 
   private async download(url: string, sha256: string): Promise<FetchResult | FetchFailure> {
     this.downloads++;
-    // Like real firmware: a network failure (e.g. a whole village fetching at once) is retried a few
-    // times with jittered back-off; an HTTP refusal or a wrong checksum is not.
+    // Like real firmware (firmware-protocols §12.1 advice): a network failure (e.g. a whole village fetching at
+    // once) or a balancer's 502/503/504 (the node behind it went away) is retried a few times with jittered
+    // back-off; an HTTP refusal (403, 404) or a wrong checksum is not.
     let res: { status: number; body: Buffer } | undefined;
     for (let attempt = 1; !res; attempt++) {
+      let failure: string;
       try {
         res = await get(url, this.timeoutMs, true);
+        if (!TRANSIENT_STATUS.has(res.status)) break;
+        failure = `HTTP ${res.status}`;
+        res = undefined;
       } catch (err) {
-        if (attempt >= FETCH_ATTEMPTS) return { ok: false, detail: `download failed: ${(err as Error).message}` };
-        await new Promise((r) => setTimeout(r, attempt * (250 + Math.random() * 750)));
+        failure = (err as Error).message;
       }
+      if (attempt >= FETCH_ATTEMPTS) return { ok: false, detail: `download failed: ${failure}` };
+      await new Promise((r) => setTimeout(r, attempt * (250 + Math.random() * 750)));
     }
     if (res.status !== 200) return { ok: false, detail: `download failed: HTTP ${res.status}` };
     const got = createHash('sha256').update(res.body).digest('hex');

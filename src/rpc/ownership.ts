@@ -211,6 +211,31 @@ export class CommandOwnership {
   }
 
   /**
+   * The commands memory holds queued (never sent), also of connected devices: forgets those another node finished
+   * (cancelled: a broadcast stopped there, which then hints this node) or owns now. Run on a hint; the next move to
+   * `sent` of such a command would miss anyway and not be published (rpc-service.ts), this only frees memory early.
+   */
+  recheckQueued(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    const ids: string[] = [];
+    for (const r of this.d.open.all()) {
+      if (ids.length >= CHECK_LIMIT) break;
+      if (r.state === 'queued' && !this.claimingSet.has(r.deviceId)) ids.push(r.id);
+    }
+    if (ids.length === 0) return Promise.resolve();
+    const p = this.d.window.unit(async (trx, after) => {
+      const gone = await notMine(trx, this.me, ids);
+      after(() => {
+        for (const id of gone) {
+          const r = this.d.open.get(id);
+          if (r?.state === 'queued' && !this.claimingSet.has(r.deviceId)) this.d.open.remove(id);
+        }
+      });
+    }, UNIT);
+    return this.track(p).then(() => undefined, (err: unknown) => { this.d.logger.debug({ err }, 'rpc queued-commands check failed'); });
+  }
+
+  /**
    * What memory holds for devices not connected here and not being claimed: forgets what another node owns now (it
    * claimed the device) or finished. The session holder alone keeps a device's commands.
    */

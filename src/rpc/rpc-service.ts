@@ -227,6 +227,29 @@ export class RpcService implements Component {
    */
   nudge(): void {
     void this.own?.pickup();
+    // The hint may also say a command held here was cancelled from another node (a broadcast stopped there): forget it now.
+    void this.own?.recheckQueued();
+  }
+
+  /** Cluster mode: tells node `owner` (best effort, the live bus) to look at the commands it holds (see nudge()). */
+  hintOwner(owner: string): void {
+    if (this.own && owner !== this.own.nodeId) this.o.ownership?.nudge?.(owner);
+  }
+
+  /** Cluster mode: this node's id (the owner of the commands it holds); undefined on one node (embedded store, no ownership). */
+  get nodeId(): string | undefined {
+    return this.own?.nodeId;
+  }
+
+  /**
+   * Cluster mode: forgets a command this node holds queued (never sent) because it is being withdrawn in the database by
+   * a statement of the caller's (a broadcast stop, which decides from the row, not from memory). Memory only: the caller's
+   * write goes into the same state window; a failed window reloads the device's commands. false when not held so.
+   */
+  forgetQueued(requestId: string): boolean {
+    if (!this.isQueued(requestId)) return false;
+    this.finish({ ...this.open.get(requestId)!, state: 'cancelled', answeredAt: this.clock.now() });
+    return true;
   }
 
   /** Shorthand for on('response'). */
@@ -450,9 +473,22 @@ export class RpcService implements Component {
     this.open.put(sent);
     this.post({ id: r.id, deviceId: r.deviceId, from: r0.state, to: 'sent', at: now, ...(tbId !== undefined ? { tbId } : {}) });
     this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
-    this.o.window.afterCommit(() => { void this.chainPublish(r.deviceId, r.id, topicId, payload); });
+    const store = this.store!;
+    this.o.window.afterCommit(() => {
+      // Cluster mode: the move to `sent` missed (another node cancelled or finished the command meanwhile, e.g. a
+      // broadcast stopped there): it must not go out; memory forgets it.
+      if (this.own && store.sendMissed(r.id)) { this.dropMissed(r.id); return; }
+      void this.chainPublish(r.deviceId, r.id, topicId, payload);
+    });
     this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
     return true;
+  }
+
+  /** Cluster mode: a command whose move to `sent` missed in the database is no longer this node's to publish. */
+  private dropMissed(id: string): void {
+    const r = this.open.get(id);
+    if (r?.state === 'sent') this.open.remove(id);
+    this.o.logger.debug({ requestId: id, deviceId: r?.deviceId }, 'rpc command not published: finished by another node (cancelled) before it went out');
   }
 
   /** The request payload on the wire; null when the params hook or the signer failed. */

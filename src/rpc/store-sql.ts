@@ -80,6 +80,11 @@ export class RpcStoreSql {
   /** Inserts commands (`queued`, or `sent` with sentAt); on SQLite a command of a device deleted meanwhile is skipped (applied false). */
   readonly insert: WindowKind<NewRequestRow, Applied>;
   readonly cas: WindowKind<RpcCas, Applied>;
+  /**
+   * Cluster mode: commands whose last move to `sent` missed (the row was not in the state memory held: another node
+   * cancelled or finished it). Set by the CAS flush (a retried flush sets it again), read by the after-commit publish.
+   */
+  private readonly sentMisses = new Set<string>();
 
   /**
    * `owner` (cluster mode, PostgreSQL only): this node's id. Then a new command is owned by the node holding its
@@ -125,9 +130,17 @@ export class RpcStoreSql {
               RETURNING rpc_requests.id`)
           : await rowsOf(casSql(JSON.stringify(rows)), trx);
         const applied = new Set(done.map((r) => r.id));
+        if (me !== undefined) {
+          for (const c of rows) if (c.t === 'sent') { if (applied.has(c.i)) this.sentMisses.delete(c.i); else this.sentMisses.add(c.i); }
+        }
         return items.map((c) => ({ applied: applied.has(c.id) }));
       },
     };
+  }
+
+  /** Cluster mode, after the commit of a move to `sent`: true (once) when that move missed. */
+  sendMissed(id: string): boolean {
+    return this.sentMisses.delete(id);
   }
 
   async get(id: string): Promise<RpcRequest | undefined> {

@@ -247,4 +247,23 @@ describe('broadcast targets across nodes (PostgreSQL)', () => {
     expect(tr.state).toBe('playing');
     expect(tr.stop_request_id).toBe(stops(b, 's-04')[0]!.requestId);
   }, 60_000);
+
+  it('(c) node A dies with plays queued for offline speakers: B adopts them when due and expires their targets once (B never held the broadcast)', async () => {
+    await lease('a'); await lease('b');
+    const a = await startNode('a');
+    const b = await startNode('b');
+    await a.exec.start({
+      id: 'bc-o', priority: 'normal', volume: 70, targets: ['s-01', 's-02', 's-03'],
+      media: { mediaId: 'm1', sha256: SHA, durationSec: 1, mime: 'audio/mpeg' }, notAfter: Date.now() + 1_500,
+    });
+    expect((await targets('bc-o')).map((t) => t.state)).toEqual(['offline', 'offline', 'offline']);
+    await stopNode(a);
+    await expireLease('a');
+    await until('B expired A\'s offline targets', async () => (await targets('bc-o')).every((t) => t.state === 'expired'), 15_000);
+    await sleep(1_000);
+    expect((await logCount('bc-o', 'expired')).map((l) => [l.device_id, Number(l.n)])).toEqual([['s-01', 1], ['s-02', 1], ['s-03', 1]]);
+    const rows = await q(sql<{ state: string; owner_node: string }>`SELECT state, owner_node FROM rpc_requests WHERE method = 'broadcast.play'`);
+    expect(rows.every((r) => r.state === 'expired' && r.owner_node === 'b')).toBe(true);
+    expect(plays(b)).toHaveLength(0);
+  }, 60_000);
 });

@@ -81,6 +81,7 @@ export class CommandOwnership {
   /** A pickup was asked for while one ran (a nudge): run again after it, it may have missed those rows. */
   private pickAgain = false;
   private adopting = false;
+  private rechecking = false;
   private running = false;
   private readonly inFlight = new Set<Promise<unknown>>();
 
@@ -216,7 +217,12 @@ export class CommandOwnership {
    * `sent` of such a command would miss anyway and not be published (rpc-service.ts), this only frees memory early.
    */
   recheckQueued(): Promise<void> {
-    if (!this.running) return Promise.resolve();
+    if (!this.running || this.rechecking) return Promise.resolve(); // hints in a burst: one check at a time
+    this.rechecking = true;
+    return this.recheck().finally(() => { this.rechecking = false; });
+  }
+
+  private recheck(): Promise<void> {
     const ids: string[] = [];
     for (const r of this.d.open.all()) {
       if (ids.length >= CHECK_LIMIT) break;

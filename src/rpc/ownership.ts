@@ -67,6 +67,8 @@ export interface OwnershipDeps {
   claimed(deviceId: string): void;
   /** Commands memory did not hold, taken here (pickup, adoption): publish those whose device is ready. */
   taken(rows: readonly RpcRequest[]): void;
+  /** A queued command held here that another node finished or took (found by a check): forgotten here. */
+  withdrawn?(r: RpcRequest): void;
   /** The device's last integer request id as recorded (memory's or the database's, whichever is larger). */
   tbLast: Map<string, number>;
 }
@@ -234,7 +236,9 @@ export class CommandOwnership {
       after(() => {
         for (const id of gone) {
           const r = this.d.open.get(id);
-          if (r?.state === 'queued' && !this.claimingSet.has(r.deviceId)) this.d.open.remove(id);
+          if (r?.state !== 'queued' || this.claimingSet.has(r.deviceId)) continue;
+          this.d.open.remove(id);
+          this.d.withdrawn?.(r);
         }
       });
     }, UNIT);
@@ -261,6 +265,7 @@ export class CommandOwnership {
           const r = this.d.open.get(id);
           if (!r || this.d.isConnected(r.deviceId) || this.claimingSet.has(r.deviceId)) continue;
           this.d.open.remove(id);
+          if (r.state === 'queued') this.d.withdrawn?.(r);
           n++;
         }
         if (n > 0) this.d.logger.debug({ commands: n }, 'rpc commands now owned by another node (their devices moved): forgotten here');

@@ -161,6 +161,7 @@ export class RpcService implements Component {
       isConnected: (d) => this.o.broker.isConnected(d),
       claimed: (d) => { if (this.isReady(d)) this.flush(d); },
       taken: (rows) => this.taken(rows),
+      withdrawn: (r) => { this.ee.emit('withdrawn', { request: r, at: this.clock.now() }); },
     }) : null;
   }
 
@@ -487,8 +488,10 @@ export class RpcService implements Component {
   /** Cluster mode: a command whose move to `sent` missed in the database is no longer this node's to publish. */
   private dropMissed(id: string): void {
     const r = this.open.get(id);
-    if (r?.state === 'sent') this.open.remove(id);
-    this.o.logger.debug({ requestId: id, deviceId: r?.deviceId }, 'rpc command not published: finished by another node (cancelled) before it went out');
+    if (r?.state !== 'sent') return;
+    this.open.remove(id);
+    this.o.logger.debug({ requestId: id, deviceId: r.deviceId }, 'rpc command not published: finished by another node (cancelled) before it went out');
+    this.ee.emit('withdrawn', { request: r, at: this.clock.now() });
   }
 
   /** The request payload on the wire; null when the params hook or the signer failed. */

@@ -189,6 +189,10 @@ describe('broadcast targets across nodes (PostgreSQL)', () => {
     expect(stops(a).map((p) => p.deviceId)).toEqual(['s-07']);
     expect(plays(a).every((p) => p.at < stoppedAt)).toBe(true);
     for (const d of ['s-01', 's-02', 's-03']) expect(held(a, ids.get(d)!)).toBe(false);
+    // s-08 (offline, never connected to A): A forgets it at its check of what it holds for devices not connected to it,
+    // and its memory of the broadcast with it (stale: read again on next use).
+    await until('A forgot the withdrawn play of s-08', () => !held(a, ids.get('s-08')!));
+    expect(a.exec.current('bc-1')).toBeUndefined();
 
     const finalT = new Map((await targets('bc-1')).map((t) => [t.device_id, t.state]));
     for (const d of ['s-01', 's-02', 's-03', 's-04', 's-05', 's-06', 's-08']) expect(finalT.get(d)).toBe('stopped');
@@ -204,6 +208,28 @@ describe('broadcast targets across nodes (PostgreSQL)', () => {
     expect((await logCount('bc-1', 'stopped')).every((l) => Number(l.n) === 1)).toBe(true);
     expect((await q(sql<{ stop_requested_at: string }>`SELECT stop_requested_at FROM broadcasts WHERE id = 'bc-1'`))[0]!.stop_requested_at).toBe(first);
     expect(plays(a)).toHaveLength(1);
+  }, 60_000);
+
+  it('(a2) with the live bus\'s hint, the owner forgets a play withdrawn elsewhere at once (its speaker still warming up)', async () => {
+    await lease('a'); await lease('b');
+    await sessions([['s-01', 'a'], ['s-02', 'a']]);
+    const a = await startNode('a', { readyDelayMs: 4_000 });
+    const b = await startNode('b');
+    for (const d of ['s-01', 's-02']) connect(a, d);
+    await a.exec.start({
+      id: 'bc-h', priority: 'normal', volume: 70, targets: ['s-01', 's-02'],
+      media: { mediaId: 'm1', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' }, notAfter: Date.now() + 120_000,
+    });
+    const ids = (await targets('bc-h')).map((t) => t.play_request_id!);
+    expect(ids.every((id) => held(a, id))).toBe(true);
+    const t0 = Date.now();
+    await b.exec.stop('bc-h');
+    await until('A forgot both withdrawn plays', () => ids.every((id) => !held(a, id)), 3_000);
+    expect(Date.now() - t0).toBeLessThan(3_000); // before the warm-up ends: the hint did it
+    expect(a.exec.current('bc-h')).toBeUndefined();
+    await sleep(4_500);
+    expect(plays(a)).toHaveLength(0);
+    expect((await targets('bc-h')).map((t) => t.state)).toEqual(['stopped', 'stopped']);
   }, 60_000);
 
   it('(b) node A dies while its targets are accepted: B makes them unconfirmed after the deadline, once; B sends the planned stop of A\'s stream', async () => {

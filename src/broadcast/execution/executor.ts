@@ -123,6 +123,7 @@ export class BroadcastExecutor implements Component {
     });
     this.events = new TargetEvents({
       withHeld, logger: opts.logger, metrics: opts.metrics, move, onPlaying: (b, d) => this.streamStops.onPlaying(b, d),
+      forget: (b) => { this.held.delete(b); },
     });
     this.reports = new ReportDeadlines({
       withHeld, running, clock: this.clock, logger: opts.logger, graceMs: opts.reportGraceMs ?? 60_000, move,

@@ -373,16 +373,11 @@ export class BroadcastExecutor implements Component {
       this.o.logger.warn({ err, broadcastId, deviceId }, 'broadcast stop dropped: the state window is stopped');
       return Promise.resolve();
     }
+    // Memory as decided (what the caller's audit record and reply show); a miss below evicts it.
+    h.targets.set(deviceId, { ...t, state: 'stopped', updated_at: now, detail });
     return out.then((o) => {
       if (o.owner !== undefined) this.o.rpc.hintOwner(o.owner);
-      const cur = this.held.get(broadcastId);
-      const mt = cur?.targets.get(deviceId);
-      if (o.moved && cur && mt && !isTerminal(mt.state)) {
-        cur.targets.set(deviceId, { ...mt, state: 'stopped', updated_at: now, detail });
-        this.emit(broadcastId, deviceId, mt.area, 'stopped', now);
-        return undefined;
-      }
-      if (o.moved) { this.emit(broadcastId, deviceId, t.area, 'stopped', now); this.held.delete(broadcastId); return undefined; }
+      if (o.moved) { this.emit(broadcastId, deviceId, t.area, 'stopped', now); return undefined; }
       this.held.delete(broadcastId); // memory was stale (the command went out, or the target moved on elsewhere): read again
       if (o.cancelled || o.neverSent) return undefined; // withdrawn (now or before): no play to stop
       return this.sendStop(broadcastId, deviceId, this.clock.now());

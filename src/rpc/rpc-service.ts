@@ -388,7 +388,8 @@ export class RpcService implements Component {
   cancelQueuedByParam(method: string, path: string, value: string): Promise<number> {
     const keys = path.replace(/^\$\.?/, '').split('.').filter((k) => k.length > 0);
     const hit = [...this.open.all()].filter((r) => r.method === method && r.state === 'queued' && r.sentAt === null && valueAt(r.params, keys) === value);
-    if (hit.length === 0) return Promise.resolve(0);
+    // Cluster mode: those queued on other nodes are withdrawn in the database (their owners then never publish them).
+    if (hit.length === 0 && !this.own) return Promise.resolve(0);
     const store = this.requireStore();
     const now = this.clock.now();
     let last: Promise<unknown> = Promise.resolve();
@@ -396,7 +397,12 @@ export class RpcService implements Component {
       this.finish({ ...r, state: 'cancelled', answeredAt: now });
       last = this.o.window.add(store.cas, { id: r.id, deviceId: r.deviceId, from: 'queued', to: 'cancelled', at: now });
     }
-    return this.o.window.durable(last).then(() => hit.length);
+    if (!this.own) return this.o.window.durable(last).then(() => hit.length);
+    const elsewhere = this.o.window.add(store.cancelElsewhere, { method, path, value, at: now });
+    return this.o.window.durable(Promise.all([last, elsewhere])).then(([, owners]) => {
+      for (const n of new Set(owners)) this.hintOwner(n);
+      return hit.length + owners.length;
+    });
   }
 
   /** A command as it is now (memory for an open one, else the database). */

@@ -85,6 +85,11 @@ export class RpcStoreSql {
    * cancelled or finished it). Set by the CAS flush (a retried flush sets it again), read by the after-commit publish.
    */
   private readonly sentMisses = new Set<string>();
+  /**
+   * Cluster mode: withdraws the queued (never sent) `method` commands whose params hold `value` at `path` that OTHER
+   * nodes own (this node withdraws its own from memory); outcome: their owners, one per command withdrawn.
+   */
+  readonly cancelElsewhere: WindowKind<{ method: string; path: string; value: string; at: number }, string[]>;
 
   /**
    * `owner` (cluster mode, PostgreSQL only): this node's id. Then a new command is owned by the node holding its
@@ -112,6 +117,20 @@ export class RpcStoreSql {
           : await rowsOf(insertSql(JSON.stringify(groupInserts(items))), trx);
         const added = new Set(rows.map((r) => r.id));
         return items.map((r) => ({ applied: added.has(r.id) }));
+      },
+    };
+    this.cancelElsewhere = {
+      name: 'rpc_requests cancel by param (other owners)',
+      phase: WINDOW_PHASES.cas,
+      flush: async (trx, items) => {
+        const out: string[][] = [];
+        for (const c of items) { // rare (an alert turned down): one statement each
+          out.push((await rowsOf(sql<{ owner_node: string }>`UPDATE rpc_requests SET state = 'cancelled', answered_at = ${c.at}
+            WHERE state = 'queued' AND sent_at IS NULL AND owner_node <> ${me ?? ''} AND method = ${c.method}
+              AND (params_json::jsonb #>> ${pgPath(c.path)}::text[]) = ${c.value}
+            RETURNING owner_node`, trx)).map((r) => r.owner_node));
+        }
+        return out;
       },
     };
     this.cas = {

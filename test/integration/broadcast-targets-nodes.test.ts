@@ -74,7 +74,7 @@ function registry() {
     isOnlineAnywhere: onlineAnywhere,
     subtree: (c: string) => [c],
     listDevices: () => SPEAKERS.map(dev),
-    attributes: (): Record<string, unknown> => ({ capabilities: ['broadcast.play', 'broadcast.stop'] }),
+    attributes: (): Record<string, unknown> => ({ capabilities: ['broadcast.play', 'broadcast.stop', 'media.prefetch'] }),
   };
 }
 
@@ -230,6 +230,25 @@ describe('broadcast targets across nodes (PostgreSQL)', () => {
     await sleep(4_500);
     expect(plays(a)).toHaveLength(0);
     expect((await targets('bc-h')).map((t) => t.state)).toEqual(['stopped', 'stopped']);
+  }, 60_000);
+
+  it('(a3) prefetches asked on A for speakers held by A and B are withdrawn from B (an alert turned down there): none goes out', async () => {
+    await lease('a'); await lease('b');
+    await sessions([['s-01', 'a'], ['s-02', 'a'], ['s-03', 'b'], ['s-04', 'b']]);
+    const a = await startNode('a', { readyDelayMs: 3_000 });
+    const b = await startNode('b', { readyDelayMs: 3_000, nudge: false });
+    for (const d of ['s-01', 's-02']) connect(a, d);
+    for (const d of ['s-03', 's-04']) connect(b, d);
+    const media = { mediaId: 'm-alert', sha256: SHA, durationSec: 30, mime: 'audio/mpeg' };
+    expect(await a.exec.prefetch(['s-01', 's-02', 's-03', 's-04'], media, Date.now() + 120_000)).toBe(4);
+    const pf = () => q(sql<{ device_id: string; state: string }>`SELECT device_id, state FROM rpc_requests WHERE method = 'media.prefetch' ORDER BY device_id`);
+    const ids = (await q(sql<{ id: string; device_id: string }>`SELECT id, device_id FROM rpc_requests WHERE method = 'media.prefetch'`));
+    await until('B picked up its prefetches', () => ids.filter((r) => r.device_id >= 's-03').every((r) => held(b, r.id)));
+    expect(await b.exec.withdrawPrefetch('m-alert')).toBe(4);
+    expect((await pf()).map((r) => r.state)).toEqual(['cancelled', 'cancelled', 'cancelled', 'cancelled']);
+    await sleep(3_500); // the warm-ups end: A's moves to `sent` miss
+    expect(a.published.concat(b.published).filter((p) => p.method === 'media.prefetch')).toEqual([]);
+    expect(ids.every((r) => !held(a, r.id) && !held(b, r.id))).toBe(true);
   }, 60_000);
 
   it('(b) node A dies while its targets are accepted: B makes them unconfirmed after the deadline, once; B sends the planned stop of A\'s stream', async () => {

@@ -38,7 +38,9 @@
  * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
  * Cluster mode (`ownership`, on PostgreSQL): this node holds, publishes and expires only the commands it owns, those
- * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts).
+ * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts). Another node may
+ * withdraw a queued command in the database (a broadcast stopped there): this node's move of it to `sent` then misses
+ * and it is not published ('withdrawn' event); a hint (nudge) makes this node look at its queued commands at once.
  *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
  * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on

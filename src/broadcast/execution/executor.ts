@@ -19,8 +19,9 @@
  *
  * Collaborators: target-events.ts (RPC events, answers and playback events → transitions, refusals),
  * stream-stops.ts (planned ends of streams), report-deadlines.ts (targets never reported finished →
- * `unconfirmed`), held.ts (memory), prefetch.ts, queries.ts (lists, log, CSV, totals). This file owns the
- * commands and the transitions themselves.
+ * `unconfirmed`), held.ts (memory), prefetch.ts, queries.ts (lists, log, CSV, totals); in cluster mode
+ * stop-queued.ts (a stop withdraws plays queued on any node) and target-sweep.ts (the timers of a dead node's
+ * targets). This file owns the commands and the transitions themselves.
  *
  * Memory and the state window (docs/design/state-window.md): the broadcasts with targets still open
  * (and the last few finished ones) are held in memory, loaded at start; every decision (a transition's

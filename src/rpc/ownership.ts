@@ -67,6 +67,8 @@ export interface OwnershipDeps {
   claimed(deviceId: string): void;
   /** Commands memory did not hold, taken here (pickup, adoption): publish those whose device is ready. */
   taken(rows: readonly RpcRequest[]): void;
+  /** A queued command held here that another node finished or took (found by a check): forgotten here. */
+  withdrawn?(r: RpcRequest): void;
   /** The device's last integer request id as recorded (memory's or the database's, whichever is larger). */
   tbLast: Map<string, number>;
 }
@@ -81,6 +83,7 @@ export class CommandOwnership {
   /** A pickup was asked for while one ran (a nudge): run again after it, it may have missed those rows. */
   private pickAgain = false;
   private adopting = false;
+  private rechecking = false;
   private running = false;
   private readonly inFlight = new Set<Promise<unknown>>();
 
@@ -211,6 +214,38 @@ export class CommandOwnership {
   }
 
   /**
+   * The commands memory holds queued (never sent), also of connected devices: forgets those another node finished
+   * (cancelled: a broadcast stopped there, which then hints this node) or owns now. Run on a hint; the next move to
+   * `sent` of such a command would miss anyway and not be published (rpc-service.ts), this only frees memory early.
+   */
+  recheckQueued(): Promise<void> {
+    if (!this.running || this.rechecking) return Promise.resolve(); // hints in a burst: one check at a time
+    this.rechecking = true;
+    return this.recheck().finally(() => { this.rechecking = false; });
+  }
+
+  private recheck(): Promise<void> {
+    const ids: string[] = [];
+    for (const r of this.d.open.all()) {
+      if (ids.length >= CHECK_LIMIT) break;
+      if (r.state === 'queued' && !this.claimingSet.has(r.deviceId)) ids.push(r.id);
+    }
+    if (ids.length === 0) return Promise.resolve();
+    const p = this.d.window.unit(async (trx, after) => {
+      const gone = await notMine(trx, this.me, ids);
+      after(() => {
+        for (const id of gone) {
+          const r = this.d.open.get(id);
+          if (r?.state !== 'queued' || this.claimingSet.has(r.deviceId)) continue;
+          this.d.open.remove(id);
+          this.d.withdrawn?.(r);
+        }
+      });
+    }, UNIT);
+    return this.track(p).then(() => undefined, (err: unknown) => { this.d.logger.debug({ err }, 'rpc queued-commands check failed'); });
+  }
+
+  /**
    * What memory holds for devices not connected here and not being claimed: forgets what another node owns now (it
    * claimed the device) or finished. The session holder alone keeps a device's commands.
    */
@@ -230,6 +265,7 @@ export class CommandOwnership {
           const r = this.d.open.get(id);
           if (!r || this.d.isConnected(r.deviceId) || this.claimingSet.has(r.deviceId)) continue;
           this.d.open.remove(id);
+          if (r.state === 'queued') this.d.withdrawn?.(r);
           n++;
         }
         if (n > 0) this.d.logger.debug({ commands: n }, 'rpc commands now owned by another node (their devices moved): forgotten here');

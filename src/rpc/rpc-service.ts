@@ -38,7 +38,9 @@
  * The batch send of a broadcast is send-many.ts; payloads are encoder.ts.
  *
  * Cluster mode (`ownership`, on PostgreSQL): this node holds, publishes and expires only the commands it owns, those
- * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts).
+ * of devices whose MQTT session it holds; the others are picked up by their owner (ownership.ts). Another node may
+ * withdraw a queued command in the database (a broadcast stopped there): this node's move of it to `sent` then misses
+ * and it is not published ('withdrawn' event); a hint (nudge) makes this node look at its queued commands at once.
  *
  * ThingsBoard request ids (device protocol §13.2): to a device whose connection logged in with its
  * access token, a command is published as `v1/devices/D/rpc/request/{n}` (the broker delivers it on
@@ -161,6 +163,7 @@ export class RpcService implements Component {
       isConnected: (d) => this.o.broker.isConnected(d),
       claimed: (d) => { if (this.isReady(d)) this.flush(d); },
       taken: (rows) => this.taken(rows),
+      withdrawn: (r) => { this.ee.emit('withdrawn', { request: r, at: this.clock.now() }); },
     }) : null;
   }
 
@@ -227,6 +230,29 @@ export class RpcService implements Component {
    */
   nudge(): void {
     void this.own?.pickup();
+    // The hint may also say a command held here was cancelled from another node (a broadcast stopped there): forget it now.
+    void this.own?.recheckQueued();
+  }
+
+  /** Cluster mode: tells node `owner` (best effort, the live bus) to look at the commands it holds (see nudge()). */
+  hintOwner(owner: string): void {
+    if (this.own && owner !== this.own.nodeId) this.o.ownership?.nudge?.(owner);
+  }
+
+  /** Cluster mode: this node's id (the owner of the commands it holds); undefined on one node (embedded store, no ownership). */
+  get nodeId(): string | undefined {
+    return this.own?.nodeId;
+  }
+
+  /**
+   * Cluster mode: forgets a command this node holds queued (never sent) because it is being withdrawn in the database by
+   * a statement of the caller's (a broadcast stop, which decides from the row, not from memory). Memory only: the caller's
+   * write goes into the same state window; a failed window reloads the device's commands. false when not held so.
+   */
+  forgetQueued(requestId: string): boolean {
+    if (!this.isQueued(requestId)) return false;
+    this.finish({ ...this.open.get(requestId)!, state: 'cancelled', answeredAt: this.clock.now() });
+    return true;
   }
 
   /** Shorthand for on('response'). */
@@ -364,7 +390,8 @@ export class RpcService implements Component {
   cancelQueuedByParam(method: string, path: string, value: string): Promise<number> {
     const keys = path.replace(/^\$\.?/, '').split('.').filter((k) => k.length > 0);
     const hit = [...this.open.all()].filter((r) => r.method === method && r.state === 'queued' && r.sentAt === null && valueAt(r.params, keys) === value);
-    if (hit.length === 0) return Promise.resolve(0);
+    // Cluster mode: those queued on other nodes are withdrawn in the database (their owners then never publish them).
+    if (hit.length === 0 && !this.own) return Promise.resolve(0);
     const store = this.requireStore();
     const now = this.clock.now();
     let last: Promise<unknown> = Promise.resolve();
@@ -372,7 +399,12 @@ export class RpcService implements Component {
       this.finish({ ...r, state: 'cancelled', answeredAt: now });
       last = this.o.window.add(store.cas, { id: r.id, deviceId: r.deviceId, from: 'queued', to: 'cancelled', at: now });
     }
-    return this.o.window.durable(last).then(() => hit.length);
+    if (!this.own) return this.o.window.durable(last).then(() => hit.length);
+    const elsewhere = this.o.window.add(store.cancelElsewhere, { method, path, value, at: now });
+    return this.o.window.durable(Promise.all([last, elsewhere])).then(([, owners]) => {
+      for (const n of new Set(owners)) this.hintOwner(n);
+      return hit.length + owners.length;
+    });
   }
 
   /** A command as it is now (memory for an open one, else the database). */
@@ -450,9 +482,24 @@ export class RpcService implements Component {
     this.open.put(sent);
     this.post({ id: r.id, deviceId: r.deviceId, from: r0.state, to: 'sent', at: now, ...(tbId !== undefined ? { tbId } : {}) });
     this.m.sent.labels({ method: r.method, resend: String(resend || wasSent) }).inc();
-    this.o.window.afterCommit(() => { void this.chainPublish(r.deviceId, r.id, topicId, payload); });
+    const store = this.store!;
+    this.o.window.afterCommit(() => {
+      // Cluster mode: the move to `sent` missed (another node cancelled or finished the command meanwhile, e.g. a
+      // broadcast stopped there): it must not go out; memory forgets it.
+      if (this.own && store.sendMissed(r.id)) { this.dropMissed(r.id); return; }
+      void this.chainPublish(r.deviceId, r.id, topicId, payload);
+    });
     this.ee.emit('sent', { request: sent, at: now, resend: resend || wasSent });
     return true;
+  }
+
+  /** Cluster mode: a command whose move to `sent` missed in the database is no longer this node's to publish. */
+  private dropMissed(id: string): void {
+    const r = this.open.get(id);
+    if (r?.state !== 'sent') return;
+    this.open.remove(id);
+    this.o.logger.debug({ requestId: id, deviceId: r.deviceId }, 'rpc command not published: finished by another node (cancelled) before it went out');
+    this.ee.emit('withdrawn', { request: r, at: this.clock.now() });
   }
 
   /** The request payload on the wire; null when the params hook or the signer failed. */

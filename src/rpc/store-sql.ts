@@ -80,6 +80,16 @@ export class RpcStoreSql {
   /** Inserts commands (`queued`, or `sent` with sentAt); on SQLite a command of a device deleted meanwhile is skipped (applied false). */
   readonly insert: WindowKind<NewRequestRow, Applied>;
   readonly cas: WindowKind<RpcCas, Applied>;
+  /**
+   * Cluster mode: commands whose last move to `sent` missed (the row was not in the state memory held: another node
+   * cancelled or finished it). Set by the CAS flush (a retried flush sets it again), read by the after-commit publish.
+   */
+  private readonly sentMisses = new Set<string>();
+  /**
+   * Cluster mode: withdraws the queued (never sent) `method` commands whose params hold `value` at `path` that OTHER
+   * nodes own (this node withdraws its own from memory); outcome: their owners, one per command withdrawn.
+   */
+  readonly cancelElsewhere: WindowKind<{ method: string; path: string; value: string; at: number }, string[]>;
 
   /**
    * `owner` (cluster mode, PostgreSQL only): this node's id. Then a new command is owned by the node holding its
@@ -109,6 +119,20 @@ export class RpcStoreSql {
         return items.map((r) => ({ applied: added.has(r.id) }));
       },
     };
+    this.cancelElsewhere = {
+      name: 'rpc_requests cancel by param (other owners)',
+      phase: WINDOW_PHASES.cas,
+      flush: async (trx, items) => {
+        const out: string[][] = [];
+        for (const c of items) { // rare (an alert turned down): one statement each
+          out.push((await rowsOf(sql<{ owner_node: string }>`UPDATE rpc_requests SET state = 'cancelled', answered_at = ${c.at}
+            WHERE state = 'queued' AND sent_at IS NULL AND owner_node <> ${me ?? ''} AND method = ${c.method}
+              AND (params_json::jsonb #>> ${pgPath(c.path)}::text[]) = ${c.value}
+            RETURNING owner_node`, trx)).map((r) => r.owner_node));
+        }
+        return out;
+      },
+    };
     this.cas = {
       name: 'rpc_requests cas',
       phase: WINDOW_PHASES.cas,
@@ -125,9 +149,17 @@ export class RpcStoreSql {
               RETURNING rpc_requests.id`)
           : await rowsOf(casSql(JSON.stringify(rows)), trx);
         const applied = new Set(done.map((r) => r.id));
+        if (me !== undefined) {
+          for (const c of rows) if (c.t === 'sent') { if (applied.has(c.i)) this.sentMisses.delete(c.i); else this.sentMisses.add(c.i); }
+        }
         return items.map((c) => ({ applied: applied.has(c.id) }));
       },
     };
+  }
+
+  /** Cluster mode, after the commit of a move to `sent`: true (once) when that move missed. */
+  sendMissed(id: string): boolean {
+    return this.sentMisses.delete(id);
   }
 
   async get(id: string): Promise<RpcRequest | undefined> {

@@ -54,6 +54,11 @@ export interface RpcEvents {
   expired: { request: RpcRequest; at: number };
   /** A response that matches no request the device was sent. Counted and logged. */
   refused: { deviceId: string; requestId: string; reason: RpcRefusal; at: number };
+  /**
+   * Cluster mode: a queued command this node held was withdrawn by another node (found so on a hint, or when its own
+   * move to `sent` missed): no longer held here, never published by this node.
+   */
+  withdrawn: { request: RpcRequest; at: number };
 }
 
 /**

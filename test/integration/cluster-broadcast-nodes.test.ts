@@ -9,6 +9,9 @@
  *   same broadcast.
  * - An Actual alert created by one operator on node A and approved by a second operator on node B plays on
  *   every speaker of both nodes, once.
+ * - A broadcast started on node A and stopped on node B while 20 of its speakers (10 on each node) are away: their
+ *   play commands, queued on whichever node owns them, are withdrawn by the stop; when the speakers come back none
+ *   of them gets the play, and their targets are `stopped` with one log line each.
  *
  * Needs a build (npx tsc -p tsconfig.json).
  */
@@ -154,4 +157,38 @@ describe('cluster mode: broadcasts and alerts across two nodes', () => {
     const onA = (await op1.request<{ state: string }>('GET', `/api/v1/alerts/${raised.body.id}`)).body;
     expect(onA.state).toBe('active');
   }, 240_000);
+
+  it('a broadcast started on A and stopped on B while 20 speakers are away: their queued plays are withdrawn, none plays when they come back', async () => {
+    const [simA, simB] = sims as [SpeakerSim, SpeakerSim];
+    const away = [...simA.speakers.slice(0, 10), ...simB.speakers.slice(0, 10)];
+    const awayIds = new Set(away.map((s) => s.id));
+    const backAt = Date.now() + 25_000;
+    for (const s of away) void s.goOffline(25_000); // network loss: the will is published, back after 25 s
+    const online = async (api: KengApi) => (await api.request<unknown[]>('GET', '/api/v1/devices?kind=speaker&online=true')).body.length;
+    const end = Date.now() + 15_000;
+    while ((await online(apiA)) > N - 20 || (await online(apiB)) > N - 20) {
+      if (Date.now() > end) throw new Error('the away speakers are still online');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const media = await uploadTone({ httpUrl: nodes[0]!.httpUrl, adminToken: ADMIN } as Parameters<typeof uploadTone>[0], { seconds: 30, frequency: 660, name: 'dung.mp3' });
+    const post = await apiA.request<{ id: string; targets: Array<{ deviceId: string; state: string }> }>('POST', '/api/v1/broadcasts',
+      { target: { areas: ['xa'] }, content: { mediaId: media.id }, volume: 60 });
+    expect(post.status, JSON.stringify(post.body)).toBe(201);
+    const id = post.body.id;
+    expect(post.body.targets.filter((t) => awayIds.has(t.deviceId)).every((t) => t.state === 'offline' || t.state === 'pending')).toBe(true);
+    const stop = await apiB.request<{ targets: Array<{ deviceId: string; state: string }> }>('POST', `/api/v1/broadcasts/${encodeURIComponent(id)}/stop`);
+    expect(stop.status, JSON.stringify(stop.body)).toBe(200);
+    expect(stop.body.targets.filter((t) => awayIds.has(t.deviceId)).map((t) => t.state)).toEqual(away.map(() => 'stopped'));
+    // The speakers come back (to the node each was on) and warm up; then a few seconds for any late play.
+    await new Promise((r) => setTimeout(r, Math.max(0, backAt - Date.now())));
+    await waitSpeakersOnline(apiA, N, 60_000);
+    await new Promise((r) => setTimeout(r, 5_000));
+    const got = plays.get(id) ?? new Map<string, number>();
+    expect([...awayIds].filter((d) => got.has(d))).toEqual([]);
+    const now = await apiA.request<{ targets: Array<{ deviceId: string; state: string }> }>('GET', `/api/v1/broadcasts/${encodeURIComponent(id)}`);
+    expect(now.body.targets.filter((t) => awayIds.has(t.deviceId)).map((t) => t.state)).toEqual(away.map(() => 'stopped'));
+    const lines = (await broadcastLog(apiA, id)).filter((l) => awayIds.has(l.deviceId) && l.state === 'stopped');
+    expect(lines.length).toBe(20);
+    expect(new Set(lines.map((l) => l.deviceId)).size).toBe(20);
+  }, 180_000);
 });

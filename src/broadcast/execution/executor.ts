@@ -19,8 +19,9 @@
  *
  * Collaborators: target-events.ts (RPC events, answers and playback events → transitions, refusals),
  * stream-stops.ts (planned ends of streams), report-deadlines.ts (targets never reported finished →
- * `unconfirmed`), held.ts (memory), prefetch.ts, queries.ts (lists, log, CSV, totals). This file owns the
- * commands and the transitions themselves.
+ * `unconfirmed`), held.ts (memory), prefetch.ts, queries.ts (lists, log, CSV, totals); in cluster mode
+ * stop-queued.ts (a stop withdraws plays queued on any node) and target-sweep.ts (the timers of a dead node's
+ * targets). This file owns the commands and the transitions themselves.
  *
  * Memory and the state window (docs/design/state-window.md): the broadcasts with targets still open
  * (and the last few finished ones) are held in memory, loaded at start; every decision (a transition's
@@ -43,10 +44,10 @@ import type { DeviceRegistryApi } from '../../devices/registry-types.js';
 import { newId } from '../../rpc/ids.js';
 import type { RpcService } from '../../rpc/rpc-service.js';
 import type { Db } from '../../storage/sql/db.js';
-import type { StateWindow } from '../../storage/state/window.js';
+import type { StateWindow, WindowKind } from '../../storage/state/window.js';
 import { asStored, byDevice, HeldBroadcasts, view, type HeldBroadcast } from './held.js';
 import { BroadcastQueries } from './queries.js';
-import type { NewBroadcast, NewTarget } from './repo.js';
+import type { NewBroadcast, NewTarget, TargetRow } from './repo.js';
 import { BroadcastRepoSql, type Applied } from './repo-sql.js';
 import { ReportDeadlines } from './report-deadlines.js';
 import { checkTransition, isTerminal } from './state-machine.js';
@@ -59,6 +60,8 @@ import { speakerTargets, validateBroadcastInput } from './validate.js';
 import { DEFAULT_TIME_ZONE } from '../../core/time.js';
 import { PLAY_METHOD, STOP_METHOD } from '../../core/protocol.js';
 import { pickMedia, prefetch, withdrawPrefetch, withSignedUrl } from './prefetch.js';
+import { stopQueuedKind, type StopQueued, type StopQueuedOutcome } from './stop-queued.js';
+import { TargetSweep } from './target-sweep.js';
 
 export interface BroadcastExecutorOptions {
   /** The state store as a Db (the one the window writes to): memory at start, rare misses and the readers (queries.ts) read it. */
@@ -84,6 +87,11 @@ export interface BroadcastExecutorOptions {
    * is still waited for before its target becomes `unconfirmed`. Default 60,000.
    */
   reportGraceMs?: number;
+  /**
+   * Cluster mode: period of the sweep that finishes the targets whose report deadline or stream stop passed while the
+   * node that followed them is gone (target-sweep.ts). Default 5000.
+   */
+  targetSweepMs?: number;
 }
 
 export class BroadcastExecutor implements Component {
@@ -98,6 +106,10 @@ export class BroadcastExecutor implements Component {
   private readonly streamStops: StreamStops;
   private readonly reports: ReportDeadlines;
   private readonly ignored: Counter<'reason'>;
+  /** Cluster mode (commands owned by nodes, on PostgreSQL): the stop of queued plays decided in the database. */
+  private stopQueued: WindowKind<StopQueued, StopQueuedOutcome> | null = null;
+  /** Cluster mode: the report deadlines and stream stops of targets whose node died (target-sweep.ts). */
+  private sweep: TargetSweep | null = null;
 
   constructor(opts: BroadcastExecutorOptions) {
     this.o = opts;
@@ -112,6 +124,7 @@ export class BroadcastExecutor implements Component {
     });
     this.events = new TargetEvents({
       withHeld, logger: opts.logger, metrics: opts.metrics, move, onPlaying: (b, d) => this.streamStops.onPlaying(b, d),
+      forget: (b) => { this.held.delete(b); },
       // Other nodes move targets too on a shared database: what memory refuses is checked against the rows once.
       ...(opts.db.dialect === 'postgres' ? {
         reread: (id: string, fn: (h: HeldBroadcast | undefined) => void) => this.held.reread(id, fn),
@@ -158,14 +171,26 @@ export class BroadcastExecutor implements Component {
     }
     this.q = new BroadcastQueries(this.o.db, this.o.registry, this.o.timeZone ?? DEFAULT_TIME_ZONE, this.o.names);
     this.sql = sqlRepo;
+    const nodeId = this.o.db.dialect === 'postgres' ? this.o.rpc.nodeId : undefined;
+    this.stopQueued = nodeId !== undefined ? stopQueuedKind() : null;
     this.offs = this.events.listen(this.o.rpc, this.o.bus);
     this.o.window.onEvict((keys) => this.held.evicted(keys));
     this.streamStops.rearm(this.held.values());
     this.reports.rearm(this.held.values());
+    if (nodeId !== undefined) {
+      this.sweep = new TargetSweep({
+        db: this.o.db, nodeId, clock: this.clock, logger: this.o.logger, everyMs: this.o.targetSweepMs ?? 5_000,
+        graceMs: this.o.reportGraceMs ?? 60_000, held: this.held,
+        reportsDue: (h) => this.reports.finishDue(h), streamStopDue: (b, d) => this.streamStops.stopNow(b, d),
+      });
+      this.sweep.start();
+    }
   }
 
   private async close(): Promise<void> {
     for (const off of this.offs.splice(0)) off();
+    await this.sweep?.stop();
+    this.sweep = null;
     this.streamStops.clear();
     this.reports.clear();
     await this.held.idle();
@@ -300,25 +325,73 @@ export class BroadcastExecutor implements Component {
       h.row = { ...h.row, stop_requested_at: now };
       waits.push(w.add(sqlRepo.stopRequested, { broadcastId, at: now }));
     }
+    // Cluster mode: a play command may be queued on the node holding its speaker; the database decides (stop-queued.ts).
+    const clustered = this.stopQueued !== null;
     for (const t of [...h.targets.values()].sort(byDevice)) {
       if (isTerminal(t.state)) continue;
-      if ((t.state === 'pending' || t.state === 'offline') && (t.play_request_id === null || this.o.rpc.isQueued(t.play_request_id))) {
+      const unsent = t.state === 'pending' || t.state === 'offline';
+      if (unsent && t.play_request_id !== null && clustered) {
+        waits.push(this.withdraw(h, t, now));
+        continue;
+      }
+      if (unsent && (t.play_request_id === null || this.o.rpc.isQueued(t.play_request_id))) {
         if (t.play_request_id !== null) waits.push(this.o.rpc.cancel(t.play_request_id));
         this.move(broadcastId, t.device_id, 'stopped', { source: 'controller', detail: 'stopped before it was sent' });
         continue;
       }
-      try {
-        waits.push(this.o.rpc.sendMany([t.device_id], STOP_METHOD, { broadcastId }, { expiresAt: now + (this.o.stopTtlMs ?? 600_000) },
-          ([r]) => { this.stopSent(broadcastId, t.device_id, r!.requestId); }).catch((err: unknown) => {
-          this.o.logger.error({ err, broadcastId, deviceId: t.device_id }, 'broadcast.stop could not be stored');
-        }));
-      } catch (err) {
-        this.o.logger.error({ err, broadcastId, deviceId: t.device_id }, 'broadcast.stop could not be queued');
-      }
+      waits.push(this.sendStop(broadcastId, t.device_id, now));
     }
     this.o.logger.info({ broadcastId }, 'broadcast stop requested');
     const v = view(h);
-    return w.durable(Promise.all(waits)).then(() => v);
+    if (!clustered) return w.durable(Promise.all(waits)).then(() => v);
+    // The targets withdrawn in the database are known after its commit: the broadcast as memory holds it then.
+    return w.durable(Promise.all(waits)).then(async () => {
+      const cur = this.held.get(broadcastId) ?? await this.held.load(broadcastId).catch(() => undefined);
+      return cur ? view(cur) : v;
+    });
+  }
+
+  /** A `broadcast.stop` to the speaker (stored and published by the owner of its session); never rejects. */
+  private sendStop(broadcastId: string, deviceId: string, now: number): Promise<unknown> {
+    try {
+      return this.o.rpc.sendMany([deviceId], STOP_METHOD, { broadcastId }, { expiresAt: now + (this.o.stopTtlMs ?? 600_000) },
+        ([r]) => { this.stopSent(broadcastId, deviceId, r!.requestId); }).catch((err: unknown) => {
+        this.o.logger.error({ err, broadcastId, deviceId }, 'broadcast.stop could not be stored');
+      });
+    } catch (err) {
+      this.o.logger.error({ err, broadcastId, deviceId }, 'broadcast.stop could not be queued');
+      return Promise.resolve();
+    }
+  }
+
+  /**
+   * Cluster mode: withdraws a target's play command wherever it is queued and stops the target, in one statement of the
+   * window (stop-queued.ts); when the command went out first, a `broadcast.stop` follows it. Never rejects.
+   */
+  private withdraw(h: HeldBroadcast, t: TargetRow, now: number): Promise<unknown> {
+    const broadcastId = h.row.id;
+    const deviceId = t.device_id;
+    const detail = 'stopped before it was sent';
+    this.o.rpc.forgetQueued(t.play_request_id!); // held here: never published now (the statement below withdraws the row)
+    let out: Promise<StopQueuedOutcome>;
+    try {
+      out = this.o.window.add(this.stopQueued!, {
+        broadcastId, deviceId, requestId: t.play_request_id!, from: t.state, at: now, detail,
+        ...(h.row.schedule_id !== null ? { scheduleId: h.row.schedule_id } : {}),
+      });
+    } catch (err) {
+      this.o.logger.warn({ err, broadcastId, deviceId }, 'broadcast stop dropped: the state window is stopped');
+      return Promise.resolve();
+    }
+    // Memory as decided (what the caller's audit record and reply show); a miss below evicts it.
+    h.targets.set(deviceId, { ...t, state: 'stopped', updated_at: now, detail });
+    return out.then((o) => {
+      if (o.owner !== undefined) this.o.rpc.hintOwner(o.owner);
+      if (o.moved) { this.emit(broadcastId, deviceId, t.area, 'stopped', now); return undefined; }
+      this.held.delete(broadcastId); // memory was stale (the command went out, or the target moved on elsewhere): read again
+      if (o.cancelled || o.neverSent) return undefined; // withdrawn (now or before): no play to stop
+      return this.sendStop(broadcastId, deviceId, this.clock.now());
+    }, (err: unknown) => { this.o.logger.error({ err, broadcastId, deviceId }, 'broadcast stop could not withdraw a queued play'); });
   }
 
   /** A broadcast.stop was made for a target: its id on the target (memory now, the row in the same window). */

@@ -68,6 +68,15 @@ export class ReportDeadlines {
     this.timers.set(b.id, timer);
   }
 
+  /**
+   * Cluster mode (the target sweep): the broadcast's unreported targets become `unconfirmed` now if its deadline has
+   * passed (by this node's clock), whatever node armed its timer.
+   */
+  finishDue(h: HeldBroadcast): void {
+    if (this.d.clock.now() < this.deadline(h.row)) return;
+    this.finishUnreported(h);
+  }
+
   clear(): void {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();

@@ -63,6 +63,18 @@ export class StreamStops {
     this.timers.clear();
   }
 
+  /** Cluster mode (the target sweep): the stream's planned end passed and no stop was sent (the node that armed it is gone). */
+  stopNow(broadcastId: string, deviceId: string): void {
+    if (!this.d.running()) return;
+    this.d.withHeld(broadcastId, (h) => {
+      const t = h?.targets.get(deviceId);
+      if (!h || !t || t.state !== 'playing' || t.stop_request_id !== null) return;
+      const sec = streamSec(h);
+      if (sec === undefined || t.updated_at + sec * 1000 > this.d.clock.now()) return;
+      this.send(broadcastId, deviceId);
+    });
+  }
+
   private schedule(broadcastId: string, deviceId: string, delayMs: number): void {
     const timer = setTimeout(() => {
       this.timers.delete(timer);
@@ -70,16 +82,20 @@ export class StreamStops {
       this.d.withHeld(broadcastId, (h) => {
         const t = h?.targets.get(deviceId);
         if (!t || isTerminal(t.state) || t.stop_request_id !== null) return;
-        try {
-          // The command and the stop's id on the target go into one state window (sendMany calls back at once).
-          this.d.rpc.sendMany([deviceId], STOP_METHOD, { broadcastId }, { expiresAt: this.d.clock.now() + this.d.stopTtlMs },
-            ([r]) => { this.d.stopSent(broadcastId, deviceId, r!.requestId); })
-            .catch((err: unknown) => { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop could not be stored'); });
-        } catch (err) { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
+        this.send(broadcastId, deviceId);
       });
     }, delayMs);
     timer.unref();
     this.timers.add(timer);
+  }
+
+  private send(broadcastId: string, deviceId: string): void {
+    try {
+      // The command and the stop's id on the target go into one state window (sendMany calls back at once).
+      this.d.rpc.sendMany([deviceId], STOP_METHOD, { broadcastId }, { expiresAt: this.d.clock.now() + this.d.stopTtlMs },
+        ([r]) => { this.d.stopSent(broadcastId, deviceId, r!.requestId); })
+        .catch((err: unknown) => { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop could not be stored'); });
+    } catch (err) { this.d.logger.error({ err, broadcastId, deviceId }, 'stream stop failed'); }
   }
 }
 

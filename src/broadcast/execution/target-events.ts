@@ -30,6 +30,8 @@ export interface TargetEventsDeps {
   metrics: Metrics | undefined;
   /** The executor's validated transition; false when ignored. */
   move: (broadcastId: string, deviceId: string, to: TargetState, o: { source: LogSource; detail?: string; deviceAt?: number }) => boolean;
+  /** Memory's copy of the broadcast is stale (read again on next use). */
+  forget: (broadcastId: string) => void;
   /** A speaker reported a broadcast playing (stream stops are armed from it). */
   onPlaying: (broadcastId: string, deviceId: string) => void;
   /**
@@ -61,6 +63,8 @@ export class TargetEvents {
       rpc.on('sent', (e) => this.onRpcSent(e)),
       rpc.on('expired', (e) => this.onRpcExpired(e)),
       rpc.on('response', (e) => this.onRpcResponse(e)),
+      // Cluster mode: a play withdrawn by another node (a stop there moved its target): this memory of it is stale.
+      rpc.on('withdrawn', (e) => { const ref = refOf(e.request); if (ref && e.request.method === PLAY_METHOD) this.d.forget(ref.broadcastId); }),
       bus.on('device.event', (e) => this.onDeviceEvent(e)),
     ];
   }

@@ -108,9 +108,11 @@ describe('cluster mode: a node SIGKILLed during a 300-speaker broadcast', () => 
       const stuck = ((r.body as { targets?: Array<{ deviceId: string; state: string }> }).targets ?? []).filter((t) => t.state !== 'completed').map((t) => t.deviceId);
       const rows = (await pg.query('SELECT id, device_id, state, owner_node, owner_inc, handed FROM rpc_requests WHERE device_id = ANY($1) ORDER BY device_id LIMIT 5', [stuck], 'cluster_broadcast_kill')).rows;
       const sessions = (await pg.query('SELECT * FROM device_sessions WHERE device_id = ANY($1) LIMIT 5', [stuck], 'cluster_broadcast_kill')).rows;
-      const warn = a.k.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(0, 20).join('\n');
+      const warn = a.k.output().split('\n').filter((l) => /"level":(50|60)/.test(l) || (stuck[0] !== undefined && l.includes(stuck[0]))).slice(0, 20).join('\n');
+      const dev = sim!.speakers.find((x) => x.id === stuck[0]);
+      const seen = dev ? JSON.stringify({ received: dev.received, events: dev.events }) : '';
       throw new Error(`${err.message}: ${JSON.stringify((r.body as { counts?: unknown }).counts)}; plays ${plays.size}; `
-        + `stuck ${JSON.stringify(stuck.slice(0, 5))}; rpc ${JSON.stringify(rows)}; sessions ${JSON.stringify(sessions)}; node A: ${warn}`);
+        + `stuck ${JSON.stringify(stuck.slice(0, 5))}; speaker ${seen}; rpc ${JSON.stringify(rows)}; sessions ${JSON.stringify(sessions)}; node A: ${warn}`);
     });
     if (counts.completed !== N) {
       const log = await broadcastLog(apiA, id);

@@ -51,7 +51,8 @@ export class HeldBroadcasts {
     if (!queued && (h || !this.o.repo())) { fn(h); return; }
     // One read per broadcast, and the callers waiting for it run in the order they came: on PostgreSQL two reads
     // may end in either order, and a device's answer must not be judged before the 'sent' that preceded it.
-    const read = queued ?? this.load(broadcastId);
+    // After the queued callers: memory as they left it, or a read of its own when one of them dropped it (reread).
+    const read = queued ? queued.then((): HeldBroadcast | undefined | Promise<HeldBroadcast | undefined> => this.map.get(broadcastId) ?? this.load(broadcastId)) : this.load(broadcastId);
     const chained: Promise<HeldBroadcast | undefined> = read.then((got) => {
       try { fn(this.map.get(broadcastId) ?? got); } catch (err) {
         this.o.logger.error({ err, broadcastId: broadcastId.slice(0, 128) }, 'broadcast event could not be handled');

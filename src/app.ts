@@ -294,7 +294,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
       mkdirSync(dataDir, { recursive: true });
       if (clusterDb) {
         logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode: the state is in the cluster database; not built yet: broadcast targets owned by a node (a target\'s report deadline and stream end stay with the nodes that handled it), see docs/cluster.md "Not built yet"');
+          'cluster mode: the state is in the cluster database; not built yet: a node whose lease ran out does not fence itself, see docs/cluster.md "Not built yet"');
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

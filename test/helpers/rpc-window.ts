@@ -25,3 +25,12 @@ export function rpcStateOn(db: Database, windowMs = 0,
   void window.start(); // sets it running synchronously
   return { db: port, window };
 }
+
+/** Polls `f` (every 25 ms) until it holds; throws naming `what` after `ms`. */
+export async function untilTrue(what: string, f: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

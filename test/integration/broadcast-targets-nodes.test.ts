@@ -16,6 +16,7 @@ import { RpcService } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks } from '../../src/broadcast/execution/index.js';
 import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { StateWindow } from '../../src/storage/state/index.js';
+import { untilTrue } from '../helpers/rpc-window.js';
 import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
 
 afterAll(stopStatePostgres);
@@ -125,13 +126,7 @@ function connect(n: Node, deviceId: string): void {
   n.bus.emit('status', { deviceId, area: 'p', online: true, at: Date.now() });
 }
 
-async function until(what: string, f: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (what: string, f: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> => untilTrue(what, f, ms);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const held = (n: Node, id: string): boolean => (n.rpc as unknown as { open: { get(id: string): unknown } }).open.get(id) !== undefined;

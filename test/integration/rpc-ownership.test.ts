@@ -12,6 +12,7 @@ import { SESSION_MIGRATIONS } from '../../src/cluster/index.js';
 import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
 import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
 import { StateWindow } from '../../src/storage/state/index.js';
+import { untilTrue } from '../helpers/rpc-window.js';
 import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
 
 afterAll(stopStatePostgres);
@@ -112,13 +113,7 @@ function disconnect(n: Node, deviceId: string): void {
   n.bus.emit('status', { deviceId, area: 'p', online: false, at: Date.now() });
 }
 
-async function until(what: string, f: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (what: string, f: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> => untilTrue(what, f, ms);
 
 async function tbIds(deviceId: string): Promise<Array<{ id: string; tb_id: number | null }>> {
   return (await sql<{ id: string; tb_id: number | null }>`SELECT id, tb_id FROM rpc_requests WHERE device_id = ${deviceId} ORDER BY seq`.execute(admin.kysely)).rows;

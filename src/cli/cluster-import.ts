@@ -181,9 +181,10 @@ function printReport(r: ImportReport, config: Readonly<Config>): void {
   out();
   out('Not imported:');
   const per = Object.entries(r.perNode).filter(([, v]) => v.rows > 0);
-  out(`  per-node state stays in ${path.join(r.dataDir, 'state.db')} (this node keeps it when it starts in cluster mode with this data directory):`);
-  if (per.length === 0) out('    (none here)');
-  for (const [t, v] of per) out(`    ${t}: ${v.rows} rows (${v.why})`);
+  if (per.length > 0) {
+    out(`  per-node state stays in ${path.join(r.dataDir, 'state.db')} (this node keeps it when it starts in cluster mode with this data directory):`);
+    for (const [t, v] of per) out(`    ${t}: ${v.rows} rows (${v.why})`);
+  }
   const store = config.telemetry.store === 'influxdb' ? 'InfluxDB, which the cluster nodes can use too (KENG_TELEMETRY_STORE=influxdb)' : 'this data directory';
   out(`  readings: stay in ${store}${r.files.readings.length ? ` (${r.files.readings.join(', ')})` : ''}; the cluster's history starts empty (docs/cluster.md).`);
   if (r.files.media.length || r.files.firmware.length) {

@@ -58,7 +58,7 @@ class StateSqlitePort implements Db<unknown> {
   write<T>(fn: (trx: Transaction<unknown>) => Promise<T>): Promise<T> {
     return this.kysely.connection().execute(async (conn) => {
       const h = this.state.db;
-      // Open here means opened by synchronous code (a synchronous unit's caller): never by another task through Kysely.
+      // Open here means opened by synchronous better-sqlite3 code (db.transaction): never by another task through Kysely.
       const savepoint = h.inTransaction ? `keng_w${++savepoints}` : null;
       h.exec(savepoint ? `SAVEPOINT ${savepoint}` : 'BEGIN IMMEDIATE');
       try {

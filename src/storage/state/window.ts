@@ -232,7 +232,6 @@ export class StateWindow implements Component {
   afterCommit(f: () => void): void { this.target().after.push(f); }
 
 
-
   /**
    * Resolves once everything written so far (the open window, else the one in flight) is committed; rejects when it
    * fails. Does not make the window due: a device's PUBACK waits for the window its answer went to, as with `add`.

@@ -189,8 +189,8 @@ export class RpcService implements Component {
       bus.on('attributes', (e) => this.warmup.signal(e.deviceId)),
       bus.on('telemetry', (e) => this.warmup.signal(e.deviceId)),
       bus.on('device.event', (e) => this.warmup.signal(e.deviceId)),
-      // A deleted device's rows go with it on the embedded store (foreign key cascade) and stay on PostgreSQL: forget them here either way.
-      bus.on('device.changed', (e) => { if (e.change === 'deleted') { this.open.dropDevice(e.deviceId); this.tbLast.delete(e.deviceId); } }),
+      // A deleted device's rows go with it on the embedded store (foreign key cascade); on PostgreSQL they are deleted here.
+      bus.on('device.changed', (e) => { if (e.change === 'deleted') this.deviceDeleted(e.deviceId); }),
     ];
     this.o.window.onEvict((keys) => this.evicted(keys));
     this.sweepTimer = setInterval(() => this.sweep(), this.o.sweepIntervalMs ?? 1000);
@@ -640,6 +640,16 @@ export class RpcService implements Component {
       this.lookups.add(p);
       void p.finally(() => this.lookups.delete(p));
     }
+  }
+
+  private deviceDeleted(deviceId: string): void {
+    this.open.dropDevice(deviceId);
+    this.tbLast.delete(deviceId);
+    const store = this.store;
+    if (!store || this.o.db.dialect !== 'postgres') return;
+    this.o.window.unit((trx) => store.deleteDevice(trx, deviceId), { savepoint: true }).then((n) => {
+      if (n > 0) this.o.logger.info({ deviceId, commands: n }, 'deleted device: its commands deleted');
+    }, (err: unknown) => { this.o.logger.warn({ err, deviceId }, 'deleted device: its commands could not be deleted'); });
   }
 
   private requireStore(): RpcStoreSql {

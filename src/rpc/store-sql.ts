@@ -212,6 +212,17 @@ export class RpcStoreSql {
     return (await rowsOf(q, trx)).map((r) => r.id);
   }
 
+  /**
+   * A deleted device's commands and integer ids, as the embedded store's foreign key cascade removes them (the
+   * cluster database has no foreign key to devices): its open commands would otherwise stay open for ever, owned by
+   * a live node that forgot them.
+   */
+  async deleteDevice(trx: Transaction<unknown>, deviceId: string): Promise<number> {
+    const r = await sql`DELETE FROM rpc_requests WHERE device_id = ${deviceId}`.execute(trx);
+    await sql`DELETE FROM rpc_tb_ids WHERE device_id = ${deviceId}`.execute(trx);
+    return Number(r.numAffectedRows ?? 0);
+  }
+
   async deleteFinishedBefore(t: number): Promise<number> {
     return this.db.write(async (trx) => {
       const r = await sql`DELETE FROM rpc_requests WHERE state IN ('answered', 'expired', 'cancelled') AND created_at < ${t}`.execute(trx);

@@ -159,6 +159,18 @@ describe('RPC commands across nodes (PostgreSQL)', () => {
     console.log(`(a) created on A, published by B ${pickupMs} ms later`);
   });
 
+  it('(a4) a device deleted through another node: its commands leave the database, as the embedded store\'s cascade removes them', async () => {
+    await lease('a'); await lease('b');
+    await session('loa-1', 'b');
+    const a = await startNode('a');
+    const b = await startNode('b'); // connected there but warming up: the command stays queued, held by B
+    const r = await a.rpc.send('loa-1', 'speaker.setVolume', { volume: 40 }, { expiresAt: soon() });
+    await until('B holds it', () => held(b, r.requestId));
+    a.bus.emit('device.changed', { deviceId: 'loa-1', change: 'deleted' });
+    await until('its rows deleted', async () => (await sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM rpc_requests WHERE device_id = 'loa-1'`
+      .execute(admin.kysely)).rows[0]!.n === 0);
+  });
+
   it('(a2) an answer reaching a node that does not hold the command (a handoff race) is recorded once, by a read and a CAS', async () => {
     await lease('a'); await lease('b');
     await session('loa-1', 'b');

@@ -22,7 +22,7 @@ import { BroadcastRepoSql } from '../../src/broadcast/execution/repo-sql.js';
 import { BroadcastService, type BroadcastServiceDeps } from '../../src/broadcast/service.js';
 import { StateWindow } from '../../src/storage/state/index.js';
 import type { Db } from '../../src/storage/sql/index.js';
-import type { Area, Device } from '../../src/devices/types.js';
+import { broadcastRegistry, testDevice } from '../helpers/broadcast-registry.js';
 import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 import { waitFor } from '../helpers/mqtt.js';
 
@@ -30,26 +30,8 @@ const logger = createLogger('silent');
 afterAll(stopStatePostgres);
 
 function fakeRegistry() {
-  const areas: Area[] = [
-    { code: 'p', name: 'Tỉnh', level: 'province', parent: null, createdAt: 0 },
-    { code: 'c', name: 'Xã An Bình', level: 'commune', parent: 'p', createdAt: 0 },
-    { code: 'v1', name: 'Thôn Đông', level: 'village', parent: 'c', createdAt: 0 },
-    { code: 'v2', name: 'Thôn Tây', level: 'village', parent: 'c', createdAt: 0 },
-  ];
-  const dev = (id: string, area: string): Device =>
-    ({ id, kind: 'speaker', name: `Loa ${id}`, area, location: null, model: null, enabled: true, createdAt: 0, historyFrom: null });
   // Ids whose order differs between a bytewise and a linguistic collation ('Z' < '_' < 'a' bytewise).
-  const devices = [dev('loa-1', 'v1'), dev('loa-2', 'v2'), dev('loa_3', 'v1'), dev('Loa-Z', 'v2')];
-  const subtree = (code: string): string[] => [code, ...areas.filter((a) => a.parent === code).flatMap((a) => subtree(a.code))];
-  return {
-    getArea: (c: string) => areas.find((a) => a.code === c),
-    getDevice: (id: string) => devices.find((d) => d.id === id),
-    // Presence as the registry knows it (other nodes' devices in cluster mode): here only the broker's connections count.
-    isOnlineAnywhere: (): boolean => false,
-    subtree,
-    listDevices: (f: { area?: string; kind?: string } = {}) => devices.filter((d) => (!f.area || subtree(f.area).includes(d.area)) && (!f.kind || d.kind === f.kind)),
-    attributes: (): Record<string, unknown> => ({}),
-  };
+  return broadcastRegistry([testDevice('loa-1', 'v1'), testDevice('loa-2', 'v2'), testDevice('loa_3', 'v1'), testDevice('Loa-Z', 'v2')]);
 }
 
 const names: LogNames = { schedule: (id) => (id === 's1' ? 'Bản tin sáng' : undefined), media: (id) => (id === 'm1' ? 'Tin xã' : undefined) };

@@ -8,34 +8,17 @@ import { EventBus, Metrics, createLogger, type KengEvents } from '../../src/core
 import { MIGRATIONS } from '../../src/storage/state/migrations.js';
 import { RPC_MIGRATION, RPC_TB_IDS_MIGRATION, RpcService } from '../../src/rpc/index.js';
 import { BROADCAST_MIGRATION, BROADCAST_UNCONFIRMED_MIGRATION, BroadcastExecutor, checkTransition, playHooks, type BroadcastExecutorOptions, type BroadcastInput } from '../../src/broadcast/execution/index.js';
-import type { Area, Device } from '../../src/devices/types.js';
+import { broadcastRegistry, testDevice } from '../helpers/broadcast-registry.js';
 import { rpcStateOn } from '../helpers/rpc-window.js';
 
 const SHA = 'a'.repeat(64);
 
 function fakeRegistry() {
-  const areas: Area[] = [
-    { code: 'p', name: 'Tỉnh', level: 'province', parent: null, createdAt: 0 },
-    { code: 'c', name: 'Xã An Bình', level: 'commune', parent: 'p', createdAt: 0 },
-    { code: 'v1', name: 'Thôn Đông', level: 'village', parent: 'c', createdAt: 0 },
-    { code: 'v2', name: 'Thôn Tây', level: 'village', parent: 'c', createdAt: 0 },
-  ];
-  const dev = (id: string, area: string, kind: Device['kind'] = 'speaker'): Device =>
-    ({ id, kind, name: `Loa ${id}`, area, location: null, model: null, enabled: true, createdAt: 0, historyFrom: null });
-  const devices = [dev('loa-1', 'v1'), dev('loa-2', 'v2'), dev('loa-3', 'v1'), dev('soil-1', 'v1', 'sensor')];
-  const subtree = (code: string): string[] => [code, ...areas.filter((a) => a.parent === code).flatMap((a) => subtree(a.code))];
-  return {
-    getArea: (c: string) => areas.find((a) => a.code === c),
-    getDevice: (id: string) => devices.find((d) => d.id === id),
-    // Presence as the registry knows it (other nodes' devices in cluster mode): here only the broker's connections count.
-    isOnlineAnywhere: (): boolean => false,
-    subtree,
-    listDevices: (f: { area?: string; kind?: string } = {}) => devices.filter((d) => (!f.area || subtree(f.area).includes(d.area)) && (!f.kind || d.kind === f.kind)),
-    // loa-1 and loa-3 support media.prefetch (§12.7); loa-2 is older firmware.
-    attributes: (id: string): Record<string, unknown> => (id === 'loa-2'
-      ? { capabilities: ['broadcast.play', 'broadcast.stop'] }
-      : { capabilities: ['broadcast.play', 'broadcast.stop', 'media.prefetch'] }),
-  };
+  const devices = [testDevice('loa-1', 'v1'), testDevice('loa-2', 'v2'), testDevice('loa-3', 'v1'), testDevice('soil-1', 'v1', 'sensor')];
+  // loa-1 and loa-3 support media.prefetch (§12.7); loa-2 is older firmware.
+  return broadcastRegistry(devices, (id) => (id === 'loa-2'
+    ? { capabilities: ['broadcast.play', 'broadcast.stop'] }
+    : { capabilities: ['broadcast.play', 'broadcast.stop', 'media.prefetch'] }));
 }
 
 interface Fx {

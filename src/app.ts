@@ -134,7 +134,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   }) : undefined;
   // Who is calling and what they may do: one chain and one policy for HTTP, MQTT service clients and socket.io.
   const adminAuth = new AdminAuth({ dataDir, adminToken: config.adminToken, logger: log('auth'), ...(secrets ? { shared: secrets } : {}) });
-  const accounts = createAccounts({ state: stateDb, db: stateSql, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
+  const accounts = createAccounts({ db: stateSql, clock, logger: log('auth'), areas: registry, guard: guardOptions(config.auth) });
   const authenticator = new AuthenticatorChain([adminAuth, new UserSessionAuthenticator(accounts.sessions), new ApiTokenAuthenticator(accounts.tokens)]);
   const policy = new Policy(registry);
   const audit = accounts.audit;

@@ -26,7 +26,6 @@ import { snapshotJson } from './canonical.js';
 import { CHAIN_KEYED_ACTION, GENESIS_HASH, keyedRowHash, rowHash, type AuditRow } from './chain.js';
 import type { ChainHead } from './anchor.js';
 import type { AuditKey } from './key.js';
-import type Database from 'better-sqlite3';
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import type { Db } from '../storage/sql/index.js';
 
@@ -54,14 +53,6 @@ export interface AuditRecorder {
    * back with the caller's change; without, it runs in its own write transaction.
    */
   record(entry: AuditInput, trx?: Transaction<unknown>): Promise<AuditEntry>;
-  /**
-   * For code writing the embedded store synchronously (inside its own better-sqlite3 transaction, where
-   * nothing can be awaited): appended at once on that connection, as a savepoint of the caller's transaction.
-   * In cluster mode there is no synchronous path to PostgreSQL: the entry is queued and appended right after,
-   * in order. No server module calls it any more (broadcasts, alerts and rules append with `record(e, trx)`
-   * in their own transaction); an entry recorded here does not commit with its change.
-   */
-  recordSync(entry: AuditInput): void;
 }
 
 export interface AuditEntry {
@@ -103,8 +94,6 @@ export function toEntry(r: AuditRow): AuditEntry {
 export interface AuditLogOptions {
   /** The state store as a Db (the embedded state.db, or PostgreSQL in cluster mode). */
   db: Db<unknown>;
-  /** The embedded store's connection, for recordSync(); absent in cluster mode. */
-  sqlite?: { readonly db: Database.Database } | null;
   clock: Clock;
   logger?: Logger;
   /** The audit key; also settable later with useKey(). Without one, only an unkeyed chain can be extended. */
@@ -116,16 +105,9 @@ const clip = (s: string | null | undefined): string | null => (s == null ? null 
 
 type Last = Pick<AuditRow, 'seq' | 'hash' | 'key_id'>;
 
-const INSERT_ROW = `INSERT INTO audit_log (seq, at, actor, action, target, ip, before_json, after_json, prev_hash, hash, key_id)
-  VALUES (@seq, @at, @actor, @action, @target, @ip, @before_json, @after_json, @prev_hash, @hash, @key_id)`;
-const UPSERT_HEAD = `INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
-  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`;
-
 export class AuditLog implements AuditRecorder {
   private readonly o: AuditLogOptions;
   private key: AuditKey | null;
-  /** Cluster mode's recordSync(): entries appended one after the other, in the order recorded. */
-  private queued: Promise<void> = Promise.resolve();
 
   constructor(opts: AuditLogOptions) {
     this.o = opts;
@@ -146,31 +128,10 @@ export class AuditLog implements AuditRecorder {
     return toEntry(rows.at(-1)!);
   }
 
-  recordSync(e: AuditInput): void {
-    const handle = this.o.sqlite?.db;
-    if (!handle) {
-      this.queued = this.queued.then(() => this.record(e)).then(() => undefined, (err: unknown) => {
-        this.o.logger?.error({ err, audit: { action: e.action, target: e.target ?? null } }, 'audit entry could not be appended');
-      });
-      return;
-    }
-    const tx = handle.transaction((): AuditRow[] => {
-      const rows = this.plan(handle.prepare('SELECT seq, hash, key_id FROM audit_log ORDER BY seq DESC LIMIT 1').get() as Last | undefined, e);
-      const insert = handle.prepare(INSERT_ROW);
-      for (const r of rows) insert.run(r);
-      handle.prepare(UPSERT_HEAD).run(rows.at(-1)!.seq, rows.at(-1)!.hash);
-      return rows;
-    });
-    this.logRows(handle.inTransaction ? tx() : tx.immediate());
-  }
-
   /** Writes the switch entry now if there is a key and the chain has no keyed entry yet (the server's start). */
   async ensureKeyed(): Promise<void> {
     this.logRows(await this.o.db.write((t) => this.appendIn(t)));
   }
-
-  /** Resolves when every entry queued by recordSync() in cluster mode is appended (or logged as lost). */
-  drain(): Promise<void> { return this.queued; }
 
   /** The chain's head (newest seq and hash, first keyed seq). */
   head(): Promise<ChainHead> {
@@ -270,5 +231,4 @@ export const NOOP_AUDIT: AuditRecorder = {
   async record(e: AuditInput): Promise<AuditEntry> {
     return { seq: 0, at: 0, actor: actorString(e.actor), action: e.action, target: e.target ?? null, ip: e.ip ?? null, before: null, after: null, prevHash: GENESIS_HASH, hash: GENESIS_HASH };
   },
-  recordSync(): void { /* dropped */ },
 };

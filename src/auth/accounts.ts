@@ -14,13 +14,10 @@ import { LoginGuard, type LoginGuardOptions } from './login-guard.js';
 import { LoginService } from './login.js';
 import { PasswordHasher, type PasswordHasherOptions } from './passwords.js';
 import { SessionStore } from './sessions.js';
-import type Database from 'better-sqlite3';
 import { AUTH_CACHE_CLUSTER_MS } from './principal-cache.js';
 import { Users, type AreaLookup } from './users.js';
 
 export interface AccountsOptions {
-  /** The embedded store's connection: only for the audit log's recordSync(), which no server module calls any more; unused in cluster mode. */
-  state?: { readonly db: Database.Database };
   /** The state store as a Db: state.db, or PostgreSQL in cluster mode (users, sessions, tokens, guard and audit log on it). */
   db: Db<unknown>;
   clock: Clock;
@@ -48,8 +45,8 @@ export interface Accounts {
 }
 
 export function createAccounts(o: AccountsOptions): Accounts {
-  const { state, db, clock } = o;
-  const audit = new AuditLog({ db, sqlite: db.dialect === 'sqlite' ? state ?? null : null, clock, logger: o.logger });
+  const { db, clock } = o;
+  const audit = new AuditLog({ db, clock, logger: o.logger });
   const hasher = new PasswordHasher(o.passwords);
   const cacheMs = o.lookupCacheMs ?? (db.dialect === 'postgres' ? AUTH_CACHE_CLUSTER_MS : 0);
   // The guard asks Users whether an account is the last usable admin (never locked for everyone).

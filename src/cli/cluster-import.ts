@@ -40,7 +40,7 @@ import { FIRMWARE_SIGNING_KEY_FILE } from '../firmware/index.js';
 import { COMMAND_KEYS_FILE } from '../rpc/index.js';
 import { action, cliActor, out, withClusterDb } from './common.js';
 import { copyTable, sqliteCount } from './cluster-copy.js';
-import { IMPORTED_TABLES, PER_NODE_TABLES } from './cluster-tables.js';
+import { IMPORTED_TABLES } from './cluster-tables.js';
 
 /** Advisory lock key of the import ("KIMP"): two imports into one database take turns. */
 const IMPORT_LOCK = 0x4b494d50;
@@ -52,8 +52,6 @@ export interface ImportReport {
   /** Rows per imported table (read from state.db; copied unless dryRun). */
   tables: Record<string, number>;
   audit: { entries: number; lastSeq: number; keyId: string | null; keySource: string | null; anchorsChecked: number; importSeq: number | null };
-  /** Tables left in this node's state.db: rows and why. */
-  perNode: Record<string, { rows: number; why: string }>;
   /** Files the cluster's nodes need and the import does not copy. */
   files: { media: string[]; firmware: string[]; missing: string[]; secrets: string[]; readings: string[] };
   notes: string[];
@@ -120,7 +118,6 @@ export async function clusterImport(o: Opts, config: Readonly<Config> = loadConf
     src.exec('BEGIN'); // one snapshot for every table, counts included
     const db = src;
     const tables: Record<string, number> = Object.fromEntries(IMPORTED_TABLES.map((t) => [t.table, sqliteCount(db, t.table)]));
-    const perNode = Object.fromEntries(Object.entries(PER_NODE_TABLES).map(([t, why]) => [t, { rows: sqliteCount(db, t), why }]));
     const files = filesOf(db, dataDir);
     let importSeq: number | null = null;
     await withClusterDb(url, async (pg) => {
@@ -148,7 +145,7 @@ export async function clusterImport(o: Opts, config: Readonly<Config> = loadConf
         const copied = await verifyAuditChainIn(trx, { key, anchors });
         if (!copied.ok) throw chainRefusal(copied, 'the chain as copied into PostgreSQL');
         if (copied.lastSeq !== embedded.lastSeq) throw Errors.INTERNAL(`audit chain: ${copied.lastSeq} entries copied of ${embedded.lastSeq}`);
-        const audit = new AuditLog({ db: pg, sqlite: null, clock: systemClock, key });
+        const audit = new AuditLog({ db: pg, clock: systemClock, key });
         const entry = await audit.record({ actor: cliActor(), action: 'cluster.imported', target: `node:${config.cluster.nodeId ?? 'embedded'}`, after: { dataDir, tables } }, trx);
         return entry.seq;
       });
@@ -158,7 +155,7 @@ export async function clusterImport(o: Opts, config: Readonly<Config> = loadConf
     }
     if (!key && embedded.count > 0) notes.push(`no audit key at ${auditKeyLocation(dataDir, config.audit).label}: the chain is not keyed yet; the first node keys it`);
     return {
-      dataDir, database: redactUrl(url), dryRun: o.dryRun === true, tables, perNode, files, notes,
+      dataDir, database: redactUrl(url), dryRun: o.dryRun === true, tables, files, notes,
       audit: { entries: embedded.count, lastSeq: embedded.lastSeq, keyId: key?.id ?? null, keySource: key?.source ?? null, anchorsChecked: embedded.anchors, importSeq },
     };
   } finally {
@@ -180,11 +177,6 @@ function printReport(r: ImportReport, config: Readonly<Config>): void {
   out(`  keep it, and check it with \`keng audit verify --anchors ${path.join(r.dataDir, AUDIT_ANCHORS_FILE)}\` (KENG_DATABASE_URL set).`);
   out();
   out('Not imported:');
-  const per = Object.entries(r.perNode).filter(([, v]) => v.rows > 0);
-  if (per.length > 0) {
-    out(`  per-node state stays in ${path.join(r.dataDir, 'state.db')} (this node keeps it when it starts in cluster mode with this data directory):`);
-    for (const [t, v] of per) out(`    ${t}: ${v.rows} rows (${v.why})`);
-  }
   const store = config.telemetry.store === 'influxdb' ? 'InfluxDB, which the cluster nodes can use too (KENG_TELEMETRY_STORE=influxdb)' : 'this data directory';
   out(`  readings: stay in ${store}${r.files.readings.length ? ` (${r.files.readings.join(', ')})` : ''}; the cluster's history starts empty (docs/cluster.md).`);
   if (r.files.media.length || r.files.firmware.length) {

@@ -66,9 +66,6 @@ export const IMPORTED_TABLES: readonly ImportedTable[] = [
  */
 export const SINGLETON_TABLES = ['audit_head', 'registry_version'] as const;
 
-/** Tables that stay in this node's state.db, and why (printed after an import). None: cluster mode shares every state table. */
-export const PER_NODE_TABLES: Readonly<Record<string, string>> = {};
-
 /** Bookkeeping of each store, never copied. */
 export const INTERNAL_TABLES = ['schema_migrations', 'sqlite_sequence', 'keng_migrations'] as const;
 

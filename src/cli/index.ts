@@ -164,7 +164,7 @@ function registerDevices(program: Command): void {
     .action(action(async (id: string) => {
       await withRegistry(async (reg, db, config, sql) => {
         const by = cliActor();
-        const audit = new AuditLog({ db: sql, sqlite: sql.dialect === 'sqlite' ? db : null, clock: systemClock });
+        const audit = new AuditLog({ db: sql, clock: systemClock });
         const key = cliAuditKey(config);
         if (key) audit.useKey(key);
         // Recorded and audited together, or neither.

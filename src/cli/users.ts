@@ -16,7 +16,7 @@ import { action, cliActor, iso, json, out, table, withRegistry } from './common.
 /** Account services on the CLI's state store (same rules, settings and audit log as the API). */
 function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
   return withRegistry((reg, db, config) => {
-    const acc = createAccounts({ state: db, db: stateSqlitePort(db), clock: systemClock, areas: reg, guard: guardOptions(config.auth) });
+    const acc = createAccounts({ db: stateSqlitePort(db), clock: systemClock, areas: reg, guard: guardOptions(config.auth) });
     // The server's audit key: without it (or with another) a keyed chain refuses the change.
     const key = cliAuditKey(config);
     if (key) acc.audit.useKey(key);

@@ -22,7 +22,7 @@ function fakeClock(start = Date.UTC(2025, 10, 30)): { now(): number; advance(ms:
 }
 
 function accountsOn(db: Db<unknown>, h: StateHarness, clock: { now(): number }, o: Partial<AccountsOptions> = {}): Accounts {
-  return createAccounts({ db, state: h.state, clock, areas, passwords: { log2N: 10 }, ...o });
+  return createAccounts({ db, clock, areas, passwords: { log2N: 10 }, ...o });
 }
 
 async function auditActions(db: Db<unknown>): Promise<string[]> {

@@ -192,7 +192,6 @@ describe.each(STATE_DIALECTS)('alerts on %s', (dialect) => {
     await write((trx) => repo.insert(trx, alertOf('al-1', 'cap-1')));
     const failing: AuditRecorder = {
       record: async () => { throw new Error('audit refused by the test'); },
-      recordSync: () => { throw new Error('not used'); },
     };
     const n = node(h.db, failing, 'a');
     await n.start();

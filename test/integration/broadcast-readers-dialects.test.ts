@@ -166,7 +166,7 @@ describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', 
       broker: { isConnected: () => true, publish: async (topic) => { published.push(topic); } },
     });
     exec = new BroadcastExecutor({ db: h.db, window, rpc, bus, registry, mediaUrl: (id) => `http://keng/${id}`, logger, metrics });
-    const real = new AuditLog({ db: h.db, ...(h.state ? { sqlite: h.state } : {}), clock: systemClock, logger });
+    const real = new AuditLog({ db: h.db, clock: systemClock, logger });
     // Appends for real (in the unit's transaction), then fails: the append must be undone with the rest.
     const audit: AuditRecorder = {
       record: async (e, trx) => {
@@ -174,7 +174,6 @@ describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', 
         if (failAudit) throw new Error('injected audit failure');
         return entry;
       },
-      recordSync: (e) => real.recordSync(e),
     };
     deps = {
       config: loadConfig({ env: {}, overrides: { dataDir: dir, logLevel: 'silent', broadcast: { streamHosts: ['127.0.0.1'] } } as never }),

@@ -120,7 +120,7 @@ describe.each(STATE_DIALECTS)('device registry on %s', (dialect) => {
   it('provisioning keys: issue, reserve up to the limit, revoke; audited in the same transaction', async () => {
     const { reg } = await node(h);
     await seed(reg);
-    const audit = new AuditLog({ db: h.db, sqlite: h.state ?? null, clock: { now: () => Date.now() } });
+    const audit = new AuditLog({ db: h.db, clock: { now: () => Date.now() } });
     const svc = new ProvisioningService({ db: h.db, devices: reg, audit, clock: { now: () => Date.now() } });
     const { key } = await svc.issue({ area: 'x1', maxDevices: 1 }, { actor: 'user:an' });
     expect((await svc.list()).map((k) => k.id)).toEqual([key.id]);

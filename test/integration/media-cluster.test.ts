@@ -63,7 +63,7 @@ async function node(db: Db<unknown>, dataDir?: string): Promise<Node> {
   n.service = new BroadcastService({
     config, window: {} as never, stateSql: db, logger, metrics, clock: systemClock, media: n.media,
     registry: { getArea: (code: string) => (code === 'x1' ? { code } : undefined), getDevice: () => undefined, listDevices: () => [] } as never,
-    executor: {} as never, audit: { recordSync: () => undefined, record: async () => undefined } as never, mediaViewer: () => ALL,
+    executor: {} as never, audit: { record: async () => undefined } as never, mediaViewer: () => ALL,
   });
   await n.media.start();
   await n.service.start();

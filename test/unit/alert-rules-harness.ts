@@ -130,7 +130,7 @@ export async function startHarness(): Promise<Harness> {
   await window.start();
   const make = () => new AlertRules({
     window, windowDb, registry, alerts, bus, logger, clock: { now: () => Date.now() }, timers, sender: 'keng@xa-a',
-    audit: { record: async (e) => { audit.push(e); return {} as never; }, recordSync: (e) => { audit.push(e); } },
+    audit: { record: async (e) => { audit.push(e); return {} as never; } },
   });
   const h: Harness = {
     rules: make(), alerts, bus, audit, events, state, devices,

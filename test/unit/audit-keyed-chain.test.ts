@@ -24,7 +24,7 @@ afterEach(async () => { await db.close(); });
 /** The state store as the server reaches it (follows db.reopen()). */
 const port = (): Db<unknown> => stateSqlitePort({ get db() { return db.state.db; } });
 function log(key: AuditKey | null = KEY): AuditLog {
-  return new AuditLog({ db: port(), sqlite: db.state, clock, key });
+  return new AuditLog({ db: port(), clock, key });
 }
 async function write(a: AuditLog, n: number, action = 'device.create'): Promise<void> {
   for (let i = 0; i < n; i++) { clock.advance(1000); await a.record({ actor: { kind: 'user', id: 'lan' }, action, target: `device:d${i}` }); }
@@ -73,7 +73,8 @@ describe('keyed chain', () => {
 
   it('continues one chain across a restart (another AuditLog on the reopened store)', async () => {
     await write(log(), 2);
-    const a2 = new AuditLog({ db: port(), sqlite: await db.reopen(), clock, key: makeAuditKey(Buffer.alloc(32, 7), 'the same key, read again') });
+    await db.reopen();
+    const a2 = new AuditLog({ db: port(), clock, key: makeAuditKey(Buffer.alloc(32, 7), 'the same key, read again') });
     await write(a2, 2);
     expect(await verifyAuditChain(port(), { key: KEY })).toMatchObject({ ok: true, count: 5 });
   });

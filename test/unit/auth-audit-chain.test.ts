@@ -11,7 +11,7 @@ const port = (): Db<unknown> => stateSqlitePort({ get db() { return db.state.db;
 beforeEach(async () => {
   db = await tempStateDb();
   const clock = fakeClock();
-  audit = new AuditLog({ db: port(), sqlite: db.state, clock });
+  audit = new AuditLog({ db: port(), clock });
   for (let i = 1; i <= 5; i++) {
     clock.advance(1000);
     await audit.record({ actor: { kind: 'user', id: 'lan' }, ip: '10.0.0.1', action: 'device.create', target: `device:d${i}`, after: { id: `d${i}`, secret: 's3cr3t' } });
@@ -72,7 +72,8 @@ describe('audit chain', () => {
   });
 
   it('appends continue the chain after a restart; filters and paging work', async () => {
-    const a2 = new AuditLog({ db: port(), sqlite: await db.reopen(), clock: fakeClock(Date.UTC(2026, 0, 1)) });
+    await db.reopen();
+    const a2 = new AuditLog({ db: port(), clock: fakeClock(Date.UTC(2026, 0, 1)) });
     await a2.record({ actor: 'cli:root', action: 'user.unlock', target: 'user:lan' });
     expect(await verifyAuditChain(port())).toMatchObject({ ok: true, count: 6, lastSeq: 6 });
     expect((await a2.query({ action: 'user' })).map((e) => e.seq)).toEqual([6]);

@@ -1,7 +1,7 @@
 /**
  * `keng cluster import` copies the tables its plan lists (src/cli/cluster-tables.ts). A module that adds
- * a table to state.db or to a PostgreSQL scope must say here whether it is shared (imported) or per
- * node: otherwise an import would silently leave it behind.
+ * a table to state.db or to a PostgreSQL scope must list it there (imported, set after the copy, kept by
+ * the cluster alone, or internal): otherwise an import would silently leave it behind.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,11 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/index.js';
 import { ALL_MIGRATIONS, PG_STATE_SCOPES } from '../../src/migrations.js';
 import { StateDb } from '../../src/storage/state/index.js';
-import { CLUSTER_RUNTIME_TABLES, IMPORTED_TABLES, INTERNAL_TABLES, PER_NODE_TABLES, SINGLETON_TABLES } from '../../src/cli/cluster-tables.js';
+import { CLUSTER_RUNTIME_TABLES, IMPORTED_TABLES, INTERNAL_TABLES, SINGLETON_TABLES } from '../../src/cli/cluster-tables.js';
 import { toPg } from '../../src/cli/cluster-copy.js';
 
 const imported = IMPORTED_TABLES.map((t) => t.table);
-const known = new Set<string>([...imported, ...SINGLETON_TABLES, ...Object.keys(PER_NODE_TABLES), ...INTERNAL_TABLES, ...CLUSTER_RUNTIME_TABLES]);
+const known = new Set<string>([...imported, ...SINGLETON_TABLES, ...INTERNAL_TABLES, ...CLUSTER_RUNTIME_TABLES]);
 
 function pgTables(): string[] {
   return PG_STATE_SCOPES.flatMap((s) => s.migrations.flatMap((m) => m.postgres.flatMap((stmt) => [...stmt.matchAll(/CREATE TABLE (?:IF NOT EXISTS )?(\w+)/g)].map((x) => x[1]!))));
@@ -33,7 +33,7 @@ async function sqliteTables(): Promise<string[]> {
 }
 
 describe('cluster import plan', () => {
-  it('names every table of the PostgreSQL state scopes: imported, set after the copy, or per node', () => {
+  it('names every table of the PostgreSQL state scopes: imported or set after the copy', () => {
     const tables = pgTables();
     expect(tables.length).toBeGreaterThan(20);
     expect(tables.filter((t) => !known.has(t))).toEqual([]);

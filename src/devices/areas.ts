@@ -20,8 +20,6 @@ export interface AreasDeps {
   write: RegistryWrite;
   /** Brings the caches up to date before a change that checks them (the registry's). */
   refresh: () => Promise<void>;
-  /** Cluster mode: told of the whole tree after each change (mirror.ts). */
-  mirror?: { setAreas(rows: readonly AreaRow[]): void };
 }
 
 export interface AreaRow { code: string; name: string; level: Area['level']; parent: string | null; created_at: number }
@@ -70,7 +68,6 @@ export class Areas implements AreasApi {
       throw err;
     }
     if (!this.tree.has(area.code)) this.tree.add(area);
-    this.mirrorTree();
     return this.tree.get(area.code)!;
   }
 
@@ -105,10 +102,5 @@ export class Areas implements AreasApi {
   /** Replaces the tree with these rows. */
   load(rows: AreaRow[]): void {
     this.tree.load(rows.map((r) => ({ code: r.code, name: r.name, level: r.level, parent: r.parent, createdAt: r.created_at })));
-    this.mirrorTree();
-  }
-
-  private mirrorTree(): void {
-    this.deps.mirror?.setAreas(this.tree.list().map((a) => ({ code: a.code, name: a.name, level: a.level, parent: a.parent, created_at: a.createdAt })));
   }
 }

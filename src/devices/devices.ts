@@ -38,8 +38,6 @@ export interface DevicesDeps {
   write: RegistryWrite;
   /** Brings the caches up to date before a change that checks them (the registry's: sync(), or the cluster version check). */
   refresh: () => Promise<void>;
-  /** Cluster mode: told of every row cached and every device gone (mirror.ts). */
-  mirror?: { put(row: DeviceRow): void; remove(id: string): void };
   /** telemetry.onDeviceDelete: 'purge' records a purge of the readings with each deletion (purger.ts runs it). */
   onDelete: 'keep' | 'purge';
 }
@@ -233,7 +231,6 @@ export class Devices implements DevicesApi, CredentialLookup {
     });
     if (this.devices.has(id)) this.uncache(id); // emits 'device.changed'
     else if (removed) {
-      this.deps.mirror?.remove(id);
       this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
     }
     return removed;
@@ -371,7 +368,6 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.devices.set(row.id, { device, row });
     this.tokens.set(row.token_lookup, row.id);
     this.deps.status.track(row.id);
-    this.deps.mirror?.put(row);
     return device;
   }
 
@@ -382,7 +378,6 @@ export class Devices implements DevicesApi, CredentialLookup {
     this.tokens.delete(c.row.token_lookup);
     forgetVerifications(this.deps.verifier, id);
     this.deps.status.untrack(id, c.device.area, emit);
-    this.deps.mirror?.remove(id);
     if (emit) this.deps.bus.emit('device.changed', { deviceId: id, change: 'deleted' });
   }
 }

@@ -31,7 +31,6 @@ import { Areas, readAreas } from './areas.js';
 import { DeviceAuthentication } from './credentials.js';
 import { Devices, readDevices } from './devices.js';
 import { CredentialVerifier } from './secrets.js';
-import { SqliteMirror } from './mirror.js';
 import { Statements, type Trx } from './statements.js';
 import { DeviceStatus } from './status.js';
 import type { Area, Device, DeviceAuthenticator, DeviceView, LatestValue } from './types.js';
@@ -96,7 +95,6 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
   private commits = 0;
   private polling: Promise<void> | null = null;
   private pollFailing = false;
-  private readonly mirror: SqliteMirror | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
 
@@ -108,16 +106,13 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     const verifier = opts.verifier ?? new CredentialVerifier();
     const sync = (): void => this.sync();
     const write = <T>(fn: (trx: Trx) => Promise<T>): Promise<T> => this.write(fn);
-    // Cluster mode: the node's state.db keeps a copy of areas and devices (mirror.ts: no longer read by anything).
-    const state = opts.db;
-    const mirror = this.mirror = this.db.dialect === 'postgres' && state ? new SqliteMirror(() => state.db, logger) : undefined;
     const refresh = (): Promise<void> => this.refresh();
-    this.areas = new Areas({ clock, sync, write, refresh, mirror });
+    this.areas = new Areas({ clock, sync, write, refresh });
     this.status = new DeviceStatus({
       bus, metrics, clock, logger, ownsPresence: this.ownsPresence, areaOf: (id) => this.devices.areaOf(id), db: this.db, nodeId: opts.nodeId,
       ...(opts.remoteStatus ? { remoteStatus: opts.remoteStatus } : {}),
     });
-    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, refresh, mirror, onDelete: opts.onDelete ?? 'keep' });
+    this.devices = new Devices({ bus, clock, areas: this.areas, status: this.status, verifier, sync, write, refresh, onDelete: opts.onDelete ?? 'keep' });
     this.auth = new DeviceAuthentication({ devices: this.devices, verifier, refresh: () => this.refresh() });
   }
 
@@ -179,7 +174,6 @@ export class DeviceRegistry implements DeviceRegistryApi, DeviceAuthenticator, C
     this.pollTimer = undefined;
     if (this.polling) await settleWithin(this.polling, 2_000); // a check hung on a cut-off database does not hold the stop
     await this.status.close();
-    this.mirror?.flush();
     this.devices.close();
     this.areas.close();
     this.sql.close();

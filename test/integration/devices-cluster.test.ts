@@ -208,24 +208,6 @@ describe('two nodes on one PostgreSQL', () => {
     expect(await b.reg.authenticate(token!, undefined)).toMatchObject({ ok: true, identity: { viaToken: true } });
   });
 
-  it('each node copies areas and devices into its own state.db (for the tables still there), and drops a device deleted elsewhere', async () => {
-    const local = await openState('sqlite');
-    cleanups.push(() => local.close());
-    const c = await node({ ...h, state: local.state }, openPgDb(h.url!));
-    cleanups.push(() => (c.reg as unknown as { db: Db<unknown> }).db.close());
-    await a.reg.createDevice({ id: 'soil-1', kind: 'sensor', name: 'S', area: 'x1' });
-    const row = () => local.sqlite!.prepare('SELECT id, area, enabled FROM devices WHERE id = ?').get('soil-1') as { area: string; enabled: number } | undefined;
-    await within(BOUND, () => row()?.area === 'x1');
-    expect(local.sqlite!.prepare('SELECT code FROM areas ORDER BY code').pluck().all()).toEqual(['01', 'x1', 'x2']);
-    // An RPC row (still in SQLite) can reference the device, and goes with it.
-    local.sqlite!.prepare('INSERT INTO rpc_tb_ids (device_id, last_id) VALUES (?, 7)').run('soil-1');
-    await a.reg.setEnabled('soil-1', false);
-    await within(BOUND, () => row()?.enabled === 0);
-    await a.reg.deleteDevice('soil-1');
-    await within(BOUND, () => row() === undefined);
-    expect(local.sqlite!.prepare('SELECT COUNT(*) FROM rpc_tb_ids').pluck().get()).toBe(0);
-  });
-
   it('a due purge is claimed by one node: the other does not run it meanwhile', async () => {
     await a.reg.createDevice({ id: 'old-1', kind: 'sensor', name: 'O', area: 'x1' });
     await a.reg.deleteDevice('old-1');

@@ -26,6 +26,10 @@
  * anchor in the copy then names an entry the copied state.db holds (one
  * appended after the snapshot would look like a cut tail in the restore).
  *
+ * In cluster mode the state and the readings are in PostgreSQL: the backup
+ * adds a pg_dump of the cluster database (backup-cluster.ts), and the media
+ * and firmware files copied are the ones the dumped rows name.
+ *
  * `keng-backup.json` (the manifest: versions, time, files with sizes and
  * SHA-256) is written last; a directory without it is an unfinished backup.
  */
@@ -41,8 +45,9 @@ import { STATE_DB_FILE } from '../storage/state/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { SIGNING_KEY_FILE } from '../media/index.js';
 import { COMMAND_KEYS_FILE } from '../rpc/index.js';
-import { AUDIT_ANCHORS_FILE, AUDIT_KEY_FILE } from '../audit/index.js';
+import { AUDIT_ANCHORS_FILE, AUDIT_CLUSTER_ANCHORS_FILE, AUDIT_KEY_FILE } from '../audit/index.js';
 import { FIRMWARE_SIGNING_KEY_FILE } from '../firmware/index.js';
+import { CLUSTER_DUMP_FILE, dumpClusterDb } from './backup-cluster.js';
 
 export const MANIFEST_FILE = 'keng-backup.json';
 /** The telemetry databases a data directory may hold (embedded store; queue in front of InfluxDB). */
@@ -76,6 +81,8 @@ export interface BackupManifest {
   missingMedia: string[];
   /** Firmware packages the state names whose binary was not found. */
   missingFirmware: string[];
+  /** Cluster mode: the dump of the cluster database (pg_dump custom format). */
+  database?: { file: string; server: string; pgDump: string };
   restore: string;
 }
 
@@ -83,6 +90,8 @@ export interface BackupOptions {
   dataDir: string;
   target: string;
   now?: () => Date;
+  /** Cluster mode: the cluster database (KENG_DATABASE_URL) is dumped too; `pgDump` is the program (default `pg_dump`). */
+  database?: { url: string; pgDump?: string };
 }
 
 /** The package version, from the package.json above this file (src/ in tests, dist/src/ when built). */
@@ -157,7 +166,9 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
 
   const files: string[] = [];
   // Anchors before the snapshot (see the file comment).
-  if (existsSync(path.join(dataDir, AUDIT_ANCHORS_FILE))) copySecret(dataDir, target, AUDIT_ANCHORS_FILE, files);
+  for (const f of [AUDIT_ANCHORS_FILE, AUDIT_CLUSTER_ANCHORS_FILE]) {
+    if (existsSync(path.join(dataDir, f))) copySecret(dataDir, target, f, files);
+  }
   await backupDb(stateFile, path.join(target, STATE_DB_FILE));
   files.push(STATE_DB_FILE);
   for (const f of TELEMETRY_DB_FILES) {
@@ -179,6 +190,16 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     if (hasFirmware) firmware = copy.prepare('SELECT id FROM firmware_packages ORDER BY id').pluck().all() as string[];
   } finally {
     copy.close();
+  }
+  let database: BackupManifest['database'];
+  if (opts.database) {
+    const dump = await dumpClusterDb({ url: opts.database.url, file: path.join(target, CLUSTER_DUMP_FILE), ...(opts.database.pgDump ? { pgDump: opts.database.pgDump } : {}) });
+    chmodSync(path.join(target, CLUSTER_DUMP_FILE), 0o600);
+    files.push(CLUSTER_DUMP_FILE);
+    // The node's state.db lists what it had before cluster mode; the cluster's rows are what a restore brings back.
+    media = dump.media;
+    firmware = dump.firmware;
+    database = { file: CLUSTER_DUMP_FILE, server: dump.serverVersion, pgDump: dump.pgDumpVersion };
   }
   const missingMedia: string[] = [];
   mkdirSync(path.join(target, MEDIA_DIR), { mode: 0o750 });
@@ -209,7 +230,10 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     files: files.map((f) => ({ path: f, bytes: statSync(path.join(target, f)).size, sha256: sha256File(path.join(target, f)) })),
     missingMedia,
     missingFirmware,
-    restore: 'Stop Keng; copy everything in this directory except keng-backup.json into an empty data directory (KENG_DATA_DIR), owned by the user Keng runs as; start Keng.',
+    ...(database ? { database } : {}),
+    restore: database
+      ? `Stop every node; restore ${CLUSTER_DUMP_FILE} into an empty database with pg_restore --no-owner --dbname=<KENG_DATABASE_URL> ${CLUSTER_DUMP_FILE}; copy the other files except keng-backup.json into each node's empty data directory (media and firmware: or into the shared storage); start the nodes.`
+      : 'Stop Keng; copy everything in this directory except keng-backup.json into an empty data directory (KENG_DATA_DIR), owned by the user Keng runs as; start Keng.',
   };
   // Written last, renamed into place: its presence marks a finished backup.
   writePrivateFileAtomic(path.join(target, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);

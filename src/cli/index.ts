@@ -192,10 +192,12 @@ function registerBackup(program: Command): void {
     .option('--json', 'print the manifest as JSON')
     .action(action(async (dir: string, o: { json?: boolean }) => {
       const config = loadConfig();
-      const m = await backupDataDir({ dataDir: config.dataDir, target: dir });
+      const url = config.cluster.databaseUrl;
+      const m = await backupDataDir({ dataDir: config.dataDir, target: dir, ...(url !== undefined ? { database: { url } } : {}) });
       if (o.json) return json(m);
       const bytes = m.files.reduce((n, f) => n + f.bytes, 0);
       out(`Backup of ${m.source} written to ${path.resolve(dir)}: ${m.files.length} files, ${bytes} bytes (manifest ${MANIFEST_FILE})`);
+      if (m.database) out(`The cluster database (PostgreSQL ${m.database.server}) is in ${m.database.file}: restore it with pg_restore (README "Back up, restore, upgrade").`);
       if (m.missingMedia.length) out(`Note: ${m.missingMedia.length} media file(s) were deleted while the backup ran and are not in it: ${m.missingMedia.join(', ')}`);
       if (m.missingFirmware.length) out(`Note: ${m.missingFirmware.length} firmware package(s) had no file in the data directory and are not in it: ${m.missingFirmware.join(', ')}`);
     }));

@@ -77,6 +77,7 @@ export const Errors = {
   CONFIG: def('KENG_ERR_CONFIG', 'Invalid setting %s', 500),
   // data directory (server start-up, CLI); never sent over HTTP
   DATA_DIR_IN_USE: def('KENG_ERR_DATA_DIR_IN_USE', 'Data directory %s is in use by another Keng process (%s); stop it, or set KENG_DATA_DIR to another directory', 409),
+  BACKUP_DATABASE: def('KENG_ERR_BACKUP_DATABASE', 'The cluster database could not be backed up: %s', 500),
   BACKUP_TARGET_NOT_EMPTY: def('KENG_ERR_BACKUP_TARGET_NOT_EMPTY', 'Backup directory %s exists and is not empty; give a new or empty directory', 409),
   CLUSTER_NOT_EMPTY: def('KENG_ERR_CLUSTER_NOT_EMPTY', 'The cluster database already holds Keng state (%s); `keng cluster import` copies a node into an unused database only', 409),
   NO_STATE: def('KENG_ERR_NO_STATE', 'No Keng state in %s (no %s there); set KENG_DATA_DIR to the server\'s data directory (only the server creates state, on its first start)', 404),

@@ -3,6 +3,11 @@
  * `{method, params, expiresAt}` with the params of the method's send-time hook
  * (a signed media URL fresh at every send), plus `signed`, `sig` and `kid` for
  * a signed method. RpcService decides when and where; this decides what.
+ *
+ * Signed commands (device protocol §11.6, version 1.1): with a `signer`, every `broadcast.play` and
+ * `broadcast.stop` also carries `signed`, `sig` and `kid`, computed at each publish (first send and
+ * every re-send) because the device id and the topic's request id are inside `signed`, and its params
+ * are exactly the params published (after the params hook).
  */
 import { SIGNED_METHODS } from '../core/protocol.js';
 import type { Logger } from '../core/logger.js';

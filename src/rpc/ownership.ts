@@ -216,7 +216,7 @@ export class CommandOwnership {
   /**
    * The commands memory holds queued (never sent), also of connected devices: forgets those another node finished
    * (cancelled: a broadcast stopped there, which then hints this node) or owns now. Run on a hint; the next move to
-   * `sent` of such a command would miss anyway and not be published (rpc-service.ts), this only frees memory early.
+   * `sent` of such a command would miss anyway and not be published (publisher.ts), this only frees memory early.
    */
   recheckQueued(): Promise<void> {
     if (!this.running || this.rechecking) return Promise.resolve(); // hints in a burst: one check at a time

@@ -44,8 +44,29 @@ export interface RpcResponsesDeps {
 
 export class RpcResponses {
   private refusalWindow = { start: 0, count: 0 };
+  /** Answers being matched by a database read (RpcService.settled() waits for them). */
+  private readonly lookups = new Set<Promise<void>>();
 
   constructor(private readonly d: RpcResponsesDeps) {}
+
+  /** handle(), remembering a database read it starts until it ends (see idle()). */
+  receive(e: KengEvents['rpc.response']): void {
+    const p = this.handle(e);
+    if (p) {
+      this.lookups.add(p);
+      void p.finally(() => this.lookups.delete(p));
+    }
+  }
+
+  /** Resolves once the reads begun so far by receive() have ended; undefined when none runs. */
+  idle(): Promise<unknown> | undefined {
+    return this.lookups.size === 0 ? undefined : Promise.all([...this.lookups]);
+  }
+
+  /** Like idle(), never rejecting (at stop). */
+  drained(): Promise<unknown> {
+    return Promise.allSettled([...this.lookups]);
+  }
 
   /**
    * Records a device's answer (or refuses it) and emits 'response' / 'refused': at once when memory holds the

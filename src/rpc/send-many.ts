@@ -13,7 +13,7 @@
  * (the publishes are after-commit callbacks, in creation order), so no device is ever sent a command
  * that is not stored; a failed window publishes nothing. A crash between that commit and a publish
  * loses nothing: a `sent` command without an answer is published again when its device reconnects
- * (flush()), like one lost with a dropped connection.
+ * (publisher.ts flush), like one lost with a dropped connection.
  *
  * A signed method needs one signature per device (§11.6). With a signer that signs off the main
  * thread (signAsync), only the first is made here (a signer that cannot sign keeps the whole

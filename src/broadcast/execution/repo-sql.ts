@@ -40,7 +40,7 @@ const MISSED_CAS = 'broadcast_targets.cas_missed';
 
 /**
  * `col` for ORDER BY in bytewise order on both dialects (SQLite's BINARY; PostgreSQL's "C", whatever the
- * database's locale), the order memory sorts ids in (executor.ts byDevice).
+ * database's locale), the order memory sorts ids in (held.ts byDevice).
  */
 export function byText(d: SqlDialect, col: string) {
   return d === 'postgres' ? sql`${sql.ref(col)} COLLATE "C"` : sql.ref(col);

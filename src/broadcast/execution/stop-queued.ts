@@ -4,8 +4,8 @@
  * whether such a command is still queued, so the database decides: ONE statement per window withdraws each command
  * still `queued` and never sent (compare-and-set `queued → cancelled`) and, for exactly those, moves the target
  * `pending|offline → stopped` and writes its log line (unique per state: written once). The command's owner, which
- * holds it in memory, then misses its own move `queued → sent` and does not publish it (rpc-service.ts). A command
- * its owner moved to `sent` first is not withdrawn (`cancelled` false): the executor sends `broadcast.stop` instead,
+ * holds it in memory, then misses its own move `queued → sent` and does not publish it (src/rpc/publisher.ts). A command
+ * its owner moved to `sent` first is not withdrawn (`cancelled` false): stop-broadcast.ts sends `broadcast.stop` instead,
  * which reaches the speaker after the play, as on one node.
  *
  * The command and its target move in one statement, so no node ever sees a cancelled command with a target still

@@ -10,59 +10,36 @@
  */
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventBus, createLogger } from '../../src/core/index.js';
-import { SESSION_MIGRATIONS } from '../../src/cluster/index.js';
-import { RpcService } from '../../src/rpc/index.js';
 import { BroadcastExecutor, playHooks } from '../../src/broadcast/execution/index.js';
-import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
-import { StateWindow } from '../../src/storage/state/index.js';
+import { PgNodesRig, connectOn, silentLogger, stopRpcNode, type RpcNode, type RpcNodeOptions } from '../helpers/pg-nodes.js';
 import { untilTrue } from '../helpers/rpc-window.js';
-import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
+import { stopStatePostgres } from '../helpers/state-dialects.js';
 
 afterAll(stopStatePostgres);
 
-const logger = createLogger('silent');
 const SHA = 'a'.repeat(64);
 const SPEAKERS = ['s-01', 's-02', 's-03', 's-04', 's-05', 's-06', 's-07', 's-08'];
 
-interface Published { deviceId: string; requestId: string; method: string; at: number }
-interface Node {
-  id: string; db: Db<unknown>; window: StateWindow; rpc: RpcService; exec: BroadcastExecutor; bus: EventBus;
-  connected: Set<string>; published: Published[]; stopped: boolean;
-}
+interface Node extends RpcNode { exec: BroadcastExecutor }
 
-let url: string;
-let admin: Db<unknown>;
+let rig: PgNodesRig;
 let nodes: Node[] = [];
 
 beforeEach(async () => {
-  url = await freshStateDatabase();
-  admin = openPgDb(url);
-  await migrate(admin, 'sessions', SESSION_MIGRATIONS);
+  rig = new PgNodesRig();
+  await rig.open();
 });
 afterEach(async () => {
-  for (const n of nodes) await stopNode(n);
   nodes = [];
-  await admin.close();
+  await rig.close();
 });
 
-const q = async <T>(s: ReturnType<typeof sql<T>>): Promise<T[]> => (await s.execute(admin.kysely)).rows;
-
-async function lease(id: string): Promise<void> {
-  await sql`INSERT INTO cluster_nodes (node_id, instance, started_at, renewed_at, lease_until)
-    VALUES (${id}, ${`i-${id}`}, 1, 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000)
-    ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`.execute(admin.kysely);
-}
-
-async function expireLease(id: string): Promise<void> {
-  await sql`UPDATE cluster_nodes SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE node_id = ${id}`.execute(admin.kysely);
-}
-
-async function sessions(rows: Array<[string, string]>): Promise<void> {
-  await sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at)
-    SELECT d, n, nextval('device_session_epochs'), 0 FROM unnest(${rows.map((r) => r[0])}::text[], ${rows.map((r) => r[1])}::text[]) AS v(d, n)
-    ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
-}
+const q = <T>(s: ReturnType<typeof sql<T>>): Promise<T[]> => rig.rows(s);
+const lease = (id: string): Promise<void> => rig.lease(id);
+const expireLease = (id: string): Promise<void> => rig.expire(id);
+const sessions = (rows: Array<[string, string]>): Promise<void> => rig.sessions(rows);
+const stopNode = (n: Node): Promise<void> => stopRpcNode(n);
+const connect = connectOn;
 
 /** Every node's connections: what the registry's presence says (a speaker connected to any node). */
 const onlineAnywhere = (d: string): boolean => nodes.some((n) => !n.stopped && n.connected.has(d));
@@ -80,50 +57,22 @@ function registry() {
 }
 
 async function startNode(id: string, o: { readyDelayMs?: number; nudge?: boolean; reportGraceMs?: number } = {}): Promise<Node> {
-  const db = openPgDb(url);
-  const window = new StateWindow({ db, logger });
-  await window.start();
-  const bus = new EventBus();
-  const n: Node = { id, db, window, bus, connected: new Set(), published: [], stopped: false, rpc: undefined as never, exec: undefined as never };
-  n.rpc = new RpcService({
-    db, window, bus, logger, readyDelayMs: o.readyDelayMs ?? 50, answerGraceMs: 1000, sweepIntervalMs: 100,
-    paramsHooks: playHooks(() => n.exec),
-    broker: {
-      isConnected: (d) => n.connected.has(d),
-      publish: async (topic, payload) => {
-        const [, , deviceId, , , requestId] = topic.split('/');
-        const body = JSON.parse(String(payload)) as { method: string };
-        n.published.push({ deviceId: deviceId!, requestId: requestId!, method: body.method, at: Date.now() });
-      },
-    },
-    ownership: {
-      nodeId: id, pickupMs: 200, adoptMs: 300,
-      // The live bus: the hint reaches the other node at once.
-      ...(o.nudge === false ? {} : { nudge: (to: string) => { nodes.find((x) => x.id === to && !x.stopped)?.rpc.nudge(); } }),
-    },
+  let exec: BroadcastExecutor | undefined;
+  const opts: RpcNodeOptions = {
+    ...(o.readyDelayMs !== undefined ? { readyDelayMs: o.readyDelayMs } : {}),
+    paramsHooks: playHooks(() => exec!),
+    // The live bus: the hint reaches the other node at once.
+    ...(o.nudge === false ? {} : { nudge: (to: string) => { nodes.find((x) => x.id === to && !x.stopped)?.rpc.nudge(); } }),
+  };
+  const n = await rig.startRpcNode<Node>(id, opts, (base) => {
+    exec = new BroadcastExecutor({
+      db: base.db, window: base.window, rpc: base.rpc, bus: base.bus, registry: registry(), logger: silentLogger, mediaUrl: (m) => `https://keng.test/media/${m}`,
+      reportGraceMs: o.reportGraceMs ?? 60_000, targetSweepMs: 250,
+    });
+    return { node: Object.assign(base, { exec }), start: () => exec!.start(), stop: () => exec!.stop() };
   });
-  n.exec = new BroadcastExecutor({
-    db, window, rpc: n.rpc, bus, registry: registry(), logger, mediaUrl: (m) => `https://keng.test/media/${m}`,
-    reportGraceMs: o.reportGraceMs ?? 60_000, targetSweepMs: 250,
-  });
-  await n.rpc.start();
-  await n.exec.start();
   nodes.push(n);
   return n;
-}
-
-async function stopNode(n: Node): Promise<void> {
-  if (n.stopped) return;
-  n.stopped = true;
-  await n.exec.stop();
-  await n.rpc.stop();
-  await n.window.stop();
-  await n.db.close();
-}
-
-function connect(n: Node, deviceId: string): void {
-  n.connected.add(deviceId);
-  n.bus.emit('status', { deviceId, area: 'p', online: true, at: Date.now() });
 }
 
 const until = (what: string, f: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> => untilTrue(what, f, ms);

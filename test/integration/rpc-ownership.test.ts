@@ -7,110 +7,44 @@
  */
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventBus, createLogger } from '../../src/core/index.js';
-import { SESSION_MIGRATIONS } from '../../src/cluster/index.js';
-import { RpcService, type RpcEvents } from '../../src/rpc/index.js';
-import { migrate, openPgDb, type Db } from '../../src/storage/sql/index.js';
-import { StateWindow } from '../../src/storage/state/index.js';
+import type { RpcEvents } from '../../src/rpc/index.js';
+import type { Db } from '../../src/storage/sql/index.js';
+import { PgNodesRig, connectOn, disconnectFrom, stopRpcNode, type RpcNode, type RpcNodeOptions } from '../helpers/pg-nodes.js';
 import { untilTrue } from '../helpers/rpc-window.js';
-import { freshStateDatabase, stopStatePostgres } from '../helpers/state-dialects.js';
+import { stopStatePostgres } from '../helpers/state-dialects.js';
 
 afterAll(stopStatePostgres);
 
-const logger = createLogger('silent');
-
-interface Node {
-  id: string; db: Db<unknown>; window: StateWindow; rpc: RpcService; bus: EventBus;
-  connected: Set<string>; published: Array<{ deviceId: string; requestId: string }>;
+interface Node extends RpcNode {
   events: { response: Array<RpcEvents['response']>; expired: Array<RpcEvents['expired']> };
-  stopped: boolean;
 }
 
-let url: string;
+let rig: PgNodesRig;
 let admin: Db<unknown>;
-let nodes: Node[] = [];
 
 beforeEach(async () => {
-  url = await freshStateDatabase();
-  admin = openPgDb(url);
-  await migrate(admin, 'sessions', SESSION_MIGRATIONS);
+  rig = new PgNodesRig();
+  await rig.open();
+  admin = rig.admin;
 });
-afterEach(async () => {
-  for (const n of nodes) await stopNode(n);
-  nodes = [];
-  await admin.close();
-});
+afterEach(() => rig.close());
 
 /** A live lease for `id` (10 s on PostgreSQL's clock); `started` is the process's lease start. */
-async function lease(id: string, started = 1): Promise<void> {
-  await sql`INSERT INTO cluster_nodes (node_id, instance, started_at, renewed_at, lease_until)
-    VALUES (${id}, ${`i-${id}`}, ${started}, 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 10000)
-    ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`.execute(admin.kysely);
-}
+const lease = (id: string, started = 1): Promise<void> => rig.lease(id, { started, ms: 10_000 });
+const expire = (id: string): Promise<void> => rig.expire(id);
+const session = (deviceId: string, node: string): Promise<void> => rig.session(deviceId, node);
+const sessions = (rows: Array<[string, string]>): Promise<void> => rig.sessions(rows);
+const stopNode = (n: Node): Promise<void> => stopRpcNode(n);
+const connect = connectOn;
+const disconnect = disconnectFrom;
 
-/** The node's lease ran out (it died). */
-async function expire(id: string): Promise<void> {
-  await sql`UPDATE cluster_nodes SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE node_id = ${id}`.execute(admin.kysely);
-}
-
-/** The device's session claimed by `node` (as PgSessionClaims.claim does). */
-async function session(deviceId: string, node: string): Promise<void> {
-  await sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES (${deviceId}, ${node}, nextval('device_session_epochs'), 0)
-    ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
-}
-
-async function sessions(rows: Array<[string, string]>): Promise<void> {
-  if (rows.length === 0) return;
-  await sql`INSERT INTO device_sessions (device_id, node_id, epoch, connected_at)
-    SELECT d, n, nextval('device_session_epochs'), 0 FROM unnest(${rows.map((r) => r[0])}::text[], ${rows.map((r) => r[1])}::text[]) AS v(d, n)
-    ON CONFLICT (device_id) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = nextval('device_session_epochs')`.execute(admin.kysely);
-}
-
-async function startNode(id: string, connected: readonly string[] = [], o: { answerGraceMs?: number; token?: boolean; sweepMs?: number; pickupMs?: number; nudge?: (node: string) => void } = {}): Promise<Node> {
-  const db = openPgDb(url);
-  const window = new StateWindow({ db, logger });
-  await window.start();
-  const bus = new EventBus();
-  const n: Node = {
-    id, db, window, bus, connected: new Set(connected), published: [], events: { response: [], expired: [] }, stopped: false,
-    rpc: undefined as unknown as RpcService,
-  };
-  n.rpc = new RpcService({
-    db, window, bus, logger, readyDelayMs: 50, answerGraceMs: o.answerGraceMs ?? 1000, sweepIntervalMs: o.sweepMs ?? 100,
-    broker: {
-      isConnected: (d) => n.connected.has(d),
-      ...(o.token ? { credentialOf: (d: string) => (n.connected.has(d) ? 'token' as const : null) } : {}),
-      publish: async (topic) => {
-        const [, , deviceId, , , requestId] = topic.split('/');
-        n.published.push({ deviceId: deviceId!, requestId: requestId! });
-      },
-    },
-    ownership: { nodeId: id, pickupMs: o.pickupMs ?? 200, adoptMs: 300, ...(o.nudge ? { nudge: o.nudge } : {}) },
+function startNode(id: string, connected: readonly string[] = [], o: Omit<RpcNodeOptions, 'connected' | 'paramsHooks' | 'readyDelayMs'> = {}): Promise<Node> {
+  return rig.startRpcNode<Node>(id, { ...o, connected }, (base) => {
+    const events: Node['events'] = { response: [], expired: [] };
+    base.rpc.on('response', (e) => events.response.push(e));
+    base.rpc.on('expired', (e) => events.expired.push(e));
+    return { node: Object.assign(base, { events }), start: async () => undefined, stop: async () => undefined };
   });
-  n.rpc.on('response', (e) => n.events.response.push(e));
-  n.rpc.on('expired', (e) => n.events.expired.push(e));
-  await n.rpc.start();
-  nodes.push(n);
-  return n;
-}
-
-async function stopNode(n: Node): Promise<void> {
-  if (n.stopped) return;
-  n.stopped = true;
-  await n.rpc.stop();
-  await n.window.stop();
-  await n.db.close();
-}
-
-/** The device connects to this node (its session claim is made by the caller): the `status` online event. */
-function connect(n: Node, deviceId: string): void {
-  n.connected.add(deviceId);
-  n.bus.emit('status', { deviceId, area: 'p', online: true, at: Date.now() });
-}
-
-function disconnect(n: Node, deviceId: string): void {
-  n.connected.delete(deviceId);
-  n.bus.emit('status', { deviceId, area: 'p', online: false, at: Date.now() });
 }
 
 const until = (what: string, f: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> => untilTrue(what, f, ms);

@@ -159,7 +159,11 @@ export class BusCalls implements Component {
       const p: Pending = { kind, settle };
       const timer = setTimeout(() => settle({ status: 'no_answer', id }), timeoutMs);
       this.pending.set(id, p);
-      if (!this.o.bus.sendDirect(to, JSON.stringify({ q: id, k: kind, w: timeoutMs, p: payload }))) settle({ status: 'unsent', id });
+      let sent = false;
+      try { sent = this.o.bus.sendDirect(to, JSON.stringify({ q: id, k: kind, w: timeoutMs, p: payload })); } catch (err) {
+        this.o.logger.error({ err, to, kind }, 'cluster calls: sending a call threw; not sent');
+      }
+      if (!sent) settle({ status: 'unsent', id });
     });
   }
 

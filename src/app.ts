@@ -12,7 +12,7 @@
  * and session claims (cluster mode) → broker → Modbus poller → media tools check →
  * media → command keys → broadcast
  * parts → HTTP API → scheduler (needs the HTTP address for media links) →
- * live feed → cluster bus and its relay (embedded mode: no-ops). Stop runs in reverse: the scheduler stops before the API, the
+ * live feed → cluster bus, the calls between nodes (cluster mode) and the relay (embedded mode: no-ops). Stop runs in reverse: the scheduler stops before the API, the
  * broker stops taking messages before ingest flushes its last group commit,
  * the telemetry store flushes its queue, the registry flushes presence and
  * latest values, the audit chain anchors its final head, the state store
@@ -41,7 +41,7 @@ import { CommandKeys } from './rpc/index.js';
 import { AlertService } from './alerts/index.js';
 import { AlertRules } from './alerts/rules/index.js';
 import { AuditChain } from './audit/index.js';
-import { MapCatalog, ModbusDevices, ModbusLineLeases, ModbusPoller, lineHolders } from './modbus/index.js';
+import { FORWARD_KIND, MapCatalog, ModbusDevices, ModbusLineLeases, ModbusPoller, ModbusWrites, lineHolders } from './modbus/index.js';
 import { ProvisioningService } from './devices/provisioning.js';
 import { SharedAttributes } from './attributes/index.js';
 import { Firmware } from './firmware/index.js';
@@ -49,7 +49,7 @@ import { GatewayAwareBroker, Gateways } from './gateway/index.js';
 import { ALL_MIGRATIONS, PG_STATE_SCOPES } from './migrations.js';
 import { speakerBaseUrl } from './net.js';
 import { LiveFeed } from './live/index.js';
-import { CommitRelay, EmbeddedNode, LocalOnlyBus, NodeLeases, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
+import { BusCalls, CommitRelay, EmbeddedNode, LocalOnlyBus, NodeLeases, PgSessionClaims, RedisClusterBus, type ClusterBus } from './cluster/index.js';
 import { webApp } from './web/index.js';
 
 export interface BuildOptions {
@@ -237,6 +237,19 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     devices: modbus, registry, sink: ingest.submitReadings, bus, logger: log('modbus'), metrics, clock, options: config.modbus,
     ...(modbusLeases ? { gate: modbusLeases } : {}),
   });
+  // Cluster mode: calls between nodes over the bus (src/cluster/calls.ts); the bus is built below.
+  const busCalls = config.cluster.redisUrl === undefined ? null : new BusCalls({
+    bus: { sendDirect: (to, body) => clusterBus.sendDirect(to, body) }, nodeId, logger: log('cluster-calls'), metrics,
+  });
+  // Writes as operators ask for them, audited; in cluster mode forwarded to the node polling the device's line.
+  const modbusWrites = new ModbusWrites({
+    poller: modbusPoller, audit, logger: log('modbus'),
+    ...(clusterDb && busCalls ? {
+      cluster: { nodeId, holders: () => lineHolders(clusterDb.db), calls: busCalls, requestTimeoutMs: config.modbus.requestTimeoutMs },
+    } : {}),
+  });
+  // The node polling a line writes for callers of every node (their role and areas were checked by the node they reached).
+  busCalls?.serve(FORWARD_KIND, (payload, ctx) => modbusWrites.serve(payload, ctx));
   const api = new ApiServer({
     config, registry, store, broker: devicesBroker, authenticator, policy, audit, bus, metrics, logger: log('api'), clock, tls,
     // liveBus (the cluster bus, built below): degraded while Redis is away, never not-ready.
@@ -251,7 +264,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     services: {
       accounts, media, mediaLinkBase: mediaBaseUrl, broadcasts: { service: broadcast.service, executor: broadcast.executor }, rpc: broadcast.rpc, commandKeys, alerts, alertRules,
       auditHead: () => auditChain.signedHead(),
-      modbus: { devices: modbus, write: (id, field, value) => modbusPoller.write(id, field, value) },
+      modbus: { devices: modbus, write: (req) => modbusWrites.write(req) },
       provisioning,
       sharedAttributes, firmware,
       gateways,
@@ -275,15 +288,17 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     url: config.cluster.redisUrl, nodeId, logger: log('cluster-bus'), clock, metrics,
     claimed: (c) => sessionClaims?.remoteClaim(c),
     rpcNudged: () => broadcast.rpc.nudge(),
+    direct: (m) => busCalls?.received(m),
     remote: (events) => {
       live.remoteTelemetry(events);
       for (const e of events) broker.publishTelemetry(e);
     },
   });
   // Started after the live feed and broker it feeds, stopped before them; the relay (committed batches → bus) last.
+  // The calls between nodes start after the bus and stop before it: writes served for other nodes answer before it closes.
   const clusterRelay = new CommitRelay({ bus, cluster: clusterBus, logger: log('cluster-bus') });
 
-  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(nodeLeases ? [nodeLeases] : []), ...(sessionClaims ? [sessionClaims] : []), broker, ...(modbusLeases ? [modbusLeases] : []), modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, clusterRelay];
+  const components: Component[] = [lock, ...(clusterDb ? [clusterDb] : []), stateDb, auditChain, registry, sharedAttributes, firmware, gateways, store, purger, ingest, ...(nodeLeases ? [nodeLeases] : []), ...(sessionClaims ? [sessionClaims] : []), broker, ...(modbusLeases ? [modbusLeases] : []), modbusPoller, mediaTools, media, commandKeys, ...broadcast.components, alerts, alertRules, adminAuth, api, broadcast.scheduler, live, clusterBus, ...(busCalls ? [busCalls] : []), clusterRelay];
   const started: Component[] = [];
   const unsubscribe: Array<() => void> = [];
 

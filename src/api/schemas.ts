@@ -51,6 +51,11 @@ export function errorResponses(...statuses: number[]): Record<number, TSchema> {
   return out;
 }
 
+/** One error status described for one route (the codes it answers with, and what they mean there). */
+export function errorResponse(description: string): TSchema {
+  return Type.Ref('ErrorReply', { description });
+}
+
 const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'Invalid request (KENG_ERR_VALIDATION and more specific codes)',
   401: 'Missing or invalid bearer token (KENG_ERR_UNAUTHENTICATED)',

@@ -1,4 +1,5 @@
-export { LocalOnlyBus, type ClusterBus, type RemoteClaim, type RemoteReadings, type SessionClaimNotice } from './port.js';
+export { LocalOnlyBus, type ClusterBus, type DirectMessage, type RemoteClaim, type RemoteDirect, type RemoteReadings, type SessionClaimNotice } from './port.js';
+export { BusCalls, RecentCalls, CALL_DEFAULTS, type BusCallsOptions, type CallContext, type CallHandler, type CallOutcome, type CallTuning } from './calls.js';
 export { CommitRelay } from './relay.js';
 export { RedisClusterBus, REDIS_BUS_DEFAULTS, type RedisBusOptions, type RedisBusTuning } from './redis-bus.js';
 export { PgSessionClaims, SESSION_CLAIM_DEFAULTS, type PgSessionClaimsOptions, type SessionClaimTuning } from './session-claims.js';

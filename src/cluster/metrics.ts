@@ -28,3 +28,18 @@ export function busMetrics(registry: Registry | undefined): BusMetrics {
     claims: counterOn(registry, 'keng_cluster_bus_session_claims_total', 'Device session claims announced on the live bus (sent, unsent) and read from other nodes (received)', ['direction'] as const),
   };
 }
+
+/** Calls between nodes (calls.ts; docs/metrics.md "Cluster live bus"). */
+export interface CallMetrics {
+  calls: Counter<'kind' | 'outcome'>;
+  served: Counter<'kind' | 'result'>;
+}
+
+export function callMetrics(registry: Registry | undefined): CallMetrics {
+  return {
+    calls: counterOn(registry, 'keng_cluster_calls_total',
+      'Calls this node made to another node over the bus, by kind and outcome (answered, unsent, no_answer)', ['kind', 'outcome'] as const),
+    served: counterOn(registry, 'keng_cluster_calls_served_total',
+      'Calls from other nodes this node received, by kind and result (done, failed, duplicate, stale, unknown_kind, answer_unsent)', ['kind', 'result'] as const),
+  };
+}

@@ -13,6 +13,12 @@
  * and never waits for the network, so the ingest and ack paths cannot stall
  * on it.
  *
+ * It also carries messages addressed to one node (sendDirect): the calls
+ * between nodes of calls.ts (a Modbus write forwarded to the node polling its
+ * line). Those are no exception to "best effort": a call whose message or
+ * answer is lost ends, at the caller, as an answer "not sent" or "no answer
+ * within the timeout", and the caller says so instead of guessing.
+ *
  * Two implementations: LocalOnlyBus (embedded single-process mode, nothing to
  * share) and RedisClusterBus (redis-bus.ts, the only module that talks to
  * Redis).
@@ -26,6 +32,19 @@ export type RemoteReadings = (events: readonly TelemetryEvent[]) => void;
 /** Another node claimed a device's MQTT session (session-claims.ts): claim `epoch`, on node `nodeId`. */
 export interface SessionClaimNotice { deviceId: string; epoch: number; nodeId: string }
 export type RemoteClaim = (claim: SessionClaimNotice) => void;
+
+/** A message addressed to this node (calls.ts), as received. */
+export interface DirectMessage {
+  /** The sending node's id. */
+  from: string;
+  body: string;
+  /**
+   * How long ago the sender added it, on Redis's clock alone (the entry's id against Redis's TIME when it
+   * was read), so no two nodes' clocks are compared; null when it could not be measured (Redis away).
+   */
+  ageMs: number | null;
+}
+export type RemoteDirect = (m: DirectMessage) => void;
 
 export interface ClusterBus extends Component {
   /** False when there is no other node (embedded mode): then nobody collects readings for it at all. */
@@ -43,6 +62,11 @@ export interface ClusterBus extends Component {
    */
   nudgeRpc(nodeId: string): void;
   /**
+   * A message for node `to` only (calls.ts). True when it was handed to Redis (it may still be lost);
+   * false when it certainly was not sent (Redis away, too many calls outstanding). Never waits.
+   */
+  sendDirect(to: string, body: string): boolean;
+  /**
    * For /readyz: always ok (without the bus a node still does all its work; its
    * live views only miss other nodes' readings), `degraded` while unconnected.
    */
@@ -58,5 +82,6 @@ export class LocalOnlyBus implements ClusterBus {
   publish(): void { /* no other node */ }
   announceClaim(): void { /* no other node */ }
   nudgeRpc(): void { /* no other node */ }
+  sendDirect(): boolean { return false; }
   report(): { ok: true; detail: Record<string, unknown> } { return { ok: true, detail: { mode: 'embedded' } }; }
 }

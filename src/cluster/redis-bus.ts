@@ -33,6 +33,9 @@
  * the claiming node's reconciliation closes the old connection anyway.
  * RPC pickup hints (nudgeRpc) likewise, with an `r` field (the node that owns
  * new commands): a lost one costs at most that node's pickup period (1 s).
+ * Messages to one node (sendDirect: calls.ts) carry `d` (the node it is for)
+ * and `m` (the body); every node reads them, only node `d` hands them on,
+ * with their age on Redis's own clock (the entry id's time against TIME).
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -42,7 +45,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { TelemetryEvent } from '../core/events.js';
 import { BadEntry, decodeReadings, encodeParts } from './codec.js';
 import { busMetrics, type BusMetrics } from './metrics.js';
-import type { ClusterBus, RemoteClaim, RemoteReadings } from './port.js';
+import type { ClusterBus, RemoteClaim, RemoteDirect, RemoteReadings } from './port.js';
 
 export interface RedisBusTuning {
   /** Stream key shared by the nodes. */
@@ -76,6 +79,8 @@ export interface RedisBusOptions {
   claimed?: RemoteClaim;
   /** Another node stored RPC commands this node owns (absent: ignored; the pickup poll finds them). */
   rpcNudged?: () => void;
+  /** Messages addressed to this node (absent: ignored; their senders get no answer). */
+  direct?: RemoteDirect;
   logger: Logger;
   clock: Clock;
   metrics?: Pick<Metrics, 'registry'>;
@@ -170,6 +175,18 @@ export class RedisClusterBus implements ClusterBus {
       .finally(() => { this.inFlight--; });
   }
 
+  sendDirect(to: string, body: string): boolean {
+    const pub = this.pub;
+    if (!this.running || pub === null || pub.status !== 'ready' || this.inFlight >= this.t.maxInFlight) return false;
+    const seq = ++this.seq;
+    this.inFlight++;
+    pub.xadd(this.t.stream, 'MAXLEN', '~', this.t.maxLen, '*',
+      'i', this.instance, 'n', this.o.nodeId, 's', seq, 't', this.o.clock.now(), 'd', to, 'm', body)
+      .then(() => { this.answered(); }, (err: unknown) => { this.failed(err, 'direct'); })
+      .finally(() => { this.inFlight--; });
+    return true;
+  }
+
   report(): { ok: true; detail: Record<string, unknown> } {
     const up = this.state === 'up';
     return { ok: true, detail: { degraded: !up, nodeId: this.o.nodeId, ...(up ? {} : { downSinceMs: this.o.clock.now() - this.downSince }) } };
@@ -240,7 +257,7 @@ export class RedisClusterBus implements ClusterBus {
         const res: Array<[string, Array<[string, string[]]>]> | null = await sub.xread('COUNT', this.t.readCount, 'BLOCK', this.t.blockMs, 'STREAMS', this.t.stream, from);
         backoff = this.t.backoffMinMs;
         this.answered();
-        if (res) for (const [, entries] of res) for (const [id, fields] of entries) { from = id; this.received(fields); }
+        if (res) for (const [, entries] of res) for (const [id, fields] of entries) { from = id; this.received(id, fields); }
       } catch (err) {
         if (!this.running) break;
         this.failed(err, 'read');
@@ -257,7 +274,7 @@ export class RedisClusterBus implements ClusterBus {
     return last[0]?.[0] ?? '0-0';
   }
 
-  private received(fields: string[]): void {
+  private received(id: string, fields: string[]): void {
     const f: Record<string, string> = {};
     for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
     const inst = f.i;
@@ -265,6 +282,11 @@ export class RedisClusterBus implements ClusterBus {
     const seq = Number(f.s);
     const sentAt = Number(f.t);
     if (inst !== undefined && f.c !== undefined && Number.isSafeInteger(seq)) { this.claimReceived(inst, seq, f.c, f.n ?? ''); return; }
+    if (inst !== undefined && f.d !== undefined && f.m !== undefined && Number.isSafeInteger(seq)) {
+      this.countGap(inst, seq);
+      if (f.d === this.o.nodeId) void this.deliverDirect(id, f.n ?? '', f.m);
+      return;
+    }
     if (inst !== undefined && f.r !== undefined && Number.isSafeInteger(seq)) {
       this.countGap(inst, seq);
       if (f.r !== this.o.nodeId) return;
@@ -283,6 +305,28 @@ export class RedisClusterBus implements ClusterBus {
     this.m.delay.observe(Math.max(0, this.o.clock.now() - sentAt) / 1000);
     try { this.o.remote(events); } catch (err) {
       this.o.logger.error({ err, from: f.n }, 'live bus: handing remote readings to the live views failed');
+    }
+  }
+
+  /**
+   * Hands a message for this node on with its age on Redis's clock: the entry id's milliseconds
+   * (Redis's time when it was added) against Redis's TIME now. A node that stalled (a long pause of its
+   * event loop, a stopped process) reads old messages late; their age says so, whatever the clocks of
+   * the two nodes say.
+   */
+  private async deliverDirect(entryId: string, from: string, body: string): Promise<void> {
+    let ageMs: number | null = null;
+    const addedAt = Number(entryId.split('-')[0]);
+    const pub = this.pub;
+    if (pub !== null && pub.status === 'ready' && Number.isSafeInteger(addedAt)) {
+      try {
+        const [sec, micro] = await pub.time();
+        ageMs = Math.max(0, Number(sec) * 1000 + Math.floor(Number(micro) / 1000) - addedAt);
+      } catch { ageMs = null; }
+    }
+    if (!this.running) return;
+    try { this.o.direct?.({ from, body, ageMs }); } catch (err) {
+      this.o.logger.error({ err, from }, 'live bus: handling a message for this node failed');
     }
   }
 

@@ -62,6 +62,7 @@ export const Errors = {
   MODBUS_BAD_ANSWER: def('KENG_ERR_MODBUS_BAD_ANSWER', 'The device\'s answer was not understood: %s', 502),
   MODBUS_UNREACHABLE: def('KENG_ERR_MODBUS_UNREACHABLE', 'The device cannot be reached: %s', 503),
   MODBUS_TIMEOUT: def('KENG_ERR_MODBUS_TIMEOUT', 'The device did not answer: %s', 504),
+  MODBUS_OUTCOME_UNKNOWN: def('KENG_ERR_MODBUS_OUTCOME_UNKNOWN', 'Outcome of the write unknown: %s', 504),
   NOT_READY: def('KENG_ERR_NOT_READY', 'Service not ready: %s', 503),
   STORE_UNAVAILABLE: def('KENG_ERR_STORE_UNAVAILABLE', 'Telemetry store unavailable: %s', 503),
   TTS_UNAVAILABLE: def('KENG_ERR_TTS_UNAVAILABLE', 'Text-to-speech unavailable: %s', 503),
@@ -85,6 +86,35 @@ export const Errors = {
 
 /** All registered codes, for documentation checks. */
 export const ERROR_CODES: string[] = Object.values(Errors).map((f) => f().code);
+
+/** Registered code → its HTTP status (restoreKengError). */
+const STATUS_OF = new Map<string, number>(Object.values(Errors).map((f) => { const e = f(); return [e.code, e.statusCode]; }));
+
+/** An error as it crosses between nodes (cluster mode): code, message and details; the status follows from the code. */
+export interface WireError { code: string; message: string; details?: unknown }
+
+export function toWireError(e: KengError): WireError {
+  return { code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) };
+}
+
+/**
+ * The KengError another node reported, answered here as if it were raised here: same code, message
+ * and details, the status of the code's registration. Null for anything that is not a registered code
+ * (another node's message is input, not trusted to name arbitrary statuses).
+ */
+export function restoreKengError(w: unknown): KengError | null {
+  if (typeof w !== 'object' || w === null) return null;
+  const { code, message, details } = w as Partial<WireError>;
+  if (typeof code !== 'string' || typeof message !== 'string') return null;
+  const statusCode = STATUS_OF.get(code);
+  if (statusCode === undefined) return null;
+  const e = new Error(message) as KengError;
+  e.name = 'KengError';
+  e.code = code;
+  e.statusCode = statusCode;
+  if (details !== undefined) e.details = details;
+  return e;
+}
 
 /** Attach machine-readable details to an error (rendered as error.details). */
 export function withDetails<E extends KengError>(err: E, details: unknown): E {

@@ -10,8 +10,9 @@ export { ModbusDevices, DEFAULT_POLL_INTERVAL_SEC, describeLine, type ModbusInpu
 export { MODBUS_MIGRATION } from './migrations.js';
 export { MODBUS_PG_MIGRATIONS } from './pg-schema.js';
 export { ModbusPoller, type PollerDeps, type PollerOptions, type PollRecord, type ReadingSink } from './poller.js';
-export { ModbusLine, ModbusError, EXCEPTION_NAMES, type LineIo, type ReadOp, type WriteOp } from './line.js';
-export { writeField, writableRegister, type WriteResult } from './write.js';
+export { ModbusLine, ModbusError, EXCEPTION_NAMES, worstRequestMs, type LineIo, type ReadOp, type WriteOp } from './line.js';
+export { prepareWrite, writeField, writableRegister, type PreparedWrite, type WriteResult } from './write.js';
+export { ModbusWrites, FORWARD_KIND, forwardTimeoutMs, type ForwardAnswer, type ForwardContext, type ForwardOutcome, type ModbusWritesDeps, type NodeCalls, type WriteRequest } from './writes.js';
 export { ModbusLineLeases, LEASE_MS, CLAIM_PERIOD_MS, SAFETY_MARGIN_MS, type LineGate, type LineHooks, type LineLeasesOptions } from './leases.js';
 export { LineLeaseRepo, lineHolders, type HeldLease, type LeaseRow } from './lease-repo.js';
 export type { LiveNodes } from './live-nodes.js';

@@ -69,6 +69,17 @@ type ModbusRTU = InstanceType<typeof ModbusRTU>;
 /** How long past its own timeout modbus-serial may take to settle a request before the guard gives up on the connection. */
 const GUARD_MS = 500;
 
+/** The longest a connection attempt may take before it counts as failed (connection()). */
+const connectLimitMs = (requestTimeoutMs: number): number => Math.max(1000, 2 * requestTimeoutMs);
+
+/**
+ * The longest one request can hold the line once it is its turn: a connection made first, then
+ * the request and its guard. Cluster mode sizes its forwarding timeout on it (writes.ts).
+ */
+export function worstRequestMs(requestTimeoutMs: number): number {
+  return connectLimitMs(requestTimeoutMs) + requestTimeoutMs + GUARD_MS;
+}
+
 export class ModbusLine {
   private client: ModbusRTU | null = null;
   private tail: Promise<unknown> = Promise.resolve();
@@ -219,7 +230,7 @@ export class ModbusLine {
       const opening = t.type === 'modbus-tcp'
         ? client.connectTCP(t.host, { port: t.port })
         : client.connectRTUBuffered(t.path, { baudRate: t.baudRate, parity: t.parity, dataBits: 8, stopBits: 1 });
-      await guard(opening, Math.max(1000, 2 * this.opts.requestTimeoutMs));
+      await guard(opening, connectLimitMs(this.opts.requestTimeoutMs));
     } catch (err) {
       closeQuietly(client, this.serial);
       this.backoffMs = this.backoffMs ? Math.min(this.opts.reconnectMaxMs, this.backoffMs * 2) : this.opts.reconnectMinMs;

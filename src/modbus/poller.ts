@@ -37,6 +37,7 @@
  * poll skipped because the line is another node's changes nothing: no
  * failure, no presence. A line gained is polled at once.
  */
+import { performance } from 'node:perf_hooks';
 import type { Clock } from '../core/clock.js';
 import type { EventBus, Scalar } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
@@ -51,7 +52,7 @@ import { modbusMetrics, type ModbusMetrics } from './metrics.js';
 import { blockReadings, planReads, type ReadBlock } from './plan.js';
 import type { LineGate } from './leases.js';
 import { lineKey, type ModbusSettings, type ModbusTransport } from './types.js';
-import { writeField, type WriteResult } from './write.js';
+import { prepareWrite, writeField, type PreparedWrite, type WriteResult } from './write.js';
 
 /** One finished poll, for observers (benchmarks, tests): when it was due, when it got the line, its outcome. */
 export interface PollRecord { deviceId: string; due: number; started: number; ok: boolean }
@@ -158,21 +159,47 @@ export class ModbusPoller implements Component {
 
   /**
    * Writes one value of a device's map (write.ts), on the device's line in
-   * turn with the polls; resolves with the device's confirmation.
+   * turn with the polls; resolves with the device's confirmation. `startBy`
+   * (performance.now() time): a write that has not got the line by then is
+   * refused unsent (a forwarded write whose caller would stop waiting before
+   * it could finish: writes.ts).
    */
-  write(deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
+  write(deviceId: string, field: string, value: number | boolean, opts: { startBy?: number } = {}): Promise<WriteResult> {
     if (!this.running) return Promise.reject(Errors.NOT_READY('the Modbus poller is not running'));
     const gate = this.deps.gate;
+    let key = '';
     return writeField({
       devices: this.deps.devices,
-      isEnabled: (id) => this.deps.registry.getDevice(id)?.enabled === true,
+      isEnabled: (id) => this.isEnabled(id),
       lineFor: (s) => {
+        key = lineKey(s.transport);
         // Another node polls this line: a second connection would fight over a gateway that takes one (docs/cluster.md).
-        if (gate && !gate.mayStart(lineKey(s.transport))) throw new ModbusError('not_connected', 'its line is polled by another node: send the write through the node named by polledBy');
+        if (gate && !gate.mayStart(key)) throw new ModbusError('not_connected', NOT_OURS);
         return this.polled.get(s.deviceId)?.line ?? this.line(lineIdOf(s.transport), s.transport);
+      },
+      beforeSend: () => {
+        // Asked again once the write has the line: the lease may have gone while it waited its turn.
+        if (gate && !gate.mayStart(key)) throw new ModbusError('not_connected', NOT_OURS);
+        if (opts.startBy !== undefined && performance.now() > opts.startBy) {
+          throw new ModbusError('not_connected', 'not written: the line stayed busy with polls too long for the write to finish before the node that asked stops waiting; try again');
+        }
       },
       metrics: this.m,
     }, deviceId, field, value);
+  }
+
+  /** The checks of a write (write.ts prepareWrite), without sending it: the node asked runs them before forwarding. */
+  prepareWrite(deviceId: string, field: string, value: number | boolean): Promise<PreparedWrite> {
+    return prepareWrite({ devices: this.deps.devices, isEnabled: (id) => this.isEnabled(id) }, deviceId, field, value);
+  }
+
+  /** Whether this node may write on the line now (always, in embedded mode). */
+  mayWriteOn(key: string): boolean {
+    return this.deps.gate?.mayStart(key) ?? true;
+  }
+
+  private isEnabled(deviceId: string): boolean {
+    return this.deps.registry.getDevice(deviceId)?.enabled === true;
   }
 
   /**
@@ -423,6 +450,8 @@ export class ModbusPoller implements Component {
     this.log.debug({ deviceId, reason, detail }, 'modbus reading refused');
   }
 }
+
+const NOT_OURS = 'its line is not polled by this node now (another node polls it, or it is changing hands): not written; try again in a few seconds';
 
 /** One line per TCP gateway; per serial port and its settings (the registry keeps one setting per port). */
 function lineIdOf(t: ModbusTransport): string {

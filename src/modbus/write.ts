@@ -34,7 +34,16 @@ export interface WriteDeps {
   isEnabled(deviceId: string): boolean;
   lineFor(settings: ModbusSettings): ModbusLine;
   metrics: ModbusMetrics;
+  /**
+   * Called when the write has the line, right before it is sent; a throw (a ModbusError) refuses it
+   * unsent. The poller checks there that the line is still this node's, and that a forwarded write
+   * can still finish before its caller stops waiting.
+   */
+  beforeSend?: () => void;
 }
+
+/** A write checked and encoded, ready to go on the line. */
+export interface PreparedWrite { settings: ModbusSettings; register: RegisterDef; op: WriteOp; sent: number[] | boolean }
 
 /** The register a write goes to; KengErrors for what cannot be written. */
 export async function writableRegister(deps: Pick<WriteDeps, 'devices'>, deviceId: string, field: string): Promise<{ settings: ModbusSettings; register: RegisterDef }> {
@@ -48,7 +57,8 @@ export async function writableRegister(deps: Pick<WriteDeps, 'devices'>, deviceI
   return { settings, register };
 }
 
-export async function writeField(deps: WriteDeps, deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
+/** Every check a write passes before anything is sent (the same on the node asked and on the node that writes). */
+export async function prepareWrite(deps: Pick<WriteDeps, 'devices' | 'isEnabled'>, deviceId: string, field: string, value: number | boolean): Promise<PreparedWrite> {
   const { settings, register } = await writableRegister(deps, deviceId, field);
   if (!deps.isEnabled(deviceId)) throw Errors.CONFLICT(`device "${deviceId}" is disabled; enable it first`);
   const enc = encodeRegister(register, value);
@@ -57,10 +67,17 @@ export async function writeField(deps: WriteDeps, deviceId: string, field: strin
   const op: WriteOp = 'bit' in enc
     ? { fn: 'coil', unitId, address: register.address, bit: enc.bit }
     : { fn: 'holding', unitId, address: register.address, words: enc.words };
-  const sent = 'bit' in enc ? enc.bit : enc.words;
+  return { settings, register, op, sent: 'bit' in enc ? enc.bit : enc.words };
+}
+
+export async function writeField(deps: WriteDeps, deviceId: string, field: string, value: number | boolean): Promise<WriteResult> {
+  const { settings, register, op, sent } = await prepareWrite(deps, deviceId, field, value);
   let confirmation: Record<string, unknown>;
   try {
-    confirmation = await deps.lineFor(settings).exclusive((io) => io.write(op));
+    confirmation = await deps.lineFor(settings).exclusive((io) => {
+      deps.beforeSend?.();
+      return io.write(op);
+    });
   } catch (err) {
     const e = toKengError(err);
     deps.metrics.writes.labels(err instanceof ModbusError ? err.kind : 'error').inc();

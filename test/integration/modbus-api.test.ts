@@ -104,5 +104,9 @@ describe('Modbus devices over the API', () => {
     const body = doc.paths['/api/v1/devices'].post.requestBody.content['application/json'].schema;
     expect(Object.keys(body.properties)).toEqual(expect.arrayContaining(['transport', 'registerMap', 'pollIntervalSec']));
     expect(doc.paths['/api/v1/modbus/maps'].get).toBeDefined();
+    // The write's answers name their codes, the cluster's unknown outcome among them (docs/cluster.md).
+    const written = doc.paths['/api/v1/devices/{id}/modbus/write'].post.responses;
+    expect(written['504'].description).toContain('KENG_ERR_MODBUS_OUTCOME_UNKNOWN');
+    expect(written['503'].description).toContain('KENG_ERR_MODBUS_UNREACHABLE');
   });
 });

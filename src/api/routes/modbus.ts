@@ -6,22 +6,26 @@
  *
  * A write changes a field device's configuration or an actuator (a pump's
  * coil): it is for those who may change the device (devices.write on its
- * area: operators of that area and admins), and audited, whatever its
- * outcome once something was sent.
+ * area: operators of that area and admins), checked here, on the node the
+ * request reached, before anything else. The Modbus module does the rest
+ * (src/modbus/writes.ts): the write, its audit entry whatever its outcome
+ * once something was sent, and in cluster mode the forwarding to the node
+ * that polls the device's line.
  */
 import { Type } from 'typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Errors, isKengError, withDetails } from '../../core/errors.js';
-import type { ModbusDevices, WriteResult } from '../../modbus/index.js';
+import { Errors, withDetails } from '../../core/errors.js';
+import type { ModbusDevices, WriteRequest, WriteResult } from '../../modbus/index.js';
 import { ShippedMapFile } from '../../modbus/index.js';
 import { principalOf, type RouteContext } from '../context.js';
-import { AUTH_ERRORS, Described, DeviceIdParams, FIELD_PATTERN, errorResponses } from '../schemas.js';
+import { AUTH_ERRORS, Described, DeviceIdParams, FIELD_PATTERN, errorResponse, errorResponses } from '../schemas.js';
 import { visibleDevice } from './devices.js';
 
 /** What the API needs of the Modbus module: the devices' settings and, when the poller runs, writes. */
 export interface ModbusApi {
   devices: ModbusDevices;
-  write?(deviceId: string, field: string, value: number | boolean): Promise<WriteResult>;
+  /** Audits the write itself (the caller as actor); in cluster mode forwards it to the node polling the line. */
+  write?(req: WriteRequest): Promise<WriteResult>;
 }
 
 export interface ModbusRouteOptions { ctx: RouteContext; modbus: ModbusApi }
@@ -66,9 +70,21 @@ export const modbusRoutes: FastifyPluginAsyncTypebox<ModbusRouteOptions> = async
       description: 'Sets a holding register (function 6; 16 for a 32-bit value) or a coil (function 5) of the field named, encoded as '
         + 'the map reads it, on the device\'s gateway or serial line in turn with its polls. Answers with the device\'s confirmation; '
         + 'a timeout (504), a Modbus exception (502, `details.exceptionCode`) or an unreachable line (503) is said as such. '
-        + 'For operators of the device\'s area and admins; audited. The new value shows in `latest` from the next poll.',
+        + 'For operators of the device\'s area and admins; audited. The new value shows in `latest` from the next poll. '
+        + 'Cluster mode: any node takes the write and, when another node polls the device\'s line, forwards it to that node over '
+        + 'the bus between nodes and waits for its answer (4 × `modbus.requestTimeoutMs` + 2.5 s at most: 6.5 s by default). '
+        + 'When the write was sent but no answer came back in time, the answer is 504 `KENG_ERR_MODBUS_OUTCOME_UNKNOWN`: '
+        + 'the write may have happened; read the register back before writing again (docs/cluster.md).',
       params: DeviceIdParams, body: WriteBody,
-      response: { 200: Described(Written, 'The device confirmed the write'), ...errorResponses(...AUTH_ERRORS, 404, 409, 413, 415, 422, 502, 503, 504) },
+      response: {
+        200: Described(Written, 'The device confirmed the write'), ...errorResponses(...AUTH_ERRORS, 404, 409, 413, 415, 422),
+        502: errorResponse('The device refused the write (KENG_ERR_MODBUS_EXCEPTION, `details.exceptionCode`) or its answer was not understood (KENG_ERR_MODBUS_BAD_ANSWER)'),
+        503: errorResponse('Not written: the device\'s gateway or serial line cannot be reached; in cluster mode also no node polls its line now, or '
+          + 'the node polling it cannot be sent the write (KENG_ERR_MODBUS_UNREACHABLE); or the server is not ready (KENG_ERR_NOT_READY)'),
+        504: errorResponse('The device did not answer in time (KENG_ERR_MODBUS_TIMEOUT), or, in cluster mode, the write was sent to the node '
+          + 'polling its line and no answer came back in time (KENG_ERR_MODBUS_OUTCOME_UNKNOWN, `details.node`, `details.requestId`): '
+          + 'either way the write may have happened; read the register back before writing again'),
+      },
     },
   }, async (req) => {
     const p = principalOf(req);
@@ -81,18 +97,7 @@ export const modbusRoutes: FastifyPluginAsyncTypebox<ModbusRouteOptions> = async
     }
     const write = modbus.write;
     if (!write) throw Errors.NOT_READY('Modbus writes are not available on this server');
-    const before = { field, value: view.latest[field]?.value ?? null };
-    const audit = async (after: Record<string, unknown>): Promise<void> => {
-      await ctx.audit.record({ actor: p, ip: req.ip, action: 'device.modbus_write', target: `device:${view.id}`, before, after });
-    };
-    try {
-      const res = await write(view.id, field, value);
-      await audit({ field, value, address: res.address, function: res.function, sent: res.sent, confirmation: res.confirmation });
-      return res;
-    } catch (err) {
-      // Once the request may have gone out (the device did not answer, refused, or answered oddly), the attempt is audited too.
-      if (isKengError(err) && err.code.startsWith('KENG_ERR_MODBUS_')) await audit({ field, value, error: err.code, message: err.message });
-      throw err;
-    }
+    // The caller's identity crosses to another node in cluster mode: its kind and id only (what the audit names).
+    return write({ actor: { kind: p.kind, id: p.id }, ip: req.ip, deviceId: view.id, field, value, before: { field, value: view.latest[field]?.value ?? null } });
   });
 };

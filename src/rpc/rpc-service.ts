@@ -543,7 +543,8 @@ export class RpcService implements Component {
     const topic = `v1/devices/${deviceId}/rpc/request/${topicId}`;
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
     const next = prev.then(() => payload).then((p) => {
-      if (p !== null) return this.o.broker.publish(topic, p, { qos: 1 });
+      // Cluster mode: a fenced node (lease not renewed in time) publishes nothing; the command stays for its owner.
+      if (p !== null && this.o.ownership?.canPublish?.() !== false) return this.o.broker.publish(topic, p, { qos: 1 });
       this.requeue(requestId);
       return undefined;
     }).catch((err: unknown) => {

@@ -150,10 +150,14 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const sessionClaims = clusterDb ? new PgSessionClaims({
     db: clusterDb.db, nodeId, logger: log('sessions'), clock, metrics,
     close: (deviceId, epoch) => broker.closeClaimed(deviceId, epoch), announce: (deviceId, epoch) => clusterBus.announceClaim(deviceId, epoch),
+    // Fenced (lease not renewed in time): no device is taken (CONNECT refused with 3).
+    fence: { valid: (): boolean => nodeLeases!.fence.valid() },
   }) : null;
   // Cluster mode: this node's lease; every node sweeps the sessions of nodes whose lease ran out and writes their
   // devices offline (docs/cluster.md "Node leases"). Started before the session claims and the broker, stopped after
-  // them: its lease ends once the broker has released its sessions.
+  // them: its lease ends once the broker has released its sessions. Its `fence` says until when the lease is surely
+  // valid: past that, the node publishes no command, adopts nothing, closes and refuses its device connections
+  // (start() below) and fails /readyz, until a renewal succeeds.
   const nodeLeases = clusterDb ? new NodeLeases({
     db: clusterDb.db, nodeId, logger: log('cluster'), metrics,
     expired: (devices) => registry.presenceExpired(devices.map((d) => d.deviceId)),
@@ -207,7 +211,8 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
   const broadcast = wireBroadcast({
     config, stateSql, nodeId, scheduleResyncMs: clusterDb ? SCHEDULE_RESYNC_MS : 0, registry, broker: devicesBroker, bus, media, audit, logger: log('broadcast'), metrics, clock, mediaBaseUrl, mediaViewer: mediaViewerOf, signer: commandKeys, urgent,
     // Cluster mode: RPC commands are owned by the node holding their device's session (src/rpc/ownership.ts).
-    ...(clusterDb ? { rpcOwnership: { nodeId, nudge: (owner: string) => clusterBus.nudgeRpc(owner) } } : {}),
+    // A fenced node publishes no command and adopts none (its devices' commands stay for their owner or an adopter).
+    ...(clusterDb ? { rpcOwnership: { nodeId, nudge: (owner: string) => clusterBus.nudgeRpc(owner), canPublish: (): boolean => nodeLeases!.fence.valid() } } : {}),
   });
   // Emergency alerts play as broadcasts: built on the broadcast side; a step that starts or stops one commits
   // with it and with its audit entry (a unit of the broadcast side's state window).
@@ -256,7 +261,7 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     readyChecks: {
       media: () => mediaTools.report(),
       ...(config.cluster.redisUrl === undefined ? {} : { liveBus: () => clusterBus.report() }),
-      // Never not-ready either: failed renewals show in its detail (PostgreSQL away already fails `telemetry`).
+      // Failed renewals only show in its detail (PostgreSQL away already fails `telemetry`); not ready while fenced.
       ...(nodeLeases ? { nodeLease: () => nodeLeases.report() } : {}),
       // Commands, broadcasts and alerts commit through it: a node that cannot is drained.
       stateWindow: () => broadcast.window.report(),
@@ -307,9 +312,12 @@ export function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Ken
     modbus: { devices: modbus, poller: modbusPoller }, gateways,
     async start() {
       mkdirSync(dataDir, { recursive: true });
-      if (clusterDb) {
-        logger.warn({ nodeId: config.cluster.nodeId, dataDir },
-          'cluster mode: the state is in the cluster database; not built yet: a node whose lease ran out does not fence itself, see docs/cluster.md "Not built yet"');
+      if (clusterDb) logger.info({ nodeId, dataDir }, 'cluster mode: the state is in the cluster database');
+      // Fenced: the devices go (through the balancer) to a node whose lease holds; no database is asked.
+      if (nodeLeases && sessionClaims) {
+        unsubscribe.push(nodeLeases.fence.onChange((fenced) => {
+          if (fenced) logger.info({ closed: sessionClaims.dropAll() }, 'fenced: device connections closed');
+        }));
       }
       unsubscribe.push(bus.on('telemetry', (e) => broker.publishTelemetry(e)));
       // A disabled device loses its connection at once; a deleted one also its persistent MQTT session.

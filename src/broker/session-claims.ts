@@ -11,7 +11,9 @@
  * timeout: a node that cannot claim refuses the CONNECT with 3 (server
  * unavailable), as it answers /readyz 503 when the database is away, so the
  * device retries, likely through another node. Nothing else waits for it:
- * PUBLISH and PUBACK never touch the claims.
+ * PUBLISH and PUBACK never touch the claims. A node that fenced itself (its
+ * lease not renewed in time, cluster/lease-fence.ts) refuses every CONNECT with
+ * 3 without asking the database, until it is renewed.
  */
 import type { Client } from 'aedes';
 import { authError, type AuthDone, type BrokerContext } from './context.js';
@@ -23,6 +25,8 @@ export interface SessionClaims {
   claim(deviceId: string): Promise<number>;
   /** The connection of that claim is gone: the session row goes if it is still this claim's (never throws, never waits). */
   release(deviceId: string, epoch: number): void;
+  /** True while this node must take no device (cluster mode: fenced); the CONNECT is refused with 3. */
+  refusing?(): boolean;
 }
 
 /** Embedded mode: one node, aedes alone keeps one session per device. */
@@ -43,6 +47,13 @@ export function claimThenAdmit(
   newer: (epoch: number) => boolean, admit: (epoch: number) => void,
 ): void {
   if (!claims.active) { admit(0); return; }
+  if (claims.refusing?.()) {
+    // Logged once per fence by the fence itself; devices retrying in a loop would flood the log here.
+    ctx.count('connect', 'node_fenced');
+    ctx.logger.debug({ deviceId }, 'mqtt connect refused: this node is fenced (its lease was not renewed in time)');
+    done(authError(3, 'node fenced'), null);
+    return;
+  }
   claims.claim(deviceId).then((epoch) => {
     if (ctx.stopping || client.closed) { claims.release(deviceId, epoch); done(authError(3, 'connection closed'), null); return; }
     if (newer(epoch)) { claims.release(deviceId, epoch); ctx.count('connect', 'session_claimed_later'); done(authError(3, 'session claimed later'), null); return; }

@@ -8,3 +8,4 @@ export { NodeLeases, NODE_LEASE_DEFAULTS, type NodeLeasesOptions, type NodeLease
 export type { ExpiredDevice } from './lease-sql.js';
 export { NODES_PG_MIGRATIONS } from './nodes-schema.js';
 export { EmbeddedNode, type ClusterNodeInfo, type ClusterNodes } from './nodes-view.js';
+export { LeaseFence, defaultFenceMargin, type LeaseFencePort, type LeaseFenceOptions, type FenceListener } from './lease-fence.js';

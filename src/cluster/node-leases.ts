@@ -32,8 +32,13 @@
  *   the other's sessions.
  * - A clean stop ends the lease at once (after the broker released the sessions).
  * - Renewal failures (PostgreSQL away) are counted and shown in /readyz's
- *   `nodeLease` detail, which never fails readiness (the `telemetry` check
- *   already does when PostgreSQL is away). Nothing here throws out of a timer.
+ *   `nodeLease` detail, which does not fail readiness for that (the `telemetry`
+ *   check already does when PostgreSQL is away). Nothing here throws out of a timer.
+ * - The self-fence (lease-fence.ts, `fence`): each successful renewal moves the
+ *   deadline until which this node's lease is surely valid, on the monotonic
+ *   clock from the renewal's send. Past it, the node is fenced until a renewal
+ *   succeeds: the wiring stops its RPC publishes and orphan adoption, closes and
+ *   refuses its device connections, and `nodeLease` fails readiness.
  */
 import { randomUUID } from 'node:crypto';
 import type { Counter, Gauge } from 'prom-client';
@@ -45,6 +50,7 @@ import { migrate, type Db } from '../storage/sql/index.js';
 import * as q from './lease-sql.js';
 import type { ExpiredDevice } from './lease-sql.js';
 import { SESSION_MIGRATIONS } from './sessions-schema.js';
+import { defaultFenceMargin, LeaseFence } from './lease-fence.js';
 import type { ClusterNodeInfo, ClusterNodes } from './nodes-view.js';
 
 export interface NodeLeaseTuning {
@@ -60,6 +66,8 @@ export interface NodeLeaseTuning {
   forgetMs: number;
   /** Consecutive failed renewals after which /readyz's `nodeLease` detail says degraded. */
   degradedAfter: number;
+  /** Taken off the fence's deadline (lease-fence.ts); default a fifth of leaseMs. */
+  fenceMarginMs?: number;
 }
 
 /**
@@ -82,6 +90,8 @@ export interface NodeLeasesOptions {
   lost?: () => Promise<number>;
   /** Tests: this process's instance id (default: random). */
   instance?: string;
+  /** Tests: the fence's monotonic clock (default performance.now). */
+  monotonic?: () => number;
 }
 
 interface LeaseMetrics {
@@ -98,6 +108,8 @@ export class NodeLeases implements Component, ClusterNodes {
   readonly name = 'node-leases';
   readonly mode = 'cluster' as const;
   readonly instance: string;
+  /** Until when this node's lease is surely valid (monotonic clock): the wiring asks it and listens to it. */
+  readonly fence: LeaseFence;
   private readonly t: NodeLeaseTuning;
   private readonly m: LeaseMetrics;
   private running = false;
@@ -120,6 +132,10 @@ export class NodeLeases implements Component, ClusterNodes {
   constructor(private readonly o: NodeLeasesOptions) {
     this.t = { ...NODE_LEASE_DEFAULTS, ...o.tuning };
     this.instance = o.instance ?? randomUUID();
+    this.fence = new LeaseFence({
+      leaseMs: this.t.leaseMs, marginMs: this.t.fenceMarginMs ?? defaultFenceMargin(this.t.leaseMs), logger: o.logger,
+      ...(o.metrics ? { metrics: o.metrics } : {}), ...(o.monotonic ? { now: o.monotonic } : {}),
+    });
     const r = o.metrics?.registry;
     this.m = {
       renewals: counterOn(r, 'keng_cluster_lease_renewals_total', 'Renewals of this node\'s lease in the cluster database, by result (ok, failed)', ['result'] as const),
@@ -152,6 +168,7 @@ export class NodeLeases implements Component, ClusterNodes {
     if (this.renewTimer) clearInterval(this.renewTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.renewTimer = this.sweepTimer = null;
+    this.fence.stop();
     await Promise.allSettled([this.renewing, this.sweeping]);
     try {
       await withTimeout(this.o.db.write(async (trx) => q.endLease(trx, this.o.nodeId, this.instance, await q.dbNow(trx))), this.t.queryTimeoutMs);
@@ -180,12 +197,18 @@ export class NodeLeases implements Component, ClusterNodes {
     }));
   }
 
-  /** For /readyz: always ok (one failed renewal must not take the node out; PostgreSQL away fails `telemetry`). */
-  report(): { ok: true; detail: Record<string, unknown> } {
+  /**
+   * For /readyz: ok unless fenced (one failed renewal must not take the node out; PostgreSQL away fails `telemetry`);
+   * fenced, the balancer must drain it: it sends no command and refuses devices.
+   */
+  report(): { ok: boolean; detail: Record<string, unknown> } {
     const degraded = this.consecutiveFailures >= this.t.degradedAfter || this.conflict;
+    const fenced = this.fence.isFenced();
     return {
-      ok: true,
+      ok: !fenced,
       detail: {
+        ...(fenced ? { fenced: 'this node\'s lease was not renewed in time: it sends no command and refuses devices until a renewal succeeds' } : {}),
+        fenceRemainingMs: this.fence.remainingMs(),
         nodeId: this.o.nodeId, leaseUntilMs: this.leaseUntil, renewFailures: this.failures, consecutiveFailures: this.consecutiveFailures,
         lastRenewAgoMs: this.lastRenewAt === 0 ? null : Date.now() - this.lastRenewAt,
         ...(this.lastError !== null && this.consecutiveFailures > 0 ? { lastError: this.lastError } : {}),
@@ -230,6 +253,8 @@ export class NodeLeases implements Component, ClusterNodes {
 
   private async renew(first: boolean): Promise<void> {
     let out: { now: number; prev: q.NodeRow | undefined; epoch: number | null };
+    // Before the request leaves: PostgreSQL's now in the lease is later, so the fence's deadline is early.
+    const sentAt = this.fence.mark();
     try {
       out = await withTimeout(this.o.db.write(async (trx) => {
         const now = await q.dbNow(trx);
@@ -248,6 +273,7 @@ export class NodeLeases implements Component, ClusterNodes {
     this.lastRenewAt = Date.now();
     this.leaseUntil = now + this.t.leaseMs;
     this.m.renewals.inc({ result: 'ok' });
+    this.fence.renewed(sentAt);
     if (first) this.started(prev, now, out.epoch!);
     else this.checked(prev, now);
     await this.clearPredecessor(now);

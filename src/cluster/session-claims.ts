@@ -19,8 +19,10 @@
  * - A row whose holder is gone (SIGKILL) stays until the device's next claim
  *   overwrites it, or until the node leases' sweep removes it once that node's
  *   lease ran out (node-leases.ts). A missing row is not a reason to close in
- *   reconciliation: only a LATER claim takes a session away. The exception is
- *   dropUnclaimed(), run when this node learns that its own rows were swept.
+ *   reconciliation: only a LATER claim takes a session away. The exceptions are
+ *   dropUnclaimed(), run when this node learns that its own rows were swept,
+ *   and dropAll(), run when this node fences itself (its lease not renewed in
+ *   time, lease-fence.ts): then it also refuses every CONNECT until renewed.
  *
  * A claim whose query outlives the timeout refuses the connect (broker side);
  * if it commits later anyway, its row is released at once so that it cannot
@@ -35,6 +37,7 @@ import type { Logger } from '../core/logger.js';
 import { counterOn, histogramOn, type Metrics } from '../core/metrics.js';
 import { withTimeout } from '../core/async.js';
 import { migrate, type Db } from '../storage/sql/index.js';
+import type { LeaseFencePort } from './lease-fence.js';
 import type { SessionClaimNotice } from './port.js';
 import { SESSION_MIGRATIONS } from './sessions-schema.js';
 
@@ -60,6 +63,8 @@ export interface PgSessionClaimsOptions {
   clock: Clock;
   metrics?: Pick<Metrics, 'registry'>;
   tuning?: Partial<SessionClaimTuning>;
+  /** This node's self-fence (NodeLeases.fence): while it is not valid, no claim is made (CONNECT refused with 3). */
+  fence?: LeaseFencePort;
 }
 
 export class PgSessionClaims implements SessionClaims, Component {
@@ -109,7 +114,13 @@ export class PgSessionClaims implements SessionClaims, Component {
     await this.flush();
   }
 
+  /** True while fenced: the broker refuses CONNECTs without a claim. */
+  refusing(): boolean {
+    return this.o.fence !== undefined && !this.o.fence.valid();
+  }
+
   async claim(deviceId: string): Promise<number> {
+    if (this.refusing()) throw new Error('this node is fenced: its lease was not renewed in time');
     const t0 = this.o.clock.now();
     const q = sql<{ epoch: number }>`
       INSERT INTO device_sessions (device_id, node_id, epoch, connected_at) VALUES (${deviceId}, ${this.o.nodeId}, nextval('device_session_epochs'), ${t0})
@@ -126,6 +137,11 @@ export class PgSessionClaims implements SessionClaims, Component {
       throw err;
     }
     this.claimSeconds.observe((this.o.clock.now() - t0) / 1000);
+    if (this.refusing()) { // fenced while the claim ran: the fence's dropAll() has passed already
+      this.claims.inc({ result: 'failed' });
+      this.release(deviceId, epoch);
+      throw new Error('this node fenced itself while the claim ran');
+    }
     this.claims.inc({ result: 'ok' });
     // Two connects of one device racing on this node: the later claim stays held (the broker refuses the other).
     if ((this.held.get(deviceId) ?? 0) < epoch) this.held.set(deviceId, epoch);
@@ -191,14 +207,27 @@ export class PgSessionClaims implements SessionClaims, Component {
       SELECT d.device_id, d.mine FROM unnest(${ids}::text[], ${epochs}::bigint[]) AS d(device_id, mine)
       WHERE NOT EXISTS (SELECT 1 FROM device_sessions s WHERE s.device_id = d.device_id AND s.node_id = ${this.o.nodeId} AND s.epoch = d.mine)`
       .execute(this.o.db.kysely), this.t.queryTimeoutMs)).rows;
+    return this.closeHeld(rows.map((r) => [r.device_id, Number(r.mine)]), 'lease');
+  }
+
+  /**
+   * This node fenced itself (lease-fence.ts): closes every connection it holds, without asking the database (it is
+   * likely unreachable), so the devices reconnect through the balancer to a node that holds its lease. Their rows go
+   * by the connections' releases, or by the sweep of this node once its lease ran out. Returns how many it closed.
+   */
+  dropAll(): number {
+    return this.closeHeld([...this.held], 'fence');
+  }
+
+  /** Closes the held connections of these claims (still held as such); their releases then delete only their own rows. */
+  private closeHeld(claims: ReadonlyArray<readonly [string, number]>, path: 'lease' | 'fence'): number {
     let closed = 0;
-    for (const r of rows) {
-      const mine = Number(r.mine);
-      if (this.held.get(r.device_id) !== mine) continue;
-      this.held.delete(r.device_id);
-      if (this.o.close(r.device_id, mine)) {
+    for (const [deviceId, mine] of claims) {
+      if (this.held.get(deviceId) !== mine) continue;
+      this.held.delete(deviceId);
+      if (this.o.close(deviceId, mine)) {
         closed++;
-        this.takenOver.inc({ path: 'lease' });
+        this.takenOver.inc({ path });
       }
     }
     return closed;

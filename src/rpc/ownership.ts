@@ -17,6 +17,10 @@
  *    that device (it is no longer connected here) and forgets it.
  *  - Orphans (every `adoptMs`): open rows of a dead owner (no live lease, ownership-sql.ts) are adopted by a node
  *    when they are due to expire (that node expires them) or their device is connected to it (re-sent), SKIP LOCKED.
+ *  - A fenced node (`canPublish` false: its lease was not renewed in time, src/cluster/lease-fence.ts) publishes
+ *    nothing (rpc-service.ts), and neither picks up nor adopts: the other nodes may already treat it as dead. A
+ *    move to `sent` (or back to `queued`) applies only to a row this node still owns (store-sql.ts), so a node that
+ *    comes back never publishes a command another node took meanwhile, whatever its memory still holds.
  *  - ThingsBoard integer request ids: only the session holder allocates; a claim starts TB_ID_HANDOFF_GAP above the
  *    last id recorded, so ids the previous holder may still allocate before it sees the takeover are never reused.
  *
@@ -43,6 +47,8 @@ export interface RpcOwnership {
   readonly adoptMs?: number;
   /** Best effort: tells node `nodeId` that commands it owns were stored here (it picks them up at once). */
   nudge?(nodeId: string): void;
+  /** False while this node is fenced (src/cluster/lease-fence.ts): nothing is published, picked up or adopted. Absent: true. */
+  canPublish?(): boolean;
 }
 
 /** How far above the last recorded id a new session holder starts allocating integer request ids. */
@@ -176,7 +182,7 @@ export class CommandOwnership {
 
   /** Takes the commands other nodes made for devices held here. */
   pickup(): Promise<void> {
-    if (!this.running) return Promise.resolve();
+    if (!this.running || this.d.own.canPublish?.() === false) return Promise.resolve();
     if (this.picking) { this.pickAgain = true; return Promise.resolve(); }
     this.picking = true;
     return this.track(this.take((trx) => pickUp(trx, this.me), 'picked up')).finally(() => {
@@ -187,7 +193,7 @@ export class CommandOwnership {
 
   /** Adopts the orphans this node should take (due to expire, or their device is here). */
   adopt(): Promise<void> {
-    if (this.adopting || !this.running) return Promise.resolve();
+    if (this.adopting || !this.running || this.d.own.canPublish?.() === false) return Promise.resolve();
     this.adopting = true;
     const now = this.d.clock.now();
     return this.track(this.take((trx) => adoptOrphans(trx, this.me, now, this.d.answerGraceMs, ADOPT_LIMIT), 'adopted from a dead node'))

@@ -51,6 +51,8 @@ export interface PublisherDeps {
   sweep(): void;
   /** Cluster mode (ownership on PostgreSQL): a move to `sent` may miss because another node withdrew the command. */
   clustered: boolean;
+  /** Cluster mode: false while this node is fenced (its lease not renewed in time); what it withholds stays for its owner. */
+  canPublish?: () => boolean;
 }
 
 export class CommandPublisher {
@@ -129,7 +131,7 @@ export class CommandPublisher {
     const topic = `v1/devices/${deviceId}/rpc/request/${topicId}`;
     const prev = this.chains.get(deviceId) ?? Promise.resolve();
     const next = prev.then(() => payload).then((p) => {
-      if (p !== null) return this.d.broker.publish(topic, p, { qos: 1 });
+      if (p !== null && this.d.canPublish?.() !== false) return this.d.broker.publish(topic, p, { qos: 1 });
       this.requeue(requestId);
       return undefined;
     }).catch((err: unknown) => {

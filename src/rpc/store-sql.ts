@@ -147,7 +147,7 @@ export class RpcStoreSql {
                 response_json = COALESCE(v.column7, response_json), tb_id = COALESCE(v.column8, tb_id)
               FROM (VALUES ${v}) AS v WHERE rpc_requests.id = v.column1 AND rpc_requests.device_id = v.column2 AND rpc_requests.state = v.column3
               RETURNING rpc_requests.id`)
-          : await rowsOf(casSql(JSON.stringify(rows)), trx);
+          : await rowsOf(casSql(JSON.stringify(rows), me), trx);
         const applied = new Set(done.map((r) => r.id));
         if (me !== undefined) {
           for (const c of rows) if (c.t === 'sent') { if (applied.has(c.i)) this.sentMisses.delete(c.i); else this.sentMisses.add(c.i); }
@@ -296,11 +296,18 @@ function mergeCas(items: readonly RpcCas[]): CasRow[] {
   return [...by.values()];
 }
 
-function casSql(json: string) {
+/**
+ * `me` (cluster mode): a move to `sent` (a publish follows its commit) or back to `queued` applies only to a row this
+ * node owns: a node that was fenced or paused while another node took the command (claimed with its device, or
+ * adopted) misses, and so never publishes it from what its memory still holds (rpc-service.ts dropMissed). Answers,
+ * expiries and cancels stay compare-and-set on the state alone (an answer may reach a node that does not own it).
+ */
+function casSql(json: string, me?: string) {
     return sql<{ id: string }>`UPDATE rpc_requests AS q SET state = v.t, sent_at = COALESCE(v.s, q.sent_at), answered_at = COALESCE(v.a, q.answered_at),
           response_json = COALESCE(v.x, q.response_json), tb_id = COALESCE(v.n, q.tb_id)
         FROM jsonb_to_recordset(${json}::jsonb) AS v(i text, dv text, f text, t text, s bigint, a bigint, x text, n integer)
         WHERE q.id = v.i AND q.device_id = v.dv AND q.state = v.f
+          ${me === undefined ? sql`` : sql`AND (v.t NOT IN ('sent', 'queued') OR q.owner_node = ${me})`}
         RETURNING q.id`;
 }
 

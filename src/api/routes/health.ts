@@ -49,7 +49,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: RouteContext }> = as
         + 'The `media` check (ffprobe, ffmpeg, espeak-ng with its Vietnamese voice, probed at start) never fails readiness: '
         + 'a missing tool shows as `detail.degraded: true` with its `problem`, and only uploads and text-to-speech answer 503. '
         + 'In cluster mode the `liveBus` check (Redis, docs/cluster.md) never fails readiness either: `detail.degraded: true` while Redis is away; '
-        + 'nor does `nodeLease` (the node\'s lease, docs/cluster.md "Node leases"): `detail.degraded: true` after two failed renewals in a row.',
+        + 'nor do failed renewals of `nodeLease` (the node\'s lease, docs/cluster.md "Node leases"): `detail.degraded: true` after two in a row; '
+        + 'but `nodeLease` fails (`detail.fenced`) while the node is fenced: no renewal in time, it sends no command and refuses devices.',
       response: {
         200: Type.Object({ status: Type.Literal('ready'), checks: Type.Optional(Checks) }, { description: 'Ready (checks: with a monitoring token)' }),
         ...errorResponses(503),

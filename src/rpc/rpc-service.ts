@@ -151,7 +151,7 @@ export class RpcService implements Component {
       broker: opts.broker, window: opts.window, open: this.open, store, enc: this.enc, tbIds: this.tbIds, metrics: this.m,
       logger: opts.logger, clock: this.clock, emit, isReady: (d) => this.isReady(d), post: (c) => { this.writes.post(c); },
       expire: (r, now) => { this.expiry.expire(r, now); }, sweep: () => { this.expiry.sweep(); }, clustered,
-      ...(opts.ownership?.canPublish ? { canPublish: opts.ownership.canPublish } : {}),
+      ...(opts.ownership?.canPublish ? { canPublish: (): boolean => opts.ownership!.canPublish!() } : {}),
     });
     this.cancels = new CommandCancels({
       window: opts.window, open: this.open, requireStore, clock: this.clock, finish, clustered, hintOwner: (n) => { this.hintOwner(n); },

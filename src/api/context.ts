@@ -24,17 +24,27 @@ export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression,
 /** A readiness check for /readyz: ok plus whatever detail helps an operator. */
 export type ReadyCheck = () => Promise<{ ok: boolean; detail?: Record<string, unknown> }> | { ok: boolean; detail?: Record<string, unknown> };
 
-export interface RouteContext {
+/**
+ * The services the API is built on. Declared once because the server is handed
+ * them (ApiServerOptions) and passes the same objects on to every route
+ * (RouteContext): a service added here reaches both.
+ */
+export interface ApiCoreServices {
   config: Readonly<Config>;
   registry: DeviceRegistryApi;
   store: TelemetryStore;
   broker: BrokerPort;
+  /** Bearer tokens → principals (the app's chain: admin token, user sessions, API tokens). */
   authenticator: Authenticator;
+  /** Who may do what where; the same object MQTT service clients and the live feed use. */
   policy: Policy;
   /** Records every change made through the API (the app's audit log). */
   audit: AuditRecorder;
   metrics: Metrics;
   clock: Clock;
+}
+
+export interface RouteContext extends ApiCoreServices {
   /** Time zone for every time the API returns (config.tz). */
   tz: string;
   /** Most points one telemetry request may return (raw page size / aggregate windows). */

@@ -9,21 +9,12 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Config } from '../config/index.js';
-import type { Clock } from '../core/clock.js';
 import type { EventBus } from '../core/events.js';
 import type { Component } from '../core/lifecycle.js';
 import type { Logger } from '../core/logger.js';
-import type { Metrics } from '../core/metrics.js';
 import { Errors } from '../core/errors.js';
-import type { DeviceRegistryApi } from '../devices/registry-types.js';
-import type { TelemetryStore } from '../storage/telemetry/types.js';
-import type { BrokerPort } from '../broker/types.js';
-import type { Policy } from '../auth/policy.js';
-import type { Authenticator } from '../auth/types.js';
-import type { AuditRecorder } from '../audit/log.js';
 import type { TlsSource } from '../tls.js';
-import type { Api, ReadyCheck, RouteContext } from './context.js';
+import type { Api, ApiCoreServices, ReadyCheck, RouteContext } from './context.js';
 import { bearerAuth } from './auth-hook.js';
 import { sendError } from './errors.js';
 import { DebugRequestLogs } from './log-controller.js';
@@ -37,23 +28,11 @@ export const API_VERSION = '1.0.0';
 /** Most points one telemetry request returns (raw page / aggregate windows). */
 export const DEFAULT_MAX_POINTS = 10_000;
 
-export interface ApiServerOptions {
-  config: Readonly<Config>;
-  registry: DeviceRegistryApi;
-  store: TelemetryStore;
-  broker: BrokerPort;
-  /** Bearer tokens → principals (the app's chain: admin token, user sessions, API tokens). */
-  authenticator: Authenticator;
-  /** Who may do what where; the same object MQTT service clients and the live feed use. */
-  policy: Policy;
-  /** Where changes made through the API are recorded. */
-  audit: AuditRecorder;
+export interface ApiServerOptions extends ApiCoreServices {
   /** The domain services whose routes are served (see routes/index.ts). */
   services?: ApiServices;
   bus: EventBus;
-  metrics: Metrics;
   logger: Logger;
-  clock: Clock;
   /**
    * Extra /readyz checks, added to the default `state` one (the registry answers: a listAreas() probe);
    * a check named `state` replaces it, e.g. `{ state: () => stateDb.health() }`.

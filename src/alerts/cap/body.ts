@@ -13,7 +13,7 @@ import { Errors, withDetails, type KengError } from '../../core/errors.js';
 import { shapeErrors, type FieldError } from '../../core/schema.js';
 import { formatTime, parseTime } from '../../core/time.js';
 import {
-  AlertBodyShape, DEFAULT_CATEGORY, DEFAULT_LANGUAGE, DEFAULT_REPEAT, type AlertBody, type CapAlert, type CapArea, type CapContent,
+  AlertBodyShape, DEFAULT_CATEGORY, DEFAULT_LANGUAGE, DEFAULT_REPEAT, type AlertBody, type CapAlert, type CapArea,
   type CapReference,
 } from './model.js';
 import { formatReference, hasNonXmlChar, parseReference, REFERENCE_MESSAGE } from './rules.js';
@@ -31,36 +31,23 @@ export interface AlertBodyOptions {
   areaName?: (code: string) => string | undefined;
 }
 
+/**
+ * The CapAlert fields the JSON form carries as they are (toAlertJson copies them);
+ * picked from CapAlert so that the two cannot drift apart.
+ */
+type CopiedFields = 'identifier' | 'sender' | 'status' | 'msgType' | 'scope' | 'restriction' | 'addresses' | 'event'
+  | 'urgency' | 'severity' | 'certainty' | 'senderName' | 'headline' | 'description' | 'instruction' | 'web' | 'contact'
+  | 'note' | 'language' | 'content' | 'repeat';
+
 /** The JSON form of an alert: the body's fields, with times in `tz`. */
-export interface AlertJson {
-  identifier: string;
-  sender: string;
+export interface AlertJson extends Pick<CapAlert, CopiedFields> {
   sent: string;
-  status: CapAlert['status'];
-  msgType: CapAlert['msgType'];
-  scope: CapAlert['scope'];
-  restriction?: string;
-  addresses?: string;
   category: CapAlert['categories'];
-  event: string;
   responseType?: CapAlert['responseTypes'];
-  urgency: CapAlert['urgency'];
-  severity: CapAlert['severity'];
-  certainty: CapAlert['certainty'];
-  senderName?: string;
-  headline?: string;
-  description?: string;
-  instruction?: string;
-  web?: string;
-  contact?: string;
-  note?: string;
   areas: string[];
   effective?: string;
   onset?: string;
   expires?: string;
-  language: string;
-  content?: CapContent;
-  repeat: number;
   references?: string[];
 }
 

@@ -20,7 +20,7 @@ import type { Clock } from '../../core/clock.js';
 import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
-import { reportSetAside } from './field-types.js';
+import { reportWritten } from './field-types.js';
 import type { HistoryPoint, HistoryQuery, PurgeCounts, TelemetryPurge, TelemetryRecord, TelemetryStore, WriteResult } from './types.js';
 import { packRecords } from './record-pack.js';
 import { WorkerClient } from './worker-client.js';
@@ -85,9 +85,7 @@ export class EmbeddedTelemetryStore implements TelemetryStore, TelemetryPurge {
       const packed = packRecords(records); // compact hand-off to the writer thread (record-pack.ts)
       const res = await w.callTransfer<WriteResult>('write', [packed], [packed.nums.buffer as ArrayBuffer]);
       end();
-      if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
-      if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);
-      reportSetAside(this.deps, this.kind, res.setAside);
+      reportWritten(this.deps, this.kind, res);
       return res;
     } catch (err) {
       this.deps.metrics.storeErrorsTotal.inc({ store: this.kind, kind: 'write' });

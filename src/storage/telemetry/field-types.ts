@@ -19,6 +19,7 @@
 import type { Scalar } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
+import type { WriteResult } from './types.js';
 
 /** Value kinds, as stored (embedded `k` column, record-pack.ts). */
 export const K_NUMBER = 0;
@@ -75,4 +76,18 @@ export function reportSetAside(
   if (!setAside?.length) return;
   deps.metrics.readingsDeadLetteredTotal.inc({ store, reason: FIELD_TYPE_CONFLICT }, setAside.length);
   deps.logger.warn({ readings: setAside.length, first: setAside[0] }, 'readings whose type differs from their field\'s were moved to the dead-letter table');
+}
+
+/**
+ * Counts a committed batch: readings stored, duplicates skipped, readings set aside. The stores that
+ * commit readings themselves (embedded, PostgreSQL) report a write the same way, so the counters mean
+ * the same whichever store runs.
+ */
+export function reportWritten(
+  deps: { metrics: Pick<Metrics, 'readingsStoredTotal' | 'duplicatesTotal' | 'readingsDeadLetteredTotal'>; logger: Pick<Logger, 'warn'> },
+  store: string, res: WriteResult,
+): void {
+  if (res.written) deps.metrics.readingsStoredTotal.inc({ store }, res.written);
+  if (res.duplicates) deps.metrics.duplicatesTotal.inc(res.duplicates);
+  reportSetAside(deps, store, res.setAside);
 }

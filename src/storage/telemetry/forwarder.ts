@@ -174,16 +174,7 @@ export class Forwarder {
     const t = await outbox.call<QueueTotals>('settle', batch.ids, rejected, this.d.clock.now());
     this.totals(t);
     if (this.isolate > 0) this.isolate--;
-    const stored = batch.readings - rejected.length;
-    if (stored > 0) metrics.readingsStoredTotal.inc({ store: backend.kind }, stored);
-    for (const r of rejected) {
-      metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason: /field type conflict/i.test(r.error) ? FIELD_TYPE_CONFLICT : 'rejected' });
-    }
-    if (rejected.length) {
-      const first = rejected[0]!;
-      logger.error({ readings: rejected.length, status: first.status, error: first.error, line: first.line.slice(0, 500) },
-        'InfluxDB rejected readings; moved to the dead-letter table (dead_readings), the rest of the batch is stored');
-    }
+    reportSettled(this.d, batch.readings, rejected, 'the dead-letter table (dead_readings)');
     return true;
   }
 
@@ -221,11 +212,42 @@ export class Forwarder {
     this.stopping = true;
     if (this.wakeFn) { const f = this.wakeFn; this.wakeFn = null; f(); }
     if (this.sleepHandle !== null) this.d.timers.clearTimeout(this.sleepHandle);
-    let t: NodeJS.Timeout | undefined;
-    const bounded = new Promise<'timeout'>((resolve) => { t = setTimeout(() => resolve('timeout'), boundMs); });
-    const r = await Promise.race([this.loop ?? Promise.resolve(), bounded]);
-    clearTimeout(t);
-    if (r === 'timeout') { this.inflight.abort(); await Promise.race([this.loop, new Promise((res) => setTimeout(res, 1000))]); }
+    await endLoopWithin(this.loop, boundMs, this.inflight);
     this.loop = null;
   }
+}
+
+/**
+ * Counts and logs a rejected batch once its rejected readings are in the dead-letter table (`table`
+ * names it in the log): the rest of the batch is stored. Both outboxes settle a rejection this way;
+ * `onRejected` sees each rejected reading after it is counted.
+ */
+export function reportSettled(
+  d: Pick<ForwardingDeps, 'backend' | 'metrics' | 'logger'>, readings: number, rejected: readonly RejectedLine[], table: string,
+  onRejected?: (r: RejectedLine) => void,
+): void {
+  const { backend, metrics, logger } = d;
+  const stored = readings - rejected.length;
+  if (stored > 0) metrics.readingsStoredTotal.inc({ store: backend.kind }, stored);
+  for (const r of rejected) {
+    metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason: /field type conflict/i.test(r.error) ? FIELD_TYPE_CONFLICT : 'rejected' });
+    onRejected?.(r);
+  }
+  if (rejected.length) {
+    const first = rejected[0]!;
+    logger.error({ readings: rejected.length, status: first.status, error: first.error, line: first.line.slice(0, 500) },
+      `InfluxDB rejected readings; moved to ${table}, the rest of the batch is stored`);
+  }
+}
+
+/**
+ * Waits up to `boundMs` for a forwarder's loop to end, then aborts the write in flight and gives the
+ * loop one more second to notice. Both outboxes stop this way: what was not sent stays queued.
+ */
+export async function endLoopWithin(loop: Promise<void> | null, boundMs: number, inflight: AbortController): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  const bounded = new Promise<'timeout'>((resolve) => { t = setTimeout(() => resolve('timeout'), boundMs); });
+  const r = await Promise.race([loop ?? Promise.resolve(), bounded]);
+  clearTimeout(t);
+  if (r === 'timeout') { inflight.abort(); await Promise.race([loop, new Promise((res) => setTimeout(res, 1000))]); }
 }

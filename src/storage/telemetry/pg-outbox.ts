@@ -24,7 +24,7 @@ import type { WriteOutcome } from './influx-backend.js';
 import { findRejected } from './line-isolate.js';
 import { parseReading, splitLines } from './line-split.js';
 import type { RejectedLine } from './outbox-db.js';
-import type { ForwardingDeps } from './forwarder.js';
+import { endLoopWithin, reportSettled, type ForwardingDeps } from './forwarder.js';
 
 /** Rows looked at per claim (each holds at most `batchLines` lines). */
 const CLAIM_ROWS = 64;
@@ -182,19 +182,11 @@ export class PgOutboxForwarder {
     if (!done) { await this.release(c); return false; }
     const mine = await this.finish(c, rejected);
     if (mine !== c.ids.length) return true;
-    const stored = c.readings - rejected.length;
-    if (stored > 0) metrics.readingsStoredTotal.inc({ store: backend.kind }, stored);
-    for (const r of rejected) {
-      const conflict = /field type conflict/i.test(r.error);
-      metrics.readingsDeadLetteredTotal.inc({ store: backend.kind, reason: conflict ? FIELD_TYPE_CONFLICT : 'rejected' });
+    reportSettled(this.d, c.readings, rejected, 'telemetry_dead_readings', (r) => {
+      // The field's type as InfluxDB has it, for the nodes' field-type rule (pg-influx-store.ts).
       const m = parseConflictMessage(r.error);
       if (m) this.d.onConflict?.(m.field, m.existing);
-    }
-    if (rejected.length) {
-      const first = rejected[0]!;
-      logger.error({ readings: rejected.length, status: first.status, error: first.error, line: first.line.slice(0, 500) },
-        'InfluxDB rejected readings; moved to telemetry_dead_readings, the rest of the batch is stored');
-    }
+    });
     return true;
   }
 
@@ -221,11 +213,7 @@ export class PgOutboxForwarder {
   async stop(boundMs: number): Promise<void> {
     this.stopping = true;
     if (this.wakeFn) { const f = this.wakeFn; this.wakeFn = null; f(); }
-    let t: NodeJS.Timeout | undefined;
-    const bounded = new Promise<'timeout'>((resolve) => { t = setTimeout(() => resolve('timeout'), boundMs); });
-    const r = await Promise.race([this.loop ?? Promise.resolve(), bounded]);
-    clearTimeout(t);
-    if (r === 'timeout') { this.inflight.abort(); await Promise.race([this.loop, new Promise((res) => setTimeout(res, 1000))]); }
+    await endLoopWithin(this.loop, boundMs, this.inflight);
     this.loop = null;
   }
 }

@@ -28,7 +28,7 @@ import { Errors } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Metrics } from '../../core/metrics.js';
 import { migrate, redactUrl, type Db } from '../sql/index.js';
-import { FIELD_TYPE_CONFLICT, K_BOOLEAN, K_NUMBER, K_STRING, kindName, reportSetAside, type SetAsideReading } from './field-types.js';
+import { FIELD_TYPE_CONFLICT, K_BOOLEAN, K_NUMBER, K_STRING, kindName, reportWritten, type SetAsideReading } from './field-types.js';
 import { pgHistory } from './pg-reader.js';
 import { TELEMETRY_MIGRATIONS } from './pg-schema.js';
 import { RetentionLoop } from './retention.js';
@@ -91,9 +91,7 @@ export class PgTelemetryStore implements TelemetryStore, TelemetryPurge {
         const res = await this.deps.db.write((trx) => this.writeIn(trx, records, learned));
         for (const [name, k] of learned) this.kinds.set(name, k); // only what is committed
         end();
-        if (res.written) this.deps.metrics.readingsStoredTotal.inc({ store: this.kind }, res.written);
-        if (res.duplicates) this.deps.metrics.duplicatesTotal.inc(res.duplicates);
-        reportSetAside(this.deps, this.kind, res.setAside);
+        reportWritten(this.deps, this.kind, res);
         return res;
       } catch (err) {
         const code = (err as { code?: string }).code;

@@ -1,9 +1,10 @@
 // Pieces the admin screens share: the server's refusals in words, area
 // pickers from the tree, the box that shows a secret once, the confirmation
-// step, and a hook for the busy/error state of an action.
+// step, a form's buttons, revoking a credential, and a hook for the
+// busy/error state of an action.
 import { useEffect, useRef, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { ErrorNote, Loading, errorText, html, treeOrder, useApiData } from './ui.js';
+import { ErrorNote, Loading, act, errorText, html, treeOrder, useApiData } from './ui.js';
 
 addStrings({
   vi: {
@@ -275,6 +276,70 @@ export function Confirm({ text, action, busy, error, loc, onConfirm, onCancel })
     </div>`;
 }
 
+/**
+ * A creation form's buttons. While the request is out the button says so and
+ * cannot be pressed twice (a second press would make a second one).
+ */
+export function CreateActions({ busy, label, loc, onClose }) {
+  return html`
+    <div class="actions">
+      <button type="submit" class="primary" disabled=${busy}>${busy ? loc.t('adm.busy') : label}</button>
+      <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
+    </div>`;
+}
+
+/** An edit form's buttons: save, or cancel and fold the form away. */
+export function SaveActions({ busy, loc, onCancel }) {
+  return html`
+    <div class="actions">
+      <button type="submit" class="primary" disabled=${busy}>${loc.t('adm.save')}</button>
+      <button type="button" class="plain" onClick=${onCancel}>${loc.t('adm.cancel')}</button>
+    </div>`;
+}
+
+/**
+ * Issuing a credential (an API token, a provisioning key): the action, and
+ * what the server made, secret included, until the admin says it is stored.
+ * `issue(form, body, reset)` POSTs `body` to `path`; once it is made the form
+ * is cleared (`reset` clears what the form keeps outside its fields) and the
+ * list reloads. `stored()` puts the secret away, and on a phone the form too.
+ */
+export function useIssue({ session, path, onUnauthorized, onCreated, onClose }) {
+  const [made, setMade] = useState(null);
+  const create = useAction(onUnauthorized);
+  const issue = async (form, body, reset) => {
+    const r = await create.run(() => act(session, path, { method: 'POST', body }));
+    if (r) {
+      setMade(r);
+      form.reset();
+      reset();
+      onCreated();
+    }
+  };
+  const stored = () => { setMade(null); if (!wideScreen()) onClose(); };
+  return { create, made, issue, stored };
+}
+
+/**
+ * Revoking a credential (an API token, a provisioning key): a button, then a
+ * confirmation naming it, then DELETE `path`. Nothing once it is revoked:
+ * revoking cannot be undone, so there is nothing more to offer.
+ */
+export function RevokeStep({ revoked, path, label, text, session, loc, onUnauthorized, onChanged }) {
+  const [confirming, setConfirming] = useState(false);
+  const revoke = useAction(onUnauthorized);
+  const doRevoke = async () => {
+    const ok = await revoke.run(() => act(session, path, { method: 'DELETE' }).then(() => true));
+    if (ok) { setConfirming(false); onChanged(); }
+  };
+  return html`
+    ${!revoked && !confirming && html`
+      <div class="actions"><button type="button" class="plain danger-text" onClick=${() => setConfirming(true)}>${label}</button></div>`}
+    ${confirming && html`
+      <${Confirm} text=${text} action=${label} busy=${revoke.busy} error=${revoke.error}
+        loc=${loc} onConfirm=${doRevoke} onCancel=${() => setConfirming(false)} />`}`;
+}
+
 /** A password to hand to a person: 15 letters and digits without look-alikes (l/1, O/0), in groups. */
 export function newPassword() {
   const abc = 'abcdefghjkmnpqrstuvwxyz23456789';
@@ -289,6 +354,11 @@ export function zoneOffset(tz, ymd) {
     .formatToParts(new Date(`${ymd}T12:00:00Z`)).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
   const m = /GMT([+-]\d{2}:\d{2})/.exec(part);
   return m ? m[1] : '+00:00';
+}
+
+/** The end of a chosen day (yyyy-mm-dd) in the commune's zone, as the server takes an expiry. */
+export function endOfDay(tz, ymd) {
+  return `${ymd}T23:59:59${zoneOffset(tz, ymd)}`;
 }
 
 /** Today in the commune's zone as yyyy-mm-dd (the min of a date input). */

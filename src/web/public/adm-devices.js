@@ -5,7 +5,7 @@
 import { useMemo, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
 import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
-import { AreaSelect, Confirm, OnceSecret, Refusal, areaLabel, useAction, wideScreen } from './adm-common.js';
+import { AreaSelect, Confirm, CreateActions, OnceSecret, Refusal, SaveActions, areaLabel, useAction, wideScreen } from './adm-common.js';
 import { SharedAttributes } from './adm-shared.js';
 
 addStrings({
@@ -255,10 +255,7 @@ function NewDevice({ session, loc, areas, onUnauthorized, onCreated, onClose }) 
         <input name="model" maxlength="200" autocomplete="off" />
       </label>
       ${create.error?.code === 'LOCAL_LOCATION' ? html`<p class="error" role="alert">${loc.t('adm.dev.locBoth')}</p>` : html`<${Refusal} error=${create.error} loc=${loc} />`}
-      <div class="actions">
-        <button type="submit" class="primary" disabled=${create.busy}>${create.busy ? loc.t('adm.busy') : loc.t('adm.dev.create')}</button>
-        <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
-      </div>
+      <${CreateActions} busy=${create.busy} label=${loc.t('adm.dev.create')} loc=${loc} onClose=${onClose} />
     </form>`;
 }
 
@@ -334,10 +331,7 @@ function DeviceItem({ device: d, session, loc, areas, onUnauthorized, onChanged 
           </label>
           <${LocationFields} loc=${loc} value=${d.location} />
           ${action.error?.code === 'LOCAL_LOCATION' ? html`<p class="error" role="alert">${loc.t('adm.dev.locBoth')}</p>` : html`<${Refusal} error=${action.error} loc=${loc} />`}
-          <div class="actions">
-            <button type="submit" class="primary" disabled=${action.busy}>${loc.t('adm.save')}</button>
-            <button type="button" class="plain" onClick=${() => setMode(null)}>${loc.t('adm.cancel')}</button>
-          </div>
+          <${SaveActions} busy=${action.busy} loc=${loc} onCancel=${() => setMode(null)} />
         </form>`}
       ${mode === 'shared' && html`
         <${SharedAttributes} session=${session} loc=${loc} path=${path} kind="device" areas=${areas} onUnauthorized=${onUnauthorized} />`}

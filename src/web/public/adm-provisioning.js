@@ -5,8 +5,8 @@
 // devices it registered and until when. Revoking stops it at once.
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { act, html } from './ui.js';
-import { AreaSelect, Confirm, OnceSecret, Refusal, RevocableList, actorName, areaLabel, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
+import { html } from './ui.js';
+import { AreaSelect, CreateActions, OnceSecret, Refusal, RevocableList, RevokeStep, actorName, areaLabel, endOfDay, todayIn, useIssue } from './adm-common.js';
 
 addStrings({
   vi: {
@@ -83,8 +83,7 @@ export default function Provisioning(props) {
 
 function NewKey({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
   const [area, setArea] = useState('');
-  const [made, setMade] = useState(null);
-  const create = useAction(onUnauthorized);
+  const { create, made, issue, stored } = useIssue({ session, path: '/provisioning-keys', onUnauthorized, onCreated, onClose });
   const submit = async (e) => {
     e.preventDefault();
     const form = e.currentTarget;
@@ -95,21 +94,14 @@ function NewKey({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
     const body = {
       area, kind: String(f.get('kind')), label: text('label'), model: text('model'),
       ...(max ? { maxDevices: Number(max) } : {}),
-      // The end of the chosen day in the commune's zone.
-      ...(day ? { expiresAt: `${day}T23:59:59${zoneOffset(loc.tz, day)}` } : {}),
+      ...(day ? { expiresAt: endOfDay(loc.tz, day) } : {}),
     };
-    const r = await create.run(() => act(session, '/provisioning-keys', { method: 'POST', body }));
-    if (r) {
-      setMade(r);
-      form.reset();
-      setArea('');
-      onCreated();
-    }
+    await issue(form, body, () => setArea(''));
   };
   if (made) {
     return html`
       <div class="card">
-        <${OnceSecret} title=${loc.t('adm.prov.shownOnce', { name: keyName(made, areas, loc) })} loc=${loc} onDone=${() => { setMade(null); if (!wideScreen()) onClose(); }}
+        <${OnceSecret} title=${loc.t('adm.prov.shownOnce', { name: keyName(made, areas, loc) })} loc=${loc} onDone=${stored}
           items=${[
             { key: 'key', label: loc.t('adm.prov.key'), value: made.provisionDeviceKey },
             { key: 'secret', label: loc.t('adm.prov.secret'), value: made.provisionDeviceSecret },
@@ -143,24 +135,15 @@ function NewKey({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
         <small class="hint">${loc.t('adm.prov.expiresHint')}</small>
       </label>
       <${Refusal} error=${create.error} loc=${loc} />
-      <div class="actions">
-        <button type="submit" class="primary" disabled=${create.busy}>${create.busy ? loc.t('adm.busy') : loc.t('adm.prov.create')}</button>
-        <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
-      </div>
+      <${CreateActions} busy=${create.busy} label=${loc.t('adm.prov.create')} loc=${loc} onClose=${onClose} />
     </form>`;
 }
 
 function KeyItem({ row: k, session, loc, areas, onUnauthorized, onChanged }) {
-  const [confirming, setConfirming] = useState(false);
-  const revoke = useAction(onUnauthorized);
   const expired = !k.revoked && k.expiresAt && Date.parse(k.expiresAt) <= Date.now();
   const full = !k.revoked && k.maxDevices !== null && k.used >= k.maxDevices;
   const when = (iso) => loc.when(Date.parse(iso));
   const name = keyName(k, areas, loc);
-  const doRevoke = async () => {
-    const ok = await revoke.run(() => act(session, `/provisioning-keys/${encodeURIComponent(k.id)}`, { method: 'DELETE' }).then(() => true));
-    if (ok) { setConfirming(false); onChanged(); }
-  };
   return html`
     <li class=${k.revoked || expired ? 'adm-item gone' : 'adm-item'} data-provisioning-key=${k.id}>
       <div class="line">
@@ -176,10 +159,7 @@ function KeyItem({ row: k, session, loc, areas, onUnauthorized, onChanged }) {
         k.expiresAt ? loc.t('adm.prov.expiresAt', { t: when(k.expiresAt) }) : loc.t('adm.prov.never'),
         loc.t('adm.prov.made', { t: when(k.createdAt), by: actorName(k.createdBy) }),
       ].join(' · ')}</p>
-      ${!k.revoked && !confirming && html`
-        <div class="actions"><button type="button" class="plain danger-text" onClick=${() => setConfirming(true)}>${loc.t('adm.prov.revoke')}</button></div>`}
-      ${confirming && html`
-        <${Confirm} text=${loc.t('adm.prov.confirmRevoke', { name })} action=${loc.t('adm.prov.revoke')} busy=${revoke.busy} error=${revoke.error}
-          loc=${loc} onConfirm=${doRevoke} onCancel=${() => setConfirming(false)} />`}
+      <${RevokeStep} revoked=${k.revoked} path=${`/provisioning-keys/${encodeURIComponent(k.id)}`} label=${loc.t('adm.prov.revoke')}
+        text=${loc.t('adm.prov.confirmRevoke', { name })} session=${session} loc=${loc} onUnauthorized=${onUnauthorized} onChanged=${onChanged} />
     </li>`;
 }

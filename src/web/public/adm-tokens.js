@@ -3,8 +3,8 @@
 // dates only. Revoking stops it at once (its live-feed connection within 30 s).
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { act, html } from './ui.js';
-import { AreaPicker, Confirm, OnceSecret, Refusal, RevocableList, actorName, areaList, todayIn, useAction, wideScreen, zoneOffset } from './adm-common.js';
+import { html } from './ui.js';
+import { AreaPicker, CreateActions, OnceSecret, Refusal, RevocableList, RevokeStep, actorName, areaList, endOfDay, todayIn, useIssue } from './adm-common.js';
 import { ROLES } from './adm-users.js';
 
 addStrings({
@@ -68,8 +68,7 @@ export default function Tokens(props) {
 function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
   const [role, setRole] = useState('service');
   const [picked, setPicked] = useState([]);
-  const [made, setMade] = useState(null);
-  const create = useAction(onUnauthorized);
+  const { create, made, issue, stored } = useIssue({ session, path: '/tokens', onUnauthorized, onCreated, onClose });
   const submit = async (e) => {
     e.preventDefault();
     const form = e.currentTarget;
@@ -79,21 +78,14 @@ function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
     const body = {
       name: String(f.get('name')).trim(), role,
       ...(role === 'admin' ? {} : { areas: picked }),
-      // The end of the chosen day in the commune's zone.
-      ...(day ? { expiresAt: `${day}T23:59:59${zoneOffset(loc.tz, day)}` } : {}),
+      ...(day ? { expiresAt: endOfDay(loc.tz, day) } : {}),
     };
-    const r = await create.run(() => act(session, '/tokens', { method: 'POST', body }));
-    if (r) {
-      setMade(r);
-      form.reset();
-      setPicked([]);
-      onCreated();
-    }
+    await issue(form, body, () => setPicked([]));
   };
   if (made) {
     return html`
       <div class="card">
-        <${OnceSecret} title=${loc.t('adm.tokens.shownOnce', { name: made.name })} loc=${loc} onDone=${() => { setMade(null); if (!wideScreen()) onClose(); }}
+        <${OnceSecret} title=${loc.t('adm.tokens.shownOnce', { name: made.name })} loc=${loc} onDone=${stored}
           items=${[{ key: 'token', label: loc.t('adm.tokens.token'), value: made.token }]} />
       </div>`;
   }
@@ -117,22 +109,13 @@ function NewToken({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
         <small class="hint">${loc.t('adm.tokens.expiresHint')}</small>
       </label>
       ${localError ? html`<p class="error" role="alert">${loc.t('adm.tokens.noAreas')}</p>` : html`<${Refusal} error=${create.error} loc=${loc} />`}
-      <div class="actions">
-        <button type="submit" class="primary" disabled=${create.busy}>${create.busy ? loc.t('adm.busy') : loc.t('adm.tokens.create')}</button>
-        <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
-      </div>
+      <${CreateActions} busy=${create.busy} label=${loc.t('adm.tokens.create')} loc=${loc} onClose=${onClose} />
     </form>`;
 }
 
 function TokenItem({ row: t, session, loc, areas, onUnauthorized, onChanged }) {
-  const [confirming, setConfirming] = useState(false);
-  const revoke = useAction(onUnauthorized);
   const expired = !t.revoked && t.expiresAt && Date.parse(t.expiresAt) <= Date.now();
   const when = (iso) => loc.when(Date.parse(iso));
-  const doRevoke = async () => {
-    const ok = await revoke.run(() => act(session, `/tokens/${encodeURIComponent(t.id)}`, { method: 'DELETE' }).then(() => true));
-    if (ok) { setConfirming(false); onChanged(); }
-  };
   return html`
     <li class=${t.revoked || expired ? 'adm-item gone' : 'adm-item'} data-token=${t.id} data-token-name=${t.name}>
       <div class="line">
@@ -147,10 +130,7 @@ function TokenItem({ row: t, session, loc, areas, onUnauthorized, onChanged }) {
         t.expiresAt ? loc.t('adm.tokens.expiresAt', { t: when(t.expiresAt) }) : loc.t('adm.tokens.never'),
         t.lastUsedAt ? loc.t('adm.tokens.lastUsed', { t: when(t.lastUsedAt) }) : loc.t('adm.tokens.unused'),
       ].join(' · ')}</p>
-      ${!t.revoked && !confirming && html`
-        <div class="actions"><button type="button" class="plain danger-text" onClick=${() => setConfirming(true)}>${loc.t('adm.tokens.revoke')}</button></div>`}
-      ${confirming && html`
-        <${Confirm} text=${loc.t('adm.tokens.confirmRevoke', { name: t.name })} action=${loc.t('adm.tokens.revoke')} busy=${revoke.busy} error=${revoke.error}
-          loc=${loc} onConfirm=${doRevoke} onCancel=${() => setConfirming(false)} />`}
+      <${RevokeStep} revoked=${t.revoked} path=${`/tokens/${encodeURIComponent(t.id)}`} label=${loc.t('adm.tokens.revoke')}
+        text=${loc.t('adm.tokens.confirmRevoke', { name: t.name })} session=${session} loc=${loc} onUnauthorized=${onUnauthorized} onChanged=${onChanged} />
     </li>`;
 }

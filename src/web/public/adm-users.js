@@ -6,7 +6,7 @@
 import { useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
 import { ErrorNote, Loading, act, html, useApiData } from './ui.js';
-import { AreaPicker, Confirm, Refusal, areaList, newPassword, useAction, wideScreen } from './adm-common.js';
+import { AreaPicker, Confirm, CreateActions, Refusal, SaveActions, areaList, newPassword, useAction, wideScreen } from './adm-common.js';
 
 addStrings({
   vi: {
@@ -152,10 +152,7 @@ function NewUser({ session, loc, areas, onUnauthorized, onCreated, onClose }) {
       ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked} allowAll=${true} loc=${loc} />`}
       ${localError ? html`<p class="error" role="alert">${loc.t('adm.users.noAreas')}</p>` : html`<${Refusal} error=${create.error} loc=${loc} />`}
       ${done && html`<p class="notice" role="status">${loc.t('adm.users.created', { u: done })}</p>`}
-      <div class="actions">
-        <button type="submit" class="primary" disabled=${create.busy}>${create.busy ? loc.t('adm.busy') : loc.t('adm.users.create')}</button>
-        <button type="button" class="plain" onClick=${onClose}>${loc.t('adm.close')}</button>
-      </div>
+      <${CreateActions} busy=${create.busy} label=${loc.t('adm.users.create')} loc=${loc} onClose=${onClose} />
     </form>`;
 }
 
@@ -220,10 +217,7 @@ function UserItem({ user, me, session, loc, areas, onUnauthorized, onChanged }) 
           ${role !== 'admin' && html`<${AreaPicker} areas=${areas} value=${picked} onChange=${setPicked}
             allowAll=${true} loc=${loc} name=${`areas-${user.username}`} />`}
           ${localError ? html`<p class="error" role="alert">${loc.t('adm.users.noAreas')}</p>` : html`<${Refusal} error=${action.error} loc=${loc} />`}
-          <div class="actions">
-            <button type="submit" class="primary" disabled=${action.busy}>${loc.t('adm.save')}</button>
-            <button type="button" class="plain" onClick=${() => setMode(null)}>${loc.t('adm.cancel')}</button>
-          </div>
+          <${SaveActions} busy=${action.busy} loc=${loc} onCancel=${() => setMode(null)} />
         </form>`}
       ${mode === 'password' && html`
         <form class="adm-form inline" onSubmit=${savePassword}>

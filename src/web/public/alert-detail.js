@@ -5,10 +5,10 @@
 // withdraw with a reason, cancel with a confirmation. The CAP XML is fetched
 // with the session's token (a plain link would carry none) and saved.
 import { useEffect, useState } from './hooks.mjs';
-import { act, html } from './ui.js';
+import { html } from './ui.js';
 import { alertRefusal } from './alert-words.js';
 import { allowedActions, isGrave } from './alert-model.js';
-import { Approve, DrillBand, SeverityBadge, SpeakerStates, StateBadge, areaNames, when } from './alert-parts.js';
+import { Approve, DrillBand, SeverityBadge, SpeakerStates, StateBadge, areaNames, useAlertStep, when } from './alert-parts.js';
 
 /** Reasons the server writes itself: not worth repeating as "Lý do". */
 const PLAIN_REASONS = /^(cancelled|rejected|expired|applied|replaced by .*|cancelled by .*)$/;
@@ -31,28 +31,15 @@ function timeline(a, loc) {
 
 /** A step that needs a reason and a second look: reject, withdraw, cancel. */
 function ReasonStep({ id, ask, label, action, path, danger, startOpen = false, session, loc, onDone, onUnauthorized }) {
-  const [open, setOpen] = useState(startOpen);
+  const step = useAlertStep({ session, onDone, onUnauthorized, startOpen });
   const [reason, setReason] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const run = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      const r = reason.trim();
-      onDone(await act(session, `/alerts/${encodeURIComponent(id)}/${path}`, { method: 'POST', body: r ? { reason: r } : {} }));
-      setOpen(false);
-    } catch (err) {
-      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') { onUnauthorized(); return; }
-      setError(err);
-      if (err?.code === 'KENG_ERR_CONFLICT') onDone(null);
-    } finally {
-      setBusy(false);
-    }
+  const run = () => {
+    const r = reason.trim();
+    return step.send(id, path, r ? { reason: r } : {});
   };
-  if (!open) {
+  if (!step.open) {
     return html`<button type="button" class=${danger ? 'al-btn danger' : 'al-btn plain danger-text'} data-action=${path}
-      onClick=${() => { setOpen(true); setError(null); }}>${label}</button>`;
+      onClick=${step.show}>${label}</button>`;
   }
   return html`
     <div class="al-ask" role="alertdialog" aria-label=${ask} data-ask=${path}>
@@ -60,10 +47,10 @@ function ReasonStep({ id, ask, label, action, path, danger, startOpen = false, s
       <label class="al-field">${loc.t(path === 'cancel' ? 'al.d.cancelReason' : 'al.d.rejectReason')}
         <input name="reason" value=${reason} maxLength="500" autocomplete="off" onInput=${(e) => setReason(e.currentTarget.value)} />
       </label>
-      ${error && html`<p class="error" role="alert">${alertRefusal(error, loc)}</p>`}
+      ${step.error && html`<p class="error" role="alert">${alertRefusal(step.error, loc)}</p>`}
       <div class="al-actions">
-        <button type="button" class="al-btn danger" data-action=${`${path}-yes`} disabled=${busy} onClick=${run}>${busy ? loc.t('al.busy') : action}</button>
-        <button type="button" class="al-btn plain" onClick=${() => setOpen(false)}>${loc.t('al.no')}</button>
+        <button type="button" class="al-btn danger" data-action=${`${path}-yes`} disabled=${step.busy} onClick=${run}>${step.busy ? loc.t('al.busy') : action}</button>
+        <button type="button" class="al-btn plain" onClick=${step.hide}>${loc.t('al.no')}</button>
       </div>
     </div>`;
 }

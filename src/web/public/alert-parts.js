@@ -1,6 +1,7 @@
 // Pieces the alerts list and an alert's detail share: the exercise/test
 // band, state and severity badges, areas in words, the speakers' states of
-// the alert's broadcast, and the approval step (two-person rule).
+// the alert's broadcast, the approval step (two-person rule), and the state
+// every step on an alert keeps (approve here, reject and cancel in the detail).
 import { useState } from './hooks.mjs';
 import { act, html } from './ui.js';
 import { alertRefusal } from './alert-words.js';
@@ -59,15 +60,40 @@ export function SpeakerStates({ alert, targets, loc }) {
 }
 
 /**
+ * A step on one alert behind a box that asks first: the box open or not, busy,
+ * the refusal. `send` POSTs the step; a 401 ends the session; a conflict means
+ * someone else acted first, so the refusal is shown and the alert reloaded
+ * (onDone(null)).
+ */
+export function useAlertStep({ session, onDone, onUnauthorized, startOpen = false }) {
+  const [open, setOpen] = useState(startOpen);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const send = async (id, path, body) => {
+    setBusy(true);
+    setError(null);
+    try {
+      onDone(await act(session, `/alerts/${encodeURIComponent(id)}/${path}`, { method: 'POST', body }));
+      setOpen(false);
+    } catch (err) {
+      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') { onUnauthorized(); return; }
+      setError(err);
+      if (err?.code === 'KENG_ERR_CONFLICT') onDone(null);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { open, busy, error, send, show: () => { setOpen(true); setError(null); }, hide: () => setOpen(false) };
+}
+
+/**
  * The second person's step: "Duyệt" opens a box that repeats what will
  * happen (a real alert on N loudspeakers of these areas, now), then
  * "Duyệt và phát ngay". For an alert played at once it is the confirmation.
  * The creator gets no button but the reason (two-person rule).
  */
 export function Approve({ alert, can, data, session, loc, onDone, onUnauthorized }) {
-  const [open, setOpen] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
+  const step = useAlertStep({ session, onDone, onUnauthorized });
   if (can.needsOther) {
     return html`
       <div class="al-needs-other" data-needs-other>
@@ -79,33 +105,20 @@ export function Approve({ alert, can, data, session, loc, onDone, onUnauthorized
   const n = alert.devices?.length ?? speakersIn(data.areas, data.speakers, alert.areas).length;
   const ask = can.confirming ? loc.t('al.confirmAsk')
     : n ? loc.t('al.approveAsk', { n: loc.number(n, 0), areas: areaNames(data.areas, alert.areas) }) : loc.t('al.approveAskNone');
-  const run = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      // An empty object, not no body: the route refuses a POST without one (400), whatever its schema says.
-      onDone(await act(session, `/alerts/${encodeURIComponent(alert.id)}/approve`, { method: 'POST', body: {} }));
-      setOpen(false);
-    } catch (err) {
-      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') { onUnauthorized(); return; }
-      setError(err);
-      if (err?.code === 'KENG_ERR_CONFLICT') onDone(null);
-    } finally {
-      setBusy(false);
-    }
-  };
-  if (!open) {
-    return html`<button type="button" class="al-btn go" data-action="approve" onClick=${() => { setOpen(true); setError(null); }}>
+  // An empty object, not no body: the route refuses a POST without one (400), whatever its schema says.
+  const run = () => step.send(alert.id, 'approve', {});
+  if (!step.open) {
+    return html`<button type="button" class="al-btn go" data-action="approve" onClick=${step.show}>
       ${loc.t(can.confirming ? 'al.confirm' : 'al.approve')}</button>`;
   }
   return html`
     <div class="al-ask go" role="alertdialog" aria-label=${ask}>
       <p>${ask}</p>
-      ${error && html`<p class="error" role="alert">${alertRefusal(error, loc)}</p>`}
+      ${step.error && html`<p class="error" role="alert">${alertRefusal(step.error, loc)}</p>`}
       <div class="al-actions">
-        <button type="button" class="al-btn go" data-action="approve-yes" disabled=${busy} onClick=${run}>
-          ${busy ? loc.t('al.busy') : loc.t(can.confirming ? 'al.confirmNow' : 'al.approveNow')}</button>
-        <button type="button" class="al-btn plain" onClick=${() => setOpen(false)}>${loc.t('al.no')}</button>
+        <button type="button" class="al-btn go" data-action="approve-yes" disabled=${step.busy} onClick=${run}>
+          ${step.busy ? loc.t('al.busy') : loc.t(can.confirming ? 'al.confirmNow' : 'al.approveNow')}</button>
+        <button type="button" class="al-btn plain" onClick=${step.hide}>${loc.t('al.no')}</button>
       </div>
     </div>`;
 }

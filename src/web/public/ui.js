@@ -1,5 +1,7 @@
-// Small pieces every staff view uses: loading and error states, a data hook
-// that ends the session on 401, and per-view style sheets.
+// Small pieces every view uses: loading and error states, a data hook that
+// ends the session on 401, the life of a view fed by the live feed, and
+// per-view style sheets. The farmer's first view imports it too, so it stays
+// small and imports nothing that main.js does not already load.
 import { h } from './preact.mjs';
 import { useEffect, useState } from './hooks.mjs';
 import htm from './htm.mjs';
@@ -36,6 +38,37 @@ export function ErrorNote({ error, loc, onRetry }) {
 
 export function Loading({ loc }) {
   return html`<p class="muted center">${loc.t('loading')}</p>`;
+}
+
+/**
+ * A view loaded from the API, then kept up to date by the live feed.
+ * `start(signal, setLive)` loads and connects, and resolves to the function
+ * that closes the feed (or nothing); it runs again on `retry()` and when the
+ * session changes, and what it opened is closed when the view goes. A 401
+ * ends the session; another error is returned for the view to show with a
+ * retry. The view is redrawn every minute, so that "offline since" and
+ * "updated at" stay right without events.
+ */
+export function useLiveView(session, onUnauthorized, start) {
+  const [error, setError] = useState(null);
+  const [live, setLive] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  const [, tick] = useState(0);
+  useEffect(() => {
+    const ctrl = new AbortController();
+    let close = null;
+    setError(null);
+    start(ctrl.signal, setLive).then((stop) => {
+      if (ctrl.signal.aborted) stop?.(); else close = stop;
+    }).catch((err) => {
+      if (ctrl.signal.aborted) return;
+      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();
+      else setError(err);
+    });
+    const timer = setInterval(() => tick((n) => n + 1), 60_000);
+    return () => { ctrl.abort(); clearInterval(timer); close?.(); };
+  }, [session.token, attempt]);
+  return { error, live, retry: () => setAttempt((n) => n + 1) };
 }
 
 /**

@@ -1,54 +1,34 @@
 // The sensors of the caller's areas with live values (the farmer's view, and
 // every role's first tab): names, latest values with units, soil state, charts.
-import { h } from './preact.mjs';
-import { useEffect, useState } from './hooks.mjs';
-import htm from './htm.mjs';
+import { useState } from './hooks.mjs';
 import { api } from './api.js';
+import { html, useLiveView } from './ui.js';
 import { FIELDS, fieldOrder, soilState } from './sensors.js';
-
-const html = htm.bind(h);
 
 export default function Sensors({ session, loc, onUnauthorized }) {
   const { token } = session;
   const [devices, setDevices] = useState(null);
   const [areaNames, setAreaNames] = useState({});
-  const [error, setError] = useState(null);
-  const [live, setLive] = useState(false);
-  const [attempt, setAttempt] = useState(0);
-  const [, tick] = useState(0);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    let close = null;
-    setError(null);
-    Promise.all([
-      api('/devices', { token, signal: ctrl.signal }),
-      api('/areas', { token, signal: ctrl.signal }).catch(() => []),
-    ]).then(async ([list, areas]) => {
-      if (ctrl.signal.aborted) return;
-      const shown = list.filter((d) => d.kind !== 'speaker');
-      setDevices(shown);
-      setAreaNames(Object.fromEntries(areas.map((a) => [a.code, a.name])));
-      // Whole areas for a scoped user (new sensors come along); the listed devices for an all-areas account.
-      const everywhere = session.role === 'admin' || session.areas.includes('*');
-      const ids = shown.slice(0, 1000).map((d) => d.id);
-      const subscription = everywhere ? (ids.length ? { devices: ids } : null) : { areas: session.areas };
-      // Without the live feed the values still show; the badge says they are not live.
-      const stop = await connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized).catch(() => null);
-      if (ctrl.signal.aborted) stop?.(); else close = stop;
-    }).catch((err) => {
-      if (ctrl.signal.aborted) return;
-      if (err?.code === 'KENG_ERR_UNAUTHENTICATED') onUnauthorized();
-      else setError(err);
-    });
-    // "Offline since" and "updated at" stay right without events: redraw every minute.
-    const timer = setInterval(() => tick((n) => n + 1), 60_000);
-    return () => { ctrl.abort(); clearInterval(timer); close?.(); };
-  }, [token, attempt]);
+  const { error, live, retry } = useLiveView(session, onUnauthorized, async (signal, setLive) => {
+    const [list, areas] = await Promise.all([
+      api('/devices', { token, signal }),
+      api('/areas', { token, signal }).catch(() => []),
+    ]);
+    if (signal.aborted) return null;
+    const shown = list.filter((d) => d.kind !== 'speaker');
+    setDevices(shown);
+    setAreaNames(Object.fromEntries(areas.map((a) => [a.code, a.name])));
+    // Whole areas for a scoped user (new sensors come along); the listed devices for an all-areas account.
+    const everywhere = session.role === 'admin' || session.areas.includes('*');
+    const ids = shown.slice(0, 1000).map((d) => d.id);
+    const subscription = everywhere ? (ids.length ? { devices: ids } : null) : { areas: session.areas };
+    // Without the live feed the values still show; the badge says they are not live.
+    return connectLiveFeed(token, subscription, setDevices, setLive, onUnauthorized).catch(() => null);
+  });
 
   if (error) {
     return html`<section class="card"><p class="error" role="alert">${error.code === 'NETWORK' ? loc.t('error.network') : loc.t('error.generic', { code: error.code })}</p>
-      <button type="button" class="primary" onClick=${() => setAttempt((n) => n + 1)}>${loc.t('retry')}</button></section>`;
+      <button type="button" class="primary" onClick=${retry}>${loc.t('retry')}</button></section>`;
   }
   if (!devices) return html`<p class="muted center">${loc.t('loading')}</p>`;
   return html`

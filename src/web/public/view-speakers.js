@@ -4,7 +4,7 @@
 // set from the phone (POST /devices/{id}/volume, the speaker's answer shown).
 import { useEffect, useRef, useState } from './hooks.mjs';
 import { addStrings } from './i18n.js';
-import { html, loadCss } from './ui.js';
+import { html, loadCss, useLiveView } from './ui.js';
 import { request } from './op-api.js';
 import { isUnauthorized, LiveBadge, loadPlaces, Problem } from './op-common.js';
 import { SpeakerMap } from './op-map.js';
@@ -92,60 +92,42 @@ export default function Speakers({ session, loc, onUnauthorized }) {
   const [speakers, setSpeakers] = useState(null);
   const [broadcasts, setBroadcasts] = useState(() => new Map());
   const [names, setNames] = useState({ schedules: new Map(), media: new Map() });
-  const [error, setError] = useState(null);
-  const [live, setLive] = useState(false);
-  const [attempt, setAttempt] = useState(0);
-  const [, tick] = useState(0);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    const { signal } = ctrl;
-    let close = null;
-    setError(null);
+  const { error, live, retry } = useLiveView(session, onUnauthorized, async (signal, setLive) => {
     const addBroadcast = (b) => setBroadcasts((m) => new Map(m).set(b.id, b));
-    (async () => {
-      const p = await loadPlaces(session, signal);
-      const [recent, schedules] = await Promise.all([
-        request(session, `/broadcasts?from=${Date.now() - RECENT_MS}&limit=200`, { signal }).catch(() => []),
-        request(session, '/schedules', { signal }).catch(() => []),
-      ]);
-      if (signal.aborted) return;
-      setPlaces(p);
-      setSpeakers(p.speakers);
-      setBroadcasts(new Map(recent.map((b) => [b.id, b])));
-      const known = new Set(recent.map((b) => b.id));
-      setNames((n) => ({ ...n, schedules: new Map(schedules.map((s) => [s.id, s.name])) }));
-      const { connectLive, feedSubscription, withReading, withStatus } = await import('./live.js');
-      const stop = await connectLive({
-        token: session.token, subscription: feedSubscription(session, p.areas), onState: setLive, onUnauthorized,
-        on: {
-          telemetry: (m) => setSpeakers((list) => list?.map((d) => withReading(d, m))),
-          status: (m) => setSpeakers((list) => list?.map((d) => withStatus(d, m))),
-          broadcast: (m) => {
-            if (!known.has(m.broadcastId)) {
-              // A broadcast started elsewhere (a schedule, another phone): fetched whole, once.
-              known.add(m.broadcastId);
-              request(session, `/broadcasts/${encodeURIComponent(m.broadcastId)}`).then(addBroadcast, () => known.delete(m.broadcastId));
-              return;
-            }
-            setBroadcasts((map) => {
-              const b = map.get(m.broadcastId);
-              if (!b) return map;
-              const targets = b.targets.map((t) => (t.deviceId === m.deviceId ? { ...t, state: m.state, updatedAt: m.at } : t));
-              return new Map(map).set(b.id, { ...b, targets });
-            });
-          },
+    const p = await loadPlaces(session, signal);
+    const [recent, schedules] = await Promise.all([
+      request(session, `/broadcasts?from=${Date.now() - RECENT_MS}&limit=200`, { signal }).catch(() => []),
+      request(session, '/schedules', { signal }).catch(() => []),
+    ]);
+    if (signal.aborted) return null;
+    setPlaces(p);
+    setSpeakers(p.speakers);
+    setBroadcasts(new Map(recent.map((b) => [b.id, b])));
+    const known = new Set(recent.map((b) => b.id));
+    setNames((n) => ({ ...n, schedules: new Map(schedules.map((s) => [s.id, s.name])) }));
+    const { connectLive, feedSubscription, withReading, withStatus } = await import('./live.js');
+    return connectLive({
+      token: session.token, subscription: feedSubscription(session, p.areas), onState: setLive, onUnauthorized,
+      on: {
+        telemetry: (m) => setSpeakers((list) => list?.map((d) => withReading(d, m))),
+        status: (m) => setSpeakers((list) => list?.map((d) => withStatus(d, m))),
+        broadcast: (m) => {
+          if (!known.has(m.broadcastId)) {
+            // A broadcast started elsewhere (a schedule, another phone): fetched whole, once.
+            known.add(m.broadcastId);
+            request(session, `/broadcasts/${encodeURIComponent(m.broadcastId)}`).then(addBroadcast, () => known.delete(m.broadcastId));
+            return;
+          }
+          setBroadcasts((map) => {
+            const b = map.get(m.broadcastId);
+            if (!b) return map;
+            const targets = b.targets.map((t) => (t.deviceId === m.deviceId ? { ...t, state: m.state, updatedAt: m.at } : t));
+            return new Map(map).set(b.id, { ...b, targets });
+          });
         },
-      }).catch(() => null);
-      if (signal.aborted) stop?.(); else close = stop;
-    })().catch((err) => {
-      if (signal.aborted) return;
-      if (isUnauthorized(err)) onUnauthorized(); else setError(err);
-    });
-    // "Offline since" stays right without events: redraw every minute.
-    const timer = setInterval(() => tick((n) => n + 1), 60_000);
-    return () => { ctrl.abort(); clearInterval(timer); close?.(); };
-  }, [session.token, attempt]);
+      },
+    }).catch(() => null);
+  });
 
   // What each speaker plays: the newest broadcast in which it is playing.
   const playing = new Map();
@@ -168,7 +150,7 @@ export default function Speakers({ session, loc, onUnauthorized }) {
 
   if (error) {
     return html`<section class="card"><${Problem} error=${error} loc=${loc} />
-      <button type="button" class="primary" onClick=${() => setAttempt((n) => n + 1)}>${loc.t('retry')}</button></section>`;
+      <button type="button" class="primary" onClick=${retry}>${loc.t('retry')}</button></section>`;
   }
   if (!speakers) return html`<p class="muted center">${loc.t('loading')}</p>`;
 

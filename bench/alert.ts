@@ -28,6 +28,7 @@
  * Exit 1 when a speaker misses the alert (or a check fails); a missed target is only reported.
  *
  * Options: --speakers 2000 --playing 500 --villages 4 --normal-sec 60 --settle-ms 5000 --rounds 1 --sim-nice 10 --no-prefetch --alternate
+ * --cluster (Keng as one cluster-mode node on a throw-away PostgreSQL and Redis)
  */
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';

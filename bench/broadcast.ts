@@ -16,7 +16,7 @@
  *    keng_scheduler_jitter_seconds).
  * Targets: all accepted within 2 s; jitter p99 under 250 ms.
  *
- * Options: --speakers 2000 --schedules 150 --spacing-ms 200 --media-sec 15 --sim-nice 10
+ * Options: --speakers 2000 --schedules 150 --spacing-ms 200 --media-sec 15 --sim-nice 10 --cluster (one cluster-mode node)
  */
 import { installSignalHandlers, onCleanup, runCleanups } from '../tools/cleanup.js';
 import { KengApi } from '../src/sim/api-client.js';

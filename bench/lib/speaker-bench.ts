@@ -4,10 +4,13 @@
  * presence and for a broadcast's targets, command-line numbers, percentiles.
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { setPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { onCleanup } from '../../tools/cleanup.js';
+import { startPostgres } from '../../tools/postgres.js';
+import { startRedis } from '../../tools/redis.js';
 import type { KengApi } from '../../src/sim/api-client.js';
 import { startKeng, type KengProcess } from './keng-server.js';
 
@@ -33,10 +36,18 @@ export function niceArg(name: string, def: number): number {
 /**
  * Keng as a child process with a per-device MQTT rate limit no speaker fleet reaches (2,000
  * speakers answer and report within the same second); its output tail is printed when the
- * benchmark fails or Keng exits with an error.
+ * benchmark fails or Keng exits with an error. `--cluster`: one node in cluster mode, on a throw-away
+ * PostgreSQL 15 and Redis (the state window's commits go to PostgreSQL: docs/cluster.md).
  */
 export async function startSpeakerKeng(): Promise<KengProcess> {
-  const keng = await startKeng({ env: { KENG_MQTT_RATE_LIMIT_PER_SEC: '100000', KENG_MQTT_RATE_LIMIT_BURST: '100000' } });
+  const env: Record<string, string> = { KENG_MQTT_RATE_LIMIT_PER_SEC: '100000', KENG_MQTT_RATE_LIMIT_BURST: '100000' };
+  if (process.argv.includes('--cluster')) {
+    const [pg, redis] = await Promise.all([startPostgres(), startRedis()]);
+    onCleanup('postgres and redis', async () => { await Promise.all([pg.destroy(), redis.destroy()]); });
+    Object.assign(env, { KENG_DATABASE_URL: pg.url, KENG_REDIS_URL: redis.url, KENG_NODE_ID: 'bench', KENG_AUDIT_KEY: randomBytes(32).toString('hex') });
+    log(`cluster mode: postgres ${pg.url}, redis ${redis.url}`);
+  }
+  const keng = await startKeng({ env });
   onCleanup('server output', () => { if (process.exitCode) process.stderr.write(`keng output tail:\n${keng.outputTail()}\n`); });
   keng.child.once('exit', (code) => { if (code) process.stderr.write(`keng exited with ${code}:\n${keng.outputTail()}\n`); });
   log(`keng pid ${keng.pid} at ${keng.httpUrl}, ${keng.mqttUrl}`);

@@ -177,7 +177,9 @@ export class RedisClusterBus implements ClusterBus {
 
   sendDirect(to: string, body: string): boolean {
     const pub = this.pub;
-    if (!this.running || pub === null || pub.status !== 'ready' || this.inFlight >= this.t.maxInFlight) return false;
+    // Down (a command or the reader failed): its connection may not have noticed yet, and a message that might
+    // or might not have gone would leave the caller unsure; not sending is the certain answer.
+    if (!this.running || this.state === 'down' || pub === null || pub.status !== 'ready' || this.inFlight >= this.t.maxInFlight) return false;
     const seq = ++this.seq;
     this.inFlight++;
     pub.xadd(this.t.stream, 'MAXLEN', '~', this.t.maxLen, '*',

@@ -10,6 +10,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentWav, uploadAudio } from '../helpers/audio.js';
 import { ROOT, spawnKeng, type KengProcess } from '../helpers/process.js';
 import { connectDevice, end, publish } from '../helpers/mqtt.js';
 import { startPostgres, postgresBinDir, type PostgresServer } from '../../tools/postgres.js';
@@ -64,13 +65,9 @@ beforeAll(async () => {
   node = await startNode(dataDir, url, 'a');
   await ok(node, 'POST', '/api/v1/areas', { code: 'p1', name: 'Tỉnh 1', level: 'province' });
   secret = (await ok(node, 'POST', '/api/v1/devices', { id: 'soil-1', kind: 'sensor', name: 'Soil 1', area: 'p1' })).secret as string;
-  const tone = path.join(work, 'tone.wav');
-  execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=660:duration=1', '-ac', '1', '-ar', '8000', tone]);
-  const form = new FormData();
-  form.append('file', new Blob([readFileSync(tone)], { type: 'audio/wav' }), 'tone.wav');
-  const up = await fetch(`${node.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: form });
+  const up = await uploadAudio(node.httpUrl, ADMIN, silentWav(1), { filename: 'tone.wav' });
   expect(up.status).toBe(201);
-  mediaId = ((await up.json()) as { id: string }).id;
+  mediaId = up.body.id as string;
 }, 180_000);
 
 afterAll(async () => {

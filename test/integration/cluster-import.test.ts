@@ -8,12 +8,13 @@
  * verify` passes on PostgreSQL. Refusals: a data directory held by a server, a second import, a
  * tampered embedded chain; a dry run writes nothing.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentWav, uploadAudio } from '../helpers/audio.js';
 import { ROOT, spawnKeng, type KengProcess } from '../helpers/process.js';
 import { connectDevice, connectRefused } from '../helpers/mqtt.js';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
@@ -100,13 +101,9 @@ beforeAll(async () => {
   });
   expect(fw.status).toBe(201);
   seeded.firmwareId = ((await fw.json()) as { id: string }).id;
-  const tone = path.join(work, 'tone.wav');
-  execFileSync('/usr/bin/ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=660:duration=1', '-ac', '1', '-ar', '8000', tone]);
-  const form = new FormData();
-  form.append('file', new Blob([readFileSync(tone)], { type: 'audio/wav' }), 'tone.wav');
-  const up = await fetch(`${seed.httpUrl}/api/v1/media`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: form });
+  const up = await uploadAudio(seed.httpUrl, ADMIN, silentWav(1), { filename: 'tone.wav' });
   expect(up.status).toBe(201);
-  seeded.mediaId = ((await up.json()) as { id: string }).id;
+  seeded.mediaId = up.body.id as string;
   seeded.scheduleId = (await ok(seed, 'POST', '/api/v1/schedules', {
     name: 'Bản tin sáng', target: { areas: ['c1'] }, content: { mediaId: seeded.mediaId }, at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
   })).id;

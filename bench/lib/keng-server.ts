@@ -3,12 +3,21 @@
  * ports with a temporary data directory, exactly as an operator would start it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { onCleanup, trackChild } from '../../tools/cleanup.js';
 import { freePorts } from '../../tools/ports.js';
+
+/** Nodes of one cluster extend one keyed audit chain, so they share one key (a fresh one per bench run). */
+const CLUSTER_AUDIT_KEY = randomBytes(32).toString('hex');
+
+/** The settings that make a Keng process a node of the bench's cluster (docs/cluster.md). */
+export function clusterNodeEnv(databaseUrl: string, redisUrl: string, nodeId: string): Record<string, string> {
+  return { KENG_DATABASE_URL: databaseUrl, KENG_REDIS_URL: redisUrl, KENG_NODE_ID: nodeId, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY };
+}
 
 export interface KengProcess {
   pid: number;

@@ -1,14 +1,10 @@
-import { randomBytes } from 'node:crypto';
 /** Shared setup: Keng (and InfluxDB) started, bench devices registered. */
 import { KengApi, registerSimDevices, simDeviceIds, type SimCredential } from '../../src/sim/index.js';
 import { startInfluxd, type Influxd } from '../../tools/influxd.js';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 import { startRedis, type RedisServer } from '../../tools/redis.js';
 import type { BenchStore } from './args.js';
-import { startKeng, type KengProcess } from './keng-server.js';
-
-/** Nodes of one cluster extend one keyed audit chain, so they share one key (a fresh one per bench run). */
-const CLUSTER_AUDIT_KEY = randomBytes(32).toString('hex');
+import { clusterNodeEnv, startKeng, type KengProcess } from './keng-server.js';
 
 export const BENCH_AREA = { code: 'bench', name: 'Benchmark devices', level: 'province' as const };
 export const INFLUX_DB = 'keng';
@@ -53,13 +49,9 @@ export async function setUp(o: SetUpOptions): Promise<Setup> {
     // Cluster mode: `embedded` there means the cluster database (docs/cluster.md).
     cluster = { pg: await startPostgres(), redis: await startRedis() };
     o.log(`postgres ${cluster.pg.url} (pid ${cluster.pg.pid}), redis ${cluster.redis.url}`);
-    Object.assign(env, { KENG_DATABASE_URL: cluster.pg.url, KENG_REDIS_URL: cluster.redis.url, KENG_NODE_ID: 'bench', KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY });
+    Object.assign(env, clusterNodeEnv(cluster.pg.url, cluster.redis.url, 'bench'));
   }
-  if (o.node) {
-    Object.assign(env, {
-      KENG_DATABASE_URL: o.node.databaseUrl, KENG_REDIS_URL: o.node.redisUrl, KENG_NODE_ID: o.node.nodeId, KENG_AUDIT_KEY: CLUSTER_AUDIT_KEY,
-    });
-  }
+  if (o.node) Object.assign(env, clusterNodeEnv(o.node.databaseUrl, o.node.redisUrl, o.node.nodeId));
   const t0 = performance.now();
   const keng = await startKeng({ env, keepData: o.keep });
   const startMs = performance.now() - t0;

@@ -4,7 +4,6 @@
  * presence and for a broadcast's targets, command-line numbers, percentiles.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { setPriority, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,7 +11,7 @@ import { onCleanup } from '../../tools/cleanup.js';
 import { startPostgres } from '../../tools/postgres.js';
 import { startRedis } from '../../tools/redis.js';
 import type { KengApi } from '../../src/sim/api-client.js';
-import { startKeng, type KengProcess } from './keng-server.js';
+import { clusterNodeEnv, startKeng, type KengProcess } from './keng-server.js';
 
 export const log = (s: string): void => { process.stdout.write(s + '\n'); };
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -44,7 +43,7 @@ export async function startSpeakerKeng(): Promise<KengProcess> {
   if (process.argv.includes('--cluster')) {
     const [pg, redis] = await Promise.all([startPostgres(), startRedis()]);
     onCleanup('postgres and redis', async () => { await Promise.all([pg.destroy(), redis.destroy()]); });
-    Object.assign(env, { KENG_DATABASE_URL: pg.url, KENG_REDIS_URL: redis.url, KENG_NODE_ID: 'bench', KENG_AUDIT_KEY: randomBytes(32).toString('hex') });
+    Object.assign(env, clusterNodeEnv(pg.url, redis.url, 'bench'));
     log(`cluster mode: postgres ${pg.url}, redis ${redis.url}`);
   }
   const keng = await startKeng({ env });

@@ -184,10 +184,13 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
   let firmware: string[] = [];
   try {
     stateSchemaVersion = (copy.prepare('SELECT MAX(version) FROM schema_migrations').pluck().get() as number | null) ?? 0;
-    const hasMedia = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'media'").pluck().get();
-    if (hasMedia) media = copy.prepare('SELECT id, ext FROM media ORDER BY id').all() as Array<{ id: string; ext: string }>;
-    const hasFirmware = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'firmware_packages'").pluck().get();
-    if (hasFirmware) firmware = copy.prepare('SELECT id FROM firmware_packages ORDER BY id').pluck().all() as string[];
+    // Cluster mode: the dump's lists (below); the node's state.db lists what it had before cluster mode.
+    if (!opts.database) {
+      const hasMedia = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'media'").pluck().get();
+      if (hasMedia) media = copy.prepare('SELECT id, ext FROM media ORDER BY id').all() as Array<{ id: string; ext: string }>;
+      const hasFirmware = copy.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'firmware_packages'").pluck().get();
+      if (hasFirmware) firmware = copy.prepare('SELECT id FROM firmware_packages ORDER BY id').pluck().all() as string[];
+    }
   } finally {
     copy.close();
   }
@@ -196,7 +199,6 @@ export async function backupDataDir(opts: BackupOptions): Promise<BackupManifest
     const dump = await dumpClusterDb({ url: opts.database.url, file: path.join(target, CLUSTER_DUMP_FILE), ...(opts.database.pgDump ? { pgDump: opts.database.pgDump } : {}) });
     chmodSync(path.join(target, CLUSTER_DUMP_FILE), 0o600);
     files.push(CLUSTER_DUMP_FILE);
-    // The node's state.db lists what it had before cluster mode; the cluster's rows are what a restore brings back.
     media = dump.media;
     firmware = dump.firmware;
     database = { file: CLUSTER_DUMP_FILE, server: dump.serverVersion, pgDump: dump.pgDumpVersion };

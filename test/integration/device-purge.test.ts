@@ -27,15 +27,17 @@ afterEach(async () => { await t?.stop(); t = undefined; });
 const AREAS = [{ code: 'p1', name: 'Tỉnh', level: 'province' }, { code: 'c1', name: 'Xã', level: 'commune', parent: 'p1' }];
 const HOUR = 3_600_000;
 
-/** Row counts of one device in telemetry.db (read-only connection, as a second process would). */
+/** Readings (fields of points, embedded-db.ts) and other rows of one device in telemetry.db (read-only connection, as a second process would). */
+const inPoints = (t: string): string => `SELECT COALESCE(SUM((SELECT COUNT(*) FROM json_each(p))), 0) FROM ${t} WHERE device = ?`;
+
 function stored(dataDir: string, deviceId: string): { readings: number; recent: number; dead: number; series: number; named: boolean } {
   const db = new Database(path.join(dataDir, 'telemetry.db'), { readonly: true, fileMustExist: true });
   try {
     const dev = db.prepare('SELECT id FROM devices WHERE name = ?').pluck().get(deviceId) as number | undefined;
     const n = (sql: string, arg: unknown): number => db.prepare(sql).pluck().get(arg) as number;
     return {
-      readings: dev === undefined ? 0 : n('SELECT COUNT(*) FROM readings WHERE device = ?', dev),
-      recent: dev === undefined ? 0 : n('SELECT COUNT(*) FROM recent WHERE device = ?', dev),
+      readings: dev === undefined ? 0 : n(inPoints('points'), dev),
+      recent: dev === undefined ? 0 : n(inPoints('recent_points'), dev),
       dead: n('SELECT COUNT(*) FROM dead_readings WHERE device = ?', deviceId),
       series: dev === undefined ? 0 : n('SELECT COUNT(*) FROM series WHERE device = ?', dev),
       named: dev !== undefined, // the id in the store's dictionary of device names
@@ -73,7 +75,7 @@ async function seedHistory(app: TestApp, creds: Record<string, { secret: string 
   await backlog(c2, 'soil-2', t0, 100);
   await publish(c1, 'v1/devices/soil-1/telemetry', JSON.stringify({ ts: t0 - 1000, values: { note: 'khô' } }));
   await publish(c1, 'v1/devices/soil-1/telemetry', JSON.stringify({ ts: t0 - 2000, values: { note: 5 } })); // type conflict: dead letter
-  // Compaction moves readings older than 10 s into `readings`; then one reading stays in `recent`.
+  // Compaction moves points older than 10 s into `points`; then one reading stays in `recent_points`.
   await waitFor(() => stored(app.dataDir, 'soil-1').readings >= 6001, 30_000, 200);
   await publish(c1, 'v1/devices/soil-1/telemetry', JSON.stringify({ soil: 1, temp: 2 }));
   await end(c1); await end(c2);

@@ -2,39 +2,53 @@
  * The embedded store's SQLite schema and statements. Runs inside the worker
  * thread only (sqlite-worker.ts): one writer connection, one read-only one.
  *
- * Schema: integer dictionary ids for device and field names, one
- * WITHOUT ROWID table keyed (device, field, ts). `v` is declared without a
- * type on purpose: a declared "ANY" in a non-STRICT table gets NUMERIC
- * affinity, which would turn the string "12" into the number 12. `k` is the
- * value kind: 0 number (always bound as REAL), 1 boolean (0/1), 2 string.
- * `series` lists the (device, field) pairs present, so retention and
- * "all fields of a device" never scan the readings table.
+ * Schema: integer dictionary ids for device and field names; one row per
+ * *point* (a device's readings at one timestamp, i.e. one record of a
+ * message) in a WITHOUT ROWID table keyed (device, ts). `p` holds the
+ * point's fields as a JSON object keyed by field id (`{"3":21.5,"7":true}`):
+ * JSON keeps a value's kind (number, boolean, string), and SQLite reads it
+ * with json_each in the history queries (embedded-reader.ts). `series` lists
+ * the (device, field) pairs present, so "all fields of a device" never scans
+ * the points.
+ *
+ * Why one row per point, not per reading: the writer thread's cost is mostly
+ * b-tree work per row, and a compaction step (below) copied every reading
+ * twice. Measured with the writer alone (150 messages × 4 readings per
+ * commit, synchronous=FULL, compaction included): one row per reading cost
+ * 2.3-2.4 µs per reading at 20 devices, 60-72 % of it compaction; one row per
+ * point cut that by 36-39 % at 20 devices and 48 % at 100. History reads pay
+ * for it (1.1-2× slower: each row's JSON is parsed), which matters less:
+ * queries are few, writes are every device's every message.
  *
  * Field types (field-types.ts): `fields.k` is the kind of the field's first
  * stored value; a value of another kind is written to `dead_readings` in the
- * same transaction instead of `readings`/`recent`. The writer keeps one map
+ * same transaction instead of the point. The writer keeps one map
  * name → id*4 + kind, so the check costs no extra lookup per reading.
  *
  * The same (device, field, ts) again: the last value wins, as in InfluxDB
  * (it overwrites a point with the same series and time) and as in the latest
  * values (devices/presence.ts keeps the newest ts, the later value on a tie),
- * so history and latest values agree. An identical re-send changes nothing
- * and counts as a duplicate.
+ * so history and latest values agree. A point that exists already is merged
+ * field by field (fields not in the new one keep their values). An identical
+ * re-send changes nothing and counts as a duplicate.
  *
- * Write amplification: with (device, field, ts) clustering, a commit that
- * carries one reading for each of N series dirties ~N b-tree pages (measured:
- * 400 readings of 400 series per commit ≈ 15k readings/s, CPU- and WAL-bound,
- * not fsync-bound). So recent readings first go to `recent`, clustered
- * (ts, device, field) — appends at the end of the b-tree — and a compaction
- * step moves them in (device, field, ts) order into `readings`, touching each
- * series' page once for many readings. Every (device, field, ts) has exactly
- * one home, decided by the watermark W kept in `meta`: ts >= W → `recent`,
- * ts < W → `readings`; compaction moves rows below a new W and raises W in the
- * same transaction, and W never decreases, so the insert's conflict clause
- * de-duplicates exactly. Queries (embedded-reader.ts) read both tables in one statement (one snapshot).
+ * Write amplification: with (device, ts) clustering, a commit that carries
+ * points of N devices dirties ~N b-tree pages. So recent points first go to
+ * `recent_points`, clustered (ts, device) — appends at the end of the
+ * b-tree — and a compaction step moves them in (device, ts) order into
+ * `points`, touching each device's pages once for many points. Every
+ * (device, ts) has exactly one home, decided by the watermark W kept in
+ * `meta`: ts >= W → `recent_points`, ts < W → `points`; compaction moves rows
+ * below a new W and raises W in the same transaction, and W never decreases,
+ * so a point is merged with the one row that can hold it. Queries
+ * (embedded-reader.ts) read both tables in one statement (one snapshot).
+ *
+ * Stores made before points (one row per reading in `readings`/`recent`) are
+ * converted once when the writer opens them (embedded-legacy.ts).
  */
 import Database from 'better-sqlite3';
 import { preparePrivateDb, tightenSqliteFiles } from '../../core/private-files.js';
+import { convertLegacyReadings } from './embedded-legacy.js';
 import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
 import type { TelemetryRecord, WriteResult } from './types.js';
 
@@ -42,14 +56,8 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS fields (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, k INTEGER);
 CREATE TABLE IF NOT EXISTS series (device INTEGER NOT NULL, field INTEGER NOT NULL, PRIMARY KEY (device, field)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS readings (
-  device INTEGER NOT NULL, field INTEGER NOT NULL, ts INTEGER NOT NULL, v, k INTEGER NOT NULL,
-  PRIMARY KEY (device, field, ts)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS recent (
-  device INTEGER NOT NULL, field INTEGER NOT NULL, ts INTEGER NOT NULL, v, k INTEGER NOT NULL,
-  PRIMARY KEY (ts, device, field)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS points (device INTEGER NOT NULL, ts INTEGER NOT NULL, p TEXT NOT NULL, PRIMARY KEY (device, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent_points (ts INTEGER NOT NULL, device INTEGER NOT NULL, p TEXT NOT NULL, PRIMARY KEY (ts, device)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('watermark', -9007199254740991);
 CREATE TABLE IF NOT EXISTS dead_readings (
@@ -58,36 +66,10 @@ CREATE TABLE IF NOT EXISTS dead_readings (
 ) WITHOUT ROWID;
 `;
 
-/** `fields.k` not yet known (a field of a database made before types were kept, with no readings left). */
+/** `fields.k` not yet known (a field of a store made before types were kept, with no readings left). */
 const K_UNKNOWN = 3;
 
-/**
- * Databases made before field types were kept: add `fields.k` and fill it with
- * the kind of each field's earliest reading (one index seek per series; the
- * small `recent` table is read once).
- */
-function migrateFieldKinds(db: Database.Database): void {
-  const cols = db.prepare('PRAGMA table_info(fields)').all() as { name: string }[];
-  if (cols.some((c) => c.name === 'k')) return;
-  db.transaction(() => {
-    db.exec('ALTER TABLE fields ADD COLUMN k INTEGER');
-    const first = new Map<number, { ts: number; k: number }>();
-    const keep = (field: number, ts: number, k: number): void => {
-      const cur = first.get(field);
-      if (!cur || ts < cur.ts) first.set(field, { ts, k });
-    };
-    const seek = db.prepare('SELECT ts, k FROM readings WHERE device = ? AND field = ? ORDER BY ts LIMIT 1');
-    for (const s of db.prepare('SELECT device, field FROM series').all() as { device: number; field: number }[]) {
-      const r = seek.get(s.device, s.field) as { ts: number; k: number } | undefined;
-      if (r) keep(s.field, r.ts, r.k);
-    }
-    for (const r of db.prepare('SELECT field, MIN(ts) AS ts, k FROM recent GROUP BY field').all() as { field: number; ts: number; k: number }[]) keep(r.field, r.ts, r.k);
-    const upd = db.prepare('UPDATE fields SET k = ? WHERE id = ?');
-    for (const [field, r] of first) upd.run(r.k, field);
-  }).immediate();
-}
-
-/** Readings stay in `recent` until they are this old (wall clock of the worker); only affects speed, not results. */
+/** Points stay in `recent_points` until they are this old (wall clock of the worker); only affects speed, not results. */
 export const COMPACT_LAG_MS = 10_000;
 /** A compaction step runs this often (sooner while a backlog remains); each step moves at most COMPACT_MAX_ROWS. */
 const COMPACT_EVERY_MS = 2_000;
@@ -106,7 +88,7 @@ const COMPACT_EVERY_MS = 2_000;
  */
 export const COMPACT_MAX_ROWS = 10_000;
 
-/** Rows per multi-row INSERT: 64 rows × 5 parameters measured fastest. */
+/** Points per multi-row INSERT. */
 const ROWS_PER_STMT = 64;
 
 export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' | 'normal' } = {}): Database.Database {
@@ -123,6 +105,13 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
   db.pragma('cache_size = -32768');
   db.pragma('temp_store = MEMORY');
   return db;
+}
+
+type Home = 'points' | 'recent_points';
+
+/** A point's value in its JSON object: numbers as JavaScript writes them (shortest round trip), -0 as 0. */
+function jsonValue(v: number | string, k: number): string {
+  return k === 0 ? String(v) : k === 1 ? (v ? 'true' : 'false') : JSON.stringify(v);
 }
 
 export class EmbeddedWriter {
@@ -142,27 +131,28 @@ export class EmbeddedWriter {
   private readonly setFieldKind: Database.Statement;
   private readonly insDead: Database.Statement;
   private readonly insSeries: Database.Statement;
-  private readonly updRecent: Database.Statement;
-  /** Existing readings that took a new value (see insert()), counted as written. */
-  private overwritten = 0;
-  private readonly updReadings: Database.Statement;
+  private readonly getPoint: Record<Home, Database.Statement>;
+  private readonly setPoint: Record<Home, Database.Statement>;
+  private readonly addPoint: Record<Home, Database.Statement>;
 
   constructor(path: string, sync: 'full' | 'normal') {
     this.db = openDb(path, { sync });
     this.db.exec(SCHEMA);
-    migrateFieldKinds(this.db);
+    convertLegacyReadings(this.db);
     this.insDevice = this.db.prepare('INSERT INTO devices (name) VALUES (?)');
     this.insField = this.db.prepare('INSERT INTO fields (name, k) VALUES (?, ?)');
     this.setFieldKind = this.db.prepare('UPDATE fields SET k = ? WHERE id = ?');
     this.insDead = this.db.prepare(`INSERT OR IGNORE INTO dead_readings (device, field, ts, value, type, reason, detail, at)
       VALUES (?, ?, ?, ?, ?, '${FIELD_TYPE_CONFLICT}', ?, ?)`);
     this.insSeries = this.db.prepare('INSERT OR IGNORE INTO series (device, field) VALUES (?, ?)');
-    const upd = (t: string): string => `UPDATE ${t} SET v = ?, k = ? WHERE device = ? AND field = ? AND ts = ? AND (v IS NOT ? OR k IS NOT ?)`;
-    this.updRecent = this.db.prepare(upd('recent'));
-    this.updReadings = this.db.prepare(upd('readings'));
+    const each = (f: (t: Home) => string): Record<Home, Database.Statement> =>
+      ({ points: this.db.prepare(f('points')), recent_points: this.db.prepare(f('recent_points')) });
+    this.getPoint = each((t) => `SELECT p FROM ${t} WHERE device = ? AND ts = ?`);
+    this.setPoint = each((t) => `UPDATE ${t} SET p = ? WHERE device = ? AND ts = ?`);
+    this.addPoint = each((t) => `INSERT INTO ${t} (device, ts, p) VALUES (?, ?, ?)`);
     this.loadDictionaries();
     this.watermark = (this.db.prepare("SELECT value FROM meta WHERE key = 'watermark'").get() as { value: number }).value;
-    this.recentRows = (this.db.prepare('SELECT COUNT(*) AS n FROM recent').get() as { n: number }).n;
+    this.recentRows = (this.db.prepare('SELECT COUNT(*) AS n FROM recent_points').get() as { n: number }).n;
   }
 
   private loadDictionaries(): void {
@@ -174,32 +164,55 @@ export class EmbeddedWriter {
     for (const r of this.db.prepare('SELECT device, field FROM series').all() as { device: number; field: number }[]) this.series.add(seriesKey(r.device, r.field));
   }
 
-  private stmt(table: 'readings' | 'recent', rows: number): Database.Statement {
+  private stmt(table: Home, rows: number): Database.Statement {
     const key = table + rows;
     let s = this.insertStmts.get(key);
     if (!s) {
-      s = this.db.prepare(`INSERT OR IGNORE INTO ${table} (device, field, ts, v, k) VALUES ` + new Array(rows).fill('(?,?,?,?,?)').join(','));
+      s = this.db.prepare(`INSERT INTO ${table} (device, ts, p) VALUES ` + new Array(rows).fill('(?,?,?)').join(','));
       this.insertStmts.set(key, s);
     }
     return s;
   }
 
   /**
-   * Insert `rows` rows of `p` (5 parameters each); a row whose (device, field,
-   * ts) exists takes the new value (the last one wins). Returns rows inserted;
-   * rows changed are added to `overwritten` (an identical re-send counts in
-   * neither). The plain INSERT OR IGNORE is the common path: an upsert clause
-   * on the multi-row insert cost ~20% of the writer's throughput; the per-row
-   * UPDATE runs only for a chunk that held duplicates (re-sends).
+   * Insert `rows` points of `p` (device, ts, JSON: 3 parameters each) whose
+   * field counts are in `n`. Returns readings written: every field of a new
+   * point, and the fields a merge changed. The common path is one multi-row
+   * INSERT; a chunk that meets an existing point (a re-send) fails on the
+   * primary key, which undoes that statement alone (SQLite's ABORT), and is
+   * done again point by point, merging (the last value wins). An upsert clause
+   * on the common path would cost every commit, and could not tell an
+   * identical re-send (a duplicate) from a new value.
    */
-  private insert(table: 'readings' | 'recent', rows: number, p: (number | string)[]): number {
-    const inserted = this.stmt(table, rows).run(rows * 5 === p.length ? p : p.slice(0, rows * 5)).changes;
-    if (inserted === rows) return inserted;
-    const upd = table === 'recent' ? this.updRecent : this.updReadings;
-    let changed = 0;
-    for (let i = 0; i < rows * 5; i += 5) changed += upd.run(p[i + 3], p[i + 4], p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4]).changes;
-    this.overwritten += changed;
-    return inserted;
+  private insertChunk(table: Home, rows: number, p: (number | string)[], n: number[]): number {
+    const params = rows * 3 === p.length ? p : p.slice(0, rows * 3);
+    try {
+      this.stmt(table, rows).run(params);
+      if (table === 'recent_points') this.recentRows += rows;
+      let w = 0;
+      for (let i = 0; i < rows; i++) w += n[i]!;
+      return w;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err;
+    }
+    let written = 0;
+    for (let i = 0; i < rows * 3; i += 3) {
+      const dev = p[i] as number; const ts = p[i + 1] as number; const json = p[i + 2] as string;
+      const old = this.getPoint[table].get(dev, ts) as { p: string } | undefined;
+      if (!old) {
+        this.addPoint[table].run(dev, ts, json);
+        if (table === 'recent_points') this.recentRows++;
+        written += n[i / 3]!;
+        continue;
+      }
+      const merged = JSON.parse(old.p) as Record<string, unknown>;
+      const incoming = JSON.parse(json) as Record<string, unknown>;
+      let changed = 0;
+      for (const f in incoming) if (merged[f] !== incoming[f]) { merged[f] = incoming[f]; changed++; }
+      if (changed) this.setPoint[table].run(JSON.stringify(merged), dev, ts);
+      written += changed;
+    }
+    return written;
   }
 
   private deviceId(name: string): number {
@@ -224,7 +237,7 @@ export class EmbeddedWriter {
     return o;
   }
 
-  /** One transaction per batch; one row per (device, field, ts), the last value wins. */
+  /** One transaction per batch; one row per (device, ts), the last value of each field wins. */
   write(records: readonly TelemetryRecord[]): WriteResult {
     return this.writeMany([records])[0]!;
   }
@@ -234,23 +247,26 @@ export class EmbeddedWriter {
    * one transaction: one WAL sync for all of them; results per batch.
    */
   writeMany(batches: readonly (readonly TelemetryRecord[])[]): WriteResult[] {
-    const recentP: (number | string)[] = new Array(ROWS_PER_STMT * 5);
-    const oldP: (number | string)[] = new Array(ROWS_PER_STMT * 5);
+    const recentP: (number | string)[] = new Array(ROWS_PER_STMT * 3);
+    const oldP: (number | string)[] = new Array(ROWS_PER_STMT * 3);
+    const recentN: number[] = new Array(ROWS_PER_STMT);
+    const oldN: number[] = new Array(ROWS_PER_STMT);
     const results: WriteResult[] = [];
     const W = this.watermark;
     const now = Date.now();
-    let toRecent = 0;
+    const recentBefore = this.recentRows;
     const tx = this.db.transaction(() => {
       for (const records of batches) {
         let setAside: SetAsideReading[] | undefined;
         let total = 0;
-        let inserted = 0;
+        let written = 0;
         let nr = 0;
         let no = 0;
         for (const r of records) {
           const dev = this.deviceId(r.deviceId);
           const ts = Math.round(r.ts);
-          const recent = ts >= W;
+          let json = '';
+          let fieldsIn = 0;
           for (const name in r.values) {
             const value = r.values[name]!;
             let v: number | string;
@@ -270,22 +286,23 @@ export class EmbeddedWriter {
             const f = (fk - (fk & 3)) / 4;
             const sk = seriesKey(dev, f);
             if (!this.series.has(sk)) { this.insSeries.run(dev, f); this.series.add(sk); }
-            total++;
-            if (recent) {
-              const o = nr * 5;
-              recentP[o] = dev; recentP[o + 1] = f; recentP[o + 2] = ts; recentP[o + 3] = v; recentP[o + 4] = k;
-              if (++nr === ROWS_PER_STMT) { const c = this.insert('recent', nr, recentP); inserted += c; toRecent += c; nr = 0; }
-            } else {
-              const o = no * 5;
-              oldP[o] = dev; oldP[o + 1] = f; oldP[o + 2] = ts; oldP[o + 3] = v; oldP[o + 4] = k;
-              if (++no === ROWS_PER_STMT) { inserted += this.insert('readings', no, oldP); no = 0; }
-            }
+            json += (fieldsIn++ === 0 ? '{"' : ',"') + f + '":' + jsonValue(v, k);
+          }
+          if (fieldsIn === 0) continue;
+          json += '}';
+          total += fieldsIn;
+          if (ts >= W) {
+            const o = nr * 3;
+            recentP[o] = dev; recentP[o + 1] = ts; recentP[o + 2] = json; recentN[nr] = fieldsIn;
+            if (++nr === ROWS_PER_STMT) { written += this.insertChunk('recent_points', nr, recentP, recentN); nr = 0; }
+          } else {
+            const o = no * 3;
+            oldP[o] = dev; oldP[o + 1] = ts; oldP[o + 2] = json; oldN[no] = fieldsIn;
+            if (++no === ROWS_PER_STMT) { written += this.insertChunk('points', no, oldP, oldN); no = 0; }
           }
         }
-        if (nr > 0) { const c = this.insert('recent', nr, recentP); inserted += c; toRecent += c; }
-        if (no > 0) inserted += this.insert('readings', no, oldP);
-        const written = inserted + this.overwritten;
-        this.overwritten = 0;
+        if (nr > 0) written += this.insertChunk('recent_points', nr, recentP, recentN);
+        if (no > 0) written += this.insertChunk('points', no, oldP, oldN);
         results.push(setAside ? { written, duplicates: total - written, setAside } : { written, duplicates: total - written });
       }
     });
@@ -293,11 +310,10 @@ export class EmbeddedWriter {
       tx.immediate();
     } catch (err) {
       // Rolled back: ids handed out inside the transaction do not exist; reload the caches.
-      this.overwritten = 0;
+      this.recentRows = recentBefore;
       this.loadDictionaries();
       throw err;
     }
-    this.recentRows += toRecent;
     return results;
   }
 
@@ -307,9 +323,9 @@ export class EmbeddedWriter {
   }
 
   /**
-   * Move rows older than `now - COMPACT_LAG_MS` (at most COMPACT_MAX_ROWS) from
-   * `recent` into `readings` and raise the watermark, in one transaction.
-   * Returns rows moved.
+   * Move points older than `now - COMPACT_LAG_MS` (at most COMPACT_MAX_ROWS)
+   * from `recent_points` into `points` and raise the watermark, in one
+   * transaction. Returns points moved.
    */
   compact(now = Date.now(), maxRows = COMPACT_MAX_ROWS): number {
     this.lastCompact = now;
@@ -319,11 +335,14 @@ export class EmbeddedWriter {
     let removed = 0;
     this.db.transaction(() => {
       // Bound the step: if more than COMPACT_MAX_ROWS rows lie below target, stop at the ts of the next row.
-      const b = this.db.prepare('SELECT ts FROM recent WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').get(target, maxRows) as { ts: number } | undefined;
+      const b = this.db.prepare('SELECT ts FROM recent_points WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').get(target, maxRows) as { ts: number } | undefined;
       this.backlog = !!b && b.ts > this.watermark;
       if (this.backlog) target = b!.ts;
-      moved = this.db.prepare('INSERT OR IGNORE INTO readings (device, field, ts, v, k) SELECT device, field, ts, v, k FROM recent WHERE ts < ? ORDER BY device, field, ts').run(target).changes;
-      removed = this.db.prepare('DELETE FROM recent WHERE ts < ?').run(target).changes;
+      // The watermark rule leaves no point of this range in `points`; the merge is there so that a
+      // broken rule could never drop one.
+      moved = this.db.prepare(`INSERT INTO points (device, ts, p) SELECT device, ts, p FROM recent_points WHERE ts < ? ORDER BY device, ts
+        ON CONFLICT (device, ts) DO UPDATE SET p = json_patch(points.p, excluded.p)`).run(target).changes;
+      removed = this.db.prepare('DELETE FROM recent_points WHERE ts < ?').run(target).changes;
       this.db.prepare("UPDATE meta SET value = ? WHERE key = 'watermark'").run(target);
     }).immediate();
     this.watermark = target;
@@ -331,29 +350,41 @@ export class EmbeddedWriter {
     return moved;
   }
 
+  /** Readings in the points of `table` that `where` selects (for the counts that retention and purge report). */
+  private readingsIn(table: Home, where: string, ...args: unknown[]): number {
+    return this.db.prepare(`SELECT COALESCE(SUM((SELECT COUNT(*) FROM json_each(p))), 0) FROM ${table} WHERE ${where}`).pluck().get(...args) as number;
+  }
+
+  /** Delete the points of `table` that `where` selects; returns readings deleted. */
+  private deletePoints(table: Home, where: string, ...args: unknown[]): { points: number; readings: number } {
+    const readings = this.readingsIn(table, where, ...args);
+    const points = this.db.prepare(`DELETE FROM ${table} WHERE ${where}`).run(...args).changes;
+    if (table === 'recent_points') this.recentRows = Math.max(0, this.recentRows - points);
+    return { points, readings };
+  }
+
   /**
-   * Retention (telemetry.retentionDays): delete readings older than `cutoff`, at most `maxRows`
-   * per call, series by series from `cursor`. Each call is one short
-   * transaction so writes queued behind it wait little.
+   * Retention (telemetry.retentionDays): delete points older than `cutoff`, at most `maxRows`
+   * per call, device by device from `cursor`. Each call is one short transaction so writes
+   * queued behind it wait little. Returns readings deleted.
    */
   prune(cutoff: number, maxRows: number, cursor: number): { deleted: number; cursor: number; done: boolean } {
-    const list = this.db.prepare('SELECT device, field FROM series ORDER BY device, field').all() as { device: number; field: number }[];
-    const bound = this.db.prepare('SELECT ts FROM readings WHERE device = ? AND field = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?');
-    const delUpTo = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts <= ?');
-    const delBefore = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts < ?');
+    const list = this.db.prepare('SELECT id FROM devices ORDER BY id').pluck().all() as number[];
+    const bound = this.db.prepare('SELECT ts FROM points WHERE device = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck();
+    let rows = 0;
     let deleted = 0;
     let i = cursor;
     this.db.transaction(() => {
-      // `recent` is clustered by ts: old rows there (if any) are one range.
-      const rb = this.db.prepare('SELECT ts FROM recent WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').get(cutoff, maxRows - 1) as { ts: number } | undefined;
-      deleted += this.db.prepare('DELETE FROM recent WHERE ts <= ?').run(rb ? rb.ts : cutoff - 1).changes;
-      this.recentRows -= deleted;
-      for (; i < list.length && deleted < maxRows; i++) {
-        const s = list[i]!;
-        const room = maxRows - deleted;
-        const b = bound.get(s.device, s.field, cutoff, room - 1) as { ts: number } | undefined;
-        if (b) { deleted += delUpTo.run(s.device, s.field, b.ts).changes; break; } // more may remain in this series
-        deleted += delBefore.run(s.device, s.field, cutoff).changes;
+      // `recent_points` is clustered by ts: old points there (if any) are one range.
+      const rb = this.db.prepare('SELECT ts FROM recent_points WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck().get(cutoff, maxRows - 1) as number | undefined;
+      const r = this.deletePoints('recent_points', 'ts <= ?', rb ?? cutoff - 1);
+      rows += r.points; deleted += r.readings;
+      for (; i < list.length && rows < maxRows; i++) {
+        const dev = list[i]!;
+        const b = bound.get(dev, cutoff, maxRows - rows - 1) as number | undefined;
+        const d = b !== undefined ? this.deletePoints('points', 'device = ? AND ts <= ?', dev, b) : this.deletePoints('points', 'device = ? AND ts < ?', dev, cutoff);
+        rows += d.points; deleted += d.readings;
+        if (b !== undefined) break; // more may remain for this device
       }
     }).immediate();
     return { deleted, cursor: i, done: i >= list.length };
@@ -361,10 +392,10 @@ export class EmbeddedWriter {
 
   /**
    * Purge (types.ts TelemetryPurge): delete one device's readings with ts < `before` (all when null)
-   * from `recent`, `readings` and `dead_readings`, at most `maxRows` per call, in one short
+   * from `recent_points`, `points` and `dead_readings`, at most `maxRows` rows per call, in one short
    * transaction like a retention step. `done` once nothing is left; the last call also drops the
-   * device's emptied `series` rows, so "all fields of the device" forgets its old fields, and, when
-   * nothing at all is left under the name, its entry in `devices`.
+   * `series` rows of fields no point of the device holds any more, so "all fields of the device"
+   * forgets its old fields, and, when nothing at all is left under the name, its entry in `devices`.
    */
   purgeDevice(name: string, before: number | null, maxRows: number): { readings: number; dead: number; done: boolean } {
     const lim = before ?? Number.MAX_SAFE_INTEGER;
@@ -376,37 +407,34 @@ export class EmbeddedWriter {
       dead = this.db.prepare(`DELETE FROM dead_readings WHERE (device, field, ts) IN
         (SELECT device, field, ts FROM dead_readings WHERE device = ? AND ts < ? LIMIT ?)`).run(name, lim, maxRows).changes;
       if (dev === undefined) { done = dead < maxRows; return; }
-      const fields = this.db.prepare('SELECT field FROM series WHERE device = ? ORDER BY field').pluck().all(dev) as number[];
-      const bound = this.db.prepare('SELECT ts FROM readings WHERE device = ? AND field = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?');
-      const delUpTo = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts <= ?');
-      const delBefore = this.db.prepare('DELETE FROM readings WHERE device = ? AND field = ? AND ts < ?');
-      let more = dead >= maxRows;
-      for (const f of fields) {
-        const room = maxRows - readings - dead;
-        if (room <= 0) { more = true; break; }
-        const b = bound.get(dev, f, lim, room - 1) as { ts: number } | undefined;
-        if (b) { readings += delUpTo.run(dev, f, b.ts).changes; more = true; break; } // more may remain in this series
-        readings += delBefore.run(dev, f, lim).changes;
+      const room = maxRows - dead;
+      if (room <= 0) return;
+      const b = this.db.prepare('SELECT ts FROM points WHERE device = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck().get(dev, lim, room - 1) as number | undefined;
+      const d = b !== undefined ? this.deletePoints('points', 'device = ? AND ts <= ?', dev, b) : this.deletePoints('points', 'device = ? AND ts < ?', dev, lim);
+      readings += d.readings;
+      if (b !== undefined) return; // more may remain
+      // `recent_points` is clustered by ts, so finding the device there scans it: once, after `points`. It
+      // holds only the last seconds of points (more while compaction catches up on a backlog).
+      const where = '(ts, device) IN (SELECT ts, device FROM recent_points WHERE device = ? AND ts < ? LIMIT ?)';
+      const r = this.deletePoints('recent_points', where, dev, lim, room - d.points);
+      readings += r.readings;
+      if (d.points + r.points >= room) return;
+      // Which of the device's fields do its remaining points (if any) still hold? Stops at the first point
+      // of each; a field held by none is read to the end once.
+      const fields = new Set(this.db.prepare('SELECT field FROM series WHERE device = ?').pluck().all(dev) as number[]);
+      const left = new Set(fields);
+      let anyLeft = false;
+      for (const table of ['recent_points', 'points'] as const) {
+        for (const p of this.db.prepare(`SELECT p FROM ${table} WHERE device = ?`).pluck().iterate(dev) as IterableIterator<string>) {
+          anyLeft = true;
+          for (const f in JSON.parse(p) as object) left.delete(Number(f));
+          if (!left.size) break;
+        }
       }
-      if (more) return;
-      // `recent` is clustered by ts, so finding the device there scans it: once, after `readings`. It holds
-      // only the last seconds of readings (more while compaction catches up on a backlog).
-      const r = this.db.prepare(`DELETE FROM recent WHERE (ts, device, field) IN
-        (SELECT ts, device, field FROM recent WHERE device = ? AND ts < ? LIMIT ?)`).run(dev, lim, maxRows).changes;
-      this.recentRows = Math.max(0, this.recentRows - r);
-      readings += r;
-      if (r >= maxRows) return;
-      const inReadings = this.db.prepare('SELECT 1 FROM readings WHERE device = ? AND field = ? LIMIT 1');
-      const inRecent = new Set(this.db.prepare('SELECT DISTINCT field FROM recent WHERE device = ?').pluck().all(dev) as number[]);
       const dropSeries = this.db.prepare('DELETE FROM series WHERE device = ? AND field = ?');
-      let kept = 0;
-      for (const f of fields) {
-        if (inRecent.has(f) || inReadings.get(dev, f)) { kept++; continue; } // readings of a device registered again under the id
-        dropSeries.run(dev, f);
-        this.series.delete(seriesKey(dev, f));
-      }
+      for (const f of left) { dropSeries.run(dev, f); this.series.delete(seriesKey(dev, f)); }
       // Nothing left under the name: its dictionary entry goes too (a later write of it makes a new one).
-      if (kept === 0 && inRecent.size === 0) {
+      if (!anyLeft) {
         this.db.prepare('DELETE FROM devices WHERE id = ?').run(dev);
         this.devices.delete(name);
       }
@@ -417,7 +445,7 @@ export class EmbeddedWriter {
 
   ping(): boolean { return this.db.prepare('SELECT 1 AS one').get() !== undefined; }
   close(): void {
-    try { this.compact(Date.now()); } catch { /* best effort; rows stay in recent */ }
+    try { this.compact(Date.now()); } catch { /* best effort; points stay in recent_points */ }
     this.db.close();
   }
 }

@@ -1,6 +1,7 @@
 /**
  * History queries of the embedded store (schema: embedded-db.ts), on a
- * read-only connection in its own worker thread (embedded-store.ts).
+ * read-only connection in its own worker thread (embedded-store.ts). Each
+ * point's JSON is split into readings by json_each, in SQLite.
  */
 import type Database from 'better-sqlite3';
 import type { Scalar } from '../../core/events.js';
@@ -36,13 +37,15 @@ export class EmbeddedReader {
       : this.db.prepare('SELECT f.id, f.name FROM series s JOIN fields f ON f.id = s.field WHERE s.device = ?').all(dev.id);
     const names = new Map<number, string>((fieldRows as { id: number; name: string }[]).map((r) => [r.id, r.name]));
     if (!names.size) return [];
-    const ids = [...names.keys()];
-    const inList = ids.map(() => '?').join(',');
-    const where = `device = ? AND field IN (${inList}) AND ts >= ? AND ts < ?`;
-    const one = [dev.id, ...ids, Math.ceil(q.from), Math.ceil(q.to)];
+    const keys = [...names.keys()].map(String);
+    // A point's fields (embedded-db.ts): json_each gives each value with its JSON type, which is its kind.
+    const part = (t: string): string => `SELECT t.ts AS ts, CAST(j.key AS INTEGER) AS field, j.value AS v,
+      CASE j.type WHEN 'text' THEN 2 WHEN 'true' THEN 1 WHEN 'false' THEN 1 ELSE 0 END AS k
+      FROM ${t} t, json_each(t.p) j WHERE t.device = ? AND t.ts >= ? AND t.ts < ? AND j.key IN (${keys.map(() => '?').join(',')})`;
+    const one = [dev.id, Math.ceil(q.from), Math.ceil(q.to), ...keys];
     const args = [...one, ...one];
-    // Both homes of a reading (see the schema comment), read in one statement = one snapshot.
-    const src = `(SELECT device, field, ts, v, k FROM readings WHERE ${where} UNION ALL SELECT device, field, ts, v, k FROM recent WHERE ${where})`;
+    // Both homes of a point (see the schema comment), read in one statement = one snapshot.
+    const src = `(${part('points')} UNION ALL ${part('recent_points')})`;
     const pb = new PointBuilder();
 
     if (q.everyMs === undefined) {

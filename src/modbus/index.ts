@@ -9,7 +9,8 @@ export { planReads, blockReadings, MAX_READ_REGISTERS, MAX_READ_BITS, type ReadB
 export { ModbusDevices, DEFAULT_POLL_INTERVAL_SEC, describeLine, type ModbusInput, type ModbusChanges } from './devices.js';
 export { MODBUS_MIGRATION } from './migrations.js';
 export { MODBUS_PG_MIGRATIONS } from './pg-schema.js';
-export { ModbusPoller, type PollerDeps, type PollerOptions, type PollRecord, type ReadingSink } from './poller.js';
+export { ModbusPoller, type PollerDeps, type PollerOptions } from './poller.js';
+export type { PollRecord, ReadingSink } from './poll.js';
 export { ModbusLine, ModbusError, EXCEPTION_NAMES, worstRequestMs, type LineIo, type ReadOp, type WriteOp } from './line.js';
 export { prepareWrite, writeField, writableRegister, type PreparedWrite, type WriteResult } from './write.js';
 export { ModbusWrites, FORWARD_KIND, forwardTimeoutMs, type ForwardAnswer, type ForwardContext, type ForwardOutcome, type ModbusWritesDeps, type NodeCalls, type WriteRequest } from './writes.js';

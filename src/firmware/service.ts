@@ -351,8 +351,10 @@ export class Firmware implements Component {
 
   /** Telemetry or attributes of a device: the firmware keys ThingsBoard firmware reports. */
   private report(deviceId: string, values: Record<string, unknown>): void {
+    // Runs for every telemetry event: the common case (no firmware field) allocates nothing.
+    if (!Object.hasOwn(values, 'fw_state') && !Object.hasOwn(values, 'current_fw_title')
+      && !Object.hasOwn(values, 'current_fw_version') && !Object.hasOwn(values, 'fw_error')) return;
     const has = (k: string): boolean => Object.hasOwn(values, k);
-    if (!has('fw_state') && !has('current_fw_title') && !has('current_fw_version') && !has('fw_error')) return;
     const str = (k: string): string | null | undefined => (has(k) ? (values[k] === null ? null : String(values[k]).slice(0, 256)) : undefined);
     const s: StateReport = {
       deviceId, state: str('fw_state'), error: str('fw_error'), currentTitle: str('current_fw_title'), currentVersion: str('current_fw_version'),

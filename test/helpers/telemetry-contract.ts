@@ -79,6 +79,16 @@ export function telemetryStoreContract(open: (ctx: { clock: FakeClock; metrics: 
     expect(await store().query({ ...q, everyMs: 3_600_000, agg: 'last' })).toEqual([{ ts: T0, values: { a: 5 } }]);
   });
 
+  it('contract: a re-sent message with other fields is taken field by field; the fields it lacks keep their values', async () => {
+    const m = (values: Record<string, number | string | boolean>): TelemetryRecord => ({ deviceId: 'd', kind: 'k', ts: T0, values });
+    expect(await store().writeBatch([m({ a: 1, b: 2, d: 'x' })])).toEqual({ written: 3, duplicates: 0 });
+    // a the same (duplicate), b changed, c new; d not sent: kept. Then within one batch: c again (duplicate), e new, b back.
+    expect(await store().writeBatch([m({ a: 1, b: 3, c: true })])).toEqual({ written: 2, duplicates: 1 });
+    expect(await store().writeBatch([m({ c: true, e: 5 }), m({ b: 2 })])).toEqual({ written: 2, duplicates: 1 });
+    expect(await store().query({ deviceId: 'd', fields: [], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: { a: 1, b: 2, c: true, d: 'x', e: 5 } }]);
+    expect(await store().query({ deviceId: 'd', fields: ['b', 'e'], from: T0, to: T0 + 1 })).toEqual([{ ts: T0, values: { b: 2, e: 5 } }]);
+  });
+
   it('contract: aggregates in epoch-aligned windows, numeric-only for mean/min/max/sum', async () => {
     const recs: TelemetryRecord[] = [];
     for (let i = 0; i < 12; i++) recs.push({ deviceId: 'd', kind: 'sensor', ts: T0 + i * 60_000 + 7, values: { v: i, b: i % 2 === 0, s: `x${i}` } });

@@ -106,7 +106,7 @@ export class BroadcastExecutor implements Component {
   constructor(opts: BroadcastExecutorOptions) {
     this.o = opts;
     this.clock = opts.clock ?? systemClock;
-    this.held = new HeldBroadcasts({ repo: () => this.sql, logger: opts.logger });
+    this.held = new HeldBroadcasts({ repo: () => this.sql, logger: opts.logger, settled: () => opts.window.settled() });
     const move: TargetTransitions['move'] = (b, d, to, o) => this.transitions.move(b, d, to, o);
     const emit: TargetTransitions['emit'] = (b, d, area, state, at) => { this.transitions.emit(b, d, area, state, at); };
     this.stops = new BroadcastStops({

@@ -23,8 +23,11 @@ export class HeldBroadcasts {
   /** Per broadcast: the end of the chain of callers waiting for its read (they run in arrival order). */
   private readonly reads = new Map<string, Promise<HeldBroadcast | undefined>>();
 
-  /** `repo`: where misses are read (null while the executor is stopped: nothing is read). */
-  constructor(private readonly o: { repo: () => BroadcastRepoSql | null; logger: Logger }) {}
+  /**
+   * `repo`: where misses are read (null while the executor is stopped: nothing is read). `settled`: resolves once
+   * the state window holds nothing uncommitted (StateWindow.settled).
+   */
+  constructor(private readonly o: { repo: () => BroadcastRepoSql | null; logger: Logger; settled?: () => Promise<void> }) {}
 
   get(id: string): HeldBroadcast | undefined { return this.map.get(id); }
   has(id: string): boolean { return this.map.has(id); }
@@ -88,6 +91,11 @@ export class HeldBroadcasts {
   async load(broadcastId: string): Promise<HeldBroadcast | undefined> {
     const repo = this.o.repo();
     if (!repo) return this.map.get(broadcastId);
+    // Moves memory made before it dropped the broadcast may still sit in the state window: read after they are
+    // committed, or memory would hold a target's older state and its next move would fail its compare-and-set
+    // (seen in cluster mode: a speaker's `completed` lost, its target left `playing`). A failed window is no
+    // reason not to read: it evicted what it touched.
+    if (this.o.settled) await this.o.settled().catch(() => undefined);
     const row = await repo.getBroadcastRow(broadcastId);
     const targets = row ? await repo.targetRows(broadcastId) : [];
     const now = this.map.get(broadcastId);

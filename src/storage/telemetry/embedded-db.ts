@@ -48,6 +48,7 @@
  */
 import Database from 'better-sqlite3';
 import { preparePrivateDb, tightenSqliteFiles } from '../../core/private-files.js';
+import { PointDeletes, seriesKey, type Home } from './embedded-delete.js';
 import { convertLegacyReadings } from './embedded-legacy.js';
 import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
 import type { TelemetryRecord, WriteResult } from './types.js';
@@ -107,8 +108,6 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
   return db;
 }
 
-type Home = 'points' | 'recent_points';
-
 /** A point's value in its JSON object: numbers as JavaScript writes them (shortest round trip), -0 as 0. */
 function jsonValue(v: number | string, k: number): string {
   return k === 0 ? String(v) : k === 1 ? (v ? 'true' : 'false') : JSON.stringify(v);
@@ -134,6 +133,7 @@ export class EmbeddedWriter {
   private readonly getPoint: Record<Home, Database.Statement>;
   private readonly setPoint: Record<Home, Database.Statement>;
   private readonly addPoint: Record<Home, Database.Statement>;
+  private readonly deletes: PointDeletes;
 
   constructor(path: string, sync: 'full' | 'normal') {
     this.db = openDb(path, { sync });
@@ -150,6 +150,9 @@ export class EmbeddedWriter {
     this.getPoint = each((t) => `SELECT p FROM ${t} WHERE device = ? AND ts = ?`);
     this.setPoint = each((t) => `UPDATE ${t} SET p = ? WHERE device = ? AND ts = ?`);
     this.addPoint = each((t) => `INSERT INTO ${t} (device, ts, p) VALUES (?, ?, ?)`);
+    this.deletes = new PointDeletes(this.db, {
+      devices: this.devices, series: this.series, recentRemoved: (n) => { this.recentRows = Math.max(0, this.recentRows - n); },
+    });
     this.loadDictionaries();
     this.watermark = (this.db.prepare("SELECT value FROM meta WHERE key = 'watermark'").get() as { value: number }).value;
     this.recentRows = (this.db.prepare('SELECT COUNT(*) AS n FROM recent_points').get() as { n: number }).n;
@@ -350,97 +353,14 @@ export class EmbeddedWriter {
     return moved;
   }
 
-  /** Readings in the points of `table` that `where` selects (for the counts that retention and purge report). */
-  private readingsIn(table: Home, where: string, ...args: unknown[]): number {
-    return this.db.prepare(`SELECT COALESCE(SUM((SELECT COUNT(*) FROM json_each(p))), 0) FROM ${table} WHERE ${where}`).pluck().get(...args) as number;
-  }
-
-  /** Delete the points of `table` that `where` selects; returns readings deleted. */
-  private deletePoints(table: Home, where: string, ...args: unknown[]): { points: number; readings: number } {
-    const readings = this.readingsIn(table, where, ...args);
-    const points = this.db.prepare(`DELETE FROM ${table} WHERE ${where}`).run(...args).changes;
-    if (table === 'recent_points') this.recentRows = Math.max(0, this.recentRows - points);
-    return { points, readings };
-  }
-
-  /**
-   * Retention (telemetry.retentionDays): delete points older than `cutoff`, at most `maxRows`
-   * per call, device by device from `cursor`. Each call is one short transaction so writes
-   * queued behind it wait little. Returns readings deleted.
-   */
+  /** Retention step (embedded-delete.ts). */
   prune(cutoff: number, maxRows: number, cursor: number): { deleted: number; cursor: number; done: boolean } {
-    const list = this.db.prepare('SELECT id FROM devices ORDER BY id').pluck().all() as number[];
-    const bound = this.db.prepare('SELECT ts FROM points WHERE device = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck();
-    let rows = 0;
-    let deleted = 0;
-    let i = cursor;
-    this.db.transaction(() => {
-      // `recent_points` is clustered by ts: old points there (if any) are one range.
-      const rb = this.db.prepare('SELECT ts FROM recent_points WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck().get(cutoff, maxRows - 1) as number | undefined;
-      const r = this.deletePoints('recent_points', 'ts <= ?', rb ?? cutoff - 1);
-      rows += r.points; deleted += r.readings;
-      for (; i < list.length && rows < maxRows; i++) {
-        const dev = list[i]!;
-        const b = bound.get(dev, cutoff, maxRows - rows - 1) as number | undefined;
-        const d = b !== undefined ? this.deletePoints('points', 'device = ? AND ts <= ?', dev, b) : this.deletePoints('points', 'device = ? AND ts < ?', dev, cutoff);
-        rows += d.points; deleted += d.readings;
-        if (b !== undefined) break; // more may remain for this device
-      }
-    }).immediate();
-    return { deleted, cursor: i, done: i >= list.length };
+    return this.deletes.prune(cutoff, maxRows, cursor);
   }
 
-  /**
-   * Purge (types.ts TelemetryPurge): delete one device's readings with ts < `before` (all when null)
-   * from `recent_points`, `points` and `dead_readings`, at most `maxRows` rows per call, in one short
-   * transaction like a retention step. `done` once nothing is left; the last call also drops the
-   * `series` rows of fields no point of the device holds any more, so "all fields of the device"
-   * forgets its old fields, and, when nothing at all is left under the name, its entry in `devices`.
-   */
+  /** One step of a device purge (embedded-delete.ts). */
   purgeDevice(name: string, before: number | null, maxRows: number): { readings: number; dead: number; done: boolean } {
-    const lim = before ?? Number.MAX_SAFE_INTEGER;
-    const dev = this.devices.get(name);
-    let readings = 0;
-    let dead = 0;
-    let done = false;
-    this.db.transaction(() => {
-      dead = this.db.prepare(`DELETE FROM dead_readings WHERE (device, field, ts) IN
-        (SELECT device, field, ts FROM dead_readings WHERE device = ? AND ts < ? LIMIT ?)`).run(name, lim, maxRows).changes;
-      if (dev === undefined) { done = dead < maxRows; return; }
-      const room = maxRows - dead;
-      if (room <= 0) return;
-      const b = this.db.prepare('SELECT ts FROM points WHERE device = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck().get(dev, lim, room - 1) as number | undefined;
-      const d = b !== undefined ? this.deletePoints('points', 'device = ? AND ts <= ?', dev, b) : this.deletePoints('points', 'device = ? AND ts < ?', dev, lim);
-      readings += d.readings;
-      if (b !== undefined) return; // more may remain
-      // `recent_points` is clustered by ts, so finding the device there scans it: once, after `points`. It
-      // holds only the last seconds of points (more while compaction catches up on a backlog).
-      const where = '(ts, device) IN (SELECT ts, device FROM recent_points WHERE device = ? AND ts < ? LIMIT ?)';
-      const r = this.deletePoints('recent_points', where, dev, lim, room - d.points);
-      readings += r.readings;
-      if (d.points + r.points >= room) return;
-      // Which of the device's fields do its remaining points (if any) still hold? Stops at the first point
-      // of each; a field held by none is read to the end once.
-      const fields = new Set(this.db.prepare('SELECT field FROM series WHERE device = ?').pluck().all(dev) as number[]);
-      const left = new Set(fields);
-      let anyLeft = false;
-      for (const table of ['recent_points', 'points'] as const) {
-        for (const p of this.db.prepare(`SELECT p FROM ${table} WHERE device = ?`).pluck().iterate(dev) as IterableIterator<string>) {
-          anyLeft = true;
-          for (const f in JSON.parse(p) as object) left.delete(Number(f));
-          if (!left.size) break;
-        }
-      }
-      const dropSeries = this.db.prepare('DELETE FROM series WHERE device = ? AND field = ?');
-      for (const f of left) { dropSeries.run(dev, f); this.series.delete(seriesKey(dev, f)); }
-      // Nothing left under the name: its dictionary entry goes too (a later write of it makes a new one).
-      if (!anyLeft) {
-        this.db.prepare('DELETE FROM devices WHERE id = ?').run(dev);
-        this.devices.delete(name);
-      }
-      done = true;
-    }).immediate();
-    return { readings, dead, done };
+    return this.deletes.purgeDevice(name, before, maxRows);
   }
 
   ping(): boolean { return this.db.prepare('SELECT 1 AS one').get() !== undefined; }
@@ -450,4 +370,3 @@ export class EmbeddedWriter {
   }
 }
 
-function seriesKey(device: number, field: number): number { return device * 1_048_576 + field; }

@@ -15,8 +15,9 @@
  * Occurrences: the scheduler's onOccurrence starts a broadcast on the
  * schedule's speakers as they are at that moment, valid until
  * start + max(play length, broadcast.offlineValiditySec) (`notAfter`: an
- * offline speaker that returns later gets `expired`); onMissed records the
- * occurrence as missed for each speaker (proof of play).
+ * offline speaker that returns later gets `expired`); the occurrence's record
+ * (`fired`, the broadcast's id) commits with the broadcast, in its unit.
+ * onMissed records the occurrence as missed for each speaker (proof of play).
  *
  * Broadcast writes (play now, stop, occurrences) are units of the state window
  * (src/storage/state/window.ts): the broadcast the unit starts or stops (its
@@ -299,9 +300,11 @@ export class BroadcastService implements Component {
   // ------------------------------------------------------------ internals
 
   /**
-   * Starts the occurrence's broadcast; returns its id (recorded with the occurrence's claim). The claim is
-   * committed before (scheduler.ts), in its own transaction: on the schedules' database, which is the
-   * window's one too (state.db, or PostgreSQL in cluster mode), never nested in this unit.
+   * Starts the occurrence's broadcast; returns its id. The claim is committed before (scheduler.ts), in its own
+   * transaction, never nested in this unit. Its outcome (`fired`, this id) is written IN this unit: the
+   * schedules' database is the window's one too (state.db, or PostgreSQL in cluster mode), so the broadcast and
+   * its record commit together and a node killed after the commit cannot leave it to be recorded missed. When
+   * the claim has expired meanwhile (recorded missed), recordFired throws and the unit stores nothing.
    */
   private async onOccurrence(s: Schedule, plannedAt: number, info: OccurrenceInfo): Promise<string | undefined> {
     if (!info.catchUp) this.jitter.observe(Math.max(0, info.lateMs) / 1000);
@@ -314,6 +317,7 @@ export class BroadcastService implements Component {
     const id = `s-${s.id}-${plannedAt}`.slice(0, 128);
     let stored: Promise<Broadcast> | undefined;
     await this.unit(async (trx) => {
+      await info.recordFired?.(trx, id);
       // Started before (its row is there): nothing to do. Decided here rather than by the insert's conflict, which fails the window.
       if (await broadcastExists(trx, id)) return;
       stored = quiet(this.d.window.capture(() => this.startFor(s, targets, { id, scheduleId: s.id, plannedAt })).stored);

@@ -54,6 +54,13 @@ export class MemoryScheduleRepo implements ScheduleRepo {
     return won;
   }
   async settle(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
+    return this.setOutcome(scheduleId, occurrenceAt, nodeId, outcome, broadcastId);
+  }
+  /** The SQL repo writes in the caller's transaction; here there is none, the write is at once. */
+  async settleIn(_trx: unknown, scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
+    return this.setOutcome(scheduleId, occurrenceAt, nodeId, outcome, broadcastId);
+  }
+  private setOutcome(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): boolean {
     const c = this.claims.get(`${scheduleId}\u0000${occurrenceAt}`);
     if (!c || c.nodeId !== nodeId || c.outcome !== undefined) return false;
     c.outcome = outcome;

@@ -4,7 +4,9 @@
  * claimed the most is SIGKILLed halfway. Afterwards every occurrence has exactly one outcome,
  * every `fired` one made exactly one broadcast, the one its claim names (every node lists the same:
  * one database), and claims the dead node may have left unsettled (a kill between claim and start: rare at
- * this pace; schedules-dialects.test.ts forces it) are recorded `missed` once, never played late.
+ * this pace; schedules-dialects.test.ts forces it) are recorded `missed` once, never played late. No `missed`
+ * occurrence has a broadcast: the record `fired` commits with the broadcast (a kill right after that commit:
+ * schedule-fired-record-dialects.test.ts forces it).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

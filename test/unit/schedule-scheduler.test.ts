@@ -8,7 +8,7 @@ import { SqlScheduleRepo, type ScheduleRepo } from '../../src/broadcast/schedule
 import { ALL_MIGRATIONS } from '../../src/migrations.js';
 import { StateDb, stateSqlitePort } from '../../src/storage/state/index.js';
 import { MemoryScheduleRepo, advance } from '../helpers/schedule-repo.js';
-import { Scheduler, type OccurrenceInfo } from '../../src/broadcast/schedule/scheduler.js';
+import { ClaimLostError, Scheduler, type OccurrenceInfo } from '../../src/broadcast/schedule/scheduler.js';
 
 const logger = createLogger('silent');
 const clock = { now: () => Date.now() };
@@ -183,6 +183,74 @@ describe('Scheduler (fake timers)', () => {
     await advance(scheduler, 3 * DAY);
     expect(calls).toBe(3);
     await scheduler.stop();
+  });
+
+  it('recordFired: a node killed after its broadcast is stored leaves `fired`, one killed before leaves `missed`', async () => {
+    const repo = new MemoryScheduleRepo();
+    await add(repo, { at: Date.now() + MIN }, 'stored');
+    await add(repo, { at: Date.now() + 2 * MIN }, 'never');
+    // Node a is killed right after each onOccurrence: no settle() of its reaches the database.
+    const settle = vi.fn(() => Promise.reject(new Error('node killed')));
+    const dying = new Proxy(repo, { get: (r, p) => (p === 'settle' ? settle : Reflect.get(r, p, r) as unknown) }) as ScheduleRepo;
+    const a = new Scheduler({
+      repo: dying, clock, logger, nodeId: 'a',
+      onOccurrence: async (s: Schedule, _at: number, info: OccurrenceInfo) => {
+        if (s.id === 'never') throw new Error('died before its broadcast');
+        await info.recordFired!({} as never, 'b-stored'); // in the broadcast's transaction
+        return 'b-stored';
+      },
+      onMissed: () => undefined,
+    });
+    await a.start();
+    await advance(a, 3 * MIN);
+    await a.stop();
+    expect(settle.mock.calls.map((c: unknown[]) => [c[0], c[3]])).toEqual([['never', 'failed']]);
+
+    // After the lease another node looks for expired claims.
+    await advance(a, 2 * MIN);
+    const missed: string[] = [];
+    const b = new Scheduler({ repo, clock, logger, nodeId: 'b', onOccurrence: () => undefined, onMissed: (s: Schedule) => { missed.push(s.id); } });
+    await b.start();
+    await b.stop();
+    expect(missed).toEqual(['never']);
+    const rec = async (id: string) => (await repo.occurrences(id, 1)).map((o) => [o.nodeId, o.outcome, o.broadcastId]);
+    expect(await rec('stored')).toEqual([['a', 'fired', 'b-stored']]);
+    expect(await rec('never')).toEqual([['a', 'missed', undefined]]);
+  });
+
+  it('recordFired rejects with ClaimLostError once the claim expired: nothing else is written over `missed`', async () => {
+    const repo = new MemoryScheduleRepo();
+    await add(repo, { at: Date.now() + MIN }, 'slow');
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => { open = r; });
+    let lost: unknown;
+    const settle = vi.spyOn(repo, 'settle');
+    const a = new Scheduler({
+      repo, clock, logger, nodeId: 'a',
+      onOccurrence: async (_s: Schedule, _at: number, info: OccurrenceInfo) => {
+        await gate; // stalled between the claim and the broadcast
+        try {
+          await info.recordFired!({} as never, 'b-slow');
+        } catch (err) {
+          lost = err;
+          throw err; // the caller's transaction rolls back: no broadcast
+        }
+        return 'b-slow';
+      },
+      onMissed: () => undefined,
+    });
+    await a.start();
+    await advance(a, 3 * MIN);
+    const missed: string[] = [];
+    const b = new Scheduler({ repo, clock, logger, nodeId: 'b', onOccurrence: () => undefined, onMissed: (s: Schedule) => { missed.push(s.id); } });
+    await b.start();
+    await b.stop();
+    expect(missed).toEqual(['slow']);
+    open();
+    await a.stop();
+    expect(lost).toBeInstanceOf(ClaimLostError);
+    expect(settle).not.toHaveBeenCalled();
+    expect((await repo.occurrences('slow', 1)).map((o) => [o.nodeId, o.outcome, o.broadcastId])).toEqual([['a', 'missed', undefined]]);
   });
 });
 

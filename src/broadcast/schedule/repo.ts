@@ -72,6 +72,13 @@ export interface ScheduleRepo extends ScheduleWriter {
   claim(c: OccurrenceClaim): Promise<number[]>;
   /** Records the outcome of a claim `nodeId` holds; false when it no longer holds it (it expired). */
   settle(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean>;
+  /**
+   * settle() inside the caller's write transaction `trx` (on this repo's Db): the outcome commits with what the
+   * caller writes there (the occurrence's broadcast), or not at all. On PostgreSQL the row stays locked until that
+   * commit, so an expiry on another node waits for it and then finds the outcome. Optional: repositories without a
+   * Db need not have it (the scheduler then settles after onOccurrence).
+   */
+  settleIn?(trx: Transaction<unknown>, scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean>;
   /** Claims without an outcome claimed before `claimedBefore` become missed; returns them (each to exactly one caller). */
   expireClaims(claimedBefore: number): Promise<OccurrenceRecord[]>;
   /** The earliest claimed_at of claims without an outcome, if any. */
@@ -221,10 +228,15 @@ export class SqlScheduleRepo implements ScheduleRepo {
     });
   }
 
-  async settle(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
-    const r = await this.db.write((trx) => sql`UPDATE schedule_occurrences SET outcome = ${outcome}, broadcast_id = ${broadcastId ?? null}
+  settle(scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
+    return this.db.write((trx) => this.settleIn(trx, scheduleId, occurrenceAt, nodeId, outcome, broadcastId));
+  }
+
+  async settleIn(trx: Transaction<unknown>, scheduleId: string, occurrenceAt: number, nodeId: string, outcome: OccurrenceOutcome, broadcastId?: string): Promise<boolean> {
+    // A guarded UPDATE rather than an error when the claim is gone: a failed statement would abort the caller's transaction.
+    const r = await sql`UPDATE schedule_occurrences SET outcome = ${outcome}, broadcast_id = ${broadcastId ?? null}
       WHERE schedule_id = ${scheduleId} AND occurrence_at = ${occurrenceAt} AND node_id = ${nodeId} AND outcome IS NULL
-      RETURNING occurrence_at`.execute(trx));
+      RETURNING occurrence_at`.execute(trx);
     return r.rows.length > 0;
   }
 

@@ -25,11 +25,19 @@
  *   occurrences from before it existed, or while it was disabled, are not
  *   "missed".
  * - Delivery is at most once: the claim is committed before `onOccurrence`
- *   runs, so a crash mid-call never plays a bulletin twice. Its outcome
- *   (fired with the broadcast id, or failed) is written after the call. A
- *   claim still without an outcome `claimLeaseMs` after it was made belongs to
- *   a node that died or hung before starting it: the first node to notice
- *   (at start, or every `resyncMs` in cluster mode) records it missed, once.
+ *   runs, so a crash mid-call never plays a bulletin twice. The outcome `fired`
+ *   is written in the very transaction that creates the broadcast
+ *   (`info.recordFired`, given when the repo has `settleIn`): a node killed
+ *   right after that commit leaves a claim that already says `fired` with the
+ *   broadcast's id. Written after the call instead, it could be lost between
+ *   the two commits and the claim later recorded missed although its broadcast
+ *   exists. Other outcomes (failed, or fired without a broadcast) are written
+ *   after the call. A claim still without an outcome `claimLeaseMs` after it
+ *   was made belongs to a node that died or hung before its broadcast
+ *   committed: the first node to notice (at start, or every `resyncMs` in
+ *   cluster mode) records it missed, once. A node that was only slow finds its
+ *   claim taken back when it records the broadcast (`ClaimLostError`): its
+ *   transaction is undone, so an occurrence recorded missed is never played.
  * - A claim that cannot be written (database unreachable) fires nothing: the
  *   schedule is retried every `retryMs`, and when the database answers again
  *   the usual rule applies (played if still inside the grace window, else missed).
@@ -39,6 +47,7 @@
  * - Start jitter (actual call time − planned time) of on-time occurrences is
  *   kept for the last `jitterSamples` fires (catch-up fires excluded).
  */
+import type { Transaction } from 'kysely';
 import type { Clock } from '../../core/clock.js';
 import type { Component } from '../../core/lifecycle.js';
 import type { Logger } from '../../core/logger.js';
@@ -53,6 +62,22 @@ export interface OccurrenceInfo {
   lateMs: number;
   /** True when fired inside the grace window for an occurrence due before the scheduler (re)started. */
   catchUp: boolean;
+  /**
+   * Records the occurrence `fired` with `broadcastId` inside `trx`, the caller's transaction on the repo's database
+   * that creates the broadcast: both commit together, or neither. Rejects with ClaimLostError when this node no
+   * longer holds the claim (its lease ended: recorded missed); the caller must then let `trx` (or its savepoint)
+   * roll back. After using it, onOccurrence must settle only once `trx` has committed (resolve) or rolled back
+   * (reject). Absent when the repo cannot write in a caller's transaction.
+   */
+  recordFired?: (trx: Transaction<unknown>, broadcastId: string) => Promise<void>;
+}
+
+/** The claim of an occurrence is no longer this node's: its lease ended and it was recorded missed. */
+export class ClaimLostError extends Error {
+  constructor(readonly scheduleId: string, readonly plannedAt: number) {
+    super(`schedule ${scheduleId}: the claim of the occurrence planned at ${plannedAt} expired (recorded missed)`);
+    this.name = 'ClaimLostError';
+  }
 }
 
 /** What onOccurrence may return: the id of the broadcast it started (recorded with the claim), or nothing. */
@@ -359,14 +384,17 @@ export class Scheduler implements Component {
     }
   }
 
-  /** Claims without an outcome past the lease: recorded missed (here, once across nodes) and reported. */
+  /**
+   * Claims without an outcome past the lease: recorded missed (here, once across nodes) and reported. A claim whose
+   * broadcast was stored is not among them: its outcome committed with the broadcast (recordFired).
+   */
   private async expire(): Promise<void> {
     const now = this.opts.clock.now();
     try {
       for (const c of await this.opts.repo.expireClaims(now - this.leaseMs)) {
         const s = this.entries.get(c.scheduleId)?.schedule ?? await this.opts.repo.get(c.scheduleId);
         this.log.warn({ scheduleId: c.scheduleId, plannedAt: c.occurrenceAt, claimedBy: c.nodeId },
-          'schedule occurrence claimed but never started (its node stopped): recorded as missed');
+          'schedule occurrence claimed but its broadcast never stored (its node stopped): recorded as missed');
         if (s) this.call(() => this.opts.onMissed(s, c.occurrenceAt), s.id, 'onMissed');
       }
       const oldest = await this.opts.repo.oldestPending();
@@ -377,29 +405,46 @@ export class Scheduler implements Component {
     }
   }
 
-  /** Calls onOccurrence for a won claim and records its outcome on the claim. */
-  private fire(s: Schedule, plannedAt: number, info: OccurrenceInfo): void {
+  /** Calls onOccurrence for a won claim and records its outcome on the claim (unless recordFired did, with the broadcast). */
+  private fire(s: Schedule, plannedAt: number, base: Omit<OccurrenceInfo, 'recordFired'>): void {
+    const { repo } = this.opts;
+    /** Set once recordFired wrote the outcome in the caller's transaction (committed if onOccurrence resolves). */
+    let recorded = false;
+    const info: OccurrenceInfo = repo.settleIn
+      ? {
+        ...base,
+        recordFired: async (trx, broadcastId) => {
+          if (!await repo.settleIn!(trx, s.id, plannedAt, this.nodeId, 'fired', broadcastId)) throw new ClaimLostError(s.id, plannedAt);
+          recorded = true;
+        },
+      }
+      : base;
     const settle = (outcome: OccurrenceOutcome, result?: OccurrenceResult) =>
-      this.settle(s.id, plannedAt, outcome, typeof result === 'string' ? result : undefined);
+      this.settle(s.id, plannedAt, outcome, typeof result === 'string' ? result : undefined, recorded);
+    const failed = (err: unknown): Promise<void> => {
+      if (err instanceof ClaimLostError) {
+        this.log.warn({ scheduleId: s.id, plannedAt }, 'claim expired before the occurrence\'s broadcast was stored: not played (recorded as missed)');
+        return Promise.resolve();
+      }
+      this.log.error({ err, scheduleId: s.id }, 'onOccurrence failed');
+      return settle('failed');
+    };
     let r: OccurrenceResult | Promise<OccurrenceResult>;
     try {
       r = this.opts.onOccurrence(s, plannedAt, info);
     } catch (err) {
-      this.log.error({ err, scheduleId: s.id }, 'onOccurrence failed');
-      this.track(settle('failed'));
+      this.track(failed(err));
       return;
     }
     this.track(r instanceof Promise
-      ? r.then((v) => settle('fired', v), (err: unknown) => {
-        this.log.error({ err, scheduleId: s.id }, 'onOccurrence failed');
-        return settle('failed');
-      })
-      : settle('fired', r));
+      ? r.then((v) => (recorded ? undefined : settle('fired', v)), failed)
+      : recorded ? Promise.resolve() : settle('fired', r));
   }
 
-  private async settle(scheduleId: string, plannedAt: number, outcome: OccurrenceOutcome, broadcastId?: string): Promise<void> {
+  /** `recorded`: the outcome may already be written with the broadcast (a failure after its commit): no warning then. */
+  private async settle(scheduleId: string, plannedAt: number, outcome: OccurrenceOutcome, broadcastId?: string, recorded = false): Promise<void> {
     try {
-      if (!await this.opts.repo.settle(scheduleId, plannedAt, this.nodeId, outcome, broadcastId)) {
+      if (!await this.opts.repo.settle(scheduleId, plannedAt, this.nodeId, outcome, broadcastId) && !recorded) {
         this.log.warn({ scheduleId, plannedAt, outcome }, 'claim expired before its outcome was written (recorded as missed)');
       }
     } catch (err) {

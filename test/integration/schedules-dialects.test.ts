@@ -105,6 +105,24 @@ describe.each(STATE_DIALECTS)('schedules on %s', (dialect) => {
     expect((await repo.get('s'))!.lastFiredAt).toBe(600);
   });
 
+  it('settleIn(): the outcome commits, or rolls back, with the caller\'s transaction; only for the claim\'s holder', async () => {
+    const s = newSchedule(spec(), { now: 1_000, id: 's' });
+    await repo.insert(s);
+    expect(await repo.claim({ scheduleId: 's', version: s.updatedAt, nodeId: 'n1', now: 10_000, times: [100], outcome: null })).toEqual([100]);
+    const outcome = async () => (await repo.occurrences('s', 1)).map((o) => [o.outcome, o.broadcastId]);
+    // the caller's transaction fails after the write (its broadcast was not stored): no outcome
+    await expect(h.db.write(async (trx) => {
+      expect(await repo.settleIn(trx, 's', 100, 'n1', 'fired', 'b-100')).toBe(true);
+      throw new Error('the broadcast could not be stored');
+    })).rejects.toThrow(/could not be stored/);
+    expect(await outcome()).toEqual([[undefined, undefined]]);
+    expect(await h.db.write((trx) => repo.settleIn(trx, 's', 100, 'n2', 'fired', 'b-100'))).toBe(false);
+    expect(await h.db.write((trx) => repo.settleIn(trx, 's', 100, 'n1', 'fired', 'b-100'))).toBe(true);
+    expect(await outcome()).toEqual([['fired', 'b-100']]);
+    expect(await repo.expireClaims(99_999)).toEqual([]);
+    expect(await h.db.write((trx) => repo.settleIn(trx, 's', 100, 'n1', 'failed'))).toBe(false);
+  });
+
   it('locked(): a check over all schedules and the write it allows are atomic, also across nodes', async () => {
     const nodes: Db<unknown>[] = dialect === 'postgres' ? [openPgDb(h.url!), openPgDb(h.url!), openPgDb(h.url!)] : [h.db, h.db, h.db];
     try {

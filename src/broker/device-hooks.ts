@@ -24,15 +24,19 @@
  */
 import type { Aedes, AedesPublishPacket, Client, PublishPacket, Subscription } from 'aedes';
 import type { DeviceAuthenticator } from '../devices/types.js';
+import { AckGroups } from './ack-groups.js';
 import { authError, sink, type AuthDone, type BrokerContext, type PubDone } from './context.js';
 import { peerAddress } from './proxy-accept.js';
 import { claimThenAdmit, NO_SESSION_CLAIMS, type SessionClaims } from './session-claims.js';
 import { DeviceSession, suppressWill, type DevicePresence } from './session.js';
 import type { PublishAccess } from './topics.js';
-import type { InboundHandler, InboundMessage } from './types.js';
+import type { HandleResult, InboundHandler, InboundMessage } from './types.js';
 
 /** Highest QoS a device is granted: server → device traffic is QoS 0/1 (device protocol §3). */
 export const DEVICE_MAX_QOS = 1;
+
+/** A message handed to its handler, waiting for the outcome. */
+interface Waiting { s: DeviceSession; packet: PublishPacket; topic: string; cb: PubDone }
 
 /** A message held back by its device's rate limit: its callback runs when the timer fires. */
 interface Held { timer: NodeJS.Timeout | null; cb: PubDone }
@@ -307,19 +311,27 @@ export class DeviceHooks {
     if (access.type === 'status') packet.topic = s.acl.statusTopic;
     else sink(packet);
 
-    let pending: Promise<{ ok: true } | { ok: false; reason: string; detail?: string }>;
+    let pending: Promise<HandleResult>;
     try { pending = this.handler(msg); } catch (err) { pending = Promise.reject(err); }
     this.inflight++;
-    pending.then((res) => {
-      this.inflight--;
-      corkUntilNextTick(s.client);
-      if (res.ok) cb(null);
-      else this.refuse(s, packet, topic, res.reason, this.ctx.clock.now(), cb, res.detail);
-    }, (err: unknown) => {
-      this.inflight--;
-      this.handlerFailed(s, topic, err, cb);
-    });
+    this.acks.add(pending, { s, packet, topic, cb });
   }
+
+  /** A message's handler resolved: PUBACK (corked with the rest of its commit), or a refusal. */
+  private readonly handled = (w: Waiting, res: HandleResult): void => {
+    this.inflight--;
+    corkUntilNextTick(w.s.client);
+    if (res.ok) w.cb(null);
+    else this.refuse(w.s, w.packet, w.topic, res.reason, this.ctx.clock.now(), w.cb, res.detail);
+  };
+
+  private readonly failed = (w: Waiting, err: unknown): void => {
+    this.inflight--;
+    this.handlerFailed(w.s, w.topic, err, w.cb);
+  };
+
+  /** Messages waiting for their handler, one reaction per group commit. */
+  private readonly acks = new AckGroups<Waiting, HandleResult>(this.handled, this.failed);
 
   /** Release every held message unacknowledged (stop()). */
   releaseHeld(): void {

@@ -4,6 +4,8 @@
  * another server stops it with one line too), stop cleanly on SIGTERM/SIGINT
  * (buffers flushed, connections closed).
  */
+// First: before aedes loads its MQTT parser (see quiet-debug.ts).
+import './core/quiet-debug.js';
 import { loadConfig, ConfigError } from './config/index.js';
 import { EXIT, createLogger, exitStatusFor, isKengError } from './core/index.js';
 import { buildApp } from './app.js';

@@ -39,4 +39,19 @@ describe('record-pack', () => {
     expect(Object.getPrototypeOf(r!.values)).toBe(Object.prototype);
     expect(Object.keys(r!.values)).toEqual(['__proto__', 'a']);
   });
+
+  it("keeps every record's own device, kind, area and field names when neighbours share some of them", () => {
+    // Consecutive records of one device reuse the previous record's strings; every change must still show.
+    const records: TelemetryRecord[] = [
+      { deviceId: 'a', kind: 'soil', area: 'X1', ts: 1, values: { t: 1, h: 2, b: 3 } },
+      { deviceId: 'a', kind: 'soil', area: 'X1', ts: 2, values: { t: 4, h: 5, b: 6 } },
+      { deviceId: 'a', kind: 'soil', ts: 3, values: { h: 7, t: 8 } },
+      { deviceId: 'b', kind: 'soil', area: 'X1', ts: 4, values: { t: 9, extra: 'e', b: false } },
+      { deviceId: 'a', kind: 'rain', area: 'X2', ts: 5, values: {} },
+      { deviceId: 'a', kind: 'rain', area: 'X2', ts: 6, values: { t: 'soil' } },
+    ];
+    const back = unpackRecords(packRecords(records));
+    expect(back).toEqual(records.map((r) => ({ ...r, area: r.area ?? '' })));
+    expect(back.map((r) => Object.keys(r.values))).toEqual(records.map((r) => Object.keys(r.values)));
+  });
 });

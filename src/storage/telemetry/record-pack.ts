@@ -36,34 +36,52 @@ export function packRecords(records: readonly TelemetryRecord[]): PackedRecords 
     if (i === undefined) { i = strings.length; strings.push(s); ids.set(s, i); }
     return i;
   };
+  // Records of one device tend to come in a row with the same kind, area and field names in the same
+  // order (one firmware): those are compared with the previous record's before any map lookup.
+  let lastDevice = ''; let lastDeviceIx = -1;
+  let lastKind = ''; let lastKindIx = -1;
+  let lastArea = ''; let lastAreaIx = -1;
+  const lastKeys: string[] = []; const lastKeyIx: number[] = [];
   // Typical record: 4 fields → 5 + 4 × 3 = 17 slots; grown if a batch has more.
   let nums = new Float64Array(Math.max(64, records.length * 17));
   let o = 0;
   for (const r of records) {
-    let n = 0;
-    for (const _ in r.values) n++;
-    const need = o + 5 + n * 3;
-    if (need > nums.length) {
-      const bigger = new Float64Array(Math.max(need, nums.length * 2));
-      bigger.set(nums.subarray(0, o));
-      nums = bigger;
-    }
-    nums[o++] = intern(r.deviceId);
-    nums[o++] = intern(r.kind);
-    nums[o++] = intern(r.area ?? '');
+    if (o + 5 > nums.length) nums = grow(nums, o + 5);
+    const d = r.deviceId;
+    if (d !== lastDevice || lastDeviceIx < 0) { lastDevice = d; lastDeviceIx = intern(d); }
+    const kind = r.kind;
+    if (kind !== lastKind || lastKindIx < 0) { lastKind = kind; lastKindIx = intern(kind); }
+    const area = r.area ?? '';
+    if (area !== lastArea || lastAreaIx < 0) { lastArea = area; lastAreaIx = intern(area); }
+    nums[o++] = lastDeviceIx;
+    nums[o++] = lastKindIx;
+    nums[o++] = lastAreaIx;
     nums[o++] = r.ts;
-    nums[o++] = n;
+    const countAt = o++;
     const values = r.values;
+    let n = 0;
     for (const k in values) {
+      if (o + 3 > nums.length) nums = grow(nums, o + 3);
       const v = values[k]!;
-      nums[o++] = intern(k);
+      let ki: number;
+      if (lastKeys[n] === k) ki = lastKeyIx[n]!;
+      else { ki = intern(k); lastKeys[n] = k; lastKeyIx[n] = ki; }
+      n++;
+      nums[o++] = ki;
       if (typeof v === 'number') { nums[o++] = 0; nums[o++] = v; }
       else if (typeof v === 'boolean') { nums[o++] = 1; nums[o++] = v ? 1 : 0; }
       else { nums[o++] = 2; nums[o++] = intern(v); }
     }
+    nums[countAt] = n;
   }
   // A copy of the used part: the transfer then moves exactly what is needed.
   return { packed: 1, count: records.length, strings, nums: o === nums.length ? nums : nums.slice(0, o) };
+}
+
+function grow(nums: Float64Array<ArrayBuffer>, need: number): Float64Array<ArrayBuffer> {
+  const bigger = new Float64Array(Math.max(need, nums.length * 2));
+  bigger.set(nums);
+  return bigger;
 }
 
 export function unpackRecords(p: PackedRecords): TelemetryRecord[] {

@@ -32,6 +32,7 @@ import { BrokerContext, SINK_TOPIC, authError, type AuthDone, type MqttConfig, t
 import { DEVICE_MAX_QOS, DeviceHooks } from './device-hooks.js';
 import type { SessionClaims } from './session-claims.js';
 import { deliverToSession } from './direct-delivery.js';
+import { installBufferListReads } from './buffer-list-reads.js';
 import { installFrameGuard } from './frame-guard.js';
 import { ProvisionSessions, isProvisionLogin, type ProvisionTuning } from './provision-session.js';
 import { proxyGate } from './proxy-accept.js';
@@ -126,6 +127,8 @@ export class AedesBroker implements BrokerPort {
     const t = this.tuning;
     const tlsMaterial = this.deps.tls?.load() ?? null; // throws ConfigError naming the setting
     this.ctx.stopping = false;
+    // The MQTT parser's header reads without a Buffer each (buffer-list-reads.ts); process-wide, once.
+    if (!installBufferListReads()) this.deps.logger.debug('mqtt-packet buffer list not as expected: its reads stay as they are');
     const aedes = await Aedes.createBroker({
       connectTimeout: t.connectTimeoutMs,
       heartbeatInterval: t.heartbeatIntervalMs,

@@ -79,3 +79,14 @@ export async function openState(dialect: SqlDialect): Promise<StateHarness> {
     async close() { await state.stop(); rmSync(dir, { recursive: true, force: true }); },
   };
 }
+
+/**
+ * SQLite: rows for speakers `ids` in the registry's tables (area `p`), which RPC commands need (rpc store-sql.ts
+ * stores commands for registered devices only). PostgreSQL's state scopes have no such constraint: nothing to do.
+ */
+export function seedSpeakerRows(h: StateHarness, ids: readonly string[]): void {
+  if (!h.sqlite) return;
+  h.sqlite.exec(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0)`);
+  const add = h.sqlite.prepare(`INSERT INTO devices (id, kind, name, area, secret_hash, token_lookup, token_hash, created_at) VALUES (?, 'speaker', ?, 'p', 'x', ?, 'x', 0)`);
+  for (const id of ids) add.run(id, id, id);
+}

@@ -22,7 +22,7 @@ import { SqlScheduleRepo } from '../../src/broadcast/schedule/repo.js';
 import { Scheduler } from '../../src/broadcast/schedule/scheduler.js';
 import { StateWindow } from '../../src/storage/state/index.js';
 import { broadcastRegistry, testDevice } from '../helpers/broadcast-registry.js';
-import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
+import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness, seedSpeakerRows } from '../helpers/state-dialects.js';
 import { waitFor } from '../helpers/mqtt.js';
 
 const logger = createLogger('silent');
@@ -46,12 +46,7 @@ describe.each(STATE_DIALECTS)('an occurrence\'s record commits with its broadcas
 
   beforeEach(async () => {
     h = await openState(dialect);
-    if (h.sqlite) { // commands are stored for registered devices only (rpc store-sql.ts): the registry's rows
-      h.sqlite.exec(`INSERT INTO areas (code, name, level, parent, created_at) VALUES ('p', 'P', 'province', NULL, 0)`);
-      for (const id of ['loa-1', 'loa-2']) {
-        h.sqlite.prepare(`INSERT INTO devices (id, kind, name, area, secret_hash, token_lookup, token_hash, created_at) VALUES (?, 'speaker', ?, 'p', 'x', ?, 'x', 0)`).run(id, id, id);
-      }
-    }
+    seedSpeakerRows(h, ['loa-1', 'loa-2']);
     dir = mkdtempSync(path.join(tmpdir(), 'keng-sched-record-'));
     const registry = broadcastRegistry([testDevice('loa-1', 'v1'), testDevice('loa-2', 'v2')]);
     const bus = new EventBus();

@@ -8,22 +8,18 @@
  *    the same request with a working audit commits all of it and publishes the commands.
  */
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { sql } from 'kysely';
-import { EventBus, Metrics, createLogger, systemClock } from '../../src/core/index.js';
-import { loadConfig } from '../../src/config/index.js';
-import { AuditLog, type AuditRecorder } from '../../src/audit/log.js';
-import { RpcService } from '../../src/rpc/index.js';
-import { BroadcastExecutor, playHooks, type LogNames } from '../../src/broadcast/execution/index.js';
+import { createLogger } from '../../src/core/index.js';
+import type { AuditRecorder } from '../../src/audit/log.js';
+import type { BroadcastExecutor, LogNames } from '../../src/broadcast/execution/index.js';
 import { BroadcastQueries } from '../../src/broadcast/execution/queries.js';
 import { BroadcastRepoSql } from '../../src/broadcast/execution/repo-sql.js';
-import { BroadcastService, type BroadcastServiceDeps } from '../../src/broadcast/service.js';
+import type { BroadcastService } from '../../src/broadcast/service.js';
 import { StateWindow } from '../../src/storage/state/index.js';
 import type { Db } from '../../src/storage/sql/index.js';
 import { broadcastRegistry, testDevice } from '../helpers/broadcast-registry.js';
-import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness, seedSpeakerRows } from '../helpers/state-dialects.js';
+import { startBroadcastStack, type BroadcastStack } from '../helpers/broadcast-stack.js';
+import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 import { waitFor } from '../helpers/mqtt.js';
 
 const logger = createLogger('silent');
@@ -137,59 +133,32 @@ describe('broadcast readers on both dialects', () => {
 });
 
 describe.each(STATE_DIALECTS)('play now is one unit of the state window on %s', (dialect) => {
+  let stack: BroadcastStack;
   let h: StateHarness;
-  let dir: string;
   let window: StateWindow;
-  let rpc: RpcService;
   let exec: BroadcastExecutor;
   let service: BroadcastService;
-  let deps: BroadcastServiceDeps;
   let failAudit = false;
   const published: string[] = [];
 
   beforeEach(async () => {
-    h = await openState(dialect);
-    seedSpeakerRows(h, ['loa-1', 'loa-2']);
-    dir = mkdtempSync(path.join(tmpdir(), 'keng-bcast-unit-'));
-    const registry = fakeRegistry();
-    const bus = new EventBus();
-    const metrics = new Metrics({ defaultMetrics: false });
-    window = new StateWindow({ db: h.db, logger });
-    await window.start();
-    rpc = new RpcService({
-      db: h.db, window, bus, logger, metrics, paramsHooks: playHooks(() => exec),
-      broker: { isConnected: () => true, publish: async (topic) => { published.push(topic); } },
+    stack = await startBroadcastStack(dialect, {
+      registry: fakeRegistry(), speakers: ['loa-1', 'loa-2'], tmpPrefix: 'keng-bcast-unit-',
+      published: (topic) => { published.push(topic); }, settings: { broadcast: { streamHosts: ['127.0.0.1'] } },
+      // Appends for real (in the unit's transaction), then fails: the append must be undone with the rest.
+      audit: (real): AuditRecorder => ({
+        record: async (e, trx) => {
+          const entry = await real.record(e, trx);
+          if (failAudit) throw new Error('injected audit failure');
+          return entry;
+        },
+      }),
     });
-    exec = new BroadcastExecutor({ db: h.db, window, rpc, bus, registry, mediaUrl: (id) => `http://keng/${id}`, logger, metrics });
-    const real = new AuditLog({ db: h.db, clock: systemClock, logger });
-    // Appends for real (in the unit's transaction), then fails: the append must be undone with the rest.
-    const audit: AuditRecorder = {
-      record: async (e, trx) => {
-        const entry = await real.record(e, trx);
-        if (failAudit) throw new Error('injected audit failure');
-        return entry;
-      },
-    };
-    deps = {
-      config: loadConfig({ env: {}, overrides: { dataDir: dir, logLevel: 'silent', broadcast: { streamHosts: ['127.0.0.1'] } } as never }),
-      stateSql: h.db, window, registry: registry as never, media: {} as never, executor: exec, audit, logger, metrics, clock: systemClock,
-      mediaViewer: () => ({ all: true, sees: new Set(), owns: new Set(), home: [] }) as never,
-    };
-    service = new BroadcastService(deps);
-    await rpc.start();
-    await exec.start();
-    await service.start();
+    ({ h, window, exec, service } = stack);
     failAudit = false;
     published.length = 0;
   });
-  afterEach(async () => {
-    await service.stop();
-    await exec.stop();
-    await rpc.stop();
-    await window.stop();
-    await h.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(async () => { await stack.stop(); });
 
   const caller = { principal: { kind: 'user', id: 'op', role: 'admin', areas: [] } as never, ip: '10.0.0.1', inScope: () => true };
   const body = { target: { devices: ['loa-1', 'loa-2'] }, content: { streamUrl: 'http://127.0.0.1:9/radio' }, durationSec: 60 };

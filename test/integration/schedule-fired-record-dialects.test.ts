@@ -6,23 +6,16 @@
  * committed with the broadcast. A claim whose broadcast was never stored still becomes `missed`, once; and a
  * node whose claim expired before its broadcast was stored stores nothing (no broadcast of a missed occurrence).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EventBus, Metrics, createLogger, systemClock } from '../../src/core/index.js';
-import { loadConfig } from '../../src/config/index.js';
-import { AuditLog } from '../../src/audit/log.js';
-import { RpcService } from '../../src/rpc/index.js';
-import { BroadcastExecutor, playHooks } from '../../src/broadcast/execution/index.js';
-import { BroadcastService } from '../../src/broadcast/service.js';
+import type { BroadcastService } from '../../src/broadcast/service.js';
+import { createLogger, systemClock } from '../../src/core/index.js';
 import { newSchedule, type ScheduleSpec } from '../../src/broadcast/schedule/model.js';
 import { SqlScheduleRepo } from '../../src/broadcast/schedule/repo.js';
 import { Scheduler } from '../../src/broadcast/schedule/scheduler.js';
-import { StateWindow } from '../../src/storage/state/index.js';
 import { broadcastRegistry, testDevice } from '../helpers/broadcast-registry.js';
-import { STATE_DIALECTS, openState, stopStatePostgres, type StateHarness, seedSpeakerRows } from '../helpers/state-dialects.js';
+import { startBroadcastStack, type BroadcastStack } from '../helpers/broadcast-stack.js';
+import { STATE_DIALECTS, stopStatePostgres, type StateHarness } from '../helpers/state-dialects.js';
 import { waitFor } from '../helpers/mqtt.js';
 
 const logger = createLogger('silent');
@@ -36,44 +29,22 @@ const spec = (at: number): ScheduleSpec => ({
 interface ClaimRow { schedule_id: string; node_id: string; outcome: string | null; broadcast_id: string | null }
 
 describe.each(STATE_DIALECTS)('an occurrence\'s record commits with its broadcast on %s', (dialect) => {
+  let stack: BroadcastStack;
   let h: StateHarness;
-  let dir: string;
-  let window: StateWindow;
-  let rpc: RpcService;
-  let exec: BroadcastExecutor;
   let service: BroadcastService;
   let repo: SqlScheduleRepo;
 
   beforeEach(async () => {
-    h = await openState(dialect);
-    seedSpeakerRows(h, ['loa-1', 'loa-2']);
-    dir = mkdtempSync(path.join(tmpdir(), 'keng-sched-record-'));
-    const registry = broadcastRegistry([testDevice('loa-1', 'v1'), testDevice('loa-2', 'v2')]);
-    const bus = new EventBus();
-    const metrics = new Metrics({ defaultMetrics: false });
-    window = new StateWindow({ db: h.db, logger });
-    await window.start();
-    rpc = new RpcService({ db: h.db, window, bus, logger, metrics, paramsHooks: playHooks(() => exec), broker: { isConnected: () => true, publish: async () => undefined } });
-    exec = new BroadcastExecutor({ db: h.db, window, rpc, bus, registry, mediaUrl: (id) => `http://keng/${id}`, logger, metrics });
-    service = new BroadcastService({
-      config: loadConfig({ env: {}, overrides: { dataDir: dir, logLevel: 'silent' } as never }),
-      stateSql: h.db, nodeId: 'n1', window, registry: registry as never, media: {} as never, executor: exec,
-      audit: new AuditLog({ db: h.db, clock: systemClock, logger }), logger, metrics, clock: systemClock,
-      mediaViewer: () => ({ all: true, sees: new Set(), owns: new Set(), home: [] }) as never,
+    stack = await startBroadcastStack(dialect, {
+      registry: broadcastRegistry([testDevice('loa-1', 'v1'), testDevice('loa-2', 'v2')]), speakers: ['loa-1', 'loa-2'],
+      tmpPrefix: 'keng-sched-record-', nodeId: 'n1',
     });
+    ({ h, service } = stack);
     repo = new SqlScheduleRepo(h.db);
-    await rpc.start();
-    await exec.start();
-    await service.start();
   }, 120_000);
   afterEach(async () => {
     vi.restoreAllMocks();
-    await service.stop();
-    await exec.stop();
-    await rpc.stop();
-    await window.stop();
-    await h.close();
-    rmSync(dir, { recursive: true, force: true });
+    await stack.stop();
   });
 
   const claims = async () => (await sql<ClaimRow>`SELECT schedule_id, node_id, outcome, broadcast_id FROM schedule_occurrences ORDER BY schedule_id`

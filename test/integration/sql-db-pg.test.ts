@@ -42,6 +42,40 @@ describe('Db.ping on a black-holed network', () => {
   }, 60_000);
 });
 
+describe('a write transaction on a black-holed network', () => {
+  it('fails after one query timeout, not two: the hung connection is closed, so its ROLLBACK does not wait a timeout of its own', async () => {
+    const url = new URL(await server.createDatabase('cut_write'));
+    const hole = await startBlackhole({ host: url.hostname, port: Number(url.port) });
+    url.hostname = hole.host;
+    url.port = String(hole.port);
+    // statement_timeout 2 s, so the client gives up on a silent server after 3 s.
+    const db = openPgDb(url.toString(), { poolMax: 2, statementTimeoutMs: 2_000 });
+    try {
+      await sql`CREATE TABLE t (v int)`.execute(db.kysely);
+      let cutAt = 0;
+      const failed = db.write(async (trx) => {
+        await sql`INSERT INTO t VALUES (1)`.execute(trx); // the transaction has begun on the server
+        hole.pause();
+        cutAt = Date.now();
+        await sql`INSERT INTO t VALUES (2)`.execute(trx);
+      }).then(() => null, (e: Error) => ({ message: e.message, afterMs: Date.now() - cutAt }));
+      const r = await failed;
+      expect(r).not.toBeNull();
+      // One query timeout (3 s) and a little; before, the ROLLBACK queued behind the hung INSERT took 3 s more.
+      expect(r!.afterMs).toBeGreaterThanOrEqual(2_900);
+      expect(r!.afterMs).toBeLessThan(4_500);
+      hole.heal();
+      // The pool opens a new connection; the orphaned transaction was never committed.
+      await db.write(async (trx) => { await sql`INSERT INTO t VALUES (3)`.execute(trx); });
+      const rows = await sql<{ v: number }>`SELECT v FROM t ORDER BY v`.execute(db.kysely);
+      expect(rows.rows.map((x) => x.v)).toEqual([3]);
+    } finally {
+      await db.close();
+      await hole.close();
+    }
+  }, 60_000);
+});
+
 describe('session settings', () => {
   it('every pooled connection runs without JIT (compiling a 2,000-row insert cost 265 of its 290 ms)', async () => {
     const db = openPgDb(server.url, { poolMax: 3 });

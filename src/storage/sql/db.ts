@@ -210,8 +210,33 @@ export function openPgDb<DB>(url: string, o: PgOptions = {}): Db<DB> {
   // A connection that breaks while checked out (between two statements of a transaction) emits
   // 'error' with no pool listener attached: without one the process would crash. The statement
   // in flight, or the next one, rejects; the pool then discards the connection.
-  pool.on('connect', (client) => client.on('error', (err) => o.onIdleError?.(err)));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => o.onIdleError?.(err));
+    abandonAfterReadTimeout(client);
+  });
   return new KyselyDb<DB>('postgres', new Kysely<DB>({ dialect: new PostgresDialect({ pool }) }));
+}
+
+/**
+ * The client-side query timeout fires only when the server stays silent (its own statement_timeout
+ * answers first otherwise): the network is cut. pg then rejects the query but keeps waiting for its
+ * answer on the same connection, so the next statement on it (the transaction's ROLLBACK) waits a
+ * whole timeout more, and a write fails after twice the timeout. Closing the connection makes that
+ * ROLLBACK fail at once and the pool open a new one; the server rolls back the orphaned transaction
+ * itself (idle_in_transaction_session_timeout, or the session's end).
+ */
+function abandonAfterReadTimeout(client: pg.PoolClient): void {
+  const query = client.query as (...args: unknown[]) => unknown;
+  client.query = function (this: pg.PoolClient, ...args: unknown[]) {
+    const result = query.apply(this, args);
+    if (result instanceof Promise) {
+      // A side branch that only watches: the caller still gets the rejection from `result`.
+      result.catch((err: unknown) => {
+        if ((err as Error | undefined)?.message === 'Query read timeout') client.end().catch(() => undefined);
+      });
+    }
+    return result;
+  } as typeof client.query;
 }
 
 /** `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs and error messages (also with several hosts). */

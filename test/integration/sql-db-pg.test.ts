@@ -6,20 +6,26 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPgDb } from '../../src/storage/sql/index.js';
-import { startBlackhole } from '../../tools/blackhole.js';
+import { startBlackhole, type Blackhole } from '../../tools/blackhole.js';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 
 let server: PostgresServer;
 beforeAll(async () => { server = await startPostgres(); }, 120_000);
 afterAll(async () => { await server?.destroy(); });
 
+/** A new database reached through a proxy that can cut the network. */
+async function behindBlackhole(name: string): Promise<{ url: string; hole: Blackhole }> {
+  const url = new URL(await server.createDatabase(name));
+  const hole = await startBlackhole({ host: url.hostname, port: Number(url.port) });
+  url.hostname = hole.host;
+  url.port = String(hole.port);
+  return { url: url.toString(), hole };
+}
+
 describe('Db.ping on a black-holed network', () => {
   it('probes share one query in flight: the pool keeps its other connections; answers again after the heal', async () => {
-    const url = new URL(await server.createDatabase('probe'));
-    const hole = await startBlackhole({ host: url.hostname, port: Number(url.port) });
-    url.hostname = hole.host;
-    url.port = String(hole.port);
-    const db = openPgDb(url.toString(), { poolMax: 5 });
+    const { url, hole } = await behindBlackhole('probe');
+    const db = openPgDb(url, { poolMax: 5 });
     try {
       await db.ping(5_000);
       expect(hole.connections()).toBe(1);
@@ -44,12 +50,9 @@ describe('Db.ping on a black-holed network', () => {
 
 describe('a write transaction on a black-holed network', () => {
   it('fails after one query timeout, not two: the hung connection is closed, so its ROLLBACK does not wait a timeout of its own', async () => {
-    const url = new URL(await server.createDatabase('cut_write'));
-    const hole = await startBlackhole({ host: url.hostname, port: Number(url.port) });
-    url.hostname = hole.host;
-    url.port = String(hole.port);
+    const { url, hole } = await behindBlackhole('cut_write');
     // statement_timeout 2 s, so the client gives up on a silent server after 3 s.
-    const db = openPgDb(url.toString(), { poolMax: 2, statementTimeoutMs: 2_000 });
+    const db = openPgDb(url, { poolMax: 2, statementTimeoutMs: 2_000 });
     try {
       await sql`CREATE TABLE t (v int)`.execute(db.kysely);
       let cutAt = 0;

@@ -62,6 +62,8 @@ function spread(xs: number[], digits = 0, unit = ''): string {
 export interface CompareRow {
   shape: string; kengMsgsPerSec: number[]; bareMsgsPerSec: number[]; ratios: number[];
   kengP50: number[]; kengP99: number[]; bareP50: number[]; bareP99: number[]; stored: number; acked: number;
+  /** Commit-sized write + fdatasync on the data directory's disk before each Keng run (disk-sync.ts), ms. */
+  diskSyncMs: number[];
 }
 
 export function compareRows(runs: ShapeRuns[]): CompareRow[] {
@@ -74,18 +76,20 @@ export function compareRows(runs: ShapeRuns[]): CompareRow[] {
     bareP50: bare.map((b) => b.latencyMs.p50), bareP99: bare.map((b) => b.latencyMs.p99),
     stored: keng.reduce((s, k) => s + k.verify.storedReadings, 0),
     acked: keng.reduce((s, k) => s + k.verify.ackedReadings, 0),
+    diskSyncMs: keng.map((k) => k.diskSync.p50Us / 1000),
   }));
 }
 
 /** The comparison as a Markdown table (it goes into the README as printed). */
 export function compareTable(rows: CompareRow[], store: string): string {
   const head = ['shape (devices × in flight)', `Keng (${store}) acked/s`, 'bare aedes acked/s', 'ratio',
-    'Keng PUBACK p50 / p99', 'bare PUBACK p50 / p99', 'Keng stored / acked readings'];
+    'Keng PUBACK p50 / p99', 'bare PUBACK p50 / p99', 'Keng stored / acked readings', 'disk sync p50'];
   const lines = rows.map((r) => [
     r.shape, spread(r.kengMsgsPerSec), spread(r.bareMsgsPerSec), spread(r.ratios, 2) + (r.ratios.length ? '×' : ''),
     `${spread(r.kengP50, 1)} / ${spread(r.kengP99, 1)} ms`,
     r.bareP50.length ? `${spread(r.bareP50, 1)} / ${spread(r.bareP99, 1)} ms` : 'n/a',
     `${fmt(r.stored)} / ${fmt(r.acked)}`,
+    spread(r.diskSyncMs, 2, ' ms'),
   ]);
   const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   return [row(head), row(head.map(() => '---')), ...lines.map(row)].join('\n');

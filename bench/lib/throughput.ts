@@ -1,8 +1,10 @@
 /** One throughput run against one telemetry store, with storage verification. */
+import { tmpdir } from 'node:os';
 import { PROFILES } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
 import { influxCountReadings } from '../../tools/influxd.js';
 import { runLoad } from './load-run.js';
+import { probeDiskSync, type DiskSync } from './disk-sync.js';
 import { MiB, RssSampler } from './proc.js';
 import { fetchMetrics, promValue } from './prom.js';
 import { INFLUX_DB, setUp, tearDown } from './setup.js';
@@ -32,6 +34,8 @@ export interface ThroughputResult {
   serverCpuPct: number | null;
   generatorCpuPct: number;
   drainMs: number | null;
+  /** The data directory's disk, probed right before the load (disk-sync.ts): Keng's rate follows it. */
+  diskSync: DiskSync;
   verify: VerifyResult;
   influxCount: number | null;
   server: {
@@ -48,6 +52,9 @@ export async function runThroughput(o: {
   workers: number; rampPerSec: number; keep: boolean; rateLimit: number; generator: 'raw' | 'mqttjs'; log: (s: string) => void;
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
+  // The same file system as the server's data directory (keng-server.ts makes it under tmpdir()).
+  const diskSync = probeDiskSync(tmpdir());
+  o.log(`disk: ${(diskSync.p50Us / 1000).toFixed(2)} ms p50, ${(diskSync.p90Us / 1000).toFixed(2)} ms p90 per ${diskSync.samples} commit-sized writes with fdatasync`);
   const failures: string[] = [];
   const rss = new RssSampler(s.keng.pid).start();
   const runStart = Date.now();
@@ -112,7 +119,7 @@ export async function runThroughput(o: {
     rssMaxMiB: rss.max / MiB, rssEndMiB: rss.last / MiB,
     serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
     generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
-    drainMs, verify, influxCount, server, stopMs, failures,
+    drainMs, diskSync, verify, influxCount, server, stopMs, failures,
   };
 }
 

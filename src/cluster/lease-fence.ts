@@ -133,7 +133,9 @@ export class LeaseFence implements LeaseFencePort {
   private arm(): void {
     if (this.o.timers === false || this.deadline === null) return;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => { this.timer = null; this.valid(); }, Math.max(0, this.deadline - this.now()) + 1);
+    // Node schedules timers from the event loop's cached time, which lags this clock by the turn under way, so the
+    // timer can fire before the deadline: then it is set again, or the `fenced` event would wait for a valid() call.
+    this.timer = setTimeout(() => { this.timer = null; if (this.valid()) this.arm(); }, Math.max(0, this.deadline - this.now()) + 1);
     this.timer.unref();
   }
 }

@@ -94,6 +94,21 @@ describe('lease fence', () => {
     expect(r.fence.remainingMs()).toBe(3_000 + 8_000 - 3_000);
   });
 
+  it('a timer that fires before the deadline by the fence\'s clock is set again, so the fenced event still comes', async () => {
+    // Node's timers run on the event loop's cached time, which can lag the monotonic clock: the fence's timer may
+    // fire while its clock still reads before the deadline. Here the clock does not move until told.
+    let t = 0;
+    const events: boolean[] = [];
+    const fence = new LeaseFence({ leaseMs: 300, marginMs: 100, logger: createLogger('silent'), now: () => t });
+    fence.onChange((f) => events.push(f));
+    fence.renewed(fence.mark()); // deadline 200 on the fence's clock; its timer in ~201 ms
+    await new Promise((r) => setTimeout(r, 300)); // the timer has fired: too early by the fence's clock
+    expect(events).toEqual([]);
+    t = 250;
+    await vi.waitFor(() => expect(events).toEqual([true]), { timeout: 5_000, interval: 20 });
+    fence.stop();
+  });
+
   it('with timers, the fenced event comes by itself at the deadline (real clock)', async () => {
     const events: boolean[] = [];
     const fence = new LeaseFence({ leaseMs: 300, marginMs: 100, logger: createLogger('silent') });

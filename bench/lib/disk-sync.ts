@@ -1,6 +1,6 @@
 /**
- * How long the disk under the benchmark's data directories takes to make a
- * commit durable, measured right before each Keng run.
+ * How long the disk under Keng's data directory takes to make a commit
+ * durable, measured in that directory right before each Keng run.
  *
  * Keng acknowledges a telemetry message only once the fsync of the commit
  * holding it has returned, and at fleet concurrency a message waits for one
@@ -19,7 +19,7 @@ import path from 'node:path';
 import { percentiles } from '../../src/sim/stats.js';
 
 /** Seven WAL frames (24-byte header + 4 KiB page): what one commit of ~125 messages wrote (docs/benchmarks.md). */
-export const COMMIT_BYTES = 7 * (24 + 4096);
+const COMMIT_BYTES = 7 * (24 + 4096);
 /** The log's size between checkpoints (SQLite's default 1,000-page autocheckpoint). */
 const LOG_BYTES = 1000 * (24 + 4096);
 

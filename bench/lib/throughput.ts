@@ -1,5 +1,4 @@
 /** One throughput run against one telemetry store, with storage verification. */
-import { tmpdir } from 'node:os';
 import { PROFILES } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
 import { influxCountReadings } from '../../tools/influxd.js';
@@ -52,8 +51,7 @@ export async function runThroughput(o: {
   workers: number; rampPerSec: number; keep: boolean; rateLimit: number; generator: 'raw' | 'mqttjs'; log: (s: string) => void;
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
-  // The same file system as the server's data directory (keng-server.ts makes it under tmpdir()).
-  const diskSync = probeDiskSync(tmpdir());
+  const diskSync = probeDiskSync(s.keng.dataDir);
   o.log(`disk: ${(diskSync.p50Us / 1000).toFixed(2)} ms p50, ${(diskSync.p90Us / 1000).toFixed(2)} ms p90 per ${diskSync.samples} commit-sized writes with fdatasync`);
   const failures: string[] = [];
   const rss = new RssSampler(s.keng.pid).start();

@@ -37,7 +37,7 @@ function throughputRows(r: ThroughputResult): Row[] {
     ['messages/s per second: min / median', `${fmt(r.perSecond.min)} / ${fmt(r.perSecond.median)}`],
     ['PUBACK latency p50 / p90 / p99', `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p90, 1)} / ${fmt(r.latencyMs.p99, 1)} ms (max ${fmt(r.latencyMs.max, 0)})`],
     ['server RSS max / end', `${fmt(r.rssMaxMiB)} / ${fmt(r.rssEndMiB)} MiB`],
-    ['disk: commit-sized write + fdatasync p50 / p90', `${fmt(r.diskSync.p50Us / 1000, 2)} / ${fmt(r.diskSync.p90Us / 1000, 2)} ms (before the load)`],
+    ['disk: commit-sized write + fdatasync p50 / p90', `${fmt(r.diskSync.p50Ms, 2)} / ${fmt(r.diskSync.p90Ms, 2)} ms (before the load)`],
     ['CPU server / generator', `${fmt(r.serverCpuPct)}% / ${fmt(r.generatorCpuPct)}% of one core (${cpus().length} cores)`],
     ['messages sent / acked (total)', `${fmt(r.sentTotal)} / ${fmt(r.ackedTotal)} (${r.inflightAtEnd} unacked at end, ${r.clientErrors} client errors)`],
     ...(r.drainMs !== null ? [['queue drain time', `${fmt(r.drainMs / 1000, 1)} s`] as Row] : []),
@@ -72,7 +72,7 @@ function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
     rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),
     serverCpuPct: round(r.serverCpuPct, 0), generatorCpuPct: round(r.generatorCpuPct, 0),
     commits: r.server.commits, commitAvgMs: round(r.server.commitAvgMs), storeWriteAvgMs: round(r.server.storeWriteAvgMs),
-    drainMs: round(r.drainMs, 0), diskSyncP50Ms: round(r.diskSync.p50Us / 1000, 3), diskSyncP90Ms: round(r.diskSync.p90Us / 1000, 3), stored: r.verify.storedReadings, acked: r.verify.ackedReadings,
+    drainMs: round(r.drainMs, 0), diskSyncP50Ms: round(r.diskSync.p50Ms, 3), diskSyncP90Ms: round(r.diskSync.p90Ms, 3), stored: r.verify.storedReadings, acked: r.verify.ackedReadings,
     missing: r.verify.missingReadings, influxCount: r.influxCount, pass: r.failures.length === 0,
   };
 }

@@ -76,7 +76,7 @@ export function compareRows(runs: ShapeRuns[]): CompareRow[] {
     bareP50: bare.map((b) => b.latencyMs.p50), bareP99: bare.map((b) => b.latencyMs.p99),
     stored: keng.reduce((s, k) => s + k.verify.storedReadings, 0),
     acked: keng.reduce((s, k) => s + k.verify.ackedReadings, 0),
-    diskSyncMs: keng.map((k) => k.diskSync.p50Us / 1000),
+    diskSyncMs: keng.map((k) => k.diskSync.p50Ms),
   }));
 }
 

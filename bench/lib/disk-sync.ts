@@ -23,7 +23,8 @@ const COMMIT_BYTES = 7 * (24 + 4096);
 /** The log's size between checkpoints (SQLite's default 1,000-page autocheckpoint). */
 const LOG_BYTES = 1000 * (24 + 4096);
 
-export interface DiskSync { p50Us: number; p90Us: number; samples: number }
+/** Milliseconds per commit-sized write + fdatasync. */
+export interface DiskSync { p50Ms: number; p90Ms: number; samples: number }
 
 export function probeDiskSync(dir: string, samples = 200): DiskSync {
   const file = path.join(dir, `keng-bench-sync-${process.pid}-${Date.now()}`);
@@ -32,18 +33,18 @@ export function probeDiskSync(dir: string, samples = 200): DiskSync {
     const chunk = Buffer.alloc(COMMIT_BYTES, 0x5a);
     for (let off = 0; off < LOG_BYTES; off += chunk.length) writeSync(fd, chunk, 0, chunk.length, off);
     fdatasyncSync(fd); // allocated and on disk before timing starts
-    const us: number[] = [];
+    const ms: number[] = [];
     let off = 0;
     for (let i = 0; i < samples; i++) {
       if (off + chunk.length > LOG_BYTES) off = 0;
       const t0 = process.hrtime.bigint();
       writeSync(fd, chunk, 0, chunk.length, off);
       fdatasyncSync(fd);
-      us.push(Number(process.hrtime.bigint() - t0) / 1000);
+      ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
       off += chunk.length;
     }
-    const [p50, p90] = percentiles(us, [50, 90]) as [number, number];
-    return { p50Us: p50, p90Us: p90, samples };
+    const [p50, p90] = percentiles(ms, [50, 90]) as [number, number];
+    return { p50Ms: p50, p90Ms: p90, samples };
   } finally {
     closeSync(fd);
     rmSync(file, { force: true });

@@ -52,7 +52,7 @@ export async function runThroughput(o: {
 }): Promise<ThroughputResult> {
   const s = await setUp({ store: o.store, devices: o.devices, keep: o.keep, rateLimit: o.rateLimit, log: o.log });
   const diskSync = probeDiskSync(s.keng.dataDir);
-  o.log(`disk: ${(diskSync.p50Us / 1000).toFixed(2)} ms p50, ${(diskSync.p90Us / 1000).toFixed(2)} ms p90 per ${diskSync.samples} commit-sized writes with fdatasync`);
+  o.log(`disk: ${diskSync.p50Ms.toFixed(2)} ms p50, ${diskSync.p90Ms.toFixed(2)} ms p90 per ${diskSync.samples} commit-sized writes with fdatasync`);
   const failures: string[] = [];
   const rss = new RssSampler(s.keng.pid).start();
   const runStart = Date.now();

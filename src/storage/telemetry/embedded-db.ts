@@ -92,7 +92,26 @@ export const COMPACT_MAX_ROWS = 10_000;
 /** Points per multi-row INSERT. */
 const ROWS_PER_STMT = 64;
 
-export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' | 'normal' } = {}): Database.Database {
+/**
+ * Page cache of a connection that writes (the writer, the InfluxDB outbox), in KiB. Small on purpose:
+ * a commit can cost SQLite a walk over the connection's whole page cache once the database has free
+ * pages, which a store that deletes (compaction, retention, a drained outbox) always has. A leaf
+ * split that takes a free page numbered below its sibling's swaps the two page numbers through
+ * a temporary one, the lock-byte page (page 262,145 with 4 KiB pages: balance_nonroot in btree.c);
+ * the pager then drops every cached page above the database size at the commit
+ * (pager_end_transaction → pcache1TruncateUnsafe), and with that temporary page number above a
+ * database smaller than 1 GiB it scans the whole hash table and every page in it. On the 2-core
+ * bench machine that walk was 12.7 % of the writer thread's CPU at 20 devices × 20 in flight with a
+ * 32 MiB cache. With 4 MiB the writer alone spends ~13 % less CPU per commit at 20 devices and ~8 %
+ * less at 1,000 (compaction included; `npm run bench:writer`, docs/benchmarks.md). What the writer
+ * touches fits: the right edge of `recent_points`, the dictionaries, and one leaf per device while
+ * a compaction step runs.
+ */
+export const WRITER_CACHE_KIB = 4_096;
+/** Page cache of the read-only connection (history queries): large, the hot leaves of many series stay in memory. */
+export const READER_CACHE_KIB = 32_768;
+
+export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' | 'normal'; cacheKiB?: number } = {}): Database.Database {
   // Every reading (or the InfluxDB queue): the owner only, from creation on; -wal/-shm take the file's mode.
   if (!opts.readonly) preparePrivateDb(path);
   const db = new Database(path, { readonly: !!opts.readonly, fileMustExist: !!opts.readonly });
@@ -102,8 +121,8 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
     tightenSqliteFiles(path);
     db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
   }
-  // A larger page cache keeps the hot leaf pages of many series in memory; sorts (compaction) stay in RAM.
-  db.pragma('cache_size = -32768');
+  db.pragma(`cache_size = -${Math.max(64, Math.floor(opts.cacheKiB ?? (opts.readonly ? READER_CACHE_KIB : WRITER_CACHE_KIB)))}`);
+  // Sorts (a compaction step's ORDER BY) stay in RAM.
   db.pragma('temp_store = MEMORY');
   return db;
 }
@@ -135,8 +154,9 @@ export class EmbeddedWriter {
   private readonly addPoint: Record<Home, Database.Statement>;
   private readonly deletes: PointDeletes;
 
-  constructor(path: string, sync: 'full' | 'normal') {
-    this.db = openDb(path, { sync });
+  /** `cacheKiB`: the connection's page cache (WRITER_CACHE_KIB; benchmarks compare others). */
+  constructor(path: string, sync: 'full' | 'normal', cacheKiB = WRITER_CACHE_KIB) {
+    this.db = openDb(path, { sync, cacheKiB });
     this.db.exec(SCHEMA);
     convertLegacyReadings(this.db);
     this.insDevice = this.db.prepare('INSERT INTO devices (name) VALUES (?)');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { simDeviceIds } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
 import { onCleanup, trackChild } from '../../tools/cleanup.js';
-import { runLoad } from './load-run.js';
+import { brokerUsPerMsg, runLoad } from './load-run.js';
 import type { GeneratorKind } from './load.js';
 
 const BARE_JS = fileURLToPath(new URL('../bare-aedes.js', import.meta.url));
@@ -53,6 +53,8 @@ export interface BareResult {
   msgsPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number };
   serverCpuPct: number | null;
+  /** Its main (only) thread's CPU per acknowledged message, µs (load-run.ts brokerUsPerMsg). */
+  brokerUsPerMsg: number | null;
   clientErrors: number;
 }
 
@@ -74,6 +76,7 @@ export async function runBare(o: {
       devices: o.devices, window: o.window, msgsPerSec: load.ackedInWindow / (load.measuredMs / 1000),
       latencyMs: { p50, p90, p99 },
       serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
+      brokerUsPerMsg: brokerUsPerMsg(load),
       clientErrors: load.errors,
     };
   } finally {

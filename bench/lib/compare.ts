@@ -64,6 +64,8 @@ export interface CompareRow {
   kengP50: number[]; kengP99: number[]; bareP50: number[]; bareP99: number[]; stored: number; acked: number;
   /** Commit-sized write + fdatasync on the data directory's disk before each Keng run (disk-sync.ts), ms. */
   diskSyncMs: number[];
+  /** Broker (main) thread CPU per acknowledged message, µs (load-run.ts brokerUsPerMsg). */
+  kengBrokerUs: number[]; bareBrokerUs: number[];
 }
 
 export function compareRows(runs: ShapeRuns[]): CompareRow[] {
@@ -77,19 +79,23 @@ export function compareRows(runs: ShapeRuns[]): CompareRow[] {
     stored: keng.reduce((s, k) => s + k.verify.storedReadings, 0),
     acked: keng.reduce((s, k) => s + k.verify.ackedReadings, 0),
     diskSyncMs: keng.map((k) => k.diskSync.p50Ms),
+    kengBrokerUs: keng.flatMap((k) => (k.brokerUsPerMsg === null ? [] : [k.brokerUsPerMsg])),
+    bareBrokerUs: bare.flatMap((b) => (b.brokerUsPerMsg === null ? [] : [b.brokerUsPerMsg])),
   }));
 }
 
 /** The comparison as a Markdown table (it goes into the README as printed). */
 export function compareTable(rows: CompareRow[], store: string): string {
   const head = ['shape (devices × in flight)', `Keng (${store}) acked/s`, 'bare aedes acked/s', 'ratio',
-    'Keng PUBACK p50 / p99', 'bare PUBACK p50 / p99', 'Keng stored / acked readings', 'disk sync p50'];
+    'Keng PUBACK p50 / p99', 'bare PUBACK p50 / p99', 'Keng stored / acked readings', 'disk sync p50',
+    'broker thread CPU per message, Keng / bare'];
   const lines = rows.map((r) => [
     r.shape, spread(r.kengMsgsPerSec), spread(r.bareMsgsPerSec), spread(r.ratios, 2) + (r.ratios.length ? '×' : ''),
     `${spread(r.kengP50, 1)} / ${spread(r.kengP99, 1)} ms`,
     r.bareP50.length ? `${spread(r.bareP50, 1)} / ${spread(r.bareP99, 1)} ms` : 'n/a',
     `${fmt(r.stored)} / ${fmt(r.acked)}`,
     spread(r.diskSyncMs, 2, ' ms'),
+    `${spread(r.kengBrokerUs, 1)} / ${r.bareBrokerUs.length ? spread(r.bareBrokerUs, 1) : 'n/a'} µs`,
   ]);
   const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   return [row(head), row(head.map(() => '---')), ...lines.map(row)].join('\n');

@@ -1,7 +1,7 @@
 /** Runs the load on the main thread (workers = 1) or split across worker threads, and merges the slices. */
 import { Worker } from 'node:worker_threads';
 import type { SimCredential } from '../../src/sim/index.js';
-import { readCpuMs } from './proc.js';
+import { readCpuMs, readThreadCpuMs } from './proc.js';
 import { runLoadSlice, now, type GeneratorKind, type LoadSliceOptions, type LoadSliceResult, type Schedule } from './load.js';
 
 export interface LoadOptions {
@@ -24,6 +24,8 @@ export interface LoadResult extends LoadSliceResult {
   generatorCpuMs: number;
   /** CPU time of the server during the measurement window (null when unknown). */
   serverCpuMs: number | null;
+  /** CPU time of the server's main thread (the MQTT broker's) during the measurement window. */
+  serverMainCpuMs: number | null;
   measuredMs: number;
   measureFrom: number;
   measureTo: number;
@@ -73,6 +75,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     connectMs,
     generatorCpuMs: (await cpu).generator,
     serverCpuMs: (await cpu).server,
+    serverMainCpuMs: (await cpu).serverMain,
     measuredMs: measureTo - measureFrom,
     measureFrom,
     measureTo,
@@ -80,16 +83,24 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   return merged;
 }
 
+/** The server's main (broker) thread CPU per message acknowledged in the window (µs), null when unknown. */
+export function brokerUsPerMsg(load: Pick<LoadResult, 'serverMainCpuMs' | 'ackedInWindow'>): number | null {
+  return load.serverMainCpuMs === null || load.ackedInWindow === 0 ? null : (load.serverMainCpuMs * 1000) / load.ackedInWindow;
+}
+
 /** Samples this process's and the server's CPU time at the start and end of the window. */
-async function measureCpu(from: number, to: number, serverPid?: number): Promise<{ generator: number; server: number | null }> {
+async function measureCpu(from: number, to: number, serverPid?: number): Promise<{ generator: number; server: number | null; serverMain: number | null }> {
   const wait = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - now())));
+  const diff = (a: number | null, b: number | null): number | null => (a !== null && b !== null ? b - a : null);
   await wait(from);
   const g0 = process.cpuUsage();
   const s0 = serverPid ? readCpuMs(serverPid) : null;
+  const m0 = serverPid ? readThreadCpuMs(serverPid, serverPid) : null;
   await wait(to);
   const g = process.cpuUsage(g0);
   const s1 = serverPid ? readCpuMs(serverPid) : null;
-  return { generator: (g.user + g.system) / 1000, server: s0 !== null && s1 !== null ? s1 - s0 : null };
+  const m1 = serverPid ? readThreadCpuMs(serverPid, serverPid) : null;
+  return { generator: (g.user + g.system) / 1000, server: diff(s0, s1), serverMain: diff(m0, m1) };
 }
 
 type WorkerMessage = { type: 'connected' } | { type: 'result'; result: LoadSliceResult };

@@ -20,6 +20,18 @@ export function readCpuMs(pid: number): number | null {
   }
 }
 
+/**
+ * CPU time of one thread of a process in ms, or null. The main thread's id is the pid: for Keng and the
+ * bare broker that is the thread every MQTT packet crosses (Keng's SQLite writer and V8's helpers are others).
+ */
+export function readThreadCpuMs(pid: number, tid: number): number | null {
+  try {
+    return parseCpuMs(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
 export function parseCpuMs(stat: string, ticksPerSec = 100): number | null {
   // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -2,7 +2,7 @@
 import { PROFILES } from '../../src/sim/index.js';
 import { percentiles } from '../../src/sim/stats.js';
 import { influxCountReadings } from '../../tools/influxd.js';
-import { runLoad } from './load-run.js';
+import { brokerUsPerMsg, runLoad } from './load-run.js';
 import { probeDiskSync, type DiskSync } from './disk-sync.js';
 import { MiB, RssSampler } from './proc.js';
 import { fetchMetrics, promValue } from './prom.js';
@@ -31,6 +31,11 @@ export interface ThroughputResult {
   rssMaxMiB: number;
   rssEndMiB: number;
   serverCpuPct: number | null;
+  /**
+   * CPU of the server's main thread, the one every MQTT packet crosses, per acknowledged message (µs): the
+   * figure that limits 200 × 1, where a store that replies at once is no faster (docs/benchmarks.md).
+   */
+  brokerUsPerMsg: number | null;
   generatorCpuPct: number;
   drainMs: number | null;
   /** The data directory's disk, probed right before the load (disk-sync.ts): Keng's rate follows it. */
@@ -116,6 +121,7 @@ export async function runThroughput(o: {
     ackedTotal: load.acked, sentTotal: load.sent, clientErrors: load.errors, inflightAtEnd: load.inflightAtEnd,
     rssMaxMiB: rss.max / MiB, rssEndMiB: rss.last / MiB,
     serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
+    brokerUsPerMsg: brokerUsPerMsg(load),
     generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
     drainMs, diskSync, verify, influxCount, server, stopMs, failures,
   };

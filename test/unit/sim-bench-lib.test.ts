@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseBenchArgs, UsageError } from '../../bench/lib/args.js';
 import { influxConfig } from '../../tools/influxd.js';
-import { parseCpuMs, readRssBytes } from '../../bench/lib/proc.js';
+import { brokerUsPerMsg } from '../../bench/lib/load-run.js';
+import { parseCpuMs, readRssBytes, readThreadCpuMs } from '../../bench/lib/proc.js';
 import { promValue } from '../../bench/lib/prom.js';
 import { checkDevice } from '../../bench/lib/verify.js';
 
@@ -45,6 +46,24 @@ describe('bench: /proc', () => {
   it('parses CPU time even with spaces in the command name', () => {
     const stat = '123 (node (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0';
     expect(parseCpuMs(stat)).toBe(3000);
+  });
+  it("reads one thread's CPU time: this process's main thread, which has just spent some", () => {
+    const t0 = readThreadCpuMs(process.pid, process.pid);
+    expect(t0).not.toBeNull();
+    // Spin until the reading moves by 3 ticks (10 ms each), or give up after 5 s of wall time.
+    const giveUp = performance.now() + 5_000;
+    let x = 0;
+    while (readThreadCpuMs(process.pid, process.pid)! - t0! < 30 && performance.now() < giveUp) {
+      for (let i = 0; i < 100_000; i++) x += Math.sqrt(x + i);
+    }
+    expect(x).toBeGreaterThan(0);
+    expect(readThreadCpuMs(process.pid, process.pid)! - t0!).toBeGreaterThanOrEqual(30);
+    expect(readThreadCpuMs(process.pid, 2 ** 22 + 12345)).toBeNull();
+  });
+  it('the broker thread CPU per acknowledged message, in µs; unknown without the CPU time or messages', () => {
+    expect(brokerUsPerMsg({ serverMainCpuMs: 1_500, ackedInWindow: 100_000 })).toBe(15);
+    expect(brokerUsPerMsg({ serverMainCpuMs: null, ackedInWindow: 100_000 })).toBeNull();
+    expect(brokerUsPerMsg({ serverMainCpuMs: 1_500, ackedInWindow: 0 })).toBeNull();
   });
   it('reads our own RSS', () => {
     expect(readRssBytes(process.pid)).toBeGreaterThan(1024 * 1024);

@@ -6,9 +6,10 @@
  *
  * Each commit is one `writeMany` of --messages (default 125) messages of 4 readings, round robin
  * over --devices devices (default 20 and 1,000), synchronous=FULL, as the worker runs it; a
- * compaction step follows every 300 commits (the worker runs one every 2 s, ~300 commits at
- * 20 × 20 in flight), moving what is older than 2 s of the synthetic clock, which advances 7 ms
- * per commit. CPU is this process's user + system time over the whole run, compaction included.
+ * compaction step follows every 300 commits, moving what is older than 2 s of the synthetic clock
+ * (which advances 7 ms per commit), at most 10,000 points a step as in the worker, so recent points
+ * pile up as they do under heavy load. CPU is this process's user + system time over the whole
+ * run, compaction included.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

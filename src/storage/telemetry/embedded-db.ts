@@ -102,8 +102,8 @@ const ROWS_PER_STMT = 64;
  * (pager_end_transaction → pcache1TruncateUnsafe), and with that temporary page number above a
  * database smaller than 1 GiB it scans the whole hash table and every page in it. On the 2-core
  * bench machine that walk was 12.7 % of the writer thread's CPU at 20 devices × 20 in flight with a
- * 32 MiB cache. With 4 MiB the writer alone spends ~13 % less CPU per commit at 20 devices and ~8 %
- * less at 1,000 (compaction included; `npm run bench:writer`, docs/benchmarks.md). What the writer
+ * 32 MiB cache. With 4 MiB the writer alone spends 5–14 % less CPU per commit at 20 devices and
+ * 8–12 % less at 1,000 (compaction included; `npm run bench:writer`, docs/benchmarks.md). What the writer
  * touches fits: the right edge of `recent_points`, the dictionaries, and one leaf per device while
  * a compaction step runs.
  */

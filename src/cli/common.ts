@@ -8,6 +8,7 @@ import path from 'node:path';
 import { loadConfig, ConfigError, type Config } from '../config/index.js';
 import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock } from '../core/index.js';
 import { Errors } from '../core/errors.js';
+import { formatTimeOrNull } from '../core/time.js';
 import { openPgDb, redactUrl, type Db } from '../storage/sql/index.js';
 import { StateDb, stateSqlitePort } from '../storage/state/index.js';
 import { ALL_MIGRATIONS } from '../migrations.js';
@@ -74,8 +75,9 @@ export function out(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
 
-export function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
+/** A time as the API and the web app show it: ISO 8601 with the offset of the configured zone (config.tz), not UTC. */
+export function iso(ms: number | null, tz: string): string | null {
+  return formatTimeOrNull(ms, tz);
 }
 
 export function json(value: unknown): void {

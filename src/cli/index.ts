@@ -32,19 +32,19 @@ import { registerCluster } from './cluster-import.js';
 import { MapCatalog, ModbusDevices } from '../modbus/index.js';
 import { addModbusOptions, modbusInput, registerModbus, type ModbusOpts } from './modbus.js';
 
-function areaJson(a: Area): Record<string, unknown> {
-  return { ...a, createdAt: iso(a.createdAt) };
+function areaJson(a: Area, tz: string): Record<string, unknown> {
+  return { ...a, createdAt: iso(a.createdAt, tz) };
 }
 
-function deviceJson(d: Device | DeviceView): Record<string, unknown> {
-  return { ...d, createdAt: iso(d.createdAt), ...('lastSeen' in d ? { lastSeen: iso(d.lastSeen) } : {}) };
+function deviceJson(d: Device | DeviceView, tz: string): Record<string, unknown> {
+  return { ...d, createdAt: iso(d.createdAt, tz), ...('lastSeen' in d ? { lastSeen: iso(d.lastSeen, tz) } : {}) };
 }
 
-function printDevice(d: Device): void {
+function printDevice(d: Device, tz: string): void {
   const loc = d.location ? `${d.location.lat}, ${d.location.lon}` : '-';
   table(['field', 'value'], [
     ['id', d.id], ['kind', d.kind], ['name', d.name], ['area', d.area], ['location', loc],
-    ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', iso(d.createdAt) ?? '-'],
+    ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', iso(d.createdAt, tz) ?? '-'],
   ].map(([k, v]) => [k!, v!]));
 }
 
@@ -62,16 +62,18 @@ function registerAreas(program: Command): void {
     .option('--parent <code>', 'parent area: a province for a commune, a commune for a village')
     .option('--json', 'print JSON')
     .action(action(async (o: { code: string; name: string; level: string; parent?: string; json?: boolean }) => {
-      const area = await withRegistry((reg) => reg.createArea({ code: o.code, name: o.name, level: o.level as AreaLevel, parent: o.parent ?? null }));
-      if (o.json) json(areaJson(area));
+      const { area, tz } = await withRegistry(async (reg, _db, config) => ({
+        area: await reg.createArea({ code: o.code, name: o.name, level: o.level as AreaLevel, parent: o.parent ?? null }), tz: config.tz,
+      }));
+      if (o.json) json(areaJson(area, tz));
       else out(`Area ${area.code} added: ${area.level} "${area.name}"${area.parent ? `, in ${area.parent}` : ''}`);
     }));
   areas.command('list')
     .description('list areas')
     .option('--json', 'print JSON')
     .action(action(async (o: { json?: boolean }) => {
-      const list = await withRegistry((reg) => reg.listAreas());
-      if (o.json) return json(list.map(areaJson));
+      const { list, tz } = await withRegistry((reg, _db, config) => ({ list: reg.listAreas(), tz: config.tz }));
+      if (o.json) return json(list.map((a) => areaJson(a, tz)));
       table(['CODE', 'LEVEL', 'PARENT', 'NAME'], list.map((a) => [a.code, a.level, a.parent ?? '-', a.name]));
     }));
 }
@@ -101,20 +103,21 @@ function registerDevices(program: Command): void {
       if ((o.lat === undefined) !== (o.lon === undefined)) throw Errors.VALIDATION('--lat and --lon go together');
       const location = o.lat !== undefined && o.lon !== undefined ? { lat: o.lat, lon: o.lon } : null;
       const modbus = modbusInput(o);
-      const { device, credentials, settings } = await withRegistry(async (reg, db, config) => {
+      const { device, credentials, settings, tz } = await withRegistry(async (reg, db, config) => {
         const d = { id: o.id, kind: o.kind as DeviceKind, name: o.name, area: o.area, location, model: o.model ?? null };
-        return modbus
-          ? withStateSql(config, db, (sqlDb) => modbusDevices(reg, sqlDb).create(d, modbus))
+        const made = modbus
+          ? await withStateSql(config, db, (sqlDb) => modbusDevices(reg, sqlDb).create(d, modbus))
           : { ...(await reg.createDevice(d)), settings: undefined };
+        return { ...made, tz: config.tz };
       });
       const warning = 'The secret and access token are shown only now: they are stored hashed and cannot be shown again.';
       const polled = settings ? { transport: settings.transport, registerMap: settings.registerMap, pollIntervalSec: settings.pollIntervalSec } : {};
       if (o.json) {
-        json({ ...deviceJson(device), ...polled, secret: credentials.secret, accessToken: credentials.accessToken });
+        json({ ...deviceJson(device, tz), ...polled, secret: credentials.secret, accessToken: credentials.accessToken });
         process.stderr.write(`keng: ${warning}\n`);
         return;
       }
-      printDevice(device);
+      printDevice(device, tz);
       if (settings) {
         const t = settings.transport;
         out(`Modbus: ${t.type === 'modbus-tcp' ? `gateway ${t.host}:${t.port}` : `${t.path} ${t.baudRate} baud, parity ${t.parity}`}, unit ${t.unitId}, `
@@ -134,19 +137,19 @@ function registerDevices(program: Command): void {
     .option('--kind <kind>', 'sensor | speaker | gateway')
     .option('--json', 'print JSON')
     .action(action(async (o: { area?: string; kind?: string; json?: boolean }) => {
-      const { views, modbus } = await withRegistry(async (reg, db, config) => {
+      const { views, modbus, tz } = await withRegistry(async (reg, db, config) => {
         if (o.area !== undefined && !reg.getArea(o.area)) throw Errors.NOT_FOUND(`Area "${o.area}"`);
         const all = new Map((await withStateSql(config, db, (sqlDb) => modbusDevices(reg, sqlDb).all())).map((s) => [s.deviceId, s]));
-        return { views: reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined }), modbus: all };
+        return { views: reg.views({ area: o.area, kind: o.kind as DeviceKind | undefined }), modbus: all, tz: config.tz };
       });
       if (o.json) {
         return json(views.map((v) => {
           const s = modbus.get(v.id);
-          return { ...deviceJson(v), ...(s ? { transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : {}) };
+          return { ...deviceJson(v, tz), ...(s ? { transport: s.transport, registerMap: s.registerMap, pollIntervalSec: s.pollIntervalSec } : {}) };
         }));
       }
       table(['ID', 'KIND', 'AREA', 'ONLINE', 'LAST SEEN', 'NAME'],
-        views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', iso(v.lastSeen) ?? '-', v.name]));
+        views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', iso(v.lastSeen, tz) ?? '-', v.name]));
     }));
   devices.command('delete')
     .description('delete a device (its credentials stop working)')
@@ -177,10 +180,10 @@ function registerDevices(program: Command): void {
     .description('purges of deleted devices\' readings not finished yet (retrying while a store is unreachable)')
     .option('--json', 'print JSON')
     .action(action(async (o: { json?: boolean }) => {
-      const jobs = await withRegistry((_reg, _db, _config, sql) => new PurgeJobs(sql).list());
+      const { jobs, tz } = await withRegistry(async (_reg, _db, config, sql) => ({ jobs: await new PurgeJobs(sql).list(), tz: config.tz }));
       if (o.json) return json(jobs);
       table(['ID', 'DELETED', 'REQUESTED BY', 'STAGE', 'ATTEMPTS', 'NEXT TRY', 'LAST ERROR'],
-        jobs.map((j) => [j.deviceId, iso(j.deletedAt) ?? '-', j.requestedBy, j.stage, String(j.attempts), iso(j.nextAt) ?? '-', j.lastError ?? '-']));
+        jobs.map((j) => [j.deviceId, iso(j.deletedAt, tz) ?? '-', j.requestedBy, j.stage, String(j.attempts), iso(j.nextAt, tz) ?? '-', j.lastError ?? '-']));
     }));
 }
 

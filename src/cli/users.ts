@@ -14,13 +14,14 @@ import { cliAuditKey } from './audit.js';
 import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
 
 /** Account services on the CLI's state store (same rules, settings and audit log as the API). */
-function withAccounts<T>(fn: (acc: Accounts, db: StateDb) => T | Promise<T>): Promise<T> {
+/** `tz`: the configured zone, for the times shown (common.ts iso). */
+function withAccounts<T>(fn: (acc: Accounts, db: StateDb, tz: string) => T | Promise<T>): Promise<T> {
   return withRegistry((reg, db, config) => {
     const acc = createAccounts({ db: stateSqlitePort(db), clock: systemClock, areas: reg, guard: guardOptions(config.auth) });
     // The server's audit key: without it (or with another) a keyed chain refuses the change.
     const key = cliAuditKey(config);
     if (key) acc.audit.useKey(key);
-    return fn(acc, db);
+    return fn(acc, db, config.tz);
   });
 }
 
@@ -51,13 +52,13 @@ async function readPassword(prompt: string): Promise<string> {
   });
 }
 
-function userJson(u: User): Record<string, unknown> {
-  return { ...u, createdAt: iso(u.createdAt), updatedAt: iso(u.updatedAt), lockedAt: iso(u.lockedAt), lockedUntil: iso(u.lockedUntil) };
+function userJson(u: User, tz: string): Record<string, unknown> {
+  return { ...u, createdAt: iso(u.createdAt, tz), updatedAt: iso(u.updatedAt, tz), lockedAt: iso(u.lockedAt, tz), lockedUntil: iso(u.lockedUntil, tz) };
 }
 
-function state(u: User): string {
+function state(u: User, tz: string): string {
   if (u.disabled) return 'disabled';
-  return u.lockedUntil !== null ? `locked until ${iso(u.lockedUntil)}` : 'active';
+  return u.lockedUntil !== null ? `locked until ${iso(u.lockedUntil, tz)}` : 'active';
 }
 
 export function registerUsers(program: Command): void {
@@ -72,20 +73,20 @@ export function registerUsers(program: Command): void {
       if (!ROLES.includes(o.role as Role)) throw Errors.VALIDATION(`--role must be one of ${ROLES.join(', ')}`);
       const areas = o.areas.split(',').map((a) => a.trim()).filter(Boolean);
       // The password is asked for once the state is open: a wrong KENG_DATA_DIR is reported before anyone types it.
-      const user = await withAccounts(async (acc) => {
+      const { user, tz } = await withAccounts(async (acc, _db, tz) => {
         const password = await readPassword(`Password for ${o.username}: `);
-        return acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() });
+        return { user: await acc.users.create({ username: o.username, password, role: o.role as Role, areas }, { actor: cliActor() }), tz };
       });
-      if (o.json) return json(userJson(user));
+      if (o.json) return json(userJson(user, tz));
       out(`User ${user.username} added: ${user.role} in ${user.areas.join(', ')}`);
     }));
   users.command('list')
     .description('list users')
     .option('--json', 'print JSON')
     .action(action(async (o: { json?: boolean }) => {
-      const list = await withAccounts((acc) => acc.users.list());
-      if (o.json) return json(list.map(userJson));
-      table(['USERNAME', 'ROLE', 'STATE', 'AREAS'], list.map((u) => [u.username, u.role, state(u), u.areas.join(',')]));
+      const { list, tz } = await withAccounts(async (acc, _db, tz) => ({ list: await acc.users.list(), tz }));
+      if (o.json) return json(list.map((u) => userJson(u, tz)));
+      table(['USERNAME', 'ROLE', 'STATE', 'AREAS'], list.map((u) => [u.username, u.role, state(u, tz), u.areas.join(',')]));
     }));
   users.command('unlock')
     .description('end a lock after failed logins now (for everyone and for single addresses) and clear the failure counts')

@@ -97,6 +97,11 @@ describe('keng CLI', { timeout: 120_000 }, () => {
     expect(typeof parsed.secret).toBe('string');
     expect(typeof parsed.accessToken).toBe('string');
     expect(j.stderr).toMatch(/shown only now/);
+    // Times as the API shows them: in the configured zone (Vietnam by default), not UTC.
+    expect(parsed.createdAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+07:00$/);
+    expect(r.stdout).toMatch(/created\s+\d{4}-\d\d-\d\dT[\d:.]+\+07:00/);
+    const utc = JSON.parse(keng(['areas', 'list', '--json'], { KENG_TZ: 'UTC' }).stdout) as { createdAt: string }[];
+    expect(utc[0]!.createdAt).toMatch(/\+00:00$/);
 
     const raw = spawnSync(process.execPath, ['-e', `
       const D = require('better-sqlite3'); const db = new D(process.argv[1], { readonly: true });

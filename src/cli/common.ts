@@ -8,7 +8,6 @@ import path from 'node:path';
 import { loadConfig, ConfigError, type Config } from '../config/index.js';
 import { EventBus, Metrics, createLogger, exitStatusFor, isKengError, systemClock } from '../core/index.js';
 import { Errors } from '../core/errors.js';
-import { formatTimeOrNull } from '../core/time.js';
 import { openPgDb, redactUrl, type Db } from '../storage/sql/index.js';
 import { StateDb, stateSqlitePort } from '../storage/state/index.js';
 import { ALL_MIGRATIONS } from '../migrations.js';
@@ -73,11 +72,6 @@ export function cliActor(): string {
 
 export function out(line = ''): void {
   process.stdout.write(`${line}\n`);
-}
-
-/** A time as the API and the web app show it: ISO 8601 with the offset of the configured zone (config.tz), not UTC. */
-export function iso(ms: number | null, tz: string): string | null {
-  return formatTimeOrNull(ms, tz);
 }
 
 export function json(value: unknown): void {

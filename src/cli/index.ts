@@ -23,7 +23,8 @@ import type { Area, AreaLevel, Device, DeviceKind, DeviceRegistry, DeviceView } 
 import type { Db } from '../storage/sql/index.js';
 import { registerSimulate } from './simulate.js';
 import { backupDataDir, MANIFEST_FILE } from './backup.js';
-import { action, cliActor, iso, json, out, table, withRegistry, withStateSql } from './common.js';
+import { action, cliActor, json, out, table, withRegistry, withStateSql } from './common.js';
+import { formatTimeOrNull } from '../core/time.js';
 import { cliAuditKey, registerAudit } from './audit.js';
 import { AuditLog } from '../audit/index.js';
 import { PurgeJobs } from '../devices/index.js';
@@ -33,18 +34,18 @@ import { MapCatalog, ModbusDevices } from '../modbus/index.js';
 import { addModbusOptions, modbusInput, registerModbus, type ModbusOpts } from './modbus.js';
 
 function areaJson(a: Area, tz: string): Record<string, unknown> {
-  return { ...a, createdAt: iso(a.createdAt, tz) };
+  return { ...a, createdAt: formatTimeOrNull(a.createdAt, tz) };
 }
 
 function deviceJson(d: Device | DeviceView, tz: string): Record<string, unknown> {
-  return { ...d, createdAt: iso(d.createdAt, tz), ...('lastSeen' in d ? { lastSeen: iso(d.lastSeen, tz) } : {}) };
+  return { ...d, createdAt: formatTimeOrNull(d.createdAt, tz), ...('lastSeen' in d ? { lastSeen: formatTimeOrNull(d.lastSeen, tz) } : {}) };
 }
 
 function printDevice(d: Device, tz: string): void {
   const loc = d.location ? `${d.location.lat}, ${d.location.lon}` : '-';
   table(['field', 'value'], [
     ['id', d.id], ['kind', d.kind], ['name', d.name], ['area', d.area], ['location', loc],
-    ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', iso(d.createdAt, tz) ?? '-'],
+    ['model', d.model ?? '-'], ['enabled', String(d.enabled)], ['created', formatTimeOrNull(d.createdAt, tz) ?? '-'],
   ].map(([k, v]) => [k!, v!]));
 }
 
@@ -149,7 +150,7 @@ function registerDevices(program: Command): void {
         }));
       }
       table(['ID', 'KIND', 'AREA', 'ONLINE', 'LAST SEEN', 'NAME'],
-        views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', iso(v.lastSeen, tz) ?? '-', v.name]));
+        views.map((v) => [v.id, v.kind, v.area, v.enabled ? (v.online ? 'yes' : 'no') : 'disabled', formatTimeOrNull(v.lastSeen, tz) ?? '-', v.name]));
     }));
   devices.command('delete')
     .description('delete a device (its credentials stop working)')
@@ -183,7 +184,7 @@ function registerDevices(program: Command): void {
       const { jobs, tz } = await withRegistry(async (_reg, _db, config, sql) => ({ jobs: await new PurgeJobs(sql).list(), tz: config.tz }));
       if (o.json) return json(jobs);
       table(['ID', 'DELETED', 'REQUESTED BY', 'STAGE', 'ATTEMPTS', 'NEXT TRY', 'LAST ERROR'],
-        jobs.map((j) => [j.deviceId, iso(j.deletedAt, tz) ?? '-', j.requestedBy, j.stage, String(j.attempts), iso(j.nextAt, tz) ?? '-', j.lastError ?? '-']));
+        jobs.map((j) => [j.deviceId, formatTimeOrNull(j.deletedAt, tz) ?? '-', j.requestedBy, j.stage, String(j.attempts), formatTimeOrNull(j.nextAt, tz) ?? '-', j.lastError ?? '-']));
     }));
 }
 

@@ -11,10 +11,11 @@ import { Errors, systemClock } from '../core/index.js';
 import { stateSqlitePort, type StateDb } from '../storage/state/index.js';
 import { createAccounts, guardOptions, ROLES, type Accounts, type Role, type User } from '../auth/index.js';
 import { cliAuditKey } from './audit.js';
-import { action, cliActor, iso, json, out, table, withRegistry } from './common.js';
+import { action, cliActor, json, out, table, withRegistry } from './common.js';
+import { formatTimeOrNull } from '../core/time.js';
 
 /** Account services on the CLI's state store (same rules, settings and audit log as the API). */
-/** `tz`: the configured zone, for the times shown (common.ts iso). */
+/** `tz`: the configured zone: times are shown in it, as the API shows them. */
 function withAccounts<T>(fn: (acc: Accounts, db: StateDb, tz: string) => T | Promise<T>): Promise<T> {
   return withRegistry((reg, db, config) => {
     const acc = createAccounts({ db: stateSqlitePort(db), clock: systemClock, areas: reg, guard: guardOptions(config.auth) });
@@ -53,12 +54,12 @@ async function readPassword(prompt: string): Promise<string> {
 }
 
 function userJson(u: User, tz: string): Record<string, unknown> {
-  return { ...u, createdAt: iso(u.createdAt, tz), updatedAt: iso(u.updatedAt, tz), lockedAt: iso(u.lockedAt, tz), lockedUntil: iso(u.lockedUntil, tz) };
+  return { ...u, createdAt: formatTimeOrNull(u.createdAt, tz), updatedAt: formatTimeOrNull(u.updatedAt, tz), lockedAt: formatTimeOrNull(u.lockedAt, tz), lockedUntil: formatTimeOrNull(u.lockedUntil, tz) };
 }
 
 function state(u: User, tz: string): string {
   if (u.disabled) return 'disabled';
-  return u.lockedUntil !== null ? `locked until ${iso(u.lockedUntil, tz)}` : 'active';
+  return u.lockedUntil !== null ? `locked until ${formatTimeOrNull(u.lockedUntil, tz)}` : 'active';
 }
 
 export function registerUsers(program: Command): void {

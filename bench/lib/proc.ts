@@ -13,11 +13,7 @@ export function readRssBytes(pid: number): number | null {
 
 /** User + system CPU time of a process in ms, or null. Fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 Hz). */
 export function readCpuMs(pid: number): number | null {
-  try {
-    return parseCpuMs(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return null;
-  }
+  return statCpuMs(`/proc/${pid}/stat`);
 }
 
 /**
@@ -25,8 +21,13 @@ export function readCpuMs(pid: number): number | null {
  * bare broker that is the thread every MQTT packet crosses (Keng's SQLite writer and V8's helpers are others).
  */
 export function readThreadCpuMs(pid: number, tid: number): number | null {
+  return statCpuMs(`/proc/${pid}/task/${tid}/stat`);
+}
+
+/** CPU time from a process's or a thread's stat file; null when it is gone. */
+function statCpuMs(file: string): number | null {
   try {
-    return parseCpuMs(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+    return parseCpuMs(readFileSync(file, 'utf8'));
   } catch {
     return null;
   }

@@ -27,6 +27,7 @@ export const ENV_BINDINGS: EnvBinding[] = [
   { name: 'KENG_TELEMETRY_STORE', path: 'telemetry.store', type: 'string' },
   { name: 'KENG_RETENTION_DAYS', path: 'telemetry.retentionDays', type: 'int' },
   { name: 'KENG_COMMIT_INTERVAL_MS', path: 'telemetry.commitIntervalMs', type: 'int' },
+  { name: 'KENG_COMMIT_SPACING_MS', path: 'telemetry.commitSpacingMs', type: 'int' },
   { name: 'KENG_DISK_SYNC', path: 'telemetry.sync', type: 'string' },
   { name: 'KENG_ON_DEVICE_DELETE', path: 'telemetry.onDeviceDelete', type: 'string' },
   { name: 'KENG_LIVE_BATCH_MS', path: 'live.batchIntervalMs', type: 'int' },

@@ -92,6 +92,13 @@ export const ConfigSchema = Type.Object({
      * this long before it goes too (0: at the next turn of the event loop). An idle writer never waits.
      */
     commitIntervalMs: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
+    /**
+     * Group commit: once commits carry more than one message, the next one starts no sooner than
+     * this after the last one started (at most ~330 disk syncs a second at 3). Under load the
+     * batches grow instead of the commits, which costs less CPU per reading; a message waits at
+     * most this long for it, and a commit of a single message is never held (ingest/group-commit.ts).
+     */
+    commitSpacingMs: Type.Integer({ minimum: 0, maximum: 1000, default: 3 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),
     /**
      * Batch writes that may be under way at once. With 1 (classic group commit), everything

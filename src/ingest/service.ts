@@ -100,6 +100,7 @@ export class IngestService implements Component {
       intervalMs: deps.config.telemetry.commitIntervalMs,
       maxReadings: deps.config.telemetry.commitMaxReadings,
       maxInFlight: deps.config.telemetry.commitMaxInFlight,
+      spacingMs: deps.config.telemetry.commitSpacingMs,
       metrics: deps.metrics,
       logger: deps.logger,
     });

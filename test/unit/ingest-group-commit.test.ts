@@ -34,15 +34,17 @@ const rec = (i: number, fields = 1): TelemetryRecord => {
   return { deviceId: 'dev-1', kind: 'sensor', ts: 1_000 + i, values };
 };
 
-function setup(opts: { intervalMs?: number; maxReadings?: number; maxInFlight?: number } = {}) {
+function setup(opts: { intervalMs?: number; maxReadings?: number; maxInFlight?: number; spacingMs?: number; fakeClock?: boolean } = {}) {
   const store = new FakeStore();
   let clock = 0;
   const observe = vi.fn();
   const warn = vi.fn();
   const gc = new GroupCommitter({
     store, intervalMs: opts.intervalMs ?? 4, maxReadings: opts.maxReadings ?? 1000, maxInFlight: opts.maxInFlight ?? 1,
+    spacingMs: opts.spacingMs,
     metrics: { commitLatency: { observe } as never }, logger: { warn, error: vi.fn() } as never,
-    now: () => clock,
+    // fakeClock: the fake timers' Date, so time moves as the test advances the timers.
+    now: opts.fakeClock ? () => Date.now() : () => clock,
   });
   return { store, gc, observe, warn, setClock: (t: number) => { clock = t; } };
 }
@@ -331,5 +333,66 @@ describe('GroupCommitter', () => {
     await vi.runAllTimersAsync();
     expect(store.calls).toHaveLength(1);
     expect(store.calls[0]).toHaveLength(2);
+  });
+
+  describe('commit spacing', () => {
+    it('after a commit of several messages, the next starts spacingMs after it started, with all that gathered', async () => {
+      const { store, gc } = setup({ intervalMs: 0, spacingMs: 3, fakeClock: true });
+      store.auto = false;
+      const first = [1, 2].map((i) => track(gc.submit([rec(i)])));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(store.calls).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(1);
+      const later = [3, 4].map((i) => track(gc.submit([rec(i)])));
+      store.complete(); // 1 ms after the first commit started
+      await vi.advanceTimersByTimeAsync(0);
+      expect(first.every((s) => s.done)).toBe(true);
+      expect(store.calls).toHaveLength(1); // held: the spacing has not passed
+      const last = track(gc.submit([rec(5)]));
+      await vi.advanceTimersByTimeAsync(1);
+      expect(store.calls).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(1); // 3 ms after the first commit started
+      expect(store.calls).toHaveLength(2);
+      expect(store.calls[1]!.map((r) => r.ts)).toEqual([1003, 1004, 1005]);
+      store.complete();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(later.every((s) => s.done) && last.done).toBe(true);
+    });
+
+    it('a commit of a single message is never held: a lone device\'s next message goes at the next turn', async () => {
+      const { store, gc } = setup({ intervalMs: 0, spacingMs: 50, fakeClock: true });
+      for (let i = 1; i <= 3; i++) {
+        const a = track(gc.submit([rec(i)]));
+        await vi.advanceTimersByTimeAsync(0);
+        expect(a.done).toBe(true);
+        expect(store.calls).toHaveLength(i);
+      }
+    });
+
+    it('once the spacing has passed, an idle writer writes at the next turn', async () => {
+      const { store, gc } = setup({ intervalMs: 0, spacingMs: 3, fakeClock: true });
+      gc.submit([rec(1)]);
+      gc.submit([rec(2)]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(store.calls).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(10);
+      const a = track(gc.submit([rec(3)]));
+      gc.submit([rec(4)]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(a.done).toBe(true);
+      expect(store.calls).toHaveLength(2);
+    });
+
+    it('flush() does not wait for the spacing', async () => {
+      const { store, gc } = setup({ intervalMs: 0, spacingMs: 1000, fakeClock: true });
+      gc.submit([rec(1)]);
+      gc.submit([rec(2)]);
+      await vi.advanceTimersByTimeAsync(0);
+      const a = track(gc.submit([rec(3)]));
+      await gc.flush();
+      expect(a.done).toBe(true);
+      expect(store.calls).toHaveLength(2);
+      expect(vi.getTimerCount()).toBe(0);
+    });
   });
 });

@@ -96,7 +96,7 @@ export const ConfigSchema = Type.Object({
      * Group commit: once commits carry more than one message, the next one starts no sooner than
      * this after the last one started (at most ~330 disk syncs a second at 3). Under load the
      * batches grow instead of the commits, which costs less CPU per reading; a message waits at
-     * most this long for it, and a commit of a single message is never held (ingest/group-commit.ts).
+     * most this long for it, and nothing is held after a commit of a single message (ingest/group-commit.ts).
      */
     commitSpacingMs: Type.Integer({ minimum: 0, maximum: 1000, default: 3 }),
     commitMaxReadings: Type.Integer({ minimum: 1, default: 20_000 }),

@@ -36,10 +36,11 @@
  *   the writer ~0.4 ms of CPU and the broker thread a hand-off and a wake-up
  *   whatever its size, and the load generator, the broker and the writer
  *   share the cores: at 200 devices × 1 in flight (commits of ~30 messages)
- *   3 ms gave 10-25 % more acknowledged messages per second, at 20 × 20 up to
- *   ~10 %, at 100 × 64 (commits of ~1,000) no change (docs/benchmarks.md). A
- *   commit of a single message (one device, nothing else arriving) is never
- *   held, so a lone device's messages are not slowed.
+ *   2-4 ms gave 3-14 % more acknowledged messages per second in alternating
+ *   runs, at 20 × 20 between nothing and ~10 %, at 100 × 64 (commits of
+ *   ~1,000) no change (docs/benchmarks.md). After a commit of a single
+ *   message (one device, nothing else arriving) nothing is held, so a lone
+ *   device's messages are not slowed.
  * At most `maxInFlight` writeBatch calls are under way; what arrives meanwhile
  * accumulates: under load the batches grow instead of the number of writes
  * (back-pressure). A submission is never split across batches.

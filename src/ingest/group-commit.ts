@@ -128,9 +128,8 @@ export class GroupCommitter {
   /** The pending timer is the idle writer's (the next turn, or the end of the spacing), not the busy writer's intervalMs bound. */
   private timerIsIdle = false;
   private readonly spacingMs: number;
-  /** When the last write started (monotonic ms) and how many messages it carried: the spacing counts from it. */
-  private lastWriteAt = -Infinity;
-  private lastWriteSubmitters = 0;
+  /** When the last write started (monotonic ms) if it carried more than one message, else -Infinity: the spacing counts from it. */
+  private spacedFrom = -Infinity;
   /** Writes under way; at most maxInFlight (the store's worker commits overlapping writes together). */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly maxInFlight: number;
@@ -239,7 +238,7 @@ export class GroupCommitter {
 
   /** Monotonic ms before which the next commit should not start (see spacingMs). */
   private spacedUntil(): number {
-    return this.lastWriteSubmitters > 1 ? this.lastWriteAt + this.spacingMs : -Infinity;
+    return this.spacedFrom + this.spacingMs;
   }
 
   private startTimer(ms: number, idle: boolean): void {
@@ -268,8 +267,7 @@ export class GroupCommitter {
   private write(b: Batch): void {
     this.queuedReadings -= b.readings;
     this.batches++;
-    this.lastWriteAt = this.now();
-    this.lastWriteSubmitters = b.submitters;
+    this.spacedFrom = b.submitters > 1 ? this.now() : -Infinity;
     // `write` is read in `finally`, which runs after the first await, when it holds this very promise.
     let write: Promise<void> = Promise.resolve();
     write = (async () => {

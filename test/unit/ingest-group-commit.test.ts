@@ -359,7 +359,7 @@ describe('GroupCommitter', () => {
       expect(later.every((s) => s.done) && last.done).toBe(true);
     });
 
-    it('a commit of a single message is never held: a lone device\'s next message goes at the next turn', async () => {
+    it('after a commit of a single message nothing is held: a lone device\'s next message goes at the next turn', async () => {
       const { store, gc } = setup({ intervalMs: 0, spacingMs: 50, fakeClock: true });
       for (let i = 1; i <= 3; i++) {
         const a = track(gc.submit([rec(i)]));

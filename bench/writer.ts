@@ -9,7 +9,7 @@
  * compaction step follows every 300 commits, moving what is older than 2 s of the synthetic clock
  * (which advances 7 ms per commit), at most 10,000 points a step as in the worker, so recent points
  * pile up as they do under heavy load. CPU is this process's user + system time over the whole
- * run, compaction included.
+ * run, compaction included (and the making and packing of each batch, the same for both settings).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { COMPACT_LAG_MS, EmbeddedWriter, WRITER_CACHE_KIB } from '../src/storage/telemetry/embedded-db.js';
+import { packRecords } from '../src/storage/telemetry/record-pack.js';
 import type { TelemetryRecord } from '../src/storage/telemetry/types.js';
 import { fmt, table, type Row } from './lib/report.js';
 
@@ -62,7 +63,7 @@ function run(devices: number, cacheKiB: number): Run {
           values: { soil_moisture: 30 + (next % 97) / 10, soil_temp_c: 27 + (next % 13) / 10, ec_us_cm: 800 + (next % 89), battery_v: 3.9 + (next % 5) / 100 },
         });
       }
-      w.writeMany([batch]);
+      w.writeMany([packRecords(batch)]); // packed, as the worker receives it from the broker thread
       ts += 7;
       // compact(now) keeps what is younger than COMPACT_LAG_MS before `now`: pass the clock that keeps KEEP_RECENT_MS.
       if (++commits % COMPACT_EVERY === 0) w.compact(ts + COMPACT_LAG_MS - KEEP_RECENT_MS);

@@ -51,6 +51,7 @@ import { preparePrivateDb, tightenSqliteFiles } from '../../core/private-files.j
 import { PointDeletes, seriesKey, type Home } from './embedded-delete.js';
 import { convertLegacyReadings } from './embedded-legacy.js';
 import { FIELD_TYPE_CONFLICT, kindName, type SetAsideReading } from './field-types.js';
+import { isPacked, packRecords, type PackedRecords } from './record-pack.js';
 import type { TelemetryRecord, WriteResult } from './types.js';
 
 const SCHEMA = `
@@ -129,7 +130,7 @@ export function openDb(path: string, opts: { readonly?: boolean; sync?: 'full' |
 
 /** A point's value in its JSON object: numbers as JavaScript writes them (shortest round trip), -0 as 0. */
 function jsonValue(v: number | string, k: number): string {
-  return k === 0 ? String(v) : k === 1 ? (v ? 'true' : 'false') : JSON.stringify(v);
+  return k === 0 ? String(v) : k === 1 ? (v !== 0 ? 'true' : 'false') : JSON.stringify(v);
 }
 
 export class EmbeddedWriter {
@@ -261,15 +262,20 @@ export class EmbeddedWriter {
   }
 
   /** One transaction per batch; one row per (device, ts), the last value of each field wins. */
-  write(records: readonly TelemetryRecord[]): WriteResult {
+  write(records: readonly TelemetryRecord[] | PackedRecords): WriteResult {
     return this.writeMany([records])[0]!;
   }
 
   /**
    * Several batches (requests that queued up while the previous commit ran) in
    * one transaction: one WAL sync for all of them; results per batch.
+   *
+   * Batches arrive packed from the broker thread (record-pack.ts) and are read
+   * in that form: no record or values object is made per message, and names
+   * are looked up once per batch by their index in the batch's string table
+   * (a batch repeats a handful of device and field names hundreds of times).
    */
-  writeMany(batches: readonly (readonly TelemetryRecord[])[]): WriteResult[] {
+  writeMany(batches: readonly (readonly TelemetryRecord[] | PackedRecords)[]): WriteResult[] {
     const recentP: (number | string)[] = new Array(ROWS_PER_STMT * 3);
     const oldP: (number | string)[] = new Array(ROWS_PER_STMT * 3);
     const recentN: number[] = new Array(ROWS_PER_STMT);
@@ -279,48 +285,63 @@ export class EmbeddedWriter {
     const now = Date.now();
     const recentBefore = this.recentRows;
     const tx = this.db.transaction(() => {
-      for (const records of batches) {
+      for (const batch of batches) {
+        const { strings, nums, count } = isPacked(batch) ? batch : packRecords(batch);
+        // Per string index: the device's id, the field's id * 4 + kind, the field's JSON key.
+        const devOf: (number | undefined)[] = new Array(strings.length);
+        const fkOf: (number | undefined)[] = new Array(strings.length);
+        const keyOf: (string | undefined)[] = new Array(strings.length);
         let setAside: SetAsideReading[] | undefined;
         let total = 0;
         let written = 0;
         let nr = 0;
         let no = 0;
-        for (const r of records) {
-          const dev = this.deviceId(r.deviceId);
-          const ts = Math.round(r.ts);
+        let o = 0;
+        for (let i = 0; i < count; i++) {
+          const devIx = nums[o]!;
+          const rawTs = nums[o + 3]!;
+          const n = nums[o + 4]!;
+          o += 5;
+          const dev = devOf[devIx] ?? (devOf[devIx] = this.deviceId(strings[devIx]!));
+          const ts = Math.round(rawTs);
           let json = '';
           let fieldsIn = 0;
-          for (const name in r.values) {
-            const value = r.values[name]!;
+          for (let j = 0; j < n; j++, o += 3) {
+            const nameIx = nums[o]!;
+            const k = nums[o + 1]!;
+            const raw = nums[o + 2]!;
             let v: number | string;
-            let k: number;
-            if (typeof value === 'number') { if (!Number.isFinite(value)) continue; v = value === 0 ? 0 : value; k = 0; } // -0 → 0, as line protocol writes it
-            else if (typeof value === 'boolean') { v = value ? 1 : 0; k = 1; }
-            else { v = value; k = 2; }
-            let fk = this.fields.get(name);
+            if (k === 0) { if (!Number.isFinite(raw)) continue; v = raw === 0 ? 0 : raw; } // -0 → 0, as line protocol writes it
+            else if (k === 1) v = raw;
+            else v = strings[raw]!;
+            let fk = fkOf[nameIx];
             if (fk === undefined || (fk & 3) !== k) {
+              const name = strings[nameIx]!;
+              fk = this.fields.get(name);
               if (fk === undefined || (fk & 3) === K_UNKNOWN) fk = this.fieldTyped(name, fk, k);
-              else {
-                this.insDead.run(r.deviceId, name, ts, v, kindName(k), `field is ${kindName(fk & 3)}, value is ${kindName(k)}`, now);
-                (setAside ??= []).push({ deviceId: r.deviceId, ts: r.ts, field: name, value, reason: FIELD_TYPE_CONFLICT });
+              else if ((fk & 3) !== k) {
+                const value = k === 1 ? raw !== 0 : v;
+                this.insDead.run(strings[devIx]!, name, ts, v, kindName(k), `field is ${kindName(fk & 3)}, value is ${kindName(k)}`, now);
+                (setAside ??= []).push({ deviceId: strings[devIx]!, ts: rawTs, field: name, value, reason: FIELD_TYPE_CONFLICT });
                 continue;
               }
+              if (fkOf[nameIx] === undefined) { fkOf[nameIx] = fk; keyOf[nameIx] = '"' + (fk - (fk & 3)) / 4 + '":'; }
             }
             const f = (fk - (fk & 3)) / 4;
             const sk = seriesKey(dev, f);
             if (!this.series.has(sk)) { this.insSeries.run(dev, f); this.series.add(sk); }
-            json += (fieldsIn++ === 0 ? '{"' : ',"') + f + '":' + jsonValue(v, k);
+            json += (fieldsIn++ === 0 ? '{' : ',') + (keyOf[nameIx] ?? '"' + f + '":') + jsonValue(v, k);
           }
           if (fieldsIn === 0) continue;
           json += '}';
           total += fieldsIn;
           if (ts >= W) {
-            const o = nr * 3;
-            recentP[o] = dev; recentP[o + 1] = ts; recentP[o + 2] = json; recentN[nr] = fieldsIn;
+            const q = nr * 3;
+            recentP[q] = dev; recentP[q + 1] = ts; recentP[q + 2] = json; recentN[nr] = fieldsIn;
             if (++nr === ROWS_PER_STMT) { written += this.insertChunk('recent_points', nr, recentP, recentN); nr = 0; }
           } else {
-            const o = no * 3;
-            oldP[o] = dev; oldP[o + 1] = ts; oldP[o + 2] = json; oldN[no] = fieldsIn;
+            const q = no * 3;
+            oldP[q] = dev; oldP[q + 1] = ts; oldP[q + 2] = json; oldN[no] = fieldsIn;
             if (++no === ROWS_PER_STMT) { written += this.insertChunk('points', no, oldP, oldN); no = 0; }
           }
         }

@@ -110,7 +110,9 @@ function main(): void {
         group.push(r); items += batchSize(r.args[0]);
       }
       try {
-        const results = (many as (a: unknown[], ...rest: unknown[]) => unknown[]).call(target, group.map((g) => batchOf(g.args[0])), ...req.args.slice(1));
+        // The writer reads packed batches as they are (embedded-db.ts writeMany); the outbox takes records.
+        const batches = group.map((g) => (writer ? g.args[0] : batchOf(g.args[0])));
+        const results = (many as (a: unknown[], ...rest: unknown[]) => unknown[]).call(target, batches, ...req.args.slice(1));
         group.forEach((g, i) => reply({ id: g.id, ok: true, result: results[i] }));
       } catch (err) {
         for (const g of group) reply({ id: g.id, ok: false, error: errInfo(err) });

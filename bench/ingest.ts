@@ -40,6 +40,7 @@ function throughputRows(r: ThroughputResult): Row[] {
     ['disk: commit-sized write + fdatasync p50 / p90', `${fmt(r.diskSync.p50Ms, 2)} / ${fmt(r.diskSync.p90Ms, 2)} ms (before the load)`],
     ['CPU server / generator', `${fmt(r.serverCpuPct)}% / ${fmt(r.generatorCpuPct)}% of one core (${cpus().length} cores)`],
     ['server main (broker) thread CPU per message', `${fmt(r.brokerUsPerMsg, 1)} µs`],
+    ['machine CPU stolen by the hypervisor', r.stealPct === null ? 'n/a' : `${fmt(r.stealPct, 1)} % of all cores`],
     ['messages sent / acked (total)', `${fmt(r.sentTotal)} / ${fmt(r.ackedTotal)} (${r.inflightAtEnd} unacked at end, ${r.clientErrors} client errors)`],
     ...(r.drainMs !== null ? [['queue drain time', `${fmt(r.drainMs / 1000, 1)} s`] as Row] : []),
     ['stored / acknowledged readings', `${fmt(v.storedReadings)} / ${fmt(v.ackedReadings)} (history API, ${v.devicesChecked} devices, ${fmt(v.queryMs / 1000, 1)} s)`],
@@ -72,6 +73,7 @@ function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
     p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90), p99Ms: round(r.latencyMs.p99),
     rssMaxMiB: round(r.rssMaxMiB, 0), rssEndMiB: round(r.rssEndMiB, 0),
     serverCpuPct: round(r.serverCpuPct, 0), brokerUsPerMsg: round(r.brokerUsPerMsg, 1), generatorCpuPct: round(r.generatorCpuPct, 0),
+    stealPct: round(r.stealPct, 1),
     commits: r.server.commits, commitAvgMs: round(r.server.commitAvgMs), storeWriteAvgMs: round(r.server.storeWriteAvgMs),
     drainMs: round(r.drainMs, 0), diskSyncP50Ms: round(r.diskSync.p50Ms, 3), diskSyncP90Ms: round(r.diskSync.p90Ms, 3), stored: r.verify.storedReadings, acked: r.verify.ackedReadings,
     missing: r.verify.missingReadings, influxCount: r.influxCount, pass: r.failures.length === 0,
@@ -81,7 +83,7 @@ function jsonThroughput(r: ThroughputResult): Record<string, unknown> {
 function jsonBare(r: BareResult): Record<string, unknown> {
   return {
     devices: r.devices, window: r.window, msgsPerSec: round(r.msgsPerSec, 0), p50Ms: round(r.latencyMs.p50), p90Ms: round(r.latencyMs.p90),
-    p99Ms: round(r.latencyMs.p99), serverCpuPct: round(r.serverCpuPct, 0), brokerUsPerMsg: round(r.brokerUsPerMsg, 1), clientErrors: r.clientErrors,
+    p99Ms: round(r.latencyMs.p99), serverCpuPct: round(r.serverCpuPct, 0), brokerUsPerMsg: round(r.brokerUsPerMsg, 1), stealPct: round(r.stealPct, 1), clientErrors: r.clientErrors,
   };
 }
 

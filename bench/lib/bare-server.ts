@@ -55,6 +55,8 @@ export interface BareResult {
   serverCpuPct: number | null;
   /** Its main (only) thread's CPU per acknowledged message, µs (load-run.ts brokerUsPerMsg). */
   brokerUsPerMsg: number | null;
+  /** Machine CPU taken by the hypervisor during the window, % of all cores (proc.ts stealPct). */
+  stealPct: number | null;
   clientErrors: number;
 }
 
@@ -77,6 +79,7 @@ export async function runBare(o: {
       latencyMs: { p50, p90, p99 },
       serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
       brokerUsPerMsg: brokerUsPerMsg(load),
+      stealPct: load.stealPct,
       clientErrors: load.errors,
     };
   } finally {

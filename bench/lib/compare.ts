@@ -66,6 +66,8 @@ export interface CompareRow {
   diskSyncMs: number[];
   /** Broker (main) thread CPU per acknowledged message, µs (load-run.ts brokerUsPerMsg). */
   kengBrokerUs: number[]; bareBrokerUs: number[];
+  /** Machine CPU taken by the hypervisor during each run, % of all cores (proc.ts stealPct). */
+  kengStealPct: number[]; bareStealPct: number[];
 }
 
 export function compareRows(runs: ShapeRuns[]): CompareRow[] {
@@ -81,6 +83,8 @@ export function compareRows(runs: ShapeRuns[]): CompareRow[] {
     diskSyncMs: keng.map((k) => k.diskSync.p50Ms),
     kengBrokerUs: keng.flatMap((k) => (k.brokerUsPerMsg === null ? [] : [k.brokerUsPerMsg])),
     bareBrokerUs: bare.flatMap((b) => (b.brokerUsPerMsg === null ? [] : [b.brokerUsPerMsg])),
+    kengStealPct: keng.flatMap((k) => (k.stealPct === null ? [] : [k.stealPct])),
+    bareStealPct: bare.flatMap((b) => (b.stealPct === null ? [] : [b.stealPct])),
   }));
 }
 
@@ -88,7 +92,7 @@ export function compareRows(runs: ShapeRuns[]): CompareRow[] {
 export function compareTable(rows: CompareRow[], store: string): string {
   const head = ['shape (devices × in flight)', `Keng (${store}) acked/s`, 'bare aedes acked/s', 'ratio',
     'Keng PUBACK p50 / p99', 'bare PUBACK p50 / p99', 'Keng stored / acked readings', 'disk sync p50',
-    'broker thread CPU per message, Keng / bare'];
+    'broker thread CPU per message, Keng / bare', 'CPU stolen by the hypervisor, Keng / bare run'];
   const lines = rows.map((r) => [
     r.shape, spread(r.kengMsgsPerSec), spread(r.bareMsgsPerSec), spread(r.ratios, 2) + (r.ratios.length ? '×' : ''),
     `${spread(r.kengP50, 1)} / ${spread(r.kengP99, 1)} ms`,
@@ -96,6 +100,7 @@ export function compareTable(rows: CompareRow[], store: string): string {
     `${fmt(r.stored)} / ${fmt(r.acked)}`,
     spread(r.diskSyncMs, 2, ' ms'),
     `${spread(r.kengBrokerUs, 1)} / ${r.bareBrokerUs.length ? spread(r.bareBrokerUs, 1) : 'n/a'} µs`,
+    `${r.kengStealPct.length ? spread(r.kengStealPct, 0, ' %') : 'n/a'} / ${r.bareStealPct.length ? spread(r.bareStealPct, 0, ' %') : 'n/a'}`,
   ]);
   const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   return [row(head), row(head.map(() => '---')), ...lines.map(row)].join('\n');

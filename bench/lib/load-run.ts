@@ -1,7 +1,7 @@
 /** Runs the load on the main thread (workers = 1) or split across worker threads, and merges the slices. */
 import { Worker } from 'node:worker_threads';
 import type { SimCredential } from '../../src/sim/index.js';
-import { readCpuMs, readThreadCpuMs } from './proc.js';
+import { readCpuMs, readMachineCpu, readThreadCpuMs, stealPct } from './proc.js';
 import { runLoadSlice, now, type GeneratorKind, type LoadSliceOptions, type LoadSliceResult, type Schedule } from './load.js';
 
 export interface LoadOptions {
@@ -26,6 +26,8 @@ export interface LoadResult extends LoadSliceResult {
   serverCpuMs: number | null;
   /** CPU time of the server's main thread (the MQTT broker's) during the measurement window. */
   serverMainCpuMs: number | null;
+  /** Machine CPU time taken by the hypervisor for other guests during the window, % of all cores (proc.ts stealPct). */
+  stealPct: number | null;
   measuredMs: number;
   measureFrom: number;
   measureTo: number;
@@ -76,6 +78,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     generatorCpuMs: (await cpu).generator,
     serverCpuMs: (await cpu).server,
     serverMainCpuMs: (await cpu).serverMain,
+    stealPct: (await cpu).steal,
     measuredMs: measureTo - measureFrom,
     measureFrom,
     measureTo,
@@ -89,18 +92,20 @@ export function brokerUsPerMsg(load: Pick<LoadResult, 'serverMainCpuMs' | 'acked
 }
 
 /** Samples this process's and the server's CPU time at the start and end of the window. */
-async function measureCpu(from: number, to: number, serverPid?: number): Promise<{ generator: number; server: number | null; serverMain: number | null }> {
+async function measureCpu(from: number, to: number, serverPid?: number): Promise<{ generator: number; server: number | null; serverMain: number | null; steal: number | null }> {
   const wait = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - now())));
   const diff = (a: number | null, b: number | null): number | null => (a !== null && b !== null ? b - a : null);
   await wait(from);
   const g0 = process.cpuUsage();
   const s0 = serverPid ? readCpuMs(serverPid) : null;
   const m0 = serverPid ? readThreadCpuMs(serverPid, serverPid) : null;
+  const c0 = readMachineCpu();
   await wait(to);
   const g = process.cpuUsage(g0);
   const s1 = serverPid ? readCpuMs(serverPid) : null;
   const m1 = serverPid ? readThreadCpuMs(serverPid, serverPid) : null;
-  return { generator: (g.user + g.system) / 1000, server: diff(s0, s1), serverMain: diff(m0, m1) };
+  const c1 = readMachineCpu();
+  return { generator: (g.user + g.system) / 1000, server: diff(s0, s1), serverMain: diff(m0, m1), steal: stealPct(c0, c1) };
 }
 
 type WorkerMessage = { type: 'connected' } | { type: 'result'; result: LoadSliceResult };

@@ -78,3 +78,37 @@ export class RssSampler {
 }
 
 export const MiB = 1024 * 1024;
+
+/** The machine's CPU time counters (all cores, /proc/stat's first line), in clock ticks; null when unreadable. */
+export interface MachineCpu { total: number; steal: number }
+
+export function readMachineCpu(): MachineCpu | null {
+  try {
+    return parseMachineCpu(readFileSync('/proc/stat', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is already
+ * counted in user and nice, so the total is the first eight fields.
+ */
+export function parseMachineCpu(stat: string): MachineCpu | null {
+  const line = stat.slice(0, stat.indexOf('\n'));
+  const f = line.trim().split(/\s+/);
+  if (f[0] !== 'cpu' || f.length < 9) return null;
+  const n = f.slice(1, 9).map(Number);
+  if (n.some((x) => !Number.isFinite(x))) return null;
+  return { total: n.reduce((a, x) => a + x, 0), steal: n[7]! };
+}
+
+/**
+ * Share of the machine's CPU time that the hypervisor gave to other guests between two readings, in
+ * percent of all cores' time: on a shared virtual machine it comes and goes within minutes, and a
+ * run that loses a fifth of its CPU to it is not comparable with one that loses none.
+ */
+export function stealPct(a: MachineCpu | null, b: MachineCpu | null): number | null {
+  if (!a || !b || b.total <= a.total) return null;
+  return ((b.steal - a.steal) / (b.total - a.total)) * 100;
+}

@@ -37,6 +37,8 @@ export interface ThroughputResult {
    */
   brokerUsPerMsg: number | null;
   generatorCpuPct: number;
+  /** Machine CPU taken by the hypervisor during the window, % of all cores (proc.ts stealPct). */
+  stealPct: number | null;
   drainMs: number | null;
   /** The data directory's disk, probed right before the load (disk-sync.ts): Keng's rate follows it. */
   diskSync: DiskSync;
@@ -123,6 +125,7 @@ export async function runThroughput(o: {
     serverCpuPct: load.serverCpuMs === null ? null : (load.serverCpuMs / load.measuredMs) * 100,
     brokerUsPerMsg: brokerUsPerMsg(load),
     generatorCpuPct: (load.generatorCpuMs / load.measuredMs) * 100,
+    stealPct: load.stealPct,
     drainMs, diskSync, verify, influxCount, server, stopMs, failures,
   };
 }

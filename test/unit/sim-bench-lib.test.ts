@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseBenchArgs, UsageError } from '../../bench/lib/args.js';
 import { influxConfig } from '../../tools/influxd.js';
 import { brokerUsPerMsg } from '../../bench/lib/load-run.js';
-import { parseCpuMs, readRssBytes, readThreadCpuMs } from '../../bench/lib/proc.js';
+import { parseCpuMs, parseMachineCpu, readMachineCpu, readRssBytes, readThreadCpuMs, stealPct } from '../../bench/lib/proc.js';
 import { promValue } from '../../bench/lib/prom.js';
 import { checkDevice } from '../../bench/lib/verify.js';
 
@@ -64,6 +64,19 @@ describe('bench: /proc', () => {
     expect(brokerUsPerMsg({ serverMainCpuMs: 1_500, ackedInWindow: 100_000 })).toBe(15);
     expect(brokerUsPerMsg({ serverMainCpuMs: null, ackedInWindow: 100_000 })).toBeNull();
     expect(brokerUsPerMsg({ serverMainCpuMs: 1_500, ackedInWindow: 0 })).toBeNull();
+  });
+  it("the machine's CPU stolen by the hypervisor between two readings of /proc/stat, in % of all cores", () => {
+    const a = parseMachineCpu('cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n');
+    expect(a).toEqual({ total: 1000, steal: 40 });
+    const b = parseMachineCpu('cpu  300 5 120 1300 20 0 5 250 30 0\n');
+    expect(b).toEqual({ total: 2000, steal: 250 });
+    expect(stealPct(a, b)).toBeCloseTo(21, 6); // 210 of 1,000 ticks
+    expect(stealPct(b, a)).toBeNull();
+    expect(stealPct(null, b)).toBeNull();
+    expect(parseMachineCpu('intr 1 2 3\n')).toBeNull();
+    const now = readMachineCpu();
+    expect(now).not.toBeNull();
+    expect(now!.total).toBeGreaterThan(now!.steal);
   });
   it('reads our own RSS', () => {
     expect(readRssBytes(process.pid)).toBeGreaterThan(1024 * 1024);

@@ -325,12 +325,13 @@ export class EmbeddedWriter {
                 (setAside ??= []).push({ deviceId: strings[devIx]!, ts: rawTs, field: name, value, reason: FIELD_TYPE_CONFLICT });
                 continue;
               }
-              if (fkOf[nameIx] === undefined) { fkOf[nameIx] = fk; keyOf[nameIx] = '"' + (fk - (fk & 3)) / 4 + '":'; }
+              // Only a name not cached yet gets here (a cached one of another kind went to dead_readings above).
+              fkOf[nameIx] = fk; keyOf[nameIx] = '"' + (fk - (fk & 3)) / 4 + '":';
             }
             const f = (fk - (fk & 3)) / 4;
             const sk = seriesKey(dev, f);
             if (!this.series.has(sk)) { this.insSeries.run(dev, f); this.series.add(sk); }
-            json += (fieldsIn++ === 0 ? '{' : ',') + (keyOf[nameIx] ?? '"' + f + '":') + jsonValue(v, k);
+            json += (fieldsIn++ === 0 ? '{' : ',') + keyOf[nameIx]! + jsonValue(v, k);
           }
           if (fieldsIn === 0) continue;
           json += '}';

@@ -127,7 +127,15 @@ describe('cluster mode: a node SIGKILLed during a 300-speaker broadcast', () => 
     for (const l of log) byDevice.set(l.deviceId, [...(byDevice.get(l.deviceId) ?? []), l.state]);
     expect(byDevice.size).toBe(N);
     const odd = [...byDevice].filter(([, st]) => st.join(',') !== 'pending,sent,accepted,playing,completed');
-    expect(odd.slice(0, 5)).toEqual([]);
+    // Seen once in CI (a slow run): four targets logged without `playing`. Too rare to catch here, so a failure
+    // carries what both nodes logged about those speakers and what the speakers sent and got.
+    const why = odd.length === 0 ? '' : (() => {
+      const ids = new Set(odd.slice(0, 5).map(([d]) => d));
+      const about = (out: string): string => out.split('\n').filter((l) => [...ids].some((d) => l.includes(d))).slice(0, 40).join('\n');
+      const seen = sim.speakers.filter((x) => ids.has(x.id)).map((x) => JSON.stringify({ id: x.id, events: x.events, received: x.received }).slice(0, 2000));
+      return `log ${JSON.stringify(log.filter((l) => ids.has(l.deviceId)))}\nnode A:\n${about(a.k.output())}\nnode B:\n${about(b.k.output())}\nspeakers:\n${seen.join('\n')}`;
+    })();
+    expect(odd.slice(0, 5), why).toEqual([]);
     // Speaker side: one playback each (started, completed), whatever commands came twice.
     const playedTwice = sim.speakers.filter((s) => s.events.filter((e) => e.broadcastId === id && e.state === 'started').length !== 1).map((s) => s.id);
     expect(playedTwice.slice(0, 5)).toEqual([]);

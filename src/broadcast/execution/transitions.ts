@@ -75,7 +75,10 @@ export class TargetTransitions {
     h.targets.set(deviceId, { ...t, state: to, updated_at: now, detail: o.detail ?? null });
     applied.then((a) => {
       if (a.applied) this.emit(broadcastId, deviceId, t.area, to, now);
-      else this.d.held.delete(broadcastId); // moved by someone else: memory is stale
+      else { // moved by someone else: memory is stale
+        this.d.held.delete(broadcastId);
+        this.d.logger.info({ broadcastId, deviceId, from: t.state, to, source: o.source }, 'broadcast target transition not applied: the target was moved elsewhere');
+      }
     }, () => { /* the window failed: its callers are told, this broadcast is evicted */ });
     if (to === 'accepted' || to === 'playing') this.d.onActive(h);
     return true;

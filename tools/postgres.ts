@@ -12,12 +12,12 @@
  * PostgreSQL refuses to run as root: as root, every binary runs as the
  * `postgres` user (spawn uid/gid) on a directory that user owns; otherwise as
  * the current user. The server is spawned directly (no pg_ctl daemonising) in
- * its own process group, so the test owns its pid and kill() takes the
- * backends down with the postmaster, as a machine crash would. Throws when
+ * its own process group, so the test owns its pid; kill() takes the
+ * backends down with the postmaster (each one, see killGroup), as a machine crash would. Throws when
  * PostgreSQL is not installed: CI must fail, not skip.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -156,9 +156,14 @@ export async function startPostgres(o: StartPostgresOptions = {}): Promise<Postg
     try { if (group) process.kill(-c.pid!, signal); else c.kill(signal); } catch { resolve(); }
   });
   const killGroup = async (c: ChildProcess): Promise<void> => {
+    // Every child of the postmaster (backends, checkpointer, …) makes itself a session leader (setsid in
+    // InitPostmasterChild), so a signal to the postmaster's group reaches the postmaster alone, and an idle
+    // backend could still answer a query before it notices the postmaster's death. Each child is killed too.
+    const kids = c.pid !== undefined ? childrenOf(c.pid) : [];
+    for (const k of kids) { try { process.kill(k, 'SIGKILL'); } catch { /* gone */ } }
     await waitExit(c, 'SIGKILL', true);
-    // Backends in the group get the SIGKILL too; make sure none is left holding the port or shared memory.
     try { process.kill(-c.pid!, 'SIGKILL'); } catch { /* group gone */ }
+    await gone(kids);
   };
   const kill = async (): Promise<void> => { const c = child; child = null; if (c) await killGroup(c); };
   const stop = async (): Promise<void> => { const c = child; child = null; if (c) await waitExit(c, 'SIGINT', false); };
@@ -217,4 +222,27 @@ export async function startPostgres(o: StartPostgresOptions = {}): Promise<Postg
     },
     destroy: async () => { unregister(); process.off('exit', onExit); await destroy(); },
   };
+}
+
+/** Pids whose parent is `pid` (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // Fields after the command (which may hold spaces): state, ppid, …
+      if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(e));
+    } catch { /* exited meanwhile */ }
+  }
+  return out;
+}
+
+/** Resolves once none of `pids` runs any more (gone, or a zombie whose sockets are closed); at most 5 s. */
+async function gone(pids: readonly number[]): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  const running = (p: number): boolean => {
+    try { const st = readFileSync(`/proc/${p}/stat`, 'utf8'); return st[st.lastIndexOf(')') + 2] !== 'Z'; } catch { return false; }
+  };
+  while (pids.some(running) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 }

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
 
@@ -41,4 +43,25 @@ describe('tools/postgres', () => {
     await primary.restart();
     expect(Number((await primary.query<{ n: string }>('SELECT count(*) AS n FROM t')).rows[0]!.n)).toBeGreaterThanOrEqual(committed);
   }, 120_000);
+
+  // PostgreSQL's children make themselves session leaders, so a signal to the postmaster's process group reached
+  // the postmaster alone: a backend went on until it noticed the death (an idle one could still answer a query, seen
+  // under load as a write that succeeded after the kill; a busy one runs on until its query ends).
+  it('kill(): a backend running a query is gone when kill() resolves, as in a machine crash', async () => {
+    const s = await startPostgres();
+    servers.push(s);
+    const c = new pg.Client({ connectionString: s.url });
+    c.on('error', () => { /* the server goes away below */ });
+    await c.connect();
+    const backend = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    // Minutes of CPU work: a backend checks for the postmaster's death only when it waits, not inside a query.
+    const busy = c.query('SELECT count(*) FROM generate_series(1, 10000000000)').then(() => 'answered', () => 'rejected');
+    await new Promise((r) => setTimeout(r, 300));
+    await s.kill();
+    let state = 'gone';
+    try { const st = readFileSync(`/proc/${backend}/stat`, 'utf8'); state = st[st.lastIndexOf(')') + 2]!; } catch { /* gone */ }
+    expect(['gone', 'Z']).toContain(state);
+    expect(await busy).toBe('rejected');
+    await c.end().catch(() => undefined);
+  }, 60_000);
 });

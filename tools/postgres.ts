@@ -17,11 +17,12 @@
  * PostgreSQL is not installed: CI must fail, not skip.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { onCleanup, trackChild } from './cleanup.js';
+import { readStatFields } from './proc-stat.js';
 import { freePort } from './ports.js';
 
 /** The newest installed PostgreSQL's bin directory (KENG_PG_BIN overrides). */
@@ -226,23 +227,12 @@ export async function startPostgres(o: StartPostgresOptions = {}): Promise<Postg
 
 /** Pids whose parent is `pid` (Linux /proc). */
 function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const st = readFileSync(`/proc/${e}/stat`, 'utf8');
-      // Fields after the command (which may hold spaces): state, ppid, …
-      if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(e));
-    } catch { /* exited meanwhile */ }
-  }
-  return out;
+  return readdirSync('/proc').filter((e) => /^\d+$/.test(e) && Number(readStatFields(Number(e))?.[1]) === pid).map(Number);
 }
 
 /** Resolves once none of `pids` runs any more (gone, or a zombie whose sockets are closed); at most 5 s. */
 async function gone(pids: readonly number[]): Promise<void> {
   const deadline = Date.now() + 5_000;
-  const running = (p: number): boolean => {
-    try { const st = readFileSync(`/proc/${p}/stat`, 'utf8'); return st[st.lastIndexOf(')') + 2] !== 'Z'; } catch { return false; }
-  };
+  const running = (p: number): boolean => { const f = readStatFields(p); return f !== null && f[0] !== 'Z'; };
   while (pids.some(running) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 }

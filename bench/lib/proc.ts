@@ -1,5 +1,6 @@
 /** Process figures from /proc (Linux): resident memory and CPU time. */
 import { readFileSync } from 'node:fs';
+import { statFields } from '../../tools/proc-stat.js';
 
 /** VmRSS of a process in bytes, or null when it is gone. */
 export function readRssBytes(pid: number): number | null {
@@ -34,8 +35,7 @@ function statCpuMs(file: string): number | null {
 }
 
 export function parseCpuMs(stat: string, ticksPerSec = 100): number | null {
-  // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const rest = statFields(stat);
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) return null;

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresServer } from '../../tools/postgres.js';
+import { readStatFields } from '../../tools/proc-stat.js';
 
 // The throw-away PostgreSQL the cluster tests stand on: a crash keeps committed rows (fsync on),
 // and a synchronous standby has every committed row when it is promoted after the primary dies.
@@ -58,9 +58,7 @@ describe('tools/postgres', () => {
     const busy = c.query('SELECT count(*) FROM generate_series(1, 10000000000)').then(() => 'answered', () => 'rejected');
     await new Promise((r) => setTimeout(r, 300));
     await s.kill();
-    let state = 'gone';
-    try { const st = readFileSync(`/proc/${backend}/stat`, 'utf8'); state = st[st.lastIndexOf(')') + 2]!; } catch { /* gone */ }
-    expect(['gone', 'Z']).toContain(state);
+    expect(['gone', 'Z']).toContain(readStatFields(backend)?.[0] ?? 'gone');
     expect(await busy).toBe('rejected');
     await c.end().catch(() => undefined);
   }, 60_000);
